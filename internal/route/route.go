@@ -1,0 +1,60 @@
+// Package route is the table of VictoriaMetrics HTTP APIs the gateway forwards: a client path maps to a Route,
+// and a Route builds the upstream path for single-node or cluster VictoriaMetrics.
+package route
+
+import "github.com/vmgateway/vmgateway/internal/tenant"
+
+// Kind says which access mode an API needs and which upstream serves it.
+type Kind uint8
+
+const (
+	// Read APIs go to -read.url (vmselect).
+	Read Kind = iota + 1
+	// Write APIs go to -write.url (vminsert).
+	Write
+	// Admin APIs (delete_series and the like) go to -read.url and need a full-mode token.
+	Admin
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Read:
+		return "read"
+	case Write:
+		return "write"
+	case Admin:
+		return "admin"
+	}
+	return "unknown"
+}
+
+// Args says where an API carries series selectors, so the enforcer knows what to rewrite.
+type Args uint8
+
+const (
+	// NoSelectors: the API carries no series selectors (static vmui assets, health-like reads).
+	NoSelectors Args = iota
+	// QueryArg: MetricsQL in the `query` arg (query, query_range, query_exemplars).
+	QueryArg
+	// MatchArgs: series selectors in `match[]` (series, export, federate, labels, label values, tsdb status, delete).
+	MatchArgs
+	// WriteArgs: a write API; the enforcer sets `extra_label` args and never touches the body.
+	WriteArgs
+	// Unenforceable: the API cannot be limited to a token's series (graphite, top_queries, ...):
+	// only unrestricted tokens may call it.
+	Unenforceable
+)
+
+// Route is one classified client request path.
+type Route struct {
+	// API is a stable short name for metrics and logs, e.g. "query_range" or "import_prometheus".
+	API  string
+	Kind Kind
+	Args Args
+	// Suffix is the canonical path below the API root, as in the cluster URL format,
+	// e.g. "prometheus/api/v1/query", "prometheus/api/v1/write", "influx/write", "vmui/assets/x.js".
+	Suffix string
+	// PathTenant is the tenant named in a cluster-shaped client path (/select/<tenant>/...), if any.
+	PathTenant    tenant.ID
+	HasPathTenant bool
+}
