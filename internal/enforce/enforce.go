@@ -3,31 +3,185 @@
 package enforce
 
 import (
-	"net/http"
+	"fmt"
+	"strings"
 
-	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/VictoriaMetrics/metricsql"
 )
 
 // Label is one enforced label: name="value".
 type Label struct{ Name, Value string }
 
-// Enforcer holds one token's extra labels and filters. A nil Enforcer is unrestricted.
+// Enforcer holds one token's extra labels and filters, parsed once. It is immutable and safe for concurrent use.
+// A nil Enforcer is unrestricted.
 type Enforcer struct {
 	labels  []Label
 	filters []string
+
+	// labelFilters are the labels as `name="value"` matchers, ANDed into every selector branch.
+	labelFilters []metricsql.LabelFilter
+	// branches are the or-branches of all extra filters together: a series must match one of them.
+	branches [][]metricsql.LabelFilter
+
+	// Precomputed query args appended to every read request.
+	extraLabelArgs   []string
+	extraFiltersArgs []string
+	// matchArgs are the match[] values added to listing APIs called without any match[].
+	matchArgs []string
 }
 
-// CONTRACT PLACEHOLDER: the enforce helper replaces everything below with the real implementation.
-
-// New validates labels and filters (series selectors) and parses them once.
+// New validates labels and filters and parses the filters once. Label names follow the Prometheus syntax;
+// `__name__` and the cluster tenant labels are refused. Each filter must be a series selector such as
+// `{env="prod"}`, `up{env=~"dev|stage"}` or `{a="1" or b="2"}`; the filters are ORed.
 func New(labels []Label, filters []string) (*Enforcer, error) {
-	panic("enforce.New: not yet implemented")
+	e := &Enforcer{}
+	seen := make(map[string]string, len(labels))
+	for _, l := range labels {
+		if err := checkLabelName(l.Name); err != nil {
+			return nil, fmt.Errorf("invalid extra label %q: %w", l.Name+"="+l.Value, err)
+		}
+		if l.Value == "" {
+			// `team=""` selects series WITHOUT the label and strips the label on writes: almost surely a mistake.
+			return nil, fmt.Errorf("invalid extra label %q: the value is empty; an empty value would select only "+
+				"series without the label %q; use an extra filter such as {%s=\"\"} if that is meant", l.Name+"=", l.Name, l.Name)
+		}
+		if v, ok := seen[l.Name]; ok {
+			return nil, fmt.Errorf("extra label %q is given twice (values %q and %q); give each label name once", l.Name, v, l.Value)
+		}
+		seen[l.Name] = l.Value
+		e.labels = append(e.labels, l)
+		e.labelFilters = append(e.labelFilters, metricsql.LabelFilter{Label: l.Name, Value: l.Value})
+		e.extraLabelArgs = append(e.extraLabelArgs, l.Name+"="+l.Value)
+	}
+	for _, f := range filters {
+		me, err := parseFilter(f)
+		if err != nil {
+			return nil, err
+		}
+		e.filters = append(e.filters, f)
+		e.branches = append(e.branches, me.LabelFilterss...)
+	}
+	// One extra_filters[] per branch: VictoriaMetrics ORs them, and before v1.92 it cannot parse `or` in a selector.
+	for _, b := range e.branches {
+		me := &metricsql.MetricExpr{LabelFilterss: [][]metricsql.LabelFilter{b}}
+		e.extraFiltersArgs = append(e.extraFiltersArgs, string(me.AppendString(nil)))
+	}
+	if !e.Restricted() {
+		return nil, nil
+	}
+	// match[] for listing APIs: one per filter branch (VictoriaMetrics ORs match[] args), each with the labels.
+	for _, b := range e.selectorBranches(nil) {
+		me := &metricsql.MetricExpr{LabelFilterss: [][]metricsql.LabelFilter{b}}
+		e.matchArgs = append(e.matchArgs, string(me.AppendString(nil)))
+	}
+	return e, nil
 }
 
 // Restricted reports whether the enforcer limits anything.
 func (e *Enforcer) Restricted() bool { return e != nil && (len(e.labels) > 0 || len(e.filters) > 0) }
 
-// Request rewrites a read request's selectors or a write request's extra_label args in place.
-func (e *Enforcer) Request(r *http.Request, rt route.Route, cluster bool) error {
-	panic("enforce.Request: not yet implemented")
+// Labels returns a copy of the enforced labels.
+func (e *Enforcer) Labels() []Label {
+	if e == nil {
+		return nil
+	}
+	return append([]Label(nil), e.labels...)
+}
+
+// Filters returns a copy of the extra filters as they were given to New.
+func (e *Enforcer) Filters() []string {
+	if e == nil {
+		return nil
+	}
+	return append([]string(nil), e.filters...)
+}
+
+// String describes the enforcer for logs and docs, e.g. `labels {team="dev"} filters [{env=~"prod|stage"}]`.
+func (e *Enforcer) String() string {
+	if !e.Restricted() {
+		return "unrestricted"
+	}
+	var sb strings.Builder
+	sb.WriteString("labels {")
+	for i, lf := range e.labelFilters {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.Write(lf.AppendString(nil))
+	}
+	sb.WriteString("} filters [")
+	sb.WriteString(strings.Join(e.filters, ", "))
+	sb.WriteByte(']')
+	return sb.String()
+}
+
+// tenantLabels are the labels vmselect/vminsert read as the tenant in the cluster's multitenant APIs.
+var tenantLabels = map[string]bool{"vm_account_id": true, "vm_project_id": true}
+
+func checkLabelName(name string) error {
+	if name == "" {
+		return fmt.Errorf("the label name is empty")
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9' {
+			continue
+		}
+		return fmt.Errorf("the label name must match [a-zA-Z_][a-zA-Z0-9_]*; character %q at position %d is not allowed", c, i)
+	}
+	if name == "__name__" {
+		// extra_label=__name__=x would rename every written series; use an extra filter to limit metric names.
+		return fmt.Errorf("__name__ cannot be an extra label; limit metric names with an extra filter such as {__name__=~\"app_.*\"}")
+	}
+	if tenantLabels[name] {
+		return fmt.Errorf("%s cannot be an extra label: the tenant comes from vm_access.tenant_id", name)
+	}
+	return nil
+}
+
+// parseFilter parses one extra filter; it must be a plain series selector that selects something narrower than all.
+func parseFilter(f string) (*metricsql.MetricExpr, error) {
+	expr, err := parse(f)
+	if err != nil {
+		return nil, fmt.Errorf("invalid extra filter %q: cannot parse it as a series selector: %s", f, err)
+	}
+	me, ok := expr.(*metricsql.MetricExpr)
+	if !ok {
+		return nil, fmt.Errorf("invalid extra filter %q: want a series selector such as {env=\"prod\"} or up{env=\"prod\"}; "+
+			"got %s", f, exprKind(expr))
+	}
+	if me.IsEmpty() {
+		return nil, fmt.Errorf("invalid extra filter %q: an empty selector would match every series", f)
+	}
+	for _, lfs := range me.LabelFilterss {
+		if len(lfs) == 0 {
+			return nil, fmt.Errorf("invalid extra filter %q: an or-branch without matchers would match every series", f)
+		}
+		for _, lf := range lfs {
+			if tenantLabels[lf.Label] {
+				return nil, fmt.Errorf("invalid extra filter %q: %s cannot be filtered on: the tenant comes from vm_access.tenant_id", f, lf.Label)
+			}
+		}
+	}
+	return me, nil
+}
+
+// exprKind names what a non-selector expression is, for error messages.
+func exprKind(e metricsql.Expr) string {
+	s := string(e.AppendString(nil))
+	switch t := e.(type) {
+	case *metricsql.RollupExpr:
+		return fmt.Sprintf("a range or offset expression %s", s)
+	case *metricsql.FuncExpr:
+		return fmt.Sprintf("a call of the function %s()", t.Name)
+	case *metricsql.AggrFuncExpr:
+		return fmt.Sprintf("a call of the aggregate function %s()", t.Name)
+	case *metricsql.BinaryOpExpr:
+		return fmt.Sprintf("a binary operation %q", t.Op)
+	case *metricsql.NumberExpr:
+		return fmt.Sprintf("the number %s", s)
+	case *metricsql.StringExpr:
+		return fmt.Sprintf("the string %s", s)
+	}
+	return fmt.Sprintf("%T %s", e, s)
 }

@@ -2,7 +2,11 @@
 // and a Route builds the upstream path for single-node or cluster VictoriaMetrics.
 package route
 
-import "github.com/vmgateway/vmgateway/internal/tenant"
+import (
+	"fmt"
+
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
 
 // Kind says which access mode an API needs and which upstream serves it.
 type Kind uint8
@@ -53,8 +57,25 @@ type Route struct {
 	Args Args
 	// Suffix is the canonical path below the API root, as in the cluster URL format,
 	// e.g. "prometheus/api/v1/query", "prometheus/api/v1/write", "influx/write", "vmui/assets/x.js".
+	// It is percent-decoded; Upstream escapes it again.
 	Suffix string
 	// PathTenant is the tenant named in a cluster-shaped client path (/select/<tenant>/...), if any.
 	PathTenant    tenant.ID
 	HasPathTenant bool
+}
+
+// pathError is a client path the gateway refuses; the gateway sends it as a Prometheus-style JSON error.
+type pathError struct {
+	status int
+	msg    string
+}
+
+func (e *pathError) Error() string { return e.msg }
+
+// HTTPStatus is the status the client gets: 400 for a malformed path or tenant, 403 for multitenant paths,
+// 404 for paths the table does not know, 414 for overlong paths.
+func (e *pathError) HTTPStatus() int { return e.status }
+
+func errorf(status int, format string, args ...any) error {
+	return &pathError{status: status, msg: fmt.Sprintf(format, args...)}
 }

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/flagutil"
+	"github.com/vmgateway/vmgateway/internal/gateway"
+	"github.com/vmgateway/vmgateway/internal/server"
+)
+
+var (
+	httpListenAddrs = flagutil.NewArray("httpListenAddr", "TCP address to listen for incoming http requests (default :8431)")
+	readURL         = flag.String("read.url", "", "Read access URL: vmselect (e.g. http://vmselect:8481) with -clusterMode, or single-node VictoriaMetrics (e.g. http://localhost:8428)")
+	writeURL        = flag.String("write.url", "", "Write access URL: vminsert (e.g. http://vminsert:8480) with -clusterMode, or single-node VictoriaMetrics (e.g. http://localhost:8428)")
+	clusterMode     = flag.Bool("clusterMode", false, "Enable this for the cluster version of VictoriaMetrics: reads go to /select/<tenant>/..., writes to /insert/<tenant>/..., with the tenant from the token")
+	readTimeout     = flag.Duration("read.timeout", time.Minute, "How long to wait for the read upstream's response headers before answering 504. A response that has started streaming is never cut")
+	writeTimeout    = flag.Duration("write.timeout", time.Minute, "How long to wait for the write upstream's response headers before answering 504")
+
+	pathPrefix          = flag.String("http.pathPrefix", "", "An optional prefix to add to all the paths handled by the http server, e.g. /gateway")
+	shutdownDelay       = flag.Duration("http.shutdownDelay", 0, "Optional delay before http server shutdown. During this delay, the server returns non-OK responses from /health page, so load balancers can route new requests to other servers")
+	maxGracefulShutdown = flag.Duration("http.maxGracefulShutdownDuration", 7*time.Second, "The maximum duration for a graceful shutdown of the HTTP server: in-flight requests get this long to finish")
+	idleConnTimeout     = flag.Duration("http.idleConnTimeout", time.Minute, "Timeout for incoming idle http connections")
+	connTimeout         = flag.Duration("http.connTimeout", 2*time.Minute, "Incoming connections to -httpListenAddr are closed after the configured timeout. This may help evenly spreading load among a cluster of services behind TCP-level load balancer. Zero value disables closing of incoming connections")
+	readHeaderTimeout   = flag.Duration("http.readHeaderTimeout", 10*time.Second, "How long a client may take to send the request headers; slower clients are cut off")
+	maxHeaderBytes      = flag.Int("http.maxHeaderBytes", 64*1024, "The maximum size of a request's headers (token included); larger requests get 431")
+
+	httpAuthUsername = flag.String("httpAuth.username", "", "Username for HTTP server's Basic Auth. The authentication is disabled if empty. See also -httpAuth.password")
+	httpAuthPassword = flagutil.NewSecret("httpAuth.password", "Password for HTTP server's Basic Auth. The authentication is disabled if -httpAuth.username is empty")
+	metricsAuthKey   = flagutil.NewSecret("metricsAuthKey", "Auth key for /metrics endpoint. It must be passed via authKey query arg. It overrides -httpAuth.*")
+	pprofAuthKey     = flagutil.NewSecret("pprofAuthKey", "Auth key for /debug/pprof/* endpoints. It must be passed via authKey query arg. It overrides -httpAuth.*. Without it (or -httpAuth.*), pprof is disabled")
+
+	tlsEnable     = flagutil.NewArrayBool("tls", "Whether to enable TLS for incoming HTTP requests at the given -httpListenAddr (aka https). -tlsCertFile and -tlsKeyFile must be set if -tls is set")
+	tlsCertFile   = flagutil.NewArray("tlsCertFile", "Path to file with TLS certificate for the corresponding -httpListenAddr if -tls is set. The file is re-read when it changes")
+	tlsKeyFile    = flagutil.NewArray("tlsKeyFile", "Path to file with TLS key for the corresponding -httpListenAddr if -tls is set. The file is re-read when it changes")
+	tlsMinVersion = flag.String("tlsMinVersion", "TLS12", "Minimum TLS version for incoming requests if -tls is set. Supported values: TLS12, TLS13")
+)
+
+// upstreamTLS declares the -<prefix>.tls* flags of one upstream.
+func upstreamTLS(prefix, urlFlag string) *gateway.TLSConfig {
+	tc := &gateway.TLSConfig{}
+	flag.StringVar(&tc.CAFile, prefix+".tlsCAFile", "", "Path to TLS CA file to verify the server certificate when connecting to -"+urlFlag)
+	flag.StringVar(&tc.CertFile, prefix+".tlsCertFile", "", "Path to client-side TLS certificate file to use when connecting to -"+urlFlag)
+	flag.StringVar(&tc.KeyFile, prefix+".tlsKeyFile", "", "Path to client-side TLS key file to use when connecting to -"+urlFlag)
+	flag.StringVar(&tc.ServerName, prefix+".tlsServerName", "", "TLS server name to use for server certificate verification when connecting to -"+urlFlag)
+	flag.BoolVar(&tc.InsecureSkipVerify, prefix+".tlsInsecureSkipVerify", false, "Whether to skip verification of the server certificate when connecting to -"+urlFlag)
+	return tc
+}
+
+var (
+	readTLS  = upstreamTLS("read", "read.url")
+	writeTLS = upstreamTLS("write", "write.url")
+)
+
+// app is the running gateway: its components, started and stopped in order.
+type app struct {
+	srv *server.Server
+}
+
+func newApp() (*app, error) {
+	ru, err := parseUpstreamURL("read.url", *readURL)
+	if err != nil {
+		return nil, err
+	}
+	wu, err := parseUpstreamURL("write.url", *writeURL)
+	if err != nil {
+		return nil, err
+	}
+	readRT, err := gateway.NewTransport("read", *readTLS, *readTimeout)
+	if err != nil {
+		return nil, err
+	}
+	writeRT, err := gateway.NewTransport("write", *writeTLS, *writeTimeout)
+	if err != nil {
+		return nil, err
+	}
+	gw, err := gateway.New(gateway.Config{
+		ReadURL: ru, WriteURL: wu,
+		ReadTransport: readRT, WriteTransport: writeRT,
+		Cluster: *clusterMode,
+	})
+	if err != nil {
+		return nil, err
+	}
+	minTLS, err := parseTLSVersion(*tlsMinVersion)
+	if err != nil {
+		return nil, err
+	}
+	addrs := []string(*httpListenAddrs)
+	if len(addrs) == 0 {
+		addrs = []string{":8431"}
+	}
+	srv, err := server.New(server.Config{
+		ListenAddrs:         addrs,
+		TLS:                 tlsEnable.Get,
+		TLSCertFile:         tlsCertFile.Get,
+		TLSKeyFile:          tlsKeyFile.Get,
+		TLSMinVersion:       minTLS,
+		PathPrefix:          *pathPrefix,
+		ShutdownDelay:       *shutdownDelay,
+		MaxGracefulShutdown: *maxGracefulShutdown,
+		IdleConnTimeout:     *idleConnTimeout,
+		ConnTimeout:         *connTimeout,
+		ReadHeaderTimeout:   *readHeaderTimeout,
+		MaxHeaderBytes:      *maxHeaderBytes,
+		BasicAuthUsername:   *httpAuthUsername,
+		BasicAuthPassword:   httpAuthPassword.Get(),
+		MetricsAuthKey:      metricsAuthKey.Get(),
+		PprofAuthKey:        pprofAuthKey.Get(),
+		Handler:             gw,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &app{srv: srv}, nil
+}
+
+func (a *app) start() error { return a.srv.Start() }
+
+func (a *app) reload() {}
+
+func (a *app) stop() error { return a.srv.Shutdown() }
+
+func parseUpstreamURL(name, s string) (*url.URL, error) {
+	if s == "" {
+		return nil, fmt.Errorf("-%s is required: the VictoriaMetrics URL to forward to, e.g. -%s=http://localhost:8428 for single-node", name, name)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("invalid -%s: %w", name, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("invalid -%s=%q: want an http:// or https:// URL with a host, e.g. http://localhost:8428", name, gateway.Redact(u))
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("invalid -%s=%q: a query string or fragment would be sent with every request; remove it", name, gateway.Redact(u))
+	}
+	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}
+
+func parseTLSVersion(s string) (uint16, error) {
+	switch strings.ToUpper(s) {
+	case "TLS12", "":
+		return tls.VersionTLS12, nil
+	case "TLS13":
+		return tls.VersionTLS13, nil
+	case "TLS10", "TLS11":
+		return 0, fmt.Errorf("-tlsMinVersion=%s is insecure and not supported: use TLS12 or TLS13", s)
+	}
+	return 0, errors.New("invalid -tlsMinVersion=" + s + ": supported values are TLS12, TLS13")
+}

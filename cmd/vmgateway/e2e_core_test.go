@@ -1,0 +1,467 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// TestWriteAndReadBackThroughGateway writes through the gateway in five formats (one of them by vmagent, a real
+// remote_write client) into a real VictoriaMetrics and reads everything back through the gateway.
+func TestWriteAndReadBackThroughGateway(t *testing.T) {
+	vm := vmtest.Start(t)
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL)
+	now := time.Now().UnixMilli()
+
+	writes := []struct{ path, contentType, body string }{
+		{"/api/v1/import/prometheus", "text/plain", `e2e_prom{src="prom"} 1` + "\n"},
+		{"/influx/write", "text/plain", "e2e_influx,src=influx value=2\n"},
+		{"/api/v1/import", "application/json", fmt.Sprintf(`{"metric":{"__name__":"e2e_json","src":"json"},"values":[3],"timestamps":[%d]}`, now) + "\n"},
+		{"/api/v1/import/csv?format=1:label:src,2:metric:e2e_csv", "text/csv", "csv,4\n"},
+		{"/prometheus/api/v1/import/prometheus", "text/plain", `e2e_prefixed{src="prefixed"} 5` + "\n"},
+	}
+	for _, w := range writes {
+		code, _, body := do(t, http.MethodPost, g.URL+w.path, strings.NewReader(w.body), "Content-Type", w.contentType)
+		if code/100 != 2 {
+			t.Fatalf("write %s: status %d: %s", w.path, code, body)
+		}
+	}
+	// vmagent speaks Prometheus remote_write to the gateway's /api/v1/write.
+	agent := startVMAgent(t, g.URL+"/api/v1/write")
+	code, _, body := do(t, http.MethodPost, agent+"/api/v1/import/prometheus", strings.NewReader(`e2e_remote{src="vmagent"} 6`+"\n"), "Content-Type", "text/plain")
+	if code/100 != 2 {
+		t.Fatalf("write into vmagent: %d %s", code, body)
+	}
+	vm.Flush(t)
+
+	want := map[string]string{"e2e_prom": "1", "e2e_influx_value": "2", "e2e_json": "3", "e2e_csv": "4", "e2e_prefixed": "5", "e2e_remote": "6"}
+	for name, value := range want {
+		vmtest.Eventually(t, func() (bool, string) {
+			vm.Flush(t)
+			code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query="+url.QueryEscape(name), nil)
+			return code == 200 && strings.Contains(body, `"`+value+`"]`), fmt.Sprintf("query %s: %d %s", name, code, body)
+		})
+	}
+	// The other read APIs, with and without the /prometheus prefix, and as a POST form.
+	reads := []struct{ method, path, form, want string }{
+		{"GET", "/prometheus/api/v1/export?match[]=e2e_json", "", `"values":[3]`},
+		{"GET", "/api/v1/series?match[]=%7Bsrc%3D%22csv%22%7D", "", `"__name__":"e2e_csv"`},
+		{"GET", "/api/v1/labels", "", `"src"`},
+		{"GET", "/prometheus/api/v1/label/src/values", "", `"vmagent"`},
+		{"GET", "/federate?match[]=e2e_prom", "", `e2e_prom{src="prom"} 1`},
+		{"POST", "/api/v1/query", "query=e2e_influx_value", `"2"]`},
+		{"POST", "/prometheus/api/v1/query_range", fmt.Sprintf("query=e2e_prom&start=%d&end=%d&step=15s", now/1000-300, now/1000+60), `"matrix"`},
+	}
+	for _, rd := range reads {
+		var b io.Reader
+		if rd.form != "" {
+			b = strings.NewReader(rd.form)
+		}
+		code, _, body := do(t, rd.method, g.URL+rd.path, b)
+		if code != 200 || !strings.Contains(body, rd.want) {
+			t.Errorf("%s %s: %d, want %q in %s", rd.method, rd.path, code, rd.want, body)
+		}
+	}
+	// promtool, a real Prometheus API client, queries through the gateway.
+	promtool := vmtest.Require(t, "/usr/bin/promtool")
+	out, err := exec.Command(promtool, "query", "instant", g.URL, "e2e_csv").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `e2e_csv{src="csv"} => 4`) {
+		t.Errorf("promtool query instant: %v\n%s", err, out)
+	}
+}
+
+func startVMAgent(t *testing.T, remoteWriteURL string, extra ...string) string {
+	t.Helper()
+	bin := vmtest.Require(t, "/usr/bin/vmagent")
+	addr := vmtest.FreePort(t)
+	dir := t.TempDir()
+	cmd := exec.Command(bin, append([]string{"-httpListenAddr=" + addr, "-remoteWrite.url=" + remoteWriteURL,
+		"-remoteWrite.tmpDataPath=" + dir, "-remoteWrite.flushInterval=100ms", "-loggerLevel=ERROR"}, extra...)...)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("cannot start vmagent: %s", err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("vmagent logs:\n%s", tailLines(logs.String(), 20))
+		}
+	})
+	vmtest.Eventually(t, func() (bool, string) {
+		resp, err := http.Get("http://" + addr + "/health")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, "vmagent not healthy"
+	})
+	return "http://" + addr
+}
+
+func decodeError(t *testing.T, body string) (errType, msg string) {
+	t.Helper()
+	var e struct{ Status, ErrorType, Error string }
+	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Status != "error" {
+		t.Fatalf("want a Prometheus-style JSON error, got %q", body)
+	}
+	return e.ErrorType, e.Error
+}
+
+func TestUnknownPathIsRefusedAndNotForwarded(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL)
+	for _, p := range []string{"/nope", "/api/v1/nope", "/api/v2/query", "/internal/force_merge", "/snapshot/create", "/metrics/../snapshot/delete_all",
+		"/api/v1/admin/tsdb/snapshot", "/flags", "/-/reload", "/prometheus/../internal/resetRollupResultCache"} {
+		code, _, body := do(t, http.MethodGet, g.URL+p, nil)
+		if code != http.StatusNotFound {
+			t.Errorf("GET %s: status %d, want 404: %s", p, code, body)
+			continue
+		}
+		if typ, _ := decodeError(t, body); typ != "not_found" {
+			t.Errorf("GET %s: errorType %q", p, typ)
+		}
+	}
+	if got := rec.Requests(); len(got) != 0 {
+		t.Fatalf("unknown paths reached the upstream: %+v", got)
+	}
+}
+
+func TestDeadUpstreamGives502WithoutCredentials(t *testing.T) {
+	dead := "http://admin:s3cret@" + vmtest.FreePort(t)
+	g := startGateway(t, "-read.url="+dead, "-write.url="+dead)
+	code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=up", nil)
+	if code != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502: %s", code, body)
+	}
+	typ, msg := decodeError(t, body)
+	host := strings.TrimPrefix(dead, "http://admin:s3cret@")
+	if typ != "unavailable" || !strings.Contains(msg, host) || strings.Contains(body, "s3cret") || strings.Contains(body, "admin") {
+		t.Fatalf("want an error naming %s without credentials, got %s", host, body)
+	}
+}
+
+func TestSlowUpstreamGives504(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	rec.Respond(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-read.timeout=300ms")
+	code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=up", nil)
+	if code != http.StatusGatewayTimeout {
+		t.Fatalf("status %d, want 504: %s", code, body)
+	}
+	if typ, _ := decodeError(t, body); typ != "timeout" {
+		t.Fatalf("errorType %q", typ)
+	}
+}
+
+// TestForwardedRequest checks exactly what reaches the upstream: the gateway's own path, the upstream's Host,
+// X-Forwarded-For from the connection, no client credentials or tenant headers, the body byte for byte.
+func TestForwardedRequest(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	g := startGateway(t, "-read.url="+rec.URL+"/base/", "-write.url="+rec.URL)
+	recHost := strings.TrimPrefix(rec.URL, "http://")
+
+	code, _, body := do(t, http.MethodGet, g.URL+"/prometheus/api/v1/query?query=up&time=123", nil,
+		"Authorization", "Bearer secret-token", "AccountID", "7", "ProjectID", "8", "X-Forwarded-For", "6.6.6.6", "Host", "evil.example")
+	if code != 200 {
+		t.Fatalf("query: %d %s", code, body)
+	}
+	payload := bytes.Repeat([]byte("e2e_payload 1\n"), 1000)
+	code, _, body = do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus?extra_label=a=b", bytes.NewReader(payload), "Content-Type", "text/plain")
+	if code/100 != 2 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	got := rec.Requests()
+	if len(got) != 2 {
+		t.Fatalf("want 2 forwarded requests, got %d", len(got))
+	}
+	q := got[0]
+	if q.Method != "GET" || !strings.HasPrefix(q.Path, "/base/") || !strings.HasSuffix(q.Path, "/api/v1/query") || q.Query.Get("query") != "up" || q.Query.Get("time") != "123" {
+		t.Errorf("query forwarded as %s %s?%s", q.Method, q.Path, q.RawQuery)
+	}
+	if q.Host != recHost {
+		t.Errorf("Host %q, want the upstream's %q", q.Host, recHost)
+	}
+	if q.Header.Get("Authorization") != "" || q.Header.Get("AccountID") != "" || q.Header.Get("ProjectID") != "" {
+		t.Errorf("client credentials or tenant headers forwarded: %v", q.Header)
+	}
+	if xff := q.Header.Get("X-Forwarded-For"); xff != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For %q, want the connection's 127.0.0.1 only", xff)
+	}
+	w := got[1]
+	if w.Method != "POST" || !strings.HasSuffix(w.Path, "/api/v1/import/prometheus") || w.Body != string(payload) {
+		t.Errorf("import forwarded as %s %s with %d body bytes", w.Method, w.Path, len(w.Body))
+	}
+}
+
+func TestOwnEndpoints(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-pprofAuthKey=pk", "-metricsAuthKey=mk")
+	do(t, http.MethodGet, g.URL+"/api/v1/query?query=up", nil)
+	do(t, http.MethodGet, g.URL+"/nope", nil)
+
+	if code, _, body := do(t, http.MethodGet, g.URL+"/health", nil); code != 200 || !strings.Contains(body, "OK") {
+		t.Errorf("/health: %d %q", code, body)
+	}
+	if code, _, _ := do(t, http.MethodGet, g.URL+"/metrics", nil); code != http.StatusUnauthorized {
+		t.Errorf("/metrics without the key: %d", code)
+	}
+	code, _, body := do(t, http.MethodGet, g.URL+"/metrics?authKey=mk", nil)
+	for _, want := range []string{`vmgateway_requests_total{api="query",code="200"} 1`, `vmgateway_requests_total{api="unknown",code="404"} 1`,
+		`vmgateway_request_duration_seconds_bucket{api="query"`, "go_goroutines"} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("/metrics: %d, want %q", code, want)
+		}
+	}
+	if code, _, _ := do(t, http.MethodGet, g.URL+"/debug/pprof/", nil); code != http.StatusUnauthorized {
+		t.Errorf("pprof without the key: %d", code)
+	}
+	if code, _, body := do(t, http.MethodGet, g.URL+"/debug/pprof/?authKey=pk", nil); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("pprof with the key: %d", code)
+	}
+
+	// Without -pprofAuthKey and basic auth, profiles stay off: they expose memory.
+	g2 := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL)
+	if code, _, _ := do(t, http.MethodGet, g2.URL+"/debug/pprof/", nil); code != http.StatusForbidden {
+		t.Errorf("pprof open without a key: %d", code)
+	}
+}
+
+func TestBasicAuthAndPathPrefix(t *testing.T) {
+	vm := vmtest.Start(t)
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-http.pathPrefix=/gw", "-httpAuth.username=u", "-httpAuth.password=p")
+	if code, _, _ := do(t, http.MethodGet, g.URL+"/gw/api/v1/labels", nil); code != http.StatusUnauthorized {
+		t.Errorf("no basic auth: %d", code)
+	}
+	req, _ := http.NewRequest(http.MethodGet, g.URL+"/gw/api/v1/labels", nil)
+	req.SetBasicAuth("u", "p")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("basic auth + prefix: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	if code, _, _ := do(t, http.MethodGet, g.URL+"/api/v1/labels", nil); code != http.StatusNotFound {
+		t.Errorf("path outside the prefix: %d", code)
+	}
+	// vmui's redirect from /vmui to /vmui/ must stay below the prefix.
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ = http.NewRequest(http.MethodGet, g.URL+"/gw/vmui", nil)
+	req.SetBasicAuth("u", "p")
+	resp, err = client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ := resp.Location()
+	if resp.StatusCode/100 != 3 || loc == nil || loc.Path != "/gw/vmui/" {
+		t.Fatalf("vmui redirect: %d Location %v, want /gw/vmui/", resp.StatusCode, loc)
+	}
+}
+
+// TestVMUIThroughGateway: vmui's page and assets, and its redirect, pass through in both modes and below a path
+// prefix. Debian's victoria-metrics ships without the vmui assets, so a recording upstream serves them here.
+func TestVMUIThroughGateway(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	rec.Respond(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/vmui"):
+			http.Redirect(w, r, r.URL.Path+"/", http.StatusMovedPermanently)
+		case strings.HasSuffix(r.URL.Path, "/vmui/"):
+			_, _ = io.WriteString(w, `<html><script src="./static/js/main.js"></script></html>`)
+		case strings.HasSuffix(r.URL.Path, "/vmui/static/js/main.js"):
+			w.Header().Set("Content-Type", "application/javascript")
+			_, _ = io.WriteString(w, "console.log('vmui')")
+		default:
+			http.NotFound(w, r)
+		}
+	})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct {
+		name, flag, clientRoot, upstreamRoot string
+	}{
+		{"single", "-clusterMode=false", "/gw/", "/"},
+		{"single, cluster-shaped path", "-clusterMode=false", "/gw/select/0:0/", "/"},
+		{"cluster", "-clusterMode", "/gw/", "/select/0:0/"},
+		{"cluster, cluster-shaped path", "-clusterMode", "/gw/select/0/", "/select/0:0/"},
+	} {
+		g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-http.pathPrefix=/gw", tc.flag)
+		resp, err := client.Get(g.URL + tc.clientRoot + "vmui")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc, _ := resp.Location()
+		if resp.StatusCode != http.StatusMovedPermanently || loc == nil || loc.Path != tc.clientRoot+"vmui/" {
+			t.Errorf("%s: redirect %d to %v, want %svmui/", tc.name, resp.StatusCode, loc, tc.clientRoot)
+			continue
+		}
+		for path, want := range map[string]string{"vmui/": "<html>", "vmui/static/js/main.js": "console.log"} {
+			code, _, body := do(t, http.MethodGet, g.URL+tc.clientRoot+path, nil)
+			if code != 200 || !strings.Contains(body, want) {
+				t.Errorf("%s: GET %s%s: %d %q", tc.name, tc.clientRoot, path, code, body)
+			}
+		}
+		got := rec.Requests()
+		if len(got) != 3 || got[0].Path != tc.upstreamRoot+"vmui" || got[1].Path != tc.upstreamRoot+"vmui/" || got[2].Path != tc.upstreamRoot+"vmui/static/js/main.js" {
+			t.Errorf("%s: upstream saw %+v", tc.name, got)
+		}
+	}
+}
+
+// TestGracefulShutdown: SIGTERM makes /health answer 503 during -http.shutdownDelay while an in-flight request
+// still completes.
+func TestGracefulShutdown(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	rec.Respond(func(w http.ResponseWriter, _ *http.Request) {
+		time.Sleep(1500 * time.Millisecond)
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+	})
+	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-http.shutdownDelay=1s", "-http.maxGracefulShutdownDuration=5s")
+	type result struct {
+		code int
+		err  error
+	}
+	inflight := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(g.URL + "/api/v1/query?query=up")
+		if err != nil {
+			inflight <- result{0, err}
+			return
+		}
+		resp.Body.Close()
+		inflight <- result{resp.StatusCode, nil}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	vmtest.Eventually(t, func() (bool, string) {
+		resp, err := http.Get(g.URL + "/health")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable, fmt.Sprintf("/health answered %d during the shutdown delay", resp.StatusCode)
+	})
+	r := <-inflight
+	if r.err != nil || r.code != 200 {
+		t.Fatalf("in-flight request during shutdown: %d %v", r.code, r.err)
+	}
+	select {
+	case <-g.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway did not exit after SIGTERM")
+	}
+	if g.err != nil {
+		t.Fatalf("gateway exited with %v; logs:\n%s", g.err, g.logs.String())
+	}
+}
+
+func TestFlagErrorsStopTheStart(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"-read.url=http://x", "-write.url=http://x", "-http.shutdownDelay=soon"}, nil, "-http.shutdownDelay"},
+		{[]string{"-write.url=http://x"}, nil, "-read.url is required"},
+		{[]string{"-read.url=ftp://x", "-write.url=http://x"}, nil, "invalid -read.url"},
+		{[]string{"-read.url=http://x", "-write.url=http://x", "-loggerFormat=xml"}, nil, "-loggerFormat"},
+		{[]string{"-read.url=http://x", "-write.url=http://x", "-tls"}, nil, "-tlsCertFile and -tlsKeyFile"},
+		{[]string{"-read.url=http://x", "-write.url=http://x", "-nosuchflag"}, nil, "nosuchflag"},
+		{[]string{"-envflag.enable", "-envflag.prefix=VMG_", "-write.url=http://x"}, []string{"VMG_read_url=http://x", "VMG_http_idleConnTimeout=forever"}, "VMG_http_idleConnTimeout"},
+		{[]string{"-read.url=http://x", "-write.url=http://x", "-httpListenAddr=127.0.0.1:1"}, nil, "cannot listen on -httpListenAddr=127.0.0.1:1"},
+	} {
+		cmd := exec.Command(gatewayBin, tc.args...)
+		cmd.Env = append(os.Environ(), tc.env...)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("%v: want a failed start mentioning %q, got err=%v:\n%s", tc.args, tc.want, err, out)
+		}
+	}
+	out, err := exec.Command(gatewayBin, "-version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "vmgateway ") {
+		t.Errorf("-version: %v %q", err, out)
+	}
+}
+
+func TestEnvFlags(t *testing.T) {
+	vm := vmtest.Start(t)
+	g := startGatewayEnv(t, []string{"VMG_read_url=" + vm.URL, "VMG_write_url=http://127.0.0.1:1", "VMG_http_pathPrefix=/fromenv"},
+		"-envflag.enable", "-envflag.prefix=VMG_", "-write.url="+vm.URL, "-http.pathPrefix=/fromenv")
+	// -write.url from the command line wins over the unreachable one in the environment.
+	code, _, body := do(t, http.MethodPost, g.URL+"/fromenv/api/v1/import/prometheus", strings.NewReader("envflag_probe 1\n"), "Content-Type", "text/plain")
+	if code/100 != 2 {
+		t.Fatalf("write with env flags: %d %s", code, body)
+	}
+	if code, _, body := do(t, http.MethodGet, g.URL+"/fromenv/api/v1/labels", nil); code != 200 {
+		t.Fatalf("read with -read.url from env: %d %s", code, body)
+	}
+}
+
+// TestStreamingWriteKeepsMemoryFlat sends a 1 GiB import through the gateway to an upstream that discards it and
+// checks the gateway's peak RSS: the body must stream, never be buffered.
+func TestStreamingWriteKeepsMemoryFlat(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1 GiB transfer; run without -short")
+	}
+	var received atomic.Int64
+	sinkSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		received.Add(n)
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	addr := vmtest.FreePort(t)
+	ln, err := netListen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = sinkSrv.Serve(ln) }()
+	t.Cleanup(func() { _ = sinkSrv.Close() })
+
+	g := startGateway(t, "-read.url=http://"+addr, "-write.url=http://"+addr)
+	_, before := rssKiB(t, g.cmd.Process.Pid)
+	const size = 1 << 30
+	resp, err := http.Post(g.URL+"/api/v1/import/prometheus", "text/plain", io.LimitReader(repeatReader("big_import_line{a=\"b\"} 1\n"), size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent || received.Load() != size {
+		t.Fatalf("status %d, upstream received %d of %d bytes", resp.StatusCode, received.Load(), size)
+	}
+	_, after := rssKiB(t, g.cmd.Process.Pid)
+	growth := after - before
+	t.Logf("gateway peak RSS %d KiB before, %d KiB after a 1 GiB import: growth %d KiB", before, after, growth)
+	if growth > 32*1024 {
+		t.Fatalf("peak RSS grew by %d KiB for a 1 GiB import: the body is being buffered", growth)
+	}
+}
+
+type repeatReader string
+
+func (r repeatReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		n += copy(p[n:], r)
+	}
+	return n, nil
+}

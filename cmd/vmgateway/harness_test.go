@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// gatewayBin is the vmgateway binary built once for the end-to-end tests, which run it as a real process.
+var gatewayBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vmgateway-e2e")
+	if err != nil {
+		panic(err)
+	}
+	gatewayBin = filepath.Join(dir, "vmgateway")
+	out, err := exec.Command("go", "build", "-o", gatewayBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cannot build vmgateway: %s\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// gw is a running vmgateway process.
+type gw struct {
+	URL  string
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startGateway runs vmgateway with the given flags on a free loopback port and waits for /health.
+func startGateway(t testing.TB, flags ...string) *gw {
+	t.Helper()
+	return startGatewayEnv(t, nil, flags...)
+}
+
+func startGatewayEnv(t testing.TB, env []string, flags ...string) *gw {
+	t.Helper()
+	var lastLogs string
+	for attempt := 0; attempt < 3; attempt++ {
+		addr := vmtest.FreePort(t)
+		g := &gw{URL: "http://" + addr, logs: &syncBuffer{}, done: make(chan struct{})}
+		prefix := ""
+		for _, f := range flags {
+			if p, ok := strings.CutPrefix(f, "-http.pathPrefix="); ok {
+				prefix = p
+			}
+		}
+		g.cmd = exec.Command(gatewayBin, append([]string{"-httpListenAddr=" + addr, "-loggerLevel=DEBUG"}, flags...)...)
+		g.cmd.Env = append(os.Environ(), env...)
+		g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
+		if err := g.cmd.Start(); err != nil {
+			t.Fatalf("cannot start vmgateway: %s", err)
+		}
+		go func() { g.err = g.cmd.Wait(); close(g.done) }()
+		if g.waitHealthy(prefix) {
+			t.Cleanup(func() {
+				g.stop(syscall.SIGKILL)
+				if t.Failed() {
+					t.Logf("vmgateway logs:\n%s", tailLines(g.logs.String(), 40))
+				}
+			})
+			return g
+		}
+		g.stop(syscall.SIGKILL)
+		lastLogs = g.logs.String()
+		if !strings.Contains(lastLogs, "address already in use") {
+			break
+		}
+	}
+	t.Fatalf("vmgateway did not become healthy; logs:\n%s", lastLogs)
+	return nil
+}
+
+func (g *gw) waitHealthy(prefix string) bool {
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-g.done:
+			return false
+		default:
+		}
+		resp, err := http.Get(g.URL + prefix + "/health")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return true
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+func (g *gw) stop(sig syscall.Signal) {
+	select {
+	case <-g.done:
+		return
+	default:
+	}
+	_ = g.cmd.Process.Signal(sig)
+	select {
+	case <-g.done:
+	case <-time.After(20 * time.Second):
+		_ = g.cmd.Process.Kill()
+		<-g.done
+	}
+}
+
+// rssKiB reads a process's current and peak resident memory from /proc.
+func rssKiB(t testing.TB, pid int) (cur, peak int) {
+	t.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("cannot read process status: %s", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		n, _ := strconv.Atoi(fields[1])
+		switch fields[0] {
+		case "VmRSS:":
+			cur = n
+		case "VmHWM:":
+			peak = n
+		}
+	}
+	return cur, peak
+}
+
+// do sends a request and returns status, headers and body.
+func do(t testing.TB, method, url string, body io.Reader, header ...string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, body)
+	if err != nil {
+		t.Fatalf("bad request %s %s: %s", method, url, err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	if method == http.MethodPost && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %s", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func netListen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }

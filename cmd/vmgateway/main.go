@@ -1,0 +1,63 @@
+// Command vmgateway is a gateway for VictoriaMetrics: it verifies each client's JWT, confines reads and writes to
+// the token's tenant and series, rate-limits tenants, and proxies to single-node or cluster VictoriaMetrics.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/vmgateway/vmgateway/internal/flagutil"
+)
+
+// version is set at build time: -ldflags "-X main.version=..."
+var version = "dev"
+
+var showVersion = flag.Bool("version", false, "Show vmgateway version")
+
+func main() {
+	flag.CommandLine.Usage = usage
+	if err := flagutil.ParseCommandLine(); err != nil {
+		fmt.Fprintf(os.Stderr, "vmgateway: %s\n", err)
+		os.Exit(2)
+	}
+	if *showVersion {
+		fmt.Println("vmgateway", version)
+		return
+	}
+	if err := setupLogger(); err != nil {
+		fmt.Fprintf(os.Stderr, "vmgateway: %s\n", err)
+		os.Exit(2)
+	}
+	app, err := newApp()
+	if err != nil {
+		slog.Error("cannot start", "err", err)
+		fmt.Fprintf(os.Stderr, "vmgateway: cannot start: %s\n", err)
+		os.Exit(1)
+	}
+	if err := app.start(); err != nil {
+		slog.Error("cannot start", "err", err)
+		fmt.Fprintf(os.Stderr, "vmgateway: cannot start: %s\n", err)
+		os.Exit(1)
+	}
+	slog.Info("vmgateway started", "version", version)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for s := range sig {
+		if s == syscall.SIGHUP {
+			app.reload()
+			continue
+		}
+		slog.Info("received signal, shutting down", "signal", s.String())
+		break
+	}
+	if err := app.stop(); err != nil {
+		slog.Error("shutdown", "err", err)
+		os.Exit(1)
+	}
+	slog.Info("vmgateway stopped")
+}

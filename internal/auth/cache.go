@@ -1,0 +1,116 @@
+package auth
+
+import (
+	"hash/maphash"
+	"sync"
+)
+
+// cache remembers verified tokens so that repeated requests skip the signature check. It is bounded: every shard
+// keeps two generations of at most genSize entries; when the current one fills up, the previous one is dropped
+// whole (O(1) eviction without per-entry bookkeeping) and a hit in the previous generation moves forward.
+// Entries are used only inside [notBefore, notAfter), so a token is never served past its exp.
+type cache struct {
+	seed    maphash.Seed
+	shards  []cacheShard
+	mask    uint64
+	genSize int
+}
+
+type cacheShard struct {
+	mu        sync.RWMutex
+	cur, prev map[uint64]*cacheEntry
+	_         [24]byte // one shard per cache line: readers of different shards do not slow each other down
+}
+
+type cacheEntry struct {
+	token  string // compared on every hit: the map key is only a hash of it
+	access *Access
+	// Unix nanoseconds: the token's nbf/iat (minus leeway, as verification allows) and its exp.
+	notBefore, notAfter int64
+}
+
+// minGenSize keeps small caches in few shards so that their bound stays meaningful.
+const minGenSize = 32
+
+// newCache returns a cache of at most size entries, or nil (no caching) when size <= 0.
+func newCache(size int) *cache {
+	if size <= 0 {
+		return nil
+	}
+	n := 1
+	for n < 64 && size/(n*4) >= minGenSize {
+		n *= 2
+	}
+	c := &cache{seed: maphash.MakeSeed(), shards: make([]cacheShard, n), mask: uint64(n - 1), genSize: max(1, size/(2*n))}
+	for i := range c.shards {
+		c.shards[i].cur = make(map[uint64]*cacheEntry, c.genSize)
+	}
+	return c
+}
+
+// get returns the Access of a token verified before and still valid at now (Unix nanoseconds), or nil.
+func (c *cache) get(token string, now int64) *Access {
+	if c == nil {
+		return nil
+	}
+	h := maphash.String(c.seed, token)
+	s := &c.shards[h&c.mask]
+	s.mu.RLock()
+	e, inCur := s.cur[h]
+	if !inCur {
+		e = s.prev[h]
+	}
+	s.mu.RUnlock()
+	if e == nil || e.token != token || now < e.notBefore || now >= e.notAfter {
+		return nil
+	}
+	if !inCur {
+		s.mu.Lock()
+		s.add(h, e, c.genSize)
+		s.mu.Unlock()
+	}
+	return e.access
+}
+
+func (c *cache) put(token string, a *Access, notBefore, notAfter int64) {
+	if c == nil {
+		return
+	}
+	h := maphash.String(c.seed, token)
+	s := &c.shards[h&c.mask]
+	s.mu.Lock()
+	s.add(h, &cacheEntry{token: token, access: a, notBefore: notBefore, notAfter: notAfter}, c.genSize)
+	s.mu.Unlock()
+}
+
+func (s *cacheShard) add(h uint64, e *cacheEntry, genSize int) {
+	s.cur[h] = e
+	if len(s.cur) >= genSize {
+		s.prev, s.cur = s.cur, make(map[uint64]*cacheEntry, genSize)
+	}
+}
+
+// clear forgets every token, e.g. when a key is removed from the key set.
+func (c *cache) clear() {
+	if c == nil {
+		return
+	}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		s.cur, s.prev = make(map[uint64]*cacheEntry, c.genSize), nil
+		s.mu.Unlock()
+	}
+}
+
+// len counts the entries; for tests.
+func (c *cache) len() int {
+	n := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.RLock()
+		n += len(s.cur) + len(s.prev)
+		s.mu.RUnlock()
+	}
+	return n
+}

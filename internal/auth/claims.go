@@ -1,0 +1,385 @@
+package auth
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+// VMAccess is the vm_access claim. It marshals to the shape the enterprise vmgateway documents
+// ({"tenant_id":{"account_id":..,"project_id":..},"extra_labels":{..},"extra_filters":[..],"mode":..}) and
+// unmarshals from that shape or from vmauth's (metrics_account_id, metrics_project_id, metrics_extra_labels as
+// "name=value", metrics_extra_filters), given as an object or as a JSON string holding one.
+type VMAccess struct {
+	Tenant       tenant.ID
+	ExtraLabels  map[string]string
+	ExtraFilters []string
+	Mode         Mode
+}
+
+// MarshalJSON writes the enterprise vmgateway shape; empty labels and filters are left out.
+func (a VMAccess) MarshalJSON() ([]byte, error) {
+	type tenantID struct {
+		AccountID uint32 `json:"account_id"`
+		ProjectID uint32 `json:"project_id"`
+	}
+	return json.Marshal(struct {
+		TenantID     tenantID          `json:"tenant_id"`
+		ExtraLabels  map[string]string `json:"extra_labels,omitempty"`
+		ExtraFilters []string          `json:"extra_filters,omitempty"`
+		Mode         Mode              `json:"mode"`
+	}{tenantID{a.Tenant.AccountID, a.Tenant.ProjectID}, a.ExtraLabels, a.ExtraFilters, a.Mode})
+}
+
+// UnmarshalJSON reads either shape strictly: unknown fields, wrong types, numbers out of range and a mix of both
+// shapes are errors, because a misspelt restriction must not silently grant more than the issuer meant.
+func (a *VMAccess) UnmarshalJSON(b []byte) error {
+	v, err := decodeJSON(b)
+	if err != nil {
+		return err
+	}
+	va, err := vmAccessFrom(v)
+	if err != nil {
+		return err
+	}
+	*a = va
+	return nil
+}
+
+// vmauthLogsFields belong to VictoriaLogs in vmauth tokens; a metrics gateway has no use for them.
+var vmauthLogsFields = map[string]bool{
+	"logs_account_id": true, "logs_project_id": true, "logs_extra_filters": true, "logs_extra_stream_filters": true,
+}
+
+// vmAccessFrom reads a vm_access value decoded with json.Number numbers.
+func vmAccessFrom(v any) (VMAccess, error) {
+	var a VMAccess
+	if s, ok := v.(string); ok {
+		inner, err := decodeJSON([]byte(s))
+		if err != nil {
+			return a, fmt.Errorf("vm_access is a string that is not JSON: %w", err)
+		}
+		if _, ok := inner.(map[string]any); !ok {
+			return a, fmt.Errorf("vm_access is a string holding %s; want a JSON object", jsonKind(inner))
+		}
+		v = inner
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return a, fmt.Errorf("vm_access must be a JSON object or a string holding one, got %s", jsonKind(v))
+	}
+	var gatewayField, vmauthField string
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		val := m[name]
+		if val == nil {
+			continue // null is absent
+		}
+		var err error
+		switch name {
+		case "tenant_id":
+			gatewayField = name
+			a.Tenant, err = tenantFrom(val)
+		case "extra_labels":
+			gatewayField = name
+			a.ExtraLabels, err = labelMapFrom(val)
+		case "extra_filters":
+			gatewayField = name
+			a.ExtraFilters, err = stringsFrom(val)
+		case "mode":
+			var n uint32
+			if n, err = uint32From(val); err == nil && n > uint32(ModeWrite) {
+				err = fmt.Errorf("must be 0 (full), 1 (read) or 2 (write), got %d", n)
+			}
+			a.Mode = Mode(n)
+		case "metrics_account_id":
+			vmauthField = name
+			a.Tenant.AccountID, err = uint32From(val)
+		case "metrics_project_id":
+			vmauthField = name
+			a.Tenant.ProjectID, err = uint32From(val)
+		case "metrics_extra_labels":
+			vmauthField = name
+			a.ExtraLabels, err = labelListFrom(val)
+		case "metrics_extra_filters":
+			vmauthField = name
+			a.ExtraFilters, err = stringsFrom(val)
+		default:
+			if !vmauthLogsFields[name] {
+				err = errors.New("unknown field; vm_access has tenant_id, extra_labels, extra_filters and mode " +
+					"(or vmauth's metrics_account_id, metrics_project_id, metrics_extra_labels, metrics_extra_filters)")
+			}
+		}
+		if err != nil {
+			return VMAccess{}, fmt.Errorf("vm_access.%s: %w", name, err)
+		}
+	}
+	if gatewayField != "" && vmauthField != "" {
+		return VMAccess{}, fmt.Errorf("vm_access mixes the vmgateway field %s and the vmauth field %s; use one shape", gatewayField, vmauthField)
+	}
+	if len(a.ExtraLabels) == 0 {
+		a.ExtraLabels = nil
+	}
+	if len(a.ExtraFilters) == 0 {
+		a.ExtraFilters = nil
+	}
+	return a, nil
+}
+
+func tenantFrom(v any) (tenant.ID, error) {
+	var t tenant.ID
+	m, ok := v.(map[string]any)
+	if !ok {
+		return t, fmt.Errorf("must be an object such as {\"account_id\":1,\"project_id\":2}, got %s", jsonKind(v))
+	}
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		if m[name] == nil {
+			continue
+		}
+		var err error
+		switch name {
+		case "account_id":
+			t.AccountID, err = uint32From(m[name])
+		case "project_id":
+			t.ProjectID, err = uint32From(m[name])
+		default:
+			err = errors.New("unknown field; tenant_id has account_id and project_id")
+		}
+		if err != nil {
+			return t, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return t, nil
+}
+
+// uint32From accepts only a JSON integer in [0, 4294967295]: "1.0", "1e3", "-1" and "\"1\"" are errors.
+func uint32From(v any) (uint32, error) {
+	n, ok := v.(json.Number)
+	if !ok {
+		return 0, fmt.Errorf("must be an integer in [0, 4294967295], got %s", jsonKind(v))
+	}
+	s := n.String()
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, fmt.Errorf("must be an integer in [0, 4294967295], got %s", truncate(s))
+		}
+	}
+	u, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("must be an integer in [0, 4294967295], got %s", truncate(s))
+	}
+	return uint32(u), nil
+}
+
+func labelMapFrom(v any) (map[string]string, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("must be an object of label names to values, got %s", jsonKind(v))
+	}
+	labels := make(map[string]string, len(m))
+	for _, name := range slices.Sorted(maps.Keys(m)) {
+		val := m[name]
+		s, ok := val.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s: the value must be a string, got %s", quote(name), jsonKind(val))
+		}
+		labels[name] = s
+	}
+	return labels, nil
+}
+
+// labelListFrom reads vmauth's ["name=value", ...]; the value may itself contain '='.
+func labelListFrom(v any) (map[string]string, error) {
+	list, err := stringsFrom(v)
+	if err != nil {
+		return nil, err
+	}
+	labels := make(map[string]string, len(list))
+	for _, s := range list {
+		name, value, ok := strings.Cut(s, "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("%s: want name=value", quote(s))
+		}
+		if _, dup := labels[name]; dup {
+			return nil, fmt.Errorf("the label %s is given twice", quote(name))
+		}
+		labels[name] = value
+	}
+	return labels, nil
+}
+
+func stringsFrom(v any) ([]string, error) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("must be an array of strings, got %s", jsonKind(v))
+	}
+	out := make([]string, len(list))
+	for i, e := range list {
+		s, ok := e.(string)
+		if !ok {
+			return nil, fmt.Errorf("element %d must be a string, got %s", i, jsonKind(e))
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// enforcer builds the Enforcer of the claim's labels (sorted by name) and filters; nil when there are none.
+func (a VMAccess) enforcer() (*enforce.Enforcer, error) {
+	if len(a.ExtraLabels) == 0 && len(a.ExtraFilters) == 0 {
+		return nil, nil
+	}
+	labels := make([]enforce.Label, 0, len(a.ExtraLabels))
+	for _, name := range slices.Sorted(maps.Keys(a.ExtraLabels)) {
+		labels = append(labels, enforce.Label{Name: name, Value: a.ExtraLabels[name]})
+	}
+	return enforce.New(labels, a.ExtraFilters)
+}
+
+// accessOf reads the vm_access claim.
+func accessOf(c *claims) (*Access, *Error) {
+	raw := c.all["vm_access"]
+	if raw == nil {
+		return nil, newError(reasonMissingVMAccess, "vm_access claim missing")
+	}
+	va, err := vmAccessFrom(raw)
+	if err != nil {
+		return nil, newError(reasonBadVMAccess, "%s", err)
+	}
+	enf, err := va.enforcer()
+	if err != nil {
+		return nil, newError(reasonBadVMAccess, "vm_access: %s", err)
+	}
+	return &Access{Tenant: va.Tenant, Mode: va.Mode, Enforcer: enf, Subject: c.sub, ExpiresAt: c.exp, Claims: c.all}, nil
+}
+
+// claims are a token's payload: the registered claims the gateway checks and all claims for Access.Claims.
+type claims struct {
+	all           map[string]any
+	exp, nbf, iat time.Time // zero when absent
+	iss, sub      string
+	aud           []string
+}
+
+// parseClaims decodes a token payload strictly: registered claims of the wrong type are errors, not ignored.
+func parseClaims(payload []byte) (*claims, *Error) {
+	v, err := decodeJSON(payload)
+	if err != nil {
+		return nil, newError(reasonMalformed, "the token payload is not JSON: %s", err)
+	}
+	all, ok := v.(map[string]any)
+	if !ok {
+		return nil, newError(reasonMalformed, "the token payload must be a JSON object, got %s", jsonKind(v))
+	}
+	c := &claims{all: all}
+	if c.exp, err = numericDate(all, "exp"); err != nil {
+		return nil, newError(reasonMalformed, "%s", err)
+	}
+	if c.exp.IsZero() {
+		return nil, newError(reasonMissingExp, "the token has no exp claim; tokens without an expiry are not accepted")
+	}
+	if c.nbf, err = numericDate(all, "nbf"); err != nil {
+		return nil, newError(reasonMalformed, "%s", err)
+	}
+	if c.iat, err = numericDate(all, "iat"); err != nil {
+		return nil, newError(reasonMalformed, "%s", err)
+	}
+	if c.iss, err = stringClaim(all, "iss"); err != nil {
+		return nil, newError(reasonMalformed, "%s", err)
+	}
+	if c.sub, err = stringClaim(all, "sub"); err != nil {
+		return nil, newError(reasonMalformed, "%s", err)
+	}
+	switch aud := all["aud"].(type) {
+	case nil:
+	case string:
+		c.aud = []string{aud}
+	default:
+		if c.aud, err = stringsFrom(aud); err != nil {
+			return nil, newError(reasonMalformed, "the aud claim must be a string or an array of strings: %s", err)
+		}
+	}
+	return c, nil
+}
+
+func stringClaim(all map[string]any, name string) (string, error) {
+	switch v := all[name].(type) {
+	case nil:
+		return "", nil
+	case string:
+		return v, nil
+	default:
+		return "", fmt.Errorf("the %s claim must be a string, got %s", name, jsonKind(v))
+	}
+}
+
+// maxNumericDate bounds exp, nbf and iat to about year 36800, far inside time.Time and int64 nanoseconds math.
+const maxNumericDate = 1 << 40
+
+// numericDate reads an RFC 7519 NumericDate: seconds since the epoch, possibly fractional. Zero time means absent.
+func numericDate(all map[string]any, name string) (time.Time, error) {
+	v, ok := all[name]
+	if !ok || v == nil {
+		return time.Time{}, nil
+	}
+	n, ok := v.(json.Number)
+	if !ok {
+		return time.Time{}, fmt.Errorf("the %s claim must be a number of seconds since 1970, got %s", name, jsonKind(v))
+	}
+	f, err := strconv.ParseFloat(n.String(), 64)
+	if err != nil || math.Abs(f) > maxNumericDate {
+		return time.Time{}, fmt.Errorf("the %s claim %s is out of range", name, truncate(n.String()))
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
+}
+
+// decodeJSON decodes exactly one JSON value with numbers kept as json.Number, so that integers stay exact and
+// floats are told apart from integers.
+func decodeJSON(b []byte) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("unexpected data after the JSON value")
+	}
+	return v, nil
+}
+
+func jsonKind(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case json.Number:
+		return "the number " + truncate(v.String())
+	case string:
+		return "the string " + quote(v)
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func truncate(s string) string {
+	if len(s) > maxQuoted {
+		return s[:maxQuoted] + "..."
+	}
+	return s
+}

@@ -1,0 +1,163 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is what the -auth.* flags give.
+type Config struct {
+	// HTTPHeader carries the token; empty means "Authorization".
+	HTTPHeader string
+	// AllowWithoutPrefix accepts a bare token in HTTPHeader besides "Bearer <token>".
+	AllowWithoutPrefix bool
+
+	// PublicKeys are PEM texts; PublicKeyFiles are files of PEM text. Each may hold several public keys or
+	// certificates (RSA of at least 2048 bits, ECDSA P-256/P-384/P-521, Ed25519).
+	PublicKeys     []string
+	PublicKeyFiles []string
+	// HMACSecretFiles hold shared secrets for HS256/HS384/HS512 (see ReadHMACSecret); at least 32 bytes each.
+	HMACSecretFiles []string
+	// JWKSEndpoints and OIDCDiscoveryEndpoints are fetched at start and every KeysRefreshInterval.
+	JWKSEndpoints          []string
+	OIDCDiscoveryEndpoints []string
+	// SkipVerify accepts tokens without checking their signatures. Insecure: anyone can forge any access.
+	SkipVerify bool
+
+	// Issuer and Audience, when set, must match the token's iss and be one of its aud.
+	Issuer   string
+	Audience string
+	// Leeway tolerates clock skew between the issuer and the gateway in the exp, nbf and iat checks.
+	Leeway time.Duration
+
+	// KeysRefreshInterval is how often JWKS and OIDC keys are fetched again; 0 means 5m.
+	KeysRefreshInterval time.Duration
+	// KeysRefetchMinInterval is the least time between fetches caused by tokens with an unknown kid; 0 means 30s.
+	KeysRefetchMinInterval time.Duration
+	// KeysTimeout bounds one fetch from a key endpoint; 0 means 10s.
+	KeysTimeout time.Duration
+	// KeysTLSCAFile is a PEM file of CA certificates for https key endpoints; empty means the system roots.
+	KeysTLSCAFile string
+
+	// CacheSize is the number of verified tokens to remember; 0 disables the cache.
+	CacheSize int
+	// LogInvalidTokens logs the header and claims of every rejected token (never its signature).
+	LogInvalidTokens bool
+}
+
+// New loads the keys of cfg, fetches the remote ones once and starts refreshing them in the background.
+// A remote source that cannot be fetched at start is logged and retried; its tokens are rejected meanwhile.
+func New(cfg Config) (*Verifier, error) {
+	return newVerifier(cfg, time.Now)
+}
+
+func newVerifier(cfg Config, now func() time.Time) (*Verifier, error) {
+	if cfg.HTTPHeader == "" {
+		cfg.HTTPHeader = "Authorization"
+	}
+	if !validHeaderName(cfg.HTTPHeader) {
+		return nil, fmt.Errorf("-auth.httpHeader=%q is not a valid HTTP header name", cfg.HTTPHeader)
+	}
+	if cfg.Leeway < 0 {
+		return nil, fmt.Errorf("-auth.leeway=%s must not be negative", cfg.Leeway)
+	}
+	cfg.KeysRefreshInterval = positiveOr(cfg.KeysRefreshInterval, 5*time.Minute)
+	cfg.KeysRefetchMinInterval = positiveOr(cfg.KeysRefetchMinInterval, 30*time.Second)
+	cfg.KeysTimeout = positiveOr(cfg.KeysTimeout, 10*time.Second)
+
+	sources := len(cfg.PublicKeys) + len(cfg.PublicKeyFiles) + len(cfg.HMACSecretFiles) + len(cfg.JWKSEndpoints) + len(cfg.OIDCDiscoveryEndpoints)
+	switch {
+	case sources == 0 && !cfg.SkipVerify:
+		return nil, errors.New("no key to verify JWT signatures with: pass -auth.publicKeys, -auth.publicKeyFiles, " +
+			"-auth.hmacSecretFiles, -auth.jwksEndpoints or -auth.oidcDiscoveryEndpoints; or pass -auth.skipVerify to " +
+			"accept tokens without verifying their signatures (insecure: anyone can forge a token granting any tenant and mode)")
+	case sources > 0 && cfg.SkipVerify:
+		return nil, errors.New("-auth.skipVerify cannot be combined with verification keys: drop -auth.skipVerify " +
+			"to verify signatures with the keys given, or drop the key flags")
+	}
+
+	static, err := loadStaticKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
+	v := &Verifier{
+		header:     http.CanonicalHeaderKey(cfg.HTTPHeader),
+		allowBare:  cfg.AllowWithoutPrefix,
+		skipVerify: cfg.SkipVerify,
+		issuer:     cfg.Issuer,
+		audience:   cfg.Audience,
+		leeway:     cfg.Leeway,
+		logInvalid: cfg.LogInvalidTokens,
+		cache:      newCache(cfg.CacheSize),
+		now:        now,
+	}
+	if v.keys, err = newKeyring(cfg, static, now, v.cache.clear); err != nil {
+		return nil, err
+	}
+	v.keys.start()
+
+	if cfg.SkipVerify {
+		verificationDisabled.Set(1)
+		slog.Warn("JWT signature verification is DISABLED by -auth.skipVerify: anyone can forge a token granting any " +
+			"tenant and mode; use it for testing only")
+	} else {
+		verificationDisabled.Set(0)
+	}
+	return v, nil
+}
+
+func loadStaticKeys(cfg Config) ([]*key, error) {
+	var keys []*key
+	for i, text := range cfg.PublicKeys {
+		ks, err := parsePEM([]byte(text), fmt.Sprintf("-auth.publicKeys #%d", i+1))
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, ks...)
+	}
+	for _, path := range cfg.PublicKeyFiles {
+		text, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("-auth.publicKeyFiles: %w", err)
+		}
+		ks, err := parsePEM(text, "-auth.publicKeyFiles "+path)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, ks...)
+	}
+	for _, path := range cfg.HMACSecretFiles {
+		secret, err := ReadHMACSecret(path)
+		if err != nil {
+			return nil, fmt.Errorf("-auth.hmacSecretFiles: %w", err)
+		}
+		k, err := newHMACKey(secret, "-auth.hmacSecretFiles "+path)
+		if err != nil {
+			return nil, fmt.Errorf("-auth.hmacSecretFiles %s: %w", path, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func positiveOr(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// validHeaderName reports whether s is an RFC 9110 token.
+func validHeaderName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return s != ""
+}

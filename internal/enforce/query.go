@@ -1,0 +1,307 @@
+package enforce
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"unicode/utf8"
+
+	"github.com/VictoriaMetrics/metricsql"
+)
+
+// Query rewrites a MetricsQL query so that every series selector in it carries the extra labels and one of the
+// extra filters. WITH templates are expanded first, so the result has none. A query that does not parse is a
+// 400 error carrying the parser's message.
+func (e *Enforcer) Query(q string) (string, error) {
+	expr, err := parseQuery(q)
+	if err != nil {
+		return "", err
+	}
+	if !e.Restricted() {
+		return q, nil
+	}
+	if err := e.rewrite(expr); err != nil {
+		return "", err
+	}
+	return string(expr.AppendString(make([]byte, 0, len(q)+64))), nil
+}
+
+// Selector rewrites one series selector such as a match[] value. Anything but a plain selector is a 400 error.
+func (e *Enforcer) Selector(s string) (string, error) {
+	me, err := parseSelector(s)
+	if err != nil {
+		return "", err
+	}
+	if !e.Restricted() {
+		return s, nil
+	}
+	e.rewriteSelector(me)
+	return string(me.AppendString(make([]byte, 0, len(s)+64))), nil
+}
+
+func parseQuery(q string) (metricsql.Expr, error) {
+	expr, err := parse(q)
+	if err != nil {
+		return nil, newError(http.StatusBadRequest, "cannot parse query %q: %s", q, err)
+	}
+	return expr, nil
+}
+
+func parseSelector(s string) (*metricsql.MetricExpr, error) {
+	expr, err := parse(s)
+	if err != nil {
+		return nil, newError(http.StatusBadRequest, "cannot parse match[] %q: %s", s, err)
+	}
+	me, ok := expr.(*metricsql.MetricExpr)
+	if !ok {
+		return nil, newError(http.StatusBadRequest, "match[] %q must be a series selector such as up{job=\"x\"}; got %s", s, exprKind(expr))
+	}
+	return me, nil
+}
+
+// parse is metricsql.Parse that turns a parser panic on hostile input into an error: the parser has BUG panics.
+func parse(s string) (expr metricsql.Expr, err error) {
+	if !utf8.ValidString(s) {
+		// The parser accepts invalid UTF-8 in names but cannot print it back parseably.
+		return nil, fmt.Errorf("the text is not valid UTF-8")
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			expr, err = nil, fmt.Errorf("the parser failed: %v", p)
+		}
+	}()
+	return metricsql.Parse(s)
+}
+
+// rewrite enforces every MetricExpr in the tree in place. Parse may put one *MetricExpr at several places (a WITH
+// template argument used twice), so visited selectors are remembered and rewritten once.
+func (e *Enforcer) rewrite(expr metricsql.Expr) error {
+	var v visitedSet
+	var walk func(x metricsql.Expr) error
+	walk = func(x metricsql.Expr) error {
+		switch t := x.(type) {
+		case *metricsql.MetricExpr:
+			if v.seen(t) {
+				return nil
+			}
+			if v.n > maxSelectors {
+				return newError(http.StatusBadRequest, "the query has more than %d series selectors after WITH templates are expanded", maxSelectors)
+			}
+			e.rewriteSelector(t)
+		case *metricsql.RollupExpr:
+			if err := walk(t.Expr); err != nil {
+				return err
+			}
+			if t.At != nil {
+				return walk(t.At)
+			}
+		case *metricsql.FuncExpr:
+			for _, a := range t.Args {
+				if err := walk(a); err != nil {
+					return err
+				}
+			}
+		case *metricsql.AggrFuncExpr:
+			for _, a := range t.Args {
+				if err := walk(a); err != nil {
+					return err
+				}
+			}
+		case *metricsql.BinaryOpExpr:
+			if err := walk(t.Left); err != nil {
+				return err
+			}
+			return walk(t.Right)
+		case *metricsql.NumberExpr, *metricsql.StringExpr, *metricsql.DurationExpr:
+		default:
+			// Fail closed: a node this walk does not know could hide a selector.
+			return newError(http.StatusBadRequest, "cannot enforce labels in the query: unsupported expression %T %s", x, x.AppendString(nil))
+		}
+		return nil
+	}
+	return walk(expr)
+}
+
+// maxSelectors bounds the work for one query. WITH templates expand exponentially (`t1 = t0 + t0, t2 = t1 + t1, ...`),
+// and VictoriaMetrics refuses queries longer than -search.maxQueryLen (16 KiB) anyway.
+const maxSelectors = 10000
+
+// visitedSet remembers selectors already rewritten: a slice for the usual handful, a map beyond.
+type visitedSet struct {
+	n     int
+	small [8]*metricsql.MetricExpr
+	big   map[*metricsql.MetricExpr]struct{}
+}
+
+// seen reports whether me was added before, and adds it.
+func (v *visitedSet) seen(me *metricsql.MetricExpr) bool {
+	if v.big != nil {
+		if _, ok := v.big[me]; ok {
+			return true
+		}
+		v.big[me] = struct{}{}
+		v.n++
+		return false
+	}
+	for _, x := range v.small[:v.n] {
+		if x == me {
+			return true
+		}
+	}
+	if v.n < len(v.small) {
+		v.small[v.n] = me
+		v.n++
+		return false
+	}
+	v.big = make(map[*metricsql.MetricExpr]struct{}, 2*len(v.small))
+	for _, x := range v.small {
+		v.big[x] = struct{}{}
+	}
+	v.big[me] = struct{}{}
+	v.n++
+	return false
+}
+
+// rewriteSelector replaces me's branches with (me's branches) × (filter branches), each with the extra labels.
+func (e *Enforcer) rewriteSelector(me *metricsql.MetricExpr) {
+	client := me.LabelFilterss
+	if len(client) == 0 {
+		// `{}`: one branch without matchers.
+		client = [][]metricsql.LabelFilter{nil}
+	}
+	n := len(e.branches)
+	if n == 0 {
+		n = 1
+	}
+	out := make([][]metricsql.LabelFilter, 0, len(client)*n)
+	for _, c := range client {
+		out = append(out, e.selectorBranches(c)...)
+	}
+	fixMixedNames(out)
+	for _, b := range out {
+		if len(b) > 1 && isMetricName(&b[0]) && !isASCII(b[0].Value) {
+			// Printed as an identifier, a non-ASCII name does not parse in VictoriaMetrics before v1.9x, where the
+			// client could still select it as {__name__="..."}; the regexp form prints inside the braces.
+			b[0] = metricsql.LabelFilter{Label: "__name__", Value: regexp.QuoteMeta(b[0].Value), IsRegexp: true}
+		}
+	}
+	me.LabelFilterss = out
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// fixMixedNames keeps the parser from widening the metric name to other branches. When some or-branches name a
+// metric and others have no __name__ matcher, metricsql.Parse (here and in VictoriaMetrics) prepends the common
+// name to the unnamed branches, which would narrow a branch that a filter granted without a name. An anchored
+// regexp matcher selects the same series and is not a "metric name" to the parser.
+func fixMixedNames(bs [][]metricsql.LabelFilter) {
+	if len(bs) < 2 {
+		return
+	}
+	named, unnamed := false, false
+	for _, b := range bs {
+		switch {
+		case len(b) > 0 && isMetricName(&b[0]):
+			named = true
+		case !hasLabel(b, "__name__"):
+			unnamed = true
+		}
+	}
+	if !named || !unnamed {
+		return
+	}
+	for _, b := range bs {
+		if len(b) > 0 && isMetricName(&b[0]) {
+			b[0] = metricsql.LabelFilter{Label: "__name__", Value: regexp.QuoteMeta(b[0].Value), IsRegexp: true}
+		}
+	}
+}
+
+func hasLabel(lfs []metricsql.LabelFilter, name string) bool {
+	for i := range lfs {
+		if lfs[i].Label == name {
+			return true
+		}
+	}
+	return false
+}
+
+// selectorBranches returns the branches a series matching the client branch c must match as well:
+// c + labels + filter branch, one per filter branch.
+func (e *Enforcer) selectorBranches(c []metricsql.LabelFilter) [][]metricsql.LabelFilter {
+	if len(e.branches) == 0 {
+		return [][]metricsql.LabelFilter{mergeFilters(c, e.labelFilters, nil)}
+	}
+	out := make([][]metricsql.LabelFilter, 0, len(e.branches))
+	for _, f := range e.branches {
+		out = append(out, mergeFilters(c, e.labelFilters, f))
+	}
+	return out
+}
+
+// mergeFilters ANDs client matchers c, the extra labels and filter branch f into one branch. The metric name
+// matcher must stay first and appear once (the parser refuses two names), so a filter's metric name that
+// differs from the client's becomes an anchored regexp matcher, which still ANDs: such a branch matches nothing.
+func mergeFilters(c, labels, f []metricsql.LabelFilter) []metricsql.LabelFilter {
+	out := make([]metricsql.LabelFilter, 0, len(c)+len(labels)+len(f)+1)
+	clientName := len(c) > 0 && isMetricName(&c[0])
+	var filterName *metricsql.LabelFilter
+	if len(f) > 0 && isMetricName(&f[0]) {
+		filterName = &f[0]
+		f = f[1:]
+	}
+	switch {
+	case filterName == nil:
+	case !clientName:
+		out = append(out, *filterName)
+		filterName = nil
+	case c[0].Value == filterName.Value:
+		filterName = nil
+	}
+	out = append(out, c...)
+	if filterName != nil {
+		out = append(out, metricsql.LabelFilter{Label: "__name__", Value: regexp.QuoteMeta(filterName.Value), IsRegexp: true})
+	}
+	out = appendUnique(out, labels)
+	out = appendUnique(out, f)
+	return out
+}
+
+func isMetricName(lf *metricsql.LabelFilter) bool {
+	return lf.Label == "__name__" && !lf.IsNegative && !lf.IsRegexp
+}
+
+func appendUnique(dst, src []metricsql.LabelFilter) []metricsql.LabelFilter {
+next:
+	for _, lf := range src {
+		for _, d := range dst {
+			if d == lf {
+				continue next
+			}
+		}
+		dst = append(dst, lf)
+	}
+	return dst
+}
+
+// Error is an error for the client, with the HTTP status the gateway answers with.
+type Error struct {
+	status int
+	msg    string
+}
+
+func newError(status int, format string, args ...any) *Error {
+	return &Error{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+func (e *Error) Error() string { return e.msg }
+
+// HTTPStatus is the status the gateway answers with: 400, 403, 413 or 415.
+func (e *Error) HTTPStatus() int { return e.status }

@@ -1,0 +1,393 @@
+package enforce
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/VictoriaMetrics/metricsql"
+)
+
+// devOnly is a token with extra_labels {team="dev"}; devFiltered adds two extra filters, three branches in all.
+func devOnly(t testing.TB) *Enforcer {
+	t.Helper()
+	return mustNew(t, []Label{{"team", "dev"}}, nil)
+}
+
+func devFiltered(t testing.TB) *Enforcer {
+	t.Helper()
+	return mustNew(t, []Label{{"team", "dev"}}, []string{`{env=~"prod|stage"}`, `{region="eu" or tier="gold"}`})
+}
+
+func mustNew(t testing.TB, labels []Label, filters []string) *Enforcer {
+	t.Helper()
+	e, err := New(labels, filters)
+	if err != nil {
+		t.Fatalf("New(%v, %q): %s", labels, filters, err)
+	}
+	return e
+}
+
+// F is what devFiltered's three branches turn a one-branch selector body `X` into.
+func threeBranches(x string) string {
+	if x != "" {
+		x += ","
+	}
+	return x + `team="dev",env=~"prod|stage" or ` + x + `team="dev",region="eu" or ` + x + `team="dev",tier="gold"`
+}
+
+// queryCase is one rewrite: the query, its rewrite for devOnly and for devFiltered.
+type queryCase struct{ name, in, labels, filtered string }
+
+func queryCases() []queryCase {
+	F := threeBranches
+	return []queryCase{
+		{"bare metric", `up`, `up{team="dev"}`, `up{` + F("") + `}`},
+		{"empty selector", `{}`, `{team="dev"}`, `{` + F("") + `}`},
+		{"conflicting enforced label ANDs", `up{team="ops"}`, `up{team="ops",team="dev"}`, `up{` + F(`team="ops"`) + `}`},
+		{"regexp on enforced label cannot widen", `up{team=~".*"}`, `up{team=~".*",team="dev"}`, `up{` + F(`team=~".*"`) + `}`},
+		{"negative matcher on enforced label", `up{team!="dev"}`, `up{team!="dev",team="dev"}`, `up{` + F(`team!="dev"`) + `}`},
+		{"negative regexp on enforced label", `up{team!~"dev"}`, `up{team!~"dev",team="dev"}`, `up{` + F(`team!~"dev"`) + `}`},
+		{"same label as enforced is deduplicated", `up{team="dev"}`, `up{team="dev"}`, `up{` + F("") + `}`},
+		{"__name__ regexp", `{__name__=~"up|node_.+"}`, `{__name__=~"up|node_.+",team="dev"}`, `{` + F(`__name__=~"up|node_.+"`) + `}`},
+		{"__name__ exact", `{__name__="up"}`, `up{team="dev"}`, `up{` + F("") + `}`},
+		{"dots in metric name", `metric.with.dots`, `metric.with.dots{team="dev"}`, `metric.with.dots{` + F("") + `}`},
+		{"colons in metric name", `foo:bar:rate5m`, `foo:bar:rate5m{team="dev"}`, `foo:bar:rate5m{` + F("") + `}`},
+		{"quoted metric name", `{"foo.bar-baz"}`, `foo.bar\-baz{team="dev"}`, `foo.bar\-baz{` + F("") + `}`},
+		// VictoriaMetrics v1.79 cannot parse a non-ASCII identifier: the name goes inside the braces.
+		{"unicode metric name", `{__name__="métrique"}`, `{__name__=~"métrique",team="dev"}`, `{` + F(`__name__=~"métrique"`) + `}`},
+		{"unicode label name", `ïœ_métrique{ключ="значение"}`, `{__name__=~"ïœ_métrique",ключ="значение",team="dev"}`, `{` + F(`__name__=~"ïœ_métrique",ключ="значение"`) + `}`},
+		{"rollup", `rate(http_requests_total{job="api"}[5m])`, `rate(http_requests_total{job="api",team="dev"}[5m])`, `rate(http_requests_total{` + F(`job="api"`) + `}[5m])`},
+		{"range selector", `foo[5m]`, `foo{team="dev"}[5m]`, `foo{` + F("") + `}[5m]`},
+		{"subquery", `rate(foo[5m:1m])`, `rate(foo{team="dev"}[5m:1m])`, `rate(foo{` + F("") + `}[5m:1m])`},
+		{"nested subquery with offset", `max_over_time(rate(foo[1m])[1h:5m] offset 1d)`, `max_over_time(rate(foo{team="dev"}[1m])[1h:5m] offset 1d)`, `max_over_time(rate(foo{` + F("") + `}[1m])[1h:5m] offset 1d)`},
+		{"aggregation by", `sum(rate(foo[5m])) by (instance)`, `sum(rate(foo{team="dev"}[5m])) by(instance)`, `sum(rate(foo{` + F("") + `}[5m])) by(instance)`},
+		{"aggregation without enforced label", `sum without (team) (foo)`, `sum(foo{team="dev"}) without(team)`, `sum(foo{` + F("") + `}) without(team)`},
+		{"topk by", `topk(3, foo) by (job)`, `topk(3, foo{team="dev"}) by(job)`, `topk(3, foo{` + F("") + `}) by(job)`},
+		{"aggregation limit", `sum(foo) by (team) limit 5`, `sum(foo{team="dev"}) by(team) limit 5`, `sum(foo{` + F("") + `}) by(team) limit 5`},
+		{"group_left", `a / on(instance) group_left(team) b`, `a{team="dev"} / on(instance) group_left(team) b{team="dev"}`, `a{` + F("") + `} / on(instance) group_left(team) b{` + F("") + `}`},
+		{"ignoring", `a + ignoring(team) b`, `a{team="dev"} + ignoring(team) b{team="dev"}`, `a{` + F("") + `} + ignoring(team) b{` + F("") + `}`},
+		{"set or", `a or b`, `a{team="dev"} or b{team="dev"}`, `a{` + F("") + `} or b{` + F("") + `}`},
+		{"unless", `a unless b`, `a{team="dev"} unless b{team="dev"}`, `a{` + F("") + `} unless b{` + F("") + `}`},
+		{"bool comparison", `a > bool 1`, `a{team="dev"} >bool 1`, `a{` + F("") + `} >bool 1`},
+		{"unary minus", `-foo`, `0 - foo{team="dev"}`, `0 - foo{` + F("") + `}`},
+		{"keep_metric_names", `(a + b) keep_metric_names`, `(a{team="dev"} + b{team="dev"}) keep_metric_names`, `(a{` + F("") + `} + b{` + F("") + `}) keep_metric_names`},
+		{"or filter group", `foo{a="1" or b="2"}`, `foo{a="1",team="dev" or b="2",team="dev"}`, `foo{` + F(`a="1"`) + ` or ` + F(`b="2"`) + `}`},
+		{"or filter group without name", `{a="1" or b="2"}`, `{a="1",team="dev" or b="2",team="dev"}`, `{` + F(`a="1"`) + ` or ` + F(`b="2"`) + `}`},
+		{"or filter group with enforced label", `{team="ops" or team="sec"}`, `{team="ops",team="dev" or team="sec",team="dev"}`, `{` + F(`team="ops"`) + ` or ` + F(`team="sec"`) + `}`},
+		{"WITH", `with (x = up{job="a"}) x + x`, `up{job="a",team="dev"} + up{job="a",team="dev"}`, `up{` + F(`job="a"`) + `} + up{` + F(`job="a"`) + `}`},
+		{"WITH nested with args", `with (f(a) = rate(a[5m]), g(b) = f(b) * 2) g(foo)`, `rate(foo{team="dev"}[5m]) * 2`, `rate(foo{` + F("") + `}[5m]) * 2`},
+		{"WITH arg used twice", `with (f(a) = a / a) f(foo)`, `foo{team="dev"} / foo{team="dev"}`, `foo{` + F("") + `} / foo{` + F("") + `}`},
+		// The parser puts the one *MetricExpr of the argument sum(foo) at both places: it must be rewritten once.
+		{"WITH arg shared in the tree", `with (f(a) = a / a) f(sum(foo))`, `sum(foo{team="dev"}) / sum(foo{team="dev"})`, `sum(foo{` + F("") + `}) / sum(foo{` + F("") + `})`},
+		{"WITH filter template", `with (sel = {job="a"}) foo{sel}`, `foo{job="a",team="dev"}`, `foo{` + F(`job="a"`) + `}`},
+		{"WITH filter template setting the enforced label", `with (sel = {team="ops"}) foo{sel}`, `foo{team="ops",team="dev"}`, `foo{` + F(`team="ops"`) + `}`},
+		{"WITH in aggregation", `with (s = {job="a"}) sum(rate(foo{s}[5m])) / sum(rate(bar{s}[5m]))`, `sum(rate(foo{job="a",team="dev"}[5m])) / sum(rate(bar{job="a",team="dev"}[5m]))`, `sum(rate(foo{` + F(`job="a"`) + `}[5m])) / sum(rate(bar{` + F(`job="a"`) + `}[5m]))`},
+		{"built-in template ru", `ru(free, max)`, `(clamp_min(max{team="dev"} - clamp_min(free{team="dev"}, 0), 0) / clamp_min(max{team="dev"}, 0)) * 100`, `(clamp_min(max{` + F("") + `} - clamp_min(free{` + F("") + `}, 0), 0) / clamp_min(max{` + F("") + `}, 0)) * 100`},
+		{"built-in template alias", `alias(up, "x")`, `label_set(up{team="dev"}, "__name__", "x")`, `label_set(up{` + F("") + `}, "__name__", "x")`},
+		{"@ end()", `foo @ end()`, `foo{team="dev"} @ end()`, `foo{` + F("") + `} @ end()`},
+		{"@ number", `foo @ 1700000000`, `foo{team="dev"} @ 1700000000`, `foo{` + F("") + `} @ 1700000000`},
+		{"@ and offset in rollup", `rate(foo[5m] @ start() offset 1h)`, `rate(foo{team="dev"}[5m] offset 1h @ start())`, `rate(foo{` + F("") + `}[5m] offset 1h @ start())`},
+		{"@ with a selector", `foo @ bar`, `foo{team="dev"} @ bar{team="dev"}`, `foo{` + F("") + `} @ bar{` + F("") + `}`},
+		{"negative offset", `foo offset -5m`, `foo{team="dev"} offset -5m`, `foo{` + F("") + `} offset -5m`},
+		{"label_replace onto enforced label", `label_replace(up, "team", "dev", "", "")`, `label_replace(up{team="dev"}, "team", "dev", "", "")`, `label_replace(up{` + F("") + `}, "team", "dev", "", "")`},
+		{"label_join onto enforced label", `label_join(up, "team", ",", "job")`, `label_join(up{team="dev"}, "team", ",", "job")`, `label_join(up{` + F("") + `}, "team", ",", "job")`},
+		{"absent", `absent(nonexistent{job="x"})`, `absent(nonexistent{job="x",team="dev"})`, `absent(nonexistent{` + F(`job="x"`) + `})`},
+		{"count_values", `count_values("team", up)`, `count_values("team", up{team="dev"})`, `count_values("team", up{` + F("") + `})`},
+		{"histogram_quantile", `histogram_quantile(0.9, sum(rate(h_bucket[5m])) by (le))`, `histogram_quantile(0.9, sum(rate(h_bucket{team="dev"}[5m])) by(le))`, `histogram_quantile(0.9, sum(rate(h_bucket{` + F("") + `}[5m])) by(le))`},
+		{"union", `union(a, b)`, `union(a{team="dev"}, b{team="dev"})`, `union(a{` + F("") + `}, b{` + F("") + `})`},
+		{"parens union", `(a, b)`, `(a{team="dev"}, b{team="dev"})`, `(a{` + F("") + `}, b{` + F("") + `})`},
+		{"scalar", `scalar(foo) * 2`, `scalar(foo{team="dev"}) * 2`, `scalar(foo{` + F("") + `}) * 2`},
+		{"no selector: vector", `vector(1)`, `vector(1)`, `vector(1)`},
+		{"no selector: constants folded", `1 + 2`, `3`, `3`},
+		{"no selector: time", `time()`, `time()`, `time()`},
+		{"string that looks like a selector", `"up{team=\"ops\"}"`, `"up{team=\"ops\"}"`, `"up{team=\"ops\"}"`},
+		{"synthetic series with the enforced label", `label_set(time(), "team", "ops")`, `label_set(time(), "team", "ops")`, `label_set(time(), "team", "ops")`},
+	}
+}
+
+func TestQuery(t *testing.T) {
+	l, f := devOnly(t), devFiltered(t)
+	for _, tt := range queryCases() {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, c := range []struct {
+				e    *Enforcer
+				want string
+			}{{l, tt.labels}, {f, tt.filtered}} {
+				got, err := c.e.Query(tt.in)
+				if err != nil {
+					t.Fatalf("Query(%q) with %s: %s", tt.in, c.e, err)
+				}
+				if got != c.want {
+					t.Errorf("Query(%q) with %s\n got: %s\nwant: %s", tt.in, c.e, got, c.want)
+				}
+				if err := checkEnforced(c.e, got); err != nil {
+					t.Errorf("Query(%q) with %s = %s: %s", tt.in, c.e, got, err)
+				}
+			}
+		})
+	}
+}
+
+func TestQueryFilterMetricNames(t *testing.T) {
+	// A filter may name a metric: selectors of other metrics then match nothing, and a filter's name never
+	// spreads to branches without one (the parser would do that to exact names).
+	e := mustNew(t, []Label{{"team", "dev"}}, []string{`up{job="a"}`, `{env="prod"}`})
+	tests := []struct{ in, want string }{
+		{`up`, `up{team="dev",job="a" or team="dev",env="prod"}`},
+		{`foo`, `foo{__name__=~"up",team="dev",job="a" or team="dev",env="prod"}`},
+		{`{job="x"}`, `{__name__=~"up",job="x",team="dev",job="a" or job="x",team="dev",env="prod"}`},
+		{`{__name__=~"u.*"}`, `{__name__="up",__name__=~"u.*",team="dev",job="a" or __name__=~"u.*",team="dev",env="prod"}`},
+		{`metric.with.dots`, `metric.with.dots{__name__=~"up",team="dev",job="a" or team="dev",env="prod"}`},
+	}
+	for _, tt := range tests {
+		got, err := e.Query(tt.in)
+		if err != nil {
+			t.Fatalf("Query(%q): %s", tt.in, err)
+		}
+		if got != tt.want {
+			t.Errorf("Query(%q)\n got: %s\nwant: %s", tt.in, got, tt.want)
+		}
+		if err := checkEnforced(e, got); err != nil {
+			t.Errorf("Query(%q) = %s: %s", tt.in, got, err)
+		}
+	}
+	// The regexp form must select exactly the filter's metric, even with regexp characters in its name.
+	e = mustNew(t, nil, []string{`{__name__="a.b"}`})
+	got, err := e.Query(`x`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `x{__name__=~"a\\.b"}`; got != want {
+		t.Errorf("Query(x) = %s; want %s", got, want)
+	}
+}
+
+func TestQueryErrors(t *testing.T) {
+	e := devOnly(t)
+	for _, q := range []string{``, `up{`, `rate(up[5m]`, `sum(`, `up{team="dev"`, `foo bar`, `with (x = ) x`, `unknown_func(up)`} {
+		_, err := e.Query(q)
+		if err == nil {
+			t.Errorf("Query(%q): want an error", q)
+			continue
+		}
+		if st := statusOf(err); st != http.StatusBadRequest {
+			t.Errorf("Query(%q): status %d; want 400 (%s)", q, st, err)
+		}
+		if !strings.Contains(err.Error(), "cannot parse query") {
+			t.Errorf("Query(%q): error %q does not say what failed", q, err)
+		}
+	}
+	// An unrestricted enforcer still refuses what does not parse, and passes the rest unchanged.
+	var nilE *Enforcer
+	if _, err := nilE.Query(`up{`); statusOf(err) != http.StatusBadRequest {
+		t.Errorf("nil Enforcer Query(up{): %v; want 400", err)
+	}
+	if got, err := nilE.Query(`up{team="ops"}`); err != nil || got != `up{team="ops"}` {
+		t.Errorf("nil Enforcer Query = %q, %v; want it unchanged", got, err)
+	}
+}
+
+func TestSelector(t *testing.T) {
+	l, f := devOnly(t), devFiltered(t)
+	tests := []struct{ in, labels, filtered string }{
+		{`up`, `up{team="dev"}`, `up{` + threeBranches("") + `}`},
+		{`{__name__=~".+"}`, `{__name__=~".+",team="dev"}`, `{` + threeBranches(`__name__=~".+"`) + `}`},
+		{`{team="ops"}`, `{team="ops",team="dev"}`, `{` + threeBranches(`team="ops"`) + `}`},
+		{`{a="1" or b="2"}`, `{a="1",team="dev" or b="2",team="dev"}`, `{` + threeBranches(`a="1"`) + ` or ` + threeBranches(`b="2"`) + `}`},
+	}
+	for _, tt := range tests {
+		for _, c := range []struct {
+			e    *Enforcer
+			want string
+		}{{l, tt.labels}, {f, tt.filtered}} {
+			got, err := c.e.Selector(tt.in)
+			if err != nil || got != c.want {
+				t.Errorf("Selector(%q) with %s = %q, %v; want %q", tt.in, c.e, got, err, c.want)
+			}
+		}
+	}
+	for _, s := range []string{`rate(up[5m])`, `up[5m]`, `up offset 5m`, `sum(up)`, `up + 1`, `1`, `"up"`, `up{`, ``} {
+		_, err := l.Selector(s)
+		if statusOf(err) != http.StatusBadRequest {
+			t.Errorf("Selector(%q): %v; want a 400 error", s, err)
+		}
+	}
+}
+
+func TestNew(t *testing.T) {
+	if e, err := New(nil, nil); err != nil || e != nil || e.Restricted() {
+		t.Errorf("New(nil, nil) = %v, %v; want a nil, unrestricted Enforcer", e, err)
+	}
+	e := devFiltered(t)
+	if !e.Restricted() {
+		t.Errorf("devFiltered is not restricted")
+	}
+	if got := e.Labels(); len(got) != 1 || got[0] != (Label{"team", "dev"}) {
+		t.Errorf("Labels() = %v", got)
+	}
+	if got := e.Filters(); len(got) != 2 || got[1] != `{region="eu" or tier="gold"}` {
+		t.Errorf("Filters() = %q", got)
+	}
+	e.Labels()[0].Value = "ops"
+	if e.Labels()[0].Value != "dev" {
+		t.Errorf("Labels() leaks the enforcer's own slice")
+	}
+	if got := e.String(); got != `labels {team="dev"} filters [{env=~"prod|stage"}, {region="eu" or tier="gold"}]` {
+		t.Errorf("String() = %s", got)
+	}
+	if got := mustNew(t, nil, []string{`{env="prod"}`}); !got.Restricted() {
+		t.Errorf("filters only: not restricted")
+	}
+	bad := []struct {
+		labels  []Label
+		filters []string
+		want    string
+	}{
+		{[]Label{{"", "x"}}, nil, "label name is empty"},
+		{[]Label{{"1team", "x"}}, nil, `character '1' at position 0`},
+		{[]Label{{"te-am", "x"}}, nil, `character '-' at position 2`},
+		{[]Label{{"tëam", "x"}}, nil, "must match [a-zA-Z_][a-zA-Z0-9_]*"},
+		{[]Label{{"__name__", "x"}}, nil, "__name__ cannot be an extra label"},
+		{[]Label{{"vm_account_id", "1"}}, nil, "tenant comes from vm_access.tenant_id"},
+		{[]Label{{"vm_project_id", "1"}}, nil, "tenant comes from vm_access.tenant_id"},
+		{[]Label{{"team", ""}}, nil, "the value is empty"},
+		{[]Label{{"team", "dev"}, {"team", "ops"}}, nil, "given twice"},
+		{nil, []string{`rate(up[5m])`}, "got a call of the function rate()"},
+		{nil, []string{`sum(up)`}, "aggregate function sum()"},
+		{nil, []string{`up[5m]`}, "a range or offset expression"},
+		{nil, []string{`up offset 1h`}, "a range or offset expression"},
+		{nil, []string{`up or down`}, `a binary operation "or"`},
+		{nil, []string{`1`}, "the number 1"},
+		{nil, []string{`"x"`}, "the string"},
+		{nil, []string{`{}`}, "would match every series"},
+		{nil, []string{`{env="prod"`}, "cannot parse it as a series selector"},
+		{nil, []string{``}, "cannot parse it as a series selector"},
+		{nil, []string{`{vm_account_id="1"}`}, "vm_account_id cannot be filtered on"},
+		{nil, []string{`{a="1" or vm_project_id="2"}`}, "vm_project_id cannot be filtered on"},
+	}
+	for _, b := range bad {
+		e, err := New(b.labels, b.filters)
+		if err == nil {
+			t.Errorf("New(%v, %q) = %v; want an error", b.labels, b.filters, e)
+			continue
+		}
+		if !strings.Contains(err.Error(), b.want) {
+			t.Errorf("New(%v, %q): error %q; want it to contain %q", b.labels, b.filters, err, b.want)
+		}
+	}
+}
+
+func TestNilEnforcer(t *testing.T) {
+	var e *Enforcer
+	if e.Restricted() || e.Labels() != nil || e.Filters() != nil || e.String() != "unrestricted" {
+		t.Errorf("nil Enforcer is not plainly unrestricted")
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	// One Enforcer serves all requests of a token at once; run with -race.
+	e := devFiltered(t)
+	want, err := e.Query(`sum(rate(foo{a="1" or b="2"}[5m])) by (job)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string)
+	for i := 0; i < 8; i++ {
+		go func() {
+			got := ""
+			for j := 0; j < 200; j++ {
+				got, _ = e.Query(`sum(rate(foo{a="1" or b="2"}[5m])) by (job)`)
+				if got != want {
+					break
+				}
+			}
+			done <- got
+		}()
+	}
+	for i := 0; i < 8; i++ {
+		if got := <-done; got != want {
+			t.Errorf("concurrent Query = %s; want %s", got, want)
+		}
+	}
+}
+
+func statusOf(err error) int {
+	if err == nil {
+		return 0
+	}
+	if se, ok := err.(interface{ HTTPStatus() int }); ok {
+		return se.HTTPStatus()
+	}
+	return -1
+}
+
+// checkEnforced parses a rewritten query and checks that every branch of every selector in it carries all of
+// e's labels and all matchers of at least one filter branch. It is independent of the rewriter's code paths.
+func checkEnforced(e *Enforcer, q string) error {
+	expr, err := metricsql.Parse(q)
+	if err != nil {
+		return errorf("the rewritten query does not parse: %s", err)
+	}
+	var bad error
+	metricsql.VisitAll(expr, func(x metricsql.Expr) {
+		me, ok := x.(*metricsql.MetricExpr)
+		if !ok || bad != nil {
+			return
+		}
+		if len(me.LabelFilterss) == 0 {
+			bad = errorf("selector %s has no matchers", me.AppendString(nil))
+			return
+		}
+		for _, b := range me.LabelFilterss {
+			if err := checkBranch(e, b); err != nil {
+				bad = errorf("selector %s: %s", me.AppendString(nil), err)
+				return
+			}
+		}
+	})
+	return bad
+}
+
+func checkBranch(e *Enforcer, b []metricsql.LabelFilter) error {
+	has := func(want metricsql.LabelFilter) bool {
+		for _, lf := range b {
+			if lf == want {
+				return true
+			}
+			if want.Label == "__name__" && !want.IsRegexp && !want.IsNegative && lf.Label == "__name__" && lf.IsRegexp &&
+				!lf.IsNegative && lf.Value == regexp.QuoteMeta(want.Value) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, l := range e.labels {
+		if !has(metricsql.LabelFilter{Label: l.Name, Value: l.Value}) {
+			return errorf("branch %v lacks the label %s=%q", b, l.Name, l.Value)
+		}
+	}
+	if len(e.branches) == 0 {
+		return nil
+	}
+next:
+	for _, fb := range e.branches {
+		for _, lf := range fb {
+			if !has(lf) {
+				continue next
+			}
+		}
+		return nil
+	}
+	return errorf("branch %v carries none of the filter branches %v", b, e.branches)
+}
+
+type testError string
+
+func (e testError) Error() string { return string(e) }
+
+func errorf(format string, args ...any) error {
+	return testError(strings.TrimSpace(fmt.Sprintf(format, args...)))
+}

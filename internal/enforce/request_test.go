@@ -1,0 +1,359 @@
+package enforce
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/vmgateway/vmgateway/internal/route"
+)
+
+var (
+	rtQuery       = route.Route{API: "query", Kind: route.Read, Args: route.QueryArg}
+	rtSeries      = route.Route{API: "series", Kind: route.Read, Args: route.MatchArgs}
+	rtLabels      = route.Route{API: "labels", Kind: route.Read, Args: route.MatchArgs}
+	rtLabelValues = route.Route{API: "label_values", Kind: route.Read, Args: route.MatchArgs}
+	rtExport      = route.Route{API: "export", Kind: route.Read, Args: route.MatchArgs}
+	rtDelete      = route.Route{API: "delete_series", Kind: route.Admin, Args: route.MatchArgs}
+	rtWrite       = route.Route{API: "import_prometheus", Kind: route.Write, Args: route.WriteArgs}
+	rtGraphite    = route.Route{API: "graphite_render", Kind: route.Read, Args: route.Unenforceable}
+	rtVMUI        = route.Route{API: "vmui", Kind: route.Read, Args: route.NoSelectors}
+)
+
+const formType = "application/x-www-form-urlencoded"
+
+// v builds url.Values from alternating keys and values.
+func v(kv ...string) url.Values {
+	out := url.Values{}
+	for i := 0; i < len(kv); i += 2 {
+		out[kv[i]] = append(out[kv[i]], kv[i+1])
+	}
+	return out
+}
+
+func TestRequest(t *testing.T) {
+	dev, devF := devOnly(t), devFiltered(t)
+	devArgs := func(kv ...string) url.Values { return v(append(kv, "extra_label", "team=dev")...) }
+	devFArgs := func(kv ...string) url.Values {
+		return v(append(kv, "extra_label", "team=dev", "extra_filters[]", `{env=~"prod|stage"}`,
+			"extra_filters[]", `{region="eu"}`, "extra_filters[]", `{tier="gold"}`)...)
+	}
+	tests := []struct {
+		name     string
+		e        *Enforcer
+		rt       route.Route
+		method   string
+		target   string // path?query
+		ctype    string
+		body     string
+		wantURL  url.Values
+		wantBody url.Values // nil: no body
+	}{
+		{"query in URL", dev, rtQuery, "GET", "/api/v1/query?query=up&time=1", "", "",
+			devArgs("query", `up{team="dev"}`, "time", "1"), nil},
+		{"query with filters", devF, rtQuery, "GET", "/api/v1/query?query=up", "", "",
+			devFArgs("query", `up{`+threeBranches("")+`}`), nil},
+		{"query in body", dev, rtQuery, "POST", "/api/v1/query", formType, "query=rate(foo[5m])&step=60",
+			devArgs(), v("query", `rate(foo{team="dev"}[5m])`, "step", "60")},
+		{"query in URL and body", dev, rtQuery, "POST", "/api/v1/query?query=a", formType, "query=b",
+			devArgs("query", `a{team="dev"}`), v("query", `b{team="dev"}`)},
+		{"repeated query args", dev, rtQuery, "POST", "/api/v1/query?query=a&query=b", formType, "query=c&query=d",
+			devArgs("query", `a{team="dev"}`, "query", `b{team="dev"}`), v("query", `c{team="dev"}`, "query", `d{team="dev"}`)},
+		{"form type with parameters and case", dev, rtQuery, "POST", "/api/v1/query", "Application/X-WWW-Form-Urlencoded; charset=UTF-8", "query=a",
+			devArgs(), v("query", `a{team="dev"}`)},
+		{"extra_label smuggled in URL and body", dev, rtQuery, "POST",
+			"/api/v1/query?query=a&extra_label=team=ops&extra_label=other=x", formType, "extra_label=team%3Dsec&query=b",
+			devArgs("query", `a{team="dev"}`), v("query", `b{team="dev"}`)},
+		{"extra_filters smuggled in URL and body", devF, rtQuery, "POST",
+			"/api/v1/query?query=a&extra_filters=%7Bteam%3D%22ops%22%7D&extra_filters%5B%5D=%7Bteam%3D~%22.*%22%7D", formType,
+			"extra_filters[]={team=\"ops\"}&extra_filters={}&query=b",
+			devFArgs("query", `a{`+threeBranches("")+`}`), v("query", `b{`+threeBranches("")+`}`)},
+		{"unrelated args are kept", dev, rtQuery, "GET", "/api/v1/query_range?query=a&start=1&end=2&step=3s&nocache=1", "", "",
+			devArgs("query", `a{team="dev"}`, "start", "1", "end", "2", "step", "3s", "nocache", "1"), nil},
+		{"series match[] rewritten", dev, rtSeries, "GET", "/api/v1/series?match[]=up&match[]={team=\"ops\"}", "", "",
+			devArgs("match[]", `up{team="dev"}`, "match[]", `{team="ops",team="dev"}`), nil},
+		{"match[] or-groups split into match[] args", devF, rtSeries, "GET", `/api/v1/series?match[]=up{a="1" or b="2"}`, "", "",
+			devFArgs("match[]", `up{a="1",team="dev",env=~"prod|stage"}`, "match[]", `up{a="1",team="dev",region="eu"}`,
+				"match[]", `up{a="1",team="dev",tier="gold"}`, "match[]", `up{b="2",team="dev",env=~"prod|stage"}`,
+				"match[]", `up{b="2",team="dev",region="eu"}`, "match[]", `up{b="2",team="dev",tier="gold"}`), nil},
+		{"match[] in body", dev, rtSeries, "POST", "/api/v1/series?start=1", formType, "match%5B%5D=up",
+			devArgs("start", "1"), v("match[]", `up{team="dev"}`)},
+		{"labels without match[] get the token's", dev, rtLabels, "GET", "/api/v1/labels", "", "",
+			devArgs("match[]", `{team="dev"}`), nil},
+		{"labels without match[], one per filter branch", devF, rtLabels, "GET", "/api/v1/labels", "", "",
+			devFArgs("match[]", `{team="dev",env=~"prod|stage"}`, "match[]", `{team="dev",region="eu"}`, "match[]", `{team="dev",tier="gold"}`), nil},
+		{"values of the enforced label", dev, rtLabelValues, "GET", "/api/v1/label/team/values", "", "",
+			devArgs("match[]", `{team="dev"}`), nil},
+		{"match[] only in the body is not missing", dev, rtLabels, "POST", "/api/v1/labels", formType, "match[]=up",
+			devArgs(), v("match[]", `up{team="dev"}`)},
+		{"legacy match becomes match[]", dev, rtExport, "GET", "/api/v1/export?match=up", "", "",
+			devArgs("match[]", `up{team="dev"}`), nil},
+		{"legacy match beside match[] is rewritten too", dev, rtExport, "GET", "/api/v1/export?match[]=a&match=b", "", "",
+			devArgs("match[]", `a{team="dev"}`, "match", `b{team="dev"}`), nil},
+		{"delete with match[]", dev, rtDelete, "POST", "/api/v1/admin/tsdb/delete_series?match[]={__name__=~\".%2B\"}", "", "",
+			devArgs("match[]", `{__name__=~".+",team="dev"}`), nil},
+		{"write: client extra_label removed, token's appended", dev, rtWrite, "POST",
+			"/api/v1/import/prometheus?extra_label=team=ops&timestamp=5&extra_label=foo=bar", "text/plain", "up{team=\"ops\"} 1",
+			v("timestamp", "5", "extra_label", "team=dev"), nil},
+		{"write with two labels keeps their order last", mustNew(t, []Label{{"team", "dev"}, {"env", "prod"}}, []string{`{x="y"}`}),
+			rtWrite, "POST", "/influx/write?db=x&extra_label=env=test", "", "m f=1",
+			v("db", "x", "extra_label", "team=dev", "extra_label", "env=prod"), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRequest(t, tt.method, tt.target, tt.ctype, tt.body)
+			if err := tt.e.Request(r, tt.rt, false); err != nil {
+				t.Fatalf("Request: %s", err)
+			}
+			if got := mustParse(t, r.URL.RawQuery); !reflect.DeepEqual(got, tt.wantURL) {
+				t.Errorf("URL query\n got: %v\nwant: %v", got, tt.wantURL)
+			}
+			if tt.rt.Args == route.WriteArgs {
+				checkBody(t, r, tt.body)
+				if got := url.Values(mustParse(t, r.URL.RawQuery))["extra_label"]; !reflect.DeepEqual(got[len(got)-len(tt.e.labels):], tt.e.extraLabelArgs) {
+					t.Errorf("the token's extra_label args are not last: %q", got)
+				}
+				return
+			}
+			if tt.wantBody == nil {
+				checkBody(t, r, "")
+				return
+			}
+			if got := mustParse(t, checkBody(t, r, "\x00any")); !reflect.DeepEqual(got, tt.wantBody) {
+				t.Errorf("body\n got: %v\nwant: %v", got, tt.wantBody)
+			}
+		})
+	}
+}
+
+// checkBody reads the body and GetBody and checks ContentLength; want "\x00any" accepts any content.
+func checkBody(t *testing.T, r *http.Request, want string) string {
+	t.Helper()
+	var got []byte
+	if r.Body != nil {
+		got, _ = io.ReadAll(r.Body)
+	}
+	if want != "\x00any" && string(got) != want {
+		t.Errorf("body %q; want %q", got, want)
+	}
+	if r.ContentLength != int64(len(got)) && !(r.ContentLength == -1 && r.Method == "POST") {
+		t.Errorf("ContentLength %d; the body has %d bytes", r.ContentLength, len(got))
+	}
+	if r.GetBody != nil && len(got) > 0 {
+		rc, err := r.GetBody()
+		if err != nil {
+			t.Fatalf("GetBody: %s", err)
+		}
+		again, _ := io.ReadAll(rc)
+		if !bytes.Equal(again, got) {
+			t.Errorf("GetBody gives %q; Body gave %q", again, got)
+		}
+	}
+	if cl := r.Header.Get("Content-Length"); cl != "" && cl != itoa(len(got)) {
+		t.Errorf("Content-Length header %s; the body has %d bytes", cl, len(got))
+	}
+	return string(got)
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func newRequest(t *testing.T, method, target, ctype, body string) *http.Request {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	r := httptest.NewRequest(method, strings.ReplaceAll(target, " ", "%20"), rd)
+	if ctype != "" {
+		r.Header.Set("Content-Type", ctype)
+	}
+	return r
+}
+
+func mustParse(t *testing.T, s string) url.Values {
+	t.Helper()
+	vs, err := url.ParseQuery(s)
+	if err != nil {
+		t.Fatalf("cannot parse %q: %s", s, err)
+	}
+	return vs
+}
+
+func TestRequestErrors(t *testing.T) {
+	dev := devOnly(t)
+	var unrestricted *Enforcer
+	big := "query=" + strings.Repeat("a", MaxFormBodySize)
+	tests := []struct {
+		name    string
+		e       *Enforcer
+		rt      route.Route
+		cluster bool
+		method  string
+		target  string
+		ctype   string
+		body    string
+		status  int
+		msg     string
+	}{
+		{"unparsable query", dev, rtQuery, false, "GET", "/api/v1/query?query=up{", "", "", 400, "cannot parse query"},
+		{"unparsable query in body", dev, rtQuery, false, "POST", "/api/v1/query", formType, "query=sum(", 400, "cannot parse query"},
+		{"match[] not a selector", dev, rtSeries, false, "GET", "/api/v1/series?match[]=rate(up[5m])", "", "", 400, "must be a series selector"},
+		{"legacy match not a selector", dev, rtExport, false, "GET", "/api/v1/export?match=sum(up)", "", "", 400, "must be a series selector"},
+		{"bad URL encoding", dev, rtQuery, false, "GET", "/api/v1/query?query=%zz", "", "", 400, "cannot parse the URL query"},
+		{"semicolon in URL query", dev, rtQuery, false, "GET", "/api/v1/query?query=up;extra_label=team=ops", "", "", 400, "cannot parse the URL query"},
+		{"bad body encoding", dev, rtQuery, false, "POST", "/api/v1/query", formType, "query=%zz", 400, "cannot parse the form body"},
+		{"multipart read body", dev, rtQuery, false, "POST", "/api/v1/query", "multipart/form-data; boundary=x",
+			"--x\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\nup\r\n--x--\r\n", 415, "must be application/x-www-form-urlencoded"},
+		{"json read body", dev, rtQuery, false, "POST", "/api/v1/query", "application/json", `{"query":"up"}`, 415, "must be application/x-www-form-urlencoded"},
+		{"body without content type", dev, rtSeries, false, "POST", "/api/v1/series", "", "match[]=up", 415, "must be application/x-www-form-urlencoded"},
+		{"unparsable content type", dev, rtQuery, false, "POST", "/api/v1/query", "form;;", "query=up", 415, "cannot parse Content-Type"},
+		{"multipart refused for unrestricted tokens in a cluster", unrestricted, rtQuery, true, "POST", "/api/v1/query", "multipart/form-data; boundary=x", "--x--", 415, "must be application/x-www-form-urlencoded"},
+		{"body too large", dev, rtQuery, false, "POST", "/api/v1/query", formType, big, 413, "larger than"},
+		{"unenforceable API", dev, rtGraphite, false, "GET", "/render?target=a.b", "", "", 403, "graphite_render API cannot be limited"},
+		{"delete without match[]", dev, rtDelete, false, "POST", "/api/v1/admin/tsdb/delete_series", "", "", 400, "needs at least one match[]"},
+		{"delete with an empty match[]", dev, rtDelete, false, "POST", "/api/v1/admin/tsdb/delete_series?match[]=", "", "", 400, "cannot parse match[]"},
+		{"cluster: vm_account_id in query", unrestricted, rtQuery, true, "GET", `/api/v1/query?query=sum(up{vm_account_id="1"})`, "", "", 403, "vm_account_id"},
+		{"cluster: vm_project_id in an or branch", dev, rtQuery, true, "GET", `/api/v1/query?query=up{a="1" or vm_project_id="2"}`, "", "", 403, "vm_project_id"},
+		{"cluster: tenant label in a WITH template", unrestricted, rtQuery, true, "POST", "/api/v1/query", formType, `query=with (t = {vm_account_id="7"}) up{t}`, 403, "vm_account_id"},
+		{"cluster: tenant label in match[]", unrestricted, rtSeries, true, "GET", `/api/v1/series?match[]={vm_project_id=~".*"}`, "", "", 403, "vm_project_id"},
+		{"cluster: tenant label in client extra_filters[]", unrestricted, rtQuery, true, "GET", `/api/v1/query?query=up&extra_filters[]={vm_account_id="1"}`, "", "", 403, "vm_account_id"},
+		{"cluster: tenant label in client extra_filters", unrestricted, rtQuery, true, "GET", `/api/v1/query?query=up&extra_filters={vm_account_id="1"}`, "", "", 403, "vm_account_id"},
+		{"cluster: tenant label in client extra_label", unrestricted, rtLabels, true, "GET", `/api/v1/labels?extra_label=vm_account_id=1`, "", "", 403, "vm_account_id"},
+		{"cluster: tenant label in a write extra_label", unrestricted, rtWrite, true, "POST", `/api/v1/import/prometheus?extra_label=vm_project_id=3`, "text/plain", "up 1", 403, "vm_project_id"},
+		{"cluster: restricted token, tenant label in the body", dev, rtQuery, true, "POST", "/api/v1/query", formType, `query=up{vm_account_id!="0"}`, 403, "vm_account_id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRequest(t, tt.method, tt.target, tt.ctype, tt.body)
+			err := tt.e.Request(r, tt.rt, tt.cluster)
+			if statusOf(err) != tt.status {
+				t.Fatalf("Request: %v (status %d); want status %d", err, statusOf(err), tt.status)
+			}
+			if !strings.Contains(err.Error(), tt.msg) {
+				t.Errorf("error %q; want it to say %q", err, tt.msg)
+			}
+		})
+	}
+}
+
+// failingBody fails the test if the enforcer reads a write body.
+type failingBody struct{ t *testing.T }
+
+func (b failingBody) Read([]byte) (int, error) {
+	b.t.Errorf("the write body was read")
+	return 0, errors.New("must not be read")
+}
+func (b failingBody) Close() error { return nil }
+
+func TestRequestWriteNeverReadsBody(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		r := httptest.NewRequest("POST", "/api/v1/write?extra_label=team=ops", nil)
+		r.Body = failingBody{t}
+		r.ContentLength = -1
+		r.Header.Set("Content-Type", formType) // even a form type: VictoriaMetrics reads write args from the URL only
+		if err := devOnly(t).Request(r, rtWrite, cluster); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.URL.RawQuery; got != "extra_label=team%3Ddev" {
+			t.Errorf("cluster=%v: URL query %q", cluster, got)
+		}
+	}
+}
+
+func TestRequestUnrestrictedIsUntouched(t *testing.T) {
+	var unrestricted *Enforcer
+	for _, rt := range []route.Route{rtQuery, rtSeries, rtLabels, rtDelete, rtWrite, rtGraphite, rtVMUI} {
+		target := "/x?query=up%7Bteam%3D%22ops%22%7D&extra_label=team=ops&match[]=up;bad"
+		r := newRequest(t, "POST", target, formType, "query=%zz")
+		if err := unrestricted.Request(r, rt, false); err != nil {
+			t.Errorf("%s: %s", rt.API, err)
+		}
+		if r.URL.RawQuery != strings.TrimPrefix(target, "/x?") {
+			t.Errorf("%s: URL query changed to %q", rt.API, r.URL.RawQuery)
+		}
+		checkBody(t, r, "query=%zz")
+	}
+	// In a cluster unrestricted reads are parsed for tenant labels but keep their meaning, extra args included.
+	r := newRequest(t, "GET", `/api/v1/query?query=sum(up{team="ops"})&extra_label=team=ops&extra_filters[]={env="x"}`, "", "")
+	if err := unrestricted.Request(r, rtQuery, true); err != nil {
+		t.Fatal(err)
+	}
+	want := v("query", `sum(up{team="ops"})`, "extra_label", "team=ops", "extra_filters[]", `{env="x"}`)
+	if got := mustParse(t, r.URL.RawQuery); !reflect.DeepEqual(got, want) {
+		t.Errorf("cluster, unrestricted: %v; want %v", got, want)
+	}
+}
+
+func TestRequestNoSelectors(t *testing.T) {
+	r := newRequest(t, "GET", "/vmui/?extra_label=team=ops", "", "")
+	if err := devOnly(t).Request(r, rtVMUI, true); err != nil || r.URL.RawQuery != "extra_label=team=ops" {
+		t.Errorf("vmui: %v, %q; want it untouched", err, r.URL.RawQuery)
+	}
+	// An unrestricted token may call unenforceable APIs, in a cluster too.
+	var unrestricted *Enforcer
+	for _, cluster := range []bool{false, true} {
+		r := newRequest(t, "GET", "/render?target=a.b", "", "")
+		if err := unrestricted.Request(r, rtGraphite, cluster); err != nil {
+			t.Errorf("cluster=%v: %s", cluster, err)
+		}
+	}
+}
+
+func TestRequestBodyEdgeCases(t *testing.T) {
+	dev := devOnly(t)
+	// A chunked body of unknown length that is empty passes; one with data in another type is refused.
+	r := httptest.NewRequest("POST", "/api/v1/labels", io.NopCloser(strings.NewReader("")))
+	r.ContentLength = -1
+	if err := dev.Request(r, rtLabels, false); err != nil {
+		t.Errorf("empty chunked body: %s", err)
+	}
+	r = httptest.NewRequest("POST", "/api/v1/labels", io.NopCloser(strings.NewReader("match[]=up")))
+	r.ContentLength = -1
+	if err := dev.Request(r, rtLabels, false); statusOf(err) != 415 {
+		t.Errorf("chunked body without a form type: %v; want 415", err)
+	}
+	// A chunked form body is read and gets a length.
+	r = httptest.NewRequest("POST", "/api/v1/series", io.NopCloser(strings.NewReader("match[]=up")))
+	r.ContentLength = -1
+	r.TransferEncoding = []string{"chunked"}
+	r.Header.Set("Content-Type", formType)
+	if err := dev.Request(r, rtSeries, false); err != nil {
+		t.Fatal(err)
+	}
+	if r.TransferEncoding != nil || r.ContentLength <= 0 {
+		t.Errorf("TransferEncoding %v, ContentLength %d after a rewrite", r.TransferEncoding, r.ContentLength)
+	}
+	// Exactly MaxFormBodySize is fine.
+	body := "step=" + strings.Repeat("1", MaxFormBodySize-len("step=query=up&")) + "&query=up"
+	r = newRequest(t, "POST", "/api/v1/query", formType, body)
+	if err := dev.Request(r, rtQuery, false); err != nil {
+		t.Errorf("body of exactly %d bytes: %s", len(body), err)
+	}
+	// A body limit set by the server before (http.MaxBytesReader) is reported as 413 too.
+	r = newRequest(t, "POST", "/api/v1/query", formType, "query=up&step=123456")
+	r.Body = http.MaxBytesReader(httptest.NewRecorder(), r.Body, 5)
+	if err := dev.Request(r, rtQuery, false); statusOf(err) != 413 {
+		t.Errorf("MaxBytesReader: %v; want 413", err)
+	}
+	// Forms parsed before the rewrite must not keep the client's args.
+	r = newRequest(t, "POST", "/api/v1/query?query=a", formType, "query=b")
+	_ = r.ParseForm()
+	r.Body = io.NopCloser(strings.NewReader("query=b"))
+	if err := dev.Request(r, rtQuery, false); err != nil {
+		t.Fatal(err)
+	}
+	if r.Form != nil || r.PostForm != nil {
+		t.Errorf("r.Form/r.PostForm still hold the client's args")
+	}
+	_ = r.ParseForm()
+	if got := r.Form["query"]; !reflect.DeepEqual(got, []string{`b{team="dev"}`, `a{team="dev"}`}) {
+		t.Errorf("ParseForm after the rewrite: %q", got)
+	}
+}

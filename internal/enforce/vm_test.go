@@ -1,0 +1,493 @@
+package enforce
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// The data of three teams. Every team has a metric, a label name and values that only it uses, so a leak of any
+// of them shows in a response. orphan_metric has no team label at all: no restricted token may see it.
+var teams = []string{"dev", "ops", "sec"}
+
+func teamData(now time.Time) string {
+	var sb strings.Builder
+	for _, t := range teams {
+		for _, ago := range []time.Duration{10 * time.Minute, 5 * time.Minute, time.Minute} {
+			ms := now.Add(-ago).UnixMilli()
+			fmt.Fprintf(&sb, "shared_requests_total{team=%q,job=\"api\",instance=\"%s-host\"} %d %d\n", t, t, 100-ago/time.Minute, ms)
+			fmt.Fprintf(&sb, "%s_only_metric_total{team=%q,instance=\"%s-host\",%s_secret_label=\"%s-s3cr3t\"} 7 %d\n", t, t, t, t, t, ms)
+			fmt.Fprintf(&sb, "metric.with.dots{team=%q,instance=\"%s-host\"} 3 %d\n", t, t, ms)
+			fmt.Fprintf(&sb, "node:cpu:rate5m{team=%q,instance=\"%s-host\"} 0.5 %d\n", t, t, ms)
+		}
+	}
+	fmt.Fprintf(&sb, "orphan_metric{instance=\"none-host\"} 1 %d\n", now.Add(-time.Minute).UnixMilli())
+	return sb.String()
+}
+
+// forbidden are strings that only the other teams' (and the team-less) series carry.
+var forbidden = []string{
+	"ops_only_metric", "sec_only_metric", "ops_secret_label", "sec_secret_label", "ops-s3cr3t", "sec-s3cr3t",
+	"ops-host", "sec-host", `"ops"`, `"sec"`, `team="ops"`, `team="sec"`, ",ops,", ",sec,", "orphan_metric", "none-host",
+}
+
+// corpusEntry is one request of testdata/adversarial.json, as a client sends it to the gateway.
+type corpusEntry struct {
+	Name   string `json:"name"`
+	Method string `json:"method"`
+	Path   string `json:"path"` // as sent, still escaped
+	// URL args in order (repeats kept), or RawQuery verbatim.
+	URL      [][2]string `json:"url"`
+	RawQuery *string     `json:"rawQuery"`
+	// Form args sent as an application/x-www-form-urlencoded body; Body with ContentType otherwise.
+	Form        [][2]string `json:"form"`
+	Body        *string     `json:"body"`
+	ContentType string      `json:"contentType"`
+	// Want: "ok" (forwarded, VictoriaMetrics answers 2xx), "refused" (the gateway answers 4xx), "any".
+	Want string `json:"want"`
+	// DevMarker must be in a 2xx answer: proof that the request returned the team's own data.
+	DevMarker string `json:"devMarker"`
+	// Allow lists forbidden strings this request may see because it puts them there itself (absent() echoes).
+	Allow []string `json:"allow"`
+}
+
+func loadCorpus(t *testing.T) []corpusEntry {
+	t.Helper()
+	b, err := os.ReadFile("testdata/adversarial.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c []corpusEntry
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatalf("testdata/adversarial.json: %s", err)
+	}
+	return c
+}
+
+func encodeArgs(kv [][2]string) string {
+	var parts []string
+	for _, p := range kv {
+		parts = append(parts, url.QueryEscape(p[0])+"="+url.QueryEscape(p[1]))
+	}
+	return strings.Join(parts, "&")
+}
+
+// clientRequest builds the request as the gateway receives it.
+func (c corpusEntry) clientRequest(t *testing.T) *http.Request {
+	t.Helper()
+	raw := encodeArgs(c.URL)
+	if c.RawQuery != nil {
+		raw = *c.RawQuery
+	}
+	var body io.Reader
+	ctype := c.ContentType
+	switch {
+	case c.Body != nil:
+		body = strings.NewReader(*c.Body)
+	case c.Form != nil:
+		body = strings.NewReader(encodeArgs(c.Form))
+		ctype = formType
+	}
+	target := "http://gateway" + c.Path
+	if raw != "" {
+		target += "?" + raw
+	}
+	r, err := http.NewRequest(c.Method, target, body)
+	if err != nil {
+		t.Fatalf("%s: %s", c.Name, err)
+	}
+	if ctype != "" {
+		r.Header.Set("Content-Type", ctype)
+	}
+	return r
+}
+
+// forward does what the gateway does with an enforced request: route it, enforce it, send it upstream.
+// refused is the gateway's error, if it answers itself.
+func forward(t *testing.T, base string, e *Enforcer, r *http.Request) (status int, body string, refused error) {
+	t.Helper()
+	rt, err := route.Lookup(r.URL.EscapedPath())
+	if err != nil {
+		return 0, "", err
+	}
+	if err := e.Request(r, rt, false); err != nil {
+		return 0, "", err
+	}
+	u := base + rt.Upstream(false, tenant.ID{})
+	if r.URL.RawQuery != "" {
+		u += "?" + r.URL.RawQuery
+	}
+	out, err := http.NewRequest(r.Method, u, r.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.ContentLength = r.ContentLength
+	out.Header = r.Header.Clone()
+	resp, err := http.DefaultClient.Do(out)
+	if err != nil {
+		t.Fatalf("%s %s: %s", r.Method, u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+func get(t *testing.T, u string) string {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %s", u, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+func post(t *testing.T, u, ctype, body string) {
+	t.Helper()
+	resp, err := http.Post(u, ctype, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("POST %s: %d %s", u, resp.StatusCode, b)
+	}
+}
+
+// seriesOf lists the series matching a selector, straight from VictoriaMetrics (no enforcement).
+func seriesOf(t *testing.T, base, match string) []map[string]string {
+	t.Helper()
+	var out struct {
+		Data []map[string]string `json:"data"`
+	}
+	b := get(t, base+"/api/v1/series?start=-1d&match[]="+url.QueryEscape(match))
+	if err := json.Unmarshal([]byte(b), &out); err != nil {
+		t.Fatalf("series %s: %s: %s", match, err, b)
+	}
+	return out.Data
+}
+
+func writeTeams(t *testing.T, vm *vmtest.VM) {
+	t.Helper()
+	post(t, vm.URL+"/api/v1/import/prometheus", "text/plain", teamData(time.Now()))
+	vm.Flush(t)
+	vmtest.Eventually(t, func() (bool, string) {
+		n := len(seriesOf(t, vm.URL, `{__name__=~".+"}`))
+		return n == 13, fmt.Sprintf("%d series visible; want 13", n)
+	})
+}
+
+// TestVMAdversarialReads sends every request of testdata/adversarial.json, enforced for a team="dev" token, to a
+// real VictoriaMetrics holding three teams' data: no answer may carry another team's series, label or value.
+func TestVMAdversarialReads(t *testing.T) {
+	vm := vmtest.Start(t)
+	writeTeams(t, vm)
+	corpus := loadCorpus(t)
+	if len(corpus) < 50 {
+		t.Fatalf("the corpus has %d requests; want at least 50", len(corpus))
+	}
+	for _, tok := range []struct {
+		name string
+		e    *Enforcer
+	}{
+		{"labels", devOnly(t)},
+		// One filter branch keeps the queries parseable for v1.79 (no `or` inside braces).
+		{"labels+filter", mustNew(t, []Label{{"team", "dev"}}, []string{`{instance=~"dev-.*"}`})},
+		{"filter only", mustNew(t, nil, []string{`{team="dev",instance="dev-host"}`})},
+	} {
+		t.Run(tok.name, func(t *testing.T) {
+			var summary []string
+			for _, c := range corpus {
+				status, body, refused := forward(t, vm.URL, tok.e, c.clientRequest(t))
+				outcome := fmt.Sprintf("%d", status)
+				if refused != nil {
+					outcome = fmt.Sprintf("refused %d: %s", statusOf(refused), refused)
+					if st := statusOf(refused); st < 400 || st > 499 {
+						t.Errorf("%s: the gateway's error %q has status %d; want 4xx", c.Name, refused, st)
+					}
+				}
+				summary = append(summary, c.Name+" → "+outcome)
+				switch c.Want {
+				case "ok":
+					if refused != nil || status/100 != 2 {
+						t.Errorf("%s: want it forwarded and answered 2xx; got %s %.300s", c.Name, outcome, body)
+					}
+				case "refused":
+					if refused == nil {
+						t.Errorf("%s: want the gateway to refuse it; it was forwarded: %d %.300s", c.Name, status, body)
+					}
+				case "any":
+				default:
+					t.Fatalf("%s: unknown want %q", c.Name, c.Want)
+				}
+				if refused != nil || status/100 != 2 {
+					continue
+				}
+				for _, f := range forbidden {
+					if strings.Contains(body, f) && !contains(c.Allow, f) {
+						t.Errorf("LEAK %s: the answer contains %s:\n%.2000s", c.Name, f, body)
+					}
+				}
+				if c.DevMarker != "" && !strings.Contains(body, c.DevMarker) {
+					t.Errorf("%s: the answer lacks the team's own data %s:\n%.1000s", c.Name, c.DevMarker, body)
+				}
+			}
+			t.Logf("%d requests:\n%s", len(corpus), strings.Join(summary, "\n"))
+		})
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestVMQueryCompat sends the rewrites of the unit table to VictoriaMetrics v1.79: they must parse there, except
+// the constructs that version does not know (the client's own query fails there the same way).
+func TestVMQueryCompat(t *testing.T) {
+	vm := vmtest.Start(t)
+	newer := map[string]string{
+		"or filter group":                     "`or` inside braces",
+		"or filter group without name":        "`or` inside braces",
+		"or filter group with enforced label": "`or` inside braces",
+		"keep_metric_names":                   "keep_metric_names after a binary operation",
+		"unicode label name":                  "non-ASCII label names",
+		"@ with a selector":                   "an @ selector returning no series fails at run time",
+	}
+	e := devOnly(t)
+	for _, c := range queryCases() {
+		q, err := e.Query(c.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.PostForm(vm.URL+"/api/v1/query", url.Values{"query": {q}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		why, isNewer := newer[c.name]
+		switch {
+		case resp.StatusCode == 200 && isNewer:
+			t.Errorf("%s: %s now works in VictoriaMetrics v1.79: update the list", c.name, why)
+		case resp.StatusCode != 200 && !isNewer:
+			t.Errorf("%s: VictoriaMetrics refuses the rewrite %s: %d %s", c.name, q, resp.StatusCode, b)
+		}
+	}
+}
+
+// TestVMDelete: delete_series with a restricted token removes only the token's series, whatever the client adds.
+func TestVMDelete(t *testing.T) {
+	vm := vmtest.Start(t)
+	now := time.Now().UnixMilli()
+	var sb strings.Builder
+	for _, tm := range teams {
+		for _, m := range []string{"deleteme_total", "deleteme_too"} {
+			fmt.Fprintf(&sb, "%s{team=%q,instance=\"%s-host\"} 1 %d\n", m, tm, tm, now)
+		}
+	}
+	fmt.Fprintf(&sb, "deleteme_total{instance=\"none-host\"} 1 %d\n", now)
+	post(t, vm.URL+"/api/v1/import/prometheus", "text/plain", sb.String())
+	vm.Flush(t)
+	vmtest.Eventually(t, func() (bool, string) {
+		n := len(seriesOf(t, vm.URL, `{__name__=~"deleteme.*"}`))
+		return n == 7, fmt.Sprintf("%d series; want 7", n)
+	})
+	dev := devOnly(t)
+	deletes := []corpusEntry{
+		{Name: "delete by name with smuggled args", Method: "POST", Path: "/api/v1/admin/tsdb/delete_series",
+			URL:  [][2]string{{"extra_label", "team=ops"}},
+			Form: [][2]string{{"match[]", `deleteme_total`}, {"extra_filters[]", `{team=~".*"}`}, {"extra_label", "team=sec"}}},
+		{Name: "delete by regexp on the enforced label", Method: "POST", Path: "/api/v1/admin/tsdb/delete_series",
+			URL: [][2]string{{"match[]", `{__name__="deleteme_too",team=~".*"}`}}},
+		{Name: "delete without match[]", Method: "POST", Path: "/api/v1/admin/tsdb/delete_series"},
+		{Name: "delete of another team", Method: "POST", Path: "/api/v1/admin/tsdb/delete_series",
+			URL: [][2]string{{"match[]", `{team="ops"}`}, {"match[]", `{instance="none-host"}`}}},
+	}
+	for _, c := range deletes {
+		status, body, refused := forward(t, vm.URL, dev, c.clientRequest(t))
+		if c.Name == "delete without match[]" {
+			if statusOf(refused) != 400 {
+				t.Errorf("%s: %v %d %s; want a 400 from the gateway", c.Name, refused, status, body)
+			}
+			continue
+		}
+		if refused != nil || status != 204 {
+			t.Fatalf("%s: %v %d %s", c.Name, refused, status, body)
+		}
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		left := seriesOf(t, vm.URL, `{__name__=~"deleteme.*"}`)
+		for _, s := range left {
+			if s["team"] == "dev" {
+				return false, fmt.Sprintf("dev's series %v is still there", s)
+			}
+		}
+		return true, ""
+	})
+	left := seriesOf(t, vm.URL, `{__name__=~"deleteme.*"}`)
+	var got []string
+	for _, s := range left {
+		got = append(got, s["__name__"]+"/"+s["team"]+"/"+s["instance"])
+	}
+	sort.Strings(got)
+	want := []string{"deleteme_too/ops/ops-host", "deleteme_too/sec/sec-host", "deleteme_total//none-host",
+		"deleteme_total/ops/ops-host", "deleteme_total/sec/sec-host"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("after dev's deletes:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestVMWrites: a write in each format VictoriaMetrics v1.79 accepts, with team="ops" in the data and a client
+// extra_label=team=ops, is stored with team="dev" once the enforcer ran.
+func TestVMWrites(t *testing.T) {
+	tsdbAddr := vmtest.FreePort(t)
+	vm := vmtest.Start(t, "-opentsdbHTTPListenAddr="+tsdbAddr)
+	now := time.Now()
+	ms, s := now.UnixMilli(), now.Unix()
+
+	// A native-format body comes from another VictoriaMetrics' export.
+	src := vmtest.Start(t)
+	post(t, src.URL+"/api/v1/import/prometheus", "text/plain", fmt.Sprintf("wr_native{team=\"ops\",instance=\"n\"} 1 %d\n", ms))
+	src.Flush(t)
+	var native string
+	vmtest.Eventually(t, func() (bool, string) {
+		native = get(t, src.URL+"/api/v1/export/native?match[]=wr_native")
+		return strings.Contains(native, "wr_native"), "wr_native is not exported yet"
+	})
+
+	writes := []struct {
+		name, path, query, ctype, body, metric string
+		base                                   string // default vm.URL
+	}{
+		{"prometheus text", "/api/v1/import/prometheus", "", "text/plain",
+			fmt.Sprintf("wr_prom{team=\"ops\",instance=\"p\"} 1 %d\n", ms), "wr_prom", ""},
+		{"prometheus text, /prometheus prefix", "/prometheus/api/v1/import/prometheus", "timestamp=" + fmt.Sprint(ms), "text/plain",
+			"wr_prom2{team=\"ops\"} 1\n", "wr_prom2", ""},
+		{"json lines", "/api/v1/import", "", "application/json",
+			fmt.Sprintf(`{"metric":{"__name__":"wr_json","team":"ops"},"values":[1],"timestamps":[%d]}`+"\n", ms), "wr_json", ""},
+		{"csv", "/api/v1/import/csv", "format=1:metric:wr_csv,2:label:team,3:time:unix_ms", "text/csv",
+			fmt.Sprintf("1,ops,%d\n", ms), "wr_csv", ""},
+		{"influx line protocol", "/influx/write", "db=x", "text/plain",
+			fmt.Sprintf("wr_influx,team=ops value=1 %d\n", now.UnixNano()), "wr_influx_value", ""},
+		{"influx line protocol, /write alias", "/write", "", "text/plain",
+			fmt.Sprintf("wr_influx2,team=ops value=1 %d\n", now.UnixNano()), "wr_influx2_value", ""},
+		{"prometheus remote write", "/api/v1/write", "", "application/x-protobuf",
+			remoteWriteBody([][2]string{{"__name__", "wr_remote"}, {"team", "ops"}}, 1, ms), "wr_remote", ""},
+		{"datadog", "/datadog/api/v1/series", "", "application/json",
+			fmt.Sprintf(`{"series":[{"metric":"wr.datadog","points":[[%d,1]],"host":"h","tags":["team:ops"]}]}`, s), "wr.datadog", ""},
+		{"native", "/api/v1/import/native", "", "application/octet-stream", native, "wr_native", ""},
+		{"opentsdb http", "/opentsdb/api/put", "", "application/json",
+			fmt.Sprintf(`[{"metric":"wr.tsdb","timestamp":%d,"value":1,"tags":{"team":"ops"}}]`, s), "wr.tsdb", "http://" + tsdbAddr},
+	}
+	dev := mustNew(t, []Label{{"team", "dev"}}, []string{`{instance="ignored-on-writes"}`})
+	for _, w := range writes {
+		q := "extra_label=team%3Dops"
+		if w.query != "" {
+			q = w.query + "&" + q + "&extra_label=team=sec"
+		}
+		r, err := http.NewRequest("POST", "http://gateway"+w.path+"?"+q, strings.NewReader(w.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("Content-Type", w.ctype)
+		base := vm.URL
+		if w.base != "" {
+			base = w.base
+		}
+		status, body, refused := forward(t, base, dev, r)
+		if refused != nil || status/100 != 2 {
+			t.Errorf("%s: %v %d %s", w.name, refused, status, body)
+		}
+	}
+	vm.Flush(t)
+	for _, w := range writes {
+		var got []map[string]string
+		vmtest.Eventually(t, func() (bool, string) {
+			got = seriesOf(t, vm.URL, fmt.Sprintf(`{__name__=%q}`, w.metric))
+			return len(got) > 0, fmt.Sprintf("%s: %s is not stored", w.name, w.metric)
+		})
+		for _, s := range got {
+			if s["team"] != "dev" {
+				t.Errorf("%s: stored %v; want team=dev", w.name, s)
+			}
+		}
+	}
+}
+
+// TestVMExtraLabelLastWins documents what invariant 5 relies on: on a write, the last extra_label of a name wins
+// over the data and over earlier args; on a read, extra_label args of one name are ANDed.
+func TestVMExtraLabelLastWins(t *testing.T) {
+	vm := vmtest.Start(t)
+	post(t, vm.URL+"/api/v1/import/prometheus?extra_label=team=ops&extra_label=team=dev", "text/plain",
+		fmt.Sprintf("lastwins{team=\"sec\"} 1 %d\n", time.Now().UnixMilli()))
+	vm.Flush(t)
+	var got []map[string]string
+	vmtest.Eventually(t, func() (bool, string) {
+		got = seriesOf(t, vm.URL, "lastwins")
+		return len(got) > 0, "lastwins is not stored"
+	})
+	if len(got) != 1 || got[0]["team"] != "dev" {
+		t.Errorf("stored %v; want team=dev (the last extra_label)", got)
+	}
+	b := get(t, vm.URL+"/api/v1/series?match[]=lastwins&start=-1d&extra_label=team=dev&extra_label=team=ops")
+	if strings.Contains(b, "lastwins") {
+		t.Errorf("two read extra_label args of one name are not ANDed: %s", b)
+	}
+}
+
+// remoteWriteBody encodes one sample as a Prometheus remote-write request: protobuf in an uncompressed
+// (literal-only) snappy block, which any snappy decoder accepts.
+func remoteWriteBody(labels [][2]string, v float64, ms int64) string {
+	field := func(b []byte, num int, data []byte) []byte {
+		b = binary.AppendUvarint(b, uint64(num<<3|2))
+		b = binary.AppendUvarint(b, uint64(len(data)))
+		return append(b, data...)
+	}
+	var ts []byte
+	for _, l := range labels {
+		var lb []byte
+		lb = field(lb, 1, []byte(l[0]))
+		lb = field(lb, 2, []byte(l[1]))
+		ts = field(ts, 1, lb)
+	}
+	var sample []byte
+	sample = append(sample, 1<<3|1)
+	sample = binary.LittleEndian.AppendUint64(sample, math.Float64bits(v))
+	sample = append(sample, 2<<3|0)
+	sample = binary.AppendUvarint(sample, uint64(ms))
+	ts = field(ts, 2, sample)
+	var wr []byte
+	wr = field(wr, 1, ts)
+
+	out := binary.AppendUvarint(nil, uint64(len(wr)))
+	for len(wr) > 0 {
+		n := min(len(wr), 60)
+		out = append(out, byte(n-1)<<2)
+		out = append(out, wr[:n]...)
+		wr = wr[n:]
+	}
+	return string(out)
+}

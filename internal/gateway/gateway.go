@@ -1,0 +1,212 @@
+// Package gateway is the request pipeline: authenticate, route, authorize, limit, enforce, forward.
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+// Authenticator turns a request's token into a verified Access (auth.Verifier).
+type Authenticator interface {
+	Authenticate(r *http.Request) (*auth.Access, error)
+}
+
+// Limiter decides whether a tenant may make one more request of a route's kind (ratelimit.Gate).
+type Limiter interface {
+	Check(a *auth.Access, rt route.Route) error
+}
+
+// Config wires the pipeline's parts. Nil Auth means -enable.auth is off; nil Limiter means no rate limiting.
+type Config struct {
+	ReadURL, WriteURL             *url.URL
+	ReadTransport, WriteTransport http.RoundTripper
+	Cluster                       bool
+	Auth                          Authenticator
+	Limiter                       Limiter
+	// AuthHeader is the header that carries the token; it never reaches an upstream.
+	AuthHeader string
+}
+
+// Gateway is the http.Handler for every proxied VictoriaMetrics API.
+type Gateway struct {
+	cluster      bool
+	auth         Authenticator
+	limiter      Limiter
+	read, write  *upstream
+	dropHeaders  []string
+	unrestricted *auth.Access
+}
+
+// New builds the pipeline.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.ReadURL == nil || cfg.WriteURL == nil {
+		return nil, errors.New("both -read.url and -write.url must be set")
+	}
+	g := &Gateway{
+		cluster: cfg.Cluster,
+		auth:    cfg.Auth,
+		limiter: cfg.Limiter,
+		// The token is the client's credential for the gateway, never for the upstream; the tenant headers would
+		// let a client pick a tenant behind the gateway's back.
+		dropHeaders:  []string{"Authorization", "AccountID", "ProjectID"},
+		unrestricted: &auth.Access{Mode: auth.ModeFull},
+	}
+	if h := http.CanonicalHeaderKey(cfg.AuthHeader); h != "" && h != "Authorization" {
+		g.dropHeaders = append(g.dropHeaders, h)
+	}
+	g.read = newUpstream("read", cfg.ReadURL, cfg.ReadTransport)
+	g.write = newUpstream("write", cfg.WriteURL, cfg.WriteTransport)
+	return g, nil
+}
+
+// ServeHTTP runs the pipeline top to bottom; the first step that refuses answers the client.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	api := "unknown"
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				// The proxy aborts a response whose upstream broke mid-way; the server closes the connection.
+				observe(api, 499, start)
+				panic(p)
+			}
+			panicsTotal.Inc()
+			slog.Error("panic while handling a request", "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			if !sw.wroteHeader {
+				httperr.WriteStatus(sw, http.StatusInternalServerError, "internal error while handling the request; it has been logged")
+			}
+		}
+		observe(api, sw.code(), start)
+	}()
+
+	access, err := g.authenticate(r)
+	if err != nil {
+		g.reject(sw, err)
+		return
+	}
+	rt, err := route.Lookup(r.URL.EscapedPath())
+	if err != nil {
+		g.reject(sw, err)
+		return
+	}
+	api = rt.API
+	t, err := g.authorize(access, rt)
+	if err != nil {
+		g.reject(sw, err)
+		return
+	}
+	if g.limiter != nil {
+		if err := g.limiter.Check(access, rt); err != nil {
+			g.reject(sw, err)
+			return
+		}
+	}
+	if err := access.Enforcer.Request(r, rt, g.cluster); err != nil {
+		g.reject(sw, err)
+		return
+	}
+	g.forward(sw, r, rt, t)
+}
+
+// authenticate yields the request's Access: the verified token, or an unrestricted one when -enable.auth is off.
+func (g *Gateway) authenticate(r *http.Request) (*auth.Access, error) {
+	if g.auth == nil {
+		return g.unrestricted, nil
+	}
+	return g.auth.Authenticate(r)
+}
+
+// authorize checks the token's mode against the API and decides the upstream tenant, which comes from the token
+// alone: a tenant in the client's path must agree with it.
+func (g *Gateway) authorize(a *auth.Access, rt route.Route) (tenant.ID, error) {
+	if !a.Mode.Allows(rt.Kind) {
+		return tenant.ID{}, httperr.New(http.StatusForbidden, fmt.Sprintf("the token's mode %q does not allow %s API %q", a.Mode, rt.Kind, rt.API))
+	}
+	t := a.Tenant
+	if !rt.HasPathTenant {
+		return t, nil
+	}
+	if g.auth == nil && g.cluster {
+		// Without tokens the gateway is a plain router: the path names the tenant.
+		return rt.PathTenant, nil
+	}
+	if !g.cluster && rt.PathTenant != (tenant.ID{}) {
+		return t, httperr.New(http.StatusBadRequest, fmt.Sprintf("tenant %s in the path: single-node VictoriaMetrics has no tenants; use the single-node path or tenant 0:0", rt.PathTenant))
+	}
+	if rt.PathTenant != t {
+		return t, httperr.New(http.StatusForbidden, fmt.Sprintf("tenant %s in the path is not the token's tenant; the token allows tenant %s only", rt.PathTenant, t))
+	}
+	return t, nil
+}
+
+func (g *Gateway) reject(w http.ResponseWriter, err error) {
+	var ae interface{ WWWAuthenticate() string }
+	if errors.As(err, &ae) {
+		w.Header().Set("WWW-Authenticate", ae.WWWAuthenticate())
+	}
+	var ra interface{ RetryAfter() time.Duration }
+	if errors.As(err, &ra) {
+		w.Header().Set("Retry-After", fmt.Sprint(int((ra.RetryAfter()+time.Second-1)/time.Second)))
+	}
+	httperr.Write(w, err)
+}
+
+// forward sends the request to the upstream of its kind, on the path the gateway builds itself.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route.Route, t tenant.ID) {
+	up := g.read
+	if rt.Kind == route.Write {
+		up = g.write
+	}
+	for _, h := range g.dropHeaders {
+		r.Header.Del(h)
+	}
+	r.URL.Path, r.URL.RawPath = rt.UpstreamPath(g.cluster, t)
+	up.proxy.ServeHTTP(w, r)
+}
+
+// statusWriter remembers the status for metrics. Unwrap lets the proxy flush streamed responses through it.
+type statusWriter struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if !w.wroteHeader {
+		return 499
+	}
+	return w.status
+}

@@ -1,0 +1,308 @@
+// Package ratelimit enforces per-tenant limits on the usage a VictoriaMetrics cluster reports about its
+// tenants (vm_tenant_* metrics, read from a datasource). A background poller publishes an immutable snapshot
+// of usage and limits; requests are checked against it without locks.
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/datasource"
+	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+// Config is what the -ratelimit.* and -datasource.* flags set.
+type Config struct {
+	// ConfigPath is the limits config: a file path or an http(s) URL.
+	ConfigPath string
+	// ConfigCheckInterval is how often the limits config is re-read; zero re-reads it only on Reload.
+	ConfigCheckInterval time.Duration
+	// RefreshInterval is how often usage is queried from the datasource. Zero means 5s.
+	RefreshInterval time.Duration
+	// ExtraLabels are label filters added to every usage query, e.g. job="vmcluster".
+	ExtraLabels []string
+	// MaxUsageAge is how long the last usage stays in force while refreshes fail. Zero means 1m.
+	MaxUsageAge time.Duration
+	// FailClosed rejects requests to limited APIs with 503 once usage is older than MaxUsageAge;
+	// by default they are allowed.
+	FailClosed bool
+	// Datasource is where the vm_tenant_* usage metrics are queried.
+	Datasource datasource.Config
+}
+
+// Gate decides whether a tenant's request is within its limits.
+type Gate struct {
+	ds              *datasource.Client
+	configPath      string
+	source          string // configPath as messages show it
+	checkInterval   time.Duration
+	refreshInterval time.Duration
+	maxUsageAge     time.Duration
+	failClosed      bool
+	filters         string // rendered -ratelimit.extraLabels
+	metrics         *gateMetrics
+
+	snap atomic.Pointer[snapshot]
+	// mu serialises publishing snapshots (refresh, staleness, reload); checks never take it.
+	mu sync.Mutex
+	// reloadMu serialises reloads; lastConfig is the content last tried, so an unchanged file is not re-parsed.
+	reloadMu   sync.Mutex
+	lastConfig []byte
+
+	stop func()
+	wg   sync.WaitGroup
+}
+
+// New reads the limits config and checks the whole configuration. Until Start has fetched usage, every tenant
+// counts as having none.
+func New(cfg Config) (*Gate, error) {
+	if cfg.RefreshInterval <= 0 {
+		cfg.RefreshInterval = 5 * time.Second
+	}
+	if cfg.MaxUsageAge <= 0 {
+		cfg.MaxUsageAge = time.Minute
+	}
+	if cfg.MaxUsageAge < cfg.RefreshInterval {
+		return nil, fmt.Errorf("-ratelimit.maxUsageAge=%s is shorter than -ratelimit.refreshInterval=%s: usage would be stale between two refreshes",
+			cfg.MaxUsageAge, cfg.RefreshInterval)
+	}
+	if cfg.ConfigCheckInterval < 0 {
+		return nil, fmt.Errorf("-ratelimit.configCheckInterval=%s is negative", cfg.ConfigCheckInterval)
+	}
+	filters, err := parseExtraLabels(cfg.ExtraLabels)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := datasource.New(cfg.Datasource)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	defer cancel()
+	data, err := readConfig(ctx, cfg.ConfigPath)
+	if err != nil {
+		return nil, err
+	}
+	lim, err := parseLimits(data, showSource(cfg.ConfigPath))
+	if err != nil {
+		return nil, err
+	}
+	g := &Gate{
+		ds:              ds,
+		configPath:      cfg.ConfigPath,
+		source:          showSource(cfg.ConfigPath),
+		checkInterval:   cfg.ConfigCheckInterval,
+		refreshInterval: cfg.RefreshInterval,
+		maxUsageAge:     cfg.MaxUsageAge,
+		failClosed:      cfg.FailClosed,
+		filters:         filters,
+		lastConfig:      data,
+	}
+	g.metrics = newGateMetrics(g)
+	g.metrics.reloaded(true)
+	g.publish(&snapshot{limits: lim, fetchedAt: time.Now()})
+	return g, nil
+}
+
+// Start begins polling the datasource, watching staleness and, with a ConfigCheckInterval, re-reading the
+// limits config; it also exports the gate's metrics. Call it once.
+func (g *Gate) Start() {
+	metrics.RegisterSet(g.metrics.set)
+	ctx, cancel := context.WithCancel(context.Background())
+	g.stop = cancel
+	g.every(ctx, g.refreshInterval, true, func() { g.poll(ctx) })
+	// Staleness has its own ticker: a refresh hanging until the datasource timeout must not delay the policy.
+	g.every(ctx, g.refreshInterval, false, func() { g.markStale(time.Now()) })
+	if g.checkInterval > 0 {
+		g.every(ctx, g.checkInterval, false, func() { _ = g.reload(false) })
+	}
+}
+
+// Stop ends the background work started by Start, waits for it, and withdraws the gate's metrics.
+func (g *Gate) Stop() {
+	if g.stop == nil {
+		return
+	}
+	g.stop()
+	g.wg.Wait()
+	metrics.UnregisterSet(g.metrics.set, false)
+}
+
+// Reload re-reads the limits config now (on SIGHUP). An invalid config is logged and counted and the limits
+// in force stay; the error is returned as well.
+func (g *Gate) Reload() error { return g.reload(true) }
+
+func (g *Gate) every(ctx context.Context, interval time.Duration, now bool, f func()) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		if now {
+			f()
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				f()
+			}
+		}
+	}()
+}
+
+// Decision is the gate's answer for one request. Besides allowing or rejecting, it names the limit that
+// matters for the caller (for rate-limit response headers): the one rejecting, or the one nearest to its value.
+type Decision struct {
+	// Limit is that limit; its Type is zero when no limit applies to the request.
+	Limit Limit
+	// Usage is the tenant's usage the datasource reported for Limit.
+	Usage float64
+	// Reset is how long until the usage counted against Limit has plausibly left its window.
+	Reset     time.Duration
+	rejection *Rejection
+}
+
+// Err is nil when the request may pass, else a *Rejection.
+func (d Decision) Err() error {
+	if d.rejection == nil {
+		return nil
+	}
+	return d.rejection
+}
+
+// Rejection is the error for a request over a limit (HTTP 429), or for a request the gate cannot judge because
+// its usage data is stale under -ratelimit.failClosed (HTTP 503). Both carry a Retry-After.
+type Rejection struct {
+	// Tenant and Limit are zero for a stale-data rejection.
+	Tenant tenant.ID
+	Limit  Limit
+	Usage  float64
+	status int
+	retry  time.Duration
+	msg    string
+	count  *metrics.Counter
+}
+
+func (r *Rejection) Error() string { return r.msg }
+
+// HTTPStatus is 429 for a tenant over a limit and 503 when the gate has no fresh usage data.
+func (r *Rejection) HTTPStatus() int { return r.status }
+
+// RetryAfter is for the Retry-After header: when the request can plausibly pass.
+func (r *Rejection) RetryAfter() time.Duration { return r.retry }
+
+// Check judges a request to API rt by the caller a against the current snapshot: nil, or a *Rejection.
+// It takes no locks and allocates nothing. A nil Access is checked as tenant 0:0.
+func (g *Gate) Check(a *auth.Access, rt route.Route) error {
+	if d := g.decision(a, rt.Kind); d != nil && d.rejection != nil {
+		return d.rejection
+	}
+	return nil
+}
+
+// Decide is Check with the whole Decision, for callers that also report the limit (rate-limit headers).
+func (g *Gate) Decide(a *auth.Access, rt route.Route) Decision {
+	if d := g.decision(a, rt.Kind); d != nil {
+		return *d
+	}
+	return Decision{}
+}
+
+// decision finds the ready decision for a request and counts a rejection; nil means no limit gates kind k.
+func (g *Gate) decision(a *auth.Access, k route.Kind) *Decision {
+	i := gatedIndex(k)
+	if i < 0 {
+		return nil
+	}
+	var id tenant.ID
+	if a != nil {
+		id = a.Tenant
+	}
+	s := g.snap.Load()
+	st := s.tenants[id]
+	if st == nil {
+		st = &s.fallback
+	}
+	d := &st.decision[i]
+	if d.rejection != nil {
+		d.rejection.count.Inc()
+	}
+	return d
+}
+
+func (g *Gate) rejection(id tenant.ID, d Decision) *Rejection {
+	whose := "the tenant's own limit"
+	if !d.Limit.HasTenant {
+		whose = "the default limit for all tenants"
+	}
+	var limit, usage string
+	if d.Limit.Resolution == 0 {
+		limit = fmt.Sprintf("type=%s value=%d", d.Limit.Type, d.Limit.Value)
+		usage = formatUsage(d.Usage) + " active series"
+	} else {
+		limit = fmt.Sprintf("type=%s resolution=%s value=%d", d.Limit.Type, d.Limit.Resolution, d.Limit.Value)
+		usage = formatUsage(d.Usage) + " in the last " + d.Limit.Resolution.String()
+	}
+	return &Rejection{
+		Tenant: id,
+		Limit:  d.Limit,
+		Usage:  d.Usage,
+		status: http.StatusTooManyRequests,
+		retry:  d.Reset,
+		msg: fmt.Sprintf("rate limit exceeded for tenant %s: limit %s (%s), usage seen %s; retry after %s",
+			id, limit, whose, usage, d.Reset),
+		count: g.metrics.rejected[d.Limit.meter()],
+	}
+}
+
+func (g *Gate) staleRejection(s *snapshot) *Rejection {
+	last := "no refresh from the datasource has succeeded since the gateway started at " + s.fetchedAt.UTC().Format(time.RFC3339)
+	if s.fetched {
+		last = "the last successful refresh from the datasource was at " + s.fetchedAt.UTC().Format(time.RFC3339)
+	}
+	retry := roundUpSeconds(g.refreshInterval)
+	return &Rejection{
+		status: http.StatusServiceUnavailable,
+		retry:  retry,
+		msg: fmt.Sprintf("the rate limiter has no fresh usage data: %s, more than -ratelimit.maxUsageAge=%s ago; "+
+			"with -ratelimit.failClosed, requests under rate limits are rejected until usage data is fresh again; retry after %s",
+			last, g.maxUsageAge, retry),
+		count: g.metrics.staleRejected,
+	}
+}
+
+// publish derives the decisions of s and makes it the current snapshot. Callers hold g.mu, except New.
+func (g *Gate) publish(s *snapshot) {
+	g.index(s)
+	g.snap.Store(s)
+}
+
+// markStale switches to the stale policy once the usage is older than MaxUsageAge.
+func (g *Gate) markStale(now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cur := g.snap.Load()
+	if cur.stale || now.Sub(cur.fetchedAt) <= g.maxUsageAge {
+		return
+	}
+	next := *cur
+	next.stale = true
+	g.publish(&next)
+	policy := "allowing every request (fail open)"
+	if g.failClosed {
+		policy = "rejecting requests under rate limits with 503 (-ratelimit.failClosed)"
+	}
+	slog.Error("rate-limit usage data is stale: no successful refresh from the datasource within -ratelimit.maxUsageAge; "+policy,
+		"datasource", g.ds.URL(), "maxUsageAge", g.maxUsageAge, "lastSuccess", cur.fetchedAt)
+}

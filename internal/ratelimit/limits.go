@@ -1,0 +1,398 @@
+package ratelimit
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+// Type is what a limit counts.
+type Type uint8
+
+const (
+	// Queries counts read requests (vm_tenant_select_requests_total).
+	Queries Type = iota + 1
+	// RowsInserted counts ingested samples (vm_tenant_inserted_rows_total).
+	RowsInserted
+	// NewSeries counts created series, the churn (vm_tenant_timeseries_created_total).
+	NewSeries
+	// ActiveSeries is the current number of active series (vm_tenant_active_timeseries); it has no window.
+	ActiveSeries
+)
+
+var typeNames = [...]string{Queries: "queries", RowsInserted: "rows_inserted", NewSeries: "new_series", ActiveSeries: "active_series"}
+
+func (t Type) String() string {
+	if int(t) < len(typeNames) && typeNames[t] != "" {
+		return typeNames[t]
+	}
+	return "unknown"
+}
+
+// Resolution is the window a limit sums over. ActiveSeries limits have none (the zero Resolution).
+type Resolution uint8
+
+const (
+	// Minute sums over the last minute.
+	Minute Resolution = iota + 1
+	// Hour sums over the last hour.
+	Hour
+)
+
+func (r Resolution) String() string {
+	switch r {
+	case Minute:
+		return "minute"
+	case Hour:
+		return "hour"
+	}
+	return ""
+}
+
+// Limit is one entry of the limits config.
+type Limit struct {
+	Type       Type
+	Resolution Resolution
+	// Value is the most usage allowed: a tenant whose usage reaches it is rejected.
+	Value uint64
+	// Tenant is the tenant the limit is for; without HasTenant it is the default for every tenant.
+	Tenant    tenant.ID
+	HasTenant bool
+}
+
+func (l Limit) meter() meter { return meter{l.Type, l.Resolution} }
+
+// meter is what one datasource query measures for every tenant: a type over a resolution.
+type meter struct {
+	typ Type
+	res Resolution
+}
+
+// limits is a parsed limits config, immutable once built.
+type limits struct {
+	all      []Limit
+	defaults []Limit
+	own      map[tenant.ID][]Limit
+	// meters are the distinct (type, resolution) pairs of all limits: one datasource query each.
+	meters []meter
+}
+
+// forTenant returns the limits that apply to id: its own, and the defaults of the meters it has none for.
+func (l *limits) forTenant(id tenant.ID) []Limit {
+	own := l.own[id]
+	if len(own) == 0 {
+		return l.defaults
+	}
+	out := append([]Limit(nil), own...)
+	for _, d := range l.defaults {
+		if !hasMeter(own, d.meter()) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func hasMeter(ls []Limit, m meter) bool {
+	for _, l := range ls {
+		if l.meter() == m {
+			return true
+		}
+	}
+	return false
+}
+
+func newLimits(all []Limit) *limits {
+	l := &limits{all: all, own: map[tenant.ID][]Limit{}}
+	for _, lim := range all {
+		if lim.HasTenant {
+			l.own[lim.Tenant] = append(l.own[lim.Tenant], lim)
+		} else {
+			l.defaults = append(l.defaults, lim)
+		}
+		if m := lim.meter(); !containsMeter(l.meters, m) {
+			l.meters = append(l.meters, m)
+		}
+	}
+	return l
+}
+
+func containsMeter(ms []meter, m meter) bool {
+	for _, x := range ms {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
+// configError lists every problem found in a limits config, each with its line.
+type configError struct {
+	source   string
+	problems []problem
+}
+
+type problem struct {
+	line int
+	msg  string
+}
+
+func (e *configError) Error() string {
+	var b strings.Builder
+	if len(e.problems) > 1 {
+		fmt.Fprintf(&b, "%d errors in the limits config %s:", len(e.problems), e.source)
+		for _, p := range e.problems {
+			fmt.Fprintf(&b, "\n  %s:%d: %s", e.source, p.line, p.msg)
+		}
+		return b.String()
+	}
+	p := e.problems[0]
+	fmt.Fprintf(&b, "%s:%d: %s", e.source, p.line, p.msg)
+	return b.String()
+}
+
+const idRange = "an integer in [0..4294967295]"
+
+// parseLimits reads a limits config. source names it in errors (the file path or URL).
+func parseLimits(data []byte, source string) (*limits, error) {
+	p := &configError{source: source}
+	addf := func(n *yaml.Node, format string, args ...any) {
+		p.problems = append(p.problems, problem{line: n.Line, msg: fmt.Sprintf(format, args...)})
+	}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, emptyConfig(source)
+		}
+		return nil, fmt.Errorf("cannot parse the limits config %s: %w", source, err)
+	}
+	var second yaml.Node
+	if err := dec.Decode(&second); err == nil {
+		addf(&second, "a second YAML document: the limits config is one document")
+	} else if !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("cannot parse the limits config %s: %w", source, err)
+	}
+
+	if len(doc.Content) == 0 {
+		return nil, emptyConfig(source)
+	}
+	root := resolve(doc.Content[0])
+	var list *yaml.Node
+	if root.Kind != yaml.MappingNode {
+		addf(root, "want a mapping with a `limits:` list, got %s", describe(root))
+	} else {
+		eachKey(root, addf, func(key, val *yaml.Node) {
+			if key.Value != "limits" {
+				addf(key, "unknown key %q: the only top-level key is `limits`", key.Value)
+				return
+			}
+			list = val
+		})
+		if list == nil {
+			addf(root, "no `limits:` key (write `limits: []` for no limits)")
+		}
+	}
+
+	var all []Limit
+	if list != nil {
+		if list.Kind != yaml.SequenceNode {
+			addf(list, "limits: want a list of limits, got %s", describe(list))
+		} else {
+			// A limit is identified by its meter and whom it is for; its value is what may differ.
+			seen := map[Limit]int{}
+			for _, item := range list.Content {
+				item = resolve(item)
+				l, ok := parseLimit(item, addf)
+				if !ok {
+					continue
+				}
+				id := l
+				id.Value = 0
+				if line, dup := seen[id]; dup {
+					addf(item, "duplicate limit: %s already has %s at line %d", who(l), what(l), line)
+					continue
+				}
+				seen[id] = item.Line
+				all = append(all, l)
+			}
+		}
+	}
+	if len(p.problems) > 0 {
+		sort.SliceStable(p.problems, func(i, j int) bool { return p.problems[i].line < p.problems[j].line })
+		return nil, p
+	}
+	return newLimits(all), nil
+}
+
+// emptyConfig refuses an empty config: more often a truncated file or download than a wish for no limits.
+func emptyConfig(source string) error {
+	return fmt.Errorf("the limits config %s is empty: want a `limits:` list (write `limits: []` for no limits)", source)
+}
+
+func who(l Limit) string {
+	if l.HasTenant {
+		return "tenant " + l.Tenant.String()
+	}
+	return "the default for all tenants"
+}
+
+func what(l Limit) string {
+	if l.Resolution == 0 {
+		return "a limit on " + l.Type.String()
+	}
+	return "a limit on " + l.Type.String() + " per " + l.Resolution.String()
+}
+
+type addFunc func(n *yaml.Node, format string, args ...any)
+
+// eachKey walks a mapping, reporting duplicate keys and non-scalar keys.
+func eachKey(m *yaml.Node, addf addFunc, f func(key, val *yaml.Node)) {
+	seen := map[string]int{}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		key, val := resolve(m.Content[i]), resolve(m.Content[i+1])
+		if key.Kind != yaml.ScalarNode {
+			addf(key, "want a plain key, got %s", describe(key))
+			continue
+		}
+		if line, ok := seen[key.Value]; ok {
+			addf(key, "duplicate key %q (first at line %d)", key.Value, line)
+			continue
+		}
+		seen[key.Value] = key.Line
+		f(key, val)
+	}
+}
+
+func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
+	if item.Kind != yaml.MappingNode {
+		addf(item, "want a limit (a mapping with type and value), got %s", describe(item))
+		return Limit{}, false
+	}
+	var l Limit
+	var typeNode, valueNode, resNode, accNode, projNode *yaml.Node
+	bad := 0
+	addf2 := func(n *yaml.Node, format string, args ...any) { bad++; addf(n, format, args...) }
+	eachKey(item, addf2, func(key, val *yaml.Node) {
+		switch key.Value {
+		case "type":
+			typeNode = val
+		case "value":
+			valueNode = val
+		case "resolution":
+			resNode = val
+		case "account_id":
+			accNode = val
+		case "project_id":
+			projNode = val
+		default:
+			addf2(key, "unknown key %q: a limit has type, value, resolution, account_id and project_id", key.Value)
+		}
+	})
+	if typeNode == nil {
+		addf2(item, "the limit has no type: want one of queries, rows_inserted, new_series, active_series")
+	} else if l.Type = parseType(typeNode); l.Type == 0 {
+		addf2(typeNode, "type: want one of queries, rows_inserted, new_series, active_series, got %s", describe(typeNode))
+	}
+	if valueNode == nil {
+		addf2(item, "the limit has no value: want a positive integer")
+	} else if v, ok := parseInt(valueNode, math.MaxInt64); !ok || v == 0 {
+		addf2(valueNode, "value: want a positive integer, got %s", describe(valueNode))
+	} else {
+		l.Value = v
+	}
+	switch {
+	case resNode == nil:
+		if l.Type != ActiveSeries {
+			l.Resolution = Minute
+		}
+	case l.Type == ActiveSeries:
+		addf2(resNode, "resolution: active_series is a current count, not a sum over a window: remove the resolution")
+	case isScalar(resNode, "minute"):
+		l.Resolution = Minute
+	case isScalar(resNode, "hour"):
+		l.Resolution = Hour
+	default:
+		addf2(resNode, "resolution: want minute or hour, got %s", describe(resNode))
+	}
+	if accNode != nil {
+		if v, ok := parseInt(accNode, math.MaxUint32); ok {
+			l.Tenant.AccountID, l.HasTenant = uint32(v), true
+		} else {
+			addf2(accNode, "account_id: want %s, got %s", idRange, describe(accNode))
+		}
+	}
+	if projNode != nil {
+		if v, ok := parseInt(projNode, math.MaxUint32); ok {
+			l.Tenant.ProjectID = uint32(v)
+		} else {
+			addf2(projNode, "project_id: want %s, got %s", idRange, describe(projNode))
+		}
+		if accNode == nil {
+			addf2(projNode, "project_id without account_id: a limit is for one tenant (account_id, and project_id which defaults to 0) or, without both, for all tenants")
+		}
+	}
+	return l, bad == 0
+}
+
+func parseType(n *yaml.Node) Type {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		return 0
+	}
+	for t, name := range typeNames {
+		if name != "" && n.Value == name {
+			return Type(t)
+		}
+	}
+	return 0
+}
+
+func isScalar(n *yaml.Node, s string) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == s
+}
+
+// parseInt accepts a YAML integer in [0..max]; quoted numbers are strings, not integers.
+func parseInt(n *yaml.Node, max uint64) (uint64, bool) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		return 0, false
+	}
+	var v uint64
+	if err := n.Decode(&v); err != nil || v > max {
+		return 0, false
+	}
+	return v, true
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	switch n.ShortTag() {
+	case "!!null":
+		return "nothing"
+	case "!!str":
+		if _, err := strconv.ParseFloat(n.Value, 64); err == nil || n.Value == "true" || n.Value == "false" {
+			return strconv.Quote(n.Value) + " (a quoted string)"
+		}
+		return strconv.Quote(n.Value)
+	}
+	return n.Value
+}
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}

@@ -1,0 +1,75 @@
+package ratelimit
+
+import (
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// gateMetrics live in a set of their own, so that each Gate (one per process, several in tests) exports
+// its own and Stop withdraws them.
+type gateMetrics struct {
+	set              *metrics.Set
+	refreshDuration  *metrics.Histogram
+	refreshErrors    *metrics.Counter
+	rejected         map[meter]*metrics.Counter
+	staleRejected    *metrics.Counter
+	reloadsOK        *metrics.Counter
+	reloadsErr       *metrics.Counter
+	lastReloadOK     *metrics.Gauge
+	lastReloadOKTime *metrics.Gauge
+}
+
+// allMeters are the meters a valid config can name.
+var allMeters = []meter{
+	{Queries, Minute}, {Queries, Hour},
+	{RowsInserted, Minute}, {RowsInserted, Hour},
+	{NewSeries, Minute}, {NewSeries, Hour},
+	{ActiveSeries, 0},
+}
+
+func newGateMetrics(g *Gate) *gateMetrics {
+	s := metrics.NewSet()
+	m := &gateMetrics{
+		set:              s,
+		refreshDuration:  s.NewHistogram("vmgateway_ratelimit_refresh_duration_seconds"),
+		refreshErrors:    s.NewCounter("vmgateway_ratelimit_refresh_errors_total"),
+		rejected:         map[meter]*metrics.Counter{},
+		staleRejected:    s.NewCounter("vmgateway_ratelimit_stale_rejected_total"),
+		reloadsOK:        s.NewCounter(`vmgateway_ratelimit_config_reloads_total{status="success"}`),
+		reloadsErr:       s.NewCounter(`vmgateway_ratelimit_config_reloads_total{status="error"}`),
+		lastReloadOK:     s.NewGauge("vmgateway_ratelimit_config_last_reload_successful", nil),
+		lastReloadOKTime: s.NewGauge("vmgateway_ratelimit_config_last_reload_success_timestamp_seconds", nil),
+	}
+	for _, mt := range allMeters {
+		name := `vmgateway_ratelimit_rejected_total{type="` + mt.typ.String() + `"`
+		if mt.res != 0 {
+			name += `,resolution="` + mt.res.String() + `"`
+		}
+		m.rejected[mt] = s.NewCounter(name + "}")
+	}
+	s.NewGauge("vmgateway_ratelimit_snapshot_age_seconds", func() float64 {
+		return time.Since(g.snap.Load().fetchedAt).Seconds()
+	})
+	s.NewGauge("vmgateway_ratelimit_usage_stale", func() float64 {
+		if g.snap.Load().stale {
+			return 1
+		}
+		return 0
+	})
+	s.NewGauge("vmgateway_ratelimit_limits", func() float64 {
+		return float64(len(g.snap.Load().limits.all))
+	})
+	return m
+}
+
+func (m *gateMetrics) reloaded(ok bool) {
+	if !ok {
+		m.reloadsErr.Inc()
+		m.lastReloadOK.Set(0)
+		return
+	}
+	m.reloadsOK.Inc()
+	m.lastReloadOK.Set(1)
+	m.lastReloadOKTime.Set(float64(time.Now().Unix()))
+}

@@ -1,0 +1,66 @@
+package route
+
+import (
+	"net/url"
+	"strings"
+
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+// Upstream returns the escaped upstream path of a Route made by Lookup, built from the Route and the tenant alone,
+// never from the client path. Single-node: "/" + Suffix ("/prometheus/api/v1/query", "/influx/write", "/vmui/");
+// cluster: "/select/<a>:<p>/", "/insert/<a>:<p>/" or "/delete/<a>:<p>/" + Suffix, and "/admin/tenants".
+func (r Route) Upstream(cluster bool, t tenant.ID) string {
+	path, rawPath := r.UpstreamPath(cluster, t)
+	if rawPath != "" {
+		return rawPath
+	}
+	return path
+}
+
+// UpstreamPath returns the upstream path decoded, for URL.Path, and escaped, for URL.RawPath. rawPath is empty
+// when both are the same, as net/url expects.
+func (r Route) UpstreamPath(cluster bool, t tenant.ID) (path, rawPath string) {
+	prefix := r.upstreamPrefix(cluster, t)
+	suffix := r.Suffix
+	if !cluster && suffix == "opentsdb/api/put" {
+		// Single-node's -opentsdbHTTPListenAddr serves this one path only.
+		suffix = "api/put"
+	}
+	path = prefix + suffix
+	if escaped := escapeSegments(suffix); escaped != suffix {
+		rawPath = prefix + escaped
+	}
+	return path, rawPath
+}
+
+func (r Route) upstreamPrefix(cluster bool, t tenant.ID) string {
+	switch {
+	case !cluster || r.Suffix == adminTenants.Suffix:
+		return "/"
+	case r.Kind == Write:
+		return "/insert/" + t.String() + "/"
+	case strings.HasPrefix(r.Suffix, "prometheus/api/v1/admin/"):
+		return "/delete/" + t.String() + "/"
+	}
+	return "/select/" + t.String() + "/"
+}
+
+// escapeSegments escapes each segment of a decoded suffix, so a label, tag or file name can never add a segment,
+// a query or a fragment to the upstream path.
+func escapeSegments(s string) string {
+	for i := 0; i < len(s); i++ {
+		if !isUnreserved(s[i]) && s[i] != '/' {
+			segs := strings.Split(s, "/")
+			for j, seg := range segs {
+				segs[j] = url.PathEscape(seg)
+			}
+			return strings.Join(segs, "/")
+		}
+	}
+	return s
+}
+
+func isUnreserved(c byte) bool {
+	return ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~'
+}

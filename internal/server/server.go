@@ -1,0 +1,295 @@
+// Package server serves the gateway over HTTP(S): listeners, TLS, basic auth, the gateway's own endpoints
+// (/health, /metrics, /debug/pprof/) and graceful shutdown.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
+)
+
+// Config is what the -http*, -tls* and auth-key flags give.
+type Config struct {
+	ListenAddrs   []string
+	TLS           func(i int) bool
+	TLSCertFile   func(i int) string
+	TLSKeyFile    func(i int) string
+	TLSMinVersion uint16
+
+	// PathPrefix is -http.pathPrefix: every path, the gateway's own included, is served below it.
+	PathPrefix string
+
+	ShutdownDelay       time.Duration
+	MaxGracefulShutdown time.Duration
+	IdleConnTimeout     time.Duration
+	// ConnTimeout closes a client connection after this age, so load spreads again behind TCP balancers.
+	ConnTimeout       time.Duration
+	ReadHeaderTimeout time.Duration
+	MaxHeaderBytes    int
+
+	BasicAuthUsername string
+	BasicAuthPassword string
+	MetricsAuthKey    string
+	PprofAuthKey      string
+
+	// Handler serves everything that is not the gateway's own endpoint: the proxied VictoriaMetrics APIs.
+	Handler http.Handler
+	// Extra are more own endpoints below the prefix (e.g. a status page), each protected by its auth key.
+	Extra []Endpoint
+}
+
+// Endpoint is an own endpoint protected by an auth key passed as the authKey query arg.
+type Endpoint struct {
+	Path    string
+	AuthKey string
+	Handler http.Handler
+}
+
+// Server is the running HTTP server.
+type Server struct {
+	cfg       Config
+	servers   []*http.Server
+	listeners []net.Listener
+	stopping  atomic.Bool
+	wg        sync.WaitGroup
+	own       *http.ServeMux
+}
+
+var (
+	healthDown = metrics.NewGauge(`vmgateway_shutting_down`, nil)
+	connsTotal = metrics.NewCounter(`vmgateway_http_conns_total`)
+)
+
+type connStartKey struct{}
+
+// New checks the config and loads TLS certificates; Start binds the listeners.
+func New(cfg Config) (*Server, error) {
+	if len(cfg.ListenAddrs) == 0 {
+		return nil, errors.New("-httpListenAddr is empty: give at least one address to listen on, e.g. -httpListenAddr=:8431")
+	}
+	if cfg.PathPrefix != "" && (!strings.HasPrefix(cfg.PathPrefix, "/") || strings.Contains(cfg.PathPrefix, "//")) {
+		return nil, fmt.Errorf("-http.pathPrefix=%q must start with a single / (e.g. /gateway)", cfg.PathPrefix)
+	}
+	cfg.PathPrefix = strings.TrimSuffix(cfg.PathPrefix, "/")
+	if (cfg.BasicAuthUsername == "") != (cfg.BasicAuthPassword == "") && cfg.BasicAuthUsername == "" {
+		return nil, errors.New("-httpAuth.password is set without -httpAuth.username: set both or neither")
+	}
+	s := &Server{cfg: cfg, own: http.NewServeMux()}
+	s.own.HandleFunc("/health", s.health)
+	s.own.Handle("/metrics", s.keyed(cfg.MetricsAuthKey, "-metricsAuthKey", http.HandlerFunc(writeMetrics), true))
+	s.own.Handle("/debug/pprof/", s.keyed(cfg.PprofAuthKey, "-pprofAuthKey", http.HandlerFunc(pprofIndex), false))
+	for _, e := range cfg.Extra {
+		s.own.Handle(e.Path, s.keyed(e.AuthKey, "", e.Handler, false))
+	}
+	for i, addr := range cfg.ListenAddrs {
+		var tlsCfg *tls.Config
+		if cfg.TLS != nil && cfg.TLS(i) {
+			c, err := newCertLoader(cfg.TLSCertFile(i), cfg.TLSKeyFile(i))
+			if err != nil {
+				return nil, fmt.Errorf("-tls is set for -httpListenAddr=%s: %w", addr, err)
+			}
+			tlsCfg = &tls.Config{GetCertificate: c.get, MinVersion: max(cfg.TLSMinVersion, tls.VersionTLS12)}
+		}
+		s.servers = append(s.servers, &http.Server{
+			Addr:              addr,
+			Handler:           s,
+			TLSConfig:         tlsCfg,
+			ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+			IdleTimeout:       cfg.IdleConnTimeout,
+			MaxHeaderBytes:    cfg.MaxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
+			ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+				connsTotal.Inc()
+				return context.WithValue(ctx, connStartKey{}, time.Now())
+			},
+		})
+	}
+	return s, nil
+}
+
+// Start binds every listener and serves in the background. A busy port is an error here, not later.
+func (s *Server) Start() error {
+	for _, srv := range s.servers {
+		ln, err := net.Listen("tcp", srv.Addr)
+		if err != nil {
+			s.closeListeners()
+			return fmt.Errorf("cannot listen on -httpListenAddr=%s: %w", srv.Addr, err)
+		}
+		if srv.TLSConfig != nil {
+			ln = tls.NewListener(ln, srv.TLSConfig)
+		}
+		s.listeners = append(s.listeners, ln)
+	}
+	for i, srv := range s.servers {
+		s.wg.Add(1)
+		go func(srv *http.Server, ln net.Listener) {
+			defer s.wg.Done()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				slog.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
+			}
+		}(srv, s.listeners[i])
+		scheme := "http"
+		if srv.TLSConfig != nil {
+			scheme = "https"
+		}
+		slog.Info("listening", "addr", s.listeners[i].Addr().String(), "scheme", scheme, "pathPrefix", s.cfg.PathPrefix)
+	}
+	return nil
+}
+
+// Addrs are the bound addresses (useful when a listen address asked for port 0).
+func (s *Server) Addrs() []net.Addr {
+	addrs := make([]net.Addr, len(s.listeners))
+	for i, ln := range s.listeners {
+		addrs[i] = ln.Addr()
+	}
+	return addrs
+}
+
+func (s *Server) closeListeners() {
+	for _, ln := range s.listeners {
+		_ = ln.Close()
+	}
+	s.listeners = nil
+}
+
+// Shutdown makes /health answer 503 for -http.shutdownDelay so balancers move traffic away, then stops
+// accepting and lets in-flight requests finish within -http.maxGracefulShutdownDuration.
+func (s *Server) Shutdown() error {
+	s.stopping.Store(true)
+	healthDown.Set(1)
+	if d := s.cfg.ShutdownDelay; d > 0 {
+		slog.Info("shutdown delay: /health answers 503 while balancers move traffic away", "delay", d.String())
+		time.Sleep(d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.MaxGracefulShutdown)
+	defer cancel()
+	var errs []error
+	for _, srv := range s.servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: in-flight requests did not finish within -http.maxGracefulShutdownDuration=%s: %w",
+				srv.Addr, s.cfg.MaxGracefulShutdown, err))
+			_ = srv.Close()
+		}
+	}
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// ServeHTTP strips the path prefix, serves the own endpoints, and hands everything else to the gateway.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if d := s.cfg.ConnTimeout; d > 0 {
+		if start, ok := r.Context().Value(connStartKey{}).(time.Time); ok && time.Since(start) > d {
+			w.Header().Set("Connection", "close")
+		}
+	}
+	path := r.URL.Path
+	if p := s.cfg.PathPrefix; p != "" {
+		rest, ok := strings.CutPrefix(path, p)
+		if !ok || (rest != "" && rest[0] != '/') {
+			httperr.WriteStatus(w, http.StatusNotFound, fmt.Sprintf("path %q is outside -http.pathPrefix=%q", path, p))
+			return
+		}
+		if rest == "" {
+			rest = "/"
+		}
+		r2 := r.Clone(r.Context())
+		r2.URL.Path = rest
+		r2.URL.RawPath = ""
+		if r.URL.RawPath != "" {
+			r2.URL.RawPath = strings.TrimPrefix(r.URL.RawPath, p)
+		}
+		r = r2
+		path = rest
+	}
+	if h, pattern := s.own.Handler(r); pattern != "" && (pattern == path || strings.HasSuffix(pattern, "/")) {
+		h.ServeHTTP(w, r)
+		return
+	}
+	if !s.basicAuthOK(w, r) {
+		return
+	}
+	s.cfg.Handler.ServeHTTP(w, r)
+}
+
+func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	if s.stopping.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("shutting down\n"))
+		return
+	}
+	_, _ = w.Write([]byte("OK\n"))
+}
+
+// keyed protects an own endpoint: with a key set, the authKey query arg must match; without one, basic auth
+// (when configured) applies. Endpoints that are not open by default (pprof) are refused until a key or basic
+// auth is set, since profiles reveal memory contents.
+func (s *Server) keyed(key, flagName string, h http.Handler, openByDefault bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case key != "":
+			got := r.URL.Query().Get("authKey")
+			if subtle.ConstantTimeCompare([]byte(got), []byte(key)) != 1 {
+				httperr.WriteStatus(w, http.StatusUnauthorized, fmt.Sprintf("%s needs the authKey query arg matching %s", r.URL.Path, flagName))
+				return
+			}
+		case s.cfg.BasicAuthUsername != "":
+			if !s.basicAuthOK(w, r) {
+				return
+			}
+		case !openByDefault:
+			httperr.WriteStatus(w, http.StatusForbidden, fmt.Sprintf("%s is disabled: set %s (or -httpAuth.username and -httpAuth.password) to enable it", r.URL.Path, flagName))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) basicAuthOK(w http.ResponseWriter, r *http.Request) bool {
+	if s.cfg.BasicAuthUsername == "" {
+		return true
+	}
+	user, pass, ok := r.BasicAuth()
+	if ok && subtle.ConstantTimeCompare([]byte(user), []byte(s.cfg.BasicAuthUsername)) == 1 &&
+		subtle.ConstantTimeCompare([]byte(pass), []byte(s.cfg.BasicAuthPassword)) == 1 {
+		return true
+	}
+	w.Header().Set("WWW-Authenticate", `Basic realm="vmgateway"`)
+	httperr.WriteStatus(w, http.StatusUnauthorized, "basic auth is required: pass the -httpAuth.username and -httpAuth.password credentials")
+	return false
+}
+
+func writeMetrics(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	metrics.WritePrometheus(w, true)
+}
+
+func pprofIndex(w http.ResponseWriter, r *http.Request) {
+	switch strings.TrimPrefix(r.URL.Path, "/debug/pprof/") {
+	case "cmdline":
+		pprof.Cmdline(w, r)
+	case "profile":
+		pprof.Profile(w, r)
+	case "symbol":
+		pprof.Symbol(w, r)
+	case "trace":
+		pprof.Trace(w, r)
+	default:
+		pprof.Index(w, r)
+	}
+}

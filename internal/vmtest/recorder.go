@@ -1,0 +1,71 @@
+package vmtest
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"testing"
+)
+
+// Recorded is one request as it reached a Recorder.
+type Recorded struct {
+	Method string
+	// Path is the decoded path; RawPath the path as sent on the wire.
+	Path, RawPath string
+	Query         url.Values
+	RawQuery      string
+	Header        http.Header
+	Host          string
+	Body          string
+}
+
+// Recorder is a fake upstream that records exactly what was forwarded to it, for the places where the real
+// component cannot run here (VictoriaMetrics cluster binaries are not packaged). Respond sets its answer.
+type Recorder struct {
+	URL string
+
+	mu       sync.Mutex
+	requests []Recorded
+	respond  http.HandlerFunc
+}
+
+// NewRecorder starts a Recorder that answers 200 with an empty Prometheus success body until told otherwise.
+func NewRecorder(t testing.TB) *Recorder {
+	t.Helper()
+	rec := &Recorder{respond: func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+	}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rec.mu.Lock()
+		rec.requests = append(rec.requests, Recorded{
+			Method: r.Method, Path: r.URL.Path, RawPath: r.URL.EscapedPath(), Query: r.URL.Query(), RawQuery: r.URL.RawQuery,
+			Header: r.Header.Clone(), Host: r.Host, Body: string(body),
+		})
+		respond := rec.respond
+		rec.mu.Unlock()
+		respond(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	rec.URL = srv.URL
+	return rec
+}
+
+// Respond replaces the handler that answers forwarded requests.
+func (rec *Recorder) Respond(h http.HandlerFunc) {
+	rec.mu.Lock()
+	rec.respond = h
+	rec.mu.Unlock()
+}
+
+// Requests returns what was recorded so far and forgets it.
+func (rec *Recorder) Requests() []Recorded {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	r := rec.requests
+	rec.requests = nil
+	return r
+}
