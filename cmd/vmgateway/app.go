@@ -5,12 +5,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/gateway"
+	"github.com/vmgateway/vmgateway/internal/ratelimit"
 	"github.com/vmgateway/vmgateway/internal/server"
 )
 
@@ -59,7 +62,9 @@ var (
 
 // app is the running gateway: its components, started and stopped in order.
 type app struct {
-	srv *server.Server
+	srv      *server.Server
+	verifier *auth.Verifier
+	gate     *ratelimit.Gate
 }
 
 func newApp() (*app, error) {
@@ -79,12 +84,30 @@ func newApp() (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	gw, err := gateway.New(gateway.Config{
+	a := &app{}
+	gcfg := gateway.Config{
 		ReadURL: ru, WriteURL: wu,
 		ReadTransport: readRT, WriteTransport: writeRT,
-		Cluster: *clusterMode,
-	})
+		Cluster:    *clusterMode,
+		AuthHeader: *authHTTPHeader,
+	}
+	// Typed nils must not reach the gateway's interfaces: a nil *Verifier in an Authenticator is not a nil Authenticator.
+	if a.verifier, err = newVerifier(); err != nil {
+		return nil, err
+	}
+	if a.verifier != nil {
+		gcfg.Auth = a.verifier
+	}
+	if a.gate, err = newGate(); err != nil {
+		a.close()
+		return nil, err
+	}
+	if a.gate != nil {
+		gcfg.Limiter = a.gate
+	}
+	gw, err := gateway.New(gcfg)
 	if err != nil {
+		a.close()
 		return nil, err
 	}
 	minTLS, err := parseTLSVersion(*tlsMinVersion)
@@ -115,16 +138,52 @@ func newApp() (*app, error) {
 		Handler:             gw,
 	})
 	if err != nil {
+		a.close()
 		return nil, err
 	}
-	return &app{srv: srv}, nil
+	a.srv = srv
+	return a, nil
 }
 
-func (a *app) start() error { return a.srv.Start() }
+func (a *app) start() error {
+	if err := a.srv.Start(); err != nil {
+		a.close()
+		return err
+	}
+	if a.gate != nil {
+		a.gate.Start()
+	}
+	return nil
+}
 
-func (a *app) reload() {}
+// reload re-reads what can change without a restart: the rate limits (SIGHUP).
+func (a *app) reload() {
+	if a.gate == nil {
+		slog.Info("SIGHUP: nothing to reload (-enable.rateLimit is off)")
+		return
+	}
+	if err := a.gate.Reload(); err != nil {
+		slog.Error("SIGHUP: keeping the previous rate limits", "err", err)
+		return
+	}
+	slog.Info("SIGHUP: rate limits reloaded")
+}
 
-func (a *app) stop() error { return a.srv.Shutdown() }
+func (a *app) stop() error {
+	err := a.srv.Shutdown()
+	a.close()
+	return err
+}
+
+// close stops the background work: key refreshes and the rate-limit poller.
+func (a *app) close() {
+	if a.gate != nil {
+		a.gate.Stop()
+	}
+	if a.verifier != nil {
+		a.verifier.Stop()
+	}
+}
 
 func parseUpstreamURL(name, s string) (*url.URL, error) {
 	if s == "" {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/vmgateway/vmgateway/internal/flagutil"
+	"github.com/vmgateway/vmgateway/internal/ratelimit"
 )
 
 // version is set at build time: -ldflags "-X main.version=..."
@@ -32,14 +33,20 @@ func main() {
 		fmt.Fprintf(os.Stderr, "vmgateway: %s\n", err)
 		os.Exit(2)
 	}
+	if *rateLimitValidateOnly {
+		if err := ratelimit.ValidateFile(*rateLimitConfig); err != nil {
+			fmt.Fprintf(os.Stderr, "vmgateway: -ratelimit.config is invalid:\n%s\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("-ratelimit.config=%s is valid\n", *rateLimitConfig)
+		return
+	}
 	app, err := newApp()
 	if err != nil {
-		slog.Error("cannot start", "err", err)
 		fmt.Fprintf(os.Stderr, "vmgateway: cannot start: %s\n", err)
 		os.Exit(1)
 	}
 	if err := app.start(); err != nil {
-		slog.Error("cannot start", "err", err)
 		fmt.Fprintf(os.Stderr, "vmgateway: cannot start: %s\n", err)
 		os.Exit(1)
 	}

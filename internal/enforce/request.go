@@ -152,22 +152,11 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool) er
 	case route.QueryArg:
 		qs := vs[argQuery]
 		for i, q := range qs {
-			expr, err := parseQuery(q)
+			out, err := e.query(q, cluster)
 			if err != nil {
 				return err
 			}
-			if cluster {
-				if err := checkTenantLabels(expr, argQuery, q); err != nil {
-					return err
-				}
-			}
-			if !restricted {
-				continue
-			}
-			if err := e.rewrite(expr); err != nil {
-				return err
-			}
-			qs[i] = string(expr.AppendString(make([]byte, 0, len(q)+64)))
+			qs[i] = out
 		}
 	case route.MatchArgs:
 		if len(vs[argMatch]) == 0 && len(vs[argMatchLegacy]) > 0 {

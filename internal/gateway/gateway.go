@@ -106,6 +106,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.reject(sw, err)
 		return
 	}
+	if t != access.Tenant {
+		// Only without -enable.auth in cluster mode: the path names the tenant, and the limiter must see it.
+		access = &auth.Access{Tenant: t, Mode: auth.ModeFull}
+	}
 	if g.limiter != nil {
 		if err := g.limiter.Check(access, rt); err != nil {
 			g.reject(sw, err)
