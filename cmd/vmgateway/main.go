@@ -20,6 +20,9 @@ var version = "dev"
 var showVersion = flag.Bool("version", false, "Show vmgateway version")
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		os.Exit(runToken(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	flag.CommandLine.Usage = usage
 	if err := flagutil.ParseCommandLine(); err != nil {
 		fmt.Fprintf(os.Stderr, "vmgateway: %s\n", err)

@@ -1,0 +1,398 @@
+package main
+
+// The token tool is a mode of the vmgateway binary rather than a second command: `explain` must judge a token by
+// the very flags and code the gateway runs (authConfig, auth.Verify), and operators get it wherever the gateway is
+// installed, in the container image too.
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/flagutil"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+const tokenUsage = `Usage:
+  vmgateway token mint [flags]                 sign a token with a private key or an HMAC secret; prints it
+  vmgateway token explain [gateway flags] TOKEN  decode a token in plain words and, given the gateway's -auth.*
+                                               flags, say whether the gateway would accept it and if not, why
+Run "vmgateway token mint -help" for the mint flags.
+`
+
+// runToken runs the token tool and returns the process exit code.
+func runToken(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, tokenUsage)
+		return 2
+	}
+	switch args[0] {
+	case "mint":
+		tok, err := mintToken(args[1:], stderr)
+		if err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			fmt.Fprintf(stderr, "vmgateway token mint: %s\n", err)
+			return 2
+		}
+		fmt.Fprintln(stdout, tok)
+		return 0
+	case "explain":
+		return explainToken(args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, tokenUsage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "vmgateway token: unknown command %q\n%s", args[0], tokenUsage)
+	return 2
+}
+
+func mintToken(args []string, stderr io.Writer) (string, error) {
+	fs := flag.NewFlagSet("vmgateway token mint", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	keyFile := fs.String("key", "", "Private key file (PEM: RSA, ECDSA or Ed25519; PKCS#1, PKCS#8 or SEC 1) to sign with")
+	hmacFile := fs.String("hmacSecretFile", "", "Shared secret file to sign with HS256/HS384/HS512 (read as -auth.hmacSecretFiles reads it)")
+	alg := fs.String("alg", "", "Signing algorithm; by default RS256 for RSA, ES256/ES384/ES512 by curve, EdDSA, HS256")
+	kid := fs.String("kid", "", "Key id for the token header, as a JWKS lists it")
+	tenantID := fs.String("tenant", "", "Tenant as accountID or accountID:projectID; empty means none (tenant 0:0)")
+	var labels, filters flagutil.Array
+	fs.Var(&labels, "extraLabels", "Extra labels as name=value, enforced on every read and write (repeat or separate by commas)")
+	fs.Var(&filters, "extraFilters", "Extra filters: series selectors such as {env=~\"prod|dev\"}; several are OR-ed (repeat or separate by commas)")
+	mode := fs.String("mode", "full", "Access mode: full (read, write and admin), read, or write")
+	lifetime := fs.Duration("lifetime", time.Hour, "How long the token is valid from now; negative gives an expired token")
+	issuer := fs.String("issuer", "", "iss claim")
+	audience := fs.String("audience", "", "aud claim")
+	subject := fs.String("subject", "", "sub claim: who the token is for")
+	shape := fs.String("claimShape", "vmgateway", "Shape of the vm_access claim: vmgateway (tenant_id, extra_labels, extra_filters, mode) or vmauth (metrics_account_id, metrics_extra_labels, ...)")
+	asString := fs.Bool("vmAccessAsString", false, "Encode vm_access as a JSON string, as some identity providers can only emit strings")
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if fs.NArg() > 0 {
+		return "", fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	va := auth.VMAccess{}
+	if *tenantID != "" {
+		t, err := tenant.Parse(*tenantID)
+		if err != nil {
+			return "", fmt.Errorf("-tenant: %w", err)
+		}
+		va.Tenant = t
+	}
+	m, err := parseMode(*mode)
+	if err != nil {
+		return "", err
+	}
+	va.Mode = m
+	if len(labels) > 0 {
+		va.ExtraLabels = map[string]string{}
+		for _, l := range labels {
+			name, value, ok := strings.Cut(l, "=")
+			if !ok || name == "" {
+				return "", fmt.Errorf("-extraLabels=%q: want name=value", l)
+			}
+			va.ExtraLabels[name] = value
+		}
+	}
+	va.ExtraFilters = filters
+	// The gateway would refuse labels or filters it cannot enforce: refuse them here, with the same check.
+	if _, err := enforce.New(sortedLabels(va.ExtraLabels), va.ExtraFilters); err != nil {
+		return "", err
+	}
+
+	var access any = va
+	if *shape == "vmauth" {
+		access = vmauthShape(va)
+	} else if *shape != "vmgateway" {
+		return "", fmt.Errorf("-claimShape=%q: want vmgateway or vmauth", *shape)
+	}
+	if *asString {
+		b, err := json.Marshal(access)
+		if err != nil {
+			return "", err
+		}
+		access = string(b)
+	}
+	now := time.Now()
+	claims := jwt.MapClaims{"exp": now.Add(*lifetime).Unix(), "iat": now.Unix(), "vm_access": access}
+	if *lifetime < 0 {
+		claims["iat"] = now.Add(*lifetime - time.Minute).Unix()
+	}
+	for k, v := range map[string]string{"iss": *issuer, "aud": *audience, "sub": *subject} {
+		if v != "" {
+			claims[k] = v
+		}
+	}
+
+	method, key, err := signingKey(*keyFile, *hmacFile, *alg)
+	if err != nil {
+		return "", err
+	}
+	tok := jwt.NewWithClaims(method, claims)
+	if *kid != "" {
+		tok.Header["kid"] = *kid
+	}
+	return tok.SignedString(key)
+}
+
+func parseMode(s string) (auth.Mode, error) {
+	switch strings.ToLower(s) {
+	case "full", "0":
+		return auth.ModeFull, nil
+	case "read", "1":
+		return auth.ModeRead, nil
+	case "write", "2":
+		return auth.ModeWrite, nil
+	}
+	return 0, fmt.Errorf("-mode=%q: want full, read or write", s)
+}
+
+func sortedLabels(m map[string]string) []enforce.Label {
+	ls := make([]enforce.Label, 0, len(m))
+	for k, v := range m {
+		ls = append(ls, enforce.Label{Name: k, Value: v})
+	}
+	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
+	return ls
+}
+
+// vmauthShape is the claim as vmauth's JWT proxy reads it (metrics_* fields), so one token serves both.
+func vmauthShape(va auth.VMAccess) map[string]any {
+	m := map[string]any{"metrics_account_id": va.Tenant.AccountID, "metrics_project_id": va.Tenant.ProjectID}
+	if len(va.ExtraLabels) > 0 {
+		var ls []string
+		for _, l := range sortedLabels(va.ExtraLabels) {
+			ls = append(ls, l.Name+"="+l.Value)
+		}
+		m["metrics_extra_labels"] = ls
+	}
+	if len(va.ExtraFilters) > 0 {
+		m["metrics_extra_filters"] = va.ExtraFilters
+	}
+	if va.Mode != auth.ModeFull {
+		m["mode"] = int(va.Mode)
+	}
+	return m
+}
+
+func signingKey(keyFile, hmacFile, alg string) (jwt.SigningMethod, any, error) {
+	switch {
+	case keyFile != "" && hmacFile != "":
+		return nil, nil, errors.New("give either -key or -hmacSecretFile, not both")
+	case hmacFile != "":
+		secret, err := auth.ReadHMACSecret(hmacFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		return pickMethod(alg, "HS256"), secret, checkAlg(alg, "HS256", "HS384", "HS512")
+	case keyFile == "":
+		return nil, nil, errors.New("-key or -hmacSecretFile is required to sign the token")
+	}
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, nil, fmt.Errorf("-key=%s holds no PEM block", keyFile)
+	}
+	var key crypto.Signer
+	switch block.Type {
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case "PRIVATE KEY":
+		var k any
+		if k, err = x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+			var ok bool
+			if key, ok = k.(crypto.Signer); !ok {
+				err = fmt.Errorf("unsupported key type %T", k)
+			}
+		}
+	default:
+		return nil, nil, fmt.Errorf("-key=%s: a %q PEM block is not a private key", keyFile, block.Type)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("-key=%s: %w", keyFile, err)
+	}
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		return pickMethod(alg, "RS256"), k, checkAlg(alg, "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+	case *ecdsa.PrivateKey:
+		want := map[elliptic.Curve]string{elliptic.P256(): "ES256", elliptic.P384(): "ES384", elliptic.P521(): "ES512"}[k.Curve]
+		return pickMethod(alg, want), k, checkAlg(alg, want)
+	case ed25519.PrivateKey:
+		return jwt.SigningMethodEdDSA, k, checkAlg(alg, "EdDSA")
+	}
+	return nil, nil, fmt.Errorf("-key=%s: unsupported key type %T", keyFile, key)
+}
+
+func pickMethod(alg, def string) jwt.SigningMethod {
+	if alg == "" {
+		alg = def
+	}
+	return jwt.GetSigningMethod(alg)
+}
+
+func checkAlg(alg string, allowed ...string) error {
+	if alg == "" {
+		return nil
+	}
+	for _, a := range allowed {
+		if a == alg {
+			return nil
+		}
+	}
+	return fmt.Errorf("-alg=%s does not fit the key: use one of %s", alg, strings.Join(allowed, ", "))
+}
+
+// explainToken parses the gateway's own flags (so -auth.* mean exactly what they mean to the gateway), then
+// describes the token and runs the gateway's verification on it.
+func explainToken(args []string, stdout, stderr io.Writer) int {
+	flag.CommandLine.Init("vmgateway token explain", flag.ContinueOnError)
+	flag.CommandLine.SetOutput(stderr)
+	if err := flag.CommandLine.Parse(args); err != nil {
+		return 2
+	}
+	if flag.NArg() != 1 {
+		fmt.Fprintf(stderr, "vmgateway token explain: want exactly one token after the flags, got %d arguments\n", flag.NArg())
+		return 2
+	}
+	token := strings.TrimSpace(flag.Arg(0))
+	if t, ok := strings.CutPrefix(token, "Bearer "); ok {
+		token = t
+	}
+	describeToken(stdout, token)
+
+	cfg := authConfig()
+	if len(cfg.PublicKeys)+len(cfg.PublicKeyFiles)+len(cfg.HMACSecretFiles)+len(cfg.JWKSEndpoints)+len(cfg.OIDCDiscoveryEndpoints) == 0 && !cfg.SkipVerify {
+		fmt.Fprintln(stdout, "\nWould the gateway accept it? Cannot tell: pass the gateway's key flags (-auth.publicKeyFiles, -auth.hmacSecretFiles, -auth.jwksEndpoints, ...) to check the signature.")
+		return 3
+	}
+	cfg.CacheSize = 0
+	v, err := auth.New(cfg)
+	if err != nil {
+		fmt.Fprintf(stdout, "\nWould the gateway accept it? The gateway would not start with these flags: %s\n", err)
+		return 3
+	}
+	defer v.Stop()
+	a, err := v.Verify(token)
+	if err != nil {
+		fmt.Fprintf(stdout, "\nWould the gateway accept it? NO: 401, %s\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "\nWould the gateway accept it? YES: tenant %s, mode %s", a.Tenant, a.Mode)
+	if a.Enforcer.Restricted() {
+		if q, err := a.Enforcer.Query(`up`); err == nil {
+			fmt.Fprintf(stdout, "; the query `up` becomes `%s`", q)
+		}
+	} else {
+		fmt.Fprint(stdout, "; no label restrictions")
+	}
+	fmt.Fprintln(stdout)
+	return 0
+}
+
+// describeToken prints what the token says, without trusting it: nothing here is verified.
+func describeToken(w io.Writer, token string) {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		fmt.Fprintf(w, "This is not a JWT: it has %d dot-separated parts, a JWT has 3.\n", len(parts))
+		return
+	}
+	var header map[string]any
+	var claims map[string]json.RawMessage
+	if err := decodePart(parts[0], &header); err != nil {
+		fmt.Fprintf(w, "The header cannot be decoded: %s\n", err)
+		return
+	}
+	if err := decodePart(parts[1], &claims); err != nil {
+		fmt.Fprintf(w, "The claims cannot be decoded: %s\n", err)
+		return
+	}
+	fmt.Fprintln(w, "Token (decoded, NOT verified):")
+	fmt.Fprintf(w, "  signed with:  %v", header["alg"])
+	if kid, ok := header["kid"]; ok {
+		fmt.Fprintf(w, ", key id %q", kid)
+	}
+	fmt.Fprintln(w)
+	for _, c := range []struct{ name, label string }{{"sub", "subject"}, {"iss", "issuer"}, {"aud", "audience"}} {
+		if v, ok := claims[c.name]; ok {
+			fmt.Fprintf(w, "  %-13s %s\n", c.label+":", v)
+		}
+	}
+	now := time.Now()
+	for _, c := range []struct{ name, label string }{{"exp", "expires"}, {"nbf", "not before"}, {"iat", "issued"}} {
+		raw, ok := claims[c.name]
+		if !ok {
+			if c.name == "exp" {
+				fmt.Fprintln(w, "  expires:      never — the gateway refuses tokens without exp")
+			}
+			continue
+		}
+		sec, err := strconv.ParseFloat(string(raw), 64)
+		if err != nil {
+			fmt.Fprintf(w, "  %-13s %s (not a number of seconds)\n", c.label+":", raw)
+			continue
+		}
+		at := time.Unix(int64(sec), 0).UTC()
+		rel := "in " + at.Sub(now).Round(time.Second).String()
+		if at.Before(now) {
+			rel = now.Sub(at).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(w, "  %-13s %s (%s)\n", c.label+":", at.Format(time.RFC3339), rel)
+	}
+	raw, ok := claims["vm_access"]
+	if !ok {
+		fmt.Fprintln(w, "  vm_access:    missing — the gateway refuses tokens without it")
+		return
+	}
+	var va auth.VMAccess
+	if err := json.Unmarshal(raw, &va); err != nil {
+		fmt.Fprintf(w, "  vm_access:    invalid: %s\n", err)
+		return
+	}
+	fmt.Fprintf(w, "  tenant:       %s (accountID %d, projectID %d)\n", va.Tenant, va.Tenant.AccountID, va.Tenant.ProjectID)
+	fmt.Fprintf(w, "  mode:         %s — %s\n", va.Mode, map[auth.Mode]string{
+		auth.ModeFull: "may read, write and call admin APIs", auth.ModeRead: "may call read APIs only", auth.ModeWrite: "may call write APIs only",
+	}[va.Mode])
+	if len(va.ExtraLabels) == 0 && len(va.ExtraFilters) == 0 {
+		fmt.Fprintln(w, "  series:       all series of the tenant (no extra_labels or extra_filters)")
+		return
+	}
+	for _, l := range sortedLabels(va.ExtraLabels) {
+		fmt.Fprintf(w, "  extra label:  %s=%q — every read is limited to it, every write is stored with it\n", l.Name, l.Value)
+	}
+	for _, f := range va.ExtraFilters {
+		fmt.Fprintf(w, "  extra filter: %s — reads see series matching at least one extra filter\n", f)
+	}
+}
+
+func decodePart(s string, v any) error {
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+	if err != nil {
+		return fmt.Errorf("not base64url: %w", err)
+	}
+	return json.Unmarshal(b, v)
+}
