@@ -85,7 +85,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("-http.pathPrefix=%q must start with a single / (e.g. /gateway)", cfg.PathPrefix)
 	}
 	cfg.PathPrefix = strings.TrimSuffix(cfg.PathPrefix, "/")
-	if (cfg.BasicAuthUsername == "") != (cfg.BasicAuthPassword == "") && cfg.BasicAuthUsername == "" {
+	if cfg.BasicAuthUsername == "" && cfg.BasicAuthPassword != "" {
 		return nil, errors.New("-httpAuth.password is set without -httpAuth.username: set both or neither")
 	}
 	s := &Server{cfg: cfg, own: http.NewServeMux()}
@@ -209,9 +209,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r2 := r.Clone(r.Context())
 		r2.URL.Path = rest
+		// The raw path keeps escapes the route table must see (%2F); when the prefix itself was escaped it no longer
+		// lines up, and the decoded path alone is used.
 		r2.URL.RawPath = ""
-		if r.URL.RawPath != "" {
-			r2.URL.RawPath = strings.TrimPrefix(r.URL.RawPath, p)
+		if raw, ok := strings.CutPrefix(r.URL.RawPath, p); ok {
+			r2.URL.RawPath = raw
 		}
 		r = r2
 		path = rest
