@@ -1,5 +1,10 @@
 // Package enforce limits a request to a token's series: it rewrites MetricsQL and series selectors and sets the
 // extra_label / extra_filters args that VictoriaMetrics enforces again.
+//
+// Enforcement happens at selection: every series selector gets the token's matchers, so only the token's series
+// are ever read. Functions that rename labels afterwards (label_replace, label_join, label_set, count_values,
+// absent's labels) can make a result *look* like another team's, but cannot read another team's data; a
+// client matcher on an enforced label (team="ops" for a team="dev" token) is ANDed and selects nothing.
 package enforce
 
 import (
@@ -61,7 +66,8 @@ func New(labels []Label, filters []string) (*Enforcer, error) {
 		e.filters = append(e.filters, f)
 		e.branches = append(e.branches, me.LabelFilterss...)
 	}
-	// One extra_filters[] per branch: VictoriaMetrics ORs them, and before v1.92 it cannot parse `or` in a selector.
+	// One extra_filters[] per branch: VictoriaMetrics ORs them, and older versions (v1.79 here) cannot parse `or`
+	// inside a selector.
 	for _, b := range e.branches {
 		me := &metricsql.MetricExpr{LabelFilterss: [][]metricsql.LabelFilter{b}}
 		e.extraFiltersArgs = append(e.extraFiltersArgs, string(me.AppendString(nil)))

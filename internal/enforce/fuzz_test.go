@@ -1,6 +1,11 @@
 package enforce
 
 import (
+	"io"
+	"net/http/httptest"
+	"net/url"
+	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -30,6 +35,71 @@ func FuzzRewrite(f *testing.F) {
 			if err := checkEnforced(e, out); err != nil {
 				t.Fatalf("Query(%q) with %s = %s: %s", q, e, out, err)
 			}
+		}
+	})
+}
+
+// FuzzRequest: whatever URL query and form body a client sends, a request that passes Request carries only the
+// token's extra_label / extra_filters[] args, and every query and match[] in it is enforced.
+func FuzzRequest(f *testing.F) {
+	f.Add("query=up&extra_label=team%3Dops", "query=sum(rate(a[5m]))&extra_filters[]=%7B%7D", false)
+	f.Add("match[]=up&match=x&extra_filters=%7Bteam%3D%22ops%22%7D", "match%5B%5D=%7Ba%3D%221%22+or+b%3D%222%22%7D", true)
+	f.Add("", "", true)
+	f.Add("query=a&query=b", "query=c&extra_label=team=sec&extra%5Flabel=x=y", false)
+	e := devFiltered(f)
+	f.Fuzz(func(t *testing.T, rawQuery, body string, match bool) {
+		rt := rtQuery
+		if match {
+			rt = rtSeries
+		}
+		r := httptest.NewRequest("POST", "/x", strings.NewReader(body))
+		r.URL.RawQuery = rawQuery
+		r.Header.Set("Content-Type", formType)
+		if err := e.Request(r, rt, false); err != nil {
+			if st := statusOf(err); st < 400 || st > 499 {
+				t.Fatalf("error %q with status %d", err, st)
+			}
+			return
+		}
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			t.Fatalf("the rewritten URL query does not parse: %s", err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		form, err := url.ParseQuery(string(b))
+		if err != nil {
+			t.Fatalf("the rewritten body does not parse: %s", err)
+		}
+		if !reflect.DeepEqual(q["extra_label"], e.extraLabelArgs) || !reflect.DeepEqual(q["extra_filters[]"], e.extraFiltersArgs) ||
+			len(q["extra_filters"]) > 0 {
+			t.Fatalf("URL enforcement args: %v", q)
+		}
+		for _, k := range []string{"extra_label", "extra_filters", "extra_filters[]"} {
+			if len(form[k]) > 0 {
+				t.Fatalf("the body still has %s: %q", k, form[k])
+			}
+		}
+		n := 0
+		for _, vs := range []url.Values{q, form} {
+			if !match {
+				for _, s := range vs["query"] {
+					if err := checkEnforced(e, s); err != nil {
+						t.Fatalf("query %q: %s", s, err)
+					}
+				}
+				continue
+			}
+			n += len(vs["match[]"])
+			for _, k := range []string{"match[]", "match"} {
+				for _, s := range vs[k] {
+					if err := checkEnforced(e, s); err != nil {
+						t.Fatalf("%s %q: %s", k, s, err)
+					}
+				}
+			}
+		}
+		if match && n == 0 {
+			t.Fatalf("no match[] left: %v %v", q, form)
 		}
 	})
 }

@@ -51,7 +51,7 @@ func (e *Enforcer) queryUncached(q string, cluster bool) (string, error) {
 
 // Selector rewrites one series selector such as a match[] value. Anything but a plain selector is a 400 error.
 func (e *Enforcer) Selector(s string) (string, error) {
-	me, err := parseSelector(s)
+	me, err := parseSelectorArg(argMatch, s)
 	if err != nil {
 		return "", err
 	}
@@ -68,18 +68,6 @@ func parseQuery(q string) (metricsql.Expr, error) {
 		return nil, newError(http.StatusBadRequest, "cannot parse query %q: %s", q, err)
 	}
 	return expr, nil
-}
-
-func parseSelector(s string) (*metricsql.MetricExpr, error) {
-	expr, err := parse(s)
-	if err != nil {
-		return nil, newError(http.StatusBadRequest, "cannot parse match[] %q: %s", s, err)
-	}
-	me, ok := expr.(*metricsql.MetricExpr)
-	if !ok {
-		return nil, newError(http.StatusBadRequest, "match[] %q must be a series selector such as up{job=\"x\"}; got %s", s, exprKind(expr))
-	}
-	return me, nil
 }
 
 // parse is metricsql.Parse that turns a parser panic on hostile input into an error: the parser has BUG panics.
@@ -116,6 +104,10 @@ func (e *Enforcer) rewrite(expr metricsql.Expr) error {
 				return err
 			}
 			if t.At != nil {
+				if _, ok := t.At.(*metricsql.RollupExpr); ok {
+					// AppendString prints `x @ y @ z`, which does not parse: a FuncExpr without a name prints parens.
+					t.At = &metricsql.FuncExpr{Args: []metricsql.Expr{t.At}}
+				}
 				return walk(t.At)
 			}
 		case *metricsql.FuncExpr:
@@ -203,7 +195,7 @@ func (e *Enforcer) rewriteSelector(me *metricsql.MetricExpr) {
 	fixMixedNames(out)
 	for _, b := range out {
 		if len(b) > 1 && isMetricName(&b[0]) && !isASCII(b[0].Value) {
-			// Printed as an identifier, a non-ASCII name does not parse in VictoriaMetrics before v1.9x, where the
+			// Printed as an identifier, a non-ASCII name does not parse in older VictoriaMetrics (v1.79 here), where the
 			// client could still select it as {__name__="..."}; the regexp form prints inside the braces.
 			b[0] = metricsql.LabelFilter{Label: "__name__", Value: regexp.QuoteMeta(b[0].Value), IsRegexp: true}
 		}
@@ -314,17 +306,17 @@ next:
 	return dst
 }
 
-// Error is an error for the client, with the HTTP status the gateway answers with.
-type Error struct {
+// clientError is an error for the client, with the HTTP status the gateway answers with.
+type clientError struct {
 	status int
 	msg    string
 }
 
-func newError(status int, format string, args ...any) *Error {
-	return &Error{status: status, msg: fmt.Sprintf(format, args...)}
+func newError(status int, format string, args ...any) error {
+	return &clientError{status: status, msg: fmt.Sprintf(format, args...)}
 }
 
-func (e *Error) Error() string { return e.msg }
+func (e *clientError) Error() string { return e.msg }
 
 // HTTPStatus is the status the gateway answers with: 400, 403, 413 or 415.
-func (e *Error) HTTPStatus() int { return e.status }
+func (e *clientError) HTTPStatus() int { return e.status }

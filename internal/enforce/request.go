@@ -16,8 +16,9 @@ import (
 
 // MaxFormBodySize is the largest application/x-www-form-urlencoded read body the enforcer reads; beyond it the
 // request is refused with 413. Grafana's longest queries are a few tens of KiB; VictoriaMetrics refuses queries
-// longer than -search.maxQueryLen (16 KiB by default) anyway.
-const MaxFormBodySize = 4 << 20
+// longer than -search.maxQueryLen (16 KiB by default) anyway. cmd/vmgateway sets it once at start from
+// -maxReadBodySize, before any request is served.
+var MaxFormBodySize = 4 << 20
 
 // Query args VictoriaMetrics reads as enforcement; clients of a restricted token must not set them.
 const (
@@ -44,8 +45,8 @@ func (e *Enforcer) Request(r *http.Request, rt route.Route, cluster bool) error 
 		return nil
 	case route.Unenforceable:
 		if restricted {
-			return newError(http.StatusForbidden, "the %s API cannot be limited to the token's extra_labels/extra_filters "+
-				"(%s): only tokens without them may call it", rt.API, e)
+			return newError(http.StatusForbidden, "the %s API cannot be limited to the token's extra_labels/extra_filters, "+
+				"so only tokens without them may call it", rt.API)
 		}
 		return nil
 	case route.WriteArgs:
@@ -59,7 +60,7 @@ func (e *Enforcer) Request(r *http.Request, rt route.Route, cluster bool) error 
 // write replaces the client's extra_label args in the URL with the token's, last so they win in VictoriaMetrics.
 // VictoriaMetrics reads extra_label of writes from the URL only, so the body streams through untouched.
 func (e *Enforcer) write(r *http.Request, cluster bool) error {
-	if !e.Restricted() && !strings.Contains(r.URL.RawQuery, "vm_") {
+	if !e.Restricted() && r.URL.RawQuery == "" {
 		return nil
 	}
 	q, err := url.ParseQuery(r.URL.RawQuery)
@@ -185,8 +186,8 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool) er
 					out = append(out, m)
 					continue
 				}
-				// One arg per branch: match[] args are ORed, and VictoriaMetrics before v1.92 cannot parse `or` in
-				// selectors.
+				// One arg per branch: match[] args are ORed, and older VictoriaMetrics (v1.79 here) cannot parse
+				// `or` inside a selector.
 				e.rewriteSelector(me)
 				for _, b := range me.LabelFilterss {
 					one := metricsql.MetricExpr{LabelFilterss: [][]metricsql.LabelFilter{b}}
@@ -237,8 +238,12 @@ func checkTenantLabels(expr metricsql.Expr, arg, s string) error {
 // readForm reads and parses a form-encoded body. Read APIs take args in the URL or in such a body only: any other
 // non-empty body is refused, since VictoriaMetrics could read args from it (multipart) that were not rewritten.
 func readForm(r *http.Request) (url.Values, error) {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
+	}
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		// Neither this parser nor VictoriaMetrics' form parser decodes it; refuse rather than guess.
+		return nil, newError(http.StatusUnsupportedMediaType, "a read request body must not be compressed; got Content-Encoding %q", ce)
 	}
 	ct := r.Header.Get("Content-Type")
 	mt := ""
@@ -249,8 +254,8 @@ func readForm(r *http.Request) (url.Values, error) {
 		}
 	}
 	if mt != "application/x-www-form-urlencoded" {
-		if r.ContentLength < 0 {
-			// Unknown length: the body may still be empty.
+		if r.ContentLength <= 0 {
+			// Unknown length (0 counts as unknown for a client-side request with a Body): it may still be empty.
 			var b [1]byte
 			n, err := io.ReadFull(r.Body, b[:])
 			if n == 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
@@ -260,7 +265,7 @@ func readForm(r *http.Request) (url.Values, error) {
 		}
 		return nil, newError(http.StatusUnsupportedMediaType, "a read request body must be application/x-www-form-urlencoded; got Content-Type %q", ct)
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, MaxFormBodySize+1))
+	b, err := io.ReadAll(io.LimitReader(r.Body, int64(MaxFormBodySize)+1))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

@@ -215,6 +215,7 @@ func TestRequestErrors(t *testing.T) {
 		{"body without content type", dev, rtSeries, false, "POST", "/api/v1/series", "", "match[]=up", 415, "must be application/x-www-form-urlencoded"},
 		{"unparsable content type", dev, rtQuery, false, "POST", "/api/v1/query", "form;;", "query=up", 415, "cannot parse Content-Type"},
 		{"multipart refused for unrestricted tokens in a cluster", unrestricted, rtQuery, true, "POST", "/api/v1/query", "multipart/form-data; boundary=x", "--x--", 415, "must be application/x-www-form-urlencoded"},
+		{"cluster: encoded tenant label in a write extra_label", unrestricted, rtWrite, true, "POST", `/api/v1/import/prometheus?extra%5Flabel=vm%5Faccount%5Fid%3D3`, "text/plain", "up 1", 403, "vm_account_id"},
 		{"body too large", dev, rtQuery, false, "POST", "/api/v1/query", formType, big, 413, "larger than"},
 		{"unenforceable API", dev, rtGraphite, false, "GET", "/render?target=a.b", "", "", 403, "graphite_render API cannot be limited"},
 		{"delete without match[]", dev, rtDelete, false, "POST", "/api/v1/admin/tsdb/delete_series", "", "", 400, "needs at least one match[]"},
@@ -329,6 +330,27 @@ func TestRequestBodyEdgeCases(t *testing.T) {
 	}
 	if r.TransferEncoding != nil || r.ContentLength <= 0 {
 		t.Errorf("TransferEncoding %v, ContentLength %d after a rewrite", r.TransferEncoding, r.ContentLength)
+	}
+	// ContentLength 0 with a Body means "unknown" to an http.Client: such a body is rewritten or refused too.
+	r = httptest.NewRequest("POST", "/api/v1/series", nil)
+	r.Body, r.ContentLength = io.NopCloser(strings.NewReader("match[]=up")), 0
+	r.Header.Set("Content-Type", formType)
+	if err := dev.Request(r, rtSeries, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustParse(t, checkBody(t, r, "\x00any")); !reflect.DeepEqual(got, v("match[]", `up{team="dev"}`)) {
+		t.Errorf("ContentLength 0 form body: %v", got)
+	}
+	r = httptest.NewRequest("POST", "/api/v1/series", nil)
+	r.Body, r.ContentLength = io.NopCloser(strings.NewReader("match[]=up")), 0
+	if err := dev.Request(r, rtSeries, false); statusOf(err) != 415 {
+		t.Errorf("ContentLength 0 body without a form type: %v; want 415", err)
+	}
+	// A compressed form body is refused: nothing in the chain would decode it the same way.
+	r = newRequest(t, "POST", "/api/v1/query", formType, "\x1f\x8b...")
+	r.Header.Set("Content-Encoding", "gzip")
+	if err := dev.Request(r, rtQuery, false); statusOf(err) != 415 || !strings.Contains(err.Error(), "must not be compressed") {
+		t.Errorf("gzip read body: %v; want 415", err)
 	}
 	// Exactly MaxFormBodySize is fine.
 	body := "step=" + strings.Repeat("1", MaxFormBodySize-len("step=query=up&")) + "&query=up"
