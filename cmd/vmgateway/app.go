@@ -15,6 +15,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/gateway"
 	"github.com/vmgateway/vmgateway/internal/ratelimit"
 	"github.com/vmgateway/vmgateway/internal/server"
+	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
 
 var (
@@ -45,8 +46,8 @@ var (
 )
 
 // upstreamTLS declares the -<prefix>.tls* flags of one upstream.
-func upstreamTLS(prefix, urlFlag string) *gateway.TLSConfig {
-	tc := &gateway.TLSConfig{}
+func upstreamTLS(prefix, urlFlag string) *tlsclient.Options {
+	tc := &tlsclient.Options{}
 	flag.StringVar(&tc.CAFile, prefix+".tlsCAFile", "", "Path to TLS CA file to verify the server certificate when connecting to -"+urlFlag)
 	flag.StringVar(&tc.CertFile, prefix+".tlsCertFile", "", "Path to client-side TLS certificate file to use when connecting to -"+urlFlag)
 	flag.StringVar(&tc.KeyFile, prefix+".tlsKeyFile", "", "Path to client-side TLS key file to use when connecting to -"+urlFlag)
@@ -84,12 +85,17 @@ func newApp() (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	limits, err := gatewayLimits()
+	if err != nil {
+		return nil, err
+	}
 	a := &app{}
 	gcfg := gateway.Config{
 		ReadURL: ru, WriteURL: wu,
 		ReadTransport: readRT, WriteTransport: writeRT,
 		Cluster:    *clusterMode,
 		AuthHeader: *authHTTPHeader,
+		Limits:     limits,
 	}
 	// Typed nils must not reach the gateway's interfaces: a nil *Verifier in an Authenticator is not a nil Authenticator.
 	if a.verifier, err = newVerifier(); err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -84,21 +85,33 @@ func TestWriteAndReadBackThroughGateway(t *testing.T) {
 
 func startVMAgent(t *testing.T, remoteWriteURL string, extra ...string) string {
 	t.Helper()
-	bin := vmtest.Require(t, "/usr/bin/vmagent")
+	return startClient(t, "/usr/bin/vmagent", append([]string{"-remoteWrite.url=" + remoteWriteURL,
+		"-remoteWrite.tmpDataPath=" + t.TempDir(), "-remoteWrite.flushInterval=100ms"}, extra...)...)
+}
+
+func startVMAlert(t *testing.T, flags ...string) string {
+	t.Helper()
+	return startClient(t, "/usr/bin/vmalert", append([]string{"-notifier.url=http://127.0.0.1:1"}, flags...)...)
+}
+
+// startClient runs a VictoriaMetrics tool (vmagent, vmalert) on a free port until the test ends and returns its
+// base URL once it answers /health.
+func startClient(t *testing.T, path string, flags ...string) string {
+	t.Helper()
+	bin := vmtest.Require(t, path)
+	name := filepath.Base(path)
 	addr := vmtest.FreePort(t)
-	dir := t.TempDir()
-	cmd := exec.Command(bin, append([]string{"-httpListenAddr=" + addr, "-remoteWrite.url=" + remoteWriteURL,
-		"-remoteWrite.tmpDataPath=" + dir, "-remoteWrite.flushInterval=100ms", "-loggerLevel=ERROR"}, extra...)...)
+	cmd := exec.Command(bin, append([]string{"-httpListenAddr=" + addr, "-loggerLevel=ERROR"}, flags...)...)
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("cannot start vmagent: %s", err)
+		t.Fatalf("cannot start %s: %s", name, err)
 	}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		if t.Failed() {
-			t.Logf("vmagent logs:\n%s", tailLines(logs.String(), 20))
+			t.Logf("%s logs:\n%s", name, tailLines(logs.String(), 20))
 		}
 	})
 	vmtest.Eventually(t, func() (bool, string) {
@@ -107,7 +120,7 @@ func startVMAgent(t *testing.T, remoteWriteURL string, extra ...string) string {
 			return false, err.Error()
 		}
 		resp.Body.Close()
-		return resp.StatusCode == 200, "vmagent not healthy"
+		return resp.StatusCode == 200, name + " not healthy"
 	})
 	return "http://" + addr
 }

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -156,24 +155,5 @@ func TestWritesCarryTheTokensLabels(t *testing.T) {
 		_, _, body := do(t, "GET", vm.URL+"/api/v1/export?match[]="+url.QueryEscape("dev:rule_input:sum"), nil)
 		return strings.Contains(body, `"team":"dev"`) && strings.Contains(body, `"values":[1`) && !strings.Contains(body, "101"),
 			"vmalert's recording through the gateway: " + body
-	})
-}
-
-func startVMAlert(t *testing.T, flags ...string) {
-	t.Helper()
-	bin := vmtest.Require(t, "/usr/bin/vmalert")
-	addr := vmtest.FreePort(t)
-	cmd := exec.Command(bin, append([]string{"-httpListenAddr=" + addr, "-notifier.url=http://127.0.0.1:1", "-loggerLevel=ERROR"}, flags...)...)
-	logs := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("cannot start vmalert: %s", err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("vmalert logs:\n%s", tailLines(logs.String(), 20))
-		}
 	})
 }

@@ -52,6 +52,7 @@ func authConfig() auth.Config {
 		KeysTLSCAFile:          *authKeysTLSCAFile,
 		CacheSize:              *authCacheSize,
 		LogInvalidTokens:       *logInvalidAuthTokens,
+		MaxTokenSize:           *authMaxTokenSize,
 	}
 }
 

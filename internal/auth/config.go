@@ -48,6 +48,8 @@ type Config struct {
 	CacheSize int
 	// LogInvalidTokens logs the header and claims of every rejected token (never its signature).
 	LogInvalidTokens bool
+	// MaxTokenSize is -auth.maxTokenSize: longer tokens are rejected (401) before any work on them; 0 means 16 KiB.
+	MaxTokenSize int
 }
 
 // New loads the keys of cfg, fetches the remote ones once and starts refreshing them in the background.
@@ -62,6 +64,12 @@ func newVerifier(cfg Config, now func() time.Time) (*Verifier, error) {
 	}
 	if !validHeaderName(cfg.HTTPHeader) {
 		return nil, fmt.Errorf("-auth.httpHeader=%q is not a valid HTTP header name", cfg.HTTPHeader)
+	}
+	if cfg.MaxTokenSize < 0 {
+		return nil, fmt.Errorf("-auth.maxTokenSize=%d must not be negative", cfg.MaxTokenSize)
+	}
+	if cfg.MaxTokenSize == 0 {
+		cfg.MaxTokenSize = maxTokenLen
 	}
 	if cfg.Leeway < 0 {
 		return nil, fmt.Errorf("-auth.leeway=%s must not be negative", cfg.Leeway)
@@ -93,6 +101,7 @@ func newVerifier(cfg Config, now func() time.Time) (*Verifier, error) {
 		audience:   cfg.Audience,
 		leeway:     cfg.Leeway,
 		logInvalid: cfg.LogInvalidTokens,
+		maxToken:   cfg.MaxTokenSize,
 		cache:      newCache(cfg.CacheSize),
 		now:        now,
 	}

@@ -7,7 +7,8 @@ import (
 	"strings"
 )
 
-// maxTokenLen bounds the work a request can ask for; real tokens are a few KiB at most.
+// maxTokenLen is the default -auth.maxTokenSize: it bounds the work a request can ask for; real tokens are a few
+// KiB at most.
 const maxTokenLen = 16 << 10
 
 // tokenFrom takes the token from header h of r: "Bearer <token>" (the scheme is case-insensitive), or the bare
@@ -47,9 +48,6 @@ var b64 = base64.RawURLEncoding.Strict()
 
 // splitToken decodes the compact serialisation header.payload.signature and the header.
 func splitToken(token string) (*jws, *Error) {
-	if len(token) > maxTokenLen {
-		return nil, newError(reasonMalformed, "the token is %d bytes long; at most %d are accepted", len(token), maxTokenLen)
-	}
 	switch n := strings.Count(token, "."); n {
 	case 2:
 	case 4:

@@ -20,6 +20,7 @@ type Verifier struct {
 	audience   string
 	leeway     time.Duration
 	logInvalid bool
+	maxToken   int
 
 	keys  *keyring
 	cache *cache
@@ -52,6 +53,10 @@ func (v *Verifier) Verify(token string) (*Access, error) {
 }
 
 func (v *Verifier) verify(token string) (*Access, *Error) {
+	if len(token) > v.maxToken {
+		// Checked before the cache, which would hash the whole token.
+		return nil, newError(reasonMalformed, "the token is %d bytes long; at most %d are accepted (-auth.maxTokenSize)", len(token), v.maxToken)
+	}
 	now := v.now()
 	if a := v.cache.get(token, now.UnixNano()); a != nil {
 		cacheHits.Inc()

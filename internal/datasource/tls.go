@@ -2,12 +2,11 @@ package datasource
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
 
 func newTransport(cfg Config) (*http.Transport, error) {
@@ -28,32 +27,6 @@ func newTransport(cfg Config) (*http.Transport, error) {
 }
 
 func newTLSConfig(cfg Config) (*tls.Config, error) {
-	tc := &tls.Config{
-		ServerName:         cfg.TLSServerName,
-		InsecureSkipVerify: cfg.TLSInsecureSkipVerify,
-		MinVersion:         tls.VersionTLS12,
-	}
-	if cfg.TLSCAFile != "" {
-		pem, err := os.ReadFile(cfg.TLSCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("cannot read -datasource.tlsCAFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-datasource.tlsCAFile %q holds no PEM certificate", cfg.TLSCAFile)
-		}
-		tc.RootCAs = pool
-	}
-	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
-		return nil, fmt.Errorf("-datasource.tlsCertFile and -datasource.tlsKeyFile must be set together")
-	}
-	if cfg.TLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("cannot load the client certificate from -datasource.tlsCertFile %q and -datasource.tlsKeyFile %q: %w",
-				cfg.TLSCertFile, cfg.TLSKeyFile, err)
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
+	return tlsclient.Config("datasource", tlsclient.Options{CAFile: cfg.TLSCAFile, CertFile: cfg.TLSCertFile,
+		KeyFile: cfg.TLSKeyFile, ServerName: cfg.TLSServerName, InsecureSkipVerify: cfg.TLSInsecureSkipVerify})
 }

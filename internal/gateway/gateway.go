@@ -35,6 +35,8 @@ type Config struct {
 	Limiter                       Limiter
 	// AuthHeader is the header that carries the token; it never reaches an upstream.
 	AuthHeader string
+	// Limits bound concurrency, query length and read body size; the zero value limits nothing.
+	Limits Limits
 }
 
 // Gateway is the http.Handler for every proxied VictoriaMetrics API.
@@ -45,6 +47,8 @@ type Gateway struct {
 	read, write  *upstream
 	dropHeaders  []string
 	unrestricted *auth.Access
+	limits       Limits
+	conc         *concurrency
 }
 
 // New builds the pipeline.
@@ -60,6 +64,8 @@ func New(cfg Config) (*Gateway, error) {
 		// let a client pick a tenant behind the gateway's back.
 		dropHeaders:  []string{"Authorization", "AccountID", "ProjectID"},
 		unrestricted: &auth.Access{Mode: auth.ModeFull},
+		limits:       cfg.Limits,
+		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
 	}
 	if h := http.CanonicalHeaderKey(cfg.AuthHeader); h != "" && h != "Authorization" {
 		g.dropHeaders = append(g.dropHeaders, h)
@@ -78,7 +84,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
 				// The proxy aborts a response whose upstream broke mid-way; the server closes the connection.
-				observe(api, 499, start)
+				code := 499
+				if r.Context().Err() == nil {
+					code = http.StatusBadGateway
+				}
+				observe(api, code, start)
 				panic(p)
 			}
 			panicsTotal.Inc()
@@ -116,6 +126,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	ts, err := g.conc.acquire(r.Context(), t)
+	if err != nil {
+		g.reject(sw, err)
+		return
+	}
+	defer g.conc.release(ts)
+	if err := g.limitRequest(r, rt); err != nil {
+		g.reject(sw, err)
+		return
+	}
 	if err := access.Enforcer.Request(r, rt, g.cluster); err != nil {
 		g.reject(sw, err)
 		return
@@ -145,8 +165,12 @@ func (g *Gateway) authorize(a *auth.Access, rt route.Route) (tenant.ID, error) {
 		// Without tokens the gateway is a plain router: the path names the tenant.
 		return rt.PathTenant, nil
 	}
-	if !g.cluster && rt.PathTenant != (tenant.ID{}) {
-		return t, httperr.New(http.StatusBadRequest, fmt.Sprintf("tenant %s in the path: single-node VictoriaMetrics has no tenants; use the single-node path or tenant 0:0", rt.PathTenant))
+	if !g.cluster {
+		if rt.PathTenant != (tenant.ID{}) {
+			return t, httperr.New(http.StatusBadRequest, fmt.Sprintf("tenant %s in the path: single-node VictoriaMetrics has no tenants; use the single-node path or tenant 0:0", rt.PathTenant))
+		}
+		// 0:0 is single-node's only data set, which a token of any tenant reaches by the single-node path too.
+		return t, nil
 	}
 	if rt.PathTenant != t {
 		return t, httperr.New(http.StatusForbidden, fmt.Sprintf("tenant %s in the path is not the token's tenant; the token allows tenant %s only", rt.PathTenant, t))
@@ -176,6 +200,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route.Route
 		r.Header.Del(h)
 	}
 	r.URL.Path, r.URL.RawPath = rt.UpstreamPath(g.cluster, t)
+	defer up.countAbort(r)
 	up.proxy.ServeHTTP(w, r)
 }
 

@@ -1,42 +1,19 @@
 package gateway
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"time"
-)
 
-// TLSConfig is the client-side TLS for one upstream (-read.tls* or -write.tls*).
-type TLSConfig struct {
-	CAFile, CertFile, KeyFile, ServerName string
-	InsecureSkipVerify                    bool
-}
+	"github.com/vmgateway/vmgateway/internal/tlsclient"
+)
 
 // NewTransport returns the tuned keep-alive transport for one upstream. responseTimeout bounds the wait for the
 // upstream's response headers only, so a long export that keeps streaming is never cut.
-func NewTransport(flagPrefix string, tc TLSConfig, responseTimeout time.Duration) (*http.Transport, error) {
-	tlsCfg := &tls.Config{ServerName: tc.ServerName, InsecureSkipVerify: tc.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-	if tc.CAFile != "" {
-		pem, err := os.ReadFile(tc.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("cannot read -%s.tlsCAFile: %w", flagPrefix, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-%s.tlsCAFile=%q holds no PEM certificate", flagPrefix, tc.CAFile)
-		}
-		tlsCfg.RootCAs = pool
-	}
-	if tc.CertFile != "" || tc.KeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(tc.CertFile, tc.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("cannot load -%s.tlsCertFile / -%s.tlsKeyFile: %w", flagPrefix, flagPrefix, err)
-		}
-		tlsCfg.Certificates = []tls.Certificate{cert}
+func NewTransport(flagPrefix string, tc tlsclient.Options, responseTimeout time.Duration) (*http.Transport, error) {
+	tlsCfg, err := tlsclient.Config(flagPrefix, tc)
+	if err != nil {
+		return nil, err
 	}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,

@@ -101,6 +101,12 @@ func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
 		httperr.Write(w, httperr.New(http.StatusGatewayTimeout, fmt.Sprintf("the %s upstream %s did not answer in time: %s", u.kind, u.name, redactErr(err, u.target))))
 		return
 	}
+	if tlsErr := u.tlsFailure(err); tlsErr != nil {
+		upstreamErrors(u.kind, "tls").Inc()
+		slog.Warn("upstream TLS handshake failed", "upstream", u.name, "err", err)
+		httperr.Write(w, tlsErr)
+		return
+	}
 	upstreamErrors(u.kind, "unreachable").Inc()
 	slog.Warn("upstream error", "upstream", u.name, "err", err)
 	httperr.Write(w, httperr.New(http.StatusBadGateway, fmt.Sprintf("cannot reach the %s upstream %s: %s", u.kind, u.name, redactErr(err, u.target))))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,12 @@ type Config struct {
 	FailClosed bool
 	// Datasource is where the vm_tenant_* usage metrics are queried.
 	Datasource datasource.Config
+	// Redis, with a URL, shares the gate's own counts between replicas.
+	Redis RedisConfig
+	// Headers selects the rate-limit response headers Admit sets; none by default.
+	Headers Headers
+	// DryRun evaluates, logs and counts the limits but rejects nothing.
+	DryRun bool
 }
 
 // Gate decides whether a tenant's request is within its limits.
@@ -50,6 +57,15 @@ type Gate struct {
 	failClosed      bool
 	filters         string // rendered -ratelimit.extraLabels
 	metrics         *gateMetrics
+	headers         Headers
+	dryRun          bool
+	dryRunLog       rareLog
+
+	// counters are the gate's own counts of the requests it admitted; shared, when set, shares them in Redis.
+	counters *counters
+	shared   *shared
+	// now is the clock of the counts; tests move it.
+	now func() time.Time
 
 	snap atomic.Pointer[snapshot]
 	// mu serialises publishing snapshots (refresh, staleness, reload); checks never take it.
@@ -96,6 +112,9 @@ func New(cfg Config) (*Gate, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Headers > HeadersBoth {
+		return nil, fmt.Errorf("unknown rate-limit headers setting %d", cfg.Headers)
+	}
 	g := &Gate{
 		ds:              ds,
 		configPath:      cfg.ConfigPath,
@@ -106,8 +125,16 @@ func New(cfg Config) (*Gate, error) {
 		failClosed:      cfg.FailClosed,
 		filters:         filters,
 		lastConfig:      data,
+		headers:         cfg.Headers,
+		dryRun:          cfg.DryRun,
+		dryRunLog:       rareLog{every: 10 * time.Second},
+		counters:        newCounters(),
+		now:             time.Now,
 	}
 	g.metrics = newGateMetrics(g)
+	if g.shared, err = newShared(cfg.Redis, g.metrics.set); err != nil {
+		return nil, err
+	}
 	g.metrics.reloaded(true)
 	g.publish(&snapshot{limits: lim, fetchedAt: time.Now()})
 	return g, nil
@@ -125,6 +152,15 @@ func (g *Gate) Start() {
 	if g.checkInterval > 0 {
 		g.every(ctx, g.checkInterval, false, func() { _ = g.reload(false) })
 	}
+	g.every(ctx, time.Minute, false, func() { g.counters.evict(g.now().Unix()) })
+	if g.shared != nil {
+		// Finds Redis (at once, then again after a failure) and gives back the units of leases whose second ended.
+		g.every(ctx, 250*time.Millisecond, true, func() {
+			now := g.now()
+			g.shared.probe(now)
+			g.shared.giveBackStale(g.counters, now)
+		})
+	}
 }
 
 // Stop ends the background work started by Start, waits for it, and withdraws the gate's metrics.
@@ -134,6 +170,9 @@ func (g *Gate) Stop() {
 	}
 	g.stop()
 	g.wg.Wait()
+	if g.shared != nil {
+		g.shared.close()
+	}
 	metrics.UnregisterSet(g.metrics.set, false)
 }
 
@@ -166,9 +205,11 @@ func (g *Gate) every(ctx context.Context, interval time.Duration, now bool, f fu
 type Decision struct {
 	// Limit is that limit; its Type is zero when no limit applies to the request.
 	Limit Limit
-	// Usage is the tenant's usage the datasource reported for Limit.
+	// Usage is the caller's usage against Limit: the largest of the datasource's figure, the gate's own count and,
+	// with Redis, the count shared by all replicas.
 	Usage float64
-	// Reset is how long until the usage counted against Limit has plausibly left its window.
+	// Reset is how long until the usage counted against Limit has plausibly left its window, or, over the limit,
+	// until a request can pass again.
 	Reset     time.Duration
 	rejection *Rejection
 }
@@ -181,6 +222,13 @@ func (d Decision) Err() error {
 	return d.rejection
 }
 
+// Usage sources: where the figure that decided came from.
+const (
+	fromDatasource = "datasource"
+	fromLocal      = "local"
+	fromShared     = "shared"
+)
+
 // Rejection is the error for a request over a limit (HTTP 429), or for a request the gate cannot judge because
 // its usage data is stale under -ratelimit.failClosed (HTTP 503). Both carry a Retry-After.
 type Rejection struct {
@@ -188,13 +236,22 @@ type Rejection struct {
 	Tenant tenant.ID
 	Limit  Limit
 	Usage  float64
-	status int
-	retry  time.Duration
-	msg    string
-	count  *metrics.Counter
+	// KeyValue is the caller's value of Limit.Key, when the limit has one.
+	KeyValue string
+	source   string
+	status   int
+	retry    time.Duration
+	msg      string // set for the rejections made ahead in a snapshot; the others are formatted when asked
+	count    *metrics.Counter
+	dryCount *metrics.Counter
 }
 
-func (r *Rejection) Error() string { return r.msg }
+func (r *Rejection) Error() string {
+	if r.msg != "" {
+		return r.msg
+	}
+	return r.message()
+}
 
 // HTTPStatus is 429 for a tenant over a limit and 503 when the gate has no fresh usage data.
 func (r *Rejection) HTTPStatus() int { return r.status }
@@ -202,69 +259,52 @@ func (r *Rejection) HTTPStatus() int { return r.status }
 // RetryAfter is for the Retry-After header: when the request can plausibly pass.
 func (r *Rejection) RetryAfter() time.Duration { return r.retry }
 
-// Check judges a request to API rt by the caller a against the current snapshot: nil, or a *Rejection.
-// It takes no locks and allocates nothing. A nil Access is checked as tenant 0:0.
-func (g *Gate) Check(a *auth.Access, rt route.Route) error {
-	if d := g.decision(a, rt.Kind); d != nil && d.rejection != nil {
-		return d.rejection
+// Check is Admit without response headers: nil, or a *Rejection. A request that passes is counted.
+// A nil Access is checked as tenant 0:0.
+func (g *Gate) Check(a *auth.Access, rt route.Route) error { return g.Admit(a, rt, nil) }
+
+func (g *Gate) rejection(id tenant.ID, d Decision, keyValue, source string) *Rejection {
+	return &Rejection{
+		Tenant:   id,
+		Limit:    d.Limit,
+		Usage:    d.Usage,
+		KeyValue: keyValue,
+		source:   source,
+		status:   http.StatusTooManyRequests,
+		retry:    roundUpSeconds(d.Reset),
+		count:    g.metrics.rejected[d.Limit.meter()],
+		dryCount: g.metrics.dryRunRejected[d.Limit.meter()],
 	}
-	return nil
 }
 
-// Decide is Check with the whole Decision, for callers that also report the limit (rate-limit headers).
-func (g *Gate) Decide(a *auth.Access, rt route.Route) Decision {
-	if d := g.decision(a, rt.Kind); d != nil {
-		return *d
-	}
-	return Decision{}
-}
-
-// decision finds the ready decision for a request and counts a rejection; nil means no limit gates kind k.
-func (g *Gate) decision(a *auth.Access, k route.Kind) *Decision {
-	i := gatedIndex(k)
-	if i < 0 {
-		return nil
-	}
-	var id tenant.ID
-	if a != nil {
-		id = a.Tenant
-	}
-	s := g.snap.Load()
-	st := s.tenants[id]
-	if st == nil {
-		st = &s.fallback
-	}
-	d := &st.decision[i]
-	if d.rejection != nil {
-		d.rejection.count.Inc()
-	}
-	return d
-}
-
-func (g *Gate) rejection(id tenant.ID, d Decision) *Rejection {
+func (r *Rejection) message() string {
 	whose := "the tenant's own limit"
-	if !d.Limit.HasTenant {
+	if !r.Limit.HasTenant {
 		whose = "the default limit for all tenants"
 	}
 	var limit, usage string
-	if d.Limit.Resolution == 0 {
-		limit = fmt.Sprintf("type=%s value=%d", d.Limit.Type, d.Limit.Value)
-		usage = formatUsage(d.Usage) + " active series"
+	if r.Limit.Resolution == 0 {
+		limit = fmt.Sprintf("type=%s value=%d", r.Limit.Type, r.Limit.Value)
+		usage = formatUsage(r.Usage) + " active series"
 	} else {
-		limit = fmt.Sprintf("type=%s resolution=%s value=%d", d.Limit.Type, d.Limit.Resolution, d.Limit.Value)
-		usage = formatUsage(d.Usage) + " in the last " + d.Limit.Resolution.String()
+		limit = fmt.Sprintf("type=%s resolution=%s value=%d", r.Limit.Type, r.Limit.Resolution, r.Limit.Value)
+		usage = formatUsage(r.Usage) + " in the last " + r.Limit.Resolution.String()
 	}
-	return &Rejection{
-		Tenant: id,
-		Limit:  d.Limit,
-		Usage:  d.Usage,
-		status: http.StatusTooManyRequests,
-		retry:  d.Reset,
-		msg: fmt.Sprintf("rate limit exceeded for tenant %s: limit %s (%s), usage seen %s; retry after %s",
-			id, limit, whose, usage, d.Reset),
-		count: g.metrics.rejected[d.Limit.meter()],
+	who := "tenant " + r.Tenant.String()
+	if !r.Limit.Key.IsZero() {
+		limit += " key=" + r.Limit.Key.String()
+		who += " and " + r.Limit.Key.String() + "=" + strconv.Quote(r.KeyValue)
 	}
+	switch r.source {
+	case fromLocal:
+		usage += " counted by this gateway"
+	case fromShared:
+		usage += " counted by all gateways sharing Redis"
+	}
+	return fmt.Sprintf("rate limit exceeded for %s: limit %s (%s), usage seen %s; retry after %s",
+		who, limit, whose, usage, r.retry)
 }
+
 
 func (g *Gate) staleRejection(s *snapshot) *Rejection {
 	last := "no refresh from the datasource has succeeded since the gateway started at " + s.fetchedAt.UTC().Format(time.RFC3339)
@@ -278,7 +318,8 @@ func (g *Gate) staleRejection(s *snapshot) *Rejection {
 		msg: fmt.Sprintf("the rate limiter has no fresh usage data: %s, more than -ratelimit.maxUsageAge=%s ago; "+
 			"with -ratelimit.failClosed, requests under rate limits are rejected until usage data is fresh again; retry after %s",
 			last, g.maxUsageAge, retry),
-		count: g.metrics.staleRejected,
+		count:    g.metrics.staleRejected,
+		dryCount: g.metrics.dryRunStale,
 	}
 }
 
@@ -299,7 +340,7 @@ func (g *Gate) markStale(now time.Time) {
 	next := *cur
 	next.stale = true
 	g.publish(&next)
-	policy := "allowing every request (fail open)"
+	policy := "ignoring the datasource's usage (fail open); the gateway's own counts still apply"
 	if g.failClosed {
 		policy = "rejecting requests under rate limits with 503 (-ratelimit.failClosed)"
 	}

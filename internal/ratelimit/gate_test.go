@@ -181,10 +181,17 @@ limits:
 		g := newTestGate(t, cfg, Config{MaxUsageAge: maxAge})
 		g.setUsage(usage)
 		g.markStale(later())
+		// The datasource's usage no longer counts (issue 10: the gate's own counts, never stale, still do).
 		for _, id := range []tenant.ID{tid(1, 0), tid(2, 0), tid(3, 0)} {
-			if d := g.Decide(access(id), rt(route.Read)); d.Err() != nil || d.Limit.Type != 0 {
-				t.Errorf("tenant %s: %+v, want allowed with no limit", id, d)
+			if d := g.Decide(access(id), rt(route.Read)); d.Err() != nil || d.Usage != 0 {
+				t.Errorf("tenant %s: %+v, want allowed with the datasource's usage ignored", id, d)
 			}
+		}
+		if err := g.Check(access(tid(3, 0)), rt(route.Read)); err != nil {
+			t.Errorf("tenant 3:0's first request: %v", err)
+		}
+		if err := g.Check(access(tid(3, 0)), rt(route.Read)); err == nil || !strings.Contains(err.Error(), "counted by this gateway") {
+			t.Errorf("tenant 3:0's second request under a limit of 1: %v, want rejected by the gate's own count", err)
 		}
 		if !g.snap.Load().stale {
 			t.Error("snapshot not marked stale")

@@ -67,9 +67,15 @@ type Limit struct {
 	// Tenant is the tenant the limit is for; without HasTenant it is the default for every tenant.
 	Tenant    tenant.ID
 	HasTenant bool
+	// Key, when set, gives each value of a token's claim or extra label a count of its own within the tenant.
+	Key Key
 }
 
 func (l Limit) meter() meter { return meter{l.Type, l.Resolution} }
+
+// counted reports whether the gate counts the limit's usage itself: every queries limit is, one request at a time.
+// The datasource's per-tenant figures also apply to the limits without a key.
+func (l Limit) counted() bool { return l.Type == Queries }
 
 // meter is what one datasource query measures for every tenant: a type over a resolution.
 type meter struct {
@@ -86,7 +92,7 @@ type limits struct {
 	meters []meter
 }
 
-// forTenant returns the limits that apply to id: its own, and the defaults of the meters it has none for.
+// forTenant returns the limits that apply to id: its own, and the defaults of the meters and keys it has none for.
 func (l *limits) forTenant(id tenant.ID) []Limit {
 	own := l.own[id]
 	if len(own) == 0 {
@@ -94,16 +100,17 @@ func (l *limits) forTenant(id tenant.ID) []Limit {
 	}
 	out := append([]Limit(nil), own...)
 	for _, d := range l.defaults {
-		if !hasMeter(own, d.meter()) {
+		if !replaces(own, d) {
 			out = append(out, d)
 		}
 	}
 	return out
 }
 
-func hasMeter(ls []Limit, m meter) bool {
-	for _, l := range ls {
-		if l.meter() == m {
+// replaces reports whether one of a tenant's own limits takes the place of the default d.
+func replaces(own []Limit, d Limit) bool {
+	for _, l := range own {
+		if l.meter() == d.meter() && l.Key == d.Key {
 			return true
 		}
 	}
@@ -118,7 +125,8 @@ func newLimits(all []Limit) *limits {
 		} else {
 			l.defaults = append(l.defaults, lim)
 		}
-		if m := lim.meter(); !containsMeter(l.meters, m) {
+		// The datasource knows usage per tenant only: a limit with a key is counted by the gate alone.
+		if m := lim.meter(); lim.Key.IsZero() && !containsMeter(l.meters, m) {
 			l.meters = append(l.meters, m)
 		}
 	}
@@ -246,10 +254,14 @@ func who(l Limit) string {
 }
 
 func what(l Limit) string {
-	if l.Resolution == 0 {
-		return "a limit on " + l.Type.String()
+	s := "a limit on " + l.Type.String()
+	if l.Resolution != 0 {
+		s += " per " + l.Resolution.String()
 	}
-	return "a limit on " + l.Type.String() + " per " + l.Resolution.String()
+	if !l.Key.IsZero() {
+		s += " by " + l.Key.String()
+	}
+	return s
 }
 
 type addFunc func(n *yaml.Node, format string, args ...any)
@@ -278,7 +290,7 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 		return Limit{}, false
 	}
 	var l Limit
-	var typeNode, valueNode, resNode, accNode, projNode *yaml.Node
+	var typeNode, valueNode, resNode, accNode, projNode, keyNode *yaml.Node
 	bad := 0
 	addf2 := func(n *yaml.Node, format string, args ...any) { bad++; addf(n, format, args...) }
 	eachKey(item, addf2, func(key, val *yaml.Node) {
@@ -293,8 +305,10 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 			accNode = val
 		case "project_id":
 			projNode = val
+		case "key":
+			keyNode = val
 		default:
-			addf2(key, "unknown key %q: a limit has type, value, resolution, account_id and project_id", key.Value)
+			addf2(key, "unknown key %q: a limit has type, value, resolution, account_id and project_id, and key for a limit per identity", key.Value)
 		}
 	})
 	if typeNode == nil {
@@ -338,6 +352,18 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 		}
 		if accNode == nil {
 			addf2(projNode, "project_id without account_id: a limit is for one tenant (account_id, and project_id which defaults to 0) or, without both, for all tenants")
+		}
+	}
+	if keyNode != nil {
+		if keyNode.Kind != yaml.ScalarNode || keyNode.ShortTag() != "!!str" {
+			addf2(keyNode, "key: want claim:<name> or label:<name>, got %s", describe(keyNode))
+		} else if k, err := ParseKey(keyNode.Value); err != nil {
+			addf2(keyNode, "key: %s", err)
+		} else if l.Type != 0 && !l.counted() {
+			addf2(keyNode, "key: only queries limits can have a key: the gateway counts requests per key itself, "+
+				"but it never sees the %s of a write (bodies stream through unread), and the datasource reports usage per tenant only", l.Type)
+		} else {
+			l.Key = k
 		}
 	}
 	return l, bad == 0

@@ -14,6 +14,8 @@ type gateMetrics struct {
 	refreshErrors    *metrics.Counter
 	rejected         map[meter]*metrics.Counter
 	staleRejected    *metrics.Counter
+	dryRunRejected   map[meter]*metrics.Counter
+	dryRunStale      *metrics.Counter
 	reloadsOK        *metrics.Counter
 	reloadsErr       *metrics.Counter
 	lastReloadOK     *metrics.Gauge
@@ -36,17 +38,20 @@ func newGateMetrics(g *Gate) *gateMetrics {
 		refreshErrors:    s.NewCounter("vmgateway_ratelimit_refresh_errors_total"),
 		rejected:         map[meter]*metrics.Counter{},
 		staleRejected:    s.NewCounter("vmgateway_ratelimit_stale_rejected_total"),
+		dryRunRejected:   map[meter]*metrics.Counter{},
+		dryRunStale:      s.NewCounter("vmgateway_ratelimit_dryrun_stale_would_reject_total"),
 		reloadsOK:        s.NewCounter(`vmgateway_ratelimit_config_reloads_total{status="success"}`),
 		reloadsErr:       s.NewCounter(`vmgateway_ratelimit_config_reloads_total{status="error"}`),
 		lastReloadOK:     s.NewGauge("vmgateway_ratelimit_config_last_reload_successful", nil),
 		lastReloadOKTime: s.NewGauge("vmgateway_ratelimit_config_last_reload_success_timestamp_seconds", nil),
 	}
 	for _, mt := range allMeters {
-		name := `vmgateway_ratelimit_rejected_total{type="` + mt.typ.String() + `"`
+		labels := `{type="` + mt.typ.String() + `"`
 		if mt.res != 0 {
-			name += `,resolution="` + mt.res.String() + `"`
+			labels += `,resolution="` + mt.res.String() + `"`
 		}
-		m.rejected[mt] = s.NewCounter(name + "}")
+		m.rejected[mt] = s.NewCounter("vmgateway_ratelimit_rejected_total" + labels + "}")
+		m.dryRunRejected[mt] = s.NewCounter("vmgateway_ratelimit_dryrun_would_reject_total" + labels + "}")
 	}
 	s.NewGauge("vmgateway_ratelimit_snapshot_age_seconds", func() float64 {
 		return time.Since(g.snap.Load().fetchedAt).Seconds()
@@ -59,6 +64,9 @@ func newGateMetrics(g *Gate) *gateMetrics {
 	})
 	s.NewGauge("vmgateway_ratelimit_limits", func() float64 {
 		return float64(len(g.snap.Load().limits.all))
+	})
+	s.NewGauge("vmgateway_ratelimit_counted_series", func() float64 {
+		return float64(g.counters.size.Load())
 	})
 	return m
 }

@@ -60,10 +60,30 @@ func gates(t Type) int {
 
 // tenantState is one tenant's view of a snapshot.
 type tenantState struct {
-	// applied are the limits for the tenant with its usage, by gated kind. The Decision is derived from them
-	// when the snapshot is built; local accounting would combine them with its own counts at check time.
+	// applied are the limits for the tenant with the datasource's usage, by gated kind. The Decision is derived
+	// from them when the snapshot is built: it rejects when the datasource's usage alone is over a limit.
 	applied  [numGated][]applied
 	decision [numGated]Decision
+	// counted are the tenant's queries limits grouped by key: the gate counts each key's requests in one series
+	// and checks them against these at request time.
+	counted []countedSet
+}
+
+// countedSet is the limits of one key that the gate counts for a tenant: at most one per window.
+type countedSet struct {
+	key    Key
+	limits [numWindows]applied // limit.Type is zero for a window without a limit
+}
+
+// values are the set's limit values by window, 0 where there is none.
+func (c *countedSet) values() [numWindows]int64 {
+	var v [numWindows]int64
+	for w, a := range c.limits {
+		if a.limit.Type != 0 {
+			v[w] = int64(a.limit.Value)
+		}
+	}
+	return v
 }
 
 type applied struct {
@@ -84,40 +104,67 @@ func (m meter) window() time.Duration {
 // index derives the per-tenant decisions of s. It runs off the hot path, once per refresh or reload.
 func (g *Gate) index(s *snapshot) {
 	s.tenants, s.fallback = map[tenant.ID]*tenantState{}, tenantState{}
-	if s.stale && !g.failClosed {
-		// Fail open: no limit applies until fresh usage arrives.
-		return
-	}
+	usage := s.usage
 	var staleErr *Rejection
-	if s.stale {
+	switch {
+	case s.stale && g.failClosed:
 		staleErr = g.staleRejection(s)
+	case s.stale:
+		// Fail open: the datasource's usage no longer counts until fresh usage arrives; the gate's own counts,
+		// which never go stale, still do.
+		usage = nil
 	}
 	add := func(id tenant.ID) {
 		if s.tenants[id] == nil {
-			s.tenants[id] = g.tenantState(s, id, s.limits.forTenant(id), staleErr)
+			s.tenants[id] = g.tenantState(usage, id, s.limits.forTenant(id), staleErr)
 		}
 	}
 	for id := range s.limits.own {
 		add(id)
 	}
-	for k := range s.usage {
+	for k := range usage {
 		add(k.tenant)
 	}
-	// Usage is zero for every tenant not seen, and every limit value is positive: fallback never rejects
-	// unless the usage is stale.
-	s.fallback = *g.tenantState(&snapshot{}, tenant.ID{}, s.limits.defaults, staleErr)
+	// Usage is zero for every tenant not seen, and every limit value is positive: fallback never rejects on the
+	// datasource's figures unless they are stale.
+	s.fallback = *g.tenantState(nil, tenant.ID{}, s.limits.defaults, staleErr)
 }
 
-func (g *Gate) tenantState(s *snapshot, id tenant.ID, ls []Limit, staleErr *Rejection) *tenantState {
+func (g *Gate) tenantState(usage map[usageKey]float64, id tenant.ID, ls []Limit, staleErr *Rejection) *tenantState {
 	st := &tenantState{}
 	for _, l := range ls {
+		a := applied{limit: l}
+		if l.Key.IsZero() {
+			a.usage = usage[usageKey{id, l.meter()}]
+		}
 		i := gates(l.Type)
-		st.applied[i] = append(st.applied[i], applied{limit: l, usage: s.usage[usageKey{id, l.meter()}]})
+		st.applied[i] = append(st.applied[i], a)
+		if l.counted() {
+			st.countedSet(l.Key).limits[windowOf(l.Resolution)] = a
+		}
 	}
 	for i, as := range st.applied {
 		st.decision[i] = g.decide(id, as, staleErr)
 	}
 	return st
+}
+
+func (st *tenantState) countedSet(k Key) *countedSet {
+	for i := range st.counted {
+		if st.counted[i].key == k {
+			return &st.counted[i]
+		}
+	}
+	st.counted = append(st.counted, countedSet{key: k})
+	return &st.counted[len(st.counted)-1]
+}
+
+// state is the view of tenant id.
+func (s *snapshot) state(id tenant.ID) *tenantState {
+	if st := s.tenants[id]; st != nil {
+		return st
+	}
+	return &s.fallback
 }
 
 // decide picks the limit that matters for a request: the over-limit one that blocks longest, or else the one
@@ -144,7 +191,9 @@ func (g *Gate) decide(id tenant.ID, as []applied, staleErr *Rejection) Decision 
 	case staleErr != nil && len(as) > 0:
 		d.rejection = staleErr
 	case over:
-		d.rejection = g.rejection(id, d)
+		// Made once per snapshot, message included, so that rejecting allocates nothing.
+		d.rejection = g.rejection(id, d, "", fromDatasource)
+		d.rejection.msg = d.rejection.message()
 	}
 	return d
 }

@@ -118,7 +118,7 @@ var wants = []want{
 	{"ingest", []string{"opentsdb/api/put"}, "opentsdb_put", Write, WriteArgs, "opentsdb/api/put"},
 	{"singleRoot", []string{"api/put"}, "opentsdb_put", Write, WriteArgs, "opentsdb/api/put"},
 
-	{"singleRoot", []string{"admin/tenants"}, "admin_tenants", Read, Unenforceable, "admin/tenants"},
+	{"singleRoot", []string{"admin/tenants"}, "admin_tenants", Admin, Unenforceable, "admin/tenants"},
 }
 
 // clusterTenants are the tenants every cluster shape is tried with: as written in the path, and as parsed.

@@ -152,8 +152,9 @@ var singleAliases = map[string]Route{
 	"api/put":      ingestAPIs["opentsdb/api/put"],
 }
 
-// adminTenants lists the tenants that hold data: vmselect serves it at /admin/tenants, outside any tenant.
-var adminTenants = Route{API: "admin_tenants", Kind: Read, Args: Unenforceable, Suffix: "admin/tenants"}
+// adminTenants lists the tenants that hold data: vmselect serves it at /admin/tenants, outside any tenant. It tells
+// every tenant's ID, so it is an Admin API: a read-only token of one tenant must not learn the others.
+var adminTenants = Route{API: "admin_tenants", Kind: Admin, Args: Unenforceable, Suffix: "admin/tenants"}
 
 func build(prefix string, specs []spec) map[string]Route {
 	m := make(map[string]Route)

@@ -39,7 +39,8 @@ type Config struct {
 	// ConnTimeout closes a client connection after this age, so load spreads again behind TCP balancers.
 	ConnTimeout       time.Duration
 	ReadHeaderTimeout time.Duration
-	MaxHeaderBytes    int
+	// MaxHeaderBytes bounds the request line and headers; beyond it the client gets a JSON 431 (see limits.go).
+	MaxHeaderBytes int
 
 	BasicAuthUsername string
 	BasicAuthPassword string
@@ -110,7 +111,7 @@ func New(cfg Config) (*Server, error) {
 			TLSConfig:         tlsCfg,
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 			IdleTimeout:       cfg.IdleConnTimeout,
-			MaxHeaderBytes:    cfg.MaxHeaderBytes,
+			MaxHeaderBytes:    goHeaderLimit(cfg.MaxHeaderBytes),
 			ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
 			ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
 				connsTotal.Inc()
@@ -135,6 +136,11 @@ func (s *Server) Start() error {
 		s.listeners = append(s.listeners, ln)
 	}
 	for i, srv := range s.servers {
+		// Read before Serve runs: it writes srv.TLSConfig (HTTP/2 setup).
+		scheme := "http"
+		if srv.TLSConfig != nil {
+			scheme = "https"
+		}
 		s.wg.Add(1)
 		go func(srv *http.Server, ln net.Listener) {
 			defer s.wg.Done()
@@ -142,10 +148,6 @@ func (s *Server) Start() error {
 				slog.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
 			}
 		}(srv, s.listeners[i])
-		scheme := "http"
-		if srv.TLSConfig != nil {
-			scheme = "https"
-		}
 		slog.Info("listening", "addr", s.listeners[i].Addr().String(), "scheme", scheme, "pathPrefix", s.cfg.PathPrefix)
 	}
 	return nil
@@ -192,6 +194,9 @@ func (s *Server) Shutdown() error {
 
 // ServeHTTP strips the path prefix, serves the own endpoints, and hands everything else to the gateway.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.checkHeaderSize(w, r) {
+		return
+	}
 	if d := s.cfg.ConnTimeout; d > 0 {
 		if start, ok := r.Context().Value(connStartKey{}).(time.Time); ok && time.Since(start) > d {
 			w.Header().Set("Connection", "close")

@@ -22,6 +22,11 @@ type VM struct {
 	// URL is the base URL, e.g. http://127.0.0.1:41234.
 	URL string
 	cmd *exec.Cmd
+	// exited is closed when the current process has exited.
+	exited chan struct{}
+	args   []string // binary first
+	dir    string
+	starts int
 }
 
 // Require returns the path of a binary the test needs. Without it the test is skipped on a developer machine
@@ -60,7 +65,8 @@ func Start(t testing.TB, flags ...string) *VM {
 	// A port picked by FreePort can be taken by someone else before victoria-metrics binds it: retry a few times.
 	for attempt := 0; attempt < 5; attempt++ {
 		addr := FreePort(t)
-		args := append([]string{
+		vm := &VM{URL: "http://" + addr, dir: dir, args: append([]string{
+			bin,
 			"-storageDataPath=" + filepath.Join(dir, "data"),
 			"-httpListenAddr=" + addr,
 			"-retentionPeriod=100y",
@@ -68,38 +74,57 @@ func Start(t testing.TB, flags ...string) *VM {
 			"-search.latencyOffset=0s",
 			"-dedup.minScrapeInterval=0s",
 			"-loggerLevel=ERROR",
-		}, flags...)
-		cmd := exec.Command(bin, args...)
-		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("vm-%d.log", attempt)))
-		if err != nil {
-			t.Fatalf("cannot create log file: %s", err)
-		}
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("cannot start %s: %s", bin, err)
-		}
-		vm := &VM{URL: "http://" + addr, cmd: cmd}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait(); _ = logf.Close() }()
-		if lastErr = vm.waitReady(done); lastErr == nil {
-			t.Cleanup(func() {
-				_ = cmd.Process.Signal(os.Interrupt)
-				select {
-				case <-done:
-				case <-time.After(10 * time.Second):
-					_ = cmd.Process.Kill()
-					<-done
-				}
-			})
+		}, flags...)}
+		if lastErr = vm.run(); lastErr == nil {
+			t.Cleanup(vm.Stop)
 			return vm
 		}
-		_ = cmd.Process.Kill()
-		<-done
-		log, _ := os.ReadFile(logf.Name())
-		lastErr = fmt.Errorf("%w; log:\n%s", lastErr, tail(string(log), 2000))
 	}
 	t.Fatalf("victoria-metrics did not start: %s", lastErr)
 	return nil
+}
+
+// run starts the process and waits until it is ready; when it is not, the process is gone and the error
+// carries its log.
+func (vm *VM) run() error {
+	vm.starts++
+	logf, err := os.Create(filepath.Join(vm.dir, fmt.Sprintf("vm-%d.log", vm.starts)))
+	if err != nil {
+		return fmt.Errorf("cannot create log file: %w", err)
+	}
+	cmd := exec.Command(vm.args[0], vm.args[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		return fmt.Errorf("cannot start %s: %w", vm.args[0], err)
+	}
+	exited := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { err := cmd.Wait(); _ = logf.Close(); done <- err; close(exited) }()
+	vm.cmd, vm.exited = cmd, exited
+	if err := vm.waitReady(done); err != nil {
+		_ = cmd.Process.Kill()
+		<-exited
+		log, _ := os.ReadFile(logf.Name())
+		return fmt.Errorf("%w; log:\n%s", err, tail(string(log), 2000))
+	}
+	return nil
+}
+
+// Restart stops VictoriaMetrics if it runs and starts it again on the same port and data dir, as an operator's
+// restart or a crash and recovery would; it returns once the new process is ready.
+func (vm *VM) Restart(t testing.TB) {
+	t.Helper()
+	vm.Stop()
+	var err error
+	// The old process has released the port, but give a slow exit or the OS a few tries.
+	for attempt := 0; attempt < 5; attempt++ {
+		if err = vm.run(); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("victoria-metrics did not restart on %s: %s", vm.URL, err)
 }
 
 func (vm *VM) waitReady(done <-chan error) error {
@@ -152,9 +177,21 @@ func Eventually(t testing.TB, cond func() (bool, string)) {
 	}
 }
 
-// Stop ends the process early (for outage tests); the cleanup then finds it gone.
+// Stop ends the process early (for outage tests) and waits until it has exited, so the port is closed when it
+// returns; the cleanup then finds it gone. Restart brings it back.
 func (vm *VM) Stop() {
+	select {
+	case <-vm.exited:
+		return
+	default:
+	}
 	_ = vm.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-vm.exited:
+	case <-time.After(10 * time.Second):
+		_ = vm.cmd.Process.Kill()
+		<-vm.exited
+	}
 }
 
 func tail(s string, n int) string {

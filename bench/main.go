@@ -1,0 +1,180 @@
+//go:build linux
+
+// Command bench measures what vmgateway costs per request, side by side with direct access to the upstream and
+// with vmauth, on loopback: one fast in-process upstream, the real vmgateway binary (auth on with an RS256 token
+// carrying extra_labels, rate limiting on) and the real vmauth binary (a bearer-token user whose url_prefix
+// carries extra_label), all driven by the same load generator with the same concurrency and duration, in
+// interleaved rounds. It prints a table and writes the figures as JSON. Run it from the module root:
+//
+//	go run ./bench                 # or: make bench
+//	go run ./bench -duration 5s -rounds 1 -stream.mib 64
+//
+// It reads /proc for CPU time and RSS, so it runs on Linux only.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var (
+	concurrency = flag.Int("concurrency", 64, "Concurrent keep-alive connections of the load generator, the same for every target")
+	duration    = flag.Duration("duration", 10*time.Second, "Measured duration of one run")
+	warmup      = flag.Duration("warmup", 2*time.Second, "Unmeasured load before each run: connections open, caches fill")
+	rounds      = flag.Int("rounds", 3, "Interleaved rounds (direct, vmgateway, vmauth, then again); the table shows the median")
+	workloads   = flag.String("workloads", "read,write", "Comma-separated workloads: read (Grafana query_range GET), write (small Prometheus text imports)")
+	outDir      = flag.String("out", "bench-results", "Directory for latest.json, the CPU profile and the logs of the processes under test")
+	gatewayBin  = flag.String("gateway.bin", "", "A vmgateway binary to measure; empty builds ./cmd/vmgateway from the current tree")
+	vmauthBin   = flag.String("vmauth.bin", "/usr/bin/vmauth", "The vmauth binary to compare with; empty skips vmauth")
+	streamMiB   = flag.Int("stream.mib", 512, "Size of the streaming check's write body in MiB; 0 skips the check")
+	profile     = flag.Bool("profile", true, "After the rounds, run one more vmgateway read run while taking a CPU profile of the gateway (not counted in the table)")
+	goBenchFile = flag.String("gobench", "bench-results/go-bench.txt", "Output of the Go benchmarks, to report the cached-auth and rate-limit targets from; a missing file is skipped")
+)
+
+func main() {
+	flag.Parse()
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %s\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	if *concurrency < 1 || *duration <= 0 || *rounds < 1 {
+		return errors.New("-concurrency, -duration and -rounds must be positive")
+	}
+	wls, err := parseWorkloads(*workloads)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "vmgateway-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	res := &Results{Config: Config{
+		Concurrency: *concurrency, Duration: duration.String(), Warmup: warmup.String(), Rounds: *rounds,
+		Workloads: wls, ReadResponseBytes: len(matrixJSON), WriteBodyBytes: len(importBody),
+	}}
+	res.Machine = machineInfo(*vmauthBin)
+	fmt.Printf("machine: %s, %d cores, %s, load average %s\n", res.Machine.CPUModel, res.Machine.Cores, res.Machine.GoVersion, res.Machine.LoadAvgStart)
+
+	up, err := startUpstream()
+	if err != nil {
+		return err
+	}
+	defer up.close()
+
+	bin := *gatewayBin
+	if bin == "" {
+		bin = filepath.Join(tmp, "vmgateway")
+		fmt.Println("building ./cmd/vmgateway")
+		if err := buildGateway(bin); err != nil {
+			return err
+		}
+	}
+	cred, err := newCredentials(tmp)
+	if err != nil {
+		return err
+	}
+	targets := []*target{{name: "direct", addr: up.addr}}
+	gw, err := startGateway(ctx, bin, tmp, up.addr, cred)
+	if err != nil {
+		return err
+	}
+	defer gw.stop()
+	targets = append(targets, &target{name: "vmgateway", addr: gw.addr, proc: gw})
+	if *vmauthBin != "" {
+		va, err := startVMAuth(ctx, *vmauthBin, tmp, up.addr, cred)
+		if err != nil {
+			return err
+		}
+		defer va.stop()
+		targets = append(targets, &target{name: "vmauth", addr: va.addr, proc: va})
+	}
+	for _, t := range targets {
+		if err := sanityCheck(t, up, cred.token); err != nil {
+			return err
+		}
+	}
+	fmt.Println("sanity checks passed: vmgateway and vmauth both add team=dev before the upstream sees a request")
+
+	if *streamMiB > 0 {
+		for _, t := range targets[1:] {
+			s, err := streamCheck(ctx, t, up, cred.token, int64(*streamMiB)<<20)
+			if err != nil {
+				return err
+			}
+			res.Stream = append(res.Stream, s)
+			fmt.Printf("streaming %d MiB through %s: RSS %.1f MiB before, peak %.1f MiB, growth %.1f MiB, %.0f MiB/s\n",
+				*streamMiB, t.name, s.RSSBeforeMiB, s.PeakMiB, s.GrowthMiB, s.MiBPerSec)
+		}
+	}
+
+	for _, wl := range wls {
+		for round := 1; round <= *rounds; round++ {
+			for _, t := range targets {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				r, err := measure(ctx, t, wl, round, cred.token, nil)
+				if err != nil {
+					return err
+				}
+				res.Runs = append(res.Runs, r)
+				fmt.Printf("%-5s round %d %-9s %9.0f req/s  p50 %7.0f µs  p99 %7.0f µs  cpu %6.1f ms/1k  others %.2f cores  errors %d\n",
+					wl, round, t.name, r.RPS, r.P50us, r.P99us, r.CPUPer1k, r.OtherCores, r.Errors)
+			}
+		}
+	}
+	res.summarize(targets, wls)
+
+	if *profile && slices.Contains(wls, "read") {
+		if err := profileGateway(ctx, targets[1], bin, cred, res); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: profile: %s\n", err)
+		}
+	}
+	res.GoBench = readGoBench(*goBenchFile)
+	res.evaluateTargets()
+	res.Machine.LoadAvgEnd = loadAvg()
+
+	printTable(os.Stdout, res)
+	out := filepath.Join(*outDir, "latest.json")
+	if err := res.write(out); err != nil {
+		return err
+	}
+	fmt.Printf("\nwrote %s\n", out)
+	return nil
+}
+
+func parseWorkloads(s string) ([]string, error) {
+	var out []string
+	for _, w := range strings.Split(s, ",") {
+		switch w = strings.TrimSpace(w); w {
+		case "read", "write":
+			out = append(out, w)
+		case "":
+		default:
+			return nil, fmt.Errorf("-workloads: unknown workload %q; want read and/or write", w)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("-workloads is empty; want read and/or write")
+	}
+	return out, nil
+}

@@ -1,0 +1,278 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// Results is everything one bench run found; it is written as latest.json.
+type Results struct {
+	Machine Machine             `json:"machine"`
+	Config  Config              `json:"config"`
+	Summary []Summary           `json:"summary"`
+	Ratios  []Ratio             `json:"ratios"`
+	Stream  []Stream            `json:"stream,omitempty"`
+	Targets []TargetCheck       `json:"targets"`
+	GoBench map[string]GoResult `json:"go_bench,omitempty"`
+	Profile *Profile            `json:"profile,omitempty"`
+	Runs    []Run               `json:"runs"`
+}
+
+// Config is how the load was generated.
+type Config struct {
+	Concurrency       int      `json:"concurrency"`
+	Duration          string   `json:"duration"`
+	Warmup            string   `json:"warmup"`
+	Rounds            int      `json:"rounds"`
+	Workloads         []string `json:"workloads"`
+	ReadResponseBytes int      `json:"read_response_bytes"`
+	WriteBodyBytes    int      `json:"write_body_bytes"`
+}
+
+// Summary is the median of each figure over the rounds of one workload and target.
+type Summary struct {
+	Workload       string  `json:"workload"`
+	Target         string  `json:"target"`
+	RPS            float64 `json:"requests_per_second"`
+	P50us          float64 `json:"p50_us"`
+	P99us          float64 `json:"p99_us"`
+	CPUPer1k       float64 `json:"proxy_cpu_ms_per_1k,omitempty"`
+	SysCPUPer1k    float64 `json:"proxy_sys_cpu_ms_per_1k,omitempty"`
+	PeakRSSMiB     float64 `json:"proxy_peak_rss_mib,omitempty"`
+	DriverCPUPer1k float64 `json:"driver_cpu_ms_per_1k"`
+	OtherCores     float64 `json:"other_processes_cores"`
+	Errors         uint64  `json:"errors"`
+}
+
+// Ratio compares vmgateway with another target: above 1 means more of the figure for the gateway.
+type Ratio struct {
+	Workload string   `json:"workload"`
+	Of       string   `json:"of"`
+	To       string   `json:"to"`
+	RPS      float64  `json:"requests_per_second"`
+	P50      float64  `json:"p50"`
+	P99      float64  `json:"p99"`
+	CPU      *float64 `json:"proxy_cpu,omitempty"`
+	RSS      *float64 `json:"proxy_peak_rss,omitempty"`
+}
+
+// TargetCheck is one of the issue's targets against its figure.
+type TargetCheck struct {
+	Name   string  `json:"name"`
+	Target string  `json:"target"`
+	Value  float64 `json:"value"`
+	Unit   string  `json:"unit"`
+	Met    bool    `json:"met"`
+	Source string  `json:"source"`
+}
+
+// GoResult is one line of `go test -bench -benchmem` output.
+type GoResult struct {
+	Package  string  `json:"package"`
+	NsOp     float64 `json:"ns_per_op"`
+	BOp      float64 `json:"bytes_per_op"`
+	AllocsOp float64 `json:"allocs_per_op"`
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func (res *Results) summarize(targets []*target, wls []string) {
+	for _, wl := range wls {
+		for _, t := range targets {
+			var rps, p50, p99, cpu, sys, rss, drv, oth []float64
+			var errs uint64
+			for _, r := range res.Runs {
+				if r.Workload != wl || r.Target != t.name {
+					continue
+				}
+				rps, p50, p99 = append(rps, r.RPS), append(p50, r.P50us), append(p99, r.P99us)
+				cpu, sys, rss = append(cpu, r.CPUPer1k), append(sys, r.SysCPUPer1k), append(rss, r.PeakRSSMiB)
+				drv, oth = append(drv, r.DriverCPUPer1k), append(oth, r.OtherCores)
+				errs += r.Errors
+			}
+			res.Summary = append(res.Summary, Summary{
+				Workload: wl, Target: t.name, RPS: median(rps), P50us: median(p50), P99us: median(p99),
+				CPUPer1k: median(cpu), SysCPUPer1k: median(sys), PeakRSSMiB: median(rss), DriverCPUPer1k: median(drv), OtherCores: median(oth), Errors: errs,
+			})
+		}
+		gw := res.summary(wl, "vmgateway")
+		for _, to := range []string{"direct", "vmauth"} {
+			o := res.summary(wl, to)
+			if gw == nil || o == nil {
+				continue
+			}
+			r := Ratio{Workload: wl, Of: "vmgateway", To: to, RPS: gw.RPS / o.RPS, P50: gw.P50us / o.P50us, P99: gw.P99us / o.P99us}
+			if o.CPUPer1k > 0 {
+				r.CPU = ptr(gw.CPUPer1k / o.CPUPer1k)
+			}
+			if o.PeakRSSMiB > 0 {
+				r.RSS = ptr(gw.PeakRSSMiB / o.PeakRSSMiB)
+			}
+			res.Ratios = append(res.Ratios, r)
+		}
+	}
+}
+
+func ptr(f float64) *float64 { return &f }
+
+func (res *Results) summary(wl, target string) *Summary {
+	for i := range res.Summary {
+		if s := &res.Summary[i]; s.Workload == wl && s.Target == target {
+			return s
+		}
+	}
+	return nil
+}
+
+func (res *Results) ratio(wl, to string) *Ratio {
+	for i := range res.Ratios {
+		if r := &res.Ratios[i]; r.Workload == wl && r.To == to {
+			return r
+		}
+	}
+	return nil
+}
+
+// evaluateTargets sets the issue's targets against what was measured; a figure not measured is left out.
+func (res *Results) evaluateTargets() {
+	add := func(name, target string, value float64, unit string, met bool, source string) {
+		res.Targets = append(res.Targets, TargetCheck{name, target, value, unit, met, source})
+	}
+	for _, wl := range []string{"read", "write"} {
+		if r := res.ratio(wl, "vmauth"); r != nil {
+			add("gateway/vmauth throughput, "+wl, fmt.Sprintf(">= 1.0 at %d connections", res.Config.Concurrency), r.RPS, "ratio", r.RPS >= 1.0, "end-to-end, median of rounds")
+		}
+	}
+	if s := res.summary("read", "vmgateway"); s != nil {
+		add("gateway CPU per read request (with rewrite)", "<= 30 µs", s.CPUPer1k, "µs", s.CPUPer1k <= 30, "end-to-end, /proc/<pid>/stat")
+	}
+	for _, s := range res.Stream {
+		if s.Target == "vmgateway" {
+			add(fmt.Sprintf("gateway RSS growth for a %.0f MiB write", s.BodyMiB), "< 16 MiB", s.GrowthMiB, "MiB", s.GrowthMiB < 16, "streaming check, VmHWM after - VmRSS before")
+		}
+	}
+	if g, ok := res.GoBench["BenchmarkAuthenticateCached"]; ok {
+		add("cached auth (Authenticate, cache hit)", "< 1 µs", g.NsOp, "ns", g.NsOp < 1000, "go test -bench AuthenticateCached ./internal/auth/")
+	}
+	if g, ok := res.GoBench["BenchmarkGate/allowed"]; ok {
+		add("rate-limit check (Gate.Check, allowed)", "< 100 ns", g.NsOp, "ns", g.NsOp < 100, "go test -bench Gate ./internal/ratelimit/")
+	}
+}
+
+var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+([\d.]+) ns/op(?:.*?\s([\d.]+) B/op\s+([\d.]+) allocs/op)?`)
+
+// readGoBench reads `go test -bench -benchmem` output; nil when there is none.
+func readGoBench(path string) map[string]GoResult {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	out := map[string]GoResult{}
+	pkg := ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if p, ok := strings.CutPrefix(line, "pkg: "); ok {
+			pkg = p
+			continue
+		}
+		m := benchLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		g := GoResult{Package: pkg}
+		g.NsOp, _ = strconv.ParseFloat(m[2], 64)
+		g.BOp, _ = strconv.ParseFloat(m[3], 64)
+		g.AllocsOp, _ = strconv.ParseFloat(m[4], 64)
+		if _, dup := out[m[1]]; dup {
+			m[1] = pkg + "." + m[1]
+		}
+		out[m[1]] = g
+	}
+	return out
+}
+
+func printTable(w io.Writer, res *Results) {
+	fmt.Fprintf(w, "\n%d connections, %s per run after %s warm-up, %d interleaved rounds, median of rounds\n",
+		res.Config.Concurrency, res.Config.Duration, res.Config.Warmup, res.Config.Rounds)
+	fmt.Fprintf(w, "machine: %s, %d cores, %s; load average %s at start, %s at end\n\n",
+		res.Machine.CPUModel, res.Machine.Cores, res.Machine.GoVersion, res.Machine.LoadAvgStart, res.Machine.LoadAvgEnd)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "workload\ttarget\treq/s\tp50 µs\tp99 µs\tproxy CPU ms/1k req\t(kernel)\tproxy peak RSS MiB\tbench CPU ms/1k req\tothers' cores\terrors\t")
+	for _, s := range res.Summary {
+		cpu, sys, rss := "-", "-", "-"
+		if s.Target != "direct" {
+			cpu, sys, rss = fmt.Sprintf("%.1f", s.CPUPer1k), fmt.Sprintf("%.1f", s.SysCPUPer1k), fmt.Sprintf("%.1f", s.PeakRSSMiB)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%.0f\t%s\t%s\t%s\t%.1f\t%.2f\t%d\t\n",
+			s.Workload, s.Target, s.RPS, s.P50us, s.P99us, cpu, sys, rss, s.DriverCPUPer1k, s.OtherCores, s.Errors)
+	}
+	for _, r := range res.Ratios {
+		cpu, rss := "-", "-"
+		if r.CPU != nil {
+			cpu = fmt.Sprintf("%.2f", *r.CPU)
+		}
+		if r.RSS != nil {
+			rss = fmt.Sprintf("%.2f", *r.RSS)
+		}
+		fmt.Fprintf(tw, "%s\tgateway/%s\t%.2f\t%.2f\t%.2f\t%s\t\t%s\t\t\t\t\n", r.Workload, r.To, r.RPS, r.P50, r.P99, cpu, rss)
+	}
+	_ = tw.Flush()
+	if len(res.Stream) > 0 {
+		fmt.Fprintln(w)
+		for _, s := range res.Stream {
+			note := ""
+			if s.PeakSinceStart {
+				note = " (peak since the process started: /proc/<pid>/clear_refs was not writable)"
+			}
+			fmt.Fprintf(w, "streaming %.0f MiB write through %-9s RSS %.1f MiB before, peak %.1f MiB: growth %.1f MiB, %.0f MiB/s%s\n",
+				s.BodyMiB, s.Target+":", s.RSSBeforeMiB, s.PeakMiB, s.GrowthMiB, s.MiBPerSec, note)
+		}
+	}
+	if res.Profile != nil {
+		fmt.Fprintf(w, "\nCPU profile of vmgateway under the read load: %s", res.Profile.Path)
+		if res.Profile.TopPath != "" {
+			fmt.Fprintf(w, " (top functions: %s)", res.Profile.TopPath)
+		}
+		fmt.Fprintln(w)
+	}
+	if len(res.Targets) > 0 {
+		fmt.Fprintln(w, "\ntargets:")
+		for _, t := range res.Targets {
+			verdict := "MISSED"
+			if t.Met {
+				verdict = "met"
+			}
+			fmt.Fprintf(w, "  %-6s %-48s %10.2f %-5s (target %s)\n", verdict, t.Name, t.Value, t.Unit, t.Target)
+		}
+	}
+}
+
+func (res *Results) write(path string) error {
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

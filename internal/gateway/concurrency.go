@@ -1,0 +1,205 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+// concurrency bounds the requests in flight, globally and per tenant. A request that finds no free slot waits in
+// a short queue (-maxQueueDuration) and is refused with 429 after it. Slots are buffered-channel semaphores: a
+// free slot costs one non-blocking channel send, and a timer is made only for a request that has to wait.
+type concurrency struct {
+	global    chan struct{} // nil: no global limit
+	perTenant int           // 0: no per-tenant limit
+	queue     time.Duration
+
+	mu      sync.Mutex
+	tenants map[tenant.ID]*tenantSlots
+	// sweepAt is the map size at which idle tenants are dropped: they stay in between, so a steady tenant's
+	// requests do not make and drop its entry each time, and tenants never accumulate.
+	sweepAt int
+}
+
+// tenantSlots is one tenant's semaphore. refs counts the requests holding or waiting for a slot; at zero the
+// entry is idle and may be swept.
+type tenantSlots struct {
+	id   tenant.ID
+	sem  chan struct{}
+	refs int
+}
+
+var (
+	inFlight atomic.Int64
+	queued   atomic.Int64
+
+	_ = metrics.NewGauge(`vmgateway_concurrent_requests`, func() float64 { return float64(inFlight.Load()) })
+	_ = metrics.NewGauge(`vmgateway_concurrent_requests_queued`, func() float64 { return float64(queued.Load()) })
+
+	rejectedGlobal = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="global"}`)
+	rejectedTenant = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="tenant"}`)
+)
+
+func newConcurrency(global, perTenant int, queue time.Duration) *concurrency {
+	c := &concurrency{perTenant: perTenant, queue: queue, tenants: map[tenant.ID]*tenantSlots{}, sweepAt: minSweep}
+	if global > 0 {
+		c.global = make(chan struct{}, global)
+	}
+	return c
+}
+
+// acquire takes a slot of the tenant, then a global one, waiting at most the queue duration for both together.
+// The tenant slot comes first, so a busy tenant's queued requests never hold global slots that others could use.
+// The caller must pass the returned slots to release once the request is done.
+func (c *concurrency) acquire(ctx context.Context, t tenant.ID) (*tenantSlots, error) {
+	var q queueTime
+	defer q.stop()
+	var ts *tenantSlots
+	if c.perTenant > 0 {
+		ts = c.ref(t)
+		if err := c.wait(ctx, ts.sem, &q); err != nil {
+			c.unref(ts)
+			if err == errQueueFull {
+				rejectedTenant.Inc()
+				return nil, &overloadError{scope: "tenant", tenant: t, limit: c.perTenant, queue: c.queue}
+			}
+			return nil, err
+		}
+	}
+	if c.global != nil {
+		if err := c.wait(ctx, c.global, &q); err != nil {
+			if ts != nil {
+				<-ts.sem
+				c.unref(ts)
+			}
+			if err == errQueueFull {
+				rejectedGlobal.Inc()
+				return nil, &overloadError{scope: "global", limit: cap(c.global), queue: c.queue}
+			}
+			return nil, err
+		}
+	}
+	inFlight.Add(1)
+	return ts, nil
+}
+
+// release gives back the slots acquire took.
+func (c *concurrency) release(ts *tenantSlots) {
+	inFlight.Add(-1)
+	if c.global != nil {
+		<-c.global
+	}
+	if ts != nil {
+		<-ts.sem
+		c.unref(ts)
+	}
+}
+
+var (
+	errQueueFull   = httperr.New(http.StatusTooManyRequests, "queue full")
+	errGoneInQueue = httperr.New(499, "the client went away while its request was queued")
+)
+
+// queueTime is one request's time in the queue, shared by its waits for a tenant and a global slot. The timer is
+// made only when a request has to wait.
+type queueTime struct {
+	timer *time.Timer
+	spent bool
+}
+
+func (q *queueTime) stop() {
+	if q.timer != nil {
+		q.timer.Stop()
+	}
+}
+
+// wait takes a slot of sem: at once if one is free, else within what is left of the queue duration.
+func (c *concurrency) wait(ctx context.Context, sem chan struct{}, q *queueTime) error {
+	select {
+	case sem <- struct{}{}:
+		return nil
+	default:
+	}
+	if c.queue <= 0 || q.spent {
+		return errQueueFull
+	}
+	if q.timer == nil {
+		q.timer = time.NewTimer(c.queue)
+	}
+	queued.Add(1)
+	defer queued.Add(-1)
+	select {
+	case sem <- struct{}{}:
+		return nil
+	case <-q.timer.C:
+		q.spent = true
+		return errQueueFull
+	case <-ctx.Done():
+		return errGoneInQueue
+	}
+}
+
+func (c *concurrency) ref(t tenant.ID) *tenantSlots {
+	c.mu.Lock()
+	ts := c.tenants[t]
+	if ts == nil {
+		if len(c.tenants) >= c.sweepAt {
+			c.sweep()
+		}
+		ts = &tenantSlots{id: t, sem: make(chan struct{}, c.perTenant)}
+		c.tenants[t] = ts
+	}
+	ts.refs++
+	c.mu.Unlock()
+	return ts
+}
+
+func (c *concurrency) unref(ts *tenantSlots) {
+	c.mu.Lock()
+	ts.refs--
+	c.mu.Unlock()
+}
+
+// minSweep is the least number of tenant entries kept before idle ones are dropped.
+const minSweep = 1024
+
+// sweep drops idle tenants; the next sweep waits until the map has doubled, so sweeping costs O(1) a request.
+func (c *concurrency) sweep() {
+	for id, ts := range c.tenants {
+		if ts.refs == 0 {
+			delete(c.tenants, id)
+		}
+	}
+	c.sweepAt = max(minSweep, 2*len(c.tenants))
+}
+
+// overloadError is a request refused because its tenant or the whole gateway has all its slots busy.
+type overloadError struct {
+	scope  string
+	tenant tenant.ID
+	limit  int
+	queue  time.Duration
+}
+
+func (e *overloadError) Error() string {
+	if e.scope == "tenant" {
+		return fmt.Sprintf("too many concurrent requests for tenant %s: all -maxConcurrentPerTenantRequests=%d are in flight "+
+			"and none finished within -maxQueueDuration=%s; retry later or send fewer requests at once", e.tenant, e.limit, e.queue)
+	}
+	return fmt.Sprintf("too many concurrent requests: all -maxConcurrentRequests=%d are in flight and none finished "+
+		"within -maxQueueDuration=%s; retry later", e.limit, e.queue)
+}
+
+// HTTPStatus is 429: the client may retry after Retry-After.
+func (e *overloadError) HTTPStatus() int { return http.StatusTooManyRequests }
+
+// RetryAfter is short: slots free up as soon as the requests in flight finish.
+func (e *overloadError) RetryAfter() time.Duration { return time.Second }

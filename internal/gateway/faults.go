@@ -1,0 +1,60 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
+)
+
+// countAbort runs deferred around the proxy. The proxy panics with http.ErrAbortHandler when a response breaks
+// off after its headers were sent, the only thing it can do then; this tells apart an upstream that broke the
+// response (reset, crash) from a client that went away, and lets the panic go on so the server drops the
+// connection and the client sees the response is incomplete.
+func (u *upstream) countAbort(r *http.Request) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if p == http.ErrAbortHandler {
+		if r.Context().Err() != nil {
+			upstreamErrors(u.kind, "client_canceled").Inc()
+		} else {
+			upstreamErrors(u.kind, "aborted_response").Inc()
+			slog.Warn("the upstream broke off a response; the client gets an incomplete response",
+				"upstream", u.name, "path", r.URL.Path)
+		}
+	}
+	panic(p)
+}
+
+// tlsFailure turns an error of the TLS handshake with the upstream into a 502 that says so and hints at the fix;
+// nil for other errors.
+func (u *upstream) tlsFailure(err error) error {
+	var (
+		rhe tls.RecordHeaderError
+		cve *tls.CertificateVerificationError
+		uae x509.UnknownAuthorityError
+		he  x509.HostnameError
+		cie x509.CertificateInvalidError
+		ae  tls.AlertError
+	)
+	var hint string
+	switch {
+	case errors.As(err, &rhe):
+		hint = fmt.Sprintf("the upstream does not speak TLS; if it serves plain HTTP, use an http:// URL in -%s.url", u.kind)
+	case errors.As(err, &cve), errors.As(err, &uae), errors.As(err, &he), errors.As(err, &cie):
+		hint = fmt.Sprintf("the upstream's certificate is not trusted for this host; check -%s.tlsCAFile and -%s.tlsServerName", u.kind, u.kind)
+	case errors.As(err, &ae), strings.Contains(err.Error(), "tls: "):
+		hint = fmt.Sprintf("check -%s.tlsCertFile / -%s.tlsKeyFile if the upstream wants a client certificate, and the TLS versions both sides allow", u.kind, u.kind)
+	default:
+		return nil
+	}
+	return httperr.New(http.StatusBadGateway, fmt.Sprintf("TLS handshake with the %s upstream %s failed: %s; %s",
+		u.kind, u.name, redactErr(err, u.target), hint))
+}

@@ -1,0 +1,448 @@
+package ratelimit
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisConfig makes replicas share their counts through Redis. Each replica takes units of a limit from Redis in
+// batches (a lease) and admits requests against them without asking Redis again; see lease.
+type RedisConfig struct {
+	// URL is redis://[user:password@]host:port[/db] or rediss:// for TLS; empty means no shared counters.
+	URL string
+	// Password, when set, replaces the URL's password, so it can come from a secret flag or file.
+	Password string
+	// Timeout bounds one Redis call; a request waits at most this long before falling back to local counts.
+	// Zero means 500ms.
+	Timeout time.Duration
+	// BatchSize is the most units a replica takes from Redis at once. Zero means 100.
+	BatchSize int
+	// KeyPrefix starts every Redis key the gate writes. Empty means "vmgateway:ratelimit".
+	KeyPrefix string
+
+	TLSCAFile             string
+	TLSCertFile           string
+	TLSKeyFile            string
+	TLSServerName         string
+	TLSInsecureSkipVerify bool
+}
+
+// leaseMaxShare: a replica takes at most this fraction of what a limit has left, so that near the limit the
+// replicas take one unit at a time and none holds what another could use.
+const leaseMaxShare = 4
+
+// claimScript gives back units a replica did not use and takes new ones, atomically. The counts of a series live
+// in one key per window bucket, KEYS[1]..":m:"..epoch and ..":h:"..epoch, summed over the window as the local
+// rings are. It returns the units granted, the windows' sums including them, and, when nothing could be granted,
+// the Unix second at which the blocking window has a unit free again.
+//
+// ARGV: 1 units wanted, 2 minute limit (0: none), 3 hour limit, 4 now (Unix seconds), 5 units given back,
+// 6 the second they were taken at, 7 ring size, 8 minute bucket width, 9 hour bucket width.
+var claimScript = redis.NewScript(`
+local want, now, back, backAt, n = tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local wins = {{'m', tonumber(ARGV[8]), tonumber(ARGV[2])}, {'h', tonumber(ARGV[9]), tonumber(ARGV[3])}}
+local sums, avail, freeAt = {}, nil, 0
+for i, w in ipairs(wins) do
+  local name, width, limit = w[1], w[2], w[3]
+  local e = math.floor(now / width)
+  if back > 0 then
+    local k = KEYS[1] .. ':' .. name .. ':' .. math.floor(backAt / width)
+    if redis.call('EXISTS', k) == 1 then redis.call('DECRBY', k, back) end
+  end
+  local keys = {}
+  for j = 0, n - 1 do keys[j + 1] = KEYS[1] .. ':' .. name .. ':' .. (e - j) end
+  local vals = redis.call('MGET', unpack(keys))
+  local s = 0
+  for j = 1, n do s = s + (tonumber(vals[j]) or 0) end
+  sums[i] = s
+  if limit > 0 then
+    local a = limit - s
+    if avail == nil or a < avail then avail = a end
+    if a <= 0 then
+      local freed = 0
+      for j = n, 1, -1 do
+        freed = freed + (tonumber(vals[j]) or 0)
+        if freed > -a then
+          local at = (e - (j - 1) + n) * width
+          if at > freeAt then freeAt = at end
+          break
+        end
+      end
+    end
+  end
+end
+local grant = want
+if avail ~= nil then
+  if avail <= 0 then grant = 0 else grant = math.min(want, math.max(1, math.floor(avail / ` + strconv.Itoa(leaseMaxShare) + `))) end
+end
+if grant > 0 then
+  for i, w in ipairs(wins) do
+    local k = KEYS[1] .. ':' .. w[1] .. ':' .. math.floor(now / w[2])
+    redis.call('INCRBY', k, grant)
+    redis.call('EXPIRE', k, w[2] * (n + 1))
+    sums[i] = sums[i] + grant
+  end
+end
+return {grant, sums[1], sums[2], freeAt}
+`)
+
+// lease is what a replica holds of one series' shared counts: units taken from Redis in the current second,
+// which it may admit without asking Redis. v packs the second (high 32 bits) and the units left (low 32 bits), so
+// one compare-and-swap takes a unit and only within the second the units were taken in; what is left when the
+// second ends goes back to Redis with the next claim, or from the background loop.
+type lease struct {
+	v  atomic.Uint64
+	mu sync.Mutex // one claim at a time per series
+	// exhaustedUntil (Unix ns): Redis said the limit is reached; no claim before then. freeAt (Unix ns) is when
+	// Redis said a unit frees up as counts leave the window.
+	exhaustedUntil atomic.Int64
+	freeAt         atomic.Int64
+	// seen are the windows' shared counts at the last claim, at seenAt (Unix ns), for headers and the status page.
+	seen   [numWindows]atomic.Int64
+	seenAt atomic.Int64
+}
+
+const unitsMask = 1<<32 - 1
+
+func (l *lease) take(sec int64) bool {
+	for {
+		v := l.v.Load()
+		if int64(v>>32) != sec || v&unitsMask == 0 {
+			return false
+		}
+		if l.v.CompareAndSwap(v, v-1) {
+			return true
+		}
+	}
+}
+
+// giveBack returns a unit taken in second sec that was not used after all.
+func (l *lease) giveBack(sec int64) {
+	for {
+		v := l.v.Load()
+		if int64(v>>32) != sec {
+			return // the lease has moved on; the unit stays counted in Redis, as if used
+		}
+		if l.v.CompareAndSwap(v, v+1) {
+			return
+		}
+	}
+}
+
+// usage estimates the shared count of window w: what Redis counted at the last claim, less the units this
+// replica took but has not used. ok is false before any claim.
+func (l *lease) usage(w int, sec int64) (n int64, at time.Time, ok bool) {
+	ns := l.seenAt.Load()
+	if ns == 0 {
+		return 0, time.Time{}, false
+	}
+	n = l.seen[w].Load()
+	if v := l.v.Load(); int64(v>>32) == sec {
+		n -= int64(v & unitsMask)
+	}
+	return max(n, 0), time.Unix(0, ns), true
+}
+
+// shared is the connection to Redis and its health. Calls happen only when a lease runs out, never per request;
+// when Redis fails the gate counts locally until a probe finds it back.
+type shared struct {
+	client  *redis.Client
+	shown   string
+	prefix  string
+	timeout time.Duration
+	batch   int64
+
+	up        atomic.Bool
+	lastProbe atomic.Int64
+	errLog    rareLog
+
+	calls  *metrics.Counter
+	errors *metrics.Counter
+}
+
+func newShared(cfg RedisConfig, set *metrics.Set) (*shared, error) {
+	if cfg.URL == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return nil, fmt.Errorf("-ratelimit.redis.url=%q: want redis://[user:password@]host:port[/db] or rediss://... for TLS", redactURL(cfg.URL))
+	}
+	opts, err := redis.ParseURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("-ratelimit.redis.url=%q: %s", redactURL(cfg.URL), err)
+	}
+	if cfg.Password != "" {
+		opts.Password = cfg.Password
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 500 * time.Millisecond
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 100
+	}
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = "vmgateway:ratelimit"
+	}
+	if u.Scheme == "rediss" {
+		if opts.TLSConfig, err = redisTLS(cfg, opts.TLSConfig); err != nil {
+			return nil, err
+		}
+	} else if cfg.TLSCAFile != "" || cfg.TLSCertFile != "" || cfg.TLSServerName != "" || cfg.TLSInsecureSkipVerify {
+		return nil, fmt.Errorf("-ratelimit.redis.tls* flags are set but -ratelimit.redis.url=%q is not rediss://", redactURL(cfg.URL))
+	}
+	// The gate has its own fallback: a failed call must fail fast, not retry while a request waits.
+	opts.MaxRetries = -1
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout
+	opts.ContextTimeoutEnabled = true
+	opts.DisableIdentity = true
+	opts.Protocol = 2
+	s := &shared{
+		client:  redis.NewClient(opts),
+		shown:   redactURL(cfg.URL),
+		prefix:  cfg.KeyPrefix,
+		timeout: cfg.Timeout,
+		batch:   int64(cfg.BatchSize),
+		errLog:  rareLog{every: 10 * time.Second},
+		calls:   set.NewCounter("vmgateway_ratelimit_redis_calls_total"),
+		errors:  set.NewCounter("vmgateway_ratelimit_redis_errors_total"),
+	}
+	set.NewGauge("vmgateway_ratelimit_redis_up", func() float64 {
+		if s.up.Load() {
+			return 1
+		}
+		return 0
+	})
+	return s, nil
+}
+
+func redisTLS(cfg RedisConfig, base *tls.Config) (*tls.Config, error) {
+	c := base.Clone()
+	if c == nil {
+		c = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if cfg.TLSServerName != "" {
+		c.ServerName = cfg.TLSServerName
+	}
+	c.InsecureSkipVerify = c.InsecureSkipVerify || cfg.TLSInsecureSkipVerify
+	if cfg.TLSCAFile != "" {
+		pem, err := os.ReadFile(cfg.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("-ratelimit.redis.tlsCAFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("-ratelimit.redis.tlsCAFile=%s holds no PEM certificate", cfg.TLSCAFile)
+		}
+		c.RootCAs = pool
+	}
+	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
+		return nil, errors.New("-ratelimit.redis.tlsCertFile and -ratelimit.redis.tlsKeyFile must be set together")
+	}
+	if cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("-ratelimit.redis.tlsCertFile/-ratelimit.redis.tlsKeyFile: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// redactURL shows a Redis URL without its password.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "<unparsable URL>"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+// redisKey names a series in Redis. The braces make it a Redis Cluster hash tag, so that all buckets of a series
+// live on one node; the key value is base64url-encoded, so no claim value can end the tag or forge another series.
+func (s *shared) redisKey(k seriesKey) string {
+	return s.prefix + ":{" + k.tenant.String() + "|" + k.key.String() + "|" + base64.RawURLEncoding.EncodeToString([]byte(k.value)) + "}"
+}
+
+// claimResult is the answer of claimScript.
+type claimResult struct {
+	grant  int64
+	sums   [numWindows]int64
+	freeAt int64 // Unix second
+}
+
+func (s *shared) run(k seriesKey, want int64, values [numWindows]int64, sec, back, backAt int64) (claimResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	s.calls.Inc()
+	res, err := claimScript.Run(ctx, s.client, []string{s.redisKey(k)}, want, values[winMinute], values[winHour], sec, back, backAt,
+		ringSize, bucketWidth[winMinute], bucketWidth[winHour]).Int64Slice()
+	if err == nil && len(res) != 4 {
+		err = fmt.Errorf("unexpected reply of %d values from the claim script", len(res))
+	}
+	if err != nil {
+		s.failed(err)
+		return claimResult{}, err
+	}
+	return claimResult{grant: res[0], sums: [numWindows]int64{res[1], res[2]}, freeAt: res[3]}, nil
+}
+
+// failed switches to local counting until a probe finds Redis back.
+func (s *shared) failed(err error) {
+	s.errors.Inc()
+	if s.up.Swap(false) {
+		slog.Error("rate limiting lost its shared counters in Redis; counting locally until Redis answers again",
+			"redis", s.shown, "err", err)
+		return
+	}
+	s.errLog.log(slog.LevelError, "rate limiting cannot reach its shared counters in Redis; counting locally", "redis", s.shown, "err", err)
+}
+
+// probe pings Redis when it is down, at most once a second.
+func (s *shared) probe(now time.Time) {
+	if s.up.Load() || now.UnixNano()-s.lastProbe.Load() < int64(time.Second) {
+		return
+	}
+	s.lastProbe.Store(now.UnixNano())
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	s.calls.Inc()
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		s.errors.Inc()
+		s.errLog.log(slog.LevelError, "rate limiting cannot reach its shared counters in Redis; counting locally", "redis", s.shown, "err", err)
+		return
+	}
+	s.up.Store(true)
+	slog.Info("rate limiting reached its shared counters in Redis", "redis", s.shown)
+}
+
+// verdict of a shared check.
+type sharedVerdict uint8
+
+const (
+	sharedOK      sharedVerdict = iota // a unit was taken
+	sharedFull                         // the limit is reached across replicas
+	sharedUnknown                      // Redis is down: local counts decide
+)
+
+// take takes one unit of series k for a request at now, from the lease or else from Redis.
+func (s *shared) take(ser *series, k seriesKey, values [numWindows]int64, now time.Time) (sharedVerdict, time.Time) {
+	l := &ser.lease
+	sec := now.Unix()
+	if l.take(sec) {
+		return sharedOK, time.Time{}
+	}
+	if !s.up.Load() {
+		return sharedUnknown, time.Time{}
+	}
+	if until := l.exhaustedUntil.Load(); now.UnixNano() < until {
+		return sharedFull, time.Unix(0, until)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// Another request may have claimed while this one waited.
+	if l.take(sec) {
+		return sharedOK, time.Time{}
+	}
+	if until := l.exhaustedUntil.Load(); now.UnixNano() < until {
+		return sharedFull, time.Unix(0, until)
+	}
+	if !s.up.Load() {
+		return sharedUnknown, time.Time{}
+	}
+	old := l.v.Swap(0)
+	back, backAt := int64(old&unitsMask), int64(old>>32)
+	res, err := s.run(k, s.batch, values, sec, back, backAt)
+	if err != nil {
+		return sharedUnknown, time.Time{}
+	}
+	for w := range res.sums {
+		l.seen[w].Store(res.sums[w])
+	}
+	l.seenAt.Store(now.UnixNano())
+	if res.grant <= 0 {
+		free := time.Unix(res.freeAt, 0)
+		l.freeAt.Store(free.UnixNano())
+		// Units given back by other replicas free up earlier than the window: ask again within a second.
+		l.exhaustedUntil.Store(min(free.UnixNano(), now.Add(time.Second).UnixNano()))
+		return sharedFull, free
+	}
+	l.v.Store(uint64(sec)<<32 | uint64(res.grant-1))
+	return sharedOK, time.Time{}
+}
+
+// giveBackStale returns to Redis the units of leases from past seconds, so other replicas can use them.
+func (s *shared) giveBackStale(c *counters, now time.Time) {
+	if !s.up.Load() {
+		return
+	}
+	sec := now.Unix()
+	type stale struct {
+		k   seriesKey
+		ser *series
+	}
+	var todo []stale
+	c.each(func(k seriesKey, ser *series) {
+		if v := ser.lease.v.Load(); int64(v>>32) < sec && v&unitsMask != 0 {
+			todo = append(todo, stale{k, ser})
+		}
+	})
+	for _, t := range todo {
+		l := &t.ser.lease
+		l.mu.Lock()
+		v := l.v.Load()
+		if int64(v>>32) < sec && v&unitsMask != 0 && l.v.CompareAndSwap(v, 0) {
+			_, _ = s.run(t.k, 0, [numWindows]int64{}, sec, int64(v&unitsMask), int64(v>>32))
+		}
+		l.mu.Unlock()
+		if !s.up.Load() {
+			return
+		}
+	}
+}
+
+func (s *shared) close() { _ = s.client.Close() }
+
+// rareLog logs at most once per interval and reports how many lines it held back.
+type rareLog struct {
+	every   time.Duration
+	next    atomic.Int64
+	dropped atomic.Int64
+}
+
+func (r *rareLog) log(level slog.Level, msg string, args ...any) {
+	if ok, dropped := r.allow(); ok {
+		if dropped > 0 {
+			args = append(args, "suppressed", dropped)
+		}
+		slog.Log(context.Background(), level, msg, args...)
+	}
+}
+
+// allow reports whether a line may be logged now, and how many were held back since the last one.
+func (r *rareLog) allow() (bool, int64) {
+	now := time.Now().UnixNano()
+	n := r.next.Load()
+	if now < n || !r.next.CompareAndSwap(n, now+int64(r.every)) {
+		r.dropped.Add(1)
+		return false, 0
+	}
+	return true, r.dropped.Swap(0)
+}
