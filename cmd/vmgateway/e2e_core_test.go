@@ -328,7 +328,8 @@ func TestVMUIThroughGateway(t *testing.T) {
 			t.Errorf("%s: redirect %d to %v, want %svmui/", tc.name, resp.StatusCode, loc, tc.clientRoot)
 			continue
 		}
-		for path, want := range map[string]string{"vmui/": "<html>", "vmui/static/js/main.js": "console.log"} {
+		for _, pw := range [][2]string{{"vmui/", "<html>"}, {"vmui/static/js/main.js", "console.log"}} {
+			path, want := pw[0], pw[1]
 			code, _, body := do(t, http.MethodGet, g.URL+tc.clientRoot+path, nil)
 			if code != 200 || !strings.Contains(body, want) {
 				t.Errorf("%s: GET %s%s: %d %q", tc.name, tc.clientRoot, path, code, body)
