@@ -4,7 +4,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # Fuzz targets run for a bounded time in `make test`, so every change is fuzzed a little.
 FUZZTIME ?= 10s
 
-.PHONY: build test vet fuzz run bench clean
+.PHONY: build test vet fuzz soak run bench clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/vmgateway ./cmd/vmgateway
@@ -24,11 +24,24 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
 	done
 
+# The soak test (cmd/vmgateway/soak_test.go): about a minute of mixed reads, writes and garbage from 32 clients
+# through the gateway into a real VictoriaMetrics, with a slow-upstream phase and an upstream restart; it prints
+# its figures. CI runs it after `make test`. E.g. make soak SOAK_DURATION=20s.
+SOAK_DURATION ?= 60s
+soak:
+	$(GO) vet -tags soak ./cmd/vmgateway/
+	VMGATEWAY_SOAK_DURATION=$(SOAK_DURATION) $(GO) test -tags soak -run '^TestSoak$$' -count=1 -v -timeout 10m ./cmd/vmgateway/
+
 run: build
 	./scripts/run.sh
 
+# The Go benchmarks (bench-results/go-bench.txt), then the end-to-end comparison of direct access, vmgateway and
+# vmauth (bench/, docs/benchmarks.md). Pass its flags in BENCHFLAGS, e.g. make bench BENCHFLAGS='-duration 5s'.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@mkdir -p bench-results
+	@{ $(GO) test -run '^$$' -bench . -benchmem ./... 2>&1; echo $$? > bench-results/go-bench.rc; } | tee bench-results/go-bench.txt
+	@test "$$(cat bench-results/go-bench.rc)" = 0 || { echo "the Go benchmarks failed: see bench-results/go-bench.txt"; exit 1; }
+	$(GO) run ./bench -out bench-results -gobench bench-results/go-bench.txt $(BENCHFLAGS)
 
 clean:
 	rm -rf bin bench-results

@@ -34,6 +34,7 @@ var (
 	workloads   = flag.String("workloads", "read,write", "Comma-separated workloads: read (Grafana query_range GET), write (small Prometheus text imports)")
 	outDir      = flag.String("out", "bench-results", "Directory for latest.json, the CPU profile and the logs of the processes under test")
 	gatewayBin  = flag.String("gateway.bin", "", "A vmgateway binary to measure; empty builds ./cmd/vmgateway from the current tree")
+	baselineBin = flag.String("baseline.bin", "", "Another vmgateway binary (e.g. built from the main branch) to measure in the same interleaved rounds as \"baseline\", to compare a change with")
 	vmauthBin   = flag.String("vmauth.bin", "/usr/bin/vmauth", "The vmauth binary to compare with; empty skips vmauth")
 	streamMiB   = flag.Int("stream.mib", 512, "Size of the streaming check's write body in MiB; 0 skips the check")
 	profile     = flag.Bool("profile", true, "After the rounds, run one more vmgateway read run while taking a CPU profile of the gateway (not counted in the table)")
@@ -92,20 +93,28 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	targets := []*target{{name: "direct", addr: up.addr}}
-	gw, err := startGateway(ctx, bin, tmp, up.addr, cred)
+	targets := []*target{{name: "direct", kind: "direct", addr: up.addr}}
+	gw, err := startGateway(ctx, "vmgateway", bin, tmp, up.addr, cred)
 	if err != nil {
 		return err
 	}
 	defer gw.stop()
-	targets = append(targets, &target{name: "vmgateway", addr: gw.addr, proc: gw})
+	targets = append(targets, &target{name: "vmgateway", kind: "vmgateway", addr: gw.addr, proc: gw})
+	if *baselineBin != "" {
+		bl, err := startGateway(ctx, "baseline", *baselineBin, tmp, up.addr, cred)
+		if err != nil {
+			return err
+		}
+		defer bl.stop()
+		targets = append(targets, &target{name: "baseline", kind: "vmgateway", addr: bl.addr, proc: bl})
+	}
 	if *vmauthBin != "" {
 		va, err := startVMAuth(ctx, *vmauthBin, tmp, up.addr, cred)
 		if err != nil {
 			return err
 		}
 		defer va.stop()
-		targets = append(targets, &target{name: "vmauth", addr: va.addr, proc: va})
+		targets = append(targets, &target{name: "vmauth", kind: "vmauth", addr: va.addr, proc: va})
 	}
 	for _, t := range targets {
 		if err := sanityCheck(t, up, cred.token); err != nil {
@@ -142,7 +151,7 @@ func run() error {
 			}
 		}
 	}
-	res.summarize(targets, wls)
+	res.summarize(targets, wls, *rounds)
 
 	if *profile && slices.Contains(wls, "read") {
 		if err := profileGateway(ctx, targets[1], bin, cred, res); err != nil {

@@ -54,7 +54,8 @@ type Summary struct {
 	Errors         uint64  `json:"errors"`
 }
 
-// Ratio compares vmgateway with another target: above 1 means more of the figure for the gateway.
+// Ratio compares vmgateway with another target, as the median of the per-round ratios: above 1 means more of
+// the figure for the gateway.
 type Ratio struct {
 	Workload string   `json:"workload"`
 	Of       string   `json:"of"`
@@ -96,7 +97,7 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func (res *Results) summarize(targets []*target, wls []string) {
+func (res *Results) summarize(targets []*target, wls []string, rounds int) {
 	for _, wl := range wls {
 		for _, t := range targets {
 			var rps, p50, p99, cpu, sys, rss, drv, oth []float64
@@ -115,22 +116,51 @@ func (res *Results) summarize(targets []*target, wls []string) {
 				CPUPer1k: median(cpu), SysCPUPer1k: median(sys), PeakRSSMiB: median(rss), DriverCPUPer1k: median(drv), OtherCores: median(oth), Errors: errs,
 			})
 		}
-		gw := res.summary(wl, "vmgateway")
-		for _, to := range []string{"direct", "vmauth"} {
-			o := res.summary(wl, to)
-			if gw == nil || o == nil {
-				continue
+		for _, to := range []string{"direct", "baseline", "vmauth"} {
+			if r, ok := res.pairedRatio(wl, "vmgateway", to, rounds); ok {
+				res.Ratios = append(res.Ratios, r)
 			}
-			r := Ratio{Workload: wl, Of: "vmgateway", To: to, RPS: gw.RPS / o.RPS, P50: gw.P50us / o.P50us, P99: gw.P99us / o.P99us}
-			if o.CPUPer1k > 0 {
-				r.CPU = ptr(gw.CPUPer1k / o.CPUPer1k)
-			}
-			if o.PeakRSSMiB > 0 {
-				r.RSS = ptr(gw.PeakRSSMiB / o.PeakRSSMiB)
-			}
-			res.Ratios = append(res.Ratios, r)
 		}
 	}
+}
+
+// pairedRatio compares two targets round by round and takes the median of the per-round ratios: the runs of
+// one round are next to each other in time, so they share whatever else the machine was doing.
+func (res *Results) pairedRatio(wl, of, to string, rounds int) (Ratio, bool) {
+	var rps, p50, p99, cpu, rss []float64
+	for round := 1; round <= rounds; round++ {
+		a, b := res.run(wl, of, round), res.run(wl, to, round)
+		if a == nil || b == nil {
+			continue
+		}
+		rps, p50, p99 = append(rps, a.RPS/b.RPS), append(p50, a.P50us/b.P50us), append(p99, a.P99us/b.P99us)
+		if b.CPUPer1k > 0 {
+			cpu = append(cpu, a.CPUPer1k/b.CPUPer1k)
+		}
+		if b.PeakRSSMiB > 0 {
+			rss = append(rss, a.PeakRSSMiB/b.PeakRSSMiB)
+		}
+	}
+	if len(rps) == 0 {
+		return Ratio{}, false
+	}
+	r := Ratio{Workload: wl, Of: of, To: to, RPS: median(rps), P50: median(p50), P99: median(p99)}
+	if len(cpu) > 0 {
+		r.CPU = ptr(median(cpu))
+	}
+	if len(rss) > 0 {
+		r.RSS = ptr(median(rss))
+	}
+	return r, true
+}
+
+func (res *Results) run(wl, target string, round int) *Run {
+	for i := range res.Runs {
+		if r := &res.Runs[i]; r.Workload == wl && r.Target == target && r.Round == round {
+			return r
+		}
+	}
+	return nil
 }
 
 func ptr(f float64) *float64 { return &f }

@@ -30,6 +30,7 @@ import (
 // target is one way to reach the upstream: directly, or through a proxy process.
 type target struct {
 	name string
+	kind string // direct, vmgateway or vmauth
 	addr string
 	proc *process // nil for direct
 }
@@ -84,7 +85,7 @@ func buildGateway(out string) error {
 	return nil
 }
 
-func startGateway(ctx context.Context, bin, dir, upstreamAddr string, c *credentials) (*process, error) {
+func startGateway(ctx context.Context, name, bin, dir, upstreamAddr string, c *credentials) (*process, error) {
 	limits := filepath.Join(dir, "limits.yml")
 	// Limits no run can reach: the check runs on every request, and never rejects.
 	const cfg = "limits:\n  - {type: queries, value: 1000000000000}\n  - {type: rows_inserted, value: 1000000000000}\n"
@@ -96,7 +97,7 @@ func startGateway(ctx context.Context, bin, dir, upstreamAddr string, c *credent
 		return nil, err
 	}
 	up := "http://" + upstreamAddr
-	return startProcess(ctx, "vmgateway", bin, addr,
+	return startProcess(ctx, name, bin, addr,
 		"-httpListenAddr="+addr,
 		"-read.url="+up, "-write.url="+up,
 		"-enable.auth", "-auth.publicKeyFiles="+c.pubKeyFile,
@@ -245,7 +246,7 @@ func sanityCheck(t *target, up *upstream, token string) error {
 	if el := writeArgs["extra_label"]; len(el) == 0 || el[len(el)-1] != want {
 		return fail("the upstream got a write with extra_label=%q; want %s last", el, want)
 	}
-	switch t.name {
+	switch t.kind {
 	case "vmgateway":
 		if q := readArgs.Get("query"); !strings.Contains(q, fmt.Sprintf(`%s="%s"`, labelName, labelValue)) {
 			return fail("the upstream got query %q; want it rewritten to carry %s", q, want)

@@ -2,11 +2,13 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/datasource"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/ratelimit"
+	"github.com/vmgateway/vmgateway/internal/server"
 )
 
 var (
@@ -18,6 +20,20 @@ var (
 	rateLimitMaxUsageAge  = flag.Duration("ratelimit.maxUsageAge", time.Minute, "How long the last usage stays in force while datasource refreshes fail; after that -ratelimit.failClosed decides. Must be at least -ratelimit.refreshInterval")
 	rateLimitFailClosed   = flag.Bool("ratelimit.failClosed", false, "Once usage is older than -ratelimit.maxUsageAge, reject requests that a limit applies to with 503 instead of allowing them")
 	rateLimitValidateOnly = flag.Bool("ratelimit.validateConfig", false, "Check -ratelimit.config, print every error with its line and exit: 0 when valid, 1 otherwise")
+	rateLimitHeaders      = flag.String("ratelimit.headers", "none", "Rate-limit headers on responses to requests under queries limits, allowed and rejected alike: none, "+
+		"draft03 (RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset), ietf (the structured RateLimit-Policy and RateLimit of the current IETF draft) or both")
+	rateLimitDryRun        = flag.Bool("ratelimit.dryRun", false, "Evaluate the limits, log (at most every 10s) and count in vmgateway_ratelimit_dryrun_would_reject_total what would be rejected, but reject nothing. For rolling out new limits")
+	rateLimitStatusAuthKey = flagutil.NewSecret("ratelimit.statusAuthKey", "Auth key for /ratelimit/status, which lists every tenant's and key's usage against its limits as JSON. It must be passed via authKey query arg. It overrides -httpAuth.*. Without it (or -httpAuth.*), the page is disabled")
+
+	redisURL         = flag.String("ratelimit.redis.url", "", "Optional Redis that gateway replicas share their counts through, so that a limit holds across replicas: redis://[user:password@]host:port[/db], or rediss:// for TLS. Without it each replica counts alone")
+	redisPassword    = flagutil.NewSecret("ratelimit.redis.password", "Optional password for -ratelimit.redis.url; replaces the URL's password")
+	redisTimeout     = flag.Duration("ratelimit.redis.timeout", 500*time.Millisecond, "Timeout of one Redis call. A request waits at most this long for Redis before the gateway falls back to counting locally until Redis answers again")
+	redisBatchSize   = flag.Int("ratelimit.redis.batchSize", 100, "The most units of a limit a replica takes from Redis at once and admits without asking Redis again (at most a quarter of what the limit has left). Larger means fewer Redis calls; units unused by the end of the second are given back")
+	redisTLSCAFile   = flag.String("ratelimit.redis.tlsCAFile", "", "Optional path to TLS CA file to use for verifying the rediss:// -ratelimit.redis.url. By default, system CA is used")
+	redisTLSCertFile = flag.String("ratelimit.redis.tlsCertFile", "", "Optional path to client-side TLS certificate file to use when connecting to the rediss:// -ratelimit.redis.url")
+	redisTLSKeyFile  = flag.String("ratelimit.redis.tlsKeyFile", "", "Optional path to client-side TLS certificate key to use when connecting to the rediss:// -ratelimit.redis.url")
+	redisTLSServer   = flag.String("ratelimit.redis.tlsServerName", "", "Optional TLS server name to use for connections to the rediss:// -ratelimit.redis.url. By default, the host of the URL is used")
+	redisTLSInsecure = flag.Bool("ratelimit.redis.tlsInsecureSkipVerify", false, "Whether to skip tls verification when connecting to the rediss:// -ratelimit.redis.url")
 
 	dsURL             = flag.String("datasource.url", "", "Datasource compatible with Prometheus HTTP API holding the vm_tenant_* metrics, e.g. http://127.0.0.1:8428; /api/v1/query is appended. Required with -enable.rateLimit")
 	dsUser            = flag.String("datasource.basicAuth.username", "", "Optional basic auth username for -datasource.url")
@@ -44,6 +60,18 @@ func rateLimitCfg() ratelimit.Config {
 		ExtraLabels:         *rateLimitExtraLabels,
 		MaxUsageAge:         *rateLimitMaxUsageAge,
 		FailClosed:          *rateLimitFailClosed,
+		DryRun:              *rateLimitDryRun,
+		Redis: ratelimit.RedisConfig{
+			URL:                   *redisURL,
+			Password:              redisPassword.Get(),
+			Timeout:               *redisTimeout,
+			BatchSize:             *redisBatchSize,
+			TLSCAFile:             *redisTLSCAFile,
+			TLSCertFile:           *redisTLSCertFile,
+			TLSKeyFile:            *redisTLSKeyFile,
+			TLSServerName:         *redisTLSServer,
+			TLSInsecureSkipVerify: *redisTLSInsecure,
+		},
 		Datasource: datasource.Config{
 			URL:                   *dsURL,
 			BasicAuthUsername:     *dsUser,
@@ -69,5 +97,22 @@ func newGate() (*ratelimit.Gate, error) {
 	if !*enableRateLimit {
 		return nil, nil
 	}
-	return ratelimit.New(rateLimitCfg())
+	cfg := rateLimitCfg()
+	h, err := ratelimit.ParseHeaders(*rateLimitHeaders)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Headers = h
+	if *redisBatchSize <= 0 {
+		return nil, fmt.Errorf("-ratelimit.redis.batchSize=%d: want a positive number of units", *redisBatchSize)
+	}
+	return ratelimit.New(cfg)
+}
+
+// rateLimitStatus is the /ratelimit/status page, when the rate limiter is on.
+func rateLimitStatus(g *ratelimit.Gate) []server.Endpoint {
+	if g == nil {
+		return nil
+	}
+	return []server.Endpoint{{Path: "/ratelimit/status", AuthKey: rateLimitStatusAuthKey.Get(), Handler: g.StatusHandler()}}
 }

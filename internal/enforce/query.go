@@ -81,7 +81,32 @@ func parse(s string) (expr metricsql.Expr, err error) {
 			expr, err = nil, fmt.Errorf("the parser failed: %v", p)
 		}
 	}()
-	return metricsql.Parse(s)
+	if expr, err = metricsql.Parse(s); err != nil {
+		return nil, err
+	}
+	if hasEmptyLabelName(expr) {
+		// The parser accepts {""="x"} but prints it back as {="x"}, which does not parse.
+		return nil, fmt.Errorf(`a label filter has an empty label name, as in {""="x"}; name the label`)
+	}
+	return expr, nil
+}
+
+func hasEmptyLabelName(expr metricsql.Expr) bool {
+	found := false
+	metricsql.VisitAll(expr, func(x metricsql.Expr) {
+		me, ok := x.(*metricsql.MetricExpr)
+		if !ok || found {
+			return
+		}
+		for _, lfs := range me.LabelFilterss {
+			for _, lf := range lfs {
+				if lf.Label == "" {
+					found = true
+				}
+			}
+		}
+	})
+	return found
 }
 
 // rewrite enforces every MetricExpr in the tree in place. Parse may put one *MetricExpr at several places (a WITH

@@ -264,14 +264,15 @@ func TestUpstreamBreaksOffResponse(t *testing.T) {
 	beforeAborted, beforeCanceled := counter(aborted), counter(canceled)
 
 	for i := 0; i < 3; i++ {
+		// The broken response fails at the client either before its headers (they sat in the server's buffer
+		// when the upstream broke off) or while reading the body; it must never read as complete.
 		resp, err := http.Get(gw.URL + "/api/v1/export?match[]=up")
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = io.ReadAll(resp.Body)
-		resp.Body.Close()
 		if err == nil {
-			t.Fatalf("a response broken off by the upstream read as complete (status %d)", resp.StatusCode)
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				t.Fatalf("a response broken off by the upstream read as complete (status %d)", resp.StatusCode)
+			}
 		}
 	}
 	waitFor(t, func() bool { return counter(aborted) == beforeAborted+3 }, "three aborted_response counts")

@@ -21,9 +21,15 @@ type Authenticator interface {
 	Authenticate(r *http.Request) (*auth.Access, error)
 }
 
-// Limiter decides whether a tenant may make one more request of a route's kind (ratelimit.Gate).
+// Limiter decides whether a tenant may make one more request of a route's kind (ratelimit.Gate). A Limiter that
+// also has Admit is called through it instead of Check, so that it can set rate-limit response headers.
 type Limiter interface {
 	Check(a *auth.Access, rt route.Route) error
+}
+
+// headerLimiter judges and counts a request and sets rate-limit headers on h, for allowed and rejected requests.
+type headerLimiter interface {
+	Admit(a *auth.Access, rt route.Route, h http.Header) error
 }
 
 // Config wires the pipeline's parts. Nil Auth means -enable.auth is off; nil Limiter means no rate limiting.
@@ -44,6 +50,7 @@ type Gateway struct {
 	cluster      bool
 	auth         Authenticator
 	limiter      Limiter
+	admit        headerLimiter
 	read, write  *upstream
 	dropHeaders  []string
 	unrestricted *auth.Access
@@ -66,6 +73,9 @@ func New(cfg Config) (*Gateway, error) {
 		unrestricted: &auth.Access{Mode: auth.ModeFull},
 		limits:       cfg.Limits,
 		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
+	}
+	if hl, ok := cfg.Limiter.(headerLimiter); ok {
+		g.admit = hl
 	}
 	if h := http.CanonicalHeaderKey(cfg.AuthHeader); h != "" && h != "Authorization" {
 		g.dropHeaders = append(g.dropHeaders, h)
@@ -121,7 +131,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		access = &auth.Access{Tenant: t, Mode: auth.ModeFull}
 	}
 	if g.limiter != nil {
-		if err := g.limiter.Check(access, rt); err != nil {
+		if err := g.limit(access, rt, sw.Header()); err != nil {
 			g.reject(sw, err)
 			return
 		}
@@ -141,6 +151,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.forward(sw, r, rt, t)
+}
+
+func (g *Gateway) limit(a *auth.Access, rt route.Route, h http.Header) error {
+	if g.admit != nil {
+		return g.admit.Admit(a, rt, h)
+	}
+	return g.limiter.Check(a, rt)
 }
 
 // authenticate yields the request's Access: the verified token, or an unrestricted one when -enable.auth is off.

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
@@ -27,9 +28,12 @@ type upstream struct {
 func newUpstream(kind string, target *url.URL, rt http.RoundTripper) *upstream {
 	u := &upstream{kind: kind, target: target, name: Redact(target)}
 	u.proxy = &httputil.ReverseProxy{
-		Rewrite:        u.rewrite,
-		Transport:      rt,
-		FlushInterval:  -1, // stream every chunk at once: exports and federate are long, and clients wait for each line
+		Rewrite:   u.rewrite,
+		Transport: rt,
+		// Streamed answers (exports, federate: no Content-Length) are flushed chunk by chunk by ReverseProxy itself;
+		// fixed-length ones go out through the server's buffer, without a timer per response.
+		FlushInterval:  0,
+		BufferPool:     proxyBuffers{},
 		ErrorHandler:   u.fail,
 		ModifyResponse: u.modifyResponse,
 		ErrorLog:       slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
@@ -129,3 +133,12 @@ func redactErr(err error, target *url.URL) string {
 	}
 	return s
 }
+
+// proxyBuffers recycles the 32 KiB copy buffers: without it every proxied response allocates one, and the garbage
+// collector becomes the gateway's largest cost under load.
+type proxyBuffers struct{}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (proxyBuffers) Get() []byte  { return *bufPool.Get().(*[]byte) }
+func (proxyBuffers) Put(b []byte) { bufPool.Put(&b) }

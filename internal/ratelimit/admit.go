@@ -39,11 +39,11 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 	hs := buf[:0]
 	for j := range st.counted {
 		cs := &st.counted[j]
-		k := seriesKey{tenant: id, key: cs.key}
+		k := seriesKey{tenant: id, key: cs.keyID}
 		if !cs.key.IsZero() {
 			k.value = cs.key.value(a)
 		}
-		ser := g.counters.get(k, now.Unix())
+		ser := g.seriesOf(st, j, k, now.Unix())
 		tookShared, r := g.count(ser, k, cs, now)
 		if r != nil {
 			for _, p := range hs {
@@ -62,6 +62,19 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 	return nil
 }
 
+// seriesOf is the series of the j-th counted set of st for key k, from the state's cache when it has one.
+func (g *Gate) seriesOf(st *tenantState, j int, k seriesKey, sec int64) *series {
+	if k.key != 0 || st.series == nil {
+		return g.counters.get(k, sec)
+	}
+	if s := st.series[j].Load(); s != nil && s.touch(sec) {
+		return s
+	}
+	s := g.counters.get(k, sec)
+	st.series[j].Store(s)
+	return s
+}
+
 // held is a series a request has been counted in, and whether it took a unit of the shared count.
 type held struct {
 	ser    *series
@@ -71,9 +84,7 @@ type held struct {
 // uncount takes back a count when another of the request's series refused it.
 func (p held) uncount(now time.Time) {
 	sec := now.Unix()
-	for w := range p.ser.win {
-		p.ser.win[w].add(sec, -1)
-	}
+	p.ser.counts.add(sec, -1)
 	if p.shared {
 		p.ser.lease.giveBack(sec)
 	}
@@ -84,17 +95,16 @@ func (p held) uncount(now time.Time) {
 // exactly one finds the count below the limit.
 func (g *Gate) count(ser *series, k seriesKey, cs *countedSet, now time.Time) (tookShared bool, _ *Rejection) {
 	sec := now.Unix()
-	var after [numWindows]int64
-	for w := range ser.win {
-		after[w] = ser.win[w].add(sec, 1)
-	}
+	c := &ser.counts
+	after := [numWindows]int64{winMinute: c.add(sec, 1)}
+	after[winHour] = after[winMinute] + c.older()
 	var worst Decision
 	for w := range cs.limits {
 		l := &cs.limits[w]
 		if l.limit.Type == 0 || after[w]-1 < int64(l.limit.Value) {
 			continue
 		}
-		if retry := ser.win[w].untilBelow(now, int64(l.limit.Value)+1); worst.Limit.Type == 0 || retry > worst.Reset {
+		if retry := c.untilBelow(w, now, int64(l.limit.Value)+1); worst.Limit.Type == 0 || retry > worst.Reset {
 			// +1: the count still holds this request until it is taken back below.
 			worst = Decision{Limit: l.limit, Usage: float64(after[w] - 1), Reset: retry}
 		}
@@ -106,18 +116,14 @@ func (g *Gate) count(ser *series, k seriesKey, cs *countedSet, now time.Time) (t
 		case sharedFull:
 			w := ser.lease.fullWindow(cs)
 			worst = Decision{Limit: cs.limits[w].limit, Usage: float64(ser.lease.seen[w].Load()), Reset: free.Sub(now)}
-			for w := range ser.win {
-				ser.win[w].add(sec, -1)
-			}
+			c.add(sec, -1)
 			return false, g.rejection(k.tenant, worst, k.value, fromShared)
 		}
 	}
 	if worst.Limit.Type == 0 {
 		return tookShared, nil
 	}
-	for w := range ser.win {
-		ser.win[w].add(sec, -1)
-	}
+	c.add(sec, -1)
 	return false, g.rejection(k.tenant, worst, k.value, fromLocal)
 }
 
@@ -191,6 +197,10 @@ func tenantOf(a *auth.Access) tenant.ID {
 	return a.Tenant
 }
 
+// sharedFresh is how long the shared count seen at a claim describes the present: a series in use claims at least
+// once a second, so an older figure is from a series this replica no longer uses.
+const sharedFresh = 2 * time.Second
+
 // figure is the caller's usage against one counted limit, from wherever it is largest.
 type figure struct {
 	limit    Limit
@@ -211,7 +221,7 @@ func (g *Gate) figures(st *tenantState, id tenant.ID, a *auth.Access, now time.T
 	var out []figure
 	for j := range st.counted {
 		cs := &st.counted[j]
-		k := seriesKey{tenant: id, key: cs.key}
+		k := seriesKey{tenant: id, key: cs.keyID}
 		if !cs.key.IsZero() {
 			k.value = cs.key.value(a)
 		}
@@ -230,11 +240,10 @@ func (g *Gate) figures(st *tenantState, id tenant.ID, a *auth.Access, now time.T
 			var local, shared float64
 			var sharedOK bool
 			if ser != nil {
-				local = float64(ser.win[w].count(sec))
-				if g.shared != nil {
-					var n int64
-					n, _, sharedOK = ser.lease.usage(w, sec)
-					shared = float64(n)
+				local = float64(ser.counts.count(w, sec))
+				if g.shared != nil && g.shared.up.Load() {
+					n, at, ok := ser.lease.usage(w, sec)
+					shared, sharedOK = float64(n), ok && now.Sub(at) <= sharedFresh
 				}
 			}
 			if local > f.usage {
@@ -254,7 +263,7 @@ func (g *Gate) figureReset(f figure, ser *series, w int, now time.Time, l *appli
 	value := int64(l.limit.Value)
 	if !f.over() {
 		if ser != nil && f.source != fromDatasource {
-			if d := ser.win[w].untilOldestLeaves(now); d > 0 {
+			if d := ser.counts.untilOldestLeaves(w, now); d > 0 {
 				return roundUpSeconds(d)
 			}
 		}
@@ -265,7 +274,7 @@ func (g *Gate) figureReset(f figure, ser *series, w int, now time.Time, l *appli
 		d = g.retryAfter(*l)
 	}
 	if ser != nil {
-		d = max(d, ser.win[w].untilBelow(now, value))
+		d = max(d, ser.counts.untilBelow(w, now, value))
 		if f.source == fromShared {
 			if free := ser.lease.freeAt.Load(); free > now.UnixNano() {
 				d = max(d, time.Duration(free-now.UnixNano()))

@@ -1,67 +1,133 @@
 package ratelimit
 
 import (
+	"encoding/json"
+	"net/http"
 	"testing"
+	"time"
 
+	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/route"
-	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
-// BenchmarkGate measures the check on the request path against a snapshot of 10000 tenants with usage,
-// for a tenant within its limits, one over them, and one the datasource never reported; Decide is the variant
-// that returns the whole Decision.
+// BenchmarkGate measures Check (judge and count) on the request path of a started gate against a snapshot of
+// 10000 tenants with datasource usage: a read counted in the gate's own minute and hour windows, the same for a
+// tenant the datasource never reported, a read counted twice (for the tenant and for the token's sub), a read
+// over the datasource's figure, a read over the gate's own count, and a write (datasource figures only). Decide
+// is the variant that counts nothing; Admit with headers sets the rate-limit headers as well.
 func BenchmarkGate(b *testing.B) {
-	g := newBenchGate(b)
+	g := newBenchGate(b, HeadersNone)
+	perToken := &auth.Access{Tenant: tid(3, 0), Claims: map[string]any{"sub": "alice", "n": json.Number("1")}}
+	if err := g.Check(perToken, rt(route.Read)); err != nil {
+		b.Fatal(err)
+	}
 	for _, bc := range []struct {
 		name string
-		id   tenant.ID
+		a    *auth.Access
 		kind route.Kind
 	}{
-		{"allowed", tid(17, 0), route.Read},
-		{"rejected", tid(1, 0), route.Read},
-		{"unseen", tid(999999, 5), route.Write},
+		{"allowed", access(tid(17, 0)), route.Read},
+		{"unseen", access(tid(999999, 5)), route.Read},
+		{"per-token", perToken, route.Read},
+		{"rejected/datasource", access(tid(1, 0)), route.Read},
+		{"rejected/local", access(tid(2, 0)), route.Read},
+		{"write", access(tid(17, 0)), route.Write},
 	} {
-		a, r := access(bc.id), rt(bc.kind)
+		r := rt(bc.kind)
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				_ = g.Check(a, r)
-			}
-		})
-		b.Run(bc.name+"/decide", func(b *testing.B) {
-			b.ReportAllocs()
-			for i := 0; i < b.N; i++ {
-				_ = g.Decide(a, r)
+				_ = g.Check(bc.a, r)
 			}
 		})
 		b.Run(bc.name+"/parallel", func(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					_ = g.Check(a, r)
+					_ = g.Check(bc.a, r)
 				}
 			})
 		})
 	}
+	b.Run("allowed/decide", func(b *testing.B) {
+		a, r := access(tid(17, 0)), rt(route.Read)
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			_ = g.Decide(a, r)
+		}
+	})
+	hg := newBenchGate(b, HeadersBoth)
+	b.Run("allowed/headers", func(b *testing.B) {
+		a, r, h := access(tid(17, 0)), rt(route.Read), http.Header{}
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			_ = hg.Admit(a, r, h)
+		}
+	})
 }
 
-func newBenchGate(b *testing.B) *Gate {
+// newBenchGate: every tenant has datasource usage; tenant 1:0 is over its datasource limit, tenant 2:0 has a
+// limit of 10 that its own count exhausts at once, the others have limits no benchmark reaches.
+func newBenchGate(b *testing.B, h Headers) *Gate {
 	b.Helper()
 	g := newTestGate(b, `
 limits:
-  - {type: queries, value: 100}
-  - {type: queries, value: 1000, resolution: hour}
+  - {type: queries, value: 1000000000000}
+  - {type: queries, value: 1000000000000, resolution: hour}
+  - {type: queries, value: 1000000000000, key: claim:sub, account_id: 3}
   - {type: rows_inserted, value: 5000}
   - {type: new_series, value: 50, resolution: hour}
   - {type: active_series, value: 300}
   - {type: queries, value: 10, account_id: 1}
-`, Config{})
+  - {type: queries, value: 10, account_id: 2}
+`, Config{Headers: h, RefreshInterval: time.Hour, MaxUsageAge: 2 * time.Hour})
 	usage := map[usageKey]float64{}
 	for i := uint32(0); i < 10000; i++ {
 		for _, m := range g.snap.Load().limits.meters {
 			usage[usageKey{tid(i, 0), m}] = float64(i % 50)
 		}
 	}
+	usage[usageKey{tid(1, 0), meter{Queries, Minute}}] = 20
+	usage[usageKey{tid(2, 0), meter{Queries, Minute}}] = 0
 	g.setUsage(usage)
+	g.Start() // the counts' clock
+	for i := 0; i < 10; i++ {
+		_ = g.Check(access(tid(2, 0)), rt(route.Read))
+	}
 	return g
+}
+
+// BenchmarkShared measures Check with the counts shared in a real Redis, far from the limit: the lease makes
+// Redis calls a small fraction of the checks (reported as redis-calls/op).
+func BenchmarkShared(b *testing.B) {
+	r := startRedis(b)
+	g := newTestGate(b, "limits:\n  - {type: queries, value: 1000000000000}\n  - {type: queries, value: 1000000000000, resolution: hour}\n",
+		Config{Redis: RedisConfig{URL: "redis://" + r.addr}, RefreshInterval: time.Hour, MaxUsageAge: 2 * time.Hour})
+	g.Start()
+	for !g.shared.up.Load() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	a, r2 := access(tid(17, 0)), rt(route.Read)
+	for _, parallel := range []bool{false, true} {
+		name := "serial"
+		if parallel {
+			name = "parallel"
+		}
+		b.Run(name, func(b *testing.B) {
+			before := g.shared.calls.Get()
+			b.ReportAllocs()
+			if parallel {
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						_ = g.Check(a, r2)
+					}
+				})
+			} else {
+				for i := 0; i < b.N; i++ {
+					_ = g.Check(a, r2)
+				}
+			}
+			b.ReportMetric(float64(g.shared.calls.Get()-before)/float64(b.N), "redis-calls/op")
+		})
+	}
 }

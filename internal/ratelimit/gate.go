@@ -1,6 +1,23 @@
 // Package ratelimit enforces per-tenant limits on the usage a VictoriaMetrics cluster reports about its
 // tenants (vm_tenant_* metrics, read from a datasource). A background poller publishes an immutable snapshot
 // of usage and limits; requests are checked against it without locks.
+//
+// The datasource lags: usage reaches it only after the cluster's metrics are scraped, stored and polled. So the
+// gate also counts the read requests it admits itself, per tenant and per value of a limit's key (a token claim
+// or extra label), in sliding windows of a minute (61 buckets of 1 s) and an hour (61 buckets of 1 min): a count
+// stays in its window for 60 to 61 bucket widths. Queries limits are enforced on the largest of the datasource's
+// figure and the gate's own count, so a burst is cut at the limit. Counting first and checking after makes
+// concurrent requests see each other: a limit of 50 admits 50, whatever the concurrency. Rows, new series and
+// active series cannot be counted by a gateway that streams write bodies unread: the datasource alone decides
+// those limits.
+//
+// With Redis, replicas share their counts. A replica takes units of a limit from Redis in leases (at most
+// -ratelimit.redis.batchSize at once and at most a quarter of what is left, so near the limit one at a time) and
+// admits requests against them without asking Redis; every admission spends a unit Redis granted atomically, so
+// replicas together never admit more than the limit (to bucket precision). The cost is the other way: units a
+// replica holds and does not use within the second are given back only then, so another replica may be refused
+// for up to a second while they are held. When Redis fails, each replica counts alone (then the replicas together
+// admit at most their number times the limit) until Redis answers again.
 package ratelimit
 
 import (
@@ -64,8 +81,10 @@ type Gate struct {
 	// counters are the gate's own counts of the requests it admitted; shared, when set, shares them in Redis.
 	counters *counters
 	shared   *shared
-	// now is the clock of the counts; tests move it.
-	now func() time.Time
+	// now is the clock of the counts: coarseNow, which tests replace. clock is the time Start's ticker last stored
+	// (Unix ns), read instead of asking the system on every request.
+	now   func() time.Time
+	clock atomic.Int64
 
 	snap atomic.Pointer[snapshot]
 	// mu serialises publishing snapshots (refresh, staleness, reload); checks never take it.
@@ -129,8 +148,8 @@ func New(cfg Config) (*Gate, error) {
 		dryRun:          cfg.DryRun,
 		dryRunLog:       rareLog{every: 10 * time.Second},
 		counters:        newCounters(),
-		now:             time.Now,
 	}
+	g.now = g.coarseNow
 	g.metrics = newGateMetrics(g)
 	if g.shared, err = newShared(cfg.Redis, g.metrics.set); err != nil {
 		return nil, err
@@ -146,6 +165,7 @@ func (g *Gate) Start() {
 	metrics.RegisterSet(g.metrics.set)
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop = cancel
+	g.every(ctx, clockTick, true, func() { g.clock.Store(time.Now().UnixNano()) })
 	g.every(ctx, g.refreshInterval, true, func() { g.poll(ctx) })
 	// Staleness has its own ticker: a refresh hanging until the datasource timeout must not delay the policy.
 	g.every(ctx, g.refreshInterval, false, func() { g.markStale(time.Now()) })
@@ -170,10 +190,23 @@ func (g *Gate) Stop() {
 	}
 	g.stop()
 	g.wg.Wait()
+	g.clock.Store(0)
 	if g.shared != nil {
 		g.shared.close()
 	}
 	metrics.UnregisterSet(g.metrics.set, false)
+}
+
+// clockTick is how often the counts' clock is read from the system while the gate runs: a request is counted in
+// the bucket of a time up to this much earlier (so it stays in its window up to this much longer), and it saves
+// the time.Now call on each request, which costs more than the counting itself on some virtual machines.
+const clockTick = 25 * time.Millisecond
+
+func (g *Gate) coarseNow() time.Time {
+	if ns := g.clock.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Now()
 }
 
 // Reload re-reads the limits config now (on SIGHUP). An invalid config is logged and counted and the limits
@@ -304,7 +337,6 @@ func (r *Rejection) message() string {
 	return fmt.Sprintf("rate limit exceeded for %s: limit %s (%s), usage seen %s; retry after %s",
 		who, limit, whose, usage, r.retry)
 }
-
 
 func (g *Gate) staleRejection(s *snapshot) *Rejection {
 	last := "no refresh from the datasource has succeeded since the gateway started at " + s.fetchedAt.UTC().Format(time.RFC3339)

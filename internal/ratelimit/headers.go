@@ -73,58 +73,85 @@ func (g *Gate) setHeaders(h http.Header, figs []figure, r *Rejection) {
 		}
 		remaining[near], reset = 0, r.retry
 	}
-	resetSec := strconv.FormatInt(int64(roundUpSeconds(reset)/time.Second), 10)
+	resetSec := int64(roundUpSeconds(reset) / time.Second)
 	nf := figs[near]
+	var b []byte
 	if g.headers == HeadersDraft03 || g.headers == HeadersBoth {
-		var b strings.Builder
-		b.WriteString(strconv.FormatUint(nf.limit.Value, 10))
+		b = strconv.AppendUint(b[:0], nf.limit.Value, 10)
 		for _, f := range figs {
-			fmt.Fprintf(&b, ", %d;w=%d", f.limit.Value, int64(f.limit.meter().window()/time.Second))
+			b = append(b, ", "...)
+			b = strconv.AppendUint(b, f.limit.Value, 10)
+			b = append(b, ";w="...)
+			b = strconv.AppendInt(b, int64(f.limit.meter().window()/time.Second), 10)
 		}
-		h.Set("RateLimit-Limit", b.String())
-		h.Set("RateLimit-Remaining", strconv.FormatInt(remaining[near], 10))
-		h.Set("RateLimit-Reset", resetSec)
+		h[hdrLimit] = one(string(b))
+		h[hdrRemaining] = one(strconv.FormatInt(remaining[near], 10))
+		h[hdrReset] = one(strconv.FormatInt(resetSec, 10))
 	}
 	if g.headers == HeadersIETF || g.headers == HeadersBoth {
-		var b strings.Builder
+		b = b[:0]
 		for i, f := range figs {
 			if i > 0 {
-				b.WriteString(", ")
+				b = append(b, ", "...)
 			}
-			fmt.Fprintf(&b, "%s;q=%d;w=%d%s", policyName(f.limit), f.limit.Value, int64(f.limit.meter().window()/time.Second), partitionKey(f))
+			b = appendPolicyName(b, f.limit)
+			b = append(b, ";q="...)
+			b = strconv.AppendUint(b, f.limit.Value, 10)
+			b = append(b, ";w="...)
+			b = strconv.AppendInt(b, int64(f.limit.meter().window()/time.Second), 10)
+			b = appendPartitionKey(b, f)
 		}
-		h.Set("RateLimit-Policy", b.String())
-		h.Set("RateLimit", fmt.Sprintf("%s;r=%d;t=%s%s", policyName(nf.limit), remaining[near], resetSec, partitionKey(nf)))
+		h[hdrPolicy] = one(string(b))
+		b = appendPolicyName(b[:0], nf.limit)
+		b = append(b, ";r="...)
+		b = strconv.AppendInt(b, remaining[near], 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, resetSec, 10)
+		b = appendPartitionKey(b, nf)
+		h[hdrState] = one(string(b))
 	}
 }
 
-// policyName names a limit as a Structured Fields String, e.g. "queries-minute" or "queries-hour-claim:sub".
-func policyName(l Limit) string {
-	name := l.Type.String() + "-" + l.Resolution.String()
+// The header names in canonical form, set directly to spare canonicalising them on every response. On the wire
+// they read Ratelimit-Limit etc.: header names are case-insensitive.
+const (
+	hdrLimit     = "Ratelimit-Limit"
+	hdrRemaining = "Ratelimit-Remaining"
+	hdrReset     = "Ratelimit-Reset"
+	hdrPolicy    = "Ratelimit-Policy"
+	hdrState     = "Ratelimit"
+)
+
+func one(v string) []string { return []string{v} }
+
+// appendPolicyName names a limit as a Structured Fields String, e.g. "queries-minute" or "queries-hour-claim:sub".
+func appendPolicyName(b []byte, l Limit) []byte {
+	b = append(b, '"')
+	b = append(b, l.Type.String()...)
+	b = append(b, '-')
+	b = append(b, l.Resolution.String()...)
 	if !l.Key.IsZero() {
-		name += "-" + l.Key.String()
-	}
-	var b strings.Builder
-	b.WriteByte('"')
-	for i := 0; i < len(name); i++ {
-		switch c := name[i]; {
-		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < 0x20 || c > 0x7e:
-			b.WriteByte('_')
-		default:
-			b.WriteByte(c)
+		b = append(b, '-')
+		for _, c := range []byte(l.Key.String()) {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20 || c > 0x7e:
+				b = append(b, '_')
+			default:
+				b = append(b, c)
+			}
 		}
 	}
-	b.WriteByte('"')
-	return b.String()
+	return append(b, '"')
 }
 
-// partitionKey is the pk parameter of a limit with a key: the caller's own value, as a Byte Sequence.
-func partitionKey(f figure) string {
+// appendPartitionKey appends the pk parameter of a limit with a key: the caller's own value, as a Byte Sequence.
+func appendPartitionKey(b []byte, f figure) []byte {
 	if f.limit.Key.IsZero() {
-		return ""
+		return b
 	}
-	return ";pk=:" + base64.StdEncoding.EncodeToString([]byte(f.keyValue)) + ":"
+	b = append(b, ";pk=:"...)
+	b = base64.StdEncoding.AppendEncode(b, []byte(f.keyValue))
+	return append(b, ':')
 }

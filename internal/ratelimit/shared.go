@@ -3,13 +3,10 @@ package ratelimit
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -17,6 +14,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
 
 // RedisConfig makes replicas share their counts through Redis. Each replica takes units of a limit from Redis in
@@ -116,7 +115,10 @@ type lease struct {
 	seenAt atomic.Int64
 }
 
-const unitsMask = 1<<32 - 1
+const (
+	unitsMask = 1<<32 - 1
+	maxBatch  = 1 << 24
+)
 
 func (l *lease) take(sec int64) bool {
 	for {
@@ -195,6 +197,9 @@ func newShared(cfg RedisConfig, set *metrics.Set) (*shared, error) {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 100
 	}
+	if cfg.BatchSize > maxBatch {
+		return nil, fmt.Errorf("-ratelimit.redis.batchSize=%d is too large: at most %d units", cfg.BatchSize, maxBatch)
+	}
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = "vmgateway:ratelimit"
 	}
@@ -206,11 +211,12 @@ func newShared(cfg RedisConfig, set *metrics.Set) (*shared, error) {
 		return nil, fmt.Errorf("-ratelimit.redis.tls* flags are set but -ratelimit.redis.url=%q is not rediss://", redactURL(cfg.URL))
 	}
 	// The gate has its own fallback: a failed call must fail fast, not retry while a request waits.
-	opts.MaxRetries = -1
+	opts.MaxRetries, opts.DialerRetries = -1, 1
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = cfg.Timeout, cfg.Timeout, cfg.Timeout
 	opts.ContextTimeoutEnabled = true
 	opts.DisableIdentity = true
 	opts.Protocol = 2
+	quietRedis.Do(func() { redis.SetLogger(debugLogger{}) })
 	s := &shared{
 		client:  redis.NewClient(opts),
 		shown:   redactURL(cfg.URL),
@@ -230,36 +236,14 @@ func newShared(cfg RedisConfig, set *metrics.Set) (*shared, error) {
 	return s, nil
 }
 
-func redisTLS(cfg RedisConfig, base *tls.Config) (*tls.Config, error) {
-	c := base.Clone()
-	if c == nil {
-		c = &tls.Config{MinVersion: tls.VersionTLS12}
+func redisTLS(cfg RedisConfig, fromURL *tls.Config) (*tls.Config, error) {
+	c, err := tlsclient.Config("ratelimit.redis", tlsclient.Options{CAFile: cfg.TLSCAFile, CertFile: cfg.TLSCertFile,
+		KeyFile: cfg.TLSKeyFile, ServerName: cfg.TLSServerName, InsecureSkipVerify: cfg.TLSInsecureSkipVerify})
+	if err != nil {
+		return nil, err
 	}
-	if cfg.TLSServerName != "" {
-		c.ServerName = cfg.TLSServerName
-	}
-	c.InsecureSkipVerify = c.InsecureSkipVerify || cfg.TLSInsecureSkipVerify
-	if cfg.TLSCAFile != "" {
-		pem, err := os.ReadFile(cfg.TLSCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("-ratelimit.redis.tlsCAFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-ratelimit.redis.tlsCAFile=%s holds no PEM certificate", cfg.TLSCAFile)
-		}
-		c.RootCAs = pool
-	}
-	if (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == "") {
-		return nil, errors.New("-ratelimit.redis.tlsCertFile and -ratelimit.redis.tlsKeyFile must be set together")
-	}
-	if cfg.TLSCertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("-ratelimit.redis.tlsCertFile/-ratelimit.redis.tlsKeyFile: %w", err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	}
+	// The URL may ask for skip_verify=true.
+	c.InsecureSkipVerify = c.InsecureSkipVerify || fromURL != nil && fromURL.InsecureSkipVerify
 	return c, nil
 }
 
@@ -278,7 +262,7 @@ func redactURL(s string) string {
 // redisKey names a series in Redis. The braces make it a Redis Cluster hash tag, so that all buckets of a series
 // live on one node; the key value is base64url-encoded, so no claim value can end the tag or forge another series.
 func (s *shared) redisKey(k seriesKey) string {
-	return s.prefix + ":{" + k.tenant.String() + "|" + k.key.String() + "|" + base64.RawURLEncoding.EncodeToString([]byte(k.value)) + "}"
+	return s.prefix + ":{" + k.tenant.String() + "|" + k.key.Key().String() + "|" + base64.RawURLEncoding.EncodeToString([]byte(k.value)) + "}"
 }
 
 // claimResult is the answer of claimScript.
@@ -352,8 +336,8 @@ func (s *shared) take(ser *series, k seriesKey, values [numWindows]int64, now ti
 	if !s.up.Load() {
 		return sharedUnknown, time.Time{}
 	}
-	if until := l.exhaustedUntil.Load(); now.UnixNano() < until {
-		return sharedFull, time.Unix(0, until)
+	if now.UnixNano() < l.exhaustedUntil.Load() {
+		return sharedFull, time.Unix(0, l.freeAt.Load())
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -361,8 +345,8 @@ func (s *shared) take(ser *series, k seriesKey, values [numWindows]int64, now ti
 	if l.take(sec) {
 		return sharedOK, time.Time{}
 	}
-	if until := l.exhaustedUntil.Load(); now.UnixNano() < until {
-		return sharedFull, time.Unix(0, until)
+	if now.UnixNano() < l.exhaustedUntil.Load() {
+		return sharedFull, time.Unix(0, l.freeAt.Load())
 	}
 	if !s.up.Load() {
 		return sharedUnknown, time.Time{}
@@ -419,6 +403,16 @@ func (s *shared) giveBackStale(c *counters, now time.Time) {
 }
 
 func (s *shared) close() { _ = s.client.Close() }
+
+// quietRedis routes go-redis's own log lines (every failed dial) to debug: the gate logs Redis failures itself,
+// at most once per interval.
+var quietRedis sync.Once
+
+type debugLogger struct{}
+
+func (debugLogger) Printf(ctx context.Context, format string, v ...any) {
+	slog.Debug("redis client: " + fmt.Sprintf(format, v...))
+}
 
 // rareLog logs at most once per interval and reports how many lines it held back.
 type rareLog struct {

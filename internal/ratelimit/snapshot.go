@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"math"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/route"
@@ -67,11 +68,15 @@ type tenantState struct {
 	// counted are the tenant's queries limits grouped by key: the gate counts each key's requests in one series
 	// and checks them against these at request time.
 	counted []countedSet
+	// series caches the series of the counted sets without a key, by index, so that a check need not look it up
+	// among all series; nil in the fallback state, which serves many tenants.
+	series []atomic.Pointer[series]
 }
 
 // countedSet is the limits of one key that the gate counts for a tenant: at most one per window.
 type countedSet struct {
 	key    Key
+	keyID  keyID
 	limits [numWindows]applied // limit.Type is zero for a window without a limit
 }
 
@@ -116,7 +121,9 @@ func (g *Gate) index(s *snapshot) {
 	}
 	add := func(id tenant.ID) {
 		if s.tenants[id] == nil {
-			s.tenants[id] = g.tenantState(usage, id, s.limits.forTenant(id), staleErr)
+			st := g.tenantState(usage, id, s.limits.forTenant(id), staleErr)
+			st.series = make([]atomic.Pointer[series], len(st.counted))
+			s.tenants[id] = st
 		}
 	}
 	for id := range s.limits.own {
@@ -155,7 +162,7 @@ func (st *tenantState) countedSet(k Key) *countedSet {
 			return &st.counted[i]
 		}
 	}
-	st.counted = append(st.counted, countedSet{key: k})
+	st.counted = append(st.counted, countedSet{key: k, keyID: intern(k)})
 	return &st.counted[len(st.counted)-1]
 }
 

@@ -1,0 +1,986 @@
+package main
+
+// The documentation is tested, so that it cannot drift from the product. README.md and docs/*.md mark the fenced
+// blocks the tests run with the word `tested` in the info string:
+//
+//	```console tested            a terminal transcript: `$ command` lines, each followed by the output it must
+//	                             print. A line `...` matches any number of lines, and `...` inside a line matches
+//	                             any text. Every command must exit 0 (show a failing one with `; echo "exit $?"`).
+//	                             A command line ending in `\` continues on the next line.
+//	```sh tested gateway         one `vmgateway <flags>` command: the test starts the gateway with these flags,
+//	                             in front of a fresh VictoriaMetrics single-node.
+//	```yaml tested file=NAME     the file NAME, written to the working directory before the next blocks run.
+//
+// The blocks of one Markdown file run in order, in one fresh working directory, as one shell session: variables
+// assigned in one command (TOKEN=$(...)) are there in the next ones. localhost:8431 is the gateway and
+// localhost:8428 VictoriaMetrics: the test replaces both with the addresses of the processes it started.
+// `vmgateway` on the PATH is the binary under test.
+
+import (
+	"bytes"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unicode"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// mdBlock is one fenced code block of a Markdown file.
+type mdBlock struct {
+	file string
+	line int      // of the opening fence
+	info []string // the words of the info string: language, then markers
+	text string
+}
+
+func (b mdBlock) String() string { return fmt.Sprintf("%s:%d", filepath.Base(b.file), b.line) }
+
+func (b mdBlock) has(word string) bool {
+	for _, w := range b.info {
+		if w == word {
+			return true
+		}
+	}
+	return false
+}
+
+func (b mdBlock) param(name string) string {
+	for _, w := range b.info {
+		if v, ok := strings.CutPrefix(w, name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// parseMarkdown returns the fenced blocks of a Markdown file and its text outside them.
+func parseMarkdown(t *testing.T, file string) (blocks []mdBlock, prose string) {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	var cur *mdBlock
+	var indent, fence string
+	var body []string
+	for i, line := range strings.Split(string(data), "\n") {
+		trimmed := strings.TrimLeft(line, " ")
+		if cur == nil {
+			if strings.HasPrefix(trimmed, "```") {
+				indent = line[:len(line)-len(trimmed)]
+				fence = trimmed[:len(trimmed)-len(strings.TrimLeft(trimmed, "`"))]
+				cur = &mdBlock{file: file, line: i + 1, info: strings.Fields(trimmed[len(fence):])}
+				body = nil
+				continue
+			}
+			out.WriteString(line + "\n")
+			continue
+		}
+		if strings.TrimSpace(line) == fence {
+			cur.text = strings.Join(body, "\n")
+			blocks = append(blocks, *cur)
+			cur = nil
+			out.WriteString("\n")
+			continue
+		}
+		body = append(body, strings.TrimPrefix(line, indent))
+	}
+	if cur != nil {
+		t.Fatalf("%s: the code block opened at line %d is never closed", file, cur.line)
+	}
+	return blocks, out.String()
+}
+
+// TestDocsFlows runs the tested blocks of every doc against a real VictoriaMetrics and the real gateway binary.
+func TestDocsFlows(t *testing.T) {
+	bash := vmtest.Require(t, "bash")
+	ran := 0
+	for _, file := range docFiles(t) {
+		blocks, _ := parseMarkdown(t, file)
+		var tested []mdBlock
+		for _, b := range blocks {
+			if b.has("tested") {
+				tested = append(tested, b)
+			}
+		}
+		if len(tested) == 0 {
+			continue
+		}
+		ran++
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			newDocRun(t, bash).run(tested)
+		})
+	}
+	if ran == 0 {
+		t.Fatal("no doc has a tested block: the docs examples are not tested")
+	}
+}
+
+// docRun is the state of one doc's tested blocks: a working directory, a shell session, the processes started.
+type docRun struct {
+	t     *testing.T
+	bash  string
+	dir   string
+	state string // the file that carries the shell variables from one command to the next
+	env   []string
+	vm    *vmtest.VM
+	g     *gw
+}
+
+func newDocRun(t *testing.T, bash string) *docRun {
+	dir := t.TempDir()
+	// The gateway started by a gateway block runs here too, so relative paths in its flags resolve as in the doc.
+	t.Chdir(dir)
+	state := filepath.Join(t.TempDir(), "state.sh")
+	if err := os.WriteFile(state, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "PATH="+filepath.Dir(gatewayBin)+string(os.PathListSeparator)+os.Getenv("PATH"), "DOCS_STATE="+state)
+	return &docRun{t: t, bash: bash, dir: dir, state: state, env: env}
+}
+
+func (d *docRun) run(blocks []mdBlock) {
+	for _, b := range blocks {
+		switch {
+		case b.param("file") != "":
+			name := b.param("file")
+			if err := os.WriteFile(filepath.Join(d.dir, name), []byte(d.subst(b, b.text)+"\n"), 0o600); err != nil {
+				d.t.Fatalf("%s: %s", b, err)
+			}
+		case b.has("gateway"):
+			d.startGateway(b)
+		case b.info[0] == "console":
+			d.transcript(b)
+		default:
+			d.t.Fatalf("%s: a tested block must be `console tested`, `sh tested gateway` or `<lang> tested file=NAME`; got %q", b, strings.Join(b.info, " "))
+		}
+	}
+}
+
+// subst points the doc's addresses at the processes the test started.
+func (d *docRun) subst(b mdBlock, s string) string {
+	if strings.Contains(s, "localhost:8428") || strings.Contains(s, "127.0.0.1:8428") {
+		if d.vm == nil {
+			d.vm = vmtest.Start(d.t)
+		}
+		s = strings.NewReplacer("localhost:8428", hostPort(d.vm.URL), "127.0.0.1:8428", hostPort(d.vm.URL)).Replace(s)
+	}
+	if strings.Contains(s, "localhost:8431") || strings.Contains(s, "127.0.0.1:8431") {
+		if d.g == nil {
+			if b.has("gateway") {
+				return s // its own -httpListenAddr, which the test replaces
+			}
+			d.t.Fatalf("%s talks to the gateway at localhost:8431, but no `sh tested gateway` block of the doc started one before", b)
+		}
+		s = strings.NewReplacer("localhost:8431", hostPort(d.g.URL), "127.0.0.1:8431", hostPort(d.g.URL)).Replace(s)
+	}
+	return s
+}
+
+func hostPort(u string) string { return strings.TrimPrefix(u, "http://") }
+
+// startGateway starts the gateway with the flags of a `sh tested gateway` block; the shell splits them, so quoting
+// and variables mean what they mean to a reader who pastes the command.
+func (d *docRun) startGateway(b mdBlock) {
+	cmdline := strings.TrimSpace(strings.ReplaceAll(b.text, "\\\n", " "))
+	fields := strings.Fields(cmdline)
+	if len(fields) == 0 || (fields[0] != "vmgateway" && !strings.HasSuffix(fields[0], "/vmgateway")) {
+		d.t.Fatalf("%s: a gateway block holds one `vmgateway <flags>` command, got %q", b, cmdline)
+	}
+	if d.vm == nil {
+		d.vm = vmtest.Start(d.t)
+	}
+	args := strings.TrimSpace(strings.TrimPrefix(cmdline, fields[0]))
+	cmd := exec.Command(d.bash, "-c", `set -a; . "$DOCS_STATE"; eval "set -- $DOCS_ARGS"; printf '%s\0' "$@"`)
+	cmd.Dir, cmd.Env = d.dir, append(d.env, "DOCS_ARGS="+d.subst(b, args))
+	out, err := cmd.Output()
+	if err != nil {
+		d.t.Fatalf("%s: cannot split the gateway flags: %v", b, err)
+	}
+	var flags []string
+	for _, a := range strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00") {
+		if !strings.HasPrefix(a, "-httpListenAddr") { // the test picks a free port
+			flags = append(flags, a)
+		}
+	}
+	if d.g != nil {
+		d.g.stop(syscall.SIGTERM)
+	}
+	d.g = startGateway(d.t, flags...)
+}
+
+// step is one command of a transcript and the output it must print.
+type step struct {
+	line int
+	cmd  string
+	want []string
+}
+
+func parseTranscript(b mdBlock) ([]step, error) {
+	var steps []step
+	lines := strings.Split(b.text, "\n")
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		if c, ok := strings.CutPrefix(l, "$ "); ok {
+			s := step{line: b.line + 1 + i, cmd: c}
+			for strings.HasSuffix(s.cmd, "\\") && i+1 < len(lines) {
+				i++
+				s.cmd += "\n" + lines[i]
+			}
+			steps = append(steps, s)
+			continue
+		}
+		if len(steps) == 0 {
+			if strings.TrimSpace(l) == "" {
+				continue
+			}
+			return nil, fmt.Errorf("line %d: a transcript starts with a `$ command` line, got %q", b.line+1+i, l)
+		}
+		steps[len(steps)-1].want = append(steps[len(steps)-1].want, l)
+	}
+	for i := range steps {
+		steps[i].want = trimLines(steps[i].want)
+	}
+	return steps, nil
+}
+
+// saveState writes the exported variables (every assignment, under set -a) for the next command.
+const saveState = `__rc=$?; for __v in $(compgen -e); do case $__v in BASH*|SHELLOPTS|SHLVL|PWD|OLDPWD|_|__*) continue;; esac; ` +
+	`printf 'export %s=%q\n' "$__v" "${!__v}"; done > "$DOCS_STATE"; exit $__rc`
+
+func (d *docRun) transcript(b mdBlock) {
+	steps, err := parseTranscript(b)
+	if err != nil {
+		d.t.Fatalf("%s: %s", b, err)
+	}
+	for _, s := range steps {
+		script := "set -a\n. \"$DOCS_STATE\"\n" + d.subst(b, s.cmd) + "\n" + saveState
+		want := make([]string, len(s.want))
+		for i, w := range s.want {
+			want[i] = d.subst(b, w)
+		}
+		// New series take about a second to become searchable in VictoriaMetrics: a read right after a write is
+		// retried until it prints what the doc says, as a reader would see it a moment later.
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			cmd := exec.Command(d.bash, "-c", script)
+			cmd.Dir, cmd.Env = d.dir, d.env
+			out, err := cmd.CombinedOutput()
+			got := trimLines(strings.Split(string(out), "\n"))
+			if err == nil && matchLines(want, got) {
+				break
+			}
+			if time.Now().After(deadline) {
+				status := "exit 0"
+				if err != nil {
+					status = err.Error()
+				}
+				d.t.Fatalf("%s:%d: the documented command\n\t%s\nprinted (%s):\n%s\nbut the doc says:\n%s",
+					filepath.Base(b.file), s.line, s.cmd, status, indentLines(got), indentLines(want))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+}
+
+func trimLines(ls []string) []string {
+	out := make([]string, len(ls))
+	for i, l := range ls {
+		out[i] = strings.TrimRight(l, " \t\r")
+	}
+	for len(out) > 0 && out[len(out)-1] == "" {
+		out = out[:len(out)-1]
+	}
+	return out
+}
+
+func indentLines(ls []string) string {
+	if len(ls) == 0 {
+		return "\t(nothing)"
+	}
+	return "\t" + strings.Join(ls, "\n\t")
+}
+
+// matchLines matches output against expected lines: a line "..." stands for any number of lines, and "..." inside
+// a line for any text.
+func matchLines(want, got []string) bool {
+	if len(want) == 0 {
+		return len(got) == 0
+	}
+	if want[0] == "..." {
+		for k := 0; k <= len(got); k++ {
+			if matchLines(want[1:], got[k:]) {
+				return true
+			}
+		}
+		return false
+	}
+	return len(got) > 0 && matchLine(want[0], got[0]) && matchLines(want[1:], got[1:])
+}
+
+func matchLine(want, got string) bool {
+	parts := strings.Split(want, "...")
+	if len(parts) == 1 {
+		return want == got
+	}
+	if !strings.HasPrefix(got, parts[0]) {
+		return false
+	}
+	got = got[len(parts[0]):]
+	last := parts[len(parts)-1]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(got, p)
+		if i < 0 {
+			return false
+		}
+		got = got[i+len(p):]
+	}
+	return strings.HasSuffix(got, last)
+}
+
+func TestMatchLines(t *testing.T) {
+	for _, tc := range []struct {
+		want, got string
+		ok        bool
+	}{
+		{"a\nb", "a\nb", true},
+		{"a\nb", "a\nc", false},
+		{"a", "a\nb", false},
+		{"...\nb", "a\nx\nb", true},
+		{"...", "", true},
+		{"a\n...", "a", true},
+		{"x...z", "xyyz", true},
+		{"x...z", "xyy", false},
+		{"x...y...z", "x1y2z", true},
+		{"x...y...z", "x1z2y", false},
+		{"exp...ago)", "expires: 2026 (1h ago)", true},
+	} {
+		if got := matchLines(strings.Split(tc.want, "\n"), trimLines(strings.Split(tc.got, "\n"))); got != tc.ok {
+			t.Errorf("matchLines(%q, %q) = %v, want %v", tc.want, tc.got, got, tc.ok)
+		}
+	}
+}
+
+// TestDocsAlertRules checks the suggested alerts of docs/operations.md with promtool.
+func TestDocsAlertRules(t *testing.T) {
+	promtool := vmtest.Require(t, "promtool")
+	blocks, _ := parseMarkdown(t, "../../docs/operations.md")
+	n := 0
+	for _, b := range blocks {
+		if !b.has("tested") || b.param("file") == "" || !strings.HasPrefix(b.text, "groups:") {
+			continue
+		}
+		n++
+		path := filepath.Join(t.TempDir(), b.param("file"))
+		if err := os.WriteFile(path, []byte(b.text+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "SUCCESS") {
+			t.Errorf("%s: promtool check rules refuses the documented alerts: %v\n%s", b, err, out)
+		}
+	}
+	if n == 0 {
+		t.Fatal("docs/operations.md has no `yaml tested file=...` block with alerting rules (groups:)")
+	}
+}
+
+// TestDocsRewriteExamples checks the query rewriting tables of the docs (a table right after the comment
+// `<!-- tested: rewrite -->`, columns extra_labels, extra_filters, query, becomes) with the enforcer itself.
+func TestDocsRewriteExamples(t *testing.T) {
+	n := 0
+	for _, file := range docFiles(t) {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(data), "\n")
+		for i := 0; i < len(lines); i++ {
+			if strings.TrimSpace(lines[i]) != "<!-- tested: rewrite -->" {
+				continue
+			}
+			// Skip to the table, then past its header and delimiter rows.
+			j := i + 1
+			for j < len(lines) && !strings.HasPrefix(lines[j], "|") {
+				j++
+			}
+			for j += 2; j < len(lines) && strings.HasPrefix(lines[j], "|"); j++ {
+				n++
+				checkRewriteRow(t, fmt.Sprintf("%s:%d", filepath.Base(file), j+1), lines[j])
+			}
+			i = j
+		}
+	}
+	if n == 0 {
+		t.Fatal("no doc has a `<!-- tested: rewrite -->` table")
+	}
+}
+
+var codeSpan = regexp.MustCompile("`([^`]+)`")
+
+func checkRewriteRow(t *testing.T, where, row string) {
+	t.Helper()
+	cells := splitRow(row)
+	if len(cells) != 4 {
+		t.Errorf("%s: a rewrite row has 4 cells (extra_labels, extra_filters, query, becomes), got %d", where, len(cells))
+		return
+	}
+	spans := func(cell string) []string {
+		var out []string
+		for _, m := range codeSpan.FindAllStringSubmatch(cell, -1) {
+			out = append(out, m[1])
+		}
+		return out
+	}
+	var labels []enforce.Label
+	for _, l := range spans(cells[0]) {
+		name, value, ok := strings.Cut(l, "=")
+		if !ok {
+			t.Errorf("%s: extra label %q is not name=value", where, l)
+			return
+		}
+		labels = append(labels, enforce.Label{Name: name, Value: value})
+	}
+	q, want := spans(cells[2]), spans(cells[3])
+	if len(q) != 1 || len(want) != 1 {
+		t.Errorf("%s: the query and its rewrite must be one code span each", where)
+		return
+	}
+	e, err := enforce.New(labels, spans(cells[1]))
+	if err != nil {
+		t.Errorf("%s: the enforcer refuses the token: %s", where, err)
+		return
+	}
+	got, err := e.Query(q[0])
+	if err != nil {
+		got = "error: " + err.Error()
+	}
+	if got != want[0] {
+		t.Errorf("%s: the query\n\t%s\nbecomes\n\t%s\nbut the doc says\n\t%s", where, q[0], got, want[0])
+	}
+}
+
+// splitRow splits a Markdown table row on the pipes that are not escaped, and unescapes them.
+func splitRow(row string) []string {
+	row = strings.TrimSpace(row)
+	row = strings.TrimPrefix(strings.TrimSuffix(row, "|"), "|")
+	var cells []string
+	var cur strings.Builder
+	for i := 0; i < len(row); i++ {
+		switch {
+		case row[i] == '\\' && i+1 < len(row) && row[i+1] == '|':
+			cur.WriteByte('|')
+			i++
+		case row[i] == '|':
+			cells = append(cells, strings.TrimSpace(cur.String()))
+			cur.Reset()
+		default:
+			cur.WriteByte(row[i])
+		}
+	}
+	return append(cells, strings.TrimSpace(cur.String()))
+}
+
+// TestDocsFlagsExist checks that every flag the docs name exists: the gateway's own, `token mint`'s, or one of the
+// VictoriaMetrics clients the docs set up (vmagent, vmalert, victoria-metrics), as their -help lists them.
+func TestDocsFlagsExist(t *testing.T) {
+	known := map[string]string{}
+	for _, f := range gatewayFlags() {
+		known[f.Name] = "vmgateway"
+	}
+	mint := mintFlags(t)
+	for name := range mint {
+		if known[name] == "" {
+			known[name] = "vmgateway token mint"
+		}
+	}
+	helpFlag := regexp.MustCompile(`(?m)^\s+-([a-zA-Z][a-zA-Z0-9_.]*)`)
+	for _, bin := range []string{"vmagent", "vmalert", "victoria-metrics"} {
+		path := vmtest.Require(t, bin)
+		out, _ := exec.Command(path, "-help").CombinedOutput()
+		for _, m := range helpFlag.FindAllStringSubmatch(string(out), -1) {
+			if known[m[1]] == "" {
+				known[m[1]] = bin
+			}
+		}
+	}
+	// Placeholders for "a flag" in prose.
+	known["name"], known["flag"] = "placeholder", "placeholder"
+
+	dotted := regexp.MustCompile("(?:^|[\\s`(\\['\"=,])-([a-z][a-zA-Z0-9]*(?:\\.[a-zA-Z][a-zA-Z0-9]*)+)")
+	spanFlag := regexp.MustCompile("^-([a-zA-Z][a-zA-Z0-9_.]*)(?:=.*)?$")
+	checked := 0
+	for _, file := range docFiles(t) {
+		blocks, prose := parseMarkdown(t, file)
+		base := filepath.Base(file)
+		check := func(name, where string, set map[string]string) {
+			checked++
+			if set[name] == "" {
+				t.Errorf("%s: %s names the flag -%s, which does not exist", base, where, name)
+			}
+		}
+		texts := []string{prose}
+		for _, b := range blocks {
+			texts = append(texts, b.text)
+		}
+		for _, text := range texts {
+			for _, m := range dotted.FindAllStringSubmatch(text, -1) {
+				check(m[1], "the text", known)
+			}
+		}
+		for _, m := range codeSpan.FindAllStringSubmatch(prose, -1) {
+			if f := spanFlag.FindStringSubmatch(m[1]); f != nil {
+				check(f[1], "`"+m[1]+"`", known)
+			}
+		}
+		// The words of vmgateway command lines in code blocks are the gateway's flags, or token mint's.
+		for _, b := range blocks {
+			for _, cmd := range commandLines(b.text) {
+				words := vmgatewayWords(cmd)
+				if words == nil {
+					continue
+				}
+				set := known
+				if len(words) > 1 && words[0] == "token" && words[1] == "mint" {
+					set = mint
+				}
+				for _, w := range words {
+					w = strings.Trim(w, `'"`)
+					if f := spanFlag.FindStringSubmatch(w); f != nil {
+						check(f[1], fmt.Sprintf("%s:%d", filepath.Base(b.file), b.line), set)
+					}
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no flag found in the docs: the check is broken")
+	}
+}
+
+// commandLines returns the command lines of a code block, continuation lines joined and prompts removed.
+func commandLines(text string) []string {
+	var out []string
+	var cur string
+	for _, l := range strings.Split(text, "\n") {
+		l = strings.TrimPrefix(strings.TrimSpace(l), "$ ")
+		if cont, ok := strings.CutSuffix(l, "\\"); ok {
+			cur += cont + " "
+			continue
+		}
+		out = append(out, cur+l)
+		cur = ""
+	}
+	return append(out, cur)
+}
+
+// vmgatewayWords returns the arguments of the vmgateway command in a command line (also inside `X=$(...)`), or nil.
+func vmgatewayWords(cmd string) []string {
+	words := strings.Fields(cmd)
+	for i, w := range words {
+		if j := strings.LastIndex(w, "$("); j >= 0 {
+			w = w[j+2:]
+		}
+		if w != "vmgateway" && !strings.HasSuffix(w, "/vmgateway") {
+			continue
+		}
+		var args []string
+		for _, a := range words[i+1:] {
+			if a == "|" || a == ";" || a == "&&" || a == "||" || strings.HasPrefix(a, ")") {
+				break
+			}
+			args = append(args, strings.TrimSuffix(a, ")"))
+		}
+		return args
+	}
+	return nil
+}
+
+func mintFlags(t *testing.T) map[string]string {
+	var help bytes.Buffer
+	runToken([]string{"mint", "-help"}, &help, &help)
+	out := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^\s+-([a-zA-Z]+)`).FindAllStringSubmatch(help.String(), -1) {
+		out[m[1]] = "vmgateway token mint"
+	}
+	if len(out) == 0 {
+		t.Fatalf("cannot read the token mint flags from its -help:\n%s", help.String())
+	}
+	return out
+}
+
+// TestDocsMetrics checks that docs/operations.md lists every metric the gateway exports, and that every metric the
+// docs name exists in the code.
+func TestDocsMetrics(t *testing.T) {
+	metricName := regexp.MustCompile(`vmgateway_[a-z0-9_]+[a-z0-9]`)
+	exported := map[string]bool{}
+	for _, root := range []string{"../../internal", "."} {
+		err := filepath.WalkDir(root, func(path string, de fs.DirEntry, err error) error {
+			if err != nil || de.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			data, err := os.ReadFile(path)
+			for _, m := range metricName.FindAllString(string(data), -1) {
+				exported[m] = true
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(exported) < 10 {
+		t.Fatalf("found only %d metric names in the code: the scan is broken", len(exported))
+	}
+	for _, file := range docFiles(t) {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range metricName.FindAllString(string(data), -1) {
+			base := m
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if s, ok := strings.CutSuffix(m, suffix); ok && exported[s] {
+					base = s
+				}
+			}
+			if !exported[base] {
+				t.Errorf("%s names the metric %s, which the gateway does not export", filepath.Base(file), m)
+			}
+		}
+	}
+	ops, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(vmgateway_[a-z0-9_]+)").FindAllStringSubmatch(string(ops), -1) {
+		documented[m[1]] = true
+	}
+	var missing []string
+	for m := range exported {
+		if !documented[m] {
+			missing = append(missing, m)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("docs/operations.md has no table row (| `name` | ...) for these exported metrics: %s", strings.Join(missing, ", "))
+	}
+}
+
+// TestDocsErrorMessages checks that every message docs/troubleshooting.md lists (the code span that starts a table
+// row) is one the code can return: it must fit a string literal of the gateway's code, where the literal's format
+// verbs and the doc's "…" stand for any text.
+func TestDocsErrorMessages(t *testing.T) {
+	literals := codeStrings(t)
+	data, err := os.ReadFile("../../docs/troubleshooting.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("^\\| *`([^`]+)`")
+	n := 0
+	for i, line := range strings.Split(string(data), "\n") {
+		m := row.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		n++
+		msg := strings.ReplaceAll(m[1], `\|`, "|")
+		if !anyLiteralFits(literals, msg) {
+			t.Errorf("troubleshooting.md:%d: no string in the code can produce the message\n\t%s", i+1, msg)
+		}
+	}
+	if n < 20 {
+		t.Fatalf("troubleshooting.md lists %d messages in table rows (| `message` | cause | fix |); the check is broken or the doc is", n)
+	}
+}
+
+// codeStrings returns the string constants of the gateway's code (cmd/vmgateway and internal, tests excluded),
+// with literals joined by + folded into one.
+func codeStrings(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	fset := token.NewFileSet()
+	for _, root := range []string{"../../internal", "."} {
+		err := filepath.WalkDir(root, func(path string, de fs.DirEntry, err error) error {
+			if err != nil || de.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			f, err := parser.ParseFile(fset, path, nil, 0)
+			if err != nil {
+				return err
+			}
+			ast.Inspect(f, func(n ast.Node) bool {
+				if s, ok := constString(n); ok {
+					out = append(out, s)
+					return false // the parts of a folded concatenation are not messages of their own
+				}
+				return true
+			})
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+func constString(n ast.Node) (string, bool) {
+	switch x := n.(type) {
+	case *ast.BasicLit:
+		if x.Kind != token.STRING {
+			return "", false
+		}
+		s, err := strconv.Unquote(x.Value)
+		return s, err == nil
+	case *ast.BinaryExpr:
+		if x.Op != token.ADD {
+			return "", false
+		}
+		l, ok1 := constString(x.X)
+		r, ok2 := constString(x.Y)
+		if ok1 && ok2 {
+			return l + r, true
+		}
+		// "literal " + variable + " literal": a verb in the middle.
+		if ok1 || ok2 {
+			return l + "%v" + r, true
+		}
+	case *ast.ParenExpr:
+		return constString(x.X)
+	}
+	return "", false
+}
+
+var formatVerb = regexp.MustCompile(`%[-+# 0]*[0-9]*(?:\.[0-9]+)?[vTtbcdoOqxXUeEfFgGspw]`)
+
+func anyLiteralFits(literals []string, msg string) bool {
+	var words []string
+	for _, w := range strings.FieldsFunc(msg, func(r rune) bool { return r == ' ' || r == '…' }) {
+		if len(w) >= 5 {
+			words = append(words, w)
+		}
+	}
+	for _, l := range literals {
+		if !containsAny(l, words) {
+			continue
+		}
+		if globsIntersect(formatVerb.ReplaceAllString(strings.ReplaceAll(l, "%%", "\x01"), "\x00"), strings.ReplaceAll(msg, "…", "\x00"), "\x01") {
+			return true
+		}
+	}
+	return false
+}
+
+func containsAny(s string, words []string) bool {
+	for _, w := range words {
+		if strings.Contains(s, w) {
+			return true
+		}
+	}
+	return len(words) == 0
+}
+
+// globsIntersect reports whether some text matches both patterns, where \x00 stands for any text (pct is the
+// escaped % of a format string, which matches a literal %).
+func globsIntersect(a, b, pct string) bool {
+	a = strings.ReplaceAll(a, pct, "%")
+	ra, rb := []rune(a), []rune(b)
+	// reach[i][j]: the prefixes a[:i] and b[:j] can produce the same text.
+	reach := make([][]bool, len(ra)+1)
+	for i := range reach {
+		reach[i] = make([]bool, len(rb)+1)
+	}
+	reach[0][0] = true
+	for i := 0; i <= len(ra); i++ {
+		for j := 0; j <= len(rb); j++ {
+			if !reach[i][j] {
+				continue
+			}
+			if i < len(ra) && ra[i] == 0 {
+				reach[i+1][j] = true // the wildcard ends
+				if j < len(rb) {
+					reach[i][j+1] = true // the wildcard produces b's next character (or b's own wildcard)
+				}
+			}
+			if j < len(rb) && rb[j] == 0 {
+				reach[i][j+1] = true
+				if i < len(ra) {
+					reach[i+1][j] = true
+				}
+			}
+			if i < len(ra) && j < len(rb) && ra[i] != 0 && ra[i] == rb[j] {
+				reach[i+1][j+1] = true
+			}
+		}
+	}
+	return reach[len(ra)][len(rb)]
+}
+
+func TestGlobsIntersect(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		ok   bool
+	}{
+		{"abc", "abc", true},
+		{"abc", "abd", false},
+		{"a\x00c", "abbbc", true},
+		{"a\x00c", "a\x00", true},
+		{"the token expired at \x00", "the token expired at \x00", true},
+		{"missing \x00 header with a Bearer token", "missing Authorization header with a Bearer token", true},
+		{"missing \x00 header", "missing Authorization headers", false},
+		{"\x00: must be \x00", "vm_access.mode: must be 0 (full)", true},
+	} {
+		if got := globsIntersect(tc.a, tc.b, "\x01"); got != tc.ok {
+			t.Errorf("globsIntersect(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.ok)
+		}
+	}
+}
+
+// TestDocsLinks checks that the relative links of the docs point at files and headings that exist, and that
+// docs/README.md links every doc.
+func TestDocsLinks(t *testing.T) {
+	link := regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	anchorsOf := map[string]map[string]bool{}
+	anchors := func(file string) map[string]bool {
+		if a, ok := anchorsOf[file]; ok {
+			return a
+		}
+		a := map[string]bool{}
+		if _, prose := parseMarkdown(t, file); prose != "" {
+			for _, l := range strings.Split(prose, "\n") {
+				if h, ok := strings.CutPrefix(strings.TrimLeft(l, "#"), " "); ok && strings.HasPrefix(l, "#") {
+					a[githubAnchor(h)] = true
+				}
+			}
+		}
+		anchorsOf[file] = a
+		return a
+	}
+	index, err := os.ReadFile("../../docs/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range docFiles(t) {
+		if filepath.Dir(file) == "../../docs" && filepath.Base(file) != "README.md" &&
+			!strings.Contains(string(index), "("+filepath.Base(file)+")") {
+			t.Errorf("docs/README.md does not link %s", filepath.Base(file))
+		}
+		_, prose := parseMarkdown(t, file)
+		for _, m := range link.FindAllStringSubmatch(prose, -1) {
+			target := m[1]
+			if u, err := url.Parse(target); err != nil || u.Scheme != "" {
+				continue
+			}
+			path, frag, _ := strings.Cut(target, "#")
+			dest := file
+			if path != "" {
+				dest = filepath.Join(filepath.Dir(file), path)
+				if _, err := os.Stat(dest); err != nil {
+					t.Errorf("%s links %s, which does not exist", filepath.Base(file), target)
+					continue
+				}
+			}
+			if frag != "" && strings.HasSuffix(dest, ".md") && !anchors(dest)[frag] {
+				t.Errorf("%s links %s: %s has no heading with the anchor #%s", filepath.Base(file), target, filepath.Base(dest), frag)
+			}
+		}
+	}
+}
+
+// githubAnchor is the anchor GitHub gives a heading: lower case, punctuation dropped, spaces turned into dashes.
+func githubAnchor(h string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(h)) {
+		switch {
+		case r == ' ':
+			b.WriteByte('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// TestDocsRouteTable checks the route table of docs/cluster-mode.md (the table after `<!-- tested: routes -->`)
+// against the router: each row's path must be classified as the row says and forwarded to the paths it shows, and
+// every API of internal/route must have a row.
+func TestDocsRouteTable(t *testing.T) {
+	data, err := os.ReadFile("../../docs/cluster-mode.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	handling := map[route.Args]string{
+		route.NoSelectors: "as is", route.QueryArg: "`query` rewritten", route.MatchArgs: "`match[]` rewritten",
+		route.WriteArgs: "`extra_label` set", route.Unenforceable: "403",
+	}
+	tid := tenant.ID{AccountID: 1, ProjectID: 5}
+	documented := map[string]bool{}
+	lines := strings.Split(string(data), "\n")
+	start := -1
+	for i, l := range lines {
+		if strings.TrimSpace(l) == "<!-- tested: routes -->" {
+			start = i
+		}
+	}
+	if start < 0 {
+		t.Fatal("docs/cluster-mode.md has no `<!-- tested: routes -->` table")
+	}
+	for i := start + 3; i < len(lines) && strings.HasPrefix(lines[i], "|"); i++ {
+		cells := splitRow(lines[i])
+		if len(cells) != 6 {
+			t.Errorf("cluster-mode.md:%d: want 6 cells, got %d", i+1, len(cells))
+			continue
+		}
+		unquote := func(s string) string { return strings.Trim(s, "`") }
+		api, path := unquote(cells[0]), unquote(cells[1])
+		documented[api] = true
+		rt, err := route.Lookup(path)
+		if err != nil {
+			t.Errorf("cluster-mode.md:%d: %s is refused: %s", i+1, path, err)
+			continue
+		}
+		single, _ := rt.UpstreamPath(false, tid)
+		cluster, _ := rt.UpstreamPath(true, tid)
+		got := []string{"`" + rt.API + "`", "`" + path + "`", rt.Kind.String(), handling[rt.Args], "`" + single + "`", "`" + cluster + "`"}
+		if want := strings.Join(cells, " | "); strings.Join(got, " | ") != want {
+			t.Errorf("cluster-mode.md:%d: the row says\n\t| %s |\nbut the router gives\n\t| %s |", i+1, want, strings.Join(got, " | "))
+		}
+	}
+	// Every API name in the route table's source must have a row.
+	src, err := os.ReadFile("../../internal/route/table.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiName := regexp.MustCompile(`\{"([a-z][a-z0-9_]+)", (?:Read|Write|Admin),|API: "([a-z][a-z0-9_]+)"`)
+	n := 0
+	for _, m := range apiName.FindAllStringSubmatch(string(src), -1) {
+		n++
+		if name := m[1] + m[2]; !documented[name] {
+			t.Errorf("the API %s of internal/route has no row in the route table of docs/cluster-mode.md", name)
+		}
+	}
+	if n < 40 {
+		t.Fatalf("found %d APIs in internal/route/table.go: the scan is broken", n)
+	}
+}

@@ -1,0 +1,354 @@
+package ratelimit
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/datasource"
+	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// redisServer is a real redis-server on a loopback port with a temp dir and no persistence.
+type redisServer struct {
+	bin, addr, dir string
+	args           []string
+	cmd            *exec.Cmd
+	exited         chan struct{}
+	logs           syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var testDatasource = datasource.Config{URL: "http://127.0.0.1:1"}
+
+func startRedis(t testing.TB, args ...string) *redisServer {
+	t.Helper()
+	r := &redisServer{bin: vmtest.Require(t, "/usr/bin/redis-server"), dir: t.TempDir(), args: args}
+	for attempt := 0; ; attempt++ {
+		r.addr = vmtest.FreePort(t)
+		if err := r.start(); err == nil {
+			break
+		} else if attempt == 4 {
+			t.Fatalf("redis-server did not start: %s\n%s", err, r.logs.String())
+		}
+	}
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *redisServer) start() error {
+	host, port, _ := net.SplitHostPort(r.addr)
+	args := []string{"--bind", host, "--port", port, "--dir", r.dir, "--save", "", "--appendonly", "no"}
+	if i := indexOf(r.args, "--tls-port"); i >= 0 {
+		// TLS only: the plain port is off and the TLS port is the test's.
+		args[3] = "0"
+		r.args[i+1] = port
+	}
+	cmd := exec.Command(r.bin, append(args, r.args...)...)
+	cmd.Stdout, cmd.Stderr = &r.logs, &r.logs
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	r.cmd, r.exited = cmd, exited
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return fmt.Errorf("redis-server exited")
+		default:
+		}
+		if c, err := net.Dial("tcp", r.addr); err == nil {
+			_ = c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.stop()
+	return fmt.Errorf("redis-server did not listen on %s", r.addr)
+}
+
+// stop kills the server and waits until it is gone.
+func (r *redisServer) stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	<-r.exited
+	r.cmd = nil
+}
+
+func indexOf(ss []string, s string) int {
+	for i, x := range ss {
+		if x == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// sharedGate is a started gate counting in Redis; it waits until the gate has reached Redis.
+func sharedGate(t *testing.T, limits string, rc RedisConfig, now ...func() time.Time) *Gate {
+	t.Helper()
+	g := newTestGate(t, limits, Config{Redis: rc})
+	if len(now) > 0 {
+		g.now = now[0]
+	}
+	g.Start()
+	vmtest.Eventually(t, func() (bool, string) { return g.shared.up.Load(), "the gate has not reached Redis" })
+	return g
+}
+
+// burstOver sends n reads of tenant 0:0 at the given concurrency, spread over the gates in turn.
+func burstOver(gates []*Gate, n, concurrency int) int {
+	var passed, next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+				if gates[i%int64(len(gates))].Check(access(tid(0, 0)), rt(route.Read)) == nil {
+					passed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return int(passed.Load())
+}
+
+func TestSharedBurstAcrossReplicas(t *testing.T) {
+	r := startRedis(t)
+	const limits = "limits:\n  - {type: queries, value: 50}\n"
+	a := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr})
+	b := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr})
+	passed := burstOver([]*Gate{a, b}, 500, 16)
+	calls := a.shared.calls.Get() + b.shared.calls.Get()
+	t.Logf("two replicas sharing Redis: %d of 500 passed a limit of 50; %d Redis calls", passed, calls)
+	// Every admission spends a unit taken atomically from Redis: never more than the limit. Units a replica took
+	// and held while the other was refused may leave a few unused.
+	if passed > 50 || passed < 45 {
+		t.Errorf("%d of 500 passed across two replicas, want 45..50", passed)
+	}
+	if calls > 150 {
+		t.Errorf("%d Redis calls for 500 checks", calls)
+	}
+	// Each replica alone would have admitted 50: the counts are shared.
+	if la, lb := a.Decide(access(tid(0, 0)), rt(route.Read)), b.Decide(access(tid(0, 0)), rt(route.Read)); la.Usage < 45 || lb.Usage < 45 {
+		t.Errorf("usage seen by the replicas: %v and %v, want the shared count", la.Usage, lb.Usage)
+	}
+}
+
+func TestSharedCallsFarBelowRequests(t *testing.T) {
+	r := startRedis(t)
+	g := sharedGate(t, "limits:\n  - {type: queries, value: 1000000000}\n", RedisConfig{URL: "redis://" + r.addr, BatchSize: 100})
+	before := g.shared.calls.Get()
+	start := time.Now()
+	const n = 20000
+	if passed := burstOver([]*Gate{g}, n, 8); passed != n {
+		t.Fatalf("%d of %d passed a limit they are far from", passed, n)
+	}
+	calls := g.shared.calls.Get() - before
+	seconds := uint64(time.Since(start)/time.Second) + 1
+	t.Logf("%d checks, %d Redis calls in %d s", n, calls, seconds)
+	// One claim per 100 admissions, plus one per second as leases end with their second.
+	if calls > n/100+2*seconds+5 {
+		t.Errorf("%d Redis calls for %d checks, want about one per 100", calls, n)
+	}
+}
+
+func TestSharedAuth(t *testing.T) {
+	r := startRedis(t, "--requirepass", "s3cret", "--user", "alice", "on", ">alicepw", "~*", "&*", "+@all")
+	const limits = "limits:\n  - {type: queries, value: 5}\n"
+	for _, tc := range []struct {
+		name string
+		rc   RedisConfig
+	}{
+		{"password in the URL", RedisConfig{URL: "redis://:s3cret@" + r.addr}},
+		{"user and password in the URL", RedisConfig{URL: "redis://alice:alicepw@" + r.addr}},
+		{"password from the flag replaces the URL's", RedisConfig{URL: "redis://:wrong@" + r.addr, Password: "s3cret"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.rc.KeyPrefix = "test:" + t.Name() // each case counts afresh in the same Redis
+			a, b := sharedGate(t, limits, tc.rc), sharedGate(t, limits, tc.rc)
+			passed := burstOver([]*Gate{a, b}, 20, 1)
+			if passed != 5 {
+				t.Errorf("%d of 20 passed, want 5 across both", passed)
+			}
+		})
+	}
+
+	// A wrong password: Redis is never up, the errors are counted and logged, and each gate counts locally.
+	var logs syncBuffer
+	restore := captureLogs(&logs)
+	defer restore()
+	g := newTestGate(t, limits, Config{Redis: RedisConfig{URL: "redis://:nope@" + r.addr, Timeout: 5 * time.Second}})
+	g.Start()
+	vmtest.Eventually(t, func() (bool, string) {
+		return g.shared.errors.Get() > 0, "no Redis error counted"
+	})
+	if g.shared.up.Load() {
+		t.Fatal("Redis up with a wrong password")
+	}
+	if passed := burstOver([]*Gate{g}, 20, 4); passed != 5 {
+		t.Errorf("local counting: %d of 20 passed, want 5", passed)
+	}
+	if s := logs.String(); !strings.Contains(s, "WRONGPASS") || strings.Contains(s, "nope") {
+		t.Errorf("logs should name the error, not the password:\n%s", s)
+	}
+}
+
+// TestSharedRedisDownThenUp: with Redis gone the replicas fall back to their own counts (each holds the limit,
+// together at most twice it), count the errors, and share again once Redis is back.
+func TestSharedRedisDownThenUp(t *testing.T) {
+	r := startRedis(t)
+	const limits = "limits:\n  - {type: queries, value: 10}\n"
+	a := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr, Timeout: 200 * time.Millisecond})
+	b := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr, Timeout: 200 * time.Millisecond})
+	qa := access(tid(1, 0))
+	if n := admitN(a, qa, 4); n != 4 {
+		t.Fatalf("%d of 4 passed", n)
+	}
+	r.stop()
+	// a holds a lease for this second: use a tenant whose counts are all still in Redis's hands.
+	qb := access(tid(2, 0))
+	passed := admitN(a, qb, 30) + admitN(b, qb, 30)
+	if passed != 20 {
+		t.Errorf("with Redis down %d of 60 passed, want 10 per replica", passed)
+	}
+	if a.shared.up.Load() || a.shared.errors.Get()+b.shared.errors.Get() == 0 {
+		t.Errorf("Redis down: up=%v errors %d+%d", a.shared.up.Load(), a.shared.errors.Get(), b.shared.errors.Get())
+	}
+	var buf bytes.Buffer
+	a.metrics.set.WritePrometheus(&buf)
+	for _, m := range []string{"vmgateway_ratelimit_redis_up 0", "vmgateway_ratelimit_redis_errors_total "} {
+		if !strings.Contains(buf.String(), m) {
+			t.Errorf("metrics lack %q", m)
+		}
+	}
+
+	if err := r.start(); err != nil {
+		t.Fatalf("cannot restart redis-server: %s\n%s", err, r.logs.String())
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		return a.shared.up.Load() && b.shared.up.Load(), "the gates have not found Redis again"
+	})
+	qc := access(tid(3, 0))
+	if passed := admitN(a, qc, 6) + admitN(b, qc, 6); passed != 10 {
+		t.Errorf("Redis back: %d of 12 passed across both, want 10", passed)
+	}
+}
+
+func TestSharedTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca, cert, key := writeTLSFiles(t, dir)
+	r := startRedis(t, "--tls-port", "0", "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no")
+	const limits = "limits:\n  - {type: queries, value: 3}\n"
+	g := sharedGate(t, limits, RedisConfig{URL: "rediss://" + r.addr, TLSCAFile: ca})
+	if passed := admitN(g, access(tid(1, 0)), 5); passed != 3 {
+		t.Errorf("%d of 5 passed", passed)
+	}
+	if seen := g.counters.lookup(seriesKey{tenant: tid(1, 0)}).lease.seen[winMinute].Load(); seen != 3 {
+		t.Errorf("shared count %d, want 3", seen)
+	}
+	// Without the CA the certificate is not trusted.
+	u := newTestGate(t, limits, Config{Redis: RedisConfig{URL: "rediss://" + r.addr}})
+	u.Start()
+	vmtest.Eventually(t, func() (bool, string) { return u.shared.errors.Get() > 0, "no TLS error" })
+	if u.shared.up.Load() {
+		t.Error("Redis up with an untrusted certificate")
+	}
+}
+
+func TestRedisConfigErrors(t *testing.T) {
+	path := writeFile(t, filepath.Join(t.TempDir(), "l.yaml"), "limits: []\n")
+	for _, tc := range []struct {
+		rc   RedisConfig
+		want string
+	}{
+		{RedisConfig{URL: "http://localhost:6379"}, "want redis://[user:password@]host:port[/db] or rediss://"},
+		{RedisConfig{URL: "redis://:pw@"}, "want redis://"},
+		{RedisConfig{URL: "redis://localhost/x/y"}, "invalid URL path"},
+		{RedisConfig{URL: "redis://:pw@localhost", TLSCAFile: "/ca.pem"}, "-ratelimit.redis.tls* flags are set but -ratelimit.redis.url=\"redis://:xxxxx@localhost\" is not rediss://"},
+		{RedisConfig{URL: "rediss://localhost", TLSCAFile: "/nonexistent/ca.pem"}, "-ratelimit.redis.tlsCAFile"},
+		{RedisConfig{URL: "rediss://localhost", TLSCertFile: path}, "must be set together"},
+	} {
+		_, err := New(Config{ConfigPath: path, Datasource: testDatasource, Redis: tc.rc})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), ":pw@") {
+			t.Errorf("%+v: got %v, want an error with %q and no password", tc.rc, err, tc.want)
+		}
+	}
+}
+
+// writeTLSFiles writes a CA and a server certificate for 127.0.0.1 signed by it.
+func writeTLSFiles(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	caCert, _ := x509.ParseCertificate(caDER)
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", srvDER), write("server.key", "EC PRIVATE KEY", keyDER)
+}
