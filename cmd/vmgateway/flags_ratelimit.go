@@ -114,5 +114,5 @@ func rateLimitStatus(g *ratelimit.Gate) []server.Endpoint {
 	if g == nil {
 		return nil
 	}
-	return []server.Endpoint{{Path: "/ratelimit/status", AuthKey: rateLimitStatusAuthKey.Get(), Handler: g.StatusHandler()}}
+	return []server.Endpoint{{Path: "/ratelimit/status", AuthKey: rateLimitStatusAuthKey.Get(), AuthKeyFlag: "-ratelimit.statusAuthKey", Handler: g.StatusHandler()}}
 }

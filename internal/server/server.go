@@ -57,7 +57,9 @@ type Config struct {
 type Endpoint struct {
 	Path    string
 	AuthKey string
-	Handler http.Handler
+	// AuthKeyFlag names the flag that sets AuthKey, for the messages that tell a client what to pass.
+	AuthKeyFlag string
+	Handler     http.Handler
 }
 
 // Server is the running HTTP server.
@@ -94,7 +96,7 @@ func New(cfg Config) (*Server, error) {
 	s.own.Handle("/metrics", s.keyed(cfg.MetricsAuthKey, "-metricsAuthKey", http.HandlerFunc(writeMetrics), true))
 	s.own.Handle("/debug/pprof/", s.keyed(cfg.PprofAuthKey, "-pprofAuthKey", http.HandlerFunc(pprofIndex), false))
 	for _, e := range cfg.Extra {
-		s.own.Handle(e.Path, s.keyed(e.AuthKey, "", e.Handler, false))
+		s.own.Handle(e.Path, s.keyed(e.AuthKey, e.AuthKeyFlag, e.Handler, false))
 	}
 	for i, addr := range cfg.ListenAddrs {
 		var tlsCfg *tls.Config
