@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -390,6 +392,12 @@ func TestGracefulShutdown(t *testing.T) {
 }
 
 func TestFlagErrorsStopTheStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	busy := ln.Addr().String()
 	for _, tc := range []struct {
 		args []string
 		env  []string
@@ -402,14 +410,17 @@ func TestFlagErrorsStopTheStart(t *testing.T) {
 		{[]string{"-read.url=http://x", "-write.url=http://x", "-tls"}, nil, "-tlsCertFile and -tlsKeyFile"},
 		{[]string{"-read.url=http://x", "-write.url=http://x", "-nosuchflag"}, nil, "nosuchflag"},
 		{[]string{"-envflag.enable", "-envflag.prefix=VMG_", "-write.url=http://x"}, []string{"VMG_read_url=http://x", "VMG_http_idleConnTimeout=forever"}, "VMG_http_idleConnTimeout"},
-		{[]string{"-read.url=http://x", "-write.url=http://x", "-httpListenAddr=127.0.0.1:1"}, nil, "cannot listen on -httpListenAddr=127.0.0.1:1"},
+		{[]string{"-read.url=http://x", "-write.url=http://x", "-httpListenAddr=" + busy}, nil, "cannot listen on -httpListenAddr=" + busy},
 	} {
-		cmd := exec.Command(gatewayBin, tc.args...)
+		// A start that wrongly succeeds must not hang the test: the gateway would serve until killed.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		cmd := exec.CommandContext(ctx, gatewayBin, tc.args...)
 		cmd.Env = append(os.Environ(), tc.env...)
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("%v: want a failed start mentioning %q, got err=%v:\n%s", tc.args, tc.want, err, out)
 		}
+		cancel()
 	}
 	out, err := exec.Command(gatewayBin, "-version").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "vmgateway ") {
