@@ -7,6 +7,16 @@ export PATH="/usr/local/go/bin:$PATH"
 
 VM_PORT=${VM_PORT:-8428}
 GW_PORT=${GW_PORT:-8431}
+# The gateway binary; `make run` builds bin/vmgateway first.
+VMGATEWAY=${VMGATEWAY:-bin/vmgateway}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "VM_PORT=$VM_PORT" "GW_PORT=$GW_PORT"; do
+	if port_busy "${p#*=}"; then
+		echo "port ${p#*=} is already in use (another VictoriaMetrics or gateway?): run with another ${p%%=*}, e.g. ${p%%=*}=$(( ${p#*=} + 10000 )) make run" >&2
+		exit 1
+	fi
+done
 
 if ! command -v victoria-metrics >/dev/null 2>&1; then
 	echo "==> installing VictoriaMetrics single-node (Debian package victoria-metrics)"
@@ -16,7 +26,7 @@ if ! command -v victoria-metrics >/dev/null 2>&1; then
 	DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends victoria-metrics
 fi
 
-[ -x bin/vmgateway ] || make build
+[ -x "$VMGATEWAY" ] || make build
 
 tmp=$(mktemp -d -t vmgateway-run.XXXXXX)
 pids=()
@@ -31,8 +41,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-wait_healthy() { # url name logfile
+wait_healthy() { # url name logfile pid
 	for _ in $(seq 1 100); do
+		kill -0 "$4" 2>/dev/null || break
 		curl -fsS "$1" >/dev/null 2>&1 && return 0
 		sleep 0.1
 	done
@@ -45,7 +56,7 @@ echo "==> starting VictoriaMetrics on 127.0.0.1:$VM_PORT (data in $tmp/vm-data)"
 victoria-metrics -storageDataPath="$tmp/vm-data" -httpListenAddr="127.0.0.1:$VM_PORT" -retentionPeriod=1d \
 	-search.latencyOffset=0s >"$tmp/vm.log" 2>&1 &
 pids+=($!)
-wait_healthy "http://127.0.0.1:$VM_PORT/health" victoria-metrics "$tmp/vm.log"
+wait_healthy "http://127.0.0.1:$VM_PORT/health" victoria-metrics "$tmp/vm.log" "$!"
 
 echo "==> generating a demo key pair (RSA 2048) in $tmp"
 openssl genrsa -out "$tmp/demo-key.pem" 2048 2>/dev/null
@@ -62,15 +73,15 @@ limits:
 YAML
 
 echo "==> starting vmgateway on 127.0.0.1:$GW_PORT (auth on, rate limiting on)"
-bin/vmgateway -httpListenAddr="127.0.0.1:$GW_PORT" \
+"$VMGATEWAY" -httpListenAddr="127.0.0.1:$GW_PORT" \
 	-read.url="http://127.0.0.1:$VM_PORT" -write.url="http://127.0.0.1:$VM_PORT" \
 	-enable.auth -auth.publicKeyFiles="$tmp/demo-pub.pem" \
 	-enable.rateLimit -ratelimit.config="$tmp/limits.yaml" -datasource.url="http://127.0.0.1:$VM_PORT" \
 	>"$tmp/vmgateway.log" 2>&1 &
 pids+=($!)
-wait_healthy "http://127.0.0.1:$GW_PORT/health" vmgateway "$tmp/vmgateway.log"
+wait_healthy "http://127.0.0.1:$GW_PORT/health" vmgateway "$tmp/vmgateway.log" "$!"
 
-mint() { bin/vmgateway token mint -key="$tmp/demo-key.pem" "$@"; }
+mint() { "$VMGATEWAY" token mint -key="$tmp/demo-key.pem" "$@"; }
 READ_DEV=$(mint -extraLabels=team=dev -mode=read -lifetime=24h -subject=dev-reader)
 WRITE_DEV=$(mint -extraLabels=team=dev -mode=write -lifetime=24h -subject=dev-writer)
 FULL=$(mint -mode=full -lifetime=24h -subject=admin)
@@ -113,7 +124,7 @@ curl -s '$GW/api/v1/query?query=up' -H 'Authorization: Bearer $EXPIRED'
 curl -s '$GW/api/v1/query?query=up'
 
 # Explain any token, and whether this gateway would accept it:
-bin/vmgateway token explain -auth.publicKeyFiles=$tmp/demo-pub.pem '$READ_DEV'
+$VMGATEWAY token explain -auth.publicKeyFiles=$tmp/demo-pub.pem '$READ_DEV'
 
 Press Ctrl-C to stop VictoriaMetrics and the gateway and remove $tmp.
 TXT

@@ -112,6 +112,10 @@ func parseMarkdown(t *testing.T, file string) (blocks []mdBlock, prose string) {
 // TestDocsFlows runs the tested blocks of every doc against a real VictoriaMetrics and the real gateway binary.
 func TestDocsFlows(t *testing.T) {
 	bash := vmtest.Require(t, "bash")
+	// The tools the documented commands call.
+	for _, tool := range []string{"curl", "openssl", "promtool"} {
+		vmtest.Require(t, tool)
+	}
 	ran := 0
 	for _, file := range docFiles(t) {
 		blocks, _ := parseMarkdown(t, file)
@@ -503,8 +507,9 @@ func splitRow(row string) []string {
 // VictoriaMetrics clients the docs set up (vmagent, vmalert, victoria-metrics), as their -help lists them.
 func TestDocsFlagsExist(t *testing.T) {
 	known := map[string]string{}
+	gateway := map[string]string{"help": "vmgateway", "h": "vmgateway"}
 	for _, f := range gatewayFlags() {
-		known[f.Name] = "vmgateway"
+		known[f.Name], gateway[f.Name] = "vmgateway", "vmgateway"
 	}
 	mint := mintFlags(t)
 	for name := range mint {
@@ -522,8 +527,33 @@ func TestDocsFlagsExist(t *testing.T) {
 			}
 		}
 	}
-	// Placeholders for "a flag" in prose.
-	known["name"], known["flag"] = "placeholder", "placeholder"
+	// The flags of the repository's other programs (the benchmark harness), from their source.
+	flagDef := regexp.MustCompile(`\.(?:String|Bool|Int|Int64|Uint|Uint64|Float64|Duration|Var|Func|StringVar|BoolVar|IntVar|Int64Var|UintVar|Uint64Var|Float64Var|DurationVar)\((?:&[\w.\[\]]+, )?"([a-zA-Z][\w.]*)"`)
+	err := filepath.WalkDir("../..", func(path string, de fs.DirEntry, err error) error {
+		if err != nil || de.IsDir() && (de.Name() == ".git" || de.Name() == "vmgateway" && filepath.Base(filepath.Dir(path)) == "cmd") {
+			if err == nil {
+				err = filepath.SkipDir
+			}
+			return err
+		}
+		if de.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		for _, m := range flagDef.FindAllStringSubmatch(string(data), -1) {
+			if known[m[1]] == "" {
+				known[m[1]] = path
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Placeholders for "a flag" in prose, and the flags every Go program has.
+	for _, name := range []string{"name", "flag", "help", "h"} {
+		known[name] = "placeholder"
+	}
 
 	dotted := regexp.MustCompile("(?:^|[\\s`(\\['\"=,])-([a-z][a-zA-Z0-9]*(?:\\.[a-zA-Z][a-zA-Z0-9]*)+)")
 	spanFlag := regexp.MustCompile("^-([a-zA-Z][a-zA-Z0-9_.]*)(?:=.*)?$")
@@ -542,12 +572,16 @@ func TestDocsFlagsExist(t *testing.T) {
 			texts = append(texts, b.text)
 		}
 		for _, text := range texts {
-			for _, m := range dotted.FindAllStringSubmatch(text, -1) {
-				check(m[1], "the text", known)
+			for _, m := range dotted.FindAllStringSubmatchIndex(text, -1) {
+				if end := m[3]; end < len(text) && text[end] == '*' {
+					continue // a family of flags, such as -read.tls*
+				}
+				check(text[m[2]:m[3]], "the text", known)
 			}
 		}
 		for _, m := range codeSpan.FindAllStringSubmatch(prose, -1) {
-			if f := spanFlag.FindStringSubmatch(m[1]); f != nil {
+			// Single letters are other tools' options (curl -d), never the gateway's.
+			if f := spanFlag.FindStringSubmatch(m[1]); f != nil && len(f[1]) > 1 {
 				check(f[1], "`"+m[1]+"`", known)
 			}
 		}
@@ -558,7 +592,7 @@ func TestDocsFlagsExist(t *testing.T) {
 				if words == nil {
 					continue
 				}
-				set := known
+				set := gateway
 				if len(words) > 1 && words[0] == "token" && words[1] == "mint" {
 					set = mint
 				}
@@ -696,15 +730,23 @@ func TestDocsErrorMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	row := regexp.MustCompile("^\\| *`([^`]+)`")
 	n := 0
 	for i, line := range strings.Split(string(data), "\n") {
-		m := row.FindStringSubmatch(line)
-		if m == nil {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		// The first cell is the message, in a code span: `...`, or ``...`` when it holds a backtick.
+		msg := splitRow(line)[0]
+		switch {
+		case strings.HasPrefix(msg, "``") && strings.HasSuffix(msg, "``"):
+			msg = strings.TrimPrefix(strings.TrimSuffix(msg[2:len(msg)-2], " "), " ")
+		case strings.HasPrefix(msg, "`") && strings.HasSuffix(msg, "`") && strings.Count(msg, "`") == 2:
+			msg = msg[1 : len(msg)-1]
+		default:
+			t.Errorf("troubleshooting.md:%d: the message cell must be one code span, got %s", i+1, msg)
 			continue
 		}
 		n++
-		msg := strings.ReplaceAll(m[1], `\|`, "|")
 		if !anyLiteralFits(literals, msg) {
 			t.Errorf("troubleshooting.md:%d: no string in the code can produce the message\n\t%s", i+1, msg)
 		}
@@ -774,6 +816,9 @@ func constString(n ast.Node) (string, bool) {
 
 var formatVerb = regexp.MustCompile(`%[-+# 0]*[0-9]*(?:\.[0-9]+)?[vTtbcdoOqxXUeEfFgGspw]`)
 
+// anyLiteralFits reports whether some literal can produce msg, alone or wrapped in other text (an error wrapped
+// by its caller, "vm_access.mode: " + "must be ..."). The literal must then make up at least half of the message's
+// fixed text, so that generic literals such as "%s: %w" do not fit everything.
 func anyLiteralFits(literals []string, msg string) bool {
 	var words []string
 	for _, w := range strings.FieldsFunc(msg, func(r rune) bool { return r == ' ' || r == '…' }) {
@@ -781,11 +826,17 @@ func anyLiteralFits(literals []string, msg string) bool {
 			words = append(words, w)
 		}
 	}
+	msgFixed := len(strings.ReplaceAll(msg, "…", ""))
 	for _, l := range literals {
 		if !containsAny(l, words) {
 			continue
 		}
-		if globsIntersect(formatVerb.ReplaceAllString(strings.ReplaceAll(l, "%%", "\x01"), "\x00"), strings.ReplaceAll(msg, "…", "\x00"), "\x01") {
+		pattern := formatVerb.ReplaceAllString(strings.ReplaceAll(l, "%%", "\x01"), "\x00")
+		fixed := len(strings.ReplaceAll(pattern, "\x00", ""))
+		if fixed < 10 || 2*fixed < msgFixed {
+			continue
+		}
+		if globsIntersect("\x00"+pattern+"\x00", strings.ReplaceAll(msg, "…", "\x00"), "\x01") {
 			return true
 		}
 	}
@@ -801,8 +852,10 @@ func containsAny(s string, words []string) bool {
 	return len(words) == 0
 }
 
-// globsIntersect reports whether some text matches both patterns, where \x00 stands for any text (pct is the
-// escaped % of a format string, which matches a literal %).
+// globsIntersect reports whether the literal pattern a and the doc pattern b can produce the same text, where
+// \x00 stands for any text (pct is the escaped % of a format string, which matches a literal %). A wildcard of the
+// literal (a format verb) may produce anything, but a wildcard of the doc ("…") stands for varying values only: it
+// may not swallow the literal's fixed text, or a doc could abbreviate a message into one the code never says.
 func globsIntersect(a, b, pct string) bool {
 	a = strings.ReplaceAll(a, pct, "%")
 	ra, rb := []rune(a), []rune(b)
@@ -818,16 +871,13 @@ func globsIntersect(a, b, pct string) bool {
 				continue
 			}
 			if i < len(ra) && ra[i] == 0 {
-				reach[i+1][j] = true // the wildcard ends
+				reach[i+1][j] = true // a's wildcard ends
 				if j < len(rb) {
-					reach[i][j+1] = true // the wildcard produces b's next character (or b's own wildcard)
+					reach[i][j+1] = true // a's wildcard produces b's next character, or b's wildcard
 				}
 			}
 			if j < len(rb) && rb[j] == 0 {
-				reach[i][j+1] = true
-				if i < len(ra) {
-					reach[i+1][j] = true
-				}
+				reach[i][j+1] = true // b's wildcard ends
 			}
 			if i < len(ra) && j < len(rb) && ra[i] != 0 && ra[i] == rb[j] {
 				reach[i+1][j+1] = true
@@ -845,7 +895,9 @@ func TestGlobsIntersect(t *testing.T) {
 		{"abc", "abc", true},
 		{"abc", "abd", false},
 		{"a\x00c", "abbbc", true},
-		{"a\x00c", "a\x00", true},
+		{"a\x00c", "a\x00", false},
+		{"a\x00c", "a\x00c", true},
+		{"the token expired at \x00", "the token expired \x00", false},
 		{"the token expired at \x00", "the token expired at \x00", true},
 		{"missing \x00 header with a Bearer token", "missing Authorization header with a Bearer token", true},
 		{"missing \x00 header", "missing Authorization headers", false},
@@ -982,5 +1034,24 @@ func TestDocsRouteTable(t *testing.T) {
 	}
 	if n < 40 {
 		t.Fatalf("found %d APIs in internal/route/table.go: the scan is broken", n)
+	}
+}
+
+func TestAnyLiteralFits(t *testing.T) {
+	literals := []string{"%s: %w", "vm_access.%s: %w", "must be 0 (full), 1 (read) or 2 (write), got %d", "missing %s header with a Bearer token"}
+	for _, tc := range []struct {
+		msg string
+		ok  bool
+	}{
+		{"vm_access.mode: must be 0 (full), 1 (read) or 2 (write), got 3", true},
+		{"missing Authorization header with a Bearer token", true},
+		{"missing … header with a Bearer token", true},
+		{"missing Authorization header without a token", false},
+		{"vm_access.mode: something the code never says", false},
+		{"missing … header …", false},
+	} {
+		if got := anyLiteralFits(literals, tc.msg); got != tc.ok {
+			t.Errorf("anyLiteralFits(%q) = %v, want %v", tc.msg, got, tc.ok)
+		}
 	}
 }

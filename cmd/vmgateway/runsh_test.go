@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// TestMakeRun runs scripts/run.sh (`make run`) end to end: it must print its commands, each printed command must
+// do what the comment above it says, and Ctrl-C (SIGINT to its process group, as a terminal sends it) must stop
+// everything it started and remove its temp dir.
+func TestMakeRun(t *testing.T) {
+	bash := vmtest.Require(t, "bash")
+	for _, bin := range []string{"curl", "openssl", vmtest.Binary} {
+		vmtest.Require(t, bin)
+	}
+	vmPort, gwPort := freePortNumber(t), freePortNumber(t)
+	out := &syncBuffer{}
+	cmd := exec.Command(bash, "scripts/run.sh")
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "VM_PORT="+vmPort, "GW_PORT="+gwPort, "VMGATEWAY="+gatewayBin)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pgid := cmd.Process.Pid
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		if t.Failed() {
+			t.Logf("scripts/run.sh printed:\n%s", out.String())
+		}
+	})
+
+	// The script installs nothing here (victoria-metrics is there) and builds nothing (VMGATEWAY is given): it is
+	// ready within seconds. The bound only keeps a broken script from hanging the test run.
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(out.String(), "Press Ctrl-C") {
+		select {
+		case err := <-done:
+			t.Fatalf("scripts/run.sh exited before printing its commands: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("scripts/run.sh printed no commands within 2 minutes")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tmp := regexp.MustCompile(`data in (\S+)/vm-data`).FindStringSubmatch(out.String())
+	if tmp == nil {
+		t.Fatal("scripts/run.sh does not say where its temp dir is")
+	}
+
+	steps := printedCommands(t, out.String())
+	if len(steps) < 7 {
+		t.Fatalf("want at least 7 printed commands (6 curl and token explain), got %d", len(steps))
+	}
+	for _, s := range steps {
+		t.Run(s.comment, func(t *testing.T) {
+			// The demo data was written a moment ago; VictoriaMetrics makes new series searchable within a second.
+			vmtest.Eventually(t, func() (bool, string) {
+				c := exec.Command(bash, "-c", s.cmd)
+				c.Dir = "../.."
+				got, err := c.CombinedOutput()
+				msg := checkPrinted(s.comment, string(got), err)
+				return msg == "", msg + "\ncommand: " + s.cmd + "\noutput: " + string(got)
+			})
+		})
+	}
+
+	if err := syscall.Kill(-pgid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("scripts/run.sh did not stop within a minute of Ctrl-C")
+	}
+	if !strings.Contains(out.String(), "==> stopped, removed "+tmp[1]) {
+		t.Errorf("scripts/run.sh does not report its cleanup")
+	}
+	if _, err := os.Stat(tmp[1]); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the temp dir %s is still there after Ctrl-C (%v)", tmp[1], err)
+	}
+	if err := syscall.Kill(-pgid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("processes started by scripts/run.sh still run after Ctrl-C (kill -0 -%d: %v)", pgid, err)
+	}
+	for _, port := range []string{vmPort, gwPort} {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
+			_ = c.Close()
+			t.Errorf("port %s still accepts connections after Ctrl-C", port)
+		}
+	}
+}
+
+func freePortNumber(t *testing.T) string {
+	_, port, err := net.SplitHostPort(vmtest.FreePort(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// printedCommand is a command the script printed and the comment line above it, which says what it answers.
+type printedCommand struct{ comment, cmd string }
+
+func printedCommands(t *testing.T, out string) []printedCommand {
+	_, after, ok := strings.Cut(out, "Paste these:")
+	if !ok {
+		t.Fatal("scripts/run.sh printed no `Paste these:` section")
+	}
+	var cmds []printedCommand
+	comment := ""
+	sc := bufio.NewScanner(strings.NewReader(after))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		switch {
+		case strings.HasPrefix(line, "# "):
+			comment = strings.TrimPrefix(line, "# ")
+		case line == "" || strings.HasPrefix(line, "Press Ctrl-C"):
+		default:
+			if comment == "" {
+				t.Fatalf("the printed command %q has no comment saying what it answers", line)
+			}
+			cmds = append(cmds, printedCommand{comment, line})
+			comment = ""
+		}
+	}
+	return cmds
+}
+
+var statusInComment = regexp.MustCompile(`: (\d{3})\b`)
+
+// checkPrinted checks a printed command's output against its comment; "" when it fits.
+func checkPrinted(comment, out string, err error) string {
+	if err != nil {
+		return "the command failed: " + err.Error()
+	}
+	if strings.Contains(comment, "Explain") {
+		if !strings.Contains(out, "Would the gateway accept it? YES") {
+			return "token explain does not say the gateway accepts the read token"
+		}
+		return ""
+	}
+	m := statusInComment.FindStringSubmatch(comment)
+	if m == nil {
+		return "the comment names no status"
+	}
+	want := map[string]string{"200": `"status":"success"`, "204": "204", "401": `"errorType":"unauthorized"`, "403": `"errorType":"forbidden"`}[m[1]]
+	if want == "" {
+		return "no check for status " + m[1]
+	}
+	if !strings.Contains(out, want) {
+		return "the output does not show " + m[1] + " (" + want + ")"
+	}
+	switch {
+	case strings.Contains(comment, `only series with team="dev"`):
+		if !strings.Contains(out, `"team":"dev"`) || strings.Contains(out, `"team":"ops"`) {
+			return `want team="dev" series and no team="ops" series`
+		}
+	case strings.Contains(comment, "every team's series"):
+		if !strings.Contains(out, `"team":"dev"`) || !strings.Contains(out, `"team":"ops"`) {
+			return "want the series of both teams"
+		}
+	case strings.Contains(comment, "expired"):
+		if !strings.Contains(out, "expired") {
+			return "the error does not say the token expired"
+		}
+	}
+	return ""
+}
