@@ -19,7 +19,7 @@ import (
 )
 
 var (
-	httpListenAddrs = flagutil.NewArray("httpListenAddr", "TCP address to listen for incoming http requests (default :8431)")
+	httpListenAddrs = flagutil.NewArrayDefault("httpListenAddr", []string{":8431"}, "TCP addresses to listen for incoming http requests")
 	readURL         = flag.String("read.url", "", "Read access URL: vmselect (e.g. http://vmselect:8481) with -clusterMode, or single-node VictoriaMetrics (e.g. http://localhost:8428)")
 	writeURL        = flag.String("write.url", "", "Write access URL: vminsert (e.g. http://vminsert:8480) with -clusterMode, or single-node VictoriaMetrics (e.g. http://localhost:8428)")
 	clusterMode     = flag.Bool("clusterMode", false, "Enable this for the cluster version of VictoriaMetrics: reads go to /select/<tenant>/..., writes to /insert/<tenant>/..., with the tenant from the token")
@@ -121,9 +121,6 @@ func newApp() (*app, error) {
 		return nil, err
 	}
 	addrs := []string(*httpListenAddrs)
-	if len(addrs) == 0 {
-		addrs = []string{":8431"}
-	}
 	srv, err := server.New(server.Config{
 		ListenAddrs:         addrs,
 		TLS:                 tlsEnable.Get,

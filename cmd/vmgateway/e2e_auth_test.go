@@ -194,13 +194,18 @@ func TestTokenTool(t *testing.T) {
 		code := runTokenIsolated(t, args, &out)
 		return code, out.String()
 	}
-	code, out := run("explain", "-auth.publicKeyFiles="+pub, "-auth.issuer=idp", tok)
+	code, out := run("explain", "-clusterMode", "-auth.publicKeyFiles="+pub, "-auth.issuer=idp", tok)
 	for _, want := range []string{"EdDSA", `key id "k1"`, `"alice"`, "15:3", "read — may call read APIs only", `team="dev"`, `{env=~"prod|dev"}`, "YES: tenant 15:3, mode read"} {
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("explain: exit %d, want %q in:\n%s", code, want, out)
 		}
 	}
-	code, out = run("explain", "-auth.publicKeyFiles="+pub, "-auth.issuer=other", tok)
+	// The same token in front of single-node VictoriaMetrics: it verifies, but its tenant is refused.
+	code, out = run("explain", "-auth.publicKeyFiles="+pub, "-auth.issuer=idp", tok)
+	if code != 1 || !strings.Contains(out, "every request gets 403: the token is for tenant 15:3") {
+		t.Errorf("explain of a tenant token for single-node: exit %d:\n%s", code, out)
+	}
+	code, out = run("explain", "-clusterMode", "-auth.publicKeyFiles="+pub, "-auth.issuer=other", tok)
 	if code != 1 || !strings.Contains(out, "NO: 401") || !strings.Contains(out, "issuer") {
 		t.Errorf("explain with the wrong issuer: exit %d:\n%s", code, out)
 	}

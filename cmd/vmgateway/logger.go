@@ -9,7 +9,7 @@ import (
 )
 
 var (
-	loggerLevel  = flag.String("loggerLevel", "INFO", "Minimum level of errors to log. Possible values: INFO, WARN, ERROR")
+	loggerLevel  = flag.String("loggerLevel", "INFO", "Minimum level of messages to log. Possible values: DEBUG, INFO, WARN, ERROR")
 	loggerFormat = flag.String("loggerFormat", "default", "Format for logs. Possible values: default, json")
 	loggerOutput = flag.String("loggerOutput", "stderr", "Output for the logs. Supported values: stderr, stdout")
 )
@@ -26,7 +26,7 @@ func setupLogger() error {
 	case "ERROR":
 		level = slog.LevelError
 	default:
-		return fmt.Errorf("invalid -loggerLevel=%q: possible values are INFO, WARN, ERROR (and DEBUG)", *loggerLevel)
+		return fmt.Errorf("invalid -loggerLevel=%q: possible values are DEBUG, INFO, WARN, ERROR", *loggerLevel)
 	}
 	out := os.Stderr
 	switch *loggerOutput {

@@ -29,6 +29,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
+	"github.com/vmgateway/vmgateway/internal/gateway"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -300,6 +301,10 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 	a, err := v.Verify(token)
 	if err != nil {
 		fmt.Fprintf(stdout, "\nWould the gateway accept it? NO: 401, %s\n", err)
+		return 1
+	}
+	if err := gateway.TenantAllowed(*clusterMode, a.Tenant); err != nil {
+		fmt.Fprintf(stdout, "\nWould the gateway accept it? The signature and claims verify, but every request gets 403: %s\n", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "\nWould the gateway accept it? YES: tenant %s, mode %s", a.Tenant, a.Mode)

@@ -4,10 +4,10 @@
 package auth
 
 import (
-	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -148,7 +148,7 @@ func (v *Verifier) checkClaims(c *claims, now time.Time) (int64, *Error) {
 		return 0, newError(reasonIssuer, "the token issuer %s is not the expected %s", quote(c.iss), quote(v.issuer))
 	}
 	if v.audience != "" && !slices.Contains(c.aud, v.audience) {
-		return 0, newError(reasonAudience, "the token audience %s does not include %s", quote(fmt.Sprint(c.aud)), quote(v.audience))
+		return 0, newError(reasonAudience, "the token audience %s does not include %s", quote(strings.Join(c.aud, ", ")), quote(v.audience))
 	}
 	if notBefore.IsZero() {
 		return minInt64, nil

@@ -23,6 +23,26 @@ func NewArray(name, usage string) *Array {
 	return a
 }
 
+// NewArrayDefault registers an Array flag whose value is def until the command line or the environment sets it.
+func NewArrayDefault(name string, def []string, usage string) *Array {
+	a := &defaultArray{Array: def, isDefault: true}
+	flag.Var(a, name, usage+arrayHelp)
+	return &a.Array
+}
+
+// defaultArray drops its default at the first Set, so a given value replaces the default instead of adding to it.
+type defaultArray struct {
+	Array
+	isDefault bool
+}
+
+func (a *defaultArray) Set(v string) error {
+	if a.isDefault {
+		a.Array, a.isDefault = nil, false
+	}
+	return a.Array.Set(v)
+}
+
 func (a *Array) String() string { return strings.Join(*a, ",") }
 
 // Set appends the comma-separated items of v.

@@ -147,3 +147,18 @@ func TestSecret(t *testing.T) {
 		t.Fatal("missing secret file accepted")
 	}
 }
+
+func TestArrayDefault(t *testing.T) {
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	a := &defaultArray{Array: Array{":8431"}, isDefault: true}
+	fs.Var(a, "httpListenAddr", "")
+	if fs.Lookup("httpListenAddr").DefValue != ":8431" || a.Get(0) != ":8431" {
+		t.Fatalf("default not shown or not used: %q %q", fs.Lookup("httpListenAddr").DefValue, a.Array)
+	}
+	if err := fs.Parse([]string{"-httpListenAddr=:1", "-httpListenAddr=:2"}); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual([]string(a.Array), []string{":1", ":2"}) {
+		t.Fatalf("a given value must replace the default, not add to it: %q", a.Array)
+	}
+}

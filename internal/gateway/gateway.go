@@ -110,17 +110,21 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		observe(api, sw.code(), start)
 	}()
 
+	// The path is classified first only so that metrics name the API even of a refused token; a client without a
+	// valid token learns nothing about the path, since authentication answers before routing does.
+	rt, routeErr := route.Lookup(r.URL.EscapedPath())
+	if routeErr == nil {
+		api = rt.API
+	}
 	access, err := g.authenticate(r)
 	if err != nil {
 		g.reject(sw, err)
 		return
 	}
-	rt, err := route.Lookup(r.URL.EscapedPath())
-	if err != nil {
-		g.reject(sw, err)
+	if routeErr != nil {
+		g.reject(sw, routeErr)
 		return
 	}
-	api = rt.API
 	t, err := g.authorize(access, rt)
 	if err != nil {
 		g.reject(sw, err)
@@ -175,24 +179,36 @@ func (g *Gateway) authorize(a *auth.Access, rt route.Route) (tenant.ID, error) {
 		return tenant.ID{}, httperr.New(http.StatusForbidden, fmt.Sprintf("the token's mode %q does not allow %s API %q", a.Mode, rt.Kind, rt.API))
 	}
 	t := a.Tenant
+	if err := TenantAllowed(g.cluster, t); err != nil {
+		return t, err
+	}
+	if !g.cluster {
+		if rt.HasPathTenant && rt.PathTenant != (tenant.ID{}) {
+			return t, httperr.New(http.StatusBadRequest, fmt.Sprintf("tenant %s in the path: single-node VictoriaMetrics has no tenants; use the single-node path or tenant 0:0", rt.PathTenant))
+		}
+		return t, nil
+	}
 	if !rt.HasPathTenant {
 		return t, nil
 	}
-	if g.auth == nil && g.cluster {
+	if g.auth == nil {
 		// Without tokens the gateway is a plain router: the path names the tenant.
 		return rt.PathTenant, nil
-	}
-	if !g.cluster {
-		if rt.PathTenant != (tenant.ID{}) {
-			return t, httperr.New(http.StatusBadRequest, fmt.Sprintf("tenant %s in the path: single-node VictoriaMetrics has no tenants; use the single-node path or tenant 0:0", rt.PathTenant))
-		}
-		// 0:0 is single-node's only data set, which a token of any tenant reaches by the single-node path too.
-		return t, nil
 	}
 	if rt.PathTenant != t {
 		return t, httperr.New(http.StatusForbidden, fmt.Sprintf("tenant %s in the path is not the token's tenant; the token allows tenant %s only", rt.PathTenant, t))
 	}
 	return t, nil
+}
+
+// TenantAllowed says whether a gateway in this mode serves a token of tenant t. Single-node VictoriaMetrics holds
+// one data set, tenant 0:0: a token issued for another tenant must not be read as a pass to it, since that would
+// hand a cluster tenant's token everyone's data. `vmgateway token explain` asks the same question.
+func TenantAllowed(cluster bool, t tenant.ID) error {
+	if cluster || t == (tenant.ID{}) {
+		return nil
+	}
+	return httperr.New(http.StatusForbidden, fmt.Sprintf("the token is for tenant %s, but this gateway serves single-node VictoriaMetrics, which has only tenant 0:0; use a token without tenant_id (or with 0:0), or run the gateway with -clusterMode", t))
 }
 
 func (g *Gateway) reject(w http.ResponseWriter, err error) {

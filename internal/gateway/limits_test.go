@@ -192,6 +192,7 @@ func TestConcurrencyLimitsThroughThePipeline(t *testing.T) {
 			upURL, arrived, release := blockingUpstream(t)
 			gw := serveGateway(t, upURL, tlsclient.Options{}, func(c *Config) {
 				c.Auth = headerAuth{}
+				c.Cluster = true // tenant-bound tokens: single-node mode refuses them
 				c.Limits = Limits{MaxConcurrentRequests: tc.global, MaxConcurrentPerTenantRequests: tc.perTenant, MaxQueueDuration: 0}
 			})
 			first := make(chan int, 1)
@@ -199,8 +200,13 @@ func TestConcurrencyLimitsThroughThePipeline(t *testing.T) {
 				code, _, _, _ := get(t, gw.URL+"/api/v1/query?query=first", "X-Tenant", "1")
 				first <- code
 			}()
-			if q := <-arrived; q != "first" {
-				t.Fatalf("upstream got %q first", q)
+			select {
+			case q := <-arrived:
+				if q != "first" {
+					t.Fatalf("upstream got %q first", q)
+				}
+			case c := <-first:
+				t.Fatalf("the first request was answered %d without reaching the upstream", c)
 			}
 			code, h, e, body := get(t, gw.URL+"/api/v1/query?query=second", "X-Tenant", tc.second)
 			if code != http.StatusTooManyRequests || h.Get("Retry-After") != "1" || e.ErrorType != "too_many_requests" || !strings.Contains(e.Error, tc.msg) {
