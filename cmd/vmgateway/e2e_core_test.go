@@ -104,7 +104,7 @@ func startClient(t *testing.T, path string, flags ...string) string {
 	name := filepath.Base(path)
 	addr := vmtest.FreePort(t)
 	cmd := exec.Command(bin, append([]string{"-httpListenAddr=" + addr, "-loggerLevel=ERROR"}, flags...)...)
-	logs := &syncBuffer{}
+	logs := &vmtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("cannot start %s: %s", name, err)

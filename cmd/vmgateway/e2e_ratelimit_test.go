@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -137,28 +136,6 @@ func ok2xx(m map[int]int) int {
 	return n
 }
 
-// scrape reads one series from the gateway's /metrics; 0 when absent.
-func scrape(t *testing.T, g *gw, series string) float64 {
-	t.Helper()
-	resp, err := http.Get(g.URL + "/metrics")
-	if err != nil {
-		t.Fatalf("/metrics: %s", err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %s", series, err)
-			}
-			return f
-		}
-	}
-	return 0
-}
-
 const limit50 = "limits:\n  - {type: queries, value: 50}\n  - {type: queries, value: 1000, resolution: hour}\n"
 
 // TestRateLimitBurstOneReplica: 500 queries at concurrency 16 against a limit of 50 a minute, with nothing in the
@@ -216,7 +193,7 @@ func TestRateLimitBurstOneReplica(t *testing.T) {
 		!strings.Contains(msg, "usage seen 50 in the last minute counted by this gateway") {
 		t.Errorf("429 body: %s", rejected.body)
 	}
-	if got := scrape(t, g, `vmgateway_ratelimit_rejected_total{type="queries",resolution="minute"}`); got != float64(m[429]) {
+	if got := metricValue(t, g, `vmgateway_ratelimit_rejected_total{type="queries",resolution="minute"}`); got != float64(m[429]) {
 		t.Errorf("rejected_total = %v, want %d", got, m[429])
 	}
 
@@ -258,12 +235,12 @@ func TestRateLimitBurstReplicas(t *testing.T) {
 	}
 	for _, g := range shared {
 		vmtest.Eventually(t, func() (bool, string) {
-			v := scrape(t, g, "vmgateway_ratelimit_redis_up")
+			v := metricValue(t, g, "vmgateway_ratelimit_redis_up")
 			return v == 1, fmt.Sprintf("vmgateway_ratelimit_redis_up %v", v)
 		})
 	}
 	m := tally(burstQueries(t, shared, token, 500, 16))
-	calls := scrape(t, shared[0], "vmgateway_ratelimit_redis_calls_total") + scrape(t, shared[1], "vmgateway_ratelimit_redis_calls_total")
+	calls := metricValue(t, shared[0], "vmgateway_ratelimit_redis_calls_total") + metricValue(t, shared[1], "vmgateway_ratelimit_redis_calls_total")
 	t.Logf("two replicas sharing Redis: %v, %v Redis calls", m, calls)
 	if n := ok2xx(m); n > 55 || n < 40 || m[429] != 500-n {
 		t.Errorf("two replicas sharing Redis: %v, want at most 55 2xx", m)
@@ -288,10 +265,10 @@ func TestRateLimitDryRun(t *testing.T) {
 	if m[200] != 500 {
 		t.Fatalf("dry run: %v, want 500 answers of 200", m)
 	}
-	if got := scrape(t, g, `vmgateway_ratelimit_dryrun_would_reject_total{type="queries",resolution="minute"}`); got != 450 {
+	if got := metricValue(t, g, `vmgateway_ratelimit_dryrun_would_reject_total{type="queries",resolution="minute"}`); got != 450 {
 		t.Errorf("dryrun_would_reject_total = %v, want 450", got)
 	}
-	if got := scrape(t, g, `vmgateway_ratelimit_rejected_total{type="queries",resolution="minute"}`); got != 0 {
+	if got := metricValue(t, g, `vmgateway_ratelimit_rejected_total{type="queries",resolution="minute"}`); got != 0 {
 		t.Errorf("rejected_total = %v under dry run", got)
 	}
 	if !strings.Contains(g.logs.String(), "would have rejected") {
@@ -396,7 +373,7 @@ func startRLRedis(t *testing.T, args ...string) string {
 		addr := vmtest.FreePort(t)
 		host, port, _ := net.SplitHostPort(addr)
 		cmd := exec.Command(bin, append([]string{"--bind", host, "--port", port, "--dir", dir, "--save", "", "--appendonly", "no"}, args...)...)
-		logs := &syncBuffer{}
+		logs := &vmtest.Buffer{}
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("cannot start redis-server: %s", err)

@@ -22,7 +22,7 @@ import (
 // startGatewayAt runs vmgateway on a given address, as a restarted instance behind a fixed endpoint would be.
 func startGatewayAt(t testing.TB, addr string, flags ...string) *gw {
 	t.Helper()
-	g := &gw{URL: "http://" + addr, logs: &syncBuffer{}, done: make(chan struct{})}
+	g := &gw{URL: "http://" + addr, logs: &vmtest.Buffer{}, done: make(chan struct{})}
 	g.cmd = exec.Command(gatewayBin, append([]string{"-httpListenAddr=" + addr}, flags...)...)
 	g.cmd.Env = os.Environ()
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,26 +41,9 @@ func TestMain(m *testing.M) {
 type gw struct {
 	URL  string
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *vmtest.Buffer
 	done chan struct{}
 	err  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startGateway runs vmgateway with the given flags on a free loopback port and waits for /health.
@@ -76,7 +57,7 @@ func startGatewayEnv(t testing.TB, env []string, flags ...string) *gw {
 	var lastLogs string
 	for attempt := 0; attempt < 3; attempt++ {
 		addr := vmtest.FreePort(t)
-		g := &gw{URL: "http://" + addr, logs: &syncBuffer{}, done: make(chan struct{})}
+		g := &gw{URL: "http://" + addr, logs: &vmtest.Buffer{}, done: make(chan struct{})}
 		prefix := ""
 		for _, f := range flags {
 			if p, ok := strings.CutPrefix(f, "-http.pathPrefix="); ok {

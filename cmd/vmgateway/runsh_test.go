@@ -24,7 +24,7 @@ func TestMakeRun(t *testing.T) {
 		vmtest.Require(t, bin)
 	}
 	vmPort, gwPort := freePortNumber(t), freePortNumber(t)
-	out := &syncBuffer{}
+	out := &vmtest.Buffer{}
 	cmd := exec.Command(bash, "scripts/run.sh")
 	cmd.Dir = "../.."
 	cmd.Env = append(os.Environ(), "VM_PORT="+vmPort, "GW_PORT="+gwPort, "VMGATEWAY="+gatewayBin)

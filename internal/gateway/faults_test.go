@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -16,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,6 +24,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tlsclient"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // serveGateway runs a gateway in front of upstream (both upstreams) on a real loopback server, so the proxy
@@ -84,30 +83,13 @@ func send(t *testing.T, req *http.Request) (int, http.Header, jsonError, string)
 }
 
 // logCapture sends the default logger to a buffer for one test.
-func logCapture(t *testing.T) *syncBuf {
+func logCapture(t *testing.T) *vmtest.Buffer {
 	t.Helper()
-	buf := &syncBuf{}
+	buf := &vmtest.Buffer{}
 	prev := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(func() { slog.SetDefault(prev) })
 	return buf
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // panickingLimiter panics while armed: a stand-in for a bug in any step of the pipeline.

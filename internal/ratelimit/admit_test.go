@@ -13,6 +13,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // clock is a settable clock for the gate's counts.
@@ -243,7 +244,7 @@ func TestParseHeaders(t *testing.T) {
 }
 
 func TestDryRun(t *testing.T) {
-	var logs syncBuffer
+	var logs vmtest.Buffer
 	restore := captureLogs(&logs)
 	defer restore()
 	g, _ := clockGate(t, "limits:\n  - {type: queries, value: 5}\n  - {type: queries, value: 1, account_id: 2}\n", Config{DryRun: true, Headers: HeadersDraft03})
@@ -281,7 +282,7 @@ func TestDryRun(t *testing.T) {
 }
 
 // captureLogs sends the default logger's output to w until restore is called.
-func captureLogs(w *syncBuffer) (restore func()) {
+func captureLogs(w *vmtest.Buffer) (restore func()) {
 	old := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(w, nil)))
 	return func() { slog.SetDefault(old) }

@@ -31,24 +31,7 @@ type redisServer struct {
 	args           []string
 	cmd            *exec.Cmd
 	exited         chan struct{}
-	logs           syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs           vmtest.Buffer
 }
 
 var testDatasource = datasource.Config{URL: "http://127.0.0.1:1"}
@@ -213,7 +196,7 @@ func TestSharedAuth(t *testing.T) {
 	}
 
 	// A wrong password: Redis is never up, the errors are counted and logged, and each gate counts locally.
-	var logs syncBuffer
+	var logs vmtest.Buffer
 	restore := captureLogs(&logs)
 	defer restore()
 	g := newTestGate(t, limits, Config{Redis: RedisConfig{URL: "redis://:nope@" + r.addr, Timeout: 5 * time.Second}})
