@@ -1,0 +1,170 @@
+package enforce
+
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// maxExpandedTerms bounds what WITH templates may expand to. metricsql expands templates while parsing, and a few
+// hundred bytes of templates that each use the previous one twice (t1=t0+t0, t2=t1+t1, ...) double the work per
+// definition: 30 of them keep a core busy for hours. Legitimate queries stay orders of magnitude below the bound.
+const maxExpandedTerms = 50000
+
+// checkWithBudget estimates, from the query's tokens alone, how many terms its WITH templates expand to, and
+// refuses the query before metricsql.Parse spends the time. The estimate only errs upwards: every identifier that
+// names a template counts as the template's whole size, whatever the scope, and a call counts its body once per
+// argument term.
+func checkWithBudget(q string) error {
+	if !containsFold(q, "with") {
+		return nil
+	}
+	s := withScanner{toks: tokenize(q), defs: map[string]int{}}
+	size := s.expr()
+	for s.i < len(s.toks) { // unbalanced leftovers: count them; the parser will reject the query anyway
+		size = sat(size + s.expr() + 1)
+		s.i++
+	}
+	if size > maxExpandedTerms {
+		return fmt.Errorf("the query's WITH templates expand to more than %d terms; simplify the templates", maxExpandedTerms)
+	}
+	return nil
+}
+
+type withScanner struct {
+	toks []string
+	i    int
+	defs map[string]int // template name → estimated expanded size
+}
+
+// expr sums the sizes of the tokens up to the end of the stream or, at nesting depth 0, a "," or ")" (left unread),
+// which ends a template body or a call argument too.
+func (s *withScanner) expr() int {
+	size, depth := 0, 0
+	for s.i < len(s.toks) {
+		t := s.toks[s.i]
+		switch {
+		case depth == 0 && (t == "," || t == ")"):
+			return size
+		case t == "(" || t == "{" || t == "[":
+			depth++
+			s.i++
+			size = sat(size + 1)
+		case t == ")" || t == "}" || t == "]":
+			depth = max(depth-1, 0)
+			s.i++
+			size = sat(size + 1)
+		case strings.EqualFold(t, "with") && s.peek(1) == "(":
+			s.i += 2
+			s.definitions()
+		case s.defs[t] > 0:
+			s.i++
+			n := s.defs[t]
+			if s.peek(0) == "(" { // a template call: each argument may be substituted wherever the body uses it
+				s.i++
+				args := 1
+				for s.i < len(s.toks) && s.toks[s.i] != ")" {
+					args = sat(args + s.expr())
+					if s.peek(0) == "," {
+						s.i++
+					}
+				}
+				s.i++
+				n = sat(n * args)
+			}
+			size = sat(size + n)
+		default:
+			s.i++
+			size = sat(size + 1)
+		}
+	}
+	return size
+}
+
+// definitions reads `name[(args)] = body, ...)` after `with (`.
+func (s *withScanner) definitions() {
+	for s.i < len(s.toks) && s.toks[s.i] != ")" {
+		name := s.toks[s.i]
+		s.i++
+		if s.peek(0) == "(" { // argument names: skip to the closing parenthesis
+			for s.i < len(s.toks) && s.toks[s.i] != ")" {
+				s.i++
+			}
+			s.i++
+		}
+		if s.peek(0) == "=" {
+			s.i++
+		}
+		body := s.expr()
+		if body < 1 {
+			body = 1
+		}
+		s.defs[name] = max(s.defs[name], body)
+		if s.peek(0) == "," {
+			s.i++
+		}
+	}
+	s.i++ // the closing parenthesis of the definitions
+}
+
+func (s *withScanner) peek(k int) string {
+	if s.i+k < len(s.toks) {
+		return s.toks[s.i+k]
+	}
+	return ""
+}
+
+func sat(n int) int { return min(n, maxExpandedTerms+1) }
+
+// tokenize splits a query into identifiers, punctuation and opaque literals; strings and comments become one token.
+func tokenize(q string) []string {
+	var toks []string
+	for i := 0; i < len(q); {
+		c := q[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			i++
+		case c == '#':
+			for i < len(q) && q[i] != '\n' {
+				i++
+			}
+		case c == '"' || c == '\'' || c == '`':
+			j := i + 1
+			for j < len(q) && q[j] != c {
+				if q[j] == '\\' && c != '`' {
+					j++
+				}
+				j++
+			}
+			toks = append(toks, `"`)
+			i = j + 1
+		case isIdentByte(c) || c == '\\' || c >= utf8.RuneSelf:
+			j := i
+			for j < len(q) && (isIdentByte(q[j]) || (q[j] >= '0' && q[j] <= '9') || q[j] == '.' || q[j] >= utf8.RuneSelf || q[j] == '\\') {
+				if q[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			toks = append(toks, q[i:min(j, len(q))])
+			i = j
+		default:
+			toks = append(toks, q[i:i+1])
+			i++
+		}
+	}
+	return toks
+}
+
+func isIdentByte(c byte) bool {
+	return c == '_' || c == ':' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+}
+
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
+}

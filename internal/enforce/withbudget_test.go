@@ -1,0 +1,46 @@
+package enforce
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// doublingChain is the classic template bomb: each definition uses the previous one twice.
+func doublingChain(n int) string {
+	defs := []string{"t0=up"}
+	for i := 1; i <= n; i++ {
+		defs = append(defs, fmt.Sprintf("t%d=t%d+t%d", i, i-1, i-1))
+	}
+	return "with (" + strings.Join(defs, ", ") + fmt.Sprintf(") t%d", n)
+}
+
+func TestWithBudget(t *testing.T) {
+	e := devOnly(t)
+	for _, tc := range []struct {
+		name, q string
+		refused bool
+	}{
+		{"no templates", `sum(rate(http_requests_total{job="api"}[5m])) by (instance)`, false},
+		{"a label called with", `up{with="x"} + with_metric`, false},
+		{"plain templates", `with (f(x) = rate(x[5m]), cf = {job="api"}) sum(f(http_requests_total{cf})) / sum(f(errors_total{cf}))`, false},
+		{"nested templates", `with (a = with (b = up) b + b) a * a`, false},
+		{"doubling chain of 10", doublingChain(10), false},
+		{"doubling chain of 20", doublingChain(20), true},
+		{"doubling chain of 60", doublingChain(60), true},
+		{"wide template calls", `with (f(x) = x+x+x+x+x+x+x+x, g(x) = f(f(x)), h(x) = g(g(x)), k(x) = h(h(x))) k(k(up))`, true},
+		{"filter template chain", `with (f0 = {a="1"}, f1 = {f0, f0, f0, f0}, f2 = {f1, f1, f1, f1}, f3 = {f2, f2, f2, f2}, f4 = {f3, f3, f3, f3}, f5 = {f4, f4, f4, f4}, f6 = {f5, f5, f5, f5}, f7 = {f6, f6, f6, f6}, f8 = {f7, f7, f7, f7}) up{f8}`, true},
+		{"templates in a comment and a string", "# with (t1=t0+t0)\nlabel_replace(up, \"x\", \"with (a=b)\", \"\", \"\")", false},
+	} {
+		// Without the budget, the refused ones would not fail: they would run for hours, until the test timeout.
+		_, err := e.Query(tc.q)
+		if tc.refused {
+			if err == nil || statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "WITH templates expand to more than") {
+				t.Errorf("%s: want a 400 about WITH templates, got %v", tc.name, err)
+			}
+		} else if err != nil {
+			t.Errorf("%s: refused: %s", tc.name, err)
+		}
+	}
+}
