@@ -137,3 +137,15 @@ func TestCandidates(t *testing.T) {
 		t.Fatalf("describe = %s", got)
 	}
 }
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://idp.example.com/keys":                       "https://idp.example.com/keys",
+		"https://user:s3cret@idp.example.com/keys?token=x#f": "https://idp.example.com/keys",
+		"://bad": "(invalid URL)",
+	} {
+		if got := redactURL(in); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

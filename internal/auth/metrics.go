@@ -2,6 +2,7 @@ package auth
 
 import (
 	"fmt"
+	"net/url"
 
 	"github.com/VictoriaMetrics/metrics"
 )
@@ -30,13 +31,24 @@ func countReject(reason string) {
 }
 
 func keyFetches(url string) *metrics.Counter {
-	return metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_auth_key_fetches_total{url=%q}`, url))
+	return metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_auth_key_fetches_total{url=%q}`, redactURL(url)))
 }
 
 func keyFetchErrors(url string) *metrics.Counter {
-	return metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_auth_key_fetch_errors_total{url=%q}`, url))
+	return metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_auth_key_fetch_errors_total{url=%q}`, redactURL(url)))
 }
 
 func keyFetchLastSuccess(url string) *metrics.Gauge {
-	return metrics.GetOrCreateGauge(fmt.Sprintf(`vmgateway_auth_key_last_successful_fetch_timestamp_seconds{url=%q}`, url), nil)
+	return metrics.GetOrCreateGauge(fmt.Sprintf(`vmgateway_auth_key_last_successful_fetch_timestamp_seconds{url=%q}`, redactURL(url)), nil)
+}
+
+// redactURL drops credentials, query and fragment from a key endpoint's URL: /metrics is often readable by
+// more people than the flags are.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
 }
