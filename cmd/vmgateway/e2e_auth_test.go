@@ -42,15 +42,21 @@ func keyPair(t testing.TB, kind string) (priv, pub string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pubDER, err := x509.MarshalPKIXPublicKey(key.(crypto.Signer).Public())
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	priv, pub = filepath.Join(dir, kind+"-key.pem"), filepath.Join(dir, kind+"-pub.pem")
 	writePEM(t, priv, "PRIVATE KEY", der)
-	writePEM(t, pub, "PUBLIC KEY", pubDER)
+	writePublicKey(t, pub, key.(crypto.Signer).Public())
 	return priv, pub
+}
+
+// writePublicKey writes pub as a PKIX PEM file for -auth.publicKeyFiles.
+func writePublicKey(t testing.TB, path string, pub crypto.PublicKey) {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePEM(t, path, "PUBLIC KEY", der)
 }
 
 func writePEM(t testing.TB, path, typ string, der []byte) {

@@ -4,14 +4,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -44,14 +41,8 @@ var clusterKey = sync.OnceValue(func() *ecdsa.PrivateKey {
 // clusterPublicKeyFile writes the public half of clusterKey as PKIX PEM for -auth.publicKeyFiles.
 func clusterPublicKeyFile(t testing.TB) string {
 	t.Helper()
-	der, err := x509.MarshalPKIXPublicKey(&clusterKey().PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "jwt-public.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writePublicKey(t, path, &clusterKey().PublicKey)
 	return path
 }
 

@@ -3,9 +3,7 @@ package main
 import (
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -42,14 +40,8 @@ var rlKey = sync.OnceValue(func() *rsa.PrivateKey {
 // rlPublicKeyFile writes the public half of rlKey for -auth.publicKeyFiles.
 func rlPublicKeyFile(t *testing.T) string {
 	t.Helper()
-	der, err := x509.MarshalPKIXPublicKey(&rlKey().PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "rl-public.pem")
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writePublicKey(t, path, &rlKey().PublicKey)
 	return path
 }
 

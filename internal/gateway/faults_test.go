@@ -95,7 +95,7 @@ func logCapture(t *testing.T) *vmtest.Buffer {
 // panickingLimiter panics while armed: a stand-in for a bug in any step of the pipeline.
 type panickingLimiter struct{ armed atomic.Bool }
 
-func (l *panickingLimiter) Check(*auth.Access, route.Route) error {
+func (l *panickingLimiter) Admit(*auth.Access, route.Route, http.Header) error {
 	if l.armed.Load() {
 		panic("limiter bug: index out of range")
 	}

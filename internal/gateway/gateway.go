@@ -21,14 +21,9 @@ type Authenticator interface {
 	Authenticate(r *http.Request) (*auth.Access, error)
 }
 
-// Limiter decides whether a tenant may make one more request of a route's kind (ratelimit.Gate). A Limiter that
-// also has Admit is called through it instead of Check, so that it can set rate-limit response headers.
+// Limiter decides whether a tenant may make one more request of a route's kind, counts it, and sets rate-limit
+// headers on the response's h, for allowed and rejected requests alike (ratelimit.Gate).
 type Limiter interface {
-	Check(a *auth.Access, rt route.Route) error
-}
-
-// headerLimiter judges and counts a request and sets rate-limit headers on h, for allowed and rejected requests.
-type headerLimiter interface {
 	Admit(a *auth.Access, rt route.Route, h http.Header) error
 }
 
@@ -50,7 +45,6 @@ type Gateway struct {
 	cluster      bool
 	auth         Authenticator
 	limiter      Limiter
-	admit        headerLimiter
 	read, write  *upstream
 	dropHeaders  []string
 	unrestricted *auth.Access
@@ -73,9 +67,6 @@ func New(cfg Config) (*Gateway, error) {
 		unrestricted: &auth.Access{Mode: auth.ModeFull},
 		limits:       cfg.Limits,
 		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
-	}
-	if hl, ok := cfg.Limiter.(headerLimiter); ok {
-		g.admit = hl
 	}
 	if h := http.CanonicalHeaderKey(cfg.AuthHeader); h != "" && h != "Authorization" {
 		g.dropHeaders = append(g.dropHeaders, h)
@@ -135,7 +126,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		access = &auth.Access{Tenant: t, Mode: auth.ModeFull}
 	}
 	if g.limiter != nil {
-		if err := g.limit(access, rt, sw.Header()); err != nil {
+		if err := g.limiter.Admit(access, rt, sw.Header()); err != nil {
 			g.reject(sw, err)
 			return
 		}
@@ -155,13 +146,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.forward(sw, r, rt, t)
-}
-
-func (g *Gateway) limit(a *auth.Access, rt route.Route, h http.Header) error {
-	if g.admit != nil {
-		return g.admit.Admit(a, rt, h)
-	}
-	return g.limiter.Check(a, rt)
 }
 
 // authenticate yields the request's Access: the verified token, or an unrestricted one when -enable.auth is off.

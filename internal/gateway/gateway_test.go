@@ -27,7 +27,7 @@ func (f fixedAuth) Authenticate(*http.Request) (*auth.Access, error) { return f.
 
 type denyAll struct{}
 
-func (denyAll) Check(*auth.Access, route.Route) error {
+func (denyAll) Admit(*auth.Access, route.Route, http.Header) error {
 	return &limited{}
 }
 
@@ -173,4 +173,4 @@ func TestNoAuthClusterRoutesByPath(t *testing.T) {
 
 type limiterFunc func(*auth.Access, route.Route) error
 
-func (f limiterFunc) Check(a *auth.Access, rt route.Route) error { return f(a, rt) }
+func (f limiterFunc) Admit(a *auth.Access, rt route.Route, _ http.Header) error { return f(a, rt) }

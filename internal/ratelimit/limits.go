@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -126,20 +127,11 @@ func newLimits(all []Limit) *limits {
 			l.defaults = append(l.defaults, lim)
 		}
 		// The datasource knows usage per tenant only: a limit with a key is counted by the gate alone.
-		if m := lim.meter(); lim.Key.IsZero() && !containsMeter(l.meters, m) {
+		if m := lim.meter(); lim.Key.IsZero() && !slices.Contains(l.meters, m) {
 			l.meters = append(l.meters, m)
 		}
 	}
 	return l
-}
-
-func containsMeter(ms []meter, m meter) bool {
-	for _, x := range ms {
-		if x == m {
-			return true
-		}
-	}
-	return false
 }
 
 // configError lists every problem found in a limits config, each with its line.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -108,20 +109,11 @@ func (c Entry) Request(base string) (*http.Request, error) {
 func (c Entry) Leaks(body string) []string {
 	var leaks []string
 	for _, f := range Forbidden {
-		if strings.Contains(body, f) && !contains(c.Allow, f) {
+		if strings.Contains(body, f) && !slices.Contains(c.Allow, f) {
 			leaks = append(leaks, f)
 		}
 	}
 	return leaks
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func encodeArgs(kv [][2]string) string {
