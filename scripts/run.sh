@@ -18,12 +18,17 @@ for p in "VM_PORT=$VM_PORT" "GW_PORT=$GW_PORT"; do
 	fi
 done
 
-if ! command -v victoria-metrics >/dev/null 2>&1; then
-	echo "==> installing VictoriaMetrics single-node (Debian package victoria-metrics)"
+# A fresh machine may lack any of them: VictoriaMetrics itself, curl for the demo data, openssl for the demo key.
+missing=()
+command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "==> installing ${missing[*]} (Debian packages)"
 	sudo_cmd=""
 	[ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 	$sudo_cmd apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends victoria-metrics
+	DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 [ -x "$VMGATEWAY" ] || make build
