@@ -563,6 +563,7 @@ func TestErrorMessages(t *testing.T) {
 		{"/api/v1/query%zz", `invalid percent-escape "%zz"`},
 		{"/../x", "climbs above the root"},
 		{"/" + strings.Repeat("a", 9000), "longer than the 8192 bytes"},
+		{"/vmui/" + strings.Repeat(">", 3000), "once re-escaped for the upstream"},
 	} {
 		_, err := Lookup(tc.path)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

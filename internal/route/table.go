@@ -45,7 +45,27 @@ func Lookup(path string) (Route, error) {
 		return Route{}, errorf(http.StatusNotFound, "unsupported path %s: vmgateway forwards only the VictoriaMetrics APIs "+
 			"in its route table (paths are case-sensitive; see the route table in the docs)", quote(path))
 	}
+	// The upstream path re-escapes the suffix, which can triple it: what the gateway forwards stays within the
+	// length it accepts itself.
+	if n := len(longestUpstreamPrefix) + escapedLenBound(r.Suffix); n > maxPathLen {
+		return Route{}, errorf(http.StatusRequestURITooLong, "path %s would be %d bytes once re-escaped for the upstream, "+
+			"longer than the %d bytes vmgateway accepts", quote(path), n, maxPathLen)
+	}
 	return r, nil
+}
+
+// longestUpstreamPrefix is the longest root Upstream puts before a suffix.
+const longestUpstreamPrefix = "/select/4294967295:4294967295/"
+
+// escapedLenBound bounds the length of escapeSegments(s) without building it: an escaped byte takes three.
+func escapedLenBound(s string) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		if !isUnreserved(s[i]) && s[i] != '/' {
+			n += 2
+		}
+	}
+	return n
 }
 
 // spec declares one API. paths are relative to the family's root; the first is canonical (it becomes the Suffix
