@@ -253,7 +253,8 @@ type clusterAPI struct {
 	body        string
 }
 
-func (a clusterAPI) insert() bool { return a.kind == route.Write }
+// insert says whether the API goes to -write.url; Graphite tag registration is a write that vmselect serves.
+func (a clusterAPI) insert() bool { return strings.HasPrefix(a.up, "/insert/") }
 
 func qv(kv ...string) url.Values {
 	v := url.Values{}
@@ -368,9 +369,9 @@ var clusterAPIs = []clusterAPI{
 		up: "/select/{t}/graphite/metrics/expand", method: "GET", args: qv("query", "foo.*", "leavesOnly", "1")},
 	{name: "graphite metrics/index.json", kind: route.Read, unenf: true, single: "/graphite/metrics/index.json", cluster: "/select/{t}/graphite/metrics/index.json",
 		up: "/select/{t}/graphite/metrics/index.json", method: "GET"},
-	{name: "graphite tags/tagSeries", kind: route.Admin, unenf: true, single: "/graphite/tags/tagSeries", cluster: "/select/{t}/graphite/tags/tagSeries",
+	{name: "graphite tags/tagSeries", kind: route.Write, unenf: true, single: "/graphite/tags/tagSeries", cluster: "/select/{t}/graphite/tags/tagSeries",
 		up: "/select/{t}/graphite/tags/tagSeries", method: "POST", ctype: clusterFormCT, body: "path=disk.used%3Bdc%3Ddc1%3Bserver%3Dweb01"},
-	{name: "graphite tags/tagMultiSeries", kind: route.Admin, unenf: true, single: "/graphite/tags/tagMultiSeries", cluster: "/select/{t}/graphite/tags/tagMultiSeries",
+	{name: "graphite tags/tagMultiSeries", kind: route.Write, unenf: true, single: "/graphite/tags/tagMultiSeries", cluster: "/select/{t}/graphite/tags/tagMultiSeries",
 		up: "/select/{t}/graphite/tags/tagMultiSeries", method: "POST", ctype: clusterFormCT, body: "path=a%3Bx%3D1&path=b%3Bx%3D2"},
 	{name: "graphite tags", kind: route.Read, unenf: true, single: "/tags", cluster: "/select/{t}/graphite/tags",
 		up: "/select/{t}/graphite/tags", method: "GET", args: qv("filter", "d.*", "limit", "5")},

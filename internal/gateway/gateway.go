@@ -210,7 +210,7 @@ func (g *Gateway) reject(w http.ResponseWriter, err error) {
 // forward sends the request to the upstream of its kind, on the path the gateway builds itself.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route.Route, t tenant.ID) {
 	up := g.read
-	if rt.Kind == route.Write {
+	if rt.Insert() {
 		up = g.write
 	}
 	for _, h := range g.dropHeaders {

@@ -8,15 +8,17 @@ import (
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
-// Kind says which access mode an API needs and which upstream serves it.
+// Kind says what an API does to data: which access mode it needs, which rate limits gate it and, with
+// Route.Insert, which upstream serves it.
 type Kind uint8
 
 const (
-	// Read APIs go to -read.url (vmselect).
+	// Read APIs only read data; they go to -read.url (vmselect).
 	Read Kind = iota + 1
-	// Write APIs go to -write.url (vminsert).
+	// Write APIs add samples or series; they go to -write.url (vminsert), except the few Route.Insert names.
 	Write
-	// Admin APIs (delete_series and the like) go to -read.url and need a full-mode token.
+	// Admin APIs (delete_series and the like) delete data or span tenants; they go to -read.url and need a
+	// full-mode token.
 	Admin
 )
 

@@ -78,8 +78,8 @@ var wants = []want{
 	{"graphite", []string{"tags/findSeries"}, "graphite_tags_find_series", Read, Unenforceable, "graphite/tags/findSeries"},
 	{"graphite", []string{"tags/autoComplete/tags"}, "graphite_tags_autocomplete_tags", Read, Unenforceable, "graphite/tags/autoComplete/tags"},
 	{"graphite", []string{"tags/autoComplete/values"}, "graphite_tags_autocomplete_values", Read, Unenforceable, "graphite/tags/autoComplete/values"},
-	{"graphite", []string{"tags/tagSeries"}, "graphite_tags_tag_series", Admin, Unenforceable, "graphite/tags/tagSeries"},
-	{"graphite", []string{"tags/tagMultiSeries"}, "graphite_tags_tag_multi_series", Admin, Unenforceable, "graphite/tags/tagMultiSeries"},
+	{"graphite", []string{"tags/tagSeries"}, "graphite_tags_tag_series", Write, Unenforceable, "graphite/tags/tagSeries"},
+	{"graphite", []string{"tags/tagMultiSeries"}, "graphite_tags_tag_multi_series", Write, Unenforceable, "graphite/tags/tagMultiSeries"},
 	{"graphite", []string{"tags/delSeries"}, "graphite_tags_del_series", Admin, Unenforceable, "graphite/tags/delSeries"},
 	{"graphite", []string{"functions"}, "graphite_functions", Read, NoSelectors, "graphite/functions"},
 	{"graphite", []string{"functions/sumSeries"}, "graphite_functions", Read, NoSelectors, "graphite/functions/sumSeries"},
@@ -284,6 +284,42 @@ func TestUpstream(t *testing.T) {
 		}
 		if got := r.Upstream(true, tenant.ID{AccountID: 15}); got != tc.cluster {
 			t.Errorf("%q cluster upstream: got %q, want %q", tc.path, got, tc.cluster)
+		}
+	}
+}
+
+// TestInsert checks that every API goes to the upstream whose path it is given: the ingestion side (-write.url)
+// exactly for /insert/ paths. Graphite tag registration is a write that the query side serves.
+func TestInsert(t *testing.T) {
+	for _, w := range wants {
+		for _, p := range w.paths {
+			path := "/" + p
+			if sh := shapes[w.family]; len(sh.single) == 0 {
+				path = fmt.Sprintf(sh.cluster[0], "1") + p
+			} else if w.family == "graphite" {
+				path = "/graphite/" + p
+			}
+			r, err := Lookup(path)
+			if err != nil {
+				t.Fatalf("Lookup(%q): %v", path, err)
+			}
+			up := r.Upstream(true, tenant.ID{AccountID: 1})
+			if r.Insert() != strings.HasPrefix(up, "/insert/") {
+				t.Errorf("%s (API %s, kind %s): Insert() = %v, but the cluster upstream path is %s", path, r.API, r.Kind, r.Insert(), up)
+			}
+			if r.Insert() && r.Kind != Write {
+				t.Errorf("%s (API %s): sent to the ingestion side, but its kind is %s", path, r.API, r.Kind)
+			}
+		}
+	}
+	for _, path := range []string{"/tags/tagSeries", "/graphite/tags/tagMultiSeries", "/select/3/graphite/tags/tagSeries"} {
+		r, err := Lookup(path)
+		if err != nil {
+			t.Fatalf("Lookup(%q): %v", path, err)
+		}
+		if r.Kind != Write || r.Insert() || r.Args != Unenforceable {
+			t.Errorf("%s: kind %s, Insert %v, args %d; want a write served by the query side, refused to restricted tokens",
+				path, r.Kind, r.Insert(), r.Args)
 		}
 	}
 }

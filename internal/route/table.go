@@ -135,9 +135,12 @@ var graphiteAPIs = build("graphite/", []spec{
 	{"graphite_tags_find_series", Read, Unenforceable, []string{"tags/findSeries"}},
 	{"graphite_tags_autocomplete_tags", Read, Unenforceable, []string{"tags/autoComplete/tags"}},
 	{"graphite_tags_autocomplete_values", Read, Unenforceable, []string{"tags/autoComplete/values"}},
-	// These change the index through vmselect: Admin sends them to -read.url and asks for a full-mode token.
-	{"graphite_tags_tag_series", Admin, Unenforceable, []string{"tags/tagSeries"}},
-	{"graphite_tags_tag_multi_series", Admin, Unenforceable, []string{"tags/tagMultiSeries"}},
+	// Tag registration creates series, so it is a write (write mode, write limits), though vmselect and the query
+	// side of single-node serve it, never vminsert (see Route.Insert). VictoriaMetrics ignores extra_label here, and
+	// the series name with its tags is the client's `path`: it cannot be limited to a token's labels or filters.
+	{"graphite_tags_tag_series", Write, Unenforceable, []string{"tags/tagSeries"}},
+	{"graphite_tags_tag_multi_series", Write, Unenforceable, []string{"tags/tagMultiSeries"}},
+	// Deletes series: an operator's action, like delete_series.
 	{"graphite_tags_del_series", Admin, Unenforceable, []string{"tags/delSeries"}},
 	{"graphite_functions", Read, NoSelectors, []string{"functions"}},
 })

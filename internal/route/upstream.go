@@ -34,11 +34,18 @@ func (r Route) UpstreamPath(cluster bool, t tenant.ID) (path, rawPath string) {
 	return path, rawPath
 }
 
+// Insert reports whether the ingestion side serves the API: vminsert, or single-node behind -write.url (which may
+// be a vmagent). Every other API goes to the query side, -read.url. Graphite tag registration is a write that only
+// the query side serves: vmselect, and single-node's Graphite API.
+func (r Route) Insert() bool {
+	return r.Kind == Write && !strings.HasPrefix(r.Suffix, "graphite/")
+}
+
 func (r Route) upstreamPrefix(cluster bool, t tenant.ID) string {
 	switch {
 	case !cluster || r.Suffix == adminTenants.Suffix:
 		return "/"
-	case r.Kind == Write:
+	case r.Insert():
 		return "/insert/" + t.String() + "/"
 	case strings.HasPrefix(r.Suffix, "prometheus/api/v1/admin/"):
 		return "/delete/" + t.String() + "/"
