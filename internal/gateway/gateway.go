@@ -145,7 +145,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.reject(sw, err)
 		return
 	}
-	g.forward(sw, r, rt, t)
+	g.forward(sw, withAnswerFilter(r, access, rt), rt, t)
 }
 
 // authenticate yields the request's Access: the verified token, or an unrestricted one when -enable.auth is off.

@@ -55,6 +55,10 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 // modifyResponse keeps redirects (vmui's /vmui → /vmui/) inside the client's view: a same-host Location is made
 // relative to the request's directory, so it resolves against the client's path, prefix and tenant shape included.
 func (u *upstream) modifyResponse(resp *http.Response) error {
+	// Answers that tell restricted tokens more than their series are filtered first (tsdbstatus.go).
+	if err := filterAnswer(resp); err != nil {
+		return err
+	}
 	loc := resp.Header.Get("Location")
 	if loc == "" || resp.Request == nil {
 		return nil
@@ -92,6 +96,13 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 }
 
 func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if he := (*httperr.Error)(nil); errors.As(err, &he) {
+		// An answer the gateway had to filter and could not (filterAnswer): none of it reaches the client.
+		upstreamErrors(u.kind, "unfilterable_answer").Inc()
+		slog.Warn("upstream answer withheld", "upstream", u.name, "err", err)
+		httperr.Write(w, err)
+		return
+	}
 	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		// The client went away; nobody reads an answer. The cancellation already reached the upstream.
 		upstreamErrors(u.kind, "client_canceled").Inc()
