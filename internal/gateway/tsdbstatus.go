@@ -57,11 +57,17 @@ func withAnswerFilter(r *http.Request, a *auth.Access, rt route.Route) *http.Req
 // whole, at most maxFilteredAnswer bytes decoded; a gzip answer (a proxy between may not honour identity) is
 // decoded. An answer the filter cannot handle never reaches the client: the error is a 502 for upstream.fail.
 func filterAnswer(resp *http.Response) error {
-	if resp.Request == nil || resp.StatusCode != http.StatusOK || resp.Request.Method == http.MethodHead {
+	if resp.Request == nil || resp.StatusCode != http.StatusOK {
 		return nil
 	}
 	m, ok := resp.Request.Context().Value(answerFilterKey{}).(markedFilter)
 	if !ok {
+		return nil
+	}
+	if resp.Request.Method == http.MethodHead {
+		// No body to filter, but the length of the unfiltered one would tell how many digits the counts have.
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
 		return nil
 	}
 	body, err := readAnswer(resp)

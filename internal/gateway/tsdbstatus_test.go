@@ -38,6 +38,8 @@ func TestKeepSeriesCounts(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
 		{"v1.151 activity removed", tsdbV151, tsdbV151Filtered},
 		{"v1.79.5 has none", tsdbV179, tsdbV179},
+		{"cluster v1.150", `{"status":"success","isPartial":false,"data":{"totalSeries":1,"seriesCountByMetricName":[{"name":"shared_metric","value":1,"requestsCount":6,"lastRequestTimestamp":1796257823}],"seriesCountByLabelName":[{"name":"team","value":1}]}}`,
+			`{"status":"success","isPartial":false,"data":{"totalSeries":1,"seriesCountByMetricName":[{"name":"shared_metric","value":1}],"seriesCountByLabelName":[{"name":"team","value":1}]}}`},
 		{"error answer", `{"status":"error","errorType":"422","error":"bad match[]"}`, `{"status":"error","errorType":"422","error":"bad match[]"}`},
 		{"null data", `{"status":"success","data":null}`, `{"status":"success","data":null}`},
 		{"whitespace and trace kept", "{ \"status\" : \"success\",\n \"data\": {\"totalSeries\": 1.5e3, \"seriesCountByMetricName\": [ {\"value\": 7, \"name\": \"a\", \"requestsCount\": 9} ]},\"trace\":{\"message\":\"x\"}}",
@@ -226,6 +228,35 @@ func BenchmarkKeepSeriesCounts(b *testing.B) {
 	for b.Loop() {
 		if _, err := keepSeriesCounts(body); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestTSDBStatusHeadHidesLength: a HEAD answer has no body to filter, and its Content-Length would tell how many
+// digits other teams' counts have.
+func TestTSDBStatusHeadHidesLength(t *testing.T) {
+	dev, err := enforce.New([]enforce.Label{{Name: "team", Value: "dev"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		a    *auth.Access
+		want int64
+	}{
+		{"restricted", &auth.Access{Mode: auth.ModeRead, Enforcer: dev}, -1},
+		{"unrestricted", &auth.Access{Mode: auth.ModeRead}, int64(len(tsdbV151))},
+	} {
+		srv := httptest.NewServer(tsdbGateway(t, (&tsdbUpstream{}).start(t, tsdbV151, ""), tc.a))
+		req, _ := http.NewRequest(http.MethodHead, srv.URL+"/api/v1/status/tsdb", nil)
+		resp, err := (&http.Transport{}).RoundTrip(req)
+		srv.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ContentLength != tc.want {
+			t.Errorf("%s: HEAD answered %d with Content-Length %d, want 200 and %d", tc.name, resp.StatusCode, resp.ContentLength, tc.want)
 		}
 	}
 }
