@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -116,125 +115,160 @@ func readAnswer(resp *http.Response) ([]byte, error) {
 
 // keepSeriesCounts keeps only name and value in every object entry of every array in the answer's data: series
 // counts of the token's own selection. Whatever else an entry carries (requestsCount, lastRequestTimestamp, and
-// whatever a later version adds) is dropped. Every other field and the order of fields stay as they were; an
-// answer without data (an error) passes unchanged.
+// whatever a later version adds) is dropped. Everything else stays byte for byte; an answer without data (an
+// error) passes unchanged. The answer is validated first, then rewritten in one pass over it.
 func keepSeriesCounts(body []byte) ([]byte, error) {
-	top, err := objectFields(body)
-	if err != nil {
-		return nil, fmt.Errorf("it is not the JSON object VictoriaMetrics sends: %w", err)
-	}
-	for i, f := range top {
-		if f.key != "data" || isNull(f.value) {
-			continue
-		}
-		data, err := objectFields(f.value)
-		if err != nil {
-			return nil, fmt.Errorf("its data is not the JSON object VictoriaMetrics sends: %w", err)
-		}
-		for j, d := range data {
-			if !isArray(d.value) {
-				continue
-			}
-			v, err := keepNameValue(d.value)
-			if err != nil {
-				return nil, fmt.Errorf("data.%s: %w", d.key, err)
-			}
-			data[j].value = v
-		}
-		top[i].value = appendObject(nil, data)
-	}
-	return appendObject(make([]byte, 0, len(body)), top), nil
-}
-
-// entry is what keepNameValue keeps of an object entry.
-type entry struct {
-	Name  json.RawMessage `json:"name,omitempty"`
-	Value json.RawMessage `json:"value,omitempty"`
-}
-
-func keepNameValue(array json.RawMessage) (json.RawMessage, error) {
-	var items []json.RawMessage
-	if err := json.Unmarshal(array, &items); err != nil {
-		return nil, err
-	}
-	for i, it := range items {
-		if !isObject(it) {
-			continue
-		}
-		var e entry
-		if err := json.Unmarshal(it, &e); err != nil {
-			return nil, fmt.Errorf("entry %d: %w", i, err)
-		}
-		b, err := json.Marshal(e)
-		if err != nil {
-			return nil, fmt.Errorf("entry %d: %w", i, err)
-		}
-		items[i] = b
-	}
-	return json.Marshal(items)
-}
-
-// field is one member of a JSON object, its value as it was written.
-type field struct {
-	key   string
-	value json.RawMessage
-}
-
-// objectFields splits a JSON object into its members, in order and duplicates included.
-func objectFields(b []byte) ([]field, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if t, err := dec.Token(); err != nil {
-		return nil, err
-	} else if t != json.Delim('{') {
-		return nil, fmt.Errorf("got %v", t)
-	}
-	var fs []field
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		k, ok := t.(string)
-		if !ok {
-			return nil, fmt.Errorf("got %v for a member name", t)
-		}
+	if !json.Valid(body) {
 		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, err
-		}
-		fs = append(fs, field{k, v})
+		return nil, fmt.Errorf("it is not the JSON VictoriaMetrics sends: %w", json.Unmarshal(body, &v))
 	}
-	if _, err := dec.Token(); err != nil {
+	i := skipSpace(body, 0)
+	if body[i] != '{' {
+		return nil, fmt.Errorf("it is not the JSON object VictoriaMetrics sends: it starts with %q", body[i])
+	}
+	out := make([]byte, 0, len(body))
+	last := 0
+	var err error
+	eachMember(body, i, func(key, value []byte, at int) {
+		if err != nil || !keyIs(key, "data") || value[0] == 'n' {
+			return
+		}
+		if value[0] != '{' {
+			err = fmt.Errorf("its data is not the JSON object VictoriaMetrics sends: it starts with %q", value[0])
+			return
+		}
+		out = append(out, body[last:at]...)
+		out = filterData(out, value)
+		last = at + len(value)
+	})
+	if err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("unexpected data after the object")
-	}
-	return fs, nil
+	return append(out, body[last:]...), nil
 }
 
-func appendObject(b []byte, fs []field) []byte {
-	b = append(b, '{')
-	for i, f := range fs {
-		if i > 0 {
-			b = append(b, ',')
+// filterData appends the data object with every array's object entries cut down to name and value.
+func filterData(out, data []byte) []byte {
+	last := 0
+	eachMember(data, 0, func(_, value []byte, at int) {
+		if value[0] != '[' {
+			return
 		}
-		k, _ := json.Marshal(f.key)
-		b = append(b, k...)
-		b = append(b, ':')
-		b = append(b, f.value...)
-	}
-	return append(b, '}')
+		out = append(out, data[last:at]...)
+		last = at + len(value)
+		elemLast := 0
+		eachElement(value, func(elem []byte, at int) {
+			if elem[0] != '{' {
+				return
+			}
+			out = append(out, value[elemLast:at]...)
+			elemLast = at + len(elem)
+			out = append(out, '{')
+			n := 0
+			eachMember(elem, 0, func(key, v []byte, vat int) {
+				if !keyIs(key, "name") && !keyIs(key, "value") {
+					return
+				}
+				if n > 0 {
+					out = append(out, ',')
+				}
+				n++
+				out = append(out, key...)
+				out = append(out, ':')
+				out = append(out, v...)
+			})
+			out = append(out, '}')
+		})
+		out = append(out, value[elemLast:]...)
+	})
+	return append(out, data[last:]...)
 }
 
-func isNull(v json.RawMessage) bool   { return string(bytes.TrimSpace(v)) == "null" }
-func isArray(v json.RawMessage) bool  { return firstByte(v) == '[' }
-func isObject(v json.RawMessage) bool { return firstByte(v) == '{' }
+// The scanners below walk JSON that json.Valid has accepted; they never fail on it.
 
-func firstByte(v json.RawMessage) byte {
-	v = bytes.TrimLeft(v, " \t\r\n")
-	if len(v) == 0 {
-		return 0
+// eachMember calls f with the key (quotes included), the value and the value's offset of each member of the
+// object that starts at b[i].
+func eachMember(b []byte, i int, f func(key, value []byte, at int)) {
+	i = skipSpace(b, i+1)
+	for b[i] != '}' {
+		ke := skipValue(b, i)
+		vs := skipSpace(b, skipSpace(b, ke)+1)
+		ve := skipValue(b, vs)
+		f(b[i:ke], b[vs:ve], vs)
+		if i = skipSpace(b, ve); b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
 	}
-	return v[0]
+}
+
+// eachElement calls f with each element of the array b and its offset.
+func eachElement(b []byte, f func(elem []byte, at int)) {
+	i := skipSpace(b, 1)
+	for b[i] != ']' {
+		e := skipValue(b, i)
+		f(b[i:e], i)
+		if i = skipSpace(b, e); b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+	}
+}
+
+// skipValue returns the offset just after the value that starts at b[i].
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	for i < len(b) && !isDelimiter(b[i]) {
+		i++
+	}
+	return i
+}
+
+// skipString returns the offset just after the string whose opening quote is at b[i].
+func skipString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+func isDelimiter(c byte) bool {
+	return c == ',' || c == '}' || c == ']' || c == ' ' || c == '\t' || c == '\n' || c == '\r'
+}
+
+// keyIs reports whether the JSON string key (quotes included) is name, escapes decoded as clients decode them.
+func keyIs(key []byte, name string) bool {
+	if bytes.IndexByte(key, '\\') < 0 {
+		return string(key[1:len(key)-1]) == name
+	}
+	var s string
+	return json.Unmarshal(key, &s) == nil && s == name
 }

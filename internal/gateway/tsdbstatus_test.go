@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -43,7 +44,12 @@ func TestKeepSeriesCounts(t *testing.T) {
 		{"error answer", `{"status":"error","errorType":"422","error":"bad match[]"}`, `{"status":"error","errorType":"422","error":"bad match[]"}`},
 		{"null data", `{"status":"success","data":null}`, `{"status":"success","data":null}`},
 		{"whitespace and trace kept", "{ \"status\" : \"success\",\n \"data\": {\"totalSeries\": 1.5e3, \"seriesCountByMetricName\": [ {\"value\": 7, \"name\": \"a\", \"requestsCount\": 9} ]},\"trace\":{\"message\":\"x\"}}",
-			`{"status":"success","data":{"totalSeries":1.5e3,"seriesCountByMetricName":[{"name":"a","value":7}]},"trace":{"message":"x"}}`},
+			"{ \"status\" : \"success\",\n \"data\": {\"totalSeries\": 1.5e3, \"seriesCountByMetricName\": [ {\"value\":7,\"name\":\"a\"} ]},\"trace\":{\"message\":\"x\"}}"},
+		{"escaped names", `{"d\u0061ta":{"x":[{"n\u0061me":"a","requestsCount":1,"\u0076alue":2,"requestsCoun\u0074":3}]}}`,
+			`{"d\u0061ta":{"x":[{"n\u0061me":"a","\u0076alue":2}]}}`},
+		{"strings that look like structure", `{"data":{"x":[{"name":"a\"}],{[","requestsCount":"}\\","value":1}],"y":"]"}}`,
+			`{"data":{"x":[{"name":"a\"}],{[","value":1}],"y":"]"}}`},
+		{"empty object and array", `{"data":{"x":[{},[],{"requestsCount":1}],"y":[]},"z":{}}`, `{"data":{"x":[{},[],{}],"y":[]},"z":{}}`},
 		{"any other entry field and any array", `{"data":{"future":[{"name":"a","value":1,"queryRequestsCount":5,"lastSeen":"x"}]}}`,
 			`{"data":{"future":[{"name":"a","value":1}]}}`},
 		// Clients read the last of duplicate names: every occurrence is filtered.
@@ -65,16 +71,18 @@ func TestKeepSeriesCounts(t *testing.T) {
 
 func TestKeepSeriesCountsRefusesGarbage(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
-		{``, "not the JSON object VictoriaMetrics sends: EOF"},
-		{`not json`, "not the JSON object VictoriaMetrics sends: invalid character"},
-		{`[1,2]`, "not the JSON object VictoriaMetrics sends: got ["},
-		{`"s"`, "not the JSON object VictoriaMetrics sends: got s"},
-		{`{"status":"success"} {}`, "not the JSON object VictoriaMetrics sends: unexpected data after the object"},
-		{`{"status":"success","data":[1]}`, "data is not the JSON object VictoriaMetrics sends: got ["},
-		{`{"data":{"seriesCountByMetricName":[{"name":"a","value":1}`, "not the JSON object VictoriaMetrics sends: unexpected EOF"},
-		{`{"data":{"seriesCountByMetricName":[{"name":"a","value":1},{"name":}]}}`, "invalid character"},
-		{`{"data":{"seriesCountByMetricName":[{"name":"a","value":1},{"name":"b",]}}`, "invalid character"},
-		{`{"data":` + strings.Repeat("[", 20000), "not the JSON object VictoriaMetrics sends"},
+		{``, "it is not the JSON VictoriaMetrics sends: unexpected end of JSON input"},
+		{`not json`, "it is not the JSON VictoriaMetrics sends: invalid character 'o' in literal null"},
+		{`[1,2]`, "it is not the JSON object VictoriaMetrics sends: it starts with '['"},
+		{`"s"`, "it is not the JSON object VictoriaMetrics sends: it starts with '\"'"},
+		{`{"status":"success"} {}`, "it is not the JSON VictoriaMetrics sends: invalid character '{' after top-level value"},
+		{`{"status":"success","data":[1]}`, "its data is not the JSON object VictoriaMetrics sends: it starts with '['"},
+		{`{"status":"success","data":"x"}`, "its data is not the JSON object VictoriaMetrics sends: it starts with '\"'"},
+		{`{"data":{"seriesCountByMetricName":[{"name":"a","value":1}`, "unexpected end of JSON input"},
+		{`{"data":{"seriesCountByMetricName":[{"name":"a","value":1},{"name":}]}}`, "invalid character '}'"},
+		{`{"data":{"seriesCountByMetricName":[{"name":"a","value":1},{"name":"b",]}}`, "invalid character ']'"},
+		{`{"data":{"x":["\x"]}}`, "invalid character 'x' in string escape code"},
+		{`{"data":` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + "}", "exceeded max depth"},
 	} {
 		got, err := keepSeriesCounts([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -158,7 +166,7 @@ func TestTSDBStatusFilteredForRestrictedTokens(t *testing.T) {
 		{name: "restricted, zstd regardless", body: tsdbV151, enc: "zstd", a: restricted, code: 502,
 			want: `the upstream's status_tsdb answer cannot be filtered for this token, so it is withheld: it is \"zstd\"-encoded`},
 		{name: "restricted, garbage", body: `{"status":"success","data":{"seriesCountByMetricName":[{"name":"a","requestsCount":`, a: restricted, code: 502,
-			want: "the upstream's status_tsdb answer cannot be filtered for this token, so it is withheld: it is not the JSON object VictoriaMetrics sends: unexpected EOF"},
+			want: "the upstream's status_tsdb answer cannot be filtered for this token, so it is withheld: it is not the JSON VictoriaMetrics sends: unexpected end of JSON input"},
 		{name: "restricted, too large", body: huge, a: restricted, code: 502,
 			want: "it is larger than the 8388608 bytes vmgateway reads to filter it; ask for fewer entries (a smaller topN)"},
 		{name: "restricted, too large gzipped", body: huge, enc: "always-gzip", a: restricted, code: 502, want: "it is larger than the 8388608 bytes"},
@@ -259,4 +267,85 @@ func TestTSDBStatusHeadHidesLength(t *testing.T) {
 			t.Errorf("%s: HEAD answered %d with Content-Length %d, want 200 and %d", tc.name, resp.StatusCode, resp.ContentLength, tc.want)
 		}
 	}
+}
+
+// FuzzKeepSeriesCounts checks the one-pass rewrite against encoding/json: the answer it gives decodes to what the
+// input decodes to with the reference filter applied, and it refuses only what is not an object with object data.
+func FuzzKeepSeriesCounts(f *testing.F) {
+	for _, s := range []string{tsdbV151, tsdbV179, `{"data":null}`, `{"data":{"x":[{"a":1,"name":"b"},2,[{"c":3}]]}}`,
+		`{"d\u0061ta":{"x":[{"n\u0061me":"a\"}","requestsCount":1}]}}`, `[]`, `{"data":1}`, `{"data":{"x":[{}]},"data":{"y":[{"z":"]"}]}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, err := keepSeriesCounts(in)
+		if err != nil {
+			if refusable(in) {
+				return
+			}
+			t.Fatalf("refused %q: %v", in, err)
+		}
+		var got, want any
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("%q became invalid JSON %q: %v", in, out, err)
+		}
+		if err := json.Unmarshal(in, &want); err != nil {
+			t.Fatalf("accepted invalid JSON %q", in)
+		}
+		referenceFilter(want)
+		if g, w := marshal(got), marshal(want); g != w {
+			t.Fatalf("%q\n got %s\nwant %s", in, g, w)
+		}
+		again, err := keepSeriesCounts(out)
+		if err != nil || !bytes.Equal(again, out) {
+			t.Fatalf("not idempotent on %q: %q, %v", out, again, err)
+		}
+	})
+}
+
+// refusable reports whether keepSeriesCounts may refuse b: invalid JSON, not an object, or a data member that is
+// neither an object nor null.
+func refusable(b []byte) bool {
+	if !json.Valid(b) {
+		return true
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(b, &top) != nil {
+		return true
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	_, _ = dec.Token()
+	for dec.More() {
+		k, _ := dec.Token()
+		var v json.RawMessage
+		_ = dec.Decode(&v)
+		if k == "data" && !isJSON(v, '{') && string(v) != "null" {
+			return true
+		}
+	}
+	return false
+}
+
+func isJSON(v json.RawMessage, first byte) bool { return len(v) > 0 && v[0] == first }
+
+// referenceFilter is keepSeriesCounts on decoded JSON.
+func referenceFilter(v any) {
+	top, _ := v.(map[string]any)
+	data, _ := top["data"].(map[string]any)
+	for _, field := range data {
+		arr, _ := field.([]any)
+		for _, e := range arr {
+			if m, ok := e.(map[string]any); ok {
+				for k := range m {
+					if k != "name" && k != "value" {
+						delete(m, k)
+					}
+				}
+			}
+		}
+	}
+}
+
+func marshal(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }
