@@ -144,6 +144,28 @@ func TestTSDBStatusHidesOtherTeamsQueries(t *testing.T) {
 	}
 }
 
+// TestTSDBStatusOnOlderVictoriaMetrics: v1.79.5 answers without query activity; a restricted token's answer is
+// still filtered, and passes whole.
+func TestTSDBStatusOnOlderVictoriaMetrics(t *testing.T) {
+	vm := vmtest.Start(t)
+	data := "shared_metric{team=\"prod\"} 1\nshared_metric{team=\"dev\"} 2\ndev_only{team=\"dev\"} 3\nprod_only{team=\"prod\"} 4\n"
+	if code, _, b := do(t, http.MethodPost, vm.URL+"/api/v1/import/prometheus", strings.NewReader(data), "Content-Type", "text/plain"); code != 204 {
+		t.Fatalf("import: %d %s", code, b)
+	}
+	vm.Flush(t)
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+rlPublicKeyFile(t))
+	dev := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "dev"}, Mode: auth.ModeRead})
+	vmtest.Eventually(t, func() (bool, string) {
+		resp, wire, body := getRaw(t, g.URL+"/api/v1/status/tsdb", bearer(dev)...)
+		if resp.StatusCode != 200 || resp.ContentLength != int64(len(wire)) {
+			return false, fmt.Sprintf("%d, Content-Length %d for %d bytes: %s", resp.StatusCode, resp.ContentLength, len(wire), body)
+		}
+		es := metricNameEntries(t, body)
+		ok := len(es) == 2 && es["dev_only"]["value"] == 1.0 && es["shared_metric"]["value"] == 1.0 && len(es["shared_metric"]) == 2
+		return ok, fmt.Sprintf("dev's answer: %s", body)
+	})
+}
+
 // TestGraphiteTagSeriesIsAWrite is item 7 against the real VictoriaMetrics v1.79.5: registering Graphite series is
 // a write. A read-only token cannot, a write token can and is held to the tenant's write limits, and a restricted
 // token cannot, since VictoriaMetrics ignores extra_label there and the tags come from the client.
