@@ -22,7 +22,7 @@ import (
 // token the gateway filters such answers before the client sees a byte of them.
 
 // maxFilteredAnswer bounds the answer a filter reads, decoded. status/tsdb answers are a few KiB at the default
-// topN=10 and well under 1 MiB at topN=1000; a larger one is refused (502) rather than passed on unfiltered.
+// topN=10 and some hundreds of KiB at topN=1000; a larger one is refused (502) rather than passed on unfiltered.
 const maxFilteredAnswer = 8 << 20
 
 // answerFilter rewrites a whole answer body, or says why it cannot.
