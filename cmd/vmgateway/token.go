@@ -190,8 +190,8 @@ func vmauthShape(va auth.VMAccess) map[string]any {
 	if len(va.ExtraFilters) > 0 {
 		m["metrics_extra_filters"] = va.ExtraFilters
 	}
-	if va.Mode != auth.ModeFull {
-		m["mode"] = int(va.Mode)
+	if n, _ := va.Mode.Wire(); n != 0 {
+		m["mode"] = n
 	}
 	return m
 }

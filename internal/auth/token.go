@@ -61,6 +61,13 @@ func splitToken(token string) (*jws, *Error) {
 	if err != nil {
 		return nil, newError(reasonMalformed, "the token header is not base64url: %s", err)
 	}
+	if _, err := decodeJSON(header); err != nil {
+		if dup, ok := err.(*duplicateKeyError); ok {
+			// {"alg":"RS256",...,"alg":"none"}: the gateway and a library downstream could disagree on the alg.
+			return nil, duplicateKey("the token header", dup)
+		}
+		return nil, newError(reasonMalformed, "the token header is not a JSON object with string alg and kid: %s", err)
+	}
 	var hdr struct {
 		Alg  string          `json:"alg"`
 		Kid  string          `json:"kid"`
