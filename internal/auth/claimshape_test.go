@@ -18,7 +18,9 @@ func TestClaimShapesRefused(t *testing.T) {
 	v := newTestVerifier(t, Config{HMACSecretFiles: []string{writeFile(t, "s", hmacSecret())}}, clk)
 	exp := clk.now().Add(time.Hour).Unix()
 	// payload is a token payload with vm_access given as JSON text, so that shapes no encoder writes can be tried.
-	payload := func(vmAccess string) string { return fmt.Sprintf(`{"sub":"alice","exp":%d,"vm_access":%s}`, exp, vmAccess) }
+	payload := func(vmAccess string) string {
+		return fmt.Sprintf(`{"sub":"alice","exp":%d,"vm_access":%s}`, exp, vmAccess)
+	}
 	claimsWith := func(k string, val any) jwt.MapClaims {
 		c := claimsAt(clk.now())
 		c[k] = val
