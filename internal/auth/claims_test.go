@@ -190,8 +190,11 @@ func FuzzClaims(f *testing.F) {
 
 func checkAccess(t *testing.T, c *claims, a *Access) {
 	t.Helper()
-	if a.Mode > ModeWrite {
+	if a.Mode < ModeFull || a.Mode > ModeWrite {
 		t.Fatalf("mode %d", a.Mode)
+	}
+	if p := nullPath(c.all["vm_access"], "vm_access"); p != "" {
+		t.Fatalf("accepted a vm_access with %s null", p)
 	}
 	if !a.ExpiresAt.Equal(c.exp) || a.ExpiresAt.IsZero() || a.Subject != c.sub || a.Claims["vm_access"] == nil {
 		t.Fatalf("Access %+v does not match the claims %+v", a, c)
