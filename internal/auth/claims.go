@@ -172,8 +172,12 @@ func vmAccessFields(v any) (VMAccess, *Error) {
 	return a, nil
 }
 
-// nullPath returns the path of the first null inside v (keys in sorted order, so the message is stable), or "".
+// nullPath returns the path of the first null inside v (keys in sorted order, so the message is stable), or "". It
+// allocates only when there is a null to name.
 func nullPath(v any, path string) string {
+	if !hasNull(v) {
+		return ""
+	}
 	switch v := v.(type) {
 	case nil:
 		return path
@@ -191,6 +195,26 @@ func nullPath(v any, path string) string {
 		}
 	}
 	return ""
+}
+
+func hasNull(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return true
+	case map[string]any:
+		for _, e := range v {
+			if hasNull(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if hasNull(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func tenantFrom(v any) (tenant.ID, error) {

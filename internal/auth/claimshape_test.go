@@ -1,8 +1,11 @@
 package auth
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -177,4 +180,135 @@ func TestDecodeJSONStrict(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDecodeJSONKeySpellings: a key is the same key however it is spelt, as Go decodes it.
+func TestDecodeJSONKeySpellings(t *testing.T) {
+	many := func(dupAt int) string {
+		var sb strings.Builder
+		sb.WriteString("{")
+		for i := range 100 {
+			if i > 0 {
+				sb.WriteString(",")
+			}
+			k := i
+			if i == dupAt {
+				k = 3
+			}
+			fmt.Fprintf(&sb, `"k%d":%d`, k, i)
+		}
+		sb.WriteString("}")
+		return sb.String()
+	}
+	for _, tc := range []struct {
+		name, in, dupKey string
+	}{
+		{"escaped letter", `{"vm_access":1,"vm_acces\u0073":2}`, "vm_access"},
+		{"escaped slash", `{"a/b":1,"a\/b":2}`, "a/b"},
+		{"escaped quote", `{"a\"b":1,"a\"b":2}`, `a"b`},
+		{"invalid UTF-8 reads as U+FFFD", "{\"\xff\":1,\"\xfe\":2}", "\ufffd"},
+		{"U+FFFD and invalid UTF-8", "{\"\ufffd\":1,\"\xff\":2}", "\ufffd"},
+		{"large object", many(99), "k3"},
+		{"large object, no duplicate", many(-1), ""},
+		{"whitespace everywhere", " {\n\t\"a\" : [ 1 , { \"b\" : 1 , \"b\" : 2 } ] \r\n} ", "b"},
+		{"different case", `{"Mode":1,"mode":2}`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := decodeJSON([]byte(tc.in))
+			var dup *duplicateKeyError
+			if tc.dupKey == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.As(err, &dup) || dup.key != tc.dupKey {
+				t.Fatalf("error %v; want the key %q twice", err, tc.dupKey)
+			}
+		})
+	}
+}
+
+// FuzzDuplicateKeys: decodeJSON finds a duplicate key exactly when a reference decoder that walks json.Decoder
+// tokens with a set of keys per object does, and refuses nothing else that Decode accepts (but deep nesting).
+func FuzzDuplicateKeys(f *testing.F) {
+	for _, s := range []string{`{"a":1,"a":2}`, `{"a":{"b":[{"c":1,"c":2}]}}`, `{"a":1,"\u0061":2}`, "{\"\xff\":1,\"\xfe\":2}",
+		`[{"x":1},{"x":1}]`, `{"exp":1,"vm_access":"{\"mode\":1,\"mode\":0}"}`, ` { "a" : [ ] , "b" : { } } `} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, err := decodeJSON(b)
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		var v any
+		if dec.Decode(&v) != nil || !json.Valid(b) {
+			if err == nil {
+				t.Fatalf("decodeJSON accepts %q, which is not one JSON value", b)
+			}
+			return
+		}
+		want, found, refErr := referenceDuplicate(b)
+		if refErr != nil {
+			t.Fatalf("the reference cannot walk valid JSON %q: %v", b, refErr)
+		}
+		var dup *duplicateKeyError
+		switch {
+		case found:
+			if !errors.As(err, &dup) || dup.key != want {
+				t.Fatalf("decodeJSON(%q) = %v; the reference finds %q twice", b, err, want)
+			}
+		case errors.As(err, &dup):
+			t.Fatalf("decodeJSON(%q) finds %q twice; the reference finds no duplicate", b, dup.key)
+		case err != nil && !strings.Contains(err.Error(), "nests deeper"):
+			t.Fatalf("decodeJSON(%q) = %v; the reference accepts it", b, err)
+		}
+	})
+}
+
+// referenceDuplicate walks b with json.Decoder tokens and returns the first key given twice in one object.
+func referenceDuplicate(b []byte) (key string, found bool, err error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var walk func() (string, bool, error)
+	walk = func() (string, bool, error) {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false, err
+		}
+		switch tok {
+		case json.Delim('{'):
+			seen := map[string]bool{}
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					return "", false, err
+				}
+				if seen[k.(string)] {
+					return k.(string), true, nil
+				}
+				seen[k.(string)] = true
+				if d, found, err := walk(); found || err != nil {
+					return d, found, err
+				}
+			}
+			_, err = dec.Token()
+			return "", false, err
+		case json.Delim('['):
+			for dec.More() {
+				if d, found, err := walk(); found || err != nil {
+					return d, found, err
+				}
+			}
+			_, err = dec.Token()
+			return "", false, err
+		}
+		return "", false, nil
+	}
+	if key, found, err = walk(); found || err != nil {
+		return key, found, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return "", false, errors.New("trailing data")
+	}
+	return "", false, nil
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // maxJSONDepth bounds the nesting of a token's header, payload and vm_access string. Real claims nest a few levels
-// (Keycloak's resource_access.<client>.roles is three); the bound keeps the recursive decoder's stack small.
+// (Keycloak's resource_access.<client>.roles is three); the bound keeps the key scan's recursion small.
 const maxJSONDepth = 32
 
 // duplicateKeyError is an object that has a key twice. encoding/json, and golang-jwt with it, silently keep the last
@@ -32,7 +32,6 @@ func (e *duplicateKeyError) where() string {
 		return "the top-level object"
 	}
 	var sb strings.Builder
-	sb.WriteString("the object at ")
 	for i := len(e.path) - 1; i >= 0; i-- {
 		p := e.path[i]
 		if i < len(e.path)-1 && !strings.HasPrefix(p, "[") {
@@ -40,7 +39,7 @@ func (e *duplicateKeyError) where() string {
 		}
 		sb.WriteString(p)
 	}
-	return truncate(sb.String())
+	return "the object at " + truncate(sb.String())
 }
 
 // duplicateKey is the rejection of a token whose doc (its header, its payload, a vm_access string) has a key twice.
@@ -50,76 +49,191 @@ func duplicateKey(doc string, dup *duplicateKeyError) *Error {
 }
 
 // decodeJSON decodes exactly one JSON value with numbers kept as json.Number, so that integers stay exact and
-// floats are told apart from integers. It walks the tokens itself rather than calling Decode, so that it sees every
-// key: a key given twice in any object at any depth is a *duplicateKeyError.
+// floats are told apart from integers. Decode keeps the last of two equal keys without a word, so the text is then
+// scanned for them (checkKeys): a key given twice in any object at any depth is a *duplicateKeyError.
 func decodeJSON(b []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	v, err := decodeValue(dec, 0)
-	if err != nil {
+	var v any
+	if err := dec.Decode(&v); err != nil {
 		return nil, err
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("unexpected data after the JSON value")
 	}
+	if err := checkKeys(b); err != nil {
+		return nil, err
+	}
 	return v, nil
 }
 
-func decodeValue(dec *json.Decoder, depth int) (any, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		if err == io.EOF && depth > 0 {
-			err = io.ErrUnexpectedEOF
+// checkKeys finds a key given twice in one object of b, which must be valid JSON (decodeJSON has decoded it), and
+// refuses nesting deeper than maxJSONDepth. Keys are compared as Go decodes them ("\u0061" is "a", invalid UTF-8
+// is U+FFFD), so no spelling of a key slips past. It allocates only for keys with escapes or non-ASCII bytes and for
+// objects of more than smallObject keys.
+func checkKeys(b []byte) error {
+	var keys [2 * smallObject][]byte // enough for most tokens without growing
+	s := keyScanner{b: b, keys: keys[:0]}
+	return s.value(0)
+}
+
+// smallObject is the number of keys up to which an object's keys are compared one by one; larger objects use a map,
+// so that the work stays linear in the size of the token.
+const smallObject = 16
+
+type keyScanner struct {
+	b    []byte
+	i    int
+	keys [][]byte // the keys of the objects being scanned, innermost last
+}
+
+func (s *keyScanner) value(depth int) error {
+	s.space()
+	switch s.peek() {
+	case 0:
+		return io.ErrUnexpectedEOF
+	case '{':
+		return s.object(depth)
+	case '[':
+		if depth >= maxJSONDepth {
+			return fmt.Errorf("the JSON nests deeper than %d levels", maxJSONDepth)
 		}
-		return nil, err
-	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return tok, nil // string, json.Number, bool or nil
-	}
-	if depth >= maxJSONDepth {
-		return nil, fmt.Errorf("the JSON nests deeper than %d levels", maxJSONDepth)
-	}
-	if d == '[' {
-		list := []any{}
-		for dec.More() {
-			v, err := decodeValue(dec, depth+1)
-			if err != nil {
+		s.i++
+		for n := 0; ; n++ {
+			s.space()
+			switch s.peek() {
+			case 0:
+				return io.ErrUnexpectedEOF
+			case ']':
+				s.i++
+				return nil
+			case ',':
+				s.i++
+			}
+			if err := s.value(depth + 1); err != nil {
 				var dup *duplicateKeyError
 				if errors.As(err, &dup) {
-					dup.path = append(dup.path, "["+strconv.Itoa(len(list))+"]")
+					dup.path = append(dup.path, "["+strconv.Itoa(n)+"]")
 				}
-				return nil, err
+				return err
 			}
-			list = append(list, v)
 		}
-		_, err := dec.Token() // ']'
-		return list, err
+	case '"':
+		s.str()
+	default: // a number, true, false or null
+		for s.i < len(s.b) && !isDelim(s.b[s.i]) {
+			s.i++
+		}
 	}
-	// The object being built is the set of keys seen so far: finding duplicates costs one map lookup per key.
-	m := make(map[string]any)
-	for dec.More() {
-		kt, err := dec.Token()
-		if err != nil {
-			return nil, err
+	return nil
+}
+
+func (s *keyScanner) object(depth int) error {
+	if depth >= maxJSONDepth {
+		return fmt.Errorf("the JSON nests deeper than %d levels", maxJSONDepth)
+	}
+	s.i++
+	first := len(s.keys)
+	defer func() { s.keys = s.keys[:first] }()
+	var seen map[string]struct{} // for objects of more than smallObject keys
+	for {
+		s.space()
+		switch s.peek() {
+		case 0:
+			return io.ErrUnexpectedEOF
+		case '}':
+			s.i++
+			return nil
+		case ',':
+			s.i++
+			s.space()
 		}
-		key, ok := kt.(string)
-		if !ok {
-			return nil, fmt.Errorf("an object key is %v, not a string", kt)
+		if s.peek() != '"' {
+			return fmt.Errorf("an object key at offset %d is not a string", s.i)
 		}
-		if _, dup := m[key]; dup {
-			return nil, &duplicateKeyError{key: key}
+		key := s.key()
+		if seen != nil {
+			if _, dup := seen[string(key)]; dup {
+				return &duplicateKeyError{key: string(key)}
+			}
+			seen[string(key)] = struct{}{}
+		} else {
+			for _, k := range s.keys[first:] {
+				if bytes.Equal(k, key) {
+					return &duplicateKeyError{key: string(key)}
+				}
+			}
+			s.keys = append(s.keys, key)
+			if len(s.keys)-first > smallObject {
+				seen = make(map[string]struct{}, 2*smallObject)
+				for _, k := range s.keys[first:] {
+					seen[string(k)] = struct{}{}
+				}
+			}
 		}
-		v, err := decodeValue(dec, depth+1)
-		if err != nil {
+		s.space()
+		s.i++ // ':'
+		if err := s.value(depth + 1); err != nil {
 			var dup *duplicateKeyError
 			if errors.As(err, &dup) {
-				dup.path = append(dup.path, key)
+				dup.path = append(dup.path, string(key))
 			}
-			return nil, err
+			return err
 		}
-		m[key] = v
 	}
-	_, err = dec.Token() // '}'
-	return m, err
 }
+
+// key reads an object key as Go decodes it: the text between the quotes, or its decoded form when it has escapes
+// or non-ASCII bytes.
+func (s *keyScanner) key() []byte {
+	raw := s.str()
+	if len(raw) < 2 || raw[len(raw)-1] != '"' {
+		return raw // an unterminated string: cannot happen after decodeJSON
+	}
+	for _, c := range raw[1 : len(raw)-1] {
+		if c == '\\' || c >= 0x80 {
+			var k string
+			if err := json.Unmarshal(raw, &k); err != nil {
+				return raw // cannot happen: decodeJSON has decoded the text
+			}
+			return []byte(k)
+		}
+	}
+	return raw[1 : len(raw)-1]
+}
+
+// str skips a string at s.i and returns it with its quotes.
+func (s *keyScanner) str() []byte {
+	start := s.i
+	s.i++
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case '\\':
+			s.i += 2
+			continue
+		case '"':
+			s.i++
+			return s.b[start:s.i]
+		}
+		s.i++
+	}
+	return s.b[start:]
+}
+
+// peek is the byte at s.i, or 0 at the end of the text.
+func (s *keyScanner) peek() byte {
+	if s.i >= len(s.b) {
+		return 0
+	}
+	return s.b[s.i]
+}
+
+func (s *keyScanner) space() {
+	for s.i < len(s.b) && isSpace(s.b[s.i]) {
+		s.i++
+	}
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+func isDelim(c byte) bool { return c == ',' || c == ']' || c == '}' || isSpace(c) }

@@ -10,7 +10,6 @@ package enforce
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -182,7 +181,8 @@ var ErrMatchesEmpty = errors.New("matches the empty string")
 
 // checkMatchesEmpty refuses a `=~` matcher whose regexp matches "": a series without the label has the value "", so
 // {team=~".*"}, {team=~"dev|"} or {team=~"(dev)?"} admit every series that lacks the label, which is almost surely
-// not what the issuer meant (prom-label-proxy refuses them too). The regexp is anchored as VictoriaMetrics anchors it.
+// not what the issuer meant (prom-label-proxy refuses them too). The regexp is anchored as VictoriaMetrics anchors it,
+// `^(?:re)$`, by metricsql's own function.
 //
 // Matchers that match "" in plain sight stay allowed, because they say what they do: `team=""` is documented (see New)
 // as the deliberate way to select series without the label, and `team!="ops"` / `team!~"ops|sec"` are deny-lists,
@@ -191,7 +191,8 @@ func checkMatchesEmpty(lf metricsql.LabelFilter) error {
 	if !lf.IsRegexp || lf.IsNegative {
 		return nil
 	}
-	re, err := regexp.Compile("^(?:" + lf.Value + ")$")
+	// The parser has compiled this very regexp, anchored, to validate it: this is a hit in metricsql's cache.
+	re, err := metricsql.CompileRegexpAnchored(lf.Value)
 	if err != nil {
 		return fmt.Errorf("the regexp of %s does not compile: %s", lf.AppendString(nil), err)
 	}
