@@ -123,7 +123,9 @@ func mintToken(args []string, stderr io.Writer) (string, error) {
 
 	var access any = va
 	if *shape == "vmauth" {
-		access = vmauthShape(va)
+		if access, err = vmauthShape(va); err != nil {
+			return "", err
+		}
 	} else if *shape != "vmgateway" {
 		return "", fmt.Errorf("-claimShape=%q: want vmgateway or vmauth", *shape)
 	}
@@ -178,7 +180,12 @@ func sortedLabels(m map[string]string) []enforce.Label {
 }
 
 // vmauthShape is the claim as vmauth's JWT proxy reads it (metrics_* fields), so one token serves both.
-func vmauthShape(va auth.VMAccess) map[string]any {
+func vmauthShape(va auth.VMAccess) (map[string]any, error) {
+	mode, ok := va.Mode.Wire()
+	if !ok {
+		// Left out, the mode would read as full.
+		return nil, fmt.Errorf("vm_access: the mode %d is not full, read or write", va.Mode)
+	}
 	m := map[string]any{"metrics_account_id": va.Tenant.AccountID, "metrics_project_id": va.Tenant.ProjectID}
 	if len(va.ExtraLabels) > 0 {
 		var ls []string
@@ -190,10 +197,10 @@ func vmauthShape(va auth.VMAccess) map[string]any {
 	if len(va.ExtraFilters) > 0 {
 		m["metrics_extra_filters"] = va.ExtraFilters
 	}
-	if n, _ := va.Mode.Wire(); n != 0 {
-		m["mode"] = n
+	if mode != 0 {
+		m["mode"] = mode
 	}
-	return m
+	return m, nil
 }
 
 func signingKey(keyFile, hmacFile, alg string) (jwt.SigningMethod, any, error) {
