@@ -416,9 +416,9 @@ type clusterTenant struct {
 
 var clusterTenants = []clusterTenant{
 	{"token without tenant_id", json.RawMessage(`{"mode":0}`), tenant.ID{}, []string{"0", "0:0"}},
-	{"0:0", auth.VMAccess{}, tenant.ID{}, []string{"0", "0:0"}},
-	{"15:0", auth.VMAccess{Tenant: tenant.ID{AccountID: 15}}, tenant.ID{AccountID: 15}, []string{"15", "15:0"}},
-	{"4294967295:4294967295", auth.VMAccess{Tenant: tenant.ID{AccountID: 4294967295, ProjectID: 4294967295}},
+	{"0:0", auth.VMAccess{Mode: auth.ModeFull}, tenant.ID{}, []string{"0", "0:0"}},
+	{"15:0", auth.VMAccess{Mode: auth.ModeFull, Tenant: tenant.ID{AccountID: 15}}, tenant.ID{AccountID: 15}, []string{"15", "15:0"}},
+	{"4294967295:4294967295", auth.VMAccess{Mode: auth.ModeFull, Tenant: tenant.ID{AccountID: 4294967295, ProjectID: 4294967295}},
 		tenant.ID{AccountID: 4294967295, ProjectID: 4294967295}, []string{"4294967295:4294967295"}},
 }
 
@@ -475,7 +475,7 @@ func TestClusterModesAndRestrictedTokens(t *testing.T) {
 	t15 := tenant.ID{AccountID: 15}
 	readTok := clusterToken(t, auth.VMAccess{Tenant: t15, Mode: auth.ModeRead})
 	writeTok := clusterToken(t, auth.VMAccess{Tenant: t15, Mode: auth.ModeWrite})
-	restricted := clusterToken(t, auth.VMAccess{Tenant: t15, ExtraLabels: map[string]string{"team": "dev"}})
+	restricted := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: t15, ExtraLabels: map[string]string{"team": "dev"}})
 	forms := []string{"15", "15:0"}
 	refused, allowed := 0, 0
 	for _, a := range clusterAPIs {
@@ -522,8 +522,8 @@ type clusterAttack struct {
 func TestClusterAttacks(t *testing.T) {
 	c := startClusterGW(t, true)
 	t15 := tenant.ID{AccountID: 15}
-	full := clusterToken(t, auth.VMAccess{Tenant: t15})
-	restricted := clusterToken(t, auth.VMAccess{Tenant: t15, ExtraLabels: map[string]string{"team": "dev"}, ExtraFilters: []string{`{env=~"prod|stage"}`}})
+	full := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: t15})
+	restricted := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: t15, ExtraLabels: map[string]string{"team": "dev"}, ExtraFilters: []string{`{env=~"prod|stage"}`}})
 	get := func(p string) clusterReq { return clusterReq{method: "GET", path: p} }
 	post := func(p, ctype, body string) clusterReq {
 		return clusterReq{method: "POST", path: p, ctype: ctype, body: body}
@@ -676,7 +676,7 @@ func TestClusterAttacks(t *testing.T) {
 func TestClusterHeadersNeverPickTheTenant(t *testing.T) {
 	c := startClusterGW(t, true)
 	t15 := tenant.ID{AccountID: 15}
-	tok := clusterToken(t, auth.VMAccess{Tenant: t15})
+	tok := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: t15})
 	for _, h := range [][]string{
 		{"AccountID", "16", "ProjectID", "3"},
 		{"AccountID", "multitenant"},
@@ -713,7 +713,7 @@ func TestClusterHeadersNeverPickTheTenant(t *testing.T) {
 func TestClusterRestrictedTokenRewrites(t *testing.T) {
 	c := startClusterGW(t, true)
 	t15 := tenant.ID{AccountID: 15}
-	tok := clusterToken(t, auth.VMAccess{Tenant: t15, ExtraLabels: map[string]string{"team": "dev", "env": "prod"},
+	tok := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: t15, ExtraLabels: map[string]string{"team": "dev", "env": "prod"},
 		ExtraFilters: []string{`{app=~"api|web"}`, `{tier="gold"}`}})
 	const (
 		sel = `{env="prod",team="dev",app=~"api|web"}`
@@ -865,7 +865,7 @@ func TestSingleNodeClusterShapedPaths(t *testing.T) {
 		c.expectRefused(t, "single-node: "+r.method+" "+r.path, code, body, 400, "single-node VictoriaMetrics has no tenants")
 	}
 	// A token issued for a cluster tenant is no pass to single-node's one data set: every path refuses it.
-	tok15 := clusterToken(t, auth.VMAccess{Tenant: tenant.ID{AccountID: 15}})
+	tok15 := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: tenant.ID{AccountID: 15}})
 	for _, r := range []clusterReq{
 		{method: "GET", path: "/api/v1/query?query=up"},
 		{method: "GET", path: "/select/0/prometheus/api/v1/query?query=up"},
@@ -897,8 +897,8 @@ func TestSingleNodeTokenFlows(t *testing.T) {
 	full := clusterToken(t, json.RawMessage(`{"mode":0}`))
 	reader := clusterToken(t, auth.VMAccess{Mode: auth.ModeRead})
 	writer := clusterToken(t, auth.VMAccess{Mode: auth.ModeWrite})
-	dev := clusterToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "dev"}})
-	ops := clusterToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "ops"}})
+	dev := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, ExtraLabels: map[string]string{"team": "dev"}})
+	ops := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, ExtraLabels: map[string]string{"team": "ops"}})
 	withToken := func(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
 	now := time.Now().UnixMilli()
 

@@ -48,7 +48,7 @@ func rlPublicKeyFile(t *testing.T) string {
 // rlToken signs an RS256 token for tenant id with the given sub.
 func rlToken(t *testing.T, id tenant.ID, sub string) string {
 	t.Helper()
-	claims := jwt.MapClaims{"sub": sub, "exp": time.Now().Add(time.Hour).Unix(), "vm_access": auth.VMAccess{Tenant: id}}
+	claims := jwt.MapClaims{"sub": sub, "exp": time.Now().Add(time.Hour).Unix(), "vm_access": auth.VMAccess{Mode: auth.ModeFull, Tenant: id}}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodRS256, claims).SignedString(rlKey())
 	if err != nil {
 		t.Fatal(err)

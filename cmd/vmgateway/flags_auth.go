@@ -27,8 +27,10 @@ var (
 	authKeysRefetchMin     = flag.Duration("auth.keysRefetchMinInterval", 30*time.Second, "Minimum time between key fetches caused by tokens with an unknown kid")
 	authKeysTimeout        = flag.Duration("auth.keysTimeout", 10*time.Second, "Timeout for one fetch from a JWKS or OIDC discovery endpoint")
 	authKeysTLSCAFile      = flag.String("auth.keysTLSCAFile", "", "Path to CA certificates (PEM) for https JWKS and OIDC discovery endpoints. By default the system roots are used")
-	authCacheSize          = flag.Int("auth.cacheSize", 10000, "Number of verified tokens to cache (never past their exp); 0 disables the cache")
-	logInvalidAuthTokens   = flag.Bool("logInvalidAuthTokens", false, "Whether to log requests with invalid auth tokens: their decoded header and claims, never the signature. Such requests are always counted at vmgateway_auth_rejects_total")
+	authCacheSize          = flag.Int("auth.cacheSize", 10000, "Number of verified tokens to cache (never past their exp); 0 disables the cache. It also bounds the number of rejected tokens kept by -auth.negativeCacheTTL")
+	authNegativeCacheTTL   = flag.Duration("auth.negativeCacheTTL", time.Minute, "How long a rejected token is answered with the same 401 without verifying it again, so that floods of bad tokens cost no signature checks; 0 disables it. "+
+		"Rejections that may stop holding are kept for less: a token not valid yet until its nbf/iat, a bad signature only while the key set is unchanged, an unknown kid not at all while JWKS/OIDC keys may be refetched. Every rejection is still counted at vmgateway_auth_rejects_total")
+	logInvalidAuthTokens = flag.Bool("logInvalidAuthTokens", false, "Whether to log requests with invalid auth tokens: their decoded header and claims, never the signature. Such requests are always counted at vmgateway_auth_rejects_total")
 )
 
 // authConfig is the auth.Config the flags describe; `vmgateway token explain` uses it too, so it judges a token
@@ -51,6 +53,7 @@ func authConfig() auth.Config {
 		KeysTimeout:            *authKeysTimeout,
 		KeysTLSCAFile:          *authKeysTLSCAFile,
 		CacheSize:              *authCacheSize,
+		NegativeCacheTTL:       *authNegativeCacheTTL,
 		LogInvalidTokens:       *logInvalidAuthTokens,
 		MaxTokenSize:           *authMaxTokenSize,
 	}

@@ -123,7 +123,9 @@ func mintToken(args []string, stderr io.Writer) (string, error) {
 
 	var access any = va
 	if *shape == "vmauth" {
-		access = vmauthShape(va)
+		if access, err = vmauthShape(va); err != nil {
+			return "", err
+		}
 	} else if *shape != "vmgateway" {
 		return "", fmt.Errorf("-claimShape=%q: want vmgateway or vmauth", *shape)
 	}
@@ -178,7 +180,12 @@ func sortedLabels(m map[string]string) []enforce.Label {
 }
 
 // vmauthShape is the claim as vmauth's JWT proxy reads it (metrics_* fields), so one token serves both.
-func vmauthShape(va auth.VMAccess) map[string]any {
+func vmauthShape(va auth.VMAccess) (map[string]any, error) {
+	mode, ok := va.Mode.Wire()
+	if !ok {
+		// Left out, the mode would read as full.
+		return nil, fmt.Errorf("vm_access: the mode %d is not full, read or write", va.Mode)
+	}
 	m := map[string]any{"metrics_account_id": va.Tenant.AccountID, "metrics_project_id": va.Tenant.ProjectID}
 	if len(va.ExtraLabels) > 0 {
 		var ls []string
@@ -190,10 +197,10 @@ func vmauthShape(va auth.VMAccess) map[string]any {
 	if len(va.ExtraFilters) > 0 {
 		m["metrics_extra_filters"] = va.ExtraFilters
 	}
-	if va.Mode != auth.ModeFull {
-		m["mode"] = int(va.Mode)
+	if mode != 0 {
+		m["mode"] = mode
 	}
-	return m
+	return m, nil
 }
 
 func signingKey(keyFile, hmacFile, alg string) (jwt.SigningMethod, any, error) {
@@ -288,6 +295,10 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 
 	cfg := authConfig()
 	if len(cfg.PublicKeys)+len(cfg.PublicKeyFiles)+len(cfg.HMACSecretFiles)+len(cfg.JWKSEndpoints)+len(cfg.OIDCDiscoveryEndpoints) == 0 && !cfg.SkipVerify {
+		if err := auth.Inspect(token); err != nil {
+			printRefusal(stdout, err, "whatever its keys, ")
+			return 1
+		}
 		fmt.Fprintln(stdout, "\nWould the gateway accept it? Cannot tell: pass the gateway's key flags (-auth.publicKeyFiles, -auth.hmacSecretFiles, -auth.jwksEndpoints, ...) to check the signature.")
 		return 3
 	}
@@ -300,7 +311,7 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 	defer v.Stop()
 	a, err := v.Verify(token)
 	if err != nil {
-		fmt.Fprintf(stdout, "\nWould the gateway accept it? NO: 401, %s\n", err)
+		printRefusal(stdout, err, "")
 		return 1
 	}
 	if err := gateway.TenantAllowed(*clusterMode, a.Tenant); err != nil {
@@ -317,6 +328,17 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout)
 	return 0
+}
+
+// printRefusal says why the gateway refuses a token, with the reason it counts the refusal under; the verdict stays
+// the last line, for scripts that keep only that.
+func printRefusal(w io.Writer, err error, whatever string) {
+	fmt.Fprintln(w)
+	var e *auth.Error
+	if errors.As(err, &e) {
+		fmt.Fprintf(w, "The gateway refuses it %swith reason %s, counted at vmgateway_auth_rejects_total{reason=%q}.\n", whatever, e.Reason, e.Reason)
+	}
+	fmt.Fprintf(w, "Would the gateway accept it? NO: 401, %s\n", err)
 }
 
 // describeToken prints what the token says, without trusting it: nothing here is verified.

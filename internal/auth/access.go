@@ -8,17 +8,45 @@ import (
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
-// Mode is the vm_access mode: which kinds of API a token may call.
+// Mode is what kinds of API a token may call. Its zero value is invalid and allows nothing, so an Access built with
+// a forgotten Mode can never grant full access; the wire numbers of vm_access.mode (0 full, 1 read, 2 write) are
+// mapped by modeFromWire and Mode.Wire.
 type Mode uint8
 
 const (
 	// ModeFull may read, write and call admin APIs.
-	ModeFull Mode = 0
+	ModeFull Mode = iota + 1
 	// ModeRead may call read APIs only.
-	ModeRead Mode = 1
+	ModeRead
 	// ModeWrite may call write APIs only.
-	ModeWrite Mode = 2
+	ModeWrite
 )
+
+// modeFromWire maps vm_access.mode, where 0 is full, to a Mode.
+func modeFromWire(n uint32) (Mode, bool) {
+	switch n {
+	case 0:
+		return ModeFull, true
+	case 1:
+		return ModeRead, true
+	case 2:
+		return ModeWrite, true
+	}
+	return 0, false
+}
+
+// Wire is the vm_access.mode number of m; false for an invalid Mode.
+func (m Mode) Wire() (uint32, bool) {
+	switch m {
+	case ModeFull:
+		return 0, true
+	case ModeRead:
+		return 1, true
+	case ModeWrite:
+		return 2, true
+	}
+	return 0, false
+}
 
 func (m Mode) String() string {
 	switch m {

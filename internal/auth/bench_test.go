@@ -103,3 +103,40 @@ func benchClaims() jwt.MapClaims {
 		},
 	}
 }
+
+// BenchmarkRejectedToken is the cost of a flood of one bad token: verified in full every time (negative cache off)
+// against answered from the negative cache. forged is RS256 signed with a key the gateway does not trust; expired
+// has a valid RS256 signature and is refused by its claims.
+//
+//	go test -run '^$' -bench BenchmarkRejectedToken -benchmem ./internal/auth/
+func BenchmarkRejectedToken(b *testing.B) {
+	pub := pemOf(b, &rsaKey().PublicKey)
+	expiredClaims := benchClaims()
+	expiredClaims["exp"] = time.Now().Add(-time.Hour).Unix()
+	tokens := []struct{ name, token string }{
+		{"forged_RS256", sign(b, jwt.SigningMethodRS256, rsaKey2(), "", benchClaims())},
+		{"expired_RS256", sign(b, jwt.SigningMethodRS256, rsaKey(), "", expiredClaims)},
+	}
+	for _, cache := range []struct {
+		name string
+		ttl  time.Duration
+	}{{"uncached", 0}, {"negative_cached", time.Minute}} {
+		v, err := New(Config{PublicKeys: []string{pub}, CacheSize: 10000, NegativeCacheTTL: cache.ttl})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(v.Stop)
+		for _, tok := range tokens {
+			r := httptest.NewRequest(http.MethodGet, "/api/v1/query", nil)
+			r.Header.Set("Authorization", "Bearer "+tok.token)
+			b.Run(tok.name+"/"+cache.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := v.Authenticate(r); err == nil {
+						b.Fatal("a bad token was accepted")
+					}
+				}
+			})
+		}
+	}
+}

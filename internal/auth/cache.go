@@ -5,27 +5,28 @@ import (
 	"sync"
 )
 
-// cache remembers verified tokens so that repeated requests skip the signature check. It is bounded: every shard
-// keeps two generations of at most genSize entries; when the current one fills up, the previous one is dropped
+// cache remembers what verification said about a token so that repeated requests skip the signature check: the
+// Verifier keeps one of *Access for verified tokens and one of *rejection for refused ones. It is bounded: every
+// shard keeps two generations of at most genSize entries; when the current one fills up, the previous one is dropped
 // whole (O(1) eviction without per-entry bookkeeping) and a hit in the previous generation moves forward.
 // Entries are used only inside [notBefore, notAfter), so a token is never served past its exp.
-type cache struct {
+type cache[V any] struct {
 	seed    maphash.Seed
-	shards  []cacheShard
+	shards  []cacheShard[V]
 	mask    uint64
 	genSize int
 }
 
-type cacheShard struct {
+type cacheShard[V any] struct {
 	mu        sync.RWMutex
-	cur, prev map[uint64]*cacheEntry
+	cur, prev map[uint64]*cacheEntry[V]
 	_         [24]byte // one shard per cache line: readers of different shards do not slow each other down
 }
 
-type cacheEntry struct {
-	token  string // compared on every hit: the map key is only a hash of it
-	access *Access
-	// Unix nanoseconds: the token's nbf/iat (minus leeway, as verification allows) and its exp.
+type cacheEntry[V any] struct {
+	token string // compared on every hit: the map key is only a hash of it
+	val   V
+	// Unix nanoseconds: for a verified token its nbf/iat (minus leeway, as verification allows) and its exp.
 	notBefore, notAfter int64
 }
 
@@ -33,7 +34,7 @@ type cacheEntry struct {
 const minGenSize = 32
 
 // newCache returns a cache of at most size entries, or nil (no caching) when size <= 0.
-func newCache(size int) *cache {
+func newCache[V any](size int) *cache[V] {
 	if size <= 0 {
 		return nil
 	}
@@ -41,17 +42,18 @@ func newCache(size int) *cache {
 	for n < 64 && size/(n*4) >= minGenSize {
 		n *= 2
 	}
-	c := &cache{seed: maphash.MakeSeed(), shards: make([]cacheShard, n), mask: uint64(n - 1), genSize: max(1, size/(2*n))}
+	c := &cache[V]{seed: maphash.MakeSeed(), shards: make([]cacheShard[V], n), mask: uint64(n - 1), genSize: max(1, size/(2*n))}
 	for i := range c.shards {
-		c.shards[i].cur = make(map[uint64]*cacheEntry, c.genSize)
+		c.shards[i].cur = make(map[uint64]*cacheEntry[V], c.genSize)
 	}
 	return c
 }
 
-// get returns the Access of a token verified before and still valid at now (Unix nanoseconds), or nil.
-func (c *cache) get(token string, now int64) *Access {
+// get returns the value stored for token and valid at now (Unix nanoseconds), or the zero V.
+func (c *cache[V]) get(token string, now int64) V {
+	var none V
 	if c == nil {
-		return nil
+		return none
 	}
 	h := maphash.String(c.seed, token)
 	s := &c.shards[h&c.mask]
@@ -62,49 +64,49 @@ func (c *cache) get(token string, now int64) *Access {
 	}
 	s.mu.RUnlock()
 	if e == nil || e.token != token || now < e.notBefore || now >= e.notAfter {
-		return nil
+		return none
 	}
 	if !inCur {
 		s.mu.Lock()
 		s.add(h, e, c.genSize)
 		s.mu.Unlock()
 	}
-	return e.access
+	return e.val
 }
 
-func (c *cache) put(token string, a *Access, notBefore, notAfter int64) {
+func (c *cache[V]) put(token string, val V, notBefore, notAfter int64) {
 	if c == nil {
 		return
 	}
 	h := maphash.String(c.seed, token)
 	s := &c.shards[h&c.mask]
 	s.mu.Lock()
-	s.add(h, &cacheEntry{token: token, access: a, notBefore: notBefore, notAfter: notAfter}, c.genSize)
+	s.add(h, &cacheEntry[V]{token: token, val: val, notBefore: notBefore, notAfter: notAfter}, c.genSize)
 	s.mu.Unlock()
 }
 
-func (s *cacheShard) add(h uint64, e *cacheEntry, genSize int) {
+func (s *cacheShard[V]) add(h uint64, e *cacheEntry[V], genSize int) {
 	s.cur[h] = e
 	if len(s.cur) >= genSize {
-		s.prev, s.cur = s.cur, make(map[uint64]*cacheEntry, genSize)
+		s.prev, s.cur = s.cur, make(map[uint64]*cacheEntry[V], genSize)
 	}
 }
 
 // clear forgets every token, e.g. when a key is removed from the key set.
-func (c *cache) clear() {
+func (c *cache[V]) clear() {
 	if c == nil {
 		return
 	}
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		s.cur, s.prev = make(map[uint64]*cacheEntry, c.genSize), nil
+		s.cur, s.prev = make(map[uint64]*cacheEntry[V], c.genSize), nil
 		s.mu.Unlock()
 	}
 }
 
 // len counts the entries; for tests.
-func (c *cache) len() int {
+func (c *cache[V]) len() int {
 	n := 0
 	for i := range c.shards {
 		s := &c.shards[i]

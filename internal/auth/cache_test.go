@@ -70,7 +70,7 @@ func TestCacheLeewayAndNotBefore(t *testing.T) {
 
 func TestCacheBounded(t *testing.T) {
 	for _, size := range []int{1, 10, 100, 1000, 10000} {
-		c := newCache(size)
+		c := newCache[*Access](size)
 		a := &Access{}
 		for i := range 5 * size {
 			c.put(fmt.Sprint("token-", i), a, minInt64, 1<<62)
@@ -87,10 +87,10 @@ func TestCacheBounded(t *testing.T) {
 			t.Fatalf("size %d: only %d entries kept", size, c.len())
 		}
 	}
-	if newCache(0) != nil || newCache(-1) != nil {
+	if newCache[*Access](0) != nil || newCache[*Access](-1) != nil {
 		t.Fatal("a cache of size <= 0 must be nil (disabled)")
 	}
-	var off *cache
+	var off *cache[*Access]
 	off.put("t", &Access{}, 0, 1)
 	if off.get("t", 0) != nil {
 		t.Fatal("a nil cache must not serve")
@@ -99,7 +99,7 @@ func TestCacheBounded(t *testing.T) {
 
 // TestCacheKeepsHotEntries: an entry read in every generation survives any number of rotations.
 func TestCacheKeepsHotEntries(t *testing.T) {
-	c := newCache(64)
+	c := newCache[*Access](64)
 	hot := &Access{Subject: "hot"}
 	c.put("hot", hot, minInt64, 1<<62)
 	for i := range 10000 {
@@ -112,12 +112,12 @@ func TestCacheKeepsHotEntries(t *testing.T) {
 
 // TestCacheHashCollision: the map key is a hash; an entry stored under the hash of another token is never served.
 func TestCacheHashCollision(t *testing.T) {
-	c := newCache(10)
+	c := newCache[*Access](10)
 	a := &Access{Subject: "a"}
 	c.put("token-a", a, minInt64, 1<<62)
 	h := maphash.String(c.seed, "token-b")
 	s := &c.shards[h&c.mask]
-	s.cur[h] = &cacheEntry{token: "token-a", access: a, notBefore: minInt64, notAfter: 1 << 62}
+	s.cur[h] = &cacheEntry[*Access]{token: "token-a", val: a, notBefore: minInt64, notAfter: 1 << 62}
 	if got := c.get("token-b", 0); got != nil {
 		t.Fatal("an entry stored for another token was served")
 	}
@@ -127,7 +127,7 @@ func TestCacheHashCollision(t *testing.T) {
 }
 
 func TestCacheConcurrent(t *testing.T) {
-	c := newCache(256)
+	c := newCache[*Access](256)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {

@@ -1,11 +1,9 @@
 package auth
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"math"
 	"slices"
@@ -28,8 +26,13 @@ type VMAccess struct {
 	Mode         Mode
 }
 
-// MarshalJSON writes the enterprise vmgateway shape; empty labels and filters are left out.
+// MarshalJSON writes the enterprise vmgateway shape; empty labels and filters are left out. A VMAccess without a
+// Mode is an error, not a full-mode claim.
 func (a VMAccess) MarshalJSON() ([]byte, error) {
+	mode, ok := a.Mode.Wire()
+	if !ok {
+		return nil, fmt.Errorf("vm_access: the mode %d is not ModeFull, ModeRead or ModeWrite", a.Mode)
+	}
 	type tenantID struct {
 		AccountID uint32 `json:"account_id"`
 		ProjectID uint32 `json:"project_id"`
@@ -38,8 +41,8 @@ func (a VMAccess) MarshalJSON() ([]byte, error) {
 		TenantID     tenantID          `json:"tenant_id"`
 		ExtraLabels  map[string]string `json:"extra_labels,omitempty"`
 		ExtraFilters []string          `json:"extra_filters,omitempty"`
-		Mode         Mode              `json:"mode"`
-	}{tenantID{a.Tenant.AccountID, a.Tenant.ProjectID}, a.ExtraLabels, a.ExtraFilters, a.Mode})
+		Mode         uint32            `json:"mode"`
+	}{tenantID{a.Tenant.AccountID, a.Tenant.ProjectID}, a.ExtraLabels, a.ExtraFilters, mode})
 }
 
 // UnmarshalJSON reads either shape strictly: unknown fields, wrong types, numbers out of range and a mix of both
@@ -49,9 +52,9 @@ func (a *VMAccess) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return err
 	}
-	va, err := vmAccessFrom(v)
-	if err != nil {
-		return err
+	va, e := vmAccessFrom(v)
+	if e != nil {
+		return e
 	}
 	*a = va
 	return nil
@@ -62,78 +65,156 @@ var vmauthLogsFields = map[string]bool{
 	"logs_account_id": true, "logs_project_id": true, "logs_extra_filters": true, "logs_extra_stream_filters": true,
 }
 
-// vmAccessFrom reads a vm_access value decoded with json.Number numbers.
-func vmAccessFrom(v any) (VMAccess, error) {
-	var a VMAccess
+// vmAccessFrom reads a vm_access value decoded with json.Number numbers. A missing mode is full, as the wire format
+// says; every other restriction the claim lacks is simply not there, which is why the shapes that lift one without
+// saying so (null, a claim that only speaks about logs) are refused with reasons of their own.
+func vmAccessFrom(v any) (VMAccess, *Error) {
+	va, err := vmAccessFields(v)
+	if err != nil {
+		return VMAccess{}, err
+	}
+	if len(va.ExtraLabels) == 0 {
+		va.ExtraLabels = nil
+	}
+	if len(va.ExtraFilters) == 0 {
+		va.ExtraFilters = nil
+	}
+	return va, nil
+}
+
+func vmAccessFields(v any) (VMAccess, *Error) {
+	a := VMAccess{Mode: ModeFull}
 	if s, ok := v.(string); ok {
 		inner, err := decodeJSON([]byte(s))
+		if dup, ok := err.(*duplicateKeyError); ok {
+			return a, duplicateKey("vm_access (a JSON string)", dup)
+		}
 		if err != nil {
-			return a, fmt.Errorf("vm_access is a string that is not JSON: %w", err)
+			return a, newError(reasonBadVMAccess, "vm_access is a string that is not JSON: %s", err)
 		}
 		if _, ok := inner.(map[string]any); !ok {
-			return a, fmt.Errorf("vm_access is a string holding %s; want a JSON object", jsonKind(inner))
+			return a, newError(reasonBadVMAccess, "vm_access is a string holding %s; want a JSON object", jsonKind(inner))
 		}
 		v = inner
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		return a, fmt.Errorf("vm_access must be a JSON object or a string holding one, got %s", jsonKind(v))
+		return a, newError(reasonBadVMAccess, "vm_access must be a JSON object or a string holding one, got %s", jsonKind(v))
 	}
-	var gatewayField, vmauthField string
+	if path := nullPath(m, "vm_access"); path != "" {
+		return a, newError(reasonNullInVMAccess, "%s is null; null is refused anywhere inside vm_access because it "+
+			"reads as absent, and an absent extra_labels, extra_filters or mode means unrestricted or full: leave the "+
+			"field out, or give it a value", path)
+	}
+	// gatewayField and vmauthField tell the shapes apart; metricsSaid is whether the claim says anything about
+	// metrics beyond the mode (a tenant, or labels or filters); logsField is a logs_* field, if any.
+	var gatewayField, vmauthField, logsField string
+	var metricsSaid bool
 	for _, name := range slices.Sorted(maps.Keys(m)) {
 		val := m[name]
-		if val == nil {
-			continue // null is absent
-		}
 		var err error
 		switch name {
 		case "tenant_id":
-			gatewayField = name
+			gatewayField, metricsSaid = name, true
 			a.Tenant, err = tenantFrom(val)
 		case "extra_labels":
 			gatewayField = name
 			a.ExtraLabels, err = labelMapFrom(val)
+			metricsSaid = metricsSaid || len(a.ExtraLabels) > 0
 		case "extra_filters":
 			gatewayField = name
 			a.ExtraFilters, err = stringsFrom(val)
+			metricsSaid = metricsSaid || len(a.ExtraFilters) > 0
 		case "mode":
 			var n uint32
-			if n, err = uint32From(val); err == nil && n > uint32(ModeWrite) {
-				err = fmt.Errorf("must be 0 (full), 1 (read) or 2 (write), got %d", n)
+			if n, err = uint32From(val); err == nil {
+				var ok bool
+				if a.Mode, ok = modeFromWire(n); !ok {
+					err = fmt.Errorf("must be 0 (full), 1 (read) or 2 (write), got %d", n)
+				}
 			}
-			a.Mode = Mode(n)
 		case "metrics_account_id":
-			vmauthField = name
+			vmauthField, metricsSaid = name, true
 			a.Tenant.AccountID, err = uint32From(val)
 		case "metrics_project_id":
-			vmauthField = name
+			vmauthField, metricsSaid = name, true
 			a.Tenant.ProjectID, err = uint32From(val)
 		case "metrics_extra_labels":
 			vmauthField = name
 			a.ExtraLabels, err = labelListFrom(val)
+			metricsSaid = metricsSaid || len(a.ExtraLabels) > 0
 		case "metrics_extra_filters":
 			vmauthField = name
 			a.ExtraFilters, err = stringsFrom(val)
+			metricsSaid = metricsSaid || len(a.ExtraFilters) > 0
 		default:
-			if !vmauthLogsFields[name] {
+			if vmauthLogsFields[name] {
+				logsField = name
+			} else {
 				err = errors.New("unknown field; vm_access has tenant_id, extra_labels, extra_filters and mode " +
 					"(or vmauth's metrics_account_id, metrics_project_id, metrics_extra_labels, metrics_extra_filters)")
 			}
 		}
 		if err != nil {
-			return VMAccess{}, fmt.Errorf("vm_access.%s: %w", name, err)
+			return VMAccess{}, newError(reasonBadVMAccess, "vm_access.%s: %s", name, err)
 		}
 	}
 	if gatewayField != "" && vmauthField != "" {
-		return VMAccess{}, fmt.Errorf("vm_access mixes the vmgateway field %s and the vmauth field %s; use one shape", gatewayField, vmauthField)
+		return VMAccess{}, newError(reasonBadVMAccess, "vm_access mixes the vmgateway field %s and the vmauth field %s; use one shape", gatewayField, vmauthField)
 	}
-	if len(a.ExtraLabels) == 0 {
-		a.ExtraLabels = nil
-	}
-	if len(a.ExtraFilters) == 0 {
-		a.ExtraFilters = nil
+	if logsField != "" && !metricsSaid {
+		// vmauth reads logs_* for VictoriaLogs and metrics_* for VictoriaMetrics: a claim written for logs alone
+		// would be a token for every series of tenant 0:0 here.
+		return VMAccess{}, newError(reasonLogsOnly, "vm_access has the VictoriaLogs field %s but no metrics_account_id, "+
+			"metrics_project_id, metrics_extra_labels or metrics_extra_filters: it restricts only logs and would be "+
+			"unrestricted for metrics; give the metrics restrictions too, or do not send this token to the metrics gateway", logsField)
 	}
 	return a, nil
+}
+
+// nullPath returns the path of the first null inside v (keys in sorted order, so the message is stable), or "". It
+// allocates only when there is a null to name.
+func nullPath(v any, path string) string {
+	if !hasNull(v) {
+		return ""
+	}
+	switch v := v.(type) {
+	case nil:
+		return path
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			if p := nullPath(v[k], path+"."+k); p != "" {
+				return p
+			}
+		}
+	case []any:
+		for i, e := range v {
+			if p := nullPath(e, path+"["+strconv.Itoa(i)+"]"); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+func hasNull(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return true
+	case map[string]any:
+		for _, e := range v {
+			if hasNull(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if hasNull(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func tenantFrom(v any) (tenant.ID, error) {
@@ -143,9 +224,6 @@ func tenantFrom(v any) (tenant.ID, error) {
 		return t, fmt.Errorf("must be an object such as {\"account_id\":1,\"project_id\":2}, got %s", jsonKind(v))
 	}
 	for _, name := range slices.Sorted(maps.Keys(m)) {
-		if m[name] == nil {
-			continue
-		}
 		var err error
 		switch name {
 		case "account_id":
@@ -252,11 +330,14 @@ func accessOf(c *claims) (*Access, *Error) {
 	if raw == nil {
 		return nil, newError(reasonMissingVMAccess, "vm_access claim missing")
 	}
-	va, err := vmAccessFrom(raw)
-	if err != nil {
-		return nil, newError(reasonBadVMAccess, "%s", err)
+	va, e := vmAccessFrom(raw)
+	if e != nil {
+		return nil, e
 	}
 	enf, err := va.enforcer()
+	if errors.Is(err, enforce.ErrMatchesEmpty) {
+		return nil, newError(reasonFilterMatchesEmpty, "vm_access: %s", err)
+	}
 	if err != nil {
 		return nil, newError(reasonBadVMAccess, "vm_access: %s", err)
 	}
@@ -274,6 +355,9 @@ type claims struct {
 // parseClaims decodes a token payload strictly: registered claims of the wrong type are errors, not ignored.
 func parseClaims(payload []byte) (*claims, *Error) {
 	v, err := decodeJSON(payload)
+	if dup, ok := err.(*duplicateKeyError); ok {
+		return nil, duplicateKey("the token payload", dup)
+	}
 	if err != nil {
 		return nil, newError(reasonMalformed, "the token payload is not JSON: %s", err)
 	}
@@ -342,21 +426,6 @@ func numericDate(all map[string]any, name string) (time.Time, error) {
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
-}
-
-// decodeJSON decodes exactly one JSON value with numbers kept as json.Number, so that integers stay exact and
-// floats are told apart from integers.
-func decodeJSON(b []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("unexpected data after the JSON value")
-	}
-	return v, nil
 }
 
 func jsonKind(v any) string {

@@ -28,19 +28,20 @@ func TestVMAccessUnmarshal(t *testing.T) {
 		{"vmauth shape", `{"metrics_account_id":1,"metrics_project_id":5,"metrics_extra_labels":["team=dev","project=mobile"],` +
 			`"metrics_extra_filters":["{env=~\"prod|dev\",team!=\"test\"}"]}`,
 			VMAccess{Tenant: tenant.ID{AccountID: 1, ProjectID: 5}, ExtraLabels: map[string]string{"team": "dev", "project": "mobile"},
-				ExtraFilters: []string{`{env=~"prod|dev",team!="test"}`}}, ""},
+				ExtraFilters: []string{`{env=~"prod|dev",team!="test"}`}, Mode: ModeFull}, ""},
 		{"vmauth shape with logs fields and mode", `{"metrics_account_id":3,"mode":1,"logs_account_id":2,"logs_project_id":3,` +
 			`"logs_extra_filters":["{\"namespace\":\"my-app\"}"],"logs_extra_stream_filters":[]}`,
 			VMAccess{Tenant: tenant.ID{AccountID: 3}, Mode: ModeRead}, ""},
-		{"vmauth label value with =", `{"metrics_extra_labels":["expr=a=b"]}`, VMAccess{ExtraLabels: map[string]string{"expr": "a=b"}}, ""},
-		{"empty", `{}`, VMAccess{}, ""},
-		{"minimum enterprise form", `{"tenant_id":{}}`, VMAccess{}, ""},
-		{"nulls are absent", `{"tenant_id":null,"extra_labels":null,"extra_filters":null,"mode":null,"metrics_account_id":null}`, VMAccess{}, ""},
-		{"empty lists are absent", `{"extra_labels":{},"extra_filters":[]}`, VMAccess{}, ""},
-		{"tenant 0", `{"tenant_id":{"account_id":0,"project_id":0}}`, VMAccess{}, ""},
+		{"vmauth label value with =", `{"metrics_extra_labels":["expr=a=b"]}`, VMAccess{Mode: ModeFull, ExtraLabels: map[string]string{"expr": "a=b"}}, ""},
+		{"empty", `{}`, VMAccess{Mode: ModeFull}, ""},
+		{"minimum enterprise form", `{"tenant_id":{}}`, VMAccess{Mode: ModeFull}, ""},
+		{"mode 0 is full", `{"mode":0}`, VMAccess{Mode: ModeFull}, ""},
+		{"mode 2 is write", `{"mode":2}`, VMAccess{Mode: ModeWrite}, ""},
+		{"empty lists are absent", `{"extra_labels":{},"extra_filters":[]}`, VMAccess{Mode: ModeFull}, ""},
+		{"tenant 0", `{"tenant_id":{"account_id":0,"project_id":0}}`, VMAccess{Mode: ModeFull}, ""},
 		{"tenant max", `{"tenant_id":{"account_id":4294967295,"project_id":4294967295}}`,
-			VMAccess{Tenant: tenant.ID{AccountID: 4294967295, ProjectID: 4294967295}}, ""},
-		{"vmauth tenant max", `{"metrics_account_id":4294967295}`, VMAccess{Tenant: tenant.ID{AccountID: 4294967295}}, ""},
+			VMAccess{Mode: ModeFull, Tenant: tenant.ID{AccountID: 4294967295, ProjectID: 4294967295}}, ""},
+		{"vmauth tenant max", `{"metrics_account_id":4294967295}`, VMAccess{Mode: ModeFull, Tenant: tenant.ID{AccountID: 4294967295}}, ""},
 
 		{"tenant 2^32", `{"tenant_id":{"account_id":4294967296}}`, VMAccess{}, "vm_access.tenant_id: account_id: must be an integer in [0, 4294967295], got 4294967296"},
 		{"tenant -1", `{"tenant_id":{"project_id":-1}}`, VMAccess{}, "project_id: must be an integer in [0, 4294967295], got -1"},
@@ -98,7 +99,7 @@ func TestVMAccessMarshal(t *testing.T) {
 		in   VMAccess
 		want string
 	}{
-		{VMAccess{}, `{"tenant_id":{"account_id":0,"project_id":0},"mode":0}`},
+		{VMAccess{Mode: ModeFull}, `{"tenant_id":{"account_id":0,"project_id":0},"mode":0}`},
 		{VMAccess{Tenant: tenant.ID{AccountID: 1, ProjectID: 5}, ExtraLabels: map[string]string{"team": "dev", "env": "prod"},
 			ExtraFilters: []string{`{env=~"prod|dev"}`}, Mode: ModeRead},
 			`{"tenant_id":{"account_id":1,"project_id":5},"extra_labels":{"env":"prod","team":"dev"},"extra_filters":["{env=~\"prod|dev\"}"],"mode":1}`},
@@ -189,15 +190,18 @@ func FuzzClaims(f *testing.F) {
 
 func checkAccess(t *testing.T, c *claims, a *Access) {
 	t.Helper()
-	if a.Mode > ModeWrite {
+	if a.Mode < ModeFull || a.Mode > ModeWrite {
 		t.Fatalf("mode %d", a.Mode)
+	}
+	if p := nullPath(c.all["vm_access"], "vm_access"); p != "" {
+		t.Fatalf("accepted a vm_access with %s null", p)
 	}
 	if !a.ExpiresAt.Equal(c.exp) || a.ExpiresAt.IsZero() || a.Subject != c.sub || a.Claims["vm_access"] == nil {
 		t.Fatalf("Access %+v does not match the claims %+v", a, c)
 	}
-	va, err := vmAccessFrom(c.all["vm_access"])
-	if err != nil {
-		t.Fatalf("accepted vm_access does not parse on its own: %s", err)
+	va, e := vmAccessFrom(c.all["vm_access"])
+	if e != nil {
+		t.Fatalf("accepted vm_access does not parse on its own: %s", e)
 	}
 	if va.Tenant != a.Tenant || va.Mode != a.Mode {
 		t.Fatalf("Access %+v, vm_access %+v", a, va)

@@ -44,8 +44,12 @@ type Config struct {
 	// KeysTLSCAFile is a PEM file of CA certificates for https key endpoints; empty means the system roots.
 	KeysTLSCAFile string
 
-	// CacheSize is the number of verified tokens to remember; 0 disables the cache.
+	// CacheSize is the number of verified tokens to remember; 0 disables the cache. It also bounds the number of
+	// rejected tokens remembered.
 	CacheSize int
+	// NegativeCacheTTL is how long a rejected token is answered without verifying it again; 0 disables the negative
+	// cache. Rejections that may stop holding sooner are remembered for less (see rememberRejection).
+	NegativeCacheTTL time.Duration
 	// LogInvalidTokens logs the header and claims of every rejected token (never its signature).
 	LogInvalidTokens bool
 	// MaxTokenSize is -auth.maxTokenSize: longer tokens are rejected (401) before any work on them; 0 means 16 KiB.
@@ -70,6 +74,9 @@ func newVerifier(cfg Config, now func() time.Time) (*Verifier, error) {
 	}
 	if cfg.MaxTokenSize == 0 {
 		cfg.MaxTokenSize = maxTokenLen
+	}
+	if cfg.NegativeCacheTTL < 0 {
+		return nil, fmt.Errorf("-auth.negativeCacheTTL=%s must not be negative", cfg.NegativeCacheTTL)
 	}
 	if cfg.Leeway < 0 {
 		return nil, fmt.Errorf("-auth.leeway=%s must not be negative", cfg.Leeway)
@@ -102,8 +109,11 @@ func newVerifier(cfg Config, now func() time.Time) (*Verifier, error) {
 		leeway:     cfg.Leeway,
 		logInvalid: cfg.LogInvalidTokens,
 		maxToken:   cfg.MaxTokenSize,
-		cache:      newCache(cfg.CacheSize),
+		cache:      newCache[*Access](cfg.CacheSize),
 		now:        now,
+	}
+	if cfg.NegativeCacheTTL > 0 {
+		v.rejected, v.rejectedTTL = newCache[*rejection](cfg.CacheSize), cfg.NegativeCacheTTL
 	}
 	if v.keys, err = newKeyring(cfg, static, now, v.cache.clear); err != nil {
 		return nil, err

@@ -21,12 +21,17 @@ const (
 	reasonAudience        = "audience"
 	reasonMissingVMAccess = "missing_vm_access"
 	reasonBadVMAccess     = "bad_vm_access"
+	// Claim shapes that would grant more than the issuer meant, each with a reason of its own.
+	reasonDuplicateKey       = "duplicate_key"
+	reasonNullInVMAccess     = "null_in_vm_access"
+	reasonLogsOnly           = "logs_only_vm_access"
+	reasonFilterMatchesEmpty = "filter_matches_empty"
 )
 
 var allReasons = []string{
 	reasonMissingToken, reasonMalformed, reasonUnsupportedAlg, reasonNoKey, reasonUnknownKid, reasonBadSignature,
 	reasonMissingExp, reasonExpired, reasonNotYetValid, reasonIssuer, reasonAudience, reasonMissingVMAccess,
-	reasonBadVMAccess,
+	reasonBadVMAccess, reasonDuplicateKey, reasonNullInVMAccess, reasonLogsOnly, reasonFilterMatchesEmpty,
 }
 
 // Error is a rejected token. Reason is a short stable label (missing_token, malformed, bad_signature, expired, ...);

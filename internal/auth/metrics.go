@@ -19,6 +19,8 @@ var (
 
 	cacheHits   = metrics.GetOrCreateCounter(`vmgateway_auth_cache_hits_total`)
 	cacheMisses = metrics.GetOrCreateCounter(`vmgateway_auth_cache_misses_total`)
+	// negativeCacheHits are requests refused from the negative cache; they are counted in rejects too.
+	negativeCacheHits = metrics.GetOrCreateCounter(`vmgateway_auth_negative_cache_hits_total`)
 
 	verificationDisabled = metrics.GetOrCreateGauge(`vmgateway_auth_signature_verification_disabled`, nil)
 	keysLoaded           = metrics.GetOrCreateGauge(`vmgateway_auth_keys`, nil)

@@ -69,6 +69,14 @@ func splitToken(token string) (*jws, *Error) {
 	if err := json.Unmarshal(header, &hdr); err != nil {
 		return nil, newError(reasonMalformed, "the token header is not a JSON object with string alg and kid: %s", err)
 	}
+	// Unmarshal has checked the syntax, and kept the last of two equal keys: {"alg":"RS256",...,"alg":"none"} could
+	// mean one alg to the gateway and another to a library downstream.
+	if err := checkKeys(header); err != nil {
+		if dup, ok := err.(*duplicateKeyError); ok {
+			return nil, duplicateKey("the token header", dup)
+		}
+		return nil, newError(reasonMalformed, "the token header: %s", err)
+	}
 	if hdr.Crit != nil {
 		// RFC 7515 section 4.1.11: a token whose critical extensions are not understood must be rejected.
 		return nil, newError(reasonMalformed, "the token header has crit %s; no critical header extensions are supported", truncate(string(hdr.Crit)))

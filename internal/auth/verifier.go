@@ -1,9 +1,11 @@
 // Package auth turns a request's bearer JWT into a verified Access: it takes the token from the request, verifies
 // its signature with PEM public keys, HMAC secrets, JWKS or OIDC discovery keys, checks the time claims and reads
-// the vm_access claim. Verified tokens are cached until they expire.
+// the vm_access claim. Verified tokens are cached until they expire; rejected ones for -auth.negativeCacheTTL, or
+// less when the rejection may stop holding.
 package auth
 
 import (
+	"crypto/sha256"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -23,8 +25,18 @@ type Verifier struct {
 	maxToken   int
 
 	keys  *keyring
-	cache *cache
-	now   func() time.Time
+	cache *cache[*Access]
+	// rejected answers repeats of a refused token without verifying it again; see rememberRejection.
+	rejected    *cache[*rejection]
+	rejectedTTL time.Duration
+	now         func() time.Time
+}
+
+// rejection is a refused token in the negative cache.
+type rejection struct {
+	err *Error
+	// keys, when set, is the key set the token was refused with: the answer holds only while that set is current.
+	keys *keySet
 }
 
 // Stop ends the background key refresh. The Verifier keeps verifying with the keys it has.
@@ -62,30 +74,87 @@ func (v *Verifier) verify(token string) (*Access, *Error) {
 		cacheHits.Inc()
 		return a, nil
 	}
+	var digest string
+	if v.rejected != nil {
+		// Rejected tokens are remembered by their SHA-256 rather than by their text: anyone can send bad tokens of up
+		// to -auth.maxTokenSize bytes, and a full cache of them must stay small. A digest match is as good as
+		// comparing the tokens.
+		sum := sha256.Sum256([]byte(token))
+		digest = string(sum[:])
+		if r := v.rejected.get(digest, now.UnixNano()); r != nil && (r.keys == nil || r.keys == v.keys.keys()) {
+			negativeCacheHits.Inc()
+			return nil, r.err
+		}
+	}
 	cacheMisses.Inc()
+	keys := v.keys.keys() // before verification: a set published meanwhile must void what is remembered below
+	a, c, err := v.verifyUncached(token, now)
+	if err != nil {
+		v.rememberRejection(digest, err, c, keys, now)
+		return nil, err
+	}
+	return a, nil
+}
+
+// verifyUncached verifies a token in full and caches it when it is valid. The claims are returned when they could
+// be read, also with an error.
+func (v *Verifier) verifyUncached(token string, now time.Time) (*Access, *claims, *Error) {
 	t, err := splitToken(token)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if !v.skipVerify {
 		if err := v.checkSignature(t); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	c, err := parseClaims(t.payload)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	notBefore, err := v.checkClaims(c, now)
 	if err != nil {
-		return nil, err
+		return nil, c, err
 	}
 	a, err := accessOf(c)
 	if err != nil {
-		return nil, err
+		return nil, c, err
 	}
 	v.cache.put(token, a, notBefore, c.exp.UnixNano())
-	return a, nil
+	return a, c, nil
+}
+
+// rememberRejection puts a refused token in the negative cache for as long as the refusal surely holds, at most
+// -auth.negativeCacheTTL. Most refusals depend only on the token and the flags (malformed, expired, a bad claim)
+// and hold for the whole TTL. The others must not outlive their cause:
+//   - not_yet_valid holds until the token's nbf/iat minus -auth.leeway, when it becomes valid;
+//   - bad_signature, no_key and unknown_kid depend on the keys: they hold while the key set they were judged by is
+//     the current one (every JWKS refresh publishes a new set);
+//   - unknown_kid with JWKS or OIDC sources is not remembered at all: the next such token may trigger the key
+//     refetch that brings a freshly rotated key (at most every -auth.keysRefetchMinInterval), and an answer from
+//     the cache would keep it from ever doing so until the next periodic refresh.
+func (v *Verifier) rememberRejection(digest string, e *Error, c *claims, keys *keySet, now time.Time) {
+	if v.rejected == nil {
+		return
+	}
+	until := now.Add(v.rejectedTTL).UnixNano()
+	r := &rejection{err: e}
+	switch e.Reason {
+	case reasonUnknownKid:
+		if len(v.keys.remotes) > 0 {
+			return
+		}
+		r.keys = keys
+	case reasonBadSignature, reasonNoKey:
+		r.keys = keys
+	case reasonNotYetValid:
+		validFrom := c.nbf
+		if c.iat.After(validFrom) {
+			validFrom = c.iat
+		}
+		until = min(until, validFrom.Add(-v.leeway).UnixNano())
+	}
+	v.rejected.put(digest, r, minInt64, until)
 }
 
 // checkSignature finds the keys that may verify t and accepts the first that does. Only keys whose type fits the

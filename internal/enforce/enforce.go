@@ -8,6 +8,7 @@
 package enforce
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -167,9 +168,40 @@ func parseFilter(f string) (*metricsql.MetricExpr, error) {
 			if tenantLabels[lf.Label] {
 				return nil, fmt.Errorf("invalid extra filter %q: %s cannot be filtered on: the tenant comes from vm_access.tenant_id", f, lf.Label)
 			}
+			if err := checkMatchesEmpty(lf); err != nil {
+				return nil, fmt.Errorf("invalid extra filter %q: %w", f, err)
+			}
 		}
 	}
 	return me, nil
+}
+
+// ErrMatchesEmpty marks an extra filter refused because a regexp matcher in it matches the empty string.
+var ErrMatchesEmpty = errors.New("matches the empty string")
+
+// checkMatchesEmpty refuses a `=~` matcher whose regexp matches "": a series without the label has the value "", so
+// {team=~".*"}, {team=~"dev|"} or {team=~"(dev)?"} admit every series that lacks the label, which is almost surely
+// not what the issuer meant (prom-label-proxy refuses them too). The regexp is anchored as VictoriaMetrics anchors it,
+// `^(?:re)$`, by metricsql's own function.
+//
+// Matchers that match "" in plain sight stay allowed, because they say what they do: `team=""` is documented (see New)
+// as the deliberate way to select series without the label, and `team!="ops"` / `team!~"ops|sec"` are deny-lists,
+// which select everything else on purpose.
+func checkMatchesEmpty(lf metricsql.LabelFilter) error {
+	if !lf.IsRegexp || lf.IsNegative {
+		return nil
+	}
+	// The parser has compiled this very regexp, anchored, to validate it: this is a hit in metricsql's cache.
+	re, err := metricsql.CompileRegexpAnchored(lf.Value)
+	if err != nil {
+		return fmt.Errorf("the regexp of %s does not compile: %s", lf.AppendString(nil), err)
+	}
+	if !re.MatchString("") {
+		return nil
+	}
+	return fmt.Errorf("the regexp of %s %w, so the filter admits every series without the label %s; list the values "+
+		"it should match (e.g. %s=~\"dev|ops\"), or select series without the label deliberately with %s=\"\"",
+		lf.AppendString(nil), ErrMatchesEmpty, lf.Label, lf.Label, lf.Label)
 }
 
 // exprKind names what a non-selector expression is, for error messages.

@@ -145,7 +145,7 @@ func TestRejectionsCarryTheirHeaders(t *testing.T) {
 	if rec := serve(g, "GET", "/api/v1/query?query=up"); rec.Code != 500 || len(read.Requests()) != 0 {
 		t.Fatalf("an error without a status must be a 500 and forward nothing: %d", rec.Code)
 	}
-	g, read, _ = newGateway(t, true, fixedAuth{a: &auth.Access{Tenant: tenant.ID{AccountID: 15}}}, denyAll{})
+	g, read, _ = newGateway(t, true, fixedAuth{a: &auth.Access{Tenant: tenant.ID{AccountID: 15}, Mode: auth.ModeFull}}, denyAll{})
 	rec := serve(g, "GET", "/api/v1/query?query=up")
 	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "2" || len(read.Requests()) != 0 {
 		t.Fatalf("limited: %d Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
