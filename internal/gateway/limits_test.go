@@ -80,9 +80,6 @@ func TestClientLimits(t *testing.T) {
 		c.Auth = headerAuth{}
 		c.Limits = Limits{MaxQueryLen: maxQuery, MaxReadBodySize: maxBody}
 	})
-	prev := enforce.MaxFormBodySize
-	enforce.MaxFormBodySize = maxBody
-	t.Cleanup(func() { enforce.MaxFormBodySize = prev })
 
 	long := "sum(rate(" + strings.Repeat("x", maxQuery) + "[5m]))"
 	okQuery := "up{job=" + `"` + strings.Repeat("j", maxQuery-20) + `"}`

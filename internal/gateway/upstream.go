@@ -92,6 +92,11 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 }
 
 func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if stalled := stalledBody(r); stalled != nil {
+		// Not the upstream's fault: the client stopped sending; it is still there to read the answer.
+		httperr.Write(w, stalled)
+		return
+	}
 	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		// The client went away; nobody reads an answer. The cancellation already reached the upstream.
 		upstreamErrors(u.kind, "client_canceled").Inc()
