@@ -26,7 +26,7 @@ import (
 // takes a concurrency slot, so a client that sends its body slowly holds nothing but its own connection.
 
 var (
-	bodyTimeouts = metrics.NewCounter(`vmgateway_requests_rejected_total{reason="body_timeout"}`)
+	bodyTimeouts  = metrics.NewCounter(`vmgateway_requests_rejected_total{reason="body_timeout"}`)
 	tracesRemoved = metrics.NewCounter(`vmgateway_trace_args_removed_total`)
 )
 
