@@ -45,7 +45,8 @@ func (g *Gateway) streamWriteBody(w http.ResponseWriter, r *http.Request) (*http
 	}
 	ctx, cancel := context.WithCancelCause(r.Context())
 	b := &idleBody{ReadCloser: r.Body, rc: rc, idle: d, cancel: cancel}
-	r = r.WithContext(ctx)
+	// The proxy hands its error handler its own wrapper of the body; the context is what reaches it.
+	r = r.WithContext(context.WithValue(ctx, idleBodyKey{}, b))
 	r.Body = b
 	return r, func() {
 		cancel(nil)
@@ -63,18 +64,23 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
 		b.stalled.Store(true)
 		bodyStalls.Inc()
+		// Closed while the deadline has passed, so the server gives up on the rest of the body at once and closes the
+		// connection after the 408, instead of waiting for the body before it answers.
+		_ = b.ReadCloser.Close()
 		b.cancel(errBodyStalled)
 		return n, errBodyStalled
 	}
 	return n, err
 }
 
+type idleBodyKey struct{}
+
 // stalledBody returns the 408 for a request whose write body stalled, nil for others.
 func stalledBody(r *http.Request) error {
-	b, ok := r.Body.(*idleBody)
+	b, ok := r.Context().Value(idleBodyKey{}).(*idleBody)
 	if !ok || !b.stalled.Load() {
 		return nil
 	}
 	return httperr.New(http.StatusRequestTimeout, fmt.Sprintf("the request body stalled: no byte came for -http.writeBodyIdleTimeout=%s; "+
-		"the request was cancelled and nothing of it was acknowledged: send it again", b.idle))
+		"the upstream request was cancelled: send the request again", b.idle))
 }
