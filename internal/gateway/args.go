@@ -177,9 +177,11 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	if limit > 0 {
 		body = io.LimitReader(body, limit+1)
 	}
-	b, err := io.ReadAll(body)
+	// A declared length sizes the buffer at once (within the limit), so a large body is not copied as it grows.
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0), vmMaxFormSize)+bytes.MinRead))
+	_, err := buf.ReadFrom(body)
+	b := buf.Bytes()
 	_ = r.Body.Close()
-	var mbe *http.MaxBytesError
 	switch {
 	case err == nil:
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -187,8 +189,6 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 		w.Header().Set("Connection", "close")
 		return nil, httperr.New(http.StatusRequestTimeout, fmt.Sprintf("the request body did not arrive within -http.readBodyTimeout=%s "+
 			"(%d bytes came): send the whole body at once", g.limits.ReadBodyTimeout, len(b)))
-	case errors.As(err, &mbe):
-		return nil, bodyTooLarge(-1, mbe.Limit)
 	default:
 		return nil, httperr.New(http.StatusBadRequest, "cannot read the request body: "+err.Error())
 	}
