@@ -99,7 +99,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	}
 	if isForm && len(body) > vmMaxFormSize {
 		return httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the form body would reach VictoriaMetrics with %d bytes "+
-			"once the token's restrictions are added; VictoriaMetrics reads at most %d bytes of a form and would silently "+
+			"(as rewritten for the token); VictoriaMetrics reads at most %d bytes of a form and would silently "+
 			"answer from the URL args alone: send fewer or shorter args", len(body), vmMaxFormSize))
 	}
 	if body != nil {
