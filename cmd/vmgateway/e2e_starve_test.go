@@ -256,3 +256,47 @@ func TestTraceOnlyForUnrestrictedFullTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestFormBodiesVictoriaMetricsWouldDrop: VictoriaMetrics reads at most 10 MiB of a form and answers from the URL
+// args alone past it (checked here against the real one), so the gateway refuses with 413 a form that would reach it
+// larger, also when only the rewrite for a restricted token makes it so.
+func TestFormBodiesVictoriaMetricsWouldDrop(t *testing.T) {
+	vm := vmtest.Start(t)
+	const vmLimit = 10 << 20
+	pad := func(n int) string { return "query=up&pad=" + strings.Repeat("p", n-len("query=up&pad=")) }
+	if code, _, body := do(t, "POST", vm.URL+"/api/v1/query", strings.NewReader(pad(vmLimit))); code != 200 {
+		t.Fatalf("VictoriaMetrics, a form of exactly 10 MiB: %d %.300s", code, body)
+	}
+	if code, _, body := do(t, "POST", vm.URL+"/api/v1/query", strings.NewReader(pad(vmLimit+1))); code == 200 {
+		t.Fatalf("VictoriaMetrics read a form of 10 MiB + 1 byte: %d %.300s; the gateway's bound is wrong", code, body)
+	}
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub, "-maxReadBodySize=12582912")
+	dev := mint(t, priv, "-mode=full", "-extraLabels=team=dev")
+	full := mint(t, priv, "-mode=full")
+	for _, tc := range []struct {
+		name, token string
+		size, code  int
+	}{
+		{"restricted, grown past the limit by the rewrite", dev, vmLimit - 10, 413},
+		{"restricted, within the limit after the rewrite", dev, vmLimit - 100, 200},
+		{"unrestricted, past the limit", full, vmLimit + 1, 413},
+		{"unrestricted, at the limit", full, vmLimit, 200},
+	} {
+		code, _, body := do(t, "POST", g.URL+"/api/v1/query", strings.NewReader(pad(tc.size)), bearer(tc.token)...)
+		if code != tc.code {
+			t.Errorf("%s: %d %.300s; want %d", tc.name, code, body, tc.code)
+			continue
+		}
+		if _, msg := decodeErrorOrNone(body); code == 413 && !strings.Contains(msg, "VictoriaMetrics reads at most 10485760 bytes of a form") {
+			t.Errorf("%s: %q", tc.name, msg)
+		}
+	}
+}
+
+// decodeErrorOrNone is decodeError for answers that may be a success.
+func decodeErrorOrNone(body string) (errType, msg string) {
+	var e struct{ ErrorType, Error string }
+	_ = json.Unmarshal([]byte(body), &e)
+	return e.ErrorType, e.Error
+}
