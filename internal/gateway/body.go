@@ -40,7 +40,9 @@ func (g *Gateway) streamWriteBody(w http.ResponseWriter, r *http.Request) (*http
 		return r, func() {}
 	}
 	rc := http.NewResponseController(w)
-	if rc.SetReadDeadline(time.Now().Add(d)) != nil {
+	// Only probes for support: the deadline is set at each read, so only the client's silence counts, not the
+	// time the proxy spends waiting for the upstream to take what it already read.
+	if rc.SetReadDeadline(time.Time{}) != nil {
 		return r, func() {}
 	}
 	ctx, cancel := context.WithCancelCause(r.Context())
