@@ -353,3 +353,25 @@ func TestTeamsOfOneTenantDoNotShareSlots(t *testing.T) {
 		t.Fatalf("first: %d", c)
 	}
 }
+
+// TestSlowUpstreamIsNoStalledWrite: an upstream slow to take a large write body is not the client's stall: only
+// the time the gateway waits for the client counts against -http.writeBodyIdleTimeout.
+func TestSlowUpstreamIsNoStalledWrite(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Second)
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil || n != 32<<20 {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	gw := serveGateway(t, srv.URL, tlsclient.Options{}, func(c *Config) {
+		c.Limits = Limits{WriteBodyIdleTimeout: 300 * time.Millisecond}
+	})
+	code, _, raw := post(t, gw.URL, "/api/v1/import/prometheus", "text/plain", strings.Repeat("x", 32<<20), "")
+	if code != http.StatusNoContent {
+		t.Fatalf("a write to a slow upstream: %d %.300s", code, raw)
+	}
+}
