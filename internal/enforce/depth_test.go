@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/VictoriaMetrics/metricsql"
 )
 
 // TestCheckDepth: chains and nestings past maxQueryDepth are refused before metricsql sees them, whatever their
@@ -87,4 +89,46 @@ func BenchmarkHostileQueryPerByte(b *testing.B) {
 			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N)/float64(len(hq.q)), "ns/byte")
 		})
 	}
+}
+
+// FuzzCheckDepth: checkDepth errs only upwards: a query it lets through parses into a tree no deeper than
+// maxQueryDepth. WITH templates are left out: their expansion is bounded by checkWithBudget instead.
+func FuzzCheckDepth(f *testing.F) {
+	for _, s := range []string{"-up", "- - (a + b) * -c", "f(a+b, -(c))", "a or b and c unless d", `{a="(("} + 1`, "1 + 2 * 3 ^ 4 ^ 5",
+		"sum(rate(x[5m])) by (a) / ignoring(b) group_left count(y) > bool 0.5", "- 1e-5 - -Inf", "a atan2 b default c if d ifnot e"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		if containsFold(q, "with") || checkDepth(q) != nil {
+			return
+		}
+		expr, err := metricsql.Parse(q)
+		if err != nil {
+			return
+		}
+		if d := exprDepth(expr); d > maxQueryDepth+1 {
+			t.Fatalf("checkDepth let through a query %d levels deep: %.200q", d, q)
+		}
+	})
+}
+
+func exprDepth(e metricsql.Expr) int {
+	deepest := 0
+	var kids []metricsql.Expr
+	switch t := e.(type) {
+	case *metricsql.BinaryOpExpr:
+		kids = []metricsql.Expr{t.Left, t.Right}
+	case *metricsql.FuncExpr:
+		kids = t.Args
+	case *metricsql.AggrFuncExpr:
+		kids = t.Args
+	case *metricsql.RollupExpr:
+		kids = []metricsql.Expr{t.Expr, t.At}
+	}
+	for _, k := range kids {
+		if k != nil {
+			deepest = max(deepest, exprDepth(k))
+		}
+	}
+	return deepest + 1
 }
