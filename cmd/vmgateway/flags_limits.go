@@ -5,45 +5,55 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/gateway"
 )
 
 var (
 	maxConcurrentRequests          = flag.Int("maxConcurrentRequests", 1000, "The maximum number of requests the gateway forwards at once, all tenants together. Others wait up to -maxQueueDuration for a free slot, then get 429 Too Many Requests with Retry-After. Zero means no limit")
-	maxConcurrentPerTenantRequests = flag.Int("maxConcurrentPerTenantRequests", 300, "The maximum number of requests the gateway forwards at once for one tenant, so one busy tenant cannot take every slot of -maxConcurrentRequests. Others wait up to -maxQueueDuration, then get 429. Zero means no per-tenant limit")
+	maxConcurrentPerTenantRequests = flag.Int("maxConcurrentPerTenantRequests", 300, "The maximum number of requests the gateway forwards at once for one tenant, so one busy tenant cannot take every slot of -maxConcurrentRequests. Within a tenant, tokens with different extra_labels/extra_filters (teams) each get their own slots of this size, and unrestricted tokens theirs, so one team never takes another's. Others wait up to -maxQueueDuration, then get 429. Zero means no per-tenant limit")
 	maxQueueDuration               = flag.Duration("maxQueueDuration", time.Second, "How long a request waits for a free slot under -maxConcurrentRequests / -maxConcurrentPerTenantRequests before it gets 429. Zero refuses at once")
-	searchMaxQueryLen              = flag.Int("search.maxQueryLen", 16*1024, "The maximum length of a query / match[] arg of a read request, in the URL or in a form body; longer ones get 400 without being forwarded. Zero means no limit")
-	maxReadBodySize                = flag.Int("maxReadBodySize", 4*1024*1024, "The maximum size of the body of a read or admin request (form-encoded query args); larger bodies get 413 without being forwarded. Write bodies are never limited: they stream through. Zero means no limit")
+	searchMaxQueryLen              = flag.Int("search.maxQueryLen", 16*1024, "The maximum length of a query / match[] / extra_filters[] arg of a read request, in the URL or in a form body; longer ones get 400 without being forwarded. Zero means no limit")
+	searchMaxSelectorArgs          = flag.Int("search.maxSelectorArgs", 100, "The maximum number of match[] and extra_filters[] args of one read request, in the URL and the form body together; more get 400 without being parsed. A second query arg is always refused: VictoriaMetrics reads only one. Zero means no limit")
+	searchMaxTotalQueryLen         = flag.Int("search.maxTotalQueryLen", 64*1024, "The maximum total length of the query, match[] and extra_filters[] args of one read request, in the URL and the form body together; more get 400 before the gateway parses any of them, which bounds the gateway's work per request. Must be at least -search.maxQueryLen. Zero means no limit")
+	maxReadBodySize                = flag.Int("maxReadBodySize", 4*1024*1024, "The maximum size of the body of a read or admin request (form-encoded query args); larger bodies get 413 without being forwarded. A form body that would reach VictoriaMetrics with more than 10MiB (Go's form limit, past which VictoriaMetrics ignores the body) gets 413 too. Write bodies are never limited: they stream through. Zero means no limit")
+	readBodyTimeout                = flag.Duration("http.readBodyTimeout", 10*time.Second, "How long a client may take to send the whole body of a read or admin request. The gateway reads such a body before the request takes a concurrency slot; a slower client gets 408. Zero means no limit")
+	writeBodyIdleTimeout           = flag.Duration("http.writeBodyIdleTimeout", 30*time.Second, "How long the body of a write request may stall (no byte received) while it streams to the upstream. A stalled write gets 408, its upstream request is cancelled and its concurrency slot freed. Zero means no limit")
 	authMaxTokenSize               = flag.Int("auth.maxTokenSize", 16*1024, "The maximum size of a JWT token; longer tokens get 401 before any work on them")
 )
 
-// gatewayLimits is the gateway.Limits the flags describe. It also sets the enforcer's form body limit, so
-// -maxReadBodySize is the one limit for read bodies wherever they are read.
+// gatewayLimits is the gateway.Limits the flags describe.
 func gatewayLimits() (gateway.Limits, error) {
 	for _, f := range []struct {
 		name string
 		v    int
 	}{{"maxConcurrentRequests", *maxConcurrentRequests}, {"maxConcurrentPerTenantRequests", *maxConcurrentPerTenantRequests},
-		{"search.maxQueryLen", *searchMaxQueryLen}, {"maxReadBodySize", *maxReadBodySize}, {"auth.maxTokenSize", *authMaxTokenSize}} {
+		{"search.maxQueryLen", *searchMaxQueryLen}, {"search.maxSelectorArgs", *searchMaxSelectorArgs},
+		{"search.maxTotalQueryLen", *searchMaxTotalQueryLen}, {"maxReadBodySize", *maxReadBodySize}, {"auth.maxTokenSize", *authMaxTokenSize}} {
 		if f.v < 0 {
 			return gateway.Limits{}, fmt.Errorf("-%s=%d must not be negative", f.name, f.v)
 		}
 	}
-	if *maxQueueDuration < 0 {
-		return gateway.Limits{}, fmt.Errorf("-maxQueueDuration=%s must not be negative", *maxQueueDuration)
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"maxQueueDuration", *maxQueueDuration}, {"http.readBodyTimeout", *readBodyTimeout}, {"http.writeBodyIdleTimeout", *writeBodyIdleTimeout}} {
+		if f.v < 0 {
+			return gateway.Limits{}, fmt.Errorf("-%s=%s must not be negative", f.name, f.v)
+		}
 	}
-	if *maxReadBodySize > 0 {
-		enforce.MaxFormBodySize = *maxReadBodySize
-	} else {
-		// No limit for the gateway; the enforcer still needs a bound on what it holds in memory.
-		enforce.MaxFormBodySize = 1 << 30
+	if total, one := *searchMaxTotalQueryLen, *searchMaxQueryLen; total > 0 && (one == 0 || total < one) {
+		return gateway.Limits{}, fmt.Errorf("-search.maxTotalQueryLen=%d is less than -search.maxQueryLen=%d: a request with one query "+
+			"within the latter would be refused; raise -search.maxTotalQueryLen or set it to 0", total, one)
 	}
 	return gateway.Limits{
 		MaxConcurrentRequests:          *maxConcurrentRequests,
 		MaxConcurrentPerTenantRequests: *maxConcurrentPerTenantRequests,
 		MaxQueueDuration:               *maxQueueDuration,
 		MaxQueryLen:                    *searchMaxQueryLen,
+		MaxSelectorArgs:                *searchMaxSelectorArgs,
+		MaxTotalQueryLen:               *searchMaxTotalQueryLen,
 		MaxReadBodySize:                int64(*maxReadBodySize),
+		ReadBodyTimeout:                *readBodyTimeout,
+		WriteBodyIdleTimeout:           *writeBodyIdleTimeout,
 	}, nil
 }

@@ -53,7 +53,7 @@ func TestQueryCacheKeepsClusterCheck(t *testing.T) {
 	}
 	for i := 0; i < 2; i++ {
 		r := newRequest(t, "GET", "/api/v1/query?query="+q, "", "")
-		if err := e.Request(r, rtQuery, true); statusOf(err) != http.StatusForbidden {
+		if err := enforceHTTP(e, r, rtQuery, true); statusOf(err) != http.StatusForbidden {
 			t.Fatalf("cluster Request after a cached single-node rewrite: %v; want 403", err)
 		}
 	}

@@ -10,6 +10,8 @@ package enforce
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"strings"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -34,6 +36,8 @@ type Enforcer struct {
 	extraFiltersArgs []string
 	// matchArgs are the match[] values added to listing APIs called without any match[].
 	matchArgs []string
+	// fingerprint identifies the restriction; see Fingerprint.
+	fingerprint uint64
 }
 
 // New validates labels and filters and parses the filters once. Label names follow the Prometheus syntax;
@@ -81,7 +85,31 @@ func New(labels []Label, filters []string) (*Enforcer, error) {
 		me := &metricsql.MetricExpr{LabelFilterss: [][]metricsql.LabelFilter{b}}
 		e.matchArgs = append(e.matchArgs, string(me.AppendString(nil)))
 	}
+	e.fingerprint = fingerprint(e.extraLabelArgs, e.extraFiltersArgs)
 	return e, nil
+}
+
+// Fingerprint identifies the series an enforcer restricts to: enforcers of the same labels and filter branches
+// have the same one, whatever their order; an unrestricted (nil) enforcer has 0 and a restricted one never has.
+// The gateway keys its concurrency pools by it, so that teams of one tenant never share a pool.
+func (e *Enforcer) Fingerprint() uint64 {
+	if e == nil {
+		return 0
+	}
+	return e.fingerprint
+}
+
+func fingerprint(labels, filters []string) uint64 {
+	h := fnv.New64a()
+	for i, part := range [][]string{labels, filters} {
+		sorted := slices.Sorted(slices.Values(part))
+		for _, s := range sorted {
+			_, _ = h.Write([]byte(s))
+			_, _ = h.Write([]byte{0})
+		}
+		_, _ = h.Write([]byte{byte(i + 1)})
+	}
+	return max(h.Sum64(), 1)
 }
 
 // Restricted reports whether the enforcer limits anything.

@@ -76,6 +76,9 @@ func parse(s string) (expr metricsql.Expr, err error) {
 		// The parser accepts invalid UTF-8 in names but cannot print it back parseably.
 		return nil, fmt.Errorf("the text is not valid UTF-8")
 	}
+	if err := checkDepth(s); err != nil {
+		return nil, err
+	}
 	if err := checkWithBudget(s); err != nil {
 		return nil, err
 	}

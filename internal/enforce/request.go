@@ -1,24 +1,14 @@
 package enforce
 
 import (
-	"errors"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/VictoriaMetrics/metricsql"
 
 	"github.com/vmgateway/vmgateway/internal/route"
 )
-
-// MaxFormBodySize is the largest application/x-www-form-urlencoded read body the enforcer reads; beyond it the
-// request is refused with 413. Grafana's longest queries are a few tens of KiB; VictoriaMetrics refuses queries
-// longer than -search.maxQueryLen (16 KiB by default) anyway. cmd/vmgateway sets it once at start from
-// -maxReadBodySize, before any request is served.
-var MaxFormBodySize = 4 << 20
 
 // Query args VictoriaMetrics reads as enforcement; clients of a restricted token must not set them.
 const (
@@ -30,68 +20,66 @@ const (
 	argMatchLegacy     = "match"
 )
 
-// Request rewrites a request in place before it is forwarded, following rt.Args: for reads, every selector in
-// the URL query and in a form-encoded body is limited to the token's series and the token's extra_label /
-// extra_filters[] args are appended; for writes only the URL's extra_label args change and the body is never read.
-// With cluster set, selectors on the tenant labels are refused for every token. The error, if any, carries the
-// HTTP status for the client (400, 403, 413 or 415).
-func (e *Enforcer) Request(r *http.Request, rt route.Route, cluster bool) error {
+// Args are a request's args as the gateway parsed them, once: the URL query and the args of a form-encoded body.
+type Args struct {
+	URL url.Values
+	// Form holds the args of a form body; nil when the request has none.
+	Form url.Values
+}
+
+// Request returns the args to forward for a request of route rt whose client sent in, and whether they differ
+// from in; when they do not, the request goes out as the client sent it. It is a pure function: in is not
+// modified. For reads every selector in the URL query and the form is limited to the token's series and the
+// token's extra_label / extra_filters[] args are appended; for writes only the URL's extra_label args change (the
+// body streams through unread). With cluster set, selectors on the tenant labels are refused for every token. The
+// error, if any, carries the HTTP status for the client (400 or 403).
+func (e *Enforcer) Request(rt route.Route, in Args, cluster bool) (Args, bool, error) {
 	restricted := e.Restricted()
 	if !restricted && !cluster {
-		return nil
+		return in, false, nil
 	}
 	switch rt.Args {
 	case route.NoSelectors:
-		return nil
+		return in, false, nil
 	case route.Unenforceable:
 		if restricted {
-			return newError(http.StatusForbidden, "the %s API cannot be limited to the token's extra_labels/extra_filters, "+
+			return in, false, newError(http.StatusForbidden, "the %s API cannot be limited to the token's extra_labels/extra_filters, "+
 				"so only tokens without them may call it", rt.API)
 		}
-		return nil
+		return in, false, nil
 	case route.WriteArgs:
-		return e.write(r, cluster)
+		return e.write(in, cluster)
 	case route.QueryArg, route.MatchArgs:
-		return e.read(r, rt, cluster)
+		out, err := e.read(in, rt, cluster)
+		return out, err == nil, err
 	}
-	return newError(http.StatusForbidden, "the %s API has unknown selector args %d: refused", rt.API, rt.Args)
+	return in, false, newError(http.StatusForbidden, "the %s API has unknown selector args %d: refused", rt.API, rt.Args)
 }
 
 // write replaces the client's extra_label args in the URL with the token's, last so they win in VictoriaMetrics.
 // VictoriaMetrics reads extra_label of writes from the URL only, so the body streams through untouched.
-func (e *Enforcer) write(r *http.Request, cluster bool) error {
-	if !e.Restricted() && r.URL.RawQuery == "" {
-		return nil
-	}
-	q, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return newError(http.StatusBadRequest, "cannot parse the URL query %q: %s", r.URL.RawQuery, err)
-	}
+func (e *Enforcer) write(in Args, cluster bool) (Args, bool, error) {
 	if cluster {
-		for _, v := range q[argExtraLabel] {
+		for _, v := range in.URL[argExtraLabel] {
 			if name, _, _ := strings.Cut(v, "="); tenantLabels[name] {
-				return newError(http.StatusForbidden, "extra_label=%s is not allowed: the tenant comes from the token only", v)
+				return in, false, newError(http.StatusForbidden, "extra_label=%s is not allowed: the tenant comes from the token only", v)
 			}
 		}
 	}
 	if !e.Restricted() {
-		return nil
+		return in, false, nil
 	}
+	q := cloneValues(in.URL)
 	delete(q, argExtraLabel)
 	q[argExtraLabel] = append([]string(nil), e.extraLabelArgs...)
-	setRawQuery(r, q.Encode())
-	return nil
+	return Args{URL: q, Form: in.Form}, true, nil
 }
 
-// read rewrites the selectors of a read or delete request in the URL query and in a form body.
-func (e *Enforcer) read(r *http.Request, rt route.Route, cluster bool) error {
-	q, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return newError(http.StatusBadRequest, "cannot parse the URL query %q: %s", r.URL.RawQuery, err)
-	}
-	form, err := readForm(r)
-	if err != nil {
-		return err
+// read rewrites the selectors of a read or delete request in the URL query and in the form.
+func (e *Enforcer) read(in Args, rt route.Route, cluster bool) (Args, error) {
+	q, form := cloneValues(in.URL), cloneValues(in.Form)
+	if q == nil {
+		q = url.Values{}
 	}
 	restricted := e.Restricted()
 	for _, vs := range []url.Values{q, form} {
@@ -99,14 +87,14 @@ func (e *Enforcer) read(r *http.Request, rt route.Route, cluster bool) error {
 			continue
 		}
 		if err := e.rewriteValues(vs, rt, cluster); err != nil {
-			return err
+			return in, err
 		}
 	}
 	if restricted && rt.Args == route.MatchArgs && len(q[argMatch]) == 0 && len(form[argMatch]) == 0 {
 		if rt.Kind == route.Admin {
 			// Without match[] VictoriaMetrics refuses to delete; building one from the token would turn a
 			// mistaken call into "delete all of the team's series".
-			return newError(http.StatusBadRequest, "the %s API needs at least one match[] arg", rt.API)
+			return in, newError(http.StatusBadRequest, "the %s API needs at least one match[] arg", rt.API)
 		}
 		// Listing APIs without match[] would list every team's names and values.
 		q[argMatch] = append([]string(nil), e.matchArgs...)
@@ -115,11 +103,19 @@ func (e *Enforcer) read(r *http.Request, rt route.Route, cluster bool) error {
 		q[argExtraLabel] = append([]string(nil), e.extraLabelArgs...)
 		q[argExtraFiltersArr] = append([]string(nil), e.extraFiltersArgs...)
 	}
-	setRawQuery(r, q.Encode())
-	if form != nil {
-		setBody(r, form.Encode())
+	return Args{URL: q, Form: form}, nil
+}
+
+// cloneValues copies vs deeply, so that a rewrite leaves the caller's values alone; nil stays nil.
+func cloneValues(vs url.Values) url.Values {
+	if vs == nil {
+		return nil
 	}
-	return nil
+	out := make(url.Values, len(vs))
+	for k, v := range vs {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
 }
 
 // rewriteValues rewrites the selector args in one set of values (the URL query or the form body).
@@ -233,78 +229,4 @@ func checkTenantLabels(expr metricsql.Expr, arg, s string) error {
 		return newError(http.StatusForbidden, "%s=%q filters on the label %s: not allowed, the tenant comes from the token only", arg, s, found)
 	}
 	return nil
-}
-
-// readForm reads and parses a form-encoded body. Read APIs take args in the URL or in such a body only: any other
-// non-empty body is refused, since VictoriaMetrics could read args from it (multipart) that were not rewritten.
-func readForm(r *http.Request) (url.Values, error) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, nil
-	}
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		// Neither this parser nor VictoriaMetrics' form parser decodes it; refuse rather than guess.
-		return nil, newError(http.StatusUnsupportedMediaType, "a read request body must not be compressed; got Content-Encoding %q", ce)
-	}
-	ct := r.Header.Get("Content-Type")
-	mt := ""
-	if ct != "" {
-		var err error
-		if mt, _, err = mime.ParseMediaType(ct); err != nil {
-			return nil, newError(http.StatusUnsupportedMediaType, "cannot parse Content-Type %q: %s", ct, err)
-		}
-	}
-	if mt != "application/x-www-form-urlencoded" {
-		if r.ContentLength <= 0 {
-			// Unknown length (0 counts as unknown for a client-side request with a Body): it may still be empty.
-			var b [1]byte
-			n, err := io.ReadFull(r.Body, b[:])
-			if n == 0 && (err == io.EOF || err == io.ErrUnexpectedEOF) {
-				setBody(r, "")
-				return nil, nil
-			}
-		}
-		return nil, newError(http.StatusUnsupportedMediaType, "a read request body must be application/x-www-form-urlencoded; got Content-Type %q", ct)
-	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, int64(MaxFormBodySize)+1))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, newError(http.StatusRequestEntityTooLarge, "the request body is larger than %d bytes", mbe.Limit)
-		}
-		return nil, newError(http.StatusBadRequest, "cannot read the request body: %s", err)
-	}
-	_ = r.Body.Close()
-	if len(b) > MaxFormBodySize {
-		return nil, newError(http.StatusRequestEntityTooLarge, "the form body is larger than %d bytes", MaxFormBodySize)
-	}
-	form, err := url.ParseQuery(string(b))
-	if err != nil {
-		return nil, newError(http.StatusBadRequest, "cannot parse the form body: %s", err)
-	}
-	return form, nil
-}
-
-func setRawQuery(r *http.Request, raw string) {
-	r.URL.RawQuery = raw
-	r.URL.ForceQuery = false
-	if r.RequestURI != "" {
-		r.RequestURI = r.URL.RequestURI()
-	}
-	// Anything parsed before holds the client's args.
-	r.Form, r.PostForm = nil, nil
-}
-
-func setBody(r *http.Request, body string) {
-	r.Body = io.NopCloser(strings.NewReader(body))
-	r.ContentLength = int64(len(body))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
-	r.TransferEncoding = nil
-	if r.Header.Get("Content-Length") != "" {
-		r.Header.Set("Content-Length", strconv.Itoa(len(body)))
-	}
-	r.Form, r.PostForm = nil, nil
-	if body == "" {
-		r.Body = http.NoBody
-		r.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
-	}
 }

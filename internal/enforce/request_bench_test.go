@@ -10,7 +10,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/route"
 )
 
-// BenchmarkRequestURL is the enforce step as `make bench` drives it end to end: a Grafana GET query_range with
+// BenchmarkRequestURL is the enforce step, with the gateway's parse of the URL query, as `make bench` drives it end to end: a Grafana GET query_range with
 // everything in the URL (the query is cached after the first iteration, as for a dashboard that refreshes),
 // and a write that gets the token's extra_label. Run: go test -run '^$' -bench RequestURL -benchmem ./internal/enforce/
 func BenchmarkRequestURL(b *testing.B) {
@@ -30,7 +30,7 @@ func BenchmarkRequestURL(b *testing.B) {
 		check := *base
 		checkURL := *base.URL
 		check.URL = &checkURL
-		if err := e.Request(&check, bc.rt, false); err != nil || !strings.Contains(check.URL.RawQuery, "team") {
+		if err := enforceHTTP(e, &check, bc.rt, false); err != nil || !strings.Contains(check.URL.RawQuery, "team") {
 			b.Fatalf("%s: got %q, %v; want the query string to carry team=dev", bc.name, check.URL.RawQuery, err)
 		}
 		b.Run(bc.name, func(b *testing.B) {
@@ -39,7 +39,7 @@ func BenchmarkRequestURL(b *testing.B) {
 				r := *base
 				u := *base.URL
 				r.URL = &u
-				if err := e.Request(&r, bc.rt, false); err != nil {
+				if err := enforceHTTP(e, &r, bc.rt, false); err != nil {
 					b.Fatal(err)
 				}
 			}

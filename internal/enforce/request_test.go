@@ -2,8 +2,8 @@ package enforce
 
 import (
 	"bytes"
-	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -36,6 +36,42 @@ func v(kv ...string) url.Values {
 		out[kv[i]] = append(out[kv[i]], kv[i+1])
 	}
 	return out
+}
+
+// enforceHTTP does to r what the gateway does with a request whose args it must see: parse the URL query and a
+// form body once, have e rewrite the values, and put them back. The gateway's own checks of bodies (size, type,
+// encoding, deadline) are tested in internal/gateway.
+func enforceHTTP(e *Enforcer, r *http.Request, rt route.Route, cluster bool) error {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return newError(http.StatusBadRequest, "cannot parse the URL query %q: %s", r.URL.RawQuery, err)
+	}
+	var form url.Values
+	if rt.Kind != route.Write && r.Body != nil && r.Body != http.NoBody {
+		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		if len(b) > 0 {
+			if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != formType || r.Header.Get("Content-Encoding") != "" {
+				return newError(http.StatusUnsupportedMediaType, "a read request body must be application/x-www-form-urlencoded")
+			}
+			if form, err = url.ParseQuery(string(b)); err != nil {
+				return newError(http.StatusBadRequest, "cannot parse the form body: %s", err)
+			}
+		}
+	}
+	out, changed, err := e.Request(rt, Args{URL: q, Form: form}, cluster)
+	if err != nil || !changed {
+		return err
+	}
+	r.URL.RawQuery = out.URL.Encode()
+	if out.Form != nil {
+		body := out.Form.Encode()
+		r.Body = io.NopCloser(strings.NewReader(body))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }
+		r.ContentLength = int64(len(body))
+		r.Header.Del("Content-Length")
+	}
+	return nil
 }
 
 func TestRequest(t *testing.T) {
@@ -109,7 +145,7 @@ func TestRequest(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRequest(t, tt.method, tt.target, tt.ctype, tt.body)
-			if err := tt.e.Request(r, tt.rt, false); err != nil {
+			if err := enforceHTTP(tt.e, r, tt.rt, false); err != nil {
 				t.Fatalf("Request: %s", err)
 			}
 			if got := mustParse(t, r.URL.RawQuery); !reflect.DeepEqual(got, tt.wantURL) {
@@ -189,7 +225,6 @@ func mustParse(t *testing.T, s string) url.Values {
 func TestRequestErrors(t *testing.T) {
 	dev := devOnly(t)
 	var unrestricted *Enforcer
-	big := "query=" + strings.Repeat("a", MaxFormBodySize)
 	tests := []struct {
 		name    string
 		e       *Enforcer
@@ -206,17 +241,7 @@ func TestRequestErrors(t *testing.T) {
 		{"unparsable query in body", dev, rtQuery, false, "POST", "/api/v1/query", formType, "query=sum(", 400, "cannot parse query"},
 		{"match[] not a selector", dev, rtSeries, false, "GET", "/api/v1/series?match[]=rate(up[5m])", "", "", 400, "must be a series selector"},
 		{"legacy match not a selector", dev, rtExport, false, "GET", "/api/v1/export?match=sum(up)", "", "", 400, "must be a series selector"},
-		{"bad URL encoding", dev, rtQuery, false, "GET", "/api/v1/query?query=%zz", "", "", 400, "cannot parse the URL query"},
-		{"semicolon in URL query", dev, rtQuery, false, "GET", "/api/v1/query?query=up;extra_label=team=ops", "", "", 400, "cannot parse the URL query"},
-		{"bad body encoding", dev, rtQuery, false, "POST", "/api/v1/query", formType, "query=%zz", 400, "cannot parse the form body"},
-		{"multipart read body", dev, rtQuery, false, "POST", "/api/v1/query", "multipart/form-data; boundary=x",
-			"--x\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\nup\r\n--x--\r\n", 415, "must be application/x-www-form-urlencoded"},
-		{"json read body", dev, rtQuery, false, "POST", "/api/v1/query", "application/json", `{"query":"up"}`, 415, "must be application/x-www-form-urlencoded"},
-		{"body without content type", dev, rtSeries, false, "POST", "/api/v1/series", "", "match[]=up", 415, "must be application/x-www-form-urlencoded"},
-		{"unparsable content type", dev, rtQuery, false, "POST", "/api/v1/query", "form;;", "query=up", 415, "cannot parse Content-Type"},
-		{"multipart refused for unrestricted tokens in a cluster", unrestricted, rtQuery, true, "POST", "/api/v1/query", "multipart/form-data; boundary=x", "--x--", 415, "must be application/x-www-form-urlencoded"},
 		{"cluster: encoded tenant label in a write extra_label", unrestricted, rtWrite, true, "POST", `/api/v1/import/prometheus?extra%5Flabel=vm%5Faccount%5Fid%3D3`, "text/plain", "up 1", 403, "vm_account_id"},
-		{"body too large", dev, rtQuery, false, "POST", "/api/v1/query", formType, big, 413, "larger than"},
 		{"unenforceable API", dev, rtGraphite, false, "GET", "/render?target=a.b", "", "", 403, "graphite_render API cannot be limited"},
 		{"delete without match[]", dev, rtDelete, false, "POST", "/api/v1/admin/tsdb/delete_series", "", "", 400, "needs at least one match[]"},
 		{"delete with an empty match[]", dev, rtDelete, false, "POST", "/api/v1/admin/tsdb/delete_series?match[]=", "", "", 400, "cannot parse match[]"},
@@ -233,7 +258,7 @@ func TestRequestErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRequest(t, tt.method, tt.target, tt.ctype, tt.body)
-			err := tt.e.Request(r, tt.rt, tt.cluster)
+			err := enforceHTTP(tt.e, r, tt.rt, tt.cluster)
 			if statusOf(err) != tt.status {
 				t.Fatalf("Request: %v (status %d); want status %d", err, statusOf(err), tt.status)
 			}
@@ -244,26 +269,28 @@ func TestRequestErrors(t *testing.T) {
 	}
 }
 
-// failingBody fails the test if the enforcer reads a write body.
-type failingBody struct{ t *testing.T }
-
-func (b failingBody) Read([]byte) (int, error) {
-	b.t.Errorf("the write body was read")
-	return 0, errors.New("must not be read")
-}
-func (b failingBody) Close() error { return nil }
-
-func TestRequestWriteNeverReadsBody(t *testing.T) {
-	for _, cluster := range []bool{false, true} {
-		r := httptest.NewRequest("POST", "/api/v1/write?extra_label=team=ops", nil)
-		r.Body = failingBody{t}
-		r.ContentLength = -1
-		r.Header.Set("Content-Type", formType) // even a form type: VictoriaMetrics reads write args from the URL only
-		if err := devOnly(t).Request(r, rtWrite, cluster); err != nil {
-			t.Fatal(err)
+// TestRequestIsPure: Request leaves the values it is given alone, for every kind of rewrite, and a write's form
+// (there is none to read: the body streams) comes back as it was.
+func TestRequestIsPure(t *testing.T) {
+	for _, tc := range []struct {
+		e       *Enforcer
+		rt      route.Route
+		cluster bool
+	}{{devFiltered(t), rtQuery, false}, {devOnly(t), rtSeries, true}, {nil, rtExport, true}, {devOnly(t), rtWrite, false}, {devOnly(t), rtLabels, false}} {
+		in := Args{URL: v("query", "up", "match", "a", "extra_label", "team=ops", "x", "1"), Form: v("query", "b", "match[]", "c", "extra_filters[]", "{}")}
+		if tc.rt.Kind == route.Write {
+			in.Form = nil
 		}
-		if got := r.URL.RawQuery; got != "extra_label=team%3Ddev" {
-			t.Errorf("cluster=%v: URL query %q", cluster, got)
+		before := Args{URL: cloneValues(in.URL), Form: cloneValues(in.Form)}
+		out, changed, err := tc.e.Request(tc.rt, in, tc.cluster)
+		if err != nil || !changed {
+			t.Fatalf("%s: %v, changed=%v", tc.rt.API, err, changed)
+		}
+		if !reflect.DeepEqual(in, before) {
+			t.Errorf("%s: the input changed to %v", tc.rt.API, in)
+		}
+		if reflect.DeepEqual(out, before) {
+			t.Errorf("%s: nothing was rewritten: %v", tc.rt.API, out)
 		}
 	}
 }
@@ -271,19 +298,15 @@ func TestRequestWriteNeverReadsBody(t *testing.T) {
 func TestRequestUnrestrictedIsUntouched(t *testing.T) {
 	var unrestricted *Enforcer
 	for _, rt := range []route.Route{rtQuery, rtSeries, rtLabels, rtDelete, rtWrite, rtGraphite, rtVMUI} {
-		target := "/x?query=up%7Bteam%3D%22ops%22%7D&extra_label=team=ops&match[]=up;bad"
-		r := newRequest(t, "POST", target, formType, "query=%zz")
-		if err := unrestricted.Request(r, rt, false); err != nil {
-			t.Errorf("%s: %s", rt.API, err)
+		in := Args{URL: v("query", `up{team="ops"}`, "extra_label", "team=ops", "match[]", "up"), Form: v("query", "sum(")}
+		out, changed, err := unrestricted.Request(rt, in, false)
+		if err != nil || changed || !reflect.DeepEqual(out, in) {
+			t.Errorf("%s: %v, changed=%v, %v; want it untouched", rt.API, err, changed, out)
 		}
-		if r.URL.RawQuery != strings.TrimPrefix(target, "/x?") {
-			t.Errorf("%s: URL query changed to %q", rt.API, r.URL.RawQuery)
-		}
-		checkBody(t, r, "query=%zz")
 	}
 	// In a cluster unrestricted reads are parsed for tenant labels but keep their meaning, extra args included.
 	r := newRequest(t, "GET", `/api/v1/query?query=sum(up{team="ops"})&extra_label=team=ops&extra_filters[]={env="x"}`, "", "")
-	if err := unrestricted.Request(r, rtQuery, true); err != nil {
+	if err := enforceHTTP(unrestricted, r, rtQuery, true); err != nil {
 		t.Fatal(err)
 	}
 	want := v("query", `sum(up{team="ops"})`, "extra_label", "team=ops", "extra_filters[]", `{env="x"}`)
@@ -294,88 +317,15 @@ func TestRequestUnrestrictedIsUntouched(t *testing.T) {
 
 func TestRequestNoSelectors(t *testing.T) {
 	r := newRequest(t, "GET", "/vmui/?extra_label=team=ops", "", "")
-	if err := devOnly(t).Request(r, rtVMUI, true); err != nil || r.URL.RawQuery != "extra_label=team=ops" {
+	if err := enforceHTTP(devOnly(t), r, rtVMUI, true); err != nil || r.URL.RawQuery != "extra_label=team=ops" {
 		t.Errorf("vmui: %v, %q; want it untouched", err, r.URL.RawQuery)
 	}
 	// An unrestricted token may call unenforceable APIs, in a cluster too.
 	var unrestricted *Enforcer
 	for _, cluster := range []bool{false, true} {
 		r := newRequest(t, "GET", "/render?target=a.b", "", "")
-		if err := unrestricted.Request(r, rtGraphite, cluster); err != nil {
+		if err := enforceHTTP(unrestricted, r, rtGraphite, cluster); err != nil {
 			t.Errorf("cluster=%v: %s", cluster, err)
 		}
-	}
-}
-
-func TestRequestBodyEdgeCases(t *testing.T) {
-	dev := devOnly(t)
-	// A chunked body of unknown length that is empty passes; one with data in another type is refused.
-	r := httptest.NewRequest("POST", "/api/v1/labels", io.NopCloser(strings.NewReader("")))
-	r.ContentLength = -1
-	if err := dev.Request(r, rtLabels, false); err != nil {
-		t.Errorf("empty chunked body: %s", err)
-	}
-	r = httptest.NewRequest("POST", "/api/v1/labels", io.NopCloser(strings.NewReader("match[]=up")))
-	r.ContentLength = -1
-	if err := dev.Request(r, rtLabels, false); statusOf(err) != 415 {
-		t.Errorf("chunked body without a form type: %v; want 415", err)
-	}
-	// A chunked form body is read and gets a length.
-	r = httptest.NewRequest("POST", "/api/v1/series", io.NopCloser(strings.NewReader("match[]=up")))
-	r.ContentLength = -1
-	r.TransferEncoding = []string{"chunked"}
-	r.Header.Set("Content-Type", formType)
-	if err := dev.Request(r, rtSeries, false); err != nil {
-		t.Fatal(err)
-	}
-	if r.TransferEncoding != nil || r.ContentLength <= 0 {
-		t.Errorf("TransferEncoding %v, ContentLength %d after a rewrite", r.TransferEncoding, r.ContentLength)
-	}
-	// ContentLength 0 with a Body means "unknown" to an http.Client: such a body is rewritten or refused too.
-	r = httptest.NewRequest("POST", "/api/v1/series", nil)
-	r.Body, r.ContentLength = io.NopCloser(strings.NewReader("match[]=up")), 0
-	r.Header.Set("Content-Type", formType)
-	if err := dev.Request(r, rtSeries, false); err != nil {
-		t.Fatal(err)
-	}
-	if got := mustParse(t, checkBody(t, r, "\x00any")); !reflect.DeepEqual(got, v("match[]", `up{team="dev"}`)) {
-		t.Errorf("ContentLength 0 form body: %v", got)
-	}
-	r = httptest.NewRequest("POST", "/api/v1/series", nil)
-	r.Body, r.ContentLength = io.NopCloser(strings.NewReader("match[]=up")), 0
-	if err := dev.Request(r, rtSeries, false); statusOf(err) != 415 {
-		t.Errorf("ContentLength 0 body without a form type: %v; want 415", err)
-	}
-	// A compressed form body is refused: nothing in the chain would decode it the same way.
-	r = newRequest(t, "POST", "/api/v1/query", formType, "\x1f\x8b...")
-	r.Header.Set("Content-Encoding", "gzip")
-	if err := dev.Request(r, rtQuery, false); statusOf(err) != 415 || !strings.Contains(err.Error(), "must not be compressed") {
-		t.Errorf("gzip read body: %v; want 415", err)
-	}
-	// Exactly MaxFormBodySize is fine.
-	body := "step=" + strings.Repeat("1", MaxFormBodySize-len("step=query=up&")) + "&query=up"
-	r = newRequest(t, "POST", "/api/v1/query", formType, body)
-	if err := dev.Request(r, rtQuery, false); err != nil {
-		t.Errorf("body of exactly %d bytes: %s", len(body), err)
-	}
-	// A body limit set by the server before (http.MaxBytesReader) is reported as 413 too.
-	r = newRequest(t, "POST", "/api/v1/query", formType, "query=up&step=123456")
-	r.Body = http.MaxBytesReader(httptest.NewRecorder(), r.Body, 5)
-	if err := dev.Request(r, rtQuery, false); statusOf(err) != 413 {
-		t.Errorf("MaxBytesReader: %v; want 413", err)
-	}
-	// Forms parsed before the rewrite must not keep the client's args.
-	r = newRequest(t, "POST", "/api/v1/query?query=a", formType, "query=b")
-	_ = r.ParseForm()
-	r.Body = io.NopCloser(strings.NewReader("query=b"))
-	if err := dev.Request(r, rtQuery, false); err != nil {
-		t.Fatal(err)
-	}
-	if r.Form != nil || r.PostForm != nil {
-		t.Errorf("r.Form/r.PostForm still hold the client's args")
-	}
-	_ = r.ParseForm()
-	if got := r.Form["query"]; !reflect.DeepEqual(got, []string{`b{team="dev"}`, `a{team="dev"}`}) {
-		t.Errorf("ParseForm after the rewrite: %q", got)
 	}
 }

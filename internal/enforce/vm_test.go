@@ -36,7 +36,7 @@ func forward(t *testing.T, base string, e *Enforcer, r *http.Request) (status in
 	if err != nil {
 		return 0, "", err
 	}
-	if err := e.Request(r, rt, false); err != nil {
+	if err := enforceHTTP(e, r, rt, false); err != nil {
 		return 0, "", err
 	}
 	u := base + rt.Upstream(false, tenant.ID{})

@@ -10,11 +10,14 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
-// concurrency bounds the requests in flight, globally and per tenant. A request that finds no free slot waits in
+// concurrency bounds the requests in flight, globally and per isolation unit: a tenant and, within it, the tokens
+// of one set of label restrictions (enforce.Enforcer.Fingerprint), so that in single-node mode, where every team is
+// tenant 0:0, one team's requests never take another team's slots. A request that finds no free slot waits in
 // a short queue (-maxQueueDuration) and is refused with 429 after it. Slots are buffered-channel semaphores: a
 // free slot costs one non-blocking channel send, and a timer is made only for a request that has to wait.
 type concurrency struct {
@@ -23,16 +26,21 @@ type concurrency struct {
 	queue     time.Duration
 
 	mu      sync.Mutex
-	tenants map[tenant.ID]*tenantSlots
+	tenants map[unit]*tenantSlots
 	// sweepAt is the map size at which idle tenants are dropped: they stay in between, so a steady tenant's
 	// requests do not make and drop its entry each time, and tenants never accumulate.
 	sweepAt int
 }
 
-// tenantSlots is one tenant's semaphore. refs counts the requests holding or waiting for a slot; at zero the
+// unit is an isolation unit: a tenant, and the fingerprint of the token's restrictions (0: unrestricted).
+type unit struct {
+	tenant      tenant.ID
+	restriction uint64
+}
+
+// tenantSlots is one unit's semaphore. refs counts the requests holding or waiting for a slot; at zero the
 // entry is idle and may be swept.
 type tenantSlots struct {
-	id   tenant.ID
 	sem  chan struct{}
 	refs int
 }
@@ -49,27 +57,27 @@ var (
 )
 
 func newConcurrency(global, perTenant int, queue time.Duration) *concurrency {
-	c := &concurrency{perTenant: perTenant, queue: queue, tenants: map[tenant.ID]*tenantSlots{}, sweepAt: minSweep}
+	c := &concurrency{perTenant: perTenant, queue: queue, tenants: map[unit]*tenantSlots{}, sweepAt: minSweep}
 	if global > 0 {
 		c.global = make(chan struct{}, global)
 	}
 	return c
 }
 
-// acquire takes a slot of the tenant, then a global one, waiting at most the queue duration for both together.
-// The tenant slot comes first, so a busy tenant's queued requests never hold global slots that others could use.
-// The caller must pass the returned slots to release once the request is done.
-func (c *concurrency) acquire(ctx context.Context, t tenant.ID) (*tenantSlots, error) {
+// acquire takes a slot of the tenant's unit for tokens restricted like e, then a global one, waiting at most the
+// queue duration for both together. The unit's slot comes first, so a busy unit's queued requests never hold global
+// slots that others could use. The caller must pass the returned slots to release once the request is done.
+func (c *concurrency) acquire(ctx context.Context, t tenant.ID, e *enforce.Enforcer) (*tenantSlots, error) {
 	var q queueTime
 	defer q.stop()
 	var ts *tenantSlots
 	if c.perTenant > 0 {
-		ts = c.ref(t)
+		ts = c.ref(unit{tenant: t, restriction: e.Fingerprint()})
 		if err := c.wait(ctx, ts.sem, &q); err != nil {
 			c.unref(ts)
 			if err == errQueueFull {
 				rejectedTenant.Inc()
-				return nil, &overloadError{scope: "tenant", tenant: t, limit: c.perTenant, queue: c.queue}
+				return nil, &overloadError{scope: "tenant", tenant: t, restriction: e, limit: c.perTenant, queue: c.queue}
 			}
 			return nil, err
 		}
@@ -147,15 +155,15 @@ func (c *concurrency) wait(ctx context.Context, sem chan struct{}, q *queueTime)
 	}
 }
 
-func (c *concurrency) ref(t tenant.ID) *tenantSlots {
+func (c *concurrency) ref(u unit) *tenantSlots {
 	c.mu.Lock()
-	ts := c.tenants[t]
+	ts := c.tenants[u]
 	if ts == nil {
 		if len(c.tenants) >= c.sweepAt {
 			c.sweep()
 		}
-		ts = &tenantSlots{id: t, sem: make(chan struct{}, c.perTenant)}
-		c.tenants[t] = ts
+		ts = &tenantSlots{sem: make(chan struct{}, c.perTenant)}
+		c.tenants[u] = ts
 	}
 	ts.refs++
 	c.mu.Unlock()
@@ -181,18 +189,23 @@ func (c *concurrency) sweep() {
 	c.sweepAt = max(minSweep, 2*len(c.tenants))
 }
 
-// overloadError is a request refused because its tenant or the whole gateway has all its slots busy.
+// overloadError is a request refused because its unit or the whole gateway has all its slots busy.
 type overloadError struct {
-	scope  string
-	tenant tenant.ID
-	limit  int
-	queue  time.Duration
+	scope       string
+	tenant      tenant.ID
+	restriction *enforce.Enforcer
+	limit       int
+	queue       time.Duration
 }
 
 func (e *overloadError) Error() string {
 	if e.scope == "tenant" {
+		who := e.tenant.String()
+		if e.restriction.Restricted() {
+			who += " (tokens restricted to " + e.restriction.String() + ")"
+		}
 		return fmt.Sprintf("too many concurrent requests for tenant %s: all -maxConcurrentPerTenantRequests=%d are in flight "+
-			"and none finished within -maxQueueDuration=%s; retry later or send fewer requests at once", e.tenant, e.limit, e.queue)
+			"and none finished within -maxQueueDuration=%s; retry later or send fewer requests at once", who, e.limit, e.queue)
 	}
 	return fmt.Sprintf("too many concurrent requests: all -maxConcurrentRequests=%d are in flight and none finished "+
 		"within -maxQueueDuration=%s; retry later", e.limit, e.queue)

@@ -22,7 +22,7 @@ var (
 // mustAcquire takes a slot that must be free.
 func mustAcquire(t *testing.T, c *concurrency, id tenant.ID) *tenantSlots {
 	t.Helper()
-	ts, err := c.acquire(context.Background(), id)
+	ts, err := c.acquire(context.Background(), id, nil)
 	if err != nil {
 		t.Fatalf("acquire for %s: %s", id, err)
 	}
@@ -44,7 +44,7 @@ func TestConcurrencyGlobalLimit(t *testing.T) {
 	c := newConcurrency(2, 0, 0)
 	before := rejectedGlobal.Get()
 	a, b := mustAcquire(t, c, tenantA), mustAcquire(t, c, tenantB)
-	_, err := c.acquire(context.Background(), tenantA)
+	_, err := c.acquire(context.Background(), tenantA, nil)
 	wantOverload(t, err, "global")
 	if got := rejectedGlobal.Get() - before; got != 1 {
 		t.Errorf("vmgateway_concurrency_rejected_total{scope=\"global\"} grew by %d, want 1", got)
@@ -74,7 +74,7 @@ func TestConcurrencyPerTenant(t *testing.T) {
 	c := newConcurrency(10, 1, 0)
 	before := rejectedTenant.Get()
 	a := mustAcquire(t, c, tenantA)
-	_, err := c.acquire(context.Background(), tenantA)
+	_, err := c.acquire(context.Background(), tenantA, nil)
 	wantOverload(t, err, "tenant")
 	if msg := err.Error(); !strings.Contains(msg, "tenant 1:0") || !strings.Contains(msg, "-maxConcurrentPerTenantRequests=1") {
 		t.Errorf("message %q should name the tenant and the flag", msg)
@@ -105,7 +105,7 @@ func TestConcurrencyTenantsDoNotAccumulate(t *testing.T) {
 	for i := 0; i < 2*minSweep; i++ {
 		c.release(mustAcquire(t, c, tenant.ID{AccountID: uint32(1000000 + i)}))
 	}
-	if c.tenants[tenantA] != held || len(held.sem) != 1 {
+	if c.tenants[unit{tenant: tenantA}] != held || len(held.sem) != 1 {
 		t.Fatalf("the busy tenant's entry was swept")
 	}
 	c.release(held)
@@ -117,7 +117,7 @@ func TestConcurrencyQueue(t *testing.T) {
 	a := mustAcquire(t, c, tenantA)
 	got := make(chan error, 1)
 	go func() {
-		ts, err := c.acquire(context.Background(), tenantB)
+		ts, err := c.acquire(context.Background(), tenantB, nil)
 		if err == nil {
 			c.release(ts)
 		}
@@ -135,7 +135,7 @@ func TestConcurrencyQueueExpires(t *testing.T) {
 	c := newConcurrency(1, 0, 20*time.Millisecond)
 	a := mustAcquire(t, c, tenantA)
 	defer c.release(a)
-	_, err := c.acquire(context.Background(), tenantB)
+	_, err := c.acquire(context.Background(), tenantB, nil)
 	wantOverload(t, err, "global")
 }
 
@@ -143,7 +143,7 @@ func TestConcurrencyQueueExpires(t *testing.T) {
 // follows does not get a second round.
 func TestConcurrencyQueueTimeIsShared(t *testing.T) {
 	c := newConcurrency(1, 1, 30*time.Millisecond)
-	ts := c.ref(tenantA)
+	ts := c.ref(unit{tenant: tenantA})
 	ts.sem <- struct{}{}
 	c.global <- struct{}{}
 	q := queueTime{}
@@ -164,7 +164,7 @@ func TestConcurrencyQueuedTenantHoldsNoGlobalSlot(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.acquire(ctx, tenantA)
+		_, err := c.acquire(ctx, tenantA, nil)
 		done <- err
 	}()
 	waitFor(t, func() bool { return queued.Load() > 0 }, "tenant A's second request to queue")
@@ -194,7 +194,7 @@ func TestConcurrencyNeverExceedsLimits(t *testing.T) {
 			defer wg.Done()
 			id := tenant.ID{AccountID: uint32(g % len(perT))}
 			for i := 0; i < 300; i++ {
-				ts, err := c.acquire(context.Background(), id)
+				ts, err := c.acquire(context.Background(), id, nil)
 				if err != nil {
 					continue
 				}
@@ -227,7 +227,7 @@ func BenchmarkConcurrency(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				ts, err := c.acquire(context.Background(), tenantA)
+				ts, err := c.acquire(context.Background(), tenantA, nil)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -240,7 +240,7 @@ func BenchmarkConcurrency(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				id := tenant.ID{AccountID: n.Add(1) % 4}
 				for pb.Next() {
-					ts, err := c.acquire(context.Background(), id)
+					ts, err := c.acquire(context.Background(), id, nil)
 					if err != nil {
 						b.Fatal(err)
 					}

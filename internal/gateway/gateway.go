@@ -36,7 +36,7 @@ type Config struct {
 	Limiter                       Limiter
 	// AuthHeader is the header that carries the token; it never reaches an upstream.
 	AuthHeader string
-	// Limits bound concurrency, query length and read body size; the zero value limits nothing.
+	// Limits bound concurrency, selector args and bodies; the zero value limits nothing.
 	Limits Limits
 }
 
@@ -131,20 +131,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ts, err := g.conc.acquire(r.Context(), t)
+	// Read bodies are read and checked first: a slot is taken only by a request ready to be forwarded.
+	if err := g.prepareArgs(sw, r, rt, access); err != nil {
+		g.reject(sw, err)
+		return
+	}
+	ts, err := g.conc.acquire(r.Context(), t, access.Enforcer)
 	if err != nil {
 		g.reject(sw, err)
 		return
 	}
 	defer g.conc.release(ts)
-	if err := g.limitRequest(r, rt); err != nil {
-		g.reject(sw, err)
-		return
-	}
-	if err := access.Enforcer.Request(r, rt, g.cluster); err != nil {
-		g.reject(sw, err)
-		return
-	}
 	g.forward(sw, withAnswerFilter(r, access, rt), rt, t)
 }
 
@@ -217,6 +214,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route.Route
 		r.Header.Del(h)
 	}
 	r.URL.Path, r.URL.RawPath = rt.UpstreamPath(g.cluster, t)
+	if rt.Kind == route.Write {
+		var done func()
+		r, done = g.streamWriteBody(w, r)
+		defer done()
+	}
 	defer up.countAbort(r)
 	up.proxy.ServeHTTP(w, r)
 }

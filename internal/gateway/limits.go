@@ -1,87 +1,95 @@
 package gateway
 
 import (
-	"bytes"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
 
-// Limits bound what one client may ask of the gateway. Zero means no limit. Write bodies are never limited:
-// they stream through to the upstream.
+// Limits bound what one client may ask of the gateway. Zero means no limit.
 type Limits struct {
 	// MaxConcurrentRequests is -maxConcurrentRequests: requests in flight at once, all tenants together.
 	MaxConcurrentRequests int
-	// MaxConcurrentPerTenantRequests is -maxConcurrentPerTenantRequests: requests in flight at once per tenant.
+	// MaxConcurrentPerTenantRequests is -maxConcurrentPerTenantRequests: requests in flight at once per isolation
+	// unit (a tenant, and within it each set of label restrictions).
 	MaxConcurrentPerTenantRequests int
 	// MaxQueueDuration is -maxQueueDuration: how long a request waits for a free slot before 429.
 	MaxQueueDuration time.Duration
-	// MaxQueryLen is -search.maxQueryLen: the longest query / match[] arg, in the URL or a form body (400).
+	// MaxQueryLen is -search.maxQueryLen: the longest selector arg (query, match[], extra_filters[]) (400).
 	MaxQueryLen int
-	// MaxReadBodySize is -maxReadBodySize: the largest body of a read or admin request (413). The enforcer reads
-	// form bodies up to enforce.MaxFormBodySize, which the same flag sets.
+	// MaxSelectorArgs is -search.maxSelectorArgs: the most match[] and extra_filters[] args of one request (400).
+	MaxSelectorArgs int
+	// MaxTotalQueryLen is -search.maxTotalQueryLen: the total length of the selector args of one request (400).
+	MaxTotalQueryLen int
+	// MaxReadBodySize is -maxReadBodySize: the largest body of a read or admin request (413).
 	MaxReadBodySize int64
+	// ReadBodyTimeout is -http.readBodyTimeout: how long a read or admin request's body may take to arrive (408).
+	ReadBodyTimeout time.Duration
+	// WriteBodyIdleTimeout is -http.writeBodyIdleTimeout: how long a write body may stall (408).
+	WriteBodyIdleTimeout time.Duration
 }
 
-// selectorArgs are the args whose length -search.maxQueryLen bounds, as VictoriaMetrics bounds `query`.
-var selectorArgs = []string{"query", "match[]", "match"}
+// vmMaxFormSize is the most of a form body VictoriaMetrics reads: Go's Request.ParseForm stops at 10 MiB and
+// VictoriaMetrics then answers from the URL args alone, as if the body had not been sent.
+const vmMaxFormSize = 10 << 20
 
-// limitRequest checks a read or admin request against -search.maxQueryLen and -maxReadBodySize before anything
-// parses or forwards it. A body is read here (at most -maxReadBodySize) and put back for the next steps when its
-// length is unknown, so a body too large is refused before a byte of it is forwarded, or when it is a form longer
-// than the query limit, to find its args. Short bodies of known length pass untouched.
-func (g *Gateway) limitRequest(r *http.Request, rt route.Route) error {
-	if rt.Kind == route.Write {
-		return nil
-	}
-	maxBody := g.limits.MaxReadBodySize
-	if maxBody > 0 && r.ContentLength > maxBody {
-		return bodyTooLarge(r.ContentLength, maxBody)
-	}
-	maxQuery := g.limits.MaxQueryLen
-	selectors := maxQuery > 0 && (rt.Args == route.QueryArg || rt.Args == route.MatchArgs)
-	if selectors && len(r.URL.RawQuery) > maxQuery {
-		// Percent-decoding only shortens: a raw query within the limit holds no arg beyond it.
-		q, _ := url.ParseQuery(r.URL.RawQuery)
-		if err := checkQueryLen(q, "URL", maxQuery); err != nil {
-			return err
-		}
-	}
-	if !hasBody(r) {
-		return nil
-	}
-	form := selectors && isPlainForm(r)
-	if r.ContentLength >= 0 && !(form && r.ContentLength > int64(maxQuery)) {
-		return nil
-	}
-	b, err := readBody(r.Body, maxBody)
-	if err != nil {
-		return err
-	}
-	putBody(r, b)
-	if form && len(b) > maxQuery {
-		vs, _ := url.ParseQuery(string(b))
-		return checkQueryLen(vs, "request body", maxQuery)
-	}
-	return nil
-}
+// selectorArgs are the args the gateway parses as MetricsQL (the enforcer rewrites them, and checks them for
+// tenant labels in cluster mode), so their number and length bound its work for one request.
+var selectorArgs = []string{"query", "match[]", "match", "extra_filters[]", "extra_filters"}
 
-func checkQueryLen(vs url.Values, where string, limit int) error {
-	for _, k := range selectorArgs {
-		for _, v := range vs[k] {
-			if len(v) > limit {
-				return httperr.New(http.StatusBadRequest, fmt.Sprintf("the %s arg in the %s is %d bytes long; at most %d are accepted "+
-					"(-search.maxQueryLen): shorten the query, e.g. with a recording rule", k, where, len(v), limit))
+// checkArgs bounds the selector args of a read request, in the URL and the form together, before anything parses
+// them: each is at most -search.maxQueryLen long, together at most -search.maxTotalQueryLen, there are at most
+// -search.maxSelectorArgs of them besides `query`, and `query` is given once: VictoriaMetrics reads only the first.
+func (g *Gateway) checkArgs(rt route.Route, q, form url.Values) error {
+	if rt.Args != route.QueryArg && rt.Args != route.MatchArgs {
+		return nil
+	}
+	l := g.limits
+	queries, selectors, total := 0, 0, 0
+	for _, where := range []struct {
+		name string
+		vs   url.Values
+	}{{"URL", q}, {"request body", form}} {
+		for _, k := range selectorArgs {
+			for _, v := range where.vs[k] {
+				if l.MaxQueryLen > 0 && len(v) > l.MaxQueryLen {
+					return httperr.New(http.StatusBadRequest, fmt.Sprintf("the %s arg in the %s is %d bytes long; at most %d are accepted "+
+						"(-search.maxQueryLen): shorten the query, e.g. with a recording rule", k, where.name, len(v), l.MaxQueryLen))
+				}
+				switch {
+				case k == "query":
+					if rt.Args != route.QueryArg {
+						continue // not read, not parsed
+					}
+					queries++
+				case k == "match[]" || k == "match":
+					if rt.Args != route.MatchArgs {
+						continue
+					}
+					selectors++
+				default:
+					selectors++
+				}
+				total += len(v)
 			}
 		}
+	}
+	if queries > 1 {
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the request has %d query args (in the URL and the body together); "+
+			"VictoriaMetrics reads only one: send the query once", queries))
+	}
+	if l.MaxSelectorArgs > 0 && selectors > l.MaxSelectorArgs {
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the request has %d match[] / extra_filters[] args; at most %d are accepted "+
+			"(-search.maxSelectorArgs): merge selectors with `or`, or split the request", selectors, l.MaxSelectorArgs))
+	}
+	if l.MaxTotalQueryLen > 0 && total > l.MaxTotalQueryLen {
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query, match[] and extra_filters[] args of the request are %d bytes together; "+
+			"at most %d are accepted (-search.maxTotalQueryLen): send fewer or shorter selectors, or split the request", total, l.MaxTotalQueryLen))
 	}
 	return nil
 }
@@ -93,46 +101,4 @@ func bodyTooLarge(n, limit int64) error {
 	}
 	return httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is %s bytes; read requests may carry "+
 		"at most %d (-maxReadBodySize): send fewer or shorter args", size, limit))
-}
-
-func hasBody(r *http.Request) bool {
-	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
-}
-
-// isPlainForm reports whether the body is an uncompressed form, the only read body whose args the gateway reads.
-func isPlainForm(r *http.Request) bool {
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		return false
-	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return mt == "application/x-www-form-urlencoded"
-}
-
-func readBody(body io.Reader, limit int64) ([]byte, error) {
-	if limit > 0 {
-		body = io.LimitReader(body, limit+1)
-	}
-	b, err := io.ReadAll(body)
-	if err != nil {
-		return nil, httperr.New(http.StatusBadRequest, "cannot read the request body: "+err.Error())
-	}
-	if limit > 0 && int64(len(b)) > limit {
-		return nil, bodyTooLarge(-1, limit)
-	}
-	return b, nil
-}
-
-// putBody replaces a body that was read with the same bytes, now of known length.
-func putBody(r *http.Request, b []byte) {
-	_ = r.Body.Close()
-	r.Body = io.NopCloser(bytes.NewReader(b))
-	r.ContentLength = int64(len(b))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
-	r.TransferEncoding = nil
-	if r.Header.Get("Content-Length") != "" {
-		r.Header.Set("Content-Length", strconv.Itoa(len(b)))
-	}
-	if len(b) == 0 {
-		r.Body = http.NoBody
-	}
 }

@@ -16,12 +16,15 @@ import (
 	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
 
-// headerAuth is an Authenticator double: X-Tenant names the tenant and X-Team, when set, restricts the token to
-// team=<value>, as a verified token's claims would.
+// headerAuth is an Authenticator double: X-Tenant names the tenant, X-Team, when set, restricts the token to
+// team=<value>, and X-Mode: read makes it a read token, as a verified token's claims would.
 type headerAuth struct{}
 
 func (headerAuth) Authenticate(r *http.Request) (*auth.Access, error) {
 	a := &auth.Access{Mode: auth.ModeFull}
+	if r.Header.Get("X-Mode") == "read" {
+		a.Mode = auth.ModeRead
+	}
 	if s := r.Header.Get("X-Tenant"); s != "" {
 		id, err := tenant.Parse(s)
 		if err != nil {
@@ -80,9 +83,6 @@ func TestClientLimits(t *testing.T) {
 		c.Auth = headerAuth{}
 		c.Limits = Limits{MaxQueryLen: maxQuery, MaxReadBodySize: maxBody}
 	})
-	prev := enforce.MaxFormBodySize
-	enforce.MaxFormBodySize = maxBody
-	t.Cleanup(func() { enforce.MaxFormBodySize = prev })
 
 	long := "sum(rate(" + strings.Repeat("x", maxQuery) + "[5m]))"
 	okQuery := "up{job=" + `"` + strings.Repeat("j", maxQuery-20) + `"}`

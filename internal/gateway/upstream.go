@@ -96,6 +96,11 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 }
 
 func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if stalled := stalledBody(r); stalled != nil {
+		// Not the upstream's fault: the client stopped sending; it is still there to read the answer.
+		httperr.Write(w, stalled)
+		return
+	}
 	if he := (*httperr.Error)(nil); errors.As(err, &he) {
 		// An answer the gateway had to filter and could not (filterAnswer): none of it reaches the client.
 		upstreamErrors(u.kind, "unfilterable_answer").Inc()

@@ -68,7 +68,7 @@ func errorType(status int) string {
 		return "too_many_requests"
 	case http.StatusBadGateway, http.StatusServiceUnavailable:
 		return "unavailable"
-	case http.StatusGatewayTimeout:
+	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
 		return "timeout"
 	}
 	return "internal"

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// The attacks of this file hold one valid token and try to take the gateway away from the other teams, or to learn
+// more than their data: slow bodies, bodies that cost the gateway more than VictoriaMetrics, query traces.
+
+// cpuSeconds is the user+system CPU time a process has used so far, from /proc/<pid>/stat (clock ticks of 1/100 s).
+func cpuSeconds(t testing.TB, pid int) float64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("cannot read the process's CPU time: %s", err)
+	}
+	// The command name may hold spaces; the fields after it are fixed: utime and stime are the 12th and 13th.
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100
+}
+
+// stall opens a connection and sends the headers of a POST with Content-Length n and the first bytes of the body,
+// then nothing more.
+func stall(t testing.TB, gwURL, path, ctype, token string, n int, first string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gwURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	if _, err := fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s",
+		path, token, ctype, n, first); err != nil {
+		t.Fatal(err)
+	}
+	return conn, bufio.NewReader(conn)
+}
+
+// TestSlowBodiesDoNotStarveOtherTeams: team dev opens 320 read requests that send one byte of a 100-byte form body
+// and then nothing, more than -maxConcurrentPerTenantRequests=300; every team, dev included, still gets answers
+// within seconds, since a slot is taken only once a body is in, and each slow request gets 408 after
+// -http.readBodyTimeout.
+func TestSlowBodiesDoNotStarveOtherTeams(t *testing.T) {
+	vm := vmtest.Start(t)
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+		"-http.readBodyTimeout=5s", "-loggerLevel=INFO")
+	dev := mint(t, priv, "-mode=full", "-extraLabels=team=dev")
+	ops := mint(t, priv, "-mode=full", "-extraLabels=team=ops")
+
+	base := metricValue(t, g, "vmgateway_http_conns_total")
+	var stalled []*bufio.Reader
+	for i := 0; i < 320; i++ {
+		_, br := stall(t, g.URL, "/api/v1/query", "application/x-www-form-urlencoded", dev, 100, "q")
+		stalled = append(stalled, br)
+	}
+	// The gateway has taken all 320 connections in before the other teams ask.
+	vmtest.Eventually(t, func() (bool, string) {
+		n := metricValue(t, g, "vmgateway_http_conns_total") - base
+		return n >= 320, fmt.Sprintf("%v connections accepted", n)
+	})
+	for _, tc := range []struct{ name, token string }{{"ops", ops}, {"dev", dev}} {
+		start := time.Now()
+		code, _, body := do(t, "POST", g.URL+"/api/v1/query", strings.NewReader("query=up"), bearer(tc.token)...)
+		if code != 200 {
+			t.Fatalf("team %s's query beside 320 stalled bodies: %d %s", tc.name, code, body)
+		}
+		t.Logf("team %s's query beside 320 stalled bodies: 200 in %s", tc.name, time.Since(start))
+	}
+	timeouts := 0
+	for _, br := range stalled[:20] {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("a stalled body got no answer: %s", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusRequestTimeout && strings.Contains(string(b), "-http.readBodyTimeout=5s") {
+			timeouts++
+		}
+	}
+	if timeouts != 20 {
+		t.Errorf("%d of 20 stalled bodies got a 408 naming -http.readBodyTimeout", timeouts)
+	}
+	if n := metricValue(t, g, `vmgateway_requests_rejected_total{reason="body_timeout"}`); n < 20 {
+		t.Errorf(`vmgateway_requests_rejected_total{reason="body_timeout"} = %v`, n)
+	}
+}
+
+// TestStalledWriteGets408: a write whose body stops coming is ended with 408 after -http.writeBodyIdleTimeout and
+// its slot (the team's only one here) is free again for the next write. Its upstream request is broken off, not
+// ended: VictoriaMetrics keeps the lines of a streamed import it had already taken in (as when any client goes
+// away), but never reads the cut last line as a complete one.
+func TestStalledWriteGets408(t *testing.T) {
+	vm := vmtest.Start(t)
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+		"-http.writeBodyIdleTimeout=1s", "-maxConcurrentPerTenantRequests=1")
+	dev := mint(t, priv, "-mode=full", "-extraLabels=team=dev")
+	conn, br := stall(t, g.URL, "/api/v1/import/prometheus", "text/plain", dev, 1000, "stall_probe 1\nstall_probe 23")
+	_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	start := time.Now()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the stalled write got no answer: %s", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if typ, msg := decodeError(t, string(b)); resp.StatusCode != http.StatusRequestTimeout || typ != "timeout" || !strings.Contains(msg, "-http.writeBodyIdleTimeout=1s") {
+		t.Fatalf("stalled write: %d %s", resp.StatusCode, b)
+	}
+	t.Logf("the stalled write was answered after %s", time.Since(start))
+	if code, _, body := do(t, "POST", g.URL+"/api/v1/import/prometheus", strings.NewReader("stall_after 1\n"), append(bearer(dev), "Content-Type", "text/plain")...); code != 204 {
+		t.Fatalf("a write after the stalled one: %d %s", code, body)
+	}
+	vm.Flush(t)
+	vmtest.Eventually(t, func() (bool, string) {
+		vm.Flush(t)
+		_, _, body := do(t, "GET", vm.URL+"/api/v1/export?match[]=stall_after", nil)
+		return strings.Contains(body, `"team":"dev"`), body
+	})
+	_, _, body := do(t, "GET", vm.URL+"/api/v1/export?match[]=stall_probe", nil)
+	for _, line := range strings.Split(strings.TrimSpace(body), "\n") {
+		var series struct{ Values []float64 }
+		if line == "" {
+			continue
+		}
+		if err := json.Unmarshal([]byte(line), &series); err != nil {
+			t.Fatalf("export: %s: %.300s", err, line)
+		}
+		for _, v := range series.Values {
+			if v != 1 {
+				t.Errorf("VictoriaMetrics stored the cut line of the stalled write as a complete one (value %v): %.300s", v, body)
+			}
+		}
+	}
+	if n := metricValue(t, g, `vmgateway_requests_rejected_total{reason="write_body_stalled"}`); n != 1 {
+		t.Errorf(`vmgateway_requests_rejected_total{reason="write_body_stalled"} = %v, want 1`, n)
+	}
+}
+
+// amplificationBody is the body of issue 15: 250 queries of 16 KB of unary minus each, 4 MiB in all, which cost the
+// gateway 21 s of CPU when it parsed every query VictoriaMetrics would ignore.
+func amplificationBody() string {
+	var sb strings.Builder
+	for i := 0; i < 250; i++ {
+		if i > 0 {
+			sb.WriteByte('&')
+		}
+		fmt.Fprintf(&sb, "query=%sup%d", strings.Repeat("-", 16000), i)
+	}
+	return sb.String()
+}
+
+// TestParseAmplificationBounded: bodies built to make the gateway parse far more than VictoriaMetrics reads are
+// refused before any parsing, in single-node mode for a restricted token and in cluster mode for an unrestricted
+// one (the tenant-label check parses every selector): the gateway spends well under a second of CPU and less than
+// 64 MiB of memory on them.
+func TestParseAmplificationBounded(t *testing.T) {
+	vm := vmtest.Start(t)
+	rec := vmtest.NewRecorder(t)
+	priv, pub := keyPair(t, "ec")
+	body := amplificationBody()
+	match := strings.Repeat("match[]="+url.QueryEscape(`{a="1" or b="2"}`)+"&", 200) + "match[]=up"
+	deep := "query=" + strings.Repeat("-", 16000) + "up"
+	for _, tc := range []struct {
+		name, upstream string
+		flags          []string
+		mintArgs       []string
+	}{
+		{"single-node, restricted token", vm.URL, nil, []string{"-mode=full", "-extraLabels=team=dev"}},
+		{"cluster, unrestricted token", rec.URL, []string{"-clusterMode"}, []string{"-mode=full", "-tenant=3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := startGateway(t, append([]string{"-read.url=" + tc.upstream, "-write.url=" + tc.upstream, "-enable.auth", "-auth.publicKeyFiles=" + pub}, tc.flags...)...)
+			tok := mint(t, priv, tc.mintArgs...)
+			pid := g.cmd.Process.Pid
+			cpu0 := cpuSeconds(t, pid)
+			rss0, _ := rssKiB(t, pid)
+			for _, req := range []struct {
+				path, body, msg string
+			}{
+				{"/api/v1/query", body, "the request has 250 query args"},
+				{"/api/v1/series", match, "the request has 201 match[] / extra_filters[] args; at most 100 are accepted (-search.maxSelectorArgs)"},
+				{"/api/v1/query", deep, "nests more than 1000 levels deep"},
+			} {
+				for i := 0; i < 5; i++ {
+					code, _, resp := do(t, "POST", g.URL+req.path, strings.NewReader(req.body), bearer(tok)...)
+					if _, msg := decodeError(t, resp); code != 400 || !strings.Contains(msg, req.msg) {
+						t.Fatalf("%s: %d %.300s; want 400 with %q", req.path, code, resp, req.msg)
+					}
+				}
+			}
+			cpu := cpuSeconds(t, pid) - cpu0
+			_, peak := rssKiB(t, pid)
+			t.Logf("15 hostile bodies (5 × 4 MiB of 250 queries, 5 × 201 match[], 5 × a 16 KB unary-minus chain): %.2f s CPU, peak RSS %d KiB (+%d KiB)",
+				cpu, peak, peak-rss0)
+			if cpu > 1 {
+				t.Errorf("the gateway spent %.2f s of CPU on 15 refused bodies; want well under a second", cpu)
+			}
+			if grow := peak - rss0; grow > 64<<10 {
+				t.Errorf("the gateway's peak RSS grew by %d KiB; want less than 64 MiB", grow)
+			}
+		})
+	}
+}
+
+// TestTraceOnlyForUnrestrictedFullTokens: VictoriaMetrics answers trace=1 with a trace of the query (vmstorage
+// addresses, index internals); only an unrestricted full token gets one, whether trace is in the URL or the form.
+func TestTraceOnlyForUnrestrictedFullTokens(t *testing.T) {
+	vm := vmtest.Start(t)
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub)
+	for _, tc := range []struct {
+		name     string
+		mintArgs []string
+		trace    bool
+	}{
+		{"unrestricted full", []string{"-mode=full"}, true},
+		{"unrestricted read", []string{"-mode=read"}, false},
+		{"restricted full", []string{"-mode=full", "-extraLabels=team=dev"}, false},
+	} {
+		tok := mint(t, priv, tc.mintArgs...)
+		for _, req := range []struct{ method, path, body string }{
+			{"GET", "/api/v1/query?query=up&trace=1", ""},
+			{"POST", "/api/v1/query", "query=up&trace=1"},
+			{"POST", "/api/v1/query_range?tr%61ce=1", "query=up&start=-5m&step=60"},
+		} {
+			var body io.Reader
+			if req.body != "" {
+				body = strings.NewReader(req.body)
+			}
+			code, _, resp := do(t, req.method, g.URL+req.path, body, bearer(tok)...)
+			if code != 200 {
+				t.Fatalf("%s %s %s: %d %.300s", tc.name, req.path, req.body, code, resp)
+			}
+			if got := strings.Contains(resp, `"trace":`); got != tc.trace {
+				t.Errorf("%s %s %s: trace in the answer: %v, want %v: %.300s", tc.name, req.path, req.body, got, tc.trace, resp)
+			}
+		}
+	}
+}
+
+// TestFormBodiesVictoriaMetricsWouldDrop: VictoriaMetrics reads at most 10 MiB of a form and answers from the URL
+// args alone past it (checked here against the real one), so the gateway refuses with 413 a form that would reach it
+// larger, also when only the rewrite for a restricted token makes it so.
+func TestFormBodiesVictoriaMetricsWouldDrop(t *testing.T) {
+	vm := vmtest.Start(t)
+	const vmLimit = 10 << 20
+	pad := func(n int) string { return "query=up&pad=" + strings.Repeat("p", n-len("query=up&pad=")) }
+	if code, _, body := do(t, "POST", vm.URL+"/api/v1/query", strings.NewReader(pad(vmLimit))); code != 200 {
+		t.Fatalf("VictoriaMetrics, a form of exactly 10 MiB: %d %.300s", code, body)
+	}
+	if code, _, body := do(t, "POST", vm.URL+"/api/v1/query", strings.NewReader(pad(vmLimit+1))); code == 200 {
+		t.Fatalf("VictoriaMetrics read a form of 10 MiB + 1 byte: %d %.300s; the gateway's bound is wrong", code, body)
+	}
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub, "-maxReadBodySize=12582912")
+	dev := mint(t, priv, "-mode=full", "-extraLabels=team=dev")
+	full := mint(t, priv, "-mode=full")
+	for _, tc := range []struct {
+		name, token string
+		size, code  int
+	}{
+		{"restricted, grown past the limit by the rewrite", dev, vmLimit - 10, 413},
+		{"restricted, within the limit after the rewrite", dev, vmLimit - 100, 200},
+		{"unrestricted, past the limit", full, vmLimit + 1, 413},
+		{"unrestricted, at the limit", full, vmLimit, 200},
+	} {
+		code, _, body := do(t, "POST", g.URL+"/api/v1/query", strings.NewReader(pad(tc.size)), bearer(tc.token)...)
+		if code != tc.code {
+			t.Errorf("%s: %d %.300s; want %d", tc.name, code, body, tc.code)
+			continue
+		}
+		if _, msg := decodeErrorOrNone(body); code == 413 && !strings.Contains(msg, "VictoriaMetrics reads at most 10485760 bytes of a form") {
+			t.Errorf("%s: %q", tc.name, msg)
+		}
+	}
+}
+
+// decodeErrorOrNone is decodeError for answers that may be a success.
+func decodeErrorOrNone(body string) (errType, msg string) {
+	var e struct{ ErrorType, Error string }
+	_ = json.Unmarshal([]byte(body), &e)
+	return e.ErrorType, e.Error
+}

@@ -1,0 +1,134 @@
+package enforce
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metricsql"
+)
+
+// TestCheckDepth: chains and nestings past maxQueryDepth are refused before metricsql sees them, whatever their
+// shape; real queries and what only looks deep (strings, selectors, ranges) pass.
+func TestCheckDepth(t *testing.T) {
+	n := maxQueryDepth
+	for _, tc := range []struct {
+		name string
+		q    string
+		ok   bool
+	}{
+		{"unary minus chain", strings.Repeat("-", n+1) + "up", false},
+		{"unary minus chain at the limit", strings.Repeat("-", n-1) + "up", true},
+		{"spaced unary minus", strings.Repeat("- ", n+1) + "up", false},
+		{"parentheses", strings.Repeat("(", n+1) + "up" + strings.Repeat(")", n+1), false},
+		{"minus and parentheses", strings.Repeat("-(", n/2+1) + "up" + strings.Repeat(")", n/2+1), false},
+		{"function calls", strings.Repeat("abs(", n+1) + "up" + strings.Repeat(")", n+1), false},
+		{"binary chain", strings.Repeat("up+", n+1) + "up", false},
+		{"or chain", strings.Repeat("a or ", n+1) + "up", false},
+		{"OR chain in capitals", strings.Repeat("a OR ", n+1) + "up", false},
+		{"arguments do not add up", "f(" + strings.Repeat("a+b, ", n) + "c)", true},
+		{"parentheses in a string", `label_replace(up, "a", "` + strings.Repeat("(", 2*n) + `", "b", "")`, true},
+		{"or inside a selector", "{" + strings.Repeat(`a="1" or `, 2*n) + `a="2"}`, true},
+		{"operators in a selector", `up{a=~"` + strings.Repeat("-", 2*n) + `"}`, true},
+		{"a comment", "up # " + strings.Repeat("(", 2*n), true},
+	} {
+		err := checkDepth(tc.q)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v; want ok=%v", tc.name, err, tc.ok)
+		}
+		if !tc.ok {
+			if _, err := parse(tc.q); err == nil || !strings.Contains(err.Error(), "nests more than") {
+				t.Errorf("%s: parse gives %v; want the depth refusal", tc.name, err)
+			}
+		}
+	}
+	for _, q := range append(benchQueries, struct{ name, q string }{"cases", ""}) {
+		if err := checkDepth(q.q); err != nil {
+			t.Errorf("%s: %s", q.name, err)
+		}
+	}
+	for _, c := range queryCases() {
+		if err := checkDepth(c.in); err != nil {
+			t.Errorf("query case %s: %s", c.name, err)
+		}
+	}
+}
+
+// hostileQueries are the most expensive shapes per byte found for a 16 KiB query within the bounds: just under the
+// depth limit, or long flat chains and selectors that rewrite into many branches.
+func hostileQueries() []struct{ name, q string } {
+	pad := func(s string) string { // fill up to 16 KiB with a harmless long label value
+		return `label_replace(` + s + `, "x", "` + strings.Repeat("v", max(0, 16<<10-len(s)-40)) + `", "", "")`
+	}
+	return []struct{ name, q string }{
+		{"unary_minus_990", pad(strings.Repeat("-", 990) + "up")},
+		{"parens_990", pad(strings.Repeat("(", 990) + "up" + strings.Repeat(")", 990))},
+		{"calls_990", pad(strings.Repeat("abs(", 990) + "up" + strings.Repeat(")", 990))},
+		{"args_of_binary_ops", "union(" + strings.Repeat("up+up+up+up+up+up+up+up+up+up, ", 16<<10/32) + "up)"},
+		{"selector_or_branches", "{" + strings.Repeat(`a="1" or `, 16<<10/9) + `a="2"}`},
+		{"many_selectors", "sum(" + strings.Repeat("a{b=\"c\"},", 16<<10/9) + "up)"},
+	}
+}
+
+// BenchmarkHostileQueryPerByte is the worst-case cost of the parse and rewrite per byte of query, for the bound
+// -search.maxTotalQueryLen puts on a request: the work the gateway does for one request is at most this times
+// the request's selector bytes. Run: go test -run '^$' -bench HostileQueryPerByte -benchmem ./internal/enforce/
+func BenchmarkHostileQueryPerByte(b *testing.B) {
+	e := devFiltered(b)
+	for _, hq := range hostileQueries() {
+		if _, err := e.queryUncached(hq.q, true); err != nil {
+			b.Fatalf("%s: %.300s", hq.name, err)
+		}
+		b.Run(hq.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(hq.q)))
+			start := time.Now()
+			for b.Loop() {
+				_, _ = e.queryUncached(hq.q, true)
+			}
+			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N)/float64(len(hq.q)), "ns/byte")
+		})
+	}
+}
+
+// FuzzCheckDepth: checkDepth errs only upwards: a query it lets through parses into a tree no deeper than
+// maxQueryDepth. WITH templates are left out: their expansion is bounded by checkWithBudget instead.
+func FuzzCheckDepth(f *testing.F) {
+	for _, s := range []string{"-up", "- - (a + b) * -c", "f(a+b, -(c))", "a or b and c unless d", `{a="(("} + 1`, "1 + 2 * 3 ^ 4 ^ 5",
+		"sum(rate(x[5m])) by (a) / ignoring(b) group_left count(y) > bool 0.5", "- 1e-5 - -Inf", "a atan2 b default c if d ifnot e"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		if containsFold(q, "with") || checkDepth(q) != nil {
+			return
+		}
+		expr, err := metricsql.Parse(q)
+		if err != nil {
+			return
+		}
+		if d := exprDepth(expr); d > maxQueryDepth+1 {
+			t.Fatalf("checkDepth let through a query %d levels deep: %.200q", d, q)
+		}
+	})
+}
+
+func exprDepth(e metricsql.Expr) int {
+	deepest := 0
+	var kids []metricsql.Expr
+	switch t := e.(type) {
+	case *metricsql.BinaryOpExpr:
+		kids = []metricsql.Expr{t.Left, t.Right}
+	case *metricsql.FuncExpr:
+		kids = t.Args
+	case *metricsql.AggrFuncExpr:
+		kids = t.Args
+	case *metricsql.RollupExpr:
+		kids = []metricsql.Expr{t.Expr, t.At}
+	}
+	for _, k := range kids {
+		if k != nil {
+			deepest = max(deepest, exprDepth(k))
+		}
+	}
+	return deepest + 1
+}

@@ -1,0 +1,225 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/route"
+)
+
+// The gateway is the one reader of a request's args: it reads a read request's body in full, parses the URL
+// query and the form once, bounds them, and hands the values to the token's enforcer, all before the request
+// takes a concurrency slot, so a client that sends its body slowly holds nothing but its own connection.
+
+var (
+	bodyTimeouts  = metrics.NewCounter(`vmgateway_requests_rejected_total{reason="body_timeout"}`)
+	tracesRemoved = metrics.NewCounter(`vmgateway_trace_args_removed_total`)
+)
+
+// prepareArgs reads, checks and rewrites the args of r before it is forwarded. Write bodies are not read here:
+// they stream to the upstream (see idleBody).
+func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.Route, a *auth.Access) error {
+	if rt.Kind == route.Write {
+		if !g.seesArgs(a, rt) {
+			return nil
+		}
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			return httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot parse the URL query %q: %s", r.URL.RawQuery, err))
+		}
+		out, changed, err := a.Enforcer.Request(rt, enforce.Args{URL: q}, g.cluster)
+		if err != nil {
+			return err
+		}
+		if changed {
+			setRawQuery(r, out.URL.Encode())
+		}
+		return nil
+	}
+
+	if limit := g.limits.MaxReadBodySize; limit > 0 && r.ContentLength > limit {
+		return bodyTooLarge(r.ContentLength, limit)
+	}
+	body, err := g.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	strict := g.seesArgs(a, rt)
+	// Unless strict, the values are only for the limits: what does not parse is forwarded as sent.
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil && strict {
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot parse the URL query %q: %s", r.URL.RawQuery, err))
+	}
+	var form url.Values
+	isForm := false
+	if len(body) > 0 {
+		isForm, err = plainForm(r)
+		if err != nil && strict {
+			return err
+		}
+		if isForm {
+			if form, err = url.ParseQuery(string(body)); err != nil && strict {
+				return httperr.New(http.StatusBadRequest, "cannot parse the form body: "+err.Error())
+			}
+		}
+	}
+	if err := g.checkArgs(rt, q, form); err != nil {
+		return err
+	}
+	changed := false
+	if strict {
+		changed = removeTrace(a, q, form)
+		out, rewritten, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Form: form}, g.cluster)
+		if err != nil {
+			return err
+		}
+		if rewritten {
+			q, form, changed = out.URL, out.Form, true
+		}
+	}
+	if changed {
+		setRawQuery(r, q.Encode())
+		if form != nil {
+			body = []byte(form.Encode())
+		}
+	}
+	if isForm && len(body) > vmMaxFormSize {
+		return httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the form body would reach VictoriaMetrics with %d bytes "+
+			"(as rewritten for the token); VictoriaMetrics reads at most %d bytes of a form and would silently "+
+			"answer from the URL args alone: send fewer or shorter args", len(body), vmMaxFormSize))
+	}
+	if body != nil {
+		setBody(r, body)
+	}
+	return nil
+}
+
+// seesArgs reports whether the gateway must read every arg of a request, and refuse one it cannot read: when the
+// enforcer rewrites them (a restricted token) or checks them for the tenant labels (cluster mode), and when a
+// trace must be removed (every token but an unrestricted full one: a query trace shows vmstorage addresses and
+// index internals). The unrestricted full tokens of a single-node gateway get their requests forwarded as sent.
+func (g *Gateway) seesArgs(a *auth.Access, rt route.Route) bool {
+	if g.cluster || a.Enforcer.Restricted() {
+		return true
+	}
+	return rt.Kind != route.Write && a.Mode != auth.ModeFull
+}
+
+// removeTrace drops the trace arg, which VictoriaMetrics reads from the URL and the form on every read API, for
+// tokens that are not unrestricted full ones; it reports whether there was one.
+func removeTrace(a *auth.Access, q, form url.Values) bool {
+	if a.Mode == auth.ModeFull && !a.Enforcer.Restricted() {
+		return false
+	}
+	_, inURL := q["trace"]
+	_, inForm := form["trace"]
+	if !inURL && !inForm {
+		return false
+	}
+	delete(q, "trace")
+	delete(form, "trace")
+	tracesRemoved.Inc()
+	return true
+}
+
+// plainForm reports whether the body is an uncompressed form, the only read body whose args the gateway reads; the
+// error says why another body cannot be read (415).
+func plainForm(r *http.Request) (bool, error) {
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		// Neither the gateway nor VictoriaMetrics' form parser decodes it; refuse rather than guess.
+		return false, httperr.New(http.StatusUnsupportedMediaType, fmt.Sprintf("a read request body must not be compressed; got Content-Encoding %q", ce))
+	}
+	ct := r.Header.Get("Content-Type")
+	mt := ""
+	if ct != "" {
+		var err error
+		if mt, _, err = mime.ParseMediaType(ct); err != nil {
+			return false, httperr.New(http.StatusUnsupportedMediaType, fmt.Sprintf("cannot parse Content-Type %q: %s", ct, err))
+		}
+	}
+	if mt != "application/x-www-form-urlencoded" {
+		// VictoriaMetrics could read args from it (multipart) that were neither checked nor rewritten.
+		return false, httperr.New(http.StatusUnsupportedMediaType, fmt.Sprintf("a read request body must be application/x-www-form-urlencoded; got Content-Type %q", ct))
+	}
+	return true, nil
+}
+
+// readBody reads the body of a read or admin request in full, at most -maxReadBodySize of it and within
+// -http.readBodyTimeout; nil without a body.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if d := g.limits.ReadBodyTimeout; d > 0 {
+		rc := http.NewResponseController(w)
+		if rc.SetReadDeadline(time.Now().Add(d)) == nil {
+			// Cleared at once: the server's background read of the idle connection must not time out and cancel the
+			// request while the upstream answers.
+			defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+		}
+	}
+	body := io.Reader(r.Body)
+	limit := g.limits.MaxReadBodySize
+	if limit > 0 {
+		body = io.LimitReader(body, limit+1)
+	}
+	// A declared length sizes the buffer at once (within the limit), so a large body is not copied as it grows.
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0), vmMaxFormSize)+bytes.MinRead))
+	_, err := buf.ReadFrom(body)
+	b := buf.Bytes()
+	_ = r.Body.Close()
+	switch {
+	case err == nil:
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		bodyTimeouts.Inc()
+		w.Header().Set("Connection", "close")
+		return nil, httperr.New(http.StatusRequestTimeout, fmt.Sprintf("the request body did not arrive within -http.readBodyTimeout=%s "+
+			"(%d bytes came): send the whole body at once", g.limits.ReadBodyTimeout, len(b)))
+	default:
+		return nil, httperr.New(http.StatusBadRequest, "cannot read the request body: "+err.Error())
+	}
+	if limit > 0 && int64(len(b)) > limit {
+		return nil, bodyTooLarge(-1, limit)
+	}
+	return b, nil
+}
+
+func setRawQuery(r *http.Request, raw string) {
+	r.URL.RawQuery = raw
+	r.URL.ForceQuery = false
+	if r.RequestURI != "" {
+		r.RequestURI = r.URL.RequestURI()
+	}
+	// Anything parsed before holds the client's args.
+	r.Form, r.PostForm = nil, nil
+}
+
+// setBody replaces a body that was read with b, of known length.
+func setBody(r *http.Request, b []byte) {
+	r.ContentLength = int64(len(b))
+	r.TransferEncoding = nil
+	if r.Header.Get("Content-Length") != "" {
+		r.Header.Set("Content-Length", strconv.Itoa(len(b)))
+	}
+	r.Form, r.PostForm = nil, nil
+	if len(b) == 0 {
+		r.Body, r.GetBody = http.NoBody, func() (io.ReadCloser, error) { return http.NoBody, nil }
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+}

@@ -1,0 +1,63 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/route"
+)
+
+// BenchmarkReadArgsPerByte is the gateway's cost per request byte of reading, parsing and checking a read
+// request's args, for the bodies of issue 15 that it refuses (250 queries of 16 KB of unary minus; 200 match[]
+// of a long selector) and for the largest body it forwards (a Grafana query padded to -maxReadBodySize).
+// Run: go test -run '^$' -bench ReadArgsPerByte -benchmem ./internal/gateway/
+func BenchmarkReadArgsPerByte(b *testing.B) {
+	var queries []string
+	for i := 0; i < 250; i++ {
+		queries = append(queries, fmt.Sprintf("query=%sup%d", strings.Repeat("-", 16000), i))
+	}
+	sel := url.QueryEscape(`{job="` + strings.Repeat("j", 16000) + `"}`)
+	bodies := []struct {
+		name, path, body string
+		status           int
+	}{
+		{"250_queries_refused", "/api/v1/query", strings.Join(queries, "&"), 400},
+		{"200_match_refused", "/api/v1/series", strings.Repeat("match[]="+sel+"&", 199) + "match[]=up", 400},
+		{"padded_query_forwarded", "/api/v1/query", "query=" + url.QueryEscape(`sum(rate(http_requests_total{job="api"}[5m]))`) + "&pad=" + strings.Repeat("p", 4<<20-100), 200},
+	}
+	g, err := New(Config{ReadURL: &url.URL{Scheme: "http", Host: "upstream"}, WriteURL: &url.URL{Scheme: "http", Host: "upstream"},
+		Auth: headerAuth{}, Limits: Limits{MaxQueryLen: 16 << 10, MaxSelectorArgs: 100, MaxTotalQueryLen: 64 << 10, MaxReadBodySize: 4 << 20}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range bodies {
+		rt, err := route.Lookup(bc.path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		try := func() error {
+			r := httptest.NewRequest(http.MethodPost, bc.path, strings.NewReader(bc.body))
+			r.Header.Set("Content-Type", formType)
+			r.Header.Set("X-Team", "dev")
+			a, _ := headerAuth{}.Authenticate(r)
+			return g.prepareArgs(httptest.NewRecorder(), r, rt, a)
+		}
+		if err := try(); (err == nil) != (bc.status == 200) {
+			b.Fatalf("%s: %v; want status %d", bc.name, err, bc.status)
+		}
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(bc.body)))
+			start := time.Now()
+			for b.Loop() {
+				_ = try()
+			}
+			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N)/float64(len(bc.body)), "ns/byte")
+		})
+	}
+}

@@ -1,0 +1,377 @@
+package gateway
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/tlsclient"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+const formType = "application/x-www-form-urlencoded"
+
+// post sends a POST with a body of the given type through the gateway; team "" is an unrestricted token.
+func post(t *testing.T, gwURL, path, ctype, body, team string, header ...string) (int, jsonError, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, gwURL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if team != "" {
+		req.Header.Set("X-Team", team)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	code, _, e, raw := send(t, req)
+	return code, e, raw
+}
+
+// TestReadArgsRefused: what the gateway cannot read, or reads as more work or args than VictoriaMetrics would use,
+// is refused with a JSON error before anything is forwarded, for restricted tokens and (in cluster mode, where the
+// tenant labels are checked) for unrestricted ones.
+func TestReadArgsRefused(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	for _, cluster := range []bool{false, true} {
+		gw := serveGateway(t, rec.URL, tlsclient.Options{}, func(c *Config) {
+			c.Auth, c.Cluster = headerAuth{}, cluster
+			c.Limits = Limits{MaxQueryLen: 3000, MaxSelectorArgs: 5, MaxTotalQueryLen: 3000, MaxReadBodySize: 8192}
+		})
+		teams := []string{"dev"}
+		if cluster {
+			teams = append(teams, "")
+		}
+		sel := url.QueryEscape(`{job="` + strings.Repeat("j", 700) + `"}`)
+		for _, tc := range []struct {
+			name, path, ctype, body string
+			extra                   []string
+			status                  int
+			msg                     string
+		}{
+			{"bad URL encoding", "/api/v1/query?query=%zz", "", "", nil, 400, "cannot parse the URL query"},
+			{"semicolon in the URL query", "/api/v1/query?query=up;extra_label=team=ops", "", "", nil, 400, "cannot parse the URL query"},
+			{"bad body encoding", "/api/v1/query", formType, "query=%zz", nil, 400, "cannot parse the form body"},
+			{"multipart read body", "/api/v1/query", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\nup\r\n--x--\r\n", nil, 415, "must be application/x-www-form-urlencoded"},
+			{"json read body", "/api/v1/series", "application/json", `{"match[]":"up"}`, nil, 415, "must be application/x-www-form-urlencoded"},
+			{"body without a content type", "/api/v1/series", "", "match[]=up", nil, 415, "must be application/x-www-form-urlencoded"},
+			{"unparsable content type", "/api/v1/query", "form;;", "query=up", nil, 415, "cannot parse Content-Type"},
+			{"compressed form", "/api/v1/query", formType, "\x1f\x8b...", []string{"Content-Encoding", "gzip"}, 415, "must not be compressed"},
+			{"body too large", "/api/v1/query", formType, "query=up&x=" + strings.Repeat("a", 8192), nil, 413, "-maxReadBodySize"},
+			{"a second query in the body", "/api/v1/query", formType, "query=a&query=b", nil, 400, "the request has 2 query args (in the URL and the body together); VictoriaMetrics reads only one"},
+			{"a query in the URL and the body", "/api/v1/query_range?query=a", formType, "query=b", nil, 400, "VictoriaMetrics reads only one"},
+			{"too many match[]", "/api/v1/series?match[]=a&match[]=b&match[]=c", formType, "match[]=d&match=e&extra_filters[]=f", nil, 400, "the request has 6 match[] / extra_filters[] args; at most 5 are accepted (-search.maxSelectorArgs)"},
+			{"selectors too long together", "/api/v1/series?match[]=" + sel + "&match[]=" + sel, formType, "match[]=" + sel + "&extra_filters[]=" + sel + "&match[]=" + sel, nil, 400, "at most 3000 are accepted (-search.maxTotalQueryLen)"},
+			{"a long extra_filters[]", "/api/v1/query?query=up&extra_filters[]=" + strings.Repeat("a", 3001), "", "", nil, 400, "the extra_filters[] arg in the URL is 3001 bytes long"},
+			{"a query nesting too deep", "/api/v1/query", formType, "query=" + url.QueryEscape(strings.Repeat("-", 1001)+"up"), nil, 400, "nests more than 1000 levels deep"},
+		} {
+			for _, team := range teams {
+				name := fmt.Sprintf("%s (cluster=%v, team=%q)", tc.name, cluster, team)
+				code, e, raw := post(t, gw.URL, tc.path, tc.ctype, tc.body, team, tc.extra...)
+				if code != tc.status || e.Status != "error" || !strings.Contains(e.Error, tc.msg) {
+					t.Errorf("%s: %d %.300s; want %d and %q", name, code, raw, tc.status, tc.msg)
+				}
+				if got := rec.Requests(); len(got) != 0 {
+					t.Errorf("%s: refused, yet %d forwarded", name, len(got))
+				}
+			}
+		}
+	}
+}
+
+// TestReadArgsUnrestrictedSingleNode: a full unrestricted token of a single-node gateway gets its args forwarded as
+// sent, even those the gateway cannot parse; the limits that bound VictoriaMetrics' work still apply.
+func TestReadArgsUnrestrictedSingleNode(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	gw := serveGateway(t, rec.URL, tlsclient.Options{}, func(c *Config) {
+		c.Auth = headerAuth{}
+		c.Limits = Limits{MaxQueryLen: 1000, MaxSelectorArgs: 5, MaxTotalQueryLen: 2000, MaxReadBodySize: 8192}
+	})
+	// Well-formed, but neither sorted nor escaped as url.Values would: forwarded byte for byte. (Malformed queries
+	// are re-encoded by httputil.ReverseProxy itself.)
+	raw := "query=up%7Bteam%3D%22ops%22%7D&extra_label=team=ops&match[]=up&trace=1"
+	for _, tc := range []struct{ ctype, body string }{{formType, "step=%zz"}, {"multipart/form-data; boundary=x", "--x--\r\n"}} {
+		if code, _, body := post(t, gw.URL, "/api/v1/query?"+raw, tc.ctype, tc.body, ""); code != 200 {
+			t.Fatalf("%s: %d %s", tc.ctype, code, body)
+		}
+		got := rec.Requests()
+		if len(got) != 1 || got[0].RawQuery != raw || got[0].Body != tc.body {
+			t.Errorf("%s: forwarded %+v; want the request as sent", tc.ctype, got)
+		}
+	}
+	if code, e, _ := post(t, gw.URL, "/api/v1/query?query=a", formType, "query=b", ""); code != 400 || !strings.Contains(e.Error, "reads only one") {
+		t.Errorf("two queries: %d %q", code, e.Error)
+	}
+}
+
+// TestReadBodyKeepsItsShape: a form body of unknown length is read and forwarded with a length; the enforcer's
+// rewrite replaces what net/http may have parsed before; a write body is forwarded as sent, never read first.
+func TestReadBodyKeepsItsShape(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	gw := serveGateway(t, rec.URL, tlsclient.Options{}, func(c *Config) {
+		c.Auth = headerAuth{}
+		c.Limits = Limits{MaxReadBodySize: 8192}
+	})
+	req, _ := http.NewRequest(http.MethodPost, gw.URL+"/api/v1/series", chunked{strings.NewReader("match[]=up")})
+	req.Header.Set("Content-Type", formType)
+	req.Header.Set("X-Team", "dev")
+	if code, _, _, raw := send(t, req); code != 200 {
+		t.Fatalf("chunked form: %d %s", code, raw)
+	}
+	got := rec.Requests()
+	if len(got) != 1 || got[0].Body != "match%5B%5D=up%7Bteam%3D%22dev%22%7D" || got[0].Header.Get("Content-Length") != fmt.Sprint(len(got[0].Body)) {
+		t.Errorf("chunked form forwarded as %+v", got)
+	}
+	// An empty chunked body of another type is no body.
+	req, _ = http.NewRequest(http.MethodPost, gw.URL+"/api/v1/labels", chunked{strings.NewReader("")})
+	req.Header.Set("X-Team", "dev")
+	if code, _, _, raw := send(t, req); code != 200 {
+		t.Errorf("empty chunked body: %d %s", code, raw)
+	}
+	rec.Requests()
+	// Exactly -maxReadBodySize is fine.
+	body := "step=" + strings.Repeat("1", 8192-len("step=&query=up")) + "&query=up"
+	if code, _, raw := post(t, gw.URL, "/api/v1/query", formType, body, "dev"); code != 200 {
+		t.Errorf("a body of exactly the limit: %d %s", code, raw)
+	}
+	rec.Requests()
+	payload := strings.Repeat("w 1\n", 5000)
+	if code, _, raw := post(t, gw.URL, "/api/v1/import/prometheus?extra_label=team=ops", formType, payload, "dev"); code != 200 {
+		t.Fatalf("write: %d %s", code, raw)
+	}
+	if got := rec.Requests(); len(got) != 1 || got[0].Body != payload || got[0].RawQuery != "extra_label=team%3Ddev" {
+		t.Errorf("write forwarded as %.200v", got)
+	}
+}
+
+// TestForwardedFormWithinVictoriaMetricsLimit: VictoriaMetrics reads at most 10 MiB of a form and answers from the
+// URL args alone past it, so a form body that would reach it larger, rewritten or not, is refused with 413.
+func TestForwardedFormWithinVictoriaMetricsLimit(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	gw := serveGateway(t, rec.URL, tlsclient.Options{}, func(c *Config) {
+		c.Auth = headerAuth{}
+		c.Limits = Limits{MaxReadBodySize: 12 << 20}
+	})
+	// The rewrite adds {team="dev"} (percent-encoded, 27 bytes): a body 10 bytes short of the limit grows past it.
+	pad := func(n int) string { return "query=up&pad=" + strings.Repeat("p", n-len("query=up&pad=")) }
+	for _, tc := range []struct {
+		name, team, body string
+		status           int
+	}{
+		{"rewrite grows past the limit", "dev", pad(vmMaxFormSize - 10), 413},
+		{"rewrite stays within", "dev", pad(vmMaxFormSize - 27), 200},
+		{"unrestricted, past the limit", "", pad(vmMaxFormSize + 1), 413},
+		{"unrestricted, at the limit", "", pad(vmMaxFormSize), 200},
+	} {
+		code, e, raw := post(t, gw.URL, "/api/v1/query", formType, tc.body, tc.team)
+		got := rec.Requests()
+		if code != tc.status {
+			t.Errorf("%s: %d %.300s; want %d", tc.name, code, raw, tc.status)
+			continue
+		}
+		if code == 413 {
+			if !strings.Contains(e.Error, "VictoriaMetrics reads at most 10485760 bytes of a form") || len(got) != 0 {
+				t.Errorf("%s: %q, %d forwarded", tc.name, e.Error, len(got))
+			}
+			continue
+		}
+		if len(got) != 1 || len(got[0].Body) > vmMaxFormSize {
+			t.Errorf("%s: forwarded %d requests", tc.name, len(got))
+		}
+	}
+}
+
+// TestTraceRemoved: the trace arg, in the URL or the form, however its name is escaped, reaches VictoriaMetrics
+// only from an unrestricted full token: a trace shows vmstorage addresses and index internals.
+func TestTraceRemoved(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	for _, cluster := range []bool{false, true} {
+		gw := serveGateway(t, rec.URL, tlsclient.Options{}, func(c *Config) { c.Auth, c.Cluster = headerAuth{}, cluster })
+		for _, tok := range []struct {
+			mode, team string
+			keeps      bool
+		}{{"full", "", true}, {"read", "", false}, {"full", "dev", false}, {"read", "dev", false}} {
+			for _, where := range []struct{ path, body string }{
+				{"/api/v1/query?query=up&trace=1", ""},
+				{"/api/v1/query_range?query=up&tr%61ce=1", ""},
+				{"/api/v1/query", "query=up&trace=true"},
+				{"/api/v1/labels?trace=1", ""},
+				{"/api/v1/status/active_queries?trace=1", ""},
+			} {
+				if tok.team != "" && strings.Contains(where.path, "active_queries") {
+					continue // refused to restricted tokens
+				}
+				name := fmt.Sprintf("cluster=%v %s/%q %s %s", cluster, tok.mode, tok.team, where.path, where.body)
+				code, _, raw := post(t, gw.URL, where.path, formType, where.body, tok.team, "X-Mode", tok.mode, "X-Tenant", "0")
+				got := rec.Requests()
+				if code != 200 || len(got) != 1 {
+					t.Errorf("%s: %d %.200s, %d forwarded", name, code, raw, len(got))
+					continue
+				}
+				form, _ := url.ParseQuery(got[0].Body)
+				has := got[0].Query.Has("trace") || form.Has("trace")
+				if has != tok.keeps {
+					t.Errorf("%s: forwarded %s %q; trace kept=%v, want %v", name, got[0].RawQuery, got[0].Body, has, tok.keeps)
+				}
+			}
+		}
+	}
+}
+
+// TestSlowReadBodyHoldsNoSlot: a read request whose body does not come holds no concurrency slot: the unit's only
+// slot stays free for the next request, and the slow one gets 408 after -http.readBodyTimeout.
+func TestSlowReadBodyHoldsNoSlot(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	gw := serveGateway(t, rec.URL, tlsclient.Options{}, func(c *Config) {
+		c.Auth = headerAuth{}
+		c.Limits = Limits{MaxConcurrentRequests: 1, MaxConcurrentPerTenantRequests: 1, ReadBodyTimeout: 700 * time.Millisecond}
+	})
+	conn, br := stalledRequest(t, gw.URL, "/api/v1/query", formType, "dev", 100, "q")
+	for i := 0; i < 3; i++ {
+		if code, _, raw := post(t, gw.URL, "/api/v1/query", formType, "query=up", "dev"); code != 200 {
+			t.Fatalf("a request beside the stalled body: %d %s", code, raw)
+		}
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer to the stalled body: %s", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "-http.readBodyTimeout=700ms") {
+		t.Fatalf("stalled body: %d %s", resp.StatusCode, b)
+	}
+	if got := rec.Requests(); len(got) != 3 {
+		t.Errorf("forwarded %d requests, want the 3 complete ones", len(got))
+	}
+}
+
+// TestStalledWriteBody: a write body that stops coming is ended with 408, its upstream request is cancelled
+// (the upstream sees a broken body, not a shorter one) and its slot is free again.
+func TestStalledWriteBody(t *testing.T) {
+	bodyErrs := make(chan error, 10)
+	upSrv := newBodyReadingUpstream(t, bodyErrs)
+	gw := serveGateway(t, upSrv, tlsclient.Options{}, func(c *Config) {
+		c.Auth = headerAuth{}
+		c.Limits = Limits{MaxConcurrentPerTenantRequests: 1, WriteBodyIdleTimeout: 500 * time.Millisecond}
+	})
+	conn, br := stalledRequest(t, gw.URL, "/api/v1/import/prometheus", "text/plain", "dev", 1000, "stall_probe 1\n")
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer to the stalled write: %s", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), `"errorType":"timeout"`) ||
+		!strings.Contains(string(b), "-http.writeBodyIdleTimeout=500ms") {
+		t.Fatalf("stalled write: %d %s", resp.StatusCode, b)
+	}
+	select {
+	case err := <-bodyErrs:
+		if err == nil {
+			t.Errorf("the upstream read the stalled body to a clean end")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the upstream request was not ended")
+	}
+	// The unit's one slot is free again.
+	if code, _, raw := post(t, gw.URL, "/api/v1/import/prometheus", "text/plain", "ok 1\n", "dev"); code != 204 {
+		t.Fatalf("a write after the stalled one: %d %s", code, raw)
+	}
+	if err := <-bodyErrs; err != nil {
+		t.Errorf("a complete write: the upstream's body read failed: %s", err)
+	}
+}
+
+// newBodyReadingUpstream answers 204 after reading the whole body, and reports how the read ended.
+func newBodyReadingUpstream(t *testing.T, errs chan<- error) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		errs <- err
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// stalledRequest sends the headers of a POST with a Content-Length of n and the first bytes of its body, then
+// nothing more; the connection is closed at the end of the test.
+func stalledRequest(t *testing.T, gwURL, path, ctype, team string, n int, first string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(gwURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: gw\r\nContent-Type: %s\r\nX-Team: %s\r\nContent-Length: %d\r\n\r\n%s", path, ctype, team, n, first)
+	return conn, bufio.NewReader(conn)
+}
+
+// TestTeamsOfOneTenantDoNotShareSlots: in single-node mode every team is tenant 0:0, yet a team that fills its
+// slots leaves the other teams' and the unrestricted tokens' slots free.
+func TestTeamsOfOneTenantDoNotShareSlots(t *testing.T) {
+	upURL, arrived, release := blockingUpstream(t)
+	gw := serveGateway(t, upURL, tlsclient.Options{}, func(c *Config) {
+		c.Auth = headerAuth{}
+		c.Limits = Limits{MaxConcurrentPerTenantRequests: 1}
+	})
+	first := make(chan int, 1)
+	go func() {
+		code, _, _, _ := get(t, gw.URL+"/api/v1/query?query=first", "X-Team", "dev")
+		first <- code
+	}()
+	<-arrived
+	code, _, e, raw := get(t, gw.URL+"/api/v1/query?query=second", "X-Team", "dev")
+	if code != http.StatusTooManyRequests || !strings.Contains(e.Error, `too many concurrent requests for tenant 0:0 (tokens restricted to labels {team="dev"}`) {
+		t.Fatalf("dev's second request: %d %s", code, raw)
+	}
+	for _, team := range []string{"ops", ""} {
+		done := make(chan int, 1)
+		go func() {
+			code, _, _, _ := get(t, gw.URL+"/api/v1/query?query=other", "X-Team", team)
+			done <- code
+		}()
+		select {
+		case <-arrived:
+		case code := <-done:
+			t.Fatalf("team %q beside a full dev: %d", team, code)
+		}
+	}
+	release()
+	if c := <-first; c != http.StatusNoContent {
+		t.Fatalf("first: %d", c)
+	}
+}
+
+// TestSlowUpstreamIsNoStalledWrite: an upstream slow to take a large write body is not the client's stall: only
+// the time the gateway waits for the client counts against -http.writeBodyIdleTimeout.
+func TestSlowUpstreamIsNoStalledWrite(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Second)
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil || n != 32<<20 {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	gw := serveGateway(t, srv.URL, tlsclient.Options{}, func(c *Config) {
+		c.Limits = Limits{WriteBodyIdleTimeout: 300 * time.Millisecond}
+	})
+	code, _, raw := post(t, gw.URL, "/api/v1/import/prometheus", "text/plain", strings.Repeat("x", 32<<20), "")
+	if code != http.StatusNoContent {
+		t.Fatalf("a write to a slow upstream: %d %.300s", code, raw)
+	}
+}

@@ -1,0 +1,88 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
+)
+
+var bodyStalls = metrics.NewCounter(`vmgateway_requests_rejected_total{reason="write_body_stalled"}`)
+
+// errBodyStalled ends the upstream request of a write whose client stopped sending its body.
+var errBodyStalled = errors.New("the client stopped sending the request body")
+
+// idleBody is a write body as it streams to the upstream. A client that sends no byte for the idle timeout gets
+// its read failed: the transport then aborts the upstream request without ending the body, so VictoriaMetrics sees
+// a broken request and not a shorter complete one, and the request's context is cancelled, so the request's
+// concurrency slot is freed at once.
+type idleBody struct {
+	io.ReadCloser
+	rc      *http.ResponseController
+	idle    time.Duration
+	cancel  context.CancelCauseFunc
+	stalled atomic.Bool
+}
+
+// streamWriteBody wraps r's body for the proxy; the returned func clears the connection's read deadline once the
+// request is done. Without a deadline to set (another server, a test recorder), the body streams unwatched.
+func (g *Gateway) streamWriteBody(w http.ResponseWriter, r *http.Request) (*http.Request, func()) {
+	d := g.limits.WriteBodyIdleTimeout
+	if d <= 0 || r.Body == nil || r.Body == http.NoBody {
+		return r, func() {}
+	}
+	rc := http.NewResponseController(w)
+	// Only probes for support: the deadline is set at each read, so only the client's silence counts, not the
+	// time the proxy spends waiting for the upstream to take what it already read.
+	if rc.SetReadDeadline(time.Time{}) != nil {
+		return r, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	b := &idleBody{ReadCloser: r.Body, rc: rc, idle: d, cancel: cancel}
+	// The proxy hands its error handler its own wrapper of the body; the context is what reaches it.
+	r = r.WithContext(context.WithValue(ctx, idleBodyKey{}, b))
+	r.Body = b
+	return r, func() {
+		cancel(nil)
+		_ = rc.SetReadDeadline(time.Time{})
+	}
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF:
+		// The server's background read of the idle connection must not time out while the upstream answers.
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		b.stalled.Store(true)
+		bodyStalls.Inc()
+		// Closed while the deadline has passed, so the server gives up on the rest of the body at once and closes the
+		// connection after the 408, instead of waiting for the body before it answers.
+		_ = b.ReadCloser.Close()
+		b.cancel(errBodyStalled)
+		return n, errBodyStalled
+	}
+	return n, err
+}
+
+type idleBodyKey struct{}
+
+// stalledBody returns the 408 for a request whose write body stalled, nil for others.
+func stalledBody(r *http.Request) error {
+	b, ok := r.Context().Value(idleBodyKey{}).(*idleBody)
+	if !ok || !b.stalled.Load() {
+		return nil
+	}
+	return httperr.New(http.StatusRequestTimeout, fmt.Sprintf("the request body stalled: no byte came for -http.writeBodyIdleTimeout=%s; "+
+		"the upstream request was cancelled: send the request again", b.idle))
+}
