@@ -231,11 +231,29 @@ func TestRateLimitBurstReplicas(t *testing.T) {
 			return v == 1, fmt.Sprintf("vmgateway_ratelimit_redis_up %v", v)
 		})
 	}
-	m := tally(burstQueries(t, shared, token, 500, 16))
+	rs := burstQueries(t, shared, token, 500, 16)
+	m := tally(rs)
 	calls := metricValue(t, shared[0], "vmgateway_ratelimit_redis_calls_total") + metricValue(t, shared[1], "vmgateway_ratelimit_redis_calls_total")
-	t.Logf("two replicas sharing Redis: %v, %v Redis calls", m, calls)
-	if n := ok2xx(m); n > 55 || n < 40 || m[429] != 500-n {
-		t.Errorf("two replicas sharing Redis: %v, want at most 55 2xx", m)
+	redisErrors := metricValue(t, shared[0], "vmgateway_ratelimit_redis_errors_total") + metricValue(t, shared[1], "vmgateway_ratelimit_redis_errors_total")
+	t.Logf("two replicas sharing Redis: %v, %v Redis calls, %v Redis errors", m, calls, redisErrors)
+	// Invariants, whatever the timing of leases: every admission spent a unit taken from Redis, so at most 50 pass
+	// while Redis answers (a replica that lost Redis counts alone: at most 50 more); a replica refuses only after
+	// Redis said no unit is left, so every 429 reports the shared count of 50. (Units a replica held when its
+	// second ended can leave fewer than 50 admitted.)
+	limit := 50
+	if redisErrors > 0 {
+		limit = 100
+	}
+	if n := ok2xx(m); n > limit || n < 1 || m[429] != 500-n {
+		t.Errorf("two replicas sharing Redis: %v, want 1..%d 2xx and the rest 429", m, limit)
+	}
+	if redisErrors == 0 {
+		for _, r := range rs {
+			if r.code == 429 && !strings.Contains(r.body, "usage seen 50 ") {
+				t.Errorf("a 429 reports another usage than the shared count of 50: %s", r.body)
+				break
+			}
+		}
 	}
 	if calls > 150 {
 		t.Errorf("%v Redis calls for 500 requests", calls)
