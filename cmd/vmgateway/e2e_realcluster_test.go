@@ -611,3 +611,51 @@ func TestRealClusterRateLimits(t *testing.T) {
 	}
 	t.Logf("cut off after %d queries (cluster counted %v) and %d rows (cluster counted %v)", queries, sel["21:0"], written, ins["23:0"])
 }
+
+// TestRealClusterModes: a read token's writes and deletes and a write token's reads are refused, and the cluster
+// neither stores nor serves anything for them; the allowed direction works.
+func TestRealClusterModes(t *testing.T) {
+	rc := startRealCluster(t)
+	t155 := tenant.ID{AccountID: 15, ProjectID: 5}
+	reader := clusterToken(t, auth.VMAccess{Tenant: t155, Mode: auth.ModeRead})
+	writer := clusterToken(t, auth.VMAccess{Tenant: t155, Mode: auth.ModeWrite})
+	c := &clusterGW{g: rc.g}
+	code, body := c.send(t, writer, clusterPost("/insert/15:5/prometheus/api/v1/import/prometheus", "text/plain", "modes{by=\"writer\"} 1\n"))
+	if code/100 != 2 {
+		t.Fatalf("writer's write: %d %s", code, body)
+	}
+	rc.waitSeries(t, "15:5", "modes", []string{"__name__=modes,by=writer"})
+	selBefore := tenantCounters(t, rc.c.Select.URL, "vm_tenant_select_requests_total")
+	insBefore := tenantCounters(t, rc.c.Insert.URL, "vm_tenant_inserted_rows_total")
+	refused := 0
+	for _, r := range []clusterReq{
+		clusterPost("/insert/15:5/prometheus/api/v1/import/prometheus", "text/plain", "modes{by=\"reader\"} 1\n"),
+		clusterPost("/api/v1/import/prometheus", "text/plain", "modes{by=\"reader\"} 1\n"),
+		clusterPost("/influx/write", "text/plain", "modes,by=reader v=1\n"),
+		clusterPost("/delete/15:5/prometheus/api/v1/admin/tsdb/delete_series", clusterFormCT, "match[]=modes"),
+	} {
+		code, body := c.send(t, reader, r)
+		checkClusterError(t, "read token: "+r.path, code, body, 403, `mode "read" does not allow`)
+		refused++
+	}
+	for _, r := range []clusterReq{
+		clusterGet("/select/15:5/prometheus/api/v1/query?query=modes"),
+		clusterGet("/api/v1/export?match[]=modes"),
+		clusterGet("/select/15:5/vmui/"),
+	} {
+		code, body := c.send(t, writer, r)
+		checkClusterError(t, "write token: "+r.path, code, body, 403, `mode "write" does not allow read API`)
+		refused++
+	}
+	selAfter := tenantCounters(t, rc.c.Select.URL, "vm_tenant_select_requests_total")
+	insAfter := tenantCounters(t, rc.c.Insert.URL, "vm_tenant_inserted_rows_total")
+	if selAfter["15:5"] != selBefore["15:5"] || insAfter["15:5"] != insBefore["15:5"] {
+		t.Errorf("refused requests reached the cluster: selects %v→%v, rows %v→%v", selBefore["15:5"], selAfter["15:5"], insBefore["15:5"], insAfter["15:5"])
+	}
+	rc.waitSeries(t, "15:5", "modes", []string{"__name__=modes,by=writer"})
+	code, body = c.send(t, reader, clusterGet("/select/15:5/prometheus/api/v1/query?query=modes"))
+	if code != 200 || !strings.Contains(body, `"by":"writer"`) {
+		t.Errorf("reader's query: %d %s", code, body)
+	}
+	t.Logf("%d requests refused by mode; the cluster saw none of them", refused)
+}
