@@ -193,3 +193,15 @@ func tailLines(s string, n int) string {
 }
 
 func netListen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+// TestGatewayBuiltLikeTheTests: under -race the gateway the e2e tests start is a race build too, so a data race in
+// the gateway fails them; without -race it is a plain build.
+func TestGatewayBuiltLikeTheTests(t *testing.T) {
+	out, err := exec.Command("go", "version", "-m", gatewayBin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go version -m: %s\n%s", err, out)
+	}
+	if got := strings.Contains(string(out), "-race=true"); got != raceEnabled {
+		t.Fatalf("the tests run with race=%v but the gateway binary's build settings say:\n%s", raceEnabled, out)
+	}
+}
