@@ -181,9 +181,13 @@ func TestRateLimitBurstOneReplica(t *testing.T) {
 		t.Errorf("Retry-After %q", retry)
 	}
 	typ, msg := decodeError(t, rejected.body)
-	if typ != "too_many_requests" || !strings.Contains(msg, "rate limit exceeded for tenant 0:0: limit type=queries resolution=minute value=50") ||
-		!strings.Contains(msg, "usage seen 50 in the last minute counted by this gateway") {
-		t.Errorf("429 body: %s", rejected.body)
+	// A refused request is counted for a moment before it is taken back, so a refusal may see the 50 admitted
+	// plus some of the other 15 workers' requests being refused at the same time.
+	var seen int
+	if _, err := fmt.Sscanf(msg[strings.Index(msg, "usage seen ")+len("usage seen "):], "%d", &seen); err != nil || seen < 50 || seen >= 50+16 ||
+		typ != "too_many_requests" || !strings.Contains(msg, "rate limit exceeded for tenant 0:0: limit type=queries resolution=minute value=50") ||
+		!strings.Contains(msg, " in the last minute counted by this gateway") {
+		t.Errorf("429 body: %s, want usage 50..65 counted by this gateway", rejected.body)
 	}
 	if got := metricValue(t, g, `vmgateway_ratelimit_rejected_total{type="queries",resolution="minute"}`); got != float64(m[429]) {
 		t.Errorf("rejected_total = %v, want %d", got, m[429])
