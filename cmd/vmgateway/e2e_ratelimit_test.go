@@ -159,13 +159,21 @@ func TestRateLimitBurstOneReplica(t *testing.T) {
 			rejected = &rs[i]
 		}
 	}
-	if len(left) != ok2xx(m) || !left["0"] {
-		t.Errorf("RateLimit-Remaining of the allowed answers: %d distinct values, want %d from 49 to 0", len(left), ok2xx(m))
+	// What is left is read after counting, so it also reflects the requests counted at the same moment (admitted
+	// or about to be taken back): of 16 concurrent workers, up to 15 others. The last admitted sees 0.
+	for v := range left {
+		if n, err := strconv.Atoi(v); err != nil || n < 0 || n > 49 {
+			t.Errorf("RateLimit-Remaining %q on an allowed answer, want 0..49", v)
+		}
+	}
+	if !left["0"] {
+		t.Errorf("RateLimit-Remaining of the allowed answers: no 0 among %v", left)
 	}
 	h := allowed.header
-	if h.Get("RateLimit-Limit") != "50, 50;w=60, 1000;w=3600" || h.Get("RateLimit-Remaining") != "49" ||
+	first := h.Get("RateLimit-Remaining")
+	if n, err := strconv.Atoi(first); err != nil || n < 49-15 || h.Get("RateLimit-Limit") != "50, 50;w=60, 1000;w=3600" ||
 		h.Get("RateLimit-Policy") != `"queries-minute";q=50;w=60, "queries-hour";q=1000;w=3600` ||
-		!strings.HasPrefix(h.Get("RateLimit"), `"queries-minute";r=49;t=`) {
+		!strings.HasPrefix(h.Get("RateLimit"), `"queries-minute";r=`+first+`;t=`) {
 		t.Errorf("headers of the first allowed answer: %v", h)
 	}
 	if reset, err := strconv.Atoi(h.Get("RateLimit-Reset")); err != nil || reset < 1 || reset > 61 {

@@ -516,8 +516,14 @@ func TestRealClusterRateLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	ds := vmtest.Start(t, "-promscrape.config="+cfg)
-	g := rlGateway(t, c.Select.URL, ds.URL, "limits:\n  - {type: queries, value: 30}\n  - {type: rows_inserted, value: 300}\n",
-		"-clusterMode", "-write.url="+c.Insert.URL)
+	const limits = "limits:\n  - {type: queries, value: 30}\n  - {type: rows_inserted, value: 300}\n"
+	// Two replicas without shared counts: each stops the busy reader at 30 by its own count at the latest, so
+	// together they let the cluster count more than the limit, which only the datasource can tell.
+	replicas := []*gw{
+		rlGateway(t, c.Select.URL, ds.URL, limits, "-clusterMode", "-write.url="+c.Insert.URL),
+		rlGateway(t, c.Select.URL, ds.URL, limits, "-clusterMode", "-write.url="+c.Insert.URL),
+	}
+	g := replicas[0]
 	busyReader, calmReader := rlToken(t, tenant.ID{AccountID: 21}, "busy-reader"), rlToken(t, tenant.ID{AccountID: 22}, "calm-reader")
 	busyWriter, calmWriter := rlToken(t, tenant.ID{AccountID: 23}, "busy-writer"), rlToken(t, tenant.ID{AccountID: 24}, "calm-writer")
 
@@ -530,19 +536,36 @@ func TestRealClusterRateLimits(t *testing.T) {
 			t.Fatalf("calm write: %d %s", code, b)
 		}
 	}
+	// The busy tenants' counters exist at the scraper before their bursts: increase() then counts the bursts from
+	// a small first value instead of taking a counter first seen at 30 for a counter that had always been 30.
+	if code, _, b := do(t, http.MethodGet, g.URL+"/api/v1/query?query=up", nil, bearer(busyReader)...); code != 200 {
+		t.Fatalf("busy reader's first query: %d %s", code, b)
+	}
+	if code, _, b := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", strings.NewReader("busy 1\n"), append(bearer(busyWriter), "Content-Type", "text/plain")...); code != 204 {
+		t.Fatalf("busy writer's first write: %d %s", code, b)
+	}
+	for _, sel := range []string{`vm_tenant_select_requests_total{accountID="21"}`, `vm_tenant_inserted_rows_total{accountID="23"}`} {
+		vmtest.Eventually(t, func() (bool, string) {
+			_, _, b := do(t, http.MethodGet, ds.URL+"/api/v1/series?match[]="+url.QueryEscape(sel), nil)
+			return strings.Contains(b, `"accountID"`), "the scraper has not stored " + sel + ": " + b
+		})
+	}
 	var rows strings.Builder
 	for i := 0; i < 100; i++ {
 		fmt.Fprintf(&rows, "busy{i=\"%d\"} 1\n", i)
 	}
 	// Each round adds usage the scraper sees a second later and the gateway a refresh after that; the busy tenants
-	// are cut off within a few rounds.
+	// are cut off within a few rounds. The reader's queries alternate between the replicas until both refuse.
 	var readBody, writeBody string
 	queries, written := 0, 0
+	refusedBy := map[int]bool{}
 	vmtest.Eventually(t, func() (bool, string) {
-		code, _, b := do(t, http.MethodGet, g.URL+"/api/v1/query?query=up", nil, bearer(busyReader)...)
+		r := queries % len(replicas)
+		code, _, b := do(t, http.MethodGet, replicas[r].URL+"/api/v1/query?query=up", nil, bearer(busyReader)...)
 		queries++
 		if code == 429 {
 			readBody = b
+			refusedBy[r] = true
 		} else if code != 200 {
 			return false, fmt.Sprintf("busy reader: %d %s", code, b)
 		}
@@ -557,7 +580,7 @@ func TestRealClusterRateLimits(t *testing.T) {
 				return false, fmt.Sprintf("busy writer: %d %s", code, b)
 			}
 		}
-		return readBody != "" && writeBody != "", fmt.Sprintf("after %d queries and %d rows: reader %q writer %q", queries, written, readBody, writeBody)
+		return len(refusedBy) == len(replicas) && writeBody != "", fmt.Sprintf("after %d queries and %d rows: reader %q writer %q", queries, written, readBody, writeBody)
 	})
 	for _, tc := range []struct{ body, want string }{
 		{readBody, "rate limit exceeded for tenant 21:0: limit type=queries resolution=minute value=30"},
@@ -585,8 +608,7 @@ func TestRealClusterRateLimits(t *testing.T) {
 	}
 	// A fresh gateway has counted nothing itself: what stops the busy tenants there is the cluster's usage, read
 	// from the scraper. Counting alone it would admit 30 queries and 3 batches of 100 rows.
-	g2 := rlGateway(t, c.Select.URL, ds.URL, "limits:\n  - {type: queries, value: 30}\n  - {type: rows_inserted, value: 300}\n",
-		"-clusterMode", "-write.url="+c.Insert.URL)
+	g2 := rlGateway(t, c.Select.URL, ds.URL, limits, "-clusterMode", "-write.url="+c.Insert.URL)
 	passedReads, passedWrites := 0, 0
 	vmtest.Eventually(t, func() (bool, string) {
 		rc, _, rb := do(t, http.MethodGet, g2.URL+"/api/v1/query?query=up", nil, bearer(busyReader)...)
@@ -606,7 +628,7 @@ func TestRealClusterRateLimits(t *testing.T) {
 	// The usage the gateway acted on is the cluster's own count, as the scraper stored it.
 	sel := tenantCounters(t, c.Select.URL, "vm_tenant_select_requests_total")
 	ins := tenantCounters(t, c.Insert.URL, "vm_tenant_inserted_rows_total")
-	if sel["21:0"] < 30 || ins["23:0"] < 300 {
+	if sel["21:0"] <= 30 || ins["23:0"] <= 300 {
 		t.Errorf("the cluster counted %v queries of 21:0 and %v rows of 23:0, want them over the limits", sel["21:0"], ins["23:0"])
 	}
 	t.Logf("cut off after %d queries (cluster counted %v) and %d rows (cluster counted %v)", queries, sel["21:0"], written, ins["23:0"])
