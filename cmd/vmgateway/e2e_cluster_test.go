@@ -25,9 +25,10 @@ import (
 )
 
 // Issue 5: in cluster mode every request lands in the token's tenant and nowhere else. Two recording upstreams
-// stand in for vmselect and vminsert (the cluster binaries are not packaged here), so a read can never be seen at
-// the write upstream or the other way round. The tables read like prom-label-proxy's: request in, forwarded
-// request out.
+// stand for vmselect and vminsert, so these tests assert the exact request forwarded, and a read can never be seen
+// at the write upstream or the other way round; e2e_realcluster_test.go sends the same requests to a real cluster
+// and checks what it stored and answered. The tables read like prom-label-proxy's: request in, forwarded request
+// out.
 
 // clusterKey signs the tokens of these tests; P-256 keeps key generation cheap.
 var clusterKey = sync.OnceValue(func() *ecdsa.PrivateKey {
