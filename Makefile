@@ -5,8 +5,16 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 # a duration: Go 1.26's fuzz coordinator can fail a duration-bounded run with a spurious "context deadline exceeded"
 # at the deadline (golang/go#75804, fixed in Go 1.27).
 FUZZTIME ?= 50000x
+# The current single-node release the e2e tests run beside Debian's 1.79.5 (internal/vmtest.CurrentVersion). Build
+# it once with: GOBIN=<dir> go install github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics@v1.151.0
+# and point VM_CURRENT_BIN at <dir>/victoria-metrics; .ci/run caches it in /var/cache/vmgateway-ci/vm-v1.151.0.
+VM_CURRENT_BIN ?= $(firstword $(wildcard /var/cache/vmgateway-ci/vm-v1.151.0/victoria-metrics $(HOME)/go/bin/victoria-metrics /root/vmbin/victoria-metrics))
+export VM_CURRENT_BIN
+# The VictoriaMetrics cluster binaries (vmstorage, vminsert, vmselect) for the cluster e2e tests: a directory in
+# VMCLUSTER_BIN, else the tests unpack ../shared/vm-cluster (or VMCLUSTER_SRC) into a cache.
+export VMCLUSTER_BIN VMCLUSTER_SRC
 
-.PHONY: build test vet fuzz soak run bench clean
+.PHONY: build test test-cluster vet fuzz soak run bench clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/vmgateway ./cmd/vmgateway
@@ -15,15 +23,25 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
 
+# `make test` runs everything, the real-cluster scenarios included.
 test: vet
 	$(GO) test -race -count=1 -timeout 30m ./...
 	$(MAKE) fuzz
 
+# The cluster-mode end-to-end scenarios against a real vmstorage/vminsert/vmselect started by the tests
+# (cmd/vmgateway/e2e_realcluster_test.go: every test named TestRealCluster*), and the cluster helper's own test.
+test-cluster:
+	$(GO) test -race -count=1 -timeout 20m -run '^TestRealCluster' -v ./cmd/vmgateway/
+	$(GO) test -race -count=1 -run '^TestCluster' ./internal/vmtest/
+
+# Every fuzz target in every package: a target name may repeat across packages.
 fuzz:
-	@for target in $$(grep -rhoE '^func (Fuzz[A-Za-z0-9_]+)' --include='*_test.go' internal | sed 's/func //' | sort -u); do \
-		pkg=$$(grep -rlE "^func $$target\(" --include='*_test.go' internal | head -1 | xargs dirname); \
-		echo "fuzz $$target in $$pkg for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -timeout 5m ./$$pkg || exit 1; \
+	@for file in $$(grep -rlE '^func Fuzz[A-Za-z0-9_]+\(' --include='*_test.go' internal cmd | sort); do \
+		pkg=./$$(dirname $$file); \
+		for target in $$(grep -hoE '^func Fuzz[A-Za-z0-9_]+' $$file | sed 's/func //'); do \
+			echo "fuzz $$target in $$pkg for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) -timeout 5m $$pkg || exit 1; \
+		done; \
 	done
 
 # The soak test (cmd/vmgateway/soak_test.go): about a minute of mixed reads, writes and garbage from 32 clients

@@ -10,14 +10,6 @@ GW_PORT=${GW_PORT:-8431}
 # The gateway binary; `make run` builds bin/vmgateway first.
 VMGATEWAY=${VMGATEWAY:-bin/vmgateway}
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in "VM_PORT=$VM_PORT" "GW_PORT=$GW_PORT"; do
-	if port_busy "${p#*=}"; then
-		echo "port ${p#*=} is already in use (another VictoriaMetrics or gateway?): run with another ${p%%=*}, e.g. ${p%%=*}=$(( ${p#*=} + 10000 )) make run" >&2
-		exit 1
-	fi
-done
-
 # A fresh machine may lack any of them: VictoriaMetrics itself, curl for the demo data, openssl for the demo key.
 missing=()
 command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
@@ -32,6 +24,22 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ -x "$VMGATEWAY" ] || make build
+
+# Checked after the install: the victoria-metrics package may have just started its own service on :8428.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_holder() { # what listens on port $1, as ss tells it, when it can
+	local who=""
+	if command -v ss >/dev/null 2>&1; then
+		who=$(ss -Htlnp "sport = :$1" 2>/dev/null | grep -o 'users:(([^)]*))' | head -1 | sed 's/^users:((//; s/))$//')
+	fi
+	echo "${who:-a process ss could not name}"
+}
+for p in "VM_PORT=$VM_PORT" "GW_PORT=$GW_PORT"; do
+	if port_busy "${p#*=}"; then
+		echo "port ${p#*=} is already in use by $(port_holder "${p#*=}") (a packaged VictoriaMetrics service, another gateway?): stop it (e.g. systemctl stop victoria-metrics) or run with another ${p%%=*}, e.g. ${p%%=*}=$(( ${p#*=} + 10000 )) make run" >&2
+		exit 1
+	fi
+done
 
 tmp=$(mktemp -d -t vmgateway-run.XXXXXX)
 pids=()

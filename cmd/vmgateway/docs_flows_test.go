@@ -281,9 +281,13 @@ func (d *docRun) transcript(b mdBlock) {
 		for i, w := range s.want {
 			want[i] = d.subst(b, w)
 		}
-		// New series take about a second to become searchable in VictoriaMetrics: a read right after a write is
-		// retried until it prints what the doc says, as a reader would see it a moment later.
-		deadline := time.Now().Add(15 * time.Second)
+		// New series take about a second to become searchable in VictoriaMetrics: a read of data right after a
+		// write is retried until it prints what the doc says, as a reader would see it a moment later. Every other
+		// command (writes, token tools, status checks) runs once: a retry there would hide a flaky answer.
+		deadline := time.Now()
+		if waitsForData(s.cmd) {
+			deadline = deadline.Add(15 * time.Second)
+		}
 		for {
 			cmd := exec.Command(d.bash, "-c", script)
 			cmd.Dir, cmd.Env = d.dir, d.env
@@ -303,6 +307,28 @@ func (d *docRun) transcript(b mdBlock) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+}
+
+// dataReads are the read APIs whose answer shows data written a moment before.
+var dataReads = []string{"/api/v1/query", "/api/v1/label", "/api/v1/series", "/api/v1/export", "/federate"}
+
+// waitsForData tells whether a documented command reads data through the gateway: a curl of a read API that
+// prints the answer's body rather than its status code or headers.
+func waitsForData(cmd string) bool {
+	if !strings.HasPrefix(cmd, "curl ") || strings.Contains(cmd, "%{http_code}") || strings.Contains(cmd, "-D -") {
+		return false
+	}
+	for _, w := range []string{"/import", "/write", "delete_series", "/admin/"} {
+		if strings.Contains(cmd, w) {
+			return false
+		}
+	}
+	for _, r := range dataReads {
+		if strings.Contains(cmd, r) {
+			return true
+		}
+	}
+	return false
 }
 
 func trimLines(ls []string) []string {
@@ -1052,6 +1078,24 @@ func TestAnyLiteralFits(t *testing.T) {
 	} {
 		if got := anyLiteralFits(literals, tc.msg); got != tc.ok {
 			t.Errorf("anyLiteralFits(%q) = %v, want %v", tc.msg, got, tc.ok)
+		}
+	}
+}
+
+// TestWaitsForData: only reads of data are retried by the docs harness.
+func TestWaitsForData(t *testing.T) {
+	for cmd, want := range map[string]bool{
+		`curl -s http://localhost:8431/api/v1/label/team/values -H "Authorization: Bearer $READ_DEV"`:                    true,
+		"curl -s http://localhost:8431/api/v1/query -H \"Authorization: Bearer $FULL\" \\\n --data-urlencode 'query=up'": true,
+		`curl -s -w '%{http_code}\n' http://localhost:8431/api/v1/import/prometheus -d 'x 1'`:                            false,
+		`curl -s -w '%{http_code}\n' 'http://localhost:8431/api/v1/query?query=up'`:                                      false,
+		`curl -s -D - 'http://localhost:8431/api/v1/query?query=up' -H "Authorization: Bearer $TOKEN"`:                   false,
+		`curl -s 'http://localhost:8431/ratelimit/status?authKey=status-secret&tenant=0'`:                                false,
+		`vmgateway token explain -auth.publicKeyFiles=pub.pem "$READ_DEV"`:                                               false,
+		`curl -s -X POST 'http://localhost:8431/api/v1/admin/tsdb/delete_series?match[]=up'`:                             false,
+	} {
+		if got := waitsForData(cmd); got != want {
+			t.Errorf("waitsForData(%q) = %v, want %v", cmd, got, want)
 		}
 	}
 }

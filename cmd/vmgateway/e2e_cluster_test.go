@@ -25,9 +25,10 @@ import (
 )
 
 // Issue 5: in cluster mode every request lands in the token's tenant and nowhere else. Two recording upstreams
-// stand in for vmselect and vminsert (the cluster binaries are not packaged here), so a read can never be seen at
-// the write upstream or the other way round. The tables read like prom-label-proxy's: request in, forwarded
-// request out.
+// stand for vmselect and vminsert, so these tests assert the exact request forwarded, and a read can never be seen
+// at the write upstream or the other way round; e2e_realcluster_test.go sends the same requests to a real cluster
+// and checks what it stored and answered. The tables read like prom-label-proxy's: request in, forwarded request
+// out.
 
 // clusterKey signs the tokens of these tests; P-256 keeps key generation cheap.
 var clusterKey = sync.OnceValue(func() *ecdsa.PrivateKey {
@@ -519,21 +520,24 @@ type clusterAttack struct {
 
 // TestClusterAttacks: tenants other than the token's, multitenant, traversal, header-shaped paths, out-of-range
 // tenants and tenant labels are refused with the right status and reach neither upstream.
-func TestClusterAttacks(t *testing.T) {
-	c := startClusterGW(t, true)
-	t15 := tenant.ID{AccountID: 15}
-	full := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: t15})
-	restricted := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: t15, ExtraLabels: map[string]string{"team": "dev"}, ExtraFilters: []string{`{env=~"prod|stage"}`}})
-	get := func(p string) clusterReq { return clusterReq{method: "GET", path: p} }
-	post := func(p, ctype, body string) clusterReq {
-		return clusterReq{method: "POST", path: p, ctype: ctype, body: body}
-	}
+// clusterGet and clusterPost build the requests of the attack tables.
+func clusterGet(p string) clusterReq { return clusterReq{method: "GET", path: p} }
+
+func clusterPost(p, ctype, body string) clusterReq {
+	return clusterReq{method: "POST", path: p, ctype: ctype, body: body}
+}
+
+// clusterAttacks are the requests a full token of tenant 15:0 sends to reach other tenants, the multitenant
+// API or tenant labels; each must be refused before anything is forwarded. The recording test checks what was
+// forwarded, the real-cluster test what the cluster stored and answered.
+func clusterAttacks() []clusterAttack {
+	get, post := clusterGet, clusterPost
 	const (
 		allows = "the token allows tenant 15:0 only"
 		mt     = `"multitenant" pseudo-tenant`
 		query  = "/prometheus/api/v1/query?query=up"
 	)
-	attacks := []clusterAttack{
+	return []clusterAttack{
 		// A tenant in the path that is not the token's.
 		{"other account", get("/select/16" + query), 403, allows},
 		{"other project", get("/select/15:1" + query), 403, allows},
@@ -640,6 +644,16 @@ func TestClusterAttacks(t *testing.T) {
 		{"extra_label on a write", post("/insert/15/prometheus/api/v1/import/prometheus?extra_label=vm_account_id=16", "text/plain", "x 1\n"), 403, "vm_account_id"},
 		{"extra_label on influx", post("/influx/write?extra_label=vm_project_id=2", "text/plain", "cpu v=1\n"), 403, "vm_project_id"},
 	}
+}
+
+func TestClusterAttacks(t *testing.T) {
+	c := startClusterGW(t, true)
+	t15 := tenant.ID{AccountID: 15}
+	full := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: t15})
+	restricted := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: t15, ExtraLabels: map[string]string{"team": "dev"}, ExtraFilters: []string{`{env=~"prod|stage"}`}})
+	get := clusterGet
+	const query = "/prometheus/api/v1/query?query=up"
+	attacks := clusterAttacks()
 	for _, a := range attacks {
 		code, body := c.send(t, full, a.req)
 		c.expectRefused(t, "full token: "+a.name+": "+a.req.path, code, body, a.code, a.msg)

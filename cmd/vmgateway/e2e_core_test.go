@@ -293,63 +293,28 @@ func TestBasicAuthAndPathPrefix(t *testing.T) {
 	}
 }
 
-// TestVMUIThroughGateway: vmui's page and assets, and its redirect, pass through in both modes and below a path
-// prefix. Debian's victoria-metrics ships without the vmui assets, so a recording upstream serves them here.
+// TestVMUIThroughGateway: the real vmui of the current single-node release and of the cluster's vmselect, its
+// page, its assets and its redirect, through the gateway in both modes, in both path shapes and below a path
+// prefix. (Debian's 1.79.5 ships without vmui's assets.)
 func TestVMUIThroughGateway(t *testing.T) {
-	rec := vmtest.NewRecorder(t)
-	rec.Respond(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case strings.HasSuffix(r.URL.Path, "/vmui"):
-			http.Redirect(w, r, r.URL.Path+"/", http.StatusMovedPermanently)
-		case strings.HasSuffix(r.URL.Path, "/vmui/"):
-			_, _ = io.WriteString(w, `<html><script src="./static/js/main.js"></script></html>`)
-		case strings.HasSuffix(r.URL.Path, "/vmui/static/js/main.js"):
-			w.Header().Set("Content-Type", "application/javascript")
-			_, _ = io.WriteString(w, "console.log('vmui')")
-		default:
-			http.NotFound(w, r)
-		}
-	})
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	for _, tc := range []struct {
-		name, flag, clientRoot, upstreamRoot string
-	}{
-		{"single", "-clusterMode=false", "/gw/", "/"},
-		{"single, cluster-shaped path", "-clusterMode=false", "/gw/select/0:0/", "/"},
-		{"cluster", "-clusterMode", "/gw/", "/select/0:0/"},
-		{"cluster, cluster-shaped path", "-clusterMode", "/gw/select/0/", "/select/0:0/"},
-	} {
-		g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-http.pathPrefix=/gw", tc.flag)
-		resp, err := client.Get(g.URL + tc.clientRoot + "vmui")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		loc, _ := resp.Location()
-		if resp.StatusCode != http.StatusMovedPermanently || loc == nil || loc.Path != tc.clientRoot+"vmui/" {
-			t.Errorf("%s: redirect %d to %v, want %svmui/", tc.name, resp.StatusCode, loc, tc.clientRoot)
-			continue
-		}
-		for _, pw := range [][2]string{{"vmui/", "<html>"}, {"vmui/static/js/main.js", "console.log"}} {
-			path, want := pw[0], pw[1]
-			code, _, body := do(t, http.MethodGet, g.URL+tc.clientRoot+path, nil)
-			if code != 200 || !strings.Contains(body, want) {
-				t.Errorf("%s: GET %s%s: %d %q", tc.name, tc.clientRoot, path, code, body)
-			}
-		}
-		got := rec.Requests()
-		if len(got) != 3 || got[0].Path != tc.upstreamRoot+"vmui" || got[1].Path != tc.upstreamRoot+"vmui/" || got[2].Path != tc.upstreamRoot+"vmui/static/js/main.js" {
-			t.Errorf("%s: upstream saw %+v", tc.name, got)
-		}
-	}
+	vm := vmtest.StartCurrent(t)
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-http.pathPrefix=/gw")
+	checkRealVMUI(t, g.URL, "", []string{"/gw/", "/gw/prometheus/", "/gw/select/0:0/", "/gw/select/0/prometheus/"})
+
+	c := vmtest.StartCluster(t)
+	g = startGateway(t, "-read.url="+c.Select.URL, "-write.url="+c.Insert.URL, "-http.pathPrefix=/gw", "-clusterMode")
+	checkRealVMUI(t, g.URL, "", []string{"/gw/", "/gw/prometheus/", "/gw/select/0:0/", "/gw/select/0/prometheus/"})
 }
 
 // TestGracefulShutdown: SIGTERM makes /health answer 503 during -http.shutdownDelay while an in-flight request
 // still completes.
 func TestGracefulShutdown(t *testing.T) {
 	rec := vmtest.NewRecorder(t)
+	// The upstream holds the request until the test has seen the shutdown delay begin: it is in flight for sure.
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
 	rec.Respond(func(w http.ResponseWriter, _ *http.Request) {
-		time.Sleep(1500 * time.Millisecond)
+		arrived <- struct{}{}
+		<-release
 		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
 	})
 	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-http.shutdownDelay=1s", "-http.maxGracefulShutdownDuration=5s")
@@ -367,7 +332,7 @@ func TestGracefulShutdown(t *testing.T) {
 		resp.Body.Close()
 		inflight <- result{resp.StatusCode, nil}
 	}()
-	time.Sleep(200 * time.Millisecond)
+	<-arrived
 	_ = g.cmd.Process.Signal(syscall.SIGTERM)
 	vmtest.Eventually(t, func() (bool, string) {
 		resp, err := http.Get(g.URL + "/health")
@@ -377,6 +342,7 @@ func TestGracefulShutdown(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusServiceUnavailable, fmt.Sprintf("/health answered %d during the shutdown delay", resp.StatusCode)
 	})
+	close(release)
 	r := <-inflight
 	if r.err != nil || r.code != 200 {
 		t.Fatalf("in-flight request during shutdown: %d %v", r.code, r.err)

@@ -31,9 +31,23 @@ func writeTeamsDirect(t *testing.T, vm *vmtest.VM) {
 }
 
 // TestAdversarialCorpusThroughGateway sends the shared corpus of hostile requests through the real gateway with
-// restricted team=dev tokens: no answer may carry another team's series, label name or value.
+// restricted team=dev tokens, into Debian's 1.79.5 and into the current release: no answer may carry another
+// team's series, label name or value. The current release also evaluates tokens with several extra_filters, which
+// the gateway rewrites to `or` filters that 1.79.5 cannot parse.
 func TestAdversarialCorpusThroughGateway(t *testing.T) {
-	vm := vmtest.Start(t)
+	for _, tc := range []struct {
+		name   string
+		start  func(testing.TB, ...string) *vmtest.VM
+		modern bool
+	}{
+		{"debian-1.79.5", vmtest.Start, false},
+		{"current-" + vmtest.CurrentVersion, vmtest.StartCurrent, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { adversarialCorpus(t, tc.start(t), tc.modern) })
+	}
+}
+
+func adversarialCorpus(t *testing.T, vm *vmtest.VM, modern bool) {
 	writeTeamsDirect(t, vm)
 	priv, pub := keyPair(t, "rsa")
 	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub)
@@ -46,6 +60,10 @@ func TestAdversarialCorpusThroughGateway(t *testing.T) {
 		"labels+filter": mint(t, priv, "-mode=full", "-extraLabels=team=dev", `-extraFilters={instance=~"dev-.*"}`),
 		"filter only":   mint(t, priv, "-mode=full", `-extraFilters={team="dev",instance="dev-host"}`),
 		"vmauth shape":  mint(t, priv, "-mode=read", "-claimShape=vmauth", "-extraLabels=team=dev"),
+	}
+	if modern {
+		tokens["two filters (or)"] = mint(t, priv, "-mode=full", `-extraFilters={team="dev",instance="dev-host"}`, `-extraFilters={team="dev",job="api"}`)
+		tokens["labels+two filters (or)"] = mint(t, priv, "-mode=full", "-extraLabels=team=dev", `-extraFilters={instance="dev-host"}`, `-extraFilters={job=~"api|web"}`)
 	}
 	for name, tok := range tokens {
 		t.Run(name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,12 +39,21 @@ func measure(t testing.TB, g *gw) footprint {
 	return footprint{fds: len(entries), goroutines: int(metricValue(t, g, "go_goroutines"))}
 }
 
-// metricValue reads one unlabelled or fully labelled series from the gateway's /metrics.
+// metricValue reads one unlabelled or fully labelled series from the gateway's /metrics. A series that is not
+// there fails the test: read as 0 it would pass every "is 0" check after the metric was renamed or dropped.
 func metricValue(t testing.TB, g *gw, series string) float64 {
 	t.Helper()
-	resp, err := freshClient.Get(g.URL + "/metrics")
+	v, err := readMetric(g.URL+"/metrics", series)
 	if err != nil {
-		t.Fatalf("/metrics: %s", err)
+		t.Fatalf("%s", err)
+	}
+	return v
+}
+
+func readMetric(metricsURL, series string) (float64, error) {
+	resp, err := freshClient.Get(metricsURL)
+	if err != nil {
+		return 0, fmt.Errorf("/metrics: %w", err)
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
@@ -52,12 +62,15 @@ func metricValue(t testing.TB, g *gw, series string) float64 {
 		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
-				t.Fatalf("%s: %s", series, err)
+				return 0, fmt.Errorf("%s: %w", series, err)
 			}
-			return f
+			return f, nil
 		}
 	}
-	return 0
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("reading %s: %w", metricsURL, err)
+	}
+	return 0, fmt.Errorf("%s has no series %s", metricsURL, series)
 }
 
 // settlesNear waits until the footprint is back within tolerance of the baseline: connections are closed and
@@ -333,8 +346,45 @@ func TestClientCancellationReachesUpstream(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the upstream request still runs 10s after the client went away")
 	}
+	// The series appears with its first count, a moment after the upstream saw the cancellation.
 	vmtest.Eventually(t, func() (bool, string) {
-		n := metricValue(t, g, `vmgateway_upstream_errors_total{upstream="read",reason="client_canceled"}`)
-		return n == 1, fmt.Sprintf("client_canceled = %v", n)
+		n, err := readMetric(g.URL+"/metrics", `vmgateway_upstream_errors_total{upstream="read",reason="client_canceled"}`)
+		return err == nil && n == 1, fmt.Sprintf("client_canceled = %v (%v)", n, err)
 	})
+}
+
+// TestMetricValueFailsOnAbsentSeries: metricValue fails the test for a series the gateway does not export, and
+// reads a present one, labelled or not, zero included.
+func TestMetricValueFailsOnAbsentSeries(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL)
+	do(t, http.MethodGet, g.URL+"/api/v1/query?query=up", nil)
+	if v := metricValue(t, g, `vmgateway_requests_total{api="query",code="200"}`); v != 1 {
+		t.Errorf("requests_total = %v, want 1", v)
+	}
+	for _, absent := range []string{"vmgateway_no_such_metric_total", `vmgateway_requests_total{api="query",code="599"}`, "vmgateway_requests_total"} {
+		ft := &fatalTB{TB: t}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			metricValue(ft, g, absent)
+		}()
+		<-done
+		if !strings.Contains(ft.msg, "has no series "+absent) {
+			t.Errorf("metricValue(%s) did not fail the test: %q", absent, ft.msg)
+		}
+	}
+}
+
+// fatalTB records Fatalf and ends the goroutine as the real one would, so a check's failure can be tested.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Helper() {}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }

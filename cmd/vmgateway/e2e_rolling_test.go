@@ -167,10 +167,18 @@ func TestRollingRestartLosesNoWrite(t *testing.T) {
 		}(i)
 	}
 
+	// Writes are flowing when a restart begins: wait until a few more were acknowledged since the last one.
+	flowing := func() {
+		from := w.acked.Load()
+		vmtest.Eventually(t, func() (bool, string) {
+			n := w.acked.Load()
+			return n >= from+20, fmt.Sprintf("%d writes acknowledged since the last restart, want 20", n-from)
+		})
+	}
 	restarts := 0
 	for round := 0; round < 2; round++ {
 		for i := range gws {
-			time.Sleep(300 * time.Millisecond)
+			flowing()
 			before := w.acked.Load()
 			_ = gws[i].cmd.Process.Signal(syscall.SIGTERM)
 			select {
@@ -188,7 +196,7 @@ func TestRollingRestartLosesNoWrite(t *testing.T) {
 			restarts++
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	flowing()
 	close(stop)
 	wg.Wait()
 

@@ -27,7 +27,13 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	gatewayBin = filepath.Join(dir, "vmgateway")
-	out, err := exec.Command("go", "build", "-o", gatewayBin, ".").CombinedOutput()
+	// A data race in the gateway shows in the process the tests start, not in the test binary: build it the way
+	// the tests are built; startGateway fails the test whose gateway reported a race.
+	args := []string{"build", "-o", gatewayBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cannot build vmgateway: %s\n%s", err, out)
 		os.Exit(1)
@@ -36,6 +42,9 @@ func TestMain(m *testing.M) {
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+// raceReport starts what the race detector prints.
+const raceReport = "WARNING: DATA RACE"
 
 // gw is a running vmgateway process.
 type gw struct {
@@ -74,6 +83,9 @@ func startGatewayEnv(t testing.TB, env []string, flags ...string) *gw {
 		if g.waitHealthy(prefix) {
 			t.Cleanup(func() {
 				g.stop(syscall.SIGKILL)
+				if logs := g.logs.String(); strings.Contains(logs, raceReport) {
+					t.Errorf("the gateway reported a data race:\n%s", logs[strings.Index(logs, raceReport):])
+				}
 				if t.Failed() {
 					t.Logf("vmgateway logs:\n%s", tailLines(g.logs.String(), 40))
 				}
@@ -181,3 +193,15 @@ func tailLines(s string, n int) string {
 }
 
 func netListen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+
+// TestGatewayBuiltLikeTheTests: under -race the gateway the e2e tests start is a race build too, so a data race in
+// the gateway fails them; without -race it is a plain build.
+func TestGatewayBuiltLikeTheTests(t *testing.T) {
+	out, err := exec.Command("go", "version", "-m", gatewayBin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go version -m: %s\n%s", err, out)
+	}
+	if got := strings.Contains(string(out), "-race=true"); got != raceEnabled {
+		t.Fatalf("the tests run with race=%v but the gateway binary's build settings say:\n%s", raceEnabled, out)
+	}
+}

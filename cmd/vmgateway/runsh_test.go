@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -180,4 +181,30 @@ func checkPrinted(comment, out string, err error) string {
 		}
 	}
 	return ""
+}
+
+// TestMakeRunNamesTheBusyPort: a port already taken (here by this test; on a user's machine often the service the
+// victoria-metrics package starts) stops scripts/run.sh after its install step, with a message naming the holder.
+func TestMakeRunNamesTheBusyPort(t *testing.T) {
+	bash := vmtest.Require(t, "bash")
+	for _, bin := range []string{"curl", "openssl", vmtest.Binary} {
+		vmtest.Require(t, bin)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, busy, _ := net.SplitHostPort(ln.Addr().String())
+	cmd := exec.Command(bash, "scripts/run.sh")
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "VM_PORT="+busy, "GW_PORT="+freePortNumber(t), "VMGATEWAY="+gatewayBin)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "port "+busy+" is already in use by ") {
+		t.Fatalf("scripts/run.sh with VM_PORT=%s taken: %v\n%s", busy, err, out)
+	}
+	if _, err := exec.LookPath("ss"); err == nil && !strings.Contains(string(out), fmt.Sprintf("pid=%d,", os.Getpid())) {
+		t.Errorf("the message does not name this process (pid %d) as the holder:\n%s", os.Getpid(), out)
+	}
 }

@@ -21,8 +21,9 @@ type Recorded struct {
 	Body          string
 }
 
-// Recorder is a fake upstream that records exactly what was forwarded to it, for the places where the real
-// component cannot run here (VictoriaMetrics cluster binaries are not packaged). Respond sets its answer.
+// Recorder is a fake upstream that records exactly what was forwarded to it, for tests that assert the exact
+// request (path, args, headers, body byte for byte), which no real backend can show. It never replaces a real
+// backend: Start, StartCurrent and StartCluster run those. Respond sets its answer.
 type Recorder struct {
 	URL string
 

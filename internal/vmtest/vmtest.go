@@ -46,26 +46,36 @@ func Require(t testing.TB, path string) string {
 // FreePort returns a loopback address with a port that was free a moment ago.
 func FreePort(t testing.TB) string {
 	t.Helper()
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+func freeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("cannot pick a free port: %s", err)
+		return "", fmt.Errorf("cannot pick a free port: %w", err)
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	return addr
+	return addr, nil
 }
 
 // Start runs victoria-metrics with a temp data dir on a random loopback port and waits until it is ready.
 // Extra flags are appended to the command line.
 func Start(t testing.TB, flags ...string) *VM {
 	t.Helper()
-	bin := Require(t, Binary)
+	return startSingle(t, Require(t, Binary), flags)
+}
+
+// startSingle runs the single-node server bin as Start describes.
+func startSingle(t testing.TB, bin string, flags []string) *VM {
+	t.Helper()
 	dir := t.TempDir()
-	var lastErr error
-	// A port picked by FreePort can be taken by someone else before victoria-metrics binds it: retry a few times.
-	for attempt := 0; attempt < 5; attempt++ {
-		addr := FreePort(t)
-		vm := &VM{URL: "http://" + addr, dir: dir, args: append([]string{
+	vm, err := startProc(dir, func(addr string) []string {
+		return append([]string{
 			bin,
 			"-storageDataPath=" + filepath.Join(dir, "data"),
 			"-httpListenAddr=" + addr,
@@ -74,21 +84,41 @@ func Start(t testing.TB, flags ...string) *VM {
 			"-search.latencyOffset=0s",
 			"-dedup.minScrapeInterval=0s",
 			"-loggerLevel=ERROR",
-		}, flags...)}
+		}, flags...)
+	})
+	if err != nil {
+		t.Fatalf("%s did not start: %s", bin, err)
+	}
+	t.Cleanup(vm.Stop)
+	return vm
+}
+
+// startProc starts a VictoriaMetrics process whose command line args(addr) listens on the HTTP address addr and
+// waits until its /health answers. A port picked by FreePort can be taken by someone else before the process
+// binds it: it retries a few times on fresh ports.
+func startProc(dir string, args func(addr string) []string) (*VM, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		vm := &VM{URL: "http://" + addr, dir: dir, args: args(addr)}
 		if lastErr = vm.run(); lastErr == nil {
-			t.Cleanup(vm.Stop)
-			return vm
+			return vm, nil
 		}
 	}
-	t.Fatalf("victoria-metrics did not start: %s", lastErr)
-	return nil
+	return nil, lastErr
 }
 
 // run starts the process and waits until it is ready; when it is not, the process is gone and the error
 // carries its log.
 func (vm *VM) run() error {
 	vm.starts++
-	logf, err := os.Create(filepath.Join(vm.dir, fmt.Sprintf("vm-%d.log", vm.starts)))
+	logf, err := os.Create(filepath.Join(vm.dir, fmt.Sprintf("%s-%d.log", filepath.Base(vm.args[0]), vm.starts)))
 	if err != nil {
 		return fmt.Errorf("cannot create log file: %w", err)
 	}
@@ -124,7 +154,7 @@ func (vm *VM) Restart(t testing.TB) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Fatalf("victoria-metrics did not restart on %s: %s", vm.URL, err)
+	t.Fatalf("%s did not restart on %s: %s", filepath.Base(vm.args[0]), vm.URL, err)
 }
 
 func (vm *VM) waitReady(done <-chan error) error {
@@ -132,7 +162,7 @@ func (vm *VM) waitReady(done <-chan error) error {
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-done:
-			return fmt.Errorf("victoria-metrics exited early: %v", err)
+			return fmt.Errorf("%s exited early: %v", filepath.Base(vm.args[0]), err)
 		default:
 		}
 		resp, err := http.Get(vm.URL + "/health")
@@ -144,7 +174,7 @@ func (vm *VM) waitReady(done <-chan error) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("victoria-metrics at %s not ready after 30s", vm.URL)
+	return fmt.Errorf("%s at %s not ready after 30s", filepath.Base(vm.args[0]), vm.URL)
 }
 
 // Flush asks VictoriaMetrics to make recently written data searchable. New series still take about a second
