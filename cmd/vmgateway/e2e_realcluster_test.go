@@ -333,7 +333,7 @@ func TestRealClusterRestrictedReads(t *testing.T) {
 	rc.importDirect(t, "15:0", body.String())
 	rc.importDirect(t, "16:0", `rr{team="dev",app="api",tier="gold",owner="16"} 666`+"\n")
 	rc.waitSeries(t, "16:0", "rr", []string{"__name__=rr,app=api,owner=16,team=dev,tier=gold"})
-	tok := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: tenant.ID{AccountID: 15}, Mode: auth.ModeRead,
+	tok := clusterToken(t, auth.VMAccess{Tenant: tenant.ID{AccountID: 15}, Mode: auth.ModeRead,
 		ExtraLabels: map[string]string{"team": "dev"}, ExtraFilters: []string{`{app="api"}`, `{tier="gold"}`}})
 	// team=dev and (app=api or tier=gold): api/gold, api/silver, db/gold.
 	vmtest.Eventually(t, func() (bool, string) {
@@ -445,7 +445,7 @@ func TestRealClusterAdminTenants(t *testing.T) {
 // trailing slash stays on the gateway, the page and the assets it names load, and another tenant's vmui is refused.
 func TestRealClusterVMUI(t *testing.T) {
 	rc := startRealCluster(t)
-	tok := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: tenant.ID{AccountID: 15, ProjectID: 5}, Mode: auth.ModeRead})
+	tok := clusterToken(t, auth.VMAccess{Tenant: tenant.ID{AccountID: 15, ProjectID: 5}, Mode: auth.ModeRead})
 	checkRealVMUI(t, rc.g.URL, tok, []string{"/", "/select/15:5/", "/select/15:5/prometheus/"})
 	c := &clusterGW{g: rc.g}
 	code, body := c.send(t, tok, clusterGet("/select/16:5/vmui/"))
