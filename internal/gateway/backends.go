@@ -128,19 +128,31 @@ func (s *backendSet) pick(bs []*backend, tried uint64) int {
 			}
 		}
 	} else {
-		start := int(s.rr.Add(1) % uint32(n))
-		var bestLoad int64
-		for k := 0; k < n; k++ {
-			i := start + k
-			if i >= n {
-				i -= n
-			}
-			b := bs[i]
+		// The fewest in flight wins; among equals the turn rotates, so an idle set is used round-robin.
+		var minLoad int64
+		ties := 0
+		for i, b := range bs {
 			if isTried(tried, i) || s.isBroken(b, &now) {
 				continue
 			}
-			if load := b.inflight.Load(); best < 0 || load < bestLoad {
-				best, bestLoad = i, load
+			switch load := b.inflight.Load(); {
+			case best < 0 || load < minLoad:
+				best, minLoad, ties = i, load, 1
+			case load == minLoad:
+				ties++
+			}
+		}
+		if ties > 1 {
+			turn := int(s.rr.Add(1) % uint32(ties))
+			for i := best; i < n; i++ {
+				b := bs[i]
+				if isTried(tried, i) || s.isBroken(b, &now) || b.inflight.Load() > minLoad {
+					continue
+				}
+				if turn == 0 {
+					return i
+				}
+				turn--
 			}
 		}
 		if best >= 0 {
