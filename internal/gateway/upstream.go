@@ -137,10 +137,19 @@ func (u *upstream) describe(err error) (who, detail string) {
 	if errors.As(err, &te) {
 		reason, _, _ := failReason(context.Background(), te.err)
 		return fmt.Sprintf("(%d of %d %s backends tried, each failed; the gateway's log names them)", te.tried, te.total, u.kind),
-			strings.ReplaceAll(reason, "_", " ")
+			reasonText[reason]
 	}
 	b := u.set.backends()[0]
 	return b.name, redactErr(err, b.target)
+}
+
+// reasonText says what failReason's reasons mean, for clients, who do not get the error itself (it names hosts).
+var reasonText = map[string]string{
+	"dial":            "the last one refused the connection or could not be reached",
+	"connect_timeout": "the last one did not accept the connection in time",
+	"timeout":         "the last one did not answer in time",
+	"connection":      "the connection to the last one broke",
+	"client_canceled": "the client went away",
 }
 
 // failed is what the log says failed: the backends tried.
