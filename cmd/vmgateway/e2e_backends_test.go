@@ -544,3 +544,77 @@ func TestBackendsWriteFailover(t *testing.T) {
 		t.Fatalf("%d writes refused; a SIGTERMed vminsert should cost at most the few in flight", refused.Load())
 	}
 }
+
+// TestBackendsPerURLPrefixAndCredentials: each -read.url carries its own path prefix and credentials to its
+// backend, a refused one is skipped, and no password reaches the metrics or the log.
+func TestBackendsPerURLPrefixAndCredentials(t *testing.T) {
+	closed := vmtest.FreePort(t)
+	rec1, rec2 := vmtest.NewRecorder(t), vmtest.NewRecorder(t)
+	withUser := func(u, user, prefix string) string {
+		return strings.Replace(u, "http://", "http://"+user+"@", 1) + prefix
+	}
+	g := startGateway(t, "-clusterMode", "-loadBalancingPolicy=first_available", "-retryStatusCodes=503",
+		"-read.url="+withUser("http://"+closed, "x:closedsecret", "/dead"),
+		"-read.url="+withUser(rec1.URL, "a:secret1", "/p1"),
+		"-read.url="+rec2.URL+"/p2",
+		"-write.url="+rec2.URL)
+	q := "/select/7/prometheus/api/v1/query?query=up"
+	if code, _, body := do(t, http.MethodGet, g.URL+q, nil); code != http.StatusOK {
+		t.Fatalf("%d %s", code, body)
+	}
+	r1 := rec1.Requests()
+	if len(r1) != 1 || r1[0].Path != "/p1/select/7:0/prometheus/api/v1/query" || r1[0].Header.Get("Authorization") != "Basic YTpzZWNyZXQx" {
+		t.Fatalf("first available after the refused one: %+v, want /p1/... with a:secret1", r1)
+	}
+	// The second answers 503: the read goes on to the third, with its prefix and without credentials.
+	rec1.Respond(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	if code, _, body := do(t, http.MethodGet, g.URL+q, nil); code != http.StatusOK {
+		t.Fatalf("%d %s", code, body)
+	}
+	r2 := rec2.Requests()
+	if len(r2) != 1 || r2[0].Path != "/p2/select/7:0/prometheus/api/v1/query" || r2[0].Header.Get("Authorization") != "" {
+		t.Fatalf("after a 503: %+v, want /p2/... without credentials", r2)
+	}
+	resp, err := http.Get(g.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`vmgateway_backend_errors_total{upstream="read",backend="http://` + closed + `/dead",reason="dial"} 1`,
+		`vmgateway_backend_errors_total{upstream="read",backend="` + rec1.URL + `/p1",reason="status_503"} 1`,
+		`vmgateway_backend_broken{upstream="read",backend="` + rec1.URL + `/p1"} 1`,
+		`vmgateway_backend_requests_in_flight{upstream="read",backend="` + rec2.URL + `/p2"} 0`,
+	} {
+		if !strings.Contains(string(m), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for where, s := range map[string]string{"/metrics": string(m), "the log": g.logs.String()} {
+		if strings.Contains(s, "secret") {
+			t.Errorf("%s shows a backend's password", where)
+		}
+	}
+}
+
+func TestBackendsFlagErrors(t *testing.T) {
+	base := []string{"-read.url=http://x", "-write.url=http://x"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-loadBalancingPolicy=round_robin"}, `-loadBalancingPolicy: unknown load balancing policy "round_robin"`},
+		{[]string{"-retryStatusCodes=50x"}, `-retryStatusCodes: "50x" is not an HTTP status code`},
+		{[]string{"-retryStatusCodes=200"}, `-retryStatusCodes: 200 is not an error status`},
+		{[]string{"-failTimeout=-1s"}, `-failTimeout=-1s must not be negative`},
+		{[]string{"-discoverBackendIPs", "-discoverBackendIPsInterval=0s"}, `-discoverBackendIPsInterval=0s must be positive`},
+		{[]string{"-read.url=http://y,ftp://z"}, `invalid -read.url="ftp://z"`},
+	} {
+		cmd := exec.Command(gatewayBin, append(append([]string{}, base...), tc.args...)...)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("%v: want a failed start mentioning %q, got err=%v:\n%s", tc.args, tc.want, err, out)
+		}
+	}
+}
