@@ -618,3 +618,33 @@ func TestBackendsFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestBackendsDiscoverIPs: with -discoverBackendIPs a URL's host name stands for its addresses; requests go to an
+// address with the name in the Host header, and the metrics name the address.
+func TestBackendsDiscoverIPs(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	port := rec.URL[strings.LastIndexByte(rec.URL, ':')+1:]
+	named := "http://localhost:" + port + "/p"
+	g := startGateway(t, "-clusterMode", "-discoverBackendIPs", "-discoverBackendIPsInterval=100ms",
+		"-read.url="+named, "-write.url="+named)
+	for range 4 {
+		if code, _, body := do(t, http.MethodGet, g.URL+"/select/0/prometheus/api/v1/labels", nil); code != http.StatusOK {
+			t.Fatalf("%d %s", code, body)
+		}
+	}
+	got := rec.Requests()
+	if len(got) != 4 {
+		t.Fatalf("the recorder got %d requests, want 4", len(got))
+	}
+	for _, r := range got {
+		if r.Host != "localhost:"+port || r.Path != "/p/select/0:0/prometheus/api/v1/labels" {
+			t.Fatalf("forwarded with Host %q to %s, want Host localhost:%s and the URL's prefix", r.Host, r.Path, port)
+		}
+	}
+	if n := scrapeSum(t, g.URL+"/metrics", "vmgateway_backend_requests_total", `upstream="read"`, `backend="http://127.0.0.1:`+port+`/p"`); n < 4 {
+		t.Fatalf("vmgateway_backend_requests_total for the discovered 127.0.0.1 = %.0f, want at least 4", n)
+	}
+	if !strings.Contains(g.logs.String(), "backends discovered") {
+		t.Fatal("no log line lists the discovered backends")
+	}
+}
