@@ -98,11 +98,11 @@ func startGateway(ctx context.Context, name, bin, dir, upstreamAddr string, c *c
 	}
 	up := "http://" + upstreamAddr
 	return startProcess(ctx, name, bin, addr, append([]string{
-		"-httpListenAddr="+addr,
-		"-read.url="+up, "-write.url="+up,
-		"-enable.auth", "-auth.publicKeyFiles="+c.pubKeyFile,
-		"-enable.rateLimit", "-ratelimit.config="+limits, "-datasource.url="+up,
-		"-pprofAuthKey="+c.pprofKey,
+		"-httpListenAddr=" + addr,
+		"-read.url=" + up, "-write.url=" + up,
+		"-enable.auth", "-auth.publicKeyFiles=" + c.pubKeyFile,
+		"-enable.rateLimit", "-ratelimit.config=" + limits, "-datasource.url=" + up,
+		"-pprofAuthKey=" + c.pprofKey,
 		"-loggerLevel=WARN",
 	}, extra...)...)
 }

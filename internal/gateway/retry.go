@@ -48,6 +48,8 @@ type triedError struct {
 	last         *backend
 	tried, total int
 	names        []string
+	// bodySent: the request was not retried because part of its streamed body had gone to the failed backend.
+	bodySent bool
 }
 
 func (e *triedError) Error() string { return e.err.Error() }
@@ -144,7 +146,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			if len(bs) == 1 {
 				return nil, lastErr
 			}
-			return nil, &triedError{err: lastErr, last: b, tried: n, total: len(bs), names: names}
+			return nil, &triedError{err: lastErr, last: b, tried: n, total: len(bs), names: names, bodySent: !resendable}
 		}
 		if resp != nil {
 			// Drained a little so the connection can be reused; a large error page is not worth reading.

@@ -377,3 +377,20 @@ func TestUnreadBody(t *testing.T) {
 		t.Fatal("a body read from must not be sent again")
 	}
 }
+
+// TestWriteBrokenMidBodyTellsTheClientToResend: the client learns its write went nowhere else and must be resent.
+func TestWriteBrokenMidBodyTellsTheClientToResend(t *testing.T) {
+	p, _ := scriptedBalancer(t, LeastLoaded, 2, nil, func(h string, r *http.Request, try int) (*http.Response, error) {
+		r.Body.Read(make([]byte, 1))
+		return nil, errReset
+	})
+	_, err := p.RoundTrip(streamed("series 1"))
+	var te *triedError
+	if !errors.As(err, &te) || !te.bodySent {
+		t.Fatalf("err %v: want a triedError saying the body was sent", err)
+	}
+	who, _ := (&upstream{kind: "write", set: p.set}).describe(err)
+	if !strings.Contains(who, "1 of 2 write backends tried; part of the body had been sent") {
+		t.Fatalf("client message %q", who)
+	}
+}

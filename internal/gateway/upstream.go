@@ -136,6 +136,10 @@ func (u *upstream) describe(err error) (who, detail string) {
 	var te *triedError
 	if errors.As(err, &te) {
 		reason, _, _ := failReason(context.Background(), te.err)
+		if te.bodySent {
+			return fmt.Sprintf("(%d of %d %s backends tried; part of the body had been sent, so it went to no other: resend it)", te.tried, te.total, u.kind),
+				reasonText[reason]
+		}
 		return fmt.Sprintf("(%d of %d %s backends tried, each failed; the gateway's log names them)", te.tried, te.total, u.kind),
 			reasonText[reason]
 	}
