@@ -535,8 +535,11 @@ func TestBackendsWriteFailover(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("vminsert0 SIGTERMed under write load: %d writes sent, %d acknowledged, %d stored whole, %d refused (first: %v)",
-		writers*perW, ackedN, stored, refused.Load(), firstNo.Load())
+	// The stop fell under load: writes met vminsert0 gone and went to vminsert1.
+	gone := scrapeSum(t, g.URL+"/metrics", "vmgateway_backend_errors_total", `upstream="write"`, `backend="`+c.inserts[0].URL+`"`)
+	retried := scrapeSum(t, g.URL+"/metrics", "vmgateway_upstream_retries_total", `upstream="write"`)
+	t.Logf("vminsert0 SIGTERMed under write load: %d writes sent, %d acknowledged, %d stored whole, %d refused (first: %v); %.0f attempts failed on vminsert0, %.0f retried on vminsert1",
+		writers*perW, ackedN, stored, refused.Load(), firstNo.Load(), gone, retried)
 	if ackedN+int(refused.Load()) != writers*perW {
 		t.Fatalf("%d acknowledged + %d refused != %d sent", ackedN, refused.Load(), writers*perW)
 	}
