@@ -53,7 +53,8 @@ func TestDiscoveryFollowsDNS(t *testing.T) {
 	}
 	first := set.backends()[0]
 	req := httptest.NewRequest("GET", "/select/0/prometheus/api/v1/query", nil)
-	out := first.request(req)
+	out := copyRequest(req)
+	first.aim(out)
 	if out.URL.Host != "10.0.0.1:8481" || out.Host != "vmselect.disc.test:8481" || out.URL.Path != "/pre/select/0/prometheus/api/v1/query" || out.Header.Get("Authorization") != "Basic dTpwdw==" {
 		t.Fatalf("request to a discovered address: host %s, Host header %s, path %s, auth %q", out.URL.Host, out.Host, out.URL.Path, out.Header.Get("Authorization"))
 	}

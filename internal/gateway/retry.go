@@ -95,7 +95,12 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		if i < maxTried {
 			tried |= 1 << uint(i)
 		}
-		out := b.request(req)
+		// With one backend there is no other attempt, and the proxy's own copy of the request is aimed in place.
+		out := req
+		if len(bs) > 1 {
+			out = copyRequest(req)
+		}
+		b.aim(out)
 		switch {
 		case n > 0 && req.GetBody != nil:
 			body, err := req.GetBody()
@@ -103,7 +108,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 				return nil, err
 			}
 			out.Body = body
-		case !replayable:
+		case !replayable && len(bs) > 1:
 			guard = &unreadBody{rc: req.Body}
 			out.Body = guard
 		}
@@ -115,7 +120,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp.Body = &doneBody{ReadCloser: resp.Body, b: b}
 			return resp, nil
 		}
-		resendable := replayable || guard.retire()
+		resendable := replayable || (guard != nil && guard.retire())
 		retry := resendable
 		if err != nil {
 			b.done()
@@ -159,16 +164,21 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// request is req aimed at b: the proxy's request is shared by the attempts, so only what differs is copied.
-func (b *backend) request(req *http.Request) *http.Request {
+// copyRequest copies what an attempt changes: the proxy's request is shared by the attempts.
+func copyRequest(req *http.Request) *http.Request {
 	out := new(http.Request)
 	*out = *req
 	u := new(url.URL)
 	*u = *req.URL
 	out.URL = u
-	t := b.target
+	return out
+}
+
+// aim points out at b: its scheme, host, path prefix and credentials, as httputil's SetURL would.
+func (b *backend) aim(out *http.Request) {
+	t, u := b.target, out.URL
+	u.Path, u.RawPath = joinURLPath(t, u)
 	u.Scheme, u.Host, u.User = t.Scheme, t.Host, nil
-	u.Path, u.RawPath = joinURLPath(t, req.URL)
 	if t.RawQuery != "" {
 		if u.RawQuery == "" {
 			u.RawQuery = t.RawQuery
@@ -187,7 +197,6 @@ func (b *backend) request(req *http.Request) *http.Request {
 	} else {
 		out.Header.Del("Authorization")
 	}
-	return out
 }
 
 // joinURLPath is httputil's join of a target's path prefix and a request path, escaped forms included.
