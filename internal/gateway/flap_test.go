@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
 
@@ -67,12 +69,21 @@ func (b *flappingBackend) up() {
 	}
 }
 
+// countingLimiter admits everything and counts the requests it saw.
+type countingLimiter struct{ n atomic.Int64 }
+
+func (l *countingLimiter) Admit(*auth.Access, route.Route, http.Header) error {
+	l.n.Add(1)
+	return nil
+}
+
 // TestGatewayUnderFlappingBackends: concurrent reads and writes through the whole pipeline over real connections
 // while two of three backends go down and up. The third stays up, so every read is answered 200; a write gets 204,
 // or 502 telling the client to resend it when a backend closed its connection mid-body, nothing else (go test -race).
 func TestGatewayUnderFlappingBackends(t *testing.T) {
 	logCapture(t)
 	bs := []*flappingBackend{newFlappingBackend(t), newFlappingBackend(t), newFlappingBackend(t)}
+	admits := &countingLimiter{}
 	var urls []*url.URL
 	for _, b := range bs {
 		urls = append(urls, &url.URL{Scheme: "http", Host: b.addr})
@@ -81,6 +92,7 @@ func TestGatewayUnderFlappingBackends(t *testing.T) {
 		c.Cluster = true
 		c.ReadURLs, c.WriteURLs = urls, urls
 		c.Backends = BackendOptions{FailTimeout: 5 * time.Millisecond}
+		c.Limiter = admits
 	})
 	retriesBefore := counter(`vmgateway_upstream_retries_total{upstream="read"}`)
 	stop := make(chan struct{})
@@ -148,6 +160,10 @@ func TestGatewayUnderFlappingBackends(t *testing.T) {
 		t.Fatalf("reads answered %d of 600, writes acknowledged %d + to resend %d of 600", reads.Load(), writes.Load(), resend.Load())
 	}
 	retries := counter(`vmgateway_upstream_retries_total{upstream="read"}`) - retriesBefore
+	// Limits (and everything else before forwarding) see a client request once, however many attempts it took.
+	if n := admits.n.Load(); n != 1200 {
+		t.Fatalf("the limiter admitted %d requests for 1200 client requests", n)
+	}
 	if retries == 0 {
 		t.Fatal("no read was retried: the backends did not flap under the requests")
 	}
