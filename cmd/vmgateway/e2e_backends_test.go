@@ -33,9 +33,11 @@ var (
 	clusterBinErr  error
 )
 
-// clusterSource finds the cluster binaries: $VMGW_CLUSTER_DIR, or shared/vm-cluster beside a parent directory.
+// clusterSource finds the compressed cluster binaries: $VMCLUSTER_SRC, or shared/vm-cluster beside a parent
+// directory (CI clones the repository with shared/ beside it). The names are those of internal/vmtest's cluster
+// helper on another branch, which this minimal starter is to be folded into.
 func clusterSource() string {
-	if d := os.Getenv("VMGW_CLUSTER_DIR"); d != "" {
+	if d := os.Getenv("VMCLUSTER_SRC"); d != "" {
 		return d
 	}
 	dir, _ := os.Getwd()
@@ -53,13 +55,16 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 // sums. Missing binaries skip the test on a developer machine and fail it under CI.
 func requireClusterBinaries(t testing.TB) string {
 	t.Helper()
+	if dir := os.Getenv("VMCLUSTER_BIN"); dir != "" {
+		return dir
+	}
 	vmtest.Require(t, "xz")
 	src := clusterSource()
 	if src == "" {
 		if os.Getenv("CI") != "" {
-			t.Fatal("the VictoriaMetrics cluster binaries are required: set VMGW_CLUSTER_DIR to the directory of vm-cluster (vmstorage.xz, vminsert.xz, vmselect.xz, SHA256SUMS)")
+			t.Fatal("the VictoriaMetrics cluster binaries are required: set $VMCLUSTER_BIN to a directory with vmstorage, vminsert and vmselect, or $VMCLUSTER_SRC to one with their .xz files and SHA256SUMS")
 		}
-		t.Skip("the VictoriaMetrics cluster binaries (shared/vm-cluster) are not here; set VMGW_CLUSTER_DIR to run this test")
+		t.Skip("the VictoriaMetrics cluster binaries (shared/vm-cluster) are not here; set $VMCLUSTER_BIN or $VMCLUSTER_SRC to run this test")
 	}
 	clusterBinOnce.Do(func() { clusterBinDir, clusterBinErr = unpackCluster(src) })
 	if clusterBinErr != nil {
