@@ -140,7 +140,7 @@ func (u *upstream) describe(err error) (who, detail string) {
 			return fmt.Sprintf("(%d of %d %s backends tried; part of the body had been sent, so it went to no other: resend it)", te.tried, te.total, u.kind),
 				reasonText[reason]
 		}
-		return fmt.Sprintf("(%d of %d %s backends tried, each failed; the gateway's log names them)", te.tried, te.total, u.kind),
+		return fmt.Sprintf("(%d of %d %s backends tried; the gateway's log names them)", te.tried, te.total, u.kind),
 			reasonText[reason]
 	}
 	b := u.set.backends()[0]
