@@ -38,6 +38,7 @@ var (
 	vmauthBin   = flag.String("vmauth.bin", "/usr/bin/vmauth", "The vmauth binary to compare with; empty skips vmauth")
 	streamMiB   = flag.Int("stream.mib", 512, "Size of the streaming check's write body in MiB; 0 skips the check")
 	profile     = flag.Bool("profile", true, "After the rounds, run one more vmgateway read run while taking a CPU profile of the gateway (not counted in the table)")
+	twoBackends = flag.Bool("twoBackends", true, "Also measure vmgateway with two -read.url and -write.url backends (the upstream twice) as \"vmgateway-2be\": the cost of balancing against one backend")
 	goBenchFile = flag.String("gobench", "bench-results/go-bench.txt", "Output of the Go benchmarks, to report the cached-auth and rate-limit targets from; a missing file is skipped")
 )
 
@@ -100,6 +101,15 @@ func run() error {
 	}
 	defer gw.stop()
 	targets = append(targets, &target{name: "vmgateway", kind: "vmgateway", addr: gw.addr, proc: gw})
+	if *twoBackends {
+		up2 := "http://" + up.addr
+		g2, err := startGateway(ctx, "vmgateway-2be", bin, tmp, up.addr, cred, "-read.url="+up2, "-write.url="+up2)
+		if err != nil {
+			return err
+		}
+		defer g2.stop()
+		targets = append(targets, &target{name: "vmgateway-2be", kind: "vmgateway", addr: g2.addr, proc: g2})
+	}
 	if *baselineBin != "" {
 		bl, err := startGateway(ctx, "baseline", *baselineBin, tmp, up.addr, cred)
 		if err != nil {

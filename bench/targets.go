@@ -85,7 +85,7 @@ func buildGateway(out string) error {
 	return nil
 }
 
-func startGateway(ctx context.Context, name, bin, dir, upstreamAddr string, c *credentials) (*process, error) {
+func startGateway(ctx context.Context, name, bin, dir, upstreamAddr string, c *credentials, extra ...string) (*process, error) {
 	limits := filepath.Join(dir, "limits.yml")
 	// Limits no run can reach: the check runs on every request, and never rejects.
 	const cfg = "limits:\n  - {type: queries, value: 1000000000000}\n  - {type: rows_inserted, value: 1000000000000}\n"
@@ -97,14 +97,14 @@ func startGateway(ctx context.Context, name, bin, dir, upstreamAddr string, c *c
 		return nil, err
 	}
 	up := "http://" + upstreamAddr
-	return startProcess(ctx, name, bin, addr,
-		"-httpListenAddr="+addr,
-		"-read.url="+up, "-write.url="+up,
-		"-enable.auth", "-auth.publicKeyFiles="+c.pubKeyFile,
-		"-enable.rateLimit", "-ratelimit.config="+limits, "-datasource.url="+up,
-		"-pprofAuthKey="+c.pprofKey,
+	return startProcess(ctx, name, bin, addr, append([]string{
+		"-httpListenAddr=" + addr,
+		"-read.url=" + up, "-write.url=" + up,
+		"-enable.auth", "-auth.publicKeyFiles=" + c.pubKeyFile,
+		"-enable.rateLimit", "-ratelimit.config=" + limits, "-datasource.url=" + up,
+		"-pprofAuthKey=" + c.pprofKey,
 		"-loggerLevel=WARN",
-	)
+	}, extra...)...)
 }
 
 func startVMAuth(ctx context.Context, bin, dir, upstreamAddr string, c *credentials) (*process, error) {

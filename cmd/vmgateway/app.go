@@ -20,8 +20,6 @@ import (
 
 var (
 	httpListenAddrs = flagutil.NewArrayDefault("httpListenAddr", []string{":8431"}, "TCP addresses to listen for incoming http requests")
-	readURL         = flag.String("read.url", "", "Read access URL: vmselect (e.g. http://vmselect:8481) with -clusterMode, or single-node VictoriaMetrics (e.g. http://localhost:8428)")
-	writeURL        = flag.String("write.url", "", "Write access URL: vminsert (e.g. http://vminsert:8480) with -clusterMode, or single-node VictoriaMetrics (e.g. http://localhost:8428)")
 	clusterMode     = flag.Bool("clusterMode", false, "Enable this for the cluster version of VictoriaMetrics: reads go to /select/<tenant>/..., writes to /insert/<tenant>/..., with the tenant from the token")
 	readTimeout     = flag.Duration("read.timeout", time.Minute, "How long to wait for the read upstream's response headers before answering 504. A response that has started streaming is never cut")
 	writeTimeout    = flag.Duration("write.timeout", time.Minute, "How long to wait for the write upstream's response headers before answering 504")
@@ -66,14 +64,19 @@ type app struct {
 	srv      *server.Server
 	verifier *auth.Verifier
 	gate     *ratelimit.Gate
+	gw       *gateway.Gateway
 }
 
 func newApp() (*app, error) {
-	ru, err := parseUpstreamURL("read.url", *readURL)
+	ru, err := backendURLs("read.url", *readURLs)
 	if err != nil {
 		return nil, err
 	}
-	wu, err := parseUpstreamURL("write.url", *writeURL)
+	wu, err := backendURLs("write.url", *writeURLs)
+	if err != nil {
+		return nil, err
+	}
+	backends, err := backendOptions()
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +94,7 @@ func newApp() (*app, error) {
 	}
 	a := &app{}
 	gcfg := gateway.Config{
-		ReadURL: ru, WriteURL: wu,
+		ReadURLs: ru, WriteURLs: wu, Backends: backends,
 		ReadTransport: readRT, WriteTransport: writeRT,
 		Cluster:    *clusterMode,
 		AuthHeader: *authHTTPHeader,
@@ -116,6 +119,7 @@ func newApp() (*app, error) {
 		a.close()
 		return nil, err
 	}
+	a.gw = gw
 	minTLS, err := parseTLSVersion(*tlsMinVersion)
 	if err != nil {
 		return nil, err
@@ -181,6 +185,9 @@ func (a *app) stop() error {
 
 // close stops the background work: key refreshes and the rate-limit poller.
 func (a *app) close() {
+	if a.gw != nil {
+		a.gw.Close()
+	}
 	if a.gate != nil {
 		a.gate.Stop()
 	}

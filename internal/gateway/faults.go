@@ -35,7 +35,7 @@ func (u *upstream) countAbort(r *http.Request) {
 
 // tlsFailure turns an error of the TLS handshake with the upstream into a 502 that says so and hints at the fix;
 // nil for other errors.
-func (u *upstream) tlsFailure(err error) error {
+func (u *upstream) tlsFailure(err error, who, detail string) error {
 	var (
 		rhe tls.RecordHeaderError
 		cve *tls.CertificateVerificationError
@@ -56,5 +56,5 @@ func (u *upstream) tlsFailure(err error) error {
 		return nil
 	}
 	return httperr.New(http.StatusBadGateway, fmt.Sprintf("TLS handshake with the %s upstream %s failed: %s; %s",
-		u.kind, u.name, redactErr(err, u.target), hint))
+		u.kind, who, detail, hint))
 }

@@ -31,9 +31,12 @@ type Limiter interface {
 type Config struct {
 	ReadURL, WriteURL             *url.URL
 	ReadTransport, WriteTransport http.RoundTripper
-	Cluster                       bool
-	Auth                          Authenticator
-	Limiter                       Limiter
+	// ReadURLs and WriteURLs, when set, replace ReadURL and WriteURL: several backends of one kind (backends.go).
+	ReadURLs, WriteURLs []*url.URL
+	Backends            BackendOptions
+	Cluster             bool
+	Auth                Authenticator
+	Limiter             Limiter
 	// AuthHeader is the header that carries the token; it never reaches an upstream.
 	AuthHeader string
 	// Limits bound concurrency, selector args and bodies; the zero value limits nothing.
@@ -50,11 +53,19 @@ type Gateway struct {
 	unrestricted *auth.Access
 	limits       Limits
 	conc         *concurrency
+	stops        []func()
 }
 
 // New builds the pipeline.
 func New(cfg Config) (*Gateway, error) {
-	if cfg.ReadURL == nil || cfg.WriteURL == nil {
+	readURLs, writeURLs := cfg.ReadURLs, cfg.WriteURLs
+	if len(readURLs) == 0 && cfg.ReadURL != nil {
+		readURLs = []*url.URL{cfg.ReadURL}
+	}
+	if len(writeURLs) == 0 && cfg.WriteURL != nil {
+		writeURLs = []*url.URL{cfg.WriteURL}
+	}
+	if len(readURLs) == 0 || len(writeURLs) == 0 {
 		return nil, errors.New("both -read.url and -write.url must be set")
 	}
 	g := &Gateway{
@@ -71,9 +82,18 @@ func New(cfg Config) (*Gateway, error) {
 	if h := http.CanonicalHeaderKey(cfg.AuthHeader); h != "" && h != "Authorization" {
 		g.dropHeaders = append(g.dropHeaders, h)
 	}
-	g.read = newUpstream("read", cfg.ReadURL, cfg.ReadTransport)
-	g.write = newUpstream("write", cfg.WriteURL, cfg.WriteTransport)
+	var stopRead, stopWrite func()
+	g.read, stopRead = newBackendUpstream("read", readURLs, cfg.ReadTransport, cfg.Backends)
+	g.write, stopWrite = newBackendUpstream("write", writeURLs, cfg.WriteTransport, cfg.Backends)
+	g.stops = []func(){stopRead, stopWrite}
 	return g, nil
+}
+
+// Close stops the background work of backend discovery.
+func (g *Gateway) Close() {
+	for _, stop := range g.stops {
+		stop()
+	}
 }
 
 // ServeHTTP runs the pipeline top to bottom; the first step that refuses answers the client.

@@ -16,20 +16,26 @@ import (
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
-// upstream is one VictoriaMetrics endpoint (-read.url or -write.url) and the proxy that streams to it.
+// upstream is one kind of VictoriaMetrics endpoint (-read.url or -write.url), its backends and the proxy that
+// streams to them.
 type upstream struct {
-	kind   string
-	target *url.URL
-	// name is the target without credentials, safe for errors, logs and metrics.
+	kind string
+	set  *backendSet
+	// name is the backends without credentials, safe for logs.
 	name  string
 	proxy *httputil.ReverseProxy
 }
 
-func newUpstream(kind string, target *url.URL, rt http.RoundTripper) *upstream {
-	u := &upstream{kind: kind, target: target, name: Redact(target)}
+func newUpstream(kind string, set *backendSet, rt http.RoundTripper, retryCodes []int) *upstream {
+	bs := set.backends()
+	names := make([]string, len(bs))
+	for i, b := range bs {
+		names[i] = b.name
+	}
+	u := &upstream{kind: kind, set: set, name: strings.Join(names, ",")}
 	u.proxy = &httputil.ReverseProxy{
 		Rewrite:   u.rewrite,
-		Transport: rt,
+		Transport: newBalancer(set, rt, retryCodes),
 		// Streamed answers (exports, federate: no Content-Length) are flushed chunk by chunk by ReverseProxy itself;
 		// fixed-length ones go out through the server's buffer, without a timer per response.
 		FlushInterval:  0,
@@ -41,13 +47,9 @@ func newUpstream(kind string, target *url.URL, rt http.RoundTripper) *upstream {
 	return u
 }
 
+// rewrite leaves the target to the balancer, which picks it per attempt.
 func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
-	pr.SetURL(u.target)
 	pr.Out.URL.User = nil
-	if u.target.User != nil {
-		pw, _ := u.target.User.Password()
-		pr.Out.SetBasicAuth(u.target.User.Username(), pw)
-	}
 	// X-Forwarded-For is built from the connection's address; whatever the client claimed is dropped by Rewrite.
 	pr.SetXForwarded()
 }
@@ -114,22 +116,58 @@ func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
 		w.WriteHeader(499)
 		return
 	}
+	who, detail := u.describe(err)
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		upstreamErrors(u.kind, "timeout").Inc()
-		slog.Warn("upstream timeout", "upstream", u.name, "err", err)
-		httperr.Write(w, httperr.New(http.StatusGatewayTimeout, fmt.Sprintf("the %s upstream %s did not answer in time: %s", u.kind, u.name, redactErr(err, u.target))))
+		slog.Warn("upstream timeout", "upstream", u.failed(err), "err", err)
+		httperr.Write(w, httperr.New(http.StatusGatewayTimeout, fmt.Sprintf("the %s upstream %s did not answer in time: %s", u.kind, who, detail)))
 		return
 	}
-	if tlsErr := u.tlsFailure(err); tlsErr != nil {
+	if tlsErr := u.tlsFailure(err, who, detail); tlsErr != nil {
 		upstreamErrors(u.kind, "tls").Inc()
-		slog.Warn("upstream TLS handshake failed", "upstream", u.name, "err", err)
+		slog.Warn("upstream TLS handshake failed", "upstream", u.failed(err), "err", err)
 		httperr.Write(w, tlsErr)
 		return
 	}
 	upstreamErrors(u.kind, "unreachable").Inc()
-	slog.Warn("upstream error", "upstream", u.name, "err", err)
-	httperr.Write(w, httperr.New(http.StatusBadGateway, fmt.Sprintf("cannot reach the %s upstream %s: %s", u.kind, u.name, redactErr(err, u.target))))
+	slog.Warn("upstream error", "upstream", u.failed(err), "err", err)
+	httperr.Write(w, httperr.New(http.StatusBadGateway, fmt.Sprintf("cannot reach the %s upstream %s: %s", u.kind, who, detail)))
+}
+
+// describe names the failed upstream and its error for the client. One backend is named as it always was; of
+// several, the client learns how many were tried and why the last failed, not their addresses (the log has them).
+func (u *upstream) describe(err error) (who, detail string) {
+	var te *triedError
+	if errors.As(err, &te) {
+		reason, _, _ := failReason(context.Background(), te.err)
+		if te.bodySent {
+			return fmt.Sprintf("(%d of %d %s backends tried; part of the body had been sent, so it went to no other: resend it)", te.tried, te.total, u.kind),
+				reasonText[reason]
+		}
+		return fmt.Sprintf("(%d of %d %s backends tried; the gateway's log names them)", te.tried, te.total, u.kind),
+			reasonText[reason]
+	}
+	b := u.set.backends()[0]
+	return b.name, redactErr(err, b.target)
+}
+
+// reasonText says what failReason's reasons mean, for clients, who do not get the error itself (it names hosts).
+var reasonText = map[string]string{
+	"dial":            "the last one refused the connection or could not be reached",
+	"connect_timeout": "the last one did not accept the connection in time",
+	"timeout":         "the last one did not answer in time",
+	"connection":      "the connection to the last one broke",
+	"client_canceled": "the client went away",
+}
+
+// failed is what the log says failed: the backends tried.
+func (u *upstream) failed(err error) string {
+	var te *triedError
+	if errors.As(err, &te) {
+		return strings.Join(te.names, ",")
+	}
+	return u.name
 }
 
 // Redact returns u without its password, for errors and logs.

@@ -1,0 +1,275 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// balancer is the RoundTripper of one upstream kind: each attempt goes to a backend the set picks, with that
+// backend's scheme, host, path prefix and credentials. A failed attempt is retried on another backend only when
+// nothing of the answer reached the client yet (the proxy has not seen a response) and the request can be sent
+// again whole: its body is replayable (GetBody: read bodies, parsed before forwarding) or not a byte of it was
+// read (a refused connection). A streamed write whose body has started is never retried: the client gets an
+// error and resends it, so no write is acknowledged without being stored and no body is buffered.
+type balancer struct {
+	set        *backendSet
+	rt         http.RoundTripper
+	retryCodes []int
+	retries    *metrics.Counter
+}
+
+func newBalancer(set *backendSet, rt http.RoundTripper, retryCodes []int) *balancer {
+	return &balancer{set: set, rt: rt, retryCodes: retryCodes,
+		retries: metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_upstream_retries_total{upstream=%q}`, set.kind))}
+}
+
+func (p *balancer) retryStatus(code int) bool {
+	for _, c := range p.retryCodes {
+		if c == code {
+			return true
+		}
+	}
+	return false
+}
+
+// triedError is the failure of a request after every backend it could go to failed. Its message names no
+// backend: clients learn how many were tried, the log learns which.
+type triedError struct {
+	err          error
+	last         *backend
+	tried, total int
+	names        []string
+	// bodySent: the request was not retried because part of its streamed body had gone to the failed backend.
+	bodySent bool
+}
+
+func (e *triedError) Error() string { return e.err.Error() }
+func (e *triedError) Unwrap() error { return e.err }
+
+// failReason classifies an attempt's error: the reason for metrics, whether the backend is to be marked broken,
+// and whether another backend may be tried.
+func failReason(ctx context.Context, err error) (reason string, broken, retry bool) {
+	var oe *net.OpError
+	var ne net.Error
+	switch {
+	case ctx.Err() != nil:
+		// Nobody waits for an answer any more.
+		return "client_canceled", false, false
+	case errors.As(err, &oe) && oe.Op == "dial":
+		// Refused, unroutable, unresolvable or a connect timeout: the backend is not there.
+		if oe.Timeout() {
+			return "connect_timeout", true, true
+		}
+		return "dial", true, true
+	case errors.As(err, &ne) && ne.Timeout():
+		// -read.timeout / -write.timeout passed without response headers: the query is slow, not the backend
+		// gone, and trying it elsewhere would double the client's wait for the same timeout.
+		return "timeout", false, false
+	}
+	// A connection that broke (a reset, a backend killed mid-request) or a failed TLS handshake.
+	return "connection", false, true
+}
+
+func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
+	bs := p.set.backends()
+	replayable := req.GetBody != nil || req.Body == nil || req.Body == http.NoBody
+	var (
+		tried   uint64
+		guard   *unreadBody
+		lastErr error
+		names   []string
+		n       int
+	)
+	i := p.set.pick(bs, 0)
+	for {
+		b := bs[i]
+		if i < maxTried {
+			tried |= 1 << uint(i)
+		}
+		// With one backend there is no other attempt, and the proxy's own copy of the request is aimed in place.
+		out := req
+		if len(bs) > 1 {
+			out = copyRequest(req)
+		}
+		b.aim(out)
+		switch {
+		case n > 0 && req.GetBody != nil:
+			body, err := req.GetBody()
+			if err != nil {
+				return nil, err
+			}
+			out.Body = body
+		case !replayable && len(bs) > 1:
+			guard = &unreadBody{rc: req.Body}
+			out.Body = guard
+		}
+		n++
+		b.start()
+		resp, err := p.rt.RoundTrip(out)
+		if err == nil && !p.retryStatus(resp.StatusCode) {
+			p.set.markOK(b)
+			resp.Body = &doneBody{ReadCloser: resp.Body, b: b}
+			return resp, nil
+		}
+		resendable := replayable || (guard != nil && guard.retire())
+		retry := resendable
+		if err != nil {
+			b.done()
+			reason, broken, r := failReason(req.Context(), err)
+			b.errors(reason).Inc()
+			if broken {
+				p.set.markBroken(b, reason)
+			}
+			retry = retry && r
+			lastErr = err
+		} else {
+			b.errors(fmt.Sprintf("status_%d", resp.StatusCode)).Inc()
+			p.set.markBroken(b, fmt.Sprintf("answered %d", resp.StatusCode))
+		}
+		if len(bs) > 1 {
+			names = append(names, b.name)
+		}
+		next := -1
+		if retry && n < maxTried {
+			next = p.set.pick(bs, tried)
+		}
+		if next < 0 {
+			if err == nil {
+				// The last backend's own answer is the best the client can get.
+				resp.Body = &doneBody{ReadCloser: resp.Body, b: b}
+				return resp, nil
+			}
+			if len(bs) == 1 {
+				return nil, lastErr
+			}
+			return nil, &triedError{err: lastErr, last: b, tried: n, total: len(bs), names: names, bodySent: !resendable}
+		}
+		if resp != nil {
+			// Drained a little so the connection can be reused; a large error page is not worth reading.
+			_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+			resp.Body.Close()
+			b.done()
+		}
+		p.retries.Inc()
+		i = next
+	}
+}
+
+// copyRequest copies what an attempt changes: the proxy's request is shared by the attempts.
+func copyRequest(req *http.Request) *http.Request {
+	out := new(http.Request)
+	*out = *req
+	u := new(url.URL)
+	*u = *req.URL
+	out.URL = u
+	return out
+}
+
+// aim points out at b: its scheme, host, path prefix and credentials, as httputil's SetURL would.
+func (b *backend) aim(out *http.Request) {
+	t, u := b.target, out.URL
+	u.Path, u.RawPath = joinURLPath(t, u)
+	u.Scheme, u.Host, u.User = t.Scheme, t.Host, nil
+	if t.RawQuery != "" {
+		if u.RawQuery == "" {
+			u.RawQuery = t.RawQuery
+		} else {
+			u.RawQuery = t.RawQuery + "&" + u.RawQuery
+		}
+	}
+	out.Host = b.host
+	// The header map is the proxy's own copy and attempts run one after another, so it is set in place.
+	if t.User != nil {
+		if out.Header == nil {
+			out.Header = http.Header{}
+		}
+		pw, _ := t.User.Password()
+		out.SetBasicAuth(t.User.Username(), pw)
+	} else {
+		out.Header.Del("Authorization")
+	}
+}
+
+// joinURLPath is httputil's join of a target's path prefix and a request path, escaped forms included.
+func joinURLPath(a, b *url.URL) (path, rawpath string) {
+	if a.RawPath == "" && b.RawPath == "" {
+		return singleJoiningSlash(a.Path, b.Path), ""
+	}
+	apath, bpath := a.EscapedPath(), b.EscapedPath()
+	aslash, bslash := strings.HasSuffix(apath, "/"), strings.HasPrefix(bpath, "/")
+	switch {
+	case aslash && bslash:
+		return a.Path + b.Path[1:], apath + bpath[1:]
+	case !aslash && !bslash:
+		return a.Path + "/" + b.Path, apath + "/" + bpath
+	}
+	return a.Path + b.Path, apath + bpath
+}
+
+func singleJoiningSlash(a, b string) string {
+	aslash, bslash := strings.HasSuffix(a, "/"), strings.HasPrefix(b, "/")
+	switch {
+	case aslash && bslash:
+		return a + b[1:]
+	case !aslash && !bslash:
+		return a + "/" + b
+	}
+	return a + b
+}
+
+// doneBody ends a backend's in-flight count when the proxy is done with the answer, so least_loaded sees long
+// exports as the load they are.
+type doneBody struct {
+	io.ReadCloser
+	b    *backend
+	once atomic.Bool
+}
+
+func (d *doneBody) Close() error {
+	err := d.ReadCloser.Close()
+	if d.once.CompareAndSwap(false, true) {
+		d.b.done()
+	}
+	return err
+}
+
+// unreadBody lends a client's streamed body to one attempt and tells afterwards whether any of it was taken. A
+// body nobody started to read can go to the next backend; once retired, the attempt cannot read it any more,
+// even from a transport goroutine that outlives its RoundTrip.
+type unreadBody struct {
+	rc    io.ReadCloser
+	state atomic.Int32 // 0 untouched, 1 reading started, 2 retired untouched
+}
+
+var errBodyRetired = errors.New("the request body went to another backend")
+
+func (u *unreadBody) Read(p []byte) (int, error) {
+	if u.state.Load() != 1 && !u.state.CompareAndSwap(0, 1) {
+		return 0, errBodyRetired
+	}
+	return u.rc.Read(p)
+}
+
+// Close closes the client's body only once reading has started: an untouched body may still go elsewhere, and the
+// server closes it at the end of the request anyway. A started one is closed, which unblocks a transport stuck
+// reading a stalled client.
+func (u *unreadBody) Close() error {
+	if u.state.Load() == 1 {
+		return u.rc.Close()
+	}
+	return nil
+}
+
+// retire ends the attempt's use of the body; true when it never read a byte, so the body may be sent again.
+func (u *unreadBody) retire() bool {
+	return u.state.CompareAndSwap(0, 2) || u.state.Load() == 2
+}
