@@ -30,6 +30,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/gateway"
+	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -300,7 +301,8 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 	defer v.Stop()
 	a, err := v.Verify(token)
 	if err != nil {
-		fmt.Fprintf(stdout, "\nWould the gateway accept it? NO: 401, %s\n", err)
+		fmt.Fprintf(stdout, "\nWould the gateway accept it? NO: %d, %s\n", httperr.Status(err), err)
+		explainPolicies(stdout, v, token)
 		return 1
 	}
 	if err := gateway.TenantAllowed(*clusterMode, a.Tenant); err != nil {
@@ -308,6 +310,9 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "\nWould the gateway accept it? YES: tenant %s, mode %s", a.Tenant, a.Mode)
+	if a.Policy != "" {
+		fmt.Fprintf(stdout, " (from the access policy %q)", a.Policy)
+	}
 	if a.Enforcer.Restricted() {
 		if q, err := a.Enforcer.Query(`up`); err == nil {
 			fmt.Fprintf(stdout, "; the query `up` becomes `%s`", q)
@@ -316,6 +321,7 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, "; no label restrictions")
 	}
 	fmt.Fprintln(stdout)
+	explainPolicies(stdout, v, token)
 	return 0
 }
 
@@ -370,6 +376,10 @@ func describeToken(w io.Writer, token string) {
 	}
 	raw, ok := claims["vm_access"]
 	if !ok {
+		if *authPolicyFile != "" {
+			fmt.Fprintln(w, "  vm_access:    missing — the access policies of -auth.policyFile decide")
+			return
+		}
 		fmt.Fprintln(w, "  vm_access:    missing — the gateway refuses tokens without it")
 		return
 	}

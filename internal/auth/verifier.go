@@ -22,13 +22,14 @@ type Verifier struct {
 	logInvalid bool
 	maxToken   int
 
-	keys  *keyring
-	cache *cache
-	now   func() time.Time
+	keys     *keyring
+	cache    *cache
+	policies *policyStore // nil without -auth.policyFile
+	now      func() time.Time
 }
 
-// Stop ends the background key refresh. The Verifier keeps verifying with the keys it has.
-func (v *Verifier) Stop() { v.keys.stop() }
+// Stop ends the background key refresh and policy reloads. The Verifier keeps verifying with what it has.
+func (v *Verifier) Stop() { v.keys.stop(); v.policies.stop() }
 
 // Authenticate verifies the token of r. It returns an *Error (401) when the token is missing or invalid.
 // The request is left as it is: removing the token before forwarding is the caller's job.
@@ -58,7 +59,7 @@ func (v *Verifier) verify(token string) (*Access, *Error) {
 		return nil, newError(reasonMalformed, "the token is %d bytes long; at most %d are accepted (-auth.maxTokenSize)", len(token), v.maxToken)
 	}
 	now := v.now()
-	if a := v.cache.get(token, now.UnixNano()); a != nil {
+	if a := v.cache.get(token, now.UnixNano()); a != nil && v.reuse(a) {
 		cacheHits.Inc()
 		return a, nil
 	}
@@ -80,7 +81,7 @@ func (v *Verifier) verify(token string) (*Access, *Error) {
 	if err != nil {
 		return nil, err
 	}
-	a, err := accessOf(c)
+	a, err := v.access(c)
 	if err != nil {
 		return nil, err
 	}
