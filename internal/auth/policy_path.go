@@ -58,7 +58,7 @@ func parseClaimPath(s string) (claimPath, error) {
 			return p, nil
 		}
 		if s[i] != '.' {
-			return nil, fmt.Errorf("unexpected %q at offset %d of the claim path %s: want '.' between segments", s[i:i+1], i, strconv.Quote(s))
+			return nil, fmt.Errorf("unexpected %q at offset %d of the claim path %s: segments are separated by '.', and a segment with characters other than letters, digits, '_' and '-' must be double-quoted, as in \"kubernetes.io\".namespace", s[i:i+1], i, strconv.Quote(s))
 		}
 		i++
 		if i == len(s) {

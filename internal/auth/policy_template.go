@@ -34,7 +34,9 @@ type tmplPart struct {
 	claim claimPath // nil for literal text
 }
 
-func (t *templated) hasClaims() bool { return len(t.parts) > 1 || len(t.parts) == 1 && t.parts[0].claim != nil }
+func (t *templated) hasClaims() bool {
+	return len(t.parts) > 1 || len(t.parts) == 1 && t.parts[0].claim != nil
+}
 
 // parseTemplated splits s into literal text and {{claim "path"}} templates. Any other use of "{{" is an error:
 // there is no way to write it literally, and a typo must not become a fixed label value.
@@ -246,7 +248,7 @@ func parseFilterTemplate(s string) (*filterTemplate, error) {
 	// Checked here, before metricsql.Parse, with the bounded checks enforce applies to every filter.
 	if _, err := enforce.New(nil, []string{withPlaceholders}); err != nil {
 		return nil, fmt.Errorf("the filter %s: a template must stand inside the quoted value of a matcher, as in "+
-			`{team="{{claim \"team\"}}"} or {ns=~"{{claim \"ns\"}}-.*"}: %s`, strconv.Quote(s), err)
+			`{team="{{claim \"team\"}}"} or {ns=~"{{claim \"ns\"}}-.*"}: %s`, strconv.Quote(s), placeholdersShown(err.Error()))
 	}
 	expr, err := metricsql.Parse(withPlaceholders)
 	if err != nil {
@@ -316,4 +318,14 @@ func substitute(s string, values []string, re bool) string {
 		b.WriteString(v)
 	}
 	return b.String()
+}
+
+// placeholdersShown writes the placeholders of a message about a filter, quoted as \ue000 or raw, as {{claim}}.
+func placeholdersShown(msg string) string {
+	for i := range maxTemplates {
+		r := placeholderBase + rune(i)
+		msg = strings.ReplaceAll(msg, string(r), "{{claim}}")
+		msg = strings.ReplaceAll(msg, fmt.Sprintf(`\u%04x`, r), "{{claim}}")
+	}
+	return msg
 }
