@@ -592,6 +592,10 @@ func TestPolicyValidateFlag(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "set -auth.policyFile") {
 		t.Errorf("no file given: %v\n%s", err, out)
 	}
+	out, err = exec.Command(gatewayBin, "-read.url=http://127.0.0.1:1", "-write.url=http://127.0.0.1:1", "-auth.policyFile="+good, "-httpListenAddr=127.0.0.1:0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "-auth.policyFile needs -enable.auth") {
+		t.Errorf("started with policies but without -enable.auth: %v\n%s", err, out)
+	}
 	// The gateway refuses to start with an invalid file.
 	out, err = exec.Command(gatewayBin, "-read.url=http://127.0.0.1:1", "-write.url=http://127.0.0.1:1", "-enable.auth", "-auth.skipVerify",
 		"-auth.policyFile="+bad, "-httpListenAddr=127.0.0.1:0").CombinedOutput()
@@ -627,6 +631,11 @@ func TestPolicyTokenExplain(t *testing.T) {
 	code, out = run(idpToken(t, "okta", map[string]any{"iss": "https://acme.okta.com/oauth2/default", "groups": []any{"metrics-dev"}}))
 	if code != 1 || !strings.Contains(out, "NO: 403") || !strings.Contains(out, "MATCHES, but cannot apply to this token (403): {{claim \"team\"}}: the claim team is missing") {
 		t.Errorf("explain of a token missing a template's claim: exit %d:\n%s", code, out)
+	}
+	// Refused before the policies (401): they are not shown.
+	code, out = run(idpToken(t, "stranger", map[string]any{"iss": "https://accounts.google.com", "hd": "acme.example", "email": "bob@acme.example", "email_verified": true}))
+	if code != 1 || !strings.Contains(out, "NO: 401, unknown key id") || strings.Contains(out, "Access policies") {
+		t.Errorf("explain of a token with an unknown key: exit %d:\n%s", code, out)
 	}
 	code, out = run(idpToken(t, "okta", map[string]any{"groups": []any{"x"}}))
 	if code != 1 || !strings.Contains(out, "NO: 403") || !strings.Contains(out, "no policy matches: every request gets 403") ||

@@ -65,6 +65,9 @@ func authConfig() auth.Config {
 // newVerifier builds the verifier when -enable.auth is set; nil when it is not.
 func newVerifier() (*auth.Verifier, error) {
 	if !*enableAuth {
+		if *authPolicyFile != "" {
+			return nil, errors.New("-auth.policyFile needs -enable.auth: without it no token is checked and the policies would protect nothing")
+		}
 		return nil, nil
 	}
 	if *httpAuthUsername != "" && http.CanonicalHeaderKey(*authHTTPHeader) == "Authorization" {

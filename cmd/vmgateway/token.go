@@ -302,7 +302,7 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 	a, err := v.Verify(token)
 	if err != nil {
 		fmt.Fprintf(stdout, "\nWould the gateway accept it? NO: %d, %s\n", httperr.Status(err), err)
-		explainPolicies(stdout, v, token)
+		explainPolicies(stdout, v, token, err)
 		return 1
 	}
 	if err := gateway.TenantAllowed(*clusterMode, a.Tenant); err != nil {
@@ -321,7 +321,7 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, "; no label restrictions")
 	}
 	fmt.Fprintln(stdout)
-	explainPolicies(stdout, v, token)
+	explainPolicies(stdout, v, token, nil)
 	return 0
 }
 

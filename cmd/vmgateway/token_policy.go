@@ -3,14 +3,20 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/http"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/confsource"
+	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
 // explainPolicies tells, for `token explain`, how -auth.policyFile judges the token: which policy matched and,
-// for each earlier one, which match entry failed.
-func explainPolicies(w io.Writer, v *auth.Verifier, token string) {
+// for each earlier one, which match entry failed. verifyErr is the gateway's verdict on the token: the policies
+// are shown when they decided it, not for a token refused before them (401).
+func explainPolicies(w io.Writer, v *auth.Verifier, token string, verifyErr error) {
+	if verifyErr != nil && httperr.Status(verifyErr) != http.StatusForbidden {
+		return
+	}
 	verdicts, consulted, err := v.ExplainPolicies(token)
 	switch {
 	case err != nil || *authPolicyFile == "":

@@ -64,28 +64,37 @@ const (
 
 var policyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*$`)
 
-// holds reports whether the entry holds for the claims; when it does not, why says so without the claim's value.
-func (m *matcher) holds(claims map[string]any) (ok bool, why string) {
-	v, missing := m.path.lookup(claims)
-	if missing != "" {
-		return false, "the claim " + missing
+// holds reports whether the entry holds for the claims.
+func (m *matcher) holds(claims map[string]any) bool {
+	v, n := m.path.find(claims)
+	if n < len(m.path) {
+		return false
 	}
 	if list, isList := v.([]any); isList {
 		for _, e := range list {
 			if s, ok := scalarText(e); ok && m.test(s) {
-				return true, ""
+				return true
 			}
 		}
-		return false, fmt.Sprintf("no element of the list %s", m.want())
+		return false
 	}
 	s, ok := scalarText(v)
-	if !ok {
-		return false, fmt.Sprintf("the claim is %s; want a string, number, boolean or list", kindOf(v))
+	return ok && m.test(s)
+}
+
+// why says why the entry does not hold for the claims, without the claim's value; for `token explain`.
+func (m *matcher) why(claims map[string]any) string {
+	v, missing := m.path.lookup(claims)
+	switch _, isList := v.([]any); {
+	case missing != "":
+		return "the claim " + missing
+	case isList:
+		return fmt.Sprintf("no element of the list %s", m.want())
 	}
-	if m.test(s) {
-		return true, ""
+	if _, ok := scalarText(v); !ok {
+		return fmt.Sprintf("the claim is %s; want a string, number, boolean or list", kindOf(v))
 	}
-	return false, "the claim's value " + m.want()
+	return "the claim's value " + m.want()
 }
 
 func (m *matcher) test(s string) bool {
@@ -102,14 +111,14 @@ func (m *matcher) want() string {
 	return "is " + strconv.Quote(m.exact)
 }
 
-// failed is the first match entry of p that does not hold for claims, and why; nil when all hold.
-func (p *policy) failed(claims map[string]any) (*matcher, string) {
+// failed is the first match entry of p that does not hold for claims; nil when all hold.
+func (p *policy) failed(claims map[string]any) *matcher {
 	for i := range p.match {
-		if ok, why := p.match[i].holds(claims); !ok {
-			return &p.match[i], why
+		if !p.match[i].holds(claims) {
+			return &p.match[i]
 		}
 	}
-	return nil, ""
+	return nil
 }
 
 // enforcer builds the token's enforcer from the policy, with the token's claims in its templates.

@@ -36,8 +36,8 @@ func (v *Verifier) ExplainPolicies(token string) (verdicts []PolicyVerdict, cons
 	}
 	for _, p := range s.cur.Load().policies {
 		pv := PolicyVerdict{Policy: p.name, Line: p.line}
-		if m, why := p.failed(c.all); m != nil {
-			pv.Failed = m.path.String() + ": " + why
+		if m := p.failed(c.all); m != nil {
+			pv.Failed = m.path.String() + ": " + m.why(c.all)
 			verdicts = append(verdicts, pv)
 			continue
 		}

@@ -126,17 +126,30 @@ func (p claimPath) String() string {
 // lookup finds the claim at p. When there is none, missing names the shortest prefix of p that is absent or is
 // not an object, so that messages can say which claim is missing.
 func (p claimPath) lookup(claims map[string]any) (v any, missing string) {
+	v, n := p.find(claims)
+	if n == len(p) {
+		return v, ""
+	}
+	if v != nil {
+		return nil, fmt.Sprintf("%s is %s, not an object", p[:n], kindOf(v))
+	}
+	return nil, fmt.Sprintf("%s is missing", p[:n+1])
+}
+
+// find walks p down claims without allocating: it returns the claim and len(p), or the number of segments found
+// and the value there when it is not an object (nil when the next segment is absent).
+func (p claimPath) find(claims map[string]any) (any, int) {
 	var cur any = claims
 	for i, seg := range p {
 		m, ok := cur.(map[string]any)
 		if !ok {
-			return nil, fmt.Sprintf("%s is %s, not an object", p[:i], kindOf(cur))
+			return cur, i
 		}
 		if cur, ok = m[seg]; !ok || cur == nil {
-			return nil, fmt.Sprintf("%s is missing", p[:i+1])
+			return nil, i
 		}
 	}
-	return cur, ""
+	return cur, len(p)
 }
 
 // scalarText is how a match compares a claim value: strings as they are, numbers and booleans by their JSON text.

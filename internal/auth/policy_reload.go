@@ -187,7 +187,7 @@ func (v *Verifier) access(c *claims) (*Access, *Error) {
 	}
 	set := s.cur.Load()
 	for _, p := range set.policies {
-		if m, _ := p.failed(c.all); m != nil {
+		if p.failed(c.all) != nil {
 			continue
 		}
 		enf, err := p.enforcer(c.all)
