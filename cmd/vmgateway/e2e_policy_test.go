@@ -619,7 +619,7 @@ func TestPolicyTokenExplain(t *testing.T) {
 		"missing — the access policies of -auth.policyFile decide",
 		`YES: tenant 0:0, mode full (from the access policy "google")`,
 		`owner="bob@acme.example"`,
-		`keycloak                 line 2     does not match: iss: the claim's value is "https://sso.example.com/realms/acme"`,
+		`keycloak                 line 2     does not match: iss: the claim's value is not "https://sso.example.com/realms/acme"`,
 		"entra                    line 12    does not match: tid: the claim tid is missing",
 		`auth0                    line 27    does not match: "https://acme.example/groups": the claim "https://acme.example/groups" is missing`,
 		"google                   line 31    MATCHES",

@@ -94,7 +94,10 @@ func (m *matcher) why(claims map[string]any) string {
 	if _, ok := scalarText(v); !ok {
 		return fmt.Sprintf("the claim is %s; want a string, number, boolean or list", kindOf(v))
 	}
-	return "the claim's value " + m.want()
+	if m.re != nil {
+		return "the claim's value does not match " + strconv.Quote(m.value)
+	}
+	return "the claim's value is not " + strconv.Quote(m.exact)
 }
 
 func (m *matcher) test(s string) bool {

@@ -484,8 +484,8 @@ func TestPolicyExplain(t *testing.T) {
 		t.Fatalf("%+v %v %v", verdicts, consulted, err)
 	}
 	for i, want := range []string{
-		"iss: the claim's value is \"https://sso.example.com/realms/acme\"",
-		"iss: the claim's value is \"https://sso.example.com/realms/acme\"",
+		"iss: the claim's value is not \"https://sso.example.com/realms/acme\"",
+		"iss: the claim's value is not \"https://sso.example.com/realms/acme\"",
 		"tid: the claim tid is missing",
 		"tid: the claim tid is missing",
 	} {
@@ -549,4 +549,38 @@ func mergeClaims(ms ...map[string]any) map[string]any {
 		}
 	}
 	return out
+}
+
+func TestPolicyMatchWhy(t *testing.T) {
+	set, err := parsePolicies([]byte("policies:\n- {name: a, match: {groups: dev, '\"x.y\".z': '=~a|b'}, vm_access: {mode: 1}}\n"), "p.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	groups, xyz := &set.policies[0].match[0], &set.policies[0].match[1]
+	for _, tc := range []struct {
+		m      *matcher
+		claims map[string]any
+		holds  bool
+		why    string
+	}{
+		{groups, map[string]any{"groups": []any{"ops", 7, map[string]any{}, "dev"}}, true, ""},
+		{groups, map[string]any{"groups": []any{"ops", "devs"}}, false, `no element of the list is "dev"`},
+		{groups, map[string]any{"groups": "devops"}, false, `the claim's value is not "dev"`},
+		{groups, map[string]any{"groups": map[string]any{"dev": true}}, false, "the claim is an object; want a string, number, boolean or list"},
+		{groups, map[string]any{}, false, "the claim groups is missing"},
+		{xyz, map[string]any{"x.y": map[string]any{"z": "b"}}, true, ""},
+		{xyz, map[string]any{"x.y": map[string]any{"z": "ab"}}, false, `the claim's value does not match "=~a|b"`},
+		{xyz, map[string]any{"x.y": map[string]any{"z": []any{"c"}}}, false, `no element of the list matches "=~a|b"`},
+		{xyz, map[string]any{"x.y": "z"}, false, `the claim "x.y" is a string, not an object`},
+		{xyz, map[string]any{"x": map[string]any{"y": map[string]any{"z": "a"}}}, false, `the claim "x.y" is missing`},
+	} {
+		if got := tc.m.holds(tc.claims); got != tc.holds {
+			t.Errorf("%s with %v: holds %v", tc.m.path, tc.claims, got)
+		}
+		if !tc.holds {
+			if got := tc.m.why(tc.claims); got != tc.why {
+				t.Errorf("%s with %v: why %q, want %q", tc.m.path, tc.claims, got, tc.why)
+			}
+		}
+	}
 }
