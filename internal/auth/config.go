@@ -121,6 +121,9 @@ func newVerifier(cfg Config, now func() time.Time) (*Verifier, error) {
 		return nil, err
 	}
 	v.keys.start()
+	if policies != nil {
+		policies.changed = v.cache.clear
+	}
 	v.policies.start()
 
 	if cfg.SkipVerify {

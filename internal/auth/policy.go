@@ -52,7 +52,6 @@ type matcher struct {
 
 // policySet is a parsed policy file, immutable once built: a reload publishes a new one.
 type policySet struct {
-	source   string
 	policies []*policy
 }
 
@@ -224,7 +223,7 @@ func parsePolicies(data []byte, source string) (*policySet, error) {
 			addf(root, "no `policies:` key (write `policies: []` for none)")
 		}
 	}
-	set := &policySet{source: source}
+	set := &policySet{}
 	if list != nil {
 		if list.Kind != yaml.SequenceNode {
 			addf(list, "policies: want a list of policies, got %s", yamlDescribe(list))

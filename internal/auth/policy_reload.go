@@ -28,6 +28,10 @@ type policyStore struct {
 	reloadMu   sync.Mutex
 	lastConfig []byte
 
+	// changed runs after a reload published new policies: it empties the verified-token cache, refusals
+	// included, so that no verdict of the old policies outlives them.
+	changed func()
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -157,6 +161,9 @@ func (s *policyStore) reload(force bool) error {
 		return s.reloadFailed(err)
 	}
 	s.publish(set)
+	if s.changed != nil {
+		s.changed()
+	}
 	slog.Info("loaded the access policies", "policyFile", s.source, "policies", len(set.policies))
 	return nil
 }

@@ -431,9 +431,15 @@ func TestPolicyReload(t *testing.T) {
 		t.Fatalf("after an invalid reload the previous policy must stay: %+v %v", a, err)
 	}
 	// A valid file takes effect at once, for cached tokens too.
+	if v.cache.len() == 0 {
+		t.Fatal("nothing cached: the reload below would prove nothing")
+	}
 	write("policies:\n- {name: dev, match: {groups: dev}, vm_access: {extra_labels: {team: ops}, mode: 2}}\n")
 	if err := v.ReloadPolicies(); err != nil {
 		t.Fatal(err)
+	}
+	if n := v.cache.len(); n != 0 {
+		t.Errorf("%d verified tokens still cached after new policies were loaded", n)
 	}
 	if a, err := v.Verify(tok); err != nil || a.Mode != ModeWrite || a.Enforcer.String() != `labels {team="ops"} filters []` {
 		t.Fatalf("after a valid reload the cached token must be judged by the new policy: %+v %v", a, err)
