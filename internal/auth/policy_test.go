@@ -408,10 +408,13 @@ func TestPolicyReload(t *testing.T) {
 	tok := policyToken(t, clk, map[string]any{"groups": []any{"dev"}})
 	matches := metrics.GetOrCreateCounter(`vmgateway_auth_policy_matches_total{policy="dev"}`)
 	before := matches.Get()
+	var old *Access
 	for range 3 {
-		if a, err := v.Verify(tok); err != nil || a.Policy != "dev" {
+		a, err := v.Verify(tok)
+		if err != nil || a.Policy != "dev" {
 			t.Fatalf("before reload: %+v %v", a, err)
 		}
+		old = a
 	}
 	if got := matches.Get() - before; got != 3 {
 		t.Errorf("vmgateway_auth_policy_matches_total{policy=\"dev\"} rose by %d for 3 requests (2 of them cached), want 3", got)
@@ -441,6 +444,9 @@ func TestPolicyReload(t *testing.T) {
 	if n := v.cache.len(); n != 0 {
 		t.Errorf("%d verified tokens still cached after new policies were loaded", n)
 	}
+	// A verification that began under the old policies may cache its verdict after the reload emptied the
+	// cache: that verdict is not reused.
+	v.cache.put(tok, old, minInt64, clk.now().Add(time.Hour).UnixNano())
 	if a, err := v.Verify(tok); err != nil || a.Mode != ModeWrite || a.Enforcer.String() != `labels {team="ops"} filters []` {
 		t.Fatalf("after a valid reload the cached token must be judged by the new policy: %+v %v", a, err)
 	}
