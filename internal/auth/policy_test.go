@@ -1,11 +1,13 @@
 package auth
 
 import (
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -595,4 +597,43 @@ func TestPolicyMatchWhy(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestPolicyScalarClaims: numbers and booleans in a token are compared by their JSON text, as the token spells them.
+func TestPolicyScalarClaims(t *testing.T) {
+	path := writeFile(t, "p.yaml", []byte("policies:\n- {name: a, match: {project_id: 15, email_verified: true, ratio: '0.5'}, vm_access: {mode: 1}}\n"))
+	v, clk := policyVerifier(t, path)
+	for _, tc := range []struct {
+		payload string
+		ok      bool
+	}{
+		{`{"project_id":15,"email_verified":true,"ratio":0.5}`, true},
+		{`{"project_id":[3,15],"email_verified":true,"ratio":0.5}`, true},
+		{`{"project_id":"15","email_verified":"true","ratio":"0.5"}`, true},
+		{`{"project_id":15.0,"email_verified":true,"ratio":0.5}`, false},
+		{`{"project_id":1.5e1,"email_verified":true,"ratio":0.5}`, false},
+		{`{"project_id":15,"email_verified":false,"ratio":0.5}`, false},
+		{`{"project_id":15,"email_verified":true,"ratio":0.50}`, false},
+	} {
+		payload := strings.TrimSuffix(tc.payload, "}") + `,"exp":` + strconv.FormatInt(clk.now().Add(time.Hour).Unix(), 10) + "}"
+		tok := rawToken(`{"alg":"HS256","typ":"JWT"}`, payload, nil)
+		tok = signHS256Raw(t, tok)
+		_, err := v.Verify(tok)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v, want accepted %v", tc.payload, err, tc.ok)
+		}
+	}
+}
+
+// signHS256Raw signs the header and payload of an unsigned token as they are, keeping the exact JSON spelling of
+// its numbers.
+func signHS256Raw(t *testing.T, tok string) string {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	input := parts[0] + "." + parts[1]
+	sig, err := jwt.SigningMethodHS256.Sign(input, hmacSecret())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return input + "." + base64.RawURLEncoding.EncodeToString(sig)
 }
