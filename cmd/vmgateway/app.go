@@ -164,10 +164,21 @@ func (a *app) start() error {
 	return nil
 }
 
-// reload re-reads what can change without a restart: the rate limits (SIGHUP).
+// reload re-reads what can change without a restart (SIGHUP): the access policies and the rate limits.
 func (a *app) reload() {
+	policies := a.verifier != nil && *authPolicyFile != ""
+	if !policies && a.gate == nil {
+		slog.Info("SIGHUP: nothing to reload (no -auth.policyFile, and -enable.rateLimit is off)")
+		return
+	}
+	if policies {
+		if err := a.verifier.ReloadPolicies(); err != nil {
+			slog.Error("SIGHUP: keeping the previous access policies", "err", err)
+		} else {
+			slog.Info("SIGHUP: access policies reloaded")
+		}
+	}
 	if a.gate == nil {
-		slog.Info("SIGHUP: nothing to reload (-enable.rateLimit is off)")
 		return
 	}
 	if err := a.gate.Reload(); err != nil {

@@ -3,10 +3,13 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
+	"io"
 	"net/http"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/confsource"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 )
 
@@ -56,16 +59,42 @@ func authConfig() auth.Config {
 		NegativeCacheTTL:       *authNegativeCacheTTL,
 		LogInvalidTokens:       *logInvalidAuthTokens,
 		MaxTokenSize:           *authMaxTokenSize,
+		PolicyFile:             *authPolicyFile,
+		PolicyCheckInterval:    *authPolicyCheckInterval,
+		IgnoreTokenAccess:      *authPolicyIgnoreTokenAccess,
 	}
 }
 
 // newVerifier builds the verifier when -enable.auth is set; nil when it is not.
 func newVerifier() (*auth.Verifier, error) {
 	if !*enableAuth {
+		if *authPolicyFile != "" {
+			return nil, errors.New("-auth.policyFile needs -enable.auth: without it no token is checked and the policies would protect nothing")
+		}
 		return nil, nil
 	}
 	if *httpAuthUsername != "" && http.CanonicalHeaderKey(*authHTTPHeader) == "Authorization" {
 		return nil, errors.New("-httpAuth.username and -enable.auth both use the Authorization header: set -auth.httpHeader to another header (e.g. X-Auth-Token) for the tokens")
 	}
 	return auth.New(authConfig())
+}
+
+var (
+	authPolicyFile = flag.String("auth.policyFile", "", "Path or http(s) URL of the access policies (YAML with a policies: list): a token without a vm_access claim "+
+		"gets the vm_access of the first policy whose match holds for its claims; no match means 403. See docs/access-control.md")
+	authPolicyCheckInterval = flag.Duration("auth.policyCheckInterval", 0, "How often to re-read -auth.policyFile. Zero re-reads it only on SIGHUP. "+
+		"An invalid file is logged with every error and its line, counted, and the previous policies stay in force")
+	authValidatePolicyFile      = flag.Bool("auth.validatePolicyFile", false, "Check -auth.policyFile, print every error with its line and exit: 0 when valid, 1 otherwise")
+	authPolicyIgnoreTokenAccess = flag.Bool("auth.policy.ignoreTokenAccess", false, "Judge every token by -auth.policyFile, ignoring its own vm_access claim: "+
+		"for identity providers that let users edit claims of their own tokens")
+)
+
+// validatePolicyFile backs -auth.validatePolicyFile: it returns the process exit code.
+func validatePolicyFile(stdout, stderr io.Writer) int {
+	if err := auth.ValidatePolicyFile(*authPolicyFile); err != nil {
+		fmt.Fprintf(stderr, "vmgateway: -auth.policyFile is invalid:\n%s\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "-auth.policyFile=%s is valid\n", confsource.Show(*authPolicyFile))
+	return 0
 }

@@ -36,6 +36,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "vmgateway: %s\n", err)
 		os.Exit(2)
 	}
+	if *authValidatePolicyFile {
+		os.Exit(validatePolicyFile(os.Stdout, os.Stderr))
+	}
 	if *rateLimitValidateOnly {
 		if err := ratelimit.ValidateFile(*rateLimitConfig); err != nil {
 			fmt.Fprintf(os.Stderr, "vmgateway: -ratelimit.config is invalid:\n%s\n", err)

@@ -30,6 +30,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/gateway"
+	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -311,6 +312,7 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 	defer v.Stop()
 	a, err := v.Verify(token)
 	if err != nil {
+		explainPolicies(stdout, v, token, err)
 		printRefusal(stdout, err, "")
 		return 1
 	}
@@ -319,6 +321,9 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "\nWould the gateway accept it? YES: tenant %s, mode %s", a.Tenant, a.Mode)
+	if a.Policy != "" {
+		fmt.Fprintf(stdout, " (from the access policy %q)", a.Policy)
+	}
 	if a.Enforcer.Restricted() {
 		if q, err := a.Enforcer.Query(`up`); err == nil {
 			fmt.Fprintf(stdout, "; the query `up` becomes `%s`", q)
@@ -327,6 +332,7 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, "; no label restrictions")
 	}
 	fmt.Fprintln(stdout)
+	explainPolicies(stdout, v, token, nil)
 	return 0
 }
 
@@ -338,7 +344,7 @@ func printRefusal(w io.Writer, err error, whatever string) {
 	if errors.As(err, &e) {
 		fmt.Fprintf(w, "The gateway refuses it %swith reason %s, counted at vmgateway_auth_rejects_total{reason=%q}.\n", whatever, e.Reason, e.Reason)
 	}
-	fmt.Fprintf(w, "Would the gateway accept it? NO: 401, %s\n", err)
+	fmt.Fprintf(w, "Would the gateway accept it? NO: %d, %s\n", httperr.Status(err), err)
 }
 
 // describeToken prints what the token says, without trusting it: nothing here is verified.
@@ -392,6 +398,10 @@ func describeToken(w io.Writer, token string) {
 	}
 	raw, ok := claims["vm_access"]
 	if !ok {
+		if *authPolicyFile != "" {
+			fmt.Fprintln(w, "  vm_access:    missing — the access policies of -auth.policyFile decide")
+			return
+		}
 		fmt.Fprintln(w, "  vm_access:    missing — the gateway refuses tokens without it")
 		return
 	}

@@ -84,4 +84,12 @@ type Access struct {
 	ExpiresAt time.Time
 	// Claims are the token's top-level claims, for per-identity rate-limit keys.
 	Claims map[string]any
+	// Policy names the access policy (-auth.policyFile) that gave this access; empty when the token's own
+	// vm_access claim did.
+	Policy string
+
+	// policy and policies are that policy and the set it was judged by: a cached Access stands only while that
+	// set is in force.
+	policy   *policy
+	policies *policySet
 }

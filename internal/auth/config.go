@@ -54,6 +54,13 @@ type Config struct {
 	LogInvalidTokens bool
 	// MaxTokenSize is -auth.maxTokenSize: longer tokens are rejected (401) before any work on them; 0 means 16 KiB.
 	MaxTokenSize int
+
+	// PolicyFile is -auth.policyFile, a path or an http(s) URL: access policies for tokens without vm_access.
+	PolicyFile string
+	// PolicyCheckInterval is how often PolicyFile is re-read; zero re-reads it only on ReloadPolicies.
+	PolicyCheckInterval time.Duration
+	// IgnoreTokenAccess judges every token by the policies, its own vm_access claim ignored.
+	IgnoreTokenAccess bool
 }
 
 // New loads the keys of cfg, fetches the remote ones once and starts refreshing them in the background.
@@ -100,6 +107,10 @@ func newVerifier(cfg Config, now func() time.Time) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
+	policies, err := newPolicyStore(cfg)
+	if err != nil {
+		return nil, err
+	}
 	v := &Verifier{
 		header:     http.CanonicalHeaderKey(cfg.HTTPHeader),
 		allowBare:  cfg.AllowWithoutPrefix,
@@ -110,6 +121,7 @@ func newVerifier(cfg Config, now func() time.Time) (*Verifier, error) {
 		logInvalid: cfg.LogInvalidTokens,
 		maxToken:   cfg.MaxTokenSize,
 		cache:      newCache[*Access](cfg.CacheSize),
+		policies:   policies,
 		now:        now,
 	}
 	if cfg.NegativeCacheTTL > 0 {
@@ -119,6 +131,10 @@ func newVerifier(cfg Config, now func() time.Time) (*Verifier, error) {
 		return nil, err
 	}
 	v.keys.start()
+	if policies != nil {
+		policies.changed = v.cache.clear
+	}
+	v.policies.start()
 
 	if cfg.SkipVerify {
 		verificationDisabled.Set(1)

@@ -26,12 +26,15 @@ const (
 	reasonNullInVMAccess     = "null_in_vm_access"
 	reasonLogsOnly           = "logs_only_vm_access"
 	reasonFilterMatchesEmpty = "filter_matches_empty"
+	reasonNoPolicyMatch      = "no_policy_match"
+	reasonPolicyClaim        = "policy_claim"
 )
 
 var allReasons = []string{
 	reasonMissingToken, reasonMalformed, reasonUnsupportedAlg, reasonNoKey, reasonUnknownKid, reasonBadSignature,
 	reasonMissingExp, reasonExpired, reasonNotYetValid, reasonIssuer, reasonAudience, reasonMissingVMAccess,
 	reasonBadVMAccess, reasonDuplicateKey, reasonNullInVMAccess, reasonLogsOnly, reasonFilterMatchesEmpty,
+	reasonNoPolicyMatch, reasonPolicyClaim,
 }
 
 // Error is a rejected token. Reason is a short stable label (missing_token, malformed, bad_signature, expired, ...);
@@ -39,19 +42,34 @@ var allReasons = []string{
 type Error struct {
 	Reason string
 	msg    string
+	// forbidden marks a valid token that nothing grants access to (the access policies): 403, not 401.
+	forbidden bool
 }
 
 func newError(reason, format string, args ...any) *Error {
 	return &Error{Reason: reason, msg: fmt.Sprintf(format, args...)}
 }
 
+func newForbidden(reason, format string, args ...any) *Error {
+	return &Error{Reason: reason, msg: fmt.Sprintf(format, args...), forbidden: true}
+}
+
 func (e *Error) Error() string { return e.msg }
 
-// HTTPStatus is 401: the client must present a valid token.
-func (e *Error) HTTPStatus() int { return http.StatusUnauthorized }
+// HTTPStatus is 401, the client must present a valid token; or 403 for a valid token that no access policy
+// gives access to.
+func (e *Error) HTTPStatus() int {
+	if e.forbidden {
+		return http.StatusForbidden
+	}
+	return http.StatusUnauthorized
+}
 
 // WWWAuthenticate is the RFC 6750 WWW-Authenticate header value for the rejection.
 func (e *Error) WWWAuthenticate() string {
+	if e.forbidden {
+		return `Bearer error="insufficient_scope", error_description="` + headerSafe(e.msg) + `"`
+	}
 	if e.Reason == reasonMissingToken {
 		// RFC 6750 section 3.1: a request without credentials gets no error code.
 		return "Bearer"

@@ -24,8 +24,9 @@ type Verifier struct {
 	logInvalid bool
 	maxToken   int
 
-	keys  *keyring
-	cache *cache[*Access]
+	keys     *keyring
+	cache    *cache[*Access]
+	policies *policyStore // nil without -auth.policyFile
 	// rejected answers repeats of a refused token without verifying it again; see rememberRejection.
 	rejected    *cache[*rejection]
 	rejectedTTL time.Duration
@@ -39,8 +40,8 @@ type rejection struct {
 	keys *keySet
 }
 
-// Stop ends the background key refresh. The Verifier keeps verifying with the keys it has.
-func (v *Verifier) Stop() { v.keys.stop() }
+// Stop ends the background key refresh and policy reloads. The Verifier keeps verifying with what it has.
+func (v *Verifier) Stop() { v.keys.stop(); v.policies.stop() }
 
 // Authenticate verifies the token of r. It returns an *Error (401) when the token is missing or invalid.
 // The request is left as it is: removing the token before forwarding is the caller's job.
@@ -70,7 +71,7 @@ func (v *Verifier) verify(token string) (*Access, *Error) {
 		return nil, newError(reasonMalformed, "the token is %d bytes long; at most %d are accepted (-auth.maxTokenSize)", len(token), v.maxToken)
 	}
 	now := v.now()
-	if a := v.cache.get(token, now.UnixNano()); a != nil {
+	if a := v.cache.get(token, now.UnixNano()); a != nil && v.reuse(a) {
 		cacheHits.Inc()
 		return a, nil
 	}
@@ -116,7 +117,7 @@ func (v *Verifier) verifyUncached(token string, now time.Time) (*Access, *claims
 	if err != nil {
 		return nil, c, err
 	}
-	a, err := accessOf(c)
+	a, err := v.access(c)
 	if err != nil {
 		return nil, c, err
 	}
@@ -140,6 +141,9 @@ func (v *Verifier) rememberRejection(digest string, e *Error, c *claims, keys *k
 	until := now.Add(v.rejectedTTL).UnixNano()
 	r := &rejection{err: e}
 	switch e.Reason {
+	case reasonNoPolicyMatch, reasonPolicyClaim:
+		// They depend on the policy file, which may be reloaded at any moment.
+		return
 	case reasonUnknownKid:
 		if len(v.keys.remotes) > 0 {
 			return
