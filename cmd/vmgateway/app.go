@@ -13,6 +13,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/gateway"
+	"github.com/vmgateway/vmgateway/internal/querylimits"
 	"github.com/vmgateway/vmgateway/internal/ratelimit"
 	"github.com/vmgateway/vmgateway/internal/server"
 	"github.com/vmgateway/vmgateway/internal/tlsclient"
@@ -66,6 +67,7 @@ type app struct {
 	srv      *server.Server
 	verifier *auth.Verifier
 	gate     *ratelimit.Gate
+	qlimits  *querylimits.Limiter
 }
 
 func newApp() (*app, error) {
@@ -110,6 +112,13 @@ func newApp() (*app, error) {
 	}
 	if a.gate != nil {
 		gcfg.Limiter = a.gate
+	}
+	if a.qlimits, err = newQueryLimits(); err != nil {
+		a.close()
+		return nil, err
+	}
+	if a.qlimits != nil {
+		gcfg.QueryLimits = a.qlimits
 	}
 	gw, err := gateway.New(gcfg)
 	if err != nil {
@@ -157,13 +166,25 @@ func (a *app) start() error {
 	if a.gate != nil {
 		a.gate.Start()
 	}
+	if a.qlimits != nil {
+		a.qlimits.Start()
+	}
 	return nil
 }
 
-// reload re-reads what can change without a restart: the rate limits (SIGHUP).
+// reload re-reads what can change without a restart: the rate limits and the query limits (SIGHUP).
 func (a *app) reload() {
+	if a.qlimits != nil {
+		if err := a.qlimits.Reload(); err != nil {
+			slog.Error("SIGHUP: keeping the previous query limits", "err", err)
+		} else {
+			slog.Info("SIGHUP: query limits reloaded")
+		}
+	}
 	if a.gate == nil {
-		slog.Info("SIGHUP: nothing to reload (-enable.rateLimit is off)")
+		if a.qlimits == nil {
+			slog.Info("SIGHUP: nothing to reload (-enable.rateLimit is off, -querylimits.config is not set)")
+		}
 		return
 	}
 	if err := a.gate.Reload(); err != nil {
@@ -183,6 +204,9 @@ func (a *app) stop() error {
 func (a *app) close() {
 	if a.gate != nil {
 		a.gate.Stop()
+	}
+	if a.qlimits != nil {
+		a.qlimits.Stop()
 	}
 	if a.verifier != nil {
 		a.verifier.Stop()

@@ -38,6 +38,8 @@ type Config struct {
 	AuthHeader string
 	// Limits bound concurrency, query length and read body size; the zero value limits nothing.
 	Limits Limits
+	// QueryLimits, when set, refuses read requests whose shape exceeds the tenant's query limits.
+	QueryLimits QueryLimiter
 }
 
 // Gateway is the http.Handler for every proxied VictoriaMetrics API.
@@ -50,6 +52,7 @@ type Gateway struct {
 	unrestricted *auth.Access
 	limits       Limits
 	conc         *concurrency
+	queryLimits  QueryLimiter
 }
 
 // New builds the pipeline.
@@ -66,6 +69,7 @@ func New(cfg Config) (*Gateway, error) {
 		dropHeaders:  []string{"Authorization", "AccountID", "ProjectID"},
 		unrestricted: &auth.Access{Mode: auth.ModeFull},
 		limits:       cfg.Limits,
+		queryLimits:  cfg.QueryLimits,
 		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
 	}
 	if h := http.CanonicalHeaderKey(cfg.AuthHeader); h != "" && h != "Authorization" {
@@ -138,6 +142,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.conc.release(ts)
 	if err := g.limitRequest(r, rt); err != nil {
+		g.reject(sw, err)
+		return
+	}
+	if err := g.checkQueryLimits(r, rt, access); err != nil {
 		g.reject(sw, err)
 		return
 	}

@@ -25,11 +25,11 @@ var fetchClient = &http.Client{Timeout: fetchTimeout}
 func ValidateFile(pathOrURL string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
-	data, err := readConfig(ctx, pathOrURL)
+	data, err := ReadConfig(ctx, pathOrURL)
 	if err != nil {
 		return err
 	}
-	_, err = parseLimits(data, showSource(pathOrURL))
+	_, err = parseLimits(data, ShowSource(pathOrURL))
 	return err
 }
 
@@ -37,8 +37,8 @@ func isURL(s string) bool {
 	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
-// showSource names a config in messages: a URL without credentials or query args.
-func showSource(s string) string {
+// ShowSource names a config in messages: a URL without credentials or query args.
+func ShowSource(s string) string {
 	if !isURL(s) {
 		return s
 	}
@@ -50,7 +50,9 @@ func showSource(s string) string {
 	return u.String()
 }
 
-func readConfig(ctx context.Context, pathOrURL string) ([]byte, error) {
+// ReadConfig reads a config given as a file path or an http(s) URL, bounded in size and time (the limits configs
+// of -ratelimit.config and -querylimits.config).
+func ReadConfig(ctx context.Context, pathOrURL string) ([]byte, error) {
 	if pathOrURL == "" {
 		return nil, fmt.Errorf("no limits config: set -ratelimit.config to a file path or an http(s) URL")
 	}
@@ -61,7 +63,7 @@ func readConfig(ctx context.Context, pathOrURL string) ([]byte, error) {
 		}
 		return data, nil
 	}
-	shown := showSource(pathOrURL)
+	shown := ShowSource(pathOrURL)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pathOrURL, nil)
 	if err != nil {
 		return nil, fmt.Errorf("cannot fetch the limits config from %s: bad URL", shown)
