@@ -24,7 +24,37 @@ var partialTimeLayouts = []string{
 }
 
 // parseTime reads a time arg in milliseconds: Unix seconds, RFC3339 (whole or partial), now, or a duration
-// before now (1h, -1h, now-1h).
+// before now (1h, -1h, now-1h). Some integers read differently across VictoriaMetrics versions (v1.79 reads
+// 2026 and 1700000000000 as seconds, current versions as a year and as milliseconds): lo and hi are the earliest
+// and the latest reading, so that neither end of a range is under-counted.
+func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
+	secs, ferr := strconv.ParseFloat(s, 64)
+	if ferr != nil {
+		t, err := parseTime(s, now)
+		return t, t, err
+	}
+	if math.IsNaN(secs) || math.IsInf(secs, 0) {
+		return 0, 0, errors.New("not a time")
+	}
+	lo = atLeastZero(clampF(secs * 1e3))
+	hi = lo
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		alt := lo
+		switch {
+		case len(s) == 4:
+			alt = time.Date(int(n), 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+		case n >= 1e17:
+			alt = n / 1e6 // nanoseconds
+		case n >= 1e14:
+			alt = n / 1e3 // microseconds
+		case n >= 1e11:
+			alt = n // milliseconds
+		}
+		lo, hi = min(lo, alt), max(hi, alt)
+	}
+	return lo, hi, nil
+}
+
 func parseTime(s string, now int64) (int64, error) {
 	if s == promMinTime {
 		return 0, nil

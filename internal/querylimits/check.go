@@ -139,14 +139,14 @@ func (ck *checker) times(k string, def int64) (lo, hi int64, err error) {
 	n := 0
 	err = ck.each(k, func(v string) error {
 		n++
-		t := def
+		tlo, thi := def, def
 		if v != "" {
 			var err error
-			if t, err = parseTime(v, ck.now); err != nil {
+			if tlo, thi, err = parseTimeRange(v, ck.now); err != nil {
 				return badArg(k, v, err.Error())
 			}
 		}
-		lo, hi = min(lo, t), max(hi, t)
+		lo, hi = min(lo, tlo), max(hi, thi)
 		return nil
 	})
 	if n == 0 {
