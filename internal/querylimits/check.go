@@ -383,10 +383,6 @@ func (ck *checker) timeout() (string, error) {
 	if len(rules) == 0 {
 		return "", nil
 	}
-	lim := rules[0].v
-	for _, r := range rules[1:] {
-		lim = min(lim, r.v)
-	}
 	set := false
 	if err := ck.each("timeout", func(v string) error {
 		if v == "" {
@@ -409,7 +405,7 @@ func (ck *checker) timeout() (string, error) {
 	if set {
 		return "", nil
 	}
-	return strconv.FormatFloat(float64(lim)/1000, 'f', -1, 64), nil
+	return ck.rs.timeout, nil
 }
 
 func (ck *checker) refuse(f field, r rule, asked, fix string) error {

@@ -88,6 +88,8 @@ type blockRule struct {
 type ruleSet struct {
 	rules   [numFields][]rule
 	blocked []blockRule
+	// timeout is the strictest query_timeout in seconds, as the timeout arg sends it.
+	timeout string
 }
 
 func (rs *ruleSet) empty() bool {
@@ -187,6 +189,13 @@ func buildRules(own, defaults []*entry) *ruleSet {
 		if b != nil && len(b.blocked) > 0 {
 			rs.blocked = append(rs.blocked, blockRule{patterns: b.blocked, e: b})
 		}
+	}
+	if rules := rs.rules[queryTimeout]; len(rules) > 0 {
+		lim := rules[0].v
+		for _, r := range rules[1:] {
+			lim = min(lim, r.v)
+		}
+		rs.timeout = strconv.FormatFloat(float64(lim)/1000, 'f', -1, 64)
 	}
 	return rs
 }
