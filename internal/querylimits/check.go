@@ -98,8 +98,8 @@ func (c *Config) Check(a *auth.Access, rt route.Route, args, form url.Values, no
 	if kind == apiUnjudged {
 		for _, f := range []field{maxQueryLookback, maxTotalQueryLength} {
 			for _, r := range rs.rules[f] {
-				return "", ck.refuse(f, r, fmt.Sprintf("the %s API reads a time range the gateway cannot check", rt.API),
-					"query it through the Prometheus API (/api/v1/query_range)")
+				return "", ck.refuse(f, r, "query limit %s exceeded: the %s API reads a time range the gateway cannot check; "+
+					"the limit is %s: query it through the Prometheus API (/api/v1/query_range)", rt.API)
 			}
 		}
 		return "", nil
@@ -193,7 +193,8 @@ func (ck *checker) check(kind apiKind) error {
 		for _, k := range exprArgs {
 			if err := ck.each(k, func(v string) error {
 				if int64(len(v)) > r.v {
-					return ck.refuse(maxExprSize, r, fmt.Sprintf("the %s arg is %d bytes", k, len(v)), "shorten the query, e.g. with a recording rule")
+					return ck.refuse(maxExprSize, r, "query limit max_query_expression_size_bytes=%s exceeded: the %s arg is %d bytes; "+
+						"the limit is %s: shorten the query, e.g. with a recording rule", k, len(v))
 				}
 				return nil
 			}); err != nil {
@@ -227,7 +228,7 @@ func (ck *checker) check(kind apiKind) error {
 		}
 		for _, r := range ck.rs.rules[minStep] {
 			if stepLo < r.v {
-				return ck.refuse(minStep, r, "the step is "+fmtDuration(stepLo), "use a coarser step")
+				return ck.refuse(minStep, r, "query limit min_step=%s exceeded: the step is %s; the limit is %s: use a coarser step", fmtDuration(stepLo))
 			}
 		}
 	case apiExport, apiSeries, apiFederate:
@@ -278,8 +279,8 @@ func (ck *checker) check(kind apiKind) error {
 		length = max(to-from, 0)
 		for _, r := range ck.rs.rules[maxTotalQueryLength] {
 			if length > r.v {
-				return ck.refuse(maxTotalQueryLength, r, fmt.Sprintf("the request spans %s (%s to %s)", fmtDuration(length), fmtTime(from), fmtTime(to)),
-					"ask for a shorter time range")
+				return ck.refuse(maxTotalQueryLength, r, "query limit max_total_query_length=%s exceeded: the request spans %s (%s to %s); "+
+					"the limit is %s: ask for a shorter time range", fmtDuration(length), fmtTime(from), fmtTime(to))
 			}
 		}
 	}
@@ -297,8 +298,8 @@ func (ck *checker) check(kind apiKind) error {
 	back := ck.now - readFrom
 	for _, r := range ck.rs.rules[maxQueryLookback] {
 		if back > r.v {
-			return ck.refuse(maxQueryLookback, r, fmt.Sprintf("the request reads data from %s, %s before now", fmtTime(readFrom), fmtDuration(back)),
-				"read a more recent time range (windows, offsets, subqueries and @ count)")
+			return ck.refuse(maxQueryLookback, r, "query limit max_query_lookback=%s exceeded: the request reads data from %s, %s before now; "+
+				"the limit is %s: read a more recent time range (windows, offsets, subqueries and @ count)", fmtTime(readFrom), fmtDuration(back))
 		}
 	}
 	return nil
@@ -323,7 +324,7 @@ func (ck *checker) queries(from, to, step int64) (int64, error) {
 		w := spanOf(&p.root, from, to, step, ck.now)
 		for _, r := range rs.rules[minStep] {
 			if w.minSubStep != 0 && w.minSubStep < r.v {
-				return ck.refuse(minStep, r, "a subquery has step "+fmtDuration(w.minSubStep), "use a coarser subquery step")
+				return ck.refuse(minStep, r, "query limit min_step=%s exceeded: a subquery has step %s; the limit is %s: use a coarser subquery step", fmtDuration(w.minSubStep))
 			}
 		}
 		for _, r := range rs.rules[maxQueryLookback] {
@@ -332,8 +333,8 @@ func (ck *checker) queries(from, to, step int64) (int64, error) {
 				if what == "" {
 					what = "an @ modifier"
 				}
-				return ck.refuse(maxQueryLookback, r, "the time of "+what+" is not known before the query runs",
-					"use a number, start(), end() or now() after @")
+				return ck.refuse(maxQueryLookback, r, "query limit max_query_lookback=%s exceeded: the time of %s is not known before the query runs; "+
+					"the limit is %s: use a number, start(), end() or now() after @", what)
 			}
 		}
 		readFrom = min(readFrom, w.from)
@@ -370,7 +371,8 @@ func (ck *checker) blocked(p *parsed, arg string) error {
 				if pt.re != nil {
 					how = "the regexp"
 				}
-				return ck.refuseBlocked(b.e, fmt.Sprintf("the %s arg matches %s the blocked query %q", arg, how, pt.text))
+				return ck.refuseBlocked(b.e, "query limit blocked_queries refused the request: the %s arg matches %s the blocked query %q; "+
+					"the blocked queries are %s", arg, how, pt.text)
 			}
 		}
 	}
@@ -395,7 +397,8 @@ func (ck *checker) timeout() (string, error) {
 		set = true
 		for _, r := range rules {
 			if d > r.v {
-				return ck.refuse(queryTimeout, r, "the request asks for timeout="+fmtDuration(d), "ask for a shorter timeout or none")
+				return ck.refuse(queryTimeout, r, "query limit query_timeout=%s exceeded: the request asks for timeout=%s; the limit is %s: "+
+					"ask for a shorter timeout or none", fmtDuration(d))
 			}
 		}
 		return nil
@@ -408,20 +411,26 @@ func (ck *checker) timeout() (string, error) {
 	return ck.rs.timeout, nil
 }
 
-func (ck *checker) refuse(f field, r rule, asked, fix string) error {
+// refuse is the 422 of rule r of field f. format's first verb is the limit's value and its last the whom; args are
+// what lies between.
+func (ck *checker) refuse(f field, r rule, format string, args ...any) error {
 	rejected[f.String()].Inc()
 	v := strconv.FormatInt(r.v, 10)
 	if f.isDuration() {
 		v = fmtDuration(r.v)
 	}
-	return httperr.New(http.StatusUnprocessableEntity, fmt.Sprintf("query limit %s=%s exceeded: %s; the limit is %s: %s",
-		f, v, asked, ck.whom(r.e), fix))
+	if f == maxQueryLookback || f == maxTotalQueryLength {
+		if strings.HasPrefix(format, "query limit %s exceeded") { // the unjudged API: the limit's name and value
+			v = f.String() + "=" + v
+		}
+	}
+	all := append(append([]any{v}, args...), ck.whom(r.e))
+	return httperr.New(http.StatusUnprocessableEntity, fmt.Sprintf(format, all...))
 }
 
-func (ck *checker) refuseBlocked(e *entry, asked string) error {
+func (ck *checker) refuseBlocked(e *entry, format string, args ...any) error {
 	rejected[blockedLimit].Inc()
-	return httperr.New(http.StatusUnprocessableEntity, fmt.Sprintf("query limit %s refused the request: %s; the blocked queries are %s",
-		blockedLimit, asked, ck.whom(e)))
+	return httperr.New(http.StatusUnprocessableEntity, fmt.Sprintf(format, append(args, ck.whom(e))...))
 }
 
 // whom names the tenant and key a limit is for, and where it comes from.
