@@ -59,7 +59,6 @@ func mustConfig(t testing.TB, s string) *Config {
 	return c
 }
 
-
 // TestQueryLimitsCheck is the table of requests and what the limits say about them, each in the URL and in a
 // form body, for the limited tenant (refused) and another (served).
 func TestQueryLimitsCheck(t *testing.T) {

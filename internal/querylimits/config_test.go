@@ -40,7 +40,9 @@ func TestParseSelection(t *testing.T) {
 		}
 		return out
 	}
-	eq := func(got, want []int64) bool { return strings.Trim(strings.Join(strs(got), ","), ",") == strings.Join(strs(want), ",") }
+	eq := func(got, want []int64) bool {
+		return strings.Trim(strings.Join(strs(got), ","), ",") == strings.Join(strs(want), ",")
+	}
 	h, d := int64(3600000), int64(86400000)
 
 	def := c.forTenant(tenant.ID{AccountID: 1})
