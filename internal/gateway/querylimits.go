@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
@@ -35,7 +36,11 @@ func (g *Gateway) checkQueryLimits(r *http.Request, rt route.Route, a *auth.Acce
 			return httperr.New(http.StatusUnsupportedMediaType, "the tenant has query limits: a read request body must be an "+
 				"uncompressed application/x-www-form-urlencoded form, got Content-Type "+r.Header.Get("Content-Type"))
 		}
-		b, err := readBody(r.Body, g.limits.MaxReadBodySize)
+		limit := g.limits.MaxReadBodySize
+		if limit <= 0 {
+			limit = int64(enforce.MaxFormBodySize) // no -maxReadBodySize: still a bound on what is held in memory
+		}
+		b, err := readBody(r.Body, limit)
 		if err != nil {
 			return err
 		}

@@ -67,7 +67,7 @@ func BenchmarkSpanCached(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		p := c.parse(benchQuery)
-		if w := spanOf(&p.root, now-3600000, now, 60000, now); w.from == 0 {
+		if w := spanOf(&p.root, now-3600000, now, 60000, now, 0); w.from == 0 {
 			b.Fatal("no span")
 		}
 	}

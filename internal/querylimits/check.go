@@ -286,7 +286,16 @@ func (ck *checker) check(kind apiKind) error {
 	}
 	readFrom := from
 	if kind == apiQuery || kind == apiRange {
-		if readFrom, err = ck.queries(from, to, stepHi); err != nil {
+		// VictoriaMetrics looks back max_lookback for the last sample of a selector without a window.
+		var lookback int64
+		for _, k := range []string{"max_lookback", "lookback_delta"} {
+			_, lb, err := ck.durations(k, 0)
+			if err != nil {
+				return err
+			}
+			lookback = max(lookback, lb)
+		}
+		if readFrom, err = ck.queries(from, to, stepHi, lookback); err != nil {
 			return err
 		}
 	} else if err := ck.selectors(); err != nil {
@@ -306,7 +315,7 @@ func (ck *checker) check(kind apiKind) error {
 }
 
 // queries checks every query arg: blocked patterns, subquery steps, and the earliest time it reads.
-func (ck *checker) queries(from, to, step int64) (int64, error) {
+func (ck *checker) queries(from, to, step, lookback int64) (int64, error) {
 	rs := ck.rs
 	needParse := len(rs.blocked) > 0 || len(rs.rules[maxQueryLookback]) > 0 || len(rs.rules[minStep]) > 0
 	readFrom := int64(math.MaxInt64)
@@ -321,7 +330,7 @@ func (ck *checker) queries(from, to, step int64) (int64, error) {
 		if err := ck.blocked(p, "query"); err != nil {
 			return err
 		}
-		w := spanOf(&p.root, from, to, step, ck.now)
+		w := spanOf(&p.root, from, to, step, ck.now, lookback)
 		for _, r := range rs.rules[minStep] {
 			if w.minSubStep != 0 && w.minSubStep < r.v {
 				return ck.refuse(minStep, r, "query limit min_step=%s exceeded: a subquery has step %s; the limit is %s: use a coarser subquery step", fmtDuration(w.minSubStep))

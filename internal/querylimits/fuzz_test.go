@@ -14,9 +14,9 @@ import (
 // query read beyond max_query_lookback), and should not begin earlier either.
 func FuzzSpan(f *testing.F) {
 	for _, s := range []string{"", "\x01\x02\x03", "\x02\x05\x01\x03\x04", "\x07\x02\x02\x01\x05\x06\x03", "\x05\x05\x05\x05\x05\x01\x01"} {
-		f.Add([]byte(s), uint16(60), uint16(3600))
+		f.Add([]byte(s), uint16(60), uint16(3600), uint16(0))
 	}
-	f.Fuzz(func(t *testing.T, data []byte, stepSecs, rangeSecs uint16) {
+	f.Fuzz(func(t *testing.T, data []byte, stepSecs, rangeSecs, lookbackMins uint16) {
 		g := &gen{data: data}
 		q := g.top()
 		e, err := metricsql.Parse(q)
@@ -31,8 +31,9 @@ func FuzzSpan(f *testing.F) {
 		if unresolved != "" {
 			t.Fatalf("%q: unresolved %s", q, unresolved)
 		}
-		fast := spanOf(&root, a, b, step, now)
-		bf := brute{now: now, from: math.MaxInt64}
+		lookback := int64(lookbackMins%2000) * 60000
+		fast := spanOf(&root, a, b, step, now, lookback)
+		bf := brute{now: now, lookback: lookback, from: math.MaxInt64}
 		bf.points(e, a, b, step, a, b)
 		if fast.from > bf.from {
 			t.Fatalf("%q over [%d, %d] step %d: the span begins at %d, but the query reads from %d: under-counted by %dms",
@@ -48,8 +49,8 @@ func FuzzSpan(f *testing.F) {
 // brute evaluates a query the slow way: at every point of every range (up to maxPoints per range, the ends always
 // included), recording the earliest sample time a selector reads.
 type brute struct {
-	now  int64
-	from int64
+	now, lookback int64
+	from          int64
 }
 
 const maxPoints = 16
@@ -69,7 +70,7 @@ func (bf *brute) points(e metricsql.Expr, a, b, step, start, end int64) {
 func (bf *brute) at(e metricsql.Expr, t, step, start, end int64) {
 	switch x := e.(type) {
 	case *metricsql.MetricExpr:
-		bf.read(t - step)
+		bf.read(t - max(step, bf.lookback))
 	case *metricsql.FuncExpr:
 		for _, a := range x.Args {
 			bf.at(a, t, step, start, end)
@@ -103,6 +104,9 @@ func (bf *brute) at(e metricsql.Expr, t, step, start, end int64) {
 			return
 		}
 		if sel {
+			if x.Window.Duration(step) <= 0 {
+				w = max(step, bf.lookback) // the selector's own lookback, as without a rollup
+			}
 			bf.read(t - w)
 			return
 		}

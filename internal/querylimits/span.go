@@ -10,7 +10,7 @@ import (
 // VictoriaMetrics evaluates it: a rollup over a window W at time t reads (t-W, t]; `offset d` shifts what is under
 // it back by d; `@ T` evaluates what is under it at T whatever the range; a subquery `[W:s]` evaluates its inner
 // query over [t-W, t] at step s, so nested windows add up; a selector without a window reads one step back (the
-// window VictoriaMetrics uses for it). VictoriaMetrics reads a little more than this model (the step alignment of a
+// window VictoriaMetrics uses for it, or the request's max_lookback when longer). VictoriaMetrics reads a little more than this model (the step alignment of a
 // range and the staleness interval, minutes at most): the limits are meant for days and hours.
 
 // lin is a duration that may depend on the step, as `[5i]` does: a + b×step milliseconds.
@@ -172,7 +172,9 @@ func (x *atExpr) eval(a, b, now, step int64) float64 {
 
 // walk accumulates the span of one evaluation.
 type walk struct {
-	now      int64
+	now int64
+	// lookback is the max_lookback arg: a selector without a window reads back the longer of it and the step.
+	lookback int64
 	from, to int64
 	// minSubStep is the finest explicit subquery step met, for min_step; 0 when none.
 	minSubStep int64
@@ -186,7 +188,7 @@ func (w *walk) span(n *node, a, b, step int64) {
 	case kindNone:
 		return
 	case kindSelector:
-		w.add(sub(a, step), b)
+		w.add(sub(a, max(step, w.lookback)), b)
 		return
 	case kindGroup:
 		for i := range n.children {
@@ -223,7 +225,7 @@ func (w *walk) span(n *node, a, b, step int64) {
 		return
 	}
 	if child.kind == kindSelector {
-		win := step
+		win := max(step, w.lookback)
 		if n.window != (lin{}) {
 			if v := n.window.at(step); v > 0 {
 				win = v
@@ -263,9 +265,10 @@ func clampF(v float64) int64 {
 
 func sub(a, d int64) int64 { return clamp(clamp(a) - clamp(d)) }
 
-// spanOf is the time range [from, to] that root reads when evaluated over [a, b] at step, at time now.
-func spanOf(root *node, a, b, step, now int64) walk {
-	w := walk{now: now, from: math.MaxInt64, to: math.MinInt64}
+// spanOf is the time range [from, to] that root reads when evaluated over [a, b] at step, at time now, with the
+// request's max_lookback (0 for none).
+func spanOf(root *node, a, b, step, now, lookback int64) walk {
+	w := walk{now: now, lookback: lookback, from: math.MaxInt64, to: math.MinInt64}
 	w.span(root, a, b, step)
 	return w
 }

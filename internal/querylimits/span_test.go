@@ -17,7 +17,7 @@ func spanFor(t testing.TB, q string, a, b, step, now int64) (walk, string) {
 	}
 	var unresolved string
 	root := compile(e, 0, &unresolved)
-	return spanOf(&root, a, b, step, now), unresolved
+	return spanOf(&root, a, b, step, now, 0), unresolved
 }
 
 func ms(d time.Duration) int64 { return int64(d / time.Millisecond) }
