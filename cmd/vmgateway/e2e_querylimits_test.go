@@ -298,3 +298,91 @@ func TestQueryLimitsValidateConfig(t *testing.T) {
 		t.Errorf("the gateway started with an invalid query limits config: %s", out)
 	}
 }
+
+// currentVM is a current VictoriaMetrics single-node (v1.151.0), which reports query stats; v1.79.5 does not.
+const currentVM = "/root/vmbin/victoria-metrics"
+
+// startCurrentVM runs currentVM like vmtest.Start runs the packaged one.
+func startCurrentVM(t *testing.T) string {
+	t.Helper()
+	bin := vmtest.Require(t, currentVM)
+	dir := t.TempDir()
+	for attempt := 0; attempt < 5; attempt++ {
+		addr := vmtest.FreePort(t)
+		cmd := exec.Command(bin, "-storageDataPath="+filepath.Join(dir, "data"), "-httpListenAddr="+addr, "-retentionPeriod=100y",
+			"-search.latencyOffset=0s", "-loggerLevel=ERROR")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			select {
+			case <-done:
+			default:
+				if resp, err := http.Get("http://" + addr + "/health"); err == nil {
+					_ = resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+						return "http://" + addr
+					}
+				}
+				continue
+			}
+			break
+		}
+		_ = cmd.Process.Kill()
+		<-done
+	}
+	t.Fatalf("%s did not start", bin)
+	return ""
+}
+
+// TestQueryLimitsCostStats checks that the gateway reads what each query cost from the stats a current
+// VictoriaMetrics ends its answers with, and counts the answers of v1.79.5, which has none.
+func TestQueryLimitsCostStats(t *testing.T) {
+	cur := startCurrentVM(t)
+	var b strings.Builder
+	for i := 0; i < 25; i++ {
+		fmt.Fprintf(&b, "ql_cost{i=\"%d\"} %d\n", i, i)
+	}
+	if code, _, body := do(t, http.MethodPost, cur+"/api/v1/import/prometheus", strings.NewReader(b.String()), "Content-Type", "text/plain"); code != http.StatusNoContent {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	do(t, http.MethodGet, cur+"/internal/force_flush", nil)
+	g := startGateway(t, "-read.url="+cur, "-write.url="+cur)
+	vmtest.Eventually(t, func() (bool, string) {
+		_, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=count(ql_cost)", nil)
+		return strings.Contains(body, `"25"`), "the imported series are not visible: " + body
+	})
+	count, sum := qlMetric(t, g, "vmgateway_query_series_fetched_count"), qlMetric(t, g, "vmgateway_query_series_fetched_sum")
+	code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=sum(ql_cost)", nil)
+	if code != http.StatusOK || !strings.Contains(body, `"seriesFetched"`) {
+		t.Fatalf("query: %d %s", code, body)
+	}
+	if c := qlMetric(t, g, "vmgateway_query_series_fetched_count"); c != count+1 {
+		t.Errorf("answers with stats went from %v to %v", count, c)
+	}
+	if s := qlMetric(t, g, "vmgateway_query_series_fetched_sum"); s != sum+25 {
+		t.Errorf("series fetched went from %v to %v, want +25", sum, s)
+	}
+
+	old := vmtest.Start(t)
+	g2 := startGateway(t, "-read.url="+old.URL, "-write.url="+old.URL)
+	absent := `vmgateway_query_stats_unread_total{reason="absent"}`
+	compressed := `vmgateway_query_stats_unread_total{reason="compressed"}`
+	a, c := qlMetric(t, g2, absent), qlMetric(t, g2, compressed)
+	if code, _, body := do(t, http.MethodGet, g2.URL+"/api/v1/query?query=up", nil, "Accept-Encoding", "identity"); code != http.StatusOK || strings.Contains(body, `"stats"`) {
+		t.Fatalf("v1.79.5 query: %d %s", code, body)
+	}
+	if v := qlMetric(t, g2, absent); v != a+1 {
+		t.Errorf("answers without stats went from %v to %v", a, v)
+	}
+	// Go's client asks for gzip; VictoriaMetrics compresses; the gateway forwards the answer unread.
+	if code, _, body := do(t, http.MethodGet, g2.URL+"/api/v1/query?query=up", nil); code != http.StatusOK {
+		t.Fatalf("v1.79.5 query: %d %s", code, body)
+	}
+	if v := qlMetric(t, g2, compressed); v != c+1 {
+		t.Errorf("compressed answers went from %v to %v", c, v)
+	}
+}
