@@ -2,10 +2,14 @@ package querylimits
 
 import (
 	"math"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
 // FuzzSpan builds a query from the fuzzer's bytes (selectors, windows, offsets, @, subqueries, aggregations,
@@ -208,4 +212,25 @@ func (g *gen) mods() string {
 		b.WriteString(" @ " + ats[g.next(len(ats))])
 	}
 	return b.String()
+}
+
+// FuzzCheck sends arbitrary args to every judged API: the check never panics, and answers nil, 400 or 422.
+func FuzzCheck(f *testing.F) {
+	f.Add("rate(x[1d] offset 2d)", "-1h", "now", "30s", "2026-06-01", uint8(0))
+	f.Add(`count({__name__=~".+"}) @ end()`, "1700000000000", "", "5i", "", uint8(1))
+	f.Add("WITH (f(x) = x[1h:1s]) max_over_time(f(y))", "-292273086-05-16T16:47:06Z", "2026", "1e300", "x", uint8(5))
+	c, err := Parse([]byte(checkConfig), "limits.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	paths := []string{"/api/v1/query", "/api/v1/query_range", "/api/v1/export", "/api/v1/series", "/federate", "/api/v1/status/tsdb", "/render"}
+	f.Fuzz(func(t *testing.T, query, start, end, step, date string, which uint8) {
+		rt := mustRoute(t, paths[int(which)%len(paths)])
+		args := url.Values{"query": {query}, "match[]": {query}, "start": {start}, "end": {end}, "time": {end}, "step": {step},
+			"date": {date}, "max_lookback": {step}, "timeout": {step}}
+		_, err := c.Check(limited, rt, args, nil, checkNow)
+		if s := httperr.Status(err); err != nil && s != http.StatusBadRequest && s != http.StatusUnprocessableEntity {
+			t.Fatalf("status %d: %s", s, err)
+		}
+	})
 }
