@@ -284,6 +284,14 @@ func (ck *checker) check(kind apiKind) error {
 			}
 		}
 	}
+	if kind == apiQuery || kind == apiRange {
+		// VictoriaMetrics moves a time within latency_offset of now back to now - latency_offset.
+		_, off, err := ck.durations("latency_offset", 0)
+		if err != nil {
+			return err
+		}
+		from = min(from, sub(ck.now, off))
+	}
 	readFrom := from
 	if kind == apiQuery || kind == apiRange {
 		// VictoriaMetrics looks back max_lookback for the last sample of a selector without a window.

@@ -83,6 +83,7 @@ func TestQueryLimitsCheck(t *testing.T) {
 		{name: "WITH counted", path: "/api/v1/query", args: url.Values{"query": {"WITH (w = 31d) max_over_time(x[w])"}}, want: "31d before now", limit: "max_query_lookback"},
 		{name: "time far back", path: "/api/v1/query", args: url.Values{"query": {"x"}, "time": {at(31 * 24 * time.Hour)}}, want: "31d5m before now", limit: "max_query_lookback"},
 		{name: "max_lookback counted", path: "/api/v1/query", args: url.Values{"query": {"x"}, "max_lookback": {"31d"}}, want: "31d before now", limit: "max_query_lookback"},
+		{name: "latency_offset counted", path: "/api/v1/query", args: url.Values{"query": {"x"}, "latency_offset": {"31d"}}, want: "31d5m before now", limit: "max_query_lookback"},
 		{name: "relative time", path: "/api/v1/query", args: url.Values{"query": {"x"}, "time": {"-31d"}}, want: "31d5m before now", limit: "max_query_lookback"},
 		{name: "range within", path: "/api/v1/query_range", args: url.Values{"query": {"x"}, "start": {at(time.Hour)}, "end": {at(0)}, "step": {"30s"}}},
 		{name: "range too long", path: "/api/v1/query_range", args: url.Values{"query": {"x"}, "start": {at(2 * time.Hour)}, "step": {"1m"}},
