@@ -266,7 +266,11 @@ func (ck *checker) check(kind apiKind) error {
 				}
 				d = t.UnixMilli()
 			}
-			from, to = min(from, d), max(to, d+day)
+			end := d + day
+			if d <= 0 {
+				end = ck.now // 1970-01-01 asks current VictoriaMetrics for the stats of all time
+			}
+			from, to = min(from, d), max(to, end)
 			return nil
 		}); err != nil {
 			return err

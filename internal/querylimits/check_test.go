@@ -108,6 +108,7 @@ func TestQueryLimitsCheck(t *testing.T) {
 		{name: "federate latest", path: "/federate", args: url.Values{"match[]": {"x"}}},
 		{name: "federate max_lookback", path: "/federate", args: url.Values{"match[]": {"x"}, "max_lookback": {"2h"}}, want: "spans 2h", limit: "max_total_query_length"},
 		{name: "tsdb status today", path: "/api/v1/status/tsdb", args: url.Values{}, want: "spans 1d", limit: "max_total_query_length"},
+		{name: "tsdb status of all time", path: "/api/v1/status/tsdb", args: url.Values{"date": {"1970-01-01"}}, want: "spans 20619d12h", limit: "max_total_query_length"},
 		{name: "graphite", path: "/render", args: url.Values{"target": {"x"}, "from": {"-1y"}}, want: "the graphite_render API reads a time range the gateway cannot check", limit: "max_query_lookback"},
 		{name: "timeout too long", path: "/api/v1/query", args: url.Values{"query": {"x"}, "timeout": {"1m"}}, want: "query_timeout=30s exceeded: the request asks for timeout=1m", limit: "query_timeout"},
 		{name: "timeout within", path: "/api/v1/query", args: url.Values{"query": {"x"}, "timeout": {"10s"}}},
