@@ -28,6 +28,10 @@ var partialTimeLayouts = []string{
 // 2026 and 1700000000000 as seconds, current versions as a year and as milliseconds): lo and hi are the earliest
 // and the latest reading, so that neither end of a range is under-counted.
 func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 && n < 1e11 && len(s) != 4 {
+		// Whole Unix seconds, what Grafana sends: one reading in every version.
+		return n * 1000, n * 1000, nil
+	}
 	secs, ferr := strconv.ParseFloat(s, 64)
 	if ferr != nil {
 		t, err := parseTime(s, now)
