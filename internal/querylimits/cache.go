@@ -23,7 +23,7 @@ type parsed struct {
 
 // cache keeps parsed queries in two generations: when the current one holds cacheGenerationBytes of queries it
 // becomes the previous one and the old previous one is dropped, so memory stays bounded and busy queries stay in.
-// Each Config has its own: the blocked patterns are part of what is cached.
+// Each config has its own: the blocked patterns are part of what is cached.
 type cache struct {
 	mu        sync.RWMutex
 	cur, prev map[string]*parsed
@@ -68,7 +68,7 @@ func (c *cache) put(q string, p *parsed) {
 }
 
 // parse returns the parsed form of q, from the cache or computed now.
-func (c *Config) parse(q string) *parsed {
+func (c *config) parse(q string) *parsed {
 	if p := c.cache.get(q); p != nil {
 		return p
 	}
@@ -77,7 +77,7 @@ func (c *Config) parse(q string) *parsed {
 	return p
 }
 
-func (c *Config) analyze(q string) *parsed {
+func (c *config) analyze(q string) *parsed {
 	p := &parsed{}
 	if err := enforce.CheckWithBudget(q); err != nil {
 		p.err = err

@@ -80,7 +80,7 @@ var rejected = func() map[string]*metrics.Counter {
 
 // Applies says whether the limits of the caller's tenant concern a request of this route, so that the gateway
 // reads the args only then.
-func (c *Config) Applies(a *auth.Access, rt route.Route) bool {
+func (c *config) Applies(a *auth.Access, rt route.Route) bool {
 	return kindOf(rt) != apiOther && !c.forTenant(a.Tenant).empty()
 }
 
@@ -88,7 +88,7 @@ func (c *Config) Applies(a *auth.Access, rt route.Route) bool {
 // the form body (VictoriaMetrics reads both; every value of a repeated arg is judged, the widest counts). It
 // returns the timeout to send upstream as the timeout arg ("" for none) or the refusal: 422 naming the limit, its
 // value, what the request asked for and whom the limit is for; 400 for args the limits cannot read.
-func (c *Config) Check(a *auth.Access, rt route.Route, args, form url.Values, now time.Time) (string, error) {
+func (c *config) Check(a *auth.Access, rt route.Route, args, form url.Values, now time.Time) (string, error) {
 	rs := c.forTenant(a.Tenant)
 	kind := kindOf(rt)
 	if rs.empty() || kind == apiOther {
@@ -111,7 +111,7 @@ func (c *Config) Check(a *auth.Access, rt route.Route, args, form url.Values, no
 }
 
 type checker struct {
-	cfg        *Config
+	cfg        *config
 	rs         *ruleSet
 	a          *auth.Access
 	args, form url.Values

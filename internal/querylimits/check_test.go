@@ -50,9 +50,9 @@ func mustRoute(t testing.TB, path string) route.Route {
 	return rt
 }
 
-func mustConfig(t testing.TB, s string) *Config {
+func mustConfig(t testing.TB, s string) *config {
 	t.Helper()
-	c, err := Parse([]byte(s), "limits.yaml")
+	c, err := parseConfig([]byte(s), "limits.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

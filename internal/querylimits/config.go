@@ -58,7 +58,7 @@ type entry struct {
 	key       ratelimit.Key
 	// vals are milliseconds (durations) or bytes; 0 means the entry does not set the field.
 	vals [numFields]int64
-	// blocked indexes Config.patterns; blockedSet tells an explicit empty list from none.
+	// blocked indexes config.patterns; blockedSet tells an explicit empty list from none.
 	blocked    []int
 	blockedSet bool
 }
@@ -109,8 +109,8 @@ func (rs *ruleSet) bySpan() bool {
 	return len(rs.rules[maxTotalQueryLength]) > 0 || len(rs.rules[maxQueryLookback]) > 0
 }
 
-// Config is a parsed query limits config, immutable once built but for its cache of parsed queries.
-type Config struct {
+// config is a parsed query limits config, immutable once built but for its cache of parsed queries.
+type config struct {
 	entries  []*entry
 	patterns []pattern
 	defaults *ruleSet
@@ -119,7 +119,7 @@ type Config struct {
 }
 
 // forTenant returns the limits in force for id; nil when it has none.
-func (c *Config) forTenant(id tenant.ID) *ruleSet {
+func (c *config) forTenant(id tenant.ID) *ruleSet {
 	if c == nil {
 		return nil
 	}
@@ -129,8 +129,8 @@ func (c *Config) forTenant(id tenant.ID) *ruleSet {
 	return c.defaults
 }
 
-func newConfig(entries []*entry, patterns []pattern) *Config {
-	c := &Config{entries: entries, patterns: patterns, own: map[tenant.ID]*ruleSet{}, cache: newCache()}
+func newConfig(entries []*entry, patterns []pattern) *config {
+	c := &config{entries: entries, patterns: patterns, own: map[tenant.ID]*ruleSet{}, cache: newCache()}
 	var defaults []*entry
 	owned := map[tenant.ID][]*entry{}
 	for _, e := range entries {
@@ -227,8 +227,8 @@ func (e *configError) Error() string {
 
 type addFunc func(n *yaml.Node, format string, args ...any)
 
-// Parse reads a query limits config; source names it in errors. Every problem is reported with its line.
-func Parse(data []byte, source string) (*Config, error) {
+// parseConfig reads a query limits config; source names it in errors. Every problem is reported with its line.
+func parseConfig(data []byte, source string) (*config, error) {
 	p := &configError{source: source}
 	addf := func(n *yaml.Node, format string, args ...any) {
 		p.problems = append(p.problems, problem{line: n.Line, msg: fmt.Sprintf(format, args...)})

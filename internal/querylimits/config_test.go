@@ -30,7 +30,7 @@ const sample = `limits:
 `
 
 func TestParseSelection(t *testing.T) {
-	c, err := Parse([]byte(sample), "limits.yaml")
+	c, err := parseConfig([]byte(sample), "limits.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,14 +83,14 @@ func strs(vs []int64) (out []string) {
 }
 
 func TestParseNoDefaults(t *testing.T) {
-	c, err := Parse([]byte("limits:\n  - account_id: 1\n    min_step: 1m\n"), "x")
+	c, err := parseConfig([]byte("limits:\n  - account_id: 1\n    min_step: 1m\n"), "x")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.forTenant(tenant.ID{}) != nil || c.forTenant(tenant.ID{AccountID: 1}).empty() {
 		t.Errorf("only tenant 1 has limits")
 	}
-	c, err = Parse([]byte("limits: []\n"), "x")
+	c, err = parseConfig([]byte("limits: []\n"), "x")
 	if err != nil || !c.forTenant(tenant.ID{}).empty() {
 		t.Errorf("limits: [] is no limits: %v", err)
 	}
@@ -119,13 +119,13 @@ func TestParseErrors(t *testing.T) {
 		{"limits:\n  - blocked_queries: up\n", `want a list of {pattern`},
 		{"limits: []\n---\nlimits: []\n", "a second YAML document"},
 	} {
-		_, err := Parse([]byte(tc.in), "x")
+		_, err := parseConfig([]byte(tc.in), "x")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Parse(%q): %v, want an error with %q", tc.in, err, tc.want)
 		}
 	}
 	// Every problem is reported, each with its line.
-	_, err := Parse([]byte("limits:\n  - min_stp: 1m\n  - max_query_lookback: 1\n"), "x")
+	_, err := parseConfig([]byte("limits:\n  - min_stp: 1m\n  - max_query_lookback: 1\n"), "x")
 	if err == nil || !strings.Contains(err.Error(), "2 errors") || !strings.Contains(err.Error(), "x:2:") || !strings.Contains(err.Error(), "x:3:") {
 		t.Errorf("want both errors with lines, got %v", err)
 	}

@@ -31,7 +31,7 @@ var (
 type Limiter struct {
 	path, source string
 	interval     time.Duration
-	cur          atomic.Pointer[Config]
+	cur          atomic.Pointer[config]
 
 	mu   sync.Mutex // serialises reloads
 	last []byte     // the content last tried, so that an unchanged file is not parsed again
@@ -62,7 +62,7 @@ func ValidateFile(pathOrURL string) error {
 	return err
 }
 
-func load(pathOrURL string) (*Config, []byte, error) {
+func load(pathOrURL string) (*config, []byte, error) {
 	if pathOrURL == "" {
 		return nil, nil, fmt.Errorf("no query limits config: set -querylimits.config to a file path or an http(s) URL")
 	}
@@ -72,7 +72,7 @@ func load(pathOrURL string) (*Config, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := Parse(data, ratelimit.ShowSource(pathOrURL))
+	c, err := parseConfig(data, ratelimit.ShowSource(pathOrURL))
 	return c, data, err
 }
 
@@ -124,7 +124,7 @@ func (l *Limiter) reload(force bool) error {
 		return nil
 	}
 	l.last = data
-	c, err := Parse(data, l.source)
+	c, err := parseConfig(data, l.source)
 	if err != nil {
 		return l.failed(err)
 	}
@@ -151,10 +151,10 @@ func reloaded(ok bool) {
 	lastReloadOKTime.Set(float64(time.Now().Unix()))
 }
 
-// Applies is Config.Applies with the limits in force.
+// Applies is config.Applies with the limits in force.
 func (l *Limiter) Applies(a *auth.Access, rt route.Route) bool { return l.cur.Load().Applies(a, rt) }
 
-// Check is Config.Check with the limits in force.
+// Check is config.Check with the limits in force.
 func (l *Limiter) Check(a *auth.Access, rt route.Route, args, form url.Values, now time.Time) (string, error) {
 	return l.cur.Load().Check(a, rt, args, form, now)
 }
