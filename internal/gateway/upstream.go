@@ -52,8 +52,9 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 }
 
-// modifyResponse keeps redirects (vmui's /vmui → /vmui/) inside the client's view: a same-host Location is made
-// relative to the request's directory, so it resolves against the client's path, prefix and tenant shape included.
+// modifyResponse reads the stats at the end of query answers (stats.go), and keeps redirects (vmui's /vmui →
+// /vmui/) inside the client's view: a same-host Location is made relative to the request's directory, so it
+// resolves against the client's path, prefix and tenant shape included.
 func (u *upstream) modifyResponse(resp *http.Response) error {
 	if u.kind == "read" {
 		watchStats(resp)
