@@ -13,6 +13,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/gateway"
+	"github.com/vmgateway/vmgateway/internal/querylimits"
 	"github.com/vmgateway/vmgateway/internal/ratelimit"
 	"github.com/vmgateway/vmgateway/internal/server"
 	"github.com/vmgateway/vmgateway/internal/tlsclient"
@@ -65,6 +66,7 @@ type app struct {
 	verifier *auth.Verifier
 	gate     *ratelimit.Gate
 	gw       *gateway.Gateway
+	qlimits  *querylimits.Limiter
 }
 
 func newApp() (*app, error) {
@@ -114,6 +116,13 @@ func newApp() (*app, error) {
 	if a.gate != nil {
 		gcfg.Limiter = a.gate
 	}
+	if a.qlimits, err = newQueryLimits(); err != nil {
+		a.close()
+		return nil, err
+	}
+	if a.qlimits != nil {
+		gcfg.QueryLimits = a.qlimits
+	}
 	gw, err := gateway.New(gcfg)
 	if err != nil {
 		a.close()
@@ -161,14 +170,18 @@ func (a *app) start() error {
 	if a.gate != nil {
 		a.gate.Start()
 	}
+	if a.qlimits != nil {
+		a.qlimits.Start()
+	}
 	return nil
 }
 
-// reload re-reads what can change without a restart (SIGHUP): the access policies and the rate limits.
+// reload re-reads what can change without a restart (SIGHUP): the access policies, the query limits and the
+// rate limits.
 func (a *app) reload() {
 	policies := a.verifier != nil && *authPolicyFile != ""
-	if !policies && a.gate == nil {
-		slog.Info("SIGHUP: nothing to reload (no -auth.policyFile, and -enable.rateLimit is off)")
+	if !policies && a.gate == nil && a.qlimits == nil {
+		slog.Info("SIGHUP: nothing to reload (no -auth.policyFile, no -querylimits.config, and -enable.rateLimit is off)")
 		return
 	}
 	if policies {
@@ -176,6 +189,13 @@ func (a *app) reload() {
 			slog.Error("SIGHUP: keeping the previous access policies", "err", err)
 		} else {
 			slog.Info("SIGHUP: access policies reloaded")
+		}
+	}
+	if a.qlimits != nil {
+		if err := a.qlimits.Reload(); err != nil {
+			slog.Error("SIGHUP: keeping the previous query limits", "err", err)
+		} else {
+			slog.Info("SIGHUP: query limits reloaded")
 		}
 	}
 	if a.gate == nil {
@@ -201,6 +221,9 @@ func (a *app) close() {
 	}
 	if a.gate != nil {
 		a.gate.Stop()
+	}
+	if a.qlimits != nil {
+		a.qlimits.Stop()
 	}
 	if a.verifier != nil {
 		a.verifier.Stop()

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/vmgateway/vmgateway/internal/flagutil"
+	"github.com/vmgateway/vmgateway/internal/querylimits"
 	"github.com/vmgateway/vmgateway/internal/ratelimit"
 )
 
@@ -45,6 +46,14 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Printf("-ratelimit.config=%s is valid\n", *rateLimitConfig)
+		return
+	}
+	if *queryLimitsValidateOnly {
+		if err := querylimits.ValidateFile(*queryLimitsConfig); err != nil {
+			fmt.Fprintf(os.Stderr, "vmgateway: -querylimits.config is invalid:\n%s\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("-querylimits.config=%s is valid\n", *queryLimitsConfig)
 		return
 	}
 	app, err := newApp()

@@ -80,9 +80,14 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	if err := g.checkArgs(rt, q, form); err != nil {
 		return err
 	}
-	changed := false
+	changed, err := g.checkQueryLimits(a, rt, q, form, body, isForm, r)
+	if err != nil {
+		return err
+	}
 	if strict {
-		changed = removeTrace(a, q, form)
+		if removeTrace(a, q, form) {
+			changed = true
+		}
 		out, rewritten, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Form: form}, g.cluster)
 		if err != nil {
 			return err

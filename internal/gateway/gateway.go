@@ -41,6 +41,8 @@ type Config struct {
 	AuthHeader string
 	// Limits bound concurrency, selector args and bodies; the zero value limits nothing.
 	Limits Limits
+	// QueryLimits, when set, refuses read requests whose shape exceeds the tenant's query limits.
+	QueryLimits QueryLimiter
 }
 
 // Gateway is the http.Handler for every proxied VictoriaMetrics API.
@@ -54,6 +56,7 @@ type Gateway struct {
 	limits       Limits
 	conc         *concurrency
 	stops        []func()
+	queryLimits  QueryLimiter
 }
 
 // New builds the pipeline.
@@ -77,6 +80,7 @@ func New(cfg Config) (*Gateway, error) {
 		dropHeaders:  []string{"Authorization", "AccountID", "ProjectID"},
 		unrestricted: &auth.Access{Mode: auth.ModeFull},
 		limits:       cfg.Limits,
+		queryLimits:  cfg.QueryLimits,
 		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
 	}
 	if h := http.CanonicalHeaderKey(cfg.AuthHeader); h != "" && h != "Authorization" {

@@ -54,12 +54,16 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 }
 
-// modifyResponse keeps redirects (vmui's /vmui → /vmui/) inside the client's view: a same-host Location is made
-// relative to the request's directory, so it resolves against the client's path, prefix and tenant shape included.
+// modifyResponse reads the stats at the end of query answers (stats.go), and keeps redirects (vmui's /vmui →
+// /vmui/) inside the client's view: a same-host Location is made relative to the request's directory, so it
+// resolves against the client's path, prefix and tenant shape included.
 func (u *upstream) modifyResponse(resp *http.Response) error {
 	// Answers that tell restricted tokens more than their series are filtered first (tsdbstatus.go).
 	if err := filterAnswer(resp); err != nil {
 		return err
+	}
+	if u.kind == "read" {
+		watchStats(resp)
 	}
 	loc := resp.Header.Get("Location")
 	if loc == "" || resp.Request == nil {

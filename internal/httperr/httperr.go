@@ -70,6 +70,9 @@ func errorType(status int) string {
 		return "unavailable"
 	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
 		return "timeout"
+	case http.StatusUnprocessableEntity:
+		// Prometheus answers 422 "execution" for a query it will not run.
+		return "execution"
 	}
 	return "internal"
 }

@@ -41,7 +41,7 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 		cs := &st.counted[j]
 		k := seriesKey{tenant: id, key: cs.keyID}
 		if !cs.key.IsZero() {
-			k.value = cs.key.value(a)
+			k.value = cs.key.Value(a)
 		}
 		ser := g.seriesOf(st, j, k, now.Unix())
 		tookShared, r := g.count(ser, k, cs, now)
@@ -223,7 +223,7 @@ func (g *Gate) figures(st *tenantState, id tenant.ID, a *auth.Access, now time.T
 		cs := &st.counted[j]
 		k := seriesKey{tenant: id, key: cs.keyID}
 		if !cs.key.IsZero() {
-			k.value = cs.key.value(a)
+			k.value = cs.key.Value(a)
 		}
 		var ser *series
 		if j < len(hs) {

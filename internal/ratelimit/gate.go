@@ -123,11 +123,11 @@ func New(cfg Config) (*Gate, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
-	data, err := readConfig(ctx, cfg.ConfigPath)
+	data, err := ReadConfig(ctx, cfg.ConfigPath)
 	if err != nil {
 		return nil, err
 	}
-	lim, err := parseLimits(data, showSource(cfg.ConfigPath))
+	lim, err := parseLimits(data, ShowSource(cfg.ConfigPath))
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +137,7 @@ func New(cfg Config) (*Gate, error) {
 	g := &Gate{
 		ds:              ds,
 		configPath:      cfg.ConfigPath,
-		source:          showSource(cfg.ConfigPath),
+		source:          ShowSource(cfg.ConfigPath),
 		checkInterval:   cfg.ConfigCheckInterval,
 		refreshInterval: cfg.RefreshInterval,
 		maxUsageAge:     cfg.MaxUsageAge,

@@ -64,10 +64,10 @@ func ParseKey(s string) (Key, error) {
 	return Key{}, fmt.Errorf("unknown key source %q in %q: want claim:<name> or label:<name>", src, s)
 }
 
-// value is the caller's value of the key. A caller without it (no such claim, a claim that is an object, a list or
+// Value is the caller's value of the key. A caller without it (no such claim, a claim that is an object, a list or
 // null, no such extra label, or no token at all) gets "": all such callers of a tenant share one count, so a
 // missing claim never escapes the limit.
-func (k Key) value(a *auth.Access) string {
+func (k Key) Value(a *auth.Access) string {
 	if a == nil {
 		return ""
 	}

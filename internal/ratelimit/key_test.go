@@ -75,7 +75,7 @@ func TestKeyValue(t *testing.T) {
 		{Key{Label: "team"}, &auth.Access{}, ""},
 		{Key{Claim: "sub"}, nil, ""},
 	} {
-		if got := tc.key.value(tc.a); got != tc.want {
+		if got := tc.key.Value(tc.a); got != tc.want {
 			t.Errorf("%s: got %q, want %q", tc.key, got, tc.want)
 		}
 	}

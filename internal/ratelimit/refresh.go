@@ -62,7 +62,7 @@ func (g *Gate) reload(force bool) error {
 	defer g.reloadMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
-	data, err := readConfig(ctx, g.configPath)
+	data, err := ReadConfig(ctx, g.configPath)
 	if err != nil {
 		// Read again next time, even if the content then equals the last one tried.
 		g.lastConfig = nil

@@ -15,18 +15,20 @@ const fetchTimeout = confsource.FetchTimeout
 func ValidateFile(pathOrURL string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
-	data, err := readConfig(ctx, pathOrURL)
+	data, err := ReadConfig(ctx, pathOrURL)
 	if err != nil {
 		return err
 	}
-	_, err = parseLimits(data, showSource(pathOrURL))
+	_, err = parseLimits(data, ShowSource(pathOrURL))
 	return err
 }
 
-// showSource names a config in messages: a URL without credentials or query args.
-func showSource(s string) string { return confsource.Show(s) }
+// ShowSource names a config in messages: a URL without credentials or query args.
+func ShowSource(s string) string { return confsource.Show(s) }
 
-func readConfig(ctx context.Context, pathOrURL string) ([]byte, error) {
+// ReadConfig reads a config given as a file path or an http(s) URL, bounded in size and time (the limits configs
+// of -ratelimit.config and -querylimits.config).
+func ReadConfig(ctx context.Context, pathOrURL string) ([]byte, error) {
 	if pathOrURL == "" {
 		return nil, fmt.Errorf("no limits config: set -ratelimit.config to a file path or an http(s) URL")
 	}

@@ -1,0 +1,135 @@
+package gateway
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// VictoriaMetrics (since v1.9x; v1.79 does not) ends each /api/v1/query and /api/v1/query_range answer with
+// "stats":{"seriesFetched":"N","executionTimeMsec":M}: what the query cost the cluster. The gateway reads it from
+// the last bytes of the answer as they stream through, without holding the answer, and measures it; answers
+// without it are counted, so an operator can see whether the upstream reports its costs. Compressed answers pass
+// unread: their tail is not text.
+var (
+	querySeriesFetched = metrics.NewHistogram("vmgateway_query_series_fetched")
+	queryExecution     = metrics.NewHistogram("vmgateway_query_execution_seconds")
+	// Answers whose stats were not read: none in the answer (VictoriaMetrics before v1.9x), or a compressed answer
+	// (the client asked for gzip and the upstream compressed it: its tail is not text).
+	queryStatsAbsent     = metrics.NewCounter(`vmgateway_query_stats_unread_total{reason="absent"}`)
+	queryStatsCompressed = metrics.NewCounter(`vmgateway_query_stats_unread_total{reason="compressed"}`)
+)
+
+// queryStats is the cost VictoriaMetrics reports for one query.
+type queryStats struct {
+	seriesFetched int64
+	execMsec      float64
+}
+
+// watchStats wraps the body of a successful query answer so that its stats are read at its end.
+func watchStats(resp *http.Response) {
+	if resp.StatusCode != http.StatusOK || resp.Request == nil || resp.Body == nil || resp.Body == http.NoBody {
+		return
+	}
+	p := resp.Request.URL.Path
+	if !strings.HasSuffix(p, "/api/v1/query") && !strings.HasSuffix(p, "/api/v1/query_range") {
+		return
+	}
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
+		queryStatsCompressed.Inc()
+		return
+	}
+	resp.Body = &statsTail{rc: resp.Body, done: recordStats}
+}
+
+func recordStats(s queryStats, ok bool) {
+	if !ok {
+		queryStatsAbsent.Inc()
+		return
+	}
+	querySeriesFetched.Update(float64(s.seriesFetched))
+	queryExecution.Update(s.execMsec / 1000)
+}
+
+// tailSize holds the stats object with room to spare: it is about 60 bytes.
+const tailSize = 256
+
+// statsTail keeps the last tailSize bytes of a body as it is read, and reports the stats found in them at EOF. An
+// answer cut short (Close before EOF) reports nothing.
+type statsTail struct {
+	rc       io.ReadCloser
+	tail     [tailSize]byte
+	n        int
+	done     func(queryStats, bool)
+	reported bool
+}
+
+func (s *statsTail) Read(p []byte) (int, error) {
+	n, err := s.rc.Read(p)
+	s.keep(p[:n])
+	if err == io.EOF && !s.reported {
+		s.reported = true
+		st, ok := parseStats(s.tail[:s.n])
+		s.done(st, ok)
+	}
+	return n, err
+}
+
+func (s *statsTail) Close() error { return s.rc.Close() }
+
+func (s *statsTail) keep(b []byte) {
+	if len(b) >= tailSize {
+		s.n = copy(s.tail[:], b[len(b)-tailSize:])
+		return
+	}
+	if s.n+len(b) > tailSize {
+		drop := s.n + len(b) - tailSize
+		copy(s.tail[:], s.tail[drop:s.n])
+		s.n -= drop
+	}
+	s.n += copy(s.tail[s.n:], b)
+}
+
+// parseStats reads "stats":{"seriesFetched":"N","executionTimeMsec":M} from the end of an answer.
+func parseStats(tail []byte) (queryStats, bool) {
+	i := bytes.LastIndex(tail, []byte(`"stats":`))
+	if i < 0 {
+		return queryStats{}, false
+	}
+	obj := tail[i:]
+	sf, ok1 := numberAfter(obj, `"seriesFetched":`)
+	ms, ok2 := numberAfter(obj, `"executionTimeMsec":`)
+	if !ok1 || !ok2 {
+		return queryStats{}, false
+	}
+	n, err := strconv.ParseInt(sf, 10, 64)
+	if err != nil || n < 0 {
+		return queryStats{}, false
+	}
+	f, err := strconv.ParseFloat(ms, 64)
+	if err != nil || f < 0 {
+		return queryStats{}, false
+	}
+	return queryStats{seriesFetched: n, execMsec: f}, true
+}
+
+// numberAfter is the number after key, quoted or not.
+func numberAfter(b []byte, key string) (string, bool) {
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return "", false
+	}
+	b = bytes.TrimLeft(b[i+len(key):], " \t\r\n\"")
+	j := 0
+	for j < len(b) && (b[j] >= '0' && b[j] <= '9' || b[j] == '.' || b[j] == 'e' || b[j] == 'E' || b[j] == '+' || b[j] == '-') {
+		j++
+	}
+	if j == 0 {
+		return "", false
+	}
+	return string(b[:j]), true
+}

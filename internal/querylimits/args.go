@@ -1,0 +1,149 @@
+package querylimits
+
+import (
+	"errors"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metricsql"
+)
+
+// The time and duration args are read as VictoriaMetrics reads them (lib/httputil GetTime and GetDuration): a
+// value the gateway cannot read is refused rather than guessed, since VictoriaMetrics might read it.
+
+var (
+	// Prometheus' clients send its min and max times for "no bound" (prometheus/client_golang#614).
+	promMinTime = time.Unix(math.MinInt64/1000+62135596801, 0).UTC().Format(time.RFC3339Nano)
+	promMaxTime = time.Unix(math.MaxInt64/1000-62135596801, 999999999).UTC().Format(time.RFC3339Nano)
+)
+
+var partialTimeLayouts = []string{
+	time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02T15", "2006-01-02", "2006-01", "2006",
+}
+
+// parseTime reads a time arg in milliseconds: Unix seconds, RFC3339 (whole or partial), now, or a duration
+// before now (1h, -1h, now-1h). Some integers read differently across VictoriaMetrics versions (v1.79 reads
+// 2026 and 1700000000000 as seconds, current versions as a year and as milliseconds): lo and hi are the earliest
+// and the latest reading, so that neither end of a range is under-counted.
+func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n >= 0 && n < 1e11 && len(s) != 4 {
+		// Whole Unix seconds, what Grafana sends: one reading in every version.
+		return n * 1000, n * 1000, nil
+	}
+	secs, ferr := strconv.ParseFloat(s, 64)
+	if ferr != nil {
+		t, err := parseTime(s, now)
+		return t, t, err
+	}
+	if math.IsNaN(secs) || math.IsInf(secs, 0) {
+		return 0, 0, errors.New("not a time")
+	}
+	lo = atLeastZero(clampF(secs * 1e3))
+	hi = lo
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		alt := lo
+		switch {
+		case len(s) == 4:
+			alt = time.Date(int(n), 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+		case n >= 1e17:
+			alt = n / 1e6 // nanoseconds
+		case n >= 1e14:
+			alt = n / 1e3 // microseconds
+		case n >= 1e11:
+			alt = n // milliseconds
+		}
+		lo, hi = min(lo, alt), max(hi, alt)
+	}
+	return lo, hi, nil
+}
+
+func parseTime(s string, now int64) (int64, error) {
+	if s == promMinTime {
+		return 0, nil
+	}
+	if s == promMaxTime {
+		return limit, nil
+	}
+	if secs, err := strconv.ParseFloat(s, 64); err == nil {
+		if math.IsNaN(secs) || math.IsInf(secs, 0) {
+			return 0, errors.New("not a time")
+		}
+		return atLeastZero(clampF(secs * 1e3)), nil
+	}
+	for _, l := range partialTimeLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			return atLeastZero(clamp(t.UnixMilli())), nil
+		}
+	}
+	rel := s
+	if r, ok := strings.CutPrefix(s, "now"); ok {
+		if r == "" {
+			return now, nil
+		}
+		rel = r
+	}
+	d, err := metricsql.DurationValue(rel, 0)
+	if err != nil || strings.ContainsAny(rel, "iI") {
+		return 0, errors.New("want Unix seconds, RFC3339, now, or a duration before now such as 1h")
+	}
+	if d > 0 {
+		d = -d
+	}
+	return atLeastZero(clamp(now + d)), nil
+}
+
+// VictoriaMetrics reads times before 1970 as 1970.
+func atLeastZero(ms int64) int64 { return max(ms, 0) }
+
+// parseDurationArg reads a duration arg (step, timeout, max_lookback) in milliseconds: seconds or a duration.
+func parseDurationArg(s string) (int64, error) {
+	if secs, err := strconv.ParseFloat(s, 64); err == nil {
+		if math.IsNaN(secs) || math.IsInf(secs, 0) {
+			return 0, errors.New("not a duration")
+		}
+		return clampF(secs * 1e3), nil
+	}
+	if strings.ContainsAny(s, "iI") {
+		return 0, errors.New("want seconds or a duration such as 30s")
+	}
+	d, err := metricsql.DurationValue(s, 0)
+	if err != nil {
+		return 0, errors.New("want seconds or a duration such as 30s")
+	}
+	return clamp(d), nil
+}
+
+// fmtDuration writes milliseconds the way the config writes durations: 30d, 1h30m, 15s, 250ms.
+func fmtDuration(ms int64) string {
+	if ms == 0 {
+		return "0s"
+	}
+	var b []byte
+	if ms < 0 {
+		b = append(b, '-')
+		ms = -ms
+	}
+	if ms >= limit {
+		return string(append(b, "forever"...))
+	}
+	for _, u := range []struct {
+		n    int64
+		name string
+	}{{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}, {1, "ms"}} {
+		if ms >= u.n {
+			b = strconv.AppendInt(b, ms/u.n, 10)
+			b = append(b, u.name...)
+			ms %= u.n
+		}
+	}
+	return string(b)
+}
+
+func fmtTime(ms int64) string {
+	if ms >= limit {
+		return "the end of time"
+	}
+	return time.UnixMilli(ms).UTC().Format(time.RFC3339)
+}

@@ -1,0 +1,467 @@
+package querylimits
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/route"
+)
+
+// apiKind is how an API's time range is read.
+type apiKind uint8
+
+const (
+	apiOther apiKind = iota
+	// apiQuery: query at time (default now), step (default 5m).
+	apiQuery
+	// apiRange: query over start..end (defaults now-5m..now) at step (default 5m).
+	apiRange
+	// apiExport: match[] over start..end; without start, from the beginning of the retention.
+	apiExport
+	// apiSeries: match[] over start..end; without start, the last day from 00:00 UTC.
+	apiSeries
+	// apiFederate: the latest samples, max_lookback (default 5m) back from end, or start..end.
+	apiFederate
+	// apiTSDB: the index of one day, date (default today).
+	apiTSDB
+	// apiUnjudged: reads over a time range the gateway does not read (Graphite); refused under span limits.
+	apiUnjudged
+)
+
+var apiKinds = map[string]apiKind{
+	"query":           apiQuery,
+	"query_range":     apiRange,
+	"query_exemplars": apiRange,
+	"export":          apiExport,
+	"export_csv":      apiExport,
+	"export_native":   apiExport,
+	"series":          apiSeries,
+	"labels":          apiSeries,
+	"label_values":    apiSeries,
+	"federate":        apiFederate,
+	"status_tsdb":     apiTSDB,
+}
+
+func kindOf(rt route.Route) apiKind {
+	if rt.Kind != route.Read {
+		return apiOther
+	}
+	if k, ok := apiKinds[rt.API]; ok {
+		return k
+	}
+	if strings.HasPrefix(rt.API, "graphite_") && rt.API != "graphite_functions" {
+		return apiUnjudged
+	}
+	return apiOther
+}
+
+const (
+	day          = int64(24 * time.Hour / time.Millisecond)
+	defaultStep  = int64(5 * time.Minute / time.Millisecond)
+	blockedLimit = "blocked_queries"
+)
+
+var rejected = func() map[string]*metrics.Counter {
+	m := map[string]*metrics.Counter{}
+	for _, n := range append(fieldNames[:], blockedLimit) {
+		m[n] = metrics.NewCounter(`vmgateway_querylimits_rejected_total{limit="` + n + `"}`)
+	}
+	return m
+}()
+
+// Applies says whether the limits of the caller's tenant concern a request of this route, so that the gateway
+// reads the args only then.
+func (c *config) Applies(a *auth.Access, rt route.Route) bool {
+	return kindOf(rt) != apiOther && !c.forTenant(a.Tenant).empty()
+}
+
+// Check judges one read request of the caller's tenant against its query limits, from the args of the URL and of
+// the form body (VictoriaMetrics reads both; every value of a repeated arg is judged, the widest counts). It
+// returns the timeout to send upstream as the timeout arg ("" for none) or the refusal: 422 naming the limit, its
+// value, what the request asked for and whom the limit is for; 400 for args the limits cannot read.
+func (c *config) Check(a *auth.Access, rt route.Route, args, form url.Values, now time.Time) (string, error) {
+	rs := c.forTenant(a.Tenant)
+	kind := kindOf(rt)
+	if rs.empty() || kind == apiOther {
+		return "", nil
+	}
+	ck := checker{cfg: c, rs: rs, a: a, args: args, form: form, now: now.UnixMilli()}
+	if kind == apiUnjudged {
+		for _, f := range []field{maxQueryLookback, maxTotalQueryLength} {
+			for _, r := range rs.rules[f] {
+				return "", ck.refuse(f, r, "query limit %s exceeded: the %s API reads a time range the gateway cannot check; "+
+					"the limit is %s: query it through the Prometheus API (/api/v1/query_range)", rt.API)
+			}
+		}
+		return "", nil
+	}
+	if err := ck.check(kind); err != nil {
+		return "", err
+	}
+	return ck.timeout()
+}
+
+type checker struct {
+	cfg        *config
+	rs         *ruleSet
+	a          *auth.Access
+	args, form url.Values
+	now        int64
+}
+
+// each calls f for every value of arg k, the form's first, as VictoriaMetrics' FormValue reads them.
+func (ck *checker) each(k string, f func(v string) error) error {
+	for _, v := range ck.form[k] {
+		if err := f(v); err != nil {
+			return err
+		}
+	}
+	for _, v := range ck.args[k] {
+		if err := f(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// times returns the earliest and latest value of a time arg; def stands for an absent or empty one.
+func (ck *checker) times(k string, def int64) (lo, hi int64, err error) {
+	lo, hi = math.MaxInt64, math.MinInt64
+	n := 0
+	err = ck.each(k, func(v string) error {
+		n++
+		tlo, thi := def, def
+		if v != "" {
+			var err error
+			if tlo, thi, err = parseTimeRange(v, ck.now); err != nil {
+				return badArg(k, v, err.Error())
+			}
+		}
+		lo, hi = min(lo, tlo), max(hi, thi)
+		return nil
+	})
+	if n == 0 {
+		lo, hi = def, def
+	}
+	return lo, hi, err
+}
+
+// durations returns the smallest and largest value of a duration arg; def stands for an absent or empty one.
+func (ck *checker) durations(k string, def int64) (lo, hi int64, err error) {
+	lo, hi = math.MaxInt64, math.MinInt64
+	n := 0
+	err = ck.each(k, func(v string) error {
+		n++
+		d := def
+		if v != "" {
+			var err error
+			if d, err = parseDurationArg(v); err != nil {
+				return badArg(k, v, err.Error())
+			}
+		}
+		lo, hi = min(lo, d), max(hi, d)
+		return nil
+	})
+	if n == 0 {
+		lo, hi = def, def
+	}
+	return lo, hi, err
+}
+
+func badArg(k, v, why string) error {
+	if len(v) > 64 {
+		v = v[:64] + "..."
+	}
+	return httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot read %s=%q to check the query limits: %s", k, v, why))
+}
+
+func (ck *checker) check(kind apiKind) error {
+	exprArgs := []string{"match[]", "match"}
+	if kind == apiQuery || kind == apiRange {
+		exprArgs = []string{"query"}
+	}
+	for _, r := range ck.rs.rules[maxExprSize] {
+		for _, k := range exprArgs {
+			if err := ck.each(k, func(v string) error {
+				if int64(len(v)) > r.v {
+					return ck.refuse(maxExprSize, r, "query limit max_query_expression_size_bytes=%s exceeded: the %s arg is %d bytes; "+
+						"the limit is %s: shorten the query, e.g. with a recording rule", k, len(v))
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+	}
+
+	// from..to is the range the request is evaluated over; length is what max_total_query_length judges.
+	var from, to, length, stepLo, stepHi int64
+	var err error
+	ranged := true
+	switch kind {
+	case apiQuery:
+		ranged = false
+		if from, to, err = ck.times("time", ck.now); err != nil {
+			return err
+		}
+		if stepLo, stepHi, err = ck.durations("step", defaultStep); err != nil {
+			return err
+		}
+	case apiRange:
+		if stepLo, stepHi, err = ck.durations("step", defaultStep); err != nil {
+			return err
+		}
+		if from, _, err = ck.times("start", ck.now-defaultStep); err != nil {
+			return err
+		}
+		if _, to, err = ck.times("end", ck.now); err != nil {
+			return err
+		}
+		for _, r := range ck.rs.rules[minStep] {
+			if stepLo < r.v {
+				return ck.refuse(minStep, r, "query limit min_step=%s exceeded: the step is %s; the limit is %s: use a coarser step", fmtDuration(stepLo))
+			}
+		}
+	case apiExport, apiSeries, apiFederate:
+		var endLo int64
+		if endLo, to, err = ck.times("end", ck.now); err != nil {
+			return err
+		}
+		def := int64(0) // export: from the beginning of the retention
+		switch kind {
+		case apiSeries:
+			// The last day from 00:00 UTC: never less than a day, at most two.
+			def = sub(endLo, day)
+			def -= def % day
+		case apiFederate:
+			_, lb, err := ck.durations("max_lookback", defaultStep)
+			if err != nil {
+				return err
+			}
+			def = sub(ck.now, lb)
+		}
+		if from, _, err = ck.times("start", max(def, 0)); err != nil {
+			return err
+		}
+	case apiTSDB:
+		from, to = math.MaxInt64, math.MinInt64
+		today := ck.now - ck.now%day
+		n := 0
+		if err := ck.each("date", func(v string) error {
+			n++
+			d := today
+			if v != "" {
+				t, err := time.Parse("2006-01-02", v)
+				if err != nil {
+					return badArg("date", v, "want YYYY-MM-DD")
+				}
+				d = t.UnixMilli()
+			}
+			end := d + day
+			if d <= 0 {
+				end = ck.now // 1970-01-01 asks current VictoriaMetrics for the stats of all time
+			}
+			from, to = min(from, d), max(to, end)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if n == 0 {
+			from, to = today, today+day
+		}
+	}
+	if ranged {
+		length = max(to-from, 0)
+		for _, r := range ck.rs.rules[maxTotalQueryLength] {
+			if length > r.v {
+				return ck.refuse(maxTotalQueryLength, r, "query limit max_total_query_length=%s exceeded: the request spans %s (%s to %s); "+
+					"the limit is %s: ask for a shorter time range", fmtDuration(length), fmtTime(from), fmtTime(to))
+			}
+		}
+	}
+	if kind == apiQuery || kind == apiRange {
+		// VictoriaMetrics moves a time within latency_offset of now back to now - latency_offset.
+		_, off, err := ck.durations("latency_offset", 0)
+		if err != nil {
+			return err
+		}
+		from = min(from, sub(ck.now, off))
+	}
+	readFrom := from
+	if kind == apiQuery || kind == apiRange {
+		// VictoriaMetrics looks back max_lookback for the last sample of a selector without a window.
+		var lookback int64
+		for _, k := range []string{"max_lookback", "lookback_delta"} {
+			_, lb, err := ck.durations(k, 0)
+			if err != nil {
+				return err
+			}
+			lookback = max(lookback, lb)
+		}
+		if readFrom, err = ck.queries(from, to, stepHi, lookback); err != nil {
+			return err
+		}
+	} else if err := ck.selectors(); err != nil {
+		return err
+	}
+	if readFrom == math.MaxInt64 {
+		return nil // the query reads no series
+	}
+	back := ck.now - readFrom
+	for _, r := range ck.rs.rules[maxQueryLookback] {
+		if back > r.v {
+			return ck.refuse(maxQueryLookback, r, "query limit max_query_lookback=%s exceeded: the request reads data from %s, %s before now; "+
+				"the limit is %s: read a more recent time range (windows, offsets, subqueries and @ count)", fmtTime(readFrom), fmtDuration(back))
+		}
+	}
+	return nil
+}
+
+// queries checks every query arg: blocked patterns, subquery steps, and the earliest time it reads.
+func (ck *checker) queries(from, to, step, lookback int64) (int64, error) {
+	rs := ck.rs
+	needParse := len(rs.blocked) > 0 || len(rs.rules[maxQueryLookback]) > 0 || len(rs.rules[minStep]) > 0
+	readFrom := int64(math.MaxInt64)
+	if !needParse {
+		return from, nil
+	}
+	err := ck.each("query", func(q string) error {
+		p := ck.cfg.parse(q)
+		if p.err != nil {
+			return httperr.New(http.StatusBadRequest, "cannot parse the query to check the query limits: "+p.err.Error())
+		}
+		if err := ck.blocked(p, "query"); err != nil {
+			return err
+		}
+		w := spanOf(&p.root, from, to, step, ck.now, lookback)
+		for _, r := range rs.rules[minStep] {
+			if w.minSubStep != 0 && w.minSubStep < r.v {
+				return ck.refuse(minStep, r, "query limit min_step=%s exceeded: a subquery has step %s; the limit is %s: use a coarser subquery step", fmtDuration(w.minSubStep))
+			}
+		}
+		for _, r := range rs.rules[maxQueryLookback] {
+			if p.unresolved != "" || w.atNaN {
+				what := p.unresolved
+				if what == "" {
+					what = "an @ modifier"
+				}
+				return ck.refuse(maxQueryLookback, r, "query limit max_query_lookback=%s exceeded: the time of %s is not known before the query runs; "+
+					"the limit is %s: use a number, start(), end() or now() after @", what)
+			}
+		}
+		readFrom = min(readFrom, w.from)
+		return nil
+	})
+	return readFrom, err
+}
+
+// selectors checks the match[] args of the listing and export APIs against the blocked patterns.
+func (ck *checker) selectors() error {
+	if len(ck.rs.blocked) == 0 {
+		return nil
+	}
+	for _, k := range []string{"match[]", "match"} {
+		if err := ck.each(k, func(m string) error {
+			p := ck.cfg.parse(m)
+			if p.err != nil {
+				return httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot parse the %s arg to check the query limits: %s", k, p.err))
+			}
+			return ck.blocked(p, k)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (ck *checker) blocked(p *parsed, arg string) error {
+	for _, b := range ck.rs.blocked {
+		for _, i := range b.patterns {
+			if p.blocked[i] {
+				pt := ck.cfg.patterns[i]
+				how := "exactly"
+				if pt.re != nil {
+					how = "the regexp"
+				}
+				return ck.refuseBlocked(b.e, "query limit blocked_queries refused the request: the %s arg matches %s the blocked query %q; "+
+					"the blocked queries are %s", arg, how, pt.text)
+			}
+		}
+	}
+	return nil
+}
+
+// timeout checks the client's own timeout args against query_timeout and returns the one to send when it has none.
+func (ck *checker) timeout() (string, error) {
+	rules := ck.rs.rules[queryTimeout]
+	if len(rules) == 0 {
+		return "", nil
+	}
+	set := false
+	if err := ck.each("timeout", func(v string) error {
+		if v == "" {
+			return nil
+		}
+		d, err := parseDurationArg(v)
+		if err != nil {
+			return badArg("timeout", v, err.Error())
+		}
+		set = true
+		for _, r := range rules {
+			if d > r.v {
+				return ck.refuse(queryTimeout, r, "query limit query_timeout=%s exceeded: the request asks for timeout=%s; the limit is %s: "+
+					"ask for a shorter timeout or none", fmtDuration(d))
+			}
+		}
+		return nil
+	}); err != nil {
+		return "", err
+	}
+	if set {
+		return "", nil
+	}
+	return ck.rs.timeout, nil
+}
+
+// refuse is the 422 of rule r of field f. format's first verb is the limit's value and its last the whom; args are
+// what lies between.
+func (ck *checker) refuse(f field, r rule, format string, args ...any) error {
+	rejected[f.String()].Inc()
+	v := strconv.FormatInt(r.v, 10)
+	if f.isDuration() {
+		v = fmtDuration(r.v)
+	}
+	if f == maxQueryLookback || f == maxTotalQueryLength {
+		if strings.HasPrefix(format, "query limit %s exceeded") { // the unjudged API: the limit's name and value
+			v = f.String() + "=" + v
+		}
+	}
+	all := append(append([]any{v}, args...), ck.whom(r.e))
+	return httperr.New(http.StatusUnprocessableEntity, fmt.Sprintf(format, all...))
+}
+
+func (ck *checker) refuseBlocked(e *entry, format string, args ...any) error {
+	rejected[blockedLimit].Inc()
+	return httperr.New(http.StatusUnprocessableEntity, fmt.Sprintf(format, append(args, ck.whom(e))...))
+}
+
+// whom names the tenant and key a limit is for, and where it comes from.
+func (ck *checker) whom(e *entry) string {
+	s := "tenant " + ck.a.Tenant.String() + "'s"
+	if !e.key.IsZero() {
+		s += fmt.Sprintf(" for %s=%q", e.key, e.key.Value(ck.a))
+	}
+	if e.hasTenant {
+		return s + " (its own entry)"
+	}
+	return s + " (the default for all tenants)"
+}

@@ -1,0 +1,547 @@
+// Package querylimits refuses, per tenant, the read requests whose shape would hurt everyone: too long a time
+// range, data read too far back (windows, offsets, subqueries and @ modifiers counted from the parsed MetricsQL),
+// too fine a step, too large an expression, a blocked query. The limits carry Grafana Mimir's names. A request over
+// a limit gets 422 naming the limit; nothing is clamped in silence.
+package querylimits
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/VictoriaMetrics/metricsql"
+	"gopkg.in/yaml.v3"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/ratelimit"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+// field is one limit of an entry.
+type field uint8
+
+const (
+	maxTotalQueryLength field = iota
+	maxQueryLookback
+	minStep
+	maxExprSize
+	queryTimeout
+	numFields
+)
+
+var fieldNames = [numFields]string{
+	maxTotalQueryLength: "max_total_query_length",
+	maxQueryLookback:    "max_query_lookback",
+	minStep:             "min_step",
+	maxExprSize:         "max_query_expression_size_bytes",
+	queryTimeout:        "query_timeout",
+}
+
+const blockedQueries = "blocked_queries"
+
+func (f field) String() string { return fieldNames[f] }
+
+// isDuration says whether the field's value is a duration in milliseconds; else it is a number of bytes.
+func (f field) isDuration() bool { return f != maxExprSize }
+
+// entry is one item of the limits list.
+type entry struct {
+	line      int
+	tenant    tenant.ID
+	hasTenant bool
+	key       ratelimit.Key
+	// vals are milliseconds (durations) or bytes; 0 means the entry does not set the field.
+	vals [numFields]int64
+	// blocked indexes config.patterns; blockedSet tells an explicit empty list from none.
+	blocked    []int
+	blockedSet bool
+}
+
+// pattern is one blocked query: exact (the query, or one of its subexpressions, equals it up to formatting) or an
+// anchored regexp over the query's canonical form.
+type pattern struct {
+	text      string
+	canonical string // exact patterns: metricsql's canonical form
+	re        *regexp.Regexp
+	line      int
+}
+
+// rule is one limit in force for a tenant, and the entry it comes from (named in refusals).
+type rule struct {
+	v int64
+	e *entry
+}
+
+type blockRule struct {
+	patterns []int
+	e        *entry
+}
+
+// ruleSet is every limit in force for one tenant. Every rule must hold: a tenant's own entry replaces the default
+// entry of the same key field by field, and entries of different keys all apply, as in -ratelimit.config.
+type ruleSet struct {
+	rules   [numFields][]rule
+	blocked []blockRule
+	// timeout is the strictest query_timeout in seconds, as the timeout arg sends it.
+	timeout string
+}
+
+func (rs *ruleSet) empty() bool {
+	if rs == nil {
+		return true
+	}
+	for _, r := range rs.rules {
+		if len(r) > 0 {
+			return false
+		}
+	}
+	return len(rs.blocked) == 0
+}
+
+// bySpan says whether the tenant has a limit on the time a request reads.
+func (rs *ruleSet) bySpan() bool {
+	return len(rs.rules[maxTotalQueryLength]) > 0 || len(rs.rules[maxQueryLookback]) > 0
+}
+
+// config is a parsed query limits config, immutable once built but for its cache of parsed queries.
+type config struct {
+	entries  []*entry
+	patterns []pattern
+	defaults *ruleSet
+	own      map[tenant.ID]*ruleSet
+	cache    *cache
+}
+
+// forTenant returns the limits in force for id; nil when it has none.
+func (c *config) forTenant(id tenant.ID) *ruleSet {
+	if c == nil {
+		return nil
+	}
+	if rs, ok := c.own[id]; ok {
+		return rs
+	}
+	return c.defaults
+}
+
+func newConfig(entries []*entry, patterns []pattern) *config {
+	c := &config{entries: entries, patterns: patterns, own: map[tenant.ID]*ruleSet{}, cache: newCache()}
+	var defaults []*entry
+	owned := map[tenant.ID][]*entry{}
+	for _, e := range entries {
+		if e.hasTenant {
+			owned[e.tenant] = append(owned[e.tenant], e)
+		} else {
+			defaults = append(defaults, e)
+		}
+	}
+	c.defaults = buildRules(nil, defaults)
+	if c.defaults.empty() {
+		c.defaults = nil
+	}
+	for id, own := range owned {
+		c.own[id] = buildRules(own, defaults)
+	}
+	return c
+}
+
+// buildRules merges a tenant's own entries over the defaults: for each key and field, the tenant's value if it has
+// one, else the default's.
+func buildRules(own, defaults []*entry) *ruleSet {
+	rs := &ruleSet{}
+	ownByKey, defByKey := map[ratelimit.Key]*entry{}, map[ratelimit.Key]*entry{}
+	var keys []ratelimit.Key
+	for _, es := range [][]*entry{own, defaults} {
+		for _, e := range es {
+			if _, ok := ownByKey[e.key]; !ok {
+				if _, ok := defByKey[e.key]; !ok {
+					keys = append(keys, e.key)
+				}
+			}
+		}
+		for _, e := range es {
+			if e.hasTenant {
+				ownByKey[e.key] = e
+			} else {
+				defByKey[e.key] = e
+			}
+		}
+	}
+	for _, k := range keys {
+		o, d := ownByKey[k], defByKey[k]
+		for f := field(0); f < numFields; f++ {
+			switch {
+			case o != nil && o.vals[f] != 0:
+				rs.rules[f] = append(rs.rules[f], rule{v: o.vals[f], e: o})
+			case d != nil && d.vals[f] != 0:
+				rs.rules[f] = append(rs.rules[f], rule{v: d.vals[f], e: d})
+			}
+		}
+		b := d
+		if o != nil && o.blockedSet {
+			b = o
+		}
+		if b != nil && len(b.blocked) > 0 {
+			rs.blocked = append(rs.blocked, blockRule{patterns: b.blocked, e: b})
+		}
+	}
+	if rules := rs.rules[queryTimeout]; len(rules) > 0 {
+		lim := rules[0].v
+		for _, r := range rules[1:] {
+			lim = min(lim, r.v)
+		}
+		rs.timeout = strconv.FormatFloat(float64(lim)/1000, 'f', -1, 64)
+	}
+	return rs
+}
+
+// configError lists every problem of a config, each with its line.
+type configError struct {
+	source   string
+	problems []problem
+}
+
+type problem struct {
+	line int
+	msg  string
+}
+
+func (e *configError) Error() string {
+	var b strings.Builder
+	if len(e.problems) > 1 {
+		fmt.Fprintf(&b, "%d errors in the query limits config %s:", len(e.problems), e.source)
+		for _, p := range e.problems {
+			fmt.Fprintf(&b, "\n  %s:%d: %s", e.source, p.line, p.msg)
+		}
+		return b.String()
+	}
+	p := e.problems[0]
+	fmt.Fprintf(&b, "%s:%d: %s", e.source, p.line, p.msg)
+	return b.String()
+}
+
+type addFunc func(n *yaml.Node, format string, args ...any)
+
+// parseConfig reads a query limits config; source names it in errors. Every problem is reported with its line.
+func parseConfig(data []byte, source string) (*config, error) {
+	p := &configError{source: source}
+	addf := func(n *yaml.Node, format string, args ...any) {
+		p.problems = append(p.problems, problem{line: n.Line, msg: fmt.Sprintf(format, args...)})
+	}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, emptyConfig(source)
+		}
+		return nil, fmt.Errorf("cannot parse the query limits config %s: %w", source, err)
+	}
+	var second yaml.Node
+	if err := dec.Decode(&second); err == nil {
+		addf(&second, "a second YAML document: the query limits config is one document")
+	} else if !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("cannot parse the query limits config %s: %w", source, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, emptyConfig(source)
+	}
+	root := resolve(doc.Content[0])
+	var list *yaml.Node
+	if root.Kind != yaml.MappingNode {
+		addf(root, "want a mapping with a `limits:` list, got %s", describe(root))
+	} else {
+		eachKey(root, addf, func(key, val *yaml.Node) {
+			if key.Value != "limits" {
+				addf(key, "unknown key %q: the only top-level key is `limits`", key.Value)
+				return
+			}
+			list = val
+		})
+		if list == nil {
+			addf(root, "no `limits:` key (write `limits: []` for no limits)")
+		}
+	}
+	var entries []*entry
+	var patterns []pattern
+	if list != nil {
+		if list.Kind != yaml.SequenceNode {
+			addf(list, "limits: want a list of entries, got %s", describe(list))
+		} else {
+			type who struct {
+				t         tenant.ID
+				hasTenant bool
+				key       ratelimit.Key
+			}
+			seen := map[who]int{}
+			for _, item := range list.Content {
+				item = resolve(item)
+				e, ok := parseEntry(item, addf, &patterns)
+				if !ok {
+					continue
+				}
+				w := who{e.tenant, e.hasTenant, e.key}
+				if line, dup := seen[w]; dup {
+					addf(item, "duplicate entry: %s already has one at line %d; put all its limits in one entry", e.who(), line)
+					continue
+				}
+				seen[w] = item.Line
+				entries = append(entries, e)
+			}
+		}
+	}
+	if len(p.problems) > 0 {
+		sort.SliceStable(p.problems, func(i, j int) bool { return p.problems[i].line < p.problems[j].line })
+		return nil, p
+	}
+	return newConfig(entries, patterns), nil
+}
+
+func emptyConfig(source string) error {
+	return fmt.Errorf("the query limits config %s is empty: want a `limits:` list (write `limits: []` for no limits)", source)
+}
+
+// who names whom an entry is for.
+func (e *entry) who() string {
+	s := "the default for all tenants"
+	if e.hasTenant {
+		s = "tenant " + e.tenant.String()
+	}
+	if !e.key.IsZero() {
+		s += " by " + e.key.String()
+	}
+	return s
+}
+
+const idRange = "an integer in [0..4294967295]"
+
+func parseEntry(item *yaml.Node, addf addFunc, patterns *[]pattern) (*entry, bool) {
+	if item.Kind != yaml.MappingNode {
+		addf(item, "want an entry (a mapping of limits, with account_id, project_id and key to choose whom it is for), got %s", describe(item))
+		return nil, false
+	}
+	e := &entry{line: item.Line}
+	bad := 0
+	addf2 := func(n *yaml.Node, format string, args ...any) { bad++; addf(n, format, args...) }
+	var accNode, projNode *yaml.Node
+	set := 0
+	eachKey(item, addf2, func(key, val *yaml.Node) {
+		switch key.Value {
+		case "account_id":
+			accNode = val
+			return
+		case "project_id":
+			projNode = val
+			return
+		case "key":
+			if val.Kind != yaml.ScalarNode || val.ShortTag() != "!!str" {
+				addf2(val, "key: want claim:<name> or label:<name>, got %s", describe(val))
+			} else if k, err := ratelimit.ParseKey(val.Value); err != nil {
+				addf2(val, "key: %s", err)
+			} else {
+				e.key = k
+			}
+			return
+		case blockedQueries:
+			set++
+			e.blockedSet = true
+			parseBlocked(val, addf2, e, patterns)
+			return
+		}
+		for f := field(0); f < numFields; f++ {
+			if key.Value != fieldNames[f] {
+				continue
+			}
+			set++
+			if f.isDuration() {
+				if d, ok := parseDuration(val); ok {
+					e.vals[f] = d
+				} else {
+					addf2(val, "%s: want a positive duration such as 30s, 1h or 30d, got %s", f, describe(val))
+				}
+			} else if v, ok := parseInt(val, math.MaxInt32); ok && v > 0 {
+				e.vals[f] = int64(v)
+			} else {
+				addf2(val, "%s: want a positive integer, got %s", f, describe(val))
+			}
+			return
+		}
+		addf2(key, "unknown key %q: an entry has account_id, project_id, key, %s and %s", key.Value, strings.Join(fieldNames[:], ", "), blockedQueries)
+	})
+	if accNode != nil {
+		if v, ok := parseInt(accNode, math.MaxUint32); ok {
+			e.tenant.AccountID, e.hasTenant = uint32(v), true
+		} else {
+			addf2(accNode, "account_id: want %s, got %s", idRange, describe(accNode))
+		}
+	}
+	if projNode != nil {
+		if v, ok := parseInt(projNode, math.MaxUint32); ok {
+			e.tenant.ProjectID = uint32(v)
+		} else {
+			addf2(projNode, "project_id: want %s, got %s", idRange, describe(projNode))
+		}
+		if accNode == nil {
+			addf2(projNode, "project_id without account_id: an entry is for one tenant (account_id, and project_id which defaults to 0) or, without both, for all tenants")
+		}
+	}
+	if set == 0 && bad == 0 {
+		addf2(item, "the entry sets no limit: want at least one of %s, %s", strings.Join(fieldNames[:], ", "), blockedQueries)
+	}
+	return e, bad == 0
+}
+
+func parseBlocked(list *yaml.Node, addf addFunc, e *entry, patterns *[]pattern) {
+	if list.Kind != yaml.SequenceNode {
+		addf(list, "%s: want a list of {pattern: ..., regex: true|false}, got %s", blockedQueries, describe(list))
+		return
+	}
+	for _, item := range list.Content {
+		item = resolve(item)
+		if item.Kind != yaml.MappingNode {
+			addf(item, "%s: want {pattern: ..., regex: true|false}, got %s", blockedQueries, describe(item))
+			continue
+		}
+		var patNode, reNode *yaml.Node
+		eachKey(item, addf, func(key, val *yaml.Node) {
+			switch key.Value {
+			case "pattern":
+				patNode = val
+			case "regex":
+				reNode = val
+			default:
+				addf(key, "unknown key %q in a blocked query: want pattern and regex", key.Value)
+			}
+		})
+		if patNode == nil {
+			addf(item, "a blocked query without pattern")
+			continue
+		}
+		if patNode.Kind != yaml.ScalarNode || patNode.ShortTag() != "!!str" || strings.TrimSpace(patNode.Value) == "" {
+			addf(patNode, "pattern: want a non-empty string, got %s", describe(patNode))
+			continue
+		}
+		isRegex := false
+		if reNode != nil {
+			if reNode.Kind != yaml.ScalarNode || reNode.ShortTag() != "!!bool" {
+				addf(reNode, "regex: want true or false, got %s", describe(reNode))
+				continue
+			}
+			isRegex = reNode.Value == "true" || reNode.Value == "True" || reNode.Value == "TRUE"
+		}
+		pt := pattern{text: patNode.Value, line: patNode.Line}
+		if isRegex {
+			re, err := regexp.Compile("^(?:" + pt.text + ")$")
+			if err != nil {
+				addf(patNode, "pattern: not a valid regexp: %s", err)
+				continue
+			}
+			pt.re = re
+		} else {
+			c, err := canonical(pt.text)
+			if err != nil {
+				addf(patNode, "pattern: not a valid MetricsQL query (an exact pattern is compared as parsed, so spaces and "+
+					"quoting do not matter; use regex: true to match text): %s", err)
+				continue
+			}
+			pt.canonical = c
+		}
+		e.blocked = append(e.blocked, len(*patterns))
+		*patterns = append(*patterns, pt)
+	}
+}
+
+// canonical is a query as metricsql prints it once parsed: WITH templates expanded, one spelling for each
+// construct, so that blocking `count({__name__=~".+"})` also blocks `count( {__name__ =~ ".+"} )`.
+func canonical(q string) (string, error) {
+	if err := enforce.CheckWithBudget(q); err != nil {
+		return "", err
+	}
+	e, err := metricsql.Parse(q)
+	if err != nil {
+		return "", err
+	}
+	return string(e.AppendString(nil)), nil
+}
+
+// parseDuration reads a positive duration with a unit (s, m, h, d, w, y; ms), in milliseconds.
+func parseDuration(n *yaml.Node) (int64, bool) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		return 0, false
+	}
+	return parseDurationString(n.Value)
+}
+
+func parseDurationString(s string) (int64, bool) {
+	if s == "" || strings.ContainsAny(s, "iI") {
+		// `i` is a number of steps: it has no meaning outside a query.
+		return 0, false
+	}
+	if _, err := strconv.ParseFloat(s, 64); err == nil {
+		return 0, false // a unit is required: 30 could be seconds or milliseconds
+	}
+	d, err := metricsql.DurationValue(s, 0)
+	if err != nil || d <= 0 {
+		return 0, false
+	}
+	return d, true
+}
+
+// parseInt accepts a YAML integer in [0..max]; quoted numbers are strings, not integers.
+func parseInt(n *yaml.Node, max uint64) (uint64, bool) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" {
+		return 0, false
+	}
+	var v uint64
+	if err := n.Decode(&v); err != nil || v > max {
+		return 0, false
+	}
+	return v, true
+}
+
+func eachKey(m *yaml.Node, addf addFunc, f func(key, val *yaml.Node)) {
+	seen := map[string]int{}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		key, val := resolve(m.Content[i]), resolve(m.Content[i+1])
+		if key.Kind != yaml.ScalarNode {
+			addf(key, "want a plain key, got %s", describe(key))
+			continue
+		}
+		if line, ok := seen[key.Value]; ok {
+			addf(key, "duplicate key %q (first at line %d)", key.Value, line)
+			continue
+		}
+		seen[key.Value] = key.Line
+		f(key, val)
+	}
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	switch n.ShortTag() {
+	case "!!null":
+		return "nothing"
+	case "!!str":
+		if _, err := strconv.ParseFloat(n.Value, 64); err == nil || n.Value == "true" || n.Value == "false" {
+			return strconv.Quote(n.Value) + " (a quoted string)"
+		}
+		return strconv.Quote(n.Value)
+	}
+	return n.Value
+}
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}

@@ -1,0 +1,274 @@
+package querylimits
+
+import (
+	"math"
+
+	"github.com/VictoriaMetrics/metricsql"
+)
+
+// The span of a query is the time range of the samples it reads, computed from the parsed MetricsQL the way
+// VictoriaMetrics evaluates it: a rollup over a window W at time t reads (t-W, t]; `offset d` shifts what is under
+// it back by d; `@ T` evaluates what is under it at T whatever the range; a subquery `[W:s]` evaluates its inner
+// query over [t-W, t] at step s, so nested windows add up; a selector without a window reads one step back (the
+// window VictoriaMetrics uses for it, or the request's max_lookback when longer). VictoriaMetrics reads a little more than this model (the step alignment of a
+// range and the staleness interval, minutes at most): the limits are meant for days and hours.
+
+// lin is a duration that may depend on the step, as `[5i]` does: a + b×step milliseconds.
+type lin struct{ a, b float64 }
+
+func linOf(de *metricsql.DurationExpr) lin {
+	if de == nil {
+		return lin{}
+	}
+	a := de.Duration(0)
+	return lin{float64(a), float64(de.Duration(1000)-a) / 1000}
+}
+
+func (l lin) at(step int64) int64 { return clampF(l.a + l.b*float64(step)) }
+
+type nodeKind uint8
+
+const (
+	// kindNone reads nothing: numbers, strings.
+	kindNone nodeKind = iota
+	// kindSelector is a series selector; on its own it reads one step back.
+	kindSelector
+	// kindRollup is what metricsql calls a RollupExpr: a window, a subquery, an offset or an @ over its child.
+	kindRollup
+	// kindGroup is a function, aggregation or operator: it reads what its children read.
+	kindGroup
+)
+
+// node is a query compiled for the span: the AST reduced to what moves time, built once per query.
+type node struct {
+	kind     nodeKind
+	subquery bool
+	window   lin
+	offset   lin
+	step     lin // subqueries with an explicit step
+	hasStep  bool
+	at       *atExpr
+	children []node
+}
+
+// atExpr is the time of an @ modifier: a number (Unix seconds), start(), end(), now(), a duration, or arithmetic
+// of them. Anything else cannot be resolved before the query runs.
+type atExpr struct {
+	op   byte // 'n' number, 's' start(), 'e' end(), 'w' now(), 'd' duration, or + - * /
+	v    float64
+	d    lin
+	l, r *atExpr
+}
+
+// maxDepth bounds the recursion of compile; metricsql itself refuses deeper queries long before.
+const maxDepth = 1000
+
+// compile reduces e to its span tree. unresolved is the text of the first @ modifier it cannot resolve.
+func compile(e metricsql.Expr, depth int, unresolved *string) node {
+	if depth > maxDepth {
+		*unresolved = "a query nested too deeply"
+		return node{kind: kindNone}
+	}
+	switch x := e.(type) {
+	case *metricsql.MetricExpr:
+		return node{kind: kindSelector}
+	case *metricsql.RollupExpr:
+		n := node{kind: kindRollup, window: linOf(x.Window), offset: linOf(x.Offset)}
+		child := compile(x.Expr, depth+1, unresolved)
+		n.subquery = x.ForSubquery() || (x.Window != nil && child.kind != kindSelector)
+		if x.Step != nil {
+			n.step, n.hasStep = linOf(x.Step), true
+		}
+		if x.At != nil {
+			n.at = compileAt(x.At, depth+1)
+			if n.at == nil && *unresolved == "" {
+				*unresolved = "@ " + string(x.At.AppendString(nil))
+			}
+		}
+		n.children = []node{child}
+		return n
+	case *metricsql.FuncExpr:
+		return group(x.Args, depth, unresolved)
+	case *metricsql.AggrFuncExpr:
+		return group(x.Args, depth, unresolved)
+	case *metricsql.BinaryOpExpr:
+		return group([]metricsql.Expr{x.Left, x.Right}, depth, unresolved)
+	}
+	return node{kind: kindNone}
+}
+
+func group(args []metricsql.Expr, depth int, unresolved *string) node {
+	n := node{kind: kindGroup}
+	for _, a := range args {
+		if c := compile(a, depth+1, unresolved); c.kind != kindNone {
+			n.children = append(n.children, c)
+		}
+	}
+	if len(n.children) == 0 {
+		return node{kind: kindNone}
+	}
+	return n
+}
+
+func compileAt(e metricsql.Expr, depth int) *atExpr {
+	if depth > maxDepth {
+		return nil
+	}
+	switch x := e.(type) {
+	case *metricsql.NumberExpr:
+		return &atExpr{op: 'n', v: x.N}
+	case *metricsql.DurationExpr:
+		return &atExpr{op: 'd', d: linOf(x)}
+	case *metricsql.FuncExpr:
+		if len(x.Args) != 0 {
+			return nil
+		}
+		switch x.Name {
+		case "start":
+			return &atExpr{op: 's'}
+		case "end":
+			return &atExpr{op: 'e'}
+		case "now":
+			return &atExpr{op: 'w'}
+		}
+	case *metricsql.BinaryOpExpr:
+		switch x.Op {
+		case "+", "-", "*", "/":
+			l, r := compileAt(x.Left, depth+1), compileAt(x.Right, depth+1)
+			if l == nil || r == nil {
+				return nil
+			}
+			return &atExpr{op: x.Op[0], l: l, r: r}
+		}
+	}
+	return nil
+}
+
+// eval is the @ time in seconds, with start() and end() of the range it is evaluated in.
+func (x *atExpr) eval(a, b, now, step int64) float64 {
+	switch x.op {
+	case 'n':
+		return x.v
+	case 'd':
+		return float64(x.d.at(step)) / 1000
+	case 's':
+		return float64(a) / 1000
+	case 'e':
+		return float64(b) / 1000
+	case 'w':
+		return float64(now) / 1000
+	}
+	l, r := x.l.eval(a, b, now, step), x.r.eval(a, b, now, step)
+	switch x.op {
+	case '+':
+		return l + r
+	case '-':
+		return l - r
+	case '*':
+		return l * r
+	}
+	return l / r
+}
+
+// walk accumulates the span of one evaluation.
+type walk struct {
+	now int64
+	// lookback is the max_lookback arg: a selector without a window reads back the longer of it and the step.
+	lookback int64
+	from, to int64
+	// minSubStep is the finest explicit subquery step met, for min_step; 0 when none.
+	minSubStep int64
+	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
+	atNaN bool
+}
+
+// span adds to w what n reads when evaluated over [a, b] at step.
+func (w *walk) span(n *node, a, b, step int64) {
+	switch n.kind {
+	case kindNone:
+		return
+	case kindSelector:
+		w.add(sub(a, max(step, w.lookback)), b)
+		return
+	case kindGroup:
+		for i := range n.children {
+			w.span(&n.children[i], a, b, step)
+		}
+		return
+	}
+	if n.at != nil {
+		t := n.at.eval(a, b, w.now, step) * 1000
+		if math.IsNaN(t) {
+			w.atNaN = true
+			return
+		}
+		a, b = clampF(t), clampF(t)
+	}
+	off := n.offset.at(step)
+	a, b = sub(a, off), sub(b, off)
+	child := &n.children[0]
+	if n.subquery {
+		win := n.window.at(step)
+		if win <= 0 {
+			win = step
+		}
+		inner := step
+		if n.hasStep {
+			if s := n.step.at(step); s > 0 {
+				inner = s
+				if w.minSubStep == 0 || s < w.minSubStep {
+					w.minSubStep = s
+				}
+			}
+		}
+		w.span(child, sub(a, win), b, inner)
+		return
+	}
+	if child.kind == kindSelector {
+		win := max(step, w.lookback)
+		if n.window != (lin{}) {
+			if v := n.window.at(step); v > 0 {
+				win = v
+			}
+		}
+		w.add(sub(a, win), b)
+		return
+	}
+	w.span(child, a, b, step)
+}
+
+func (w *walk) add(from, to int64) {
+	if from < w.from {
+		w.from = from
+	}
+	if to > w.to {
+		w.to = to
+	}
+}
+
+// Times are kept within ±limit so that no sum of a time and a window overflows.
+const limit = int64(1) << 61
+
+func clamp(v int64) int64 { return max(-limit, min(limit, v)) }
+
+func clampF(v float64) int64 {
+	switch {
+	case math.IsNaN(v):
+		return 0
+	case v >= float64(limit):
+		return limit
+	case v <= -float64(limit):
+		return -limit
+	}
+	return int64(v)
+}
+
+func sub(a, d int64) int64 { return clamp(clamp(a) - clamp(d)) }
+
+// spanOf is the time range [from, to] that root reads when evaluated over [a, b] at step, at time now, with the
+// request's max_lookback (0 for none).
+func spanOf(root *node, a, b, step, now, lookback int64) walk {
+	w := walk{now: now, lookback: lookback, from: math.MaxInt64, to: math.MinInt64}
+	w.span(root, a, b, step)
+	return w
+}

@@ -1,0 +1,107 @@
+package querylimits
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metricsql"
+)
+
+// spanFor compiles q and returns what it reads over [a, b] at step, in milliseconds.
+func spanFor(t testing.TB, q string, a, b, step, now int64) (walk, string) {
+	t.Helper()
+	e, err := metricsql.Parse(q)
+	if err != nil {
+		t.Fatalf("cannot parse %q: %s", q, err)
+	}
+	var unresolved string
+	root := compile(e, 0, &unresolved)
+	return spanOf(&root, a, b, step, now, 0), unresolved
+}
+
+func ms(d time.Duration) int64 { return int64(d / time.Millisecond) }
+
+func TestSpanTable(t *testing.T) {
+	const now = int64(1_800_000_000_000)
+	const d, h, m = 24 * time.Hour, time.Hour, time.Minute
+	type tc struct {
+		q string
+		// range: evaluation [now-rng, now]; 0 for an instant query at now
+		rng  time.Duration
+		step time.Duration
+		// back is now - from; fwd is to - now
+		back, fwd time.Duration
+	}
+	cases := []tc{
+		{q: `up`, step: 5 * m, back: 5 * m},
+		{q: `up`, rng: d, step: m, back: d + m},
+		{q: `rate(x[1h])`, step: 5 * m, back: h},
+		{q: `rate(x)`, step: 30 * time.Second, back: 30 * time.Second},
+		{q: `rate(x[1h] offset 1d)`, step: 5 * m, back: d + h, fwd: -d},
+		{q: `x offset -1h`, step: 5 * m, back: -h + 5*m, fwd: h},
+		{q: `sum(rate(x[1h])) + rate(y[2h])`, step: 5 * m, back: 2 * h},
+		{q: `max_over_time(rate(x[5m])[1d:1m])`, step: 5 * m, back: d + 5*m},
+		{q: `max_over_time(rate(x[5m])[1d:1m] offset 1h)`, step: 5 * m, back: d + h + 5*m, fwd: -h},
+		{q: `max_over_time(max_over_time(x[1h])[1d:5m])[7d:1h]`, step: 5 * m, back: 8*d + h},
+		{q: `max_over_time(x[1h:])`, step: 5 * m, back: h + 5*m},
+		{q: `(sum(x))[1h]`, step: 5 * m, back: h + 5*m},
+		{q: `rate(x[5i])`, step: m, back: 5 * m},
+		{q: `rate(x[5i])`, rng: h, step: 2 * m, back: h + 10*m},
+		{q: `rate(x[1h] @ end())`, rng: d, step: m, back: h},
+		{q: `rate(x[1h] @ start())`, rng: d, step: m, back: d + h, fwd: -d},
+		{q: `x @ (end() - 3600)`, step: 5 * m, back: h + 5*m, fwd: -h},
+		{q: `x @ (end() - 1h)`, step: 5 * m, back: h + 5*m, fwd: -h},
+		{q: `rate(x[1h]) @ now()`, rng: d, step: m, back: h},
+		{q: `sum(rate(x[1h])) offset 2h`, step: 5 * m, back: 3 * h, fwd: -2 * h},
+		{q: `WITH (f(m) = rate(m[2d])) f(x)`, step: 5 * m, back: 2 * d},
+		{q: `WITH (w = 3d) max_over_time(x[w])`, step: 5 * m, back: 3 * d},
+		{q: `WITH (s = x[1d:1h]) max_over_time(s) + max_over_time(y[1w])`, step: 5 * m, back: 7 * d},
+		{q: `absent_over_time(x{a="b"}[30d]) or vector(1)`, step: 5 * m, back: 30 * d},
+	}
+	for _, c := range cases {
+		w, unresolved := spanFor(t, c.q, now-ms(c.rng), now, ms(c.step), now)
+		if unresolved != "" {
+			t.Errorf("%s: unresolved %q", c.q, unresolved)
+		}
+		if got := time.Duration(now-w.from) * time.Millisecond; got != c.back {
+			t.Errorf("%s (range %s, step %s): reads from now-%s, want now-%s", c.q, c.rng, c.step, got, c.back)
+		}
+		if got := time.Duration(w.to-now) * time.Millisecond; got != c.fwd {
+			t.Errorf("%s (range %s, step %s): reads to now%+v, want now%+v", c.q, c.rng, c.step, got, c.fwd)
+		}
+	}
+}
+
+func TestSpanAbsoluteAt(t *testing.T) {
+	const now = int64(1_800_000_000_000)
+	w, _ := spanFor(t, `x @ 1000`, now, now, ms(5*time.Minute), now)
+	if w.from != 1_000_000-ms(5*time.Minute) || w.to != 1_000_000 {
+		t.Errorf("x @ 1000 reads [%d, %d], want [%d, 1000000]", w.from, w.to, 1_000_000-ms(5*time.Minute))
+	}
+	w, _ = spanFor(t, `1 + 2 * time()`, now, now, 1000, now)
+	if w.from != math.MaxInt64 {
+		t.Errorf("a query without series reads from %d", w.from)
+	}
+	w, _ = spanFor(t, `x @ (1/0)`, now, now, 1000, now)
+	if w.atNaN && w.from != math.MaxInt64 {
+		t.Errorf("x @ (1/0): from %d", w.from)
+	}
+	for _, q := range []string{`x @ timestamp(y)`, `x @ time()`, `sum(rate(x[1h] @ vector(5)))`} {
+		if _, unresolved := spanFor(t, q, now, now, 1000, now); unresolved == "" {
+			t.Errorf("%s: the @ time is not known before the query runs, yet it was resolved", q)
+		}
+	}
+	// Huge durations saturate instead of wrapping around to the future.
+	w, _ = spanFor(t, `rate(x[100000000y] offset 100000000y)`, now, now, 1000, now)
+	if w.from > 0 || now-w.from <= 0 {
+		t.Errorf("a window of 100000000y reads from %d", w.from)
+	}
+}
+
+func TestSubqueryStep(t *testing.T) {
+	w, _ := spanFor(t, `max_over_time(x[1d:10s]) + max_over_time(y[1h:1m])`, 0, 0, 60000, 0)
+	if w.minSubStep != 10000 {
+		t.Errorf("finest subquery step %d, want 10000", w.minSubStep)
+	}
+}
