@@ -25,7 +25,7 @@ mint() {
 	if [ -n "${VMGATEWAY:-}" ]; then
 		"$VMGATEWAY" token mint -key="$KEYS_DIR/key.pem" "$@"
 	else
-		docker compose run --rm --no-deps --user "$(id -u):$(id -g)" -v "$KEYS_DIR:/mint:ro" \
+		docker compose run --rm --no-deps -T --user "$(id -u):$(id -g)" -v "$KEYS_DIR:/mint:ro" \
 			--entrypoint /vmgateway vmgateway token mint -key=/mint/key.pem "$@"
 	fi
 }
@@ -107,6 +107,9 @@ case "${1:-all}" in
 keys) keys ;;
 check) check ;;
 all)
+	# The image carries the version as make docker stamps it: -version and vmgateway_build_info show it.
+	VERSION=${VERSION:-$(git -C ../.. describe --tags --always --dirty 2>/dev/null || echo dev)}
+	export VERSION
 	docker compose build vmgateway
 	keys
 	docker compose up -d
