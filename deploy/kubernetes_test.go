@@ -57,7 +57,10 @@ func decodeStrict(doc []byte, into *k8sObjects) error {
 	return yaml.UnmarshalStrict(doc, obj)
 }
 
-var docSeparator = regexp.MustCompile(`(?m)^---\s*$`)
+var (
+	docSeparator = regexp.MustCompile(`(?m)^---\s*$`)
+	yamlComment  = regexp.MustCompile(`(?m)^\s*#.*$`)
+)
 
 func loadManifests(t *testing.T) *k8sObjects {
 	t.Helper()
@@ -68,7 +71,7 @@ func loadManifests(t *testing.T) *k8sObjects {
 	objs := &k8sObjects{}
 	for _, f := range files {
 		for i, doc := range docSeparator.Split(readFile(t, f), -1) {
-			if strings.TrimSpace(regexp.MustCompile(`(?m)^\s*#.*$`).ReplaceAllString(doc, "")) == "" {
+			if strings.TrimSpace(yamlComment.ReplaceAllString(doc, "")) == "" {
 				continue
 			}
 			if err := decodeStrict([]byte(doc), objs); err != nil {

@@ -287,12 +287,17 @@ scrape_configs:
 	broken := mint(t, key, "-mode=full", "-subject=probe")
 
 	seen := map[string]map[int]int{"gw1": {}, "gw2": {}}
+	byKind := map[string]map[int]int{} // for the log: what each kind of request got
 	var mu sync.Mutex
-	hit := func(gw, name, method, path, token, body string) {
+	hit := func(gw, kind, method, path, token, body string) {
 		st, _ := call(t, method, map[string]string{"gw1": gw1, "gw2": gw2}[gw]+path, token, body)
 		mu.Lock()
+		defer mu.Unlock()
 		seen[gw][st]++
-		mu.Unlock()
+		if byKind[gw+": "+kind] == nil {
+			byKind[gw+": "+kind] = map[int]int{}
+		}
+		byKind[gw+": "+kind][st]++
 	}
 	q := "/api/v1/query?" + url.Values{"query": {"sum(up)"}}.Encode()
 	for round := 0; round < 6; round++ {
@@ -328,7 +333,7 @@ scrape_configs:
 			}
 		}
 	}
-	t.Logf("answers: %v", seen)
+	t.Logf("answers: %v", byKind)
 
 	// Every expression returns data; VictoriaMetrics has scraped a few times by now, and retries cover the
 	// last scrape landing.
@@ -364,6 +369,11 @@ scrape_configs:
 	}
 	for _, f := range failures {
 		t.Error(f)
+	}
+	// The version the binary was built with reached VictoriaMetrics, for both replicas.
+	bi, err := instantQuery(t, vm.URL, "", `vmgateway_build_info{job="vmgateway"}`)
+	if err != nil || len(bi) != 2 || bi[0].Metric["version"] != testVersion || bi[1].Metric["version"] != testVersion {
+		t.Errorf("want vmgateway_build_info{version=%q} from both gateways, got %v (%v)", testVersion, bi, err)
 	}
 	t.Logf("%d dashboard queries, %d variables and %d rules checked", len(dashExprs), len(all)-len(dashExprs)-len(ruleExprs), len(ruleExprs))
 }
