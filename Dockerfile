@@ -1,5 +1,5 @@
-# Build: a static binary, no cgo.
-FROM golang:1.26 AS build
+# Build: a static binary, no cgo, with the Go release go.mod names (deploy/deploy_test.go keeps them equal).
+FROM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

@@ -66,3 +66,9 @@ bench:
 clean:
 	rm -rf bin bench-results
 	$(GO) clean -testcache
+
+# The container image, tagged with the version (as -version and vmgateway_build_info show it) and latest.
+DOCKER_IMAGE ?= vmgateway/vmgateway
+.PHONY: docker
+docker:
+	docker build --build-arg VERSION=$(VERSION) -t $(DOCKER_IMAGE):$(VERSION) -t $(DOCKER_IMAGE):latest .

@@ -286,6 +286,9 @@ func (s *Server) basicAuthOK(w http.ResponseWriter, r *http.Request) bool {
 func writeMetrics(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 	metrics.WritePrometheus(w, true)
+	// process_open_fds and process_max_fds, as VictoriaMetrics' own apps export them: every client and upstream
+	// connection holds one, so running out is how an overloaded gateway fails.
+	metrics.WriteFDMetrics(w)
 }
 
 func pprofIndex(w http.ResponseWriter, r *http.Request) {
