@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metricsql"
+	"github.com/golang-jwt/jwt/v5"
 	yamlv3 "gopkg.in/yaml.v3"
 
 	"github.com/vmgateway/vmgateway/internal/vmtest"
@@ -254,6 +255,15 @@ func TestDashboardAndRulesOnRealData(t *testing.T) {
 	redis := startRedis(t)
 	limits := filepath.Join(dir, "limits.yaml")
 	writeFile(t, limits, "limits:\n  - type: queries\n    value: 1000\n  - type: queries\n    value: 30\n    key: claim:sub\n")
+	// Query limits and access policies are on in gw1, so that their metrics and alerts have data: a blocked query
+	// is refused, and tokens without vm_access get their access from a policy, or none.
+	queryLimits := filepath.Join(dir, "querylimits.yaml")
+	writeFile(t, queryLimits, "limits:\n  - max_query_lookback: 1d\n    blocked_queries:\n      - pattern: 'count({__name__=~\".+\"})'\n")
+	policies := filepath.Join(dir, "policies.yaml")
+	writeFile(t, policies, "policies:\n  - name: sso-dev\n    match: {iss: https://sso.example.com, groups: metrics-dev}\n"+
+		"    vm_access: {extra_labels: {team: dev}, mode: 1}\n")
+	// gw1 reads from a current VictoriaMetrics, which reports each query's cost in its answer (1.79.5 does not).
+	current := vmtest.StartCurrent(t)
 	silent := blackhole(t)
 	closed := vmtest.FreePort(t)
 
@@ -276,7 +286,8 @@ scrape_configs:
 		"-enable.rateLimit", "-ratelimit.config=" + limits, "-datasource.url=" + vm.URL, "-ratelimit.refreshInterval=1s",
 		"-ratelimit.redis.url=redis://" + redis, "-metricsAuthKey=scrape-secret",
 	}
-	gw1 := startGatewayAt(t, gw1Addr, append([]string{"-read.url=" + vm.URL, "-write.url=" + vm.URL}, common...))
+	gw1 := startGatewayAt(t, gw1Addr, append([]string{"-read.url=" + current.URL, "-write.url=" + vm.URL,
+		"-querylimits.config=" + queryLimits, "-auth.policyFile=" + policies}, common...))
 	gw2 := startGatewayAt(t, gw2Addr, append([]string{"-read.url=http://" + silent, "-write.url=http://" + closed,
 		"-read.timeout=1s", "-maxConcurrentRequests=1", "-maxQueueDuration=0"}, common...))
 
@@ -287,6 +298,8 @@ scrape_configs:
 	forged := mint(t, forger, "-mode=full", "-subject=mallory")
 	expired := mint(t, key, "-mode=read", "-lifetime=-1h")
 	broken := mint(t, key, "-mode=full", "-subject=probe")
+	viaPolicy := idpToken(t, jwksPriv, "sso-dev", "metrics-dev")
+	noPolicy := idpToken(t, jwksPriv, "sso-stranger", "everyone")
 
 	seen := map[string]map[int]int{"gw1": {}, "gw2": {}}
 	byKind := map[string]map[int]int{} // for the log: what each kind of request got
@@ -310,6 +323,10 @@ scrape_configs:
 		hit("gw1", "write", http.MethodPost, "/api/v1/import/prometheus", write, fmt.Sprintf("demo_requests_total{round=\"%d\"} %d", round, round))
 		hit("gw1", "write token reads", http.MethodGet, q, write, "")
 		hit("gw1", "unknown path", http.MethodGet, "/api/v1/nope", read, "")
+		hit("gw1", "traced", http.MethodGet, q+"&trace=1", read, "")
+		hit("gw1", "blocked query", http.MethodGet, "/api/v1/query?"+url.Values{"query": {`count({__name__=~".+"})`}}.Encode(), read, "")
+		hit("gw1", "policy", http.MethodGet, q, viaPolicy, "")
+		hit("gw1", "no policy", http.MethodGet, q, noPolicy, "")
 		hit("gw1", "expired", http.MethodGet, q, expired, "")
 		for i := 0; i < 3; i++ {
 			hit("gw1", "no token", http.MethodGet, q, "", "")
@@ -328,7 +345,7 @@ scrape_configs:
 		}
 		wg.Wait()
 	}
-	for gw, want := range map[string][]int{"gw1": {200, 204, 401, 403, 404, 429}, "gw2": {429, 502, 504}} {
+	for gw, want := range map[string][]int{"gw1": {200, 204, 401, 403, 404, 422, 429}, "gw2": {429, 502, 504}} {
 		for _, code := range want {
 			if seen[gw][code] == 0 {
 				t.Errorf("%s never answered %d: the traffic does not exercise what the dashboard shows; got %v", gw, code, seen[gw])
@@ -463,6 +480,20 @@ func startGatewayAt(t *testing.T, addr string, args []string) string {
 		t.Fatalf("vmgateway on %s did not become healthy", addr)
 	}
 	return "http://" + addr
+}
+
+// idpToken is a token as an identity provider issues it, signed by the JWKS key: no vm_access, only claims for
+// -auth.policyFile to match.
+func idpToken(t *testing.T, key *rsa.PrivateKey, sub, group string) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"iss": "https://sso.example.com", "sub": sub,
+		"groups": []string{group}, "exp": time.Now().Add(time.Hour).Unix()})
+	tok.Header["kid"] = "jwks-1"
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // rsaJWK is the JWK of an RSA public key.

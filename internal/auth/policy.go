@@ -405,9 +405,9 @@ func parsePolicyAccess(p *policy, n *yaml.Node, prefix string, addf policyAddFun
 		addf(n, "%svm_access: no mode; a policy must say it: 0 (full: read, write and admin), 1 (read) or 2 (write)", prefix)
 		return
 	}
-	va, err := vmAccessFrom(v)
-	if err != nil {
-		addf(fieldNode(n, err.Error()), "%s%s", prefix, err)
+	va, verr := vmAccessFrom(v)
+	if verr != nil {
+		addf(fieldNode(n, verr.Error()), "%s%s", prefix, verr)
 		return
 	}
 	p.va = va
