@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,9 +64,14 @@ func rlGateway(t *testing.T, upstream, ds, limits string, flags ...string) *gw {
 	if err := os.WriteFile(cfg, []byte(limits), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return startGateway(t, append([]string{"-read.url=" + upstream, "-write.url=" + upstream, "-enable.auth",
+	base := []string{"-read.url=" + upstream, "-enable.auth",
 		"-auth.publicKeyFiles=" + rlPublicKeyFile(t), "-enable.rateLimit", "-ratelimit.config=" + cfg, "-datasource.url=" + ds,
-		"-ratelimit.refreshInterval=1s"}, flags...)...)
+		"-ratelimit.refreshInterval=1s"}
+	// -write.url is an array flag: a test's own write upstream replaces the default instead of joining it.
+	if !slices.ContainsFunc(flags, func(f string) bool { return strings.HasPrefix(f, "-write.url=") }) {
+		base = append(base, "-write.url="+upstream)
+	}
+	return startGateway(t, append(base, flags...)...)
 }
 
 // rlResult is one answer of a burst.
