@@ -235,7 +235,8 @@ func TestDashboardCoversMetrics(t *testing.T) {
 }
 
 // TestDashboardAndRulesOnRealData: two real gateways serve a little traffic (one healthy, one whose upstreams
-// are down and whose single slot is taken), a real VictoriaMetrics scrapes them, and then every query of the
+// are down and whose single slot is taken; the healthy one with query limits and access policies on, reading from a
+// current VictoriaMetrics that reports query costs), a real VictoriaMetrics scrapes them, and then every query of the
 // dashboard and every alerting rule parses with metricsql and returns data. A rule is evaluated twice: without
 // its threshold it must return data, and with it, it must fire exactly when the traffic says it should.
 func TestDashboardAndRulesOnRealData(t *testing.T) {
@@ -258,7 +259,7 @@ func TestDashboardAndRulesOnRealData(t *testing.T) {
 	// Query limits and access policies are on in gw1, so that their metrics and alerts have data: a blocked query
 	// is refused, and tokens without vm_access get their access from a policy, or none.
 	queryLimits := filepath.Join(dir, "querylimits.yaml")
-	writeFile(t, queryLimits, "limits:\n  - max_query_lookback: 1d\n    blocked_queries:\n      - pattern: 'count({__name__=~\".+\"})'\n")
+	writeFile(t, queryLimits, "limits:\n  - blocked_queries:\n      - pattern: 'count({__name__=~\".+\"})'\n")
 	policies := filepath.Join(dir, "policies.yaml")
 	writeFile(t, policies, "policies:\n  - name: sso-dev\n    match: {iss: https://sso.example.com, groups: metrics-dev}\n"+
 		"    vm_access: {extra_labels: {team: dev}, mode: 1}\n")
