@@ -309,7 +309,8 @@ func refusable(b []byte) bool {
 		return true
 	}
 	var top map[string]json.RawMessage
-	if json.Unmarshal(b, &top) != nil {
+	if json.Unmarshal(b, &top) != nil || top == nil {
+		// A top-level null unmarshals into a nil map, but it is no object either.
 		return true
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
