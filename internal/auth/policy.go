@@ -9,12 +9,13 @@ import (
 	"maps"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/VictoriaMetrics/metrics"
 	"gopkg.in/yaml.v3"
+
+	"github.com/vmgateway/vmgateway/internal/confsource"
 
 	"github.com/vmgateway/vmgateway/internal/enforce"
 )
@@ -157,39 +158,12 @@ func (p *policy) expand(cv claimValues) VMAccess {
 	return va
 }
 
-// policyProblems lists every problem of a policy file, each with its line.
-type policyProblems struct {
-	source   string
-	problems []policyProblem
-}
-
-type policyProblem struct {
-	line int
-	msg  string
-}
-
-func (e *policyProblems) Error() string {
-	var b strings.Builder
-	if len(e.problems) > 1 {
-		fmt.Fprintf(&b, "%d errors in the policy file %s:", len(e.problems), e.source)
-		for _, p := range e.problems {
-			fmt.Fprintf(&b, "\n  %s:%d: %s", e.source, p.line, p.msg)
-		}
-		return b.String()
-	}
-	p := e.problems[0]
-	fmt.Fprintf(&b, "%s:%d: %s", e.source, p.line, p.msg)
-	return b.String()
-}
-
 type policyAddFunc func(n *yaml.Node, format string, args ...any)
 
 // parsePolicies reads a policy file; source names it in errors (the path, or the URL without credentials).
 func parsePolicies(data []byte, source string) (*policySet, error) {
-	pp := &policyProblems{source: source}
-	addf := func(n *yaml.Node, format string, args ...any) {
-		pp.problems = append(pp.problems, policyProblem{line: n.Line, msg: fmt.Sprintf(format, args...)})
-	}
+	pp := confsource.NewProblems("policy file", source)
+	addf := pp.Add
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -207,12 +181,12 @@ func parsePolicies(data []byte, source string) (*policySet, error) {
 	if len(doc.Content) == 0 {
 		return nil, emptyPolicyFile(source)
 	}
-	root := yamlResolve(doc.Content[0])
+	root := confsource.Resolve(doc.Content[0])
 	var list *yaml.Node
 	if root.Kind != yaml.MappingNode {
 		addf(root, "want a mapping with a `policies:` list, got %s", yamlDescribe(root))
 	} else {
-		yamlEachKey(root, addf, func(key, val *yaml.Node) {
+		confsource.EachKey(root, addf, func(key, val *yaml.Node) {
 			if key.Value != "policies" {
 				addf(key, "unknown key %q: the only top-level key is `policies`", key.Value)
 				return
@@ -232,7 +206,7 @@ func parsePolicies(data []byte, source string) (*policySet, error) {
 		} else {
 			names := map[string]int{}
 			for _, item := range list.Content {
-				p := parsePolicy(yamlResolve(item), addf)
+				p := parsePolicy(confsource.Resolve(item), addf)
 				if p == nil {
 					continue
 				}
@@ -245,9 +219,8 @@ func parsePolicies(data []byte, source string) (*policySet, error) {
 			}
 		}
 	}
-	if len(pp.problems) > 0 {
-		sort.SliceStable(pp.problems, func(i, j int) bool { return pp.problems[i].line < pp.problems[j].line })
-		return nil, pp
+	if err := pp.Err(); err != nil {
+		return nil, err
 	}
 	for _, p := range set.policies {
 		p.matches = metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_auth_policy_matches_total{policy=%q}`, p.name))
@@ -269,7 +242,7 @@ func parsePolicy(item *yaml.Node, addf policyAddFunc) *policy {
 	bad := 0
 	addf2 := func(n *yaml.Node, format string, args ...any) { bad++; addf(n, format, args...) }
 	var nameNode, matchNode, vaNode *yaml.Node
-	yamlEachKey(item, addf2, func(key, val *yaml.Node) {
+	confsource.EachKey(item, addf2, func(key, val *yaml.Node) {
 		switch key.Value {
 		case "name":
 			nameNode = val
@@ -325,7 +298,7 @@ func parseMatch(n *yaml.Node, prefix string, addf policyAddFunc) []matcher {
 	}
 	var out []matcher
 	seen := map[string]int{}
-	yamlEachKey(n, addf, func(key, val *yaml.Node) {
+	confsource.EachKey(n, addf, func(key, val *yaml.Node) {
 		path, err := parseClaimPath(key.Value)
 		if err != nil {
 			addf(key, "%smatch: %s", prefix, err)
@@ -528,24 +501,6 @@ func jsonLike(v any) (any, error) {
 	return nil, fmt.Errorf("unsupported YAML value %T; want strings, numbers, lists and mappings with string keys", v)
 }
 
-// yamlEachKey walks a mapping, reporting duplicate keys and non-scalar keys.
-func yamlEachKey(m *yaml.Node, addf policyAddFunc, f func(key, val *yaml.Node)) {
-	seen := map[string]int{}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		key, val := yamlResolve(m.Content[i]), yamlResolve(m.Content[i+1])
-		if key.Kind != yaml.ScalarNode {
-			addf(key, "want a plain key, got %s", yamlDescribe(key))
-			continue
-		}
-		if line, ok := seen[key.Value]; ok {
-			addf(key, "duplicate key %q (first at line %d)", key.Value, line)
-			continue
-		}
-		seen[key.Value] = key.Line
-		f(key, val)
-	}
-}
-
 func yamlDescribe(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -560,11 +515,4 @@ func yamlDescribe(n *yaml.Node) string {
 		return strconv.Quote(n.Value)
 	}
 	return n.Value
-}
-
-func yamlResolve(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
 }

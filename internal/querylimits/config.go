@@ -11,12 +11,13 @@ import (
 	"io"
 	"math"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/VictoriaMetrics/metricsql"
 	"gopkg.in/yaml.v3"
+
+	"github.com/vmgateway/vmgateway/internal/confsource"
 
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/ratelimit"
@@ -200,39 +201,12 @@ func buildRules(own, defaults []*entry) *ruleSet {
 	return rs
 }
 
-// configError lists every problem of a config, each with its line.
-type configError struct {
-	source   string
-	problems []problem
-}
-
-type problem struct {
-	line int
-	msg  string
-}
-
-func (e *configError) Error() string {
-	var b strings.Builder
-	if len(e.problems) > 1 {
-		fmt.Fprintf(&b, "%d errors in the query limits config %s:", len(e.problems), e.source)
-		for _, p := range e.problems {
-			fmt.Fprintf(&b, "\n  %s:%d: %s", e.source, p.line, p.msg)
-		}
-		return b.String()
-	}
-	p := e.problems[0]
-	fmt.Fprintf(&b, "%s:%d: %s", e.source, p.line, p.msg)
-	return b.String()
-}
-
 type addFunc func(n *yaml.Node, format string, args ...any)
 
 // parseConfig reads a query limits config; source names it in errors. Every problem is reported with its line.
 func parseConfig(data []byte, source string) (*config, error) {
-	p := &configError{source: source}
-	addf := func(n *yaml.Node, format string, args ...any) {
-		p.problems = append(p.problems, problem{line: n.Line, msg: fmt.Sprintf(format, args...)})
-	}
+	p := confsource.NewProblems("query limits config", source)
+	addf := p.Add
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -250,12 +224,12 @@ func parseConfig(data []byte, source string) (*config, error) {
 	if len(doc.Content) == 0 {
 		return nil, emptyConfig(source)
 	}
-	root := resolve(doc.Content[0])
+	root := confsource.Resolve(doc.Content[0])
 	var list *yaml.Node
 	if root.Kind != yaml.MappingNode {
 		addf(root, "want a mapping with a `limits:` list, got %s", describe(root))
 	} else {
-		eachKey(root, addf, func(key, val *yaml.Node) {
+		confsource.EachKey(root, addf, func(key, val *yaml.Node) {
 			if key.Value != "limits" {
 				addf(key, "unknown key %q: the only top-level key is `limits`", key.Value)
 				return
@@ -279,7 +253,7 @@ func parseConfig(data []byte, source string) (*config, error) {
 			}
 			seen := map[who]int{}
 			for _, item := range list.Content {
-				item = resolve(item)
+				item = confsource.Resolve(item)
 				e, ok := parseEntry(item, addf, &patterns)
 				if !ok {
 					continue
@@ -294,9 +268,8 @@ func parseConfig(data []byte, source string) (*config, error) {
 			}
 		}
 	}
-	if len(p.problems) > 0 {
-		sort.SliceStable(p.problems, func(i, j int) bool { return p.problems[i].line < p.problems[j].line })
-		return nil, p
+	if err := p.Err(); err != nil {
+		return nil, err
 	}
 	return newConfig(entries, patterns), nil
 }
@@ -329,7 +302,7 @@ func parseEntry(item *yaml.Node, addf addFunc, patterns *[]pattern) (*entry, boo
 	addf2 := func(n *yaml.Node, format string, args ...any) { bad++; addf(n, format, args...) }
 	var accNode, projNode *yaml.Node
 	set := 0
-	eachKey(item, addf2, func(key, val *yaml.Node) {
+	confsource.EachKey(item, addf2, func(key, val *yaml.Node) {
 		switch key.Value {
 		case "account_id":
 			accNode = val
@@ -401,13 +374,13 @@ func parseBlocked(list *yaml.Node, addf addFunc, e *entry, patterns *[]pattern) 
 		return
 	}
 	for _, item := range list.Content {
-		item = resolve(item)
+		item = confsource.Resolve(item)
 		if item.Kind != yaml.MappingNode {
 			addf(item, "%s: want {pattern: ..., regex: true|false}, got %s", blockedQueries, describe(item))
 			continue
 		}
 		var patNode, reNode *yaml.Node
-		eachKey(item, addf, func(key, val *yaml.Node) {
+		confsource.EachKey(item, addf, func(key, val *yaml.Node) {
 			switch key.Value {
 			case "pattern":
 				patNode = val
@@ -503,23 +476,6 @@ func parseInt(n *yaml.Node, max uint64) (uint64, bool) {
 	return v, true
 }
 
-func eachKey(m *yaml.Node, addf addFunc, f func(key, val *yaml.Node)) {
-	seen := map[string]int{}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		key, val := resolve(m.Content[i]), resolve(m.Content[i+1])
-		if key.Kind != yaml.ScalarNode {
-			addf(key, "want a plain key, got %s", describe(key))
-			continue
-		}
-		if line, ok := seen[key.Value]; ok {
-			addf(key, "duplicate key %q (first at line %d)", key.Value, line)
-			continue
-		}
-		seen[key.Value] = key.Line
-		f(key, val)
-	}
-}
-
 func describe(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -537,11 +493,4 @@ func describe(n *yaml.Node) string {
 		return strconv.Quote(n.Value)
 	}
 	return n.Value
-}
-
-func resolve(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
 }

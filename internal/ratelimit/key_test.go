@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/vmgateway/vmgateway/internal/confsource"
 	"reflect"
 	"strings"
 	"testing"
@@ -149,19 +150,19 @@ func TestParseLimitsKeyErrors(t *testing.T) {
 		{11, "key: want claim:<name> or label:<name>, got nothing"},
 	}
 	_, err := parseLimits([]byte(in), "limits.yaml")
-	var ce *configError
+	var ce *confsource.Problems
 	if !errors.As(err, &ce) {
 		t.Fatalf("got %v, want a configError", err)
 	}
 	var got []string
-	for _, p := range ce.problems {
-		got = append(got, fmt.Sprintf("%d: %s", p.line, p.msg))
+	for _, p := range ce.List {
+		got = append(got, fmt.Sprintf("%d: %s", p.Line, p.Msg))
 	}
-	if len(ce.problems) != len(want) {
+	if len(ce.List) != len(want) {
 		t.Fatalf("got %d problems, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
 	}
 	for i, w := range want {
-		if ce.problems[i].line != w.line || !strings.Contains(ce.problems[i].msg, w.msg) {
+		if ce.List[i].Line != w.line || !strings.Contains(ce.List[i].Msg, w.msg) {
 			t.Errorf("problem %d: got %q, want line %d with %q", i, got[i], w.line, w.msg)
 		}
 	}

@@ -7,11 +7,11 @@ import (
 	"io"
 	"math"
 	"slices"
-	"sort"
 	"strconv"
-	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/vmgateway/vmgateway/internal/confsource"
 
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
@@ -134,39 +134,12 @@ func newLimits(all []Limit) *limits {
 	return l
 }
 
-// configError lists every problem found in a limits config, each with its line.
-type configError struct {
-	source   string
-	problems []problem
-}
-
-type problem struct {
-	line int
-	msg  string
-}
-
-func (e *configError) Error() string {
-	var b strings.Builder
-	if len(e.problems) > 1 {
-		fmt.Fprintf(&b, "%d errors in the limits config %s:", len(e.problems), e.source)
-		for _, p := range e.problems {
-			fmt.Fprintf(&b, "\n  %s:%d: %s", e.source, p.line, p.msg)
-		}
-		return b.String()
-	}
-	p := e.problems[0]
-	fmt.Fprintf(&b, "%s:%d: %s", e.source, p.line, p.msg)
-	return b.String()
-}
-
 const idRange = "an integer in [0..4294967295]"
 
 // parseLimits reads a limits config. source names it in errors (the file path or URL).
 func parseLimits(data []byte, source string) (*limits, error) {
-	p := &configError{source: source}
-	addf := func(n *yaml.Node, format string, args ...any) {
-		p.problems = append(p.problems, problem{line: n.Line, msg: fmt.Sprintf(format, args...)})
-	}
+	p := confsource.NewProblems("limits config", source)
+	addf := p.Add
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -185,12 +158,12 @@ func parseLimits(data []byte, source string) (*limits, error) {
 	if len(doc.Content) == 0 {
 		return nil, emptyConfig(source)
 	}
-	root := resolve(doc.Content[0])
+	root := confsource.Resolve(doc.Content[0])
 	var list *yaml.Node
 	if root.Kind != yaml.MappingNode {
 		addf(root, "want a mapping with a `limits:` list, got %s", describe(root))
 	} else {
-		eachKey(root, addf, func(key, val *yaml.Node) {
+		confsource.EachKey(root, addf, func(key, val *yaml.Node) {
 			if key.Value != "limits" {
 				addf(key, "unknown key %q: the only top-level key is `limits`", key.Value)
 				return
@@ -210,7 +183,7 @@ func parseLimits(data []byte, source string) (*limits, error) {
 			// A limit is identified by its meter and whom it is for; its value is what may differ.
 			seen := map[Limit]int{}
 			for _, item := range list.Content {
-				item = resolve(item)
+				item = confsource.Resolve(item)
 				l, ok := parseLimit(item, addf)
 				if !ok {
 					continue
@@ -226,9 +199,8 @@ func parseLimits(data []byte, source string) (*limits, error) {
 			}
 		}
 	}
-	if len(p.problems) > 0 {
-		sort.SliceStable(p.problems, func(i, j int) bool { return p.problems[i].line < p.problems[j].line })
-		return nil, p
+	if err := p.Err(); err != nil {
+		return nil, err
 	}
 	return newLimits(all), nil
 }
@@ -258,24 +230,6 @@ func what(l Limit) string {
 
 type addFunc func(n *yaml.Node, format string, args ...any)
 
-// eachKey walks a mapping, reporting duplicate keys and non-scalar keys.
-func eachKey(m *yaml.Node, addf addFunc, f func(key, val *yaml.Node)) {
-	seen := map[string]int{}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		key, val := resolve(m.Content[i]), resolve(m.Content[i+1])
-		if key.Kind != yaml.ScalarNode {
-			addf(key, "want a plain key, got %s", describe(key))
-			continue
-		}
-		if line, ok := seen[key.Value]; ok {
-			addf(key, "duplicate key %q (first at line %d)", key.Value, line)
-			continue
-		}
-		seen[key.Value] = key.Line
-		f(key, val)
-	}
-}
-
 func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 	if item.Kind != yaml.MappingNode {
 		addf(item, "want a limit (a mapping with type and value), got %s", describe(item))
@@ -285,7 +239,7 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 	var typeNode, valueNode, resNode, accNode, projNode, keyNode *yaml.Node
 	bad := 0
 	addf2 := func(n *yaml.Node, format string, args ...any) { bad++; addf(n, format, args...) }
-	eachKey(item, addf2, func(key, val *yaml.Node) {
+	confsource.EachKey(item, addf2, func(key, val *yaml.Node) {
 		switch key.Value {
 		case "type":
 			typeNode = val
@@ -406,11 +360,4 @@ func describe(n *yaml.Node) string {
 		return strconv.Quote(n.Value)
 	}
 	return n.Value
-}
-
-func resolve(n *yaml.Node) *yaml.Node {
-	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
-	}
-	return n
 }

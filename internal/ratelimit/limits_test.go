@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"errors"
 	"fmt"
+	"github.com/vmgateway/vmgateway/internal/confsource"
 	"reflect"
 	"strings"
 	"testing"
@@ -198,19 +199,19 @@ foo: bar
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parseLimits([]byte(tc.in), "limits.yaml")
-			var ce *configError
+			var ce *confsource.Problems
 			if !errors.As(err, &ce) {
 				t.Fatalf("got %v, want a configError", err)
 			}
 			var got []string
-			for _, p := range ce.problems {
-				got = append(got, fmt.Sprintf("%d: %s", p.line, p.msg))
+			for _, p := range ce.List {
+				got = append(got, fmt.Sprintf("%d: %s", p.Line, p.Msg))
 			}
-			if len(ce.problems) != len(tc.want) {
+			if len(ce.List) != len(tc.want) {
 				t.Fatalf("got %d problems, want %d:\n%s", len(got), len(tc.want), strings.Join(got, "\n"))
 			}
 			for i, w := range tc.want {
-				if ce.problems[i].line != w.line || !strings.Contains(ce.problems[i].msg, w.msg) {
+				if ce.List[i].Line != w.line || !strings.Contains(ce.List[i].Msg, w.msg) {
 					t.Errorf("problem %d: got %q, want line %d with %q", i, got[i], w.line, w.msg)
 				}
 				// The message shows each problem as file:line.
@@ -272,4 +273,10 @@ limits:
 	if !reflect.DeepEqual(l.meters, wantMeters) {
 		t.Errorf("meters %v, want %v", l.meters, wantMeters)
 	}
+}
+
+// problem is one expected config error: its line and a part of its message.
+type problem struct {
+	line int
+	msg  string
 }
