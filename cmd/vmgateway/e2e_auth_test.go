@@ -179,7 +179,7 @@ func TestAuthRequiresAKeyUnlessSkipVerify(t *testing.T) {
 	}
 	rec := vmtest.NewRecorder(t)
 	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-enable.auth", "-auth.skipVerify")
-	if !strings.Contains(g.logs.String(), "level=WARN") {
+	if !g.logged("level=WARN") {
 		t.Errorf("no warning logged for -auth.skipVerify:\n%s", g.logs.String())
 	}
 	code, _, body := do(t, "GET", g.URL+"/metrics", nil)

@@ -365,7 +365,7 @@ func TestBackendsReadBalanceAndFailover(t *testing.T) {
 	if codes[200] != 600 {
 		t.Fatalf("600 reads with vmselect0 killed after 150: %v (first failure: %s)", codes, bad)
 	}
-	if !strings.Contains(g.logs.String(), "backend marked broken") {
+	if !g.logged("backend marked broken") {
 		t.Error("no log line marked the killed vmselect broken")
 	}
 
@@ -404,7 +404,7 @@ func TestBackendsReadBalanceAndFailover(t *testing.T) {
 		n := selectRequests(t, c.selects[0])
 		return n > 0, fmt.Sprintf("the restarted vmselect counts %.0f queries", n)
 	})
-	if !strings.Contains(g.logs.String(), "backend is back") {
+	if !g.logged("backend is back") {
 		t.Error("no log line says the restarted vmselect is back")
 	}
 	t.Logf("the restarted vmselect served again %s after it was up (-failTimeout=%s)", back.Round(time.Millisecond), failTimeout)
@@ -427,7 +427,7 @@ func TestBackendsReadBalanceAndFailover(t *testing.T) {
 	if took > 10*time.Second {
 		t.Fatalf("all vmselects down: the 502 took %s, longer than the connect timeout", took)
 	}
-	if logs := g.logs.String(); !strings.Contains(logs, c.selects[1].URL) {
+	if !g.logged(c.selects[1].URL) {
 		t.Fatal("the gateway's log does not name the vmselects that failed")
 	}
 	t.Logf("all vmselects down: %d in %s: %s", code, took.Round(time.Millisecond), e.Error)
@@ -652,7 +652,7 @@ func TestBackendsDiscoverIPs(t *testing.T) {
 	if n := scrapeSum(t, g.URL+"/metrics", "vmgateway_backend_requests_total", `upstream="read"`, `backend="http://127.0.0.1:`+port+`/p"`); n < 4 {
 		t.Fatalf("vmgateway_backend_requests_total for the discovered 127.0.0.1 = %.0f, want at least 4", n)
 	}
-	if !strings.Contains(g.logs.String(), "backends discovered") {
+	if !g.logged("backends discovered") {
 		t.Fatal("no log line lists the discovered backends")
 	}
 }

@@ -263,7 +263,7 @@ func TestQueryLimitsReload(t *testing.T) {
 	if c := q("rate(x[2d])"); c != http.StatusOK {
 		t.Errorf("after an invalid config the previous limits must stay: %d", c)
 	}
-	if !strings.Contains(g.logs.String(), "querylimits.yaml:2: max_query_lookback: want a positive duration") {
+	if !g.logged("querylimits.yaml:2: max_query_lookback: want a positive duration") {
 		t.Errorf("the log does not say what is wrong and where:\n%s", tailLines(g.logs.String(), 10))
 	}
 

@@ -299,7 +299,7 @@ func TestRateLimitDryRun(t *testing.T) {
 	if got := metricValue(t, g, `vmgateway_ratelimit_rejected_total{type="queries",resolution="minute"}`); got != 0 {
 		t.Errorf("rejected_total = %v under dry run", got)
 	}
-	if !strings.Contains(g.logs.String(), "would have rejected") {
+	if !g.logged("would have rejected") {
 		t.Errorf("no dry-run log line")
 	}
 }

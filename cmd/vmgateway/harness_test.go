@@ -102,6 +102,19 @@ func startGatewayEnv(t testing.TB, env []string, flags ...string) *gw {
 	return nil
 }
 
+// logged reports whether the gateway's log holds s within a few seconds. The log reaches the buffer through a pipe
+// copied by exec's goroutine, so a line written just before a response may arrive after the client has read it.
+func (g *gw) logged(s string) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(g.logs.String(), s) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
 func (g *gw) waitHealthy(prefix string) bool {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
