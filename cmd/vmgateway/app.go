@@ -15,6 +15,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/gateway"
 	"github.com/vmgateway/vmgateway/internal/querylimits"
 	"github.com/vmgateway/vmgateway/internal/ratelimit"
+	"github.com/vmgateway/vmgateway/internal/redact"
 	"github.com/vmgateway/vmgateway/internal/server"
 	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
@@ -239,10 +240,10 @@ func parseUpstreamURL(name, s string) (*url.URL, error) {
 		return nil, fmt.Errorf("invalid -%s: %w", name, err)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("invalid -%s=%q: want an http:// or https:// URL with a host, e.g. http://localhost:8428", name, gateway.Redact(u))
+		return nil, fmt.Errorf("invalid -%s=%q: want an http:// or https:// URL with a host, e.g. http://localhost:8428", name, redact.URL(u))
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("invalid -%s=%q: a query string or fragment would be sent with every request; remove it", name, gateway.Redact(u))
+		return nil, fmt.Errorf("invalid -%s=%q: a query string or fragment would be sent with every request; remove it", name, redact.URL(u))
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""

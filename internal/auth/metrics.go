@@ -2,9 +2,10 @@ package auth
 
 import (
 	"fmt"
-	"net/url"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/redact"
 )
 
 var (
@@ -33,24 +34,13 @@ func countReject(reason string) {
 }
 
 func keyFetches(url string) *metrics.Counter {
-	return metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_auth_key_fetches_total{url=%q}`, redactURL(url)))
+	return metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_auth_key_fetches_total{url=%q}`, redact.String(url)))
 }
 
 func keyFetchErrors(url string) *metrics.Counter {
-	return metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_auth_key_fetch_errors_total{url=%q}`, redactURL(url)))
+	return metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_auth_key_fetch_errors_total{url=%q}`, redact.String(url)))
 }
 
 func keyFetchLastSuccess(url string) *metrics.Gauge {
-	return metrics.GetOrCreateGauge(fmt.Sprintf(`vmgateway_auth_key_last_successful_fetch_timestamp_seconds{url=%q}`, redactURL(url)), nil)
-}
-
-// redactURL drops credentials, query and fragment from a key endpoint's URL: /metrics is often readable by
-// more people than the flags are.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(invalid URL)"
-	}
-	u.User, u.RawQuery, u.Fragment = nil, "", ""
-	return u.String()
+	return metrics.GetOrCreateGauge(fmt.Sprintf(`vmgateway_auth_key_last_successful_fetch_timestamp_seconds{url=%q}`, redact.String(url)), nil)
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/redact"
 )
 
 const (
@@ -32,12 +34,7 @@ func Show(s string) string {
 	if !IsURL(s) {
 		return s
 	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return "<unparsable URL>"
-	}
-	u.User, u.RawQuery, u.Fragment = nil, "", ""
-	return u.String()
+	return redact.String(s)
 }
 
 // Read returns the content of the config at pathOrURL; what names it in errors ("the limits config").

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/redact"
 )
 
 // Config is what the -datasource.* flags set.
@@ -81,10 +83,10 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("cannot parse -datasource.url: %w", err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("-datasource.url %q: scheme must be http or https, got %q", redact(*u), u.Scheme)
+		return nil, fmt.Errorf("-datasource.url %q: scheme must be http or https, got %q", redact.URL(u), u.Scheme)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("-datasource.url %q has no host", redact(*u))
+		return nil, fmt.Errorf("-datasource.url %q has no host", redact.URL(u))
 	}
 	a, err := newAuthorizer(cfg, u)
 	if err != nil {
@@ -108,7 +110,7 @@ func New(cfg Config) (*Client, error) {
 	qu.RawPath = ""
 	return &Client{
 		queryURL: &qu,
-		shownURL: redact(qu),
+		shownURL: redact.URL(&qu),
 		hc:       &http.Client{Transport: tr, Timeout: timeout},
 		auth:     a,
 		headers:  headers,
@@ -236,14 +238,6 @@ func head(b []byte) string {
 		return string(b[:200]) + "..."
 	}
 	return string(b)
-}
-
-// redact drops credentials and query args (which may carry an authKey) from a URL for messages.
-func redact(u url.URL) string {
-	u.User = nil
-	u.RawQuery = ""
-	u.Fragment = ""
-	return u.String()
 }
 
 // parseHeaders reads 'name1:value1^^name2:value2'.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/redact"
 )
 
 // Policy is how a request's backend is chosen among several URLs of one kind (vmauth's load_balancing_policy).
@@ -52,7 +54,7 @@ type backend struct {
 }
 
 func newBackend(kind string, target *url.URL, host string) *backend {
-	b := &backend{target: target, host: host, name: Redact(target), kind: kind}
+	b := &backend{target: target, host: host, name: redact.URL(target), kind: kind}
 	l := fmt.Sprintf(`{upstream=%q,backend=%q}`, kind, b.name)
 	b.requests = metrics.GetOrCreateCounter(`vmgateway_backend_requests_total` + l)
 	b.inflightG = metrics.GetOrCreateGauge(`vmgateway_backend_requests_in_flight`+l, nil)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/redact"
 )
 
 // BackendOptions says how the gateway spreads requests over several URLs of one kind. The zero value balances
@@ -104,7 +106,7 @@ func (d *discoverer) refresh(ctx context.Context) {
 				d.prev[i] = []*backend{use(u, "")}
 			}
 			slog.Warn("cannot discover backend addresses; keeping the previous ones", "upstream", d.set.kind,
-				"url", Redact(u), "addresses", len(d.prev[i]), "err", fmt.Sprint(err))
+				"url", redact.URL(u), "addresses", len(d.prev[i]), "err", fmt.Sprint(err))
 			list = append(list, d.prev[i]...)
 			continue
 		}

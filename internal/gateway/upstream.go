@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/redact"
 )
 
 // upstream is one kind of VictoriaMetrics endpoint (-read.url or -write.url), its backends and the proxy that
@@ -153,7 +154,7 @@ func (u *upstream) describe(err error) (who, detail string) {
 			reasonText[reason]
 	}
 	b := u.set.backends()[0]
-	return b.name, redactErr(err, b.target)
+	return b.name, redact.Error(err, b.target)
 }
 
 // reasonText says what failReason's reasons mean, for clients, who do not get the error itself (it names hosts).
@@ -172,24 +173,6 @@ func (u *upstream) failed(err error) string {
 		return strings.Join(te.names, ",")
 	}
 	return u.name
-}
-
-// Redact returns u without its password, for errors and logs.
-func Redact(u *url.URL) string {
-	c := *u
-	c.User = nil
-	c.RawQuery = ""
-	return c.String()
-}
-
-func redactErr(err error, target *url.URL) string {
-	s := err.Error()
-	if target.User != nil {
-		if pw, ok := target.User.Password(); ok && pw != "" {
-			s = strings.ReplaceAll(s, pw, "xxxxx")
-		}
-	}
-	return s
 }
 
 // proxyBuffers recycles the 32 KiB copy buffers: without it every proxied response allocates one, and the garbage

@@ -15,6 +15,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/vmgateway/vmgateway/internal/redact"
 	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
 
@@ -182,11 +183,11 @@ func newShared(cfg RedisConfig, set *metrics.Set) (*shared, error) {
 	}
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-		return nil, fmt.Errorf("-ratelimit.redis.url=%q: want redis://[user:password@]host:port[/db] or rediss://... for TLS", redactURL(cfg.URL))
+		return nil, fmt.Errorf("-ratelimit.redis.url=%q: want redis://[user:password@]host:port[/db] or rediss://... for TLS", redact.String(cfg.URL))
 	}
 	opts, err := redis.ParseURL(cfg.URL)
 	if err != nil {
-		return nil, fmt.Errorf("-ratelimit.redis.url=%q: %s", redactURL(cfg.URL), err)
+		return nil, fmt.Errorf("-ratelimit.redis.url=%q: %s", redact.String(cfg.URL), err)
 	}
 	if cfg.Password != "" {
 		opts.Password = cfg.Password
@@ -208,7 +209,7 @@ func newShared(cfg RedisConfig, set *metrics.Set) (*shared, error) {
 			return nil, err
 		}
 	} else if cfg.TLSCAFile != "" || cfg.TLSCertFile != "" || cfg.TLSServerName != "" || cfg.TLSInsecureSkipVerify {
-		return nil, fmt.Errorf("-ratelimit.redis.tls* flags are set but -ratelimit.redis.url=%q is not rediss://", redactURL(cfg.URL))
+		return nil, fmt.Errorf("-ratelimit.redis.tls* flags are set but -ratelimit.redis.url=%q is not rediss://", redact.String(cfg.URL))
 	}
 	// The gate has its own fallback: a failed call must fail fast, not retry while a request waits.
 	opts.MaxRetries, opts.DialerRetries = -1, 1
@@ -219,7 +220,7 @@ func newShared(cfg RedisConfig, set *metrics.Set) (*shared, error) {
 	quietRedis.Do(func() { redis.SetLogger(debugLogger{}) })
 	s := &shared{
 		client:  redis.NewClient(opts),
-		shown:   redactURL(cfg.URL),
+		shown:   redact.String(cfg.URL),
 		prefix:  cfg.KeyPrefix,
 		timeout: cfg.Timeout,
 		batch:   int64(cfg.BatchSize),
@@ -245,18 +246,6 @@ func redisTLS(cfg RedisConfig, fromURL *tls.Config) (*tls.Config, error) {
 	// The URL may ask for skip_verify=true.
 	c.InsecureSkipVerify = c.InsecureSkipVerify || fromURL != nil && fromURL.InsecureSkipVerify
 	return c, nil
-}
-
-// redactURL shows a Redis URL without its password.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "<unparsable URL>"
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
 }
 
 // redisKey names a series in Redis. The braces make it a Redis Cluster hash tag, so that all buckets of a series

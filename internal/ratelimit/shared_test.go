@@ -291,7 +291,7 @@ func TestRedisConfigErrors(t *testing.T) {
 		{RedisConfig{URL: "http://localhost:6379"}, "want redis://[user:password@]host:port[/db] or rediss://"},
 		{RedisConfig{URL: "redis://:pw@"}, "want redis://"},
 		{RedisConfig{URL: "redis://localhost/x/y"}, "invalid URL path"},
-		{RedisConfig{URL: "redis://:pw@localhost", TLSCAFile: "/ca.pem"}, "-ratelimit.redis.tls* flags are set but -ratelimit.redis.url=\"redis://:xxxxx@localhost\" is not rediss://"},
+		{RedisConfig{URL: "redis://:pw@localhost", TLSCAFile: "/ca.pem"}, "-ratelimit.redis.tls* flags are set but -ratelimit.redis.url=\"redis://localhost\" is not rediss://"},
 		{RedisConfig{URL: "rediss://localhost", TLSCAFile: "/nonexistent/ca.pem"}, "-ratelimit.redis.tlsCAFile"},
 		{RedisConfig{URL: "rediss://localhost", TLSCertFile: path}, "must be set together"},
 	} {

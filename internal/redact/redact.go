@@ -1,0 +1,38 @@
+// Package redact shows URLs in errors, logs and metric labels without their secrets. The URLs come from flags and
+// configs, which often carry a password in the userinfo or an authKey in the query; /metrics and logs are readable
+// by more people than the flags are. One rule everywhere: credentials, query and fragment are never shown.
+package redact
+
+import (
+	"net/url"
+	"strings"
+)
+
+// URL returns u without userinfo, query and fragment.
+func URL(u *url.URL) string {
+	c := *u
+	c.User, c.RawQuery, c.ForceQuery, c.Fragment, c.RawFragment = nil, "", false, "", ""
+	return c.String()
+}
+
+// String is URL for an unparsed URL; one that does not parse is shown as "(invalid URL)", since the parser's
+// error would repeat it.
+func String(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	return URL(u)
+}
+
+// Error returns err's text with u's password replaced by xxxxx: errors of net/http and of clients such as go-redis
+// may quote the URL they were given.
+func Error(err error, u *url.URL) string {
+	s := err.Error()
+	if u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			s = strings.ReplaceAll(s, pw, "xxxxx")
+		}
+	}
+	return s
+}
