@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
 // Query rewrites a MetricsQL query so that every series selector in it carries the extra labels and one of the
@@ -337,17 +339,7 @@ next:
 	return dst
 }
 
-// clientError is an error for the client, with the HTTP status the gateway answers with.
-type clientError struct {
-	status int
-	msg    string
-}
-
+// newError is an error for the client with the status the gateway answers with: 400, 403, 413 or 415.
 func newError(status int, format string, args ...any) error {
-	return &clientError{status: status, msg: fmt.Sprintf(format, args...)}
+	return httperr.Errorf(status, format, args...)
 }
-
-func (e *clientError) Error() string { return e.msg }
-
-// HTTPStatus is the status the gateway answers with: 400, 403, 413 or 415.
-func (e *clientError) HTTPStatus() int { return e.status }

@@ -5,6 +5,7 @@ package httperr
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 )
 
@@ -21,6 +22,11 @@ func (e *Error) HTTPStatus() int { return e.Status }
 
 // New returns an Error with the given status and message.
 func New(status int, msg string) *Error { return &Error{Status: status, Msg: msg} }
+
+// Errorf returns an Error with the given status and a formatted message.
+func Errorf(status int, format string, args ...any) *Error {
+	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
 
 // Status returns the HTTP status an error carries through an HTTPStatus method anywhere in its chain,
 // or 500 when it carries none.

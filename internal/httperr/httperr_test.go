@@ -19,6 +19,7 @@ func TestWrite(t *testing.T) {
 		{New(429, "limited"), 429, "too_many_requests"},
 		{New(502, "down"), 502, "unavailable"},
 		{New(504, "slow"), 504, "timeout"},
+		{Errorf(414, "path of %d bytes", 9000), 414, "bad_data"},
 		{fmt.Errorf("plain"), 500, "internal"},
 	} {
 		rec := httptest.NewRecorder()

@@ -3,8 +3,7 @@
 package route
 
 import (
-	"fmt"
-
+	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -66,18 +65,8 @@ type Route struct {
 	HasPathTenant bool
 }
 
-// pathError is a client path the gateway refuses; the gateway sends it as a Prometheus-style JSON error.
-type pathError struct {
-	status int
-	msg    string
-}
-
-func (e *pathError) Error() string { return e.msg }
-
-// HTTPStatus is the status the client gets: 400 for a malformed path or tenant, 403 for multitenant paths,
-// 404 for paths the table does not know, 414 for overlong paths.
-func (e *pathError) HTTPStatus() int { return e.status }
-
+// errorf is a client path the gateway refuses, sent as a Prometheus-style JSON error: 400 for a malformed path or
+// tenant, 403 for multitenant paths, 404 for paths the table does not know, 414 for overlong paths.
 func errorf(status int, format string, args ...any) error {
-	return &pathError{status: status, msg: fmt.Sprintf(format, args...)}
+	return httperr.Errorf(status, format, args...)
 }
