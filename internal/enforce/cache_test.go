@@ -1,46 +1,34 @@
 package enforce
 
 import (
-	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 )
 
+// TestQueryCache: the rewrite is cached per enforcer and mode; the cache's rotation is internal/gencache's test.
 func TestQueryCache(t *testing.T) {
-	c := &queryCache{cur: map[cacheKey]string{}}
 	e := devOnly(t)
 	k := cacheKey{e: e, q: "up"}
-	if _, ok := c.get(k); ok {
-		t.Fatal("hit in an empty cache")
+	if _, ok := queries.Get(k); ok {
+		t.Fatal("hit before the first rewrite")
 	}
-	c.put(k, `up{team="dev"}`)
-	if out, ok := c.get(k); !ok || out != `up{team="dev"}` {
+	if out, err := e.Query("up"); err != nil || out != `up{team="dev"}` {
+		t.Fatalf("Query = %q, %v", out, err)
+	}
+	if out, ok := queries.Get(k); !ok || out != `up{team="dev"}` {
 		t.Fatalf("get = %q, %v", out, ok)
 	}
 	for _, other := range []cacheKey{{e: devOnly(t), q: "up"}, {e: e, q: "up", cluster: true}, {q: "up"}} {
-		if _, ok := c.get(other); ok {
+		if _, ok := queries.Get(other); ok {
 			t.Errorf("%+v hits the entry of another enforcer or mode", other)
 		}
 	}
-	// Rotation keeps the memory bounded and keeps entries in use.
-	for i := 0; c.prev == nil || len(c.prev) < 2; i++ {
-		c.put(cacheKey{e: e, q: fmt.Sprintf("metric_%d_%0500d", i, 0)}, "x")
-		if i > 1e6 {
-			t.Fatal("the cache never rotates")
-		}
-		if i%1000 == 0 {
-			c.get(k)
-		}
+	long := `up{a="` + strings.Repeat("x", cacheMaxQueryLen) + `"}`
+	if _, err := e.Query(long); err != nil {
+		t.Fatalf("Query(long): %s", err)
 	}
-	if c.curBytes > cacheGenerationBytes+cacheMaxQueryLen*2+128 {
-		t.Errorf("the current generation holds %d bytes", c.curBytes)
-	}
-	if _, ok := c.get(k); !ok {
-		t.Errorf("an entry in use was dropped at rotation")
-	}
-	long := cacheKey{e: e, q: string(make([]byte, cacheMaxQueryLen+1))}
-	c.put(long, "x")
-	if _, ok := c.get(long); ok {
+	if _, ok := queries.Get(cacheKey{e: e, q: long}); ok {
 		t.Errorf("an overlong query was cached")
 	}
 }

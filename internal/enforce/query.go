@@ -22,12 +22,12 @@ func (e *Enforcer) Query(q string) (string, error) {
 // again, and parsing is most of the cost, so results are cached per enforcer.
 func (e *Enforcer) query(q string, cluster bool) (string, error) {
 	k := cacheKey{e: e, q: q, cluster: cluster}
-	if out, ok := queries.get(k); ok {
+	if out, ok := queries.Get(k); ok {
 		return out, nil
 	}
 	out, err := e.queryUncached(q, cluster)
-	if err == nil {
-		queries.put(k, out)
+	if err == nil && len(q) <= cacheMaxQueryLen {
+		queries.Put(k, out)
 	}
 	return out, err
 }

@@ -2,11 +2,11 @@ package querylimits
 
 import (
 	"strings"
-	"sync"
 
 	"github.com/VictoriaMetrics/metricsql"
 
 	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/gencache"
 )
 
 // parsed is what the limits need of one query, computed on its first sight: dashboards repeat the same queries,
@@ -21,13 +21,10 @@ type parsed struct {
 	blocked []bool
 }
 
-// cache keeps parsed queries in two generations: when the current one holds cacheGenerationBytes of queries it
-// becomes the previous one and the old previous one is dropped, so memory stays bounded and busy queries stay in.
-// Each config has its own: the blocked patterns are part of what is cached.
-type cache struct {
-	mu        sync.RWMutex
-	cur, prev map[string]*parsed
-	curBytes  int
+// newCache keeps parsed queries (internal/gencache). Each config has its own: the blocked patterns are part of
+// what is cached.
+func newCache() *gencache.Cache[string, *parsed] {
+	return gencache.New(cacheGenerationBytes, func(q string, _ *parsed) int { return 2*len(q) + 256 })
 }
 
 const (
@@ -36,44 +33,15 @@ const (
 	cacheMaxQueryLen = 16 << 10
 )
 
-func newCache() *cache { return &cache{cur: map[string]*parsed{}} }
-
-func (c *cache) get(q string) *parsed {
-	c.mu.RLock()
-	p, ok := c.cur[q]
-	if !ok {
-		p = c.prev[q]
-	}
-	c.mu.RUnlock()
-	if p != nil && !ok {
-		c.put(q, p) // still in use: keep it over the next rotation
-	}
-	return p
-}
-
-func (c *cache) put(q string, p *parsed) {
-	if len(q) > cacheMaxQueryLen {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.cur[q]; ok {
-		return
-	}
-	if c.curBytes >= cacheGenerationBytes {
-		c.prev, c.cur, c.curBytes = c.cur, make(map[string]*parsed, len(c.cur)), 0
-	}
-	c.cur[q] = p
-	c.curBytes += 2*len(q) + 256
-}
-
 // parse returns the parsed form of q, from the cache or computed now.
 func (c *config) parse(q string) *parsed {
-	if p := c.cache.get(q); p != nil {
+	if p, ok := c.cache.Get(q); ok {
 		return p
 	}
 	p := c.analyze(q)
-	c.cache.put(q, p)
+	if len(q) <= cacheMaxQueryLen {
+		c.cache.Put(q, p)
+	}
 	return p
 }
 

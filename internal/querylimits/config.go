@@ -18,8 +18,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/vmgateway/vmgateway/internal/confsource"
-
 	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/gencache"
 	"github.com/vmgateway/vmgateway/internal/ratelimit"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
@@ -116,7 +116,7 @@ type config struct {
 	patterns []pattern
 	defaults *ruleSet
 	own      map[tenant.ID]*ruleSet
-	cache    *cache
+	cache    *gencache.Cache[string, *parsed]
 }
 
 // forTenant returns the limits in force for id; nil when it has none.
