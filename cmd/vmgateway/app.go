@@ -45,20 +45,9 @@ var (
 	tlsMinVersion = flag.String("tlsMinVersion", "TLS12", "Minimum TLS version for incoming requests if -tls is set. Supported values: TLS12, TLS13")
 )
 
-// upstreamTLS declares the -<prefix>.tls* flags of one upstream.
-func upstreamTLS(prefix, urlFlag string) *tlsclient.Options {
-	tc := &tlsclient.Options{}
-	flag.StringVar(&tc.CAFile, prefix+".tlsCAFile", "", "Path to TLS CA file to verify the server certificate when connecting to -"+urlFlag)
-	flag.StringVar(&tc.CertFile, prefix+".tlsCertFile", "", "Path to client-side TLS certificate file to use when connecting to -"+urlFlag)
-	flag.StringVar(&tc.KeyFile, prefix+".tlsKeyFile", "", "Path to client-side TLS key file to use when connecting to -"+urlFlag)
-	flag.StringVar(&tc.ServerName, prefix+".tlsServerName", "", "TLS server name to use for server certificate verification when connecting to -"+urlFlag)
-	flag.BoolVar(&tc.InsecureSkipVerify, prefix+".tlsInsecureSkipVerify", false, "Whether to skip verification of the server certificate when connecting to -"+urlFlag)
-	return tc
-}
-
 var (
-	readTLS  = upstreamTLS("read", "read.url")
-	writeTLS = upstreamTLS("write", "write.url")
+	readTLS  = tlsclient.NewFlags("read", "-read.url")
+	writeTLS = tlsclient.NewFlags("write", "-write.url")
 )
 
 // app is the running gateway: its components, started and stopped in order.
@@ -83,11 +72,11 @@ func newApp() (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	readRT, err := gateway.NewTransport("read", *readTLS, *readTimeout)
+	readRT, err := tlsclient.NewTransport("read", *readTLS, *readTimeout)
 	if err != nil {
 		return nil, err
 	}
-	writeRT, err := gateway.NewTransport("write", *writeTLS, *writeTimeout)
+	writeRT, err := tlsclient.NewTransport("write", *writeTLS, *writeTimeout)
 	if err != nil {
 		return nil, err
 	}

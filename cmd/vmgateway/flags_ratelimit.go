@@ -9,6 +9,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/ratelimit"
 	"github.com/vmgateway/vmgateway/internal/server"
+	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
 
 var (
@@ -25,15 +26,10 @@ var (
 	rateLimitDryRun        = flag.Bool("ratelimit.dryRun", false, "Evaluate the limits, log (at most every 10s) and count in vmgateway_ratelimit_dryrun_would_reject_total what would be rejected, but reject nothing. For rolling out new limits")
 	rateLimitStatusAuthKey = flagutil.NewSecret("ratelimit.statusAuthKey", "Auth key for /ratelimit/status, which lists every tenant's and key's usage against its limits as JSON. It must be passed via authKey query arg. It overrides -httpAuth.*. Without it (or -httpAuth.*), the page is disabled")
 
-	redisURL         = flag.String("ratelimit.redis.url", "", "Optional Redis that gateway replicas share their counts through, so that a limit holds across replicas: redis://[user:password@]host:port[/db], or rediss:// for TLS. Without it each replica counts alone")
-	redisPassword    = flagutil.NewSecret("ratelimit.redis.password", "Optional password for -ratelimit.redis.url; replaces the URL's password")
-	redisTimeout     = flag.Duration("ratelimit.redis.timeout", 500*time.Millisecond, "Timeout of one Redis call. A request waits at most this long for Redis before the gateway falls back to counting locally until Redis answers again")
-	redisBatchSize   = flag.Int("ratelimit.redis.batchSize", 100, "The most units of a limit a replica takes from Redis at once and admits without asking Redis again (at most a quarter of what the limit has left). Larger means fewer Redis calls; units unused by the end of the second are given back")
-	redisTLSCAFile   = flag.String("ratelimit.redis.tlsCAFile", "", "Optional path to TLS CA file to use for verifying the rediss:// -ratelimit.redis.url. By default, system CA is used")
-	redisTLSCertFile = flag.String("ratelimit.redis.tlsCertFile", "", "Optional path to client-side TLS certificate file to use when connecting to the rediss:// -ratelimit.redis.url")
-	redisTLSKeyFile  = flag.String("ratelimit.redis.tlsKeyFile", "", "Optional path to client-side TLS certificate key to use when connecting to the rediss:// -ratelimit.redis.url")
-	redisTLSServer   = flag.String("ratelimit.redis.tlsServerName", "", "Optional TLS server name to use for connections to the rediss:// -ratelimit.redis.url. By default, the host of the URL is used")
-	redisTLSInsecure = flag.Bool("ratelimit.redis.tlsInsecureSkipVerify", false, "Whether to skip tls verification when connecting to the rediss:// -ratelimit.redis.url")
+	redisURL       = flag.String("ratelimit.redis.url", "", "Optional Redis that gateway replicas share their counts through, so that a limit holds across replicas: redis://[user:password@]host:port[/db], or rediss:// for TLS. Without it each replica counts alone")
+	redisPassword  = flagutil.NewSecret("ratelimit.redis.password", "Optional password for -ratelimit.redis.url; replaces the URL's password")
+	redisTimeout   = flag.Duration("ratelimit.redis.timeout", 500*time.Millisecond, "Timeout of one Redis call. A request waits at most this long for Redis before the gateway falls back to counting locally until Redis answers again")
+	redisBatchSize = flag.Int("ratelimit.redis.batchSize", 100, "The most units of a limit a replica takes from Redis at once and admits without asking Redis again (at most a quarter of what the limit has left). Larger means fewer Redis calls; units unused by the end of the second are given back")
 
 	dsURL             = flag.String("datasource.url", "", "Datasource compatible with Prometheus HTTP API holding the vm_tenant_* metrics, e.g. http://127.0.0.1:8428; /api/v1/query is appended. Required with -enable.rateLimit")
 	dsUser            = flag.String("datasource.basicAuth.username", "", "Optional basic auth username for -datasource.url")
@@ -43,13 +39,11 @@ var (
 	dsBearerToken     = flagutil.NewSecret("datasource.bearerToken", "Optional bearer auth token to use for -datasource.url")
 	dsBearerTokenFile = flag.String("datasource.bearerTokenFile", "", "Optional path to bearer token file to use for -datasource.url; re-read on every query")
 	dsHeaders         = flag.String("datasource.headers", "", "Optional HTTP extraHeaders to send with each request to -datasource.url, e.g. -datasource.headers='My-Auth:foobar'. Multiple headers must be delimited by '^^': -datasource.headers='header1:value1^^header2:value2'")
-	dsTLSCAFile       = flag.String("datasource.tlsCAFile", "", "Optional path to TLS CA file to use for verifying connections to -datasource.url. By default, system CA is used")
-	dsTLSCertFile     = flag.String("datasource.tlsCertFile", "", "Optional path to client-side TLS certificate file to use when connecting to -datasource.url")
-	dsTLSKeyFile      = flag.String("datasource.tlsKeyFile", "", "Optional path to client-side TLS certificate key to use when connecting to -datasource.url")
-	dsTLSServerName   = flag.String("datasource.tlsServerName", "", "Optional TLS server name to use for connections to -datasource.url. By default, the server name from -datasource.url is used")
-	dsTLSInsecure     = flag.Bool("datasource.tlsInsecureSkipVerify", false, "Whether to skip tls verification when connecting to -datasource.url")
 	dsQueryStep       = flag.Duration("datasource.queryStep", 5*time.Minute, "The step param sent with every datasource query; 0 means none")
 	dsTimeout         = flag.Duration("datasource.timeout", 30*time.Second, "Timeout of one datasource query")
+
+	redisTLS = tlsclient.NewFlags("ratelimit.redis", "the rediss:// -ratelimit.redis.url")
+	dsTLS    = tlsclient.NewFlags("datasource", "-datasource.url")
 )
 
 func rateLimitCfg() ratelimit.Config {
@@ -66,11 +60,11 @@ func rateLimitCfg() ratelimit.Config {
 			Password:              redisPassword.Get(),
 			Timeout:               *redisTimeout,
 			BatchSize:             *redisBatchSize,
-			TLSCAFile:             *redisTLSCAFile,
-			TLSCertFile:           *redisTLSCertFile,
-			TLSKeyFile:            *redisTLSKeyFile,
-			TLSServerName:         *redisTLSServer,
-			TLSInsecureSkipVerify: *redisTLSInsecure,
+			TLSCAFile:             redisTLS.CAFile,
+			TLSCertFile:           redisTLS.CertFile,
+			TLSKeyFile:            redisTLS.KeyFile,
+			TLSServerName:         redisTLS.ServerName,
+			TLSInsecureSkipVerify: redisTLS.InsecureSkipVerify,
 		},
 		Datasource: datasource.Config{
 			URL:                   *dsURL,
@@ -81,11 +75,7 @@ func rateLimitCfg() ratelimit.Config {
 			BearerToken:           dsBearerToken.Get(),
 			BearerTokenFile:       *dsBearerTokenFile,
 			Headers:               *dsHeaders,
-			TLSCAFile:             *dsTLSCAFile,
-			TLSCertFile:           *dsTLSCertFile,
-			TLSKeyFile:            *dsTLSKeyFile,
-			TLSServerName:         *dsTLSServerName,
-			TLSInsecureSkipVerify: *dsTLSInsecure,
+			TLS:                   *dsTLS,
 			Timeout:               *dsTimeout,
 			QueryStep:             *dsQueryStep,
 		},

@@ -334,7 +334,7 @@ func TestKeysTLSCAFile(t *testing.T) {
 		t.Fatalf("without the CA the keys must not load: %v", err)
 	}
 	if _, err := New(Config{JWKSEndpoints: []string{srv.URL}, KeysTLSCAFile: writeFile(t, "empty.pem", []byte("x"))}); err == nil ||
-		!strings.Contains(err.Error(), "no PEM certificate found") {
+		!strings.Contains(err.Error(), "-auth.keysTLSCAFile=") || !strings.Contains(err.Error(), "holds no PEM certificate") {
 		t.Fatalf("CA file without certificates: %v", err)
 	}
 }

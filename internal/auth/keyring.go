@@ -3,17 +3,17 @@ package auth
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
 
 // remote is one JWKS or OIDC discovery endpoint with the last key list it served successfully.
@@ -218,13 +218,9 @@ func (kr *keyring) start() {
 func keysClient(timeout time.Duration, caFile string) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
+		pool, err := tlsclient.LoadCA("auth.keysTLSCAFile", caFile)
 		if err != nil {
-			return nil, fmt.Errorf("-auth.keysTLSCAFile: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-auth.keysTLSCAFile %s: no PEM certificate found", caFile)
+			return nil, err
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}

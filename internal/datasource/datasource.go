@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/redact"
+	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
 
 // Config is what the -datasource.* flags set.
@@ -34,11 +35,8 @@ type Config struct {
 	// Headers are extra request headers in the -datasource.headers format: 'name1:value1^^name2:value2'.
 	Headers string
 
-	TLSCAFile             string
-	TLSCertFile           string
-	TLSKeyFile            string
-	TLSServerName         string
-	TLSInsecureSkipVerify bool
+	// TLS is what the -datasource.tls* flags say.
+	TLS tlsclient.Options
 
 	// Timeout bounds one query, from dialing to the end of the response body. Zero means 30s.
 	Timeout time.Duration
@@ -96,7 +94,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, err := newTransport(cfg)
+	tr, err := tlsclient.NewTransport("datasource", cfg.TLS, 0)
 	if err != nil {
 		return nil, err
 	}

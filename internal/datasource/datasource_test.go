@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/tlsclient"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
@@ -334,10 +335,10 @@ func TestNewErrors(t *testing.T) {
 		{"missing password file", Config{URL: u, BasicAuthUsername: "a", BasicAuthPasswordFile: missing}, "cannot read -datasource.basicAuth.passwordFile"},
 		{"header without colon", Config{URL: u, Headers: "a:b^^c"}, `cannot parse "c": want 'name:value'`},
 		{"header bad name", Config{URL: u, Headers: "a b:c"}, `"a b" is not a valid HTTP header name`},
-		{"missing CA", Config{URL: u, TLSCAFile: missing}, "cannot read -datasource.tlsCAFile"},
-		{"CA not PEM", Config{URL: u, TLSCAFile: notPEM}, "holds no PEM certificate"},
-		{"cert without key", Config{URL: u, TLSCertFile: notPEM}, "must be set together"},
-		{"bad cert", Config{URL: u, TLSCertFile: notPEM, TLSKeyFile: notPEM}, "cannot load the client certificate"},
+		{"missing CA", Config{URL: u, TLS: tlsclient.Options{CAFile: missing}}, "cannot read -datasource.tlsCAFile"},
+		{"CA not PEM", Config{URL: u, TLS: tlsclient.Options{CAFile: notPEM}}, "holds no PEM certificate"},
+		{"cert without key", Config{URL: u, TLS: tlsclient.Options{CertFile: notPEM}}, "must be set together"},
+		{"bad cert", Config{URL: u, TLS: tlsclient.Options{CertFile: notPEM, KeyFile: notPEM}}, "cannot load the client certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.cfg)

@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
 
 func writePEM(t *testing.T, path, typ string, der []byte) string {
@@ -80,13 +82,13 @@ func TestTLS(t *testing.T) {
 		wantErr string
 	}{
 		{"unknown CA", Config{URL: rec.URL}, "certificate signed by unknown authority"},
-		{"CA file", Config{URL: rec.URL, TLSCAFile: caFile}, ""},
-		{"insecure skip verify", Config{URL: rec.URL, TLSInsecureSkipVerify: true}, ""},
+		{"CA file", Config{URL: rec.URL, TLS: tlsclient.Options{CAFile: caFile}}, ""},
+		{"insecure skip verify", Config{URL: rec.URL, TLS: tlsclient.Options{InsecureSkipVerify: true}}, ""},
 		// The httptest certificate is valid for example.com and 127.0.0.1.
-		{"server name", Config{URL: rec.URL, TLSCAFile: caFile, TLSServerName: "example.com"}, ""},
-		{"wrong server name", Config{URL: rec.URL, TLSCAFile: caFile, TLSServerName: "other.org"}, "other.org"},
-		{"client cert required", Config{URL: mtls.URL, TLSInsecureSkipVerify: true}, "certificate required"},
-		{"client cert", Config{URL: mtls.URL, TLSInsecureSkipVerify: true, TLSCertFile: certFile, TLSKeyFile: keyFile}, ""},
+		{"server name", Config{URL: rec.URL, TLS: tlsclient.Options{CAFile: caFile, ServerName: "example.com"}}, ""},
+		{"wrong server name", Config{URL: rec.URL, TLS: tlsclient.Options{CAFile: caFile, ServerName: "other.org"}}, "other.org"},
+		{"client cert required", Config{URL: mtls.URL, TLS: tlsclient.Options{InsecureSkipVerify: true}}, "certificate required"},
+		{"client cert", Config{URL: mtls.URL, TLS: tlsclient.Options{InsecureSkipVerify: true, CertFile: certFile, KeyFile: keyFile}}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := New(tc.cfg)

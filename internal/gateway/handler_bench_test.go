@@ -101,7 +101,7 @@ func BenchmarkHandler(b *testing.B) {
 		}))
 		defer srv.Close()
 		u, _ := url.Parse(srv.URL)
-		tr, err := gateway.NewTransport("read", tlsclient.Options{}, time.Minute)
+		tr, err := tlsclient.NewTransport("read", tlsclient.Options{}, time.Minute)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,10 +1,12 @@
-// Package tlsclient builds the client-side TLS config of one upstream from its -<prefix>.tls* flags, with errors
-// that name those flags.
+// Package tlsclient builds the client side of the gateway's connections to an upstream (VictoriaMetrics, the
+// datasource, Redis): the -<prefix>.tls* flags, the TLS config they describe, with errors that name those flags,
+// and the tuned keep-alive transport.
 package tlsclient
 
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -15,17 +17,25 @@ type Options struct {
 	InsecureSkipVerify                    bool
 }
 
+// NewFlags declares the -<prefix>.tls* flags of one upstream; target names it in the help ("-read.url", "the
+// rediss:// -ratelimit.redis.url").
+func NewFlags(prefix, target string) *Options {
+	o := &Options{}
+	flag.StringVar(&o.CAFile, prefix+".tlsCAFile", "", "Path to TLS CA file to verify the server certificate when connecting to "+target+". By default, system CA is used")
+	flag.StringVar(&o.CertFile, prefix+".tlsCertFile", "", "Path to client-side TLS certificate file to use when connecting to "+target)
+	flag.StringVar(&o.KeyFile, prefix+".tlsKeyFile", "", "Path to client-side TLS key file to use when connecting to "+target)
+	flag.StringVar(&o.ServerName, prefix+".tlsServerName", "", "TLS server name to use for server certificate verification when connecting to "+target)
+	flag.BoolVar(&o.InsecureSkipVerify, prefix+".tlsInsecureSkipVerify", false, "Whether to skip verification of the server certificate when connecting to "+target)
+	return o
+}
+
 // Config loads the CA and the client certificate; flagPrefix ("read", "datasource") names the flags in errors.
 func Config(flagPrefix string, o Options) (*tls.Config, error) {
 	tc := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: o.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
 	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
+		pool, err := LoadCA(flagPrefix+".tlsCAFile", o.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("cannot read -%s.tlsCAFile: %w", flagPrefix, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("-%s.tlsCAFile=%q holds no PEM certificate", flagPrefix, o.CAFile)
+			return nil, err
 		}
 		tc.RootCAs = pool
 	}
@@ -41,4 +51,17 @@ func Config(flagPrefix string, o Options) (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
+}
+
+// LoadCA reads the PEM CA certificates at path, given by the flag named flagName ("auth.keysTLSCAFile").
+func LoadCA(flagName, path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read -%s: %w", flagName, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("-%s=%q holds no PEM certificate", flagName, path)
+	}
+	return pool, nil
 }

@@ -1,17 +1,16 @@
-package gateway
+package tlsclient
 
 import (
 	"net"
 	"net/http"
 	"time"
-
-	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
 
-// NewTransport returns the tuned keep-alive transport for one upstream. responseTimeout bounds the wait for the
-// upstream's response headers only, so a long export that keeps streaming is never cut.
-func NewTransport(flagPrefix string, tc tlsclient.Options, responseTimeout time.Duration) (*http.Transport, error) {
-	tlsCfg, err := tlsclient.Config(flagPrefix, tc)
+// NewTransport returns the tuned keep-alive transport for one upstream, its TLS config from o (flagPrefix names
+// the flags in errors). responseTimeout bounds the wait for the upstream's response headers only, so a long export
+// that keeps streaming is never cut; 0 means no bound (the datasource client bounds the whole query instead).
+func NewTransport(flagPrefix string, o Options, responseTimeout time.Duration) (*http.Transport, error) {
+	tlsCfg, err := Config(flagPrefix, o)
 	if err != nil {
 		return nil, err
 	}
