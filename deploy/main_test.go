@@ -45,22 +45,21 @@ func TestMain(m *testing.M) {
 
 // proc is a process a test started, stopped when the test ends; its output is kept for failure messages.
 type proc struct {
+	*vmtest.Process
 	name string
-	cmd  *exec.Cmd
 	logs *vmtest.Buffer
-	done chan struct{}
 }
 
 func startProc(t *testing.T, dir string, argv ...string) *proc {
 	t.Helper()
-	p := &proc{name: filepath.Base(argv[0]), logs: &vmtest.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Dir = dir
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("cannot start %s: %s", argv[0], err)
+	p := &proc{name: filepath.Base(argv[0]), logs: &vmtest.Buffer{}}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	var err error
+	if p.Process, err = vmtest.StartProcess(cmd); err != nil {
+		t.Fatal(err)
 	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
 		p.stop()
 		if t.Failed() {
@@ -71,37 +70,11 @@ func startProc(t *testing.T, dir string, argv ...string) *proc {
 }
 
 // stop kills the process: nothing these tests start keeps data worth a graceful shutdown.
-func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (p *proc) stop() { p.Stop(syscall.SIGKILL, 20*time.Second) }
 
 // healthy waits until url answers 200, or the process exits.
 func (p *proc) healthy(url string) bool {
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-p.done:
-			return false
-		default:
-		}
-		if resp, err := http.Get(url); err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return true
-			}
-		}
-	}
-	return false
+	return p.WaitReady(20*time.Second, vmtest.HTTPOK(url)) == nil
 }
 
 // startGateway runs the binary under test with args, its -httpListenAddr replaced by a free loopback port, and

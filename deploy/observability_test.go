@@ -543,17 +543,15 @@ func startRedis(t *testing.T) string {
 		addr := vmtest.FreePort(t)
 		host, port, _ := net.SplitHostPort(addr)
 		p := startProc(t, t.TempDir(), bin, "--bind", host, "--port", port, "--save", "", "--appendonly", "no")
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if c, err := net.Dial("tcp", addr); err == nil {
+		err := p.WaitReady(10*time.Second, func() bool {
+			c, err := net.Dial("tcp", addr)
+			if err == nil {
 				_ = c.Close()
-				return addr
 			}
-			select {
-			case <-p.done:
-			default:
-				continue
-			}
-			break
+			return err == nil
+		})
+		if err == nil {
+			return addr
 		}
 		p.stop()
 		if !strings.Contains(p.logs.String(), "Address already in use") {

@@ -28,14 +28,8 @@ func TestBuildInfo(t *testing.T) {
 	}
 
 	addr := vmtest.FreePort(t)
-	g := &gw{URL: "http://" + addr, logs: &vmtest.Buffer{}, done: make(chan struct{})}
 	// The upstreams are never called: only the gateway's own /metrics is read.
-	g.cmd = exec.Command(bin, "-httpListenAddr="+addr, "-read.url=http://127.0.0.1:1", "-write.url=http://127.0.0.1:1")
-	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { g.err = g.cmd.Wait(); close(g.done) }()
+	g := runGateway(t, "http://"+addr, exec.Command(bin, "-httpListenAddr="+addr, "-read.url=http://127.0.0.1:1", "-write.url=http://127.0.0.1:1"))
 	t.Cleanup(func() { g.stop(syscall.SIGTERM) })
 	if !g.waitHealthy("") {
 		t.Fatalf("vmgateway did not become healthy; logs:\n%s", g.logs.String())

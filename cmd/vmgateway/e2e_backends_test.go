@@ -134,8 +134,7 @@ type vmProc struct {
 	name, URL string
 	args      []string
 	dir       string
-	cmd       *exec.Cmd
-	exited    chan struct{}
+	proc      *vmtest.Process
 	starts    int
 }
 
@@ -146,48 +145,20 @@ func (p *vmProc) start(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(p.args[0], p.args[1:]...)
-	p.cmd.Stdout, p.cmd.Stderr = logf, logf
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("cannot start %s: %s", p.name, err)
+	cmd := exec.Command(p.args[0], p.args[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if p.proc, err = vmtest.StartProcess(cmd, logf); err != nil {
+		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	p.exited = exited
-	go func() { _ = p.cmd.Wait(); logf.Close(); close(exited) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(logf.Name())
-			t.Fatalf("%s exited at start:\n%s", p.name, tailLines(string(log), 20))
-		default:
-		}
-		if resp, err := http.Get(p.URL + "/health"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := p.proc.WaitReady(30*time.Second, vmtest.HTTPOK(p.URL+"/health")); err != nil {
+		p.proc.Stop(syscall.SIGKILL, 0)
+		log, _ := os.ReadFile(logf.Name())
+		t.Fatalf("%s on %s: %s:\n%s", p.name, p.URL, err, tailLines(string(log), 20))
 	}
-	t.Fatalf("%s not healthy on %s after 30s", p.name, p.URL)
 }
 
 // signal sends sig and waits for the process to exit.
-func (p *vmProc) signal(sig syscall.Signal) {
-	select {
-	case <-p.exited:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.exited:
-	case <-time.After(20 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
-}
+func (p *vmProc) signal(sig syscall.Signal) { p.proc.Stop(sig, 20*time.Second) }
 
 // metric sums the samples of name (with every label pair in labels) on the process's own /metrics.
 func (p *vmProc) metric(t testing.TB, name string, labels ...string) float64 {

@@ -106,24 +106,19 @@ func startClient(t *testing.T, path string, flags ...string) string {
 	cmd := exec.Command(bin, append([]string{"-httpListenAddr=" + addr, "-loggerLevel=ERROR"}, flags...)...)
 	logs := &vmtest.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("cannot start %s: %s", name, err)
+	p, err := vmtest.StartProcess(cmd)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		p.Stop(os.Kill, 0)
 		if t.Failed() {
 			t.Logf("%s logs:\n%s", name, tailLines(logs.String(), 20))
 		}
 	})
-	vmtest.Eventually(t, func() (bool, string) {
-		resp, err := http.Get("http://" + addr + "/health")
-		if err != nil {
-			return false, err.Error()
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200, name + " not healthy"
-	})
+	if err := p.WaitReady(15*time.Second, vmtest.HTTPOK("http://"+addr+"/health")); err != nil {
+		t.Fatalf("%s on %s: %s; logs:\n%s", name, addr, err, tailLines(logs.String(), 20))
+	}
 	return "http://" + addr
 }
 
@@ -333,7 +328,7 @@ func TestGracefulShutdown(t *testing.T) {
 		inflight <- result{resp.StatusCode, nil}
 	}()
 	<-arrived
-	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	_ = g.Signal(syscall.SIGTERM)
 	vmtest.Eventually(t, func() (bool, string) {
 		resp, err := http.Get(g.URL + "/health")
 		if err != nil {
@@ -348,12 +343,12 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatalf("in-flight request during shutdown: %d %v", r.code, r.err)
 	}
 	select {
-	case <-g.done:
+	case <-g.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("gateway did not exit after SIGTERM")
 	}
-	if g.err != nil {
-		t.Fatalf("gateway exited with %v; logs:\n%s", g.err, g.logs.String())
+	if g.Err() != nil {
+		t.Fatalf("gateway exited with %v; logs:\n%s", g.Err(), g.logs.String())
 	}
 }
 
@@ -429,7 +424,7 @@ func TestStreamingWriteKeepsMemoryFlat(t *testing.T) {
 	t.Cleanup(func() { _ = sinkSrv.Close() })
 
 	g := startGateway(t, "-read.url=http://"+addr, "-write.url=http://"+addr)
-	_, before := rssKiB(t, g.cmd.Process.Pid)
+	_, before := rssKiB(t, g.Pid())
 	const size = 1 << 30
 	resp, err := http.Post(g.URL+"/api/v1/import/prometheus", "text/plain", io.LimitReader(repeatReader("big_import_line{a=\"b\"} 1\n"), size))
 	if err != nil {
@@ -439,7 +434,7 @@ func TestStreamingWriteKeepsMemoryFlat(t *testing.T) {
 	if resp.StatusCode != http.StatusNoContent || received.Load() != size {
 		t.Fatalf("status %d, upstream received %d of %d bytes", resp.StatusCode, received.Load(), size)
 	}
-	_, after := rssKiB(t, g.cmd.Process.Pid)
+	_, after := rssKiB(t, g.Pid())
 	growth := after - before
 	t.Logf("gateway peak RSS %d KiB before, %d KiB after a 1 GiB import: growth %d KiB", before, after, growth)
 	if growth > 32*1024 {

@@ -32,7 +32,7 @@ func (f footprint) String() string { return fmt.Sprintf("%d fds, %d goroutines",
 
 func measure(t testing.TB, g *gw) footprint {
 	t.Helper()
-	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", g.cmd.Process.Pid))
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", g.Pid()))
 	if err != nil {
 		t.Fatalf("cannot count the gateway's file descriptors: %s", err)
 	}

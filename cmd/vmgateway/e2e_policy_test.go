@@ -507,7 +507,7 @@ func TestPolicyReloadOnSIGHUP(t *testing.T) {
 		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		if err := g.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -246,7 +246,7 @@ func TestQueryLimitsReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok := qlMetric(t, g, `vmgateway_querylimits_config_reloads_total{status="success"}`)
-	_ = g.cmd.Process.Signal(syscall.SIGHUP)
+	_ = g.Signal(syscall.SIGHUP)
 	vmtest.Eventually(t, func() (bool, string) {
 		return q("rate(x[2d])") == http.StatusOK, "the 3d lookback is not in force after SIGHUP"
 	})
@@ -256,7 +256,7 @@ func TestQueryLimitsReload(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("limits:\n  - max_query_lookback: 3\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_ = g.cmd.Process.Signal(syscall.SIGHUP)
+	_ = g.Signal(syscall.SIGHUP)
 	vmtest.Eventually(t, func() (bool, string) {
 		return qlMetric(t, g, "vmgateway_querylimits_config_last_reload_successful") == 0, "the invalid config was not reported"
 	})

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -22,14 +21,7 @@ import (
 // startGatewayAt runs vmgateway on a given address, as a restarted instance behind a fixed endpoint would be.
 func startGatewayAt(t testing.TB, addr string, flags ...string) *gw {
 	t.Helper()
-	g := &gw{URL: "http://" + addr, logs: &vmtest.Buffer{}, done: make(chan struct{})}
-	g.cmd = exec.Command(gatewayBin, append([]string{"-httpListenAddr=" + addr}, flags...)...)
-	g.cmd.Env = os.Environ()
-	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
-	if err := g.cmd.Start(); err != nil {
-		t.Fatalf("cannot start vmgateway: %s", err)
-	}
-	go func() { g.err = g.cmd.Wait(); close(g.done) }()
+	g := runGateway(t, "http://"+addr, exec.Command(gatewayBin, append([]string{"-httpListenAddr=" + addr}, flags...)...))
 	t.Cleanup(func() { g.stop(syscall.SIGKILL) })
 	if !g.waitHealthy("") {
 		t.Fatalf("vmgateway on %s did not become healthy; logs:\n%s", addr, g.logs.String())
@@ -180,14 +172,14 @@ func TestRollingRestartLosesNoWrite(t *testing.T) {
 		for i := range gws {
 			flowing()
 			before := w.acked.Load()
-			_ = gws[i].cmd.Process.Signal(syscall.SIGTERM)
+			_ = gws[i].Signal(syscall.SIGTERM)
 			select {
-			case <-gws[i].done:
+			case <-gws[i].Done():
 			case <-time.After(20 * time.Second):
 				t.Fatalf("gateway %d did not exit after SIGTERM", i)
 			}
-			if gws[i].err != nil {
-				t.Fatalf("gateway %d exited with %v; logs:\n%s", i, gws[i].err, gws[i].logs.String())
+			if gws[i].Err() != nil {
+				t.Fatalf("gateway %d exited with %v; logs:\n%s", i, gws[i].Err(), gws[i].logs.String())
 			}
 			if w.acked.Load() == before {
 				t.Fatalf("no write was acknowledged while gateway %d shut down: the other one should have taken them", i)

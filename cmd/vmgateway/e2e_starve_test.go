@@ -187,7 +187,7 @@ func TestParseAmplificationBounded(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := startGateway(t, append([]string{"-read.url=" + tc.upstream, "-write.url=" + tc.upstream, "-enable.auth", "-auth.publicKeyFiles=" + pub}, tc.flags...)...)
 			tok := mint(t, priv, tc.mintArgs...)
-			pid := g.cmd.Process.Pid
+			pid := g.Pid()
 			cpu0 := cpuSeconds(t, pid)
 			rss0, _ := rssKiB(t, pid)
 			for _, req := range []struct {

@@ -48,11 +48,21 @@ const raceReport = "WARNING: DATA RACE"
 
 // gw is a running vmgateway process.
 type gw struct {
+	*vmtest.Process
 	URL  string
-	cmd  *exec.Cmd
 	logs *vmtest.Buffer
-	done chan struct{}
-	err  error
+}
+
+// runGateway starts cmd, a vmgateway serving at url, with its output in the gateway's logs.
+func runGateway(t testing.TB, url string, cmd *exec.Cmd) *gw {
+	t.Helper()
+	g := &gw{URL: url, logs: &vmtest.Buffer{}}
+	cmd.Stdout, cmd.Stderr = g.logs, g.logs
+	var err error
+	if g.Process, err = vmtest.StartProcess(cmd); err != nil {
+		t.Fatal(err)
+	}
+	return g
 }
 
 // startGateway runs vmgateway with the given flags on a free loopback port and waits for /health.
@@ -66,20 +76,15 @@ func startGatewayEnv(t testing.TB, env []string, flags ...string) *gw {
 	var lastLogs string
 	for attempt := 0; attempt < 3; attempt++ {
 		addr := vmtest.FreePort(t)
-		g := &gw{URL: "http://" + addr, logs: &vmtest.Buffer{}, done: make(chan struct{})}
 		prefix := ""
 		for _, f := range flags {
 			if p, ok := strings.CutPrefix(f, "-http.pathPrefix="); ok {
 				prefix = p
 			}
 		}
-		g.cmd = exec.Command(gatewayBin, append([]string{"-httpListenAddr=" + addr, "-loggerLevel=DEBUG"}, flags...)...)
-		g.cmd.Env = append(os.Environ(), env...)
-		g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
-		if err := g.cmd.Start(); err != nil {
-			t.Fatalf("cannot start vmgateway: %s", err)
-		}
-		go func() { g.err = g.cmd.Wait(); close(g.done) }()
+		cmd := exec.Command(gatewayBin, append([]string{"-httpListenAddr=" + addr, "-loggerLevel=DEBUG"}, flags...)...)
+		cmd.Env = append(os.Environ(), env...)
+		g := runGateway(t, "http://"+addr, cmd)
 		if g.waitHealthy(prefix) {
 			t.Cleanup(func() {
 				g.stop(syscall.SIGKILL)
@@ -116,39 +121,10 @@ func (g *gw) logged(s string) bool {
 }
 
 func (g *gw) waitHealthy(prefix string) bool {
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-g.done:
-			return false
-		default:
-		}
-		resp, err := http.Get(g.URL + prefix + "/health")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return true
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
+	return g.WaitReady(15*time.Second, vmtest.HTTPOK(g.URL+prefix+"/health")) == nil
 }
 
-func (g *gw) stop(sig syscall.Signal) {
-	select {
-	case <-g.done:
-		return
-	default:
-	}
-	_ = g.cmd.Process.Signal(sig)
-	select {
-	case <-g.done:
-	case <-time.After(20 * time.Second):
-		_ = g.cmd.Process.Kill()
-		<-g.done
-	}
-}
+func (g *gw) stop(sig syscall.Signal) { g.Stop(sig, 20*time.Second) }
 
 // rssKiB reads a process's current and peak resident memory from /proc.
 func rssKiB(t testing.TB, pid int) (cur, peak int) {

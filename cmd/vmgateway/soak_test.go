@@ -267,7 +267,7 @@ func settle(t *testing.T, g *gw, pprofKey string, base footprint, baseRSS int) (
 	for {
 		forceGC(t, g, pprofKey)
 		now := measure(t, g)
-		rss, _ := rssKiB(t, g.cmd.Process.Pid)
+		rss, _ := rssKiB(t, g.Pid())
 		ok := now.goroutines <= base.goroutines+soakGoroutineSlack && now.fds <= base.fds+soakGoroutineSlack && rss <= maxSettledRSS(baseRSS)
 		if ok || time.Now().After(deadline) {
 			return now, rss, ok
@@ -372,7 +372,7 @@ func TestSoak(t *testing.T) {
 	time.Sleep(time.Second) // let the server close the connections of the warm-up
 	forceGC(t, g, pprofKey)
 	baseFP := measure(t, g)
-	baseRSS, _ := rssKiB(t, g.cmd.Process.Pid)
+	baseRSS, _ := rssKiB(t, g.Pid())
 	for _, c := range cs {
 		c.outcomes = c.outcomes[:0]
 	}
@@ -401,7 +401,7 @@ func TestSoak(t *testing.T) {
 	close(stop)
 	<-loadDone
 	elapsed := time.Since(start)
-	_, peakRSS := rssKiB(t, g.cmd.Process.Pid)
+	_, peakRSS := rssKiB(t, g.Pid())
 	transport.CloseIdleConnections()
 
 	// The outage window: from the stop until VictoriaMetrics is ready again, plus a second for the gateway's broken

@@ -29,8 +29,7 @@ import (
 type redisServer struct {
 	bin, addr, dir string
 	args           []string
-	cmd            *exec.Cmd
-	exited         chan struct{}
+	proc           *vmtest.Process
 	logs           vmtest.Buffer
 }
 
@@ -61,37 +60,32 @@ func (r *redisServer) start() error {
 	}
 	cmd := exec.Command(r.bin, append(args, r.args...)...)
 	cmd.Stdout, cmd.Stderr = &r.logs, &r.logs
-	if err := cmd.Start(); err != nil {
+	p, err := vmtest.StartProcess(cmd)
+	if err != nil {
 		return err
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	r.cmd, r.exited = cmd, exited
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return fmt.Errorf("redis-server exited")
-		default:
-		}
-		if c, err := net.Dial("tcp", r.addr); err == nil {
+	r.proc = p
+	err = p.WaitReady(10*time.Second, func() bool {
+		c, err := net.Dial("tcp", r.addr)
+		if err == nil {
 			_ = c.Close()
-			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
+		return err == nil
+	})
+	if err != nil {
+		r.stop()
+		return fmt.Errorf("redis-server on %s: %w", r.addr, err)
 	}
-	r.stop()
-	return fmt.Errorf("redis-server did not listen on %s", r.addr)
+	return nil
 }
 
 // stop kills the server and waits until it is gone.
 func (r *redisServer) stop() {
-	if r.cmd == nil {
+	if r.proc == nil {
 		return
 	}
-	_ = r.cmd.Process.Kill()
-	<-r.exited
-	r.cmd = nil
+	r.proc.Stop(os.Kill, 0)
+	r.proc = nil
 }
 
 func indexOf(ss []string, s string) int {

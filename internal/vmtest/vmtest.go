@@ -20,10 +20,8 @@ const Binary = "/usr/bin/victoria-metrics"
 // VM is a running VictoriaMetrics single-node.
 type VM struct {
 	// URL is the base URL, e.g. http://127.0.0.1:41234.
-	URL string
-	cmd *exec.Cmd
-	// exited is closed when the current process has exited.
-	exited chan struct{}
+	URL    string
+	proc   *Process // the current process
 	args   []string // binary first
 	dir    string
 	starts int
@@ -124,19 +122,15 @@ func (vm *VM) run() error {
 	}
 	cmd := exec.Command(vm.args[0], vm.args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		_ = logf.Close()
-		return fmt.Errorf("cannot start %s: %w", vm.args[0], err)
+	p, err := StartProcess(cmd, logf)
+	if err != nil {
+		return err
 	}
-	exited := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { err := cmd.Wait(); _ = logf.Close(); done <- err; close(exited) }()
-	vm.cmd, vm.exited = cmd, exited
-	if err := vm.waitReady(done); err != nil {
-		_ = cmd.Process.Kill()
-		<-exited
+	vm.proc = p
+	if err := p.WaitReady(30*time.Second, HTTPOK(vm.URL+"/health")); err != nil {
+		p.Stop(os.Kill, 0)
 		log, _ := os.ReadFile(logf.Name())
-		return fmt.Errorf("%w; log:\n%s", err, tail(string(log), 2000))
+		return fmt.Errorf("%s at %s: %w; log:\n%s", filepath.Base(vm.args[0]), vm.URL, err, tail(string(log), 2000))
 	}
 	return nil
 }
@@ -155,26 +149,6 @@ func (vm *VM) Restart(t testing.TB) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("%s did not restart on %s: %s", filepath.Base(vm.args[0]), vm.URL, err)
-}
-
-func (vm *VM) waitReady(done <-chan error) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-done:
-			return fmt.Errorf("%s exited early: %v", filepath.Base(vm.args[0]), err)
-		default:
-		}
-		resp, err := http.Get(vm.URL + "/health")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%s at %s not ready after 30s", filepath.Base(vm.args[0]), vm.URL)
 }
 
 // Flush asks VictoriaMetrics to make recently written data searchable. New series still take about a second
@@ -209,20 +183,7 @@ func Eventually(t testing.TB, cond func() (bool, string)) {
 
 // Stop ends the process early (for outage tests) and waits until it has exited, so the port is closed when it
 // returns; the cleanup then finds it gone. Restart brings it back.
-func (vm *VM) Stop() {
-	select {
-	case <-vm.exited:
-		return
-	default:
-	}
-	_ = vm.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-vm.exited:
-	case <-time.After(10 * time.Second):
-		_ = vm.cmd.Process.Kill()
-		<-vm.exited
-	}
-}
+func (vm *VM) Stop() { vm.proc.Stop(os.Interrupt, 10*time.Second) }
 
 func tail(s string, n int) string {
 	s = strings.TrimSpace(s)
