@@ -1,0 +1,56 @@
+package vmtest
+
+import (
+	"errors"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestProcess(t *testing.T) {
+	sh := Require(t, "/bin/sh")
+	// A process that ignores the polite signal is killed after the grace period.
+	cmd := exec.Command(sh, "-c", `trap "" TERM; echo started; while :; do sleep 0.05; done`)
+	var out Buffer
+	cmd.Stdout = &out
+	p, err := StartProcess(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitReady(10*time.Second, func() bool { return out.String() != "" }); err != nil {
+		t.Fatal(err)
+	}
+	if p.Exited() || p.Pid() <= 0 {
+		t.Fatalf("a running process: exited %v, pid %d", p.Exited(), p.Pid())
+	}
+	start := time.Now()
+	p.Stop(syscall.SIGTERM, 200*time.Millisecond)
+	if !p.Exited() || time.Since(start) < 200*time.Millisecond || p.Err() == nil {
+		t.Fatalf("after Stop: exited %v after %s, err %v; want killed after the grace period", p.Exited(), time.Since(start), p.Err())
+	}
+	p.Stop(syscall.SIGTERM, time.Minute) // a second Stop returns at once
+
+	// WaitReady tells an early exit from a slow start.
+	p, err = StartProcess(exec.Command(sh, "-c", "exit 3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitReady(10*time.Second, func() bool { return false }); !errors.Is(err, ErrExited) {
+		t.Fatalf("WaitReady on an exited process: %v", err)
+	}
+	p, err = StartProcess(exec.Command(sh, "-c", "sleep 30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(syscall.SIGKILL, time.Second)
+	if err := p.WaitReady(100*time.Millisecond, func() bool { return false }); err == nil || errors.Is(err, ErrExited) {
+		t.Fatalf("WaitReady on a process never ready: %v", err)
+	}
+	if err := p.WaitReady(time.Second, func() bool { return true }); err != nil {
+		t.Fatalf("WaitReady on a ready process: %v", err)
+	}
+	if _, err := StartProcess(exec.Command("/nonexistent/binary")); err == nil {
+		t.Fatal("StartProcess of a missing binary succeeded")
+	}
+}
