@@ -19,9 +19,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"io/fs"
 	"net/url"
 	"os"
@@ -29,85 +26,17 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-	"unicode"
 
+	"github.com/vmgateway/vmgateway/internal/docstest"
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
-
-// mdBlock is one fenced code block of a Markdown file.
-type mdBlock struct {
-	file string
-	line int      // of the opening fence
-	info []string // the words of the info string: language, then markers
-	text string
-}
-
-func (b mdBlock) String() string { return fmt.Sprintf("%s:%d", filepath.Base(b.file), b.line) }
-
-func (b mdBlock) has(word string) bool {
-	for _, w := range b.info {
-		if w == word {
-			return true
-		}
-	}
-	return false
-}
-
-func (b mdBlock) param(name string) string {
-	for _, w := range b.info {
-		if v, ok := strings.CutPrefix(w, name+"="); ok {
-			return v
-		}
-	}
-	return ""
-}
-
-// parseMarkdown returns the fenced blocks of a Markdown file and its text outside them.
-func parseMarkdown(t *testing.T, file string) (blocks []mdBlock, prose string) {
-	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	var cur *mdBlock
-	var indent, fence string
-	var body []string
-	for i, line := range strings.Split(string(data), "\n") {
-		trimmed := strings.TrimLeft(line, " ")
-		if cur == nil {
-			if strings.HasPrefix(trimmed, "```") {
-				indent = line[:len(line)-len(trimmed)]
-				fence = trimmed[:len(trimmed)-len(strings.TrimLeft(trimmed, "`"))]
-				cur = &mdBlock{file: file, line: i + 1, info: strings.Fields(trimmed[len(fence):])}
-				body = nil
-				continue
-			}
-			out.WriteString(line + "\n")
-			continue
-		}
-		if strings.TrimSpace(line) == fence {
-			cur.text = strings.Join(body, "\n")
-			blocks = append(blocks, *cur)
-			cur = nil
-			out.WriteString("\n")
-			continue
-		}
-		body = append(body, strings.TrimPrefix(line, indent))
-	}
-	if cur != nil {
-		t.Fatalf("%s: the code block opened at line %d is never closed", file, cur.line)
-	}
-	return blocks, out.String()
-}
 
 // TestDocsFlows runs the tested blocks of every doc against a real VictoriaMetrics and the real gateway binary.
 func TestDocsFlows(t *testing.T) {
@@ -118,10 +47,10 @@ func TestDocsFlows(t *testing.T) {
 	}
 	ran := 0
 	for _, file := range docFiles(t) {
-		blocks, _ := parseMarkdown(t, file)
-		var tested []mdBlock
+		blocks, _ := docstest.Parse(t, file)
+		var tested []docstest.Block
 		for _, b := range blocks {
-			if b.has("tested") {
+			if b.Has("tested") {
 				tested = append(tested, b)
 			}
 		}
@@ -138,49 +67,49 @@ func TestDocsFlows(t *testing.T) {
 	}
 }
 
-// docRun is the state of one doc's tested blocks: a working directory, a shell session, the processes started.
+// docRun is the state of one doc's tested blocks: a shell session in a working directory, the processes started.
 type docRun struct {
-	t     *testing.T
-	bash  string
-	dir   string
-	state string // the file that carries the shell variables from one command to the next
-	env   []string
-	vm    *vmtest.VM
-	g     *gw
+	t  *testing.T
+	sh *docstest.Session
+	vm *vmtest.VM
+	g  *gw
 }
 
 func newDocRun(t *testing.T, bash string) *docRun {
 	dir := t.TempDir()
 	// The gateway started by a gateway block runs here too, so relative paths in its flags resolve as in the doc.
 	t.Chdir(dir)
-	state := filepath.Join(t.TempDir(), "state.sh")
-	if err := os.WriteFile(state, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := append(os.Environ(), "PATH="+filepath.Dir(gatewayBin)+string(os.PathListSeparator)+os.Getenv("PATH"), "DOCS_STATE="+state)
-	return &docRun{t: t, bash: bash, dir: dir, state: state, env: env}
+	return &docRun{t: t, sh: docstest.NewSession(t, bash, dir, filepath.Dir(gatewayBin))}
 }
 
-func (d *docRun) run(blocks []mdBlock) {
+func (d *docRun) run(blocks []docstest.Block) {
 	for _, b := range blocks {
 		switch {
-		case b.param("file") != "":
-			name := b.param("file")
-			if err := os.WriteFile(filepath.Join(d.dir, name), []byte(d.subst(b, b.text)+"\n"), 0o600); err != nil {
+		case b.Param("file") != "":
+			name := b.Param("file")
+			if err := os.WriteFile(filepath.Join(d.sh.Dir, name), []byte(d.subst(b, b.Text)+"\n"), 0o600); err != nil {
 				d.t.Fatalf("%s: %s", b, err)
 			}
-		case b.has("gateway"):
+		case b.Has("gateway"):
 			d.startGateway(b)
-		case b.info[0] == "console":
-			d.transcript(b)
+		case b.Info[0] == "console":
+			// New series take about a second to become searchable in VictoriaMetrics: a read of data right after
+			// a write is retried until it prints what the doc says, as a reader would see it a moment later. Every
+			// other command (writes, token tools, status checks) runs once: a retry there would hide a flaky answer.
+			d.sh.Transcript(d.t, b, func(s string) string { return d.subst(b, s) }, func(cmd string) time.Duration {
+				if waitsForData(cmd) {
+					return 15 * time.Second
+				}
+				return 0
+			})
 		default:
-			d.t.Fatalf("%s: a tested block must be `console tested`, `sh tested gateway` or `<lang> tested file=NAME`; got %q", b, strings.Join(b.info, " "))
+			d.t.Fatalf("%s: a tested block must be `console tested`, `sh tested gateway` or `<lang> tested file=NAME`; got %q", b, strings.Join(b.Info, " "))
 		}
 	}
 }
 
 // subst points the doc's addresses at the processes the test started.
-func (d *docRun) subst(b mdBlock, s string) string {
+func (d *docRun) subst(b docstest.Block, s string) string {
 	if strings.Contains(s, "localhost:8428") || strings.Contains(s, "127.0.0.1:8428") {
 		if d.vm == nil {
 			d.vm = vmtest.Start(d.t)
@@ -189,7 +118,7 @@ func (d *docRun) subst(b mdBlock, s string) string {
 	}
 	if strings.Contains(s, "localhost:8431") || strings.Contains(s, "127.0.0.1:8431") {
 		if d.g == nil {
-			if b.has("gateway") {
+			if b.Has("gateway") {
 				return s // its own -httpListenAddr, which the test replaces
 			}
 			d.t.Fatalf("%s talks to the gateway at localhost:8431, but no `sh tested gateway` block of the doc started one before", b)
@@ -203,8 +132,8 @@ func hostPort(u string) string { return strings.TrimPrefix(u, "http://") }
 
 // startGateway starts the gateway with the flags of a `sh tested gateway` block; the shell splits them, so quoting
 // and variables mean what they mean to a reader who pastes the command.
-func (d *docRun) startGateway(b mdBlock) {
-	cmdline := strings.TrimSpace(strings.ReplaceAll(b.text, "\\\n", " "))
+func (d *docRun) startGateway(b docstest.Block) {
+	cmdline := strings.TrimSpace(strings.ReplaceAll(b.Text, "\\\n", " "))
 	fields := strings.Fields(cmdline)
 	if len(fields) == 0 || (fields[0] != "vmgateway" && !strings.HasSuffix(fields[0], "/vmgateway")) {
 		d.t.Fatalf("%s: a gateway block holds one `vmgateway <flags>` command, got %q", b, cmdline)
@@ -212,15 +141,12 @@ func (d *docRun) startGateway(b mdBlock) {
 	if d.vm == nil {
 		d.vm = vmtest.Start(d.t)
 	}
-	args := strings.TrimSpace(strings.TrimPrefix(cmdline, fields[0]))
-	cmd := exec.Command(d.bash, "-c", `set -a; . "$DOCS_STATE"; eval "set -- $DOCS_ARGS"; printf '%s\0' "$@"`)
-	cmd.Dir, cmd.Env = d.dir, append(d.env, "DOCS_ARGS="+d.subst(b, args))
-	out, err := cmd.Output()
+	args, err := d.sh.Split(d.subst(b, strings.TrimSpace(strings.TrimPrefix(cmdline, fields[0]))))
 	if err != nil {
 		d.t.Fatalf("%s: cannot split the gateway flags: %v", b, err)
 	}
 	var flags []string
-	for _, a := range strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00") {
+	for _, a := range args {
 		if !strings.HasPrefix(a, "-httpListenAddr") { // the test picks a free port
 			flags = append(flags, a)
 		}
@@ -229,84 +155,6 @@ func (d *docRun) startGateway(b mdBlock) {
 		d.g.stop(syscall.SIGTERM)
 	}
 	d.g = startGateway(d.t, flags...)
-}
-
-// step is one command of a transcript and the output it must print.
-type step struct {
-	line int
-	cmd  string
-	want []string
-}
-
-func parseTranscript(b mdBlock) ([]step, error) {
-	var steps []step
-	lines := strings.Split(b.text, "\n")
-	for i := 0; i < len(lines); i++ {
-		l := lines[i]
-		if c, ok := strings.CutPrefix(l, "$ "); ok {
-			s := step{line: b.line + 1 + i, cmd: c}
-			for strings.HasSuffix(s.cmd, "\\") && i+1 < len(lines) {
-				i++
-				s.cmd += "\n" + lines[i]
-			}
-			steps = append(steps, s)
-			continue
-		}
-		if len(steps) == 0 {
-			if strings.TrimSpace(l) == "" {
-				continue
-			}
-			return nil, fmt.Errorf("line %d: a transcript starts with a `$ command` line, got %q", b.line+1+i, l)
-		}
-		steps[len(steps)-1].want = append(steps[len(steps)-1].want, l)
-	}
-	for i := range steps {
-		steps[i].want = trimLines(steps[i].want)
-	}
-	return steps, nil
-}
-
-// saveState writes the exported variables (every assignment, under set -a) for the next command.
-const saveState = `__rc=$?; for __v in $(compgen -e); do case $__v in BASH*|SHELLOPTS|SHLVL|PWD|OLDPWD|_|__*) continue;; esac; ` +
-	`printf 'export %s=%q\n' "$__v" "${!__v}"; done > "$DOCS_STATE"; exit $__rc`
-
-func (d *docRun) transcript(b mdBlock) {
-	steps, err := parseTranscript(b)
-	if err != nil {
-		d.t.Fatalf("%s: %s", b, err)
-	}
-	for _, s := range steps {
-		script := "set -a\n. \"$DOCS_STATE\"\n" + d.subst(b, s.cmd) + "\n" + saveState
-		want := make([]string, len(s.want))
-		for i, w := range s.want {
-			want[i] = d.subst(b, w)
-		}
-		// New series take about a second to become searchable in VictoriaMetrics: a read of data right after a
-		// write is retried until it prints what the doc says, as a reader would see it a moment later. Every other
-		// command (writes, token tools, status checks) runs once: a retry there would hide a flaky answer.
-		deadline := time.Now()
-		if waitsForData(s.cmd) {
-			deadline = deadline.Add(15 * time.Second)
-		}
-		for {
-			cmd := exec.Command(d.bash, "-c", script)
-			cmd.Dir, cmd.Env = d.dir, d.env
-			out, err := cmd.CombinedOutput()
-			got := trimLines(strings.Split(string(out), "\n"))
-			if err == nil && matchLines(want, got) {
-				break
-			}
-			if time.Now().After(deadline) {
-				status := "exit 0"
-				if err != nil {
-					status = err.Error()
-				}
-				d.t.Fatalf("%s:%d: the documented command\n\t%s\nprinted (%s):\n%s\nbut the doc says:\n%s",
-					filepath.Base(b.file), s.line, s.cmd, status, indentLines(got), indentLines(want))
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
 }
 
 // dataReads are the read APIs whose answer shows data written a moment before.
@@ -331,96 +179,18 @@ func waitsForData(cmd string) bool {
 	return false
 }
 
-func trimLines(ls []string) []string {
-	out := make([]string, len(ls))
-	for i, l := range ls {
-		out[i] = strings.TrimRight(l, " \t\r")
-	}
-	for len(out) > 0 && out[len(out)-1] == "" {
-		out = out[:len(out)-1]
-	}
-	return out
-}
-
-func indentLines(ls []string) string {
-	if len(ls) == 0 {
-		return "\t(nothing)"
-	}
-	return "\t" + strings.Join(ls, "\n\t")
-}
-
-// matchLines matches output against expected lines: a line "..." stands for any number of lines, and "..." inside
-// a line for any text.
-func matchLines(want, got []string) bool {
-	if len(want) == 0 {
-		return len(got) == 0
-	}
-	if want[0] == "..." {
-		for k := 0; k <= len(got); k++ {
-			if matchLines(want[1:], got[k:]) {
-				return true
-			}
-		}
-		return false
-	}
-	return len(got) > 0 && matchLine(want[0], got[0]) && matchLines(want[1:], got[1:])
-}
-
-func matchLine(want, got string) bool {
-	parts := strings.Split(want, "...")
-	if len(parts) == 1 {
-		return want == got
-	}
-	if !strings.HasPrefix(got, parts[0]) {
-		return false
-	}
-	got = got[len(parts[0]):]
-	last := parts[len(parts)-1]
-	for _, p := range parts[1 : len(parts)-1] {
-		i := strings.Index(got, p)
-		if i < 0 {
-			return false
-		}
-		got = got[i+len(p):]
-	}
-	return strings.HasSuffix(got, last)
-}
-
-func TestMatchLines(t *testing.T) {
-	for _, tc := range []struct {
-		want, got string
-		ok        bool
-	}{
-		{"a\nb", "a\nb", true},
-		{"a\nb", "a\nc", false},
-		{"a", "a\nb", false},
-		{"...\nb", "a\nx\nb", true},
-		{"...", "", true},
-		{"a\n...", "a", true},
-		{"x...z", "xyyz", true},
-		{"x...z", "xyy", false},
-		{"x...y...z", "x1y2z", true},
-		{"x...y...z", "x1z2y", false},
-		{"exp...ago)", "expires: 2026 (1h ago)", true},
-	} {
-		if got := matchLines(strings.Split(tc.want, "\n"), trimLines(strings.Split(tc.got, "\n"))); got != tc.ok {
-			t.Errorf("matchLines(%q, %q) = %v, want %v", tc.want, tc.got, got, tc.ok)
-		}
-	}
-}
-
 // TestDocsAlertRules checks the suggested alerts of docs/operations.md with promtool.
 func TestDocsAlertRules(t *testing.T) {
 	promtool := vmtest.Require(t, "promtool")
-	blocks, _ := parseMarkdown(t, "../../docs/operations.md")
+	blocks, _ := docstest.Parse(t, "../../docs/operations.md")
 	n := 0
 	for _, b := range blocks {
-		if !b.has("tested") || b.param("file") == "" || !strings.HasPrefix(b.text, "groups:") {
+		if !b.Has("tested") || b.Param("file") == "" || !strings.HasPrefix(b.Text, "groups:") {
 			continue
 		}
 		n++
-		path := filepath.Join(t.TempDir(), b.param("file"))
-		if err := os.WriteFile(path, []byte(b.text+"\n"), 0o600); err != nil {
+		path := filepath.Join(t.TempDir(), b.Param("file"))
+		if err := os.WriteFile(path, []byte(b.Text+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		out, err := exec.Command(promtool, "check", "rules", path).CombinedOutput()
@@ -464,22 +234,14 @@ func TestDocsRewriteExamples(t *testing.T) {
 	}
 }
 
-var codeSpan = regexp.MustCompile("`([^`]+)`")
-
 func checkRewriteRow(t *testing.T, where, row string) {
 	t.Helper()
-	cells := splitRow(row)
+	cells := docstest.SplitRow(row)
 	if len(cells) != 4 {
 		t.Errorf("%s: a rewrite row has 4 cells (extra_labels, extra_filters, query, becomes), got %d", where, len(cells))
 		return
 	}
-	spans := func(cell string) []string {
-		var out []string
-		for _, m := range codeSpan.FindAllStringSubmatch(cell, -1) {
-			out = append(out, m[1])
-		}
-		return out
-	}
+	spans := docstest.CodeSpans
 	var labels []enforce.Label
 	for _, l := range spans(cells[0]) {
 		name, value, ok := strings.Cut(l, "=")
@@ -506,27 +268,6 @@ func checkRewriteRow(t *testing.T, where, row string) {
 	if got != want[0] {
 		t.Errorf("%s: the query\n\t%s\nbecomes\n\t%s\nbut the doc says\n\t%s", where, q[0], got, want[0])
 	}
-}
-
-// splitRow splits a Markdown table row on the pipes that are not escaped, and unescapes them.
-func splitRow(row string) []string {
-	row = strings.TrimSpace(row)
-	row = strings.TrimPrefix(strings.TrimSuffix(row, "|"), "|")
-	var cells []string
-	var cur strings.Builder
-	for i := 0; i < len(row); i++ {
-		switch {
-		case row[i] == '\\' && i+1 < len(row) && row[i+1] == '|':
-			cur.WriteByte('|')
-			i++
-		case row[i] == '|':
-			cells = append(cells, strings.TrimSpace(cur.String()))
-			cur.Reset()
-		default:
-			cur.WriteByte(row[i])
-		}
-	}
-	return append(cells, strings.TrimSpace(cur.String()))
 }
 
 // TestDocsFlagsExist checks that every flag the docs name exists: the gateway's own, `token mint`'s, or one of the
@@ -585,7 +326,7 @@ func TestDocsFlagsExist(t *testing.T) {
 	spanFlag := regexp.MustCompile("^-([a-zA-Z][a-zA-Z0-9_.]*)(?:=.*)?$")
 	checked := 0
 	for _, file := range docFiles(t) {
-		blocks, prose := parseMarkdown(t, file)
+		blocks, prose := docstest.Parse(t, file)
 		base := filepath.Base(file)
 		check := func(name, where string, set map[string]string) {
 			checked++
@@ -595,7 +336,7 @@ func TestDocsFlagsExist(t *testing.T) {
 		}
 		texts := []string{prose}
 		for _, b := range blocks {
-			texts = append(texts, b.text)
+			texts = append(texts, b.Text)
 		}
 		for _, text := range texts {
 			for _, m := range dotted.FindAllStringSubmatchIndex(text, -1) {
@@ -605,15 +346,15 @@ func TestDocsFlagsExist(t *testing.T) {
 				check(text[m[2]:m[3]], "the text", known)
 			}
 		}
-		for _, m := range codeSpan.FindAllStringSubmatch(prose, -1) {
+		for _, span := range docstest.CodeSpans(prose) {
 			// Single letters are other tools' options (curl -d), never the gateway's.
-			if f := spanFlag.FindStringSubmatch(m[1]); f != nil && len(f[1]) > 1 {
-				check(f[1], "`"+m[1]+"`", known)
+			if f := spanFlag.FindStringSubmatch(span); f != nil && len(f[1]) > 1 {
+				check(f[1], "`"+span+"`", known)
 			}
 		}
 		// The words of vmgateway command lines in code blocks are the gateway's flags, or token mint's.
 		for _, b := range blocks {
-			for _, cmd := range commandLines(b.text) {
+			for _, cmd := range docstest.CommandLines(b.Text) {
 				words := vmgatewayWords(cmd)
 				if words == nil {
 					continue
@@ -625,7 +366,7 @@ func TestDocsFlagsExist(t *testing.T) {
 				for _, w := range words {
 					w = strings.Trim(w, `'"`)
 					if f := spanFlag.FindStringSubmatch(w); f != nil {
-						check(f[1], fmt.Sprintf("%s:%d", filepath.Base(b.file), b.line), set)
+						check(f[1], fmt.Sprintf("%s:%d", filepath.Base(b.File), b.Line), set)
 					}
 				}
 			}
@@ -634,22 +375,6 @@ func TestDocsFlagsExist(t *testing.T) {
 	if checked == 0 {
 		t.Fatal("no flag found in the docs: the check is broken")
 	}
-}
-
-// commandLines returns the command lines of a code block, continuation lines joined and prompts removed.
-func commandLines(text string) []string {
-	var out []string
-	var cur string
-	for _, l := range strings.Split(text, "\n") {
-		l = strings.TrimPrefix(strings.TrimSpace(l), "$ ")
-		if cont, ok := strings.CutSuffix(l, "\\"); ok {
-			cur += cont + " "
-			continue
-		}
-		out = append(out, cur+l)
-		cur = ""
-	}
-	return append(out, cur)
 }
 
 // vmgatewayWords returns the arguments of the vmgateway command in a command line (also inside `X=$(...)`), or nil.
@@ -751,7 +476,7 @@ func TestDocsMetrics(t *testing.T) {
 // row) is one the code can return: it must fit a string literal of the gateway's code, where the literal's format
 // verbs and the doc's "…" stand for any text.
 func TestDocsErrorMessages(t *testing.T) {
-	literals := codeStrings(t)
+	literals := docstest.StringLiterals(t, "../../internal", ".")
 	data, err := os.ReadFile("../../docs/troubleshooting.md")
 	if err != nil {
 		t.Fatal(err)
@@ -762,7 +487,7 @@ func TestDocsErrorMessages(t *testing.T) {
 			continue
 		}
 		// The first cell is the message, in a code span: `...`, or ``...`` when it holds a backtick.
-		msg := splitRow(line)[0]
+		msg := docstest.SplitRow(line)[0]
 		switch {
 		case strings.HasPrefix(msg, "``") && strings.HasSuffix(msg, "``"):
 			msg = strings.TrimPrefix(strings.TrimSuffix(msg[2:len(msg)-2], " "), " ")
@@ -773,165 +498,12 @@ func TestDocsErrorMessages(t *testing.T) {
 			continue
 		}
 		n++
-		if !anyLiteralFits(literals, msg) {
+		if !docstest.LiteralFits(literals, msg) {
 			t.Errorf("troubleshooting.md:%d: no string in the code can produce the message\n\t%s", i+1, msg)
 		}
 	}
 	if n < 20 {
 		t.Fatalf("troubleshooting.md lists %d messages in table rows (| `message` | cause | fix |); the check is broken or the doc is", n)
-	}
-}
-
-// codeStrings returns the string constants of the gateway's code (cmd/vmgateway and internal, tests excluded),
-// with literals joined by + folded into one.
-func codeStrings(t *testing.T) []string {
-	t.Helper()
-	var out []string
-	fset := token.NewFileSet()
-	for _, root := range []string{"../../internal", "."} {
-		err := filepath.WalkDir(root, func(path string, de fs.DirEntry, err error) error {
-			if err != nil || de.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-				return err
-			}
-			f, err := parser.ParseFile(fset, path, nil, 0)
-			if err != nil {
-				return err
-			}
-			ast.Inspect(f, func(n ast.Node) bool {
-				if s, ok := constString(n); ok {
-					out = append(out, s)
-					return false // the parts of a folded concatenation are not messages of their own
-				}
-				return true
-			})
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
-}
-
-func constString(n ast.Node) (string, bool) {
-	switch x := n.(type) {
-	case *ast.BasicLit:
-		if x.Kind != token.STRING {
-			return "", false
-		}
-		s, err := strconv.Unquote(x.Value)
-		return s, err == nil
-	case *ast.BinaryExpr:
-		if x.Op != token.ADD {
-			return "", false
-		}
-		l, ok1 := constString(x.X)
-		r, ok2 := constString(x.Y)
-		if ok1 && ok2 {
-			return l + r, true
-		}
-		// "literal " + variable + " literal": a verb in the middle.
-		if ok1 || ok2 {
-			return l + "%v" + r, true
-		}
-	case *ast.ParenExpr:
-		return constString(x.X)
-	}
-	return "", false
-}
-
-var formatVerb = regexp.MustCompile(`%[-+# 0]*[0-9]*(?:\.[0-9]+)?[vTtbcdoOqxXUeEfFgGspw]`)
-
-// anyLiteralFits reports whether some literal can produce msg, alone or wrapped in other text (an error wrapped
-// by its caller, "vm_access.mode: " + "must be ..."). The literal must then make up at least half of the message's
-// fixed text, so that generic literals such as "%s: %w" do not fit everything.
-func anyLiteralFits(literals []string, msg string) bool {
-	var words []string
-	for _, w := range strings.FieldsFunc(msg, func(r rune) bool { return r == ' ' || r == '…' }) {
-		if len(w) >= 5 {
-			words = append(words, w)
-		}
-	}
-	msgFixed := len(strings.ReplaceAll(msg, "…", ""))
-	for _, l := range literals {
-		if !containsAny(l, words) {
-			continue
-		}
-		pattern := formatVerb.ReplaceAllString(strings.ReplaceAll(l, "%%", "\x01"), "\x00")
-		fixed := len(strings.ReplaceAll(pattern, "\x00", ""))
-		if fixed < 10 || 2*fixed < msgFixed {
-			continue
-		}
-		if globsIntersect("\x00"+pattern+"\x00", strings.ReplaceAll(msg, "…", "\x00"), "\x01") {
-			return true
-		}
-	}
-	return false
-}
-
-func containsAny(s string, words []string) bool {
-	for _, w := range words {
-		if strings.Contains(s, w) {
-			return true
-		}
-	}
-	return len(words) == 0
-}
-
-// globsIntersect reports whether the literal pattern a and the doc pattern b can produce the same text, where
-// \x00 stands for any text (pct is the escaped % of a format string, which matches a literal %). A wildcard of the
-// literal (a format verb) may produce anything, but a wildcard of the doc ("…") stands for varying values only: it
-// may not swallow the literal's fixed text, or a doc could abbreviate a message into one the code never says.
-func globsIntersect(a, b, pct string) bool {
-	a = strings.ReplaceAll(a, pct, "%")
-	ra, rb := []rune(a), []rune(b)
-	// reach[i][j]: the prefixes a[:i] and b[:j] can produce the same text.
-	reach := make([][]bool, len(ra)+1)
-	for i := range reach {
-		reach[i] = make([]bool, len(rb)+1)
-	}
-	reach[0][0] = true
-	for i := 0; i <= len(ra); i++ {
-		for j := 0; j <= len(rb); j++ {
-			if !reach[i][j] {
-				continue
-			}
-			if i < len(ra) && ra[i] == 0 {
-				reach[i+1][j] = true // a's wildcard ends
-				if j < len(rb) {
-					reach[i][j+1] = true // a's wildcard produces b's next character, or b's wildcard
-				}
-			}
-			if j < len(rb) && rb[j] == 0 {
-				reach[i][j+1] = true // b's wildcard ends
-			}
-			if i < len(ra) && j < len(rb) && ra[i] != 0 && ra[i] == rb[j] {
-				reach[i+1][j+1] = true
-			}
-		}
-	}
-	return reach[len(ra)][len(rb)]
-}
-
-func TestGlobsIntersect(t *testing.T) {
-	for _, tc := range []struct {
-		a, b string
-		ok   bool
-	}{
-		{"abc", "abc", true},
-		{"abc", "abd", false},
-		{"a\x00c", "abbbc", true},
-		{"a\x00c", "a\x00", false},
-		{"a\x00c", "a\x00c", true},
-		{"the token expired at \x00", "the token expired \x00", false},
-		{"the token expired at \x00", "the token expired at \x00", true},
-		{"missing \x00 header with a Bearer token", "missing Authorization header with a Bearer token", true},
-		{"missing \x00 header", "missing Authorization headers", false},
-		{"\x00: must be \x00", "vm_access.mode: must be 0 (full)", true},
-	} {
-		if got := globsIntersect(tc.a, tc.b, "\x01"); got != tc.ok {
-			t.Errorf("globsIntersect(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.ok)
-		}
 	}
 }
 
@@ -945,10 +517,10 @@ func TestDocsLinks(t *testing.T) {
 			return a
 		}
 		a := map[string]bool{}
-		if _, prose := parseMarkdown(t, file); prose != "" {
+		if _, prose := docstest.Parse(t, file); prose != "" {
 			for _, l := range strings.Split(prose, "\n") {
 				if h, ok := strings.CutPrefix(strings.TrimLeft(l, "#"), " "); ok && strings.HasPrefix(l, "#") {
-					a[githubAnchor(h)] = true
+					a[docstest.Anchor(h)] = true
 				}
 			}
 		}
@@ -964,7 +536,7 @@ func TestDocsLinks(t *testing.T) {
 			!strings.Contains(string(index), "("+filepath.Base(file)+")") {
 			t.Errorf("docs/README.md does not link %s", filepath.Base(file))
 		}
-		_, prose := parseMarkdown(t, file)
+		_, prose := docstest.Parse(t, file)
 		for _, m := range link.FindAllStringSubmatch(prose, -1) {
 			target := m[1]
 			if u, err := url.Parse(target); err != nil || u.Scheme != "" {
@@ -984,20 +556,6 @@ func TestDocsLinks(t *testing.T) {
 			}
 		}
 	}
-}
-
-// githubAnchor is the anchor GitHub gives a heading: lower case, punctuation dropped, spaces turned into dashes.
-func githubAnchor(h string) string {
-	var b strings.Builder
-	for _, r := range strings.ToLower(strings.TrimSpace(h)) {
-		switch {
-		case r == ' ':
-			b.WriteByte('-')
-		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
 }
 
 // TestDocsRouteTable checks the route table of docs/cluster-mode.md (the table after `<!-- tested: routes -->`)
@@ -1025,7 +583,7 @@ func TestDocsRouteTable(t *testing.T) {
 		t.Fatal("docs/cluster-mode.md has no `<!-- tested: routes -->` table")
 	}
 	for i := start + 3; i < len(lines) && strings.HasPrefix(lines[i], "|"); i++ {
-		cells := splitRow(lines[i])
+		cells := docstest.SplitRow(lines[i])
 		if len(cells) != 6 {
 			t.Errorf("cluster-mode.md:%d: want 6 cells, got %d", i+1, len(cells))
 			continue
@@ -1060,25 +618,6 @@ func TestDocsRouteTable(t *testing.T) {
 	}
 	if n < 40 {
 		t.Fatalf("found %d APIs in internal/route/table.go: the scan is broken", n)
-	}
-}
-
-func TestAnyLiteralFits(t *testing.T) {
-	literals := []string{"%s: %w", "vm_access.%s: %w", "must be 0 (full), 1 (read) or 2 (write), got %d", "missing %s header with a Bearer token"}
-	for _, tc := range []struct {
-		msg string
-		ok  bool
-	}{
-		{"vm_access.mode: must be 0 (full), 1 (read) or 2 (write), got 3", true},
-		{"missing Authorization header with a Bearer token", true},
-		{"missing … header with a Bearer token", true},
-		{"missing Authorization header without a token", false},
-		{"vm_access.mode: something the code never says", false},
-		{"missing … header …", false},
-	} {
-		if got := anyLiteralFits(literals, tc.msg); got != tc.ok {
-			t.Errorf("anyLiteralFits(%q) = %v, want %v", tc.msg, got, tc.ok)
-		}
 	}
 }
 

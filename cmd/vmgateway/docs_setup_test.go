@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/docstest"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
@@ -21,14 +22,14 @@ import (
 func TestDocsGettingStartedSetup(t *testing.T) {
 	bash := vmtest.Require(t, "bash")
 	vmtest.Require(t, vmtest.Binary)
-	blocks, _ := parseMarkdown(t, "../../docs/getting-started.md")
+	blocks, _ := docstest.Parse(t, "../../docs/getting-started.md")
 	var setup, vmCmd string
 	for _, b := range blocks {
 		switch {
-		case b.info[0] == "sh" && strings.Contains(b.text, "mkdir -p"):
-			setup = b.text
-		case b.info[0] == "sh" && strings.HasPrefix(b.text, "victoria-metrics "):
-			vmCmd = strings.TrimSpace(b.text)
+		case b.Info[0] == "sh" && strings.Contains(b.Text, "mkdir -p"):
+			setup = b.Text
+		case b.Info[0] == "sh" && strings.HasPrefix(b.Text, "victoria-metrics "):
+			vmCmd = strings.TrimSpace(b.Text)
 		}
 	}
 	if setup == "" || vmCmd == "" {
@@ -57,19 +58,14 @@ func TestDocsGettingStartedSetup(t *testing.T) {
 		c.Dir = demo
 		logs := &vmtest.Buffer{}
 		c.Stdout, c.Stderr = logs, logs
-		if err := c.Start(); err != nil {
+		p, err := vmtest.StartProcess(c)
+		if err != nil {
 			t.Fatal(err)
 		}
-		defer func() { _ = c.Process.Kill(); _ = c.Wait() }()
+		defer p.Stop(os.Kill, 0)
 		base := "http://" + addr
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if resp, err := http.Get(base + "/health"); err == nil {
-				_ = resp.Body.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s did not start:\n%s", command, logs.String())
-			}
+		if err := p.WaitReady(20*time.Second, vmtest.HTTPOK(base+"/health")); err != nil {
+			t.Fatalf("%s did not start: %s\n%s", command, err, logs.String())
 		}
 		metric := fmt.Sprintf("getting_started_probe_%d", time.Now().UnixNano())
 		if st, _, body := do(t, http.MethodPost, base+"/api/v1/import/prometheus", strings.NewReader(metric+" 1")); st != http.StatusNoContent {

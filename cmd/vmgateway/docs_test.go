@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vmgateway/vmgateway/internal/docstest"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 )
 
@@ -106,7 +107,7 @@ func renderConfigurationReference(t *testing.T) []byte {
 			if f.DefValue != "" {
 				def = "`" + f.DefValue + "`"
 			}
-			fmt.Fprintf(&b, "| `-%s` | %s | %s | %s |\n", f.Name, typ, def, mdEscape(desc))
+			fmt.Fprintf(&b, "| `-%s` | %s | %s | %s |\n", f.Name, typ, def, docstest.Escape(desc))
 		}
 	}
 	b.WriteString("\n## vmgateway token mint\n\n")
@@ -147,36 +148,6 @@ func describeFlag(f *flag.Flag) (typ, desc string) {
 	}
 	desc = strings.Join(strings.Fields(desc), " ")
 	return typ, desc
-}
-
-// mdEscape keeps a description literal inside a Markdown table cell.
-func mdEscape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch c {
-		case '|', '*', '`', '[', ']', '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case '<':
-			b.WriteString("&lt;")
-		case '>':
-			b.WriteString("&gt;")
-		case '_':
-			// Only an underscore at a word edge can start or end emphasis.
-			if i == 0 || i == len(s)-1 || !isWordByte(s[i-1]) || !isWordByte(s[i+1]) {
-				b.WriteByte('\\')
-			}
-			b.WriteByte(c)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
-}
-
-func isWordByte(c byte) bool {
-	return c == '_' || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9')
 }
 
 // firstDifference describes where two texts first differ, by line.

@@ -31,12 +31,11 @@ func TestMakeRun(t *testing.T) {
 	cmd.Env = append(os.Environ(), "VM_PORT="+vmPort, "GW_PORT="+gwPort, "VMGATEWAY="+gatewayBin)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	p, err := vmtest.StartProcess(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	pgid := cmd.Process.Pid
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	pgid := p.Pid()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		if t.Failed() {
@@ -49,8 +48,8 @@ func TestMakeRun(t *testing.T) {
 	deadline := time.Now().Add(2 * time.Minute)
 	for !strings.Contains(out.String(), "Press Ctrl-C") {
 		select {
-		case err := <-done:
-			t.Fatalf("scripts/run.sh exited before printing its commands: %v", err)
+		case <-p.Done():
+			t.Fatalf("scripts/run.sh exited before printing its commands: %v", p.Err())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -84,7 +83,7 @@ func TestMakeRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-done:
+	case <-p.Done():
 	case <-time.After(time.Minute):
 		t.Fatal("scripts/run.sh did not stop within a minute of Ctrl-C")
 	}
