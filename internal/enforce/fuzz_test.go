@@ -4,12 +4,21 @@ import (
 	"net/url"
 	"reflect"
 	"testing"
+
+	"github.com/vmgateway/vmgateway/internal/enforce/corpus"
 )
 
 // FuzzRewrite: whatever query metricsql accepts, the rewrite parses again and every selector in it carries the
-// token's labels and one of its filter branches. Seeds are in testdata/fuzz/FuzzRewrite.
+// token's labels and one of its filter branches. Seeds are the shared testdata/queries.txt at the top level.
 func FuzzRewrite(f *testing.F) {
 	f.Add(`sum(rate(http_requests_total{job="api",status=~"5.."}[5m])) by (instance)`)
+	qs, err := corpus.Queries()
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, q := range qs {
+		f.Add(q)
+	}
 	enforcers := []*Enforcer{
 		devOnly(f),
 		devFiltered(f),

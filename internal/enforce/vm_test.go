@@ -108,7 +108,7 @@ func writeTeams(t *testing.T, vm *vmtest.VM) {
 	})
 }
 
-// TestVMAdversarialReads sends every request of testdata/adversarial.json, enforced for a team="dev" token, to a
+// TestVMAdversarialReads sends every request of the shared testdata/adversarial.json, enforced for a team="dev" token, to a
 // real VictoriaMetrics holding three teams' data: no answer may carry another team's series, label or value.
 func TestVMAdversarialReads(t *testing.T) {
 	vm := vmtest.Start(t)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/VictoriaMetrics/metricsql"
 
+	"github.com/vmgateway/vmgateway/internal/enforce/corpus"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
@@ -219,6 +220,14 @@ func FuzzCheck(f *testing.F) {
 	f.Add("rate(x[1d] offset 2d)", "-1h", "now", "30s", "2026-06-01", uint8(0))
 	f.Add(`count({__name__=~".+"}) @ end()`, "1700000000000", "", "5i", "", uint8(1))
 	f.Add("WITH (f(x) = x[1h:1s]) max_over_time(f(y))", "-292273086-05-16T16:47:06Z", "2026", "1e300", "x", uint8(5))
+	// The hostile queries shared with the enforcer's fuzzer, each on another API.
+	qs, err := corpus.Queries()
+	if err != nil {
+		f.Fatal(err)
+	}
+	for i, q := range qs {
+		f.Add(q, "-1h", "now", "30s", "", uint8(i))
+	}
 	c, err := parseConfig([]byte(checkConfig), "limits.yaml")
 	if err != nil {
 		f.Fatal(err)

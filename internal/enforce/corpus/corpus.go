@@ -3,15 +3,18 @@
 package corpus
 
 import (
-	_ "embed"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // Teams are the teams whose data TeamData writes; the requests are sent for a team="dev" token.
@@ -44,7 +47,7 @@ var Forbidden = []string{
 	"ops-host", "sec-host", `"ops"`, `"sec"`, `team="ops"`, `team="sec"`, ",ops,", ",sec,", "orphan_metric", "none-host",
 }
 
-// Entry is one request of adversarial.json, as a client sends it to the gateway.
+// Entry is one request of testdata/adversarial.json, as a client sends it to the gateway.
 type Entry struct {
 	Name   string `json:"name"`
 	Method string `json:"method"`
@@ -64,16 +67,47 @@ type Entry struct {
 	Allow []string `json:"allow"`
 }
 
-//go:embed adversarial.json
-var corpusJSON []byte
-
-// Load returns the corpus.
+// Load returns the corpus, testdata/adversarial.json at the module's top level: the enforcer's tests and the
+// gateway's end-to-end tests send the same requests.
 func Load() ([]Entry, error) {
+	path, err := vmtest.Fixture("adversarial.json")
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the adversarial corpus: %w", err)
+	}
 	var c []Entry
-	if err := json.Unmarshal(corpusJSON, &c); err != nil {
-		return nil, fmt.Errorf("adversarial.json: %w", err)
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
+}
+
+// Queries returns the hostile queries of testdata/queries.txt: the seeds of every fuzzer that takes a MetricsQL
+// query, since what broke one parser or rewriter is what the next one should see first.
+func Queries() ([]string, error) {
+	path, err := vmtest.Fixture("queries.txt")
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the shared fuzz queries: %w", err)
+	}
+	var qs []string
+	for i, l := range strings.Split(string(data), "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		q, err := strconv.Unquote(l)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: want a Go-quoted string: %w", path, i+1, err)
+		}
+		qs = append(qs, q)
+	}
+	return qs, nil
 }
 
 // Request builds the entry's request against base (e.g. http://127.0.0.1:8431).
