@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -53,10 +52,7 @@ func Read(ctx context.Context, pathOrURL, what string) ([]byte, error) {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		if ue, ok := err.(*url.Error); ok {
-			err = ue.Err // the url.Error would repeat the URL with its credentials
-		}
-		return nil, fmt.Errorf("cannot fetch %s from %s: %w", what, shown, err)
+		return nil, fmt.Errorf("cannot fetch %s from %s: %w", what, shown, redact.URLError(err))
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {

@@ -74,11 +74,7 @@ func New(cfg Config) (*Client, error) {
 	}
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
-		// url.Error repeats the URL with its credentials: show only what went wrong.
-		if ue, ok := err.(*url.Error); ok {
-			err = ue.Err
-		}
-		return nil, fmt.Errorf("cannot parse -datasource.url: %w", err)
+		return nil, fmt.Errorf("cannot parse -datasource.url: %w", redact.URLError(err))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return nil, fmt.Errorf("-datasource.url %q: scheme must be http or https, got %q", redact.URL(u), u.Scheme)
@@ -149,11 +145,7 @@ func (c *Client) query(ctx context.Context, query string, ts time.Time) ([]Sampl
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		// The *url.Error repeats the full URL with the query; the caller already names both.
-		if ue, ok := err.(*url.Error); ok {
-			err = ue.Err
-		}
-		return nil, err
+		return nil, redact.URLError(err)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode != http.StatusOK {

@@ -4,6 +4,7 @@
 package redact
 
 import (
+	"errors"
 	"net/url"
 	"strings"
 )
@@ -23,6 +24,16 @@ func String(s string) string {
 		return "(invalid URL)"
 	}
 	return URL(u)
+}
+
+// URLError drops the *url.Error wrapping of net/url's and net/http's errors, which repeats the URL with its
+// credentials and query; the caller names the URL, redacted.
+func URLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // Error returns err's text with u's password replaced by xxxxx: errors of net/http and of clients such as go-redis

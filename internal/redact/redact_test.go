@@ -3,6 +3,7 @@ package redact
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -52,5 +53,19 @@ func TestError(t *testing.T) {
 		if got := Error(e, u); got != e.Error() {
 			t.Errorf("%s: Error = %q, want the error unchanged", raw, got)
 		}
+	}
+}
+
+func TestURLError(t *testing.T) {
+	_, err := url.Parse("http://u:s3cret@vm:8428/%zz")
+	if err == nil {
+		t.Fatal("want a parse error")
+	}
+	if got := URLError(err); strings.Contains(got.Error(), "s3cret") || !strings.Contains(got.Error(), "invalid URL escape") {
+		t.Fatalf("URLError = %q", got)
+	}
+	plain := errors.New("x")
+	if URLError(plain) != plain {
+		t.Fatal("URLError changed an error that is not a *url.Error")
 	}
 }
