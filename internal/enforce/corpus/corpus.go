@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,13 +69,9 @@ type Entry struct {
 // Load returns the corpus, testdata/adversarial.json at the module's top level: the enforcer's tests and the
 // gateway's end-to-end tests send the same requests.
 func Load() ([]Entry, error) {
-	path, err := vmtest.Fixture("adversarial.json")
+	data, path, err := vmtest.ReadFixture("adversarial.json")
 	if err != nil {
 		return nil, err
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the adversarial corpus: %w", err)
 	}
 	var c []Entry
 	if err := json.Unmarshal(data, &c); err != nil {
@@ -88,13 +83,9 @@ func Load() ([]Entry, error) {
 // Queries returns the hostile queries of testdata/queries.txt: the seeds of every fuzzer that takes a MetricsQL
 // query, since what broke one parser or rewriter is what the next one should see first.
 func Queries() ([]string, error) {
-	path, err := vmtest.Fixture("queries.txt")
+	data, path, err := vmtest.ReadFixture("queries.txt")
 	if err != nil {
 		return nil, err
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the shared fuzz queries: %w", err)
 	}
 	var qs []string
 	for i, l := range strings.Split(string(data), "\n") {
