@@ -22,8 +22,8 @@ func TestMatchLines(t *testing.T) {
 		{"x...y...z", "x1z2y", false},
 		{"exp...ago)", "expires: 2026 (1h ago)", true},
 	} {
-		if got := MatchLines(strings.Split(tc.want, "\n"), TrimLines(strings.Split(tc.got, "\n"))); got != tc.ok {
-			t.Errorf("MatchLines(%q, %q) = %v, want %v", tc.want, tc.got, got, tc.ok)
+		if got := matchLines(strings.Split(tc.want, "\n"), trimLines(strings.Split(tc.got, "\n"))); got != tc.ok {
+			t.Errorf("matchLines(%q, %q) = %v, want %v", tc.want, tc.got, got, tc.ok)
 		}
 	}
 }
@@ -84,9 +84,9 @@ func TestParse(t *testing.T) {
 	if _, _, err := parse("x.md", "```sh\nopen\n"); err == nil || !strings.Contains(err.Error(), "line 1 is never closed") {
 		t.Fatalf("an unclosed block: %v", err)
 	}
-	steps, err := ParseTranscript(blocks[0])
+	steps, err := parseTranscript(blocks[0])
 	if err != nil || len(steps) != 1 || steps[0].Cmd != "echo hi" || steps[0].Line != 4 || strings.Join(steps[0].Want, "|") != "hi" {
-		t.Fatalf("ParseTranscript = %+v, %v", steps, err)
+		t.Fatalf("parseTranscript = %+v, %v", steps, err)
 	}
 }
 

@@ -14,21 +14,21 @@ import (
 // `...` matches any number of lines, and `...` inside a line matches any text. Every command must exit 0. A command
 // line ending in `\` continues on the next line.
 
-// Step is one command of a transcript and the output it must print.
-type Step struct {
+// step is one command of a transcript and the output it must print.
+type step struct {
 	Line int // in the Markdown file
 	Cmd  string
 	Want []string
 }
 
-// ParseTranscript splits a console block into its commands.
-func ParseTranscript(b Block) ([]Step, error) {
-	var steps []Step
+// parseTranscript splits a console block into its commands.
+func parseTranscript(b Block) ([]step, error) {
+	var steps []step
 	lines := strings.Split(b.Text, "\n")
 	for i := 0; i < len(lines); i++ {
 		l := lines[i]
 		if c, ok := strings.CutPrefix(l, "$ "); ok {
-			s := Step{Line: b.Line + 1 + i, Cmd: c}
+			s := step{Line: b.Line + 1 + i, Cmd: c}
 			for strings.HasSuffix(s.Cmd, "\\") && i+1 < len(lines) {
 				i++
 				s.Cmd += "\n" + lines[i]
@@ -45,7 +45,7 @@ func ParseTranscript(b Block) ([]Step, error) {
 		steps[len(steps)-1].Want = append(steps[len(steps)-1].Want, l)
 	}
 	for i := range steps {
-		steps[i].Want = TrimLines(steps[i].Want)
+		steps[i].Want = trimLines(steps[i].Want)
 	}
 	return steps, nil
 }
@@ -96,7 +96,7 @@ func (s *Session) Split(args string) ([]string, error) {
 // a command for which retry is positive is run again until it prints what the doc says or that long has passed.
 func (s *Session) Transcript(t testing.TB, b Block, subst func(string) string, retry func(cmd string) time.Duration) {
 	t.Helper()
-	steps, err := ParseTranscript(b)
+	steps, err := parseTranscript(b)
 	if err != nil {
 		t.Fatalf("%s: %s", b, err)
 	}
@@ -109,8 +109,8 @@ func (s *Session) Transcript(t testing.TB, b Block, subst func(string) string, r
 		deadline := time.Now().Add(retry(st.Cmd))
 		for {
 			out, err := s.Run(script)
-			got := TrimLines(strings.Split(string(out), "\n"))
-			if err == nil && MatchLines(want, got) {
+			got := trimLines(strings.Split(string(out), "\n"))
+			if err == nil && matchLines(want, got) {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -119,15 +119,15 @@ func (s *Session) Transcript(t testing.TB, b Block, subst func(string) string, r
 					status = err.Error()
 				}
 				t.Fatalf("%s:%d: the documented command\n\t%s\nprinted (%s):\n%s\nbut the doc says:\n%s",
-					filepath.Base(b.File), st.Line, st.Cmd, status, IndentLines(got), IndentLines(want))
+					filepath.Base(b.File), st.Line, st.Cmd, status, indentLines(got), indentLines(want))
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
 }
 
-// TrimLines drops trailing white space of every line and the empty lines at the end.
-func TrimLines(ls []string) []string {
+// trimLines drops trailing white space of every line and the empty lines at the end.
+func trimLines(ls []string) []string {
 	out := make([]string, len(ls))
 	for i, l := range ls {
 		out[i] = strings.TrimRight(l, " \t\r")
@@ -138,29 +138,29 @@ func TrimLines(ls []string) []string {
 	return out
 }
 
-// IndentLines shows lines in a failure message.
-func IndentLines(ls []string) string {
+// indentLines shows lines in a failure message.
+func indentLines(ls []string) string {
 	if len(ls) == 0 {
 		return "\t(nothing)"
 	}
 	return "\t" + strings.Join(ls, "\n\t")
 }
 
-// MatchLines matches output against expected lines: a line "..." stands for any number of lines, and "..." inside
+// matchLines matches output against expected lines: a line "..." stands for any number of lines, and "..." inside
 // a line for any text.
-func MatchLines(want, got []string) bool {
+func matchLines(want, got []string) bool {
 	if len(want) == 0 {
 		return len(got) == 0
 	}
 	if want[0] == "..." {
 		for k := 0; k <= len(got); k++ {
-			if MatchLines(want[1:], got[k:]) {
+			if matchLines(want[1:], got[k:]) {
 				return true
 			}
 		}
 		return false
 	}
-	return len(got) > 0 && matchLine(want[0], got[0]) && MatchLines(want[1:], got[1:])
+	return len(got) > 0 && matchLine(want[0], got[0]) && matchLines(want[1:], got[1:])
 }
 
 func matchLine(want, got string) bool {

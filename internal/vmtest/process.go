@@ -75,15 +75,15 @@ func (p *Process) Stop(sig os.Signal, grace time.Duration) {
 	}
 }
 
-// ErrExited is WaitReady's error for a process that exited before it was ready.
-var ErrExited = errors.New("exited early")
+// errExited is WaitReady's error for a process that exited before it was ready.
+var errExited = errors.New("exited early")
 
-// WaitReady polls ready until it reports true. It fails with ErrExited (and how the process exited) when the
+// WaitReady polls ready until it reports true. It fails, saying how the process exited, when the
 // process exits first, and after timeout.
 func (p *Process) WaitReady(timeout time.Duration, ready func() bool) error {
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if p.Exited() {
-			return fmt.Errorf("%w: %v", ErrExited, p.err)
+			return fmt.Errorf("%w: %v", errExited, p.err)
 		}
 		if ready() {
 			return nil

@@ -36,7 +36,7 @@ func TestProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.WaitReady(10*time.Second, func() bool { return false }); !errors.Is(err, ErrExited) {
+	if err := p.WaitReady(10*time.Second, func() bool { return false }); !errors.Is(err, errExited) {
 		t.Fatalf("WaitReady on an exited process: %v", err)
 	}
 	p, err = StartProcess(exec.Command(sh, "-c", "sleep 30"))
@@ -44,7 +44,7 @@ func TestProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Stop(syscall.SIGKILL, time.Second)
-	if err := p.WaitReady(100*time.Millisecond, func() bool { return false }); err == nil || errors.Is(err, ErrExited) {
+	if err := p.WaitReady(100*time.Millisecond, func() bool { return false }); err == nil || errors.Is(err, errExited) {
 		t.Fatalf("WaitReady on a process never ready: %v", err)
 	}
 	if err := p.WaitReady(time.Second, func() bool { return true }); err != nil {
