@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -265,13 +266,8 @@ func pickMethod(alg, def string) jwt.SigningMethod {
 }
 
 func checkAlg(alg string, allowed ...string) error {
-	if alg == "" {
+	if alg == "" || slices.Contains(allowed, alg) {
 		return nil
-	}
-	for _, a := range allowed {
-		if a == alg {
-			return nil
-		}
 	}
 	return fmt.Errorf("-alg=%s does not fit the key: use one of %s", alg, strings.Join(allowed, ", "))
 }
