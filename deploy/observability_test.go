@@ -22,7 +22,7 @@ import (
 
 	"github.com/VictoriaMetrics/metricsql"
 	"github.com/golang-jwt/jwt/v5"
-	yamlv3 "gopkg.in/yaml.v3"
+	yamlv3 "go.yaml.in/yaml/v3"
 
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )

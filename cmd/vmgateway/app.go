@@ -59,7 +59,9 @@ type app struct {
 	qlimits  *querylimits.Limiter
 }
 
-func newApp() (*app, error) {
+// newApp validates every flag it can before it builds anything that runs in the background (key refreshes, the
+// rate-limit poller, policy reloads), and stops what it built when a later step fails.
+func newApp() (_ *app, err error) {
 	ru, err := backendURLs("read.url", *readURLs)
 	if err != nil {
 		return nil, err
@@ -72,6 +74,14 @@ func newApp() (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	limits, err := gatewayLimits()
+	if err != nil {
+		return nil, err
+	}
+	minTLS, err := parseTLSVersion(*tlsMinVersion)
+	if err != nil {
+		return nil, err
+	}
 	readRT, err := tlsclient.NewTransport("read", *readTLS, *readTimeout)
 	if err != nil {
 		return nil, err
@@ -80,11 +90,12 @@ func newApp() (*app, error) {
 	if err != nil {
 		return nil, err
 	}
-	limits, err := gatewayLimits()
-	if err != nil {
-		return nil, err
-	}
 	a := &app{}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
 	gcfg := gateway.Config{
 		ReadURLs: ru, WriteURLs: wu, Backends: backends,
 		ReadTransport: readRT, WriteTransport: writeRT,
@@ -100,32 +111,22 @@ func newApp() (*app, error) {
 		gcfg.Auth = a.verifier
 	}
 	if a.gate, err = newGate(); err != nil {
-		a.close()
 		return nil, err
 	}
 	if a.gate != nil {
 		gcfg.Limiter = a.gate
 	}
 	if a.qlimits, err = newQueryLimits(); err != nil {
-		a.close()
 		return nil, err
 	}
 	if a.qlimits != nil {
 		gcfg.QueryLimits = a.qlimits
 	}
-	gw, err := gateway.New(gcfg)
-	if err != nil {
-		a.close()
+	if a.gw, err = gateway.New(gcfg); err != nil {
 		return nil, err
 	}
-	a.gw = gw
-	minTLS, err := parseTLSVersion(*tlsMinVersion)
-	if err != nil {
-		return nil, err
-	}
-	addrs := []string(*httpListenAddrs)
-	srv, err := server.New(server.Config{
-		ListenAddrs:         addrs,
+	a.srv, err = server.New(server.Config{
+		ListenAddrs:         []string(*httpListenAddrs),
 		TLS:                 tlsEnable.Get,
 		TLSCertFile:         tlsCertFile.Get,
 		TLSKeyFile:          tlsKeyFile.Get,
@@ -141,14 +142,12 @@ func newApp() (*app, error) {
 		BasicAuthPassword:   httpAuthPassword.Get(),
 		MetricsAuthKey:      metricsAuthKey.Get(),
 		PprofAuthKey:        pprofAuthKey.Get(),
-		Handler:             gw,
+		Handler:             a.gw,
 		Extra:               rateLimitStatus(a.gate),
 	})
 	if err != nil {
-		a.close()
 		return nil, err
 	}
-	a.srv = srv
 	return a, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -26,6 +28,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
@@ -640,5 +643,51 @@ func TestPolicyTokenExplain(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "NO: 403") || !strings.Contains(out, "no policy matches: every request gets 403") ||
 		!strings.Contains(out, "k8s-vmagent              line 51    does not match: \"kubernetes.io\".namespace: the claim \"kubernetes.io\" is missing") {
 		t.Errorf("explain of a token no policy matches: exit %d:\n%s", code, out)
+	}
+}
+
+// TestTokenMintForPolicies: `token mint -claimShape=none` mints a token without vm_access, with the claims of
+// -claim read as JSON when they parse as JSON; the gateway gives it the access of the policy its claims match.
+// Flags that would shape a vm_access, claims other flags set, and a claim given twice are refused.
+func TestTokenMintForPolicies(t *testing.T) {
+	priv, pub := keyPair(t, "ec")
+	pf := writePolicyFile(t, "policies:\n  - name: dev\n    match: {groups: metrics-dev, tid: '15'}\n"+
+		"    vm_access: {extra_labels: {team: '{{claim \"team\"}}'}, mode: 1}\n")
+	tok := mint(t, priv, "-claimShape=none", `-claim=groups=["metrics-dev","x"]`, "-claim=tid=15", "-claim=team=dev", `-claim=quoted="15"`, "-subject=bob")
+	d, err := auth.Decode(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"groups": []any{"metrics-dev", "x"}, "tid": json.Number("15"), "team": "dev", "quoted": "15", "sub": "bob"}
+	for name, v := range want {
+		if !reflect.DeepEqual(d.Claims[name], v) {
+			t.Errorf("claim %s = %#v, want %#v", name, d.Claims[name], v)
+		}
+	}
+	if _, ok := d.Claims["vm_access"]; ok {
+		t.Errorf("-claimShape=none minted a vm_access: %v", d.Claims["vm_access"])
+	}
+	var out strings.Builder
+	code := runTokenIsolated(t, []string{"explain", "-auth.publicKeyFiles=" + pub, "-auth.policyFile=" + pf, tok}, &out)
+	if code != 0 || !strings.Contains(out.String(), `YES: tenant 0:0, mode read (from the access policy "dev"); the query `+"`up`"+` becomes `+"`up{team=\"dev\"}`") {
+		t.Errorf("explain of a policy token: exit %d:\n%s", code, out.String())
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-claimShape=none", "-mode=read", "-extraLabels=team=dev"}, "-extraLabels, -mode would not be in it"},
+		{[]string{"-claim=exp=1"}, "the exp claim is set by -lifetime"},
+		{[]string{"-claim=vm_access={}"}, "the vm_access claim is set by"},
+		{[]string{"-claim=sub=x"}, "the sub claim is set by -subject"},
+		{[]string{"-claim=a=1", "-claim=a=2"}, `the claim "a" is given twice`},
+		{[]string{"-claim=nbf=soon"}, "nbf is a number of seconds"},
+		{[]string{"-claim==x"}, "want name=value"},
+		{[]string{"-claimShape=jwt"}, "want vmgateway, vmauth or none"},
+	} {
+		_, err := mintToken(append([]string{"-key=" + priv}, tc.args...), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("mint %v: %v, want an error with %q", tc.args, err, tc.want)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -457,6 +458,46 @@ func TestRateLimitFlagErrors(t *testing.T) {
 		out, err := exec.Command(gatewayBin, append(base, tc.flag)...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), tc.want) || strings.Contains(string(out), "s3cret") {
 			t.Errorf("%s: want a failed start mentioning %q, got err=%v:\n%s", tc.flag, tc.want, err, out)
+		}
+	}
+}
+
+// TestRateLimitCountsRequestsRefusedAfterAdmission pins what docs/rate-limiting.md says a `queries` limit counts:
+// every read request the limiter admits, also one the gateway then refuses itself (400, 403, 413). Four such
+// refusals use up a limit of four, and the fifth request, a valid one, gets 429 naming the limit. Cluster mode,
+// where a selector on the tenant labels is refused (403).
+func TestRateLimitCountsRequestsRefusedAfterAdmission(t *testing.T) {
+	vm := vmtest.Start(t)
+	g := rlGateway(t, vm.URL, vm.URL, "limits:\n  - {type: queries, value: 4}\n", "-maxReadBodySize=1000", "-clusterMode")
+	claims := jwt.MapClaims{"sub": "dev", "exp": time.Now().Add(time.Hour).Unix(),
+		"vm_access": auth.VMAccess{Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}}}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodRS256, claims).SignedString(rlKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := g.URL + "/api/v1/query?query="
+	for _, tc := range []struct {
+		method, url, body string
+		code              int
+	}{
+		{http.MethodGet, q + url.QueryEscape("sum("), "", 400},
+		{http.MethodGet, q + url.QueryEscape("sum("), "", 400},
+		{http.MethodGet, q + url.QueryEscape(`up{vm_account_id="1"}`), "", 403},
+		{http.MethodPost, g.URL + "/api/v1/query", "query=" + strings.Repeat("u", 2000), 413},
+		{http.MethodGet, q + "up", "", 429},
+	} {
+		var body io.Reader
+		hdr := bearer(tok)
+		if tc.body != "" {
+			body = strings.NewReader(tc.body)
+			hdr = append(hdr, "Content-Type", "application/x-www-form-urlencoded")
+		}
+		code, _, got := do(t, tc.method, tc.url, body, hdr...)
+		if code != tc.code {
+			t.Fatalf("%s %s: %d %.300s, want %d", tc.method, tc.url, code, got, tc.code)
+		}
+		if code == 429 && !strings.Contains(got, "limit type=queries resolution=minute value=4") {
+			t.Errorf("the 429 does not name the limit: %s", got)
 		}
 	}
 }

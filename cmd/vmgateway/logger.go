@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 )
 
 var (
@@ -16,16 +15,7 @@ var (
 
 func setupLogger() error {
 	var level slog.Level
-	switch strings.ToUpper(*loggerLevel) {
-	case "DEBUG":
-		level = slog.LevelDebug
-	case "INFO":
-		level = slog.LevelInfo
-	case "WARN":
-		level = slog.LevelWarn
-	case "ERROR":
-		level = slog.LevelError
-	default:
+	if err := level.UnmarshalText([]byte(*loggerLevel)); err != nil {
 		return fmt.Errorf("invalid -loggerLevel=%q: possible values are DEBUG, INFO, WARN, ERROR", *loggerLevel)
 	}
 	out := os.Stderr

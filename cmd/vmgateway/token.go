@@ -5,29 +5,28 @@ package main
 // installed, in the container image too.
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
-	"strconv"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
-	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/gateway"
 	"github.com/vmgateway/vmgateway/internal/httperr"
@@ -77,15 +76,18 @@ func mintToken(args []string, stderr io.Writer) (string, error) {
 	alg := fs.String("alg", "", "Signing algorithm; by default RS256 for RSA, ES256/ES384/ES512 by curve, EdDSA, HS256")
 	kid := fs.String("kid", "", "Key id for the token header, as a JWKS lists it")
 	tenantID := fs.String("tenant", "", "Tenant as accountID or accountID:projectID; empty means none (tenant 0:0)")
-	var labels, filters flagutil.Array
+	var labels, filters, extra flagutil.Array
 	fs.Var(&labels, "extraLabels", "Extra labels as name=value, enforced on every read and write (repeat or separate by commas)")
 	fs.Var(&filters, "extraFilters", "Extra filters: series selectors such as {env=~\"prod|dev\"}; several are OR-ed (repeat or separate by commas)")
+	fs.Var(&extra, "claim", "More claims as name=value, e.g. groups=dev or 'groups=[\"dev\",\"ops\"]' for the access policies of -auth.policyFile: "+
+		"the value is JSON when it parses as JSON, a string otherwise (quote it to force a string: 'tid=\"15\"') (repeat or separate by commas)")
 	mode := fs.String("mode", "full", "Access mode: full (read, write and admin), read, or write")
 	lifetime := fs.Duration("lifetime", time.Hour, "How long the token is valid from now; negative gives an expired token")
 	issuer := fs.String("issuer", "", "iss claim")
 	audience := fs.String("audience", "", "aud claim")
 	subject := fs.String("subject", "", "sub claim: who the token is for")
-	shape := fs.String("claimShape", "vmgateway", "Shape of the vm_access claim: vmgateway (tenant_id, extra_labels, extra_filters, mode) or vmauth (metrics_account_id, metrics_extra_labels, ...)")
+	shape := fs.String("claimShape", "vmgateway", "Shape of the vm_access claim: vmgateway (tenant_id, extra_labels, extra_filters, mode), vmauth (metrics_account_id, metrics_extra_labels, ...), "+
+		"or none: no vm_access claim, for a token the access policies of -auth.policyFile judge by its other claims (-claim)")
 	asString := fs.Bool("vmAccessAsString", false, "Encode vm_access as a JSON string, as some identity providers can only emit strings")
 	if err := fs.Parse(args); err != nil {
 		return "", err
@@ -93,52 +95,8 @@ func mintToken(args []string, stderr io.Writer) (string, error) {
 	if fs.NArg() > 0 {
 		return "", fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	va := auth.VMAccess{}
-	if *tenantID != "" {
-		t, err := tenant.Parse(*tenantID)
-		if err != nil {
-			return "", fmt.Errorf("-tenant: %w", err)
-		}
-		va.Tenant = t
-	}
-	m, err := parseMode(*mode)
-	if err != nil {
-		return "", err
-	}
-	va.Mode = m
-	if len(labels) > 0 {
-		va.ExtraLabels = map[string]string{}
-		for _, l := range labels {
-			name, value, ok := strings.Cut(l, "=")
-			if !ok || name == "" {
-				return "", fmt.Errorf("-extraLabels=%q: want name=value", l)
-			}
-			va.ExtraLabels[name] = value
-		}
-	}
-	va.ExtraFilters = filters
-	// The gateway would refuse labels or filters it cannot enforce: refuse them here, with the same check.
-	if _, err := enforce.New(sortedLabels(va.ExtraLabels), va.ExtraFilters); err != nil {
-		return "", err
-	}
-
-	var access any = va
-	if *shape == "vmauth" {
-		if access, err = vmauthShape(va); err != nil {
-			return "", err
-		}
-	} else if *shape != "vmgateway" {
-		return "", fmt.Errorf("-claimShape=%q: want vmgateway or vmauth", *shape)
-	}
-	if *asString {
-		b, err := json.Marshal(access)
-		if err != nil {
-			return "", err
-		}
-		access = string(b)
-	}
 	now := time.Now()
-	claims := jwt.MapClaims{"exp": now.Add(*lifetime).Unix(), "iat": now.Unix(), "vm_access": access}
+	claims := jwt.MapClaims{"exp": now.Add(*lifetime).Unix(), "iat": now.Unix()}
 	if *lifetime < 0 {
 		claims["iat"] = now.Add(*lifetime - time.Minute).Unix()
 	}
@@ -146,6 +104,29 @@ func mintToken(args []string, stderr io.Writer) (string, error) {
 		if v != "" {
 			claims[k] = v
 		}
+	}
+	if err := addClaims(claims, extra); err != nil {
+		return "", err
+	}
+	switch *shape {
+	case "none":
+		var given []string
+		fs.Visit(func(f *flag.Flag) {
+			if vmAccessFlags[f.Name] {
+				given = append(given, "-"+f.Name)
+			}
+		})
+		if len(given) > 0 {
+			return "", fmt.Errorf("-claimShape=none mints a token without vm_access: %s would not be in it", strings.Join(given, ", "))
+		}
+	case "vmgateway", "vmauth":
+		access, err := vmAccessClaim(*tenantID, *mode, labels, filters, *shape, *asString)
+		if err != nil {
+			return "", err
+		}
+		claims["vm_access"] = access
+	default:
+		return "", fmt.Errorf("-claimShape=%q: want vmgateway, vmauth or none", *shape)
 	}
 
 	method, key, err := signingKey(*keyFile, *hmacFile, *alg)
@@ -159,6 +140,99 @@ func mintToken(args []string, stderr io.Writer) (string, error) {
 	return tok.SignedString(key)
 }
 
+// vmAccessFlags are the mint flags that shape vm_access.
+var vmAccessFlags = map[string]bool{"tenant": true, "extraLabels": true, "extraFilters": true, "mode": true, "vmAccessAsString": true}
+
+// vmAccessClaim builds the vm_access claim of the mint flags, checked as the gateway checks it and encoded by auth
+// in the shape asked for.
+func vmAccessClaim(tenantID, mode string, labels, filters []string, shape string, asString bool) (any, error) {
+	va := auth.VMAccess{}
+	if tenantID != "" {
+		t, err := tenant.Parse(tenantID)
+		if err != nil {
+			return nil, fmt.Errorf("-tenant: %w", err)
+		}
+		va.Tenant = t
+	}
+	m, err := parseMode(mode)
+	if err != nil {
+		return nil, err
+	}
+	va.Mode = m
+	if len(labels) > 0 {
+		va.ExtraLabels = map[string]string{}
+		for _, l := range labels {
+			name, value, ok := strings.Cut(l, "=")
+			if !ok || name == "" {
+				return nil, fmt.Errorf("-extraLabels=%q: want name=value", l)
+			}
+			va.ExtraLabels[name] = value
+		}
+	}
+	va.ExtraFilters = filters
+	// The gateway would refuse labels or filters it cannot enforce: refuse them here, with the same check.
+	if err := va.Validate(); err != nil {
+		return nil, err
+	}
+	var b []byte
+	if shape == "vmauth" {
+		b, err = va.MarshalVMAuth()
+	} else {
+		b, err = json.Marshal(va)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if asString {
+		return string(b), nil
+	}
+	return json.RawMessage(b), nil
+}
+
+// ownFlagClaims are the claims other mint flags set.
+var ownFlagClaims = map[string]string{
+	"exp": "-lifetime", "iat": "-lifetime", "iss": "-issuer", "aud": "-audience", "sub": "-subject",
+	"vm_access": "-tenant, -extraLabels, -extraFilters and -mode, or -claimShape=none",
+}
+
+// addClaims adds the -claim name=value items to claims.
+func addClaims(claims jwt.MapClaims, items []string) error {
+	seen := map[string]bool{}
+	for _, item := range items {
+		name, value, ok := strings.Cut(item, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("-claim=%q: want name=value", item)
+		}
+		if use := ownFlagClaims[name]; use != "" {
+			return fmt.Errorf("-claim=%q: the %s claim is set by %s", item, name, use)
+		}
+		if seen[name] {
+			return fmt.Errorf("-claim: the claim %q is given twice", name)
+		}
+		seen[name] = true
+		v := claimValue(value)
+		if _, ok := v.(json.Number); name == "nbf" && !ok {
+			return fmt.Errorf("-claim=%q: nbf is a number of seconds since 1970", item)
+		}
+		claims[name] = v
+	}
+	return nil
+}
+
+// claimValue is value as JSON when it is one JSON value, numbers kept exact; otherwise the string itself.
+func claimValue(value string) any {
+	dec := json.NewDecoder(strings.NewReader(value))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return value
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return value
+	}
+	return v
+}
+
 func parseMode(s string) (auth.Mode, error) {
 	switch strings.ToLower(s) {
 	case "full", "0":
@@ -169,39 +243,6 @@ func parseMode(s string) (auth.Mode, error) {
 		return auth.ModeWrite, nil
 	}
 	return 0, fmt.Errorf("-mode=%q: want full, read or write", s)
-}
-
-func sortedLabels(m map[string]string) []enforce.Label {
-	ls := make([]enforce.Label, 0, len(m))
-	for k, v := range m {
-		ls = append(ls, enforce.Label{Name: k, Value: v})
-	}
-	sort.Slice(ls, func(i, j int) bool { return ls[i].Name < ls[j].Name })
-	return ls
-}
-
-// vmauthShape is the claim as vmauth's JWT proxy reads it (metrics_* fields), so one token serves both.
-func vmauthShape(va auth.VMAccess) (map[string]any, error) {
-	mode, ok := va.Mode.Wire()
-	if !ok {
-		// Left out, the mode would read as full.
-		return nil, fmt.Errorf("vm_access: the mode %d is not full, read or write", va.Mode)
-	}
-	m := map[string]any{"metrics_account_id": va.Tenant.AccountID, "metrics_project_id": va.Tenant.ProjectID}
-	if len(va.ExtraLabels) > 0 {
-		var ls []string
-		for _, l := range sortedLabels(va.ExtraLabels) {
-			ls = append(ls, l.Name+"="+l.Value)
-		}
-		m["metrics_extra_labels"] = ls
-	}
-	if len(va.ExtraFilters) > 0 {
-		m["metrics_extra_filters"] = va.ExtraFilters
-	}
-	if mode != 0 {
-		m["mode"] = mode
-	}
-	return m, nil
 }
 
 func signingKey(keyFile, hmacFile, alg string) (jwt.SigningMethod, any, error) {
@@ -265,13 +306,8 @@ func pickMethod(alg, def string) jwt.SigningMethod {
 }
 
 func checkAlg(alg string, allowed ...string) error {
-	if alg == "" {
+	if alg == "" || slices.Contains(allowed, alg) {
 		return nil
-	}
-	for _, a := range allowed {
-		if a == alg {
-			return nil
-		}
 	}
 	return fmt.Errorf("-alg=%s does not fit the key: use one of %s", alg, strings.Join(allowed, ", "))
 }
@@ -347,66 +383,54 @@ func printRefusal(w io.Writer, err error, whatever string) {
 	fmt.Fprintf(w, "Would the gateway accept it? NO: %d, %s\n", httperr.Status(err), err)
 }
 
-// describeToken prints what the token says, without trusting it: nothing here is verified.
+// describeToken prints what the token says, read by the gateway's own decoder (auth.Decode): nothing here is
+// verified.
 func describeToken(w io.Writer, token string) {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		fmt.Fprintf(w, "This is not a JWT: it has %d dot-separated parts, a JWT has 3.\n", len(parts))
-		return
-	}
-	var header map[string]any
-	var claims map[string]json.RawMessage
-	if err := decodePart(parts[0], &header); err != nil {
-		fmt.Fprintf(w, "The header cannot be decoded: %s\n", err)
-		return
-	}
-	if err := decodePart(parts[1], &claims); err != nil {
-		fmt.Fprintf(w, "The claims cannot be decoded: %s\n", err)
+	tok, err := auth.Decode(token)
+	if err != nil {
+		fmt.Fprintf(w, "The token cannot be decoded: %s\n", err)
 		return
 	}
 	fmt.Fprintln(w, "Token (decoded, NOT verified):")
-	fmt.Fprintf(w, "  signed with:  %v", header["alg"])
-	if kid, ok := header["kid"]; ok {
-		fmt.Fprintf(w, ", key id %q", kid)
+	fmt.Fprintf(w, "  signed with:  %s", cmp.Or(tok.Alg, "(no alg)"))
+	if tok.Kid != "" {
+		fmt.Fprintf(w, ", key id %q", tok.Kid)
 	}
 	fmt.Fprintln(w)
 	for _, c := range []struct{ name, label string }{{"sub", "subject"}, {"iss", "issuer"}, {"aud", "audience"}} {
-		if v, ok := claims[c.name]; ok {
-			fmt.Fprintf(w, "  %-13s %s\n", c.label+":", v)
+		if v, ok := tok.Claims[c.name]; ok {
+			b, _ := json.Marshal(v) // a decoded JSON value always marshals
+			fmt.Fprintf(w, "  %-13s %s\n", c.label+":", b)
 		}
 	}
 	now := time.Now()
 	for _, c := range []struct{ name, label string }{{"exp", "expires"}, {"nbf", "not before"}, {"iat", "issued"}} {
-		raw, ok := claims[c.name]
-		if !ok {
+		at, err := tok.Time(c.name)
+		switch {
+		case err != nil:
+			fmt.Fprintf(w, "  %-13s %s\n", c.label+":", err)
+			continue
+		case at.IsZero():
 			if c.name == "exp" {
 				fmt.Fprintln(w, "  expires:      never — the gateway refuses tokens without exp")
 			}
 			continue
 		}
-		sec, err := strconv.ParseFloat(string(raw), 64)
-		if err != nil {
-			fmt.Fprintf(w, "  %-13s %s (not a number of seconds)\n", c.label+":", raw)
-			continue
-		}
-		at := time.Unix(int64(sec), 0).UTC()
 		rel := "in " + at.Sub(now).Round(time.Second).String()
 		if at.Before(now) {
 			rel = now.Sub(at).Round(time.Second).String() + " ago"
 		}
 		fmt.Fprintf(w, "  %-13s %s (%s)\n", c.label+":", at.Format(time.RFC3339), rel)
 	}
-	raw, ok := claims["vm_access"]
-	if !ok {
-		if *authPolicyFile != "" {
-			fmt.Fprintln(w, "  vm_access:    missing — the access policies of -auth.policyFile decide")
-			return
-		}
+	va, ok, err := tok.VMAccess()
+	switch {
+	case !ok && *authPolicyFile != "":
+		fmt.Fprintln(w, "  vm_access:    missing — the access policies of -auth.policyFile decide")
+		return
+	case !ok:
 		fmt.Fprintln(w, "  vm_access:    missing — the gateway refuses tokens without it")
 		return
-	}
-	var va auth.VMAccess
-	if err := json.Unmarshal(raw, &va); err != nil {
+	case err != nil:
 		fmt.Fprintf(w, "  vm_access:    invalid: %s\n", err)
 		return
 	}
@@ -418,18 +442,10 @@ func describeToken(w io.Writer, token string) {
 		fmt.Fprintln(w, "  series:       all series of the tenant (no extra_labels or extra_filters)")
 		return
 	}
-	for _, l := range sortedLabels(va.ExtraLabels) {
-		fmt.Fprintf(w, "  extra label:  %s=%q — every read is limited to it, every write is stored with it\n", l.Name, l.Value)
+	for _, name := range slices.Sorted(maps.Keys(va.ExtraLabels)) {
+		fmt.Fprintf(w, "  extra label:  %s=%q — every read is limited to it, every write is stored with it\n", name, va.ExtraLabels[name])
 	}
 	for _, f := range va.ExtraFilters {
 		fmt.Fprintf(w, "  extra filter: %s — reads see series matching at least one extra filter\n", f)
 	}
-}
-
-func decodePart(s string, v any) error {
-	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
-	if err != nil {
-		return fmt.Errorf("not base64url: %w", err)
-	}
-	return json.Unmarshal(b, v)
 }

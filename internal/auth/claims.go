@@ -45,6 +45,31 @@ func (a VMAccess) MarshalJSON() ([]byte, error) {
 	}{tenantID{a.Tenant.AccountID, a.Tenant.ProjectID}, a.ExtraLabels, a.ExtraFilters, mode})
 }
 
+// MarshalVMAuth writes vmauth's shape (metrics_account_id, metrics_project_id, metrics_extra_labels as sorted
+// "name=value", metrics_extra_filters, and mode unless full), which UnmarshalJSON reads too: one token serves
+// vmauth and the gateway. A VMAccess without a Mode is an error, as in MarshalJSON: left out, the mode reads as full.
+func (a VMAccess) MarshalVMAuth() ([]byte, error) {
+	mode, ok := a.Mode.Wire()
+	if !ok {
+		return nil, fmt.Errorf("vm_access: the mode %d is not ModeFull, ModeRead or ModeWrite", a.Mode)
+	}
+	m := map[string]any{"metrics_account_id": a.Tenant.AccountID, "metrics_project_id": a.Tenant.ProjectID}
+	if len(a.ExtraLabels) > 0 {
+		ls := make([]string, 0, len(a.ExtraLabels))
+		for _, name := range slices.Sorted(maps.Keys(a.ExtraLabels)) {
+			ls = append(ls, name+"="+a.ExtraLabels[name])
+		}
+		m["metrics_extra_labels"] = ls
+	}
+	if len(a.ExtraFilters) > 0 {
+		m["metrics_extra_filters"] = a.ExtraFilters
+	}
+	if mode != 0 {
+		m["mode"] = mode
+	}
+	return json.Marshal(m)
+}
+
 // UnmarshalJSON reads either shape strictly: unknown fields, wrong types, numbers out of range and a mix of both
 // shapes are errors, because a misspelt restriction must not silently grant more than the issuer meant.
 func (a *VMAccess) UnmarshalJSON(b []byte) error {
@@ -334,14 +359,36 @@ func accessOf(c *claims) (*Access, *Error) {
 	if e != nil {
 		return nil, e
 	}
-	enf, err := va.enforcer()
+	enf, e := va.checkedEnforcer()
+	if e != nil {
+		return nil, e
+	}
+	return &Access{Tenant: va.Tenant, Mode: va.Mode, Enforcer: enf, Subject: c.sub, ExpiresAt: c.exp, Claims: c.all}, nil
+}
+
+// checkedEnforcer is enforcer with the refusal the verifier answers a claim it cannot enforce with.
+func (a VMAccess) checkedEnforcer() (*enforce.Enforcer, *Error) {
+	enf, err := a.enforcer()
 	if errors.Is(err, enforce.ErrMatchesEmpty) {
 		return nil, newError(reasonFilterMatchesEmpty, "vm_access: %s", err)
 	}
 	if err != nil {
 		return nil, newError(reasonBadVMAccess, "vm_access: %s", err)
 	}
-	return &Access{Tenant: va.Tenant, Mode: va.Mode, Enforcer: enf, Subject: c.sub, ExpiresAt: c.exp, Claims: c.all}, nil
+	return enf, nil
+}
+
+// Validate reports whether the verifier would accept a as a token's vm_access: a valid Mode, and labels and
+// filters it can enforce. The error is an *Error with the reason the verifier would count the token under.
+// `vmgateway token mint` checks a claim with it before signing.
+func (a VMAccess) Validate() error {
+	if _, ok := a.Mode.Wire(); !ok {
+		return newError(reasonBadVMAccess, "vm_access: the mode %d is not full, read or write", a.Mode)
+	}
+	if _, e := a.checkedEnforcer(); e != nil {
+		return e
+	}
+	return nil
 }
 
 // claims are a token's payload: the registered claims the gateway checks and all claims for Access.Claims.
@@ -354,6 +401,15 @@ type claims struct {
 
 // parseClaims decodes a token payload strictly: registered claims of the wrong type are errors, not ignored.
 func parseClaims(payload []byte) (*claims, *Error) {
+	all, err := decodePayload(payload)
+	if err != nil {
+		return nil, err
+	}
+	return claimsOf(all)
+}
+
+// decodePayload decodes a token payload: one JSON object, no key given twice, numbers as json.Number.
+func decodePayload(payload []byte) (map[string]any, *Error) {
 	v, err := decodeJSON(payload)
 	if dup, ok := err.(*duplicateKeyError); ok {
 		return nil, duplicateKey("the token payload", dup)
@@ -365,6 +421,12 @@ func parseClaims(payload []byte) (*claims, *Error) {
 	if !ok {
 		return nil, newError(reasonMalformed, "the token payload must be a JSON object, got %s", jsonKind(v))
 	}
+	return all, nil
+}
+
+// claimsOf reads the registered claims of a decoded payload.
+func claimsOf(all map[string]any) (*claims, *Error) {
+	var err error
 	c := &claims{all: all}
 	if c.exp, err = numericDate(all, "exp"); err != nil {
 		return nil, newError(reasonMalformed, "%s", err)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
@@ -114,6 +116,105 @@ func TestVMAccessMarshal(t *testing.T) {
 		var back VMAccess
 		if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, tc.in) {
 			t.Fatalf("round trip of %s: %+v, %v", b, back, err)
+		}
+	}
+}
+
+// TestVMAccessMarshalVMAuth: vmauth's shape is written as vmauth reads it, and reads back as the same access.
+func TestVMAccessMarshalVMAuth(t *testing.T) {
+	for _, tc := range []struct {
+		in   VMAccess
+		want string
+	}{
+		{VMAccess{Mode: ModeFull}, `{"metrics_account_id":0,"metrics_project_id":0}`},
+		{VMAccess{Tenant: tenant.ID{AccountID: 1, ProjectID: 5}, ExtraLabels: map[string]string{"team": "dev", "env": "a=b"},
+			ExtraFilters: []string{`{env=~"prod|dev"}`}, Mode: ModeWrite},
+			`{"metrics_account_id":1,"metrics_extra_filters":["{env=~\"prod|dev\"}"],"metrics_extra_labels":["env=a=b","team=dev"],"metrics_project_id":5,"mode":2}`},
+	} {
+		b, err := tc.in.MarshalVMAuth()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != tc.want {
+			t.Fatalf("MarshalVMAuth(%+v) = %s, want %s", tc.in, b, tc.want)
+		}
+		var back VMAccess
+		if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back, tc.in) {
+			t.Fatalf("round trip of %s: %+v, %v", b, back, err)
+		}
+	}
+	if _, err := (VMAccess{}).MarshalVMAuth(); err == nil {
+		t.Fatal("MarshalVMAuth wrote a claim without a mode, which would read as full")
+	}
+}
+
+// TestVMAccessValidate: Validate refuses what the verifier refuses in a token's vm_access, with the same reason.
+func TestVMAccessValidate(t *testing.T) {
+	for _, tc := range []struct {
+		in     VMAccess
+		reason string
+	}{
+		{VMAccess{Mode: ModeRead, ExtraLabels: map[string]string{"team": "dev"}, ExtraFilters: []string{`{env="prod"}`}}, ""},
+		{VMAccess{}, reasonBadVMAccess},
+		{VMAccess{Mode: ModeFull, ExtraFilters: []string{"sum(up)"}}, reasonBadVMAccess},
+		{VMAccess{Mode: ModeFull, ExtraLabels: map[string]string{"bad-name": "x"}}, reasonBadVMAccess},
+		{VMAccess{Mode: ModeFull, ExtraFilters: []string{`{team=~".*"}`}}, reasonFilterMatchesEmpty},
+	} {
+		if got := reasonOf(t, tc.in.Validate()); got != tc.reason {
+			t.Errorf("Validate(%+v): reason %q, want %q", tc.in, got, tc.reason)
+		}
+	}
+}
+
+// TestDecode: Decode reads a token as the verifier does, without keys: the header, the claims with exact numbers,
+// the time claims and vm_access, and refuses with the verifier's reasons what the verifier refuses to decode.
+func TestDecode(t *testing.T) {
+	now := time.Unix(1700000000, 0).UTC()
+	claims := claimsAt(now)
+	claims["groups"] = []any{"dev"}
+	claims["big"] = json.Number("12345678901234567890")
+	tok, err := Decode(sign(t, jwt.SigningMethodES256, p256Key(), "k1", claims))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Alg != "ES256" || tok.Kid != "k1" || tok.Claims["sub"] != "alice" || tok.Claims["big"] != json.Number("12345678901234567890") ||
+		!reflect.DeepEqual(tok.Claims["groups"], []any{"dev"}) {
+		t.Fatalf("Decode: %+v", tok)
+	}
+	if exp, err := tok.Time("exp"); err != nil || !exp.Equal(now.Add(time.Hour)) {
+		t.Fatalf("exp: %s, %v", exp, err)
+	}
+	if nbf, err := tok.Time("nbf"); err != nil || !nbf.IsZero() {
+		t.Fatalf("an absent nbf: %s, %v", nbf, err)
+	}
+	va, ok, err := tok.VMAccess()
+	if err != nil || !ok || va.Mode != ModeRead || va.Tenant != (tenant.ID{AccountID: 1, ProjectID: 2}) {
+		t.Fatalf("vm_access: %+v %v %v", va, ok, err)
+	}
+
+	delete(claims, "vm_access")
+	delete(claims, "exp")
+	claims["iat"] = "yesterday"
+	tok, err = Decode(sign(t, jwt.SigningMethodHS256, hmacSecret(), "", claims))
+	if err != nil {
+		t.Fatalf("a token without exp or vm_access must decode (the verifier refuses it later): %s", err)
+	}
+	if _, ok, err := tok.VMAccess(); ok || err != nil {
+		t.Fatalf("an absent vm_access: %v %v", ok, err)
+	}
+	if _, err := tok.Time("iat"); err == nil || !strings.Contains(err.Error(), "the iat claim must be a number") {
+		t.Fatalf("iat as a string: %v", err)
+	}
+
+	for _, tc := range []struct{ token, reason string }{
+		{"a.b", reasonMalformed},
+		{rawToken(`{"alg":"HS256","alg":"none"}`, `{}`, nil), reasonDuplicateKey},
+		{rawToken(`{"alg":"HS256","crit":["exp"]}`, `{}`, nil), reasonMalformed},
+		{rawToken(`{"alg":"HS256"}`, `{"sub":"a"} {}`, nil), reasonMalformed},
+		{rawToken(`{"alg":"HS256"}`, `{"vm_access":{"mode":1,"mode":0}}`, nil), reasonDuplicateKey},
+	} {
+		if _, err := Decode(tc.token); reasonOf(t, err) != tc.reason {
+			t.Errorf("Decode(%s): %v, want reason %s", tc.token, err, tc.reason)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -148,12 +149,7 @@ func (kr *keyring) run() {
 func (kr *keyring) missingKeys() bool {
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
-	for _, r := range kr.remotes {
-		if r.keys == nil {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(kr.remotes, func(r *remote) bool { return r.keys == nil })
 }
 
 func (kr *keyring) stop() {

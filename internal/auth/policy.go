@@ -13,7 +13,7 @@ import (
 	"strings"
 
 	"github.com/VictoriaMetrics/metrics"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/vmgateway/vmgateway/internal/confsource"
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // maxTokenLen is the default -auth.maxTokenSize: it bounds the work a request can ask for; real tokens are a few
@@ -35,6 +36,10 @@ func tokenFrom(r *http.Request, h string, allowBare bool) (string, *Error) {
 	}
 	return v, nil
 }
+
+// The decoder. Every reading of a token goes through splitToken and decodePayload: the verifier's (with the
+// signature checked between the two, so no claim of a forged token is ever parsed), Decode's for `vmgateway token
+// explain`, and the rejection log's, which reads the parts with the same base64url.
 
 // jws is a token split into its parts; nothing in it is trusted before the signature is verified.
 type jws struct {
@@ -91,6 +96,50 @@ func splitToken(token string) (*jws, *Error) {
 	return t, nil
 }
 
+// Token is a JWT as the verifier reads it before it trusts anything in it. Nothing in it is verified: it is for
+// tools that must read a token exactly as the gateway does (`vmgateway token explain`).
+type Token struct {
+	// Alg and Kid are the header's alg and kid.
+	Alg, Kid string
+	// Claims are the payload's claims, numbers as json.Number.
+	Claims map[string]any
+}
+
+// Decode takes a token apart by the verifier's own rules: strict base64url, a header and a payload that are each
+// one JSON object with no key given twice at any depth, no critical header extensions. The error is an *Error
+// with the reason the verifier counts the token under. The registered claims are not checked (a token without exp
+// decodes): Time and VMAccess read them as the verifier does.
+func Decode(token string) (*Token, error) {
+	t, err := splitToken(token)
+	if err != nil {
+		return nil, err
+	}
+	all, err := decodePayload(t.payload)
+	if err != nil {
+		return nil, err
+	}
+	return &Token{Alg: t.alg, Kid: t.kid, Claims: all}, nil
+}
+
+// Time reads the NumericDate claim name (exp, nbf or iat) as the verifier does; the zero time when it is absent.
+func (t *Token) Time(name string) (time.Time, error) {
+	return numericDate(t.Claims, name)
+}
+
+// VMAccess reads the vm_access claim as the verifier does; ok is false when the token has none. The error is an
+// *Error with the reason the verifier counts the token under.
+func (t *Token) VMAccess() (va VMAccess, ok bool, err error) {
+	raw := t.Claims["vm_access"]
+	if raw == nil {
+		return VMAccess{}, false, nil
+	}
+	va, e := vmAccessFrom(raw)
+	if e != nil {
+		return VMAccess{}, true, e
+	}
+	return va, true, nil
+}
+
 // decodedParts returns the token's header and payload as text for -logInvalidAuthTokens; never the signature.
 func decodedParts(token string) (header, payload string) {
 	h, rest, _ := strings.Cut(token, ".")
@@ -99,7 +148,7 @@ func decodedParts(token string) (header, payload string) {
 }
 
 func decodeForLog(seg string) string {
-	b, err := base64.RawURLEncoding.DecodeString(seg)
+	b, err := b64.DecodeString(seg)
 	if err != nil {
 		return "(not base64url)"
 	}

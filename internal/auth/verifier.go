@@ -2,6 +2,26 @@
 // its signature with PEM public keys, HMAC secrets, JWKS or OIDC discovery keys, checks the time claims and reads
 // the vm_access claim. Verified tokens are cached until they expire; rejected ones for -auth.negativeCacheTTL, or
 // less when the rejection may stop holding.
+//
+// Verification does not use golang-jwt's jwt.Parser; only its SigningMethods check the signatures. The parser does
+// not do what the gateway must:
+//   - Strictness. It keeps the last of two equal keys in the header or payload (other parsers keep the first), so
+//     the issuer and the gateway could read two different claims from one signed token; with WithJSONNumber, which
+//     exact integers need, it ignores data after the payload's JSON object; it takes non-canonical base64url and
+//     nesting of any depth. Such tokens are refused here, as FuzzDecodeAgainstGolangJWT pins: on every other valid
+//     token both read the same claims and reach the same verdict.
+//   - crit. It ignores the crit header, which RFC 7515 section 4.1.11 says must make a token whose critical
+//     extensions are not understood invalid.
+//   - Order. It decodes the claims before it checks the signature; here no claim of a forged token is parsed.
+//   - Exact refusals. Every refusal here has a stable reason (vmgateway_auth_rejects_total{reason}) and a message
+//     naming what is wrong (which claim, which kid, which alg, which keys were tried), which `token explain` and
+//     the RFC 6750 header repeat; the parser's errors are generic ("token is malformed", "signature is invalid").
+//   - Keys and caching. The key is chosen by alg and kid among PEM, HMAC, JWKS and OIDC sources, an unknown kid may
+//     refetch the JWKS, and a refusal stays in the negative cache only while its cause holds (rememberRejection),
+//     which needs to know which step refused and under which key set.
+//
+// Decode exposes the same decoder to tools, and VMAccess holds the claim's shape: its decoding, its encoding in
+// both shapes and its validation.
 package auth
 
 import (

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -191,10 +192,8 @@ func (v *visitedSet) seen(me *metricsql.MetricExpr) bool {
 		v.n++
 		return false
 	}
-	for _, x := range v.small[:v.n] {
-		if x == me {
-			return true
-		}
+	if slices.Contains(v.small[:v.n], me) {
+		return true
 	}
 	if v.n < len(v.small) {
 		v.small[v.n] = me
@@ -273,12 +272,7 @@ func fixMixedNames(bs [][]metricsql.LabelFilter) {
 }
 
 func hasLabel(lfs []metricsql.LabelFilter, name string) bool {
-	for i := range lfs {
-		if lfs[i].Label == name {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(lfs, func(lf metricsql.LabelFilter) bool { return lf.Label == name })
 }
 
 // selectorBranches returns the branches a series matching the client branch c must match as well:
@@ -327,14 +321,10 @@ func isMetricName(lf *metricsql.LabelFilter) bool {
 }
 
 func appendUnique(dst, src []metricsql.LabelFilter) []metricsql.LabelFilter {
-next:
 	for _, lf := range src {
-		for _, d := range dst {
-			if d == lf {
-				continue next
-			}
+		if !slices.Contains(dst, lf) {
+			dst = append(dst, lf)
 		}
-		dst = append(dst, lf)
 	}
 	return dst
 }

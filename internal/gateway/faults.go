@@ -12,25 +12,18 @@ import (
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
-// countAbort runs deferred around the proxy. The proxy panics with http.ErrAbortHandler when a response breaks
-// off after its headers were sent, the only thing it can do then; this tells apart an upstream that broke the
-// response (reset, crash) from a client that went away, and lets the panic go on so the server drops the
-// connection and the client sees the response is incomplete.
-func (u *upstream) countAbort(r *http.Request) {
-	p := recover()
-	if p == nil {
-		return
+// aborted counts a response the proxy broke off after its headers were sent (it panics with http.ErrAbortHandler,
+// the only thing it can do then) and returns the status the request is observed with: an upstream that broke the
+// response (reset, crash) is a 502, a client that went away a 499. The panic itself goes on in ServeHTTP, so the
+// server drops the connection and the client sees the response is incomplete.
+func (u *upstream) aborted(r *http.Request) int {
+	if r.Context().Err() != nil {
+		upstreamErrors(u.kind, "client_canceled").Inc()
+		return 499
 	}
-	if p == http.ErrAbortHandler {
-		if r.Context().Err() != nil {
-			upstreamErrors(u.kind, "client_canceled").Inc()
-		} else {
-			upstreamErrors(u.kind, "aborted_response").Inc()
-			slog.Warn("the upstream broke off a response; the client gets an incomplete response",
-				"upstream", u.name, "path", r.URL.Path)
-		}
-	}
-	panic(p)
+	upstreamErrors(u.kind, "aborted_response").Inc()
+	slog.Warn("the upstream broke off a response; the client gets an incomplete response", "upstream", u.name, "path", r.URL.Path)
+	return http.StatusBadGateway
 }
 
 // tlsFailure turns an error of the TLS handshake with the upstream into a 502 that says so and hints at the fix;

@@ -105,15 +105,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
 	api := "unknown"
+	var up *upstream // where the request went, once it is forwarded
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
-				// The proxy aborts a response whose upstream broke mid-way; the server closes the connection.
-				code := 499
-				if r.Context().Err() == nil {
-					code = http.StatusBadGateway
-				}
-				observe(api, code, start)
+				// Only the proxy aborts, after up is set: a response whose upstream broke mid-way, or whose client
+				// went away. Re-raised, so the server closes the connection.
+				observe(api, up.aborted(r), start)
 				panic(p)
 			}
 			panicsTotal.Inc()
@@ -166,7 +164,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer g.conc.release(ts)
-	g.forward(sw, withAnswerFilter(r, access, rt), rt, t)
+	up = g.upstreamOf(rt)
+	g.forward(sw, withAnswerFilter(r, access, rt), rt, t, up)
 }
 
 // authenticate yields the request's Access: the verified token, or an unrestricted one when -enable.auth is off.
@@ -228,12 +227,16 @@ func (g *Gateway) reject(w http.ResponseWriter, err error) {
 	httperr.Write(w, err)
 }
 
-// forward sends the request to the upstream of its kind, on the path the gateway builds itself.
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route.Route, t tenant.ID) {
-	up := g.read
+// upstreamOf is the upstream of the route's kind.
+func (g *Gateway) upstreamOf(rt route.Route) *upstream {
 	if rt.Insert() {
-		up = g.write
+		return g.write
 	}
+	return g.read
+}
+
+// forward sends the request to up, on the path the gateway builds itself.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route.Route, t tenant.ID, up *upstream) {
 	for _, h := range g.dropHeaders {
 		r.Header.Del(h)
 	}
@@ -243,7 +246,6 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route.Route
 		r, done = g.streamWriteBody(w, r)
 		defer done()
 	}
-	defer up.countAbort(r)
 	up.proxy.ServeHTTP(w, r)
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -33,12 +34,7 @@ func newBalancer(set *backendSet, rt http.RoundTripper, retryCodes []int) *balan
 }
 
 func (p *balancer) retryStatus(code int) bool {
-	for _, c := range p.retryCodes {
-		if c == code {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(p.retryCodes, code)
 }
 
 // triedError is the failure of a request after every backend it could go to failed. Its message names no

@@ -15,7 +15,7 @@ import (
 	"strings"
 
 	"github.com/VictoriaMetrics/metricsql"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/vmgateway/vmgateway/internal/confsource"
 	"github.com/vmgateway/vmgateway/internal/enforce"

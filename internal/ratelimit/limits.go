@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strconv"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/vmgateway/vmgateway/internal/confsource"
 
