@@ -6,11 +6,12 @@ import (
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
-// Admit judges a request to API rt by the caller a and, when it passes, counts it: nil, or a *Rejection. With
+// Admit judges a request to API rt by the caller a and, when it passes, counts it: nil, or a *limitError. With
 // Config.Headers it sets the rate-limit headers on h for passing and rejected requests alike (h may be nil).
 // A nil Access is judged as tenant 0:0. Under Config.DryRun it rejects nothing, but counts what it would have.
 //
@@ -27,7 +28,7 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 	st := g.snap.Load().state(id)
 	if r := st.decision[i].rejection; r != nil {
 		if h != nil && g.headers != HeadersNone && i == gatedRead && r.status == http.StatusTooManyRequests {
-			g.setHeaders(h, g.figures(st, id, a, g.now(), nil), r)
+			g.headers.set(h, g.figures(st, id, a, g.now(), nil), r)
 		}
 		return g.refuse(r)
 	}
@@ -47,17 +48,17 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 		tookShared, r := g.count(ser, k, cs, now)
 		if r != nil {
 			for _, p := range hs {
-				p.uncount(now)
+				g.uncount(p, now)
 			}
 			if h != nil && g.headers != HeadersNone {
-				g.setHeaders(h, g.figures(st, id, a, now, nil), r)
+				g.headers.set(h, g.figures(st, id, a, now, nil), r)
 			}
 			return g.refuse(r)
 		}
 		hs = append(hs, held{ser, tookShared})
 	}
 	if h != nil && g.headers != HeadersNone {
-		g.setHeaders(h, g.figures(st, id, a, now, hs), nil)
+		g.headers.set(h, g.figures(st, id, a, now, hs), nil)
 	}
 	return nil
 }
@@ -82,23 +83,22 @@ type held struct {
 }
 
 // uncount takes back a count when another of the request's series refused it.
-func (p held) uncount(now time.Time) {
-	sec := now.Unix()
-	p.ser.counts.add(sec, -1)
+func (g *Gate) uncount(p held, now time.Time) {
+	p.ser.counts.add(now.Unix(), -1)
 	if p.shared {
-		p.ser.lease.giveBack(sec)
+		g.store.giveBack(&p.ser.lease, now)
 	}
 }
 
 // count counts a request in ser when the set's limits allow it, and else leaves ser as it was and says why not.
 // Counting first and checking after makes concurrent requests see each other: of 16 racing for the last unit,
 // exactly one finds the count below the limit.
-func (g *Gate) count(ser *series, k seriesKey, cs *countedSet, now time.Time) (tookShared bool, _ *Rejection) {
+func (g *Gate) count(ser *series, k seriesKey, cs *countedSet, now time.Time) (tookShared bool, _ *limitError) {
 	sec := now.Unix()
 	c := &ser.counts
 	after := [numWindows]int64{winMinute: c.add(sec, 1)}
 	after[winHour] = after[winMinute] + c.older()
-	var worst Decision
+	var worst decision
 	for w := range cs.limits {
 		l := &cs.limits[w]
 		if l.limit.Type == 0 || after[w]-1 < int64(l.limit.Value) {
@@ -106,44 +106,28 @@ func (g *Gate) count(ser *series, k seriesKey, cs *countedSet, now time.Time) (t
 		}
 		if retry := c.untilBelow(w, now, int64(l.limit.Value)+1); worst.Limit.Type == 0 || retry > worst.Reset {
 			// +1: the count still holds this request until it is taken back below.
-			worst = Decision{Limit: l.limit, Usage: float64(after[w] - 1), Reset: retry}
+			worst = decision{Limit: l.limit, Usage: float64(after[w] - 1), Reset: retry}
 		}
 	}
-	if worst.Limit.Type == 0 && g.shared != nil {
-		switch v, free := g.shared.take(ser, k, cs.values(), now); v {
+	if worst.Limit.Type == 0 && g.store != nil {
+		switch cl := g.store.take(&ser.lease, k, cs.values(), now); cl.verdict {
 		case sharedOK:
 			tookShared = true
 		case sharedFull:
-			w := ser.lease.fullWindow(cs)
-			worst = Decision{Limit: cs.limits[w].limit, Usage: float64(ser.lease.seen[w].Load()), Reset: free.Sub(now)}
+			worst = decision{Limit: cs.limits[cl.window].limit, Usage: float64(cl.usage), Reset: cl.freeAt.Sub(now)}
 			c.add(sec, -1)
-			return false, g.rejection(k.tenant, worst, k.value, fromShared)
+			return false, g.rules.rejection(k.tenant, worst, k.value, fromShared)
 		}
 	}
 	if worst.Limit.Type == 0 {
 		return tookShared, nil
 	}
 	c.add(sec, -1)
-	return false, g.rejection(k.tenant, worst, k.value, fromLocal)
-}
-
-// fullWindow is the window whose shared count reached its limit at the last claim.
-func (l *lease) fullWindow(cs *countedSet) int {
-	for w := range cs.limits {
-		if v := cs.limits[w].limit.Value; v != 0 && cs.limits[w].limit.Type != 0 && l.seen[w].Load() >= int64(v) {
-			return w
-		}
-	}
-	for w := range cs.limits {
-		if cs.limits[w].limit.Type != 0 {
-			return w
-		}
-	}
-	return winMinute
+	return false, g.rules.rejection(k.tenant, worst, k.value, fromLocal)
 }
 
 // refuse answers a rejection: the error, counted; under dry run nil, counted and logged as what would have been.
-func (g *Gate) refuse(r *Rejection) error {
+func (g *Gate) refuse(r *limitError) error {
 	if !g.dryRun {
 		r.count.Inc()
 		return r
@@ -154,40 +138,6 @@ func (g *Gate) refuse(r *Rejection) error {
 			"tenant", r.Tenant.String(), "status", r.status, "reason", r.Error(), "suppressed", dropped)
 	}
 	return nil
-}
-
-// Decide is what Admit would answer now, without counting anything: the limit that matters (the rejecting one
-// that blocks longest, or else the one nearest to its value) and the caller's usage against it.
-func (g *Gate) Decide(a *auth.Access, rt route.Route) Decision {
-	i := gatedIndex(rt.Kind)
-	if i < 0 {
-		return Decision{}
-	}
-	id := tenantOf(a)
-	st := g.snap.Load().state(id)
-	d := st.decision[i]
-	if d.rejection != nil || i != gatedRead || len(st.counted) == 0 {
-		return d
-	}
-	var best figure
-	over, nearest := false, -1.0
-	for _, f := range g.figures(st, id, a, g.now(), nil) {
-		value := float64(f.limit.Value)
-		if f.over() {
-			if !over || f.reset > best.reset {
-				over, best = true, f
-			}
-			continue
-		}
-		if ratio := f.usage / value; !over && ratio > nearest {
-			nearest, best = ratio, f
-		}
-	}
-	d = Decision{Limit: best.limit, Usage: best.usage, Reset: best.reset}
-	if over {
-		d.rejection = g.rejection(id, d, best.keyValue, best.source)
-	}
-	return d
 }
 
 func tenantOf(a *auth.Access) tenant.ID {
@@ -203,7 +153,7 @@ const sharedFresh = 2 * time.Second
 
 // figure is the caller's usage against one counted limit, from wherever it is largest.
 type figure struct {
-	limit    Limit
+	limit    limitfile.Limit
 	keyValue string
 	usage    float64
 	source   string
@@ -214,10 +164,31 @@ type figure struct {
 
 func (f figure) over() bool { return f.usage >= float64(f.limit.Value) }
 
+// windowUsage is what one series has counted in one window, read at one instant: the value the figures of
+// headers and of the status page are made from, so that neither reads counters or leases.
+type windowUsage struct {
+	local  int64
+	shared sharedFigure
+}
+
+// usageIn reads ser's counts of window w at now; nil ser has counted nothing.
+func (g *Gate) usageIn(ser *series, w int, now time.Time) windowUsage {
+	if ser == nil {
+		return windowUsage{}
+	}
+	u := windowUsage{local: ser.counts.count(w, now.Unix())}
+	if g.store != nil {
+		u.shared = g.store.seen(&ser.lease, w, now)
+	}
+	return u
+}
+
+// fresh reports whether the shared count describes the present.
+func (f sharedFigure) fresh(now time.Time) bool { return f.ok && now.Sub(f.at) <= sharedFresh }
+
 // figures evaluates the caller's counted limits at now. hs are the series the request was just counted in;
 // without them the series are looked up, and none is made.
 func (g *Gate) figures(st *tenantState, id tenant.ID, a *auth.Access, now time.Time, hs []held) []figure {
-	sec := now.Unix()
 	var out []figure
 	for j := range st.counted {
 		cs := &st.counted[j]
@@ -237,29 +208,21 @@ func (g *Gate) figures(st *tenantState, id tenant.ID, a *auth.Access, now time.T
 				continue
 			}
 			f := figure{limit: l.limit, keyValue: k.value, usage: l.usage, source: fromDatasource}
-			var local, shared float64
-			var sharedOK bool
-			if ser != nil {
-				local = float64(ser.counts.count(w, sec))
-				if g.shared != nil && g.shared.up.Load() {
-					n, at, ok := ser.lease.usage(w, sec)
-					shared, sharedOK = float64(n), ok && now.Sub(at) <= sharedFresh
-				}
-			}
-			if local > f.usage {
+			u := g.usageIn(ser, w, now)
+			if local := float64(u.local); local > f.usage {
 				f.usage, f.source = local, fromLocal
 			}
-			if sharedOK && shared > f.usage {
+			if shared := float64(u.shared.n); u.shared.fresh(now) && shared > f.usage {
 				f.usage, f.source = shared, fromShared
 			}
-			f.reset = g.figureReset(f, ser, w, now, l)
+			f.reset = g.figureReset(f, ser, u, w, now, l)
 			out = append(out, f)
 		}
 	}
 	return out
 }
 
-func (g *Gate) figureReset(f figure, ser *series, w int, now time.Time, l *applied) time.Duration {
+func (g *Gate) figureReset(f figure, ser *series, u windowUsage, w int, now time.Time, l *applied) time.Duration {
 	value := int64(l.limit.Value)
 	if !f.over() {
 		if ser != nil && f.source != fromDatasource {
@@ -267,18 +230,16 @@ func (g *Gate) figureReset(f figure, ser *series, w int, now time.Time, l *appli
 				return roundUpSeconds(d)
 			}
 		}
-		return l.limit.meter().window()
+		return meterOf(l.limit).window()
 	}
 	var d time.Duration
 	if l.usage >= float64(value) {
-		d = g.retryAfter(*l)
+		d = g.rules.retryAfter(*l)
 	}
 	if ser != nil {
 		d = max(d, ser.counts.untilBelow(w, now, value))
-		if f.source == fromShared {
-			if free := ser.lease.freeAt.Load(); free > now.UnixNano() {
-				d = max(d, time.Duration(free-now.UnixNano()))
-			}
+		if f.source == fromShared && u.shared.freeAt.After(now) {
+			d = max(d, u.shared.freeAt.Sub(now))
 		}
 	}
 	return roundUpSeconds(d)

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -18,17 +19,17 @@ type seriesKey struct {
 	value  string
 }
 
-// keyID is an interned Key; 0 is the zero Key. IDs live as long as the process: keys come from limits
+// keyID is an interned limitfile.Key; 0 is the zero Key. IDs live as long as the process: keys come from limits
 // configs, and there are few.
 type keyID uint32
 
 var keyTable = struct {
 	sync.Mutex
-	ids  map[Key]keyID
-	keys []Key
-}{ids: map[Key]keyID{{}: 0}, keys: []Key{{}}}
+	ids  map[limitfile.Key]keyID
+	keys []limitfile.Key
+}{ids: map[limitfile.Key]keyID{{}: 0}, keys: []limitfile.Key{{}}}
 
-func intern(k Key) keyID {
+func intern(k limitfile.Key) keyID {
 	keyTable.Lock()
 	defer keyTable.Unlock()
 	id, ok := keyTable.ids[k]
@@ -40,7 +41,7 @@ func intern(k Key) keyID {
 	return id
 }
 
-func (id keyID) Key() Key {
+func (id keyID) Key() limitfile.Key {
 	keyTable.Lock()
 	defer keyTable.Unlock()
 	return keyTable.keys[id]

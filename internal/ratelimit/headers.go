@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 )
 
 // Headers selects the rate-limit response headers Admit sets (-ratelimit.headers).
@@ -44,11 +46,11 @@ func ParseHeaders(s string) (Headers, error) {
 		"ietf (RateLimit-Policy, RateLimit) or both", s)
 }
 
-// setHeaders describes the caller's counted limits: the drafts' quota unit is the request, which only queries
+// set describes the caller's counted limits: the drafts' quota unit is the request, which only queries
 // limits count, so write APIs (limited in rows and series) get none. The draft-03 fields and the RateLimit field
 // describe the limit with the fewest requests left (on a rejection, the rejecting one); RateLimit-Policy lists them
 // all. Nothing in them is about anyone but the caller.
-func (g *Gate) setHeaders(h http.Header, figs []figure, r *Rejection) {
+func (hs Headers) set(h http.Header, figs []figure, r *limitError) {
 	if len(figs) == 0 {
 		return
 	}
@@ -76,19 +78,19 @@ func (g *Gate) setHeaders(h http.Header, figs []figure, r *Rejection) {
 	resetSec := int64(roundUpSeconds(reset) / time.Second)
 	nf := figs[near]
 	var b []byte
-	if g.headers == HeadersDraft03 || g.headers == HeadersBoth {
+	if hs == HeadersDraft03 || hs == HeadersBoth {
 		b = strconv.AppendUint(b[:0], nf.limit.Value, 10)
 		for _, f := range figs {
 			b = append(b, ", "...)
 			b = strconv.AppendUint(b, f.limit.Value, 10)
 			b = append(b, ";w="...)
-			b = strconv.AppendInt(b, int64(f.limit.meter().window()/time.Second), 10)
+			b = strconv.AppendInt(b, int64(meterOf(f.limit).window()/time.Second), 10)
 		}
 		h[hdrLimit] = one(string(b))
 		h[hdrRemaining] = one(strconv.FormatInt(remaining[near], 10))
 		h[hdrReset] = one(strconv.FormatInt(resetSec, 10))
 	}
-	if g.headers == HeadersIETF || g.headers == HeadersBoth {
+	if hs == HeadersIETF || hs == HeadersBoth {
 		b = b[:0]
 		for i, f := range figs {
 			if i > 0 {
@@ -98,7 +100,7 @@ func (g *Gate) setHeaders(h http.Header, figs []figure, r *Rejection) {
 			b = append(b, ";q="...)
 			b = strconv.AppendUint(b, f.limit.Value, 10)
 			b = append(b, ";w="...)
-			b = strconv.AppendInt(b, int64(f.limit.meter().window()/time.Second), 10)
+			b = strconv.AppendInt(b, int64(meterOf(f.limit).window()/time.Second), 10)
 			b = appendPartitionKey(b, f)
 		}
 		h[hdrPolicy] = one(string(b))
@@ -125,7 +127,7 @@ const (
 func one(v string) []string { return []string{v} }
 
 // appendPolicyName names a limit as a Structured Fields String, e.g. "queries-minute" or "queries-hour-claim:sub".
-func appendPolicyName(b []byte, l Limit) []byte {
+func appendPolicyName(b []byte, l limitfile.Limit) []byte {
 	b = append(b, '"')
 	b = append(b, l.Type.String()...)
 	b = append(b, '-')

@@ -1,4 +1,4 @@
-package ratelimit
+package limitfile
 
 import (
 	"errors"
@@ -74,12 +74,12 @@ limits:
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := parseLimits([]byte(tc.in), "limits.yaml")
+			l, err := Parse([]byte(tc.in), "limits.yaml")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(l.all, tc.want) {
-				t.Errorf("got  %+v\nwant %+v", l.all, tc.want)
+			if !reflect.DeepEqual(l.All(), tc.want) {
+				t.Errorf("got  %+v\nwant %+v", l.All(), tc.want)
 			}
 		})
 	}
@@ -198,7 +198,7 @@ foo: bar
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseLimits([]byte(tc.in), "limits.yaml")
+			_, err := Parse([]byte(tc.in), "limits.yaml")
 			var ce *confsource.Problems
 			if !errors.As(err, &ce) {
 				t.Fatalf("got %v, want a configError", err)
@@ -231,7 +231,7 @@ func TestParseLimitsFileErrors(t *testing.T) {
 		{"tabs", "limits:\n\t- type: queries\n", "cannot parse the limits config limits.yaml: yaml: line 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseLimits([]byte(tc.in), "limits.yaml")
+			_, err := Parse([]byte(tc.in), "limits.yaml")
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error with %q", err, tc.want)
 			}
@@ -240,7 +240,7 @@ func TestParseLimitsFileErrors(t *testing.T) {
 }
 
 func TestForTenant(t *testing.T) {
-	l, err := parseLimits([]byte(`
+	l, err := Parse([]byte(`
 limits:
   - {type: queries, value: 100}
   - {type: queries, value: 1000, resolution: hour}
@@ -262,16 +262,12 @@ limits:
 		{tenant.ID{AccountID: 1, ProjectID: 1}, []uint64{100, 1000, 50}},
 	} {
 		var got []uint64
-		for _, lim := range l.forTenant(tc.id) {
+		for _, lim := range l.ForTenant(tc.id) {
 			got = append(got, lim.Value)
 		}
 		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("tenant %s: got values %v, want %v", tc.id, got, tc.want)
 		}
-	}
-	wantMeters := []meter{{Queries, Minute}, {Queries, Hour}, {RowsInserted, Minute}, {ActiveSeries, 0}}
-	if !reflect.DeepEqual(l.meters, wantMeters) {
-		t.Errorf("meters %v, want %v", l.meters, wantMeters)
 	}
 }
 

@@ -1,4 +1,8 @@
-package ratelimit
+// Package limitfile reads the limits config of -ratelimit.config: it parses and validates the file, reporting
+// every problem with its line, and selects the limits that apply to a tenant. It holds no runtime state: the
+// gate (package ratelimit) counts and enforces, and -querylimits.config reuses its keys and its reading of a
+// config given as a path or a URL.
+package limitfile
 
 import (
 	"bytes"
@@ -6,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"strconv"
 
 	"gopkg.in/yaml.v3"
@@ -72,29 +75,30 @@ type Limit struct {
 	Key Key
 }
 
-func (l Limit) meter() meter { return meter{l.Type, l.Resolution} }
+// Counted reports whether the gateway counts the type's usage itself, one request at a time: only such limits
+// can have a key. The datasource's per-tenant figures also apply to the limits without a key.
+func (t Type) Counted() bool { return t == Queries }
 
-// counted reports whether the gate counts the limit's usage itself: every queries limit is, one request at a time.
-// The datasource's per-tenant figures also apply to the limits without a key.
-func (l Limit) counted() bool { return l.Type == Queries }
-
-// meter is what one datasource query measures for every tenant: a type over a resolution.
-type meter struct {
-	typ Type
-	res Resolution
-}
-
-// limits is a parsed limits config, immutable once built.
-type limits struct {
+// Set is a parsed limits config, immutable once built.
+type Set struct {
 	all      []Limit
 	defaults []Limit
 	own      map[tenant.ID][]Limit
-	// meters are the distinct (type, resolution) pairs of all limits: one datasource query each.
-	meters []meter
+	tenants  []tenant.ID
 }
 
-// forTenant returns the limits that apply to id: its own, and the defaults of the meters and keys it has none for.
-func (l *limits) forTenant(id tenant.ID) []Limit {
+// All is every limit, in the config's order.
+func (l *Set) All() []Limit { return l.all }
+
+// Defaults are the limits without a tenant: they apply to every tenant without one of its own in their place.
+func (l *Set) Defaults() []Limit { return l.defaults }
+
+// Tenants are the tenants with limits of their own, in the config's order.
+func (l *Set) Tenants() []tenant.ID { return l.tenants }
+
+// ForTenant returns the limits that apply to id: its own, and the defaults of the types, resolutions and keys it
+// has none for.
+func (l *Set) ForTenant(id tenant.ID) []Limit {
 	own := l.own[id]
 	if len(own) == 0 {
 		return l.defaults
@@ -111,33 +115,33 @@ func (l *limits) forTenant(id tenant.ID) []Limit {
 // replaces reports whether one of a tenant's own limits takes the place of the default d.
 func replaces(own []Limit, d Limit) bool {
 	for _, l := range own {
-		if l.meter() == d.meter() && l.Key == d.Key {
+		if l.Type == d.Type && l.Resolution == d.Resolution && l.Key == d.Key {
 			return true
 		}
 	}
 	return false
 }
 
-func newLimits(all []Limit) *limits {
-	l := &limits{all: all, own: map[tenant.ID][]Limit{}}
+func newSet(all []Limit) *Set {
+	l := &Set{all: all, own: map[tenant.ID][]Limit{}}
 	for _, lim := range all {
-		if lim.HasTenant {
-			l.own[lim.Tenant] = append(l.own[lim.Tenant], lim)
-		} else {
+		if !lim.HasTenant {
 			l.defaults = append(l.defaults, lim)
+			continue
 		}
-		// The datasource knows usage per tenant only: a limit with a key is counted by the gate alone.
-		if m := lim.meter(); lim.Key.IsZero() && !slices.Contains(l.meters, m) {
-			l.meters = append(l.meters, m)
+		if _, seen := l.own[lim.Tenant]; !seen {
+			l.tenants = append(l.tenants, lim.Tenant)
 		}
+		l.own[lim.Tenant] = append(l.own[lim.Tenant], lim)
 	}
 	return l
 }
 
 const idRange = "an integer in [0..4294967295]"
 
-// parseLimits reads a limits config. source names it in errors (the file path or URL).
-func parseLimits(data []byte, source string) (*limits, error) {
+// Parse reads a limits config. source names it in errors (the file path or URL, as ShowSource shows it); an
+// invalid config gives a *confsource.Problems listing every problem with its line.
+func Parse(data []byte, source string) (*Set, error) {
 	p := confsource.NewProblems("limits config", source)
 	addf := p.Add
 	var doc yaml.Node
@@ -202,7 +206,7 @@ func parseLimits(data []byte, source string) (*limits, error) {
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
-	return newLimits(all), nil
+	return newSet(all), nil
 }
 
 // emptyConfig refuses an empty config: more often a truncated file or download than a wish for no limits.
@@ -305,7 +309,7 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 			addf2(keyNode, "key: want claim:<name> or label:<name>, got %s", describe(keyNode))
 		} else if k, err := ParseKey(keyNode.Value); err != nil {
 			addf2(keyNode, "key: %s", err)
-		} else if l.Type != 0 && !l.counted() {
+		} else if l.Type != 0 && !l.Type.Counted() {
 			addf2(keyNode, "key: only queries limits can have a key: the gateway counts requests per key itself, "+
 				"but it never sees the %s of a write (bodies stream through unread), and the datasource reports usage per tenant only", l.Type)
 		} else {
