@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"log/slog"
+	"math"
 	"net/http"
 	"time"
 
@@ -17,8 +18,9 @@ import (
 //
 // Queries limits are enforced on the largest of the datasource's usage, the gate's own count of the requests it
 // admitted and, with Redis, the count all replicas share; a burst is cut at the limit before the datasource has
-// seen it. The other limit types count rows and series, which a gateway streaming write bodies never sees: the
-// datasource's figures alone decide them.
+// seen it. Cost limits (series_fetched, query_time_ms) are enforced on the costs of the answers already counted
+// (Spend): a request is refused once the budget is used up. The other limit types count rows and series, which a
+// gateway streaming write bodies never sees: the datasource's figures alone decide them.
 func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 	i := gatedIndex(rt.Kind)
 	if i < 0 {
@@ -40,12 +42,15 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 	hs := buf[:0]
 	for j := range st.counted {
 		cs := &st.counted[j]
-		k := seriesKey{tenant: id, key: cs.keyID}
-		if !cs.key.IsZero() {
-			k.value = cs.key.Value(a)
-		}
+		k := cs.seriesKey(id, a)
 		ser := g.seriesOf(st, j, k, now.Unix())
-		tookShared, r := g.count(ser, k, cs, now)
+		var tookShared bool
+		var r *limitError
+		if cs.typ.Cost() {
+			r = g.overBudget(ser, k, cs, now)
+		} else {
+			tookShared, r = g.count(ser, k, cs, now)
+		}
 		if r != nil {
 			for _, p := range hs {
 				g.uncount(p, now)
@@ -55,7 +60,7 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 			}
 			return g.refuse(r)
 		}
-		hs = append(hs, held{ser, tookShared})
+		hs = append(hs, held{ser, !cs.typ.Cost(), tookShared})
 	}
 	if h != nil && g.headers != HeadersNone {
 		g.headers.set(h, g.figures(st, id, a, now, hs), nil)
@@ -76,14 +81,19 @@ func (g *Gate) seriesOf(st *tenantState, j int, k seriesKey, sec int64) *series 
 	return s
 }
 
-// held is a series a request has been counted in, and whether it took a unit of the shared count.
+// held is a series a request has been checked against, whether it was counted there (a cost series counts
+// answers, later), and whether it took a unit of the shared count.
 type held struct {
-	ser    *series
-	shared bool
+	ser     *series
+	counted bool
+	shared  bool
 }
 
 // uncount takes back a count when another of the request's series refused it.
 func (g *Gate) uncount(p held, now time.Time) {
+	if !p.counted {
+		return
+	}
 	p.ser.counts.add(now.Unix(), -1)
 	if p.shared {
 		g.store.giveBack(&p.ser.lease, now)
@@ -125,6 +135,79 @@ func (g *Gate) count(ser *series, k seriesKey, cs *countedSet, now time.Time) (t
 	c.add(sec, -1)
 	return false, g.rules.rejection(k.tenant, worst, k.value, fromLocal)
 }
+
+// overBudget refuses a request when the costs already counted in ser (this replica's, or all replicas' with a
+// store) have used up one of the set's cost limits. The request's own cost is known only from its answer: Spend
+// counts it then.
+func (g *Gate) overBudget(ser *series, k seriesKey, cs *countedSet, now time.Time) *limitError {
+	if g.store != nil {
+		g.store.sync(&ser.lease, k, cs.values(), now)
+	}
+	var worst decision
+	source := fromLocal
+	for w := range cs.limits {
+		l := &cs.limits[w]
+		if l.limit.Type == 0 {
+			continue
+		}
+		value := int64(l.limit.Value)
+		u := g.usageIn(ser, w, now)
+		used, src := u.local, fromLocal
+		if u.shared.fresh(now) && u.shared.n > used {
+			used, src = u.shared.n, fromShared
+		}
+		if used < value {
+			continue
+		}
+		retry := ser.counts.untilBelow(w, now, value)
+		if src == fromShared && u.shared.freeAt.After(now) {
+			retry = max(retry, u.shared.freeAt.Sub(now))
+		}
+		if worst.Limit.Type == 0 || retry > worst.Reset {
+			worst, source = decision{Limit: l.limit, Usage: float64(used), Reset: retry}, src
+		}
+	}
+	if worst.Limit.Type == 0 {
+		return nil
+	}
+	return g.rules.rejection(k.tenant, worst, k.value, source)
+}
+
+// Spend counts what an answered query cost against the caller's cost limits: seriesFetched and execMsec are the
+// stats VictoriaMetrics ends the answer with. A nil Access is tenant 0:0. Callers without cost limits cost nothing.
+func (g *Gate) Spend(a *auth.Access, seriesFetched int64, execMsec float64) {
+	id := tenantOf(a)
+	st := g.snap.Load().state(id)
+	if !st.costed {
+		return
+	}
+	now := g.now()
+	sec := now.Unix()
+	for j := range st.counted {
+		cs := &st.counted[j]
+		var n int64
+		switch cs.typ {
+		case limitfile.SeriesFetched:
+			n = seriesFetched
+		case limitfile.QueryTimeMs:
+			n = int64(math.Ceil(execMsec))
+		default:
+			continue
+		}
+		if n <= 0 {
+			continue
+		}
+		ser := g.seriesOf(st, j, cs.seriesKey(id, a), sec)
+		ser.counts.add(sec, n)
+		if g.store != nil {
+			g.store.spend(&ser.lease, n)
+		}
+	}
+}
+
+// Costed reports whether the caller has cost limits: the gateway then reads the stats of its query answers (and
+// asks the upstream for them uncompressed) and passes them to Spend.
+func (g *Gate) Costed(a *auth.Access) bool { return g.snap.Load().state(tenantOf(a)).costed }
 
 // refuse answers a rejection: the error, counted; under dry run nil, counted and logged as what would have been.
 func (g *Gate) refuse(r *limitError) error {
@@ -192,10 +275,7 @@ func (g *Gate) figures(st *tenantState, id tenant.ID, a *auth.Access, now time.T
 	var out []figure
 	for j := range st.counted {
 		cs := &st.counted[j]
-		k := seriesKey{tenant: id, key: cs.keyID}
-		if !cs.key.IsZero() {
-			k.value = cs.key.Value(a)
-		}
+		k := cs.seriesKey(id, a)
 		var ser *series
 		if j < len(hs) {
 			ser = hs[j].ser

@@ -125,3 +125,30 @@ func BenchmarkShared(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSpend is what counting one answer's stats costs a started gate, per answer: for a tenant with a
+// series_fetched and a query_time_ms limit, and per key (the token's sub). The reading of the stats themselves is
+// BenchmarkStatsTail in internal/gateway.
+func BenchmarkSpend(b *testing.B) {
+	g := newTestGate(b, `
+limits:
+  - {type: series_fetched, value: 1000000000000}
+  - {type: query_time_ms, value: 1000000000000, resolution: hour}
+  - {type: series_fetched, value: 1000000000000, key: claim:sub, account_id: 2}
+`, Config{})
+	g.Start()
+	for _, bc := range []struct {
+		name string
+		a    *auth.Access
+	}{
+		{"tenant", access(tid(1, 0))},
+		{"per-token", &auth.Access{Tenant: tid(2, 0), Claims: map[string]any{"sub": "alice"}}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				g.Spend(bc.a, 1601, 42)
+			}
+		})
+	}
+}

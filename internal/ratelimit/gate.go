@@ -331,6 +331,12 @@ func (r *limitError) message() string {
 	case fromShared:
 		usage += " counted by all gateways sharing Redis"
 	}
+	switch r.Limit.Type {
+	case limitfile.SeriesFetched:
+		usage += " from the seriesFetched stats of the tenant's query answers"
+	case limitfile.QueryTimeMs:
+		usage += " (milliseconds) from the executionTimeMsec stats of the tenant's query answers"
+	}
 	return fmt.Sprintf("rate limit exceeded for %s: limit %s (%s), usage seen %s; retry after %s",
 		who, limit, whose, usage, r.retry)
 }

@@ -46,10 +46,11 @@ func ParseHeaders(s string) (Headers, error) {
 		"ietf (RateLimit-Policy, RateLimit) or both", s)
 }
 
-// set describes the caller's counted limits: the drafts' quota unit is the request, which only queries
-// limits count, so write APIs (limited in rows and series) get none. The draft-03 fields and the RateLimit field
-// describe the limit with the fewest requests left (on a rejection, the rejecting one); RateLimit-Policy lists them
-// all. Nothing in them is about anyone but the caller.
+// set describes the caller's counted limits: queries limits in requests, cost limits (series_fetched,
+// query_time_ms) in their own units; write APIs (limited in rows and series, which the gateway does not count) get
+// none. The draft-03 fields and the RateLimit field describe one limit: on a rejection the rejecting one, else a
+// used-up cost limit, else the queries limit with the fewest requests left (a cost limit when there is none);
+// RateLimit-Policy lists them all. Nothing in them is about anyone but the caller.
 func (hs Headers) set(h http.Header, figs []figure, r *limitError) {
 	if len(figs) == 0 {
 		return
@@ -64,14 +65,14 @@ func (hs Headers) set(h http.Header, figs []figure, r *limitError) {
 			}
 			continue
 		}
-		if near < 0 || remaining[i] < remaining[near] || remaining[i] == remaining[near] && f.reset > figs[near].reset {
+		if near < 0 || nearer(f, remaining[i], figs[near], remaining[near]) {
 			near = i
 		}
 	}
 	reset := figs[max(near, 0)].reset
 	if r != nil {
 		if near < 0 {
-			return // a rejection by a limit that is not counted in requests
+			return // a rejection by a limit the gateway does not count
 		}
 		remaining[near], reset = 0, r.retry
 	}
@@ -112,6 +113,18 @@ func (hs Headers) set(h http.Header, figs []figure, r *limitError) {
 		b = appendPartitionKey(b, nf)
 		h[hdrState] = one(string(b))
 	}
+}
+
+// nearer reports whether figure f, with left remaining, describes the caller better than n: a used-up limit
+// first, then the request unit the drafts assume, then the fewest left, then the longest wait.
+func nearer(f figure, left int64, n figure, nLeft int64) bool {
+	if (left == 0) != (nLeft == 0) {
+		return left == 0
+	}
+	if fq, nq := !f.limit.Type.Cost(), !n.limit.Type.Cost(); fq != nq {
+		return fq
+	}
+	return left < nLeft || left == nLeft && f.reset > n.reset
 }
 
 // The header names in canonical form, set directly to spare canonicalising them on every response. On the wire

@@ -26,11 +26,12 @@ func (m meter) window() time.Duration {
 }
 
 // metersOf are the distinct meters of the limits without a key: one datasource query each. The datasource knows
-// usage per tenant only: a limit with a key is counted by the gate alone.
+// usage per tenant only: a limit with a key is counted by the gate alone, and so are the costs of queries, which
+// the datasource has no figure for.
 func metersOf(ls []limitfile.Limit) []meter {
 	var out []meter
 	for _, l := range ls {
-		if m := meterOf(l); l.Key.IsZero() && !slices.Contains(out, m) {
+		if m := meterOf(l); l.Key.IsZero() && !l.Type.Cost() && !slices.Contains(out, m) {
 			out = append(out, m)
 		}
 	}

@@ -30,6 +30,8 @@ var allMeters = []meter{
 	{limitfile.RowsInserted, limitfile.Minute}, {limitfile.RowsInserted, limitfile.Hour},
 	{limitfile.NewSeries, limitfile.Minute}, {limitfile.NewSeries, limitfile.Hour},
 	{limitfile.ActiveSeries, 0},
+	{limitfile.SeriesFetched, limitfile.Minute}, {limitfile.SeriesFetched, limitfile.Hour},
+	{limitfile.QueryTimeMs, limitfile.Minute}, {limitfile.QueryTimeMs, limitfile.Hour},
 }
 
 func newGateMetrics(g *Gate) *gateMetrics {

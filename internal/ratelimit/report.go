@@ -42,7 +42,7 @@ func (g *Gate) report(s *snapshot, now time.Time, only *tenant.ID) []seriesRepor
 			continue
 		}
 		k := seriesKey{tenant: id}
-		r := seriesReport{id: k, limits: g.countedUsage(k, st, g.counters.lookup(k), dsCounts, now)}
+		r := seriesReport{id: k, limits: g.countedUsage(k, st, dsCounts, now)}
 		for i := range st.applied {
 			for _, a := range st.applied[i] {
 				if a.limit.Type.Counted() {
@@ -57,34 +57,49 @@ func (g *Gate) report(s *snapshot, now time.Time, only *tenant.ID) []seriesRepor
 		}
 		add(r)
 	}
-	// Series the gate counts for keys, and for tenants the snapshot does not know.
-	g.counters.each(func(k seriesKey, ser *series) {
-		if only != nil && k.tenant != *only {
+	// Series the gate counts for keys, and for tenants the snapshot does not know: one entry for each, whatever
+	// its series count (requests, costs).
+	seen := map[seriesKey]bool{}
+	var keys []seriesKey
+	g.counters.each(func(k seriesKey, _ *series) {
+		k = k.requests()
+		if only != nil && k.tenant != *only || seen[k] {
 			return
 		}
+		seen[k] = true
 		if _, known := s.tenants[k.tenant]; known && k.key == 0 {
 			return
 		}
-		add(seriesReport{id: k, limits: g.countedUsage(k, s.state(k.tenant), ser, dsCounts, now)})
+		keys = append(keys, k)
 	})
+	// After each, which holds the shards' locks: countedUsage looks the series up.
+	for _, k := range keys {
+		add(seriesReport{id: k, limits: g.countedUsage(k, s.state(k.tenant), dsCounts, now)})
+	}
 	return out
 }
 
-// countedUsage is the usage of series k (nil: nothing counted yet) against the limits the gate counts for it.
-func (g *Gate) countedUsage(k seriesKey, st *tenantState, ser *series, dsCounts bool, now time.Time) []limitUsage {
+// countedUsage is the usage of k (a tenant, or a key value within it) against the limits the gate counts for it,
+// each from the series of its type.
+func (g *Gate) countedUsage(k seriesKey, st *tenantState, dsCounts bool, now time.Time) []limitUsage {
 	var out []limitUsage
 	for j := range st.counted {
 		cs := &st.counted[j]
 		if cs.keyID != k.key {
 			continue
 		}
+		sk := k
+		if cs.typ.Cost() {
+			sk.cost = cs.typ
+		}
+		ser := g.counters.lookup(sk)
 		for w := range cs.limits {
 			a := cs.limits[w]
 			if a.limit.Type == 0 {
 				continue
 			}
 			u := limitUsage{limit: a.limit}
-			if k.key == 0 && dsCounts {
+			if k.key == 0 && dsCounts && !a.limit.Type.Cost() {
 				u.datasource = &a.usage
 			}
 			if ser != nil {

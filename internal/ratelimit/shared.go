@@ -114,6 +114,8 @@ type lease struct {
 	// seen are the windows' shared counts at the last claim, at seenAt (Unix ns), for headers and the status page.
 	seen   [numWindows]atomic.Int64
 	seenAt atomic.Int64
+	// pending is the cost counted by this replica and not yet added in the store (cost series only).
+	pending atomic.Int64
 }
 
 const (
@@ -169,6 +171,11 @@ type counterStore interface {
 	take(l *lease, k seriesKey, limits [numWindows]int64, now time.Time) claim
 	// giveBack returns a unit take took at now that the request did not use after all.
 	giveBack(l *lease, now time.Time)
+	// spend adds n to a cost series' shared count; maintain takes it to the store.
+	spend(l *lease, n int64)
+	// sync refreshes what seen says of a cost series when it is more than a second old: a cost series takes no
+	// units, it only reads all replicas' sum. limits are as for take.
+	sync(l *lease, k seriesKey, limits [numWindows]int64, now time.Time)
 	// seen is the shared count of window w at the series' last claim; zero while the store is down, since then
 	// the shared counts decide nothing.
 	seen(l *lease, w int, now time.Time) sharedFigure
@@ -301,7 +308,11 @@ func redactURL(s string) string {
 // redisKey names a series in Redis. The braces make it a Redis Cluster hash tag, so that all buckets of a series
 // live on one node; the key value is base64url-encoded, so no claim value can end the tag or forge another series.
 func (s *redisStore) redisKey(k seriesKey) string {
-	return s.prefix + ":{" + k.tenant.String() + "|" + k.key.Key().String() + "|" + base64.RawURLEncoding.EncodeToString([]byte(k.value)) + "}"
+	key := s.prefix + ":{" + k.tenant.String() + "|" + k.key.Key().String() + "|" + base64.RawURLEncoding.EncodeToString([]byte(k.value)) + "}"
+	if k.cost != 0 {
+		key += ":" + k.cost.String()
+	}
+	return key
 }
 
 // claimResult is the answer of claimScript.
@@ -394,10 +405,7 @@ func (s *redisStore) take(l *lease, k seriesKey, limits [numWindows]int64, now t
 	if err != nil {
 		return claim{verdict: sharedUnknown}
 	}
-	for w := range res.sums {
-		l.seen[w].Store(res.sums[w])
-	}
-	l.seenAt.Store(now.UnixNano())
+	l.saw(res, now)
 	if res.grant <= 0 {
 		free := time.Unix(res.freeAt, 0)
 		l.freeAt.Store(free.UnixNano())
@@ -427,6 +435,54 @@ func (l *lease) full(limits [numWindows]int64, free time.Time) claim {
 
 func (s *redisStore) giveBack(l *lease, now time.Time) { l.giveBack(now.Unix()) }
 
+func (s *redisStore) spend(l *lease, n int64) { l.pending.Add(n) }
+
+func (s *redisStore) sync(l *lease, k seriesKey, limits [numWindows]int64, now time.Time) {
+	if !s.up.Load() || now.UnixNano()-l.seenAt.Load() < int64(time.Second) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.UnixNano()-l.seenAt.Load() < int64(time.Second) {
+		return
+	}
+	// want 0: the script adds nothing, and with the limits it says when a unit frees up in a full window.
+	res, err := s.run(k, 0, limits, now.Unix(), 0, 0)
+	if err != nil {
+		return
+	}
+	l.saw(res, now)
+	l.freeAt.Store(0)
+	if res.freeAt > 0 {
+		l.freeAt.Store(time.Unix(res.freeAt, 0).UnixNano())
+	}
+}
+
+// flush adds the cost pending in l to the store: with no limits the script grants all it is asked.
+func (s *redisStore) flush(l *lease, k seriesKey, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := l.pending.Swap(0)
+	if n == 0 {
+		return
+	}
+	res, err := s.run(k, n, [numWindows]int64{}, now.Unix(), 0, 0)
+	if err != nil {
+		// Kept for the next flush: the local count has it meanwhile.
+		l.pending.Add(n)
+		return
+	}
+	l.saw(res, now)
+}
+
+// saw records the windows' shared counts a claim returned.
+func (l *lease) saw(res claimResult, now time.Time) {
+	for w := range res.sums {
+		l.seen[w].Store(res.sums[w])
+	}
+	l.seenAt.Store(now.UnixNano())
+}
+
 func (s *redisStore) seen(l *lease, w int, now time.Time) sharedFigure {
 	if !s.up.Load() {
 		return sharedFigure{}
@@ -442,6 +498,31 @@ func (s *redisStore) seen(l *lease, w int, now time.Time) sharedFigure {
 func (s *redisStore) maintain(c *counters, now time.Time) {
 	s.probe(now)
 	s.giveBackStale(c, now)
+	s.flushCosts(c, now)
+}
+
+// flushCosts takes the costs counted since the last flush to the store, so other replicas see them within a
+// quarter second.
+func (s *redisStore) flushCosts(c *counters, now time.Time) {
+	if !s.up.Load() {
+		return
+	}
+	type cost struct {
+		k   seriesKey
+		ser *series
+	}
+	var todo []cost
+	c.each(func(k seriesKey, ser *series) {
+		if ser.lease.pending.Load() != 0 {
+			todo = append(todo, cost{k, ser})
+		}
+	})
+	for _, t := range todo {
+		s.flush(&t.ser.lease, t.k, now)
+		if !s.up.Load() {
+			return
+		}
+	}
 }
 
 func (s *redisStore) status() (string, bool) { return s.shown, s.up.Load() }

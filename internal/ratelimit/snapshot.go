@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"github.com/vmgateway/vmgateway/internal/auth"
 	"math"
 	"strconv"
 	"sync/atomic"
@@ -52,9 +53,10 @@ func gatedIndex(k route.Kind) int {
 	return -1
 }
 
-// gates says which kind of API a limit type gates: queries gate reads, the ingestion types gate writes.
+// gates says which kind of API a limit type gates: queries and query costs gate reads, the ingestion types gate
+// writes.
 func gates(t limitfile.Type) int {
-	if t == limitfile.Queries {
+	if t == limitfile.Queries || t.Cost() {
 		return gatedRead
 	}
 	return gatedWrite
@@ -66,19 +68,34 @@ type tenantState struct {
 	// from them when the snapshot is built: it rejects when the datasource's usage alone is over a limit.
 	applied  [numGated][]applied
 	decision [numGated]decision
-	// counted are the tenant's queries limits grouped by key: the gate counts each key's requests in one series
-	// and checks them against these at request time.
+	// counted are the tenant's queries and cost limits grouped by type and key: the gate counts each key's
+	// requests (or query costs) in one series and checks them against these at request time.
 	counted []countedSet
+	// costed: some of counted are cost limits, so the costs of the tenant's answers are counted.
+	costed bool
 	// series caches the series of the counted sets without a key, by index, so that a check need not look it up
 	// among all series; nil in the fallback state, which serves many tenants.
 	series []atomic.Pointer[series]
 }
 
-// countedSet is the limits of one key that the gate counts for a tenant: at most one per window.
+// countedSet is the limits of one type and key that the gate counts for a tenant: at most one per window.
 type countedSet struct {
+	typ    limitfile.Type
 	key    limitfile.Key
 	keyID  keyID
 	limits [numWindows]applied // limit.Type is zero for a window without a limit
+}
+
+// seriesKey names the series the set counts in for tenant id and caller a.
+func (c *countedSet) seriesKey(id tenant.ID, a *auth.Access) seriesKey {
+	k := seriesKey{tenant: id, key: c.keyID}
+	if !c.key.IsZero() {
+		k.value = c.key.Value(a)
+	}
+	if c.typ.Cost() {
+		k.cost = c.typ
+	}
+	return k
 }
 
 // values are the set's limit values by window, 0 where there is none.
@@ -146,7 +163,8 @@ func (p *rules) tenantState(usage map[usageKey]float64, id tenant.ID, ls []limit
 		i := gates(l.Type)
 		st.applied[i] = append(st.applied[i], a)
 		if l.Type.Counted() {
-			st.countedSet(l.Key).limits[windowOf(l.Resolution)] = a
+			st.countedSet(l.Type, l.Key).limits[windowOf(l.Resolution)] = a
+			st.costed = st.costed || l.Type.Cost()
 		}
 	}
 	for i, as := range st.applied {
@@ -155,13 +173,13 @@ func (p *rules) tenantState(usage map[usageKey]float64, id tenant.ID, ls []limit
 	return st
 }
 
-func (st *tenantState) countedSet(k limitfile.Key) *countedSet {
+func (st *tenantState) countedSet(t limitfile.Type, k limitfile.Key) *countedSet {
 	for i := range st.counted {
-		if st.counted[i].key == k {
+		if st.counted[i].typ == t && st.counted[i].key == k {
 			return &st.counted[i]
 		}
 	}
-	st.counted = append(st.counted, countedSet{key: k, keyID: intern(k)})
+	st.counted = append(st.counted, countedSet{typ: t, key: k, keyID: intern(k)})
 	return &st.counted[len(st.counted)-1]
 }
 

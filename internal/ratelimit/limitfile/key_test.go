@@ -139,8 +139,8 @@ func TestParseLimitsKeyErrors(t *testing.T) {
 	want := []problem{
 		{2, "key: want claim:<name> (a token claim such as claim:sub) or label:<name>"},
 		{3, `key: want a label name ([a-zA-Z_][a-zA-Z0-9_]*) after label:, e.g. label:team; got "label:a-b"`},
-		{4, "key: only queries limits can have a key: the gateway counts requests per key itself, but it never sees the rows_inserted of a write"},
-		{5, "key: only queries limits can have a key"},
+		{4, "key: only queries, series_fetched and query_time_ms limits can have a key: the gateway counts requests and query costs per key itself, but it never sees the rows_inserted of a write"},
+		{5, "key: only queries, series_fetched and query_time_ms limits can have a key"},
 		{6, "key: want claim:<name> or label:<name>, got a list"},
 		{8, "duplicate limit: the default for all tenants already has a limit on queries per minute by claim:sub at line 7"},
 		{11, "key: want claim:<name> or label:<name>, got nothing"},
@@ -173,6 +173,7 @@ func FuzzParseLimits(f *testing.F) {
 		"limits:\n  - {type: active_series, value: 1}\n  - {type: rows_inserted, value: 2, resolution: hour}\n",
 		"limits:\n  - &a {type: queries, value: 1}\n  - *a\n",
 		"limits:\n  - {type: queries, value: 1, key: claim:}\n",
+		"limits:\n  - {type: series_fetched, value: 1000, key: label:team}\n  - {type: query_time_ms, value: 60000, resolution: hour}\n",
 	} {
 		f.Add(s)
 	}
@@ -186,7 +187,7 @@ func FuzzParseLimits(f *testing.F) {
 				t.Fatalf("accepted a bad limit %+v from %q", lim, in)
 			}
 			if !lim.Key.IsZero() {
-				if lim.Type != Queries {
+				if !lim.Type.Counted() {
 					t.Fatalf("accepted a key on %s from %q", lim.Type, in)
 				}
 				if k, err := ParseKey(lim.Key.String()); err != nil || k != lim.Key {

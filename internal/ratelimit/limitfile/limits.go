@@ -31,9 +31,18 @@ const (
 	NewSeries
 	// ActiveSeries is the current number of active series (vm_tenant_active_timeseries); it has no window.
 	ActiveSeries
+	// SeriesFetched sums the series the tenant's queries fetched, as VictoriaMetrics reports them at the end of
+	// each query answer ("stats":{"seriesFetched":"N"}); counted by the gateway alone.
+	SeriesFetched
+	// QueryTimeMs sums the milliseconds VictoriaMetrics spent executing the tenant's queries
+	// ("stats":{"executionTimeMsec":M}); counted by the gateway alone.
+	QueryTimeMs
 )
 
-var typeNames = [...]string{Queries: "queries", RowsInserted: "rows_inserted", NewSeries: "new_series", ActiveSeries: "active_series"}
+var typeNames = [...]string{Queries: "queries", RowsInserted: "rows_inserted", NewSeries: "new_series", ActiveSeries: "active_series",
+	SeriesFetched: "series_fetched", QueryTimeMs: "query_time_ms"}
+
+const typeList = "queries, rows_inserted, new_series, active_series, series_fetched, query_time_ms"
 
 func (t Type) String() string {
 	if int(t) < len(typeNames) && typeNames[t] != "" {
@@ -75,9 +84,14 @@ type Limit struct {
 	Key Key
 }
 
-// Counted reports whether the gateway counts the type's usage itself, one request at a time: only such limits
-// can have a key. The datasource's per-tenant figures also apply to the limits without a key.
-func (t Type) Counted() bool { return t == Queries }
+// Counted reports whether the gateway counts the type's usage itself: requests one at a time, and the costs of
+// the answers it forwards. Only such limits can have a key.
+func (t Type) Counted() bool { return t == Queries || t.Cost() }
+
+// Cost reports whether the type sums what queries cost, read from the stats at the end of their answers: known
+// only once a query has been answered, so a tenant is refused the request after the one that used up its budget.
+// The datasource has no figure for them.
+func (t Type) Cost() bool { return t == SeriesFetched || t == QueryTimeMs }
 
 // Set is a parsed limits config, immutable once built.
 type Set struct {
@@ -262,9 +276,9 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 		}
 	})
 	if typeNode == nil {
-		addf2(item, "the limit has no type: want one of queries, rows_inserted, new_series, active_series")
+		addf2(item, "the limit has no type: want one of "+typeList)
 	} else if l.Type = parseType(typeNode); l.Type == 0 {
-		addf2(typeNode, "type: want one of queries, rows_inserted, new_series, active_series, got %s", describe(typeNode))
+		addf2(typeNode, "type: want one of "+typeList+", got %s", describe(typeNode))
 	}
 	if valueNode == nil {
 		addf2(item, "the limit has no value: want a positive integer")
@@ -310,7 +324,7 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 		} else if k, err := ParseKey(keyNode.Value); err != nil {
 			addf2(keyNode, "key: %s", err)
 		} else if l.Type != 0 && !l.Type.Counted() {
-			addf2(keyNode, "key: only queries limits can have a key: the gateway counts requests per key itself, "+
+			addf2(keyNode, "key: only queries, series_fetched and query_time_ms limits can have a key: the gateway counts requests and query costs per key itself, "+
 				"but it never sees the %s of a write (bodies stream through unread), and the datasource reports usage per tenant only", l.Type)
 		} else {
 			l.Key = k

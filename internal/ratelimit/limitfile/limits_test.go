@@ -60,6 +60,16 @@ limits:
 			{Type: Queries, Resolution: Minute, Value: 5},
 			{Type: Queries, Resolution: Minute, Value: 5, Tenant: tenant.ID{AccountID: 1}, HasTenant: true},
 		}},
+		{"cost limits", `
+limits:
+  - {type: series_fetched, value: 100000}
+  - {type: query_time_ms, value: 600000, resolution: hour, key: label:team}
+  - {type: series_fetched, value: 500, account_id: 3}
+`, []Limit{
+			{Type: SeriesFetched, Resolution: Minute, Value: 100000},
+			{Type: QueryTimeMs, Resolution: Hour, Value: 600000, Key: Key{Label: "team"}},
+			{Type: SeriesFetched, Resolution: Minute, Value: 500, Tenant: tenant.ID{AccountID: 3}, HasTenant: true},
+		}},
 		{"same meter for different tenants", `
 limits:
   - {type: queries, value: 5, account_id: 1}
@@ -114,8 +124,8 @@ func TestParseLimitsErrors(t *testing.T) {
 		{"missing type and value", "limits:\n  - resolution: hour\n", []p{
 			{2, "the limit has no type"}, {2, "the limit has no value: want a positive integer"}}},
 		{"bad type", "limits:\n  - {type: querys, value: 1}\n", []p{
-			{2, `type: want one of queries, rows_inserted, new_series, active_series, got "querys"`}}},
-		{"type not a string", "limits:\n  - {type: [queries], value: 1}\n", []p{{2, "type: want one of queries, rows_inserted, new_series, active_series, got a list"}}},
+			{2, `type: want one of queries, rows_inserted, new_series, active_series, series_fetched, query_time_ms, got "querys"`}}},
+		{"type not a string", "limits:\n  - {type: [queries], value: 1}\n", []p{{2, "type: want one of queries, rows_inserted, new_series, active_series, series_fetched, query_time_ms, got a list"}}},
 		{"bad values", `limits:
   - {type: queries, value: 0}
   - {type: queries, value: -5}
