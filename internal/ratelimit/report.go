@@ -105,6 +105,9 @@ func (g *Gate) countedUsage(k seriesKey, st *tenantState, dsCounts bool, now tim
 			if ser != nil {
 				wu := g.usageIn(ser, w, now)
 				u.counted, u.local, u.shared = true, wu.local, wu.shared
+			} else if cs.typ.Cost() {
+				// No answer counted yet: the gate's count is the only figure a cost limit has, and it is zero.
+				u.counted = true
 			}
 			out = append(out, u)
 		}
