@@ -110,7 +110,7 @@ func TestCostNotCostedWithoutCostLimits(t *testing.T) {
 		t.Error("costed without cost limits")
 	}
 	g2.Spend(access(tid(1, 0)), 1000, 1000)
-	if n := g2.counters.size.Load(); n != 0 {
+	if n := g2.tally.counters.size.Load(); n != 0 {
 		t.Errorf("Spend without cost limits made %d series", n)
 	}
 }
@@ -136,7 +136,7 @@ func TestCostShared(t *testing.T) {
 		t.Errorf("rejection on b: %v (usage %v)", rj, rj.Usage)
 	}
 	// b counted nothing itself.
-	if ser := b.counters.lookup(seriesKey{tenant: tid(0, 0), cost: limitfile.SeriesFetched}); ser == nil || ser.counts.count(winMinute, time.Now().Unix()) != 0 {
+	if ser := b.tally.counters.lookup(seriesKey{tenant: tid(0, 0), cost: limitfile.SeriesFetched}); ser == nil || ser.counts.count(winMinute, time.Now().Unix()) != 0 {
 		t.Errorf("b's own count of series fetched: %+v", ser)
 	}
 }

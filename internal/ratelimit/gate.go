@@ -20,9 +20,13 @@
 // admit at most their number times the limit) until Redis answers again.
 //
 // Who owns what: package limitfile reads the limits config and picks a tenant's limits; rules turn limits and
-// usage into a snapshot's decisions; counters and counts hold the gate's own counts; a counterStore (Redis)
-// shares them; the status page and the rate-limit headers are made from values read at one instant (report,
-// figures), never from the counters or leases themselves.
+// usage into a snapshot's decisions; the tally holds the gate's own counts (counters of series, each with its
+// windows) and a counterStore (Redis) that shares them; the status page and the rate-limit headers are made from
+// values read at one instant (report, figures), never from the counters or leases themselves.
+//
+// Cost limits (series_fetched, query_time_ms) are counted by the gate alone, after the fact: Spend adds what an
+// answered query cost, from the stats VictoriaMetrics ends the answer with, and Admit refuses a caller whose
+// costs already reached a limit.
 package ratelimit
 
 import (
@@ -82,9 +86,8 @@ type Gate struct {
 	dryRun        bool
 	dryRunLog     rareLog
 
-	// counters are the gate's own counts of the requests it admitted; store, when set, shares them in Redis.
-	counters *counters
-	store    counterStore
+	// tally holds the gate's own counts of the requests and query costs it admitted.
+	tally tally
 	// now is the clock of the counts: coarseNow, which tests replace. clock is the time Start's ticker last stored
 	// (Unix ns), read instead of asking the system on every request.
 	now   func() time.Time
@@ -149,13 +152,13 @@ func New(cfg Config) (*Gate, error) {
 		headers:       cfg.Headers,
 		dryRun:        cfg.DryRun,
 		dryRunLog:     rareLog{every: 10 * time.Second},
-		counters:      newCounters(),
 	}
 	g.now = g.coarseNow
 	g.metrics = newGateMetrics(g)
 	g.rules.metrics = g.metrics
+	g.tally = tally{counters: newCounters(), rules: &g.rules}
 	if cfg.Redis.URL != "" {
-		if g.store, err = newRedisStore(cfg.Redis, g.metrics.set); err != nil {
+		if g.tally.store, err = newRedisStore(cfg.Redis, g.metrics.set); err != nil {
 			return nil, err
 		}
 	}
@@ -177,10 +180,10 @@ func (g *Gate) Start() {
 	if g.checkInterval > 0 {
 		g.every(ctx, g.checkInterval, false, func() { _ = g.reload(false) })
 	}
-	g.every(ctx, time.Minute, false, func() { g.counters.evict(g.now().Unix()) })
-	if g.store != nil {
+	g.every(ctx, time.Minute, false, func() { g.tally.counters.evict(g.now().Unix()) })
+	if g.tally.store != nil {
 		// Finds Redis (at once, then again after a failure) and gives back the units of leases whose second ended.
-		g.every(ctx, 250*time.Millisecond, true, func() { g.store.maintain(g.counters, g.now()) })
+		g.every(ctx, 250*time.Millisecond, true, func() { g.tally.store.maintain(g.tally.counters, g.now()) })
 	}
 }
 
@@ -192,8 +195,8 @@ func (g *Gate) Stop() {
 	g.stop()
 	g.wg.Wait()
 	g.clock.Store(0)
-	if g.store != nil {
-		g.store.close()
+	if g.tally.store != nil {
+		g.tally.store.close()
 	}
 	metrics.UnregisterSet(g.metrics.set, false)
 }

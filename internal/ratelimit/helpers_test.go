@@ -23,7 +23,7 @@ func (g *Gate) peek(a *auth.Access, rt route.Route) decision {
 	}
 	var best figure
 	over, nearest := false, -1.0
-	for _, f := range g.figures(st, id, a, g.now(), nil) {
+	for _, f := range g.tally.figures(st, id, a, g.now(), nil) {
 		value := float64(f.limit.Value)
 		if f.over() {
 			if !over || f.reset > best.reset {
@@ -43,4 +43,4 @@ func (g *Gate) peek(a *auth.Access, rt route.Route) decision {
 }
 
 // redisOf is the gate's Redis store, for the tests of its health and calls.
-func redisOf(g *Gate) *redisStore { return g.store.(*redisStore) }
+func redisOf(g *Gate) *redisStore { return g.tally.store.(*redisStore) }

@@ -70,7 +70,7 @@ func newGateMetrics(g *Gate) *gateMetrics {
 		return float64(len(g.snap.Load().limits.All()))
 	})
 	s.NewGauge("vmgateway_ratelimit_counted_series", func() float64 {
-		return float64(g.counters.size.Load())
+		return float64(g.tally.counters.size.Load())
 	})
 	return m
 }

@@ -42,7 +42,7 @@ func (g *Gate) report(s *snapshot, now time.Time, only *tenant.ID) []seriesRepor
 			continue
 		}
 		k := seriesKey{tenant: id}
-		r := seriesReport{id: k, limits: g.countedUsage(k, st, dsCounts, now)}
+		r := seriesReport{id: k, limits: g.tally.countedUsage(k, st, dsCounts, now)}
 		for i := range st.applied {
 			for _, a := range st.applied[i] {
 				if a.limit.Type.Counted() {
@@ -61,7 +61,7 @@ func (g *Gate) report(s *snapshot, now time.Time, only *tenant.ID) []seriesRepor
 	// its series count (requests, costs).
 	seen := map[seriesKey]bool{}
 	var keys []seriesKey
-	g.counters.each(func(k seriesKey, _ *series) {
+	g.tally.counters.each(func(k seriesKey, _ *series) {
 		k = k.requests()
 		if only != nil && k.tenant != *only || seen[k] {
 			return
@@ -74,14 +74,14 @@ func (g *Gate) report(s *snapshot, now time.Time, only *tenant.ID) []seriesRepor
 	})
 	// After each, which holds the shards' locks: countedUsage looks the series up.
 	for _, k := range keys {
-		add(seriesReport{id: k, limits: g.countedUsage(k, s.state(k.tenant), dsCounts, now)})
+		add(seriesReport{id: k, limits: g.tally.countedUsage(k, s.state(k.tenant), dsCounts, now)})
 	}
 	return out
 }
 
 // countedUsage is the usage of k (a tenant, or a key value within it) against the limits the gate counts for it,
 // each from the series of its type.
-func (g *Gate) countedUsage(k seriesKey, st *tenantState, dsCounts bool, now time.Time) []limitUsage {
+func (t *tally) countedUsage(k seriesKey, st *tenantState, dsCounts bool, now time.Time) []limitUsage {
 	var out []limitUsage
 	for j := range st.counted {
 		cs := &st.counted[j]
@@ -92,7 +92,7 @@ func (g *Gate) countedUsage(k seriesKey, st *tenantState, dsCounts bool, now tim
 		if cs.typ.Cost() {
 			sk.cost = cs.typ
 		}
-		ser := g.counters.lookup(sk)
+		ser := t.counters.lookup(sk)
 		for w := range cs.limits {
 			a := cs.limits[w]
 			if a.limit.Type == 0 {
@@ -103,7 +103,7 @@ func (g *Gate) countedUsage(k seriesKey, st *tenantState, dsCounts bool, now tim
 				u.datasource = &a.usage
 			}
 			if ser != nil {
-				wu := g.usageIn(ser, w, now)
+				wu := t.usageIn(ser, w, now)
 				u.counted, u.local, u.shared = true, wu.local, wu.shared
 			} else if cs.typ.Cost() {
 				// No answer counted yet: the gate's count is the only figure a cost limit has, and it is zero.

@@ -270,7 +270,7 @@ func TestSharedTLS(t *testing.T) {
 	if passed := admitN(g, access(tid(1, 0)), 5); passed != 3 {
 		t.Errorf("%d of 5 passed", passed)
 	}
-	if seen := g.counters.lookup(seriesKey{tenant: tid(1, 0)}).lease.seen[winMinute].Load(); seen != 3 {
+	if seen := g.tally.counters.lookup(seriesKey{tenant: tid(1, 0)}).lease.seen[winMinute].Load(); seen != 3 {
 		t.Errorf("shared count %d, want 3", seen)
 	}
 	// Without the CA the certificate is not trusted.

@@ -110,8 +110,8 @@ func (g *Gate) status(now time.Time, only *tenant.ID) statusPage {
 		Defaults: []statusLimitSpec{},
 		Usage:    []statusEntry{},
 	}
-	if g.store != nil {
-		shown, up := g.store.status()
+	if g.tally.store != nil {
+		shown, up := g.tally.store.status()
 		p.Redis = &statusRedis{URL: shown, Up: up}
 	}
 	for _, l := range s.limits.Defaults() {
