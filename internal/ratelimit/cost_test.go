@@ -140,3 +140,24 @@ func TestCostShared(t *testing.T) {
 		t.Errorf("b's own count of series fetched: %+v", ser)
 	}
 }
+
+// TestRedisKeys: a cost series has a Redis key of its own beside the requests' series of the same tenant and key
+// value, in the same Redis Cluster hash slot; the requests' keys are those of the gateways before cost limits, so
+// replicas of both versions share their counts during a rolling upgrade.
+func TestRedisKeys(t *testing.T) {
+	s := &redisStore{prefix: "vmgateway:ratelimit"}
+	sub := intern(limitfile.Key{Claim: "sub"})
+	for _, tc := range []struct {
+		k    seriesKey
+		want string
+	}{
+		{seriesKey{tenant: tid(1, 2)}, "vmgateway:ratelimit:{1:2||}"},
+		{seriesKey{tenant: tid(1, 2), key: sub, value: "alice"}, "vmgateway:ratelimit:{1:2|claim:sub|YWxpY2U}"},
+		{seriesKey{tenant: tid(1, 2), cost: limitfile.SeriesFetched}, "vmgateway:ratelimit:{1:2||}:series_fetched"},
+		{seriesKey{tenant: tid(1, 2), key: sub, value: "alice", cost: limitfile.QueryTimeMs}, "vmgateway:ratelimit:{1:2|claim:sub|YWxpY2U}:query_time_ms"},
+	} {
+		if got := s.redisKey(tc.k); got != tc.want {
+			t.Errorf("redisKey(%+v) = %q, want %q", tc.k, got, tc.want)
+		}
+	}
+}
