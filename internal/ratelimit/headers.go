@@ -77,42 +77,53 @@ func (hs Headers) set(h http.Header, figs []figure, r *limitError) {
 		remaining[near], reset = 0, r.retry
 	}
 	resetSec := int64(roundUpSeconds(reset) / time.Second)
-	nf := figs[near]
 	var b []byte
 	if hs == HeadersDraft03 || hs == HeadersBoth {
-		b = strconv.AppendUint(b[:0], nf.limit.Value, 10)
-		for _, f := range figs {
-			b = append(b, ", "...)
-			b = strconv.AppendUint(b, f.limit.Value, 10)
-			b = append(b, ";w="...)
-			b = strconv.AppendInt(b, int64(meterOf(f.limit).window()/time.Second), 10)
-		}
-		h[hdrLimit] = one(string(b))
-		h[hdrRemaining] = one(strconv.FormatInt(remaining[near], 10))
-		h[hdrReset] = one(strconv.FormatInt(resetSec, 10))
+		b = setDraft03(h, b, figs, figs[near], remaining[near], resetSec)
 	}
 	if hs == HeadersIETF || hs == HeadersBoth {
-		b = b[:0]
-		for i, f := range figs {
-			if i > 0 {
-				b = append(b, ", "...)
-			}
-			b = appendPolicyName(b, f.limit)
-			b = append(b, ";q="...)
-			b = strconv.AppendUint(b, f.limit.Value, 10)
-			b = append(b, ";w="...)
-			b = strconv.AppendInt(b, int64(meterOf(f.limit).window()/time.Second), 10)
-			b = appendPartitionKey(b, f)
-		}
-		h[hdrPolicy] = one(string(b))
-		b = appendPolicyName(b[:0], nf.limit)
-		b = append(b, ";r="...)
-		b = strconv.AppendInt(b, remaining[near], 10)
-		b = append(b, ";t="...)
-		b = strconv.AppendInt(b, resetSec, 10)
-		b = appendPartitionKey(b, nf)
-		h[hdrState] = one(string(b))
+		setIETF(h, b, figs, figs[near], remaining[near], resetSec)
 	}
+}
+
+// setDraft03 sets RateLimit-Limit (nf's value, then every policy), RateLimit-Remaining and RateLimit-Reset; b is
+// a buffer to reuse, returned for the next writer.
+func setDraft03(h http.Header, b []byte, figs []figure, nf figure, remaining, resetSec int64) []byte {
+	b = strconv.AppendUint(b[:0], nf.limit.Value, 10)
+	for _, f := range figs {
+		b = append(b, ", "...)
+		b = strconv.AppendUint(b, f.limit.Value, 10)
+		b = append(b, ";w="...)
+		b = strconv.AppendInt(b, int64(meterOf(f.limit).window()/time.Second), 10)
+	}
+	h[hdrLimit] = one(string(b))
+	h[hdrRemaining] = one(strconv.FormatInt(remaining, 10))
+	h[hdrReset] = one(strconv.FormatInt(resetSec, 10))
+	return b
+}
+
+// setIETF sets RateLimit-Policy (every policy) and RateLimit (nf's state).
+func setIETF(h http.Header, b []byte, figs []figure, nf figure, remaining, resetSec int64) {
+	b = b[:0]
+	for i, f := range figs {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = appendPolicyName(b, f.limit)
+		b = append(b, ";q="...)
+		b = strconv.AppendUint(b, f.limit.Value, 10)
+		b = append(b, ";w="...)
+		b = strconv.AppendInt(b, int64(meterOf(f.limit).window()/time.Second), 10)
+		b = appendPartitionKey(b, f)
+	}
+	h[hdrPolicy] = one(string(b))
+	b = appendPolicyName(b[:0], nf.limit)
+	b = append(b, ";r="...)
+	b = strconv.AppendInt(b, remaining, 10)
+	b = append(b, ";t="...)
+	b = strconv.AppendInt(b, resetSec, 10)
+	b = appendPartitionKey(b, nf)
+	h[hdrState] = one(string(b))
 }
 
 // nearer reports whether figure f, with left remaining, describes the caller better than n: a used-up limit

@@ -287,50 +287,72 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 	} else {
 		l.Value = v
 	}
-	switch {
-	case resNode == nil:
-		if l.Type != ActiveSeries {
-			l.Resolution = Minute
-		}
-	case l.Type == ActiveSeries:
-		addf2(resNode, "resolution: active_series is a current count, not a sum over a window: remove the resolution")
-	case isScalar(resNode, "minute"):
-		l.Resolution = Minute
-	case isScalar(resNode, "hour"):
-		l.Resolution = Hour
-	default:
-		addf2(resNode, "resolution: want minute or hour, got %s", describe(resNode))
-	}
-	if accNode != nil {
-		if v, ok := parseInt(accNode, math.MaxUint32); ok {
-			l.Tenant.AccountID, l.HasTenant = uint32(v), true
-		} else {
-			addf2(accNode, "account_id: want %s, got %s", idRange, describe(accNode))
-		}
-	}
-	if projNode != nil {
-		if v, ok := parseInt(projNode, math.MaxUint32); ok {
-			l.Tenant.ProjectID = uint32(v)
-		} else {
-			addf2(projNode, "project_id: want %s, got %s", idRange, describe(projNode))
-		}
-		if accNode == nil {
-			addf2(projNode, "project_id without account_id: a limit is for one tenant (account_id, and project_id which defaults to 0) or, without both, for all tenants")
-		}
-	}
+	l.Resolution = parseResolution(l.Type, resNode, addf2)
+	l.Tenant, l.HasTenant = parseTenant(accNode, projNode, addf2)
 	if keyNode != nil {
-		if keyNode.Kind != yaml.ScalarNode || keyNode.ShortTag() != "!!str" {
-			addf2(keyNode, "key: want claim:<name> or label:<name>, got %s", describe(keyNode))
-		} else if k, err := ParseKey(keyNode.Value); err != nil {
-			addf2(keyNode, "key: %s", err)
-		} else if l.Type != 0 && !l.Type.Counted() {
-			addf2(keyNode, "key: only queries, series_fetched and query_time_ms limits can have a key: the gateway counts requests and query costs per key itself, "+
-				"but it never sees the %s of a write (bodies stream through unread), and the datasource reports usage per tenant only", l.Type)
-		} else {
-			l.Key = k
-		}
+		l.Key = parseLimitKey(l.Type, keyNode, addf2)
 	}
 	return l, bad == 0
+}
+
+// parseResolution reads the resolution of a limit of type t; n is nil when the limit has none.
+func parseResolution(t Type, n *yaml.Node, addf addFunc) Resolution {
+	switch {
+	case n == nil:
+		if t != ActiveSeries {
+			return Minute
+		}
+	case t == ActiveSeries:
+		addf(n, "resolution: active_series is a current count, not a sum over a window: remove the resolution")
+	case isScalar(n, "minute"):
+		return Minute
+	case isScalar(n, "hour"):
+		return Hour
+	default:
+		addf(n, "resolution: want minute or hour, got %s", describe(n))
+	}
+	return 0
+}
+
+// parseTenant reads whom a limit is for: the tenant of acc and proj, or, without both, every tenant.
+func parseTenant(acc, proj *yaml.Node, addf addFunc) (id tenant.ID, has bool) {
+	if acc != nil {
+		if v, ok := parseInt(acc, math.MaxUint32); ok {
+			id.AccountID, has = uint32(v), true
+		} else {
+			addf(acc, "account_id: want %s, got %s", idRange, describe(acc))
+		}
+	}
+	if proj != nil {
+		if v, ok := parseInt(proj, math.MaxUint32); ok {
+			id.ProjectID = uint32(v)
+		} else {
+			addf(proj, "project_id: want %s, got %s", idRange, describe(proj))
+		}
+		if acc == nil {
+			addf(proj, "project_id without account_id: a limit is for one tenant (account_id, and project_id which defaults to 0) or, without both, for all tenants")
+		}
+	}
+	return id, has
+}
+
+// parseLimitKey reads the key of a limit of type t.
+func parseLimitKey(t Type, n *yaml.Node, addf addFunc) Key {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		addf(n, "key: want claim:<name> or label:<name>, got %s", describe(n))
+		return Key{}
+	}
+	k, err := ParseKey(n.Value)
+	if err != nil {
+		addf(n, "key: %s", err)
+		return Key{}
+	}
+	if t != 0 && !t.Counted() {
+		addf(n, "key: only queries, series_fetched and query_time_ms limits can have a key: the gateway counts requests and query costs per key itself, "+
+			"but it never sees the %s of a write (bodies stream through unread), and the datasource reports usage per tenant only", t)
+		return Key{}
+	}
+	return k
 }
 
 func parseType(n *yaml.Node) Type {
