@@ -205,7 +205,7 @@ func (res *Results) evaluateTargets() {
 		add("cached auth (Authenticate, cache hit)", "< 1 µs", g.NsOp, "ns", g.NsOp < 1000, "go test -bench AuthenticateCached ./internal/auth/")
 	}
 	if g, ok := res.GoBench["BenchmarkGate/allowed"]; ok {
-		add("rate-limit check (Gate.Check, allowed)", "< 100 ns", g.NsOp, "ns", g.NsOp < 100, "go test -bench Gate ./internal/ratelimit/")
+		add("rate-limit check (Gate.Admit without headers, allowed)", "< 100 ns", g.NsOp, "ns", g.NsOp < 100, "go test -bench Gate ./internal/ratelimit/")
 	}
 }
 

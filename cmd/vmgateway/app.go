@@ -114,7 +114,7 @@ func newApp() (_ *app, err error) {
 		return nil, err
 	}
 	if a.gate != nil {
-		gcfg.Limiter = a.gate
+		gcfg.Limiter, gcfg.Costs = a.gate, a.gate
 	}
 	if a.qlimits, err = newQueryLimits(); err != nil {
 		return nil, err

@@ -12,7 +12,7 @@ import (
 
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/querylimits"
-	"github.com/vmgateway/vmgateway/internal/ratelimit"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 )
 
 // version is set at build time: -ldflags "-X main.version=..."
@@ -41,7 +41,7 @@ func main() {
 		os.Exit(validatePolicyFile(os.Stdout, os.Stderr))
 	}
 	if *rateLimitValidateOnly {
-		if err := ratelimit.ValidateFile(*rateLimitConfig); err != nil {
+		if err := limitfile.ValidateFile(*rateLimitConfig); err != nil {
 			fmt.Fprintf(os.Stderr, "vmgateway: -ratelimit.config is invalid:\n%s\n", err)
 			os.Exit(1)
 		}

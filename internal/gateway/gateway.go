@@ -27,6 +27,14 @@ type Limiter interface {
 	Admit(a *auth.Access, rt route.Route, h http.Header) error
 }
 
+// CostCounter counts what answered queries cost against the callers' cost limits (ratelimit.Gate): the stats
+// VictoriaMetrics ends query answers with. A caller over its budget is refused by the Limiter's next Admit.
+type CostCounter interface {
+	// Costed reports whether the caller has cost limits: only then are the stats of its answers counted.
+	Costed(a *auth.Access) bool
+	Spend(a *auth.Access, seriesFetched int64, execMsec float64)
+}
+
 // Config wires the pipeline's parts. Nil Auth means -enable.auth is off; nil Limiter means no rate limiting.
 type Config struct {
 	ReadURL, WriteURL             *url.URL
@@ -37,6 +45,8 @@ type Config struct {
 	Cluster             bool
 	Auth                Authenticator
 	Limiter             Limiter
+	// Costs, when set, counts the stats of query answers against cost limits (with the Limiter, the same gate).
+	Costs CostCounter
 	// AuthHeader is the header that carries the token; it never reaches an upstream.
 	AuthHeader string
 	// Limits bound concurrency, selector args and bodies; the zero value limits nothing.
@@ -50,6 +60,7 @@ type Gateway struct {
 	cluster      bool
 	auth         Authenticator
 	limiter      Limiter
+	costs        CostCounter
 	read, write  *upstream
 	dropHeaders  []string
 	unrestricted *auth.Access
@@ -75,6 +86,7 @@ func New(cfg Config) (*Gateway, error) {
 		cluster: cfg.Cluster,
 		auth:    cfg.Auth,
 		limiter: cfg.Limiter,
+		costs:   cfg.Costs,
 		// The token is the client's credential for the gateway, never for the upstream; the tenant headers would
 		// let a client pick a tenant behind the gateway's back.
 		dropHeaders:  []string{"Authorization", "AccountID", "ProjectID"},
@@ -165,7 +177,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.conc.release(ts)
 	up = g.upstreamOf(rt)
-	g.forward(sw, withAnswerFilter(r, access, rt), rt, t, up)
+	g.forward(sw, g.withCost(withAnswerFilter(r, access, rt), access, rt), rt, t, up)
 }
 
 // authenticate yields the request's Access: the verified token, or an unrestricted one when -enable.auth is off.

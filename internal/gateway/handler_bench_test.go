@@ -39,6 +39,9 @@ const grafanaQuery = `histogram_quantile(0.99, sum(rate(http_request_duration_se
 // promMatrix is a small query_range answer: one series, a few points.
 var promMatrix = []byte(`{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"handler":"/api/v1/query"},"values":[[1700000000,"0.12"],[1700000015,"0.11"],[1700000030,"0.13"],[1700000045,"0.12"]]}]}}`)
 
+// promMatrixStats is promMatrix as current VictoriaMetrics ends it: with the query's stats.
+var promMatrixStats = append(bytes.TrimSuffix(promMatrix, []byte("}")), []byte(`,"stats":{"seriesFetched": "7","executionTimeMsec":3}}`)...)
+
 var importBody = []byte(strings.Repeat("http_requests_total{job=\"api\",instance=\"10.0.0.1:8080\",code=\"200\"} 1027 1700000000000\n", 8))
 
 func BenchmarkHandler(b *testing.B) {
@@ -48,6 +51,9 @@ func BenchmarkHandler(b *testing.B) {
 
 	full := newGateway(b, gateway.Config{Auth: verifier, Limiter: gate}, mem)
 	open := newGateway(b, gateway.Config{}, mem)
+	// With cost limits the stats at the end of each answer are read and counted for the caller.
+	costGate := benchGate(b, "  - {type: series_fetched, value: 1000000000000}\n  - {type: query_time_ms, value: 1000000000000}\n")
+	costed := newGateway(b, gateway.Config{Auth: verifier, Limiter: costGate, Costs: costGate}, &memUpstream{answer: promMatrixStats})
 
 	readURL := "/api/v1/query_range?" + url.Values{
 		"query": {grafanaQuery}, "start": {"1700000000"}, "end": {"1700003600"}, "step": {"15"},
@@ -60,6 +66,12 @@ func BenchmarkHandler(b *testing.B) {
 	serveOnce(b, full, read, nil)
 	if q := mem.last().Query().Get("query"); !strings.Contains(q, `team="dev"`) {
 		b.Fatalf("the upstream got query %q; want it rewritten with team=\"dev\"", q)
+	}
+	serveOnce(b, costed, read, nil)
+	st := httptest.NewRecorder()
+	costGate.StatusHandler().ServeHTTP(st, httptest.NewRequest(http.MethodGet, "/ratelimit/status", nil))
+	if !strings.Contains(st.Body.String(), `"type": "series_fetched"`) || !strings.Contains(st.Body.String(), `"usage": 7,`) {
+		b.Fatalf("the costed gateway did not count the answer's 7 series:\n%s", st.Body.String())
 	}
 	serveOnce(b, full, write, importBody)
 	if got := mem.last().Query()["extra_label"]; len(got) == 0 || got[len(got)-1] != "team=dev" {
@@ -74,6 +86,7 @@ func BenchmarkHandler(b *testing.B) {
 	}{
 		{"read/auth+limit+rewrite", full, read, nil},
 		{"read/no_auth", open, read, nil},
+		{"read/auth+limit+cost+rewrite", costed, read, nil},
 		{"write/auth+limit+extra_label", full, write, importBody},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
@@ -158,12 +171,12 @@ func benchVerifier(b *testing.B) (string, *auth.Verifier) {
 	return token, v
 }
 
-// benchGate is a real gate with limits no request reaches. It is not started: usage stays empty, which costs the
-// check exactly what a polled snapshot does.
-func benchGate(b *testing.B) *ratelimit.Gate {
+// benchGate is a real gate with limits no request reaches, and more limits if given. It is not started: usage
+// stays empty, which costs the check exactly what a polled snapshot does.
+func benchGate(b *testing.B, more ...string) *ratelimit.Gate {
 	b.Helper()
 	path := filepath.Join(b.TempDir(), "limits.yml")
-	limits := "limits:\n  - {type: queries, value: 1000000000}\n  - {type: rows_inserted, value: 1000000000}\n"
+	limits := "limits:\n  - {type: queries, value: 1000000000}\n  - {type: rows_inserted, value: 1000000000}\n" + strings.Join(more, "")
 	if err := os.WriteFile(path, []byte(limits), 0o600); err != nil {
 		b.Fatal(err)
 	}
@@ -207,8 +220,10 @@ func serveOnce(b *testing.B, h http.Handler, base *http.Request, body []byte) {
 	serve(b, h, newDiscardWriter(), base, body)
 }
 
-// memUpstream answers reads with promMatrix and writes with 204, from memory; it reads and discards the body.
+// memUpstream answers reads with answer (promMatrix when nil) and writes with 204, from memory; it reads and
+// discards the body.
 type memUpstream struct {
+	answer  []byte
 	lastURL atomic.Pointer[url.URL]
 }
 
@@ -222,6 +237,9 @@ func (m *memUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 		StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: http.Header{"Content-Type": {"application/json"}}, Request: r,
 		Body: io.NopCloser(bytes.NewReader(promMatrix)), ContentLength: int64(len(promMatrix)),
+	}
+	if m.answer != nil {
+		resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(m.answer)), int64(len(m.answer))
 	}
 	if r.Method == http.MethodPost {
 		resp.StatusCode, resp.Header, resp.Body, resp.ContentLength = http.StatusNoContent, http.Header{}, http.NoBody, 0

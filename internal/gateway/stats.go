@@ -2,19 +2,24 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/route"
 )
 
 // VictoriaMetrics (since v1.9x; v1.79 does not) ends each /api/v1/query and /api/v1/query_range answer with
 // "stats":{"seriesFetched":"N","executionTimeMsec":M}: what the query cost the cluster. The gateway reads it from
-// the last bytes of the answer as they stream through, without holding the answer, and measures it; answers
-// without it are counted, so an operator can see whether the upstream reports its costs. Compressed answers pass
-// unread: their tail is not text.
+// the last bytes of the answer as they stream through, without holding the answer, measures it and, for a caller
+// with cost limits, counts it against them (CostCounter); answers without it are counted, so an operator can see
+// whether the upstream reports its costs. Compressed answers pass unread: their tail is not text. So the query of
+// a caller with cost limits asks the upstream for an uncompressed answer.
 var (
 	querySeriesFetched = metrics.NewHistogram("vmgateway_query_series_fetched")
 	queryExecution     = metrics.NewHistogram("vmgateway_query_execution_seconds")
@@ -43,7 +48,34 @@ func watchStats(resp *http.Response) {
 		queryStatsCompressed.Inc()
 		return
 	}
-	resp.Body = &statsTail{rc: resp.Body, done: recordStats}
+	done := recordStats
+	if c, ok := resp.Request.Context().Value(costKey{}).(costSink); ok {
+		done = func(s queryStats, ok bool) {
+			recordStats(s, ok)
+			if ok {
+				c.costs.Spend(c.access, s.seriesFetched, s.execMsec)
+			}
+		}
+	}
+	resp.Body = &statsTail{rc: resp.Body, done: done}
+}
+
+// costKey marks in a request's context the caller whose answer's stats are counted against its cost limits.
+type costKey struct{}
+
+type costSink struct {
+	costs  CostCounter
+	access *auth.Access
+}
+
+// withCost marks a query of a caller with cost limits, so that the stats of its answer are counted, and asks the
+// upstream for the answer uncompressed: the stats of a compressed one cannot be read.
+func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route) *http.Request {
+	if g.costs == nil || rt.API != "query" && rt.API != "query_range" || !g.costs.Costed(a) {
+		return r
+	}
+	r.Header.Set("Accept-Encoding", "identity")
+	return r.WithContext(context.WithValue(r.Context(), costKey{}, costSink{g.costs, a}))
 }
 
 func recordStats(s queryStats, ok bool) {

@@ -20,7 +20,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/confsource"
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/gencache"
-	"github.com/vmgateway/vmgateway/internal/ratelimit"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -56,7 +56,7 @@ type entry struct {
 	line      int
 	tenant    tenant.ID
 	hasTenant bool
-	key       ratelimit.Key
+	key       limitfile.Key
 	// vals are milliseconds (durations) or bytes; 0 means the entry does not set the field.
 	vals [numFields]int64
 	// blocked indexes config.patterns; blockedSet tells an explicit empty list from none.
@@ -155,8 +155,8 @@ func newConfig(entries []*entry, patterns []pattern) *config {
 // one, else the default's.
 func buildRules(own, defaults []*entry) *ruleSet {
 	rs := &ruleSet{}
-	ownByKey, defByKey := map[ratelimit.Key]*entry{}, map[ratelimit.Key]*entry{}
-	var keys []ratelimit.Key
+	ownByKey, defByKey := map[limitfile.Key]*entry{}, map[limitfile.Key]*entry{}
+	var keys []limitfile.Key
 	for _, es := range [][]*entry{own, defaults} {
 		for _, e := range es {
 			if _, ok := ownByKey[e.key]; !ok {
@@ -249,7 +249,7 @@ func parseConfig(data []byte, source string) (*config, error) {
 			type who struct {
 				t         tenant.ID
 				hasTenant bool
-				key       ratelimit.Key
+				key       limitfile.Key
 			}
 			seen := map[who]int{}
 			for _, item := range list.Content {
@@ -313,7 +313,7 @@ func parseEntry(item *yaml.Node, addf addFunc, patterns *[]pattern) (*entry, boo
 		case "key":
 			if val.Kind != yaml.ScalarNode || val.ShortTag() != "!!str" {
 				addf2(val, "key: want claim:<name> or label:<name>, got %s", describe(val))
-			} else if k, err := ratelimit.ParseKey(val.Value); err != nil {
+			} else if k, err := limitfile.ParseKey(val.Value); err != nil {
 				addf2(val, "key: %s", err)
 			} else {
 				e.key = k

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vmgateway/vmgateway/internal/ratelimit"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -61,7 +61,7 @@ func TestParseSelection(t *testing.T) {
 	if len(t7.blocked) != 1 || c.patterns[t7.blocked[0].patterns[0]].re == nil {
 		t.Errorf("tenant 7 blocked %+v, want its own regexp only", t7.blocked)
 	}
-	if len(t7.rules[maxQueryLookback]) != 2 || t7.rules[maxQueryLookback][1].e.key != (ratelimit.Key{Claim: "sub"}) {
+	if len(t7.rules[maxQueryLookback]) != 2 || t7.rules[maxQueryLookback][1].e.key != (limitfile.Key{Claim: "sub"}) {
 		t.Errorf("tenant 7's 2d lookback should come from its claim:sub entry")
 	}
 	// Tenant 8:3 clears the default blocked queries and keeps the other defaults.

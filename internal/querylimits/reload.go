@@ -13,7 +13,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
-	"github.com/vmgateway/vmgateway/internal/ratelimit"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
 
@@ -45,7 +45,7 @@ func New(pathOrURL string, checkInterval time.Duration) (*Limiter, error) {
 	if checkInterval < 0 {
 		return nil, fmt.Errorf("-querylimits.configCheckInterval=%s is negative", checkInterval)
 	}
-	l := &Limiter{path: pathOrURL, source: ratelimit.ShowSource(pathOrURL), interval: checkInterval}
+	l := &Limiter{path: pathOrURL, source: limitfile.ShowSource(pathOrURL), interval: checkInterval}
 	c, data, err := load(pathOrURL)
 	if err != nil {
 		return nil, err
@@ -68,11 +68,11 @@ func load(pathOrURL string) (*config, []byte, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
-	data, err := ratelimit.ReadConfig(ctx, pathOrURL)
+	data, err := limitfile.ReadConfig(ctx, pathOrURL)
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := parseConfig(data, ratelimit.ShowSource(pathOrURL))
+	c, err := parseConfig(data, limitfile.ShowSource(pathOrURL))
 	return c, data, err
 }
 
@@ -115,7 +115,7 @@ func (l *Limiter) reload(force bool) error {
 	defer l.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	defer cancel()
-	data, err := ratelimit.ReadConfig(ctx, l.path)
+	data, err := limitfile.ReadConfig(ctx, l.path)
 	if err != nil {
 		l.last = nil
 		return l.failed(err)

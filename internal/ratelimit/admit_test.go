@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
@@ -43,11 +44,11 @@ func clockGate(t testing.TB, limits string, cfg Config) (*Gate, *clock) {
 	return g, c
 }
 
-func asRejection(t *testing.T, err error) *Rejection {
+func asRejection(t *testing.T, err error) *limitError {
 	t.Helper()
-	var r *Rejection
+	var r *limitError
 	if !errors.As(err, &r) {
-		t.Fatalf("got %v, want a *Rejection", err)
+		t.Fatalf("got %v, want a *limitError", err)
 	}
 	return r
 }
@@ -56,7 +57,7 @@ func asRejection(t *testing.T, err error) *Rejection {
 func admitN(g *Gate, a *auth.Access, n int) int {
 	passed := 0
 	for i := 0; i < n; i++ {
-		if g.Check(a, rt(route.Read)) == nil {
+		if g.check(a, rt(route.Read)) == nil {
 			passed++
 		}
 	}
@@ -69,8 +70,8 @@ func TestAdmitSlidingWindows(t *testing.T) {
 	if n := admitN(g, a, 5); n != 5 {
 		t.Fatalf("%d of 5 passed", n)
 	}
-	r := asRejection(t, g.Check(a, rt(route.Read)))
-	if r.Limit.Resolution != Minute || r.Usage != 5 || r.RetryAfter() != 61*time.Second || r.HTTPStatus() != 429 {
+	r := asRejection(t, g.check(a, rt(route.Read)))
+	if r.Limit.Resolution != limitfile.Minute || r.Usage != 5 || r.RetryAfter() != 61*time.Second || r.HTTPStatus() != 429 {
 		t.Errorf("rejection %+v retry %s", r, r.RetryAfter())
 	}
 	const msg = "rate limit exceeded for tenant 1:0: limit type=queries resolution=minute value=5 (the default limit for all tenants), " +
@@ -83,9 +84,9 @@ func TestAdmitSlidingWindows(t *testing.T) {
 	if n := admitN(g, a, 4); n != 3 {
 		t.Fatalf("a minute later %d of 4 passed, want 3 (the hour limit of 8)", n)
 	}
-	r = asRejection(t, g.Check(a, rt(route.Read)))
+	r = asRejection(t, g.check(a, rt(route.Read)))
 	// The first minute's 5 leave the hour at t0+61min.
-	if r.Limit.Resolution != Hour || r.Usage != 8 || r.RetryAfter() != 3599*time.Second {
+	if r.Limit.Resolution != limitfile.Hour || r.Usage != 8 || r.RetryAfter() != 3599*time.Second {
 		t.Errorf("hour rejection: %s usage %v retry %s", r.Limit.Resolution, r.Usage, r.RetryAfter())
 	}
 	clk.set(t0 + 3660)
@@ -96,33 +97,33 @@ func TestAdmitSlidingWindows(t *testing.T) {
 	if n := admitN(g, access(tid(2, 0)), 6); n != 5 {
 		t.Errorf("tenant 2:0: %d of 6 passed", n)
 	}
-	if got := g.metrics.rejected[meter{Queries, Minute}].Get(); got != 3 {
+	if got := g.metrics.rejected[meter{limitfile.Queries, limitfile.Minute}].Get(); got != 3 {
 		t.Errorf("rejected_total{queries,minute} = %d, want 3", got)
 	}
 }
 
 func TestAdmitDatasourceAndLocal(t *testing.T) {
 	g, _ := clockGate(t, "limits:\n  - {type: queries, value: 50}\n", Config{})
-	g.setUsage(map[usageKey]float64{{tid(1, 0), meter{Queries, Minute}}: 45, {tid(2, 0), meter{Queries, Minute}}: 50})
+	g.setUsage(map[usageKey]float64{{tid(1, 0), meter{limitfile.Queries, limitfile.Minute}}: 45, {tid(2, 0), meter{limitfile.Queries, limitfile.Minute}}: 50})
 	// The larger figure decides: the datasource's 45 is below 50, so the gate's own count decides.
 	if n := admitN(g, access(tid(1, 0)), 60); n != 50 {
 		t.Errorf("tenant 1:0: %d passed, want 50", n)
 	}
-	d := g.Decide(access(tid(1, 0)), rt(route.Read))
+	d := g.peek(access(tid(1, 0)), rt(route.Read))
 	if d.Usage != 50 || d.Err() == nil || !strings.Contains(d.Err().Error(), "counted by this gateway") {
-		t.Errorf("Decide: %+v", d)
+		t.Errorf("peek: %+v", d)
 	}
 	// The datasource's 50 rejects at once, and says so.
-	r := asRejection(t, g.Check(access(tid(2, 0)), rt(route.Read)))
+	r := asRejection(t, g.check(access(tid(2, 0)), rt(route.Read)))
 	if r.Usage != 50 || strings.Contains(r.Error(), "counted by") {
 		t.Errorf("tenant 2:0: %v", r)
 	}
-	// Decide counts nothing.
+	// peek counts nothing.
 	for i := 0; i < 10; i++ {
-		g.Decide(access(tid(3, 0)), rt(route.Read))
+		g.peek(access(tid(3, 0)), rt(route.Read))
 	}
-	if d := g.Decide(access(tid(3, 0)), rt(route.Read)); d.Usage != 0 {
-		t.Errorf("Decide counted: usage %v", d.Usage)
+	if d := g.peek(access(tid(3, 0)), rt(route.Read)); d.Usage != 0 {
+		t.Errorf("peek counted: usage %v", d.Usage)
 	}
 }
 
@@ -140,7 +141,7 @@ limits:
 	if n := admitN(g, alice, 3); n != 2 {
 		t.Fatalf("alice: %d of 3 passed, want 2", n)
 	}
-	r := asRejection(t, g.Check(alice, rt(route.Read)))
+	r := asRejection(t, g.check(alice, rt(route.Read)))
 	if want := `rate limit exceeded for tenant 1:0 and claim:sub="alice": limit type=queries resolution=minute value=2 key=claim:sub ` +
 		`(the default limit for all tenants), usage seen 2 in the last minute counted by this gateway; retry after 1m1s`; r.Error() != want || r.KeyValue != "alice" {
 		t.Errorf("message %q\nwant    %q", r.Error(), want)
@@ -156,7 +157,7 @@ limits:
 	if n := admitN(g, tok(tid(1, 0), "carol"), 1); n != 0 {
 		t.Errorf("carol passed the tenant's limit of 6")
 	}
-	if d := g.Decide(tok(tid(1, 0), "dave"), rt(route.Read)); d.Usage != 6 || d.Limit.Key != (Key{}) {
+	if d := g.peek(tok(tid(1, 0), "dave"), rt(route.Read)); d.Usage != 6 || d.Limit.Key != (limitfile.Key{}) {
 		t.Errorf("tenant count: %+v, want 6 against the tenant's limit", d)
 	}
 	// The same sub in another tenant is another count.
@@ -175,10 +176,10 @@ limits:
 	}
 	for i := 0; i < 3; i++ {
 		dev.Claims = map[string]any{"sub": string(rune('a' + i))}
-		_ = g.Check(dev, rt(route.Read))
+		_ = g.check(dev, rt(route.Read))
 	}
-	r = asRejection(t, g.Check(&auth.Access{Tenant: tid(7, 0), Enforcer: enf, Claims: map[string]any{"sub": "z"}}, rt(route.Read)))
-	if r.Limit.Key != (Key{Label: "team"}) || r.KeyValue != "dev" || r.Usage != 3 {
+	r = asRejection(t, g.check(&auth.Access{Tenant: tid(7, 0), Enforcer: enf, Claims: map[string]any{"sub": "z"}}, rt(route.Read)))
+	if r.Limit.Key != (limitfile.Key{Label: "team"}) || r.KeyValue != "dev" || r.Usage != 3 {
 		t.Errorf("team limit: %v", r)
 	}
 }
@@ -215,7 +216,7 @@ func TestAdmitHeaders(t *testing.T) {
 	} {
 		g, _ := clockGate(t, limits, Config{Headers: tc.mode})
 		if tc.usage != 0 {
-			g.setUsage(map[usageKey]float64{{tc.a.Tenant, meter{Queries, Minute}}: tc.usage})
+			g.setUsage(map[usageKey]float64{{tc.a.Tenant, meter{limitfile.Queries, limitfile.Minute}}: tc.usage})
 		}
 		admitN(g, tc.a, tc.n)
 		h := http.Header{}
@@ -248,21 +249,21 @@ func TestDryRun(t *testing.T) {
 	restore := captureLogs(&logs)
 	defer restore()
 	g, _ := clockGate(t, "limits:\n  - {type: queries, value: 5}\n  - {type: queries, value: 1, account_id: 2}\n", Config{DryRun: true, Headers: HeadersDraft03})
-	g.setUsage(map[usageKey]float64{{tid(2, 0), meter{Queries, Minute}}: 10})
+	g.setUsage(map[usageKey]float64{{tid(2, 0), meter{limitfile.Queries, limitfile.Minute}}: 10})
 	h := http.Header{}
 	for i := 0; i < 20; i++ {
 		if err := g.Admit(access(tid(1, 0)), rt(route.Read), h); err != nil {
 			t.Fatalf("dry run rejected request %d: %v", i, err)
 		}
-		if err := g.Check(access(tid(2, 0)), rt(route.Read)); err != nil {
+		if err := g.check(access(tid(2, 0)), rt(route.Read)); err != nil {
 			t.Fatalf("dry run rejected tenant 2:0: %v", err)
 		}
 	}
 	// What would have been rejected is counted; nothing is counted as rejected.
-	if got := g.metrics.dryRunRejected[meter{Queries, Minute}].Get(); got != 15+20 {
+	if got := g.metrics.dryRunRejected[meter{limitfile.Queries, limitfile.Minute}].Get(); got != 15+20 {
 		t.Errorf("dryrun_would_reject_total = %d, want 35", got)
 	}
-	if got := g.metrics.rejected[meter{Queries, Minute}].Get(); got != 0 {
+	if got := g.metrics.rejected[meter{limitfile.Queries, limitfile.Minute}].Get(); got != 0 {
 		t.Errorf("rejected_total = %d under dry run", got)
 	}
 	// The headers tell the truth, and the log says what would have happened, once per interval.
@@ -276,7 +277,7 @@ func TestDryRun(t *testing.T) {
 	// Fail closed under dry run: counted as a stale would-be rejection.
 	g2, _ := clockGate(t, "limits:\n  - {type: queries, value: 5}\n", Config{DryRun: true, FailClosed: true, MaxUsageAge: 10 * time.Second})
 	g2.markStale(time.Now().Add(time.Minute))
-	if err := g2.Check(access(tid(1, 0)), rt(route.Read)); err != nil || g2.metrics.dryRunStale.Get() != 1 {
+	if err := g2.check(access(tid(1, 0)), rt(route.Read)); err != nil || g2.metrics.dryRunStale.Get() != 1 {
 		t.Errorf("stale under dry run: %v, counted %d", err, g2.metrics.dryRunStale.Get())
 	}
 }

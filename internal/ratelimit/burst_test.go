@@ -21,7 +21,7 @@ func burst(g *Gate, n, concurrency int) int {
 		go func() {
 			defer wg.Done()
 			for range next {
-				if g.Check(access(tid(0, 0)), rt(route.Read)) == nil {
+				if g.check(access(tid(0, 0)), rt(route.Read)) == nil {
 					passed.Add(1)
 				}
 			}

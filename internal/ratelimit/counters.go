@@ -7,28 +7,38 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
-// seriesKey names what one series counts: the requests of a tenant, or of one value of a key within a tenant.
-// The key is interned, so that hashing a seriesKey hashes one string, the value, empty for a tenant's own series.
+// seriesKey names what one series counts: the requests of a tenant, or of one value of a key within a tenant, or
+// one cost of their queries. The key is interned, so that hashing a seriesKey hashes one string, the value, empty
+// for a tenant's own series.
 type seriesKey struct {
 	tenant tenant.ID
 	key    keyID
 	value  string
+	// cost is the cost type the series sums (limitfile.SeriesFetched, QueryTimeMs); zero: it counts requests.
+	cost limitfile.Type
 }
 
-// keyID is an interned Key; 0 is the zero Key. IDs live as long as the process: keys come from limits
+// requests is k without its cost: the tenant or key value it is about, whatever it counts.
+func (k seriesKey) requests() seriesKey {
+	k.cost = 0
+	return k
+}
+
+// keyID is an interned limitfile.Key; 0 is the zero Key. IDs live as long as the process: keys come from limits
 // configs, and there are few.
 type keyID uint32
 
 var keyTable = struct {
 	sync.Mutex
-	ids  map[Key]keyID
-	keys []Key
-}{ids: map[Key]keyID{{}: 0}, keys: []Key{{}}}
+	ids  map[limitfile.Key]keyID
+	keys []limitfile.Key
+}{ids: map[limitfile.Key]keyID{{}: 0}, keys: []limitfile.Key{{}}}
 
-func intern(k Key) keyID {
+func intern(k limitfile.Key) keyID {
 	keyTable.Lock()
 	defer keyTable.Unlock()
 	id, ok := keyTable.ids[k]
@@ -40,7 +50,7 @@ func intern(k Key) keyID {
 	return id
 }
 
-func (id keyID) Key() Key {
+func (id keyID) Key() limitfile.Key {
 	keyTable.Lock()
 	defer keyTable.Unlock()
 	return keyTable.keys[id]
@@ -105,7 +115,7 @@ func newCounters() *counters {
 
 func (c *counters) shard(k seriesKey) *counterShard {
 	h := uint64(k.tenant.AccountID)<<32 | uint64(k.tenant.ProjectID)
-	h ^= uint64(k.key) * 0x9e3779b97f4a7c15
+	h ^= (uint64(k.key) | uint64(k.cost)<<32) * 0x9e3779b97f4a7c15
 	if k.value != "" {
 		h ^= maphash.String(c.seed, k.value)
 	}

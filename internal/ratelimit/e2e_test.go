@@ -77,8 +77,8 @@ func TestEndToEnd(t *testing.T) {
 	open, closed := newGate(openPath, false), newGate(closedPath, true)
 
 	status := func(g *Gate, acc uint32, k route.Kind) (int, string) {
-		var r *Rejection
-		if err := g.Check(access(tid(acc, 0)), rt(k)); errors.As(err, &r) {
+		var r *limitError
+		if err := g.check(access(tid(acc, 0)), rt(k)); errors.As(err, &r) {
 			return r.HTTPStatus(), r.Error()
 		}
 		return 200, ""
@@ -102,11 +102,11 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("tenant %d:0 %s: %d %s, want it to pass", c.acc, c.kind, st, msg)
 		}
 	}
-	d := open.Decide(access(tid(1, 0)), rt(route.Read))
+	d := open.peek(access(tid(1, 0)), rt(route.Read))
 	if d.Usage < 500 || d.Usage > 700 {
 		t.Errorf("tenant 1:0 usage %v, want about 600 queries in the last minute", d.Usage)
 	}
-	if d := open.Decide(access(tid(2, 0)), rt(route.Read)); d.Usage > 10 {
+	if d := open.peek(access(tid(2, 0)), rt(route.Read)); d.Usage > 10 {
 		t.Errorf("tenant 2:0 usage %v, want about 6: the job=\"other\" series must not count", d.Usage)
 	}
 

@@ -18,6 +18,15 @@
 // replica holds and does not use within the second are given back only then, so another replica may be refused
 // for up to a second while they are held. When Redis fails, each replica counts alone (then the replicas together
 // admit at most their number times the limit) until Redis answers again.
+//
+// Who owns what: package limitfile reads the limits config and picks a tenant's limits; rules turn limits and
+// usage into a snapshot's decisions; the tally holds the gate's own counts (counters of series, each with its
+// windows) and a counterStore (Redis) that shares them; the status page and the rate-limit headers are made from
+// values read at one instant (report, figures), never from the counters or leases themselves.
+//
+// Cost limits (series_fetched, query_time_ms) are counted by the gate alone, after the fact: Spend adds what an
+// answered query cost, from the stats VictoriaMetrics ends the answer with, and Admit refuses a caller whose
+// costs already reached a limit.
 package ratelimit
 
 import (
@@ -32,10 +41,11 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
-	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/datasource"
-	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/tenant"
+
+	"github.com/vmgateway/vmgateway/internal/confsource"
 )
 
 // Config is what the -ratelimit.* and -datasource.* flags set.
@@ -65,22 +75,19 @@ type Config struct {
 
 // Gate decides whether a tenant's request is within its limits.
 type Gate struct {
-	ds              *datasource.Client
-	configPath      string
-	source          string // configPath as messages show it
-	checkInterval   time.Duration
-	refreshInterval time.Duration
-	maxUsageAge     time.Duration
-	failClosed      bool
-	filters         string // rendered -ratelimit.extraLabels
-	metrics         *gateMetrics
-	headers         Headers
-	dryRun          bool
-	dryRunLog       rareLog
+	ds            *datasource.Client
+	configPath    string
+	source        string // configPath as messages show it
+	checkInterval time.Duration
+	rules         rules
+	filters       string // rendered -ratelimit.extraLabels
+	metrics       *gateMetrics
+	headers       Headers
+	dryRun        bool
+	dryRunLog     rareLog
 
-	// counters are the gate's own counts of the requests it admitted; shared, when set, shares them in Redis.
-	counters *counters
-	shared   *shared
+	// tally holds the gate's own counts of the requests and query costs it admitted.
+	tally tally
 	// now is the clock of the counts: coarseNow, which tests replace. clock is the time Start's ticker last stored
 	// (Unix ns), read instead of asking the system on every request.
 	now   func() time.Time
@@ -121,13 +128,13 @@ func New(cfg Config) (*Gate, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), confsource.FetchTimeout)
 	defer cancel()
-	data, err := ReadConfig(ctx, cfg.ConfigPath)
+	data, err := limitfile.ReadConfig(ctx, cfg.ConfigPath)
 	if err != nil {
 		return nil, err
 	}
-	lim, err := parseLimits(data, ShowSource(cfg.ConfigPath))
+	lim, err := limitfile.Parse(data, limitfile.ShowSource(cfg.ConfigPath))
 	if err != nil {
 		return nil, err
 	}
@@ -135,24 +142,25 @@ func New(cfg Config) (*Gate, error) {
 		return nil, fmt.Errorf("unknown rate-limit headers setting %d", cfg.Headers)
 	}
 	g := &Gate{
-		ds:              ds,
-		configPath:      cfg.ConfigPath,
-		source:          ShowSource(cfg.ConfigPath),
-		checkInterval:   cfg.ConfigCheckInterval,
-		refreshInterval: cfg.RefreshInterval,
-		maxUsageAge:     cfg.MaxUsageAge,
-		failClosed:      cfg.FailClosed,
-		filters:         filters,
-		lastConfig:      data,
-		headers:         cfg.Headers,
-		dryRun:          cfg.DryRun,
-		dryRunLog:       rareLog{every: 10 * time.Second},
-		counters:        newCounters(),
+		ds:            ds,
+		configPath:    cfg.ConfigPath,
+		source:        limitfile.ShowSource(cfg.ConfigPath),
+		checkInterval: cfg.ConfigCheckInterval,
+		rules:         rules{refreshInterval: cfg.RefreshInterval, maxUsageAge: cfg.MaxUsageAge, failClosed: cfg.FailClosed},
+		filters:       filters,
+		lastConfig:    data,
+		headers:       cfg.Headers,
+		dryRun:        cfg.DryRun,
+		dryRunLog:     rareLog{every: 10 * time.Second},
 	}
 	g.now = g.coarseNow
 	g.metrics = newGateMetrics(g)
-	if g.shared, err = newShared(cfg.Redis, g.metrics.set); err != nil {
-		return nil, err
+	g.rules.metrics = g.metrics
+	g.tally = tally{counters: newCounters(), rules: &g.rules}
+	if cfg.Redis.URL != "" {
+		if g.tally.store, err = newRedisStore(cfg.Redis, g.metrics.set); err != nil {
+			return nil, err
+		}
 	}
 	g.metrics.reloaded(true)
 	g.publish(&snapshot{limits: lim, fetchedAt: time.Now()})
@@ -166,20 +174,16 @@ func (g *Gate) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.stop = cancel
 	g.every(ctx, clockTick, true, func() { g.clock.Store(time.Now().UnixNano()) })
-	g.every(ctx, g.refreshInterval, true, func() { g.poll(ctx) })
+	g.every(ctx, g.rules.refreshInterval, true, func() { g.poll(ctx) })
 	// Staleness has its own ticker: a refresh hanging until the datasource timeout must not delay the policy.
-	g.every(ctx, g.refreshInterval, false, func() { g.markStale(time.Now()) })
+	g.every(ctx, g.rules.refreshInterval, false, func() { g.markStale(time.Now()) })
 	if g.checkInterval > 0 {
 		g.every(ctx, g.checkInterval, false, func() { _ = g.reload(false) })
 	}
-	g.every(ctx, time.Minute, false, func() { g.counters.evict(g.now().Unix()) })
-	if g.shared != nil {
+	g.every(ctx, time.Minute, false, func() { g.tally.counters.evict(g.now().Unix()) })
+	if g.tally.store != nil {
 		// Finds Redis (at once, then again after a failure) and gives back the units of leases whose second ended.
-		g.every(ctx, 250*time.Millisecond, true, func() {
-			now := g.now()
-			g.shared.probe(now)
-			g.shared.giveBackStale(g.counters, now)
-		})
+		g.every(ctx, 250*time.Millisecond, true, func() { g.tally.store.maintain(g.tally.counters, g.now()) })
 	}
 }
 
@@ -191,8 +195,8 @@ func (g *Gate) Stop() {
 	g.stop()
 	g.wg.Wait()
 	g.clock.Store(0)
-	if g.shared != nil {
-		g.shared.close()
+	if g.tally.store != nil {
+		g.tally.store.close()
 	}
 	metrics.UnregisterSet(g.metrics.set, false)
 }
@@ -233,22 +237,22 @@ func (g *Gate) every(ctx context.Context, interval time.Duration, now bool, f fu
 	}()
 }
 
-// Decision is the gate's answer for one request. Besides allowing or rejecting, it names the limit that
+// decision is the gate's answer for one request. Besides allowing or rejecting, it names the limit that
 // matters for the caller (for rate-limit response headers): the one rejecting, or the one nearest to its value.
-type Decision struct {
+type decision struct {
 	// Limit is that limit; its Type is zero when no limit applies to the request.
-	Limit Limit
+	Limit limitfile.Limit
 	// Usage is the caller's usage against Limit: the largest of the datasource's figure, the gate's own count and,
 	// with Redis, the count shared by all replicas.
 	Usage float64
 	// Reset is how long until the usage counted against Limit has plausibly left its window, or, over the limit,
 	// until a request can pass again.
 	Reset     time.Duration
-	rejection *Rejection
+	rejection *limitError
 }
 
-// Err is nil when the request may pass, else a *Rejection.
-func (d Decision) Err() error {
+// Err is nil when the request may pass, else a *limitError.
+func (d decision) Err() error {
 	if d.rejection == nil {
 		return nil
 	}
@@ -262,12 +266,12 @@ const (
 	fromShared     = "shared"
 )
 
-// Rejection is the error for a request over a limit (HTTP 429), or for a request the gate cannot judge because
+// limitError is the error for a request over a limit (HTTP 429), or for a request the gate cannot judge because
 // its usage data is stale under -ratelimit.failClosed (HTTP 503). Both carry a Retry-After.
-type Rejection struct {
+type limitError struct {
 	// Tenant and Limit are zero for a stale-data rejection.
 	Tenant tenant.ID
-	Limit  Limit
+	Limit  limitfile.Limit
 	Usage  float64
 	// KeyValue is the caller's value of Limit.Key, when the limit has one.
 	KeyValue string
@@ -279,7 +283,7 @@ type Rejection struct {
 	dryCount *metrics.Counter
 }
 
-func (r *Rejection) Error() string {
+func (r *limitError) Error() string {
 	if r.msg != "" {
 		return r.msg
 	}
@@ -287,17 +291,13 @@ func (r *Rejection) Error() string {
 }
 
 // HTTPStatus is 429 for a tenant over a limit and 503 when the gate has no fresh usage data.
-func (r *Rejection) HTTPStatus() int { return r.status }
+func (r *limitError) HTTPStatus() int { return r.status }
 
 // RetryAfter is for the Retry-After header: when the request can plausibly pass.
-func (r *Rejection) RetryAfter() time.Duration { return r.retry }
+func (r *limitError) RetryAfter() time.Duration { return r.retry }
 
-// Check is Admit without response headers: nil, or a *Rejection. A request that passes is counted.
-// A nil Access is checked as tenant 0:0.
-func (g *Gate) Check(a *auth.Access, rt route.Route) error { return g.Admit(a, rt, nil) }
-
-func (g *Gate) rejection(id tenant.ID, d Decision, keyValue, source string) *Rejection {
-	return &Rejection{
+func (p *rules) rejection(id tenant.ID, d decision, keyValue, source string) *limitError {
+	return &limitError{
 		Tenant:   id,
 		Limit:    d.Limit,
 		Usage:    d.Usage,
@@ -305,12 +305,12 @@ func (g *Gate) rejection(id tenant.ID, d Decision, keyValue, source string) *Rej
 		source:   source,
 		status:   http.StatusTooManyRequests,
 		retry:    roundUpSeconds(d.Reset),
-		count:    g.metrics.rejected[d.Limit.meter()],
-		dryCount: g.metrics.dryRunRejected[d.Limit.meter()],
+		count:    p.metrics.rejected[meterOf(d.Limit)],
+		dryCount: p.metrics.dryRunRejected[meterOf(d.Limit)],
 	}
 }
 
-func (r *Rejection) message() string {
+func (r *limitError) message() string {
 	whose := "the tenant's own limit"
 	if !r.Limit.HasTenant {
 		whose = "the default limit for all tenants"
@@ -334,30 +334,36 @@ func (r *Rejection) message() string {
 	case fromShared:
 		usage += " counted by all gateways sharing Redis"
 	}
+	switch r.Limit.Type {
+	case limitfile.SeriesFetched:
+		usage += " from the seriesFetched stats of the tenant's query answers"
+	case limitfile.QueryTimeMs:
+		usage += " (milliseconds) from the executionTimeMsec stats of the tenant's query answers"
+	}
 	return fmt.Sprintf("rate limit exceeded for %s: limit %s (%s), usage seen %s; retry after %s",
 		who, limit, whose, usage, r.retry)
 }
 
-func (g *Gate) staleRejection(s *snapshot) *Rejection {
+func (p *rules) staleRejection(s *snapshot) *limitError {
 	last := "no refresh from the datasource has succeeded since the gateway started at " + s.fetchedAt.UTC().Format(time.RFC3339)
 	if s.fetched {
 		last = "the last successful refresh from the datasource was at " + s.fetchedAt.UTC().Format(time.RFC3339)
 	}
-	retry := roundUpSeconds(g.refreshInterval)
-	return &Rejection{
+	retry := roundUpSeconds(p.refreshInterval)
+	return &limitError{
 		status: http.StatusServiceUnavailable,
 		retry:  retry,
 		msg: fmt.Sprintf("the rate limiter has no fresh usage data: %s, more than -ratelimit.maxUsageAge=%s ago; "+
 			"with -ratelimit.failClosed, requests under rate limits are rejected until usage data is fresh again; retry after %s",
-			last, g.maxUsageAge, retry),
-		count:    g.metrics.staleRejected,
-		dryCount: g.metrics.dryRunStale,
+			last, p.maxUsageAge, retry),
+		count:    p.metrics.staleRejected,
+		dryCount: p.metrics.dryRunStale,
 	}
 }
 
 // publish derives the decisions of s and makes it the current snapshot. Callers hold g.mu, except New.
 func (g *Gate) publish(s *snapshot) {
-	g.index(s)
+	g.rules.index(s)
 	g.snap.Store(s)
 }
 
@@ -366,16 +372,16 @@ func (g *Gate) markStale(now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	cur := g.snap.Load()
-	if cur.stale || now.Sub(cur.fetchedAt) <= g.maxUsageAge {
+	if cur.stale || now.Sub(cur.fetchedAt) <= g.rules.maxUsageAge {
 		return
 	}
 	next := *cur
 	next.stale = true
 	g.publish(&next)
 	policy := "ignoring the datasource's usage (fail open); the gateway's own counts still apply"
-	if g.failClosed {
+	if g.rules.failClosed {
 		policy = "rejecting requests under rate limits with 503 (-ratelimit.failClosed)"
 	}
 	slog.Error("rate-limit usage data is stale: no successful refresh from the datasource within -ratelimit.maxUsageAge; "+policy,
-		"datasource", g.ds.URL(), "maxUsageAge", g.maxUsageAge, "lastSuccess", cur.fetchedAt)
+		"datasource", g.ds.URL(), "maxUsageAge", g.rules.maxUsageAge, "lastSuccess", cur.fetchedAt)
 }

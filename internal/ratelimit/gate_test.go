@@ -11,6 +11,7 @@ import (
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/datasource"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
@@ -63,66 +64,66 @@ limits:
 
 func TestGate(t *testing.T) {
 	g := newTestGate(t, gateLimits, Config{RefreshInterval: 5 * time.Second})
-	qm, qh := meter{Queries, Minute}, meter{Queries, Hour}
+	qm, qh := meter{limitfile.Queries, limitfile.Minute}, meter{limitfile.Queries, limitfile.Hour}
 	g.setUsage(map[usageKey]float64{
-		{tid(1, 0), qm}:                          12,
-		{tid(1, 0), qh}:                          50,
-		{tid(2, 0), qm}:                          99,
-		{tid(2, 1), qm}:                          100,
-		{tid(3, 0), qh}:                          1000,
-		{tid(4, 0), meter{RowsInserted, Minute}}: 6000,
-		{tid(5, 0), meter{ActiveSeries, 0}}:      300,
-		{tid(2, 3), meter{NewSeries, Hour}}:      25,
-		{tid(6, 0), meter{RowsInserted, Minute}}: 6000,
-		{tid(6, 0), meter{ActiveSeries, 0}}:      400,
-		{tid(7, 0), meter{ActiveSeries, 0}}:      150,
-		{tid(7, 0), meter{RowsInserted, Minute}}: 1000,
+		{tid(1, 0), qm}: 12,
+		{tid(1, 0), qh}: 50,
+		{tid(2, 0), qm}: 99,
+		{tid(2, 1), qm}: 100,
+		{tid(3, 0), qh}: 1000,
+		{tid(4, 0), meter{limitfile.RowsInserted, limitfile.Minute}}: 6000,
+		{tid(5, 0), meter{limitfile.ActiveSeries, 0}}:                300,
+		{tid(2, 3), meter{limitfile.NewSeries, limitfile.Hour}}:      25,
+		{tid(6, 0), meter{limitfile.RowsInserted, limitfile.Minute}}: 6000,
+		{tid(6, 0), meter{limitfile.ActiveSeries, 0}}:                400,
+		{tid(7, 0), meter{limitfile.ActiveSeries, 0}}:                150,
+		{tid(7, 0), meter{limitfile.RowsInserted, limitfile.Minute}}: 1000,
 	})
 	for _, tc := range []struct {
 		name   string
 		id     tenant.ID
 		kind   route.Kind
 		status int // 0: allowed
-		limit  Limit
+		limit  limitfile.Limit
 		usage  float64
 		reset  time.Duration
 		msg    string
 	}{
-		{"own limit exceeded", tid(1, 0), route.Read, 429, Limit{Type: Queries, Resolution: Minute, Value: 10, Tenant: tid(1, 0), HasTenant: true}, 12, 20 * time.Second,
+		{"own limit exceeded", tid(1, 0), route.Read, 429, limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 10, Tenant: tid(1, 0), HasTenant: true}, 12, 20 * time.Second,
 			"rate limit exceeded for tenant 1:0: limit type=queries resolution=minute value=10 (the tenant's own limit), usage seen 12 in the last minute; retry after 20s"},
-		{"writes of a tenant over its query limit pass", tid(1, 0), route.Write, 0, Limit{Type: RowsInserted, Resolution: Minute, Value: 5000}, 0, time.Minute, ""},
-		{"admin is not gated", tid(1, 0), route.Admin, 0, Limit{}, 0, 0, ""},
-		{"just under", tid(2, 0), route.Read, 0, Limit{Type: Queries, Resolution: Minute, Value: 100}, 99, time.Minute, ""},
-		{"usage equal to the value rejects", tid(2, 1), route.Read, 429, Limit{Type: Queries, Resolution: Minute, Value: 100}, 100, 6 * time.Second,
+		{"writes of a tenant over its query limit pass", tid(1, 0), route.Write, 0, limitfile.Limit{Type: limitfile.RowsInserted, Resolution: limitfile.Minute, Value: 5000}, 0, time.Minute, ""},
+		{"admin is not gated", tid(1, 0), route.Admin, 0, limitfile.Limit{}, 0, 0, ""},
+		{"just under", tid(2, 0), route.Read, 0, limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 100}, 99, time.Minute, ""},
+		{"usage equal to the value rejects", tid(2, 1), route.Read, 429, limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 100}, 100, 6 * time.Second,
 			"rate limit exceeded for tenant 2:1: limit type=queries resolution=minute value=100 (the default limit for all tenants), usage seen 100 in the last minute; retry after 6s"},
-		{"hourly limit", tid(3, 0), route.Read, 429, Limit{Type: Queries, Resolution: Hour, Value: 1000}, 1000, 9 * time.Second,
+		{"hourly limit", tid(3, 0), route.Read, 429, limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Hour, Value: 1000}, 1000, 9 * time.Second,
 			"limit type=queries resolution=hour value=1000 (the default limit for all tenants), usage seen 1000 in the last hour; retry after 9s"},
-		{"rows", tid(4, 0), route.Write, 429, Limit{Type: RowsInserted, Resolution: Minute, Value: 5000}, 6000, 16 * time.Second,
+		{"rows", tid(4, 0), route.Write, 429, limitfile.Limit{Type: limitfile.RowsInserted, Resolution: limitfile.Minute, Value: 5000}, 6000, 16 * time.Second,
 			"tenant 4:0: limit type=rows_inserted resolution=minute value=5000"},
-		{"reads of a tenant over its write limit pass", tid(4, 0), route.Read, 0, Limit{Type: Queries, Resolution: Minute, Value: 100}, 0, time.Minute, ""},
-		{"active series", tid(5, 0), route.Write, 429, Limit{Type: ActiveSeries, Value: 300}, 300, 5 * time.Second,
+		{"reads of a tenant over its write limit pass", tid(4, 0), route.Read, 0, limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 100}, 0, time.Minute, ""},
+		{"active series", tid(5, 0), route.Write, 429, limitfile.Limit{Type: limitfile.ActiveSeries, Value: 300}, 300, 5 * time.Second,
 			"rate limit exceeded for tenant 5:0: limit type=active_series value=300 (the default limit for all tenants), usage seen 300 active series; retry after 5s"},
-		{"own new_series limit", tid(2, 3), route.Write, 429, Limit{Type: NewSeries, Resolution: Hour, Value: 20, Tenant: tid(2, 3), HasTenant: true}, 25, 869 * time.Second,
+		{"own new_series limit", tid(2, 3), route.Write, 429, limitfile.Limit{Type: limitfile.NewSeries, Resolution: limitfile.Hour, Value: 20, Tenant: tid(2, 3), HasTenant: true}, 25, 869 * time.Second,
 			"limit type=new_series resolution=hour value=20 (the tenant's own limit), usage seen 25 in the last hour; retry after 14m29s"},
-		{"two limits over: the longer wait wins", tid(6, 0), route.Write, 429, Limit{Type: RowsInserted, Resolution: Minute, Value: 5000}, 6000, 16 * time.Second, "rows_inserted"},
-		{"allowed: nearest limit is reported", tid(7, 0), route.Write, 0, Limit{Type: ActiveSeries, Value: 300}, 150, 5 * time.Second, ""},
-		{"unseen tenant gets the defaults at zero", tid(9, 9), route.Read, 0, Limit{Type: Queries, Resolution: Minute, Value: 100}, 0, time.Minute, ""},
+		{"two limits over: the longer wait wins", tid(6, 0), route.Write, 429, limitfile.Limit{Type: limitfile.RowsInserted, Resolution: limitfile.Minute, Value: 5000}, 6000, 16 * time.Second, "rows_inserted"},
+		{"allowed: nearest limit is reported", tid(7, 0), route.Write, 0, limitfile.Limit{Type: limitfile.ActiveSeries, Value: 300}, 150, 5 * time.Second, ""},
+		{"unseen tenant gets the defaults at zero", tid(9, 9), route.Read, 0, limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 100}, 0, time.Minute, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := g.Decide(access(tc.id), rt(tc.kind))
+			d := g.peek(access(tc.id), rt(tc.kind))
 			if d.Limit != tc.limit || d.Usage != tc.usage || d.Reset != tc.reset {
 				t.Errorf("decision: limit %+v usage %v reset %s\nwant      limit %+v usage %v reset %s", d.Limit, d.Usage, d.Reset, tc.limit, tc.usage, tc.reset)
 			}
-			err := g.Check(access(tc.id), rt(tc.kind))
+			err := g.check(access(tc.id), rt(tc.kind))
 			if tc.status == 0 {
 				if err != nil || d.Err() != nil {
 					t.Fatalf("got %v, want the request allowed", err)
 				}
 				return
 			}
-			var r *Rejection
+			var r *limitError
 			if !errors.As(err, &r) {
-				t.Fatalf("got %v, want a *Rejection", err)
+				t.Fatalf("got %v, want a *limitError", err)
 			}
 			if r.HTTPStatus() != tc.status || r.RetryAfter() != tc.reset || r.Tenant != tc.id || r.Limit != tc.limit || r.Usage != tc.usage {
 				t.Errorf("rejection: status %d retry %s tenant %s limit %+v usage %v", r.HTTPStatus(), r.RetryAfter(), r.Tenant, r.Limit, r.Usage)
@@ -134,23 +135,23 @@ func TestGate(t *testing.T) {
 	}
 
 	// Each rejected check is counted by type and resolution.
-	before := g.metrics.rejected[meter{Queries, Minute}].Get()
+	before := g.metrics.rejected[meter{limitfile.Queries, limitfile.Minute}].Get()
 	for i := 0; i < 3; i++ {
-		_ = g.Check(access(tid(1, 0)), rt(route.Read))
-		_ = g.Check(access(tid(2, 0)), rt(route.Read))
+		_ = g.check(access(tid(1, 0)), rt(route.Read))
+		_ = g.check(access(tid(2, 0)), rt(route.Read))
 	}
-	if got := g.metrics.rejected[meter{Queries, Minute}].Get() - before; got != 3 {
+	if got := g.metrics.rejected[meter{limitfile.Queries, limitfile.Minute}].Get() - before; got != 3 {
 		t.Errorf("rejected_total{type=queries,resolution=minute} grew by %d, want 3", got)
 	}
 }
 
 func TestGateNilAccessIsTenantZero(t *testing.T) {
 	g := newTestGate(t, "limits:\n  - {type: queries, value: 5}\n", Config{})
-	g.setUsage(map[usageKey]float64{{tid(0, 0), meter{Queries, Minute}}: 5})
-	if err := g.Check(nil, rt(route.Read)); err == nil {
+	g.setUsage(map[usageKey]float64{{tid(0, 0), meter{limitfile.Queries, limitfile.Minute}}: 5})
+	if err := g.check(nil, rt(route.Read)); err == nil {
 		t.Fatal("nil Access: allowed, want tenant 0:0's limit to apply")
 	}
-	if err := g.Check(access(tid(0, 1)), rt(route.Read)); err != nil {
+	if err := g.check(access(tid(0, 1)), rt(route.Read)); err != nil {
 		t.Fatalf("tenant 0:1: %v", err)
 	}
 }
@@ -162,8 +163,8 @@ limits:
   - {type: queries, value: 1, account_id: 3}
 `
 	usage := map[usageKey]float64{
-		{tid(1, 0), meter{Queries, Minute}}: 50,
-		{tid(2, 0), meter{Queries, Minute}}: 1,
+		{tid(1, 0), meter{limitfile.Queries, limitfile.Minute}}: 50,
+		{tid(2, 0), meter{limitfile.Queries, limitfile.Minute}}: 1,
 	}
 	maxAge := 30 * time.Second
 	later := func() time.Time { return time.Now().Add(maxAge + time.Second) }
@@ -172,7 +173,7 @@ limits:
 		g := newTestGate(t, cfg, Config{MaxUsageAge: maxAge})
 		g.setUsage(usage)
 		g.markStale(time.Now().Add(maxAge - time.Second))
-		if g.Check(access(tid(1, 0)), rt(route.Read)) == nil {
+		if g.check(access(tid(1, 0)), rt(route.Read)) == nil {
 			t.Fatal("tenant 1:0 allowed before the usage is stale")
 		}
 	})
@@ -183,14 +184,14 @@ limits:
 		g.markStale(later())
 		// The datasource's usage no longer counts (issue 10: the gate's own counts, never stale, still do).
 		for _, id := range []tenant.ID{tid(1, 0), tid(2, 0), tid(3, 0)} {
-			if d := g.Decide(access(id), rt(route.Read)); d.Err() != nil || d.Usage != 0 {
+			if d := g.peek(access(id), rt(route.Read)); d.Err() != nil || d.Usage != 0 {
 				t.Errorf("tenant %s: %+v, want allowed with the datasource's usage ignored", id, d)
 			}
 		}
-		if err := g.Check(access(tid(3, 0)), rt(route.Read)); err != nil {
+		if err := g.check(access(tid(3, 0)), rt(route.Read)); err != nil {
 			t.Errorf("tenant 3:0's first request: %v", err)
 		}
-		if err := g.Check(access(tid(3, 0)), rt(route.Read)); err == nil || !strings.Contains(err.Error(), "counted by this gateway") {
+		if err := g.check(access(tid(3, 0)), rt(route.Read)); err == nil || !strings.Contains(err.Error(), "counted by this gateway") {
 			t.Errorf("tenant 3:0's second request under a limit of 1: %v, want rejected by the gate's own count", err)
 		}
 		if !g.snap.Load().stale {
@@ -198,7 +199,7 @@ limits:
 		}
 		// Fresh usage restores the limits.
 		g.setUsage(usage)
-		if g.Check(access(tid(1, 0)), rt(route.Read)) == nil {
+		if g.check(access(tid(1, 0)), rt(route.Read)) == nil {
 			t.Error("tenant 1:0 allowed after fresh usage arrived")
 		}
 	})
@@ -209,8 +210,8 @@ limits:
 		fetched := g.snap.Load().fetchedAt
 		g.markStale(later())
 		for _, id := range []tenant.ID{tid(1, 0), tid(2, 0), tid(3, 0), tid(9, 9)} {
-			var r *Rejection
-			if err := g.Check(access(id), rt(route.Read)); !errors.As(err, &r) {
+			var r *limitError
+			if err := g.check(access(id), rt(route.Read)); !errors.As(err, &r) {
 				t.Fatalf("tenant %s: got %v, want a rejection", id, err)
 			}
 			if r.HTTPStatus() != http.StatusServiceUnavailable || r.RetryAfter() != 2*time.Second {
@@ -225,7 +226,7 @@ limits:
 			}
 		}
 		// No limit applies to writes here: they pass.
-		if err := g.Check(access(tid(1, 0)), rt(route.Write)); err != nil {
+		if err := g.check(access(tid(1, 0)), rt(route.Write)); err != nil {
 			t.Errorf("write: %v, want allowed (no write limits configured)", err)
 		}
 		if got := g.metrics.staleRejected.Get(); got != 4 {
@@ -236,7 +237,7 @@ limits:
 	t.Run("fail closed before any refresh succeeded", func(t *testing.T) {
 		g := newTestGate(t, cfg, Config{MaxUsageAge: maxAge, FailClosed: true})
 		g.markStale(later())
-		err := g.Check(access(tid(2, 0)), rt(route.Read))
+		err := g.check(access(tid(2, 0)), rt(route.Read))
 		if err == nil || !strings.Contains(err.Error(), "no refresh from the datasource has succeeded since the gateway started at") {
 			t.Fatalf("got %v", err)
 		}

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 )
 
 // gateMetrics live in a set of their own, so that each Gate (one per process, several in tests) exports
@@ -24,10 +26,12 @@ type gateMetrics struct {
 
 // allMeters are the meters a valid config can name.
 var allMeters = []meter{
-	{Queries, Minute}, {Queries, Hour},
-	{RowsInserted, Minute}, {RowsInserted, Hour},
-	{NewSeries, Minute}, {NewSeries, Hour},
-	{ActiveSeries, 0},
+	{limitfile.Queries, limitfile.Minute}, {limitfile.Queries, limitfile.Hour},
+	{limitfile.RowsInserted, limitfile.Minute}, {limitfile.RowsInserted, limitfile.Hour},
+	{limitfile.NewSeries, limitfile.Minute}, {limitfile.NewSeries, limitfile.Hour},
+	{limitfile.ActiveSeries, 0},
+	{limitfile.SeriesFetched, limitfile.Minute}, {limitfile.SeriesFetched, limitfile.Hour},
+	{limitfile.QueryTimeMs, limitfile.Minute}, {limitfile.QueryTimeMs, limitfile.Hour},
 }
 
 func newGateMetrics(g *Gate) *gateMetrics {
@@ -63,10 +67,10 @@ func newGateMetrics(g *Gate) *gateMetrics {
 		return 0
 	})
 	s.NewGauge("vmgateway_ratelimit_limits", func() float64 {
-		return float64(len(g.snap.Load().limits.all))
+		return float64(len(g.snap.Load().limits.All()))
 	})
 	s.NewGauge("vmgateway_ratelimit_counted_series", func() float64 {
-		return float64(g.counters.size.Load())
+		return float64(g.tally.counters.size.Load())
 	})
 	return m
 }

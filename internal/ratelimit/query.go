@@ -7,14 +7,16 @@ import (
 	"strings"
 
 	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 )
 
 // The per-tenant metrics of the VictoriaMetrics cluster (enterprise per-tenant statistics).
 var typeMetrics = [...]string{
-	Queries:      "vm_tenant_select_requests_total",
-	RowsInserted: "vm_tenant_inserted_rows_total",
-	NewSeries:    "vm_tenant_timeseries_created_total",
-	ActiveSeries: "vm_tenant_active_timeseries",
+	limitfile.Queries:      "vm_tenant_select_requests_total",
+	limitfile.RowsInserted: "vm_tenant_inserted_rows_total",
+	limitfile.NewSeries:    "vm_tenant_timeseries_created_total",
+	limitfile.ActiveSeries: "vm_tenant_active_timeseries",
 }
 
 // usageQuery is the MetricsQL query that measures m for every tenant. filters are rendered label filters
@@ -25,9 +27,9 @@ func usageQuery(m meter, filters string) string {
 		sel += "{" + filters + "}"
 	}
 	switch m.res {
-	case Minute:
+	case limitfile.Minute:
 		sel = "increase(" + sel + "[1m])"
-	case Hour:
+	case limitfile.Hour:
 		sel = "increase(" + sel + "[1h])"
 	}
 	return "sum(" + sel + ") by (accountID, projectID)"

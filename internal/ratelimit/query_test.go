@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 )
 
 func TestUsageQuery(t *testing.T) {
@@ -14,14 +16,14 @@ func TestUsageQuery(t *testing.T) {
 		filters string
 		want    string
 	}{
-		{meter{Queries, Minute}, "", `sum(increase(vm_tenant_select_requests_total[1m])) by (accountID, projectID)`},
-		{meter{Queries, Hour}, f, `sum(increase(vm_tenant_select_requests_total{job="vmcluster", instance=~"vmselect-.*"}[1h])) by (accountID, projectID)`},
-		{meter{RowsInserted, Minute}, `job="vmcluster"`, `sum(increase(vm_tenant_inserted_rows_total{job="vmcluster"}[1m])) by (accountID, projectID)`},
-		{meter{RowsInserted, Hour}, "", `sum(increase(vm_tenant_inserted_rows_total[1h])) by (accountID, projectID)`},
-		{meter{NewSeries, Minute}, "", `sum(increase(vm_tenant_timeseries_created_total[1m])) by (accountID, projectID)`},
-		{meter{NewSeries, Hour}, `job="vmcluster"`, `sum(increase(vm_tenant_timeseries_created_total{job="vmcluster"}[1h])) by (accountID, projectID)`},
-		{meter{ActiveSeries, 0}, "", `sum(vm_tenant_active_timeseries) by (accountID, projectID)`},
-		{meter{ActiveSeries, 0}, `job="vmcluster"`, `sum(vm_tenant_active_timeseries{job="vmcluster"}) by (accountID, projectID)`},
+		{meter{limitfile.Queries, limitfile.Minute}, "", `sum(increase(vm_tenant_select_requests_total[1m])) by (accountID, projectID)`},
+		{meter{limitfile.Queries, limitfile.Hour}, f, `sum(increase(vm_tenant_select_requests_total{job="vmcluster", instance=~"vmselect-.*"}[1h])) by (accountID, projectID)`},
+		{meter{limitfile.RowsInserted, limitfile.Minute}, `job="vmcluster"`, `sum(increase(vm_tenant_inserted_rows_total{job="vmcluster"}[1m])) by (accountID, projectID)`},
+		{meter{limitfile.RowsInserted, limitfile.Hour}, "", `sum(increase(vm_tenant_inserted_rows_total[1h])) by (accountID, projectID)`},
+		{meter{limitfile.NewSeries, limitfile.Minute}, "", `sum(increase(vm_tenant_timeseries_created_total[1m])) by (accountID, projectID)`},
+		{meter{limitfile.NewSeries, limitfile.Hour}, `job="vmcluster"`, `sum(increase(vm_tenant_timeseries_created_total{job="vmcluster"}[1h])) by (accountID, projectID)`},
+		{meter{limitfile.ActiveSeries, 0}, "", `sum(vm_tenant_active_timeseries) by (accountID, projectID)`},
+		{meter{limitfile.ActiveSeries, 0}, `job="vmcluster"`, `sum(vm_tenant_active_timeseries{job="vmcluster"}) by (accountID, projectID)`},
 	} {
 		got := usageQuery(tc.m, tc.filters)
 		if got != tc.want {

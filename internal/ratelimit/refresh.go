@@ -8,7 +8,10 @@ import (
 	"math"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/tenant"
+
+	"github.com/vmgateway/vmgateway/internal/confsource"
 )
 
 // poll refreshes usage once, logging and counting a failure; the last snapshot stays in force until
@@ -17,7 +20,7 @@ func (g *Gate) poll(ctx context.Context) {
 	if err := g.refresh(ctx); err != nil && ctx.Err() == nil {
 		g.metrics.refreshErrors.Inc()
 		slog.Error("cannot refresh rate-limit usage; the last usage stays in force until -ratelimit.maxUsageAge",
-			"err", err, "maxUsageAge", g.maxUsageAge, "lastSuccess", g.snap.Load().fetchedAt)
+			"err", err, "maxUsageAge", g.rules.maxUsageAge, "lastSuccess", g.snap.Load().fetchedAt)
 	}
 }
 
@@ -27,7 +30,7 @@ func (g *Gate) refresh(ctx context.Context) error {
 	start := time.Now()
 	lim := g.snap.Load().limits
 	usage := map[usageKey]float64{}
-	for _, m := range lim.meters {
+	for _, m := range metersOf(lim.All()) {
 		samples, err := g.ds.Query(ctx, usageQuery(m, g.filters), start)
 		if err != nil {
 			return err
@@ -60,9 +63,9 @@ func (g *Gate) refresh(ctx context.Context) error {
 func (g *Gate) reload(force bool) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), confsource.FetchTimeout)
 	defer cancel()
-	data, err := ReadConfig(ctx, g.configPath)
+	data, err := limitfile.ReadConfig(ctx, g.configPath)
 	if err != nil {
 		// Read again next time, even if the content then equals the last one tried.
 		g.lastConfig = nil
@@ -72,7 +75,7 @@ func (g *Gate) reload(force bool) error {
 		return nil
 	}
 	g.lastConfig = data
-	lim, err := parseLimits(data, g.source)
+	lim, err := limitfile.Parse(data, g.source)
 	if err != nil {
 		return g.reloadFailed(err)
 	}
@@ -82,7 +85,7 @@ func (g *Gate) reload(force bool) error {
 	g.publish(&next)
 	g.mu.Unlock()
 	g.metrics.reloaded(true)
-	slog.Info("loaded the rate limits config", "config", g.source, "limits", len(lim.all))
+	slog.Info("loaded the rate limits config", "config", g.source, "limits", len(lim.All()))
 	return nil
 }
 

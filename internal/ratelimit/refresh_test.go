@@ -91,7 +91,7 @@ limits:
 		kind    route.Kind
 		blocked bool
 	}{{1, route.Read, true}, {1, route.Write, false}, {2, route.Read, false}, {2, route.Write, true}, {3, route.Read, false}} {
-		if err := g.Check(access(tid(tc.id, 0)), rt(tc.kind)); (err != nil) != tc.blocked {
+		if err := g.check(access(tid(tc.id, 0)), rt(tc.kind)); (err != nil) != tc.blocked {
 			t.Errorf("tenant %d:0 %s: got %v, want blocked=%v", tc.id, tc.kind, err, tc.blocked)
 		}
 	}
@@ -109,7 +109,7 @@ limits:
 	if err == nil || !strings.Contains(err.Error(), "503") || !strings.Contains(err.Error(), "storage is down") {
 		t.Errorf("refresh error %v, want the status and the datasource's message", err)
 	}
-	if g.Check(access(tid(1, 0)), rt(route.Read)) == nil {
+	if g.check(access(tid(1, 0)), rt(route.Read)) == nil {
 		t.Error("tenant 1:0 allowed after a failed refresh; the last usage must stay in force")
 	}
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
@@ -24,9 +25,9 @@ func TestReload(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "limits.yaml")
 	writeFile(t, path, limit10)
 	g := newTestGate(t, "", Config{ConfigPath: path})
-	usage := map[usageKey]float64{{tid(1, 0), meter{Queries, Minute}}: 50}
+	usage := map[usageKey]float64{{tid(1, 0), meter{limitfile.Queries, limitfile.Minute}}: 50}
 	g.setUsage(usage)
-	blocked := func() bool { return g.Check(access(tid(1, 0)), rt(route.Read)) != nil }
+	blocked := func() bool { return g.check(access(tid(1, 0)), rt(route.Read)) != nil }
 	if !blocked() {
 		t.Fatal("tenant 1:0 at 50 queries allowed under a limit of 10")
 	}
@@ -53,11 +54,11 @@ func TestReload(t *testing.T) {
 	if g.metrics.reloadsErr.Get() != 1 || g.metrics.lastReloadOK.Get() != 0 {
 		t.Errorf("reloads error %d, last successful %v; want 1 and 0", g.metrics.reloadsErr.Get(), g.metrics.lastReloadOK.Get())
 	}
-	g.setUsage(map[usageKey]float64{{tid(1, 0), meter{Queries, Minute}}: 99})
-	if blocked() || len(g.snap.Load().limits.all) != 1 {
+	g.setUsage(map[usageKey]float64{{tid(1, 0), meter{limitfile.Queries, limitfile.Minute}}: 99})
+	if blocked() || len(g.snap.Load().limits.All()) != 1 {
 		t.Fatal("the invalid config replaced the limits in force")
 	}
-	g.setUsage(map[usageKey]float64{{tid(1, 0), meter{Queries, Minute}}: 100})
+	g.setUsage(map[usageKey]float64{{tid(1, 0), meter{limitfile.Queries, limitfile.Minute}}: 100})
 	if !blocked() {
 		t.Fatal("the old limit of 100 no longer applies")
 	}
@@ -72,7 +73,7 @@ func TestReload(t *testing.T) {
 	if err := g.reload(false); err != nil {
 		t.Fatal(err)
 	}
-	g.setUsage(map[usageKey]float64{{tid(1, 0), meter{Queries, Minute}}: 10})
+	g.setUsage(map[usageKey]float64{{tid(1, 0), meter{limitfile.Queries, limitfile.Minute}}: 10})
 	if !blocked() || g.metrics.lastReloadOK.Get() != 1 {
 		t.Error("the mended config of limit 10 is not in force")
 	}
@@ -89,7 +90,7 @@ func TestReloadMissingFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "cannot read the limits config") {
 		t.Fatalf("got %v", err)
 	}
-	if len(g.snap.Load().limits.all) != 1 || g.metrics.reloadsErr.Get() != 1 {
+	if len(g.snap.Load().limits.All()) != 1 || g.metrics.reloadsErr.Get() != 1 {
 		t.Error("the limits in force changed, or the error was not counted")
 	}
 	// The same content back: loaded again, the gauge recovers.
@@ -108,7 +109,7 @@ func TestConfigCheckInterval(t *testing.T) {
 	g.Start()
 	writeFile(t, path, limit100)
 	vmtest.Eventually(t, func() (bool, string) {
-		l := g.snap.Load().limits.all
+		l := g.snap.Load().limits.All()
 		return len(l) == 1 && l[0].Value == 100, "limit still 10"
 	})
 }
@@ -143,18 +144,18 @@ func TestConfigFromURL(t *testing.T) {
 	u := strings.Replace(srv.URL, "http://", "http://user:s3cret@", 1) + "/limits.yaml?token=k3y"
 	shown := srv.URL + "/limits.yaml"
 
-	if err := ValidateFile(u); err != nil {
+	if err := limitfile.ValidateFile(u); err != nil {
 		t.Fatal(err)
 	}
 	g := newTestGate(t, "", Config{ConfigPath: u})
-	if l := g.snap.Load().limits.all; len(l) != 1 || l[0].Value != 10 {
+	if l := g.snap.Load().limits.All(); len(l) != 1 || l[0].Value != 10 {
 		t.Fatalf("limits %+v", l)
 	}
 	cs.set(limit100, 0)
 	if err := g.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if l := g.snap.Load().limits.all; l[0].Value != 100 {
+	if l := g.snap.Load().limits.All(); l[0].Value != 100 {
 		t.Fatalf("limit %d after reload, want 100", l[0].Value)
 	}
 	for _, tc := range []struct {
@@ -172,17 +173,17 @@ func TestConfigFromURL(t *testing.T) {
 		} else if strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "k3y") {
 			t.Errorf("error %q shows a credential", err)
 		}
-		if err := ValidateFile(u); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err := limitfile.ValidateFile(u); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ValidateFile: got %v, want an error with %q", err, tc.want)
 		}
-		if l := g.snap.Load().limits.all; l[0].Value != 100 {
+		if l := g.snap.Load().limits.All(); l[0].Value != 100 {
 			t.Errorf("limit %d after a failed reload, want 100", l[0].Value)
 		}
 	}
 
 	// A server that is not there.
 	addr := vmtest.FreePort(t)
-	err := ValidateFile("http://" + addr + "/limits.yaml")
+	err := limitfile.ValidateFile("http://" + addr + "/limits.yaml")
 	if err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("got %v", err)
 	}
@@ -195,10 +196,10 @@ func TestValidateFile(t *testing.T) {
   - {type: queries, value: 0}
   - {type: rows, value: 1}
 `)
-	if err := ValidateFile(good); err != nil {
+	if err := limitfile.ValidateFile(good); err != nil {
 		t.Errorf("valid file: %v", err)
 	}
-	err := ValidateFile(bad)
+	err := limitfile.ValidateFile(bad)
 	if err == nil {
 		t.Fatal("invalid file passed")
 	}
@@ -207,7 +208,7 @@ func TestValidateFile(t *testing.T) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
-	if err := ValidateFile(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {
+	if err := limitfile.ValidateFile(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing file: %v", err)
 	}
 }

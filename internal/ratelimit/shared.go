@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -114,6 +115,8 @@ type lease struct {
 	// seen are the windows' shared counts at the last claim, at seenAt (Unix ns), for headers and the status page.
 	seen   [numWindows]atomic.Int64
 	seenAt atomic.Int64
+	// pending is the cost counted by this replica and not yet added in the store (cost series only).
+	pending atomic.Int64
 }
 
 const (
@@ -160,9 +163,54 @@ func (l *lease) usage(w int, sec int64) (n int64, at time.Time, ok bool) {
 	return max(n, 0), time.Unix(0, ns), true
 }
 
-// shared is the connection to Redis and its health. Calls happen only when a lease runs out, never per request;
-// when Redis fails the gate counts locally until a probe finds it back.
-type shared struct {
+// counterStore shares the gate's counts between replicas. A series holds a lease of the store's units; the gate
+// asks the store only when the lease has run out, never for every request, and reads what the store last saw
+// for headers and the status page. Without -ratelimit.redis.url the gate has none and counts alone.
+type counterStore interface {
+	// take takes one unit of series k for a request at now, from its lease or else from the store. limits are
+	// the series' limit values by window, 0 for none.
+	take(l *lease, k seriesKey, limits [numWindows]int64, now time.Time) claim
+	// giveBack returns a unit take took at now that the request did not use after all.
+	giveBack(l *lease, now time.Time)
+	// spend adds n to a cost series' shared count; maintain takes it to the store.
+	spend(l *lease, n int64)
+	// sync refreshes what seen says of a cost series when it is more than a second old: a cost series takes no
+	// units, it only reads all replicas' sum. limits are as for take.
+	sync(l *lease, k seriesKey, limits [numWindows]int64, now time.Time)
+	// seen is the shared count of window w at the series' last claim; zero while the store is down, since then
+	// the shared counts decide nothing.
+	seen(l *lease, w int, now time.Time) sharedFigure
+	// maintain runs in the background a few times a second: it finds the store again after a failure and gives
+	// back the units of leases whose second has ended, so other replicas can use them.
+	maintain(c *counters, now time.Time)
+	// status is the store's address without secrets, and whether it answers.
+	status() (shown string, up bool)
+	close()
+}
+
+// claim is the store's answer to take.
+type claim struct {
+	verdict sharedVerdict
+	// For sharedFull: the window whose limit is reached across replicas, the count there, and when a unit
+	// frees up.
+	window int
+	usage  int64
+	freeAt time.Time
+}
+
+// sharedFigure is the count all replicas share in one window, as last seen.
+type sharedFigure struct {
+	n  int64
+	at time.Time
+	// ok is false before the series' first claim and while the store is down.
+	ok bool
+	// freeAt is when the store last said a unit frees up, if it did.
+	freeAt time.Time
+}
+
+// redisStore is the counterStore in Redis: the connection and its health. Calls happen only when a lease runs
+// out, never per request; when Redis fails the gate counts locally until a probe finds it back.
+type redisStore struct {
 	client  *redis.Client
 	shown   string
 	prefix  string
@@ -177,10 +225,8 @@ type shared struct {
 	errors *metrics.Counter
 }
 
-func newShared(cfg RedisConfig, set *metrics.Set) (*shared, error) {
-	if cfg.URL == "" {
-		return nil, nil
-	}
+// newRedisStore connects to cfg.URL, which is set.
+func newRedisStore(cfg RedisConfig, set *metrics.Set) (*redisStore, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
 		return nil, fmt.Errorf("-ratelimit.redis.url=%q: want redis://[user:password@]host:port[/db] or rediss://... for TLS", redact.String(cfg.URL))
@@ -218,7 +264,7 @@ func newShared(cfg RedisConfig, set *metrics.Set) (*shared, error) {
 	opts.DisableIdentity = true
 	opts.Protocol = 2
 	quietRedis.Do(func() { redis.SetLogger(debugLogger{}) })
-	s := &shared{
+	s := &redisStore{
 		client:  redis.NewClient(opts),
 		shown:   redact.String(cfg.URL),
 		prefix:  cfg.KeyPrefix,
@@ -250,8 +296,12 @@ func redisTLS(cfg RedisConfig, fromURL *tls.Config) (*tls.Config, error) {
 
 // redisKey names a series in Redis. The braces make it a Redis Cluster hash tag, so that all buckets of a series
 // live on one node; the key value is base64url-encoded, so no claim value can end the tag or forge another series.
-func (s *shared) redisKey(k seriesKey) string {
-	return s.prefix + ":{" + k.tenant.String() + "|" + k.key.Key().String() + "|" + base64.RawURLEncoding.EncodeToString([]byte(k.value)) + "}"
+func (s *redisStore) redisKey(k seriesKey) string {
+	key := s.prefix + ":{" + k.tenant.String() + "|" + k.key.Key().String() + "|" + base64.RawURLEncoding.EncodeToString([]byte(k.value)) + "}"
+	if k.cost != 0 {
+		key += ":" + k.cost.String()
+	}
+	return key
 }
 
 // claimResult is the answer of claimScript.
@@ -261,7 +311,7 @@ type claimResult struct {
 	freeAt int64 // Unix second
 }
 
-func (s *shared) run(k seriesKey, want int64, values [numWindows]int64, sec, back, backAt int64) (claimResult, error) {
+func (s *redisStore) run(k seriesKey, want int64, values [numWindows]int64, sec, back, backAt int64) (claimResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	s.calls.Inc()
@@ -278,7 +328,7 @@ func (s *shared) run(k seriesKey, want int64, values [numWindows]int64, sec, bac
 }
 
 // failed switches to local counting until a probe finds Redis back.
-func (s *shared) failed(err error) {
+func (s *redisStore) failed(err error) {
 	s.errors.Inc()
 	if s.up.Swap(false) {
 		slog.Error("rate limiting lost its shared counters in Redis; counting locally until Redis answers again",
@@ -289,7 +339,7 @@ func (s *shared) failed(err error) {
 }
 
 // probe pings Redis when it is down, at most once a second.
-func (s *shared) probe(now time.Time) {
+func (s *redisStore) probe(now time.Time) {
 	if s.up.Load() || now.UnixNano()-s.lastProbe.Load() < int64(time.Second) {
 		return
 	}
@@ -315,54 +365,159 @@ const (
 	sharedUnknown                      // Redis is down: local counts decide
 )
 
-// take takes one unit of series k for a request at now, from the lease or else from Redis.
-func (s *shared) take(ser *series, k seriesKey, values [numWindows]int64, now time.Time) (sharedVerdict, time.Time) {
-	l := &ser.lease
+func (s *redisStore) take(l *lease, k seriesKey, limits [numWindows]int64, now time.Time) claim {
 	sec := now.Unix()
 	if l.take(sec) {
-		return sharedOK, time.Time{}
+		return claim{verdict: sharedOK}
 	}
 	if !s.up.Load() {
-		return sharedUnknown, time.Time{}
+		return claim{verdict: sharedUnknown}
 	}
 	if now.UnixNano() < l.exhaustedUntil.Load() {
-		return sharedFull, time.Unix(0, l.freeAt.Load())
+		return l.full(limits, time.Unix(0, l.freeAt.Load()))
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// Another request may have claimed while this one waited.
 	if l.take(sec) {
-		return sharedOK, time.Time{}
+		return claim{verdict: sharedOK}
 	}
 	if now.UnixNano() < l.exhaustedUntil.Load() {
-		return sharedFull, time.Unix(0, l.freeAt.Load())
+		return l.full(limits, time.Unix(0, l.freeAt.Load()))
 	}
 	if !s.up.Load() {
-		return sharedUnknown, time.Time{}
+		return claim{verdict: sharedUnknown}
 	}
 	old := l.v.Swap(0)
 	back, backAt := int64(old&unitsMask), int64(old>>32)
-	res, err := s.run(k, s.batch, values, sec, back, backAt)
+	res, err := s.run(k, s.batch, limits, sec, back, backAt)
 	if err != nil {
-		return sharedUnknown, time.Time{}
+		return claim{verdict: sharedUnknown}
 	}
-	for w := range res.sums {
-		l.seen[w].Store(res.sums[w])
-	}
-	l.seenAt.Store(now.UnixNano())
+	l.saw(res, now)
 	if res.grant <= 0 {
 		free := time.Unix(res.freeAt, 0)
 		l.freeAt.Store(free.UnixNano())
 		// Units given back by other replicas free up earlier than the window: ask again within a second.
 		l.exhaustedUntil.Store(min(free.UnixNano(), now.Add(time.Second).UnixNano()))
-		return sharedFull, free
+		return l.full(limits, free)
 	}
 	l.v.Store(uint64(sec)<<32 | uint64(res.grant-1))
-	return sharedOK, time.Time{}
+	return claim{verdict: sharedOK}
 }
 
+// full is the answer for a series whose limit is reached across replicas: the window whose shared count reached
+// its limit at the last claim.
+func (l *lease) full(limits [numWindows]int64, free time.Time) claim {
+	w := -1
+	for i, v := range limits {
+		if v != 0 && l.seen[i].Load() >= v {
+			w = i
+			break
+		}
+	}
+	if w < 0 {
+		w = max(slices.IndexFunc(limits[:], func(v int64) bool { return v != 0 }), winMinute)
+	}
+	return claim{verdict: sharedFull, window: w, usage: l.seen[w].Load(), freeAt: free}
+}
+
+func (s *redisStore) giveBack(l *lease, now time.Time) { l.giveBack(now.Unix()) }
+
+func (s *redisStore) spend(l *lease, n int64) { l.pending.Add(n) }
+
+func (s *redisStore) sync(l *lease, k seriesKey, limits [numWindows]int64, now time.Time) {
+	if !s.up.Load() || now.UnixNano()-l.seenAt.Load() < int64(time.Second) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.UnixNano()-l.seenAt.Load() < int64(time.Second) {
+		return
+	}
+	// want 0: the script adds nothing, and with the limits it says when a unit frees up in a full window.
+	res, err := s.run(k, 0, limits, now.Unix(), 0, 0)
+	if err != nil {
+		return
+	}
+	l.saw(res, now)
+	l.freeAt.Store(0)
+	if res.freeAt > 0 {
+		l.freeAt.Store(time.Unix(res.freeAt, 0).UnixNano())
+	}
+}
+
+// flush adds the cost pending in l to the store: with no limits the script grants all it is asked.
+func (s *redisStore) flush(l *lease, k seriesKey, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := l.pending.Swap(0)
+	if n == 0 {
+		return
+	}
+	res, err := s.run(k, n, [numWindows]int64{}, now.Unix(), 0, 0)
+	if err != nil {
+		// Kept for the next flush: the local count has it meanwhile.
+		l.pending.Add(n)
+		return
+	}
+	l.saw(res, now)
+}
+
+// saw records the windows' shared counts a claim returned.
+func (l *lease) saw(res claimResult, now time.Time) {
+	for w := range res.sums {
+		l.seen[w].Store(res.sums[w])
+	}
+	l.seenAt.Store(now.UnixNano())
+}
+
+func (s *redisStore) seen(l *lease, w int, now time.Time) sharedFigure {
+	if !s.up.Load() {
+		return sharedFigure{}
+	}
+	n, at, ok := l.usage(w, now.Unix())
+	f := sharedFigure{n: n, at: at, ok: ok}
+	if free := l.freeAt.Load(); free != 0 {
+		f.freeAt = time.Unix(0, free)
+	}
+	return f
+}
+
+func (s *redisStore) maintain(c *counters, now time.Time) {
+	s.probe(now)
+	s.giveBackStale(c, now)
+	s.flushCosts(c, now)
+}
+
+// flushCosts takes the costs counted since the last flush to the store, so other replicas see them within a
+// quarter second.
+func (s *redisStore) flushCosts(c *counters, now time.Time) {
+	if !s.up.Load() {
+		return
+	}
+	type cost struct {
+		k   seriesKey
+		ser *series
+	}
+	var todo []cost
+	c.each(func(k seriesKey, ser *series) {
+		if ser.lease.pending.Load() != 0 {
+			todo = append(todo, cost{k, ser})
+		}
+	})
+	for _, t := range todo {
+		s.flush(&t.ser.lease, t.k, now)
+		if !s.up.Load() {
+			return
+		}
+	}
+}
+
+func (s *redisStore) status() (string, bool) { return s.shown, s.up.Load() }
+
 // giveBackStale returns to Redis the units of leases from past seconds, so other replicas can use them.
-func (s *shared) giveBackStale(c *counters, now time.Time) {
+func (s *redisStore) giveBackStale(c *counters, now time.Time) {
 	if !s.up.Load() {
 		return
 	}
@@ -391,7 +546,7 @@ func (s *shared) giveBackStale(c *counters, now time.Time) {
 	}
 }
 
-func (s *shared) close() { _ = s.client.Close() }
+func (s *redisStore) close() { _ = s.client.Close() }
 
 // quietRedis routes go-redis's own log lines (every failed dial) to debug: the gate logs Redis failures itself,
 // at most once per interval.

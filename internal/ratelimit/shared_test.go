@@ -105,7 +105,7 @@ func sharedGate(t *testing.T, limits string, rc RedisConfig, now ...func() time.
 		g.now = now[0]
 	}
 	g.Start()
-	vmtest.Eventually(t, func() (bool, string) { return g.shared.up.Load(), "the gate has not reached Redis" })
+	vmtest.Eventually(t, func() (bool, string) { return redisOf(g).up.Load(), "the gate has not reached Redis" })
 	return g
 }
 
@@ -118,7 +118,7 @@ func burstOver(gates []*Gate, n, concurrency int) int {
 		go func() {
 			defer wg.Done()
 			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
-				if gates[i%int64(len(gates))].Check(access(tid(0, 0)), rt(route.Read)) == nil {
+				if gates[i%int64(len(gates))].check(access(tid(0, 0)), rt(route.Read)) == nil {
 					passed.Add(1)
 				}
 			}
@@ -138,7 +138,7 @@ func TestSharedBurstAcrossReplicas(t *testing.T) {
 	a := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr}, clock)
 	b := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr}, clock)
 	passed := burstOver([]*Gate{a, b}, 500, 16)
-	calls := a.shared.calls.Get() + b.shared.calls.Get()
+	calls := redisOf(a).calls.Get() + redisOf(b).calls.Get()
 	t.Logf("two replicas sharing Redis: %d of 500 passed a limit of 50; %d Redis calls", passed, calls)
 	// Every admission spends a unit taken atomically from Redis, and a replica refuses only once Redis has no unit
 	// left and its own lease is spent: exactly the limit passes.
@@ -150,7 +150,7 @@ func TestSharedBurstAcrossReplicas(t *testing.T) {
 	}
 	// Each replica alone would have admitted 50; each refused after asking Redis, which counted both: each sees the
 	// shared 50.
-	if la, lb := a.Decide(access(tid(0, 0)), rt(route.Read)), b.Decide(access(tid(0, 0)), rt(route.Read)); la.Usage != 50 || lb.Usage != 50 {
+	if la, lb := a.peek(access(tid(0, 0)), rt(route.Read)), b.peek(access(tid(0, 0)), rt(route.Read)); la.Usage != 50 || lb.Usage != 50 {
 		t.Errorf("usage seen by the replicas: %v and %v, want the shared count 50", la.Usage, lb.Usage)
 	}
 }
@@ -158,13 +158,13 @@ func TestSharedBurstAcrossReplicas(t *testing.T) {
 func TestSharedCallsFarBelowRequests(t *testing.T) {
 	r := startRedis(t)
 	g := sharedGate(t, "limits:\n  - {type: queries, value: 1000000000}\n", RedisConfig{URL: "redis://" + r.addr, BatchSize: 100})
-	before := g.shared.calls.Get()
+	before := redisOf(g).calls.Get()
 	start := time.Now()
 	const n = 20000
 	if passed := burstOver([]*Gate{g}, n, 8); passed != n {
 		t.Fatalf("%d of %d passed a limit they are far from", passed, n)
 	}
-	calls := g.shared.calls.Get() - before
+	calls := redisOf(g).calls.Get() - before
 	seconds := uint64(time.Since(start)/time.Second) + 1
 	t.Logf("%d checks, %d Redis calls in %d s", n, calls, seconds)
 	// One claim per 100 admissions, plus one per second as leases end with their second.
@@ -201,9 +201,9 @@ func TestSharedAuth(t *testing.T) {
 	g := newTestGate(t, limits, Config{Redis: RedisConfig{URL: "redis://:nope@" + r.addr, Timeout: 5 * time.Second}})
 	g.Start()
 	vmtest.Eventually(t, func() (bool, string) {
-		return g.shared.errors.Get() > 0, "no Redis error counted"
+		return redisOf(g).errors.Get() > 0, "no Redis error counted"
 	})
-	if g.shared.up.Load() {
+	if redisOf(g).up.Load() {
 		t.Fatal("Redis up with a wrong password")
 	}
 	if passed := burstOver([]*Gate{g}, 20, 4); passed != 5 {
@@ -232,8 +232,8 @@ func TestSharedRedisDownThenUp(t *testing.T) {
 	if passed != 20 {
 		t.Errorf("with Redis down %d of 60 passed, want 10 per replica", passed)
 	}
-	if a.shared.up.Load() || a.shared.errors.Get()+b.shared.errors.Get() == 0 {
-		t.Errorf("Redis down: up=%v errors %d+%d", a.shared.up.Load(), a.shared.errors.Get(), b.shared.errors.Get())
+	if redisOf(a).up.Load() || redisOf(a).errors.Get()+redisOf(b).errors.Get() == 0 {
+		t.Errorf("Redis down: up=%v errors %d+%d", redisOf(a).up.Load(), redisOf(a).errors.Get(), redisOf(b).errors.Get())
 	}
 	var buf bytes.Buffer
 	a.metrics.set.WritePrometheus(&buf)
@@ -247,7 +247,7 @@ func TestSharedRedisDownThenUp(t *testing.T) {
 		t.Fatalf("cannot restart redis-server: %s\n%s", err, r.logs.String())
 	}
 	vmtest.Eventually(t, func() (bool, string) {
-		return a.shared.up.Load() && b.shared.up.Load(), "the gates have not found Redis again"
+		return redisOf(a).up.Load() && redisOf(b).up.Load(), "the gates have not found Redis again"
 	})
 	qc := access(tid(3, 0))
 	if passed := admitN(a, qc, 6) + admitN(b, qc, 6); passed != 10 {
@@ -264,14 +264,14 @@ func TestSharedTLS(t *testing.T) {
 	if passed := admitN(g, access(tid(1, 0)), 5); passed != 3 {
 		t.Errorf("%d of 5 passed", passed)
 	}
-	if seen := g.counters.lookup(seriesKey{tenant: tid(1, 0)}).lease.seen[winMinute].Load(); seen != 3 {
+	if seen := g.tally.counters.lookup(seriesKey{tenant: tid(1, 0)}).lease.seen[winMinute].Load(); seen != 3 {
 		t.Errorf("shared count %d, want 3", seen)
 	}
 	// Without the CA the certificate is not trusted.
 	u := newTestGate(t, limits, Config{Redis: RedisConfig{URL: "rediss://" + r.addr}})
 	u.Start()
-	vmtest.Eventually(t, func() (bool, string) { return u.shared.errors.Get() > 0, "no TLS error" })
-	if u.shared.up.Load() {
+	vmtest.Eventually(t, func() (bool, string) { return redisOf(u).errors.Get() > 0, "no TLS error" })
+	if redisOf(u).up.Load() {
 		t.Error("Redis up with an untrusted certificate")
 	}
 }

@@ -1,19 +1,21 @@
 package ratelimit
 
 import (
+	"github.com/vmgateway/vmgateway/internal/auth"
 	"math"
 	"strconv"
 	"sync/atomic"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
 // snapshot is everything a check needs, immutable once published: the limits in force, the usage the
-// datasource reported, and, derived from both, a ready Decision per tenant and gated kind.
+// datasource reported, and, derived from both, a ready decision per tenant and gated kind.
 type snapshot struct {
-	limits *limits
+	limits *limitfile.Set
 	usage  map[usageKey]float64
 	// fetchedAt is when usage was measured; before the first successful refresh, when the gate was made.
 	fetchedAt time.Time
@@ -51,9 +53,10 @@ func gatedIndex(k route.Kind) int {
 	return -1
 }
 
-// gates says which kind of API a limit type gates: queries gate reads, the ingestion types gate writes.
-func gates(t Type) int {
-	if t == Queries {
+// gates says which kind of API a limit type gates: queries and query costs gate reads, the ingestion types gate
+// writes.
+func gates(t limitfile.Type) int {
+	if t == limitfile.Queries || t.Cost() {
 		return gatedRead
 	}
 	return gatedWrite
@@ -61,23 +64,38 @@ func gates(t Type) int {
 
 // tenantState is one tenant's view of a snapshot.
 type tenantState struct {
-	// applied are the limits for the tenant with the datasource's usage, by gated kind. The Decision is derived
+	// applied are the limits for the tenant with the datasource's usage, by gated kind. The decision is derived
 	// from them when the snapshot is built: it rejects when the datasource's usage alone is over a limit.
 	applied  [numGated][]applied
-	decision [numGated]Decision
-	// counted are the tenant's queries limits grouped by key: the gate counts each key's requests in one series
-	// and checks them against these at request time.
+	decision [numGated]decision
+	// counted are the tenant's queries and cost limits grouped by type and key: the gate counts each key's
+	// requests (or query costs) in one series and checks them against these at request time.
 	counted []countedSet
+	// costed: some of counted are cost limits, so the costs of the tenant's answers are counted.
+	costed bool
 	// series caches the series of the counted sets without a key, by index, so that a check need not look it up
 	// among all series; nil in the fallback state, which serves many tenants.
 	series []atomic.Pointer[series]
 }
 
-// countedSet is the limits of one key that the gate counts for a tenant: at most one per window.
+// countedSet is the limits of one type and key that the gate counts for a tenant: at most one per window.
 type countedSet struct {
-	key    Key
+	typ    limitfile.Type
+	key    limitfile.Key
 	keyID  keyID
 	limits [numWindows]applied // limit.Type is zero for a window without a limit
+}
+
+// seriesKey names the series the set counts in for tenant id and caller a.
+func (c *countedSet) seriesKey(id tenant.ID, a *auth.Access) seriesKey {
+	k := seriesKey{tenant: id, key: c.keyID}
+	if !c.key.IsZero() {
+		k.value = c.key.Value(a)
+	}
+	if c.typ.Cost() {
+		k.cost = c.typ
+	}
+	return k
 }
 
 // values are the set's limit values by window, 0 where there is none.
@@ -92,28 +110,26 @@ func (c *countedSet) values() [numWindows]int64 {
 }
 
 type applied struct {
-	limit Limit
+	limit limitfile.Limit
 	usage float64
 }
 
-func (m meter) window() time.Duration {
-	switch m.res {
-	case Minute:
-		return time.Minute
-	case Hour:
-		return time.Hour
-	}
-	return 0
+// rules are how the gate judges usage: what a snapshot's decisions and the gate's rejections are derived from.
+type rules struct {
+	refreshInterval time.Duration
+	maxUsageAge     time.Duration
+	failClosed      bool
+	metrics         *gateMetrics
 }
 
 // index derives the per-tenant decisions of s. It runs off the hot path, once per refresh or reload.
-func (g *Gate) index(s *snapshot) {
+func (p *rules) index(s *snapshot) {
 	s.tenants, s.fallback = map[tenant.ID]*tenantState{}, tenantState{}
 	usage := s.usage
-	var staleErr *Rejection
+	var staleErr *limitError
 	switch {
-	case s.stale && g.failClosed:
-		staleErr = g.staleRejection(s)
+	case s.stale && p.failClosed:
+		staleErr = p.staleRejection(s)
 	case s.stale:
 		// Fail open: the datasource's usage no longer counts until fresh usage arrives; the gate's own counts,
 		// which never go stale, still do.
@@ -121,12 +137,12 @@ func (g *Gate) index(s *snapshot) {
 	}
 	add := func(id tenant.ID) {
 		if s.tenants[id] == nil {
-			st := g.tenantState(usage, id, s.limits.forTenant(id), staleErr)
+			st := p.tenantState(usage, id, s.limits.ForTenant(id), staleErr)
 			st.series = make([]atomic.Pointer[series], len(st.counted))
 			s.tenants[id] = st
 		}
 	}
-	for id := range s.limits.own {
+	for _, id := range s.limits.Tenants() {
 		add(id)
 	}
 	for k := range usage {
@@ -134,35 +150,36 @@ func (g *Gate) index(s *snapshot) {
 	}
 	// Usage is zero for every tenant not seen, and every limit value is positive: fallback never rejects on the
 	// datasource's figures unless they are stale.
-	s.fallback = *g.tenantState(nil, tenant.ID{}, s.limits.defaults, staleErr)
+	s.fallback = *p.tenantState(nil, tenant.ID{}, s.limits.Defaults(), staleErr)
 }
 
-func (g *Gate) tenantState(usage map[usageKey]float64, id tenant.ID, ls []Limit, staleErr *Rejection) *tenantState {
+func (p *rules) tenantState(usage map[usageKey]float64, id tenant.ID, ls []limitfile.Limit, staleErr *limitError) *tenantState {
 	st := &tenantState{}
 	for _, l := range ls {
 		a := applied{limit: l}
 		if l.Key.IsZero() {
-			a.usage = usage[usageKey{id, l.meter()}]
+			a.usage = usage[usageKey{id, meterOf(l)}]
 		}
 		i := gates(l.Type)
 		st.applied[i] = append(st.applied[i], a)
-		if l.counted() {
-			st.countedSet(l.Key).limits[windowOf(l.Resolution)] = a
+		if l.Type.Counted() {
+			st.countedSet(l.Type, l.Key).limits[windowOf(l.Resolution)] = a
+			st.costed = st.costed || l.Type.Cost()
 		}
 	}
 	for i, as := range st.applied {
-		st.decision[i] = g.decide(id, as, staleErr)
+		st.decision[i] = p.decide(id, as, staleErr)
 	}
 	return st
 }
 
-func (st *tenantState) countedSet(k Key) *countedSet {
+func (st *tenantState) countedSet(t limitfile.Type, k limitfile.Key) *countedSet {
 	for i := range st.counted {
-		if st.counted[i].key == k {
+		if st.counted[i].typ == t && st.counted[i].key == k {
 			return &st.counted[i]
 		}
 	}
-	st.counted = append(st.counted, countedSet{key: k, keyID: intern(k)})
+	st.counted = append(st.counted, countedSet{typ: t, key: k, keyID: intern(k)})
 	return &st.counted[len(st.counted)-1]
 }
 
@@ -176,22 +193,22 @@ func (s *snapshot) state(id tenant.ID) *tenantState {
 
 // decide picks the limit that matters for a request: the over-limit one that blocks longest, or else the one
 // nearest to its value. A tenant is over a limit once its usage reaches the value.
-func (g *Gate) decide(id tenant.ID, as []applied, staleErr *Rejection) Decision {
-	var d Decision
+func (p *rules) decide(id tenant.ID, as []applied, staleErr *limitError) decision {
+	var d decision
 	over, nearest := false, -1.0
 	for _, a := range as {
 		value := float64(a.limit.Value)
 		if a.usage >= value {
-			retry := g.retryAfter(a)
+			retry := p.retryAfter(a)
 			if !over || retry > d.Reset {
 				over = true
-				d = Decision{Limit: a.limit, Usage: a.usage, Reset: retry}
+				d = decision{Limit: a.limit, Usage: a.usage, Reset: retry}
 			}
 			continue
 		}
 		if ratio := a.usage / value; !over && ratio > nearest {
 			nearest = ratio
-			d = Decision{Limit: a.limit, Usage: a.usage, Reset: g.resetAfter(a)}
+			d = decision{Limit: a.limit, Usage: a.usage, Reset: p.resetAfter(a)}
 		}
 	}
 	switch {
@@ -199,7 +216,7 @@ func (g *Gate) decide(id tenant.ID, as []applied, staleErr *Rejection) Decision 
 		d.rejection = staleErr
 	case over:
 		// Made once per snapshot, message included, so that rejecting allocates nothing.
-		d.rejection = g.rejection(id, d, "", fromDatasource)
+		d.rejection = p.rejection(id, d, "", fromDatasource)
 		d.rejection.msg = d.rejection.message()
 	}
 	return d
@@ -209,9 +226,9 @@ func (g *Gate) decide(id tenant.ID, as []applied, staleErr *Rejection) Decision 
 // leave the window. Assuming the usage was spread evenly over the window, that takes window*excess/usage;
 // then the next refresh must see it. The count of active series falls when series go idle, which the gate cannot
 // foresee: the next refresh is the earliest moment the answer can change.
-func (g *Gate) retryAfter(a applied) time.Duration {
-	w := a.limit.meter().window()
-	d := g.refreshInterval
+func (p *rules) retryAfter(a applied) time.Duration {
+	w := meterOf(a.limit).window()
+	d := p.refreshInterval
 	if w > 0 {
 		excess := a.usage - float64(a.limit.Value) + 1
 		d += time.Duration(float64(w) * math.Min(excess/a.usage, 1))
@@ -220,11 +237,11 @@ func (g *Gate) retryAfter(a applied) time.Duration {
 }
 
 // resetAfter is when the usage counted against an unexceeded limit has left the window: the window length.
-func (g *Gate) resetAfter(a applied) time.Duration {
-	if w := a.limit.meter().window(); w > 0 {
+func (p *rules) resetAfter(a applied) time.Duration {
+	if w := meterOf(a.limit).window(); w > 0 {
 		return w
 	}
-	return roundUpSeconds(g.refreshInterval)
+	return roundUpSeconds(p.refreshInterval)
 }
 
 func roundUpSeconds(d time.Duration) time.Duration {

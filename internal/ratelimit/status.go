@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -95,7 +96,7 @@ type statusFigure struct {
 	Stale bool `json:"stale,omitempty"`
 }
 
-func spec(l Limit) statusLimitSpec {
+func spec(l limitfile.Limit) statusLimitSpec {
 	return statusLimitSpec{Type: l.Type.String(), Resolution: l.Resolution.String(), Value: l.Value, Key: l.Key.String()}
 }
 
@@ -109,98 +110,25 @@ func (g *Gate) status(now time.Time, only *tenant.ID) statusPage {
 		Defaults: []statusLimitSpec{},
 		Usage:    []statusEntry{},
 	}
-	if g.shared != nil {
-		p.Redis = &statusRedis{URL: g.shared.shown, Up: g.shared.up.Load()}
+	if g.tally.store != nil {
+		shown, up := g.tally.store.status()
+		p.Redis = &statusRedis{URL: shown, Up: up}
 	}
-	for _, l := range s.limits.defaults {
+	for _, l := range s.limits.Defaults() {
 		p.Defaults = append(p.Defaults, spec(l))
 	}
-	dsAge := &statusFigure{AgeSeconds: roundSeconds(now.Sub(s.fetchedAt))}
-	if s.stale && !g.failClosed {
-		dsAge = nil // fail open: the datasource's figures do not count
-	}
-	entries := map[seriesKey]*statusEntry{}
-	entry := func(k seriesKey) *statusEntry {
-		if e := entries[k]; e != nil {
-			return e
-		}
-		e := &statusEntry{id: k, Tenant: k.tenant.String(), Limits: []statusLimit{}}
-		if k.key != 0 {
-			e.Key = k.key.Key().String()
-			v := k.value
+	dsAge := roundSeconds(now.Sub(s.fetchedAt))
+	for _, r := range g.report(s, now, only) {
+		e := statusEntry{id: r.id, Tenant: r.id.tenant.String(), Limits: []statusLimit{}}
+		if r.id.key != 0 {
+			e.Key = r.id.key.Key().String()
+			v := r.id.value
 			e.KeyValue = &v
 		}
-		entries[k] = e
-		return e
-	}
-	sec := now.Unix()
-	// The limits each series counts against, with its figures.
-	addCounted := func(k seriesKey, st *tenantState, ser *series) {
-		for j := range st.counted {
-			cs := &st.counted[j]
-			if cs.keyID != k.key {
-				continue
-			}
-			for w := range cs.limits {
-				a := cs.limits[w]
-				if a.limit.Type == 0 {
-					continue
-				}
-				sl := statusLimit{statusLimitSpec: spec(a.limit), Scope: scope(a.limit)}
-				if k.key == 0 && dsAge != nil {
-					sl.Datasource = &statusFigure{Value: a.usage, AgeSeconds: dsAge.AgeSeconds}
-				}
-				if ser != nil {
-					sl.Local = &statusFigure{Value: float64(ser.counts.count(w, sec))}
-					// While Redis is down the shared counts decide nothing: they are not shown.
-					if g.shared != nil && g.shared.up.Load() {
-						if n, at, ok := ser.lease.usage(w, sec); ok {
-							sl.Shared = &statusFigure{Value: float64(n), AgeSeconds: roundSeconds(now.Sub(at)), Stale: now.Sub(at) > sharedFresh}
-						}
-					}
-				}
-				sl.settle()
-				e := entry(k)
-				e.Limits = append(e.Limits, sl)
-			}
+		for _, u := range r.limits {
+			e.Limits = append(e.Limits, statusLimitOf(u, dsAge, now))
 		}
-	}
-	// Tenants the snapshot knows: every limit, counted or not.
-	for id, st := range s.tenants {
-		if only != nil && id != *only {
-			continue
-		}
-		k := seriesKey{tenant: id}
-		addCounted(k, st, g.counters.lookup(k))
-		for i := range st.applied {
-			for _, a := range st.applied[i] {
-				if a.limit.counted() {
-					continue
-				}
-				sl := statusLimit{statusLimitSpec: spec(a.limit), Scope: scope(a.limit)}
-				if dsAge != nil {
-					sl.Datasource = &statusFigure{Value: a.usage, AgeSeconds: dsAge.AgeSeconds}
-				}
-				sl.settle()
-				e := entry(k)
-				e.Limits = append(e.Limits, sl)
-			}
-		}
-	}
-	// Series the gate counts for keys, and for tenants the snapshot does not know.
-	g.counters.each(func(k seriesKey, ser *series) {
-		if only != nil && k.tenant != *only {
-			return
-		}
-		if _, known := s.tenants[k.tenant]; known && k.key == 0 {
-			return
-		}
-		addCounted(k, s.state(k.tenant), ser)
-	})
-	for _, e := range entries {
-		if len(e.Limits) > 0 {
-			p.Usage = append(p.Usage, *e)
-		}
+		p.Usage = append(p.Usage, e)
 	}
 	sort.Slice(p.Usage, func(i, j int) bool {
 		a, b := p.Usage[i].id, p.Usage[j].id
@@ -215,7 +143,23 @@ func (g *Gate) status(now time.Time, only *tenant.ID) statusPage {
 	return p
 }
 
-func scope(l Limit) string {
+func statusLimitOf(u limitUsage, dsAge float64, now time.Time) statusLimit {
+	sl := statusLimit{statusLimitSpec: spec(u.limit), Scope: scope(u.limit)}
+	if u.datasource != nil {
+		sl.Datasource = &statusFigure{Value: *u.datasource, AgeSeconds: dsAge}
+	}
+	if u.counted {
+		sl.Local = &statusFigure{Value: float64(u.local)}
+		// While Redis is down the shared counts decide nothing: they are not shown.
+		if u.shared.ok {
+			sl.Shared = &statusFigure{Value: float64(u.shared.n), AgeSeconds: roundSeconds(now.Sub(u.shared.at)), Stale: !u.shared.fresh(now)}
+		}
+	}
+	sl.settle()
+	return sl
+}
+
+func scope(l limitfile.Limit) string {
 	if l.HasTenant {
 		return "tenant"
 	}

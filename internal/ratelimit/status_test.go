@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
 
@@ -36,9 +37,9 @@ limits:
   - {type: queries, value: 20, account_id: 1}
 `, Config{})
 	g.setUsage(map[usageKey]float64{
-		{tid(1, 0), meter{Queries, Minute}}:      12,
-		{tid(1, 0), meter{RowsInserted, Minute}}: 300,
-		{tid(2, 0), meter{Queries, Minute}}:      1,
+		{tid(1, 0), meter{limitfile.Queries, limitfile.Minute}}:      12,
+		{tid(1, 0), meter{limitfile.RowsInserted, limitfile.Minute}}: 300,
+		{tid(2, 0), meter{limitfile.Queries, limitfile.Minute}}:      1,
 	})
 	fetched := g.snap.Load().fetchedAt
 	clk.t = fetched.Add(3 * time.Second)
@@ -134,7 +135,7 @@ func TestStatusShared(t *testing.T) {
 	admitN(b, access(tid(0, 0)), 30)
 	// In the next second a's lease has ended: a claims again and sees b's counts.
 	shift.Store(int64(time.Second))
-	_ = a.Check(access(tid(0, 0)), rt(route.Read))
+	_ = a.check(access(tid(0, 0)), rt(route.Read))
 	_, p, body := getStatus(t, a, "")
 	if p.Redis == nil || !p.Redis.Up || strings.Contains(body, ":pw@") {
 		t.Fatalf("redis: %+v", p.Redis)

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 )
 
 // ringSize is the number of buckets of a sliding window: the 60 complete buckets before the current one, and the
@@ -24,8 +26,8 @@ const (
 var bucketWidth = [numWindows]int64{winMinute: 1, winHour: 60}
 
 // windowOf is the window a resolution counts in.
-func windowOf(r Resolution) int {
-	if r == Hour {
+func windowOf(r limitfile.Resolution) int {
+	if r == limitfile.Hour {
 		return winHour
 	}
 	return winMinute

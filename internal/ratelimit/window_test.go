@@ -3,6 +3,8 @@ package ratelimit
 import (
 	"testing"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 )
 
 // t0 is a Unix second at the start of a minute, so that tests can reason about minute buckets.
@@ -89,7 +91,7 @@ func TestCountsScan(t *testing.T) {
 
 func TestCounters(t *testing.T) {
 	c := newCounters()
-	k := seriesKey{tenant: tid(1, 2), key: intern(Key{Claim: "sub"}), value: "alice"}
+	k := seriesKey{tenant: tid(1, 2), key: intern(limitfile.Key{Claim: "sub"}), value: "alice"}
 	s := c.get(k, t0)
 	if c.get(k, t0+5) != s || c.lookup(k) != s || c.size.Load() != 1 {
 		t.Fatal("a second get made another series")

@@ -1,4 +1,4 @@
-package ratelimit
+package limitfile
 
 import (
 	"context"
@@ -19,7 +19,7 @@ func ValidateFile(pathOrURL string) error {
 	if err != nil {
 		return err
 	}
-	_, err = parseLimits(data, ShowSource(pathOrURL))
+	_, err = Parse(data, ShowSource(pathOrURL))
 	return err
 }
 

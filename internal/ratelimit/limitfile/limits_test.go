@@ -1,4 +1,4 @@
-package ratelimit
+package limitfile
 
 import (
 	"errors"
@@ -60,6 +60,16 @@ limits:
 			{Type: Queries, Resolution: Minute, Value: 5},
 			{Type: Queries, Resolution: Minute, Value: 5, Tenant: tenant.ID{AccountID: 1}, HasTenant: true},
 		}},
+		{"cost limits", `
+limits:
+  - {type: series_fetched, value: 100000}
+  - {type: query_time_ms, value: 600000, resolution: hour, key: label:team}
+  - {type: series_fetched, value: 500, account_id: 3}
+`, []Limit{
+			{Type: SeriesFetched, Resolution: Minute, Value: 100000},
+			{Type: QueryTimeMs, Resolution: Hour, Value: 600000, Key: Key{Label: "team"}},
+			{Type: SeriesFetched, Resolution: Minute, Value: 500, Tenant: tenant.ID{AccountID: 3}, HasTenant: true},
+		}},
 		{"same meter for different tenants", `
 limits:
   - {type: queries, value: 5, account_id: 1}
@@ -74,12 +84,12 @@ limits:
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := parseLimits([]byte(tc.in), "limits.yaml")
+			l, err := Parse([]byte(tc.in), "limits.yaml")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(l.all, tc.want) {
-				t.Errorf("got  %+v\nwant %+v", l.all, tc.want)
+			if !reflect.DeepEqual(l.All(), tc.want) {
+				t.Errorf("got  %+v\nwant %+v", l.All(), tc.want)
 			}
 		})
 	}
@@ -114,8 +124,8 @@ func TestParseLimitsErrors(t *testing.T) {
 		{"missing type and value", "limits:\n  - resolution: hour\n", []p{
 			{2, "the limit has no type"}, {2, "the limit has no value: want a positive integer"}}},
 		{"bad type", "limits:\n  - {type: querys, value: 1}\n", []p{
-			{2, `type: want one of queries, rows_inserted, new_series, active_series, got "querys"`}}},
-		{"type not a string", "limits:\n  - {type: [queries], value: 1}\n", []p{{2, "type: want one of queries, rows_inserted, new_series, active_series, got a list"}}},
+			{2, `type: want one of queries, rows_inserted, new_series, active_series, series_fetched, query_time_ms, got "querys"`}}},
+		{"type not a string", "limits:\n  - {type: [queries], value: 1}\n", []p{{2, "type: want one of queries, rows_inserted, new_series, active_series, series_fetched, query_time_ms, got a list"}}},
 		{"bad values", `limits:
   - {type: queries, value: 0}
   - {type: queries, value: -5}
@@ -198,7 +208,7 @@ foo: bar
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseLimits([]byte(tc.in), "limits.yaml")
+			_, err := Parse([]byte(tc.in), "limits.yaml")
 			var ce *confsource.Problems
 			if !errors.As(err, &ce) {
 				t.Fatalf("got %v, want a configError", err)
@@ -231,7 +241,7 @@ func TestParseLimitsFileErrors(t *testing.T) {
 		{"tabs", "limits:\n\t- type: queries\n", "cannot parse the limits config limits.yaml: yaml: line 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseLimits([]byte(tc.in), "limits.yaml")
+			_, err := Parse([]byte(tc.in), "limits.yaml")
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error with %q", err, tc.want)
 			}
@@ -240,7 +250,7 @@ func TestParseLimitsFileErrors(t *testing.T) {
 }
 
 func TestForTenant(t *testing.T) {
-	l, err := parseLimits([]byte(`
+	l, err := Parse([]byte(`
 limits:
   - {type: queries, value: 100}
   - {type: queries, value: 1000, resolution: hour}
@@ -262,16 +272,12 @@ limits:
 		{tenant.ID{AccountID: 1, ProjectID: 1}, []uint64{100, 1000, 50}},
 	} {
 		var got []uint64
-		for _, lim := range l.forTenant(tc.id) {
+		for _, lim := range l.ForTenant(tc.id) {
 			got = append(got, lim.Value)
 		}
 		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("tenant %s: got values %v, want %v", tc.id, got, tc.want)
 		}
-	}
-	wantMeters := []meter{{Queries, Minute}, {Queries, Hour}, {RowsInserted, Minute}, {ActiveSeries, 0}}
-	if !reflect.DeepEqual(l.meters, wantMeters) {
-		t.Errorf("meters %v, want %v", l.meters, wantMeters)
 	}
 }
 

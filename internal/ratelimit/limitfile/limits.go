@@ -1,4 +1,8 @@
-package ratelimit
+// Package limitfile reads the limits config of -ratelimit.config: it parses and validates the file, reporting
+// every problem with its line, and selects the limits that apply to a tenant. It holds no runtime state: the
+// gate (package ratelimit) counts and enforces, and -querylimits.config reuses its keys and its reading of a
+// config given as a path or a URL.
+package limitfile
 
 import (
 	"bytes"
@@ -6,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"strconv"
 
 	"go.yaml.in/yaml/v3"
@@ -28,9 +31,18 @@ const (
 	NewSeries
 	// ActiveSeries is the current number of active series (vm_tenant_active_timeseries); it has no window.
 	ActiveSeries
+	// SeriesFetched sums the series the tenant's queries fetched, as VictoriaMetrics reports them at the end of
+	// each query answer ("stats":{"seriesFetched":"N"}); counted by the gateway alone.
+	SeriesFetched
+	// QueryTimeMs sums the milliseconds VictoriaMetrics spent executing the tenant's queries
+	// ("stats":{"executionTimeMsec":M}); counted by the gateway alone.
+	QueryTimeMs
 )
 
-var typeNames = [...]string{Queries: "queries", RowsInserted: "rows_inserted", NewSeries: "new_series", ActiveSeries: "active_series"}
+var typeNames = [...]string{Queries: "queries", RowsInserted: "rows_inserted", NewSeries: "new_series", ActiveSeries: "active_series",
+	SeriesFetched: "series_fetched", QueryTimeMs: "query_time_ms"}
+
+const typeList = "queries, rows_inserted, new_series, active_series, series_fetched, query_time_ms"
 
 func (t Type) String() string {
 	if int(t) < len(typeNames) && typeNames[t] != "" {
@@ -72,29 +84,35 @@ type Limit struct {
 	Key Key
 }
 
-func (l Limit) meter() meter { return meter{l.Type, l.Resolution} }
+// Counted reports whether the gateway counts the type's usage itself: requests one at a time, and the costs of
+// the answers it forwards. Only such limits can have a key.
+func (t Type) Counted() bool { return t == Queries || t.Cost() }
 
-// counted reports whether the gate counts the limit's usage itself: every queries limit is, one request at a time.
-// The datasource's per-tenant figures also apply to the limits without a key.
-func (l Limit) counted() bool { return l.Type == Queries }
+// Cost reports whether the type sums what queries cost, read from the stats at the end of their answers: known
+// only once a query has been answered, so a tenant is refused the request after the one that used up its budget.
+// The datasource has no figure for them.
+func (t Type) Cost() bool { return t == SeriesFetched || t == QueryTimeMs }
 
-// meter is what one datasource query measures for every tenant: a type over a resolution.
-type meter struct {
-	typ Type
-	res Resolution
-}
-
-// limits is a parsed limits config, immutable once built.
-type limits struct {
+// Set is a parsed limits config, immutable once built.
+type Set struct {
 	all      []Limit
 	defaults []Limit
 	own      map[tenant.ID][]Limit
-	// meters are the distinct (type, resolution) pairs of all limits: one datasource query each.
-	meters []meter
+	tenants  []tenant.ID
 }
 
-// forTenant returns the limits that apply to id: its own, and the defaults of the meters and keys it has none for.
-func (l *limits) forTenant(id tenant.ID) []Limit {
+// All is every limit, in the config's order.
+func (l *Set) All() []Limit { return l.all }
+
+// Defaults are the limits without a tenant: they apply to every tenant without one of its own in their place.
+func (l *Set) Defaults() []Limit { return l.defaults }
+
+// Tenants are the tenants with limits of their own, in the config's order.
+func (l *Set) Tenants() []tenant.ID { return l.tenants }
+
+// ForTenant returns the limits that apply to id: its own, and the defaults of the types, resolutions and keys it
+// has none for.
+func (l *Set) ForTenant(id tenant.ID) []Limit {
 	own := l.own[id]
 	if len(own) == 0 {
 		return l.defaults
@@ -111,33 +129,33 @@ func (l *limits) forTenant(id tenant.ID) []Limit {
 // replaces reports whether one of a tenant's own limits takes the place of the default d.
 func replaces(own []Limit, d Limit) bool {
 	for _, l := range own {
-		if l.meter() == d.meter() && l.Key == d.Key {
+		if l.Type == d.Type && l.Resolution == d.Resolution && l.Key == d.Key {
 			return true
 		}
 	}
 	return false
 }
 
-func newLimits(all []Limit) *limits {
-	l := &limits{all: all, own: map[tenant.ID][]Limit{}}
+func newSet(all []Limit) *Set {
+	l := &Set{all: all, own: map[tenant.ID][]Limit{}}
 	for _, lim := range all {
-		if lim.HasTenant {
-			l.own[lim.Tenant] = append(l.own[lim.Tenant], lim)
-		} else {
+		if !lim.HasTenant {
 			l.defaults = append(l.defaults, lim)
+			continue
 		}
-		// The datasource knows usage per tenant only: a limit with a key is counted by the gate alone.
-		if m := lim.meter(); lim.Key.IsZero() && !slices.Contains(l.meters, m) {
-			l.meters = append(l.meters, m)
+		if _, seen := l.own[lim.Tenant]; !seen {
+			l.tenants = append(l.tenants, lim.Tenant)
 		}
+		l.own[lim.Tenant] = append(l.own[lim.Tenant], lim)
 	}
 	return l
 }
 
 const idRange = "an integer in [0..4294967295]"
 
-// parseLimits reads a limits config. source names it in errors (the file path or URL).
-func parseLimits(data []byte, source string) (*limits, error) {
+// Parse reads a limits config. source names it in errors (the file path or URL, as ShowSource shows it); an
+// invalid config gives a *confsource.Problems listing every problem with its line.
+func Parse(data []byte, source string) (*Set, error) {
 	p := confsource.NewProblems("limits config", source)
 	addf := p.Add
 	var doc yaml.Node
@@ -202,7 +220,7 @@ func parseLimits(data []byte, source string) (*limits, error) {
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
-	return newLimits(all), nil
+	return newSet(all), nil
 }
 
 // emptyConfig refuses an empty config: more often a truncated file or download than a wish for no limits.
@@ -258,9 +276,9 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 		}
 	})
 	if typeNode == nil {
-		addf2(item, "the limit has no type: want one of queries, rows_inserted, new_series, active_series")
+		addf2(item, "the limit has no type: want one of "+typeList)
 	} else if l.Type = parseType(typeNode); l.Type == 0 {
-		addf2(typeNode, "type: want one of queries, rows_inserted, new_series, active_series, got %s", describe(typeNode))
+		addf2(typeNode, "type: want one of "+typeList+", got %s", describe(typeNode))
 	}
 	if valueNode == nil {
 		addf2(item, "the limit has no value: want a positive integer")
@@ -269,50 +287,72 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 	} else {
 		l.Value = v
 	}
-	switch {
-	case resNode == nil:
-		if l.Type != ActiveSeries {
-			l.Resolution = Minute
-		}
-	case l.Type == ActiveSeries:
-		addf2(resNode, "resolution: active_series is a current count, not a sum over a window: remove the resolution")
-	case isScalar(resNode, "minute"):
-		l.Resolution = Minute
-	case isScalar(resNode, "hour"):
-		l.Resolution = Hour
-	default:
-		addf2(resNode, "resolution: want minute or hour, got %s", describe(resNode))
-	}
-	if accNode != nil {
-		if v, ok := parseInt(accNode, math.MaxUint32); ok {
-			l.Tenant.AccountID, l.HasTenant = uint32(v), true
-		} else {
-			addf2(accNode, "account_id: want %s, got %s", idRange, describe(accNode))
-		}
-	}
-	if projNode != nil {
-		if v, ok := parseInt(projNode, math.MaxUint32); ok {
-			l.Tenant.ProjectID = uint32(v)
-		} else {
-			addf2(projNode, "project_id: want %s, got %s", idRange, describe(projNode))
-		}
-		if accNode == nil {
-			addf2(projNode, "project_id without account_id: a limit is for one tenant (account_id, and project_id which defaults to 0) or, without both, for all tenants")
-		}
-	}
+	l.Resolution = parseResolution(l.Type, resNode, addf2)
+	l.Tenant, l.HasTenant = parseTenant(accNode, projNode, addf2)
 	if keyNode != nil {
-		if keyNode.Kind != yaml.ScalarNode || keyNode.ShortTag() != "!!str" {
-			addf2(keyNode, "key: want claim:<name> or label:<name>, got %s", describe(keyNode))
-		} else if k, err := ParseKey(keyNode.Value); err != nil {
-			addf2(keyNode, "key: %s", err)
-		} else if l.Type != 0 && !l.counted() {
-			addf2(keyNode, "key: only queries limits can have a key: the gateway counts requests per key itself, "+
-				"but it never sees the %s of a write (bodies stream through unread), and the datasource reports usage per tenant only", l.Type)
-		} else {
-			l.Key = k
-		}
+		l.Key = parseLimitKey(l.Type, keyNode, addf2)
 	}
 	return l, bad == 0
+}
+
+// parseResolution reads the resolution of a limit of type t; n is nil when the limit has none.
+func parseResolution(t Type, n *yaml.Node, addf addFunc) Resolution {
+	switch {
+	case n == nil:
+		if t != ActiveSeries {
+			return Minute
+		}
+	case t == ActiveSeries:
+		addf(n, "resolution: active_series is a current count, not a sum over a window: remove the resolution")
+	case isScalar(n, "minute"):
+		return Minute
+	case isScalar(n, "hour"):
+		return Hour
+	default:
+		addf(n, "resolution: want minute or hour, got %s", describe(n))
+	}
+	return 0
+}
+
+// parseTenant reads whom a limit is for: the tenant of acc and proj, or, without both, every tenant.
+func parseTenant(acc, proj *yaml.Node, addf addFunc) (id tenant.ID, has bool) {
+	if acc != nil {
+		if v, ok := parseInt(acc, math.MaxUint32); ok {
+			id.AccountID, has = uint32(v), true
+		} else {
+			addf(acc, "account_id: want %s, got %s", idRange, describe(acc))
+		}
+	}
+	if proj != nil {
+		if v, ok := parseInt(proj, math.MaxUint32); ok {
+			id.ProjectID = uint32(v)
+		} else {
+			addf(proj, "project_id: want %s, got %s", idRange, describe(proj))
+		}
+		if acc == nil {
+			addf(proj, "project_id without account_id: a limit is for one tenant (account_id, and project_id which defaults to 0) or, without both, for all tenants")
+		}
+	}
+	return id, has
+}
+
+// parseLimitKey reads the key of a limit of type t.
+func parseLimitKey(t Type, n *yaml.Node, addf addFunc) Key {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		addf(n, "key: want claim:<name> or label:<name>, got %s", describe(n))
+		return Key{}
+	}
+	k, err := ParseKey(n.Value)
+	if err != nil {
+		addf(n, "key: %s", err)
+		return Key{}
+	}
+	if t != 0 && !t.Counted() {
+		addf(n, "key: only queries, series_fetched and query_time_ms limits can have a key: the gateway counts requests and query costs per key itself, "+
+			"but it never sees the %s of a write (bodies stream through unread), and the datasource reports usage per tenant only", t)
+		return Key{}
+	}
+	return k
 }
 
 func parseType(n *yaml.Node) Type {

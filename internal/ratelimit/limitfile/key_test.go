@@ -1,4 +1,4 @@
-package ratelimit
+package limitfile
 
 import (
 	"encoding/json"
@@ -83,7 +83,7 @@ func TestKeyValue(t *testing.T) {
 }
 
 func TestParseLimitsKeys(t *testing.T) {
-	l, err := parseLimits([]byte(`
+	l, err := Parse([]byte(`
 limits:
   - {type: queries, value: 100}
   - {type: queries, value: 10, key: claim:sub}
@@ -102,12 +102,8 @@ limits:
 		{Type: Queries, Resolution: Minute, Value: 5, Key: sub, Tenant: tenant.ID{AccountID: 1}, HasTenant: true},
 		{Type: Queries, Resolution: Minute, Value: 7, Key: team, Tenant: tenant.ID{AccountID: 1}, HasTenant: true},
 	}
-	if !reflect.DeepEqual(l.all, want) {
-		t.Fatalf("got  %+v\nwant %+v", l.all, want)
-	}
-	// The datasource knows no keys: only the limit without one needs a query.
-	if !reflect.DeepEqual(l.meters, []meter{{Queries, Minute}}) {
-		t.Errorf("meters %v, want queries per minute only", l.meters)
+	if !reflect.DeepEqual(l.All(), want) {
+		t.Fatalf("got  %+v\nwant %+v", l.All(), want)
 	}
 	// A tenant's own keyed limit replaces the default of the same meter and key only.
 	for _, tc := range []struct {
@@ -118,7 +114,7 @@ limits:
 		{tenant.ID{AccountID: 2}, []uint64{100, 10, 50}},
 	} {
 		var got []uint64
-		for _, lim := range l.forTenant(tc.id) {
+		for _, lim := range l.ForTenant(tc.id) {
 			got = append(got, lim.Value)
 		}
 		if !reflect.DeepEqual(got, tc.want) {
@@ -143,13 +139,13 @@ func TestParseLimitsKeyErrors(t *testing.T) {
 	want := []problem{
 		{2, "key: want claim:<name> (a token claim such as claim:sub) or label:<name>"},
 		{3, `key: want a label name ([a-zA-Z_][a-zA-Z0-9_]*) after label:, e.g. label:team; got "label:a-b"`},
-		{4, "key: only queries limits can have a key: the gateway counts requests per key itself, but it never sees the rows_inserted of a write"},
-		{5, "key: only queries limits can have a key"},
+		{4, "key: only queries, series_fetched and query_time_ms limits can have a key: the gateway counts requests and query costs per key itself, but it never sees the rows_inserted of a write"},
+		{5, "key: only queries, series_fetched and query_time_ms limits can have a key"},
 		{6, "key: want claim:<name> or label:<name>, got a list"},
 		{8, "duplicate limit: the default for all tenants already has a limit on queries per minute by claim:sub at line 7"},
 		{11, "key: want claim:<name> or label:<name>, got nothing"},
 	}
-	_, err := parseLimits([]byte(in), "limits.yaml")
+	_, err := Parse([]byte(in), "limits.yaml")
 	var ce *confsource.Problems
 	if !errors.As(err, &ce) {
 		t.Fatalf("got %v, want a configError", err)
@@ -177,20 +173,21 @@ func FuzzParseLimits(f *testing.F) {
 		"limits:\n  - {type: active_series, value: 1}\n  - {type: rows_inserted, value: 2, resolution: hour}\n",
 		"limits:\n  - &a {type: queries, value: 1}\n  - *a\n",
 		"limits:\n  - {type: queries, value: 1, key: claim:}\n",
+		"limits:\n  - {type: series_fetched, value: 1000, key: label:team}\n  - {type: query_time_ms, value: 60000, resolution: hour}\n",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		l, err := parseLimits([]byte(in), "fuzz.yaml")
+		l, err := Parse([]byte(in), "fuzz.yaml")
 		if err != nil {
 			return
 		}
-		for _, lim := range l.all {
+		for _, lim := range l.All() {
 			if lim.Value == 0 || lim.Type == 0 || (lim.Type == ActiveSeries) != (lim.Resolution == 0) {
 				t.Fatalf("accepted a bad limit %+v from %q", lim, in)
 			}
 			if !lim.Key.IsZero() {
-				if lim.Type != Queries {
+				if !lim.Type.Counted() {
 					t.Fatalf("accepted a key on %s from %q", lim.Type, in)
 				}
 				if k, err := ParseKey(lim.Key.String()); err != nil || k != lim.Key {

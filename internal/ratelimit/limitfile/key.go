@@ -1,4 +1,4 @@
-package ratelimit
+package limitfile
 
 import (
 	"encoding/json"

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// Issue 18's cost limits through the real binary against the real VictoriaMetrics v1.151.0, which ends every query
+// answer with the series it fetched: a team whose queries fetch many series uses up its series_fetched budget and
+// is refused, a team whose queries fetch few is not.
+
+const costLimitsYAML = "limits:\n  - {type: series_fetched, value: 100, key: label:team}\n"
+
+// costData writes 150 series for team big and 3 for team small.
+func costData(t *testing.T, vm *vmtest.VM) {
+	t.Helper()
+	var b strings.Builder
+	for i := 0; i < 150; i++ {
+		fmt.Fprintf(&b, "cost_metric{team=\"big\",i=\"%d\"} %d\n", i, i)
+	}
+	for i := 0; i < 3; i++ {
+		fmt.Fprintf(&b, "cost_metric{team=\"small\",i=\"%d\"} %d\n", i, i)
+	}
+	if code, _, body := do(t, http.MethodPost, vm.URL+"/api/v1/import/prometheus", strings.NewReader(b.String()), "Content-Type", "text/plain"); code != 204 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	vm.Flush(t)
+}
+
+// costQuery asks for cost_metric with team's token through g until the answer has every series of the team
+// (the data may need a moment to be searchable), and returns the status and body of that first answer.
+func costQuery(t *testing.T, g *gw, token string, series int) {
+	t.Helper()
+	vmtest.Eventually(t, func() (bool, string) {
+		code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(token)...)
+		return code == 200 && strings.Count(body, `"__name__":"cost_metric"`) == series, fmt.Sprintf("%d %.300s", code, body)
+	})
+}
+
+func TestRateLimitCostSeriesFetched(t *testing.T) {
+	vm := vmtest.StartCurrent(t)
+	costData(t, vm)
+	g := rlGateway(t, vm.URL, vm.URL, costLimitsYAML, "-ratelimit.headers=both", "-ratelimit.statusAuthKey=sk")
+	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
+	small := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
+
+	// The data is searchable once small sees its 3 series: 3 fetched of 100. Then big's first query passes (its
+	// budget is known only after the answer) and fetches 150 series of 100.
+	costQuery(t, g, small, 3)
+	code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...)
+	if code != 200 || strings.Count(body, `"__name__":"cost_metric"`) != 150 || !strings.Contains(body, `"seriesFetched": "150"`) {
+		t.Fatalf("big's first query: %d %.300s", code, body)
+	}
+	// The stats were counted as the answer went through: big's next request is refused.
+	code, h, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...)
+	typ, msg := decodeError(t, body)
+	if code != http.StatusTooManyRequests || typ != "too_many_requests" ||
+		!strings.Contains(msg, `rate limit exceeded for tenant 0:0 and label:team="big": limit type=series_fetched resolution=minute value=100 key=label:team`) ||
+		!strings.Contains(msg, "usage seen 150 in the last minute counted by this gateway from the seriesFetched stats") {
+		t.Fatalf("big's second query: %d %s", code, body)
+	}
+	if h.Get("Retry-After") == "" || h.Get("Ratelimit") != `"series_fetched-minute-label:team";r=0;t=`+h.Get("Ratelimit-Reset")+`;pk=:Ymln:` ||
+		h.Get("Ratelimit-Remaining") != "0" || h.Get("Ratelimit-Limit") != "100, 100;w=60" {
+		t.Errorf("big's 429 headers: %v", h)
+	}
+	// Team small fetches 3 series a query: ten more stay within its budget (33 of 100).
+	for i := 0; i < 10; i++ {
+		code, h, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(small)...)
+		if code != 200 || strings.Count(body, `"__name__":"cost_metric"`) != 3 {
+			t.Fatalf("small's query %d: %d %.300s", i, code, body)
+		}
+		if want := fmt.Sprint(100 - 3*(i+1)); h.Get("Ratelimit-Remaining") != want {
+			t.Errorf("small's query %d: RateLimit-Remaining %q, want %s (the budget left before this answer is counted)", i, h.Get("Ratelimit-Remaining"), want)
+		}
+	}
+	if got := metricValue(t, g, `vmgateway_ratelimit_rejected_total{type="series_fetched",resolution="minute"}`); got != 1 {
+		t.Errorf("rejected series_fetched = %v, want 1", got)
+	}
+
+	// The status page shows each team's budget left.
+	code, _, body = do(t, http.MethodGet, g.URL+"/ratelimit/status?authKey=sk", nil)
+	var page struct {
+		Usage []struct {
+			KeyValue *string `json:"key_value"`
+			Limits   []struct {
+				Type             string
+				Usage, Remaining float64
+				Source           string
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &page); err != nil || code != 200 {
+		t.Fatalf("/ratelimit/status: %d %s", code, body)
+	}
+	left := map[string][2]float64{}
+	for _, e := range page.Usage {
+		for _, l := range e.Limits {
+			if e.KeyValue != nil && l.Type == "series_fetched" && l.Source == "local" {
+				left[*e.KeyValue] = [2]float64{l.Usage, l.Remaining}
+			}
+		}
+	}
+	if left["big"] != [2]float64{150, 0} || left["small"] != [2]float64{33, 67} {
+		t.Errorf("series_fetched usage and remaining by team: %v, want big 150/0 and small 33/67\n%s", left, body)
+	}
+}
+
+// sharedSeriesFetched reads the shared series_fetched count of each team from a status page.
+func sharedSeriesFetched(t *testing.T, body string) map[string]float64 {
+	t.Helper()
+	var page struct {
+		Usage []struct {
+			KeyValue *string `json:"key_value"`
+			Limits   []struct {
+				Type   string
+				Shared *struct{ Value float64 }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &page); err != nil {
+		t.Fatalf("status page: %s\n%s", err, body)
+	}
+	out := map[string]float64{}
+	for _, e := range page.Usage {
+		for _, l := range e.Limits {
+			if e.KeyValue != nil && l.Type == "series_fetched" && l.Shared != nil {
+				out[*e.KeyValue] = l.Shared.Value
+			}
+		}
+	}
+	return out
+}
+
+// TestRateLimitCostShared: with Redis, a replica refuses a team whose queries another replica answered.
+func TestRateLimitCostShared(t *testing.T) {
+	vm := vmtest.StartCurrent(t)
+	costData(t, vm)
+	redis := startRLRedis(t)
+	a := rlGateway(t, vm.URL, vm.URL, costLimitsYAML, "-ratelimit.redis.url=redis://"+redis, "-ratelimit.statusAuthKey=sk")
+	b := rlGateway(t, vm.URL, vm.URL, costLimitsYAML, "-ratelimit.redis.url=redis://"+redis)
+	for _, g := range []*gw{a, b} {
+		vmtest.Eventually(t, func() (bool, string) {
+			v := metricValue(t, g, "vmgateway_ratelimit_redis_up")
+			return v == 1, fmt.Sprintf("vmgateway_ratelimit_redis_up %v", v)
+		})
+	}
+	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
+	small := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
+	costQuery(t, a, small, 3)
+	if code, _, body := do(t, http.MethodGet, a.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...); code != 200 || !strings.Contains(body, `"seriesFetched": "150"`) {
+		t.Fatalf("big on a: %d %.300s", code, body)
+	}
+	// a adds big's 150 series in Redis within a quarter second of the answer; its status page shows the shared
+	// count once it has. (Until then b would admit big once more: a cost is known only after its answer.)
+	vmtest.Eventually(t, func() (bool, string) {
+		_, _, st := do(t, http.MethodGet, a.URL+"/ratelimit/status?authKey=sk", nil)
+		return sharedSeriesFetched(t, st)["big"] == 150, "a's status page: " + st
+	})
+	// b never answered big: it reads the shared sum, at most a second old, at big's next request.
+	code, _, body := do(t, http.MethodGet, b.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...)
+	if code != http.StatusTooManyRequests || !strings.Contains(body, "usage seen 150 in the last minute counted by all gateways sharing Redis") {
+		t.Errorf("big on b: %d %.300s", code, body)
+	}
+	if code, _, body := do(t, http.MethodGet, b.URL+"/api/v1/query?query=cost_metric", nil, bearer(small)...); code != 200 {
+		t.Errorf("small on b: %d %.300s", code, body)
+	}
+}
+
+// TestRateLimitCostWithoutStats: VictoriaMetrics 1.79.5 ends its answers without stats, so cost limits count
+// nothing and refuse nobody; the gateway counts the answers it could not read.
+func TestRateLimitCostWithoutStats(t *testing.T) {
+	vm := vmtest.Start(t)
+	costData(t, vm)
+	g := rlGateway(t, vm.URL, vm.URL, costLimitsYAML)
+	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
+	costQuery(t, g, big, 150)
+	before := metricValue(t, g, `vmgateway_query_stats_unread_total{reason="absent"}`)
+	for i := 0; i < 3; i++ {
+		if code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...); code != 200 || strings.Contains(body, `"stats"`) {
+			t.Fatalf("big's query %d against 1.79.5: %d %.300s", i, code, body)
+		}
+	}
+	if got := metricValue(t, g, `vmgateway_query_stats_unread_total{reason="absent"}`) - before; got != 3 {
+		t.Errorf("answers without stats counted: %v, want 3", got)
+	}
+}
