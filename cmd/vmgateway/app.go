@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/accesslog"
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/gateway"
@@ -67,6 +68,7 @@ type app struct {
 	gate     *ratelimit.Gate
 	gw       *gateway.Gateway
 	qlimits  *querylimits.Limiter
+	alog     *accesslog.Log
 }
 
 func newApp() (*app, error) {
@@ -133,6 +135,10 @@ func newApp() (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.alog, err = openAccessLog(); err != nil {
+		a.close()
+		return nil, err
+	}
 	addrs := []string(*httpListenAddrs)
 	srv, err := server.New(server.Config{
 		ListenAddrs:         addrs,
@@ -153,6 +159,7 @@ func newApp() (*app, error) {
 		PprofAuthKey:        pprofAuthKey.Get(),
 		Handler:             gw,
 		Extra:               rateLimitStatus(a.gate),
+		AccessLog:           a.alog,
 	})
 	if err != nil {
 		a.close()
@@ -177,10 +184,20 @@ func (a *app) start() error {
 }
 
 // reload re-reads what can change without a restart (SIGHUP): the access policies, the query limits and the
-// rate limits.
+// rate limits; and it reopens the access log file, for log rotation.
 func (a *app) reload() {
+	if p := *accessLogPath; a.alog != nil && p != "stdout" && p != "stderr" {
+		if err := a.alog.Reopen(); err != nil {
+			slog.Error("SIGHUP: cannot reopen the access log; writing on to the old file", "err", err)
+		} else {
+			slog.Info("SIGHUP: access log reopened", "path", p)
+		}
+	}
 	policies := a.verifier != nil && *authPolicyFile != ""
 	if !policies && a.gate == nil && a.qlimits == nil {
+		if a.alog != nil {
+			return
+		}
 		slog.Info("SIGHUP: nothing to reload (no -auth.policyFile, no -querylimits.config, and -enable.rateLimit is off)")
 		return
 	}
@@ -228,6 +245,10 @@ func (a *app) close() {
 	if a.verifier != nil {
 		a.verifier.Stop()
 	}
+	if err := a.alog.Close(); err != nil {
+		slog.Error("cannot close the access log", "err", err)
+	}
+	a.alog = nil
 }
 
 func parseUpstreamURL(name, s string) (*url.URL, error) {
