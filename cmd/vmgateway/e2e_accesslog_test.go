@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -384,4 +385,35 @@ func rawDo(t *testing.T, method, u, body string, acceptGzip bool, header ...stri
 	}
 	b, _ := io.ReadAll(rd)
 	return resp.StatusCode, resp.Header, string(b)
+}
+
+// TestAccessLogStdoutAndFlagErrors: -accessLog.path=stdout writes the lines to the process's output; flags that
+// shape an access log that is off, bad statuses and a path that cannot be opened stop the start with a message
+// naming the flag.
+func TestAccessLogStdoutAndFlagErrors(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-accessLog.path=stdout")
+	if a := send(t, "GET", g.URL+"/api/v1/labels", "", "to-stdout-1"); a.code != 200 {
+		t.Fatalf("labels: %d %s", a.code, a.body)
+	}
+	if !g.logged(`"request_id":"to-stdout-1","remote_addr":"127.0.0.1:`) {
+		t.Fatalf("no access-log line on stdout")
+	}
+
+	base := []string{"-read.url=http://x", "-write.url=http://x", "-httpListenAddr=127.0.0.1:0"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-accessLog.queries"}, "-accessLog.skipStatusCodes and -accessLog.queries shape the access log, which is off: set -accessLog.path"},
+		{[]string{"-accessLog.skipStatusCodes=200"}, "set -accessLog.path"},
+		{[]string{"-accessLog.path=stdout", "-accessLog.skipStatusCodes=2xx"}, `-accessLog.skipStatusCodes: "2xx" is not an HTTP status code`},
+		{[]string{"-accessLog.path=stdout", "-accessLog.skipStatusCodes=1000"}, `-accessLog.skipStatusCodes: 1000 is not an HTTP status code`},
+		{[]string{"-accessLog.path=" + filepath.Join(t.TempDir(), "no", "such", "dir", "a.log")}, "-accessLog.path: cannot open"},
+	} {
+		out, err := exec.Command(gatewayBin, append(append([]string{}, base...), tc.args...)...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("%v: want a failed start mentioning %q, got err=%v:\n%s", tc.args, tc.want, err, out)
+		}
+	}
 }

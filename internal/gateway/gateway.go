@@ -256,12 +256,11 @@ func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, t
 			r = r.WithContext(accesslog.NewContext(r.Context(), e))
 		}
 	}
-	var w http.ResponseWriter = e
 	if rt.Kind == route.Write {
 		var done func()
-		r, done = g.streamWriteBody(w, r)
+		r, done = g.streamWriteBody(e, r)
 		defer done()
 	}
 	defer up.countAbort(r)
-	up.proxy.ServeHTTP(w, r)
+	up.proxy.ServeHTTP(e, r)
 }
