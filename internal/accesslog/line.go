@@ -72,6 +72,14 @@ func appendField(b []byte, name, value string) []byte {
 	return appendString(b, value)
 }
 
+// plain marks the bytes a JSON string holds as they are: ASCII but control characters, '"' and '\\'.
+var plain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // appendString appends s as a JSON string. <, > and & stay as they are (the line is no HTML); invalid UTF-8
 // becomes U+FFFD, as encoding/json does, so every line parses.
 func appendString(b []byte, s string) []byte {
@@ -80,7 +88,7 @@ func appendString(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+		if plain[c] {
 			i++
 			continue
 		}
