@@ -3,6 +3,7 @@ package accesslog
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -269,4 +270,46 @@ func TestAbortedResponseLogged(t *testing.T) {
 	if len(lines) != 1 || jsonString(lines[0]["status"]) != "502" || lines[0]["reason"] != "the read upstream broke off the response" {
 		t.Fatalf("lines %v", lines)
 	}
+}
+
+type recordingWriter struct{ writes []string }
+
+func (w *recordingWriter) Write(b []byte) (int, error) {
+	w.writes = append(w.writes, string(b))
+	return len(b), nil
+}
+
+// TestWriteLines: stdout and stderr get whole lines in writes a pipe keeps whole; only a line longer than that
+// is cut.
+func TestWriteLines(t *testing.T) {
+	line := strings.Repeat("x", 999) + "\n"
+	long := strings.Repeat("y", 5000) + "\n"
+	in := strings.Repeat(line, 10) + long + line
+	w := &recordingWriter{}
+	if err := writeLines(w, []byte(in)); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(w.writes, "") != in {
+		t.Fatal("the bytes written differ from the buffer")
+	}
+	for i, s := range w.writes {
+		if len(s) > pipeBuf {
+			t.Errorf("write %d has %d bytes", i, len(s))
+		}
+		if !strings.HasSuffix(s, "\n") && !strings.HasPrefix(long, s) {
+			t.Errorf("write %d ends inside a short line: %q", i, s[len(s)-10:])
+		}
+	}
+	// 4 lines, 4 lines, 2 lines, the first 4096 bytes of the long one, its rest with the last line.
+	if got := fmt.Sprint(lens(w.writes)); got != "[4000 4000 2000 4096 1905]" {
+		t.Errorf("write sizes %s", got)
+	}
+}
+
+func lens(ss []string) []int {
+	n := make([]int, len(ss))
+	for i, s := range ss {
+		n[i] = len(s)
+	}
+	return n
 }

@@ -1,6 +1,7 @@
 package accesslog
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -151,7 +152,12 @@ func (l *Log) flushLocked() {
 }
 
 func (l *Log) writeLocked(b []byte) {
-	_, err := l.out.Write(b)
+	var err error
+	if l.file != nil {
+		_, err = l.out.Write(b)
+	} else {
+		err = writeLines(l.out, b)
+	}
 	if err == nil {
 		l.failing = false
 		return
@@ -168,6 +174,29 @@ func (l *Log) writeLocked(b []byte) {
 		l.failing = true
 		slog.Error("cannot write the access log; its lines are lost until a write succeeds", "path", l.path, "err", err)
 	}
+}
+
+// pipeBuf is the largest write a pipe keeps whole (POSIX PIPE_BUF on Linux).
+const pipeBuf = 4096
+
+// writeLines writes b to stdout or stderr in pieces of whole lines of at most pipeBuf bytes each: the gateway's
+// own log may share the stream (a pipe to journald or a container runtime), and a larger write to a pipe can be
+// interleaved with another writer's, cutting lines of both. Only a single line longer than that is cut.
+func writeLines(w io.Writer, b []byte) error {
+	for len(b) > 0 {
+		n := len(b)
+		if n > pipeBuf {
+			n = bytes.LastIndexByte(b[:pipeBuf], '\n') + 1
+			if n == 0 {
+				n = pipeBuf
+			}
+		}
+		if _, err := w.Write(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
