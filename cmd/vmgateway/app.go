@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/accesslog"
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/gateway"
@@ -57,6 +58,7 @@ type app struct {
 	gate     *ratelimit.Gate
 	gw       *gateway.Gateway
 	qlimits  *querylimits.Limiter
+	alog     *accesslog.Log
 }
 
 // newApp validates every flag it can before it builds anything that runs in the background (key refreshes, the
@@ -125,6 +127,9 @@ func newApp() (_ *app, err error) {
 	if a.gw, err = gateway.New(gcfg); err != nil {
 		return nil, err
 	}
+	if a.alog, err = openAccessLog(); err != nil {
+		return nil, err
+	}
 	a.srv, err = server.New(server.Config{
 		ListenAddrs:         []string(*httpListenAddrs),
 		TLS:                 tlsEnable.Get,
@@ -144,6 +149,7 @@ func newApp() (_ *app, err error) {
 		PprofAuthKey:        pprofAuthKey.Get(),
 		Handler:             a.gw,
 		Extra:               rateLimitStatus(a.gate),
+		AccessLog:           a.alog,
 	})
 	if err != nil {
 		return nil, err
@@ -166,10 +172,20 @@ func (a *app) start() error {
 }
 
 // reload re-reads what can change without a restart (SIGHUP): the access policies, the query limits and the
-// rate limits.
+// rate limits; and it reopens the access log file, for log rotation.
 func (a *app) reload() {
+	if p := *accessLogPath; a.alog != nil && p != "stdout" && p != "stderr" {
+		if err := a.alog.Reopen(); err != nil {
+			slog.Error("SIGHUP: cannot reopen the access log; writing on to the old file", "err", err)
+		} else {
+			slog.Info("SIGHUP: access log reopened", "path", p)
+		}
+	}
 	policies := a.verifier != nil && *authPolicyFile != ""
 	if !policies && a.gate == nil && a.qlimits == nil {
+		if a.alog != nil {
+			return
+		}
 		slog.Info("SIGHUP: nothing to reload (no -auth.policyFile, no -querylimits.config, and -enable.rateLimit is off)")
 		return
 	}
@@ -217,6 +233,10 @@ func (a *app) close() {
 	if a.verifier != nil {
 		a.verifier.Stop()
 	}
+	if err := a.alog.Close(); err != nil {
+		slog.Error("cannot close the access log", "err", err)
+	}
+	a.alog = nil
 }
 
 func parseUpstreamURL(name, s string) (*url.URL, error) {

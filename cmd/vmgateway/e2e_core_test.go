@@ -150,17 +150,24 @@ func TestUnknownPathIsRefusedAndNotForwarded(t *testing.T) {
 	}
 }
 
+// TestDeadUpstreamGives502WithoutCredentials: the client learns which kind of upstream failed and the request id;
+// the gateway's log names the backend under that id, without its credentials.
 func TestDeadUpstreamGives502WithoutCredentials(t *testing.T) {
 	dead := "http://admin:s3cret@" + vmtest.FreePort(t)
 	g := startGateway(t, "-read.url="+dead, "-write.url="+dead)
-	code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=up", nil)
+	code, h, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=up", nil)
 	if code != http.StatusBadGateway {
 		t.Fatalf("status %d, want 502: %s", code, body)
 	}
 	typ, msg := decodeError(t, body)
 	host := strings.TrimPrefix(dead, "http://admin:s3cret@")
-	if typ != "unavailable" || !strings.Contains(msg, host) || strings.Contains(body, "s3cret") || strings.Contains(body, "admin") {
-		t.Fatalf("want an error naming %s without credentials, got %s", host, body)
+	id := h.Get("X-Request-Id")
+	if typ != "unavailable" || !strings.Contains(msg, "cannot reach the read upstream") || id == "" || !strings.Contains(msg, "request id "+id) ||
+		strings.Contains(body, host) || strings.Contains(body, "s3cret") || strings.Contains(body, "admin") {
+		t.Fatalf("want an error naming the read upstream and request id %q, without its address or credentials, got %s", id, body)
+	}
+	if !g.logged("request_id="+id) || !strings.Contains(g.logs.String(), "upstream=http://"+host) || strings.Contains(g.logs.String(), "s3cret") {
+		t.Fatalf("the log must name http://%s under request id %s, without the password", host, id)
 	}
 }
 

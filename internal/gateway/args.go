@@ -9,12 +9,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/vmgateway/vmgateway/internal/accesslog"
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/httperr"
@@ -79,6 +81,9 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	}
 	if err := g.checkArgs(rt, q, form); err != nil {
 		return err
+	}
+	if e := accesslog.From(w); e.LogsQueries() {
+		e.SetQuery(queryText(q, form))
 	}
 	changed, err := g.checkQueryLimits(a, rt, q, form, body, isForm, r)
 	if err != nil {
@@ -227,4 +232,16 @@ func setBody(r *http.Request, b []byte) {
 	}
 	r.Body = io.NopCloser(bytes.NewReader(b))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+}
+
+// queryText is what -accessLog.queries writes: the query arg as the client sent it, or else its match[] args
+// joined with " or " (VictoriaMetrics selects the series any of them match).
+func queryText(q, form url.Values) string {
+	if v := q["query"]; len(v) > 0 {
+		return v[0]
+	}
+	if v := form["query"]; len(v) > 0 {
+		return v[0]
+	}
+	return strings.Join(slices.Concat(q["match[]"], form["match[]"]), " or ")
 }

@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-
-	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
 // aborted counts a response the proxy broke off after its headers were sent (it panics with http.ErrAbortHandler,
@@ -26,9 +24,8 @@ func (u *upstream) aborted(r *http.Request) int {
 	return http.StatusBadGateway
 }
 
-// tlsFailure turns an error of the TLS handshake with the upstream into a 502 that says so and hints at the fix;
-// nil for other errors.
-func (u *upstream) tlsFailure(err error, who, detail string) error {
+// tlsHint says what to check when err is a failed TLS handshake with the upstream, "" for other errors.
+func (u *upstream) tlsHint(err error) string {
 	var (
 		rhe tls.RecordHeaderError
 		cve *tls.CertificateVerificationError
@@ -37,17 +34,13 @@ func (u *upstream) tlsFailure(err error, who, detail string) error {
 		cie x509.CertificateInvalidError
 		ae  tls.AlertError
 	)
-	var hint string
 	switch {
 	case errors.As(err, &rhe):
-		hint = fmt.Sprintf("the upstream does not speak TLS; if it serves plain HTTP, use an http:// URL in -%s.url", u.kind)
+		return fmt.Sprintf("the upstream does not speak TLS; if it serves plain HTTP, use an http:// URL in -%s.url", u.kind)
 	case errors.As(err, &cve), errors.As(err, &uae), errors.As(err, &he), errors.As(err, &cie):
-		hint = fmt.Sprintf("the upstream's certificate is not trusted for this host; check -%s.tlsCAFile and -%s.tlsServerName", u.kind, u.kind)
+		return fmt.Sprintf("the upstream's certificate is not trusted for this host; check -%s.tlsCAFile and -%s.tlsServerName", u.kind, u.kind)
 	case errors.As(err, &ae), strings.Contains(err.Error(), "tls: "):
-		hint = fmt.Sprintf("check -%s.tlsCertFile / -%s.tlsKeyFile if the upstream wants a client certificate, and the TLS versions both sides allow", u.kind, u.kind)
-	default:
-		return nil
+		return fmt.Sprintf("the upstream refused the handshake; check -%s.tlsCertFile / -%s.tlsKeyFile if it wants a client certificate, and the TLS versions both sides allow", u.kind, u.kind)
 	}
-	return httperr.New(http.StatusBadGateway, fmt.Sprintf("TLS handshake with the %s upstream %s failed: %s; %s",
-		u.kind, who, detail, hint))
+	return ""
 }

@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/accesslog"
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/route"
@@ -112,10 +113,12 @@ func (g *Gateway) Close() {
 	}
 }
 
-// ServeHTTP runs the pipeline top to bottom; the first step that refuses answers the client.
+// ServeHTTP runs the pipeline top to bottom; the first step that refuses answers the client. Each step that
+// learns something about the request writes it in the request's access-log entry, which is also the writer that
+// knows the status sent.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
+	e := accesslog.Of(w)
 	api := "unknown"
 	var up *upstream // where the request went, once it is forwarded
 	defer func() {
@@ -123,16 +126,22 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if p == http.ErrAbortHandler {
 				// Only the proxy aborts, after up is set: a response whose upstream broke mid-way, or whose client
 				// went away. Re-raised, so the server closes the connection.
-				observe(api, up.aborted(r), start)
+				code := up.aborted(r)
+				reason := "the client went away during the response"
+				if code != 499 {
+					reason = "the " + up.kind + " upstream broke off the response; the client got it incomplete"
+				}
+				e.SetOutcome(code, reason)
+				observe(api, code, start)
 				panic(p)
 			}
 			panicsTotal.Inc()
-			slog.Error("panic while handling a request", "path", r.URL.Path, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			if !sw.wroteHeader {
-				httperr.WriteStatus(sw, http.StatusInternalServerError, "internal error while handling the request; it has been logged")
+			slog.Error("panic while handling a request", "path", r.URL.Path, "request_id", e.RequestID(), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			if !e.Wrote() {
+				httperr.WriteStatus(e, http.StatusInternalServerError, "internal error while handling the request; it has been logged")
 			}
 		}
-		observe(api, sw.code(), start)
+		observe(api, e.Status(), start)
 	}()
 
 	// The path is classified first only so that metrics name the API even of a refused token; a client without a
@@ -141,43 +150,46 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if routeErr == nil {
 		api = rt.API
 	}
+	e.SetAPI(api)
 	access, err := g.authenticate(r)
 	if err != nil {
-		g.reject(sw, err)
+		g.reject(e, err)
 		return
 	}
+	e.SetAccess(access.Tenant, access.Subject, access.Mode.String())
 	if routeErr != nil {
-		g.reject(sw, routeErr)
+		g.reject(e, routeErr)
 		return
 	}
 	t, err := g.authorize(access, rt)
 	if err != nil {
-		g.reject(sw, err)
+		g.reject(e, err)
 		return
 	}
 	if t != access.Tenant {
 		// Only without -enable.auth in cluster mode: the path names the tenant, and the limiter must see it.
 		access = &auth.Access{Tenant: t, Mode: auth.ModeFull}
+		e.SetTenant(t)
 	}
 	if g.limiter != nil {
-		if err := g.limiter.Admit(access, rt, sw.Header()); err != nil {
-			g.reject(sw, err)
+		if err := g.limiter.Admit(access, rt, e.Header()); err != nil {
+			g.reject(e, err)
 			return
 		}
 	}
 	// Read bodies are read and checked first: a slot is taken only by a request ready to be forwarded.
-	if err := g.prepareArgs(sw, r, rt, access); err != nil {
-		g.reject(sw, err)
+	if err := g.prepareArgs(e, r, rt, access); err != nil {
+		g.reject(e, err)
 		return
 	}
 	ts, err := g.conc.acquire(r.Context(), t, access.Enforcer)
 	if err != nil {
-		g.reject(sw, err)
+		g.reject(e, err)
 		return
 	}
 	defer g.conc.release(ts)
 	up = g.upstreamOf(rt)
-	g.forward(sw, g.withCost(withAnswerFilter(r, access, rt), access, rt), rt, t, up)
+	g.forward(e, g.withCost(withAnswerFilter(r, access, rt), access, rt), rt, t, up)
 }
 
 // authenticate yields the request's Access: the verified token, or an unrestricted one when -enable.auth is off.
@@ -248,51 +260,23 @@ func (g *Gateway) upstreamOf(rt route.Route) *upstream {
 }
 
 // forward sends the request to up, on the path the gateway builds itself.
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rt route.Route, t tenant.ID, up *upstream) {
+func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, t tenant.ID, up *upstream) {
 	for _, h := range g.dropHeaders {
 		r.Header.Del(h)
 	}
 	r.URL.Path, r.URL.RawPath = rt.UpstreamPath(g.cluster, t)
+	if e.Logging() {
+		// Of several backends the balancer picks one per attempt, and only the request reaches it.
+		if bs := up.set.backends(); len(bs) == 1 {
+			e.AddUpstream(bs[0].name)
+		} else {
+			r = r.WithContext(accesslog.NewContext(r.Context(), e))
+		}
+	}
 	if rt.Kind == route.Write {
 		var done func()
-		r, done = g.streamWriteBody(w, r)
+		r, done = g.streamWriteBody(e, r)
 		defer done()
 	}
-	up.proxy.ServeHTTP(w, r)
-}
-
-// statusWriter remembers the status for metrics. Unwrap lets the proxy flush streamed responses through it.
-type statusWriter struct {
-	http.ResponseWriter
-	status      int
-	wroteHeader bool
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if !w.wroteHeader {
-		w.status, w.wroteHeader = code, true
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	if !w.wroteHeader {
-		w.status, w.wroteHeader = http.StatusOK, true
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w *statusWriter) code() int {
-	if !w.wroteHeader {
-		return 499
-	}
-	return w.status
+	up.proxy.ServeHTTP(e, r)
 }

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/accesslog"
 )
 
 // balancer is the RoundTripper of one upstream kind: each attempt goes to a backend the set picks, with that
@@ -97,6 +99,9 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			out = copyRequest(req)
 		}
 		b.aim(out)
+		if len(bs) > 1 {
+			accesslog.FromContext(req.Context()).AddUpstream(b.name)
+		}
 		switch {
 		case n > 0 && req.GetBody != nil:
 			body, err := req.GetBody()

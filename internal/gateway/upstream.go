@@ -13,8 +13,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/vmgateway/vmgateway/internal/accesslog"
 	"github.com/vmgateway/vmgateway/internal/httperr"
-	"github.com/vmgateway/vmgateway/internal/redact"
 )
 
 // upstream is one kind of VictoriaMetrics endpoint (-read.url or -write.url), its backends and the proxy that
@@ -55,10 +55,11 @@ func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetXForwarded()
 }
 
-// modifyResponse reads the stats at the end of query answers (stats.go), and keeps redirects (vmui's /vmui →
+// modifyResponse wraps plain-text errors in JSON (upstreamerr.go), reads the stats at the end of query answers (stats.go), and keeps redirects (vmui's /vmui →
 // /vmui/) inside the client's view: a same-host Location is made relative to the request's directory, so it
 // resolves against the client's path, prefix and tenant shape included.
 func (u *upstream) modifyResponse(resp *http.Response) error {
+	wrapPlainError(resp)
 	// Answers that tell restricted tokens more than their series are filtered first (tsdbstatus.go).
 	if err := filterAnswer(resp); err != nil {
 		return err
@@ -102,7 +103,11 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 	return nil
 }
 
+// fail answers a request the upstream did not answer. The client learns which kind of upstream failed and how,
+// and the request id under which the gateway's log names the backend and its error; never the backend's address.
 func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
+	e := accesslog.From(w)
+	id := e.RequestID()
 	if stalled := stalledBody(r); stalled != nil {
 		// Not the upstream's fault: the client stopped sending; it is still there to read the answer.
 		httperr.Write(w, stalled)
@@ -111,59 +116,70 @@ func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if he := (*httperr.Error)(nil); errors.As(err, &he) {
 		// An answer the gateway had to filter and could not (filterAnswer): none of it reaches the client.
 		upstreamErrors(u.kind, "unfilterable_answer").Inc()
-		slog.Warn("upstream answer withheld", "upstream", u.name, "err", err)
+		slog.Warn("upstream answer withheld", "upstream", u.name, "request_id", id, "err", err)
 		httperr.Write(w, err)
 		return
 	}
 	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		// The client went away; nobody reads an answer. The cancellation already reached the upstream.
 		upstreamErrors(u.kind, "client_canceled").Inc()
+		e.SetReason("the client went away before the upstream answered")
 		w.WriteHeader(499)
 		return
 	}
 	who, detail := u.describe(err)
+	if who != "" {
+		who = " " + who
+	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		upstreamErrors(u.kind, "timeout").Inc()
-		slog.Warn("upstream timeout", "upstream", u.failed(err), "err", err)
-		httperr.Write(w, httperr.New(http.StatusGatewayTimeout, fmt.Sprintf("the %s upstream %s did not answer in time: %s", u.kind, who, detail)))
+		slog.Warn("upstream timeout", "upstream", u.failed(err), "request_id", id, "err", err)
+		httperr.Write(w, httperr.New(http.StatusGatewayTimeout, logRef(fmt.Sprintf("the %s upstream%s did not answer in time: %s", u.kind, who, detail), id)))
 		return
 	}
-	if tlsErr := u.tlsFailure(err, who, detail); tlsErr != nil {
+	if hint := u.tlsHint(err); hint != "" {
 		upstreamErrors(u.kind, "tls").Inc()
-		slog.Warn("upstream TLS handshake failed", "upstream", u.failed(err), "err", err)
-		httperr.Write(w, tlsErr)
+		slog.Warn("upstream TLS handshake failed", "upstream", u.failed(err), "request_id", id, "err", err)
+		httperr.Write(w, httperr.New(http.StatusBadGateway, logRef(fmt.Sprintf("TLS handshake with the %s upstream%s failed; %s", u.kind, who, hint), id)))
 		return
 	}
 	upstreamErrors(u.kind, "unreachable").Inc()
-	slog.Warn("upstream error", "upstream", u.failed(err), "err", err)
-	httperr.Write(w, httperr.New(http.StatusBadGateway, fmt.Sprintf("cannot reach the %s upstream %s: %s", u.kind, who, detail)))
+	slog.Warn("upstream error", "upstream", u.failed(err), "request_id", id, "err", err)
+	httperr.Write(w, httperr.New(http.StatusBadGateway, logRef(fmt.Sprintf("cannot reach the %s upstream%s: %s", u.kind, who, detail), id)))
 }
 
-// describe names the failed upstream and its error for the client. One backend is named as it always was; of
-// several, the client learns how many were tried and why the last failed, not their addresses (the log has them).
+// logRef points the client at the gateway's log, where the failed backend and its error are.
+func logRef(msg, id string) string {
+	if id == "" {
+		return msg + "; the gateway's log has the details"
+	}
+	return msg + "; the gateway's log has the details under request id " + id
+}
+
+// describe says how the upstream failed, for the client: how many backends were tried when there are several, and
+// the kind of failure, never an address or the error itself (it names hosts; the log has it).
 func (u *upstream) describe(err error) (who, detail string) {
+	reason, _, _ := failReason(context.Background(), err)
 	var te *triedError
 	if errors.As(err, &te) {
-		reason, _, _ := failReason(context.Background(), te.err)
+		reason, _, _ = failReason(context.Background(), te.err)
 		if te.bodySent {
 			return fmt.Sprintf("(%d of %d %s backends tried; part of the body had been sent, so it went to no other: resend it)", te.tried, te.total, u.kind),
-				reasonText[reason]
+				"the last one " + reasonText[reason]
 		}
-		return fmt.Sprintf("(%d of %d %s backends tried; the gateway's log names them)", te.tried, te.total, u.kind),
-			reasonText[reason]
+		return fmt.Sprintf("(%d of %d %s backends tried)", te.tried, te.total, u.kind), "the last one " + reasonText[reason]
 	}
-	b := u.set.backends()[0]
-	return b.name, redact.Error(err, b.target)
+	return "", "it " + reasonText[reason]
 }
 
-// reasonText says what failReason's reasons mean, for clients, who do not get the error itself (it names hosts).
+// reasonText says what failReason's reasons mean, for clients.
 var reasonText = map[string]string{
-	"dial":            "the last one refused the connection or could not be reached",
-	"connect_timeout": "the last one did not accept the connection in time",
-	"timeout":         "the last one did not answer in time",
-	"connection":      "the connection to the last one broke",
-	"client_canceled": "the client went away",
+	"dial":            "refused the connection or could not be reached",
+	"connect_timeout": "did not accept the connection in time",
+	"timeout":         "did not answer in time",
+	"connection":      "broke the connection",
+	"client_canceled": "was left: the client went away",
 }
 
 // failed is what the log says failed: the backends tried.

@@ -3,6 +3,7 @@
 package httperr
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,20 +44,48 @@ func Write(w http.ResponseWriter, err error) {
 	WriteStatus(w, Status(err), err.Error())
 }
 
-// WriteStatus sends msg with the given status.
+// WriteStatus sends msg with the given status. The body names the request id the answer carries in
+// X-Request-Id, and a response writer that records refusals (the access log's entry) is told msg.
 func WriteStatus(w http.ResponseWriter, status int, msg string) {
-	body, _ := json.Marshal(struct {
-		Status    string `json:"status"`
-		ErrorType string `json:"errorType"`
-		Error     string `json:"error"`
-	}{"error", errorType(status), msg})
 	h := w.Header()
+	body := JSON(status, msg, h.Get("X-Request-Id"))
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Del("Content-Length")
 	h.Del("Content-Encoding")
+	noteReason(w, msg)
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(body)
+}
+
+// JSON is the body of an error answer, newline included; requestID is left out when empty. <, > and & are not
+// escaped: the body is JSON, never HTML, and a query such as a<b must read as the client wrote it.
+func JSON(status int, msg, requestID string) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(struct {
+		Status    string `json:"status"`
+		ErrorType string `json:"errorType"`
+		Error     string `json:"error"`
+		RequestID string `json:"requestId,omitempty"`
+	}{"error", errorType(status), msg, requestID})
+	return buf.Bytes()
+}
+
+// noteReason tells msg to the first writer in w's chain that records why a request was refused.
+func noteReason(w http.ResponseWriter, msg string) {
+	for {
+		if r, ok := w.(interface{ SetReason(string) }); ok {
+			r.SetReason(msg)
+			return
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
 }
 
 func errorType(status int) string {

@@ -40,3 +40,35 @@ func TestWrite(t *testing.T) {
 		t.Fatal("nil error must map to 500")
 	}
 }
+
+type reasonWriter struct {
+	http.ResponseWriter
+	reason string
+}
+
+func (w *reasonWriter) SetReason(msg string) { w.reason = msg }
+
+type wrapped struct{ http.ResponseWriter }
+
+func (w wrapped) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestWriteStatusRequestIDAndReason: the body names the answer's request id, keeps <, > and & as they are, and a
+// writer that records refusals, found through Unwrap, gets the message.
+func TestWriteStatusRequestIDAndReason(t *testing.T) {
+	rec := httptest.NewRecorder()
+	rec.Header().Set("X-Request-Id", "abc-123")
+	rw := &reasonWriter{ResponseWriter: rec}
+	msg := `cannot parse query "a<b && c>d"`
+	WriteStatus(wrapped{rw}, http.StatusBadRequest, msg)
+	want := `{"status":"error","errorType":"bad_data","error":"cannot parse query \"a<b && c>d\"","requestId":"abc-123"}` + "\n"
+	if got := rec.Body.String(); got != want {
+		t.Fatalf("body %s\nwant %s", got, want)
+	}
+	if rw.reason != msg {
+		t.Fatalf("reason %q, want %q", rw.reason, msg)
+	}
+	// Without an id the field is left out.
+	if got := string(JSON(http.StatusBadGateway, "down", "")); got != `{"status":"error","errorType":"unavailable","error":"down"}`+"\n" {
+		t.Fatalf("without an id: %s", got)
+	}
+}

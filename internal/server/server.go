@@ -19,6 +19,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/vmgateway/vmgateway/internal/accesslog"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
@@ -51,6 +52,8 @@ type Config struct {
 	Handler http.Handler
 	// Extra are more own endpoints below the prefix (e.g. a status page), each protected by its auth key.
 	Extra []Endpoint
+	// AccessLog gets a line for every request; nil writes none. Every request gets an id either way.
+	AccessLog *accesslog.Log
 }
 
 // Endpoint is an own endpoint protected by an auth key passed as the authKey query arg.
@@ -109,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.servers = append(s.servers, &http.Server{
 			Addr:              addr,
-			Handler:           s,
+			Handler:           accesslog.Wrap(s, cfg.AccessLog),
 			TLSConfig:         tlsCfg,
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 			IdleTimeout:       cfg.IdleConnTimeout,
@@ -226,6 +229,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		path = rest
 	}
 	if h, pattern := s.own.Handler(r); pattern != "" && (pattern == path || strings.HasSuffix(pattern, "/")) {
+		accesslog.From(w).SetAPI(pattern)
 		h.ServeHTTP(w, r)
 		return
 	}
