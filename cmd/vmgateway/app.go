@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -67,6 +66,7 @@ type app struct {
 	gate     *ratelimit.Gate
 	gw       *gateway.Gateway
 	qlimits  *querylimits.Limiter
+	reloader *reloader
 }
 
 func newApp() (*app, error) {
@@ -129,6 +129,7 @@ func newApp() (*app, error) {
 		return nil, err
 	}
 	a.gw = gw
+	a.reloader = newReloader(a)
 	minTLS, err := parseTLSVersion(*tlsMinVersion)
 	if err != nil {
 		return nil, err
@@ -152,7 +153,7 @@ func newApp() (*app, error) {
 		MetricsAuthKey:      metricsAuthKey.Get(),
 		PprofAuthKey:        pprofAuthKey.Get(),
 		Handler:             gw,
-		Extra:               rateLimitStatus(a.gate),
+		Extra:               append(rateLimitStatus(a.gate), a.reloader.endpoint(), a.statusEndpoint()),
 	})
 	if err != nil {
 		a.close()
@@ -174,38 +175,6 @@ func (a *app) start() error {
 		a.qlimits.Start()
 	}
 	return nil
-}
-
-// reload re-reads what can change without a restart (SIGHUP): the access policies, the query limits and the
-// rate limits.
-func (a *app) reload() {
-	policies := a.verifier != nil && *authPolicyFile != ""
-	if !policies && a.gate == nil && a.qlimits == nil {
-		slog.Info("SIGHUP: nothing to reload (no -auth.policyFile, no -querylimits.config, and -enable.rateLimit is off)")
-		return
-	}
-	if policies {
-		if err := a.verifier.ReloadPolicies(); err != nil {
-			slog.Error("SIGHUP: keeping the previous access policies", "err", err)
-		} else {
-			slog.Info("SIGHUP: access policies reloaded")
-		}
-	}
-	if a.qlimits != nil {
-		if err := a.qlimits.Reload(); err != nil {
-			slog.Error("SIGHUP: keeping the previous query limits", "err", err)
-		} else {
-			slog.Info("SIGHUP: query limits reloaded")
-		}
-	}
-	if a.gate == nil {
-		return
-	}
-	if err := a.gate.Reload(); err != nil {
-		slog.Error("SIGHUP: keeping the previous rate limits", "err", err)
-		return
-	}
-	slog.Info("SIGHUP: rate limits reloaded")
 }
 
 func (a *app) stop() error {

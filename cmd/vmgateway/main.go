@@ -80,12 +80,13 @@ func main() {
 		os.Exit(1)
 	}
 	slog.Info("vmgateway started", "version", version)
+	app.logSummary()
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for s := range sig {
 		if s == syscall.SIGHUP {
-			app.reload()
+			app.reloader.sighup()
 			continue
 		}
 		slog.Info("received signal, shutting down", "signal", s.String())

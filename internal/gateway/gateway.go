@@ -57,6 +57,7 @@ type Gateway struct {
 	conc         *concurrency
 	stops        []func()
 	queryLimits  QueryLimiter
+	refused      refusals
 }
 
 // New builds the pipeline.
@@ -217,6 +218,7 @@ func TenantAllowed(cluster bool, t tenant.ID) error {
 }
 
 func (g *Gateway) reject(w http.ResponseWriter, err error) {
+	g.refused.add(err, time.Now())
 	var ae interface{ WWWAuthenticate() string }
 	if errors.As(err, &ae) {
 		w.Header().Set("WWW-Authenticate", ae.WWWAuthenticate())
