@@ -168,14 +168,14 @@ th{background:#f8f9fa}.badge{display:inline-block;padding:2px 7px;border-radius:
 .up{background:#198754}.down{background:#dc3545}.warn{background:#fd7e14}.muted{color:#6c757d}
 .alert{padding:10px 14px;border-radius:4px;margin:10px 0}.alert-danger{background:#f8d7da;color:#842029;border:1px solid #f5c2c7}
 .bar{width:260px;height:16px;background:#e9ecef;border-radius:3px;overflow:hidden;display:inline-block;vertical-align:middle}
-.fill{height:100%;background:#fd7e14}.fill.over{background:#dc3545}code{font-size:13px}
+.fill{height:100%;background:#fd7e14}.fill.over{background:#dc3545}code{font-size:13px}.nw{white-space:nowrap}
 </style></head><body>
 <header><h1>vmgateway</h1><span>version {{.Version}}</span><span>up {{.Uptime}} (since {{.Started.Format "2006-01-02 15:04:05 UTC"}})</span><span>{{.Mode}}</span></header>
 <main>
 {{if not .AuthOn}}<div class="alert alert-danger" id="auth-off"><b>Auth is off</b> (-enable.auth is not set): the gateway forwards any request from anyone, with access to every tenant.</div>{{end}}
 <h2>Upstreams</h2>
 <table id="upstreams"><tr><th>Kind</th><th>Backend</th><th>State</th><th>In flight</th></tr>
-{{range .Backends}}<tr><td>{{.Kind}}</td><td><code>{{.URL}}</code></td><td>{{if .Broken}}<span class="badge down">broken</span> <span class="muted">retried {{if $.Now.Before .BrokenUntil}}at {{.BrokenUntil.UTC.Format "15:04:05"}}{{else}}with the next request{{end}}</span>{{else}}<span class="badge up">up</span>{{end}}</td><td>{{.InFlight}}</td></tr>
+{{range .Backends}}<tr><td>{{.Kind}}</td><td><code>{{.URL}}</code></td><td>{{if .Broken}}<span class="badge down">broken</span> <span class="muted">retried {{if $.Now.Before .BrokenUntil}}at {{.BrokenUntil.UTC.Format "15:04:05 UTC"}}{{else}}with the next request{{end}}</span>{{else}}<span class="badge up">up</span>{{end}}</td><td>{{.InFlight}}</td></tr>
 {{end}}</table>
 {{if .AuthOn}}<h2>Key sources</h2>
 <table id="keys"><tr><th>Source</th><th>Keys</th><th>Last successful read</th><th>Last error</th></tr>
@@ -193,7 +193,7 @@ th{background:#f8f9fa}.badge{display:inline-block;padding:2px 7px;border-radius:
 {{end}}</table>{{else}}<p class="muted">Rate limiting is off.</p>{{end}}
 <h2>Refusals by reason</h2>
 <table id="refusals"><tr><th>Status</th><th>Reason</th><th>Count</th><th>Last</th><th>Last message</th></tr>
-{{range .Refusals}}<tr><td>{{.Status}}</td><td>{{.Reason}}</td><td>{{.Count}}</td><td>{{ago $.Now .Last}}</td><td>{{.LastMessage}}</td></tr>
+{{range .Refusals}}<tr><td>{{.Status}}</td><td class="nw">{{.Reason}}</td><td>{{.Count}}</td><td class="nw">{{ago $.Now .Last}}</td><td>{{.LastMessage}}</td></tr>
 {{else}}<tr><td colspan="5" class="muted">No request refused since the start.</td></tr>
 {{end}}</table>
 <p class="muted">Rendered at {{.Now.Format "2006-01-02 15:04:05 UTC"}}. Details: <code>/metrics</code>{{if .RateLimit}}, <code>/ratelimit/status</code>{{end}}.</p>
