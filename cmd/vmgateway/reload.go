@@ -65,27 +65,29 @@ type reloader struct {
 // reloadable is a file and what checks and applies it.
 type reloadable struct {
 	configFile
+	// what the file holds, for the log: "rate limits", "access policies".
+	what  string
 	check func() error
 	apply func() error
 }
 
 func newReloader(a *app) *reloader {
 	r := &reloader{app: a}
-	add := func(flagName, path, list string, check, apply func() error) {
-		f := &reloadable{configFile: configFile{flag: flagName, path: path, list: list}, check: check, apply: apply}
+	add := func(flagName, path, list, what string, check, apply func() error) {
+		f := &reloadable{configFile: configFile{flag: flagName, path: path, list: list}, what: what, check: check, apply: apply}
 		f.digest, f.entries, _ = f.read()
 		r.files = append(r.files, f)
 	}
 	if a.gate != nil {
-		add("ratelimit.config", *rateLimitConfig, "limits",
+		add("ratelimit.config", *rateLimitConfig, "limits", "rate limits",
 			func() error { return ratelimit.ValidateFile(*rateLimitConfig) }, a.gate.Reload)
 	}
 	if a.qlimits != nil {
-		add("querylimits.config", *queryLimitsConfig, "limits",
+		add("querylimits.config", *queryLimitsConfig, "limits", "query limits",
 			func() error { return querylimits.ValidateFile(*queryLimitsConfig) }, a.qlimits.Reload)
 	}
 	if a.verifier != nil && *authPolicyFile != "" {
-		add("auth.policyFile", *authPolicyFile, "policies",
+		add("auth.policyFile", *authPolicyFile, "policies", "access policies",
 			func() error { return auth.ValidatePolicyFile(*authPolicyFile) }, a.verifier.ReloadPolicies)
 	}
 	return r
@@ -94,23 +96,42 @@ func newReloader(a *app) *reloader {
 // reload checks every file, then applies them all; it returns a line per change, or every error with nothing
 // changed.
 func (r *reloader) reload() ([]string, error) {
+	changes, _, err := r.reloadAll()
+	return changes, err
+}
+
+// reloadAll is reload that also says what kept its previous config: "rate limits", "keys".
+func (r *reloader) reloadAll() (changes, kept []string, _ error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var errs []error
+	var failed []*reloadable
 	for _, f := range r.files {
 		if err := f.check(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
+			failed = append(failed, f)
 		}
 	}
+	keysBad := false
 	if r.app.verifier != nil {
 		if err := r.app.verifier.CheckKeyFiles(); err != nil {
 			errs = append(errs, err)
+			keysBad = true
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		// The owners of the bad files try them too: they keep their config, and log and count the failure in
+		// their own metrics (*_last_reload_successful), which the alerts watch.
+		for _, f := range failed {
+			_ = f.apply()
+			kept = append(kept, f.what)
+		}
+		if keysBad {
+			_, _ = r.app.verifier.ReloadKeyFiles()
+			kept = append(kept, "keys")
+		}
+		return nil, kept, errors.Join(errs...)
 	}
-	var changes []string
 	for _, f := range r.files {
 		digest, n, err := f.read()
 		if err == nil {
@@ -119,6 +140,7 @@ func (r *reloader) reload() ([]string, error) {
 		if err != nil {
 			// Changed between the check and now: the owner kept the previous config.
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
+			kept = append(kept, f.what)
 			continue
 		}
 		if digest != f.digest {
@@ -131,15 +153,23 @@ func (r *reloader) reload() ([]string, error) {
 		changes = append(changes, c...)
 		if err != nil {
 			errs = append(errs, err)
+			kept = append(kept, "keys")
 		}
 	}
-	return changes, errors.Join(errs...)
+	return changes, kept, errors.Join(errs...)
 }
 
 // sighup reloads every file and logs the outcome.
 func (r *reloader) sighup() {
-	changes, err := r.reload()
+	if len(r.files) == 0 && (r.app.verifier == nil || !r.app.verifier.HasKeyFiles()) {
+		slog.Info("SIGHUP: nothing to reload (no -ratelimit.config, -querylimits.config, -auth.policyFile or key files)")
+		return
+	}
+	changes, kept, err := r.reloadAll()
 	if err != nil {
+		for _, what := range kept {
+			slog.Error("SIGHUP: keeping the previous " + what)
+		}
 		slog.Error("SIGHUP: reload failed; the previous config stays in force", "err", err)
 		return
 	}

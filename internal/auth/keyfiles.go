@@ -213,3 +213,6 @@ func (v *Verifier) CheckKeyFiles() error {
 	}
 	return errors.Join(errs...)
 }
+
+// HasKeyFiles reports whether any key comes from a file that a reload reads again.
+func (v *Verifier) HasKeyFiles() bool { return len(v.keys.files) > 0 }
