@@ -97,6 +97,15 @@ func TestStartSummaryWithoutAuth(t *testing.T) {
 	if strings.Contains(g.logs.String(), "query limits are on") {
 		t.Error("query limits reported without -querylimits.config")
 	}
+	// /status is open like /metrics when no key and no basic auth are set, and says auth is off at the top.
+	code, h, body := do(t, "GET", g.URL+"/status", nil)
+	if code != 200 || h.Get("Content-Type") != "text/html; charset=utf-8" || !strings.Contains(body, `<div class="alert alert-danger" id="auth-off"><b>Auth is off</b>`) ||
+		!strings.Contains(body, "Rate limiting is off.") || !strings.Contains(body, "No request refused since the start.") {
+		t.Errorf("/status without auth: %d %q\n%s", code, h.Get("Content-Type"), body)
+	}
+	if code, _, _ := do(t, "POST", g.URL+"/status", nil); code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /status: %d, want 405", code)
+	}
 }
 
 // runGateway runs the binary to its end (it must not start serving) and returns its exit code and output.
