@@ -75,17 +75,19 @@ func (kr *keyring) reloadFiles(force bool) ([]string, error) {
 	}
 	reads := make([]read, len(kr.files))
 	var errs []error
+	reported := true // every error is one logged before: the watcher stays quiet
 	for i, f := range kr.files {
 		data, keys, err := f.read()
 		if err != nil {
-			if !force && err.Error() == f.err {
-				return nil, nil
-			}
+			reported = reported && err.Error() == f.err
 			f.err = err.Error()
 			errs = append(errs, err)
 			continue
 		}
 		reads[i] = read{data, keys}
+	}
+	if len(errs) > 0 && !force && reported {
+		return nil, nil
 	}
 	if len(errs) > 0 {
 		keyFileReloadsErr.Inc()
