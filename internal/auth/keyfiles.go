@@ -84,6 +84,7 @@ func (kr *keyring) reloadFiles(force bool) ([]string, error) {
 			errs = append(errs, err)
 			continue
 		}
+		f.err = ""
 		reads[i] = read{data, keys}
 	}
 	if len(errs) > 0 && !force && reported {
@@ -99,7 +100,6 @@ func (kr *keyring) reloadFiles(force bool) ([]string, error) {
 	var changes []string
 	now := kr.now()
 	for i, f := range kr.files {
-		f.err = ""
 		if bytes.Equal(reads[i].data, f.data) {
 			continue
 		}
