@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
@@ -48,15 +49,22 @@ type RefusalCount struct {
 }
 
 // refusals remembers the refusals of the pipeline by reason, for the status page. It is written once per refused
-// request, never for a forwarded one.
+// request, never for a forwarded one, without a lock: a flood of bad tokens from many connections must not queue
+// on one mutex.
 type refusals struct {
-	mu       sync.Mutex
-	byReason map[refusalKey]*RefusalCount
+	byReason sync.Map // refusalKey → *refusalEntry
+	n        atomic.Int32
 }
 
 type refusalKey struct {
 	status int
 	reason string
+}
+
+type refusalEntry struct {
+	count atomic.Uint64
+	last  atomic.Int64 // unix nanoseconds
+	msg   atomic.Pointer[string]
 }
 
 // maxRefusalReasons bounds the table: reasons are a small fixed set, this is only a guard.
@@ -70,31 +78,35 @@ func (rs *refusals) add(err error, now time.Time) {
 		reason = ae.Reason
 	}
 	k := refusalKey{status, reason}
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.byReason == nil {
-		rs.byReason = map[refusalKey]*RefusalCount{}
-	}
-	c := rs.byReason[k]
-	if c == nil {
-		if len(rs.byReason) >= maxRefusalReasons {
+	v, ok := rs.byReason.Load(k)
+	if !ok {
+		if rs.n.Load() >= maxRefusalReasons {
 			return
 		}
-		c = &RefusalCount{Status: status, Reason: reason}
-		rs.byReason[k] = c
+		var loaded bool
+		if v, loaded = rs.byReason.LoadOrStore(k, &refusalEntry{}); !loaded {
+			rs.n.Add(1)
+		}
 	}
-	c.Count++
-	c.Last, c.LastMessage = now, err.Error()
+	e := v.(*refusalEntry)
+	e.count.Add(1)
+	e.last.Store(now.UnixNano())
+	msg := err.Error()
+	e.msg.Store(&msg)
 }
 
 // Refusals lists the reasons requests were refused for since the start, the latest first.
 func (g *Gateway) Refusals() []RefusalCount {
-	g.refused.mu.Lock()
-	out := make([]RefusalCount, 0, len(g.refused.byReason))
-	for _, c := range g.refused.byReason {
-		out = append(out, *c)
-	}
-	g.refused.mu.Unlock()
+	var out []RefusalCount
+	g.refused.byReason.Range(func(k, v any) bool {
+		key, e := k.(refusalKey), v.(*refusalEntry)
+		c := RefusalCount{Status: key.status, Reason: key.reason, Count: e.count.Load(), Last: time.Unix(0, e.last.Load())}
+		if m := e.msg.Load(); m != nil {
+			c.LastMessage = *m
+		}
+		out = append(out, c)
+		return true
+	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Last.After(out[j].Last) })
 	return out
 }
