@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,7 +73,10 @@ const maxRefusalReasons = 200
 
 func (rs *refusals) add(err error, now time.Time) {
 	status := httperr.Status(err)
-	reason := strings.ToLower(http.StatusText(status))
+	reason := statusReasons[0]
+	if status > 0 && status < len(statusReasons) {
+		reason = statusReasons[status]
+	}
 	var ae *auth.Error
 	if errors.As(err, &ae) {
 		reason = ae.Reason
@@ -91,9 +95,23 @@ func (rs *refusals) add(err error, now time.Time) {
 	e := v.(*refusalEntry)
 	e.count.Add(1)
 	e.last.Store(now.UnixNano())
-	msg := err.Error()
-	e.msg.Store(&msg)
+	// Refusals of one reason mostly repeat one message: it is stored only when it changes.
+	if msg, m := err.Error(), e.msg.Load(); m == nil || *m != msg {
+		e.msg.Store(&msg)
+	}
 }
+
+// statusReasons are the statuses in words, lower case, computed once: "too many requests".
+var statusReasons = func() []string {
+	r := make([]string, 600)
+	for i := range r {
+		if r[i] = strings.ToLower(http.StatusText(i)); r[i] == "" {
+			r[i] = "status " + strconv.Itoa(i)
+		}
+	}
+	r[0] = "unknown"
+	return r
+}()
 
 // Refusals lists the reasons requests were refused for since the start, the latest first.
 func (g *Gateway) Refusals() []RefusalCount {

@@ -40,3 +40,17 @@ func TestRefusals(t *testing.T) {
 		t.Errorf("429: %+v", got[2])
 	}
 }
+
+// BenchmarkRefusalsAdd is the cost the status page's refusal table adds to each refused request, from many
+// goroutines at once as a flood of bad tokens would bring.
+func BenchmarkRefusalsAdd(b *testing.B) {
+	g := &Gateway{}
+	err := httperr.New(http.StatusUnauthorized, "missing Authorization header with a Bearer token")
+	now := time.Now()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			g.refused.add(err, now)
+		}
+	})
+}
