@@ -52,8 +52,11 @@ soak:
 	$(GO) vet -tags soak ./cmd/vmgateway/
 	VMGATEWAY_SOAK_DURATION=$(SOAK_DURATION) $(GO) test -tags soak -run '^TestSoak$$' -count=1 -v -timeout 10m ./cmd/vmgateway/
 
-run: build
-	./scripts/run.sh
+# make run: a demo with a VictoriaMetrics of its own, or in front of one that runs: make run VM_URL=http://host:8428
+run:
+	@test -x bin/vmgateway || echo "==> building bin/vmgateway (the first run downloads the Go modules and compiles: a minute or two)"
+	@$(MAKE) --no-print-directory build
+	VM_URL=$(VM_URL) ./scripts/run.sh
 
 # The Go benchmarks (bench-results/go-bench.txt), then the end-to-end comparison of direct access, vmgateway and
 # vmauth (bench/, docs/benchmarks.md). Pass its flags in BENCHFLAGS, e.g. make bench BENCHFLAGS='-duration 5s'.

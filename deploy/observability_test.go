@@ -99,6 +99,7 @@ var alertsOnTestTraffic = map[string]bool{
 	"VMGatewayOverloaded":                    true,
 	"VMGatewayTokenRejections":               true,
 	"VMGatewaySignatureVerificationDisabled": false,
+	"VMGatewayAuthDisabled":                  false,
 	"VMGatewayKeyFetchFailing":               false,
 	"VMGatewayRateLimitUsageStale":           false,
 	"VMGatewayRateLimitConfigInvalid":        false,

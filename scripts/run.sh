@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # make run: a real VictoriaMetrics single-node with the gateway in front of it, auth and rate limiting on,
 # demo data for two teams, and ready-to-paste curl commands with freshly minted tokens. Ctrl-C stops it all.
+# VM_URL=http://host:8428 fronts a VictoriaMetrics single-node that already runs instead of starting one: the demo
+# data (series http_requests_total{job="api"}) is written into it, and Ctrl-C leaves it running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="/usr/local/go/bin:$PATH"
 
 VM_PORT=${VM_PORT:-8428}
+VM_URL=${VM_URL:-}
 GW_PORT=${GW_PORT:-8431}
 # The gateway binary; `make run` builds bin/vmgateway first.
 VMGATEWAY=${VMGATEWAY:-bin/vmgateway}
 
 # A fresh machine may lack any of them: VictoriaMetrics itself, curl for the demo data, openssl for the demo key.
 missing=()
-command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
+[ -n "$VM_URL" ] || command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -23,7 +26,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-[ -x "$VMGATEWAY" ] || make build
+if [ ! -x "$VMGATEWAY" ]; then
+	echo "==> building $VMGATEWAY (the first run downloads the Go modules and compiles: a minute or two)"
+	make --no-print-directory build
+fi
 
 # Checked after the install: the victoria-metrics package may have just started its own service on :8428.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -34,7 +40,9 @@ port_holder() { # what listens on port $1, as ss tells it, when it can
 	fi
 	echo "${who:-a process ss could not name}"
 }
-for p in "VM_PORT=$VM_PORT" "GW_PORT=$GW_PORT"; do
+ports=("GW_PORT=$GW_PORT")
+[ -n "$VM_URL" ] || ports+=("VM_PORT=$VM_PORT")
+for p in "${ports[@]}"; do
 	if port_busy "${p#*=}"; then
 		echo "port ${p#*=} is already in use by $(port_holder "${p#*=}") (a packaged VictoriaMetrics service, another gateway?): stop it (e.g. systemctl stop victoria-metrics) or run with another ${p%%=*}, e.g. ${p%%=*}=$(( ${p#*=} + 10000 )) make run" >&2
 		exit 1
@@ -65,11 +73,22 @@ wait_healthy() { # url name logfile pid
 	exit 1
 }
 
-echo "==> starting VictoriaMetrics on 127.0.0.1:$VM_PORT (data in $tmp/vm-data)"
-victoria-metrics -storageDataPath="$tmp/vm-data" -httpListenAddr="127.0.0.1:$VM_PORT" -retentionPeriod=1d \
-	-search.latencyOffset=0s >"$tmp/vm.log" 2>&1 &
-pids+=($!)
-wait_healthy "http://127.0.0.1:$VM_PORT/health" victoria-metrics "$tmp/vm.log" "$!"
+if [ -n "$VM_URL" ]; then
+	VM_URL=${VM_URL%/}
+	if ! curl -fsS "$VM_URL/health" >/dev/null 2>&1; then
+		echo "VM_URL=$VM_URL does not answer $VM_URL/health: start that VictoriaMetrics single-node, or drop VM_URL to let make run start one" >&2
+		exit 1
+	fi
+	echo "==> using the VictoriaMetrics at $VM_URL (it keeps running after Ctrl-C; the demo data is written into it; temp files in $tmp)"
+	echo "    without -search.latencyOffset=0s on it, new samples take 30s to show in queries"
+else
+	VM_URL="http://127.0.0.1:$VM_PORT"
+	echo "==> starting VictoriaMetrics on 127.0.0.1:$VM_PORT (data in $tmp/vm-data)"
+	victoria-metrics -storageDataPath="$tmp/vm-data" -httpListenAddr="127.0.0.1:$VM_PORT" -retentionPeriod=1d \
+		-search.latencyOffset=0s >"$tmp/vm.log" 2>&1 &
+	pids+=($!)
+	wait_healthy "$VM_URL/health" victoria-metrics "$tmp/vm.log" "$!"
+fi
 
 echo "==> generating a demo key pair (RSA 2048) in $tmp"
 openssl genrsa -out "$tmp/demo-key.pem" 2048 2>/dev/null
@@ -87,9 +106,9 @@ YAML
 
 echo "==> starting vmgateway on 127.0.0.1:$GW_PORT (auth on, rate limiting on)"
 "$VMGATEWAY" -httpListenAddr="127.0.0.1:$GW_PORT" \
-	-read.url="http://127.0.0.1:$VM_PORT" -write.url="http://127.0.0.1:$VM_PORT" \
+	-read.url="$VM_URL" -write.url="$VM_URL" \
 	-enable.auth -auth.publicKeyFiles="$tmp/demo-pub.pem" \
-	-enable.rateLimit -ratelimit.config="$tmp/limits.yaml" -datasource.url="http://127.0.0.1:$VM_PORT" \
+	-enable.rateLimit -ratelimit.config="$tmp/limits.yaml" -datasource.url="$VM_URL" \
 	>"$tmp/vmgateway.log" 2>&1 &
 pids+=($!)
 wait_healthy "http://127.0.0.1:$GW_PORT/health" vmgateway "$tmp/vmgateway.log" "$!"
@@ -111,7 +130,7 @@ for i in 0 1 2 3 4; do
 	ts=$(( (now - 240 + i * 60) * 1000 ))
 	printf 'http_requests_total{job="api",instance="ops-1"} %d %d\n' $((500 + i * 50)) "$ts"
 done | curl -fsS -X POST -H "Authorization: Bearer $WRITE_OPS" --data-binary @- "http://127.0.0.1:$GW_PORT/api/v1/import/prometheus"
-curl -fsS "http://127.0.0.1:$VM_PORT/internal/force_flush" >/dev/null
+curl -fsS "$VM_URL/internal/force_flush" >/dev/null
 
 GW="http://127.0.0.1:$GW_PORT"
 cat <<TXT

@@ -59,6 +59,7 @@ type app struct {
 	gw       *gateway.Gateway
 	qlimits  *querylimits.Limiter
 	alog     *accesslog.Log
+	reloader *reloader
 }
 
 // newApp validates every flag it can before it builds anything that runs in the background (key refreshes, the
@@ -130,6 +131,7 @@ func newApp() (_ *app, err error) {
 	if a.alog, err = openAccessLog(); err != nil {
 		return nil, err
 	}
+	a.reloader = newReloader(a)
 	a.srv, err = server.New(server.Config{
 		ListenAddrs:         []string(*httpListenAddrs),
 		TLS:                 tlsEnable.Get,
@@ -148,7 +150,7 @@ func newApp() (_ *app, err error) {
 		MetricsAuthKey:      metricsAuthKey.Get(),
 		PprofAuthKey:        pprofAuthKey.Get(),
 		Handler:             a.gw,
-		Extra:               rateLimitStatus(a.gate),
+		Extra:               append(rateLimitStatus(a.gate), a.reloader.endpoint(), a.statusEndpoint()),
 		AccessLog:           a.alog,
 	})
 	if err != nil {
@@ -171,9 +173,8 @@ func (a *app) start() error {
 	return nil
 }
 
-// reload re-reads what can change without a restart (SIGHUP): the access policies, the query limits and the
-// rate limits; and it reopens the access log file, for log rotation.
-func (a *app) reload() {
+// reopenAccessLog reopens the access log file on SIGHUP, for log rotation.
+func (a *app) reopenAccessLog() {
 	if p := *accessLogPath; a.alog != nil && p != "stdout" && p != "stderr" {
 		if err := a.alog.Reopen(); err != nil {
 			slog.Error("SIGHUP: cannot reopen the access log; writing on to the old file", "err", err)
@@ -181,36 +182,6 @@ func (a *app) reload() {
 			slog.Info("SIGHUP: access log reopened", "path", p)
 		}
 	}
-	policies := a.verifier != nil && *authPolicyFile != ""
-	if !policies && a.gate == nil && a.qlimits == nil {
-		if a.alog != nil {
-			return
-		}
-		slog.Info("SIGHUP: nothing to reload (no -auth.policyFile, no -querylimits.config, and -enable.rateLimit is off)")
-		return
-	}
-	if policies {
-		if err := a.verifier.ReloadPolicies(); err != nil {
-			slog.Error("SIGHUP: keeping the previous access policies", "err", err)
-		} else {
-			slog.Info("SIGHUP: access policies reloaded")
-		}
-	}
-	if a.qlimits != nil {
-		if err := a.qlimits.Reload(); err != nil {
-			slog.Error("SIGHUP: keeping the previous query limits", "err", err)
-		} else {
-			slog.Info("SIGHUP: query limits reloaded")
-		}
-	}
-	if a.gate == nil {
-		return
-	}
-	if err := a.gate.Reload(); err != nil {
-		slog.Error("SIGHUP: keeping the previous rate limits", "err", err)
-		return
-	}
-	slog.Info("SIGHUP: rate limits reloaded")
 }
 
 func (a *app) stop() error {

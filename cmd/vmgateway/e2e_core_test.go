@@ -135,7 +135,7 @@ func TestUnknownPathIsRefusedAndNotForwarded(t *testing.T) {
 	rec := vmtest.NewRecorder(t)
 	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL)
 	for _, p := range []string{"/nope", "/api/v1/nope", "/api/v2/query", "/internal/force_merge", "/snapshot/create", "/metrics/../snapshot/delete_all",
-		"/api/v1/admin/tsdb/snapshot", "/flags", "/-/reload", "/prometheus/../internal/resetRollupResultCache"} {
+		"/api/v1/admin/tsdb/snapshot", "/flags", "/prometheus/../internal/resetRollupResultCache"} {
 		code, _, body := do(t, http.MethodGet, g.URL+p, nil)
 		if code != http.StatusNotFound {
 			t.Errorf("GET %s: status %d, want 404: %s", p, code, body)
@@ -144,6 +144,10 @@ func TestUnknownPathIsRefusedAndNotForwarded(t *testing.T) {
 		if typ, _ := decodeError(t, body); typ != "not_found" {
 			t.Errorf("GET %s: errorType %q", p, typ)
 		}
+	}
+	// VictoriaMetrics' /-/reload is the gateway's own reload: disabled without -reloadAuthKey, never forwarded.
+	if code, _, body := do(t, http.MethodPost, g.URL+"/-/reload", nil); code != http.StatusForbidden {
+		t.Errorf("POST /-/reload: status %d, want 403 (the gateway's own, disabled): %s", code, body)
 	}
 	if got := rec.Requests(); len(got) != 0 {
 		t.Fatalf("unknown paths reached the upstream: %+v", got)

@@ -27,6 +27,7 @@ var (
 	authAudience           = flag.String("auth.audience", "", "If set, a token's aud claim must contain it")
 	authLeeway             = flag.Duration("auth.leeway", 30*time.Second, "Allowed clock skew between the token issuer and the gateway for the exp, nbf and iat checks")
 	authKeysRefresh        = flag.Duration("auth.keysRefreshInterval", 5*time.Minute, "How often keys from -auth.jwksEndpoints and -auth.oidcDiscoveryEndpoints are fetched again")
+	authKeyFilesCheck      = flag.Duration("auth.keyFilesCheckInterval", 10*time.Second, "How often -auth.publicKeyFiles and -auth.hmacSecretFiles are read again; a changed file replaces its keys (all files must be valid, else the keys in force stay), so keys rotate without a restart. Zero re-reads them only on /-/reload and SIGHUP")
 	authKeysRefetchMin     = flag.Duration("auth.keysRefetchMinInterval", 30*time.Second, "Minimum time between key fetches caused by tokens with an unknown kid")
 	authKeysTimeout        = flag.Duration("auth.keysTimeout", 10*time.Second, "Timeout for one fetch from a JWKS or OIDC discovery endpoint")
 	authKeysTLSCAFile      = flag.String("auth.keysTLSCAFile", "", "Path to CA certificates (PEM) for https JWKS and OIDC discovery endpoints. By default the system roots are used")
@@ -53,6 +54,7 @@ func authConfig() auth.Config {
 		Leeway:                 *authLeeway,
 		KeysRefreshInterval:    *authKeysRefresh,
 		KeysRefetchMinInterval: *authKeysRefetchMin,
+		KeyFilesCheckInterval:  *authKeyFilesCheck,
 		KeysTimeout:            *authKeysTimeout,
 		KeysTLSCAFile:          *authKeysTLSCAFile,
 		CacheSize:              *authCacheSize,

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -24,9 +25,14 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "token" {
 		os.Exit(runToken(os.Args[2:], os.Stdout, os.Stderr))
 	}
-	flag.CommandLine.Usage = usage
+	// The full usage is for -help only: after a bad flag, one line naming it is what the operator needs.
+	flag.CommandLine.Usage = func() {}
 	if err := flagutil.ParseCommandLine(); err != nil {
-		fmt.Fprintf(os.Stderr, "vmgateway: %s\n", err)
+		if errors.Is(err, flag.ErrHelp) {
+			usage()
+			return
+		}
+		fmt.Fprintf(os.Stderr, "vmgateway: %s; see `vmgateway -help`\n", err)
 		os.Exit(2)
 	}
 	if *showVersion {
@@ -56,6 +62,14 @@ func main() {
 		fmt.Printf("-querylimits.config=%s is valid\n", *queryLimitsConfig)
 		return
 	}
+	warnings, err := flagsWithoutEffect()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "vmgateway: cannot start: %s\n", err)
+		os.Exit(1)
+	}
+	for _, w := range warnings {
+		slog.Warn(w)
+	}
 	app, err := newApp()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmgateway: cannot start: %s\n", err)
@@ -66,12 +80,14 @@ func main() {
 		os.Exit(1)
 	}
 	slog.Info("vmgateway started", "version", version)
+	app.logSummary()
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for s := range sig {
 		if s == syscall.SIGHUP {
-			app.reload()
+			app.reopenAccessLog()
+			app.reloader.sighup()
 			continue
 		}
 		slog.Info("received signal, shutting down", "signal", s.String())

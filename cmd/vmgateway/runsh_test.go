@@ -20,36 +20,104 @@ import (
 // do what the comment above it says, and Ctrl-C (SIGINT to its process group, as a terminal sends it) must stop
 // everything it started and remove its temp dir.
 func TestMakeRun(t *testing.T) {
+	vmPort, gwPort := freePortNumber(t), freePortNumber(t)
+	r := startRunScript(t, "VM_PORT="+vmPort, "GW_PORT="+gwPort)
+	tmp := regexp.MustCompile(`data in (\S+)/vm-data`).FindStringSubmatch(r.out.String())
+	if tmp == nil {
+		t.Fatal("scripts/run.sh does not say where its temp dir is")
+	}
+	r.checkCommands(t)
+	r.stop(t, tmp[1])
+	for _, port := range []string{vmPort, gwPort} {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
+			_ = c.Close()
+			t.Errorf("port %s still accepts connections after Ctrl-C", port)
+		}
+	}
+}
+
+// TestMakeRunFrontsAnExistingVictoriaMetrics: with VM_URL the script starts no VictoriaMetrics of its own, puts
+// the gateway in front of the one given, every printed command works against it, and Ctrl-C leaves it running.
+func TestMakeRunFrontsAnExistingVictoriaMetrics(t *testing.T) {
+	vm := vmtest.Start(t, "-search.latencyOffset=0s")
+	gwPort := freePortNumber(t)
+	// VM_PORT names a port that is taken: the script must not try to start VictoriaMetrics there.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, busy, _ := net.SplitHostPort(ln.Addr().String())
+	r := startRunScript(t, "VM_URL="+vm.URL+"/", "VM_PORT="+busy, "GW_PORT="+gwPort)
+	out := r.out.String()
+	tmp := regexp.MustCompile(`temp files in (\S+)\)`).FindStringSubmatch(out)
+	if !strings.Contains(out, "==> using the VictoriaMetrics at "+vm.URL+" ") || tmp == nil || strings.Contains(out, "starting VictoriaMetrics") {
+		t.Fatalf("scripts/run.sh with VM_URL does not say it uses that VictoriaMetrics:\n%s", out)
+	}
+	r.checkCommands(t)
+	r.stop(t, tmp[1])
+	if code, _, _ := do(t, "GET", vm.URL+"/health", nil); code != 200 {
+		t.Errorf("the VictoriaMetrics given in VM_URL answers /health with %d after Ctrl-C", code)
+	}
+}
+
+// TestMakeRunBadVMURL: a VM_URL that does not answer stops the script with a message naming it.
+func TestMakeRunBadVMURL(t *testing.T) {
+	bash := vmtest.Require(t, "bash")
+	vmtest.Require(t, "curl")
+	vmtest.Require(t, "openssl")
+	dead := "http://" + vmtest.FreePort(t)
+	cmd := exec.Command(bash, "scripts/run.sh")
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "VM_URL="+dead, "GW_PORT="+freePortNumber(t), "VMGATEWAY="+gatewayBin)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "VM_URL="+dead+" does not answer "+dead+"/health") {
+		t.Fatalf("scripts/run.sh with a dead VM_URL: %v\n%s", err, out)
+	}
+}
+
+// runScript is scripts/run.sh running in a process group of its own, as a terminal runs it.
+type runScript struct {
+	bash string
+	out  *vmtest.Buffer
+	pgid int
+	p    *vmtest.Process
+}
+
+// startRunScript runs scripts/run.sh with env and waits until it has printed its commands.
+func startRunScript(t *testing.T, env ...string) *runScript {
+	t.Helper()
 	bash := vmtest.Require(t, "bash")
 	for _, bin := range []string{"curl", "openssl", vmtest.Binary} {
 		vmtest.Require(t, bin)
 	}
-	vmPort, gwPort := freePortNumber(t), freePortNumber(t)
-	out := &vmtest.Buffer{}
+	r := &runScript{bash: bash, out: &vmtest.Buffer{}}
 	cmd := exec.Command(bash, "scripts/run.sh")
 	cmd.Dir = "../.."
-	cmd.Env = append(os.Environ(), "VM_PORT="+vmPort, "GW_PORT="+gwPort, "VMGATEWAY="+gatewayBin)
-	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = append(append(os.Environ(), "VMGATEWAY="+gatewayBin), env...)
+	cmd.Stdout, cmd.Stderr = r.out, r.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p, err := vmtest.StartProcess(cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pgid := p.Pid()
+	r.p = p
+	r.pgid = p.Pid()
 	t.Cleanup(func() {
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		_ = syscall.Kill(-r.pgid, syscall.SIGKILL)
 		if t.Failed() {
-			t.Logf("scripts/run.sh printed:\n%s", out.String())
+			t.Logf("scripts/run.sh printed:\n%s", r.out.String())
 		}
 	})
 
 	// The script installs nothing here (victoria-metrics is there) and builds nothing (VMGATEWAY is given): it is
 	// ready within seconds. The bound only keeps a broken script from hanging the test run.
 	deadline := time.Now().Add(2 * time.Minute)
-	for !strings.Contains(out.String(), "Press Ctrl-C") {
+	for !strings.Contains(r.out.String(), "Press Ctrl-C") {
 		select {
-		case <-p.Done():
-			t.Fatalf("scripts/run.sh exited before printing its commands: %v", p.Err())
+		case <-r.p.Done():
+			t.Fatalf("scripts/run.sh exited before printing its commands: %v", r.p.Err())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -57,12 +125,12 @@ func TestMakeRun(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	tmp := regexp.MustCompile(`data in (\S+)/vm-data`).FindStringSubmatch(out.String())
-	if tmp == nil {
-		t.Fatal("scripts/run.sh does not say where its temp dir is")
-	}
+	return r
+}
 
-	steps := printedCommands(t, out.String())
+// checkCommands runs every printed command and checks it does what its comment says.
+func (r *runScript) checkCommands(t *testing.T) {
+	steps := printedCommands(t, r.out.String())
 	if len(steps) < 7 {
 		t.Fatalf("want at least 7 printed commands (6 curl and token explain), got %d", len(steps))
 	}
@@ -70,7 +138,7 @@ func TestMakeRun(t *testing.T) {
 		t.Run(s.comment, func(t *testing.T) {
 			// The demo data was written a moment ago; VictoriaMetrics makes new series searchable within a second.
 			vmtest.Eventually(t, func() (bool, string) {
-				c := exec.Command(bash, "-c", s.cmd)
+				c := exec.Command(r.bash, "-c", s.cmd)
 				c.Dir = "../.."
 				got, err := c.CombinedOutput()
 				msg := checkPrinted(s.comment, string(got), err)
@@ -78,29 +146,27 @@ func TestMakeRun(t *testing.T) {
 			})
 		})
 	}
+}
 
-	if err := syscall.Kill(-pgid, syscall.SIGINT); err != nil {
+// stop sends Ctrl-C to the script's process group and checks it stopped everything and removed tmp.
+func (r *runScript) stop(t *testing.T, tmp string) {
+	t.Helper()
+	if err := syscall.Kill(-r.pgid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-p.Done():
+	case <-r.p.Done():
 	case <-time.After(time.Minute):
 		t.Fatal("scripts/run.sh did not stop within a minute of Ctrl-C")
 	}
-	if !strings.Contains(out.String(), "==> stopped, removed "+tmp[1]) {
+	if !strings.Contains(r.out.String(), "==> stopped, removed "+tmp) {
 		t.Errorf("scripts/run.sh does not report its cleanup")
 	}
-	if _, err := os.Stat(tmp[1]); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the temp dir %s is still there after Ctrl-C (%v)", tmp[1], err)
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the temp dir %s is still there after Ctrl-C (%v)", tmp, err)
 	}
-	if err := syscall.Kill(-pgid, 0); !errors.Is(err, syscall.ESRCH) {
-		t.Errorf("processes started by scripts/run.sh still run after Ctrl-C (kill -0 -%d: %v)", pgid, err)
-	}
-	for _, port := range []string{vmPort, gwPort} {
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port, time.Second); err == nil {
-			_ = c.Close()
-			t.Errorf("port %s still accepts connections after Ctrl-C", port)
-		}
+	if err := syscall.Kill(-r.pgid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("processes started by scripts/run.sh still run after Ctrl-C (kill -0 -%d: %v)", r.pgid, err)
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 func usage() {
 	out := flag.CommandLine.Output()
 	fmt.Fprintf(out, "vmgateway %s: a gateway for VictoriaMetrics with JWT access control, label enforcement and per-tenant rate limits.\n\n", version)
-	fmt.Fprintf(out, "Usage: %s [flags]\n", os.Args[0])
+	fmt.Fprintf(out, "Usage: %s [flags]\n\nThe token tool, a mode of the same binary:\n%s", os.Args[0], strings.TrimPrefix(tokenUsage, "Usage:\n"))
 	groups := map[string][]*flag.Flag{}
 	flag.VisitAll(func(f *flag.Flag) {
 		g := "general"

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 )
@@ -41,6 +40,9 @@ type Config struct {
 	KeysRefetchMinInterval time.Duration
 	// KeysTimeout bounds one fetch from a key endpoint; 0 means 10s.
 	KeysTimeout time.Duration
+	// KeyFilesCheckInterval is how often PublicKeyFiles and HMACSecretFiles are read again, so that a rotated key
+	// takes effect without a restart; 0 reads them only on Verifier.ReloadKeyFiles.
+	KeyFilesCheckInterval time.Duration
 	// KeysTLSCAFile is a PEM file of CA certificates for https key endpoints; empty means the system roots.
 	KeysTLSCAFile string
 
@@ -103,10 +105,6 @@ func newVerifier(cfg Config, now func() time.Time) (*Verifier, error) {
 			"to verify signatures with the keys given, or drop the key flags")
 	}
 
-	static, err := loadStaticKeys(cfg)
-	if err != nil {
-		return nil, err
-	}
 	policies, err := newPolicyStore(cfg)
 	if err != nil {
 		return nil, err
@@ -127,7 +125,7 @@ func newVerifier(cfg Config, now func() time.Time) (*Verifier, error) {
 	if cfg.NegativeCacheTTL > 0 {
 		v.rejected, v.rejectedTTL = newCache[*rejection](cfg.CacheSize), cfg.NegativeCacheTTL
 	}
-	if v.keys, err = newKeyring(cfg, static, now, v.cache.clear); err != nil {
+	if v.keys, err = newKeyring(cfg, now, v.cache.clear); err != nil {
 		return nil, err
 	}
 	v.keys.start()
@@ -146,38 +144,31 @@ func newVerifier(cfg Config, now func() time.Time) (*Verifier, error) {
 	return v, nil
 }
 
-func loadStaticKeys(cfg Config) ([]*key, error) {
-	var keys []*key
+// loadStaticKeys reads the keys of -auth.publicKeys and of every key file; the files are read again when they change.
+func loadStaticKeys(cfg Config, now time.Time) ([]*key, []*keyFile, error) {
+	var inline []*key
 	for i, text := range cfg.PublicKeys {
 		ks, err := parsePEM([]byte(text), fmt.Sprintf("-auth.publicKeys #%d", i+1))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		keys = append(keys, ks...)
+		inline = append(inline, ks...)
 	}
+	var files []*keyFile
 	for _, path := range cfg.PublicKeyFiles {
-		text, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("-auth.publicKeyFiles: %w", err)
-		}
-		ks, err := parsePEM(text, "-auth.publicKeyFiles "+path)
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, ks...)
+		files = append(files, &keyFile{path: path})
 	}
 	for _, path := range cfg.HMACSecretFiles {
-		secret, err := ReadHMACSecret(path)
-		if err != nil {
-			return nil, fmt.Errorf("-auth.hmacSecretFiles: %w", err)
-		}
-		k, err := newHMACKey(secret, "-auth.hmacSecretFiles "+path)
-		if err != nil {
-			return nil, fmt.Errorf("-auth.hmacSecretFiles %s: %w", path, err)
-		}
-		keys = append(keys, k)
+		files = append(files, &keyFile{path: path, hmac: true})
 	}
-	return keys, nil
+	for _, f := range files {
+		data, keys, err := f.read()
+		if err != nil {
+			return nil, nil, err
+		}
+		f.data, f.keys, f.loadedAt = data, keys, now
+	}
+	return inline, files, nil
 }
 
 func positiveOr(d, def time.Duration) time.Duration {

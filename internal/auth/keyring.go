@@ -24,6 +24,7 @@ type remote struct {
 
 	keys      []*key // last good keys; guarded by keyring.mu
 	fetchedAt time.Time
+	err       string // why the last fetch failed; empty after a good one
 
 	fetches, errors *metrics.Counter
 	lastSuccess     *metrics.Gauge
@@ -32,11 +33,18 @@ type remote struct {
 // keyring holds the current key set and refreshes the remote sources in the background. Requests read the set with
 // one atomic load; a refresh builds a new set and swaps it in whole.
 type keyring struct {
-	set     atomic.Pointer[keySet]
-	static  []*key
+	set atomic.Pointer[keySet]
+	// inline are the keys of -auth.publicKeys; files those of the key files, read again when they change.
+	inline  []*key
+	files   []*keyFile
 	remotes []*remote
-	client  *http.Client // for the remotes
-	now     func() time.Time
+	// sources describes every source for KeySources, rebuilt whenever one changes.
+	sources       atomic.Pointer[[]KeySource]
+	started       time.Time
+	filesInterval time.Duration
+	filesDone     chan struct{}
+	client        *http.Client // for the remotes
+	now           func() time.Time
 
 	refreshInterval, minRefetch time.Duration
 	// lostKey is called when a refresh drops a key, so that tokens verified with it are verified again.
@@ -90,6 +98,7 @@ func (kr *keyring) fetchOne(r *remote) {
 	keys, skipped, err := fetchJWKS(kr.ctx, kr.client, r.url, r.oidc)
 	if err != nil {
 		r.errors.Inc()
+		r.err = err.Error()
 		if r.keys == nil {
 			slog.Error("cannot fetch JWT verification keys; tokens signed with them are rejected until a fetch succeeds",
 				"url", r.url, "error", err)
@@ -109,18 +118,22 @@ func (kr *keyring) fetchOne(r *remote) {
 			slog.Warn("skipped a JWKS key", "url", r.url, "reason", s)
 		}
 	}
-	r.keys, r.fetchedAt = keys, kr.now()
+	r.keys, r.fetchedAt, r.err = keys, kr.now(), ""
 	r.lastSuccess.Set(float64(r.fetchedAt.Unix()))
 }
 
 func (kr *keyring) publish() {
-	all := append([]*key(nil), kr.static...)
+	all := append([]*key(nil), kr.inline...)
+	for _, f := range kr.files {
+		all = append(all, f.keys...)
+	}
 	for _, r := range kr.remotes {
 		all = append(all, r.keys...)
 	}
 	next := newKeySet(all)
 	prev := kr.set.Swap(next)
 	keysLoaded.Set(float64(len(all)))
+	kr.describe()
 	if prev != nil && prev.lost(next) && kr.lostKey != nil {
 		kr.lostKey()
 	}
@@ -157,6 +170,9 @@ func (kr *keyring) stop() {
 	if kr.done != nil {
 		<-kr.done
 	}
+	if kr.filesDone != nil {
+		<-kr.filesDone
+	}
 }
 
 func sameKeys(a, b []*key) bool {
@@ -171,13 +187,18 @@ func sameKeys(a, b []*key) bool {
 	return true
 }
 
-// newKeyring sets up the static keys and the remote sources of cfg; start loads the remote keys.
-func newKeyring(cfg Config, static []*key, now func() time.Time, lostKey func()) (*keyring, error) {
-	kr := &keyring{static: static, now: now, refreshInterval: cfg.KeysRefreshInterval, minRefetch: cfg.KeysRefetchMinInterval, lostKey: lostKey}
+// newKeyring reads the keys of -auth.publicKeys and the key files, and sets up the remote sources of cfg; start
+// loads the remote keys.
+func newKeyring(cfg Config, now func() time.Time, lostKey func()) (*keyring, error) {
+	kr := &keyring{now: now, refreshInterval: cfg.KeysRefreshInterval, minRefetch: cfg.KeysRefetchMinInterval, lostKey: lostKey,
+		started: now(), filesInterval: cfg.KeyFilesCheckInterval}
+	var err error
+	if kr.inline, kr.files, err = loadStaticKeys(cfg, kr.started); err != nil {
+		return nil, err
+	}
 	if len(cfg.JWKSEndpoints)+len(cfg.OIDCDiscoveryEndpoints) == 0 {
 		return kr, nil
 	}
-	var err error
 	if kr.client, err = keysClient(cfg.KeysTimeout, cfg.KeysTLSCAFile); err != nil {
 		return nil, err
 	}
@@ -204,6 +225,10 @@ func newKeyring(cfg Config, static []*key, now func() time.Time, lostKey func())
 func (kr *keyring) start() {
 	kr.ctx, kr.cancel = context.WithCancel(context.Background())
 	kr.publish()
+	if len(kr.files) > 0 && kr.filesInterval > 0 {
+		kr.filesDone = make(chan struct{})
+		go kr.watchFiles(kr.filesInterval)
+	}
 	if len(kr.remotes) > 0 {
 		kr.fetchAll()
 		kr.done = make(chan struct{})

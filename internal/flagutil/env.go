@@ -1,8 +1,10 @@
 package flagutil
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -18,7 +20,7 @@ func init() {
 // A bad value names the flag, where it came from, and what is wrong.
 func Parse(fs *flag.FlagSet, args []string, environ func(string) (string, bool)) error {
 	if err := fs.Parse(args); err != nil {
-		return err
+		return Explain(fs, err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected command-line arguments %q: every setting is a -flag=value", fs.Args())
@@ -40,14 +42,18 @@ func Parse(fs *flag.FlagSet, args []string, environ func(string) (string, bool))
 			return
 		}
 		if e := fs.Set(f.Name, v); e != nil {
-			err = fmt.Errorf("invalid value %q for flag -%s from environment variable %s: %w", v, f.Name, key, e)
+			err = errors.New(invalid(f, v, "environment variable "+key, e))
 		}
 	})
 	return err
 }
 
-// ParseCommandLine is Parse for the process's own flags and environment.
+// ParseCommandLine is Parse for the process's own flags and environment. A bad flag is returned, not printed with
+// the whole usage: the caller prints the one line that names it. -help returns flag.ErrHelp.
 func ParseCommandLine() error {
+	flag.CommandLine.Init(os.Args[0], flag.ContinueOnError)
+	flag.CommandLine.SetOutput(io.Discard)
+	defer flag.CommandLine.SetOutput(nil)
 	return Parse(flag.CommandLine, os.Args[1:], os.LookupEnv)
 }
 

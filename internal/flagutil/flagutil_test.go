@@ -162,3 +162,29 @@ func TestArrayDefault(t *testing.T) {
 		t.Fatalf("a given value must replace the default, not add to it: %q", a.Array)
 	}
 }
+
+// TestExplain: a bad flag is one line that names the flag, the value and what the flag wants.
+func TestExplain(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-http.shutdownDelay=10"}, `-http.shutdownDelay="10": want a duration such as 10s, 1m30s or 2h`},
+		{[]string{"-clusterMode=maybe"}, `-clusterMode="maybe": want true or false`},
+		{[]string{"-http.shutdownDelay"}, `-http.shutdownDelay needs a value: -http.shutdownDelay=<value>`},
+		{[]string{"-http.shutdownDelai=1s"}, `-http.shutdownDelai is not a flag of vmgateway; did you mean -http.shutdownDelay?`},
+		{[]string{"-nothing.like.it"}, `-nothing.like.it is not a flag of vmgateway`},
+		{[]string{`-auth.publicKeyFiles={a`}, `-auth.publicKeyFiles="{a": unclosed '{' in "{a"`},
+	} {
+		fs, _, _, _, _ := newFlagSet()
+		err := Parse(fs, tc.args, env(nil))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("Parse(%q): got %v, want %s", tc.args, err, tc.want)
+		}
+	}
+	fs, _, _, _, _ := newFlagSet()
+	err := Parse(fs, []string{"-envflag.enable"}, env(map[string]string{"http_shutdownDelay": "soon"}))
+	if want := `-http.shutdownDelay="soon" (from environment variable http_shutdownDelay): want a duration such as 10s, 1m30s or 2h`; err == nil || err.Error() != want {
+		t.Errorf("env: got %v, want %s", err, want)
+	}
+}

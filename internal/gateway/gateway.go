@@ -69,6 +69,7 @@ type Gateway struct {
 	conc         *concurrency
 	stops        []func()
 	queryLimits  QueryLimiter
+	refused      refusals
 }
 
 // New builds the pipeline.
@@ -240,6 +241,7 @@ func TenantAllowed(cluster bool, t tenant.ID) error {
 }
 
 func (g *Gateway) reject(w http.ResponseWriter, err error) {
+	g.refused.add(err, time.Now())
 	var ae interface{ WWWAuthenticate() string }
 	if errors.As(err, &ae) {
 		w.Header().Set("WWW-Authenticate", ae.WWWAuthenticate())

@@ -63,6 +63,8 @@ type Endpoint struct {
 	// AuthKeyFlag names the flag that sets AuthKey, for the messages that tell a client what to pass.
 	AuthKeyFlag string
 	Handler     http.Handler
+	// Open serves the endpoint without a key or basic auth set, as /metrics is; otherwise it is disabled until one is.
+	Open bool
 }
 
 // Server is the running HTTP server.
@@ -99,7 +101,7 @@ func New(cfg Config) (*Server, error) {
 	s.own.Handle("/metrics", s.keyed(cfg.MetricsAuthKey, "-metricsAuthKey", http.HandlerFunc(writeMetrics), true))
 	s.own.Handle("/debug/pprof/", s.keyed(cfg.PprofAuthKey, "-pprofAuthKey", http.HandlerFunc(pprofIndex), false))
 	for _, e := range cfg.Extra {
-		s.own.Handle(e.Path, s.keyed(e.AuthKey, e.AuthKeyFlag, e.Handler, false))
+		s.own.Handle(e.Path, s.keyed(e.AuthKey, e.AuthKeyFlag, e.Handler, e.Open))
 	}
 	for i, addr := range cfg.ListenAddrs {
 		var tlsCfg *tls.Config

@@ -1,0 +1,99 @@
+package auth
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// TestKeyFilesRotate: a rewritten PEM file and HMAC secret take effect on ReloadKeyFiles and, by themselves, at
+// the check interval; tokens of the old keys are refused after the change (the cache forgets them); a bad new
+// content keeps the keys in force and names the file.
+func TestKeyFilesRotate(t *testing.T) {
+	clk := newClock()
+	dir := t.TempDir()
+	pemPath, secretPath := filepath.Join(dir, "pub.pem"), filepath.Join(dir, "hmac.secret")
+	oldRSA, newRSA := mustRSA(2048), mustRSA(2048)
+	oldSecret, newSecret := []byte(strings.Repeat("a", 32)), []byte(strings.Repeat("b", 32))
+	write := func(p string, b []byte) {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(pemPath, []byte(pemOf(t, &oldRSA.PublicKey)))
+	write(secretPath, append(oldSecret, '\n'))
+	v := newTestVerifier(t, Config{PublicKeyFiles: []string{pemPath}, HMACSecretFiles: []string{secretPath}, CacheSize: 100}, clk)
+
+	oldRS := sign(t, jwt.SigningMethodRS256, oldRSA, "", claimsAt(clk.now()))
+	newRS := sign(t, jwt.SigningMethodRS256, newRSA, "", claimsAt(clk.now()))
+	oldHS := sign(t, jwt.SigningMethodHS256, oldSecret, "", claimsAt(clk.now()))
+	newHS := sign(t, jwt.SigningMethodHS256, newSecret, "", claimsAt(clk.now()))
+	accepts := func(tok string) bool { _, err := v.Verify(tok); return err == nil }
+	if !accepts(oldRS) || !accepts(oldHS) || accepts(newRS) || accepts(newHS) {
+		t.Fatal("before the rotation only the old keys verify")
+	}
+	before := v.KeySources()
+	if len(before) != 2 || len(before[0].Keys) != 1 || !strings.HasPrefix(before[0].Keys[0], "RSA-2048 ") || before[0].LastSuccess.IsZero() {
+		t.Fatalf("key sources: %+v", before)
+	}
+
+	// Unchanged files: nothing to report.
+	if changes, err := v.ReloadKeyFiles(); err != nil || len(changes) != 0 {
+		t.Fatalf("reload of unchanged files: %q, %v", changes, err)
+	}
+	// A broken PEM file: the error names it and every key stays, the good HMAC change included.
+	write(pemPath, []byte("not a key"))
+	write(secretPath, newSecret)
+	if _, err := v.ReloadKeyFiles(); err == nil || !strings.Contains(err.Error(), pemPath) {
+		t.Fatalf("reload of a broken PEM file: %v", err)
+	}
+	if !accepts(oldRS) || !accepts(oldHS) || accepts(newHS) {
+		t.Fatal("a failed reload changed the keys")
+	}
+	if s := v.KeySources(); s[0].Error == "" {
+		t.Fatalf("the failed read is not shown: %+v", s[0])
+	}
+	write(pemPath, []byte(pemOf(t, &newRSA.PublicKey)))
+	changes, err := v.ReloadKeyFiles()
+	if err != nil || len(changes) != 2 || !strings.Contains(changes[0], pemPath) || !strings.Contains(changes[1], secretPath) {
+		t.Fatalf("reload after the rotation: %q, %v", changes, err)
+	}
+	if accepts(oldRS) || accepts(oldHS) || !accepts(newRS) || !accepts(newHS) {
+		t.Fatal("after the reload only the new keys verify")
+	}
+	if after := v.KeySources(); after[0].Keys[0] == before[0].Keys[0] || after[0].Error != "" {
+		t.Fatalf("the key id did not change with the key: %+v → %+v", before[0], after[0])
+	}
+}
+
+// TestKeyFilesWatched: with a check interval, a rewritten file takes effect without any call.
+func TestKeyFilesWatched(t *testing.T) {
+	secretPath := writeFile(t, "hmac.secret", []byte(strings.Repeat("a", 32)))
+	v, err := newVerifier(Config{HMACSecretFiles: []string{secretPath}, KeyFilesCheckInterval: 20 * time.Millisecond}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Stop()
+	newSecret := []byte(strings.Repeat("c", 48))
+	tok := sign(t, jwt.SigningMethodHS384, newSecret, "", claimsAt(time.Now()))
+	if _, err := v.Verify(tok); err == nil {
+		t.Fatal("a token of a secret not yet in the file verified")
+	}
+	if err := os.WriteFile(secretPath, newSecret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := v.Verify(tok); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the rewritten secret file was not picked up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
