@@ -108,7 +108,7 @@ func TestStartSummaryWithoutAuth(t *testing.T) {
 	}
 }
 
-// runGateway runs the binary to its end (it must not start serving) and returns its exit code and output.
+// runGatewayExit runs the binary to its end (it must not start serving) and returns its exit code and output.
 func runGatewayExit(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	cmd := exec.Command(gatewayBin, args...)
