@@ -1,6 +1,9 @@
 package enforce
 
-import "sync"
+import (
+	"strings"
+	"sync"
+)
 
 // queries caches rewritten queries. It keeps two generations: when the current one holds cacheGenerationBytes of
 // queries it becomes the previous one and the old previous one is dropped, so the memory stays bounded and
@@ -54,6 +57,12 @@ func (c *queryCache) put(k cacheKey, out string) {
 	if c.curBytes >= cacheGenerationBytes {
 		c.prev, c.cur, c.curBytes = c.cur, make(map[cacheKey]string, len(c.cur)), 0
 	}
+	// A query read from a form may be a part of the whole body: the cache keeps a copy of its own.
+	q := strings.Clone(k.q)
+	if out == k.q {
+		out = q
+	}
+	k.q = q
 	c.cur[k] = out
 	c.curBytes += len(k.q) + len(out) + 64
 }

@@ -80,7 +80,8 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	if err := g.checkArgs(rt, q, form); err != nil {
 		return err
 	}
-	changed, err := g.checkQueryLimits(a, rt, q, form, body, isForm, r)
+	// A query is parsed once: the query limits parse it, the enforcer takes the parse over.
+	parsed, changed, err := g.checkQueryLimits(a, rt, q, form, body, isForm, r)
 	if err != nil {
 		return err
 	}
@@ -88,7 +89,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if removeTrace(a, q, form) {
 			changed = true
 		}
-		out, rewritten, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Form: form}, g.cluster)
+		out, rewritten, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Form: form, Parsed: parsed}, g.cluster)
 		if err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package querylimits
 
 import (
+	"hash/maphash"
 	"strings"
 	"sync"
 
@@ -12,9 +13,13 @@ import (
 // parsed is what the limits need of one query, computed on its first sight: dashboards repeat the same queries,
 // so the parse is paid once and every later check walks the small span tree only.
 type parsed struct {
+	// q is the query, which tells apart two queries of one hash.
+	q    string
 	root node
 	// err is why the query cannot be parsed; the limits that need the parse refuse such a query.
 	err error
+	// reach is the span of root as a few numbers, when the query qualifies.
+	reach reach
 	// unresolved is the first @ modifier whose time is not known before the query runs.
 	unresolved string
 	// blocked[i] says whether the config's pattern i matches the query.
@@ -23,10 +28,13 @@ type parsed struct {
 
 // cache keeps parsed queries in two generations: when the current one holds cacheGenerationBytes of queries it
 // becomes the previous one and the old previous one is dropped, so memory stays bounded and busy queries stay in.
-// Each config has its own: the blocked patterns are part of what is cached.
+// Each config has its own: the blocked patterns are part of what is cached. The maps are keyed by the query's hash,
+// computed once per lookup: a query of kilobytes is hashed once whichever generation holds it, and once more
+// compared on a hit.
 type cache struct {
+	seed      maphash.Seed
 	mu        sync.RWMutex
-	cur, prev map[string]*parsed
+	cur, prev map[uint64]*parsed
 	curBytes  int
 }
 
@@ -36,59 +44,69 @@ const (
 	cacheMaxQueryLen = 16 << 10
 )
 
-func newCache() *cache { return &cache{cur: map[string]*parsed{}} }
+func newCache() *cache { return &cache{seed: maphash.MakeSeed(), cur: map[uint64]*parsed{}} }
 
-func (c *cache) get(q string) *parsed {
+// get returns the parsed q, or nil, and q's hash for put.
+func (c *cache) get(q string) (*parsed, uint64) {
+	h := maphash.String(c.seed, q)
 	c.mu.RLock()
-	p, ok := c.cur[q]
+	p, ok := c.cur[h]
 	if !ok {
-		p = c.prev[q]
+		p = c.prev[h]
 	}
 	c.mu.RUnlock()
-	if p != nil && !ok {
-		c.put(q, p) // still in use: keep it over the next rotation
+	if p == nil || p.q != q {
+		return nil, h // absent, or another query of the same hash: that one keeps the place
 	}
-	return p
+	if !ok {
+		c.put(h, p) // still in use: keep it over the next rotation
+	}
+	return p, h
 }
 
-func (c *cache) put(q string, p *parsed) {
-	if len(q) > cacheMaxQueryLen {
+func (c *cache) put(h uint64, p *parsed) {
+	if len(p.q) > cacheMaxQueryLen {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.cur[q]; ok {
+	if _, ok := c.cur[h]; ok {
 		return
 	}
 	if c.curBytes >= cacheGenerationBytes {
-		c.prev, c.cur, c.curBytes = c.cur, make(map[string]*parsed, len(c.cur)), 0
+		c.prev, c.cur, c.curBytes = c.cur, make(map[uint64]*parsed, len(c.cur)), 0
 	}
-	c.cur[q] = p
-	c.curBytes += 2*len(q) + 256
+	// A query read from a form may be a part of the whole body: the cache keeps a copy of its own.
+	p.q = strings.Clone(p.q)
+	c.cur[h] = p
+	c.curBytes += 2*len(p.q) + 256
 }
 
-// parse returns the parsed form of q, from the cache or computed now.
-func (c *config) parse(q string) *parsed {
-	if p := c.cache.get(q); p != nil {
+// parse returns the parsed form of q, from the cache or computed now, with the parse of an earlier step of the
+// request when it has one (pq may be nil).
+func (c *config) parse(q string, pq *enforce.Parsed) *parsed {
+	p, h := c.cache.get(q)
+	if p != nil {
 		return p
 	}
-	p := c.analyze(q)
-	c.cache.put(q, p)
+	p = c.analyze(q, pq)
+	c.cache.put(h, p)
 	return p
 }
 
-func (c *config) analyze(q string) *parsed {
-	p := &parsed{}
-	if err := enforce.CheckWithBudget(q); err != nil {
-		p.err = err
-		return p
-	}
-	e, err := metricsql.Parse(q)
+// analyze reads q once: the span tree, the @ modifiers and the blocked patterns, none of which depends on the time
+// of the request. The expression is the request's shared parse, read and never changed.
+func (c *config) analyze(q string, pq *enforce.Parsed) *parsed {
+	p := &parsed{q: q}
+	e, err := pq.Parse(q)
 	if err != nil {
 		p.err = err
 		return p
 	}
 	p.root = compile(e, 0, &p.unresolved)
+	if p.unresolved == "" {
+		p.reach = reachOf(&p.root)
+	}
 	if len(c.patterns) == 0 {
 		return p
 	}
@@ -97,7 +115,7 @@ func (c *config) analyze(q string) *parsed {
 	var subs map[string]bool
 	for i, pt := range c.patterns {
 		if pt.re != nil {
-			p.blocked[i] = pt.re.MatchString(q) || pt.re.MatchString(canon)
+			p.blocked[i] = pt.matches(q) || (canon != q && pt.matches(canon))
 			continue
 		}
 		if pt.canonical == canon {

@@ -1,0 +1,69 @@
+package enforce
+
+import (
+	"fmt"
+
+	"github.com/VictoriaMetrics/metricsql"
+)
+
+// Parsed holds the queries of one request as parsed, so that a query is parsed once per request however many
+// steps read it: the query limits read the parsed query, then the rewrite takes it over and changes it in place.
+// Parsing is most of the cost of a query seen for the first time. The zero value is ready; a nil *Parsed parses
+// every time. Not safe for concurrent use: it lives as long as one request.
+type Parsed struct {
+	m map[string]*parsedQuery
+}
+
+type parsedQuery struct {
+	expr metricsql.Expr
+	err  error
+	// taken is set once the rewrite owns expr: it changes the tree, so a later reader parses again.
+	taken bool
+}
+
+// Parse returns q parsed with the guards every parse of a client's query needs (nesting depth, WITH expansion,
+// parser panics), or why it does not parse. The caller must not change the expression: the rewrite takes it over.
+func (p *Parsed) Parse(q string) (metricsql.Expr, error) {
+	if p == nil {
+		return ParseMetricsQL(q)
+	}
+	if pq, ok := p.m[q]; ok && !pq.taken {
+		return pq.expr, pq.err
+	}
+	expr, err := ParseMetricsQL(q)
+	if p.m == nil {
+		p.m = map[string]*parsedQuery{}
+	}
+	p.m[q] = &parsedQuery{expr: expr, err: err}
+	return expr, err
+}
+
+// take returns q parsed for the rewrite, which changes the expression: whoever asks for q afterwards parses again.
+func (p *Parsed) take(q string) (metricsql.Expr, error) {
+	if p == nil {
+		return ParseMetricsQL(q)
+	}
+	if pq, ok := p.m[q]; ok && !pq.taken {
+		pq.taken = true
+		return pq.expr, pq.err
+	}
+	return ParseMetricsQL(q)
+}
+
+// ParseMetricsQL is metricsql.Parse with the guards every parse of a client's query needs: it refuses a query that
+// nests too deeply or whose WITH templates expand too far before the parser spends the time, and turns a parser
+// panic on hostile input into an error (the parser has BUG panics).
+func ParseMetricsQL(q string) (expr metricsql.Expr, err error) {
+	if err := checkDepth(q); err != nil {
+		return nil, err
+	}
+	if err := checkWithBudget(q); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			expr, err = nil, fmt.Errorf("the parser failed: %v", r)
+		}
+	}()
+	return metricsql.Parse(q)
+}
