@@ -21,6 +21,9 @@ import (
 // (tenant 7 limited, tenant 8 not) and against the real single-node, 1.79.5 and the current release (only tenant
 // 0:0 there: the same requests go to a gateway whose limits are for another tenant). query_timeout reaches the
 // backend as the exact timeout arg, seen by a recording proxy in front of the real backend, which answers it.
+// Whether VictoriaMetrics cuts a query at the timeout is not asserted: it checks the deadline only at some points
+// of a search (the cluster cut a search of fresh data at timeout=0.001 and let a settled one of 200 ms run; the
+// single-node versions let a 0.7 s query_range run past timeout=0.01).
 
 // qlRealConfig is qlConfig for one tenant only.
 func qlRealConfig(account uint32) string {
@@ -84,20 +87,23 @@ func runQLRealCases(t *testing.T, limited, other qlSide, now time.Time) {
 	for _, c := range qlRealCases(now) {
 		for _, form := range []bool{false, true} {
 			shape := map[bool]string{false: "URL", true: "form"}[form]
-			code, body := qlRequest(t, other.g, other.prefix+c.path, c.args, form, other.token)
-			if code != http.StatusOK || !strings.Contains(body, c.served) {
-				t.Errorf("%s (%s), tenant %s: %d %.400s; want 200 from VictoriaMetrics with %s", c.name, shape, other.tenant, code, body, c.served)
-			}
+			// Retried: a new series can take a moment to be found over every day it has samples in.
+			vmtest.Eventually(t, func() (bool, string) {
+				code, body := qlRequest(t, other.g, other.prefix+c.path, c.args, form, other.token)
+				return code == http.StatusOK && strings.Contains(body, c.served),
+					fmt.Sprintf("%s (%s), tenant %s: %d %.400s; want 200 from VictoriaMetrics with %s", c.name, shape, other.tenant, code, body, c.served)
+			})
 			if c.limit == "" {
-				code, body := qlRequest(t, limited.g, limited.prefix+c.path, c.args, form, limited.token)
-				if code != http.StatusOK || !strings.Contains(body, c.served) {
-					t.Errorf("%s (%s), tenant %s within its limits: %d %.400s; want 200 with %s", c.name, shape, limited.tenant, code, body, c.served)
-				}
+				vmtest.Eventually(t, func() (bool, string) {
+					code, body := qlRequest(t, limited.g, limited.prefix+c.path, c.args, form, limited.token)
+					return code == http.StatusOK && strings.Contains(body, c.served),
+						fmt.Sprintf("%s (%s), tenant %s within its limits: %d %.400s; want 200 with %s", c.name, shape, limited.tenant, code, body, c.served)
+				})
 				continue
 			}
 			series := `vmgateway_querylimits_rejected_total{limit="` + c.limit + `"}`
 			before := qlMetric(t, limited.g, series)
-			code, body = qlRequest(t, limited.g, limited.prefix+c.path, c.args, form, limited.token)
+			code, body := qlRequest(t, limited.g, limited.prefix+c.path, c.args, form, limited.token)
 			var e struct{ Status, ErrorType, Error string }
 			if code != http.StatusUnprocessableEntity || json.Unmarshal([]byte(body), &e) != nil || e.Status != "error" || e.ErrorType != "execution" {
 				t.Errorf("%s (%s), tenant %s: %d %.400s; want 422 with a Prometheus-style error", c.name, shape, limited.tenant, code, body)
