@@ -11,14 +11,48 @@ import (
 // Parsing is most of the cost of a query seen for the first time. The zero value is ready; a nil *Parsed parses
 // every time. Not safe for concurrent use: it lives as long as one request.
 type Parsed struct {
-	m map[string]*parsedQuery
+	// qs is a list: a request has a query or a few, and comparing the text costs less than hashing it. Past
+	// parsedListMax queries (selectors, without -search.maxSelectorArgs) an index by text keeps a lookup short.
+	qs    []parsedQuery
+	index map[string]int
 }
 
+const parsedListMax = 16
+
 type parsedQuery struct {
+	q    string
 	expr metricsql.Expr
 	err  error
 	// taken is set once the rewrite owns expr: it changes the tree, so a later reader parses again.
 	taken bool
+}
+
+func (p *Parsed) find(q string) *parsedQuery {
+	if p.index != nil {
+		if i, ok := p.index[q]; ok && !p.qs[i].taken {
+			return &p.qs[i]
+		}
+		return nil
+	}
+	for i := range p.qs {
+		if pq := &p.qs[i]; !pq.taken && pq.q == q {
+			return pq
+		}
+	}
+	return nil
+}
+
+func (p *Parsed) add(pq parsedQuery) {
+	p.qs = append(p.qs, pq)
+	switch {
+	case p.index != nil:
+		p.index[pq.q] = len(p.qs) - 1
+	case len(p.qs) > parsedListMax:
+		p.index = make(map[string]int, 2*len(p.qs))
+		for i := range p.qs {
+			p.index[p.qs[i].q] = i // a later parse of the same text, after a take, is the one to find
+		}
+	}
 }
 
 // Parse returns q parsed with the guards every parse of a client's query needs (nesting depth, WITH expansion,
@@ -27,14 +61,11 @@ func (p *Parsed) Parse(q string) (metricsql.Expr, error) {
 	if p == nil {
 		return ParseMetricsQL(q)
 	}
-	if pq, ok := p.m[q]; ok && !pq.taken {
+	if pq := p.find(q); pq != nil {
 		return pq.expr, pq.err
 	}
 	expr, err := ParseMetricsQL(q)
-	if p.m == nil {
-		p.m = map[string]*parsedQuery{}
-	}
-	p.m[q] = &parsedQuery{expr: expr, err: err}
+	p.add(parsedQuery{q: q, expr: expr, err: err})
 	return expr, err
 }
 
@@ -43,7 +74,7 @@ func (p *Parsed) take(q string) (metricsql.Expr, error) {
 	if p == nil {
 		return ParseMetricsQL(q)
 	}
-	if pq, ok := p.m[q]; ok && !pq.taken {
+	if pq := p.find(q); pq != nil {
 		pq.taken = true
 		return pq.expr, pq.err
 	}

@@ -54,3 +54,31 @@ func TestParsedShared(t *testing.T) {
 		t.Errorf("a nil *Parsed: %s", err)
 	}
 }
+
+// TestParsedMany checks the index a request of many selectors gets: each is found, once taken it is parsed again.
+func TestParsedMany(t *testing.T) {
+	p := &Parsed{}
+	var exprs []string
+	for i := 0; i < 3*parsedListMax; i++ {
+		exprs = append(exprs, `parsed_many{i="`+strings.Repeat("x", i)+`"}`)
+	}
+	first := map[string]any{}
+	for _, q := range exprs {
+		e, err := p.Parse(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first[q] = e
+	}
+	for _, q := range exprs {
+		if e, _ := p.Parse(q); e != first[q] {
+			t.Fatalf("%s parsed again", q)
+		}
+		if e, _ := p.take(q); e != first[q] {
+			t.Fatalf("take(%s) did not return the shared parse", q)
+		}
+		if e, _ := p.Parse(q); e == first[q] {
+			t.Fatalf("%s: a Parse after take returned the taken tree", q)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package querylimits
 
 import (
+	"bytes"
 	"hash/maphash"
 	"strings"
 	"sync"
@@ -111,18 +112,26 @@ func (c *config) analyze(q string, pq *enforce.Parsed) *parsed {
 		return p
 	}
 	p.blocked = make([]bool, len(c.patterns))
-	canon := string(e.AppendString(nil))
+	// The canonical form is only compared: it is printed into a buffer kept for the next query.
+	bp := canonBufs.Get().(*[]byte)
+	canon := e.AppendString((*bp)[:0])
+	*bp = canon
+	defer func() {
+		if cap(*bp) <= 2*cacheMaxQueryLen {
+			canonBufs.Put(bp)
+		}
+	}()
 	var subs map[string]bool
 	for i, pt := range c.patterns {
 		if pt.re != nil {
-			p.blocked[i] = pt.matches(q) || (canon != q && pt.matches(canon))
+			p.blocked[i] = pt.matches(q) || (string(canon) != q && pt.matchesBytes(canon))
 			continue
 		}
-		if pt.canonical == canon {
+		if pt.canonical == string(canon) {
 			p.blocked[i] = true
 			continue
 		}
-		if !strings.Contains(canon, pt.canonical) {
+		if !bytes.Contains(canon, []byte(pt.canonical)) {
 			continue // a subexpression prints as a part of the whole
 		}
 		if subs == nil {
@@ -132,6 +141,10 @@ func (c *config) analyze(q string, pq *enforce.Parsed) *parsed {
 	}
 	return p
 }
+
+// canonBufs hold the buffers the canonical forms of queries are printed into; one larger than a query the cache
+// keeps is dropped rather than kept.
+var canonBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // subexpressions are the canonical forms of every subexpression of e: an exact pattern blocks a query that
 // merely wraps it (`count({__name__=~".+"}) > 0`).

@@ -88,6 +88,16 @@ func (pt *pattern) matches(s string) bool {
 	return pt.re.MatchString(s)
 }
 
+// matchesBytes is matches for a text held in bytes.
+func (pt *pattern) matchesBytes(b []byte) bool {
+	for _, l := range pt.literals {
+		if !bytes.Contains(b, []byte(l)) {
+			return false
+		}
+	}
+	return pt.re.Match(b)
+}
+
 // requiredLiterals returns texts that every match of re contains: the case-sensitive literals that a match cannot
 // skip (parts of a concatenation, of a group, of a repetition taken at least once). Alternations and optional parts
 // contribute nothing, so the list may be empty; it never holds a text some match lacks.

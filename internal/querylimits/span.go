@@ -80,7 +80,10 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 	case *metricsql.RollupExpr:
 		n := node{kind: kindRollup, window: linOf(x.Window), offset: linOf(x.Offset)}
 		child := compile(x.Expr, depth+1, unresolved)
-		n.subquery = x.ForSubquery() || (x.Window != nil && child.kind != kindSelector)
+		// A window over anything but a selector is a subquery; the child node alone cannot tell, since a
+		// function of one selector compiles to the selector.
+		_, sel := x.Expr.(*metricsql.MetricExpr)
+		n.subquery = x.ForSubquery() || (x.Window != nil && !sel)
 		if x.Step != nil {
 			n.step, n.hasStep = linOf(x.Step), true
 		}
@@ -102,15 +105,32 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 	return node{kind: kindNone}
 }
 
+// group compiles the args of a function, aggregation or operator. It reads what they read: with one arg that reads
+// anything it is that arg (`sum(rate(x[5m]))` is the rollup), so that a query's tree holds few nodes to allocate.
 func group(args []metricsql.Expr, depth int, unresolved *string) node {
-	n := node{kind: kindGroup}
+	var first node
+	var n node
+	count := 0
 	for _, a := range args {
-		if c := compile(a, depth+1, unresolved); c.kind != kindNone {
+		c := compile(a, depth+1, unresolved)
+		if c.kind == kindNone {
+			continue
+		}
+		count++
+		switch count {
+		case 1:
+			first = c
+		case 2:
+			n = node{kind: kindGroup, children: append(make([]node, 0, len(args)), first, c)}
+		default:
 			n.children = append(n.children, c)
 		}
 	}
-	if len(n.children) == 0 {
+	switch count {
+	case 0:
 		return node{kind: kindNone}
+	case 1:
+		return first
 	}
 	return n
 }
