@@ -227,10 +227,19 @@ func TestParseTime(t *testing.T) {
 		"2026":          {2026000, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()},
 		"1700000000000": {1700000000000, 1700000000000000},
 		"1700000000":    {1700000000000, 1700000000000},
+		"01700000000":   {1700000000000, 1700000000000},
+		"99999999999":   {99999999999000, 99999999999000},
+		"+1700000000":   {1700000000000, 1700000000000},
+		"0":             {0, 0},
 	} {
 		lo, hi, err := parseTimeRange(in, now)
 		if err != nil || lo != want[0] || hi != want[1] {
 			t.Errorf("parseTimeRange(%q) = %d..%d, %v; want %d..%d", in, lo, hi, err, want[0], want[1])
+		}
+	}
+	for in, want := range map[string]int64{"60": 60000, "060": 60000, "1.5": 1500, "+60": 60000, "1m": 60000, "99999999999": 99999999999000} {
+		if got, err := parseDurationArg(in); err != nil || got != want {
+			t.Errorf("parseDurationArg(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 	for _, in := range []string{"NaN", "Inf", "5i", "now+", "tomorrow", ""} {
