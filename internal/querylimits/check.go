@@ -165,16 +165,27 @@ var argsOf = func() (m [apiUnjudged + 1]uint16) {
 	return m
 }()
 
-// gather reads the values of the args the limits read for an API of kind, once.
+// gatherOrder is the order gather looks args up in: the args of almost every request first, so that the lookups
+// stop early (each hashes the name).
+var gatherOrder = [numArgs]arg{argQuery, argMatch, argStart, argEnd, argStep, argTime, argTimeout, argMatchLegacy,
+	argDate, argLatencyOffset, argMaxLookback, argLookbackDelta}
+
+// gather reads the values of the args the limits read for an API of kind, once. Once as many args were found as a
+// set holds, no other is in it.
 func (ck *checker) gather(kind apiKind, form, args url.Values) {
 	want := argsOf[kind]
 	for i, vs := range [2]url.Values{form, args} {
-		if len(vs) == 0 {
-			continue
-		}
-		for k := arg(0); k < numArgs; k++ {
-			if want&(1<<k) != 0 {
-				ck.vals[k][i] = vs[argNames[k]]
+		found := 0
+		for _, k := range &gatherOrder {
+			if found == len(vs) {
+				break
+			}
+			if want&(1<<k) == 0 {
+				continue
+			}
+			if v, ok := vs[argNames[k]]; ok {
+				ck.vals[k][i] = v
+				found++
 			}
 		}
 	}

@@ -248,3 +248,24 @@ func TestParseTime(t *testing.T) {
 		}
 	}
 }
+
+// TestGatherOrder checks that gather looks up every arg the limits read, and that a request with args the limits
+// do not read still has the ones they do read judged.
+func TestGatherOrder(t *testing.T) {
+	var seen [numArgs]int
+	for _, k := range gatherOrder {
+		seen[k]++
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("gatherOrder has %s %d times", arg(k), n)
+		}
+	}
+	c := mustConfig(t, checkConfig)
+	rt := mustRoute(t, "/api/v1/query_range")
+	args := url.Values{"query": {"x"}, "nocache": {"1"}, "start": {"-30m"}, "max_lookback": {"40d"}}
+	_, err := c.Check(limited, rt, enforce.Args{URL: args}, checkNow)
+	if httperr.Status(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "max_query_lookback") {
+		t.Errorf("max_lookback=40d behind an unread arg: %v, want the 422 of max_query_lookback", err)
+	}
+}
