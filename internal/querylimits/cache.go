@@ -95,6 +95,16 @@ func (c *config) parse(q string, pq *enforce.Parsed) *parsed {
 	return p
 }
 
+// span is where the query begins to read when evaluated over [from, to] at step (see spanOf), its finest subquery
+// step, and whether an @ time is not a number: from the reach when the query has one, else from a walk of its tree.
+func (p *parsed) span(from, to, step, now, lookback int64) (readFrom, minSubStep int64, atNaN bool) {
+	if p.reach.ok && from > -reachBound && from < reachBound {
+		return p.reach.from(from, step, lookback), p.reach.minSubStep, false
+	}
+	w := spanOf(&p.root, from, to, step, now, lookback)
+	return w.from, w.minSubStep, w.atNaN
+}
+
 // analyze reads q once: the span tree, the @ modifiers and the blocked patterns, none of which depends on the time
 // of the request. The expression is the request's shared parse, read and never changed.
 func (c *config) analyze(q string, pq *enforce.Parsed) *parsed {

@@ -425,14 +425,7 @@ func (ck *checker) query(q string, from, to, step, lookback int64) (int64, error
 	if err := ck.blocked(p, "query"); err != nil {
 		return 0, err
 	}
-	var readFrom, minSubStep int64
-	atNaN := false
-	if p.reach.ok && from > -reachBound && from < reachBound {
-		readFrom, minSubStep = p.reach.from(from, step, lookback), p.reach.minSubStep
-	} else {
-		w := spanOf(&p.root, from, to, step, ck.now, lookback)
-		readFrom, minSubStep, atNaN = w.from, w.minSubStep, w.atNaN
-	}
+	readFrom, minSubStep, atNaN := p.span(from, to, step, ck.now, lookback)
 	for _, r := range rs.rules[minStep] {
 		if minSubStep != 0 && minSubStep < r.v {
 			return 0, ck.refuse(minStep, r, "query limit min_step=%s exceeded: a subquery has step %s; the limit is %s: use a coarser subquery step", fmtDuration(minSubStep))
