@@ -81,6 +81,12 @@ func (p *Parsed) take(q string) (metricsql.Expr, error) {
 	return ParseMetricsQL(q)
 }
 
+// Reset empties p for another request, keeping its room.
+func (p *Parsed) Reset() {
+	clear(p.qs) // the trees of the last request are garbage now
+	p.qs, p.index = p.qs[:0], nil
+}
+
 // ParseMetricsQL is metricsql.Parse with the guards every parse of a client's query needs: it refuses a query that
 // nests too deeply or whose WITH templates expand too far before the parser spends the time, and turns a parser
 // panic on hostile input into an error (the parser has BUG panics).

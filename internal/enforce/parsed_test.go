@@ -81,4 +81,9 @@ func TestParsedMany(t *testing.T) {
 			t.Fatalf("%s: a Parse after take returned the taken tree", q)
 		}
 	}
+	// Reset, as for the next request: nothing of this one is found, and the list starts again.
+	p.Reset()
+	if e, _ := p.Parse(exprs[0]); e == first[exprs[0]] || len(p.qs) != 1 || p.index != nil {
+		t.Errorf("after Reset: %d queries, index %v", len(p.qs), p.index != nil)
+	}
 }

@@ -82,6 +82,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	}
 	// A query is parsed once: the query limits parse it, the enforcer takes the parse over.
 	parsed, changed, err := g.checkQueryLimits(a, rt, q, form, body, isForm, r)
+	defer releaseParsed(parsed)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
@@ -18,9 +19,21 @@ type QueryLimiter interface {
 	Check(a *auth.Access, rt route.Route, in enforce.Args, now time.Time) (string, error)
 }
 
+// parsedPool keeps the lists of parsed queries between requests: a request with query limits needs one, and most
+// find their query in the limits' cache and parse nothing.
+var parsedPool = sync.Pool{New: func() any { return &enforce.Parsed{} }}
+
+// releaseParsed returns p to the pool once the request no longer reads it; nil is ignored.
+func releaseParsed(p *enforce.Parsed) {
+	if p != nil {
+		p.Reset()
+		parsedPool.Put(p)
+	}
+}
+
 // checkQueryLimits checks the args prepareArgs read (URL and form) against the tenant's query limits; the timeout
 // they impose is set in q, where the enforcer keeps it. It returns the queries it parsed, for the enforcer (nil
-// when it parsed none), and whether q changed.
+// when it parsed none; releaseParsed when done), and whether q changed.
 func (g *Gateway) checkQueryLimits(a *auth.Access, rt route.Route, q, form url.Values, body []byte, isForm bool, r *http.Request) (*enforce.Parsed, bool, error) {
 	if g.queryLimits == nil || !g.queryLimits.Applies(a, rt) {
 		return nil, false, nil
@@ -31,7 +44,7 @@ func (g *Gateway) checkQueryLimits(a *auth.Access, rt route.Route, q, form url.V
 		return nil, false, httperr.New(http.StatusUnsupportedMediaType, "the tenant has query limits: a read request body must be an "+
 			"uncompressed application/x-www-form-urlencoded form, got Content-Type "+r.Header.Get("Content-Type"))
 	}
-	parsed := &enforce.Parsed{}
+	parsed := parsedPool.Get().(*enforce.Parsed)
 	timeout, err := g.queryLimits.Check(a, rt, enforce.Args{URL: q, Form: form, Parsed: parsed}, time.Now())
 	if err != nil || timeout == "" {
 		return parsed, false, err
