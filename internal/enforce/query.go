@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -16,25 +17,32 @@ import (
 // extra filters. WITH templates are expanded first, so the result has none. A query that does not parse is a
 // 400 error carrying the parser's message.
 func (e *Enforcer) Query(q string) (string, error) {
-	return e.query(q, false)
+	return e.query(q, false, nil)
 }
 
 // query rewrites q, refusing tenant labels when cluster is set. Dashboards send the same queries again and
-// again, and parsing is most of the cost, so results are cached per enforcer.
-func (e *Enforcer) query(q string, cluster bool) (string, error) {
+// again, and parsing is most of the cost, so results are cached per enforcer; a query not in the cache takes its
+// parse from p when an earlier step of the request parsed it.
+func (e *Enforcer) query(q string, cluster bool, p *Parsed) (string, error) {
 	k := cacheKey{e: e, q: q, cluster: cluster}
 	if out, ok := queries.Get(k); ok {
 		return out, nil
 	}
-	out, err := e.queryUncached(q, cluster)
+	out, err := e.queryUncached(q, cluster, p)
 	if err == nil && len(q) <= cacheMaxQueryLen {
+		// A query read from a form may be a part of the whole body: the cache keeps a copy of its own.
+		cq := strings.Clone(q)
+		if out == q {
+			out = cq
+		}
+		k.q = cq
 		queries.Put(k, out)
 	}
 	return out, err
 }
 
-func (e *Enforcer) queryUncached(q string, cluster bool) (string, error) {
-	expr, err := parseQuery(q)
+func (e *Enforcer) queryUncached(q string, cluster bool, p *Parsed) (string, error) {
+	expr, err := parseQuery(q, p)
 	if err != nil {
 		return "", err
 	}
@@ -54,7 +62,7 @@ func (e *Enforcer) queryUncached(q string, cluster bool) (string, error) {
 
 // Selector rewrites one series selector such as a match[] value. Anything but a plain selector is a 400 error.
 func (e *Enforcer) Selector(s string) (string, error) {
-	me, err := parseSelectorArg(argMatch, s)
+	me, err := parseSelectorArg(argMatch, s, nil)
 	if err != nil {
 		return "", err
 	}
@@ -65,32 +73,26 @@ func (e *Enforcer) Selector(s string) (string, error) {
 	return string(me.AppendString(make([]byte, 0, len(s)+64))), nil
 }
 
-func parseQuery(q string) (metricsql.Expr, error) {
-	expr, err := parse(q)
+func parseQuery(q string, p *Parsed) (metricsql.Expr, error) {
+	expr, err := parseFrom(q, p)
 	if err != nil {
 		return nil, newError(http.StatusBadRequest, "cannot parse query %q: %s", q, err)
 	}
 	return expr, nil
 }
 
-// parse is metricsql.Parse that turns a parser panic on hostile input into an error: the parser has BUG panics.
-func parse(s string) (expr metricsql.Expr, err error) {
+// parse is ParseMetricsQL for the rewrite, which owns the expression it returns, and refuses what it could not
+// print back parseably.
+func parse(s string) (metricsql.Expr, error) { return parseFrom(s, nil) }
+
+// parseFrom is parse that takes the expression from p when an earlier step of the request parsed s.
+func parseFrom(s string, p *Parsed) (metricsql.Expr, error) {
 	if !utf8.ValidString(s) {
 		// The parser accepts invalid UTF-8 in names but cannot print it back parseably.
 		return nil, fmt.Errorf("the text is not valid UTF-8")
 	}
-	if err := checkDepth(s); err != nil {
-		return nil, err
-	}
-	if err := checkWithBudget(s); err != nil {
-		return nil, err
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			expr, err = nil, fmt.Errorf("the parser failed: %v", p)
-		}
-	}()
-	if expr, err = metricsql.Parse(s); err != nil {
+	expr, err := p.take(s)
+	if err != nil {
 		return nil, err
 	}
 	if hasEmptyLabelName(expr) {

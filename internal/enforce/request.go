@@ -25,6 +25,8 @@ type Args struct {
 	URL url.Values
 	// Form holds the args of a form body; nil when the request has none.
 	Form url.Values
+	// Parsed holds the queries and selectors an earlier step of the request parsed (the query limits); nil for none.
+	Parsed *Parsed
 }
 
 // Request returns the args to forward for a request of route rt whose client sent in, and whether they differ
@@ -86,7 +88,7 @@ func (e *Enforcer) read(in Args, rt route.Route, cluster bool) (Args, error) {
 		if vs == nil {
 			continue
 		}
-		if err := e.rewriteValues(vs, rt, cluster); err != nil {
+		if err := e.rewriteValues(vs, rt, cluster, in.Parsed); err != nil {
 			return in, err
 		}
 	}
@@ -119,7 +121,7 @@ func cloneValues(vs url.Values) url.Values {
 }
 
 // rewriteValues rewrites the selector args in one set of values (the URL query or the form body).
-func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool) error {
+func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool, p *Parsed) error {
 	restricted := e.Restricted()
 	if cluster && !restricted {
 		// The client's own enforcement args stay for unrestricted tokens, but not on the tenant labels.
@@ -130,7 +132,7 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool) er
 		}
 		for _, k := range []string{argExtraFilters, argExtraFiltersArr} {
 			for _, v := range vs[k] {
-				me, err := parseSelectorArg(k, v)
+				me, err := parseSelectorArg(k, v, nil)
 				if err != nil {
 					return err
 				}
@@ -149,7 +151,7 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool) er
 	case route.QueryArg:
 		qs := vs[argQuery]
 		for i, q := range qs {
-			out, err := e.query(q, cluster)
+			out, err := e.query(q, cluster, p)
 			if err != nil {
 				return err
 			}
@@ -169,7 +171,7 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool) er
 			}
 			var out []string
 			for _, m := range ms {
-				me, err := parseSelectorArg(k, m)
+				me, err := parseSelectorArg(k, m, p)
 				if err != nil {
 					return err
 				}
@@ -196,8 +198,8 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool) er
 	return nil
 }
 
-func parseSelectorArg(arg, s string) (*metricsql.MetricExpr, error) {
-	expr, err := parse(s)
+func parseSelectorArg(arg, s string, p *Parsed) (*metricsql.MetricExpr, error) {
+	expr, err := parseFrom(s, p)
 	if err != nil {
 		return nil, newError(http.StatusBadRequest, "cannot parse %s=%q: %s", arg, s, err)
 	}

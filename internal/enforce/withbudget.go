@@ -11,10 +11,6 @@ import (
 // definition: 30 of them keep a core busy for hours. Legitimate queries stay orders of magnitude below the bound.
 const maxExpandedTerms = 50000
 
-// CheckWithBudget is checkWithBudget for the other parsers of client queries (query limits): every metricsql.Parse
-// of a client's query must come after it.
-func CheckWithBudget(q string) error { return checkWithBudget(q) }
-
 // checkWithBudget estimates, from the query's tokens alone, how many terms its WITH templates expand to, and
 // refuses the query before metricsql.Parse spends the time. The estimate only errs upwards: every identifier that
 // names a template counts as the template's whole size, whatever the scope, and a call counts its body once per

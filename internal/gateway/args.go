@@ -85,7 +85,9 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	if e := accesslog.From(w); e.LogsQueries() {
 		e.SetQuery(queryText(q, form))
 	}
-	changed, err := g.checkQueryLimits(a, rt, q, form, body, isForm, r)
+	// A query is parsed once: the query limits parse it, the enforcer takes the parse over.
+	parsed, changed, err := g.checkQueryLimits(a, rt, q, form, body, isForm, r)
+	defer releaseParsed(parsed)
 	if err != nil {
 		return err
 	}
@@ -93,7 +95,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if removeTrace(a, q, form) {
 			changed = true
 		}
-		out, rewritten, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Form: form}, g.cluster)
+		out, rewritten, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Form: form, Parsed: parsed}, g.cluster)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metricsql"
+
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/httperr"
@@ -20,12 +22,17 @@ type fakeQueryLimits struct {
 	args, form url.Values
 	timeout    string
 	err        error
+	// parsed is what the request's shared parse held for its query arg when the limits read it.
+	parsed metricsql.Expr
 }
 
 func (f *fakeQueryLimits) Applies(*auth.Access, route.Route) bool { return true }
 
-func (f *fakeQueryLimits) Check(_ *auth.Access, _ route.Route, args, form url.Values, _ time.Time) (string, error) {
-	f.args, f.form = args, form
+func (f *fakeQueryLimits) Check(_ *auth.Access, _ route.Route, in enforce.Args, _ time.Time) (string, error) {
+	f.args, f.form = in.URL, in.Form
+	if q := in.URL.Get("query"); q != "" {
+		f.parsed, _ = in.Parsed.Parse(q)
+	}
 	return f.timeout, f.err
 }
 
@@ -57,6 +64,16 @@ func TestQueryLimitsHook(t *testing.T) {
 	}
 	if reqs[0].Query.Get("timeout") != "20" || !strings.Contains(reqs[0].Body, "query=up%7Bteam%3D%22dev%22%7D") {
 		t.Errorf("upstream got query %v body %q: want timeout=20 and the enforced query", reqs[0].Query, reqs[0].Body)
+	}
+
+	// The query is parsed once per request: the enforcer rewrites the tree the limits parsed.
+	rec = serve(g, http.MethodGet, "/select/7/prometheus/api/v1/query?query=rate(hook_shared_parse_total[5m])")
+	if rec.Code != http.StatusOK {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	read.Requests()
+	if ql.parsed == nil || !strings.Contains(string(ql.parsed.AppendString(nil)), `team="dev"`) {
+		t.Errorf("the enforcer did not take over the limits' parse of the query: %v", ql.parsed)
 	}
 
 	ql.err = httperr.New(http.StatusUnprocessableEntity, "query limit max_query_lookback=1d exceeded")

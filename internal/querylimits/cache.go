@@ -1,7 +1,10 @@
 package querylimits
 
 import (
+	"bytes"
+	"hash/maphash"
 	"strings"
+	"sync"
 
 	"github.com/VictoriaMetrics/metricsql"
 
@@ -12,19 +15,25 @@ import (
 // parsed is what the limits need of one query, computed on its first sight: dashboards repeat the same queries,
 // so the parse is paid once and every later check walks the small span tree only.
 type parsed struct {
+	// q is the query, which tells apart two queries of one hash.
+	q    string
 	root node
 	// err is why the query cannot be parsed; the limits that need the parse refuse such a query.
 	err error
+	// reach is the span of root as a few numbers, when the query qualifies.
+	reach reach
 	// unresolved is the first @ modifier whose time is not known before the query runs.
 	unresolved string
 	// blocked[i] says whether the config's pattern i matches the query.
 	blocked []bool
 }
 
-// newCache keeps parsed queries (internal/gencache). Each config has its own: the blocked patterns are part of
-// what is cached.
-func newCache() *gencache.Cache[string, *parsed] {
-	return gencache.New(cacheGenerationBytes, func(q string, _ *parsed) int { return 2*len(q) + 256 })
+// cache keeps parsed queries (internal/gencache), keyed by the query's hash: a query of kilobytes is hashed once
+// whichever generation holds it, and compared once on a hit. Each config has its own: the blocked patterns are
+// part of what is cached.
+type cache struct {
+	seed maphash.Seed
+	gen  *gencache.Cache[uint64, *parsed]
 }
 
 const (
@@ -33,46 +42,73 @@ const (
 	cacheMaxQueryLen = 16 << 10
 )
 
-// parse returns the parsed form of q, from the cache or computed now.
-func (c *config) parse(q string) *parsed {
-	if p, ok := c.cache.Get(q); ok {
-		return p
+func newCache() *cache {
+	return &cache{seed: maphash.MakeSeed(), gen: gencache.New(cacheGenerationBytes, func(_ uint64, p *parsed) int { return 2*len(p.q) + 256 })}
+}
+
+// parse returns the parsed form of q, from the cache or computed now, with the parse of an earlier step of the
+// request when it has one (pq may be nil).
+func (c *config) parse(q string, pq *enforce.Parsed) *parsed {
+	h := maphash.String(c.cache.seed, q)
+	if p, ok := c.cache.gen.Get(h); ok && p.q == q {
+		return p // another query of the same hash keeps the place and is never returned for q
 	}
-	p := c.analyze(q)
+	p := c.analyze(q, pq)
 	if len(q) <= cacheMaxQueryLen {
-		c.cache.Put(q, p)
+		// A query read from a form may be a part of the whole body: the cache keeps a copy of its own.
+		p.q = strings.Clone(q)
+		c.cache.gen.Put(h, p)
 	}
 	return p
 }
 
-func (c *config) analyze(q string) *parsed {
-	p := &parsed{}
-	if err := enforce.CheckWithBudget(q); err != nil {
-		p.err = err
-		return p
+// span is where the query begins to read when evaluated over [from, to] at step (see spanOf), its finest subquery
+// step, and whether an @ time is not a number: from the reach when the query has one, else from a walk of its tree.
+func (p *parsed) span(from, to, step, now, lookback int64) (readFrom, minSubStep int64, atNaN bool) {
+	if p.reach.ok && from > -reachBound && from < reachBound {
+		return p.reach.from(from, step, lookback), p.reach.minSubStep, false
 	}
-	e, err := metricsql.Parse(q)
+	w := spanOf(&p.root, from, to, step, now, lookback)
+	return w.from, w.minSubStep, w.atNaN
+}
+
+// analyze reads q once: the span tree, the @ modifiers and the blocked patterns, none of which depends on the time
+// of the request. The expression is the request's shared parse, read and never changed.
+func (c *config) analyze(q string, pq *enforce.Parsed) *parsed {
+	p := &parsed{q: q}
+	e, err := pq.Parse(q)
 	if err != nil {
 		p.err = err
 		return p
 	}
 	p.root = compile(e, 0, &p.unresolved)
+	if p.unresolved == "" {
+		p.reach = reachOf(&p.root)
+	}
 	if len(c.patterns) == 0 {
 		return p
 	}
 	p.blocked = make([]bool, len(c.patterns))
-	canon := string(e.AppendString(nil))
+	// The canonical form is only compared: it is printed into a buffer kept for the next query.
+	bp := canonBufs.Get().(*[]byte)
+	canon := e.AppendString((*bp)[:0])
+	*bp = canon
+	defer func() {
+		if cap(*bp) <= 2*cacheMaxQueryLen {
+			canonBufs.Put(bp)
+		}
+	}()
 	var subs map[string]bool
 	for i, pt := range c.patterns {
 		if pt.re != nil {
-			p.blocked[i] = pt.re.MatchString(q) || pt.re.MatchString(canon)
+			p.blocked[i] = pt.matches(q) || (string(canon) != q && pt.matchesBytes(canon))
 			continue
 		}
-		if pt.canonical == canon {
+		if pt.canonical == string(canon) {
 			p.blocked[i] = true
 			continue
 		}
-		if !strings.Contains(canon, pt.canonical) {
+		if !bytes.Contains(canon, []byte(pt.canonical)) {
 			continue // a subexpression prints as a part of the whole
 		}
 		if subs == nil {
@@ -82,6 +118,10 @@ func (c *config) analyze(q string) *parsed {
 	}
 	return p
 }
+
+// canonBufs hold the buffers the canonical forms of queries are printed into; one larger than a query the cache
+// keeps is dropped rather than kept.
+var canonBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // subexpressions are the canonical forms of every subexpression of e: an exact pattern blocks a query that
 // merely wraps it (`count({__name__=~".+"}) > 0`).

@@ -12,6 +12,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
@@ -37,26 +38,23 @@ const (
 	apiUnjudged
 )
 
-var apiKinds = map[string]apiKind{
-	"query":           apiQuery,
-	"query_range":     apiRange,
-	"query_exemplars": apiRange,
-	"export":          apiExport,
-	"export_csv":      apiExport,
-	"export_native":   apiExport,
-	"series":          apiSeries,
-	"labels":          apiSeries,
-	"label_values":    apiSeries,
-	"federate":        apiFederate,
-	"status_tsdb":     apiTSDB,
-}
-
 func kindOf(rt route.Route) apiKind {
 	if rt.Kind != route.Read {
 		return apiOther
 	}
-	if k, ok := apiKinds[rt.API]; ok {
-		return k
+	switch rt.API {
+	case "query":
+		return apiQuery
+	case "query_range", "query_exemplars":
+		return apiRange
+	case "export", "export_csv", "export_native":
+		return apiExport
+	case "series", "labels", "label_values":
+		return apiSeries
+	case "federate":
+		return apiFederate
+	case "status_tsdb":
+		return apiTSDB
 	}
 	if strings.HasPrefix(rt.API, "graphite_") && rt.API != "graphite_functions" {
 		return apiUnjudged
@@ -85,16 +83,18 @@ func (c *config) Applies(a *auth.Access, rt route.Route) bool {
 }
 
 // Check judges one read request of the caller's tenant against its query limits, from the args of the URL and of
-// the form body (VictoriaMetrics reads both; every value of a repeated arg is judged, the widest counts). It
-// returns the timeout to send upstream as the timeout arg ("" for none) or the refusal: 422 naming the limit, its
-// value, what the request asked for and whom the limit is for; 400 for args the limits cannot read.
-func (c *config) Check(a *auth.Access, rt route.Route, args, form url.Values, now time.Time) (string, error) {
+// the form body (VictoriaMetrics reads both; every value of a repeated arg is judged, the widest counts). A query
+// is parsed through in.Parsed, so that the rewrite after the check parses it no more. It returns the timeout to
+// send upstream as the timeout arg ("" for none) or the refusal: 422 naming the limit, its value, what the request
+// asked for and whom the limit is for; 400 for args the limits cannot read.
+func (c *config) Check(a *auth.Access, rt route.Route, in enforce.Args, now time.Time) (string, error) {
 	rs := c.forTenant(a.Tenant)
 	kind := kindOf(rt)
 	if rs.empty() || kind == apiOther {
 		return "", nil
 	}
-	ck := checker{cfg: c, rs: rs, a: a, args: args, form: form, now: now.UnixMilli()}
+	ck := checker{cfg: c, rs: rs, a: a, parsed: in.Parsed, now: now.UnixMilli()}
+	ck.gather(kind, in.Form, in.URL)
 	if kind == apiUnjudged {
 		for _, f := range []field{maxQueryLookback, maxTotalQueryLength} {
 			for _, r := range rs.rules[f] {
@@ -111,70 +111,140 @@ func (c *config) Check(a *auth.Access, rt route.Route, args, form url.Values, no
 }
 
 type checker struct {
-	cfg        *config
-	rs         *ruleSet
-	a          *auth.Access
-	args, form url.Values
-	now        int64
+	cfg    *config
+	rs     *ruleSet
+	a      *auth.Access
+	parsed *enforce.Parsed
+	now    int64
+	// vals are the values of the args the limits read: the form's, then the URL's.
+	vals [numArgs][2][]string
+}
+
+// arg is an arg the limits read.
+type arg uint8
+
+const (
+	argQuery arg = iota
+	argMatch
+	argMatchLegacy
+	argTime
+	argStart
+	argEnd
+	argStep
+	argLatencyOffset
+	argMaxLookback
+	argLookbackDelta
+	argTimeout
+	argDate
+	numArgs
+)
+
+var argNames = [numArgs]string{
+	argQuery: "query", argMatch: "match[]", argMatchLegacy: "match", argTime: "time", argStart: "start", argEnd: "end",
+	argStep: "step", argLatencyOffset: "latency_offset", argMaxLookback: "max_lookback", argLookbackDelta: "lookback_delta",
+	argTimeout: "timeout", argDate: "date",
+}
+
+func (k arg) String() string { return argNames[k] }
+
+// argsOf are the args the limits read for each kind of API, as a set of bits.
+var argsOf = func() (m [apiUnjudged + 1]uint16) {
+	set := func(args ...arg) (bits uint16) {
+		for _, a := range args {
+			bits |= 1 << a
+		}
+		return bits
+	}
+	common := set(argTimeout)
+	m[apiQuery] = common | set(argQuery, argTime, argStep, argLatencyOffset, argMaxLookback, argLookbackDelta)
+	m[apiRange] = common | set(argQuery, argStart, argEnd, argStep, argLatencyOffset, argMaxLookback, argLookbackDelta)
+	m[apiExport] = common | set(argMatch, argMatchLegacy, argStart, argEnd)
+	m[apiSeries] = m[apiExport]
+	m[apiFederate] = m[apiExport] | set(argMaxLookback)
+	m[apiTSDB] = common | set(argMatch, argMatchLegacy, argDate)
+	return m
+}()
+
+// gatherOrder is the order gather looks args up in: the args of almost every request first, so that the lookups
+// stop early (each hashes the name).
+var gatherOrder = [numArgs]arg{argQuery, argMatch, argStart, argEnd, argStep, argTime, argTimeout, argMatchLegacy,
+	argDate, argLatencyOffset, argMaxLookback, argLookbackDelta}
+
+// gather reads the values of the args the limits read for an API of kind, once. Once as many args were found as a
+// set holds, no other is in it.
+func (ck *checker) gather(kind apiKind, form, args url.Values) {
+	want := argsOf[kind]
+	for i, vs := range [2]url.Values{form, args} {
+		found := 0
+		for _, k := range &gatherOrder {
+			if found == len(vs) {
+				break
+			}
+			if want&(1<<k) == 0 {
+				continue
+			}
+			if v, ok := vs[argNames[k]]; ok {
+				ck.vals[k][i] = v
+				found++
+			}
+		}
+	}
 }
 
 // each calls f for every value of arg k, the form's first, as VictoriaMetrics' FormValue reads them.
-func (ck *checker) each(k string, f func(v string) error) error {
-	for _, v := range ck.form[k] {
-		if err := f(v); err != nil {
-			return err
-		}
-	}
-	for _, v := range ck.args[k] {
-		if err := f(v); err != nil {
-			return err
+func (ck *checker) each(k arg, f func(v string) error) error {
+	for _, vs := range &ck.vals[k] {
+		for _, v := range vs {
+			if err := f(v); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
 // times returns the earliest and latest value of a time arg; def stands for an absent or empty one.
-func (ck *checker) times(k string, def int64) (lo, hi int64, err error) {
+func (ck *checker) times(k arg, def int64) (lo, hi int64, err error) {
 	lo, hi = math.MaxInt64, math.MinInt64
 	n := 0
-	err = ck.each(k, func(v string) error {
-		n++
-		tlo, thi := def, def
-		if v != "" {
-			var err error
-			if tlo, thi, err = parseTimeRange(v, ck.now); err != nil {
-				return badArg(k, v, err.Error())
+	for _, vs := range &ck.vals[k] {
+		for _, v := range vs {
+			n++
+			tlo, thi := def, def
+			if v != "" {
+				if tlo, thi, err = parseTimeRange(v, ck.now); err != nil {
+					return 0, 0, badArg(k.String(), v, err.Error())
+				}
 			}
+			lo, hi = min(lo, tlo), max(hi, thi)
 		}
-		lo, hi = min(lo, tlo), max(hi, thi)
-		return nil
-	})
-	if n == 0 {
-		lo, hi = def, def
 	}
-	return lo, hi, err
+	if n == 0 {
+		return def, def, nil
+	}
+	return lo, hi, nil
 }
 
 // durations returns the smallest and largest value of a duration arg; def stands for an absent or empty one.
-func (ck *checker) durations(k string, def int64) (lo, hi int64, err error) {
+func (ck *checker) durations(k arg, def int64) (lo, hi int64, err error) {
 	lo, hi = math.MaxInt64, math.MinInt64
 	n := 0
-	err = ck.each(k, func(v string) error {
-		n++
-		d := def
-		if v != "" {
-			var err error
-			if d, err = parseDurationArg(v); err != nil {
-				return badArg(k, v, err.Error())
+	for _, vs := range &ck.vals[k] {
+		for _, v := range vs {
+			n++
+			d := def
+			if v != "" {
+				if d, err = parseDurationArg(v); err != nil {
+					return 0, 0, badArg(k.String(), v, err.Error())
+				}
 			}
+			lo, hi = min(lo, d), max(hi, d)
 		}
-		lo, hi = min(lo, d), max(hi, d)
-		return nil
-	})
-	if n == 0 {
-		lo, hi = def, def
 	}
-	return lo, hi, err
+	if n == 0 {
+		return def, def, nil
+	}
+	return lo, hi, nil
 }
 
 func badArg(k, v, why string) error {
@@ -185,20 +255,19 @@ func badArg(k, v, why string) error {
 }
 
 func (ck *checker) check(kind apiKind) error {
-	exprArgs := []string{"match[]", "match"}
+	exprArgs := []arg{argMatch, argMatchLegacy}
 	if kind == apiQuery || kind == apiRange {
-		exprArgs = []string{"query"}
+		exprArgs = []arg{argQuery}
 	}
 	for _, r := range ck.rs.rules[maxExprSize] {
 		for _, k := range exprArgs {
-			if err := ck.each(k, func(v string) error {
-				if int64(len(v)) > r.v {
-					return ck.refuse(maxExprSize, r, "query limit max_query_expression_size_bytes=%s exceeded: the %s arg is %d bytes; "+
-						"the limit is %s: shorten the query, e.g. with a recording rule", k, len(v))
+			for _, vs := range &ck.vals[k] {
+				for _, v := range vs {
+					if int64(len(v)) > r.v {
+						return ck.refuse(maxExprSize, r, "query limit max_query_expression_size_bytes=%s exceeded: the %s arg is %d bytes; "+
+							"the limit is %s: shorten the query, e.g. with a recording rule", k, len(v))
+					}
 				}
-				return nil
-			}); err != nil {
-				return err
 			}
 		}
 	}
@@ -210,20 +279,20 @@ func (ck *checker) check(kind apiKind) error {
 	switch kind {
 	case apiQuery:
 		ranged = false
-		if from, to, err = ck.times("time", ck.now); err != nil {
+		if from, to, err = ck.times(argTime, ck.now); err != nil {
 			return err
 		}
-		if stepLo, stepHi, err = ck.durations("step", defaultStep); err != nil {
+		if stepLo, stepHi, err = ck.durations(argStep, defaultStep); err != nil {
 			return err
 		}
 	case apiRange:
-		if stepLo, stepHi, err = ck.durations("step", defaultStep); err != nil {
+		if stepLo, stepHi, err = ck.durations(argStep, defaultStep); err != nil {
 			return err
 		}
-		if from, _, err = ck.times("start", ck.now-defaultStep); err != nil {
+		if from, _, err = ck.times(argStart, ck.now-defaultStep); err != nil {
 			return err
 		}
-		if _, to, err = ck.times("end", ck.now); err != nil {
+		if _, to, err = ck.times(argEnd, ck.now); err != nil {
 			return err
 		}
 		for _, r := range ck.rs.rules[minStep] {
@@ -233,7 +302,7 @@ func (ck *checker) check(kind apiKind) error {
 		}
 	case apiExport, apiSeries, apiFederate:
 		var endLo int64
-		if endLo, to, err = ck.times("end", ck.now); err != nil {
+		if endLo, to, err = ck.times(argEnd, ck.now); err != nil {
 			return err
 		}
 		def := int64(0) // export: from the beginning of the retention
@@ -243,20 +312,20 @@ func (ck *checker) check(kind apiKind) error {
 			def = sub(endLo, day)
 			def -= def % day
 		case apiFederate:
-			_, lb, err := ck.durations("max_lookback", defaultStep)
+			_, lb, err := ck.durations(argMaxLookback, defaultStep)
 			if err != nil {
 				return err
 			}
 			def = sub(ck.now, lb)
 		}
-		if from, _, err = ck.times("start", max(def, 0)); err != nil {
+		if from, _, err = ck.times(argStart, max(def, 0)); err != nil {
 			return err
 		}
 	case apiTSDB:
 		from, to = math.MaxInt64, math.MinInt64
 		today := ck.now - ck.now%day
 		n := 0
-		if err := ck.each("date", func(v string) error {
+		if err := ck.each(argDate, func(v string) error {
 			n++
 			d := today
 			if v != "" {
@@ -290,7 +359,7 @@ func (ck *checker) check(kind apiKind) error {
 	}
 	if kind == apiQuery || kind == apiRange {
 		// VictoriaMetrics moves a time within latency_offset of now back to now - latency_offset.
-		_, off, err := ck.durations("latency_offset", 0)
+		_, off, err := ck.durations(argLatencyOffset, 0)
 		if err != nil {
 			return err
 		}
@@ -300,7 +369,7 @@ func (ck *checker) check(kind apiKind) error {
 	if kind == apiQuery || kind == apiRange {
 		// VictoriaMetrics looks back max_lookback for the last sample of a selector without a window.
 		var lookback int64
-		for _, k := range []string{"max_lookback", "lookback_delta"} {
+		for _, k := range []arg{argMaxLookback, argLookbackDelta} {
 			_, lb, err := ck.durations(k, 0)
 			if err != nil {
 				return err
@@ -334,34 +403,45 @@ func (ck *checker) queries(from, to, step, lookback int64) (int64, error) {
 	if !needParse {
 		return from, nil
 	}
-	err := ck.each("query", func(q string) error {
-		p := ck.cfg.parse(q)
-		if p.err != nil {
-			return httperr.New(http.StatusBadRequest, "cannot parse the query to check the query limits: "+p.err.Error())
-		}
-		if err := ck.blocked(p, "query"); err != nil {
-			return err
-		}
-		w := spanOf(&p.root, from, to, step, ck.now, lookback)
-		for _, r := range rs.rules[minStep] {
-			if w.minSubStep != 0 && w.minSubStep < r.v {
-				return ck.refuse(minStep, r, "query limit min_step=%s exceeded: a subquery has step %s; the limit is %s: use a coarser subquery step", fmtDuration(w.minSubStep))
+	for _, qs := range &ck.vals[argQuery] {
+		for _, q := range qs {
+			from, err := ck.query(q, from, to, step, lookback)
+			if err != nil {
+				return 0, err
 			}
+			readFrom = min(readFrom, from)
 		}
-		for _, r := range rs.rules[maxQueryLookback] {
-			if p.unresolved != "" || w.atNaN {
-				what := p.unresolved
-				if what == "" {
-					what = "an @ modifier"
-				}
-				return ck.refuse(maxQueryLookback, r, "query limit max_query_lookback=%s exceeded: the time of %s is not known before the query runs; "+
-					"the limit is %s: use a number, start(), end() or now() after @", what)
+	}
+	return readFrom, nil
+}
+
+// query checks one query arg and returns the earliest time it reads.
+func (ck *checker) query(q string, from, to, step, lookback int64) (int64, error) {
+	rs := ck.rs
+	p := ck.cfg.parse(q, ck.parsed)
+	if p.err != nil {
+		return 0, httperr.New(http.StatusBadRequest, "cannot parse the query to check the query limits: "+p.err.Error())
+	}
+	if err := ck.blocked(p, "query"); err != nil {
+		return 0, err
+	}
+	readFrom, minSubStep, atNaN := p.span(from, to, step, ck.now, lookback)
+	for _, r := range rs.rules[minStep] {
+		if minSubStep != 0 && minSubStep < r.v {
+			return 0, ck.refuse(minStep, r, "query limit min_step=%s exceeded: a subquery has step %s; the limit is %s: use a coarser subquery step", fmtDuration(minSubStep))
+		}
+	}
+	for _, r := range rs.rules[maxQueryLookback] {
+		if p.unresolved != "" || atNaN {
+			what := p.unresolved
+			if what == "" {
+				what = "an @ modifier"
 			}
+			return 0, ck.refuse(maxQueryLookback, r, "query limit max_query_lookback=%s exceeded: the time of %s is not known before the query runs; "+
+				"the limit is %s: use a number, start(), end() or now() after @", what)
 		}
-		readFrom = min(readFrom, w.from)
-		return nil
-	})
-	return readFrom, err
+	}
+	return readFrom, nil
 }
 
 // selectors checks the match[] args of the listing and export APIs against the blocked patterns.
@@ -369,13 +449,13 @@ func (ck *checker) selectors() error {
 	if len(ck.rs.blocked) == 0 {
 		return nil
 	}
-	for _, k := range []string{"match[]", "match"} {
+	for _, k := range []arg{argMatch, argMatchLegacy} {
 		if err := ck.each(k, func(m string) error {
-			p := ck.cfg.parse(m)
+			p := ck.cfg.parse(m, ck.parsed)
 			if p.err != nil {
 				return httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot parse the %s arg to check the query limits: %s", k, p.err))
 			}
-			return ck.blocked(p, k)
+			return ck.blocked(p, k.String())
 		}); err != nil {
 			return err
 		}
@@ -407,24 +487,23 @@ func (ck *checker) timeout() (string, error) {
 		return "", nil
 	}
 	set := false
-	if err := ck.each("timeout", func(v string) error {
-		if v == "" {
-			return nil
-		}
-		d, err := parseDurationArg(v)
-		if err != nil {
-			return badArg("timeout", v, err.Error())
-		}
-		set = true
-		for _, r := range rules {
-			if d > r.v {
-				return ck.refuse(queryTimeout, r, "query limit query_timeout=%s exceeded: the request asks for timeout=%s; the limit is %s: "+
-					"ask for a shorter timeout or none", fmtDuration(d))
+	for _, vs := range &ck.vals[argTimeout] {
+		for _, v := range vs {
+			if v == "" {
+				continue
+			}
+			d, err := parseDurationArg(v)
+			if err != nil {
+				return "", badArg("timeout", v, err.Error())
+			}
+			set = true
+			for _, r := range rules {
+				if d > r.v {
+					return "", ck.refuse(queryTimeout, r, "query limit query_timeout=%s exceeded: the request asks for timeout=%s; the limit is %s: "+
+						"ask for a shorter timeout or none", fmtDuration(d))
+				}
 			}
 		}
-		return nil
-	}); err != nil {
-		return "", err
 	}
 	if set {
 		return "", nil

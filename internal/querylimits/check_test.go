@@ -10,6 +10,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
@@ -127,7 +128,7 @@ func TestQueryLimitsCheck(t *testing.T) {
 			if c2.limit != "" {
 				before = metrics.GetDefaultSet().GetOrCreateCounter(`vmgateway_querylimits_rejected_total{limit="` + c2.limit + `"}`).Get()
 			}
-			_, err := c.Check(limited, rt, args, form, now)
+			_, err := c.Check(limited, rt, enforce.Args{URL: args, Form: form}, now)
 			switch {
 			case c2.want == "" && err != nil:
 				t.Errorf("%s (%s): refused: %s", c2.name, shape, err)
@@ -146,7 +147,7 @@ func TestQueryLimitsCheck(t *testing.T) {
 				}
 			}
 			// Another tenant has no limits at all.
-			if _, err := c.Check(other, rt, args, form, now); err != nil {
+			if _, err := c.Check(other, rt, enforce.Args{URL: args, Form: form}, now); err != nil {
 				t.Errorf("%s (%s): tenant 8 has no limits, yet: %s", c2.name, shape, err)
 			}
 		}
@@ -156,12 +157,12 @@ func TestQueryLimitsCheck(t *testing.T) {
 func TestQueryLimitsKeyNamed(t *testing.T) {
 	c := mustConfig(t, checkConfig)
 	rt := mustRoute(t, "/api/v1/query")
-	_, err := c.Check(keyed, rt, url.Values{"query": {"rate(x[3d])"}}, nil, checkNow)
+	_, err := c.Check(keyed, rt, enforce.Args{URL: url.Values{"query": {"rate(x[3d])"}}}, checkNow)
 	if err == nil || !strings.Contains(err.Error(), `tenant 9:0's for claim:sub="bob" (its own entry)`) {
 		t.Errorf("want a refusal naming the key and its value, got %v", err)
 	}
 	// Tenant 7's own lookback of 30d and its per-sub 40d both hold: the stricter refuses.
-	_, err = c.Check(limited, rt, url.Values{"query": {"rate(x[35d])"}}, nil, checkNow)
+	_, err = c.Check(limited, rt, enforce.Args{URL: url.Values{"query": {"rate(x[35d])"}}}, checkNow)
 	if err == nil || !strings.Contains(err.Error(), "max_query_lookback=30d") {
 		t.Errorf("want the 30d limit to refuse 35d, got %v", err)
 	}
@@ -170,15 +171,15 @@ func TestQueryLimitsKeyNamed(t *testing.T) {
 func TestQueryLimitsTimeout(t *testing.T) {
 	c := mustConfig(t, checkConfig)
 	rt := mustRoute(t, "/api/v1/query")
-	to, err := c.Check(limited, rt, url.Values{"query": {"x"}}, nil, checkNow)
+	to, err := c.Check(limited, rt, enforce.Args{URL: url.Values{"query": {"x"}}}, checkNow)
 	if err != nil || to != "30" {
 		t.Errorf("timeout %q, %v; want 30 (seconds) to send upstream", to, err)
 	}
-	to, err = c.Check(limited, rt, url.Values{"query": {"x"}}, url.Values{"timeout": {"5s"}}, checkNow)
+	to, err = c.Check(limited, rt, enforce.Args{URL: url.Values{"query": {"x"}}, Form: url.Values{"timeout": {"5s"}}}, checkNow)
 	if err != nil || to != "" {
 		t.Errorf("a client timeout within the limit stays: got %q, %v", to, err)
 	}
-	if to, _ := c.Check(other, rt, url.Values{"query": {"x"}}, nil, checkNow); to != "" {
+	if to, _ := c.Check(other, rt, enforce.Args{URL: url.Values{"query": {"x"}}}, checkNow); to != "" {
 		t.Errorf("tenant 8 has no query_timeout, got %q", to)
 	}
 }
@@ -196,7 +197,7 @@ func TestQueryLimitsBadArgs(t *testing.T) {
 		{"/api/v1/status/tsdb", url.Values{"date": {"15/06/2026"}}, "want YYYY-MM-DD"},
 		{"/api/v1/query", url.Values{"query": {"x"}, "timeout": {"soon"}}, `cannot read timeout="soon"`},
 	} {
-		_, err := c.Check(limited, mustRoute(t, tc.path), tc.args, nil, checkNow)
+		_, err := c.Check(limited, mustRoute(t, tc.path), enforce.Args{URL: tc.args}, checkNow)
 		if err == nil || httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %v: %v, want 400 with %q", tc.path, tc.args, err, tc.want)
 		}
@@ -226,15 +227,45 @@ func TestParseTime(t *testing.T) {
 		"2026":          {2026000, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()},
 		"1700000000000": {1700000000000, 1700000000000000},
 		"1700000000":    {1700000000000, 1700000000000},
+		"01700000000":   {1700000000000, 1700000000000},
+		"99999999999":   {99999999999000, 99999999999000},
+		"+1700000000":   {1700000000000, 1700000000000},
+		"0":             {0, 0},
 	} {
 		lo, hi, err := parseTimeRange(in, now)
 		if err != nil || lo != want[0] || hi != want[1] {
 			t.Errorf("parseTimeRange(%q) = %d..%d, %v; want %d..%d", in, lo, hi, err, want[0], want[1])
 		}
 	}
+	for in, want := range map[string]int64{"60": 60000, "060": 60000, "1.5": 1500, "+60": 60000, "1m": 60000, "99999999999": 99999999999000} {
+		if got, err := parseDurationArg(in); err != nil || got != want {
+			t.Errorf("parseDurationArg(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
 	for _, in := range []string{"NaN", "Inf", "5i", "now+", "tomorrow", ""} {
 		if _, err := parseTime(in, now); err == nil {
 			t.Errorf("parseTime(%q) accepted", in)
 		}
+	}
+}
+
+// TestGatherOrder checks that gather looks up every arg the limits read, and that a request with args the limits
+// do not read still has the ones they do read judged.
+func TestGatherOrder(t *testing.T) {
+	var seen [numArgs]int
+	for _, k := range gatherOrder {
+		seen[k]++
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("gatherOrder has %s %d times", arg(k), n)
+		}
+	}
+	c := mustConfig(t, checkConfig)
+	rt := mustRoute(t, "/api/v1/query_range")
+	args := url.Values{"query": {"x"}, "nocache": {"1"}, "start": {"-30m"}, "max_lookback": {"40d"}}
+	_, err := c.Check(limited, rt, enforce.Args{URL: args}, checkNow)
+	if httperr.Status(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "max_query_lookback") {
+		t.Errorf("max_lookback=40d behind an unread arg: %v, want the 422 of max_query_lookback", err)
 	}
 }

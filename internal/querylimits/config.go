@@ -11,15 +11,17 @@ import (
 	"io"
 	"math"
 	"regexp"
+	"regexp/syntax"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metricsql"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/vmgateway/vmgateway/internal/confsource"
 	"github.com/vmgateway/vmgateway/internal/enforce"
-	"github.com/vmgateway/vmgateway/internal/gencache"
 	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
@@ -70,7 +72,53 @@ type pattern struct {
 	text      string
 	canonical string // exact patterns: metricsql's canonical form
 	re        *regexp.Regexp
-	line      int
+	// literals are texts every match of re contains: a query without one of them is told apart without running re.
+	literals []string
+	line     int
+}
+
+// matches reports whether the regexp pattern matches s.
+func (pt *pattern) matches(s string) bool {
+	for _, l := range pt.literals {
+		if !strings.Contains(s, l) {
+			return false
+		}
+	}
+	return pt.re.MatchString(s)
+}
+
+// matchesBytes is matches for a text held in bytes.
+func (pt *pattern) matchesBytes(b []byte) bool {
+	for _, l := range pt.literals {
+		if !bytes.Contains(b, []byte(l)) {
+			return false
+		}
+	}
+	return pt.re.Match(b)
+}
+
+// requiredLiterals returns texts that every match of re contains: the case-sensitive literals that a match cannot
+// skip (parts of a concatenation, of a group, of a repetition taken at least once). Alternations and optional parts
+// contribute nothing, so the list may be empty; it never holds a text some match lacks.
+func requiredLiterals(re *syntax.Regexp, out []string) []string {
+	switch re.Op {
+	case syntax.OpLiteral:
+		// The regexp reads invalid UTF-8 as U+FFFD, which the text itself does not contain.
+		if re.Flags&syntax.FoldCase == 0 && !slices.Contains(re.Rune, utf8.RuneError) {
+			out = append(out, string(re.Rune))
+		}
+	case syntax.OpConcat:
+		for _, sub := range re.Sub {
+			out = requiredLiterals(sub, out)
+		}
+	case syntax.OpCapture, syntax.OpPlus:
+		out = requiredLiterals(re.Sub[0], out)
+	case syntax.OpRepeat:
+		if re.Min >= 1 {
+			out = requiredLiterals(re.Sub[0], out)
+		}
+	}
+	return out
 }
 
 // rule is one limit in force for a tenant, and the entry it comes from (named in refusals).
@@ -116,7 +164,7 @@ type config struct {
 	patterns []pattern
 	defaults *ruleSet
 	own      map[tenant.ID]*ruleSet
-	cache    *gencache.Cache[string, *parsed]
+	cache    *cache
 }
 
 // forTenant returns the limits in force for id; nil when it has none.
@@ -414,6 +462,9 @@ func parseBlocked(list *yaml.Node, addf addFunc, e *entry, patterns *[]pattern) 
 				continue
 			}
 			pt.re = re
+			if sre, err := syntax.Parse(pt.re.String(), syntax.Perl); err == nil {
+				pt.literals = requiredLiterals(sre.Simplify(), nil)
+			}
 		} else {
 			c, err := canonical(pt.text)
 			if err != nil {
@@ -431,10 +482,7 @@ func parseBlocked(list *yaml.Node, addf addFunc, e *entry, patterns *[]pattern) 
 // canonical is a query as metricsql prints it once parsed: WITH templates expanded, one spelling for each
 // construct, so that blocking `count({__name__=~".+"})` also blocks `count( {__name__ =~ ".+"} )`.
 func canonical(q string) (string, error) {
-	if err := enforce.CheckWithBudget(q); err != nil {
-		return "", err
-	}
-	e, err := metricsql.Parse(q)
+	e, err := enforce.ParseMetricsQL(q)
 	if err != nil {
 		return "", err
 	}

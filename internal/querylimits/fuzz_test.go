@@ -11,6 +11,8 @@ import (
 
 	"github.com/vmgateway/vmgateway/internal/enforce/corpus"
 	"github.com/vmgateway/vmgateway/internal/httperr"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
 )
 
 // FuzzSpan builds a query from the fuzzer's bytes (selectors, windows, offsets, @, subqueries, aggregations,
@@ -38,6 +40,13 @@ func FuzzSpan(f *testing.F) {
 		}
 		lookback := int64(lookbackMins%2000) * 60000
 		fast := spanOf(&root, a, b, step, now, lookback)
+		// The reach of a cached query is the same span as numbers: it must agree with the walk exactly.
+		if r := reachOf(&root); r.ok {
+			if got := r.from(a, step, lookback); got != fast.from || r.minSubStep != fast.minSubStep {
+				t.Fatalf("%q over [%d, %d] step %d: the reach begins at %d (finest subquery step %d), the walk at %d (%d)",
+					q, a, b, step, got, r.minSubStep, fast.from, fast.minSubStep)
+			}
+		}
 		bf := brute{now: now, lookback: lookback, from: math.MaxInt64}
 		bf.points(e, a, b, step, a, b)
 		if fast.from > bf.from {
@@ -237,7 +246,7 @@ func FuzzCheck(f *testing.F) {
 		rt := mustRoute(t, paths[int(which)%len(paths)])
 		args := url.Values{"query": {query}, "match[]": {query}, "start": {start}, "end": {end}, "time": {end}, "step": {step},
 			"date": {date}, "max_lookback": {step}, "timeout": {step}}
-		_, err := c.Check(limited, rt, args, nil, checkNow)
+		_, err := c.Check(limited, rt, enforce.Args{URL: args}, checkNow)
 		if s := httperr.Status(err); err != nil && s != http.StatusBadRequest && s != http.StatusUnprocessableEntity {
 			t.Fatalf("status %d: %s", s, err)
 		}

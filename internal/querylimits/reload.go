@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
@@ -155,6 +155,6 @@ func reloaded(ok bool) {
 func (l *Limiter) Applies(a *auth.Access, rt route.Route) bool { return l.cur.Load().Applies(a, rt) }
 
 // Check is config.Check with the limits in force.
-func (l *Limiter) Check(a *auth.Access, rt route.Route, args, form url.Values, now time.Time) (string, error) {
-	return l.cur.Load().Check(a, rt, args, form, now)
+func (l *Limiter) Check(a *auth.Access, rt route.Route, in enforce.Args, now time.Time) (string, error) {
+	return l.cur.Load().Check(a, rt, in, now)
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
 )
 
 // TestLimiterURL loads the config from an http URL, re-reads it every check interval, and keeps the limits in
@@ -32,7 +34,7 @@ func TestLimiterURL(t *testing.T) {
 	defer l.Stop()
 	rt := mustRoute(t, "/api/v1/query")
 	refused := func() bool {
-		_, err := l.Check(limited, rt, url.Values{"query": {"rate(x[2d])"}}, nil, time.Now())
+		_, err := l.Check(limited, rt, enforce.Args{URL: url.Values{"query": {"rate(x[2d])"}}}, time.Now())
 		return err != nil
 	}
 	if !refused() {

@@ -1,6 +1,7 @@
 package querylimits
 
 import (
+	"bytes"
 	"math"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -21,6 +22,10 @@ func linOf(de *metricsql.DurationExpr) lin {
 		return lin{}
 	}
 	a := de.Duration(0)
+	var buf [32]byte
+	if !bytes.ContainsAny(de.AppendString(buf[:0]), "iI$") {
+		return lin{float64(a), 0} // no steps (5i) nor $__interval in it: the text is read once
+	}
 	return lin{float64(a), float64(de.Duration(1000)-a) / 1000}
 }
 
@@ -75,7 +80,10 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 	case *metricsql.RollupExpr:
 		n := node{kind: kindRollup, window: linOf(x.Window), offset: linOf(x.Offset)}
 		child := compile(x.Expr, depth+1, unresolved)
-		n.subquery = x.ForSubquery() || (x.Window != nil && child.kind != kindSelector)
+		// A window over anything but a selector is a subquery; the child node alone cannot tell, since a
+		// function of one selector compiles to the selector.
+		_, sel := x.Expr.(*metricsql.MetricExpr)
+		n.subquery = x.ForSubquery() || (x.Window != nil && !sel)
 		if x.Step != nil {
 			n.step, n.hasStep = linOf(x.Step), true
 		}
@@ -97,15 +105,32 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 	return node{kind: kindNone}
 }
 
+// group compiles the args of a function, aggregation or operator. It reads what they read: with one arg that reads
+// anything it is that arg (`sum(rate(x[5m]))` is the rollup), so that a query's tree holds few nodes to allocate.
 func group(args []metricsql.Expr, depth int, unresolved *string) node {
-	n := node{kind: kindGroup}
+	var first node
+	var n node
+	count := 0
 	for _, a := range args {
-		if c := compile(a, depth+1, unresolved); c.kind != kindNone {
+		c := compile(a, depth+1, unresolved)
+		if c.kind == kindNone {
+			continue
+		}
+		count++
+		switch count {
+		case 1:
+			first = c
+		case 2:
+			n = node{kind: kindGroup, children: append(make([]node, 0, len(args)), first, c)}
+		default:
 			n.children = append(n.children, c)
 		}
 	}
-	if len(n.children) == 0 {
+	switch count {
+	case 0:
 		return node{kind: kindNone}
+	case 1:
+		return first
 	}
 	return n
 }
@@ -271,4 +296,136 @@ func spanOf(root *node, a, b, step, now, lookback int64) walk {
 	w := walk{now: now, lookback: lookback, from: math.MaxInt64, to: math.MinInt64}
 	w.span(root, a, b, step)
 	return w
+}
+
+// reach is the span of a query without @ modifiers reduced to a few numbers when compiled, so that a check of a
+// cached query is arithmetic rather than a walk of its tree: without @ every selector reads back from the start of
+// the range by a fixed sum of the offsets and windows above it, plus its own window, which may be the step it is
+// evaluated at or the request's max_lookback. The three kinds of selectors give three maxima.
+type reach struct {
+	// ok says the query qualifies: no @ modifier, no duration in steps (5i), every duration far from the clamp.
+	ok bool
+	// any says some selector is read at all.
+	any bool
+	// fixed is the longest reach of a selector with its own window: offsets and windows above it, and its window.
+	fixed int64
+	// own and ownBack are for the selectors without a window under a subquery with an explicit step s: the longest
+	// reach above one plus its s, and the longest reach above one (plus the max_lookback when that is longer).
+	own, ownBack int64
+	// req is the longest reach above a selector without a window read at the request's step.
+	req int64
+	// minSubStep is the finest explicit subquery step; 0 when none.
+	minSubStep int64
+}
+
+// reachBound keeps the sums of a reach exact: a duration beyond it (centuries) sends the query to the walk, which
+// clamps.
+const reachBound = int64(1) << 50
+
+// reachOf reduces root to its reach; reach.ok is false when the query must be walked.
+func reachOf(root *node) reach {
+	r := reach{ok: true, fixed: math.MinInt64, own: math.MinInt64, ownBack: math.MinInt64, req: math.MinInt64}
+	r.add(root, 0, 0)
+	return r
+}
+
+// add adds what n reads when evaluated back to c before the start of the range, at the request's step (s == 0) or
+// at the explicit step s of a subquery above it.
+func (r *reach) add(n *node, c, s int64) {
+	if !r.ok {
+		return
+	}
+	if c < -reachBound || c > reachBound {
+		r.ok = false
+		return
+	}
+	bare := func(c int64) {
+		r.any = true
+		if s == 0 {
+			r.req = max(r.req, c)
+		} else {
+			r.own, r.ownBack = max(r.own, c+s), max(r.ownBack, c)
+		}
+	}
+	switch n.kind {
+	case kindNone:
+		return
+	case kindSelector:
+		bare(c)
+		return
+	case kindGroup:
+		for i := range n.children {
+			r.add(&n.children[i], c, s)
+		}
+		return
+	}
+	if n.at != nil || n.offset.b != 0 || n.window.b != 0 || (n.hasStep && n.step.b != 0) {
+		r.ok = false
+		return
+	}
+	off := n.offset.at(0)
+	if off < -reachBound || off > reachBound {
+		r.ok = false
+		return
+	}
+	c += off
+	child := &n.children[0]
+	if n.subquery {
+		win := n.window.at(0)
+		if win <= 0 {
+			if s == 0 {
+				r.ok = false // the window is the request's step: walk
+				return
+			}
+			win = s
+		}
+		if win > reachBound {
+			r.ok = false
+			return
+		}
+		if n.hasStep {
+			if st := n.step.at(0); st > 0 {
+				if st > reachBound {
+					r.ok = false
+					return
+				}
+				s = st
+				if r.minSubStep == 0 || st < r.minSubStep {
+					r.minSubStep = st
+				}
+			}
+		}
+		r.add(child, c+win, s)
+		return
+	}
+	if child.kind == kindSelector {
+		if win := n.window.at(0); n.window != (lin{}) && win > 0 {
+			if win > reachBound {
+				r.ok = false
+				return
+			}
+			r.any = true
+			r.fixed = max(r.fixed, c+win)
+			return
+		}
+		bare(c)
+		return
+	}
+	r.add(child, c, s)
+}
+
+// from is where the query begins to read when evaluated over a range starting at a, at step, with the request's
+// max_lookback; math.MaxInt64 when it reads no series. It is what spanOf returns for a query of the reach.
+func (r *reach) from(a, step, lookback int64) int64 {
+	if !r.any {
+		return math.MaxInt64
+	}
+	back := r.fixed
+	if r.own != math.MinInt64 {
+		back = max(back, r.own, r.ownBack+lookback)
+	}
+	if r.req != math.MinInt64 {
+		back = max(back, r.req+max(step, lookback))
+	}
+	return clamp(a - back)
 }

@@ -73,6 +73,51 @@ func TestSpanTable(t *testing.T) {
 	}
 }
 
+// TestReach checks that a cached query's reach begins where the walk of its tree does, for the queries it
+// qualifies for, and that it leaves the others (@, steps in durations, centuries) to the walk.
+func TestReach(t *testing.T) {
+	const now = int64(1_800_000_000_000)
+	for _, c := range []struct {
+		q  string
+		ok bool
+	}{
+		{`up`, true}, {`rate(x[1h] offset 1d)`, true}, {`x offset -1h`, true}, {`sum(rate(x[1h])) + rate(y[2h])`, true},
+		{`max_over_time(rate(x[5m])[1d:1m] offset 1h)`, true}, {`max_over_time(max_over_time(x[1h])[1d:5m])[7d:1h]`, true},
+		{`max_over_time(x[1d:10s]) + max_over_time(y[1h:1m])`, true}, {`max_over_time(max_over_time(y[10m])[1h:1m])`, true},
+		{`max_over_time((x offset 1h)[1d:1m])`, true}, {`WITH (s = x[1d:1h]) max_over_time(s) + max_over_time(y[1w])`, true},
+		{`1 + 2`, true}, {`rate(x[0s])`, true},
+		{`max_over_time(x[1h:])`, true}, {`(sum(x))[1h]`, true},
+		{`rate(x[5i])`, false}, {`x offset 2i`, false},
+		{`rate(x[1h] @ end())`, false}, {`rate(x[100000000y])`, false}, {`max_over_time(x[1d:1h] offset 100000000y)`, false},
+	} {
+		e, err := metricsql.Parse(c.q)
+		if err != nil {
+			t.Fatalf("cannot parse %q: %s", c.q, err)
+		}
+		var unresolved string
+		root := compile(e, 0, &unresolved)
+		r := reachOf(&root)
+		if r.ok != c.ok {
+			t.Errorf("%s: reach.ok %v, want %v", c.q, r.ok, c.ok)
+			continue
+		}
+		if !r.ok {
+			continue
+		}
+		for _, rng := range []int64{0, ms(time.Hour), ms(30 * 24 * time.Hour)} {
+			for _, step := range []int64{1000, ms(5 * time.Minute), ms(2 * time.Hour)} {
+				for _, lookback := range []int64{0, ms(10 * time.Minute), ms(3 * time.Hour)} {
+					w := spanOf(&root, now-rng, now, step, now, lookback)
+					if got := r.from(now-rng, step, lookback); got != w.from || r.minSubStep != w.minSubStep {
+						t.Errorf("%s over %dms at step %dms, max_lookback %dms: the reach begins at %d (finest step %d), the walk at %d (%d)",
+							c.q, rng, step, lookback, got, r.minSubStep, w.from, w.minSubStep)
+					}
+				}
+			}
+		}
+	}
+}
+
 func TestSpanAbsoluteAt(t *testing.T) {
 	const now = int64(1_800_000_000_000)
 	w, _ := spanFor(t, `x @ 1000`, now, now, ms(5*time.Minute), now)

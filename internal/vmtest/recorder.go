@@ -1,6 +1,7 @@
 package vmtest
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -48,6 +49,7 @@ func NewRecorder(t testing.TB) *Recorder {
 		})
 		respond := rec.respond
 		rec.mu.Unlock()
+		r.Body = io.NopCloser(bytes.NewReader(body)) // a Respond handler may read it too, e.g. to pass it on
 		respond(w, r)
 	}))
 	t.Cleanup(srv.Close)

@@ -1,0 +1,106 @@
+package enforce
+
+import (
+	"fmt"
+
+	"github.com/VictoriaMetrics/metricsql"
+)
+
+// Parsed holds the queries of one request as parsed, so that a query is parsed once per request however many
+// steps read it: the query limits read the parsed query, then the rewrite takes it over and changes it in place.
+// Parsing is most of the cost of a query seen for the first time. The zero value is ready; a nil *Parsed parses
+// every time. Not safe for concurrent use: it lives as long as one request.
+type Parsed struct {
+	// qs is a list: a request has a query or a few, and comparing the text costs less than hashing it. Past
+	// parsedListMax queries (selectors, without -search.maxSelectorArgs) an index by text keeps a lookup short.
+	qs    []parsedQuery
+	index map[string]int
+}
+
+const parsedListMax = 16
+
+type parsedQuery struct {
+	q    string
+	expr metricsql.Expr
+	err  error
+	// taken is set once the rewrite owns expr: it changes the tree, so a later reader parses again.
+	taken bool
+}
+
+func (p *Parsed) find(q string) *parsedQuery {
+	if p.index != nil {
+		if i, ok := p.index[q]; ok && !p.qs[i].taken {
+			return &p.qs[i]
+		}
+		return nil
+	}
+	for i := range p.qs {
+		if pq := &p.qs[i]; !pq.taken && pq.q == q {
+			return pq
+		}
+	}
+	return nil
+}
+
+func (p *Parsed) add(pq parsedQuery) {
+	p.qs = append(p.qs, pq)
+	switch {
+	case p.index != nil:
+		p.index[pq.q] = len(p.qs) - 1
+	case len(p.qs) > parsedListMax:
+		p.index = make(map[string]int, 2*len(p.qs))
+		for i := range p.qs {
+			p.index[p.qs[i].q] = i // a later parse of the same text, after a take, is the one to find
+		}
+	}
+}
+
+// Parse returns q parsed with the guards every parse of a client's query needs (nesting depth, WITH expansion,
+// parser panics), or why it does not parse. The caller must not change the expression: the rewrite takes it over.
+func (p *Parsed) Parse(q string) (metricsql.Expr, error) {
+	if p == nil {
+		return ParseMetricsQL(q)
+	}
+	if pq := p.find(q); pq != nil {
+		return pq.expr, pq.err
+	}
+	expr, err := ParseMetricsQL(q)
+	p.add(parsedQuery{q: q, expr: expr, err: err})
+	return expr, err
+}
+
+// take returns q parsed for the rewrite, which changes the expression: whoever asks for q afterwards parses again.
+func (p *Parsed) take(q string) (metricsql.Expr, error) {
+	if p == nil {
+		return ParseMetricsQL(q)
+	}
+	if pq := p.find(q); pq != nil {
+		pq.taken = true
+		return pq.expr, pq.err
+	}
+	return ParseMetricsQL(q)
+}
+
+// Reset empties p for another request, keeping its room.
+func (p *Parsed) Reset() {
+	clear(p.qs) // the trees of the last request are garbage now
+	p.qs, p.index = p.qs[:0], nil
+}
+
+// ParseMetricsQL is metricsql.Parse with the guards every parse of a client's query needs: it refuses a query that
+// nests too deeply or whose WITH templates expand too far before the parser spends the time, and turns a parser
+// panic on hostile input into an error (the parser has BUG panics).
+func ParseMetricsQL(q string) (expr metricsql.Expr, err error) {
+	if err := checkDepth(q); err != nil {
+		return nil, err
+	}
+	if err := checkWithBudget(q); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			expr, err = nil, fmt.Errorf("the parser failed: %v", r)
+		}
+	}()
+	return metricsql.Parse(q)
+}
