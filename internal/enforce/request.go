@@ -1,6 +1,7 @@
 package enforce
 
 import (
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -69,7 +70,7 @@ func (e *Enforcer) write(in Args, cluster bool) (Args, bool, error) {
 	if !e.Restricted() {
 		return in, false, nil
 	}
-	q := cloneValues(in.URL)
+	q := maps.Clone(in.URL)
 	delete(q, argExtraLabel)
 	q[argExtraLabel] = append([]string(nil), e.extraLabelArgs...)
 	return Args{URL: q, Form: in.Form}, true, nil
@@ -77,7 +78,8 @@ func (e *Enforcer) write(in Args, cluster bool) (Args, bool, error) {
 
 // read rewrites the selectors of a read or delete request in the URL query and in the form.
 func (e *Enforcer) read(in Args, rt route.Route, cluster bool) (Args, error) {
-	q, form := cloneValues(in.URL), cloneValues(in.Form)
+	// Copies of the maps only: rewriteValues replaces the slices it changes and never writes into the caller's.
+	q, form := maps.Clone(in.URL), maps.Clone(in.Form)
 	if q == nil {
 		q = url.Values{}
 	}
@@ -104,18 +106,6 @@ func (e *Enforcer) read(in Args, rt route.Route, cluster bool) (Args, error) {
 		q[argExtraFiltersArr] = append([]string(nil), e.extraFiltersArgs...)
 	}
 	return Args{URL: q, Form: form}, nil
-}
-
-// cloneValues copies vs deeply, so that a rewrite leaves the caller's values alone; nil stays nil.
-func cloneValues(vs url.Values) url.Values {
-	if vs == nil {
-		return nil
-	}
-	out := make(url.Values, len(vs))
-	for k, v := range vs {
-		out[k] = append([]string(nil), v...)
-	}
-	return out
 }
 
 // rewriteValues rewrites the selector args in one set of values (the URL query or the form body).
@@ -147,13 +137,17 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool) er
 	}
 	switch rt.Args {
 	case route.QueryArg:
-		qs := vs[argQuery]
-		for i, q := range qs {
+		// A new slice: the one in vs is the caller's (read copies the maps, not their values).
+		qs := make([]string, len(vs[argQuery]))
+		for i, q := range vs[argQuery] {
 			out, err := e.query(q, cluster)
 			if err != nil {
 				return err
 			}
 			qs[i] = out
+		}
+		if len(qs) > 0 {
+			vs[argQuery] = qs
 		}
 	case route.MatchArgs:
 		if len(vs[argMatch]) == 0 && len(vs[argMatchLegacy]) > 0 {

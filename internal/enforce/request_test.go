@@ -329,3 +329,15 @@ func TestRequestNoSelectors(t *testing.T) {
 		}
 	}
 }
+
+// cloneValues copies vs deeply, so that a comparison with it sees a change inside a slice too; nil stays nil.
+func cloneValues(vs url.Values) url.Values {
+	if vs == nil {
+		return nil
+	}
+	out := make(url.Values, len(vs))
+	for k, v := range vs {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
+}

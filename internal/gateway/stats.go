@@ -96,7 +96,7 @@ func (s *statsTail) keep(b []byte) {
 
 // parseStats reads "stats":{"seriesFetched":"N","executionTimeMsec":M} from the end of an answer.
 func parseStats(tail []byte) (queryStats, bool) {
-	i := bytes.LastIndex(tail, []byte(`"stats":`))
+	i := lastIndex(tail, statsKey)
 	if i < 0 {
 		return queryStats{}, false
 	}
@@ -115,6 +115,22 @@ func parseStats(tail []byte) (queryStats, bool) {
 		return queryStats{}, false
 	}
 	return queryStats{seriesFetched: n, execMsec: f}, true
+}
+
+var statsKey = []byte(`"stats":`)
+
+// lastIndex is bytes.LastIndex by forward searches: bytes.Index is vectorised and LastIndex is not, and a tail holds
+// the key at most a few times.
+func lastIndex(b, key []byte) int {
+	last := -1
+	for off := 0; ; {
+		i := bytes.Index(b[off:], key)
+		if i < 0 {
+			return last
+		}
+		last = off + i
+		off = last + 1
+	}
 }
 
 // numberAfter is the number after key, quoted or not.
