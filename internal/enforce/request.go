@@ -26,6 +26,9 @@ type Args struct {
 	URL url.Values
 	// Form holds the args of a form body; nil when the request has none.
 	Form url.Values
+	// Handover says the caller gives the maps up: Request may rewrite them in place instead of copying them, and
+	// the caller uses only what Request returns. Their slices are still never written into.
+	Handover bool
 }
 
 // Request returns the args to forward for a request of route rt whose client sent in, and whether they differ
@@ -70,16 +73,22 @@ func (e *Enforcer) write(in Args, cluster bool) (Args, bool, error) {
 	if !e.Restricted() {
 		return in, false, nil
 	}
-	q := maps.Clone(in.URL)
+	q := in.URL
+	if !in.Handover {
+		q = maps.Clone(q)
+	}
 	delete(q, argExtraLabel)
 	q[argExtraLabel] = append([]string(nil), e.extraLabelArgs...)
-	return Args{URL: q, Form: in.Form}, true, nil
+	return Args{URL: q, Form: in.Form, Handover: in.Handover}, true, nil
 }
 
 // read rewrites the selectors of a read or delete request in the URL query and in the form.
 func (e *Enforcer) read(in Args, rt route.Route, cluster bool) (Args, error) {
 	// Copies of the maps only: rewriteValues replaces the slices it changes and never writes into the caller's.
-	q, form := maps.Clone(in.URL), maps.Clone(in.Form)
+	q, form := in.URL, in.Form
+	if !in.Handover {
+		q, form = maps.Clone(q), maps.Clone(form)
+	}
 	if q == nil {
 		q = url.Values{}
 	}
@@ -105,7 +114,7 @@ func (e *Enforcer) read(in Args, rt route.Route, cluster bool) (Args, error) {
 		q[argExtraLabel] = append([]string(nil), e.extraLabelArgs...)
 		q[argExtraFiltersArr] = append([]string(nil), e.extraFiltersArgs...)
 	}
-	return Args{URL: q, Form: form}, nil
+	return Args{URL: q, Form: form, Handover: in.Handover}, nil
 }
 
 // rewriteValues rewrites the selector args in one set of values (the URL query or the form body).

@@ -11,7 +11,8 @@ import (
 )
 
 // QueryLimiter judges a read request's shape against its tenant's query limits (querylimits.Limiter). Check
-// returns the timeout to send upstream ("" for none) or the refusal.
+// returns the timeout to send upstream ("" for none) or the refusal. args and form are lent for the call only: the
+// enforcer rewrites them in place afterwards.
 type QueryLimiter interface {
 	Applies(a *auth.Access, rt route.Route) bool
 	Check(a *auth.Access, rt route.Route, args, form url.Values, now time.Time) (string, error)

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -25,7 +26,8 @@ type fakeQueryLimits struct {
 func (f *fakeQueryLimits) Applies(*auth.Access, route.Route) bool { return true }
 
 func (f *fakeQueryLimits) Check(_ *auth.Access, _ route.Route, args, form url.Values, _ time.Time) (string, error) {
-	f.args, f.form = args, form
+	// A copy: the maps are the gateway's, and the enforcer rewrites them after the limits have judged them.
+	f.args, f.form = maps.Clone(args), maps.Clone(form)
 	return f.timeout, f.err
 }
 

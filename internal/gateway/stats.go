@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/VictoriaMetrics/metrics"
 )
@@ -59,27 +60,48 @@ func recordStats(s queryStats, ok bool) {
 const tailSize = 256
 
 // statsTail keeps the last tailSize bytes of a body as it is read, and reports the stats found in them at EOF. An
-// answer cut short (Close before EOF) reports nothing.
+// answer cut short (Close before EOF) reports nothing. The tail is borrowed from tailPool for the time the answer
+// streams: one proxy goroutine reads and then closes a body, so it is returned exactly once, at EOF or at Close.
 type statsTail struct {
 	rc       io.ReadCloser
-	tail     [tailSize]byte
+	tail     *[tailSize]byte
 	n        int
 	done     func(queryStats, bool)
 	reported bool
 }
 
+var tailPool = sync.Pool{New: func() any { return new([tailSize]byte) }}
+
 func (s *statsTail) Read(p []byte) (int, error) {
 	n, err := s.rc.Read(p)
+	if s.reported {
+		return n, err
+	}
+	if s.tail == nil {
+		s.tail = tailPool.Get().(*[tailSize]byte)
+	}
 	s.keep(p[:n])
-	if err == io.EOF && !s.reported {
+	if err == io.EOF {
 		s.reported = true
 		st, ok := parseStats(s.tail[:s.n])
+		s.release()
 		s.done(st, ok)
 	}
 	return n, err
 }
 
-func (s *statsTail) Close() error { return s.rc.Close() }
+func (s *statsTail) Close() error {
+	s.reported = true
+	s.release()
+	return s.rc.Close()
+}
+
+func (s *statsTail) release() {
+	if s.tail != nil {
+		tailPool.Put(s.tail)
+		s.tail = nil
+	}
+}
 
 func (s *statsTail) keep(b []byte) {
 	if len(b) >= tailSize {
