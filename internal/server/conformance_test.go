@@ -43,11 +43,13 @@ import (
 //   - An absolute-form target: its host is ignored for routing; the upstream gets the backend's host.
 //   - Two Host headers or a malformed one: 400. The upstream's Host is always the backend's; X-Forwarded-* from the
 //     client are replaced.
-//   - A client that sends its head slower than ReadHeaderTimeout is cut off, nothing forwarded.
+//   - A client that sends its head slower than ReadHeaderTimeout is cut off, nothing forwarded; a read body slower
+//     than -http.readBodyTimeout and a write body stalled for -http.writeBodyIdleTimeout get a JSON 408.
 
 const (
 	confMaxHeaderBytes = 4096
 	confHeaderTimeout  = 500 * time.Millisecond
+	confBodyTimeout    = 700 * time.Millisecond
 )
 
 type confEnv struct {
@@ -68,7 +70,7 @@ func startConformance(t *testing.T) *confEnv {
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	gw, err := gateway.New(gateway.Config{ReadURL: u, WriteURL: u, ReadTransport: tr, WriteTransport: tr,
-		Limits: gateway.Limits{ReadBodyTimeout: 2 * time.Second, WriteBodyIdleTimeout: 2 * time.Second, MaxReadBodySize: 1 << 20}})
+		Limits: gateway.Limits{ReadBodyTimeout: confBodyTimeout, WriteBodyIdleTimeout: confBodyTimeout, MaxReadBodySize: 1 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,6 +456,26 @@ func TestConformance(t *testing.T) {
 			parts:  []string{"GET /api/v1/query?query=up HTTP/1.1\r\n", "Host: gw\r\n", "X-A: 1\r\n", "\r\n"},
 			pause:  confHeaderTimeout / 2,
 			status: nil, closed: true,
+		},
+		{
+			name:   "a read body slower than -http.readBodyTimeout",
+			parts:  []string{"POST /api/v1/query HTTP/1.1\r\nHost: gw\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 8\r\n\r\nquery", "=up"},
+			pause:  2 * confBodyTimeout,
+			status: []int{408}, jsonErrors: true, closed: true,
+		},
+		{
+			// The write streams: the upstream request is aborted when the body stalls, never completed.
+			name:   "a write body that stalls for -http.writeBodyIdleTimeout",
+			parts:  []string{"POST " + imPath + " HTTP/1.1\r\nHost: gw\r\nContent-Length: 8\r\n\r\nm 1\n", "m 2\n"},
+			pause:  2 * confBodyTimeout,
+			status: []int{408}, jsonErrors: true, closed: true, settle: 300 * time.Millisecond,
+			forwarded: func(t *testing.T, got []vmtest.Recorded) {
+				for _, r := range got {
+					if r.Body == oneLine+"m 2\n" {
+						t.Errorf("the upstream got the whole stalled write: %+v", r)
+					}
+				}
+			},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
