@@ -17,15 +17,15 @@ import (
 
 // Results is everything one bench run found; it is written as latest.json.
 type Results struct {
-	Machine Machine             `json:"machine"`
-	Config  Config              `json:"config"`
-	Summary []Summary           `json:"summary"`
-	Ratios  []Ratio             `json:"ratios"`
-	Stream  []Stream            `json:"stream,omitempty"`
-	Targets []TargetCheck       `json:"targets"`
-	GoBench map[string]GoResult `json:"go_bench,omitempty"`
-	Profile *Profile            `json:"profile,omitempty"`
-	Runs    []Run               `json:"runs"`
+	Machine  Machine             `json:"machine"`
+	Config   Config              `json:"config"`
+	Summary  []Summary           `json:"summary"`
+	Ratios   []Ratio             `json:"ratios"`
+	Stream   []Stream            `json:"stream,omitempty"`
+	Targets  []TargetCheck       `json:"targets"`
+	GoBench  map[string]GoResult `json:"go_bench,omitempty"`
+	Profiles []*Profile          `json:"profiles,omitempty"`
+	Runs     []Run               `json:"runs"`
 }
 
 // Config is how the load was generated.
@@ -297,10 +297,10 @@ func printTable(w io.Writer, res *Results) {
 				s.BodyMiB, s.Target+":", s.RSSBeforeMiB, s.PeakMiB, s.GrowthMiB, s.MiBPerSec, note)
 		}
 	}
-	if res.Profile != nil {
-		fmt.Fprintf(w, "\nCPU profile of vmgateway under the read load: %s", res.Profile.Path)
-		if res.Profile.TopPath != "" {
-			fmt.Fprintf(w, " (top functions: %s)", res.Profile.TopPath)
+	for _, p := range res.Profiles {
+		fmt.Fprintf(w, "\nCPU profile of vmgateway under the %s load: %s", p.Workload, p.Path)
+		if p.TopPath != "" {
+			fmt.Fprintf(w, " (top functions: %s)", p.TopPath)
 		}
 		fmt.Fprintln(w)
 	}

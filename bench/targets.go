@@ -498,36 +498,37 @@ func (p *patternReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// Profile is the CPU profile of the gateway taken during one extra read run.
+// Profile is the CPU profile of the gateway taken during one extra run of a workload.
 type Profile struct {
-	Path    string `json:"path"`
-	TopPath string `json:"top_path,omitempty"`
-	Run     Run    `json:"run"`
+	Workload string `json:"workload"`
+	Path     string `json:"path"`
+	TopPath  string `json:"top_path,omitempty"`
+	Run      Run    `json:"run"`
 }
 
-func profileGateway(ctx context.Context, t *target, bin string, c *credentials, res *Results) error {
-	path := filepath.Join(*outDir, "gateway-read.cpu.pprof")
+func profileGateway(ctx context.Context, t *target, wl, bin string, c *credentials, res *Results) error {
+	path := filepath.Join(*outDir, "gateway-"+wl+".cpu.pprof")
 	secs := max(1, int(duration.Seconds())-1)
 	u := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d&authKey=%s", t.addr, secs, c.pprofKey)
 	errc := make(chan error, 1)
 	start := func() { go func() { errc <- fetch(ctx, u, path) }() }
-	fmt.Printf("profiling vmgateway during one more read run (%ds)\n", secs)
-	r, err := measure(ctx, t, "read", 0, c.token, start)
+	fmt.Printf("profiling vmgateway during one more %s run (%ds)\n", wl, secs)
+	r, err := measure(ctx, t, wl, 0, c.token, start)
 	if err != nil {
 		return err
 	}
 	if err := <-errc; err != nil {
 		return err
 	}
-	p := &Profile{Path: path, Run: r}
+	p := &Profile{Workload: wl, Path: path, Run: r}
 	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=40", bin, path).CombinedOutput()
 	if err == nil {
-		p.TopPath = filepath.Join(*outDir, "gateway-read.top.txt")
+		p.TopPath = filepath.Join(*outDir, "gateway-"+wl+".top.txt")
 		if err := os.WriteFile(p.TopPath, top, 0o644); err != nil {
 			return err
 		}
 	}
-	res.Profile = p
+	res.Profiles = append(res.Profiles, p)
 	return nil
 }
 
