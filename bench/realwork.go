@@ -227,7 +227,8 @@ func realWorkCheck(t *target, token string) error {
 	return nil
 }
 
-// startRealWork starts VictoriaMetrics and the proxies in front of it; the returned func stops them all.
+// startRealWork starts VictoriaMetrics and the proxies in front of it (the -baseline.bin gateway too); the returned
+// func stops them all.
 func startRealWork(ctx context.Context, dir, gatewayBin string, cred *credentials) ([]*target, func(), error) {
 	var stops []func()
 	stopAll := func() {
@@ -251,6 +252,15 @@ func startRealWork(ctx context.Context, dir, gatewayBin string, cred *credential
 	}
 	stops = append(stops, gw.stop)
 	targets = append(targets, &target{name: "vmgateway", kind: "vmgateway", addr: gw.addr, proc: gw, token: cred.token, concurrency: *realWorkConcurrency})
+	if *baselineBin != "" {
+		bl, err := startGateway(ctx, "baseline-vm", *baselineBin, dir, vm.addr, cred)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		stops = append(stops, bl.stop)
+		targets = append(targets, &target{name: "baseline", kind: "vmgateway", addr: bl.addr, proc: bl, token: cred.token, concurrency: *realWorkConcurrency})
+	}
 	if *vmauthBin != "" {
 		va, err := startVMAuth(ctx, "vmauth-vm", *vmauthBin, dir, vm.addr, cred)
 		if err != nil {
