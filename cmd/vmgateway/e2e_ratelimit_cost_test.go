@@ -1,11 +1,16 @@
 package main
 
 import (
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
@@ -188,5 +193,96 @@ func TestRateLimitCostWithoutStats(t *testing.T) {
 	}
 	if got := metricValue(t, g, `vmgateway_query_stats_unread_total{reason="absent"}`) - before; got != 3 {
 		t.Errorf("answers without stats counted: %v, want 3", got)
+	}
+}
+
+// TestRateLimitCostAbandoned: a client that leaves after the first bytes of an answer, having read what it wanted
+// before the stats at its end, is still charged them: the gateway reads the rest of the answer itself. The answer
+// (150 series of 7200 points, about 20 MB) is far larger than what the sockets between them hold, so the client
+// leaves long before its end.
+func TestRateLimitCostAbandoned(t *testing.T) {
+	vm := vmtest.StartCurrent(t)
+	ts := time.Now().Add(-2 * time.Hour).Truncate(time.Second)
+	var b strings.Builder
+	for i := 0; i < 150; i++ {
+		fmt.Fprintf(&b, "abandon_metric{team=\"big\",i=\"%d\"} %d %d\n", i, i, ts.UnixMilli())
+	}
+	if code, _, body := do(t, http.MethodPost, vm.URL+"/api/v1/import/prometheus", strings.NewReader(b.String()), "Content-Type", "text/plain"); code != 204 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	vm.Flush(t)
+	g := rlGateway(t, vm.URL, vm.URL, costLimitsYAML, "-ratelimit.statusAuthKey=sk")
+	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
+	vmtest.Eventually(t, func() (bool, string) {
+		_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/query?query="+url.QueryEscape("count(last_over_time(abandon_metric[3h]))"), nil)
+		return strings.Contains(body, `,"150"]`), body
+	})
+	q := url.Values{"query": {"last_over_time(abandon_metric[3h])"}, "start": {fmt.Sprint(ts.Unix())},
+		"end": {fmt.Sprint(ts.Add(2*time.Hour - time.Second).Unix())}, "step": {"1s"}}
+	req, _ := http.NewRequest(http.MethodGet, g.URL+"/api/v1/query_range?"+q.Encode(), nil)
+	req.Header.Set("Authorization", "Bearer "+big)
+	tr := &http.Transport{DisableKeepAlives: true, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 200)
+	if _, err := io.ReadFull(resp.Body, first); resp.StatusCode != 200 || err != nil || !strings.Contains(string(first), `"abandon_metric"`) {
+		t.Fatalf("big's query_range: %d %v %q", resp.StatusCode, err, first)
+	}
+	_ = resp.Body.Close()
+
+	// The gateway read the answer to its end and charged its 150 series: over the budget of 100.
+	vmtest.Eventually(t, func() (bool, string) {
+		v := metricValue(t, g, "vmgateway_query_stats_drained_total")
+		return v == 1, fmt.Sprintf("vmgateway_query_stats_drained_total %v", v)
+	})
+	code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=abandon_metric", nil, bearer(big)...)
+	if _, msg := decodeError(t, body); code != http.StatusTooManyRequests || !strings.Contains(msg, "limit type=series_fetched resolution=minute value=100") ||
+		!strings.Contains(msg, "usage seen 150 in the last minute") {
+		t.Errorf("big's next query: %d %s", code, body)
+	}
+	if v := metricValue(t, g, `vmgateway_query_cost_unknown_total`); v != 0 {
+		t.Errorf("vmgateway_query_cost_unknown_total %v: the answer's cost was known", v)
+	}
+}
+
+// TestRateLimitCostGzipped: a proxy between the gateway and VictoriaMetrics that gzips answers whatever the
+// gateway asked for does not hide their cost: the gateway decodes them, forwards them uncompressed and charges
+// their stats.
+func TestRateLimitCostGzipped(t *testing.T) {
+	vm := vmtest.StartCurrent(t)
+	costData(t, vm)
+	gzipping := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resp, err := http.Get(vm.URL + r.URL.RequestURI())
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
+		w.Header().Set("Content-Encoding", "gzip")
+		w.WriteHeader(resp.StatusCode)
+		zw := gzip.NewWriter(w)
+		_, _ = io.Copy(zw, resp.Body)
+		_ = zw.Close()
+	}))
+	t.Cleanup(gzipping.Close)
+	g := rlGateway(t, gzipping.URL, vm.URL, costLimitsYAML, "-write.url="+vm.URL)
+	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
+	small := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
+	costQuery(t, g, small, 3)
+	resp, wire, body := getRaw(t, g.URL+"/api/v1/query?query=cost_metric", bearer(big)...)
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "" || string(wire) != string(body) ||
+		strings.Count(string(body), `"__name__":"cost_metric"`) != 150 || !strings.Contains(string(body), `"seriesFetched": "150"`) {
+		t.Fatalf("big's query through the gzipping proxy: %d %v %.300s", resp.StatusCode, resp.Header, wire)
+	}
+	code, _, msg := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...)
+	if code != http.StatusTooManyRequests || !strings.Contains(msg, "usage seen 150 in the last minute") {
+		t.Errorf("big's next query: %d %s", code, msg)
+	}
+	if v := metricValue(t, g, `vmgateway_query_stats_decoded_total{encoding="gzip"}`); v < 2 {
+		t.Errorf(`vmgateway_query_stats_decoded_total{encoding="gzip"} %v, want small's and big's answers`, v)
 	}
 }

@@ -1,12 +1,18 @@
 package gateway
 
 import (
+	"compress/gzip"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/tenant"
@@ -27,6 +33,9 @@ func (s *spendLog) Spend(_ *auth.Access, series int64, ms float64) {
 	s.spent = append(s.spent, [2]float64{float64(series), ms})
 	s.mu.Unlock()
 }
+
+// SpendAll is recorded as a spend of -1, -1.
+func (s *spendLog) SpendAll(*auth.Access) { s.Spend(nil, -1, -1) }
 
 func (s *spendLog) take() [][2]float64 {
 	s.mu.Lock()
@@ -84,5 +93,224 @@ func TestCostCounted(t *testing.T) {
 		if got := costs.take(); len(got) != len(tc.want) || len(got) == 1 && got[0] != tc.want[0] {
 			t.Errorf("%s %s: spent %v, want %v", tc.token, tc.path, got, tc.want)
 		}
+	}
+}
+
+// costGateway is a gateway over read whose tenant 3 has cost limits, served on a real listener.
+func costGateway(t *testing.T, read *vmtest.Recorder) (string, *spendLog) {
+	t.Helper()
+	ru, _ := url.Parse(read.URL)
+	costs := &spendLog{costedAccount: 3}
+	tokens := byToken{"t3": {Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeFull}, "t4": {Tenant: tenant.ID{AccountID: 4}, Mode: auth.ModeFull}}
+	g, err := New(Config{ReadURL: ru, WriteURL: ru, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport,
+		Cluster: true, Auth: tokens, Costs: costs, AuthHeader: "X-Token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g)
+	t.Cleanup(srv.Close)
+	return srv.URL, costs
+}
+
+// bigAnswer writes a query answer of n series in chunks, flushed, with its stats at the end. A chunk waits
+// for its turn on pace, if set.
+func bigAnswer(w http.ResponseWriter, n int, pace <-chan struct{}) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[`)
+	for i := 0; i < n; i++ {
+		if pace != nil {
+			<-pace
+		}
+		_, _ = fmt.Fprintf(w, `{"metric":{"i":"%d","pad":"%s"},"value":[1,"1"]},`, i, strings.Repeat("x", 1000))
+		w.(http.Flusher).Flush()
+	}
+	_, _ = fmt.Fprintf(w, `{"metric":{}}]},"stats":{"seriesFetched": "%d","executionTimeMsec":9}}`, n)
+}
+
+// readSome sends a query through the gateway at base with token, reads the first bytes of the answer and leaves.
+func readSome(t *testing.T, base, token string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/query?query=up", nil)
+	req.Header.Set("X-Token", token)
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+}
+
+// TestCostAbandoned: a costed client that leaves after the first bytes of an answer is still charged what the
+// answer's stats say: the gateway reads the rest itself. Another caller's abandoned answer ends with it.
+func TestCostAbandoned(t *testing.T) {
+	read := vmtest.NewRecorder(t)
+	pace := make(chan struct{})
+	upstreamDone := make(chan error, 1)
+	read.Respond(func(w http.ResponseWriter, r *http.Request) {
+		bigAnswer(w, 2000, pace)
+		upstreamDone <- r.Context().Err()
+	})
+	base, costs := costGateway(t, read)
+	// The upstream sends its first series, the client reads them and leaves; only then does the rest come, so
+	// the client cannot have had the stats. The first series are more than the gateway reads ahead of a query
+	// answer without a length (maxBufferedAnswer), so they reach the client before the rest exists.
+	first := maxBufferedAnswer/1000 + 2
+	go func() {
+		for i := 0; i < first; i++ {
+			pace <- struct{}{}
+		}
+	}()
+	readSome(t, base, "t3")
+	go func() {
+		for i := first; i < 2000; i++ {
+			pace <- struct{}{}
+		}
+	}()
+	if err := <-upstreamDone; err != nil {
+		t.Fatalf("the upstream request ended with the client: %v", err)
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		got := costs.take()
+		return len(got) == 1 && got[0] == [2]float64{2000, 9}, fmt.Sprintf("spent %v", got)
+	})
+
+	// Tenant 4 has no cost limits: its upstream request ends with the client, and nothing is charged.
+	go func() {
+		for i := 0; i < first; i++ {
+			pace <- struct{}{}
+		}
+	}()
+	readSome(t, base, "t4")
+	go func() {
+		for i := first; i < 2000; i++ {
+			select {
+			case pace <- struct{}{}:
+			case <-time.After(5 * time.Second):
+				return
+			}
+		}
+	}()
+	if err := <-upstreamDone; err == nil {
+		t.Error("an uncosted caller's abandoned answer was read to its end")
+	}
+	if got := costs.take(); len(got) != 0 {
+		t.Errorf("uncosted caller charged %v", got)
+	}
+}
+
+// TestCostAbandonedTimeout: an answer the client left that does not end within drainTimeout is charged the
+// whole budget, and its upstream request is ended.
+func TestCostAbandonedTimeout(t *testing.T) {
+	old := drainTimeout
+	drainTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { drainTimeout = old })
+	read := vmtest.NewRecorder(t)
+	ended := make(chan struct{})
+	read.Respond(func(w http.ResponseWriter, r *http.Request) {
+		// More than the gateway reads ahead of an answer without a length, so the client has its first bytes.
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[`+strings.Repeat(" ", maxBufferedAnswer+200))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // an answer that never ends
+		close(ended)
+	})
+	base, costs := costGateway(t, read)
+	readSome(t, base, "t3")
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream request outlived drainTimeout")
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		got := costs.take()
+		return len(got) == 1 && got[0] == [2]float64{-1, -1}, fmt.Sprintf("spent %v, want the whole budget", got)
+	})
+}
+
+// TestCostCompressed: an upstream that gzips the answer of a costed caller although asked for identity is
+// decoded: the client gets the answer uncompressed, and its stats are charged. An encoding the gateway cannot
+// read is charged the whole budget; an uncosted caller's gzip answer passes as it came.
+func TestCostCompressed(t *testing.T) {
+	body := `{"status":"success","data":{"resultType":"vector","result":[]},"stats":{"seriesFetched": "7","executionTimeMsec":12}}`
+	read := vmtest.NewRecorder(t)
+	encoding := "gzip"
+	read.Respond(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Encoding", encoding)
+		if encoding != "gzip" {
+			_, _ = io.WriteString(w, "\x00\x01opaque")
+			return
+		}
+		zw := gzip.NewWriter(w)
+		_, _ = io.WriteString(zw, body)
+		_ = zw.Close()
+	})
+	base, costs := costGateway(t, read)
+	get := func(token string) (*http.Response, []byte) {
+		req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/query?query=up", nil)
+		req.Header.Set("X-Token", token)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	resp, b := get("t3")
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "" || string(b) != body {
+		t.Errorf("costed caller's gzip answer: %d %v %q", resp.StatusCode, resp.Header, b)
+	}
+	if reqs := read.Requests(); reqs[len(reqs)-1].Header.Get("Accept-Encoding") != "identity" {
+		t.Errorf("asked for %q", reqs[len(reqs)-1].Header.Get("Accept-Encoding"))
+	}
+	if got := costs.take(); len(got) != 1 || got[0] != [2]float64{7, 12} {
+		t.Errorf("spent %v, want the gzip answer's stats", got)
+	}
+	resp, b = get("t4")
+	if resp.Header.Get("Content-Encoding") != "gzip" || len(b) == 0 || b[0] != 0x1f {
+		t.Errorf("uncosted caller's gzip answer changed: %v %q", resp.Header, b)
+	}
+	encoding = "br"
+	if resp, b = get("t3"); resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "br" || string(b) != "\x00\x01opaque" {
+		t.Errorf("br answer: %d %v %q", resp.StatusCode, resp.Header, b)
+	}
+	if got := costs.take(); len(got) != 1 || got[0] != [2]float64{-1, -1} {
+		t.Errorf("spent %v on an answer of unknown encoding, want the whole budget", got)
+	}
+}
+
+// TestCostLeftBeforeAnswer: a costed client that leaves before the answer begins ends the upstream request at
+// once (VictoriaMetrics stops the query), and is charged nothing: it got nothing.
+func TestCostLeftBeforeAnswer(t *testing.T) {
+	read := vmtest.NewRecorder(t)
+	ended := make(chan struct{})
+	read.Respond(func(_ http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // a query still computing
+		close(ended)
+	})
+	base, costs := costGateway(t, read)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query=up", nil)
+	req.Header.Set("X-Token", "t3")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the query was answered: %d", resp.StatusCode)
+	}
+	select {
+	case <-ended:
+	case <-time.After(drainTimeout / 2):
+		t.Fatal("the upstream request outlived a client that left before the answer")
+	}
+	if got := costs.take(); len(got) != 0 {
+		t.Errorf("charged %v for a query the client left before its answer", got)
 	}
 }

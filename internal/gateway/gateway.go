@@ -34,6 +34,8 @@ type CostCounter interface {
 	// Costed reports whether the caller has cost limits: only then are the stats of its answers counted.
 	Costed(a *auth.Access) bool
 	Spend(a *auth.Access, seriesFetched int64, execMsec float64)
+	// SpendAll charges an answer whose cost could not be learned as the caller's whole budget.
+	SpendAll(a *auth.Access)
 }
 
 // Config wires the pipeline's parts. Nil Auth means -enable.auth is off; nil Limiter means no rate limiting.
@@ -190,7 +192,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer g.conc.release(ts)
 	up = g.upstreamOf(rt)
-	g.forward(e, g.withCost(withAnswerFilter(r, access, rt), access, rt), rt, t, up)
+	// fr, not r: the recover above judges an aborted answer by the client's own request.
+	fr, endCost := g.withCost(withAnswerFilter(r, access, rt), access, rt)
+	defer endCost()
+	g.forward(e, fr, rt, t, up)
 }
 
 // authenticate yields the request's Access: the verified token, or an unrestricted one when -enable.auth is off.

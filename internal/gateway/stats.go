@@ -2,12 +2,16 @@ package gateway
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -19,15 +23,43 @@ import (
 // "stats":{"seriesFetched":"N","executionTimeMsec":M}: what the query cost the cluster. The gateway reads it from
 // the last bytes of the answer as they stream through, without holding the answer, measures it and, for a caller
 // with cost limits, counts it against them (CostCounter); answers without it are counted, so an operator can see
-// whether the upstream reports its costs. Compressed answers pass unread: their tail is not text. So the query of
-// a caller with cost limits asks the upstream for an uncompressed answer.
+// whether the upstream reports its costs.
+//
+// For a caller with cost limits the stats must not be escapable, since they come last:
+//   - a client that leaves mid-answer (having read the series it wanted) does not end the upstream request: the
+//     gateway reads the rest of the answer itself, within drainTimeout and drainBytes, to learn its stats; an
+//     answer it cannot finish within them is charged the caller's whole budget (CostCounter.SpendAll);
+//   - its query asks the upstream for an uncompressed answer; one gzipped anyway (a proxy in between ignoring
+//     Accept-Encoding: identity) is decoded and forwarded uncompressed, and another encoding, which the gateway
+//     cannot read, is charged the whole budget.
+//
+// Other callers' compressed answers pass unread (their tail is not text), and their abandoned answers end with the
+// client: nothing is charged to them.
 var (
 	querySeriesFetched = metrics.NewHistogram("vmgateway_query_series_fetched")
 	queryExecution     = metrics.NewHistogram("vmgateway_query_execution_seconds")
-	// Answers whose stats were not read: none in the answer (VictoriaMetrics before v1.9x), or a compressed answer
-	// (the client asked for gzip and the upstream compressed it: its tail is not text).
+	// Answers whose stats were not read: none in the answer (VictoriaMetrics before v1.9x), a compressed answer
+	// (the client asked for gzip and the upstream compressed it: its tail is not text, or an encoding the gateway
+	// cannot decode), an answer the client left which the gateway could not finish within bounds, or one the
+	// upstream broke off.
 	queryStatsAbsent     = metrics.NewCounter(`vmgateway_query_stats_unread_total{reason="absent"}`)
 	queryStatsCompressed = metrics.NewCounter(`vmgateway_query_stats_unread_total{reason="compressed"}`)
+	queryStatsAbandoned  = metrics.NewCounter(`vmgateway_query_stats_unread_total{reason="abandoned"}`)
+	queryStatsBroken     = metrics.NewCounter(`vmgateway_query_stats_unread_total{reason="broken"}`)
+	// Answers of callers with cost limits that the client left before their end and the gateway read to their
+	// stats, and gzip answers it decoded to read them.
+	queryStatsDrained = metrics.NewCounter(`vmgateway_query_stats_drained_total`)
+	queryStatsGunzip  = metrics.NewCounter(`vmgateway_query_stats_decoded_total{encoding="gzip"}`)
+	// Answers charged the caller's whole cost budget because their cost could not be learned.
+	queryCostUnknown = metrics.NewCounter(`vmgateway_query_cost_unknown_total`)
+)
+
+// The bounds of reading an answer the client left, to learn its stats. The upstream computes a query before it
+// answers, so the rest of an answer normally arrives at network speed: these bounds only stop an upstream that
+// streams an enormous or endless answer from holding a request slot; what they cut short is charged in full.
+var (
+	drainTimeout = 10 * time.Second // a variable for tests
+	drainBytes   = 1 << 30
 )
 
 // queryStats is the cost VictoriaMetrics reports for one query.
@@ -45,38 +77,96 @@ func watchStats(resp *http.Response) {
 	if !strings.HasSuffix(p, "/api/v1/query") && !strings.HasSuffix(p, "/api/v1/query_range") {
 		return
 	}
-	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
-		queryStatsCompressed.Inc()
+	cw, _ := resp.Request.Context().Value(costKey{}).(*costWatch)
+	if cw != nil && !cw.answer() {
+		// The client left before the answer began: the request is being ended, and the client got nothing.
 		return
 	}
-	done := recordStats
-	if c, ok := resp.Request.Context().Value(costKey{}).(costSink); ok {
-		done = func(s queryStats, ok bool) {
-			recordStats(s, ok)
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
+		if cw == nil {
+			queryStatsCompressed.Inc()
+			return
+		}
+		if !strings.EqualFold(ce, "gzip") && !strings.EqualFold(ce, "x-gzip") {
+			queryStatsCompressed.Inc()
+			queryCostUnknown.Inc()
+			slog.Warn("a query answer came compressed although the gateway asked for it uncompressed, in an encoding the gateway cannot read; the caller is charged its whole cost budget. Make the upstream (or the proxy before it) honour Accept-Encoding: identity",
+				"encoding", ce, "tenant", cw.access.Tenant.String())
+			cw.costs.SpendAll(cw.access)
+			return
+		}
+		// The gateway asked for identity: a gzip answer comes from something that ignored it. Forwarded decoded,
+		// which every client accepts, so that its stats can be read.
+		queryStatsGunzip.Inc()
+		resp.Body = &gunzipBody{rc: resp.Body}
+		resp.Header.Del("Content-Encoding")
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+	}
+	s := &statsTail{rc: resp.Body, done: recordStats, ctx: resp.Request.Context()}
+	if cw != nil {
+		s.done = func(st queryStats, ok bool) {
+			recordStats(st, ok)
 			if ok {
-				c.costs.Spend(c.access, s.seriesFetched, s.execMsec)
+				cw.costs.Spend(cw.access, st.seriesFetched, st.execMsec)
 			}
 		}
+		s.cw = cw
 	}
-	resp.Body = &statsTail{rc: resp.Body, done: done}
+	resp.Body = s
 }
 
 // costKey marks in a request's context the caller whose answer's stats are counted against its cost limits.
 type costKey struct{}
 
-type costSink struct {
+// costWatch is one query of a caller with cost limits. Its upstream request outlives the client by up to
+// drainTimeout once the answer has begun, so that the stats at its end can still be read.
+type costWatch struct {
 	costs  CostCounter
 	access *auth.Access
+	cancel context.CancelFunc
+	// state: waiting for the answer, answering, or the client left before the answer began.
+	state atomic.Int32
+	timer atomic.Pointer[time.Timer]
+}
+
+const (
+	costWaiting int32 = iota
+	costAnswering
+	costLeftEarly
+)
+
+// answer records that the answer began; false if the client had left before.
+func (c *costWatch) answer() bool { return c.state.CompareAndSwap(costWaiting, costAnswering) }
+
+// clientLeft ends the upstream request at once if the answer has not begun (the upstream stops computing a query
+// nobody waits for), or drainTimeout later if it has.
+func (c *costWatch) clientLeft() {
+	if c.state.CompareAndSwap(costWaiting, costLeftEarly) {
+		c.cancel()
+		return
+	}
+	c.timer.Store(time.AfterFunc(drainTimeout, c.cancel))
 }
 
 // withCost marks a query of a caller with cost limits, so that the stats of its answer are counted, and asks the
-// upstream for the answer uncompressed: the stats of a compressed one cannot be read.
-func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route) *http.Request {
+// upstream for the answer uncompressed. The returned function ends the upstream request; it is called once the
+// answer has been forwarded (or read to its end after the client left).
+func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route) (*http.Request, func()) {
 	if g.costs == nil || rt.API != "query" && rt.API != "query_range" || !g.costs.Costed(a) {
-		return r
+		return r, func() {}
 	}
 	r.Header.Set("Accept-Encoding", "identity")
-	return r.WithContext(context.WithValue(r.Context(), costKey{}, costSink{g.costs, a}))
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	cw := &costWatch{costs: g.costs, access: a, cancel: cancel}
+	stop := context.AfterFunc(r.Context(), cw.clientLeft)
+	return r.WithContext(context.WithValue(ctx, costKey{}, cw)), func() {
+		stop()
+		if t := cw.timer.Load(); t != nil {
+			t.Stop()
+		}
+		cancel()
+	}
 }
 
 func recordStats(s queryStats, ok bool) {
@@ -92,46 +182,86 @@ func recordStats(s queryStats, ok bool) {
 const tailSize = 256
 
 // statsTail keeps the last tailSize bytes of a body as it is read, and reports the stats found in them at EOF. An
-// answer cut short (Close before EOF) reports nothing. The tail is borrowed from tailPool for the time the answer
-// streams: one proxy goroutine reads and then closes a body, so it is returned exactly once, at EOF or at Close.
+// answer cut short (Close before EOF) reports nothing, unless it is a costed caller's (cw set): Close then reads
+// the rest of the answer to its stats, and an answer that cannot be finished is charged the whole budget.
 type statsTail struct {
-	rc       io.ReadCloser
-	tail     *[tailSize]byte
-	n        int
-	done     func(queryStats, bool)
-	reported bool
+	rc io.ReadCloser
+	// ctx is the upstream request's: ended by the client leaving, or for a costed caller by the gateway once it
+	// gives up reading the answer the client left.
+	ctx        context.Context
+	tail       [tailSize]byte
+	n          int
+	done       func(queryStats, bool)
+	cw         *costWatch
+	ended, eof bool
 }
-
-var tailPool = sync.Pool{New: func() any { return new([tailSize]byte) }}
 
 func (s *statsTail) Read(p []byte) (int, error) {
 	n, err := s.rc.Read(p)
-	if s.reported {
-		return n, err
-	}
-	if s.tail == nil {
-		s.tail = tailPool.Get().(*[tailSize]byte)
-	}
 	s.keep(p[:n])
-	if err == io.EOF {
-		s.reported = true
-		st, ok := parseStats(s.tail[:s.n])
-		s.release()
-		s.done(st, ok)
+	if err != nil && !s.ended {
+		s.end(err)
 	}
 	return n, err
 }
 
+// end reports the answer once it ended: its stats at EOF. After an error: if the request was ended on the
+// gateway's side (the client left; for a costed caller, the gateway gave up reading the answer the client left),
+// an abandoned answer, charged the whole budget to a costed caller; else the upstream broke off, and the failed
+// query costs nothing, as a refused one does.
+func (s *statsTail) end(err error) {
+	s.ended = true
+	if err == io.EOF {
+		s.eof = true
+		st, ok := parseStats(s.tail[:s.n])
+		s.done(st, ok)
+		return
+	}
+	if s.ctx.Err() == nil {
+		queryStatsBroken.Inc()
+		return
+	}
+	if s.cw == nil {
+		queryStatsAbandoned.Inc()
+		return
+	}
+	s.unknown("the gateway could not read the answer the client left to its end within " + drainTimeout.String())
+}
+
+func (s *statsTail) unknown(why string) {
+	queryStatsAbandoned.Inc()
+	queryCostUnknown.Inc()
+	slog.Warn("the cost of a query answer is unknown; the caller is charged its whole cost budget", "reason", why, "tenant", s.cw.access.Tenant.String())
+	s.cw.costs.SpendAll(s.cw.access)
+}
+
 func (s *statsTail) Close() error {
-	s.reported = true
-	s.release()
+	if !s.ended {
+		if s.cw != nil {
+			s.finish()
+		} else {
+			s.ended = true
+			queryStatsAbandoned.Inc()
+		}
+	}
 	return s.rc.Close()
 }
 
-func (s *statsTail) release() {
-	if s.tail != nil {
-		tailPool.Put(s.tail)
-		s.tail = nil
+// finish reads what is left of an answer the client did not read to its end, to learn its stats.
+func (s *statsTail) finish() {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	for read := 0; !s.ended; {
+		if read >= drainBytes {
+			s.ended = true
+			s.unknown(fmt.Sprintf("the answer the client left goes on beyond %d MiB", drainBytes>>20))
+			return
+		}
+		n, _ := s.Read(*bp)
+		read += n
+	}
+	if s.eof {
+		queryStatsDrained.Inc()
 	}
 }
 
@@ -147,6 +277,26 @@ func (s *statsTail) keep(b []byte) {
 	}
 	s.n += copy(s.tail[s.n:], b)
 }
+
+// gunzipBody decodes a gzip body as it is read; the gzip header is read on the first Read, so that a broken one
+// is a broken answer, not a failed request.
+type gunzipBody struct {
+	rc io.ReadCloser
+	zr *gzip.Reader
+}
+
+func (g *gunzipBody) Read(p []byte) (int, error) {
+	if g.zr == nil {
+		zr, err := gzip.NewReader(g.rc)
+		if err != nil {
+			return 0, fmt.Errorf("cannot decode the upstream's gzip answer: %w", err)
+		}
+		g.zr = zr
+	}
+	return g.zr.Read(p)
+}
+
+func (g *gunzipBody) Close() error { return g.rc.Close() }
 
 // parseStats reads "stats":{"seriesFetched":"N","executionTimeMsec":M} from the end of an answer.
 func parseStats(tail []byte) (queryStats, bool) {
@@ -171,22 +321,6 @@ func parseStats(tail []byte) (queryStats, bool) {
 	return queryStats{seriesFetched: n, execMsec: f}, true
 }
 
-var statsKey = []byte(`"stats":`)
-
-// lastIndex is bytes.LastIndex by forward searches: bytes.Index is vectorised and LastIndex is not, and a tail holds
-// the key at most a few times.
-func lastIndex(b, key []byte) int {
-	last := -1
-	for off := 0; ; {
-		i := bytes.Index(b[off:], key)
-		if i < 0 {
-			return last
-		}
-		last = off + i
-		off = last + 1
-	}
-}
-
 // numberAfter is the number after key, quoted or not.
 func numberAfter(b []byte, key string) (string, bool) {
 	i := bytes.Index(b, []byte(key))
@@ -202,4 +336,20 @@ func numberAfter(b []byte, key string) (string, bool) {
 		return "", false
 	}
 	return string(b[:j]), true
+}
+
+var statsKey = []byte(`"stats":`)
+
+// lastIndex is bytes.LastIndex by forward searches: bytes.Index is vectorised and LastIndex is not, and a tail holds
+// the key at most a few times.
+func lastIndex(b, key []byte) int {
+	last := -1
+	for off := 0; ; {
+		i := bytes.Index(b[off:], key)
+		if i < 0 {
+			return last
+		}
+		last = off + i
+		off = last + 1
+	}
 }

@@ -99,6 +99,39 @@ func (g *Gate) Spend(a *auth.Access, seriesFetched int64, execMsec float64) {
 	}
 }
 
+// SpendAll counts an answered query whose cost could not be learned (the client left and its answer could not be
+// finished within bounds, or the upstream compressed it in a way the gateway cannot read) as using up the whole
+// budget of each of the caller's cost limits: the largest value among its windows. Charging nothing would let a
+// caller escape its limits by leaving early; charging less than the budget would be a guess.
+func (g *Gate) SpendAll(a *auth.Access) {
+	id := tenantOf(a)
+	st := g.snap.Load().state(id)
+	if !st.costed {
+		return
+	}
+	sec := g.now().Unix()
+	for j := range st.counted {
+		cs := &st.counted[j]
+		if !cs.typ.Cost() {
+			continue
+		}
+		var n int64
+		for w := range cs.limits {
+			if l := cs.limits[w].limit; l.Type != 0 {
+				n = max(n, int64(min(l.Value, math.MaxInt64)))
+			}
+		}
+		if n <= 0 {
+			continue
+		}
+		ser := g.tally.seriesOf(st, j, cs.seriesKey(id, a), sec)
+		ser.counts.add(sec, n)
+		if g.tally.store != nil {
+			g.tally.store.spend(&ser.lease, n)
+		}
+	}
+}
+
 // Costed reports whether the caller has cost limits: the gateway then reads the stats of its query answers (and
 // asks the upstream for them uncompressed) and passes them to Spend.
 func (g *Gate) Costed(a *auth.Access) bool { return g.snap.Load().state(tenantOf(a)).costed }

@@ -115,6 +115,43 @@ func TestCostNotCostedWithoutCostLimits(t *testing.T) {
 	}
 }
 
+// TestCostSpendAll: an answer of unknown cost uses up the largest budget of each cost limit of the caller (the hour
+// one too), and nothing of its queries limit or of other keys and tenants.
+func TestCostSpendAll(t *testing.T) {
+	const limits = `
+limits:
+  - {type: queries, value: 1000}
+  - {type: series_fetched, value: 100, key: claim:sub}
+  - {type: series_fetched, value: 3000, resolution: hour, key: claim:sub}
+  - {type: query_time_ms, value: 5000, resolution: hour}
+`
+	g, clk := clockGate(t, limits, Config{})
+	alice := &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "alice"}}
+	bob := &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "bob"}}
+	g.SpendAll(alice)
+	r := asRejection(t, g.check(alice, rt(route.Read)))
+	if r.Limit.Type != limitfile.SeriesFetched || r.Usage != 3000 {
+		t.Errorf("after SpendAll: %+v, want series_fetched used 3000", r)
+	}
+	// The hour's budget is gone too: a minute later alice is still refused.
+	clk.set(t0 + 61)
+	if r := asRejection(t, g.check(alice, rt(route.Read))); r.Limit.Resolution != limitfile.Hour {
+		t.Errorf("a minute later: %+v, want the hour limit", r)
+	}
+	// query_time_ms is per tenant: bob shares it with alice and is refused by it, not by his own series_fetched.
+	if r := asRejection(t, g.check(bob, rt(route.Read))); r.Limit.Type != limitfile.QueryTimeMs || r.Usage != 5000 {
+		t.Errorf("bob: %+v, want query_time_ms used 5000", r)
+	}
+	if err := g.check(access(tid(2, 0)), rt(route.Read)); err != nil {
+		t.Errorf("another tenant: %v", err)
+	}
+	g2, _ := clockGate(t, "limits:\n  - {type: queries, value: 10}\n", Config{})
+	g2.SpendAll(access(tid(1, 0)))
+	if n := g2.tally.counters.size.Load(); n != 0 {
+		t.Errorf("SpendAll without cost limits made %d series", n)
+	}
+}
+
 // TestCostShared: with Redis, a replica refuses a tenant whose answers another replica counted.
 func TestCostShared(t *testing.T) {
 	r := startRedis(t)
