@@ -184,19 +184,24 @@ func TestFlagErrorLines(t *testing.T) {
 }
 
 type reloadAnswer struct {
-	Status  string
-	Changes []string
-	Error   string
-	Errors  []string
+	Status    string
+	Changes   []string
+	ErrorType string
+	Error     string
+	Errors    []string
+	RequestID string
+	// header is the answer's X-Request-Id.
+	header string
 }
 
 func postReload(t *testing.T, g *gw, key string) (int, reloadAnswer) {
 	t.Helper()
-	code, _, body := do(t, "POST", g.URL+"/-/reload?authKey="+url.QueryEscape(key), nil)
+	code, h, body := do(t, "POST", g.URL+"/-/reload?authKey="+url.QueryEscape(key), nil)
 	var a reloadAnswer
 	if err := json.Unmarshal([]byte(body), &a); err != nil {
 		t.Fatalf("/-/reload answered %d %q: %s", code, body, err)
 	}
+	a.header = h.Get("X-Request-Id")
 	return code, a
 }
 
@@ -324,6 +329,10 @@ func TestReloadEveryFile(t *testing.T) {
 	code, a := postReload(t, g, "rk")
 	if code != http.StatusBadRequest || a.Status != "error" || !strings.Contains(a.Error, "previous config stays") {
 		t.Fatalf("a reload of bad files: %d %+v", code, a)
+	}
+	// The shape of every gateway error, the list of problems besides.
+	if a.ErrorType != "bad_data" || a.RequestID == "" || a.RequestID != a.header {
+		t.Errorf("a reload of bad files: errorType %q, requestId %q, X-Request-Id %q; want bad_data and the same id", a.ErrorType, a.RequestID, a.header)
 	}
 	for _, want := range []string{"-ratelimit.config=" + limits, "-auth.policyFile=" + policies, "-auth.publicKeyFiles " + pub, "-auth.hmacSecretFiles " + secret} {
 		found := false

@@ -198,12 +198,7 @@ func (r *reloader) handler() http.Handler {
 		if err != nil {
 			slog.Error("/-/reload failed; the previous config stays in force", "err", err)
 			msgs := strings.Split(err.Error(), "\n")
-			writeJSON(w, http.StatusBadRequest, struct {
-				Status    string   `json:"status"`
-				ErrorType string   `json:"errorType"`
-				Error     string   `json:"error"`
-				Errors    []string `json:"errors"`
-			}{"error", "bad_data", "reload failed; the previous config stays in force: " + strings.Join(msgs, "; "), msgs})
+			httperr.WriteList(w, http.StatusBadRequest, "reload failed; the previous config stays in force: "+strings.Join(msgs, "; "), msgs)
 			return
 		}
 		logChanges("/-/reload", changes)

@@ -95,8 +95,9 @@ func (rs *refusals) add(err error, now time.Time) {
 	e := v.(*refusalEntry)
 	e.count.Add(1)
 	e.last.Store(now.UnixNano())
-	// Refusals of one reason mostly repeat one message: it is stored only when it changes.
-	if msg, m := err.Error(), e.msg.Load(); m == nil || *m != msg {
+	// Refusals of one reason mostly repeat one message: it is stored only when it changes. The page never shows
+	// a client's query text, as the access log does not without -accessLog.queries.
+	if msg, m := httperr.NoQuery(err), e.msg.Load(); m == nil || *m != msg {
 		e.msg.Store(&msg)
 	}
 }

@@ -123,7 +123,7 @@ func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		// The client went away; nobody reads an answer. The cancellation already reached the upstream.
 		upstreamErrors(u.kind, "client_canceled").Inc()
-		e.SetReason("the client went away before the upstream answered")
+		e.SetReason("the client went away before the upstream answered", "")
 		w.WriteHeader(499)
 		return
 	}
