@@ -78,11 +78,11 @@ func TestRefusalsUpstreamFailures(t *testing.T) {
 	t.Cleanup(slow.Close)
 	t.Cleanup(func() { close(release) })
 	slowURL, _ := url.Parse(slow.URL)
-	readRT, err := tlsclient.NewTransport("read", tlsclient.Options{}, 10*time.Second)
+	readRT, err := tlsclient.NewTransport("read", tlsclient.Options{}, 10*time.Second, tlsclient.DefaultDialTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeRT, err := tlsclient.NewTransport("write", tlsclient.Options{}, 200*time.Millisecond)
+	writeRT, err := tlsclient.NewTransport("write", tlsclient.Options{}, 200*time.Millisecond, tlsclient.DefaultDialTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
