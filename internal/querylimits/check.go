@@ -438,8 +438,14 @@ func (ck *checker) query(q string, from, to, step, lookback int64) (int64, error
 			if what == "" {
 				what = "an @ modifier"
 			}
-			return 0, ck.refuse(maxQueryLookback, r, "query limit max_query_lookback=%s exceeded: the time of %s is not known before the query runs; "+
+			err := ck.refuse(maxQueryLookback, r, "query limit max_query_lookback=%s exceeded: the time of %s is not known before the query runs; "+
 				"the limit is %s: use a number, start(), end() or now() after @", what)
+			if at, ok := strings.CutPrefix(what, "@ "); ok {
+				// The expression after @ is the client's query text.
+				msg := err.Error()
+				return 0, httperr.WithQuery(http.StatusUnprocessableEntity, msg, strings.Replace(msg, at, httperr.Elided, 1))
+			}
+			return 0, err
 		}
 	}
 	return readFrom, nil
