@@ -10,8 +10,17 @@ export PATH="/usr/local/go/bin:$PATH"
 VM_PORT=${VM_PORT:-8428}
 VM_URL=${VM_URL:-}
 GW_PORT=${GW_PORT:-8431}
-# The gateway binary; `make run` builds bin/vmgateway first.
-VMGATEWAY=${VMGATEWAY:-bin/vmgateway}
+# The gateway binary: VMGATEWAY (relative to the repository's root), else bin/vmgateway, built on a first run.
+VMGATEWAY=${VMGATEWAY:-}
+build_gateway=""
+if [ -z "$VMGATEWAY" ]; then
+	VMGATEWAY=bin/vmgateway
+	[ -x "$VMGATEWAY" ] || build_gateway=1
+elif [ ! -f "$VMGATEWAY" ] || [ ! -x "$VMGATEWAY" ]; then
+	# make build would build bin/vmgateway, not this: say what is wrong rather than fail later.
+	echo "VMGATEWAY=$VMGATEWAY is not an executable file: point it at a vmgateway binary, or unset it to build and use bin/vmgateway" >&2
+	exit 1
+fi
 
 # A fresh machine may lack any of them: VictoriaMetrics itself, curl for the demo data, openssl for the demo key.
 missing=()
@@ -26,7 +35,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-if [ ! -x "$VMGATEWAY" ]; then
+if [ -n "$build_gateway" ]; then
 	echo "==> building $VMGATEWAY (the first run downloads the Go modules and compiles: a minute or two)"
 	make --no-print-directory build
 fi

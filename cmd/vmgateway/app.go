@@ -26,6 +26,10 @@ var (
 	clusterMode     = flag.Bool("clusterMode", false, "Enable this for the cluster version of VictoriaMetrics: reads go to /select/<tenant>/..., writes to /insert/<tenant>/..., with the tenant from the token")
 	readTimeout     = flag.Duration("read.timeout", time.Minute, "How long to wait for the read upstream's response headers before answering 504. A response that has started streaming is never cut")
 	writeTimeout    = flag.Duration("write.timeout", time.Minute, "How long to wait for the write upstream's response headers before answering 504")
+	readDialTimeout = flag.Duration("read.dialTimeout", tlsclient.DefaultDialTimeout, "How long to wait for a TCP connection to a read backend. "+
+		"A backend that does not accept in time is skipped for -failTimeout and the next one is tried; when none is left the client gets 504. See also -read.timeout")
+	writeDialTimeout = flag.Duration("write.dialTimeout", tlsclient.DefaultDialTimeout, "How long to wait for a TCP connection to a write backend. "+
+		"A backend that does not accept in time is skipped for -failTimeout and the next one is tried; when none is left the client gets 504. See also -write.timeout")
 
 	pathPrefix          = flag.String("http.pathPrefix", "", "An optional prefix to add to all the paths handled by the http server, e.g. /gateway")
 	shutdownDelay       = flag.Duration("http.shutdownDelay", 0, "Optional delay before http server shutdown. During this delay, the server returns non-OK responses from /health page, so load balancers can route new requests to other servers")
@@ -85,11 +89,11 @@ func newApp() (_ *app, err error) {
 	if err != nil {
 		return nil, err
 	}
-	readRT, err := tlsclient.NewTransport("read", *readTLS, *readTimeout)
+	readRT, err := tlsclient.NewTransport("read", *readTLS, *readTimeout, *readDialTimeout)
 	if err != nil {
 		return nil, err
 	}
-	writeRT, err := tlsclient.NewTransport("write", *writeTLS, *writeTimeout)
+	writeRT, err := tlsclient.NewTransport("write", *writeTLS, *writeTimeout, *writeDialTimeout)
 	if err != nil {
 		return nil, err
 	}

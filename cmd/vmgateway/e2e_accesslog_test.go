@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
@@ -415,5 +416,49 @@ func TestAccessLogStdoutAndFlagErrors(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("%v: want a failed start mentioning %q, got err=%v:\n%s", tc.args, tc.want, err, out)
 		}
+	}
+}
+
+// TestAccessLogReasonsWithoutQueryText: a refusal whose error quotes the client's query (a query that does not
+// parse, a URL query with a bad escape, a match[] that is no selector) gets the whole message, query included, while
+// the access log's reason elides the query text unless -accessLog.queries is set.
+func TestAccessLogReasonsWithoutQueryText(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	const secret = "team_secret_metric"
+	refusals := map[string]string{
+		"bad-query":  "/select/0/prometheus/api/v1/query?query=" + url.QueryEscape("sum(rate("+secret+"[5m]) by"),
+		"bad-escape": "/select/0/prometheus/api/v1/query?query=" + secret + "%zz",
+		"bad-match":  "/select/0/prometheus/api/v1/series?match[]=" + url.QueryEscape("sum("+secret+")"),
+	}
+	for _, queries := range []bool{false, true} {
+		logPath := filepath.Join(t.TempDir(), "access.log")
+		flags := []string{"-clusterMode", "-read.url=" + rec.URL, "-write.url=" + rec.URL, "-accessLog.path=" + logPath}
+		if queries {
+			flags = append(flags, "-accessLog.queries")
+		}
+		g := startGateway(t, flags...)
+		ids := []string{}
+		for id, path := range refusals {
+			a := send(t, "GET", g.URL+path, "", id)
+			if a.code != http.StatusBadRequest || !strings.Contains(a.err.Error, secret) {
+				t.Fatalf("queries=%v %s: %d %q; want 400 quoting the query to the client", queries, id, a.code, a.body)
+			}
+			ids = append(ids, id)
+		}
+		lines := waitLines(t, logPath, queries, ids...)
+		for _, id := range ids {
+			reason, _ := lines[id]["reason"].(string)
+			if queries != strings.Contains(reason, secret) || !queries && !strings.Contains(reason, httperr.Elided) {
+				t.Errorf("queries=%v %s: reason %q", queries, id, reason)
+			}
+		}
+		data, _ := os.ReadFile(logPath)
+		if !queries && strings.Contains(string(data), secret) {
+			t.Errorf("without -accessLog.queries the log holds query text:\n%s", data)
+		}
+		if n := len(rec.Requests()); n != 0 {
+			t.Fatalf("%d refused requests were forwarded", n)
+		}
+		g.stop(syscall.SIGTERM)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -387,4 +388,33 @@ func (f *fatalTB) Helper() {}
 func (f *fatalTB) Fatalf(format string, args ...any) {
 	f.msg = fmt.Sprintf(format, args...)
 	runtime.Goexit()
+}
+
+// TestUpstreamDialTimeout: a read backend that drops connection attempts (its accept queue is full) is given up on
+// after -read.dialTimeout, not the 10 s default: the client gets 504 saying the backend did not accept the
+// connection in time, and a second backend of the kind serves the next attempt of the same request. A dial timeout
+// that is not positive stops the start with a line naming the flag.
+func TestUpstreamDialTimeout(t *testing.T) {
+	vm := vmtest.Start(t)
+	dropping := "http://" + vmtest.Unaccepting(t)
+	g := startGateway(t, "-read.url="+dropping, "-write.url="+vm.URL, "-read.dialTimeout=300ms")
+	start := time.Now()
+	code, _, body := do(t, "GET", g.URL+"/api/v1/query?query=up", nil)
+	if took := time.Since(start); code != http.StatusGatewayTimeout || !strings.Contains(body, "did not accept the connection in time") || took > 8*time.Second {
+		t.Fatalf("a read backend that drops connections: %d %s after %s; want 504 well before the 10 s default", code, body, took)
+	}
+	g.stop(syscall.SIGTERM)
+
+	// The timed-out backend is skipped; the request goes on to the next one.
+	g = startGateway(t, "-read.url="+dropping, "-read.url="+vm.URL, "-write.url="+vm.URL, "-read.dialTimeout=300ms", "-loadBalancingPolicy=first_available")
+	if code, _, body := do(t, "GET", g.URL+"/api/v1/query?query=up", nil); code != 200 {
+		t.Fatalf("with a second read backend: %d %s", code, body)
+	}
+
+	for _, flagValue := range []string{"-read.dialTimeout=0s", "-write.dialTimeout=-1s"} {
+		code, _, stderr := runGatewayExit(t, "-read.url="+vm.URL, "-write.url="+vm.URL, flagValue)
+		if code == 0 || !strings.Contains(stderr, flagValue+": want a positive duration") {
+			t.Errorf("%s: exit %d, stderr %q", flagValue, code, stderr)
+		}
+	}
 }

@@ -184,19 +184,24 @@ func TestFlagErrorLines(t *testing.T) {
 }
 
 type reloadAnswer struct {
-	Status  string
-	Changes []string
-	Error   string
-	Errors  []string
+	Status    string
+	Changes   []string
+	ErrorType string
+	Error     string
+	Errors    []string
+	RequestID string
+	// header is the answer's X-Request-Id.
+	header string
 }
 
 func postReload(t *testing.T, g *gw, key string) (int, reloadAnswer) {
 	t.Helper()
-	code, _, body := do(t, "POST", g.URL+"/-/reload?authKey="+url.QueryEscape(key), nil)
+	code, h, body := do(t, "POST", g.URL+"/-/reload?authKey="+url.QueryEscape(key), nil)
 	var a reloadAnswer
 	if err := json.Unmarshal([]byte(body), &a); err != nil {
 		t.Fatalf("/-/reload answered %d %q: %s", code, body, err)
 	}
+	a.header = h.Get("X-Request-Id")
 	return code, a
 }
 
@@ -325,6 +330,10 @@ func TestReloadEveryFile(t *testing.T) {
 	if code != http.StatusBadRequest || a.Status != "error" || !strings.Contains(a.Error, "previous config stays") {
 		t.Fatalf("a reload of bad files: %d %+v", code, a)
 	}
+	// The shape of every gateway error, the list of problems besides.
+	if a.ErrorType != "bad_data" || a.RequestID == "" || a.RequestID != a.header {
+		t.Errorf("a reload of bad files: errorType %q, requestId %q, X-Request-Id %q; want bad_data and the same id", a.ErrorType, a.RequestID, a.header)
+	}
 	for _, want := range []string{"-ratelimit.config=" + limits, "-auth.policyFile=" + policies, "-auth.publicKeyFiles " + pub, "-auth.hmacSecretFiles " + secret} {
 		found := false
 		for _, e := range a.Errors {
@@ -401,4 +410,33 @@ func TestKeyRotationByFileChange(t *testing.T) {
 		return a == http.StatusUnauthorized && b == 200, "old key token " + http.StatusText(a) + ", new key token " + http.StatusText(b)
 	})
 	g.logLine(t, `msg="reloaded a key file"`, "EC P-256")
+}
+
+// TestReloadAfterPollers: a change the periodic re-reads (-*CheckInterval) applied is not told again by the next
+// /-/reload, which answers only what changed since: nothing, then at most the one file changed after the poll.
+func TestReloadAfterPollers(t *testing.T) {
+	vm := vmtest.Start(t)
+	dir := t.TempDir()
+	rl, ql := filepath.Join(dir, "limits.yaml"), filepath.Join(dir, "querylimits.yaml")
+	writeText(t, rl, "limits:\n  - {type: queries, value: 100}\n")
+	writeText(t, ql, "limits:\n  - max_query_expression_size_bytes: 1000\n")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+rlPublicKeyFile(t),
+		"-enable.rateLimit", "-ratelimit.config="+rl, "-datasource.url="+vm.URL, "-ratelimit.configCheckInterval=200ms",
+		"-querylimits.config="+ql, "-querylimits.configCheckInterval=200ms", "-reloadAuthKey=rk")
+	writeText(t, rl, "limits:\n  - {type: queries, value: 100}\n  - {type: queries, value: 50, key: claim:sub}\n")
+	writeText(t, ql, "limits:\n  - max_query_expression_size_bytes: 1000\n  - {account_id: 7, max_query_expression_size_bytes: 10}\n")
+	g.logLine(t, "loaded the rate limits config", "limits=2")
+	g.logLine(t, "loaded the query limits config", "entries=2")
+	if code, a := postReload(t, g, "rk"); code != 200 || len(a.Changes) != 0 {
+		t.Fatalf("after the pollers applied both files /-/reload answered %d %+v; want no change", code, a)
+	}
+	writeText(t, ql, "limits:\n  - max_query_expression_size_bytes: 1000\n")
+	// The poller may apply it first: then the reload has nothing to tell, else it tells this change only.
+	code, a := postReload(t, g, "rk")
+	if code != 200 || len(a.Changes) > 1 || len(a.Changes) == 1 && !strings.Contains(a.Changes[0], "-querylimits.config="+ql+": 1 limits (was 2)") {
+		t.Fatalf("after one more change /-/reload answered %d %+v", code, a)
+	}
+	if code, a := postReload(t, g, "rk"); code != 200 || len(a.Changes) != 0 {
+		t.Fatalf("a second /-/reload answered %d %+v; want no change", code, a)
+	}
 }

@@ -691,3 +691,40 @@ func TestTokenMintForPolicies(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenExplainLoggerLevel: `token explain` keeps the loaders' INFO lines (the policies loaded) off stderr
+// unless -loggerLevel asks for them; its report on stdout is the same either way.
+func TestTokenExplainLoggerLevel(t *testing.T) {
+	priv, pub := keyPair(t, "ec")
+	pf := writePolicyFile(t, "policies:\n  - name: dev\n    match: {groups: metrics-dev}\n    vm_access: {mode: 1}\n")
+	tok := mint(t, priv, "-claimShape=none", "-claim=groups=metrics-dev")
+	run := func(extra ...string) (string, string) {
+		var stdout, stderr strings.Builder
+		cmd := exec.Command(gatewayBin, append(append([]string{"token", "explain", "-auth.publicKeyFiles=" + pub, "-auth.policyFile=" + pf}, extra...), tok)...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("token explain %v: %v\n%s%s", extra, err, stdout.String(), stderr.String())
+		}
+		return stdout.String(), stderr.String()
+	}
+	quiet, quietErr := run()
+	loud, loudErr := run("-loggerLevel=INFO")
+	if quietErr != "" {
+		t.Errorf("without -loggerLevel, stderr: %q; want nothing", quietErr)
+	}
+	if !strings.Contains(loudErr, "level=INFO") || !strings.Contains(loudErr, "loaded the access policies") {
+		t.Errorf("with -loggerLevel=INFO, stderr lacks the policy loader's line: %q", loudErr)
+	}
+	// The verdict and what follows it; the lines above say how long ago the token was issued, which can tick over.
+	verdict := func(s string) string {
+		_, v, _ := strings.Cut(s, "Would the gateway accept it?")
+		return v
+	}
+	if !strings.Contains(quiet, `YES: tenant 0:0, mode read (from the access policy "dev")`) || verdict(quiet) != verdict(loud) {
+		t.Errorf("the report differs with the log level or does not accept the token:\n%s\n---\n%s", quiet, loud)
+	}
+	var out strings.Builder
+	if code := runTokenIsolated(t, []string{"explain", "-loggerLevel=LOUD", tok}, &out); code != 2 || !strings.Contains(out.String(), `invalid -loggerLevel="LOUD"`) {
+		t.Errorf("a bad -loggerLevel: exit %d %q", code, out.String())
+	}
+}

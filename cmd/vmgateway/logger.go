@@ -8,10 +8,21 @@ import (
 )
 
 var (
-	loggerLevel  = flag.String("loggerLevel", "INFO", "Minimum level of messages to log. Possible values: DEBUG, INFO, WARN, ERROR")
+	loggerLevel  = flag.String("loggerLevel", "INFO", "Minimum level of messages to log. Possible values: DEBUG, INFO, WARN, ERROR. `token explain` logs from WARN unless it is given, so that the INFO lines of the key and policy loaders stay out of its report")
 	loggerFormat = flag.String("loggerFormat", "default", "Format for logs. Possible values: default, json")
 	loggerOutput = flag.String("loggerOutput", "stderr", "Output for the logs. Supported values: stderr, stdout")
 )
+
+// setupToolLogger is setupLogger for a one-shot tool mode (token explain): without -loggerLevel it logs from WARN
+// up, so that the loaders' INFO lines (keys and policies loaded) do not interleave with the tool's own report.
+func setupToolLogger() error {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "loggerLevel" })
+	if !set {
+		*loggerLevel = "WARN"
+	}
+	return setupLogger()
+}
 
 func setupLogger() error {
 	var level slog.Level

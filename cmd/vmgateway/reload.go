@@ -1,8 +1,7 @@
 package main
 
 import (
-	"context"
-	"crypto/sha256"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,34 +23,21 @@ import (
 
 var reloadAuthKey = flagutil.NewSecret("reloadAuthKey", "Auth key for /-/reload (POST), which re-reads every file the gateway reads: -ratelimit.config, -querylimits.config, -auth.policyFile, -auth.publicKeyFiles and -auth.hmacSecretFiles. It must be passed via authKey query arg. It overrides -httpAuth.*. Without it (or -httpAuth.*), /-/reload is disabled; SIGHUP reloads the same files")
 
-// configFile is a YAML file the gateway reads, with the digest of the content in force since the start or the
-// last reload, so that a reload tells what changed.
+// configFile is a YAML file the gateway reads.
 type configFile struct {
 	flag, path string
 	// list is the top-level list the file's entries are in (limits, policies).
-	list   string
-	digest [32]byte
-	// entries is the length of that list in the content in force.
-	entries int
+	list string
 }
 
 func (f *configFile) String() string { return fmt.Sprintf("-%s=%s", f.flag, confsource.Show(f.path)) }
 
-// read returns the file's content digest and its number of entries.
-func (f *configFile) read() ([32]byte, int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), confsource.FetchTimeout)
-	defer cancel()
-	data, err := confsource.Read(ctx, f.path, "-"+f.flag)
-	if err != nil {
-		return [32]byte{}, 0, err
-	}
+// entries is the length of the file's list in data, a content its owner applied.
+func (f *configFile) entries(data []byte) int {
 	var doc map[string]any
-	_ = yaml.Unmarshal(data, &doc) // the owner parses it for real; an invalid file is its error
-	n := 0
-	if l, ok := doc[f.list].([]any); ok {
-		n = len(l)
-	}
-	return sha256.Sum256(data), n, nil
+	_ = yaml.Unmarshal(data, &doc)
+	l, _ := doc[f.list].([]any)
+	return len(l)
 }
 
 // reloader re-reads every file of the gateway at once, on /-/reload and SIGHUP. All files are checked first: one
@@ -69,26 +55,28 @@ type reloadable struct {
 	what  string
 	check func() error
 	apply func() error
+	// inForce is the content the owner applied last, at the start, on a reload or by its own periodic re-read
+	// (-*CheckInterval): what changed is told against it, so a change a poller applied is not told again.
+	inForce func() []byte
 }
 
 func newReloader(a *app) *reloader {
 	r := &reloader{app: a}
-	add := func(flagName, path, list, what string, check, apply func() error) {
-		f := &reloadable{configFile: configFile{flag: flagName, path: path, list: list}, what: what, check: check, apply: apply}
-		f.digest, f.entries, _ = f.read()
-		r.files = append(r.files, f)
+	add := func(flagName, path, list, what string, check, apply func() error, inForce func() []byte) {
+		r.files = append(r.files, &reloadable{configFile: configFile{flag: flagName, path: path, list: list}, what: what,
+			check: check, apply: apply, inForce: inForce})
 	}
 	if a.gate != nil {
 		add("ratelimit.config", *rateLimitConfig, "limits", "rate limits",
-			func() error { return limitfile.ValidateFile(*rateLimitConfig) }, a.gate.Reload)
+			func() error { return limitfile.ValidateFile(*rateLimitConfig) }, a.gate.Reload, a.gate.Config)
 	}
 	if a.qlimits != nil {
 		add("querylimits.config", *queryLimitsConfig, "limits", "query limits",
-			func() error { return querylimits.ValidateFile(*queryLimitsConfig) }, a.qlimits.Reload)
+			func() error { return querylimits.ValidateFile(*queryLimitsConfig) }, a.qlimits.Reload, a.qlimits.Config)
 	}
 	if a.verifier != nil && *authPolicyFile != "" {
 		add("auth.policyFile", *authPolicyFile, "policies", "access policies",
-			func() error { return auth.ValidatePolicyFile(*authPolicyFile) }, a.verifier.ReloadPolicies)
+			func() error { return auth.ValidatePolicyFile(*authPolicyFile) }, a.verifier.ReloadPolicies, a.verifier.PolicyConfig)
 	}
 	return r
 }
@@ -133,19 +121,15 @@ func (r *reloader) reloadAll() (changes, kept []string, _ error) {
 		return nil, kept, errors.Join(errs...)
 	}
 	for _, f := range r.files {
-		digest, n, err := f.read()
-		if err == nil {
-			err = f.apply()
-		}
-		if err != nil {
+		before := f.inForce()
+		if err := f.apply(); err != nil {
 			// Changed between the check and now: the owner kept the previous config.
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			kept = append(kept, f.what)
 			continue
 		}
-		if digest != f.digest {
-			changes = append(changes, fmt.Sprintf("%s: %d %s (was %d)", f, n, f.list, f.entries))
-			f.digest, f.entries = digest, n
+		if after := f.inForce(); !bytes.Equal(after, before) {
+			changes = append(changes, fmt.Sprintf("%s: %d %s (was %d)", f, f.entries(after), f.list, f.entries(before)))
 		}
 	}
 	if r.app.verifier != nil {
@@ -198,12 +182,7 @@ func (r *reloader) handler() http.Handler {
 		if err != nil {
 			slog.Error("/-/reload failed; the previous config stays in force", "err", err)
 			msgs := strings.Split(err.Error(), "\n")
-			writeJSON(w, http.StatusBadRequest, struct {
-				Status    string   `json:"status"`
-				ErrorType string   `json:"errorType"`
-				Error     string   `json:"error"`
-				Errors    []string `json:"errors"`
-			}{"error", "bad_data", "reload failed; the previous config stays in force: " + strings.Join(msgs, "; "), msgs})
+			httperr.WriteList(w, http.StatusBadRequest, "reload failed; the previous config stays in force: "+strings.Join(msgs, "; "), msgs)
 			return
 		}
 		logChanges("/-/reload", changes)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -74,6 +75,56 @@ func TestMakeRunBadVMURL(t *testing.T) {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "VM_URL="+dead+" does not answer "+dead+"/health") {
 		t.Fatalf("scripts/run.sh with a dead VM_URL: %v\n%s", err, out)
+	}
+}
+
+// TestMakeRunBadVMGATEWAY: a VMGATEWAY that is no executable stops the script at once with a message naming it;
+// nothing is built (make build would build bin/vmgateway, not the binary asked for).
+func TestMakeRunBadVMGATEWAY(t *testing.T) {
+	bash := vmtest.Require(t, "bash")
+	missing := filepath.Join(t.TempDir(), "no-such-vmgateway")
+	cmd := exec.Command(bash, "scripts/run.sh")
+	cmd.Dir = "../.."
+	cmd.Env = append(os.Environ(), "VMGATEWAY="+missing, "GW_PORT="+freePortNumber(t))
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "VMGATEWAY="+missing+" is not an executable file") ||
+		strings.Contains(string(out), "building") {
+		t.Fatalf("scripts/run.sh with a missing VMGATEWAY: %v\n%s", err, out)
+	}
+}
+
+// TestMakeRunBuildsFirst: without VMGATEWAY and without bin/vmgateway the script says it is building, builds
+// bin/vmgateway with make build, and goes on (here to a dead VM_URL, which stops it). It runs in a copy of the
+// sources so that the repository's bin/ is left alone; with the Go build cache warm the build takes seconds.
+func TestMakeRunBuildsFirst(t *testing.T) {
+	bash := vmtest.Require(t, "bash")
+	vmtest.Require(t, "make")
+	vmtest.Require(t, "curl")
+	vmtest.Require(t, "openssl")
+	root := t.TempDir()
+	cp := exec.Command("cp", "-r", "../../Makefile", "../../go.mod", "../../go.sum", "../../cmd", "../../internal", "../../scripts", root)
+	if out, err := cp.CombinedOutput(); err != nil {
+		t.Fatalf("cannot copy the sources: %v\n%s", err, out)
+	}
+	dead := "http://" + vmtest.FreePort(t)
+	cmd := exec.Command(bash, "scripts/run.sh")
+	cmd.Dir = root
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "VMGATEWAY=") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "VM_URL="+dead, "GW_PORT="+freePortNumber(t))
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(string(out), "==> building bin/vmgateway (the first run") ||
+		!strings.Contains(string(out), "VM_URL="+dead+" does not answer") {
+		t.Fatalf("scripts/run.sh without bin/vmgateway: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "bin", "vmgateway")); err != nil || fi.Mode()&0o111 == 0 {
+		t.Fatalf("make build left no executable bin/vmgateway: %v", err)
 	}
 }
 

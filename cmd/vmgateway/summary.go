@@ -70,13 +70,11 @@ func (a *app) logSummary() {
 	}
 }
 
-// entries is the number of entries of the file of a flag, as last read.
+// entries is the number of entries of the file of a flag in the content in force.
 func (r *reloader) entries(flagName string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	for _, f := range r.files {
 		if f.flag == flagName {
-			return f.entries
+			return f.entries(f.inForce())
 		}
 	}
 	return 0

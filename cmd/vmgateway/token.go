@@ -320,6 +320,10 @@ func explainToken(args []string, stdout, stderr io.Writer) int {
 	if err := flag.CommandLine.Parse(args); err != nil {
 		return 2
 	}
+	if err := setupToolLogger(); err != nil {
+		fmt.Fprintf(stderr, "vmgateway token explain: %s\n", err)
+		return 2
+	}
 	if flag.NArg() != 1 {
 		fmt.Fprintf(stderr, "vmgateway token explain: want exactly one token after the flags, got %d arguments\n", flag.NArg())
 		return 2

@@ -142,12 +142,17 @@ func (e *Entry) AddUpstream(name string) {
 	}
 }
 
-// SetReason records why the request was refused, in the words the client got. httperr calls it for every error
-// it writes.
-func (e *Entry) SetReason(msg string) {
-	if e != nil {
-		e.reason = msg
+// SetReason records why the request was refused, in the words the client got; noQuery is msg without the client's
+// query text (empty when msg quotes none), which is recorded instead unless -accessLog.queries is set. httperr
+// calls it for every error it writes.
+func (e *Entry) SetReason(msg, noQuery string) {
+	if e == nil {
+		return
 	}
+	if noQuery != "" && !e.LogsQueries() {
+		msg = noQuery
+	}
+	e.reason = msg
 }
 
 // SetQuery records the query text, written only with -accessLog.queries.

@@ -27,6 +27,8 @@ type policyStore struct {
 	// and a broken one is reported once rather than at every check.
 	reloadMu   sync.Mutex
 	lastConfig []byte
+	// inForce is the content of the policies in force, whichever reload applied it.
+	inForce []byte
 
 	// changed runs after a reload published new policies: it empties the verified-token cache, refusals
 	// included, so that no verdict of the old policies outlives them.
@@ -74,6 +76,7 @@ func newPolicyStore(cfg Config) (*policyStore, error) {
 		ignoreTokenAccess: cfg.IgnoreTokenAccess,
 		checkInterval:     cfg.PolicyCheckInterval,
 		lastConfig:        data,
+		inForce:           data,
 	}
 	s.publish(set)
 	slog.Info("loaded the access policies", "policyFile", s.source, "policies", len(set.policies))
@@ -161,6 +164,7 @@ func (s *policyStore) reload(force bool) error {
 		return s.reloadFailed(err)
 	}
 	s.publish(set)
+	s.inForce = data
 	if s.changed != nil {
 		s.changed()
 	}
@@ -183,6 +187,17 @@ func (v *Verifier) ReloadPolicies() error {
 		return nil
 	}
 	return v.policies.reload(true)
+}
+
+// PolicyConfig is the content of the policy file in force, applied at the start or by the last successful reload,
+// periodic or not: what /-/reload compares to tell what changed. Nil without a policy file.
+func (v *Verifier) PolicyConfig() []byte {
+	if v.policies == nil {
+		return nil
+	}
+	v.policies.reloadMu.Lock()
+	defer v.policies.reloadMu.Unlock()
+	return v.policies.inForce
 }
 
 // access is a verified token's Access: from its own vm_access claim, or from the first policy that matches it when

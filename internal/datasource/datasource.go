@@ -90,7 +90,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, err := tlsclient.NewTransport("datasource", cfg.TLS, 0)
+	tr, err := tlsclient.NewTransport("datasource", cfg.TLS, 0, tlsclient.DefaultDialTimeout)
 	if err != nil {
 		return nil, err
 	}

@@ -76,7 +76,7 @@ func (e *Enforcer) Selector(s string) (string, error) {
 func parseQuery(q string, p *Parsed) (metricsql.Expr, error) {
 	expr, err := parseFrom(q, p)
 	if err != nil {
-		return nil, newError(http.StatusBadRequest, "cannot parse query %q: %s", q, err)
+		return nil, queryError(http.StatusBadRequest, "cannot parse query "+httperr.Elided, "cannot parse query %q: %s", q, err)
 	}
 	return expr, nil
 }
@@ -166,7 +166,8 @@ func (e *Enforcer) rewrite(expr metricsql.Expr) error {
 		case *metricsql.NumberExpr, *metricsql.StringExpr, *metricsql.DurationExpr:
 		default:
 			// Fail closed: a node this walk does not know could hide a selector.
-			return newError(http.StatusBadRequest, "cannot enforce labels in the query: unsupported expression %T %s", x, x.AppendString(nil))
+			return queryError(http.StatusBadRequest, fmt.Sprintf("cannot enforce labels in the query: unsupported expression %T %s", x, httperr.Elided),
+				"cannot enforce labels in the query: unsupported expression %T %s", x, x.AppendString(nil))
 		}
 		return nil
 	}
@@ -334,4 +335,10 @@ func appendUnique(dst, src []metricsql.LabelFilter) []metricsql.LabelFilter {
 // newError is an error for the client with the status the gateway answers with: 400, 403, 413 or 415.
 func newError(status int, format string, args ...any) error {
 	return httperr.Errorf(status, format, args...)
+}
+
+// queryError is newError for a message that quotes the client's query: noQuery says it with httperr.Elided in its
+// place, for the access log without -accessLog.queries.
+func queryError(status int, noQuery, format string, args ...any) error {
+	return httperr.WithQuery(status, fmt.Sprintf(format, args...), noQuery)
 }

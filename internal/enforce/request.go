@@ -1,6 +1,7 @@
 package enforce
 
 import (
+	"fmt"
 	"maps"
 	"net/http"
 	"net/url"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/VictoriaMetrics/metricsql"
 
+	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
 
@@ -204,11 +206,12 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool, p 
 func parseSelectorArg(arg, s string, p *Parsed) (*metricsql.MetricExpr, error) {
 	expr, err := parseFrom(s, p)
 	if err != nil {
-		return nil, newError(http.StatusBadRequest, "cannot parse %s=%q: %s", arg, s, err)
+		return nil, queryError(http.StatusBadRequest, "cannot parse "+arg+"="+httperr.Elided, "cannot parse %s=%q: %s", arg, s, err)
 	}
 	me, ok := expr.(*metricsql.MetricExpr)
 	if !ok {
-		return nil, newError(http.StatusBadRequest, "%s=%q must be a series selector such as up{job=\"x\"}; got %s", arg, s, exprKind(expr))
+		return nil, queryError(http.StatusBadRequest, fmt.Sprintf("%s=%s must be a series selector such as up{job=\"x\"}; got %s", arg, httperr.Elided, exprKind(expr)),
+			"%s=%q must be a series selector such as up{job=\"x\"}; got %s", arg, s, exprKind(expr))
 	}
 	return me, nil
 }
@@ -231,7 +234,8 @@ func checkTenantLabels(expr metricsql.Expr, arg, s string) error {
 		}
 	})
 	if found != "" {
-		return newError(http.StatusForbidden, "%s=%q filters on the label %s: not allowed, the tenant comes from the token only", arg, s, found)
+		return queryError(http.StatusForbidden, fmt.Sprintf("%s=%s filters on the label %s: not allowed, the tenant comes from the token only", arg, httperr.Elided, found),
+			"%s=%q filters on the label %s: not allowed, the tenant comes from the token only", arg, s, found)
 	}
 	return nil
 }

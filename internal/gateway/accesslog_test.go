@@ -26,7 +26,7 @@ func TestAccessLogThroughThePipeline(t *testing.T) {
 	refused := "http://" + vmtest.FreePort(t)
 	ok, _ := url.Parse(strings.Replace(rec.URL, "http://", "http://u:pw@", 1))
 	dead, _ := url.Parse(refused)
-	rt, err := tlsclient.NewTransport("read", tlsclient.Options{}, 10*time.Second)
+	rt, err := tlsclient.NewTransport("read", tlsclient.Options{}, 10*time.Second, tlsclient.DefaultDialTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,12 @@ var (
 	tracesRemoved = metrics.NewCounter(`vmgateway_trace_args_removed_total`)
 )
 
+// badURLQuery refuses a URL query that does not parse; the parser's words quote it.
+func badURLQuery(r *http.Request, err error) error {
+	return httperr.WithQuery(http.StatusBadRequest, fmt.Sprintf("cannot parse the URL query %q: %s", r.URL.RawQuery, err),
+		"cannot parse the URL query "+httperr.Elided)
+}
+
 // prepareArgs reads, checks and rewrites the args of r before it is forwarded. Write bodies are not read here:
 // they stream to the upstream (see idleBody).
 func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.Route, a *auth.Access) error {
@@ -41,7 +47,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		}
 		q, err := url.ParseQuery(r.URL.RawQuery)
 		if err != nil {
-			return httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot parse the URL query %q: %s", r.URL.RawQuery, err))
+			return badURLQuery(r, err)
 		}
 		out, changed, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Handover: true}, g.cluster)
 		if err != nil {
@@ -64,7 +70,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	// Unless strict, the values are only for the limits: what does not parse is forwarded as sent.
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil && strict {
-		return httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot parse the URL query %q: %s", r.URL.RawQuery, err))
+		return badURLQuery(r, err)
 	}
 	var form url.Values
 	isForm := false
@@ -75,7 +81,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		}
 		if isForm {
 			if form, err = url.ParseQuery(string(body)); err != nil && strict {
-				return httperr.New(http.StatusBadRequest, "cannot parse the form body: "+err.Error())
+				return httperr.WithQuery(http.StatusBadRequest, "cannot parse the form body: "+err.Error(), "cannot parse the form body: "+httperr.Elided)
 			}
 		}
 	}

@@ -35,7 +35,7 @@ func serveGateway(t *testing.T, upstream string, tc tlsclient.Options, mod func(
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := tlsclient.NewTransport("read", tc, 10*time.Second)
+	rt, err := tlsclient.NewTransport("read", tc, 10*time.Second, tlsclient.DefaultDialTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

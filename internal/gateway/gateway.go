@@ -105,6 +105,7 @@ func New(cfg Config) (*Gateway, error) {
 	var stopRead, stopWrite func()
 	g.read, stopRead = newBackendUpstream("read", readURLs, cfg.ReadTransport, cfg.Backends)
 	g.write, stopWrite = newBackendUpstream("write", writeURLs, cfg.WriteTransport, cfg.Backends)
+	g.read.refused, g.write.refused = &g.refused, &g.refused
 	g.stops = []func(){stopRead, stopWrite}
 	return g, nil
 }
@@ -133,6 +134,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				reason := "the client went away during the response"
 				if code != 499 {
 					reason = "the " + up.kind + " upstream broke off the response; the client got it incomplete"
+					g.refused.addUpstream(code, up.kind, "aborted_response", reason, time.Now())
 				}
 				e.SetOutcome(code, reason)
 				observe(api, code, start)

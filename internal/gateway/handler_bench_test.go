@@ -114,7 +114,7 @@ func BenchmarkHandler(b *testing.B) {
 		}))
 		defer srv.Close()
 		u, _ := url.Parse(srv.URL)
-		tr, err := tlsclient.NewTransport("read", tlsclient.Options{}, time.Minute)
+		tr, err := tlsclient.NewTransport("read", tlsclient.Options{}, time.Minute, tlsclient.DefaultDialTimeout)
 		if err != nil {
 			b.Fatal(err)
 		}

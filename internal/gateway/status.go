@@ -42,7 +42,8 @@ func (g *Gateway) Backends() []BackendStatus {
 // RefusalCount is how often the gateway refused requests for one reason, and the last such refusal.
 type RefusalCount struct {
 	Status int
-	// Reason is the token's rejection reason (expired, bad_signature, ...) or the status in words.
+	// Reason is the token's rejection reason (expired, bad_signature, ...), the upstream kind and how it failed
+	// for a 502 or 504 ("read upstream: timeout"), or the status in words.
 	Reason      string
 	Count       uint64
 	Last        time.Time
@@ -81,6 +82,17 @@ func (rs *refusals) add(err error, now time.Time) {
 	if errors.As(err, &ae) {
 		reason = ae.Reason
 	}
+	// The page never shows a client's query text, as the access log does not without -accessLog.queries.
+	rs.record(status, reason, httperr.NoQuery(err), now)
+}
+
+// addUpstream counts a request the upstream of kind did not answer (502, 504) under that kind and how it failed:
+// the vmgateway_upstream_errors_total reason.
+func (rs *refusals) addUpstream(status int, kind, failure, msg string, now time.Time) {
+	rs.record(status, kind+" upstream: "+failure, msg, now)
+}
+
+func (rs *refusals) record(status int, reason, msg string, now time.Time) {
 	k := refusalKey{status, reason}
 	v, ok := rs.byReason.Load(k)
 	if !ok {
@@ -96,7 +108,7 @@ func (rs *refusals) add(err error, now time.Time) {
 	e.count.Add(1)
 	e.last.Store(now.UnixNano())
 	// Refusals of one reason mostly repeat one message: it is stored only when it changes.
-	if msg, m := err.Error(), e.msg.Load(); m == nil || *m != msg {
+	if m := e.msg.Load(); m == nil || *m != msg {
 		e.msg.Store(&msg)
 	}
 }
@@ -113,7 +125,8 @@ var statusReasons = func() []string {
 	return r
 }()
 
-// Refusals lists the reasons requests were refused for since the start, the latest first.
+// Refusals lists the reasons requests were refused for since the start, upstream failures included, the latest
+// first.
 func (g *Gateway) Refusals() []RefusalCount {
 	var out []RefusalCount
 	g.refused.byReason.Range(func(k, v any) bool {

@@ -2,12 +2,19 @@ package gateway
 
 import (
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/accesslog"
 	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/tlsclient"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // TestRefusals: refusals are counted by status and reason, concurrently, with the last message of each; the
@@ -53,4 +60,68 @@ func BenchmarkRefusalsAdd(b *testing.B) {
 			g.refused.add(err, now)
 		}
 	})
+}
+
+// TestRefusalsUpstreamFailures: a 502 of an upstream that cannot be reached and a 504 of one that does not answer in
+// time are in the table under the upstream's kind and how it failed; a refusal quoting the client's query is shown
+// without it.
+func TestRefusalsUpstreamFailures(t *testing.T) {
+	logCapture(t)
+	dead, _ := url.Parse("http://" + vmtest.FreePort(t))
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(slow.Close)
+	t.Cleanup(func() { close(release) })
+	slowURL, _ := url.Parse(slow.URL)
+	readRT, err := tlsclient.NewTransport("read", tlsclient.Options{}, 10*time.Second, tlsclient.DefaultDialTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRT, err := tlsclient.NewTransport("write", tlsclient.Options{}, 200*time.Millisecond, tlsclient.DefaultDialTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(Config{ReadURLs: []*url.URL{dead}, WriteURLs: []*url.URL{slowURL}, ReadTransport: readRT, WriteTransport: writeRT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	srv := httptest.NewServer(accesslog.Wrap(g, nil))
+	t.Cleanup(srv.Close)
+	for path, want := range map[string]int{"/api/v1/query?query=up": 502, "/api/v1/import/prometheus": 504} {
+		method := http.MethodGet
+		var body io.Reader
+		if want == 504 {
+			method, body = http.MethodPost, strings.NewReader("m 1\n")
+		}
+		req, _ := http.NewRequest(method, srv.URL+path, body)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("%s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	g.refused.add(httperr.WithQuery(http.StatusBadRequest, `cannot parse query "secret{"`, "cannot parse query "+httperr.Elided), time.Now())
+	got := map[string]RefusalCount{}
+	for _, r := range g.Refusals() {
+		got[r.Reason] = r
+	}
+	if r := got["read upstream: unreachable"]; r.Status != 502 || r.Count != 1 || !strings.Contains(r.LastMessage, "cannot reach the read upstream") {
+		t.Errorf("502: %+v in %+v", r, got)
+	}
+	if r := got["write upstream: timeout"]; r.Status != 504 || r.Count != 1 || !strings.Contains(r.LastMessage, "did not answer in time") {
+		t.Errorf("504: %+v in %+v", r, got)
+	}
+	if r := got["bad request"]; r.LastMessage != "cannot parse query "+httperr.Elided {
+		t.Errorf("a refusal quoting the query: %+v", r)
+	}
 }

@@ -128,7 +128,7 @@ func (u *tsdbUpstream) start(t *testing.T, body, enc string) *url.URL {
 
 func tsdbGateway(t *testing.T, up *url.URL, a *auth.Access) *Gateway {
 	t.Helper()
-	tr, err := tlsclient.NewTransport("read", tlsclient.Options{}, time.Minute)
+	tr, err := tlsclient.NewTransport("read", tlsclient.Options{}, time.Minute, tlsclient.DefaultDialTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

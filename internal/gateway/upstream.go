@@ -12,6 +12,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vmgateway/vmgateway/internal/accesslog"
 	"github.com/vmgateway/vmgateway/internal/httperr"
@@ -25,6 +26,8 @@ type upstream struct {
 	// name is the backends without credentials, safe for logs.
 	name  string
 	proxy *httputil.ReverseProxy
+	// refused counts the requests the upstream failed for the status page; nil counts nothing.
+	refused *refusals
 }
 
 func newUpstream(kind string, set *backendSet, rt http.RoundTripper, retryCodes []int) *upstream {
@@ -118,15 +121,14 @@ func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if he := (*httperr.Error)(nil); errors.As(err, &he) {
 		// An answer the gateway had to filter and could not (filterAnswer): none of it reaches the client.
-		upstreamErrors(u.kind, "unfilterable_answer").Inc()
 		slog.Warn("upstream answer withheld", "upstream", u.name, "request_id", id, "err", err)
-		httperr.Write(w, err)
+		u.failWith(w, "unfilterable_answer", err)
 		return
 	}
 	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		// The client went away; nobody reads an answer. The cancellation already reached the upstream.
 		upstreamErrors(u.kind, "client_canceled").Inc()
-		e.SetReason("the client went away before the upstream answered")
+		e.SetReason("the client went away before the upstream answered", "")
 		w.WriteHeader(499)
 		return
 	}
@@ -143,20 +145,27 @@ func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-		upstreamErrors(u.kind, "timeout").Inc()
 		slog.Warn("upstream timeout", "upstream", u.failed(err), "request_id", id, "err", err)
-		httperr.Write(w, httperr.New(http.StatusGatewayTimeout, logRef(fmt.Sprintf("the %s upstream%s did not answer in time: %s", u.kind, who, detail), id)))
+		u.failWith(w, "timeout", httperr.New(http.StatusGatewayTimeout, logRef(fmt.Sprintf("the %s upstream%s did not answer in time: %s", u.kind, who, detail), id)))
 		return
 	}
 	if hint := u.tlsHint(err); hint != "" {
-		upstreamErrors(u.kind, "tls").Inc()
 		slog.Warn("upstream TLS handshake failed", "upstream", u.failed(err), "request_id", id, "err", err)
-		httperr.Write(w, httperr.New(http.StatusBadGateway, logRef(fmt.Sprintf("TLS handshake with the %s upstream%s failed; %s", u.kind, who, hint), id)))
+		u.failWith(w, "tls", httperr.New(http.StatusBadGateway, logRef(fmt.Sprintf("TLS handshake with the %s upstream%s failed; %s", u.kind, who, hint), id)))
 		return
 	}
-	upstreamErrors(u.kind, "unreachable").Inc()
 	slog.Warn("upstream error", "upstream", u.failed(err), "request_id", id, "err", err)
-	httperr.Write(w, httperr.New(http.StatusBadGateway, logRef(fmt.Sprintf("cannot reach the %s upstream%s: %s", u.kind, who, detail), id)))
+	u.failWith(w, "unreachable", httperr.New(http.StatusBadGateway, logRef(fmt.Sprintf("cannot reach the %s upstream%s: %s", u.kind, who, detail), id)))
+}
+
+// failWith answers err for a failure of the upstream, counted in vmgateway_upstream_errors_total and on the status
+// page under the same failure kind.
+func (u *upstream) failWith(w http.ResponseWriter, failure string, err error) {
+	upstreamErrors(u.kind, failure).Inc()
+	if u.refused != nil {
+		u.refused.addUpstream(httperr.Status(err), u.kind, failure, err.Error(), time.Now())
+	}
+	httperr.Write(w, err)
 }
 
 // logRef points the client at the gateway's log, where the failed backend and its error are.

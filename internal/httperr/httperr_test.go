@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -46,7 +47,7 @@ type reasonWriter struct {
 	reason string
 }
 
-func (w *reasonWriter) SetReason(msg string) { w.reason = msg }
+func (w *reasonWriter) SetReason(msg, _ string) { w.reason = msg }
 
 type wrapped struct{ http.ResponseWriter }
 
@@ -70,5 +71,60 @@ func TestWriteStatusRequestIDAndReason(t *testing.T) {
 	// Without an id the field is left out.
 	if got := string(JSON(http.StatusBadGateway, "down", "")); got != `{"status":"error","errorType":"unavailable","error":"down"}`+"\n" {
 		t.Fatalf("without an id: %s", got)
+	}
+}
+
+// TestWriteList: an answer with several problems keeps the shape of every error (the request id included) and
+// lists each problem.
+func TestWriteList(t *testing.T) {
+	rec := httptest.NewRecorder()
+	rec.Header().Set("X-Request-Id", "r-1")
+	WriteList(rec, 400, "reload failed: a; b", []string{"a", "b"})
+	var got struct {
+		Status, ErrorType, Error, RequestID string
+		Errors                              []string
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatalf("body is not JSON: %q", rec.Body.String())
+	}
+	if rec.Code != 400 || got.Status != "error" || got.ErrorType != "bad_data" || got.Error != "reload failed: a; b" ||
+		got.RequestID != "r-1" || len(got.Errors) != 2 || got.Errors[1] != "b" {
+		t.Errorf("got %d %+v", rec.Code, got)
+	}
+	rec = httptest.NewRecorder()
+	WriteStatus(rec, 400, "one")
+	if strings.Contains(rec.Body.String(), "errors") {
+		t.Errorf("a single error has an errors field: %s", rec.Body.String())
+	}
+}
+
+type reasonRecorder struct {
+	*httptest.ResponseRecorder
+	msg, noQuery string
+}
+
+func (r *reasonRecorder) SetReason(msg, noQuery string) { r.msg, r.noQuery = msg, noQuery }
+
+// TestWithQuery: the client gets the message with its query, what records the reason also gets the form without
+// it, through wrapping errors too.
+func TestWithQuery(t *testing.T) {
+	err := fmt.Errorf("the query limits: %w", WithQuery(400, `cannot parse query "secret{": oops`, "cannot parse query "+Elided))
+	rec := &reasonRecorder{ResponseRecorder: httptest.NewRecorder()}
+	Write(rec, err)
+	if !strings.Contains(rec.Body.String(), `cannot parse query \"secret{\": oops`) {
+		t.Errorf("the client does not get its query: %s", rec.Body.String())
+	}
+	if rec.msg != err.Error() || rec.noQuery != "the query limits: cannot parse query "+Elided {
+		t.Errorf("reason %q, without query %q", rec.msg, rec.noQuery)
+	}
+	if got := NoQuery(err); got != rec.noQuery {
+		t.Errorf("NoQuery: %q", got)
+	}
+	if got := NoQuery(New(400, "plain")); got != "plain" {
+		t.Errorf("NoQuery of a message without query: %q", got)
+	}
+	Write(rec, New(400, "plain"))
+	if rec.msg != "plain" || rec.noQuery != "" {
+		t.Errorf("reason %q, without query %q", rec.msg, rec.noQuery)
 	}
 }

@@ -420,7 +420,8 @@ func (ck *checker) query(q string, from, to, step, lookback int64) (int64, error
 	rs := ck.rs
 	p := ck.cfg.parse(q, ck.parsed)
 	if p.err != nil {
-		return 0, httperr.New(http.StatusBadRequest, "cannot parse the query to check the query limits: "+p.err.Error())
+		return 0, httperr.WithQuery(http.StatusBadRequest, "cannot parse the query to check the query limits: "+p.err.Error(),
+			"cannot parse the query to check the query limits: "+httperr.Elided)
 	}
 	if err := ck.blocked(p, "query"); err != nil {
 		return 0, err
@@ -437,8 +438,14 @@ func (ck *checker) query(q string, from, to, step, lookback int64) (int64, error
 			if what == "" {
 				what = "an @ modifier"
 			}
-			return 0, ck.refuse(maxQueryLookback, r, "query limit max_query_lookback=%s exceeded: the time of %s is not known before the query runs; "+
+			err := ck.refuse(maxQueryLookback, r, "query limit max_query_lookback=%s exceeded: the time of %s is not known before the query runs; "+
 				"the limit is %s: use a number, start(), end() or now() after @", what)
+			if at, ok := strings.CutPrefix(what, "@ "); ok {
+				// The expression after @ is the client's query text.
+				msg := err.Error()
+				return 0, httperr.WithQuery(http.StatusUnprocessableEntity, msg, strings.Replace(msg, at, httperr.Elided, 1))
+			}
+			return 0, err
 		}
 	}
 	return readFrom, nil
@@ -453,7 +460,8 @@ func (ck *checker) selectors() error {
 		if err := ck.each(k, func(m string) error {
 			p := ck.cfg.parse(m, ck.parsed)
 			if p.err != nil {
-				return httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot parse the %s arg to check the query limits: %s", k, p.err))
+				return httperr.WithQuery(http.StatusBadRequest, fmt.Sprintf("cannot parse the %s arg to check the query limits: %s", k, p.err),
+					fmt.Sprintf("cannot parse the %s arg to check the query limits: %s", k, httperr.Elided))
 			}
 			return ck.blocked(p, k.String())
 		}); err != nil {

@@ -80,7 +80,7 @@ func TestQueryLimitsCheck(t *testing.T) {
 		{name: "subquery counted", path: "/api/v1/query", args: url.Values{"query": {"max_over_time(rate(x[1d])[30d:1h])"}}, want: "31d before now", limit: "max_query_lookback"},
 		{name: "@ counted", path: "/api/v1/query", args: url.Values{"query": {"x @ 1000"}}, want: "reads data from 1970-01-01", limit: "max_query_lookback"},
 		{name: "@ end() fine", path: "/api/v1/query_range", args: url.Values{"query": {"rate(x[29d] @ end())"}, "start": {at(time.Hour)}, "step": {"1m"}}},
-		{name: "@ unresolved", path: "/api/v1/query", args: url.Values{"query": {"x @ timestamp(y)"}}, want: "is not known before the query runs", limit: "max_query_lookback"},
+		{name: "@ unresolved", path: "/api/v1/query", args: url.Values{"query": {"x @ timestamp(y)"}}, want: "the time of @ timestamp(y) is not known before the query runs", limit: "max_query_lookback"},
 		{name: "WITH counted", path: "/api/v1/query", args: url.Values{"query": {"WITH (w = 31d) max_over_time(x[w])"}}, want: "31d before now", limit: "max_query_lookback"},
 		{name: "time far back", path: "/api/v1/query", args: url.Values{"query": {"x"}, "time": {at(31 * 24 * time.Hour)}}, want: "31d5m before now", limit: "max_query_lookback"},
 		{name: "max_lookback counted", path: "/api/v1/query", args: url.Values{"query": {"x"}, "max_lookback": {"31d"}}, want: "31d before now", limit: "max_query_lookback"},
@@ -267,5 +267,22 @@ func TestGatherOrder(t *testing.T) {
 	_, err := c.Check(limited, rt, enforce.Args{URL: args}, checkNow)
 	if httperr.Status(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), "max_query_lookback") {
 		t.Errorf("max_lookback=40d behind an unread arg: %v, want the 422 of max_query_lookback", err)
+	}
+}
+
+// TestRefusalWithoutQueryText: a refusal that quotes part of the client's query (the expression after @) has a form
+// without it, for the access log without -accessLog.queries.
+func TestRefusalWithoutQueryText(t *testing.T) {
+	c, err := parseConfig([]byte("limits:\n  - max_query_lookback: 1d\n"), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC)
+	_, err = c.Check(&auth.Access{}, mustRoute(t, "/api/v1/query"), enforce.Args{URL: url.Values{"query": {"x @ timestamp(team_secret)"}}}, now)
+	if err == nil || !strings.Contains(err.Error(), "team_secret") {
+		t.Fatalf("the client's message: %v", err)
+	}
+	if nq := httperr.NoQuery(err); strings.Contains(nq, "team_secret") || !strings.Contains(nq, "the time of @ "+httperr.Elided+" is not known") {
+		t.Errorf("without the query: %q", nq)
 	}
 }

@@ -35,6 +35,8 @@ type Limiter struct {
 
 	mu   sync.Mutex // serialises reloads
 	last []byte     // the content last tried, so that an unchanged file is not parsed again
+	// inForce is the content of the limits in force, whichever reload applied it.
+	inForce []byte
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -51,7 +53,7 @@ func New(pathOrURL string, checkInterval time.Duration) (*Limiter, error) {
 		return nil, err
 	}
 	l.cur.Store(c)
-	l.last = data
+	l.last, l.inForce = data, data
 	reloaded(true)
 	return l, nil
 }
@@ -110,6 +112,14 @@ func (l *Limiter) Stop() {
 // Reload re-reads the config now, even when it has not changed (SIGHUP).
 func (l *Limiter) Reload() error { return l.reload(true) }
 
+// Config is the content of the config in force, applied at the start or by the last successful reload, periodic
+// or not: what /-/reload compares to tell what changed.
+func (l *Limiter) Config() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inForce
+}
+
 func (l *Limiter) reload(force bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -129,6 +139,7 @@ func (l *Limiter) reload(force bool) error {
 		return l.failed(err)
 	}
 	l.cur.Store(c)
+	l.inForce = data
 	reloaded(true)
 	slog.Info("loaded the query limits config", "config", l.source, "entries", len(c.entries))
 	return nil

@@ -96,9 +96,11 @@ type Gate struct {
 	snap atomic.Pointer[snapshot]
 	// mu serialises publishing snapshots (refresh, staleness, reload); checks never take it.
 	mu sync.Mutex
-	// reloadMu serialises reloads; lastConfig is the content last tried, so an unchanged file is not re-parsed.
+	// reloadMu serialises reloads; lastConfig is the content last tried, so an unchanged file is not re-parsed;
+	// inForce is the content of the limits in force, whichever reload applied it.
 	reloadMu   sync.Mutex
 	lastConfig []byte
+	inForce    []byte
 
 	stop func()
 	wg   sync.WaitGroup
@@ -149,6 +151,7 @@ func New(cfg Config) (*Gate, error) {
 		rules:         rules{refreshInterval: cfg.RefreshInterval, maxUsageAge: cfg.MaxUsageAge, failClosed: cfg.FailClosed},
 		filters:       filters,
 		lastConfig:    data,
+		inForce:       data,
 		headers:       cfg.Headers,
 		dryRun:        cfg.DryRun,
 		dryRunLog:     rareLog{every: 10 * time.Second},
@@ -216,6 +219,14 @@ func (g *Gate) coarseNow() time.Time {
 // Reload re-reads the limits config now (on SIGHUP). An invalid config is logged and counted and the limits
 // in force stay; the error is returned as well.
 func (g *Gate) Reload() error { return g.reload(true) }
+
+// Config is the content of the limits config in force, applied at the start or by the last successful reload,
+// periodic or not: what /-/reload compares to tell what changed.
+func (g *Gate) Config() []byte {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	return g.inForce
+}
 
 func (g *Gate) every(ctx context.Context, interval time.Duration, now bool, f func()) {
 	g.wg.Add(1)

@@ -84,6 +84,7 @@ func (g *Gate) reload(force bool) error {
 	next.limits = lim
 	g.publish(&next)
 	g.mu.Unlock()
+	g.inForce = data
 	g.metrics.reloaded(true)
 	slog.Info("loaded the rate limits config", "config", g.source, "limits", len(lim.All()))
 	return nil

@@ -64,7 +64,7 @@ func startConformance(t *testing.T) *confEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr, err := tlsclient.NewTransport("read", tlsclient.Options{}, 10*time.Second)
+	tr, err := tlsclient.NewTransport("read", tlsclient.Options{}, 10*time.Second, tlsclient.DefaultDialTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,22 +1,32 @@
 package tlsclient
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"time"
 )
 
+// DefaultDialTimeout bounds the TCP connect of a transport whose flags do not set it (-read.dialTimeout,
+// -write.dialTimeout): the datasource's.
+const DefaultDialTimeout = 10 * time.Second
+
 // NewTransport returns the tuned keep-alive transport for one upstream, its TLS config from o (flagPrefix names
 // the flags in errors). responseTimeout bounds the wait for the upstream's response headers only, so a long export
 // that keeps streaming is never cut; 0 means no bound (the datasource client bounds the whole query instead).
-func NewTransport(flagPrefix string, o Options, responseTimeout time.Duration) (*http.Transport, error) {
+// dialTimeout bounds the TCP connect, so that a backend that drops connection attempts is given up on (and another
+// tried) long before the response timeout; it must be positive.
+func NewTransport(flagPrefix string, o Options, responseTimeout, dialTimeout time.Duration) (*http.Transport, error) {
+	if dialTimeout <= 0 {
+		return nil, fmt.Errorf("-%s.dialTimeout=%s: want a positive duration such as 3s", flagPrefix, dialTimeout)
+	}
 	tlsCfg, err := Config(flagPrefix, o)
 	if err != nil {
 		return nil, err
 	}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsCfg,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: responseTimeout,
