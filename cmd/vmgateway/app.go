@@ -62,8 +62,9 @@ type app struct {
 	reloader *reloader
 }
 
-// newApp validates every flag it can before it builds anything that runs in the background (key refreshes, the
-// rate-limit poller, policy reloads), and stops what it built when a later step fails.
+// newApp checks every flag before it builds any component, so that a bad flag stops the start with nothing to
+// undo; then it builds the components, those that run in the background (key refreshes, backend discovery, the
+// access log's flusher) last, and stops what it built when a later step fails.
 func newApp() (_ *app, err error) {
 	ru, err := backendURLs("read.url", *readURLs)
 	if err != nil {
@@ -93,6 +94,22 @@ func newApp() (_ *app, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkAuthFlags(); err != nil {
+		return nil, err
+	}
+	rlCfg, err := rateLimitCfg()
+	if err != nil {
+		return nil, err
+	}
+	alogCfg, err := accessLogConfig()
+	if err != nil {
+		return nil, err
+	}
+	srvCfg := serverConfig(minTLS)
+	if err := srvCfg.Validate(); err != nil {
+		return nil, err
+	}
+
 	a := &app{}
 	defer func() {
 		if err != nil {
@@ -106,14 +123,9 @@ func newApp() (_ *app, err error) {
 		AuthHeader: *authHTTPHeader,
 		Limits:     limits,
 	}
-	// Typed nils must not reach the gateway's interfaces: a nil *Verifier in an Authenticator is not a nil Authenticator.
-	if a.verifier, err = newVerifier(); err != nil {
-		return nil, err
-	}
-	if a.verifier != nil {
-		gcfg.Auth = a.verifier
-	}
-	if a.gate, err = newGate(); err != nil {
+	// The gate and the query limits read their files here but start nothing before start().
+	// Typed nils must not reach the gateway's interfaces: a nil *Gate in a Limiter is not a nil Limiter.
+	if a.gate, err = newGate(rlCfg); err != nil {
 		return nil, err
 	}
 	if a.gate != nil {
@@ -125,14 +137,31 @@ func newApp() (_ *app, err error) {
 	if a.qlimits != nil {
 		gcfg.QueryLimits = a.qlimits
 	}
+	if a.verifier, err = newVerifier(); err != nil {
+		return nil, err
+	}
+	if a.verifier != nil {
+		gcfg.Auth = a.verifier
+	}
 	if a.gw, err = gateway.New(gcfg); err != nil {
 		return nil, err
 	}
-	if a.alog, err = openAccessLog(); err != nil {
+	if a.alog, err = accesslog.Open(alogCfg); err != nil {
 		return nil, err
 	}
 	a.reloader = newReloader(a)
-	a.srv, err = server.New(server.Config{
+	srvCfg.Handler = a.gw
+	srvCfg.Extra = append(rateLimitStatus(a.gate), a.reloader.endpoint(), a.statusEndpoint())
+	srvCfg.AccessLog = a.alog
+	if a.srv, err = server.New(srvCfg); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// serverConfig is the server.Config of the -http*, -tls* and auth-key flags, without the handlers.
+func serverConfig(minTLS uint16) server.Config {
+	return server.Config{
 		ListenAddrs:         []string(*httpListenAddrs),
 		TLS:                 tlsEnable.Get,
 		TLSCertFile:         tlsCertFile.Get,
@@ -149,14 +178,7 @@ func newApp() (_ *app, err error) {
 		BasicAuthPassword:   httpAuthPassword.Get(),
 		MetricsAuthKey:      metricsAuthKey.Get(),
 		PprofAuthKey:        pprofAuthKey.Get(),
-		Handler:             a.gw,
-		Extra:               append(rateLimitStatus(a.gate), a.reloader.endpoint(), a.statusEndpoint()),
-		AccessLog:           a.alog,
-	})
-	if err != nil {
-		return nil, err
 	}
-	return a, nil
 }
 
 func (a *app) start() error {
