@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 
 	"go.yaml.in/yaml/v3"
@@ -119,21 +120,12 @@ func (l *Set) ForTenant(id tenant.ID) []Limit {
 	}
 	out := append([]Limit(nil), own...)
 	for _, d := range l.defaults {
-		if !replaces(own, d) {
+		// A tenant's own limit of the same type, resolution and key takes the place of the default.
+		if !slices.ContainsFunc(own, func(o Limit) bool { return o.Type == d.Type && o.Resolution == d.Resolution && o.Key == d.Key }) {
 			out = append(out, d)
 		}
 	}
 	return out
-}
-
-// replaces reports whether one of a tenant's own limits takes the place of the default d.
-func replaces(own []Limit, d Limit) bool {
-	for _, l := range own {
-		if l.Type == d.Type && l.Resolution == d.Resolution && l.Key == d.Key {
-			return true
-		}
-	}
-	return false
 }
 
 func newSet(all []Limit) *Set {
@@ -359,10 +351,8 @@ func parseType(n *yaml.Node) Type {
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
 		return 0
 	}
-	for t, name := range typeNames {
-		if name != "" && n.Value == name {
-			return Type(t)
-		}
+	if t := slices.Index(typeNames[:], n.Value); n.Value != "" && t > 0 {
+		return Type(t)
 	}
 	return 0
 }
