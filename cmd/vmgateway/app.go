@@ -62,98 +62,109 @@ type app struct {
 	reloader *reloader
 }
 
-// newApp checks every flag before it builds any component, so that a bad flag stops the start with nothing to
-// undo; then it builds the components, those that run in the background (key refreshes, backend discovery, the
-// access log's flusher) last, and stops what it built when a later step fails.
-func newApp() (_ *app, err error) {
+// configs are the components' configs, as the flags give them, checked.
+type configs struct {
+	gw   gateway.Config // without the verifier, the gate and the query limits, which newApp adds
+	rl   ratelimit.Config
+	alog accesslog.Config
+	srv  server.Config // without the handlers, which newApp adds
+}
+
+// checkFlags checks every flag that can be checked before a component is built, and gives the configs they make.
+func checkFlags() (c configs, err error) {
 	ru, err := backendURLs("read.url", *readURLs)
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	wu, err := backendURLs("write.url", *writeURLs)
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	backends, err := backendOptions()
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	limits, err := gatewayLimits()
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	minTLS, err := parseTLSVersion(*tlsMinVersion)
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	readRT, err := tlsclient.NewTransport("read", *readTLS, *readTimeout)
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	writeRT, err := tlsclient.NewTransport("write", *writeTLS, *writeTimeout)
 	if err != nil {
-		return nil, err
+		return c, err
 	}
-	if err := checkAuthFlags(); err != nil {
-		return nil, err
-	}
-	rlCfg, err := rateLimitCfg()
-	if err != nil {
-		return nil, err
-	}
-	alogCfg, err := accessLogConfig()
-	if err != nil {
-		return nil, err
-	}
-	srvCfg := serverConfig(minTLS)
-	if err := srvCfg.Validate(); err != nil {
-		return nil, err
-	}
-
-	a := &app{}
-	defer func() {
-		if err != nil {
-			a.close()
-		}
-	}()
-	gcfg := gateway.Config{
+	c.gw = gateway.Config{
 		ReadURLs: ru, WriteURLs: wu, Backends: backends,
 		ReadTransport: readRT, WriteTransport: writeRT,
 		Cluster:    *clusterMode,
 		AuthHeader: *authHTTPHeader,
 		Limits:     limits,
 	}
+	if err := checkAuthFlags(); err != nil {
+		return c, err
+	}
+	if c.rl, err = rateLimitCfg(); err != nil {
+		return c, err
+	}
+	if c.alog, err = accessLogConfig(); err != nil {
+		return c, err
+	}
+	c.srv = serverConfig(minTLS)
+	return c, c.srv.Validate()
+}
+
+// newApp checks every flag before it builds any component, so that a bad flag stops the start with nothing to
+// undo; then it builds the components, those that run in the background (key refreshes, backend discovery, the
+// access log's flusher) last, and stops what it built when a later step fails.
+func newApp() (_ *app, err error) {
+	c, err := checkFlags()
+	if err != nil {
+		return nil, err
+	}
+	a := &app{}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
 	// The gate and the query limits read their files here but start nothing before start().
 	// Typed nils must not reach the gateway's interfaces: a nil *Gate in a Limiter is not a nil Limiter.
-	if a.gate, err = newGate(rlCfg); err != nil {
+	if a.gate, err = newGate(c.rl); err != nil {
 		return nil, err
 	}
 	if a.gate != nil {
-		gcfg.Limiter, gcfg.Costs = a.gate, a.gate
+		c.gw.Limiter, c.gw.Costs = a.gate, a.gate
 	}
 	if a.qlimits, err = newQueryLimits(); err != nil {
 		return nil, err
 	}
 	if a.qlimits != nil {
-		gcfg.QueryLimits = a.qlimits
+		c.gw.QueryLimits = a.qlimits
 	}
 	if a.verifier, err = newVerifier(); err != nil {
 		return nil, err
 	}
 	if a.verifier != nil {
-		gcfg.Auth = a.verifier
+		c.gw.Auth = a.verifier
 	}
-	if a.gw, err = gateway.New(gcfg); err != nil {
+	if a.gw, err = gateway.New(c.gw); err != nil {
 		return nil, err
 	}
-	if a.alog, err = accesslog.Open(alogCfg); err != nil {
+	if a.alog, err = accesslog.Open(c.alog); err != nil {
 		return nil, err
 	}
 	a.reloader = newReloader(a)
-	srvCfg.Handler = a.gw
-	srvCfg.Extra = append(rateLimitStatus(a.gate), a.reloader.endpoint(), a.statusEndpoint())
-	srvCfg.AccessLog = a.alog
-	if a.srv, err = server.New(srvCfg); err != nil {
+	c.srv.Handler = a.gw
+	c.srv.Extra = append(rateLimitStatus(a.gate), a.reloader.endpoint(), a.statusEndpoint())
+	c.srv.AccessLog = a.alog
+	if a.srv, err = server.New(c.srv); err != nil {
 		return nil, err
 	}
 	return a, nil
