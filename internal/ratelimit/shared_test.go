@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/datasource"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tlsclient"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
@@ -151,8 +152,11 @@ func TestSharedBurstAcrossReplicas(t *testing.T) {
 	}
 	// Each replica alone would have admitted 50; each refused after asking Redis, which counted both: each sees the
 	// shared 50.
-	if la, lb := a.peek(access(tid(0, 0)), rt(route.Read)), b.peek(access(tid(0, 0)), rt(route.Read)); la.Usage != 50 || lb.Usage != 50 {
-		t.Errorf("usage seen by the replicas: %v and %v, want the shared count 50", la.Usage, lb.Usage)
+	q50 := limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 50}
+	la, oka := shown(t, a, tid(0, 0), q50)
+	lb, okb := shown(t, b, tid(0, 0), q50)
+	if !oka || !okb || la.Usage != 50 || lb.Usage != 50 || la.Source != fromShared && lb.Source != fromShared {
+		t.Errorf("usage seen by the replicas: %+v and %+v, want the shared count 50", la, lb)
 	}
 }
 
