@@ -291,6 +291,7 @@ func TestRedisConfigErrors(t *testing.T) {
 		{RedisConfig{URL: "redis://:pw@"}, "want redis://"},
 		{RedisConfig{URL: "redis://localhost/x/y"}, "invalid URL path"},
 		{RedisConfig{URL: "redis://:pw@localhost", TLS: tlsclient.Options{CAFile: "/ca.pem"}}, "-ratelimit.redis.tls* flags are set but -ratelimit.redis.url=\"redis://localhost\" is not rediss://"},
+		{RedisConfig{URL: "redis://localhost", TLS: tlsclient.Options{KeyFile: "/key.pem"}}, "-ratelimit.redis.tls* flags are set but"},
 		{RedisConfig{URL: "rediss://localhost", TLS: tlsclient.Options{CAFile: "/nonexistent/ca.pem"}}, "-ratelimit.redis.tlsCAFile"},
 		{RedisConfig{URL: "rediss://localhost", TLS: tlsclient.Options{CertFile: path}}, "must be set together"},
 	} {
