@@ -1,11 +1,8 @@
 package auth
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"regexp"
 	"slices"
@@ -162,46 +159,14 @@ type policyAddFunc func(n *yaml.Node, format string, args ...any)
 
 // parsePolicies reads a policy file; source names it in errors (the path, or the URL without credentials).
 func parsePolicies(data []byte, source string) (*policySet, error) {
-	pp := confsource.NewProblems("policy file", source)
+	list, pp, err := confsource.TopList{What: "policy file", Key: "policies", Items: "policies", ForNone: "for none", Describe: yamlDescribe}.Parse(data, source)
+	if err != nil {
+		return nil, err
+	}
 	addf := pp.Add
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, emptyPolicyFile(source)
-		}
-		return nil, fmt.Errorf("cannot parse the policy file %s: %w", source, err)
-	}
-	var second yaml.Node
-	if err := dec.Decode(&second); err == nil {
-		addf(&second, "a second YAML document: the policy file is one document")
-	} else if !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("cannot parse the policy file %s: %w", source, err)
-	}
-	if len(doc.Content) == 0 {
-		return nil, emptyPolicyFile(source)
-	}
-	root := confsource.Resolve(doc.Content[0])
-	var list *yaml.Node
-	if root.Kind != yaml.MappingNode {
-		addf(root, "want a mapping with a `policies:` list, got %s", yamlDescribe(root))
-	} else {
-		confsource.EachKey(root, addf, func(key, val *yaml.Node) {
-			if key.Value != "policies" {
-				addf(key, "unknown key %q: the only top-level key is `policies`", key.Value)
-				return
-			}
-			list = val
-		})
-		if list == nil {
-			addf(root, "no `policies:` key (write `policies: []` for none)")
-		}
-	}
 	set := &policySet{}
 	if list != nil {
-		if list.Kind != yaml.SequenceNode {
-			addf(list, "policies: want a list of policies, got %s", yamlDescribe(list))
-		} else if len(list.Content) > maxPolicies {
+		if len(list.Content) > maxPolicies {
 			addf(list, "policies: %d policies; at most %d are accepted", len(list.Content), maxPolicies)
 		} else {
 			names := map[string]int{}
@@ -229,9 +194,6 @@ func parsePolicies(data []byte, source string) (*policySet, error) {
 }
 
 // emptyPolicyFile refuses an empty file: more often a truncated file or download than a wish for no policies.
-func emptyPolicyFile(source string) error {
-	return fmt.Errorf("the policy file %s is empty: want a `policies:` list (write `policies: []` for none)", source)
-}
 
 // parsePolicy reads one policy; it reports its problems through addf and returns nil when there are any.
 func parsePolicy(item *yaml.Node, addf policyAddFunc) *policy {
