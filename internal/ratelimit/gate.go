@@ -134,7 +134,7 @@ func New(cfg Config) (*Gate, error) {
 	if err != nil {
 		return nil, err
 	}
-	lim, err := limitfile.Parse(data, limitfile.ShowSource(cfg.ConfigPath))
+	lim, err := limitfile.Parse(data, confsource.Show(cfg.ConfigPath))
 	if err != nil {
 		return nil, err
 	}
@@ -144,7 +144,7 @@ func New(cfg Config) (*Gate, error) {
 	g := &Gate{
 		ds:            ds,
 		configPath:    cfg.ConfigPath,
-		source:        limitfile.ShowSource(cfg.ConfigPath),
+		source:        confsource.Show(cfg.ConfigPath),
 		checkInterval: cfg.ConfigCheckInterval,
 		rules:         rules{refreshInterval: cfg.RefreshInterval, maxUsageAge: cfg.MaxUsageAge, failClosed: cfg.FailClosed},
 		filters:       filters,

@@ -140,7 +140,7 @@ func newSet(all []Limit) *Set {
 
 const idRange = "an integer in [0..4294967295]"
 
-// Parse reads a limits config. source names it in errors (the file path or URL, as ShowSource shows it); an
+// Parse reads a limits config. source names it in errors (the file path or URL, as confsource.Show shows it); an
 // invalid config gives a *confsource.Problems listing every problem with its line.
 func Parse(data []byte, source string) (*Set, error) {
 	list, p, err := confsource.TopList{What: "limits config", Key: "limits", Items: "limits", ForNone: "for no limits"}.Parse(data, source)
