@@ -21,8 +21,6 @@ type TopList struct {
 	Items string
 	// ForNone says what `Key: []` means, for messages: "for no limits".
 	ForNone string
-	// Describe shows a node of the wrong kind in messages; nil means Describe.
-	Describe func(*yaml.Node) string
 }
 
 // Parse reads data, the config at source, as this shape. It returns the list, nil when the config has none or it
@@ -30,10 +28,6 @@ type TopList struct {
 // is empty or not YAML at all is an error at once: an empty file is more often a truncated file or download than
 // a wish for nothing.
 func (s TopList) Parse(data []byte, source string) (list *yaml.Node, p *Problems, err error) {
-	describe := s.Describe
-	if describe == nil {
-		describe = Describe
-	}
 	empty := fmt.Errorf("the %s %s is empty: want a `%s:` list (write `%s: []` %s)", s.What, source, s.Key, s.Key, s.ForNone)
 	p = NewProblems(s.What, source)
 	var doc yaml.Node
@@ -55,7 +49,7 @@ func (s TopList) Parse(data []byte, source string) (list *yaml.Node, p *Problems
 	}
 	root := Resolve(doc.Content[0])
 	if root.Kind != yaml.MappingNode {
-		p.Add(root, "want a mapping with a `%s:` list, got %s", s.Key, describe(root))
+		p.Add(root, "want a mapping with a `%s:` list, got %s", s.Key, Describe(root))
 		return nil, p, nil
 	}
 	EachKey(root, p.Add, func(key, val *yaml.Node) {
@@ -69,7 +63,7 @@ func (s TopList) Parse(data []byte, source string) (list *yaml.Node, p *Problems
 	case list == nil:
 		p.Add(root, "no `%s:` key (write `%s: []` %s)", s.Key, s.Key, s.ForNone)
 	case list.Kind != yaml.SequenceNode:
-		p.Add(list, "%s: want a list of %s, got %s", s.Key, s.Items, describe(list))
+		p.Add(list, "%s: want a list of %s, got %s", s.Key, s.Items, Describe(list))
 		list = nil
 	}
 	return list, p, nil
