@@ -66,34 +66,69 @@ type app struct {
 	reloader *reloader
 }
 
-// newApp validates every flag it can before it builds anything that runs in the background (key refreshes, the
-// rate-limit poller, policy reloads), and stops what it built when a later step fails.
-func newApp() (_ *app, err error) {
+// configs are the components' configs, as the flags give them, checked.
+type configs struct {
+	gw   gateway.Config // without the verifier, the gate and the query limits, which newApp adds
+	rl   ratelimit.Config
+	alog accesslog.Config
+	srv  server.Config // without the handlers, which newApp adds
+}
+
+// checkFlags checks every flag that can be checked before a component is built, and gives the configs they make.
+func checkFlags() (c configs, err error) {
 	ru, err := backendURLs("read.url", *readURLs)
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	wu, err := backendURLs("write.url", *writeURLs)
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	backends, err := backendOptions()
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	limits, err := gatewayLimits()
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	minTLS, err := parseTLSVersion(*tlsMinVersion)
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	readRT, err := tlsclient.NewTransport("read", *readTLS, *readTimeout, *readDialTimeout)
 	if err != nil {
-		return nil, err
+		return c, err
 	}
 	writeRT, err := tlsclient.NewTransport("write", *writeTLS, *writeTimeout, *writeDialTimeout)
+	if err != nil {
+		return c, err
+	}
+	c.gw = gateway.Config{
+		ReadURLs: ru, WriteURLs: wu, Backends: backends,
+		ReadTransport: readRT, WriteTransport: writeRT,
+		Cluster:    *clusterMode,
+		AuthHeader: *authHTTPHeader,
+		Limits:     limits,
+	}
+	if err := checkAuthFlags(); err != nil {
+		return c, err
+	}
+	if c.rl, err = rateLimitCfg(); err != nil {
+		return c, err
+	}
+	if c.alog, err = accessLogConfig(); err != nil {
+		return c, err
+	}
+	c.srv = serverConfig(minTLS)
+	return c, c.srv.Validate()
+}
+
+// newApp checks every flag before it builds any component, so that a bad flag stops the start with nothing to
+// undo; then it builds the components, those that run in the background (key refreshes, backend discovery, the
+// access log's flusher) last, and stops what it built when a later step fails.
+func newApp() (_ *app, err error) {
+	c, err := checkFlags()
 	if err != nil {
 		return nil, err
 	}
@@ -103,40 +138,45 @@ func newApp() (_ *app, err error) {
 			a.close()
 		}
 	}()
-	gcfg := gateway.Config{
-		ReadURLs: ru, WriteURLs: wu, Backends: backends,
-		ReadTransport: readRT, WriteTransport: writeRT,
-		Cluster:    *clusterMode,
-		AuthHeader: *authHTTPHeader,
-		Limits:     limits,
-	}
-	// Typed nils must not reach the gateway's interfaces: a nil *Verifier in an Authenticator is not a nil Authenticator.
-	if a.verifier, err = newVerifier(); err != nil {
-		return nil, err
-	}
-	if a.verifier != nil {
-		gcfg.Auth = a.verifier
-	}
-	if a.gate, err = newGate(); err != nil {
+	// The gate and the query limits read their files here but start nothing before start().
+	// Typed nils must not reach the gateway's interfaces: a nil *Gate in a Limiter is not a nil Limiter.
+	if a.gate, err = newGate(c.rl); err != nil {
 		return nil, err
 	}
 	if a.gate != nil {
-		gcfg.Limiter, gcfg.Costs = a.gate, a.gate
+		c.gw.Limiter, c.gw.Costs = a.gate, a.gate
 	}
 	if a.qlimits, err = newQueryLimits(); err != nil {
 		return nil, err
 	}
 	if a.qlimits != nil {
-		gcfg.QueryLimits = a.qlimits
+		c.gw.QueryLimits = a.qlimits
 	}
-	if a.gw, err = gateway.New(gcfg); err != nil {
+	if a.verifier, err = newVerifier(); err != nil {
 		return nil, err
 	}
-	if a.alog, err = openAccessLog(); err != nil {
+	if a.verifier != nil {
+		c.gw.Auth = a.verifier
+	}
+	if a.gw, err = gateway.New(c.gw); err != nil {
+		return nil, err
+	}
+	if a.alog, err = accesslog.Open(c.alog); err != nil {
 		return nil, err
 	}
 	a.reloader = newReloader(a)
-	a.srv, err = server.New(server.Config{
+	c.srv.Handler = a.gw
+	c.srv.Extra = append(rateLimitStatus(a.gate), a.reloader.endpoint(), a.statusEndpoint())
+	c.srv.AccessLog = a.alog
+	if a.srv, err = server.New(c.srv); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// serverConfig is the server.Config of the -http*, -tls* and auth-key flags, without the handlers.
+func serverConfig(minTLS uint16) server.Config {
+	return server.Config{
 		ListenAddrs:         []string(*httpListenAddrs),
 		TLS:                 tlsEnable.Get,
 		TLSCertFile:         tlsCertFile.Get,
@@ -153,14 +193,7 @@ func newApp() (_ *app, err error) {
 		BasicAuthPassword:   httpAuthPassword.Get(),
 		MetricsAuthKey:      metricsAuthKey.Get(),
 		PprofAuthKey:        pprofAuthKey.Get(),
-		Handler:             a.gw,
-		Extra:               append(rateLimitStatus(a.gate), a.reloader.endpoint(), a.statusEndpoint()),
-		AccessLog:           a.alog,
-	})
-	if err != nil {
-		return nil, err
 	}
-	return a, nil
 }
 
 func (a *app) start() error {

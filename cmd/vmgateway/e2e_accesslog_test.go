@@ -30,32 +30,20 @@ var accessLogFields = []string{"ts", "request_id", "remote_addr", "method", "pat
 // (and query, with -accessLog.queries). Lines are keyed by request id.
 func accessLines(t *testing.T, path string, queries bool) map[string]map[string]any {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("cannot read the access log: %s", err)
-	}
 	want := len(accessLogFields)
 	if queries {
 		want++
 	}
-	out := map[string]map[string]any{}
-	for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
-		if line == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("access-log line is not JSON: %s\n%s", err, line)
-		}
+	out := vmtest.JSONLines(t, path, "request_id")
+	for _, m := range out {
 		for _, f := range accessLogFields {
 			if _, ok := m[f]; !ok {
-				t.Fatalf("access-log line lacks %q:\n%s", f, line)
+				t.Fatalf("access-log line lacks %q:\n%v", f, m)
 			}
 		}
 		if _, ok := m["query"]; len(m) != want || ok != queries {
-			t.Fatalf("access-log line has %d fields, want %d (query: %v):\n%s", len(m), want, queries, line)
+			t.Fatalf("access-log line has %d fields, want %d (query: %v):\n%v", len(m), want, queries, m)
 		}
-		out[m["request_id"].(string)] = m
 	}
 	return out
 }

@@ -363,6 +363,50 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 }
 
+// TestFlagErrorsBeforeAnyComponent: every flag is checked before a component is built, so a bad flag stops the
+// start before the verifier has fetched its keys: the JWKS endpoint is never asked.
+func TestFlagErrorsBeforeAnyComponent(t *testing.T) {
+	var fetches atomic.Int64
+	jwks := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fetches.Add(1)
+		_, _ = io.WriteString(w, `{"keys":[]}`)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = jwks.Serve(ln) }()
+	t.Cleanup(func() { _ = jwks.Close() })
+	base := []string{"-read.url=http://127.0.0.1:1", "-write.url=http://127.0.0.1:1",
+		"-enable.auth", "-auth.jwksEndpoints=http://" + ln.Addr().String() + "/jwks"}
+	for _, tc := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"-enable.rateLimit", "-ratelimit.headers=draft07"}, `-ratelimit.headers="draft07": want none, draft03`},
+		{[]string{"-enable.rateLimit", "-ratelimit.redis.batchSize=0"}, "-ratelimit.redis.batchSize=0: want a positive number"},
+		{[]string{"-tls"}, "-tlsCertFile and -tlsKeyFile"},
+		{[]string{"-http.pathPrefix=gw"}, "-http.pathPrefix"},
+		{[]string{"-httpAuth.username=u"}, "-httpAuth.username and -enable.auth both use the Authorization header"},
+		{[]string{"-accessLog.path=stdout", "-accessLog.skipStatusCodes=1000"}, "-accessLog.skipStatusCodes: 1000 is not an HTTP status code"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := exec.CommandContext(ctx, gatewayBin, append(append(base, "-httpListenAddr=127.0.0.1:0"), tc.flags...)...).CombinedOutput()
+		cancel()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("%v: want a failed start mentioning %q, got err=%v:\n%s", tc.flags, tc.want, err, out)
+		}
+		if n := fetches.Swap(0); n != 0 {
+			t.Errorf("%v: the JWKS endpoint was fetched %d times: the verifier was built before the flags were checked", tc.flags, n)
+		}
+	}
+	// The check above can fail: with good flags the verifier fetches the keys at once.
+	startGateway(t, base...)
+	if fetches.Load() == 0 {
+		t.Error("a start with good flags did not fetch the JWKS endpoint")
+	}
+}
+
 func TestFlagErrorsStopTheStart(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

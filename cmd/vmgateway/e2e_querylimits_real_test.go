@@ -102,7 +102,7 @@ func runQLRealCases(t *testing.T, limited, other qlSide, now time.Time) {
 				continue
 			}
 			series := `vmgateway_querylimits_rejected_total{limit="` + c.limit + `"}`
-			before := qlMetric(t, limited.g, series)
+			before := metricValue(t, limited.g, series)
 			code, body := qlRequest(t, limited.g, limited.prefix+c.path, c.args, form, limited.token)
 			var e struct{ Status, ErrorType, Error string }
 			if code != http.StatusUnprocessableEntity || json.Unmarshal([]byte(body), &e) != nil || e.Status != "error" || e.ErrorType != "execution" {
@@ -112,7 +112,7 @@ func runQLRealCases(t *testing.T, limited, other qlSide, now time.Time) {
 			if !strings.Contains(e.Error, c.limit) || !strings.Contains(e.Error, c.want) || !strings.Contains(e.Error, "tenant "+limited.tenant) {
 				t.Errorf("%s (%s): %q; want the limit %s, %q and tenant %s", c.name, shape, e.Error, c.limit, c.want, limited.tenant)
 			}
-			if after := qlMetric(t, limited.g, series); after != before+1 {
+			if after := metricValue(t, limited.g, series); after != before+1 {
 				t.Errorf("%s (%s): %s went from %v to %v", c.name, shape, series, before, after)
 			}
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -41,29 +40,6 @@ func writeFile(t *testing.T, name, content string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// qlMetric reads one series of the gateway's /metrics; an absent series fails the test.
-func qlMetric(t *testing.T, g *gw, series string) float64 {
-	t.Helper()
-	resp, err := http.Get(g.URL + "/metrics")
-	if err != nil {
-		t.Fatalf("/metrics: %s", err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %s", series, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("/metrics has no %s", series)
-	return 0
 }
 
 // qlRequest sends args to path in the URL (GET) or as a form body (POST).
@@ -144,7 +120,7 @@ func TestQueryLimitsSingleNode(t *testing.T) {
 			shape := map[bool]string{false: "URL", true: "form"}[form]
 			var before float64
 			if c.limit != "" {
-				before = qlMetric(t, g, `vmgateway_querylimits_rejected_total{limit="`+c.limit+`"}`)
+				before = metricValue(t, g, `vmgateway_querylimits_rejected_total{limit="`+c.limit+`"}`)
 			}
 			code, body := qlRequest(t, g, c.path, c.args, form, token)
 			if c.limit == "" {
@@ -163,7 +139,7 @@ func TestQueryLimitsSingleNode(t *testing.T) {
 			if !strings.Contains(e.Error, c.limit) || !strings.Contains(e.Error, c.want) || !strings.Contains(e.Error, "tenant 0:0") {
 				t.Errorf("%s (%s): %q, want the limit %s, %q and the tenant", c.name, shape, e.Error, c.limit, c.want)
 			}
-			if after := qlMetric(t, g, `vmgateway_querylimits_rejected_total{limit="`+c.limit+`"}`); after != before+1 {
+			if after := metricValue(t, g, `vmgateway_querylimits_rejected_total{limit="`+c.limit+`"}`); after != before+1 {
 				t.Errorf("%s (%s): vmgateway_querylimits_rejected_total{limit=%q} went from %v to %v", c.name, shape, c.limit, before, after)
 			}
 		}
@@ -245,12 +221,12 @@ func TestQueryLimitsReload(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("limits:\n  - max_query_lookback: 3d\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ok := qlMetric(t, g, `vmgateway_querylimits_config_reloads_total{status="success"}`)
+	ok := metricValue(t, g, `vmgateway_querylimits_config_reloads_total{status="success"}`)
 	_ = g.Signal(syscall.SIGHUP)
 	vmtest.Eventually(t, func() (bool, string) {
 		return q("rate(x[2d])") == http.StatusOK, "the 3d lookback is not in force after SIGHUP"
 	})
-	if v := qlMetric(t, g, `vmgateway_querylimits_config_reloads_total{status="success"}`); v != ok+1 {
+	if v := metricValue(t, g, `vmgateway_querylimits_config_reloads_total{status="success"}`); v != ok+1 {
 		t.Errorf("successful reloads went from %v to %v", ok, v)
 	}
 	if err := os.WriteFile(cfg, []byte("limits:\n  - max_query_lookback: 3\n"), 0o600); err != nil {
@@ -258,7 +234,7 @@ func TestQueryLimitsReload(t *testing.T) {
 	}
 	_ = g.Signal(syscall.SIGHUP)
 	vmtest.Eventually(t, func() (bool, string) {
-		return qlMetric(t, g, "vmgateway_querylimits_config_last_reload_successful") == 0, "the invalid config was not reported"
+		return metricValue(t, g, "vmgateway_querylimits_config_last_reload_successful") == 0, "the invalid config was not reported"
 	})
 	if c := q("rate(x[2d])"); c != http.StatusOK {
 		t.Errorf("after an invalid config the previous limits must stay: %d", c)
@@ -316,15 +292,15 @@ func TestQueryLimitsCostStats(t *testing.T) {
 		_, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=count(ql_cost)", nil)
 		return strings.Contains(body, `"25"`), "the imported series are not visible: " + body
 	})
-	count, sum := qlMetric(t, g, "vmgateway_query_series_fetched_count"), qlMetric(t, g, "vmgateway_query_series_fetched_sum")
+	count, sum := metricValue(t, g, "vmgateway_query_series_fetched_count"), metricValue(t, g, "vmgateway_query_series_fetched_sum")
 	code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=sum(ql_cost)", nil)
 	if code != http.StatusOK || !strings.Contains(body, `"seriesFetched"`) {
 		t.Fatalf("query: %d %s", code, body)
 	}
-	if c := qlMetric(t, g, "vmgateway_query_series_fetched_count"); c != count+1 {
+	if c := metricValue(t, g, "vmgateway_query_series_fetched_count"); c != count+1 {
 		t.Errorf("answers with stats went from %v to %v", count, c)
 	}
-	if s := qlMetric(t, g, "vmgateway_query_series_fetched_sum"); s != sum+25 {
+	if s := metricValue(t, g, "vmgateway_query_series_fetched_sum"); s != sum+25 {
 		t.Errorf("series fetched went from %v to %v, want +25", sum, s)
 	}
 
@@ -332,18 +308,18 @@ func TestQueryLimitsCostStats(t *testing.T) {
 	g2 := startGateway(t, "-read.url="+old.URL, "-write.url="+old.URL)
 	absent := `vmgateway_query_stats_unread_total{reason="absent"}`
 	compressed := `vmgateway_query_stats_unread_total{reason="compressed"}`
-	a, c := qlMetric(t, g2, absent), qlMetric(t, g2, compressed)
+	a, c := metricValue(t, g2, absent), metricValue(t, g2, compressed)
 	if code, _, body := do(t, http.MethodGet, g2.URL+"/api/v1/query?query=up", nil, "Accept-Encoding", "identity"); code != http.StatusOK || strings.Contains(body, `"stats"`) {
 		t.Fatalf("v1.79.5 query: %d %s", code, body)
 	}
-	if v := qlMetric(t, g2, absent); v != a+1 {
+	if v := metricValue(t, g2, absent); v != a+1 {
 		t.Errorf("answers without stats went from %v to %v", a, v)
 	}
 	// Go's client asks for gzip; VictoriaMetrics compresses; the gateway forwards the answer unread.
 	if code, _, body := do(t, http.MethodGet, g2.URL+"/api/v1/query?query=up", nil); code != http.StatusOK {
 		t.Fatalf("v1.79.5 query: %d %s", code, body)
 	}
-	if v := qlMetric(t, g2, compressed); v != c+1 {
+	if v := metricValue(t, g2, compressed); v != c+1 {
 		t.Errorf("compressed answers went from %v to %v", c, v)
 	}
 }

@@ -15,18 +15,19 @@ var (
 	accessLogQueries         = flag.Bool("accessLog.queries", false, "Whether access-log lines carry the query text (the query arg, or the match[] args) in a query field. Off by default: queries can name what a team looks at, and they make lines long")
 )
 
-// openAccessLog opens the access log the -accessLog.* flags describe; nil without -accessLog.path.
-func openAccessLog() (*accesslog.Log, error) {
+// accessLogConfig is the access log the -accessLog.* flags describe; accesslog.Open gives nil without a Path.
+func accessLogConfig() (accesslog.Config, error) {
 	var skip []int
 	for _, s := range *accessLogSkipStatusCodes {
 		c, err := strconv.Atoi(s)
 		if err != nil {
-			return nil, fmt.Errorf("-accessLog.skipStatusCodes: %q is not an HTTP status code (want e.g. 200,204)", s)
+			return accesslog.Config{}, fmt.Errorf("-accessLog.skipStatusCodes: %q is not an HTTP status code (want e.g. 200,204)", s)
 		}
 		skip = append(skip, c)
 	}
 	if *accessLogPath == "" && (len(skip) > 0 || *accessLogQueries) {
-		return nil, fmt.Errorf("-accessLog.skipStatusCodes and -accessLog.queries shape the access log, which is off: set -accessLog.path (stdout, stderr or a file)")
+		return accesslog.Config{}, fmt.Errorf("-accessLog.skipStatusCodes and -accessLog.queries shape the access log, which is off: set -accessLog.path (stdout, stderr or a file)")
 	}
-	return accesslog.Open(accesslog.Config{Path: *accessLogPath, SkipStatusCodes: skip, Queries: *accessLogQueries})
+	cfg := accesslog.Config{Path: *accessLogPath, SkipStatusCodes: skip, Queries: *accessLogQueries}
+	return cfg, cfg.Validate()
 }

@@ -67,16 +67,24 @@ func authConfig() auth.Config {
 	}
 }
 
+// checkAuthFlags refuses -auth.* flags that contradict the others; auth.New checks each flag's own value.
+func checkAuthFlags() error {
+	if !*enableAuth {
+		if *authPolicyFile != "" {
+			return errors.New("-auth.policyFile needs -enable.auth: without it no token is checked and the policies would protect nothing")
+		}
+		return nil
+	}
+	if *httpAuthUsername != "" && http.CanonicalHeaderKey(*authHTTPHeader) == "Authorization" {
+		return errors.New("-httpAuth.username and -enable.auth both use the Authorization header: set -auth.httpHeader to another header (e.g. X-Auth-Token) for the tokens")
+	}
+	return nil
+}
+
 // newVerifier builds the verifier when -enable.auth is set; nil when it is not.
 func newVerifier() (*auth.Verifier, error) {
 	if !*enableAuth {
-		if *authPolicyFile != "" {
-			return nil, errors.New("-auth.policyFile needs -enable.auth: without it no token is checked and the policies would protect nothing")
-		}
 		return nil, nil
-	}
-	if *httpAuthUsername != "" && http.CanonicalHeaderKey(*authHTTPHeader) == "Authorization" {
-		return nil, errors.New("-httpAuth.username and -enable.auth both use the Authorization header: set -auth.httpHeader to another header (e.g. X-Auth-Token) for the tokens")
 	}
 	return auth.New(authConfig())
 }

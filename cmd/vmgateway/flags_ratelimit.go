@@ -46,7 +46,20 @@ var (
 	dsTLS    = tlsclient.NewFlags("datasource", "-datasource.url")
 )
 
-func rateLimitCfg() ratelimit.Config {
+// rateLimitCfg is the ratelimit.Config the flags describe, checked as far as flags alone can be; ratelimit.New
+// checks the rest (the limits file, the datasource and Redis settings). Without -enable.rateLimit nothing is
+// checked: the flags have no effect, which a warning at start says.
+func rateLimitCfg() (ratelimit.Config, error) {
+	if !*enableRateLimit {
+		return ratelimit.Config{}, nil
+	}
+	h, err := ratelimit.ParseHeaders(*rateLimitHeaders)
+	if err != nil {
+		return ratelimit.Config{}, err
+	}
+	if *redisBatchSize <= 0 {
+		return ratelimit.Config{}, fmt.Errorf("-ratelimit.redis.batchSize=%d: want a positive number of units", *redisBatchSize)
+	}
 	return ratelimit.Config{
 		ConfigPath:          *rateLimitConfig,
 		ConfigCheckInterval: *rateLimitCheckEvery,
@@ -55,16 +68,13 @@ func rateLimitCfg() ratelimit.Config {
 		MaxUsageAge:         *rateLimitMaxUsageAge,
 		FailClosed:          *rateLimitFailClosed,
 		DryRun:              *rateLimitDryRun,
+		Headers:             h,
 		Redis: ratelimit.RedisConfig{
-			URL:                   *redisURL,
-			Password:              redisPassword.Get(),
-			Timeout:               *redisTimeout,
-			BatchSize:             *redisBatchSize,
-			TLSCAFile:             redisTLS.CAFile,
-			TLSCertFile:           redisTLS.CertFile,
-			TLSKeyFile:            redisTLS.KeyFile,
-			TLSServerName:         redisTLS.ServerName,
-			TLSInsecureSkipVerify: redisTLS.InsecureSkipVerify,
+			URL:       *redisURL,
+			Password:  redisPassword.Get(),
+			Timeout:   *redisTimeout,
+			BatchSize: *redisBatchSize,
+			TLS:       *redisTLS,
 		},
 		Datasource: datasource.Config{
 			URL:                   *dsURL,
@@ -79,22 +89,13 @@ func rateLimitCfg() ratelimit.Config {
 			Timeout:               *dsTimeout,
 			QueryStep:             *dsQueryStep,
 		},
-	}
+	}, nil
 }
 
 // newGate builds the rate limiter when -enable.rateLimit is set; nil when it is not.
-func newGate() (*ratelimit.Gate, error) {
+func newGate(cfg ratelimit.Config) (*ratelimit.Gate, error) {
 	if !*enableRateLimit {
 		return nil, nil
-	}
-	cfg := rateLimitCfg()
-	h, err := ratelimit.ParseHeaders(*rateLimitHeaders)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Headers = h
-	if *redisBatchSize <= 0 {
-		return nil, fmt.Errorf("-ratelimit.redis.batchSize=%d: want a positive number of units", *redisBatchSize)
 	}
 	return ratelimit.New(cfg)
 }

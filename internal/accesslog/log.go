@@ -54,15 +54,23 @@ var (
 	linesLost   = metrics.NewCounter(`vmgateway_access_log_lines_lost_total`)
 )
 
+// Validate checks cfg without opening anything, so that a bad flag stops the start before any component is built.
+func (cfg Config) Validate() error {
+	for _, c := range cfg.SkipStatusCodes {
+		if c < 100 || c > 599 {
+			return fmt.Errorf("-accessLog.skipStatusCodes: %d is not an HTTP status code (want e.g. 200,204)", c)
+		}
+	}
+	return nil
+}
+
 // Open starts the access log cfg describes; nil without a path.
 func Open(cfg Config) (*Log, error) {
 	if cfg.Path == "" {
 		return nil, nil
 	}
-	for _, c := range cfg.SkipStatusCodes {
-		if c < 100 || c > 599 {
-			return nil, fmt.Errorf("-accessLog.skipStatusCodes: %d is not an HTTP status code (want e.g. 200,204)", c)
-		}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	l := &Log{path: cfg.Path, skip: cfg.SkipStatusCodes, queries: cfg.Queries, buf: make([]byte, 0, bufSize),
 		stop: make(chan struct{}), stopped: make(chan struct{})}

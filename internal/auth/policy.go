@@ -1,11 +1,8 @@
 package auth
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"regexp"
 	"slices"
@@ -162,46 +159,14 @@ type policyAddFunc func(n *yaml.Node, format string, args ...any)
 
 // parsePolicies reads a policy file; source names it in errors (the path, or the URL without credentials).
 func parsePolicies(data []byte, source string) (*policySet, error) {
-	pp := confsource.NewProblems("policy file", source)
+	list, pp, err := confsource.TopList{What: "policy file", Key: "policies", Items: "policies", ForNone: "for none"}.Parse(data, source)
+	if err != nil {
+		return nil, err
+	}
 	addf := pp.Add
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, emptyPolicyFile(source)
-		}
-		return nil, fmt.Errorf("cannot parse the policy file %s: %w", source, err)
-	}
-	var second yaml.Node
-	if err := dec.Decode(&second); err == nil {
-		addf(&second, "a second YAML document: the policy file is one document")
-	} else if !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("cannot parse the policy file %s: %w", source, err)
-	}
-	if len(doc.Content) == 0 {
-		return nil, emptyPolicyFile(source)
-	}
-	root := confsource.Resolve(doc.Content[0])
-	var list *yaml.Node
-	if root.Kind != yaml.MappingNode {
-		addf(root, "want a mapping with a `policies:` list, got %s", yamlDescribe(root))
-	} else {
-		confsource.EachKey(root, addf, func(key, val *yaml.Node) {
-			if key.Value != "policies" {
-				addf(key, "unknown key %q: the only top-level key is `policies`", key.Value)
-				return
-			}
-			list = val
-		})
-		if list == nil {
-			addf(root, "no `policies:` key (write `policies: []` for none)")
-		}
-	}
 	set := &policySet{}
 	if list != nil {
-		if list.Kind != yaml.SequenceNode {
-			addf(list, "policies: want a list of policies, got %s", yamlDescribe(list))
-		} else if len(list.Content) > maxPolicies {
+		if len(list.Content) > maxPolicies {
 			addf(list, "policies: %d policies; at most %d are accepted", len(list.Content), maxPolicies)
 		} else {
 			names := map[string]int{}
@@ -229,14 +194,11 @@ func parsePolicies(data []byte, source string) (*policySet, error) {
 }
 
 // emptyPolicyFile refuses an empty file: more often a truncated file or download than a wish for no policies.
-func emptyPolicyFile(source string) error {
-	return fmt.Errorf("the policy file %s is empty: want a `policies:` list (write `policies: []` for none)", source)
-}
 
 // parsePolicy reads one policy; it reports its problems through addf and returns nil when there are any.
 func parsePolicy(item *yaml.Node, addf policyAddFunc) *policy {
 	if item.Kind != yaml.MappingNode {
-		addf(item, "want a policy (a mapping with name, match and vm_access), got %s", yamlDescribe(item))
+		addf(item, "want a policy (a mapping with name, match and vm_access), got %s", confsource.Describe(item))
 		return nil
 	}
 	bad := 0
@@ -259,7 +221,7 @@ func parsePolicy(item *yaml.Node, addf policyAddFunc) *policy {
 	case nameNode == nil:
 		addf2(item, "the policy has no name: a unique name is required; logs, metrics and `token explain` show it")
 	case nameNode.Kind != yaml.ScalarNode || nameNode.ShortTag() != "!!str" || !policyNameRE.MatchString(nameNode.Value) || len(nameNode.Value) > maxPolicyName:
-		addf2(nameNode, "name: want letters, digits and _ . : - (starting with a letter or digit, at most %d bytes), got %s", maxPolicyName, yamlDescribe(nameNode))
+		addf2(nameNode, "name: want letters, digits and _ . : - (starting with a letter or digit, at most %d bytes), got %s", maxPolicyName, confsource.Describe(nameNode))
 	default:
 		p.name = nameNode.Value
 	}
@@ -285,7 +247,7 @@ func parsePolicy(item *yaml.Node, addf policyAddFunc) *policy {
 
 func parseMatch(n *yaml.Node, prefix string, addf policyAddFunc) []matcher {
 	if n.Kind != yaml.MappingNode {
-		addf(n, "%smatch: want a mapping of claim paths to values, got %s", prefix, yamlDescribe(n))
+		addf(n, "%smatch: want a mapping of claim paths to values, got %s", prefix, confsource.Describe(n))
 		return nil
 	}
 	if len(n.Content) == 0 {
@@ -311,7 +273,7 @@ func parseMatch(n *yaml.Node, prefix string, addf policyAddFunc) []matcher {
 		seen[path.String()] = key.Line
 		text, ok := matchValueText(val)
 		if !ok {
-			addf(val, "%smatch %s: want a string (exact), or =~ and a regexp, got %s", prefix, path, yamlDescribe(val))
+			addf(val, "%smatch %s: want a string (exact), or =~ and a regexp, got %s", prefix, path, confsource.Describe(val))
 			return
 		}
 		m := matcher{path: path, value: text}
@@ -361,7 +323,7 @@ func matchValueText(n *yaml.Node) (string, bool) {
 // that it yields a valid access: with every template given a plain value, it must pass what a token's must.
 func parsePolicyAccess(p *policy, n *yaml.Node, prefix string, addf policyAddFunc) {
 	if n.Kind != yaml.MappingNode {
-		addf(n, "%svm_access: want a mapping, got %s", prefix, yamlDescribe(n))
+		addf(n, "%svm_access: want a mapping, got %s", prefix, confsource.Describe(n))
 		return
 	}
 	var raw any
@@ -499,20 +461,4 @@ func jsonLike(v any) (any, error) {
 		return out, nil
 	}
 	return nil, fmt.Errorf("unsupported YAML value %T; want strings, numbers, lists and mappings with string keys", v)
-}
-
-func yamlDescribe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	}
-	switch n.ShortTag() {
-	case "!!null":
-		return "nothing"
-	case "!!str":
-		return strconv.Quote(n.Value)
-	}
-	return n.Value
 }

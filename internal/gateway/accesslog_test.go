@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -60,17 +59,10 @@ func TestAccessLogThroughThePipeline(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
+	lines := vmtest.JSONLines(t, path, "request_id")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
-	}
-	lines := map[string]map[string]any{}
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("%s: %s", err, line)
-		}
-		lines[m["request_id"].(string)] = m
 	}
 	good := "http://" + ok.Host
 	// The first request found the first backend down and went on to the second; the second skipped the broken one.

@@ -6,9 +6,6 @@ package querylimits
 
 import (
 	"bytes"
-	"errors"
-	"fmt"
-	"io"
 	"math"
 	"regexp"
 	"regexp/syntax"
@@ -253,77 +250,39 @@ type addFunc func(n *yaml.Node, format string, args ...any)
 
 // parseConfig reads a query limits config; source names it in errors. Every problem is reported with its line.
 func parseConfig(data []byte, source string) (*config, error) {
-	p := confsource.NewProblems("query limits config", source)
+	list, p, err := confsource.TopList{What: "query limits config", Key: "limits", Items: "entries", ForNone: "for no limits"}.Parse(data, source)
+	if err != nil {
+		return nil, err
+	}
 	addf := p.Add
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, emptyConfig(source)
-		}
-		return nil, fmt.Errorf("cannot parse the query limits config %s: %w", source, err)
-	}
-	var second yaml.Node
-	if err := dec.Decode(&second); err == nil {
-		addf(&second, "a second YAML document: the query limits config is one document")
-	} else if !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("cannot parse the query limits config %s: %w", source, err)
-	}
-	if len(doc.Content) == 0 {
-		return nil, emptyConfig(source)
-	}
-	root := confsource.Resolve(doc.Content[0])
-	var list *yaml.Node
-	if root.Kind != yaml.MappingNode {
-		addf(root, "want a mapping with a `limits:` list, got %s", describe(root))
-	} else {
-		confsource.EachKey(root, addf, func(key, val *yaml.Node) {
-			if key.Value != "limits" {
-				addf(key, "unknown key %q: the only top-level key is `limits`", key.Value)
-				return
-			}
-			list = val
-		})
-		if list == nil {
-			addf(root, "no `limits:` key (write `limits: []` for no limits)")
-		}
-	}
 	var entries []*entry
 	var patterns []pattern
 	if list != nil {
-		if list.Kind != yaml.SequenceNode {
-			addf(list, "limits: want a list of entries, got %s", describe(list))
-		} else {
-			type who struct {
-				t         tenant.ID
-				hasTenant bool
-				key       limitfile.Key
+		type who struct {
+			t         tenant.ID
+			hasTenant bool
+			key       limitfile.Key
+		}
+		seen := map[who]int{}
+		for _, item := range list.Content {
+			item = confsource.Resolve(item)
+			e, ok := parseEntry(item, addf, &patterns)
+			if !ok {
+				continue
 			}
-			seen := map[who]int{}
-			for _, item := range list.Content {
-				item = confsource.Resolve(item)
-				e, ok := parseEntry(item, addf, &patterns)
-				if !ok {
-					continue
-				}
-				w := who{e.tenant, e.hasTenant, e.key}
-				if line, dup := seen[w]; dup {
-					addf(item, "duplicate entry: %s already has one at line %d; put all its limits in one entry", e.who(), line)
-					continue
-				}
-				seen[w] = item.Line
-				entries = append(entries, e)
+			w := who{e.tenant, e.hasTenant, e.key}
+			if line, dup := seen[w]; dup {
+				addf(item, "duplicate entry: %s already has one at line %d; put all its limits in one entry", e.who(), line)
+				continue
 			}
+			seen[w] = item.Line
+			entries = append(entries, e)
 		}
 	}
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
 	return newConfig(entries, patterns), nil
-}
-
-func emptyConfig(source string) error {
-	return fmt.Errorf("the query limits config %s is empty: want a `limits:` list (write `limits: []` for no limits)", source)
 }
 
 // who names whom an entry is for.
@@ -342,7 +301,7 @@ const idRange = "an integer in [0..4294967295]"
 
 func parseEntry(item *yaml.Node, addf addFunc, patterns *[]pattern) (*entry, bool) {
 	if item.Kind != yaml.MappingNode {
-		addf(item, "want an entry (a mapping of limits, with account_id, project_id and key to choose whom it is for), got %s", describe(item))
+		addf(item, "want an entry (a mapping of limits, with account_id, project_id and key to choose whom it is for), got %s", confsource.Describe(item))
 		return nil, false
 	}
 	e := &entry{line: item.Line}
@@ -360,7 +319,7 @@ func parseEntry(item *yaml.Node, addf addFunc, patterns *[]pattern) (*entry, boo
 			return
 		case "key":
 			if val.Kind != yaml.ScalarNode || val.ShortTag() != "!!str" {
-				addf2(val, "key: want claim:<name> or label:<name>, got %s", describe(val))
+				addf2(val, "key: want claim:<name> or label:<name>, got %s", confsource.Describe(val))
 			} else if k, err := limitfile.ParseKey(val.Value); err != nil {
 				addf2(val, "key: %s", err)
 			} else {
@@ -382,12 +341,12 @@ func parseEntry(item *yaml.Node, addf addFunc, patterns *[]pattern) (*entry, boo
 				if d, ok := parseDuration(val); ok {
 					e.vals[f] = d
 				} else {
-					addf2(val, "%s: want a positive duration such as 30s, 1h or 30d, got %s", f, describe(val))
+					addf2(val, "%s: want a positive duration such as 30s, 1h or 30d, got %s", f, confsource.Describe(val))
 				}
 			} else if v, ok := parseInt(val, math.MaxInt32); ok && v > 0 {
 				e.vals[f] = int64(v)
 			} else {
-				addf2(val, "%s: want a positive integer, got %s", f, describe(val))
+				addf2(val, "%s: want a positive integer, got %s", f, confsource.Describe(val))
 			}
 			return
 		}
@@ -397,14 +356,14 @@ func parseEntry(item *yaml.Node, addf addFunc, patterns *[]pattern) (*entry, boo
 		if v, ok := parseInt(accNode, math.MaxUint32); ok {
 			e.tenant.AccountID, e.hasTenant = uint32(v), true
 		} else {
-			addf2(accNode, "account_id: want %s, got %s", idRange, describe(accNode))
+			addf2(accNode, "account_id: want %s, got %s", idRange, confsource.Describe(accNode))
 		}
 	}
 	if projNode != nil {
 		if v, ok := parseInt(projNode, math.MaxUint32); ok {
 			e.tenant.ProjectID = uint32(v)
 		} else {
-			addf2(projNode, "project_id: want %s, got %s", idRange, describe(projNode))
+			addf2(projNode, "project_id: want %s, got %s", idRange, confsource.Describe(projNode))
 		}
 		if accNode == nil {
 			addf2(projNode, "project_id without account_id: an entry is for one tenant (account_id, and project_id which defaults to 0) or, without both, for all tenants")
@@ -418,13 +377,13 @@ func parseEntry(item *yaml.Node, addf addFunc, patterns *[]pattern) (*entry, boo
 
 func parseBlocked(list *yaml.Node, addf addFunc, e *entry, patterns *[]pattern) {
 	if list.Kind != yaml.SequenceNode {
-		addf(list, "%s: want a list of {pattern: ..., regex: true|false}, got %s", blockedQueries, describe(list))
+		addf(list, "%s: want a list of {pattern: ..., regex: true|false}, got %s", blockedQueries, confsource.Describe(list))
 		return
 	}
 	for _, item := range list.Content {
 		item = confsource.Resolve(item)
 		if item.Kind != yaml.MappingNode {
-			addf(item, "%s: want {pattern: ..., regex: true|false}, got %s", blockedQueries, describe(item))
+			addf(item, "%s: want {pattern: ..., regex: true|false}, got %s", blockedQueries, confsource.Describe(item))
 			continue
 		}
 		var patNode, reNode *yaml.Node
@@ -443,13 +402,13 @@ func parseBlocked(list *yaml.Node, addf addFunc, e *entry, patterns *[]pattern) 
 			continue
 		}
 		if patNode.Kind != yaml.ScalarNode || patNode.ShortTag() != "!!str" || strings.TrimSpace(patNode.Value) == "" {
-			addf(patNode, "pattern: want a non-empty string, got %s", describe(patNode))
+			addf(patNode, "pattern: want a non-empty string, got %s", confsource.Describe(patNode))
 			continue
 		}
 		isRegex := false
 		if reNode != nil {
 			if reNode.Kind != yaml.ScalarNode || reNode.ShortTag() != "!!bool" {
-				addf(reNode, "regex: want true or false, got %s", describe(reNode))
+				addf(reNode, "regex: want true or false, got %s", confsource.Describe(reNode))
 				continue
 			}
 			isRegex = reNode.Value == "true" || reNode.Value == "True" || reNode.Value == "TRUE"
@@ -522,23 +481,4 @@ func parseInt(n *yaml.Node, max uint64) (uint64, bool) {
 		return 0, false
 	}
 	return v, true
-}
-
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	}
-	switch n.ShortTag() {
-	case "!!null":
-		return "nothing"
-	case "!!str":
-		if _, err := strconv.ParseFloat(n.Value, 64); err == nil || n.Value == "true" || n.Value == "false" {
-			return strconv.Quote(n.Value) + " (a quoted string)"
-		}
-		return strconv.Quote(n.Value)
-	}
-	return n.Value
 }

@@ -12,12 +12,10 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/confsource"
 	"github.com/vmgateway/vmgateway/internal/enforce"
-	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
-
-const fetchTimeout = 10 * time.Second
 
 var (
 	reloadsOK        = metrics.NewCounter(`vmgateway_querylimits_config_reloads_total{status="success"}`)
@@ -47,7 +45,7 @@ func New(pathOrURL string, checkInterval time.Duration) (*Limiter, error) {
 	if checkInterval < 0 {
 		return nil, fmt.Errorf("-querylimits.configCheckInterval=%s is negative", checkInterval)
 	}
-	l := &Limiter{path: pathOrURL, source: limitfile.ShowSource(pathOrURL), interval: checkInterval}
+	l := &Limiter{path: pathOrURL, source: confsource.Show(pathOrURL), interval: checkInterval}
 	c, data, err := load(pathOrURL)
 	if err != nil {
 		return nil, err
@@ -68,13 +66,13 @@ func load(pathOrURL string) (*config, []byte, error) {
 	if pathOrURL == "" {
 		return nil, nil, fmt.Errorf("no query limits config: set -querylimits.config to a file path or an http(s) URL")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), confsource.FetchTimeout)
 	defer cancel()
-	data, err := limitfile.ReadConfig(ctx, pathOrURL)
+	data, err := confsource.Read(ctx, pathOrURL, "the query limits config")
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := parseConfig(data, limitfile.ShowSource(pathOrURL))
+	c, err := parseConfig(data, confsource.Show(pathOrURL))
 	return c, data, err
 }
 
@@ -123,9 +121,9 @@ func (l *Limiter) Config() []byte {
 func (l *Limiter) reload(force bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), confsource.FetchTimeout)
 	defer cancel()
-	data, err := limitfile.ReadConfig(ctx, l.path)
+	data, err := confsource.Read(ctx, l.path, "the query limits config")
 	if err != nil {
 		l.last = nil
 		return l.failed(err)

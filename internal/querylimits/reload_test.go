@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -72,4 +73,12 @@ func waitFor(t *testing.T, cond func() bool, msg string) {
 		}
 	}
 	t.Fatal(msg)
+}
+
+// TestLimiterMissingFile: a config that cannot be read is named as the query limits config, not another one.
+func TestLimiterMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "absent.yaml")
+	if _, err := New(path, 0); err == nil || !strings.HasPrefix(err.Error(), "cannot read the query limits config: ") {
+		t.Fatalf("New(%s): %v, want it to name the query limits config", path, err)
+	}
 }

@@ -109,21 +109,23 @@ func TestAdmitDatasourceAndLocal(t *testing.T) {
 	if n := admitN(g, access(tid(1, 0)), 60); n != 50 {
 		t.Errorf("tenant 1:0: %d passed, want 50", n)
 	}
-	d := g.peek(access(tid(1, 0)), rt(route.Read))
-	if d.Usage != 50 || d.Err() == nil || !strings.Contains(d.Err().Error(), "counted by this gateway") {
-		t.Errorf("peek: %+v", d)
+	if sl, ok := shown(t, g, tid(1, 0), limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 50}); !ok || sl.Usage != 50 || sl.Source != fromLocal {
+		t.Errorf("tenant 1:0 on the status page: %+v (listed %v), want usage 50 counted locally", sl, ok)
+	}
+	if err := g.check(access(tid(1, 0)), rt(route.Read)); err == nil || !strings.Contains(err.Error(), "counted by this gateway") {
+		t.Errorf("tenant 1:0 over its limit: %v, want a rejection by the gate's own count", err)
 	}
 	// The datasource's 50 rejects at once, and says so.
 	r := asRejection(t, g.check(access(tid(2, 0)), rt(route.Read)))
 	if r.Usage != 50 || strings.Contains(r.Error(), "counted by") {
 		t.Errorf("tenant 2:0: %v", r)
 	}
-	// peek counts nothing.
+	// The status page counts nothing: tenant 3:0, never admitted, stays off it.
 	for i := 0; i < 10; i++ {
-		g.peek(access(tid(3, 0)), rt(route.Read))
+		getStatus(t, g, "?tenant=3:0")
 	}
-	if d := g.peek(access(tid(3, 0)), rt(route.Read)); d.Usage != 0 {
-		t.Errorf("peek counted: usage %v", d.Usage)
+	if sl, ok := shown(t, g, tid(3, 0), limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 50}); ok {
+		t.Errorf("the status page counted: tenant 3:0 %+v", sl)
 	}
 }
 
@@ -157,8 +159,8 @@ limits:
 	if n := admitN(g, tok(tid(1, 0), "carol"), 1); n != 0 {
 		t.Errorf("carol passed the tenant's limit of 6")
 	}
-	if d := g.peek(tok(tid(1, 0), "dave"), rt(route.Read)); d.Usage != 6 || d.Limit.Key != (limitfile.Key{}) {
-		t.Errorf("tenant count: %+v, want 6 against the tenant's limit", d)
+	if sl, ok := shown(t, g, tid(1, 0), limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 6}); !ok || sl.Usage != 6 {
+		t.Errorf("tenant count: %+v (listed %v), want 6 against the tenant's limit", sl, ok)
 	}
 	// The same sub in another tenant is another count.
 	if n := admitN(g, tok(tid(2, 0), "alice"), 3); n != 2 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/datasource"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
@@ -102,12 +103,11 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("tenant %d:0 %s: %d %s, want it to pass", c.acc, c.kind, st, msg)
 		}
 	}
-	d := open.peek(access(tid(1, 0)), rt(route.Read))
-	if d.Usage < 500 || d.Usage > 700 {
-		t.Errorf("tenant 1:0 usage %v, want about 600 queries in the last minute", d.Usage)
+	if sl, ok := shown(t, open, tid(1, 0), limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 100}); !ok || sl.Usage < 500 || sl.Usage > 700 {
+		t.Errorf("tenant 1:0 usage %+v (listed %v), want about 600 queries in the last minute", sl, ok)
 	}
-	if d := open.peek(access(tid(2, 0)), rt(route.Read)); d.Usage > 10 {
-		t.Errorf("tenant 2:0 usage %v, want about 6: the job=\"other\" series must not count", d.Usage)
+	if sl, ok := shown(t, open, tid(2, 0), limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 100}); !ok || sl.Usage > 10 {
+		t.Errorf("tenant 2:0 usage %+v (listed %v), want about 6: the job=\"other\" series must not count", sl, ok)
 	}
 
 	// An invalid file keeps the old limits, through further refreshes.

@@ -136,7 +136,7 @@ func New(cfg Config) (*Gate, error) {
 	if err != nil {
 		return nil, err
 	}
-	lim, err := limitfile.Parse(data, limitfile.ShowSource(cfg.ConfigPath))
+	lim, err := limitfile.Parse(data, confsource.Show(cfg.ConfigPath))
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +146,7 @@ func New(cfg Config) (*Gate, error) {
 	g := &Gate{
 		ds:            ds,
 		configPath:    cfg.ConfigPath,
-		source:        limitfile.ShowSource(cfg.ConfigPath),
+		source:        confsource.Show(cfg.ConfigPath),
 		checkInterval: cfg.ConfigCheckInterval,
 		rules:         rules{refreshInterval: cfg.RefreshInterval, maxUsageAge: cfg.MaxUsageAge, failClosed: cfg.FailClosed},
 		filters:       filters,
@@ -190,18 +190,18 @@ func (g *Gate) Start() {
 	}
 }
 
-// Stop ends the background work started by Start, waits for it, and withdraws the gate's metrics.
+// Stop ends the background work started by Start, waits for it, and withdraws the gate's metrics. It also closes
+// the Redis client, which New opened: a gate that was never started is stopped too when a later step of the start fails.
 func (g *Gate) Stop() {
-	if g.stop == nil {
-		return
+	if g.stop != nil {
+		g.stop()
+		g.wg.Wait()
+		g.clock.Store(0)
+		metrics.UnregisterSet(g.metrics.set, false)
 	}
-	g.stop()
-	g.wg.Wait()
-	g.clock.Store(0)
 	if g.tally.store != nil {
 		g.tally.store.close()
 	}
-	metrics.UnregisterSet(g.metrics.set, false)
 }
 
 // clockTick is how often the counts' clock is read from the system while the gate runs: a request is counted in

@@ -110,13 +110,17 @@ func TestGate(t *testing.T) {
 		{"unseen tenant gets the defaults at zero", tid(9, 9), route.Read, 0, limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 100}, 0, time.Minute, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d := g.peek(access(tc.id), rt(tc.kind))
-			if d.Limit != tc.limit || d.Usage != tc.usage || d.Reset != tc.reset {
-				t.Errorf("decision: limit %+v usage %v reset %s\nwant      limit %+v usage %v reset %s", d.Limit, d.Usage, d.Reset, tc.limit, tc.usage, tc.reset)
+			// The status page shows the usage against the limit that matters; a tenant the datasource has not
+			// seen is not listed.
+			if tc.limit.Type != 0 {
+				sl, ok := shown(t, g, tc.id, tc.limit)
+				if listed := tc.id != tid(9, 9); ok != listed || sl.Usage != tc.usage {
+					t.Errorf("status page: %+v (listed %v), want usage %v against %+v (listed %v)", sl, ok, tc.usage, tc.limit, listed)
+				}
 			}
 			err := g.check(access(tc.id), rt(tc.kind))
 			if tc.status == 0 {
-				if err != nil || d.Err() != nil {
+				if err != nil {
 					t.Fatalf("got %v, want the request allowed", err)
 				}
 				return
@@ -181,11 +185,25 @@ limits:
 	t.Run("fail open", func(t *testing.T) {
 		g := newTestGate(t, cfg, Config{MaxUsageAge: maxAge})
 		g.setUsage(usage)
+		q10 := limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 10}
+		if sl, ok := shown(t, g, tid(1, 0), q10); !ok || sl.Usage != 50 || sl.Source != fromDatasource {
+			t.Fatalf("tenant 1:0 before the usage is stale: %+v (listed %v), want the datasource's 50", sl, ok)
+		}
 		g.markStale(later())
 		// The datasource's usage no longer counts (issue 10: the gate's own counts, never stale, still do).
 		for _, id := range []tenant.ID{tid(1, 0), tid(2, 0), tid(3, 0)} {
-			if d := g.peek(access(id), rt(route.Read)); d.Err() != nil || d.Usage != 0 {
-				t.Errorf("tenant %s: %+v, want allowed with the datasource's usage ignored", id, d)
+			ql, listed := limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 10}, false
+			if id == tid(3, 0) {
+				// Listed for its own limit; the others were listed for the datasource's usage alone.
+				ql, listed = limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 1, Tenant: id, HasTenant: true}, true
+			}
+			if sl, ok := shown(t, g, id, ql); ok != listed || sl.Usage != 0 || sl.Datasource != nil {
+				t.Errorf("tenant %s on the status page: %+v (listed %v), want usage 0 with the datasource's usage ignored", id, sl, ok)
+			}
+		}
+		for _, id := range []tenant.ID{tid(1, 0), tid(2, 0)} {
+			if err := g.check(access(id), rt(route.Read)); err != nil {
+				t.Errorf("tenant %s: %v, want allowed with the datasource's usage ignored", id, err)
 			}
 		}
 		if err := g.check(access(tid(3, 0)), rt(route.Read)); err != nil {

@@ -1,45 +1,37 @@
 package ratelimit
 
 import (
+	"net/http"
+	"testing"
+
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
 // check is Admit without response headers.
 func (g *Gate) check(a *auth.Access, rt route.Route) error { return g.Admit(a, rt, nil) }
 
-// peek is what Admit would answer now (for the tests' assertions on usage), without counting anything: the limit that matters (the rejecting one
-// that blocks longest, or else the one nearest to its value) and the caller's usage against it.
-func (g *Gate) peek(a *auth.Access, rt route.Route) decision {
-	i := gatedIndex(rt.Kind)
-	if i < 0 {
-		return decision{}
+// shown is the status page's line for limit l of tenant id, from the tenant's own entry (not a key value's): the
+// usage the gate enforces against l and where it came from. found is false when the page does not list it.
+func shown(t *testing.T, g *Gate, id tenant.ID, l limitfile.Limit) (sl statusLimit, found bool) {
+	t.Helper()
+	code, p, body := getStatus(t, g, "?tenant="+id.String())
+	if code != http.StatusOK {
+		t.Fatalf("status page for tenant %s: %d %s", id, code, body)
 	}
-	id := tenantOf(a)
-	st := g.snap.Load().state(id)
-	d := st.decision[i]
-	if d.rejection != nil || i != gatedRead || len(st.counted) == 0 {
-		return d
-	}
-	var best figure
-	over, nearest := false, -1.0
-	for _, f := range g.tally.figures(st, id, a, g.now(), nil) {
-		value := float64(f.limit.Value)
-		if f.over() {
-			if !over || f.reset > best.reset {
-				over, best = true, f
-			}
+	for _, e := range p.Usage {
+		if e.KeyValue != nil {
 			continue
 		}
-		if ratio := f.usage / value; !over && ratio > nearest {
-			nearest, best = ratio, f
+		for _, sl := range e.Limits {
+			if sl.statusLimitSpec == spec(l) && sl.Scope == scope(l) {
+				return sl, true
+			}
 		}
 	}
-	d = decision{Limit: best.limit, Usage: best.usage, Reset: best.reset}
-	if over {
-		d.rejection = g.rules.rejection(id, d, best.keyValue, best.source)
-	}
-	return d
+	return statusLimit{}, false
 }
 
 // redisOf is the gate's Redis store, for the tests of its health and calls.

@@ -34,12 +34,8 @@ type RedisConfig struct {
 	BatchSize int
 	// KeyPrefix starts every Redis key the gate writes. Empty means "vmgateway:ratelimit".
 	KeyPrefix string
-
-	TLSCAFile             string
-	TLSCertFile           string
-	TLSKeyFile            string
-	TLSServerName         string
-	TLSInsecureSkipVerify bool
+	// TLS is the client side of a rediss:// connection (the -ratelimit.redis.tls* flags).
+	TLS tlsclient.Options
 }
 
 // leaseMaxShare: a replica takes at most this fraction of what a limit has left, so that near the limit the
@@ -254,7 +250,7 @@ func newRedisStore(cfg RedisConfig, set *metrics.Set) (*redisStore, error) {
 		if opts.TLSConfig, err = redisTLS(cfg, opts.TLSConfig); err != nil {
 			return nil, err
 		}
-	} else if cfg.TLSCAFile != "" || cfg.TLSCertFile != "" || cfg.TLSServerName != "" || cfg.TLSInsecureSkipVerify {
+	} else if cfg.TLS != (tlsclient.Options{}) {
 		return nil, fmt.Errorf("-ratelimit.redis.tls* flags are set but -ratelimit.redis.url=%q is not rediss://", redact.String(cfg.URL))
 	}
 	// The gate has its own fallback: a failed call must fail fast, not retry while a request waits.
@@ -284,8 +280,7 @@ func newRedisStore(cfg RedisConfig, set *metrics.Set) (*redisStore, error) {
 }
 
 func redisTLS(cfg RedisConfig, fromURL *tls.Config) (*tls.Config, error) {
-	c, err := tlsclient.Config("ratelimit.redis", tlsclient.Options{CAFile: cfg.TLSCAFile, CertFile: cfg.TLSCertFile,
-		KeyFile: cfg.TLSKeyFile, ServerName: cfg.TLSServerName, InsecureSkipVerify: cfg.TLSInsecureSkipVerify})
+	c, err := tlsclient.Config("ratelimit.redis", cfg.TLS)
 	if err != nil {
 		return nil, err
 	}

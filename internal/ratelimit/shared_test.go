@@ -21,7 +21,9 @@ import (
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/datasource"
+	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/tlsclient"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
@@ -150,8 +152,11 @@ func TestSharedBurstAcrossReplicas(t *testing.T) {
 	}
 	// Each replica alone would have admitted 50; each refused after asking Redis, which counted both: each sees the
 	// shared 50.
-	if la, lb := a.peek(access(tid(0, 0)), rt(route.Read)), b.peek(access(tid(0, 0)), rt(route.Read)); la.Usage != 50 || lb.Usage != 50 {
-		t.Errorf("usage seen by the replicas: %v and %v, want the shared count 50", la.Usage, lb.Usage)
+	q50 := limitfile.Limit{Type: limitfile.Queries, Resolution: limitfile.Minute, Value: 50}
+	la, oka := shown(t, a, tid(0, 0), q50)
+	lb, okb := shown(t, b, tid(0, 0), q50)
+	if !oka || !okb || la.Usage != 50 || lb.Usage != 50 || la.Source != fromShared && lb.Source != fromShared {
+		t.Errorf("usage seen by the replicas: %+v and %+v, want the shared count 50", la, lb)
 	}
 }
 
@@ -260,7 +265,7 @@ func TestSharedTLS(t *testing.T) {
 	ca, cert, key := writeTLSFiles(t, dir)
 	r := startRedis(t, "--tls-port", "0", "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no")
 	const limits = "limits:\n  - {type: queries, value: 3}\n"
-	g := sharedGate(t, limits, RedisConfig{URL: "rediss://" + r.addr, TLSCAFile: ca})
+	g := sharedGate(t, limits, RedisConfig{URL: "rediss://" + r.addr, TLS: tlsclient.Options{CAFile: ca}})
 	if passed := admitN(g, access(tid(1, 0)), 5); passed != 3 {
 		t.Errorf("%d of 5 passed", passed)
 	}
@@ -285,9 +290,10 @@ func TestRedisConfigErrors(t *testing.T) {
 		{RedisConfig{URL: "http://localhost:6379"}, "want redis://[user:password@]host:port[/db] or rediss://"},
 		{RedisConfig{URL: "redis://:pw@"}, "want redis://"},
 		{RedisConfig{URL: "redis://localhost/x/y"}, "invalid URL path"},
-		{RedisConfig{URL: "redis://:pw@localhost", TLSCAFile: "/ca.pem"}, "-ratelimit.redis.tls* flags are set but -ratelimit.redis.url=\"redis://localhost\" is not rediss://"},
-		{RedisConfig{URL: "rediss://localhost", TLSCAFile: "/nonexistent/ca.pem"}, "-ratelimit.redis.tlsCAFile"},
-		{RedisConfig{URL: "rediss://localhost", TLSCertFile: path}, "must be set together"},
+		{RedisConfig{URL: "redis://:pw@localhost", TLS: tlsclient.Options{CAFile: "/ca.pem"}}, "-ratelimit.redis.tls* flags are set but -ratelimit.redis.url=\"redis://localhost\" is not rediss://"},
+		{RedisConfig{URL: "redis://localhost", TLS: tlsclient.Options{KeyFile: "/key.pem"}}, "-ratelimit.redis.tls* flags are set but"},
+		{RedisConfig{URL: "rediss://localhost", TLS: tlsclient.Options{CAFile: "/nonexistent/ca.pem"}}, "-ratelimit.redis.tlsCAFile"},
+		{RedisConfig{URL: "rediss://localhost", TLS: tlsclient.Options{CertFile: path}}, "must be set together"},
 	} {
 		_, err := New(Config{ConfigPath: path, Datasource: testDatasource, Redis: tc.rc})
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), ":pw@") {

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"math"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -174,10 +175,8 @@ func (p *rules) tenantState(usage map[usageKey]float64, id tenant.ID, ls []limit
 }
 
 func (st *tenantState) countedSet(t limitfile.Type, k limitfile.Key) *countedSet {
-	for i := range st.counted {
-		if st.counted[i].typ == t && st.counted[i].key == k {
-			return &st.counted[i]
-		}
+	if i := slices.IndexFunc(st.counted, func(c countedSet) bool { return c.typ == t && c.key == k }); i >= 0 {
+		return &st.counted[i]
 	}
 	st.counted = append(st.counted, countedSet{typ: t, key: k, keyID: intern(k)})
 	return &st.counted[len(st.counted)-1]

@@ -3,13 +3,13 @@ package server
 import (
 	"encoding/json"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/accesslog"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // TestServerRefusalsLogged: what the server refuses before the gateway sees a request (outside the path prefix,
@@ -62,18 +62,7 @@ func TestServerRefusalsLogged(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]map[string]any{}
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("%s: %q", err, line)
-		}
-		got[m["request_id"].(string)] = m
-	}
+	got := vmtest.JSONLines(t, path, "request_id")
 	for id, want := range map[string][3]string{"outside": {"404", "", `path "/other" is outside -http.pathPrefix="/gw"`},
 		"big": {"431", "", "the request line and headers are"}, "metrics-key": {"401", "/metrics", "/metrics needs the authKey"},
 		"health": {"200", "/health", ""}, "proxied": {"204", "", ""}} {

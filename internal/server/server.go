@@ -84,18 +84,48 @@ var (
 
 type connStartKey struct{}
 
-// New checks the config and loads TLS certificates; Start binds the listeners.
-func New(cfg Config) (*Server, error) {
+// Validate checks what the flags say, certificates loaded, without building anything: the app calls it before it
+// builds the components that run in the background, so a bad flag stops the start with nothing to undo.
+func (cfg Config) Validate() error {
 	if len(cfg.ListenAddrs) == 0 {
-		return nil, errors.New("-httpListenAddr is empty: give at least one address to listen on, e.g. -httpListenAddr=:8431")
+		return errors.New("-httpListenAddr is empty: give at least one address to listen on, e.g. -httpListenAddr=:8431")
 	}
 	if cfg.PathPrefix != "" && (!strings.HasPrefix(cfg.PathPrefix, "/") || strings.Contains(cfg.PathPrefix, "//")) {
-		return nil, fmt.Errorf("-http.pathPrefix=%q must start with a single / (e.g. /gateway)", cfg.PathPrefix)
+		return fmt.Errorf("-http.pathPrefix=%q must start with a single / (e.g. /gateway)", cfg.PathPrefix)
+	}
+	if cfg.BasicAuthUsername == "" && cfg.BasicAuthPassword != "" {
+		return errors.New("-httpAuth.password is set without -httpAuth.username: set both or neither")
+	}
+	_, err := cfg.certLoaders()
+	return err
+}
+
+// certLoaders loads the certificate of each -tls listener; nil for a plain one.
+func (cfg Config) certLoaders() ([]*certLoader, error) {
+	loaders := make([]*certLoader, len(cfg.ListenAddrs))
+	for i, addr := range cfg.ListenAddrs {
+		if cfg.TLS == nil || !cfg.TLS(i) {
+			continue
+		}
+		c, err := newCertLoader(cfg.TLSCertFile(i), cfg.TLSKeyFile(i))
+		if err != nil {
+			return nil, fmt.Errorf("-tls is set for -httpListenAddr=%s: %w", addr, err)
+		}
+		loaders[i] = c
+	}
+	return loaders, nil
+}
+
+// New checks the config (see Validate) and loads TLS certificates; Start binds the listeners.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	loaders, err := cfg.certLoaders()
+	if err != nil {
+		return nil, err
 	}
 	cfg.PathPrefix = strings.TrimSuffix(cfg.PathPrefix, "/")
-	if cfg.BasicAuthUsername == "" && cfg.BasicAuthPassword != "" {
-		return nil, errors.New("-httpAuth.password is set without -httpAuth.username: set both or neither")
-	}
 	s := &Server{cfg: cfg, own: http.NewServeMux()}
 	s.own.HandleFunc("/health", s.health)
 	s.own.Handle("/metrics", s.keyed(cfg.MetricsAuthKey, "-metricsAuthKey", http.HandlerFunc(writeMetrics), true))
@@ -105,11 +135,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	for i, addr := range cfg.ListenAddrs {
 		var tlsCfg *tls.Config
-		if cfg.TLS != nil && cfg.TLS(i) {
-			c, err := newCertLoader(cfg.TLSCertFile(i), cfg.TLSKeyFile(i))
-			if err != nil {
-				return nil, fmt.Errorf("-tls is set for -httpListenAddr=%s: %w", addr, err)
-			}
+		if c := loaders[i]; c != nil {
 			tlsCfg = &tls.Config{GetCertificate: c.get, MinVersion: max(cfg.TLSMinVersion, tls.VersionTLS12)}
 		}
 		s.servers = append(s.servers, &http.Server{

@@ -99,5 +99,8 @@ func TestConfigErrors(t *testing.T) {
 		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: got %v, want %q", tc.cfg, err, tc.want)
 		}
+		if err := tc.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate %+v: got %v, want %q", tc.cfg, err, tc.want)
+		}
 	}
 }

@@ -49,10 +49,8 @@ func ParseKey(s string) (Key, error) {
 		if name == "" || strings.TrimSpace(name) != name || len(name) > maxClaimName {
 			return Key{}, fmt.Errorf("want a claim name after claim: without surrounding spaces, at most %d bytes, e.g. claim:sub; got %q", maxClaimName, s)
 		}
-		for _, r := range name {
-			if r < 0x20 || r == 0x7f {
-				return Key{}, fmt.Errorf("the claim name in %q has a control character", s)
-			}
+		if strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return Key{}, fmt.Errorf("the claim name in %q has a control character", s)
 		}
 		return Key{Claim: name}, nil
 	case "label":

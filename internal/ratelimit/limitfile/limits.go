@@ -5,12 +5,8 @@
 package limitfile
 
 import (
-	"bytes"
-	"errors"
-	"fmt"
-	"io"
 	"math"
-	"strconv"
+	"slices"
 
 	"go.yaml.in/yaml/v3"
 
@@ -119,21 +115,12 @@ func (l *Set) ForTenant(id tenant.ID) []Limit {
 	}
 	out := append([]Limit(nil), own...)
 	for _, d := range l.defaults {
-		if !replaces(own, d) {
+		// A tenant's own limit of the same type, resolution and key takes the place of the default.
+		if !slices.ContainsFunc(own, func(o Limit) bool { return o.Type == d.Type && o.Resolution == d.Resolution && o.Key == d.Key }) {
 			out = append(out, d)
 		}
 	}
 	return out
-}
-
-// replaces reports whether one of a tenant's own limits takes the place of the default d.
-func replaces(own []Limit, d Limit) bool {
-	for _, l := range own {
-		if l.Type == d.Type && l.Resolution == d.Resolution && l.Key == d.Key {
-			return true
-		}
-	}
-	return false
 }
 
 func newSet(all []Limit) *Set {
@@ -153,79 +140,38 @@ func newSet(all []Limit) *Set {
 
 const idRange = "an integer in [0..4294967295]"
 
-// Parse reads a limits config. source names it in errors (the file path or URL, as ShowSource shows it); an
+// Parse reads a limits config. source names it in errors (the file path or URL, as confsource.Show shows it); an
 // invalid config gives a *confsource.Problems listing every problem with its line.
 func Parse(data []byte, source string) (*Set, error) {
-	p := confsource.NewProblems("limits config", source)
+	list, p, err := confsource.TopList{What: "limits config", Key: "limits", Items: "limits", ForNone: "for no limits"}.Parse(data, source)
+	if err != nil {
+		return nil, err
+	}
 	addf := p.Add
-	var doc yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, emptyConfig(source)
-		}
-		return nil, fmt.Errorf("cannot parse the limits config %s: %w", source, err)
-	}
-	var second yaml.Node
-	if err := dec.Decode(&second); err == nil {
-		addf(&second, "a second YAML document: the limits config is one document")
-	} else if !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("cannot parse the limits config %s: %w", source, err)
-	}
-
-	if len(doc.Content) == 0 {
-		return nil, emptyConfig(source)
-	}
-	root := confsource.Resolve(doc.Content[0])
-	var list *yaml.Node
-	if root.Kind != yaml.MappingNode {
-		addf(root, "want a mapping with a `limits:` list, got %s", describe(root))
-	} else {
-		confsource.EachKey(root, addf, func(key, val *yaml.Node) {
-			if key.Value != "limits" {
-				addf(key, "unknown key %q: the only top-level key is `limits`", key.Value)
-				return
-			}
-			list = val
-		})
-		if list == nil {
-			addf(root, "no `limits:` key (write `limits: []` for no limits)")
-		}
-	}
-
 	var all []Limit
 	if list != nil {
-		if list.Kind != yaml.SequenceNode {
-			addf(list, "limits: want a list of limits, got %s", describe(list))
-		} else {
-			// A limit is identified by its meter and whom it is for; its value is what may differ.
-			seen := map[Limit]int{}
-			for _, item := range list.Content {
-				item = confsource.Resolve(item)
-				l, ok := parseLimit(item, addf)
-				if !ok {
-					continue
-				}
-				id := l
-				id.Value = 0
-				if line, dup := seen[id]; dup {
-					addf(item, "duplicate limit: %s already has %s at line %d", who(l), what(l), line)
-					continue
-				}
-				seen[id] = item.Line
-				all = append(all, l)
+		// A limit is identified by its meter and whom it is for; its value is what may differ.
+		seen := map[Limit]int{}
+		for _, item := range list.Content {
+			item = confsource.Resolve(item)
+			l, ok := parseLimit(item, addf)
+			if !ok {
+				continue
 			}
+			id := l
+			id.Value = 0
+			if line, dup := seen[id]; dup {
+				addf(item, "duplicate limit: %s already has %s at line %d", who(l), what(l), line)
+				continue
+			}
+			seen[id] = item.Line
+			all = append(all, l)
 		}
 	}
 	if err := p.Err(); err != nil {
 		return nil, err
 	}
 	return newSet(all), nil
-}
-
-// emptyConfig refuses an empty config: more often a truncated file or download than a wish for no limits.
-func emptyConfig(source string) error {
-	return fmt.Errorf("the limits config %s is empty: want a `limits:` list (write `limits: []` for no limits)", source)
 }
 
 func who(l Limit) string {
@@ -250,7 +196,7 @@ type addFunc func(n *yaml.Node, format string, args ...any)
 
 func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 	if item.Kind != yaml.MappingNode {
-		addf(item, "want a limit (a mapping with type and value), got %s", describe(item))
+		addf(item, "want a limit (a mapping with type and value), got %s", confsource.Describe(item))
 		return Limit{}, false
 	}
 	var l Limit
@@ -278,12 +224,12 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 	if typeNode == nil {
 		addf2(item, "the limit has no type: want one of "+typeList)
 	} else if l.Type = parseType(typeNode); l.Type == 0 {
-		addf2(typeNode, "type: want one of "+typeList+", got %s", describe(typeNode))
+		addf2(typeNode, "type: want one of "+typeList+", got %s", confsource.Describe(typeNode))
 	}
 	if valueNode == nil {
 		addf2(item, "the limit has no value: want a positive integer")
 	} else if v, ok := parseInt(valueNode, math.MaxInt64); !ok || v == 0 {
-		addf2(valueNode, "value: want a positive integer, got %s", describe(valueNode))
+		addf2(valueNode, "value: want a positive integer, got %s", confsource.Describe(valueNode))
 	} else {
 		l.Value = v
 	}
@@ -309,7 +255,7 @@ func parseResolution(t Type, n *yaml.Node, addf addFunc) Resolution {
 	case isScalar(n, "hour"):
 		return Hour
 	default:
-		addf(n, "resolution: want minute or hour, got %s", describe(n))
+		addf(n, "resolution: want minute or hour, got %s", confsource.Describe(n))
 	}
 	return 0
 }
@@ -320,14 +266,14 @@ func parseTenant(acc, proj *yaml.Node, addf addFunc) (id tenant.ID, has bool) {
 		if v, ok := parseInt(acc, math.MaxUint32); ok {
 			id.AccountID, has = uint32(v), true
 		} else {
-			addf(acc, "account_id: want %s, got %s", idRange, describe(acc))
+			addf(acc, "account_id: want %s, got %s", idRange, confsource.Describe(acc))
 		}
 	}
 	if proj != nil {
 		if v, ok := parseInt(proj, math.MaxUint32); ok {
 			id.ProjectID = uint32(v)
 		} else {
-			addf(proj, "project_id: want %s, got %s", idRange, describe(proj))
+			addf(proj, "project_id: want %s, got %s", idRange, confsource.Describe(proj))
 		}
 		if acc == nil {
 			addf(proj, "project_id without account_id: a limit is for one tenant (account_id, and project_id which defaults to 0) or, without both, for all tenants")
@@ -339,7 +285,7 @@ func parseTenant(acc, proj *yaml.Node, addf addFunc) (id tenant.ID, has bool) {
 // parseLimitKey reads the key of a limit of type t.
 func parseLimitKey(t Type, n *yaml.Node, addf addFunc) Key {
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
-		addf(n, "key: want claim:<name> or label:<name>, got %s", describe(n))
+		addf(n, "key: want claim:<name> or label:<name>, got %s", confsource.Describe(n))
 		return Key{}
 	}
 	k, err := ParseKey(n.Value)
@@ -359,10 +305,8 @@ func parseType(n *yaml.Node) Type {
 	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
 		return 0
 	}
-	for t, name := range typeNames {
-		if name != "" && n.Value == name {
-			return Type(t)
-		}
+	if t := slices.Index(typeNames[:], n.Value); n.Value != "" && t > 0 {
+		return Type(t)
 	}
 	return 0
 }
@@ -381,23 +325,4 @@ func parseInt(n *yaml.Node, max uint64) (uint64, bool) {
 		return 0, false
 	}
 	return v, true
-}
-
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	}
-	switch n.ShortTag() {
-	case "!!null":
-		return "nothing"
-	case "!!str":
-		if _, err := strconv.ParseFloat(n.Value, 64); err == nil || n.Value == "true" || n.Value == "false" {
-			return strconv.Quote(n.Value) + " (a quoted string)"
-		}
-		return strconv.Quote(n.Value)
-	}
-	return n.Value
 }

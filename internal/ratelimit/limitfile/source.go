@@ -19,15 +19,11 @@ func ValidateFile(pathOrURL string) error {
 	if err != nil {
 		return err
 	}
-	_, err = Parse(data, ShowSource(pathOrURL))
+	_, err = Parse(data, confsource.Show(pathOrURL))
 	return err
 }
 
-// ShowSource names a config in messages: a URL without credentials or query args.
-func ShowSource(s string) string { return confsource.Show(s) }
-
-// ReadConfig reads a config given as a file path or an http(s) URL, bounded in size and time (the limits configs
-// of -ratelimit.config and -querylimits.config).
+// ReadConfig reads the limits config of -ratelimit.config, a file path or an http(s) URL, bounded in size and time.
 func ReadConfig(ctx context.Context, pathOrURL string) ([]byte, error) {
 	if pathOrURL == "" {
 		return nil, fmt.Errorf("no limits config: set -ratelimit.config to a file path or an http(s) URL")
