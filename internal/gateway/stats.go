@@ -69,13 +69,19 @@ type costSink struct {
 }
 
 // withCost marks a query of a caller with cost limits, so that the stats of its answer are counted, and asks the
-// upstream for the answer uncompressed: the stats of a compressed one cannot be read.
+// upstream for the answer uncompressed (the stats of a compressed one cannot be read) and in full (GET for HEAD).
 func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route) *http.Request {
 	if g.costs == nil || rt.API != "query" && rt.API != "query_range" || !g.costs.Costed(a) {
 		return r
 	}
 	r.Header.Set("Accept-Encoding", "identity")
-	return r.WithContext(context.WithValue(r.Context(), costKey{}, costSink{g.costs, a}))
+	r = r.WithContext(context.WithValue(r.Context(), costKey{}, costSink{g.costs, a}))
+	if r.Method == http.MethodHead {
+		// VictoriaMetrics runs a HEAD query in full and only drops the answer, whose stats would go unread: the
+		// upstream is asked with GET, and the client's HEAD answer still gets no body (the server drops it).
+		r.Method = http.MethodGet
+	}
+	return r
 }
 
 func recordStats(s queryStats, ok bool) {
