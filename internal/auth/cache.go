@@ -17,7 +17,7 @@ type cache[V any] struct {
 	mask    uint64
 	genSize int
 	// epoch counts clears. A value computed before a clear (a token verified with a key the clear is for) must not
-	// be stored after it: put takes the epoch read before the work and drops the value when it changed.
+	// be stored after it: putSince takes the epoch read before the work and drops the value when it changed.
 	epoch atomic.Uint64
 }
 
@@ -78,8 +78,8 @@ func (c *cache[V]) get(token string, now int64) V {
 	return e.val
 }
 
-// now is the epoch to pass to put for a value computed from here on.
-func (c *cache[V]) now() uint64 {
+// currentEpoch is the epoch to pass to putSince for a value computed from here on.
+func (c *cache[V]) currentEpoch() uint64 {
 	if c == nil {
 		return 0
 	}
@@ -87,10 +87,10 @@ func (c *cache[V]) now() uint64 {
 }
 
 func (c *cache[V]) put(token string, val V, notBefore, notAfter int64) {
-	c.putSince(token, val, notBefore, notAfter, c.now())
+	c.putSince(token, val, notBefore, notAfter, c.currentEpoch())
 }
 
-// putSince is put unless the cache was cleared since epoch (from now) was read.
+// putSince is put unless the cache was cleared since epoch (from currentEpoch) was read.
 func (c *cache[V]) putSince(token string, val V, notBefore, notAfter int64, epoch uint64) {
 	if c == nil {
 		return

@@ -110,7 +110,7 @@ func (v *Verifier) verify(token string) (*Access, *Error) {
 	cacheMisses.Inc()
 	// Both read before verification: a set published meanwhile must void what is remembered below, and a cache
 	// cleared meanwhile (a key removed) must not get this token back.
-	epoch := v.cache.now()
+	epoch := v.cache.currentEpoch()
 	keys := v.keys.keys()
 	a, c, err := v.verifyUncached(token, now, epoch)
 	if err != nil {
