@@ -58,8 +58,8 @@ run:
 	@$(MAKE) --no-print-directory build
 	VM_URL=$(VM_URL) ./scripts/run.sh
 
-# The Go benchmarks (bench-results/go-bench.txt), then the end-to-end comparison of direct access, vmgateway and
-# vmauth (bench/, docs/benchmarks.md). Pass its flags in BENCHFLAGS, e.g. make bench BENCHFLAGS='-duration 5s'.
+# The Go benchmarks (bench-results/go-bench.txt), then the end-to-end comparison of direct access, vmgateway, vmauth,
+# haproxy, nginx and a bare ReverseProxy, and the real-work round (bench/, docs/benchmarks.md). Pass its flags in BENCHFLAGS, e.g. make bench BENCHFLAGS='-duration 5s'.
 bench:
 	@mkdir -p bench-results
 	@{ $(GO) test -run '^$$' -bench . -benchmem ./... 2>&1; echo $$? > bench-results/go-bench.rc; } | tee bench-results/go-bench.txt

@@ -131,3 +131,34 @@ func TestPairedRatio(t *testing.T) {
 		t.Errorf("targets = %+v; want the read throughput target met at 1.25", res.Targets)
 	}
 }
+
+// The dashboard mix: one valid request per query; direct ones carry the proxies' restriction and no token.
+func TestDashboardRequests(t *testing.T) {
+	realEnd = 1700003600
+	for _, direct := range []bool{false, true} {
+		raws := dashboardRequests("127.0.0.1:1", "tok", direct)
+		if len(raws) != len(dashboardQueries) {
+			t.Fatalf("%d requests for %d queries", len(raws), len(dashboardQueries))
+		}
+		for i, raw := range raws {
+			br := bufio.NewReader(bytes.NewReader(raw))
+			r, err := http.ReadRequest(br)
+			if err != nil || br.Buffered() != 0 {
+				t.Fatalf("request %d: %v, %d bytes left over", i, err, br.Buffered())
+			}
+			q := r.URL.Query()
+			if q.Get("query") != dashboardQueries[i].query {
+				t.Errorf("request %d: query %q; want %q", i, q.Get("query"), dashboardQueries[i].query)
+			}
+			if dashboardQueries[i].instant != (r.URL.Path == "/api/v1/query") || (q.Get("time") != "1700003600" && q.Get("end") != "1700003600") {
+				t.Errorf("request %d: %s", i, r.URL)
+			}
+			if got := q.Get("extra_label"); direct != (got == "team=dev") {
+				t.Errorf("request %d (direct %v): extra_label %q", i, direct, got)
+			}
+			if got := r.Header.Get("Authorization"); direct != (got == "") {
+				t.Errorf("request %d (direct %v): Authorization %q", i, direct, got)
+			}
+		}
+	}
+}

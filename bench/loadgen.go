@@ -69,14 +69,15 @@ func rawRequest(wl, addr, token string) []byte {
 	return []byte(b.String())
 }
 
-// runLoad sends req to addr over conns connections: warm for warm, then measure for dur. onStart and onEnd run
-// right at the edges of the measured window (CPU and RSS samples).
-func runLoad(ctx context.Context, addr string, req []byte, conns int, warm, dur time.Duration, onStart, onEnd func()) loadResult {
+// runLoad sends reqs to addr over conns connections, each connection taking them in turn from its own starting
+// point (a mix is spread evenly at any moment): warm for warm, then measure for dur. onStart and onEnd run right
+// at the edges of the measured window (CPU and RSS samples).
+func runLoad(ctx context.Context, addr string, reqs [][]byte, conns int, warm, dur time.Duration, onStart, onEnd func()) loadResult {
 	var phase atomic.Int32
 	workers := make([]*worker, conns)
 	var wg sync.WaitGroup
 	for i := range workers {
-		w := &worker{addr: addr, req: req, phase: &phase}
+		w := &worker{addr: addr, reqs: reqs, next: i % len(reqs), phase: &phase}
 		workers[i] = w
 		wg.Add(1)
 		go func() {
@@ -126,7 +127,8 @@ func sleep(ctx context.Context, d time.Duration) {
 
 type worker struct {
 	addr  string
-	req   []byte
+	reqs  [][]byte
+	next  int
 	phase *atomic.Int32
 
 	mu   sync.Mutex // guards conn against closeConn from runLoad; the request loop never takes it
@@ -158,7 +160,9 @@ func (w *worker) run() {
 			w.mu.Unlock()
 		}
 		start := time.Now()
-		status, keep, err := roundTrip(conn, br, w.req)
+		req := w.reqs[w.next]
+		w.next = (w.next + 1) % len(w.reqs)
+		status, keep, err := roundTrip(conn, br, req)
 		d := time.Since(start)
 		ph = w.phase.Load()
 		switch {

@@ -1,10 +1,14 @@
 //go:build linux
 
 // Command bench measures what vmgateway costs per request, side by side with direct access to the upstream and
-// with vmauth, on loopback: one fast in-process upstream, the real vmgateway binary (auth on with an RS256 token
-// carrying extra_labels, rate limiting on) and the real vmauth binary (a bearer-token user whose url_prefix
-// carries extra_label), all driven by the same load generator with the same concurrency and duration, in
-// interleaved rounds. It prints a table and writes the figures as JSON. Run it from the module root:
+// with the other proxies, on loopback: one fast in-process upstream; the real vmgateway binary (auth on with an
+// RS256 token carrying extra_labels, rate limiting on); vmauth (v1.151 by default, built when missing: a JWT user
+// whose url_prefix takes extra_label from the token); haproxy and nginx passing requests through (the Debian
+// packages, installed when missing); and a bare httputil.ReverseProxy (this binary run again). All are driven by
+// the same load generator with the same concurrency and duration, in interleaved rounds. Then the real-work
+// round: a real VictoriaMetrics loaded with generated series answers a mix of dashboard queries, directly,
+// through the gateway and through vmauth. It prints a table with the gateway's ratio to each, and writes the
+// figures as JSON. Run it from the module root:
 //
 //	go run ./bench                 # or: make bench
 //	go run ./bench -duration 5s -rounds 1 -stream.mib 64
@@ -35,15 +39,22 @@ var (
 	outDir      = flag.String("out", "bench-results", "Directory for latest.json, the CPU profile and the logs of the processes under test")
 	gatewayBin  = flag.String("gateway.bin", "", "A vmgateway binary to measure; empty builds ./cmd/vmgateway from the current tree")
 	baselineBin = flag.String("baseline.bin", "", "Another vmgateway binary (e.g. built from the main branch) to measure in the same interleaved rounds as \"baseline\", to compare a change with")
-	vmauthBin   = flag.String("vmauth.bin", "/usr/bin/vmauth", "The vmauth binary to compare with; empty skips vmauth")
+	vmauthBin   = flag.String("vmauth.bin", "/root/vmbin/vmauth", "The vmauth binary to compare with, built with go install (-vmauth.version) when missing; empty skips vmauth")
 	streamMiB   = flag.Int("stream.mib", 512, "Size of the streaming check's write body in MiB; 0 skips the check")
-	profile     = flag.Bool("profile", true, "After the rounds, run one more vmgateway read run while taking a CPU profile of the gateway (not counted in the table)")
+	profile     = flag.Bool("profile", true, "After the rounds, run one more vmgateway read run (and dashboard run, with -realwork) while taking a CPU profile of the gateway (not counted in the table)")
 	twoBackends = flag.Bool("twoBackends", true, "Also measure vmgateway with two -read.url and -write.url backends (the upstream twice) as \"vmgateway-2be\": the cost of balancing against one backend")
 	goBenchFile = flag.String("gobench", "bench-results/go-bench.txt", "Output of the Go benchmarks, to report the cached-auth and rate-limit targets from; a missing file is skipped")
 )
 
 func main() {
 	flag.Parse()
+	if *reverseProxyListen != "" {
+		if err := serveReverseProxy(*reverseProxyListen, *reverseProxyUpstream); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: reverse proxy: %s\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %s\n", err)
 		os.Exit(1)
@@ -119,19 +130,40 @@ func run() error {
 		targets = append(targets, &target{name: "baseline", kind: "vmgateway", addr: bl.addr, proc: bl})
 	}
 	if *vmauthBin != "" {
-		va, err := startVMAuth(ctx, *vmauthBin, tmp, up.addr, cred)
+		if err := ensureVMAuth(*vmauthBin); err != nil {
+			return err
+		}
+		va, err := startVMAuth(ctx, "vmauth", *vmauthBin, tmp, up.addr, cred)
 		if err != nil {
 			return err
 		}
 		defer va.stop()
-		targets = append(targets, &target{name: "vmauth", kind: "vmauth", addr: va.addr, proc: va})
+		targets = append(targets, &target{name: "vmauth", kind: "vmauth", addr: va.addr, proc: va, token: cred.tokenFor("vmauth")})
+	}
+	for _, pt := range []struct {
+		on    bool
+		start func() (*process, error)
+	}{
+		{*withHAProxy, func() (*process, error) { return startHAProxy(ctx, tmp, up.addr) }},
+		{*withNginx, func() (*process, error) { return startNginx(ctx, tmp, up.addr) }},
+		{*withReverseProxy, func() (*process, error) { return startReverseProxy(ctx, up.addr) }},
+	} {
+		if !pt.on {
+			continue
+		}
+		p, err := pt.start()
+		if err != nil {
+			return err
+		}
+		defer p.stop()
+		targets = append(targets, &target{name: p.name, kind: "passthrough", addr: p.addr, proc: p})
 	}
 	for _, t := range targets {
 		if err := sanityCheck(t, up, cred.token); err != nil {
 			return err
 		}
 	}
-	fmt.Println("sanity checks passed: vmgateway and vmauth both add team=dev before the upstream sees a request")
+	fmt.Println("sanity checks passed: vmgateway and vmauth both add team=dev before the upstream sees a request; the pass-through proxies answer")
 
 	if *streamMiB > 0 {
 		for _, t := range targets[1:] {
@@ -156,15 +188,31 @@ func run() error {
 					return err
 				}
 				res.Runs = append(res.Runs, r)
-				fmt.Printf("%-5s round %d %-9s %9.0f req/s  p50 %7.0f µs  p99 %7.0f µs  cpu %6.1f ms/1k  others %.2f cores  errors %d\n",
-					wl, round, t.name, r.RPS, r.P50us, r.P99us, r.CPUPer1k, r.OtherCores, r.Errors)
+				printRun(r)
 			}
 		}
 	}
 	res.summarize(targets, wls, *rounds)
 
+	if *realWork {
+		rts, stopReal, err := startRealWork(ctx, tmp, bin, cred)
+		if err != nil {
+			return err
+		}
+		err = res.realWorkRounds(ctx, rts, cred.token)
+		if err == nil && *profile {
+			if perr := profileGateway(ctx, rts[1], "dashboard", bin, cred, res); perr != nil {
+				fmt.Fprintf(os.Stderr, "bench: profile: %s\n", perr)
+			}
+		}
+		stopReal()
+		if err != nil {
+			return err
+		}
+	}
+
 	if *profile && slices.Contains(wls, "read") {
-		if err := profileGateway(ctx, targets[1], bin, cred, res); err != nil {
+		if err := profileGateway(ctx, targets[1], "read", bin, cred, res); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: profile: %s\n", err)
 		}
 	}
@@ -196,4 +244,28 @@ func parseWorkloads(s string) ([]string, error) {
 		return nil, errors.New("-workloads is empty; want read and/or write")
 	}
 	return out, nil
+}
+
+func printRun(r Run) {
+	fmt.Printf("%-9s round %d %-13s %9.0f req/s  p50 %7.0f µs  p99 %7.0f µs  cpu %6.1f ms/1k  others %.2f cores  errors %d\n",
+		r.Workload, r.Round, r.Target, r.RPS, r.P50us, r.P99us, r.CPUPer1k, r.OtherCores, r.Errors)
+}
+
+// realWorkRounds measures the real-work targets in interleaved rounds, like the others.
+func (res *Results) realWorkRounds(ctx context.Context, targets []*target, token string) error {
+	for round := 1; round <= *rounds; round++ {
+		for _, t := range targets {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			r, err := measure(ctx, t, "dashboard", round, token, nil)
+			if err != nil {
+				return err
+			}
+			res.Runs = append(res.Runs, r)
+			printRun(r)
+		}
+	}
+	res.summarize(targets, []string{"dashboard"}, *rounds)
+	return nil
 }

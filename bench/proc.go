@@ -150,10 +150,18 @@ func machineInfo(vmauthBin string) Machine {
 		m.Kernel = strings.TrimSpace(string(b))
 	}
 	if vmauthBin != "" {
-		// The Debian build prints an empty -version; the package knows it.
-		m.VMAuthVersion = strings.TrimSpace(output("dpkg-query", "-W", "-f=${Version}", "victoria-metrics"))
+		m.VMAuthVersion = strings.TrimSpace(output(vmauthBin, "-version"))
 		if m.VMAuthVersion == "" {
-			m.VMAuthVersion = strings.TrimSpace(output(vmauthBin, "-version"))
+			// A go install build has no version stamped; its module version is in the binary.
+			for _, l := range strings.Split(output("go", "version", "-m", vmauthBin), "\n") {
+				if f := strings.Fields(l); len(f) >= 3 && f[0] == "mod" {
+					m.VMAuthVersion = f[2]
+				}
+			}
+		}
+		if m.VMAuthVersion == "" && strings.HasPrefix(vmauthBin, "/usr/bin/") {
+			// The Debian build prints an empty -version; the package knows it.
+			m.VMAuthVersion = strings.TrimSpace(output("dpkg-query", "-W", "-f=${Version}", "victoria-metrics"))
 		}
 	}
 	m.LoadAvgStart = loadAvg()

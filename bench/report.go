@@ -17,15 +17,15 @@ import (
 
 // Results is everything one bench run found; it is written as latest.json.
 type Results struct {
-	Machine Machine             `json:"machine"`
-	Config  Config              `json:"config"`
-	Summary []Summary           `json:"summary"`
-	Ratios  []Ratio             `json:"ratios"`
-	Stream  []Stream            `json:"stream,omitempty"`
-	Targets []TargetCheck       `json:"targets"`
-	GoBench map[string]GoResult `json:"go_bench,omitempty"`
-	Profile *Profile            `json:"profile,omitempty"`
-	Runs    []Run               `json:"runs"`
+	Machine  Machine             `json:"machine"`
+	Config   Config              `json:"config"`
+	Summary  []Summary           `json:"summary"`
+	Ratios   []Ratio             `json:"ratios"`
+	Stream   []Stream            `json:"stream,omitempty"`
+	Targets  []TargetCheck       `json:"targets"`
+	GoBench  map[string]GoResult `json:"go_bench,omitempty"`
+	Profiles []*Profile          `json:"profiles,omitempty"`
+	Runs     []Run               `json:"runs"`
 }
 
 // Config is how the load was generated.
@@ -116,8 +116,11 @@ func (res *Results) summarize(targets []*target, wls []string, rounds int) {
 				CPUPer1k: median(cpu), SysCPUPer1k: median(sys), PeakRSSMiB: median(rss), DriverCPUPer1k: median(drv), OtherCores: median(oth), Errors: errs,
 			})
 		}
-		for _, to := range []string{"direct", "baseline", "vmauth"} {
-			if r, ok := res.pairedRatio(wl, "vmgateway", to, rounds); ok {
+		for _, t := range targets {
+			if t.name == "vmgateway" {
+				continue
+			}
+			if r, ok := res.pairedRatio(wl, "vmgateway", t.name, rounds); ok {
 				res.Ratios = append(res.Ratios, r)
 			}
 		}
@@ -192,6 +195,20 @@ func (res *Results) evaluateTargets() {
 		if r := res.ratio(wl, "vmauth"); r != nil {
 			add("gateway/vmauth throughput, "+wl, fmt.Sprintf(">= 1.0 at %d connections", res.Config.Concurrency), r.RPS, "ratio", r.RPS >= 1.0, "end-to-end, median of rounds")
 		}
+	}
+	// Issue 22's goals, side by side with a C proxy that only passes requests through.
+	if r := res.ratio("read", "haproxy"); r != nil {
+		add("gateway/haproxy throughput, read", ">= 0.8", r.RPS, "ratio", r.RPS >= 0.8, "end-to-end, median of per-round ratios")
+		if r.CPU != nil {
+			add("gateway/haproxy CPU per read request", "<= 1.3", *r.CPU, "ratio", *r.CPU <= 1.3, "end-to-end, /proc/<pid>/stat")
+		}
+		add("gateway/haproxy p99, read", "<= 1.5", r.P99, "ratio", r.P99 <= 1.5, "end-to-end, median of per-round ratios")
+	}
+	if r := res.ratio("read", "vmauth"); r != nil {
+		add("gateway/vmauth throughput, read (issue 22)", ">= 3.0", r.RPS, "ratio", r.RPS >= 3, "end-to-end, median of per-round ratios")
+	}
+	if r := res.ratio("dashboard", "direct"); r != nil {
+		add("gateway/direct throughput, dashboard mix on VictoriaMetrics", ">= 0.95", r.RPS, "ratio", r.RPS >= 0.95, "real-work round, median of per-round ratios")
 	}
 	if s := res.summary("read", "vmgateway"); s != nil {
 		add("gateway CPU per read request (with rewrite)", "<= 30 µs", s.CPUPer1k, "µs", s.CPUPer1k <= 30, "end-to-end, /proc/<pid>/stat")
@@ -280,10 +297,10 @@ func printTable(w io.Writer, res *Results) {
 				s.BodyMiB, s.Target+":", s.RSSBeforeMiB, s.PeakMiB, s.GrowthMiB, s.MiBPerSec, note)
 		}
 	}
-	if res.Profile != nil {
-		fmt.Fprintf(w, "\nCPU profile of vmgateway under the read load: %s", res.Profile.Path)
-		if res.Profile.TopPath != "" {
-			fmt.Fprintf(w, " (top functions: %s)", res.Profile.TopPath)
+	for _, p := range res.Profiles {
+		fmt.Fprintf(w, "\nCPU profile of vmgateway under the %s load: %s", p.Workload, p.Path)
+		if p.TopPath != "" {
+			fmt.Fprintf(w, " (top functions: %s)", p.TopPath)
 		}
 		fmt.Fprintln(w)
 	}

@@ -30,16 +30,42 @@ import (
 // target is one way to reach the upstream: directly, or through a proxy process.
 type target struct {
 	name string
-	kind string // direct, vmgateway or vmauth
+	kind string // direct, vmgateway, vmauth or passthrough (haproxy, nginx, a bare ReverseProxy)
 	addr string
 	proc *process // nil for direct
+	// token is the one this target accepts; empty: the gateway's.
+	token string
+	// concurrency is the load generator's connections for this target; 0: -concurrency.
+	concurrency int
+}
+
+func (t *target) conns() int {
+	if t.concurrency > 0 {
+		return t.concurrency
+	}
+	return *concurrency
+}
+
+// requests is the mix of raw requests the load generator sends to t for workload wl.
+func (t *target) requests(wl, token string) [][]byte {
+	if t.token != "" {
+		token = t.token
+	}
+	if wl == "dashboard" {
+		return dashboardRequests(t.addr, token, t.kind == "direct")
+	}
+	return [][]byte{rawRequest(wl, t.addr, token)}
 }
 
 // credentials are the RS256 key pair the gateway verifies with and the token both proxies accept.
 type credentials struct {
 	pubKeyFile string
+	pubKeyPEM  []byte
 	token      string
-	pprofKey   string
+	// vmauthToken carries the same restriction in vmauth's own vm_access claim (metrics_extra_labels), for its
+	// JWT users' {{.MetricsExtraLabels}} templating.
+	vmauthToken string
+	pprofKey    string
 }
 
 // The token's restriction: every read must be rewritten to carry it and every write must get it as extra_label.
@@ -57,8 +83,16 @@ func newCredentials(dir string) (*credentials, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &credentials{pubKeyFile: filepath.Join(dir, "jwt.pub.pem")}
-	if err := os.WriteFile(c.pubKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o600); err != nil {
+	c := &credentials{pubKeyFile: filepath.Join(dir, "jwt.pub.pem"), pubKeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})}
+	if err := os.WriteFile(c.pubKeyFile, c.pubKeyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	c.vmauthToken, err = jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
+		"sub":       "bench",
+		"exp":       time.Now().Add(24 * time.Hour).Unix(),
+		"vm_access": map[string]any{"metrics_extra_labels": []string{labelName + "=" + labelValue}},
+	}).SignedString(key)
+	if err != nil {
 		return nil, err
 	}
 	c.token, err = jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{
@@ -107,12 +141,25 @@ func startGateway(ctx context.Context, name, bin, dir, upstreamAddr string, c *c
 	}, extra...)...)
 }
 
-func startVMAuth(ctx context.Context, bin, dir, upstreamAddr string, c *credentials) (*process, error) {
-	cfgPath := filepath.Join(dir, "vmauth.yml")
-	// vmauth v1.79 merges the url_prefix query args into every proxied request, replacing a client's own
-	// extra_label: the nearest it comes to the gateway's job. It compares the bearer token as a string.
-	cfg := fmt.Sprintf("users:\n  - bearer_token: %q\n    url_prefix: %q\n", c.token,
-		"http://"+upstreamAddr+"/?extra_label="+labelName+"="+labelValue)
+func startVMAuth(ctx context.Context, name, bin, dir, upstreamAddr string, c *credentials) (*process, error) {
+	cfgPath := filepath.Join(dir, name+".yml")
+	var cfg string
+	if *vmauthJWT {
+		// vmauth v1.137+ verifies the JWT itself and fills the url_prefix's {{.MetricsExtraLabels}} from the token's
+		// vm_access claim: the nearest it comes to the gateway's job (it adds extra_label; it does not rewrite the
+		// query).
+		var keys strings.Builder
+		for _, l := range strings.Split(strings.TrimSpace(string(c.pubKeyPEM)), "\n") {
+			keys.WriteString("          " + l + "\n")
+		}
+		cfg = fmt.Sprintf("users:\n  - jwt:\n      public_keys:\n        - |\n%s    url_prefix: %q\n", keys.String(),
+			"http://"+upstreamAddr+"/?extra_label={{.MetricsExtraLabels}}")
+	} else {
+		// Older vmauth (v1.79) merges the url_prefix query args into every proxied request, replacing a client's own
+		// extra_label. It compares the bearer token as a string.
+		cfg = fmt.Sprintf("users:\n  - bearer_token: %q\n    url_prefix: %q\n", c.token,
+			"http://"+upstreamAddr+"/?extra_label="+labelName+"="+labelValue)
+	}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -120,8 +167,16 @@ func startVMAuth(ctx context.Context, bin, dir, upstreamAddr string, c *credenti
 	if err != nil {
 		return nil, err
 	}
-	return startProcess(ctx, "vmauth", bin, addr,
+	return startProcess(ctx, name, bin, addr,
 		"-auth.config="+cfgPath, "-httpListenAddr="+addr, "-loggerLevel=WARN", "-pprofAuthKey="+c.pprofKey)
+}
+
+// tokenFor is the token target kind accepts.
+func (c *credentials) tokenFor(kind string) string {
+	if kind == "vmauth" && *vmauthJWT {
+		return c.vmauthToken
+	}
+	return c.token
 }
 
 // process is a proxy under test, started with its log in -out.
@@ -206,6 +261,9 @@ func freeAddr() (string, error) {
 // sanityCheck makes sure each target does the job it is measured for before it is measured: the right answers,
 // and through a proxy, the restriction applied before the upstream sees a request.
 func sanityCheck(t *target, up *upstream, token string) error {
+	if t.token != "" {
+		token = t.token
+	}
 	do := func(method, path, tok string, body []byte) (int, []byte, error) {
 		req, err := http.NewRequest(method, "http://"+t.addr+path, bytes.NewReader(body))
 		if err != nil {
@@ -239,7 +297,8 @@ func sanityCheck(t *target, up *upstream, token string) error {
 		return fail("write: status %d, err %v", code, err)
 	}
 	writeArgs, _ := url.ParseQuery(up.last(&up.lastWrite))
-	if t.proc == nil {
+	if t.proc == nil || t.kind == "passthrough" {
+		// Nothing to enforce: the answers and the bodies came through.
 		return nil
 	}
 	want := labelName + "=" + labelValue
@@ -325,7 +384,7 @@ func measure(ctx context.Context, t *target, wl string, round int, token string,
 		}
 	}
 	onEnd := func() { sample(&proc1, &sys1, &self1, &busy1) }
-	lr := runLoad(ctx, t.addr, rawRequest(wl, t.addr, token), *concurrency, *warmup, *duration, onStart, onEnd)
+	lr := runLoad(ctx, t.addr, t.requests(wl, token), t.conns(), *warmup, *duration, onStart, onEnd)
 	if ctx.Err() != nil {
 		return Run{}, ctx.Err()
 	}
@@ -371,6 +430,9 @@ type Stream struct {
 }
 
 func streamCheck(ctx context.Context, t *target, up *upstream, token string, size int64) (Stream, error) {
+	if t.token != "" {
+		token = t.token
+	}
 	pid := t.proc.pid
 	reset := resetPeakRSS(pid)
 	before, _, err := memStatus(pid)
@@ -436,36 +498,37 @@ func (p *patternReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// Profile is the CPU profile of the gateway taken during one extra read run.
+// Profile is the CPU profile of the gateway taken during one extra run of a workload.
 type Profile struct {
-	Path    string `json:"path"`
-	TopPath string `json:"top_path,omitempty"`
-	Run     Run    `json:"run"`
+	Workload string `json:"workload"`
+	Path     string `json:"path"`
+	TopPath  string `json:"top_path,omitempty"`
+	Run      Run    `json:"run"`
 }
 
-func profileGateway(ctx context.Context, t *target, bin string, c *credentials, res *Results) error {
-	path := filepath.Join(*outDir, "gateway-read.cpu.pprof")
+func profileGateway(ctx context.Context, t *target, wl, bin string, c *credentials, res *Results) error {
+	path := filepath.Join(*outDir, "gateway-"+wl+".cpu.pprof")
 	secs := max(1, int(duration.Seconds())-1)
 	u := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d&authKey=%s", t.addr, secs, c.pprofKey)
 	errc := make(chan error, 1)
 	start := func() { go func() { errc <- fetch(ctx, u, path) }() }
-	fmt.Printf("profiling vmgateway during one more read run (%ds)\n", secs)
-	r, err := measure(ctx, t, "read", 0, c.token, start)
+	fmt.Printf("profiling vmgateway during one more %s run (%ds)\n", wl, secs)
+	r, err := measure(ctx, t, wl, 0, c.token, start)
 	if err != nil {
 		return err
 	}
 	if err := <-errc; err != nil {
 		return err
 	}
-	p := &Profile{Path: path, Run: r}
+	p := &Profile{Workload: wl, Path: path, Run: r}
 	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=40", bin, path).CombinedOutput()
 	if err == nil {
-		p.TopPath = filepath.Join(*outDir, "gateway-read.top.txt")
+		p.TopPath = filepath.Join(*outDir, "gateway-"+wl+".top.txt")
 		if err := os.WriteFile(p.TopPath, top, 0o644); err != nil {
 			return err
 		}
 	}
-	res.Profile = p
+	res.Profiles = append(res.Profiles, p)
 	return nil
 }
 

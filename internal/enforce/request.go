@@ -1,6 +1,7 @@
 package enforce
 
 import (
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -27,6 +28,9 @@ type Args struct {
 	Form url.Values
 	// Parsed holds the queries and selectors an earlier step of the request parsed (the query limits); nil for none.
 	Parsed *Parsed
+	// Handover says the caller gives the maps up: Request may rewrite them in place instead of copying them, and
+	// the caller uses only what Request returns. Their slices are still never written into.
+	Handover bool
 }
 
 // Request returns the args to forward for a request of route rt whose client sent in, and whether they differ
@@ -71,15 +75,22 @@ func (e *Enforcer) write(in Args, cluster bool) (Args, bool, error) {
 	if !e.Restricted() {
 		return in, false, nil
 	}
-	q := cloneValues(in.URL)
+	q := in.URL
+	if !in.Handover {
+		q = maps.Clone(q)
+	}
 	delete(q, argExtraLabel)
 	q[argExtraLabel] = append([]string(nil), e.extraLabelArgs...)
-	return Args{URL: q, Form: in.Form}, true, nil
+	return Args{URL: q, Form: in.Form, Handover: in.Handover}, true, nil
 }
 
 // read rewrites the selectors of a read or delete request in the URL query and in the form.
 func (e *Enforcer) read(in Args, rt route.Route, cluster bool) (Args, error) {
-	q, form := cloneValues(in.URL), cloneValues(in.Form)
+	// Copies of the maps only: rewriteValues replaces the slices it changes and never writes into the caller's.
+	q, form := in.URL, in.Form
+	if !in.Handover {
+		q, form = maps.Clone(q), maps.Clone(form)
+	}
 	if q == nil {
 		q = url.Values{}
 	}
@@ -105,19 +116,7 @@ func (e *Enforcer) read(in Args, rt route.Route, cluster bool) (Args, error) {
 		q[argExtraLabel] = append([]string(nil), e.extraLabelArgs...)
 		q[argExtraFiltersArr] = append([]string(nil), e.extraFiltersArgs...)
 	}
-	return Args{URL: q, Form: form}, nil
-}
-
-// cloneValues copies vs deeply, so that a rewrite leaves the caller's values alone; nil stays nil.
-func cloneValues(vs url.Values) url.Values {
-	if vs == nil {
-		return nil
-	}
-	out := make(url.Values, len(vs))
-	for k, v := range vs {
-		out[k] = append([]string(nil), v...)
-	}
-	return out
+	return Args{URL: q, Form: form, Handover: in.Handover}, nil
 }
 
 // rewriteValues rewrites the selector args in one set of values (the URL query or the form body).
@@ -149,13 +148,17 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool, p 
 	}
 	switch rt.Args {
 	case route.QueryArg:
-		qs := vs[argQuery]
-		for i, q := range qs {
+		// A new slice: the one in vs is the caller's (read copies the maps, not their values).
+		qs := make([]string, len(vs[argQuery]))
+		for i, q := range vs[argQuery] {
 			out, err := e.query(q, cluster, p)
 			if err != nil {
 				return err
 			}
 			qs[i] = out
+		}
+		if len(qs) > 0 {
+			vs[argQuery] = qs
 		}
 	case route.MatchArgs:
 		if len(vs[argMatch]) == 0 && len(vs[argMatchLegacy]) > 0 {

@@ -329,3 +329,43 @@ func TestRequestNoSelectors(t *testing.T) {
 		}
 	}
 }
+
+// cloneValues copies vs deeply, so that a comparison with it sees a change inside a slice too; nil stays nil.
+func cloneValues(vs url.Values) url.Values {
+	if vs == nil {
+		return nil
+	}
+	out := make(url.Values, len(vs))
+	for k, v := range vs {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
+}
+
+// TestRequestHandover: with the maps handed over, Request rewrites exactly as it does on a copy, and still never
+// writes into a slice of the caller's (the gateway's parsed values may share them with nothing, but a cache could).
+func TestRequestHandover(t *testing.T) {
+	for _, tc := range []struct {
+		e       *Enforcer
+		rt      route.Route
+		cluster bool
+	}{{devFiltered(t), rtQuery, false}, {devOnly(t), rtSeries, true}, {nil, rtExport, true}, {devOnly(t), rtWrite, false}, {devOnly(t), rtLabels, false}} {
+		in := Args{URL: v("query", "up", "match", "a", "extra_label", "team=ops", "x", "1"), Form: v("query", "b", "match[]", "c", "extra_filters[]", "{}")}
+		if tc.rt.Kind == route.Write {
+			in.Form = nil
+		}
+		want, wantChanged, wantErr := tc.e.Request(tc.rt, Args{URL: cloneValues(in.URL), Form: cloneValues(in.Form)}, tc.cluster)
+		query := in.URL["query"]
+		handed := Args{URL: in.URL, Form: in.Form, Handover: true}
+		got, changed, err := tc.e.Request(tc.rt, handed, tc.cluster)
+		if (err != nil) != (wantErr != nil) || changed != wantChanged {
+			t.Fatalf("%s: %v, changed=%v; on a copy %v, changed=%v", tc.rt.API, err, changed, wantErr, wantChanged)
+		}
+		if !reflect.DeepEqual(got.URL, want.URL) || !reflect.DeepEqual(got.Form, want.Form) {
+			t.Errorf("%s: handed over %v %v; on a copy %v %v", tc.rt.API, got.URL, got.Form, want.URL, want.Form)
+		}
+		if query[0] != "up" {
+			t.Errorf("%s: the caller's query slice was written into: %q", tc.rt.API, query)
+		}
+	}
+}

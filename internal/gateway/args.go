@@ -43,7 +43,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if err != nil {
 			return httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot parse the URL query %q: %s", r.URL.RawQuery, err))
 		}
-		out, changed, err := a.Enforcer.Request(rt, enforce.Args{URL: q}, g.cluster)
+		out, changed, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Handover: true}, g.cluster)
 		if err != nil {
 			return err
 		}
@@ -95,7 +95,8 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if removeTrace(a, q, form) {
 			changed = true
 		}
-		out, rewritten, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Form: form, Parsed: parsed}, g.cluster)
+		// The values are the gateway's own, parsed above, and only what Request returns is used from here on.
+		out, rewritten, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Form: form, Parsed: parsed, Handover: true}, g.cluster)
 		if err != nil {
 			return err
 		}

@@ -13,7 +13,8 @@ import (
 )
 
 // QueryLimiter judges a read request's shape against its tenant's query limits (querylimits.Limiter). Check
-// parses the queries through in.Parsed and returns the timeout to send upstream ("" for none) or the refusal.
+// parses the queries through in.Parsed and returns the timeout to send upstream ("" for none) or the refusal. The
+// args are lent for the call only: the enforcer rewrites them in place afterwards.
 type QueryLimiter interface {
 	Applies(a *auth.Access, rt route.Route) bool
 	Check(a *auth.Access, rt route.Route, in enforce.Args, now time.Time) (string, error)

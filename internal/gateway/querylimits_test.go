@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -29,7 +30,8 @@ type fakeQueryLimits struct {
 func (f *fakeQueryLimits) Applies(*auth.Access, route.Route) bool { return true }
 
 func (f *fakeQueryLimits) Check(_ *auth.Access, _ route.Route, in enforce.Args, _ time.Time) (string, error) {
-	f.args, f.form = in.URL, in.Form
+	// A copy: the maps are the gateway's, and the enforcer rewrites them after the limits have judged them.
+	f.args, f.form = maps.Clone(in.URL), maps.Clone(in.Form)
 	if q := in.URL.Get("query"); q != "" {
 		f.parsed, _ = in.Parsed.Parse(q)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -97,27 +98,48 @@ func recordStats(s queryStats, ok bool) {
 const tailSize = 256
 
 // statsTail keeps the last tailSize bytes of a body as it is read, and reports the stats found in them at EOF. An
-// answer cut short (Close before EOF) reports nothing.
+// answer cut short (Close before EOF) reports nothing. The tail is borrowed from tailPool for the time the answer
+// streams: one proxy goroutine reads and then closes a body, so it is returned exactly once, at EOF or at Close.
 type statsTail struct {
 	rc       io.ReadCloser
-	tail     [tailSize]byte
+	tail     *[tailSize]byte
 	n        int
 	done     func(queryStats, bool)
 	reported bool
 }
 
+var tailPool = sync.Pool{New: func() any { return new([tailSize]byte) }}
+
 func (s *statsTail) Read(p []byte) (int, error) {
 	n, err := s.rc.Read(p)
+	if s.reported {
+		return n, err
+	}
+	if s.tail == nil {
+		s.tail = tailPool.Get().(*[tailSize]byte)
+	}
 	s.keep(p[:n])
-	if err == io.EOF && !s.reported {
+	if err == io.EOF {
 		s.reported = true
 		st, ok := parseStats(s.tail[:s.n])
+		s.release()
 		s.done(st, ok)
 	}
 	return n, err
 }
 
-func (s *statsTail) Close() error { return s.rc.Close() }
+func (s *statsTail) Close() error {
+	s.reported = true
+	s.release()
+	return s.rc.Close()
+}
+
+func (s *statsTail) release() {
+	if s.tail != nil {
+		tailPool.Put(s.tail)
+		s.tail = nil
+	}
+}
 
 func (s *statsTail) keep(b []byte) {
 	if len(b) >= tailSize {
@@ -134,7 +156,7 @@ func (s *statsTail) keep(b []byte) {
 
 // parseStats reads "stats":{"seriesFetched":"N","executionTimeMsec":M} from the end of an answer.
 func parseStats(tail []byte) (queryStats, bool) {
-	i := bytes.LastIndex(tail, []byte(`"stats":`))
+	i := lastIndex(tail, statsKey)
 	if i < 0 {
 		return queryStats{}, false
 	}
@@ -153,6 +175,22 @@ func parseStats(tail []byte) (queryStats, bool) {
 		return queryStats{}, false
 	}
 	return queryStats{seriesFetched: n, execMsec: f}, true
+}
+
+var statsKey = []byte(`"stats":`)
+
+// lastIndex is bytes.LastIndex by forward searches: bytes.Index is vectorised and LastIndex is not, and a tail holds
+// the key at most a few times.
+func lastIndex(b, key []byte) int {
+	last := -1
+	for off := 0; ; {
+		i := bytes.Index(b[off:], key)
+		if i < 0 {
+			return last
+		}
+		last = off + i
+		off = last + 1
+	}
 }
 
 // numberAfter is the number after key, quoted or not.

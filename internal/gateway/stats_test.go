@@ -96,3 +96,15 @@ func BenchmarkStatsTail(b *testing.B) {
 		})
 	}
 }
+
+// lastIndex must find what bytes.LastIndex finds, overlapping and repeated keys included.
+func TestLastIndex(t *testing.T) {
+	for _, tc := range []struct{ b, key string }{
+		{"", `"stats":`}, {`"stats":`, `"stats":`}, {`x"stats":{}"stats":{"a":1}`, `"stats":`},
+		{`"stats":"stats":`, `"stats":`}, {"aaaa", "aa"}, {"abab", "aba"}, {"no key here", `"stats":`},
+	} {
+		if got, want := lastIndex([]byte(tc.b), []byte(tc.key)), bytes.LastIndex([]byte(tc.b), []byte(tc.key)); got != want {
+			t.Errorf("lastIndex(%q, %q) = %d; bytes.LastIndex says %d", tc.b, tc.key, got, want)
+		}
+	}
+}

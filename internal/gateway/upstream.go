@@ -65,6 +65,9 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 		return err
 	}
 	if u.kind == "read" {
+		if err := bufferSmallAnswer(resp); err != nil {
+			return err
+		}
 		watchStats(resp)
 	}
 	loc := resp.Header.Get("Location")

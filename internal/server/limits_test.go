@@ -50,7 +50,8 @@ func rawRequest(t *testing.T, addr string, headerLen int) (int, string, string) 
 }
 
 // TestMaxHeaderBytes: headers over -http.maxHeaderBytes get a JSON 431 from the gateway and never reach the
-// handler; only headers beyond the larger cap handed to net/http get its plain-text 431.
+// handler; headers beyond the larger cap handed to net/http get net/http's 431, rewritten to JSON on the way out
+// (errconn.go).
 func TestMaxHeaderBytes(t *testing.T) {
 	var reached atomic.Int64
 	addr := startTestServer(t, 8<<10, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -66,7 +67,7 @@ func TestMaxHeaderBytes(t *testing.T) {
 		{"well within", 1 << 10, http.StatusNoContent, false},
 		{"just over the limit", 8 << 10, http.StatusRequestHeaderFieldsTooLarge, true},
 		{"four times the limit", 32 << 10, http.StatusRequestHeaderFieldsTooLarge, true},
-		{"beyond net/http's cap", 2 << 20, http.StatusRequestHeaderFieldsTooLarge, false},
+		{"beyond net/http's cap", 2 << 20, http.StatusRequestHeaderFieldsTooLarge, true},
 	} {
 		before := reached.Load()
 		code, ct, body := rawRequest(t, addr, tc.headerLen)
@@ -110,6 +111,38 @@ func TestGoHeaderLimit(t *testing.T) {
 	for _, tc := range []struct{ limit, want int }{{0, 0}, {64 << 10, 1 << 20}, {4 << 20, 8 << 20}} {
 		if got := goHeaderLimit(tc.limit); got != tc.want {
 			t.Errorf("goHeaderLimit(%d) = %d, want %d", tc.limit, got, tc.want)
+		}
+	}
+}
+
+// TestGoErrorRewriteLeavesHandlers: a handler's own plain-text error, headers and all, is never taken for one of
+// net/http's and rewritten; net/http's own is.
+func TestGoErrorRewriteLeavesHandlers(t *testing.T) {
+	addr := startTestServer(t, 8<<10, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, "400 Bad Request")
+	}))
+	for _, tc := range []struct {
+		raw, ct, body string
+	}{
+		{"GET /x HTTP/1.1\r\nHost: gw\r\n\r\n", "text/plain; charset=utf-8", "400 Bad Request"},
+		{"GET /x HTTP/1.1\r\nHost: gw\r\nHost: other\r\n\r\n", "application/json", `"cannot parse the HTTP request: `},
+	} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(c, tc.raw)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		c.Close()
+		if resp.StatusCode != 400 || resp.Header.Get("Content-Type") != tc.ct || !strings.Contains(string(b), tc.body) {
+			t.Errorf("%q: %d %q %q; want 400 %q with %q", tc.raw, resp.StatusCode, resp.Header.Get("Content-Type"), b, tc.ct, tc.body)
 		}
 	}
 }

@@ -139,6 +139,8 @@ func (s *Server) Start() error {
 		}
 		if srv.TLSConfig != nil {
 			ln = tls.NewListener(ln, srv.TLSConfig)
+		} else {
+			ln = &jsonErrorListener{Listener: ln, headerCap: srv.MaxHeaderBytes, limit: s.cfg.MaxHeaderBytes}
 		}
 		s.listeners = append(s.listeners, ln)
 	}
@@ -201,6 +203,13 @@ func (s *Server) Shutdown() error {
 
 // ServeHTTP strips the path prefix, serves the own endpoints, and hands everything else to the gateway.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if len(r.TransferEncoding) > 0 || !r.ProtoAtLeast(1, 1) {
+		// net/http drops a Content-Length that came with Transfer-Encoding, and a Transfer-Encoding on HTTP/1.0,
+		// without saying so; RFC 9112 6.1 and 6.3 require the connection closed after such a request, since a
+		// proxy in front may have framed it the other way. The gateway cannot tell them apart, so it closes after
+		// every chunked or HTTP/1.0 request: no bytes after one are read as another request.
+		w.Header().Set("Connection", "close")
+	}
 	if !s.checkHeaderSize(w, r) {
 		return
 	}
