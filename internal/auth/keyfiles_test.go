@@ -166,3 +166,34 @@ func TestKeyFileRotationRacesVerification(t *testing.T) {
 		}
 	}
 }
+
+// TestHMACSecretFileHoldingAPublicKey: a public key given (or rotated in) as an HMAC secret would let anyone who
+// has the public key, which is public, sign HS256 tokens with it: algorithm confusion by configuration. Such a
+// secret is refused at the start and on reload, and the keys in force stay.
+func TestHMACSecretFileHoldingAPublicKey(t *testing.T) {
+	pub := []byte(pemOf(t, &mustRSA(2048).PublicKey))
+	path := writeFile(t, "hmac.secret", pub)
+	if _, err := newVerifier(Config{HMACSecretFiles: []string{path}}, time.Now); err == nil || !strings.Contains(err.Error(), "-auth.publicKeyFiles") {
+		t.Fatalf("a public key as the HMAC secret at the start: %v; want an error pointing to -auth.publicKeyFiles", err)
+	}
+
+	clk := newClock()
+	good := []byte(strings.Repeat("s", 32))
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := newTestVerifier(t, Config{HMACSecretFiles: []string{path}, CacheSize: 100}, clk)
+	if err := os.WriteFile(path, pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.ReloadKeyFiles(); err == nil || !strings.Contains(err.Error(), "-auth.publicKeyFiles") {
+		t.Fatalf("a public key rotated in as the HMAC secret: %v; want an error pointing to -auth.publicKeyFiles", err)
+	}
+	forged := sign(t, jwt.SigningMethodHS256, pub, "", claimsAt(clk.now()))
+	if _, err := v.Verify(forged); err == nil {
+		t.Fatal("a token signed with the public key's text verifies")
+	}
+	if _, err := v.Verify(sign(t, jwt.SigningMethodHS256, good, "", claimsAt(clk.now()))); err != nil {
+		t.Fatalf("the secret in force no longer verifies: %v", err)
+	}
+}
