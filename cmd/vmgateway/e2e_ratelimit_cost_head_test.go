@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -18,6 +20,11 @@ func TestRateLimitCostHead(t *testing.T) {
 	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
 	small := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
 	costQuery(t, g, small, 3)
+	// Every series of big searchable, asked of VictoriaMetrics itself so that big's budget stays untouched.
+	vmtest.Eventually(t, func() (bool, string) {
+		code, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/query?query="+url.QueryEscape(`count(cost_metric{team="big"})`), nil)
+		return code == 200 && strings.Contains(body, `"150"]`), fmt.Sprintf("%d %.300s", code, body)
+	})
 
 	// big's HEAD query fetches 150 series of its 100: it passes (its cost is known only after it), and counts.
 	if code, _, body := do(t, http.MethodHead, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...); code != 200 || body != "" {
