@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
@@ -117,6 +119,31 @@ func TestStatusPageInChromium(t *testing.T) {
 		}
 		if err := os.WriteFile(statusScreenshot, png, 0o644); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestStatusOpenHidesTenants: /status served without a key or basic auth (open, as /metrics is) is readable by
+// anyone who reaches the gateway, token or not. It must not show what /ratelimit/status keeps behind its own key
+// (which tenant or team is near a limit) nor the refusals' messages, which quote other teams' queries and labels.
+func TestStatusOpenHidesTenants(t *testing.T) {
+	vm := vmtest.Start(t)
+	g := rlGateway(t, vm.URL, vm.URL, "limits:\n  - {type: queries, value: 2, resolution: minute, key: label:team}\n")
+	tok := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "team-secret"}, Mode: auth.ModeRead})
+	for i := 0; i < 3; i++ {
+		do(t, "GET", g.URL+"/api/v1/query?query=up", nil, bearer(tok)...)
+	}
+	if code, _, body := do(t, "GET", g.URL+"/api/v1/query?query="+url.QueryEscape("secret_metric{"), nil, bearer(tok)...); code != http.StatusTooManyRequests {
+		t.Fatalf("the team's fourth query: %d %s", code, body)
+	}
+	do(t, "GET", g.URL+"/api/v1/query?query="+url.QueryEscape("secret_metric{"), nil)
+	code, _, body := do(t, "GET", g.URL+"/status", nil)
+	if code != 200 || !strings.Contains(body, `<td>429</td><td class="nw">too many requests</td>`) || !strings.Contains(body, "-metricsAuthKey") {
+		t.Fatalf("open /status: %d\n%s", code, body)
+	}
+	for _, secret := range []string{"team-secret", "rate limit exceeded", "missing "} {
+		if strings.Contains(body, secret) {
+			t.Errorf("open /status shows %q\n%s", secret, body)
 		}
 	}
 }

@@ -33,6 +33,10 @@ type statusPage struct {
 	RateLimitErr string
 	Refusals     []gateway.RefusalCount
 	NearLimitPct int
+	// Private is set when the page needs a key or basic auth. An open page (as /metrics is by default) is read by
+	// anyone who reaches the gateway: it shows neither the tenants near a limit, which /ratelimit/status serves
+	// only behind a key, nor the refusals' messages, which quote other teams' queries, labels and tenants.
+	Private bool
 }
 
 // rateLimitView is the part of the rate limiter's status (its JSON status API) that the page shows.
@@ -102,10 +106,10 @@ func rateLimitState(g *ratelimit.Gate) (*rateLimitView, error) {
 	return v, nil
 }
 
-func (a *app) statusPage(now time.Time) statusPage {
+func (a *app) statusPage(now time.Time, private bool) statusPage {
 	p := statusPage{Version: version, Now: now.UTC(), Started: startTime.UTC(), Uptime: now.Sub(startTime).Round(time.Second).String(),
 		Mode: "single-node", AuthOn: a.verifier != nil, Backends: a.gw.Backends(), Refusals: a.gw.Refusals(),
-		NearLimitPct: int(nearLimit * 100)}
+		NearLimitPct: int(nearLimit * 100), Private: private}
 	if *clusterMode {
 		p.Mode = "cluster"
 	}
@@ -118,6 +122,14 @@ func (a *app) statusPage(now time.Time) statusPage {
 			p.RateLimitErr = err.Error()
 		}
 		p.RateLimit = rl
+	}
+	if !private {
+		if p.RateLimit != nil {
+			p.RateLimit.Near = nil
+		}
+		for i := range p.Refusals {
+			p.Refusals[i].LastMessage = ""
+		}
 	}
 	return p
 }
@@ -132,7 +144,8 @@ func (a *app) statusHandler() http.Handler {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		// The page runs no script and loads nothing: a strict policy costs nothing.
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-		if err := statusTemplate.Execute(w, a.statusPage(time.Now())); err != nil {
+		private := metricsAuthKey.Get() != "" || *httpAuthUsername != ""
+		if err := statusTemplate.Execute(w, a.statusPage(time.Now(), private)); err != nil {
 			slog.Error("cannot render /status", "err", err)
 		}
 	})
@@ -189,11 +202,11 @@ th{background:#f8f9fa}.badge{display:inline-block;padding:2px 7px;border-radius:
 {{if .DryRun}} · <span class="badge warn">dry run</span>{{end}}</p>
 <table id="near"><tr><th>Tenant</th><th>Key</th><th>Limit</th><th>Usage</th><th></th></tr>
 {{range .Near}}<tr class="{{if .Over}}over{{else}}near{{end}}"><td>{{.Tenant}}</td><td>{{.Key}}</td><td>{{.Limit}}</td><td><div class="bar"><div class="fill{{if .Over}} over{{end}}" style="width:{{.Pct}}%"></div></div> {{num .Usage}} / {{num .Value}}</td><td>{{if .Over}}<span class="badge down">over</span>{{else}}<span class="badge warn">near</span>{{end}} <span class="muted">{{.Source}}</span></td></tr>
-{{else}}<tr><td colspan="5" class="muted">No tenant is at {{$.NearLimitPct}}% of a limit or more.</td></tr>
+{{else}}<tr><td colspan="5" class="muted">{{if $.Private}}No tenant is at {{$.NearLimitPct}}% of a limit or more.{{else}}Tenants near a limit are shown when /status is protected: set -metricsAuthKey or -httpAuth.*.{{end}}</td></tr>
 {{end}}</table>{{else}}<p class="muted">Rate limiting is off.</p>{{end}}
 <h2>Refusals by reason</h2>
 <table id="refusals"><tr><th>Status</th><th>Reason</th><th>Count</th><th>Last</th><th>Last message</th></tr>
-{{range .Refusals}}<tr><td>{{.Status}}</td><td class="nw">{{.Reason}}</td><td>{{.Count}}</td><td class="nw">{{ago $.Now .Last}}</td><td>{{.LastMessage}}</td></tr>
+{{range .Refusals}}<tr><td>{{.Status}}</td><td class="nw">{{.Reason}}</td><td>{{.Count}}</td><td class="nw">{{ago $.Now .Last}}</td><td>{{if $.Private}}{{.LastMessage}}{{else}}<span class="muted">shown when /status is protected (-metricsAuthKey or -httpAuth.*)</span>{{end}}</td></tr>
 {{else}}<tr><td colspan="5" class="muted">No request refused since the start.</td></tr>
 {{end}}</table>
 <p class="muted">Rendered at {{.Now.Format "2006-01-02 15:04:05 UTC"}}. Details: <code>/metrics</code>{{if .RateLimit}}, <code>/ratelimit/status</code>{{end}}.</p>

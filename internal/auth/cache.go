@@ -3,6 +3,7 @@ package auth
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 )
 
 // cache remembers what verification said about a token so that repeated requests skip the signature check: the
@@ -15,6 +16,9 @@ type cache[V any] struct {
 	shards  []cacheShard[V]
 	mask    uint64
 	genSize int
+	// epoch counts clears. A value computed before a clear (a token verified with a key the clear is for) must not
+	// be stored after it: putSince takes the epoch read before the work and drops the value when it changed.
+	epoch atomic.Uint64
 }
 
 type cacheShard[V any] struct {
@@ -74,15 +78,33 @@ func (c *cache[V]) get(token string, now int64) V {
 	return e.val
 }
 
+// currentEpoch is the epoch to pass to putSince for a value computed from here on.
+func (c *cache[V]) currentEpoch() uint64 {
+	if c == nil {
+		return 0
+	}
+	return c.epoch.Load()
+}
+
 func (c *cache[V]) put(token string, val V, notBefore, notAfter int64) {
+	c.putSince(token, val, notBefore, notAfter, c.currentEpoch())
+}
+
+// putSince is put unless the cache was cleared since epoch (from currentEpoch) was read.
+func (c *cache[V]) putSince(token string, val V, notBefore, notAfter int64, epoch uint64) {
 	if c == nil {
 		return
 	}
 	h := maphash.String(c.seed, token)
 	s := &c.shards[h&c.mask]
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Compared under the shard lock: clear bumps the epoch before it takes the locks, so a put that saw the old
+	// epoch here adds its entry before clear empties the shard.
+	if c.epoch.Load() != epoch {
+		return
+	}
 	s.add(h, &cacheEntry[V]{token: token, val: val, notBefore: notBefore, notAfter: notAfter}, c.genSize)
-	s.mu.Unlock()
 }
 
 func (s *cacheShard[V]) add(h uint64, e *cacheEntry[V], genSize int) {
@@ -97,6 +119,7 @@ func (c *cache[V]) clear() {
 	if c == nil {
 		return
 	}
+	c.epoch.Add(1)
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()

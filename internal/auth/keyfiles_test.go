@@ -1,9 +1,12 @@
 package auth
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,5 +98,102 @@ func TestKeyFilesWatched(t *testing.T) {
 			t.Fatal("the rewritten secret file was not picked up")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestKeyFileRotationRacesVerification: a token whose verification with a key was under way when a rotation
+// removed the key must not be cached after the cache was cleared, or it would stay valid until its exp. A holder
+// of a leaked key floods freshly signed tokens while the operator rotates it away; after the rotation none of them
+// may verify.
+func TestKeyFileRotationRacesVerification(t *testing.T) {
+	clk := newClock()
+	secretPath := writeFile(t, "hmac.secret", []byte(strings.Repeat("k", 32)))
+	v := newTestVerifier(t, Config{HMACSecretFiles: []string{secretPath}, CacheSize: 1 << 16}, clk)
+	for round := 0; round < 50; round++ {
+		secret := []byte(fmt.Sprintf("%032d", round))
+		if err := os.WriteFile(secretPath, secret, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.ReloadKeyFiles(); err != nil {
+			t.Fatal(err)
+		}
+		var (
+			wg      sync.WaitGroup
+			mu      sync.Mutex
+			minted  []string
+			stop    atomic.Bool
+			started sync.WaitGroup
+		)
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			started.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; !stop.Load(); i++ {
+					c := claimsAt(clk.now())
+					c["jti"] = fmt.Sprintf("%d-%d-%d", round, g, i)
+					tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+					if err != nil {
+						panic(err)
+					}
+					mu.Lock()
+					minted = append(minted, tok)
+					mu.Unlock()
+					_, _ = v.Verify(tok)
+					if i == 0 {
+						started.Done()
+					}
+				}
+			}()
+		}
+		started.Wait()
+		if err := os.WriteFile(secretPath, []byte(strings.Repeat("z", 32)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.ReloadKeyFiles(); err != nil {
+			t.Fatal(err)
+		}
+		stop.Store(true)
+		wg.Wait()
+		bad := 0
+		for _, tok := range minted {
+			if _, err := v.Verify(tok); err == nil {
+				bad++
+			}
+		}
+		if bad > 0 {
+			t.Fatalf("round %d: %d of %d tokens of the rotated-away secret still verify (cached while the rotation ran)", round, bad, len(minted))
+		}
+	}
+}
+
+// TestHMACSecretFileHoldingAPublicKey: a public key given (or rotated in) as an HMAC secret would let anyone who
+// has the public key, which is public, sign HS256 tokens with it: algorithm confusion by configuration. Such a
+// secret is refused at the start and on reload, and the keys in force stay.
+func TestHMACSecretFileHoldingAPublicKey(t *testing.T) {
+	pub := []byte(pemOf(t, &mustRSA(2048).PublicKey))
+	path := writeFile(t, "hmac.secret", pub)
+	if _, err := newVerifier(Config{HMACSecretFiles: []string{path}}, time.Now); err == nil || !strings.Contains(err.Error(), "-auth.publicKeyFiles") {
+		t.Fatalf("a public key as the HMAC secret at the start: %v; want an error pointing to -auth.publicKeyFiles", err)
+	}
+
+	clk := newClock()
+	good := []byte(strings.Repeat("s", 32))
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := newTestVerifier(t, Config{HMACSecretFiles: []string{path}, CacheSize: 100}, clk)
+	if err := os.WriteFile(path, pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.ReloadKeyFiles(); err == nil || !strings.Contains(err.Error(), "-auth.publicKeyFiles") {
+		t.Fatalf("a public key rotated in as the HMAC secret: %v; want an error pointing to -auth.publicKeyFiles", err)
+	}
+	forged := sign(t, jwt.SigningMethodHS256, pub, "", claimsAt(clk.now()))
+	if _, err := v.Verify(forged); err == nil {
+		t.Fatal("a token signed with the public key's text verifies")
+	}
+	if _, err := v.Verify(sign(t, jwt.SigningMethodHS256, good, "", claimsAt(clk.now()))); err != nil {
+		t.Fatalf("the secret in force no longer verifies: %v", err)
 	}
 }

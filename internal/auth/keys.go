@@ -91,6 +91,11 @@ func newHMACKey(secret []byte, from string) (*key, error) {
 	if len(secret) < minHMACSecret {
 		return nil, fmt.Errorf("the HMAC secret has %d bytes; at least %d random bytes are required", len(secret), minHMACSecret)
 	}
+	if bytes.Contains(secret, []byte("-----BEGIN ")) {
+		// A public key is public: as an HMAC secret, anyone could sign HS256 tokens with its text (algorithm
+		// confusion by configuration, e.g. a rotation that wrote the new public key to the wrong path).
+		return nil, fmt.Errorf("the HMAC secret holds a PEM block; a public key belongs in -auth.publicKeyFiles, and an HMAC secret must be random bytes known only to the issuer and the gateway")
+	}
 	algs := []string{"HS256"}
 	if len(secret) >= 48 {
 		algs = append(algs, "HS384")

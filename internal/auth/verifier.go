@@ -108,8 +108,11 @@ func (v *Verifier) verify(token string) (*Access, *Error) {
 		}
 	}
 	cacheMisses.Inc()
-	keys := v.keys.keys() // before verification: a set published meanwhile must void what is remembered below
-	a, c, err := v.verifyUncached(token, now)
+	// Both read before verification: a set published meanwhile must void what is remembered below, and a cache
+	// cleared meanwhile (a key removed) must not get this token back.
+	epoch := v.cache.currentEpoch()
+	keys := v.keys.keys()
+	a, c, err := v.verifyUncached(token, now, epoch)
 	if err != nil {
 		v.rememberRejection(digest, err, c, keys, now)
 		return nil, err
@@ -117,9 +120,9 @@ func (v *Verifier) verify(token string) (*Access, *Error) {
 	return a, nil
 }
 
-// verifyUncached verifies a token in full and caches it when it is valid. The claims are returned when they could
-// be read, also with an error.
-func (v *Verifier) verifyUncached(token string, now time.Time) (*Access, *claims, *Error) {
+// verifyUncached verifies a token in full and caches it when it is valid and the cache was not cleared since epoch.
+// The claims are returned when they could be read, also with an error.
+func (v *Verifier) verifyUncached(token string, now time.Time, epoch uint64) (*Access, *claims, *Error) {
 	t, err := splitToken(token)
 	if err != nil {
 		return nil, nil, err
@@ -141,7 +144,7 @@ func (v *Verifier) verifyUncached(token string, now time.Time) (*Access, *claims
 	if err != nil {
 		return nil, c, err
 	}
-	v.cache.put(token, a, notBefore, c.exp.UnixNano())
+	v.cache.putSince(token, a, notBefore, c.exp.UnixNano(), epoch)
 	return a, c, nil
 }
 

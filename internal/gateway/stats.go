@@ -150,8 +150,9 @@ func (c *costWatch) clientLeft() {
 }
 
 // withCost marks a query of a caller with cost limits, so that the stats of its answer are counted, and asks the
-// upstream for the answer uncompressed. The returned function ends the upstream request; it is called once the
-// answer has been forwarded (or read to its end after the client left).
+// upstream for the answer uncompressed (the stats of a compressed one cannot be read) and in full (GET for HEAD).
+// The returned function ends the upstream request; it is called once the answer has been forwarded (or read to its
+// end after the client left).
 func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route) (*http.Request, func()) {
 	if g.costs == nil || rt.API != "query" && rt.API != "query_range" || !g.costs.Costed(a) {
 		return r, func() {}
@@ -160,7 +161,13 @@ func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route) (*ht
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	cw := &costWatch{costs: g.costs, access: a, cancel: cancel}
 	stop := context.AfterFunc(r.Context(), cw.clientLeft)
-	return r.WithContext(context.WithValue(ctx, costKey{}, cw)), func() {
+	r = r.WithContext(context.WithValue(ctx, costKey{}, cw))
+	if r.Method == http.MethodHead {
+		// VictoriaMetrics runs a HEAD query in full and only drops the answer, whose stats would go unread: the
+		// upstream is asked with GET, and the client's HEAD answer still gets no body (the server drops it).
+		r.Method = http.MethodGet
+	}
+	return r, func() {
 		stop()
 		if t := cw.timer.Load(); t != nil {
 			t.Stop()
