@@ -85,11 +85,11 @@ func newApp() (_ *app, err error) {
 	if err != nil {
 		return nil, err
 	}
-	readRT, err := tlsclient.NewTransport("read", *readTLS, *readTimeout)
+	readRT, err := tlsclient.NewUpstream("read", *readTLS, *readTimeout)
 	if err != nil {
 		return nil, err
 	}
-	writeRT, err := tlsclient.NewTransport("write", *writeTLS, *writeTimeout)
+	writeRT, err := tlsclient.NewUpstream("write", *writeTLS, *writeTimeout)
 	if err != nil {
 		return nil, err
 	}

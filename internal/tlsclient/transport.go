@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/proxyclient"
 )
 
 // NewTransport returns the tuned keep-alive transport for one upstream, its TLS config from o (flagPrefix names
@@ -28,4 +30,14 @@ func NewTransport(flagPrefix string, o Options, responseTimeout time.Duration) (
 		DisableCompression: true,
 		ForceAttemptHTTP2:  false,
 	}, nil
+}
+
+// NewUpstream returns the client the gateway forwards with to one upstream kind: proxyclient's pooled connections
+// with the TLS config from o. responseTimeout bounds the wait for the answer's headers only, as in NewTransport.
+func NewUpstream(flagPrefix string, o Options, responseTimeout time.Duration) (*proxyclient.Client, error) {
+	tlsCfg, err := Config(flagPrefix, o)
+	if err != nil {
+		return nil, err
+	}
+	return proxyclient.New(tlsCfg, responseTimeout), nil
 }
