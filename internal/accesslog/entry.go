@@ -46,8 +46,14 @@ func Wrap(h http.Handler, l *Log) http.Handler {
 		}
 		e.setRequestID(r)
 		if r.Body != nil && r.Body != http.NoBody {
+			// On a copy of the request: net/http decides whether the connection may carry another request from the
+			// type of the Body of the request it handed out. Its own *body, closed before its end (a stalled write),
+			// closes the connection; any other type makes it skip the rest of the body and read on, so the bytes
+			// the client still sends would be parsed as the next request.
+			rc := *r
+			rc.Body = &e.body
 			e.body.rc = r.Body
-			r.Body = &e.body
+			r = &rc
 		}
 		// Deferred so that a response the proxy aborts (it panics with http.ErrAbortHandler) is logged too.
 		defer l.record(e)

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -37,7 +36,7 @@ func bufferSmallAnswer(resp *http.Response) error {
 	_, err := buf.ReadFrom(io.LimitReader(resp.Body, maxBufferedAnswer+1))
 	if err != nil {
 		answerBuffers.Put(buf)
-		return fmt.Errorf("reading the upstream's answer: %w", err)
+		return &answerCut{err}
 	}
 	b := &bufferedAnswer{r: bytes.NewReader(buf.Bytes()), buf: buf, rest: resp.Body}
 	if buf.Len() <= maxBufferedAnswer {
@@ -54,6 +53,12 @@ func bufferSmallAnswer(resp *http.Response) error {
 	resp.Body = b
 	return nil
 }
+
+// answerCut is an upstream that broke off a small answer before its end, for the proxy's error handler.
+type answerCut struct{ err error }
+
+func (e *answerCut) Error() string { return "reading the upstream's answer: " + e.err.Error() }
+func (e *answerCut) Unwrap() error { return e.err }
 
 // bufferedAnswer is an answer read ahead: the bytes read, then the rest of the upstream's body if it had more. Its
 // buffer goes back to the pool at Close; the proxy closes a body once, after its last read.

@@ -47,7 +47,7 @@ func TestSmallAnswersGetALength(t *testing.T) {
 		}
 	})
 	rec := serve(g, http.MethodGet, "/api/v1/query?query=up")
-	if rec.Code != http.StatusBadGateway || !strings.Contains(errorOf(t, rec), "reading the upstream's answer") {
+	if rec.Code != http.StatusBadGateway || !strings.Contains(errorOf(t, rec), "the read upstream broke off its answer before the end") {
 		t.Errorf("an answer cut short: %d %s; want a 502", rec.Code, rec.Body)
 	}
 }
