@@ -11,9 +11,10 @@
 //   - the response-header timeout is a read deadline on the connection, set once the request is written;
 //   - a connection goes back to the pool when its answer's body has been read to the end, and is dropped when the
 //     body is closed early or broke, the answer said Connection: close, or the request did not go out whole;
-//   - an idle connection the upstream closed is noticed before reuse by a non-blocking peek at the socket (a
-//     background read loop is what tells the Transport); a request that still meets a dead reused connection is
-//     resent once on a new one when nothing of the answer came and its body can be sent again.
+//   - a request that meets a reused connection the upstream had closed (an idle timeout, a restart) is resent once
+//     on a new one when nothing of the answer came and its body can be sent again (none, or GetBody); a streamed
+//     body, which cannot, takes a connection only after a non-blocking peek at its socket found it open (a
+//     background read loop is what tells the Transport).
 //
 // The request body streams as the Transport streams it (chunked bodies flush per chunk), after the headers. Since
 // the answer is read only once the request is written, an upstream that answers before reading the whole body and
@@ -112,6 +113,7 @@ type conn struct {
 	nc     net.Conn
 	br     *bufio.Reader
 	bw     *bufio.Writer
+	cw     *connWriter
 	key    string
 	idleAt time.Time
 	reused bool
@@ -148,7 +150,9 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	fresh := false
 	for {
-		pc, err := c.get(ctx, key, u, fresh)
+		// Only a body that cannot be sent again needs a connection known to be open; other requests that meet a dead
+		// one are resent below, which saves a syscall per request.
+		pc, err := c.get(ctx, key, u, fresh, sb != nil && req.GetBody == nil)
 		if err != nil {
 			closeBody(req)
 			return nil, err
@@ -217,7 +221,8 @@ func (s *sentBody) Close() error { return nil }
 
 // deadConn tells the errors of a connection the upstream closed before the request.
 func deadConn(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
+	// http.ReadResponse reports a connection that ended before the status line as io.ErrUnexpectedEOF.
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }
 
 // send writes the request on pc and reads the answer's headers.
@@ -231,6 +236,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		}
 		return nil, err
 	}
+	pc.cw.err = nil
 	werr := req.Write(pc.bw)
 	if werr == nil {
 		werr = pc.bw.Flush()
@@ -239,6 +245,10 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		if sb != nil && sb.err != nil {
 			// The client's body failed (stalled, malformed, gone): the upstream must not see it end.
 			return fail(sb.err)
+		}
+		if pc.cw.err != nil {
+			// Request.Write reports a failed write of the body as a body error, without its cause.
+			werr = pc.cw.err
 		}
 		// The upstream may have answered before taking the whole body (a refusal) and closed the connection.
 		_ = pc.nc.SetReadDeadline(time.Now().Add(maxEarlyAnswerWait))
@@ -346,6 +356,32 @@ func (b *answerBody) finish(complete bool) {
 	_ = b.pc.nc.Close()
 }
 
+// connWriter is the writing side of a connection, which keeps its last error: Request.Write hides the errors of
+// writing a body behind its own type.
+type connWriter struct {
+	nc  net.Conn
+	err error
+}
+
+func (w *connWriter) Write(p []byte) (int, error) {
+	n, err := w.nc.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// ReadFrom copies a body through Write with a pooled buffer, where bufio would copy it 4 KiB at a time.
+func (w *connWriter) ReadFrom(r io.Reader) (int64, error) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	return io.CopyBuffer(writeOnly{w}, r, *bp)
+}
+
+type writeOnly struct{ io.Writer }
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // upgraded is a 101 answer's connection, handed to ReverseProxy to copy both ways.
 type upgraded struct{ pc *conn }
 
@@ -353,8 +389,8 @@ func (u *upgraded) Read(p []byte) (int, error)  { return u.pc.br.Read(p) }
 func (u *upgraded) Write(p []byte) (int, error) { return u.pc.nc.Write(p) }
 func (u *upgraded) Close() error                { return u.pc.nc.Close() }
 
-// get returns an idle connection to key that is still open, or a new one.
-func (c *Client) get(ctx context.Context, key string, u *url.URL, fresh bool) (*conn, error) {
+// get returns an idle connection to key (peeked at to be sure it is open, when peek), or a new one.
+func (c *Client) get(ctx context.Context, key string, u *url.URL, fresh, peek bool) (*conn, error) {
 	if !fresh {
 		now := time.Now()
 		for {
@@ -368,7 +404,7 @@ func (c *Client) get(ctx context.Context, key string, u *url.URL, fresh bool) (*
 			cs[len(cs)-1] = nil
 			c.idle[key] = cs[:len(cs)-1]
 			c.mu.Unlock()
-			if now.Sub(pc.idleAt) < idleTimeout && pc.br.Buffered() == 0 && open(pc.nc) {
+			if now.Sub(pc.idleAt) < idleTimeout && pc.br.Buffered() == 0 && (!peek || open(pc.nc)) {
 				pc.reused = true
 				return pc, nil
 			}
@@ -395,7 +431,8 @@ func (c *Client) dial(ctx context.Context, key, host string) (*conn, error) {
 		}
 		nc = tc
 	}
-	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(nc, 4<<10), key: key}, nil
+	cw := &connWriter{nc: nc}
+	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(cw, 4<<10), cw: cw, key: key}, nil
 }
 
 // tlsFor is the TLS config for host: the server name is the host's unless -*.tlsServerName sets it.

@@ -92,7 +92,8 @@ func TestReuseAndEarlyClose(t *testing.T) {
 
 func TestIdleConnectionClosedByUpstream(t *testing.T) {
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.WriteString(w, "ok")
+		b, _ := io.ReadAll(r.Body)
+		_, _ = io.WriteString(w, "ok "+string(b))
 	}))
 	conns := countConns(srv)
 	srv.Start()
@@ -109,20 +110,33 @@ func TestIdleConnectionClosedByUpstream(t *testing.T) {
 		srv.CloseClientConnections()
 		time.Sleep(20 * time.Millisecond)
 	}
-	// A streamed body, which could not be sent again, goes on a live connection.
+	// A read's body (GetBody) is sent again whole on a new connection.
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("query=up"))
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("a replayable body after the upstream closed the idle connection: %v", err)
+	}
+	if got := readAll(t, resp); got != "ok query=up" {
+		t.Fatalf("the upstream got %q", got)
+	}
+	srv.CloseClientConnections()
+	time.Sleep(20 * time.Millisecond)
+	// A streamed body, which could not be sent again, goes on a connection found open.
 	pr, pw := io.Pipe()
 	go func() {
 		_, _ = io.WriteString(pw, "body")
 		pw.Close()
 	}()
-	req, _ := http.NewRequest(http.MethodPost, srv.URL, pr)
-	resp, err := c.RoundTrip(req)
+	req, _ = http.NewRequest(http.MethodPost, srv.URL, pr)
+	resp, err = c.RoundTrip(req)
 	if err != nil {
 		t.Fatalf("a streamed body after the upstream closed the idle connection: %v", err)
 	}
-	readAll(t, resp)
-	if n := conns.Load(); n != 3 {
-		t.Fatalf("%d connections; want 3, one per request after each close", n)
+	if got := readAll(t, resp); got != "ok body" {
+		t.Fatalf("the upstream got %q", got)
+	}
+	if n := conns.Load(); n != 4 {
+		t.Fatalf("%d connections; want 4, one per request after each close", n)
 	}
 }
 
