@@ -256,6 +256,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		if err != nil {
 			return fail(werr)
 		}
+		_ = pc.nc.SetReadDeadline(time.Time{})
 		resp.Close = true
 		return c.wrap(pc, resp, stop, false)
 	}

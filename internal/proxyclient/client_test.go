@@ -237,7 +237,10 @@ func TestBodiesStream(t *testing.T) {
 func TestEarlyAnswer(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
-		http.Error(w, "too big", http.StatusRequestEntityTooLarge)
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		_, _ = io.WriteString(w, "too big")
+		w.(http.Flusher).Flush()
+		_, _ = io.WriteString(w, ", refused")
 	}))
 	defer srv.Close()
 	c := New(nil, time.Minute)
@@ -250,7 +253,9 @@ func TestEarlyAnswer(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	readAll(t, resp)
+	if got := readAll(t, resp); got != "too big, refused" {
+		t.Fatalf("the early answer's body: %q", got)
+	}
 }
 
 func TestTLS(t *testing.T) {
