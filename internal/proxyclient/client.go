@@ -89,12 +89,6 @@ func New(tlsCfg *tls.Config, headerTimeout time.Duration) *Client {
 	return c
 }
 
-// HeaderTimeout is the bound on the wait for an answer's headers.
-func (c *Client) HeaderTimeout() time.Duration { return c.headerTimeout }
-
-// TLSConfig is the TLS configuration for https upstreams.
-func (c *Client) TLSConfig() *tls.Config { return c.tls }
-
 // CloseIdleConnections closes the pooled connections.
 func (c *Client) CloseIdleConnections() {
 	c.mu.Lock()
@@ -154,7 +148,9 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		// one are resent below, which saves a syscall per request.
 		pc, err := c.get(ctx, key, u, fresh, sb != nil && req.GetBody == nil)
 		if err != nil {
-			closeBody(req)
+			if sb != nil {
+				_ = sb.rc.Close()
+			}
 			return nil, err
 		}
 		out := req
