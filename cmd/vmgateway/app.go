@@ -96,11 +96,11 @@ func checkFlags() (c configs, err error) {
 	if err != nil {
 		return c, err
 	}
-	readRT, err := tlsclient.NewTransport("read", *readTLS, *readTimeout, *readDialTimeout)
+	readRT, err := tlsclient.NewUpstream("read", *readTLS, *readTimeout, *readDialTimeout)
 	if err != nil {
 		return c, err
 	}
-	writeRT, err := tlsclient.NewTransport("write", *writeTLS, *writeTimeout, *writeDialTimeout)
+	writeRT, err := tlsclient.NewUpstream("write", *writeTLS, *writeTimeout, *writeDialTimeout)
 	if err != nil {
 		return c, err
 	}

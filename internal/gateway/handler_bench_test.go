@@ -107,28 +107,49 @@ func BenchmarkHandler(b *testing.B) {
 		})
 	}
 
-	b.Run("read/auth+limit+rewrite/loopback", func(b *testing.B) {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write(promMatrix)
-		}))
-		defer srv.Close()
-		u, _ := url.Parse(srv.URL)
-		tr, err := tlsclient.NewTransport("read", tlsclient.Options{}, time.Minute, tlsclient.DefaultDialTimeout)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer tr.CloseIdleConnections()
-		g, err := gateway.New(gateway.Config{ReadURL: u, WriteURL: u, ReadTransport: tr, WriteTransport: tr, Auth: verifier, Limiter: gate})
-		if err != nil {
-			b.Fatal(err)
-		}
-		w := newDiscardWriter()
-		b.ReportAllocs()
-		for b.Loop() {
-			serve(b, g, w, read, nil)
-		}
-	})
+	// "loopback" forwards with the gateway's own client (proxyclient), "loopback/transport" with http.Transport.
+	for _, lb := range []struct {
+		name string
+		rt   func() (http.RoundTripper, func(), error)
+	}{
+		{"read/auth+limit+rewrite/loopback", func() (http.RoundTripper, func(), error) {
+			c, err := tlsclient.NewUpstream("read", tlsclient.Options{}, time.Minute, tlsclient.DefaultDialTimeout)
+			if err != nil {
+				return nil, nil, err
+			}
+			return c, c.CloseIdleConnections, nil
+		}},
+		{"read/auth+limit+rewrite/loopback/transport", func() (http.RoundTripper, func(), error) {
+			tr, err := tlsclient.NewTransport("read", tlsclient.Options{}, time.Minute, tlsclient.DefaultDialTimeout)
+			if err != nil {
+				return nil, nil, err
+			}
+			return tr, tr.CloseIdleConnections, nil
+		}},
+	} {
+		b.Run(lb.name, func(b *testing.B) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = w.Write(promMatrix)
+			}))
+			defer srv.Close()
+			u, _ := url.Parse(srv.URL)
+			tr, closeIdle, err := lb.rt()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer closeIdle()
+			g, err := gateway.New(gateway.Config{ReadURL: u, WriteURL: u, ReadTransport: tr, WriteTransport: tr, Auth: verifier, Limiter: gate})
+			if err != nil {
+				b.Fatal(err)
+			}
+			w := newDiscardWriter()
+			b.ReportAllocs()
+			for b.Loop() {
+				serve(b, g, w, read, nil)
+			}
+		})
+	}
 }
 
 func newGateway(b *testing.B, cfg gateway.Config, rt http.RoundTripper) *gateway.Gateway {

@@ -1,6 +1,6 @@
 // Package tlsclient builds the client side of the gateway's connections to an upstream (VictoriaMetrics, the
 // datasource, Redis): the -<prefix>.tls* flags, the TLS config they describe, with errors that name those flags,
-// and the tuned keep-alive transport.
+// the tuned keep-alive transport (the datasource) and the gateway's forwarding client (internal/proxyclient).
 package tlsclient
 
 import (

@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/proxyclient"
 )
 
 // DefaultDialTimeout bounds the TCP connect of a transport whose flags do not set it (-read.dialTimeout,
@@ -38,4 +40,17 @@ func NewTransport(flagPrefix string, o Options, responseTimeout, dialTimeout tim
 		DisableCompression: true,
 		ForceAttemptHTTP2:  false,
 	}, nil
+}
+
+// NewUpstream returns the client the gateway forwards with to one upstream kind: proxyclient's pooled connections
+// with the TLS config from o. responseTimeout bounds the wait for the answer's headers only, as in NewTransport.
+func NewUpstream(flagPrefix string, o Options, responseTimeout, dialTimeout time.Duration) (*proxyclient.Client, error) {
+	if dialTimeout <= 0 {
+		return nil, fmt.Errorf("-%s.dialTimeout=%s: want a positive duration such as 3s", flagPrefix, dialTimeout)
+	}
+	tlsCfg, err := Config(flagPrefix, o)
+	if err != nil {
+		return nil, err
+	}
+	return proxyclient.New(tlsCfg, responseTimeout, dialTimeout), nil
 }

@@ -1,0 +1,498 @@
+// Package proxyclient is the gateway's HTTP/1.1 client to its upstreams: an http.RoundTripper for
+// httputil.ReverseProxy that sends each request on a pooled connection from the calling goroutine.
+//
+// Why not http.Transport: it runs two goroutines per connection (a read loop and a write loop) and hands every
+// request and response between them and the caller over channels. For a proxy answering small queries that hand-off
+// was a quarter of the gateway's CPU (docs/benchmarks.md). Here the caller writes the request (Request.Write, the
+// same serialisation the Transport uses) and reads the answer (http.ReadResponse) itself, so a request costs no
+// goroutine, no channel and no timer:
+//   - cancellation: context.AfterFunc closes the connection when the request's context ends, which unblocks a
+//     write, a wait for headers or a body read;
+//   - the response-header timeout is a read deadline on the connection, set once the request is written;
+//   - a connection goes back to the pool when its answer's body has been read to the end, and is dropped when the
+//     body is closed early or broke, the answer said Connection: close, or the request did not go out whole;
+//   - a request that meets a reused connection the upstream had closed (an idle timeout, a restart) is resent once
+//     on a new one when nothing of the answer came and its body can be sent again (none, or GetBody); a streamed
+//     body, which cannot, takes a connection only after a non-blocking peek at its socket found it open (a
+//     background read loop is what tells the Transport).
+//
+// The request body streams as the Transport streams it (chunked bodies flush per chunk), after the headers. Since
+// the answer is read only once the request is written, an upstream that answers before reading the whole body and
+// then breaks the connection has its early answer read after the write fails. Requests that the environment routes
+// through an HTTP proxy (HTTP_PROXY, HTTPS_PROXY) go through an http.Transport, as before.
+package proxyclient
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Client is a pool of keep-alive connections to upstreams, by scheme and address.
+type Client struct {
+	tls           *tls.Config
+	dialer        net.Dialer
+	headerTimeout time.Duration
+	// proxied serves the requests the environment sends through a proxy.
+	proxied *http.Transport
+
+	mu      sync.Mutex
+	idle    map[string][]*conn
+	tlsByHo map[string]*tls.Config
+}
+
+const (
+	handshakeTimeout = 10 * time.Second
+	idleTimeout      = 90 * time.Second
+	maxIdlePerHost   = 512
+	// maxEarlyAnswerWait is how long an answer is waited for after the request's write failed.
+	maxEarlyAnswerWait = 50 * time.Millisecond
+	max1xx             = 5
+)
+
+// New returns a client with tlsCfg for https upstreams; headerTimeout bounds the wait for an answer's headers
+// after the request is sent (0: no bound), never the body, so a long export is not cut; dialTimeout bounds a
+// connection attempt.
+func New(tlsCfg *tls.Config, headerTimeout, dialTimeout time.Duration) *Client {
+	if tlsCfg == nil {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	c := &Client{
+		tls:           tlsCfg,
+		dialer:        net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second},
+		headerTimeout: headerTimeout,
+		idle:          map[string][]*conn{},
+		tlsByHo:       map[string]*tls.Config{},
+	}
+	c.proxied = &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           c.dialer.DialContext,
+		TLSClientConfig:       tlsCfg,
+		TLSHandshakeTimeout:   handshakeTimeout,
+		ResponseHeaderTimeout: headerTimeout,
+		MaxIdleConnsPerHost:   maxIdlePerHost,
+		IdleConnTimeout:       idleTimeout,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+	return c
+}
+
+// CloseIdleConnections closes the pooled connections.
+func (c *Client) CloseIdleConnections() {
+	c.mu.Lock()
+	idle := c.idle
+	c.idle = map[string][]*conn{}
+	c.mu.Unlock()
+	for _, cs := range idle {
+		for _, pc := range cs {
+			_ = pc.nc.Close()
+		}
+	}
+	c.proxied.CloseIdleConnections()
+}
+
+type conn struct {
+	nc     net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	cw     *connWriter
+	key    string
+	idleAt time.Time
+	reused bool
+}
+
+// timeoutError is what the wait for an answer's headers ends with when the header timeout passes.
+type timeoutError struct{ err error }
+
+func (e *timeoutError) Error() string   { return "timeout awaiting response headers" }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+func (e *timeoutError) Unwrap() error   { return e.err }
+
+// RoundTrip sends req and returns the answer with its body streaming from the connection.
+func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
+	u := req.URL
+	if u == nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		closeBody(req)
+		return nil, fmt.Errorf("unsupported upstream URL %q: want http:// or https:// with a host", u)
+	}
+	if p, err := c.proxied.Proxy(req); err != nil || p != nil {
+		return c.proxied.RoundTrip(req)
+	}
+	ctx := req.Context()
+	if err := ctx.Err(); err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	key := u.Scheme + "://" + canonicalAddr(u)
+	body := req.Body
+	var sb *sentBody
+	if body != nil && body != http.NoBody {
+		sb = &sentBody{rc: body}
+	}
+	fresh := false
+	for {
+		// Only a body that cannot be sent again needs a connection known to be open; other requests that meet a dead
+		// one are resent below, which saves a syscall per request.
+		pc, err := c.get(ctx, key, u, fresh, sb != nil && req.GetBody == nil)
+		if err != nil {
+			if sb != nil {
+				_ = sb.rc.Close()
+			}
+			return nil, err
+		}
+		out := req
+		if sb != nil {
+			out = new(http.Request)
+			*out = *req
+			out.Body = sb
+		}
+		resp, err := c.send(ctx, pc, out, sb)
+		if err == nil {
+			if sb != nil {
+				_ = sb.rc.Close()
+			}
+			return resp, nil
+		}
+		// A reused connection the upstream had closed meets the request with an immediate EOF or reset: the request
+		// goes once more, on a new connection, when nothing of the answer came and the body can be sent again.
+		if pc.reused && !fresh && ctx.Err() == nil && deadConn(err) {
+			switch {
+			case sb == nil || sb.n == 0 && sb.err == nil:
+				fresh = true
+				continue
+			case req.GetBody != nil:
+				nb, gerr := req.GetBody()
+				if gerr == nil {
+					_ = sb.rc.Close()
+					sb = &sentBody{rc: nb}
+					fresh = true
+					continue
+				}
+			}
+		}
+		if sb != nil {
+			_ = sb.rc.Close()
+		}
+		return nil, err
+	}
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		_ = req.Body.Close()
+	}
+}
+
+// sentBody counts what the request took of the body and keeps its read error apart from the connection's; it
+// stays open across attempts: the client closes the body once.
+type sentBody struct {
+	rc  io.ReadCloser
+	n   int64
+	err error
+}
+
+func (s *sentBody) Read(p []byte) (int, error) {
+	n, err := s.rc.Read(p)
+	s.n += int64(n)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
+}
+
+func (s *sentBody) Close() error { return nil }
+
+// deadConn tells the errors of a connection the upstream closed before the request.
+func deadConn(err error) bool {
+	// http.ReadResponse reports a connection that ended before the status line as io.ErrUnexpectedEOF.
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
+}
+
+// send writes the request on pc and reads the answer's headers.
+func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sentBody) (*http.Response, error) {
+	stop := context.AfterFunc(ctx, func() { _ = pc.nc.Close() })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		_ = pc.nc.Close()
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, cerr
+		}
+		return nil, err
+	}
+	pc.cw.err = nil
+	werr := req.Write(pc.bw)
+	if werr == nil {
+		werr = pc.bw.Flush()
+	}
+	if werr != nil {
+		if sb != nil && sb.err != nil {
+			// The client's body failed (stalled, malformed, gone): the upstream must not see it end.
+			return fail(sb.err)
+		}
+		if pc.cw.err != nil {
+			// Request.Write reports a failed write of the body as a body error, without its cause.
+			werr = pc.cw.err
+		}
+		// The upstream may have answered before taking the whole body (a refusal) and closed the connection.
+		_ = pc.nc.SetReadDeadline(time.Now().Add(maxEarlyAnswerWait))
+		resp, err := c.readAnswer(ctx, pc, req)
+		if err != nil {
+			return fail(werr)
+		}
+		_ = pc.nc.SetReadDeadline(time.Time{})
+		resp.Close = true
+		return c.wrap(pc, resp, stop, false)
+	}
+	if c.headerTimeout > 0 {
+		_ = pc.nc.SetReadDeadline(time.Now().Add(c.headerTimeout))
+	}
+	resp, err := c.readAnswer(ctx, pc, req)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			err = &timeoutError{err}
+		}
+		return fail(err)
+	}
+	if c.headerTimeout > 0 {
+		_ = pc.nc.SetReadDeadline(time.Time{})
+	}
+	return c.wrap(pc, resp, stop, true)
+}
+
+// readAnswer reads the final answer's headers, passing informational ones to the request's trace (ReverseProxy
+// forwards them), as the Transport does.
+func (c *Client) readAnswer(ctx context.Context, pc *conn, req *http.Request) (*http.Response, error) {
+	trace := httptrace.ContextClientTrace(ctx)
+	for n := 0; ; n++ {
+		resp, err := http.ReadResponse(pc.br, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+		if n >= max1xx {
+			return nil, errors.New("too many 1xx informational responses")
+		}
+		// A 100 Continue is not passed on: the body it asks for has been sent, and the client had its own 100 from
+		// the server when the body was first read.
+		if resp.StatusCode != http.StatusContinue && trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// wrap ties resp's body to pc: the connection is pooled again at the body's end.
+func (c *Client) wrap(pc *conn, resp *http.Response, stop func() bool, reusable bool) (*http.Response, error) {
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		stop()
+		resp.Body = &upgraded{pc: pc}
+		return resp, nil
+	}
+	b := &answerBody{c: c, pc: pc, stop: stop, reusable: reusable && !resp.Close}
+	if resp.Body == http.NoBody {
+		b.finish(true)
+		return resp, nil
+	}
+	b.rc = resp.Body
+	resp.Body = b
+	return resp, nil
+}
+
+// answerBody is an answer's body on its connection; ReverseProxy reads and closes it from one goroutine.
+type answerBody struct {
+	rc       io.ReadCloser
+	c        *Client
+	pc       *conn
+	stop     func() bool
+	reusable bool
+	done     bool
+}
+
+func (b *answerBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err != nil {
+		b.finish(err == io.EOF)
+	}
+	return n, err
+}
+
+func (b *answerBody) Close() error {
+	if !b.done {
+		// Closed before its end: the rest of the answer is still on the connection.
+		b.finish(false)
+	}
+	return nil
+}
+
+func (b *answerBody) finish(complete bool) {
+	b.done = true
+	if b.stop() && complete && b.reusable {
+		b.c.put(b.pc)
+		return
+	}
+	_ = b.pc.nc.Close()
+}
+
+// connWriter is the writing side of a connection, which keeps its last error: Request.Write hides the errors of
+// writing a body behind its own type.
+type connWriter struct {
+	nc  net.Conn
+	err error
+}
+
+func (w *connWriter) Write(p []byte) (int, error) {
+	n, err := w.nc.Write(p)
+	if err != nil {
+		w.err = err
+	}
+	return n, err
+}
+
+// ReadFrom copies a body through Write with a pooled buffer, where bufio would copy it 4 KiB at a time.
+func (w *connWriter) ReadFrom(r io.Reader) (int64, error) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	return io.CopyBuffer(writeOnly{w}, r, *bp)
+}
+
+type writeOnly struct{ io.Writer }
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// upgraded is a 101 answer's connection, handed to ReverseProxy to copy both ways.
+type upgraded struct{ pc *conn }
+
+func (u *upgraded) Read(p []byte) (int, error)  { return u.pc.br.Read(p) }
+func (u *upgraded) Write(p []byte) (int, error) { return u.pc.nc.Write(p) }
+func (u *upgraded) Close() error                { return u.pc.nc.Close() }
+
+// get returns an idle connection to key (peeked at to be sure it is open, when peek), or a new one.
+func (c *Client) get(ctx context.Context, key string, u *url.URL, fresh, peek bool) (*conn, error) {
+	if !fresh {
+		now := time.Now()
+		for {
+			c.mu.Lock()
+			cs := c.idle[key]
+			if len(cs) == 0 {
+				c.mu.Unlock()
+				break
+			}
+			pc := cs[len(cs)-1]
+			cs[len(cs)-1] = nil
+			c.idle[key] = cs[:len(cs)-1]
+			c.mu.Unlock()
+			if now.Sub(pc.idleAt) < idleTimeout && pc.br.Buffered() == 0 && (!peek || open(pc.nc)) {
+				pc.reused = true
+				return pc, nil
+			}
+			_ = pc.nc.Close()
+		}
+	}
+	return c.dial(ctx, key, u.Hostname())
+}
+
+func (c *Client) dial(ctx context.Context, key, host string) (*conn, error) {
+	scheme, addr, _ := cut(key)
+	nc, err := c.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if scheme == "https" {
+		tc := tls.Client(nc, c.tlsFor(host))
+		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			_ = nc.Close()
+			return nil, err
+		}
+		nc = tc
+	}
+	cw := &connWriter{nc: nc}
+	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(cw, 4<<10), cw: cw, key: key}, nil
+}
+
+// tlsFor is the TLS config for host: the server name is the host's unless -*.tlsServerName sets it.
+func (c *Client) tlsFor(host string) *tls.Config {
+	if c.tls.ServerName != "" {
+		return c.tls
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cfg := c.tlsByHo[host]
+	if cfg == nil {
+		cfg = c.tls.Clone()
+		cfg.ServerName = host
+		c.tlsByHo[host] = cfg
+	}
+	return cfg
+}
+
+// put pools pc for the next request to its upstream; past the bound, or idle too long, connections are closed.
+func (c *Client) put(pc *conn) {
+	now := time.Now()
+	pc.idleAt = now
+	var drop []*conn
+	c.mu.Lock()
+	cs := c.idle[pc.key]
+	// The oldest are first: those idle too long go.
+	i := 0
+	for i < len(cs) && now.Sub(cs[i].idleAt) >= idleTimeout {
+		i++
+	}
+	if i > 0 {
+		drop = append(drop, cs[:i]...)
+		cs = append(cs[:0], cs[i:]...)
+	}
+	if len(cs) >= maxIdlePerHost {
+		drop = append(drop, pc)
+	} else {
+		cs = append(cs, pc)
+	}
+	c.idle[pc.key] = cs
+	c.mu.Unlock()
+	for _, d := range drop {
+		_ = d.nc.Close()
+	}
+}
+
+func cut(key string) (scheme, addr string, ok bool) {
+	for i := 0; i+3 <= len(key); i++ {
+		if key[i:i+3] == "://" {
+			return key[:i], key[i+3:], true
+		}
+	}
+	return "", key, false
+}
+
+// canonicalAddr is u's host:port, the port from the scheme when the URL has none.
+func canonicalAddr(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}

@@ -1,0 +1,317 @@
+package proxyclient
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countConns counts the connections a test server accepted.
+func countConns(srv *httptest.Server) *atomic.Int32 {
+	var n atomic.Int32
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			n.Add(1)
+		}
+	}
+	return &n
+}
+
+func get(t *testing.T, c *Client, ctx context.Context, url string) (*http.Response, error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.RoundTrip(req)
+}
+
+func readAll(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestReuseAndEarlyClose(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			_, _ = w.Write([]byte(strings.Repeat("x", 1<<20)))
+			return
+		}
+		_, _ = io.WriteString(w, "ok "+r.URL.Path)
+	}))
+	conns := countConns(srv)
+	srv.Start()
+	defer srv.Close()
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	for i := 0; i < 3; i++ {
+		resp, err := get(t, c, context.Background(), srv.URL+"/a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, resp); got != "ok /a" {
+			t.Fatalf("body %q", got)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections for 3 sequential requests; want 1 kept alive", n)
+	}
+	// An answer closed before its end leaves bytes on its connection: it is not reused.
+	resp, err := get(t, c, context.Background(), srv.URL+"/big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadFull(resp.Body, make([]byte, 10))
+	resp.Body.Close()
+	resp, err = get(t, c, context.Background(), srv.URL+"/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); got != "ok /a" {
+		t.Fatalf("after an early close: %q", got)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections; want a new one after the early close", n)
+	}
+}
+
+func TestIdleConnectionClosedByUpstream(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = io.WriteString(w, "ok "+string(b))
+	}))
+	conns := countConns(srv)
+	srv.Start()
+	defer srv.Close()
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	for i := 0; i < 2; i++ {
+		resp, err := get(t, c, context.Background(), srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+		// The upstream drops its idle connections (an idle timeout, a restart).
+		srv.CloseClientConnections()
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A read's body (GetBody) is sent again whole on a new connection.
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("query=up"))
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("a replayable body after the upstream closed the idle connection: %v", err)
+	}
+	if got := readAll(t, resp); got != "ok query=up" {
+		t.Fatalf("the upstream got %q", got)
+	}
+	srv.CloseClientConnections()
+	time.Sleep(20 * time.Millisecond)
+	// A streamed body, which could not be sent again, goes on a connection found open.
+	pr, pw := io.Pipe()
+	go func() {
+		_, _ = io.WriteString(pw, "body")
+		pw.Close()
+	}()
+	req, _ = http.NewRequest(http.MethodPost, srv.URL, pr)
+	resp, err = c.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("a streamed body after the upstream closed the idle connection: %v", err)
+	}
+	if got := readAll(t, resp); got != "ok body" {
+		t.Fatalf("the upstream got %q", got)
+	}
+	if n := conns.Load(); n != 4 {
+		t.Fatalf("%d connections; want 4, one per request after each close", n)
+	}
+}
+
+func TestHeaderTimeoutAndCancel(t *testing.T) {
+	gone := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			gone <- struct{}{}
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer srv.Close()
+	c := New(nil, 100*time.Millisecond, 10*time.Second)
+	defer c.CloseIdleConnections()
+	start := time.Now()
+	_, err := get(t, c, context.Background(), srv.URL)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !strings.Contains(err.Error(), "timeout awaiting response headers") {
+		t.Fatalf("got %v; want the header timeout", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the timeout came after %s", d)
+	}
+	<-gone
+
+	c = New(nil, 0, 10*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	_, err = get(t, c, ctx, srv.URL)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v; want context.Canceled", err)
+	}
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the cancellation did not reach the upstream")
+	}
+}
+
+func TestBodiesStream(t *testing.T) {
+	got := make(chan string, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 64)
+		for {
+			n, err := r.Body.Read(buf)
+			if n > 0 {
+				got <- string(buf[:n])
+			}
+			if err != nil {
+				break
+			}
+		}
+		_, _ = io.WriteString(w, "part1")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL, pr)
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := c.RoundTrip(req)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	_, _ = io.WriteString(pw, "first")
+	select {
+	case s := <-got:
+		if s != "first" {
+			t.Fatalf("the upstream read %q", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the first part of a streamed body did not reach the upstream before the body ended")
+	}
+	pw.Close()
+	resp := <-done
+	if resp == nil {
+		t.FailNow()
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "part1" {
+		t.Fatalf("the first part of a streamed answer: %q %v", buf, err)
+	}
+	cancel()
+	if _, err := io.ReadAll(resp.Body); err == nil {
+		t.Fatal("an answer cancelled mid-way ended without an error")
+	}
+	resp.Body.Close()
+}
+
+func TestEarlyAnswer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		_, _ = io.WriteString(w, "too big")
+		w.(http.Flusher).Flush()
+		_, _ = io.WriteString(w, ", refused")
+	}))
+	defer srv.Close()
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(strings.Repeat("x", 32<<20)))
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("an upstream that refuses before reading the body: %v; want its answer", err)
+	}
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := readAll(t, resp); got != "too big, refused" {
+		t.Fatalf("the early answer's body: %q", got)
+	}
+}
+
+func TestTLS(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TLS.PeerCertificates) != 1 {
+			http.Error(w, "no client certificate", http.StatusForbidden)
+			return
+		}
+		_, _ = io.WriteString(w, "tls ok")
+	}))
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	srv.StartTLS()
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	cert := srv.TLS.Certificates[0]
+
+	c := New(&tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := get(t, c, context.Background(), srv.URL)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if got := readAll(t, resp); got != "tls ok" {
+				t.Errorf("body %q", got)
+			}
+		}()
+	}
+	wg.Wait()
+
+	// Without the CA the handshake fails with the certificate error the gateway explains to operators.
+	c2 := New(&tls.Config{MinVersion: tls.VersionTLS12}, time.Minute, 10*time.Second)
+	_, err := get(t, c2, context.Background(), srv.URL)
+	var cve *tls.CertificateVerificationError
+	if !errors.As(err, &cve) {
+		t.Fatalf("got %v; want a certificate verification error", err)
+	}
+}
+
+func TestDialError(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	c := New(nil, time.Minute, 10*time.Second)
+	_, err = get(t, c, context.Background(), "http://"+addr)
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "dial" {
+		t.Fatalf("got %v; want a dial error", err)
+	}
+}
