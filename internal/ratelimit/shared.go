@@ -42,15 +42,24 @@ type RedisConfig struct {
 // replicas take one unit at a time and none holds what another could use.
 const leaseMaxShare = 4
 
+// clockSkew is how far ahead of a replica's clock another replica's may be, in seconds: a claim sums the buckets
+// up to this far after its own second too. Clocks differ (NTP, the coarse clock a loaded machine ticks late, a claim
+// delayed on its way to Redis), so a claim can reach Redis stamped a second before counts another replica already
+// made there; those are in the window all the same, and a claim that missed them would let each replica admit a
+// limit's worth at every second boundary. A bucket ahead is empty unless a clock is ahead, so summing it costs
+// nothing else.
+const clockSkew = 5
+
 // claimScript gives back units a replica did not use and takes new ones, atomically. The counts of a series live
 // in one key per window bucket, KEYS[1]..":m:"..epoch and ..":h:"..epoch, summed over the window as the local
-// rings are. It returns the units granted, the windows' sums including them, and, when nothing could be granted,
-// the Unix second at which the blocking window has a unit free again.
+// rings are, and over the buckets up to clockSkew ahead. It returns the units granted, the windows' sums including
+// them, and, when nothing could be granted, the Unix second at which the blocking window has a unit free again.
 //
 // ARGV: 1 units wanted, 2 minute limit (0: none), 3 hour limit, 4 now (Unix seconds), 5 units given back,
-// 6 the second they were taken at, 7 ring size, 8 minute bucket width, 9 hour bucket width.
+// 6 the second they were taken at, 7 ring size, 8 minute bucket width, 9 hour bucket width, 10 clockSkew.
 var claimScript = redis.NewScript(`
 local want, now, back, backAt, n = tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local skew = tonumber(ARGV[10])
 local wins = {{'m', tonumber(ARGV[8]), tonumber(ARGV[2])}, {'h', tonumber(ARGV[9]), tonumber(ARGV[3])}}
 local sums, avail, freeAt = {}, nil, 0
 for i, w in ipairs(wins) do
@@ -60,21 +69,23 @@ for i, w in ipairs(wins) do
     local k = KEYS[1] .. ':' .. name .. ':' .. math.floor(backAt / width)
     if redis.call('EXISTS', k) == 1 then redis.call('DECRBY', k, back) end
   end
+  -- Oldest bucket first: epochs e-n+1 .. the one clockSkew ahead.
+  local first, last = e - n + 1, math.floor((now + skew) / width)
   local keys = {}
-  for j = 0, n - 1 do keys[j + 1] = KEYS[1] .. ':' .. name .. ':' .. (e - j) end
+  for b = first, last do keys[#keys + 1] = KEYS[1] .. ':' .. name .. ':' .. b end
   local vals = redis.call('MGET', unpack(keys))
   local s = 0
-  for j = 1, n do s = s + (tonumber(vals[j]) or 0) end
+  for j = 1, #vals do s = s + (tonumber(vals[j]) or 0) end
   sums[i] = s
   if limit > 0 then
     local a = limit - s
     if avail == nil or a < avail then avail = a end
     if a <= 0 then
       local freed = 0
-      for j = n, 1, -1 do
+      for j = 1, #vals do
         freed = freed + (tonumber(vals[j]) or 0)
         if freed > -a then
-          local at = (e - (j - 1) + n) * width
+          local at = (first + j - 1 + n) * width
           if at > freeAt then freeAt = at end
           break
         end
@@ -311,7 +322,7 @@ func (s *redisStore) run(k seriesKey, want int64, values [numWindows]int64, sec,
 	defer cancel()
 	s.calls.Inc()
 	res, err := claimScript.Run(ctx, s.client, []string{s.redisKey(k)}, want, values[winMinute], values[winHour], sec, back, backAt,
-		ringSize, bucketWidth[winMinute], bucketWidth[winHour]).Int64Slice()
+		ringSize, bucketWidth[winMinute], bucketWidth[winHour], clockSkew).Int64Slice()
 	if err == nil && len(res) != 4 {
 		err = fmt.Errorf("unexpected reply of %d values from the claim script", len(res))
 	}

@@ -340,3 +340,27 @@ func writeTLSFiles(t *testing.T, dir string) (ca, cert, key string) {
 	}
 	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", srvDER), write("server.key", "EC PRIVATE KEY", keyDER)
 }
+
+// TestSharedClockBehind: replicas' clocks differ (NTP, the coarse clock a loaded machine ticks late, a claim
+// delayed on its way to Redis), so a claim can arrive in Redis stamped a second before counts another replica
+// already made. Those counts are in the window all the same: the replica behind must see them, or each replica
+// admits its own limit's worth at a second boundary.
+func TestSharedClockBehind(t *testing.T) {
+	r := startRedis(t)
+	const limits = "limits:\n  - {type: queries, value: 5}\n"
+	ahead := time.Now().Truncate(time.Second).Add(500 * time.Millisecond)
+	behind := ahead.Add(-time.Second)
+	a := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr}, func() time.Time { return ahead })
+	b := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr}, func() time.Time { return behind })
+	q := access(tid(0, 0))
+	passed := admitN(b, q, 3) + admitN(a, q, 2)
+	if passed != 5 {
+		t.Fatalf("%d of the first 5 passed", passed)
+	}
+	if n := admitN(b, q, 5); n != 0 {
+		t.Errorf("the replica a second behind admitted %d more after the shared limit of 5 was reached", n)
+	}
+	if n := admitN(a, q, 5); n != 0 {
+		t.Errorf("the replica ahead admitted %d more after the shared limit of 5 was reached", n)
+	}
+}
