@@ -2,8 +2,6 @@ package main
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,111 +21,6 @@ import (
 
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
-
-// The real VictoriaMetrics cluster (v1.150.0) ships xz-compressed with the sums of the uncompressed binaries.
-const clusterVersion = "v1.150.0"
-
-var (
-	clusterBinOnce sync.Once
-	clusterBinDir  string
-	clusterBinErr  error
-)
-
-// clusterSource finds the compressed cluster binaries: $VMCLUSTER_SRC, or shared/vm-cluster beside a parent
-// directory (CI clones the repository with shared/ beside it). The names are those of internal/vmtest's cluster
-// helper on another branch, which this minimal starter is to be folded into.
-func clusterSource() string {
-	if d := os.Getenv("VMCLUSTER_SRC"); d != "" {
-		return d
-	}
-	dir, _ := os.Getwd()
-	for ; dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
-		if d := filepath.Join(dir, "shared", "vm-cluster"); fileExists(filepath.Join(d, "SHA256SUMS")) {
-			return d
-		}
-	}
-	return ""
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-// requireClusterBinaries unpacks vmstorage, vminsert and vmselect once into a cache directory and checks their
-// sums. Missing binaries skip the test on a developer machine and fail it under CI.
-func requireClusterBinaries(t testing.TB) string {
-	t.Helper()
-	if dir := os.Getenv("VMCLUSTER_BIN"); dir != "" {
-		return dir
-	}
-	vmtest.Require(t, "xz")
-	src := clusterSource()
-	if src == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("the VictoriaMetrics cluster binaries are required: set $VMCLUSTER_BIN to a directory with vmstorage, vminsert and vmselect, or $VMCLUSTER_SRC to one with their .xz files and SHA256SUMS")
-		}
-		t.Skip("the VictoriaMetrics cluster binaries (shared/vm-cluster) are not here; set $VMCLUSTER_BIN or $VMCLUSTER_SRC to run this test")
-	}
-	clusterBinOnce.Do(func() { clusterBinDir, clusterBinErr = unpackCluster(src) })
-	if clusterBinErr != nil {
-		t.Fatal(clusterBinErr)
-	}
-	return clusterBinDir
-}
-
-func unpackCluster(src string) (string, error) {
-	sums, err := os.ReadFile(filepath.Join(src, "SHA256SUMS"))
-	if err != nil {
-		return "", err
-	}
-	want := map[string]string{}
-	for _, l := range strings.Split(strings.TrimSpace(string(sums)), "\n") {
-		if f := strings.Fields(l); len(f) == 2 {
-			want[f[1]] = f[0]
-		}
-	}
-	dir := filepath.Join(os.TempDir(), "vmgateway-vm-cluster-"+clusterVersion)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	for _, b := range []string{"vmstorage", "vminsert", "vmselect"} {
-		dst := filepath.Join(dir, b)
-		if sha256File(dst) == want[b] {
-			continue
-		}
-		tmp := dst + fmt.Sprintf(".%d", os.Getpid())
-		out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-		if err != nil {
-			return "", err
-		}
-		cmd := exec.Command("xz", "-dc", filepath.Join(src, b+".xz"))
-		cmd.Stdout = out
-		err = cmd.Run()
-		out.Close()
-		if err != nil {
-			return "", fmt.Errorf("cannot unpack %s.xz: %w", b, err)
-		}
-		if got := sha256File(tmp); got != want[b] {
-			os.Remove(tmp)
-			return "", fmt.Errorf("%s: sha256 %s, want %s (SHA256SUMS)", b, got, want[b])
-		}
-		if err := os.Rename(tmp, dst); err != nil {
-			return "", err
-		}
-	}
-	return dir, nil
-}
-
-func sha256File(p string) string {
-	f, err := os.Open(p)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return ""
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
 
 // vmProc is one process of the cluster, restartable on the same ports.
 type vmProc struct {
@@ -209,7 +102,7 @@ type testCluster struct {
 
 func startTestCluster(t *testing.T) *testCluster {
 	t.Helper()
-	bin := requireClusterBinaries(t)
+	bin := vmtest.RequireCluster(t)
 	dir := t.TempDir()
 	proc := func(name string, args ...string) *vmProc {
 		addr := vmtest.FreePort(t)
