@@ -179,17 +179,17 @@ func logRef(msg, id string) string {
 // describe says how the upstream failed, for the client: how many backends were tried when there are several, and
 // the kind of failure, never an address or the error itself (it names hosts; the log has it).
 func (u *upstream) describe(err error) (who, detail string) {
-	reason, _, _ := failReason(context.Background(), err)
 	var te *triedError
-	if errors.As(err, &te) {
-		reason, _, _ = failReason(context.Background(), te.err)
-		if te.bodySent {
-			return fmt.Sprintf("(%d of %d %s backends tried; part of the body had been sent, so it went to no other: resend it)", te.tried, te.total, u.kind),
-				"the last one " + reasonText[reason]
-		}
-		return fmt.Sprintf("(%d of %d %s backends tried)", te.tried, te.total, u.kind), "the last one " + reasonText[reason]
+	if !errors.As(err, &te) {
+		reason, _, _ := failReason(context.Background(), err)
+		return "", "it " + reasonText[reason]
 	}
-	return "", "it " + reasonText[reason]
+	reason, _, _ := failReason(context.Background(), te.err)
+	who = fmt.Sprintf("(%d of %d %s backends tried", te.tried, te.total, u.kind)
+	if te.bodySent {
+		who += "; part of the body had been sent, so it went to no other: resend it"
+	}
+	return who + ")", "the last one " + reasonText[reason]
 }
 
 // reasonText says what failReason's reasons mean, for clients.

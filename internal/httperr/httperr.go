@@ -144,7 +144,10 @@ func noteReason(w http.ResponseWriter, msg, noQuery string) {
 func errorType(status int) string {
 	switch status {
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusRequestURITooLong,
-		http.StatusRequestHeaderFieldsTooLarge, http.StatusUnsupportedMediaType, http.StatusMethodNotAllowed:
+		http.StatusRequestHeaderFieldsTooLarge, http.StatusUnsupportedMediaType, http.StatusMethodNotAllowed,
+		// net/http answers 501 to a Transfer-Encoding it does not implement and 505 to a protocol version it does
+		// not speak: the client's request is at fault.
+		http.StatusNotImplemented, http.StatusHTTPVersionNotSupported:
 		return "bad_data"
 	case http.StatusUnauthorized:
 		return "unauthorized"

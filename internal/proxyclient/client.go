@@ -34,6 +34,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -412,7 +413,8 @@ func (c *Client) get(ctx context.Context, key string, u *url.URL, fresh, peek bo
 }
 
 func (c *Client) dial(ctx context.Context, key, host string) (*conn, error) {
-	scheme, addr, _ := cut(key)
+	// The key is scheme://host:port (RoundTrip).
+	scheme, addr, _ := strings.Cut(key, "://")
 	nc, err := c.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -474,15 +476,6 @@ func (c *Client) put(pc *conn) {
 	for _, d := range drop {
 		_ = d.nc.Close()
 	}
-}
-
-func cut(key string) (scheme, addr string, ok bool) {
-	for i := 0; i+3 <= len(key); i++ {
-		if key[i:i+3] == "://" {
-			return key[:i], key[i+3:], true
-		}
-	}
-	return "", key, false
 }
 
 // canonicalAddr is u's host:port, the port from the scheme when the URL has none.

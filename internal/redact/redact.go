@@ -6,7 +6,6 @@ package redact
 import (
 	"errors"
 	"net/url"
-	"strings"
 )
 
 // URL returns u without userinfo, query and fragment.
@@ -34,16 +33,4 @@ func URLError(err error) error {
 		return ue.Err
 	}
 	return err
-}
-
-// Error returns err's text with u's password replaced by xxxxx: errors of net/http and of clients such as go-redis
-// may quote the URL they were given.
-func Error(err error, u *url.URL) string {
-	s := err.Error()
-	if u.User != nil {
-		if pw, ok := u.User.Password(); ok && pw != "" {
-			s = strings.ReplaceAll(s, pw, "xxxxx")
-		}
-	}
-	return s
 }

@@ -39,23 +39,6 @@ func TestURLLeavesItsArgumentAlone(t *testing.T) {
 	}
 }
 
-func TestError(t *testing.T) {
-	u, err := url.Parse("http://admin:s3cret@vm:8428/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := errors.New(`Get "http://admin:s3cret@vm:8428/api": dial tcp: refused; s3cret again`)
-	if got, want := Error(e, u), `Get "http://admin:xxxxx@vm:8428/api": dial tcp: refused; xxxxx again`; got != want {
-		t.Fatalf("Error = %q, want %q", got, want)
-	}
-	for _, raw := range []string{"http://vm:8428/", "http://admin@vm:8428/", "http://admin:@vm:8428/"} {
-		u, _ := url.Parse(raw)
-		if got := Error(e, u); got != e.Error() {
-			t.Errorf("%s: Error = %q, want the error unchanged", raw, got)
-		}
-	}
-}
-
 func TestURLError(t *testing.T) {
 	_, err := url.Parse("http://u:s3cret@vm:8428/%zz")
 	if err == nil {

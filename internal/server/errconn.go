@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
 // net/http answers a request it cannot parse (a malformed head, a bad Content-Length, an unsupported
@@ -109,12 +110,7 @@ func (l *jsonErrorListener) jsonAnswer(b []byte) ([]byte, bool) {
 		}
 		msg = "cannot parse the HTTP request: " + detail
 	}
-	body, _ := json.Marshal(struct {
-		Status    string `json:"status"`
-		ErrorType string `json:"errorType"`
-		Error     string `json:"error"`
-	}{"error", "bad_data", msg})
-	body = append(body, '\n')
+	body := httperr.JSON(code, msg, "")
 	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Length: %d\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n\r\n%s",
 		code, http.StatusText(code), len(body), body), true
 }

@@ -13,7 +13,8 @@ var headersTooLarge = metrics.NewCounter(`vmgateway_requests_rejected_total{reas
 
 // net/http answers headers beyond its MaxHeaderBytes with a plain-text 431 before any handler runs. To answer
 // -http.maxHeaderBytes with the JSON error every other refusal has, net/http gets a larger cap (goHeaderLimit)
-// and the server checks the limit itself; only headers beyond that larger cap still get net/http's plain 431.
+// and the server checks the limit itself, naming the size it counted; headers beyond that larger cap meet net/http's
+// own 431, which errconn.go rewrites into the same JSON shape on plain listeners (TLS ones keep net/http's text).
 
 // goHeaderLimit is the cap handed to net/http for a -http.maxHeaderBytes limit: twice the limit, and at least
 // net/http's own default of 1 MiB, so only clearly hostile requests meet net/http's plain answer.

@@ -87,6 +87,15 @@ type connStartKey struct{}
 // Validate checks what the flags say, certificates loaded, without building anything: the app calls it before it
 // builds the components that run in the background, so a bad flag stops the start with nothing to undo.
 func (cfg Config) Validate() error {
+	if err := cfg.checkFlags(); err != nil {
+		return err
+	}
+	_, err := cfg.certLoaders()
+	return err
+}
+
+// checkFlags is Validate without loading the certificates.
+func (cfg Config) checkFlags() error {
 	if len(cfg.ListenAddrs) == 0 {
 		return errors.New("-httpListenAddr is empty: give at least one address to listen on, e.g. -httpListenAddr=:8431")
 	}
@@ -96,8 +105,7 @@ func (cfg Config) Validate() error {
 	if cfg.BasicAuthUsername == "" && cfg.BasicAuthPassword != "" {
 		return errors.New("-httpAuth.password is set without -httpAuth.username: set both or neither")
 	}
-	_, err := cfg.certLoaders()
-	return err
+	return nil
 }
 
 // certLoaders loads the certificate of each -tls listener; nil for a plain one.
@@ -118,9 +126,10 @@ func (cfg Config) certLoaders() ([]*certLoader, error) {
 
 // New checks the config (see Validate) and loads TLS certificates; Start binds the listeners.
 func New(cfg Config) (*Server, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.checkFlags(); err != nil {
 		return nil, err
 	}
+	// Loaded once here, not also by Validate: the certificates New serves are the ones it checked.
 	loaders, err := cfg.certLoaders()
 	if err != nil {
 		return nil, err

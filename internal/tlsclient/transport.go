@@ -1,6 +1,7 @@
 package tlsclient
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,10 +20,7 @@ const DefaultDialTimeout = 10 * time.Second
 // dialTimeout bounds the TCP connect, so that a backend that drops connection attempts is given up on (and another
 // tried) long before the response timeout; it must be positive.
 func NewTransport(flagPrefix string, o Options, responseTimeout, dialTimeout time.Duration) (*http.Transport, error) {
-	if dialTimeout <= 0 {
-		return nil, fmt.Errorf("-%s.dialTimeout=%s: want a positive duration such as 3s", flagPrefix, dialTimeout)
-	}
-	tlsCfg, err := Config(flagPrefix, o)
+	tlsCfg, err := upstreamTLS(flagPrefix, o, dialTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -45,12 +43,17 @@ func NewTransport(flagPrefix string, o Options, responseTimeout, dialTimeout tim
 // NewUpstream returns the client the gateway forwards with to one upstream kind: proxyclient's pooled connections
 // with the TLS config from o. responseTimeout bounds the wait for the answer's headers only, as in NewTransport.
 func NewUpstream(flagPrefix string, o Options, responseTimeout, dialTimeout time.Duration) (*proxyclient.Client, error) {
-	if dialTimeout <= 0 {
-		return nil, fmt.Errorf("-%s.dialTimeout=%s: want a positive duration such as 3s", flagPrefix, dialTimeout)
-	}
-	tlsCfg, err := Config(flagPrefix, o)
+	tlsCfg, err := upstreamTLS(flagPrefix, o, dialTimeout)
 	if err != nil {
 		return nil, err
 	}
 	return proxyclient.New(tlsCfg, responseTimeout, dialTimeout), nil
+}
+
+// upstreamTLS checks dialTimeout and builds the TLS config, for either client of an upstream.
+func upstreamTLS(flagPrefix string, o Options, dialTimeout time.Duration) (*tls.Config, error) {
+	if dialTimeout <= 0 {
+		return nil, fmt.Errorf("-%s.dialTimeout=%s: want a positive duration such as 3s", flagPrefix, dialTimeout)
+	}
+	return Config(flagPrefix, o)
 }
