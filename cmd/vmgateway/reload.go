@@ -23,23 +23,6 @@ import (
 
 var reloadAuthKey = flagutil.NewSecret("reloadAuthKey", "Auth key for /-/reload (POST), which re-reads every file the gateway reads: -ratelimit.config, -querylimits.config, -auth.policyFile, -auth.publicKeyFiles and -auth.hmacSecretFiles. It must be passed via authKey query arg. It overrides -httpAuth.*. Without it (or -httpAuth.*), /-/reload is disabled; SIGHUP reloads the same files")
 
-// configFile is a YAML file the gateway reads.
-type configFile struct {
-	flag, path string
-	// list is the top-level list the file's entries are in (limits, policies).
-	list string
-}
-
-func (f *configFile) String() string { return fmt.Sprintf("-%s=%s", f.flag, confsource.Show(f.path)) }
-
-// entries is the length of the file's list in data, a content its owner applied.
-func (f *configFile) entries(data []byte) int {
-	var doc map[string]any
-	_ = yaml.Unmarshal(data, &doc)
-	l, _ := doc[f.list].([]any)
-	return len(l)
-}
-
 // reloader re-reads every file of the gateway at once, on /-/reload and SIGHUP. All files are checked first: one
 // invalid file changes nothing, and the answer names every problem.
 type reloader struct {
@@ -48,9 +31,11 @@ type reloader struct {
 	files []*reloadable
 }
 
-// reloadable is a file and what checks and applies it.
+// reloadable is a YAML file the gateway reads and what checks and applies it.
 type reloadable struct {
-	configFile
+	flag, path string
+	// list is the top-level list the file's entries are in (limits, policies).
+	list string
 	// what the file holds, for the log: "rate limits", "access policies".
 	what  string
 	check func() error
@@ -60,11 +45,21 @@ type reloadable struct {
 	inForce func() []byte
 }
 
+func (f *reloadable) String() string { return fmt.Sprintf("-%s=%s", f.flag, confsource.Show(f.path)) }
+
+// entries is the length of the file's list in data, a content its owner applied.
+func (f *reloadable) entries(data []byte) int {
+	var doc map[string]any
+	_ = yaml.Unmarshal(data, &doc)
+	l, _ := doc[f.list].([]any)
+	return len(l)
+}
+
 func newReloader(a *app) *reloader {
 	r := &reloader{app: a}
 	add := func(flagName, path, list, what string, check, apply func() error, inForce func() []byte) {
-		r.files = append(r.files, &reloadable{configFile: configFile{flag: flagName, path: path, list: list}, what: what,
-			check: check, apply: apply, inForce: inForce})
+		r.files = append(r.files, &reloadable{flag: flagName, path: path, list: list, what: what, check: check, apply: apply,
+			inForce: inForce})
 	}
 	if a.gate != nil {
 		add("ratelimit.config", *rateLimitConfig, "limits", "rate limits",
@@ -81,14 +76,8 @@ func newReloader(a *app) *reloader {
 	return r
 }
 
-// reload checks every file, then applies them all; it returns a line per change, or every error with nothing
-// changed.
-func (r *reloader) reload() ([]string, error) {
-	changes, _, err := r.reloadAll()
-	return changes, err
-}
-
-// reloadAll is reload that also says what kept its previous config: "rate limits", "keys".
+// reloadAll checks every file, then applies them all; it returns a line per change, or every error with nothing
+// changed, and what kept its previous config: "rate limits", "keys".
 func (r *reloader) reloadAll() (changes, kept []string, _ error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -178,7 +167,7 @@ func (r *reloader) handler() http.Handler {
 			httperr.WriteStatus(w, http.StatusMethodNotAllowed, req.Method+" is not supported: reload with POST")
 			return
 		}
-		changes, err := r.reload()
+		changes, _, err := r.reloadAll()
 		if err != nil {
 			slog.Error("/-/reload failed; the previous config stays in force", "err", err)
 			msgs := strings.Split(err.Error(), "\n")
