@@ -10,8 +10,6 @@ import (
 	"strings"
 	"sync"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/confsource"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
@@ -41,23 +39,16 @@ type reloadable struct {
 	check func() error
 	apply func() error
 	// inForce is the content the owner applied last, at the start, on a reload or by its own periodic re-read
-	// (-*CheckInterval): what changed is told against it, so a change a poller applied is not told again.
-	inForce func() []byte
+	// (-*CheckInterval), and its number of entries: what changed is told against it, so a change a poller applied
+	// is not told again.
+	inForce func() ([]byte, int)
 }
 
 func (f *reloadable) String() string { return fmt.Sprintf("-%s=%s", f.flag, confsource.Show(f.path)) }
 
-// entries is the length of the file's list in data, a content its owner applied.
-func (f *reloadable) entries(data []byte) int {
-	var doc map[string]any
-	_ = yaml.Unmarshal(data, &doc)
-	l, _ := doc[f.list].([]any)
-	return len(l)
-}
-
 func newReloader(a *app) *reloader {
 	r := &reloader{app: a}
-	add := func(flagName, path, list, what string, check, apply func() error, inForce func() []byte) {
+	add := func(flagName, path, list, what string, check, apply func() error, inForce func() ([]byte, int)) {
 		r.files = append(r.files, &reloadable{flag: flagName, path: path, list: list, what: what, check: check, apply: apply,
 			inForce: inForce})
 	}
@@ -110,15 +101,15 @@ func (r *reloader) reloadAll() (changes, kept []string, _ error) {
 		return nil, kept, errors.Join(errs...)
 	}
 	for _, f := range r.files {
-		before := f.inForce()
+		before, wasEntries := f.inForce()
 		if err := f.apply(); err != nil {
 			// Changed between the check and now: the owner kept the previous config.
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			kept = append(kept, f.what)
 			continue
 		}
-		if after := f.inForce(); !bytes.Equal(after, before) {
-			changes = append(changes, fmt.Sprintf("%s: %d %s (was %d)", f, f.entries(after), f.list, f.entries(before)))
+		if after, entries := f.inForce(); !bytes.Equal(after, before) {
+			changes = append(changes, fmt.Sprintf("%s: %d %s (was %d)", f, entries, f.list, wasEntries))
 		}
 	}
 	if r.app.verifier != nil {

@@ -74,7 +74,8 @@ func (a *app) logSummary() {
 func (r *reloader) entries(flagName string) int {
 	for _, f := range r.files {
 		if f.flag == flagName {
-			return f.entries(f.inForce())
+			_, n := f.inForce()
+			return n
 		}
 	}
 	return 0
