@@ -155,9 +155,8 @@ func TestFlagErrorLines(t *testing.T) {
 		}
 	}
 	code, stdout, stderr := runGatewayExit(t, "-envflag.enable", "-envflag.prefix=VMGW_")
-	_ = stdout
-	if code != 1 || strings.Count(stderr, "\n") != 1 {
-		t.Errorf("a start without -read.url: exit %d, %q", code, stderr)
+	if code != 1 || strings.Count(stderr, "\n") != 1 || stdout != "" {
+		t.Errorf("a start without -read.url: exit %d, stderr %q, stdout %q; want exit 1 and one line on stderr", code, stderr, stdout)
 	}
 	cmd := exec.Command(gatewayBin, "-envflag.enable")
 	cmd.Env = append(os.Environ(), "read_timeout=10")

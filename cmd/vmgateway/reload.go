@@ -10,8 +10,6 @@ import (
 	"strings"
 	"sync"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/confsource"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
@@ -23,23 +21,6 @@ import (
 
 var reloadAuthKey = flagutil.NewSecret("reloadAuthKey", "Auth key for /-/reload (POST), which re-reads every file the gateway reads: -ratelimit.config, -querylimits.config, -auth.policyFile, -auth.publicKeyFiles and -auth.hmacSecretFiles. It must be passed via authKey query arg. It overrides -httpAuth.*. Without it (or -httpAuth.*), /-/reload is disabled; SIGHUP reloads the same files")
 
-// configFile is a YAML file the gateway reads.
-type configFile struct {
-	flag, path string
-	// list is the top-level list the file's entries are in (limits, policies).
-	list string
-}
-
-func (f *configFile) String() string { return fmt.Sprintf("-%s=%s", f.flag, confsource.Show(f.path)) }
-
-// entries is the length of the file's list in data, a content its owner applied.
-func (f *configFile) entries(data []byte) int {
-	var doc map[string]any
-	_ = yaml.Unmarshal(data, &doc)
-	l, _ := doc[f.list].([]any)
-	return len(l)
-}
-
 // reloader re-reads every file of the gateway at once, on /-/reload and SIGHUP. All files are checked first: one
 // invalid file changes nothing, and the answer names every problem.
 type reloader struct {
@@ -48,23 +29,28 @@ type reloader struct {
 	files []*reloadable
 }
 
-// reloadable is a file and what checks and applies it.
+// reloadable is a YAML file the gateway reads and what checks and applies it.
 type reloadable struct {
-	configFile
+	flag, path string
+	// list is the top-level list the file's entries are in (limits, policies).
+	list string
 	// what the file holds, for the log: "rate limits", "access policies".
 	what  string
 	check func() error
 	apply func() error
 	// inForce is the content the owner applied last, at the start, on a reload or by its own periodic re-read
-	// (-*CheckInterval): what changed is told against it, so a change a poller applied is not told again.
-	inForce func() []byte
+	// (-*CheckInterval), and its number of entries: what changed is told against it, so a change a poller applied
+	// is not told again.
+	inForce func() ([]byte, int)
 }
+
+func (f *reloadable) String() string { return fmt.Sprintf("-%s=%s", f.flag, confsource.Show(f.path)) }
 
 func newReloader(a *app) *reloader {
 	r := &reloader{app: a}
-	add := func(flagName, path, list, what string, check, apply func() error, inForce func() []byte) {
-		r.files = append(r.files, &reloadable{configFile: configFile{flag: flagName, path: path, list: list}, what: what,
-			check: check, apply: apply, inForce: inForce})
+	add := func(flagName, path, list, what string, check, apply func() error, inForce func() ([]byte, int)) {
+		r.files = append(r.files, &reloadable{flag: flagName, path: path, list: list, what: what, check: check, apply: apply,
+			inForce: inForce})
 	}
 	if a.gate != nil {
 		add("ratelimit.config", *rateLimitConfig, "limits", "rate limits",
@@ -81,14 +67,8 @@ func newReloader(a *app) *reloader {
 	return r
 }
 
-// reload checks every file, then applies them all; it returns a line per change, or every error with nothing
-// changed.
-func (r *reloader) reload() ([]string, error) {
-	changes, _, err := r.reloadAll()
-	return changes, err
-}
-
-// reloadAll is reload that also says what kept its previous config: "rate limits", "keys".
+// reloadAll checks every file, then applies them all; it returns a line per change, or every error with nothing
+// changed, and what kept its previous config: "rate limits", "keys".
 func (r *reloader) reloadAll() (changes, kept []string, _ error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -121,15 +101,15 @@ func (r *reloader) reloadAll() (changes, kept []string, _ error) {
 		return nil, kept, errors.Join(errs...)
 	}
 	for _, f := range r.files {
-		before := f.inForce()
+		before, wasEntries := f.inForce()
 		if err := f.apply(); err != nil {
 			// Changed between the check and now: the owner kept the previous config.
 			errs = append(errs, fmt.Errorf("%s: %w", f, err))
 			kept = append(kept, f.what)
 			continue
 		}
-		if after := f.inForce(); !bytes.Equal(after, before) {
-			changes = append(changes, fmt.Sprintf("%s: %d %s (was %d)", f, f.entries(after), f.list, f.entries(before)))
+		if after, entries := f.inForce(); !bytes.Equal(after, before) {
+			changes = append(changes, fmt.Sprintf("%s: %d %s (was %d)", f, entries, f.list, wasEntries))
 		}
 	}
 	if r.app.verifier != nil {
@@ -178,7 +158,7 @@ func (r *reloader) handler() http.Handler {
 			httperr.WriteStatus(w, http.StatusMethodNotAllowed, req.Method+" is not supported: reload with POST")
 			return
 		}
-		changes, err := r.reload()
+		changes, _, err := r.reloadAll()
 		if err != nil {
 			slog.Error("/-/reload failed; the previous config stays in force", "err", err)
 			msgs := strings.Split(err.Error(), "\n")

@@ -44,7 +44,8 @@ func (a *app) logSummary() {
 			attrs = append(attrs, "signatures", "NOT VERIFIED (-auth.skipVerify)")
 		}
 		if *authPolicyFile != "" {
-			attrs = append(attrs, "policyFile", showSource(*authPolicyFile), "policies", a.reloader.entries("auth.policyFile"))
+			_, n := a.verifier.PolicyConfig()
+			attrs = append(attrs, "policyFile", showSource(*authPolicyFile), "policies", n)
 		}
 		slog.Info("start summary: auth is on", attrs...)
 		for _, s := range sources {
@@ -62,22 +63,14 @@ func (a *app) logSummary() {
 		if *redisURL != "" {
 			redis = showURL(*redisURL)
 		}
-		slog.Info("start summary: rate limiting is on", "config", showSource(*rateLimitConfig), "limits", a.reloader.entries("ratelimit.config"),
+		_, n := a.gate.Config()
+		slog.Info("start summary: rate limiting is on", "config", showSource(*rateLimitConfig), "limits", n,
 			"datasource", showURL(*dsURL), "redis", redis, "dryRun", *rateLimitDryRun, "failClosed", *rateLimitFailClosed)
 	}
 	if a.qlimits != nil {
-		slog.Info("start summary: query limits are on", "config", showSource(*queryLimitsConfig), "limits", a.reloader.entries("querylimits.config"))
+		_, n := a.qlimits.Config()
+		slog.Info("start summary: query limits are on", "config", showSource(*queryLimitsConfig), "limits", n)
 	}
-}
-
-// entries is the number of entries of the file of a flag in the content in force.
-func (r *reloader) entries(flagName string) int {
-	for _, f := range r.files {
-		if f.flag == flagName {
-			return f.entries(f.inForce())
-		}
-	}
-	return 0
 }
 
 func orNone(s string) string {

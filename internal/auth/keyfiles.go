@@ -104,7 +104,7 @@ func (kr *keyring) reloadFiles(force bool) ([]string, error) {
 		if bytes.Equal(reads[i].data, f.data) {
 			continue
 		}
-		changes = append(changes, fmt.Sprintf("%s: keys %s → %s", f.source(), keyIDs(f.keys), keyIDs(reads[i].keys)))
+		changes = append(changes, fmt.Sprintf("%s: keys %s → %s", f.source(), showKeyIDs(f.keys), showKeyIDs(reads[i].keys)))
 		f.data, f.keys, f.loadedAt = reads[i].data, reads[i].keys, now
 	}
 	if len(changes) == 0 {
@@ -144,15 +144,20 @@ func keyID(k *key) string {
 	return k.kind + " " + hex.EncodeToString(h[:4])
 }
 
-func keyIDs(keys []*key) string {
-	if len(keys) == 0 {
-		return "none"
-	}
+func keyIDs(keys []*key) []string {
 	ids := make([]string, len(keys))
 	for i, k := range keys {
 		ids[i] = keyID(k)
 	}
-	return "[" + strings.Join(ids, ", ") + "]"
+	return ids
+}
+
+// showKeyIDs is keyIDs for a log line.
+func showKeyIDs(keys []*key) string {
+	if len(keys) == 0 {
+		return "none"
+	}
+	return "[" + strings.Join(keyIDs(keys), ", ") + "]"
 }
 
 // KeySource is one source of verification keys as the start log and the status page show it.
@@ -170,25 +175,18 @@ type KeySource struct {
 // describe rebuilds the key sources for KeySources; called with kr.mu held or before the keyring runs.
 func (kr *keyring) describe() {
 	var out []KeySource
-	ids := func(keys []*key) []string {
-		s := make([]string, len(keys))
-		for i, k := range keys {
-			s[i] = keyID(k)
-		}
-		return s
-	}
 	for _, k := range kr.inline {
 		out = append(out, KeySource{Source: k.from, Keys: []string{keyID(k)}, LastSuccess: kr.started})
 	}
 	for _, f := range kr.files {
-		out = append(out, KeySource{Source: f.source(), Keys: ids(f.keys), LastSuccess: f.loadedAt, Error: f.err})
+		out = append(out, KeySource{Source: f.source(), Keys: keyIDs(f.keys), LastSuccess: f.loadedAt, Error: f.err})
 	}
 	for _, r := range kr.remotes {
 		flagName := "-auth.jwksEndpoints "
 		if r.oidc {
 			flagName = "-auth.oidcDiscoveryEndpoints "
 		}
-		out = append(out, KeySource{Source: flagName + redact.String(r.url), Keys: ids(r.keys), LastSuccess: r.fetchedAt, Error: r.err})
+		out = append(out, KeySource{Source: flagName + redact.String(r.url), Keys: keyIDs(r.keys), LastSuccess: r.fetchedAt, Error: r.err})
 	}
 	kr.sources.Store(&out)
 }

@@ -190,14 +190,15 @@ func (v *Verifier) ReloadPolicies() error {
 }
 
 // PolicyConfig is the content of the policy file in force, applied at the start or by the last successful reload,
-// periodic or not: what /-/reload compares to tell what changed. Nil without a policy file.
-func (v *Verifier) PolicyConfig() []byte {
+// periodic or not, and its number of policies: what /-/reload compares to tell what changed. Nil without a policy
+// file.
+func (v *Verifier) PolicyConfig() (data []byte, policies int) {
 	if v.policies == nil {
-		return nil
+		return nil, 0
 	}
 	v.policies.reloadMu.Lock()
 	defer v.policies.reloadMu.Unlock()
-	return v.policies.inForce
+	return v.policies.inForce, len(v.policies.cur.Load().policies)
 }
 
 // access is a verified token's Access: from its own vm_access claim, or from the first policy that matches it when

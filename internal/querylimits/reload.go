@@ -111,11 +111,11 @@ func (l *Limiter) Stop() {
 func (l *Limiter) Reload() error { return l.reload(true) }
 
 // Config is the content of the config in force, applied at the start or by the last successful reload, periodic
-// or not: what /-/reload compares to tell what changed.
-func (l *Limiter) Config() []byte {
+// or not, and its number of entries: what /-/reload compares to tell what changed.
+func (l *Limiter) Config() (data []byte, entries int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.inForce
+	return l.inForce, len(l.cur.Load().entries)
 }
 
 func (l *Limiter) reload(force bool) error {

@@ -221,11 +221,11 @@ func (g *Gate) coarseNow() time.Time {
 func (g *Gate) Reload() error { return g.reload(true) }
 
 // Config is the content of the limits config in force, applied at the start or by the last successful reload,
-// periodic or not: what /-/reload compares to tell what changed.
-func (g *Gate) Config() []byte {
+// periodic or not, and its number of limits: what /-/reload compares to tell what changed.
+func (g *Gate) Config() (data []byte, limits int) {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
-	return g.inForce
+	return g.inForce, len(g.snap.Load().limits.All())
 }
 
 func (g *Gate) every(ctx context.Context, interval time.Duration, now bool, f func()) {
