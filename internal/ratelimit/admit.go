@@ -27,7 +27,7 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 	}
 	id := tenantOf(a)
 	st := g.snap.Load().state(id)
-	if r := st.decision[i].rejection; r != nil {
+	if r := st.rejection[i]; r != nil {
 		if h != nil && g.headers != HeadersNone && i == gatedRead && r.status == http.StatusTooManyRequests {
 			g.headers.set(h, g.tally.figures(st, id, a, g.now(), nil), r)
 		}
