@@ -18,17 +18,13 @@ import (
 // clockTick is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every Linux architecture Go supports.
 const clockTick = 10 * time.Millisecond
 
-// cpuTime is the user+system CPU time a process has used so far (pid 0: this process, more precisely).
-func cpuTime(pid int) (time.Duration, error) {
-	if pid == 0 {
-		var ru syscall.Rusage
-		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-			return 0, err
-		}
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
+// selfCPUTime is the user+system CPU time the bench itself has used so far, finer than /proc's clock ticks.
+func selfCPUTime() (time.Duration, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, err
 	}
-	user, sys, err := cpuTimes(pid)
-	return user + sys, err
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
 }
 
 // cpuTimes is the user and the system CPU time of pid so far. On loopback the system part is large: a write

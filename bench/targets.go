@@ -367,7 +367,7 @@ func measure(ctx context.Context, t *target, wl string, round int, token string,
 			}
 			*proc = user + *sys
 		}
-		if *self, err = cpuTime(0); err != nil {
+		if *self, err = selfCPUTime(); err != nil {
 			sampleErr = err
 		}
 		if *busy, err = machineBusy(); err != nil {

@@ -544,13 +544,7 @@ func startRedis(t *testing.T) string {
 		addr := vmtest.FreePort(t)
 		host, port, _ := net.SplitHostPort(addr)
 		p := startProc(t, t.TempDir(), bin, "--bind", host, "--port", port, "--save", "", "--appendonly", "no")
-		err := p.WaitReady(10*time.Second, func() bool {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				_ = c.Close()
-			}
-			return err == nil
-		})
+		err := p.WaitReady(10*time.Second, vmtest.Listening(addr))
 		if err == nil {
 			return addr
 		}

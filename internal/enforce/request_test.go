@@ -355,7 +355,14 @@ func TestRequestHandover(t *testing.T) {
 			in.Form = nil
 		}
 		want, wantChanged, wantErr := tc.e.Request(tc.rt, Args{URL: cloneValues(in.URL), Form: cloneValues(in.Form)}, tc.cluster)
-		query := in.URL["query"]
+		// Every slice of the caller's, as handed over, with a copy of what it held.
+		type held struct{ s, was []string }
+		var slices []held
+		for _, vs := range []url.Values{in.URL, in.Form} {
+			for _, s := range vs {
+				slices = append(slices, held{s, append([]string(nil), s...)})
+			}
+		}
 		handed := Args{URL: in.URL, Form: in.Form, Handover: true}
 		got, changed, err := tc.e.Request(tc.rt, handed, tc.cluster)
 		if (err != nil) != (wantErr != nil) || changed != wantChanged {
@@ -364,8 +371,10 @@ func TestRequestHandover(t *testing.T) {
 		if !reflect.DeepEqual(got.URL, want.URL) || !reflect.DeepEqual(got.Form, want.Form) {
 			t.Errorf("%s: handed over %v %v; on a copy %v %v", tc.rt.API, got.URL, got.Form, want.URL, want.Form)
 		}
-		if query[0] != "up" {
-			t.Errorf("%s: the caller's query slice was written into: %q", tc.rt.API, query)
+		for _, h := range slices {
+			if !reflect.DeepEqual(h.s, h.was) {
+				t.Errorf("%s: a slice of the caller's was written into: %q, was %q", tc.rt.API, h.s, h.was)
+			}
 		}
 	}
 }

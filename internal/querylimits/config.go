@@ -150,11 +150,6 @@ func (rs *ruleSet) empty() bool {
 	return len(rs.blocked) == 0
 }
 
-// bySpan says whether the tenant has a limit on the time a request reads.
-func (rs *ruleSet) bySpan() bool {
-	return len(rs.rules[maxTotalQueryLength]) > 0 || len(rs.rules[maxQueryLookback]) > 0
-}
-
 // config is a parsed query limits config, immutable once built but for its cache of parsed queries.
 type config struct {
 	entries  []*entry

@@ -27,7 +27,7 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 	}
 	id := tenantOf(a)
 	st := g.snap.Load().state(id)
-	if r := st.decision[i].rejection; r != nil {
+	if r := st.rejection[i]; r != nil {
 		if h != nil && g.headers != HeadersNone && i == gatedRead && r.status == http.StatusTooManyRequests {
 			g.headers.set(h, g.tally.figures(st, id, a, g.now(), nil), r)
 		}
@@ -75,8 +75,7 @@ func (g *Gate) Spend(a *auth.Access, seriesFetched int64, execMsec float64) {
 	if !st.costed {
 		return
 	}
-	now := g.now()
-	sec := now.Unix()
+	sec := g.now().Unix()
 	for j := range st.counted {
 		cs := &st.counted[j]
 		var n int64
@@ -88,13 +87,8 @@ func (g *Gate) Spend(a *auth.Access, seriesFetched int64, execMsec float64) {
 		default:
 			continue
 		}
-		if n <= 0 {
-			continue
-		}
-		ser := g.tally.seriesOf(st, j, cs.seriesKey(id, a), sec)
-		ser.counts.add(sec, n)
-		if g.tally.store != nil {
-			g.tally.store.spend(&ser.lease, n)
+		if n > 0 {
+			g.tally.spend(st, j, cs.seriesKey(id, a), sec, n)
 		}
 	}
 }
@@ -121,13 +115,8 @@ func (g *Gate) SpendAll(a *auth.Access) {
 				n = max(n, int64(min(l.Value, math.MaxInt64)))
 			}
 		}
-		if n <= 0 {
-			continue
-		}
-		ser := g.tally.seriesOf(st, j, cs.seriesKey(id, a), sec)
-		ser.counts.add(sec, n)
-		if g.tally.store != nil {
-			g.tally.store.spend(&ser.lease, n)
+		if n > 0 {
+			g.tally.spend(st, j, cs.seriesKey(id, a), sec, n)
 		}
 	}
 }

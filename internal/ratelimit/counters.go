@@ -177,6 +177,24 @@ func (c *counters) lookup(k seriesKey) *series {
 	return sh.lookupLocked(k)
 }
 
+// keyedSeries is a series with its key, as pick lists them.
+type keyedSeries struct {
+	k   seriesKey
+	ser *series
+}
+
+// pick lists the series want reports true for, so that the caller can work on them (ask Redis) once each has let
+// go of the shards' locks.
+func (c *counters) pick(want func(*series) bool) []keyedSeries {
+	var out []keyedSeries
+	c.each(func(k seriesKey, ser *series) {
+		if want(ser) {
+			out = append(out, keyedSeries{k, ser})
+		}
+	})
+	return out
+}
+
 // each calls f for every series; f must not call back into c.
 func (c *counters) each(f func(seriesKey, *series)) {
 	for i := range c.shards {

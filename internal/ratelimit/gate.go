@@ -248,26 +248,14 @@ func (g *Gate) every(ctx context.Context, interval time.Duration, now bool, f fu
 	}()
 }
 
-// decision is the gate's answer for one request. Besides allowing or rejecting, it names the limit that
-// matters for the caller (for rate-limit response headers): the one rejecting, or the one nearest to its value.
+// decision names the limit a request is refused on and the caller's usage against it: what a rejection is made from.
 type decision struct {
-	// Limit is that limit; its Type is zero when no limit applies to the request.
 	Limit limitfile.Limit
 	// Usage is the caller's usage against Limit: the largest of the datasource's figure, the gate's own count and,
 	// with Redis, the count shared by all replicas.
 	Usage float64
-	// Reset is how long until the usage counted against Limit has plausibly left its window, or, over the limit,
-	// until a request can pass again.
-	Reset     time.Duration
-	rejection *limitError
-}
-
-// Err is nil when the request may pass, else a *limitError.
-func (d decision) Err() error {
-	if d.rejection == nil {
-		return nil
-	}
-	return d.rejection
+	// Reset is how long until a request can pass again.
+	Reset time.Duration
 }
 
 // Usage sources: where the figure that decided came from.

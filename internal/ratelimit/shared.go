@@ -502,17 +502,7 @@ func (s *redisStore) flushCosts(c *counters, now time.Time) {
 	if !s.up.Load() {
 		return
 	}
-	type cost struct {
-		k   seriesKey
-		ser *series
-	}
-	var todo []cost
-	c.each(func(k seriesKey, ser *series) {
-		if ser.lease.pending.Load() != 0 {
-			todo = append(todo, cost{k, ser})
-		}
-	})
-	for _, t := range todo {
+	for _, t := range c.pick(func(ser *series) bool { return ser.lease.pending.Load() != 0 }) {
 		s.flush(&t.ser.lease, t.k, now)
 		if !s.up.Load() {
 			return
@@ -528,17 +518,10 @@ func (s *redisStore) giveBackStale(c *counters, now time.Time) {
 		return
 	}
 	sec := now.Unix()
-	type stale struct {
-		k   seriesKey
-		ser *series
-	}
-	var todo []stale
-	c.each(func(k seriesKey, ser *series) {
-		if v := ser.lease.v.Load(); int64(v>>32) < sec && v&unitsMask != 0 {
-			todo = append(todo, stale{k, ser})
-		}
-	})
-	for _, t := range todo {
+	for _, t := range c.pick(func(ser *series) bool {
+		v := ser.lease.v.Load()
+		return int64(v>>32) < sec && v&unitsMask != 0
+	}) {
 		l := &t.ser.lease
 		l.mu.Lock()
 		v := l.v.Load()

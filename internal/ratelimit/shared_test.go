@@ -67,13 +67,7 @@ func (r *redisServer) start() error {
 		return err
 	}
 	r.proc = p
-	err = p.WaitReady(10*time.Second, func() bool {
-		c, err := net.Dial("tcp", r.addr)
-		if err == nil {
-			_ = c.Close()
-		}
-		return err == nil
-	})
+	err = p.WaitReady(10*time.Second, vmtest.Listening(r.addr))
 	if err != nil {
 		r.stop()
 		return fmt.Errorf("redis-server on %s: %w", r.addr, err)

@@ -65,10 +65,10 @@ func gates(t limitfile.Type) int {
 
 // tenantState is one tenant's view of a snapshot.
 type tenantState struct {
-	// applied are the limits for the tenant with the datasource's usage, by gated kind. The decision is derived
-	// from them when the snapshot is built: it rejects when the datasource's usage alone is over a limit.
-	applied  [numGated][]applied
-	decision [numGated]decision
+	// applied are the limits for the tenant with the datasource's usage, by gated kind. The rejection is derived
+	// from them when the snapshot is built: non-nil when the datasource's usage alone is over a limit.
+	applied   [numGated][]applied
+	rejection [numGated]*limitError
 	// counted are the tenant's queries and cost limits grouped by type and key: the gate counts each key's
 	// requests (or query costs) in one series and checks them against these at request time.
 	counted []countedSet
@@ -169,7 +169,7 @@ func (p *rules) tenantState(usage map[usageKey]float64, id tenant.ID, ls []limit
 		}
 	}
 	for i, as := range st.applied {
-		st.decision[i] = p.decide(id, as, staleErr)
+		st.rejection[i] = p.decide(id, as, staleErr)
 	}
 	return st
 }
@@ -190,35 +190,29 @@ func (s *snapshot) state(id tenant.ID) *tenantState {
 	return &s.fallback
 }
 
-// decide picks the limit that matters for a request: the over-limit one that blocks longest, or else the one
-// nearest to its value. A tenant is over a limit once its usage reaches the value.
-func (p *rules) decide(id tenant.ID, as []applied, staleErr *limitError) decision {
+// decide is the rejection a snapshot makes ahead for a gated kind: stale usage under -ratelimit.failClosed, or the
+// over-limit one that blocks longest; nil when the datasource's usage is under every limit. A tenant is over a
+// limit once its usage reaches the value.
+func (p *rules) decide(id tenant.ID, as []applied, staleErr *limitError) *limitError {
+	if staleErr != nil && len(as) > 0 {
+		return staleErr
+	}
 	var d decision
-	over, nearest := false, -1.0
 	for _, a := range as {
-		value := float64(a.limit.Value)
-		if a.usage >= value {
-			retry := p.retryAfter(a)
-			if !over || retry > d.Reset {
-				over = true
-				d = decision{Limit: a.limit, Usage: a.usage, Reset: retry}
-			}
+		if a.usage < float64(a.limit.Value) {
 			continue
 		}
-		if ratio := a.usage / value; !over && ratio > nearest {
-			nearest = ratio
-			d = decision{Limit: a.limit, Usage: a.usage, Reset: p.resetAfter(a)}
+		if retry := p.retryAfter(a); d.Limit.Type == 0 || retry > d.Reset {
+			d = decision{Limit: a.limit, Usage: a.usage, Reset: retry}
 		}
 	}
-	switch {
-	case staleErr != nil && len(as) > 0:
-		d.rejection = staleErr
-	case over:
-		// Made once per snapshot, message included, so that rejecting allocates nothing.
-		d.rejection = p.rejection(id, d, "", fromDatasource)
-		d.rejection.msg = d.rejection.message()
+	if d.Limit.Type == 0 {
+		return nil
 	}
-	return d
+	// Made once per snapshot, message included, so that rejecting allocates nothing.
+	r := p.rejection(id, d, "", fromDatasource)
+	r.msg = r.message()
+	return r
 }
 
 // retryAfter estimates when a tenant over a limit gets back under it if it stops: the usage over the limit must
@@ -233,14 +227,6 @@ func (p *rules) retryAfter(a applied) time.Duration {
 		d += time.Duration(float64(w) * math.Min(excess/a.usage, 1))
 	}
 	return roundUpSeconds(d)
-}
-
-// resetAfter is when the usage counted against an unexceeded limit has left the window: the window length.
-func (p *rules) resetAfter(a applied) time.Duration {
-	if w := meterOf(a.limit).window(); w > 0 {
-		return w
-	}
-	return roundUpSeconds(p.refreshInterval)
 }
 
 func roundUpSeconds(d time.Duration) time.Duration {

@@ -102,11 +102,12 @@ func spec(l limitfile.Limit) statusLimitSpec {
 
 func (g *Gate) status(now time.Time, only *tenant.ID) statusPage {
 	s := g.snap.Load()
+	dsAge := roundSeconds(now.Sub(s.fetchedAt))
 	p := statusPage{
 		Time:   now.UTC(),
 		DryRun: g.dryRun,
 		Datasource: statusDatasource{URL: g.ds.URL(), LastRefresh: s.fetchedAt.UTC(), Fetched: s.fetched, Stale: s.stale,
-			AgeSeconds: roundSeconds(now.Sub(s.fetchedAt))},
+			AgeSeconds: dsAge},
 		Defaults: []statusLimitSpec{},
 		Usage:    []statusEntry{},
 	}
@@ -117,7 +118,6 @@ func (g *Gate) status(now time.Time, only *tenant.ID) statusPage {
 	for _, l := range s.limits.Defaults() {
 		p.Defaults = append(p.Defaults, spec(l))
 	}
-	dsAge := roundSeconds(now.Sub(s.fetchedAt))
 	for _, r := range g.report(s, now, only) {
 		e := statusEntry{id: r.id, Tenant: r.id.tenant.String(), Limits: []statusLimit{}}
 		if r.id.key != 0 {

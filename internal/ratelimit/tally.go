@@ -29,6 +29,15 @@ func (t *tally) seriesOf(st *tenantState, j int, k seriesKey, sec int64) *series
 	return s
 }
 
+// spend counts n of a cost in the j-th counted set of st for key k, and in the shared count with a store.
+func (t *tally) spend(st *tenantState, j int, k seriesKey, sec, n int64) {
+	ser := t.seriesOf(st, j, k, sec)
+	ser.counts.add(sec, n)
+	if t.store != nil {
+		t.store.spend(&ser.lease, n)
+	}
+}
+
 // held is a series a request has been checked against, whether it was counted there (a cost series counts
 // answers, later), and whether it took a unit of the shared count.
 type held struct {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -101,5 +102,18 @@ func HTTPOK(url string) func() bool {
 		}
 		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
+	}
+}
+
+// Listening is a ready check for WaitReady: something accepts TCP connections at addr (redis-server, which has no
+// HTTP to ask).
+func Listening(addr string) func() bool {
+	return func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false
+		}
+		_ = c.Close()
+		return true
 	}
 }

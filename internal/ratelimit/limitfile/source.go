@@ -7,13 +7,10 @@ import (
 	"github.com/vmgateway/vmgateway/internal/confsource"
 )
 
-// fetchTimeout bounds one download of a limits config given as a URL.
-const fetchTimeout = confsource.FetchTimeout
-
 // ValidateFile reads and checks a limits config, a file path or an http(s) URL, and returns every problem in it,
 // each with its line; nil means the config is valid. It backs the flag that validates a config and exits.
 func ValidateFile(pathOrURL string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), confsource.FetchTimeout)
 	defer cancel()
 	data, err := ReadConfig(ctx, pathOrURL)
 	if err != nil {
