@@ -134,9 +134,8 @@ func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if ac := (*answerCut)(nil); errors.As(err, &ac) {
 		// The upstream answered, then broke off before the end: the client gets no part of it.
-		upstreamErrors(u.kind, "aborted_response").Inc()
 		slog.Warn("the upstream broke off an answer", "upstream", u.failed(err), "request_id", id, "err", err)
-		httperr.Write(w, httperr.New(http.StatusBadGateway, logRef(fmt.Sprintf("the %s upstream broke off its answer before the end", u.kind), id)))
+		u.failWith(w, "aborted_response", httperr.New(http.StatusBadGateway, logRef(fmt.Sprintf("the %s upstream broke off its answer before the end", u.kind), id)))
 		return
 	}
 	who, detail := u.describe(err)
