@@ -9,20 +9,38 @@ import (
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
-var headersTooLarge = metrics.NewCounter(`vmgateway_requests_rejected_total{reason="headers_too_large"}`)
+var (
+	headersTooLarge   = metrics.NewCounter(`vmgateway_requests_rejected_total{reason="headers_too_large"}`)
+	malformedRequests = metrics.NewCounter(`vmgateway_requests_rejected_total{reason="malformed_request"}`)
+)
 
-// net/http answers headers beyond its MaxHeaderBytes with a plain-text 431 before any handler runs. To answer
-// -http.maxHeaderBytes with the JSON error every other refusal has, net/http gets a larger cap (goHeaderLimit)
-// and the server checks the limit itself, naming the size it counted; headers beyond that larger cap meet net/http's
-// own 431, which errconn.go rewrites into the same JSON shape on plain listeners (TLS ones keep net/http's text).
+// The HTTP server (internal/h1) stops reading a head at a hard cap (goHeaderLimit) and answers 431 itself. The
+// -http.maxHeaderBytes limit is checked here, on the parsed request, below that cap: such a request goes through
+// the access log and gets its request id like any other refusal, and its message names the size counted.
 
-// goHeaderLimit is the cap handed to net/http for a -http.maxHeaderBytes limit: twice the limit, and at least
-// net/http's own default of 1 MiB, so only clearly hostile requests meet net/http's plain answer.
+// goHeaderLimit is the server's hard cap for a -http.maxHeaderBytes limit: twice the limit, and at least
+// net/http's default of 1 MiB, so only clearly hostile requests meet the server's own answer.
 func goHeaderLimit(limit int) int {
 	if limit <= 0 {
 		return 0
 	}
 	return max(2*limit, http.DefaultMaxHeaderBytes)
+}
+
+// rejected counts a request the HTTP server refused before any handler (a malformed head, a head beyond its cap,
+// an unknown Expect) and words the client's message.
+func (s *Server) rejected(status int, msg string) string {
+	if status != http.StatusRequestHeaderFieldsTooLarge {
+		malformedRequests.Inc()
+		return msg
+	}
+	headersTooLarge.Inc()
+	limit := s.cfg.MaxHeaderBytes
+	if limit <= 0 {
+		limit = http.DefaultMaxHeaderBytes
+	}
+	return fmt.Sprintf("the request line and headers are larger than %d bytes; at most %d are accepted (-http.maxHeaderBytes): "+
+		"send a shorter URL, fewer cookies or a smaller token", max(goHeaderLimit(s.cfg.MaxHeaderBytes), http.DefaultMaxHeaderBytes), limit)
 }
 
 // headerSize is the size of the request line and headers as they came on the wire (HTTP/1.x), which is what

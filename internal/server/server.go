@@ -20,6 +20,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/accesslog"
+	"github.com/vmgateway/vmgateway/internal/h1"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
@@ -67,10 +68,11 @@ type Endpoint struct {
 	Open bool
 }
 
-// Server is the running HTTP server.
+// Server is the running HTTP server: the gateway's own HTTP/1.1 server (internal/h1) on each listener.
 type Server struct {
 	cfg       Config
-	servers   []*http.Server
+	servers   []*h1.Server
+	tlsCfgs   []*tls.Config
 	listeners []net.Listener
 	stopping  atomic.Bool
 	wg        sync.WaitGroup
@@ -81,8 +83,6 @@ var (
 	healthDown = metrics.NewGauge(`vmgateway_shutting_down`, nil)
 	connsTotal = metrics.NewCounter(`vmgateway_http_conns_total`)
 )
-
-type connStartKey struct{}
 
 // Validate checks what the flags say, certificates loaded, without building anything: the app calls it before it
 // builds the components that run in the background, so a bad flag stops the start with nothing to undo.
@@ -142,23 +142,22 @@ func New(cfg Config) (*Server, error) {
 	for _, e := range cfg.Extra {
 		s.own.Handle(e.Path, s.keyed(e.AuthKey, e.AuthKeyFlag, e.Handler, e.Open))
 	}
-	for i, addr := range cfg.ListenAddrs {
+	handler := accesslog.Wrap(s, cfg.AccessLog)
+	for i := range cfg.ListenAddrs {
 		var tlsCfg *tls.Config
 		if c := loaders[i]; c != nil {
-			tlsCfg = &tls.Config{GetCertificate: c.get, MinVersion: max(cfg.TLSMinVersion, tls.VersionTLS12)}
+			// Only HTTP/1.1 is offered: HTTP/2 clients settle on it in the handshake (docs/security-model.md).
+			tlsCfg = &tls.Config{GetCertificate: c.get, MinVersion: max(cfg.TLSMinVersion, tls.VersionTLS12), NextProtos: []string{"http/1.1"}}
 		}
-		s.servers = append(s.servers, &http.Server{
-			Addr:              addr,
-			Handler:           accesslog.Wrap(s, cfg.AccessLog),
-			TLSConfig:         tlsCfg,
+		s.tlsCfgs = append(s.tlsCfgs, tlsCfg)
+		s.servers = append(s.servers, &h1.Server{
+			Handler:           handler,
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 			IdleTimeout:       cfg.IdleConnTimeout,
+			MaxConnAge:        cfg.ConnTimeout,
 			MaxHeaderBytes:    goHeaderLimit(cfg.MaxHeaderBytes),
-			ErrorLog:          slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn),
-			ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-				connsTotal.Inc()
-				return context.WithValue(ctx, connStartKey{}, time.Now())
-			},
+			Rejected:          s.rejected,
+			ConnOpened:        connsTotal.Inc,
 		})
 	}
 	return s, nil
@@ -166,29 +165,26 @@ func New(cfg Config) (*Server, error) {
 
 // Start binds every listener and serves in the background. A busy port is an error here, not later.
 func (s *Server) Start() error {
-	for _, srv := range s.servers {
-		ln, err := net.Listen("tcp", srv.Addr)
+	for i, addr := range s.cfg.ListenAddrs {
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			s.closeListeners()
-			return fmt.Errorf("cannot listen on -httpListenAddr=%s: %w", srv.Addr, err)
+			return fmt.Errorf("cannot listen on -httpListenAddr=%s: %w", addr, err)
 		}
-		if srv.TLSConfig != nil {
-			ln = tls.NewListener(ln, srv.TLSConfig)
-		} else {
-			ln = &jsonErrorListener{Listener: ln, headerCap: srv.MaxHeaderBytes, limit: s.cfg.MaxHeaderBytes}
+		if c := s.tlsCfgs[i]; c != nil {
+			ln = tls.NewListener(ln, c)
 		}
 		s.listeners = append(s.listeners, ln)
 	}
 	for i, srv := range s.servers {
-		// Read before Serve runs: it writes srv.TLSConfig (HTTP/2 setup).
 		scheme := "http"
-		if srv.TLSConfig != nil {
+		if s.tlsCfgs[i] != nil {
 			scheme = "https"
 		}
 		s.wg.Add(1)
-		go func(srv *http.Server, ln net.Listener) {
+		go func(srv *h1.Server, ln net.Listener) {
 			defer s.wg.Done()
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, h1.ErrServerClosed) {
 				slog.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
 			}
 		}(srv, s.listeners[i])
@@ -225,10 +221,10 @@ func (s *Server) Shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.MaxGracefulShutdown)
 	defer cancel()
 	var errs []error
-	for _, srv := range s.servers {
+	for i, srv := range s.servers {
 		if err := srv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("%s: in-flight requests did not finish within -http.maxGracefulShutdownDuration=%s: %w",
-				srv.Addr, s.cfg.MaxGracefulShutdown, err))
+				s.cfg.ListenAddrs[i], s.cfg.MaxGracefulShutdown, err))
 			_ = srv.Close()
 		}
 	}
@@ -247,11 +243,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.checkHeaderSize(w, r) {
 		return
-	}
-	if d := s.cfg.ConnTimeout; d > 0 {
-		if start, ok := r.Context().Value(connStartKey{}).(time.Time); ok && time.Since(start) > d {
-			w.Header().Set("Connection", "close")
-		}
 	}
 	path := r.URL.Path
 	if p := s.cfg.PathPrefix; p != "" {

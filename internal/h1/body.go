@@ -1,0 +1,170 @@
+package h1
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+)
+
+// maxDiscard is how much of a request body the handler left unread the server reads and drops to keep the
+// connection, as net/http does; a larger rest closes the connection instead.
+const maxDiscard = 256 << 10
+
+// body is a request body as the handler reads it. The connection, not the handler, owns its state: whether it
+// was read to its end decides whether the connection can carry another request, whatever the handler wrapped
+// it in.
+type body struct {
+	mu sync.Mutex
+	c  *conn
+	w  *response
+	r  *http.Request
+	// remaining is what a Content-Length body still owes; chunked is the reader of a chunked one.
+	remaining int64
+	chunked   io.Reader
+	// continueWanted: the client sent Expect: 100-continue and the 100 is not sent yet; it goes at the first read.
+	continueWanted bool
+	sawEOF         bool
+	closed         bool
+	err            error
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.readLocked(p)
+}
+
+func (b *body) readLocked(p []byte) (n int, err error) {
+	switch {
+	case b.sawEOF:
+		return 0, io.EOF
+	case b.err != nil:
+		return 0, b.err
+	case len(p) == 0:
+		return 0, nil
+	}
+	if b.continueWanted {
+		b.continueWanted = false
+		if err := b.w.writeContinue(); err != nil {
+			b.err = err
+			return 0, err
+		}
+	}
+	if b.chunked != nil {
+		n, err = b.chunked.Read(p)
+		if err == io.EOF {
+			if err = b.readTrailer(); err == nil {
+				b.sawEOF = true
+				err = io.EOF
+			}
+		}
+	} else {
+		if int64(len(p)) > b.remaining {
+			p = p[:b.remaining]
+		}
+		n, err = b.c.br.Read(p)
+		b.remaining -= int64(n)
+		switch {
+		case b.remaining == 0:
+			b.sawEOF = true
+			err = io.EOF
+		case err == io.EOF:
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	if b.sawEOF {
+		// Only now can a read of the connection tell that the client went away.
+		b.c.startBackgroundRead()
+	}
+	return n, err
+}
+
+// Close marks the body done; a body closed before its end closes the connection after the answer, since what is
+// left of it on the wire must never be read as a request.
+func (b *body) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}
+
+var errLongTrailer = errors.New("http: suspiciously long trailer after chunked body")
+
+// readTrailer reads the trailer section after the last chunk, as net/http does: a CRLF alone, or fields ending
+// with an empty line that is already buffered (bounding the work on an endless trailer).
+func (b *body) readTrailer() error {
+	br := b.c.br
+	buf, err := br.Peek(2)
+	if len(buf) == 2 && buf[0] == '\r' && buf[1] == '\n' {
+		_, _ = br.Discard(2)
+		return nil
+	}
+	if len(buf) < 2 {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	buffered, _ := br.Peek(br.Buffered())
+	if !bytes.Contains(buffered, []byte("\r\n\r\n")) {
+		return errLongTrailer
+	}
+	// The trailer is read as a head without its request line: a placeholder line stands in for it.
+	head, err := readHead(br, append(b.c.scratch[:0], "\n"...), br.Size())
+	if err != nil {
+		return errLongTrailer
+	}
+	h, err := parseHeader(string(head[1:]), &b.c.scratch)
+	if err != nil {
+		return errors.New("http: malformed trailer: " + err.Error())
+	}
+	if b.r.Trailer == nil {
+		b.r.Trailer = make(http.Header, len(h))
+	}
+	for k, v := range h {
+		b.r.Trailer[k] = v
+	}
+	return nil
+}
+
+// discardRest reads and drops what the handler left of the body, at most maxDiscard bytes; false when the
+// connection cannot carry another request after it.
+func (b *body) discardRest() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.sawEOF:
+		return true
+	case b.continueWanted, b.closed, b.err != nil:
+		// The client waits for a 100 that will not come (RFC 9110 10.1.1), or the body broke off: either way what
+		// follows on the wire is not known to be a request.
+		b.continueWanted = false
+		return false
+	case b.chunked == nil && b.remaining > maxDiscard:
+		return false
+	}
+	buf := b.c.discardBuf()
+	var total int
+	for total <= maxDiscard {
+		n, err := b.readLocked(buf)
+		total += n
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
+	return false
+}
+
+func newChunkedReader(b *body) io.Reader { return httputil.NewChunkedReader(b.c.br) }

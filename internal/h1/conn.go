@@ -1,0 +1,432 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
+	"golang.org/x/net/http/httpguts"
+)
+
+// Connection states, for Shutdown: only a connection between requests may be closed under its client.
+const (
+	stateIdle int32 = iota
+	stateActive
+	stateClosed
+)
+
+// pendingSize is how much of an answer is held back to give it a Content-Length: net/http holds 2 KiB; the
+// gateway's answers (a query result of a few series) are often a little longer.
+const pendingSize = 4 << 10
+
+type conn struct {
+	srv        *Server
+	rwc        net.Conn
+	tlsState   *tls.ConnectionState
+	remoteAddr string
+	start      time.Time
+	state      atomic.Int32
+
+	br *bufio.Reader
+	bw *bufio.Writer
+	// head holds the request head as read; scratch is for building strings (a folded header, a canonical name);
+	// pending is the answer held back before its head; discard reads a body's rest to drop it.
+	head, scratch, pending, discard []byte
+	lastMethod                      string
+
+	// wmu orders a 100 Continue, written as the body is first read (maybe by another goroutine), with the head.
+	wmu sync.Mutex
+
+	// The background read: once the request's body is read, one byte is read from the connection while the
+	// handler runs, so that a client going away cancels the request's context (as in net/http). A byte that
+	// arrives (a pipelined request) is kept for the next request.
+	bgMu     sync.Mutex
+	bgCond   sync.Cond
+	inRead   bool
+	aborted  bool
+	hasByte  bool
+	bgByte   [1]byte
+	readErr  error
+	cancelFn context.CancelFunc
+}
+
+var (
+	readerPool sync.Pool
+	writerPool sync.Pool
+)
+
+func (c *conn) Read(p []byte) (int, error) {
+	c.bgMu.Lock()
+	if c.inRead {
+		c.bgMu.Unlock()
+		return 0, errors.New("h1: read of the connection while its background read runs")
+	}
+	if c.hasByte {
+		c.hasByte = false
+		p[0] = c.bgByte[0]
+		c.bgMu.Unlock()
+		return 1, nil
+	}
+	if err := c.readErr; err != nil {
+		c.bgMu.Unlock()
+		return 0, err
+	}
+	c.bgMu.Unlock()
+	n, err := c.rwc.Read(p)
+	if err != nil {
+		c.bgMu.Lock()
+		c.readFailedLocked(err)
+		c.bgMu.Unlock()
+	}
+	return n, err
+}
+
+// readFailedLocked cancels the running request: its client is gone or too slow, as net/http does.
+func (c *conn) readFailedLocked(err error) {
+	if c.readErr == nil {
+		c.readErr = err
+	}
+	if c.cancelFn != nil {
+		c.cancelFn()
+	}
+}
+
+func (c *conn) startBackgroundRead() {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.inRead || c.hasByte || c.readErr != nil || c.cancelFn == nil {
+		return
+	}
+	c.inRead = true
+	_ = c.rwc.SetReadDeadline(time.Time{})
+	go c.backgroundRead()
+}
+
+func (c *conn) backgroundRead() {
+	n, err := c.rwc.Read(c.bgByte[:])
+	c.bgMu.Lock()
+	if n == 1 {
+		c.hasByte = true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && c.aborted && ne.Timeout() {
+		// Stopped by abortBackgroundRead: nothing happened to the client.
+	} else if err != nil {
+		c.readFailedLocked(err)
+	}
+	c.aborted = false
+	c.inRead = false
+	c.bgMu.Unlock()
+	c.bgCond.Broadcast()
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// abortBackgroundRead stops the background read once the handler has returned.
+func (c *conn) abortBackgroundRead() {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	c.cancelFn = nil
+	if !c.inRead {
+		return
+	}
+	c.aborted = true
+	_ = c.rwc.SetReadDeadline(aLongTimeAgo)
+	for c.inRead {
+		c.bgCond.Wait()
+	}
+	_ = c.rwc.SetReadDeadline(time.Time{})
+}
+
+func (c *conn) tooOld() bool {
+	return c.srv.MaxConnAge > 0 && time.Since(c.start) > c.srv.MaxConnAge
+}
+
+func (c *conn) discardBuf() []byte {
+	if c.discard == nil {
+		c.discard = make([]byte, 8<<10)
+	}
+	return c.discard
+}
+
+// serve runs the connection: requests one after another, each answered before the next is read.
+func (c *conn) serve() {
+	defer c.srv.untrack(c)
+	c.bgCond.L = &c.bgMu
+	if d := c.srv.ReadHeaderTimeout; d > 0 {
+		_ = c.rwc.SetReadDeadline(c.start.Add(d))
+	}
+	if tc, ok := c.rwc.(*tls.Conn); ok {
+		if err := tc.Handshake(); err != nil {
+			slog.Debug("TLS handshake failed", "remoteAddr", c.remoteAddr, "err", err)
+			_ = c.rwc.Close()
+			return
+		}
+		st := tc.ConnectionState()
+		c.tlsState = &st
+	}
+	c.br = getReader(c)
+	c.bw = getWriter(c.rwc)
+	c.head = make([]byte, 0, 1<<10)
+	c.pending = make([]byte, 0, pendingSize)
+	linger := false
+	defer func() {
+		c.close(linger)
+	}()
+	first := true
+	for {
+		if !first {
+			if c.srv.shuttingDown() || !c.state.CompareAndSwap(stateActive, stateIdle) {
+				return
+			}
+			if d := c.srv.IdleTimeout; d > 0 {
+				_ = c.rwc.SetReadDeadline(time.Now().Add(d))
+			} else {
+				_ = c.rwc.SetReadDeadline(time.Time{})
+			}
+		}
+		if _, err := c.br.Peek(1); err != nil {
+			return
+		}
+		if !c.state.CompareAndSwap(stateIdle, stateActive) {
+			return
+		}
+		if !first {
+			if d := c.srv.ReadHeaderTimeout; d > 0 {
+				_ = c.rwc.SetReadDeadline(time.Now().Add(d))
+			} else {
+				_ = c.rwc.SetReadDeadline(time.Time{})
+			}
+		}
+		first = false
+		keep, lg := c.serveRequest()
+		if !keep {
+			linger = lg
+			return
+		}
+		if c.srv.shuttingDown() {
+			return
+		}
+	}
+}
+
+// serveRequest reads one request and answers it; keep says whether the connection can carry another, linger
+// whether its client may still be sending when it closes.
+func (c *conn) serveRequest() (keep, linger bool) {
+	if c.lastMethod == http.MethodPost {
+		// RFC 9112 2.2 tolerance for old clients that end a POST body with an extra CRLF.
+		peek, _ := c.br.Peek(4)
+		n := 0
+		for n < len(peek) && (peek[n] == '\r' || peek[n] == '\n') {
+			n++
+		}
+		_, _ = c.br.Discard(n)
+	}
+	limit := c.srv.MaxHeaderBytes
+	if limit <= 0 {
+		limit = http.DefaultMaxHeaderBytes
+	}
+	head, err := readHead(c.br, c.head[:0], limit)
+	if cap(head) <= 64<<10 {
+		c.head = head[:0]
+	}
+	if err != nil {
+		var re *requestError
+		if errors.As(err, &re) {
+			c.reject(re)
+			return false, true
+		}
+		// The client went away or was too slow: no answer (as net/http).
+		return false, false
+	}
+	var tmpl http.Request
+	if err := parseRequest(&tmpl, head, &c.scratch); err != nil {
+		var re *requestError
+		if !errors.As(err, &re) {
+			re = badRequest("%s", err)
+		}
+		c.reject(re)
+		return false, true
+	}
+	c.lastMethod = tmpl.Method
+	if len(c.scratch) > 4<<10 {
+		c.scratch = nil
+	}
+
+	ex := &exchange{}
+	w, b := &ex.w, &ex.b
+	w.c, w.header, w.contentLength, w.isHead = c, make(http.Header), -1, tmpl.Method == http.MethodHead
+	expect := ""
+	if e := tmpl.Header["Expect"]; len(e) > 0 {
+		expect = e[0]
+	}
+	wantsContinue := false
+	if expect != "" {
+		if !httpguts.HeaderValuesContainsToken([]string{expect}, "100-continue") {
+			c.reject(&requestError{http.StatusExpectationFailed, "unsupported Expect header: only 100-continue is known"})
+			return false, true
+		}
+		wantsContinue = tmpl.ProtoAtLeast(1, 1) && tmpl.ContentLength != 0
+	}
+	tmpl.RemoteAddr = c.remoteAddr
+	tmpl.TLS = c.tlsState
+	ctx, cancel := context.WithCancel(c.srv.baseContext())
+	r := tmpl.WithContext(ctx)
+	w.req = r
+	switch {
+	case r.ContentLength == 0:
+		r.Body = http.NoBody
+	default:
+		b.c, b.w, b.r = c, w, r
+		b.continueWanted = wantsContinue
+		if r.ContentLength > 0 {
+			b.remaining = r.ContentLength
+		} else {
+			b.chunked = newChunkedReader(b)
+		}
+		r.Body = b
+		w.body = b
+	}
+
+	c.bgMu.Lock()
+	c.cancelFn = cancel
+	c.bgMu.Unlock()
+	if w.body == nil {
+		c.startBackgroundRead()
+	}
+	ok := c.runHandler(w, r)
+	cancel()
+	c.abortBackgroundRead()
+	if !ok {
+		// A panic: what the answer has is sent, unless its head was still held back, and the connection closes.
+		if w.committed.Load() {
+			_ = c.bw.Flush()
+		}
+		return false, false
+	}
+	w.finish()
+	_ = c.rwc.SetWriteDeadline(time.Time{})
+	c.bgMu.Lock()
+	readFailed := c.readErr != nil
+	c.bgMu.Unlock()
+	if w.closeAfter || readFailed {
+		return false, w.linger || c.br.Buffered() > 0
+	}
+	return true, false
+}
+
+// exchange is what one request allocates besides the *http.Request: its response writer and body in one object.
+type exchange struct {
+	w response
+	b body
+}
+
+// runHandler runs the handler; false when it panicked. http.ErrAbortHandler is the handler's way to break off an
+// answer (the proxy does, when its upstream breaks off): the connection closes without a word in the log.
+func (c *conn) runHandler(w *response, r *http.Request) (ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p != http.ErrAbortHandler {
+				slog.Error("panic serving a request; the connection is closed", "remoteAddr", c.remoteAddr, "method", r.Method,
+					"path", r.URL.Path, "panic", p, "stack", string(debug.Stack()))
+			}
+			ok = false
+		}
+	}()
+	c.srv.Handler.ServeHTTP(w, r)
+	return true
+}
+
+// reject answers a request the server refuses before any handler sees it, with the gateway's JSON error, and the
+// connection closes: what follows on the wire cannot be trusted to be the next request.
+func (c *conn) reject(re *requestError) {
+	msg := re.msg
+	if f := c.srv.Rejected; f != nil {
+		msg = f(re.status, msg)
+	}
+	body := httperr.JSON(re.status, msg, "")
+	bw := c.bw
+	writeStatusLine(bw, re.status)
+	_, _ = bw.WriteString("Connection: close\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nDate: ")
+	_, _ = bw.Write(httpDate())
+	_, _ = bw.WriteString("\r\nContent-Length: ")
+	_, _ = bw.WriteString(itoa(len(body)))
+	_, _ = bw.WriteString("\r\n\r\n")
+	_, _ = bw.Write(body)
+	_ = c.rwc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_ = bw.Flush()
+}
+
+// close ends the connection. With linger, the client may still be sending (a refused request's body, a pipelined
+// request): the server half-closes and drops what comes for a moment before the close, as net/http does, so the
+// client reads the answer before a reset could destroy it.
+func (c *conn) close(linger bool) {
+	if linger && c.state.Load() != stateClosed {
+		if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			_ = c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			_, _ = io.Copy(io.Discard, c.rwc)
+		}
+	}
+	c.state.Store(stateClosed)
+	_ = c.rwc.Close()
+	if c.br != nil {
+		c.br.Reset(nil)
+		readerPool.Put(c.br)
+		c.br = nil
+	}
+	if c.bw != nil {
+		c.bw.Reset(nil)
+		writerPool.Put(c.bw)
+		c.bw = nil
+	}
+}
+
+func getReader(r io.Reader) *bufio.Reader {
+	if v := readerPool.Get(); v != nil {
+		br := v.(*bufio.Reader)
+		br.Reset(r)
+		return br
+	}
+	return bufio.NewReaderSize(r, 4<<10)
+}
+
+func getWriter(w io.Writer) *bufio.Writer {
+	if v := writerPool.Get(); v != nil {
+		bw := v.(*bufio.Writer)
+		bw.Reset(w)
+		return bw
+	}
+	return bufio.NewWriterSize(w, 4<<10)
+}
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			break
+		}
+	}
+	return string(b[i:])
+}
+
+// remoteAddrOf is net/http's RemoteAddr: the client's ip:port.
+func remoteAddrOf(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}

@@ -1,0 +1,30 @@
+// Package h1 is the gateway's HTTP/1.1 server: it reads requests from client connections, hands each to an
+// http.Handler as a real *http.Request with an http.ResponseWriter, and writes the answers.
+//
+// It is hand-written rather than net/http's server or fasthttp's:
+//   - net/http's server pays, on every request, for what the gateway does not use: HTTP/2 plumbing, textproto's
+//     general header reader, a response writer layered over two buffers, a context and a goroutine per request
+//     whether or not anything waits on them. Under the read bench that is about a quarter of the gateway's CPU
+//     outside its own handler.
+//   - fasthttp cannot tell a handler that its client went away (there is no per-request cancellation, and the
+//     gateway cancels the upstream query when the client leaves), and its request and response types would run
+//     through the whole pipeline instead of net/http's.
+//
+// So the pipeline keeps its shape (an http.Handler chain) and this package does only HTTP/1.x, strictly. Parsing is
+// the security boundary: it accepts what net/http's server accepts, byte for byte (FuzzParseRequest checks it
+// against http.ReadRequest plus the checks net/http's server adds), and is stricter only where documented:
+//   - "PRI * HTTP/2.0", which net/http hands to the handler for an HTTP/2 upgrade, gets a 505 naming HTTP/1.1: the
+//     gateway speaks HTTP/1.1 only, and TLS listeners offer only "http/1.1" by ALPN so HTTP/2 clients fall back.
+//   - The trailer section of a chunked body is read and dropped: Request.Trailer keeps the declared names, never
+//     values (nothing in the gateway reads request trailers).
+//
+// Every answer the server gives itself (a malformed request, headers beyond MaxHeaderBytes, an unknown Expect, an
+// unsupported version or transfer encoding) is the gateway's JSON error (internal/httperr), on plain and TLS
+// listeners alike, and is reported to Server.Rejected for counting.
+//
+// Differences from net/http's server a handler could notice: no Content-Type sniffing (every handler sets its
+// own), no Hijack and no HTTP/2; a handler's headers are written in map order. Per request it allocates the
+// *http.Request, its header map, one string backing the whole head, the response writer with the body reader, and
+// the cancellable context; the goroutine that watches for a client going away starts only once the body is read,
+// as in net/http.
+package h1

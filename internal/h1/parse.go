@@ -1,0 +1,413 @@
+package h1
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// requestError is a request the server refuses itself: the status and what was wrong, for the client.
+type requestError struct {
+	status int
+	msg    string
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) *requestError {
+	return &requestError{http.StatusBadRequest, "cannot parse the HTTP request: " + fmt.Sprintf(format, args...)}
+}
+
+// errHeadTooLarge is a request line and headers beyond MaxHeaderBytes.
+var errHeadTooLarge = &requestError{http.StatusRequestHeaderFieldsTooLarge, "the request line and headers are too large"}
+
+// readHead reads the request line and headers, up to and including the empty line, appending to buf (reused
+// per connection); the first line read is the request line unless buf holds one already. The head is at most
+// limit bytes. A line ends with LF, CRLF or bare LF alike (RFC 9112 2.2).
+func readHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
+	lineStart := len(buf)
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(buf)+len(frag) > limit {
+			return buf, errHeadTooLarge
+		}
+		buf = append(buf, frag...)
+		switch {
+		case err == bufio.ErrBufferFull:
+			continue
+		case err != nil:
+			if len(buf) > 0 && err == io.EOF {
+				return buf, io.ErrUnexpectedEOF
+			}
+			return buf, err
+		}
+		line := buf[lineStart:]
+		// The request line is never the end, even when empty (it is then refused as malformed).
+		if lineStart > 0 && (len(line) == 1 || len(line) == 2 && line[0] == '\r') {
+			return buf, nil
+		}
+		lineStart = len(buf)
+	}
+}
+
+// nextLine cuts the first line off s, without its LF or CRLF.
+func nextLine(s string) (line, rest string) {
+	i := strings.IndexByte(s, '\n')
+	if i < 0 {
+		return s, ""
+	}
+	line, rest = s[:i], s[i+1:]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, rest
+}
+
+// parseRequest builds the request from its head, as net/http's ReadRequest and its server's checks do. The strings of the request point into one string holding
+// the whole head.
+func parseRequest(r *http.Request, head []byte, scratch *[]byte) error {
+	s := string(head)
+	line, rest := nextLine(s)
+	method, rest1, ok1 := strings.Cut(line, " ")
+	uri, proto, ok2 := strings.Cut(rest1, " ")
+	if !ok1 || !ok2 {
+		return badRequest("malformed request line %q", clip(line))
+	}
+	if !isToken(method) {
+		return badRequest("invalid method %q", clip(method))
+	}
+	major, minor, ok := parseHTTPVersion(proto)
+	if !ok {
+		return badRequest("malformed HTTP version %q", clip(proto))
+	}
+	r.Method, r.RequestURI, r.Proto, r.ProtoMajor, r.ProtoMinor = method, uri, proto, major, minor
+	rawURL := uri
+	justAuthority := method == http.MethodConnect && !strings.HasPrefix(uri, "/")
+	if justAuthority {
+		rawURL = "http://" + uri
+	}
+	u, err := url.ParseRequestURI(rawURL)
+	if err != nil {
+		return badRequest("malformed request target: %s", clipErr(err))
+	}
+	if justAuthority {
+		u.Scheme = ""
+	}
+	r.URL = u
+
+	h, err := parseHeader(rest, scratch)
+	if err != nil {
+		return err
+	}
+	r.Header = h
+	hosts, haveHost := h["Host"]
+	if len(hosts) > 1 {
+		return badRequest("too many Host headers")
+	}
+	r.Host = u.Host
+	if r.Host == "" && len(hosts) == 1 {
+		r.Host = hosts[0]
+	}
+	if hp, ok := h["Pragma"]; ok && len(hp) > 0 && hp[0] == "no-cache" {
+		if _, ok := h["Cache-Control"]; !ok {
+			h["Cache-Control"] = []string{"no-cache"}
+		}
+	}
+	conn := h["Connection"]
+	if major == 1 && minor == 0 {
+		r.Close = httpguts.HeaderValuesContainsToken(conn, "close") || !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
+	} else {
+		r.Close = httpguts.HeaderValuesContainsToken(conn, "close")
+	}
+	if err := parseFraming(r); err != nil {
+		return err
+	}
+	if major != 1 {
+		if major == 2 && method == "PRI" {
+			return &requestError{http.StatusHTTPVersionNotSupported, "HTTP/2 is not served here: the gateway speaks HTTP/1.1; " +
+				"connect without HTTP/2 prior knowledge (over TLS, ALPN offers only http/1.1)"}
+		}
+		return &requestError{http.StatusHTTPVersionNotSupported, fmt.Sprintf("unsupported protocol version %q: send HTTP/1.1", clip(proto))}
+	}
+	if minor >= 1 && !haveHost && method != http.MethodConnect {
+		return badRequest("missing required Host header")
+	}
+	if len(hosts) == 1 && !httpguts.ValidHostHeader(hosts[0]) {
+		return badRequest("malformed Host header")
+	}
+	delete(h, "Host")
+	return nil
+}
+
+// parseHeader reads the header lines of s (the head after the request line) as textproto does: obs-fold
+// continuation lines are joined to their field with a space; names must be tokens, values free of controls.
+func parseHeader(s string, scratch *[]byte) (http.Header, error) {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\n' {
+			n++
+		}
+	}
+	h := make(http.Header, n)
+	values := make([]string, n)
+	if len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		return nil, badRequest("malformed header: the first header line starts with a space")
+	}
+	for {
+		var line string
+		line, s = nextLine(s)
+		if line == "" {
+			return h, nil
+		}
+		if strings.IndexByte(line, ':') < 0 {
+			return nil, badRequest("malformed header line %q: missing colon", clip(line))
+		}
+		line = trimSpace(line)
+		if len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+			// obs-fold: rare, so built in a new string.
+			b := append((*scratch)[:0], line...)
+			for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+				var cont string
+				cont, s = nextLine(s)
+				b = append(b, ' ')
+				b = append(b, trimSpace(cont)...)
+			}
+			*scratch = b
+			line = string(b)
+		}
+		k, v, _ := strings.Cut(line, ":")
+		key, ok := canonicalKey(k, scratch)
+		if !ok {
+			return nil, badRequest("malformed header name %q", clip(k))
+		}
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+				return nil, badRequest("invalid character %q in the value of header %q", c, clip(key))
+			}
+		}
+		v = strings.TrimLeft(v, " \t")
+		if vv, ok := h[key]; ok {
+			h[key] = append(vv, v)
+		} else if len(values) > 0 {
+			values[0] = v
+			h[key], values = values[:1:1], values[1:]
+		} else {
+			h[key] = []string{v}
+		}
+	}
+}
+
+// parseFraming applies Transfer-Encoding and Content-Length as net/http does (RFC 9112 6): chunked wins over a
+// Content-Length, which must still be valid; several Content-Length values must agree; Transfer-Encoding on
+// HTTP/1.0 is ignored.
+func parseFraming(r *http.Request) error {
+	h := r.Header
+	chunked := false
+	if te, ok := h["Transfer-Encoding"]; ok {
+		delete(h, "Transfer-Encoding")
+		if r.ProtoAtLeast(1, 1) {
+			if len(te) != 1 {
+				return &requestError{http.StatusNotImplemented, fmt.Sprintf("unsupported Transfer-Encoding: %d Transfer-Encoding headers; "+
+					"a request body may only be sent with Content-Length or a single Transfer-Encoding: chunked", len(te))}
+			}
+			if !strings.EqualFold(te[0], "chunked") {
+				return &requestError{http.StatusNotImplemented, fmt.Sprintf("unsupported Transfer-Encoding %q: "+
+					"a request body may only be sent with Content-Length or a single Transfer-Encoding: chunked", clip(te[0]))}
+			}
+			chunked = true
+		}
+	}
+	var n int64
+	cls := h["Content-Length"]
+	if len(cls) > 1 {
+		first := trimSpace(cls[0])
+		for _, cl := range cls[1:] {
+			if trimSpace(cl) != first {
+				return badRequest("several Content-Length headers that differ: %q", clipAll(cls))
+			}
+		}
+		cls = cls[:1:1]
+		cls[0] = first
+		h["Content-Length"] = cls
+	}
+	if len(cls) > 0 {
+		cl := trimSpace(cls[0])
+		v, err := strconv.ParseUint(cl, 10, 63)
+		if err != nil {
+			return badRequest("bad Content-Length %q: send a decimal number of bytes", clip(cl))
+		}
+		n = int64(v)
+	}
+	if chunked {
+		delete(h, "Content-Length")
+		n = -1
+		r.TransferEncoding = []string{"chunked"}
+	}
+	r.ContentLength = n
+	if tr, ok := h["Trailer"]; ok && chunked {
+		delete(h, "Trailer")
+		var trailer http.Header
+		for _, v := range tr {
+			for _, f := range strings.Split(v, ",") {
+				f = trimSpace(f)
+				if f == "" {
+					continue
+				}
+				key := http.CanonicalHeaderKey(f)
+				switch key {
+				case "Transfer-Encoding", "Trailer", "Content-Length":
+					return badRequest("bad trailer key %q", key)
+				}
+				if trailer == nil {
+					trailer = make(http.Header)
+				}
+				trailer[key] = nil
+			}
+		}
+		r.Trailer = trailer
+	}
+	return nil
+}
+
+// canonicalKey returns the canonical form of a header name, a substring of the head when it is canonical
+// already; false when k is not a token.
+func canonicalKey(k string, scratch *[]byte) (string, bool) {
+	if k == "" {
+		return "", false
+	}
+	canonical := true
+	upper := true
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !isTokenByte(c) {
+			return "", false
+		}
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			canonical = false
+		}
+		upper = c == '-'
+	}
+	if canonical {
+		return k, true
+	}
+	b := append((*scratch)[:0], k...)
+	upper = true
+	for i, c := range b {
+		if upper && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		} else if !upper && 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b[i] = c
+		upper = c == '-'
+	}
+	*scratch = b
+	if v, ok := commonKeys[string(b)]; ok {
+		return v, true
+	}
+	return string(b), true
+}
+
+// commonKeys interns the canonical names clients often send in lower case (HTTP/2-minded clients, curl -H).
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control", "Connection",
+		"Content-Encoding", "Content-Length", "Content-Type", "Cookie", "Expect", "Host", "If-Modified-Since", "If-None-Match",
+		"Origin", "Pragma", "Referer", "Transfer-Encoding", "User-Agent", "X-Forwarded-For", "X-Forwarded-Host",
+		"X-Forwarded-Proto", "X-Real-Ip", "X-Request-Id", "Te", "Trailer", "Upgrade", "Accept-Charset", "Content-Range", "Range"} {
+		m[k] = k
+	}
+	return m
+}()
+
+func parseHTTPVersion(v string) (int, int, bool) {
+	switch v {
+	case "HTTP/1.1":
+		return 1, 1, true
+	case "HTTP/1.0":
+		return 1, 0, true
+	}
+	if len(v) != len("HTTP/X.Y") || !strings.HasPrefix(v, "HTTP/") || v[6] != '.' || !isDigit(v[5]) || !isDigit(v[7]) {
+		return 0, 0, false
+	}
+	return int(v[5] - '0'), int(v[7] - '0'), true
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTokenByte(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// isTokenByte: RFC 9110 tchar.
+func isTokenByte(c byte) bool { return c < 128 && tokenTable[c] }
+
+var tokenTable = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// trimSpace trims what textproto trims around a line and a value: spaces, tabs, CR and LF.
+func trimSpace(s string) string {
+	for len(s) > 0 && isSpace(s[0]) {
+		s = s[1:]
+	}
+	for len(s) > 0 && isSpace(s[len(s)-1]) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+// clip bounds what an error message quotes of the client's request.
+func clip(s string) string {
+	const n = 64
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+func clipAll(ss []string) []string {
+	out := make([]string, 0, min(len(ss), 4))
+	for i, s := range ss {
+		if i == 4 {
+			break
+		}
+		out = append(out, clip(s))
+	}
+	return out
+}
+
+func clipErr(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return clip(ue.Err.Error())
+	}
+	return clip(err.Error())
+}

@@ -1,0 +1,406 @@
+package h1
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// response is the http.ResponseWriter of one request. Body bytes are held back (up to the connection's pending
+// buffer) until the head must go: an answer complete before the handler returns gets a computed Content-Length,
+// a longer one of unknown length is chunked (HTTP/1.1) or ends with the connection (HTTP/1.0).
+type response struct {
+	c      *conn
+	req    *http.Request
+	body   *body
+	header http.Header
+	// snap is the header as it was at WriteHeader, when the handler touched the header after it and before the head
+	// went out (net/http's semantics: WriteHeader fixes the header).
+	snap http.Header
+
+	status      int
+	wroteHeader bool
+	// committed: the head is written (to the connection's buffer); no 100 Continue may follow.
+	committed atomic.Bool
+	// contentLength is the declared or computed length, -1 while unknown.
+	contentLength int64
+	written       int64
+	chunked       bool
+	isHead        bool
+	// closeAfter: the connection ends after this answer; linger: and the client may still be sending, so its
+	// bytes are drained for a moment before the close, lest a reset destroys the answer in flight.
+	closeAfter, linger bool
+	werr               error
+}
+
+func (w *response) Header() http.Header {
+	if w.wroteHeader && w.snap == nil && !w.committed.Load() {
+		w.snap = w.header.Clone()
+	}
+	return w.header
+}
+
+func (w *response) WriteHeader(code int) {
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if w.wroteHeader {
+		return
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		w.writeInformational(code)
+		return
+	}
+	w.wroteHeader = true
+	w.status = code
+	if cl := w.header["Content-Length"]; len(cl) > 0 {
+		if n, err := strconv.ParseInt(cl[0], 10, 64); err == nil && n >= 0 {
+			w.contentLength = n
+		} else {
+			delete(w.header, "Content-Length")
+		}
+	}
+}
+
+// bodyAllowed: 1xx, 204 and 304 answers have no body (RFC 9110 6.4.1).
+func (w *response) bodyAllowed() bool {
+	return w.status >= 200 && w.status != http.StatusNoContent && w.status != http.StatusNotModified
+}
+
+func (w *response) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if !w.bodyAllowed() {
+		return 0, http.ErrBodyNotAllowed
+	}
+	w.written += int64(len(p))
+	if w.contentLength != -1 && w.written > w.contentLength {
+		w.written -= int64(len(p))
+		return 0, http.ErrContentLength
+	}
+	if w.werr != nil {
+		return 0, w.werr
+	}
+	c := w.c
+	if !w.committed.Load() {
+		if len(c.pending)+len(p) <= cap(c.pending) {
+			c.pending = append(c.pending, p...)
+			return len(p), nil
+		}
+		w.commit(false)
+	}
+	return w.writeBody(p)
+}
+
+// WriteString saves io.WriteString a copy.
+func (w *response) WriteString(s string) (int, error) {
+	c := w.c
+	if w.wroteHeader && !w.committed.Load() && len(c.pending)+len(s) <= cap(c.pending) && w.bodyAllowed() &&
+		(w.contentLength == -1 || w.written+int64(len(s)) <= w.contentLength) && w.werr == nil {
+		w.written += int64(len(s))
+		c.pending = append(c.pending, s...)
+		return len(s), nil
+	}
+	return w.Write([]byte(s))
+}
+
+func (w *response) writeBody(p []byte) (int, error) {
+	if w.isHead {
+		return len(p), nil
+	}
+	bw := w.c.bw
+	if w.chunked {
+		var hex [16]byte
+		_, _ = bw.Write(strconv.AppendUint(hex[:0], uint64(len(p)), 16))
+		_, _ = bw.WriteString("\r\n")
+	}
+	n, err := bw.Write(p)
+	if w.chunked && err == nil {
+		_, err = bw.WriteString("\r\n")
+	}
+	if err != nil {
+		w.fail(err)
+		return n, err
+	}
+	return len(p), nil
+}
+
+func (w *response) fail(err error) {
+	if w.werr == nil {
+		w.werr = err
+	}
+	w.closeAfter = true
+}
+
+// Flush sends the head and what the handler wrote so far (http.Flusher): streamed answers go out as they come.
+func (w *response) Flush() { _ = w.FlushError() }
+
+// FlushError is Flush for http.ResponseController.
+func (w *response) FlushError() error {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.committed.Load() {
+		w.commit(false)
+	}
+	if w.werr != nil {
+		return w.werr
+	}
+	if err := w.c.bw.Flush(); err != nil {
+		w.fail(err)
+		return err
+	}
+	return nil
+}
+
+// SetReadDeadline and SetWriteDeadline serve http.ResponseController: the gateway bounds how long a client may
+// take to send a body.
+func (w *response) SetReadDeadline(t time.Time) error  { return w.c.rwc.SetReadDeadline(t) }
+func (w *response) SetWriteDeadline(t time.Time) error { return w.c.rwc.SetWriteDeadline(t) }
+
+// writeContinue sends the 100 Continue the client waits for before its body, unless the answer has begun.
+func (w *response) writeContinue() error {
+	c := w.c
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if w.committed.Load() {
+		return nil
+	}
+	if _, err := c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+		return err
+	}
+	return c.bw.Flush()
+}
+
+func (w *response) writeInformational(code int) {
+	if w.committed.Load() || w.werr != nil {
+		return
+	}
+	c := w.c
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	bw := c.bw
+	writeStatusLine(bw, code)
+	writeHeaderFields(bw, w.header, nil)
+	_, _ = bw.WriteString("\r\n")
+	if err := bw.Flush(); err != nil {
+		w.fail(err)
+	}
+}
+
+// commit writes the head; done says the handler has returned, so what is pending is the whole body.
+func (w *response) commit(done bool) {
+	c := w.c
+	c.wmu.Lock()
+	w.committed.Store(true)
+	c.wmu.Unlock()
+
+	h := w.header
+	if w.snap != nil {
+		h = w.snap
+	}
+	// As net/http: what the handler left of the request body is read now, before the answer, so a client that sends
+	// its whole request before reading does not deadlock; a large rest closes the connection instead.
+	if b := w.body; b != nil && !b.discardRest() {
+		w.closeAfter, w.linger = true, true
+	}
+	req := w.req
+	if req.Close || httpguts.HeaderValuesContainsToken(h["Connection"], "close") || c.srv.shuttingDown() || c.tooOld() {
+		w.closeAfter = true
+	}
+	allowed := w.bodyAllowed()
+	setLength := false
+	if allowed && w.contentLength == -1 {
+		_, trailers := h["Trailer"]
+		switch {
+		case done && !trailers && (!w.isHead || len(c.pending) > 0):
+			w.contentLength = int64(len(c.pending))
+			setLength = true
+		case w.isHead:
+		case req.ProtoAtLeast(1, 1):
+			w.chunked = true
+		default:
+			// An HTTP/1.0 client reads to the close.
+			w.closeAfter = true
+		}
+	}
+	keepAlive10 := !w.closeAfter && !req.ProtoAtLeast(1, 1)
+
+	bw := c.bw
+	writeStatusLine(bw, w.status)
+	skip := skipLength
+	if !allowed && w.status != http.StatusNotModified || setLength {
+		skip = skipLengthAndCL
+	}
+	writeHeaderFields(bw, h, skip)
+	if _, ok := h["Date"]; !ok {
+		_, _ = bw.WriteString("Date: ")
+		_, _ = bw.Write(httpDate())
+		_, _ = bw.WriteString("\r\n")
+	}
+	if setLength {
+		var num [20]byte
+		_, _ = bw.WriteString("Content-Length: ")
+		_, _ = bw.Write(strconv.AppendInt(num[:0], w.contentLength, 10))
+		_, _ = bw.WriteString("\r\n")
+	}
+	if w.chunked {
+		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if _, ok := h["Connection"]; !ok {
+		switch {
+		case w.closeAfter:
+			_, _ = bw.WriteString("Connection: close\r\n")
+		case keepAlive10:
+			_, _ = bw.WriteString("Connection: keep-alive\r\n")
+		}
+	}
+	if _, err := bw.WriteString("\r\n"); err != nil {
+		w.fail(err)
+	}
+	if len(c.pending) > 0 {
+		p := c.pending
+		c.pending = c.pending[:0]
+		_, _ = w.writeBody(p)
+	}
+}
+
+// finish completes the answer once the handler has returned.
+func (w *response) finish() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if !w.committed.Load() {
+		w.commit(true)
+	}
+	bw := w.c.bw
+	if w.chunked && !w.isHead && w.werr == nil {
+		_, _ = bw.WriteString("0\r\n")
+		h := w.header
+		if w.snap != nil {
+			h = w.snap
+		}
+		writeTrailers(bw, h)
+		_, _ = bw.WriteString("\r\n")
+	}
+	if w.bodyAllowed() && !w.isHead && w.contentLength != -1 && w.written != w.contentLength {
+		// A short answer: the client would wait for the rest or read what follows as its end.
+		w.closeAfter = true
+	}
+	if err := bw.Flush(); err != nil {
+		w.fail(err)
+	}
+}
+
+func writeStatusLine(bw interface {
+	WriteString(string) (int, error)
+	Write([]byte) (int, error)
+}, code int) {
+	if line, ok := statusLines[code]; ok {
+		_, _ = bw.WriteString(line)
+		return
+	}
+	var num [8]byte
+	_, _ = bw.WriteString("HTTP/1.1 ")
+	_, _ = bw.Write(strconv.AppendInt(num[:0], int64(code), 10))
+	text := http.StatusText(code)
+	if text == "" {
+		text = "status code " + strconv.Itoa(code)
+	}
+	_, _ = bw.WriteString(" " + text + "\r\n")
+}
+
+var statusLines = func() map[int]string {
+	m := map[int]string{}
+	for code := 100; code < 600; code++ {
+		if text := http.StatusText(code); text != "" {
+			m[code] = "HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n"
+		}
+	}
+	return m
+}()
+
+// The header fields the server writes itself, never the handler's.
+var (
+	skipLength      = map[string]bool{"Transfer-Encoding": true}
+	skipLengthAndCL = map[string]bool{"Transfer-Encoding": true, "Content-Length": true}
+)
+
+// writeHeaderFields writes h as net/http would: names that are not tokens are dropped, line breaks in values
+// become spaces (a handler echoing input cannot split the head), trailer fields wait for the end.
+func writeHeaderFields(bw interface {
+	WriteString(string) (int, error)
+}, h http.Header, skip map[string]bool) {
+	for k, vs := range h {
+		if skip[k] || strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
+			continue
+		}
+		for _, v := range vs {
+			_, _ = bw.WriteString(k)
+			_, _ = bw.WriteString(": ")
+			_, _ = bw.WriteString(valueNewlineToSpace(v))
+			_, _ = bw.WriteString("\r\n")
+		}
+	}
+}
+
+// writeTrailers writes the fields the handler announced in Trailer, and those named with http.TrailerPrefix.
+func writeTrailers(bw interface {
+	WriteString(string) (int, error)
+}, h http.Header) {
+	for _, names := range h["Trailer"] {
+		for _, k := range strings.Split(names, ",") {
+			k = http.CanonicalHeaderKey(strings.TrimSpace(k))
+			if !httpguts.ValidTrailerHeader(k) {
+				continue
+			}
+			for _, v := range h[k] {
+				_, _ = bw.WriteString(k + ": " + valueNewlineToSpace(v) + "\r\n")
+			}
+		}
+	}
+	for k, vs := range h {
+		name, ok := strings.CutPrefix(k, http.TrailerPrefix)
+		if !ok || !httpguts.ValidTrailerHeader(name) || !httpguts.ValidHeaderFieldName(name) {
+			continue
+		}
+		for _, v := range vs {
+			_, _ = bw.WriteString(name + ": " + valueNewlineToSpace(v) + "\r\n")
+		}
+	}
+}
+
+func valueNewlineToSpace(v string) string {
+	if strings.IndexByte(v, '\n') < 0 && strings.IndexByte(v, '\r') < 0 {
+		return v
+	}
+	return strings.NewReplacer("\n", " ", "\r", " ").Replace(v)
+}
+
+// dateCache holds the Date header's value for the current second.
+type dateCache struct {
+	sec int64
+	b   []byte
+}
+
+var cachedDate atomic.Pointer[dateCache]
+
+func httpDate() []byte {
+	now := time.Now()
+	sec := now.Unix()
+	if d := cachedDate.Load(); d != nil && d.sec == sec {
+		return d.b
+	}
+	d := &dateCache{sec: sec, b: now.UTC().AppendFormat(nil, http.TimeFormat)}
+	cachedDate.Store(d)
+	return d.b
+}

@@ -1,0 +1,168 @@
+package h1
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server serves an http.Handler over HTTP/1.x. Its zero value serves with no timeouts and net/http's default
+// header limit; set the fields before Serve.
+type Server struct {
+	Handler http.Handler
+	// ReadHeaderTimeout bounds the wait for a request's head from its first byte (from the accept, for the first
+	// request, TLS handshake included); a head slower than that is dropped without an answer.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a kept-alive connection.
+	IdleTimeout time.Duration
+	// MaxConnAge closes a connection after the first answer past this age (Connection: close), so load spreads
+	// again behind TCP balancers.
+	MaxConnAge time.Duration
+	// MaxHeaderBytes bounds the request line and headers; a larger head gets 431. Zero: net/http's 1 MiB.
+	MaxHeaderBytes int
+	// Rejected is told every request the server answers itself (malformed, too large, unknown Expect): the status
+	// and what was wrong. It returns the message the client's JSON error carries.
+	Rejected func(status int, msg string) string
+	// ConnOpened is called for every accepted connection.
+	ConnOpened func()
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	stopping  atomic.Bool
+	wg        sync.WaitGroup
+}
+
+// ErrServerClosed is what Serve returns after Shutdown or Close.
+var ErrServerClosed = http.ErrServerClosed
+
+func (s *Server) shuttingDown() bool { return s.stopping.Load() }
+
+func (s *Server) baseContext() context.Context { return context.Background() }
+
+// Serve accepts connections on ln until Shutdown or Close; each is served by its own goroutine. A TLS listener
+// (tls.NewListener) gives TLS connections: their handshake runs within ReadHeaderTimeout.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.stopping.Load() {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*conn]struct{}{}
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		rwc, err := ln.Accept()
+		if err != nil {
+			if s.stopping.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				slog.Warn("accept failed; retrying", "addr", ln.Addr().String(), "err", err, "retryIn", backoff.String())
+				time.Sleep(backoff)
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return ErrServerClosed
+			}
+			return err
+		}
+		backoff = 0
+		if s.ConnOpened != nil {
+			s.ConnOpened()
+		}
+		c := &conn{srv: s, rwc: rwc, remoteAddr: remoteAddrOf(rwc), start: time.Now()}
+		if !s.track(c) {
+			_ = rwc.Close()
+			return ErrServerClosed
+		}
+		go c.serve()
+	}
+}
+
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopping.Store(true)
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	s.listeners = nil
+}
+
+// closeIdle closes the connections waiting for a request and reports whether none is left.
+func (s *Server) closeIdle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+			_ = c.rwc.Close()
+		}
+	}
+	return len(s.conns) == 0
+}
+
+// Shutdown stops accepting, closes the connections between requests and waits for the requests in flight to be
+// answered (their connections then close); at ctx's end it closes the rest and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeListeners()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if s.closeIdle() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.closeAll()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Close stops accepting and closes every connection at once.
+func (s *Server) Close() error {
+	s.closeListeners()
+	s.closeAll()
+	return nil
+}
+
+func (s *Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.state.Store(stateClosed)
+		_ = c.rwc.Close()
+	}
+}
