@@ -169,7 +169,7 @@ func parseHeader(s string, scratch *[]byte) (http.Header, error) {
 		if strings.IndexByte(line, ':') < 0 {
 			return nil, badRequest("malformed header line %q: missing colon", clip(line))
 		}
-		line = trimSpace(line)
+		line = trimOWS(line)
 		if len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
 			// obs-fold: rare, so built in a new string.
 			b := append((*scratch)[:0], line...)
@@ -177,7 +177,7 @@ func parseHeader(s string, scratch *[]byte) (http.Header, error) {
 				var cont string
 				cont, s = nextLine(s)
 				b = append(b, ' ')
-				b = append(b, trimSpace(cont)...)
+				b = append(b, trimOWS(cont)...)
 			}
 			*scratch = b
 			line = string(b)
@@ -371,7 +371,7 @@ var tokenTable = func() (t [128]bool) {
 	return t
 }()
 
-// trimSpace trims what textproto trims around a line and a value: spaces, tabs, CR and LF.
+// trimSpace is textproto.TrimString: spaces, tabs, CR and LF, around a Content-Length or a list element.
 func trimSpace(s string) string {
 	for len(s) > 0 && isSpace(s[0]) {
 		s = s[1:]
@@ -383,6 +383,17 @@ func trimSpace(s string) string {
 }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+// trimOWS trims spaces and tabs around a header line, as textproto does; a CR left is refused as a value byte.
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
 
 // clip bounds what an error message quotes of the client's request.
 func clip(s string) string {
