@@ -1,0 +1,329 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func serve(t *testing.T, h http.Handler) (*Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = s.Close()
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	return s, ln.Addr().String()
+}
+
+type client struct {
+	t    *testing.T
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func dial(t *testing.T, addr string) *client {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &client{t, c, bufio.NewReader(c)}
+}
+
+func (c *client) send(s string) {
+	c.t.Helper()
+	if _, err := io.WriteString(c.conn, s); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// response reads one answer to a request with the given method; the body error is returned, not fatal.
+func (c *client) response(method string) (*http.Response, string, error) {
+	c.t.Helper()
+	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: method})
+	if err != nil {
+		c.t.Fatalf("reading the response: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	return resp, string(b), err
+}
+
+// closed reports whether the server closed the connection (nothing more to read).
+func (c *client) closed() bool {
+	_ = c.conn.SetReadDeadline(time.Now().Add(time.Second))
+	_, err := c.br.ReadByte()
+	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+func TestResponseFraming(t *testing.T) {
+	big := strings.Repeat("x", 3*pendingSize)
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/small":
+			_, _ = io.WriteString(w, "hello")
+		case "/big":
+			_, _ = io.WriteString(w, big)
+		case "/declared":
+			w.Header().Set("Content-Length", "5")
+			_, _ = io.WriteString(w, "he")
+			_, _ = io.WriteString(w, "llo")
+			if _, err := io.WriteString(w, "!"); !errors.Is(err, http.ErrContentLength) {
+				t.Errorf("writing past Content-Length: %v, want http.ErrContentLength", err)
+			}
+		case "/nocontent":
+			w.WriteHeader(http.StatusNoContent)
+			if _, err := io.WriteString(w, "x"); !errors.Is(err, http.ErrBodyNotAllowed) {
+				t.Errorf("writing a 204 body: %v, want http.ErrBodyNotAllowed", err)
+			}
+		case "/empty":
+		}
+	}))
+	c := dial(t, addr)
+	for _, tc := range []struct {
+		method, path, body string
+		cl                 int64
+		chunked            bool
+	}{
+		{"GET", "/small", "hello", 5, false},
+		{"GET", "/big", big, -1, true},
+		{"GET", "/declared", "hello", 5, false},
+		{"GET", "/nocontent", "", 0, false},
+		{"GET", "/empty", "", 0, false},
+		{"HEAD", "/small", "", 5, false},
+		{"HEAD", "/big", "", -1, false},
+	} {
+		c.send(tc.method + " " + tc.path + " HTTP/1.1\r\nHost: t\r\n\r\n")
+		resp, body, err := c.response(tc.method)
+		if err != nil || body != tc.body || resp.ContentLength != tc.cl || (len(resp.TransferEncoding) > 0) != tc.chunked || resp.Close {
+			t.Errorf("%s %s: body %d bytes (%v), Content-Length %d, Transfer-Encoding %v, close %v; want %d bytes, %d, chunked %v, kept",
+				tc.method, tc.path, len(body), err, resp.ContentLength, resp.TransferEncoding, resp.Close, len(tc.body), tc.cl, tc.chunked)
+		}
+		if resp.Header.Get("Date") == "" {
+			t.Errorf("%s %s: no Date", tc.method, tc.path)
+		}
+	}
+}
+
+func TestShortAnswerCloses(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10")
+		_, _ = io.WriteString(w, "abc")
+	}))
+	c := dial(t, addr)
+	c.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if _, _, err := c.response("GET"); err == nil {
+		t.Fatal("a short answer read as complete")
+	}
+	if !c.closed() {
+		t.Fatal("the connection stays open after a short answer")
+	}
+}
+
+func TestHTTP10(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strings.Repeat("y", 2*pendingSize))
+	}))
+	c := dial(t, addr)
+	c.send("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+	resp, body, err := c.response("GET")
+	if err != nil || len(body) != 2*pendingSize || len(resp.TransferEncoding) != 0 || !resp.Close {
+		t.Fatalf("HTTP/1.0 answer of unknown length: %d bytes (%v), %v, close %v; want it delimited by the close", len(body), err, resp.TransferEncoding, resp.Close)
+	}
+}
+
+// TestFlushStreams: Flush sends what is written at once; the client reads it before the handler goes on.
+func TestFlushStreams(t *testing.T) {
+	next := make(chan struct{})
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "first\n")
+		if err := http.NewResponseController(w).Flush(); err != nil {
+			t.Error(err)
+		}
+		<-next
+		_, _ = io.WriteString(w, "second\n")
+	}))
+	c := dial(t, addr)
+	c.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	if line, err := br.ReadString('\n'); err != nil || line != "first\n" {
+		t.Fatalf("before the handler went on: %q %v", line, err)
+	}
+	close(next)
+	if rest, err := io.ReadAll(br); err != nil || string(rest) != "second\n" {
+		t.Fatalf("the rest: %q %v", rest, err)
+	}
+}
+
+// TestPanics: http.ErrAbortHandler breaks the answer off and closes the connection; another panic too, and the
+// server goes on serving.
+func TestPanics(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/abort":
+			_, _ = io.WriteString(w, strings.Repeat("z", 2*pendingSize))
+			panic(http.ErrAbortHandler)
+		case "/panic":
+			panic("boom")
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	c := dial(t, addr)
+	c.send("GET /abort HTTP/1.1\r\nHost: t\r\n\r\n")
+	if _, _, err := c.response("GET"); err == nil {
+		t.Fatal("an aborted answer read as complete")
+	}
+	c = dial(t, addr)
+	c.send("GET /panic HTTP/1.1\r\nHost: t\r\n\r\n")
+	if !c.closed() {
+		t.Fatal("the connection stays open after a panic")
+	}
+	c = dial(t, addr)
+	c.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if _, body, err := c.response("GET"); err != nil || body != "ok" {
+		t.Fatalf("after the panics: %q %v", body, err)
+	}
+}
+
+// TestClientGoneCancels: the request's context ends when the client goes away while the handler runs.
+func TestClientGoneCancels(t *testing.T) {
+	started, cancelled := make(chan struct{}), make(chan error, 1)
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		close(started)
+		select {
+		case <-r.Context().Done():
+			cancelled <- nil
+		case <-time.After(5 * time.Second):
+			cancelled <- errors.New("the context was not cancelled")
+		}
+	}))
+	c := dial(t, addr)
+	c.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc")
+	<-started
+	c.conn.Close()
+	if err := <-cancelled; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPipelinedNotCancelled: a pipelined request read by the background read is served next, and does not cancel
+// the one in flight.
+func TestPipelinedNotCancelled(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(50 * time.Millisecond)
+		if r.Context().Err() != nil {
+			t.Errorf("%s cancelled", r.URL.Path)
+		}
+		_, _ = io.WriteString(w, r.URL.Path)
+	}))
+	c := dial(t, addr)
+	c.send("GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+	time.Sleep(10 * time.Millisecond)
+	c.send("GET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+	for _, want := range []string{"/a", "/b"} {
+		if _, body, err := c.response("GET"); err != nil || body != want {
+			t.Fatalf("%q %v; want %q", body, err, want)
+		}
+	}
+}
+
+func TestExpectContinue(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(b)
+	}))
+	c := dial(t, addr)
+	c.send("POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+	if resp, _, _ := c.response("POST"); resp.StatusCode != 100 {
+		t.Fatalf("%d before the body; want 100", resp.StatusCode)
+	}
+	c.send("hi")
+	if resp, body, err := c.response("POST"); resp.StatusCode != 200 || body != "hi" || err != nil {
+		t.Fatalf("%d %q %v", resp.StatusCode, body, err)
+	}
+}
+
+// TestHTTP2Preface: an HTTP/2 prior-knowledge client gets a JSON 505 that says why.
+func TestHTTP2Preface(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { t.Error("the handler ran") }))
+	c := dial(t, addr)
+	c.send("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	resp, body, _ := c.response("GET")
+	var e struct{ Status, ErrorType, Error string }
+	if resp.StatusCode != 505 || json.Unmarshal([]byte(body), &e) != nil || e.Status != "error" || !strings.Contains(e.Error, "HTTP/1.1") {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if !c.closed() {
+		t.Fatal("the connection stays open")
+	}
+}
+
+// TestShutdown: an idle connection is closed at once, a request in flight is answered, and Shutdown returns
+// once it is.
+func TestShutdown(t *testing.T) {
+	inFlight, release := make(chan struct{}), make(chan struct{})
+	s, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(inFlight)
+			<-release
+		}
+		_, _ = io.WriteString(w, "done")
+	}))
+	idle := dial(t, addr)
+	idle.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if _, body, err := idle.response("GET"); err != nil || body != "done" {
+		t.Fatal(body, err)
+	}
+	busy := dial(t, addr)
+	busy.send("GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+	<-inFlight
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shut <- s.Shutdown(ctx)
+	}()
+	if !idle.closed() {
+		t.Fatal("the idle connection stays open during Shutdown")
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with a request in flight", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	resp, body, err := busy.response("GET")
+	if err != nil || body != "done" || !resp.Close {
+		t.Fatalf("in-flight answer %q %v close %v; want it whole, with Connection: close", body, err, resp.Close)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.Dial("tcp", addr); err == nil {
+		t.Fatal("still accepting after Shutdown")
+	}
+}
