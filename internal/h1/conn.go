@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/httperr"
@@ -47,17 +48,35 @@ type conn struct {
 	// wmu orders a 100 Continue, written as the body is first read (maybe by another goroutine), with the head.
 	wmu sync.Mutex
 
-	// The background read: once the request's body is read, one byte is read from the connection while the
-	// handler runs, so that a client going away cancels the request's context (as in net/http). A byte that
-	// arrives (a pipelined request) is kept for the next request.
+	// The background read: once the request's body is read, the connection is read while the handler runs, so
+	// that a client going away cancels the request's context (as in net/http). Unlike net/http's, the read is not
+	// stopped when the handler returns: it goes on as the wait for the next request, whose first bytes it keeps
+	// (bgData) for the request reader. So watching the client costs no deadline juggling and no extra read.
 	bgMu     sync.Mutex
 	bgCond   sync.Cond
 	inRead   bool
 	aborted  bool
-	hasByte  bool
-	bgByte   [1]byte
+	bgBuf    []byte
+	bgData   []byte
 	readErr  error
 	cancelFn context.CancelFunc
+
+	// With the client watcher (watch_linux.go) instead of the background read: watched says the socket is in its
+	// set; peerClosed that the client's FIN or reset came; watching that the request in flight is read, so a
+	// client leaving now cancels it.
+	watched, peerClosed, watching bool
+	watchID                       uint64
+	watchRaw                      syscall.RawConn
+}
+
+// peerGone is the watcher's news that the client closed or reset the connection.
+func (c *conn) peerGone() {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	c.peerClosed = true
+	if c.watching && c.cancelFn != nil {
+		c.cancelFn()
+	}
 }
 
 var (
@@ -65,17 +84,18 @@ var (
 	writerPool sync.Pool
 )
 
+// Read is what the request reader reads: the bytes the background read got first, then the connection.
 func (c *conn) Read(p []byte) (int, error) {
 	c.bgMu.Lock()
 	if c.inRead {
 		c.bgMu.Unlock()
 		return 0, errors.New("h1: read of the connection while its background read runs")
 	}
-	if c.hasByte {
-		c.hasByte = false
-		p[0] = c.bgByte[0]
+	if len(c.bgData) > 0 {
+		n := copy(p, c.bgData)
+		c.bgData = c.bgData[n:]
 		c.bgMu.Unlock()
-		return 1, nil
+		return n, nil
 	}
 	if err := c.readErr; err != nil {
 		c.bgMu.Unlock()
@@ -101,25 +121,36 @@ func (c *conn) readFailedLocked(err error) {
 	}
 }
 
+// startBackgroundRead starts watching the client once the request is read. Bytes already buffered (a pipelined
+// request) say the client is still there: nothing to watch then.
 func (c *conn) startBackgroundRead() {
 	c.bgMu.Lock()
 	defer c.bgMu.Unlock()
-	if c.inRead || c.hasByte || c.readErr != nil || c.cancelFn == nil {
+	if c.watched {
+		if c.cancelFn != nil {
+			c.watching = true
+			if c.peerClosed {
+				c.cancelFn()
+			}
+		}
+		return
+	}
+	if c.inRead || len(c.bgData) > 0 || c.readErr != nil || c.cancelFn == nil || c.br.Buffered() > 0 {
 		return
 	}
 	c.inRead = true
 	_ = c.rwc.SetReadDeadline(time.Time{})
+	if c.bgBuf == nil {
+		c.bgBuf = make([]byte, 4<<10)
+	}
 	go c.backgroundRead()
 }
 
 func (c *conn) backgroundRead() {
-	n, err := c.rwc.Read(c.bgByte[:])
+	n, err := c.rwc.Read(c.bgBuf)
 	c.bgMu.Lock()
-	if n == 1 {
-		c.hasByte = true
-	}
-	var ne net.Error
-	if errors.As(err, &ne) && c.aborted && ne.Timeout() {
+	c.bgData = c.bgBuf[:n]
+	if ne, ok := err.(net.Error); ok && c.aborted && ne.Timeout() {
 		// Stopped by abortBackgroundRead: nothing happened to the client.
 	} else if err != nil {
 		c.readFailedLocked(err)
@@ -132,7 +163,10 @@ func (c *conn) backgroundRead() {
 
 var aLongTimeAgo = time.Unix(1, 0)
 
-// abortBackgroundRead stops the background read once the handler has returned.
+// watchClients turns the client watcher on; tests turn it off to run the background read where both exist.
+var watchClients = true
+
+// abortBackgroundRead stops the background read, before the connection closes.
 func (c *conn) abortBackgroundRead() {
 	c.bgMu.Lock()
 	defer c.bgMu.Unlock()
@@ -146,6 +180,29 @@ func (c *conn) abortBackgroundRead() {
 		c.bgCond.Wait()
 	}
 	_ = c.rwc.SetReadDeadline(time.Time{})
+}
+
+// awaitNext waits for the first bytes of the next request, through the background read if it runs; false when
+// the connection ended (idle timeout, client gone, Shutdown).
+func (c *conn) awaitNext() bool {
+	var deadline time.Time
+	if d := c.srv.IdleTimeout; d > 0 {
+		deadline = time.Now().Add(d)
+	}
+	c.bgMu.Lock()
+	if c.inRead {
+		_ = c.rwc.SetReadDeadline(deadline)
+		for c.inRead {
+			c.bgCond.Wait()
+		}
+		ok := c.readErr == nil && len(c.bgData) > 0
+		c.bgMu.Unlock()
+		return ok
+	}
+	c.bgMu.Unlock()
+	_ = c.rwc.SetReadDeadline(deadline)
+	_, err := c.br.Peek(1)
+	return err == nil
 }
 
 func (c *conn) tooOld() bool {
@@ -175,6 +232,7 @@ func (c *conn) serve() {
 		st := tc.ConnectionState()
 		c.tlsState = &st
 	}
+	c.watched = watchClients && c.watch()
 	c.br = getReader(c)
 	c.bw = getWriter(c.rwc)
 	c.head = make([]byte, 0, 1<<10)
@@ -185,18 +243,17 @@ func (c *conn) serve() {
 	}()
 	first := true
 	for {
-		if !first {
+		if first {
+			if _, err := c.br.Peek(1); err != nil {
+				return
+			}
+		} else {
 			if c.srv.shuttingDown() || !c.state.CompareAndSwap(stateActive, stateIdle) {
 				return
 			}
-			if d := c.srv.IdleTimeout; d > 0 {
-				_ = c.rwc.SetReadDeadline(time.Now().Add(d))
-			} else {
-				_ = c.rwc.SetReadDeadline(time.Time{})
+			if c.br.Buffered() == 0 && !c.awaitNext() {
+				return
 			}
-		}
-		if _, err := c.br.Peek(1); err != nil {
-			return
 		}
 		if !c.state.CompareAndSwap(stateIdle, stateActive) {
 			return
@@ -306,7 +363,9 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	}
 	ok := c.runHandler(w, r)
 	cancel()
-	c.abortBackgroundRead()
+	c.bgMu.Lock()
+	c.cancelFn, c.watching = nil, false
+	c.bgMu.Unlock()
 	if !ok {
 		// A panic: what the answer has is sent, unless its head was still held back, and the connection closes.
 		if w.committed.Load() {
@@ -371,6 +430,8 @@ func (c *conn) reject(re *requestError) {
 // request): the server half-closes and drops what comes for a moment before the close, as net/http does, so the
 // client reads the answer before a reset could destroy it.
 func (c *conn) close(linger bool) {
+	c.abortBackgroundRead()
+	c.unwatch()
 	if linger && c.state.Load() != stateClosed {
 		if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 			_ = c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))

@@ -208,8 +208,19 @@ func TestPanics(t *testing.T) {
 	}
 }
 
-// TestClientGoneCancels: the request's context ends when the client goes away while the handler runs.
+// TestClientGoneCancels: the request's context ends when the client goes away while the handler runs, seen by the
+// client watcher and by the background read alike.
 func TestClientGoneCancels(t *testing.T) {
+	t.Run("watcher", testClientGoneCancels)
+	t.Run("background read", func(t *testing.T) {
+		watchClients = false
+		defer func() { watchClients = true }()
+		testClientGoneCancels(t)
+		t.Run("pipelined", TestPipelinedNotCancelled)
+	})
+}
+
+func testClientGoneCancels(t *testing.T) {
 	started, cancelled := make(chan struct{}), make(chan error, 1)
 	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.ReadAll(r.Body)
