@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
@@ -55,9 +56,17 @@ const (
 type confEnv struct {
 	addr string
 	rec  *vmtest.Recorder
+	// tls, when set, is the client's TLS config: the suite runs over a TLS listener (tls_test.go).
+	tls *tls.Config
 }
 
 func startConformance(t *testing.T) *confEnv {
+	t.Helper()
+	return startConformanceWith(t, nil)
+}
+
+// startConformanceWith starts the suite's server; with tlsCfg, on a TLS listener (and tlsCfg set for the client).
+func startConformanceWith(t *testing.T, tlsCfg func(cfg *server.Config) *tls.Config) *confEnv {
 	t.Helper()
 	rec := vmtest.NewRecorder(t)
 	u, err := url.Parse(rec.URL)
@@ -77,10 +86,15 @@ func startConformance(t *testing.T) *confEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Close)
-	srv, err := server.New(server.Config{
+	cfg := server.Config{
 		ListenAddrs: []string{"127.0.0.1:0"}, Handler: gw, MaxHeaderBytes: confMaxHeaderBytes,
 		ReadHeaderTimeout: confHeaderTimeout, IdleConnTimeout: time.Minute, MaxGracefulShutdown: time.Second,
-	})
+	}
+	var clientTLS *tls.Config
+	if tlsCfg != nil {
+		clientTLS = tlsCfg(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +102,14 @@ func startConformance(t *testing.T) *confEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Shutdown() })
-	return &confEnv{addr: srv.Addrs()[0].String(), rec: rec}
+	return &confEnv{addr: srv.Addrs()[0].String(), rec: rec, tls: clientTLS}
+}
+
+func (e *confEnv) dial() (net.Conn, error) {
+	if e.tls != nil {
+		return tls.Dial("tcp", e.addr, e.tls)
+	}
+	return net.Dial("tcp", e.addr)
 }
 
 // confResp is one response as the client read it.
@@ -103,7 +124,7 @@ type confResp struct {
 // closes first) and reports whether the server closed the connection after them.
 func (e *confEnv) exchange(t *testing.T, want int, pause time.Duration, parts ...string) ([]confResp, bool) {
 	t.Helper()
-	conn, err := net.Dial("tcp", e.addr)
+	conn, err := e.dial()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,21 +186,27 @@ const (
 	oneLine = "m 1\n"
 )
 
+// confCase is one case of the suite.
+type confCase struct {
+	name   string
+	parts  []string
+	pause  time.Duration
+	status []int
+	// jsonErrors: every error answer must be our JSON shape (false: net/http's own plain answer is accepted).
+	jsonErrors bool
+	closed     bool
+	// settle is how long to wait for a forwarded request to be recorded once the client has its answer.
+	settle time.Duration
+	// forwarded checks what reached the upstream, in order.
+	forwarded func(t *testing.T, got []vmtest.Recorded)
+}
+
 func TestConformance(t *testing.T) {
-	e := startConformance(t)
-	for _, tc := range []struct {
-		name   string
-		parts  []string
-		pause  time.Duration
-		status []int
-		// jsonErrors: every error answer must be our JSON shape (false: net/http's own plain answer is accepted).
-		jsonErrors bool
-		closed     bool
-		// settle is how long to wait for a forwarded request to be recorded once the client has its answer.
-		settle time.Duration
-		// forwarded checks what reached the upstream, in order.
-		forwarded func(t *testing.T, got []vmtest.Recorded)
-	}{
+	runConformance(t, startConformance(t), conformanceCases())
+}
+
+func conformanceCases() []confCase {
+	return []confCase{
 		{
 			name:   "plain GET keeps the connection",
 			parts:  []string{getUp},
@@ -479,7 +506,11 @@ func TestConformance(t *testing.T) {
 				}
 			},
 		},
-	} {
+	}
+}
+
+func runConformance(t *testing.T, e *confEnv, cases []confCase) {
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			e.rec.Requests()
 			resps, closed := e.exchange(t, len(tc.status), tc.pause, tc.parts...)

@@ -1,0 +1,131 @@
+package server_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/server"
+)
+
+// serverCert writes a self-signed certificate for 127.0.0.1 and returns its files and a pool trusting it.
+func serverCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vmgateway-test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA: true, BasicConstraintsValid: true, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for f, b := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "EC PRIVATE KEY", Bytes: kder}} {
+		if err := os.WriteFile(f, pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// withTLS makes a conformance server listen with TLS and returns the client's config.
+func withTLS(t *testing.T) func(cfg *server.Config) *tls.Config {
+	return func(cfg *server.Config) *tls.Config {
+		certFile, keyFile, pool := serverCert(t)
+		cfg.TLS = func(int) bool { return true }
+		cfg.TLSCertFile = func(int) string { return certFile }
+		cfg.TLSKeyFile = func(int) string { return keyFile }
+		return &tls.Config{RootCAs: pool}
+	}
+}
+
+// TestConformanceTLS runs the conformance suite over a TLS listener: the server's own answers (malformed requests,
+// 431, 501, 505) are the same JSON errors there, counted the same.
+func TestConformanceTLS(t *testing.T) {
+	e := startConformanceWith(t, withTLS(t))
+	var cases []confCase
+	for _, tc := range conformanceCases() {
+		// The one case that differs by scheme: the upstream is told X-Forwarded-Proto: https.
+		if !strings.Contains(tc.name, "X-Forwarded-*") {
+			cases = append(cases, tc)
+		}
+	}
+	if len(cases) != len(conformanceCases())-1 {
+		t.Fatalf("%d cases over TLS; want all but the X-Forwarded-Proto one", len(cases))
+	}
+	runConformance(t, e, cases)
+}
+
+// TestHTTP2ClientsFallBack: the server offers only http/1.1 by ALPN, so clients that prefer HTTP/2 (Go's with
+// ForceAttemptHTTP2, curl --http2) settle on HTTP/1.1 in the handshake and get their answers.
+func TestHTTP2ClientsFallBack(t *testing.T) {
+	e := startConformanceWith(t, withTLS(t))
+	url := "https://" + e.addr + "/api/v1/query?query=up"
+
+	c, err := tls.Dial("tcp", e.addr, &tls.Config{RootCAs: e.tls.RootCAs, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.ConnectionState().NegotiatedProtocol; p != "http/1.1" {
+		t.Errorf("ALPN chose %q; want http/1.1", p)
+	}
+	c.Close()
+
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.tls.RootCAs}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Proto != "HTTP/1.1" {
+		t.Errorf("Go's client with ForceAttemptHTTP2: %d over %s; want 200 over HTTP/1.1", resp.StatusCode, resp.Proto)
+	}
+
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("curl is needed for this test")
+		}
+		t.Skip("no curl")
+	}
+	out, err := exec.Command(curl, "--http2", "-k", "-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url).CombinedOutput()
+	if err != nil || string(out) != "1.1 200" {
+		t.Errorf("curl --http2: %q %v; want HTTP/1.1 200", out, err)
+	}
+	if fw := e.rec.Requests(); len(fw) != 2 {
+		t.Errorf("%d requests forwarded; want the two", len(fw))
+	}
+}
