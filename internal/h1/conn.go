@@ -44,6 +44,7 @@ type conn struct {
 	// pending is the answer held back before its head; discard reads a body's rest to drop it.
 	head, scratch, pending, discard []byte
 	lastMethod                      string
+	keys                            []string
 
 	// wmu orders a 100 Continue, written as the body is first read (maybe by another goroutine), with the head.
 	wmu sync.Mutex

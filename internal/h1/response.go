@@ -3,6 +3,7 @@ package h1
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -190,7 +191,7 @@ func (w *response) writeInformational(code int) {
 	defer c.wmu.Unlock()
 	bw := c.bw
 	writeStatusLine(bw, code)
-	writeHeaderFields(bw, w.header, nil)
+	writeHeaderFields(bw, w.header, nil, &c.keys)
 	_, _ = bw.WriteString("\r\n")
 	if err := bw.Flush(); err != nil {
 		w.fail(err)
@@ -241,7 +242,7 @@ func (w *response) commit(done bool) {
 	if !allowed && w.status != http.StatusNotModified || setLength {
 		skip = skipLengthAndCL
 	}
-	writeHeaderFields(bw, h, skip)
+	writeHeaderFields(bw, h, skip, &c.keys)
 	if _, ok := h["Date"]; !ok {
 		_, _ = bw.WriteString("Date: ")
 		_, _ = bw.Write(httpDate())
@@ -253,9 +254,6 @@ func (w *response) commit(done bool) {
 		_, _ = bw.Write(strconv.AppendInt(num[:0], w.contentLength, 10))
 		_, _ = bw.WriteString("\r\n")
 	}
-	if w.chunked {
-		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
-	}
 	if _, ok := h["Connection"]; !ok {
 		switch {
 		case w.closeAfter:
@@ -263,6 +261,9 @@ func (w *response) commit(done bool) {
 		case keepAlive10:
 			_, _ = bw.WriteString("Connection: keep-alive\r\n")
 		}
+	}
+	if w.chunked {
+		_, _ = bw.WriteString("Transfer-Encoding: chunked\r\n")
 	}
 	if _, err := bw.WriteString("\r\n"); err != nil {
 		w.fail(err)
@@ -335,16 +336,23 @@ var (
 	skipLengthAndCL = map[string]bool{"Transfer-Encoding": true, "Content-Length": true}
 )
 
-// writeHeaderFields writes h as net/http would: names that are not tokens are dropped, line breaks in values
-// become spaces (a handler echoing input cannot split the head), trailer fields wait for the end.
+// writeHeaderFields writes h as net/http would: sorted by name, names that are not tokens dropped, line breaks
+// in values turned into spaces (a handler echoing input cannot split the head), trailer fields kept for the end.
+// keys is scratch for the sort.
 func writeHeaderFields(bw interface {
 	WriteString(string) (int, error)
-}, h http.Header, skip map[string]bool) {
-	for k, vs := range h {
+}, h http.Header, skip map[string]bool, keys *[]string) {
+	ks := (*keys)[:0]
+	for k := range h {
 		if skip[k] || strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
 			continue
 		}
-		for _, v := range vs {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	*keys = ks
+	for _, k := range ks {
+		for _, v := range h[k] {
 			_, _ = bw.WriteString(k)
 			_, _ = bw.WriteString(": ")
 			_, _ = bw.WriteString(valueNewlineToSpace(v))
