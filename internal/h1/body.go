@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"time"
 )
 
 // maxDiscard is how much of a request body the handler left unread the server reads and drops to keep the
@@ -151,6 +152,10 @@ func (b *body) discardRest() bool {
 		return false
 	case b.chunked == nil && b.remaining > maxDiscard:
 		return false
+	}
+	// Within the idle timeout: a client that stops sending must not hold the connection's goroutine forever.
+	if d := b.c.srv.IdleTimeout; d > 0 {
+		_ = b.c.rwc.SetReadDeadline(time.Now().Add(d))
 	}
 	buf := b.c.discardBuf()
 	var total int

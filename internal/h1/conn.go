@@ -345,6 +345,8 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	case r.ContentLength == 0:
 		r.Body = http.NoBody
 	default:
+		// The head's deadline is not the body's: the handler sets its own (http.ResponseController).
+		_ = c.rwc.SetReadDeadline(time.Time{})
 		b.c, b.w, b.r = c, w, r
 		b.continueWanted = wantsContinue
 		if r.ContentLength > 0 {

@@ -16,11 +16,19 @@ import (
 
 func serve(t *testing.T, h http.Handler) (*Server, string) {
 	t.Helper()
+	return serveWith(t, h, nil)
+}
+
+func serveWith(t *testing.T, h http.Handler, set func(*Server)) (*Server, string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	if set != nil {
+		set(s)
+	}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	t.Cleanup(func() {
@@ -336,5 +344,42 @@ func TestShutdown(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", addr); err == nil {
 		t.Fatal("still accepting after Shutdown")
+	}
+}
+
+// TestMaxConnAge: past its age a connection closes after the answer in flight, which says so.
+func TestMaxConnAge(t *testing.T) {
+	_, addr := serveWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }),
+		func(s *Server) { s.MaxConnAge = 200 * time.Millisecond })
+	c := dial(t, addr)
+	c.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, _, _ := c.response("GET"); resp.Close {
+		t.Fatal("a young connection closed")
+	}
+	time.Sleep(300 * time.Millisecond)
+	c.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, body, err := c.response("GET"); !resp.Close || body != "ok" || err != nil {
+		t.Fatalf("past its age: close %v, %q %v; want the answer with Connection: close", resp.Close, body, err)
+	}
+	if !c.closed() {
+		t.Fatal("the old connection stays open")
+	}
+}
+
+// TestUnreadBody: a small body the handler left is dropped and the connection kept; a large one closes it.
+func TestUnreadBody(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	c := dial(t, addr)
+	c.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+	c.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	for range 2 {
+		if resp, body, err := c.response("GET"); resp.Close || body != "ok" || err != nil {
+			t.Fatalf("close %v, %q %v", resp.Close, body, err)
+		}
+	}
+	c = dial(t, addr)
+	c.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\nhello")
+	if resp, _, _ := c.response("GET"); !resp.Close {
+		t.Fatal("a 10 MB body left unread keeps the connection")
 	}
 }
