@@ -46,10 +46,9 @@ func Wrap(h http.Handler, l *Log) http.Handler {
 		}
 		e.setRequestID(r)
 		if r.Body != nil && r.Body != http.NoBody {
-			// On a copy of the request: net/http decides whether the connection may carry another request from the
-			// type of the Body of the request it handed out. Its own *body, closed before its end (a stalled write),
-			// closes the connection; any other type makes it skip the rest of the body and read on, so the bytes
-			// the client still sends would be parsed as the next request.
+			// On a copy of the request: the server handed out its own Body, and whether the connection may carry
+			// another request after it depends on that body's state, not on what wraps it. (net/http, which
+			// serves the gateway in tests, also decides from the Body's type.)
 			rc := *r
 			rc.Body = &e.body
 			e.body.rc = r.Body

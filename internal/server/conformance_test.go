@@ -22,8 +22,9 @@ import (
 
 // The HTTP conformance suite: raw bytes on a TCP connection to the real server (internal/server) in front of the
 // real gateway handler, a recording upstream behind it. Each case asserts what the client gets and what reached
-// the upstream. The client-facing parsing is net/http's; these are the behaviours of it the gateway relies on,
-// each pinned by a case below, so a Go upgrade or a new core that changes one fails here:
+// the upstream. The client-facing parsing is the gateway's own HTTP/1.1 server (internal/h1), held to net/http's by
+// a differential fuzz test; these are the behaviours the gateway relies on, each pinned by a case below, on plain
+// and TLS listeners (TestConformanceTLS), so a change of either that breaks one fails here:
 //
 //   - Transfer-Encoding with Content-Length: chunked wins and Content-Length is dropped (RFC 9112 6.3); the server
 //     closes the connection after answering any chunked request (server.go), since net/http does not say whether
@@ -33,8 +34,8 @@ import (
 //   - A Transfer-Encoding other than a single "chunked", or chunked on HTTP/1.0: 501 or 400, nothing forwarded.
 //   - A bare LF ends a line of the request head (RFC 9112 2.2 allows it); a bare CR or a NUL in a header is refused
 //     with 400; obs-fold continuation lines are refused with 400.
-//   - A request line and headers beyond MaxHeaderBytes: our JSON 431 (limits.go), also beyond net/http's own cap
-//     on plain listeners (errconn.go).
+//   - A request line and headers beyond MaxHeaderBytes: our JSON 431 (limits.go), also beyond the server's hard
+//     cap, where the server answers it itself.
 //   - Expect: 100-continue: the 100 comes only when the handler reads the body; a refused request gets its answer
 //     without it, and the connection is closed rather than its unread body read as a request.
 //   - Pipelined requests are answered in order, each forwarded once.
@@ -474,8 +475,7 @@ func conformanceCases() []confCase {
 			},
 		},
 		{
-			// net/http answers it itself, through its response writer, with an empty body: the one error answer
-			// that is not JSON.
+			// The server answers it itself, before any handler (in JSON, which the case does not require).
 			name:   "Expect with an unknown expectation",
 			parts:  []string{"POST " + imPath + " HTTP/1.1\r\nHost: gw\r\nExpect: 200-ok\r\nContent-Length: 4\r\n\r\nm 1\n"},
 			status: []int{417}, closed: true,
@@ -573,8 +573,8 @@ func TestConformanceExpectContinue(t *testing.T) {
 	}
 
 	// A request the gateway refuses before reading the body: the answer comes without a 100 and says the connection
-	// closes. net/http then reads (and drops) the body the client still owes, as body, never as a request: the GET
-	// after it gets no answer and reaches no upstream.
+	// closes. The server then drops what the client still sends (the body it owes), never reading it as a request:
+	// the GET after it gets no answer and reaches no upstream.
 	_, _ = io.WriteString(conn, "POST /no/such/api HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 1000\r\n\r\n")
 	r := read()
 	if r.StatusCode != http.StatusNotFound || !r.Close {

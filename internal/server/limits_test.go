@@ -50,8 +50,7 @@ func rawRequest(t *testing.T, addr string, headerLen int) (int, string, string) 
 }
 
 // TestMaxHeaderBytes: headers over -http.maxHeaderBytes get a JSON 431 from the gateway and never reach the
-// handler; headers beyond the larger cap handed to net/http get net/http's 431, rewritten to JSON on the way out
-// (errconn.go).
+// handler; headers beyond the server's larger hard cap get the same JSON 431 from the server itself.
 func TestMaxHeaderBytes(t *testing.T) {
 	var reached atomic.Int64
 	addr := startTestServer(t, 8<<10, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -115,8 +114,8 @@ func TestGoHeaderLimit(t *testing.T) {
 	}
 }
 
-// TestGoErrorRewriteLeavesHandlers: a handler's own plain-text error, headers and all, is never taken for one of
-// net/http's and rewritten; net/http's own is.
+// TestGoErrorRewriteLeavesHandlers: a handler's own plain-text error goes out as the handler wrote it; what the
+// server refuses itself is our JSON.
 func TestGoErrorRewriteLeavesHandlers(t *testing.T) {
 	addr := startTestServer(t, 8<<10, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
