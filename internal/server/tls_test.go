@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,9 +16,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/server"
 )
@@ -127,5 +131,44 @@ func TestHTTP2ClientsFallBack(t *testing.T) {
 	}
 	if fw := e.rec.Requests(); len(fw) != 2 {
 		t.Errorf("%d requests forwarded; want the two", len(fw))
+	}
+}
+
+// rejected reads vmgateway_requests_rejected_total{reason=...}; a series that is not exported fails the test.
+func rejected(t *testing.T, reason string) float64 {
+	t.Helper()
+	var buf bytes.Buffer
+	metrics.WritePrometheus(&buf, false)
+	prefix := `vmgateway_requests_rejected_total{reason="` + reason + `"} `
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no %s in /metrics", prefix)
+	return 0
+}
+
+// TestRefusalsCounted: what the server refuses itself is counted as malformed_request or headers_too_large on plain
+// and TLS listeners alike.
+func TestRefusalsCounted(t *testing.T) {
+	for _, e := range []*confEnv{startConformance(t), startConformanceWith(t, withTLS(t))} {
+		for _, tc := range []struct{ reason, raw string }{
+			{"malformed_request", "GET /q HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"},
+			{"malformed_request", "POST /q HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"},
+			{"headers_too_large", "GET /q HTTP/1.1\r\nHost: a\r\nX-Pad: " + strings.Repeat("p", 2<<20) + "\r\n\r\n"},
+		} {
+			before := rejected(t, tc.reason)
+			if resps, _ := e.exchange(t, 1, 0, tc.raw); len(resps) != 1 || !isJSONError(resps[0].body) {
+				t.Fatalf("tls %v, %q: %+v; want one JSON error", e.tls != nil, tc.raw[:20], resps)
+			}
+			if got := rejected(t, tc.reason); got != before+1 {
+				t.Errorf("tls %v, %q: %s went from %v to %v; want one more", e.tls != nil, tc.raw[:20], tc.reason, before, got)
+			}
+		}
 	}
 }
