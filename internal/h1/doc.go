@@ -27,8 +27,11 @@
 // the peer's FIN or reset) rather than by a read per request, which measured half the server's CPU per request;
 // like net/http's read it takes effect once the request's body is read, and like it, it takes a client that
 // half-closes its side after sending for gone (net/http spares a request only when more pipelined bytes follow
-// it). Elsewhere the background read of net/http is kept. Per request it allocates the
-// *http.Request, its header map, one string backing the whole head, the response writer with the body reader, and
-// the cancellable context; the goroutine that watches for a client going away starts only once the body is read,
-// as in net/http.
+// it). Elsewhere the background read of net/http is kept.
+//
+// Per request it allocates the *http.Request with its URL and header map, one string backing the whole head
+// (every method, target, name and value points into it), the response writer with the body reader, the answer's
+// header map and the cancellable context: 11 allocations where net/http's server makes 21 (BenchmarkServe). Its
+// bufio reader and writer come from pools; a connection keeps them while it idles, since handing them back between
+// requests would cost more than the memory (4 KiB each) it saves.
 package h1
