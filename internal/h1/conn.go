@@ -40,11 +40,11 @@ type conn struct {
 
 	br *bufio.Reader
 	bw *bufio.Writer
-	// head holds the request head as read; scratch is for building strings (a folded header, a canonical name);
-	// pending is the answer held back before its head; discard reads a body's rest to drop it.
-	head, scratch, pending, discard []byte
-	lastMethod                      string
-	keys                            []string
+	// scratch is for building strings (a folded header, a canonical name); pending is the answer held back before
+	// its head (from bufPool, while a request is served); discard reads a body's rest to drop it.
+	scratch, pending, discard []byte
+	lastMethod                string
+	keys                      []string
 
 	// wmu orders a 100 Continue, written as the body is first read (maybe by another goroutine), with the head.
 	wmu sync.Mutex
@@ -83,7 +83,20 @@ func (c *conn) peerGone() {
 var (
 	readerPool sync.Pool
 	writerPool sync.Pool
+	// bufPool holds the buffers a request uses while it is served (its head as read, the answer held back), so an
+	// idle connection holds none.
+	bufPool sync.Pool
 )
+
+func getBuf() *[]byte {
+	if v := bufPool.Get(); v != nil {
+		return v.(*[]byte)
+	}
+	b := make([]byte, 0, pendingSize)
+	return &b
+}
+
+func putBuf(b *[]byte) { bufPool.Put(b) }
 
 // Read is what the request reader reads: the bytes the background read got first, then the connection.
 func (c *conn) Read(p []byte) (int, error) {
@@ -236,8 +249,6 @@ func (c *conn) serve() {
 	c.watched = watchClients && c.watch()
 	c.br = getReader(c)
 	c.bw = getWriter(c.rwc)
-	c.head = make([]byte, 0, 1<<10)
-	c.pending = make([]byte, 0, pendingSize)
 	linger := false
 	defer func() {
 		c.close(linger)
@@ -294,10 +305,15 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	if limit <= 0 {
 		limit = http.DefaultMaxHeaderBytes
 	}
-	head, err := readHead(c.br, c.head[:0], limit)
-	if cap(head) <= 64<<10 {
-		c.head = head[:0]
-	}
+	hp := getBuf()
+	head, err := readHead(c.br, (*hp)[:0], limit)
+	defer func() {
+		// The head is copied into the request's string by then: its buffer goes back, unless it grew large.
+		if cap(head) <= 64<<10 {
+			*hp = head[:0]
+			putBuf(hp)
+		}
+	}()
 	if err != nil {
 		var re *requestError
 		if errors.As(err, &re) {
@@ -320,6 +336,14 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	if len(c.scratch) > 4<<10 {
 		c.scratch = nil
 	}
+
+	pp := getBuf()
+	c.pending = (*pp)[:0]
+	defer func() {
+		*pp = c.pending[:0]
+		c.pending = nil
+		putBuf(pp)
+	}()
 
 	ex := &exchange{}
 	w, b := &ex.w, &ex.b

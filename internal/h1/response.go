@@ -93,7 +93,7 @@ func (w *response) Write(p []byte) (int, error) {
 	}
 	c := w.c
 	if !w.committed.Load() {
-		if len(c.pending)+len(p) <= cap(c.pending) {
+		if len(c.pending)+len(p) <= pendingSize {
 			c.pending = append(c.pending, p...)
 			return len(p), nil
 		}
@@ -105,7 +105,7 @@ func (w *response) Write(p []byte) (int, error) {
 // WriteString saves io.WriteString a copy.
 func (w *response) WriteString(s string) (int, error) {
 	c := w.c
-	if w.wroteHeader && !w.committed.Load() && len(c.pending)+len(s) <= cap(c.pending) && w.bodyAllowed() &&
+	if w.wroteHeader && !w.committed.Load() && len(c.pending)+len(s) <= pendingSize && w.bodyAllowed() &&
 		(w.contentLength == -1 || w.written+int64(len(s)) <= w.contentLength) && w.werr == nil {
 		w.written += int64(len(s))
 		c.pending = append(c.pending, s...)
