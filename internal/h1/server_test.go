@@ -3,9 +3,15 @@ package h1
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -381,5 +387,49 @@ func TestUnreadBody(t *testing.T) {
 	c.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\nhello")
 	if resp, _, _ := c.response("GET"); !resp.Close {
 		t.Fatal("a 10 MB body left unread keeps the connection")
+	}
+}
+
+// TestClientGoneCancelsTLS: the watcher sees through TLS to the socket.
+func TestClientGoneCancelsTLS(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, NextProtos: []string{"http/1.1"}})
+	started, cancelled := make(chan struct{}), make(chan error, 1)
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || r.TLS.NegotiatedProtocol != "http/1.1" {
+			t.Errorf("TLS state %+v", r.TLS)
+		}
+		close(started)
+		select {
+		case <-r.Context().Done():
+			cancelled <- nil
+		case <-time.After(5 * time.Second):
+			cancelled <- errors.New("the context was not cancelled")
+		}
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = s.Serve(ln) }()
+	defer s.Close()
+	c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	<-started
+	c.Close()
+	if err := <-cancelled; err != nil {
+		t.Fatal(err)
 	}
 }
