@@ -239,6 +239,12 @@ func (c *conn) serve() {
 	}
 	if tc, ok := c.rwc.(*tls.Conn); ok {
 		if err := tc.Handshake(); err != nil {
+			var re tls.RecordHeaderError
+			if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader[:]) {
+				// Plain HTTP on a TLS listener: told so, in the JSON error, on the bare connection.
+				c.rejectPlain(re.Conn)
+				return
+			}
 			slog.Debug("TLS handshake failed", "remoteAddr", c.remoteAddr, "err", err)
 			_ = c.rwc.Close()
 			return
@@ -451,6 +457,32 @@ func (c *conn) reject(re *requestError) {
 	_, _ = bw.Write(body)
 	_ = c.rwc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_ = bw.Flush()
+}
+
+// looksLikeHTTP: the first bytes of a TLS record are those of a plain HTTP request.
+func looksLikeHTTP(hdr []byte) bool {
+	switch string(hdr) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH":
+		return true
+	}
+	return false
+}
+
+func (c *conn) rejectPlain(nc net.Conn) {
+	msg := "the client sent a plain HTTP request to an HTTPS listener: use https://"
+	if f := c.srv.Rejected; f != nil {
+		msg = f(http.StatusBadRequest, msg)
+	}
+	body := httperr.JSON(http.StatusBadRequest, msg, "")
+	_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(nc, "HTTP/1.0 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\n"+
+		"X-Content-Type-Options: nosniff\r\nContent-Length: "+itoa(len(body))+"\r\n\r\n"+string(body))
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+		_ = nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, _ = io.Copy(io.Discard, nc)
+	}
+	_ = nc.Close()
 }
 
 // close ends the connection. With linger, the client may still be sending (a refused request's body, a pipelined

@@ -172,3 +172,24 @@ func TestRefusalsCounted(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainHTTPOnTLSListener: plain HTTP sent to a TLS listener gets a JSON 400 saying to use https.
+func TestPlainHTTPOnTLSListener(t *testing.T) {
+	e := startConformanceWith(t, withTLS(t))
+	before := rejected(t, "malformed_request")
+	resp, err := http.Get("http://" + e.addr + "/api/v1/query?query=up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !isJSONError(string(b)) || !strings.Contains(string(b), "https://") {
+		t.Fatalf("%d %q; want a JSON 400 naming https://", resp.StatusCode, b)
+	}
+	if got := rejected(t, "malformed_request"); got != before+1 {
+		t.Errorf("malformed_request went from %v to %v; want one more", before, got)
+	}
+	if fw := e.rec.Requests(); len(fw) != 0 {
+		t.Errorf("forwarded %+v", fw)
+	}
+}
