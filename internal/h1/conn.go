@@ -45,6 +45,8 @@ type conn struct {
 	scratch, pending, discard []byte
 	lastMethod                string
 	keys                      []string
+	// bodyInUse: a goroutine the handler left may still read the last body, through br.
+	bodyInUse bool
 
 	// wmu orders a 100 Continue, written as the body is first read (maybe by another goroutine), with the head.
 	wmu sync.Mutex
@@ -404,6 +406,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		if w.committed.Load() {
 			_ = c.bw.Flush()
 		}
+		c.retire(w.body)
 		return false, false
 	}
 	w.finish()
@@ -412,9 +415,29 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	readFailed := c.readErr != nil
 	c.bgMu.Unlock()
 	if w.closeAfter || readFailed {
+		c.retire(w.body)
 		return false, w.linger || c.br.Buffered() > 0
 	}
+	if w.body != nil {
+		// Read to its end by now (discardRest), so no read of it can be blocked: a goroutine the handler left
+		// reading it gets http.ErrBodyReadAfterClose, never the next request.
+		_ = w.body.Close()
+	}
 	return true, false
+}
+
+// retire closes the body of a request after which the connection closes. A read of it still under way in a
+// goroutine the handler left ends when the connection closes; its reader is then not handed back to the pool.
+func (c *conn) retire(b *body) {
+	if b == nil {
+		return
+	}
+	if b.mu.TryLock() {
+		b.closed = true
+		b.mu.Unlock()
+		return
+	}
+	c.bodyInUse = true
 }
 
 // exchange is what one request allocates besides the *http.Request: its response writer and body in one object.
@@ -499,7 +522,7 @@ func (c *conn) close(linger bool) {
 	}
 	c.state.Store(stateClosed)
 	_ = c.rwc.Close()
-	if c.br != nil {
+	if c.br != nil && !c.bodyInUse {
 		c.br.Reset(nil)
 		readerPool.Put(c.br)
 		c.br = nil

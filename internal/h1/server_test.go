@@ -433,3 +433,31 @@ func TestClientGoneCancelsTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBodyReadAfterHandler: a goroutine the handler left reading the body gets http.ErrBodyReadAfterClose, never
+// the next request's bytes.
+func TestBodyReadAfterHandler(t *testing.T) {
+	late := make(chan error, 1)
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			go func() {
+				time.Sleep(50 * time.Millisecond)
+				_, err := r.Body.Read(make([]byte, 64))
+				late <- err
+			}()
+		}
+		_, _ = io.WriteString(w, r.Method)
+	}))
+	c := dial(t, addr)
+	c.send("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello")
+	if _, body, err := c.response("POST"); body != "POST" || err != nil {
+		t.Fatal(body, err)
+	}
+	if err := <-late; !errors.Is(err, http.ErrBodyReadAfterClose) {
+		t.Fatalf("a late read of the body: %v; want http.ErrBodyReadAfterClose", err)
+	}
+	c.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	if _, body, err := c.response("GET"); body != "GET" || err != nil {
+		t.Fatal(body, err)
+	}
+}
