@@ -406,6 +406,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		if w.committed.Load() {
 			_ = c.bw.Flush()
 		}
+		w.done.Store(true)
 		c.retire(w.body)
 		return false, false
 	}

@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -37,7 +38,11 @@ type response struct {
 	// bytes are drained for a moment before the close, lest a reset destroys the answer in flight.
 	closeAfter, linger bool
 	werr               error
+	// done: the handler has returned and the answer is complete; a goroutine it left gets errAfterHandler.
+	done atomic.Bool
 }
+
+var errAfterHandler = errors.New("http: write to a response after its handler returned")
 
 func (w *response) Header() http.Header {
 	if w.wroteHeader && w.snap == nil && !w.committed.Load() {
@@ -50,7 +55,7 @@ func (w *response) WriteHeader(code int) {
 	if code < 100 || code > 999 {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
 	}
-	if w.wroteHeader {
+	if w.wroteHeader || w.done.Load() {
 		return
 	}
 	if code < 200 && code != http.StatusSwitchingProtocols {
@@ -74,6 +79,9 @@ func (w *response) bodyAllowed() bool {
 }
 
 func (w *response) Write(p []byte) (int, error) {
+	if w.done.Load() {
+		return 0, errAfterHandler
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -105,7 +113,7 @@ func (w *response) Write(p []byte) (int, error) {
 // WriteString saves io.WriteString a copy.
 func (w *response) WriteString(s string) (int, error) {
 	c := w.c
-	if w.wroteHeader && !w.committed.Load() && len(c.pending)+len(s) <= pendingSize && w.bodyAllowed() &&
+	if w.wroteHeader && !w.done.Load() && !w.committed.Load() && len(c.pending)+len(s) <= pendingSize && w.bodyAllowed() &&
 		(w.contentLength == -1 || w.written+int64(len(s)) <= w.contentLength) && w.werr == nil {
 		w.written += int64(len(s))
 		c.pending = append(c.pending, s...)
@@ -147,6 +155,9 @@ func (w *response) Flush() { _ = w.FlushError() }
 
 // FlushError is Flush for http.ResponseController.
 func (w *response) FlushError() error {
+	if w.done.Load() {
+		return errAfterHandler
+	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -300,6 +311,7 @@ func (w *response) finish() {
 	if err := bw.Flush(); err != nil {
 		w.fail(err)
 	}
+	w.done.Store(true)
 }
 
 func writeStatusLine(bw interface {
