@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
@@ -115,8 +116,7 @@ func (b *body) readTrailer() error {
 		}
 		return err
 	}
-	buffered, _ := br.Peek(br.Buffered())
-	if !bytes.Contains(buffered, []byte("\r\n\r\n")) {
+	if !upcomingDoubleCRLF(br) {
 		return errLongTrailer
 	}
 	// The trailer is read as a head without its request line: a placeholder line stands in for it.
@@ -135,6 +135,20 @@ func (b *body) readTrailer() error {
 		b.r.Trailer[k] = v
 	}
 	return nil
+}
+
+// upcomingDoubleCRLF reports whether the trailer's end comes within the reader's buffer, reading on until it is
+// full (net/http's seeUpcomingDoubleCRLF).
+func upcomingDoubleCRLF(br *bufio.Reader) bool {
+	for n := 4; ; n++ {
+		buf, err := br.Peek(n)
+		if bytes.HasSuffix(buf, []byte("\r\n\r\n")) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
 }
 
 // discardRest reads and drops what the handler left of the body, at most maxDiscard bytes; false when the

@@ -461,3 +461,23 @@ func TestBodyReadAfterHandler(t *testing.T) {
 		t.Fatal(body, err)
 	}
 }
+
+// TestChunkedTrailerInPieces: a trailer that comes in a packet of its own is waited for, and reaches the handler.
+func TestChunkedTrailerInPieces(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Error(err)
+		}
+		_, _ = io.WriteString(w, string(b)+" "+r.Trailer.Get("X-T"))
+	}))
+	c := dial(t, addr)
+	c.send("POST / HTTP/1.1\r\nHost: t\r\nTrailer: X-T\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n")
+	time.Sleep(50 * time.Millisecond)
+	c.send("X-T: v\r\n")
+	time.Sleep(50 * time.Millisecond)
+	c.send("\r\n")
+	if _, body, err := c.response("POST"); body != "hello v" || err != nil {
+		t.Fatalf("%q %v; want the body and the trailer", body, err)
+	}
+}
