@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vmgateway/vmgateway/internal/httperr"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -72,16 +71,6 @@ type conn struct {
 	watchRaw                      syscall.RawConn
 }
 
-// peerGone is the watcher's news that the client closed or reset the connection.
-func (c *conn) peerGone() {
-	c.bgMu.Lock()
-	defer c.bgMu.Unlock()
-	c.peerClosed = true
-	if c.watching && c.cancelFn != nil {
-		c.cancelFn()
-	}
-}
-
 var (
 	readerPool sync.Pool
 	writerPool sync.Pool
@@ -99,127 +88,6 @@ func getBuf() *[]byte {
 }
 
 func putBuf(b *[]byte) { bufPool.Put(b) }
-
-// Read is what the request reader reads: the bytes the background read got first, then the connection.
-func (c *conn) Read(p []byte) (int, error) {
-	c.bgMu.Lock()
-	if c.inRead {
-		c.bgMu.Unlock()
-		return 0, errors.New("h1: read of the connection while its background read runs")
-	}
-	if len(c.bgData) > 0 {
-		n := copy(p, c.bgData)
-		c.bgData = c.bgData[n:]
-		c.bgMu.Unlock()
-		return n, nil
-	}
-	if err := c.readErr; err != nil {
-		c.bgMu.Unlock()
-		return 0, err
-	}
-	c.bgMu.Unlock()
-	n, err := c.rwc.Read(p)
-	if err != nil {
-		c.bgMu.Lock()
-		c.readFailedLocked(err)
-		c.bgMu.Unlock()
-	}
-	return n, err
-}
-
-// readFailedLocked cancels the running request: its client is gone or too slow, as net/http does.
-func (c *conn) readFailedLocked(err error) {
-	if c.readErr == nil {
-		c.readErr = err
-	}
-	if c.cancelFn != nil {
-		c.cancelFn()
-	}
-}
-
-// startBackgroundRead starts watching the client once the request is read. Bytes already buffered (a pipelined
-// request) say the client is still there: nothing to watch then.
-func (c *conn) startBackgroundRead() {
-	c.bgMu.Lock()
-	defer c.bgMu.Unlock()
-	if c.watched {
-		if c.cancelFn != nil {
-			c.watching = true
-			if c.peerClosed {
-				c.cancelFn()
-			}
-		}
-		return
-	}
-	if c.inRead || len(c.bgData) > 0 || c.readErr != nil || c.cancelFn == nil || c.br.Buffered() > 0 {
-		return
-	}
-	c.inRead = true
-	_ = c.rwc.SetReadDeadline(time.Time{})
-	if c.bgBuf == nil {
-		c.bgBuf = make([]byte, 4<<10)
-	}
-	go c.backgroundRead()
-}
-
-func (c *conn) backgroundRead() {
-	n, err := c.rwc.Read(c.bgBuf)
-	c.bgMu.Lock()
-	c.bgData = c.bgBuf[:n]
-	if ne, ok := err.(net.Error); ok && c.aborted && ne.Timeout() {
-		// Stopped by abortBackgroundRead: nothing happened to the client.
-	} else if err != nil {
-		c.readFailedLocked(err)
-	}
-	c.aborted = false
-	c.inRead = false
-	c.bgMu.Unlock()
-	c.bgCond.Broadcast()
-}
-
-var aLongTimeAgo = time.Unix(1, 0)
-
-// watchClients turns the client watcher on; tests turn it off to run the background read where both exist.
-var watchClients = true
-
-// abortBackgroundRead stops the background read, before the connection closes.
-func (c *conn) abortBackgroundRead() {
-	c.bgMu.Lock()
-	defer c.bgMu.Unlock()
-	c.cancelFn = nil
-	if !c.inRead {
-		return
-	}
-	c.aborted = true
-	_ = c.rwc.SetReadDeadline(aLongTimeAgo)
-	for c.inRead {
-		c.bgCond.Wait()
-	}
-	_ = c.rwc.SetReadDeadline(time.Time{})
-}
-
-// awaitNext waits for the first bytes of the next request, through the background read if it runs; false when
-// the connection ended (idle timeout, client gone, Shutdown).
-func (c *conn) awaitNext() bool {
-	var deadline time.Time
-	if d := c.srv.IdleTimeout; d > 0 {
-		deadline = time.Now().Add(d)
-	}
-	c.bgMu.Lock()
-	if c.inRead {
-		_ = c.rwc.SetReadDeadline(deadline)
-		for c.inRead {
-			c.bgCond.Wait()
-		}
-		ok := c.readErr == nil && len(c.bgData) > 0
-		c.bgMu.Unlock()
-		return ok
-	}
-	c.bgMu.Unlock()
-	_ = c.rwc.SetReadDeadline(deadline)
-	_, err := c.br.Peek(1)
-	return err == nil
-}
 
 func (c *conn) tooOld() bool {
 	return c.srv.MaxConnAge > 0 && time.Since(c.start) > c.srv.MaxConnAge
@@ -370,7 +238,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	}
 	tmpl.RemoteAddr = c.remoteAddr
 	tmpl.TLS = c.tlsState
-	ctx, cancel := context.WithCancel(c.srv.baseContext())
+	ctx, cancel := context.WithCancel(context.Background())
 	r := tmpl.WithContext(ctx)
 	w.req = r
 	switch {
@@ -461,52 +329,6 @@ func (c *conn) runHandler(w *response, r *http.Request) (ok bool) {
 	}()
 	c.srv.Handler.ServeHTTP(w, r)
 	return true
-}
-
-// reject answers a request the server refuses before any handler sees it, with the gateway's JSON error, and the
-// connection closes: what follows on the wire cannot be trusted to be the next request.
-func (c *conn) reject(re *requestError) {
-	msg := re.msg
-	if f := c.srv.Rejected; f != nil {
-		msg = f(re.status, msg)
-	}
-	body := httperr.JSON(re.status, msg, "")
-	bw := c.bw
-	writeStatusLine(bw, re.status)
-	_, _ = bw.WriteString("Connection: close\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nDate: ")
-	_, _ = bw.Write(httpDate())
-	_, _ = bw.WriteString("\r\nContent-Length: ")
-	_, _ = bw.WriteString(itoa(len(body)))
-	_, _ = bw.WriteString("\r\n\r\n")
-	_, _ = bw.Write(body)
-	_ = c.rwc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_ = bw.Flush()
-}
-
-// looksLikeHTTP: the first bytes of a TLS record are those of a plain HTTP request.
-func looksLikeHTTP(hdr []byte) bool {
-	switch string(hdr) {
-	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH":
-		return true
-	}
-	return false
-}
-
-func (c *conn) rejectPlain(nc net.Conn) {
-	msg := "the client sent a plain HTTP request to an HTTPS listener: use https://"
-	if f := c.srv.Rejected; f != nil {
-		msg = f(http.StatusBadRequest, msg)
-	}
-	body := httperr.JSON(http.StatusBadRequest, msg, "")
-	_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	_, _ = io.WriteString(nc, "HTTP/1.0 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\n"+
-		"X-Content-Type-Options: nosniff\r\nContent-Length: "+itoa(len(body))+"\r\n\r\n"+string(body))
-	if tc, ok := nc.(*net.TCPConn); ok {
-		_ = tc.CloseWrite()
-		_ = nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		_, _ = io.Copy(io.Discard, nc)
-	}
-	_ = nc.Close()
 }
 
 // close ends the connection. With linger, the client may still be sending (a refused request's body, a pipelined

@@ -35,15 +35,12 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	stopping  atomic.Bool
-	wg        sync.WaitGroup
 }
 
 // ErrServerClosed is what Serve returns after Shutdown or Close.
 var ErrServerClosed = http.ErrServerClosed
 
 func (s *Server) shuttingDown() bool { return s.stopping.Load() }
-
-func (s *Server) baseContext() context.Context { return context.Background() }
 
 // Serve accepts connections on ln until Shutdown or Close; each is served by its own goroutine. A TLS listener
 // (tls.NewListener) gives TLS connections: their handshake runs within ReadHeaderTimeout.
@@ -99,7 +96,6 @@ func (s *Server) track(c *conn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
-	s.wg.Add(1)
 	return true
 }
 
@@ -107,7 +103,6 @@ func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
-	s.wg.Done()
 }
 
 func (s *Server) closeListeners() {

@@ -1,0 +1,141 @@
+package h1
+
+import (
+	"errors"
+	"net"
+	"time"
+)
+
+// A client going away cancels its request's context: seen by the client watcher (watch_linux.go) where it runs,
+// otherwise by a background read as in net/http. Either starts once the request's body is read.
+
+// peerGone is the watcher's news that the client closed or reset the connection.
+func (c *conn) peerGone() {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	c.peerClosed = true
+	if c.watching && c.cancelFn != nil {
+		c.cancelFn()
+	}
+}
+
+// Read is what the request reader reads: the bytes the background read got first, then the connection.
+func (c *conn) Read(p []byte) (int, error) {
+	c.bgMu.Lock()
+	if c.inRead {
+		c.bgMu.Unlock()
+		return 0, errors.New("h1: read of the connection while its background read runs")
+	}
+	if len(c.bgData) > 0 {
+		n := copy(p, c.bgData)
+		c.bgData = c.bgData[n:]
+		c.bgMu.Unlock()
+		return n, nil
+	}
+	if err := c.readErr; err != nil {
+		c.bgMu.Unlock()
+		return 0, err
+	}
+	c.bgMu.Unlock()
+	n, err := c.rwc.Read(p)
+	if err != nil {
+		c.bgMu.Lock()
+		c.readFailedLocked(err)
+		c.bgMu.Unlock()
+	}
+	return n, err
+}
+
+// readFailedLocked cancels the running request: its client is gone or too slow, as net/http does.
+func (c *conn) readFailedLocked(err error) {
+	if c.readErr == nil {
+		c.readErr = err
+	}
+	if c.cancelFn != nil {
+		c.cancelFn()
+	}
+}
+
+// startBackgroundRead starts watching the client once the request is read. Bytes already buffered (a pipelined
+// request) say the client is still there: nothing to watch then.
+func (c *conn) startBackgroundRead() {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.watched {
+		if c.cancelFn != nil {
+			c.watching = true
+			if c.peerClosed {
+				c.cancelFn()
+			}
+		}
+		return
+	}
+	if c.inRead || len(c.bgData) > 0 || c.readErr != nil || c.cancelFn == nil || c.br.Buffered() > 0 {
+		return
+	}
+	c.inRead = true
+	_ = c.rwc.SetReadDeadline(time.Time{})
+	if c.bgBuf == nil {
+		c.bgBuf = make([]byte, 4<<10)
+	}
+	go c.backgroundRead()
+}
+
+func (c *conn) backgroundRead() {
+	n, err := c.rwc.Read(c.bgBuf)
+	c.bgMu.Lock()
+	c.bgData = c.bgBuf[:n]
+	if ne, ok := err.(net.Error); ok && c.aborted && ne.Timeout() {
+		// Stopped by abortBackgroundRead: nothing happened to the client.
+	} else if err != nil {
+		c.readFailedLocked(err)
+	}
+	c.aborted = false
+	c.inRead = false
+	c.bgMu.Unlock()
+	c.bgCond.Broadcast()
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// watchClients turns the client watcher on; tests turn it off to run the background read where both exist.
+var watchClients = true
+
+// abortBackgroundRead stops the background read, before the connection closes.
+func (c *conn) abortBackgroundRead() {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	c.cancelFn = nil
+	if !c.inRead {
+		return
+	}
+	c.aborted = true
+	_ = c.rwc.SetReadDeadline(aLongTimeAgo)
+	for c.inRead {
+		c.bgCond.Wait()
+	}
+	_ = c.rwc.SetReadDeadline(time.Time{})
+}
+
+// awaitNext waits for the first bytes of the next request, through the background read if it runs; false when
+// the connection ended (idle timeout, client gone, Shutdown).
+func (c *conn) awaitNext() bool {
+	var deadline time.Time
+	if d := c.srv.IdleTimeout; d > 0 {
+		deadline = time.Now().Add(d)
+	}
+	c.bgMu.Lock()
+	if c.inRead {
+		_ = c.rwc.SetReadDeadline(deadline)
+		for c.inRead {
+			c.bgCond.Wait()
+		}
+		ok := c.readErr == nil && len(c.bgData) > 0
+		c.bgMu.Unlock()
+		return ok
+	}
+	c.bgMu.Unlock()
+	_ = c.rwc.SetReadDeadline(deadline)
+	_, err := c.br.Peek(1)
+	return err == nil
+}

@@ -1,0 +1,56 @@
+package h1
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
+)
+
+// reject answers a request the server refuses before any handler sees it, with the gateway's JSON error, and the
+// connection closes: what follows on the wire cannot be trusted to be the next request.
+func (c *conn) reject(re *requestError) {
+	msg := re.msg
+	if f := c.srv.Rejected; f != nil {
+		msg = f(re.status, msg)
+	}
+	body := httperr.JSON(re.status, msg, "")
+	bw := c.bw
+	writeStatusLine(bw, re.status)
+	_, _ = bw.WriteString("Connection: close\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nDate: ")
+	_, _ = bw.Write(httpDate())
+	_, _ = bw.WriteString("\r\nContent-Length: ")
+	_, _ = bw.WriteString(itoa(len(body)))
+	_, _ = bw.WriteString("\r\n\r\n")
+	_, _ = bw.Write(body)
+	_ = c.rwc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_ = bw.Flush()
+}
+
+// looksLikeHTTP: the first bytes of a TLS record are those of a plain HTTP request.
+func looksLikeHTTP(hdr []byte) bool {
+	switch string(hdr) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH":
+		return true
+	}
+	return false
+}
+
+func (c *conn) rejectPlain(nc net.Conn) {
+	msg := "the client sent a plain HTTP request to an HTTPS listener: use https://"
+	if f := c.srv.Rejected; f != nil {
+		msg = f(http.StatusBadRequest, msg)
+	}
+	body := httperr.JSON(http.StatusBadRequest, msg, "")
+	_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(nc, "HTTP/1.0 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\n"+
+		"X-Content-Type-Options: nosniff\r\nContent-Length: "+itoa(len(body))+"\r\n\r\n"+string(body))
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+		_ = nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_, _ = io.Copy(io.Discard, nc)
+	}
+	_ = nc.Close()
+}
