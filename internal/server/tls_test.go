@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -29,12 +30,18 @@ import (
 // serverCert writes a self-signed certificate for 127.0.0.1 and returns its files and a pool trusting it.
 func serverCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
+	dir := t.TempDir()
+	return writeServerCert(t, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), "vmgateway-test")
+}
+
+func writeServerCert(t *testing.T, certFile, keyFile, cn string) (string, string, *x509.CertPool) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "vmgateway-test"},
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		IsCA: true, BasicConstraintsValid: true, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
@@ -47,8 +54,6 @@ func serverCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	for f, b := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "EC PRIVATE KEY", Bytes: kder}} {
 		if err := os.WriteFile(f, pem.EncodeToMemory(b), 0o600); err != nil {
 			t.Fatal(err)
@@ -58,7 +63,7 @@ func serverCert(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool = x509.NewCertPool()
+	pool := x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
 }
@@ -191,5 +196,53 @@ func TestPlainHTTPOnTLSListener(t *testing.T) {
 	}
 	if fw := e.rec.Requests(); len(fw) != 0 {
 		t.Errorf("forwarded %+v", fw)
+	}
+}
+
+// TestCertificateReload: a certificate renewed on disk is served to new connections without a restart.
+func TestCertificateReload(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeServerCert(t, certFile, keyFile, "first")
+	srv, err := server.New(server.Config{ListenAddrs: []string{"127.0.0.1:0"}, MaxGracefulShutdown: time.Second, ReadHeaderTimeout: 5 * time.Second,
+		TLS: func(int) bool { return true }, TLSCertFile: func(int) string { return certFile }, TLSKeyFile: func(int) string { return keyFile },
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	served := func() string {
+		t.Helper()
+		c, err := tls.Dial("tcp", srv.Addrs()[0].String(), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, "GET /api/v1/query HTTP/1.1\r\nHost: gw\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("%v %v", resp, err)
+		}
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if cn := served(); cn != "first" {
+		t.Fatalf("served %q; want first", cn)
+	}
+	writeServerCert(t, certFile, keyFile, "renewed")
+	later := time.Now().Add(2 * time.Second)
+	for _, f := range []string{certFile, keyFile} {
+		if err := os.Chtimes(f, later, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for served() != "renewed" {
+		if time.Now().After(deadline) {
+			t.Fatal("the renewed certificate is not served after 5s")
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
