@@ -3,9 +3,9 @@
 //
 // Why not http.Transport: it runs two goroutines per connection (a read loop and a write loop) and hands every
 // request and response between them and the caller over channels. For a proxy answering small queries that hand-off
-// was a quarter of the gateway's CPU (docs/benchmarks.md). Here the caller writes the request (Request.Write, the
-// same serialisation the Transport uses) and reads the answer (http.ReadResponse) itself, so a request costs no
-// goroutine, no channel and no timer:
+// was a quarter of the gateway's CPU (docs/benchmarks.md). Here the caller writes the request (writeRequest,
+// request.go: the serialisation of Request.Write, which the Transport uses, without its formatting and sorting)
+// and reads the answer (http.ReadResponse) itself, so a request costs no goroutine, no channel and no timer:
 //   - cancellation: context.AfterFunc closes the connection when the request's context ends, which unblocks a
 //     write, a wait for headers or a body read;
 //   - the response-header timeout is a read deadline on the connection, set once the request is written;
@@ -234,7 +234,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		return nil, err
 	}
 	pc.cw.err = nil
-	werr := req.Write(pc.bw)
+	werr := writeRequest(pc.bw, req)
 	if werr == nil {
 		werr = pc.bw.Flush()
 	}
@@ -244,7 +244,8 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 			return fail(sb.err)
 		}
 		if pc.cw.err != nil {
-			// Request.Write reports a failed write of the body as a body error, without its cause.
+			// Request.Write (which writeRequest falls back to) reports a failed write of the body as a body error,
+			// without its cause.
 			werr = pc.cw.err
 		}
 		// The upstream may have answered before taking the whole body (a refusal) and closed the connection.
