@@ -83,14 +83,13 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 		h.Set("Connection", "Upgrade")
 		h.Set("Upgrade", upType)
 	}
-	h.Del("Forwarded")
-	h.Del("X-Forwarded-Host")
-	h.Del("X-Forwarded-Proto")
-	// Whatever the client claimed as X-Forwarded-For is replaced by the connection's address.
+	// Whatever the client claimed in Forwarded and X-Forwarded-* goes; the three are set from the connection. The
+	// keys are canonical, so the map is written directly.
+	delete(h, "Forwarded")
 	if clientIP, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
 		h["X-Forwarded-For"] = []string{clientIP}
 	} else {
-		h.Del("X-Forwarded-For")
+		delete(h, "X-Forwarded-For")
 	}
 	h["X-Forwarded-Host"] = []string{req.Host}
 	if req.TLS == nil {
@@ -355,9 +354,7 @@ func cleanQueryParams(s string) string {
 		v, _ := url.ParseQuery(s)
 		return v.Encode()
 	}
-	if strings.Count(s, "&")+1 > maxQueryParams {
-		return reencode(s)
-	}
+	params := 1
 	for i := 0; i < len(s); {
 		switch s[i] {
 		case ';':
@@ -367,9 +364,15 @@ func cleanQueryParams(s string) string {
 				return reencode(s)
 			}
 			i += 3
+		case '&':
+			params++
+			i++
 		default:
 			i++
 		}
+	}
+	if params > maxQueryParams {
+		return reencode(s)
 	}
 	return s
 }
