@@ -23,7 +23,8 @@ import (
 // backend, is copied. What ReverseProxy did and this keeps:
 //   - hop-by-hop headers go both ways: Connection and the headers it names, Proxy-Connection, Keep-Alive,
 //     Proxy-Authenticate, Proxy-Authorization, TE (a client's "trailers" is passed on), Trailer,
-//     Transfer-Encoding, Upgrade (a valid protocol upgrade is passed on, and a 101 answer joins both connections);
+//     Transfer-Encoding, Upgrade (a valid protocol upgrade asked for is passed on; a 101 answer is refused, as it
+//     was, upgrade.go);
 //   - Forwarded and the client's X-Forwarded-* are dropped; X-Forwarded-For, -Host and -Proto are set from the
 //     connection; the URL's userinfo is cleared and unparsable query parameters are dropped;
 //   - without a User-Agent the request goes with an empty one, not Go's;
@@ -118,7 +119,7 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 			u.fail(rw, out, err)
 			return
 		}
-		u.switchProtocols(rw, out, res)
+		u.refuseUpgrade(rw, out, res)
 		return
 	}
 	removeHopByHopHeaders(res.Header)

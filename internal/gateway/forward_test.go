@@ -206,3 +206,36 @@ func TestForwardStreamsAnswers(t *testing.T) {
 		t.Fatalf("after the parts: %q, %v", rest, err)
 	}
 }
+
+// An upstream that accepts a protocol upgrade is refused: the client gets a 502 and no tunnel past the gateway's
+// checks, and the upstream's connection is closed.
+func TestForwardRefusesUpgrade(t *testing.T) {
+	up := vmtest.NewRecorder(t)
+	closed := make(chan error, 1)
+	up.Respond(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			closed <- err
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + r.Header.Get("Upgrade") + "\r\n\r\n")
+		_ = brw.Flush()
+		_, err = brw.ReadByte()
+		closed <- err
+	})
+	gw, _ := proxies(t, up.URL)
+	got := exchange(t, gw, "GET /api/v1/labels HTTP/1.1\r\nHost: gw.example\r\nConnection: Upgrade, close\r\nUpgrade: h2c\r\n\r\n")
+	if !strings.HasPrefix(got, "HTTP/1.1 502 ") || !strings.Contains(got, `"status":"error"`) {
+		t.Fatalf("the client got %q; want a 502 JSON error", got)
+	}
+	if err := <-closed; err != io.EOF {
+		t.Fatalf("the upstream's upgraded connection ended with %v; want it closed by the gateway (EOF)", err)
+	}
+	for _, r := range up.Requests() {
+		if r.Header.Get("Connection") != "Upgrade" || r.Header.Get("Upgrade") != "h2c" {
+			t.Fatalf("the upstream got %v; want the upgrade asked, as ReverseProxy passed it", r.Header)
+		}
+	}
+}
