@@ -34,12 +34,24 @@ func checkSplit(t *testing.T, raw string) {
 		}
 		for a := enforce.Arg(0); a < enforce.NumArgs; a++ {
 			vs := known.Values(a)
-			if w := want[a.String()]; !reflect.DeepEqual(vs[where], w) || len(vs[1-where]) != 0 || known.Has(a) != (w != nil) {
+			w := want[a.String()]
+			if !reflect.DeepEqual(vs[where], w) || len(vs[1-where]) != 0 || known.Has(a) != (w != nil) {
 				t.Fatalf("splitArgs(%q) recorded %s = %q (Has %v); the values hold %q", raw, a, vs, known.Has(a), w)
+			}
+			var wantN int64
+			wantOK := false
+			if len(w) == 1 {
+				wantN, wantOK = enforce.WholeNumber(w[0])
+			}
+			if n, ok := known.Whole(a); ok != wantOK || ok && n != wantN {
+				t.Fatalf("splitArgs(%q) read %s as %d, %v; want %d, %v", raw, a, n, ok, wantN, wantOK)
 			}
 		}
 		known.Reset()
 		for a := enforce.Arg(0); a < enforce.NumArgs; a++ {
+			if _, whole := known.Whole(a); whole {
+				t.Fatalf("Reset kept %s's number", a)
+			}
 			if vs := known.Values(a); known.Has(a) || vs[0] != nil || vs[1] != nil {
 				t.Fatalf("Reset kept %s = %q", a, vs)
 			}
@@ -84,11 +96,11 @@ func TestSplitArgsBothSources(t *testing.T) {
 	if got := *known.Values(enforce.ArgStart); !reflect.DeepEqual(got, [2][]string{{"1", "2"}, {"3"}}) {
 		t.Errorf("start recorded as %q", got)
 	}
-	if v, ok := known.One(enforce.ArgEnd); v != "4" || !ok {
-		t.Errorf("One(end) = %q, %v", v, ok)
+	if n, ok := known.Whole(enforce.ArgEnd); n != 4 || !ok {
+		t.Errorf("Whole(end) = %d, %v", n, ok)
 	}
-	if _, ok := known.One(enforce.ArgStart); ok {
-		t.Error("One(start) with three values")
+	if _, ok := known.Whole(enforce.ArgStart); ok {
+		t.Error("Whole(start) with three values")
 	}
 }
 

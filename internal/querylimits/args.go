@@ -1,7 +1,6 @@
 package querylimits
 
 import (
-	"encoding/binary"
 	"errors"
 	"math"
 	"strconv"
@@ -9,6 +8,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
 )
 
 // The time and duration args are read as VictoriaMetrics reads them (lib/httputil GetTime and GetDuration): a
@@ -96,52 +97,8 @@ func parseTime(s string, now int64) (int64, error) {
 }
 
 // smallUint reads a number of at most 11 decimal digits and nothing else (no sign, no point): the seconds of
-// the time and step args of almost every request, read here without strconv's generality. A digit at a time, each
-// step waits on the multiplication of the last; the last 8 digits are read at once (eightDigits), so a Unix time
-// of 10 digits costs 2 steps and a few multiplications.
-func smallUint(s string) (int64, bool) {
-	if len(s) == 0 || len(s) > 11 {
-		return 0, false
-	}
-	head := max(len(s)-8, 0)
-	var n int64
-	for i := 0; i < head; i++ {
-		c := s[i] - '0'
-		if c > 9 {
-			return 0, false
-		}
-		n = n*10 + int64(c)
-	}
-	if len(s) < 8 {
-		for i := head; i < len(s); i++ {
-			c := s[i] - '0'
-			if c > 9 {
-				return 0, false
-			}
-			n = n*10 + int64(c)
-		}
-		return n, true
-	}
-	low, ok := eightDigits(binary.LittleEndian.Uint64([]byte(s[head:])))
-	if !ok {
-		return 0, false
-	}
-	return n*1e8 + int64(low), true
-}
-
-// eightDigits reads 8 ASCII decimal digits packed in a word, the first in the lowest byte: each byte must be '0'
-// to '9'; pairs, then quads, then the halves are combined by a multiplication each.
-func eightDigits(w uint64) (uint64, bool) {
-	const ones = 0x0101010101010101
-	if w&(0xf0*ones) != 0x30*ones || (w+0x06*ones)&(0xf0*ones) != 0x30*ones {
-		return 0, false // a byte outside 0x30..0x39
-	}
-	w -= 0x30 * ones
-	w = (w * (1 + 10<<8)) >> 8                           // each byte pair: 10*first + second, in the even bytes
-	w = ((w & 0x00ff00ff00ff00ff) * (1 + 100<<16)) >> 16 // each quad, in the low 16 bits of each half
-	w = ((w & 0x0000ffff0000ffff) * (1 + 10000<<32)) >> 32
-	return w, true
-}
+// the time and step args of almost every request, read without strconv's generality.
+func smallUint(s string) (int64, bool) { return enforce.WholeNumber(s) }
 
 // VictoriaMetrics reads times before 1970 as 1970.
 func atLeastZero(ms int64) int64 { return max(ms, 0) }

@@ -211,11 +211,10 @@ func (ck *checker) times(k arg, def int64) (lo, hi int64, err error) {
 	if !ck.known.Has(k) {
 		return def, def, nil
 	}
-	if v, ok := ck.known.One(k); ok && v != "" {
-		// The common case, without the loops: one value, most often whole seconds.
-		if n, ok := smallUint(v); ok && n < 1e11 && len(v) != 4 {
-			return n * 1000, n * 1000, nil
-		}
+	if n, ok := ck.known.Whole(k); ok && n >= 1e4 && n < 1e11 {
+		// The common case, read as the args were split: one value of whole Unix seconds (parseTimeRange's first
+		// reading; at least 5 digits, so no year).
+		return n * 1000, n * 1000, nil
 	}
 	lo, hi = math.MaxInt64, math.MinInt64
 	n := 0
@@ -242,10 +241,8 @@ func (ck *checker) durations(k arg, def int64) (lo, hi int64, err error) {
 	if !ck.known.Has(k) {
 		return def, def, nil
 	}
-	if v, ok := ck.known.One(k); ok {
-		if n, ok := smallUint(v); ok {
-			return n * 1000, n * 1000, nil
-		}
+	if n, ok := ck.known.Whole(k); ok {
+		return n * 1000, n * 1000, nil // parseDurationArg's whole seconds, read as the args were split
 	}
 	lo, hi = math.MaxInt64, math.MinInt64
 	n := 0

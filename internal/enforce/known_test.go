@@ -1,4 +1,4 @@
-package querylimits
+package enforce
 
 import (
 	"math/rand/v2"
@@ -6,8 +6,8 @@ import (
 	"testing"
 )
 
-// smallUintWant is what smallUint must return: strconv's reading of at most 11 decimal digits, nothing else.
-func smallUintWant(s string) (int64, bool) {
+// wholeNumberWant is what WholeNumber must return: strconv's reading of at most 11 decimal digits, nothing else.
+func wholeNumberWant(s string) (int64, bool) {
 	if len(s) == 0 || len(s) > 11 {
 		return 0, false
 	}
@@ -20,7 +20,7 @@ func smallUintWant(s string) (int64, bool) {
 	return n, err == nil
 }
 
-func TestSmallUint(t *testing.T) {
+func TestWholeNumber(t *testing.T) {
 	cases := []string{"", "0", "9", "60", "060", "1781517600", "99999999999", "999999999999", "00000000000", "12345678",
 		"1234567", "123456789", "1781517600.5", "1e9", "-60", "+60", " 60", "6 0", "1781517:00", "17815176/0", "178151760a",
 		"\x2f", "\x3a", "12345678\xb0", "1234567\xb9", "0x10", "١٢"}
@@ -36,23 +36,23 @@ func TestSmallUint(t *testing.T) {
 		cases = append(cases, string(b))
 	}
 	for _, s := range cases {
-		n, ok := smallUint(s)
-		wn, wok := smallUintWant(s)
+		n, ok := WholeNumber(s)
+		wn, wok := wholeNumberWant(s)
 		if n != wn || ok != wok {
-			t.Fatalf("smallUint(%q) = %d, %v; want %d, %v", s, n, ok, wn, wok)
+			t.Fatalf("WholeNumber(%q) = %d, %v; want %d, %v", s, n, ok, wn, wok)
 		}
 	}
 }
 
-func FuzzSmallUint(f *testing.F) {
+func FuzzWholeNumber(f *testing.F) {
 	for _, s := range []string{"1781517600", "60", "12345678", "1234567:", "99999999999"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		n, ok := smallUint(s)
-		wn, wok := smallUintWant(s)
+		n, ok := WholeNumber(s)
+		wn, wok := wholeNumberWant(s)
 		if n != wn || ok != wok {
-			t.Fatalf("smallUint(%q) = %d, %v; want %d, %v", s, n, ok, wn, wok)
+			t.Fatalf("WholeNumber(%q) = %d, %v; want %d, %v", s, n, ok, wn, wok)
 		}
 	})
 }
