@@ -148,6 +148,10 @@ func TestRateLimitCostLeftEarly(t *testing.T) {
 		}
 		cancel()
 	}
+	if left == 0 {
+		t.Fatal("big's budget was used up before any query")
+	}
+	t.Logf("big's budget was used up after %d queries it left", left)
 	// The gateway charges a query the client left once its upstream request has ended: a moment after the client.
 	vmtest.Eventually(t, func() (bool, string) {
 		code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...)
