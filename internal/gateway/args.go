@@ -45,7 +45,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if !g.seesArgs(a, rt) {
 			return nil
 		}
-		q, err := splitArgs(r.URL.RawQuery, nil, 0)
+		q, err := splitArgs(r.URL.RawQuery, nil, enforce.FromURL)
 		if err != nil {
 			return badURLQuery(r, err)
 		}
