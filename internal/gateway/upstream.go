@@ -107,6 +107,7 @@ func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		// The client went away; nobody reads an answer. The cancellation already reached the upstream.
+		countUnanswered(r, false)
 		upstreamErrors(u.kind, "client_canceled").Inc()
 		e.SetReason("the client went away before the upstream answered", "")
 		w.WriteHeader(499)
@@ -114,10 +115,12 @@ func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if ac := (*answerCut)(nil); errors.As(err, &ac) {
 		// The upstream answered, then broke off before the end: the client gets no part of it.
+		countUnanswered(r, true)
 		slog.Warn("the upstream broke off an answer", "upstream", u.failed(err), "request_id", id, "err", err)
 		u.failWith(w, "aborted_response", httperr.New(http.StatusBadGateway, logRef(fmt.Sprintf("the %s upstream broke off its answer before the end", u.kind), id)))
 		return
 	}
+	countUnanswered(r, false)
 	who, detail := u.describe(err)
 	if who != "" {
 		who = " " + who
