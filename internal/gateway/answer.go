@@ -10,8 +10,8 @@ import (
 )
 
 // VictoriaMetrics flushes its query answers as it writes them, so they come without a Content-Length. For such an
-// answer httputil.ReverseProxy flushes the headers on their own from a timer goroutine and then every chunk: two or
-// more writes and a goroutine per answer where one write would do. A query answer is of no use to a client before
+// answer the forward step flushes the headers on their own and then every chunk (forward.go): two or more writes
+// per answer where one would do. A query answer is of no use to a client before
 // its end anyway, so the gateway reads a small one whole before answering and sends it with its length, in one
 // write. Larger answers, and the APIs that stream (exports, federate), pass as they come.
 

@@ -45,7 +45,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if !g.seesArgs(a, rt) {
 			return nil
 		}
-		q, err := url.ParseQuery(r.URL.RawQuery)
+		q, err := splitArgs(r.URL.RawQuery, nil, enforce.FromURL)
 		if err != nil {
 			return badURLQuery(r, err)
 		}
@@ -67,8 +67,16 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		return err
 	}
 	strict := g.seesArgs(a, rt)
+	// The args the query limits read are recorded as the args are split, for a tenant that has limits.
+	var known *enforce.Known
+	var parsed *enforce.Parsed
+	if g.queryLimits != nil && g.queryLimits.Applies(a, rt) {
+		la := limitArgsPool.Get().(*limitArgs)
+		defer releaseLimitArgs(la)
+		known, parsed = &la.known, &la.parsed
+	}
 	// Unless strict, the values are only for the limits: what does not parse is forwarded as sent.
-	q, err := url.ParseQuery(r.URL.RawQuery)
+	q, err := splitArgs(r.URL.RawQuery, known, enforce.FromURL)
 	if err != nil && strict {
 		return badURLQuery(r, err)
 	}
@@ -80,7 +88,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 			return err
 		}
 		if isForm {
-			if form, err = url.ParseQuery(string(body)); err != nil && strict {
+			if form, err = splitArgs(string(body), known, enforce.FromForm); err != nil && strict {
 				return httperr.WithQuery(http.StatusBadRequest, "cannot parse the form body: "+err.Error(), "cannot parse the form body: "+httperr.Elided)
 			}
 		}
@@ -92,8 +100,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		e.SetQuery(queryText(q, form))
 	}
 	// A query is parsed once: the query limits parse it, the enforcer takes the parse over.
-	parsed, changed, err := g.checkQueryLimits(a, rt, q, form, body, isForm, r)
-	defer releaseParsed(parsed)
+	changed, err := g.checkQueryLimits(a, rt, enforce.Args{URL: q, Form: form, Parsed: parsed, Known: known}, body, isForm, r)
 	if err != nil {
 		return err
 	}
@@ -215,6 +222,56 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 		return nil, bodyTooLarge(-1, limit)
 	}
 	return b, nil
+}
+
+// maxArgs is the most args url.ParseQuery splits (its default urlmaxqueryparams); more are refused as it refuses them.
+const maxArgs = 10000
+
+// splitArgs splits a URL query or a form body into its args as url.ParseQuery does (the same values, the same first
+// error, the same bound on the number of args), recording the values of the enforce.Args in known (nil: none) as
+// coming from where (enforce.FromURL, enforce.FromForm), so that the query limits find them without a lookup.
+func splitArgs(raw string, known *enforce.Known, where int) (url.Values, error) {
+	vs := make(url.Values)
+	if strings.Count(raw, "&") >= maxArgs {
+		return vs, errors.New("number of URL query parameters exceeded limit")
+	}
+	var err error
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		if strings.Contains(kv, ";") {
+			err = errors.New("invalid semicolon separator in query")
+			continue
+		}
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		k, err1 := url.QueryUnescape(k)
+		if err1 != nil {
+			if err == nil {
+				err = err1
+			}
+			continue
+		}
+		if v, err1 = url.QueryUnescape(v); err1 != nil {
+			if err == nil {
+				err = err1
+			}
+			continue
+		}
+		if known != nil {
+			if a, ok := enforce.ArgOf(k); ok {
+				known.Add(a, where, v)
+				continue
+			}
+		}
+		vs[k] = append(vs[k], v)
+	}
+	if known != nil {
+		known.Into(vs, where)
+	}
+	return vs, err
 }
 
 func setRawQuery(r *http.Request, raw string) {

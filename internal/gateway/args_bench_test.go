@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
 
@@ -60,4 +61,45 @@ func BenchmarkReadArgsPerByte(b *testing.B) {
 			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N)/float64(len(bc.body)), "ns/byte")
 		})
 	}
+}
+
+// splitSink keeps what a split returns, as a request keeps it: a result dropped at once could stay on the stack.
+var splitSink url.Values
+
+// BenchmarkSplitArgs is the split of a Grafana query_range's URL query: url.ParseQuery, which splitArgs replaces,
+// splitArgs itself, and splitArgs recording the args the query limits read (what a tenant with query limits
+// pays; the cached check then reads them without lookups, BenchmarkCheckCached in internal/querylimits).
+// Run: go test -run '^$' -bench SplitArgs -benchmem ./internal/gateway/
+func BenchmarkSplitArgs(b *testing.B) {
+	raw := url.Values{"query": {`sum(rate(http_requests_total{job="api",code=~"5.."}[5m])) by (instance)`},
+		"start": {"1781517600"}, "end": {"1781521200"}, "step": {"60"}}.Encode()
+	b.Run("url.ParseQuery", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var err error
+			if splitSink, err = url.ParseQuery(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("splitArgs", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var err error
+			if splitSink, err = splitArgs(raw, nil, enforce.FromURL); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("splitArgs_recording", func(b *testing.B) {
+		var known enforce.Known
+		b.ReportAllocs()
+		for b.Loop() {
+			var err error
+			if splitSink, err = splitArgs(raw, &known, enforce.FromURL); err != nil {
+				b.Fatal(err)
+			}
+			known.Reset()
+		}
+	})
 }

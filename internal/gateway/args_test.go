@@ -358,7 +358,7 @@ func TestTeamsOfOneTenantDoNotShareSlots(t *testing.T) {
 // the time the gateway waits for the client counts against -http.writeBodyIdleTimeout.
 func TestSlowUpstreamIsNoStalledWrite(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(time.Second)
+		time.Sleep(3 * time.Second)
 		n, err := io.Copy(io.Discard, r.Body)
 		if err != nil || n != 32<<20 {
 			w.WriteHeader(http.StatusBadRequest)
@@ -368,7 +368,9 @@ func TestSlowUpstreamIsNoStalledWrite(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	gw := serveGateway(t, srv.URL, tlsclient.Options{}, func(c *Config) {
-		c.Limits = Limits{WriteBodyIdleTimeout: 300 * time.Millisecond}
+		// An idle limit well below the upstream's wait, yet far above how long a loaded machine's scheduler leaves the
+		// sending client without a turn.
+		c.Limits = Limits{WriteBodyIdleTimeout: time.Second}
 	})
 	code, _, raw := post(t, gw.URL, "/api/v1/import/prometheus", "text/plain", strings.Repeat("x", 32<<20), "")
 	if code != http.StatusNoContent {

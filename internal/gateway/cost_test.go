@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"compress/gzip"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -284,33 +283,5 @@ func TestCostCompressed(t *testing.T) {
 	}
 	if got := costs.take(); len(got) != 1 || got[0] != [2]float64{-1, -1} {
 		t.Errorf("spent %v on an answer of unknown encoding, want the whole budget", got)
-	}
-}
-
-// TestCostLeftBeforeAnswer: a costed client that leaves before the answer begins ends the upstream request at
-// once (VictoriaMetrics stops the query), and is charged nothing: it got nothing.
-func TestCostLeftBeforeAnswer(t *testing.T) {
-	read := vmtest.NewRecorder(t)
-	ended := make(chan struct{})
-	read.Respond(func(_ http.ResponseWriter, r *http.Request) {
-		<-r.Context().Done() // a query still computing
-		close(ended)
-	})
-	base, costs := costGateway(t, read)
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query=up", nil)
-	req.Header.Set("X-Token", "t3")
-	if resp, err := http.DefaultClient.Do(req); err == nil {
-		resp.Body.Close()
-		t.Fatalf("the query was answered: %d", resp.StatusCode)
-	}
-	select {
-	case <-ended:
-	case <-time.After(drainTimeout / 2):
-		t.Fatal("the upstream request outlived a client that left before the answer")
-	}
-	if got := costs.take(); len(got) != 0 {
-		t.Errorf("charged %v for a query the client left before its answer", got)
 	}
 }

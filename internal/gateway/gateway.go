@@ -287,5 +287,5 @@ func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, t
 		r, done = g.streamWriteBody(e, r)
 		defer done()
 	}
-	up.proxy.ServeHTTP(e, r)
+	up.forward(e, r)
 }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"net/http"
-	"net/url"
 	"sync"
 	"time"
 
@@ -20,36 +19,41 @@ type QueryLimiter interface {
 	Check(a *auth.Access, rt route.Route, in enforce.Args, now time.Time) (string, error)
 }
 
-// parsedPool keeps the lists of parsed queries between requests: a request with query limits needs one, and most
-// find their query in the limits' cache and parse nothing.
-var parsedPool = sync.Pool{New: func() any { return &enforce.Parsed{} }}
-
-// releaseParsed returns p to the pool once the request no longer reads it; nil is ignored.
-func releaseParsed(p *enforce.Parsed) {
-	if p != nil {
-		p.Reset()
-		parsedPool.Put(p)
-	}
+// limitArgs are what the query limits and the enforcer share of one request: the args the limits read, recorded
+// as the args are split, and the queries parsed. They are kept between requests: most requests find their query in
+// the limits' cache and parse nothing.
+type limitArgs struct {
+	known  enforce.Known
+	parsed enforce.Parsed
 }
 
-// checkQueryLimits checks the args prepareArgs read (URL and form) against the tenant's query limits; the timeout
-// they impose is set in q, where the enforcer keeps it. It returns the queries it parsed, for the enforcer (nil
-// when it parsed none; releaseParsed when done), and whether q changed.
-func (g *Gateway) checkQueryLimits(a *auth.Access, rt route.Route, q, form url.Values, body []byte, isForm bool, r *http.Request) (*enforce.Parsed, bool, error) {
-	if g.queryLimits == nil || !g.queryLimits.Applies(a, rt) {
-		return nil, false, nil
+var limitArgsPool = sync.Pool{New: func() any { return &limitArgs{} }}
+
+// releaseLimitArgs returns la to the pool once the request no longer reads it, holding nothing of the request.
+func releaseLimitArgs(la *limitArgs) {
+	la.known.Reset()
+	la.parsed.Reset()
+	limitArgsPool.Put(la)
+}
+
+// checkQueryLimits checks the args prepareArgs read (URL and form, with the args the limits read recorded in
+// in.Known and a list in in.Parsed for the queries it parses, which the enforcer takes over) against the tenant's
+// query limits; the timeout they impose is set in in.URL, where the enforcer keeps it. It reports whether in.URL
+// changed. A request whose tenant has no limits that concern it has nothing recorded and is not checked.
+func (g *Gateway) checkQueryLimits(a *auth.Access, rt route.Route, in enforce.Args, body []byte, isForm bool, r *http.Request) (bool, error) {
+	if in.Known == nil {
+		return false, nil
 	}
 	if len(body) > 0 && !isForm {
 		// VictoriaMetrics reads args from any form body, multipart included: a body the limits cannot read could
 		// carry a start or query they never saw.
-		return nil, false, httperr.New(http.StatusUnsupportedMediaType, "the tenant has query limits: a read request body must be an "+
+		return false, httperr.New(http.StatusUnsupportedMediaType, "the tenant has query limits: a read request body must be an "+
 			"uncompressed application/x-www-form-urlencoded form, got Content-Type "+r.Header.Get("Content-Type"))
 	}
-	parsed := parsedPool.Get().(*enforce.Parsed)
-	timeout, err := g.queryLimits.Check(a, rt, enforce.Args{URL: q, Form: form, Parsed: parsed}, time.Now())
+	timeout, err := g.queryLimits.Check(a, rt, in, time.Now())
 	if err != nil || timeout == "" {
-		return parsed, false, err
+		return false, err
 	}
-	q.Set("timeout", timeout)
-	return parsed, true, nil
+	in.URL.Set("timeout", timeout)
+	return true, nil
 }

@@ -93,7 +93,8 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		if i < maxTried {
 			tried |= 1 << uint(i)
 		}
-		// With one backend there is no other attempt, and the proxy's own copy of the request is aimed in place.
+		// With one backend there is no other attempt, and the forward step's request (its URL a copy) is aimed in
+		// place.
 		out := req
 		if len(bs) > 1 {
 			out = copyRequest(req)
@@ -188,7 +189,8 @@ func (b *backend) aim(out *http.Request) {
 		}
 	}
 	out.Host = b.host
-	// The header map is the proxy's own copy and attempts run one after another, so it is set in place.
+	// The header map is the gateway's (the server hands each request over) and attempts run one after another, so it
+	// is set in place.
 	if t.User != nil {
 		if out.Header == nil {
 			out.Header = http.Header{}

@@ -33,26 +33,41 @@ import (
 //     Accept-Encoding: identity) is decoded and forwarded uncompressed, and another encoding, which the gateway
 //     cannot read, is charged the whole budget.
 //
+// A query that ends without readable stats still cost the cluster its time: one that fails after its work (a
+// many-to-many match found at the end, a timeout: an error answer carries no stats), one the upstream breaks off or
+// never answers, one whose client leaves before the answer begins (the upstream computed until then), and every
+// answer of a VictoriaMetrics that reports no stats (1.79.5). A costed caller is charged for each the time the
+// gateway measured for its upstream request, from sending it until the answer ended or failed, as query_time_ms
+// (costWatch.end); what it fetched is unknown and charged as no series_fetched.
+//
 // Other callers' compressed answers pass unread (their tail is not text), and their abandoned answers end with the
 // client: nothing is charged to them.
 var (
 	querySeriesFetched = metrics.NewHistogram("vmgateway_query_series_fetched")
 	queryExecution     = metrics.NewHistogram("vmgateway_query_execution_seconds")
-	// Answers whose stats were not read: none in the answer (VictoriaMetrics before v1.9x), a compressed answer
+	// Queries whose stats were not read: none in the answer (VictoriaMetrics before v1.9x), a compressed answer
 	// (the client asked for gzip and the upstream compressed it: its tail is not text, or an encoding the gateway
-	// cannot decode), an answer the client left which the gateway could not finish within bounds, or one the
-	// upstream broke off.
+	// cannot decode), an answer the client left which the gateway could not finish within bounds (or whose client
+	// had left when it came), one the upstream broke off, an error answer (failed), or no answer at all: the
+	// upstream failed or timed out, or the client left before it came (unanswered).
 	queryStatsAbsent     = metrics.NewCounter(`vmgateway_query_stats_unread_total{reason="absent"}`)
 	queryStatsCompressed = metrics.NewCounter(`vmgateway_query_stats_unread_total{reason="compressed"}`)
 	queryStatsAbandoned  = metrics.NewCounter(`vmgateway_query_stats_unread_total{reason="abandoned"}`)
 	queryStatsBroken     = metrics.NewCounter(`vmgateway_query_stats_unread_total{reason="broken"}`)
+	queryStatsFailed     = metrics.NewCounter(`vmgateway_query_stats_unread_total{reason="failed"}`)
+	queryStatsUnanswered = metrics.NewCounter(`vmgateway_query_stats_unread_total{reason="unanswered"}`)
 	// Answers of callers with cost limits that the client left before their end and the gateway read to their
 	// stats, and gzip answers it decoded to read them.
 	queryStatsDrained = metrics.NewCounter(`vmgateway_query_stats_drained_total`)
 	queryStatsGunzip  = metrics.NewCounter(`vmgateway_query_stats_decoded_total{encoding="gzip"}`)
 	// Answers charged the caller's whole cost budget because their cost could not be learned.
 	queryCostUnknown = metrics.NewCounter(`vmgateway_query_cost_unknown_total`)
+	// Queries of callers with cost limits charged the time their upstream request took, having no readable stats.
+	queryCostTimed = metrics.NewCounter(`vmgateway_query_cost_timed_total`)
 )
+
+// costClock is the clock of the time charged to queries without stats; a variable for tests.
+var costClock = time.Now
 
 // The bounds of reading an answer the client left, to learn its stats. The upstream computes a query before it
 // answers, so the rest of an answer normally arrives at network speed: these bounds only stop an upstream that
@@ -68,18 +83,30 @@ type queryStats struct {
 	execMsec      float64
 }
 
+// isQueryPath says whether a path is a query API's, whose answers end with stats.
+func isQueryPath(p string) bool {
+	return strings.HasSuffix(p, "/api/v1/query") || strings.HasSuffix(p, "/api/v1/query_range")
+}
+
 // watchStats wraps the body of a successful query answer so that its stats are read at its end.
 func watchStats(resp *http.Response) {
-	if resp.StatusCode != http.StatusOK || resp.Request == nil || resp.Body == nil || resp.Body == http.NoBody {
+	if resp.Request == nil || !isQueryPath(resp.Request.URL.Path) {
 		return
 	}
-	p := resp.Request.URL.Path
-	if !strings.HasSuffix(p, "/api/v1/query") && !strings.HasSuffix(p, "/api/v1/query_range") {
+	if resp.StatusCode != http.StatusOK {
+		// An error answer carries no stats, though the query may have worked long before it failed: a costed caller
+		// is charged its time (costWatch.end).
+		queryStatsFailed.Inc()
+		return
+	}
+	if resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
 	cw, _ := resp.Request.Context().Value(costKey{}).(*costWatch)
 	if cw != nil && !cw.answer() {
-		// The client left before the answer began: the request is being ended, and the client got nothing.
+		// The client left before the answer began: the request is being ended, the client got nothing, and the
+		// time the query took until then is charged (costWatch.end).
+		queryStatsAbandoned.Inc()
 		return
 	}
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
@@ -92,7 +119,7 @@ func watchStats(resp *http.Response) {
 			queryCostUnknown.Inc()
 			slog.Warn("a query answer came compressed although the gateway asked for it uncompressed, in an encoding the gateway cannot read; the caller is charged its whole cost budget. Make the upstream (or the proxy before it) honour Accept-Encoding: identity",
 				"encoding", ce, "tenant", cw.access.Tenant.String())
-			cw.costs.SpendAll(cw.access)
+			cw.spendAll()
 			return
 		}
 		// The gateway asked for identity: a gzip answer comes from something that ignored it. Forwarded decoded,
@@ -108,12 +135,25 @@ func watchStats(resp *http.Response) {
 		s.done = func(st queryStats, ok bool) {
 			recordStats(st, ok)
 			if ok {
-				cw.costs.Spend(cw.access, st.seriesFetched, st.execMsec)
+				cw.spend(st)
 			}
 		}
 		s.cw = cw
 	}
 	resp.Body = s
+}
+
+// countUnanswered counts a query the upstream did not answer (failed, timed out, or left by its client before the
+// answer came), or answered and broke off while the gateway read its start (bufferSmallAnswer).
+func countUnanswered(r *http.Request, broken bool) {
+	if r == nil || !isQueryPath(r.URL.Path) {
+		return
+	}
+	if broken {
+		queryStatsBroken.Inc()
+		return
+	}
+	queryStatsUnanswered.Inc()
 }
 
 // costKey marks in a request's context the caller whose answer's stats are counted against its cost limits.
@@ -125,9 +165,13 @@ type costWatch struct {
 	costs  CostCounter
 	access *auth.Access
 	cancel context.CancelFunc
+	// sent is when the upstream request was sent.
+	sent time.Time
 	// state: waiting for the answer, answering, or the client left before the answer began.
 	state atomic.Int32
 	timer atomic.Pointer[time.Timer]
+	// charged is set once the query was charged: its stats, the whole budget, or its time. Once only.
+	charged atomic.Bool
 }
 
 const (
@@ -138,6 +182,32 @@ const (
 
 // answer records that the answer began; false if the client had left before.
 func (c *costWatch) answer() bool { return c.state.CompareAndSwap(costWaiting, costAnswering) }
+
+// spend charges the stats the answer ended with.
+func (c *costWatch) spend(st queryStats) {
+	if c.charged.CompareAndSwap(false, true) {
+		c.costs.Spend(c.access, st.seriesFetched, st.execMsec)
+	}
+}
+
+// spendAll charges an answer whose cost cannot be learned the caller's whole budget.
+func (c *costWatch) spendAll() {
+	if c.charged.CompareAndSwap(false, true) {
+		c.costs.SpendAll(c.access)
+	}
+}
+
+// end is called once the upstream request is over, answered or not: a query not charged by then had no stats to
+// read, and is charged the time from sending it until now as query_time_ms and no series_fetched, which is not
+// known. Its client has its answer (or is gone) by then: ReverseProxy returns after the last byte was forwarded,
+// and after reading on an answer the client left (statsTail.finish).
+func (c *costWatch) end() {
+	if !c.charged.CompareAndSwap(false, true) {
+		return
+	}
+	queryCostTimed.Inc()
+	c.costs.Spend(c.access, 0, float64(costClock().Sub(c.sent))/float64(time.Millisecond))
+}
 
 // clientLeft ends the upstream request at once if the answer has not begun (the upstream stops computing a query
 // nobody waits for), or drainTimeout later if it has.
@@ -151,15 +221,15 @@ func (c *costWatch) clientLeft() {
 
 // withCost marks a query of a caller with cost limits, so that the stats of its answer are counted, and asks the
 // upstream for the answer uncompressed (the stats of a compressed one cannot be read) and in full (GET for HEAD).
-// The returned function ends the upstream request; it is called once the answer has been forwarded (or read to its
-// end after the client left).
+// The returned function ends the upstream request and charges a query that had no stats its time; it is called
+// once the answer has been forwarded (or read to its end after the client left), or the request failed.
 func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route) (*http.Request, func()) {
 	if g.costs == nil || rt.API != "query" && rt.API != "query_range" || !g.costs.Costed(a) {
 		return r, func() {}
 	}
 	r.Header.Set("Accept-Encoding", "identity")
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
-	cw := &costWatch{costs: g.costs, access: a, cancel: cancel}
+	cw := &costWatch{costs: g.costs, access: a, cancel: cancel, sent: costClock()}
 	stop := context.AfterFunc(r.Context(), cw.clientLeft)
 	r = r.WithContext(context.WithValue(ctx, costKey{}, cw))
 	if r.Method == http.MethodHead {
@@ -173,6 +243,7 @@ func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route) (*ht
 			t.Stop()
 		}
 		cancel()
+		cw.end()
 	}
 }
 
@@ -214,8 +285,8 @@ func (s *statsTail) Read(p []byte) (int, error) {
 
 // end reports the answer once it ended: its stats at EOF. After an error: if the request was ended on the
 // gateway's side (the client left; for a costed caller, the gateway gave up reading the answer the client left),
-// an abandoned answer, charged the whole budget to a costed caller; else the upstream broke off, and the failed
-// query costs nothing, as a refused one does.
+// an abandoned answer, charged the whole budget to a costed caller; else the upstream broke off, and a costed
+// caller is charged the query's time (costWatch.end), as for any failed query.
 func (s *statsTail) end(err error) {
 	s.ended = true
 	if err == io.EOF {
@@ -239,7 +310,7 @@ func (s *statsTail) unknown(why string) {
 	queryStatsAbandoned.Inc()
 	queryCostUnknown.Inc()
 	slog.Warn("the cost of a query answer is unknown; the caller is charged its whole cost budget", "reason", why, "tenant", s.cw.access.Tenant.String())
-	s.cw.costs.SpendAll(s.cw.access)
+	s.cw.spendAll()
 }
 
 func (s *statsTail) Close() error {

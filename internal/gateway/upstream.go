@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"path"
 	"strings"
@@ -18,14 +17,14 @@ import (
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
-// upstream is one kind of VictoriaMetrics endpoint (-read.url or -write.url), its backends and the proxy that
-// streams to them.
+// upstream is one kind of VictoriaMetrics endpoint (-read.url or -write.url), its backends and the balancer that
+// sends each request to one of them (the forward step, forward.go, streams the answer back).
 type upstream struct {
 	kind string
 	set  *backendSet
 	// name is the backends without credentials, safe for logs.
-	name  string
-	proxy *httputil.ReverseProxy
+	name string
+	rt   http.RoundTripper
 	// refused counts the requests the upstream failed for the status page; nil counts nothing.
 	refused *refusals
 }
@@ -36,26 +35,7 @@ func newUpstream(kind string, set *backendSet, rt http.RoundTripper, retryCodes 
 	for i, b := range bs {
 		names[i] = b.name
 	}
-	u := &upstream{kind: kind, set: set, name: strings.Join(names, ",")}
-	u.proxy = &httputil.ReverseProxy{
-		Rewrite:   u.rewrite,
-		Transport: newBalancer(set, rt, retryCodes),
-		// Streamed answers (exports, federate: no Content-Length) are flushed chunk by chunk by ReverseProxy itself;
-		// fixed-length ones go out through the server's buffer, without a timer per response.
-		FlushInterval:  0,
-		BufferPool:     proxyBuffers{},
-		ErrorHandler:   u.fail,
-		ModifyResponse: u.modifyResponse,
-		ErrorLog:       slog.NewLogLogger(slog.Default().Handler(), slog.LevelDebug),
-	}
-	return u
-}
-
-// rewrite leaves the target to the balancer, which picks it per attempt.
-func (u *upstream) rewrite(pr *httputil.ProxyRequest) {
-	pr.Out.URL.User = nil
-	// X-Forwarded-For is built from the connection's address; whatever the client claimed is dropped by Rewrite.
-	pr.SetXForwarded()
+	return &upstream{kind: kind, set: set, name: strings.Join(names, ","), rt: newBalancer(set, rt, retryCodes)}
 }
 
 // modifyResponse wraps plain-text errors in JSON (upstreamerr.go), reads the stats at the end of query answers (stats.go), and keeps redirects (vmui's /vmui →
@@ -127,6 +107,7 @@ func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		// The client went away; nobody reads an answer. The cancellation already reached the upstream.
+		countUnanswered(r, false)
 		upstreamErrors(u.kind, "client_canceled").Inc()
 		e.SetReason("the client went away before the upstream answered", "")
 		w.WriteHeader(499)
@@ -134,10 +115,12 @@ func (u *upstream) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if ac := (*answerCut)(nil); errors.As(err, &ac) {
 		// The upstream answered, then broke off before the end: the client gets no part of it.
+		countUnanswered(r, true)
 		slog.Warn("the upstream broke off an answer", "upstream", u.failed(err), "request_id", id, "err", err)
 		u.failWith(w, "aborted_response", httperr.New(http.StatusBadGateway, logRef(fmt.Sprintf("the %s upstream broke off its answer before the end", u.kind), id)))
 		return
 	}
+	countUnanswered(r, false)
 	who, detail := u.describe(err)
 	if who != "" {
 		who = " " + who
@@ -209,11 +192,6 @@ func (u *upstream) failed(err error) string {
 	return u.name
 }
 
-// proxyBuffers recycles the 32 KiB copy buffers: without it every proxied response allocates one, and the garbage
-// collector becomes the gateway's largest cost under load.
-type proxyBuffers struct{}
-
+// bufPool recycles the 32 KiB copy buffers of answers: without it every forwarded answer allocates one, and the
+// garbage collector becomes the gateway's largest cost under load.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (proxyBuffers) Get() []byte  { return *bufPool.Get().(*[]byte) }
-func (proxyBuffers) Put(b []byte) { bufPool.Put(&b) }

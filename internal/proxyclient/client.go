@@ -1,11 +1,11 @@
-// Package proxyclient is the gateway's HTTP/1.1 client to its upstreams: an http.RoundTripper for
-// httputil.ReverseProxy that sends each request on a pooled connection from the calling goroutine.
+// Package proxyclient is the gateway's HTTP/1.1 client to its upstreams: an http.RoundTripper for the gateway's
+// forward step that sends each request on a pooled connection from the calling goroutine.
 //
 // Why not http.Transport: it runs two goroutines per connection (a read loop and a write loop) and hands every
 // request and response between them and the caller over channels. For a proxy answering small queries that hand-off
-// was a quarter of the gateway's CPU (docs/benchmarks.md). Here the caller writes the request (Request.Write, the
-// same serialisation the Transport uses) and reads the answer (http.ReadResponse) itself, so a request costs no
-// goroutine, no channel and no timer:
+// was a quarter of the gateway's CPU (docs/benchmarks.md). Here the caller writes the request (writeRequest,
+// request.go: the serialisation of Request.Write, which the Transport uses, without its formatting and sorting)
+// and reads the answer (http.ReadResponse) itself, so a request costs no goroutine, no channel and no timer:
 //   - cancellation: context.AfterFunc closes the connection when the request's context ends, which unblocks a
 //     write, a wait for headers or a body read;
 //   - the response-header timeout is a read deadline on the connection, set once the request is written;
@@ -234,7 +234,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		return nil, err
 	}
 	pc.cw.err = nil
-	werr := req.Write(pc.bw)
+	werr := writeRequest(pc.bw, req)
 	if werr == nil {
 		werr = pc.bw.Flush()
 	}
@@ -244,7 +244,8 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 			return fail(sb.err)
 		}
 		if pc.cw.err != nil {
-			// Request.Write reports a failed write of the body as a body error, without its cause.
+			// Request.Write (which writeRequest falls back to) reports a failed write of the body as a body error,
+			// without its cause.
 			werr = pc.cw.err
 		}
 		// The upstream may have answered before taking the whole body (a refusal) and closed the connection.
@@ -274,8 +275,8 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 	return c.wrap(pc, resp, stop, true)
 }
 
-// readAnswer reads the final answer's headers, passing informational ones to the request's trace (ReverseProxy
-// forwards them), as the Transport does.
+// readAnswer reads the final answer's headers, passing informational ones to the request's trace (the forward
+// step passes them on to the client), as the Transport does.
 func (c *Client) readAnswer(ctx context.Context, pc *conn, req *http.Request) (*http.Response, error) {
 	trace := httptrace.ContextClientTrace(ctx)
 	for n := 0; ; n++ {
@@ -316,7 +317,7 @@ func (c *Client) wrap(pc *conn, resp *http.Response, stop func() bool, reusable 
 	return resp, nil
 }
 
-// answerBody is an answer's body on its connection; ReverseProxy reads and closes it from one goroutine.
+// answerBody is an answer's body on its connection; the forward step reads and closes it from one goroutine.
 type answerBody struct {
 	rc       io.ReadCloser
 	c        *Client
@@ -380,7 +381,7 @@ type writeOnly struct{ io.Writer }
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// upgraded is a 101 answer's connection, handed to ReverseProxy to copy both ways.
+// upgraded is a 101 answer's connection, handed to the forward step to copy both ways.
 type upgraded struct{ pc *conn }
 
 func (u *upgraded) Read(p []byte) (int, error)  { return u.pc.br.Read(p) }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
 )
 
 // The time and duration args are read as VictoriaMetrics reads them (lib/httputil GetTime and GetDuration): a
@@ -28,7 +30,7 @@ var partialTimeLayouts = []string{
 // 2026 and 1700000000000 as seconds, current versions as a year and as milliseconds): lo and hi are the earliest
 // and the latest reading, so that neither end of a range is under-counted.
 func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
-	if n, ok := smallUint(s); ok && n < 1e11 && len(s) != 4 {
+	if n, ok := enforce.WholeNumber(s); ok && n < 1e11 && len(s) != 4 {
 		// Whole Unix seconds, what Grafana sends: one reading in every version.
 		return n * 1000, n * 1000, nil
 	}
@@ -94,29 +96,12 @@ func parseTime(s string, now int64) (int64, error) {
 	return atLeastZero(clamp(now + d)), nil
 }
 
-// smallUint reads a number of at most 11 decimal digits and nothing else (no sign, no point): the seconds of
-// the time and step args of almost every request, read here without strconv's generality.
-func smallUint(s string) (int64, bool) {
-	if len(s) == 0 || len(s) > 11 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(s); i++ {
-		c := s[i] - '0'
-		if c > 9 {
-			return 0, false
-		}
-		n = n*10 + int64(c)
-	}
-	return n, true
-}
-
 // VictoriaMetrics reads times before 1970 as 1970.
 func atLeastZero(ms int64) int64 { return max(ms, 0) }
 
 // parseDurationArg reads a duration arg (step, timeout, max_lookback) in milliseconds: seconds or a duration.
 func parseDurationArg(s string) (int64, error) {
-	if n, ok := smallUint(s); ok {
+	if n, ok := enforce.WholeNumber(s); ok {
 		return n * 1000, nil // whole seconds, what Grafana sends as step
 	}
 	if secs, err := strconv.ParseFloat(s, 64); err == nil {

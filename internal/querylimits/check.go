@@ -93,8 +93,10 @@ func (c *config) Check(a *auth.Access, rt route.Route, in enforce.Args, now time
 	if rs.empty() || kind == apiOther {
 		return "", nil
 	}
-	ck := checker{cfg: c, rs: rs, a: a, parsed: in.Parsed, now: now.UnixMilli()}
-	ck.gather(kind, in.Form, in.URL)
+	if in.Known == nil {
+		return c.checkGathered(a, rt, in, now)
+	}
+	ck := checker{cfg: c, rs: rs, a: a, parsed: in.Parsed, now: now.UnixMilli(), known: in.Known}
 	if kind == apiUnjudged {
 		for _, f := range []field{maxQueryLookback, maxTotalQueryLength} {
 			for _, r := range rs.rules[f] {
@@ -110,42 +112,43 @@ func (c *config) Check(a *auth.Access, rt route.Route, in enforce.Args, now time
 	return ck.timeout()
 }
 
+// checkGathered is Check for a caller that did not record the args: they are looked up. A function of its own, so
+// that Check's frame does not hold (and zero) the values of every arg.
+func (c *config) checkGathered(a *auth.Access, rt route.Route, in enforce.Args, now time.Time) (string, error) {
+	var known enforce.Known
+	gather(&known, kindOf(rt), in.Form, in.URL)
+	in.Known = &known
+	return c.Check(a, rt, in, now)
+}
+
 type checker struct {
 	cfg    *config
 	rs     *ruleSet
 	a      *auth.Access
 	parsed *enforce.Parsed
 	now    int64
-	// vals are the values of the args the limits read: the form's, then the URL's.
-	vals [numArgs][2][]string
+	// known are the values of the args the limits read: the form's, then the URL's.
+	known *enforce.Known
 }
 
 // arg is an arg the limits read.
-type arg uint8
+type arg = enforce.Arg
 
 const (
-	argQuery arg = iota
-	argMatch
-	argMatchLegacy
-	argTime
-	argStart
-	argEnd
-	argStep
-	argLatencyOffset
-	argMaxLookback
-	argLookbackDelta
-	argTimeout
-	argDate
-	numArgs
+	argQuery         = enforce.ArgQuery
+	argMatch         = enforce.ArgMatch
+	argMatchLegacy   = enforce.ArgMatchLegacy
+	argTime          = enforce.ArgTime
+	argStart         = enforce.ArgStart
+	argEnd           = enforce.ArgEnd
+	argStep          = enforce.ArgStep
+	argLatencyOffset = enforce.ArgLatencyOffset
+	argMaxLookback   = enforce.ArgMaxLookback
+	argLookbackDelta = enforce.ArgLookbackDelta
+	argTimeout       = enforce.ArgTimeout
+	argDate          = enforce.ArgDate
+	numArgs          = enforce.NumArgs
 )
-
-var argNames = [numArgs]string{
-	argQuery: "query", argMatch: "match[]", argMatchLegacy: "match", argTime: "time", argStart: "start", argEnd: "end",
-	argStep: "step", argLatencyOffset: "latency_offset", argMaxLookback: "max_lookback", argLookbackDelta: "lookback_delta",
-	argTimeout: "timeout", argDate: "date",
-}
-
-func (k arg) String() string { return argNames[k] }
 
 // argsOf are the args the limits read for each kind of API, as a set of bits.
 var argsOf = func() (m [apiUnjudged + 1]uint16) {
@@ -170,11 +173,11 @@ var argsOf = func() (m [apiUnjudged + 1]uint16) {
 var gatherOrder = [numArgs]arg{argQuery, argMatch, argStart, argEnd, argStep, argTime, argTimeout, argMatchLegacy,
 	argDate, argLatencyOffset, argMaxLookback, argLookbackDelta}
 
-// gather reads the values of the args the limits read for an API of kind, once. Once as many args were found as a
-// set holds, no other is in it.
-func (ck *checker) gather(kind apiKind, form, args url.Values) {
+// gather looks up the args the limits read for an API of kind, for a caller that split the args without
+// recording them (enforce.Args.Known). Once as many args were found as a set holds, no other is in it.
+func gather(known *enforce.Known, kind apiKind, form, args url.Values) {
 	want := argsOf[kind]
-	for i, vs := range [2]url.Values{form, args} {
+	for i, vs := range [2]url.Values{enforce.FromForm: form, enforce.FromURL: args} {
 		found := 0
 		for _, k := range &gatherOrder {
 			if found == len(vs) {
@@ -183,8 +186,8 @@ func (ck *checker) gather(kind apiKind, form, args url.Values) {
 			if want&(1<<k) == 0 {
 				continue
 			}
-			if v, ok := vs[argNames[k]]; ok {
-				ck.vals[k][i] = v
+			if v, ok := vs[k.String()]; ok {
+				known.Set(k, i, v)
 				found++
 			}
 		}
@@ -193,7 +196,7 @@ func (ck *checker) gather(kind apiKind, form, args url.Values) {
 
 // each calls f for every value of arg k, the form's first, as VictoriaMetrics' FormValue reads them.
 func (ck *checker) each(k arg, f func(v string) error) error {
-	for _, vs := range &ck.vals[k] {
+	for _, vs := range ck.known.Values(k) {
 		for _, v := range vs {
 			if err := f(v); err != nil {
 				return err
@@ -205,9 +208,17 @@ func (ck *checker) each(k arg, f func(v string) error) error {
 
 // times returns the earliest and latest value of a time arg; def stands for an absent or empty one.
 func (ck *checker) times(k arg, def int64) (lo, hi int64, err error) {
+	if !ck.known.Has(k) {
+		return def, def, nil
+	}
+	if n, ok := ck.known.Whole(k); ok && n >= 1e4 && n < 1e11 {
+		// The common case, read as the args were split: one value of whole Unix seconds (parseTimeRange's first
+		// reading; at least 5 digits, so no year).
+		return n * 1000, n * 1000, nil
+	}
 	lo, hi = math.MaxInt64, math.MinInt64
 	n := 0
-	for _, vs := range &ck.vals[k] {
+	for _, vs := range ck.known.Values(k) {
 		for _, v := range vs {
 			n++
 			tlo, thi := def, def
@@ -227,9 +238,15 @@ func (ck *checker) times(k arg, def int64) (lo, hi int64, err error) {
 
 // durations returns the smallest and largest value of a duration arg; def stands for an absent or empty one.
 func (ck *checker) durations(k arg, def int64) (lo, hi int64, err error) {
+	if !ck.known.Has(k) {
+		return def, def, nil
+	}
+	if n, ok := ck.known.Whole(k); ok {
+		return n * 1000, n * 1000, nil // parseDurationArg's whole seconds, read as the args were split
+	}
 	lo, hi = math.MaxInt64, math.MinInt64
 	n := 0
-	for _, vs := range &ck.vals[k] {
+	for _, vs := range ck.known.Values(k) {
 		for _, v := range vs {
 			n++
 			d := def
@@ -261,7 +278,7 @@ func (ck *checker) check(kind apiKind) error {
 	}
 	for _, r := range ck.rs.rules[maxExprSize] {
 		for _, k := range exprArgs {
-			for _, vs := range &ck.vals[k] {
+			for _, vs := range ck.known.Values(k) {
 				for _, v := range vs {
 					if int64(len(v)) > r.v {
 						return ck.refuse(maxExprSize, r, "query limit max_query_expression_size_bytes=%s exceeded: the %s arg is %d bytes; "+
@@ -403,7 +420,7 @@ func (ck *checker) queries(from, to, step, lookback int64) (int64, error) {
 	if !needParse {
 		return from, nil
 	}
-	for _, qs := range &ck.vals[argQuery] {
+	for _, qs := range ck.known.Values(argQuery) {
 		for _, q := range qs {
 			from, err := ck.query(q, from, to, step, lookback)
 			if err != nil {
@@ -495,7 +512,7 @@ func (ck *checker) timeout() (string, error) {
 		return "", nil
 	}
 	set := false
-	for _, vs := range &ck.vals[argTimeout] {
+	for _, vs := range ck.known.Values(argTimeout) {
 		for _, v := range vs {
 			if v == "" {
 				continue

@@ -1,0 +1,213 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// costTimer is costClock in the tests of the time charged: it moves only when the fake upstream says it worked,
+// so the charged time is exact.
+type costTimer struct{ ns atomic.Int64 }
+
+func (c *costTimer) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *costTimer) advance(d time.Duration) { c.ns.Add(int64(d)) }
+func (c *costTimer) since(t time.Time) float64 {
+	return float64(c.now().Sub(t)) / float64(time.Millisecond)
+}
+
+func useCostTimer(t *testing.T) *costTimer {
+	t.Helper()
+	c := &costTimer{}
+	c.ns.Store(time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC).UnixNano())
+	old := costClock
+	costClock = c.now
+	t.Cleanup(func() { costClock = old })
+	return c
+}
+
+// unread reads the vmgateway_query_stats_unread_total counters by reason.
+func unread() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, r := range []string{"absent", "compressed", "abandoned", "broken", "failed", "unanswered"} {
+		out[r] = metrics.GetOrCreateCounter(`vmgateway_query_stats_unread_total{reason="` + r + `"}`).Get()
+	}
+	return out
+}
+
+// unreadSince is what was counted since before, by reason; reasons not counted are left out.
+func unreadSince(before map[string]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for r, n := range unread() {
+		if d := n - before[r]; d != 0 {
+			out[r] = d
+		}
+	}
+	return out
+}
+
+// TestCostTimeWithoutStats: a costed caller's query whose answer carries no stats (an error answer, a timeout, no
+// answer at all, an answer without stats such as 1.79.5's) is charged the time from sending it upstream until its
+// answer ended or failed, as query_time_ms, and no series_fetched; one with stats is charged its stats exactly,
+// however long it took. Each is counted once in vmgateway_query_stats_unread_total. An uncosted caller is charged
+// nothing.
+func TestCostTimeWithoutStats(t *testing.T) {
+	clock := useCostTimer(t)
+	read := vmtest.NewRecorder(t)
+	ru, _ := url.Parse(read.URL)
+	costs := &spendLog{costedAccount: 3}
+	tokens := byToken{"t3": {Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeFull}, "t4": {Tenant: tenant.ID{AccountID: 4}, Mode: auth.ModeFull}}
+	g, err := New(Config{ReadURL: ru, WriteURL: ru, ReadTransport: &http.Transport{DisableKeepAlives: true}, WriteTransport: http.DefaultTransport,
+		Cluster: true, Auth: tokens, Costs: costs, AuthHeader: "X-Token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsonAnswer := func(w http.ResponseWriter, code int, body string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_, _ = io.WriteString(w, body)
+	}
+	for _, tc := range []struct {
+		name, token string
+		worked      time.Duration
+		respond     func(w http.ResponseWriter)
+		code        int
+		want        [][2]float64 // nil: the time the fake upstream worked, as query_time_ms
+		wantUnread  map[string]uint64
+	}{
+		{name: "many-to-many found at the end: 422", token: "t3", worked: 1500 * time.Millisecond, code: 422,
+			respond: func(w http.ResponseWriter) {
+				jsonAnswer(w, 422, `{"status":"error","errorType":"422","error":"duplicate time series on the right side of `+"`+ on()`"+`"}`)
+			}, wantUnread: map[string]uint64{"failed": 1}},
+		{name: "timeout: 503", token: "t3", worked: 30 * time.Second, code: 503,
+			respond: func(w http.ResponseWriter) {
+				jsonAnswer(w, 503, `{"status":"error","errorType":"503","error":"cannot execute query: timeout exceeded"}`)
+			}, wantUnread: map[string]uint64{"failed": 1}},
+		{name: "no stats: 1.79.5", token: "t3", worked: 250 * time.Millisecond, code: 200,
+			respond: func(w http.ResponseWriter) {
+				jsonAnswer(w, 200, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+			}, wantUnread: map[string]uint64{"absent": 1}},
+		{name: "no answer: the connection closed", token: "t3", worked: 700 * time.Millisecond, code: 502,
+			respond: func(w http.ResponseWriter) {
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err == nil {
+					_ = conn.Close()
+				}
+			}, wantUnread: map[string]uint64{"unanswered": 1}},
+		{name: "stats: charged exactly, not the time", token: "t3", worked: 5 * time.Second, code: 200,
+			respond: func(w http.ResponseWriter) {
+				jsonAnswer(w, 200, `{"status":"success","data":{"resultType":"vector","result":[]},"stats":{"seriesFetched": "7","executionTimeMsec":12}}`)
+			}, want: [][2]float64{{7, 12}}, wantUnread: map[string]uint64{}},
+		{name: "uncosted caller", token: "t4", worked: 1500 * time.Millisecond, code: 422,
+			respond: func(w http.ResponseWriter) {
+				jsonAnswer(w, 422, `{"status":"error","errorType":"422","error":"duplicate time series"}`)
+			}, want: [][2]float64{}, wantUnread: map[string]uint64{"failed": 1}},
+	} {
+		read.Respond(func(w http.ResponseWriter, _ *http.Request) {
+			clock.advance(tc.worked)
+			tc.respond(w)
+		})
+		before, start := unread(), clock.now()
+		rec := serve(g, http.MethodGet, "/api/v1/query?query="+url.QueryEscape("m + on() m"), "X-Token", tc.token)
+		if rec.Code != tc.code {
+			t.Errorf("%s: status %d, want %d: %s", tc.name, rec.Code, tc.code, rec.Body.String())
+		}
+		want := tc.want
+		if want == nil {
+			// Every attempt of the upstream request counts (the transport may resend a request whose connection
+			// closed before any answer).
+			want = [][2]float64{{0, clock.since(start)}}
+			if clock.since(start) < float64(tc.worked/time.Millisecond) {
+				t.Errorf("%s: the clock moved %vms", tc.name, clock.since(start))
+			}
+		}
+		if got := costs.take(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: spent %v, want %v", tc.name, got, want)
+		}
+		if got := unreadSince(before); fmt.Sprint(got) != fmt.Sprint(tc.wantUnread) {
+			t.Errorf("%s: vmgateway_query_stats_unread_total counted %v, want %v", tc.name, got, tc.wantUnread)
+		}
+	}
+}
+
+// TestCostTimeBrokenOff: an answer the upstream breaks off after its start costs a costed caller the time until
+// it broke off.
+func TestCostTimeBrokenOff(t *testing.T) {
+	clock := useCostTimer(t)
+	read := vmtest.NewRecorder(t)
+	read.Respond(func(w http.ResponseWriter, _ *http.Request) {
+		clock.advance(400 * time.Millisecond)
+		w.Header().Set("Content-Type", "application/json")
+		// More than the gateway reads ahead of an answer without a length, so the answer has begun when it breaks.
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[`+strings.Repeat(" ", maxBufferedAnswer+200))
+		w.(http.Flusher).Flush()
+		clock.advance(100 * time.Millisecond)
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			_ = conn.Close()
+		}
+	})
+	base, costs := costGateway(t, read)
+	before := unread()
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/query?query=up", nil)
+	req.Header.Set("X-Token", "t3")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		got := costs.take()
+		return fmt.Sprint(got) == "[[0 500]]", fmt.Sprintf("spent %v, want [[0 500]]", got)
+	})
+	if got := unreadSince(before); fmt.Sprint(got) != "map[broken:1]" {
+		t.Errorf("vmgateway_query_stats_unread_total counted %v, want broken once", got)
+	}
+}
+
+// TestCostTimeLeftBeforeAnswer: a costed client that leaves before the answer begins ends the upstream request
+// at once (VictoriaMetrics stops the query), and is charged the time the query ran until then: leaving early must
+// not make a query free.
+func TestCostTimeLeftBeforeAnswer(t *testing.T) {
+	clock := useCostTimer(t)
+	read := vmtest.NewRecorder(t)
+	ended := make(chan struct{})
+	read.Respond(func(_ http.ResponseWriter, r *http.Request) {
+		clock.advance(900 * time.Millisecond) // computing, until the request ends
+		<-r.Context().Done()
+		close(ended)
+	})
+	base, costs := costGateway(t, read)
+	before := unread()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query=up", nil)
+	req.Header.Set("X-Token", "t3")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the query was answered: %d", resp.StatusCode)
+	}
+	select {
+	case <-ended:
+	case <-time.After(drainTimeout / 2):
+		t.Fatal("the upstream request outlived a client that left before the answer")
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		got := costs.take()
+		return fmt.Sprint(got) == "[[0 900]]", fmt.Sprintf("spent %v, want [[0 900]]", got)
+	})
+	if got := unreadSince(before); fmt.Sprint(got) != "map[unanswered:1]" {
+		t.Errorf("vmgateway_query_stats_unread_total counted %v, want unanswered once", got)
+	}
+}

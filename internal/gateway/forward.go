@@ -1,0 +1,380 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// The forward step: the request goes to the upstream's balancer and the answer streams back, as
+// httputil.ReverseProxy (with Rewrite) forwarded it before, header for header, but without its deep copy of the
+// request. The gateway owns the request the server handed it, which is not used again after the handler, so the
+// outgoing request shares its header map and is changed in place; only the URL, which the balancer aims at a
+// backend, is copied. What ReverseProxy did and this keeps:
+//   - hop-by-hop headers go both ways: Connection and the headers it names, Proxy-Connection, Keep-Alive,
+//     Proxy-Authenticate, Proxy-Authorization, TE (a client's "trailers" is passed on), Trailer,
+//     Transfer-Encoding, Upgrade (a valid protocol upgrade asked for is passed on; a 101 answer is refused, as it
+//     was, upgrade.go);
+//   - Forwarded and the client's X-Forwarded-* are dropped; X-Forwarded-For, -Host and -Proto are set from the
+//     connection; the URL's userinfo is cleared and unparsable query parameters are dropped;
+//   - without a User-Agent the request goes with an empty one, not Go's;
+//   - 1xx answers reach the client (the upstream client reports them to the request's trace);
+//   - an answer without a length (exports, federate) or an event stream is flushed at once and after every read,
+//     the others go through the server's buffer; the body is copied with the pooled 32 KiB buffers;
+//   - an upstream body that breaks mid-answer aborts the client's response (http.ErrAbortHandler, recovered and
+//     counted in ServeHTTP), so the client sees a broken answer and not a complete short one;
+//   - trailers are passed on (VictoriaMetrics sends none; the cost of this is a length check per answer).
+
+// forwarding is one request's forward step, allocated once for it: the 1xx hook and the body wrapper.
+type forwarding struct {
+	rw    http.ResponseWriter
+	trace httptrace.ClientTrace
+	body  noopCloseBody
+	mu    sync.Mutex
+	// done: the round trip returned; a late 1xx from a transport goroutine must not touch the headers any more.
+	done bool
+}
+
+// forward sends req to the upstream and the answer to rw. Failures before the answer's headers go to u.fail.
+func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
+	f := &forwarding{rw: rw}
+	f.trace.Got1xxResponse = f.got1xx
+	out := req.WithContext(httptrace.WithClientTrace(req.Context(), &f.trace))
+	outURL := *req.URL
+	out.URL = &outURL
+	if req.ContentLength == 0 {
+		// A nil body can be resent by the balancer and the upstream client.
+		out.Body = nil
+	}
+	if out.Body != nil {
+		// The upstream client closes the body it is given, and the server's body must not be closed under a client
+		// that is still to send it (100-continue); nor read once the handler has returned.
+		f.body.rc = out.Body
+		out.Body = &f.body
+		defer f.body.Close()
+	}
+	if out.Header == nil {
+		out.Header = make(http.Header)
+	}
+	out.Close = false
+
+	h := out.Header
+	upType := upgradeType(h)
+	if !isPrint(upType) {
+		u.fail(rw, req, fmt.Errorf("client tried to switch to invalid protocol %q", upType))
+		return
+	}
+	// Read before the hop-by-hop headers go: the header map is the client's own.
+	teTrailers := headerValuesContainToken(h["Te"], "trailers")
+	removeHopByHopHeaders(h)
+	if teTrailers {
+		h.Set("Te", "trailers")
+	}
+	if upType != "" {
+		h.Set("Connection", "Upgrade")
+		h.Set("Upgrade", upType)
+	}
+	// Whatever the client claimed in Forwarded and X-Forwarded-* goes; the three are set from the connection. The
+	// keys are canonical, so the map is written directly.
+	delete(h, "Forwarded")
+	if clientIP, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		h["X-Forwarded-For"] = []string{clientIP}
+	} else {
+		delete(h, "X-Forwarded-For")
+	}
+	h["X-Forwarded-Host"] = []string{req.Host}
+	if req.TLS == nil {
+		h["X-Forwarded-Proto"] = []string{"http"}
+	} else {
+		h["X-Forwarded-Proto"] = []string{"https"}
+	}
+	outURL.RawQuery = cleanQueryParams(outURL.RawQuery)
+	outURL.User = nil
+	if _, ok := h["User-Agent"]; !ok {
+		// Not Go's default User-Agent: the upstream sees the client's, or none.
+		h["User-Agent"] = []string{""}
+	}
+
+	res, err := u.rt.RoundTrip(out)
+	f.mu.Lock()
+	f.done = true
+	f.mu.Unlock()
+	if err != nil {
+		u.fail(rw, out, err)
+		return
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		if err := u.modifyResponse(res); err != nil {
+			_ = res.Body.Close()
+			u.fail(rw, out, err)
+			return
+		}
+		u.refuseUpgrade(rw, out, res)
+		return
+	}
+	removeHopByHopHeaders(res.Header)
+	if err := u.modifyResponse(res); err != nil {
+		_ = res.Body.Close()
+		u.fail(rw, out, err)
+		return
+	}
+	dst := rw.Header()
+	for k, vv := range res.Header {
+		if len(dst[k]) == 0 {
+			// The answer's header is not used again: its values are handed over, not copied.
+			dst[k] = vv
+			continue
+		}
+		dst[k] = append(dst[k], vv...)
+	}
+	// The upstream client reads the announced trailers' names into res.Trailer, not into the header.
+	announced := len(res.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, len(res.Trailer))
+		for k := range res.Trailer {
+			keys = append(keys, k)
+		}
+		dst.Add("Trailer", strings.Join(keys, ", "))
+	}
+	rw.WriteHeader(res.StatusCode)
+
+	err = copyAnswer(rw, res)
+	if err != nil {
+		defer res.Body.Close()
+		// The headers are out: all that is left is to break the response, so the client does not take what it got
+		// for the whole answer. ServeHTTP counts it and re-raises it for the server, which drops the connection.
+		// (ReverseProxy aborted only under a net/http server, found by its context key; whatever server runs the
+		// gateway must recover http.ErrAbortHandler, as ServeHTTP re-raises it anyway.)
+		panic(http.ErrAbortHandler)
+	}
+	// Closed now, not deferred: the close reads the trailers.
+	_ = res.Body.Close()
+	if len(res.Trailer) > 0 {
+		// Chunked, so that the trailers can follow; the server would give a short answer a Content-Length.
+		_ = http.NewResponseController(rw).Flush()
+	}
+	if len(res.Trailer) == announced {
+		copyHeader(dst, res.Trailer)
+		return
+	}
+	for k, vv := range res.Trailer {
+		k = http.TrailerPrefix + k
+		for _, v := range vv {
+			dst.Add(k, v)
+		}
+	}
+}
+
+// got1xx passes an informational answer to the client, while the round trip has not returned.
+func (f *forwarding) got1xx(code int, header textproto.MIMEHeader) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done {
+		return nil
+	}
+	h := f.rw.Header()
+	copyHeader(h, http.Header(header))
+	f.rw.WriteHeader(code)
+	// WriteHeader leaves the headers of a 1xx in the map, where they would go out again with the final answer.
+	clear(h)
+	return nil
+}
+
+// copyAnswer copies the answer's body to rw with a pooled buffer. An answer without a length, or an event stream,
+// is flushed at once (its headers) and after every read: an export or federate stream reaches the client as it
+// comes. Returned are write errors and read errors other than the end of the body.
+func copyAnswer(rw http.ResponseWriter, res *http.Response) error {
+	var rc *http.ResponseController
+	if res.ContentLength == -1 || isEventStream(res.Header.Get("Content-Type")) {
+		rc = http.NewResponseController(rw)
+		_ = rc.Flush()
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		nr, rerr := res.Body.Read(buf)
+		if rerr != nil && rerr != io.EOF && rerr != context.Canceled {
+			slog.Debug("the upstream's answer broke while it was copied to the client", "err", rerr)
+		}
+		if nr > 0 {
+			nw, werr := rw.Write(buf[:nr])
+			if rc != nil {
+				_ = rc.Flush()
+			}
+			if werr != nil {
+				return werr
+			}
+			if nr != nw {
+				return io.ErrShortWrite
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return nil
+			}
+			return rerr
+		}
+	}
+}
+
+// isEventStream tells a Content-Type of Server-Sent Events, whose answers are flushed as they come.
+func isEventStream(ct string) bool {
+	if ct == "" {
+		return false
+	}
+	base, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(base), "text/event-stream")
+}
+
+// noopCloseBody is the client's body as the upstream client sees it: its Close only ends the reads.
+type noopCloseBody struct {
+	rc     io.ReadCloser
+	closed atomic.Bool
+}
+
+func (b *noopCloseBody) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, errors.New("the request body was read after the request was forwarded")
+	}
+	return b.rc.Read(p)
+}
+
+func (b *noopCloseBody) Close() error {
+	b.closed.Store(true)
+	return nil
+}
+
+// hopHeaders are the hop-by-hop headers of RFC 2616, still removed although RFC 7230 has them named in Connection.
+var hopHeaders = []string{
+	"Connection",
+	"Proxy-Connection", // non-standard, but libcurl sends it
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+// removeHopByHopHeaders removes the headers of one connection, before a message goes on to the next.
+func removeHopByHopHeaders(h http.Header) {
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, f := range hopHeaders {
+		if _, ok := h[f]; ok {
+			delete(h, f)
+		}
+	}
+}
+
+func copyHeader(dst, src http.Header) {
+	for k, vv := range src {
+		for _, v := range vv {
+			dst.Add(k, v)
+		}
+	}
+}
+
+// upgradeType is the protocol a request or answer asks to switch to, "" when none.
+func upgradeType(h http.Header) string {
+	if !headerValuesContainToken(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+// headerValuesContainToken reports whether a comma-separated token of values is token, case-insensitively.
+func headerValuesContainToken(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if asciiEqualFold(strings.Trim(t, " \t"), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// asciiEqualFold compares case-insensitively in ASCII only: a token with other letters that fold to ASCII ones
+// (ſ, K) is another token.
+func asciiEqualFold(s, t string) bool {
+	if len(s) != len(t) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		a, b := s[i], t[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
+}
+
+func isPrint(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// maxQueryParams is net/url's default bound on the parameters of a query.
+const maxQueryParams = 10000
+
+// cleanQueryParams drops the query parameters that cannot be parsed (a ';' separator, a bad escape): the upstream
+// must read the query the gateway checked, not its own reading of an ambiguous one.
+func cleanQueryParams(s string) string {
+	reencode := func(s string) string {
+		v, _ := url.ParseQuery(s)
+		return v.Encode()
+	}
+	params := 1
+	for i := 0; i < len(s); {
+		switch s[i] {
+		case ';':
+			return reencode(s)
+		case '%':
+			if i+2 >= len(s) || !ishex(s[i+1]) || !ishex(s[i+2]) {
+				return reencode(s)
+			}
+			i += 3
+		case '&':
+			params++
+			i++
+		default:
+			i++
+		}
+	}
+	if params > maxQueryParams {
+		return reencode(s)
+	}
+	return s
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}

@@ -1,0 +1,269 @@
+package gateway
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/proxyclient"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// The forward step replaced httputil.ReverseProxy (Rewrite: the backend's URL, SetXForwarded, no userinfo).
+// These tests send the same raw requests through the gateway and through such a ReverseProxy, each behind a real
+// server and with the same upstream client, and want the same bytes at the upstream and at the client.
+
+// proxies starts the gateway and the reference ReverseProxy in front of upstream.
+func proxies(t *testing.T, upstream string) (gw, ref string) {
+	t.Helper()
+	u, _ := url.Parse(upstream)
+	rt := proxyclient.New(nil, time.Minute, 10*time.Second)
+	t.Cleanup(rt.CloseIdleConnections)
+	g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: rt, WriteTransport: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	gs := httptest.NewServer(g)
+	t.Cleanup(gs.Close)
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.URL.User = nil
+			pr.SetXForwarded()
+		},
+		Transport: rt,
+	}
+	rs := httptest.NewServer(rp)
+	t.Cleanup(rs.Close)
+	return gs.Listener.Addr().String(), rs.Listener.Addr().String()
+}
+
+// exchange sends a raw request on a new connection and returns all the server answered until it closed.
+func exchange(t *testing.T, addr, raw string) string {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the answer to %q: %v (got %q)", raw, err, b)
+	}
+	return unchunked(dateLine.ReplaceAllString(string(b), "Date: -\r\n"))
+}
+
+// unchunked decodes a chunked body in an exchange, whose chunk sizes depend on how the upstream's writes met the
+// proxy's reads; the trailers after it are kept as sent.
+func unchunked(raw string) string {
+	var heads strings.Builder
+	rest := raw
+	for {
+		head, body, ok := strings.Cut(rest, "\r\n\r\n")
+		if !ok {
+			return raw
+		}
+		heads.WriteString(head + "\r\n\r\n")
+		rest = body
+		if !strings.HasPrefix(head, "HTTP/1.1 1") {
+			if !strings.Contains(head, "\r\nTransfer-Encoding: chunked") {
+				return raw
+			}
+			break
+		}
+	}
+	br := bufio.NewReader(strings.NewReader(rest))
+	body, err := io.ReadAll(httputil.NewChunkedReader(br))
+	if err != nil {
+		return raw
+	}
+	after, _ := io.ReadAll(br)
+	return heads.String() + "[chunked body] " + string(body) + " [after the last chunk] " + string(after)
+}
+
+var dateLine = regexp.MustCompile(`Date: [^\r]*\r\n`)
+
+// recorded is a recorded request's head, sorted, for comparison.
+func recorded(r vmtest.Recorded) string {
+	var b strings.Builder
+	_ = r.Header.Write(&b)
+	// The gateway sends single-node requests to the path VictoriaMetrics gives them under /prometheus.
+	return r.Method + " " + strings.TrimPrefix(r.RawPath, "/prometheus") + "?" + r.RawQuery + "\nHost: " + r.Host + "\n" + b.String() + "\n" + r.Body
+}
+
+func TestForwardAsReverseProxy(t *testing.T) {
+	up := vmtest.NewRecorder(t)
+	up.Respond(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		if r.URL.Query().Get("hop") != "" {
+			h.Set("Connection", "X-Resp-Hop")
+			h.Set("X-Resp-Hop", "1")
+			h.Set("Keep-Alive", "timeout=5")
+			h.Set("Proxy-Authenticate", "Basic")
+			h.Set("Proxy-Connection", "keep-alive")
+			h.Set("Upgrade", "foo")
+			h.Set("X-Kept", "yes")
+		}
+		if r.URL.Query().Get("hints") != "" {
+			h.Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			h.Del("Link")
+		}
+		if r.URL.Query().Get("trailer") != "" {
+			h.Set("Trailer", "X-Trail")
+			_, _ = io.WriteString(w, `{"status":"success"}`)
+			h.Set("X-Trail", "done")
+			return
+		}
+		if r.URL.Query().Get("stream") != "" {
+			// No length: streamed and flushed.
+			_, _ = io.WriteString(w, "a 1\n")
+			w.(http.Flusher).Flush()
+			_, _ = io.WriteString(w, "b 2\n")
+			return
+		}
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+	})
+	gw, ref := proxies(t, up.URL)
+	const get = "GET /api/v1/labels?match[]=up"
+	for _, tc := range []struct{ name, req string }{
+		{"hop-by-hop request headers", get + " HTTP/1.1\r\nHost: gw.example\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n" +
+			"Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nProxy-Authorization: Basic eA==\r\nTe: deflate, trailers\r\n" +
+			"Trailer: X-T\r\nUpgrade: h2c\r\nUser-Agent: Grafana/11\r\nX-Kept: yes\r\nConnection: close\r\n\r\n"},
+		{"te without trailers", get + " HTTP/1.1\r\nHost: gw.example\r\nTe: deflate\r\nConnection: close\r\n\r\n"},
+		{"client's forwarding headers", get + " HTTP/1.1\r\nHost: gw.example:8427\r\nX-Forwarded-For: 6.6.6.6\r\n" +
+			"X-Forwarded-For: 7.7.7.7\r\nX-Forwarded-Host: evil\r\nX-Forwarded-Proto: https\r\nForwarded: for=6.6.6.6\r\nConnection: close\r\n\r\n"},
+		{"no user agent", get + " HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n"},
+		{"empty user agent", get + " HTTP/1.1\r\nHost: gw.example\r\nUser-Agent:\r\nConnection: close\r\n\r\n"},
+		{"upgrade asked", get + " HTTP/1.1\r\nHost: gw.example\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\r\n"},
+		{"invalid upgrade", get + " HTTP/1.1\r\nHost: gw.example\r\nConnection: Upgrade, close\r\nUpgrade: web\x7fsocket\r\n\r\n"},
+		{"hop-by-hop answer headers", get + "&hop=1 HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n"},
+		{"early hints", get + "&hints=1 HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n"},
+		{"trailer", get + "&trailer=1 HTTP/1.1\r\nHost: gw.example\r\nTe: trailers\r\nConnection: close\r\n\r\n"},
+		{"stream", "GET /api/v1/export?match[]=up&stream=1 HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n"},
+		{"unparsable query parameters", "GET /api/v1/labels?match[]=up&a=1;b=2&c=%zz&d=%41 HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n"},
+		{"http/1.0", get + " HTTP/1.0\r\nHost: gw.example\r\n\r\n"},
+		{"head", "HEAD /api/v1/labels HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\n\r\n"},
+		{"post form", "POST /api/v1/labels HTTP/1.1\r\nHost: gw.example\r\nContent-Type: application/x-www-form-urlencoded\r\n" +
+			"Content-Length: 12\r\nConnection: close\r\n\r\nmatch[]=up&x"},
+		{"chunked import", "POST /api/v1/import HTTP/1.1\r\nHost: gw.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+			"5\r\nup 1\n\r\n0\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := exchange(t, ref, tc.req)
+			wantUp := up.Requests()
+			got := exchange(t, gw, tc.req)
+			gotUp := up.Requests()
+			if got != want {
+				t.Errorf("the client got\n%q\nfrom the gateway; ReverseProxy gave\n%q", got, want)
+			}
+			if len(gotUp) != len(wantUp) {
+				t.Fatalf("%d requests reached the upstream from the gateway, %d from ReverseProxy", len(gotUp), len(wantUp))
+			}
+			for i := range gotUp {
+				if g, w := recorded(gotUp[i]), recorded(wantUp[i]); g != w {
+					t.Errorf("the upstream got\n%s\nfrom the gateway; from ReverseProxy\n%s", g, w)
+				}
+			}
+		})
+	}
+}
+
+// An answer without a length is flushed as it comes: its headers before the upstream sends a byte of the body,
+// then each part.
+func TestForwardStreamsAnswers(t *testing.T) {
+	up := vmtest.NewRecorder(t)
+	sent := make(chan struct{})
+	proceed, quit := make(chan struct{}), make(chan struct{})
+	up.Respond(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		close(sent)
+		for _, part := range []string{"part 1\n", "part 2\n"} {
+			select {
+			case <-proceed:
+			case <-quit:
+				return
+			}
+			_, _ = io.WriteString(w, part)
+			w.(http.Flusher).Flush()
+		}
+	})
+	gw, _ := proxies(t, up.URL)
+	// Run first among the cleanups: a failed test must not leave the servers waiting on this handler.
+	t.Cleanup(func() { close(quit) })
+	// The headers must come while the upstream still holds back the body: a gateway waiting for it times out.
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + gw + "/api/v1/export?match[]=up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	select {
+	case <-sent:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream did not answer")
+	}
+	br := bufio.NewReader(resp.Body)
+	for _, want := range []string{"part 1\n", "part 2\n"} {
+		select {
+		case proceed <- struct{}{}:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the upstream did not get to send its next part")
+		}
+		line, err := br.ReadString('\n')
+		if err != nil || line != want {
+			t.Fatalf("read %q, %v; want %q", line, err, want)
+		}
+	}
+	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+		t.Fatalf("after the parts: %q, %v", rest, err)
+	}
+}
+
+// An upstream that accepts a protocol upgrade is refused: the client gets a 502 and no tunnel past the gateway's
+// checks, and the upstream's connection is closed.
+func TestForwardRefusesUpgrade(t *testing.T) {
+	up := vmtest.NewRecorder(t)
+	closed := make(chan error, 1)
+	up.Respond(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			closed <- err
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + r.Header.Get("Upgrade") + "\r\n\r\n")
+		_ = brw.Flush()
+		_, err = brw.ReadByte()
+		closed <- err
+	})
+	gw, _ := proxies(t, up.URL)
+	got := exchange(t, gw, "GET /api/v1/labels HTTP/1.1\r\nHost: gw.example\r\nConnection: Upgrade, close\r\nUpgrade: h2c\r\n\r\n")
+	if !strings.HasPrefix(got, "HTTP/1.1 502 ") || !strings.Contains(got, `"status":"error"`) {
+		t.Fatalf("the client got %q; want a 502 JSON error", got)
+	}
+	if err := <-closed; err != io.EOF {
+		t.Fatalf("the upstream's upgraded connection ended with %v; want it closed by the gateway (EOF)", err)
+	}
+	for _, r := range up.Requests() {
+		if r.Header.Get("Connection") != "Upgrade" || r.Header.Get("Upgrade") != "h2c" {
+			t.Fatalf("the upstream got %v; want the upgrade asked, as ReverseProxy passed it", r.Header)
+		}
+	}
+}
