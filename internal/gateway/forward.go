@@ -67,6 +67,9 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 		out.Header = make(http.Header)
 	}
 	out.Close = false
+	// Request trailers never go upstream: they arrive after the body, past every check of the head (a trailer
+	// "Authorization" or "AccountID" would otherwise reach whatever merges trailers into headers).
+	out.Trailer = nil
 
 	h := out.Header
 	upType := upgradeType(h)
@@ -183,10 +186,14 @@ func (f *forwarding) got1xx(code int, header textproto.MIMEHeader) error {
 		return nil
 	}
 	h := f.rw.Header()
+	// The gateway's own headers (RateLimit-*, X-Request-Id) are in the map already and belong to the final answer;
+	// the 1xx's go out with it alone.
+	own := h.Clone()
+	clear(h)
 	copyHeader(h, http.Header(header))
 	f.rw.WriteHeader(code)
-	// WriteHeader leaves the headers of a 1xx in the map, where they would go out again with the final answer.
 	clear(h)
+	copyHeader(h, own)
 	return nil
 }
 

@@ -267,3 +267,62 @@ func TestForwardRefusesUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardDropsRequestTrailers: the fields after a chunked body were never checked like the head, so none of
+// them, declared or not, reaches the upstream.
+func TestForwardDropsRequestTrailers(t *testing.T) {
+	got := make(chan http.Header, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		got <- r.Trailer
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(up.Close)
+	gw, _ := proxies(t, up.URL)
+	answer := exchange(t, gw, "POST /api/v1/import/prometheus HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"+
+		"Trailer: X-Foo\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\nX-Foo: 1\r\nAccountID: 7\r\nAuthorization: Bearer forged\r\n\r\n")
+	if !strings.HasPrefix(answer, "HTTP/1.1 204") {
+		t.Fatalf("answer: %.300q", answer)
+	}
+	select {
+	case tr := <-got:
+		if len(tr) != 0 {
+			t.Fatalf("trailers reached the upstream: %v", tr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream got no request")
+	}
+}
+
+// TestForward1xxKeepsOwnHeaders: an informational answer goes out with its own headers only, and the headers the
+// gateway set for the final answer (rate limits, request id) stay for it.
+func TestForward1xxKeepsOwnHeaders(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		_, _ = io.WriteString(w, `{"status":"success"}`)
+	}))
+	t.Cleanup(up.Close)
+	u, _ := url.Parse(up.URL)
+	rt := proxyclient.New(nil, time.Minute, 10*time.Second)
+	t.Cleanup(rt.CloseIdleConnections)
+	g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: rt, WriteTransport: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	gs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Own", "kept")
+		g.ServeHTTP(w, r)
+	}))
+	t.Cleanup(gs.Close)
+	answer := exchange(t, gs.Listener.Addr().String(), "GET /api/v1/query?query=up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	hints, final, ok := strings.Cut(answer, "\r\n\r\n")
+	if !ok || !strings.HasPrefix(hints, "HTTP/1.1 103") || !strings.Contains(hints, "Link:") || strings.Contains(hints, "X-Own") {
+		t.Fatalf("the 103: %.400q", answer)
+	}
+	if !strings.HasPrefix(final, "HTTP/1.1 200") || !strings.Contains(final, "X-Own: kept") || strings.Contains(final, "Link:") {
+		t.Fatalf("the final answer: %.400q", final)
+	}
+}

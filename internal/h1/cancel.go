@@ -14,9 +14,16 @@ func (c *conn) peerGone() {
 	c.bgMu.Lock()
 	defer c.bgMu.Unlock()
 	c.peerClosed = true
-	if c.watching && c.cancelFn != nil {
+	if c.watching && c.cancelFn != nil && !c.moreFollows() {
 		c.cancelFn()
 	}
+}
+
+// moreFollows says the client sent bytes past the request in flight (a pipelined request): like net/http, whose
+// background read then finds those bytes instead of the end, the server takes a client that half-closed after them
+// as still there for this request, and for the last one it sent as gone.
+func (c *conn) moreFollows() bool {
+	return c.pipelined || c.unreadBytes() > 0
 }
 
 // Read is what the request reader reads: the bytes the background read got first, then the connection.
@@ -64,7 +71,8 @@ func (c *conn) startBackgroundRead() {
 	if c.watched {
 		if c.cancelFn != nil {
 			c.watching = true
-			if c.peerClosed {
+			c.pipelined = c.br.Buffered() > 0
+			if c.peerClosed && !c.moreFollows() {
 				c.cancelFn()
 			}
 		}

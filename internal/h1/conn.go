@@ -18,12 +18,18 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// Connection states, for Shutdown: only a connection between requests may be closed under its client.
+// Connection states, for Shutdown: only a connection between requests may be closed under its client, and a new
+// one only once it has had time to send its first request (as net/http gives it 5 s).
 const (
-	stateIdle int32 = iota
+	stateNew int32 = iota
+	stateIdle
 	stateActive
 	stateClosed
 )
+
+// newConnGrace is how long Shutdown leaves a connection that has not sent its first request yet: a client that
+// connected just before the listener closed is served, not reset.
+const newConnGrace = 5 * time.Second
 
 // pendingSize is how much of an answer is held back to give it a Content-Length: net/http holds 2 KiB; the
 // gateway's answers (a query result of a few series) are often a little longer.
@@ -67,8 +73,10 @@ type conn struct {
 	// set; peerClosed that the client's FIN or reset came; watching that the request in flight is read, so a
 	// client leaving now cancels it.
 	watched, peerClosed, watching bool
-	watchID                       uint64
-	watchRaw                      syscall.RawConn
+	// pipelined: when the request in flight was read, the reader held bytes of another one.
+	pipelined bool
+	watchID   uint64
+	watchRaw  syscall.RawConn
 }
 
 var (
@@ -143,7 +151,11 @@ func (c *conn) serve() {
 				return
 			}
 		}
-		if !c.state.CompareAndSwap(stateIdle, stateActive) {
+		from := stateIdle
+		if first {
+			from = stateNew
+		}
+		if !c.state.CompareAndSwap(from, stateActive) {
 			return
 		}
 		if !first {

@@ -15,8 +15,9 @@
 // against http.ReadRequest plus the checks net/http's server adds), and is stricter only where documented:
 //   - "PRI * HTTP/2.0", which net/http hands to the handler for an HTTP/2 upgrade, gets a 505 naming HTTP/1.1: the
 //     gateway speaks HTTP/1.1 only, and TLS listeners offer only "http/1.1" by ALPN so HTTP/2 clients fall back.
-//   - The trailer section of a chunked body is read and dropped: Request.Trailer keeps the declared names, never
-//     values (nothing in the gateway reads request trailers).
+//
+// The trailer section of a chunked body is read into Request.Trailer as net/http reads it; the gateway never
+// forwards request trailers (internal/gateway/forward.go), since they come after every check of the head.
 //
 // Every answer the server gives itself (a malformed request, headers beyond MaxHeaderBytes, an unknown Expect, an
 // unsupported version or transfer encoding) is the gateway's JSON error (internal/httperr), on plain and TLS
@@ -26,8 +27,9 @@
 // own), no Hijack, no HTTP/2. A client going away is seen by one epoll set for all connections (watch_linux.go:
 // the peer's FIN or reset) rather than by a read per request, which measured half the server's CPU per request;
 // like net/http's read it takes effect once the request's body is read, and like it, it takes a client that
-// half-closes its side after sending for gone (net/http spares a request only when more pipelined bytes follow
-// it). Elsewhere the background read of net/http is kept.
+// half-closes its side after its last request for gone, but not while bytes of a further request are waiting
+// (unread in the socket or the reader; under TLS only the reader's, since a closing client's close_notify is
+// unread bytes too). Elsewhere the background read of net/http is kept.
 //
 // Per request it allocates the *http.Request with its URL and header map, one string backing the whole head
 // (every method, target, name and value points into it), the response writer with the body reader, the answer's

@@ -148,13 +148,13 @@ func parseRequest(r *http.Request, head []byte, scratch *[]byte) error {
 
 // parseHeader reads the header lines of s (the head after the request line) as textproto does: obs-fold
 // continuation lines are joined to their field with a space; names must be tokens, values free of controls.
+// maxHeaderHint is the most header lines parseHeader allocates room for up front; more grow the map as needed.
+const maxHeaderHint = 32
+
 func parseHeader(s string, scratch *[]byte) (http.Header, error) {
-	n := 0
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' {
-			n++
-		}
-	}
+	// The line count sizes the map and the values in one allocation each, but only up to what a real client sends:
+	// a head of a million empty or invalid lines must cost no more than its bytes before the first one is refused.
+	n := min(strings.Count(s, "\n"), maxHeaderHint)
 	h := make(http.Header, n)
 	values := make([]string, n)
 	if len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {

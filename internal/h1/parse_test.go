@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -222,6 +223,27 @@ func TestParseStatuses(t *testing.T) {
 		re, ok := err.(*requestError)
 		if !ok || re.status != tc.status {
 			t.Errorf("%q: %v; want status %d", tc.raw, err, tc.status)
+		}
+	}
+}
+
+// TestParseHeaderBoundedByBytes: what a head costs to parse follows its bytes, not its line count: a megabyte of
+// short lines (refused at the first, or all valid) must not allocate room for each line up front.
+func TestParseHeaderBoundedByBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name, line string
+		// What net/http's ReadRequest allocates for the same head: 0.1 MiB refusing the first line, 27 MiB
+		// for the valid ones (their values and names as strings).
+		maxMiB uint64
+	}{{"invalid lines", "x\n", 4}, {"valid lines", "a:\n", 32}} {
+		head := []byte("GET /api/v1/query?query=up HTTP/1.1\r\nHost: x\r\n" + strings.Repeat(tc.line, (1<<20)/len(tc.line)) + "\r\n")
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		_ = parseRequest(&http.Request{}, head, new([]byte))
+		runtime.ReadMemStats(&after)
+		if got := after.TotalAlloc - before.TotalAlloc; got > tc.maxMiB<<20 {
+			t.Errorf("%s: parsing a 1 MiB head allocated %.1f MiB, want at most %d", tc.name, float64(got)/(1<<20), tc.maxMiB)
 		}
 	}
 }

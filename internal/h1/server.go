@@ -120,7 +120,8 @@ func (s *Server) closeIdle() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+		if c.state.CompareAndSwap(stateIdle, stateClosed) ||
+			time.Since(c.start) > newConnGrace && c.state.CompareAndSwap(stateNew, stateClosed) {
 			_ = c.rwc.Close()
 		}
 	}

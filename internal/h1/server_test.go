@@ -481,3 +481,74 @@ func TestChunkedTrailerInPieces(t *testing.T) {
 		t.Fatalf("%q %v; want the body and the trailer", body, err)
 	}
 }
+
+// TestHalfCloseAfterPipelined: a client that sends a second request while the first is served and then
+// half-closes still gets the first answered; the last request it sent is taken for abandoned, as net/http takes it.
+func TestHalfCloseAfterPipelined(t *testing.T) {
+	t.Run("watcher", testHalfCloseAfterPipelined)
+	t.Run("background read", func(t *testing.T) {
+		watchClients = false
+		defer func() { watchClients = true }()
+		testHalfCloseAfterPipelined(t)
+	})
+}
+
+func testHalfCloseAfterPipelined(t *testing.T) {
+	started := make(chan string, 2)
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- r.URL.Path
+		select {
+		case <-r.Context().Done():
+			_, _ = io.WriteString(w, r.URL.Path+" cancelled")
+		case <-time.After(300 * time.Millisecond):
+			_, _ = io.WriteString(w, r.URL.Path+" served")
+		}
+	}))
+	c := dial(t, addr)
+	c.send("GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+	if p := <-started; p != "/a" {
+		t.Fatalf("first request %q", p)
+	}
+	c.send("GET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+	if err := c.conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, body, err := c.response("GET"); err != nil || body != "/a served" {
+		t.Fatalf("first answer %q %v; want /a served", body, err)
+	}
+	// The second may be answered (cancelled) or the connection closed first: it must not have run to its end.
+	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
+	if err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "/b cancelled" {
+			t.Fatalf("second answer %q; want it cancelled", b)
+		}
+	}
+}
+
+// TestShutdownServesNewConnection: a client that connected before Shutdown and sends its first request after it
+// began is answered (and told the connection closes), not reset, as net/http serves it.
+func TestShutdownServesNewConnection(t *testing.T) {
+	opened := make(chan struct{}, 1)
+	s, addr := serveWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "done") }),
+		func(s *Server) { s.ConnOpened = func() { opened <- struct{}{} } })
+	fresh := dial(t, addr)
+	<-opened
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- s.Shutdown(ctx)
+	}()
+	// Long enough for Shutdown to have closed the listener and swept the idle connections several times.
+	time.Sleep(200 * time.Millisecond)
+	fresh.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	resp, body, err := fresh.response("GET")
+	if err != nil || body != "done" || !resp.Close {
+		t.Fatalf("answer %q %v close %v; want it whole, with Connection: close", body, err, resp.Close)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -3,12 +3,15 @@
 package h1
 
 import (
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // The client watcher: every connection's socket is registered once, for its lifetime, in one epoll set that
@@ -119,4 +122,18 @@ func (c *conn) unwatch() {
 	delete(w.conns, c.watchID)
 	w.mu.Unlock()
 	c.watchID = 0
+}
+
+// unreadBytes is how many bytes the client sent that the socket holds unread (TIOCINQ, FIONREAD by another name);
+// 0 when it cannot be told. Under TLS it is always 0: a client closing sends a close_notify record before its FIN,
+// and unread bytes there say nothing about another request.
+func (c *conn) unreadBytes() int {
+	if _, isTLS := c.rwc.(*tls.Conn); c.watchRaw == nil || isTLS {
+		return 0
+	}
+	n := 0
+	_ = c.watchRaw.Control(func(fd uintptr) {
+		n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ)
+	})
+	return n
 }

@@ -6,3 +6,5 @@ package h1
 func (c *conn) watch() bool { return false }
 
 func (c *conn) unwatch() {}
+
+func (c *conn) unreadBytes() int { return 0 }

@@ -145,9 +145,9 @@ func errorType(status int) string {
 	switch status {
 	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusRequestURITooLong,
 		http.StatusRequestHeaderFieldsTooLarge, http.StatusUnsupportedMediaType, http.StatusMethodNotAllowed,
-		// net/http answers 501 to a Transfer-Encoding it does not implement and 505 to a protocol version it does
-		// not speak: the client's request is at fault.
-		http.StatusNotImplemented, http.StatusHTTPVersionNotSupported:
+		// The server answers 501 to a Transfer-Encoding it does not implement, 505 to a protocol version it does
+		// not speak and 417 to an Expect it does not know: the client's request is at fault.
+		http.StatusNotImplemented, http.StatusHTTPVersionNotSupported, http.StatusExpectationFailed:
 		return "bad_data"
 	case http.StatusUnauthorized:
 		return "unauthorized"

@@ -21,6 +21,8 @@ func TestWrite(t *testing.T) {
 		{New(502, "down"), 502, "unavailable"},
 		{New(504, "slow"), 504, "timeout"},
 		{Errorf(414, "path of %d bytes", 9000), 414, "bad_data"},
+		{New(417, "unknown expectation"), 417, "bad_data"},
+		{New(505, "HTTP/1.1 only"), 505, "bad_data"},
 		{fmt.Errorf("plain"), 500, "internal"},
 	} {
 		rec := httptest.NewRecorder()
