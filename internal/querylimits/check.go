@@ -131,47 +131,28 @@ type checker struct {
 	known *enforce.Known
 }
 
-// arg is an arg the limits read.
-type arg = enforce.Arg
-
-const (
-	argQuery         = enforce.ArgQuery
-	argMatch         = enforce.ArgMatch
-	argMatchLegacy   = enforce.ArgMatchLegacy
-	argTime          = enforce.ArgTime
-	argStart         = enforce.ArgStart
-	argEnd           = enforce.ArgEnd
-	argStep          = enforce.ArgStep
-	argLatencyOffset = enforce.ArgLatencyOffset
-	argMaxLookback   = enforce.ArgMaxLookback
-	argLookbackDelta = enforce.ArgLookbackDelta
-	argTimeout       = enforce.ArgTimeout
-	argDate          = enforce.ArgDate
-	numArgs          = enforce.NumArgs
-)
-
 // argsOf are the args the limits read for each kind of API, as a set of bits.
 var argsOf = func() (m [apiUnjudged + 1]uint16) {
-	set := func(args ...arg) (bits uint16) {
+	set := func(args ...enforce.Arg) (bits uint16) {
 		for _, a := range args {
 			bits |= 1 << a
 		}
 		return bits
 	}
-	common := set(argTimeout)
-	m[apiQuery] = common | set(argQuery, argTime, argStep, argLatencyOffset, argMaxLookback, argLookbackDelta)
-	m[apiRange] = common | set(argQuery, argStart, argEnd, argStep, argLatencyOffset, argMaxLookback, argLookbackDelta)
-	m[apiExport] = common | set(argMatch, argMatchLegacy, argStart, argEnd)
+	common := set(enforce.ArgTimeout)
+	m[apiQuery] = common | set(enforce.ArgQuery, enforce.ArgTime, enforce.ArgStep, enforce.ArgLatencyOffset, enforce.ArgMaxLookback, enforce.ArgLookbackDelta)
+	m[apiRange] = common | set(enforce.ArgQuery, enforce.ArgStart, enforce.ArgEnd, enforce.ArgStep, enforce.ArgLatencyOffset, enforce.ArgMaxLookback, enforce.ArgLookbackDelta)
+	m[apiExport] = common | set(enforce.ArgMatch, enforce.ArgMatchLegacy, enforce.ArgStart, enforce.ArgEnd)
 	m[apiSeries] = m[apiExport]
-	m[apiFederate] = m[apiExport] | set(argMaxLookback)
-	m[apiTSDB] = common | set(argMatch, argMatchLegacy, argDate)
+	m[apiFederate] = m[apiExport] | set(enforce.ArgMaxLookback)
+	m[apiTSDB] = common | set(enforce.ArgMatch, enforce.ArgMatchLegacy, enforce.ArgDate)
 	return m
 }()
 
 // gatherOrder is the order gather looks args up in: the args of almost every request first, so that the lookups
 // stop early (each hashes the name).
-var gatherOrder = [numArgs]arg{argQuery, argMatch, argStart, argEnd, argStep, argTime, argTimeout, argMatchLegacy,
-	argDate, argLatencyOffset, argMaxLookback, argLookbackDelta}
+var gatherOrder = [enforce.NumArgs]enforce.Arg{enforce.ArgQuery, enforce.ArgMatch, enforce.ArgStart, enforce.ArgEnd, enforce.ArgStep, enforce.ArgTime, enforce.ArgTimeout, enforce.ArgMatchLegacy,
+	enforce.ArgDate, enforce.ArgLatencyOffset, enforce.ArgMaxLookback, enforce.ArgLookbackDelta}
 
 // gather looks up the args the limits read for an API of kind, for a caller that split the args without
 // recording them (enforce.Args.Known). Once as many args were found as a set holds, no other is in it.
@@ -195,7 +176,7 @@ func gather(known *enforce.Known, kind apiKind, form, args url.Values) {
 }
 
 // each calls f for every value of arg k, the form's first, as VictoriaMetrics' FormValue reads them.
-func (ck *checker) each(k arg, f func(v string) error) error {
+func (ck *checker) each(k enforce.Arg, f func(v string) error) error {
 	for _, vs := range ck.known.Values(k) {
 		for _, v := range vs {
 			if err := f(v); err != nil {
@@ -207,7 +188,7 @@ func (ck *checker) each(k arg, f func(v string) error) error {
 }
 
 // times returns the earliest and latest value of a time arg; def stands for an absent or empty one.
-func (ck *checker) times(k arg, def int64) (lo, hi int64, err error) {
+func (ck *checker) times(k enforce.Arg, def int64) (lo, hi int64, err error) {
 	if !ck.known.Has(k) {
 		return def, def, nil
 	}
@@ -237,7 +218,7 @@ func (ck *checker) times(k arg, def int64) (lo, hi int64, err error) {
 }
 
 // durations returns the smallest and largest value of a duration arg; def stands for an absent or empty one.
-func (ck *checker) durations(k arg, def int64) (lo, hi int64, err error) {
+func (ck *checker) durations(k enforce.Arg, def int64) (lo, hi int64, err error) {
 	if !ck.known.Has(k) {
 		return def, def, nil
 	}
@@ -272,9 +253,9 @@ func badArg(k, v, why string) error {
 }
 
 func (ck *checker) check(kind apiKind) error {
-	exprArgs := []arg{argMatch, argMatchLegacy}
+	exprArgs := []enforce.Arg{enforce.ArgMatch, enforce.ArgMatchLegacy}
 	if kind == apiQuery || kind == apiRange {
-		exprArgs = []arg{argQuery}
+		exprArgs = []enforce.Arg{enforce.ArgQuery}
 	}
 	for _, r := range ck.rs.rules[maxExprSize] {
 		for _, k := range exprArgs {
@@ -296,20 +277,20 @@ func (ck *checker) check(kind apiKind) error {
 	switch kind {
 	case apiQuery:
 		ranged = false
-		if from, to, err = ck.times(argTime, ck.now); err != nil {
+		if from, to, err = ck.times(enforce.ArgTime, ck.now); err != nil {
 			return err
 		}
-		if stepLo, stepHi, err = ck.durations(argStep, defaultStep); err != nil {
+		if stepLo, stepHi, err = ck.durations(enforce.ArgStep, defaultStep); err != nil {
 			return err
 		}
 	case apiRange:
-		if stepLo, stepHi, err = ck.durations(argStep, defaultStep); err != nil {
+		if stepLo, stepHi, err = ck.durations(enforce.ArgStep, defaultStep); err != nil {
 			return err
 		}
-		if from, _, err = ck.times(argStart, ck.now-defaultStep); err != nil {
+		if from, _, err = ck.times(enforce.ArgStart, ck.now-defaultStep); err != nil {
 			return err
 		}
-		if _, to, err = ck.times(argEnd, ck.now); err != nil {
+		if _, to, err = ck.times(enforce.ArgEnd, ck.now); err != nil {
 			return err
 		}
 		for _, r := range ck.rs.rules[minStep] {
@@ -319,7 +300,7 @@ func (ck *checker) check(kind apiKind) error {
 		}
 	case apiExport, apiSeries, apiFederate:
 		var endLo int64
-		if endLo, to, err = ck.times(argEnd, ck.now); err != nil {
+		if endLo, to, err = ck.times(enforce.ArgEnd, ck.now); err != nil {
 			return err
 		}
 		def := int64(0) // export: from the beginning of the retention
@@ -329,20 +310,20 @@ func (ck *checker) check(kind apiKind) error {
 			def = sub(endLo, day)
 			def -= def % day
 		case apiFederate:
-			_, lb, err := ck.durations(argMaxLookback, defaultStep)
+			_, lb, err := ck.durations(enforce.ArgMaxLookback, defaultStep)
 			if err != nil {
 				return err
 			}
 			def = sub(ck.now, lb)
 		}
-		if from, _, err = ck.times(argStart, max(def, 0)); err != nil {
+		if from, _, err = ck.times(enforce.ArgStart, max(def, 0)); err != nil {
 			return err
 		}
 	case apiTSDB:
 		from, to = math.MaxInt64, math.MinInt64
 		today := ck.now - ck.now%day
 		n := 0
-		if err := ck.each(argDate, func(v string) error {
+		if err := ck.each(enforce.ArgDate, func(v string) error {
 			n++
 			d := today
 			if v != "" {
@@ -376,7 +357,7 @@ func (ck *checker) check(kind apiKind) error {
 	}
 	if kind == apiQuery || kind == apiRange {
 		// VictoriaMetrics moves a time within latency_offset of now back to now - latency_offset.
-		_, off, err := ck.durations(argLatencyOffset, 0)
+		_, off, err := ck.durations(enforce.ArgLatencyOffset, 0)
 		if err != nil {
 			return err
 		}
@@ -386,7 +367,7 @@ func (ck *checker) check(kind apiKind) error {
 	if kind == apiQuery || kind == apiRange {
 		// VictoriaMetrics looks back max_lookback for the last sample of a selector without a window.
 		var lookback int64
-		for _, k := range []arg{argMaxLookback, argLookbackDelta} {
+		for _, k := range []enforce.Arg{enforce.ArgMaxLookback, enforce.ArgLookbackDelta} {
 			_, lb, err := ck.durations(k, 0)
 			if err != nil {
 				return err
@@ -420,7 +401,7 @@ func (ck *checker) queries(from, to, step, lookback int64) (int64, error) {
 	if !needParse {
 		return from, nil
 	}
-	for _, qs := range ck.known.Values(argQuery) {
+	for _, qs := range ck.known.Values(enforce.ArgQuery) {
 		for _, q := range qs {
 			from, err := ck.query(q, from, to, step, lookback)
 			if err != nil {
@@ -473,7 +454,7 @@ func (ck *checker) selectors() error {
 	if len(ck.rs.blocked) == 0 {
 		return nil
 	}
-	for _, k := range []arg{argMatch, argMatchLegacy} {
+	for _, k := range []enforce.Arg{enforce.ArgMatch, enforce.ArgMatchLegacy} {
 		if err := ck.each(k, func(m string) error {
 			p := ck.cfg.parse(m, ck.parsed)
 			if p.err != nil {
@@ -512,7 +493,7 @@ func (ck *checker) timeout() (string, error) {
 		return "", nil
 	}
 	set := false
-	for _, vs := range ck.known.Values(argTimeout) {
+	for _, vs := range ck.known.Values(enforce.ArgTimeout) {
 		for _, v := range vs {
 			if v == "" {
 				continue

@@ -252,13 +252,13 @@ func TestParseTime(t *testing.T) {
 // TestGatherOrder checks that gather looks up every arg the limits read, and that a request with args the limits
 // do not read still has the ones they do read judged.
 func TestGatherOrder(t *testing.T) {
-	var seen [numArgs]int
+	var seen [enforce.NumArgs]int
 	for _, k := range gatherOrder {
 		seen[k]++
 	}
 	for k, n := range seen {
 		if n != 1 {
-			t.Errorf("gatherOrder has %s %d times", arg(k), n)
+			t.Errorf("gatherOrder has %s %d times", enforce.Arg(k), n)
 		}
 	}
 	c := mustConfig(t, checkConfig)

@@ -18,7 +18,7 @@ func FuzzWholeFastPath(f *testing.F) {
 		known.Add(enforce.ArgStart, enforce.FromURL, s)
 		known.Add(enforce.ArgStep, enforce.FromURL, s)
 		ck := checker{now: now, known: &known}
-		lo, hi, err := ck.times(argStart, 0)
+		lo, hi, err := ck.times(enforce.ArgStart, 0)
 		wlo, whi, werr := parseTimeRange(s, now)
 		if s == "" {
 			wlo, whi, werr = 0, 0, nil // an empty value is the default
@@ -26,7 +26,7 @@ func FuzzWholeFastPath(f *testing.F) {
 		if lo != wlo || hi != whi || (err == nil) != (werr == nil) {
 			t.Fatalf("times(%q) = %d..%d, %v; parseTimeRange: %d..%d, %v", s, lo, hi, err, wlo, whi, werr)
 		}
-		d, _, err := ck.durations(argStep, 0)
+		d, _, err := ck.durations(enforce.ArgStep, 0)
 		wd, werr := parseDurationArg(s)
 		if s == "" {
 			wd, werr = 0, nil
