@@ -24,14 +24,7 @@ import (
 // proxies starts the gateway and the reference ReverseProxy in front of upstream.
 func proxies(t *testing.T, upstream string) (gw, ref string) {
 	t.Helper()
-	u, _ := url.Parse(upstream)
-	rt := proxyclient.New(nil, time.Minute, 10*time.Second)
-	t.Cleanup(rt.CloseIdleConnections)
-	g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: rt, WriteTransport: rt})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
+	g, u, rt := forwardingGateway(t, upstream)
 	gs := httptest.NewServer(g)
 	t.Cleanup(gs.Close)
 	rp := &httputil.ReverseProxy{
@@ -45,6 +38,20 @@ func proxies(t *testing.T, upstream string) (gw, ref string) {
 	rs := httptest.NewServer(rp)
 	t.Cleanup(rs.Close)
 	return gs.Listener.Addr().String(), rs.Listener.Addr().String()
+}
+
+// forwardingGateway is a gateway without auth or limits in front of upstream, with the production upstream client.
+func forwardingGateway(t *testing.T, upstream string) (*Gateway, *url.URL, http.RoundTripper) {
+	t.Helper()
+	u, _ := url.Parse(upstream)
+	rt := proxyclient.New(nil, time.Minute, 10*time.Second)
+	t.Cleanup(rt.CloseIdleConnections)
+	g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: rt, WriteTransport: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g, u, rt
 }
 
 // exchange sends a raw request on a new connection and returns all the server answered until it closed.
@@ -304,14 +311,7 @@ func TestForward1xxKeepsOwnHeaders(t *testing.T) {
 		_, _ = io.WriteString(w, `{"status":"success"}`)
 	}))
 	t.Cleanup(up.Close)
-	u, _ := url.Parse(up.URL)
-	rt := proxyclient.New(nil, time.Minute, 10*time.Second)
-	t.Cleanup(rt.CloseIdleConnections)
-	g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: rt, WriteTransport: rt})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
+	g, _, _ := forwardingGateway(t, up.URL)
 	gs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Own", "kept")
 		g.ServeHTTP(w, r)
