@@ -175,3 +175,32 @@ func TestWritesCarryTheTokensLabels(t *testing.T) {
 			"vmalert's recording through the gateway: " + body
 	})
 }
+
+// TestArgPaddingThroughGateway: a team=dev token pads its URL query to url.ParseQuery's bound of 10,000 args, so
+// that the args the gateway adds for it would push the query past and have it dropped whole on the way to the
+// real VictoriaMetrics: the listing APIs would then answer every team's names and values. Past the bound the
+// gateway refuses; just under it the answer is dev's alone.
+func TestArgPaddingThroughGateway(t *testing.T) {
+	vm := vmtest.Start(t)
+	writeTeamsDirect(t, vm)
+	priv, pub := keyPair(t, "rsa")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub)
+	tok := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
+	pad := func(n int) string { return strings.Repeat("x&", n-1) + "x" }
+	for _, path := range []string{"/api/v1/label/team/values", "/api/v1/labels", "/api/v1/label/instance/values"} {
+		code, _, body := do(t, "GET", g.URL+path+"?"+pad(9999), nil, "Authorization", "Bearer "+tok)
+		if code != http.StatusBadRequest || !strings.Contains(body, "would drop them all") {
+			t.Errorf("%s padded past the bound: %d %.300s; want a 400 naming the bound", path, code, body)
+		}
+		code, _, body = do(t, "GET", g.URL+path+"?"+pad(9990), nil, "Authorization", "Bearer "+tok)
+		if code != http.StatusOK {
+			t.Errorf("%s padded under the bound: %d %.300s", path, code, body)
+			continue
+		}
+		for _, leak := range corpus.Forbidden {
+			if strings.Contains(body, leak) {
+				t.Errorf("LEAK %s padded under the bound: the answer carries %s: %.500s", path, leak, body)
+			}
+		}
+	}
+}

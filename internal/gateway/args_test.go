@@ -377,3 +377,59 @@ func TestSlowUpstreamIsNoStalledWrite(t *testing.T) {
 		t.Fatalf("a write to a slow upstream: %d %.300s", code, raw)
 	}
 }
+
+// TestArgsPaddedPastVictoriaMetricsBound: url.ParseQuery, which VictoriaMetrics parses with, drops every arg of a
+// query or form with more than 10,000 of them. A client that pads its URL query up to that bound must not push the
+// args the gateway adds for its token (or the backend URL's) past it: such a request is refused, nothing forwarded.
+func TestArgsPaddedPastVictoriaMetricsBound(t *testing.T) {
+	pad := func(n int) string { return strings.Repeat("x&", n-1) + "x" }
+	for _, tc := range []struct {
+		name, backendQuery, method, target, body, team string
+		status                                         int
+	}{
+		{"restricted, the added args pass the bound", "", "GET", "/api/v1/label/secret/values?" + pad(9999), "", "dev", 400},
+		{"restricted, within the bound", "", "GET", "/api/v1/label/secret/values?" + pad(9990), "", "dev", 200},
+		// The rewrite changes a form's values, never their number: the added args go to the URL.
+		{"restricted form at the bound", "", "POST", "/api/v1/labels", pad(10000), "dev", 200},
+		{"unrestricted, at the bound", "", "GET", "/api/v1/labels?" + pad(10000), "", "", 200},
+		{"unrestricted, the backend URL's args pass the bound", "extra_label=env%3Dprod", "GET", "/api/v1/labels?" + pad(10000), "", "", 400},
+		{"restricted write, the added args pass the bound", "", "POST", "/api/v1/import/prometheus?" + pad(10000), "m 1\n", "dev", 400},
+		{"restricted write at the bound", "", "POST", "/api/v1/import/prometheus?" + pad(9999), "m 1\n", "dev", 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := vmtest.NewRecorder(t)
+			upstream := rec.URL
+			if tc.backendQuery != "" {
+				upstream += "/?" + tc.backendQuery
+			}
+			gw := serveGateway(t, upstream, tlsclient.Options{}, func(c *Config) { c.Auth = headerAuth{} })
+			req, err := http.NewRequest(tc.method, gw.URL+tc.target, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.method == "POST" && !strings.Contains(tc.target, "import") {
+				req.Header.Set("Content-Type", formType)
+			}
+			if tc.team != "" {
+				req.Header.Set("X-Team", tc.team)
+			}
+			code, _, e, raw := send(t, req)
+			got := rec.Requests()
+			if code != tc.status {
+				t.Fatalf("%d %.300s; want %d", code, raw, tc.status)
+			}
+			if code == 400 {
+				if !strings.Contains(e.Error, "reads at most 10000 and would drop them all") || len(got) != 0 {
+					t.Fatalf("%q, %d forwarded", e.Error, len(got))
+				}
+				return
+			}
+			if len(got) != 1 {
+				t.Fatalf("forwarded %d requests", len(got))
+			}
+			if q, err := url.ParseQuery(got[0].RawQuery); err != nil || tc.team != "" && q.Get("extra_label") != "team=dev" {
+				t.Fatalf("the upstream could not read the query the gateway sent (%v) or lost its extra_label: %.200s", err, got[0].RawQuery)
+			}
+		})
+	}
+}

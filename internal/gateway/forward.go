@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
 // The forward step: the request goes to the upstream's balancer and the answer streams back, as
@@ -79,7 +81,7 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 	}
 	// Read before the hop-by-hop headers go: the header map is the client's own.
 	teTrailers := headerValuesContainToken(h["Te"], "trailers")
-	removeHopByHopHeaders(h)
+	removeHopByHopHeaders(h, endToEnd)
 	if teTrailers {
 		h.Set("Te", "trailers")
 	}
@@ -100,6 +102,10 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 		h["X-Forwarded-Proto"] = []string{"http"}
 	} else {
 		h["X-Forwarded-Proto"] = []string{"https"}
+	}
+	if err := u.tooManyArgs(outURL.RawQuery); err != nil {
+		httperr.Write(rw, err)
+		return
 	}
 	outURL.RawQuery = cleanQueryParams(outURL.RawQuery)
 	outURL.User = nil
@@ -125,7 +131,7 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 		u.refuseUpgrade(rw, out, res)
 		return
 	}
-	removeHopByHopHeaders(res.Header)
+	removeHopByHopHeaders(res.Header, nil)
 	if err := u.modifyResponse(res); err != nil {
 		_ = res.Body.Close()
 		u.fail(rw, out, err)
@@ -275,11 +281,17 @@ var hopHeaders = []string{
 	"Upgrade",
 }
 
+// endToEnd are the request headers the gateway read when it checked the request: the upstream must read the body
+// as the gateway read it (a form's type, its encoding and length, the identity encoding asked of costed answers),
+// so a client's Connection header cannot remove them (RFC 9110 7.6.1 forbids naming them there anyway).
+var endToEnd = map[string]bool{"Content-Type": true, "Content-Length": true, "Content-Encoding": true, "Accept-Encoding": true}
+
 // removeHopByHopHeaders removes the headers of one connection, before a message goes on to the next.
-func removeHopByHopHeaders(h http.Header) {
+// Headers in keep stay even when Connection names them.
+func removeHopByHopHeaders(h http.Header, keep map[string]bool) {
 	for _, f := range h["Connection"] {
 		for sf := range strings.SplitSeq(f, ",") {
-			if sf = textproto.TrimString(sf); sf != "" {
+			if sf = textproto.TrimString(sf); sf != "" && !keep[textproto.CanonicalMIMEHeaderKey(sf)] {
 				h.Del(sf)
 			}
 		}
@@ -352,6 +364,22 @@ func isPrint(s string) bool {
 // maxQueryParams is net/url's default bound on the parameters of a query.
 const maxQueryParams = 10000
 
+// tooManyArgs refuses a URL query VictoriaMetrics would not read whole: url.ParseQuery, which its HTTP server
+// parses with, drops every arg of a query with more than maxQueryParams (Go 1.24.12, 1.25.6 and later), and so
+// would the args the gateway added for the token (extra_label, match[], timeout) and the backend URL's own. A
+// client padding its query up to the bound must not push them out. Counted as url.ParseQuery counts, by separators.
+func (u *upstream) tooManyArgs(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	if n := strings.Count(raw, "&") + 1 + u.backendArgs; n > maxQueryParams {
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the request would reach the %s upstream with %d URL query "+
+			"args, counting those the gateway adds for the token and the backend URL's own; VictoriaMetrics reads at "+
+			"most %d and would drop them all: send fewer args", u.kind, n, maxQueryParams))
+	}
+	return nil
+}
+
 // cleanQueryParams drops the query parameters that cannot be parsed (a ';' separator, a bad escape): the upstream
 // must read the query the gateway checked, not its own reading of an ambiguous one.
 func cleanQueryParams(s string) string {
@@ -359,7 +387,7 @@ func cleanQueryParams(s string) string {
 		v, _ := url.ParseQuery(s)
 		return v.Encode()
 	}
-	params := 1
+	// Over maxQueryParams url.ParseQuery would drop them all: tooManyArgs refused such a query before.
 	for i := 0; i < len(s); {
 		switch s[i] {
 		case ';':
@@ -369,15 +397,9 @@ func cleanQueryParams(s string) string {
 				return reencode(s)
 			}
 			i += 3
-		case '&':
-			params++
-			i++
 		default:
 			i++
 		}
-	}
-	if params > maxQueryParams {
-		return reencode(s)
 	}
 	return s
 }

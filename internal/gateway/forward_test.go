@@ -326,3 +326,24 @@ func TestForward1xxKeepsOwnHeaders(t *testing.T) {
 		t.Fatalf("the final answer: %.400q", final)
 	}
 }
+
+// TestForwardKeepsEndToEndHeaders: a client's Connection header removes the hop-by-hop headers it names, but not
+// the ones the gateway read to check the request: without its Content-Type the upstream would not read the form
+// the gateway rewrote.
+func TestForwardKeepsEndToEndHeaders(t *testing.T) {
+	up := vmtest.NewRecorder(t)
+	gw, _ := proxies(t, up.URL)
+	answer := exchange(t, gw, "POST /api/v1/labels HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"+
+		"Content-Length: 7\r\nX-Hop: 1\r\nConnection: Content-Type, Content-Length, X-Hop, close\r\n\r\nmatch=m")
+	if !strings.HasPrefix(answer, "HTTP/1.1 200") {
+		t.Fatalf("answer: %.300q", answer)
+	}
+	got := up.Requests()
+	if len(got) != 1 {
+		t.Fatalf("%d requests forwarded", len(got))
+	}
+	h := got[0].Header
+	if h.Get("Content-Type") != "application/x-www-form-urlencoded" || h.Get("Content-Length") != "7" || h.Get("X-Hop") != "" || got[0].Body != "match=m" {
+		t.Fatalf("the upstream got %v with body %q", h, got[0].Body)
+	}
+}

@@ -25,6 +25,8 @@ type upstream struct {
 	// name is the backends without credentials, safe for logs.
 	name string
 	rt   http.RoundTripper
+	// backendArgs is the most query args a backend URL adds to every request's (see tooManyArgs).
+	backendArgs int
 	// refused counts the requests the upstream failed for the status page; nil counts nothing.
 	refused *refusals
 }
@@ -32,10 +34,15 @@ type upstream struct {
 func newUpstream(kind string, set *backendSet, rt http.RoundTripper, retryCodes []int) *upstream {
 	bs := set.backends()
 	names := make([]string, len(bs))
+	backendArgs := 0
 	for i, b := range bs {
 		names[i] = b.name
+		// Discovered backends keep the query of the URL they came from, one of these.
+		if q := b.target.RawQuery; q != "" {
+			backendArgs = max(backendArgs, strings.Count(q, "&")+1)
+		}
 	}
-	return &upstream{kind: kind, set: set, name: strings.Join(names, ","), rt: newBalancer(set, rt, retryCodes)}
+	return &upstream{kind: kind, set: set, name: strings.Join(names, ","), rt: newBalancer(set, rt, retryCodes), backendArgs: backendArgs}
 }
 
 // modifyResponse wraps plain-text errors in JSON (upstreamerr.go), reads the stats at the end of query answers (stats.go), and keeps redirects (vmui's /vmui →
