@@ -70,27 +70,12 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 // Spend counts what an answered query cost against the caller's cost limits: seriesFetched and execMsec are the
 // stats VictoriaMetrics ends the answer with. A nil Access is tenant 0:0. Callers without cost limits cost nothing.
 func (g *Gate) Spend(a *auth.Access, seriesFetched int64, execMsec float64) {
-	id := tenantOf(a)
-	st := g.snap.Load().state(id)
-	if !st.costed {
-		return
-	}
-	sec := g.now().Unix()
-	for j := range st.counted {
-		cs := &st.counted[j]
-		var n int64
-		switch cs.typ {
-		case limitfile.SeriesFetched:
-			n = seriesFetched
-		case limitfile.QueryTimeMs:
-			n = int64(math.Ceil(execMsec))
-		default:
-			continue
+	g.charge(a, func(cs *countedSet) int64 {
+		if cs.typ == limitfile.SeriesFetched {
+			return seriesFetched
 		}
-		if n > 0 {
-			g.tally.spend(st, j, cs.seriesKey(id, a), sec, n)
-		}
-	}
+		return int64(math.Ceil(execMsec))
+	})
 }
 
 // SpendAll counts an answered query whose cost could not be learned (the client left and its answer could not be
@@ -98,6 +83,19 @@ func (g *Gate) Spend(a *auth.Access, seriesFetched int64, execMsec float64) {
 // budget of each of the caller's cost limits: the largest value among its windows. Charging nothing would let a
 // caller escape its limits by leaving early; charging less than the budget would be a guess.
 func (g *Gate) SpendAll(a *auth.Access) {
+	g.charge(a, func(cs *countedSet) int64 {
+		var n int64
+		for w := range cs.limits {
+			if l := cs.limits[w].limit; l.Type != 0 {
+				n = max(n, int64(min(l.Value, math.MaxInt64)))
+			}
+		}
+		return n
+	})
+}
+
+// charge adds amount(cs) to each of the caller's cost limits (series_fetched, query_time_ms).
+func (g *Gate) charge(a *auth.Access, amount func(cs *countedSet) int64) {
 	id := tenantOf(a)
 	st := g.snap.Load().state(id)
 	if !st.costed {
@@ -109,13 +107,7 @@ func (g *Gate) SpendAll(a *auth.Access) {
 		if !cs.typ.Cost() {
 			continue
 		}
-		var n int64
-		for w := range cs.limits {
-			if l := cs.limits[w].limit; l.Type != 0 {
-				n = max(n, int64(min(l.Value, math.MaxInt64)))
-			}
-		}
-		if n > 0 {
+		if n := amount(cs); n > 0 {
 			g.tally.spend(st, j, cs.seriesKey(id, a), sec, n)
 		}
 	}
