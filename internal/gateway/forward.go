@@ -103,11 +103,12 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 	} else {
 		h["X-Forwarded-Proto"] = []string{"https"}
 	}
-	if err := u.tooManyArgs(outURL.RawQuery); err != nil {
+	q, err := u.cleanQuery(outURL.RawQuery)
+	if err != nil {
 		httperr.Write(rw, err)
 		return
 	}
-	outURL.RawQuery = cleanQueryParams(outURL.RawQuery)
+	outURL.RawQuery = q
 	outURL.User = nil
 	if _, ok := h["User-Agent"]; !ok {
 		// Not Go's default User-Agent: the upstream sees the client's, or none.
@@ -361,47 +362,39 @@ func isPrint(s string) bool {
 	return true
 }
 
-// maxQueryParams is net/url's default bound on the parameters of a query.
-const maxQueryParams = 10000
-
-// tooManyArgs refuses a URL query VictoriaMetrics would not read whole: url.ParseQuery, which its HTTP server
-// parses with, drops every arg of a query with more than maxQueryParams (Go 1.24.12, 1.25.6 and later), and so
-// would the args the gateway added for the token (extra_label, match[], timeout) and the backend URL's own. A
-// client padding its query up to the bound must not push them out. Counted as url.ParseQuery counts, by separators.
-func (u *upstream) tooManyArgs(raw string) error {
-	if raw == "" {
-		return nil
+// cleanQuery is the URL query the upstream gets. One VictoriaMetrics would not read whole is refused:
+// url.ParseQuery, which its HTTP server parses with, drops every arg of a query with more than maxArgs (Go
+// 1.24.12, 1.25.6 and later), and so would the args the gateway added for the token (extra_label, match[],
+// timeout) and the backend URL's own; a client padding its query up to the bound must not push them out (counted
+// as url.ParseQuery counts, by separators). The parameters that cannot be parsed (a ';' separator, a bad escape)
+// are dropped: the upstream must read the query the gateway checked, not its own reading of an ambiguous one.
+func (u *upstream) cleanQuery(s string) (string, error) {
+	if s == "" {
+		return s, nil
 	}
-	if n := strings.Count(raw, "&") + 1 + u.backendArgs; n > maxQueryParams {
-		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the request would reach the %s upstream with %d URL query "+
-			"args, counting those the gateway adds for the token and the backend URL's own; VictoriaMetrics reads at "+
-			"most %d and would drop them all: send fewer args", u.kind, n, maxQueryParams))
-	}
-	return nil
-}
-
-// cleanQueryParams drops the query parameters that cannot be parsed (a ';' separator, a bad escape): the upstream
-// must read the query the gateway checked, not its own reading of an ambiguous one.
-func cleanQueryParams(s string) string {
-	reencode := func(s string) string {
-		v, _ := url.ParseQuery(s)
-		return v.Encode()
-	}
-	// Over maxQueryParams url.ParseQuery would drop them all: tooManyArgs refused such a query before.
-	for i := 0; i < len(s); {
+	params, clean := 1, true
+	for i := 0; i < len(s); i++ {
 		switch s[i] {
+		case '&':
+			params++
 		case ';':
-			return reencode(s)
+			clean = false
 		case '%':
 			if i+2 >= len(s) || !ishex(s[i+1]) || !ishex(s[i+2]) {
-				return reencode(s)
+				clean = false
 			}
-			i += 3
-		default:
-			i++
 		}
 	}
-	return s
+	if n := params + u.backendArgs; n > maxArgs {
+		return "", httperr.New(http.StatusBadRequest, fmt.Sprintf("the request would reach the %s upstream with %d URL query "+
+			"args, counting those the gateway adds for the token and the backend URL's own; VictoriaMetrics reads at "+
+			"most %d and would drop them all: send fewer args", u.kind, n, maxArgs))
+	}
+	if clean {
+		return s, nil
+	}
+	v, _ := url.ParseQuery(s)
+	return v.Encode(), nil
 }
 
 func ishex(c byte) bool {

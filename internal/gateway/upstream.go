@@ -25,7 +25,7 @@ type upstream struct {
 	// name is the backends without credentials, safe for logs.
 	name string
 	rt   http.RoundTripper
-	// backendArgs is the most query args a backend URL adds to every request's (see tooManyArgs).
+	// backendArgs is the most query args a backend URL adds to every request's (see cleanQuery).
 	backendArgs int
 	// refused counts the requests the upstream failed for the status page; nil counts nothing.
 	refused *refusals
