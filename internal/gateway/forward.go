@@ -298,9 +298,7 @@ func removeHopByHopHeaders(h http.Header, keep map[string]bool) {
 		}
 	}
 	for _, f := range hopHeaders {
-		if _, ok := h[f]; ok {
-			delete(h, f)
-		}
+		delete(h, f)
 	}
 }
 

@@ -43,7 +43,6 @@ func answer(code int, r *http.Request) *http.Response {
 // attempt is what one backend was sent.
 type attempt struct {
 	host, path, auth string
-	body             string
 }
 
 // scriptedBalancer balances over backends named a, b, c...; each attempt is recorded and answered by script, which

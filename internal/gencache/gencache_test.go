@@ -21,7 +21,7 @@ func TestCache(t *testing.T) {
 		t.Fatalf("a second Put replaced the entry: %d", v)
 	}
 	// Rotation keeps the memory bounded and keeps entries in use.
-	for i := 0; c.prev == nil || len(c.prev) < 2; i++ {
+	for i := 0; len(c.prev) < 2; i++ {
 		c.Put(fmt.Sprintf("metric_%d_%0500d", i, 0), i)
 		if i > 1e6 {
 			t.Fatal("the cache never rotates")

@@ -280,7 +280,7 @@ func (ck *checker) check(kind apiKind) error {
 		if from, to, err = ck.times(enforce.ArgTime, ck.now); err != nil {
 			return err
 		}
-		if stepLo, stepHi, err = ck.durations(enforce.ArgStep, defaultStep); err != nil {
+		if _, stepHi, err = ck.durations(enforce.ArgStep, defaultStep); err != nil {
 			return err
 		}
 	case apiRange:
