@@ -25,6 +25,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/server"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // serverCert writes a self-signed certificate for 127.0.0.1 and returns its files and a pool trusting it.
@@ -123,13 +124,7 @@ func TestHTTP2ClientsFallBack(t *testing.T) {
 		t.Errorf("Go's client with ForceAttemptHTTP2: %d over %s; want 200 over HTTP/1.1", resp.StatusCode, resp.Proto)
 	}
 
-	curl, err := exec.LookPath("curl")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("curl is needed for this test")
-		}
-		t.Skip("no curl")
-	}
+	curl := vmtest.Require(t, "curl")
 	out, err := exec.Command(curl, "--http2", "-k", "-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url).CombinedOutput()
 	if err != nil || string(out) != "1.1 200" {
 		t.Errorf("curl --http2: %q %v; want HTTP/1.1 200", out, err)
