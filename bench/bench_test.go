@@ -5,12 +5,21 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 func TestHistogramBuckets(t *testing.T) {
@@ -159,6 +168,349 @@ func TestDashboardRequests(t *testing.T) {
 			if got := r.Header.Get("Authorization"); direct != (got == "") {
 				t.Errorf("request %d (direct %v): Authorization %q", i, direct, got)
 			}
+		}
+	}
+}
+
+// snappyDecode decodes a snappy block of any elements (literals and the three copy forms), as a decoder that
+// never saw snappyLiteralBlock would, and checks the length its preamble announces.
+func snappyDecode(src []byte) ([]byte, error) {
+	n, k := binary.Uvarint(src)
+	if k <= 0 {
+		return nil, errors.New("bad length preamble")
+	}
+	src = src[k:]
+	var out []byte
+	for len(src) > 0 {
+		tag := src[0]
+		if tag&3 == 0 {
+			l, h := int(tag>>2), 1
+			if l >= 60 {
+				h = 1 + l - 59
+				if len(src) < h {
+					return nil, errors.New("short literal length")
+				}
+				l = 0
+				for i := h - 1; i >= 1; i-- {
+					l = l<<8 | int(src[i])
+				}
+			}
+			l++
+			if len(src) < h+l {
+				return nil, fmt.Errorf("literal of %d bytes with %d left", l, len(src)-h)
+			}
+			out = append(out, src[h:h+l]...)
+			src = src[h+l:]
+			continue
+		}
+		var l, off, h int
+		switch tag & 3 {
+		case 1:
+			if h = 2; len(src) >= h {
+				l, off = int(tag>>2&7)+4, int(tag>>5)<<8|int(src[1])
+			}
+		case 2:
+			if h = 3; len(src) >= h {
+				l, off = int(tag>>2)+1, int(binary.LittleEndian.Uint16(src[1:]))
+			}
+		case 3:
+			if h = 5; len(src) >= h {
+				l, off = int(tag>>2)+1, int(binary.LittleEndian.Uint32(src[1:]))
+			}
+		}
+		if len(src) < h || off == 0 || off > len(out) {
+			return nil, fmt.Errorf("copy element %#x: offset %d with %d bytes out, %d bytes left", tag, off, len(out), len(src))
+		}
+		for i := 0; i < l; i++ {
+			out = append(out, out[len(out)-off])
+		}
+		src = src[h:]
+	}
+	if uint64(len(out)) != n {
+		return nil, fmt.Errorf("decoded %d bytes; the preamble says %d", len(out), n)
+	}
+	return out, nil
+}
+
+// protoFields splits a protobuf message into its fields: wire types 2 (bytes), 1 (fixed64) and 0 (varint), the
+// ones a WriteRequest uses.
+func protoFields(b []byte) ([]protoField, error) {
+	var out []protoField
+	for len(b) > 0 {
+		key, k := binary.Uvarint(b)
+		if k <= 0 {
+			return nil, errors.New("bad field key")
+		}
+		b = b[k:]
+		f := protoField{num: int(key >> 3), wire: int(key & 7)}
+		switch f.wire {
+		case 0:
+			v, k := binary.Uvarint(b)
+			if k <= 0 {
+				return nil, errors.New("bad varint")
+			}
+			f.u, b = v, b[k:]
+		case 1:
+			if len(b) < 8 {
+				return nil, errors.New("short fixed64")
+			}
+			f.u, b = binary.LittleEndian.Uint64(b), b[8:]
+		case 2:
+			l, k := binary.Uvarint(b)
+			if k <= 0 || uint64(len(b)-k) < l {
+				return nil, fmt.Errorf("field %d: length %d past the end", f.num, l)
+			}
+			f.data, b = b[k:k+int(l)], b[k+int(l):]
+		default:
+			return nil, fmt.Errorf("field %d: wire type %d", f.num, f.wire)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+type protoField struct {
+	num, wire int
+	u         uint64
+	data      []byte
+}
+
+func TestSnappyLiteralBlock(t *testing.T) {
+	// The test's decoder first, on a block with copies: "abcd", then 8 bytes copied from 4 back, then 2 from 3 back.
+	if got, err := snappyDecode([]byte{14, 3 << 2, 'a', 'b', 'c', 'd', (8-4)<<2 | 1, 4, (2-1)<<2 | 2, 3, 0}); err != nil || string(got) != "abcdabcdabcdbc" {
+		t.Fatalf("snappyDecode of a block with copies: %q, %v", got, err)
+	}
+	for _, n := range []int{0, 1, 60, 61, 256, 257, 65535, 65536, 65537, 3*65536 + 100} {
+		src := make([]byte, n)
+		for i := range src {
+			src[i] = byte(i*7 + i>>8)
+		}
+		block := snappyLiteralBlock(src)
+		got, err := snappyDecode(block)
+		if err != nil || !bytes.Equal(got, src) {
+			t.Errorf("%d bytes: decoded %d bytes, err %v", n, len(got), err)
+		}
+		if want := snappyLiteralLen(n); len(block) > want {
+			t.Errorf("%d bytes: block of %d; snappyLiteralLen promised at most %d", n, len(block), want)
+		}
+	}
+}
+
+// The remote-write batch is a WriteRequest vmagent could have sent: ~1 MiB on the wire, every series with its
+// labels sorted, __name__ first, and one sample of the scrape's timestamp; no two series alike.
+func TestRemoteWriteBody(t *testing.T) {
+	if len(remoteWriteBody) > remoteWriteMaxBytes || len(remoteWriteBody) < remoteWriteMaxBytes-1024 {
+		t.Errorf("remote-write body of %d bytes; want at most %d, within 1 KiB of it", len(remoteWriteBody), remoteWriteMaxBytes)
+	}
+	pb, err := snappyDecode(remoteWriteBody)
+	if err != nil {
+		t.Fatalf("snappy: %s", err)
+	}
+	wr, err := protoFields(pb)
+	if err != nil {
+		t.Fatalf("WriteRequest: %s", err)
+	}
+	if len(wr) != remoteWriteSeries || remoteWriteSeries < 3000 {
+		t.Fatalf("%d time series; want remoteWriteSeries %d, a few thousand", len(wr), remoteWriteSeries)
+	}
+	seen := map[string]bool{}
+	for i, f := range wr {
+		if f.num != 1 || f.wire != 2 {
+			t.Fatalf("WriteRequest field %d of wire type %d; want only timeseries (1, bytes)", f.num, f.wire)
+		}
+		ts, err := protoFields(f.data)
+		if err != nil {
+			t.Fatalf("series %d: %s", i, err)
+		}
+		var names []string
+		var key strings.Builder
+		samples := 0
+		for _, tf := range ts {
+			switch tf.num {
+			case 1:
+				lf, err := protoFields(tf.data)
+				if err != nil || len(lf) != 2 || lf[0].num != 1 || lf[1].num != 2 || len(lf[1].data) == 0 {
+					t.Fatalf("series %d: label %v, %v", i, lf, err)
+				}
+				names = append(names, string(lf[0].data))
+				fmt.Fprintf(&key, "%s=%q,", lf[0].data, lf[1].data)
+			case 2:
+				sf, err := protoFields(tf.data)
+				if err != nil || len(sf) != 2 || sf[0].num != 1 || sf[0].wire != 1 || sf[1].num != 2 || sf[1].u != remoteWriteMs {
+					t.Fatalf("series %d: sample %v, %v", i, sf, err)
+				}
+				if v := math.Float64frombits(sf[0].u); math.IsNaN(v) || v < 0 {
+					t.Errorf("series %d: value %v", i, v)
+				}
+				samples++
+			default:
+				t.Fatalf("series %d: field %d", i, tf.num)
+			}
+		}
+		if samples != 1 || len(names) < 8 || names[0] != "__name__" || !slices.IsSorted(names) {
+			t.Fatalf("series %d: %d samples, labels %v; want one sample, 8 or more labels sorted, __name__ first", i, samples, names)
+		}
+		if seen[key.String()] {
+			t.Fatalf("series %d repeats %s", i, key.String())
+		}
+		seen[key.String()] = true
+	}
+}
+
+// A real VictoriaMetrics stores every series of the batch.
+func TestRemoteWriteBodyVictoriaMetrics(t *testing.T) {
+	vm := vmtest.Start(t)
+	req, err := http.NewRequest(http.MethodPost, vm.URL+"/api/v1/write", bytes.NewReader(remoteWriteBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("remote write: status %d: %s", resp.StatusCode, b)
+	}
+	vm.Flush(t)
+	q := url.Values{"query": {`count({__name__=~".+"})`}, "time": {strconv.Itoa(remoteWriteMs / 1000)}}.Encode()
+	want := fmt.Sprintf(`"%d"`, remoteWriteSeries)
+	vmtest.Eventually(t, func() (bool, string) {
+		resp, err := http.Get(vm.URL + "/api/v1/query?" + q)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), want), fmt.Sprintf("count of series: %s; want %s", b, want)
+	})
+}
+
+func TestParseWorkloads(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"read,write,remotewrite", []string{"read", "write", "remotewrite"}},
+		{" remotewrite ", []string{"remotewrite"}},
+		{"remotewrite,,read,remotewrite", []string{"remotewrite", "read"}},
+	} {
+		if got, err := parseWorkloads(tc.in); err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("parseWorkloads(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []string{"", " , ", "read,remote_write"} {
+		if got, err := parseWorkloads(in); err == nil {
+			t.Errorf("parseWorkloads(%q) = %q; want an error", in, got)
+		}
+	}
+	if _, err := parseWorkloads("read,remote_write"); err == nil || !strings.Contains(err.Error(), `"remote_write"`) {
+		t.Errorf("the error %v does not name the unknown workload", err)
+	}
+}
+
+// The remotewrite workload's request: exactly one request with vmagent's headers and the whole batch.
+func TestRawRemoteWriteRequest(t *testing.T) {
+	raw := rawRequest("remotewrite", "127.0.0.1:1", "tok")
+	br := bufio.NewReader(bytes.NewReader(raw))
+	r, err := http.ReadRequest(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	if r.Method != http.MethodPost || r.URL.Path != "/api/v1/write" || !bytes.Equal(body, remoteWriteBody) || br.Buffered() != 0 {
+		t.Errorf("%s %s with %d body bytes (want %d), %d bytes left over", r.Method, r.URL, len(body), len(remoteWriteBody), br.Buffered())
+	}
+	for h, want := range map[string]string{"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+		"X-Prometheus-Remote-Write-Version": "0.1.0", "Authorization": "Bearer tok"} {
+		if got := r.Header.Get(h); got != want {
+			t.Errorf("%s: %q; want %q", h, got, want)
+		}
+	}
+}
+
+// The upstream answers 204 to a whole remote-write batch only: a cut one or one without its encoding is an error
+// the load generator counts.
+func TestUpstreamRemoteWrite(t *testing.T) {
+	up, err := startUpstream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.close()
+	for _, tc := range []struct {
+		name string
+		body []byte
+		enc  string
+		want int
+	}{
+		{"whole", remoteWriteBody, "snappy", http.StatusNoContent},
+		{"cut", remoteWriteBody[:len(remoteWriteBody)-1], "snappy", http.StatusBadRequest},
+		{"no encoding", remoteWriteBody, "", http.StatusBadRequest},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+up.addr+"/api/v1/write?extra_label=team%3Ddev", bytes.NewReader(tc.body))
+		req.Header.Set("Content-Encoding", tc.enc)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: status %d; want %d", tc.name, resp.StatusCode, tc.want)
+		}
+		if q := up.last(&up.lastRemoteWrite); q != "extra_label=team%3Ddev" {
+			t.Errorf("%s: recorded query %q", tc.name, q)
+		}
+	}
+}
+
+// The write goals: remote-write batches and the streamed import against haproxy, met and missed.
+func TestWriteTargets(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		rw, write, streamRate float64 // the gateway's figure for haproxy's 100
+		met                   bool
+	}{
+		{"met", 90, 85, 80, true},
+		{"missed", 70, 79, 79, false},
+	} {
+		res := &Results{Config: Config{Concurrency: 64, RemoteWriteConcurrency: 4}}
+		for round := 1; round <= 3; round++ {
+			res.Runs = append(res.Runs,
+				Run{Workload: "remotewrite", Target: "vmgateway", Round: round, RPS: tc.rw, P50us: 1, P99us: 1},
+				Run{Workload: "remotewrite", Target: "haproxy", Round: round, RPS: 100, P50us: 1, P99us: 1},
+				Run{Workload: "write", Target: "vmgateway", Round: round, RPS: tc.write, P50us: 1, P99us: 1},
+				Run{Workload: "write", Target: "haproxy", Round: round, RPS: 100, P50us: 1, P99us: 1})
+		}
+		res.Stream = []Stream{{Target: "vmgateway", BodyMiB: 512, GrowthMiB: 0.5, MiBPerSec: tc.streamRate},
+			{Target: "haproxy", BodyMiB: 512, MiBPerSec: 100}}
+		res.summarize([]*target{{name: "vmgateway"}, {name: "haproxy"}}, []string{"write", "remotewrite"}, 3)
+		res.evaluateTargets()
+		want := map[string]float64{
+			"gateway/haproxy requests per second, remote-write batches (~1 MiB snappy)": tc.rw / 100,
+			"gateway/haproxy throughput, 512 MiB streamed import":                       tc.streamRate / 100,
+			"gateway/haproxy throughput, write (small imports)":                         tc.write / 100,
+		}
+		for _, tg := range res.Targets {
+			v, ok := want[tg.Name]
+			if !ok {
+				continue
+			}
+			delete(want, tg.Name)
+			if math.Abs(tg.Value-v) > 1e-9 || tg.Met != tc.met || tg.Target != ">= 0.8" {
+				t.Errorf("%s: %s = %v (%s), met %v; want %v, met %v", tc.name, tg.Name, tg.Value, tg.Target, tg.Met, v, tc.met)
+			}
+		}
+		if len(want) > 0 {
+			t.Errorf("%s: targets missing: %v (have %+v)", tc.name, want, res.Targets)
+		}
+		var out bytes.Buffer
+		printTable(&out, res)
+		if !strings.Contains(out.String(), "remote-write batches (~1 MiB snappy)") {
+			t.Errorf("%s: the table does not show the remote-write target:\n%s", tc.name, out.String())
 		}
 	}
 }

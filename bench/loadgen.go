@@ -59,11 +59,22 @@ func rawRequest(wl, addr, token string) []byte {
 		fmt.Fprintf(&b, "GET /api/v1/query_range?%s HTTP/1.1\r\n", readQuery)
 	case "write":
 		b.WriteString("POST /api/v1/import/prometheus HTTP/1.1\r\n")
+	case "remotewrite":
+		b.WriteString("POST /api/v1/write HTTP/1.1\r\n")
 	}
-	fmt.Fprintf(&b, "Host: %s\r\nUser-Agent: Grafana/11.0.0\r\nAuthorization: Bearer %s\r\n", addr, token)
-	if wl == "write" {
+	ua := "Grafana/11.0.0"
+	if wl == "remotewrite" {
+		ua = "vmagent"
+	}
+	fmt.Fprintf(&b, "Host: %s\r\nUser-Agent: %s\r\nAuthorization: Bearer %s\r\n", addr, ua, token)
+	switch wl {
+	case "write":
 		fmt.Fprintf(&b, "Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(importBody), importBody)
-	} else {
+	case "remotewrite":
+		// The headers vmagent sends with every batch.
+		fmt.Fprintf(&b, "Content-Encoding: snappy\r\nContent-Type: application/x-protobuf\r\nX-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: %d\r\n\r\n%s",
+			len(remoteWriteBody), remoteWriteBody)
+	default:
 		b.WriteString("Accept: application/json\r\n\r\n")
 	}
 	return []byte(b.String())

@@ -5,7 +5,8 @@
 // RS256 token carrying extra_labels, rate limiting on); vmauth (v1.151 by default, built when missing: a JWT user
 // whose url_prefix takes extra_label from the token); haproxy and nginx passing requests through (the Debian
 // packages, installed when missing); and a bare httputil.ReverseProxy (this binary run again). All are driven by
-// the same load generator with the same concurrency and duration, in interleaved rounds. Then the real-work
+// the same load generator with the same concurrency and duration, in interleaved rounds, on each workload: reads,
+// small imports, and vmagent's remote-write batches (~1 MiB, snappy) at a few connections. Then the real-work
 // round: a real VictoriaMetrics loaded with generated series answers a mix of dashboard queries, directly,
 // through the gateway and through vmauth. It prints a table with the gateway's ratio to each, and writes the
 // figures as JSON. Run it from the module root:
@@ -35,7 +36,7 @@ var (
 	duration    = flag.Duration("duration", 10*time.Second, "Measured duration of one run")
 	warmup      = flag.Duration("warmup", 2*time.Second, "Unmeasured load before each run: connections open, caches fill")
 	rounds      = flag.Int("rounds", 3, "Interleaved rounds (direct, vmgateway, vmauth, then again); the table shows the median")
-	workloads   = flag.String("workloads", "read,write", "Comma-separated workloads: read (Grafana query_range GET), write (small Prometheus text imports)")
+	workloads   = flag.String("workloads", "read,write,remotewrite", "Comma-separated workloads: read (Grafana query_range GET), write (small Prometheus text imports), remotewrite (vmagent's ~1 MiB snappy remote-write batches, at -remotewrite.concurrency)")
 	outDir      = flag.String("out", "bench-results", "Directory for latest.json, the CPU profile and the logs of the processes under test")
 	gatewayBin  = flag.String("gateway.bin", "", "A vmgateway binary to measure; empty builds ./cmd/vmgateway from the current tree")
 	baselineBin = flag.String("baseline.bin", "", "Another vmgateway binary (e.g. built from the main branch) to measure in the same interleaved rounds as \"baseline\", to compare a change with")
@@ -62,8 +63,8 @@ func main() {
 }
 
 func run() error {
-	if *concurrency < 1 || *duration <= 0 || *rounds < 1 {
-		return errors.New("-concurrency, -duration and -rounds must be positive")
+	if *concurrency < 1 || *remoteWriteConcurrency < 1 || *duration <= 0 || *rounds < 1 {
+		return errors.New("-concurrency, -remotewrite.concurrency, -duration and -rounds must be positive")
 	}
 	wls, err := parseWorkloads(*workloads)
 	if err != nil {
@@ -83,6 +84,7 @@ func run() error {
 	res := &Results{Config: Config{
 		Concurrency: *concurrency, Duration: duration.String(), Warmup: warmup.String(), Rounds: *rounds,
 		Workloads: wls, ReadResponseBytes: len(matrixJSON), WriteBodyBytes: len(importBody),
+		RemoteWriteConcurrency: *remoteWriteConcurrency, RemoteWriteBodyBytes: len(remoteWriteBody), RemoteWriteSeries: remoteWriteSeries,
 	}}
 	res.Machine = machineInfo(*vmauthBin)
 	fmt.Printf("machine: %s, %d cores, %s, load average %s\n", res.Machine.CPUModel, res.Machine.Cores, res.Machine.GoVersion, res.Machine.LoadAvgStart)
@@ -233,21 +235,24 @@ func parseWorkloads(s string) ([]string, error) {
 	var out []string
 	for _, w := range strings.Split(s, ",") {
 		switch w = strings.TrimSpace(w); w {
-		case "read", "write":
-			out = append(out, w)
+		case "read", "write", "remotewrite":
+			// A workload named twice would be measured twice and its medians taken over both.
+			if !slices.Contains(out, w) {
+				out = append(out, w)
+			}
 		case "":
 		default:
-			return nil, fmt.Errorf("-workloads: unknown workload %q; want read and/or write", w)
+			return nil, fmt.Errorf("-workloads: unknown workload %q; want some of read, write, remotewrite", w)
 		}
 	}
 	if len(out) == 0 {
-		return nil, errors.New("-workloads is empty; want read and/or write")
+		return nil, errors.New("-workloads is empty; want some of read, write, remotewrite")
 	}
 	return out, nil
 }
 
 func printRun(r Run) {
-	fmt.Printf("%-9s round %d %-13s %9.0f req/s  p50 %7.0f µs  p99 %7.0f µs  cpu %6.1f ms/1k  others %.2f cores  errors %d\n",
+	fmt.Printf("%-11s round %d %-13s %9.0f req/s  p50 %7.0f µs  p99 %7.0f µs  cpu %6.1f ms/1k  others %.2f cores  errors %d\n",
 		r.Workload, r.Round, r.Target, r.RPS, r.P50us, r.P99us, r.CPUPer1k, r.OtherCores, r.Errors)
 }
 

@@ -37,6 +37,10 @@ type Config struct {
 	Workloads         []string `json:"workloads"`
 	ReadResponseBytes int      `json:"read_response_bytes"`
 	WriteBodyBytes    int      `json:"write_body_bytes"`
+	// The remotewrite workload's connections, and its one batch: the body's bytes on the wire (snappy) and series.
+	RemoteWriteConcurrency int `json:"remote_write_concurrency,omitempty"`
+	RemoteWriteBodyBytes   int `json:"remote_write_body_bytes,omitempty"`
+	RemoteWriteSeries      int `json:"remote_write_series,omitempty"`
 }
 
 // Summary is the median of each figure over the rounds of one workload and target.
@@ -177,6 +181,15 @@ func (res *Results) summary(wl, target string) *Summary {
 	return nil
 }
 
+func (res *Results) stream(target string) *Stream {
+	for i := range res.Stream {
+		if s := &res.Stream[i]; s.Target == target {
+			return s
+		}
+	}
+	return nil
+}
+
 func (res *Results) ratio(wl, to string) *Ratio {
 	for i := range res.Ratios {
 		if r := &res.Ratios[i]; r.Workload == wl && r.To == to {
@@ -191,9 +204,13 @@ func (res *Results) evaluateTargets() {
 	add := func(name, target string, value float64, unit string, met bool, source string) {
 		res.Targets = append(res.Targets, TargetCheck{name, target, value, unit, met, source})
 	}
-	for _, wl := range []string{"read", "write"} {
+	for _, wl := range []string{"read", "write", "remotewrite"} {
+		conns := res.Config.Concurrency
+		if wl == "remotewrite" {
+			conns = res.Config.RemoteWriteConcurrency
+		}
 		if r := res.ratio(wl, "vmauth"); r != nil {
-			add("gateway/vmauth throughput, "+wl, fmt.Sprintf(">= 1.0 at %d connections", res.Config.Concurrency), r.RPS, "ratio", r.RPS >= 1.0, "end-to-end, median of rounds")
+			add("gateway/vmauth throughput, "+wl, fmt.Sprintf(">= 1.0 at %d connections", conns), r.RPS, "ratio", r.RPS >= 1.0, "end-to-end, median of rounds")
 		}
 	}
 	// Issue 22's goals, side by side with a C proxy that only passes requests through.
@@ -204,6 +221,14 @@ func (res *Results) evaluateTargets() {
 		}
 		add("gateway/haproxy p99, read", "<= 1.5", r.P99, "ratio", r.P99 <= 1.5, "end-to-end, median of per-round ratios")
 	}
+	if r := res.ratio("write", "haproxy"); r != nil {
+		// Not one of the issue's own goals: the read goal held to the other small request, the one with a body.
+		add("gateway/haproxy throughput, write (small imports)", ">= 0.8", r.RPS, "ratio", r.RPS >= 0.8, "end-to-end, median of per-round ratios; the read goal applied to small writes")
+	}
+	if r := res.ratio("remotewrite", "haproxy"); r != nil {
+		add("gateway/haproxy requests per second, remote-write batches (~1 MiB snappy)", ">= 0.8", r.RPS, "ratio", r.RPS >= 0.8,
+			fmt.Sprintf("end-to-end at %d connections, median of per-round ratios", res.Config.RemoteWriteConcurrency))
+	}
 	if r := res.ratio("read", "vmauth"); r != nil {
 		add("gateway/vmauth throughput, read (issue 22)", ">= 3.0", r.RPS, "ratio", r.RPS >= 3, "end-to-end, median of per-round ratios")
 	}
@@ -213,9 +238,11 @@ func (res *Results) evaluateTargets() {
 	if s := res.summary("read", "vmgateway"); s != nil {
 		add("gateway CPU per read request (with rewrite)", "<= 30 µs", s.CPUPer1k, "µs", s.CPUPer1k <= 30, "end-to-end, /proc/<pid>/stat")
 	}
-	for _, s := range res.Stream {
-		if s.Target == "vmgateway" {
-			add(fmt.Sprintf("gateway RSS growth for a %.0f MiB write", s.BodyMiB), "< 16 MiB", s.GrowthMiB, "MiB", s.GrowthMiB < 16, "streaming check, VmHWM after - VmRSS before")
+	if gw := res.stream("vmgateway"); gw != nil {
+		add(fmt.Sprintf("gateway RSS growth for a %.0f MiB write", gw.BodyMiB), "< 16 MiB", gw.GrowthMiB, "MiB", gw.GrowthMiB < 16, "streaming check, VmHWM after - VmRSS before")
+		if hp := res.stream("haproxy"); hp != nil && hp.MiBPerSec > 0 {
+			v := gw.MiBPerSec / hp.MiBPerSec
+			add(fmt.Sprintf("gateway/haproxy throughput, %.0f MiB streamed import", gw.BodyMiB), ">= 0.8", v, "ratio", v >= 0.8, "streaming check, one write through each, MiB/s")
 		}
 	}
 	if g, ok := res.GoBench["BenchmarkAuthenticateCached"]; ok {
@@ -265,6 +292,10 @@ func printTable(w io.Writer, res *Results) {
 		res.Config.Concurrency, res.Config.Duration, res.Config.Warmup, res.Config.Rounds)
 	fmt.Fprintf(w, "machine: %s, %d cores, %s; load average %s at start, %s at end\n\n",
 		res.Machine.CPUModel, res.Machine.Cores, res.Machine.GoVersion, res.Machine.LoadAvgStart, res.Machine.LoadAvgEnd)
+	if slices.Contains(res.Config.Workloads, "remotewrite") {
+		fmt.Fprintf(w, "remotewrite: %d connections, one %d-byte snappy batch of %d series per request\n\n",
+			res.Config.RemoteWriteConcurrency, res.Config.RemoteWriteBodyBytes, res.Config.RemoteWriteSeries)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "workload\ttarget\treq/s\tp50 µs\tp99 µs\tproxy CPU ms/1k req\t(kernel)\tproxy peak RSS MiB\tbench CPU ms/1k req\tothers' cores\terrors\t")
 	for _, s := range res.Summary {
@@ -306,12 +337,16 @@ func printTable(w io.Writer, res *Results) {
 	}
 	if len(res.Targets) > 0 {
 		fmt.Fprintln(w, "\ntargets:")
+		width := 0
+		for _, t := range res.Targets {
+			width = max(width, len([]rune(t.Name)))
+		}
 		for _, t := range res.Targets {
 			verdict := "MISSED"
 			if t.Met {
 				verdict = "met"
 			}
-			fmt.Fprintf(w, "  %-6s %-48s %10.2f %-5s (target %s)\n", verdict, t.Name, t.Value, t.Unit, t.Target)
+			fmt.Fprintf(w, "  %-6s %-*s %10.2f %-5s (target %s)\n", verdict, width, t.Name, t.Value, t.Unit, t.Target)
 		}
 	}
 }

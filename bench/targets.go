@@ -35,13 +35,17 @@ type target struct {
 	proc *process // nil for direct
 	// token is the one this target accepts; empty: the gateway's.
 	token string
-	// concurrency is the load generator's connections for this target; 0: -concurrency.
+	// concurrency is the load generator's connections for this target; 0: -concurrency, or
+	// -remotewrite.concurrency for the remotewrite workload.
 	concurrency int
 }
 
-func (t *target) conns() int {
-	if t.concurrency > 0 {
+func (t *target) conns(wl string) int {
+	switch {
+	case t.concurrency > 0:
 		return t.concurrency
+	case wl == "remotewrite":
+		return *remoteWriteConcurrency
 	}
 	return *concurrency
 }
@@ -264,7 +268,7 @@ func sanityCheck(t *target, up *upstream, token string) error {
 	if t.token != "" {
 		token = t.token
 	}
-	do := func(method, path, tok string, body []byte) (int, []byte, error) {
+	do := func(method, path, tok string, body []byte, header ...string) (int, []byte, error) {
 		req, err := http.NewRequest(method, "http://"+t.addr+path, bytes.NewReader(body))
 		if err != nil {
 			return 0, nil, err
@@ -274,6 +278,9 @@ func sanityCheck(t *target, up *upstream, token string) error {
 		}
 		if body != nil {
 			req.Header.Set("Content-Type", "text/plain")
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -297,6 +304,13 @@ func sanityCheck(t *target, up *upstream, token string) error {
 		return fail("write: status %d, err %v", code, err)
 	}
 	writeArgs, _ := url.ParseQuery(up.last(&up.lastWrite))
+	// The upstream answers a remote write 204 only when every byte of the batch arrived with its snappy encoding.
+	code, body, err = do(http.MethodPost, "/api/v1/write", token, remoteWriteBody, "Content-Encoding", "snappy",
+		"Content-Type", "application/x-protobuf", "X-Prometheus-Remote-Write-Version", "0.1.0")
+	if err != nil || code != http.StatusNoContent {
+		return fail("remote write: status %d, err %v, body %.200q", code, err, body)
+	}
+	remoteWriteArgs, _ := url.ParseQuery(up.last(&up.lastRemoteWrite))
 	if t.proc == nil || t.kind == "passthrough" {
 		// Nothing to enforce: the answers and the bodies came through.
 		return nil
@@ -304,6 +318,9 @@ func sanityCheck(t *target, up *upstream, token string) error {
 	want := labelName + "=" + labelValue
 	if el := writeArgs["extra_label"]; len(el) == 0 || el[len(el)-1] != want {
 		return fail("the upstream got a write with extra_label=%q; want %s last", el, want)
+	}
+	if el := remoteWriteArgs["extra_label"]; len(el) == 0 || el[len(el)-1] != want {
+		return fail("the upstream got a remote write with extra_label=%q; want %s last", el, want)
 	}
 	switch t.kind {
 	case "vmgateway":
@@ -384,7 +401,7 @@ func measure(ctx context.Context, t *target, wl string, round int, token string,
 		}
 	}
 	onEnd := func() { sample(&proc1, &sys1, &self1, &busy1) }
-	lr := runLoad(ctx, t.addr, t.requests(wl, token), t.conns(), *warmup, *duration, onStart, onEnd)
+	lr := runLoad(ctx, t.addr, t.requests(wl, token), t.conns(wl), *warmup, *duration, onStart, onEnd)
 	if ctx.Err() != nil {
 		return Run{}, ctx.Err()
 	}

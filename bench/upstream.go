@@ -14,13 +14,16 @@ import (
 )
 
 // upstream stands in for VictoriaMetrics and answers as fast as it can, so the figures show the proxies' cost:
-// a fixed query_range matrix for reads, 204 for writes (their bodies read and discarded), an empty vector for the
+// a fixed query_range matrix for reads, 204 for writes (their bodies read and discarded; a remote-write batch
+// gets 204 only when all its bytes arrived with Content-Encoding: snappy, 400 otherwise), an empty vector for the
 // gateway's vm_tenant_* rate-limit queries. It remembers the last query string of each kind for the sanity checks.
 type upstream struct {
 	addr      string
 	srv       *http.Server
 	lastRead  atomic.Pointer[string]
 	lastWrite atomic.Pointer[string]
+	// lastRemoteWrite is the last remote write's query string: the sanity checks look for the extra_label there.
+	lastRemoteWrite atomic.Pointer[string]
 	// written counts write-body bytes, so the streaming check knows the whole body arrived.
 	written atomic.Int64
 }
@@ -79,6 +82,18 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		reply(w, vectorJSON)
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/api/v1/write"):
+		q := r.URL.RawQuery
+		u.lastRemoteWrite.Store(&q)
+		n, err := io.Copy(io.Discard, r.Body)
+		u.written.Add(n)
+		if enc := r.Header.Get("Content-Encoding"); err != nil || n != int64(len(remoteWriteBody)) || enc != "snappy" {
+			// A non-2xx answer counts as an error in the load generator's figures.
+			http.Error(w, fmt.Sprintf("remote write: got %d body bytes (read error: %v) with Content-Encoding %q; want the whole %d-byte batch, snappy",
+				n, err, enc, len(remoteWriteBody)), http.StatusBadRequest)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
 	case r.Method == http.MethodPost:
 		q := r.URL.RawQuery
 		u.lastWrite.Store(&q)
