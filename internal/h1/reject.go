@@ -47,7 +47,7 @@ func (c *conn) rejectPlain(nc net.Conn) {
 	_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_, _ = io.WriteString(nc, "HTTP/1.0 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\n"+
 		"X-Content-Type-Options: nosniff\r\nContent-Length: "+itoa(len(body))+"\r\n\r\n"+string(body))
-	if tc, ok := nc.(*net.TCPConn); ok {
+	if tc, ok := nc.(interface{ CloseWrite() error }); ok {
 		_ = tc.CloseWrite()
 		_ = nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 		_, _ = io.Copy(io.Discard, nc)

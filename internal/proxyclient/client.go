@@ -38,6 +38,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/sockio"
 )
 
 // Client is a pool of keep-alive connections to upstreams, by scheme and address.
@@ -420,6 +422,7 @@ func (c *Client) dial(ctx context.Context, key, host string) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	nc = sockio.Wrap(nc)
 	if scheme == "https" {
 		tc := tls.Client(nc, c.tlsFor(host))
 		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/sockio"
+
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/accesslog"
@@ -171,6 +173,7 @@ func (s *Server) Start() error {
 			s.closeListeners()
 			return fmt.Errorf("cannot listen on -httpListenAddr=%s: %w", addr, err)
 		}
+		ln = sockio.Listener(ln)
 		if c := s.tlsCfgs[i]; c != nil {
 			ln = tls.NewListener(ln, c)
 		}

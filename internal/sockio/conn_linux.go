@@ -1,0 +1,149 @@
+//go:build linux
+
+package sockio
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// Conn is a TCP connection whose Read and Write are raw read(2) and write(2) on its non-blocking socket. Every
+// other method is the *net.TCPConn's (SyscallConn, CloseWrite, deadlines, ReadFrom's splice).
+type Conn struct {
+	*net.TCPConn
+	raw syscall.RawConn
+
+	// One Read and one Write may run at a time, as on any net.Conn used by one reader and one writer; the mutexes
+	// make a second concurrent caller wait instead of sharing the fields the pre-built callbacks use (a callback
+	// built per call would be an allocation per call).
+	rmu    sync.Mutex
+	rbuf   []byte
+	rn     int
+	rerrno syscall.Errno
+	readFn func(uintptr) bool
+
+	wmu     sync.Mutex
+	wbuf    []byte
+	wn      int
+	werrno  syscall.Errno
+	writeFn func(uintptr) bool
+}
+
+// Wrap returns c reading and writing through sockio when it is a *net.TCPConn, else c itself.
+func Wrap(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return c
+	}
+	sc := &Conn{TCPConn: tc, raw: raw}
+	sc.readFn = sc.read
+	sc.writeFn = sc.write
+	return sc
+}
+
+// NetConn is the wrapped connection, as tls.Conn names its own.
+func (c *Conn) NetConn() net.Conn { return c.TCPConn }
+
+func (c *Conn) read(fd uintptr) bool {
+	for {
+		n, errno := sysRead(fd, c.rbuf)
+		switch errno {
+		case 0:
+			c.rn, c.rerrno = n, 0
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		c.rn, c.rerrno = 0, errno
+		return true
+	}
+}
+
+// Read reads as net.Conn's Read: io.EOF at the peer's end of stream, net.OpError for the rest.
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	// read(2) of more than 1 GiB is refused by some systems; net's own Read caps it the same way.
+	if len(p) > maxRW {
+		p = p[:maxRW]
+	}
+	c.rbuf = p
+	err := c.raw.Read(c.readFn)
+	c.rbuf = nil
+	if err != nil {
+		return 0, c.opError("read", err)
+	}
+	if c.rerrno != 0 {
+		return 0, c.opError("read", os.NewSyscallError("read", c.rerrno))
+	}
+	if c.rn == 0 {
+		return 0, io.EOF
+	}
+	return c.rn, nil
+}
+
+func (c *Conn) write(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		chunk := c.wbuf[c.wn:]
+		if len(chunk) > maxRW {
+			chunk = chunk[:maxRW]
+		}
+		n, errno := sysWrite(fd, chunk)
+		switch errno {
+		case 0:
+			c.wn += n
+			continue
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		c.werrno = errno
+		return true
+	}
+	return true
+}
+
+// Write writes all of p, as net.Conn's Write, waiting for the socket to drain when its buffer is full.
+func (c *Conn) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf, c.wn, c.werrno = p, 0, 0
+	err := c.raw.Write(c.writeFn)
+	n := c.wn
+	c.wbuf = nil
+	if err != nil {
+		return n, c.opError("write", err)
+	}
+	if c.werrno != 0 {
+		return n, c.opError("write", os.NewSyscallError("write", c.werrno))
+	}
+	return n, nil
+}
+
+const maxRW = 1 << 30
+
+// opError shapes err as net.Conn's own errors: errors.Is(err, net.ErrClosed), os.ErrDeadlineExceeded and
+// syscall.ECONNRESET hold through it, and it reads "read tcp a->b: ...". RawConn's errors are already OpErrors
+// (Op "raw-read"); their cause is taken out of them.
+func (c *Conn) opError(op string, err error) error {
+	if oe, ok := err.(*net.OpError); ok {
+		err = oe.Err
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}

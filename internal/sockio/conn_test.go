@@ -1,0 +1,268 @@
+package sockio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pair is a client and a server connection over loopback, both through sockio, and plain twins of them to compare
+// errors with.
+func pair(t testing.TB) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl := Listener(ln)
+	t.Cleanup(func() { _ = wl.Close() })
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := wl.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client = Wrap(nc)
+	server = <-accepted
+	if server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+	if runtime.GOOS == "linux" {
+		for _, c := range []net.Conn{client, server} {
+			if _, ok := c.(*Conn); !ok {
+				t.Fatalf("got %T; want *sockio.Conn on Linux", c)
+			}
+		}
+	}
+	return client, server
+}
+
+// A stream larger than the sockets' buffers, both ways at once, arrives whole and in order: writes wait for the
+// peer to drain, reads wait for data, and a Read and a Write on one connection run at the same time.
+func TestFullDuplexStream(t *testing.T) {
+	client, server := pair(t)
+	const size = 24 << 20
+	src := make([]byte, size)
+	for i := range src {
+		src[i] = byte(rand.Uint32())
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	send := func(c net.Conn) {
+		defer wg.Done()
+		// Uneven writes, so that some end inside the socket buffer and some wait for it.
+		for off := 0; off < size; {
+			n := min(1+rand.IntN(3<<20), size-off)
+			w, err := c.Write(src[off : off+n])
+			if err != nil || w != n {
+				errs <- errors.New("short write: " + err.Error())
+				return
+			}
+			off += n
+		}
+	}
+	recv := func(c net.Conn) {
+		defer wg.Done()
+		got := make([]byte, 0, size)
+		buf := make([]byte, 1+rand.IntN(64<<10))
+		for len(got) < size {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				errs <- err
+				return
+			}
+		}
+		if !bytes.Equal(got, src) {
+			errs <- errors.New("the stream arrived changed")
+		}
+	}
+	wg.Add(4)
+	go send(client)
+	go send(server)
+	go recv(client)
+	go recv(server)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestEOFAfterPeerClose(t *testing.T) {
+	client, server := pair(t)
+	if _, err := server.Write([]byte("last words")); err != nil {
+		t.Fatal(err)
+	}
+	_ = server.Close()
+	got, err := io.ReadAll(client)
+	if err != nil || string(got) != "last words" {
+		t.Fatalf("ReadAll = %q, %v; want the bytes and the end of the stream", got, err)
+	}
+	n, err := client.Read(make([]byte, 8))
+	if n != 0 || err != io.EOF {
+		t.Fatalf("Read after the end = %d, %v; want 0, io.EOF", n, err)
+	}
+}
+
+// Errors have net.Conn's shape: callers test them with errors.Is and net.Error, and log their text.
+func TestErrorsAsNetConn(t *testing.T) {
+	t.Run("read deadline", func(t *testing.T) {
+		client, _ := pair(t)
+		_ = client.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		_, err := client.Read(make([]byte, 8))
+		var ne net.Error
+		if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("Read past its deadline = %v; want a net.Error timeout wrapping os.ErrDeadlineExceeded", err)
+		}
+		want := "read tcp " + client.LocalAddr().String() + "->" + client.RemoteAddr().String() + ": i/o timeout"
+		if err.Error() != want {
+			t.Fatalf("error text %q; want %q", err, want)
+		}
+		// The deadline lifted, the connection reads again.
+		_ = client.SetReadDeadline(time.Time{})
+	})
+	t.Run("write deadline", func(t *testing.T) {
+		client, _ := pair(t)
+		_ = client.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+		// The server never reads: the write fills both sockets' buffers and then waits until the deadline.
+		n, err := client.Write(make([]byte, 64<<20))
+		if !errors.Is(err, os.ErrDeadlineExceeded) || n <= 0 || n >= 64<<20 {
+			t.Fatalf("Write past its deadline = %d, %v; want part of it written and os.ErrDeadlineExceeded", n, err)
+		}
+	})
+	t.Run("closed", func(t *testing.T) {
+		client, _ := pair(t)
+		done := make(chan error)
+		go func() {
+			_, err := client.Read(make([]byte, 8))
+			done <- err
+		}()
+		time.Sleep(20 * time.Millisecond)
+		_ = client.Close()
+		if err := <-done; !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("a Read blocked when the connection closed returned %v; want net.ErrClosed", err)
+		}
+		if _, err := client.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Write after Close = %v; want net.ErrClosed", err)
+		}
+	})
+	t.Run("reset", func(t *testing.T) {
+		client, server := pair(t)
+		_ = server.(interface{ SetLinger(int) error }).SetLinger(0)
+		_ = server.Close()
+		_, err := client.Read(make([]byte, 8))
+		if !errors.Is(err, syscall.ECONNRESET) || !strings.HasPrefix(err.Error(), "read tcp ") {
+			t.Fatalf("Read after the peer's reset = %v; want ECONNRESET as net.Conn reports it", err)
+		}
+	})
+}
+
+func TestEmptyReadAndWrite(t *testing.T) {
+	client, _ := pair(t)
+	if n, err := client.Read(nil); n != 0 || err != nil {
+		t.Fatalf("Read(nil) = %d, %v", n, err)
+	}
+	if n, err := client.Write(nil); n != 0 || err != nil {
+		t.Fatalf("Write(nil) = %d, %v", n, err)
+	}
+}
+
+// What is not a TCP connection is left as it is; a wrapped one still offers what the gateway asks of the
+// *net.TCPConn beneath (its descriptor, half-close).
+func TestWrapKeepsTheConnection(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if Wrap(a) != a {
+		t.Fatal("Wrap changed a connection that is not TCP")
+	}
+	client, server := pair(t)
+	if _, ok := client.(interface{ CloseWrite() error }); !ok {
+		t.Fatal("the wrapped connection lost CloseWrite")
+	}
+	if _, ok := client.(syscall.Conn); !ok {
+		t.Fatal("the wrapped connection lost SyscallConn")
+	}
+	_ = client.(interface{ CloseWrite() error }).CloseWrite()
+	if _, err := server.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the server read %v after the client's half-close; want io.EOF", err)
+	}
+}
+
+// BenchmarkPingPong is a request and its answer over loopback: plain net.Conn against sockio.
+func BenchmarkPingPong(b *testing.B) {
+	for _, wrap := range []bool{false, true} {
+		name := "net"
+		if wrap {
+			name = "sockio"
+		}
+		b.Run(name, func(b *testing.B) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				if wrap {
+					c = Wrap(c)
+				}
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			if wrap {
+				c = Wrap(c)
+			}
+			msg := make([]byte, 300)
+			buf := make([]byte, 4096)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := c.Write(msg); err != nil {
+					b.Fatal(err)
+				}
+				for got := 0; got < len(msg); {
+					n, err := c.Read(buf)
+					if err != nil {
+						b.Fatal(err)
+					}
+					got += n
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,31 @@
+// Package sockio reads and writes the gateway's TCP sockets without telling the Go scheduler a syscall may block.
+//
+// Why: net.Conn's Read and Write enter every read(2) and write(2) through entersyscall, which, whenever all of the
+// process's Ps were idle long enough for the runtime's monitor thread (sysmon) to park, wakes that thread with a
+// futex. A gateway in front of a VictoriaMetrics that takes milliseconds per query is idle between most events, so
+// it paid a futex wake and a thread switch on nearly every socket operation: 17 % of its CPU on the dashboard mix
+// of `make bench` (runtime.entersyscallWakeSysmon). Go's sockets are non-blocking, so read(2) and write(2) on them
+// return at once (EAGAIN when they would block); sockio issues them as raw syscalls inside syscall.RawConn's
+// Read and Write, which wait on the runtime's poller for readiness and honour deadlines and Close as net.Conn
+// does. Nothing else changes: the Conn is the *net.TCPConn with Read and Write replaced.
+//
+// No library does this (fasthttp and gnet replace the poller itself); the runtime issue is golang/go#18236's
+// family of sysmon costs.
+package sockio
+
+import (
+	"net"
+)
+
+// Listener wraps ln so that every TCP connection it accepts reads and writes through sockio.
+func Listener(ln net.Listener) net.Listener { return &listener{Listener: ln} }
+
+type listener struct{ net.Listener }
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(c), nil
+}
