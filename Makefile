@@ -26,6 +26,8 @@ vet:
 # `make test` runs everything, the real-cluster scenarios included.
 test: vet
 	$(GO) test -race -count=1 -timeout 30m ./...
+	# Under -race, sockio reads and writes through syscall.Read/Write (the detector's annotations); its raw path runs here.
+	$(GO) test -count=1 ./internal/sockio/
 	$(MAKE) fuzz
 
 # The cluster-mode end-to-end scenarios against a real vmstorage/vminsert/vmselect started by the tests
