@@ -1,6 +1,7 @@
 package proxyclient
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -313,5 +314,95 @@ func TestDialError(t *testing.T) {
 	var oe *net.OpError
 	if !errors.As(err, &oe) || oe.Op != "dial" {
 		t.Fatalf("got %v; want a dial error", err)
+	}
+}
+
+// scriptedUpstream serves each request with answer(i, conn), i counting the requests of all connections, after
+// reading the request and its body; it counts the connections it accepted.
+func scriptedUpstream(t *testing.T, answer func(i int, w net.Conn)) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var conns, reqs atomic.Int32
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer nc.Close()
+				br := bufio.NewReader(nc)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					answer(int(reqs.Add(1)-1), nc)
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String(), &conns
+}
+
+// The header timeout bounds the head alone: a body that comes slower than it, whether its first bytes came with
+// the head or not, is read whole, and a connection pooled with the deadline of an answer that came whole does
+// not carry it into the next request's body, nor fail the peek of a request with a streamed body.
+func TestHeaderTimeoutSparesBodies(t *testing.T) {
+	const timeout = 150 * time.Millisecond
+	slow := 2 * timeout
+	upstream, conns := scriptedUpstream(t, func(i int, w net.Conn) {
+		switch i {
+		case 0, 3, 4:
+			// The whole answer at once: the head's deadline stays on the pooled connection.
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwhole")
+		case 1:
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst")
+			time.Sleep(slow)
+			_, _ = io.WriteString(w, "-last")
+		case 2:
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+			time.Sleep(slow)
+			_, _ = io.WriteString(w, "5\r\n-last\r\n0\r\n\r\n")
+		}
+	})
+	c := New(nil, timeout, 10*time.Second)
+	defer c.CloseIdleConnections()
+	for i, want := range []string{"whole", "first-last", "first-last", "whole"} {
+		if i > 0 {
+			// Past the deadline the last answer left.
+			time.Sleep(slow)
+		}
+		resp, err := get(t, c, context.Background(), upstream)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if got := readAll(t, resp); got != want {
+			t.Fatalf("request %d: body %q; want %q", i, got, want)
+		}
+	}
+	time.Sleep(slow)
+	// A streamed body takes a pooled connection only after a peek at its socket, which an expired deadline fails.
+	pr, pw := io.Pipe()
+	go func() {
+		_, _ = io.WriteString(pw, "streamed")
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, upstream, pr)
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); got != "whole" {
+		t.Fatalf("body %q", got)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections for 5 sequential requests; want 1 kept alive", n)
 	}
 }
