@@ -13,11 +13,14 @@ import (
 	"time"
 )
 
-// answerJSON is a query answer of about the size the bench's upstream gives (bench/upstream.go).
-var answerJSON = func() []byte {
+// answerJSON is a query answer of about the size the bench's upstream gives (bench/upstream.go); dashboardJSON
+// one of a range query over a few dozen series.
+var answerJSON, dashboardJSON = vectorJSON(2650), vectorJSON(24 << 10)
+
+func vectorJSON(size int) []byte {
 	var b bytes.Buffer
 	b.WriteString(`{"status":"success","data":{"resultType":"vector","result":[`)
-	for i := 0; b.Len() < 2650; i++ {
+	for i := 0; b.Len() < size; i++ {
 		if i > 0 {
 			b.WriteByte(',')
 		}
@@ -25,7 +28,7 @@ var answerJSON = func() []byte {
 	}
 	b.WriteString(`]}}`)
 	return b.Bytes()
-}()
+}
 
 // cannedUpstream is a loopback upstream that answers every request head with the head and body a VictoriaMetrics
 // gives a query, without parsing more than the head's end: the benchmark's allocations are the client's.
@@ -75,7 +78,12 @@ func cannedUpstream(tb testing.TB, body []byte) string {
 // BenchmarkRoundTrip is one forwarded query on a kept-alive loopback connection, its answer read to the end as
 // the forward step copies it.
 func BenchmarkRoundTrip(b *testing.B) {
-	base := cannedUpstream(b, answerJSON)
+	b.Run("2.7KiB", func(b *testing.B) { benchmarkRoundTrip(b, answerJSON) })
+	b.Run("24KiB", func(b *testing.B) { benchmarkRoundTrip(b, dashboardJSON) })
+}
+
+func benchmarkRoundTrip(b *testing.B, answer []byte) {
+	base := cannedUpstream(b, answer)
 	c := New(nil, time.Minute, 10*time.Second)
 	defer c.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, base+"/select/0/prometheus/api/v1/query?query=up&time=1733220000", nil)
@@ -94,7 +102,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 			b.Fatal(err)
 		}
 		n, err := io.CopyBuffer(io.Discard, onlyReader{resp.Body}, buf)
-		if err != nil || n != int64(len(answerJSON)) || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		if err != nil || n != int64(len(answer)) || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 			b.Fatalf("read %d bytes, %v", n, err)
 		}
 		resp.Body.Close()

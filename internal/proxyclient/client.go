@@ -73,8 +73,10 @@ const (
 	// maxEarlyAnswerWait is how long an answer is waited for after the request's write failed.
 	maxEarlyAnswerWait = 50 * time.Millisecond
 	max1xx             = 5
-	// readBufferSize is each connection's read buffer, which an answer's head must fit to be parsed without a copy.
-	readBufferSize = 8 << 10
+	// readBufferSize is the read buffer of a connection in use, which an answer's head must fit to be parsed
+	// without a copy: an answer of up to about this size is read with one syscall (8 KiB took three for 24 KiB).
+	// An idle connection holds none (readBuffers).
+	readBufferSize = 32 << 10
 )
 
 // New returns a client with tlsCfg for https upstreams; headerTimeout bounds the wait for an answer's headers
@@ -127,6 +129,8 @@ type conn struct {
 	key    poolKey
 	idleAt time.Time
 	reused bool
+	// closeNC closes nc: made once, it is what a request's cancellation calls.
+	closeNC func()
 	// deadline tells a read deadline may be set: a connection keeps its header timeout's deadline when the whole
 	// answer came with the head, and clears it only before it next reads from the socket (clearDeadline).
 	deadline bool
@@ -251,7 +255,7 @@ func deadConn(err error) bool {
 
 // send writes the request on pc and reads the answer's headers.
 func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sentBody) (*http.Response, error) {
-	stop := context.AfterFunc(ctx, func() { _ = pc.nc.Close() })
+	stop := context.AfterFunc(ctx, pc.closeNC)
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		_ = pc.nc.Close()
@@ -336,7 +340,7 @@ func (c *Client) wrap(pc *conn, resp *http.Response, f framing, stop func() bool
 		resp.Body = &upgraded{pc: pc}
 		return resp, nil
 	}
-	b := &answerBody{c: c, pc: pc, stop: stop, reusable: reusable && !resp.Close, framing: f, resp: resp}
+	b := &answerBody{c: c, pc: pc, br: pc.br, stop: stop, reusable: reusable && !resp.Close, framing: f, resp: resp}
 	if f.kind == bodyNone {
 		b.finish(true)
 		return resp, nil
@@ -358,6 +362,7 @@ type answerBody struct {
 	framing
 	c        *Client
 	pc       *conn
+	br       *bufio.Reader // pc's until the body's end, when a pooled pc gives it back
 	stop     func() bool
 	chunked  io.Reader
 	resp     *http.Response // whose Trailer a chunked body's trailer fills
@@ -376,7 +381,7 @@ func (b *answerBody) Read(p []byte) (int, error) {
 		if int64(len(p)) > b.remaining {
 			p = p[:b.remaining]
 		}
-		n, err = b.pc.br.Read(p)
+		n, err = b.br.Read(p)
 		b.remaining -= int64(n)
 		if b.remaining == 0 {
 			// The end comes with the last bytes: the connection is pooled before the caller reads again.
@@ -389,12 +394,12 @@ func (b *answerBody) Read(p []byte) (int, error) {
 	case bodyChunked:
 		n, err = b.chunked.Read(p)
 		if err == io.EOF {
-			if terr := readTrailer(b.pc.br, b.resp); terr != nil {
+			if terr := readTrailer(b.br, b.resp); terr != nil {
 				err = terr
 			}
 		}
 	default:
-		n, err = b.pc.br.Read(p)
+		n, err = b.br.Read(p)
 	}
 	if err != nil {
 		b.finish(err == io.EOF)
@@ -412,9 +417,9 @@ func (b *answerBody) Buffered() int {
 	}
 	switch b.kind {
 	case bodyLength:
-		return int(min(int64(b.pc.br.Buffered()), b.remaining))
+		return int(min(int64(b.br.Buffered()), b.remaining))
 	case bodyToEOF:
-		return b.pc.br.Buffered()
+		return b.br.Buffered()
 	}
 	return 0
 }
@@ -462,6 +467,17 @@ type writeOnly struct{ io.Writer }
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// readBuffers are the read buffers of the connections in use: a connection takes one when it is dialled or taken
+// from the pool, and gives it back when it is pooled, so that up to maxIdlePerHost idle connections per upstream
+// cost no buffer memory.
+var readBuffers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+
+func readBuffer(nc net.Conn) *bufio.Reader {
+	br := readBuffers.Get().(*bufio.Reader)
+	br.Reset(nc)
+	return br
+}
+
 // upgraded is a 101 answer's connection, handed to the forward step to copy both ways.
 type upgraded struct{ pc *conn }
 
@@ -488,8 +504,9 @@ func (c *Client) get(ctx context.Context, key poolKey, fresh, peek bool) (*conn,
 				// An expired deadline would fail the peek.
 				pc.clearDeadline()
 			}
-			if now.Sub(pc.idleAt) < idleTimeout && pc.br.Buffered() == 0 && (!peek || open(pc.nc)) {
+			if now.Sub(pc.idleAt) < idleTimeout && (!peek || open(pc.nc)) {
 				pc.reused = true
+				pc.br = readBuffer(pc.nc)
 				return pc, nil
 			}
 			_ = pc.nc.Close()
@@ -516,7 +533,9 @@ func (c *Client) dial(ctx context.Context, key poolKey) (*conn, error) {
 		nc = tc
 	}
 	cw := &connWriter{nc: nc}
-	return &conn{nc: nc, br: bufio.NewReaderSize(nc, readBufferSize), bw: bufio.NewWriterSize(cw, 4<<10), cw: cw, key: key}, nil
+	pc := &conn{nc: nc, br: readBuffer(nc), bw: bufio.NewWriterSize(cw, 4<<10), cw: cw, key: key}
+	pc.closeNC = func() { _ = nc.Close() }
+	return pc, nil
 }
 
 // tlsFor is the TLS config for host: the server name is the host's unless -*.tlsServerName sets it.
@@ -537,6 +556,14 @@ func (c *Client) tlsFor(host string) *tls.Config {
 
 // put pools pc for the next request to its upstream; past the bound, or idle too long, connections are closed.
 func (c *Client) put(pc *conn) {
+	if pc.br.Buffered() != 0 {
+		// Bytes past the answer's end: the upstream is confused, and its next answer would not be the next one.
+		_ = pc.nc.Close()
+		return
+	}
+	pc.br.Reset(nil)
+	readBuffers.Put(pc.br)
+	pc.br = nil
 	now := time.Now()
 	pc.idleAt = now
 	var drop []*conn

@@ -406,3 +406,29 @@ func TestHeaderTimeoutSparesBodies(t *testing.T) {
 		t.Fatalf("%d connections for 5 sequential requests; want 1 kept alive", n)
 	}
 }
+
+// An upstream that sent more than its answer is confused: its connection is not pooled, so the bytes past the
+// answer's end are never taken for the next request's answer.
+func TestBytesPastAnswerDropConnection(t *testing.T) {
+	upstream, conns := scriptedUpstream(t, func(i int, w net.Conn) {
+		if i == 0 {
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+			return
+		}
+		_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+	})
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	for _, want := range []string{"first", "second"} {
+		resp, err := get(t, c, context.Background(), upstream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, resp); got != want {
+			t.Fatalf("body %q; want %q", got, want)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections; want a new one after the answer with bytes past its end", n)
+	}
+}

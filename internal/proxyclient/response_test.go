@@ -46,12 +46,13 @@ func readMine(raw []byte, method string, step int) (*answer, error) {
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
-		// (wrap hands a 101's connection over as its body.)
+		// (wrap hands a 101's connection over as its body.) A stop that found the request ended keeps the
+		// connection out of the pool, which would take its buffer, read below.
 		nc, far := net.Pipe()
 		defer far.Close()
 		c := New(nil, 0, 0)
 		pc := &conn{nc: nc, br: br}
-		if _, err := c.wrap(pc, resp, f, func() bool { return true }, true); err != nil {
+		if _, err := c.wrap(pc, resp, f, func() bool { return false }, true); err != nil {
 			return nil, err
 		}
 	}
