@@ -172,8 +172,10 @@ func parseStatusLine(resp *http.Response, line string) error {
 }
 
 // parseFields reads the header fields of a head (after its status line, up to its blank line) into a new
-// http.Header with canonical keys; n bounds the number of lines.
+// http.Header with canonical keys; n is the number of lines, which sizes the map up to a bound (a head of
+// thousands of tiny fields is not worth a big allocation up front).
 func parseFields(s string, n int) (http.Header, error) {
+	n = min(n, 64)
 	h := make(http.Header, n)
 	strs := make([]string, n)
 	for {
@@ -206,8 +208,8 @@ func parseFields(s string, n int) (http.Header, error) {
 			continue
 		}
 		if len(strs) == 0 {
-			// More lines than counted cannot be: each took a line break.
-			return nil, badHead("header lines")
+			h[key] = []string{v}
+			continue
 		}
 		vv := strs[:1:1]
 		strs = strs[1:]

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -223,6 +224,16 @@ var responseSeeds = []string{
 	"\r\n",
 	"HTTP/1.1 200 OK\r\nTrailer: X-T\r\nContent-Length: 2\r\n\r\nok",
 	"HTTP/1.1 200 OK\r\nX-Long: " + strings.Repeat("v", 9000) + "\r\nContent-Length: 2\r\n\r\nok",
+	"HTTP/1.1 200 OK\r\n" + manyFields(100) + "Content-Length: 2\r\n\r\nok",
+}
+
+// manyFields is n header lines of distinct keys, past what parseFields sizes its map for.
+func manyFields(n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "X-F%d: %d\r\nx-f%d: again\r\n", i, i, i)
+	}
+	return b.String()
 }
 
 func FuzzReadResponse(f *testing.F) {
