@@ -43,7 +43,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"net/http/httputil"
 	"net/textproto"
 	"net/url"
 	"sync"
@@ -351,7 +350,7 @@ func (c *Client) wrap(pc *conn, resp *http.Response, f framing, stop func() bool
 		pc.clearDeadline()
 	}
 	if f.kind == bodyChunked {
-		b.chunked = httputil.NewChunkedReader(pc.br)
+		b.chunked = &chunkedReader{br: pc.br}
 	}
 	resp.Body = b
 	return resp, nil
@@ -365,7 +364,7 @@ type answerBody struct {
 	pc       *conn
 	br       *bufio.Reader // pc's until the body's end, when a pooled pc gives it back
 	stop     func() bool
-	chunked  io.Reader
+	chunked  *chunkedReader
 	resp     *http.Response // whose Trailer a chunked body's trailer fills
 	reusable bool
 	done     bool
@@ -410,8 +409,8 @@ func (b *answerBody) Read(p []byte) (int, error) {
 
 // Buffered is how many bytes of the body a Read returns without waiting for the upstream, for a caller that
 // flushes what it copied only when nothing more is ready (reached by an interface assertion on the answer's
-// Body). It is exact for a body framed by length or by the connection's end, and 0 for a chunked one, where even
-// a buffered byte may be chunk framing in front of a wait.
+// Body). A chunked body counts the buffered data of its current chunk only: at a chunk's end even buffered bytes
+// may be framing in front of a wait.
 func (b *answerBody) Buffered() int {
 	if b.done {
 		return 0
@@ -419,6 +418,8 @@ func (b *answerBody) Buffered() int {
 	switch b.kind {
 	case bodyLength:
 		return int(min(int64(b.br.Buffered()), b.remaining))
+	case bodyChunked:
+		return b.chunked.buffered()
 	case bodyToEOF:
 		return b.br.Buffered()
 	}

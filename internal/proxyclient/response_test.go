@@ -225,7 +225,23 @@ var responseSeeds = []string{
 	"HTTP/1.1 200 OK\r\nTrailer: X-T\r\nContent-Length: 2\r\n\r\nok",
 	"HTTP/1.1 200 OK\r\nX-Long: " + strings.Repeat("v", 9000) + "\r\nContent-Length: 2\r\n\r\nok",
 	"HTTP/1.1 200 OK\r\n" + manyFields(100) + "Content-Length: 2\r\n\r\nok",
+	chunkedAnswer + "5 ;x\r\nhello\r\n0\r\n\r\n",
+	chunkedAnswer + "5;x \r\nhello\r\n0\r\n\r\n",
+	chunkedAnswer + "5\t\r\nhello\r\n0\r\n\r\n",
+	chunkedAnswer + "5\nhello\r\n0\r\n\r\n",
+	chunkedAnswer + "\n5\r\nhello\r\n0\r\n\r\n",
+	chunkedAnswer + "5\r\r\nhello\r\n0\r\n\r\n",
+	chunkedAnswer + "00000000000000005\r\nhello\r\n0\r\n\r\n",
+	chunkedAnswer + "0000000000000005\r\nhello\r\n0\r\n\r\n",
+	chunkedAnswer + "5\r\nhelloXX0\r\n\r\n",
+	chunkedAnswer + "5\r\nhel",
+	chunkedAnswer + "fffffffffffffff0\r\nhello",
+	chunkedAnswer + strings.Repeat("1;"+strings.Repeat("x", 100)+"\r\na\r\n", 200) + "0\r\n\r\n",
+	chunkedAnswer + strings.Repeat("a", 4093) + "\r\n",
+	chunkedAnswer + "1;" + strings.Repeat("x", 4093) + "\r\na\r\n0\r\n\r\n",
 }
+
+const chunkedAnswer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 // manyFields is n header lines of distinct keys, past what parseFields sizes its map for.
 func manyFields(n int) string {
@@ -320,8 +336,8 @@ func (p *parts) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// Buffered tells what the body holds without a read from the socket: what came of it with the head and no more
-// than its length, and nothing of a chunked body.
+// Buffered tells what the body holds without a read from the socket: what came of it with the head, no more than
+// its length or its current chunk.
 func TestAnswerBodyBuffered(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -331,7 +347,8 @@ func TestAnswerBodyBuffered(t *testing.T) {
 		{"length", []string{"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst", "-last"}, []int{5, 2, 0, 2, 0}},
 		{"length, the next answer buffered", []string{"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbodyHTTP/1.1 200 OK\r\n"}, []int{4, 1, 0}},
 		{"to the end", []string{"HTTP/1.1 200 OK\r\n\r\nfirst", "-last"}, []int{5, 2, 0, 2, 0, 0}},
-		{"chunked", []string{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n", "0\r\n\r\n"}, []int{0, 0, 0, 0}},
+		// What is left of the current chunk; 0 before a size line is read.
+		{"chunked", []string{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n4\r\nnext\r\n", "0\r\n\r\n"}, []int{0, 2, 3, 0, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var p parts
