@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -430,5 +431,50 @@ func TestBytesPastAnswerDropConnection(t *testing.T) {
 	}
 	if n := conns.Load(); n != 2 {
 		t.Fatalf("%d connections; want a new one after the answer with bytes past its end", n)
+	}
+}
+
+// A chunked answer's trailer fills the answer's Trailer at the body's end, the announced keys there before; a
+// trailer past its bound breaks the body and the connection.
+func TestTrailers(t *testing.T) {
+	upstream, conns := scriptedUpstream(t, func(i int, w net.Conn) {
+		trailer := "X-T: v\r\nx-other: w\r\n"
+		if i == 2 {
+			trailer = "X-Big: " + strings.Repeat("v", maxTrailerBytes) + "\r\n"
+		}
+		_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nTrailer: X-T\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n"+trailer+"\r\n")
+	})
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	for i := 0; i < 2; i++ {
+		resp, err := get(t, c, context.Background(), upstream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := resp.Trailer["X-T"]; !ok || v != nil || len(resp.Trailer) != 1 || resp.Header["Trailer"] != nil {
+			t.Fatalf("before the body: Trailer %q, header %q; want the announced key alone", resp.Trailer, resp.Header)
+		}
+		if got := readAll(t, resp); got != "body" {
+			t.Fatalf("body %q", got)
+		}
+		if want := (http.Header{"X-T": {"v"}, "X-Other": {"w"}}); !reflect.DeepEqual(resp.Trailer, want) {
+			t.Fatalf("after the body: Trailer %q; want %q", resp.Trailer, want)
+		}
+	}
+	resp, err := get(t, c, context.Background(), upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil || !strings.Contains(err.Error(), "trailer") {
+		t.Fatalf("a trailer past its bound read with %v; want an error", err)
+	}
+	resp.Body.Close()
+	resp, err = get(t, c, context.Background(), upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections; want 2: one kept alive, then a new one after the broken trailer", n)
 	}
 }

@@ -450,8 +450,11 @@ func announcedTrailer(h http.Header, chunked bool) (http.Header, error) {
 	return t, nil
 }
 
-// readTrailer reads what follows a chunked body's last chunk: an empty line, or trailer fields (CRLF lines within
-// the read buffer) that go into resp.Trailer as net/http puts them.
+// maxTrailerBytes bounds a chunked answer's trailer section, as the read buffer bounded it under http.ReadResponse.
+const maxTrailerBytes = 8 << 10
+
+// readTrailer reads what follows a chunked body's last chunk: an empty line, or trailer fields (CRLF lines, up to
+// maxTrailerBytes) that go into resp.Trailer as net/http puts them.
 func readTrailer(br *bufio.Reader, resp *http.Response) error {
 	if b, _ := br.Peek(2); len(b) == 2 && b[0] == '\r' && b[1] == '\n' {
 		_, _ = br.Discard(2)
@@ -460,6 +463,8 @@ func readTrailer(br *bufio.Reader, resp *http.Response) error {
 	scanned := 0
 	for {
 		buf, _ := br.Peek(br.Buffered())
+		full := len(buf) >= maxTrailerBytes || len(buf) == br.Size()
+		buf = buf[:min(len(buf), maxTrailerBytes)]
 		for {
 			i := bytes.IndexByte(buf[scanned:], '\n')
 			if i < 0 {
@@ -485,8 +490,8 @@ func readTrailer(br *bufio.Reader, resp *http.Response) error {
 				return nil
 			}
 		}
-		if br.Buffered() == br.Size() {
-			return errors.New("the upstream's trailer after a chunked answer is larger than the read buffer")
+		if full {
+			return errors.New("the upstream's trailer after a chunked answer is larger than 8 KiB")
 		}
 		if _, err := br.Peek(br.Buffered() + 1); err != nil && br.Buffered() < len(buf)+1 {
 			if err == io.EOF {
