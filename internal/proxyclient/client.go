@@ -249,7 +249,8 @@ func (s *sentBody) Close() error { return nil }
 
 // deadConn tells the errors of a connection the upstream closed before the request.
 func deadConn(err error) bool {
-	// readResponse reports a connection that ended before the head's end as io.ErrUnexpectedEOF, as http.ReadResponse does.
+	// readResponse reports a connection that ended before the head's end as io.ErrUnexpectedEOF, as
+	// http.ReadResponse does.
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }
 

@@ -34,9 +34,11 @@ func badHead(format string, args ...any) error { return &headError{fmt.Sprintf(f
 // taken out, Content-Length deduplicated, Pragma: no-cache copied to Cache-Control), ContentLength, Close,
 // TransferEncoding and Trailer. It is stricter: besides what net/http refuses, it refuses an obs-folded line, a
 // space before a field's colon, a Transfer-Encoding beside a Content-Length or in an HTTP/1.0 answer, a version
-// other than HTTP/1.0 and 1.1, a status code outside 100-999, control bytes in the reason phrase, and a head past
-// maxHeadBytes. The head's text is one string that every value, the status and the keys already canonical are
-// cut from. The body is set by the caller (wrap): Body is nil here for an answer that has one.
+// other than HTTP/1.0 and 1.1, more than one space after it, a status code outside 100-999, control bytes in the
+// reason phrase and a head past maxHeadBytes (and, after a chunked body, a trailer line without CRLF or a
+// trailer past maxTrailerBytes). The head's text is one string that every value, the status and the keys
+// already canonical are cut from. The body is set by the caller (wrap): Body is nil here for an answer that
+// has one.
 func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, framing, error) {
 	head, err := readHead(br)
 	if err != nil {
