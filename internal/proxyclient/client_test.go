@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -477,4 +478,53 @@ func TestTrailers(t *testing.T) {
 	if n := conns.Load(); n != 2 {
 		t.Fatalf("%d connections; want 2: one kept alive, then a new one after the broken trailer", n)
 	}
+}
+
+// Concurrent requests on pooled connections, with answers framed every way, each get their own answer: the read
+// buffers that connections give back when pooled never carry one request's answer into another's.
+func TestConcurrentAnswersStayApart(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		body := strings.Repeat(id+",", 1+len(id)*997%9000)
+		switch r.URL.Path {
+		case "/length":
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		case "/chunked":
+			w.Header().Set("Trailer", "X-Id")
+			defer func() { w.Header().Set("X-Id", id) }()
+		}
+		half := len(body) / 2
+		_, _ = io.WriteString(w, body[:half])
+		w.(http.Flusher).Flush()
+		_, _ = io.WriteString(w, body[half:])
+	}))
+	defer srv.Close()
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				id := strconv.Itoa(g*1000 + i)
+				path := []string{"/length", "/chunked"}[i%2]
+				resp, err := get(t, c, context.Background(), srv.URL+path+"?id="+id)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got := readAll(t, resp)
+				if want := strings.Repeat(id+",", 1+len(id)*997%9000); got != want {
+					t.Errorf("request %s got an answer of %d bytes starting %.20q; want its own", id, len(got), got)
+					return
+				}
+				if path == "/chunked" && resp.Trailer.Get("X-Id") != id {
+					t.Errorf("request %s got the trailer %q", id, resp.Trailer)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
