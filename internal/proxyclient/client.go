@@ -5,10 +5,13 @@
 // request and response between them and the caller over channels. For a proxy answering small queries that hand-off
 // was a quarter of the gateway's CPU (docs/benchmarks.md). Here the caller writes the request (writeRequest,
 // request.go: the serialisation of Request.Write, which the Transport uses, without its formatting and sorting)
-// and reads the answer (http.ReadResponse) itself, so a request costs no goroutine, no channel and no timer:
+// and reads the answer (readResponse, response.go) itself, so a request costs no goroutine, no channel and no
+// timer:
 //   - cancellation: context.AfterFunc closes the connection when the request's context ends, which unblocks a
 //     write, a wait for headers or a body read;
-//   - the response-header timeout is a read deadline on the connection, set once the request is written;
+//   - the response-header timeout is a read deadline on the connection, set once the request is written and
+//     cleared only when the body still needs the socket: an answer that came whole with its head (most queries')
+//     costs one deadline, not two, and a connection carrying a stale one clears it before its next read;
 //   - a connection goes back to the pool when its answer's body has been read to the end, and is dropped when the
 //     body is closed early or broke, the answer said Connection: close, or the request did not go out whole;
 //   - a request that meets a reused connection the upstream had closed (an idle timeout, a restart) is resent once
@@ -20,6 +23,14 @@
 // the answer is read only once the request is written, an upstream that answers before reading the whole body and
 // then breaks the connection has its early answer read after the write fails. Requests that the environment routes
 // through an HTTP proxy (HTTP_PROXY, HTTPS_PROXY) go through an http.Transport, as before.
+//
+// Why not http.ReadResponse: textproto copies each header value into a string of its own, copies each key it
+// does not know, makes a string of the status line and the body is wrapped in three readers: 12 allocations for
+// a VictoriaMetrics answer's head of six fields and about 5 % of the gateway's CPU per query (docs/benchmarks.md).
+// readResponse finds the head in the read buffer, makes one string of it that the status, the values and the
+// keys are cut from, and frames the body in the one answerBody (5 allocations with the Response against 12 in
+// BenchmarkReadResponse); it decides the framing as net/http does, refuses more (readResponse's doc), and
+// FuzzReadResponse compares the two.
 package proxyclient
 
 import (
@@ -34,7 +45,6 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -51,9 +61,12 @@ type Client struct {
 	proxied *http.Transport
 
 	mu      sync.Mutex
-	idle    map[string][]*conn
+	idle    map[poolKey][]*conn
 	tlsByHo map[string]*tls.Config
 }
+
+// poolKey is the scheme and host (as the URL has it) of the upstream a connection goes to.
+type poolKey struct{ scheme, host string }
 
 const (
 	handshakeTimeout = 10 * time.Second
@@ -62,6 +75,10 @@ const (
 	// maxEarlyAnswerWait is how long an answer is waited for after the request's write failed.
 	maxEarlyAnswerWait = 50 * time.Millisecond
 	max1xx             = 5
+	// readBufferSize is the read buffer of a connection in use, which an answer's head must fit to be parsed
+	// without a copy: an answer of up to about this size is read with one syscall (8 KiB took three for 24 KiB).
+	// An idle connection holds none (readBuffers).
+	readBufferSize = 32 << 10
 )
 
 // New returns a client with tlsCfg for https upstreams; headerTimeout bounds the wait for an answer's headers
@@ -75,7 +92,7 @@ func New(tlsCfg *tls.Config, headerTimeout, dialTimeout time.Duration) *Client {
 		tls:           tlsCfg,
 		dialer:        net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second},
 		headerTimeout: headerTimeout,
-		idle:          map[string][]*conn{},
+		idle:          map[poolKey][]*conn{},
 		tlsByHo:       map[string]*tls.Config{},
 	}
 	c.proxied = &http.Transport{
@@ -96,7 +113,7 @@ func New(tlsCfg *tls.Config, headerTimeout, dialTimeout time.Duration) *Client {
 func (c *Client) CloseIdleConnections() {
 	c.mu.Lock()
 	idle := c.idle
-	c.idle = map[string][]*conn{}
+	c.idle = map[poolKey][]*conn{}
 	c.mu.Unlock()
 	for _, cs := range idle {
 		for _, pc := range cs {
@@ -111,9 +128,23 @@ type conn struct {
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	cw     *connWriter
-	key    string
+	key    poolKey
 	idleAt time.Time
 	reused bool
+	// closeNC closes nc: made once, it is what a request's cancellation calls.
+	closeNC func()
+	// deadline tells a read deadline may be set: a connection keeps its header timeout's deadline when the whole
+	// answer came with the head, and clears it only before it next reads from the socket (clearDeadline).
+	deadline bool
+}
+
+// clearDeadline lifts a read deadline left from an answer's head, before a read from the socket that it must not
+// cut: a body, an upgraded connection, a peek at an idle one.
+func (pc *conn) clearDeadline() {
+	if pc.deadline {
+		_ = pc.nc.SetReadDeadline(time.Time{})
+		pc.deadline = false
+	}
 }
 
 // timeoutError is what the wait for an answer's headers ends with when the header timeout passes.
@@ -139,7 +170,7 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, err
 	}
-	key := u.Scheme + "://" + canonicalAddr(u)
+	key := poolKey{u.Scheme, u.Host}
 	body := req.Body
 	var sb *sentBody
 	if body != nil && body != http.NoBody {
@@ -149,7 +180,7 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	for {
 		// Only a body that cannot be sent again needs a connection known to be open; other requests that meet a dead
 		// one are resent below, which saves a syscall per request.
-		pc, err := c.get(ctx, key, u, fresh, sb != nil && req.GetBody == nil)
+		pc, err := c.get(ctx, key, fresh, sb != nil && req.GetBody == nil)
 		if err != nil {
 			if sb != nil {
 				_ = sb.rc.Close()
@@ -220,13 +251,14 @@ func (s *sentBody) Close() error { return nil }
 
 // deadConn tells the errors of a connection the upstream closed before the request.
 func deadConn(err error) bool {
-	// http.ReadResponse reports a connection that ended before the status line as io.ErrUnexpectedEOF.
+	// readResponse reports a connection that ended before the head's end as io.ErrUnexpectedEOF, as
+	// http.ReadResponse does.
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }
 
 // send writes the request on pc and reads the answer's headers.
 func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sentBody) (*http.Response, error) {
-	stop := context.AfterFunc(ctx, func() { _ = pc.nc.Close() })
+	stop := context.AfterFunc(ctx, pc.closeNC)
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		_ = pc.nc.Close()
@@ -252,18 +284,22 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		}
 		// The upstream may have answered before taking the whole body (a refusal) and closed the connection.
 		_ = pc.nc.SetReadDeadline(time.Now().Add(maxEarlyAnswerWait))
-		resp, err := c.readAnswer(ctx, pc, req)
+		pc.deadline = true
+		resp, f, err := c.readAnswer(ctx, pc, req)
 		if err != nil {
 			return fail(werr)
 		}
-		_ = pc.nc.SetReadDeadline(time.Time{})
 		resp.Close = true
-		return c.wrap(pc, resp, stop, false)
+		return c.wrap(pc, resp, f, stop, false)
 	}
+	// One deadline per request: wrap clears it only when the body needs the socket.
 	if c.headerTimeout > 0 {
 		_ = pc.nc.SetReadDeadline(time.Now().Add(c.headerTimeout))
+		pc.deadline = true
+	} else {
+		pc.clearDeadline()
 	}
-	resp, err := c.readAnswer(ctx, pc, req)
+	resp, f, err := c.readAnswer(ctx, pc, req)
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
@@ -271,60 +307,68 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		}
 		return fail(err)
 	}
-	if c.headerTimeout > 0 {
-		_ = pc.nc.SetReadDeadline(time.Time{})
-	}
-	return c.wrap(pc, resp, stop, true)
+	return c.wrap(pc, resp, f, stop, true)
 }
 
 // readAnswer reads the final answer's headers, passing informational ones to the request's trace (the forward
 // step passes them on to the client), as the Transport does.
-func (c *Client) readAnswer(ctx context.Context, pc *conn, req *http.Request) (*http.Response, error) {
+func (c *Client) readAnswer(ctx context.Context, pc *conn, req *http.Request) (*http.Response, framing, error) {
 	trace := httptrace.ContextClientTrace(ctx)
 	for n := 0; ; n++ {
-		resp, err := http.ReadResponse(pc.br, req)
+		resp, f, err := readResponse(pc.br, req)
 		if err != nil {
-			return nil, err
+			return nil, framing{}, err
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
-			return resp, nil
+			return resp, f, nil
 		}
 		if n >= max1xx {
-			return nil, errors.New("too many 1xx informational responses")
+			return nil, framing{}, errors.New("too many 1xx informational responses")
 		}
 		// A 100 Continue is not passed on: the body it asks for has been sent, and the client had its own 100 from
 		// the server when the body was first read.
 		if resp.StatusCode != http.StatusContinue && trace != nil && trace.Got1xxResponse != nil {
 			if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
-				return nil, err
+				return nil, framing{}, err
 			}
 		}
 	}
 }
 
-// wrap ties resp's body to pc: the connection is pooled again at the body's end.
-func (c *Client) wrap(pc *conn, resp *http.Response, stop func() bool, reusable bool) (*http.Response, error) {
+// wrap ties resp's body, framed as f, to pc: the connection is pooled again at the body's end.
+func (c *Client) wrap(pc *conn, resp *http.Response, f framing, stop func() bool, reusable bool) (*http.Response, error) {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		stop()
+		pc.clearDeadline()
 		resp.Body = &upgraded{pc: pc}
 		return resp, nil
 	}
-	b := &answerBody{c: c, pc: pc, stop: stop, reusable: reusable && !resp.Close}
-	if resp.Body == http.NoBody {
+	b := &answerBody{c: c, pc: pc, br: pc.br, stop: stop, reusable: reusable && !resp.Close, framing: f, resp: resp}
+	if f.kind == bodyNone {
 		b.finish(true)
 		return resp, nil
 	}
-	b.rc = resp.Body
+	if f.kind != bodyLength || int64(pc.br.Buffered()) < f.remaining {
+		// The body needs the socket: the head's deadline must not cut a long export.
+		pc.clearDeadline()
+	}
+	if f.kind == bodyChunked {
+		b.chunked = &chunkedReader{br: pc.br}
+	}
 	resp.Body = b
 	return resp, nil
 }
 
-// answerBody is an answer's body on its connection; the forward step reads and closes it from one goroutine.
+// answerBody is an answer's body on its connection, framed as its head said; the forward step reads and closes it
+// from one goroutine.
 type answerBody struct {
-	rc       io.ReadCloser
+	framing
 	c        *Client
 	pc       *conn
+	br       *bufio.Reader // pc's until the body's end, when a pooled pc gives it back
 	stop     func() bool
+	chunked  *chunkedReader
+	resp     *http.Response // whose Trailer a chunked body's trailer fills
 	reusable bool
 	done     bool
 }
@@ -333,11 +377,56 @@ func (b *answerBody) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
 	}
-	n, err := b.rc.Read(p)
+	var n int
+	var err error
+	switch b.kind {
+	case bodyLength:
+		if int64(len(p)) > b.remaining {
+			p = p[:b.remaining]
+		}
+		n, err = b.br.Read(p)
+		b.remaining -= int64(n)
+		if b.remaining == 0 {
+			// The end comes with the last bytes: the connection is pooled before the caller reads again.
+			b.finish(true)
+			return n, io.EOF
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+	case bodyChunked:
+		n, err = b.chunked.Read(p)
+		if err == io.EOF {
+			if terr := readTrailer(b.br, b.resp); terr != nil {
+				err = terr
+			}
+		}
+	default:
+		n, err = b.br.Read(p)
+	}
 	if err != nil {
 		b.finish(err == io.EOF)
 	}
 	return n, err
+}
+
+// Buffered is how many bytes of the body a Read returns without waiting for the upstream, for a caller that
+// flushes what it copied only when nothing more is ready (reached by an interface assertion on the answer's
+// Body). A chunked body counts the buffered data of its current chunk only: at a chunk's end even buffered bytes
+// may be framing in front of a wait.
+func (b *answerBody) Buffered() int {
+	if b.done {
+		return 0
+	}
+	switch b.kind {
+	case bodyLength:
+		return int(min(int64(b.br.Buffered()), b.remaining))
+	case bodyChunked:
+		return b.chunked.buffered()
+	case bodyToEOF:
+		return b.br.Buffered()
+	}
+	return 0
 }
 
 func (b *answerBody) Close() error {
@@ -383,6 +472,17 @@ type writeOnly struct{ io.Writer }
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
+// readBuffers are the read buffers of the connections in use: a connection takes one when it is dialled or taken
+// from the pool, and gives it back when it is pooled, so that up to maxIdlePerHost idle connections per upstream
+// cost no buffer memory.
+var readBuffers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}
+
+func readBuffer(nc net.Conn) *bufio.Reader {
+	br := readBuffers.Get().(*bufio.Reader)
+	br.Reset(nc)
+	return br
+}
+
 // upgraded is a 101 answer's connection, handed to the forward step to copy both ways.
 type upgraded struct{ pc *conn }
 
@@ -391,7 +491,7 @@ func (u *upgraded) Write(p []byte) (int, error) { return u.pc.nc.Write(p) }
 func (u *upgraded) Close() error                { return u.pc.nc.Close() }
 
 // get returns an idle connection to key (peeked at to be sure it is open, when peek), or a new one.
-func (c *Client) get(ctx context.Context, key string, u *url.URL, fresh, peek bool) (*conn, error) {
+func (c *Client) get(ctx context.Context, key poolKey, fresh, peek bool) (*conn, error) {
 	if !fresh {
 		now := time.Now()
 		for {
@@ -405,26 +505,30 @@ func (c *Client) get(ctx context.Context, key string, u *url.URL, fresh, peek bo
 			cs[len(cs)-1] = nil
 			c.idle[key] = cs[:len(cs)-1]
 			c.mu.Unlock()
-			if now.Sub(pc.idleAt) < idleTimeout && pc.br.Buffered() == 0 && (!peek || open(pc.nc)) {
+			if peek {
+				// An expired deadline would fail the peek.
+				pc.clearDeadline()
+			}
+			if now.Sub(pc.idleAt) < idleTimeout && (!peek || open(pc.nc)) {
 				pc.reused = true
+				pc.br = readBuffer(pc.nc)
 				return pc, nil
 			}
 			_ = pc.nc.Close()
 		}
 	}
-	return c.dial(ctx, key, u.Hostname())
+	return c.dial(ctx, key)
 }
 
-func (c *Client) dial(ctx context.Context, key, host string) (*conn, error) {
-	// The key is scheme://host:port (RoundTrip).
-	scheme, addr, _ := strings.Cut(key, "://")
-	nc, err := c.dialer.DialContext(ctx, "tcp", addr)
+func (c *Client) dial(ctx context.Context, key poolKey) (*conn, error) {
+	u := &url.URL{Scheme: key.scheme, Host: key.host}
+	nc, err := c.dialer.DialContext(ctx, "tcp", canonicalAddr(u))
 	if err != nil {
 		return nil, err
 	}
 	nc = sockio.Wrap(nc)
-	if scheme == "https" {
-		tc := tls.Client(nc, c.tlsFor(host))
+	if key.scheme == "https" {
+		tc := tls.Client(nc, c.tlsFor(u.Hostname()))
 		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 		err := tc.HandshakeContext(hctx)
 		cancel()
@@ -435,7 +539,9 @@ func (c *Client) dial(ctx context.Context, key, host string) (*conn, error) {
 		nc = tc
 	}
 	cw := &connWriter{nc: nc}
-	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 8<<10), bw: bufio.NewWriterSize(cw, 4<<10), cw: cw, key: key}, nil
+	pc := &conn{nc: nc, br: readBuffer(nc), bw: bufio.NewWriterSize(cw, 4<<10), cw: cw, key: key}
+	pc.closeNC = func() { _ = nc.Close() }
+	return pc, nil
 }
 
 // tlsFor is the TLS config for host: the server name is the host's unless -*.tlsServerName sets it.
@@ -456,6 +562,14 @@ func (c *Client) tlsFor(host string) *tls.Config {
 
 // put pools pc for the next request to its upstream; past the bound, or idle too long, connections are closed.
 func (c *Client) put(pc *conn) {
+	if pc.br.Buffered() != 0 {
+		// Bytes past the answer's end: the upstream is confused, and its next answer would not be the next one.
+		_ = pc.nc.Close()
+		return
+	}
+	pc.br.Reset(nil)
+	readBuffers.Put(pc.br)
+	pc.br = nil
 	now := time.Now()
 	pc.idleAt = now
 	var drop []*conn

@@ -1,6 +1,7 @@
 package proxyclient
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -314,4 +317,214 @@ func TestDialError(t *testing.T) {
 	if !errors.As(err, &oe) || oe.Op != "dial" {
 		t.Fatalf("got %v; want a dial error", err)
 	}
+}
+
+// scriptedUpstream serves each request with answer(i, conn), i counting the requests of all connections, after
+// reading the request and its body; it counts the connections it accepted.
+func scriptedUpstream(t *testing.T, answer func(i int, w net.Conn)) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var conns, reqs atomic.Int32
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer nc.Close()
+				br := bufio.NewReader(nc)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					answer(int(reqs.Add(1)-1), nc)
+				}
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String(), &conns
+}
+
+// The header timeout bounds the head alone: a body that comes slower than it, whether its first bytes came with
+// the head or not, is read whole, and a connection pooled with the deadline of an answer that came whole does
+// not carry it into the next request's body, nor fail the peek of a request with a streamed body.
+func TestHeaderTimeoutSparesBodies(t *testing.T) {
+	const timeout = 150 * time.Millisecond
+	slow := 2 * timeout
+	upstream, conns := scriptedUpstream(t, func(i int, w net.Conn) {
+		switch i {
+		case 0, 3, 4:
+			// The whole answer at once: the head's deadline stays on the pooled connection.
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwhole")
+		case 1:
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst")
+			time.Sleep(slow)
+			_, _ = io.WriteString(w, "-last")
+		case 2:
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+			time.Sleep(slow)
+			_, _ = io.WriteString(w, "5\r\n-last\r\n0\r\n\r\n")
+		}
+	})
+	c := New(nil, timeout, 10*time.Second)
+	defer c.CloseIdleConnections()
+	for i, want := range []string{"whole", "first-last", "first-last", "whole"} {
+		if i > 0 {
+			// Past the deadline the last answer left.
+			time.Sleep(slow)
+		}
+		resp, err := get(t, c, context.Background(), upstream)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if got := readAll(t, resp); got != want {
+			t.Fatalf("request %d: body %q; want %q", i, got, want)
+		}
+	}
+	time.Sleep(slow)
+	// A streamed body takes a pooled connection only after a peek at its socket, which an expired deadline fails.
+	pr, pw := io.Pipe()
+	go func() {
+		_, _ = io.WriteString(pw, "streamed")
+		pw.Close()
+	}()
+	req, _ := http.NewRequest(http.MethodPost, upstream, pr)
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); got != "whole" {
+		t.Fatalf("body %q", got)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections for 5 sequential requests; want 1 kept alive", n)
+	}
+}
+
+// An upstream that sent more than its answer is confused: its connection is not pooled, so the bytes past the
+// answer's end are never taken for the next request's answer.
+func TestBytesPastAnswerDropConnection(t *testing.T) {
+	upstream, conns := scriptedUpstream(t, func(i int, w net.Conn) {
+		if i == 0 {
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+			return
+		}
+		_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+	})
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	for _, want := range []string{"first", "second"} {
+		resp, err := get(t, c, context.Background(), upstream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readAll(t, resp); got != want {
+			t.Fatalf("body %q; want %q", got, want)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections; want a new one after the answer with bytes past its end", n)
+	}
+}
+
+// A chunked answer's trailer fills the answer's Trailer at the body's end, the announced keys there before; a
+// trailer past its bound breaks the body and the connection.
+func TestTrailers(t *testing.T) {
+	upstream, conns := scriptedUpstream(t, func(i int, w net.Conn) {
+		trailer := "X-T: v\r\nx-other: w\r\n"
+		if i == 2 {
+			trailer = "X-Big: " + strings.Repeat("v", maxTrailerBytes) + "\r\n"
+		}
+		_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nTrailer: X-T\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n"+trailer+"\r\n")
+	})
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	for i := 0; i < 2; i++ {
+		resp, err := get(t, c, context.Background(), upstream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, ok := resp.Trailer["X-T"]; !ok || v != nil || len(resp.Trailer) != 1 || resp.Header["Trailer"] != nil {
+			t.Fatalf("before the body: Trailer %q, header %q; want the announced key alone", resp.Trailer, resp.Header)
+		}
+		if got := readAll(t, resp); got != "body" {
+			t.Fatalf("body %q", got)
+		}
+		if want := (http.Header{"X-T": {"v"}, "X-Other": {"w"}}); !reflect.DeepEqual(resp.Trailer, want) {
+			t.Fatalf("after the body: Trailer %q; want %q", resp.Trailer, want)
+		}
+	}
+	resp, err := get(t, c, context.Background(), upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err == nil || !strings.Contains(err.Error(), "trailer") {
+		t.Fatalf("a trailer past its bound read with %v; want an error", err)
+	}
+	resp.Body.Close()
+	resp, err = get(t, c, context.Background(), upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections; want 2: one kept alive, then a new one after the broken trailer", n)
+	}
+}
+
+// Concurrent requests on pooled connections, with answers framed every way, each get their own answer: the read
+// buffers that connections give back when pooled never carry one request's answer into another's.
+func TestConcurrentAnswersStayApart(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		body := strings.Repeat(id+",", 1+len(id)*997%9000)
+		switch r.URL.Path {
+		case "/length":
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		case "/chunked":
+			w.Header().Set("Trailer", "X-Id")
+			defer func() { w.Header().Set("X-Id", id) }()
+		}
+		half := len(body) / 2
+		_, _ = io.WriteString(w, body[:half])
+		w.(http.Flusher).Flush()
+		_, _ = io.WriteString(w, body[half:])
+	}))
+	defer srv.Close()
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				id := strconv.Itoa(g*1000 + i)
+				path := []string{"/length", "/chunked"}[i%2]
+				resp, err := get(t, c, context.Background(), srv.URL+path+"?id="+id)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got := readAll(t, resp)
+				if want := strings.Repeat(id+",", 1+len(id)*997%9000); got != want {
+					t.Errorf("request %s got an answer of %d bytes starting %.20q; want its own", id, len(got), got)
+					return
+				}
+				if path == "/chunked" && resp.Trailer.Get("X-Id") != id {
+					t.Errorf("request %s got the trailer %q", id, resp.Trailer)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
