@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -77,6 +78,28 @@ type conn struct {
 	pipelined bool
 	watchID   uint64
 	watchRaw  syscall.RawConn
+
+	// readDeadline is the read deadline the connection's goroutine last set itself, valid while deadlineKnown: a
+	// deadline set elsewhere (the handler, a body read, the background read) clears it. It lets a keep-alive
+	// connection renew its idle deadline only now and then instead of twice per request (see awaitNext).
+	readDeadline  time.Time
+	deadlineKnown atomic.Bool
+	// writeDeadlineSet: the handler set a write deadline, cleared after its answer.
+	writeDeadlineSet atomic.Bool
+}
+
+// setReadDeadline sets a read deadline the connection's goroutine keeps track of.
+func (c *conn) setReadDeadline(t time.Time) {
+	_ = c.rwc.SetReadDeadline(t)
+	c.readDeadline = t
+	c.deadlineKnown.Store(true)
+}
+
+// setOtherReadDeadline sets a read deadline from anywhere: the one the connection's goroutine tracks is then unknown.
+func (c *conn) setOtherReadDeadline(t time.Time) error {
+	err := c.rwc.SetReadDeadline(t)
+	c.deadlineKnown.Store(false)
+	return err
 }
 
 var (
@@ -113,7 +136,7 @@ func (c *conn) serve() {
 	defer c.srv.untrack(c)
 	c.bgCond.L = &c.bgMu
 	if d := c.srv.ReadHeaderTimeout; d > 0 {
-		_ = c.rwc.SetReadDeadline(c.start.Add(d))
+		c.setReadDeadline(c.start.Add(d))
 	}
 	if tc, ok := c.rwc.(*tls.Conn); ok {
 		if err := tc.Handshake(); err != nil {
@@ -158,11 +181,14 @@ func (c *conn) serve() {
 		if !c.state.CompareAndSwap(from, stateActive) {
 			return
 		}
-		if !first {
+		if !first && !c.headBuffered() {
+			// The head is still to come: from its first byte it has ReadHeaderTimeout. One the reader holds in full
+			// needs no deadline, and the idle one left in place bounds nothing else (a body's read clears it, the
+			// handler sets its own).
 			if d := c.srv.ReadHeaderTimeout; d > 0 {
-				_ = c.rwc.SetReadDeadline(time.Now().Add(d))
-			} else {
-				_ = c.rwc.SetReadDeadline(time.Time{})
+				c.setReadDeadline(time.Now().Add(d))
+			} else if !c.deadlineKnown.Load() || !c.readDeadline.IsZero() {
+				c.setReadDeadline(time.Time{})
 			}
 		}
 		first = false
@@ -173,6 +199,28 @@ func (c *conn) serve() {
 		}
 		if c.srv.shuttingDown() {
 			return
+		}
+	}
+}
+
+// headBuffered reports whether the reader holds a whole request head (up to its empty line), so reading it needs
+// no read of the connection. At least 4 bytes: after a POST, up to 4 are peeked for a stray CRLF.
+func (c *conn) headBuffered() bool {
+	n := c.br.Buffered()
+	if n < 4 {
+		return false
+	}
+	buf, _ := c.br.Peek(n)
+	for i := 0; ; {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return false
+		}
+		i += j + 1
+		// A line that is empty or only CR ends the head; the request line never does, but then an empty line follows
+		// later or the request is refused on what is buffered.
+		if i < len(buf) && (buf[i] == '\n' || buf[i] == '\r' && i+1 < len(buf) && buf[i+1] == '\n') {
+			return true
 		}
 	}
 }
@@ -258,7 +306,9 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		r.Body = http.NoBody
 	default:
 		// The head's deadline is not the body's: the handler sets its own (http.ResponseController).
-		_ = c.rwc.SetReadDeadline(time.Time{})
+		if !c.deadlineKnown.Load() || !c.readDeadline.IsZero() {
+			c.setReadDeadline(time.Time{})
+		}
 		b.c, b.w, b.r = c, w, r
 		b.continueWanted = wantsContinue
 		if r.ContentLength > 0 {
@@ -291,7 +341,10 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		return false, false
 	}
 	w.finish()
-	_ = c.rwc.SetWriteDeadline(time.Time{})
+	if c.writeDeadlineSet.Load() {
+		_ = c.rwc.SetWriteDeadline(time.Time{})
+		c.writeDeadlineSet.Store(false)
+	}
 	c.bgMu.Lock()
 	readFailed := c.readErr != nil
 	c.bgMu.Unlock()
@@ -351,7 +404,7 @@ func (c *conn) close(linger bool) {
 	c.unwatch()
 	if linger && c.state.Load() != stateClosed {
 		if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-			_ = c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			_ = c.setOtherReadDeadline(time.Now().Add(500 * time.Millisecond))
 			_, _ = io.Copy(io.Discard, c.rwc)
 		}
 	}

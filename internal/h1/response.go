@@ -176,8 +176,12 @@ func (w *response) FlushError() error {
 
 // SetReadDeadline and SetWriteDeadline serve http.ResponseController: the gateway bounds how long a client may
 // take to send a body.
-func (w *response) SetReadDeadline(t time.Time) error  { return w.c.rwc.SetReadDeadline(t) }
-func (w *response) SetWriteDeadline(t time.Time) error { return w.c.rwc.SetWriteDeadline(t) }
+func (w *response) SetReadDeadline(t time.Time) error { return w.c.setOtherReadDeadline(t) }
+
+func (w *response) SetWriteDeadline(t time.Time) error {
+	w.c.writeDeadlineSet.Store(true)
+	return w.c.rwc.SetWriteDeadline(t)
+}
 
 // writeContinue sends the 100 Continue the client waits for before its body, unless the answer has begun.
 func (w *response) writeContinue() error {
@@ -260,9 +264,9 @@ func (w *response) commit(done bool) {
 		_, _ = bw.WriteString("\r\n")
 	}
 	if setLength {
-		var num [20]byte
+		// Appended in the writer's free space: a buffer of its own would escape to the heap through Write.
 		_, _ = bw.WriteString("Content-Length: ")
-		_, _ = bw.Write(strconv.AppendInt(num[:0], w.contentLength, 10))
+		_, _ = bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.contentLength, 10))
 		_, _ = bw.WriteString("\r\n")
 	}
 	if _, ok := h["Connection"]; !ok {

@@ -552,3 +552,67 @@ func TestShutdownServesNewConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestKeptAliveTimeouts: on a kept-alive connection, whose read deadline is renewed only now and then, the idle
+// timeout still ends a silent connection (never before IdleTimeout), a head sent slower than ReadHeaderTimeout is
+// still cut off, and the deadlines a handler set are gone by the next request.
+func TestKeptAliveTimeouts(t *testing.T) {
+	const idle, header = 800 * time.Millisecond, 300 * time.Millisecond
+	_, addr := serveWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		switch r.URL.Path {
+		case "/deadlines":
+			// Both pass before the client's next request: they must not outlive this one.
+			if rc.SetReadDeadline(time.Now().Add(50*time.Millisecond)) != nil || rc.SetWriteDeadline(time.Now().Add(50*time.Millisecond)) != nil {
+				t.Error("the handler cannot set deadlines")
+			}
+		case "/slow":
+			time.Sleep(100 * time.Millisecond)
+		}
+		_, _ = io.WriteString(w, "ok")
+	}), func(s *Server) { s.IdleTimeout, s.ReadHeaderTimeout = idle, header })
+	get := func(c *client, path string) {
+		t.Helper()
+		c.send("GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n")
+		if resp, body, err := c.response("GET"); resp.StatusCode != 200 || body != "ok" || err != nil || resp.Close {
+			t.Fatalf("GET %s: %d %q %v, close %v; want 200 ok on a kept connection", path, resp.StatusCode, body, err, resp.Close)
+		}
+	}
+
+	t.Run("handler deadlines", func(t *testing.T) {
+		c := dial(t, addr)
+		get(c, "/")
+		get(c, "/")
+		get(c, "/deadlines")
+		time.Sleep(200 * time.Millisecond)
+		get(c, "/slow")
+		get(c, "/")
+	})
+	t.Run("idle", func(t *testing.T) {
+		c := dial(t, addr)
+		for range 20 {
+			get(c, "/")
+		}
+		start := time.Now()
+		_ = c.conn.SetReadDeadline(start.Add(5 * time.Second))
+		_, err := c.br.ReadByte()
+		if took := time.Since(start); err == nil || errors.Is(err, os.ErrDeadlineExceeded) || took < idle || took > idle+idle/2 {
+			t.Fatalf("an idle connection ended after %s with %v; want it closed after %s to %s", took, err, idle, idle+idle/16)
+		}
+	})
+	t.Run("slow head", func(t *testing.T) {
+		c := dial(t, addr)
+		get(c, "/")
+		get(c, "/")
+		c.send("GET / HTTP/1.1\r\n")
+		start := time.Now()
+		time.Sleep(header + header/2)
+		_, _ = io.WriteString(c.conn, "Host: t\r\n\r\n")
+		_ = c.conn.SetReadDeadline(start.Add(5 * time.Second))
+		b, err := c.br.ReadByte()
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) > idle {
+			t.Fatalf("a head slower than ReadHeaderTimeout on a kept-alive connection: read %q, %v after %s; want the connection closed without an answer",
+				b, err, time.Since(start))
+		}
+	})
+}
