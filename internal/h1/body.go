@@ -124,7 +124,7 @@ func (b *body) readTrailer() error {
 	if err != nil {
 		return errLongTrailer
 	}
-	h, err := parseHeader(string(head[1:]), &b.c.scratch)
+	h, err := parseHeader(string(head[1:]), &b.c.scratch, nil)
 	if err != nil {
 		return errors.New("http: malformed trailer: " + err.Error())
 	}

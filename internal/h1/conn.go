@@ -51,6 +51,10 @@ type conn struct {
 	scratch, pending, discard []byte
 	lastMethod                string
 	keys                      []string
+	// reqHeader and respHeader are the header maps of the request in flight and its answer, kept for the next
+	// request (see the package doc: a handler uses neither once it has returned).
+	reqHeader  headerStore
+	respHeader http.Header
 	// bodyInUse: a goroutine the handler left may still read the last body, through br.
 	bodyInUse bool
 
@@ -260,7 +264,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		return false, false
 	}
 	var tmpl http.Request
-	if err := parseRequest(&tmpl, head, &c.scratch); err != nil {
+	if err := parseRequest(&tmpl, head, &c.scratch, &c.reqHeader); err != nil {
 		var re *requestError
 		if !errors.As(err, &re) {
 			re = badRequest("%s", err)
@@ -283,7 +287,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 
 	ex := &exchange{}
 	w, b := &ex.w, &ex.b
-	w.c, w.header, w.contentLength, w.isHead = c, make(http.Header), -1, tmpl.Method == http.MethodHead
+	w.c, w.header, w.contentLength, w.isHead = c, c.takeRespHeader(), -1, tmpl.Method == http.MethodHead
 	expect := ""
 	if e := tmpl.Header["Expect"]; len(e) > 0 {
 		expect = e[0]
@@ -358,6 +362,16 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		_ = w.body.Close()
 	}
 	return true, false
+}
+
+// takeRespHeader is the answer's header map: the last answer's, emptied, unless it grew large.
+func (c *conn) takeRespHeader() http.Header {
+	if h := c.respHeader; h != nil && len(h) <= maxHeaderHint {
+		clear(h)
+		return h
+	}
+	c.respHeader = make(http.Header)
+	return c.respHeader
 }
 
 // retire closes the body of a request after which the connection closes. A read of it still under way in a

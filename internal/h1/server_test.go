@@ -11,10 +11,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -615,4 +617,32 @@ func TestKeptAliveTimeouts(t *testing.T) {
 				b, err, time.Since(start))
 		}
 	})
+}
+
+// TestHeaderMapsReused: a connection's requests reuse the request's and the answer's header maps; nothing of one
+// request's header or answer shows in the next's.
+func TestHeaderMapsReused(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		if len(h) != 0 {
+			t.Errorf("%s: the answer's header starts with %v", r.URL.Path, h)
+		}
+		h.Set("X-Path", r.URL.Path)
+		if r.URL.Path == "/first" {
+			h.Set("X-Only-First", "1")
+			r.Header.Set("X-Added-By-Handler", "1")
+		}
+		_, _ = io.WriteString(w, strings.Join(slices.Sorted(maps.Keys(r.Header)), ","))
+	}))
+	c := dial(t, addr)
+	c.send("GET /first HTTP/1.1\r\nHost: t\r\nX-A: 1\r\nX-B: 2\r\n\r\n")
+	resp, body, err := c.response("GET")
+	if err != nil || body != "X-A,X-Added-By-Handler,X-B" || resp.Header.Get("X-Only-First") != "1" {
+		t.Fatalf("first: %q %v %v", body, err, resp.Header)
+	}
+	c.send("GET /second HTTP/1.1\r\nHost: t\r\nX-C: 3\r\n\r\n")
+	resp, body, err = c.response("GET")
+	if err != nil || body != "X-C" || resp.Header.Get("X-Path") != "/second" || resp.Header["X-Only-First"] != nil {
+		t.Fatalf("second: header names %q (%v), answer header %v; want only X-C and no X-Only-First", body, err, resp.Header)
+	}
 }
