@@ -183,6 +183,16 @@ var parseSeeds = []string{
 	"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
 	"GET  / HTTP/1.1\r\nHost: gw\r\n\r\n",
 	"G\tT / HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /a/b;c=d,e@f:g+h$i&j~k_l.m?q=1&q=2?x HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /a!b*c'd(e) HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /q? HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /q?? HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET //evil.example/q HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /q?a=\x01 HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /q?a=\xff\x7f HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /\xc3\xa9?a=\xc3\xa9 HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /a\\b^c|d{e}\"f<g>`h HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /a#frag?q#x HTTP/1.1\r\nHost: gw\r\n\r\n",
 }
 
 func FuzzParseRequest(f *testing.F) {
