@@ -46,6 +46,9 @@ type conn struct {
 
 	br *bufio.Reader
 	bw *bufio.Writer
+	// out is what bw writes to (writev.go); chunkLine holds a chunk's size line while it is written.
+	out       connWriter
+	chunkLine [20]byte
 	// scratch is for building strings (a folded header, a canonical name); pending is the answer held back before
 	// its head (from bufPool, while a request is served); discard reads a body's rest to drop it.
 	scratch, pending, discard []byte
@@ -159,7 +162,8 @@ func (c *conn) serve() {
 	}
 	c.watched = watchClients && c.watch()
 	c.br = getReader(c)
-	c.bw = getWriter(c.rwc)
+	c.out.reset(c.rwc)
+	c.bw = getWriter(&c.out)
 	linger := false
 	defer func() {
 		c.close(linger)

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -17,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -644,5 +646,40 @@ func TestHeaderMapsReused(t *testing.T) {
 	resp, body, err = c.response("GET")
 	if err != nil || body != "X-C" || resp.Header.Get("X-Path") != "/second" || resp.Header["X-Only-First"] != nil {
 		t.Fatalf("second: header names %q (%v), answer header %v; want only X-C and no X-Only-First", body, err, resp.Header)
+	}
+}
+
+// TestLargeWrites: body writes larger than the connection's buffer (sent with what it holds in one writev on TCP)
+// arrive whole and in order, chunked or with a length, flushed or not, after a head or a part of the body.
+func TestLargeWrites(t *testing.T) {
+	piece := func(n int, c byte) []byte { return bytes.Repeat([]byte{c}, n) }
+	sizes := []int{1, 5000, 20000, 4096, 3, 4090, 70000}
+	var want []byte
+	for i, n := range sizes {
+		want = append(want, piece(n, byte('a'+i))...)
+	}
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/length" {
+			w.Header().Set("Content-Length", strconv.Itoa(len(want)))
+		}
+		for i, n := range sizes {
+			_, _ = w.Write(piece(n, byte('a'+i)))
+			if r.URL.Path == "/flushed" {
+				w.(http.Flusher).Flush()
+			}
+		}
+	}))
+	c := dial(t, addr)
+	for _, path := range []string{"/flushed", "/length", "/buffered", "/flushed"} {
+		c.send("GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n")
+		resp, body, err := c.response("GET")
+		chunked := len(resp.TransferEncoding) == 1
+		if err != nil || body != string(want) || chunked != (path != "/length") || resp.Close {
+			t.Fatalf("%s: %d bytes (want %d), equal %v, %v, chunked %v, close %v", path, len(body), len(want), body == string(want), err, chunked, resp.Close)
+		}
+	}
+	c.send("HEAD /length HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, body, err := c.response("HEAD"); err != nil || body != "" || resp.ContentLength != int64(len(want)) {
+		t.Fatalf("HEAD: %q %v, length %d", body, err, resp.ContentLength)
 	}
 }
