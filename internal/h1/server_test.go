@@ -600,7 +600,9 @@ func TestKeptAliveTimeouts(t *testing.T) {
 		start := time.Now()
 		_ = c.conn.SetReadDeadline(start.Add(5 * time.Second))
 		_, err := c.br.ReadByte()
-		if took := time.Since(start); err == nil || errors.Is(err, os.ErrDeadlineExceeded) || took < idle || took > idle+idle/2 {
+		// The server's idle time starts when it has written the answer, a moment before the client has read it; a
+		// loaded machine may take a while to notice the close.
+		if took := time.Since(start); err == nil || errors.Is(err, os.ErrDeadlineExceeded) || took < idle-idle/16 || took > 2*idle {
 			t.Fatalf("an idle connection ended after %s with %v; want it closed after %s to %s", took, err, idle, idle+idle/16)
 		}
 	})
