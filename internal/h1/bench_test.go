@@ -140,3 +140,18 @@ func cpuNanos() int64 {
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// BenchmarkParseRequest is the parse of a Grafana query's head as a kept-alive connection does it (the header map
+// reused): `go test -run '^$' -bench BenchmarkParseRequest -benchmem ./internal/h1/`.
+func BenchmarkParseRequest(b *testing.B) {
+	head := []byte(benchRequest)
+	var scratch []byte
+	var st headerStore
+	b.ReportAllocs()
+	for b.Loop() {
+		var r http.Request
+		if err := parseRequest(&r, head, &scratch, &st); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

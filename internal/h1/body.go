@@ -124,7 +124,7 @@ func (b *body) readTrailer() error {
 	if err != nil {
 		return errLongTrailer
 	}
-	h, err := parseHeader(string(head[1:]), &b.c.scratch)
+	h, err := parseHeader(string(head[1:]), &b.c.scratch, nil)
 	if err != nil {
 		return errors.New("http: malformed trailer: " + err.Error())
 	}
@@ -169,7 +169,7 @@ func (b *body) discardRest() bool {
 	}
 	// Within the idle timeout: a client that stops sending must not hold the connection's goroutine forever.
 	if d := b.c.srv.IdleTimeout; d > 0 {
-		_ = b.c.rwc.SetReadDeadline(time.Now().Add(d))
+		_ = b.c.setOtherReadDeadline(time.Now().Add(d))
 	}
 	buf := b.c.discardBuf()
 	var total int

@@ -82,7 +82,7 @@ func (c *conn) startBackgroundRead() {
 		return
 	}
 	c.inRead = true
-	_ = c.rwc.SetReadDeadline(time.Time{})
+	_ = c.setOtherReadDeadline(time.Time{})
 	if c.bgBuf == nil {
 		c.bgBuf = make([]byte, 4<<10)
 	}
@@ -118,23 +118,19 @@ func (c *conn) abortBackgroundRead() {
 		return
 	}
 	c.aborted = true
-	_ = c.rwc.SetReadDeadline(aLongTimeAgo)
+	_ = c.setOtherReadDeadline(aLongTimeAgo)
 	for c.inRead {
 		c.bgCond.Wait()
 	}
-	_ = c.rwc.SetReadDeadline(time.Time{})
+	_ = c.setOtherReadDeadline(time.Time{})
 }
 
 // awaitNext waits for the first bytes of the next request, through the background read if it runs; false when
 // the connection ended (idle timeout, client gone, Shutdown).
 func (c *conn) awaitNext() bool {
-	var deadline time.Time
-	if d := c.srv.IdleTimeout; d > 0 {
-		deadline = time.Now().Add(d)
-	}
+	c.renewIdleDeadline()
 	c.bgMu.Lock()
 	if c.inRead {
-		_ = c.rwc.SetReadDeadline(deadline)
 		for c.inRead {
 			c.bgCond.Wait()
 		}
@@ -143,7 +139,29 @@ func (c *conn) awaitNext() bool {
 		return ok
 	}
 	c.bgMu.Unlock()
-	_ = c.rwc.SetReadDeadline(deadline)
 	_, err := c.br.Peek(1)
 	return err == nil
+}
+
+// idleSlack is the share of IdleTimeout by which the idle deadline may run late: it is renewed only once it is
+// that stale, not at every request of a busy connection (a deadline change costs a timer update in the runtime).
+const idleSlack = 16
+
+// renewIdleDeadline makes the read deadline end the wait for the next request between IdleTimeout and
+// IdleTimeout*(1+1/idleSlack) from now; none without an IdleTimeout.
+func (c *conn) renewIdleDeadline() {
+	d := c.srv.IdleTimeout
+	known := c.deadlineKnown.Load()
+	if d <= 0 {
+		if !known || !c.readDeadline.IsZero() {
+			c.setReadDeadline(time.Time{})
+		}
+		return
+	}
+	earliest := time.Now().Add(d)
+	latest := earliest.Add(d / idleSlack)
+	if known && !c.readDeadline.Before(earliest) && !c.readDeadline.After(latest) {
+		return
+	}
+	c.setReadDeadline(latest)
 }

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -45,11 +46,18 @@ type conn struct {
 
 	br *bufio.Reader
 	bw *bufio.Writer
+	// out is what bw writes to (writev.go); chunkLine holds a chunk's size line while it is written.
+	out       connWriter
+	chunkLine [20]byte
 	// scratch is for building strings (a folded header, a canonical name); pending is the answer held back before
 	// its head (from bufPool, while a request is served); discard reads a body's rest to drop it.
 	scratch, pending, discard []byte
 	lastMethod                string
 	keys                      []string
+	// reqHeader and respHeader are the header maps of the request in flight and its answer, kept for the next
+	// request (see the package doc: a handler uses neither once it has returned).
+	reqHeader  headerStore
+	respHeader http.Header
 	// bodyInUse: a goroutine the handler left may still read the last body, through br.
 	bodyInUse bool
 
@@ -77,6 +85,28 @@ type conn struct {
 	pipelined bool
 	watchID   uint64
 	watchRaw  syscall.RawConn
+
+	// readDeadline is the read deadline the connection's goroutine last set itself, valid while deadlineKnown: a
+	// deadline set elsewhere (the handler, a body read, the background read) clears it. It lets a keep-alive
+	// connection renew its idle deadline only now and then instead of twice per request (see awaitNext).
+	readDeadline  time.Time
+	deadlineKnown atomic.Bool
+	// writeDeadlineSet: the handler set a write deadline, cleared after its answer.
+	writeDeadlineSet atomic.Bool
+}
+
+// setReadDeadline sets a read deadline the connection's goroutine keeps track of.
+func (c *conn) setReadDeadline(t time.Time) {
+	_ = c.rwc.SetReadDeadline(t)
+	c.readDeadline = t
+	c.deadlineKnown.Store(true)
+}
+
+// setOtherReadDeadline sets a read deadline from anywhere: the one the connection's goroutine tracks is then unknown.
+func (c *conn) setOtherReadDeadline(t time.Time) error {
+	err := c.rwc.SetReadDeadline(t)
+	c.deadlineKnown.Store(false)
+	return err
 }
 
 var (
@@ -113,7 +143,7 @@ func (c *conn) serve() {
 	defer c.srv.untrack(c)
 	c.bgCond.L = &c.bgMu
 	if d := c.srv.ReadHeaderTimeout; d > 0 {
-		_ = c.rwc.SetReadDeadline(c.start.Add(d))
+		c.setReadDeadline(c.start.Add(d))
 	}
 	if tc, ok := c.rwc.(*tls.Conn); ok {
 		if err := tc.Handshake(); err != nil {
@@ -132,7 +162,8 @@ func (c *conn) serve() {
 	}
 	c.watched = watchClients && c.watch()
 	c.br = getReader(c)
-	c.bw = getWriter(c.rwc)
+	c.out.reset(c.rwc)
+	c.bw = getWriter(&c.out)
 	linger := false
 	defer func() {
 		c.close(linger)
@@ -158,11 +189,14 @@ func (c *conn) serve() {
 		if !c.state.CompareAndSwap(from, stateActive) {
 			return
 		}
-		if !first {
+		if !first && !c.headBuffered() {
+			// The head is still to come: from its first byte it has ReadHeaderTimeout. One the reader holds in full
+			// needs no deadline, and the idle one left in place bounds nothing else (a body's read clears it, the
+			// handler sets its own).
 			if d := c.srv.ReadHeaderTimeout; d > 0 {
-				_ = c.rwc.SetReadDeadline(time.Now().Add(d))
-			} else {
-				_ = c.rwc.SetReadDeadline(time.Time{})
+				c.setReadDeadline(time.Now().Add(d))
+			} else if !c.deadlineKnown.Load() || !c.readDeadline.IsZero() {
+				c.setReadDeadline(time.Time{})
 			}
 		}
 		first = false
@@ -173,6 +207,28 @@ func (c *conn) serve() {
 		}
 		if c.srv.shuttingDown() {
 			return
+		}
+	}
+}
+
+// headBuffered reports whether the reader holds a whole request head (up to its empty line), so reading it needs
+// no read of the connection. At least 4 bytes: after a POST, up to 4 are peeked for a stray CRLF.
+func (c *conn) headBuffered() bool {
+	n := c.br.Buffered()
+	if n < 4 {
+		return false
+	}
+	buf, _ := c.br.Peek(n)
+	for i := 0; ; {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return false
+		}
+		i += j + 1
+		// A line that is empty or only CR ends the head; the request line never does, but then an empty line follows
+		// later or the request is refused on what is buffered.
+		if i < len(buf) && (buf[i] == '\n' || buf[i] == '\r' && i+1 < len(buf) && buf[i+1] == '\n') {
+			return true
 		}
 	}
 }
@@ -212,7 +268,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		return false, false
 	}
 	var tmpl http.Request
-	if err := parseRequest(&tmpl, head, &c.scratch); err != nil {
+	if err := parseRequest(&tmpl, head, &c.scratch, &c.reqHeader); err != nil {
 		var re *requestError
 		if !errors.As(err, &re) {
 			re = badRequest("%s", err)
@@ -235,7 +291,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 
 	ex := &exchange{}
 	w, b := &ex.w, &ex.b
-	w.c, w.header, w.contentLength, w.isHead = c, make(http.Header), -1, tmpl.Method == http.MethodHead
+	w.c, w.header, w.contentLength, w.isHead = c, c.takeRespHeader(), -1, tmpl.Method == http.MethodHead
 	expect := ""
 	if e := tmpl.Header["Expect"]; len(e) > 0 {
 		expect = e[0]
@@ -258,7 +314,9 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		r.Body = http.NoBody
 	default:
 		// The head's deadline is not the body's: the handler sets its own (http.ResponseController).
-		_ = c.rwc.SetReadDeadline(time.Time{})
+		if !c.deadlineKnown.Load() || !c.readDeadline.IsZero() {
+			c.setReadDeadline(time.Time{})
+		}
 		b.c, b.w, b.r = c, w, r
 		b.continueWanted = wantsContinue
 		if r.ContentLength > 0 {
@@ -291,7 +349,10 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		return false, false
 	}
 	w.finish()
-	_ = c.rwc.SetWriteDeadline(time.Time{})
+	if c.writeDeadlineSet.Load() {
+		_ = c.rwc.SetWriteDeadline(time.Time{})
+		c.writeDeadlineSet.Store(false)
+	}
 	c.bgMu.Lock()
 	readFailed := c.readErr != nil
 	c.bgMu.Unlock()
@@ -305,6 +366,16 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		_ = w.body.Close()
 	}
 	return true, false
+}
+
+// takeRespHeader is the answer's header map: the last answer's, emptied, unless it grew large.
+func (c *conn) takeRespHeader() http.Header {
+	if h := c.respHeader; h != nil && len(h) <= maxHeaderHint {
+		clear(h)
+		return h
+	}
+	c.respHeader = make(http.Header)
+	return c.respHeader
 }
 
 // retire closes the body of a request after which the connection closes. A read of it still under way in a
@@ -351,7 +422,7 @@ func (c *conn) close(linger bool) {
 	c.unwatch()
 	if linger && c.state.Load() != stateClosed {
 		if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-			_ = c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			_ = c.setOtherReadDeadline(time.Now().Add(500 * time.Millisecond))
 			_, _ = io.Copy(io.Discard, c.rwc)
 		}
 	}

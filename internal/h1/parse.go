@@ -70,9 +70,9 @@ func nextLine(s string) (line, rest string) {
 	return line, rest
 }
 
-// parseRequest builds the request from its head, as net/http's ReadRequest and its server's checks do. The strings of the request point into one string holding
-// the whole head.
-func parseRequest(r *http.Request, head []byte, scratch *[]byte) error {
+// parseRequest builds the request from its head, as net/http's ReadRequest and its server's checks do. The strings
+// of the request point into one string holding the whole head. The header map comes from st when it is not nil.
+func parseRequest(r *http.Request, head []byte, scratch *[]byte, st *headerStore) error {
 	s := string(head)
 	line, rest := nextLine(s)
 	method, rest1, ok1 := strings.Cut(line, " ")
@@ -102,7 +102,7 @@ func parseRequest(r *http.Request, head []byte, scratch *[]byte) error {
 	}
 	r.URL = u
 
-	h, err := parseHeader(rest, scratch)
+	h, err := parseHeader(rest, scratch, st)
 	if err != nil {
 		return err
 	}
@@ -146,17 +146,40 @@ func parseRequest(r *http.Request, head []byte, scratch *[]byte) error {
 	return nil
 }
 
-// parseHeader reads the header lines of s (the head after the request line) as textproto does: obs-fold
-// continuation lines are joined to their field with a space; names must be tokens, values free of controls.
 // maxHeaderHint is the most header lines parseHeader allocates room for up front; more grow the map as needed.
 const maxHeaderHint = 32
 
-func parseHeader(s string, scratch *[]byte) (http.Header, error) {
+// headerStore is what a connection keeps of one request's header for the next: the map, emptied, and the array
+// that backs the single values. Only maps of up to maxHeaderHint fields are kept, so a request with many does
+// not make every later one clear a large table.
+type headerStore struct {
+	h      http.Header
+	values []string
+}
+
+func (st *headerStore) take(n int) (http.Header, []string) {
+	if st == nil {
+		return make(http.Header, n), make([]string, n)
+	}
+	if st.h == nil || len(st.h) > maxHeaderHint {
+		st.h = make(http.Header, n)
+	} else {
+		clear(st.h)
+	}
+	if st.values == nil {
+		st.values = make([]string, maxHeaderHint)
+	}
+	return st.h, st.values[:n]
+}
+
+// parseHeader reads the header lines of s (the head after the request line) as textproto does: obs-fold
+// continuation lines are joined to their field with a space; names must be tokens, values free of controls. The
+// map comes from st (emptied) when it is not nil.
+func parseHeader(s string, scratch *[]byte, st *headerStore) (http.Header, error) {
 	// The line count sizes the map and the values in one allocation each, but only up to what a real client sends:
 	// a head of a million empty or invalid lines must cost no more than its bytes before the first one is refused.
 	n := min(strings.Count(s, "\n"), maxHeaderHint)
-	h := make(http.Header, n)
-	values := make([]string, n)
+	h, values := st.take(n)
 	if len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
 		return nil, badRequest("malformed header: the first header line starts with a space")
 	}
@@ -192,7 +215,10 @@ func parseHeader(s string, scratch *[]byte) (http.Header, error) {
 				return nil, badRequest("invalid character %q in the value of header %q", c, clip(key))
 			}
 		}
-		v = strings.TrimLeft(v, " \t")
+		// Not strings.TrimLeft: it builds its set of bytes on every call.
+		for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+			v = v[1:]
+		}
 		if vv, ok := h[key]; ok {
 			h[key] = append(vv, v)
 		} else if len(values) > 0 {

@@ -22,7 +22,26 @@ type parsed struct {
 }
 
 // parseMine reads raw as this server does.
-func parseMine(raw []byte) (*parsed, error) {
+func parseMine(raw []byte) (*parsed, error) { return parseMineWith(raw, nil) }
+
+// dirtyHead fills a header store before a request is parsed with it: a reused store must give what a fresh map does.
+const dirtyHead = "POST /d HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-A: 2\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n" +
+	"Authorization: Bearer t\r\nExpect: 100-continue\r\nTrailer: X-T\r\nPragma: no-cache\r\nConnection: close\r\n\r\n"
+
+// parseMineReused reads raw as a connection does after another request: with the header store that one used.
+func parseMineReused(raw []byte) (*parsed, error) {
+	st := &headerStore{}
+	if _, err := parseMineWith([]byte(dirtyHead), st); err != nil {
+		panic(err)
+	}
+	if len(st.h) == 0 {
+		panic("the dirty head left the header store empty")
+	}
+	return parseMineWith(raw, st)
+}
+
+// parseMineWith reads raw as this server does, the header map coming from st.
+func parseMineWith(raw []byte, st *headerStore) (*parsed, error) {
 	br := bufio.NewReaderSize(bytes.NewReader(raw), 4<<10)
 	head, err := readHead(br, nil, 1<<20)
 	if err != nil {
@@ -30,7 +49,7 @@ func parseMine(raw []byte) (*parsed, error) {
 	}
 	var scratch []byte
 	r := &http.Request{}
-	if err := parseRequest(r, head, &scratch); err != nil {
+	if err := parseRequest(r, head, &scratch, st); err != nil {
 		return nil, err
 	}
 	if e := r.Header["Expect"]; len(e) > 0 && e[0] != "" && !httpguts.HeaderValuesContainsToken(e[:1], "100-continue") {
@@ -164,6 +183,16 @@ var parseSeeds = []string{
 	"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
 	"GET  / HTTP/1.1\r\nHost: gw\r\n\r\n",
 	"G\tT / HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /a/b;c=d,e@f:g+h$i&j~k_l.m?q=1&q=2?x HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /a!b*c'd(e) HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /q? HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /q?? HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET //evil.example/q HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /q?a=\x01 HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /q?a=\xff\x7f HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /\xc3\xa9?a=\xc3\xa9 HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /a\\b^c|d{e}\"f<g>`h HTTP/1.1\r\nHost: gw\r\n\r\n",
+	"GET /a#frag?q#x HTTP/1.1\r\nHost: gw\r\n\r\n",
 }
 
 func FuzzParseRequest(f *testing.F) {
@@ -173,6 +202,14 @@ func FuzzParseRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		mine, myErr := parseMine(raw)
 		theirs, theirErr := parseNetHTTP(raw)
+		// A connection's later requests reuse the header map and values of its earlier ones: nothing of those shows.
+		if again, againErr := parseMineReused(raw); (againErr == nil) != (myErr == nil) {
+			t.Fatalf("%q: with a fresh header map %v; with a reused one %v", raw, myErr, againErr)
+		} else if myErr == nil {
+			if d := diff(again, mine); d != "" {
+				t.Fatalf("%q: %s differs with a reused header map:\nfresh  %+v\nreused %+v", raw, d, *mine.req, *again.req)
+			}
+		}
 		switch {
 		case theirErr != nil && myErr == nil:
 			t.Fatalf("net/http refuses %q (%v); this server accepts it", raw, theirErr)
@@ -201,6 +238,14 @@ func TestParseSeeds(t *testing.T) {
 				t.Errorf("%q: %s differs", s, d)
 			}
 		}
+		again, againErr := parseMineReused([]byte(s))
+		if (againErr == nil) != (myErr == nil) {
+			t.Errorf("%q: with a fresh header map %v, with a reused one %v", s, myErr, againErr)
+		} else if myErr == nil {
+			if d := diff(again, mine); d != "" {
+				t.Errorf("%q: %s differs with a reused header map", s, d)
+			}
+		}
 	}
 }
 
@@ -218,7 +263,7 @@ func TestParseStatuses(t *testing.T) {
 		br := bufio.NewReader(strings.NewReader(tc.raw))
 		head, err := readHead(br, nil, 64)
 		if err == nil {
-			err = parseRequest(&http.Request{}, head, new([]byte))
+			err = parseRequest(&http.Request{}, head, new([]byte), nil)
 		}
 		re, ok := err.(*requestError)
 		if !ok || re.status != tc.status {
@@ -240,7 +285,7 @@ func TestParseHeaderBoundedByBytes(t *testing.T) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		_ = parseRequest(&http.Request{}, head, new([]byte))
+		_ = parseRequest(&http.Request{}, head, new([]byte), nil)
 		runtime.ReadMemStats(&after)
 		if got := after.TotalAlloc - before.TotalAlloc; got > tc.maxMiB<<20 {
 			t.Errorf("%s: parsing a 1 MiB head allocated %.1f MiB, want at most %d", tc.name, float64(got)/(1<<20), tc.maxMiB)

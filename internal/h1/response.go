@@ -126,11 +126,16 @@ func (w *response) writeBody(p []byte) (int, error) {
 	if w.isHead {
 		return len(p), nil
 	}
-	bw := w.c.bw
+	c := w.c
+	bw := c.bw
 	if w.chunked {
-		var hex [16]byte
-		_, _ = bw.Write(strconv.AppendUint(hex[:0], uint64(len(p)), 16))
-		_, _ = bw.WriteString("\r\n")
+		line := append(strconv.AppendUint(c.chunkLine[:0], uint64(len(p)), 16), '\r', '\n')
+		if c.out.canWritev(bw, len(line)+len(p)+len(crlf)) {
+			return w.writeAround(p, line, crlf)
+		}
+		_, _ = bw.Write(line)
+	} else if c.out.canWritev(bw, len(p)) {
+		return w.writeAround(p, nil, nil)
 	}
 	n, err := bw.Write(p)
 	if w.chunked && err == nil {
@@ -139,6 +144,16 @@ func (w *response) writeBody(p []byte) (int, error) {
 	if err != nil {
 		w.fail(err)
 		return n, err
+	}
+	return len(p), nil
+}
+
+// writeAround writes body bytes p, after what the connection's writer holds and between before and after (a
+// chunk's framing), in one writev.
+func (w *response) writeAround(p, before, after []byte) (int, error) {
+	if err := w.c.out.writeAround(w.c.bw, before, p, after); err != nil {
+		w.fail(err)
+		return 0, err
 	}
 	return len(p), nil
 }
@@ -176,8 +191,12 @@ func (w *response) FlushError() error {
 
 // SetReadDeadline and SetWriteDeadline serve http.ResponseController: the gateway bounds how long a client may
 // take to send a body.
-func (w *response) SetReadDeadline(t time.Time) error  { return w.c.rwc.SetReadDeadline(t) }
-func (w *response) SetWriteDeadline(t time.Time) error { return w.c.rwc.SetWriteDeadline(t) }
+func (w *response) SetReadDeadline(t time.Time) error { return w.c.setOtherReadDeadline(t) }
+
+func (w *response) SetWriteDeadline(t time.Time) error {
+	w.c.writeDeadlineSet.Store(true)
+	return w.c.rwc.SetWriteDeadline(t)
+}
 
 // writeContinue sends the 100 Continue the client waits for before its body, unless the answer has begun.
 func (w *response) writeContinue() error {
@@ -260,9 +279,9 @@ func (w *response) commit(done bool) {
 		_, _ = bw.WriteString("\r\n")
 	}
 	if setLength {
-		var num [20]byte
+		// Appended in the writer's free space: a buffer of its own would escape to the heap through Write.
 		_, _ = bw.WriteString("Content-Length: ")
-		_, _ = bw.Write(strconv.AppendInt(num[:0], w.contentLength, 10))
+		_, _ = bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.contentLength, 10))
 		_, _ = bw.WriteString("\r\n")
 	}
 	if _, ok := h["Connection"]; !ok {

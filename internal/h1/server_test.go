@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,10 +12,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -550,5 +554,134 @@ func TestShutdownServesNewConnection(t *testing.T) {
 	}
 	if err := <-shut; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestKeptAliveTimeouts: on a kept-alive connection, whose read deadline is renewed only now and then, the idle
+// timeout still ends a silent connection (never before IdleTimeout), a head sent slower than ReadHeaderTimeout is
+// still cut off, and the deadlines a handler set are gone by the next request.
+func TestKeptAliveTimeouts(t *testing.T) {
+	const idle, header = 800 * time.Millisecond, 300 * time.Millisecond
+	_, addr := serveWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		switch r.URL.Path {
+		case "/deadlines":
+			// Both pass before the client's next request: they must not outlive this one.
+			if rc.SetReadDeadline(time.Now().Add(50*time.Millisecond)) != nil || rc.SetWriteDeadline(time.Now().Add(50*time.Millisecond)) != nil {
+				t.Error("the handler cannot set deadlines")
+			}
+		case "/slow":
+			time.Sleep(100 * time.Millisecond)
+		}
+		_, _ = io.WriteString(w, "ok")
+	}), func(s *Server) { s.IdleTimeout, s.ReadHeaderTimeout = idle, header })
+	get := func(c *client, path string) {
+		t.Helper()
+		c.send("GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n")
+		if resp, body, err := c.response("GET"); resp.StatusCode != 200 || body != "ok" || err != nil || resp.Close {
+			t.Fatalf("GET %s: %d %q %v, close %v; want 200 ok on a kept connection", path, resp.StatusCode, body, err, resp.Close)
+		}
+	}
+
+	t.Run("handler deadlines", func(t *testing.T) {
+		c := dial(t, addr)
+		get(c, "/")
+		get(c, "/")
+		get(c, "/deadlines")
+		time.Sleep(200 * time.Millisecond)
+		get(c, "/slow")
+		get(c, "/")
+	})
+	t.Run("idle", func(t *testing.T) {
+		c := dial(t, addr)
+		for range 20 {
+			get(c, "/")
+		}
+		start := time.Now()
+		_ = c.conn.SetReadDeadline(start.Add(5 * time.Second))
+		_, err := c.br.ReadByte()
+		// The server's idle time starts when it has written the answer, a moment before the client has read it; a
+		// loaded machine may take a while to notice the close.
+		if took := time.Since(start); err == nil || errors.Is(err, os.ErrDeadlineExceeded) || took < idle-idle/16 || took > 2*idle {
+			t.Fatalf("an idle connection ended after %s with %v; want it closed after %s to %s", took, err, idle, idle+idle/16)
+		}
+	})
+	t.Run("slow head", func(t *testing.T) {
+		c := dial(t, addr)
+		get(c, "/")
+		get(c, "/")
+		c.send("GET / HTTP/1.1\r\n")
+		start := time.Now()
+		time.Sleep(header + header/2)
+		_, _ = io.WriteString(c.conn, "Host: t\r\n\r\n")
+		_ = c.conn.SetReadDeadline(start.Add(5 * time.Second))
+		b, err := c.br.ReadByte()
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) > idle {
+			t.Fatalf("a head slower than ReadHeaderTimeout on a kept-alive connection: read %q, %v after %s; want the connection closed without an answer",
+				b, err, time.Since(start))
+		}
+	})
+}
+
+// TestHeaderMapsReused: a connection's requests reuse the request's and the answer's header maps; nothing of one
+// request's header or answer shows in the next's.
+func TestHeaderMapsReused(t *testing.T) {
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		if len(h) != 0 {
+			t.Errorf("%s: the answer's header starts with %v", r.URL.Path, h)
+		}
+		h.Set("X-Path", r.URL.Path)
+		if r.URL.Path == "/first" {
+			h.Set("X-Only-First", "1")
+			r.Header.Set("X-Added-By-Handler", "1")
+		}
+		_, _ = io.WriteString(w, strings.Join(slices.Sorted(maps.Keys(r.Header)), ","))
+	}))
+	c := dial(t, addr)
+	c.send("GET /first HTTP/1.1\r\nHost: t\r\nX-A: 1\r\nX-B: 2\r\n\r\n")
+	resp, body, err := c.response("GET")
+	if err != nil || body != "X-A,X-Added-By-Handler,X-B" || resp.Header.Get("X-Only-First") != "1" {
+		t.Fatalf("first: %q %v %v", body, err, resp.Header)
+	}
+	c.send("GET /second HTTP/1.1\r\nHost: t\r\nX-C: 3\r\n\r\n")
+	resp, body, err = c.response("GET")
+	if err != nil || body != "X-C" || resp.Header.Get("X-Path") != "/second" || resp.Header["X-Only-First"] != nil {
+		t.Fatalf("second: header names %q (%v), answer header %v; want only X-C and no X-Only-First", body, err, resp.Header)
+	}
+}
+
+// TestLargeWrites: body writes larger than the connection's buffer (sent with what it holds in one writev on TCP)
+// arrive whole and in order, chunked or with a length, flushed or not, after a head or a part of the body.
+func TestLargeWrites(t *testing.T) {
+	piece := func(n int, c byte) []byte { return bytes.Repeat([]byte{c}, n) }
+	sizes := []int{1, 5000, 20000, 4096, 3, 4090, 70000}
+	var want []byte
+	for i, n := range sizes {
+		want = append(want, piece(n, byte('a'+i))...)
+	}
+	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/length" {
+			w.Header().Set("Content-Length", strconv.Itoa(len(want)))
+		}
+		for i, n := range sizes {
+			_, _ = w.Write(piece(n, byte('a'+i)))
+			if r.URL.Path == "/flushed" {
+				w.(http.Flusher).Flush()
+			}
+		}
+	}))
+	c := dial(t, addr)
+	for _, path := range []string{"/flushed", "/length", "/buffered", "/flushed"} {
+		c.send("GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n")
+		resp, body, err := c.response("GET")
+		chunked := len(resp.TransferEncoding) == 1
+		if err != nil || body != string(want) || chunked != (path != "/length") || resp.Close {
+			t.Fatalf("%s: %d bytes (want %d), equal %v, %v, chunked %v, close %v", path, len(body), len(want), body == string(want), err, chunked, resp.Close)
+		}
+	}
+	c.send("HEAD /length HTTP/1.1\r\nHost: t\r\n\r\n")
+	if resp, body, err := c.response("HEAD"); err != nil || body != "" || resp.ContentLength != int64(len(want)) {
+		t.Fatalf("HEAD: %q %v, length %d", body, err, resp.ContentLength)
 	}
 }

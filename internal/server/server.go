@@ -79,6 +79,10 @@ type Server struct {
 	stopping  atomic.Bool
 	wg        sync.WaitGroup
 	own       *http.ServeMux
+	// ownPaths are the own endpoints' patterns, for mayBeOwn; ownAny: one is not a plain path, so every request
+	// asks the mux.
+	ownPaths []string
+	ownAny   bool
 }
 
 var (
@@ -138,11 +142,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.PathPrefix = strings.TrimSuffix(cfg.PathPrefix, "/")
 	s := &Server{cfg: cfg, own: http.NewServeMux()}
-	s.own.HandleFunc("/health", s.health)
-	s.own.Handle("/metrics", s.keyed(cfg.MetricsAuthKey, "-metricsAuthKey", http.HandlerFunc(writeMetrics), true))
-	s.own.Handle("/debug/pprof/", s.keyed(cfg.PprofAuthKey, "-pprofAuthKey", http.HandlerFunc(pprofIndex), false))
+	s.handleOwn("/health", http.HandlerFunc(s.health))
+	s.handleOwn("/metrics", s.keyed(cfg.MetricsAuthKey, "-metricsAuthKey", http.HandlerFunc(writeMetrics), true))
+	s.handleOwn("/debug/pprof/", s.keyed(cfg.PprofAuthKey, "-pprofAuthKey", http.HandlerFunc(pprofIndex), false))
 	for _, e := range cfg.Extra {
-		s.own.Handle(e.Path, s.keyed(e.AuthKey, e.AuthKeyFlag, e.Handler, e.Open))
+		s.handleOwn(e.Path, s.keyed(e.AuthKey, e.AuthKeyFlag, e.Handler, e.Open))
 	}
 	handler := accesslog.Wrap(s, cfg.AccessLog)
 	for i := range cfg.ListenAddrs {
@@ -268,15 +272,44 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = r2
 		path = rest
 	}
-	if h, pattern := s.own.Handler(r); pattern != "" && (pattern == path || strings.HasSuffix(pattern, "/")) {
-		accesslog.From(w).SetAPI(pattern)
-		h.ServeHTTP(w, r)
-		return
+	if s.mayBeOwn(r.Method, path) {
+		if h, pattern := s.own.Handler(r); pattern != "" && (pattern == path || strings.HasSuffix(pattern, "/")) {
+			accesslog.From(w).SetAPI(pattern)
+			h.ServeHTTP(w, r)
+			return
+		}
 	}
 	if !s.basicAuthOK(w, r) {
 		return
 	}
 	s.cfg.Handler.ServeHTTP(w, r)
+}
+
+func (s *Server) handleOwn(pattern string, h http.Handler) {
+	s.own.Handle(pattern, h)
+	s.ownPaths = append(s.ownPaths, pattern)
+	if !strings.HasPrefix(pattern, "/") || strings.ContainsAny(pattern, "{ ") {
+		s.ownAny = true
+	}
+}
+
+// mayBeOwn reports whether the mux could route path (decoded, below the prefix) to an own endpoint. Asking the
+// mux about a proxied path costs more than the rest of the routing (it works out redirects and allowed methods,
+// allocating), so only the paths that could match ask it: those equal to an own path, or below an own subtree or
+// at its root, and every path the mux would clean or match otherwise than as written (a dot segment, a double
+// slash, a CONNECT target). The mux matches the escaped path's segments unescaped, which a decoded path splits
+// at least as finely, so a literal pattern it matches is one this finds.
+func (s *Server) mayBeOwn(method, path string) bool {
+	if s.ownAny || method == http.MethodConnect || path == "" || path[0] != '/' ||
+		strings.Contains(path, "//") || strings.Contains(path, "/.") {
+		return true
+	}
+	for _, p := range s.ownPaths {
+		if sub, ok := strings.CutSuffix(p, "/"); ok && strings.HasPrefix(path, sub) || path == p {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {

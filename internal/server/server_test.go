@@ -104,3 +104,40 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestMayBeOwnMissesNoOwnPath: a path mayBeOwn lets pass the mux by is one the mux would not route to an own
+// endpoint, whatever its escapes, dots, slashes or method; and the own paths do reach the mux.
+func TestMayBeOwnMissesNoOwnPath(t *testing.T) {
+	noop := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	s, _ := newTestServer(t, Config{Extra: []Endpoint{{Path: "/-/reload", Handler: noop}, {Path: "/status", Handler: noop, Open: true},
+		{Path: "/ratelimit/status", Handler: noop}}})
+	skipped := 0
+	for _, target := range []string{
+		"/api/v1/query", "/api/v1/query_range", "/prometheus/api/v1/query", "/select/0/prometheus/api/v1/query",
+		"/api/v1/label/a%2Fb/values", "/api/v1/import/prometheus", "/vmui/", "/vmui", "/", "/federate", "/insert/0/prometheus",
+		"/health", "/health/", "/healthz", "/heal%74h", "/%68ealth", "/x/../health", "/./health", "//health", "/health/.",
+		"/metrics", "/metric", "/metrics/", "/debug/pprof", "/debug/pprof/", "/debug/pprof/heap", "/debug/pprofx", "/debug",
+		"/debug%2Fpprof/", "/debug/pprof%2F", "/debug/./pprof/", "/debug//pprof/", "/-/reload", "/-/reloadx", "/%2D/reload",
+		"/status", "/status/", "/statusx", "/ratelimit/status", "/ratelimit/status/", "/ratelimit", "/ratelimit/", "/stat%75s",
+		"/api/v1/query/.", "/api/v1/query/..", "/api/v1/%2E%2E/%2E%2E/health", "/api/v1/%2e./health", "/a%20b", "/%C3%A9",
+	} {
+		for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodConnect, http.MethodOptions} {
+			r := httptest.NewRequest(method, target, nil)
+			if s.mayBeOwn(r.Method, r.URL.Path) {
+				continue
+			}
+			skipped++
+			if _, pattern := s.own.Handler(r); pattern != "" && (pattern == r.URL.Path || strings.HasSuffix(pattern, "/")) {
+				t.Errorf("%s %s: mayBeOwn lets it pass the mux, which routes it to own endpoint %q", method, target, pattern)
+			}
+		}
+	}
+	if skipped == 0 {
+		t.Fatal("mayBeOwn sent every path to the mux")
+	}
+	for _, p := range []string{"/health", "/metrics", "/debug/pprof/heap", "/debug/pprof", "/-/reload", "/status", "/ratelimit/status"} {
+		if !s.mayBeOwn(http.MethodGet, p) {
+			t.Errorf("own path %s does not reach the mux", p)
+		}
+	}
+}

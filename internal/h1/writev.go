@@ -1,0 +1,67 @@
+package h1
+
+import (
+	"bufio"
+	"net"
+)
+
+// connWriter is what the connection's bufio.Writer writes to. On a plain TCP connection a body write larger than
+// the writer's free space goes out with what the writer holds (the head, a chunk's size line) in one writev: a
+// bufio.Writer alone would send a full buffer, then the rest of the body, then a chunk's closing CRLF with the
+// next flush, three writes where one does. TLS connections write through the buffer as before: a record per
+// piece would cost more than the copy.
+type connWriter struct {
+	conn net.Conn
+	tcp  *net.TCPConn
+	// tail is written right behind the buffered bytes by the next Write (the writer's Flush), when hasTail; arr
+	// backs bufs, so a writev allocates nothing.
+	tail    [3][]byte
+	hasTail bool
+	arr     [4][]byte
+	bufs    net.Buffers
+}
+
+var crlf = []byte("\r\n")
+
+func (o *connWriter) reset(c net.Conn) {
+	o.conn = c
+	o.tcp, _ = c.(*net.TCPConn)
+}
+
+func (o *connWriter) Write(b []byte) (int, error) {
+	if !o.hasTail {
+		return o.conn.Write(b)
+	}
+	o.hasTail = false
+	if err := o.writev(b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// writev writes first, then the tail, in one system call where the kernel takes it all at once.
+func (o *connWriter) writev(first []byte) error {
+	o.arr = [4][]byte{first, o.tail[0], o.tail[1], o.tail[2]}
+	o.bufs = o.arr[:]
+	_, err := o.bufs.WriteTo(o.tcp)
+	o.arr, o.tail = [4][]byte{}, [3][]byte{}
+	return err
+}
+
+// canWritev says whether a write of n bytes goes out by writeAround: on plain TCP, when it does not fit in bw.
+func (o *connWriter) canWritev(bw *bufio.Writer, n int) bool {
+	return o.tcp != nil && n > bw.Available()
+}
+
+// writeAround sends what bw holds and then a, b and c (any may be empty), in one writev.
+func (o *connWriter) writeAround(bw *bufio.Writer, a, b, c []byte) error {
+	o.tail = [3][]byte{a, b, c}
+	if bw.Buffered() == 0 {
+		return o.writev(nil)
+	}
+	o.hasTail = true
+	err := bw.Flush()
+	o.hasTail = false
+	o.tail = [3][]byte{}
+	return err
+}
