@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"math/big"
@@ -22,6 +23,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/sockio"
 )
 
 func serve(t *testing.T, h http.Handler) (*Server, string) {
@@ -35,6 +38,12 @@ func serveWith(t *testing.T, h http.Handler, set func(*Server)) (*Server, string
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveOn(t, ln, h, set)
+}
+
+// serveOn serves h on ln, which the gateway wraps (sockio, TLS) before the server sees it.
+func serveOn(t *testing.T, ln net.Listener, h http.Handler, set func(*Server)) (*Server, string) {
+	t.Helper()
 	s := &Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
 	if set != nil {
 		set(s)
@@ -660,7 +669,21 @@ func TestLargeWrites(t *testing.T) {
 	for i, n := range sizes {
 		want = append(want, piece(n, byte('a'+i))...)
 	}
-	_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Both gathered writes: net.Buffers' on a bare TCP connection, and sockio's, which the gateway's listeners use.
+	for _, wrap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sockio=%v", wrap), func(t *testing.T) { testLargeWrites(t, wrap, want, sizes, piece) })
+	}
+}
+
+func testLargeWrites(t *testing.T, wrap bool, want []byte, sizes []int, piece func(int, byte) []byte) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wrap {
+		ln = sockio.Listener(ln)
+	}
+	_, addr := serveOn(t, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/length" {
 			w.Header().Set("Content-Length", strconv.Itoa(len(want)))
 		}
@@ -670,7 +693,7 @@ func TestLargeWrites(t *testing.T) {
 				w.(http.Flusher).Flush()
 			}
 		}
-	}))
+	}), nil)
 	c := dial(t, addr)
 	for _, path := range []string{"/flushed", "/length", "/buffered", "/flushed"} {
 		c.send("GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -12,7 +12,8 @@ import (
 // piece would cost more than the copy.
 type connWriter struct {
 	conn net.Conn
-	tcp  *net.TCPConn
+	// gather is the connection's own gathered write: sockio's, or net.Buffers' on a bare *net.TCPConn; nil on TLS.
+	gather func([][]byte) (int64, error)
 	// tail is written right behind the buffered bytes by the next Write (the writer's Flush), when hasTail; arr
 	// backs bufs, so a writev allocates nothing.
 	tail    [3][]byte
@@ -25,7 +26,13 @@ var crlf = []byte("\r\n")
 
 func (o *connWriter) reset(c net.Conn) {
 	o.conn = c
-	o.tcp, _ = c.(*net.TCPConn)
+	o.gather = nil
+	switch t := c.(type) {
+	case interface{ Writev([][]byte) (int64, error) }:
+		o.gather = t.Writev
+	case *net.TCPConn:
+		o.gather = func(b [][]byte) (int64, error) { o.bufs = b; return o.bufs.WriteTo(t) }
+	}
 }
 
 func (o *connWriter) Write(b []byte) (int, error) {
@@ -42,15 +49,14 @@ func (o *connWriter) Write(b []byte) (int, error) {
 // writev writes first, then the tail, in one system call where the kernel takes it all at once.
 func (o *connWriter) writev(first []byte) error {
 	o.arr = [4][]byte{first, o.tail[0], o.tail[1], o.tail[2]}
-	o.bufs = o.arr[:]
-	_, err := o.bufs.WriteTo(o.tcp)
-	o.arr, o.tail = [4][]byte{}, [3][]byte{}
+	_, err := o.gather(o.arr[:])
+	o.arr, o.tail, o.bufs = [4][]byte{}, [3][]byte{}, nil
 	return err
 }
 
 // canWritev says whether a write of n bytes goes out by writeAround: on plain TCP, when it does not fit in bw.
 func (o *connWriter) canWritev(bw *bufio.Writer, n int) bool {
-	return o.tcp != nil && n > bw.Available()
+	return o.gather != nil && n > bw.Available()
 }
 
 // writeAround sends what bw holds and then a, b and c (any may be empty), in one writev.

@@ -30,6 +30,11 @@ type Conn struct {
 	wn      int
 	werrno  syscall.Errno
 	writeFn func(uintptr) bool
+	// Writev's state: the pieces left and their iovecs, built in place so a gathered write allocates nothing.
+	wv       [][]byte
+	wvn      int64
+	iov      [maxIovecs]syscall.Iovec
+	writevFn func(uintptr) bool
 }
 
 // Wrap returns c reading and writing through sockio when it is a *net.TCPConn, else c itself.
@@ -45,6 +50,7 @@ func Wrap(c net.Conn) net.Conn {
 	sc := &Conn{TCPConn: tc, raw: raw}
 	sc.readFn = sc.read
 	sc.writeFn = sc.write
+	sc.writevFn = sc.writev
 	return sc
 }
 
@@ -137,6 +143,72 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 const maxRW = 1 << 30
+
+func (c *Conn) writev(fd uintptr) bool {
+	for len(c.wv) > 0 {
+		n := 0
+		for _, b := range c.wv {
+			if n == maxIovecs {
+				break
+			}
+			if len(b) == 0 {
+				continue
+			}
+			c.iov[n].Base = &b[0]
+			c.iov[n].SetLen(len(b))
+			n++
+		}
+		if n == 0 {
+			c.wv = nil
+			break
+		}
+		w, errno := sysWritev(fd, c.iov[:n])
+		clear(c.iov[:n])
+		switch errno {
+		case 0:
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werrno = errno
+			return true
+		}
+		c.wvn += int64(w)
+		// Drop what went out: whole pieces, then the written part of the first one left.
+		for w > 0 && len(c.wv) > 0 {
+			if k := min(w, len(c.wv[0])); k < len(c.wv[0]) {
+				c.wv[0] = c.wv[0][k:]
+				w = 0
+			} else {
+				w -= k
+				c.wv = c.wv[1:]
+			}
+		}
+		for len(c.wv) > 0 && len(c.wv[0]) == 0 {
+			c.wv = c.wv[1:]
+		}
+	}
+	return true
+}
+
+// Writev writes the pieces of bufs in order, as one writev(2) where the socket takes them all, and returns how
+// many bytes went out. The slice bufs is consumed (its headers are advanced), not the bytes.
+func (c *Conn) Writev(bufs [][]byte) (int64, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wv, c.wvn, c.werrno = bufs, 0, 0
+	err := c.raw.Write(c.writevFn)
+	n := c.wvn
+	c.wv = nil
+	if err != nil {
+		return n, c.opError("writev", err)
+	}
+	if c.werrno != 0 {
+		return n, c.opError("writev", os.NewSyscallError("writev", c.werrno))
+	}
+	return n, nil
+}
 
 // opError shapes err as net.Conn's own errors: errors.Is(err, net.ErrClosed), os.ErrDeadlineExceeded and
 // syscall.ECONNRESET hold through it, and it reads "read tcp a->b: ...". RawConn's errors are already OpErrors

@@ -1,3 +1,5 @@
+//go:build linux
+
 package sockio
 
 import (
@@ -264,5 +266,47 @@ func BenchmarkPingPong(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// Writev sends its pieces in order, whole, when they are more than one writev(2) takes (more than maxIovecs
+// pieces, more bytes than the socket buffers hold) and some are empty.
+func TestWritevWhole(t *testing.T) {
+	client, server := pair(t)
+	wc, ok := client.(interface{ Writev([][]byte) (int64, error) })
+	if !ok {
+		if runtime.GOOS == "linux" {
+			t.Fatal("a sockio connection has no Writev")
+		}
+		t.Skip("sockio wraps connections on Linux only")
+	}
+	var pieces [][]byte
+	var want []byte
+	for i := 0; i < 3*maxIovecs+1; i++ {
+		n := []int{0, 1, 3 << 20, 4096, 17}[i%5]
+		p := bytes.Repeat([]byte{byte('a' + i%26)}, n)
+		pieces = append(pieces, p)
+		want = append(want, p...)
+	}
+	got := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(server, int64(len(want))))
+		got <- b
+	}()
+	n, err := wc.Writev(pieces)
+	if err != nil || n != int64(len(want)) {
+		t.Fatalf("Writev = %d, %v; want %d bytes", n, err, len(want))
+	}
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("the peer read %d bytes, equal %v; want the %d bytes in order", len(b), bytes.Equal(b, want), len(want))
+	}
+	_ = server.Close()
+	// Writes to a peer that is gone fail as net.Conn's do, whatever the pieces.
+	var werr error
+	for i := 0; i < 100 && werr == nil; i++ {
+		_, werr = wc.Writev([][]byte{[]byte("x"), bytes.Repeat([]byte("y"), 64<<10)})
+	}
+	if !errors.Is(werr, syscall.EPIPE) && !errors.Is(werr, syscall.ECONNRESET) {
+		t.Fatalf("Writev to a closed peer = %v; want EPIPE or ECONNRESET", werr)
 	}
 }

@@ -29,3 +29,6 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 	return Wrap(c), nil
 }
+
+// maxIovecs bounds the pieces one writev(2) takes; the rest go in the next.
+const maxIovecs = 8
