@@ -16,8 +16,9 @@ import (
 var authEnabled = metrics.NewGauge(`vmgateway_auth_enabled`, nil)
 
 // logSummary logs what the gateway runs with, so that the start log answers what it protects and how: listeners,
-// upstreams, auth and its keys, rate and query limits. URLs are shown without credentials.
-func (a *app) logSummary() {
+// upstreams, auth and its keys, rate and query limits, the garbage collector's pace. URLs are shown without
+// credentials.
+func (a *app) logSummary(gcPace string) {
 	var listen []string
 	for i, addr := range a.srv.Addrs() {
 		scheme := "http"
@@ -31,7 +32,7 @@ func (a *app) logSummary() {
 		mode = "cluster"
 	}
 	slog.Info("start summary: serving", "listen", strings.Join(listen, ", "), "tls", anyTrue(*tlsEnable), "mode", mode,
-		"read", showURLs(*readURLs), "write", showURLs(*writeURLs))
+		"read", showURLs(*readURLs), "write", showURLs(*writeURLs), "gogc", gcPace)
 	if a.verifier == nil {
 		authEnabled.Set(0)
 		slog.Warn("start summary: auth is OFF (-enable.auth is not set): the gateway forwards any request from anyone to the upstreams, " +
