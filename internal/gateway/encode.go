@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"unsafe"
 )
@@ -68,9 +69,9 @@ func appendArgs(dst []byte, raw []rawArg, whole bool, vs url.Values) []byte {
 		}
 		keep[i] = unchanged(raw[i:], vs[raw[i].name])
 	}
-	// The names to encode: changed, removed ones are not in vs.
-	var namesBuf [16]string
-	names := namesBuf[:0]
+	// The names to encode: the changed and added ones (removed ones are not in vs), sorted as url.Values.Encode sorts.
+	var changedBuf [16]namedValues
+	changed := changedBuf[:0]
 	size := 0
 	for i, a := range raw {
 		if keep[i] {
@@ -81,13 +82,13 @@ func appendArgs(dst []byte, raw []rawArg, whole bool, vs url.Values) []byte {
 		if len(values) == 0 || keptName(raw, keep, name) {
 			continue
 		}
-		names = append(names, name)
+		changed = append(changed, namedValues{name, values})
 		n := escapedLen(name)
 		for _, v := range values {
 			size += n + 1 + escapedLen(v) + 1
 		}
 	}
-	slices.Sort(names)
+	slices.SortFunc(changed, func(a, b namedValues) int { return strings.Compare(a.name, b.name) })
 	dst = slices.Grow(dst, size)
 	start := len(dst)
 	for i, a := range raw {
@@ -99,17 +100,22 @@ func appendArgs(dst []byte, raw []rawArg, whole bool, vs url.Values) []byte {
 		}
 		dst = append(dst, a.kv...)
 	}
-	for _, name := range names {
-		for _, v := range vs[name] {
+	for _, c := range changed {
+		for _, v := range c.values {
 			if len(dst) > start {
 				dst = append(dst, '&')
 			}
-			dst = appendEscaped(dst, name)
+			dst = appendEscaped(dst, c.name)
 			dst = append(dst, '=')
 			dst = appendEscaped(dst, v)
 		}
 	}
 	return dst
+}
+
+type namedValues struct {
+	name   string
+	values []string
 }
 
 // unchanged says whether the values of the name of raw[0] in raw (the args from it on) are exactly values, in order.
@@ -157,20 +163,25 @@ func escapedLen(s string) int {
 	return n
 }
 
-// appendEscaped appends url.QueryEscape(s) to dst.
+// appendEscaped appends url.QueryEscape(s) to dst, the bytes that need no escape a run at a time.
 func appendEscaped(dst []byte, s string) []byte {
 	const hex = "0123456789ABCDEF"
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case noEscape[c]:
-			dst = append(dst, c)
-		case c == ' ':
+	for {
+		i := 0
+		for i < len(s) && noEscape[s[i]] {
+			i++
+		}
+		dst = append(dst, s[:i]...)
+		if i == len(s) {
+			return dst
+		}
+		if c := s[i]; c == ' ' {
 			dst = append(dst, '+')
-		default:
+		} else {
 			dst = append(dst, '%', hex[c>>4], hex[c&15])
 		}
+		s = s[i+1:]
 	}
-	return dst
 }
 
 // argsString is b, which nothing writes into any more, as a string, without a copy.
