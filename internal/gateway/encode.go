@@ -8,14 +8,13 @@ import (
 	"unsafe"
 )
 
-// The args of a rewritten request go out spliced: the args the gateway left as they were keep the client's bytes,
-// in the client's order, and only the names whose values it changed, removed or added are encoded, as
-// url.Values.Encode encodes them (sorted by name, after the client's). An arg is kept only when all the values of
-// its name decode, in order, to exactly the values forwarded under that name; every other value sent under that
-// name is dropped, however its name was spelled (`%71uery` is `query`). VictoriaMetrics reads args into
-// url.Values, where the order of different names is not seen, so the upstream reads exactly the values the
-// gateway checked and rewrote, while the escaping of an unchanged Grafana time range or a long untouched arg is
-// not redone for every request.
+// The args of a rewritten request go out spliced: the names whose values the gateway changed, removed or added are
+// encoded, the others keep the bytes the client sent. A name's args are kept only when all the values sent under
+// it decode, in order, to exactly the values forwarded under it; otherwise every value sent under that name is
+// dropped, however its name was spelled (`%71uery` is `query`), and its forwarded values are encoded. The names go
+// in url.Values.Encode's order (sorted, a name's values in order), so the args of a client that encodes as Go does
+// go out byte for byte as url.Values.Encode wrote them before; the upstream reads exactly the values the gateway
+// checked and rewrote either way, while the unchanged args of a Grafana range are not escaped again per request.
 
 // rawArg is one arg as split: the bytes sent and what they decode to.
 type rawArg struct {
@@ -69,9 +68,10 @@ func appendArgs(dst []byte, raw []rawArg, whole bool, vs url.Values) []byte {
 		}
 		keep[i] = unchanged(raw[i:], vs[raw[i].name])
 	}
-	// The names to encode: the changed and added ones (removed ones are not in vs), sorted as url.Values.Encode sorts.
-	var changedBuf [16]namedValues
-	changed := changedBuf[:0]
+	// Every name forwarded, sorted as url.Values.Encode sorts; first is the index of its first arg in raw when its
+	// args are kept as sent, else -1.
+	var namesBuf [16]namedValues
+	names := namesBuf[:0]
 	size := 0
 	for i, a := range raw {
 		if keep[i] {
@@ -79,33 +79,40 @@ func appendArgs(dst []byte, raw []rawArg, whole bool, vs url.Values) []byte {
 		}
 	}
 	for name, values := range vs {
-		if len(values) == 0 || keptName(raw, keep, name) {
+		if len(values) == 0 {
 			continue
 		}
-		changed = append(changed, namedValues{name, values})
+		first := keptFirst(raw, keep, name)
+		names = append(names, namedValues{name: name, values: values, first: first})
+		if first >= 0 {
+			continue
+		}
 		n := escapedLen(name)
 		for _, v := range values {
 			size += n + 1 + escapedLen(v) + 1
 		}
 	}
-	slices.SortFunc(changed, func(a, b namedValues) int { return strings.Compare(a.name, b.name) })
+	slices.SortFunc(names, func(a, b namedValues) int { return strings.Compare(a.name, b.name) })
 	dst = slices.Grow(dst, size)
 	start := len(dst)
-	for i, a := range raw {
-		if !keep[i] {
+	for _, nv := range names {
+		if nv.first >= 0 {
+			for _, a := range raw[nv.first:] {
+				if a.name != nv.name {
+					continue
+				}
+				if len(dst) > start {
+					dst = append(dst, '&')
+				}
+				dst = append(dst, a.kv...)
+			}
 			continue
 		}
-		if len(dst) > start {
-			dst = append(dst, '&')
-		}
-		dst = append(dst, a.kv...)
-	}
-	for _, c := range changed {
-		for _, v := range c.values {
+		for _, v := range nv.values {
 			if len(dst) > start {
 				dst = append(dst, '&')
 			}
-			dst = appendEscaped(dst, c.name)
+			dst = appendEscaped(dst, nv.name)
 			dst = append(dst, '=')
 			dst = appendEscaped(dst, v)
 		}
@@ -116,6 +123,7 @@ func appendArgs(dst []byte, raw []rawArg, whole bool, vs url.Values) []byte {
 type namedValues struct {
 	name   string
 	values []string
+	first  int
 }
 
 // unchanged says whether the values of the name of raw[0] in raw (the args from it on) are exactly values, in order.
@@ -133,14 +141,17 @@ func unchanged(raw []rawArg, values []string) bool {
 	return n == len(values)
 }
 
-// keptName says whether the args of name are forwarded as sent.
-func keptName(raw []rawArg, keep []bool, name string) bool {
+// keptFirst is the index in raw of the first arg of name when its args are forwarded as sent, else -1.
+func keptFirst(raw []rawArg, keep []bool, name string) int {
 	for i, a := range raw {
 		if a.name == name {
-			return keep[i]
+			if keep[i] {
+				return i
+			}
+			return -1
 		}
 	}
-	return false
+	return -1
 }
 
 // noEscape says which bytes url.QueryEscape leaves as they are; space becomes '+', the rest %XX.

@@ -33,8 +33,8 @@ func rewriteAsToken(vs url.Values) {
 }
 
 // checkSpliced checks what appendArgs makes of raw as rewritten by rewrite: it reads back as exactly the values
-// rewritten (url.ParseQuery, as VictoriaMetrics reads it), is clean (cleanQuery forwards it as it is), and is the
-// same whether spliced or encoded whole.
+// rewritten (url.ParseQuery, as VictoriaMetrics reads it), is clean (cleanQuery forwards it as it is), reads the
+// same as the values encoded whole, and is exactly url.Values.Encode's output when raw was.
 func checkSpliced(t *testing.T, raw string, rewrite func(url.Values)) string {
 	t.Helper()
 	var rec []rawArg
@@ -61,6 +61,10 @@ func checkSpliced(t *testing.T, raw string, rewrite func(url.Values)) string {
 	if !reflect.DeepEqual(got, whole) {
 		t.Fatalf("%q: spliced %q, encoded whole %q", raw, got, whole)
 	}
+	// A client that encodes its args as Go does gets them forwarded byte for byte as url.Values.Encode wrote them.
+	if sent, err := url.ParseQuery(raw); err == nil && sent.Encode() == raw && out != vs.Encode() {
+		t.Fatalf("%q, encoded as Go encodes: spliced as %q, url.Values.Encode wrote %q", raw, out, vs.Encode())
+	}
 	return out
 }
 
@@ -72,38 +76,42 @@ func TestAppendArgs(t *testing.T) {
 		rewrite   func(url.Values)
 		want      string
 	}{
-		{"nothing changed", "query=up&start=1&end=2", keep, "query=up&start=1&end=2"},
+		{"nothing changed, sorted", "query=up&start=1&end=2", keep, "end=2&query=up&start=1"},
 		{"no args", "", rewriteAsToken, "extra_label=team%3Ddev"},
-		{"a Grafana range: the time args keep their bytes and order", "query=up&start=1781517600&end=1781521200&step=15", rewriteAsToken,
-			"start=1781517600&end=1781521200&step=15&extra_label=team%3Ddev&query=up%7Bteam%3D%22dev%22%7D"},
+		{"a Grafana range: as url.Values.Encode wrote it", "query=up&start=1781517600&end=1781521200&step=15", rewriteAsToken,
+			"end=1781521200&extra_label=team%3Ddev&query=up%7Bteam%3D%22dev%22%7D&start=1781517600&step=15"},
 		{"unchanged args keep their escaping", "start=%31%37&step=1+2&end=%2b60&nocache", rewriteAsToken,
-			"start=%31%37&step=1+2&end=%2b60&nocache&extra_label=team%3Ddev"},
-		{"a spelled-out name is its name", "%71uery=up&start=1", rewriteAsToken, "start=1&extra_label=team%3Ddev&query=up%7Bteam%3D%22dev%22%7D"},
+			"end=%2b60&extra_label=team%3Ddev&nocache&start=%31%37&step=1+2"},
+		{"a spelled-out name is its name", "%71uery=up&start=1", rewriteAsToken, "extra_label=team%3Ddev&query=up%7Bteam%3D%22dev%22%7D&start=1"},
 		{"duplicate queries, one spelled out", "query=a&start=1&%71uery=b", rewriteAsToken,
-			"start=1&extra_label=team%3Ddev&query=a%7Bteam%3D%22dev%22%7D&query=b%7Bteam%3D%22dev%22%7D"},
+			"extra_label=team%3Ddev&query=a%7Bteam%3D%22dev%22%7D&query=b%7Bteam%3D%22dev%22%7D&start=1"},
 		{"the client's extra_label, spelled out or not", "extra_label=team%3Dops&query=up&%65xtra%5Flabel=team=ops&extra_label=team=dev", rewriteAsToken,
 			"extra_label=team%3Ddev&query=up%7Bteam%3D%22dev%22%7D"},
 		{"the client's extra_label equal to the token's decodes the same: kept", "extra_label=team%3ddev&x=1", rewriteAsToken, "extra_label=team%3ddev&x=1"},
-		{"the client's extra_label twice, equal to the token's", "extra_label=team=dev&x=1&extra_label=team=dev", rewriteAsToken, "x=1&extra_label=team%3Ddev"},
-		{"the client's extra_filters", "extra_filters%5B%5D=%7Bteam%3D%22ops%22%7D&extra_filters={a=%22b%22}&extra_filters[]=x&x=1", rewriteAsToken, "x=1&extra_label=team%3Ddev"},
-		{"trace removed", "trace=1&x=1&tr%61ce=", rewriteAsToken, "x=1&extra_label=team%3Ddev"},
+		{"the client's extra_label twice, equal to the token's", "extra_label=team=dev&x=1&extra_label=team=dev", rewriteAsToken, "extra_label=team%3Ddev&x=1"},
+		{"the client's extra_filters", "extra_filters%5B%5D=%7Bteam%3D%22ops%22%7D&extra_filters={a=%22b%22}&extra_filters[]=x&x=1", rewriteAsToken, "extra_label=team%3Ddev&x=1"},
+		{"trace removed", "trace=1&x=1&tr%61ce=", rewriteAsToken, "extra_label=team%3Ddev&x=1"},
 		{"one of several match[] changed changes them all", "match[]=a&x=1&match%5B%5D=b", func(vs url.Values) { vs["match[]"] = []string{"a", "c"} },
-			"x=1&match%5B%5D=a&match%5B%5D=c"},
-		{"a value added to a name", "x=1&y=2", func(vs url.Values) { vs["x"] = append(vs["x"], "3") }, "y=2&x=1&x=3"},
-		{"a value removed from a name", "x=1&y=2&x=3", func(vs url.Values) { vs["x"] = vs["x"][:1] }, "y=2&x=1"},
-		{"values reordered", "x=1&y=2&x=3", func(vs url.Values) { vs["x"] = []string{"3", "1"} }, "y=2&x=3&x=1"},
+			"match%5B%5D=a&match%5B%5D=c&x=1"},
+		{"a value added to a name", "x=1&y=2", func(vs url.Values) { vs["x"] = append(vs["x"], "3") }, "x=1&x=3&y=2"},
+		{"a value removed from a name", "x=1&y=2&x=3", func(vs url.Values) { vs["x"] = vs["x"][:1] }, "x=1&y=2"},
+		{"values reordered", "x=1&y=2&x=3", func(vs url.Values) { vs["x"] = []string{"3", "1"} }, "x=3&x=1&y=2"},
 		{"a name emptied", "x=1&y=2", func(vs url.Values) { vs["x"] = nil }, "y=2"},
-		{"empty names and empty pieces", "=1&&a&b=&=", rewriteAsToken, "=1&a&b=&=&extra_label=team%3Ddev"},
-		{"empty name changed", "=1&x=2&=3", func(vs url.Values) { vs[""] = []string{"4"} }, "x=2&=4"},
-		{"semicolon separators are dropped", "a=1;extra_label=x&start=1&extra_label=y;b", rewriteAsToken, "start=1&extra_label=team%3Ddev"},
-		{"bad escapes are dropped", "a=%zz&%zz=1&start=1&query=%", rewriteAsToken, "start=1&extra_label=team%3Ddev"},
-		{"a plus in a name", "a+b=1&a%20b=2", keep, "a+b=1&a%20b=2"},
-		{"a plus in a name, changed", "a+b=1&x=1&a%20b=2", func(vs url.Values) { vs["a b"] = []string{"1"} }, "x=1&a+b=1"},
-		{"an added name that sorts first", "z=1", func(vs url.Values) { vs["a"] = []string{"&=;%"} }, "z=1&a=%26%3D%3B%25"},
-		{"non-ASCII values", "query=%E2%82%AC&x=%E2%82%AC", rewriteAsToken, "x=%E2%82%AC&extra_label=team%3Ddev&query=%E2%82%AC%7Bteam%3D%22dev%22%7D"},
+		{"empty names and empty pieces", "=1&&a&b=&=", rewriteAsToken, "=1&=&a&b=&extra_label=team%3Ddev"},
+		{"empty name changed", "=1&x=2&=3", func(vs url.Values) { vs[""] = []string{"4"} }, "=4&x=2"},
+		{"semicolon separators are dropped", "a=1;extra_label=x&start=1&extra_label=y;b", rewriteAsToken, "extra_label=team%3Ddev&start=1"},
+		{"bad escapes are dropped", "a=%zz&%zz=1&start=1&query=%", rewriteAsToken, "extra_label=team%3Ddev&start=1"},
+		{"a plus in a name", "a+b=1&x=1&a%20b=2", keep, "a+b=1&a%20b=2&x=1"},
+		{"a plus in a name, changed", "a+b=1&x=1&a%20b=2", func(vs url.Values) { vs["a b"] = []string{"1"} }, "a+b=1&x=1"},
+		{"an added name that sorts first", "z=1", func(vs url.Values) { vs["a"] = []string{"&=;%"} }, "a=%26%3D%3B%25&z=1"},
+		{"non-ASCII values", "query=%E2%82%AC&x=%E2%82%AC", rewriteAsToken, "extra_label=team%3Ddev&query=%E2%82%AC%7Bteam%3D%22dev%22%7D&x=%E2%82%AC"},
 		{"past maxSpliced args: encoded whole", many, rewriteAsToken, "extra_label=team%3Ddev&query=up%7Bteam%3D%22dev%22%7D&x=" + strings.Repeat("1&x=", maxSpliced-1) + "1"},
 		{"at maxSpliced args: spliced", strings.Repeat("x=1&", maxSpliced-1) + "query=up", rewriteAsToken,
-			strings.Repeat("x=1&", maxSpliced-1) + "extra_label=team%3Ddev&query=up%7Bteam%3D%22dev%22%7D"},
+			"extra_label=team%3Ddev&query=up%7Bteam%3D%22dev%22%7D&x=1" + strings.Repeat("&x=1", maxSpliced-2)},
+		{"at maxSpliced args, unchanged bytes: spliced", strings.Repeat("x=%31&", maxSpliced-1) + "query=up", rewriteAsToken,
+			"extra_label=team%3Ddev&query=up%7Bteam%3D%22dev%22%7D&x=%31" + strings.Repeat("&x=%31", maxSpliced-2)},
+		{"past maxSpliced args, unchanged bytes: encoded whole", strings.Repeat("x=%31&", maxSpliced) + "query=up", rewriteAsToken,
+			"extra_label=team%3Ddev&query=up%7Bteam%3D%22dev%22%7D&x=1" + strings.Repeat("&x=1", maxSpliced-1)},
 	} {
 		if got := checkSpliced(t, tc.raw, tc.rewrite); got != tc.want {
 			t.Errorf("%s: %q became\n%q; want\n%q", tc.name, tc.raw, got, tc.want)
@@ -119,6 +127,7 @@ func FuzzAppendArgs(f *testing.F) {
 	}
 	f.Add("extra_label=team%3Ddev&%71uery=up&query=x&extra_filters%5B%5D=a&trace=", true)
 	f.Add(strings.Repeat("a=1&", maxSpliced)+"extra_label=x", false)
+	f.Add("end=2&extra_label=team%3Dops&query=up&start=1&step=15&trace=1", true)
 	f.Fuzz(func(t *testing.T, raw string, token bool) {
 		rewrite := rewriteAsToken
 		if !token {
@@ -140,17 +149,17 @@ func TestSplicedArgsForwarded(t *testing.T) {
 		wantQuery, wantBody string
 	}{
 		{"Grafana range in the URL", "/api/v1/query_range?query=sum(rate(x[5m]))&start=1781517600&end=1781521200&step=15", "",
-			"start=1781517600&end=1781521200&step=15&extra_label=team%3Ddev&query=sum%28rate%28x%7Bteam%3D%22dev%22%7D%5B5m%5D%29%29", ""},
+			"end=1781521200&extra_label=team%3Ddev&query=sum%28rate%28x%7Bteam%3D%22dev%22%7D%5B5m%5D%29%29&start=1781517600&step=15", ""},
 		{"Grafana range in the form", "/api/v1/query_range", "query=up&start=%31&end=2&step=1+5",
-			"extra_label=team%3Ddev", "start=%31&end=2&step=1+5&query=up%7Bteam%3D%22dev%22%7D"},
+			"extra_label=team%3Ddev", "end=2&query=up%7Bteam%3D%22dev%22%7D&start=%31&step=1+5"},
 		{"smuggled enforcement args", "/api/v1/query?%71uery=up&extra%5Flabel=team%3Dops&extra_filters%5B%5D=%7Bteam%3D%22ops%22%7D&extra_filters=%7B%7D&time=5", "extra_label=team=ops&x=1",
-			"time=5&extra_label=team%3Ddev&query=up%7Bteam%3D%22dev%22%7D", "x=1"},
+			"extra_label=team%3Ddev&query=up%7Bteam%3D%22dev%22%7D&time=5", "x=1"},
 		{"match[] spelled two ways", "/api/v1/series?match%5B%5D=a&start=1&match[]=b", "",
-			"start=1&extra_label=team%3Ddev&match%5B%5D=a%7Bteam%3D%22dev%22%7D&match%5B%5D=b%7Bteam%3D%22dev%22%7D", ""},
+			"extra_label=team%3Ddev&match%5B%5D=a%7Bteam%3D%22dev%22%7D&match%5B%5D=b%7Bteam%3D%22dev%22%7D&start=1", ""},
 		{"legacy match becomes match[]", "/api/v1/export?match=a&start=1", "",
-			"start=1&extra_label=team%3Ddev&match%5B%5D=a%7Bteam%3D%22dev%22%7D", ""},
+			"extra_label=team%3Ddev&match%5B%5D=a%7Bteam%3D%22dev%22%7D&start=1", ""},
 		{"empty names and pieces", "/api/v1/labels?=1&&nocache&x=", "",
-			"=1&nocache&x=&extra_label=team%3Ddev&match%5B%5D=%7Bteam%3D%22dev%22%7D", ""},
+			"=1&extra_label=team%3Ddev&match%5B%5D=%7Bteam%3D%22dev%22%7D&nocache&x=", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			method, ctype := http.MethodGet, ""
