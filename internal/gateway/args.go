@@ -125,7 +125,8 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	if changed {
 		setRawQuery(r, argsString(appendArgs(nil, ra.url, !urlSpliced, q)))
 		if form != nil {
-			body = appendArgs(nil, ra.form, !formSpliced, form)
+			// Not nil even when the rewrite left no args: the body read is replaced, by an empty one then.
+			body = appendArgs([]byte{}, ra.form, !formSpliced, form)
 		}
 	}
 	if isForm && len(body) > vmMaxFormSize {
