@@ -310,7 +310,12 @@ func setRawQuery(r *http.Request, raw string) {
 	r.URL.RawQuery = raw
 	r.URL.ForceQuery = false
 	if r.RequestURI != "" {
-		r.RequestURI = r.URL.RequestURI()
+		// The request target as sent with the new query: its path is not rewritten here, so it is not built again.
+		target, _, _ := strings.Cut(r.RequestURI, "?")
+		if raw != "" {
+			target += "?" + raw
+		}
+		r.RequestURI = target
 	}
 	// Anything parsed before holds the client's args.
 	r.Form, r.PostForm = nil, nil
