@@ -25,11 +25,10 @@ type rawArg struct {
 // the ones before it. More are encoded whole, as url.Values.Encode does.
 const maxSpliced = 64
 
-// rawArgs are one request's args as split, the URL's and the form's, reused between requests. A list is left empty
-// and marked whole when its args are too many to splice.
+// rawArgs are one request's args as split, the URL's and the form's, reused between requests (none are recorded
+// of more than maxSpliced args: splitRecording).
 type rawArgs struct {
-	url, form           []rawArg
-	urlWhole, formWhole bool
+	url, form []rawArg
 }
 
 var rawArgsPool = sync.Pool{New: func() any { return &rawArgs{url: make([]rawArg, 0, 16), form: make([]rawArg, 0, 16)} }}
@@ -42,7 +41,6 @@ func releaseRawArgs(ra *rawArgs) {
 	clear(ra.url)
 	clear(ra.form)
 	ra.url, ra.form = ra.url[:0], ra.form[:0]
-	ra.urlWhole, ra.formWhole = false, false
 	rawArgsPool.Put(ra)
 }
 
