@@ -45,7 +45,9 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if !g.seesArgs(a, rt) {
 			return nil
 		}
-		q, err := splitArgs(r.URL.RawQuery, nil, enforce.FromURL)
+		ra := rawArgsPool.Get().(*rawArgs)
+		defer releaseRawArgs(ra)
+		q, spliced, err := splitRecording(r.URL.RawQuery, nil, enforce.FromURL, &ra.url)
 		if err != nil {
 			return badURLQuery(r, err)
 		}
@@ -54,7 +56,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 			return err
 		}
 		if changed {
-			setRawQuery(r, out.URL.Encode())
+			setRawQuery(r, argsString(appendArgs(nil, ra.url, !spliced, out.URL)))
 		}
 		return nil
 	}
@@ -75,20 +77,23 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		defer releaseLimitArgs(la)
 		known, parsed = &la.known, &la.parsed
 	}
+	// The args as sent, for those the gateway does not change (appendArgs).
+	ra := rawArgsPool.Get().(*rawArgs)
+	defer releaseRawArgs(ra)
 	// Unless strict, the values are only for the limits: what does not parse is forwarded as sent.
-	q, err := splitArgs(r.URL.RawQuery, known, enforce.FromURL)
+	q, urlSpliced, err := splitRecording(r.URL.RawQuery, known, enforce.FromURL, &ra.url)
 	if err != nil && strict {
 		return badURLQuery(r, err)
 	}
 	var form url.Values
-	isForm := false
+	isForm, formSpliced := false, false
 	if len(body) > 0 {
 		isForm, err = plainForm(r)
 		if err != nil && strict {
 			return err
 		}
 		if isForm {
-			if form, err = splitArgs(string(body), known, enforce.FromForm); err != nil && strict {
+			if form, formSpliced, err = splitRecording(string(body), known, enforce.FromForm, &ra.form); err != nil && strict {
 				return httperr.WithQuery(http.StatusBadRequest, "cannot parse the form body: "+err.Error(), "cannot parse the form body: "+httperr.Elided)
 			}
 		}
@@ -118,9 +123,10 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		}
 	}
 	if changed {
-		setRawQuery(r, q.Encode())
+		setRawQuery(r, argsString(appendArgs(nil, ra.url, !urlSpliced, q)))
 		if form != nil {
-			body = []byte(form.Encode())
+			// Not nil even when the rewrite left no args: the body read is replaced, by an empty one then.
+			body = appendArgs([]byte{}, ra.form, !formSpliced, form)
 		}
 	}
 	if isForm && len(body) > vmMaxFormSize {
@@ -231,10 +237,28 @@ const maxArgs = 10000
 // error, the same bound on the number of args), recording the values of the enforce.Args in known (nil: none) as
 // coming from where (enforce.FromURL, enforce.FromForm), so that the query limits find them without a lookup.
 func splitArgs(raw string, known *enforce.Known, where int) (url.Values, error) {
+	vs, _, err := splitRecording(raw, known, where, nil)
+	return vs, err
+}
+
+// splitRecording is splitArgs that also appends the args that split well to *rec (nil: not recorded), as sent, so
+// that the ones the gateway does not change can be forwarded as they came (appendArgs). It records none and
+// reports false when they are more than maxSpliced.
+func splitRecording(raw string, known *enforce.Known, where int, rec *[]rawArg) (url.Values, bool, error) {
 	vs := make(url.Values)
-	if strings.Count(raw, "&") >= maxArgs {
-		return vs, errors.New("number of URL query parameters exceeded limit")
+	if raw == "" {
+		return vs, true, nil
 	}
+	seps := strings.Count(raw, "&")
+	if seps >= maxArgs {
+		return vs, false, errors.New("number of URL query parameters exceeded limit")
+	}
+	if seps >= maxSpliced {
+		rec = nil
+	}
+	// The values of the names sent once share one array; a second value of a name moves its values out (the
+	// slices are capped), and nothing writes into them (enforce.Args.Handover).
+	backing := make([]string, 0, seps+1)
 	var err error
 	for raw != "" {
 		var kv string
@@ -260,25 +284,38 @@ func splitArgs(raw string, known *enforce.Known, where int) (url.Values, error) 
 			}
 			continue
 		}
+		if rec != nil {
+			*rec = append(*rec, rawArg{kv: kv, name: k, value: v})
+		}
 		if known != nil {
 			if a, ok := enforce.ArgOf(k); ok {
 				known.Add(a, where, v)
 				continue
 			}
 		}
-		vs[k] = append(vs[k], v)
+		if old, ok := vs[k]; ok {
+			vs[k] = append(old, v)
+			continue
+		}
+		backing = append(backing, v)
+		vs[k] = backing[len(backing)-1 : len(backing) : len(backing)]
 	}
 	if known != nil {
 		known.Into(vs, where)
 	}
-	return vs, err
+	return vs, seps < maxSpliced, err
 }
 
 func setRawQuery(r *http.Request, raw string) {
 	r.URL.RawQuery = raw
 	r.URL.ForceQuery = false
 	if r.RequestURI != "" {
-		r.RequestURI = r.URL.RequestURI()
+		// The request target as sent with the new query: its path is not rewritten here, so it is not built again.
+		target, _, _ := strings.Cut(r.RequestURI, "?")
+		if raw != "" {
+			target += "?" + raw
+		}
+		r.RequestURI = target
 	}
 	// Anything parsed before holds the client's args.
 	r.Form, r.PostForm = nil, nil

@@ -37,12 +37,19 @@ import (
 //     counted in ServeHTTP), so the client sees a broken answer and not a complete short one;
 //   - trailers are passed on (VictoriaMetrics sends none; the cost of this is a length check per answer).
 
-// forwarding is one request's forward step, allocated once for it: the 1xx hook and the body wrapper.
+// forwarding is one request's forward step, allocated once for it: the outgoing request and its URL, the 1xx
+// hook, the body wrappers and the values of the X-Forwarded-* headers.
 type forwarding struct {
+	out   http.Request
+	url   url.URL
 	rw    http.ResponseWriter
 	trace httptrace.ClientTrace
 	body  noopCloseBody
-	mu    sync.Mutex
+	// stats reads the stats at the end of a query answer (watchStats).
+	stats statsTail
+	// xf holds the values of X-Forwarded-For, -Host and -Proto, each header a capped slice of it.
+	xf [3]string
+	mu sync.Mutex
 	// done: the round trip returned; a late 1xx from a transport goroutine must not touch the headers any more.
 	done bool
 }
@@ -51,9 +58,11 @@ type forwarding struct {
 func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 	f := &forwarding{rw: rw}
 	f.trace.Got1xxResponse = f.got1xx
-	out := req.WithContext(httptrace.WithClientTrace(req.Context(), &f.trace))
-	outURL := *req.URL
-	out.URL = &outURL
+	f.out = *req.WithContext(httptrace.WithClientTrace(req.Context(), &f.trace))
+	out := &f.out
+	f.url = *req.URL
+	outURL := &f.url
+	out.URL = outURL
 	if req.ContentLength == 0 {
 		// A nil body can be resent by the balancer and the upstream client.
 		out.Body = nil
@@ -93,16 +102,18 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 	// keys are canonical, so the map is written directly.
 	delete(h, "Forwarded")
 	if clientIP, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
-		h["X-Forwarded-For"] = []string{clientIP}
+		f.xf[0] = clientIP
+		h["X-Forwarded-For"] = f.xf[0:1:1]
 	} else {
 		delete(h, "X-Forwarded-For")
 	}
-	h["X-Forwarded-Host"] = []string{req.Host}
-	if req.TLS == nil {
-		h["X-Forwarded-Proto"] = []string{"http"}
-	} else {
-		h["X-Forwarded-Proto"] = []string{"https"}
+	f.xf[1] = req.Host
+	h["X-Forwarded-Host"] = f.xf[1:2:2]
+	f.xf[2] = "http"
+	if req.TLS != nil {
+		f.xf[2] = "https"
 	}
+	h["X-Forwarded-Proto"] = f.xf[2:3:3]
 	q, err := u.cleanQuery(outURL.RawQuery)
 	if err != nil {
 		httperr.Write(rw, err)
@@ -124,7 +135,7 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
-		if err := u.modifyResponse(res); err != nil {
+		if err := u.modifyResponse(res, &f.stats); err != nil {
 			_ = res.Body.Close()
 			u.fail(rw, out, err)
 			return
@@ -133,7 +144,7 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 	removeHopByHopHeaders(res.Header, nil)
-	if err := u.modifyResponse(res); err != nil {
+	if err := u.modifyResponse(res, &f.stats); err != nil {
 		_ = res.Body.Close()
 		u.fail(rw, out, err)
 		return
@@ -370,18 +381,17 @@ func (u *upstream) cleanQuery(s string) (string, error) {
 	if s == "" {
 		return s, nil
 	}
-	params, clean := 1, true
-	for i := 0; i < len(s); i++ {
-		switch s[i] {
-		case '&':
-			params++
-		case ';':
-			clean = false
-		case '%':
-			if i+2 >= len(s) || !ishex(s[i+1]) || !ishex(s[i+2]) {
-				clean = false
-			}
+	// Searched byte by byte with the vectorised searches: a rewritten query is read here once more.
+	params, clean := strings.Count(s, "&")+1, strings.IndexByte(s, ';') < 0
+	for rest := s; clean; {
+		i := strings.IndexByte(rest, '%')
+		if i < 0 {
+			break
 		}
+		if i+2 >= len(rest) || !ishex(rest[i+1]) || !ishex(rest[i+2]) {
+			clean = false
+		}
+		rest = rest[min(i+3, len(rest)):]
 	}
 	if n := params + u.backendArgs; n > maxArgs {
 		return "", httperr.New(http.StatusBadRequest, fmt.Sprintf("the request would reach the %s upstream with %d URL query "+

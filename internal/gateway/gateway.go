@@ -92,8 +92,8 @@ func New(cfg Config) (*Gateway, error) {
 		limiter: cfg.Limiter,
 		costs:   cfg.Costs,
 		// The token is the client's credential for the gateway, never for the upstream; the tenant headers would
-		// let a client pick a tenant behind the gateway's back.
-		dropHeaders:  []string{"Authorization", "AccountID", "ProjectID"},
+		// let a client pick a tenant behind the gateway's back. Canonical, as the request's header map holds them.
+		dropHeaders:  []string{"Authorization", http.CanonicalHeaderKey("AccountID"), http.CanonicalHeaderKey("ProjectID")},
 		unrestricted: &auth.Access{Mode: auth.ModeFull},
 		limits:       cfg.Limits,
 		queryLimits:  cfg.QueryLimits,
@@ -271,7 +271,7 @@ func (g *Gateway) upstreamOf(rt route.Route) *upstream {
 // forward sends the request to up, on the path the gateway builds itself.
 func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, t tenant.ID, up *upstream) {
 	for _, h := range g.dropHeaders {
-		r.Header.Del(h)
+		delete(r.Header, h)
 	}
 	r.URL.Path, r.URL.RawPath = rt.UpstreamPath(g.cluster, t)
 	if e.Logging() {

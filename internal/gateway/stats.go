@@ -88,8 +88,9 @@ func isQueryPath(p string) bool {
 	return strings.HasSuffix(p, "/api/v1/query") || strings.HasSuffix(p, "/api/v1/query_range")
 }
 
-// watchStats wraps the body of a successful query answer so that its stats are read at its end.
-func watchStats(resp *http.Response) {
+// watchStats wraps the body of a successful query answer in s, a zero statsTail, so that its stats are read at its
+// end.
+func watchStats(resp *http.Response, s *statsTail) {
 	if resp.Request == nil || !isQueryPath(resp.Request.URL.Path) {
 		return
 	}
@@ -130,7 +131,8 @@ func watchStats(resp *http.Response) {
 		resp.Header.Del("Content-Length")
 		resp.ContentLength = -1
 	}
-	s := &statsTail{rc: resp.Body, done: recordStats, ctx: resp.Request.Context()}
+	// Set field by field: the tail is zero already, and copying a whole statsTail over it costs more than the rest.
+	s.rc, s.done, s.ctx = resp.Body, recordStats, resp.Request.Context()
 	if cw != nil {
 		s.done = func(st queryStats, ok bool) {
 			recordStats(st, ok)

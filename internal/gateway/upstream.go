@@ -48,7 +48,8 @@ func newUpstream(kind string, set *backendSet, rt http.RoundTripper, retryCodes 
 // modifyResponse wraps plain-text errors in JSON (upstreamerr.go), reads the stats at the end of query answers (stats.go), and keeps redirects (vmui's /vmui →
 // /vmui/) inside the client's view: a same-host Location is made relative to the request's directory, so it
 // resolves against the client's path, prefix and tenant shape included.
-func (u *upstream) modifyResponse(resp *http.Response) error {
+// st is where the forward step keeps the reader of a query answer's stats.
+func (u *upstream) modifyResponse(resp *http.Response, st *statsTail) error {
 	wrapPlainError(resp)
 	// Answers that tell restricted tokens more than their series are filtered first (tsdbstatus.go).
 	if err := filterAnswer(resp); err != nil {
@@ -58,7 +59,7 @@ func (u *upstream) modifyResponse(resp *http.Response) error {
 		if err := bufferSmallAnswer(resp); err != nil {
 			return err
 		}
-		watchStats(resp)
+		watchStats(resp, st)
 	}
 	loc := resp.Header.Get("Location")
 	if loc == "" || resp.Request == nil {

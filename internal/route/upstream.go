@@ -2,6 +2,7 @@ package route
 
 import (
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/vmgateway/vmgateway/internal/tenant"
@@ -21,15 +22,17 @@ func (r Route) Upstream(cluster bool, t tenant.ID) string {
 // UpstreamPath returns the upstream path decoded, for URL.Path, and escaped, for URL.RawPath. rawPath is empty
 // when both are the same, as net/url expects.
 func (r Route) UpstreamPath(cluster bool, t tenant.ID) (path, rawPath string) {
-	prefix := r.upstreamPrefix(cluster, t)
 	suffix := r.Suffix
 	if !cluster && suffix == "opentsdb/api/put" {
 		// Single-node's -opentsdbHTTPListenAddr serves this one path only.
 		suffix = "api/put"
 	}
-	path = prefix + suffix
+	// Built in one buffer, the tenant's numbers included: each path is one allocation.
+	var buf [128]byte
+	prefix := r.appendUpstreamPrefix(buf[:0], cluster, t)
+	path = string(append(prefix, suffix...))
 	if escaped := escapeSegments(suffix); escaped != suffix {
-		rawPath = prefix + escaped
+		rawPath = string(append(prefix, escaped...))
 	}
 	return path, rawPath
 }
@@ -41,16 +44,23 @@ func (r Route) Insert() bool {
 	return r.Kind == Write && !strings.HasPrefix(r.Suffix, "graphite/")
 }
 
-func (r Route) upstreamPrefix(cluster bool, t tenant.ID) string {
+func (r Route) appendUpstreamPrefix(dst []byte, cluster bool, t tenant.ID) []byte {
+	var root string
 	switch {
 	case !cluster || r.Suffix == adminTenants.Suffix:
-		return "/"
+		return append(dst, '/')
 	case r.Insert():
-		return "/insert/" + t.String() + "/"
+		root = "/insert/"
 	case strings.HasPrefix(r.Suffix, "prometheus/api/v1/admin/"):
-		return "/delete/" + t.String() + "/"
+		root = "/delete/"
+	default:
+		root = "/select/"
 	}
-	return "/select/" + t.String() + "/"
+	dst = append(dst, root...)
+	dst = strconv.AppendUint(dst, uint64(t.AccountID), 10)
+	dst = append(dst, ':')
+	dst = strconv.AppendUint(dst, uint64(t.ProjectID), 10)
+	return append(dst, '/')
 }
 
 // escapeSegments escapes each segment of a decoded suffix, so a label, tag or file name can never add a segment,

@@ -1,0 +1,202 @@
+package gateway
+
+import (
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"unsafe"
+)
+
+// The args of a rewritten request go out spliced: the names whose values the gateway changed, removed or added are
+// encoded, the others keep the bytes the client sent. A name's args are kept only when all the values sent under
+// it decode, in order, to exactly the values forwarded under it; otherwise every value sent under that name is
+// dropped, however its name was spelled (`%71uery` is `query`), and its forwarded values are encoded. The names go
+// in url.Values.Encode's order (sorted, a name's values in order), so the args of a client that encodes as Go does
+// go out byte for byte as url.Values.Encode wrote them before; the upstream reads exactly the values the gateway
+// checked and rewrote either way, while the unchanged args of a Grafana range are not escaped again per request.
+
+// rawArg is one arg as split: the bytes sent and what they decode to.
+type rawArg struct {
+	kv, name, value string
+}
+
+// maxSpliced is the most args a spliced query or form has: deciding which names changed compares each arg with
+// the ones before it. More are encoded whole, as url.Values.Encode does.
+const maxSpliced = 64
+
+// rawArgs are one request's args as split, the URL's and the form's, reused between requests (none are recorded
+// of more than maxSpliced args: splitRecording).
+type rawArgs struct {
+	url, form []rawArg
+}
+
+var rawArgsPool = sync.Pool{New: func() any { return &rawArgs{url: make([]rawArg, 0, 16), form: make([]rawArg, 0, 16)} }}
+
+func releaseRawArgs(ra *rawArgs) {
+	if cap(ra.url) > 4*maxSpliced || cap(ra.form) > 4*maxSpliced {
+		return
+	}
+	// Held by the pool, they must not hold the request's query or body.
+	clear(ra.url)
+	clear(ra.form)
+	ra.url, ra.form = ra.url[:0], ra.form[:0]
+	rawArgsPool.Put(ra)
+}
+
+// appendArgs appends to dst the args vs as the query string or form body to forward, spliced from raw, the args
+// as sent that vs was split from and then changed; whole: raw was not kept (too many args), vs is encoded whole.
+func appendArgs(dst []byte, raw []rawArg, whole bool, vs url.Values) []byte {
+	if whole || len(raw) > maxSpliced {
+		return append(dst, vs.Encode()...)
+	}
+	var keepBuf [maxSpliced]bool
+	keep := keepBuf[:len(raw)]
+	for i := range raw {
+		first := i
+		for j := 0; j < i; j++ {
+			if raw[j].name == raw[i].name {
+				first = j
+				break
+			}
+		}
+		if first < i {
+			keep[i] = keep[first]
+			continue
+		}
+		keep[i] = unchanged(raw[i:], vs[raw[i].name])
+	}
+	// Every name forwarded, sorted as url.Values.Encode sorts; first is the index of its first arg in raw when its
+	// args are kept as sent, else -1.
+	var namesBuf [16]namedValues
+	names := namesBuf[:0]
+	size := 0
+	for i, a := range raw {
+		if keep[i] {
+			size += len(a.kv) + 1
+		}
+	}
+	for name, values := range vs {
+		if len(values) == 0 {
+			continue
+		}
+		first := keptFirst(raw, keep, name)
+		names = append(names, namedValues{name: name, values: values, first: first})
+		if first >= 0 {
+			continue
+		}
+		n := escapedLen(name)
+		for _, v := range values {
+			size += n + 1 + escapedLen(v) + 1
+		}
+	}
+	slices.SortFunc(names, func(a, b namedValues) int { return strings.Compare(a.name, b.name) })
+	dst = slices.Grow(dst, size)
+	start := len(dst)
+	for _, nv := range names {
+		if nv.first >= 0 {
+			for _, a := range raw[nv.first:] {
+				if a.name != nv.name {
+					continue
+				}
+				if len(dst) > start {
+					dst = append(dst, '&')
+				}
+				dst = append(dst, a.kv...)
+			}
+			continue
+		}
+		for _, v := range nv.values {
+			if len(dst) > start {
+				dst = append(dst, '&')
+			}
+			dst = appendEscaped(dst, nv.name)
+			dst = append(dst, '=')
+			dst = appendEscaped(dst, v)
+		}
+	}
+	return dst
+}
+
+type namedValues struct {
+	name   string
+	values []string
+	first  int
+}
+
+// unchanged says whether the values of the name of raw[0] in raw (the args from it on) are exactly values, in order.
+func unchanged(raw []rawArg, values []string) bool {
+	name, n := raw[0].name, 0
+	for _, a := range raw {
+		if a.name != name {
+			continue
+		}
+		if n >= len(values) || values[n] != a.value {
+			return false
+		}
+		n++
+	}
+	return n == len(values)
+}
+
+// keptFirst is the index in raw of the first arg of name when its args are forwarded as sent, else -1.
+func keptFirst(raw []rawArg, keep []bool, name string) int {
+	for i, a := range raw {
+		if a.name == name {
+			if keep[i] {
+				return i
+			}
+			return -1
+		}
+	}
+	return -1
+}
+
+// noEscape says which bytes url.QueryEscape leaves as they are; space becomes '+', the rest %XX.
+var noEscape = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		s := string([]byte{byte(c)})
+		t[c] = url.QueryEscape(s) == s
+	}
+	return t
+}()
+
+// escapedLen is the length of url.QueryEscape(s).
+func escapedLen(s string) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !noEscape[c] && c != ' ' {
+			n += 2
+		}
+	}
+	return n
+}
+
+// appendEscaped appends url.QueryEscape(s) to dst, the bytes that need no escape a run at a time.
+func appendEscaped(dst []byte, s string) []byte {
+	const hex = "0123456789ABCDEF"
+	for {
+		i := 0
+		for i < len(s) && noEscape[s[i]] {
+			i++
+		}
+		dst = append(dst, s[:i]...)
+		if i == len(s) {
+			return dst
+		}
+		if c := s[i]; c == ' ' {
+			dst = append(dst, '+')
+		} else {
+			dst = append(dst, '%', hex[c>>4], hex[c&15])
+		}
+		s = s[i+1:]
+	}
+}
+
+// argsString is b, which nothing writes into any more, as a string, without a copy.
+func argsString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
