@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 
 	"github.com/vmgateway/vmgateway/internal/httperr"
+	"golang.org/x/net/http/httpguts"
 )
 
 // The forward step: the request goes to the upstream's balancer and the answer streams back, as
@@ -89,7 +90,7 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 	// Read before the hop-by-hop headers go: the header map is the client's own.
-	teTrailers := headerValuesContainToken(h["Te"], "trailers")
+	teTrailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
 	removeHopByHopHeaders(h, endToEnd)
 	if teTrailers {
 		h.Set("Te", "trailers")
@@ -323,43 +324,10 @@ func copyHeader(dst, src http.Header) {
 
 // upgradeType is the protocol a request or answer asks to switch to, "" when none.
 func upgradeType(h http.Header) string {
-	if !headerValuesContainToken(h["Connection"], "Upgrade") {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
 		return ""
 	}
 	return h.Get("Upgrade")
-}
-
-// headerValuesContainToken reports whether a comma-separated token of values is token, case-insensitively.
-func headerValuesContainToken(values []string, token string) bool {
-	for _, v := range values {
-		for t := range strings.SplitSeq(v, ",") {
-			if asciiEqualFold(strings.Trim(t, " \t"), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// asciiEqualFold compares case-insensitively in ASCII only: a token with other letters that fold to ASCII ones
-// (ſ, K) is another token.
-func asciiEqualFold(s, t string) bool {
-	if len(s) != len(t) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		a, b := s[i], t[i]
-		if 'A' <= a && a <= 'Z' {
-			a += 'a' - 'A'
-		}
-		if 'A' <= b && b <= 'Z' {
-			b += 'a' - 'A'
-		}
-		if a != b {
-			return false
-		}
-	}
-	return true
 }
 
 func isPrint(s string) bool {

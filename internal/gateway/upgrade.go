@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/vmgateway/vmgateway/internal/httpsyntax"
 )
 
 // refuseUpgrade answers an upstream that switched protocols (101). The gateway joins no connections: after an
@@ -19,7 +21,7 @@ func (u *upstream) refuseUpgrade(rw http.ResponseWriter, req *http.Request, res 
 		u.fail(rw, req, fmt.Errorf("backend tried to switch to invalid protocol %q", resUpType))
 		return
 	}
-	if !asciiEqualFold(reqUpType, resUpType) {
+	if !httpsyntax.EqualFold(reqUpType, resUpType) {
 		u.fail(rw, req, fmt.Errorf("backend tried to switch protocol %q when %q was requested", resUpType, reqUpType))
 		return
 	}

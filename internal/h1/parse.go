@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vmgateway/vmgateway/internal/httpsyntax"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -57,24 +58,11 @@ func readHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 	}
 }
 
-// nextLine cuts the first line off s, without its LF or CRLF.
-func nextLine(s string) (line, rest string) {
-	i := strings.IndexByte(s, '\n')
-	if i < 0 {
-		return s, ""
-	}
-	line, rest = s[:i], s[i+1:]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
-	}
-	return line, rest
-}
-
 // parseRequest builds the request from its head, as net/http's ReadRequest and its server's checks do. The strings
 // of the request point into one string holding the whole head. The header map comes from st when it is not nil.
 func parseRequest(r *http.Request, head []byte, scratch *[]byte, st *headerStore) error {
 	s := string(head)
-	line, rest := nextLine(s)
+	line, rest := httpsyntax.CutLine(s)
 	method, rest1, ok1 := strings.Cut(line, " ")
 	uri, proto, ok2 := strings.Cut(rest1, " ")
 	if !ok1 || !ok2 {
@@ -185,7 +173,7 @@ func parseHeader(s string, scratch *[]byte, st *headerStore) (http.Header, error
 	}
 	for {
 		var line string
-		line, s = nextLine(s)
+		line, s = httpsyntax.CutLine(s)
 		if line == "" {
 			return h, nil
 		}
@@ -198,7 +186,7 @@ func parseHeader(s string, scratch *[]byte, st *headerStore) (http.Header, error
 			b := append((*scratch)[:0], line...)
 			for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
 				var cont string
-				cont, s = nextLine(s)
+				cont, s = httpsyntax.CutLine(s)
 				b = append(b, ' ')
 				b = append(b, trimOWS(cont)...)
 			}
@@ -243,7 +231,7 @@ func parseFraming(r *http.Request) error {
 				return &requestError{http.StatusNotImplemented, fmt.Sprintf("unsupported Transfer-Encoding: %d Transfer-Encoding headers; "+
 					"a request body may only be sent with Content-Length or a single Transfer-Encoding: chunked", len(te))}
 			}
-			if !strings.EqualFold(te[0], "chunked") {
+			if !httpsyntax.EqualFold(te[0], "chunked") {
 				return &requestError{http.StatusNotImplemented, fmt.Sprintf("unsupported Transfer-Encoding %q: "+
 					"a request body may only be sent with Content-Length or a single Transfer-Encoding: chunked", clip(te[0]))}
 			}

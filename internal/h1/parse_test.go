@@ -158,6 +158,8 @@ var parseSeeds = []string{
 	"POST /i HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
 	"POST /i HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 	"POST /i HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: xchunked\r\nContent-Length: 4\r\n\r\nm 1\n",
+	// A Kelvin sign, which Unicode folds to k: not "chunked" to net/http, nor to the gateway.
+	"POST /i HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chun\xe2\x84\xaaed\r\n\r\n0\r\n\r\n",
 	"POST /i HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: identity\r\nContent-Length: 4\r\n\r\nm 1\n",
 	"POST /i HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\nm 1\n",
 	"POST /i HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n4\nm 1\n\r\n0\r\n\r\n",

@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/vmgateway/vmgateway/internal/httpsyntax"
+	"golang.org/x/net/http/httpguts"
 )
 
 // maxHeadBytes bounds an answer's head (status line and header fields). VictoriaMetrics sends a few hundred bytes;
@@ -45,7 +48,7 @@ func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, framing,
 		return nil, framing{}, err
 	}
 	resp := &http.Response{Request: req}
-	line, rest := cutLine(head)
+	line, rest := httpsyntax.CutLine(head)
 	if err := parseStatusLine(resp, line); err != nil {
 		return nil, framing{}, err
 	}
@@ -123,19 +126,6 @@ func readLongHead(br *bufio.Reader) (string, error) {
 	}
 }
 
-// cutLine splits s after its first line, returning the line without its CRLF or LF.
-func cutLine(s string) (line, rest string) {
-	i := strings.IndexByte(s, '\n')
-	if i < 0 {
-		return s, ""
-	}
-	line, rest = s[:i], s[i+1:]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
-	}
-	return line, rest
-}
-
 // parseStatusLine reads "HTTP/1.x NNN reason".
 func parseStatusLine(resp *http.Response, line string) error {
 	proto, status, ok := strings.Cut(line, " ")
@@ -181,7 +171,7 @@ func parseFields(s string, n int) (http.Header, error) {
 	h := make(http.Header, n)
 	strs := make([]string, n)
 	for {
-		line, rest := cutLine(s)
+		line, rest := httpsyntax.CutLine(s)
 		s = rest
 		if line == "" {
 			return h, nil
@@ -313,7 +303,7 @@ func frame(resp *http.Response, method string) (framing, error) {
 			// net/http ignores it; a confused upstream is not trusted with the framing.
 			return framing{}, badHead("Transfer-Encoding in an HTTP/1.0 answer")
 		}
-		if len(te) != 1 || !asciiEqualFold(te[0], "chunked") {
+		if len(te) != 1 || !httpsyntax.EqualFold(te[0], "chunked") {
 			return framing{}, badHead("transfer encoding %q", te)
 		}
 		chunked = true
@@ -378,49 +368,14 @@ func frame(resp *http.Response, method string) (framing, error) {
 // HTTP/1.1 answer loses from its header.
 func shouldClose(resp *http.Response, h http.Header) bool {
 	conn := h["Connection"]
-	hasClose := hasToken(conn, "close")
+	hasClose := httpguts.HeaderValuesContainsToken(conn, "close")
 	if resp.ProtoMinor == 0 {
-		return hasClose || !hasToken(conn, "keep-alive")
+		return hasClose || !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
 	}
 	if hasClose {
 		delete(h, "Connection")
 	}
 	return hasClose
-}
-
-// hasToken reports whether a comma-separated list among vv holds token, case-insensitively.
-func hasToken(vv []string, token string) bool {
-	for _, v := range vv {
-		for v != "" {
-			var item string
-			item, v, _ = strings.Cut(v, ",")
-			if asciiEqualFold(strings.Trim(item, " \t"), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// asciiEqualFold is strings.EqualFold for ASCII only, as net/http compares tokens: no Unicode folding ("ſ" is
-// not "s").
-func asciiEqualFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // announcedTrailer is the Trailer field of a chunked answer, taken out of h, as the keys of the answer's

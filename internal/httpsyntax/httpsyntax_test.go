@@ -1,0 +1,41 @@
+package httpsyntax
+
+import "testing"
+
+func TestEqualFold(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"chunked", "chunked", true},
+		{"CHUNKED", "chunked", true},
+		{"ChUnKeD", "cHuNkEd", true},
+		{"chun\u212Aed", "chunked", false}, // Kelvin sign: Unicode folds it to k, HTTP does not
+		{"\u017Fecure", "secure", false},   // long s
+		{"chunked ", "chunked", false},
+		{"", "", true},
+		{"a", "", false},
+		{"@", "`", false}, // one apart from a letter's case bit, but no letters
+		{"[", "{", false},
+	} {
+		if got := EqualFold(c.a, c.b); got != c.want {
+			t.Errorf("EqualFold(%q, %q) = %v; want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+func TestCutLine(t *testing.T) {
+	for _, c := range []struct{ in, line, rest string }{
+		{"GET / HTTP/1.1\r\nHost: a\r\n", "GET / HTTP/1.1", "Host: a\r\n"},
+		{"a\nb", "a", "b"},
+		{"\r\n", "", ""},
+		{"no end", "no end", ""},
+		{"bare\r", "bare\r", ""},
+		{"x\r\r\n", "x\r", ""},
+	} {
+		line, rest := CutLine(c.in)
+		if line != c.line || rest != c.rest {
+			t.Errorf("CutLine(%q) = %q, %q; want %q, %q", c.in, line, rest, c.line, c.rest)
+		}
+	}
+}
