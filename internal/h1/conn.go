@@ -212,13 +212,17 @@ func (c *conn) serve() {
 }
 
 // headBuffered reports whether the reader holds a whole request head (up to its empty line), so reading it needs
-// no read of the connection. At least 4 bytes: after a POST, up to 4 are peeked for a stray CRLF.
+// no read of the connection. At least 4 bytes: after a POST, up to 4 are peeked for a stray CRLF, and what
+// serveRequest drops then is no part of the head (CRLFs alone would otherwise pass for its empty line).
 func (c *conn) headBuffered() bool {
 	n := c.br.Buffered()
 	if n < 4 {
 		return false
 	}
 	buf, _ := c.br.Peek(n)
+	if c.lastMethod == http.MethodPost {
+		buf = buf[strayCRLF(buf):]
+	}
 	for i := 0; ; {
 		j := bytes.IndexByte(buf[i:], '\n')
 		if j < 0 {
@@ -233,17 +237,23 @@ func (c *conn) headBuffered() bool {
 	}
 }
 
+// strayCRLF is how many of the (at most 4) leading bytes of b are CR or LF: what is dropped before the head that
+// follows a POST.
+func strayCRLF(b []byte) int {
+	n := 0
+	for n < len(b) && n < 4 && (b[n] == '\r' || b[n] == '\n') {
+		n++
+	}
+	return n
+}
+
 // serveRequest reads one request and answers it; keep says whether the connection can carry another, linger
 // whether its client may still be sending when it closes.
 func (c *conn) serveRequest() (keep, linger bool) {
 	if c.lastMethod == http.MethodPost {
 		// RFC 9112 2.2 tolerance for old clients that end a POST body with an extra CRLF.
 		peek, _ := c.br.Peek(4)
-		n := 0
-		for n < len(peek) && (peek[n] == '\r' || peek[n] == '\n') {
-			n++
-		}
-		_, _ = c.br.Discard(n)
+		_, _ = c.br.Discard(strayCRLF(peek))
 	}
 	limit := c.srv.MaxHeaderBytes
 	if limit <= 0 {

@@ -581,6 +581,11 @@ func TestKeptAliveTimeouts(t *testing.T) {
 			}
 		case "/slow":
 			time.Sleep(100 * time.Millisecond)
+		case "/body":
+			// As the gateway reads a body: under a deadline of its own, cleared once the body is in.
+			_ = rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.Copy(io.Discard, r.Body)
+			_ = rc.SetReadDeadline(time.Time{})
 		}
 		_, _ = io.WriteString(w, "ok")
 	}), func(s *Server) { s.IdleTimeout, s.ReadHeaderTimeout = idle, header })
@@ -613,6 +618,25 @@ func TestKeptAliveTimeouts(t *testing.T) {
 		// loaded machine may take a while to notice the close.
 		if took := time.Since(start); err == nil || errors.Is(err, os.ErrDeadlineExceeded) || took < idle-idle/16 || took > 2*idle {
 			t.Fatalf("an idle connection ended after %s with %v; want it closed after %s to %s", took, err, idle, idle+idle/16)
+		}
+	})
+	// After a POST the server drops a stray CRLF before the next head: buffered CRLFs followed by the start of a
+	// head are not a whole head, and the rest of it still has ReadHeaderTimeout (the body's read cleared every
+	// deadline, so without one the connection would wait for ever).
+	t.Run("slow head after a POST's stray CRLF", func(t *testing.T) {
+		c := dial(t, addr)
+		c.send("POST /body HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nA\r\n\r\nGET / HTTP/1.1\r\n")
+		if resp, body, err := c.response("POST"); resp.StatusCode != 200 || body != "ok" || err != nil {
+			t.Fatalf("POST: %d %q %v", resp.StatusCode, body, err)
+		}
+		start := time.Now()
+		time.Sleep(idle + header)
+		_, _ = io.WriteString(c.conn, "Host: t\r\n\r\n")
+		_ = c.conn.SetReadDeadline(start.Add(5 * time.Second))
+		b, err := c.br.ReadByte()
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("a head finished %s after it began (ReadHeaderTimeout %s) was served: read %q, %v; want the connection closed",
+				time.Since(start), header, b, err)
 		}
 	})
 	t.Run("slow head", func(t *testing.T) {

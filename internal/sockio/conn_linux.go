@@ -29,6 +29,7 @@ type Conn struct {
 	wbuf    []byte
 	wn      int
 	werrno  syscall.Errno
+	wzero   bool // a write took nothing and said no error
 	writeFn func(uintptr) bool
 	// Writev's state: the pieces left and their iovecs, built in place so a gathered write allocates nothing.
 	wv       [][]byte
@@ -109,6 +110,11 @@ func (c *Conn) write(fd uintptr) bool {
 		n, errno := sysWrite(fd, chunk)
 		switch errno {
 		case 0:
+			if n == 0 {
+				// Never on a socket; poll.FD's answer, so that it cannot spin.
+				c.wzero = true
+				return true
+			}
 			c.wn += n
 			continue
 		case syscall.EINTR:
@@ -129,12 +135,15 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf, c.wn, c.werrno = p, 0, 0
+	c.wbuf, c.wn, c.werrno, c.wzero = p, 0, 0, false
 	err := c.raw.Write(c.writeFn)
 	n := c.wn
 	c.wbuf = nil
 	if err != nil {
 		return n, c.opError("write", err)
+	}
+	if c.wzero {
+		return n, c.opError("write", io.ErrUnexpectedEOF)
 	}
 	if c.werrno != 0 {
 		return n, c.opError("write", os.NewSyscallError("write", c.werrno))
@@ -166,6 +175,10 @@ func (c *Conn) writev(fd uintptr) bool {
 		clear(c.iov[:n])
 		switch errno {
 		case 0:
+			if w == 0 {
+				c.wzero = true
+				return true
+			}
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
@@ -197,12 +210,15 @@ func (c *Conn) writev(fd uintptr) bool {
 func (c *Conn) Writev(bufs [][]byte) (int64, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wv, c.wvn, c.werrno = bufs, 0, 0
+	c.wv, c.wvn, c.werrno, c.wzero = bufs, 0, 0, false
 	err := c.raw.Write(c.writevFn)
 	n := c.wvn
 	c.wv = nil
 	if err != nil {
 		return n, c.opError("writev", err)
+	}
+	if c.wzero {
+		return n, c.opError("writev", io.ErrUnexpectedEOF)
 	}
 	if c.werrno != 0 {
 		return n, c.opError("writev", os.NewSyscallError("writev", c.werrno))
