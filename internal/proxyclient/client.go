@@ -15,11 +15,12 @@
 //   - a connection goes back to the pool when its answer's body has been read to the end, and is dropped when the
 //     body is closed early or broke, the answer said Connection: close, or the request did not go out whole;
 //   - a request that meets a reused connection the upstream had closed (an idle timeout, a restart) is resent once
-//     on a new one when nothing of the answer came and its body can be sent again (none, or GetBody); a streamed
-//     body, which cannot, takes a connection only after a non-blocking peek at its socket found it open (a
-//     background read loop is what tells the Transport).
+//     on a new one when nothing of the answer came and its body can be sent again (none, GetBody, or a small body
+//     read whole first); a streamed body, which cannot, takes a connection only after a non-blocking peek at its
+//     socket found it open (a background read loop is what tells the Transport).
 //
-// The request body streams as the Transport streams it (chunked bodies flush per chunk), after the headers. Since
+// A body of known length up to 16 KiB is read whole before a connection is taken and goes out with the head in
+// one write. A larger one streams as the Transport streams it (chunked bodies flush per chunk), after the headers. Since
 // the answer is read only once the request is written, an upstream that answers before reading the whole body and
 // then breaks the connection has its early answer read after the write fails. Requests that the environment routes
 // through an HTTP proxy (HTTP_PROXY, HTTPS_PROXY) go through an http.Transport, as before.
@@ -35,6 +36,7 @@ package proxyclient
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -173,14 +175,25 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	key := poolKey{u.Scheme, u.Host}
 	body := req.Body
 	var sb *sentBody
+	var held *[]byte
 	if body != nil && body != http.NoBody {
 		sb = &sentBody{rc: body}
+		if req.GetBody == nil && req.ContentLength > 0 && req.ContentLength <= smallBody && len(req.Header["Expect"]) == 0 {
+			// A small body (a scrape's import, a form) is read whole first: it can then be sent again, so a reused
+			// connection needs no peek (a syscall per request), and it goes out with the head in one write.
+			var err error
+			if held, err = holdBody(body, req.ContentLength); err != nil {
+				return nil, err
+			}
+			defer smallBodies.Put(held)
+			sb = &sentBody{rc: io.NopCloser(bytes.NewReader(*held))}
+		}
 	}
 	fresh := false
 	for {
 		// Only a body that cannot be sent again needs a connection known to be open; other requests that meet a dead
 		// one are resent below, which saves a syscall per request.
-		pc, err := c.get(ctx, key, fresh, sb != nil && req.GetBody == nil)
+		pc, err := c.get(ctx, key, fresh, sb != nil && req.GetBody == nil && held == nil)
 		if err != nil {
 			if sb != nil {
 				_ = sb.rc.Close()
@@ -207,6 +220,10 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			case sb == nil || sb.n == 0 && sb.err == nil:
 				fresh = true
 				continue
+			case held != nil:
+				sb = &sentBody{rc: io.NopCloser(bytes.NewReader(*held))}
+				fresh = true
+				continue
 			case req.GetBody != nil:
 				nb, gerr := req.GetBody()
 				if gerr == nil {
@@ -222,6 +239,39 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
+}
+
+// smallBody bounds the bodies RoundTrip reads whole before it takes a connection; smallBodies holds their buffers.
+const smallBody = 16 << 10
+
+var smallBodies = sync.Pool{New: func() any { b := make([]byte, smallBody); return &b }}
+
+// holdBody reads a body of length cl whole into a pooled buffer and closes it. A body shorter or longer than cl
+// gets Request.Write's error; the body's own error (a client gone or too slow) comes back as it is.
+func holdBody(body io.ReadCloser, cl int64) (*[]byte, error) {
+	defer body.Close()
+	bp := smallBodies.Get().(*[]byte)
+	b := (*bp)[:cl]
+	n, err := io.ReadFull(body, b)
+	if err == nil {
+		var one [1]byte
+		var m int
+		if m, err = body.Read(one[:]); m > 0 {
+			n += m
+			err = io.ErrUnexpectedEOF
+		} else if err == io.EOF {
+			err = nil
+		}
+	}
+	if err != nil {
+		smallBodies.Put(bp)
+		if err == io.ErrUnexpectedEOF || err == io.EOF {
+			return nil, fmt.Errorf("http: ContentLength=%d with Body length %d", cl, n)
+		}
+		return nil, err
+	}
+	*bp = b
+	return bp, nil
 }
 
 func closeBody(req *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -527,4 +528,55 @@ func TestConcurrentAnswersStayApart(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// A small body with a length is read whole before a connection is taken: sent again when a reused connection
+// turns out closed (no peek is spent on it first), and refused whole, before anything reaches the upstream, when
+// it is not the length it claims.
+func TestSmallBodyHeld(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		_, _ = io.WriteString(w, "ok "+string(b))
+	}))
+	conns := countConns(srv)
+	srv.Start()
+	defer srv.Close()
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	post := func(body string, cl int64) (*http.Response, error) {
+		// NopCloser: no GetBody, as the gateway's client bodies come.
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, io.NopCloser(strings.NewReader(body)))
+		req.ContentLength = cl
+		return c.RoundTrip(req)
+	}
+	resp, err := post("first", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	srv.CloseClientConnections()
+	time.Sleep(20 * time.Millisecond)
+	resp, err = post("m{a=\"b\"} 1\n", 11)
+	if err != nil {
+		t.Fatalf("a small body after the upstream closed the idle connection: %v", err)
+	}
+	if got := readAll(t, resp); got != "ok m{a=\"b\"} 1\n" {
+		t.Fatalf("the upstream got %q", got)
+	}
+	if n, r := conns.Load(), requests.Load(); n != 2 || r != 2 {
+		t.Fatalf("%d connections, %d requests; want 2 and 2: the second sent again, whole, on a new connection", n, r)
+	}
+	for _, c := range []struct {
+		body string
+		cl   int64
+	}{{"short", 10}, {"longer than said", 4}} {
+		if _, err := post(c.body, c.cl); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("ContentLength=%d with Body length", c.cl)) {
+			t.Errorf("a %d-byte body sent as %d: %v; want the length mismatch", len(c.body), c.cl, err)
+		}
+	}
+	if r := requests.Load(); r != 2 {
+		t.Fatalf("%d requests reached the upstream; a body of the wrong length must not", r)
+	}
 }

@@ -108,9 +108,12 @@ func writeRequest(bw *bufio.Writer, req *http.Request) (err error) {
 	if body == nil {
 		return nil
 	}
-	// The upstream may need the head before the body comes (a streamed import): it goes out at once.
-	if err := bw.Flush(); err != nil {
-		return err
+	// The upstream may need the head before the body comes (a streamed import): it goes out at once, unless the
+	// body fits beside it (a small body RoundTrip read whole), when both go in one write.
+	if chunked || cl > int64(bw.Available()) {
+		if err := bw.Flush(); err != nil {
+			return err
+		}
 	}
 	if chunked {
 		return writeChunked(bw, body)
