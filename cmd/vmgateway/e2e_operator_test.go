@@ -91,10 +91,6 @@ func TestStartSummaryWithoutAuth(t *testing.T) {
 	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL)
 	g.logLine(t, "level=WARN", "auth is OFF", "forwards any request from anyone")
 	g.logLine(t, `msg="start summary: rate limiting is off"`)
-	// The gateway's own GC pace, unless the operator's GOGC says otherwise (gc.go).
-	g.logLine(t, `msg="start summary: serving"`, "gogc=200")
-	g2 := startGatewayEnv(t, []string{"GOGC=50"}, "-read.url="+vm.URL, "-write.url="+vm.URL)
-	g2.logLine(t, `msg="start summary: serving"`, `gogc="50 (GOGC from the environment)"`)
 	if v := metricValue(t, g, "vmgateway_auth_enabled"); v != 0 {
 		t.Errorf("vmgateway_auth_enabled = %v without -enable.auth, want 0", v)
 	}

@@ -70,7 +70,6 @@ func main() {
 	for _, w := range warnings {
 		slog.Warn(w)
 	}
-	gcPace := setGCPace()
 	app, err := newApp()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vmgateway: cannot start: %s\n", err)
@@ -81,7 +80,7 @@ func main() {
 		os.Exit(1)
 	}
 	slog.Info("vmgateway started", "version", version)
-	app.logSummary(gcPace)
+	app.logSummary()
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)

@@ -16,9 +16,8 @@ import (
 var authEnabled = metrics.NewGauge(`vmgateway_auth_enabled`, nil)
 
 // logSummary logs what the gateway runs with, so that the start log answers what it protects and how: listeners,
-// upstreams, auth and its keys, rate and query limits, the garbage collector's pace. URLs are shown without
-// credentials.
-func (a *app) logSummary(gcPace string) {
+// upstreams, auth and its keys, rate and query limits. URLs are shown without credentials.
+func (a *app) logSummary() {
 	var listen []string
 	for i, addr := range a.srv.Addrs() {
 		scheme := "http"
@@ -32,7 +31,7 @@ func (a *app) logSummary(gcPace string) {
 		mode = "cluster"
 	}
 	slog.Info("start summary: serving", "listen", strings.Join(listen, ", "), "tls", anyTrue(*tlsEnable), "mode", mode,
-		"read", showURLs(*readURLs), "write", showURLs(*writeURLs), "gogc", gcPace)
+		"read", showURLs(*readURLs), "write", showURLs(*writeURLs))
 	if a.verifier == nil {
 		authEnabled.Set(0)
 		slog.Warn("start summary: auth is OFF (-enable.auth is not set): the gateway forwards any request from anyone to the upstreams, " +
