@@ -300,7 +300,41 @@ func (f *filterTemplate) expand(cv claimValues) string {
 		}
 		me.LabelFilterss[i] = out
 	}
+	if lfs := me.LabelFilterss; len(lfs) > 0 && len(lfs[0]) > 0 && lfs[0][0].Label == "__name__" && !plainIdent(lfs[0][0].Value) {
+		// metricsql prints a metric name as an identifier, escaping what an identifier cannot hold; its escape of a
+		// non-printable rune above U+00FF is malformed (metricsql v0.87.4: "\u0380" comes out as invalid UTF-8). A
+		// name from a claim that is not a plain identifier is printed as the matcher it is, its value quoted.
+		return string(appendQuotedSelector(nil, me.LabelFilterss))
+	}
 	return string(me.AppendString(nil))
+}
+
+// plainIdent reports whether s prints as a MetricsQL identifier without escapes (ASCII letters, digits, _ : .).
+func plainIdent(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_' || c == ':' || i > 0 && ('0' <= c && c <= '9' || c == '.')) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// appendQuotedSelector prints a selector with every matcher, __name__ included, as label="quoted value".
+func appendQuotedSelector(dst []byte, lfss [][]metricsql.LabelFilter) []byte {
+	dst = append(dst, '{')
+	for i, lfs := range lfss {
+		if i > 0 {
+			dst = append(dst, " or "...)
+		}
+		for j := range lfs {
+			if j > 0 {
+				dst = append(dst, ',')
+			}
+			dst = lfs[j].AppendString(dst)
+		}
+	}
+	return append(dst, '}')
 }
 
 // substitute replaces each placeholder in s with its value, escaped for a regexp when re is set.
