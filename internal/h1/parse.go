@@ -68,7 +68,7 @@ func parseRequest(r *http.Request, head []byte, scratch *[]byte, st *headerStore
 	if !ok1 || !ok2 {
 		return badRequest("malformed request line %q", clip(line))
 	}
-	if !isToken(method) {
+	if !httpsyntax.IsToken(method) {
 		return badRequest("invalid method %q", clip(method))
 	}
 	major, minor, ok := parseHTTPVersion(proto)
@@ -291,42 +291,11 @@ func parseFraming(r *http.Request) error {
 }
 
 // canonicalKey returns the canonical form of a header name, a substring of the head when it is canonical
-// already; false when k is not a token.
+// already; false when k is not a token. scratch is the connection's buffer for names to change.
 func canonicalKey(k string, scratch *[]byte) (string, bool) {
-	if k == "" {
-		return "", false
-	}
-	canonical := true
-	upper := true
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if !isTokenByte(c) {
-			return "", false
-		}
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			canonical = false
-		}
-		upper = c == '-'
-	}
-	if canonical {
-		return k, true
-	}
-	b := append((*scratch)[:0], k...)
-	upper = true
-	for i, c := range b {
-		if upper && 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		} else if !upper && 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		b[i] = c
-		upper = c == '-'
-	}
+	key, b, ok := httpsyntax.CanonicalKey(k, *scratch, commonKeys)
 	*scratch = b
-	if v, ok := commonKeys[string(b)]; ok {
-		return v, true
-	}
-	return string(b), true
+	return key, ok
 }
 
 // commonKeys interns the canonical names clients often send in lower case (HTTP/2-minded clients, curl -H).
@@ -355,35 +324,6 @@ func parseHTTPVersion(v string) (int, int, bool) {
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
-
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isTokenByte(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-// isTokenByte: RFC 9110 tchar.
-func isTokenByte(c byte) bool { return c < 128 && tokenTable[c] }
-
-var tokenTable = func() (t [128]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
 
 // trimSpace is textproto.TrimString: spaces, tabs, CR and LF, around a Content-Length or a list element.
 func trimSpace(s string) string {

@@ -38,3 +38,62 @@ func CutLine(s string) (line, rest string) {
 	}
 	return line, rest
 }
+
+// IsToken reports whether s is a non-empty token (RFC 9110 tchar*): a method, a header field name.
+func IsToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !tokenByte[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenByte = func() (t [256]bool) {
+	for _, c := range []byte("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") {
+		t[c] = true
+	}
+	return t
+}()
+
+// CanonicalKey returns the canonical form of the field name k (textproto's: "content-type" is "Content-Type"),
+// k itself when it is canonical already, and false when k is not a token. A name to change is written in buf
+// (grown when short), which is returned for the caller to keep; common interns the result when it holds it.
+func CanonicalKey(k string, buf []byte, common map[string]string) (string, []byte, bool) {
+	if k == "" {
+		return "", buf, false
+	}
+	canonical := true
+	upper := true
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !tokenByte[c] {
+			return "", buf, false
+		}
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			canonical = false
+		}
+		upper = c == '-'
+	}
+	if canonical {
+		return k, buf, true
+	}
+	b := append(buf[:0], k...)
+	upper = true
+	for i, c := range b {
+		if upper && 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		} else if !upper && 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b[i] = c
+		upper = c == '-'
+	}
+	if v, ok := common[string(b)]; ok {
+		return v, b, true
+	}
+	return string(b), b, true
+}

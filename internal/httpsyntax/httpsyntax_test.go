@@ -39,3 +39,28 @@ func TestCutLine(t *testing.T) {
 		}
 	}
 }
+
+func TestCanonicalKey(t *testing.T) {
+	common := map[string]string{"Content-Type": "Content-Type"}
+	for _, c := range []struct {
+		in, want string
+		ok       bool
+	}{
+		{"Content-Type", "Content-Type", true},
+		{"content-type", "Content-Type", true},
+		{"X-FORWARDED-FOR", "X-Forwarded-For", true},
+		{"x-a-b-", "X-A-B-", true},
+		{"", "", false},
+		{"Bad Key", "", false},
+		{"ke:y", "", false},
+		{"k\xe9y", "", false},
+	} {
+		got, _, ok := CanonicalKey(c.in, nil, common)
+		if got != c.want || ok != c.ok {
+			t.Errorf("CanonicalKey(%q) = %q, %v; want %q, %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+	if !IsToken("GET") || IsToken("") || IsToken("G T") || IsToken("G\x00T") {
+		t.Error("IsToken disagrees with RFC 9110 tchar")
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"net/http/httptrace"
 	"strconv"
 	"strings"
+
+	"github.com/vmgateway/vmgateway/internal/httpsyntax"
 )
 
 // writeRequest writes req on bw as Request.Write does: the same request line, Host, User-Agent, framing headers,
@@ -94,7 +96,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request) (err error) {
 		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
 			continue
 		}
-		if !validFieldName(k) {
+		if !httpsyntax.IsToken(k) {
 			// Request.Write drops what it cannot write.
 			continue
 		}
@@ -247,22 +249,7 @@ func containsCTL(s string) bool {
 	return false
 }
 
-// validFieldName reports whether k is a token, as a header field name must be.
-func validFieldName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if !tokenByte[k[i]] {
-			return false
-		}
-	}
-	return true
-}
-
 var (
-	// tokenByte are the bytes of a token (RFC 7230 tchar).
-	tokenByte = byteSet("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 	// plainHostByte are the bytes of a valid Host header (net/http's set) but '%': a zone, which Request.Write
 	// strips, or an escape.
 	plainHostByte = byteSet("!$&'()*+,-.:;=[]_~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")

@@ -213,47 +213,12 @@ func parseFields(s string, n int) (http.Header, error) {
 // canonicalKey is k in canonical form (http.CanonicalHeaderKey's), or "" when k is not a token. A key sent
 // canonical, as most are, is k itself; one that is not is looked up among the common keys before it is copied.
 func canonicalKey(k string) string {
-	upper := true
-	canonical := true
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if !tokenByte[c] {
-			return ""
-		}
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			canonical = false
-		}
-		upper = c == '-'
+	var b [64]byte
+	key, _, ok := httpsyntax.CanonicalKey(k, b[:0], commonKeys)
+	if !ok {
+		return ""
 	}
-	if canonical {
-		return k
-	}
-	if len(k) <= 64 {
-		var b [64]byte
-		a := b[:len(k)]
-		copy(a, k)
-		canonicalize(a)
-		if v, ok := commonKeys[string(a)]; ok {
-			return v
-		}
-		return string(a)
-	}
-	a := []byte(k)
-	canonicalize(a)
-	return string(a)
-}
-
-func canonicalize(a []byte) {
-	upper := true
-	for i, c := range a {
-		if upper && 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		} else if !upper && 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		a[i] = c
-		upper = c == '-'
-	}
+	return key
 }
 
 // commonKeys are the keys upstreams send that some send in lower case.
