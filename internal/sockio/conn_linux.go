@@ -139,16 +139,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	err := c.raw.Write(c.writeFn)
 	n := c.wn
 	c.wbuf = nil
-	if err != nil {
-		return n, c.opError("write", err)
-	}
-	if c.wzero {
-		return n, c.opError("write", io.ErrUnexpectedEOF)
-	}
-	if c.werrno != 0 {
-		return n, c.opError("write", os.NewSyscallError("write", c.werrno))
-	}
-	return n, nil
+	return n, c.writeErr("write", err)
 }
 
 const maxRW = 1 << 30
@@ -214,16 +205,21 @@ func (c *Conn) Writev(bufs [][]byte) (int64, error) {
 	err := c.raw.Write(c.writevFn)
 	n := c.wvn
 	c.wv = nil
-	if err != nil {
-		return n, c.opError("writev", err)
+	return n, c.writeErr("writev", err)
+}
+
+// writeErr is what a Write or Writev that ended with RawConn's err returns: its error, a write that took nothing,
+// or the write's errno; nil when all went out.
+func (c *Conn) writeErr(op string, err error) error {
+	switch {
+	case err != nil:
+		return c.opError(op, err)
+	case c.wzero:
+		return c.opError(op, io.ErrUnexpectedEOF)
+	case c.werrno != 0:
+		return c.opError(op, os.NewSyscallError(op, c.werrno))
 	}
-	if c.wzero {
-		return n, c.opError("writev", io.ErrUnexpectedEOF)
-	}
-	if c.werrno != 0 {
-		return n, c.opError("writev", os.NewSyscallError("writev", c.werrno))
-	}
-	return n, nil
+	return nil
 }
 
 // opError shapes err as net.Conn's own errors: errors.Is(err, net.ErrClosed), os.ErrDeadlineExceeded and
