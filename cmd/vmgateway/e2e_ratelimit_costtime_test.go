@@ -71,14 +71,8 @@ func queryUntilRefused(t *testing.T, g *gw, token, path string, want, tries int)
 // team whose queries all fail that way is charged their time and refused once its query_time_ms budget is used
 // up; another team is served.
 func TestRateLimitCostFailedQueries(t *testing.T) {
-	vm := vmtest.StartCurrent(t)
-	costData(t, vm)
 	const budget = 200
-	g := rlGateway(t, vm.URL, vm.URL, fmt.Sprintf("limits:\n  - {type: query_time_ms, value: %d, key: label:team}\n", budget),
-		"-ratelimit.statusAuthKey=sk")
-	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
-	small := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
-	costQuery(t, g, big, 150)
+	vm, g, big, small := timeBudgetTeams(t, budget)
 	failing := "/api/v1/query?nocache=1&query=" + url.QueryEscape("max_over_time(cost_metric[1h:1s]) + on() cost_metric")
 	code, _, body := do(t, http.MethodGet, vm.URL+failing, nil)
 	if _, msg := decodeError(t, body); code != 422 || strings.Contains(body, `"stats"`) || !strings.Contains(msg, "duplicate") {
@@ -120,14 +114,8 @@ func TestRateLimitCostFailedQueries(t *testing.T) {
 // doing so is refused once its budget is used up (the queries it leaves are charged a moment after it left, once
 // their upstream requests ended), and another team is served.
 func TestRateLimitCostLeftEarly(t *testing.T) {
-	vm := vmtest.StartCurrent(t)
-	costData(t, vm)
 	const budget = 100
-	g := rlGateway(t, vm.URL, vm.URL, fmt.Sprintf("limits:\n  - {type: query_time_ms, value: %d, key: label:team}\n", budget),
-		"-ratelimit.statusAuthKey=sk")
-	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
-	small := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
-	costQuery(t, g, big, 150)
+	_, g, big, small := timeBudgetTeams(t, budget)
 	long := g.URL + "/api/v1/query?nocache=1&query=" + url.QueryEscape("count(max_over_time(cost_metric[1d:1s]))")
 	unansweredBefore := metricValue(t, g, `vmgateway_query_stats_unread_total{reason="unanswered"}`)
 	// Each query the client leaves is charged at least a millisecond (the time until it left, rounded up), one
@@ -202,4 +190,18 @@ func TestRateLimitCostTimeWithoutStats(t *testing.T) {
 	if u := teamCostUsage(t, g, "query_time_ms"); u["big"] < 1 || u["small"] < 1 {
 		t.Errorf("query_time_ms usage %v, want each team's query charged at least a millisecond", u)
 	}
+}
+
+// timeBudgetTeams starts VictoriaMetrics v1.151.0 with the cost data and a gateway that limits each team's
+// query_time_ms to budget, and returns the tokens of teams big and small, big's series loaded.
+func timeBudgetTeams(t *testing.T, budget int) (vm *vmtest.VM, g *gw, big, small string) {
+	t.Helper()
+	vm = vmtest.StartCurrent(t)
+	costData(t, vm)
+	g = rlGateway(t, vm.URL, vm.URL, fmt.Sprintf("limits:\n  - {type: query_time_ms, value: %d, key: label:team}\n", budget),
+		"-ratelimit.statusAuthKey=sk")
+	big = respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
+	small = respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
+	costQuery(t, g, big, 150)
+	return vm, g, big, small
 }

@@ -31,7 +31,7 @@ type Args struct {
 	// Parsed holds the queries and selectors an earlier step of the request parsed (the query limits); nil for none.
 	Parsed *Parsed
 	// Known holds the values of the Args as the caller split URL and Form, when it recorded them; nil: a reader
-	// looks them up (KnownOf). Request does not read it and returns none: its args are new.
+	// looks them up (querylimits' gather). Request does not read it and returns none: its args are new.
 	Known *Known
 	// Handover says the caller gives the maps up: Request may rewrite them in place instead of copying them, and
 	// the caller uses only what Request returns. Their slices are still never written into.

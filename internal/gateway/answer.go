@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 )
 
@@ -28,7 +27,7 @@ func bufferSmallAnswer(resp *http.Response) error {
 	if resp.ContentLength != -1 || resp.Body == nil || resp.Body == http.NoBody || resp.Request == nil || resp.Request.Method == http.MethodHead {
 		return nil
 	}
-	if p := resp.Request.URL.Path; !strings.HasSuffix(p, "/api/v1/query") && !strings.HasSuffix(p, "/api/v1/query_range") {
+	if !isQueryPath(resp.Request.URL.Path) {
 		return nil
 	}
 	buf := answerBuffers.Get().(*bytes.Buffer)

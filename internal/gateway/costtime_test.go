@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
@@ -42,7 +40,7 @@ func useCostTimer(t *testing.T) *costTimer {
 func unread() map[string]uint64 {
 	out := map[string]uint64{}
 	for _, r := range []string{"absent", "compressed", "abandoned", "broken", "failed", "unanswered"} {
-		out[r] = metrics.GetOrCreateCounter(`vmgateway_query_stats_unread_total{reason="` + r + `"}`).Get()
+		out[r] = counter(`vmgateway_query_stats_unread_total{reason="` + r + `"}`)
 	}
 	return out
 }

@@ -135,19 +135,17 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 		u.fail(rw, out, err)
 		return
 	}
-	if res.StatusCode == http.StatusSwitchingProtocols {
-		if err := u.modifyResponse(res, &f.stats); err != nil {
-			_ = res.Body.Close()
-			u.fail(rw, out, err)
-			return
-		}
-		u.refuseUpgrade(rw, out, res)
-		return
+	upgrade := res.StatusCode == http.StatusSwitchingProtocols
+	if !upgrade {
+		removeHopByHopHeaders(res.Header, nil)
 	}
-	removeHopByHopHeaders(res.Header, nil)
 	if err := u.modifyResponse(res, &f.stats); err != nil {
 		_ = res.Body.Close()
 		u.fail(rw, out, err)
+		return
+	}
+	if upgrade {
+		u.refuseUpgrade(rw, out, res)
 		return
 	}
 	dst := rw.Header()

@@ -151,13 +151,11 @@ const idleSlack = 16
 // IdleTimeout*(1+1/idleSlack) from now; none without an IdleTimeout.
 func (c *conn) renewIdleDeadline() {
 	d := c.srv.IdleTimeout
-	known := c.deadlineKnown.Load()
 	if d <= 0 {
-		if !known || !c.readDeadline.IsZero() {
-			c.setReadDeadline(time.Time{})
-		}
+		c.clearReadDeadline()
 		return
 	}
+	known := c.deadlineKnown.Load()
 	earliest := time.Now().Add(d)
 	latest := earliest.Add(d / idleSlack)
 	if known && !c.readDeadline.Before(earliest) && !c.readDeadline.After(latest) {

@@ -102,6 +102,13 @@ func (c *conn) setReadDeadline(t time.Time) {
 	c.deadlineKnown.Store(true)
 }
 
+// clearReadDeadline lifts the read deadline, without a syscall when the connection's goroutine knows there is none.
+func (c *conn) clearReadDeadline() {
+	if !c.deadlineKnown.Load() || !c.readDeadline.IsZero() {
+		c.setReadDeadline(time.Time{})
+	}
+}
+
 // setOtherReadDeadline sets a read deadline from anywhere: the one the connection's goroutine tracks is then unknown.
 func (c *conn) setOtherReadDeadline(t time.Time) error {
 	err := c.rwc.SetReadDeadline(t)
@@ -195,8 +202,8 @@ func (c *conn) serve() {
 			// handler sets its own).
 			if d := c.srv.ReadHeaderTimeout; d > 0 {
 				c.setReadDeadline(time.Now().Add(d))
-			} else if !c.deadlineKnown.Load() || !c.readDeadline.IsZero() {
-				c.setReadDeadline(time.Time{})
+			} else {
+				c.clearReadDeadline()
 			}
 		}
 		first = false
@@ -324,9 +331,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		r.Body = http.NoBody
 	default:
 		// The head's deadline is not the body's: the handler sets its own (http.ResponseController).
-		if !c.deadlineKnown.Load() || !c.readDeadline.IsZero() {
-			c.setReadDeadline(time.Time{})
-		}
+		c.clearReadDeadline()
 		b.c, b.w, b.r = c, w, r
 		b.continueWanted = wantsContinue
 		if r.ContentLength > 0 {

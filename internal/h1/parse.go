@@ -68,7 +68,7 @@ func parseRequest(r *http.Request, head []byte, scratch *[]byte, st *headerStore
 	if !ok1 || !ok2 {
 		return badRequest("malformed request line %q", clip(line))
 	}
-	if !httpsyntax.IsToken(method) {
+	if !httpguts.ValidHeaderFieldName(method) {
 		return badRequest("invalid method %q", clip(method))
 	}
 	major, minor, ok := parseHTTPVersion(proto)

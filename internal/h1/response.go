@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/httpsyntax"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -422,7 +423,7 @@ func valueNewlineToSpace(v string) string {
 	if strings.IndexByte(v, '\n') < 0 && strings.IndexByte(v, '\r') < 0 {
 		return v
 	}
-	return strings.NewReplacer("\n", " ", "\r", " ").Replace(v)
+	return httpsyntax.NewlinesToSpaces(v)
 }
 
 // dateCache holds the Date header's value for the current second.

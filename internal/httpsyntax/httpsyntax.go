@@ -1,9 +1,13 @@
 // Package httpsyntax holds the small pieces of HTTP/1.1 syntax that the gateway's server (internal/h1), its
 // upstream client (internal/proxyclient) and its forward step each read: one definition, so that the three agree
-// on what a token or a line is. Tokens in header values are golang.org/x/net/http/httpguts'.
+// on what a token or a line is. Token bytes and tokens in header values are golang.org/x/net/http/httpguts'.
 package httpsyntax
 
-import "strings"
+import (
+	"strings"
+
+	"golang.org/x/net/http/httpguts"
+)
 
 // EqualFold compares case-insensitively in ASCII only, as net/http compares tokens: a value with other letters
 // that Unicode folds to ASCII ones ("chun\u212Aed", with a Kelvin sign) is another token, not "chunked".
@@ -39,25 +43,10 @@ func CutLine(s string) (line, rest string) {
 	return line, rest
 }
 
-// IsToken reports whether s is a non-empty token (RFC 9110 tchar*): a method, a header field name.
-func IsToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !tokenByte[s[i]] {
-			return false
-		}
-	}
-	return true
-}
+// NewlinesToSpaces turns the CRs and LFs of a header value into spaces, as net/http does before writing one.
+func NewlinesToSpaces(v string) string { return newlines.Replace(v) }
 
-var tokenByte = func() (t [256]bool) {
-	for _, c := range []byte("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") {
-		t[c] = true
-	}
-	return t
-}()
+var newlines = strings.NewReplacer("\n", " ", "\r", " ")
 
 // CanonicalKey returns the canonical form of the field name k (textproto's: "content-type" is "Content-Type"),
 // k itself when it is canonical already, and false when k is not a token. A name to change is written in buf
@@ -70,7 +59,7 @@ func CanonicalKey(k string, buf []byte, common map[string]string) (string, []byt
 	upper := true
 	for i := 0; i < len(k); i++ {
 		c := k[i]
-		if !tokenByte[c] {
+		if !httpguts.IsTokenRune(rune(c)) {
 			return "", buf, false
 		}
 		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {

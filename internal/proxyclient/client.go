@@ -45,6 +45,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"net/http/httputil"
 	"net/textproto"
 	"net/url"
 	"sync"
@@ -340,7 +341,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 			return fail(werr)
 		}
 		resp.Close = true
-		return c.wrap(pc, resp, f, stop, false)
+		return c.wrap(pc, resp, f, stop)
 	}
 	// One deadline per request: wrap clears it only when the body needs the socket.
 	if c.headerTimeout > 0 {
@@ -357,7 +358,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		}
 		return fail(err)
 	}
-	return c.wrap(pc, resp, f, stop, true)
+	return c.wrap(pc, resp, f, stop)
 }
 
 // readAnswer reads the final answer's headers, passing informational ones to the request's trace (the forward
@@ -386,14 +387,14 @@ func (c *Client) readAnswer(ctx context.Context, pc *conn, req *http.Request) (*
 }
 
 // wrap ties resp's body, framed as f, to pc: the connection is pooled again at the body's end.
-func (c *Client) wrap(pc *conn, resp *http.Response, f framing, stop func() bool, reusable bool) (*http.Response, error) {
+func (c *Client) wrap(pc *conn, resp *http.Response, f framing, stop func() bool) (*http.Response, error) {
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		stop()
 		pc.clearDeadline()
 		resp.Body = &upgraded{pc: pc}
 		return resp, nil
 	}
-	b := &answerBody{c: c, pc: pc, br: pc.br, stop: stop, reusable: reusable && !resp.Close, framing: f, resp: resp}
+	b := &answerBody{c: c, pc: pc, br: pc.br, stop: stop, reusable: !resp.Close, framing: f, resp: resp}
 	if f.kind == bodyNone {
 		b.finish(true)
 		return resp, nil
@@ -403,7 +404,7 @@ func (c *Client) wrap(pc *conn, resp *http.Response, f framing, stop func() bool
 		pc.clearDeadline()
 	}
 	if f.kind == bodyChunked {
-		b.chunked = &chunkedReader{br: pc.br}
+		b.chunked = httputil.NewChunkedReader(pc.br)
 	}
 	resp.Body = b
 	return resp, nil
@@ -417,7 +418,7 @@ type answerBody struct {
 	pc       *conn
 	br       *bufio.Reader // pc's until the body's end, when a pooled pc gives it back
 	stop     func() bool
-	chunked  *chunkedReader
+	chunked  io.Reader      // net/http's chunked reader; the trailer after it is readTrailer's
 	resp     *http.Response // whose Trailer a chunked body's trailer fills
 	reusable bool
 	done     bool
@@ -458,25 +459,6 @@ func (b *answerBody) Read(p []byte) (int, error) {
 		b.finish(err == io.EOF)
 	}
 	return n, err
-}
-
-// Buffered is how many bytes of the body a Read returns without waiting for the upstream, for a caller that
-// flushes what it copied only when nothing more is ready (reached by an interface assertion on the answer's
-// Body). A chunked body counts the buffered data of its current chunk only: at a chunk's end even buffered bytes
-// may be framing in front of a wait.
-func (b *answerBody) Buffered() int {
-	if b.done {
-		return 0
-	}
-	switch b.kind {
-	case bodyLength:
-		return int(min(int64(b.br.Buffered()), b.remaining))
-	case bodyChunked:
-		return b.chunked.buffered()
-	case bodyToEOF:
-		return b.br.Buffered()
-	}
-	return 0
 }
 
 func (b *answerBody) Close() error {

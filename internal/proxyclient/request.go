@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/vmgateway/vmgateway/internal/httpsyntax"
+	"golang.org/x/net/http/httpguts"
 )
 
 // writeRequest writes req on bw as Request.Write does: the same request line, Host, User-Agent, framing headers,
@@ -96,7 +97,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request) (err error) {
 		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
 			continue
 		}
-		if !httpsyntax.IsToken(k) {
+		if !httpguts.ValidHeaderFieldName(k) {
 			// Request.Write drops what it cannot write.
 			continue
 		}
@@ -185,7 +186,7 @@ func lacksBody(method string) bool {
 // surrounding white space goes.
 func writeField(bw *bufio.Writer, k, v string) {
 	if needsCleaning(v) {
-		v = strings.NewReplacer("\n", " ", "\r", " ").Replace(v)
+		v = httpsyntax.NewlinesToSpaces(v)
 		v = strings.Trim(v, " \t\n\r")
 	}
 	_, _ = bw.WriteString(k)

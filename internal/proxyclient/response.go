@@ -154,10 +154,8 @@ func parseStatusLine(resp *http.Response, line string) error {
 	if code < 100 {
 		return badHead("status code %q", status[:3])
 	}
-	for i := 3; i < len(status); i++ {
-		if c := status[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return badHead("reason phrase in %q", line)
-		}
+	if !httpguts.ValidHeaderFieldValue(status[3:]) {
+		return badHead("reason phrase in %q", line)
 	}
 	resp.Status, resp.StatusCode = status, code
 	return nil
@@ -189,10 +187,8 @@ func parseFields(s string, n int) (http.Header, error) {
 			return nil, badHead("header name %q", line[:colon])
 		}
 		v := line[colon+1:]
-		for i := 0; i < len(v); i++ {
-			if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
-				return nil, badHead("header value in %q", line)
-			}
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return nil, badHead("header value in %q", line)
 		}
 		v = strings.Trim(v, " \t")
 		if vv, ok := h[key]; ok {

@@ -53,7 +53,7 @@ func readMine(raw []byte, method string, step int) (*answer, error) {
 		defer far.Close()
 		c := New(nil, 0, 0)
 		pc := &conn{nc: nc, br: br}
-		if _, err := c.wrap(pc, resp, f, func() bool { return false }, true); err != nil {
+		if _, err := c.wrap(pc, resp, f, func() bool { return false }); err != nil {
 			return nil, err
 		}
 	}
@@ -334,53 +334,4 @@ func (p *parts) Read(b []byte) (int, error) {
 		*p = (*p)[1:]
 	}
 	return n, nil
-}
-
-// Buffered tells what the body holds without a read from the socket: what came of it with the head, no more than
-// its length or its current chunk.
-func TestAnswerBodyBuffered(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		parts []string
-		want  []int // Buffered before each 3-byte read and after the last
-	}{
-		{"length", []string{"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst", "-last"}, []int{5, 2, 0, 2, 0}},
-		{"length, the next answer buffered", []string{"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbodyHTTP/1.1 200 OK\r\n"}, []int{4, 1, 0}},
-		{"to the end", []string{"HTTP/1.1 200 OK\r\n\r\nfirst", "-last"}, []int{5, 2, 0, 2, 0, 0}},
-		// What is left of the current chunk; 0 before a size line is read.
-		{"chunked", []string{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n4\r\nnext\r\n", "0\r\n\r\n"}, []int{0, 2, 3, 0, 0}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var p parts
-			for _, s := range tc.parts {
-				p = append(p, []byte(s))
-			}
-			br := bufio.NewReaderSize(&p, 4<<10)
-			resp, f, err := readResponse(br, &http.Request{Method: http.MethodGet})
-			if err != nil {
-				t.Fatal(err)
-			}
-			nc, far := net.Pipe()
-			defer far.Close()
-			if _, err := New(nil, 0, 0).wrap(&conn{nc: nc, br: br}, resp, f, func() bool { return true }, true); err != nil {
-				t.Fatal(err)
-			}
-			bb, ok := resp.Body.(interface{ Buffered() int })
-			if !ok {
-				t.Fatalf("the body %T has no Buffered method", resp.Body)
-			}
-			var got []int
-			buf := make([]byte, 3)
-			for {
-				got = append(got, bb.Buffered())
-				if _, err := resp.Body.Read(buf); err != nil {
-					break
-				}
-			}
-			got = append(got, bb.Buffered())
-			if !reflect.DeepEqual(got, tc.want) {
-				t.Fatalf("Buffered gave %v; want %v", got, tc.want)
-			}
-		})
-	}
 }
