@@ -233,17 +233,12 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 // maxArgs is the most args url.ParseQuery splits (its default urlmaxqueryparams); more are refused as it refuses them.
 const maxArgs = 10000
 
-// splitArgs splits a URL query or a form body into its args as url.ParseQuery does (the same values, the same first
-// error, the same bound on the number of args), recording the values of the enforce.Args in known (nil: none) as
-// coming from where (enforce.FromURL, enforce.FromForm), so that the query limits find them without a lookup.
-func splitArgs(raw string, known *enforce.Known, where int) (url.Values, error) {
-	vs, _, err := splitRecording(raw, known, where, nil)
-	return vs, err
-}
-
-// splitRecording is splitArgs that also appends the args that split well to *rec (nil: not recorded), as sent, so
-// that the ones the gateway does not change can be forwarded as they came (appendArgs). It records none and
-// reports false when they are more than maxSpliced.
+// splitRecording splits a URL query or a form body into its args as url.ParseQuery does (the same values, the same
+// first error, the same bound on the number of args), recording the values of the enforce.Args in known (nil:
+// none) as coming from where (enforce.FromURL, enforce.FromForm), so that the query limits find them without a
+// lookup. It also appends the args that split well to *rec (nil: not recorded), as sent, so that the ones the
+// gateway does not change can be forwarded as they came (appendArgs); it records none and reports false when they
+// are more than maxSpliced.
 func splitRecording(raw string, known *enforce.Known, where int, rec *[]rawArg) (url.Values, bool, error) {
 	vs := make(url.Values)
 	if raw == "" {

@@ -20,6 +20,13 @@ var splitSeeds = []string{
 
 // checkSplit checks that splitArgs returns what url.ParseQuery does, and records in Known exactly the values of
 // the enforce.Args that the lookups by name find.
+// splitArgs is splitRecording as the forward step calls it, the raw args recorded.
+func splitArgs(raw string, known *enforce.Known, where int) (url.Values, error) {
+	var rec []rawArg
+	vs, _, err := splitRecording(raw, known, where, &rec)
+	return vs, err
+}
+
 func checkSplit(t *testing.T, raw string) {
 	want, wantErr := url.ParseQuery(raw)
 	for _, where := range []int{enforce.FromURL, enforce.FromForm} {
