@@ -12,11 +12,7 @@ import (
 // reject answers a request the server refuses before any handler sees it, with the gateway's JSON error, and the
 // connection closes: what follows on the wire cannot be trusted to be the next request.
 func (c *conn) reject(re *requestError) {
-	msg := re.msg
-	if f := c.srv.Rejected; f != nil {
-		msg = f(re.status, msg)
-	}
-	body := httperr.JSON(re.status, msg, "")
+	body := c.rejectBody(re.status, re.msg)
 	bw := c.bw
 	writeStatusLine(bw, re.status)
 	_, _ = bw.WriteString("Connection: close\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\nDate: ")
@@ -29,6 +25,14 @@ func (c *conn) reject(re *requestError) {
 	_ = bw.Flush()
 }
 
+// rejectBody is the JSON error of a refusal, its message as the server's Rejected hook (if any) words it.
+func (c *conn) rejectBody(status int, msg string) []byte {
+	if f := c.srv.Rejected; f != nil {
+		msg = f(status, msg)
+	}
+	return httperr.JSON(status, msg, "")
+}
+
 // looksLikeHTTP: the first bytes of a TLS record are those of a plain HTTP request.
 func looksLikeHTTP(hdr []byte) bool {
 	switch string(hdr) {
@@ -39,11 +43,7 @@ func looksLikeHTTP(hdr []byte) bool {
 }
 
 func (c *conn) rejectPlain(nc net.Conn) {
-	msg := "the client sent a plain HTTP request to an HTTPS listener: use https://"
-	if f := c.srv.Rejected; f != nil {
-		msg = f(http.StatusBadRequest, msg)
-	}
-	body := httperr.JSON(http.StatusBadRequest, msg, "")
+	body := c.rejectBody(http.StatusBadRequest, "the client sent a plain HTTP request to an HTTPS listener: use https://")
 	_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_, _ = io.WriteString(nc, "HTTP/1.0 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json\r\n"+
 		"X-Content-Type-Options: nosniff\r\nContent-Length: "+itoa(len(body))+"\r\n\r\n"+string(body))
