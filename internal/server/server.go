@@ -273,7 +273,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		path = rest
 	}
 	if s.mayBeOwn(r.Method, path) {
-		if h, pattern := s.own.Handler(r); pattern != "" && (pattern == path || strings.HasSuffix(pattern, "/")) {
+		if h, pattern := s.ownHandler(r, path); h != nil {
 			accesslog.From(w).SetAPI(pattern)
 			h.ServeHTTP(w, r)
 			return
@@ -283,6 +283,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.cfg.Handler.ServeHTTP(w, r)
+}
+
+// ownHandler is the own endpoint for r, whose path below the prefix is path, and its pattern; nil when r is not
+// for one (the mux's answers for other paths, its redirects and 404s, are not the gateway's).
+func (s *Server) ownHandler(r *http.Request, path string) (http.Handler, string) {
+	if h, pattern := s.own.Handler(r); pattern != "" && (pattern == path || strings.HasSuffix(pattern, "/")) {
+		return h, pattern
+	}
+	return nil, ""
 }
 
 func (s *Server) handleOwn(pattern string, h http.Handler) {
