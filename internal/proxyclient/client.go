@@ -14,10 +14,11 @@
 //     costs one deadline, not two, and a connection carrying a stale one clears it before its next read;
 //   - a connection goes back to the pool when its answer's body has been read to the end, and is dropped when the
 //     body is closed early or broke, the answer said Connection: close, or the request did not go out whole;
-//   - a request that meets a reused connection the upstream had closed (an idle timeout, a restart) is resent once
-//     on a new one when nothing of the answer came and its body can be sent again (none, GetBody, or a small body
-//     read whole first); a streamed body, which cannot, takes a connection only after a non-blocking peek at its
-//     socket found it open (a background read loop is what tells the Transport).
+//   - an idle connection is reused only after a non-blocking peek at its socket found nothing there (quiet): an
+//     upstream that closed it is seen before the request, and one that sent an answer nobody asked for has that
+//     answer dropped with the connection instead of read as the next request's (the Transport's background read
+//     loop sees both). A request that meets a connection closed after the peek is resent once on a new one when
+//     nothing of the answer came and its body can be sent again (none, GetBody, or a small body read whole first).
 //
 // A body of known length up to 16 KiB is read whole before a connection is taken and goes out with the head in
 // one write. A larger one streams as the Transport streams it (chunked bodies flush per chunk), after the headers. Since
@@ -142,7 +143,7 @@ type conn struct {
 }
 
 // clearDeadline lifts a read deadline left from an answer's head, before a read from the socket that it must not
-// cut: a body, an upgraded connection, a peek at an idle one.
+// cut: a body, an upgraded connection.
 func (pc *conn) clearDeadline() {
 	if pc.deadline {
 		_ = pc.nc.SetReadDeadline(time.Time{})
@@ -180,8 +181,8 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	if body != nil && body != http.NoBody {
 		sb = &sentBody{rc: body}
 		if req.GetBody == nil && req.ContentLength > 0 && req.ContentLength <= smallBody && len(req.Header["Expect"]) == 0 {
-			// A small body (a scrape's import, a form) is read whole first: it can then be sent again, so a reused
-			// connection needs no peek (a syscall per request), and it goes out with the head in one write.
+			// A small body (a scrape's import, a form) is read whole first: it can then be sent again when a reused
+			// connection turns out dead, and it goes out with the head in one write.
 			var err error
 			if held, err = holdBody(body, req.ContentLength); err != nil {
 				return nil, err
@@ -192,9 +193,7 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	fresh := false
 	for {
-		// Only a body that cannot be sent again needs a connection known to be open; other requests that meet a dead
-		// one are resent below, which saves a syscall per request.
-		pc, err := c.get(ctx, key, fresh, sb != nil && req.GetBody == nil && held == nil)
+		pc, err := c.get(ctx, key, fresh)
 		if err != nil {
 			if sb != nil {
 				_ = sb.rc.Close()
@@ -522,8 +521,8 @@ func (u *upgraded) Read(p []byte) (int, error)  { return u.pc.br.Read(p) }
 func (u *upgraded) Write(p []byte) (int, error) { return u.pc.nc.Write(p) }
 func (u *upgraded) Close() error                { return u.pc.nc.Close() }
 
-// get returns an idle connection to key (peeked at to be sure it is open, when peek), or a new one.
-func (c *Client) get(ctx context.Context, key poolKey, fresh, peek bool) (*conn, error) {
+// get returns an idle connection to key that is still quiet, or a new one.
+func (c *Client) get(ctx context.Context, key poolKey, fresh bool) (*conn, error) {
 	if !fresh {
 		now := time.Now()
 		for {
@@ -537,11 +536,7 @@ func (c *Client) get(ctx context.Context, key poolKey, fresh, peek bool) (*conn,
 			cs[len(cs)-1] = nil
 			c.idle[key] = cs[:len(cs)-1]
 			c.mu.Unlock()
-			if peek {
-				// An expired deadline would fail the peek.
-				pc.clearDeadline()
-			}
-			if now.Sub(pc.idleAt) < idleTimeout && (!peek || open(pc.nc)) {
+			if now.Sub(pc.idleAt) < idleTimeout && quiet(pc.nc) {
 				pc.reused = true
 				pc.br = readBuffer(pc.nc)
 				return pc, nil

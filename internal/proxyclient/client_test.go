@@ -436,6 +436,56 @@ func TestBytesPastAnswerDropConnection(t *testing.T) {
 	}
 }
 
+// An upstream that sends an answer nobody asked for while its connection is idle (a desync: it read one request as
+// two) must not have that answer read as the next request's, which may be another tenant's: the idle connection
+// is found with bytes on it and dropped, whatever the next request's body.
+func TestUnsolicitedAnswerOnIdleConnection(t *testing.T) {
+	sent := make(chan struct{}, 4)
+	upstream, conns := scriptedUpstream(t, func(i int, w net.Conn) {
+		if i == 0 {
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+			time.Sleep(30 * time.Millisecond)
+			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+			sent <- struct{}{}
+			return
+		}
+		_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+	})
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	resp, err := get(t, c, context.Background(), upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, resp); got != "first" {
+		t.Fatalf("body %q; want first", got)
+	}
+	<-sent
+	time.Sleep(20 * time.Millisecond) // the stray answer is on the idle socket
+	for _, tc := range []struct {
+		name string
+		req  func() *http.Request
+	}{
+		{"GET", func() *http.Request { r, _ := http.NewRequest(http.MethodGet, upstream, nil); return r }},
+		{"small body", func() *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, upstream, io.NopCloser(strings.NewReader("m 1\n")))
+			r.ContentLength = 4
+			return r
+		}},
+	} {
+		resp, err := c.RoundTrip(tc.req())
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := readAll(t, resp); got != "second" {
+			t.Fatalf("%s: body %q; want second, never the answer the upstream sent unasked", tc.name, got)
+		}
+	}
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections; want 2: the one with the stray answer dropped, the new one reused", n)
+	}
+}
+
 // A chunked answer's trailer fills the answer's Trailer at the body's end, the announced keys there before; a
 // trailer past its bound breaks the body and the connection.
 func TestTrailers(t *testing.T) {
