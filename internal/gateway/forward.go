@@ -48,8 +48,9 @@ type forwarding struct {
 	body  noopCloseBody
 	// stats reads the stats at the end of a query answer (watchStats).
 	stats statsTail
-	// xf holds the values of X-Forwarded-For, -Host and -Proto, each header a capped slice of it.
-	xf [3]string
+	// xf holds the values of X-Forwarded-For, -Host and -Proto and an empty User-Agent, each header a capped slice
+	// of it.
+	xf [4]string
 	mu sync.Mutex
 	// done: the round trip returned; a late 1xx from a transport goroutine must not touch the headers any more.
 	done bool
@@ -124,7 +125,7 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 	outURL.User = nil
 	if _, ok := h["User-Agent"]; !ok {
 		// Not Go's default User-Agent: the upstream sees the client's, or none.
-		h["User-Agent"] = []string{""}
+		h["User-Agent"] = f.xf[3:4:4]
 	}
 
 	res, err := u.rt.RoundTrip(out)
