@@ -37,6 +37,7 @@ var (
 	idleConnTimeout     = flag.Duration("http.idleConnTimeout", time.Minute, "Timeout for incoming idle http connections")
 	connTimeout         = flag.Duration("http.connTimeout", 2*time.Minute, "Incoming connections to -httpListenAddr are closed after the configured timeout. This may help evenly spreading load among a cluster of services behind TCP-level load balancer. Zero value disables closing of incoming connections")
 	readHeaderTimeout   = flag.Duration("http.readHeaderTimeout", 10*time.Second, "How long a client may take to send the request headers; slower clients are cut off")
+	answerIdleTimeout   = flag.Duration("http.answerIdleTimeout", time.Minute, "How long a client may leave its answer untaken (its receive window full, nothing read) before the gateway cuts the connection; the request's concurrency slot and its upstream request are freed then, so a client that stops reading cannot hold them. Zero means no limit")
 	maxHeaderBytes      = flag.Int("http.maxHeaderBytes", 64*1024, "The maximum size of a request's line and headers (token included); larger requests get 431 with a JSON error. Reading a head stops at max(2×this, 1MiB): such a request gets the same JSON 431 from the HTTP server itself, without an access-log line")
 
 	httpAuthUsername = flag.String("httpAuth.username", "", "Username for HTTP server's Basic Auth. The authentication is disabled if empty. See also -httpAuth.password")
@@ -188,6 +189,7 @@ func serverConfig(minTLS uint16) server.Config {
 		IdleConnTimeout:     *idleConnTimeout,
 		ConnTimeout:         *connTimeout,
 		ReadHeaderTimeout:   *readHeaderTimeout,
+		AnswerIdleTimeout:   *answerIdleTimeout,
 		MaxHeaderBytes:      *maxHeaderBytes,
 		BasicAuthUsername:   *httpAuthUsername,
 		BasicAuthPassword:   httpAuthPassword.Get(),

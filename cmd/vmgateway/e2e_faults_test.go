@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -417,4 +418,57 @@ func TestUpstreamDialTimeout(t *testing.T) {
 			t.Errorf("%s: exit %d, stderr %q", flagValue, code, stderr)
 		}
 	}
+}
+
+// TestStalledReaderFreesSlot: a client that asks for a large export and then reads nothing (its receive window
+// full) cannot keep its concurrency slot, nor VictoriaMetrics' request: after -http.answerIdleTimeout the gateway
+// cuts it off, the upstream request ends, and the next request gets the slot.
+func TestStalledReaderFreesSlot(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	exporting, exportEnded := make(chan struct{}, 1), make(chan struct{}, 1)
+	rec.Respond(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/api/v1/export") {
+			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+			return
+		}
+		defer func() { exportEnded <- struct{}{} }()
+		exporting <- struct{}{}
+		line := []byte(`{"metric":{"__name__":"up","job":"node"},"values":[1],"timestamps":[1700000000000]}` + "\n")
+		chunk := bytes.Repeat(line, (64<<10)/len(line))
+		for range 4096 { // about 256 MiB, more than every buffer on the way
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-maxConcurrentRequests=1", "-maxQueueDuration=0",
+		"-http.answerIdleTimeout=500ms")
+	c, err := net.Dial("tcp", strings.TrimPrefix(g.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetReadBuffer(4 << 10)
+	if _, err := io.WriteString(c, "GET /api/v1/export?match[]=up HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exporting:
+	case <-time.After(10 * time.Second):
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		got, _ := io.ReadAll(c)
+		t.Fatalf("the export did not reach the upstream; the gateway answered %q", got)
+	}
+	if code, _, body := do(t, "GET", g.URL+"/api/v1/query?query=up", nil); code != http.StatusTooManyRequests {
+		t.Fatalf("while the export holds the only slot another request got %d %s; want 429", code, body)
+	}
+	select {
+	case <-exportEnded:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the upstream still exports 20s after the client stopped reading, with -http.answerIdleTimeout=500ms")
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		code, _, body := do(t, "GET", g.URL+"/api/v1/query?query=up", nil)
+		return code == http.StatusOK, fmt.Sprintf("after the stalled client was cut off, the next request got %d %s", code, body)
+	})
 }

@@ -169,7 +169,7 @@ func (c *conn) serve() {
 	}
 	c.watched = watchClients && c.watch()
 	c.br = getReader(c)
-	c.out.reset(c.rwc)
+	c.out.reset(c.rwc, c.srv.WriteIdleTimeout, &c.writeDeadlineSet)
 	c.bw = getWriter(&c.out)
 	linger := false
 	defer func() {

@@ -3,6 +3,8 @@ package h1
 import (
 	"bufio"
 	"net"
+	"sync/atomic"
+	"time"
 )
 
 // connWriter is what the connection's bufio.Writer writes to. On a plain TCP connection a body write larger than
@@ -20,12 +22,16 @@ type connWriter struct {
 	hasTail bool
 	arr     [4][]byte
 	bufs    net.Buffers
+	// idle is Server.WriteIdleTimeout; handlerDeadline is the connection's say that the handler set a write
+	// deadline of its own, which then rules instead.
+	idle            time.Duration
+	handlerDeadline *atomic.Bool
 }
 
 var crlf = []byte("\r\n")
 
-func (o *connWriter) reset(c net.Conn) {
-	o.conn = c
+func (o *connWriter) reset(c net.Conn, idle time.Duration, handlerDeadline *atomic.Bool) {
+	o.conn, o.idle, o.handlerDeadline = c, idle, handlerDeadline
 	o.gather = nil
 	switch t := c.(type) {
 	case interface{ Writev([][]byte) (int64, error) }:
@@ -35,7 +41,16 @@ func (o *connWriter) reset(c net.Conn) {
 	}
 }
 
+// arm gives the write about to start WriteIdleTimeout: a client that takes nothing of the answer for that long
+// fails it, which ends the handler's copy and frees the slot and upstream request the answer holds.
+func (o *connWriter) arm() {
+	if o.idle > 0 && !o.handlerDeadline.Load() {
+		_ = o.conn.SetWriteDeadline(time.Now().Add(o.idle))
+	}
+}
+
 func (o *connWriter) Write(b []byte) (int, error) {
+	o.arm()
 	if !o.hasTail {
 		return o.conn.Write(b)
 	}
@@ -63,6 +78,7 @@ func (o *connWriter) canWritev(bw *bufio.Writer, n int) bool {
 func (o *connWriter) writeAround(bw *bufio.Writer, a, b, c []byte) error {
 	o.tail = [3][]byte{a, b, c}
 	if bw.Buffered() == 0 {
+		o.arm()
 		return o.writev(nil)
 	}
 	o.hasTail = true

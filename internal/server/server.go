@@ -43,6 +43,8 @@ type Config struct {
 	// ConnTimeout closes a client connection after this age, so load spreads again behind TCP balancers.
 	ConnTimeout       time.Duration
 	ReadHeaderTimeout time.Duration
+	// AnswerIdleTimeout bounds each write of an answer to a client that reads none of it (h1's WriteIdleTimeout).
+	AnswerIdleTimeout time.Duration
 	// MaxHeaderBytes bounds the request line and headers; beyond it the client gets a JSON 431 (see limits.go).
 	MaxHeaderBytes int
 
@@ -160,6 +162,7 @@ func New(cfg Config) (*Server, error) {
 			Handler:           handler,
 			ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 			IdleTimeout:       cfg.IdleConnTimeout,
+			WriteIdleTimeout:  cfg.AnswerIdleTimeout,
 			MaxConnAge:        cfg.ConnTimeout,
 			MaxHeaderBytes:    goHeaderLimit(cfg.MaxHeaderBytes),
 			Rejected:          s.rejected,
