@@ -13,7 +13,8 @@
 //     cleared only when the body still needs the socket: an answer that came whole with its head (most queries')
 //     costs one deadline, not two, and a connection carrying a stale one clears it before its next read;
 //   - a connection goes back to the pool when its answer's body has been read to the end, and is dropped when the
-//     body is closed early or broke, the answer said Connection: close, or the request did not go out whole;
+//     body is closed early or broke, the answer said Connection: close, the request did not go out whole, or bytes
+//     came past the answer (over TLS, also those the TLS layer took from the socket already: tlsDrained);
 //   - an idle connection is reused only after a non-blocking peek at its socket found nothing there (quiet): an
 //     upstream that closed it is seen before the request, and one that sent an answer nobody asked for has that
 //     answer dropped with the connection instead of read as the next request's (the Transport's background read
@@ -594,6 +595,10 @@ func (c *Client) put(pc *conn) {
 		_ = pc.nc.Close()
 		return
 	}
+	if tc, ok := pc.nc.(*tls.Conn); ok && !tlsDrained(pc, tc) {
+		_ = pc.nc.Close()
+		return
+	}
 	pc.br.Reset(nil)
 	readBuffers.Put(pc.br)
 	pc.br = nil
@@ -622,6 +627,25 @@ func (c *Client) put(pc *conn) {
 		_ = d.nc.Close()
 	}
 }
+
+// tlsDrained tells whether a TLS connection holds nothing past the answer that just ended. A later record read
+// from the socket with the answer's last one sits in tls.Conn's own buffer, where neither the read buffer's
+// Buffered nor quiet's peek at the socket sees it. A one-byte read through the tls.Conn with a deadline already
+// passed takes such a record and otherwise ends at once with a timeout, without a syscall (the poller checks the
+// deadline first) and without breaking the connection (crypto/tls does not keep a timeout as its error). The
+// connection keeps the expired deadline, as after an answer that came whole: the next request sets its own after
+// writing, or lifts it (conn.deadline). Plain connections have no such buffer and pay nothing.
+func tlsDrained(pc *conn, tc *tls.Conn) bool {
+	_ = tc.SetReadDeadline(expired)
+	pc.deadline = true
+	var one [1]byte
+	n, err := tc.Read(one[:])
+	var ne net.Error
+	return n == 0 && errors.As(err, &ne) && ne.Timeout()
+}
+
+// expired is a read deadline that has passed.
+var expired = time.Unix(1, 0)
 
 // canonicalAddr is u's host:port, the port from the scheme when the URL has none.
 func canonicalAddr(u *url.URL) string {

@@ -305,6 +305,113 @@ func TestTLS(t *testing.T) {
 	}
 }
 
+// batchConn holds what TLS writes until flush when batching, so that two records leave in one write and the
+// client's socket read takes both.
+type batchConn struct {
+	net.Conn
+	mu    sync.Mutex
+	batch bool
+	buf   []byte
+}
+
+func (b *batchConn) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.batch {
+		b.buf = append(b.buf, p...)
+		return len(p), nil
+	}
+	return b.Conn.Write(p)
+}
+
+func (b *batchConn) setBatch(on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.batch = on
+	if !on {
+		_, _ = b.Conn.Write(b.buf)
+		b.buf = nil
+	}
+}
+
+// Over TLS, bytes past an answer that came in a later record, read from the socket with the answer's last one,
+// sit in tls.Conn's own buffer, where neither the read buffer nor the peek at the socket sees them: the connection
+// is still not pooled, so the next request (perhaps another tenant's) never reads them as its answer. A connection
+// pooled after the check carries its expired deadline into the next request, which replaces it with its own
+// header timeout (or none) and then lifts it for a body slower than that timeout: sequential requests keep one
+// connection.
+func TestTLSBytesPastAnswerDropConnection(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.StartTLS() // for its certificate
+	cert := srv.TLS.Certificates[0]
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	srv.Close()
+	const timeout = 150 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns, reqs atomic.Int32
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer nc.Close()
+				bc := &batchConn{Conn: nc}
+				tc := tls.Server(bc, &tls.Config{Certificates: []tls.Certificate{cert}})
+				br := bufio.NewReader(tc)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					switch reqs.Add(1) % 3 {
+					case 1:
+						// The head alone, then the body's record and a stray answer's in one segment.
+						_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+						time.Sleep(50 * time.Millisecond)
+						bc.setBatch(true)
+						_, _ = io.WriteString(tc, "first")
+						_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+						bc.setBatch(false)
+					case 2:
+						_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+					case 0:
+						_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nthird")
+						time.Sleep(2 * timeout)
+						_, _ = io.WriteString(tc, "-slow")
+					}
+				}
+			}()
+		}
+	}()
+	url := "https://" + ln.Addr().String()
+	for _, headerTimeout := range []time.Duration{timeout, 0} {
+		c := New(&tls.Config{RootCAs: pool, ServerName: "example.com", MinVersion: tls.VersionTLS12}, headerTimeout, 10*time.Second)
+		before := conns.Load()
+		for i, want := range []string{"first", "second", "third-slow"} {
+			resp, err := get(t, c, context.Background(), url)
+			if err != nil {
+				t.Fatalf("header timeout %s, request %d: %v", headerTimeout, i, err)
+			}
+			if got := readAll(t, resp); got != want {
+				t.Fatalf("header timeout %s, request %d: body %q; want %q, never the answer sent past the first", headerTimeout, i, got, want)
+			}
+		}
+		if n := conns.Load() - before; n != 2 {
+			t.Fatalf("header timeout %s: %d connections; want 2: a new one after the stray record, then kept alive", headerTimeout, n)
+		}
+		c.CloseIdleConnections()
+	}
+}
+
 func TestDialError(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
