@@ -19,7 +19,10 @@
 //     upstream that closed it is seen before the request, and one that sent an answer nobody asked for has that
 //     answer dropped with the connection instead of read as the next request's (the Transport's background read
 //     loop sees both). A request that meets a connection closed after the peek is resent once on a new one when
-//     nothing of the answer came and its body can be sent again (none, GetBody, or a small body read whole first).
+//     nothing of the answer came and sending it again is safe: it has no body, its body can be had again (GetBody:
+//     the read bodies the gateway parsed), or none of its body went out. A write whose body went out is never
+//     resent, even a small one held whole: the upstream may have stored it before the connection broke, and the
+//     client, which gets the error, decides (internal/gateway's balancer keeps the same rule across backends).
 //
 // A body of known length up to 16 KiB is read whole before a connection is taken and goes out with the head in
 // one write. A larger one streams as the Transport streams it (chunked bodies flush per chunk), after the headers. Since
@@ -182,8 +185,8 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	if body != nil && body != http.NoBody {
 		sb = &sentBody{rc: body}
 		if req.GetBody == nil && req.ContentLength > 0 && req.ContentLength <= smallBody && len(req.Header["Expect"]) == 0 {
-			// A small body (a scrape's import, a form) is read whole first: it can then be sent again when a reused
-			// connection turns out dead, and it goes out with the head in one write.
+			// A small body (a scrape's import, a form) is read whole first, so that it goes out with the head in one
+			// write and no connection waits on the client for it.
 			var err error
 			if held, err = holdBody(body, req.ContentLength); err != nil {
 				return nil, err
@@ -214,14 +217,17 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return resp, nil
 		}
-		// A reused connection the upstream had closed meets the request with an immediate EOF or reset: the request
-		// goes once more, on a new connection, when nothing of the answer came and the body can be sent again.
+		// A reused connection the upstream closed after the peek meets the request with an EOF or a reset: the
+		// request goes once more, on a new connection, when nothing of the answer came and the upstream cannot have
+		// acted on it. A held body that went out may have been stored: it is not resent.
 		if pc.reused && !fresh && ctx.Err() == nil && deadConn(err) {
 			switch {
 			case sb == nil || sb.n == 0 && sb.err == nil:
+				// No body, or none of it taken: at most a head went out.
 				fresh = true
 				continue
-			case held != nil:
+			case held != nil && pc.cw.n == 0:
+				// The first write met the reset: nothing went out.
 				sb = &sentBody{rc: io.NopCloser(bytes.NewReader(*held))}
 				fresh = true
 				continue
@@ -318,7 +324,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		}
 		return nil, err
 	}
-	pc.cw.err = nil
+	pc.cw.err, pc.cw.n = nil, 0
 	werr := writeRequest(pc.bw, req)
 	if werr == nil {
 		werr = pc.bw.Flush()
@@ -478,15 +484,18 @@ func (b *answerBody) finish(complete bool) {
 	_ = b.pc.nc.Close()
 }
 
-// connWriter is the writing side of a connection, which keeps its last error: Request.Write hides the errors of
-// writing a body behind its own type.
+// connWriter is the writing side of a connection, which keeps its last error (Request.Write hides the errors of
+// writing a body behind its own type) and counts what the request put on the connection (a held body is resent
+// only when nothing went out).
 type connWriter struct {
 	nc  net.Conn
 	err error
+	n   int64
 }
 
 func (w *connWriter) Write(p []byte) (int, error) {
 	n, err := w.nc.Write(p)
+	w.n += int64(n)
 	if err != nil {
 		w.err = err
 	}
@@ -566,10 +575,15 @@ func (c *Client) dial(ctx context.Context, key poolKey) (*conn, error) {
 		}
 		nc = tc
 	}
+	return newConn(nc, key), nil
+}
+
+// newConn is a connection to key, in use.
+func newConn(nc net.Conn, key poolKey) *conn {
 	cw := &connWriter{nc: nc}
 	pc := &conn{nc: nc, br: readBuffer(nc), bw: bufio.NewWriterSize(cw, 4<<10), cw: cw, key: key}
 	pc.closeNC = func() { _ = nc.Close() }
-	return pc, nil
+	return pc
 }
 
 // tlsFor is the TLS config for host: the server name is the host's unless -*.tlsServerName sets it.
