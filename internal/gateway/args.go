@@ -190,6 +190,9 @@ func plainForm(r *http.Request) (bool, error) {
 	return true, nil
 }
 
+// readBodyStart bounds the buffer a read body's declared length reserves before its bytes come.
+const readBodyStart = 64 << 10
+
 // readBody reads the body of a read or admin request in full, at most -maxReadBodySize of it and within
 // -http.readBodyTimeout; nil without a body.
 func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
@@ -209,8 +212,11 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	if limit > 0 {
 		body = io.LimitReader(body, limit+1)
 	}
-	// A declared length sizes the buffer at once (within the limit), so a large body is not copied as it grows.
-	buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0), vmMaxFormSize)+bytes.MinRead))
+	// A declared length is only a claim: it sizes the buffer up to readBodyStart, and past that the buffer doubles as
+	// the bytes come, so a client that declares megabytes and sends one byte makes the gateway hold readBodyStart, not the
+	// megabytes, until -http.readBodyTimeout (before the request takes a concurrency slot). A large body that does
+	// come costs about one more copy of itself.
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0), readBodyStart)+bytes.MinRead))
 	_, err := buf.ReadFrom(body)
 	b := buf.Bytes()
 	_ = r.Body.Close()

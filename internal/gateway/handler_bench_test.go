@@ -170,7 +170,7 @@ func newGateway(b *testing.B, cfg gateway.Config, rt http.RoundTripper) *gateway
 }
 
 // benchVerifier returns an RS256 token for tenant 0:0 with extra_labels team=dev and a verifier for its key.
-func benchVerifier(b *testing.B) (string, *auth.Verifier) {
+func benchVerifier(b testing.TB) (string, *auth.Verifier) {
 	b.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {

@@ -13,12 +13,16 @@
 //     cleared only when the body still needs the socket: an answer that came whole with its head (most queries')
 //     costs one deadline, not two, and a connection carrying a stale one clears it before its next read;
 //   - a connection goes back to the pool when its answer's body has been read to the end, and is dropped when the
-//     body is closed early or broke, the answer said Connection: close, or the request did not go out whole;
+//     body is closed early or broke, the answer said Connection: close, the request did not go out whole, or bytes
+//     came past the answer (over TLS, also those the TLS layer took from the socket already: tlsDrained);
 //   - an idle connection is reused only after a non-blocking peek at its socket found nothing there (quiet): an
 //     upstream that closed it is seen before the request, and one that sent an answer nobody asked for has that
 //     answer dropped with the connection instead of read as the next request's (the Transport's background read
 //     loop sees both). A request that meets a connection closed after the peek is resent once on a new one when
-//     nothing of the answer came and its body can be sent again (none, GetBody, or a small body read whole first).
+//     nothing of the answer came and sending it again is safe: it has no body, its body can be had again (GetBody:
+//     the read bodies the gateway parsed), or none of its body went out. A write whose body went out is never
+//     resent, even a small one held whole: the upstream may have stored it before the connection broke, and the
+//     client, which gets the error, decides (internal/gateway's balancer keeps the same rule across backends).
 //
 // A body of known length up to 16 KiB is read whole before a connection is taken and goes out with the head in
 // one write. A larger one streams as the Transport streams it (chunked bodies flush per chunk), after the headers. Since
@@ -181,8 +185,8 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	if body != nil && body != http.NoBody {
 		sb = &sentBody{rc: body}
 		if req.GetBody == nil && req.ContentLength > 0 && req.ContentLength <= smallBody && len(req.Header["Expect"]) == 0 {
-			// A small body (a scrape's import, a form) is read whole first: it can then be sent again when a reused
-			// connection turns out dead, and it goes out with the head in one write.
+			// A small body (a scrape's import, a form) is read whole first, so that it goes out with the head in one
+			// write and no connection waits on the client for it.
 			var err error
 			if held, err = holdBody(body, req.ContentLength); err != nil {
 				return nil, err
@@ -213,14 +217,17 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return resp, nil
 		}
-		// A reused connection the upstream had closed meets the request with an immediate EOF or reset: the request
-		// goes once more, on a new connection, when nothing of the answer came and the body can be sent again.
+		// A reused connection the upstream closed after the peek meets the request with an EOF or a reset: the
+		// request goes once more, on a new connection, when nothing of the answer came and the upstream cannot have
+		// acted on it. A held body that went out may have been stored: it is not resent.
 		if pc.reused && !fresh && ctx.Err() == nil && deadConn(err) {
 			switch {
 			case sb == nil || sb.n == 0 && sb.err == nil:
+				// No body, or none of it taken: at most a head went out.
 				fresh = true
 				continue
-			case held != nil:
+			case held != nil && pc.cw.n == 0:
+				// The first write met the reset: nothing went out.
 				sb = &sentBody{rc: io.NopCloser(bytes.NewReader(*held))}
 				fresh = true
 				continue
@@ -317,7 +324,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		}
 		return nil, err
 	}
-	pc.cw.err = nil
+	pc.cw.err, pc.cw.n = nil, 0
 	werr := writeRequest(pc.bw, req)
 	if werr == nil {
 		werr = pc.bw.Flush()
@@ -477,15 +484,18 @@ func (b *answerBody) finish(complete bool) {
 	_ = b.pc.nc.Close()
 }
 
-// connWriter is the writing side of a connection, which keeps its last error: Request.Write hides the errors of
-// writing a body behind its own type.
+// connWriter is the writing side of a connection, which keeps its last error (Request.Write hides the errors of
+// writing a body behind its own type) and counts what the request put on the connection (a held body is resent
+// only when nothing went out).
 type connWriter struct {
 	nc  net.Conn
 	err error
+	n   int64
 }
 
 func (w *connWriter) Write(p []byte) (int, error) {
 	n, err := w.nc.Write(p)
+	w.n += int64(n)
 	if err != nil {
 		w.err = err
 	}
@@ -565,10 +575,15 @@ func (c *Client) dial(ctx context.Context, key poolKey) (*conn, error) {
 		}
 		nc = tc
 	}
+	return newConn(nc, key), nil
+}
+
+// newConn is a connection to key, in use.
+func newConn(nc net.Conn, key poolKey) *conn {
 	cw := &connWriter{nc: nc}
 	pc := &conn{nc: nc, br: readBuffer(nc), bw: bufio.NewWriterSize(cw, 4<<10), cw: cw, key: key}
 	pc.closeNC = func() { _ = nc.Close() }
-	return pc, nil
+	return pc
 }
 
 // tlsFor is the TLS config for host: the server name is the host's unless -*.tlsServerName sets it.
@@ -591,6 +606,10 @@ func (c *Client) tlsFor(host string) *tls.Config {
 func (c *Client) put(pc *conn) {
 	if pc.br.Buffered() != 0 {
 		// Bytes past the answer's end: the upstream is confused, and its next answer would not be the next one.
+		_ = pc.nc.Close()
+		return
+	}
+	if tc, ok := pc.nc.(*tls.Conn); ok && !tlsDrained(pc, tc) {
 		_ = pc.nc.Close()
 		return
 	}
@@ -622,6 +641,25 @@ func (c *Client) put(pc *conn) {
 		_ = d.nc.Close()
 	}
 }
+
+// tlsDrained tells whether a TLS connection holds nothing past the answer that just ended. A later record read
+// from the socket with the answer's last one sits in tls.Conn's own buffer, where neither the read buffer's
+// Buffered nor quiet's peek at the socket sees it. A one-byte read through the tls.Conn with a deadline already
+// passed takes such a record and otherwise ends at once with a timeout, without a syscall (the poller checks the
+// deadline first) and without breaking the connection (crypto/tls does not keep a timeout as its error). The
+// connection keeps the expired deadline, as after an answer that came whole: the next request sets its own after
+// writing, or lifts it (conn.deadline). Plain connections have no such buffer and pay nothing.
+func tlsDrained(pc *conn, tc *tls.Conn) bool {
+	_ = tc.SetReadDeadline(expired)
+	pc.deadline = true
+	var one [1]byte
+	n, err := tc.Read(one[:])
+	var ne net.Error
+	return n == 0 && errors.As(err, &ne) && ne.Timeout()
+}
+
+// expired is a read deadline that has passed.
+var expired = time.Unix(1, 0)
 
 // canonicalAddr is u's host:port, the port from the scheme when the URL has none.
 func canonicalAddr(u *url.URL) string {

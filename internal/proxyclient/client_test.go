@@ -11,11 +11,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -305,6 +307,113 @@ func TestTLS(t *testing.T) {
 	}
 }
 
+// batchConn holds what TLS writes until flush when batching, so that two records leave in one write and the
+// client's socket read takes both.
+type batchConn struct {
+	net.Conn
+	mu    sync.Mutex
+	batch bool
+	buf   []byte
+}
+
+func (b *batchConn) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.batch {
+		b.buf = append(b.buf, p...)
+		return len(p), nil
+	}
+	return b.Conn.Write(p)
+}
+
+func (b *batchConn) setBatch(on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.batch = on
+	if !on {
+		_, _ = b.Conn.Write(b.buf)
+		b.buf = nil
+	}
+}
+
+// Over TLS, bytes past an answer that came in a later record, read from the socket with the answer's last one,
+// sit in tls.Conn's own buffer, where neither the read buffer nor the peek at the socket sees them: the connection
+// is still not pooled, so the next request (perhaps another tenant's) never reads them as its answer. A connection
+// pooled after the check carries its expired deadline into the next request, which replaces it with its own
+// header timeout (or none) and then lifts it for a body slower than that timeout: sequential requests keep one
+// connection.
+func TestTLSBytesPastAnswerDropConnection(t *testing.T) {
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.StartTLS() // for its certificate
+	cert := srv.TLS.Certificates[0]
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	srv.Close()
+	const timeout = 150 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns, reqs atomic.Int32
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer nc.Close()
+				bc := &batchConn{Conn: nc}
+				tc := tls.Server(bc, &tls.Config{Certificates: []tls.Certificate{cert}})
+				br := bufio.NewReader(tc)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					switch reqs.Add(1) % 3 {
+					case 1:
+						// The head alone, then the body's record and a stray answer's in one segment.
+						_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+						time.Sleep(50 * time.Millisecond)
+						bc.setBatch(true)
+						_, _ = io.WriteString(tc, "first")
+						_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+						bc.setBatch(false)
+					case 2:
+						_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+					case 0:
+						_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nthird")
+						time.Sleep(2 * timeout)
+						_, _ = io.WriteString(tc, "-slow")
+					}
+				}
+			}()
+		}
+	}()
+	url := "https://" + ln.Addr().String()
+	for _, headerTimeout := range []time.Duration{timeout, 0} {
+		c := New(&tls.Config{RootCAs: pool, ServerName: "example.com", MinVersion: tls.VersionTLS12}, headerTimeout, 10*time.Second)
+		before := conns.Load()
+		for i, want := range []string{"first", "second", "third-slow"} {
+			resp, err := get(t, c, context.Background(), url)
+			if err != nil {
+				t.Fatalf("header timeout %s, request %d: %v", headerTimeout, i, err)
+			}
+			if got := readAll(t, resp); got != want {
+				t.Fatalf("header timeout %s, request %d: body %q; want %q, never the answer sent past the first", headerTimeout, i, got, want)
+			}
+		}
+		if n := conns.Load() - before; n != 2 {
+			t.Fatalf("header timeout %s: %d connections; want 2: a new one after the stray record, then kept alive", headerTimeout, n)
+		}
+		c.CloseIdleConnections()
+	}
+}
+
 func TestDialError(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -580,9 +689,9 @@ func TestConcurrentAnswersStayApart(t *testing.T) {
 	wg.Wait()
 }
 
-// A small body with a length is read whole before a connection is taken: sent again when a reused connection
-// turns out closed (no peek is spent on it first), and refused whole, before anything reaches the upstream, when
-// it is not the length it claims.
+// A small body with a length is read whole before a connection is taken: an idle connection the upstream closed
+// is found before the body is written to it (the peek), so the body goes once, on a new connection; and a body
+// that is not the length it claims is refused whole, before anything reaches the upstream.
 func TestSmallBodyHeld(t *testing.T) {
 	var requests atomic.Int32
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -616,7 +725,7 @@ func TestSmallBodyHeld(t *testing.T) {
 		t.Fatalf("the upstream got %q", got)
 	}
 	if n, r := conns.Load(), requests.Load(); n != 2 || r != 2 {
-		t.Fatalf("%d connections, %d requests; want 2 and 2: the second sent again, whole, on a new connection", n, r)
+		t.Fatalf("%d connections, %d requests; want 2 and 2: the closed idle connection found before the write, the second request sent once on a new one", n, r)
 	}
 	for _, c := range []struct {
 		body string
@@ -628,5 +737,112 @@ func TestSmallBodyHeld(t *testing.T) {
 	}
 	if r := requests.Load(); r != 2 {
 		t.Fatalf("%d requests reached the upstream; a body of the wrong length must not", r)
+	}
+}
+
+// A small write the upstream read whole before the connection broke, without an answer (a crash after storing it,
+// a proxy in between timing out), may have been stored: it is not sent again on a new connection, so it reaches
+// the upstream once, and the caller gets the error.
+func TestWrittenSmallBodyNotResent(t *testing.T) {
+	var posts atomic.Int32
+	upstream, conns := scriptedUpstream(t, func(i int, w net.Conn) {
+		if i == 1 {
+			posts.Add(1)
+			_ = w.Close() // read whole, then the connection dies before the answer
+			return
+		}
+		if i > 1 {
+			posts.Add(1)
+		}
+		_, _ = io.WriteString(w, "HTTP/1.1 204 No Content\r\n\r\n")
+	})
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	// A first request makes the connection a reused one.
+	resp, err := get(t, c, context.Background(), upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	const body = "metric 1 1700000000000\n"
+	// NopCloser: no GetBody, as the gateway's write bodies come.
+	req, _ := http.NewRequest(http.MethodPost, upstream+"/api/v1/import", io.NopCloser(strings.NewReader(body)))
+	req.ContentLength = int64(len(body))
+	resp, err = c.RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("the write got %d; want the broken connection's error", resp.StatusCode)
+	}
+	if !deadConn(err) {
+		t.Errorf("error %v; want the connection's end", err)
+	}
+	if n, p := conns.Load(), posts.Load(); n != 1 || p != 1 {
+		t.Fatalf("%d connections, the write reached the upstream %d times; want 1 and 1", n, p)
+	}
+}
+
+// resetConn is a pooled connection the upstream reset after the peek: its writes fail with nothing sent and its
+// reads end.
+type resetConn struct{ net.Conn }
+
+func (resetConn) Write([]byte) (int, error) {
+	return 0, &net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.ECONNRESET)}
+}
+
+// A request that met a reused connection reset after the peek, before any of it went out, is sent once on a new
+// connection whatever its body: none, one the request can give again (GetBody), or a small body held whole.
+func TestResetBeforeWriteResent(t *testing.T) {
+	var bodies []string
+	var mu sync.Mutex
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, r.Method+" "+string(b))
+		mu.Unlock()
+		_, _ = io.WriteString(w, "ok")
+	}))
+	conns := countConns(srv)
+	srv.Start()
+	defer srv.Close()
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	key := poolKey{"http", strings.TrimPrefix(srv.URL, "http://")}
+	for _, tc := range []struct {
+		name string
+		req  func() *http.Request
+		want string
+	}{
+		{"no body", func() *http.Request { r, _ := http.NewRequest(http.MethodGet, srv.URL, nil); return r }, "GET "},
+		{"GetBody", func() *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("query=up"))
+			return r
+		}, "POST query=up"},
+		{"small body held", func() *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, srv.URL, io.NopCloser(strings.NewReader("m 1\n")))
+			r.ContentLength = 4
+			return r
+		}, "POST m 1\n"},
+	} {
+		mu.Lock()
+		bodies = nil
+		mu.Unlock()
+		c.CloseIdleConnections()
+		near, far := net.Pipe()
+		_ = far.Close()
+		c.put(newConn(resetConn{near}, key))
+		resp, err := c.RoundTrip(tc.req())
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		readAll(t, resp)
+		mu.Lock()
+		got := bodies
+		mu.Unlock()
+		if len(got) != 1 || got[0] != tc.want {
+			t.Fatalf("%s: the upstream got %q; want %q once", tc.name, got, tc.want)
+		}
+	}
+	if n := conns.Load(); n != 3 {
+		t.Fatalf("%d connections; want 3, a new one per request", n)
 	}
 }
