@@ -24,8 +24,9 @@
 //     resent, even a small one held whole: the upstream may have stored it before the connection broke, and the
 //     client, which gets the error, decides (internal/gateway's balancer keeps the same rule across backends).
 //
-// A body of known length up to 16 KiB is read whole before a connection is taken and goes out with the head in
-// one write. A larger one streams as the Transport streams it (chunked bodies flush per chunk), after the headers. Since
+// A body of known length up to 16 KiB is read whole before a connection is taken, so no connection waits on the
+// client for it; it goes out with the head in one write when both fit the 4 KiB write buffer (a scrape's import
+// does), else in two. A larger one streams as the Transport streams it (chunked bodies flush per chunk), after the headers. Since
 // the answer is read only once the request is written, an upstream that answers before reading the whole body and
 // then breaks the connection has its early answer read after the write fails. Requests that the environment routes
 // through an HTTP proxy (HTTP_PROXY, HTTPS_PROXY) go through an http.Transport, as before.
@@ -185,8 +186,7 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	if body != nil && body != http.NoBody {
 		sb = &sentBody{rc: body}
 		if req.GetBody == nil && req.ContentLength > 0 && req.ContentLength <= smallBody && len(req.Header["Expect"]) == 0 {
-			// A small body (a scrape's import, a form) is read whole first, so that it goes out with the head in one
-			// write and no connection waits on the client for it.
+			// A small body (a scrape's import, a form) is read whole first (see the package doc).
 			var err error
 			if held, err = holdBody(body, req.ContentLength); err != nil {
 				return nil, err
