@@ -350,51 +350,29 @@ func TestTLSBytesPastAnswerDropConnection(t *testing.T) {
 	pool.AddCert(srv.Certificate())
 	srv.Close()
 	const timeout = 150 * time.Millisecond
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	wrap := func(nc net.Conn) net.Conn {
+		return tls.Server(&batchConn{Conn: nc}, &tls.Config{Certificates: []tls.Certificate{cert}})
 	}
-	defer ln.Close()
-	var conns, reqs atomic.Int32
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			go func() {
-				defer nc.Close()
-				bc := &batchConn{Conn: nc}
-				tc := tls.Server(bc, &tls.Config{Certificates: []tls.Certificate{cert}})
-				br := bufio.NewReader(tc)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					switch reqs.Add(1) % 3 {
-					case 1:
-						// The head alone, then the body's record and a stray answer's in one segment.
-						_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
-						time.Sleep(50 * time.Millisecond)
-						bc.setBatch(true)
-						_, _ = io.WriteString(tc, "first")
-						_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
-						bc.setBatch(false)
-					case 2:
-						_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
-					case 0:
-						_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nthird")
-						time.Sleep(2 * timeout)
-						_, _ = io.WriteString(tc, "-slow")
-					}
-				}
-			}()
+	addr, conns := scriptedUpstreamVia(t, wrap, func(i int, tc net.Conn) {
+		switch (i + 1) % 3 {
+		case 1:
+			// The head alone, then the body's record and a stray answer's in one segment.
+			bc := tc.(*tls.Conn).NetConn().(*batchConn)
+			_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+			time.Sleep(50 * time.Millisecond)
+			bc.setBatch(true)
+			_, _ = io.WriteString(tc, "first")
+			_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale")
+			bc.setBatch(false)
+		case 2:
+			_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+		case 0:
+			_, _ = io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nthird")
+			time.Sleep(2 * timeout)
+			_, _ = io.WriteString(tc, "-slow")
 		}
-	}()
-	url := "https://" + ln.Addr().String()
+	})
+	url := strings.Replace(addr, "http://", "https://", 1)
 	for _, headerTimeout := range []time.Duration{timeout, 0} {
 		c := New(&tls.Config{RootCAs: pool, ServerName: "example.com", MinVersion: tls.VersionTLS12}, headerTimeout, 10*time.Second)
 		before := conns.Load()
@@ -433,6 +411,12 @@ func TestDialError(t *testing.T) {
 // reading the request and its body; it counts the connections it accepted.
 func scriptedUpstream(t *testing.T, answer func(i int, w net.Conn)) (string, *atomic.Int32) {
 	t.Helper()
+	return scriptedUpstreamVia(t, nil, answer)
+}
+
+// scriptedUpstreamVia is scriptedUpstream over wrap(conn) (TLS, say) when wrap is not nil.
+func scriptedUpstreamVia(t *testing.T, wrap func(net.Conn) net.Conn, answer func(i int, w net.Conn)) (string, *atomic.Int32) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -447,15 +431,19 @@ func scriptedUpstream(t *testing.T, answer func(i int, w net.Conn)) (string, *at
 			}
 			conns.Add(1)
 			go func() {
-				defer nc.Close()
-				br := bufio.NewReader(nc)
+				c := nc
+				if wrap != nil {
+					c = wrap(nc)
+				}
+				defer c.Close()
+				br := bufio.NewReader(c)
 				for {
 					req, err := http.ReadRequest(br)
 					if err != nil {
 						return
 					}
 					_, _ = io.Copy(io.Discard, req.Body)
-					answer(int(reqs.Add(1)-1), nc)
+					answer(int(reqs.Add(1)-1), c)
 				}
 			}()
 		}
