@@ -21,6 +21,8 @@ func (c *conn) reject(re *requestError) {
 	_, _ = bw.WriteString(itoa(len(body)))
 	_, _ = bw.WriteString("\r\n\r\n")
 	_, _ = bw.Write(body)
+	// Its own bound, not WriteIdleTimeout's: the connection closes after it.
+	c.writeDeadlineSet.Store(true)
 	_ = c.rwc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_ = bw.Flush()
 }

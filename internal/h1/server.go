@@ -20,9 +20,10 @@ type Server struct {
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout bounds the wait for the next request on a kept-alive connection.
 	IdleTimeout time.Duration
-	// WriteIdleTimeout bounds each write of an answer: a client that takes none of it for that long (a full
-	// receive window it never reads) has the write fail and the connection closed, so the handler returns. A
-	// handler's own write deadline (http.ResponseController) rules instead. Zero: no bound.
+	// WriteIdleTimeout bounds each write of an answer to the connection (at most the 4 KiB buffer, or one body
+	// write with its framing): a client that takes none of it for that long (a full receive window it never reads)
+	// has the write fail and the connection closed, so the handler returns. A pause between writes does not count.
+	// A handler's own write deadline (http.ResponseController) rules instead. Zero: no bound.
 	WriteIdleTimeout time.Duration
 	// MaxConnAge closes a connection after the first answer past this age (Connection: close), so load spreads
 	// again behind TCP balancers.

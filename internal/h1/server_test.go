@@ -403,8 +403,9 @@ func TestUnreadBody(t *testing.T) {
 	}
 }
 
-// TestClientGoneCancelsTLS: the watcher sees through TLS to the socket.
-func TestClientGoneCancelsTLS(t *testing.T) {
+// tlsListener serves ln over TLS with a fresh self-signed certificate for 127.0.0.1, offering http/1.1.
+func tlsListener(t *testing.T, ln net.Listener) net.Listener {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -415,11 +416,16 @@ func TestClientGoneCancelsTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, NextProtos: []string{"http/1.1"}})
+}
+
+// TestClientGoneCancelsTLS: the watcher sees through TLS to the socket.
+func TestClientGoneCancelsTLS(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, NextProtos: []string{"http/1.1"}})
+	ln = tlsListener(t, ln)
 	started, cancelled := make(chan struct{}), make(chan error, 1)
 	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || r.TLS.NegotiatedProtocol != "http/1.1" {

@@ -15,14 +15,15 @@
 //   - a connection goes back to the pool when its answer's body has been read to the end, and is dropped when the
 //     body is closed early or broke, the answer said Connection: close, the request did not go out whole, or bytes
 //     came past the answer (over TLS, also those the TLS layer took from the socket already: tlsDrained);
-//   - an idle connection is reused only after a non-blocking peek at its socket found nothing there (quiet): an
-//     upstream that closed it is seen before the request, and one that sent an answer nobody asked for has that
-//     answer dropped with the connection instead of read as the next request's (the Transport's background read
-//     loop sees both). A request that meets a connection closed after the peek is resent once on a new one when
-//     nothing of the answer came and sending it again is safe: it has no body, its body can be had again (GetBody:
-//     the read bodies the gateway parsed), or none of its body went out. A write whose body went out is never
-//     resent, even a small one held whole: the upstream may have stored it before the connection broke, and the
-//     client, which gets the error, decides (internal/gateway's balancer keeps the same rule across backends).
+//   - an idle connection is reused only after a non-blocking peek at its socket found nothing there
+//     (peeker.quiet): an upstream that closed it is seen before the request, and one that sent an answer nobody
+//     asked for has that answer dropped with the connection instead of read as the next request's (the
+//     Transport's background read loop sees both). A request that meets a connection closed after the peek is
+//     resent once on a new one when nothing of the answer came and the upstream cannot have acted on it twice: a
+//     GET, HEAD, OPTIONS or TRACE without a body, a body none of which was taken, a body that can be had again
+//     (GetBody: the read bodies the gateway parsed), or nothing of the request written at all, as the Transport
+//     decides. A write whose body went out is never resent, even a small one held whole: the upstream may have
+//     stored it before the connection broke, and the client, which gets the error, decides.
 //
 // A body of known length up to 16 KiB is read whole before a connection is taken, so no connection waits on the
 // client for it; it goes out with the head in one write when both fit the 4 KiB write buffer (a scrape's import
@@ -142,6 +143,8 @@ type conn struct {
 	reused bool
 	// closeNC closes nc: made once, it is what a request's cancellation calls.
 	closeNC func()
+	// peek tells whether the idle connection is still quiet before it is reused.
+	peek *peeker
 	// deadline tells a read deadline may be set: a connection keeps its header timeout's deadline when the whole
 	// answer came with the head, and clears it only before it next reads from the socket (clearDeadline).
 	deadline bool
@@ -222,8 +225,9 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		// acted on it. A held body that went out may have been stored: it is not resent.
 		if pc.reused && !fresh && ctx.Err() == nil && deadConn(err) {
 			switch {
-			case sb == nil || sb.n == 0 && sb.err == nil:
-				// No body, or none of it taken: at most a head went out.
+			case sb == nil && (repeatable(req.Method) || pc.cw.n == 0), sb != nil && sb.n == 0 && sb.err == nil:
+				// A request without a body that may be repeated, or that did not go out; or the head of one whose
+				// body the upstream still waits for.
 				fresh = true
 				continue
 			case held != nil && pc.cw.n == 0:
@@ -246,6 +250,15 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
+}
+
+// repeatable tells the methods whose requests may be sent twice (RFC 9110 9.2.2), as the Transport's resend does.
+func repeatable(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
 }
 
 // smallBody bounds the bodies RoundTrip reads whole before it takes a connection; smallBodies holds their buffers.
@@ -546,7 +559,7 @@ func (c *Client) get(ctx context.Context, key poolKey, fresh bool) (*conn, error
 			cs[len(cs)-1] = nil
 			c.idle[key] = cs[:len(cs)-1]
 			c.mu.Unlock()
-			if now.Sub(pc.idleAt) < idleTimeout && quiet(pc.nc) {
+			if now.Sub(pc.idleAt) < idleTimeout && pc.peek.quiet() {
 				pc.reused = true
 				pc.br = readBuffer(pc.nc)
 				return pc, nil
@@ -583,6 +596,7 @@ func newConn(nc net.Conn, key poolKey) *conn {
 	cw := &connWriter{nc: nc}
 	pc := &conn{nc: nc, br: readBuffer(nc), bw: bufio.NewWriterSize(cw, 4<<10), cw: cw, key: key}
 	pc.closeNC = func() { _ = nc.Close() }
+	pc.peek = newPeeker(nc)
 	return pc
 }
 

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/sockio"
 )
 
 // countConns counts the connections a test server accepted.
@@ -728,44 +730,72 @@ func TestSmallBodyHeld(t *testing.T) {
 	}
 }
 
-// A small write the upstream read whole before the connection broke, without an answer (a crash after storing it,
-// a proxy in between timing out), may have been stored: it is not sent again on a new connection, so it reaches
-// the upstream once, and the caller gets the error.
-func TestWrittenSmallBodyNotResent(t *testing.T) {
-	var posts atomic.Int32
-	upstream, conns := scriptedUpstream(t, func(i int, w net.Conn) {
-		if i == 1 {
-			posts.Add(1)
-			_ = w.Close() // read whole, then the connection dies before the answer
-			return
-		}
-		if i > 1 {
-			posts.Add(1)
-		}
-		_, _ = io.WriteString(w, "HTTP/1.1 204 No Content\r\n\r\n")
-	})
-	c := New(nil, time.Minute, 10*time.Second)
-	defer c.CloseIdleConnections()
-	// A first request makes the connection a reused one.
-	resp, err := get(t, c, context.Background(), upstream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readAll(t, resp)
+// A request that went out whole on a reused connection which then broke before the answer is resent only when
+// sending it twice is harmless: a write (a small body held whole, or a POST without a body, such as an admin
+// call) may have been acted on and gets the error; a GET goes again on a new connection.
+func TestWrittenRequestResentOnlyWhenRepeatable(t *testing.T) {
 	const body = "metric 1 1700000000000\n"
-	// NopCloser: no GetBody, as the gateway's write bodies come.
-	req, _ := http.NewRequest(http.MethodPost, upstream+"/api/v1/import", io.NopCloser(strings.NewReader(body)))
-	req.ContentLength = int64(len(body))
-	resp, err = c.RoundTrip(req)
-	if err == nil {
-		resp.Body.Close()
-		t.Fatalf("the write got %d; want the broken connection's error", resp.StatusCode)
-	}
-	if !deadConn(err) {
-		t.Errorf("error %v; want the connection's end", err)
-	}
-	if n, p := conns.Load(), posts.Load(); n != 1 || p != 1 {
-		t.Fatalf("%d connections, the write reached the upstream %d times; want 1 and 1", n, p)
+	for _, tc := range []struct {
+		name   string
+		req    func(url string) *http.Request
+		resent bool
+	}{
+		{"small write body", func(url string) *http.Request {
+			// NopCloser: no GetBody, as the gateway's write bodies come.
+			r, _ := http.NewRequest(http.MethodPost, url+"/api/v1/import", io.NopCloser(strings.NewReader(body)))
+			r.ContentLength = int64(len(body))
+			return r
+		}, false},
+		{"POST without a body", func(url string) *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, url+"/api/v1/admin/tsdb/delete_series?match[]=up", nil)
+			return r
+		}, false},
+		{"GET", func(url string) *http.Request {
+			r, _ := http.NewRequest(http.MethodGet, url+"/api/v1/query?query=up", nil)
+			return r
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sent atomic.Int32
+			upstream, conns := scriptedUpstream(t, func(i int, w net.Conn) {
+				if i > 0 {
+					sent.Add(1)
+				}
+				if i == 1 {
+					_ = w.Close() // read whole, then the connection dies before the answer
+					return
+				}
+				_, _ = io.WriteString(w, "HTTP/1.1 204 No Content\r\n\r\n")
+			})
+			c := New(nil, time.Minute, 10*time.Second)
+			defer c.CloseIdleConnections()
+			// A first request makes the connection a reused one.
+			resp, err := get(t, c, context.Background(), upstream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			resp, err = c.RoundTrip(tc.req(upstream))
+			wantConns, wantSent := int32(1), int32(1)
+			if tc.resent {
+				wantConns, wantSent = 2, 2
+				if err != nil {
+					t.Fatalf("got %v; want the request resent on a new connection", err)
+				}
+				readAll(t, resp)
+			} else {
+				if err == nil {
+					resp.Body.Close()
+					t.Fatalf("got %d; want the broken connection's error", resp.StatusCode)
+				}
+				if !deadConn(err) {
+					t.Errorf("error %v; want the connection's end", err)
+				}
+			}
+			if n, p := conns.Load(), sent.Load(); n != wantConns || p != wantSent {
+				t.Fatalf("%d connections, the request reached the upstream %d times; want %d and %d", n, p, wantConns, wantSent)
+			}
+		})
 	}
 }
 
@@ -801,6 +831,7 @@ func TestResetBeforeWriteResent(t *testing.T) {
 		want string
 	}{
 		{"no body", func() *http.Request { r, _ := http.NewRequest(http.MethodGet, srv.URL, nil); return r }, "GET "},
+		{"POST without a body", func() *http.Request { r, _ := http.NewRequest(http.MethodPost, srv.URL, nil); return r }, "POST "},
 		{"GetBody", func() *http.Request {
 			r, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("query=up"))
 			return r
@@ -830,7 +861,44 @@ func TestResetBeforeWriteResent(t *testing.T) {
 			t.Fatalf("%s: the upstream got %q; want %q once", tc.name, got, tc.want)
 		}
 	}
-	if n := conns.Load(); n != 3 {
-		t.Fatalf("%d connections; want 3, a new one per request", n)
+	if n := conns.Load(); n != 4 {
+		t.Fatalf("%d connections; want 4, a new one per request", n)
+	}
+}
+
+// The peek before each reuse costs a syscall and nothing else: its socket and callback are prepared once, when the
+// connection is made.
+func TestQuietPeekAllocatesNothing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	up := <-accepted
+	defer up.Close()
+	pc := newConn(sockio.Wrap(nc), poolKey{"http", ln.Addr().String()})
+	if !pc.peek.quiet() {
+		t.Fatal("an open connection with nothing to read is not quiet")
+	}
+	if a := testing.AllocsPerRun(100, func() { pc.peek.quiet() }); a != 0 {
+		t.Errorf("the peek allocates %.0f times per reuse; want 0", a)
+	}
+	if _, err := io.WriteString(up, "HTTP/1.1 200 OK\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); pc.peek.quiet(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("bytes the upstream sent unasked leave the connection quiet")
+		}
 	}
 }

@@ -8,24 +8,45 @@ import (
 	"syscall"
 )
 
-// quiet peeks at an idle connection's socket before it is reused: nothing there means the upstream has neither
-// closed it nor said anything since its last answer. An EOF or a reset is an upstream that closed it (an idle
-// timeout, a restart); bytes are an answer nobody asked for (an upstream that read one request as two), which
-// the next request, perhaps another tenant's, would otherwise read as its own. The peek neither blocks nor waits
-// on the poller, so a read deadline left on the connection does not matter to it.
-func quiet(nc net.Conn) bool {
+// peeker is a connection's socket, prepared once when the connection is made, for quiet's peek before each reuse:
+// the peek then allocates nothing.
+type peeker struct {
+	raw   syscall.RawConn
+	fn    func(fd uintptr)
+	empty bool
+}
+
+// newPeeker prepares nc's socket; nil for a connection that has none (it is then always quiet).
+func newPeeker(nc net.Conn) *peeker {
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
 	}
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		// Closed already: never quiet.
+		return &peeker{}
+	}
+	p := &peeker{raw: raw}
+	p.fn = func(fd uintptr) { p.empty = peekEmpty(fd) }
+	return p
+}
+
+// quiet peeks at an idle connection's socket before it is reused: nothing there means the upstream has neither
+// closed it nor said anything since its last answer. An EOF or a reset is an upstream that closed it (an idle
+// timeout, a restart); bytes are an answer nobody asked for (an upstream that read one request as two), which
+// the next request, perhaps another tenant's, would otherwise read as its own. The peek neither blocks nor waits
+// on the poller, so a read deadline left on the connection does not matter to it.
+func (p *peeker) quiet() bool {
+	if p == nil {
 		return true
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	if p.raw == nil {
 		return false
 	}
-	empty := false
-	err = rc.Control(func(fd uintptr) { empty = peekEmpty(fd) })
-	return err == nil && empty
+	p.empty = false
+	return p.raw.Control(p.fn) == nil && p.empty
 }
