@@ -2,15 +2,14 @@ package h1
 
 import (
 	"bufio"
-	"bytes"
-	"errors"
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // benchBody is about what a small instant query answers.
@@ -102,31 +101,7 @@ func (c *benchClient) run(n int) error {
 		if _, err := c.conn.Write(req); err != nil {
 			return err
 		}
-		cl := -1
-		status := false
-		for {
-			line, err := c.br.ReadSlice('\n')
-			if err != nil {
-				return err
-			}
-			if !status {
-				if !bytes.HasPrefix(line, []byte("HTTP/1.1 200 ")) {
-					return errors.New("status line " + string(line))
-				}
-				status = true
-				continue
-			}
-			if len(line) <= 2 {
-				break
-			}
-			if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
-				cl, _ = strconv.Atoi(strings.TrimSpace(string(v)))
-			}
-		}
-		if cl != len(benchBody) {
-			return errors.New("no Content-Length of the body")
-		}
-		if _, err := c.br.Discard(cl); err != nil {
+		if err := vmtest.ReadAnswer(c.br, len(benchBody)); err != nil {
 			return err
 		}
 	}

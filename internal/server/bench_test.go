@@ -2,20 +2,17 @@ package server
 
 import (
 	"bufio"
-	"bytes"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/accesslog"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // benchAnswer is about what a small instant query answers.
@@ -89,30 +86,7 @@ func benchRun(c net.Conn, br *bufio.Reader, n int) error {
 		if _, err := c.Write(req); err != nil {
 			return err
 		}
-		cl, status := -1, false
-		for {
-			line, err := br.ReadSlice('\n')
-			if err != nil {
-				return err
-			}
-			if !status {
-				if !bytes.HasPrefix(line, []byte("HTTP/1.1 200 ")) {
-					return errors.New("status line " + string(line))
-				}
-				status = true
-				continue
-			}
-			if len(line) <= 2 {
-				break
-			}
-			if v, ok := bytes.CutPrefix(line, []byte("Content-Length: ")); ok {
-				cl, _ = strconv.Atoi(strings.TrimSpace(string(v)))
-			}
-		}
-		if cl != len(benchAnswer) {
-			return errors.New("no Content-Length of the answer")
-		}
-		if _, err := br.Discard(cl); err != nil {
+		if err := vmtest.ReadAnswer(br, len(benchAnswer)); err != nil {
 			return err
 		}
 	}
