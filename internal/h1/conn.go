@@ -230,18 +230,9 @@ func (c *conn) headBuffered() bool {
 	if c.lastMethod == http.MethodPost {
 		buf = buf[strayCRLF(buf):]
 	}
-	for i := 0; ; {
-		j := bytes.IndexByte(buf[i:], '\n')
-		if j < 0 {
-			return false
-		}
-		i += j + 1
-		// A line that is empty or only CR ends the head; the request line never does, but then an empty line follows
-		// later or the request is refused on what is buffered.
-		if i < len(buf) && (buf[i] == '\n' || buf[i] == '\r' && i+1 < len(buf) && buf[i+1] == '\n') {
-			return true
-		}
-	}
+	// A line that is empty or only CR ends the head; the request line never does, but then an empty line follows
+	// later or the request is refused on what is buffered.
+	return bytes.Contains(buf, []byte("\n\n")) || bytes.Contains(buf, []byte("\n\r\n"))
 }
 
 // strayCRLF is how many of the (at most 4) leading bytes of b are CR or LF: what is dropped before the head that
@@ -367,6 +358,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	if c.writeDeadlineSet.Load() {
 		_ = c.rwc.SetWriteDeadline(time.Time{})
 		c.writeDeadlineSet.Store(false)
+		c.out.armed = time.Time{}
 	}
 	c.bgMu.Lock()
 	readFailed := c.readErr != nil

@@ -203,10 +203,7 @@ func parseHeader(s string, scratch *[]byte, st *headerStore) (http.Header, error
 				return nil, badRequest("invalid character %q in the value of header %q", c, clip(key))
 			}
 		}
-		// Not strings.TrimLeft: it builds its set of bytes on every call.
-		for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
-			v = v[1:]
-		}
+		v = trimOWS(v)
 		if vv, ok := h[key]; ok {
 			h[key] = append(vv, v)
 		} else if len(values) > 0 {

@@ -22,7 +22,7 @@ func (c *conn) reject(re *requestError) {
 	_, _ = bw.WriteString("\r\n\r\n")
 	_, _ = bw.Write(body)
 	// Its own bound, not WriteIdleTimeout's: the connection closes after it.
-	c.writeDeadlineSet.Store(true)
+	c.out.idle = 0
 	_ = c.rwc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	_ = bw.Flush()
 }

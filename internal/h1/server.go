@@ -22,7 +22,8 @@ type Server struct {
 	IdleTimeout time.Duration
 	// WriteIdleTimeout bounds each write of an answer to the connection (at most the 4 KiB buffer, or one body
 	// write with its framing): a client that takes none of it for that long (a full receive window it never reads)
-	// has the write fail and the connection closed, so the handler returns. A pause between writes does not count.
+	// has the write fail and the connection closed, so the handler returns; the bound may run a sixteenth late, so
+	// that a busy connection does not renew it at every answer. A pause between writes does not count.
 	// A handler's own write deadline (http.ResponseController) rules instead. Zero: no bound.
 	WriteIdleTimeout time.Duration
 	// MaxConnAge closes a connection after the first answer past this age (Connection: close), so load spreads

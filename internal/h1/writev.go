@@ -23,15 +23,17 @@ type connWriter struct {
 	arr     [4][]byte
 	bufs    net.Buffers
 	// idle is Server.WriteIdleTimeout; handlerDeadline is the connection's say that the handler set a write
-	// deadline of its own, which then rules instead.
+	// deadline of its own, which then rules instead. armed is the deadline arm set last, zero once another may be
+	// in force.
 	idle            time.Duration
 	handlerDeadline *atomic.Bool
+	armed           time.Time
 }
 
 var crlf = []byte("\r\n")
 
 func (o *connWriter) reset(c net.Conn, idle time.Duration, handlerDeadline *atomic.Bool) {
-	o.conn, o.idle, o.handlerDeadline = c, idle, handlerDeadline
+	o.conn, o.idle, o.handlerDeadline, o.armed = c, idle, handlerDeadline, time.Time{}
 	o.gather = nil
 	switch t := c.(type) {
 	case interface{ Writev([][]byte) (int64, error) }:
@@ -41,11 +43,17 @@ func (o *connWriter) reset(c net.Conn, idle time.Duration, handlerDeadline *atom
 	}
 }
 
-// arm gives the write about to start WriteIdleTimeout: a client that takes nothing of the answer for that long
-// fails it, which ends the handler's copy and frees the slot and upstream request the answer holds.
+// arm gives the write about to start between WriteIdleTimeout and a sixteenth more (idleSlack, as the idle read
+// deadline): a client that takes nothing of the answer for that long fails it, which ends the handler's copy and
+// frees the slot and upstream request the answer holds. The deadline is renewed only once it is that stale, not
+// at every answer of a busy connection.
 func (o *connWriter) arm() {
-	if o.idle > 0 && !o.handlerDeadline.Load() {
-		_ = o.conn.SetWriteDeadline(time.Now().Add(o.idle))
+	if o.idle <= 0 || o.handlerDeadline.Load() {
+		return
+	}
+	if earliest := time.Now().Add(o.idle); o.armed.Before(earliest) {
+		o.armed = earliest.Add(o.idle / idleSlack)
+		_ = o.conn.SetWriteDeadline(o.armed)
 	}
 }
 
