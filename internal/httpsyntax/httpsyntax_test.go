@@ -60,6 +60,11 @@ func TestCanonicalKey(t *testing.T) {
 			t.Errorf("CanonicalKey(%q) = %q, %v; want %q, %v", c.in, got, ok, c.want, c.ok)
 		}
 	}
+	// A key common holds comes back as common's own string, without an allocation.
+	buf := make([]byte, 0, 32)
+	if a := testing.AllocsPerRun(10, func() { _, buf, _ = CanonicalKey("content-type", buf, common) }); a != 0 {
+		t.Errorf("canonicalising a key common holds allocates %.0f times; want it interned", a)
+	}
 	if got := NewlinesToSpaces("a\r\nb\nc"); got != "a  b c" {
 		t.Errorf("NewlinesToSpaces = %q", got)
 	}

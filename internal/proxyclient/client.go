@@ -187,7 +187,6 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	var sb *sentBody
 	var held *[]byte
 	if body != nil && body != http.NoBody {
-		sb = &sentBody{rc: body}
 		if req.GetBody == nil && req.ContentLength > 0 && req.ContentLength <= smallBody && len(req.Header["Expect"]) == 0 {
 			// A small body (a scrape's import, a form) is read whole first (see the package doc).
 			var err error
@@ -195,8 +194,9 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 				return nil, err
 			}
 			defer smallBodies.Put(held)
-			sb = &sentBody{rc: io.NopCloser(bytes.NewReader(*held))}
+			body = heldBody(held)
 		}
+		sb = &sentBody{rc: body}
 	}
 	fresh := false
 	for {
@@ -225,14 +225,16 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		// acted on it. A held body that went out may have been stored: it is not resent.
 		if pc.reused && !fresh && ctx.Err() == nil && deadConn(err) {
 			switch {
-			case sb == nil && (repeatable(req.Method) || pc.cw.n == 0), sb != nil && sb.n == 0 && sb.err == nil:
-				// A request without a body that may be repeated, or that did not go out; or the head of one whose
-				// body the upstream still waits for.
+			case sb == nil && repeatable(req.Method), sb != nil && sb.n == 0 && sb.err == nil:
+				// A request without a body that may be repeated, or the head of one whose body the upstream still
+				// waits for.
 				fresh = true
 				continue
-			case held != nil && pc.cw.n == 0:
+			case pc.cw.n == 0 && (sb == nil || held != nil):
 				// The first write met the reset: nothing went out.
-				sb = &sentBody{rc: io.NopCloser(bytes.NewReader(*held))}
+				if held != nil {
+					sb = &sentBody{rc: heldBody(held)}
+				}
 				fresh = true
 				continue
 			case req.GetBody != nil:
@@ -265,6 +267,9 @@ func repeatable(method string) bool {
 const smallBody = 16 << 10
 
 var smallBodies = sync.Pool{New: func() any { b := make([]byte, smallBody); return &b }}
+
+// heldBody reads a body holdBody held, from its start.
+func heldBody(held *[]byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(*held)) }
 
 // holdBody reads a body of length cl whole into a pooled buffer and closes it. A body shorter or longer than cl
 // gets Request.Write's error; the body's own error (a client gone or too slow) comes back as it is.

@@ -179,17 +179,14 @@ func (c *Conn) writev(fd uintptr) bool {
 			return true
 		}
 		c.wvn += int64(w)
-		// Drop what went out: whole pieces, then the written part of the first one left.
+		// Drop what went out: whole pieces, then the written part of the first one left. Empty pieces left are
+		// skipped above.
 		for w > 0 && len(c.wv) > 0 {
-			if k := min(w, len(c.wv[0])); k < len(c.wv[0]) {
-				c.wv[0] = c.wv[0][k:]
-				w = 0
-			} else {
-				w -= k
-				c.wv = c.wv[1:]
+			if w < len(c.wv[0]) {
+				c.wv[0] = c.wv[0][w:]
+				break
 			}
-		}
-		for len(c.wv) > 0 && len(c.wv[0]) == 0 {
+			w -= len(c.wv[0])
 			c.wv = c.wv[1:]
 		}
 	}
