@@ -4,10 +4,10 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
-	"syscall"
 	"testing"
 
 	"github.com/vmgateway/vmgateway/internal/tenant"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // discardWriter is a response writer that costs nothing, so the benchmarks measure the entry and the log alone.
@@ -67,7 +67,7 @@ func BenchmarkAccessLog(b *testing.B) {
 			w := &discardWriter{h: http.Header{}}
 			id := []string{"4bf92f3577b34da6a3ce929d0e0e4736"}
 			b.ReportAllocs()
-			cpu := cpuTime()
+			cpu := vmtest.ProcessCPU()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				if bc.clientID {
@@ -82,19 +82,9 @@ func BenchmarkAccessLog(b *testing.B) {
 				// The lines still buffered are part of the cost.
 				_ = l.Close()
 			}
-			b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(vmtest.ProcessCPU()-cpu)/float64(b.N), "cpu-ns/op")
 		})
 	}
-}
-
-// cpuTime is the process's CPU time in nanoseconds (user and system, every thread: the flusher and the garbage
-// collector count). On a shared machine it is steadier than ns/op, which counts the time other processes take.
-func cpuTime() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		panic(err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // BenchmarkAccessLogParallel is BenchmarkAccessLog/file with every core writing lines: the cost of sharing one

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/gateway"
 	"github.com/vmgateway/vmgateway/internal/ratelimit"
 	"github.com/vmgateway/vmgateway/internal/tlsclient"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // Run: go test -run '^$' -bench Handler -benchmem ./internal/gateway/
@@ -309,17 +309,9 @@ func (w *discardWriter) Flush() {}
 // that other processes sharing the machine disturb much less than the wall time of ns/op.
 type cpuClock struct{ start time.Duration }
 
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func startCPU() cpuClock { return cpuClock{start: processCPU()} }
+func startCPU() cpuClock { return cpuClock{start: vmtest.ProcessCPU()} }
 
 // report adds the CPU time per iteration as cpu-ns/op.
 func (c cpuClock) report(b *testing.B) {
-	b.ReportMetric(float64(processCPU()-c.start)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(vmtest.ProcessCPU()-c.start)/float64(b.N), "cpu-ns/op")
 }

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -57,7 +56,7 @@ func BenchmarkServe(b *testing.B) {
 					defer clients[i].conn.Close()
 				}
 				b.ReportAllocs()
-				cpu0 := cpuNanos()
+				cpu0 := vmtest.ProcessCPU()
 				b.ResetTimer()
 				per := b.N / conns
 				errs := make(chan error, conns)
@@ -74,7 +73,7 @@ func BenchmarkServe(b *testing.B) {
 					}
 				}
 				b.StopTimer()
-				b.ReportMetric(float64(cpuNanos()-cpu0)/float64(b.N), "cpu-ns/op")
+				b.ReportMetric(float64(vmtest.ProcessCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 			})
 		}
 	}
@@ -106,14 +105,6 @@ func (c *benchClient) run(n int) error {
 		}
 	}
 	return nil
-}
-
-func cpuNanos() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 // BenchmarkParseRequest is the parse of a Grafana query's head as a kept-alive connection does it (the header map

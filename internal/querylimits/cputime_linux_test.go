@@ -1,8 +1,10 @@
 package querylimits
 
 import (
-	"syscall"
 	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // cpuClock reports the CPU time per op, user and system, of the whole process while it runs: on a machine shared
@@ -11,24 +13,16 @@ import (
 // benchmark's timer.
 type cpuClock struct {
 	b            *testing.B
-	total, since int64
+	total, since time.Duration
 }
 
-func startCPUClock(b *testing.B) *cpuClock { return &cpuClock{b: b, since: cpuNanos(b)} }
+func startCPUClock(b *testing.B) *cpuClock { return &cpuClock{b: b, since: vmtest.ProcessCPU()} }
 
-func (c *cpuClock) stop()  { c.total += cpuNanos(c.b) - c.since }
-func (c *cpuClock) start() { c.since = cpuNanos(c.b) }
+func (c *cpuClock) stop()  { c.total += vmtest.ProcessCPU() - c.since }
+func (c *cpuClock) start() { c.since = vmtest.ProcessCPU() }
 
 // report stops the clock and reports its time per op.
 func (c *cpuClock) report() {
 	c.stop()
 	c.b.ReportMetric(float64(c.total)/float64(c.b.N), "cpu-ns/op")
-}
-
-func cpuNanos(b *testing.B) int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -68,13 +67,13 @@ func BenchmarkServe(b *testing.B) {
 			defer c.Close()
 			br := bufio.NewReaderSize(c, 16<<10)
 			b.ReportAllocs()
-			cpu0 := cpuNanos()
+			cpu0 := vmtest.ProcessCPU()
 			b.ResetTimer()
 			if err := benchRun(c, br, b.N); err != nil {
 				b.Fatal(err)
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(cpuNanos()-cpu0)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(vmtest.ProcessCPU()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
 }
@@ -91,12 +90,4 @@ func benchRun(c net.Conn, br *bufio.Reader, n int) error {
 		}
 	}
 	return nil
-}
-
-func cpuNanos() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
 }
