@@ -47,7 +47,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		}
 		ra := rawArgsPool.Get().(*rawArgs)
 		defer releaseRawArgs(ra)
-		q, spliced, err := splitRecording(r.URL.RawQuery, nil, enforce.FromURL, &ra.url)
+		q, err := splitRecording(r.URL.RawQuery, nil, enforce.FromURL, &ra.url)
 		if err != nil {
 			return badURLQuery(r, err)
 		}
@@ -56,7 +56,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 			return err
 		}
 		if changed {
-			setRawQuery(r, argsString(appendArgs(nil, ra.url, !spliced, out.URL)))
+			setRawQuery(r, argsString(appendArgs(nil, ra.url, out.URL)))
 		}
 		return nil
 	}
@@ -81,19 +81,19 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	ra := rawArgsPool.Get().(*rawArgs)
 	defer releaseRawArgs(ra)
 	// Unless strict, the values are only for the limits: what does not parse is forwarded as sent.
-	q, urlSpliced, err := splitRecording(r.URL.RawQuery, known, enforce.FromURL, &ra.url)
+	q, err := splitRecording(r.URL.RawQuery, known, enforce.FromURL, &ra.url)
 	if err != nil && strict {
 		return badURLQuery(r, err)
 	}
 	var form url.Values
-	isForm, formSpliced := false, false
+	isForm := false
 	if len(body) > 0 {
 		isForm, err = plainForm(r)
 		if err != nil && strict {
 			return err
 		}
 		if isForm {
-			if form, formSpliced, err = splitRecording(string(body), known, enforce.FromForm, &ra.form); err != nil && strict {
+			if form, err = splitRecording(string(body), known, enforce.FromForm, &ra.form); err != nil && strict {
 				return httperr.WithQuery(http.StatusBadRequest, "cannot parse the form body: "+err.Error(), "cannot parse the form body: "+httperr.Elided)
 			}
 		}
@@ -123,10 +123,10 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		}
 	}
 	if changed {
-		setRawQuery(r, argsString(appendArgs(nil, ra.url, !urlSpliced, q)))
+		setRawQuery(r, argsString(appendArgs(nil, ra.url, q)))
 		if form != nil {
 			// Not nil even when the rewrite left no args: the body read is replaced, by an empty one then.
-			body = appendArgs([]byte{}, ra.form, !formSpliced, form)
+			body = appendArgs([]byte{}, ra.form, form)
 		}
 	}
 	if isForm && len(body) > vmMaxFormSize {
@@ -243,16 +243,16 @@ const maxArgs = 10000
 // first error, the same bound on the number of args), recording the values of the enforce.Args in known (nil:
 // none) as coming from where (enforce.FromURL, enforce.FromForm), so that the query limits find them without a
 // lookup. It also appends the args that split well to *rec (nil: not recorded), as sent, so that the ones the
-// gateway does not change can be forwarded as they came (appendArgs); it records none and reports false when they
-// are more than maxSpliced.
-func splitRecording(raw string, known *enforce.Known, where int, rec *[]rawArg) (url.Values, bool, error) {
+// gateway does not change can be forwarded as they came (appendArgs); it records none when they are more than
+// maxSpliced.
+func splitRecording(raw string, known *enforce.Known, where int, rec *[]rawArg) (url.Values, error) {
 	vs := make(url.Values)
 	if raw == "" {
-		return vs, true, nil
+		return vs, nil
 	}
 	seps := strings.Count(raw, "&")
 	if seps >= maxArgs {
-		return vs, false, errors.New("number of URL query parameters exceeded limit")
+		return vs, errors.New("number of URL query parameters exceeded limit")
 	}
 	if seps >= maxSpliced {
 		rec = nil
@@ -304,7 +304,7 @@ func splitRecording(raw string, known *enforce.Known, where int, rec *[]rawArg) 
 	if known != nil {
 		known.Into(vs, where)
 	}
-	return vs, seps < maxSpliced, err
+	return vs, err
 }
 
 func setRawQuery(r *http.Request, raw string) {

@@ -45,9 +45,10 @@ func releaseRawArgs(ra *rawArgs) {
 }
 
 // appendArgs appends to dst the args vs as the query string or form body to forward, spliced from raw, the args
-// as sent that vs was split from and then changed; whole: raw was not kept (too many args), vs is encoded whole.
-func appendArgs(dst []byte, raw []rawArg, whole bool, vs url.Values) []byte {
-	if whole || len(raw) > maxSpliced {
+// as sent that vs was split from and then changed. Without raw (none sent, or too many to record) vs is encoded
+// whole, which is what splicing nothing gives too.
+func appendArgs(dst []byte, raw []rawArg, vs url.Values) []byte {
+	if len(raw) == 0 || len(raw) > maxSpliced {
 		return append(dst, vs.Encode()...)
 	}
 	var keepBuf [maxSpliced]bool

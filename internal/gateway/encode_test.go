@@ -38,9 +38,9 @@ func rewriteAsToken(vs url.Values) {
 func checkSpliced(t *testing.T, raw string, rewrite func(url.Values)) string {
 	t.Helper()
 	var rec []rawArg
-	vs, spliced, _ := splitRecording(raw, nil, enforce.FromURL, &rec)
+	vs, _ := splitRecording(raw, nil, enforce.FromURL, &rec)
 	rewrite(vs)
-	out := string(appendArgs(nil, rec, !spliced, vs))
+	out := string(appendArgs(nil, rec, vs))
 	got, err := url.ParseQuery(out)
 	if err != nil {
 		t.Fatalf("%q: the spliced args %q do not parse: %v", raw, out, err)

@@ -23,7 +23,7 @@ var splitSeeds = []string{
 // splitArgs is splitRecording as the forward step calls it, the raw args recorded.
 func splitArgs(raw string, known *enforce.Known, where int) (url.Values, error) {
 	var rec []rawArg
-	vs, _, err := splitRecording(raw, known, where, &rec)
+	vs, err := splitRecording(raw, known, where, &rec)
 	return vs, err
 }
 
