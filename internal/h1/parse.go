@@ -203,7 +203,11 @@ func parseHeader(s string, scratch *[]byte, st *headerStore) (http.Header, error
 				return nil, badRequest("invalid character %q in the value of header %q", c, clip(key))
 			}
 		}
-		v = trimOWS(v)
+		// Left only: an obs-fold joins a continuation with a space that stays at the value's end, as in textproto.
+		// Not strings.TrimLeft: it builds its set of bytes on every call.
+		for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+			v = v[1:]
+		}
 		if vv, ok := h[key]; ok {
 			h[key] = append(vv, v)
 		} else if len(values) > 0 {
