@@ -229,13 +229,29 @@ func (e *Enforcer) rewriteSelector(me *metricsql.MetricExpr) {
 	}
 	fixMixedNames(out)
 	for _, b := range out {
-		if len(b) > 1 && isMetricName(&b[0]) && !isASCII(b[0].Value) {
+		if len(b) < 2 || !isMetricName(&b[0]) {
+			continue
+		}
+		if !isASCII(b[0].Value) {
 			// Printed as an identifier, a non-ASCII name does not parse in older VictoriaMetrics (v1.79 here), where the
 			// client could still select it as {__name__="..."}; the regexp form prints inside the braces.
-			b[0] = metricsql.LabelFilter{Label: "__name__", Value: regexp.QuoteMeta(b[0].Value), IsRegexp: true}
+			b[0] = anchored(b[0].Value)
+		}
+		for i := 1; i < len(b); i++ {
+			if isMetricName(&b[i]) {
+				// The parser takes a second name after an empty one ({"", "x"} or {"", __name__="x"}) but refuses the
+				// x{__name__=""} it prints; the anchored regexp selects the same (no series) and prints parseably.
+				b[i] = anchored(b[i].Value)
+			}
 		}
 	}
 	me.LabelFilterss = out
+}
+
+// anchored is the __name__ regexp matcher that selects exactly the metric name, for where a name matcher would not
+// print parseably; metricsql anchors regexps as VictoriaMetrics does.
+func anchored(name string) metricsql.LabelFilter {
+	return metricsql.LabelFilter{Label: "__name__", Value: regexp.QuoteMeta(name), IsRegexp: true}
 }
 
 func isASCII(s string) bool {
@@ -269,7 +285,7 @@ func fixMixedNames(bs [][]metricsql.LabelFilter) {
 	}
 	for _, b := range bs {
 		if len(b) > 0 && isMetricName(&b[0]) {
-			b[0] = metricsql.LabelFilter{Label: "__name__", Value: regexp.QuoteMeta(b[0].Value), IsRegexp: true}
+			b[0] = anchored(b[0].Value)
 		}
 	}
 }
@@ -312,7 +328,7 @@ func mergeFilters(c, labels, f []metricsql.LabelFilter) []metricsql.LabelFilter 
 	}
 	out = append(out, c...)
 	if filterName != nil {
-		out = append(out, metricsql.LabelFilter{Label: "__name__", Value: regexp.QuoteMeta(filterName.Value), IsRegexp: true})
+		out = append(out, anchored(filterName.Value))
 	}
 	out = appendUnique(out, labels)
 	out = appendUnique(out, f)

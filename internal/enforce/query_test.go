@@ -59,6 +59,9 @@ func queryCases() []queryCase {
 		// VictoriaMetrics v1.79 cannot parse a non-ASCII identifier: the name goes inside the braces.
 		{"unicode metric name", `{__name__="métrique"}`, `{__name__=~"métrique",team="dev"}`, `{` + F(`__name__=~"métrique"`) + `}`},
 		{"unicode label name", `ïœ_métrique{ключ="значение"}`, `{__name__=~"ïœ_métrique",ключ="значение",team="dev"}`, `{` + F(`__name__=~"ïœ_métrique",ключ="значение"`) + `}`},
+		// The parser takes a second metric name after an empty one but would refuse the x{__name__=""} it prints.
+		{"second name after an empty one", `{"","0"}`, `\0{__name__=~"",team="dev"}`, `\0{` + F(`__name__=~""`) + `}`},
+		{"quoted name after an empty __name__", `{__name__="", "x"}`, `x{__name__=~"",team="dev"}`, `x{` + F(`__name__=~""`) + `}`},
 		{"rollup", `rate(http_requests_total{job="api"}[5m])`, `rate(http_requests_total{job="api",team="dev"}[5m])`, `rate(http_requests_total{` + F(`job="api"`) + `}[5m])`},
 		{"range selector", `foo[5m]`, `foo{team="dev"}[5m]`, `foo{` + F("") + `}[5m]`},
 		{"subquery", `rate(foo[5m:1m])`, `rate(foo{team="dev"}[5m:1m])`, `rate(foo{` + F("") + `}[5m:1m])`},
