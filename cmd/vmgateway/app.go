@@ -97,6 +97,9 @@ func checkFlags() (c configs, err error) {
 	if err != nil {
 		return c, err
 	}
+	if *gcMinHeapGrowth < 0 {
+		return c, fmt.Errorf("-gc.minHeapGrowth=%d is negative: give a number of bytes, or 0 to leave the collector to GOGC alone", *gcMinHeapGrowth)
+	}
 	readRT, err := tlsclient.NewUpstream("read", *readTLS, *readTimeout, *readDialTimeout)
 	if err != nil {
 		return c, err

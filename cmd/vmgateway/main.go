@@ -75,6 +75,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "vmgateway: cannot start: %s\n", err)
 		os.Exit(1)
 	}
+	startGCFloor(*gcMinHeapGrowth)
 	if err := app.start(); err != nil {
 		fmt.Fprintf(os.Stderr, "vmgateway: cannot start: %s\n", err)
 		os.Exit(1)
