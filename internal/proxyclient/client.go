@@ -23,7 +23,8 @@
 //     GET, HEAD, OPTIONS or TRACE without a body, a body none of which was taken, a body that can be had again
 //     (GetBody: the read bodies the gateway parsed), or nothing of the request written at all, as the Transport
 //     decides. A write whose body went out is never resent, even a small one held whole: the upstream may have
-//     stored it before the connection broke, and the client, which gets the error, decides.
+//     stored it before the connection broke, and the client, which gets the error, decides;
+//   - a connection idle for 90 s is closed, by the next one pooled or, when no request comes, by a timer (reap).
 //
 // A body of known length up to 16 KiB is read whole before a connection is taken, so no connection waits on the
 // client for it; it goes out with the head in one write when both fit the 4 KiB write buffer (a scrape's import
@@ -73,14 +74,19 @@ type Client struct {
 	mu      sync.Mutex
 	idle    map[poolKey][]*conn
 	tlsByHo map[string]*tls.Config
+	// reaper closes the connections idle past idleTimeout when no request comes to do it (put); armed while the
+	// pool holds any, so a gateway left alone does not keep sockets its upstreams closed long ago (CLOSE_WAIT).
+	reaper *time.Timer
 }
 
 // poolKey is the scheme and host (as the URL has it) of the upstream a connection goes to.
 type poolKey struct{ scheme, host string }
 
+// idleTimeout is how long a connection may wait in the pool; a variable for the tests.
+var idleTimeout = 90 * time.Second
+
 const (
 	handshakeTimeout = 10 * time.Second
-	idleTimeout      = 90 * time.Second
 	maxIdlePerHost   = 512
 	// maxEarlyAnswerWait is how long an answer is waited for after the request's write failed.
 	maxEarlyAnswerWait = 50 * time.Millisecond
@@ -637,28 +643,66 @@ func (c *Client) put(pc *conn) {
 	pc.br = nil
 	now := time.Now()
 	pc.idleAt = now
-	var drop []*conn
 	c.mu.Lock()
-	cs := c.idle[pc.key]
-	// The oldest are first: those idle too long go.
-	i := 0
-	for i < len(cs) && now.Sub(cs[i].idleAt) >= idleTimeout {
-		i++
-	}
-	if i > 0 {
-		drop = append(drop, cs[:i]...)
-		cs = append(cs[:0], cs[i:]...)
-	}
+	cs, drop := expire(c.idle[pc.key], now, nil)
 	if len(cs) >= maxIdlePerHost {
 		drop = append(drop, pc)
 	} else {
 		cs = append(cs, pc)
 	}
 	c.idle[pc.key] = cs
+	if c.reaper == nil {
+		c.reaper = time.AfterFunc(idleTimeout, c.reap)
+	}
 	c.mu.Unlock()
 	for _, d := range drop {
 		_ = d.nc.Close()
 	}
+}
+
+// reap closes the connections idle past idleTimeout, and is armed again for the oldest one left.
+func (c *Client) reap() {
+	now := time.Now()
+	var drop []*conn
+	c.mu.Lock()
+	oldest := now
+	for key, cs := range c.idle {
+		cs, drop = expire(cs, now, drop)
+		if len(cs) == 0 {
+			delete(c.idle, key)
+			continue
+		}
+		c.idle[key] = cs
+		if cs[0].idleAt.Before(oldest) {
+			oldest = cs[0].idleAt
+		}
+	}
+	if len(c.idle) == 0 {
+		c.reaper = nil
+	} else {
+		// Not sooner than a second: a pool refilled at every instant would otherwise wake it at every instant.
+		c.reaper.Reset(max(oldest.Add(idleTimeout).Sub(now), time.Second))
+	}
+	c.mu.Unlock()
+	for _, d := range drop {
+		_ = d.nc.Close()
+	}
+}
+
+// expire moves the connections of cs idle past idleTimeout at now to drop. The oldest are first in cs (put appends,
+// get takes the newest).
+func expire(cs []*conn, now time.Time, drop []*conn) (keep, dropped []*conn) {
+	i := 0
+	for i < len(cs) && now.Sub(cs[i].idleAt) >= idleTimeout {
+		i++
+	}
+	if i == 0 {
+		return cs, drop
+	}
+	drop = append(drop, cs[:i]...)
+	n := copy(cs, cs[i:])
+	clear(cs[n:])
+	return cs[:n], drop
 }
 
 // tlsDrained tells whether a TLS connection holds nothing past the answer that just ended. A later record read

@@ -902,3 +902,71 @@ func TestQuietPeekAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleConnectionsReaped: connections idle past idleTimeout are closed with no request coming to the pool, and
+// not before: a gateway left alone does not keep its upstreams' sockets.
+func TestIdleConnectionsReaped(t *testing.T) {
+	defer func(d time.Duration) { idleTimeout = d }(idleTimeout)
+	idleTimeout = 400 * time.Millisecond
+	var open atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c := New(nil, time.Minute, 10*time.Second)
+	defer c.CloseIdleConnections()
+	// Three connections at once, all pooled when their answers end.
+	var resps []*http.Response
+	for i := 0; i < 3; i++ {
+		resp, err := get(t, c, context.Background(), srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resps = append(resps, resp)
+	}
+	for _, resp := range resps {
+		readAll(t, resp)
+	}
+	if n := open.Load(); n != 3 {
+		t.Fatalf("%d connections open at the upstream; want the 3 pooled", n)
+	}
+	time.Sleep(idleTimeout / 4)
+	if n := open.Load(); n != 3 {
+		t.Fatalf("%d connections open a quarter of the idle timeout later; want the 3 still pooled", n)
+	}
+	deadline := time.Now().Add(idleTimeout + 5*time.Second)
+	for open.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open %s after the idle timeout, with no request to the pool", open.Load(), 5*time.Second)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.mu.Lock()
+	left, armed := len(c.idle), c.reaper != nil
+	c.mu.Unlock()
+	if left != 0 || armed {
+		t.Fatalf("after the reap the pool holds %d keys and the reaper is armed: %v; want neither", left, armed)
+	}
+	// The pool works on: a new connection, pooled and reaped again.
+	resp, err := get(t, c, context.Background(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	deadline = time.Now().Add(idleTimeout + 5*time.Second)
+	for open.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a connection pooled after a reap was not reaped in turn")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
