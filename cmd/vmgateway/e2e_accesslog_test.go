@@ -1,19 +1,24 @@
 package main
 
 import (
+	"bufio"
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/tenant"
@@ -448,5 +453,68 @@ func TestAccessLogReasonsWithoutQueryText(t *testing.T) {
 			t.Fatalf("%d refused requests were forwarded", n)
 		}
 		g.stop(syscall.SIGTERM)
+	}
+}
+
+// TestServerRefusalsLogged: a request the HTTP server refuses itself (a malformed head, one past the head's hard
+// cap, an unknown Expect, a bad request line) gets a request id in its answer and its JSON error, and an access-log
+// line under it whose reason leaves out what the message quotes of the request; nothing reaches the upstream.
+func TestServerRefusalsLogged(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-accessLog.path="+logPath, "-accessLog.queries",
+		"-http.maxHeaderBytes=1024")
+	generated := regexp.MustCompile(`^[0-9a-f]{32}$`)
+	type refusal struct {
+		name, head           string
+		status               int
+		method, path, reason string
+	}
+	big := "X-Big: " + strings.Repeat("b", 1<<20) + "\r\n"
+	ids := map[string]refusal{}
+	for _, tc := range []refusal{
+		{"header line without a colon", "GET /api/v1/query?query=secret_query HTTP/1.1\r\nHost: gw\r\nAuthorization Bearer SECRETTOKEN\r\n\r\n",
+			400, "GET", "/api/v1/query", `cannot parse the HTTP request: malformed header line "<elided>": missing colon`},
+		{"bad request line", "GET /api/v1/query?query=secret_query HTTP/9.x\r\nHost: gw\r\n\r\n",
+			400, "", "", `cannot parse the HTTP request: malformed HTTP version "<elided>"`},
+		{"head past the hard cap", "GET /api/v1/labels HTTP/1.1\r\nHost: gw\r\n" + big + "\r\n",
+			431, "", "", "the request line and headers are larger than 1048576 bytes; at most 1024 are accepted (-http.maxHeaderBytes): send a shorter URL, fewer cookies or a smaller token"},
+		{"unknown Expect", "POST /api/v1/import/prometheus HTTP/1.1\r\nHost: gw\r\nExpect: 200-ok\r\nContent-Length: 4\r\n\r\nm 1\n",
+			417, "POST", "/api/v1/import/prometheus", "unsupported Expect header: only 100-continue is known"},
+	} {
+		c, err := net.Dial("tcp", strings.TrimPrefix(g.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.WriteString(c, tc.head)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		c.Close()
+		var e struct{ Status, Error, RequestID string }
+		if err := json.Unmarshal(b, &e); err != nil || e.Status != "error" || resp.StatusCode != tc.status {
+			t.Fatalf("%s: %d %q; want a JSON error with %d", tc.name, resp.StatusCode, b, tc.status)
+		}
+		id := resp.Header.Get("X-Request-Id")
+		if !generated.MatchString(id) || e.RequestID != id {
+			t.Fatalf("%s: X-Request-Id %q, requestId %q; want one generated id in both", tc.name, id, e.RequestID)
+		}
+		ids[id] = tc
+	}
+	lines := waitLines(t, logPath, true, slices.Collect(maps.Keys(ids))...)
+	for id, tc := range ids {
+		l := lines[id]
+		if l["status"] != float64(tc.status) || l["method"] != tc.method || l["path"] != tc.path || l["api"] != "" || l["reason"] != tc.reason {
+			t.Errorf("%s: line %v; want status %d, method %q, path %q, no api, reason %q", tc.name, l, tc.status, tc.method, tc.path, tc.reason)
+		}
+	}
+	if raw, err := os.ReadFile(logPath); err != nil || strings.Contains(string(raw), "SECRETTOKEN") || strings.Contains(string(raw), "secret_query") {
+		t.Errorf("the access log keeps what the refused requests sent (%v):\n%s", err, raw)
+	}
+	if n := len(rec.Requests()); n != 0 {
+		t.Errorf("%d refused requests reached the upstream", n)
 	}
 }

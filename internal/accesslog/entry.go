@@ -230,3 +230,17 @@ func (b *countedBody) Close() error { return b.rc.Close() }
 
 // Wrote reports whether the status has been sent.
 func (e *Entry) Wrote() bool { return e.wroteHeader }
+
+// Refusal is the Entry of a request the HTTP server answers itself, before any handler (a malformed or oversized
+// head): it has its request id at once, for the answer, and its line is written by Refused. l may be nil.
+func Refusal(l *Log, remoteAddr, method, path string) *Entry {
+	e := &Entry{log: l, start: time.Now(), remoteAddr: remoteAddr, method: method, path: path}
+	e.ids[0] = newID()
+	return e
+}
+
+// Refused writes the line of a Refusal: the status sent, the reason and the size of the answer's body.
+func (e *Entry) Refused(status int, reason string, bytesOut int) {
+	e.status, e.wroteHeader, e.reason, e.bytesOut = status, true, reason, int64(bytesOut)
+	e.log.record(e)
+}

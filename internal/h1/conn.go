@@ -269,7 +269,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	if err != nil {
 		var re *requestError
 		if errors.As(err, &re) {
-			c.reject(re)
+			c.reject(re, nil)
 			return false, true
 		}
 		// The client went away or was too slow: no answer (as net/http).
@@ -281,7 +281,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		if !errors.As(err, &re) {
 			re = badRequest("%s", err)
 		}
-		c.reject(re)
+		c.reject(re, &tmpl)
 		return false, true
 	}
 	c.lastMethod = tmpl.Method
@@ -307,7 +307,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	wantsContinue := false
 	if expect != "" {
 		if !httpguts.HeaderValuesContainsToken([]string{expect}, "100-continue") {
-			c.reject(&requestError{http.StatusExpectationFailed, "unsupported Expect header: only 100-continue is known"})
+			c.reject(refusal(http.StatusExpectationFailed, "unsupported Expect header: only 100-continue is known"), &tmpl)
 			return false, true
 		}
 		wantsContinue = tmpl.ProtoAtLeast(1, 1) && tmpl.ContentLength != 0

@@ -21,7 +21,7 @@
 //
 // Every answer the server gives itself (a malformed request, headers beyond MaxHeaderBytes, an unknown Expect, an
 // unsupported version or transfer encoding) is the gateway's JSON error (internal/httperr), on plain and TLS
-// listeners alike, and is reported to Server.Rejected for counting.
+// listeners alike, and is reported to Server.Rejected, which counts and logs it and gives it a request id.
 //
 // Differences from net/http's server a handler could notice: no Content-Type sniffing (every handler sets its
 // own), no Hijack, no HTTP/2. A client going away is seen by one epoll set for all connections (watch_linux.go:

@@ -14,20 +14,37 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// requestError is a request the server refuses itself: the status and what was wrong, for the client.
+// requestError is a request the server refuses itself: the status and what was wrong, for the client, and the
+// same for a log without the pieces of the request it quotes (a header line may hold a token, a request line a
+// query).
 type requestError struct {
-	status int
-	msg    string
+	status      int
+	msg, logMsg string
 }
 
 func (e *requestError) Error() string { return e.msg }
 
+// refusal is a requestError whose message quotes the request only through its string, []string and error args:
+// the log's message has each of them as <elided>.
+func refusal(status int, format string, args ...any) *requestError {
+	safe := make([]any, len(args))
+	for i, a := range args {
+		switch a.(type) {
+		case string, []string, error:
+			safe[i] = "<elided>"
+		default:
+			safe[i] = a
+		}
+	}
+	return &requestError{status, fmt.Sprintf(format, args...), fmt.Sprintf(format, safe...)}
+}
+
 func badRequest(format string, args ...any) *requestError {
-	return &requestError{http.StatusBadRequest, "cannot parse the HTTP request: " + fmt.Sprintf(format, args...)}
+	return refusal(http.StatusBadRequest, "cannot parse the HTTP request: "+format, args...)
 }
 
 // errHeadTooLarge is a request line and headers beyond MaxHeaderBytes.
-var errHeadTooLarge = &requestError{http.StatusRequestHeaderFieldsTooLarge, "the request line and headers are too large"}
+var errHeadTooLarge = refusal(http.StatusRequestHeaderFieldsTooLarge, "the request line and headers are too large")
 
 // readHead reads the request line and headers, up to and including the empty line, appending to buf (reused
 // per connection); the first line read is the request line unless buf holds one already. The head is at most
@@ -119,10 +136,10 @@ func parseRequest(r *http.Request, head []byte, scratch *[]byte, st *headerStore
 	}
 	if major != 1 {
 		if major == 2 && method == "PRI" {
-			return &requestError{http.StatusHTTPVersionNotSupported, "HTTP/2 is not served here: the gateway speaks HTTP/1.1; " +
-				"connect without HTTP/2 prior knowledge (over TLS, ALPN offers only http/1.1)"}
+			return refusal(http.StatusHTTPVersionNotSupported, "HTTP/2 is not served here: the gateway speaks HTTP/1.1; "+
+				"connect without HTTP/2 prior knowledge (over TLS, ALPN offers only http/1.1)")
 		}
-		return &requestError{http.StatusHTTPVersionNotSupported, fmt.Sprintf("unsupported protocol version %q: send HTTP/1.1", clip(proto))}
+		return refusal(http.StatusHTTPVersionNotSupported, "unsupported protocol version %q: send HTTP/1.1", clip(proto))
 	}
 	if minor >= 1 && !haveHost && method != http.MethodConnect {
 		return badRequest("missing required Host header")
@@ -229,12 +246,12 @@ func parseFraming(r *http.Request) error {
 		delete(h, "Transfer-Encoding")
 		if r.ProtoAtLeast(1, 1) {
 			if len(te) != 1 {
-				return &requestError{http.StatusNotImplemented, fmt.Sprintf("unsupported Transfer-Encoding: %d Transfer-Encoding headers; "+
-					"a request body may only be sent with Content-Length or a single Transfer-Encoding: chunked", len(te))}
+				return refusal(http.StatusNotImplemented, "unsupported Transfer-Encoding: %d Transfer-Encoding headers; "+
+					"a request body may only be sent with Content-Length or a single Transfer-Encoding: chunked", len(te))
 			}
 			if !httpsyntax.EqualFold(te[0], "chunked") {
-				return &requestError{http.StatusNotImplemented, fmt.Sprintf("unsupported Transfer-Encoding %q: "+
-					"a request body may only be sent with Content-Length or a single Transfer-Encoding: chunked", clip(te[0]))}
+				return refusal(http.StatusNotImplemented, "unsupported Transfer-Encoding %q: "+
+					"a request body may only be sent with Content-Length or a single Transfer-Encoding: chunked", clip(te[0]))
 			}
 			chunked = true
 		}

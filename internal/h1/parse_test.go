@@ -53,7 +53,7 @@ func parseMineWith(raw []byte, st *headerStore) (*parsed, error) {
 		return nil, err
 	}
 	if e := r.Header["Expect"]; len(e) > 0 && e[0] != "" && !httpguts.HeaderValuesContainsToken(e[:1], "100-continue") {
-		return nil, &requestError{http.StatusExpectationFailed, "expectation"}
+		return nil, refusal(http.StatusExpectationFailed, "expectation")
 	}
 	p := &parsed{req: r}
 	if r.ContentLength != 0 {
@@ -79,7 +79,7 @@ func parseNetHTTP(raw []byte) (*parsed, error) {
 	}
 	if r.ProtoMajor != 1 {
 		// net/http hands "PRI * HTTP/2.0" to the handler for an HTTP/2 upgrade; this server refuses it (documented).
-		return nil, &requestError{http.StatusHTTPVersionNotSupported, "version"}
+		return nil, refusal(http.StatusHTTPVersionNotSupported, "version")
 	}
 	// ReadRequest drops the Host header after reading it; the server checks what came, read again with textproto.
 	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(raw)))
@@ -104,7 +104,7 @@ func parseNetHTTP(raw []byte) (*parsed, error) {
 	}
 	delete(r.Header, "Host")
 	if e := r.Header.Get("Expect"); e != "" && !httpguts.HeaderValuesContainsToken([]string{e}, "100-continue") {
-		return nil, &requestError{http.StatusExpectationFailed, "expectation"}
+		return nil, refusal(http.StatusExpectationFailed, "expectation")
 	}
 	p := &parsed{req: r}
 	p.body, err = io.ReadAll(r.Body)

@@ -31,9 +31,10 @@ type Server struct {
 	MaxConnAge time.Duration
 	// MaxHeaderBytes bounds the request line and headers; a larger head gets 431. Zero: net/http's 1 MiB.
 	MaxHeaderBytes int
-	// Rejected is told every request the server answers itself (malformed, too large, unknown Expect): the status
-	// and what was wrong. It returns the message the client's JSON error carries.
-	Rejected func(status int, msg string) string
+	// Rejected is told every request the server answers itself (malformed, too large, unknown Expect, plain HTTP
+	// on a TLS listener) and returns the answer's JSON error and the request id it names, which the answer also
+	// carries as X-Request-Id. Without it the answer is the server's own error, without an id.
+	Rejected func(*Rejection) (body []byte, requestID string)
 	// ConnOpened is called for every accepted connection.
 	ConnOpened func()
 
@@ -41,6 +42,17 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	stopping  atomic.Bool
+}
+
+// Rejection is a request the server answered itself, before any handler saw it.
+type Rejection struct {
+	Status int
+	// Msg says what was wrong, for the client: it may quote a clipped piece of the request (a header line, which
+	// may hold a token). LogMsg is the same with every such piece as <elided>.
+	Msg, LogMsg string
+	RemoteAddr  string
+	// Method and Path (the target's path, as sent, without its query) are empty when the request line was not read.
+	Method, Path string
 }
 
 // ErrServerClosed is what Serve returns after Shutdown or Close.

@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -736,5 +737,54 @@ func testLargeWrites(t *testing.T, wrap bool, want []byte, sizes []int, piece fu
 	c.send("HEAD /length HTTP/1.1\r\nHost: t\r\n\r\n")
 	if resp, body, err := c.response("HEAD"); err != nil || body != "" || resp.ContentLength != int64(len(want)) {
 		t.Fatalf("HEAD: %q %v, length %d", body, err, resp.ContentLength)
+	}
+}
+
+// TestRejectedHook: a refusal is told to the Rejected hook with what the server knows of the request (method and
+// path once the request line was read, the message for the client and the one for a log), and the answer carries
+// the hook's body and its id; an id that could not go in a header line as it is stays out of the head.
+func TestRejectedHook(t *testing.T) {
+	var mu sync.Mutex
+	var got []Rejection
+	id := "id-1"
+	_, addr := serveWith(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { t.Error("the handler ran") }), func(s *Server) {
+		s.Rejected = func(r *Rejection) ([]byte, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, *r)
+			return []byte(`{"status":"error","requestId":"hook"}`), id
+		}
+	})
+	for _, tc := range []struct {
+		head, id, wantID string
+		want             Rejection
+	}{
+		{"GET /a/b%2Fc?secret=1 HTTP/1.1\r\nHost: t\r\nAuthorization Bearer tok\r\n\r\n", "id-1", "id-1",
+			Rejection{Status: 400, Method: "GET", Path: "/a/b%2Fc",
+				Msg:    `cannot parse the HTTP request: malformed header line "Authorization Bearer tok": missing colon`,
+				LogMsg: `cannot parse the HTTP request: malformed header line "<elided>": missing colon`}},
+		{"GET /a?secret=1 HTTP/1.x\r\nHost: t\r\n\r\n", "id\r\nX-Evil: 1", "",
+			Rejection{Status: 400, Msg: `cannot parse the HTTP request: malformed HTTP version "HTTP/1.x"`,
+				LogMsg: `cannot parse the HTTP request: malformed HTTP version "<elided>"`}},
+	} {
+		mu.Lock()
+		got, id = nil, tc.id
+		mu.Unlock()
+		c := dial(t, addr)
+		c.send(tc.head)
+		resp, body, _ := c.response("GET")
+		if resp.StatusCode != tc.want.Status || body != `{"status":"error","requestId":"hook"}` ||
+			resp.Header.Get("X-Request-Id") != tc.wantID || resp.Header.Get("X-Evil") != "" {
+			t.Fatalf("%q: %d %q, X-Request-Id %q", tc.head, resp.StatusCode, body, resp.Header.Values("X-Request-Id"))
+		}
+		mu.Lock()
+		if len(got) != 1 || got[0].RemoteAddr == "" {
+			t.Fatalf("%q: the hook got %+v", tc.head, got)
+		}
+		got[0].RemoteAddr = ""
+		if got[0] != tc.want {
+			t.Errorf("%q: the hook got\n%+v\nwant\n%+v", tc.head, got[0], tc.want)
+		}
+		mu.Unlock()
 	}
 }

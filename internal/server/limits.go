@@ -6,6 +6,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/vmgateway/vmgateway/internal/accesslog"
+	"github.com/vmgateway/vmgateway/internal/h1"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
@@ -28,19 +30,26 @@ func goHeaderLimit(limit int) int {
 }
 
 // rejected counts a request the HTTP server refused before any handler (a malformed head, a head beyond its cap,
-// an unknown Expect) and words the client's message.
-func (s *Server) rejected(status int, msg string) string {
-	if status != http.StatusRequestHeaderFieldsTooLarge {
+// an unknown Expect), words the client's message, gives the request its id and writes its access-log line, whose
+// reason leaves out the pieces of the request the message quotes.
+func (s *Server) rejected(rej *h1.Rejection) ([]byte, string) {
+	msg, logMsg := rej.Msg, rej.LogMsg
+	if rej.Status == http.StatusRequestHeaderFieldsTooLarge {
+		headersTooLarge.Inc()
+		limit := s.cfg.MaxHeaderBytes
+		if limit <= 0 {
+			limit = http.DefaultMaxHeaderBytes
+		}
+		msg = fmt.Sprintf("the request line and headers are larger than %d bytes; at most %d are accepted (-http.maxHeaderBytes): "+
+			"send a shorter URL, fewer cookies or a smaller token", max(goHeaderLimit(s.cfg.MaxHeaderBytes), http.DefaultMaxHeaderBytes), limit)
+		logMsg = msg
+	} else {
 		malformedRequests.Inc()
-		return msg
 	}
-	headersTooLarge.Inc()
-	limit := s.cfg.MaxHeaderBytes
-	if limit <= 0 {
-		limit = http.DefaultMaxHeaderBytes
-	}
-	return fmt.Sprintf("the request line and headers are larger than %d bytes; at most %d are accepted (-http.maxHeaderBytes): "+
-		"send a shorter URL, fewer cookies or a smaller token", max(goHeaderLimit(s.cfg.MaxHeaderBytes), http.DefaultMaxHeaderBytes), limit)
+	e := accesslog.Refusal(s.cfg.AccessLog, rej.RemoteAddr, rej.Method, rej.Path)
+	body := httperr.JSON(rej.Status, msg, e.RequestID())
+	e.Refused(rej.Status, logMsg, len(body))
+	return body, e.RequestID()
 }
 
 // headerSize is the size of the request line and headers as they came on the wire (HTTP/1.x), which is what
