@@ -425,7 +425,7 @@ func TestFlagErrorsStopTheStart(t *testing.T) {
 		{[]string{"-read.url=http://x", "-write.url=http://x", "-loggerFormat=xml"}, nil, "-loggerFormat"},
 		{[]string{"-read.url=http://x", "-write.url=http://x", "-tls"}, nil, "-tlsCertFile and -tlsKeyFile"},
 		{[]string{"-read.url=http://x", "-write.url=http://x", "-nosuchflag"}, nil, "nosuchflag"},
-		{[]string{"-read.url=http://x", "-write.url=http://x", "-gc.minHeapGrowth=-1"}, nil, "-gc.minHeapGrowth=-1 is negative"},
+		{[]string{"-read.url=http://x", "-write.url=http://x", "-gc.minHeapGrowth=-1"}, nil, "-gc.minHeapGrowth=-1 is out of range"},
 		{[]string{"-envflag.enable", "-envflag.prefix=VMG_", "-write.url=http://x"}, []string{"VMG_read_url=http://x", "VMG_http_idleConnTimeout=forever"}, "VMG_http_idleConnTimeout"},
 		{[]string{"-read.url=http://x", "-write.url=http://x", "-httpListenAddr=" + busy}, nil, "cannot listen on -httpListenAddr=" + busy},
 	} {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"math"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -67,7 +68,8 @@ func (f *gcFloor) adjust() {
 	// that keeps both within live+minGrowth.
 	scanned := max(live+v(2)+v(3), 1)
 	p := min(f.minGrowth*100/scanned, (live+f.minGrowth)*100/heapMinimum)
-	p = max(p, f.base)
+	// SetGCPercent takes an int32: a percent past it would wrap and turn the collector off.
+	p = min(max(p, f.base), math.MaxInt32)
 	if p != f.percent {
 		f.percent = p
 		debug.SetGCPercent(int(p))

@@ -130,6 +130,11 @@ func (c *Client) CloseIdleConnections() {
 	c.mu.Lock()
 	idle := c.idle
 	c.idle = map[poolKey][]*conn{}
+	if c.reaper != nil {
+		// A reap already under way finds the pool empty, or the timer of a later put.
+		c.reaper.Stop()
+		c.reaper = nil
+	}
 	c.mu.Unlock()
 	for _, cs := range idle {
 		for _, pc := range cs {
