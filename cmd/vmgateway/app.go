@@ -97,7 +97,7 @@ func checkFlags() (c configs, err error) {
 	if err != nil {
 		return c, err
 	}
-	if g := *gcMinHeapGrowth; g < 0 || g > 1<<40 {
+	if g := *gcMinHeapGrowth; g < 0 || int64(g) > 1<<40 {
 		return c, fmt.Errorf("-gc.minHeapGrowth=%d is out of range: give a number of bytes up to 1TiB, or 0 to leave the collector to GOGC alone", g)
 	}
 	readRT, err := tlsclient.NewUpstream("read", *readTLS, *readTimeout, *readDialTimeout)
