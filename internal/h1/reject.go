@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/httperr"
+	"golang.org/x/net/http/httpguts"
 )
 
 // reject answers a request the server refuses before any handler sees it, with the gateway's JSON error, and the
@@ -50,21 +51,11 @@ func (c *conn) rejectBody(rej *Rejection) ([]byte, string) {
 	}
 	rej.RemoteAddr = c.remoteAddr
 	body, id := f(rej)
-	if !validID(id) {
+	if !httpguts.ValidHeaderFieldValue(id) {
 		// Not a header value the answer could carry: the hook's id goes only where its body put it.
 		id = ""
 	}
 	return body, id
-}
-
-// validID: an id the answer's head can carry as it is.
-func validID(id string) bool {
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c <= ' ' || c >= 0x7f {
-			return false
-		}
-	}
-	return len(id) <= 128
 }
 
 // looksLikeHTTP: the first bytes of a TLS record are those of a plain HTTP request.

@@ -6,11 +6,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 
+	"github.com/vmgateway/vmgateway/internal/sockio"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,16 +76,8 @@ func (c *conn) watch() bool {
 	if w == nil {
 		return false
 	}
-	nc := c.rwc
-	if tc, ok := nc.(interface{ NetConn() net.Conn }); ok {
-		nc = tc.NetConn()
-	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
+	raw, err := sockio.RawConn(c.rwc)
+	if raw == nil || err != nil {
 		return false
 	}
 	id := watchIDs.Add(1)

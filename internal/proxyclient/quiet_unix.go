@@ -3,9 +3,10 @@
 package proxyclient
 
 import (
-	"crypto/tls"
 	"net"
 	"syscall"
+
+	"github.com/vmgateway/vmgateway/internal/sockio"
 )
 
 // peeker is a connection's socket, prepared once when the connection is made, for quiet's peek before each reuse:
@@ -18,17 +19,13 @@ type peeker struct {
 
 // newPeeker prepares nc's socket; nil for a connection that has none (it is then always quiet).
 func newPeeker(nc net.Conn) *peeker {
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
-	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
+	raw, err := sockio.RawConn(nc)
+	switch {
+	case err != nil:
 		// Closed already: never quiet.
 		return &peeker{}
+	case raw == nil:
+		return nil
 	}
 	p := &peeker{raw: raw}
 	p.fn = func(fd uintptr) { p.empty = peekEmpty(fd) }

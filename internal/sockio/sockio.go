@@ -15,12 +15,30 @@ package sockio
 
 import (
 	"net"
+	"syscall"
 )
 
 // Listener wraps ln so that every TCP connection it accepts reads and writes through sockio.
 func Listener(ln net.Listener) net.Listener { return &listener{Listener: ln} }
 
 type listener struct{ net.Listener }
+
+// RawConn is the socket under c, through the wrappers that expose theirs (TLS, this package's Conn), for a syscall
+// of another kind than a read or a write: nil and no error when c has none (a pipe).
+func RawConn(c net.Conn) (syscall.RawConn, error) {
+	for i := 0; i < 4; i++ {
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = u.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, nil
+	}
+	return sc.SyscallConn()
+}
 
 func (l *listener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
