@@ -212,13 +212,7 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	if limit > 0 {
 		body = io.LimitReader(body, limit+1)
 	}
-	// A declared length is only a claim: it sizes the buffer up to readBodyStart, and past that the buffer doubles as
-	// the bytes come, so a client that declares megabytes and sends one byte makes the gateway hold readBodyStart, not the
-	// megabytes, until -http.readBodyTimeout (before the request takes a concurrency slot). A large body that does
-	// come costs about one more copy of itself.
-	buf := bytes.NewBuffer(make([]byte, 0, min(max(r.ContentLength, 0), readBodyStart)+bytes.MinRead))
-	_, err := buf.ReadFrom(body)
-	b := buf.Bytes()
+	b, err := readWhole(body, r.ContentLength)
 	_ = r.Body.Close()
 	switch {
 	case err == nil:
@@ -234,6 +228,35 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 		return nil, bodyTooLarge(-1, limit)
 	}
 	return b, nil
+}
+
+// readWhole reads body to its end. A declared length is only a claim, so what is reserved for it grows with the
+// bytes that come: readBodyStart at first, then up to eight times what has come each time that is full, the
+// declared length once that is less. A client that declares megabytes and sends one byte makes the gateway hold
+// readBodyStart until -http.readBodyTimeout (before the request takes a concurrency slot), and one that sends part
+// of it at most eight times that part; a body that does come is copied about once more than its length, where a
+// buffer doubling as it grows copies it whole once more and held half again as much at its last growth (and a
+// chunked read joined at the end held it twice). On an error it returns what came.
+func readWhole(body io.Reader, declared int64) ([]byte, error) {
+	// One byte of room past the declared length: the read that meets the end needs somewhere to go.
+	b := make([]byte, 0, min(max(declared, 0), readBodyStart)+1)
+	for {
+		if len(b) == cap(b) {
+			n := max(8*len(b), 512)
+			if declared >= int64(len(b)) {
+				n = min(n, int(declared)+1)
+			}
+			b = slices.Grow(b, n-len(b))
+		}
+		n, err := body.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // maxArgs is the most args url.ParseQuery splits (its default urlmaxqueryparams); more are refused as it refuses them.
