@@ -212,7 +212,7 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	if limit > 0 {
 		body = io.LimitReader(body, limit+1)
 	}
-	b, err := readWhole(body, r.ContentLength)
+	b, err := readWhole(body, r.ContentLength, limit)
 	_ = r.Body.Close()
 	switch {
 	case err == nil:
@@ -237,16 +237,22 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 // of it at most eight times that part; a body that does come is copied about once more than its length, where a
 // buffer doubling as it grows copies it whole once more and held half again as much at its last growth (and a
 // chunked read joined at the end held it twice). On an error it returns what came.
-func readWhole(body io.Reader, declared int64) ([]byte, error) {
+//
+// limit, when above 0, is -maxReadBodySize: body gives at most one byte more, which refuses it, and nothing is
+// reserved past that, whatever the length is or claims.
+func readWhole(body io.Reader, declared, limit int64) ([]byte, error) {
 	// One byte of room past the declared length: the read that meets the end needs somewhere to go.
 	b := make([]byte, 0, min(max(declared, 0), readBodyStart)+1)
 	for {
 		if len(b) == cap(b) {
-			n := max(8*len(b), 512)
+			n := int64(max(8*len(b), 512))
 			if declared >= int64(len(b)) {
-				n = min(n, int(declared)+1)
+				n = min(n, declared+1)
 			}
-			b = slices.Grow(b, n-len(b))
+			if limit > 0 {
+				n = min(n, limit+2)
+			}
+			b = slices.Grow(b, int(n)-len(b))
 		}
 		n, err := body.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
