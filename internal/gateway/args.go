@@ -234,9 +234,9 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 // bytes that come: readBodyStart at first, then up to eight times what has come each time that is full, the
 // declared length once that is less. A client that declares megabytes and sends one byte makes the gateway hold
 // readBodyStart until -http.readBodyTimeout (before the request takes a concurrency slot), and one that sends part
-// of it at most eight times that part; a body that does come is copied about once more than its length, where a
-// buffer doubling as it grows copies it whole once more and held half again as much at its last growth (and a
-// chunked read joined at the end held it twice). On an error it returns what came.
+// of it at most eight times that part. A body that does come is copied by the growths only in part (an eighth of
+// it, and less), where a buffer doubling as it grows copies all of it once more and holds one and a half times it
+// at its last growth. On an error it returns what came.
 //
 // limit, when above 0, is -maxReadBodySize: body gives at most one byte more, which refuses it, and nothing is
 // reserved past that, whatever the length is or claims.
