@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -138,6 +139,45 @@ func TestPairedRatio(t *testing.T) {
 	res.evaluateTargets()
 	if len(res.Targets) == 0 || res.Targets[0].Value != 1.25 || !res.Targets[0].Met {
 		t.Errorf("targets = %+v; want the read throughput target met at 1.25", res.Targets)
+	}
+}
+
+// On the dashboard mix the gateway is judged against direct and against haproxy, whose own ratio to direct is
+// shown as the floor; only the gateway's ratios are targets.
+func TestDashboardFloor(t *testing.T) {
+	res := &Results{}
+	for round := 1; round <= 3; round++ {
+		res.Runs = append(res.Runs,
+			Run{Workload: "dashboard", Target: "direct", Round: round, RPS: 100, P50us: 1, P99us: 1},
+			Run{Workload: "dashboard", Target: "vmgateway", Round: round, RPS: 84, P50us: 1, P99us: 1},
+			Run{Workload: "dashboard", Target: "haproxy", Round: round, RPS: 90, P50us: 1, P99us: 1})
+	}
+	targets := []*target{{name: "direct", kind: "direct"}, {name: "vmgateway", kind: "vmgateway"}, {name: "haproxy", kind: "passthrough"}}
+	res.summarize(targets, []string{"dashboard"}, 3)
+	res.floors(targets, "dashboard", 3)
+	if d := res.ratio("dashboard", "direct"); d == nil || math.Abs(d.RPS-0.84) > 1e-9 {
+		t.Fatalf("gateway/direct = %+v; want 0.84, not haproxy's floor", d)
+	}
+	res.evaluateTargets()
+	want := map[string]float64{
+		"gateway/direct throughput, dashboard mix on VictoriaMetrics":  0.84,
+		"gateway/haproxy throughput, dashboard mix on VictoriaMetrics": 84.0 / 90,
+	}
+	for _, tg := range res.Targets {
+		if v, ok := want[tg.Name]; ok {
+			delete(want, tg.Name)
+			if math.Abs(tg.Value-v) > 1e-9 || tg.Met {
+				t.Errorf("%s = %v, met %v; want %v, missed", tg.Name, tg.Value, tg.Met, v)
+			}
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("targets missing: %v (have %+v)", want, res.Targets)
+	}
+	var out bytes.Buffer
+	printTable(&out, res)
+	if !regexp.MustCompile(`dashboard +haproxy/direct +0\.90 `).MatchString(out.String()) {
+		t.Errorf("the table does not show haproxy's floor on the dashboard:\n%s", out.String())
 	}
 }
 

@@ -146,8 +146,8 @@ func run() error {
 		on    bool
 		start func() (*process, error)
 	}{
-		{*withHAProxy, func() (*process, error) { return startHAProxy(ctx, tmp, up.addr) }},
-		{*withNginx, func() (*process, error) { return startNginx(ctx, tmp, up.addr) }},
+		{*withHAProxy, func() (*process, error) { return startHAProxy(ctx, "haproxy", tmp, up.addr) }},
+		{*withNginx, func() (*process, error) { return startNginx(ctx, "nginx", tmp, up.addr) }},
 		{*withReverseProxy, func() (*process, error) { return startReverseProxy(ctx, up.addr) }},
 	} {
 		if !pt.on {
@@ -272,5 +272,6 @@ func (res *Results) realWorkRounds(ctx context.Context, targets []*target, token
 		}
 	}
 	res.summarize(targets, []string{"dashboard"}, *rounds)
+	res.floors(targets, "dashboard", *rounds)
 	return nil
 }

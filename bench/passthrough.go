@@ -66,7 +66,7 @@ func ensurePackage(bin, pkg string) error {
 	return nil
 }
 
-func startHAProxy(ctx context.Context, dir, upstreamAddr string) (*process, error) {
+func startHAProxy(ctx context.Context, name, dir, upstreamAddr string) (*process, error) {
 	if err := ensurePackage("haproxy", "haproxy"); err != nil {
 		return nil, err
 	}
@@ -95,10 +95,10 @@ backend upstream
 		return nil, err
 	}
 	bin, _ := exec.LookPath("haproxy")
-	return startProcess(ctx, "haproxy", bin, addr, "-db", "-f", path)
+	return startProcess(ctx, name, bin, addr, "-db", "-f", path)
 }
 
-func startNginx(ctx context.Context, dir, upstreamAddr string) (*process, error) {
+func startNginx(ctx context.Context, name, dir, upstreamAddr string) (*process, error) {
 	if err := ensurePackage("nginx", "nginx"); err != nil {
 		return nil, err
 	}
@@ -146,7 +146,7 @@ http {
 		return nil, err
 	}
 	bin, _ := exec.LookPath("nginx")
-	return startProcess(ctx, "nginx", bin, addr, "-p", prefix, "-e", filepath.Join(prefix, "error.log"), "-c", path)
+	return startProcess(ctx, name, bin, addr, "-p", prefix, "-e", filepath.Join(prefix, "error.log"), "-c", path)
 }
 
 func startReverseProxy(ctx context.Context, upstreamAddr string) (*process, error) {

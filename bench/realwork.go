@@ -53,8 +53,9 @@ var dashboardQueries = []struct {
 	{false, `sum(increase(http_requests_total{code="500"}[10m])) by (instance)`},
 }
 
-// dashboardRequests are the dashboard's queries as raw requests. Direct requests carry the restriction the proxies
-// add (extra_label=team=dev), so that VictoriaMetrics does the same work for each target.
+// dashboardRequests are the dashboard's queries as raw requests. Direct requests, and those through a proxy that
+// only passes them on, carry the restriction the gateway and vmauth add (extra_label=team=dev), so that
+// VictoriaMetrics does the same work for each target.
 func dashboardRequests(addr, token string, direct bool) [][]byte {
 	var out [][]byte
 	for _, q := range dashboardQueries {
@@ -269,6 +270,33 @@ func startRealWork(ctx context.Context, dir, gatewayBin string, cred *credential
 		}
 		stops = append(stops, va.stop)
 		targets = append(targets, &target{name: "vmauth", kind: "vmauth", addr: va.addr, proc: va, token: cred.tokenFor("vmauth"), concurrency: *realWorkConcurrency})
+	}
+	// The pass-through proxies are the floor here too: what any proxy between the dashboard and VictoriaMetrics
+	// costs on this machine, where all of them share its cores with VictoriaMetrics.
+	for _, pt := range []struct {
+		on    bool
+		name  string
+		start func(name, dir, upstreamAddr string) (*process, error)
+	}{
+		{*withHAProxy, "haproxy", func(n, d, u string) (*process, error) { return startHAProxy(ctx, n, d, u) }},
+		{*withNginx, "nginx", func(n, d, u string) (*process, error) { return startNginx(ctx, n, d, u) }},
+	} {
+		if !pt.on {
+			continue
+		}
+		// A directory of its own: the proxies of the synthetic rounds keep their config files in dir.
+		pdir, err := os.MkdirTemp(dir, "realwork-")
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		p, err := pt.start(pt.name+"-vm", pdir, vm.addr)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		stops = append(stops, p.stop)
+		targets = append(targets, &target{name: pt.name, kind: "passthrough", addr: p.addr, proc: p, concurrency: *realWorkConcurrency})
 	}
 	for _, t := range targets {
 		if err := realWorkCheck(t, cred.token); err != nil {

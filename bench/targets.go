@@ -56,7 +56,7 @@ func (t *target) requests(wl, token string) [][]byte {
 		token = t.token
 	}
 	if wl == "dashboard" {
-		return dashboardRequests(t.addr, token, t.kind == "direct")
+		return dashboardRequests(t.addr, token, t.kind == "direct" || t.kind == "passthrough")
 	}
 	return [][]byte{rawRequest(wl, t.addr, token)}
 }
