@@ -9,9 +9,12 @@
 // timer:
 //   - cancellation: context.AfterFunc closes the connection when the request's context ends, which unblocks a
 //     write, a wait for headers or a body read;
-//   - the response-header timeout is a read deadline on the connection, set once the request is written and
-//     cleared only when the body still needs the socket: an answer that came whole with its head (most queries')
-//     costs one deadline, not two, and a connection carrying a stale one clears it before its next read;
+//   - the response-header timeout is a read deadline on the connection, set once the request is written (just
+//     before its one write, when it all fits the write buffer) and cleared only when the body still needs the
+//     socket: an answer that came whole with its head (most queries') costs one deadline, not two, and a
+//     connection carrying a stale one clears it before its next read;
+//   - a request that goes out in one write on a plain TCP connection waits for the answer inside that write
+//     (sockio.Conn.WriteAwait), so reading the answer costs one read(2), not a first one that finds nothing yet;
 //   - a connection goes back to the pool when its answer's body has been read to the end, and is dropped when the
 //     body is closed early or broke, the answer said Connection: close, the request did not go out whole, or bytes
 //     came past the answer (over TLS, also those the TLS layer took from the socket already: tlsDrained);
@@ -355,8 +358,20 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 	}
 	pc.cw.err, pc.cw.n = nil, 0
 	werr := writeRequest(pc.bw, req)
+	deadlineSet := false
 	if werr == nil {
-		werr = pc.bw.Flush()
+		if pc.cw.aw != nil && pc.cw.n == 0 {
+			// The whole request is in the buffer: it goes out in one write that then waits for the answer
+			// (sockio.Conn.WriteAwait), so the head's deadline is set before it, and the read after it does not find
+			// the socket empty. The upstream sends nothing unasked: the idle connection was quiet when taken.
+			c.setHeaderDeadline(pc)
+			deadlineSet = true
+			pc.cw.await = true
+			werr = pc.bw.Flush()
+			pc.cw.await = false
+		} else {
+			werr = pc.bw.Flush()
+		}
 	}
 	if werr != nil {
 		if sb != nil && sb.err != nil {
@@ -378,12 +393,8 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		resp.Close = true
 		return c.wrap(pc, resp, f, stop)
 	}
-	// One deadline per request: wrap clears it only when the body needs the socket.
-	if c.headerTimeout > 0 {
-		_ = pc.nc.SetReadDeadline(time.Now().Add(c.headerTimeout))
-		pc.deadline = true
-	} else {
-		pc.clearDeadline()
+	if !deadlineSet {
+		c.setHeaderDeadline(pc)
 	}
 	resp, f, err := c.readAnswer(ctx, pc, req)
 	if err != nil {
@@ -394,6 +405,17 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		return fail(err)
 	}
 	return c.wrap(pc, resp, f, stop)
+}
+
+// setHeaderDeadline bounds the wait for the answer's head: one deadline per request, which wrap clears only when
+// the body needs the socket.
+func (c *Client) setHeaderDeadline(pc *conn) {
+	if c.headerTimeout > 0 {
+		_ = pc.nc.SetReadDeadline(time.Now().Add(c.headerTimeout))
+		pc.deadline = true
+	} else {
+		pc.clearDeadline()
+	}
 }
 
 // readAnswer reads the final answer's headers, passing informational ones to the request's trace (the forward
@@ -520,10 +542,22 @@ type connWriter struct {
 	nc  net.Conn
 	err error
 	n   int64
+	// aw is nc when it can write and then await the answer (a plain TCP connection through sockio); await asks
+	// the next write to.
+	aw interface {
+		WriteAwait(p []byte) (int, error)
+	}
+	await bool
 }
 
 func (w *connWriter) Write(p []byte) (int, error) {
-	n, err := w.nc.Write(p)
+	var n int
+	var err error
+	if w.await && w.aw != nil {
+		n, err = w.aw.WriteAwait(p)
+	} else {
+		n, err = w.nc.Write(p)
+	}
 	w.n += int64(n)
 	if err != nil {
 		w.err = err
@@ -610,6 +644,9 @@ func (c *Client) dial(ctx context.Context, key poolKey) (*conn, error) {
 // newConn is a connection to key, in use.
 func newConn(nc net.Conn, key poolKey) *conn {
 	cw := &connWriter{nc: nc}
+	cw.aw, _ = nc.(interface {
+		WriteAwait(p []byte) (int, error)
+	})
 	pc := &conn{nc: nc, br: readBuffer(nc), bw: bufio.NewWriterSize(cw, 4<<10), cw: cw, key: key}
 	pc.closeNC = func() { _ = nc.Close() }
 	pc.peek = newPeeker(nc)

@@ -31,6 +31,9 @@ type Conn struct {
 	werrno  syscall.Errno
 	wzero   bool // a write took nothing and said no error
 	writeFn func(uintptr) bool
+	// WriteAwait's state: sent says the write went out whole, and the callback is now woken by readability.
+	sent         bool
+	writeAwaitFn func(uintptr) bool
 	// Writev's state: the pieces left and their iovecs, built in place so a gathered write allocates nothing.
 	wv       [][]byte
 	wvn      int64
@@ -52,6 +55,7 @@ func Wrap(c net.Conn) net.Conn {
 	sc.readFn = sc.read
 	sc.writeFn = sc.write
 	sc.writevFn = sc.writev
+	sc.writeAwaitFn = sc.writeAwait
 	return sc
 }
 
@@ -143,6 +147,48 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 const maxRW = 1 << 30
+
+// WriteAwait writes all of p as Write does, then waits until the socket has something to read, is closed, or its
+// read deadline passes, so that the Read after it finds the answer to p instead of costing a read(2) that finds
+// nothing yet (one syscall of three per request to an upstream that takes any time to answer). What the wait met
+// is left for that Read to report; WriteAwait's error is the write's.
+//
+// The write is issued from inside RawConn's Read, after the poller's readiness was reset and before the wait:
+// whatever arrives after p went out (an answer to p, a reset) wakes the wait. Readiness that came before p is
+// lost, so WriteAwait is only for a peer that sends nothing unasked, as an HTTP server to the client on its
+// connection: a peer that could have sent something already would find its bytes unread until the deadline.
+func (c *Conn) WriteAwait(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wbuf, c.wn, c.werrno, c.wzero, c.sent = p, 0, 0, false, false
+	rerr := c.raw.Read(c.writeAwaitFn)
+	var err error
+	if c.wn < len(p) && rerr == nil && c.werrno == 0 && !c.wzero {
+		// The socket's buffer was full: the rest goes out as Write sends it, and the answer is read as usual.
+		err = c.raw.Write(c.writeFn)
+	} else if !c.sent {
+		err = rerr
+	}
+	n := c.wn
+	c.wbuf = nil
+	return n, c.writeErr("write", err)
+}
+
+// writeAwait is WriteAwait's callback: it writes on its first call and asks to wait for readability if all went
+// out; called again, the socket is readable.
+func (c *Conn) writeAwait(fd uintptr) bool {
+	if c.sent {
+		return true
+	}
+	if !c.write(fd) || c.werrno != 0 || c.wzero {
+		return true
+	}
+	c.sent = true
+	return false
+}
 
 func (c *Conn) writev(fd uintptr) bool {
 	for len(c.wv) > 0 {

@@ -299,3 +299,139 @@ func TestWritevWhole(t *testing.T) {
 		t.Fatalf("Writev to a closed peer = %v; want EPIPE or ECONNRESET", werr)
 	}
 }
+
+// pending is how many bytes c's socket holds unread, without taking them.
+func pending(t *testing.T, c net.Conn) int {
+	t.Helper()
+	raw, err := c.(*Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var errno error
+	buf := make([]byte, 64<<10)
+	if err := raw.Control(func(fd uintptr) {
+		n, _, errno = syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if errno == syscall.EAGAIN {
+		return 0
+	}
+	if errno != nil {
+		t.Fatalf("peek: %v", errno)
+	}
+	return n
+}
+
+// WriteAwait returns once the answer to what it wrote is there to read, whatever the peer did with the
+// connection; a failed wait is the next Read's to report, and a write larger than the socket's buffer still goes
+// out whole.
+func TestWriteAwait(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		size int
+		// peer answers the request it read; nil leaves the connection silent.
+		peer     func(s net.Conn)
+		deadline time.Duration
+		closeAt  time.Duration // the client closes its own connection while it waits
+		readErr  func(error) bool
+		answer   string
+	}{
+		{name: "answer after a while", size: 100, answer: "pong",
+			peer: func(s net.Conn) { time.Sleep(50 * time.Millisecond); _, _ = s.Write([]byte("pong")) }},
+		{name: "answer at once", size: 100, answer: "pong",
+			peer: func(s net.Conn) { _, _ = s.Write([]byte("pong")) }},
+		{name: "larger than the socket buffers", size: 16 << 20, answer: "pong",
+			peer: func(s net.Conn) { _, _ = s.Write([]byte("pong")) }},
+		{name: "peer closes", size: 100,
+			peer:    func(s net.Conn) { time.Sleep(20 * time.Millisecond); _ = s.Close() },
+			readErr: func(err error) bool { return err == io.EOF }},
+		{name: "peer resets", size: 100,
+			peer: func(s net.Conn) {
+				_ = s.(*Conn).SetLinger(0)
+				_ = s.Close()
+			},
+			readErr: func(err error) bool { return errors.Is(err, syscall.ECONNRESET) }},
+		{name: "read deadline", size: 100, deadline: 80 * time.Millisecond,
+			readErr: func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }},
+		{name: "closed while waiting", size: 100, closeAt: 80 * time.Millisecond,
+			readErr: func(err error) bool { return errors.Is(err, net.ErrClosed) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := pair(t)
+			req := bytes.Repeat([]byte{'r'}, tc.size)
+			got := make(chan []byte, 1)
+			go func() {
+				b := make([]byte, tc.size)
+				_, err := io.ReadFull(server, b)
+				if err != nil {
+					got <- nil
+					return
+				}
+				got <- b
+				if tc.peer != nil {
+					tc.peer(server)
+				}
+			}()
+			if tc.deadline > 0 {
+				_ = client.SetReadDeadline(time.Now().Add(tc.deadline))
+			}
+			if tc.closeAt > 0 {
+				time.AfterFunc(tc.closeAt, func() { _ = client.Close() })
+			}
+			start := time.Now()
+			n, err := client.(*Conn).WriteAwait(req)
+			waited := time.Since(start)
+			if err != nil || n != len(req) {
+				t.Fatalf("WriteAwait = %d, %v; want %d, nil", n, err, len(req))
+			}
+			if b := <-got; !bytes.Equal(b, req) {
+				t.Fatalf("the peer read %d bytes, not the %d written", len(b), len(req))
+			}
+			switch {
+			case tc.answer != "":
+				if p := pending(t, client); p != len(tc.answer) {
+					t.Fatalf("WriteAwait returned with %d bytes to read; want the answer's %d", p, len(tc.answer))
+				}
+				b := make([]byte, 16)
+				if n, err := client.Read(b); err != nil || string(b[:n]) != tc.answer {
+					t.Fatalf("Read = %q, %v; want %q", b[:n], err, tc.answer)
+				}
+			default:
+				if wait := max(tc.deadline, tc.closeAt); waited < wait/2 {
+					t.Fatalf("WriteAwait returned after %v, before its wait could end (%v)", waited, wait)
+				}
+				_, err := client.Read(make([]byte, 16))
+				if !tc.readErr(err) {
+					t.Fatalf("Read after the wait: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// A write the peer cannot take fails in WriteAwait as in Write, with nothing waited for.
+func TestWriteAwaitWriteFails(t *testing.T) {
+	client, server := pair(t)
+	_ = server.(*Conn).SetLinger(0)
+	_ = server.Close()
+	// The reset comes back for a first write; the second fails at once.
+	var err error
+	for i := 0; i < 50 && err == nil; i++ {
+		_, err = client.(*Conn).WriteAwait([]byte("ping"))
+		if err == nil {
+			_, _ = client.Read(make([]byte, 16))
+		}
+	}
+	if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("WriteAwait on a reset connection: %v; want EPIPE or ECONNRESET", err)
+	}
+	if oe, ok := err.(*net.OpError); !ok || oe.Op != "write" {
+		t.Fatalf("error %#v; want a net.OpError of op write", err)
+	}
+	_ = client.Close()
+	if _, err := client.(*Conn).WriteAwait([]byte("ping")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("WriteAwait on a closed connection: %v; want net.ErrClosed", err)
+	}
+}
