@@ -130,6 +130,9 @@ func TestPairedRatio(t *testing.T) {
 	if r == nil || r.RPS != 1.25 || r.P50 != 0.5 || r.P99 != 0.25 || r.CPU == nil || *r.CPU != 0.5 {
 		t.Fatalf("gateway/vmauth = %+v; want rps 1.25, p50 0.5, p99 0.25, cpu 0.5", r)
 	}
+	if r.RPSRange != [2]float64{1, 2} || r.CPURange == nil || *r.CPURange != [2]float64{0.5, 0.5} {
+		t.Errorf("per-round ranges: throughput %v, CPU %v; want [1 2] and [0.5 0.5]", r.RPSRange, r.CPURange)
+	}
 	if d := res.ratio("read", "direct"); d == nil || d.RPS != 0.1 || d.CPU != nil {
 		t.Errorf("gateway/direct = %+v; want rps 0.1 from the one round both ran, no CPU ratio", d)
 	}
@@ -145,7 +148,7 @@ func TestPairedRatio(t *testing.T) {
 // On the dashboard mix the gateway is judged against direct and against haproxy, whose own ratio to direct is
 // shown as the floor; only the gateway's ratios are targets.
 func TestDashboardFloor(t *testing.T) {
-	res := &Results{}
+	res := &Results{Config: Config{Rounds: 3}}
 	for round := 1; round <= 3; round++ {
 		res.Runs = append(res.Runs,
 			Run{Workload: "dashboard", Target: "direct", Round: round, RPS: 100, P50us: 1, P99us: 1},
@@ -178,6 +181,9 @@ func TestDashboardFloor(t *testing.T) {
 	printTable(&out, res)
 	if !regexp.MustCompile(`dashboard +haproxy/direct +0\.90 `).MatchString(out.String()) {
 		t.Errorf("the table does not show haproxy's floor on the dashboard:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "dashboard   gateway/haproxy: throughput 0.93-0.93\n") {
+		t.Errorf("the table does not show the per-round spread of the gateway's ratio to haproxy:\n%s", out.String())
 	}
 }
 

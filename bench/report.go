@@ -69,6 +69,9 @@ type Ratio struct {
 	P99      float64  `json:"p99"`
 	CPU      *float64 `json:"proxy_cpu,omitempty"`
 	RSS      *float64 `json:"proxy_peak_rss,omitempty"`
+	// The lowest and highest per-round ratios: how far apart the rounds were, which the median hides.
+	RPSRange [2]float64  `json:"requests_per_second_range"`
+	CPURange *[2]float64 `json:"proxy_cpu_range,omitempty"`
 }
 
 // TargetCheck is one of the issue's targets against its figure.
@@ -164,9 +167,11 @@ func (res *Results) pairedRatio(wl, of, to string, rounds int) (Ratio, bool) {
 	if len(rps) == 0 {
 		return Ratio{}, false
 	}
-	r := Ratio{Workload: wl, Of: of, To: to, RPS: median(rps), P50: median(p50), P99: median(p99)}
+	r := Ratio{Workload: wl, Of: of, To: to, RPS: median(rps), P50: median(p50), P99: median(p99),
+		RPSRange: [2]float64{slices.Min(rps), slices.Max(rps)}}
 	if len(cpu) > 0 {
 		r.CPU = ptr(median(cpu))
+		r.CPURange = &[2]float64{slices.Min(cpu), slices.Max(cpu)}
 	}
 	if len(rss) > 0 {
 		r.RSS = ptr(median(rss))
@@ -305,6 +310,14 @@ func readGoBench(path string) map[string]GoResult {
 	return out
 }
 
+// label is a target's name in a ratio's row: the gateway's is shortened.
+func label(target string) string {
+	if target == "vmgateway" {
+		return "gateway"
+	}
+	return target
+}
+
 func printTable(w io.Writer, res *Results) {
 	fmt.Fprintf(w, "\n%d connections, %s per run after %s warm-up, %d interleaved rounds, median of rounds\n",
 		res.Config.Concurrency, res.Config.Duration, res.Config.Warmup, res.Config.Rounds)
@@ -332,13 +345,20 @@ func printTable(w io.Writer, res *Results) {
 		if r.RSS != nil {
 			rss = fmt.Sprintf("%.2f", *r.RSS)
 		}
-		of := r.Of
-		if of == "vmgateway" {
-			of = "gateway"
-		}
-		fmt.Fprintf(tw, "%s\t%s/%s\t%.2f\t%.2f\t%.2f\t%s\t\t%s\t\t\t\t\n", r.Workload, of, r.To, r.RPS, r.P50, r.P99, cpu, rss)
+		fmt.Fprintf(tw, "%s\t%s/%s\t%.2f\t%.2f\t%.2f\t%s\t\t%s\t\t\t\t\n", r.Workload, label(r.Of), r.To, r.RPS, r.P50, r.P99, cpu, rss)
 	}
 	_ = tw.Flush()
+	if len(res.Ratios) > 0 && res.Config.Rounds > 1 {
+		// The table's ratios are medians; a machine shared with other work moves single rounds by 10 % and more.
+		fmt.Fprintln(w, "\nper-round ratios, lowest to highest:")
+		for _, r := range res.Ratios {
+			line := fmt.Sprintf("  %-11s %s/%s: throughput %.2f-%.2f", r.Workload, label(r.Of), r.To, r.RPSRange[0], r.RPSRange[1])
+			if r.CPURange != nil {
+				line += fmt.Sprintf(", CPU per request %.2f-%.2f", r.CPURange[0], r.CPURange[1])
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
 	if len(res.Stream) > 0 {
 		fmt.Fprintln(w)
 		for _, s := range res.Stream {
