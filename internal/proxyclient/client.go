@@ -13,20 +13,25 @@
 //     before its one write, when it all fits the write buffer) and cleared only when the body still needs the
 //     socket: an answer that came whole with its head (most queries') costs one deadline, not two, and a
 //     connection carrying a stale one clears it before its next read;
-//   - a request that goes out in one write on a plain TCP connection waits for the answer inside that write
-//     (sockio.Conn.WriteAwait), so reading the answer costs one read(2), not a first one that finds nothing yet;
+//   - a request that goes out in one write on a plain TCP connection, and could go again whole (no body, a held
+//     one, or one GetBody gives again), waits for the answer inside that write (sockio.Conn.WriteAwait), so
+//     reading the answer costs one read(2), not a first one that finds nothing yet;
 //   - a connection goes back to the pool when its answer's body has been read to the end, and is dropped when the
 //     body is closed early or broke, the answer said Connection: close, the request did not go out whole, or bytes
 //     came past the answer (over TLS, also those the TLS layer took from the socket already: tlsDrained);
 //   - an idle connection is reused only after a non-blocking peek at its socket found nothing there
 //     (peeker.quiet): an upstream that closed it is seen before the request, and one that sent an answer nobody
 //     asked for has that answer dropped with the connection instead of read as the next request's (the
-//     Transport's background read loop sees both). A request that meets a connection closed after the peek is
-//     resent once on a new one when nothing of the answer came and the upstream cannot have acted on it twice: a
-//     GET, HEAD, OPTIONS or TRACE without a body, a body none of which was taken, a body that can be had again
-//     (GetBody: the read bodies the gateway parsed), or nothing of the request written at all, as the Transport
-//     decides. A write whose body went out is never resent, even a small one held whole: the upstream may have
-//     stored it before the connection broke, and the client, which gets the error, decides;
+//     Transport's background read loop sees both). A request that could go again whole has the peek as its first
+//     byte goes out, inside WriteAwait after the poller's readiness was reset, so that an upstream's end can come
+//     neither unseen by the peek nor unseen by the wait (a half-closed connection draws no reset to wake it); a
+//     connection found not quiet then is traded for the next, with nothing sent. A request that meets a
+//     connection closed after the peek is resent once on a new one when nothing of the answer came and the
+//     upstream cannot have acted on it twice: a GET, HEAD, OPTIONS or TRACE without a body, a body none of which
+//     was taken, a body that can be had again (GetBody: the read bodies the gateway parsed), or nothing of the
+//     request written at all, as the Transport decides. A write whose body went out is never resent, even a small
+//     one held whole: the upstream may have stored it before the connection broke, and the client, which gets the
+//     error, decides;
 //   - a connection idle for 90 s is closed, by the next one pooled or, when no request comes, by a timer (reap).
 //
 // A body of known length up to 16 KiB is read whole before a connection is taken, so no connection waits on the
@@ -212,9 +217,13 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		sb = &sentBody{rc: body}
 	}
+	// A request that can go again whole (no body, or one held) has its connection checked as its first byte goes
+	// out, not when the connection is taken: the check then closes the window in which an upstream's end could
+	// come unseen (sockio.Conn.WriteAwait), and a connection found not quiet is traded for another.
+	replayable := sb == nil || held != nil || req.GetBody != nil
 	fresh := false
 	for {
-		pc, err := c.get(ctx, key, fresh)
+		pc, err := c.get(ctx, key, fresh, replayable)
 		if err != nil {
 			if sb != nil {
 				_ = sb.rc.Close()
@@ -227,12 +236,28 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			*out = *req
 			out.Body = sb
 		}
-		resp, err := c.send(ctx, pc, out, sb)
+		resp, err := c.send(ctx, pc, out, sb, replayable)
 		if err == nil {
 			if sb != nil {
 				_ = sb.rc.Close()
 			}
 			return resp, nil
+		}
+		if errors.Is(err, sockio.ErrNotQuiet) && replayable {
+			// Nothing went out: the request goes again whole, on the next idle connection or a new one.
+			switch {
+			case held != nil:
+				sb = &sentBody{rc: heldBody(held)}
+			case sb != nil:
+				// Neither nil nor held: replayable says GetBody gives it again.
+				nb, gerr := req.GetBody()
+				_ = sb.rc.Close()
+				if gerr != nil {
+					return nil, gerr
+				}
+				sb = &sentBody{rc: nb}
+			}
+			continue
 		}
 		// A reused connection the upstream closed after the peek meets the request with an EOF or a reset: the
 		// request goes once more, on a new connection, when nothing of the answer came and the upstream cannot have
@@ -346,7 +371,13 @@ func deadConn(err error) bool {
 }
 
 // send writes the request on pc and reads the answer's headers.
-func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sentBody) (*http.Response, error) {
+// testHookSend runs as send starts, after the connection was taken: the tests' way to act in between.
+var testHookSend func()
+
+func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sentBody, replayable bool) (*http.Response, error) {
+	if testHookSend != nil {
+		testHookSend()
+	}
 	stop := context.AfterFunc(ctx, pc.closeNC)
 	fail := func(err error) (*http.Response, error) {
 		stop()
@@ -360,10 +391,12 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 	werr := writeRequest(pc.bw, req)
 	deadlineSet := false
 	if werr == nil {
-		if pc.cw.aw != nil && pc.cw.n == 0 {
+		if pc.cw.aw != nil && pc.cw.n == 0 && replayable {
 			// The whole request is in the buffer: it goes out in one write that then waits for the answer
 			// (sockio.Conn.WriteAwait), so the head's deadline is set before it, and the read after it does not find
-			// the socket empty. The upstream sends nothing unasked: the idle connection was quiet when taken.
+			// the socket empty. A reused connection is checked inside that write, where nothing can come unseen
+			// after the check. A body streamed from the client keeps the plain write: the connection was checked
+			// when taken, and an end that came while the body was read must be seen by the read.
 			c.setHeaderDeadline(pc)
 			deadlineSet = true
 			pc.cw.await = true
@@ -374,6 +407,14 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		}
 	}
 	if werr != nil {
+		if errors.Is(werr, sockio.ErrNotQuiet) || errors.Is(pc.cw.err, sockio.ErrNotQuiet) {
+			return fail(sockio.ErrNotQuiet)
+		}
+		var ne net.Error
+		if deadlineSet && pc.cw.n == 0 && errors.As(werr, &ne) && ne.Timeout() && ctx.Err() == nil {
+			// The head's deadline passed before the write could start: that is the header timeout.
+			return fail(&timeoutError{werr})
+		}
 		if sb != nil && sb.err != nil {
 			// The client's body failed (stalled, malformed, gone): the upstream must not see it end.
 			return fail(sb.err)
@@ -545,17 +586,26 @@ type connWriter struct {
 	// aw is nc when it can write and then await the answer (a plain TCP connection through sockio); await asks
 	// the next write to.
 	aw interface {
-		WriteAwait(p []byte) (int, error)
+		WriteAwait(p []byte, quiet bool) (int, error)
 	}
 	await bool
+	// checkQuiet: the connection was taken from the pool unchecked (get's deferQuiet); the next write first makes
+	// sure it is quiet, and writes nothing (sockio.ErrNotQuiet) if not.
+	checkQuiet bool
+	peek       *peeker
 }
 
 func (w *connWriter) Write(p []byte) (int, error) {
 	var n int
 	var err error
-	if w.await && w.aw != nil {
-		n, err = w.aw.WriteAwait(p)
-	} else {
+	check := w.checkQuiet
+	w.checkQuiet = false
+	switch {
+	case w.await && w.aw != nil:
+		n, err = w.aw.WriteAwait(p, check)
+	case check && !w.peek.quiet():
+		err = sockio.ErrNotQuiet
+	default:
 		n, err = w.nc.Write(p)
 	}
 	w.n += int64(n)
@@ -594,8 +644,9 @@ func (u *upgraded) Read(p []byte) (int, error)  { return u.pc.br.Read(p) }
 func (u *upgraded) Write(p []byte) (int, error) { return u.pc.nc.Write(p) }
 func (u *upgraded) Close() error                { return u.pc.nc.Close() }
 
-// get returns an idle connection to key that is still quiet, or a new one.
-func (c *Client) get(ctx context.Context, key poolKey, fresh bool) (*conn, error) {
+// get returns an idle connection to key that is still quiet, or a new one. With deferQuiet an idle connection is
+// not peeked at here: its writer checks it before the request's first byte (connWriter.checkQuiet).
+func (c *Client) get(ctx context.Context, key poolKey, fresh, deferQuiet bool) (*conn, error) {
 	if !fresh {
 		now := time.Now()
 		for {
@@ -609,8 +660,9 @@ func (c *Client) get(ctx context.Context, key poolKey, fresh bool) (*conn, error
 			cs[len(cs)-1] = nil
 			c.idle[key] = cs[:len(cs)-1]
 			c.mu.Unlock()
-			if now.Sub(pc.idleAt) < idleTimeout && pc.peek.quiet() {
+			if now.Sub(pc.idleAt) < idleTimeout && (deferQuiet || pc.peek.quiet()) {
 				pc.reused = true
+				pc.cw.checkQuiet = deferQuiet
 				pc.br = readBuffer(pc.nc)
 				return pc, nil
 			}
@@ -645,11 +697,12 @@ func (c *Client) dial(ctx context.Context, key poolKey) (*conn, error) {
 func newConn(nc net.Conn, key poolKey) *conn {
 	cw := &connWriter{nc: nc}
 	cw.aw, _ = nc.(interface {
-		WriteAwait(p []byte) (int, error)
+		WriteAwait(p []byte, quiet bool) (int, error)
 	})
 	pc := &conn{nc: nc, br: readBuffer(nc), bw: bufio.NewWriterSize(cw, 4<<10), cw: cw, key: key}
 	pc.closeNC = func() { _ = nc.Close() }
 	pc.peek = newPeeker(nc)
+	cw.peek = pc.peek
 	return pc
 }
 

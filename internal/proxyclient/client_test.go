@@ -969,3 +969,121 @@ func TestIdleConnectionsReaped(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// halfClosingUpstream answers every request on its connections with "ok", except that after its first answer the
+// first connection ends its side (a half-close: the socket stays open and drains what comes, drawing no reset)
+// once told to, and answers nothing more. It counts the connections it accepted.
+func halfClosingUpstream(t *testing.T) (addr string, halfClose func(), conns *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	conns = new(atomic.Int32)
+	tell, closed := make(chan struct{}), make(chan struct{})
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			first := conns.Add(1) == 1
+			go func() {
+				defer nc.Close()
+				br := bufio.NewReader(nc)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if _, err := io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+						return
+					}
+					if first {
+						<-tell
+						_ = nc.(*net.TCPConn).CloseWrite()
+						close(closed)
+						_, _ = io.Copy(io.Discard, nc)
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), func() { close(tell); <-closed }, conns
+}
+
+// A pooled connection whose upstream ends its side after the connection was taken, before the request goes out,
+// costs the request nothing more than a new connection: the end is seen before the write (a request that can go
+// again) or by the read after it (one with a body streamed from the client, which then fails at once), never
+// waited out until the header timeout.
+func TestUpstreamEndBetweenTakeAndWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		req     func(url string) *http.Request
+		wantErr bool
+	}{
+		{"GET", func(url string) *http.Request { r, _ := http.NewRequest(http.MethodGet, url, nil); return r }, false},
+		{"held body", func(url string) *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, url, io.NopCloser(strings.NewReader("m 1\n")))
+			r.ContentLength = 4
+			return r
+		}, false},
+		{"body to be had again", func(url string) *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("query=up"))
+			return r
+		}, false},
+		{"streamed body", func(url string) *http.Request {
+			// Not held (Expect), and small enough to go out with the head in one write.
+			pr, pw := io.Pipe()
+			go func() { _, _ = io.WriteString(pw, "m 1\n"); _ = pw.Close() }()
+			r, _ := http.NewRequest(http.MethodPost, url, pr)
+			r.ContentLength = 4
+			r.Header.Set("Expect", "100-continue")
+			return r
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, halfClose, conns := halfClosingUpstream(t)
+			url := "http://" + addr + "/"
+			c := New(nil, 5*time.Second, 5*time.Second)
+			defer c.CloseIdleConnections()
+			resp, err := get(t, c, context.Background(), url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			testHookSend = func() {
+				testHookSend = nil
+				halfClose()
+				// Long enough for the poller to take the end's readiness, as it would while the request is built.
+				time.Sleep(50 * time.Millisecond)
+			}
+			defer func() { testHookSend = nil }()
+			start := time.Now()
+			resp, err = c.RoundTrip(tc.req(url))
+			took := time.Since(start)
+			if took > 2*time.Second {
+				t.Fatalf("the request took %v (%v): the upstream's end was waited out", took, err)
+			}
+			if tc.wantErr {
+				var ne net.Error
+				if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+					t.Fatalf("got %v; want the connection's end at once", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got %v; want the request sent again on a new connection", err)
+			}
+			if body := readAll(t, resp); body != "ok" {
+				t.Fatalf("answer %q", body)
+			}
+			if n := conns.Load(); n != 2 {
+				t.Fatalf("%d connections; want 2", n)
+			}
+		})
+	}
+}

@@ -28,7 +28,7 @@ func newPeeker(nc net.Conn) *peeker {
 		return nil
 	}
 	p := &peeker{raw: raw}
-	p.fn = func(fd uintptr) { p.empty = peekEmpty(fd) }
+	p.fn = func(fd uintptr) { p.empty = sockio.PeekEmpty(fd) }
 	return p
 }
 

@@ -31,9 +31,10 @@ type Conn struct {
 	werrno  syscall.Errno
 	wzero   bool // a write took nothing and said no error
 	writeFn func(uintptr) bool
-	// WriteAwait's state: sent says the write went out whole, and the callback is now woken by readability.
-	sent         bool
-	writeAwaitFn func(uintptr) bool
+	// WriteAwait's state: check asks for the peek before the write, which found something when notQuiet; called
+	// says the callback ran; sent that the write went out whole, and the callback is now woken by readability.
+	check, called, sent, notQuiet bool
+	writeAwaitFn                  func(uintptr) bool
 	// Writev's state: the pieces left and their iovecs, built in place so a gathered write allocates nothing.
 	wv       [][]byte
 	wvn      int64
@@ -151,26 +152,34 @@ const maxRW = 1 << 30
 // WriteAwait writes all of p as Write does, then waits until the socket has something to read, is closed, or its
 // read deadline passes, so that the Read after it finds the answer to p instead of costing a read(2) that finds
 // nothing yet (one syscall of three per request to an upstream that takes any time to answer). What the wait met
-// is left for that Read to report; WriteAwait's error is the write's.
+// is left for that Read to report; WriteAwait's error is the write's. A write the socket cannot take whole is
+// finished as Write finishes it, and then nothing is waited for.
 //
 // The write is issued from inside RawConn's Read, after the poller's readiness was reset and before the wait:
-// whatever arrives after p went out (an answer to p, a reset) wakes the wait. Readiness that came before p is
-// lost, so WriteAwait is only for a peer that sends nothing unasked, as an HTTP server to the client on its
-// connection: a peer that could have sent something already would find its bytes unread until the deadline.
-func (c *Conn) WriteAwait(p []byte) (int, error) {
+// whatever arrives after that (an answer to p, a reset, an end) wakes the wait. What came before the reset is not
+// seen by the wait, so a connection that may hold something already is checked first: with quiet, a socket that
+// holds bytes or the peer's end gets ErrNotQuiet and nothing is written (a peek, where the caller would otherwise
+// peek before calling). WriteAwait is a read and a write at once: it must not run beside a Read, a Write or a
+// ReadFrom on c.
+func (c *Conn) WriteAwait(p []byte, quiet bool) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.wbuf, c.wn, c.werrno, c.wzero, c.sent = p, 0, 0, false, false
+	c.wbuf, c.wn, c.werrno, c.wzero = p, 0, 0, false
+	c.check, c.called, c.sent, c.notQuiet = quiet, false, false, false
 	rerr := c.raw.Read(c.writeAwaitFn)
 	var err error
-	if c.wn < len(p) && rerr == nil && c.werrno == 0 && !c.wzero {
+	switch {
+	case c.notQuiet:
+		err = ErrNotQuiet
+	case !c.called:
+		// The poller refused before the write: the connection is closed, or its read deadline has passed already.
+		err = rerr
+	case c.wn < len(p) && c.werrno == 0 && !c.wzero:
 		// The socket's buffer was full: the rest goes out as Write sends it, and the answer is read as usual.
 		err = c.raw.Write(c.writeFn)
-	} else if !c.sent {
-		err = rerr
 	}
 	n := c.wn
 	c.wbuf = nil
@@ -181,6 +190,11 @@ func (c *Conn) WriteAwait(p []byte) (int, error) {
 // out; called again, the socket is readable.
 func (c *Conn) writeAwait(fd uintptr) bool {
 	if c.sent {
+		return true
+	}
+	c.called = true
+	if c.check && !PeekEmpty(fd) {
+		c.notQuiet = true
 		return true
 	}
 	if !c.write(fd) || c.werrno != 0 || c.wzero {

@@ -381,7 +381,7 @@ func TestWriteAwait(t *testing.T) {
 				time.AfterFunc(tc.closeAt, func() { _ = client.Close() })
 			}
 			start := time.Now()
-			n, err := client.(*Conn).WriteAwait(req)
+			n, err := client.(*Conn).WriteAwait(req, true)
 			waited := time.Since(start)
 			if err != nil || n != len(req) {
 				t.Fatalf("WriteAwait = %d, %v; want %d, nil", n, err, len(req))
@@ -390,6 +390,12 @@ func TestWriteAwait(t *testing.T) {
 				t.Fatalf("the peer read %d bytes, not the %d written", len(b), len(req))
 			}
 			switch {
+			case tc.answer != "" && tc.size > 1<<20:
+				// Finished as Write finishes it: the answer is read as usual.
+				b := make([]byte, 16)
+				if n, err := io.ReadAtLeast(client, b, len(tc.answer)); err != nil || string(b[:n]) != tc.answer {
+					t.Fatalf("Read = %q, %v; want %q", b[:n], err, tc.answer)
+				}
 			case tc.answer != "":
 				if p := pending(t, client); p != len(tc.answer) {
 					t.Fatalf("WriteAwait returned with %d bytes to read; want the answer's %d", p, len(tc.answer))
@@ -419,7 +425,7 @@ func TestWriteAwaitWriteFails(t *testing.T) {
 	// The reset comes back for a first write; the second fails at once.
 	var err error
 	for i := 0; i < 50 && err == nil; i++ {
-		_, err = client.(*Conn).WriteAwait([]byte("ping"))
+		_, err = client.(*Conn).WriteAwait([]byte("ping"), false)
 		if err == nil {
 			_, _ = client.Read(make([]byte, 16))
 		}
@@ -431,7 +437,104 @@ func TestWriteAwaitWriteFails(t *testing.T) {
 		t.Fatalf("error %#v; want a net.OpError of op write", err)
 	}
 	_ = client.Close()
-	if _, err := client.(*Conn).WriteAwait([]byte("ping")); !errors.Is(err, net.ErrClosed) {
+	if _, err := client.(*Conn).WriteAwait([]byte("ping"), false); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("WriteAwait on a closed connection: %v; want net.ErrClosed", err)
+	}
+}
+
+// A connection that holds something before the write, bytes or its peer's end (a half-close that draws no reset),
+// is refused with quiet and nothing is written: neither could wake the wait after the write. Without quiet the
+// bytes are there for the next Read.
+func TestWriteAwaitQuiet(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		peer func(s net.Conn)
+	}{
+		{"bytes", func(s net.Conn) { _, _ = s.Write([]byte("unasked")) }},
+		{"half-closed", func(s net.Conn) { _ = s.(*Conn).CloseWrite() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := pair(t)
+			tc.peer(server)
+			// Whatever the poller does with it first, the peer's act has reached the socket.
+			deadline := time.Now().Add(5 * time.Second)
+			for pending(t, client) == 0 && tc.name == "bytes" && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			time.Sleep(50 * time.Millisecond)
+			// A WriteAwait that wrote would wait for an answer that never comes: the deadline ends it.
+			_ = client.SetReadDeadline(time.Now().Add(2 * time.Second))
+			n, err := client.(*Conn).WriteAwait([]byte("GET / HTTP/1.1\r\n\r\n"), true)
+			if n != 0 || !errors.Is(err, ErrNotQuiet) {
+				t.Fatalf("WriteAwait = %d, %v; want 0, ErrNotQuiet", n, err)
+			}
+			_ = server.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if n, err := server.Read(make([]byte, 64)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("the peer read %d bytes (%v); want nothing written", n, err)
+			}
+		})
+	}
+	// Without quiet nothing is checked: the bytes there stay for the Read, with the answer that woke the wait.
+	client, server := pair(t)
+	_, _ = server.Write([]byte("unasked"))
+	time.Sleep(50 * time.Millisecond)
+	go func() {
+		if _, err := io.ReadFull(server, make([]byte, 4)); err == nil {
+			_, _ = server.Write([]byte("pong"))
+		}
+	}()
+	if n, err := client.(*Conn).WriteAwait([]byte("ping"), false); n != 4 || err != nil {
+		t.Fatalf("WriteAwait without quiet = %d, %v; want 4, nil", n, err)
+	}
+	b := make([]byte, 11)
+	if n, err := io.ReadFull(client, b); err != nil || string(b[:n]) != "unaskedpong" {
+		t.Fatalf("Read = %q, %v; want the bytes that were there, then the answer", b[:n], err)
+	}
+}
+
+// On a connection that already carried an answer, and whose poller readiness that answer left set, WriteAwait
+// still waits for the next one: the readiness is reset before the write.
+func TestWriteAwaitReused(t *testing.T) {
+	client, server := pair(t)
+	go func() {
+		b := make([]byte, 4)
+		for i := 0; i < 3; i++ {
+			if _, err := io.ReadFull(server, b); err != nil {
+				return
+			}
+			if i > 0 {
+				time.Sleep(50 * time.Millisecond)
+			}
+			_, _ = server.Write([]byte("pong"))
+		}
+	}()
+	b := make([]byte, 4)
+	for i := 0; i < 3; i++ {
+		if _, err := client.(*Conn).WriteAwait([]byte("ping"), i > 0); err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if i > 0 {
+			if p := pending(t, client); p != 4 {
+				t.Fatalf("round %d: WriteAwait returned with %d bytes to read; want the answer's 4", i, p)
+			}
+		}
+		if _, err := io.ReadFull(client, b); err != nil || string(b) != "pong" {
+			t.Fatalf("round %d: Read = %q, %v", i, b, err)
+		}
+	}
+}
+
+// A read deadline already passed refuses the write as a timeout, with nothing written.
+func TestWriteAwaitDeadlinePassed(t *testing.T) {
+	client, server := pair(t)
+	_ = client.SetReadDeadline(time.Now().Add(-time.Second))
+	n, err := client.(*Conn).WriteAwait([]byte("ping"), true)
+	var ne net.Error
+	if n != 0 || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("WriteAwait = %d, %v; want 0 and a timeout", n, err)
+	}
+	_ = server.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, _ := server.Read(make([]byte, 16)); n != 0 {
+		t.Fatalf("the peer read %d bytes; want none", n)
 	}
 }

@@ -14,9 +14,13 @@
 package sockio
 
 import (
+	"errors"
 	"net"
 	"syscall"
 )
+
+// ErrNotQuiet is WriteAwait's error for a connection that held bytes or its peer's end before anything was written.
+var ErrNotQuiet = errors.New("the connection was not quiet: its peer had sent bytes or closed it")
 
 // Listener wraps ln so that every TCP connection it accepts reads and writes through sockio.
 func Listener(ln net.Listener) net.Listener { return &listener{Listener: ln} }
