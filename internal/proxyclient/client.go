@@ -217,9 +217,10 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		sb = &sentBody{rc: body}
 	}
-	// A request that can go again whole (no body, or one held) has its connection checked as its first byte goes
-	// out, not when the connection is taken: the check then closes the window in which an upstream's end could
-	// come unseen (sockio.Conn.WriteAwait), and a connection found not quiet is traded for another.
+	// A request that can go again whole (no body, one held, or one GetBody gives again) has its connection checked
+	// as its first byte goes out, not when the connection is taken: the check then closes the window in which an
+	// upstream's end could come unseen (sockio.Conn.WriteAwait), and a connection found not quiet is traded for
+	// another.
 	replayable := sb == nil || held != nil || req.GetBody != nil
 	fresh := false
 	for {
@@ -370,9 +371,10 @@ func deadConn(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }
 
-// send writes the request on pc and reads the answer's headers.
 // testHookSend runs as send starts, after the connection was taken: the tests' way to act in between.
 var testHookSend func()
+
+// send writes the request on pc and reads the answer's headers.
 
 func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sentBody, replayable bool) (*http.Response, error) {
 	if testHookSend != nil {
@@ -408,6 +410,11 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 	}
 	if werr != nil {
 		if errors.Is(werr, sockio.ErrNotQuiet) || errors.Is(pc.cw.err, sockio.ErrNotQuiet) {
+			// Nothing was read either: the read buffer goes back, as it would have had the connection been
+			// refused when taken (an upstream that closes idle connections sooner than the pool leaves many).
+			pc.br.Reset(nil)
+			readBuffers.Put(pc.br)
+			pc.br = nil
 			return fail(sockio.ErrNotQuiet)
 		}
 		var ne net.Error

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -972,70 +973,103 @@ func TestIdleConnectionsReaped(t *testing.T) {
 
 // halfClosingUpstream answers every request on its connections with "ok", except that after its first answer the
 // first connection ends its side (a half-close: the socket stays open and drains what comes, drawing no reset)
-// once told to, and answers nothing more. It counts the connections it accepted.
-func halfClosingUpstream(t *testing.T) (addr string, halfClose func(), conns *atomic.Int32) {
+// once told to, and answers nothing more. It counts the connections it accepted, the bytes that reached the
+// half-closed one, and the bodies of the requests it answered after the first.
+type halfClosingUpstream struct {
+	addr         string
+	tell, closed chan struct{}
+	conns        atomic.Int32
+	drained      atomic.Int64
+	mu           sync.Mutex
+	bodies       []string
+}
+
+func newHalfClosingUpstream(t *testing.T) *halfClosingUpstream {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ln.Close() })
-	conns = new(atomic.Int32)
-	tell, closed := make(chan struct{}), make(chan struct{})
+	u := &halfClosingUpstream{addr: ln.Addr().String(), tell: make(chan struct{}), closed: make(chan struct{})}
 	go func() {
 		for {
 			nc, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			first := conns.Add(1) == 1
-			go func() {
-				defer nc.Close()
-				br := bufio.NewReader(nc)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					if _, err := io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
-						return
-					}
-					if first {
-						<-tell
-						_ = nc.(*net.TCPConn).CloseWrite()
-						close(closed)
-						_, _ = io.Copy(io.Discard, nc)
-						return
-					}
-				}
-			}()
+			first := u.conns.Add(1) == 1
+			go u.serve(nc, first)
 		}
 	}()
-	return ln.Addr().String(), func() { close(tell); <-closed }, conns
+	return u
 }
 
+func (u *halfClosingUpstream) serve(nc net.Conn, first bool) {
+	defer nc.Close()
+	br := bufio.NewReader(nc)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		b, _ := io.ReadAll(req.Body)
+		if !first {
+			u.mu.Lock()
+			u.bodies = append(u.bodies, string(b))
+			u.mu.Unlock()
+		}
+		if _, err := io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+			return
+		}
+		if first {
+			<-u.tell
+			_ = nc.(*net.TCPConn).CloseWrite()
+			close(u.closed)
+			n, _ := io.Copy(io.Discard, br)
+			u.drained.Add(n)
+			return
+		}
+	}
+}
+
+func (u *halfClosingUpstream) halfClose() { close(u.tell); <-u.closed }
+
 // A pooled connection whose upstream ends its side after the connection was taken, before the request goes out,
-// costs the request nothing more than a new connection: the end is seen before the write (a request that can go
-// again) or by the read after it (one with a body streamed from the client, which then fails at once), never
-// waited out until the header timeout.
+// costs the request nothing more than a new connection: the end is seen before the first byte goes out (a request
+// that can go again, whether it goes in the one write that awaits the answer or, larger than the write buffer, in
+// several), so nothing reaches the ended connection and the request arrives once, whole, on a new one; or, for a
+// body streamed from the client, by the read after the write, which then fails at once. Never is it waited out
+// until the header timeout.
 func TestUpstreamEndBetweenTakeAndWrite(t *testing.T) {
+	big := strings.Repeat("m 1\n", 2560) // 10 KiB: held, and larger than the write buffer
 	for _, tc := range []struct {
-		name    string
-		req     func(url string) *http.Request
-		wantErr bool
+		name     string
+		req      func(url string) *http.Request
+		wantBody string
+		wantErr  bool
 	}{
-		{"GET", func(url string) *http.Request { r, _ := http.NewRequest(http.MethodGet, url, nil); return r }, false},
-		{"held body", func(url string) *http.Request {
+		{name: "GET", req: func(url string) *http.Request { r, _ := http.NewRequest(http.MethodGet, url, nil); return r }},
+		{name: "GET with a head larger than the write buffer", req: func(url string) *http.Request {
+			r, _ := http.NewRequest(http.MethodGet, url, nil)
+			r.Header.Set("X-Padding", strings.Repeat("p", 6<<10))
+			return r
+		}},
+		{name: "held body", wantBody: "m 1\n", req: func(url string) *http.Request {
 			r, _ := http.NewRequest(http.MethodPost, url, io.NopCloser(strings.NewReader("m 1\n")))
 			r.ContentLength = 4
 			return r
-		}, false},
-		{"body to be had again", func(url string) *http.Request {
+		}},
+		{name: "held body larger than the write buffer", wantBody: big, req: func(url string) *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, url, io.NopCloser(strings.NewReader(big)))
+			r.ContentLength = int64(len(big))
+			return r
+		}},
+		{name: "body to be had again", wantBody: "query=up", req: func(url string) *http.Request {
 			r, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("query=up"))
 			return r
-		}, false},
-		{"streamed body", func(url string) *http.Request {
+		}},
+		{name: "streamed body", wantErr: true, req: func(url string) *http.Request {
 			// Not held (Expect), and small enough to go out with the head in one write.
 			pr, pw := io.Pipe()
 			go func() { _, _ = io.WriteString(pw, "m 1\n"); _ = pw.Close() }()
@@ -1043,11 +1077,11 @@ func TestUpstreamEndBetweenTakeAndWrite(t *testing.T) {
 			r.ContentLength = 4
 			r.Header.Set("Expect", "100-continue")
 			return r
-		}, true},
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr, halfClose, conns := halfClosingUpstream(t)
-			url := "http://" + addr + "/"
+			u := newHalfClosingUpstream(t)
+			url := "http://" + u.addr + "/"
 			c := New(nil, 5*time.Second, 5*time.Second)
 			defer c.CloseIdleConnections()
 			resp, err := get(t, c, context.Background(), url)
@@ -1057,7 +1091,7 @@ func TestUpstreamEndBetweenTakeAndWrite(t *testing.T) {
 			readAll(t, resp)
 			testHookSend = func() {
 				testHookSend = nil
-				halfClose()
+				u.halfClose()
 				// Long enough for the poller to take the end's readiness, as it would while the request is built.
 				time.Sleep(50 * time.Millisecond)
 			}
@@ -1081,9 +1115,69 @@ func TestUpstreamEndBetweenTakeAndWrite(t *testing.T) {
 			if body := readAll(t, resp); body != "ok" {
 				t.Fatalf("answer %q", body)
 			}
-			if n := conns.Load(); n != 2 {
+			if n := u.conns.Load(); n != 2 {
 				t.Fatalf("%d connections; want 2", n)
 			}
+			c.CloseIdleConnections()
+			time.Sleep(20 * time.Millisecond)
+			if n := u.drained.Load(); n != 0 {
+				t.Fatalf("%d bytes reached the ended connection; want none", n)
+			}
+			u.mu.Lock()
+			defer u.mu.Unlock()
+			if len(u.bodies) != 1 || u.bodies[0] != tc.wantBody {
+				t.Fatalf("the new connection got %d requests (first body %.20q); want one with the whole body", len(u.bodies), u.bodies)
+			}
 		})
+	}
+}
+
+// Pooled connections the upstream has closed cost the request that meets them a peek each, not a read buffer each:
+// nothing was read on them, and their buffers go back to the pool (an upstream that closes idle connections sooner
+// than the pool leaves them, as VictoriaMetrics after a minute, makes many).
+func TestDeadPooledConnectionsKeepNoBuffer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(30 * time.Millisecond)
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	c := New(nil, 5*time.Second, 5*time.Second)
+	defer c.CloseIdleConnections()
+	const n = 50
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, err := get(t, c, context.Background(), srv.URL); err == nil {
+				readAll(t, resp)
+			}
+		}()
+	}
+	wg.Wait()
+	key := poolKey{"http", strings.TrimPrefix(srv.URL, "http://")}
+	c.mu.Lock()
+	pooled := len(c.idle[key])
+	c.mu.Unlock()
+	if pooled < n/2 {
+		t.Fatalf("%d connections pooled; want most of %d", pooled, n)
+	}
+	srv.CloseClientConnections()
+	time.Sleep(100 * time.Millisecond)
+	var m0, m1 runtime.MemStats
+	// Two collections empty the buffer pool (and its victim cache): each buffer taken now is a new one.
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	resp, err := get(t, c, context.Background(), srv.URL)
+	runtime.ReadMemStats(&m1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	// A read buffer is 32 KiB: one per dead connection would be 1.6 MiB here. The bound leaves room for the race
+	// detector, under which sync.Pool drops some of what it is given.
+	if got := m1.TotalAlloc - m0.TotalAlloc; got > 1<<20 {
+		t.Fatalf("the request past %d dead connections allocated %d KiB; want less than 1024", pooled, got>>10)
 	}
 }
