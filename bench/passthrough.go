@@ -90,7 +90,7 @@ backend upstream
   http-reuse always
   server up %s
 `, addr, upstreamAddr)
-	path := filepath.Join(dir, "haproxy.cfg")
+	path := filepath.Join(dir, name+".cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -106,7 +106,7 @@ func startNginx(ctx context.Context, name, dir, upstreamAddr string) (*process, 
 	if err != nil {
 		return nil, err
 	}
-	prefix := filepath.Join(dir, "nginx")
+	prefix := filepath.Join(dir, name)
 	if err := os.MkdirAll(prefix, 0o755); err != nil {
 		return nil, err
 	}

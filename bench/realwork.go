@@ -273,24 +273,19 @@ func startRealWork(ctx context.Context, dir, gatewayBin string, cred *credential
 	}
 	// The pass-through proxies are the floor here too: what any proxy between the dashboard and VictoriaMetrics
 	// costs on this machine, where all of them share its cores with VictoriaMetrics.
+	// Named apart from the synthetic rounds' (their config files and logs go by name).
 	for _, pt := range []struct {
 		on    bool
 		name  string
-		start func(name, dir, upstreamAddr string) (*process, error)
+		start func(ctx context.Context, name, dir, upstreamAddr string) (*process, error)
 	}{
-		{*withHAProxy, "haproxy", func(n, d, u string) (*process, error) { return startHAProxy(ctx, n, d, u) }},
-		{*withNginx, "nginx", func(n, d, u string) (*process, error) { return startNginx(ctx, n, d, u) }},
+		{*withHAProxy, "haproxy", startHAProxy},
+		{*withNginx, "nginx", startNginx},
 	} {
 		if !pt.on {
 			continue
 		}
-		// A directory of its own: the proxies of the synthetic rounds keep their config files in dir.
-		pdir, err := os.MkdirTemp(dir, "realwork-")
-		if err != nil {
-			stopAll()
-			return nil, nil, err
-		}
-		p, err := pt.start(pt.name+"-vm", pdir, vm.addr)
+		p, err := pt.start(ctx, pt.name+"-vm", dir, vm.addr)
 		if err != nil {
 			stopAll()
 			return nil, nil, err

@@ -162,8 +162,6 @@ type conn struct {
 	reused bool
 	// closeNC closes nc: made once, it is what a request's cancellation calls.
 	closeNC func()
-	// peek tells whether the idle connection is still quiet before it is reused.
-	peek *peeker
 	// deadline tells a read deadline may be set: a connection keeps its header timeout's deadline when the whole
 	// answer came with the head, and clears it only before it next reads from the socket (clearDeadline).
 	deadline bool
@@ -246,18 +244,12 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if errors.Is(err, sockio.ErrNotQuiet) && replayable {
 			// Nothing went out: the request goes again whole, on the next idle connection or a new one.
-			switch {
-			case held != nil:
-				sb = &sentBody{rc: heldBody(held)}
-			case sb != nil:
-				// Neither nil nor held: replayable says GetBody gives it again.
-				nb, gerr := req.GetBody()
+			nb, gerr := sentAgain(req, sb, held)
+			if gerr != nil {
 				_ = sb.rc.Close()
-				if gerr != nil {
-					return nil, gerr
-				}
-				sb = &sentBody{rc: nb}
+				return nil, gerr
 			}
+			sb = nb
 			continue
 		}
 		// A reused connection the upstream closed after the peek meets the request with an EOF or a reset: the
@@ -270,18 +262,10 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 				// waits for.
 				fresh = true
 				continue
-			case pc.cw.n == 0 && (sb == nil || held != nil):
-				// The first write met the reset: nothing went out.
-				if held != nil {
-					sb = &sentBody{rc: heldBody(held)}
-				}
-				fresh = true
-				continue
-			case req.GetBody != nil:
-				nb, gerr := req.GetBody()
-				if gerr == nil {
-					_ = sb.rc.Close()
-					sb = &sentBody{rc: nb}
+			case pc.cw.n == 0 && (sb == nil || held != nil), req.GetBody != nil:
+				// The first write met the reset, so nothing went out; or the body can be had again.
+				if nb, gerr := sentAgain(req, sb, held); gerr == nil {
+					sb = nb
 					fresh = true
 					continue
 				}
@@ -292,6 +276,23 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
+}
+
+// sentAgain is the body of another attempt at req, whose last one sent sb: none, the held copy from its start, or
+// GetBody's, when neither (sb is then closed). On GetBody's error sb is left as it was.
+func sentAgain(req *http.Request, sb *sentBody, held *[]byte) (*sentBody, error) {
+	switch {
+	case sb == nil:
+		return nil, nil
+	case held != nil:
+		return &sentBody{rc: heldBody(held)}, nil
+	}
+	nb, err := req.GetBody()
+	if err != nil {
+		return sb, err
+	}
+	_ = sb.rc.Close()
+	return &sentBody{rc: nb}, nil
 }
 
 // repeatable tells the methods whose requests may be sent twice (RFC 9110 9.2.2), as the Transport's resend does.
@@ -375,7 +376,6 @@ func deadConn(err error) bool {
 var testHookSend func()
 
 // send writes the request on pc and reads the answer's headers.
-
 func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sentBody, replayable bool) (*http.Response, error) {
 	if testHookSend != nil {
 		testHookSend()
@@ -409,7 +409,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		}
 	}
 	if werr != nil {
-		if errors.Is(werr, sockio.ErrNotQuiet) || errors.Is(pc.cw.err, sockio.ErrNotQuiet) {
+		if errors.Is(pc.cw.err, sockio.ErrNotQuiet) {
 			// Nothing was read either: the read buffer goes back, as it would have had the connection been
 			// refused when taken (an upstream that closes idle connections sooner than the pool leaves many).
 			pc.br.Reset(nil)
@@ -597,7 +597,8 @@ type connWriter struct {
 	}
 	await bool
 	// checkQuiet: the connection was taken from the pool unchecked (get's deferQuiet); the next write first makes
-	// sure it is quiet, and writes nothing (sockio.ErrNotQuiet) if not.
+	// sure it is quiet, and writes nothing (sockio.ErrNotQuiet) if not. peek tells whether the connection is still
+	// quiet, before it is reused.
 	checkQuiet bool
 	peek       *peeker
 }
@@ -667,7 +668,7 @@ func (c *Client) get(ctx context.Context, key poolKey, fresh, deferQuiet bool) (
 			cs[len(cs)-1] = nil
 			c.idle[key] = cs[:len(cs)-1]
 			c.mu.Unlock()
-			if now.Sub(pc.idleAt) < idleTimeout && (deferQuiet || pc.peek.quiet()) {
+			if now.Sub(pc.idleAt) < idleTimeout && (deferQuiet || pc.cw.peek.quiet()) {
 				pc.reused = true
 				pc.cw.checkQuiet = deferQuiet
 				pc.br = readBuffer(pc.nc)
@@ -708,8 +709,7 @@ func newConn(nc net.Conn, key poolKey) *conn {
 	})
 	pc := &conn{nc: nc, br: readBuffer(nc), bw: bufio.NewWriterSize(cw, 4<<10), cw: cw, key: key}
 	pc.closeNC = func() { _ = nc.Close() }
-	pc.peek = newPeeker(nc)
-	cw.peek = pc.peek
+	cw.peek = newPeeker(nc)
 	return pc
 }
 

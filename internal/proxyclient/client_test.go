@@ -420,6 +420,12 @@ func scriptedUpstream(t *testing.T, answer func(i int, w net.Conn)) (string, *at
 // scriptedUpstreamVia is scriptedUpstream over wrap(conn) (TLS, say) when wrap is not nil.
 func scriptedUpstreamVia(t *testing.T, wrap func(net.Conn) net.Conn, answer func(i int, w net.Conn)) (string, *atomic.Int32) {
 	t.Helper()
+	return scriptedUpstreamBodies(t, wrap, func(i int, _ []byte, w net.Conn) { answer(i, w) })
+}
+
+// scriptedUpstreamBodies is scriptedUpstreamVia whose answer is also given the request's body.
+func scriptedUpstreamBodies(t *testing.T, wrap func(net.Conn) net.Conn, answer func(i int, body []byte, w net.Conn)) (string, *atomic.Int32) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -445,8 +451,8 @@ func scriptedUpstreamVia(t *testing.T, wrap func(net.Conn) net.Conn, answer func
 					if err != nil {
 						return
 					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					answer(int(reqs.Add(1)-1), c)
+					body, _ := io.ReadAll(req.Body)
+					answer(int(reqs.Add(1)-1), body, c)
 				}
 			}()
 		}
@@ -888,16 +894,16 @@ func TestQuietPeekAllocatesNothing(t *testing.T) {
 	up := <-accepted
 	defer up.Close()
 	pc := newConn(sockio.Wrap(nc), poolKey{"http", ln.Addr().String()})
-	if !pc.peek.quiet() {
+	if !pc.cw.peek.quiet() {
 		t.Fatal("an open connection with nothing to read is not quiet")
 	}
-	if a := testing.AllocsPerRun(100, func() { pc.peek.quiet() }); a != 0 {
+	if a := testing.AllocsPerRun(100, func() { pc.cw.peek.quiet() }); a != 0 {
 		t.Errorf("the peek allocates %.0f times per reuse; want 0", a)
 	}
 	if _, err := io.WriteString(up, "HTTP/1.1 200 OK\r\n"); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); pc.peek.quiet(); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); pc.cw.peek.quiet(); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("bytes the upstream sent unasked leave the connection quiet")
 		}
@@ -971,14 +977,14 @@ func TestIdleConnectionsReaped(t *testing.T) {
 	}
 }
 
-// halfClosingUpstream answers every request on its connections with "ok", except that after its first answer the
-// first connection ends its side (a half-close: the socket stays open and drains what comes, drawing no reset)
-// once told to, and answers nothing more. It counts the connections it accepted, the bytes that reached the
-// half-closed one, and the bodies of the requests it answered after the first.
+// halfClosingUpstream answers every request with "ok", except that after the first answer its connection ends
+// its side (a half-close: the socket stays open and drains what comes, drawing no reset) once told to, and answers
+// nothing more. It counts the connections it accepted, the bytes that reached the half-closed one, and the bodies
+// of the requests after the first.
 type halfClosingUpstream struct {
-	addr         string
+	url          string
 	tell, closed chan struct{}
-	conns        atomic.Int32
+	conns        *atomic.Int32
 	drained      atomic.Int64
 	mu           sync.Mutex
 	bodies       []string
@@ -986,51 +992,23 @@ type halfClosingUpstream struct {
 
 func newHalfClosingUpstream(t *testing.T) *halfClosingUpstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	u := &halfClosingUpstream{addr: ln.Addr().String(), tell: make(chan struct{}), closed: make(chan struct{})}
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			first := u.conns.Add(1) == 1
-			go u.serve(nc, first)
-		}
-	}()
-	return u
-}
-
-func (u *halfClosingUpstream) serve(nc net.Conn, first bool) {
-	defer nc.Close()
-	br := bufio.NewReader(nc)
-	for {
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		b, _ := io.ReadAll(req.Body)
-		if !first {
+	u := &halfClosingUpstream{tell: make(chan struct{}), closed: make(chan struct{})}
+	u.url, u.conns = scriptedUpstreamBodies(t, nil, func(i int, body []byte, w net.Conn) {
+		if i > 0 {
 			u.mu.Lock()
-			u.bodies = append(u.bodies, string(b))
+			u.bodies = append(u.bodies, string(body))
 			u.mu.Unlock()
 		}
-		if _, err := io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+		if _, err := io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil || i > 0 {
 			return
 		}
-		if first {
-			<-u.tell
-			_ = nc.(*net.TCPConn).CloseWrite()
-			close(u.closed)
-			n, _ := io.Copy(io.Discard, br)
-			u.drained.Add(n)
-			return
-		}
-	}
+		<-u.tell
+		_ = w.(*net.TCPConn).CloseWrite()
+		close(u.closed)
+		n, _ := io.Copy(io.Discard, w)
+		u.drained.Add(n)
+	})
+	return u
 }
 
 func (u *halfClosingUpstream) halfClose() { close(u.tell); <-u.closed }
@@ -1081,7 +1059,7 @@ func TestUpstreamEndBetweenTakeAndWrite(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			u := newHalfClosingUpstream(t)
-			url := "http://" + u.addr + "/"
+			url := u.url + "/"
 			c := New(nil, 5*time.Second, 5*time.Second)
 			defer c.CloseIdleConnections()
 			resp, err := get(t, c, context.Background(), url)
