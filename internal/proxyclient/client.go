@@ -242,8 +242,9 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return resp, nil
 		}
-		if errors.Is(err, sockio.ErrNotQuiet) && replayable {
-			// Nothing went out: the request goes again whole, on the next idle connection or a new one.
+		if errors.Is(err, sockio.ErrNotQuiet) && replayable && pc.reused {
+			// Nothing went out: the request goes again whole, on the next idle connection or a new one. A new
+			// connection found not quiet is the upstream's answer to connecting, and the loop ends there.
 			nb, gerr := sentAgain(req, sb, held)
 			if gerr != nil {
 				_ = sb.rc.Close()
@@ -396,8 +397,8 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		if pc.cw.aw != nil && pc.cw.n == 0 && replayable {
 			// The whole request is in the buffer: it goes out in one write that then waits for the answer
 			// (sockio.Conn.WriteAwait), so the head's deadline is set before it, and the read after it does not find
-			// the socket empty. A reused connection is checked inside that write, where nothing can come unseen
-			// after the check. A body streamed from the client keeps the plain write: the connection was checked
+			// the socket empty. A plain connection, reused or new, is checked inside that write, where nothing can
+			// come unseen after the check. A body streamed from the client keeps the plain write: the connection was checked
 			// when taken, and an end that came while the body was read must be seen by the read.
 			c.setHeaderDeadline(pc)
 			deadlineSet = true
@@ -653,7 +654,8 @@ func (u *upgraded) Write(p []byte) (int, error) { return u.pc.nc.Write(p) }
 func (u *upgraded) Close() error                { return u.pc.nc.Close() }
 
 // get returns an idle connection to key that is still quiet, or a new one. With deferQuiet an idle connection is
-// not peeked at here: its writer checks it before the request's first byte (connWriter.checkQuiet).
+// not peeked at here: its writer checks it before the request's first byte (connWriter.checkQuiet), as it checks
+// a new plain one.
 func (c *Client) get(ctx context.Context, key poolKey, fresh, deferQuiet bool) (*conn, error) {
 	if !fresh {
 		now := time.Now()
@@ -677,7 +679,14 @@ func (c *Client) get(ctx context.Context, key poolKey, fresh, deferQuiet bool) (
 			_ = pc.nc.Close()
 		}
 	}
-	return c.dial(ctx, key)
+	pc, err := c.dial(ctx, key)
+	if err == nil && deferQuiet && pc.cw.aw != nil {
+		// A new connection too may have ended before the first byte goes out (an upstream that closes what it
+		// accepts, reading on), and an end that came before WriteAwait reset the poller would not wake its wait.
+		// Only a plain TCP one: a new TLS connection's socket may hold the server's session tickets.
+		pc.cw.checkQuiet = true
+	}
+	return pc, err
 }
 
 func (c *Client) dial(ctx context.Context, key poolKey) (*conn, error) {

@@ -1159,3 +1159,85 @@ func TestDeadPooledConnectionsKeepNoBuffer(t *testing.T) {
 		t.Fatalf("the request past %d dead connections allocated %d KiB; want less than 1024", pooled, got>>10)
 	}
 }
+
+// An upstream that ends its side of a new connection before the request goes out (a half-close right after the
+// accept, reading on) fails the request at once, with nothing sent and no other connection tried: its end is not
+// waited out until the header timeout.
+func TestUpstreamEndBeforeFirstRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	// Each connection's count of the bytes that reached it, once the client closed it.
+	drained := make(chan int64, 16)
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				_ = nc.(*net.TCPConn).CloseWrite()
+				n, _ := io.Copy(io.Discard, nc)
+				drained <- n
+			}()
+		}
+	}()
+	url := "http://" + ln.Addr().String() + "/"
+	for _, tc := range []struct {
+		name string
+		req  func() *http.Request
+	}{
+		{"GET", func() *http.Request { r, _ := http.NewRequest(http.MethodGet, url, nil); return r }},
+		{"GET with a head larger than the write buffer", func() *http.Request {
+			r, _ := http.NewRequest(http.MethodGet, url, nil)
+			r.Header.Set("X-Padding", strings.Repeat("p", 6<<10))
+			return r
+		}},
+		{"held body", func() *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, url, io.NopCloser(strings.NewReader("m 1\n")))
+			r.ContentLength = 4
+			return r
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := New(nil, 5*time.Second, 5*time.Second)
+			defer c.CloseIdleConnections()
+			testHookSend = func() {
+				// Long enough for the poller to take the end's readiness, as it would while the request is built.
+				time.Sleep(50 * time.Millisecond)
+			}
+			defer func() { testHookSend = nil }()
+			start := time.Now()
+			resp, err := c.RoundTrip(tc.req())
+			took := time.Since(start)
+			if err == nil {
+				resp.Body.Close()
+				t.Fatalf("got an answer (%d) from an upstream that answers nothing", resp.StatusCode)
+			}
+			if took > 2*time.Second {
+				t.Fatalf("the request took %v (%v): the upstream's end was waited out", took, err)
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("got a timeout (%v); want the connection's end at once", err)
+			}
+			// One connection, not one after another, and the request never reached it.
+			select {
+			case n := <-drained:
+				if n != 0 {
+					t.Fatalf("%d bytes reached the ended connection; want none", n)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("the ended connection was not closed")
+			}
+			select {
+			case <-drained:
+				t.Fatal("a second connection was made")
+			case <-time.After(50 * time.Millisecond):
+			}
+		})
+	}
+}
