@@ -187,6 +187,53 @@ func TestDashboardFloor(t *testing.T) {
 	}
 }
 
+// The open gateway (no token, no limits) is compared with the pass-through proxies, which splits the gateway's
+// gap to them into its core's part and its pipeline's; it is not a target, and the gateway's own ratios stay its own.
+func TestOpenGatewayRatios(t *testing.T) {
+	res := &Results{Config: Config{Rounds: 3}}
+	for round := 1; round <= 3; round++ {
+		res.Runs = append(res.Runs,
+			Run{Workload: "read", Target: "direct", Round: round, RPS: 100, P50us: 1, P99us: 1},
+			Run{Workload: "read", Target: "vmgateway", Round: round, RPS: 60, P50us: 1, P99us: 1, CPUPer1k: 50},
+			Run{Workload: "read", Target: "vmgateway-open", Round: round, RPS: 72, P50us: 1, P99us: 1, CPUPer1k: 40},
+			Run{Workload: "read", Target: "haproxy", Round: round, RPS: 80, P50us: 1, P99us: 1, CPUPer1k: 32})
+	}
+	targets := []*target{{name: "direct", kind: "direct"}, {name: "vmgateway", kind: "vmgateway"},
+		{name: "vmgateway-open", kind: "open"}, {name: "haproxy", kind: "passthrough"}}
+	res.summarize(targets, []string{"read"}, 3)
+	var core, pipeline *Ratio
+	for i := range res.Ratios {
+		switch r := &res.Ratios[i]; {
+		case r.Of == "vmgateway-open" && r.To == "haproxy":
+			core = r
+		case r.Of == "vmgateway" && r.To == "vmgateway-open":
+			pipeline = r
+		case r.Of == "vmgateway-open":
+			t.Errorf("an open-gateway ratio to %s; want only the pass-through proxies", r.To)
+		}
+	}
+	if core == nil || core.RPS != 0.9 || core.CPU == nil || *core.CPU != 1.25 {
+		t.Errorf("vmgateway-open/haproxy = %+v; want throughput 0.9, CPU 1.25", core)
+	}
+	if pipeline == nil || math.Abs(*pipeline.CPU-1.25) > 1e-9 {
+		t.Errorf("gateway/vmgateway-open = %+v; want CPU 1.25", pipeline)
+	}
+	if r := res.ratio("read", "haproxy"); r == nil || r.RPS != 0.75 {
+		t.Errorf("gateway/haproxy = %+v; want 0.75, the gateway's own", r)
+	}
+	res.evaluateTargets()
+	for _, tg := range res.Targets {
+		if strings.Contains(tg.Name, "open") {
+			t.Errorf("target %q: the open gateway is no target", tg.Name)
+		}
+	}
+	var out bytes.Buffer
+	printTable(&out, res)
+	if !regexp.MustCompile(`read +vmgateway-open/haproxy +0\.90 `).MatchString(out.String()) {
+		t.Errorf("the table does not show the open gateway's ratio to haproxy:\n%s", out.String())
+	}
+}
+
 // The dashboard mix: one valid request per query; direct ones carry the proxies' restriction and no token.
 func TestDashboardRequests(t *testing.T) {
 	realEnd = 1700003600

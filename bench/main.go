@@ -43,6 +43,7 @@ var (
 	vmauthBin   = flag.String("vmauth.bin", "/root/vmbin/vmauth", "The vmauth binary to compare with, built with go install (-vmauth.version) when missing; empty skips vmauth")
 	streamMiB   = flag.Int("stream.mib", 512, "Size of the streaming check's write body in MiB; 0 skips the check")
 	profile     = flag.Bool("profile", true, "After the rounds, run one more vmgateway read run (and dashboard run, with -realwork) while taking a CPU profile of the gateway (not counted in the table)")
+	openGateway = flag.Bool("open", true, "Also measure vmgateway with auth and rate limits off as \"vmgateway-open\": its forwarding core alone, which splits the gateway's gap to haproxy into the core's part and the pipeline's (token, limits, rewrite)")
 	twoBackends = flag.Bool("twoBackends", true, "Also measure vmgateway with two -read.url and -write.url backends (the upstream twice) as \"vmgateway-2be\": the cost of balancing against one backend")
 	goBenchFile = flag.String("gobench", "bench-results/go-bench.txt", "Output of the Go benchmarks, to report the cached-auth and rate-limit targets from; a missing file is skipped")
 )
@@ -114,6 +115,14 @@ func run() error {
 	}
 	defer gw.stop()
 	targets = append(targets, &target{name: "vmgateway", kind: "vmgateway", addr: gw.addr, proc: gw})
+	if *openGateway {
+		og, err := startOpenGateway(ctx, "vmgateway-open", bin, up.addr, cred)
+		if err != nil {
+			return err
+		}
+		defer og.stop()
+		targets = append(targets, &target{name: "vmgateway-open", kind: "open", addr: og.addr, proc: og})
+	}
 	if *twoBackends {
 		up2 := "http://" + up.addr
 		g2, err := startGateway(ctx, "vmgateway-2be", bin, tmp, up.addr, cred, "-read.url="+up2, "-write.url="+up2)

@@ -131,6 +131,21 @@ func (res *Results) summarize(targets []*target, wls []string, rounds int) {
 				res.Ratios = append(res.Ratios, r)
 			}
 		}
+		// The open gateway against each pass-through proxy: the part of the gateway's gap that its forwarding core
+		// makes, whatever the pipeline costs.
+		for _, o := range targets {
+			if o.kind != "open" {
+				continue
+			}
+			for _, t := range targets {
+				if t.kind != "passthrough" {
+					continue
+				}
+				if r, ok := res.pairedRatio(wl, o.name, t.name, rounds); ok {
+					res.Ratios = append(res.Ratios, r)
+				}
+			}
+		}
 	}
 }
 
