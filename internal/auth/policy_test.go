@@ -540,7 +540,7 @@ func BenchmarkPolicyAccess(b *testing.B) {
 				claims = tc.claims
 			}
 		}
-		c, e := parseClaims([]byte(mustJSON(b, jwt.MapClaims(mergeClaims(claims, map[string]any{"exp": 4102444800})))))
+		c, e := parseClaims([]byte(mustJSON(b, jwt.MapClaims(mergeClaims(claims, map[string]any{"exp": int64(4102444800)})))))
 		if e != nil {
 			b.Fatal(e)
 		}

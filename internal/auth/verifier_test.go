@@ -146,7 +146,7 @@ func TestRejectReasons(t *testing.T) {
 		{"vm_access missing", rs(with("vm_access", nil)), reasonMissingVMAccess, "vm_access claim missing"},
 		{"vm_access null", es(with("vm_access", json.RawMessage("null"))), reasonMissingVMAccess, "vm_access claim missing"},
 		{"mode 3", rs(with("vm_access", map[string]any{"mode": 3})), reasonBadVMAccess, "vm_access.mode: must be 0 (full), 1 (read) or 2 (write), got 3"},
-		{"tenant too big", rs(with("vm_access", map[string]any{"tenant_id": map[string]any{"account_id": 4294967296}})), reasonBadVMAccess, "account_id: must be an integer in [0, 4294967295], got 4294967296"},
+		{"tenant too big", rs(with("vm_access", map[string]any{"tenant_id": map[string]any{"account_id": int64(4294967296)}})), reasonBadVMAccess, "account_id: must be an integer in [0, 4294967295], got 4294967296"},
 		{"invalid extra filter", rs(with("vm_access", map[string]any{"extra_filters": []string{"rate(x[5m])"}})), reasonBadVMAccess, "invalid extra filter"},
 		{"invalid extra label name", rs(with("vm_access", map[string]any{"extra_labels": map[string]string{"bad-name": "x"}})), reasonBadVMAccess, "invalid extra label"},
 		{"unknown vm_access field", rs(with("vm_access", map[string]any{"extra_label": map[string]string{"team": "x"}})), reasonBadVMAccess, "vm_access.extra_label: unknown field"},
@@ -372,7 +372,7 @@ func TestAccessFromClaims(t *testing.T) {
 	v := newTestVerifier(t, Config{HMACSecretFiles: []string{writeFile(t, "s", hmacSecret())}}, clk)
 	claims := claimsAt(clk.now())
 	claims["vm_access"] = map[string]any{
-		"tenant_id":     map[string]any{"account_id": 4294967295, "project_id": 0},
+		"tenant_id":     map[string]any{"account_id": int64(4294967295), "project_id": 0},
 		"extra_labels":  map[string]string{"team": "dev", "env": "prod", "app": "x"},
 		"extra_filters": []string{`{job=~"a|b"}`},
 		"mode":          2,

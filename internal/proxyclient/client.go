@@ -258,9 +258,10 @@ func (c *Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		// acted on it. A held body that went out may have been stored: it is not resent.
 		if pc.reused && !fresh && ctx.Err() == nil && deadConn(err) {
 			switch {
-			case sb == nil && repeatable(req.Method), sb != nil && sb.n == 0 && sb.err == nil:
+			case sb == nil && repeatable(req.Method), sb != nil && sb.n == 0 && sb.err == nil && (!sb.eof || pc.cw.n == 0):
 				// A request without a body that may be repeated, or the head of one whose body the upstream still
-				// waits for.
+				// waits for. An empty body that ended went out whole (its last chunk), as a request without one
+				// does, unless nothing went out at all.
 				fresh = true
 				continue
 			case pc.cw.n == 0 && (sb == nil || held != nil), req.GetBody != nil:
@@ -347,17 +348,21 @@ func closeBody(req *http.Request) {
 	}
 }
 
-// sentBody counts what the request took of the body and keeps its read error apart from the connection's; it
-// stays open across attempts: the client closes the body once.
+// sentBody counts what the request took of the body, whether it took it to the end, and keeps its read error
+// apart from the connection's; it stays open across attempts: the client closes the body once.
 type sentBody struct {
 	rc  io.ReadCloser
 	n   int64
 	err error
+	eof bool
 }
 
 func (s *sentBody) Read(p []byte) (int, error) {
 	n, err := s.rc.Read(p)
 	s.n += int64(n)
+	if err == io.EOF {
+		s.eof = true
+	}
 	if err != nil && err != io.EOF {
 		s.err = err
 	}
@@ -431,6 +436,11 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 			// Request.Write (which writeRequest falls back to) reports a failed write of the body as a body error,
 			// without its cause.
 			werr = pc.cw.err
+		}
+		if pc.cw.n == 0 {
+			// Nothing went out (refused as written, or the first write failed): whatever the socket holds is no
+			// answer to this request, and the connection may not have been checked yet (get's deferQuiet).
+			return fail(werr)
 		}
 		// The upstream may have answered before taking the whole body (a refusal) and closed the connection.
 		_ = pc.nc.SetReadDeadline(time.Now().Add(maxEarlyAnswerWait))

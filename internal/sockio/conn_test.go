@@ -138,9 +138,11 @@ func TestErrorsAsNetConn(t *testing.T) {
 	})
 	t.Run("write deadline", func(t *testing.T) {
 		client, _ := pair(t)
+		// Made before the deadline is set: zeroing 64 MiB can take longer than the deadline gives.
+		p := make([]byte, 64<<20)
 		_ = client.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 		// The server never reads: the write fills both sockets' buffers and then waits until the deadline.
-		n, err := client.Write(make([]byte, 64<<20))
+		n, err := client.Write(p)
 		if !errors.Is(err, os.ErrDeadlineExceeded) || n <= 0 || n >= 64<<20 {
 			t.Fatalf("Write past its deadline = %d, %v; want part of it written and os.ErrDeadlineExceeded", n, err)
 		}
