@@ -25,7 +25,9 @@
 //     Transport's background read loop sees both). A request that could go again whole has the peek as its first
 //     byte goes out, inside WriteAwait after the poller's readiness was reset, so that an upstream's end can come
 //     neither unseen by the peek nor unseen by the wait (a half-closed connection draws no reset to wake it); a
-//     connection found not quiet then is traded for the next, with nothing sent. A request that meets a
+//     connection found not quiet then is traded for the next, with nothing sent; a new plain one is checked the
+//     same way, and one found ended fails the request. Where a socket cannot be peeked at (not unix), no
+//     connection is pooled. A request that meets a
 //     connection closed after the peek is resent once on a new one when nothing of the answer came and the
 //     upstream cannot have acted on it twice: a GET, HEAD, OPTIONS or TRACE without a body, a body none of which
 //     was taken, a body that can be had again (GetBody: the read bodies the gateway parsed), or nothing of the
@@ -750,6 +752,12 @@ func (c *Client) tlsFor(host string) *tls.Config {
 
 // put pools pc for the next request to its upstream; past the bound, or idle too long, connections are closed.
 func (c *Client) put(pc *conn) {
+	if pc.cw.peek == nil {
+		// Its socket cannot be peeked at before reuse (not a unix one): an answer the upstream sent unasked would be
+		// read as the next request's, so the connection is not reused at all.
+		_ = pc.nc.Close()
+		return
+	}
 	if pc.br.Buffered() != 0 {
 		// Bytes past the answer's end: the upstream is confused, and its next answer would not be the next one.
 		_ = pc.nc.Close()

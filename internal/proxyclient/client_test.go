@@ -1282,3 +1282,30 @@ func TestNothingWrittenReadsNothing(t *testing.T) {
 		t.Errorf("the refusal took %v: an early answer was waited for on a connection nothing went out on", took)
 	}
 }
+
+// A connection whose socket cannot be peeked at before reuse (no unix socket under it: every connection on the
+// platforms without the peek) is closed after its answer, never pooled: an answer sent unasked on it could not be
+// told from the next request's.
+func TestUnpeekableConnectionNotPooled(t *testing.T) {
+	client, server := net.Pipe()
+	defer server.Close()
+	c := New(nil, time.Minute, time.Second)
+	key := poolKey{"http", "upstream:80"}
+	pc := newConn(client, key)
+	if pc.cw.peek != nil {
+		t.Fatal("a pipe has a peeker")
+	}
+	if pc.cw.peek.quiet() {
+		t.Fatal("a connection that cannot be peeked at is quiet")
+	}
+	c.put(pc)
+	c.mu.Lock()
+	n := len(c.idle[key])
+	c.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d idle connections; want the unpeekable one closed, not pooled", n)
+	}
+	if _, err := client.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatalf("write on the connection after put: %v; want it closed", err)
+	}
+}

@@ -4,10 +4,10 @@ package proxyclient
 
 import "net"
 
-// peeker cannot peek at a socket here; a dead idle connection is found by the request that meets it, which is
-// then resent on a new one when it can be.
+// peeker cannot peek at a socket here, so no connection is known to be quiet before reuse, and none is pooled
+// (Client.put): each request has a connection of its own.
 type peeker struct{}
 
 func newPeeker(net.Conn) *peeker { return nil }
 
-func (*peeker) quiet() bool { return true }
+func (*peeker) quiet() bool { return false }

@@ -17,7 +17,7 @@ type peeker struct {
 	empty bool
 }
 
-// newPeeker prepares nc's socket; nil for a connection that has none (it is then always quiet).
+// newPeeker prepares nc's socket; nil for a connection that has none, which is then never pooled.
 func newPeeker(nc net.Conn) *peeker {
 	raw, err := sockio.RawConn(nc)
 	switch {
@@ -39,7 +39,7 @@ func newPeeker(nc net.Conn) *peeker {
 // on the poller, so a read deadline left on the connection does not matter to it.
 func (p *peeker) quiet() bool {
 	if p == nil {
-		return true
+		return false
 	}
 	if p.raw == nil {
 		return false
