@@ -65,6 +65,7 @@ type app struct {
 	qlimits  *querylimits.Limiter
 	alog     *accesslog.Log
 	reloader *reloader
+	trunc    *truncationWatch
 }
 
 // configs are the components' configs, as the flags give them, checked.
@@ -168,6 +169,7 @@ func newApp() (_ *app, err error) {
 	if a.alog, err = accesslog.Open(c.alog); err != nil {
 		return nil, err
 	}
+	a.trunc = newTruncationWatch(c.gw.WriteURLs, c.gw.WriteTransport)
 	a.reloader = newReloader(a)
 	c.srv.Handler = a.gw
 	c.srv.Extra = append(rateLimitStatus(a.gate), a.reloader.endpoint(), a.statusEndpoint())
@@ -212,6 +214,7 @@ func (a *app) start() error {
 	if a.qlimits != nil {
 		a.qlimits.Start()
 	}
+	a.trunc.start()
 	return nil
 }
 
@@ -234,6 +237,7 @@ func (a *app) stop() error {
 
 // close stops the background work: key refreshes and the rate-limit poller.
 func (a *app) close() {
+	a.trunc.close()
 	if a.gw != nil {
 		a.gw.Close()
 	}
