@@ -781,15 +781,8 @@ func TestWrittenRequestResentOnlyWhenRepeatable(t *testing.T) {
 				}
 				_, _ = io.WriteString(w, "HTTP/1.1 204 No Content\r\n\r\n")
 			})
-			c := New(nil, time.Minute, 10*time.Second)
-			defer c.CloseIdleConnections()
-			// A first request makes the connection a reused one.
-			resp, err := get(t, c, context.Background(), upstream)
-			if err != nil {
-				t.Fatal(err)
-			}
-			readAll(t, resp)
-			resp, err = c.RoundTrip(tc.req(upstream))
+			c := withPooledConn(t, upstream)
+			resp, err := c.RoundTrip(tc.req(upstream))
 			wantConns, wantSent := int32(1), int32(1)
 			if tc.resent {
 				wantConns, wantSent = 2, 2
@@ -1260,18 +1253,12 @@ func TestNothingWrittenReadsNothing(t *testing.T) {
 			_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\nother's secret")
 		}
 	})
-	c := New(nil, time.Minute, 10*time.Second)
-	defer c.CloseIdleConnections()
-	resp, err := get(t, c, context.Background(), upstream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readAll(t, resp)
+	c := withPooledConn(t, upstream)
 	time.Sleep(100 * time.Millisecond) // the stray answer is on the idle connection now
 	req, _ := http.NewRequest(http.MethodGet, upstream+"/", nil)
 	req.URL.RawQuery = "a=\x01"
 	start := time.Now()
-	resp, err = c.RoundTrip(req)
+	resp, err := c.RoundTrip(req)
 	if err == nil {
 		t.Fatalf("a request that never went out got an answer: %d %q", resp.StatusCode, readAll(t, resp))
 	}
@@ -1308,4 +1295,18 @@ func TestUnpeekableConnectionNotPooled(t *testing.T) {
 	if _, err := client.Write([]byte("x")); !errors.Is(err, io.ErrClosedPipe) {
 		t.Fatalf("write on the connection after put: %v; want it closed", err)
 	}
+}
+
+// withPooledConn is a client whose first request to upstream left its connection in the pool, so the next
+// request reuses it; its idle connections close when the test ends.
+func withPooledConn(t *testing.T, upstream string) *Client {
+	t.Helper()
+	c := New(nil, time.Minute, 10*time.Second)
+	t.Cleanup(c.CloseIdleConnections)
+	resp, err := get(t, c, context.Background(), upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	return c
 }
