@@ -67,7 +67,10 @@ func newTruncationWatch(urls []*url.URL, rt http.RoundTripper) *truncationWatch 
 	if *labelTruncationCheckInterval <= 0 {
 		return nil
 	}
-	w := &truncationWatch{client: &http.Client{Transport: rt, Timeout: 30 * time.Second}, targets: make([]truncationTarget, len(urls))}
+	client := &http.Client{Transport: rt, Timeout: 30 * time.Second,
+		// The backend's own page or nothing: a redirect elsewhere would say nothing about the backend.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	w := &truncationWatch{client: client, targets: make([]truncationTarget, len(urls))}
 	for i, u := range urls {
 		m := *u
 		m.Path = strings.TrimSuffix(u.Path, "/") + "/metrics"
