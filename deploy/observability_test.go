@@ -93,6 +93,7 @@ var grafanaVars = strings.NewReplacer(`$__rate_interval`, `1m`, `$job`, `vmgatew
 var alertsOnTestTraffic = map[string]bool{
 	"VMGatewayDown":                          false,
 	"VMGatewayWriteIsolationBroken":          true, // gw1 writes to Debian's 1.79.5
+	"VMGatewayWriteIsolationUnchecked":       true, // gw2's write port is closed
 	"VMGatewayUpstreamErrors":                true,
 	"VMGatewayServerErrors":                  true,
 	"VMGatewaySlowRequests":                  false,

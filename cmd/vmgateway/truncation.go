@@ -74,7 +74,13 @@ func newTruncationWatch(urls []*url.URL, rt http.RoundTripper) *truncationWatch 
 	for i, u := range urls {
 		m := *u
 		m.Path = strings.TrimSuffix(u.Path, "/") + "/metrics"
-		m.RawPath, m.RawQuery, m.Fragment = "", "", ""
+		m.RawPath = strings.TrimSuffix(u.EscapedPath(), "/") + "/metrics"
+		// Of the write URL's args only the key VictoriaMetrics' -metricsAuthKey asks for: without it a careful
+		// operator's backend would always read as unknown.
+		m.RawQuery, m.Fragment = "", ""
+		if k := u.Query().Get("authKey"); k != "" {
+			m.RawQuery = url.Values{"authKey": {k}}.Encode()
+		}
 		t := &w.targets[i]
 		t.url, t.name = &m, redact.URL(u)
 		st, loaded := truncationStates.LoadOrStore(t.name, new(atomic.Int64))
@@ -172,10 +178,15 @@ func truncationOf(r io.Reader) (int64, error) {
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
+		name, rest := line, ""
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name, rest = line[:i], line[i:]
+		}
+		labels, _, _ := strings.Cut(rest, "}")
 		switch {
-		case strings.HasPrefix(line, "vm_metrics_with_dropped_labels_total"):
+		case name == "vm_metrics_with_dropped_labels_total":
 			return truncationCuts, nil
-		case strings.HasPrefix(line, `vm_rows_ignored_total{reason="too_many_labels"}`):
+		case name == "vm_rows_ignored_total" && strings.Contains(labels, `reason="too_many_labels"`):
 			return truncationDrops, nil
 		}
 	}

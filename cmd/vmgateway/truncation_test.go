@@ -17,7 +17,10 @@ func TestTruncationOf(t *testing.T) {
 		{"1.79.5", "vm_rows_ignored_total{reason=\"big_timestamp\"} 0\nvm_metrics_with_dropped_labels_total 0\n", truncationCuts},
 		{"v1.108+", "vm_rows_ignored_total{reason=\"too_long_label_name\"} 0\nvm_rows_ignored_total{reason=\"too_many_labels\"} 3\n", truncationDrops},
 		{"neither", "go_goroutines 12\nvm_rows_ignored_total{reason=\"big_timestamp\"} 0\n", truncationUnknown},
-		{"a name that only starts alike", "vm_metrics_with_dropped_labels_total_x 0\n", truncationCuts},
+		{"a name that only starts alike", "vm_metrics_with_dropped_labels_total_x 0\n", truncationUnknown},
+		{"other labels beside the reason", "vm_rows_ignored_total{job=\"vm\",reason=\"too_many_labels\",x=\"y\"} 0\n", truncationDrops},
+		{"the reason only in the value's place", "vm_rows_ignored_total{reason=\"big_timestamp\"} 0 # too_many_labels\n", truncationUnknown},
+		{"a HELP line", "# HELP vm_metrics_with_dropped_labels_total x\n", truncationUnknown},
 		{"empty", "", truncationUnknown},
 	} {
 		got, err := truncationOf(strings.NewReader(tc.page))
@@ -36,11 +39,11 @@ func TestTruncationCheckRequest(t *testing.T) {
 		_, _ = w.Write([]byte("vm_metrics_with_dropped_labels_total 0\n"))
 	}))
 	defer srv.Close()
-	u, _ := url.Parse(strings.Replace(srv.URL, "http://", "http://user:secret@", 1) + "/vm/?authKey=k")
+	u, _ := url.Parse(strings.Replace(srv.URL, "http://", "http://user:secret@", 1) + "/v%2Fm/?authKey=k&extra_label=team=dev")
 	w := newTruncationWatch([]*url.URL{u}, http.DefaultTransport)
 	w.checkAll(context.Background())
-	if got == nil || got.URL.Path != "/vm/metrics" || got.URL.RawQuery != "" {
-		t.Fatalf("the check asked %v; want /vm/metrics without the query", got.URL)
+	if got == nil || got.URL.EscapedPath() != "/v%2Fm/metrics" || got.URL.RawQuery != "authKey=k" {
+		t.Fatalf("the check asked %v; want /v%%2Fm/metrics (the write URL's path as written) with its authKey only (-metricsAuthKey)", got.URL)
 	}
 	if user, pw, ok := got.BasicAuth(); !ok || user != "user" || pw != "secret" {
 		t.Errorf("basic auth %q %q %v; want the URL's", user, pw, ok)
