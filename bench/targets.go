@@ -130,17 +130,10 @@ func startGateway(ctx context.Context, name, bin, dir, upstreamAddr string, c *c
 	if err := os.WriteFile(limits, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
 	up := "http://" + upstreamAddr
-	return startProcess(ctx, name, bin, addr, append([]string{
-		"-httpListenAddr=" + addr,
-		"-read.url=" + up, "-write.url=" + up,
+	return startGatewayProc(ctx, name, bin, upstreamAddr, c, append([]string{
 		"-enable.auth", "-auth.publicKeyFiles=" + c.pubKeyFile,
 		"-enable.rateLimit", "-ratelimit.config=" + limits, "-datasource.url=" + up,
-		"-pprofAuthKey=" + c.pprofKey,
 		"-loggerLevel=WARN",
 	}, extra...)...)
 }
@@ -148,13 +141,20 @@ func startGateway(ctx context.Context, name, bin, dir, upstreamAddr string, c *c
 // startOpenGateway is the gateway with nothing to check or enforce: no -enable.auth, no rate limits. Every request
 // still goes through its server, router and upstream client.
 func startOpenGateway(ctx context.Context, name, bin, upstreamAddr string, c *credentials) (*process, error) {
+	return startGatewayProc(ctx, name, bin, upstreamAddr, c, "-loggerLevel=ERROR")
+}
+
+// startGatewayProc runs a gateway binary on a free address in front of the upstream, with flags after its own
+// (a flag given twice takes the later value).
+func startGatewayProc(ctx context.Context, name, bin, upstreamAddr string, c *credentials, flags ...string) (*process, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	up := "http://" + upstreamAddr
-	return startProcess(ctx, name, bin, addr, "-httpListenAddr="+addr, "-read.url="+up, "-write.url="+up,
-		"-pprofAuthKey="+c.pprofKey, "-loggerLevel=ERROR")
+	return startProcess(ctx, name, bin, addr, append([]string{
+		"-httpListenAddr=" + addr, "-read.url=" + up, "-write.url=" + up, "-pprofAuthKey=" + c.pprofKey,
+	}, flags...)...)
 }
 
 func startVMAuth(ctx context.Context, name, bin, dir, upstreamAddr string, c *credentials) (*process, error) {

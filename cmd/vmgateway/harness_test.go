@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -83,11 +82,9 @@ func startGatewayEnv(t testing.TB, env []string, flags ...string) *gw {
 				prefix = p
 			}
 		}
-		base := []string{"-httpListenAddr=" + addr, "-loggerLevel=DEBUG"}
-		if !slices.ContainsFunc(flags, func(f string) bool { return strings.HasPrefix(f, "-write.labelTruncationCheckInterval=") }) {
-			// Off unless a test asks for it: its GET /metrics would be one more request at every recording upstream.
-			base = append(base, "-write.labelTruncationCheckInterval=0")
-		}
+		// The label-truncation check is off unless a test's own flag, given later, turns it on: its GET /metrics
+		// would be one more request at every recording upstream.
+		base := []string{"-httpListenAddr=" + addr, "-loggerLevel=DEBUG", "-write.labelTruncationCheckInterval=0"}
 		cmd := exec.Command(gatewayBin, append(base, flags...)...)
 		cmd.Env = append(os.Environ(), env...)
 		g := runGateway(t, "http://"+addr, cmd)

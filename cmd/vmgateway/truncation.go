@@ -157,10 +157,7 @@ func (w *truncationWatch) check(ctx context.Context, u *url.URL) (int64, error) 
 	if err != nil {
 		return truncationUnknown, redact.URLError(err)
 	}
-	if u.User != nil {
-		pw, _ := u.User.Password()
-		req.SetBasicAuth(u.User.Username(), pw)
-	}
+	// http.Client sends the URL's userinfo as basic auth.
 	resp, err := w.client.Do(req)
 	if err != nil {
 		return truncationUnknown, redact.URLError(err)

@@ -27,8 +27,7 @@
 //     neither unseen by the peek nor unseen by the wait (a half-closed connection draws no reset to wake it); a
 //     connection found not quiet then is traded for the next, with nothing sent; a new plain one is checked the
 //     same way, and one found ended fails the request. Where a socket cannot be peeked at (not unix), no
-//     connection is pooled. A request that meets a
-//     connection closed after the peek is resent once on a new one when nothing of the answer came and the
+//     connection is pooled. A request that meets a connection closed after the peek is resent once on a new one when nothing of the answer came and the
 //     upstream cannot have acted on it twice: a GET, HEAD, OPTIONS or TRACE without a body, a body none of which
 //     was taken, a body that can be had again (GetBody: the read bodies the gateway parsed), or nothing of the
 //     request written at all, as the Transport decides. A write whose body went out is never resent, even a small
@@ -405,8 +404,8 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 			// The whole request is in the buffer: it goes out in one write that then waits for the answer
 			// (sockio.Conn.WriteAwait), so the head's deadline is set before it, and the read after it does not find
 			// the socket empty. A plain connection, reused or new, is checked inside that write, where nothing can
-			// come unseen after the check. A body streamed from the client keeps the plain write: the connection was checked
-			// when taken, and an end that came while the body was read must be seen by the read.
+			// come unseen after the check. A body streamed from the client keeps the plain write: the connection was
+			// checked when taken, and an end that came while the body was read must be seen by the read.
 			c.setHeaderDeadline(pc)
 			deadlineSet = true
 			pc.cw.await = true

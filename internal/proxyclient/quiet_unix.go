@@ -38,10 +38,7 @@ func newPeeker(nc net.Conn) *peeker {
 // the next request, perhaps another tenant's, would otherwise read as its own. The peek neither blocks nor waits
 // on the poller, so a read deadline left on the connection does not matter to it.
 func (p *peeker) quiet() bool {
-	if p == nil {
-		return false
-	}
-	if p.raw == nil {
+	if p == nil || p.raw == nil {
 		return false
 	}
 	p.empty = false
