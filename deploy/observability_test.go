@@ -92,8 +92,9 @@ var grafanaVars = strings.NewReplacer(`$__rate_interval`, `1m`, `$job`, `vmgatew
 // its upstreams and sheds load, tokens are refused, a user runs over its limit; nothing else is wrong.
 var alertsOnTestTraffic = map[string]bool{
 	"VMGatewayDown":                          false,
-	"VMGatewayWriteIsolationBroken":          true, // gw1 writes to Debian's 1.79.5
+	"VMGatewayWriteBackendTruncates":         true, // gw1 writes to Debian's 1.79.5
 	"VMGatewayWriteIsolationUnchecked":       true, // gw2's write port is closed
+	"VMGatewayWriteSeriesDropped":            true, // gw1 writes a series over 1.79.5's label limit
 	"VMGatewayUpstreamErrors":                true,
 	"VMGatewayServerErrors":                  true,
 	"VMGatewaySlowRequests":                  false,
@@ -319,12 +320,20 @@ scrape_configs:
 		byKind[gw+": "+kind][st]++
 	}
 	q := "/api/v1/query?" + url.Values{"query": {"sum(up)"}}.Encode()
+	var wide []string
+	for i := range 40 {
+		wide = append(wide, fmt.Sprintf(`w%02d="x"`, i))
+	}
+	wideLabels := strings.Join(wide, ",")
 	for round := 0; round < 6; round++ {
 		hit("gw1", "read", http.MethodGet, q, read, "")
 		hit("gw1", "range", http.MethodGet, "/api/v1/query_range?query=up&start=-5m&step=1m", read, "")
 		hit("gw1", "labels", http.MethodGet, "/api/v1/labels", read, "")
 		hit("gw1", "jwks", http.MethodGet, q, viaJWKS, "")
 		hit("gw1", "write", http.MethodPost, "/api/v1/import/prometheus", write, fmt.Sprintf("demo_requests_total{round=\"%d\"} %d", round, round))
+		// Over 1.79.5's label limit: the label guard drops it (VMGatewayWriteSeriesDropped).
+		hit("gw1", "write over the label limit", http.MethodPost, "/api/v1/import/prometheus", write,
+			"demo_wide{"+wideLabels+"} 1")
 		hit("gw1", "write token reads", http.MethodGet, q, write, "")
 		hit("gw1", "unknown path", http.MethodGet, "/api/v1/nope", read, "")
 		hit("gw1", "traced", http.MethodGet, q+"&trace=1", read, "")

@@ -163,13 +163,14 @@ func newApp() (_ *app, err error) {
 	if a.verifier != nil {
 		c.gw.Auth = a.verifier
 	}
+	a.trunc = newTruncationWatch(c.gw.WriteURLs, c.gw.WriteTransport)
+	c.gw.LabelLimit = labelLimitOf(a.trunc)
 	if a.gw, err = gateway.New(c.gw); err != nil {
 		return nil, err
 	}
 	if a.alog, err = accesslog.Open(c.alog); err != nil {
 		return nil, err
 	}
-	a.trunc = newTruncationWatch(c.gw.WriteURLs, c.gw.WriteTransport)
 	a.reloader = newReloader(a)
 	c.srv.Handler = a.gw
 	c.srv.Extra = append(rateLimitStatus(a.gate), a.reloader.endpoint(), a.statusEndpoint())

@@ -6,15 +6,17 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // VictoriaMetrics before v1.108.0 cuts a series down to -maxLabelsPerTimeseries labels after appending the
 // extra_label arguments, so a series that fills the limit itself loses the token's label and keeps the one it
-// brought: team dev's write is stored as team ops'. v1.108.0 drops such a series. The gateway tells the two apart
-// from each write backend's /metrics: an error and vmgateway_write_backend_truncates_labels 1 for Debian's 1.79.5,
-// 0 for the current release, -1 (and a warning) for a backend whose metrics say neither.
+// brought: team dev's write would be stored as team ops'. v1.108.0 drops such a series. The gateway tells the two
+// apart from each write backend's /metrics: an error and vmgateway_write_backend_truncates_labels 1 for Debian's
+// 1.79.5, 0 for the current release, -1 (and a warning) for a backend whose metrics say neither. On 1.79.5 its label
+// guard drops the series, as the current release does.
 func TestWriteBackendLabelTruncation(t *testing.T) {
 	notVM := vmtest.NewRecorder(t)
 	for _, tc := range []struct {
@@ -67,19 +69,149 @@ func TestWriteBackendLabelTruncation(t *testing.T) {
 			if code/100 != 2 {
 				t.Fatalf("the control write: %d %s", code, body)
 			}
-			var stored string
+			// Straight to the backend, with the token's label as the gateway sends it: what the guard stands in for.
+			code, _, body = do(t, http.MethodPost, vm.URL+"/api/v1/import/prometheus?extra_label=team=dev",
+				strings.NewReader("trunc_direct{"+strings.Join(labels, ",")+"} 1\n"), "Content-Type", "text/plain")
+			if code/100 != 2 {
+				t.Fatalf("the write straight to the backend: %d %s", code, body)
+			}
+			var stored, direct string
 			vmtest.Eventually(t, func() (bool, string) {
 				vm.Flush(t)
 				_, _, control := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]=trunc_control", nil)
 				_, _, stored = do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]="+url.QueryEscape(`{__name__="trunc_probe"}`), nil)
-				return strings.Contains(control, `"team":"dev"`), "the control series: " + control
+				_, _, direct = do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]="+url.QueryEscape(`{__name__="trunc_direct"}`), nil)
+				return strings.Contains(control, `"team":"dev"`) && (!tc.truncates || direct != ""), "the control series: " + control
 			})
+			if strings.TrimSpace(stored) != "" {
+				t.Errorf("%s stored the long series written through the gateway as %q; it must be dropped", tc.name, stored)
+			}
 			switch {
-			case tc.truncates && !strings.Contains(stored, `"team":"ops"`):
-				t.Errorf("1.79.5 stored the long series as %q; the check says it keeps team=ops (has it stopped truncating?)", stored)
-			case !tc.truncates && strings.TrimSpace(stored) != "":
-				t.Errorf("%s stored the long series as %q; the check says it drops it", tc.name, stored)
+			case tc.truncates && !strings.Contains(direct, `"team":"ops"`):
+				t.Errorf("1.79.5 stored the long series written to it directly as %q; the check says it keeps team=ops (has it stopped truncating?)", direct)
+			case !tc.truncates && strings.TrimSpace(direct) != "":
+				t.Errorf("%s stored the long series written to it directly as %q; the check says it drops it", tc.name, direct)
+			}
+			// Which of the two dropped it: the gateway on 1.79.5, the backend itself on the current release.
+			dropped := `vmgateway_write_series_dropped_total{reason="too_many_labels"} 1` + "\n"
+			if _, _, m := do(t, http.MethodGet, g.URL+"/metrics", nil); strings.Contains(m, dropped) != tc.truncates {
+				t.Errorf("/metrics has %q: %v; want %v", strings.TrimSpace(dropped), !tc.truncates, tc.truncates)
+			}
+			if tc.truncates && !g.logged("dropped a series the write backend would have stored without the token's extra labels") {
+				t.Errorf("the gateway did not log the dropped series")
 			}
 		})
+	}
+}
+
+// guardSeries is a series of n labels besides its name, team="ops" first.
+func guardSeries(n int) []string {
+	labels := []string{"team", "ops"}
+	for i := 1; i < n; i++ {
+		labels = append(labels, fmt.Sprintf("l%02d", i), "x")
+	}
+	return labels
+}
+
+// TestLabelGuardFormatsOnDebian writes, through a token for team dev, each format the guard counts to Debian's
+// 1.79.5 running with a label limit of its own (24): a series that fits with the token's label is stored with it,
+// one label more and it is dropped whole, never stored as team ops'. The formats the guard cannot count are refused,
+// and the limit comes from the backend.
+func TestLabelGuardFormatsOnDebian(t *testing.T) {
+	const limit = 24
+	vm := vmtest.Start(t, fmt.Sprintf("-maxLabelsPerTimeseries=%d", limit))
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+		"-write.labelTruncationCheckInterval=1h")
+	write := mint(t, priv, "-mode=write", "-extraLabels=team=dev")
+	send := func(path, ctype, body string, want int) {
+		t.Helper()
+		code, _, answer := do(t, http.MethodPost, g.URL+path, strings.NewReader(body), append(bearer(write), "Content-Type", ctype)...)
+		if code != want {
+			t.Fatalf("POST %s: %d %s; want %d", path, code, answer, want)
+		}
+	}
+	prom := func(name string, labels []string) string {
+		var b strings.Builder
+		b.WriteString(name + "{")
+		for i := 0; i < len(labels); i += 2 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "%s=%q", labels[i], labels[i+1])
+		}
+		b.WriteString("} 1\n")
+		return b.String()
+	}
+	jsonLine := func(name string, labels []string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, `{"metric":{"__name__":%q`, name)
+		for i := 0; i < len(labels); i += 2 {
+			fmt.Fprintf(&b, ",%q:%q", labels[i], labels[i+1])
+		}
+		fmt.Fprintf(&b, `},"values":[1],"timestamps":[%d]}`+"\n", time.Now().UnixMilli())
+		return b.String()
+	}
+	influx := func(name string, labels []string) string {
+		var b strings.Builder
+		b.WriteString(name)
+		for i := 0; i < len(labels); i += 2 {
+			fmt.Fprintf(&b, ",%s=%s", labels[i], labels[i+1])
+		}
+		b.WriteString(" value=1\n")
+		return b.String()
+	}
+	room := limit - 1 // the token's team
+	var kept, dropped []string
+	// Each format at its edge: the name counts as a label in the Prometheus formats, the database in Influx's.
+	send("/api/v1/import/prometheus", "text/plain", prom("lg_prom_in", guardSeries(room-1))+prom("lg_prom_out", guardSeries(room)), 204)
+	send("/api/v1/import", "application/json", jsonLine("lg_json_in", guardSeries(room-1))+jsonLine("lg_json_out", guardSeries(room)), 204)
+	send("/influx/write", "text/plain", influx("lg_influx_in", guardSeries(room))+influx("lg_influx_out", guardSeries(room+1)), 204)
+	send("/influx/write?db=x", "text/plain", influx("lg_influxdb_in", guardSeries(room-1))+influx("lg_influxdb_out", guardSeries(room)), 204)
+	kept = append(kept, "lg_prom_in", "lg_json_in", "lg_influx_in_value", "lg_influxdb_in_value")
+	dropped = append(dropped, "lg_prom_out", "lg_json_out", "lg_influx_out_value", "lg_influxdb_out_value")
+
+	csvFormat := func(name string, labels int) string {
+		f := "1:metric:" + name
+		for i := range labels {
+			f += fmt.Sprintf(",%d:label:c%02d", i+2, i)
+		}
+		return url.QueryEscape(f)
+	}
+	row := "1" + strings.Repeat(",x", room-1) + "\n"
+	send("/api/v1/import/csv?format="+csvFormat("lg_csv_in", room-1), "text/csv", row, 204)
+	send("/api/v1/import/csv?format="+csvFormat("lg_csv_out", room), "text/csv", row+"", 400)
+	kept = append(kept, "lg_csv_in")
+	send("/api/v1/import/native", "application/octet-stream", "x", 403)
+	send("/datadog/api/v1/series", "application/json", `{"series":[]}`, 403)
+
+	// vmagent, a real remote-write client, with the same token.
+	agent := startVMAgent(t, g.URL+"/api/v1/write", "-remoteWrite.bearerToken="+write)
+	code, _, body := do(t, http.MethodPost, agent+"/api/v1/import/prometheus",
+		strings.NewReader(prom("lg_rw_in", guardSeries(room-1))+prom("lg_rw_out", guardSeries(room))), "Content-Type", "text/plain")
+	if code/100 != 2 {
+		t.Fatalf("write into vmagent: %d %s", code, body)
+	}
+	kept = append(kept, "lg_rw_in")
+	dropped = append(dropped, "lg_rw_out")
+
+	vmtest.Eventually(t, func() (bool, string) {
+		vm.Flush(t)
+		for _, name := range kept {
+			_, _, got := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]="+name, nil)
+			if !strings.Contains(got, `"team":"dev"`) {
+				return false, name + " not stored with team dev: " + got
+			}
+		}
+		return true, ""
+	})
+	for _, name := range dropped {
+		if _, _, got := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]="+name, nil); strings.TrimSpace(got) != "" {
+			t.Errorf("%s, one label over the limit, was stored: %s", name, got)
+		}
+	}
+	want := fmt.Sprintf(`vmgateway_write_series_dropped_total{reason="too_many_labels"} %d`, len(dropped))
+	if _, _, m := do(t, http.MethodGet, g.URL+"/metrics", nil); !strings.Contains(m, want+"\n") {
+		t.Errorf("/metrics lacks %q", want)
 	}
 }

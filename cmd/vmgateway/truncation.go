@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,15 +23,34 @@ import (
 // Write isolation rests on VictoriaMetrics applying the token's extra_label arguments over the body's labels. Before
 // v1.108.0 it appends them after the body's labels and then truncates a series to -maxLabelsPerTimeseries labels,
 // so a series that fills the limit itself (team="ops" among 30 labels) loses the gateway's team="dev" and is stored
-// as team ops'. v1.108.0 drops such a series instead. The gateway cannot see this in a body it never parses, so it
-// asks each write backend which kind it is: the metrics that count the event name it (vm_metrics_with_dropped_labels_total
-// before, vm_rows_ignored_total{reason="too_many_labels"} since), where the version label is often empty (a Debian or
-// `go install` build).
-var labelTruncationCheckInterval = flag.Duration("write.labelTruncationCheckInterval", 10*time.Minute,
-	"How often the gateway reads each -write.url's /metrics to learn whether it truncates series with more labels than its "+
-		"-maxLabelsPerTimeseries (VictoriaMetrics before v1.108.0) instead of dropping them. On such a backend a token's extra_labels "+
-		"can be cut off a series the client wrote, so writes are not isolated: the gateway logs an error and exports "+
-		"vmgateway_write_backend_truncates_labels 1 (see docs/security-model.md). 0 disables the check")
+// as team ops'. v1.108.0 drops such a series instead. The gateway asks each write backend which kind it is: the
+// metrics that count the event name it (vm_metrics_with_dropped_labels_total before, vm_rows_ignored_total{reason=
+// "too_many_labels"} since), where the version label is often empty (a Debian or `go install` build), and its flag
+// metric gives the limit. While one truncates, writes through tokens with extra labels go through the label guard,
+// which drops such series as v1.108.0 does (internal/labelguard).
+var (
+	labelTruncationCheckInterval = flag.Duration("write.labelTruncationCheckInterval", 10*time.Minute,
+		"How often the gateway reads each -write.url's /metrics to learn whether it truncates series with more labels than its "+
+			"-maxLabelsPerTimeseries (VictoriaMetrics before v1.108.0) instead of dropping them, and that limit. On such a backend a token's "+
+			"extra_labels could be cut off a series the client wrote, so the gateway then counts the labels of every series written through "+
+			"a token with extra_labels and drops those over the limit, as v1.108.0 does; formats it cannot count are refused for such tokens "+
+			"(see docs/security-model.md). A backend it cannot read is asked again sooner. 0 disables the check and the guard")
+	writeMaxLabels = flag.Int("write.maxLabelsPerTimeseries", 0,
+		"When above 0, writes through tokens with extra_labels always go through the label guard, with this as the write backend's "+
+			"-maxLabelsPerTimeseries, whatever -write.labelTruncationCheckInterval finds: for a backend before v1.108.0 the check cannot "+
+			"read (behind a relay, or with its /metrics out of reach)")
+)
+
+// firstCheckWait bounds how long a write through a token with extra labels waits for the first look at the write
+// backends, and the first check's requests with it.
+const firstCheckWait = 10 * time.Second
+
+// fallbackLabelLimit is the limit assumed of a backend that truncates and does not say its own: the lowest default
+// VictoriaMetrics has had.
+const fallbackLabelLimit = 30
+
+// recheckFirst is the wait before a backend the check could not read is asked again; it doubles up to the interval.
+var recheckFirst = 5 * time.Second
 
 // truncation values of vmgateway_write_backend_truncates_labels.
 const (
@@ -50,12 +70,15 @@ type truncationWatch struct {
 	targets []truncationTarget
 	stop    context.CancelFunc
 	done    sync.WaitGroup
+	// checked is closed once every backend has been looked at.
+	checked chan struct{}
 }
 
 type truncationTarget struct {
 	url   *url.URL // the backend's /metrics, credentials kept for the request
 	name  string   // redacted, for logs and the metric's label
 	state *atomic.Int64
+	limit atomic.Int64 // its -maxLabelsPerTimeseries, 0 when not known
 }
 
 // truncationStates holds each backend's state behind its gauge, which is registered once per process: an app built
@@ -70,7 +93,7 @@ func newTruncationWatch(urls []*url.URL, rt http.RoundTripper) *truncationWatch 
 	client := &http.Client{Transport: rt, Timeout: 30 * time.Second,
 		// The backend's own page or nothing: a redirect elsewhere would say nothing about the backend.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	w := &truncationWatch{client: client, targets: make([]truncationTarget, len(urls))}
+	w := &truncationWatch{client: client, targets: make([]truncationTarget, len(urls)), checked: make(chan struct{})}
 	for i, u := range urls {
 		m := *u
 		m.Path = strings.TrimSuffix(u.Path, "/") + "/metrics"
@@ -95,7 +118,8 @@ func newTruncationWatch(urls []*url.URL, rt http.RoundTripper) *truncationWatch 
 	return w
 }
 
-// start checks every backend at once, in the background, and then every -write.labelTruncationCheckInterval.
+// start checks every backend at once, in the background, and then every -write.labelTruncationCheckInterval, sooner
+// while one could not be read.
 func (w *truncationWatch) start() {
 	if w == nil {
 		return
@@ -105,17 +129,76 @@ func (w *truncationWatch) start() {
 	w.done.Add(1)
 	go func() {
 		defer w.done.Done()
-		t := time.NewTicker(*labelTruncationCheckInterval)
-		defer t.Stop()
+		first, cancelFirst := context.WithTimeout(ctx, firstCheckWait)
+		w.checkAll(first)
+		cancelFirst()
+		close(w.checked)
+		retry := recheckFirst
 		for {
-			w.checkAll(ctx)
+			wait := *labelTruncationCheckInterval
+			if w.unknown() {
+				wait, retry = min(retry, wait), min(2*retry, wait)
+			} else {
+				retry = recheckFirst
+			}
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
+				t.Stop()
 				return
 			case <-t.C:
 			}
+			w.checkAll(ctx)
 		}
 	}()
+}
+
+func (w *truncationWatch) unknown() bool {
+	for i := range w.targets {
+		if w.targets[i].state.Load() < truncationDrops {
+			return true
+		}
+	}
+	return false
+}
+
+// labelLimitOf is the gateway's LabelLimit: nil when neither the check nor -write.maxLabelsPerTimeseries is on.
+func labelLimitOf(w *truncationWatch) func(context.Context) (int, error) {
+	switch {
+	case w != nil:
+		return w.labelLimit
+	case *writeMaxLabels > 0:
+		return func(context.Context) (int, error) { return *writeMaxLabels, nil }
+	}
+	return nil
+}
+
+// labelLimit is the label limit of the write backends that truncate, the least of them, or 0 when none does; the
+// gateway's label guard applies while it is not 0. It waits for the first check, or ctx.
+func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
+	if *writeMaxLabels > 0 {
+		return *writeMaxLabels, nil
+	}
+	select {
+	case <-w.checked:
+	case <-ctx.Done():
+		return 0, context.Cause(ctx)
+	}
+	least := 0
+	for i := range w.targets {
+		t := &w.targets[i]
+		if t.state.Load() != truncationCuts {
+			continue
+		}
+		l := int(t.limit.Load())
+		if l <= 0 {
+			l = fallbackLabelLimit
+		}
+		if least == 0 || l < least {
+			least = l
+		}
+	}
+	return least, nil
 }
 
 func (w *truncationWatch) close() {
@@ -129,19 +212,27 @@ func (w *truncationWatch) close() {
 func (w *truncationWatch) checkAll(ctx context.Context) {
 	for i := range w.targets {
 		t := &w.targets[i]
-		state, err := w.check(ctx, t.url)
-		if ctx.Err() != nil {
-			return
+		state, limit, err := w.check(ctx, t.url)
+		if ctx.Err() != nil && state == truncationUnknown {
+			if prev := t.state.Load(); prev == truncationUnchecked {
+				// The first look ran out of time: unknown, and said so.
+				t.state.Store(truncationUnknown)
+				slog.Warn("cannot tell in time whether the write backend truncates series over its label limit; asking again soon",
+					"backend", t.name, "err", err)
+			}
+			continue
 		}
+		t.limit.Store(int64(limit))
 		if prev := t.state.Swap(state); prev == state {
 			continue
 		}
 		switch state {
 		case truncationCuts:
 			slog.Error("the write backend truncates series that have more labels than its -maxLabelsPerTimeseries instead of "+
-				"dropping them (VictoriaMetrics before v1.108.0): a token's extra_labels can be cut off a series the client "+
-				"wrote with that many labels, so a token narrowed to one team's labels can write series carrying another's. "+
-				"Upgrade the write backend to v1.108.0 or later", "backend", t.name)
+				"dropping them (VictoriaMetrics before v1.108.0): a token's extra_labels could be cut off a series the client "+
+				"wrote with that many labels. The gateway now counts the labels of each series written through a token with "+
+				"extra_labels and drops those over the limit, and refuses such writes in formats it cannot count. "+
+				"Upgrade the write backend to v1.108.0 or later", "backend", t.name, "maxLabelsPerTimeseries", limit)
 		case truncationDrops:
 			slog.Info("the write backend drops series over its label limit, as write isolation needs", "backend", t.name)
 		default:
@@ -151,28 +242,30 @@ func (w *truncationWatch) checkAll(ctx context.Context) {
 	}
 }
 
-// check reads the backend's /metrics for the metric that counts series over the label limit.
-func (w *truncationWatch) check(ctx context.Context, u *url.URL) (int64, error) {
+// check reads the backend's /metrics for the metric that counts series over the label limit, and the limit.
+func (w *truncationWatch) check(ctx context.Context, u *url.URL) (int64, int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return truncationUnknown, redact.URLError(err)
+		return truncationUnknown, 0, redact.URLError(err)
 	}
 	// http.Client sends the URL's userinfo as basic auth.
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return truncationUnknown, redact.URLError(err)
+		return truncationUnknown, 0, redact.URLError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return truncationUnknown, fmt.Errorf("GET /metrics answered %d", resp.StatusCode)
+		return truncationUnknown, 0, fmt.Errorf("GET /metrics answered %d", resp.StatusCode)
 	}
 	return truncationOf(io.LimitReader(resp.Body, maxMetricsPage))
 }
 
-// truncationOf reads a VictoriaMetrics /metrics page for the behaviour its label-limit metrics name.
-func truncationOf(r io.Reader) (int64, error) {
+// truncationOf reads a VictoriaMetrics /metrics page for the behaviour its label-limit metrics name, and the
+// -maxLabelsPerTimeseries its flag metric gives (0 if none does).
+func truncationOf(r io.Reader) (int64, int, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	state, limit := int64(truncationUnknown), 0
 	for sc.Scan() {
 		line := sc.Text()
 		name, rest := line, ""
@@ -182,13 +275,23 @@ func truncationOf(r io.Reader) (int64, error) {
 		labels, _, _ := strings.Cut(rest, "}")
 		switch {
 		case name == "vm_metrics_with_dropped_labels_total":
-			return truncationCuts, nil
+			state = truncationCuts
 		case name == "vm_rows_ignored_total" && strings.Contains(labels, `reason="too_many_labels"`):
-			return truncationDrops, nil
+			state = truncationDrops
+		case name == "flag":
+			if v, ok := strings.CutPrefix(labels, `{name="maxLabelsPerTimeseries", value="`); ok {
+				v, _, _ = strings.Cut(v, `"`)
+				if n, err := strconv.Atoi(v); err == nil && n > 0 {
+					limit = n
+				}
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return truncationUnknown, fmt.Errorf("reading /metrics: %w", err)
+		return truncationUnknown, 0, fmt.Errorf("reading /metrics: %w", err)
 	}
-	return truncationUnknown, fmt.Errorf("its /metrics has neither vm_metrics_with_dropped_labels_total nor vm_rows_ignored_total{reason=\"too_many_labels\"}")
+	if state == truncationUnknown {
+		return state, 0, fmt.Errorf("its /metrics has neither vm_metrics_with_dropped_labels_total nor vm_rows_ignored_total{reason=\"too_many_labels\"}")
+	}
+	return state, limit, nil
 }

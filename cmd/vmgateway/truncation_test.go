@@ -6,26 +6,32 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestTruncationOf(t *testing.T) {
 	for _, tc := range []struct {
 		name, page string
 		want       int64
+		limit      int
 	}{
-		{"1.79.5", "vm_rows_ignored_total{reason=\"big_timestamp\"} 0\nvm_metrics_with_dropped_labels_total 0\n", truncationCuts},
-		{"v1.108+", "vm_rows_ignored_total{reason=\"too_long_label_name\"} 0\nvm_rows_ignored_total{reason=\"too_many_labels\"} 3\n", truncationDrops},
-		{"neither", "go_goroutines 12\nvm_rows_ignored_total{reason=\"big_timestamp\"} 0\n", truncationUnknown},
-		{"a name that only starts alike", "vm_metrics_with_dropped_labels_total_x 0\n", truncationUnknown},
-		{"other labels beside the reason", "vm_rows_ignored_total{job=\"vm\",reason=\"too_many_labels\",x=\"y\"} 0\n", truncationDrops},
-		{"the reason only in the value's place", "vm_rows_ignored_total{reason=\"big_timestamp\"} 0 # too_many_labels\n", truncationUnknown},
-		{"a HELP line", "# HELP vm_metrics_with_dropped_labels_total x\n", truncationUnknown},
-		{"empty", "", truncationUnknown},
+		{"1.79.5", "vm_rows_ignored_total{reason=\"big_timestamp\"} 0\nvm_metrics_with_dropped_labels_total 0\n", truncationCuts, 0},
+		{"1.79.5 with its flags", "vm_metrics_with_dropped_labels_total 0\nflag{name=\"maxLabelValueLen\", value=\"16384\", is_set=\"false\"} 1\n" +
+			"flag{name=\"maxLabelsPerTimeseries\", value=\"24\", is_set=\"true\"} 1\n", truncationCuts, 24},
+		{"a limit that is not a number", "vm_metrics_with_dropped_labels_total 0\nflag{name=\"maxLabelsPerTimeseries\", value=\"x\"} 1\n", truncationCuts, 0},
+		{"v1.108+", "vm_rows_ignored_total{reason=\"too_long_label_name\"} 0\nvm_rows_ignored_total{reason=\"too_many_labels\"} 3\n", truncationDrops, 0},
+		{"neither", "go_goroutines 12\nvm_rows_ignored_total{reason=\"big_timestamp\"} 0\n", truncationUnknown, 0},
+		{"a name that only starts alike", "vm_metrics_with_dropped_labels_total_x 0\n", truncationUnknown, 0},
+		{"other labels beside the reason", "vm_rows_ignored_total{job=\"vm\",reason=\"too_many_labels\",x=\"y\"} 0\n", truncationDrops, 0},
+		{"the reason only in the value's place", "vm_rows_ignored_total{reason=\"big_timestamp\"} 0 # too_many_labels\n", truncationUnknown, 0},
+		{"a HELP line", "# HELP vm_metrics_with_dropped_labels_total x\n", truncationUnknown, 0},
+		{"empty", "", truncationUnknown, 0},
 	} {
-		got, err := truncationOf(strings.NewReader(tc.page))
-		if got != tc.want || (got == truncationUnknown) != (err != nil) {
-			t.Errorf("%s: %d, %v; want %d", tc.name, got, err, tc.want)
+		got, limit, err := truncationOf(strings.NewReader(tc.page))
+		if got != tc.want || limit != tc.limit || (got == truncationUnknown) != (err != nil) {
+			t.Errorf("%s: %d, limit %d, %v; want %d, limit %d", tc.name, got, limit, err, tc.want, tc.limit)
 		}
 	}
 }
@@ -54,5 +60,99 @@ func TestTruncationCheckRequest(t *testing.T) {
 	}
 	if s := tg.state.Load(); s != truncationCuts {
 		t.Errorf("state %d; want %d", s, truncationCuts)
+	}
+}
+
+func metricsPage(t *testing.T, page func() (int, string)) *url.URL {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		code, body := page()
+		w.WriteHeader(code)
+		_, _ = w.Write([]byte(body))
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	return u
+}
+
+const (
+	pageCuts24 = "vm_metrics_with_dropped_labels_total 0\nflag{name=\"maxLabelsPerTimeseries\", value=\"24\", is_set=\"true\"} 1\n"
+	pageCuts   = "vm_metrics_with_dropped_labels_total 0\n"
+	pageDrops  = "vm_rows_ignored_total{reason=\"too_many_labels\"} 0\nflag{name=\"maxLabelsPerTimeseries\", value=\"40\", is_set=\"false\"} 1\n"
+)
+
+// The label guard's limit: the least of the backends that truncate (30 for one that does not say), 0 when none
+// does, and nothing before the first check has looked.
+func TestLabelLimit(t *testing.T) {
+	fixed := func(s string) func() (int, string) { return func() (int, string) { return 200, s } }
+	for _, tc := range []struct {
+		name  string
+		pages []string
+		want  int
+	}{
+		{"one truncates at 24", []string{pageCuts24, pageDrops}, 24},
+		{"one truncates without saying its limit", []string{pageDrops, pageCuts}, fallbackLabelLimit},
+		{"the least of two", []string{pageCuts, pageCuts24}, 24},
+		{"none truncates", []string{pageDrops, pageDrops}, 0},
+		{"one cannot be read", []string{pageDrops, "go_goroutines 1\n"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var urls []*url.URL
+			for _, p := range tc.pages {
+				urls = append(urls, metricsPage(t, fixed(p)))
+			}
+			w := newTruncationWatch(urls, http.DefaultTransport)
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if _, err := w.labelLimit(ctx); err == nil {
+				t.Fatal("the limit was given before the first check")
+			}
+			w.start()
+			defer w.close()
+			got, err := w.labelLimit(context.Background())
+			if err != nil || got != tc.want {
+				t.Errorf("labelLimit = %d, %v; want %d", got, err, tc.want)
+			}
+		})
+	}
+
+	*writeMaxLabels = 12
+	defer func() { *writeMaxLabels = 0 }()
+	w := newTruncationWatch([]*url.URL{metricsPage(t, fixed(pageDrops))}, http.DefaultTransport)
+	if got, err := w.labelLimit(context.Background()); got != 12 || err != nil {
+		t.Errorf("with -write.maxLabelsPerTimeseries=12: %d, %v", got, err)
+	}
+	if got, _ := labelLimitOf(nil)(context.Background()); got != 12 {
+		t.Errorf("with the check off and -write.maxLabelsPerTimeseries=12: %d", got)
+	}
+}
+
+// A backend that cannot be read at first (not up yet) is asked again soon, not at the next interval.
+func TestTruncationRecheckedSoon(t *testing.T) {
+	defer func(d time.Duration) { recheckFirst = d }(recheckFirst)
+	recheckFirst = 20 * time.Millisecond
+	var up atomic.Bool
+	u := metricsPage(t, func() (int, string) {
+		if !up.Load() {
+			return http.StatusServiceUnavailable, ""
+		}
+		return 200, pageCuts24
+	})
+	w := newTruncationWatch([]*url.URL{u}, http.DefaultTransport)
+	w.start()
+	defer w.close()
+	if got, _ := w.labelLimit(context.Background()); got != 0 || w.targets[0].state.Load() != truncationUnknown {
+		t.Fatalf("a backend not up: limit %d, state %d", got, w.targets[0].state.Load())
+	}
+	up.Store(true)
+	deadline := time.Now().Add(5 * time.Second)
+	for w.targets[0].state.Load() != truncationCuts {
+		if time.Now().After(deadline) {
+			t.Fatal("the backend was not asked again")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got, _ := w.labelLimit(context.Background()); got != 24 {
+		t.Errorf("limit %d once the backend answered; want 24", got)
 	}
 }

@@ -115,6 +115,14 @@ func fingerprint(labels, filters []string) uint64 {
 // Restricted reports whether the enforcer limits anything.
 func (e *Enforcer) Restricted() bool { return e != nil && (len(e.labels) > 0 || len(e.filters) > 0) }
 
+// NumLabels is the number of extra labels the enforcer adds to every series written.
+func (e *Enforcer) NumLabels() int {
+	if e == nil {
+		return 0
+	}
+	return len(e.labels)
+}
+
 // Labels returns a copy of the enforced labels.
 func (e *Enforcer) Labels() []Label {
 	if e == nil {

@@ -34,8 +34,9 @@ type idleBody struct {
 	idle    time.Duration
 	cancel  context.CancelCauseFunc
 	stalled atomic.Bool
-	// malformed is the client's framing error, if its body had one.
-	malformed atomic.Pointer[error]
+	// refused is the answer for a body the client framed wrong (a malformed chunk) or one the label guard refused
+	// while it streamed.
+	refused atomic.Pointer[httperr.Error]
 }
 
 // streamWriteBody wraps r's body for the proxy; the returned func clears the connection's read deadline once the
@@ -89,11 +90,17 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		b.cancel(errBodyStalled)
 		return n, errBodyStalled
 	case isFramingError(err):
-		b.malformed.Store(&err)
 		malformedBodies.Inc()
-		b.cancel(err)
+		b.refuse(httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot read the request body: %s; the upstream request was cancelled: "+
+			"send the body with a valid Content-Length or chunked encoding", err)))
 	}
 	return n, err
+}
+
+// refuse ends the upstream request of a body that must not be sent whole; the client gets err.
+func (b *idleBody) refuse(err *httperr.Error) {
+	b.refused.CompareAndSwap(nil, err)
+	b.cancel(err)
 }
 
 var malformedBodies = metrics.NewCounter(`vmgateway_requests_rejected_total{reason="malformed_body"}`)
@@ -114,16 +121,15 @@ func isFramingError(err error) bool {
 
 type idleBodyKey struct{}
 
-// stalledBody returns the 408 for a request whose write body stalled, the 400 for one whose body was framed wrong,
-// nil for others.
+// stalledBody returns the 408 for a request whose write body stalled, the answer for one whose body was framed
+// wrong or refused as it streamed, nil for others.
 func stalledBody(r *http.Request) error {
 	b, ok := r.Context().Value(idleBodyKey{}).(*idleBody)
 	if !ok {
 		return nil
 	}
-	if err := b.malformed.Load(); err != nil {
-		return httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot read the request body: %s; the upstream request was cancelled: "+
-			"send the body with a valid Content-Length or chunked encoding", *err))
+	if err := b.refused.Load(); err != nil {
+		return err
 	}
 	if !b.stalled.Load() {
 		return nil

@@ -2,6 +2,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,6 +57,10 @@ type Config struct {
 	Limits Limits
 	// QueryLimits, when set, refuses read requests whose shape exceeds the tenant's query limits.
 	QueryLimits QueryLimiter
+	// LabelLimit, when set, is the -maxLabelsPerTimeseries of the write backends if one truncates series over it
+	// instead of dropping them (VictoriaMetrics before v1.108.0), else 0; the gateway then drops such series from
+	// writes through tokens with extra labels (labelguard). It may wait for the first look at the backends.
+	LabelLimit func(ctx context.Context) (int, error)
 }
 
 // Gateway is the http.Handler for every proxied VictoriaMetrics API.
@@ -72,6 +77,7 @@ type Gateway struct {
 	stops        []func()
 	queryLimits  QueryLimiter
 	refused      refusals
+	labelLimit   func(ctx context.Context) (int, error)
 }
 
 // New builds the pipeline.
@@ -97,6 +103,7 @@ func New(cfg Config) (*Gateway, error) {
 		unrestricted: &auth.Access{Mode: auth.ModeFull},
 		limits:       cfg.Limits,
 		queryLimits:  cfg.QueryLimits,
+		labelLimit:   cfg.LabelLimit,
 		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
 	}
 	if h := http.CanonicalHeaderKey(cfg.AuthHeader); h != "" && h != "Authorization" {
@@ -197,7 +204,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// fr, not r: the recover above judges an aborted answer by the client's own request.
 	fr, endCost := g.withCost(withAnswerFilter(r, access, rt), access, rt)
 	defer endCost()
-	g.forward(e, fr, rt, t, up)
+	g.forward(e, fr, rt, access, up)
 }
 
 // authenticate yields the request's Access: the verified token, or an unrestricted one when -enable.auth is off.
@@ -269,11 +276,11 @@ func (g *Gateway) upstreamOf(rt route.Route) *upstream {
 }
 
 // forward sends the request to up, on the path the gateway builds itself.
-func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, t tenant.ID, up *upstream) {
+func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, a *auth.Access, up *upstream) {
 	for _, h := range g.dropHeaders {
 		delete(r.Header, h)
 	}
-	r.URL.Path, r.URL.RawPath = rt.UpstreamPath(g.cluster, t)
+	r.URL.Path, r.URL.RawPath = rt.UpstreamPath(g.cluster, a.Tenant)
 	if e.Logging() {
 		// Of several backends the balancer picks one per attempt, and only the request reaches it.
 		if bs := up.set.backends(); len(bs) == 1 {
@@ -286,6 +293,10 @@ func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, t
 		var done func()
 		r, done = g.streamWriteBody(e, r)
 		defer done()
+		if err := g.guardLabels(r, rt, a); err != nil {
+			g.reject(e, err)
+			return
+		}
 	}
 	up.forward(e, r)
 }

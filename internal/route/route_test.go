@@ -657,3 +657,23 @@ func BenchmarkLookup(b *testing.B) {
 		})
 	}
 }
+
+func TestPathLabels(t *testing.T) {
+	for path, want := range map[string]int{
+		"/api/v1/import/prometheus":                                           0,
+		"/api/v1/import/prometheus/metrics/job/j1":                            1,
+		"/api/v1/import/prometheus/metrics/job/j1/instance/i1":                2,
+		"/prometheus/api/v1/import/prometheus/metrics/job@base64/ajE/a/b/c/d": 3,
+		"/insert/1:2/prometheus/api/v1/import/prometheus/metrics/job/j/x/y":   2,
+		"/api/v1/import": 0,
+		"/api/v1/query":  0,
+	} {
+		r, err := Lookup(path)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if got := r.PathLabels(); got != want {
+			t.Errorf("%s: PathLabels() = %d; want %d", path, got, want)
+		}
+	}
+}

@@ -316,6 +316,16 @@ func isPushgateway(x string) bool {
 	return n%2 == 0
 }
 
+// PathLabels is the number of labels the path adds to every series written: the Pushgateway form's pairs, job
+// included. VictoriaMetrics stores those with a value; all are counted.
+func (r Route) PathLabels() int {
+	_, rest, ok := strings.Cut(r.Suffix, "api/v1/import/prometheus/metrics/")
+	if !ok || r.API != "import_prometheus" {
+		return 0
+	}
+	return (strings.Count(rest, "/") + 1) / 2
+}
+
 func isLabelName(s string) bool {
 	if s == "" {
 		return false

@@ -1,0 +1,439 @@
+package labelguard
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/golang/snappy"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
+)
+
+func TestPrometheusLabels(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		n    int
+		ok   bool
+	}{
+		{"", 0, true},
+		{"   ", 0, true},
+		{"# HELP x y", 0, true},
+		{"  # TYPE x counter", 0, true},
+		{"up 1", 1, true},
+		{"up\t1 123", 1, true},
+		{"up", 0, false},
+		{"up{} 1", 1, true},
+		{`up{a="1"} 1`, 2, true},
+		{`up{a="1",b="2",} 1`, 3, true},
+		{` up { a = "1" , b="2" } 1`, 3, true},
+		{`up{a=""} 1`, 1, true}, // an empty value is skipped by VictoriaMetrics
+		{`up{="x"} 1`, 1, true}, // so is an empty name
+		{`up{a="1"} 1` + "\r", 2, true},
+		{`{a="1"} 1`, 0, false},  // no name
+		{`up{a=1} 1`, 0, false},  // unquoted
+		{`up{a="1" 1`, 0, false}, // unclosed
+		{`up{a="1"b="2"} 1`, 0, false},
+		{`up{a="x\"y",b="2"} 1`, 3, true},
+		{`up{a="x\\",b="2"} 1`, 3, true},
+		{`up{a="x\\\",b="2"} 1`, 0, false}, // the quote is escaped: the value never ends
+		{`up{a="}",b="{"} 1`, 3, true},
+		{`up{a="1",a="2"} 1`, 3, true}, // duplicates count, as VictoriaMetrics adds both
+		{`up{__name__="x"} 1`, 2, true},
+	} {
+		n, ok := prometheusLabels([]byte(tc.line))
+		if n != tc.n || ok != tc.ok {
+			t.Errorf("prometheusLabels(%q) = %d, %v; want %d, %v", tc.line, n, ok, tc.n, tc.ok)
+		}
+	}
+}
+
+func TestJSONLabels(t *testing.T) {
+	c := newJSONCounter()
+	for _, tc := range []struct {
+		line string
+		n    int
+		ok   bool
+	}{
+		{"", 0, true},
+		{" \r", 0, true},
+		{`{"metric":{"__name__":"up","a":"1"},"values":[1],"timestamps":[1]}`, 2, true},
+		{`{"values":[1],"timestamps":[1],"metric":{"__name__":"up","a":"1","b":"2"}}`, 3, true},
+		{`{"metric":{"__name__":"up","a":"","b":"2"}}`, 2, true},
+		{`{"metric":{"a":"1","a":"2"}}`, 2, true},
+		{`{"metric":{"a":1}}`, 0, false},
+		{`{"metric":"up"}`, 0, false},
+		{`{"values":[1]}`, 0, false},
+		{`{"metric":{"a":"1"}`, 0, false},
+		{`[]`, 0, false},
+		// The first metric key is the one read, by fastjson here as in VictoriaMetrics.
+		{`{"metric":{"a":"1"},"metric":{"a":"1","b":"1","c":"1"}}`, 1, true},
+	} {
+		n, ok := c.labels([]byte(tc.line))
+		if n != tc.n || ok != tc.ok {
+			t.Errorf("labels(%q) = %d, %v; want %d, %v", tc.line, n, ok, tc.n, tc.ok)
+		}
+	}
+}
+
+func TestInfluxLabels(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		n    int
+		ok   bool
+	}{
+		{"", 0, true},
+		{"# comment", 0, true},
+		{"cpu value=1", 0, true},
+		{"cpu,host=a value=1 123", 1, true},
+		{"cpu,host=a,region=b value=1,x=2 123\r", 2, true},
+		{"cpu,host=,region=b value=1", 1, true},
+		{"cpu,=a,region=b value=1", 1, true},
+		{"cpu,host value=1", 0, false},
+		{"cpu,host=a", 0, false},
+		{`cpu,host=a\,b=c,region=b value=1`, 2, true},
+		{`cpu,host=a\ b,region=b value=1`, 2, true},
+		{`cpu,host=a\\,region=b value=1`, 2, true},
+		{`cp\,u,host=a value=1`, 1, true},
+		{`cpu,host=a\=b value=1`, 1, true},
+		{",host=a value=1", 1, true},
+	} {
+		n, ok := influxLabels([]byte(tc.line))
+		if n != tc.n || ok != tc.ok {
+			t.Errorf("influxLabels(%q) = %d, %v; want %d, %v", tc.line, n, ok, tc.n, tc.ok)
+		}
+	}
+}
+
+type drops struct{ reasons, series []string }
+
+func (d *drops) add(reason string, s []byte) {
+	d.reasons = append(d.reasons, reason)
+	d.series = append(d.series, string(s))
+}
+
+func labelsLine(n int) string {
+	var b strings.Builder
+	b.WriteString("m{")
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`l`)
+		b.WriteString(strings.Repeat("x", i+1))
+		b.WriteString(`="v"`)
+	}
+	b.WriteString("} 1")
+	return b.String()
+}
+
+// readAll reads r one byte at a time as well as whole: the lines must come out the same whatever the reads.
+func readAll(t *testing.T, mk func() io.Reader) (string, error) {
+	t.Helper()
+	whole, err := io.ReadAll(mk())
+	small, err2 := io.ReadAll(iotest.OneByteReader(mk()))
+	if string(whole) != string(small) || (err == nil) != (err2 == nil) {
+		t.Fatalf("reads differ: whole %q, %v; one byte at a time %q, %v", whole, err, small, err2)
+	}
+	return string(whole), err
+}
+
+func TestLinesDropSeriesOverLimit(t *testing.T) {
+	body := strings.Join([]string{
+		"# TYPE m gauge",
+		labelsLine(27), // 28 with the name, 30 with the token's two
+		labelsLine(28),
+		`m{a="1"} 2`,
+		`m{a="1" 3`,
+		labelsLine(29),
+	}, "\n")
+	for _, end := range []string{"", "\n"} {
+		var d drops
+		c := Check{Max: 30, Extra: 2, Drop: d.add}
+		got, err := readAll(t, func() io.Reader {
+			d = drops{}
+			r, n, err := c.Body("import_prometheus", nil, 0, http.Header{}, strings.NewReader(body+end), int64(len(body)))
+			if err != nil || n != -1 {
+				t.Fatalf("Body: %d, %v", n, err)
+			}
+			return r
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "# TYPE m gauge\n" + labelsLine(27) + "\n" + `m{a="1"} 2` + "\n"
+		if got != want {
+			t.Errorf("forwarded %q; want %q", got, want)
+		}
+		if strings.Join(d.reasons, ",") != "too_many_labels,unparsable,too_many_labels" {
+			t.Errorf("drops %v", d.reasons)
+		}
+	}
+}
+
+func TestLinesPushgatewayAndInfluxDB(t *testing.T) {
+	c := Check{Max: 30, Extra: 1}
+	// 28 labels and the name, and one from the path: 30 with the token's.
+	r, _, err := c.Body("import_prometheus", nil, 1, http.Header{}, strings.NewReader(labelsLine(28)), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(r); len(b) != 0 {
+		t.Errorf("a series over the limit with the path's labels was forwarded: %q", b)
+	}
+	tags := func(n int) string {
+		var b strings.Builder
+		b.WriteString("cpu")
+		for i := range n {
+			b.WriteString(",t")
+			b.WriteString(strings.Repeat("x", i+1))
+			b.WriteString("=v")
+		}
+		b.WriteString(" value=1\n")
+		return b.String()
+	}
+	for _, tc := range []struct {
+		q    url.Values
+		tags int
+		kept bool
+	}{
+		{nil, 29, true},
+		{nil, 30, false},
+		{url.Values{"db": {"x"}}, 28, true},
+		{url.Values{"db": {"x"}}, 29, false},
+		{url.Values{"bucket": {"x"}}, 29, false},
+	} {
+		r, _, err := c.Body("influx_write", tc.q, 0, http.Header{}, strings.NewReader(tags(tc.tags)), -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r)
+		if (len(b) > 0) != tc.kept {
+			t.Errorf("influx %v with %d tags: forwarded %q, want kept %v", tc.q, tc.tags, b, tc.kept)
+		}
+	}
+}
+
+func TestLinesGzip(t *testing.T) {
+	var zb bytes.Buffer
+	zw := gzip.NewWriter(&zb)
+	_, _ = zw.Write([]byte(`{"metric":{"__name__":"a","b":"1"},"values":[1],"timestamps":[1]}` + "\n" +
+		`{"metric":{"__name__":"a","b":"1","c":"1"},"values":[1],"timestamps":[1]}` + "\n"))
+	_ = zw.Close()
+	h := http.Header{"Content-Encoding": {"gzip"}}
+	r, _, err := Check{Max: 3, Extra: 1}.Body("import", nil, 0, h, bytes.NewReader(zb.Bytes()), int64(zb.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil || string(b) != `{"metric":{"__name__":"a","b":"1"},"values":[1],"timestamps":[1]}`+"\n" {
+		t.Errorf("forwarded %q, %v", b, err)
+	}
+	if h.Get("Content-Encoding") != "" {
+		t.Errorf("the decompressed body keeps Content-Encoding %q", h.Get("Content-Encoding"))
+	}
+	for _, ce := range [][]string{{"zstd"}, {"gzip", "gzip"}, {"gzip, snappy"}, {"deflate"}} {
+		_, _, err := Check{Max: 3}.Body("import", nil, 0, http.Header{"Content-Encoding": ce}, bytes.NewReader(nil), 0)
+		if httperr.Status(err) != http.StatusUnsupportedMediaType {
+			t.Errorf("Content-Encoding %q: %v; want a 415", ce, err)
+		}
+	}
+	_, _, err = Check{Max: 3}.Body("import", nil, 0, http.Header{"Content-Encoding": {"gzip"}}, strings.NewReader("not gzip"), 8)
+	if httperr.Status(err) != http.StatusBadRequest {
+		t.Errorf("a body that is not gzip: %v; want a 400", err)
+	}
+}
+
+func TestLineTooLong(t *testing.T) {
+	long := strings.Repeat("a", MaxLine+1)
+	r, _, err := Check{Max: 30}.Body("import_prometheus", nil, 0, http.Header{}, strings.NewReader("up 1\n"+long+" 1\nup 2\n"), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(r)
+	if httperr.Status(err) != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a line over MaxLine: %v; want a 413", err)
+	}
+	if string(b) != "up 1\n" {
+		t.Errorf("before the long line, forwarded %q", b)
+	}
+	// A line of exactly MaxLine bytes passes.
+	line := "up{a=\"" + strings.Repeat("v", MaxLine-len("up{a=\"\"} 1")) + "\"} 1"
+	r, _, _ = Check{Max: 30}.Body("import_prometheus", nil, 0, http.Header{}, strings.NewReader(line+"\n"), -1)
+	if b, err := io.ReadAll(r); err != nil || len(b) != MaxLine+1 {
+		t.Errorf("a line of MaxLine bytes: %d bytes, %v", len(b), err)
+	}
+}
+
+func TestLinesSourceError(t *testing.T) {
+	boom := errors.New("boom")
+	src := io.MultiReader(strings.NewReader("up 1\nup"), iotest.ErrReader(boom))
+	r, _, _ := Check{Max: 30}.Body("import_prometheus", nil, 0, http.Header{}, src, -1)
+	b, err := io.ReadAll(r)
+	if !errors.Is(err, boom) || string(b) != "up 1\n" {
+		t.Errorf("got %q, %v; want the whole line and the error", b, err)
+	}
+}
+
+func TestCSV(t *testing.T) {
+	format := func(labels int) string {
+		f := "1:metric:m"
+		for i := range labels {
+			f += "," + string(rune('2'+i%8)) + ":label:l" + strings.Repeat("x", i)
+		}
+		return f
+	}
+	c := Check{Max: 30, Extra: 1}
+	body := strings.NewReader("1,a")
+	for _, tc := range []struct {
+		q  url.Values
+		ok bool
+	}{
+		{url.Values{"format": {format(28)}}, true},
+		{url.Values{"format": {format(29)}}, false},
+		{url.Values{"format": {format(1), format(29)}}, false},
+		{url.Values{}, true},
+	} {
+		r, n, err := c.Body("import_csv", tc.q, 0, http.Header{}, body, 3)
+		if (err == nil) != tc.ok || (err == nil && (r != body || n != 3)) {
+			t.Errorf("format %q: %v", tc.q["format"], err)
+		}
+		if err != nil && httperr.Status(err) != http.StatusBadRequest {
+			t.Errorf("format %q: status %d", tc.q["format"], httperr.Status(err))
+		}
+	}
+}
+
+func TestUncheckableFormatsRefused(t *testing.T) {
+	for _, api := range []string{"import_native", "opentelemetry", "datadog_series", "datadog_series_v2", "datadog_sketches",
+		"newrelic_write", "opentsdb_put", ""} {
+		_, _, err := Check{Max: 30}.Body(api, nil, 0, http.Header{}, strings.NewReader("x"), 1)
+		if httperr.Status(err) != http.StatusForbidden {
+			t.Errorf("%s: %v; want a 403", api, err)
+		}
+	}
+}
+
+// protobuf encoding of remote write, enough for the tests.
+func pbBytes(dst []byte, field int, b []byte) []byte {
+	dst = appendUvarint(dst, uint64(field<<3|2))
+	dst = appendUvarint(dst, uint64(len(b)))
+	return append(dst, b...)
+}
+
+func appendUvarint(dst []byte, v uint64) []byte {
+	for v >= 0x80 {
+		dst = append(dst, byte(v)|0x80)
+		v >>= 7
+	}
+	return append(dst, byte(v))
+}
+
+func series(labels ...string) []byte {
+	var ts []byte
+	for i := 0; i < len(labels); i += 2 {
+		var l []byte
+		l = pbBytes(l, 1, []byte(labels[i]))
+		l = pbBytes(l, 2, []byte(labels[i+1]))
+		ts = pbBytes(ts, 1, l)
+	}
+	// A sample: value (double, field 1) and timestamp (varint, field 2).
+	sample := []byte{1<<3 | 1, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 2 << 3, 1}
+	return pbBytes(ts, 2, sample)
+}
+
+func TestRemoteWrite(t *testing.T) {
+	small := series("__name__", "a", "x", "1")
+	big := series("__name__", "b", "x", "1", "y", "2")
+	empty := series("__name__", "c", "x", "1", "y", "") // the empty value is not stored
+	meta := pbBytes(nil, 3, []byte{1 << 3, 1})
+	var req []byte
+	req = pbBytes(req, 1, small)
+	req = pbBytes(req, 1, big)
+	req = append(req, meta...)
+	req = pbBytes(req, 1, empty)
+	var want []byte
+	want = pbBytes(want, 1, small)
+	want = append(want, meta...)
+	want = pbBytes(want, 1, empty)
+
+	var d drops
+	c := Check{Max: 3, Extra: 1, Drop: d.add}
+	compressed := snappy.Encode(nil, req)
+	r, n, err := c.Body("remote_write", nil, 0, http.Header{"Content-Encoding": {"snappy"}}, bytes.NewReader(compressed), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(r)
+	if int64(len(got)) != n {
+		t.Errorf("length %d, body %d bytes", n, len(got))
+	}
+	if raw, err := snappy.Decode(nil, got); err != nil || !bytes.Equal(raw, want) {
+		t.Errorf("forwarded %x, %v; want %x", raw, err, want)
+	}
+	if len(d.series) != 1 || d.series[0] != `{__name__="b", x="1", y="2"}` {
+		t.Errorf("drops %q", d.series)
+	}
+
+	// Nothing to drop: the client's own bytes.
+	r, _, err = Check{Max: 4, Extra: 1}.Body("remote_write", nil, 0, http.Header{}, bytes.NewReader(compressed), -1)
+	if got, _ := io.ReadAll(r); err != nil || !bytes.Equal(got, compressed) {
+		t.Errorf("with room for every series: %v, the body changed", err)
+	}
+
+	for name, body := range map[string][]byte{
+		"not snappy":        []byte("hello"),
+		"truncated":         snappy.Encode(nil, req[:len(req)-3]),
+		"bad wire type":     snappy.Encode(nil, []byte{1<<3 | 7}),
+		"field 0":           snappy.Encode(nil, []byte{0, 1}),
+		"label not a field": snappy.Encode(nil, pbBytes(nil, 1, pbBytes(nil, 1, []byte{0xff}))),
+	} {
+		_, _, err := c.Body("remote_write", nil, 0, http.Header{}, bytes.NewReader(body), -1)
+		if httperr.Status(err) != http.StatusBadRequest {
+			t.Errorf("%s: %v; want a 400", name, err)
+		}
+	}
+	_, _, err = c.Body("remote_write", nil, 0, http.Header{"Content-Encoding": {"zstd"}}, bytes.NewReader(compressed), -1)
+	if httperr.Status(err) != http.StatusUnsupportedMediaType {
+		t.Errorf("zstd: %v; want a 415", err)
+	}
+	huge := make([]byte, 0, 16)
+	huge = appendUvarint(huge, MaxRemoteWrite+1) // a snappy header that claims more than the bound
+	_, _, err = c.Body("remote_write", nil, 0, http.Header{}, bytes.NewReader(huge), -1)
+	if httperr.Status(err) != http.StatusRequestEntityTooLarge {
+		t.Errorf("a body that decompresses over the bound: %v; want a 413", err)
+	}
+	_, _, err = c.Body("remote_write", nil, 0, http.Header{}, io.LimitReader(zeros{}, MaxRemoteWrite+1), -1)
+	if httperr.Status(err) != http.StatusRequestEntityTooLarge {
+		t.Errorf("a body over the bound: %v; want a 413", err)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+func TestGzipCorruptMidStream(t *testing.T) {
+	var zb bytes.Buffer
+	zw := gzip.NewWriter(&zb)
+	_, _ = zw.Write([]byte(strings.Repeat("up 1\n", 1000)))
+	_ = zw.Close()
+	b := zb.Bytes()
+	b[len(b)-5] ^= 0xff // the checksum
+	r, _, err := Check{Max: 30}.Body("import_prometheus", nil, 0, http.Header{"Content-Encoding": {"gzip"}}, bytes.NewReader(b), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(r); httperr.Status(err) != http.StatusBadRequest {
+		t.Errorf("a bad checksum: %v; want a 400", err)
+	}
+}

@@ -1,0 +1,93 @@
+package labelguard
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
+)
+
+// lineReader passes on the lines of src that keep accepts, each whole or not at all: a line is held until its
+// newline (or the end of the body) has come and it is counted, so the backend never gets part of a series that was
+// to be dropped.
+type lineReader struct {
+	src  io.Reader
+	keep func(line []byte) bool
+	buf  []byte
+	// out is the part of buf checked and not yet read; tail the part after the last whole line, not yet checked.
+	out        []byte
+	tail, end  int
+	err        error
+	srcEOF     bool
+	bufMaxSize int
+}
+
+const firstLineBuf = 64 << 10
+
+func newLineReader(src io.Reader, keep func([]byte) bool) *lineReader {
+	return &lineReader{src: src, keep: keep, bufMaxSize: MaxLine + 1}
+}
+
+func (r *lineReader) Read(p []byte) (int, error) {
+	for len(r.out) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		r.fill()
+	}
+	n := copy(p, r.out)
+	r.out = r.out[n:]
+	return n, nil
+}
+
+// fill reads more of src and checks the lines that are then whole; it leaves out, err or both set, or more read.
+func (r *lineReader) fill() {
+	// What is left of the last read is an unfinished line: to the front, with room after it.
+	n := copy(r.buf, r.buf[r.tail:r.end])
+	r.tail, r.end = 0, n
+	if r.end == len(r.buf) {
+		if len(r.buf) >= r.bufMaxSize {
+			r.err = httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("a line of the body is over %d bytes, the longest the gateway "+
+				"holds to count its labels (the write backend truncates series over its label limit): split it", MaxLine))
+			return
+		}
+		nb := make([]byte, min(max(2*len(r.buf), firstLineBuf), r.bufMaxSize))
+		copy(nb, r.buf[:r.end])
+		r.buf = nb
+	}
+	m, err := r.src.Read(r.buf[r.end:])
+	r.end += m
+	if err != nil {
+		if !errors.Is(err, io.EOF) {
+			r.err = err
+			return
+		}
+		r.srcEOF = true
+	}
+	// Kept lines move to the front of buf, over the ones dropped; the unfinished one stays where it is.
+	w, s := 0, 0
+	for {
+		i := bytes.IndexByte(r.buf[s:r.end], '\n')
+		if i < 0 {
+			break
+		}
+		e := s + i + 1
+		if r.keep(r.buf[s : e-1]) {
+			w += copy(r.buf[w:], r.buf[s:e])
+		}
+		s = e
+	}
+	r.tail = s
+	if r.srcEOF {
+		// The last line needs no newline.
+		if s < r.end && r.keep(r.buf[s:r.end]) {
+			w += copy(r.buf[w:], r.buf[s:r.end])
+		}
+		r.tail = r.end
+		r.err = io.EOF
+	}
+	r.out = r.buf[:w]
+}
