@@ -25,8 +25,10 @@ func BenchmarkLines(b *testing.B) {
 	body := promBody()
 	b.Run("copy", func(b *testing.B) {
 		b.SetBytes(int64(len(body)))
+		buf := make([]byte, 32<<10)
 		for b.Loop() {
-			_, _ = io.Copy(io.Discard, bytes.NewReader(body))
+			// Read by read, as the upstream client reads a body (no WriterTo shortcut).
+			_, _ = io.CopyBuffer(io.Discard, struct{ io.Reader }{bytes.NewReader(body)}, buf)
 		}
 	})
 	b.Run("prometheus", func(b *testing.B) {
