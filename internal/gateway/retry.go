@@ -127,6 +127,11 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			b.done()
 			reason, broken, r := failReason(req.Context(), err)
+			if reason == "connection" && replayable && changesData(req) {
+				// Sent whole, perhaps acted on (a snapshot, a deletion): not sent again, here or on the same backend
+				// (the upstream client's rule). A streamed body never read can still go elsewhere.
+				r = false
+			}
 			b.errors(reason).Inc()
 			if broken {
 				p.set.markBroken(b, reason)
@@ -165,6 +170,11 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		i = next
 	}
 }
+
+// changesDataKey marks a request of an API that changes data (admin and write APIs) for the balancer.
+type changesDataKey struct{}
+
+func changesData(req *http.Request) bool { return req.Context().Value(changesDataKey{}) != nil }
 
 // copyRequest copies what an attempt changes: the proxy's request is shared by the attempts.
 func copyRequest(req *http.Request) *http.Request {

@@ -196,6 +196,35 @@ func TestRetryDecisions(t *testing.T) {
 				}
 				return answer(204, r), nil
 			}, result{tried: "2", code: 204}},
+		{"admin: a body-less POST whose connection broke is not sent again", func() *http.Request {
+			r := httptest.NewRequest(http.MethodPost, "/snapshot/create", nil)
+			r.Body = nil
+			return r.WithContext(context.WithValue(r.Context(), changesDataKey{}, true))
+		}, nil, func(h string, r *http.Request, try int) (*http.Response, error) {
+			return nil, errReset
+		}, result{tried: "1", err: "connection reset"}},
+		{"admin: a body-less POST refused at connect goes elsewhere", func() *http.Request {
+			r := httptest.NewRequest(http.MethodPost, "/snapshot/create", nil)
+			r.Body = nil
+			return r.WithContext(context.WithValue(r.Context(), changesDataKey{}, true))
+		}, nil, func(h string, r *http.Request, try int) (*http.Response, error) {
+			if try == 0 {
+				return nil, errRefused
+			}
+			return answer(200, r), nil
+		}, result{tried: "2", code: 200}},
+		{"write: broken before a body byte was read: retried", func() *http.Request {
+			r := streamed("series 1")
+			return r.WithContext(context.WithValue(r.Context(), changesDataKey{}, true))
+		}, nil, func(h string, r *http.Request, try int) (*http.Response, error) {
+			if try == 0 {
+				return nil, errReset
+			}
+			if b := drainBody(r); b != "series 1" {
+				return nil, fmt.Errorf("the retry got body %q", b)
+			}
+			return answer(204, r), nil
+		}, result{tried: "2", code: 204}},
 		{"client gone: not retried", func() *http.Request {
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
