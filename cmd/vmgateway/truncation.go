@@ -79,6 +79,8 @@ type truncationTarget struct {
 	name  string   // redacted, for logs and the metric's label
 	state *atomic.Int64
 	limit atomic.Int64 // its -maxLabelsPerTimeseries, 0 when not known
+	// failing: the last look failed, and state is what an earlier one found.
+	failing atomic.Bool
 }
 
 // truncationStates holds each backend's state behind its gauge, which is registered once per process: an app built
@@ -155,7 +157,7 @@ func (w *truncationWatch) start() {
 
 func (w *truncationWatch) unknown() bool {
 	for i := range w.targets {
-		if w.targets[i].state.Load() < truncationDrops {
+		if t := &w.targets[i]; t.state.Load() < truncationDrops || t.failing.Load() {
 			return true
 		}
 	}
@@ -213,8 +215,20 @@ func (w *truncationWatch) checkAll(ctx context.Context) {
 	for i := range w.targets {
 		t := &w.targets[i]
 		state, limit, err := w.check(ctx, t.url)
+		prev := t.state.Load()
+		if state == truncationUnknown && prev >= truncationDrops {
+			// A backend already known stays what it was found to be until a look says otherwise: a failed look (a
+			// restart, a slow /metrics) tells nothing new, and forgetting a backend that truncates would turn the
+			// guard off while it still does.
+			if !t.failing.Swap(true) && ctx.Err() == nil {
+				slog.Warn("cannot read the write backend's /metrics; it is taken to be what it was found to be until it can be read",
+					"backend", t.name, "truncates_labels", prev, "err", err)
+			}
+			continue
+		}
+		t.failing.Store(false)
 		if ctx.Err() != nil && state == truncationUnknown {
-			if prev := t.state.Load(); prev == truncationUnchecked {
+			if prev == truncationUnchecked {
 				// The first look ran out of time: unknown, and said so.
 				t.state.Store(truncationUnknown)
 				slog.Warn("cannot tell in time whether the write backend truncates series over its label limit; asking again soon",

@@ -156,3 +156,48 @@ func TestTruncationRecheckedSoon(t *testing.T) {
 		t.Errorf("limit %d once the backend answered; want 24", got)
 	}
 }
+
+// A backend found truncating stays guarded while its /metrics cannot be read (a restart, a slow page): a failed
+// look must not turn the guard off.
+func TestTruncationKeptThroughFailedLooks(t *testing.T) {
+	defer func(d, i time.Duration) { recheckFirst, *labelTruncationCheckInterval = d, i }(recheckFirst, *labelTruncationCheckInterval)
+	recheckFirst, *labelTruncationCheckInterval = 10*time.Millisecond, 50*time.Millisecond
+	var page atomic.Value
+	page.Store(pageCuts24)
+	var looks atomic.Int64
+	u := metricsPage(t, func() (int, string) {
+		looks.Add(1)
+		if p := page.Load().(string); p != "" {
+			return 200, p
+		}
+		return http.StatusServiceUnavailable, ""
+	})
+	w := newTruncationWatch([]*url.URL{u}, http.DefaultTransport)
+	w.start()
+	defer w.close()
+	if got, _ := w.labelLimit(context.Background()); got != 24 {
+		t.Fatalf("limit %d; want 24", got)
+	}
+	page.Store("")
+	// A failed look keeps the backend asked soon: wait for a few.
+	for n, deadline := looks.Load(), time.Now().Add(5*time.Second); looks.Load() < n+3; {
+		if time.Now().After(deadline) {
+			t.Fatal("the backend was not looked at again")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got, _ := w.labelLimit(context.Background()); got != 24 || w.targets[0].state.Load() != truncationCuts {
+		t.Fatalf("while /metrics fails: limit %d, state %d; want the guard kept at 24", got, w.targets[0].state.Load())
+	}
+	page.Store(pageDrops)
+	deadline := time.Now().Add(5 * time.Second)
+	for w.targets[0].state.Load() != truncationDrops {
+		if time.Now().After(deadline) {
+			t.Fatal("the backend was not looked at again once it could be read")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got, _ := w.labelLimit(context.Background()); got != 0 {
+		t.Errorf("limit %d once the backend drops; want 0", got)
+	}
+}

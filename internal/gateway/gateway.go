@@ -14,6 +14,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/accesslog"
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/labelguard"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
@@ -78,6 +79,7 @@ type Gateway struct {
 	queryLimits  QueryLimiter
 	refused      refusals
 	labelLimit   func(ctx context.Context) (int, error)
+	labelBudget  *labelguard.Budget
 }
 
 // New builds the pipeline.
@@ -105,6 +107,9 @@ func New(cfg Config) (*Gateway, error) {
 		queryLimits:  cfg.QueryLimits,
 		labelLimit:   cfg.LabelLimit,
 		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
+	}
+	if cfg.Limits.LabelGuardMemory > 0 {
+		g.labelBudget = labelguard.NewBudget(cfg.Limits.LabelGuardMemory)
 	}
 	if h := http.CanonicalHeaderKey(cfg.AuthHeader); h != "" && h != "Authorization" {
 		g.dropHeaders = append(g.dropHeaders, h)
@@ -297,10 +302,12 @@ func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, a
 		var done func()
 		r, done = g.streamWriteBody(e, r)
 		defer done()
-		if err := g.guardLabels(r, rt, a); err != nil {
+		release, err := g.guardLabels(r, rt, a)
+		if err != nil {
 			g.reject(e, err)
 			return
 		}
+		defer release()
 	}
 	up.forward(e, r)
 }

@@ -29,18 +29,19 @@ const dropLogEvery = 10 * time.Second
 // guardLabels puts the label guard on the body of a write through a token with extra labels, while a write
 // backend truncates series over its label limit: without it, a series that fills the limit itself would lose the
 // token's labels there (labelguard). r's body is already the idle-timed one (streamWriteBody). A request the guard
-// refuses outright is answered with the error and nothing is forwarded.
-func (g *Gateway) guardLabels(r *http.Request, rt route.Route, a *auth.Access) error {
+// refuses outright is answered with the error and nothing is forwarded; the returned func gives back the memory
+// the guard held, once the request is done.
+func (g *Gateway) guardLabels(r *http.Request, rt route.Route, a *auth.Access) (func(), error) {
 	if g.labelLimit == nil || rt.Args != route.WriteArgs || a.Enforcer.NumLabels() == 0 {
-		return nil
+		return func() {}, nil
 	}
 	limit, err := g.labelLimit(r.Context())
 	if err != nil {
-		return httperr.New(http.StatusServiceUnavailable, fmt.Sprintf("the gateway has not learned yet whether the write backend "+
+		return nil, httperr.New(http.StatusServiceUnavailable, fmt.Sprintf("the gateway has not learned yet whether the write backend "+
 			"truncates series over its label limit, which decides how it checks writes through this token: %s; send the request again", err))
 	}
 	if limit == 0 {
-		return nil
+		return func() {}, nil
 	}
 	body := r.Body
 	if body == nil {
@@ -48,33 +49,33 @@ func (g *Gateway) guardLabels(r *http.Request, rt route.Route, a *auth.Access) e
 	}
 	c := labelguard.Check{Max: limit, Extra: a.Enforcer.NumLabels(), Drop: func(reason string, series []byte) {
 		logDrop(a, limit, reason, series)
-	}}
+	}, Budget: g.labelBudget, Unit: unit{tenant: a.Tenant, restriction: a.Enforcer.Fingerprint()}}
 	nb, n, err := c.Body(rt.API, r.URL.Query(), rt.PathLabels(), r.Header, body, r.ContentLength)
 	if err != nil {
 		if stalled := stalledBody(r); stalled != nil {
-			return stalled
+			return nil, stalled
 		}
 		if he := (*httperr.Error)(nil); errors.As(err, &he) {
-			return he
+			return nil, he
 		}
-		return httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot read the request body: %s", err))
+		return nil, httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot read the request body: %s", err))
 	}
 	ib, _ := r.Context().Value(idleBodyKey{}).(*idleBody)
-	r.Body = &guardedBody{Reader: nb, body: body, idle: ib}
+	r.Body = &guardedBody{guard: nb, body: body, idle: ib}
 	r.ContentLength = n
-	return nil
+	return func() { _ = nb.Close() }, nil
 }
 
 // guardedBody is what the upstream client reads of a guarded write: an error of the guard's own, found while the
 // body streams, ends the upstream request unfinished and is the client's answer.
 type guardedBody struct {
-	io.Reader
-	body io.Closer
-	idle *idleBody
+	guard io.ReadCloser
+	body  io.Closer
+	idle  *idleBody
 }
 
 func (b *guardedBody) Read(p []byte) (int, error) {
-	n, err := b.Reader.Read(p)
+	n, err := b.guard.Read(p)
 	if he := (*httperr.Error)(nil); err != nil && b.idle != nil && errors.As(err, &he) {
 		b.idle.refuse(he)
 	}

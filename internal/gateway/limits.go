@@ -32,6 +32,9 @@ type Limits struct {
 	ReadBodyTimeout time.Duration
 	// WriteBodyIdleTimeout is -http.writeBodyIdleTimeout: how long a write body may stall (408).
 	WriteBodyIdleTimeout time.Duration
+	// LabelGuardMemory is -write.labelGuardMaxMemory: the bytes the label guard may hold for all writes at once, a
+	// quarter of it for one isolation unit's (503).
+	LabelGuardMemory int64
 }
 
 // vmMaxFormSize is the most of a form body VictoriaMetrics reads: Go's Request.ParseForm stops at 10 MiB and

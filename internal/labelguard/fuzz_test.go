@@ -35,7 +35,7 @@ func FuzzLines(f *testing.F) {
 			}
 			rest = after
 		}
-		got, err := io.ReadAll(newLineReader(chunks{bytes.NewReader(data), int(chunk%16) + 1}, keep))
+		got, err := io.ReadAll(newLineReader(chunks{bytes.NewReader(data), int(chunk%16) + 1}, keep, MaxLine, &hold{}))
 		if err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("got %q, %v; want %q", got, err, want)
 		}

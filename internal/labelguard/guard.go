@@ -32,10 +32,19 @@ type Check struct {
 	// Drop is told of each series dropped, with the reason ("too_many_labels" or "unparsable") and the series as
 	// sent (a line, or the labels of a remote-write series); the slice is valid only during the call.
 	Drop func(reason string, series []byte)
+	// Budget, when set, bounds the memory the guarded bodies hold, all together and per Unit (a comparable key:
+	// the gateway's isolation unit, a tenant and its label restrictions).
+	Budget *Budget
+	Unit   any
 }
 
-// MaxLine bounds a line of a line-based format: a line must be held whole until it is counted.
-const MaxLine = 16 << 20
+// MaxLine bounds a line of Prometheus text and Influx line protocol, which must be held whole until it is counted.
+// VictoriaMetrics refuses lines of a few hundred KiB there (256 KiB and a block).
+const MaxLine = 1 << 20
+
+// MaxJSONLine bounds a JSON line of /api/v1/import, where VictoriaMetrics takes up to -import.maxLineLen (100 MiB):
+// an export of many samples per line is long.
+const MaxJSONLine = 16 << 20
 
 // MaxRemoteWrite bounds a remote-write body, compressed and decompressed: it is read whole to be counted.
 // VictoriaMetrics' -maxInsertRequestSize defaults to the same.
@@ -44,26 +53,26 @@ const MaxRemoteWrite = 32 << 20
 // Body returns what to forward instead of body, and its length (-1 while unknown), for a request to the write API
 // named api (route.Route.API) with URL args q, request header h and body length n (-1 when unknown). pathLabels
 // counts the labels the path adds (the Pushgateway form). Header changes (a decompressed body loses its
-// Content-Encoding) are made in h. A request that cannot be checked,
-// or must not be sent at all, gets an error with the status for the client; a body that turns out bad while it
-// streams fails its Read with such an error.
-func (c Check) Body(api string, q url.Values, pathLabels int, h http.Header, body io.Reader, n int64) (io.Reader, int64, error) {
+// Content-Encoding) are made in h. A request that cannot be checked, or must not be sent at all, gets an error
+// with the status for the client; a body that turns out bad while it streams fails its Read with such an error.
+// Closing the returned body gives back the memory it holds; it does not close body.
+func (c Check) Body(api string, q url.Values, pathLabels int, h http.Header, body io.Reader, n int64) (io.ReadCloser, int64, error) {
 	switch api {
 	case "import_prometheus":
-		return c.lines(h, body, c.Extra+pathLabels, prometheusLabels)
+		return c.lines(h, body, c.Extra+pathLabels, MaxLine, prometheusLabels)
 	case "import":
-		return c.lines(h, body, c.Extra, newJSONCounter().labels)
+		return c.lines(h, body, c.Extra, MaxJSONLine, newJSONCounter().labels)
 	case "influx_write", "influx_v2_write":
 		extra := c.Extra
 		// The database becomes a label unless the line has one of that name: counted either way.
 		if q.Get("db") != "" || q.Get("bucket") != "" {
 			extra++
 		}
-		return c.lines(h, body, extra, influxLabels)
+		return c.lines(h, body, extra, MaxLine, influxLabels)
 	case "import_csv":
-		return body, n, c.csv(q)
+		return io.NopCloser(body), n, c.csv(q)
 	case "remote_write":
-		return c.remoteWrite(h, body)
+		return c.remoteWrite(h, body, n)
 	}
 	return nil, 0, httperr.New(http.StatusForbidden, fmt.Sprintf("the write backend truncates series over its label limit "+
 		"(VictoriaMetrics before v1.108.0), so the gateway counts the labels of each series a restricted token writes, and it "+
@@ -71,8 +80,9 @@ func (c Check) Body(api string, q url.Values, pathLabels int, h http.Header, bod
 		"/api/v1/import/csv or Influx line protocol, or ask the operator to upgrade the write backend", api))
 }
 
-// lines guards a line-based body; the series of a line may have max-extra labels of their own.
-func (c Check) lines(h http.Header, body io.Reader, extra int, count func([]byte) (int, bool)) (io.Reader, int64, error) {
+// lines guards a line-based body of lines up to maxLine bytes; the series of a line may have Max-extra labels of
+// their own.
+func (c Check) lines(h http.Header, body io.Reader, extra, maxLine int, count func([]byte) (int, bool)) (io.ReadCloser, int64, error) {
 	gz, err := gzipped(h)
 	if err != nil {
 		return nil, 0, err
@@ -99,7 +109,11 @@ func (c Check) lines(h http.Header, body io.Reader, extra int, count func([]byte
 		}
 		return false
 	}
-	return newLineReader(body, keep), -1, nil
+	lr := newLineReader(body, keep, maxLine, &hold{b: c.Budget, unit: c.Unit})
+	if err := lr.hold.grow(firstLineBuf); err != nil {
+		return nil, 0, err
+	}
+	return lr, -1, nil
 }
 
 // gzipBody answers a body that is not valid gzip as the client's fault; the source's own errors pass as they are.

@@ -290,7 +290,6 @@ func TestCSV(t *testing.T) {
 		return f
 	}
 	c := Check{Max: 30, Extra: 1}
-	body := strings.NewReader("1,a")
 	for _, tc := range []struct {
 		q  url.Values
 		ok bool
@@ -300,9 +299,14 @@ func TestCSV(t *testing.T) {
 		{url.Values{"format": {format(1), format(29)}}, false},
 		{url.Values{}, true},
 	} {
-		r, n, err := c.Body("import_csv", tc.q, 0, http.Header{}, body, 3)
-		if (err == nil) != tc.ok || (err == nil && (r != body || n != 3)) {
+		r, n, err := c.Body("import_csv", tc.q, 0, http.Header{}, strings.NewReader("1,a"), 3)
+		if (err == nil) != tc.ok {
 			t.Errorf("format %q: %v", tc.q["format"], err)
+		}
+		if err == nil {
+			if b, _ := io.ReadAll(r); string(b) != "1,a" || n != 3 {
+				t.Errorf("format %q: forwarded %q, length %d; want the body as sent", tc.q["format"], b, n)
+			}
 		}
 		if err != nil && httperr.Status(err) != http.StatusBadRequest {
 			t.Errorf("format %q: status %d", tc.q["format"], httperr.Status(err))
@@ -435,5 +439,93 @@ func TestGzipCorruptMidStream(t *testing.T) {
 	}
 	if _, err := io.ReadAll(r); httperr.Status(err) != http.StatusBadRequest {
 		t.Errorf("a bad checksum: %v; want a 400", err)
+	}
+}
+
+// gogo-protobuf, which VictoriaMetrics before the 1.9x releases decodes remote write with, cuts a field number to
+// 32 bits: a key of field 2^32+1 is its field 1. Such a number is past protobuf's own end (2^29-1) and refused.
+func TestRemoteWriteFieldNumberPastProtobuf(t *testing.T) {
+	key := func(field uint64, wire int) []byte { return appendUvarint(nil, field<<3|uint64(wire)) }
+	wide := series("__name__", "a", "team", "ops", "x", "1", "y", "2")
+	hiddenSeries := append(key(1<<32+1, 2), appendUvarint(nil, uint64(len(wide)))...)
+	hiddenSeries = append(hiddenSeries, wide...)
+	// A label whose value field is 2^32+2.
+	var l []byte
+	l = pbBytes(l, 1, []byte("x"))
+	l = append(l, key(1<<32+2, 2)...)
+	l = append(appendUvarint(l, 1), 'v')
+	hiddenValue := pbBytes(nil, 1, pbBytes(series("__name__", "a"), 1, l))
+	for name, raw := range map[string][]byte{"a series": hiddenSeries, "a label value": hiddenValue} {
+		_, _, err := Check{Max: 3, Extra: 1}.Body("remote_write", nil, 0, http.Header{}, bytes.NewReader(snappy.Encode(nil, raw)), -1)
+		if httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "field number") {
+			t.Errorf("%s under field number 2^32+n: %v; want a 400", name, err)
+		}
+	}
+	if _, _, _, _, err := protoField(append(key(1<<29-1, 0), 0)); err != nil {
+		t.Error("the highest field number was refused")
+	}
+}
+
+func TestBudget(t *testing.T) {
+	b := NewBudget(1 << 20) // a unit may hold 256 KiB
+	body := strings.Repeat("up 1\n", 100)
+	open := func(unit any) (io.ReadCloser, error) {
+		r, _, err := Check{Max: 30, Budget: b, Unit: unit}.Body("import_prometheus", nil, 0, http.Header{}, strings.NewReader(body), -1)
+		return r, err
+	}
+	// Four line buffers of one unit fill its share; the fifth is refused, another unit's is not.
+	var held []io.ReadCloser
+	for range 4 {
+		r, err := open("dev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, r)
+	}
+	if _, err := open("dev"); httperr.Status(err) != http.StatusServiceUnavailable {
+		t.Fatalf("over the unit's share: %v; want a 503", err)
+	}
+	r, err := open("ops")
+	if err != nil {
+		t.Fatalf("another unit: %v", err)
+	}
+	// Read to the end, a body gives its memory back; closing does too, once.
+	if got, _ := io.ReadAll(r); string(got) != body {
+		t.Fatalf("forwarded %q", got)
+	}
+	for _, r := range held {
+		_ = r.Close()
+		_ = r.Close()
+	}
+	if b.free != b.size || len(b.units) != 0 {
+		t.Fatalf("after every body ended: %d of %d free, units %v", b.free, b.size, b.units)
+	}
+
+	// A remote-write body holds its bytes and its decoded bytes until it is read.
+	raw := pbBytes(nil, 1, series("__name__", "a"))
+	rw, _, err := Check{Max: 30, Budget: b, Unit: "dev"}.Body("remote_write", nil, 0, http.Header{}, bytes.NewReader(snappy.Encode(nil, raw)), -1)
+	if err != nil || b.free == b.size {
+		t.Fatalf("remote write: %v, %d of %d free", err, b.free, b.size)
+	}
+	_ = rw.Close()
+	if b.free != b.size {
+		t.Fatalf("after the remote-write body: %d of %d free", b.free, b.size)
+	}
+	big := make([]byte, 300<<10)
+	_, _, err = Check{Max: 30, Budget: b, Unit: "dev"}.Body("remote_write", nil, 0, http.Header{}, bytes.NewReader(snappy.Encode(nil, big)), -1)
+	if httperr.Status(err) != http.StatusServiceUnavailable || b.free != b.size {
+		t.Fatalf("a remote write over the unit's share: %v; %d of %d free", err, b.free, b.size)
+	}
+}
+
+func TestJSONLinesMayBeLonger(t *testing.T) {
+	line := `{"metric":{"__name__":"a"},"values":[` + strings.Repeat("1,", MaxLine) + `1],"timestamps":[]}`
+	r, _, _ := Check{Max: 30}.Body("import", nil, 0, http.Header{}, strings.NewReader(line+"\n"), -1)
+	if got, err := io.ReadAll(r); err != nil || len(got) != len(line)+1 {
+		t.Errorf("a JSON line of %d bytes: %d forwarded, %v", len(line), len(got), err)
+	}
+	r, _, _ = Check{Max: 30}.Body("import_prometheus", nil, 0, http.Header{}, strings.NewReader("up{a=\""+strings.Repeat("x", MaxLine)+"\"} 1\n"), -1)
+	if _, err := io.ReadAll(r); httperr.Status(err) != http.StatusRequestEntityTooLarge {
+		t.Errorf("a Prometheus line over MaxLine: %v; want a 413", err)
 	}
 }

@@ -18,22 +18,25 @@ type lineReader struct {
 	keep func(line []byte) bool
 	buf  []byte
 	// out is the part of buf checked and not yet read; tail the part after the last whole line, not yet checked.
-	out        []byte
-	tail, end  int
-	err        error
-	srcEOF     bool
-	bufMaxSize int
+	out       []byte
+	tail, end int
+	err       error
+	srcEOF    bool
+	maxLine   int
+	// hold is the memory buf takes of the budget, given back at the end.
+	hold *hold
 }
 
 const firstLineBuf = 64 << 10
 
-func newLineReader(src io.Reader, keep func([]byte) bool) *lineReader {
-	return &lineReader{src: src, keep: keep, bufMaxSize: MaxLine + 1}
+func newLineReader(src io.Reader, keep func([]byte) bool, maxLine int, hd *hold) *lineReader {
+	return &lineReader{src: src, keep: keep, maxLine: maxLine, hold: hd}
 }
 
 func (r *lineReader) Read(p []byte) (int, error) {
 	for len(r.out) == 0 {
 		if r.err != nil {
+			r.Close()
 			return 0, r.err
 		}
 		r.fill()
@@ -43,18 +46,32 @@ func (r *lineReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// Close gives back the buffer's memory; the reader is not to be read after it.
+func (r *lineReader) Close() error {
+	r.buf, r.out = nil, nil
+	r.hold.release()
+	return nil
+}
+
 // fill reads more of src and checks the lines that are then whole; it leaves out, err or both set, or more read.
 func (r *lineReader) fill() {
 	// What is left of the last read is an unfinished line: to the front, with room after it.
 	n := copy(r.buf, r.buf[r.tail:r.end])
 	r.tail, r.end = 0, n
 	if r.end == len(r.buf) {
-		if len(r.buf) >= r.bufMaxSize {
+		// A line of maxLine bytes fits with its newline.
+		if len(r.buf) > r.maxLine {
 			r.err = httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("a line of the body is over %d bytes, the longest the gateway "+
-				"holds to count its labels (the write backend truncates series over its label limit): split it", MaxLine))
+				"holds to count its labels (the write backend truncates series over its label limit): split it", r.maxLine))
 			return
 		}
-		nb := make([]byte, min(max(2*len(r.buf), firstLineBuf), r.bufMaxSize))
+		size := min(max(2*len(r.buf), firstLineBuf), r.maxLine+1)
+		// The first buffer was held when the reader was made.
+		if err := r.hold.grow(int64(size - max(len(r.buf), firstLineBuf))); err != nil {
+			r.err = err
+			return
+		}
+		nb := make([]byte, size)
 		copy(nb, r.buf[:r.end])
 		r.buf = nb
 	}

@@ -19,41 +19,115 @@ import (
 // returns it without the series that have too many labels: the client's bytes when none is dropped, else the
 // request encoded again. The protobuf is walked by hand: a TimeSeries only needs its labels counted and the
 // others copied as they came, which no protobuf library does without decoding and encoding them all.
-func (c Check) remoteWrite(h http.Header, body io.Reader) (io.Reader, int64, error) {
+func (c Check) remoteWrite(h http.Header, body io.Reader, n int64) (io.ReadCloser, int64, error) {
 	switch ce := h.Values("Content-Encoding"); {
 	case len(ce) == 0:
 	case len(ce) == 1 && strings.EqualFold(strings.TrimSpace(ce[0]), "snappy"):
 	default:
 		return nil, 0, unsupportedEncoding(ce, "snappy")
 	}
-	compressed, err := io.ReadAll(io.LimitReader(body, MaxRemoteWrite+1))
+	hd := &hold{b: c.Budget, unit: c.Unit}
+	compressed, err := readWhole(body, n, hd)
 	if err != nil {
+		hd.release()
 		return nil, 0, err
 	}
-	if len(compressed) > MaxRemoteWrite {
-		return nil, 0, httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the remote-write body is over %d bytes, the most the "+
-			"gateway reads whole to count its labels (the write backend truncates series over its label limit)", MaxRemoteWrite))
+	out, err := c.filterCompressed(compressed, hd)
+	if err != nil {
+		hd.release()
+		return nil, 0, err
 	}
+	return &heldReader{Reader: bytes.NewReader(out), hold: hd}, int64(len(out)), nil
+}
+
+// filterCompressed decodes a snappy block, drops its series over the limit and encodes it again if it dropped one.
+func (c Check) filterCompressed(compressed []byte, hd *hold) ([]byte, error) {
 	n, err := snappy.DecodedLen(compressed)
-	if err == nil && n > MaxRemoteWrite {
-		return nil, 0, httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the remote-write body decompresses to %d bytes, "+
+	if err != nil {
+		return nil, badRemoteWrite(fmt.Errorf("snappy: %w", err))
+	}
+	if n > MaxRemoteWrite {
+		return nil, httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the remote-write body decompresses to %d bytes, "+
 			"over the %d the gateway reads to count its labels", n, MaxRemoteWrite))
 	}
-	var raw []byte
-	if err == nil {
-		raw, err = snappy.Decode(nil, compressed)
+	if err := hd.grow(int64(n)); err != nil {
+		return nil, err
 	}
+	raw, err := snappy.Decode(nil, compressed)
 	if err != nil {
-		return nil, 0, badRemoteWrite(fmt.Errorf("snappy: %w", err))
+		return nil, badRemoteWrite(fmt.Errorf("snappy: %w", err))
 	}
 	kept, dropped, err := c.filterWriteRequest(raw)
 	if err != nil {
-		return nil, 0, badRemoteWrite(err)
+		return nil, badRemoteWrite(err)
 	}
-	if dropped {
-		compressed = snappy.Encode(nil, kept)
+	if !dropped {
+		return compressed, nil
 	}
-	return bytes.NewReader(compressed), int64(len(compressed)), nil
+	if err := hd.grow(int64(snappy.MaxEncodedLen(len(kept)))); err != nil {
+		return nil, err
+	}
+	return snappy.Encode(nil, kept), nil
+}
+
+// readWhole reads a body of at most MaxRemoteWrite bytes, its length n when known, holding what it reads.
+func readWhole(r io.Reader, n int64, hd *hold) ([]byte, error) {
+	tooLarge := httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the remote-write body is over %d bytes, the most the "+
+		"gateway reads whole to count its labels (the write backend truncates series over its label limit)", MaxRemoteWrite))
+	if n > MaxRemoteWrite {
+		return nil, tooLarge
+	}
+	size := int64(64 << 10)
+	if n >= 0 {
+		size = n + 1 // room to see the end
+	}
+	if err := hd.grow(size); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) > MaxRemoteWrite {
+				return nil, tooLarge
+			}
+			grown := min(2*int64(cap(buf)), MaxRemoteWrite+1)
+			if err := hd.grow(grown - int64(cap(buf))); err != nil {
+				return nil, err
+			}
+			buf = append(make([]byte, 0, grown), buf...)
+		}
+		m, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if len(buf) > MaxRemoteWrite {
+		return nil, tooLarge
+	}
+	return buf, nil
+}
+
+// heldReader gives back its memory once it is read to the end or closed.
+type heldReader struct {
+	*bytes.Reader
+	hold *hold
+}
+
+func (r *heldReader) Read(p []byte) (int, error) {
+	n, err := r.Reader.Read(p)
+	if err != nil {
+		r.hold.release()
+	}
+	return n, err
+}
+
+func (r *heldReader) Close() error {
+	r.hold.release()
+	return nil
 }
 
 func badRemoteWrite(err error) error {
@@ -61,42 +135,36 @@ func badRemoteWrite(err error) error {
 		"WriteRequest): %s", err))
 }
 
-// filterWriteRequest copies the WriteRequest in raw without its timeseries (field 1) that have more labels than the
-// check allows; kept is raw itself when none is dropped.
+// filterWriteRequest drops from the WriteRequest in raw its timeseries (field 1) that have more labels than the
+// check allows, in place: kept is raw itself, shorter when a series was dropped.
 func (c Check) filterWriteRequest(raw []byte) (kept []byte, dropped bool, err error) {
 	room := c.Max - c.Extra
-	s := raw
+	w, s := 0, raw
 	for len(s) > 0 {
 		field, wire, body, next, err := protoField(s)
 		if err != nil {
 			return nil, false, err
 		}
+		whole := s[:len(s)-len(next)]
 		if field == 1 && wire == 2 {
 			n, err := seriesLabels(body)
 			if err != nil {
 				return nil, false, fmt.Errorf("timeseries: %w", err)
 			}
 			if n > room {
-				if !dropped {
-					kept = append(make([]byte, 0, len(raw)), raw[:len(raw)-len(s)]...)
-					dropped = true
-				}
 				if c.Drop != nil {
 					c.Drop("too_many_labels", renderSeries(body))
 				}
+				dropped = true
 				s = next
 				continue
 			}
 		}
-		if dropped {
-			kept = append(kept, s[:len(s)-len(next)]...)
-		}
+		// Fields kept move to the front over those dropped; none is written before it is read.
+		w += copy(raw[w:], whole)
 		s = next
 	}
-	if !dropped {
-		return raw, false, nil
-	}
-	return kept, true, nil
+	return raw[:w], dropped, nil
 }
 
 // seriesLabels counts a TimeSeries' labels (field 1) with a value, as VictoriaMetrics skips one without.
@@ -177,8 +245,10 @@ func protoField(s []byte) (field uint64, wire byte, body, next []byte, err error
 	}
 	s = s[n:]
 	field, wire = key>>3, byte(key&7)
-	if field == 0 {
-		return 0, 0, nil, nil, errors.New("field number 0")
+	// Protobuf's field numbers end at 2^29-1. VictoriaMetrics before v1.9x (gogo-protobuf) reads a larger one cut
+	// to 32 bits: 2^32+1 would be field 1 there, a series this walk would pass uncounted.
+	if field == 0 || field > 1<<29-1 {
+		return 0, 0, nil, nil, fmt.Errorf("field number %d", field)
 	}
 	switch wire {
 	case 0:
