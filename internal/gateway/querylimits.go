@@ -38,7 +38,7 @@ func releaseLimitArgs(la *limitArgs) {
 
 // checkQueryLimits checks the args prepareArgs read (URL and form, with the args the limits read recorded in
 // in.Known and a list in in.Parsed for the queries it parses, which the enforcer takes over) against the tenant's
-// query limits; the timeout they impose is set in in.URL, where the enforcer keeps it. It reports whether in.URL
+// query limits; the timeout they impose is set in in.URL, where the enforcer keeps it, in place of the client's. It reports whether in.URL
 // changed. A request whose tenant has no limits that concern it has nothing recorded and is not checked.
 func (g *Gateway) checkQueryLimits(a *auth.Access, rt route.Route, in enforce.Args, body []byte, isForm bool, r *http.Request) (bool, error) {
 	if in.Known == nil {
@@ -53,6 +53,10 @@ func (g *Gateway) checkQueryLimits(a *auth.Access, rt route.Route, in enforce.Ar
 	timeout, err := g.queryLimits.Check(a, rt, in, time.Now())
 	if err != nil || timeout == "" {
 		return false, err
+	}
+	// The client's own timeouts, which VictoriaMetrics would read before the gateway's: the form's first.
+	if in.Form != nil {
+		in.Form.Del("timeout")
 	}
 	in.URL.Set("timeout", timeout)
 	return true, nil

@@ -87,6 +87,21 @@ func TestQueryLimitsHook(t *testing.T) {
 		t.Errorf("a refused request was forwarded: %+v", reqs)
 	}
 
+	// The limit's timeout replaces the client's: VictoriaMetrics reads the form's first, where an empty one is none.
+	g3, read3, _ := newGateway(t, false, fixedAuth{a: &auth.Access{Mode: auth.ModeRead}}, nil)
+	g3.queryLimits = &fakeQueryLimits{timeout: "20"}
+	req = httptest.NewRequest(http.MethodPost, "/api/v1/query?timeout=5", strings.NewReader("query=up&timeout="))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	rec = httptest.NewRecorder()
+	g3.ServeHTTP(rec, req)
+	reqs = read3.Requests()
+	if rec.Code != http.StatusOK || len(reqs) != 1 {
+		t.Fatalf("%d %s; %d forwarded", rec.Code, rec.Body, len(reqs))
+	}
+	if got := reqs[0].Query["timeout"]; len(got) != 1 || got[0] != "20" || strings.Contains(reqs[0].Body, "timeout") {
+		t.Errorf("upstream got URL timeout %q, body %q: want timeout=20 alone", got, reqs[0].Body)
+	}
+
 	// A body the limits cannot read is refused, even for an unrestricted token in single-node, which the
 	// enforcer would let through unread.
 	g2, read2, _ := newGateway(t, false, fixedAuth{a: &auth.Access{Mode: auth.ModeFull}}, nil)

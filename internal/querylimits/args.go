@@ -25,12 +25,17 @@ var partialTimeLayouts = []string{
 	time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02T15", "2006-01-02", "2006-01", "2006",
 }
 
+// maxSeconds is the largest number current VictoriaMetrics reads as Unix seconds (lib/timeutil): past it a number
+// is milliseconds, then microseconds, then nanoseconds, by the size of its integer part whatever its form
+// (1700000000000.0 and 1.7e12 are milliseconds there).
+const maxSeconds = math.MaxInt64 / 1_000_000_000
+
 // parseTime reads a time arg in milliseconds: Unix seconds, RFC3339 (whole or partial), now, or a duration
-// before now (1h, -1h, now-1h). Some integers read differently across VictoriaMetrics versions (v1.79 reads
+// before now (1h, -1h, now-1h). Some numbers read differently across VictoriaMetrics versions (v1.79 reads
 // 2026 and 1700000000000 as seconds, current versions as a year and as milliseconds): lo and hi are the earliest
 // and the latest reading, so that neither end of a range is under-counted.
 func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
-	if n, ok := enforce.WholeNumber(s); ok && n < 1e11 && len(s) != 4 {
+	if n, ok := enforce.WholeNumber(s); ok && n <= maxSeconds && len(s) != 4 {
 		// Whole Unix seconds, what Grafana sends: one reading in every version.
 		return n * 1000, n * 1000, nil
 	}
@@ -44,6 +49,19 @@ func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
 	}
 	lo = atLeastZero(clampF(secs * 1e3))
 	hi = lo
+	// Current releases: the unit by the integer part's size.
+	alt := lo
+	switch whole := math.Trunc(math.Abs(secs)); {
+	case whole <= maxSeconds:
+	case whole <= math.MaxInt64/1_000_000:
+		alt = atLeastZero(clampF(secs))
+	case whole <= math.MaxInt64/1_000:
+		alt = atLeastZero(clampF(secs / 1e3))
+	default:
+		alt = atLeastZero(clampF(secs / 1e6))
+	}
+	lo, hi = min(lo, alt), max(hi, alt)
+	// Releases between: whole numbers of 12 digits and more were milliseconds, 15 microseconds, 18 nanoseconds.
 	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
 		alt := lo
 		switch {

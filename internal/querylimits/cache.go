@@ -26,6 +26,8 @@ type parsed struct {
 	unresolved string
 	// blocked[i] says whether the config's pattern i matches the query.
 	blocked []bool
+	// bareSubquery: a subquery without a step of its own runs at the request's step, which min_step then judges.
+	bareSubquery bool
 }
 
 // cache keeps parsed queries (internal/gencache), keyed by the query's hash: a query of kilobytes is hashed once
@@ -72,6 +74,38 @@ func (p *parsed) span(from, to, step, now, lookback int64) (readFrom, minSubStep
 	return w.from, w.minSubStep, w.atNaN
 }
 
+// instantSpan is span for /api/v1/query, which evaluates a query that is one subquery, `expr[w:s] offset o`, as a
+// range query of expr at step s, with w and o read in steps of s (VictoriaMetrics' IsRollup): `x[100i:1d]` reads
+// 100 days back there, not 100 of the request's steps. The span covers both readings.
+func (p *parsed) instantSpan(from, to, step, now, lookback int64) (readFrom, minSubStep int64, atNaN bool) {
+	readFrom, minSubStep, atNaN = p.span(from, to, step, now, lookback)
+	r := &p.root
+	if r.kind != kindRollup || !r.subquery || !r.hasStep || (r.window.b == 0 && r.offset.b == 0) {
+		return readFrom, minSubStep, atNaN
+	}
+	s := r.step.at(step)
+	if s <= 0 {
+		return readFrom, minSubStep, atNaN
+	}
+	alt := *r
+	alt.window, alt.offset = lin{a: float64(r.window.at(s))}, lin{a: float64(r.offset.at(s))}
+	w := spanOf(&alt, from, to, step, now, lookback)
+	return min(readFrom, w.from), minSubStep, atNaN || w.atNaN
+}
+
+// hasBareSubquery says whether n holds a subquery without a step of its own, which runs at the request's step.
+func hasBareSubquery(n *node) bool {
+	if n.kind == kindRollup && n.subquery && !n.hasStep {
+		return true
+	}
+	for i := range n.children {
+		if hasBareSubquery(&n.children[i]) {
+			return true
+		}
+	}
+	return false
+}
+
 // analyze reads q once: the span tree, the @ modifiers and the blocked patterns, none of which depends on the time
 // of the request. The expression is the request's shared parse, read and never changed.
 func (c *config) analyze(q string, pq *enforce.Parsed) *parsed {
@@ -82,6 +116,7 @@ func (c *config) analyze(q string, pq *enforce.Parsed) *parsed {
 		return p
 	}
 	p.root = compile(e, 0, &p.unresolved)
+	p.bareSubquery = hasBareSubquery(&p.root)
 	if p.unresolved == "" {
 		p.reach = reachOf(&p.root)
 	}

@@ -192,7 +192,7 @@ func (ck *checker) times(k enforce.Arg, def int64) (lo, hi int64, err error) {
 	if !ck.known.Has(k) {
 		return def, def, nil
 	}
-	if n, ok := ck.known.Whole(k); ok && n >= 1e4 && n < 1e11 {
+	if n, ok := ck.known.Whole(k); ok && n >= 1e4 && n <= maxSeconds {
 		// The common case, read as the args were split: one value of whole Unix seconds (parseTimeRange's first
 		// reading; at least 5 digits, so no year).
 		return n * 1000, n * 1000, nil
@@ -280,7 +280,7 @@ func (ck *checker) check(kind apiKind) error {
 		if from, to, err = ck.times(enforce.ArgTime, ck.now); err != nil {
 			return err
 		}
-		if _, stepHi, err = ck.durations(enforce.ArgStep, defaultStep); err != nil {
+		if stepLo, stepHi, err = ck.durations(enforce.ArgStep, defaultStep); err != nil {
 			return err
 		}
 	case apiRange:
@@ -374,7 +374,7 @@ func (ck *checker) check(kind apiKind) error {
 			}
 			lookback = max(lookback, lb)
 		}
-		if readFrom, err = ck.queries(from, to, stepHi, lookback); err != nil {
+		if readFrom, err = ck.queries(kind, from, to, stepLo, stepHi, lookback); err != nil {
 			return err
 		}
 	} else if err := ck.selectors(); err != nil {
@@ -394,7 +394,7 @@ func (ck *checker) check(kind apiKind) error {
 }
 
 // queries checks every query arg: blocked patterns, subquery steps, and the earliest time it reads.
-func (ck *checker) queries(from, to, step, lookback int64) (int64, error) {
+func (ck *checker) queries(kind apiKind, from, to, stepLo, step, lookback int64) (int64, error) {
 	rs := ck.rs
 	needParse := len(rs.blocked) > 0 || len(rs.rules[maxQueryLookback]) > 0 || len(rs.rules[minStep]) > 0
 	readFrom := int64(math.MaxInt64)
@@ -403,7 +403,7 @@ func (ck *checker) queries(from, to, step, lookback int64) (int64, error) {
 	}
 	for _, qs := range ck.known.Values(enforce.ArgQuery) {
 		for _, q := range qs {
-			from, err := ck.query(q, from, to, step, lookback)
+			from, err := ck.query(q, kind, from, to, stepLo, step, lookback)
 			if err != nil {
 				return 0, err
 			}
@@ -414,7 +414,7 @@ func (ck *checker) queries(from, to, step, lookback int64) (int64, error) {
 }
 
 // query checks one query arg and returns the earliest time it reads.
-func (ck *checker) query(q string, from, to, step, lookback int64) (int64, error) {
+func (ck *checker) query(q string, kind apiKind, from, to, stepLo, step, lookback int64) (int64, error) {
 	rs := ck.rs
 	p := ck.cfg.parse(q, ck.parsed)
 	if p.err != nil {
@@ -424,10 +424,19 @@ func (ck *checker) query(q string, from, to, step, lookback int64) (int64, error
 	if err := ck.blocked(p, "query"); err != nil {
 		return 0, err
 	}
-	readFrom, minSubStep, atNaN := p.span(from, to, step, ck.now, lookback)
+	span := p.span
+	if kind == apiQuery {
+		span = p.instantSpan
+	}
+	readFrom, minSubStep, atNaN := span(from, to, step, ck.now, lookback)
 	for _, r := range rs.rules[minStep] {
 		if minSubStep != 0 && minSubStep < r.v {
 			return 0, ck.refuse(minStep, r, "query limit min_step=%s exceeded: a subquery has step %s; the limit is %s: use a coarser subquery step", fmtDuration(minSubStep))
+		}
+		// A range query's step is judged as the request's; an instant query's only runs a subquery without its own.
+		if kind == apiQuery && p.bareSubquery && stepLo < r.v {
+			return 0, ck.refuse(minStep, r, "query limit min_step=%s exceeded: a subquery without a step of its own runs at the request's step %s; "+
+				"the limit is %s: give the subquery a coarser step or the request a coarser step", fmtDuration(stepLo))
 		}
 	}
 	for _, r := range rs.rules[maxQueryLookback] {
@@ -492,8 +501,8 @@ func (ck *checker) timeout() (string, error) {
 	if len(rules) == 0 {
 		return "", nil
 	}
-	set := false
-	for _, vs := range ck.known.Values(enforce.ArgTimeout) {
+	vals := ck.known.Values(enforce.ArgTimeout)
+	for _, vs := range vals {
 		for _, v := range vs {
 			if v == "" {
 				continue
@@ -502,7 +511,6 @@ func (ck *checker) timeout() (string, error) {
 			if err != nil {
 				return "", badArg("timeout", v, err.Error())
 			}
-			set = true
 			for _, r := range rules {
 				if d > r.v {
 					return "", ck.refuse(queryTimeout, r, "query limit query_timeout=%s exceeded: the request asks for timeout=%s; the limit is %s: "+
@@ -511,7 +519,15 @@ func (ck *checker) timeout() (string, error) {
 			}
 		}
 	}
-	if set {
+	// VictoriaMetrics reads the first value, the form's before the URL's (FormValue): an empty one there is no
+	// timeout at all, whatever follows, so the client's are replaced by the limit's.
+	first := ""
+	if f := vals[enforce.FromForm]; len(f) > 0 {
+		first = f[0]
+	} else if u := vals[enforce.FromURL]; len(u) > 0 {
+		first = u[0]
+	}
+	if first != "" {
 		return "", nil
 	}
 	return ck.rs.timeout, nil

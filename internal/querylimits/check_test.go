@@ -93,6 +93,21 @@ func TestQueryLimitsCheck(t *testing.T) {
 		{name: "step too fine", path: "/api/v1/query_range", args: url.Values{"query": {"x"}, "start": {at(time.Hour)}, "step": {"10"}},
 			want: "min_step=30s exceeded: the step is 10s", limit: "min_step"},
 		{name: "subquery step too fine", path: "/api/v1/query", args: url.Values{"query": {"max_over_time(x[1h:1s])"}}, want: "a subquery has step 1s", limit: "min_step"},
+		// A subquery without a step of its own runs at the request's.
+		{name: "subquery at a request step too fine", path: "/api/v1/query", args: url.Values{"query": {"sum(x)[1h:]"}, "step": {"1s"}},
+			want: "runs at the request's step 1s", limit: "min_step"},
+		{name: "subquery at the request step", path: "/api/v1/query", args: url.Values{"query": {"sum(x)[1h:]"}, "step": {"30s"}}},
+		{name: "subquery of its own step, fine request step", path: "/api/v1/query", args: url.Values{"query": {"sum(x)[1h:1m]"}, "step": {"1s"}}},
+		// /api/v1/query reads a query that is one subquery in steps of the subquery's own step.
+		{name: "top subquery in its own steps", path: "/api/v1/query", args: url.Values{"query": {"sum(x)[100i:1d]"}},
+			want: "max_query_lookback=30d exceeded", limit: "max_query_lookback"},
+		{name: "top subquery in its own steps, fine request step", path: "/api/v1/query",
+			args: url.Values{"query": {"count_over_time(x[1d])[20000i:1d]"}, "step": {"30s"}}, want: "max_query_lookback=30d exceeded", limit: "max_query_lookback"},
+		{name: "top subquery offset in its own steps", path: "/api/v1/query", args: url.Values{"query": {"sum(x)[1i:1d] offset 40i"}},
+			want: "max_query_lookback=30d exceeded", limit: "max_query_lookback"},
+		{name: "top subquery in its own steps, within", path: "/api/v1/query", args: url.Values{"query": {"sum(x)[10i:1d]"}}},
+		{name: "millisecond time", path: "/api/v1/query", args: url.Values{"query": {"rate(x[1h])"}, "time": {"1000000000000.0"}},
+			want: "max_query_lookback=30d exceeded", limit: "max_query_lookback"},
 		{name: "query too large", path: "/api/v1/query", args: url.Values{"query": {"x{a=\"" + strings.Repeat("a", 200) + "\"}"}},
 			want: "max_query_expression_size_bytes=200 exceeded: the query arg is 207 bytes", limit: "max_query_expression_size_bytes"},
 		{name: "blocked exact", path: "/api/v1/query", args: url.Values{"query": {`count( {__name__ =~ ".+"} )`}}, want: `matches exactly the blocked query "count({__name__=~\".+\"})"`, limit: "blocked_queries"},
@@ -182,6 +197,16 @@ func TestQueryLimitsTimeout(t *testing.T) {
 	if to, _ := c.Check(other, rt, enforce.Args{URL: url.Values{"query": {"x"}}}, checkNow); to != "" {
 		t.Errorf("tenant 8 has no query_timeout, got %q", to)
 	}
+	// VictoriaMetrics reads the form's first value: an empty one there means no timeout, whatever the URL says.
+	for _, in := range []enforce.Args{
+		{URL: url.Values{"query": {"x"}, "timeout": {"5s"}}, Form: url.Values{"timeout": {""}}},
+		{URL: url.Values{"query": {"x"}}, Form: url.Values{"timeout": {"", "5s"}}},
+		{URL: url.Values{"query": {"x"}, "timeout": {"", "5s"}}},
+	} {
+		if to, err := c.Check(limited, rt, in, checkNow); err != nil || to != "30" {
+			t.Errorf("URL %v, form %v: timeout %q, %v; want the limit's, since VictoriaMetrics reads an empty one first", in.URL, in.Form, to, err)
+		}
+	}
 }
 
 func TestQueryLimitsBadArgs(t *testing.T) {
@@ -228,9 +253,18 @@ func TestParseTime(t *testing.T) {
 		"1700000000000": {1700000000000, 1700000000000000},
 		"1700000000":    {1700000000000, 1700000000000},
 		"01700000000":   {1700000000000, 1700000000000},
-		"99999999999":   {99999999999000, 99999999999000},
+		"99999999999":   {99999999999, 99999999999000}, // milliseconds in current releases
 		"+1700000000":   {1700000000000, 1700000000000},
 		"0":             {0, 0},
+		// Current releases read the unit from the integer part's size, whatever the form; v1.79 reads seconds.
+		"9223372036":       {9223372036000, 9223372036000},
+		"9223372037":       {9223372037, 9223372037000},
+		"9300000000":       {9300000000, 9300000000000},
+		"1000000000000.0":  {1000000000000, 1000000000000000},
+		"1.7e12":           {1700000000000, 1700000000000000},
+		"1700000000000000": {1700000000000, 1700000000000000000},
+		"1.7e18":           {1700000000000, limit},
+		"1.7e9":            {1700000000000, 1700000000000},
 	} {
 		lo, hi, err := parseTimeRange(in, now)
 		if err != nil || lo != want[0] || hi != want[1] {
