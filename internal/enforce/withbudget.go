@@ -6,15 +6,16 @@ import (
 	"unicode/utf8"
 )
 
-// maxExpandedTerms bounds what WITH templates may expand to. metricsql expands templates while parsing, and a few
-// hundred bytes of templates that each use the previous one twice (t1=t0+t0, t2=t1+t1, ...) double the work per
-// definition: 30 of them keep a core busy for hours. Legitimate queries stay orders of magnitude below the bound.
-const maxExpandedTerms = 50000
+// maxExpandedBytes bounds the text WITH templates may expand to. metricsql expands templates while parsing, and a
+// few hundred bytes of templates that each use the previous one twice (t1=t0+t0, t2=t1+t1, ...) double the work
+// per definition: 30 of them keep a core busy for hours. Bytes, not terms: 13 doublings of one 14 KB string are
+// only 40,000 terms but 115 MB to parse, print and match. Legitimate queries stay orders of magnitude below.
+const maxExpandedBytes = 256 << 10
 
-// checkWithBudget estimates, from the query's tokens alone, how many terms its WITH templates expand to, and
+// checkWithBudget estimates, from the query's tokens alone, how many bytes its WITH templates expand to, and
 // refuses the query before metricsql.Parse spends the time. The estimate only errs upwards: every identifier that
 // names a template counts as the template's whole size, whatever the scope, and a call counts its body once per
-// argument term.
+// byte of its arguments.
 func checkWithBudget(q string) error {
 	if !containsFold(q, "with") {
 		return nil
@@ -25,8 +26,8 @@ func checkWithBudget(q string) error {
 		size = sat(size + s.expr() + 1)
 		s.i++
 	}
-	if size > maxExpandedTerms {
-		return fmt.Errorf("the query's WITH templates expand to more than %d terms; simplify the templates", maxExpandedTerms)
+	if size > maxExpandedBytes {
+		return fmt.Errorf("the query's WITH templates expand to more than %d bytes; simplify the templates", maxExpandedBytes)
 	}
 	return nil
 }
@@ -34,7 +35,7 @@ func checkWithBudget(q string) error {
 type withScanner struct {
 	toks []string
 	i    int
-	defs map[string]int // template name → estimated expanded size
+	defs map[string]int // template name → estimated expanded size in bytes
 }
 
 // expr sums the sizes of the tokens up to the end of the stream or, at nesting depth 0, a "," or ")" (left unread),
@@ -75,7 +76,7 @@ func (s *withScanner) expr() int {
 			size = sat(size + n)
 		default:
 			s.i++
-			size = sat(size + 1)
+			size = sat(size + len(t))
 		}
 	}
 	return size
@@ -114,9 +115,10 @@ func (s *withScanner) peek(k int) string {
 	return ""
 }
 
-func sat(n int) int { return min(n, maxExpandedTerms+1) }
+func sat(n int) int { return min(n, maxExpandedBytes+1) }
 
-// tokenize splits a query into identifiers, punctuation and opaque literals; strings and comments become one token.
+// tokenize splits a query into identifiers, punctuation and opaque literals: a string is one token of its whole
+// text, quotes included, so that its length counts; a comment is none.
 func tokenize(q string) []string {
 	var toks []string
 	for i := 0; i < len(q); {
@@ -136,7 +138,7 @@ func tokenize(q string) []string {
 				}
 				j++
 			}
-			toks = append(toks, `"`)
+			toks = append(toks, q[i:min(j+1, len(q))])
 			i = j + 1
 		case isIdentByte(c) || c == '\\' || c >= utf8.RuneSelf:
 			j := i

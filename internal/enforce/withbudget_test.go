@@ -32,6 +32,9 @@ func TestWithBudget(t *testing.T) {
 		{"wide template calls", `with (f(x) = x+x+x+x+x+x+x+x, g(x) = f(f(x)), h(x) = g(g(x)), k(x) = h(h(x))) k(k(up))`, true},
 		{"filter template chain", `with (f0 = {a="1"}, f1 = {f0, f0, f0, f0}, f2 = {f1, f1, f1, f1}, f3 = {f2, f2, f2, f2}, f4 = {f3, f3, f3, f3}, f5 = {f4, f4, f4, f4}, f6 = {f5, f5, f5, f5}, f7 = {f6, f6, f6, f6}, f8 = {f7, f7, f7, f7}) up{f8}`, true},
 		{"templates in a comment and a string", "# with (t1=t0+t0)\nlabel_replace(up, \"x\", \"with (a=b)\", \"\", \"\")", false},
+		// Few terms, many bytes: 13 doublings of a 14 KB string would be 115 MB to parse, print and match.
+		{"doubling chain of a long string", strings.Replace(doublingChain(13), "t0=up", `t0={a="`+strings.Repeat("x", 14000)+`"}`, 1), true},
+		{"a long string used a few times", `with (s = {a="` + strings.Repeat("x", 14000) + `"}) up{s} + up{s} + up{s}`, false},
 	} {
 		// Without the budget, the refused ones would not fail: they would run for hours, until the test timeout.
 		_, err := e.Query(tc.q)

@@ -147,25 +147,41 @@ func (c *config) analyze(q string, pq *enforce.Parsed) *parsed {
 			continue // a subexpression prints as a part of the whole
 		}
 		if subs == nil {
-			subs = subexpressions(e)
+			subs = subexpressions(e, maxSubexpressionBytes)
 		}
-		p.blocked[i] = subs[pt.canonical]
+		// Past the bound the pattern's text is in the query and cannot be cleared as only part of a subexpression:
+		// blocked.
+		p.blocked[i] = subs == nil || subs[pt.canonical]
 	}
 	return p
 }
+
+// maxSubexpressionBytes bounds the printing of subexpressions: each is printed whole, so a deep query prints
+// about its depth times its size.
+const maxSubexpressionBytes = 4 << 20
 
 // canonBufs hold the buffers the canonical forms of queries are printed into; one larger than a query the cache
 // keeps is dropped rather than kept.
 var canonBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // subexpressions are the canonical forms of every subexpression of e: an exact pattern blocks a query that
-// merely wraps it (`count({__name__=~".+"}) > 0`).
-func subexpressions(e metricsql.Expr) map[string]bool {
+// merely wraps it (`count({__name__=~".+"}) > 0`). It is nil when they print to more than most bytes together.
+func subexpressions(e metricsql.Expr, most int) map[string]bool {
 	out := map[string]bool{}
+	var buf []byte
+	printed := 0
 	metricsql.VisitAll(e, func(x metricsql.Expr) {
+		if out == nil {
+			return
+		}
 		switch x.(type) {
 		case *metricsql.MetricExpr, *metricsql.RollupExpr, *metricsql.FuncExpr, *metricsql.AggrFuncExpr, *metricsql.BinaryOpExpr:
-			out[string(x.AppendString(nil))] = true
+			buf = x.AppendString(buf[:0])
+			if printed += len(buf); printed > most {
+				out = nil
+				return
+			}
+			out[string(buf)] = true
 		}
 	})
 	return out

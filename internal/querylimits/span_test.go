@@ -150,3 +150,18 @@ func TestSubqueryStep(t *testing.T) {
 		t.Errorf("finest subquery step %d, want 10000", w.minSubStep)
 	}
 }
+
+// Every subexpression is printed whole, so a deep query prints about its depth times its size: past the bound
+// there is no answer, and the caller blocks the query whose text holds the pattern.
+func TestSubexpressionsBounded(t *testing.T) {
+	e, err := metricsql.Parse(`count({__name__=~".+"}) > 0 or up + up`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subs := subexpressions(e, 1<<20); !subs[`count({__name__=~".+"})`] {
+		t.Errorf("the wrapped subexpression is not among %v", subs)
+	}
+	if subs := subexpressions(e, 20); subs != nil {
+		t.Errorf("past the bound: %v; want none", subs)
+	}
+}
