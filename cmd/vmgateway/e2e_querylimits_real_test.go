@@ -60,6 +60,26 @@ func qlRealCases(now time.Time) []qlRealCase {
 	return out
 }
 
+// qlCurrentCases are requests current VictoriaMetrics reads differently from v1.79: times past 9223372036 in any
+// numeric form as milliseconds, and /api/v1/query of one top-level subquery with its durations in its own steps.
+func qlCurrentCases(now time.Time) []qlRealCase {
+	ms := func(d time.Duration) int64 { return now.Add(-d).UnixMilli() }
+	return []qlRealCase{
+		{qlCase{name: "milliseconds with a fraction", path: "/api/v1/query_range",
+			args:  url.Values{"query": {"ql_e2e"}, "start": {fmt.Sprintf("%d.0", ms(3*time.Hour))}, "step": {"60"}},
+			limit: "max_total_query_length", want: "the request spans 3h"}, `"job":"a"`},
+		{qlCase{name: "milliseconds with an exponent", path: "/api/v1/export",
+			args:  url.Values{"match[]": {"ql_e2e"}, "start": {strconv.FormatFloat(float64(ms(2*24*time.Hour)), 'e', -1, 64)}},
+			limit: "max_total_query_length", want: "the request spans 2d"}, `"job":"a"`},
+		{qlCase{name: "a top-level subquery in its own steps", path: "/api/v1/query",
+			args:  url.Values{"query": {"max_over_time(ql_e2e[1h])[2i:1d]"}},
+			limit: "max_query_lookback", want: "before now"}, `"job":"a"`},
+		{qlCase{name: "a subquery at the request's step", path: "/api/v1/query",
+			args:  url.Values{"query": {"(ql_e2e + 0)[1h:]"}, "step": {"5s"}},
+			limit: "min_step", want: "runs at the request's step 5s"}, `"job":"a"`},
+	}
+}
+
 // qlImport is 3 days of ql_e2e{job="a"} every 5 minutes, as export's JSON lines: every window, offset and subquery
 // of the cases reads data.
 func qlImport(now time.Time) string {
@@ -82,9 +102,9 @@ type qlSide struct {
 
 // runQLRealCases sends every case as limited and as other, in the URL and in a form body: limited gets the 422 of
 // the limit, counted; other gets VictoriaMetrics' answer.
-func runQLRealCases(t *testing.T, limited, other qlSide, now time.Time) {
+func runQLRealCases(t *testing.T, limited, other qlSide, cases []qlRealCase) {
 	t.Helper()
-	for _, c := range qlRealCases(now) {
+	for _, c := range cases {
 		for _, form := range []bool{false, true} {
 			shape := map[bool]string{false: "URL", true: "form"}[form]
 			// Retried: a new series can take a moment to be found over every day it has samples in.
@@ -146,6 +166,8 @@ func checkQLTimeout(t *testing.T, rec *vmtest.Recorder, limited, other qlSide) {
 	}{
 		{limited, url.Values{"query": {"count_over_time(ql_e2e[1d])"}}, "20"},
 		{limited, url.Values{"query": {"count_over_time(ql_e2e[1d])"}, "timeout": {"5s"}}, "5s"},
+		// An empty timeout, which VictoriaMetrics reads as none, is replaced by the limit's.
+		{limited, url.Values{"query": {"count_over_time(ql_e2e[1d])"}, "timeout": {""}}, "20"},
 		{other, url.Values{"query": {"count_over_time(ql_e2e[1d])"}}, ""},
 	} {
 		for _, form := range []bool{false, true} {
@@ -192,7 +214,8 @@ func TestRealClusterQueryLimits(t *testing.T) {
 		code, body := qlRequest(t, rc.g, other.prefix+"/api/v1/query", url.Values{"query": {"count_over_time(ql_e2e[3d])"}}, false, t8)
 		return code == http.StatusOK && strings.Contains(body, `"job":"a"`), "the imported data is not visible: " + body
 	})
-	runQLRealCases(t, limited, other, now)
+	runQLRealCases(t, limited, other, qlRealCases(now))
+	runQLRealCases(t, limited, other, qlCurrentCases(now))
 
 	rec := qlProxy(t, rc.c.Select.URL)
 	viaRec := startGateway(t, "-read.url="+rec.URL, "-write.url="+rc.c.Insert.URL, "-clusterMode", "-enable.auth",
@@ -231,7 +254,7 @@ func TestQueryLimitsRealSingleNode(t *testing.T) {
 				code, body := qlRequest(t, other.g, "/api/v1/query", url.Values{"query": {"count_over_time(ql_e2e[3d])"}}, false, token)
 				return code == http.StatusOK && strings.Contains(body, `"job":"a"`), "the imported data is not visible: " + body
 			})
-			runQLRealCases(t, limited, other, now)
+			runQLRealCases(t, limited, other, qlRealCases(now))
 			rec := qlProxy(t, vm.URL)
 			limited.g, other.g = gateway(rec.URL, qlRealConfig(0)), gateway(rec.URL, qlRealConfig(7))
 			checkQLTimeout(t, rec, limited, other)
