@@ -145,13 +145,7 @@ func TestTruncationRecheckedSoon(t *testing.T) {
 		t.Fatalf("a backend not up: limit %d, state %d", got, w.targets[0].state.Load())
 	}
 	up.Store(true)
-	deadline := time.Now().Add(5 * time.Second)
-	for w.targets[0].state.Load() != truncationCuts {
-		if time.Now().After(deadline) {
-			t.Fatal("the backend was not asked again")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "the backend was not asked again", func() bool { return w.targets[0].state.Load() == truncationCuts })
 	if got, _ := w.labelLimit(context.Background()); got != 24 {
 		t.Errorf("limit %d once the backend answered; want 24", got)
 	}
@@ -180,24 +174,24 @@ func TestTruncationKeptThroughFailedLooks(t *testing.T) {
 	}
 	page.Store("")
 	// A failed look keeps the backend asked soon: wait for a few.
-	for n, deadline := looks.Load(), time.Now().Add(5*time.Second); looks.Load() < n+3; {
-		if time.Now().After(deadline) {
-			t.Fatal("the backend was not looked at again")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	n := looks.Load()
+	waitFor(t, "the backend was not looked at again", func() bool { return looks.Load() >= n+3 })
 	if got, _ := w.labelLimit(context.Background()); got != 24 || w.targets[0].state.Load() != truncationCuts {
 		t.Fatalf("while /metrics fails: limit %d, state %d; want the guard kept at 24", got, w.targets[0].state.Load())
 	}
 	page.Store(pageDrops)
-	deadline := time.Now().Add(5 * time.Second)
-	for w.targets[0].state.Load() != truncationDrops {
-		if time.Now().After(deadline) {
-			t.Fatal("the backend was not looked at again once it could be read")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "the backend was not looked at again once it could be read", func() bool { return w.targets[0].state.Load() == truncationDrops })
 	if got, _ := w.labelLimit(context.Background()); got != 0 {
 		t.Errorf("limit %d once the backend drops; want 0", got)
+	}
+}
+
+// waitFor polls cond for up to 5 s: the watch looks at the backends on its own timer.
+func waitFor(t *testing.T, failure string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal(failure)
+		}
 	}
 }
