@@ -2,7 +2,9 @@ package enforce
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -58,9 +60,9 @@ func (s *withScanner) expr() int {
 		case strings.EqualFold(t, "with") && s.peek(1) == "(":
 			s.i += 2
 			s.definitions()
-		case s.defs[t] > 0:
+		case s.size(t) > 0:
 			s.i++
-			n := s.defs[t]
+			n := s.size(t)
 			if s.peek(0) == "(" { // a template call: each argument may be substituted wherever the body uses it
 				s.i++
 				args := 1
@@ -85,7 +87,7 @@ func (s *withScanner) expr() int {
 // definitions reads `name[(args)] = body, ...)` after `with (`.
 func (s *withScanner) definitions() {
 	for s.i < len(s.toks) && s.toks[s.i] != ")" {
-		name := s.toks[s.i]
+		name := unescapeIdent(s.toks[s.i])
 		s.i++
 		if s.peek(0) == "(" { // argument names: skip to the closing parenthesis
 			for s.i < len(s.toks) && s.toks[s.i] != ")" {
@@ -107,6 +109,66 @@ func (s *withScanner) definitions() {
 	}
 	s.i++ // the closing parenthesis of the definitions
 }
+
+// size is the expanded size of the template t names, 0 when it names none. metricsql unescapes a name before it
+// looks it up (`\t0` is t0): so does size, and a name with an escape it does not read counts as the largest
+// template, since it may be one.
+func (s *withScanner) size(t string) int {
+	if !strings.Contains(t, `\`) {
+		return s.defs[t]
+	}
+	if n, ok := s.defs[unescapeIdent(t)]; ok {
+		return n
+	}
+	most := 0
+	for _, n := range s.defs {
+		most = max(most, n)
+	}
+	return most
+}
+
+// unescapeIdent reads an identifier's escapes as metricsql does: \xNN, \uNNNN, or a printable character.
+func unescapeIdent(t string) string {
+	if !strings.Contains(t, `\`) {
+		return t
+	}
+	var b strings.Builder
+	for i := 0; i < len(t); i++ {
+		if t[i] != '\\' || i+1 >= len(t) {
+			b.WriteByte(t[i])
+			continue
+		}
+		// An escape it cannot read stays as written, backslash included.
+		rest := t[i+1:]
+		hexDigits := 0
+		switch rest[0] {
+		case 'x', 'X':
+			hexDigits = 2
+		case 'u', 'U':
+			hexDigits = 4
+		}
+		if hexDigits > 0 {
+			v, err := strconv.ParseUint(rest[1:min(1+hexDigits, len(rest))], 16, 32)
+			if err != nil || len(rest) < 1+hexDigits || !isHex(rest[1]) {
+				b.WriteByte('\\')
+				continue
+			}
+			b.WriteRune(rune(v))
+			i += 1 + hexDigits
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(rest)
+		if !unicode.IsPrint(r) {
+			b.WriteByte('\\')
+			continue
+		}
+		b.WriteString(rest[:n])
+		i += n
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool { return ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F') }
 
 func (s *withScanner) peek(k int) string {
 	if s.i+k < len(s.toks) {

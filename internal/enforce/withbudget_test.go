@@ -16,6 +16,25 @@ func doublingChain(n int) string {
 	return "with (" + strings.Join(defs, ", ") + fmt.Sprintf(") t%d", n)
 }
 
+// escapedChain is doublingChain with every use of a template written with an escaped first letter.
+func escapedChain(n int) string {
+	defs := []string{"t0=up"}
+	for i := 1; i <= n; i++ {
+		defs = append(defs, fmt.Sprintf(`t%d=\t%d+\t%d`, i, i-1, i-1))
+	}
+	return "with (" + strings.Join(defs, ", ") + fmt.Sprintf(`) \t%d`, n)
+}
+
+func TestUnescapeIdent(t *testing.T) {
+	for in, want := range map[string]string{
+		"t0": "t0", `\t0`: "t0", `\x74\x30`: "t0", `\u0074x`: "tx", `\xZZ`: `\xZZ`, `a\`: `a\`, `\U0074`: "t",
+	} {
+		if got := unescapeIdent(in); got != want {
+			t.Errorf("unescapeIdent(%q) = %q; want %q", in, got, want)
+		}
+	}
+}
+
 func TestWithBudget(t *testing.T) {
 	e := devOnly(t)
 	for _, tc := range []struct {
@@ -34,6 +53,9 @@ func TestWithBudget(t *testing.T) {
 		{"templates in a comment and a string", "# with (t1=t0+t0)\nlabel_replace(up, \"x\", \"with (a=b)\", \"\", \"\")", false},
 		// Few terms, many bytes: 13 doublings of a 14 KB string would be 115 MB to parse, print and match.
 		{"doubling chain of a long string", strings.Replace(doublingChain(13), "t0=up", `t0={a="`+strings.Repeat("x", 14000)+`"}`, 1), true},
+		// metricsql unescapes names before it looks templates up: \t0 is t0.
+		{"doubling chain of escaped names", escapedChain(20), true},
+		{"doubling chain of hex-escaped names", strings.ReplaceAll(escapedChain(20), `\t`, `\x74`), true},
 		{"a long string used a few times", `with (s = {a="` + strings.Repeat("x", 14000) + `"}) up{s} + up{s} + up{s}`, false},
 	} {
 		// Without the budget, the refused ones would not fail: they would run for hours, until the test timeout.

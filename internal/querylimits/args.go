@@ -2,6 +2,7 @@ package querylimits
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -39,6 +40,13 @@ func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
 		// Whole Unix seconds, what Grafana sends: one reading in every version.
 		return n * 1000, n * 1000, nil
 	}
+	if rest, ok := strings.CutPrefix(s, "-"); ok {
+		if secs, err := strconv.ParseFloat(rest, 64); err == nil && !math.IsNaN(secs) && !math.IsInf(secs, 0) && secs >= 0 {
+			// A negative number: current releases read a leading minus as a duration before now (-5 is 5s ago),
+			// v1.79 as seconds before 1970, which is 1970.
+			return 0, atLeastZero(sub(now, clampF(secs*1e3))), nil
+		}
+	}
 	secs, ferr := strconv.ParseFloat(s, 64)
 	if ferr != nil {
 		t, err := parseTime(s, now)
@@ -66,6 +74,9 @@ func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
 		alt := lo
 		switch {
 		case len(s) == 4:
+			if err := yearReadable(int(n)); err != nil {
+				return 0, 0, err
+			}
 			alt = time.Date(int(n), 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 		case n >= 1e17:
 			alt = n / 1e6 // nanoseconds
@@ -94,6 +105,9 @@ func parseTime(s string, now int64) (int64, error) {
 	}
 	for _, l := range partialTimeLayouts {
 		if t, err := time.Parse(l, s); err == nil {
+			if err := yearReadable(t.Year()); err != nil {
+				return 0, err
+			}
 			return atLeastZero(clamp(t.UnixMilli())), nil
 		}
 	}
@@ -112,6 +126,15 @@ func parseTime(s string, now int64) (int64, error) {
 		d = -d
 	}
 	return atLeastZero(clamp(now + d)), nil
+}
+
+// yearReadable refuses a date VictoriaMetrics cannot read as itself: it takes a date's nanoseconds since 1970 in an
+// int64, which wraps outside 1678-2262 (2610-08-29 reads as 2026-02-07 there).
+func yearReadable(y int) error {
+	if y < 1678 || y > 2261 {
+		return fmt.Errorf("the year %d is outside the years VictoriaMetrics reads (1678 to 2261)", y)
+	}
+	return nil
 }
 
 // VictoriaMetrics reads times before 1970 as 1970.

@@ -74,21 +74,25 @@ func (p *parsed) span(from, to, step, now, lookback int64) (readFrom, minSubStep
 	return w.from, w.minSubStep, w.atNaN
 }
 
-// instantSpan is span for /api/v1/query, which evaluates a query that is one subquery, `expr[w:s] offset o`, as a
-// range query of expr at step s, with w and o read in steps of s (VictoriaMetrics' IsRollup): `x[100i:1d]` reads
-// 100 days back there, not 100 of the request's steps. The span covers both readings.
+// instantSpan is span for /api/v1/query, which runs a query that is one rollup, `x[w] offset o` or
+// `expr[w:s] offset o`, on a path of its own (VictoriaMetrics' IsMetricSelectorWithRollup and IsRollup): it drops
+// an `@` there and reads at the request's time, and it reads a subquery's w and o in steps of s (`x[100i:1d]` is 100
+// days back), not of the request's step. The span covers both readings.
 func (p *parsed) instantSpan(from, to, step, now, lookback int64) (readFrom, minSubStep int64, atNaN bool) {
 	readFrom, minSubStep, atNaN = p.span(from, to, step, now, lookback)
 	r := &p.root
-	if r.kind != kindRollup || !r.subquery || !r.hasStep || (r.window.b == 0 && r.offset.b == 0) {
+	if r.kind != kindRollup {
 		return readFrom, minSubStep, atNaN
 	}
-	s := r.step.at(step)
-	if s <= 0 {
+	alt, changed := *r, r.at != nil
+	alt.at = nil
+	if s := r.step.at(step); r.subquery && r.hasStep && s > 0 && (r.window.b != 0 || r.offset.b != 0) {
+		alt.window, alt.offset = lin{a: float64(r.window.at(s))}, lin{a: float64(r.offset.at(s))}
+		changed = true
+	}
+	if !changed {
 		return readFrom, minSubStep, atNaN
 	}
-	alt := *r
-	alt.window, alt.offset = lin{a: float64(r.window.at(s))}, lin{a: float64(r.offset.at(s))}
 	w := spanOf(&alt, from, to, step, now, lookback)
 	return min(readFrom, w.from), minSubStep, atNaN || w.atNaN
 }

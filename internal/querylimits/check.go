@@ -187,6 +187,18 @@ func (ck *checker) each(k enforce.Arg, f func(v string) error) error {
 	return nil
 }
 
+// first is the value of arg k VictoriaMetrics reads (FormValue: the form's first, else the URL's), "" for none.
+func (ck *checker) first(k enforce.Arg) string {
+	vals := ck.known.Values(k)
+	if f := vals[enforce.FromForm]; len(f) > 0 {
+		return f[0]
+	}
+	if u := vals[enforce.FromURL]; len(u) > 0 {
+		return u[0]
+	}
+	return ""
+}
+
 // times returns the earliest and latest value of a time arg; def stands for an absent or empty one.
 func (ck *checker) times(k enforce.Arg, def int64) (lo, hi int64, err error) {
 	if !ck.known.Has(k) {
@@ -283,6 +295,16 @@ func (ck *checker) check(kind apiKind) error {
 		if stepLo, stepHi, err = ck.durations(enforce.ArgStep, defaultStep); err != nil {
 			return err
 		}
+		if ck.first(enforce.ArgStep) == "" {
+			// Without a step VictoriaMetrics runs an instant query at the step of its max_lookback.
+			for _, k := range []enforce.Arg{enforce.ArgMaxLookback, enforce.ArgLookbackDelta} {
+				lo, hi, err := ck.durations(k, defaultStep)
+				if err != nil {
+					return err
+				}
+				stepLo, stepHi = min(stepLo, lo), max(stepHi, hi)
+			}
+		}
 	case apiRange:
 		if stepLo, stepHi, err = ck.durations(enforce.ArgStep, defaultStep); err != nil {
 			return err
@@ -315,6 +337,11 @@ func (ck *checker) check(kind apiKind) error {
 				return err
 			}
 			def = sub(ck.now, lb)
+			if ck.known.Has(enforce.ArgEnd) {
+				// VictoriaMetrics looks back max_lookback only from an end within a second of now; from any
+				// other end it reads from the beginning.
+				def = 0
+			}
 		}
 		if from, _, err = ck.times(enforce.ArgStart, max(def, 0)); err != nil {
 			return err
@@ -519,16 +546,13 @@ func (ck *checker) timeout() (string, error) {
 			}
 		}
 	}
-	// VictoriaMetrics reads the first value, the form's before the URL's (FormValue): an empty one there is no
-	// timeout at all, whatever follows, so the client's are replaced by the limit's.
-	first := ""
-	if f := vals[enforce.FromForm]; len(f) > 0 {
-		first = f[0]
-	} else if u := vals[enforce.FromURL]; len(u) > 0 {
-		first = u[0]
-	}
-	if first != "" {
-		return "", nil
+	// VictoriaMetrics reads the first value, the form's before the URL's (FormValue): an empty one there, or one of
+	// no whole millisecond above 0, which it does not take, is no timeout at all, whatever follows (it then runs up
+	// to its -search.maxQueryDuration, or -search.maxExportDuration), so the client's are replaced by the limit's.
+	if first := ck.first(enforce.ArgTimeout); first != "" {
+		if d, err := parseDurationArg(first); err == nil && d > 0 {
+			return "", nil
+		}
 	}
 	return ck.rs.timeout, nil
 }

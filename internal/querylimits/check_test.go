@@ -106,6 +106,22 @@ func TestQueryLimitsCheck(t *testing.T) {
 		{name: "top subquery offset in its own steps", path: "/api/v1/query", args: url.Values{"query": {"sum(x)[1i:1d] offset 40i"}},
 			want: "max_query_lookback=30d exceeded", limit: "max_query_lookback"},
 		{name: "top subquery in its own steps, within", path: "/api/v1/query", args: url.Values{"query": {"sum(x)[10i:1d]"}}},
+		// VictoriaMetrics drops an @ on the top-level rollup's path and reads at the request's time.
+		{name: "top rollup with @ now()", path: "/api/v1/query", args: url.Values{"query": {"x[1h] @ now()"}, "time": {at(300 * 24 * time.Hour)}},
+			want: "max_query_lookback=30d exceeded", limit: "max_query_lookback"},
+		{name: "top subquery with @ now()", path: "/api/v1/query", args: url.Values{"query": {"last_over_time(x[1d])[1h:1h] @ now()"}, "time": {at(300 * 24 * time.Hour)}},
+			want: "max_query_lookback=30d exceeded", limit: "max_query_lookback"},
+		// Without a step, an instant query runs at the step of its max_lookback.
+		{name: "step from max_lookback", path: "/api/v1/query", args: url.Values{"query": {"x[1i]"}, "max_lookback": {"400d"}},
+			want: "max_query_lookback=30d exceeded", limit: "max_query_lookback"},
+		{name: "subquery at the step of max_lookback", path: "/api/v1/query", args: url.Values{"query": {"count_over_time(x[1h])[1h:]"}, "max_lookback": {"1s"}},
+			want: "runs at the request's step 1s", limit: "min_step"},
+		// A negative number is a duration before now in current releases.
+		{name: "negative end", path: "/api/v1/export", args: url.Values{"match[]": {"x"}, "start": {at(2 * time.Hour)}, "end": {"-5"}},
+			want: "max_total_query_length=1h exceeded", limit: "max_total_query_length"},
+		// federate looks back max_lookback only from an end within a second of now.
+		{name: "federate with an end", path: "/federate", args: url.Values{"match[]": {"x"}, "end": {at(10 * time.Second)}},
+			want: "max_total_query_length=1h exceeded", limit: "max_total_query_length"},
 		{name: "millisecond time", path: "/api/v1/query", args: url.Values{"query": {"rate(x[1h])"}, "time": {"1000000000000.0"}},
 			want: "max_query_lookback=30d exceeded", limit: "max_query_lookback"},
 		{name: "query too large", path: "/api/v1/query", args: url.Values{"query": {"x{a=\"" + strings.Repeat("a", 200) + "\"}"}},
@@ -197,8 +213,12 @@ func TestQueryLimitsTimeout(t *testing.T) {
 	if to, _ := c.Check(other, rt, enforce.Args{URL: url.Values{"query": {"x"}}}, checkNow); to != "" {
 		t.Errorf("tenant 8 has no query_timeout, got %q", to)
 	}
-	// VictoriaMetrics reads the form's first value: an empty one there means no timeout, whatever the URL says.
+	// VictoriaMetrics reads the form's first value: an empty one there means no timeout, whatever the URL says;
+	// so does one of no whole millisecond above 0, which it does not take.
 	for _, in := range []enforce.Args{
+		{URL: url.Values{"query": {"x"}, "timeout": {"0"}}},
+		{URL: url.Values{"query": {"x"}, "timeout": {"-1s"}}},
+		{URL: url.Values{"query": {"x"}, "timeout": {"0.0001"}}},
 		{URL: url.Values{"query": {"x"}, "timeout": {"5s"}}, Form: url.Values{"timeout": {""}}},
 		{URL: url.Values{"query": {"x"}}, Form: url.Values{"timeout": {"", "5s"}}},
 		{URL: url.Values{"query": {"x"}, "timeout": {"", "5s"}}},
@@ -221,6 +241,11 @@ func TestQueryLimitsBadArgs(t *testing.T) {
 		{"/api/v1/query", url.Values{"query": {"sum(("}}, "cannot parse the query"},
 		{"/api/v1/status/tsdb", url.Values{"date": {"15/06/2026"}}, "want YYYY-MM-DD"},
 		{"/api/v1/query", url.Values{"query": {"x"}, "timeout": {"soon"}}, `cannot read timeout="soon"`},
+		// VictoriaMetrics takes a date's nanoseconds in an int64: past 2261 it wraps (2610-08-29 is 2026-02-07 there).
+		{"/api/v1/export", url.Values{"match[]": {"x"}, "start": {"2610-08-29T03:00:00Z"}}, "outside the years VictoriaMetrics reads"},
+		{"/api/v1/export", url.Values{"match[]": {"x"}, "start": {"2610-01-01"}}, "outside the years VictoriaMetrics reads"},
+		{"/api/v1/query", url.Values{"query": {"x"}, "time": {"2610"}}, "outside the years VictoriaMetrics reads"},
+		{"/api/v1/query_range", url.Values{"query": {"x"}, "start": {"1600-01-01T00:00:00Z"}}, "outside the years VictoriaMetrics reads"},
 	} {
 		_, err := c.Check(limited, mustRoute(t, tc.path), enforce.Args{URL: tc.args}, checkNow)
 		if err == nil || httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), tc.want) {
@@ -265,6 +290,7 @@ func TestParseTime(t *testing.T) {
 		"1700000000000000": {1700000000000, 1700000000000000000},
 		"1.7e18":           {1700000000000, limit},
 		"1.7e9":            {1700000000000, 1700000000000},
+		"-5":               {0, now - 5000}, // a duration before now in current releases, 1970 in v1.79
 	} {
 		lo, hi, err := parseTimeRange(in, now)
 		if err != nil || lo != want[0] || hi != want[1] {
