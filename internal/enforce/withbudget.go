@@ -168,7 +168,9 @@ func unescapeIdent(t string) string {
 	return b.String()
 }
 
-func isHex(c byte) bool { return ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F') }
+func isHex(c byte) bool {
+	return ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
+}
 
 func (s *withScanner) peek(k int) string {
 	if s.i+k < len(s.toks) {
