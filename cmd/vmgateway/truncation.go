@@ -34,7 +34,8 @@ var (
 			"-maxLabelsPerTimeseries (VictoriaMetrics before v1.108.0) instead of dropping them, and that limit. On such a backend a token's "+
 			"extra_labels could be cut off a series the client wrote, so the gateway then counts the labels of every series written through "+
 			"a token with extra_labels and drops those over the limit, as v1.108.0 does; formats it cannot count are refused for such tokens "+
-			"(see docs/security-model.md). A backend it cannot read is asked again sooner. 0 disables the check and the guard")
+			"(see docs/security-model.md). A backend it cannot read is asked again sooner (at most a minute apart), and writes to it are "+
+			"held to the lowest default limit (30) meanwhile. 0 disables the check and the guard")
 	writeMaxLabels = flag.Int("write.maxLabelsPerTimeseries", 0,
 		"When above 0, writes through tokens with extra_labels always go through the label guard, with this as the write backend's "+
 			"-maxLabelsPerTimeseries, whatever -write.labelTruncationCheckInterval finds: for a backend before v1.108.0 the check cannot "+
@@ -54,12 +55,18 @@ var recheckFirst = 5 * time.Second
 
 // truncation values of vmgateway_write_backend_truncates_labels.
 const (
-	truncationUnknown = -1 // the check failed, or the backend's metrics name neither behaviour
+	truncationUnknown = -1 // the backend's /metrics names neither behaviour (not VictoriaMetrics, or a relay)
 	truncationDrops   = 0
 	truncationCuts    = 1
 	// truncationUnchecked is the state before the first check, shown as unknown: the first result is always logged.
 	truncationUnchecked = -2
+	// truncationUnreachable: its /metrics could not be read (down, not up yet, refused), shown as unknown. Writes that
+	// reach it meanwhile may reach an old release, so the guard holds them to fallbackLabelLimit.
+	truncationUnreachable = -3
 )
+
+// recheckMost bounds the wait between looks at a backend that could not be told, however long it stays so.
+const recheckMost = time.Minute
 
 // maxMetricsPage bounds what the check reads of a backend's /metrics (VictoriaMetrics' is 1-2 MiB).
 const maxMetricsPage = 32 << 20
@@ -139,7 +146,7 @@ func (w *truncationWatch) start() {
 		for {
 			wait := *labelTruncationCheckInterval
 			if w.unknown() {
-				wait, retry = min(retry, wait), min(2*retry, wait)
+				wait, retry = min(retry, wait, recheckMost), min(2*retry, wait, recheckMost)
 			} else {
 				retry = recheckFirst
 			}
@@ -176,7 +183,9 @@ func labelLimitOf(w *truncationWatch) func(context.Context) (int, error) {
 }
 
 // labelLimit is the label limit of the write backends that truncate, the least of them, or 0 when none does; the
-// gateway's label guard applies while it is not 0. It waits for the first check, or ctx.
+// gateway's label guard applies while it is not 0. A backend that could not be read counts as one that truncates
+// at fallbackLabelLimit: it may have come up since (a restart of both), and be an old release. It waits for the
+// first check, or ctx.
 func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 	if *writeMaxLabels > 0 {
 		return *writeMaxLabels, nil
@@ -189,12 +198,15 @@ func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 	least := 0
 	for i := range w.targets {
 		t := &w.targets[i]
-		if t.state.Load() != truncationCuts {
+		l := fallbackLabelLimit
+		switch t.state.Load() {
+		case truncationCuts:
+			if n := int(t.limit.Load()); n > 0 {
+				l = n
+			}
+		case truncationUnreachable, truncationUnchecked:
+		default:
 			continue
-		}
-		l := int(t.limit.Load())
-		if l <= 0 {
-			l = fallbackLabelLimit
 		}
 		if least == 0 || l < least {
 			least = l
@@ -216,7 +228,7 @@ func (w *truncationWatch) checkAll(ctx context.Context) {
 		t := &w.targets[i]
 		state, limit, err := w.check(ctx, t.url)
 		prev := t.state.Load()
-		if state == truncationUnknown && prev >= truncationDrops {
+		if state < truncationDrops && prev >= truncationDrops {
 			// A backend already known stays what it was found to be until a look says otherwise: a failed look (a
 			// restart, a slow /metrics) tells nothing new, and forgetting a backend that truncates would turn the
 			// guard off while it still does.
@@ -227,12 +239,13 @@ func (w *truncationWatch) checkAll(ctx context.Context) {
 			continue
 		}
 		t.failing.Store(false)
-		if ctx.Err() != nil && state == truncationUnknown {
+		if ctx.Err() != nil && state < truncationDrops {
 			if prev == truncationUnchecked {
-				// The first look ran out of time: unknown, and said so.
-				t.state.Store(truncationUnknown)
-				slog.Warn("cannot tell in time whether the write backend truncates series over its label limit; asking again soon",
-					"backend", t.name, "err", err)
+				// The first look ran out of time: not read, and said so.
+				t.state.Store(truncationUnreachable)
+				slog.Warn("cannot tell in time whether the write backend truncates series over its label limit; writes through "+
+					"tokens with extra_labels are held to the lowest default limit until it can be read; asking again soon",
+					"backend", t.name, "maxLabelsPerTimeseries", fallbackLabelLimit, "err", err)
 			}
 			continue
 		}
@@ -249,6 +262,10 @@ func (w *truncationWatch) checkAll(ctx context.Context) {
 				"Upgrade the write backend to v1.108.0 or later", "backend", t.name, "maxLabelsPerTimeseries", limit)
 		case truncationDrops:
 			slog.Info("the write backend drops series over its label limit, as write isolation needs", "backend", t.name)
+		case truncationUnreachable:
+			slog.Warn("cannot read the write backend's /metrics to tell whether it truncates series over its label limit; "+
+				"writes through tokens with extra_labels are held to the lowest default limit until it can be read",
+				"backend", t.name, "maxLabelsPerTimeseries", fallbackLabelLimit, "err", err)
 		default:
 			slog.Warn("cannot tell whether the write backend truncates series over its label limit (VictoriaMetrics before "+
 				"v1.108.0 does, which breaks write isolation); check its version", "backend", t.name, "err", err)
@@ -260,16 +277,16 @@ func (w *truncationWatch) checkAll(ctx context.Context) {
 func (w *truncationWatch) check(ctx context.Context, u *url.URL) (int64, int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return truncationUnknown, 0, redact.URLError(err)
+		return truncationUnreachable, 0, redact.URLError(err)
 	}
 	// http.Client sends the URL's userinfo as basic auth.
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return truncationUnknown, 0, redact.URLError(err)
+		return truncationUnreachable, 0, redact.URLError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return truncationUnknown, 0, fmt.Errorf("GET /metrics answered %d", resp.StatusCode)
+		return truncationUnreachable, 0, fmt.Errorf("GET /metrics answered %d", resp.StatusCode)
 	}
 	return truncationOf(io.LimitReader(resp.Body, maxMetricsPage))
 }
@@ -302,7 +319,7 @@ func truncationOf(r io.Reader) (int64, int, error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return truncationUnknown, 0, fmt.Errorf("reading /metrics: %w", err)
+		return truncationUnreachable, 0, fmt.Errorf("reading /metrics: %w", err)
 	}
 	if state == truncationUnknown {
 		return state, 0, fmt.Errorf("its /metrics has neither vm_metrics_with_dropped_labels_total nor vm_rows_ignored_total{reason=\"too_many_labels\"}")

@@ -94,7 +94,7 @@ func TestLabelLimit(t *testing.T) {
 		{"one truncates without saying its limit", []string{pageDrops, pageCuts}, fallbackLabelLimit},
 		{"the least of two", []string{pageCuts, pageCuts24}, 24},
 		{"none truncates", []string{pageDrops, pageDrops}, 0},
-		{"one cannot be read", []string{pageDrops, "go_goroutines 1\n"}, 0},
+		{"one names neither behaviour", []string{pageDrops, "go_goroutines 1\n"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var urls []*url.URL
@@ -115,6 +115,15 @@ func TestLabelLimit(t *testing.T) {
 			}
 		})
 	}
+
+	// A backend whose /metrics cannot be read may be an old release that came up since: guarded.
+	down := newTruncationWatch([]*url.URL{metricsPage(t, func() (int, string) { return http.StatusServiceUnavailable, "" }),
+		metricsPage(t, fixed(pageDrops))}, http.DefaultTransport)
+	down.start()
+	if got, err := down.labelLimit(context.Background()); got != fallbackLabelLimit || err != nil {
+		t.Errorf("with a backend that cannot be read: %d, %v; want %d", got, err, fallbackLabelLimit)
+	}
+	down.close()
 
 	*writeMaxLabels = 12
 	defer func() { *writeMaxLabels = 0 }()
@@ -141,8 +150,9 @@ func TestTruncationRecheckedSoon(t *testing.T) {
 	w := newTruncationWatch([]*url.URL{u}, http.DefaultTransport)
 	w.start()
 	defer w.close()
-	if got, _ := w.labelLimit(context.Background()); got != 0 || w.targets[0].state.Load() != truncationUnknown {
-		t.Fatalf("a backend not up: limit %d, state %d", got, w.targets[0].state.Load())
+	// Not up yet: guarded at the lowest default limit, since it may come up before the next look.
+	if got, _ := w.labelLimit(context.Background()); got != fallbackLabelLimit || w.targets[0].state.Load() != truncationUnreachable {
+		t.Fatalf("a backend not up: limit %d, state %d; want %d, guarded", got, w.targets[0].state.Load(), fallbackLabelLimit)
 	}
 	up.Store(true)
 	waitFor(t, "the backend was not asked again", func() bool { return w.targets[0].state.Load() == truncationCuts })

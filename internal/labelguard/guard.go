@@ -88,11 +88,12 @@ func (c Check) lines(h http.Header, body io.Reader, extra, maxLine int, count fu
 		return nil, 0, err
 	}
 	if gz {
-		zr, err := gzip.NewReader(body)
+		src := &countingReader{r: body}
+		zr, err := gzip.NewReader(src)
 		if err != nil {
 			return nil, 0, httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot read the gzip-compressed request body: %s", err))
 		}
-		body = gzipBody{zr}
+		body = &gzipBody{r: zr, src: src}
 		// The backend gets the lines as they were checked, not the client's bytes.
 		h.Del("Content-Encoding")
 	}
@@ -116,14 +117,45 @@ func (c Check) lines(h http.Header, body io.Reader, extra, maxLine int, count fu
 	return lr, -1, nil
 }
 
-// gzipBody answers a body that is not valid gzip as the client's fault; the source's own errors pass as they are.
-type gzipBody struct{ r *gzip.Reader }
+// MaxGzipRatio bounds how much a gzip-compressed line body may expand: the guard reads every byte of it, and a
+// kilobyte of gzip can hold a megabyte of empty lines. Metrics text compresses 10-50 times.
+const MaxGzipRatio = 256
 
-func (b gzipBody) Read(p []byte) (int, error) {
+// gzipBody answers a body that is not valid gzip as the client's fault (a truncated one too: its source ended
+// cleanly before the gzip stream did); the source's own errors pass as they are.
+type gzipBody struct {
+	r   *gzip.Reader
+	src *countingReader
+	out int64
+}
+
+func (b *gzipBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
+	b.out += int64(n)
 	var corrupt flate.CorruptInputError
-	if errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.As(err, &corrupt) {
+	switch {
+	case errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.As(err, &corrupt) ||
+		(errors.Is(err, io.ErrUnexpectedEOF) && b.src.eof):
 		err = httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot read the gzip-compressed request body: %s", err))
+	case b.out > MaxGzipRatio*b.src.n+MaxLine:
+		n, err = 0, httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the gzip-compressed request body expands more than %d "+
+			"times, past what the gateway reads to count its labels (the write backend truncates series over its label limit)", MaxGzipRatio))
+	}
+	return n, err
+}
+
+// countingReader counts what it reads and notes a clean end.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	eof bool
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err == io.EOF {
+		c.eof = true
 	}
 	return n, err
 }

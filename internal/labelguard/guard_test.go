@@ -529,3 +529,36 @@ func TestJSONLinesMayBeLonger(t *testing.T) {
 		t.Errorf("a Prometheus line over MaxLine: %v; want a 413", err)
 	}
 }
+
+func TestGzipTruncatedAndBombs(t *testing.T) {
+	gz := func(b []byte) []byte {
+		var zb bytes.Buffer
+		zw := gzip.NewWriter(&zb)
+		_, _ = zw.Write(b)
+		_ = zw.Close()
+		return zb.Bytes()
+	}
+	read := func(body []byte) error {
+		r, _, err := Check{Max: 30}.Body("import_prometheus", nil, 0, http.Header{"Content-Encoding": {"gzip"}}, bytes.NewReader(body), -1)
+		if err != nil {
+			return err
+		}
+		_, err = io.ReadAll(r)
+		return err
+	}
+	whole := gz([]byte(strings.Repeat("up 1\n", 1000)))
+	// A gzip stream cut off: the client's fault, not a broken upstream.
+	if err := read(whole[:len(whole)/2]); httperr.Status(err) != http.StatusBadRequest {
+		t.Errorf("a gzip body cut in half: %v; want a 400", err)
+	}
+	if err := read(append(append([]byte(nil), whole...), 0)); httperr.Status(err) != http.StatusBadRequest {
+		t.Errorf("a gzip member and one more byte: %v; want a 400", err)
+	}
+	// 100 MB of newlines in about 100 KB: refused past the ratio.
+	if err := read(gz(bytes.Repeat([]byte{'\n'}, 100<<20))); httperr.Status(err) != http.StatusRequestEntityTooLarge {
+		t.Errorf("a gzip bomb: %v; want a 413", err)
+	}
+	if err := read(whole); err != nil {
+		t.Errorf("a whole body: %v", err)
+	}
+}
