@@ -285,8 +285,14 @@ func (w *truncationWatch) check(ctx context.Context, u *url.URL) (int64, int, er
 		return truncationUnreachable, 0, redact.URLError(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return truncationUnreachable, 0, fmt.Errorf("GET /metrics answered %d", resp.StatusCode)
+	switch c := resp.StatusCode; {
+	case c == http.StatusOK:
+	case c >= 500 || c == http.StatusUnauthorized || c == http.StatusForbidden || c == http.StatusTooManyRequests:
+		// There, but not answering now, or not to the gateway (a -metricsAuthKey it lacks): it may be an old release.
+		return truncationUnreachable, 0, fmt.Errorf("GET /metrics answered %d", c)
+	default:
+		// No page of its own (404, a redirect): not VictoriaMetrics, or a proxy in front of it.
+		return truncationUnknown, 0, fmt.Errorf("GET /metrics answered %d", c)
 	}
 	return truncationOf(io.LimitReader(resp.Body, maxMetricsPage))
 }

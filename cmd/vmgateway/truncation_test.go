@@ -205,3 +205,18 @@ func waitFor(t *testing.T, failure string, cond func() bool) {
 		}
 	}
 }
+
+// A backend that answers /metrics with an error may be an old release not answering now (guarded); one that has no
+// such page is not VictoriaMetrics, or is behind a proxy (not guarded, alerted).
+func TestTruncationStatuses(t *testing.T) {
+	for code, want := range map[int]int64{
+		http.StatusServiceUnavailable: truncationUnreachable, http.StatusInternalServerError: truncationUnreachable,
+		http.StatusUnauthorized: truncationUnreachable, http.StatusForbidden: truncationUnreachable,
+		http.StatusNotFound: truncationUnknown, http.StatusFound: truncationUnknown,
+	} {
+		w := newTruncationWatch([]*url.URL{metricsPage(t, func() (int, string) { return code, "" })}, http.DefaultTransport)
+		if got, _, _ := w.check(context.Background(), w.targets[0].url); got != want {
+			t.Errorf("GET /metrics answered %d: state %d; want %d", code, got, want)
+		}
+	}
+}
