@@ -42,13 +42,13 @@ type Check struct {
 // VictoriaMetrics refuses lines of a few hundred KiB there (256 KiB and a block).
 const MaxLine = 1 << 20
 
-// MaxJSONLine bounds a JSON line of /api/v1/import, where VictoriaMetrics takes up to -import.maxLineLen (100 MiB):
+// maxJSONLine bounds a JSON line of /api/v1/import, where VictoriaMetrics takes up to -import.maxLineLen (100 MiB):
 // an export of many samples per line is long.
-const MaxJSONLine = 16 << 20
+const maxJSONLine = 16 << 20
 
-// MaxRemoteWrite bounds a remote-write body, compressed and decompressed: it is read whole to be counted.
+// maxRemoteWrite bounds a remote-write body, compressed and decompressed: it is read whole to be counted.
 // VictoriaMetrics' -maxInsertRequestSize defaults to the same.
-const MaxRemoteWrite = 32 << 20
+const maxRemoteWrite = 32 << 20
 
 // Body returns what to forward instead of body, and its length (-1 while unknown), for a request to the write API
 // named api (route.Route.API) with URL args q, request header h and body length n (-1 when unknown). pathLabels
@@ -61,7 +61,7 @@ func (c Check) Body(api string, q url.Values, pathLabels int, h http.Header, bod
 	case "import_prometheus":
 		return c.lines(h, body, c.Extra+pathLabels, MaxLine, prometheusLabels)
 	case "import":
-		return c.lines(h, body, c.Extra, MaxJSONLine, newJSONCounter().labels)
+		return c.lines(h, body, c.Extra, maxJSONLine, newJSONCounter().labels)
 	case "influx_write", "influx_v2_write":
 		extra := c.Extra
 		// The database becomes a label unless the line has one of that name: counted either way.
@@ -117,9 +117,9 @@ func (c Check) lines(h http.Header, body io.Reader, extra, maxLine int, count fu
 	return lr, -1, nil
 }
 
-// MaxGzipRatio bounds how much a gzip-compressed line body may expand: the guard reads every byte of it, and a
+// maxGzipRatio bounds how much a gzip-compressed line body may expand: the guard reads every byte of it, and a
 // kilobyte of gzip can hold a megabyte of empty lines. Metrics text compresses 10-50 times.
-const MaxGzipRatio = 256
+const maxGzipRatio = 256
 
 // gzipBody answers a body that is not valid gzip as the client's fault (a truncated one too: its source ended
 // cleanly before the gzip stream did); the source's own errors pass as they are.
@@ -137,9 +137,9 @@ func (b *gzipBody) Read(p []byte) (int, error) {
 	case errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) || errors.As(err, &corrupt) ||
 		(errors.Is(err, io.ErrUnexpectedEOF) && b.src.eof):
 		err = httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot read the gzip-compressed request body: %s", err))
-	case b.out > MaxGzipRatio*b.src.n+MaxLine:
+	case b.out > maxGzipRatio*b.src.n+MaxLine:
 		n, err = 0, httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the gzip-compressed request body expands more than %d "+
-			"times, past what the gateway reads to count its labels (the write backend truncates series over its label limit)", MaxGzipRatio))
+			"times, past what the gateway reads to count its labels (the write backend truncates series over its label limit)", maxGzipRatio))
 	}
 	return n, err
 }

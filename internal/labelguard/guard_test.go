@@ -408,12 +408,12 @@ func TestRemoteWrite(t *testing.T) {
 		t.Errorf("zstd: %v; want a 415", err)
 	}
 	huge := make([]byte, 0, 16)
-	huge = appendUvarint(huge, MaxRemoteWrite+1) // a snappy header that claims more than the bound
+	huge = appendUvarint(huge, maxRemoteWrite+1) // a snappy header that claims more than the bound
 	_, _, err = c.Body("remote_write", nil, 0, http.Header{}, bytes.NewReader(huge), -1)
 	if httperr.Status(err) != http.StatusRequestEntityTooLarge {
 		t.Errorf("a body that decompresses over the bound: %v; want a 413", err)
 	}
-	_, _, err = c.Body("remote_write", nil, 0, http.Header{}, io.LimitReader(zeros{}, MaxRemoteWrite+1), -1)
+	_, _, err = c.Body("remote_write", nil, 0, http.Header{}, io.LimitReader(zeros{}, maxRemoteWrite+1), -1)
 	if httperr.Status(err) != http.StatusRequestEntityTooLarge {
 		t.Errorf("a body over the bound: %v; want a 413", err)
 	}

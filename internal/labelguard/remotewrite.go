@@ -46,9 +46,9 @@ func (c Check) filterCompressed(compressed []byte, hd *hold) ([]byte, error) {
 	if err != nil {
 		return nil, badRemoteWrite(fmt.Errorf("snappy: %w", err))
 	}
-	if n > MaxRemoteWrite {
+	if n > maxRemoteWrite {
 		return nil, httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the remote-write body decompresses to %d bytes, "+
-			"over the %d the gateway reads to count its labels", n, MaxRemoteWrite))
+			"over the %d the gateway reads to count its labels", n, maxRemoteWrite))
 	}
 	if err := hd.grow(int64(n)); err != nil {
 		return nil, err
@@ -70,11 +70,11 @@ func (c Check) filterCompressed(compressed []byte, hd *hold) ([]byte, error) {
 	return snappy.Encode(nil, kept), nil
 }
 
-// readWhole reads a body of at most MaxRemoteWrite bytes, its length n when known, holding what it reads.
+// readWhole reads a body of at most maxRemoteWrite bytes, its length n when known, holding what it reads.
 func readWhole(r io.Reader, n int64, hd *hold) ([]byte, error) {
 	tooLarge := httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the remote-write body is over %d bytes, the most the "+
-		"gateway reads whole to count its labels (the write backend truncates series over its label limit)", MaxRemoteWrite))
-	if n > MaxRemoteWrite {
+		"gateway reads whole to count its labels (the write backend truncates series over its label limit)", maxRemoteWrite))
+	if n > maxRemoteWrite {
 		return nil, tooLarge
 	}
 	size := int64(64 << 10)
@@ -87,10 +87,10 @@ func readWhole(r io.Reader, n int64, hd *hold) ([]byte, error) {
 	buf := make([]byte, 0, size)
 	for {
 		if len(buf) == cap(buf) {
-			if len(buf) > MaxRemoteWrite {
+			if len(buf) > maxRemoteWrite {
 				return nil, tooLarge
 			}
-			grown := min(2*int64(cap(buf)), MaxRemoteWrite+1)
+			grown := min(2*int64(cap(buf)), maxRemoteWrite+1)
 			if err := hd.grow(grown - int64(cap(buf))); err != nil {
 				return nil, err
 			}
@@ -105,7 +105,7 @@ func readWhole(r io.Reader, n int64, hd *hold) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if len(buf) > MaxRemoteWrite {
+	if len(buf) > maxRemoteWrite {
 		return nil, tooLarge
 	}
 	return buf, nil
