@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,8 +35,8 @@ var (
 			"-maxLabelsPerTimeseries (VictoriaMetrics before v1.108.0) instead of dropping them, and that limit. On such a backend a token's "+
 			"extra_labels could be cut off a series the client wrote, so the gateway then counts the labels of every series written through "+
 			"a token with extra_labels and drops those over the limit, as v1.108.0 does; formats it cannot count are refused for such tokens "+
-			"(see docs/security-model.md). A backend it cannot read is asked again sooner (at most a minute apart), and writes to it are "+
-			"held to the lowest default limit (30) meanwhile. 0 disables the check and the guard")
+			"(see docs/security-model.md). A backend it cannot read is asked again sooner (at most a minute apart, and at once when such a "+
+			"write comes), and those writes are refused with 503 meanwhile. 0 disables the check and the guard")
 	writeMaxLabels = flag.Int("write.maxLabelsPerTimeseries", 0,
 		"When above 0, writes through tokens with extra_labels always go through the label guard, with this as the write backend's "+
 			"-maxLabelsPerTimeseries, whatever -write.labelTruncationCheckInterval finds: for a backend before v1.108.0 the check cannot "+
@@ -61,9 +62,13 @@ const (
 	// truncationUnchecked is the state before the first check, shown as unknown: the first result is always logged.
 	truncationUnchecked = -2
 	// truncationUnreachable: its /metrics could not be read (down, not up yet, refused), shown as unknown. Writes that
-	// reach it meanwhile may reach an old release, so the guard holds them to fallbackLabelLimit.
+	// reach it meanwhile may reach an old release whose limit is not known: those through narrowed tokens are
+	// refused (503, to be sent again) until it can be read.
 	truncationUnreachable = -3
 )
+
+// lookSpacing is the least time between two looks at the backends.
+var lookSpacing = time.Second
 
 // recheckMost bounds the wait between looks at a backend that could not be told, however long it stays so.
 const recheckMost = time.Minute
@@ -79,6 +84,8 @@ type truncationWatch struct {
 	done    sync.WaitGroup
 	// checked is closed once every backend has been looked at.
 	checked chan struct{}
+	// again asks for a look before the timer's, when a write found a backend that could not be read.
+	again chan struct{}
 }
 
 type truncationTarget struct {
@@ -102,7 +109,7 @@ func newTruncationWatch(urls []*url.URL, rt http.RoundTripper) *truncationWatch 
 	client := &http.Client{Transport: rt, Timeout: 30 * time.Second,
 		// The backend's own page or nothing: a redirect elsewhere would say nothing about the backend.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	w := &truncationWatch{client: client, targets: make([]truncationTarget, len(urls)), checked: make(chan struct{})}
+	w := &truncationWatch{client: client, targets: make([]truncationTarget, len(urls)), checked: make(chan struct{}), again: make(chan struct{}, 1)}
 	for i, u := range urls {
 		m := *u
 		m.Path = strings.TrimSuffix(u.Path, "/") + "/metrics"
@@ -156,8 +163,16 @@ func (w *truncationWatch) start() {
 				t.Stop()
 				return
 			case <-t.C:
+			case <-w.again:
+				t.Stop()
 			}
 			w.checkAll(ctx)
+			// At most one look a second however many writes ask.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(lookSpacing):
+			}
 		}
 	}()
 }
@@ -183,9 +198,9 @@ func labelLimitOf(w *truncationWatch) func(context.Context) (int, error) {
 }
 
 // labelLimit is the label limit of the write backends that truncate, the least of them, or 0 when none does; the
-// gateway's label guard applies while it is not 0. A backend that could not be read counts as one that truncates
-// at fallbackLabelLimit: it may have come up since (a restart of both), and be an old release. It waits for the
-// first check, or ctx.
+// gateway's label guard applies while it is not 0. A backend that could not be read may have come up since (a
+// restart of both) and be an old release with any limit: the write is refused, to be sent again, and the backend
+// looked at again at once. It waits for the first check, or ctx.
 func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 	if *writeMaxLabels > 0 {
 		return *writeMaxLabels, nil
@@ -205,6 +220,11 @@ func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 				l = n
 			}
 		case truncationUnreachable, truncationUnchecked:
+			select {
+			case w.again <- struct{}{}:
+			default:
+			}
+			return 0, errBackendUnread
 		default:
 			continue
 		}
@@ -214,6 +234,10 @@ func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 	}
 	return least, nil
 }
+
+var errBackendUnread = errors.New("a write backend's /metrics could not be read (down, starting, or refusing the gateway: " +
+	"give its -metricsAuthKey as authKey in -write.url), so it may be an old release that truncates series at a limit not known; " +
+	"-write.maxLabelsPerTimeseries sets one")
 
 func (w *truncationWatch) close() {
 	if w == nil || w.stop == nil {
@@ -244,8 +268,7 @@ func (w *truncationWatch) checkAll(ctx context.Context) {
 				// The first look ran out of time: not read, and said so.
 				t.state.Store(truncationUnreachable)
 				slog.Warn("cannot tell in time whether the write backend truncates series over its label limit; writes through "+
-					"tokens with extra_labels are held to the lowest default limit until it can be read; asking again soon",
-					"backend", t.name, "maxLabelsPerTimeseries", fallbackLabelLimit, "err", err)
+					"tokens with extra_labels are refused until it can be read; asking again soon", "backend", t.name, "err", err)
 			}
 			continue
 		}
@@ -264,8 +287,7 @@ func (w *truncationWatch) checkAll(ctx context.Context) {
 			slog.Info("the write backend drops series over its label limit, as write isolation needs", "backend", t.name)
 		case truncationUnreachable:
 			slog.Warn("cannot read the write backend's /metrics to tell whether it truncates series over its label limit; "+
-				"writes through tokens with extra_labels are held to the lowest default limit until it can be read",
-				"backend", t.name, "maxLabelsPerTimeseries", fallbackLabelLimit, "err", err)
+				"writes through tokens with extra_labels are refused until it can be read", "backend", t.name, "err", err)
 		default:
 			slog.Warn("cannot tell whether the write backend truncates series over its label limit (VictoriaMetrics before "+
 				"v1.108.0 does, which breaks write isolation); check its version", "backend", t.name, "err", err)

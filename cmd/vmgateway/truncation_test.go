@@ -116,13 +116,18 @@ func TestLabelLimit(t *testing.T) {
 		})
 	}
 
-	// A backend whose /metrics cannot be read may be an old release that came up since: guarded.
-	down := newTruncationWatch([]*url.URL{metricsPage(t, func() (int, string) { return http.StatusServiceUnavailable, "" }),
+	// A backend whose /metrics cannot be read may be an old release with any limit that came up since: narrowed
+	// writes are refused, and it is looked at again at once.
+	var looks atomic.Int64
+	down := newTruncationWatch([]*url.URL{metricsPage(t, func() (int, string) { looks.Add(1); return http.StatusServiceUnavailable, "" }),
 		metricsPage(t, fixed(pageDrops))}, http.DefaultTransport)
+	defer func(s time.Duration) { lookSpacing = s }(lookSpacing)
+	lookSpacing = 10 * time.Millisecond
 	down.start()
-	if got, err := down.labelLimit(context.Background()); got != fallbackLabelLimit || err != nil {
-		t.Errorf("with a backend that cannot be read: %d, %v; want %d", got, err, fallbackLabelLimit)
+	if _, err := down.labelLimit(context.Background()); err == nil {
+		t.Error("a backend that cannot be read: no error")
 	}
+	waitFor(t, "a write did not have the backend looked at again", func() bool { return looks.Load() >= 2 })
 	down.close()
 
 	*writeMaxLabels = 12
@@ -138,8 +143,8 @@ func TestLabelLimit(t *testing.T) {
 
 // A backend that cannot be read at first (not up yet) is asked again soon, not at the next interval.
 func TestTruncationRecheckedSoon(t *testing.T) {
-	defer func(d time.Duration) { recheckFirst = d }(recheckFirst)
-	recheckFirst = 20 * time.Millisecond
+	defer func(d, s time.Duration) { recheckFirst, lookSpacing = d, s }(recheckFirst, lookSpacing)
+	recheckFirst, lookSpacing = 20*time.Millisecond, time.Millisecond
 	var up atomic.Bool
 	u := metricsPage(t, func() (int, string) {
 		if !up.Load() {
@@ -150,9 +155,9 @@ func TestTruncationRecheckedSoon(t *testing.T) {
 	w := newTruncationWatch([]*url.URL{u}, http.DefaultTransport)
 	w.start()
 	defer w.close()
-	// Not up yet: guarded at the lowest default limit, since it may come up before the next look.
-	if got, _ := w.labelLimit(context.Background()); got != fallbackLabelLimit || w.targets[0].state.Load() != truncationUnreachable {
-		t.Fatalf("a backend not up: limit %d, state %d; want %d, guarded", got, w.targets[0].state.Load(), fallbackLabelLimit)
+	// Not up yet: it may come up before the next look with any limit, so narrowed writes are refused meanwhile.
+	if _, err := w.labelLimit(context.Background()); err == nil || w.targets[0].state.Load() != truncationUnreachable {
+		t.Fatalf("a backend not up: %v, state %d; want an error", err, w.targets[0].state.Load())
 	}
 	up.Store(true)
 	waitFor(t, "the backend was not asked again", func() bool { return w.targets[0].state.Load() == truncationCuts })
@@ -164,8 +169,8 @@ func TestTruncationRecheckedSoon(t *testing.T) {
 // A backend found truncating stays guarded while its /metrics cannot be read (a restart, a slow page): a failed
 // look must not turn the guard off.
 func TestTruncationKeptThroughFailedLooks(t *testing.T) {
-	defer func(d, i time.Duration) { recheckFirst, *labelTruncationCheckInterval = d, i }(recheckFirst, *labelTruncationCheckInterval)
-	recheckFirst, *labelTruncationCheckInterval = 10*time.Millisecond, 50*time.Millisecond
+	defer func(d, i, s time.Duration) { recheckFirst, *labelTruncationCheckInterval, lookSpacing = d, i, s }(recheckFirst, *labelTruncationCheckInterval, lookSpacing)
+	recheckFirst, *labelTruncationCheckInterval, lookSpacing = 10*time.Millisecond, 50*time.Millisecond, time.Millisecond
 	var page atomic.Value
 	page.Store(pageCuts24)
 	var looks atomic.Int64
