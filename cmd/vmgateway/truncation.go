@@ -210,26 +210,34 @@ func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 	case <-ctx.Done():
 		return 0, context.Cause(ctx)
 	}
-	least := 0
+	least, unread, known := 0, false, false
 	for i := range w.targets {
 		t := &w.targets[i]
-		l := fallbackLabelLimit
 		switch t.state.Load() {
 		case truncationCuts:
+			l := fallbackLabelLimit
 			if n := int(t.limit.Load()); n > 0 {
 				l = n
 			}
-		case truncationUnreachable, truncationUnchecked:
-			select {
-			case w.again <- struct{}{}:
-			default:
+			if least == 0 || l < least {
+				least = l
 			}
-			return 0, errBackendUnread
-		default:
-			continue
+			known = true
+		case truncationDrops:
+			known = true
+		case truncationUnreachable, truncationUnchecked:
+			unread = true
 		}
-		if least == 0 || l < least {
-			least = l
+	}
+	if unread {
+		select {
+		case w.again <- struct{}{}:
+		default:
+		}
+		// Of several backends, one down is taken to be of the release of those read (one fleet), so that the
+		// writes go on to the others; with none read there is nothing to go by.
+		if !known {
+			return 0, errBackendUnread
 		}
 	}
 	return least, nil

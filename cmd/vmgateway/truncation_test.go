@@ -116,19 +116,31 @@ func TestLabelLimit(t *testing.T) {
 		})
 	}
 
-	// A backend whose /metrics cannot be read may be an old release with any limit that came up since: narrowed
-	// writes are refused, and it is looked at again at once.
-	var looks atomic.Int64
-	down := newTruncationWatch([]*url.URL{metricsPage(t, func() (int, string) { looks.Add(1); return http.StatusServiceUnavailable, "" }),
-		metricsPage(t, fixed(pageDrops))}, http.DefaultTransport)
+	// A backend whose /metrics cannot be read may be an old release with any limit that came up since: with no
+	// other backend read, narrowed writes are refused, and it is looked at again at once. Beside backends read, it is
+	// taken to be of their release, so that one vminsert down does not stop the writes.
 	defer func(s time.Duration) { lookSpacing = s }(lookSpacing)
 	lookSpacing = 10 * time.Millisecond
+	var looks atomic.Int64
+	unreadable := func() (int, string) { looks.Add(1); return http.StatusServiceUnavailable, "" }
+	down := newTruncationWatch([]*url.URL{metricsPage(t, unreadable)}, http.DefaultTransport)
 	down.start()
 	if _, err := down.labelLimit(context.Background()); err == nil {
-		t.Error("a backend that cannot be read: no error")
+		t.Error("the only backend cannot be read: no error")
 	}
 	waitFor(t, "a write did not have the backend looked at again", func() bool { return looks.Load() >= 2 })
 	down.close()
+	for _, tc := range []struct {
+		page string
+		want int
+	}{{pageDrops, 0}, {pageCuts24, 24}} {
+		w := newTruncationWatch([]*url.URL{metricsPage(t, unreadable), metricsPage(t, fixed(tc.page))}, http.DefaultTransport)
+		w.start()
+		if got, err := w.labelLimit(context.Background()); got != tc.want || err != nil {
+			t.Errorf("one backend down beside one read (%q): %d, %v; want %d", tc.page, got, err, tc.want)
+		}
+		w.close()
+	}
 
 	*writeMaxLabels = 12
 	defer func() { *writeMaxLabels = 0 }()
