@@ -6,11 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/enforce"
@@ -179,5 +181,53 @@ func TestLabelGuardLineTooLong(t *testing.T) {
 		if strings.Contains(r.Body, "aaaa") {
 			t.Errorf("part of the long line reached the backend (%d bytes)", len(r.Body))
 		}
+	}
+}
+
+// The backend answers as soon as it has the first line, without reading the rest (a busy vminsert's 503, a proxy's
+// 413). The upstream client is then still in the guarded body's Read, waiting on the client, when the request ends
+// and the guard's memory is given back: the buffer must outlive that Read, and the memory come back once.
+func TestLabelGuardEarlyAnswer(t *testing.T) {
+	got := make(chan struct{}, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadFull(r.Body, make([]byte, 5))
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		got <- struct{}{}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer up.Close()
+	e, _ := enforce.New([]enforce.Label{dev}, nil)
+	wu, _ := url.Parse(up.URL)
+	g, err := New(Config{ReadURL: wu, WriteURL: wu, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport,
+		Auth: fixedAuth{a: &auth.Access{Mode: auth.ModeWrite, Enforcer: e, Subject: "dev-agent"}}, LabelLimit: limitOf(30),
+		Limits: Limits{LabelGuardMemory: 1 << 30}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	req := httptest.NewRequest(http.MethodPost, "/api/v1/import/prometheus", pr)
+	req.ContentLength = -1
+	rec := httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() { g.ServeHTTP(rec, req); close(done) }()
+	_, _ = pw.Write([]byte("up 1\n"))
+	<-got
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not answered")
+	}
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("status %d; want the backend's 503", rec.Code)
+	}
+	// The upstream client's Read resumes after the request ended: no panic, and an end.
+	_, _ = pw.Write([]byte("up 2\nup 3\n"))
+	_ = pw.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for g.labelBudget.Free() != 1<<30 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the guard's memory was not given back: %d of %d free", g.labelBudget.Free(), 1<<30)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -2,8 +2,11 @@ package labelguard
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"sync"
+
+	"github.com/golang/snappy"
 
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
@@ -20,12 +23,27 @@ type Budget struct {
 	units    map[any]int64
 }
 
-// NewBudget is a budget of size bytes, of which one unit may hold a quarter.
+// NewBudget is a budget of size bytes, of which one unit may hold a quarter, and at least what one request may
+// need at once (a remote write of maxRemoteWrite decoded and encoded again), so that no request within the bounds
+// is refused for ever.
 func NewBudget(size int64) *Budget {
-	return &Budget{free: size, size: size, unitMost: size / 4, units: make(map[any]int64)}
+	oneRequest := int64(maxRemoteWrite + snappy.MaxEncodedLen(maxRemoteWrite))
+	return newBudget(size, max(size/4, min(size, oneRequest)))
 }
 
-// hold is one request's share of a budget; a nil budget bounds nothing.
+func newBudget(size, unitMost int64) *Budget {
+	return &Budget{free: size, size: size, unitMost: unitMost, units: make(map[any]int64)}
+}
+
+// Free is what the budget has left.
+func (b *Budget) Free() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.free
+}
+
+// hold is one request's share of a budget; a nil budget bounds nothing. Its count is kept under the budget's
+// lock: the request's end may give it back while the upstream client still reads.
 type hold struct {
 	b    *Budget
 	unit any
@@ -38,18 +56,18 @@ func (h *hold) grow(n int64) error {
 		return nil
 	}
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	ok := b.free >= n && b.units[h.unit]+n <= b.unitMost
 	if ok {
 		b.free -= n
 		b.units[h.unit] += n
+		h.n += n
 	}
-	b.mu.Unlock()
 	if !ok {
 		return httperr.New(http.StatusServiceUnavailable, fmt.Sprintf("the write backend truncates series over its label limit, so the "+
 			"gateway holds the bodies of writes through restricted tokens to count their labels, and it holds all it may now "+
 			"(%d bytes for all writes, a quarter of that for one token's): send the request again later", b.size))
 	}
-	h.n += n
 	return nil
 }
 
@@ -59,16 +77,17 @@ func (h *hold) shrink(n int64) {
 	if b == nil || n <= 0 {
 		return
 	}
-	n = min(n, h.n)
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	n = min(n, h.n)
 	b.free += n
 	if left := b.units[h.unit] - n; left > 0 {
 		b.units[h.unit] = left
 	} else {
 		delete(b.units, h.unit)
 	}
-	b.mu.Unlock()
 	h.n -= n
 }
 
-func (h *hold) release() { h.shrink(h.n) }
+// release gives the whole hold back; twice is once.
+func (h *hold) release() { h.shrink(math.MaxInt64) }

@@ -467,7 +467,11 @@ func TestRemoteWriteFieldNumberPastProtobuf(t *testing.T) {
 }
 
 func TestBudget(t *testing.T) {
-	b := NewBudget(1 << 20) // a unit may hold 256 KiB
+	// The largest remote write within the bounds always fits one unit's share.
+	if b := NewBudget(256 << 20); b.unitMost < maxRemoteWrite+int64(snappy.MaxEncodedLen(maxRemoteWrite)) {
+		t.Errorf("a unit may hold %d bytes, less than one remote write may need", b.unitMost)
+	}
+	b := newBudget(1<<20, 1<<18) // a unit may hold 256 KiB
 	body := strings.Repeat("up 1\n", 100)
 	open := func(unit any) (io.ReadCloser, error) {
 		r, _, err := Check{Max: 30, Budget: b, Unit: unit}.Body("import_prometheus", nil, 0, http.Header{}, strings.NewReader(body), -1)

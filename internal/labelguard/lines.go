@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
@@ -25,6 +26,10 @@ type lineReader struct {
 	maxLine   int
 	// hold is the memory buf takes of the budget, given back at the end.
 	hold *hold
+	// mu guards reading and closed, which say who lets buf go (Close may come during a Read).
+	mu      sync.Mutex
+	reading bool
+	closed  bool
 }
 
 const firstLineBuf = 64 << 10
@@ -33,10 +38,32 @@ func newLineReader(src io.Reader, keep func([]byte) bool, maxLine int, hd *hold)
 	return &lineReader{src: src, keep: keep, maxLine: maxLine, hold: hd}
 }
 
+// Read passes on the next checked bytes. The upstream client may still be in a Read, waiting on the client's
+// connection, when the request is over and Close comes (an upstream that answered before the body's end): the
+// buffer is then let go by whichever of the two ends last.
 func (r *lineReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return 0, errReadAfterClose
+	}
+	r.reading = true
+	r.mu.Unlock()
+	n, err := r.read(p)
+	r.mu.Lock()
+	r.reading = false
+	if r.closed || err != nil {
+		r.free()
+	}
+	r.mu.Unlock()
+	return n, err
+}
+
+var errReadAfterClose = errors.New("the write body was read after the request ended")
+
+func (r *lineReader) read(p []byte) (int, error) {
 	for len(r.out) == 0 {
 		if r.err != nil {
-			r.Close()
 			return 0, r.err
 		}
 		r.fill()
@@ -46,11 +73,20 @@ func (r *lineReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// Close gives back the buffer's memory; the reader is not to be read after it.
+// Close gives back the buffer's memory, at once or when a Read under way ends.
 func (r *lineReader) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	if !r.reading {
+		r.free()
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *lineReader) free() {
 	r.buf, r.out = nil, nil
 	r.hold.release()
-	return nil
 }
 
 // fill reads more of src and checks the lines that are then whole; it leaves out, err or both set, or more read.

@@ -64,6 +64,9 @@ func (c Check) filterCompressed(compressed []byte, hd *hold) ([]byte, error) {
 	if !dropped {
 		return compressed, nil
 	}
+	// The client's bytes are not sent: their share pays for the new encoding, so that a request within the bounds
+	// never needs more than one unit's share.
+	hd.shrink(int64(cap(compressed)))
 	if err := hd.grow(int64(snappy.MaxEncodedLen(len(kept)))); err != nil {
 		return nil, err
 	}
