@@ -271,14 +271,8 @@ func (w *truncationWatch) checkAll(ctx context.Context) {
 			continue
 		}
 		t.failing.Store(false)
-		if ctx.Err() != nil && state < truncationDrops {
-			if prev == truncationUnchecked {
-				// The first look ran out of time: not read, and said so.
-				t.state.Store(truncationUnreachable)
-				slog.Warn("cannot tell in time whether the write backend truncates series over its label limit; writes through "+
-					"tokens with extra_labels are refused until it can be read; asking again soon", "backend", t.name, "err", err)
-			}
-			continue
+		if ctx.Err() != nil && state < truncationDrops && prev != truncationUnchecked {
+			continue // stopped mid-look: nothing learned; a first look out of time is not read, and said so below
 		}
 		t.limit.Store(int64(limit))
 		if prev := t.state.Swap(state); prev == state {

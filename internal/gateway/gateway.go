@@ -286,11 +286,12 @@ func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, a
 		delete(r.Header, h)
 	}
 	r.URL.Path, r.URL.RawPath = rt.UpstreamPath(g.cluster, a.Tenant)
-	several := len(up.set.backends()) > 1
+	bs := up.set.backends()
+	several := len(bs) > 1
 	if e.Logging() {
 		// Of several backends the balancer picks one per attempt, and only the request reaches it.
 		if !several {
-			e.AddUpstream(up.set.backends()[0].name)
+			e.AddUpstream(bs[0].name)
 		} else {
 			r = r.WithContext(accesslog.NewContext(r.Context(), e))
 		}

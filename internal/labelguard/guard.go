@@ -61,7 +61,7 @@ func (c Check) Body(api string, q url.Values, pathLabels int, h http.Header, bod
 	case "import_prometheus":
 		return c.lines(h, body, c.Extra+pathLabels, MaxLine, prometheusLabels)
 	case "import":
-		return c.lines(h, body, c.Extra, maxJSONLine, newJSONCounter().labels)
+		return c.lines(h, body, c.Extra, maxJSONLine, new(jsonCounter).labels)
 	case "influx_write", "influx_v2_write":
 		extra := c.Extra
 		// The database becomes a label unless the line has one of that name: counted either way.

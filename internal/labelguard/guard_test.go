@@ -55,7 +55,7 @@ func TestPrometheusLabels(t *testing.T) {
 }
 
 func TestJSONLabels(t *testing.T) {
-	c := newJSONCounter()
+	c := new(jsonCounter)
 	for _, tc := range []struct {
 		line string
 		n    int

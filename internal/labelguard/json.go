@@ -12,8 +12,6 @@ type jsonCounter struct {
 	p fastjson.Parser
 }
 
-func newJSONCounter() *jsonCounter { return &jsonCounter{} }
-
 // labels counts the keys of the line's metric object that have a value (VictoriaMetrics skips an empty one, and
 // refuses a value that is not a string).
 func (c *jsonCounter) labels(line []byte) (int, bool) {
