@@ -165,6 +165,9 @@ func newApp() (_ *app, err error) {
 	}
 	a.trunc = newTruncationWatch(c.gw.WriteURLs, c.gw.WriteTransport)
 	c.gw.LabelLimit = labelLimitOf(a.trunc)
+	if a.trunc != nil {
+		c.gw.WriteAddrs = a.trunc.setAddrs
+	}
 	if a.gw, err = gateway.New(c.gw); err != nil {
 		return nil, err
 	}

@@ -498,13 +498,18 @@ func TestBackendsDiscoverIPs(t *testing.T) {
 	port := rec.URL[strings.LastIndexByte(rec.URL, ':')+1:]
 	named := "http://localhost:" + port + "/p"
 	g := startGateway(t, "-clusterMode", "-discoverBackendIPs", "-discoverBackendIPsInterval=100ms",
-		"-read.url="+named, "-write.url="+named)
+		"-read.url="+named, "-write.url="+named, "-write.labelTruncationCheckInterval=1h")
 	for range 4 {
 		if code, _, body := do(t, http.MethodGet, g.URL+"/select/0/prometheus/api/v1/labels", nil); code != http.StatusOK {
 			t.Fatalf("%d %s", code, body)
 		}
 	}
-	got := rec.Requests()
+	var got []vmtest.Recorded
+	for _, r := range rec.Requests() {
+		if r.Path != "/p/metrics" { // the truncation check's
+			got = append(got, r)
+		}
+	}
 	if len(got) != 4 {
 		t.Fatalf("the recorder got %d requests, want 4", len(got))
 	}
@@ -518,5 +523,15 @@ func TestBackendsDiscoverIPs(t *testing.T) {
 	}
 	if !g.logged("backends discovered") {
 		t.Fatal("no log line lists the discovered backends")
+	}
+	// The write backend's label truncation is checked at each address found (the recorder is not VictoriaMetrics:
+	// -1), not at the name.
+	want := `vmgateway_write_backend_truncates_labels{backend="http://127.0.0.1:` + port + `/p"} -1`
+	_, _, m := do(t, http.MethodGet, g.URL+"/metrics", nil)
+	if !strings.Contains(m, want) {
+		t.Fatalf("/metrics lacks %s", want)
+	}
+	if strings.Contains(m, `vmgateway_write_backend_truncates_labels{backend="http://localhost:`) {
+		t.Fatal("the truncation check is shown for the name, not only the address")
 	}
 }

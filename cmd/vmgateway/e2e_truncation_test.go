@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -11,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/golang/snappy"
 
+	"github.com/vmgateway/vmgateway/internal/gateway"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
@@ -246,5 +249,56 @@ func TestLabelGuardFormatsOnDebian(t *testing.T) {
 	want := fmt.Sprintf(`vmgateway_write_series_dropped_total{reason="too_many_labels"} %d`, len(dropped)-1) // the hidden one was refused whole
 	if _, _, m := do(t, http.MethodGet, g.URL+"/metrics", nil); !strings.Contains(m, want+"\n") {
 		t.Errorf("/metrics lacks %q", want)
+	}
+}
+
+// TestTruncationFollowsAddresses: with -discoverBackendIPs a rolling upgrade or a rollback puts both kinds of
+// release behind one name, so each address is checked, and one truncating address guards every narrowed write. A
+// new address is looked at before the next narrowed write is let through, the guard ends when the old release's
+// address goes, and a gone address leaves no gauge behind. The addresses are real: Debian's 1.79.5 and the current
+// release, as the discovery hands them over (gateway.Config.WriteAddrs).
+func TestTruncationFollowsAddresses(t *testing.T) {
+	old, cur := vmtest.Start(t), vmtest.StartCurrent(t)
+	defer func(d time.Duration) { *labelTruncationCheckInterval = d }(*labelTruncationCheckInterval)
+	*labelTruncationCheckInterval = time.Hour
+	addr := func(vm *vmtest.VM) gateway.BackendAddr {
+		u, err := url.Parse(vm.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return gateway.BackendAddr{URL: u, Host: "vminsert.example:8480"}
+	}
+	w := newTruncationWatch(nil, http.DefaultTransport)
+	w.setAddrs([]gateway.BackendAddr{addr(cur)})
+	w.start()
+	defer w.close()
+	limit := func(want int) {
+		t.Helper()
+		if got, err := w.labelLimit(context.Background()); got != want || err != nil {
+			t.Fatalf("label limit %d, %v; want %d", got, err, want)
+		}
+	}
+	gauge := func(vm *vmtest.VM) string {
+		var b bytes.Buffer
+		metrics.WritePrometheus(&b, false)
+		for _, l := range strings.Split(b.String(), "\n") {
+			if v, ok := strings.CutPrefix(l, fmt.Sprintf("vmgateway_write_backend_truncates_labels{backend=%q} ", vm.URL)); ok {
+				return v
+			}
+		}
+		return "absent"
+	}
+	limit(0)
+	// The rollback: the old release's address comes beside the current one. No wait for the hour's look.
+	w.setAddrs([]gateway.BackendAddr{addr(cur), addr(old)})
+	limit(30)
+	if g, o := gauge(cur), gauge(old); g != "0" || o != "1" {
+		t.Fatalf("gauges: current release %s, 1.79.5 %s; want 0 and 1", g, o)
+	}
+	// The upgrade done: the old address gone, its gauge with it.
+	w.setAddrs([]gateway.BackendAddr{addr(cur)})
+	limit(0)
+	if o := gauge(old); o != "absent" {
+		t.Fatalf("the gone address's gauge is still exported: %s", o)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/vmgateway/vmgateway/internal/gateway"
 	"github.com/vmgateway/vmgateway/internal/redact"
 )
 
@@ -31,7 +33,7 @@ import (
 // which drops such series as v1.108.0 does (internal/labelguard).
 var (
 	labelTruncationCheckInterval = flag.Duration("write.labelTruncationCheckInterval", 10*time.Minute,
-		"How often the gateway reads each -write.url's /metrics to learn whether it truncates series with more labels than its "+
+		"How often the gateway reads each -write.url's /metrics (with -discoverBackendIPs, each address found, a new one at once) to learn whether it truncates series with more labels than its "+
 			"-maxLabelsPerTimeseries (VictoriaMetrics before v1.108.0) instead of dropping them, and that limit. On such a backend a token's "+
 			"extra_labels could be cut off a series the client wrote, so the gateway then counts the labels of every series written through "+
 			"a token with extra_labels and drops those over the limit, as v1.108.0 does; formats it cannot count are refused for such tokens "+
@@ -76,20 +78,26 @@ const recheckMost = time.Minute
 // maxMetricsPage bounds what the check reads of a backend's /metrics (VictoriaMetrics' is 1-2 MiB).
 const maxMetricsPage = 32 << 20
 
-// truncationWatch checks the write backends now and then; its gauges say what it found last.
+// truncationWatch checks the write backends now and then; its gauges say what it found last. With
+// -discoverBackendIPs it checks every address found, since a rolling upgrade or a rollback puts releases of both
+// kinds behind one name: the gateway tells it of an address before writes can reach it (gateway.Config.WriteAddrs).
 type truncationWatch struct {
-	client  *http.Client
-	targets []truncationTarget
-	stop    context.CancelFunc
-	done    sync.WaitGroup
-	// checked is closed once every backend has been looked at.
-	checked chan struct{}
-	// again asks for a look before the timer's, when a write found a backend that could not be read.
+	client *http.Client
+	stop   context.CancelFunc
+	done   sync.WaitGroup
+	// targets is the current list, replaced whole by setAddrs.
+	targets atomic.Pointer[[]*truncationTarget]
+	// again asks for a look before the timer's: a write found a backend not read yet, or a new address came.
 	again chan struct{}
+
+	mu sync.Mutex // guards what follows, and the replacement of targets
+	// looked is closed when the look in progress, or else the next one, ends.
+	looked chan struct{}
 }
 
 type truncationTarget struct {
 	url   *url.URL // the backend's /metrics, credentials kept for the request
+	host  string   // the Host header for a discovered address, "" otherwise
 	name  string   // redacted, for logs and the metric's label
 	state *atomic.Int64
 	limit atomic.Int64 // its -maxLabelsPerTimeseries, 0 when not known
@@ -101,7 +109,8 @@ type truncationTarget struct {
 // again (a test) takes the gauge over.
 var truncationStates sync.Map // backend name → *atomic.Int64
 
-// newTruncationWatch prepares the check of urls through rt; nil when the check is off.
+// newTruncationWatch prepares the check of urls through rt; nil when the check is off. Discovery replaces urls with
+// the addresses behind them through setAddrs.
 func newTruncationWatch(urls []*url.URL, rt http.RoundTripper) *truncationWatch {
 	if *labelTruncationCheckInterval <= 0 {
 		return nil
@@ -109,8 +118,31 @@ func newTruncationWatch(urls []*url.URL, rt http.RoundTripper) *truncationWatch 
 	client := &http.Client{Transport: rt, Timeout: 30 * time.Second,
 		// The backend's own page or nothing: a redirect elsewhere would say nothing about the backend.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	w := &truncationWatch{client: client, targets: make([]truncationTarget, len(urls)), checked: make(chan struct{}), again: make(chan struct{}, 1)}
+	w := &truncationWatch{client: client, again: make(chan struct{}, 1), looked: make(chan struct{})}
+	w.targets.Store(&[]*truncationTarget{})
+	addrs := make([]gateway.BackendAddr, len(urls))
 	for i, u := range urls {
+		addrs[i] = gateway.BackendAddr{URL: u}
+	}
+	w.setAddrs(addrs)
+	return w
+}
+
+// setAddrs makes addrs the backends checked: an address already known keeps what was found of it, a new one is
+// looked at soon, and writes through narrowed tokens wait for that look (labelLimit).
+func (w *truncationWatch) setAddrs(addrs []gateway.BackendAddr) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	old := *w.targets.Load()
+	list := make([]*truncationTarget, 0, len(addrs))
+	added := false
+	for _, a := range addrs {
+		name := redact.URL(a.URL)
+		if i := slices.IndexFunc(old, func(t *truncationTarget) bool { return t.name == name && t.host == a.Host }); i >= 0 {
+			list = append(list, old[i])
+			continue
+		}
+		u := a.URL
 		m := *u
 		m.Path = strings.TrimSuffix(u.Path, "/") + "/metrics"
 		m.RawPath = strings.TrimSuffix(u.EscapedPath(), "/") + "/metrics"
@@ -120,22 +152,45 @@ func newTruncationWatch(urls []*url.URL, rt http.RoundTripper) *truncationWatch 
 		if k := u.Query().Get("authKey"); k != "" {
 			m.RawQuery = url.Values{"authKey": {k}}.Encode()
 		}
-		t := &w.targets[i]
-		t.url, t.name = &m, redact.URL(u)
-		st, loaded := truncationStates.LoadOrStore(t.name, new(atomic.Int64))
+		t := &truncationTarget{url: &m, host: a.Host, name: name}
+		st, loaded := truncationStates.LoadOrStore(name, new(atomic.Int64))
 		t.state = st.(*atomic.Int64)
 		t.state.Store(truncationUnchecked)
 		if !loaded {
-			metrics.NewGauge(fmt.Sprintf(`vmgateway_write_backend_truncates_labels{backend=%q}`, t.name), func() float64 {
-				return float64(max(t.state.Load(), truncationUnknown))
-			})
+			metrics.NewGauge(truncationGauge(name), func() float64 { return float64(max(t.state.Load(), truncationUnknown)) })
+		}
+		list = append(list, t)
+		added = true
+	}
+	w.targets.Store(&list)
+	for _, t := range old {
+		if !slices.Contains(list, t) {
+			// An address gone: its series would stay at its last value for good.
+			metrics.UnregisterMetric(truncationGauge(t.name))
+			truncationStates.Delete(t.name)
 		}
 	}
-	return w
+	if added {
+		w.lookSoon()
+	}
+}
+
+func truncationGauge(name string) string {
+	return fmt.Sprintf(`vmgateway_write_backend_truncates_labels{backend=%q}`, name)
+}
+
+func (w *truncationWatch) current() []*truncationTarget { return *w.targets.Load() }
+
+// lookSoon asks for a look before the timer's; at most one is pending.
+func (w *truncationWatch) lookSoon() {
+	select {
+	case w.again <- struct{}{}:
+	default:
+	}
 }
 
 // start checks every backend at once, in the background, and then every -write.labelTruncationCheckInterval, sooner
-// while one could not be read.
+// while one could not be read or a new address came.
 func (w *truncationWatch) start() {
 	if w == nil {
 		return
@@ -145,19 +200,31 @@ func (w *truncationWatch) start() {
 	w.done.Add(1)
 	go func() {
 		defer w.done.Done()
-		first, cancelFirst := context.WithTimeout(ctx, firstCheckWait)
-		w.checkAll(first)
-		cancelFirst()
-		close(w.checked)
 		retry := recheckFirst
 		for {
+			// The setAddrs of New already asked for this first look.
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.again:
+			default:
+			}
+			w.checkAll(ctx)
 			wait := *labelTruncationCheckInterval
 			if w.unknown() {
 				wait, retry = min(retry, wait, recheckMost), min(2*retry, wait, recheckMost)
 			} else {
 				retry = recheckFirst
 			}
-			t := time.NewTimer(wait)
+			// At most one look a second however many writes ask.
+			t := time.NewTimer(lookSpacing)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			t.Reset(max(wait-lookSpacing, 0))
 			select {
 			case <-ctx.Done():
 				t.Stop()
@@ -166,20 +233,13 @@ func (w *truncationWatch) start() {
 			case <-w.again:
 				t.Stop()
 			}
-			w.checkAll(ctx)
-			// At most one look a second however many writes ask.
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(lookSpacing):
-			}
 		}
 	}()
 }
 
 func (w *truncationWatch) unknown() bool {
-	for i := range w.targets {
-		if t := &w.targets[i]; t.state.Load() < truncationDrops || t.failing.Load() {
+	for _, t := range w.current() {
+		if t.state.Load() < truncationDrops || t.failing.Load() {
 			return true
 		}
 	}
@@ -198,21 +258,37 @@ func labelLimitOf(w *truncationWatch) func(context.Context) (int, error) {
 }
 
 // labelLimit is the label limit of the write backends that truncate, the least of them, or 0 when none does; the
-// gateway's label guard applies while it is not 0. A backend that could not be read may have come up since (a
-// restart of both) and be an old release with any limit: the write is refused, to be sent again, and the backend
-// looked at again at once. It waits for the first check, or ctx.
+// gateway's label guard applies while it is not 0. A backend not looked at yet (at the start, or an address just
+// discovered) is waited for, up to firstCheckWait or ctx. A backend that could not be read may have come up since (a
+// restart of both) and be an old release with any limit: with no other backend read the write is refused, to be
+// sent again, and the backend looked at again at once.
 func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 	if *writeMaxLabels > 0 {
 		return *writeMaxLabels, nil
 	}
-	select {
-	case <-w.checked:
-	case <-ctx.Done():
-		return 0, context.Cause(ctx)
+	ts := w.current()
+	var timeout *time.Timer
+	for slices.ContainsFunc(ts, func(t *truncationTarget) bool { return t.state.Load() == truncationUnchecked }) {
+		if timeout == nil {
+			timeout = time.NewTimer(firstCheckWait)
+			defer timeout.Stop()
+		}
+		w.mu.Lock()
+		looked := w.looked
+		w.mu.Unlock()
+		w.lookSoon()
+		select {
+		case <-looked:
+			ts = w.current()
+			continue
+		case <-ctx.Done():
+			return 0, context.Cause(ctx)
+		case <-timeout.C:
+		}
+		break
 	}
 	least, unread, known := 0, false, false
-	for i := range w.targets {
-		t := &w.targets[i]
+	for _, t := range ts {
 		switch t.state.Load() {
 		case truncationCuts:
 			l := fallbackLabelLimit
@@ -230,10 +306,7 @@ func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 		}
 	}
 	if unread {
-		select {
-		case w.again <- struct{}{}:
-		default:
-		}
+		w.lookSoon()
 		// Of several backends, one down is taken to be of the release of those read (one fleet), so that the
 		// writes go on to the others; with none read there is nothing to go by.
 		if !known {
@@ -255,53 +328,77 @@ func (w *truncationWatch) close() {
 	w.done.Wait()
 }
 
+// checkAll looks at every backend at once, so that one slow to answer does not hold back the look at a new one.
 func (w *truncationWatch) checkAll(ctx context.Context) {
-	for i := range w.targets {
-		t := &w.targets[i]
-		state, limit, err := w.check(ctx, t.url)
-		prev := t.state.Load()
-		if state < truncationDrops && prev >= truncationDrops {
-			// A backend already known stays what it was found to be until a look says otherwise: a failed look (a
-			// restart, a slow /metrics) tells nothing new, and forgetting a backend that truncates would turn the
-			// guard off while it still does.
-			if !t.failing.Swap(true) && ctx.Err() == nil {
-				slog.Warn("cannot read the write backend's /metrics; it is taken to be what it was found to be until it can be read",
-					"backend", t.name, "truncates_labels", prev, "err", err)
-			}
-			continue
+	var wg sync.WaitGroup
+	for _, t := range w.current() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.checkOne(ctx, t)
+		}()
+	}
+	wg.Wait()
+	w.mu.Lock()
+	close(w.looked)
+	w.looked = make(chan struct{})
+	w.mu.Unlock()
+}
+
+func (w *truncationWatch) checkOne(ctx context.Context, t *truncationTarget) {
+	prev := t.state.Load()
+	lctx := ctx
+	if prev == truncationUnchecked {
+		// Writes wait for this look: a backend that does not answer in time is taken to be unreadable.
+		var cancel context.CancelFunc
+		lctx, cancel = context.WithTimeout(ctx, firstCheckWait)
+		defer cancel()
+	}
+	state, limit, err := w.check(lctx, t)
+	if ctx.Err() != nil {
+		return // stopped mid-look: nothing learned
+	}
+	if state < truncationDrops && prev >= truncationDrops {
+		// A backend already known stays what it was found to be until a look says otherwise: a failed look (a
+		// restart, a slow /metrics) tells nothing new, and forgetting a backend that truncates would turn the
+		// guard off while it still does.
+		if !t.failing.Swap(true) {
+			slog.Warn("cannot read the write backend's /metrics; it is taken to be what it was found to be until it can be read",
+				"backend", t.name, "truncates_labels", prev, "err", err)
 		}
-		t.failing.Store(false)
-		if ctx.Err() != nil && state < truncationDrops && prev != truncationUnchecked {
-			continue // stopped mid-look: nothing learned; a first look out of time is not read, and said so below
-		}
-		t.limit.Store(int64(limit))
-		if prev := t.state.Swap(state); prev == state {
-			continue
-		}
-		switch state {
-		case truncationCuts:
-			slog.Error("the write backend truncates series that have more labels than its -maxLabelsPerTimeseries instead of "+
-				"dropping them (VictoriaMetrics before v1.108.0): a token's extra_labels could be cut off a series the client "+
-				"wrote with that many labels. The gateway now counts the labels of each series written through a token with "+
-				"extra_labels and drops those over the limit, and refuses such writes in formats it cannot count. "+
-				"Upgrade the write backend to v1.108.0 or later", "backend", t.name, "maxLabelsPerTimeseries", limit)
-		case truncationDrops:
-			slog.Info("the write backend drops series over its label limit, as write isolation needs", "backend", t.name)
-		case truncationUnreachable:
-			slog.Warn("cannot read the write backend's /metrics to tell whether it truncates series over its label limit; "+
-				"writes through tokens with extra_labels are refused until it can be read", "backend", t.name, "err", err)
-		default:
-			slog.Warn("cannot tell whether the write backend truncates series over its label limit (VictoriaMetrics before "+
-				"v1.108.0 does, which breaks write isolation); check its version", "backend", t.name, "err", err)
-		}
+		return
+	}
+	t.failing.Store(false)
+	t.limit.Store(int64(limit))
+	if prev := t.state.Swap(state); prev == state {
+		return
+	}
+	switch state {
+	case truncationCuts:
+		slog.Error("the write backend truncates series that have more labels than its -maxLabelsPerTimeseries instead of "+
+			"dropping them (VictoriaMetrics before v1.108.0): a token's extra_labels could be cut off a series the client "+
+			"wrote with that many labels. The gateway now counts the labels of each series written through a token with "+
+			"extra_labels and drops those over the limit, and refuses such writes in formats it cannot count. "+
+			"Upgrade the write backend to v1.108.0 or later", "backend", t.name, "maxLabelsPerTimeseries", limit)
+	case truncationDrops:
+		slog.Info("the write backend drops series over its label limit, as write isolation needs", "backend", t.name)
+	case truncationUnreachable:
+		slog.Warn("cannot read the write backend's /metrics to tell whether it truncates series over its label limit; "+
+			"writes through tokens with extra_labels are refused until it can be read", "backend", t.name, "err", err)
+	default:
+		slog.Warn("cannot tell whether the write backend truncates series over its label limit (VictoriaMetrics before "+
+			"v1.108.0 does, which breaks write isolation); check its version", "backend", t.name, "err", err)
 	}
 }
 
 // check reads the backend's /metrics for the metric that counts series over the label limit, and the limit.
-func (w *truncationWatch) check(ctx context.Context, u *url.URL) (int64, int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+func (w *truncationWatch) check(ctx context.Context, t *truncationTarget) (int64, int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url.String(), nil)
 	if err != nil {
 		return truncationUnreachable, 0, redact.URLError(err)
+	}
+	if t.host != "" {
+		req.Host = t.host
 	}
 	// http.Client sends the URL's userinfo as basic auth.
 	resp, err := w.client.Do(req)

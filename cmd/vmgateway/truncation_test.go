@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/gateway"
 )
 
 func TestTruncationOf(t *testing.T) {
@@ -54,12 +56,22 @@ func TestTruncationCheckRequest(t *testing.T) {
 	if user, pw, ok := got.BasicAuth(); !ok || user != "user" || pw != "secret" {
 		t.Errorf("basic auth %q %q %v; want the URL's", user, pw, ok)
 	}
-	tg := &w.targets[0]
+	tg := w.current()[0]
 	if strings.Contains(tg.name, "secret") || strings.Contains(tg.name, "authKey") {
 		t.Errorf("the backend is named %q: credentials shown", tg.name)
 	}
 	if s := tg.state.Load(); s != truncationCuts {
 		t.Errorf("state %d; want %d", s, truncationCuts)
+	}
+	// A discovered address is asked with the name it was found under, as the writes are.
+	w.setAddrs([]gateway.BackendAddr{{URL: u, Host: "vminsert.example:8480"}})
+	got = nil
+	w.checkAll(context.Background())
+	if got == nil {
+		t.Fatal("the discovered address was not asked")
+	}
+	if got.Host != "vminsert.example:8480" {
+		t.Fatalf("a discovered address was asked with Host %q; want vminsert.example:8480", got.Host)
 	}
 }
 
@@ -168,11 +180,11 @@ func TestTruncationRecheckedSoon(t *testing.T) {
 	w.start()
 	defer w.close()
 	// Not up yet: it may come up before the next look with any limit, so narrowed writes are refused meanwhile.
-	if _, err := w.labelLimit(context.Background()); err == nil || w.targets[0].state.Load() != truncationUnreachable {
-		t.Fatalf("a backend not up: %v, state %d; want an error", err, w.targets[0].state.Load())
+	if _, err := w.labelLimit(context.Background()); err == nil || w.current()[0].state.Load() != truncationUnreachable {
+		t.Fatalf("a backend not up: %v, state %d; want an error", err, w.current()[0].state.Load())
 	}
 	up.Store(true)
-	waitFor(t, "the backend was not asked again", func() bool { return w.targets[0].state.Load() == truncationCuts })
+	waitFor(t, "the backend was not asked again", func() bool { return w.current()[0].state.Load() == truncationCuts })
 	if got, _ := w.labelLimit(context.Background()); got != 24 {
 		t.Errorf("limit %d once the backend answered; want 24", got)
 	}
@@ -203,11 +215,11 @@ func TestTruncationKeptThroughFailedLooks(t *testing.T) {
 	// A failed look keeps the backend asked soon: wait for a few.
 	n := looks.Load()
 	waitFor(t, "the backend was not looked at again", func() bool { return looks.Load() >= n+3 })
-	if got, _ := w.labelLimit(context.Background()); got != 24 || w.targets[0].state.Load() != truncationCuts {
-		t.Fatalf("while /metrics fails: limit %d, state %d; want the guard kept at 24", got, w.targets[0].state.Load())
+	if got, _ := w.labelLimit(context.Background()); got != 24 || w.current()[0].state.Load() != truncationCuts {
+		t.Fatalf("while /metrics fails: limit %d, state %d; want the guard kept at 24", got, w.current()[0].state.Load())
 	}
 	page.Store(pageDrops)
-	waitFor(t, "the backend was not looked at again once it could be read", func() bool { return w.targets[0].state.Load() == truncationDrops })
+	waitFor(t, "the backend was not looked at again once it could be read", func() bool { return w.current()[0].state.Load() == truncationDrops })
 	if got, _ := w.labelLimit(context.Background()); got != 0 {
 		t.Errorf("limit %d once the backend drops; want 0", got)
 	}
@@ -232,7 +244,7 @@ func TestTruncationStatuses(t *testing.T) {
 		http.StatusNotFound: truncationUnknown, http.StatusFound: truncationUnknown,
 	} {
 		w := newTruncationWatch([]*url.URL{metricsPage(t, func() (int, string) { return code, "" })}, http.DefaultTransport)
-		if got, _, _ := w.check(context.Background(), w.targets[0].url); got != want {
+		if got, _, _ := w.check(context.Background(), w.current()[0]); got != want {
 			t.Errorf("GET /metrics answered %d: state %d; want %d", code, got, want)
 		}
 	}

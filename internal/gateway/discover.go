@@ -29,16 +29,28 @@ type BackendOptions struct {
 	DiscoverInterval time.Duration
 }
 
-// newBackendUpstream builds one kind's upstream over urls; stop ends its DNS discovery, if any.
-func newBackendUpstream(kind string, urls []*url.URL, rt http.RoundTripper, o BackendOptions) (u *upstream, stop func()) {
+// BackendAddr is one address requests of a kind go to.
+type BackendAddr struct {
+	// URL is a -read.url or -write.url, with a discovered IP address in place of its host name.
+	URL *url.URL
+	// Host is the Host header sent to a discovered address, "" otherwise.
+	Host string
+}
+
+// newBackendUpstream builds one kind's upstream over urls; stop ends its DNS discovery, if any. addrs, when set,
+// is told the addresses now and before each change discovery makes.
+func newBackendUpstream(kind string, urls []*url.URL, rt http.RoundTripper, o BackendOptions, addrs func([]BackendAddr)) (u *upstream, stop func()) {
 	bs := make([]*backend, len(urls))
 	for i, t := range urls {
 		bs[i] = newBackend(kind, t, "")
 	}
 	set := newBackendSet(kind, o.Policy, o.FailTimeout, bs)
 	stop = func() {}
+	if addrs != nil {
+		addrs(addrsOf(bs))
+	}
 	if o.DiscoverInterval > 0 {
-		d := &discoverer{set: set, urls: urls, lookup: net.DefaultResolver.LookupIPAddr, prev: make([][]*backend, len(urls))}
+		d := &discoverer{set: set, urls: urls, lookup: net.DefaultResolver.LookupIPAddr, prev: make([][]*backend, len(urls)), addrs: addrs}
 		ctx, cancel := context.WithCancel(context.Background())
 		d.refresh(ctx)
 		var wg sync.WaitGroup
@@ -60,6 +72,16 @@ type discoverer struct {
 	lookup func(ctx context.Context, host string) ([]net.IPAddr, error)
 	// prev is each URL's backends from the last refresh, kept when a lookup fails.
 	prev [][]*backend
+	// addrs, when set, hears of a new list before requests can go to it.
+	addrs func([]BackendAddr)
+}
+
+func addrsOf(bs []*backend) []BackendAddr {
+	as := make([]BackendAddr, len(bs))
+	for i, b := range bs {
+		as[i] = BackendAddr{URL: b.target, Host: b.host}
+	}
+	return as
 }
 
 func (d *discoverer) run(ctx context.Context, every time.Duration) {
@@ -131,6 +153,9 @@ func (d *discoverer) refresh(ctx context.Context) {
 	}
 	if slices.Equal(list, old) {
 		return
+	}
+	if d.addrs != nil {
+		d.addrs(addrsOf(list))
 	}
 	d.set.list.Store(&list)
 	names := make([]string, len(list))

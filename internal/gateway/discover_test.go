@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,17 @@ func TestDiscoveryFollowsDNS(t *testing.T) {
 			}
 			return as, lookupErr
 		}}
+	// Whoever checks the addresses hears of a list before requests can go to it.
+	var heard []string
+	d.addrs = func(as []BackendAddr) {
+		heard = heard[:0]
+		for _, a := range as {
+			heard = append(heard, a.URL.Host+"@"+a.Host)
+		}
+		if slices.EqualFunc(set.backends(), as, func(b *backend, a BackendAddr) bool { return b.target == a.URL }) {
+			t.Error("told of the addresses after requests could go to them")
+		}
+	}
 	names := func() string {
 		var s []string
 		for _, b := range set.backends() {
@@ -50,6 +62,9 @@ func TestDiscoveryFollowsDNS(t *testing.T) {
 	d.refresh(context.Background())
 	if got := names(); got != "http://10.0.0.1:8481/pre http://10.0.0.2:8481/pre http://127.0.0.9:8481" {
 		t.Fatalf("backends %s", got)
+	}
+	if got := strings.Join(heard, " "); got != "10.0.0.1:8481@vmselect.disc.test:8481 10.0.0.2:8481@vmselect.disc.test:8481 127.0.0.9:8481@" {
+		t.Fatalf("told of %s", got)
 	}
 	first := set.backends()[0]
 	req := httptest.NewRequest("GET", "/select/0/prometheus/api/v1/query", nil)

@@ -62,6 +62,10 @@ type Config struct {
 	// instead of dropping them (VictoriaMetrics before v1.108.0), else 0; the gateway then drops such series from
 	// writes through tokens with extra labels (labelguard). It may wait for the first look at the backends.
 	LabelLimit func(ctx context.Context) (int, error)
+	// WriteAddrs, when set, is told the addresses writes go to: once in New, and with -discoverBackendIPs before
+	// each change takes effect, so that the check behind LabelLimit can look at a new address before a write
+	// reaches it.
+	WriteAddrs func([]BackendAddr)
 }
 
 // Gateway is the http.Handler for every proxied VictoriaMetrics API.
@@ -115,8 +119,8 @@ func New(cfg Config) (*Gateway, error) {
 		g.dropHeaders = append(g.dropHeaders, h)
 	}
 	var stopRead, stopWrite func()
-	g.read, stopRead = newBackendUpstream("read", readURLs, cfg.ReadTransport, cfg.Backends)
-	g.write, stopWrite = newBackendUpstream("write", writeURLs, cfg.WriteTransport, cfg.Backends)
+	g.read, stopRead = newBackendUpstream("read", readURLs, cfg.ReadTransport, cfg.Backends, nil)
+	g.write, stopWrite = newBackendUpstream("write", writeURLs, cfg.WriteTransport, cfg.Backends, cfg.WriteAddrs)
 	g.read.refused, g.write.refused = &g.refused, &g.refused
 	g.stops = []func(){stopRead, stopWrite}
 	return g, nil
