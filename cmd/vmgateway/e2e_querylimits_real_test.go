@@ -44,7 +44,7 @@ func qlRealCases(now time.Time) []qlRealCase {
 	for _, c := range qlCases(now) {
 		served := `"job":"a"`
 		switch c.name {
-		case "blocked exact":
+		case "blocked exact", "blocked rewritten":
 			served = `"result":[{"metric":{},"value":[`
 		case "blocked regexp":
 			c.args = url.Values{"query": {`count({__name__=~".+"} offset 1m)`}}

@@ -86,6 +86,9 @@ func qlCases(now time.Time) []qlCase {
 			limit: "max_query_expression_size_bytes", want: "the query arg is 313 bytes"},
 		{name: "blocked exact", path: "/api/v1/query", args: url.Values{"query": {`count( {__name__ =~ ".+"} )`}},
 			limit: "blocked_queries", want: "matches exactly the blocked query"},
+		// Rewritten to read the same data the same way: compared in the normal form.
+		{name: "blocked rewritten", path: "/api/v1/query", args: url.Values{"query": {`count by () ({__name__=~".{1,}",job=~".*"} offset 0s)`}},
+			limit: "blocked_queries", want: "matches exactly the blocked query"},
 		{name: "blocked regexp", path: "/api/v1/query", args: url.Values{"query": {`sum({__name__=~".*"})`}},
 			limit: "blocked_queries", want: "matches the regexp the blocked query"},
 		{name: "export without start", path: "/api/v1/export", args: url.Values{"match[]": {"ql_e2e"}},

@@ -128,30 +128,45 @@ func (c *config) analyze(q string, pq *enforce.Parsed) *parsed {
 		return p
 	}
 	p.blocked = make([]bool, len(c.patterns))
-	// The canonical form is only compared: it is printed into a buffer kept for the next query.
-	bp := canonBufs.Get().(*[]byte)
-	canon := e.AppendString((*bp)[:0])
-	*bp = canon
+	// Regexps are tried on the printed form, exact patterns compared with the normal form (normalize.go). Both are
+	// printed when first needed, into buffers kept for the next query.
+	var canon, norm []byte
+	var ne metricsql.Expr
+	var bufs [2]*[]byte
+	print := func(e metricsql.Expr, i int) []byte {
+		bufs[i] = canonBufs.Get().(*[]byte)
+		*bufs[i] = e.AppendString((*bufs[i])[:0])
+		return *bufs[i]
+	}
 	defer func() {
-		if cap(*bp) <= 2*cacheMaxQueryLen {
-			canonBufs.Put(bp)
+		for _, b := range bufs {
+			if b != nil && cap(*b) <= 2*cacheMaxQueryLen {
+				canonBufs.Put(b)
+			}
 		}
 	}()
 	var subs map[string]bool
 	for i, pt := range c.patterns {
 		if pt.re != nil {
+			if canon == nil {
+				canon = print(e, 0)
+			}
 			p.blocked[i] = pt.matches(q) || (string(canon) != q && pt.matchesBytes(canon))
 			continue
 		}
-		if pt.canonical == string(canon) {
+		if ne == nil {
+			ne = normalize(e)
+			norm = print(ne, 1)
+		}
+		if pt.canonical == string(norm) {
 			p.blocked[i] = true
 			continue
 		}
-		if !bytes.Contains(canon, []byte(pt.canonical)) {
+		if !bytes.Contains(norm, []byte(pt.canonical)) {
 			continue // a subexpression prints as a part of the whole
 		}
 		if subs == nil {
-			subs = subexpressions(e, maxSubexpressionBytes)
+			subs = subexpressions(ne, maxSubexpressionBytes)
 		}
 		// Past the bound the pattern's text is in the query and cannot be cleared as only part of a subexpression:
 		// blocked.

@@ -433,14 +433,15 @@ func parseBlocked(list *yaml.Node, addf addFunc, e *entry, patterns *[]pattern) 
 	}
 }
 
-// canonical is a query as metricsql prints it once parsed: WITH templates expanded, one spelling for each
-// construct, so that blocking `count({__name__=~".+"})` also blocks `count( {__name__ =~ ".+"} )`.
+// canonical is a query's normal form: as metricsql prints it once parsed (WITH templates expanded, one spelling for
+// each construct, so that blocking `count({__name__=~".+"})` also blocks `count( {__name__ =~ ".+"} )`), with the
+// rewrites that keep its meaning undone (normalize.go).
 func canonical(q string) (string, error) {
 	e, err := enforce.ParseMetricsQL(q)
 	if err != nil {
 		return "", err
 	}
-	return string(e.AppendString(nil)), nil
+	return string(normalize(e).AppendString(nil)), nil
 }
 
 // parseDuration reads a positive duration with a unit (s, m, h, d, w, y; ms), in milliseconds.

@@ -1,0 +1,282 @@
+package querylimits
+
+import (
+	"cmp"
+	"regexp/syntax"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unicode"
+
+	"github.com/VictoriaMetrics/metricsql"
+)
+
+// An exact blocked pattern is compared with queries in a normal form, so that a query rewritten to read the same
+// data the same way is blocked too: an attacker holding a valid token tries `offset 0s`, `by ()`, `[300s]` for
+// `[5m]`, `.{1,}` for `.+` or a second matcher that matches everything. Each rewrite below keeps the query's
+// meaning; a query it cannot normalize is compared as printed.
+
+// normalize returns e's normal form. It never changes e, the request's own parse shared with the other steps:
+// a node that changes is copied.
+func normalize(e metricsql.Expr) metricsql.Expr {
+	switch t := e.(type) {
+	case *metricsql.MetricExpr:
+		c := *t
+		c.LabelFilterss = normalFilterss(t.LabelFilterss)
+		return &c
+	case *metricsql.RollupExpr:
+		c := *t
+		c.Expr = normalize(t.Expr)
+		if t.At != nil {
+			c.At = normalize(t.At)
+		}
+		c.Window = normalDuration(t.Window, false)
+		c.Step = normalDuration(t.Step, false)
+		c.Offset = normalDuration(t.Offset, true)
+		if c.Window == nil && c.Step == nil && c.Offset == nil && c.At == nil && !c.InheritStep {
+			return c.Expr // `x offset 0s` is x
+		}
+		return &c
+	case *metricsql.FuncExpr:
+		c := *t
+		// VictoriaMetrics looks functions up lower-cased: Rate(x[5m]) is rate(x[5m]).
+		c.Name = strings.ToLower(t.Name)
+		c.Args = normalAll(t.Args)
+		return &c
+	case *metricsql.AggrFuncExpr:
+		c := *t
+		c.Args = normalAll(t.Args)
+		c.Modifier = normalModifier(t.Modifier)
+		if c.Modifier.Op == "by" && len(c.Modifier.Args) == 0 {
+			c.Modifier.Op = "" // sum by () (x) is sum(x)
+		}
+		return &c
+	case *metricsql.BinaryOpExpr:
+		c := *t
+		c.Left, c.Right = normalize(t.Left), normalize(t.Right)
+		c.GroupModifier = normalModifier(t.GroupModifier)
+		if c.GroupModifier.Op == "ignoring" && len(c.GroupModifier.Args) == 0 {
+			c.GroupModifier.Op = "" // ignoring no label is the default matching
+		}
+		c.JoinModifier = normalModifier(t.JoinModifier)
+		return &c
+	case *metricsql.NumberExpr:
+		return &metricsql.NumberExpr{N: t.N} // 0.0, 0e0 and 0 print alike
+	}
+	return e
+}
+
+func normalAll(es []metricsql.Expr) []metricsql.Expr {
+	out := make([]metricsql.Expr, len(es))
+	for i, e := range es {
+		out[i] = normalize(e)
+	}
+	return out
+}
+
+// normalModifier puts a by, without, on, ignoring or group_left list in order: each is a set of labels.
+func normalModifier(m metricsql.ModifierExpr) metricsql.ModifierExpr {
+	args := slices.Clone(m.Args)
+	slices.Sort(args)
+	return metricsql.ModifierExpr{Op: strings.ToLower(m.Op), Args: slices.Compact(args)}
+}
+
+// normalDuration prints d in milliseconds; a zero offset is none. Durations in steps (`5i`) stay as written.
+func normalDuration(d *metricsql.DurationExpr, offset bool) *metricsql.DurationExpr {
+	if d == nil {
+		return nil
+	}
+	s := string(d.AppendString(nil))
+	if strings.ContainsAny(s, "iI") {
+		return d
+	}
+	ms, err := metricsql.DurationValue(s, 0)
+	if err != nil {
+		return d
+	}
+	if offset && ms == 0 {
+		return nil
+	}
+	if nd := durations.get(strconv.FormatInt(ms, 10), millisDuration); nd != nil {
+		return nd
+	}
+	return d
+}
+
+// millisDuration is a DurationExpr of ms milliseconds. It keeps its text unexported: a parse gives one with the text
+// wanted. Nodes are never changed once made, so one serves every query.
+func millisDuration(ms string) *metricsql.DurationExpr {
+	e, err := metricsql.Parse("x offset " + ms + "ms")
+	if re, ok := e.(*metricsql.RollupExpr); err == nil && ok {
+		return re.Offset
+	}
+	return nil
+}
+
+// memo keeps up to memoSize results of a function of a string: dashboards repeat their durations and regexps.
+type memo[V any] struct {
+	m sync.Map
+	n atomic.Int64
+}
+
+const memoSize = 4096
+
+func (m *memo[V]) get(k string, f func(string) V) V {
+	if v, ok := m.m.Load(k); ok {
+		return v.(V)
+	}
+	v := f(k)
+	if m.n.Load() < memoSize {
+		if _, loaded := m.m.LoadOrStore(k, v); !loaded {
+			m.n.Add(1)
+		}
+	}
+	return v
+}
+
+var (
+	durations memo[*metricsql.DurationExpr]
+	regexps   memo[regexpForm]
+)
+
+// normalFilterss gives each label filter one spelling and each list one order.
+func normalFilterss(lfss [][]metricsql.LabelFilter) [][]metricsql.LabelFilter {
+	outs := make([][]metricsql.LabelFilter, len(lfss))
+	for i, lfs := range lfss {
+		out := make([]metricsql.LabelFilter, 0, len(lfs))
+		for _, lf := range lfs {
+			lf = normalFilter(lf)
+			if !lf.IsNegative && lf.IsRegexp && lf.Value == matchAll {
+				continue // matches every value, the empty one too: no filter at all
+			}
+			out = append(out, lf)
+		}
+		if len(out) == 0 {
+			// A selector needs a filter: one that matches everything is refused as it was written.
+			out = slices.Clone(lfs)
+		}
+		slices.SortFunc(out, compareFilters)
+		outs[i] = slices.Compact(out)
+	}
+	if len(outs) > 1 {
+		slices.SortFunc(outs, func(a, b []metricsql.LabelFilter) int { return slices.CompareFunc(a, b, compareFilters) })
+		outs = slices.CompactFunc(outs, func(a, b []metricsql.LabelFilter) bool { return slices.Equal(a, b) })
+	}
+	return outs
+}
+
+func isName(lf metricsql.LabelFilter) bool {
+	return lf.Label == "__name__" && !lf.IsRegexp && !lf.IsNegative
+}
+
+// compareFilters puts the metric name first, where it is printed before the braces.
+func compareFilters(a, b metricsql.LabelFilter) int {
+	return cmp.Or(-compareBool(isName(a), isName(b)), cmp.Compare(a.Label, b.Label), compareBool(a.IsNegative, b.IsNegative), compareBool(a.IsRegexp, b.IsRegexp),
+		cmp.Compare(a.Value, b.Value))
+}
+
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
+// Regexps are compared as Go's regexp/syntax prints them simplified, `.` taken to match a newline too (a label
+// value rarely holds one): `.{1,}` is `.+`, and a value that is not empty (`!=""`, `!~""`) is `=~".+"`.
+var (
+	matchAll      = readRegexp(".*").text
+	matchNonEmpty = readRegexp(".+").text
+)
+
+// maxExpanded bounds the nodes a regexp may have once its counted repeats are written out, for it to be simplified.
+const maxExpanded = 256
+
+func expandedSize(re *syntax.Regexp) int {
+	n := 1
+	for _, sub := range re.Sub {
+		n += expandedSize(sub)
+	}
+	if re.Op == syntax.OpRepeat {
+		n *= max(re.Min, re.Max, 1)
+	}
+	return min(n, maxExpanded+1)
+}
+
+// withoutCaptures drops capture groups, which change nothing of what a label filter matches.
+func withoutCaptures(re *syntax.Regexp) *syntax.Regexp {
+	for re.Op == syntax.OpCapture {
+		re = re.Sub[0]
+	}
+	for i, sub := range re.Sub {
+		re.Sub[i] = withoutCaptures(sub)
+	}
+	return re
+}
+
+// hasCase says whether r has another case, which (?i) would match too.
+func hasCase(r rune) bool { return unicode.SimpleFold(r) != r }
+
+// normalFilter spells lf one way: a regexp that is a plain text is an equality (`=~"x"` is `="x"`), a
+// non-empty test is a regexp.
+func normalFilter(lf metricsql.LabelFilter) metricsql.LabelFilter {
+	if !lf.IsRegexp {
+		if lf.IsNegative && lf.Value == "" {
+			return metricsql.LabelFilter{Label: lf.Label, Value: matchNonEmpty, IsRegexp: true}
+		}
+		return lf
+	}
+	f := regexps.get(lf.Value, readRegexp)
+	switch {
+	case f.empty && lf.IsNegative:
+		return metricsql.LabelFilter{Label: lf.Label, Value: matchNonEmpty, IsRegexp: true}
+	case f.empty:
+		return metricsql.LabelFilter{Label: lf.Label}
+	case f.literal:
+		return metricsql.LabelFilter{Label: lf.Label, Value: f.text, IsNegative: lf.IsNegative}
+	}
+	lf.Value = f.text
+	return lf
+}
+
+// regexpForm is a regexp's normal form: the text it matches alone, the empty text alone, or its simplified print.
+type regexpForm struct {
+	text           string
+	literal, empty bool
+}
+
+func readRegexp(s string) regexpForm {
+	re, err := syntax.Parse(s, syntax.Perl|syntax.DotNL)
+	if err != nil {
+		return regexpForm{text: s} // VictoriaMetrics refuses it too
+	}
+	if expandedSize(re) > maxExpanded {
+		// Simplify writes a counted repeat out in full ([a-z]{1000} is a thousand classes): compared as parsed.
+		return regexpForm{text: withoutCaptures(re).String()}
+	}
+	// Without its groups a regexp may simplify further ((0)0 is 00): read it again until its print stays.
+	re = withoutCaptures(re.Simplify())
+	for range 4 {
+		printed := re.String()
+		again, err := syntax.Parse(printed, syntax.Perl|syntax.DotNL)
+		if err != nil {
+			break
+		}
+		re = withoutCaptures(again.Simplify())
+		if re.String() == printed {
+			break
+		}
+	}
+	switch {
+	case re.Op == syntax.OpEmptyMatch:
+		return regexpForm{empty: true}
+	case re.Op == syntax.OpLiteral && (re.Flags&syntax.FoldCase == 0 || !slices.ContainsFunc(re.Rune, hasCase)):
+		return regexpForm{text: string(re.Rune), literal: true}
+	}
+	return regexpForm{text: re.String()}
+}

@@ -1,0 +1,99 @@
+package querylimits
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
+)
+
+// TestBlockedRewrites is the table of an exact blocked pattern and queries that an attacker rewrote to read the
+// same data the same way (blocked), and queries that only look alike (served).
+func TestBlockedRewrites(t *testing.T) {
+	for _, tc := range []struct {
+		pattern, query string
+		blocked        bool
+	}{
+		{`count({__name__=~".+"})`, `count({__name__=~".+"} offset 0s)`, true},
+		{`count({__name__=~".+"})`, `count({__name__=~".+"} offset 0)`, true},
+		{`count({__name__=~".+"})`, `count({__name__=~".+"} offset -0m)`, true},
+		{`count({__name__=~".+"})`, `count by () ({__name__=~".+"})`, true},
+		{`count({__name__=~".+"})`, `count({__name__=~".{1,}"})`, true},
+		{`count({__name__=~".+"})`, `count({__name__=~"..*"})`, false}, // the same language, not the same simplified regexp
+		{`count({__name__=~".+"})`, `count({__name__=~"(?:.+)"})`, true},
+		{`count({__name__=~".+"})`, `count({__name__=~"(.+)"})`, true},
+		{`count({__name__=~".+"})`, `count({__name__=~"((.)+)"})`, true},
+		{`count({__name__=~".+"})`, `count({__name__!=""})`, true},
+		{`count({__name__=~".+"})`, `count({__name__!~""})`, true},
+		{`count({__name__=~".+"})`, `count({__name__=~".+",job=~".*"})`, true},
+		{`count({__name__=~".+"})`, `count({__name__=~".+",__name__=~".+"})`, true},
+		{`count({__name__=~".+"})`, `count({__name__=~".+"}) > 0.0`, true},
+		{`count({__name__=~".+"})`, `COUNT({__name__=~".+"})`, true},
+		{`count({__name__=~".+"})`, `count({__name__=~".+",job!=""})`, false},
+		{`count({__name__=~".+"})`, `count({__name__=~".+"} offset 1s)`, false},
+		{`count({__name__=~".+"})`, `count by (job) ({__name__=~".+"})`, false},
+		{`count({__name__=~".+"})`, `count without () ({__name__=~".+"})`, false},
+		{`count({__name__=~".+"})`, `count({__name__=~".*"})`, false}, // matches every name and refused by VictoriaMetrics
+		{`rate(http_requests_total[5m])`, `rate(http_requests_total[300s])`, true},
+		{`rate(http_requests_total[5m])`, `Rate(http_requests_total[5m])`, true},
+		{`rate(http_requests_total[5m])`, `rate({__name__="http_requests_total"}[5m])`, true},
+		{`rate(http_requests_total[5m])`, `rate({__name__=~"http_requests_total"}[5m])`, true},
+		{`rate(http_requests_total[5m])`, `rate(http_requests_total[0.0833333333h])`, false}, // 299999ms
+		{`rate(http_requests_total[5m])`, `rate(http_requests_total[5m1ms])`, false},
+		{`rate(http_requests_total[5m])`, `rate(http_requests_total[5i])`, false},
+		{`sum(x{a="1",b="2"}) by (a,b)`, `sum by (b, a, b) (x{b="2", a="1", a="1"})`, true},
+		{`sum(x{a="1",b="2"}) by (a,b)`, `sum by (a) (x{b="2", a="1"})`, false},
+		{`x{a="1" or b="2"}`, `x{b="2" or a="1"}`, true},
+		{`x{a="1"}`, `x{a=~"1"}`, true},
+		{`x{a="1"}`, `x{a=~"1|1"}`, true},
+		{`x{a="1"}`, `x{a=~"(?i)1"}`, true}, // a digit has no case
+		{`x{a="A"}`, `x{a=~"(?i)a"}`, false},
+		{`x{a="1"}`, `x{a!~"1"}`, false},
+		{`x{a=""}`, `x{a=~""}`, true},
+		{`x * on(a,b) group_left(c) y`, `x * on(b,a) group_left(c,c) y`, true},
+		{`x + y`, `x + ignoring() y`, true},
+		{`x + y`, `x + on() y`, false},
+		{`max_over_time(x[1h:1m])`, `max_over_time(x[60m:60s])`, true},
+		{`max_over_time(x[1h:1m])`, `max_over_time(x[1h:])`, false},
+		{`count({__name__=~".+"})`, `label_set(count({__name__=~".+"} offset 0s), "a", "b")`, true},
+		{`count({__name__=~".+"})`, `WITH (s = {__name__=~".{1,}"}) count(s)`, true},
+	} {
+		c := mustConfig(t, "limits:\n  - blocked_queries:\n      - pattern: '"+strings.ReplaceAll(tc.pattern, "'", "''")+"'\n")
+		_, err := c.Check(limited, mustRoute(t, "/api/v1/query"), enforce.Args{URL: url.Values{"query": {tc.query}}}, checkNow)
+		if blocked := err != nil && strings.Contains(err.Error(), "blocked query"); blocked != tc.blocked {
+			t.Errorf("pattern %s, query %s: blocked %v, want %v (%v)", tc.pattern, tc.query, blocked, tc.blocked, err)
+		}
+	}
+}
+
+// FuzzNormalize: the normal form leaves the request's parse as it was (the other steps share it), parses again,
+// and is its own normal form, so a pattern and a query meet in it whichever was written first.
+func FuzzNormalize(f *testing.F) {
+	for _, s := range []string{`count({__name__=~".+"} offset 0s)`, `sum by (b, a) (x{b="2", a=~"1|1"})`, `x{a="1" or b!=""}`,
+		`max_over_time(rate(x[5m] @ end())[1h:60s])`, `x * on(b,a) group_left(c) y > 0.0`, `Rate(x{a=~"(?i)1"}[300s])`,
+		`WITH (f(a) = sum(a) by ()) f({__name__=~".{1,}",job=~".*"})`, `{__name__=~".*"}`, `x[5i] offset -0s`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		e, err := enforce.ParseMetricsQL(q)
+		if err != nil || len(q) > 4096 {
+			return
+		}
+		before := string(e.AppendString(nil))
+		if _, err := enforce.ParseMetricsQL(before); err != nil {
+			return // metricsql prints a few queries in a form it does not read back (a quoted name of invalid UTF-8)
+		}
+		n := string(normalize(e).AppendString(nil))
+		if after := string(e.AppendString(nil)); after != before {
+			t.Fatalf("normalize changed the query it read: %s became %s", before, after)
+		}
+		again, err := canonical(n)
+		if err != nil {
+			t.Fatalf("the normal form %s of %s does not parse: %s", n, q, err)
+		}
+		if again != n {
+			t.Fatalf("the normal form of %s is %s, whose own is %s", q, n, again)
+		}
+	})
+}
