@@ -89,6 +89,17 @@ func qlCurrentCases(now time.Time) []qlRealCase {
 	}
 }
 
+// qlV179Cases are requests v1.79 reads differently from current releases: a time whose milliseconds are past
+// int64 (start=1e19, 2286 as seconds) it reads as 1970, and exports everything (TestTimeArgsAsVictoriaMetricsReadsThem).
+func qlV179Cases() []qlRealCase {
+	return []qlRealCase{
+		{qlCase{name: "a start past int64 milliseconds", path: "/api/v1/export", args: url.Values{"match[]": {"ql_e2e"}, "start": {"1e19"}},
+			limit: "max_total_query_length", want: "the request spans"}, `"job":"a"`},
+		{qlCase{name: "a whole-number start past int64 milliseconds", path: "/api/v1/series",
+			args: url.Values{"match[]": {"ql_e2e"}, "start": {"1700000000000000000"}}, limit: "max_total_query_length", want: "the request spans"}, `"job":"a"`},
+	}
+}
+
 // qlImport is 3 days of ql_e2e{job="a"} every 5 minutes, as export's JSON lines: every window, offset and subquery
 // of the cases reads data.
 func qlImport(now time.Time) string {
@@ -264,6 +275,9 @@ func TestQueryLimitsRealSingleNode(t *testing.T) {
 				return code == http.StatusOK && strings.Contains(body, `"job":"a"`), "the imported data is not visible: " + body
 			})
 			runQLRealCases(t, limited, other, qlRealCases(now))
+			if v.name == "v1.79.5" {
+				runQLRealCases(t, limited, other, qlV179Cases())
+			}
 			rec := qlProxy(t, vm.URL)
 			limited.g, other.g = gateway(rec.URL, qlRealConfig(0)), gateway(rec.URL, qlRealConfig(7))
 			checkQLTimeout(t, rec, limited, other)

@@ -1,0 +1,93 @@
+package querylimits
+
+import (
+	"encoding/json"
+	"math"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// timeArgCorpus is time args as clients and attackers write them: the forms each release reads its own way, the
+// edges of each form, and what no release should read.
+var timeArgCorpus = []string{
+	"", "0", "-0", "00", "1700000000", "+1700000000", "01700000000", "1700000000.5", "1700000000.123456", ".5", "5.",
+	"+.5", "-.5", "5e-1", "1.7e9", "1.7E9", "17e8", "1e10", "1e13", "1e16", "1e19", "1e300", "-1e300",
+	"1700000000000", "1700000000000.0", "1.7e12", "1700000000000000", "1700000000000000000", "99999999999",
+	"9223372036", "9223372036.854775807", "9223372037", "-9223372036", "-9223372037", "2026", "0001", "1677", "2262",
+	"-5", "-100", "-1.5", "-0.001", "Inf", "-Inf", "NaN", "0x10", "1_000",
+	"now", "now-1h", "now-1d", "now+1h", "1h", "-1h", "1h30m", "-1.5h", "1d", "1w", "1y", "-1y", "1ms", "100ms", "5i",
+	"2026-06-15", "2026-06", "2026-06-15T11", "2026-06-15T11:00", "2026-06-15T11:00:00", "2026-06-15T11:00:00Z",
+	"2026-06-15T11:00:00.123456789Z", "2026-06-15T11:00:00+02:00", "2026-06-15T11:00:00-02:00", "2026-06-15t11:00:00z",
+	"2026-06-15 11:00:00", "1677-01-01T00:00:00Z", "1678-01-01T00:00:00Z", "2261-12-31T23:59:59Z", "2262-05-01T00:00:00Z",
+	"9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "1969-12-31T23:59:59Z",
+	"-292277026596-12-04T15:30:07Z", "1700000000 ", " 1700000000",
+}
+
+// TestTimeArgsAsVictoriaMetricsReadsThem asks both real releases what they read each time arg as (the timestamp of
+// `time()` at it), and checks the query limits' reading covers it: the earliest reading no later and the latest no
+// earlier, so that neither max_query_lookback nor max_total_query_length is judged on a later time than the
+// backend reads. A release that refuses an arg reads nothing; the gateway may refuse it too.
+func TestTimeArgsAsVictoriaMetricsReadsThem(t *testing.T) {
+	for _, rel := range []struct {
+		name  string
+		start func(testing.TB, ...string) *vmtest.VM
+	}{{"v1.79.5", vmtest.Start}, {vmtest.CurrentVersion, vmtest.StartCurrent}} {
+		t.Run(rel.name, func(t *testing.T) {
+			vm := rel.start(t)
+			read := 0
+			for _, arg := range timeArgCorpus {
+				before := time.Now().UnixMilli()
+				ts, ok := vmReadsTime(t, vm.URL, arg)
+				after := time.Now().UnixMilli()
+				if !ok {
+					continue
+				}
+				read++
+				lo, _, err := parseTimeRange(arg, before)
+				_, hi, err2 := parseTimeRange(arg, after)
+				if err != nil || err2 != nil {
+					continue // refused before anything is forwarded
+				}
+				// 1.79.5 reads now to the second; the arg's own precision is the millisecond.
+				if ts < lo-1000 || ts > hi+1000 {
+					t.Errorf("time=%q: %s reads %s, the query limits %s..%s", arg, rel.name, fmtTime(ts), fmtTime(lo), fmtTime(hi))
+				}
+			}
+			if read < len(timeArgCorpus)/2 {
+				t.Fatalf("%s read only %d of %d time args: is time() answering?", rel.name, read, len(timeArgCorpus))
+			}
+		})
+	}
+}
+
+// vmReadsTime is the time VictoriaMetrics reads arg as, in milliseconds, or false when it refuses it.
+func vmReadsTime(t *testing.T, base, arg string) (int64, bool) {
+	t.Helper()
+	resp, err := http.PostForm(base+"/api/v1/query", url.Values{"query": {"time()"}, "time": {arg}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ans struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, false
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil || len(ans.Data.Result) != 1 {
+		t.Fatalf("time=%q: an answer of 200 without one sample: %v", arg, err)
+	}
+	secs, ok := ans.Data.Result[0].Value[0].(float64)
+	if !ok {
+		t.Fatalf("time=%q: the sample's timestamp is %v", arg, ans.Data.Result[0].Value[0])
+	}
+	return int64(math.Round(secs * 1000)), true
+}
