@@ -91,3 +91,81 @@ func vmReadsTime(t *testing.T, base, arg string) (int64, bool) {
 	}
 	return int64(math.Round(secs * 1000)), true
 }
+
+// stepArgCorpus is step args in the forms VictoriaMetrics reads: seconds in any number form, durations, and what
+// it refuses.
+var stepArgCorpus = []string{
+	"", "60", "060", "+60", "6_0", "1_0_0", "1.5", "1e1", "1E1", "0.5e2", ".5e2", "60.", "1m", "1m30s", "90s", "1.5m",
+	"3600000ms", "1h", "1d", "1w", "1y", "1h30m", "-60", "-1m", "0", "1i", "Inf", "NaN", "1e-3", "0.001", "60ms",
+	"60 ", "0x3c", "1e400", "9223372036854775807", "1_0m", "1m_0s", "1.5h", "2d12h",
+}
+
+// TestStepArgsAsVictoriaMetricsReadsThem asks both real releases what step they read each step arg as (the
+// spacing of `time()` over a range) and checks min_step is never judged on a coarser step than the backend runs.
+func TestStepArgsAsVictoriaMetricsReadsThem(t *testing.T) {
+	for _, rel := range []struct {
+		name  string
+		start func(testing.TB, ...string) *vmtest.VM
+	}{{"v1.79.5", vmtest.Start}, {vmtest.CurrentVersion, vmtest.StartCurrent}} {
+		t.Run(rel.name, func(t *testing.T) {
+			vm := rel.start(t)
+			read := 0
+			for _, arg := range stepArgCorpus {
+				step, ok := vmReadsStep(t, vm.URL, arg)
+				if !ok {
+					continue
+				}
+				read++
+				if arg == "" {
+					continue // no step arg: the gateway judges VictoriaMetrics' default, not an arg
+				}
+				got, err := parseDurationArg(arg)
+				if err == nil && got > step {
+					t.Errorf("step=%q: %s runs at %s, the query limits read %s", arg, rel.name, fmtDuration(step), fmtDuration(got))
+				}
+			}
+			if read < len(stepArgCorpus)/2 {
+				t.Fatalf("%s read only %d of %d step args: is time() answering?", rel.name, read, len(stepArgCorpus))
+			}
+		})
+	}
+}
+
+// vmReadsStep is the step VictoriaMetrics runs a range at for arg, in milliseconds, or false when it refuses arg.
+// The range is 12 hours, or 3 years for a step too long to give two points in 12 hours.
+func vmReadsStep(t *testing.T, base, arg string) (int64, bool) {
+	t.Helper()
+	for _, end := range []string{"1700043200", "1794608000"} {
+		resp, err := http.PostForm(base+"/api/v1/query_range", url.Values{"query": {"time()"}, "start": {"1700000000"}, "end": {end}, "step": {arg}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ans struct {
+			Data struct {
+				Result []struct {
+					Values [][2]any `json:"values"`
+				} `json:"result"`
+			} `json:"data"`
+		}
+		code := resp.StatusCode
+		err = json.NewDecoder(resp.Body).Decode(&ans)
+		resp.Body.Close()
+		if code != http.StatusOK {
+			return 0, false
+		}
+		if err != nil || len(ans.Data.Result) != 1 {
+			t.Fatalf("step=%q: an answer of 200 without one series: %v", arg, err)
+		}
+		vs := ans.Data.Result[0].Values
+		if len(vs) < 2 {
+			continue
+		}
+		t0, ok0 := vs[0][0].(float64)
+		t1, ok1 := vs[1][0].(float64)
+		if !ok0 || !ok1 {
+			t.Fatalf("step=%q: timestamps %v %v", arg, vs[0][0], vs[1][0])
+		}
+		return int64(math.Round((t1 - t0) * 1000)), true
+	}
+	return 0, false
+}
