@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -300,5 +302,140 @@ func TestTruncationFollowsAddresses(t *testing.T) {
 	limit(0)
 	if o := gauge(old); o != "absent" {
 		t.Fatalf("the gone address's gauge is still exported: %s", o)
+	}
+}
+
+// TestLabelGuardHostileCorpusOnDebian writes a corpus of lines an attacker holding a team-dev token would try
+// (escapes, quotes, braces and commas inside values, duplicate and empty labels, odd spacing and line ends, Influx
+// escapes and several fields, JSON duplicate keys and escapes) through the gateway to Debian's 1.79.5 with a label
+// limit of 4, and the same lines straight to a second 1.79.5 with the token's extra_label as the gateway would send
+// them. Straight, several are stored without team dev (the corpus has teeth); through the gateway every series
+// stored has team dev, whatever each line's answer was.
+func TestLabelGuardHostileCorpusOnDebian(t *testing.T) {
+	const limit = 4
+	viaGW, direct := vmtest.Start(t, fmt.Sprintf("-maxLabelsPerTimeseries=%d", limit)), vmtest.Start(t, fmt.Sprintf("-maxLabelsPerTimeseries=%d", limit))
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+viaGW.URL, "-write.url="+viaGW.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+		"-write.labelTruncationCheckInterval=1h")
+	write := mint(t, priv, "-mode=write", "-extraLabels=team=dev")
+	ms := time.Now().UnixMilli()
+	type entry struct{ path, body string }
+	prom := func(lines ...string) []entry {
+		var es []entry
+		for _, l := range lines {
+			es = append(es, entry{"/api/v1/import/prometheus", l})
+		}
+		return es
+	}
+	corpus := prom(
+		"c01{a=\"1\",b=\"2\",c=\"3\"} 1\n",
+		"c02{team=\"ops\",a=\"1\",b=\"2\"} 1\n",
+		"c03{team=\"ops\",a=\"x\\\",b=\\\"y\",c=\"z\"} 1\n",
+		"c04{team=\"ops\",a=\"}\",b=\"2\"} 1\n",
+		"c05{team=\"ops\",a=\"{\",b=\"}\"} 1\n",
+		"c06{team=\"ops\",a=\"1\",b=\"2\",} 1\n",
+		"c07 {team=\"ops\",a=\"1\",b=\"2\"} 1\n",
+		"c08{ team=\"ops\" , a=\"1\" , b=\"2\" } 1\n",
+		"c09{team=\"ops\",a=\"1\",b=\"2\"}1\n",
+		"c10{team=\"ops\",a=\"1\",b=\"2\"} 1 "+strconv.FormatInt(ms, 10)+"\n",
+		"c11{team=\"ops\",a=\"1\",b=\"2\",team=\"ops2\"} 1\n",
+		"c12{team=\"ops\",a=\"\",b=\"2\",c=\"3\"} 1\n",
+		"{__name__=\"c13\",team=\"ops\",a=\"1\",b=\"2\"} 1\n",
+		"c14{team='ops',a='1',b='2'} 1\n",
+		"c15{team=\"ops\",a=\"1\",b=\"2\"} 1 # comment\n",
+		"c16{team=\"ops\",a=\"1\",b=\"2\"} 1\r\n",
+		"# TYPE c17 gauge\nc17{team=\"ops\",a=\"1\",b=\"2\"} 1\n",
+		"c18{team=\"ops\",a=\"1\",b=\"2\"} NaN\n",
+		"  c19{team=\"ops\",a=\"1\",b=\"2\"} 1\n",
+		"c20{team=\"ops\"\t,a=\"1\",\tb=\"2\"}\t1\n",
+		"c21{team=\"ops\",a=\"1\\n\",b=\"2\"} 1\n",
+		"c22{team=\"ops\",a=\"1\",b=\"2\"} 1\rc22b{team=\"ops\",a=\"1\",b=\"2\"} 1\n",
+		"c23:x.y{team=\"ops\",a=\"1\",b=\"2\"} 1\n",
+		"c24{team=\"ops\",a=\"1\",b=\"2\",c=\"3\",d=\"4\",e=\"5\",f=\"6\"} 1\n",
+		"c25{team=\"ops\",a=\"1\",b=\"2\"} 1\nc25ok{team=\"ops\"} 1\n",
+		"c26{team=\"ops\",a=\"1\",b=\"2\"} 1",
+		"c27{team=\"ops\",\"a\"=\"1\",b=\"2\"} 1\n",
+		"c28{team=\"ops\",a=\"1\",b=\"2\"\n} 1\n",
+		"c29{team=\"ops\",a=\"1\"b=\"2\"} 1\n",
+		"c30{team=\"ops\",a=\"\\\\\",b=\"2\"} 1\n",
+	)
+	for _, l := range []string{
+		"i01,team=ops,a=1,b=2,c=3 f=1\n",
+		"i02,team=ops,a=1\\,x=2,b=2,c=3 f=1\n",
+		"i03,team=ops,a=1\\ x=2,b=2,c=3 f=1\n",
+		"i04,team=ops,a=1,b=2 f=1,g=2,h=\"x,y=z\"\n",
+		"i05\\,x=y,team=ops,a=1,b=2,c=3 f=1\n",
+		"i06,team=ops,a=1,b=2,c=3 f=1 " + strconv.FormatInt(ms*1e6, 10) + "\n",
+		"i07,team=ops,a=1,b=2,team=ops2 f=1\n",
+		"i08,team=ops,a=1,b=2,c= f=1\n",
+		"i09,team=ops,a\\=b=1,c=2,d=3 f=1\n",
+		"i10,team=ops,a=1,b=2,c=3 f=1\r\n",
+		"i11,team=ops,a=1,b=2,c=3 f=\"s\",g=1i\n",
+		"i12,team=ops,a=1,b=2,c=3  f=1\n",
+		"i13,team=ops,a=1,b=2,c=3,d=4,e=5 f=1\n",
+		"i14,team=ops,a=1 f=1\ni14b,team=ops,a=1,b=2,c=3 f=1\n",
+	} {
+		corpus = append(corpus, entry{"/influx/write", l})
+		corpus = append(corpus, entry{"/influx/write?db=d" + l[1:3], strings.Replace(l, "i", "k", 1)})
+	}
+	for _, l := range []string{
+		`{"metric":{"__name__":"j01","team":"ops","a":"1","b":"2"},"values":[1],"timestamps":[T]}`,
+		`{"metric":{"__name__":"j02","team":"ops","a":"1","a":"2","b":"2"},"values":[1],"timestamps":[T]}`,
+		`{"metric":{"__name__":"j03","te\u0061m":"ops","a":"1","b":"2"},"values":[1],"timestamps":[T]}`,
+		`{"metric":{"__name__":"j04","team":"ops","a":"","b":"2","c":"3"},"values":[1],"timestamps":[T]}`,
+		`{"values":[1],"timestamps":[T],"metric":{"__name__":"j05","team":"ops","a":"1","b":"2"}}`,
+		`{"metric":{"__name__":"j06","team":"ops","a":"1","b":"2"},"metric":{"__name__":"j06b"},"values":[1],"timestamps":[T]}`,
+		` { "metric" : { "__name__" : "j07" , "team" : "ops" , "a" : "1" , "b" : "2" } , "values" : [1] , "timestamps" : [T] } `,
+		`{"metric":{"__name__":"j08","team":"ops","a":"1","b":"2"},"values":[1],"timestamps":[T]}{"metric":{"__name__":"j08b"},"values":[1],"timestamps":[T]}`,
+		`{"metric":{"__name__":"j09","team":"ops","a":1,"b":"2"},"values":[1],"timestamps":[T]}`,
+		`{"metric":{"__name__":"j10","team":"ops","a":"1","b":"2","c":"3","d":"4"},"values":[1,2],"timestamps":[T,T]}`,
+	} {
+		corpus = append(corpus, entry{"/api/v1/import", strings.ReplaceAll(l, "T", strconv.FormatInt(ms, 10)) + "\n"})
+	}
+
+	for _, e := range corpus {
+		code, _, answer := do(t, http.MethodPost, g.URL+e.path, strings.NewReader(e.body), append(bearer(write), "Content-Type", "text/plain")...)
+		if code >= 500 {
+			t.Errorf("POST %s %q through the gateway: %d %s", e.path, e.body, code, answer)
+		}
+		sep := "?"
+		if strings.Contains(e.path, "?") {
+			sep = "&"
+		}
+		code, _, answer = do(t, http.MethodPost, direct.URL+e.path+sep+"extra_label=team=dev", strings.NewReader(e.body), "Content-Type", "text/plain")
+		if code >= 500 {
+			t.Errorf("POST %s %q straight: %d %s", e.path, e.body, code, answer)
+		}
+	}
+	// Series stored under a team other than dev, or under none, and all series stored.
+	foreign := func(vm *vmtest.VM) (bad []string, all int) {
+		vm.Flush(t)
+		_, _, export := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]="+url.QueryEscape(`{__name__=~".+"}`), nil)
+		for _, l := range strings.Split(strings.TrimSpace(export), "\n") {
+			var s struct{ Metric map[string]string }
+			if l == "" {
+				continue
+			}
+			if err := json.Unmarshal([]byte(l), &s); err != nil {
+				t.Fatalf("export line %q: %s", l, err)
+			}
+			all++
+			if s.Metric["team"] != "dev" {
+				bad = append(bad, fmt.Sprint(s.Metric))
+			}
+		}
+		return bad, all
+	}
+	var leaked []string
+	var stored int
+	vmtest.Eventually(t, func() (bool, string) {
+		bad, all := foreign(direct)
+		leaked = bad
+		_, stored = foreign(viaGW)
+		return len(bad) >= 10 && stored >= 5, fmt.Sprintf("straight: %d series of %d outside team dev; through the gateway %d stored", len(bad), all, stored)
+	})
+	t.Logf("straight to 1.79.5, %d series were stored outside team dev, e.g. %s", len(leaked), leaked[0])
+	if bad, all := foreign(viaGW); len(bad) > 0 {
+		t.Errorf("through the gateway, %d of %d series were stored outside team dev: %s", len(bad), all, strings.Join(bad, "; "))
 	}
 }
