@@ -526,7 +526,7 @@ func TestBackendsDiscoverIPs(t *testing.T) {
 	}
 	// The write backend's label truncation is checked at each address found (the recorder is not VictoriaMetrics:
 	// -1), not at the name.
-	want := `vmgateway_write_backend_truncates_labels{backend="http://127.0.0.1:` + port + `/p"} -1`
+	want := `vmgateway_write_backend_truncates_labels{backend="http://127.0.0.1:` + port + `/p",host="localhost:` + port + `"} -1`
 	_, _, m := do(t, http.MethodGet, g.URL+"/metrics", nil)
 	if !strings.Contains(m, want) {
 		t.Fatalf("/metrics lacks %s", want)

@@ -284,7 +284,7 @@ func TestTruncationFollowsAddresses(t *testing.T) {
 		var b bytes.Buffer
 		metrics.WritePrometheus(&b, false)
 		for _, l := range strings.Split(b.String(), "\n") {
-			if v, ok := strings.CutPrefix(l, fmt.Sprintf("vmgateway_write_backend_truncates_labels{backend=%q} ", vm.URL)); ok {
+			if v, ok := strings.CutPrefix(l, fmt.Sprintf("vmgateway_write_backend_truncates_labels{backend=%q,host=%q} ", vm.URL, "vminsert.example:8480")); ok {
 				return v
 			}
 		}

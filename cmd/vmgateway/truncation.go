@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -61,12 +62,14 @@ const (
 	truncationUnknown = -1 // the backend's /metrics names neither behaviour (not VictoriaMetrics, or a relay)
 	truncationDrops   = 0
 	truncationCuts    = 1
-	// truncationUnchecked is the state before the first check, shown as unknown: the first result is always logged.
+	// truncationUnchecked is the state before the first look, shown as unknown: the first result is always logged.
 	truncationUnchecked = -2
-	// truncationUnreachable: its /metrics could not be read (down, not up yet, refused), shown as unknown. Writes that
-	// reach it meanwhile may reach an old release whose limit is not known: those through narrowed tokens are
-	// refused (503, to be sent again) until it can be read.
+	// truncationUnreachable: no connection to it (down, not up yet), shown as unknown. Writes cannot reach it either;
+	// when it comes up it may be an old release whose limit is not known.
 	truncationUnreachable = -3
+	// truncationUnreadable: it is there but its /metrics was not read (an error status, a -metricsAuthKey the
+	// gateway lacks, a page slower than the first look may wait), shown as unknown. It may take writes meanwhile.
+	truncationUnreadable = -4
 )
 
 // lookSpacing is the least time between two looks at the backends.
@@ -78,36 +81,51 @@ const recheckMost = time.Minute
 // maxMetricsPage bounds what the check reads of a backend's /metrics (VictoriaMetrics' is 1-2 MiB).
 const maxMetricsPage = 32 << 20
 
+// maxGone bounds the addresses gone from discovery whose verdict is kept for their return.
+const maxGone = 1024
+
+// leaveGrace is how long an address gone from discovery still counts for the guard: a write may have been routed on
+// the list it was in (its guard waits at most firstCheckWait).
+const leaveGrace = 30 * time.Second
+
 // truncationWatch checks the write backends now and then; its gauges say what it found last. With
 // -discoverBackendIPs it checks every address found, since a rolling upgrade or a rollback puts releases of both
-// kinds behind one name: the gateway tells it of an address before writes can reach it (gateway.Config.WriteAddrs).
+// kinds behind one name: the gateway tells it of an address before writes can reach it (gateway.Config.WriteAddrs),
+// the address is looked at at once, and narrowed writes wait for that look.
 type truncationWatch struct {
 	client *http.Client
 	stop   context.CancelFunc
 	done   sync.WaitGroup
-	// targets is the current list, replaced whole by setAddrs.
-	targets atomic.Pointer[[]*truncationTarget]
-	// again asks for a look before the timer's: a write found a backend not read yet, or a new address came.
+	// targets is the current list, replaced whole by setAddrs; leaving is those gone from it within leaveGrace.
+	targets, leaving atomic.Pointer[[]*truncationTarget]
+	// again asks for a look before the timer's: a write found a backend not read.
 	again chan struct{}
 
 	mu sync.Mutex // guards what follows, and the replacement of targets
-	// looked is closed when the look in progress, or else the next one, ends.
-	looked chan struct{}
+	// ctx is the running watch's, nil before start: a new address's first look runs under it.
+	ctx context.Context
+	// gone keeps what was found of addresses discovery dropped: one that drops out of DNS for a round (a readiness
+	// flap) comes back as what it was, not as an address never read.
+	gone map[targetKey]*truncationTarget
 }
 
+// targetKey tells backends apart: a name and the Host header it is asked with (virtual hosts behind one address).
+type targetKey struct{ name, host string }
+
 type truncationTarget struct {
+	key   targetKey
 	url   *url.URL // the backend's /metrics, credentials kept for the request
-	host  string   // the Host header for a discovered address, "" otherwise
-	name  string   // redacted, for logs and the metric's label
-	state *atomic.Int64
+	state atomic.Int64
 	limit atomic.Int64 // its -maxLabelsPerTimeseries, 0 when not known
 	// failing: the last look failed, and state is what an earlier one found.
 	failing atomic.Bool
+	// goneAt is when discovery dropped it (unix nanoseconds), 0 while it is in the list.
+	goneAt atomic.Int64
+	// looking keeps one look at a time; first is closed once the first look has ended, whatever it found.
+	looking   sync.Mutex
+	first     chan struct{}
+	firstOnce sync.Once
 }
-
-// truncationStates holds each backend's state behind its gauge, which is registered once per process: an app built
-// again (a test) takes the gauge over.
-var truncationStates sync.Map // backend name → *atomic.Int64
 
 // newTruncationWatch prepares the check of urls through rt; nil when the check is off. Discovery replaces urls with
 // the addresses behind them through setAddrs.
@@ -118,8 +136,9 @@ func newTruncationWatch(urls []*url.URL, rt http.RoundTripper) *truncationWatch 
 	client := &http.Client{Transport: rt, Timeout: 30 * time.Second,
 		// The backend's own page or nothing: a redirect elsewhere would say nothing about the backend.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	w := &truncationWatch{client: client, again: make(chan struct{}, 1), looked: make(chan struct{})}
+	w := &truncationWatch{client: client, again: make(chan struct{}, 1), gone: map[targetKey]*truncationTarget{}}
 	w.targets.Store(&[]*truncationTarget{})
+	w.leaving.Store(&[]*truncationTarget{})
 	addrs := make([]gateway.BackendAddr, len(urls))
 	for i, u := range urls {
 		addrs[i] = gateway.BackendAddr{URL: u}
@@ -128,55 +147,134 @@ func newTruncationWatch(urls []*url.URL, rt http.RoundTripper) *truncationWatch 
 	return w
 }
 
-// setAddrs makes addrs the backends checked: an address already known keeps what was found of it, a new one is
-// looked at soon, and writes through narrowed tokens wait for that look (labelLimit).
+// setAddrs makes addrs the backends checked: an address already known, or known before it went, keeps what was
+// found of it; a new one is looked at at once, and narrowed writes wait for that look (labelLimit).
 func (w *truncationWatch) setAddrs(addrs []gateway.BackendAddr) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	old := *w.targets.Load()
+	old := make(map[targetKey]*truncationTarget, len(addrs))
+	for _, t := range *w.targets.Load() {
+		old[t.key] = t
+	}
 	list := make([]*truncationTarget, 0, len(addrs))
-	added := false
 	for _, a := range addrs {
-		name := redact.URL(a.URL)
-		if i := slices.IndexFunc(old, func(t *truncationTarget) bool { return t.name == name && t.host == a.Host }); i >= 0 {
-			list = append(list, old[i])
+		k := targetKey{name: redact.URL(a.URL), host: a.Host}
+		if slices.ContainsFunc(list, func(t *truncationTarget) bool { return t.key == k }) {
+			continue // a -write.url given twice is one backend
+		}
+		if t := old[k]; t != nil {
+			list = append(list, t)
+			delete(old, k)
 			continue
 		}
-		u := a.URL
-		m := *u
-		m.Path = strings.TrimSuffix(u.Path, "/") + "/metrics"
-		m.RawPath = strings.TrimSuffix(u.EscapedPath(), "/") + "/metrics"
-		// Of the write URL's args only the key VictoriaMetrics' -metricsAuthKey asks for: without it a careful
-		// operator's backend would always read as unknown.
-		m.RawQuery, m.Fragment = "", ""
-		if k := u.Query().Get("authKey"); k != "" {
-			m.RawQuery = url.Values{"authKey": {k}}.Encode()
+		t := w.gone[k]
+		if t != nil {
+			delete(w.gone, k)
+			t.goneAt.Store(0)
+			// Back after a round away: what it was until a look says otherwise, and that look now.
+			slog.Info("a write backend address is back; it is taken to be what it was found to be until it is looked at again",
+				"backend", k.name, "truncates_labels", t.state.Load())
+		} else {
+			t = newTarget(k, a.URL)
 		}
-		t := &truncationTarget{url: &m, host: a.Host, name: name}
-		st, loaded := truncationStates.LoadOrStore(name, new(atomic.Int64))
-		t.state = st.(*atomic.Int64)
-		t.state.Store(truncationUnchecked)
-		if !loaded {
-			metrics.NewGauge(truncationGauge(name), func() float64 { return float64(max(t.state.Load(), truncationUnknown)) })
-		}
+		truncationGauges.add(t)
 		list = append(list, t)
-		added = true
+		if w.ctx != nil {
+			w.done.Add(1)
+			go func() {
+				defer w.done.Done()
+				w.checkOne(w.ctx, t)
+			}()
+		}
 	}
 	w.targets.Store(&list)
-	for _, t := range old {
-		if !slices.Contains(list, t) {
-			// An address gone: its series would stay at its last value for good.
-			metrics.UnregisterMetric(truncationGauge(t.name))
-			truncationStates.Delete(t.name)
+	now := time.Now().UnixNano()
+	var leaving []*truncationTarget
+	for _, t := range *w.leaving.Load() {
+		if at := t.goneAt.Load(); at != 0 && now-at < int64(leaveGrace) {
+			leaving = append(leaving, t)
 		}
 	}
-	if added {
-		w.lookSoon()
+	for k, t := range old {
+		t.goneAt.Store(now)
+		leaving = append(leaving, t)
+		truncationGauges.remove(t)
+		if len(w.gone) >= maxGone {
+			for g := range w.gone {
+				delete(w.gone, g)
+				break
+			}
+		}
+		w.gone[k] = t
+		if t.state.Load() == truncationCuts {
+			slog.Info("a write backend address that truncates series over its label limit is gone", "backend", k.name)
+		}
 	}
+	w.leaving.Store(&leaving)
 }
 
-func truncationGauge(name string) string {
-	return fmt.Sprintf(`vmgateway_write_backend_truncates_labels{backend=%q}`, name)
+func newTarget(k targetKey, u *url.URL) *truncationTarget {
+	m := *u
+	m.Path = strings.TrimSuffix(u.Path, "/") + "/metrics"
+	m.RawPath = strings.TrimSuffix(u.EscapedPath(), "/") + "/metrics"
+	// Of the write URL's args only the key VictoriaMetrics' -metricsAuthKey asks for: without it a careful
+	// operator's backend would always read as unknown.
+	m.RawQuery, m.Fragment = "", ""
+	if key := u.Query().Get("authKey"); key != "" {
+		m.RawQuery = url.Values{"authKey": {key}}.Encode()
+	}
+	t := &truncationTarget{key: k, url: &m, first: make(chan struct{})}
+	t.state.Store(truncationUnchecked)
+	return t
+}
+
+// gaugeRegistry registers one gauge per backend, which the metrics package allows once per process: the newest
+// target of a key is the one shown (an app built again in a test takes it over), and the gauge goes with the last.
+type gaugeRegistry struct {
+	mu sync.Mutex
+	m  map[targetKey]*gaugeEntry
+}
+
+type gaugeEntry struct {
+	target atomic.Pointer[truncationTarget]
+	refs   int
+}
+
+var truncationGauges = gaugeRegistry{m: map[targetKey]*gaugeEntry{}}
+
+func (r *gaugeRegistry) add(t *truncationTarget) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.m[t.key]
+	if e == nil {
+		e = &gaugeEntry{}
+		r.m[t.key] = e
+		metrics.NewGauge(truncationGauge(t.key), func() float64 { return float64(max(e.target.Load().state.Load(), truncationUnknown)) })
+	}
+	e.target.Store(t)
+	e.refs++
+}
+
+func (r *gaugeRegistry) remove(t *truncationTarget) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.m[t.key]
+	if e == nil {
+		return
+	}
+	if e.refs--; e.refs > 0 {
+		return
+	}
+	// An address gone: its series would stay at its last value for good.
+	delete(r.m, t.key)
+	metrics.UnregisterMetric(truncationGauge(t.key))
+}
+
+func truncationGauge(k targetKey) string {
+	if k.host != "" {
+		return fmt.Sprintf(`vmgateway_write_backend_truncates_labels{backend=%q,host=%q}`, k.name, k.host)
+	}
+	return fmt.Sprintf(`vmgateway_write_backend_truncates_labels{backend=%q}`, k.name)
 }
 
 func (w *truncationWatch) current() []*truncationTarget { return *w.targets.Load() }
@@ -190,25 +288,20 @@ func (w *truncationWatch) lookSoon() {
 }
 
 // start checks every backend at once, in the background, and then every -write.labelTruncationCheckInterval, sooner
-// while one could not be read or a new address came.
+// while one could not be read.
 func (w *truncationWatch) start() {
 	if w == nil {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w.stop = cancel
+	w.mu.Lock()
+	w.stop, w.ctx = cancel, ctx
+	w.mu.Unlock()
 	w.done.Add(1)
 	go func() {
 		defer w.done.Done()
 		retry := recheckFirst
 		for {
-			// The setAddrs of New already asked for this first look.
-			select {
-			case <-ctx.Done():
-				return
-			case <-w.again:
-			default:
-			}
 			w.checkAll(ctx)
 			wait := *labelTruncationCheckInterval
 			if w.unknown() {
@@ -259,36 +352,51 @@ func labelLimitOf(w *truncationWatch) func(context.Context) (int, error) {
 
 // labelLimit is the label limit of the write backends that truncate, the least of them, or 0 when none does; the
 // gateway's label guard applies while it is not 0. A backend not looked at yet (at the start, or an address just
-// discovered) is waited for, up to firstCheckWait or ctx. A backend that could not be read may have come up since (a
-// restart of both) and be an old release with any limit: with no other backend read the write is refused, to be
-// sent again, and the backend looked at again at once.
+// discovered) is waited for, up to firstCheckWait or ctx. Of one that could not be read:
+//   - with no backend read at all there is nothing to go by: the write is refused, to be sent again;
+//   - one there but unreadable (an error status, a page too slow) may be an old release taking writes: the guard
+//     applies at no more than the lowest default limit VictoriaMetrics has had;
+//   - one the gateway cannot connect to cannot take the write either, and is taken to be of the release of those read
+//     (one fleet), so that one vminsert down does not change the writes that go to the others.
+//
+// Each asks for a look at once.
 func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 	if *writeMaxLabels > 0 {
 		return *writeMaxLabels, nil
 	}
 	ts := w.current()
 	var timeout *time.Timer
-	for slices.ContainsFunc(ts, func(t *truncationTarget) bool { return t.state.Load() == truncationUnchecked }) {
+	for _, t := range ts {
+		if t.state.Load() != truncationUnchecked {
+			continue
+		}
 		if timeout == nil {
 			timeout = time.NewTimer(firstCheckWait)
 			defer timeout.Stop()
+			w.lookSoon() // before start, or a first look not begun
 		}
-		w.mu.Lock()
-		looked := w.looked
-		w.mu.Unlock()
-		w.lookSoon()
 		select {
-		case <-looked:
-			ts = w.current()
-			continue
+		case <-t.first:
 		case <-ctx.Done():
 			return 0, context.Cause(ctx)
 		case <-timeout.C:
+			// Out of time: the rest are read as they are.
+			timeout.Reset(0)
 		}
-		break
 	}
-	least, unread, known := 0, false, false
+	least, known, failing := 0, false, false
+	var unread, unreadable []string
+	if l := *w.leaving.Load(); len(l) > 0 {
+		// Writes routed on a list from before an address went still reach it.
+		now := time.Now().UnixNano()
+		for _, t := range l {
+			if at := t.goneAt.Load(); at != 0 && now-at < int64(leaveGrace) {
+				ts = append(ts[:len(ts):len(ts)], t)
+			}
+		}
+	}
 	for _, t := range ts {
+		failing = failing || t.failing.Load()
 		switch t.state.Load() {
 		case truncationCuts:
 			l := fallbackLabelLimit
@@ -301,24 +409,25 @@ func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 			known = true
 		case truncationDrops:
 			known = true
-		case truncationUnreachable, truncationUnchecked:
-			unread = true
+		case truncationUnreachable:
+			unread = append(unread, t.key.name)
+		case truncationUnreadable, truncationUnchecked:
+			unreadable = append(unreadable, t.key.name)
 		}
 	}
-	if unread {
+	if len(unread)+len(unreadable) > 0 || failing {
 		w.lookSoon()
-		// Of several backends, one down is taken to be of the release of those read (one fleet), so that the
-		// writes go on to the others; with none read there is nothing to go by.
-		if !known {
-			return 0, errBackendUnread
-		}
+	}
+	if len(unread)+len(unreadable) > 0 && !known {
+		return 0, fmt.Errorf("the /metrics of the write backend %s could not be read (down, starting, or refusing the gateway: "+
+			"give its -metricsAuthKey as authKey in -write.url), so it may be an old release that truncates series at a limit not known; "+
+			"-write.maxLabelsPerTimeseries sets one", strings.Join(append(unread, unreadable...), ", "))
+	}
+	if len(unreadable) > 0 && (least == 0 || least > fallbackLabelLimit) {
+		least = fallbackLabelLimit
 	}
 	return least, nil
 }
-
-var errBackendUnread = errors.New("a write backend's /metrics could not be read (down, starting, or refusing the gateway: " +
-	"give its -metricsAuthKey as authKey in -write.url), so it may be an old release that truncates series at a limit not known; " +
-	"-write.maxLabelsPerTimeseries sets one")
 
 func (w *truncationWatch) close() {
 	if w == nil || w.stop == nil {
@@ -328,7 +437,7 @@ func (w *truncationWatch) close() {
 	w.done.Wait()
 }
 
-// checkAll looks at every backend at once, so that one slow to answer does not hold back the look at a new one.
+// checkAll looks at every backend at once, so that one slow to answer does not hold back the others.
 func (w *truncationWatch) checkAll(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, t := range w.current() {
@@ -339,13 +448,12 @@ func (w *truncationWatch) checkAll(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
-	w.mu.Lock()
-	close(w.looked)
-	w.looked = make(chan struct{})
-	w.mu.Unlock()
 }
 
 func (w *truncationWatch) checkOne(ctx context.Context, t *truncationTarget) {
+	t.looking.Lock()
+	defer t.looking.Unlock()
+	defer t.firstOnce.Do(func() { close(t.first) })
 	prev := t.state.Load()
 	lctx := ctx
 	if prev == truncationUnchecked {
@@ -364,7 +472,7 @@ func (w *truncationWatch) checkOne(ctx context.Context, t *truncationTarget) {
 		// guard off while it still does.
 		if !t.failing.Swap(true) {
 			slog.Warn("cannot read the write backend's /metrics; it is taken to be what it was found to be until it can be read",
-				"backend", t.name, "truncates_labels", prev, "err", err)
+				"backend", t.key.name, "truncates_labels", prev, "err", err)
 		}
 		return
 	}
@@ -373,21 +481,27 @@ func (w *truncationWatch) checkOne(ctx context.Context, t *truncationTarget) {
 	if prev := t.state.Swap(state); prev == state {
 		return
 	}
+	name := t.key.name
 	switch state {
 	case truncationCuts:
 		slog.Error("the write backend truncates series that have more labels than its -maxLabelsPerTimeseries instead of "+
 			"dropping them (VictoriaMetrics before v1.108.0): a token's extra_labels could be cut off a series the client "+
 			"wrote with that many labels. The gateway now counts the labels of each series written through a token with "+
 			"extra_labels and drops those over the limit, and refuses such writes in formats it cannot count. "+
-			"Upgrade the write backend to v1.108.0 or later", "backend", t.name, "maxLabelsPerTimeseries", limit)
+			"Upgrade the write backend to v1.108.0 or later", "backend", name, "maxLabelsPerTimeseries", limit)
 	case truncationDrops:
-		slog.Info("the write backend drops series over its label limit, as write isolation needs", "backend", t.name)
+		slog.Info("the write backend drops series over its label limit, as write isolation needs", "backend", name)
 	case truncationUnreachable:
+		slog.Warn("cannot connect to the write backend to read its /metrics and tell whether it truncates series over its "+
+			"label limit; writes through tokens with extra_labels are refused until it can be read, unless another write "+
+			"backend was read", "backend", name, "err", err)
+	case truncationUnreadable:
 		slog.Warn("cannot read the write backend's /metrics to tell whether it truncates series over its label limit; "+
-			"writes through tokens with extra_labels are refused until it can be read", "backend", t.name, "err", err)
+			"writes through tokens with extra_labels are guarded at the lowest default limit meanwhile, or refused when no "+
+			"write backend was read", "backend", name, "maxLabelsPerTimeseries", fallbackLabelLimit, "err", err)
 	default:
 		slog.Warn("cannot tell whether the write backend truncates series over its label limit (VictoriaMetrics before "+
-			"v1.108.0 does, which breaks write isolation); check its version", "backend", t.name, "err", err)
+			"v1.108.0 does, which breaks write isolation); check its version", "backend", name, "err", err)
 	}
 }
 
@@ -397,20 +511,26 @@ func (w *truncationWatch) check(ctx context.Context, t *truncationTarget) (int64
 	if err != nil {
 		return truncationUnreachable, 0, redact.URLError(err)
 	}
-	if t.host != "" {
-		req.Host = t.host
+	if t.key.host != "" {
+		req.Host = t.key.host
 	}
 	// http.Client sends the URL's userinfo as basic auth.
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return truncationUnreachable, 0, redact.URLError(err)
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "dial" && !oe.Timeout() {
+			// Refused or unroutable: writes cannot reach it either.
+			return truncationUnreachable, 0, redact.URLError(err)
+		}
+		// Connected, or may have: a page too slow, a connection cut, a TLS failure.
+		return truncationUnreadable, 0, redact.URLError(err)
 	}
 	defer resp.Body.Close()
 	switch c := resp.StatusCode; {
 	case c == http.StatusOK:
 	case c >= 500 || c == http.StatusUnauthorized || c == http.StatusForbidden || c == http.StatusTooManyRequests:
 		// There, but not answering now, or not to the gateway (a -metricsAuthKey it lacks): it may be an old release.
-		return truncationUnreachable, 0, fmt.Errorf("GET /metrics answered %d", c)
+		return truncationUnreadable, 0, fmt.Errorf("GET /metrics answered %d", c)
 	default:
 		// No page of its own (404, a redirect): not VictoriaMetrics, or a proxy in front of it.
 		return truncationUnknown, 0, fmt.Errorf("GET /metrics answered %d", c)
@@ -446,7 +566,7 @@ func truncationOf(r io.Reader) (int64, int, error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return truncationUnreachable, 0, fmt.Errorf("reading /metrics: %w", err)
+		return truncationUnreadable, 0, fmt.Errorf("reading /metrics: %w", err)
 	}
 	if state == truncationUnknown {
 		return state, 0, fmt.Errorf("its /metrics has neither vm_metrics_with_dropped_labels_total nor vm_rows_ignored_total{reason=\"too_many_labels\"}")

@@ -1,16 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
+
 	"github.com/vmgateway/vmgateway/internal/gateway"
+	"github.com/vmgateway/vmgateway/internal/redact"
 )
 
 func TestTruncationOf(t *testing.T) {
@@ -57,8 +63,8 @@ func TestTruncationCheckRequest(t *testing.T) {
 		t.Errorf("basic auth %q %q %v; want the URL's", user, pw, ok)
 	}
 	tg := w.current()[0]
-	if strings.Contains(tg.name, "secret") || strings.Contains(tg.name, "authKey") {
-		t.Errorf("the backend is named %q: credentials shown", tg.name)
+	if strings.Contains(tg.key.name, "secret") || strings.Contains(tg.key.name, "authKey") {
+		t.Errorf("the backend is named %q: credentials shown", tg.key.name)
 	}
 	if s := tg.state.Load(); s != truncationCuts {
 		t.Errorf("state %d; want %d", s, truncationCuts)
@@ -129,8 +135,9 @@ func TestLabelLimit(t *testing.T) {
 	}
 
 	// A backend whose /metrics cannot be read may be an old release with any limit that came up since: with no
-	// other backend read, narrowed writes are refused, and it is looked at again at once. Beside backends read, it is
-	// taken to be of their release, so that one vminsert down does not stop the writes.
+	// other backend read, narrowed writes are refused, and it is looked at again at once. Beside backends read, one
+	// that answers but not its page may take writes: guarded at the lowest default limit (30); one the gateway cannot
+	// connect to cannot, and is taken to be of their release, so that one vminsert down does not change the writes.
 	defer func(s time.Duration) { lookSpacing = s }(lookSpacing)
 	lookSpacing = 10 * time.Millisecond
 	var looks atomic.Int64
@@ -145,11 +152,32 @@ func TestLabelLimit(t *testing.T) {
 	for _, tc := range []struct {
 		page string
 		want int
-	}{{pageDrops, 0}, {pageCuts24, 24}} {
+	}{{pageDrops, fallbackLabelLimit}, {pageCuts24, 24}} {
 		w := newTruncationWatch([]*url.URL{metricsPage(t, unreadable), metricsPage(t, fixed(tc.page))}, http.DefaultTransport)
 		w.start()
 		if got, err := w.labelLimit(context.Background()); got != tc.want || err != nil {
-			t.Errorf("one backend down beside one read (%q): %d, %v; want %d", tc.page, got, err, tc.want)
+			t.Errorf("one backend unreadable beside one read (%q): %d, %v; want %d", tc.page, got, err, tc.want)
+		}
+		w.close()
+	}
+	closed := metricsPage(t, fixed(pageCuts))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed.Host = ln.Addr().String()
+	ln.Close() // refused from now on
+	for _, tc := range []struct {
+		page string
+		want int
+	}{{pageDrops, 0}, {pageCuts24, 24}} {
+		w := newTruncationWatch([]*url.URL{closed, metricsPage(t, fixed(tc.page))}, http.DefaultTransport)
+		w.start()
+		if got, err := w.labelLimit(context.Background()); got != tc.want || err != nil {
+			t.Errorf("one backend refusing connections beside one read (%q): %d, %v; want %d", tc.page, got, err, tc.want)
+		}
+		if st := w.current()[0].state.Load(); st != truncationUnreachable {
+			t.Errorf("a backend refusing connections: state %d; want %d", st, truncationUnreachable)
 		}
 		w.close()
 	}
@@ -180,7 +208,7 @@ func TestTruncationRecheckedSoon(t *testing.T) {
 	w.start()
 	defer w.close()
 	// Not up yet: it may come up before the next look with any limit, so narrowed writes are refused meanwhile.
-	if _, err := w.labelLimit(context.Background()); err == nil || w.current()[0].state.Load() != truncationUnreachable {
+	if _, err := w.labelLimit(context.Background()); err == nil || w.current()[0].state.Load() != truncationUnreadable {
 		t.Fatalf("a backend not up: %v, state %d; want an error", err, w.current()[0].state.Load())
 	}
 	up.Store(true)
@@ -239,13 +267,186 @@ func waitFor(t *testing.T, failure string, cond func() bool) {
 // such page is not VictoriaMetrics, or is behind a proxy (not guarded, alerted).
 func TestTruncationStatuses(t *testing.T) {
 	for code, want := range map[int]int64{
-		http.StatusServiceUnavailable: truncationUnreachable, http.StatusInternalServerError: truncationUnreachable,
-		http.StatusUnauthorized: truncationUnreachable, http.StatusForbidden: truncationUnreachable,
+		http.StatusServiceUnavailable: truncationUnreadable, http.StatusInternalServerError: truncationUnreadable,
+		http.StatusUnauthorized: truncationUnreadable, http.StatusForbidden: truncationUnreadable,
 		http.StatusNotFound: truncationUnknown, http.StatusFound: truncationUnknown,
 	} {
 		w := newTruncationWatch([]*url.URL{metricsPage(t, func() (int, string) { return code, "" })}, http.DefaultTransport)
 		if got, _, _ := w.check(context.Background(), w.current()[0]); got != want {
 			t.Errorf("GET /metrics answered %d: state %d; want %d", code, got, want)
 		}
+	}
+}
+
+// discovered is an address found behind a name, asked with that name.
+func discovered(u *url.URL) gateway.BackendAddr {
+	return gateway.BackendAddr{URL: u, Host: "vminsert.example:8480"}
+}
+
+// truncationGaugeValue is the gauge of k as the process exports it, "absent" when it has none.
+func truncationGaugeValue(k targetKey) string {
+	var b bytes.Buffer
+	metrics.WritePrometheus(&b, false)
+	for _, l := range strings.Split(b.String(), "\n") {
+		if v, ok := strings.CutPrefix(l, truncationGauge(k)+" "); ok {
+			return v
+		}
+	}
+	return "absent"
+}
+
+// An address found truncating that drops out of discovery for a round (a readiness flap, likeliest when it is
+// overloaded and its /metrics fails) comes back as what it was, not as an address never read.
+func TestTruncationVerdictSurvivesFlap(t *testing.T) {
+	defer func(i, s time.Duration) { *labelTruncationCheckInterval, lookSpacing = i, s }(*labelTruncationCheckInterval, lookSpacing)
+	*labelTruncationCheckInterval, lookSpacing = time.Hour, time.Millisecond
+	cur := metricsPage(t, func() (int, string) { return 200, pageDrops })
+	var oldUp atomic.Bool
+	oldUp.Store(true)
+	var oldLooks atomic.Int64
+	old := metricsPage(t, func() (int, string) {
+		oldLooks.Add(1)
+		if oldUp.Load() {
+			return 200, pageCuts24
+		}
+		return http.StatusServiceUnavailable, "" // overloaded: its /metrics fails, its writes still go in
+	})
+	w := newTruncationWatch(nil, http.DefaultTransport)
+	w.setAddrs([]gateway.BackendAddr{discovered(cur), discovered(old)})
+	w.start()
+	defer w.close()
+	if got, err := w.labelLimit(context.Background()); got != 24 || err != nil {
+		t.Fatalf("limit %d, %v; want 24", got, err)
+	}
+	oldUp.Store(false)
+	n := oldLooks.Load()
+	w.setAddrs([]gateway.BackendAddr{discovered(cur)})
+	w.setAddrs([]gateway.BackendAddr{discovered(cur), discovered(old)})
+	waitFor(t, "the address back was not looked at again", func() bool { return oldLooks.Load() > n })
+	if got, err := w.labelLimit(context.Background()); got != 24 || err != nil {
+		t.Fatalf("after the truncating address flapped: limit %d, %v; want 24", got, err)
+	}
+}
+
+// A new address is looked at as soon as it is found, whatever the other backends' looks are doing: a known backend
+// whose /metrics hangs does not hide a new address that truncates.
+func TestTruncationNewAddressLookedAtOnce(t *testing.T) {
+	defer func(i, s time.Duration) { *labelTruncationCheckInterval, lookSpacing = i, s }(*labelTruncationCheckInterval, lookSpacing)
+	*labelTruncationCheckInterval, lookSpacing = 100*time.Millisecond, time.Millisecond
+	var hang atomic.Bool
+	release := make(chan struct{})
+	defer close(release)
+	var curLooks atomic.Int64
+	cur := metricsPage(t, func() (int, string) {
+		curLooks.Add(1)
+		if hang.Load() {
+			<-release // a wedged vminsert: it takes writes, its /metrics answers late
+		}
+		return 200, pageDrops
+	})
+	old := metricsPage(t, func() (int, string) { return 200, pageCuts24 })
+	w := newTruncationWatch(nil, http.DefaultTransport)
+	w.setAddrs([]gateway.BackendAddr{discovered(cur)})
+	w.start()
+	defer w.close()
+	if got, err := w.labelLimit(context.Background()); got != 0 || err != nil {
+		t.Fatalf("limit %d, %v; want 0", got, err)
+	}
+	hang.Store(true)
+	n := curLooks.Load()
+	waitFor(t, "no look at the known backend began", func() bool { return curLooks.Load() > n })
+	w.setAddrs([]gateway.BackendAddr{discovered(cur), discovered(old)})
+	if got, err := w.labelLimit(context.Background()); got != 24 || err != nil {
+		t.Fatalf("a truncating address came while a look hung on another: limit %d, %v; want 24", got, err)
+	}
+}
+
+// Two names behind one address (virtual hosts) are two backends, each with its own verdict and gauge.
+func TestTruncationHostsApart(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host == "vminsert-old.example:8480" {
+			_, _ = w.Write([]byte(pageCuts24))
+			return
+		}
+		_, _ = w.Write([]byte(pageDrops))
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	w := newTruncationWatch(nil, http.DefaultTransport)
+	w.setAddrs([]gateway.BackendAddr{{URL: u, Host: "vminsert-old.example:8480"}, {URL: u, Host: "vminsert-new.example:8480"}})
+	w.checkAll(context.Background())
+	if got, err := w.labelLimit(context.Background()); got != 24 || err != nil {
+		t.Fatalf("limit %d, %v; want 24 (the old release behind one of the names)", got, err)
+	}
+	for host, want := range map[string]string{"vminsert-old.example:8480": "1", "vminsert-new.example:8480": "0"} {
+		if got := truncationGaugeValue(targetKey{name: redact.URL(u), host: host}); got != want {
+			t.Errorf("the gauge of %s is %s; want %s", host, got, want)
+		}
+	}
+}
+
+// A -write.url given twice is one backend, and its gauge stays.
+func TestTruncationDuplicateURL(t *testing.T) {
+	u := metricsPage(t, func() (int, string) { return 200, pageCuts24 })
+	w := newTruncationWatch([]*url.URL{u, u}, http.DefaultTransport)
+	w.setAddrs([]gateway.BackendAddr{{URL: u}, {URL: u}}) // what gateway.New hands over
+	w.checkAll(context.Background())
+	if n := len(w.current()); n != 1 {
+		t.Fatalf("%d backends checked; want 1", n)
+	}
+	if got := truncationGaugeValue(targetKey{name: redact.URL(u)}); got != "1" {
+		t.Fatalf("the gauge is %s; want 1", got)
+	}
+}
+
+// Gauges are registered once per process however many watches (apps in one test binary) come and go.
+func TestTruncationGaugesOfManyWatches(t *testing.T) {
+	u, _ := url.Parse("http://10.99.0.1:8480")
+	other, _ := url.Parse("http://10.99.0.2:8480")
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := newTruncationWatch(nil, http.DefaultTransport)
+			for range 2000 {
+				w.setAddrs([]gateway.BackendAddr{{URL: u}})
+				w.setAddrs([]gateway.BackendAddr{{URL: other}})
+			}
+		}()
+	}
+	wg.Wait() // a second registration panics
+}
+
+// The check costs a write nothing it need not: no allocation while every backend is known.
+func TestTruncationLabelLimitAllocs(t *testing.T) {
+	var addrs []gateway.BackendAddr
+	for range 8 {
+		addrs = append(addrs, gateway.BackendAddr{URL: metricsPage(t, func() (int, string) { return 200, pageDrops })})
+	}
+	w := newTruncationWatch(nil, http.DefaultTransport)
+	w.setAddrs(addrs)
+	w.checkAll(context.Background())
+	if n := testing.AllocsPerRun(1000, func() { _, _ = w.labelLimit(context.Background()) }); n != 0 {
+		t.Fatalf("%v allocations per labelLimit with 8 known backends; want 0", n)
+	}
+}
+
+// An address gone from discovery still counts for leaveGrace: a write routed on the list it was in may reach it.
+func TestTruncationLeavingAddressCounts(t *testing.T) {
+	cur := metricsPage(t, func() (int, string) { return 200, pageDrops })
+	old := metricsPage(t, func() (int, string) { return 200, pageCuts24 })
+	w := newTruncationWatch(nil, http.DefaultTransport)
+	w.setAddrs([]gateway.BackendAddr{discovered(cur), discovered(old)})
+	w.checkAll(context.Background())
+	w.setAddrs([]gateway.BackendAddr{discovered(cur)})
+	if got, err := w.labelLimit(context.Background()); got != 24 || err != nil {
+		t.Fatalf("just after the truncating address went: limit %d, %v; want 24", got, err)
+	}
+	for _, t := range *w.leaving.Load() {
+		t.goneAt.Add(-int64(leaveGrace))
+	}
+	if got, err := w.labelLimit(context.Background()); got != 0 || err != nil {
+		t.Fatalf("leaveGrace after it went: limit %d, %v; want 0", got, err)
 	}
 }

@@ -99,13 +99,15 @@ func (d *discoverer) run(ctx context.Context, every time.Duration) {
 
 func (d *discoverer) refresh(ctx context.Context) {
 	old := d.set.backends()
-	known := make(map[string]*backend, len(old))
+	// A backend is its address and the Host it is asked with: two names behind one address (virtual hosts) are two.
+	type key struct{ target, host string }
+	known := make(map[key]*backend, len(old))
 	for _, b := range old {
-		known[b.target.String()] = b
+		known[key{b.target.String(), b.host}] = b
 	}
 	var list []*backend
 	use := func(t *url.URL, host string) *backend {
-		if b, ok := known[t.String()]; ok {
+		if b, ok := known[key{t.String(), host}]; ok {
 			return b
 		}
 		return newBackend(d.set.kind, t, host)

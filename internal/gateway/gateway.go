@@ -83,6 +83,7 @@ type Gateway struct {
 	queryLimits  QueryLimiter
 	refused      refusals
 	labelLimit   func(ctx context.Context) (int, error)
+	discovering  bool
 	labelBudget  *labelguard.Budget
 }
 
@@ -110,6 +111,7 @@ func New(cfg Config) (*Gateway, error) {
 		limits:       cfg.Limits,
 		queryLimits:  cfg.QueryLimits,
 		labelLimit:   cfg.LabelLimit,
+		discovering:  cfg.Backends.DiscoverInterval > 0,
 		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
 	}
 	if cfg.Limits.LabelGuardMemory > 0 {
@@ -300,8 +302,10 @@ func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, a
 			r = r.WithContext(accesslog.NewContext(r.Context(), e))
 		}
 	}
-	if several && rt.Kind != route.Read {
-		r = r.WithContext(context.WithValue(r.Context(), changesDataKey{}, true))
+	if (several || g.discovering) && rt.Kind != route.Read {
+		// The balancer picks among bs, the list the label guard below is decided for: discovery may change the
+		// list meanwhile, and it tells the check of an address only before it is in a list.
+		r = r.WithContext(context.WithValue(r.Context(), changesDataKey{}, bs))
 	}
 	if rt.Kind == route.Write {
 		var done func()

@@ -78,7 +78,10 @@ func failReason(ctx context.Context, err error) (reason string, broken, retry bo
 }
 
 func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
-	bs := p.set.backends()
+	bs, ok := req.Context().Value(changesDataKey{}).([]*backend)
+	if !ok {
+		bs = p.set.backends()
+	}
 	replayable := req.GetBody != nil || req.Body == nil || req.Body == http.NoBody
 	var (
 		tried   uint64
@@ -171,7 +174,8 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// changesDataKey marks a request of an API that changes data (admin and write APIs) for the balancer.
+// changesDataKey marks a request of an API that changes data (admin and write APIs) for the balancer, with the
+// backend list it was judged on (forward).
 type changesDataKey struct{}
 
 func changesData(req *http.Request) bool { return req.Context().Value(changesDataKey{}) != nil }
