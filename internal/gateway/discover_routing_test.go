@@ -128,8 +128,10 @@ func TestDiscoveryKeepsVirtualHostsApart(t *testing.T) {
 	set := newBackendSet("write", LeastLoaded, time.Minute, []*backend{newBackend("write", a, ""), newBackend("write", b, "")})
 	var heard [][]BackendAddr
 	d := &discoverer{set: set, urls: []*url.URL{a, b}, prev: make([][]*backend, 2),
-		addrs:  func(as []BackendAddr) { heard = append(heard, as) },
-		lookup: func(context.Context, string) ([]net.IPAddr, error) { return []net.IPAddr{{IP: net.ParseIP("10.0.0.5")}}, nil }}
+		addrs: func(as []BackendAddr) { heard = append(heard, as) },
+		lookup: func(context.Context, string) ([]net.IPAddr, error) {
+			return []net.IPAddr{{IP: net.ParseIP("10.0.0.5")}}, nil
+		}}
 	d.refresh(context.Background())
 	hosts := func() string {
 		var s []string
