@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metricsql"
 )
@@ -20,7 +21,10 @@ import (
 
 // normalize returns e's normal form. It never changes e, the request's own parse shared with the other steps:
 // a node that changes is copied.
-func normalize(e metricsql.Expr) metricsql.Expr {
+func normalize(e metricsql.Expr) metricsql.Expr { return normalizeIn(e, false) }
+
+// normalizeIn is normalize of e, inRollup when e is the expression of a rollup or subquery ((e)[5m]).
+func normalizeIn(e metricsql.Expr, inRollup bool) metricsql.Expr {
 	switch t := e.(type) {
 	case *metricsql.MetricExpr:
 		c := *t
@@ -28,15 +32,20 @@ func normalize(e metricsql.Expr) metricsql.Expr {
 		return &c
 	case *metricsql.RollupExpr:
 		c := *t
-		c.Expr = normalize(t.Expr)
+		c.Expr = normalizeIn(t.Expr, true)
 		if t.At != nil {
 			c.At = normalize(t.At)
 		}
-		c.Window = normalDuration(t.Window, false)
-		c.Step = normalDuration(t.Step, false)
-		c.Offset = normalDuration(t.Offset, true)
-		if c.Window == nil && c.Step == nil && c.Offset == nil && c.At == nil && !c.InheritStep {
-			return c.Expr // `x offset 0s` is x
+		c.Window = normalDuration(t.Window)
+		c.Step = normalDuration(t.Step)
+		c.Offset = normalDuration(t.Offset)
+		if c.Offset != nil && c.Offset.Duration(0) == 0 && !strings.ContainsAny(string(c.Offset.AppendString(nil)), "iI") {
+			switch _, selector := c.Expr.(*metricsql.MetricExpr); {
+			case c.Window != nil || c.Step != nil || c.InheritStep:
+				c.Offset = nil // x[5m] offset 0s is x[5m]
+			case selector && !inRollup && c.At == nil:
+				return c.Expr // x offset 0s is x; inside a rollup, or on anything but a selector, an offset makes a subquery
+			}
 		}
 		return &c
 	case *metricsql.FuncExpr:
@@ -57,13 +66,21 @@ func normalize(e metricsql.Expr) metricsql.Expr {
 		c := *t
 		c.Left, c.Right = normalize(t.Left), normalize(t.Right)
 		c.GroupModifier = normalModifier(t.GroupModifier)
-		if c.GroupModifier.Op == "ignoring" && len(c.GroupModifier.Args) == 0 {
-			c.GroupModifier.Op = "" // ignoring no label is the default matching
-		}
 		c.JoinModifier = normalModifier(t.JoinModifier)
+		if c.GroupModifier.Op == "ignoring" && len(c.GroupModifier.Args) == 0 && c.JoinModifier.Op == "" {
+			c.GroupModifier.Op = "" // ignoring no label is the default matching (a group_left needs it written)
+		}
+		if strings.EqualFold(c.Op, "or") && c.GroupModifier.Op == "" && c.FillLeft == nil && c.FillRight == nil && !c.KeepMetricNames &&
+			string(c.Left.AppendString(nil)) == string(c.Right.AppendString(nil)) {
+			return c.Left // x or x is x
+		}
 		return &c
 	case *metricsql.NumberExpr:
-		return &metricsql.NumberExpr{N: t.N} // 0.0, 0e0 and 0 print alike
+		n := t.N
+		if n == 0 {
+			n = 0 // -0 prints as a unary minus, which reads back as 0
+		}
+		return &metricsql.NumberExpr{N: n} // 0.0, 0e0 and 0 print alike
 	}
 	return e
 }
@@ -83,8 +100,8 @@ func normalModifier(m metricsql.ModifierExpr) metricsql.ModifierExpr {
 	return metricsql.ModifierExpr{Op: strings.ToLower(m.Op), Args: slices.Compact(args)}
 }
 
-// normalDuration prints d in milliseconds; a zero offset is none. Durations in steps (`5i`) stay as written.
-func normalDuration(d *metricsql.DurationExpr, offset bool) *metricsql.DurationExpr {
+// normalDuration prints d in milliseconds. Durations in steps (`5i`) stay as written.
+func normalDuration(d *metricsql.DurationExpr) *metricsql.DurationExpr {
 	if d == nil {
 		return nil
 	}
@@ -95,9 +112,6 @@ func normalDuration(d *metricsql.DurationExpr, offset bool) *metricsql.DurationE
 	ms, err := metricsql.DurationValue(s, 0)
 	if err != nil {
 		return d
-	}
-	if offset && ms == 0 {
-		return nil
 	}
 	if nd := durations.get(strconv.FormatInt(ms, 10), millisDuration); nd != nil {
 		return nd
@@ -115,20 +129,24 @@ func millisDuration(ms string) *metricsql.DurationExpr {
 	return nil
 }
 
-// memo keeps up to memoSize results of a function of a string: dashboards repeat their durations and regexps.
+// memo keeps up to memoSize results of a function of a short string: dashboards repeat their durations and
+// regexps. A longer key is computed each time, so the memo holds at most memoSize × 4 × memoKeyMax bytes or so.
 type memo[V any] struct {
 	m sync.Map
 	n atomic.Int64
 }
 
-const memoSize = 4096
+const (
+	memoSize   = 4096
+	memoKeyMax = 128
+)
 
 func (m *memo[V]) get(k string, f func(string) V) V {
 	if v, ok := m.m.Load(k); ok {
 		return v.(V)
 	}
 	v := f(k)
-	if m.n.Load() < memoSize {
+	if len(k) <= memoKeyMax && m.n.Load() < memoSize {
 		if _, loaded := m.m.LoadOrStore(k, v); !loaded {
 			m.n.Add(1)
 		}
@@ -161,6 +179,12 @@ func normalFilterss(lfss [][]metricsql.LabelFilter) [][]metricsql.LabelFilter {
 		outs[i] = slices.Compact(out)
 	}
 	if len(outs) > 1 {
+		for _, out := range outs {
+			if len(out) == 1 && isName(out[0]) {
+				// A branch that keeps only the name matches every series of it: so does the whole selector.
+				return [][]metricsql.LabelFilter{out}
+			}
+		}
 		slices.SortFunc(outs, func(a, b []metricsql.LabelFilter) int { return slices.CompareFunc(a, b, compareFilters) })
 		outs = slices.CompactFunc(outs, func(a, b []metricsql.LabelFilter) bool { return slices.Equal(a, b) })
 	}
@@ -194,11 +218,22 @@ var (
 	matchNonEmpty = readRegexp(".+").text
 )
 
-// maxExpanded bounds the nodes a regexp may have once its counted repeats are written out, for it to be simplified.
+// maxRegexpText bounds the regexps normalized: a longer one is compared as written.
+const maxRegexpText = 1024
+
+// maxExpanded bounds what a regexp prints once its counted repeats are written out, in literal runes, class ranges
+// and nodes, for it to be simplified: Simplify writes [a-z]{1000} as a thousand classes, and a class such as \pL
+// prints hundreds of ranges.
 const maxExpanded = 256
 
 func expandedSize(re *syntax.Regexp) int {
 	n := 1
+	switch re.Op {
+	case syntax.OpLiteral:
+		n = len(re.Rune)
+	case syntax.OpCharClass:
+		n = 1 + len(re.Rune)/2
+	}
 	for _, sub := range re.Sub {
 		n += expandedSize(sub)
 	}
@@ -206,6 +241,54 @@ func expandedSize(re *syntax.Regexp) int {
 		n *= max(re.Min, re.Max, 1)
 	}
 	return min(n, maxExpanded+1)
+}
+
+// tidy drops what changes nothing of a whole match, which is how VictoriaMetrics matches label values (anchored
+// at both ends): anchors at the ends (^.+$ is .+), laziness (.+? is .+), and a class of every rune ([\s\S] is .).
+func tidy(re *syntax.Regexp) *syntax.Regexp {
+	re = withoutLaziness(re)
+	switch re.Op {
+	case syntax.OpAlternate:
+		for i, sub := range re.Sub {
+			re.Sub[i] = unanchored(sub)
+		}
+		return re
+	}
+	return unanchored(re)
+}
+
+func unanchored(re *syntax.Regexp) *syntax.Regexp {
+	switch re.Op {
+	case syntax.OpBeginText, syntax.OpEndText:
+		return &syntax.Regexp{Op: syntax.OpEmptyMatch}
+	case syntax.OpConcat:
+		subs := re.Sub
+		for len(subs) > 0 && subs[0].Op == syntax.OpBeginText {
+			subs = subs[1:]
+		}
+		for len(subs) > 0 && subs[len(subs)-1].Op == syntax.OpEndText {
+			subs = subs[:len(subs)-1]
+		}
+		switch len(subs) {
+		case 0:
+			return &syntax.Regexp{Op: syntax.OpEmptyMatch}
+		case 1:
+			return subs[0]
+		}
+		re.Sub = subs
+	}
+	return re
+}
+
+func withoutLaziness(re *syntax.Regexp) *syntax.Regexp {
+	re.Flags &^= syntax.NonGreedy
+	if re.Op == syntax.OpCharClass && len(re.Rune) == 2 && re.Rune[0] == 0 && re.Rune[1] == unicode.MaxRune {
+		return &syntax.Regexp{Op: syntax.OpAnyChar, Flags: re.Flags}
+	}
+	for i, sub := range re.Sub {
+		re.Sub[i] = withoutLaziness(sub)
+	}
+	return re
 }
 
 // withoutCaptures drops capture groups, which change nothing of what a label filter matches.
@@ -251,32 +334,36 @@ type regexpForm struct {
 }
 
 func readRegexp(s string) regexpForm {
+	if len(s) > maxRegexpText {
+		return regexpForm{text: s}
+	}
 	re, err := syntax.Parse(s, syntax.Perl|syntax.DotNL)
-	if err != nil {
-		return regexpForm{text: s} // VictoriaMetrics refuses it too
+	if err != nil || expandedSize(re) > maxExpanded {
+		return regexpForm{text: s} // refused by VictoriaMetrics too, or too large to simplify: compared as written
 	}
-	if expandedSize(re) > maxExpanded {
-		// Simplify writes a counted repeat out in full ([a-z]{1000} is a thousand classes): compared as parsed.
-		return regexpForm{text: withoutCaptures(re).String()}
-	}
-	// Without its groups a regexp may simplify further ((0)0 is 00): read it again until its print stays.
-	re = withoutCaptures(re.Simplify())
-	for range 4 {
-		printed := re.String()
+	// Without its groups and anchors a regexp may simplify further ((0)0 is 00): read it again until its print stays.
+	re = tidy(withoutCaptures(re.Simplify()))
+	printed := re.String()
+	for range 8 {
 		again, err := syntax.Parse(printed, syntax.Perl|syntax.DotNL)
 		if err != nil {
 			break
 		}
-		re = withoutCaptures(again.Simplify())
-		if re.String() == printed {
+		re = tidy(withoutCaptures(again.Simplify()))
+		p := re.String()
+		if p == printed {
 			break
 		}
+		printed = p
 	}
 	switch {
 	case re.Op == syntax.OpEmptyMatch:
 		return regexpForm{empty: true}
-	case re.Op == syntax.OpLiteral && (re.Flags&syntax.FoldCase == 0 || !slices.ContainsFunc(re.Rune, hasCase)):
+	case re.Op == syntax.OpLiteral && (re.Flags&syntax.FoldCase == 0 || !slices.ContainsFunc(re.Rune, hasCase)) &&
+		!slices.Contains(re.Rune, utf8.RuneError): // the regexp reads any invalid byte as U+FFFD, the text only that
 		return regexpForm{text: string(re.Rune), literal: true}
+	case len(printed) > 4*len(s)+64:
+		return regexpForm{text: s} // printed out of proportion (a class of many ranges): compared as written
 	}
-	return regexpForm{text: re.String()}
+	return regexpForm{text: printed}
 }

@@ -1,7 +1,9 @@
 package querylimits
 
 import (
+	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -58,6 +60,28 @@ func TestBlockedRewrites(t *testing.T) {
 		{`max_over_time(x[1h:1m])`, `max_over_time(x[1h:])`, false},
 		{`count({__name__=~".+"})`, `label_set(count({__name__=~".+"} offset 0s), "a", "b")`, true},
 		{`count({__name__=~".+"})`, `WITH (s = {__name__=~".{1,}"}) count(s)`, true},
+		// An offset on anything but a plain selector, or inside a rollup's brackets, makes a subquery: not the same.
+		{`count_over_time(x[5m])`, `count_over_time((x offset 0s)[5m])`, false},
+		{`rate(http_requests_total[5m])`, `rate((http_requests_total offset 0s)[5m])`, false},
+		{`(sum(rate(x[5m]))) offset 0s`, `sum(rate(x[5m]))`, false},
+		{`(x + 0) offset 0s`, `x + 0`, false},
+		{`(x offset 0s) offset 0s`, `x`, false},
+		{`sum(rate(x[5m]))`, `(sum(rate(x[5m]))) offset 0s`, true}, // it holds the pattern whole
+		{`rate(x[5m])`, `rate(x[5m] offset 0s)`, true},
+		{`max_over_time(x[1h:1m])`, `max_over_time(x[1h:1m] offset 0s)`, true},
+		// An or branch that matches every series of the name makes the whole selector match them.
+		{`x{a="1"}`, `x{a="1" or b=~".*"}`, false},
+		{`x`, `x{a="1" or b=~".*"}`, true},
+		{`x`, `x or x`, true},
+		{`x or y`, `x`, false},
+		// What a whole, anchored match cannot tell apart.
+		{`count({__name__=~".+"})`, `count({__name__=~"^.+$"})`, true},
+		{`count({__name__=~".+"})`, `count({__name__=~".+?"})`, true},
+		{`count({__name__=~".+"})`, `count({__name__=~"[\\s\\S]+"})`, true},
+		{`x{a=""}`, `x{a=~"^$"}`, true},
+		{`x{a="1"}`, `x{a=~"^1$"}`, true},
+		{`x{a="1"}`, `x{a=~"(?m)^1$"}`, false}, // line anchors: not the ends (compared as written)
+		{`x * ignoring() group_left(c) y`, `x * ignoring() group_left(c,c) y`, true},
 	} {
 		c := mustConfig(t, "limits:\n  - blocked_queries:\n      - pattern: '"+strings.ReplaceAll(tc.pattern, "'", "''")+"'\n")
 		_, err := c.Check(limited, mustRoute(t, "/api/v1/query"), enforce.Args{URL: url.Values{"query": {tc.query}}}, checkNow)
@@ -72,7 +96,8 @@ func TestBlockedRewrites(t *testing.T) {
 func FuzzNormalize(f *testing.F) {
 	for _, s := range []string{`count({__name__=~".+"} offset 0s)`, `sum by (b, a) (x{b="2", a=~"1|1"})`, `x{a="1" or b!=""}`,
 		`max_over_time(rate(x[5m] @ end())[1h:60s])`, `x * on(b,a) group_left(c) y > 0.0`, `Rate(x{a=~"(?i)1"}[300s])`,
-		`WITH (f(a) = sum(a) by ()) f({__name__=~".{1,}",job=~".*"})`, `{__name__=~".*"}`, `x[5i] offset -0s`} {
+		`WITH (f(a) = sum(a) by ()) f({__name__=~".{1,}",job=~".*"})`, `{__name__=~".*"}`, `x[5i] offset -0s`,
+		`x * ignoring() group_left(c) y`, `0*-01`, `x{a="1" or b=~".*"}`, `(x offset 0s)[5m]`, `x{a=~"^(.+?)$"}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, q string) {
@@ -81,8 +106,8 @@ func FuzzNormalize(f *testing.F) {
 			return
 		}
 		before := string(e.AppendString(nil))
-		if _, err := enforce.ParseMetricsQL(before); err != nil {
-			return // metricsql prints a few queries in a form it does not read back (a quoted name of invalid UTF-8)
+		if e2, err := enforce.ParseMetricsQL(before); err != nil || string(e2.AppendString(nil)) != before {
+			return // metricsql prints a few queries in a form it does not read back alike (escaped names)
 		}
 		n := string(normalize(e).AppendString(nil))
 		if after := string(e.AppendString(nil)); after != before {
@@ -96,4 +121,45 @@ func FuzzNormalize(f *testing.F) {
 			t.Fatalf("the normal form of %s is %s, whose own is %s", q, n, again)
 		}
 	})
+}
+
+// TestNormalFormBounded: the normal form is printed in proportion to the query however its regexps are written
+// (Simplify writes counted repeats out, a class such as \pL prints hundreds of ranges), and the memo keeps only
+// short regexps.
+func TestNormalFormBounded(t *testing.T) {
+	many := func(re string, n int) string {
+		var b strings.Builder
+		b.WriteString("x{")
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, "l%d=~%q", i, re+strconv.Itoa(i))
+		}
+		b.WriteString("}")
+		return b.String()
+	}
+	for _, q := range []string{
+		many(`\pL{128}`, 10), many(`(?i)\pL{128}`, 10), many(`[a-z]{1000}`, 10), many(strings.Repeat(`\pL`, 300), 3),
+		many(`(?:`+strings.Repeat("a", 100)+`){128}`, 10), many(`\pL{127}zz`, 40),
+	} {
+		e, err := enforce.ParseMetricsQL(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(normalize(e).AppendString(nil)); n > 4*len(q)+64 {
+			t.Errorf("a query of %d bytes (%.40s...) has a normal form of %d", len(q), q, n)
+		}
+	}
+	var kept int
+	regexps.m.Range(func(k, v any) bool {
+		if len(k.(string)) > memoKeyMax || len(v.(regexpForm).text) > 4*memoKeyMax+64 {
+			t.Errorf("the memo keeps %d bytes for a regexp of %d", len(v.(regexpForm).text), len(k.(string)))
+		}
+		kept++
+		return true
+	})
+	if kept > memoSize {
+		t.Errorf("the memo keeps %d regexps; at most %d", kept, memoSize)
+	}
 }
