@@ -90,7 +90,7 @@ func qlCurrentCases(now time.Time) []qlRealCase {
 }
 
 // qlV179Cases are requests v1.79 reads differently from current releases: a time whose milliseconds are past
-// int64 (start=1e19, 2286 as seconds) it reads as 1970, and exports everything (TestTimeArgsAsVictoriaMetricsReadsThem).
+// int64 (start=1e19, 2286 as seconds) it reads as 1970, and exports everything (TestArgsAsVictoriaMetricsReadsThem).
 func qlV179Cases() []qlRealCase {
 	return []qlRealCase{
 		{qlCase{name: "a start past int64 milliseconds", path: "/api/v1/export", args: url.Values{"match[]": {"ql_e2e"}, "start": {"1e19"}},

@@ -97,6 +97,9 @@ func ParseMetricsQL(q string) (expr metricsql.Expr, err error) {
 	if err := checkWithBudget(q); err != nil {
 		return nil, err
 	}
+	if err := checkRegexpBudget(q); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			expr, err = nil, fmt.Errorf("the parser failed: %v", r)

@@ -22,16 +22,21 @@ func checkWithBudget(q string) error {
 	if !containsFold(q, "with") {
 		return nil
 	}
-	s := withScanner{toks: tokenize(q), defs: map[string]int{}}
+	if withExpandedSize(tokenize(q)) > maxExpandedBytes {
+		return fmt.Errorf("the query's WITH templates expand to more than %d bytes; simplify the templates", maxExpandedBytes)
+	}
+	return nil
+}
+
+// withExpandedSize is the estimate of checkWithBudget, in bytes, of a query's tokens.
+func withExpandedSize(toks []string) int {
+	s := withScanner{toks: toks, defs: map[string]int{}}
 	size := s.expr()
 	for s.i < len(s.toks) { // unbalanced leftovers: count them; the parser will reject the query anyway
 		size = sat(size + s.expr() + 1)
 		s.i++
 	}
-	if size > maxExpandedBytes {
-		return fmt.Errorf("the query's WITH templates expand to more than %d bytes; simplify the templates", maxExpandedBytes)
-	}
-	return nil
+	return size
 }
 
 type withScanner struct {

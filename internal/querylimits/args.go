@@ -59,7 +59,7 @@ func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
 	hi = lo
 	if math.Abs(secs*1e3) >= math.MaxInt64 {
 		// v1.79 converts the milliseconds to int64 unchecked: out of its range that is its least value on amd64,
-		// read as 1970 (found by TestTimeArgsAsVictoriaMetricsReadsThem: start=1e19 read from 1970, not 2286).
+		// read as 1970 (found by TestArgsAsVictoriaMetricsReadsThem: start=1e19 read from 1970, not 2286).
 		lo = 0
 	}
 	// Current releases: the unit by the integer part's size.

@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
 )
 
 // An exact blocked pattern is compared with queries in a normal form, so that a query rewritten to read the same
@@ -221,27 +223,10 @@ var (
 // maxRegexpText bounds the regexps normalized: a longer one is compared as written.
 const maxRegexpText = 1024
 
-// maxExpanded bounds what a regexp prints once its counted repeats are written out, in literal runes, class ranges
-// and nodes, for it to be simplified: Simplify writes [a-z]{1000} as a thousand classes, and a class such as \pL
-// prints hundreds of ranges.
+// maxExpanded bounds what a regexp prints once its counted repeats are written out (enforce.RegexpWeight), for it
+// to be simplified: Simplify writes [a-z]{1000} as a thousand classes, and a class such as \pL prints hundreds of
+// ranges.
 const maxExpanded = 256
-
-func expandedSize(re *syntax.Regexp) int {
-	n := 1
-	switch re.Op {
-	case syntax.OpLiteral:
-		n = len(re.Rune)
-	case syntax.OpCharClass:
-		n = 1 + len(re.Rune)/2
-	}
-	for _, sub := range re.Sub {
-		n += expandedSize(sub)
-	}
-	if re.Op == syntax.OpRepeat {
-		n *= max(re.Min, re.Max, 1)
-	}
-	return min(n, maxExpanded+1)
-}
 
 // tidy drops what changes nothing of a whole match, which is how VictoriaMetrics matches label values (anchored
 // at both ends): anchors at the ends (^.+$ is .+), laziness (.+? is .+), and a class of every rune ([\s\S] is .).
@@ -338,7 +323,7 @@ func readRegexp(s string) regexpForm {
 		return regexpForm{text: s}
 	}
 	re, err := syntax.Parse(s, syntax.Perl|syntax.DotNL)
-	if err != nil || expandedSize(re) > maxExpanded {
+	if err != nil || enforce.RegexpWeight(re, maxExpanded) > maxExpanded {
 		return regexpForm{text: s} // refused by VictoriaMetrics too, or too large to simplify: compared as written
 	}
 	// Without its groups and anchors a regexp may simplify further ((0)0 is 00): read it again until its print stays.

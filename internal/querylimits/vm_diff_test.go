@@ -27,40 +27,47 @@ var timeArgCorpus = []string{
 	"-292277026596-12-04T15:30:07Z", "1700000000 ", " 1700000000",
 }
 
-// TestTimeArgsAsVictoriaMetricsReadsThem asks both real releases what they read each time arg as (the timestamp of
-// `time()` at it), and checks the query limits' reading covers it: the earliest reading no later and the latest no
-// earlier, so that neither max_query_lookback nor max_total_query_length is judged on a later time than the
-// backend reads. A release that refuses an arg reads nothing; the gateway may refuse it too.
-func TestTimeArgsAsVictoriaMetricsReadsThem(t *testing.T) {
+// TestArgsAsVictoriaMetricsReadsThem asks both real releases what they read each time and step arg as, and checks
+// the query limits' reading covers it. A release that changes how it reads an arg fails it.
+func TestArgsAsVictoriaMetricsReadsThem(t *testing.T) {
 	for _, rel := range []struct {
 		name  string
 		start func(testing.TB, ...string) *vmtest.VM
 	}{{"v1.79.5", vmtest.Start}, {vmtest.CurrentVersion, vmtest.StartCurrent}} {
 		t.Run(rel.name, func(t *testing.T) {
 			vm := rel.start(t)
-			read := 0
-			for _, arg := range timeArgCorpus {
-				before := time.Now().UnixMilli()
-				ts, ok := vmReadsTime(t, vm.URL, arg)
-				after := time.Now().UnixMilli()
-				if !ok {
-					continue
-				}
-				read++
-				lo, _, err := parseTimeRange(arg, before)
-				_, hi, err2 := parseTimeRange(arg, after)
-				if err != nil || err2 != nil {
-					continue // refused before anything is forwarded
-				}
-				// 1.79.5 reads now to the second; the arg's own precision is the millisecond.
-				if ts < lo-1000 || ts > hi+1000 {
-					t.Errorf("time=%q: %s reads %s, the query limits %s..%s", arg, rel.name, fmtTime(ts), fmtTime(lo), fmtTime(hi))
-				}
-			}
-			if read < len(timeArgCorpus)/2 {
-				t.Fatalf("%s read only %d of %d time args: is time() answering?", rel.name, read, len(timeArgCorpus))
-			}
+			t.Run("time", func(t *testing.T) { checkTimeArgs(t, vm.URL) })
+			t.Run("step", func(t *testing.T) { checkStepArgs(t, vm.URL) })
 		})
+	}
+}
+
+// checkTimeArgs reads each time arg as the release at base does (the timestamp of `time()` at it): the query
+// limits' earliest reading must be no later and their latest no earlier, so that neither max_query_lookback nor
+// max_total_query_length is judged on a later time than the backend reads. An arg the release refuses is read as
+// nothing; the gateway may refuse it too.
+func checkTimeArgs(t *testing.T, base string) {
+	read := 0
+	for _, arg := range timeArgCorpus {
+		before := time.Now().UnixMilli()
+		ts, ok := vmReadsTime(t, base, arg)
+		after := time.Now().UnixMilli()
+		if !ok {
+			continue
+		}
+		read++
+		lo, _, err := parseTimeRange(arg, before)
+		_, hi, err2 := parseTimeRange(arg, after)
+		if err != nil || err2 != nil {
+			continue // refused before anything is forwarded
+		}
+		// 1.79.5 reads now to the second; the arg's own precision is the millisecond.
+		if ts < lo-1000 || ts > hi+1000 {
+			t.Errorf("time=%q: read as %s, the query limits %s..%s", arg, fmtTime(ts), fmtTime(lo), fmtTime(hi))
+		}
+	}
+	if read < len(timeArgCorpus)/2 {
+		t.Fatalf("read only %d of %d time args: is time() answering?", read, len(timeArgCorpus))
 	}
 }
 
@@ -100,34 +107,25 @@ var stepArgCorpus = []string{
 	"60 ", "0x3c", "1e400", "9223372036854775807", "1_0m", "1m_0s", "1.5h", "2d12h",
 }
 
-// TestStepArgsAsVictoriaMetricsReadsThem asks both real releases what step they read each step arg as (the
-// spacing of `time()` over a range) and checks min_step is never judged on a coarser step than the backend runs.
-func TestStepArgsAsVictoriaMetricsReadsThem(t *testing.T) {
-	for _, rel := range []struct {
-		name  string
-		start func(testing.TB, ...string) *vmtest.VM
-	}{{"v1.79.5", vmtest.Start}, {vmtest.CurrentVersion, vmtest.StartCurrent}} {
-		t.Run(rel.name, func(t *testing.T) {
-			vm := rel.start(t)
-			read := 0
-			for _, arg := range stepArgCorpus {
-				step, ok := vmReadsStep(t, vm.URL, arg)
-				if !ok {
-					continue
-				}
-				read++
-				if arg == "" {
-					continue // no step arg: the gateway judges VictoriaMetrics' default, not an arg
-				}
-				got, err := parseDurationArg(arg)
-				if err == nil && got > step {
-					t.Errorf("step=%q: %s runs at %s, the query limits read %s", arg, rel.name, fmtDuration(step), fmtDuration(got))
-				}
-			}
-			if read < len(stepArgCorpus)/2 {
-				t.Fatalf("%s read only %d of %d step args: is time() answering?", rel.name, read, len(stepArgCorpus))
-			}
-		})
+// checkStepArgs reads each step arg as the release at base does (the spacing of `time()` over a range): min_step
+// must never be judged on a coarser step than the backend runs.
+func checkStepArgs(t *testing.T, base string) {
+	read := 0
+	for _, arg := range stepArgCorpus {
+		step, ok := vmReadsStep(t, base, arg)
+		if !ok {
+			continue
+		}
+		read++
+		if arg == "" {
+			continue // no step arg: the gateway judges VictoriaMetrics' default, not an arg
+		}
+		if got, err := parseDurationArg(arg); err == nil && got > step {
+			t.Errorf("step=%q: run at %s, the query limits read %s", arg, fmtDuration(step), fmtDuration(got))
+		}
+	}
+	if read < len(stepArgCorpus)/2 {
+		t.Fatalf("read only %d of %d step args: is time() answering?", read, len(stepArgCorpus))
 	}
 }
 
