@@ -2,7 +2,9 @@ package enforce
 
 import (
 	"fmt"
+	"regexp"
 	"regexp/syntax"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -17,6 +19,11 @@ import (
 // as its counts say, and under WITH templates, which may use a literal many times, every byte of the expansion counts
 // as much as the densest literal's.
 
+// regexpParses bounds the parses of queries with regexp filters that run at once to half the cores: what the
+// estimate below does not know of Go's regexp compiler can then take half the gateway's CPU, never all of it.
+// Dashboards repeat their queries, which the enforcer's cache keeps parsed.
+var regexpParses = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
+
 // Measured with regexp.Compile of anchored regexps on the 2-core test machine: a literal rune or a node about
 // 0.2 µs, a class range about 0.01 µs, so a range weighs 1/rangesPerUnit.
 const rangesPerUnit = 16
@@ -26,28 +33,60 @@ const rangesPerUnit = 16
 func regexpBudget(n int) int { return 4*n + 32<<10 }
 
 func checkRegexpBudget(q string) error {
-	if !strings.Contains(q, "=~") && !strings.Contains(q, "!~") {
+	if !hasRegexpFilter(q) {
 		return nil
 	}
 	toks := tokenize(q)
-	total, literalBytes, classMost := 0, 0, 1
-	density := 1 // the most weight per byte of any literal
-	var pieces []string
-	for _, t := range toks {
-		lit, ok := stringLiteral(t)
+	with := containsFold(q, "with")
+	// Literals joined by + are one string to metricsql: weighed joined. One beside a template's name is a piece
+	// of a string this scan cannot see whole, and so is every literal of a WITH query that joins strings.
+	var lits []string
+	var joined []bool
+	concat := false
+	for i := 0; i < len(toks); i++ {
+		lit, ok := stringLiteral(toks[i])
 		if !ok {
 			continue
 		}
-		literalBytes += len(lit)
-		re, err := syntax.Parse(lit, syntax.Perl)
-		if err != nil {
-			pieces = append(pieces, lit)
-			continue
+		piece := false
+		for i+2 < len(toks) && toks[i+1] == "+" {
+			next, ok := stringLiteral(toks[i+2])
+			if !ok {
+				piece = true
+				break
+			}
+			lit += next
+			i += 2
 		}
-		w := RegexpWeight(re, weightCap)
-		total = addW(total, w)
-		density = max(density, w/max(len(lit), 1))
+		if i+1 < len(toks) && toks[i+1] == "+" || i > 0 && toks[i-1] == "+" {
+			piece, concat = true, true
+		}
+		lits, joined = append(lits, lit), append(joined, piece)
+	}
+	if with && concat {
+		for i := range joined {
+			joined[i] = true
+		}
+	}
+	total, classMost := 0, 1
+	density := 1 // the most weight per byte of any literal
+	var pieces []string
+	for i, lit := range lits {
+		re, w, err := weighRegexp(lit)
+		if err != nil {
+			return err
+		}
+		if re == nil || joined[i] {
+			pieces = append(pieces, lit)
+			if re == nil {
+				continue
+			}
+		}
 		classMost = max(classMost, largestClass(re))
+		if !joined[i] {
+			total = addW(total, w)
+			density = max(density, w/max(len(lit), 1))
+		}
 	}
 	for _, lit := range pieces {
 		w := mulW(mulW(max(len(lit), 1), repeatCounts(lit)), classMost)
@@ -55,15 +94,99 @@ func checkRegexpBudget(q string) error {
 		density = max(density, w/max(len(lit), 1))
 	}
 	size := len(q)
-	if containsFold(q, "with") {
+	if with && concat {
+		// A template of strings may make a distinct regexp at each use (identical ones compile once).
 		size = max(size, withExpandedSize(toks))
 		total = max(total, mulW(density, size))
 	}
 	if budget := regexpBudget(size); total > budget {
-		return fmt.Errorf("the query's regexps would compile to a program of about %d units, over the %d a query of its size may "+
-			"(large classes such as \\pL, counted repeats such as {128}); simplify them", total, budget)
+		return regexpError(total, budget)
 	}
 	return nil
+}
+
+func regexpError(total, budget int) error {
+	return fmt.Errorf("the query's regexps would compile to a program of about %d units, over the %d a query of its size may "+
+		"(large classes such as \\pL, counted repeats such as {128}, case-insensitive ranges); simplify them", total, budget)
+}
+
+func hasRegexpFilter(q string) bool { return strings.Contains(q, "=~") || strings.Contains(q, "!~") }
+
+// weighRegexp parses lit as a regexp (nil when it is none alone) and weighs what Go compiles it to, the one-pass
+// analysis of short programs included. A case-insensitive range is folded rune by rune while it is parsed (3.5 ms
+// for one over all of Unicode): its span is weighed first, on a parse without the flag, and too large a span is
+// refused before the fold.
+func weighRegexp(lit string) (*syntax.Regexp, int, error) {
+	if strings.Contains(lit, "(?") && flagGroups.MatchString(lit) {
+		if w := foldSpan(lit) / 7; w > regexpBudget(len(lit)) {
+			return nil, 0, regexpError(w, regexpBudget(len(lit)))
+		}
+	}
+	re, err := syntax.Parse(lit, syntax.Perl)
+	if err != nil {
+		return nil, 0, nil
+	}
+	w := RegexpWeight(re, weightCap)
+	// Go analyses programs under 1000 instructions for a one-pass match, copying the rune sets of the instructions
+	// after each: about instructions × ranges.
+	if inst := RegexpWeight(re, 1000) - classRanges(re, 1<<20)/rangesPerUnit; inst < 1000 {
+		w = max(w, mulW(max(inst, 1), classRanges(re, weightCap))/rangesPerUnit)
+	}
+	return re, w, nil
+}
+
+// flagGroups are the flag groups of a regexp's text that set i, (?i) and (?is: among them.
+var flagGroups = regexp.MustCompile(`\(\?[A-Za-z]*i[A-Za-z]*(-[A-Za-z]*)?[:)]`)
+
+// classRanges is the number of class ranges in re, counted repeats written out, at most most.
+func classRanges(re *syntax.Regexp, most int) int {
+	n := 0
+	if re.Op == syntax.OpCharClass {
+		n = len(re.Rune) / 2
+	}
+	for _, sub := range re.Sub {
+		n = addW(n, classRanges(sub, most))
+	}
+	if re.Op == syntax.OpRepeat {
+		n = mulW(n, max(re.Min, re.Max, 1))
+	}
+	return min(n, most)
+}
+
+// foldSpan is how many runes case folding would visit in the class ranges of a regexp's text, as written: the
+// parser folds each range before it merges them, so N copies of one range cost N times. A range with an escape at
+// either end is taken to span all of Unicode.
+func foldSpan(lit string) int {
+	rs := []rune(lit)
+	n, in := 0, false
+	for i := 0; i < len(rs); i++ {
+		r := rs[i]
+		switch {
+		case r == '\\':
+			if in && i+2 < len(rs) && rs[i+2] == '-' {
+				n = addW(n, 0x1E943)
+			}
+			i++
+		case !in && r == '[':
+			in = true
+			if i+1 < len(rs) && rs[i+1] == '^' {
+				i++
+			}
+		case in && r == ']':
+			in = false
+		case in && i+2 < len(rs) && rs[i+1] == '-' && rs[i+2] != ']':
+			hi := rs[i+2]
+			if hi == '\\' {
+				hi = 0x1E943
+			}
+			lo, hi := max(r, 'A'), min(hi, 0x1E943)
+			if hi >= lo {
+				n = addW(n, int(hi-lo)+1)
+			}
+			i += 2
+		}
+	}
+	return n
 }
 
 // RegexpWeight is about what re compiles to: its literal runes and nodes, and its class ranges by rangesPerUnit,

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // manyFilters is x{l0=~"<re>0",l1=~"<re>1",...}: n distinct regexps, each compiled once by metricsql.
@@ -16,6 +17,20 @@ func manyFilters(re string, n int) string {
 			b.WriteByte(',')
 		}
 		fmt.Fprintf(&b, "l%d=~%q", i, fmt.Sprintf("%s%d", re, i))
+	}
+	b.WriteString("}")
+	return b.String()
+}
+
+// manyRawFilters is manyFilters with the regexps in backticks, as written.
+func manyRawFilters(re string, n int) string {
+	var b strings.Builder
+	b.WriteString("x{")
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "l%d=~`%s%d`", i, re, i)
 	}
 	b.WriteString("}")
 	return b.String()
@@ -46,6 +61,18 @@ func TestRegexpBudget(t *testing.T) {
 		// A template used many times: each use is another regexp.
 		{"a template of \\pL{128}", `with (p = "\\pL{128}") ` + strings.ReplaceAll(manyFilters("", 200), `=~"`, `=~p + "`), true},
 		{"a template of a plain regexp", `with (p = "api|web") ` + strings.ReplaceAll(manyFilters("", 200), `=~"`, `=~p + "`), false},
+		// Found by an attacker's review: a repeat split across +, a backtick escape the scan missed, one-pass
+		// analysis of short programs, case folding of wide ranges, templates of pieces.
+		{"a repeat split across +", strings.ReplaceAll(manyFilters(`\pL{12`, 500), `=~"\\pL{12`, `=~"\\pL{12"+"8}`), true},
+		{"a backtick escape", "{`\\``} + " + strings.ReplaceAll(manyFilters(`\pL{128}b`, 500), `{128}`, `\x7b128}`), true},
+		{"one-pass analysis", manyRawFilters(`\b{900}\pL`, 20), true},
+		{"case folding of wide ranges", `x{a=~"(?i)[` + strings.Repeat("B-\U0001E942", 10) + `]"}`, true},
+		{"a template of pieces", `with (p = "aaaaaaaaaaaaaaaaaaaa\\pL{12", r = "8}") ` + strings.ReplaceAll(manyFilters("", 600), `=~"`, `=~p+r+"`), true},
+		{"a filter template with a counted repeat, 20 uses", withUses(`[0-9a-f]{64}`, 20), false},
+		{"a filter template with .{1,64}, 10 uses", withUses(`.{1,64}`, 10), false},
+		{"a k8s pod regexp", `sum(rate(container_cpu_usage_seconds_total{pod=~"api-[a-z0-9]{8,10}-[a-z0-9]{5}"}[5m])) by (pod)`, false},
+		{"an IP regexp", `label_replace(up{instance=~"(\d{1,3}\.){3}\d{1,3}:\d{2,5}"}, "ip", "$1", "instance", "((?:\d{1,3}\.){3}\d{1,3}):\d+")`, false},
+		{"case-insensitive letters", `up{job=~"(?i)[a-z_-]+api.*"}`, false},
 	} {
 		_, err := e.Query(tc.q)
 		if tc.refused {
@@ -56,4 +83,45 @@ func TestRegexpBudget(t *testing.T) {
 			t.Errorf("%s: refused: %s", tc.name, err)
 		}
 	}
+}
+
+// TestRegexpParsesBounded: a parse of a query with a regexp filter waits for a free slot of regexpParses, so that
+// regexps the budget misjudges can take at most half the cores.
+func TestRegexpParsesBounded(t *testing.T) {
+	for range cap(regexpParses) {
+		regexpParses <- struct{}{}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := ParseMetricsQL(`up{job=~"api.*"}`); err != nil {
+			t.Error(err)
+		}
+	}()
+	if _, err := ParseMetricsQL(`up{job="api"}`); err != nil { // no regexp: no slot
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case <-done:
+		t.Fatal("a query with a regexp filter was parsed while every slot was taken")
+	default:
+	}
+	for range cap(regexpParses) {
+		<-regexpParses
+	}
+	<-done
+}
+
+// withUses is a dashboard's WITH query: one filter template holding re, used uses times.
+func withUses(re string, uses int) string {
+	var b strings.Builder
+	b.WriteString(`with (f = {cluster="prod", namespace=~"team-.*", container_id=~"` + re + `"}, cpu = rate(container_cpu_usage_seconds_total{f}[5m])) `)
+	for i := range uses {
+		if i > 0 {
+			b.WriteString(" or ")
+		}
+		fmt.Fprintf(&b, `label_set(sum(cpu) by (pod) / sum(kube_pod_container_resource_limits{f, resource="cpu"}) by (pod), "q", "%d")`, i)
+	}
+	return b.String()
 }

@@ -43,6 +43,7 @@ type withScanner struct {
 	toks []string
 	i    int
 	defs map[string]int // template name → estimated expanded size in bytes
+	most int            // the largest of defs: an escaped name no definition matches counts as it
 }
 
 // expr sums the sizes of the tokens up to the end of the stream or, at nesting depth 0, a "," or ")" (left unread),
@@ -108,6 +109,7 @@ func (s *withScanner) definitions() {
 			body = 1
 		}
 		s.defs[name] = max(s.defs[name], body)
+		s.most = max(s.most, body)
 		if s.peek(0) == "," {
 			s.i++
 		}
@@ -125,11 +127,7 @@ func (s *withScanner) size(t string) int {
 	if n, ok := s.defs[unescapeIdent(t)]; ok {
 		return n
 	}
-	most := 0
-	for _, n := range s.defs {
-		most = max(most, n)
-	}
-	return most
+	return s.most
 }
 
 // unescapeIdent reads an identifier's escapes as metricsql does: \xNN, \uNNNN, or a printable character.
@@ -200,9 +198,10 @@ func tokenize(q string) []string {
 				i++
 			}
 		case c == '"' || c == '\'' || c == '`':
+			// As metricsql scans strings: a backslash escapes the next byte in every kind of quote, backticks too.
 			j := i + 1
 			for j < len(q) && q[j] != c {
-				if q[j] == '\\' && c != '`' {
+				if q[j] == '\\' {
 					j++
 				}
 				j++
