@@ -3,37 +3,34 @@ package enforce
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// manyFilters is x{l0=~"<re>0",l1=~"<re>1",...}: n distinct regexps, each compiled once by metricsql.
-func manyFilters(re string, n int) string {
+// filtersOf is x{l0=~<value(0)>,l1=~<value(1)>,...}.
+func filtersOf(n int, value func(i int) string) string {
 	var b strings.Builder
 	b.WriteString("x{")
 	for i := range n {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		fmt.Fprintf(&b, "l%d=~%q", i, fmt.Sprintf("%s%d", re, i))
+		fmt.Fprintf(&b, "l%d=~%s", i, value(i))
 	}
 	b.WriteString("}")
 	return b.String()
 }
 
-// manyRawFilters is manyFilters with the regexps in backticks, as written.
+// manyFilters is n distinct regexps re0, re1, ..., each compiled once by metricsql; manyRawFilters the same in
+// backticks, as written.
+func manyFilters(re string, n int) string {
+	return filtersOf(n, func(i int) string { return strconv.Quote(re + strconv.Itoa(i)) })
+}
+
 func manyRawFilters(re string, n int) string {
-	var b strings.Builder
-	b.WriteString("x{")
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, "l%d=~`%s%d`", i, re, i)
-	}
-	b.WriteString("}")
-	return b.String()
+	return filtersOf(n, func(i int) string { return "`" + re + strconv.Itoa(i) + "`" })
 }
 
 // TestRegexpBudget is the table of queries whose regexps metricsql would compile while parsing: dashboards' regexps
