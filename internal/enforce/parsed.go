@@ -97,12 +97,8 @@ func ParseMetricsQL(q string) (expr metricsql.Expr, err error) {
 	if err := checkWithBudget(q); err != nil {
 		return nil, err
 	}
-	if hasRegexpFilter(q) {
-		regexpParses <- struct{}{}
-		defer func() { <-regexpParses }()
-		if err := checkRegexpBudget(q); err != nil {
-			return nil, err
-		}
+	if err := checkRegexpBudget(q); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if r := recover(); r != nil {

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"regexp"
 	"regexp/syntax"
-	"runtime"
 	"strconv"
 	"strings"
 )
@@ -19,18 +18,14 @@ import (
 // as its counts say, and under WITH templates, which may use a literal many times, every byte of the expansion counts
 // as much as the densest literal's.
 
-// regexpParses bounds the parses of queries with regexp filters that run at once to half the cores: what the
-// estimate below does not know of Go's regexp compiler can then take half the gateway's CPU, never all of it.
-// Dashboards repeat their queries, which the enforcer's cache keeps parsed.
-var regexpParses = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
-
 // Measured with regexp.Compile of anchored regexps on the 2-core test machine: a literal rune or a node about
 // 0.2 µs, a class range about 0.01 µs, so a range weighs 1/rangesPerUnit.
 const rangesPerUnit = 16
 
 // regexpBudget is the weight a query of n bytes (its WITH templates expanded) may compile to: plain regexps weigh
-// about their length, and the floor leaves room for a few large ones.
-func regexpBudget(n int) int { return 4*n + 32<<10 }
+// about their length, and the floor leaves room for a few large ones. The most a 16 KiB query may then cost is some
+// tens of milliseconds (a long literal repeated 400 times, the worst shape found).
+func regexpBudget(n int) int { return 2*n + 16<<10 }
 
 func checkRegexpBudget(q string) error {
 	if !hasRegexpFilter(q) {
@@ -79,6 +74,7 @@ func checkRegexpBudget(q string) error {
 		if re == nil || joined[i] {
 			pieces = append(pieces, lit)
 			if re == nil {
+				total = addW(total, w) // a piece's fold
 				continue
 			}
 		}
@@ -117,16 +113,17 @@ func hasRegexpFilter(q string) bool { return strings.Contains(q, "=~") || string
 // for one over all of Unicode): its span is weighed first, on a parse without the flag, and too large a span is
 // refused before the fold.
 func weighRegexp(lit string) (*syntax.Regexp, int, error) {
+	fold := 0
 	if strings.Contains(lit, "(?") && flagGroups.MatchString(lit) {
-		if w := foldSpan(lit) / 7; w > regexpBudget(len(lit)) {
-			return nil, 0, regexpError(w, regexpBudget(len(lit)))
+		if fold = foldSpan(lit) / 7; fold > regexpBudget(len(lit)) {
+			return nil, 0, regexpError(fold, regexpBudget(len(lit)))
 		}
 	}
 	re, err := syntax.Parse(lit, syntax.Perl)
 	if err != nil {
-		return nil, 0, nil
+		return nil, fold, nil
 	}
-	w := RegexpWeight(re, weightCap)
+	w := addW(RegexpWeight(re, weightCap), fold) // the fold is paid again by every parse of the query
 	// Go analyses programs under 1000 instructions for a one-pass match, copying the rune sets of the instructions
 	// after each: about instructions × ranges.
 	if inst := RegexpWeight(re, 1000) - classRanges(re, 1<<20)/rangesPerUnit; inst < 1000 {
@@ -163,7 +160,9 @@ func foldSpan(lit string) int {
 		r := rs[i]
 		switch {
 		case r == '\\':
-			if in && i+2 < len(rs) && rs[i+2] == '-' {
+			// An escape of one character at the low end of a range: taken to span all. A class escape (\w, \d,
+			// \p{L}) cannot start a range, and a - before ] is a plain -.
+			if in && i+3 < len(rs) && rs[i+2] == '-' && rs[i+3] != ']' && !strings.ContainsRune("wWdDsSpP", rs[i+1]) {
 				n = addW(n, 0x1E943)
 			}
 			i++

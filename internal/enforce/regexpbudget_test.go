@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // filtersOf is x{l0=~<value(0)>,l1=~<value(1)>,...}.
@@ -52,7 +51,7 @@ func TestRegexpBudget(t *testing.T) {
 		{"200 distinct \\pL{128}", manyFilters(`\pL{128}`, 200), true},
 		{"200 distinct (?i)\\pL{128}", manyFilters(`(?i)\pL{128}`, 200), true},
 		{"30 distinct (a{100}){128}", manyFilters(`(?:`+strings.Repeat("a", 100)+`){128}`, 30), true},
-		{"a few \\pL{128}", manyFilters(`\pL{128}`, 3), false},
+		{"two \\pL{128}", manyFilters(`\pL{128}`, 2), false},
 		// Pieces that are no regexp alone, joined by the parser.
 		{"concatenated pieces", strings.ReplaceAll(manyFilters(`\pL`, 100), `=~"\\pL`, `=~"\\pL" + "{128}`), true},
 		// A template used many times: each use is another regexp.
@@ -70,6 +69,10 @@ func TestRegexpBudget(t *testing.T) {
 		{"a k8s pod regexp", `sum(rate(container_cpu_usage_seconds_total{pod=~"api-[a-z0-9]{8,10}-[a-z0-9]{5}"}[5m])) by (pod)`, false},
 		{"an IP regexp", `label_replace(up{instance=~"(\d{1,3}\.){3}\d{1,3}:\d{2,5}"}, "ip", "$1", "instance", "((?:\d{1,3}\.){3}\d{1,3}):\d+")`, false},
 		{"case-insensitive letters", `up{job=~"(?i)[a-z_-]+api.*"}`, false},
+		{"case-insensitive word classes", `sum(rate(http_requests_total{path=~"(?i)/api/v[0-9]+/[\\w-]+/[\\w-]+"}[5m])) by (path)`, false},
+		{"case-insensitive host names", `up{instance=~"(?i)[\\w\\.-]+\\.(prod|stage)\\.[\\w\\.-]+"}`, false},
+		// Each string folds under the limit, the query over it: the fold is paid at every parse.
+		{"many case-insensitive wide ranges", manyRawFilters(`(?i)[A-\x{1E942}]`, 330), true},
 	} {
 		_, err := e.Query(tc.q)
 		if tc.refused {
@@ -80,34 +83,6 @@ func TestRegexpBudget(t *testing.T) {
 			t.Errorf("%s: refused: %s", tc.name, err)
 		}
 	}
-}
-
-// TestRegexpParsesBounded: a parse of a query with a regexp filter waits for a free slot of regexpParses, so that
-// regexps the budget misjudges can take at most half the cores.
-func TestRegexpParsesBounded(t *testing.T) {
-	for range cap(regexpParses) {
-		regexpParses <- struct{}{}
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if _, err := ParseMetricsQL(`up{job=~"api.*"}`); err != nil {
-			t.Error(err)
-		}
-	}()
-	if _, err := ParseMetricsQL(`up{job="api"}`); err != nil { // no regexp: no slot
-		t.Fatal(err)
-	}
-	time.Sleep(50 * time.Millisecond)
-	select {
-	case <-done:
-		t.Fatal("a query with a regexp filter was parsed while every slot was taken")
-	default:
-	}
-	for range cap(regexpParses) {
-		<-regexpParses
-	}
-	<-done
 }
 
 // withUses is a dashboard's WITH query: one filter template holding re, used uses times.
