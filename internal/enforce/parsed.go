@@ -94,11 +94,22 @@ func ParseMetricsQL(q string) (expr metricsql.Expr, err error) {
 	if err := checkDepth(q); err != nil {
 		return nil, err
 	}
-	if err := checkWithBudget(q); err != nil {
-		return nil, err
+	// The checks below read the query's tokens, scanned once.
+	var toks []string
+	expanded := 0
+	if containsFold(q, "with") {
+		toks = tokenize(q)
+		if expanded, err = checkWithBudget(toks); err != nil {
+			return nil, err
+		}
 	}
-	if err := checkRegexpBudget(q); err != nil {
-		return nil, err
+	if hasRegexpFilter(q) {
+		if toks == nil {
+			toks = tokenize(q)
+		}
+		if err := checkRegexpBudget(q, toks, expanded); err != nil {
+			return nil, err
+		}
 	}
 	defer func() {
 		if r := recover(); r != nil {

@@ -27,12 +27,10 @@ const rangesPerUnit = 16
 // tens of milliseconds (a long literal repeated 400 times, the worst shape found).
 func regexpBudget(n int) int { return 2*n + 16<<10 }
 
-func checkRegexpBudget(q string) error {
-	if !hasRegexpFilter(q) {
-		return nil
-	}
-	toks := tokenize(q)
-	with := containsFold(q, "with")
+// checkRegexpBudget weighs the regexps of q, a query with a regexp filter, from its tokens; expanded is the size of
+// its WITH templates expanded, 0 without them.
+func checkRegexpBudget(q string, toks []string, expanded int) error {
+	with := expanded > 0
 	// Literals joined by + are one string to metricsql: weighed joined. One beside a template's name is a piece
 	// of a string this scan cannot see whole, and so is every literal of a WITH query that joins strings.
 	var lits []string
@@ -68,18 +66,17 @@ func checkRegexpBudget(q string) error {
 	var pieces []string
 	for i, lit := range lits {
 		re, w, err := weighRegexp(lit)
-		if err != nil {
+		switch {
+		case err != nil:
 			return err
-		}
-		if re == nil || joined[i] {
+		case re == nil: // no regexp alone: weighed as a piece, and its fold
 			pieces = append(pieces, lit)
-			if re == nil {
-				total = addW(total, w) // a piece's fold
-				continue
-			}
-		}
-		classMost = max(classMost, largestClass(re))
-		if !joined[i] {
+			total = addW(total, w)
+		case joined[i]:
+			pieces = append(pieces, lit)
+			classMost = max(classMost, largestClass(re))
+		default:
+			classMost = max(classMost, largestClass(re))
 			total = addW(total, w)
 			density = max(density, w/max(len(lit), 1))
 		}
@@ -92,7 +89,7 @@ func checkRegexpBudget(q string) error {
 	size := len(q)
 	if with && concat {
 		// A template of strings may make a distinct regexp at each use (identical ones compile once).
-		size = max(size, withExpandedSize(toks))
+		size = max(size, expanded)
 		total = max(total, mulW(density, size))
 	}
 	if budget := regexpBudget(size); total > budget {
@@ -126,8 +123,9 @@ func weighRegexp(lit string) (*syntax.Regexp, int, error) {
 	w := addW(RegexpWeight(re, weightCap), fold) // the fold is paid again by every parse of the query
 	// Go analyses programs under 1000 instructions for a one-pass match, copying the rune sets of the instructions
 	// after each: about instructions × ranges.
-	if inst := RegexpWeight(re, 1000) - classRanges(re, 1<<20)/rangesPerUnit; inst < 1000 {
-		w = max(w, mulW(max(inst, 1), classRanges(re, weightCap))/rangesPerUnit)
+	ranges := classRanges(re)
+	if inst := RegexpWeight(re, 1000) - ranges/rangesPerUnit; inst < 1000 {
+		w = max(w, mulW(max(inst, 1), ranges)/rangesPerUnit)
 	}
 	return re, w, nil
 }
@@ -135,19 +133,19 @@ func weighRegexp(lit string) (*syntax.Regexp, int, error) {
 // flagGroups are the flag groups of a regexp's text that set i, (?i) and (?is: among them.
 var flagGroups = regexp.MustCompile(`\(\?[A-Za-z]*i[A-Za-z]*(-[A-Za-z]*)?[:)]`)
 
-// classRanges is the number of class ranges in re, counted repeats written out, at most most.
-func classRanges(re *syntax.Regexp, most int) int {
+// classRanges is the number of class ranges in re, counted repeats written out (at most weightCap).
+func classRanges(re *syntax.Regexp) int {
 	n := 0
 	if re.Op == syntax.OpCharClass {
 		n = len(re.Rune) / 2
 	}
 	for _, sub := range re.Sub {
-		n = addW(n, classRanges(sub, most))
+		n = addW(n, classRanges(sub))
 	}
 	if re.Op == syntax.OpRepeat {
 		n = mulW(n, max(re.Min, re.Max, 1))
 	}
-	return min(n, most)
+	return n
 }
 
 // foldSpan is how many runes case folding would visit in the class ranges of a regexp's text, as written: the

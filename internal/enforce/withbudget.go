@@ -14,29 +14,21 @@ import (
 // only 40,000 terms but 115 MB to parse, print and match. Legitimate queries stay orders of magnitude below.
 const maxExpandedBytes = 256 << 10
 
-// checkWithBudget estimates, from the query's tokens alone, how many bytes its WITH templates expand to, and
-// refuses the query before metricsql.Parse spends the time. The estimate only errs upwards: every identifier that
-// names a template counts as the template's whole size, whatever the scope, and a call counts its body once per
-// byte of its arguments.
-func checkWithBudget(q string) error {
-	if !containsFold(q, "with") {
-		return nil
-	}
-	if withExpandedSize(tokenize(q)) > maxExpandedBytes {
-		return fmt.Errorf("the query's WITH templates expand to more than %d bytes; simplify the templates", maxExpandedBytes)
-	}
-	return nil
-}
-
-// withExpandedSize is the estimate of checkWithBudget, in bytes, of a query's tokens.
-func withExpandedSize(toks []string) int {
+// checkWithBudget estimates, from the tokens of a query with WITH templates, how many bytes they expand to, and
+// refuses the query before metricsql.Parse spends the time; the size is the regexp budget's too. The estimate only
+// errs upwards: every identifier that names a template counts as the template's whole size, whatever the scope, and
+// a call counts its body once per byte of its arguments.
+func checkWithBudget(toks []string) (int, error) {
 	s := withScanner{toks: toks, defs: map[string]int{}}
 	size := s.expr()
 	for s.i < len(s.toks) { // unbalanced leftovers: count them; the parser will reject the query anyway
 		size = sat(size + s.expr() + 1)
 		s.i++
 	}
-	return size
+	if size > maxExpandedBytes {
+		return size, fmt.Errorf("the query's WITH templates expand to more than %d bytes; simplify the templates", maxExpandedBytes)
+	}
+	return size, nil
 }
 
 type withScanner struct {
