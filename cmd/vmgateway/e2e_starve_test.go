@@ -11,6 +11,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,4 +313,87 @@ func decodeErrorOrNone(body string) (errType, msg string) {
 	var e struct{ ErrorType, Error string }
 	_ = json.Unmarshal([]byte(body), &e)
 	return e.ErrorType, e.Error
+}
+
+// TestParseFloodDoesNotStarveOtherTeams: team dev sends, on 16 connections, new queries that each cost the parser
+// milliseconds (a regexp under the regexp budget, made new by a counter), in front of the real VictoriaMetrics.
+// Its parses run in its own parse slots: the requests that wait for them longer than -maxQueueDuration get 429
+// naming the slots, while team ops' new queries, sent one after another meanwhile, are all answered, with ops'
+// data only.
+func TestParseFloodDoesNotStarveOtherTeams(t *testing.T) {
+	vm := vmtest.Start(t)
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub, "-maxQueueDuration=20ms")
+	dev := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
+	ops := mint(t, priv, "-mode=read", "-extraLabels=team=ops")
+	if code, _, body := do(t, "POST", vm.URL+"/api/v1/import/prometheus", strings.NewReader(fmt.Sprintf("parse_flood{team=\"ops\"} 1 %[1]d\nparse_flood{team=\"dev\"} 100 %[1]d\n", time.Now().Add(-time.Minute).UnixMilli()))); code != 204 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	vm.Flush(t)
+	before := metricValue(t, g, `vmgateway_concurrency_rejected_total{scope="parse"}`)
+
+	var seq atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var parsed, refused atomic.Int64
+	odd := make(chan string, 1)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Transport: &http.Transport{}}
+			defer client.CloseIdleConnections()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				q := fmt.Sprintf(`parse_flood{a!~"(?:aaaaaaaaaaaaaaaa){900}%d"}`, seq.Add(1))
+				req, _ := http.NewRequest("GET", g.URL+"/api/v1/query?query="+url.QueryEscape(q), nil)
+				req.Header.Set("Authorization", "Bearer "+dev)
+				resp, err := client.Do(req)
+				if err != nil {
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				switch _, msg := decodeErrorOrNone(string(b)); {
+				case resp.StatusCode == 200:
+					parsed.Add(1)
+				case resp.StatusCode == 429 && strings.Contains(msg, "parse slots") && resp.Header.Get("Retry-After") != "":
+					refused.Add(1)
+				default:
+					select {
+					case odd <- fmt.Sprintf("%d %s", resp.StatusCode, b):
+					default:
+					}
+				}
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	var slowest time.Duration
+	for i := range 30 {
+		start := time.Now()
+		code, _, body := do(t, "GET", g.URL+"/api/v1/query?query="+url.QueryEscape(fmt.Sprintf("sum(parse_flood) + %d", i)), nil, bearer(ops)...)
+		slowest = max(slowest, time.Since(start))
+		if code != 200 || !strings.Contains(body, fmt.Sprintf(`"%d"]`, i+1)) {
+			t.Errorf("ops' query %d beside dev's flood: %d %s; want 200 with ops' series alone, %d", i, code, body, i+1)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case s := <-odd:
+		t.Errorf("a query of dev's flood got %s; want 200, or 429 naming the parse slots", s)
+	default:
+	}
+	t.Logf("beside 30 new queries of ops (the slowest answered in %s), dev's flood: %d parsed and forwarded, %d refused", slowest, parsed.Load(), refused.Load())
+	if refused.Load() == 0 || parsed.Load() == 0 {
+		t.Errorf("dev's flood: %d parsed, %d refused; want both: its parses wait for its own slots, and some longer than the queue", parsed.Load(), refused.Load())
+	}
+	if got := metricValue(t, g, `vmgateway_concurrency_rejected_total{scope="parse"}`) - before; got != float64(refused.Load()) {
+		t.Errorf(`vmgateway_concurrency_rejected_total{scope="parse"} grew by %v; want %d, the 429s dev got`, got, refused.Load())
+	}
 }

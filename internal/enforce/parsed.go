@@ -1,6 +1,7 @@
 package enforce
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -11,6 +12,7 @@ import (
 // Parsing is most of the cost of a query seen for the first time. The zero value is ready; a nil *Parsed parses
 // every time. Not safe for concurrent use: it lives as long as one request.
 type Parsed struct {
+	gate Gate
 	// qs is a list: a request has a query or a few, and comparing the text costs less than hashing it. Past
 	// parsedListMax queries (selectors, without -search.maxSelectorArgs) an index by text keeps a lookup short.
 	qs    []parsedQuery
@@ -55,6 +57,30 @@ func (p *Parsed) add(pq parsedQuery) {
 	}
 }
 
+// A Gate admits the parses of one request. A query no cache holds costs CPU in proportion to what it says (up to
+// tens of milliseconds under the parse budgets), so the gateway bounds how many of them one team parses at once:
+// one team's stream of new queries then cannot take the CPU every other team's requests need. Enter is called
+// before each parse and returns at once when the request already holds its slot; its error refuses the request.
+type Gate interface {
+	Enter() error
+}
+
+// GateRefusal is the error of a parse the request's Gate did not admit. It says nothing of the query: callers
+// answer the request with it and keep no outcome of the query for it.
+type GateRefusal struct{ Err error }
+
+func (e *GateRefusal) Error() string { return e.Err.Error() }
+func (e *GateRefusal) Unwrap() error { return e.Err }
+
+// IsGateRefusal says whether err is a GateRefusal.
+func IsGateRefusal(err error) bool {
+	var g *GateRefusal
+	return errors.As(err, &g)
+}
+
+// SetGate makes every parse through p pass g first; Reset drops it.
+func (p *Parsed) SetGate(g Gate) { p.gate = g }
+
 // Parse returns q parsed with the guards every parse of a client's query needs (nesting depth, WITH expansion,
 // parser panics), or why it does not parse. The caller must not change the expression: the rewrite takes it over.
 func (p *Parsed) Parse(q string) (metricsql.Expr, error) {
@@ -64,8 +90,10 @@ func (p *Parsed) Parse(q string) (metricsql.Expr, error) {
 	if pq := p.find(q); pq != nil {
 		return pq.expr, pq.err
 	}
-	expr, err := ParseMetricsQL(q)
-	p.add(parsedQuery{q: q, expr: expr, err: err})
+	expr, err := p.parse(q)
+	if !IsGateRefusal(err) {
+		p.add(parsedQuery{q: q, expr: expr, err: err})
+	}
 	return expr, err
 }
 
@@ -78,13 +106,23 @@ func (p *Parsed) take(q string) (metricsql.Expr, error) {
 		pq.taken = true
 		return pq.expr, pq.err
 	}
+	return p.parse(q)
+}
+
+// parse is ParseMetricsQL once the gate admits it.
+func (p *Parsed) parse(q string) (metricsql.Expr, error) {
+	if p.gate != nil {
+		if err := p.gate.Enter(); err != nil {
+			return nil, &GateRefusal{Err: err}
+		}
+	}
 	return ParseMetricsQL(q)
 }
 
 // Reset empties p for another request, keeping its room.
 func (p *Parsed) Reset() {
 	clear(p.qs) // the trees of the last request are garbage now
-	p.qs, p.index = p.qs[:0], nil
+	p.qs, p.index, p.gate = p.qs[:0], nil, nil
 }
 
 // ParseMetricsQL is metricsql.Parse with the guards every parse of a client's query needs: it refuses a query that

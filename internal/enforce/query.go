@@ -75,6 +75,9 @@ func (e *Enforcer) Selector(s string) (string, error) {
 
 func parseQuery(q string, p *Parsed) (metricsql.Expr, error) {
 	expr, err := parseFrom(q, p)
+	if IsGateRefusal(err) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, queryError(http.StatusBadRequest, "cannot parse query "+httperr.Elided, "cannot parse query %q: %s", q, err)
 	}

@@ -208,6 +208,9 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool, p 
 
 func parseSelectorArg(arg, s string, p *Parsed) (*metricsql.MetricExpr, error) {
 	expr, err := parseFrom(s, p)
+	if IsGateRefusal(err) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, queryError(http.StatusBadRequest, "cannot parse "+arg+"="+httperr.Elided, "cannot parse %s=%q: %s", arg, s, err)
 	}

@@ -72,10 +72,17 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	// The args the query limits read are recorded as the args are split, for a tenant that has limits.
 	var known *enforce.Known
 	var parsed *enforce.Parsed
-	if g.queryLimits != nil && g.queryLimits.Applies(a, rt) {
+	limited := g.queryLimits != nil && g.queryLimits.Applies(a, rt)
+	if limited || strict {
+		// Queries that are parsed, by the limits or the rewrite, are parsed in a parse slot of the token's unit.
 		la := limitArgsPool.Get().(*limitArgs)
 		defer releaseLimitArgs(la)
-		known, parsed = &la.known, &la.parsed
+		la.gate.init(g.conc, r.Context(), a.Tenant, a.Enforcer)
+		la.parsed.SetGate(&la.gate)
+		parsed = &la.parsed
+		if limited {
+			known = &la.known
+		}
 	}
 	// The args as sent, for those the gateway does not change (appendArgs).
 	ra := rawArgsPool.Get().(*rawArgs)

@@ -23,6 +23,7 @@ import (
 type concurrency struct {
 	global    chan struct{} // nil: no global limit
 	perTenant int           // 0: no per-tenant limit
+	parses    int           // the parse slots of a unit (parseGate)
 	queue     time.Duration
 
 	mu      sync.Mutex
@@ -38,11 +39,12 @@ type unit struct {
 	restriction uint64
 }
 
-// tenantSlots is one unit's semaphore. refs counts the requests holding or waiting for a slot; at zero the
-// entry is idle and may be swept.
+// tenantSlots is one unit's semaphores: its request slots (nil without a per-tenant limit) and its parse slots
+// (parseGate). refs counts the requests holding or waiting for either; at zero the entry is idle and may be swept.
 type tenantSlots struct {
-	sem  chan struct{}
-	refs int
+	sem   chan struct{}
+	parse chan struct{}
+	refs  int
 }
 
 var (
@@ -54,10 +56,11 @@ var (
 
 	rejectedGlobal = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="global"}`)
 	rejectedTenant = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="tenant"}`)
+	rejectedParse  = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="parse"}`)
 )
 
 func newConcurrency(global, perTenant int, queue time.Duration) *concurrency {
-	c := &concurrency{perTenant: perTenant, queue: queue, tenants: map[unit]*tenantSlots{}, sweepAt: minSweep}
+	c := &concurrency{perTenant: perTenant, parses: parseSlots(), queue: queue, tenants: map[unit]*tenantSlots{}, sweepAt: minSweep}
 	if global > 0 {
 		c.global = make(chan struct{}, global)
 	}
@@ -162,7 +165,10 @@ func (c *concurrency) ref(u unit) *tenantSlots {
 		if len(c.tenants) >= c.sweepAt {
 			c.sweep()
 		}
-		ts = &tenantSlots{sem: make(chan struct{}, c.perTenant)}
+		ts = &tenantSlots{parse: make(chan struct{}, c.parses)}
+		if c.perTenant > 0 {
+			ts.sem = make(chan struct{}, c.perTenant)
+		}
 		c.tenants[u] = ts
 	}
 	ts.refs++
@@ -199,13 +205,18 @@ type overloadError struct {
 }
 
 func (e *overloadError) Error() string {
-	if e.scope == "tenant" {
-		who := e.tenant.String()
-		if e.restriction.Restricted() {
-			who += " (tokens restricted to " + e.restriction.String() + ")"
-		}
+	who := e.tenant.String()
+	if e.restriction.Restricted() {
+		who += " (tokens restricted to " + e.restriction.String() + ")"
+	}
+	switch e.scope {
+	case "tenant":
 		return fmt.Sprintf("too many concurrent requests for tenant %s: all -maxConcurrentPerTenantRequests=%d are in flight "+
 			"and none finished within -maxQueueDuration=%s; retry later or send fewer requests at once", who, e.limit, e.queue)
+	case "parse":
+		return fmt.Sprintf("too many new queries at once for tenant %s: its %d parse slots (a quarter of the gateway's CPUs, "+
+			"at least one) were busy for -maxQueueDuration=%s; queries the gateway has seen recently need no slot: "+
+			"retry later, or send fewer new queries at once", who, e.limit, e.queue)
 	}
 	return fmt.Sprintf("too many concurrent requests: all -maxConcurrentRequests=%d are in flight and none finished "+
 		"within -maxQueueDuration=%s; retry later", e.limit, e.queue)

@@ -256,7 +256,7 @@ func busyTenants(c *concurrency) int {
 	defer c.mu.Unlock()
 	n := 0
 	for _, ts := range c.tenants {
-		if ts.refs > 0 || len(ts.sem) > 0 {
+		if ts.refs > 0 || len(ts.sem) > 0 || len(ts.parse) > 0 {
 			n++
 		}
 	}

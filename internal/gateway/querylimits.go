@@ -20,11 +20,12 @@ type QueryLimiter interface {
 }
 
 // limitArgs are what the query limits and the enforcer share of one request: the args the limits read, recorded
-// as the args are split, and the queries parsed. They are kept between requests: most requests find their query in
-// the limits' cache and parse nothing.
+// as the args are split, the queries parsed and the parse slot they were parsed in. They are kept between
+// requests: most requests find their query in the caches and parse nothing.
 type limitArgs struct {
 	known  enforce.Known
 	parsed enforce.Parsed
+	gate   parseGate
 }
 
 var limitArgsPool = sync.Pool{New: func() any { return &limitArgs{} }}
@@ -33,6 +34,7 @@ var limitArgsPool = sync.Pool{New: func() any { return &limitArgs{} }}
 func releaseLimitArgs(la *limitArgs) {
 	la.known.Reset()
 	la.parsed.Reset()
+	la.gate.release()
 	limitArgsPool.Put(la)
 }
 

@@ -56,7 +56,7 @@ func (c *config) parse(q string, pq *enforce.Parsed) *parsed {
 		return p // another query of the same hash keeps the place and is never returned for q
 	}
 	p := c.analyze(q, pq)
-	if len(q) <= cacheMaxQueryLen {
+	if len(q) <= cacheMaxQueryLen && !enforce.IsGateRefusal(p.err) {
 		// A query read from a form may be a part of the whole body: the cache keeps a copy of its own.
 		p.q = strings.Clone(q)
 		c.cache.gen.Put(h, p)

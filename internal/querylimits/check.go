@@ -444,6 +444,9 @@ func (ck *checker) queries(kind apiKind, from, to, stepLo, step, lookback int64)
 func (ck *checker) query(q string, kind apiKind, from, to, stepLo, step, lookback int64) (int64, error) {
 	rs := ck.rs
 	p := ck.cfg.parse(q, ck.parsed)
+	if enforce.IsGateRefusal(p.err) {
+		return 0, p.err
+	}
 	if p.err != nil {
 		return 0, httperr.WithQuery(http.StatusBadRequest, "cannot parse the query to check the query limits: "+p.err.Error(),
 			"cannot parse the query to check the query limits: "+httperr.Elided)
@@ -493,6 +496,9 @@ func (ck *checker) selectors() error {
 	for _, k := range []enforce.Arg{enforce.ArgMatch, enforce.ArgMatchLegacy} {
 		if err := ck.each(k, func(m string) error {
 			p := ck.cfg.parse(m, ck.parsed)
+			if enforce.IsGateRefusal(p.err) {
+				return p.err
+			}
 			if p.err != nil {
 				return httperr.WithQuery(http.StatusBadRequest, fmt.Sprintf("cannot parse the %s arg to check the query limits: %s", k, p.err),
 					fmt.Sprintf("cannot parse the %s arg to check the query limits: %s", k, httperr.Elided))

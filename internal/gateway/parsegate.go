@@ -1,0 +1,66 @@
+package gateway
+
+import (
+	"context"
+	"runtime"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+// parseSlots is how many requests of one unit may parse new queries at once: a quarter of the CPUs, at least one.
+// A query no cache holds costs up to tens of milliseconds of CPU to parse (enforce's budgets bound it, they cannot
+// make it free), and it is parsed before the request takes a request slot, since -maxConcurrentPerTenantRequests
+// (300 by default) bounds what VictoriaMetrics runs, not the gateway's CPU. Without this bound one team sending new
+// queries on many connections would hold most of the gateway's CPU, and every other team's requests would queue
+// behind its parses; with it, one team parses on at most a quarter of the CPUs, and its further new queries wait
+// for its own slots. Queries the caches hold, which are most of a dashboard's, pass without a slot.
+func parseSlots() int { return max(1, runtime.GOMAXPROCS(0)/4) }
+
+// parseGate is the enforce.Gate of one request. The request takes a parse slot of its unit at its first parse and
+// holds it until its args are checked and rewritten (release), waiting for it within -maxQueueDuration like for a
+// request slot.
+type parseGate struct {
+	c       *concurrency
+	ctx     context.Context
+	unit    unit
+	e       *enforce.Enforcer
+	ts      *tenantSlots // the unit's slots while the request holds a parse slot
+	q       queueTime
+	refused error
+}
+
+// init readies g for the request of ctx, whose unit is t and tokens restricted like e; nothing is taken yet.
+func (g *parseGate) init(c *concurrency, ctx context.Context, t tenant.ID, e *enforce.Enforcer) {
+	*g = parseGate{c: c, ctx: ctx, unit: unit{tenant: t, restriction: e.Fingerprint()}, e: e}
+}
+
+// Enter takes a parse slot of the unit unless the request holds one. A refused request gets its refusal again
+// rather than waiting a second time.
+func (g *parseGate) Enter() error {
+	if g.ts != nil || g.refused != nil {
+		return g.refused
+	}
+	ts := g.c.ref(g.unit)
+	if err := g.c.wait(g.ctx, ts.parse, &g.q); err != nil {
+		g.c.unref(ts)
+		if err == errQueueFull {
+			rejectedParse.Inc()
+			err = &overloadError{scope: "parse", tenant: g.unit.tenant, restriction: g.e, limit: cap(ts.parse), queue: g.c.queue}
+		}
+		g.refused = err
+		return err
+	}
+	g.ts = ts
+	return nil
+}
+
+// release gives the slot back, if the request took one, and drops what g held of the request.
+func (g *parseGate) release() {
+	g.q.stop()
+	if g.ts != nil {
+		<-g.ts.parse
+		g.c.unref(g.ts)
+	}
+	*g = parseGate{}
+}

@@ -1,0 +1,237 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/querylimits"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// teamAuth is an Authenticator double that gives each request the Access its X-Team header names.
+type teamAuth map[string]*auth.Access
+
+func (t teamAuth) Authenticate(r *http.Request) (*auth.Access, error) {
+	return t[r.Header.Get("X-Team")], nil
+}
+
+func teamAccess(t testing.TB, team string) *auth.Access {
+	t.Helper()
+	e, err := enforce.New([]enforce.Label{{Name: "team", Value: team}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &auth.Access{Mode: auth.ModeRead, Enforcer: e, Subject: team}
+}
+
+// TestParseSlotsPerUnit: while one team's parse slots are busy, its new queries wait and are refused with 429
+// after -maxQueueDuration, forwarding nothing; its queries seen before, and every other team's, pass at once; and
+// a refusal is not remembered as the query's outcome, with or without query limits.
+func TestParseSlotsPerUnit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "querylimits.yaml")
+	if err := os.WriteFile(path, []byte("limits:\n  - max_query_lookback: 30d\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ql, err := querylimits.New(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, withLimits := range []bool{false, true} {
+		t.Run(map[bool]string{false: "rewrite_only", true: "query_limits"}[withLimits], func(t *testing.T) {
+			dev, ops := teamAccess(t, "dev"), teamAccess(t, "ops")
+			read := vmtest.NewRecorder(t)
+			ru, _ := url.Parse(read.URL)
+			cfg := Config{ReadURL: ru, WriteURL: ru, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport,
+				Auth: teamAuth{"dev": dev, "ops": ops}, Limits: Limits{MaxQueueDuration: 50 * time.Millisecond}}
+			if withLimits {
+				cfg.QueryLimits = ql
+			}
+			g, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Distinct per subtest: the caches are the process's.
+			q := func(name string) string {
+				return "/api/v1/query?query=" + url.QueryEscape("sum(rate("+name+"_"+t.Name()[len("TestParseSlotsPerUnit/"):]+"[5m]))")
+			}
+			get := func(team, target string) (int, string) {
+				rec := serve(g, http.MethodGet, target, "X-Team", team)
+				return rec.Code, rec.Body.String()
+			}
+			if code, body := get("dev", q("seen")); code != http.StatusOK {
+				t.Fatalf("dev's first query: %d %s", code, body)
+			}
+
+			// dev's parse slots, all busy, as while its other requests parse.
+			ts := g.conc.ref(unit{restriction: dev.Enforcer.Fingerprint()})
+			for range cap(ts.parse) {
+				ts.parse <- struct{}{}
+			}
+			read.Requests() // forgets dev's first query
+			before := rejectedParse.Get()
+			start := time.Now()
+			code, body := get("dev", q("new"))
+			if code != http.StatusTooManyRequests || !strings.Contains(body, "parse slots") || !strings.Contains(body, "-maxQueueDuration=50ms") {
+				t.Fatalf("dev's new query while its parse slots are busy: %d %s; want 429 naming the parse slots", code, body)
+			}
+			if waited := time.Since(start); waited < 50*time.Millisecond {
+				t.Errorf("refused after %s; want after the queue's 50ms", waited)
+			}
+			if got := rejectedParse.Get() - before; got != 1 {
+				t.Errorf(`vmgateway_concurrency_rejected_total{scope="parse"} grew by %d; want 1`, got)
+			}
+			if code, body := get("dev", q("seen")); code != http.StatusOK {
+				t.Errorf("dev's query seen before, while its parse slots are busy: %d %s; want 200 without a slot", code, body)
+			}
+			if code, body := get("ops", q("new")); code != http.StatusOK {
+				t.Errorf("ops' new query while dev's parse slots are busy: %d %s; want 200", code, body)
+			}
+			if n := len(read.Requests()); n != 2 {
+				t.Errorf("%d requests forwarded; want 2 (dev's seen query, ops' new one)", n)
+			}
+
+			// Freed, the refused query parses as any other: its refusal was not kept as its outcome.
+			for range cap(ts.parse) {
+				<-ts.parse
+			}
+			g.conc.unref(ts)
+			if code, body := get("dev", q("new")); code != http.StatusOK {
+				t.Fatalf("dev's new query once its slots are free: %d %s", code, body)
+			}
+			if got := read.Requests(); len(got) != 1 || !strings.Contains(got[0].Query.Get("query"), `team="dev"`) {
+				t.Errorf("forwarded %+v; want dev's query, rewritten for team dev", got)
+			}
+			if n := busyTenants(g.conc); n != 0 {
+				t.Errorf("%d units still hold slots after every request", n)
+			}
+		})
+	}
+}
+
+// TestParseGateReleases: a request holds one parse slot however many queries it parses, gives it back when its
+// args are done, and a client gone while it waits is not kept waiting.
+func TestParseGateReleases(t *testing.T) {
+	c := newConcurrency(0, 0, time.Hour)
+	dev := teamAccess(t, "dev")
+	var a, b parseGate
+	a.init(c, context.Background(), dev.Tenant, dev.Enforcer)
+	for range 3 {
+		if err := a.Enter(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ts := c.tenants[unit{restriction: dev.Enforcer.Fingerprint()}]
+	if ts == nil || len(ts.parse) != 1 {
+		t.Fatalf("after three parses of one request: %v; want one slot taken", ts)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.init(c, ctx, dev.Tenant, dev.Enforcer)
+	var wg sync.WaitGroup
+	var err error
+	wg.Add(1)
+	go func() { defer wg.Done(); err = b.Enter() }()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	wg.Wait()
+	if err != errGoneInQueue {
+		t.Fatalf("a request whose client went away while waiting: %v; want %v", err, errGoneInQueue)
+	}
+	if again := b.Enter(); again != err {
+		t.Errorf("a refused request asked again: %v; want its first refusal", again)
+	}
+	b.release()
+	a.release()
+	if len(ts.parse) != 0 || busyTenants(c) != 0 {
+		t.Fatalf("after both released: %d parse slots taken, %d busy units", len(ts.parse), busyTenants(c))
+	}
+}
+
+// vectorUpstream answers every request with an empty vector, from memory.
+type vectorUpstream struct{}
+
+func (vectorUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
+	body := `{"status":"success","data":{"resultType":"vector","result":[]}}`
+	return &http.Response{StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: r,
+		Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body))}, nil
+}
+
+// BenchmarkParseFlood is what one team's flood of new queries does to another team: while team dev sends, on 16
+// connections, new queries that each cost about 7 ms to parse (a 54-byte regexp under the regexp budget), team ops
+// sends new queries of its own one after another; ns/op is the time ops waits for each. "gated" is the gateway as it
+// is, "ungated" the same with parse slots as many as the flood's connections, as before they existed, and "alone"
+// ops without the flood. Run:
+// go test -run '^$' -bench ParseFlood ./internal/gateway/
+func BenchmarkParseFlood(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		parses int
+		flood  int
+	}{{"alone", parseSlots(), 0}, {"gated", parseSlots(), 16}, {"ungated", 1 << 20, 16}} {
+		b.Run(bc.name, func(b *testing.B) {
+			dev, ops := teamAccess(b, "dev"), teamAccess(b, "ops")
+			u, _ := url.Parse("http://upstream")
+			g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: vectorUpstream{}, WriteTransport: vectorUpstream{},
+				Auth: teamAuth{"dev": dev, "ops": ops}, Limits: Limits{MaxQueueDuration: time.Second}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			g.conc.parses = bc.parses
+			var seq atomic.Int64
+			newQuery := func(team, shape string) string {
+				return "/api/v1/query?query=" + url.QueryEscape(fmt.Sprintf(shape, seq.Add(1), b.Name()))
+			}
+			heavy := `up{a=~"(?:aaaaaaaaaaaaaaaa){900}%d%s"}`
+			if code := serve(g, http.MethodGet, newQuery("dev", heavy), "X-Team", "dev").Code; code != http.StatusOK {
+				b.Fatalf("dev's heavy query: %d; want it under every budget", code)
+			}
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var floodOK, floodRefused atomic.Int64
+			for range bc.flood {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						switch serve(g, http.MethodGet, newQuery("dev", heavy), "X-Team", "dev").Code {
+						case http.StatusOK:
+							floodOK.Add(1)
+						case http.StatusTooManyRequests:
+							floodRefused.Add(1)
+						default:
+							b.Error("dev's flood got an unexpected answer")
+						}
+					}
+				}()
+			}
+			time.Sleep(100 * time.Millisecond)
+			b.ResetTimer()
+			for b.Loop() {
+				if rec := serve(g, http.MethodGet, newQuery("ops", `sum(rate(ops_%d_%s[5m])) by (job)`), "X-Team", "ops"); rec.Code != http.StatusOK {
+					b.Fatalf("ops' query beside dev's flood: %d %s", rec.Code, rec.Body)
+				}
+			}
+			b.StopTimer()
+			close(stop)
+			wg.Wait()
+			b.ReportMetric(float64(floodOK.Load()), "flood-parsed")
+			b.ReportMetric(float64(floodRefused.Load()), "flood-refused")
+		})
+	}
+}
