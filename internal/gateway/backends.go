@@ -51,11 +51,18 @@ type backend struct {
 	requests          *metrics.Counter
 	inflightG, broken *metrics.Gauge
 	kind              string
+	// labels are the backend's metric labels without the braces: a discovered address also has the host it was
+	// found under, since two names behind one address (virtual hosts) are two backends with counts of their own.
+	labels string
 }
 
 func newBackend(kind string, target *url.URL, host string) *backend {
 	b := &backend{target: target, host: host, name: redact.URL(target), kind: kind}
-	l := fmt.Sprintf(`{upstream=%q,backend=%q}`, kind, b.name)
+	b.labels = fmt.Sprintf(`upstream=%q,backend=%q`, kind, b.name)
+	if host != "" {
+		b.labels += fmt.Sprintf(`,host=%q`, host)
+	}
+	l := "{" + b.labels + "}"
 	b.requests = metrics.GetOrCreateCounter(`vmgateway_backend_requests_total` + l)
 	b.inflightG = metrics.GetOrCreateGauge(`vmgateway_backend_requests_in_flight`+l, nil)
 	b.broken = metrics.GetOrCreateGauge(`vmgateway_backend_broken`+l, nil)
@@ -63,7 +70,7 @@ func newBackend(kind string, target *url.URL, host string) *backend {
 }
 
 func (b *backend) errors(reason string) *metrics.Counter {
-	return metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_backend_errors_total{upstream=%q,backend=%q,reason=%q}`, b.kind, b.name, reason))
+	return metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_backend_errors_total{%s,reason=%q}`, b.labels, reason))
 }
 
 func (b *backend) start() {

@@ -175,7 +175,7 @@ func (d *discoverer) refresh(ctx context.Context) {
 // unregister drops the metrics of a backend whose address went away, so a churning service does not leave a
 // series per address it ever had. Requests still on it finish; their counts go nowhere.
 func (b *backend) unregister() {
-	l := fmt.Sprintf(`{upstream=%q,backend=%q}`, b.kind, b.name)
+	l := "{" + b.labels + "}"
 	for _, m := range []string{`vmgateway_backend_requests_total`, `vmgateway_backend_requests_in_flight`, `vmgateway_backend_broken`} {
 		metrics.UnregisterMetric(m + l)
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/enforce"
@@ -147,5 +150,27 @@ func TestDiscoveryKeepsVirtualHostsApart(t *testing.T) {
 	}
 	if len(heard) != 1 {
 		t.Errorf("told of the addresses %d times; want once (the second refresh changed nothing)", len(heard))
+	}
+
+	// Each name's backend counts its own requests, and keeps its series when the other name's address goes.
+	bs := set.backends()
+	bs[0].start()
+	bs[0].done()
+	if bs[0].requests == bs[1].requests || bs[1].requests.Get() != 0 {
+		t.Fatalf("the two names behind 10.0.0.5 share their request counter")
+	}
+	d.lookup = func(_ context.Context, host string) ([]net.IPAddr, error) {
+		if host == "new.disc.test" {
+			return []net.IPAddr{{IP: net.ParseIP("10.0.0.6")}}, nil
+		}
+		return []net.IPAddr{{IP: net.ParseIP("10.0.0.5")}}, nil
+	}
+	d.refresh(context.Background())
+	var out bytes.Buffer
+	metrics.WritePrometheus(&out, false)
+	kept := `vmgateway_backend_requests_total{upstream="write",backend="http://10.0.0.5:8480",host="old.disc.test:8480"} 1`
+	gone := `backend="http://10.0.0.5:8480",host="new.disc.test:8480"`
+	if !strings.Contains(out.String(), kept) || strings.Contains(out.String(), gone) {
+		t.Errorf("after new.disc.test moved to 10.0.0.6, /metrics should keep %s and drop the series with %s:\n%s", kept, gone, out.String())
 	}
 }
