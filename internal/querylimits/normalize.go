@@ -2,6 +2,7 @@ package querylimits
 
 import (
 	"cmp"
+	"reflect"
 	"regexp/syntax"
 	"slices"
 	"strconv"
@@ -73,7 +74,7 @@ func normalizeIn(e metricsql.Expr, inRollup bool) metricsql.Expr {
 			c.GroupModifier.Op = "" // ignoring no label is the default matching (a group_left needs it written)
 		}
 		if strings.EqualFold(c.Op, "or") && c.GroupModifier.Op == "" && c.FillLeft == nil && c.FillRight == nil && !c.KeepMetricNames &&
-			string(c.Left.AppendString(nil)) == string(c.Right.AppendString(nil)) {
+			mayPrintAlike(c.Left, c.Right) && string(c.Left.AppendString(nil)) == string(c.Right.AppendString(nil)) {
 			return c.Left // x or x is x
 		}
 		return &c
@@ -85,6 +86,19 @@ func normalizeIn(e metricsql.Expr, inRollup bool) metricsql.Expr {
 		return &metricsql.NumberExpr{N: n} // 0.0, 0e0 and 0 print alike
 	}
 	return e
+}
+
+// mayPrintAlike is false when a and b cannot print alike: expressions of different kinds, or operations of different
+// operators. It spares printing both sides of every `or` of a long chain (`a or b or c ...` nests to the left, each
+// level beside a selector), which would print the chain once per level.
+func mayPrintAlike(a, b metricsql.Expr) bool {
+	if reflect.TypeOf(a) != reflect.TypeOf(b) {
+		return false
+	}
+	if x, ok := a.(*metricsql.BinaryOpExpr); ok {
+		return strings.EqualFold(x.Op, b.(*metricsql.BinaryOpExpr).Op)
+	}
+	return true
 }
 
 func normalAll(es []metricsql.Expr) []metricsql.Expr {

@@ -3,6 +3,7 @@ package querylimits
 import (
 	"fmt"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -165,4 +166,49 @@ func TestNormalFormBounded(t *testing.T) {
 	if kept > memoSize {
 		t.Errorf("the memo keeps %d regexps; at most %d", kept, memoSize)
 	}
+}
+
+// TestNormalFormOfLongOrChain: `a or b or c ...` nests to the left, and comparing each level's sides for `x or x`
+// once printed the whole chain at every level. The normal form's work now grows with the chain, not its square:
+// twice the terms allocate about twice the bytes.
+func TestNormalFormOfLongOrChain(t *testing.T) {
+	chain := func(n int) metricsql.Expr {
+		terms := make([]string, n)
+		for i := range terms {
+			terms[i] = fmt.Sprintf(`m%d{job="j%d"}`, i, i)
+		}
+		e, err := metricsql.Parse(strings.Join(terms, " or "))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	allocated := func(e metricsql.Expr) uint64 {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		normalize(e)
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	small, large := chain(500), chain(1000)
+	normalize(small) // the memo and the parser's own caches, filled once
+	a, b := allocated(small), allocated(large)
+	if b > 3*a {
+		t.Errorf("the normal form of 1000 terms or'ed allocates %d bytes, of 500 terms %d: the work grows with the square of the chain", b, a)
+	}
+	if e := normalize(chain(3)).AppendString(nil); string(e) != `(m0{job="j0"} or m1{job="j1"}) or m2{job="j2"}` {
+		t.Errorf("normal form %s", e)
+	}
+	if e := normalize(mustParse(t, `x or x offset 0s or (x or x)`)).AppendString(nil); string(e) != `x` {
+		t.Errorf("x or x offset 0s or (x or x): normal form %s; want x", e)
+	}
+}
+
+func mustParse(t *testing.T, q string) metricsql.Expr {
+	t.Helper()
+	e, err := metricsql.Parse(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
