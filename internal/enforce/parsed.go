@@ -13,6 +13,7 @@ import (
 // every time. Not safe for concurrent use: it lives as long as one request.
 type Parsed struct {
 	gate Gate
+	part uint64
 	// qs is a list: a request has a query or a few, and comparing the text costs less than hashing it. Past
 	// parsedListMax queries (selectors, without -search.maxSelectorArgs) an index by text keeps a lookup short.
 	qs    []parsedQuery
@@ -78,8 +79,17 @@ func IsGateRefusal(err error) bool {
 	return errors.As(err, &g)
 }
 
-// SetGate makes every parse through p pass g first; Reset drops it.
-func (p *Parsed) SetGate(g Gate) { p.gate = g }
+// SetGate makes every parse through p pass g first, and keeps what the request caches apart from the requests of
+// other partitions (the caller's isolation units); Reset drops both.
+func (p *Parsed) SetGate(g Gate, partition uint64) { p.gate, p.part = g, partition }
+
+// Partition is the partition SetGate set (0 for a nil p): the caches of the query limits key by it too.
+func (p *Parsed) Partition() uint64 {
+	if p == nil {
+		return 0
+	}
+	return p.part
+}
 
 // Parse returns q parsed with the guards every parse of a client's query needs (nesting depth, WITH expansion,
 // parser panics), or why it does not parse. The caller must not change the expression: the rewrite takes it over.
@@ -122,7 +132,7 @@ func (p *Parsed) parse(q string) (metricsql.Expr, error) {
 // Reset empties p for another request, keeping its room.
 func (p *Parsed) Reset() {
 	clear(p.qs) // the trees of the last request are garbage now
-	p.qs, p.index, p.gate = p.qs[:0], nil, nil
+	p.qs, p.index, p.gate, p.part = p.qs[:0], nil, nil, 0
 }
 
 // ParseMetricsQL is metricsql.Parse with the guards every parse of a client's query needs: it refuses a query that

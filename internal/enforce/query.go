@@ -24,7 +24,7 @@ func (e *Enforcer) Query(q string) (string, error) {
 // again, and parsing is most of the cost, so results are cached per enforcer; a query not in the cache takes its
 // parse from p when an earlier step of the request parsed it.
 func (e *Enforcer) query(q string, cluster bool, p *Parsed) (string, error) {
-	k := cacheKey{e: e, q: q, cluster: cluster}
+	k := cacheKey{e: e, part: p.Partition(), q: q, cluster: cluster}
 	if out, ok := queries.Get(k); ok {
 		return out, nil
 	}

@@ -136,11 +136,7 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool, p 
 		}
 		for _, k := range []string{argExtraFilters, argExtraFiltersArr} {
 			for _, v := range vs[k] {
-				me, err := parseSelectorArg(k, v, nil)
-				if err != nil {
-					return err
-				}
-				if err := checkTenantLabels(me, k, v); err != nil {
+				if _, err := e.selector(k, v, cluster, p); err != nil {
 					return err
 				}
 			}
@@ -179,31 +175,53 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool, p 
 			}
 			var out []string
 			for _, m := range ms {
-				me, err := parseSelectorArg(k, m, p)
+				sel, err := e.selector(k, m, cluster, p)
 				if err != nil {
 					return err
 				}
-				if cluster {
-					if err := checkTenantLabels(me, k, m); err != nil {
-						return err
-					}
-				}
-				if !restricted {
-					out = append(out, m)
-					continue
-				}
-				// One arg per branch: match[] args are ORed, and older VictoriaMetrics (v1.79 here) cannot parse
-				// `or` inside a selector.
-				e.rewriteSelector(me)
-				for _, b := range me.LabelFilterss {
-					one := metricsql.MetricExpr{LabelFilterss: [][]metricsql.LabelFilter{b}}
-					out = append(out, string(one.AppendString(nil)))
-				}
+				out = append(out, sel...)
 			}
 			vs[k] = out
 		}
 	}
 	return nil
+}
+
+// selector checks one selector arg (match[], or an unrestricted token's extra_filters in a cluster) and returns
+// what it becomes: itself for an unrestricted token, else one selector per `or` branch, rewritten. Like queries,
+// the outcomes are cached, so that a dashboard's variables are parsed once, not at every refresh. The returned
+// slice is the cache's: callers must not change it.
+func (e *Enforcer) selector(arg, s string, cluster bool, p *Parsed) ([]string, error) {
+	k := cacheKey{e: e, part: p.Partition(), q: s, cluster: cluster}
+	if out, ok := selectors.Get(k); ok {
+		return out, nil
+	}
+	me, err := parseSelectorArg(arg, s, p)
+	if err != nil {
+		return nil, err
+	}
+	if cluster {
+		if err := checkTenantLabels(me, arg, s); err != nil {
+			return nil, err
+		}
+	}
+	s = strings.Clone(s) // an arg read from a form may be a part of the whole body
+	out := []string{s}
+	if e.Restricted() {
+		// One arg per branch: match[] args are ORed, and older VictoriaMetrics (v1.79 here) cannot parse `or`
+		// inside a selector.
+		e.rewriteSelector(me)
+		out = out[:0]
+		for _, b := range me.LabelFilterss {
+			one := metricsql.MetricExpr{LabelFilterss: [][]metricsql.LabelFilter{b}}
+			out = append(out, string(one.AppendString(nil)))
+		}
+	}
+	if len(s) <= cacheMaxQueryLen {
+		k.q = s
+		selectors.Put(k, out)
+	}
+	return out, nil
 }
 
 func parseSelectorArg(arg, s string, p *Parsed) (*metricsql.MetricExpr, error) {

@@ -78,7 +78,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		la := limitArgsPool.Get().(*limitArgs)
 		defer releaseLimitArgs(la)
 		la.gate.init(g.conc, r.Context(), a.Tenant, a.Enforcer)
-		la.parsed.SetGate(&la.gate)
+		la.parsed.SetGate(&la.gate, la.gate.unit.partition())
 		parsed = &la.parsed
 		if limited {
 			known = &la.known

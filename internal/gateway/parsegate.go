@@ -55,6 +55,14 @@ func (g *parseGate) Enter() error {
 	return nil
 }
 
+// partition names u to the caches of parsed queries (enforce.Parsed.SetGate), which keep each unit's apart: a unit
+// whose request finds its query cached passes without a parse slot, and that must tell it nothing of what other
+// units asked. Never 0, which a request without a unit has.
+func (u unit) partition() uint64 {
+	h := u.restriction ^ (uint64(u.tenant.AccountID)<<32|uint64(u.tenant.ProjectID))*0x9E3779B97F4A7C15
+	return h | 1<<63
+}
+
 // release gives the slot back, if the request took one, and drops what g held of the request.
 func (g *parseGate) release() {
 	g.q.stop()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/querylimits"
+	"github.com/vmgateway/vmgateway/internal/tenant"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
@@ -233,5 +235,186 @@ func BenchmarkParseFlood(b *testing.B) {
 			b.ReportMetric(float64(floodOK.Load()), "flood-parsed")
 			b.ReportMetric(float64(floodRefused.Load()), "flood-refused")
 		})
+	}
+}
+
+// busyParses takes every parse slot of u, as while its other requests parse, and returns what gives them back.
+func busyParses(t testing.TB, g *Gateway, u unit) func() {
+	t.Helper()
+	ts := g.conc.ref(u)
+	for range cap(ts.parse) {
+		ts.parse <- struct{}{}
+	}
+	return func() {
+		for range cap(ts.parse) {
+			<-ts.parse
+		}
+		g.conc.unref(ts)
+	}
+}
+
+var parseSeq atomic.Int64
+
+// TestEveryParseTakesASlot: whatever arg carries it (query, match[], an unrestricted token's extra_filters in a
+// cluster), a selector or query the unit has not sent before waits for its unit's parse slot, and is refused with
+// 429 while they stay busy; sent before, it passes without one. The answers are the same with query limits on.
+func TestEveryParseTakesASlot(t *testing.T) {
+	t3 := &auth.Access{Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeFull}
+	dev := teamAccess(t, "dev")
+	fresh := func(format string) string { return url.QueryEscape(fmt.Sprintf(format, parseSeq.Add(1))) }
+	for _, tc := range []struct {
+		name    string
+		cluster bool
+		a       *auth.Access
+		u       unit
+		target  func() string
+	}{
+		{"cluster, unrestricted, extra_filters[]", true, t3, unit{tenant: t3.Tenant}, func() string {
+			return "/select/3/prometheus/api/v1/query?query=up&extra_filters[]=" + fresh(`{a=~"x%d.*"}`) + "&extra_filters=" + fresh(`{b="%d"}`)
+		}},
+		{"cluster, unrestricted, match[]", true, t3, unit{tenant: t3.Tenant}, func() string {
+			return "/select/3/prometheus/api/v1/series?match[]=" + fresh(`up{a=~"x%d.*"}`)
+		}},
+		{"cluster, unrestricted, query", true, t3, unit{tenant: t3.Tenant}, func() string {
+			return "/select/3/prometheus/api/v1/query?query=" + fresh(`up{a=~"x%d.*"}`)
+		}},
+		{"restricted, match[]", false, dev, unit{restriction: dev.Enforcer.Fingerprint()}, func() string {
+			return "/api/v1/label/job/values?match[]=" + fresh(`up{a=~"x%d.*"}`)
+		}},
+		{"restricted, query", false, dev, unit{restriction: dev.Enforcer.Fingerprint()}, func() string {
+			return "/api/v1/query?query=" + fresh(`up{a=~"x%d.*"}`)
+		}},
+	} {
+		for _, limits := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/limits=%v", tc.name, limits), func(t *testing.T) {
+				u, _ := url.Parse("http://upstream")
+				cfg := Config{ReadURL: u, WriteURL: u, ReadTransport: vectorUpstream{}, WriteTransport: vectorUpstream{},
+					Cluster: tc.cluster, Auth: fixedAuth{a: tc.a}, Limits: Limits{MaxQueueDuration: 20 * time.Millisecond}}
+				if limits {
+					cfg.QueryLimits = testQueryLimits(t)
+				}
+				g, err := New(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen := tc.target()
+				if rec := serve(g, http.MethodGet, seen, "X-Token", "x"); rec.Code != http.StatusOK {
+					t.Fatalf("first sight: %d %s", rec.Code, rec.Body)
+				}
+				free := busyParses(t, g, tc.u)
+				defer free()
+				if rec := serve(g, http.MethodGet, tc.target(), "X-Token", "x"); rec.Code != http.StatusTooManyRequests || !strings.Contains(rec.Body.String(), "parse slots") {
+					t.Errorf("new args while the unit's parse slots are busy: %d %s; want 429 naming the parse slots", rec.Code, rec.Body)
+				}
+				if rec := serve(g, http.MethodGet, seen, "X-Token", "x"); rec.Code != http.StatusOK {
+					t.Errorf("args sent before, while the unit's parse slots are busy: %d %s; want 200 without a slot", rec.Code, rec.Body)
+				}
+			})
+		}
+	}
+}
+
+func testQueryLimits(t testing.TB) QueryLimiter {
+	path := filepath.Join(t.TempDir(), "querylimits.yaml")
+	if err := os.WriteFile(path, []byte("limits:\n  - max_query_lookback: 30d\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ql, err := querylimits.New(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ql
+}
+
+// TestParseCachesKeptApartPerUnit: whether a query waits for a parse slot says whether the unit's caches hold it;
+// a tenant whose own slots are busy must not learn that way what another tenant or team asked. Tenant 3 probes the
+// query tenant 4 sent, and one nobody sent: both wait alike.
+func TestParseCachesKeptApartPerUnit(t *testing.T) {
+	for _, limits := range []bool{false, true} {
+		t.Run(fmt.Sprintf("limits=%v", limits), func(t *testing.T) {
+			tokens := byToken{"t3": {Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeFull}, "t4": {Tenant: tenant.ID{AccountID: 4}, Mode: auth.ModeFull}}
+			u, _ := url.Parse("http://upstream")
+			cfg := Config{ReadURL: u, WriteURL: u, ReadTransport: vectorUpstream{}, WriteTransport: vectorUpstream{},
+				Cluster: true, Auth: tokens, AuthHeader: "X-Token", Limits: Limits{MaxQueueDuration: 20 * time.Millisecond}}
+			if limits {
+				cfg.QueryLimits = testQueryLimits(t)
+			}
+			g, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := parseSeq.Add(1)
+			secret := fmt.Sprintf("/api/v1/query?query=%s", url.QueryEscape(fmt.Sprintf(`sum(rate(req{customer="acme-%d"}[5m]))`, n)))
+			other := fmt.Sprintf("/api/v1/query?query=%s", url.QueryEscape(fmt.Sprintf(`sum(rate(req{customer="globex-%d"}[5m]))`, n)))
+			if rec := serve(g, http.MethodGet, secret, "X-Token", "t4"); rec.Code != http.StatusOK {
+				t.Fatalf("tenant 4: %d %s", rec.Code, rec.Body)
+			}
+			free := busyParses(t, g, unit{tenant: tenant.ID{AccountID: 3}})
+			a := serve(g, http.MethodGet, secret, "X-Token", "t3").Code
+			b := serve(g, http.MethodGet, other, "X-Token", "t3").Code
+			free()
+			if a != http.StatusTooManyRequests || b != http.StatusTooManyRequests {
+				t.Errorf("tenant 3 probing with its slots busy: tenant 4's query %d, a query nobody sent %d; want 429 for both", a, b)
+			}
+			if rec := serve(g, http.MethodGet, secret, "X-Token", "t4"); rec.Code != http.StatusOK {
+				t.Errorf("tenant 4 again: %d", rec.Code)
+			}
+		})
+	}
+}
+
+// TestParseGateChurn: many units (past minSweep, so idle ones are swept) parse new queries and selectors at once,
+// one unit much busier than the rest, some clients going away while they wait; afterwards no unit holds a slot or
+// a reference. Run with -race.
+func TestParseGateChurn(t *testing.T) {
+	tokens := teamAuth{}
+	for i := range 1500 {
+		tokens[fmt.Sprint(i)] = teamAccess(t, fmt.Sprint("team", i))
+	}
+	u, _ := url.Parse("http://upstream")
+	g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: vectorUpstream{}, WriteTransport: vectorUpstream{}, Auth: tokens,
+		QueryLimits: testQueryLimits(t), Limits: Limits{MaxQueueDuration: 5 * time.Millisecond, MaxConcurrentPerTenantRequests: 2, MaxConcurrentRequests: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var codes [600]atomic.Int64
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 400 {
+				team := fmt.Sprint((w*400 + i) % 1500)
+				if i%3 == 0 {
+					team = "7"
+				}
+				target := "/api/v1/query?query=" + url.QueryEscape(fmt.Sprintf(`up{a=~"(?:aaaa){90}%d"}`, parseSeq.Add(1)))
+				if i%2 == 0 {
+					target = "/api/v1/series?match[]=" + url.QueryEscape(fmt.Sprintf(`up{a=~"b%d"}`, parseSeq.Add(1)))
+				}
+				req := httptest.NewRequest(http.MethodGet, target, nil)
+				req.Header.Set("X-Team", team)
+				if i%5 == 0 {
+					ctx, cancel := context.WithTimeout(req.Context(), time.Millisecond)
+					req = req.WithContext(ctx)
+					defer cancel()
+				}
+				rec := httptest.NewRecorder()
+				g.ServeHTTP(rec, req)
+				codes[rec.Code].Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if codes[http.StatusOK].Load() == 0 {
+		t.Errorf("no request answered: %d refused with 429, %d gone", codes[429].Load(), codes[499].Load())
+	}
+	for code := range codes {
+		if n := codes[code].Load(); n > 0 && code != 200 && code != 429 && code != 499 {
+			t.Errorf("%d requests answered %d; want 200, 429 or 499", n, code)
+		}
+	}
+	if n := busyTenants(g.conc); n != 0 {
+		t.Errorf("%d units still hold slots or references", n)
 	}
 }

@@ -15,8 +15,10 @@ import (
 // parsed is what the limits need of one query, computed on its first sight: dashboards repeat the same queries,
 // so the parse is paid once and every later check walks the small span tree only.
 type parsed struct {
-	// q is the query, which tells apart two queries of one hash.
+	// q is the query and part the partition of the isolation unit that asked (enforce.Parsed.Partition), which
+	// tell apart two queries of one hash: one unit never finds another's entries.
 	q    string
+	part uint64
 	root node
 	// err is why the query cannot be parsed; the limits that need the parse refuse such a query.
 	err error
@@ -51,14 +53,15 @@ func newCache() *cache {
 // parse returns the parsed form of q, from the cache or computed now, with the parse of an earlier step of the
 // request when it has one (pq may be nil).
 func (c *config) parse(q string, pq *enforce.Parsed) *parsed {
-	h := maphash.String(c.cache.seed, q)
-	if p, ok := c.cache.gen.Get(h); ok && p.q == q {
+	part := pq.Partition()
+	h := maphash.String(c.cache.seed, q) ^ part*0x9E3779B97F4A7C15
+	if p, ok := c.cache.gen.Get(h); ok && p.q == q && p.part == part {
 		return p // another query of the same hash keeps the place and is never returned for q
 	}
 	p := c.analyze(q, pq)
 	if len(q) <= cacheMaxQueryLen && !enforce.IsGateRefusal(p.err) {
 		// A query read from a form may be a part of the whole body: the cache keeps a copy of its own.
-		p.q = strings.Clone(q)
+		p.q, p.part = strings.Clone(q), part
 		c.cache.gen.Put(h, p)
 	}
 	return p
