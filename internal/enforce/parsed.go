@@ -95,7 +95,7 @@ func (p *Parsed) Partition() uint64 {
 // parser panics), or why it does not parse. The caller must not change the expression: the rewrite takes it over.
 func (p *Parsed) Parse(q string) (metricsql.Expr, error) {
 	if p == nil {
-		return ParseMetricsQL(q)
+		return parseMetricsQL(q, 0)
 	}
 	if pq := p.find(q); pq != nil {
 		return pq.expr, pq.err
@@ -110,7 +110,7 @@ func (p *Parsed) Parse(q string) (metricsql.Expr, error) {
 // take returns q parsed for the rewrite, which changes the expression: whoever asks for q afterwards parses again.
 func (p *Parsed) take(q string) (metricsql.Expr, error) {
 	if p == nil {
-		return ParseMetricsQL(q)
+		return parseMetricsQL(q, 0)
 	}
 	if pq := p.find(q); pq != nil {
 		pq.taken = true
@@ -119,14 +119,14 @@ func (p *Parsed) take(q string) (metricsql.Expr, error) {
 	return p.parse(q)
 }
 
-// parse is ParseMetricsQL once the gate admits it.
+// parse is ParseMetricsQL once the gate admits it, its dense regexps charged to p's partition.
 func (p *Parsed) parse(q string) (metricsql.Expr, error) {
 	if p.gate != nil {
 		if err := p.gate.Enter(); err != nil {
 			return nil, &GateRefusal{Err: err}
 		}
 	}
-	return ParseMetricsQL(q)
+	return parseMetricsQL(q, p.part)
 }
 
 // Reset empties p for another request, keeping its room.
@@ -138,7 +138,11 @@ func (p *Parsed) Reset() {
 // ParseMetricsQL is metricsql.Parse with the guards every parse of a client's query needs: it refuses a query that
 // nests too deeply or whose WITH templates expand too far before the parser spends the time, and turns a parser
 // panic on hostile input into an error (the parser has BUG panics).
-func ParseMetricsQL(q string) (expr metricsql.Expr, err error) {
+func ParseMetricsQL(q string) (expr metricsql.Expr, err error) { return parseMetricsQL(q, 0) }
+
+// parseMetricsQL is ParseMetricsQL for a request of partition part (Parsed.SetGate), which the dense regexps of q
+// are charged to (regexpmem.go).
+func parseMetricsQL(q string, part uint64) (expr metricsql.Expr, err error) {
 	if err := checkDepth(q); err != nil {
 		return nil, err
 	}
@@ -155,7 +159,7 @@ func ParseMetricsQL(q string) (expr metricsql.Expr, err error) {
 		if toks == nil {
 			toks = tokenize(q)
 		}
-		if err := checkRegexpBudget(q, toks, expanded); err != nil {
+		if err := checkRegexpBudget(q, toks, expanded, part); err != nil {
 			return nil, err
 		}
 	}

@@ -27,20 +27,22 @@ const rangesPerUnit = 16
 // tens of milliseconds (a long literal repeated 400 times, the worst shape found).
 func regexpBudget(n int) int { return 2*n + 16<<10 }
 
-// checkRegexpBudget weighs the regexps of q, a query with a regexp filter, from its tokens; expanded is the size of
-// its WITH templates expanded, 0 without them.
-func checkRegexpBudget(q string, toks []string, expanded int) error {
+// checkRegexpBudget weighs the regexps of q, a query with a regexp filter, from its tokens, in CPU and then in
+// memory (regexpmem.go) for partition part; expanded is the size of its WITH templates expanded, 0 without them.
+func checkRegexpBudget(q string, toks []string, expanded int, part uint64) error {
 	with := expanded > 0
 	// Literals joined by + are one string to metricsql: weighed joined. One beside a template's name is a piece
-	// of a string this scan cannot see whole, and so is every literal of a WITH query that joins strings.
+	// of a string this scan cannot see whole, and so is every literal of a WITH query that joins strings. filter
+	// says a literal is the value of a regexp filter; under WITH templates any literal may become one.
 	var lits []string
-	var joined []bool
+	var joined, filter []bool
 	concat := false
 	for i := 0; i < len(toks); i++ {
 		lit, ok := stringLiteral(toks[i])
 		if !ok {
 			continue
 		}
+		filter = append(filter, with || i > 0 && toks[i-1] == "~") // the scan splits =~ and !~
 		piece := false
 		for i+2 < len(toks) && toks[i+1] == "+" {
 			next, ok := stringLiteral(toks[i+2])
@@ -95,7 +97,56 @@ func checkRegexpBudget(q string, toks []string, expanded int) error {
 	if budget := regexpBudget(size); total > budget {
 		return regexpError(total, budget)
 	}
+	return checkFiltersMemory(lits, joined, filter, part)
+}
+
+// checkFiltersMemory weighs in memory each literal that is or may become a regexp filter. A piece of a string this
+// scan cannot see whole is weighed at its largest, and never compiled alone: each of its bytes the largest class of
+// the query, repeated 1000 times (the most Go lets counts nest to) when any literal of the query has a count, since
+// a template may put one count around another as often as it is used.
+func checkFiltersMemory(lits []string, joined, filter []bool, part uint64) error {
+	counts, classRunes := 1, 4
+	for i, lit := range lits {
+		if repeatCounts(lit) > 1 {
+			counts = 1000
+		}
+		if re, err := syntax.Parse(lit, syntax.Perl); err == nil && !joined[i] {
+			classRunes = max(classRunes, largestClassRunes(re))
+		}
+	}
+	for i, lit := range lits {
+		if !filter[i] {
+			continue
+		}
+		if joined[i] {
+			upper := addW(2048, mulW(mulW(max(len(lit), 1), counts), 160+24*classRunes))
+			if upper > lightLimit(lit) {
+				if err := checkRegexpMemory(lit, upper, part, false); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		re, err := syntax.Parse(lit, syntax.Perl)
+		if err != nil {
+			continue // the parser refuses it
+		}
+		if err := checkRegexpMemory(lit, memoryUpper(re), part, true); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+func largestClassRunes(re *syntax.Regexp) int {
+	n := 0
+	if re.Op == syntax.OpCharClass {
+		n = len(re.Rune)
+	}
+	for _, sub := range re.Sub {
+		n = max(n, largestClassRunes(sub))
+	}
+	return n
 }
 
 func regexpError(total, budget int) error {

@@ -1,0 +1,149 @@
+package enforce
+
+import (
+	"fmt"
+	"regexp"
+	"regexp/syntax"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestRegexpMemoryEstimate: what compiledBytes reads of a compiled regexp is what the heap holds for it, and the
+// estimate from the tree (memoryUpper) is never below it, for the shapes of dashboards and of attacks.
+func TestRegexpMemoryEstimate(t *testing.T) {
+	for _, shape := range []string{`a%d`, `foo.*bar%d`, `(?:aaaaaaaaaaaaaaaa){900}%d`, `[a-zA-Z0-9_-]{1,63}%d`, `\pL+%d`,
+		`\pL{8}%d`, `.{0,100}%d`, `(?i)error|warn|fatal%d`, `[0-9a-f]{32}%d`, `host-(a|b|c|d|e|f|g|h)%d`, `\w+%d`,
+		`(?i)[a-z]+%d`, `[\x{100}-\x{10000}]{20}%d`, `\b{100}%d`, `(a|b|c|d|e|f|g|h|i|j|k|l|m|n|o|p|q|r|s|t|u|v|w|x|y|z){10}%d`,
+		`\pL\pN\pL\pN%d`, `[^a]+%d`, `\PL{5}%d`, `(?s).*%d`, `(?i)\pL+%d`, `(?:(?:(?:a{2}){2}){2}){2}%d`} {
+		const n = 100
+		keep := make([]*regexp.Regexp, 0, n)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range n {
+			keep = append(keep, regexp.MustCompile("^(?:"+fmt.Sprintf(shape, i)+")$"))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap := int(after.HeapAlloc-before.HeapAlloc) / n
+		lit := fmt.Sprintf(shape, 7)
+		read, ok := compiledBytes(keep[7])
+		if !ok {
+			t.Fatalf("cannot read the size of a compiled regexp: regexp's unexported fields changed in %s", runtime.Version())
+		}
+		re, err := syntax.Parse(lit, syntax.Perl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		upper := memoryUpper(re)
+		t.Logf("%-36s heap %7d B, read %7d B, estimate %8d B", shape, heap, read, upper)
+		if float64(read) < 0.7*float64(heap) || float64(read) > 1.5*float64(heap) {
+			t.Errorf("%s: read %d bytes of a compiled regexp the heap holds %d of", shape, read, heap)
+		}
+		if upper < max(heap, read) {
+			t.Errorf("%s: the tree's estimate %d is below the %d bytes it takes", shape, upper, max(heap, read))
+		}
+		runtime.KeepAlive(keep)
+	}
+}
+
+// TestRegexpMemoryOfAlternations: a Grafana variable of 1,000 hosts, a regexp of 22 KB, is light from its tree alone,
+// so its parse is not slowed by a compile to weigh it.
+func TestRegexpMemoryOfAlternations(t *testing.T) {
+	hosts := make([]string, 1000)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("host-%04d.example.com", i)
+	}
+	lit := strings.Join(hosts, "|")
+	re, err := syntax.Parse(lit, syntax.Perl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, _ := compiledBytes(regexp.MustCompile("^(?:" + lit + ")$"))
+	if upper := memoryUpper(re); upper > lightLimit(lit) || upper < read {
+		t.Errorf("1,000 hosts: estimate %d, compiled %d, light up to %d; want compiled <= estimate <= light", upper, read, lightLimit(lit))
+	}
+}
+
+// freshLedger gives the test a ledger of its own, the process's back after it.
+func freshLedger(t *testing.T) {
+	saved := dense.seen
+	savedTotal, savedParts := dense.total, dense.byPart
+	dense.seen, dense.total, dense.byPart = nil, 0, nil
+	t.Cleanup(func() { dense.seen, dense.total, dense.byPart = saved, savedTotal, savedParts })
+}
+
+// TestRegexpMemory: light regexps pass, dense ones pass while their team's share of the ledger has room and are
+// free when seen again, another team keeps its share, and none passes past a MiB.
+func TestRegexpMemory(t *testing.T) {
+	freshLedger(t)
+	parse := func(q string, part uint64) error {
+		_, err := parseMetricsQL(q, part)
+		return err
+	}
+	const dev, ops = 1, 2
+	for _, q := range []string{
+		`up{job=~"api|web", instance=~"[a-z0-9-]+\\.example\\.com:[0-9]{2,5}", code!~"5.."}`,
+		`up{pod=~"[a-zA-Z0-9_-]{1,63}", trace=~"[0-9a-f]{32}", path=~".{0,100}"}`,
+		`up{name=~"\\pL+", x=~"(?i)\\pL+"}`,
+	} {
+		if err := parse(q, dev); err != nil {
+			t.Errorf("%s: %s", q, err)
+		}
+	}
+	light := dense.total
+	// Dense regexps of 570 KiB each: dev's share, 16 MiB, takes 28 of them.
+	denseQuery := func(i int) string { return fmt.Sprintf(`up{a=~"(?:aaaaaaaaaaaaaaaa){900}%d"}`, i) }
+	admitted := 0
+	var refusal error
+	for i := range 40 {
+		if refusal = parse(denseQuery(i), dev); refusal != nil {
+			break
+		}
+		admitted++
+	}
+	if admitted < 20 || admitted > 30 || refusal == nil || !strings.Contains(refusal.Error(), "its share of 16 MiB") {
+		t.Fatalf("dev's dense regexps: %d admitted, then %v; want about 28, then a refusal naming the team's share", admitted, refusal)
+	}
+	if err := parse(denseQuery(0), dev); err != nil {
+		t.Errorf("a dense regexp dev sent before: %s; want it free", err)
+	}
+	if err := parse(denseQuery(1000), ops); err != nil {
+		t.Errorf("ops' first dense regexp after dev's share ran out: %s", err)
+	}
+	if err := parse(`up{a=~"\\pL{200}"}`, ops); err == nil || !strings.Contains(err.Error(), "over the 1024 KiB one may") {
+		t.Errorf("a regexp of more than a MiB: %v; want it refused", err)
+	}
+	t.Logf("the dashboard regexps charged %d bytes; dev admitted %d dense ones: %s", light, admitted, refusal)
+	// The whole ledger: four teams' shares fill it, and a fifth team is refused.
+	for part := uint64(10); part < 14; part++ {
+		for i := range 40 {
+			if parse(denseQuery(int(part)*100+i), part) != nil {
+				break
+			}
+		}
+	}
+	if err := parse(denseQuery(9999), 20); err == nil || !strings.Contains(err.Error(), "already holds its limit of 64 MiB") {
+		t.Errorf("a dense regexp once the ledger is full: %v; want a refusal naming the gateway's limit", err)
+	}
+}
+
+// TestRegexpMemoryOfPieces: under WITH templates a regexp filter is built from pieces the scan cannot see whole;
+// counts in separate pieces multiply (up to the 1000 Go allows), so a piece is weighed at the counts of the query.
+func TestRegexpMemoryOfPieces(t *testing.T) {
+	freshLedger(t)
+	nested := `WITH (o = "(?:", c = "){2}") x{a=~` + strings.Repeat("o+", 9) + `"` + strings.Repeat("a", 200) + `"` + strings.Repeat("+c", 9) + `}`
+	for i := range 64 {
+		if _, err := parseMetricsQL(strings.Replace(nested, `"a`, fmt.Sprintf(`"%d`, i), 1), 5); err != nil {
+			if !strings.Contains(err.Error(), "dense regexps") && !strings.Contains(err.Error(), "once compiled") {
+				t.Fatalf("refused with %s; want a refusal for the regexps' memory", err)
+			}
+			if _, err := parseMetricsQL(`WITH (p = "api|web") up{job=~p + "|db"}`, 5); err != nil {
+				t.Errorf("a template of a plain regexp: %s", err)
+			}
+			return
+		}
+	}
+	t.Errorf("64 distinct regexps of 512 copies of 200 bytes (5 MiB each) built from pieces all passed")
+}
