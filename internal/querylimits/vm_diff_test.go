@@ -74,29 +74,44 @@ func checkTimeArgs(t *testing.T, base string) {
 // vmReadsTime is the time VictoriaMetrics reads arg as, in milliseconds, or false when it refuses it.
 func vmReadsTime(t *testing.T, base, arg string) (int64, bool) {
 	t.Helper()
-	resp, err := http.PostForm(base+"/api/v1/query", url.Values{"query": {"time()"}, "time": {arg}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var ans struct {
-		Data struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if resp.StatusCode != http.StatusOK {
+	var ans instantAnswer
+	if !vmAnswer(t, base, "/api/v1/query", url.Values{"query": {"time()"}, "time": {arg}}, &ans) {
 		return 0, false
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil || len(ans.Data.Result) != 1 {
-		t.Fatalf("time=%q: an answer of 200 without one sample: %v", arg, err)
+	if len(ans.Data.Result) != 1 {
+		t.Fatalf("time=%q: an answer of 200 without one sample", arg)
 	}
 	secs, ok := ans.Data.Result[0].Value[0].(float64)
 	if !ok {
 		t.Fatalf("time=%q: the sample's timestamp is %v", arg, ans.Data.Result[0].Value[0])
 	}
 	return int64(math.Round(secs * 1000)), true
+}
+
+// instantAnswer is the data of an instant query's answer.
+type instantAnswer struct {
+	Data struct {
+		Result []struct {
+			Value [2]any `json:"value"`
+		} `json:"result"`
+	} `json:"data"`
+}
+
+// vmAnswer sends args to the release at base+path and decodes its answer into ans; false when it refuses them.
+func vmAnswer(t *testing.T, base, path string, args url.Values, ans any) bool {
+	t.Helper()
+	resp, err := http.PostForm(base+path, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false
+	}
+	if err := json.NewDecoder(resp.Body).Decode(ans); err != nil {
+		t.Fatalf("%s?%s: %v", path, args.Encode(), err)
+	}
+	return true
 }
 
 // stepArgCorpus is step args in the forms VictoriaMetrics reads: seconds in any number form, durations, and what
@@ -134,10 +149,6 @@ func checkStepArgs(t *testing.T, base string) {
 func vmReadsStep(t *testing.T, base, arg string) (int64, bool) {
 	t.Helper()
 	for _, end := range []string{"1700043200", "1794608000"} {
-		resp, err := http.PostForm(base+"/api/v1/query_range", url.Values{"query": {"time()"}, "start": {"1700000000"}, "end": {end}, "step": {arg}})
-		if err != nil {
-			t.Fatal(err)
-		}
 		var ans struct {
 			Data struct {
 				Result []struct {
@@ -145,14 +156,11 @@ func vmReadsStep(t *testing.T, base, arg string) (int64, bool) {
 				} `json:"result"`
 			} `json:"data"`
 		}
-		code := resp.StatusCode
-		err = json.NewDecoder(resp.Body).Decode(&ans)
-		resp.Body.Close()
-		if code != http.StatusOK {
+		if !vmAnswer(t, base, "/api/v1/query_range", url.Values{"query": {"time()"}, "start": {"1700000000"}, "end": {end}, "step": {arg}}, &ans) {
 			return 0, false
 		}
-		if err != nil || len(ans.Data.Result) != 1 {
-			t.Fatalf("step=%q: an answer of 200 without one series: %v", arg, err)
+		if len(ans.Data.Result) != 1 {
+			t.Fatalf("step=%q: an answer of 200 without one series", arg)
 		}
 		vs := ans.Data.Result[0].Values
 		if len(vs) < 2 {

@@ -365,28 +365,15 @@ func (p *lookbackProbes) checkLatencyOffset(t *testing.T, arg, at string) {
 		secs, _ := strconv.ParseInt(at, 10, 64)
 		asked = secs * 1000
 	}
-	resp, err := http.PostForm(p.vm.URL+"/api/v1/query", url.Values{"query": {"time()"}, "latency_offset": {arg}, "time": args["time"]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ans struct {
-		Data struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	code := resp.StatusCode
-	err = json.NewDecoder(resp.Body).Decode(&ans)
-	resp.Body.Close()
-	if code != http.StatusOK {
+	var ans instantAnswer
+	if !vmAnswer(t, p.vm.URL, "/api/v1/query", url.Values{"query": {"time()"}, "latency_offset": {arg}, "time": args["time"]}, &ans) {
 		if testing.Verbose() {
 			t.Logf("%s: refused", enc(args))
 		}
 		return
 	}
-	if err != nil || len(ans.Data.Result) != 1 {
-		t.Fatalf("%s: an answer of 200 without one sample: %v", enc(args), err)
+	if len(ans.Data.Result) != 1 {
+		t.Fatalf("%s: an answer of 200 without one sample", enc(args))
 	}
 	s, ok := ans.Data.Result[0].Value[1].(string)
 	if !ok {
@@ -433,10 +420,6 @@ func (p *lookbackProbes) checkTSDBDates(t *testing.T) {
 		"2026-02-30", "-1d", "1d", "now", "today", "0", "-1", "Inf", "NaN")
 	read := 0
 	for _, arg := range corpus {
-		resp, err := http.PostForm(p.vm.URL+"/api/v1/status/tsdb", url.Values{"date": {arg}, "topN": {"100"}})
-		if err != nil {
-			t.Fatal(err)
-		}
 		var ans struct {
 			Data struct {
 				ByName []struct {
@@ -444,14 +427,8 @@ func (p *lookbackProbes) checkTSDBDates(t *testing.T) {
 				} `json:"seriesCountByMetricName"`
 			} `json:"data"`
 		}
-		code := resp.StatusCode
-		err = json.NewDecoder(resp.Body).Decode(&ans)
-		resp.Body.Close()
-		if code != http.StatusOK {
+		if !vmAnswer(t, p.vm.URL, "/api/v1/status/tsdb", url.Values{"date": {arg}, "topN": {"100"}}, &ans) {
 			continue
-		}
-		if err != nil {
-			t.Fatalf("date=%q: %v", arg, err)
 		}
 		read++
 		earliest := int64(math.MaxInt64)
