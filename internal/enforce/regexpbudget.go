@@ -32,17 +32,15 @@ func regexpBudget(n int) int { return 2*n + 16<<10 }
 func checkRegexpBudget(q string, toks []string, expanded int, part uint64) error {
 	with := expanded > 0
 	// Literals joined by + are one string to metricsql: weighed joined. One beside a template's name is a piece
-	// of a string this scan cannot see whole, and so is every literal of a WITH query that joins strings. filter
-	// says a literal is the value of a regexp filter; under WITH templates any literal may become one.
+	// of a string this scan cannot see whole, and so is every literal of a WITH query that joins strings.
 	var lits []string
-	var joined, filter []bool
+	var joined []bool
 	concat := false
 	for i := 0; i < len(toks); i++ {
 		lit, ok := stringLiteral(toks[i])
 		if !ok {
 			continue
 		}
-		filter = append(filter, with || i > 0 && toks[i-1] == "~") // the scan splits =~ and !~
 		piece := false
 		for i+2 < len(toks) && toks[i+1] == "+" {
 			next, ok := stringLiteral(toks[i+2])
@@ -97,27 +95,26 @@ func checkRegexpBudget(q string, toks []string, expanded int, part uint64) error
 	if budget := regexpBudget(size); total > budget {
 		return regexpError(total, budget)
 	}
-	return checkFiltersMemory(lits, joined, filter, part)
+	return checkFiltersMemory(lits, joined, part)
 }
 
-// checkFiltersMemory weighs in memory each literal that is or may become a regexp filter. A piece of a string this
-// scan cannot see whole is weighed at its largest, and never compiled alone: each of its bytes the largest class of
-// the query, repeated 1000 times (the most Go lets counts nest to) when any literal of the query has a count, since
-// a template may put one count around another as often as it is used.
-func checkFiltersMemory(lits []string, joined, filter []bool, part uint64) error {
+// checkFiltersMemory weighs in memory every literal of a query that has a regexp filter: any of them may be one
+// (which literal a filter takes is the parser's to say, and a scan that disagrees with it on a single byte would let
+// a dense one through), and a light one costs nothing. A piece of a string this scan cannot see whole is weighed at
+// its largest, and never compiled alone: each of its bytes the largest class of the query, repeated 1000 times (the
+// most Go lets counts nest to) when any literal of the query has a count, since a template may put one count around
+// another as often as it is used.
+func checkFiltersMemory(lits []string, joined []bool, part uint64) error {
 	counts, classRunes := 1, 4
 	for i, lit := range lits {
 		if repeatCounts(lit) > 1 {
 			counts = 1000
 		}
-		if re, err := syntax.Parse(lit, syntax.Perl); err == nil && !joined[i] {
+		if re, err := parseAnchored(lit); err == nil && !joined[i] {
 			classRunes = max(classRunes, largestClassRunes(re))
 		}
 	}
 	for i, lit := range lits {
-		if !filter[i] {
-			continue
-		}
 		if joined[i] {
 			upper := addW(2048, mulW(mulW(max(len(lit), 1), counts), 160+24*classRunes))
 			if upper > lightLimit(lit) {
@@ -127,9 +124,9 @@ func checkFiltersMemory(lits []string, joined, filter []bool, part uint64) error
 			}
 			continue
 		}
-		re, err := syntax.Parse(lit, syntax.Perl)
+		re, err := parseAnchored(lit)
 		if err != nil {
-			continue // the parser refuses it
+			continue // no regexp even as the parser compiles it: not compiled, or refused
 		}
 		if err := checkRegexpMemory(lit, memoryUpper(re), part, true); err != nil {
 			return err
@@ -154,6 +151,12 @@ func regexpError(total, budget int) error {
 		"(large classes such as \\pL, counted repeats such as {128}, case-insensitive ranges); simplify them", total, budget)
 }
 
+// parseAnchored parses a regexp filter's text as metricsql compiles it, `^(?:lit)$`: a text that is no regexp alone
+// may be one so (`)\pL{900}(?:`), and that is what takes the memory and the time.
+func parseAnchored(lit string) (*syntax.Regexp, error) {
+	return syntax.Parse("^(?:"+lit+")$", syntax.Perl)
+}
+
 func hasRegexpFilter(q string) bool { return strings.Contains(q, "=~") || strings.Contains(q, "!~") }
 
 // weighRegexp parses lit as a regexp (nil when it is none alone) and weighs what Go compiles it to, the one-pass
@@ -167,7 +170,7 @@ func weighRegexp(lit string) (*syntax.Regexp, int, error) {
 			return nil, 0, regexpError(fold, regexpBudget(len(lit)))
 		}
 	}
-	re, err := syntax.Parse(lit, syntax.Perl)
+	re, err := parseAnchored(lit)
 	if err != nil {
 		return nil, fold, nil
 	}

@@ -13,8 +13,9 @@ import (
 
 // metricsql keeps every regexp filter it compiles in a cache bounded by characters (a million of them), on the
 // assumption that a regexp's memory follows its length. It does not: a 54-byte `(?:a{16}){900}` compiles to 570 KiB,
-// so one team sending distinct regexps of that shape took the gateway from 14 MiB to 3 GiB in 15 seconds. The
-// regexps of a query are weighed in memory too, before it is parsed:
+// so one team sending distinct regexps of that shape took the gateway from 14 MiB to 3 GiB in 15 seconds. Every
+// string of a query that has a regexp filter is weighed in memory too, before the query is parsed, as the parser
+// compiles it (`^(?:re)$`, in which `)\pL{100}(?:` is a regexp):
 //   - a light regexp, at most lightBytesPerChar bytes for each character of it as metricsql keeps it (with its
 //     anchors), passes: however many the cache holds, they stay under a million times that;
 //   - a dense one passes while the gateway's ledger of the dense regexps it has let through has room: denseBytes in
@@ -100,10 +101,15 @@ func checkRegexpMemory(re string, upper int, part uint64, exact bool) error {
 	if upper <= lightLimit(re) {
 		return nil
 	}
+	if err := tooLarge.get(re); err != nil {
+		return err
+	}
 	n := upper
-	if r, err := regexp.Compile("^(?:" + re + ")$"); exact && err == nil {
-		if size, ok := compiledBytes(r); ok {
-			n = size
+	if exact {
+		if r, err := regexp.Compile("^(?:" + re + ")$"); err == nil {
+			if size, ok := compiledBytes(r); ok {
+				n = size
+			}
 		}
 	}
 	switch {
@@ -111,41 +117,112 @@ func checkRegexpMemory(re string, upper int, part uint64, exact bool) error {
 		return nil
 	case n > denseMaxBytes:
 		denseRefused.Inc()
-		return fmt.Errorf("the regexp %s would take about %d KiB of memory once compiled, over the %d KiB one may; "+
+		err := fmt.Errorf("the regexp %s would take about %d KiB of memory once compiled, over the %d KiB one may; "+
 			"write it with fewer counted repeats or large classes such as \\pL", quoteShort(re), n>>10, denseMaxBytes>>10)
+		tooLarge.put(re, err)
+		return err
 	}
 	return dense.admit(re, n, part)
 }
 
-// memoryUpper is an estimate no lower than the memory re compiles to, from its tree: its instructions (a literal
-// rune each, other nodes two, two more for each branch of an alternation, counted repeats written out) and the runes
-// of its classes, each with what Go's one-pass program may copy of it (TestRegexpMemoryEstimate checks it stays
-// above). A Grafana variable's long alternation of names stays well under lightLimit without being compiled here.
-func memoryUpper(re *syntax.Regexp) int {
-	literal, other, runes := treeSize(re)
-	return addW(addW(2048, mulW(literal, 64)), addW(mulW(other, 160), mulW(runes, 24)))
+// refusals remembers the regexps found too large, so that sending one again costs no compile to weigh it: at most
+// refusalsMax of them, forgotten all at once past that.
+type refusals struct {
+	mu sync.Mutex
+	m  map[string]error
 }
 
-func treeSize(re *syntax.Regexp) (literal, other, runes int) {
+const refusalsMax = 1024
+
+var tooLarge refusals
+
+func (r *refusals) get(re string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.m[re]
+}
+
+func (r *refusals) put(re string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil || len(r.m) >= refusalsMax {
+		r.m = map[string]error{}
+	}
+	if len(re) <= 4<<10 {
+		r.m[re] = err
+	}
+}
+
+// memoryUpper is an estimate no lower than the memory re compiles to, from its tree: its instructions (a literal
+// rune each, other nodes two, two more for each branch of an alternation, counted repeats written out), the runes
+// of its classes, each with what Go's one-pass program may copy of it, and for an alternation of k branches the k²
+// of a one-pass program, whose every step holds the first runes of all the branches after it
+// (TestRegexpMemoryEstimate checks it stays above). A Grafana variable's long alternation of names, which the parser
+// factors into short ones by their prefixes, stays well under lightLimit without being compiled here.
+func memoryUpper(re *syntax.Regexp) int {
+	n, _ := treeBytes(re)
+	return addW(2048, n)
+}
+
+// treeBytes is memoryUpper's estimate of re without the regexp's own overhead, and the runes of its classes.
+func treeBytes(re *syntax.Regexp) (n, runes int) {
 	switch re.Op {
 	case syntax.OpLiteral:
-		literal = len(re.Rune)
+		n = 64 * len(re.Rune)
 	case syntax.OpCharClass:
-		other, runes = 2, len(re.Rune)
+		n, runes = addW(320, mulW(24, len(re.Rune))), len(re.Rune)
 	case syntax.OpAnyChar, syntax.OpAnyCharNotNL:
-		other, runes = 2, 4
+		n, runes = 320+24*4, 4
 	default:
-		other = 2
+		n = 160
 	}
 	for _, sub := range re.Sub {
-		l, o, r := treeSize(sub)
-		literal, other, runes = addW(literal, l), addW(other, addW(o, 2)), addW(runes, r)
+		b, r := treeBytes(sub)
+		n, runes = addW(n, addW(b, 160)), addW(runes, r)
+	}
+	if k := len(re.Sub); re.Op == syntax.OpAlternate {
+		// A one-pass step holds the first runes of every branch after it: about k² entries and k times their runes.
+		n = addW(n, addW(mulW(16, mulW(k, k)), mulW(mulW(8, k), firstRunes(re))))
 	}
 	if re.Op == syntax.OpRepeat {
 		copies := max(re.Min, re.Max, 1)
-		literal, other, runes = mulW(literal, copies), mulW(other, copies), mulW(runes, copies)
+		n, runes = mulW(n, copies), mulW(runes, copies)
 	}
-	return literal, other, runes
+	return n, runes
+}
+
+// firstRunes is about how many runes may start a match of re: what a one-pass step copies of it.
+func firstRunes(re *syntax.Regexp) int {
+	switch re.Op {
+	case syntax.OpLiteral:
+		return 2
+	case syntax.OpCharClass:
+		return len(re.Rune)
+	case syntax.OpAnyChar, syntax.OpAnyCharNotNL:
+		return 4
+	case syntax.OpAlternate:
+		n := 0
+		for _, sub := range re.Sub {
+			n = addW(n, firstRunes(sub))
+		}
+		return n
+	case syntax.OpConcat:
+		// Empty-width and optional pieces let the next ones start a match too.
+		n := 0
+		for _, sub := range re.Sub {
+			n = addW(n, firstRunes(sub))
+			switch sub.Op {
+			case syntax.OpLiteral, syntax.OpCharClass, syntax.OpAnyChar, syntax.OpAnyCharNotNL, syntax.OpPlus:
+				return n
+			}
+		}
+		return n
+	}
+	n := 2
+	for _, sub := range re.Sub {
+		n = addW(n, firstRunes(sub))
+	}
+	return n
 }
 
 // compiledBytes is the memory r holds: its program and, when Go built one, its one-pass program. It reads regexp's
@@ -163,9 +240,18 @@ func compiledBytes(r *regexp.Regexp) (n int, ok bool) {
 		return 0, false
 	}
 	n += insts.Cap() * int(unsafe.Sizeof(syntax.Inst{}))
+	// The instructions of a literal hold pieces of its runes, and the copies of a repeated class one array: each
+	// counts its length, and a slice seen before nothing.
+	seen := map[uintptr]bool{}
+	runes := func(s reflect.Value) int {
+		if s.Kind() != reflect.Slice || s.Len() == 0 || seen[s.Pointer()] {
+			return 0
+		}
+		seen[s.Pointer()] = true
+		return s.Len() * 4
+	}
 	for i := range insts.Len() {
-		// A literal's instructions share its runes: each counts its own.
-		n += insts.Index(i).FieldByName("Rune").Len() * 4
+		n += runes(insts.Index(i).FieldByName("Rune"))
 	}
 	if onepass.IsNil() {
 		return n, true
@@ -177,7 +263,7 @@ func compiledBytes(r *regexp.Regexp) (n int, ok bool) {
 	n += ops.Cap() * (int(unsafe.Sizeof(syntax.Inst{})) + int(unsafe.Sizeof([]uint32{})))
 	for i := range ops.Len() {
 		in := ops.Index(i)
-		n += sliceBytes(in.FieldByName("Rune"), 4) + sliceBytes(in.FieldByName("Next"), 4)
+		n += runes(in.FieldByName("Rune")) + sliceBytes(in.FieldByName("Next"), 4)
 	}
 	return n, true
 }

@@ -15,7 +15,10 @@ func TestRegexpMemoryEstimate(t *testing.T) {
 	for _, shape := range []string{`a%d`, `foo.*bar%d`, `(?:aaaaaaaaaaaaaaaa){900}%d`, `[a-zA-Z0-9_-]{1,63}%d`, `\pL+%d`,
 		`\pL{8}%d`, `.{0,100}%d`, `(?i)error|warn|fatal%d`, `[0-9a-f]{32}%d`, `host-(a|b|c|d|e|f|g|h)%d`, `\w+%d`,
 		`(?i)[a-z]+%d`, `[\x{100}-\x{10000}]{20}%d`, `\b{100}%d`, `(a|b|c|d|e|f|g|h|i|j|k|l|m|n|o|p|q|r|s|t|u|v|w|x|y|z){10}%d`,
-		`\pL\pN\pL\pN%d`, `[^a]+%d`, `\PL{5}%d`, `(?s).*%d`, `(?i)\pL+%d`, `(?:(?:(?:a{2}){2}){2}){2}%d`} {
+		`\pL\pN\pL\pN%d`, `[^a]+%d`, `\PL{5}%d`, `(?s).*%d`, `(?i)\pL+%d`, `(?:(?:(?:a{2}){2}){2}){2}%d`,
+		// From an attacker's review: a one-pass alternation, whose every step holds the first runes of the branches
+		// after it, and texts that are regexps only inside the parser's ^(?:...)$.
+		alternationOf(320) + `|%d`, `)\pL{100}x%d(?:`, `x%d)|(?:\pL{30}`, `(?:\p{Lu}a|\p{Ll}b|\p{Lt}c|\p{Lm}d|\p{Lo}e)+%d`} {
 		const n = 100
 		keep := make([]*regexp.Regexp, 0, n)
 		var before, after runtime.MemStats
@@ -29,20 +32,21 @@ func TestRegexpMemoryEstimate(t *testing.T) {
 		heap := int(after.HeapAlloc-before.HeapAlloc) / n
 		lit := fmt.Sprintf(shape, 7)
 		read, ok := compiledBytes(keep[7])
+		name := shape[:min(len(shape), 36)]
 		if !ok {
 			t.Fatalf("cannot read the size of a compiled regexp: regexp's unexported fields changed in %s", runtime.Version())
 		}
-		re, err := syntax.Parse(lit, syntax.Perl)
+		re, err := parseAnchored(lit)
 		if err != nil {
 			t.Fatal(err)
 		}
 		upper := memoryUpper(re)
-		t.Logf("%-36s heap %7d B, read %7d B, estimate %8d B", shape, heap, read, upper)
+		t.Logf("%-36s heap %7d B, read %7d B, estimate %8d B", name, heap, read, upper)
 		if float64(read) < 0.6*float64(heap) || float64(read) > 1.6*float64(heap) {
-			t.Errorf("%s: read %d bytes of a compiled regexp the heap holds %d of", shape, read, heap)
+			t.Errorf("%s: read %d bytes of a compiled regexp the heap holds %d of", name, read, heap)
 		}
 		if upper < max(heap, read) {
-			t.Errorf("%s: the tree's estimate %d is below the %d bytes it takes", shape, upper, max(heap, read))
+			t.Errorf("%s: the tree's estimate %d is below the %d bytes it takes", name, upper, max(heap, read))
 		}
 		runtime.KeepAlive(keep)
 	}
@@ -64,6 +68,15 @@ func TestRegexpMemoryOfAlternations(t *testing.T) {
 	if upper := memoryUpper(re); upper > lightLimit(lit) || upper < read {
 		t.Errorf("1,000 hosts: estimate %d, compiled %d, light up to %d; want compiled <= estimate <= light", upper, read, lightLimit(lit))
 	}
+}
+
+// alternationOf is n two-letter branches that share no prefix: `az|cz|ez|...`.
+func alternationOf(n int) string {
+	bs := make([]string, n)
+	for i := range bs {
+		bs[i] = string(rune('a'+2*i)) + "z"
+	}
+	return strings.Join(bs, "|")
 }
 
 // freshLedger gives the test a ledger of its own, the process's back after it.
@@ -93,6 +106,21 @@ func TestRegexpMemory(t *testing.T) {
 		}
 	}
 	light := dense.total
+	// Repeated classes share one rune array: counted once, these pass, charged what they take (tens of KiB).
+	for _, re := range []string{`\\pL{1,200}.*`, `.*\\pL{250}`, `(?:\\pL?){200}`, `(?:[\\pL\\pN_-]?){100}`, `.*(?:\\pL|\\d){1,255}`} {
+		before := dense.total
+		if err := parse(`up{a=~"`+re+`"}`, dev); err != nil || dense.total-before > 64<<10 {
+			t.Errorf("%s: %v, charged %d bytes; want it passed for tens of KiB", re, err, dense.total-before)
+		}
+	}
+	light = dense.total
+	// Wherever the parser reads a regexp filter, the weighing reads it too: after a form feed, which the parser
+	// skips as a space, and in a text that is a regexp only inside the parser's ^(?:...)$.
+	for _, q := range []string{"up{a=~\f`\\pL{300}`}", "up{a=~`)\\pL{300}(?:`}"} {
+		if err := parse(q, ops); err == nil {
+			t.Errorf("%q: passed; want a regexp of 2 MiB refused", q)
+		}
+	}
 	// Dense regexps of 570 KiB each: dev's share, 16 MiB, takes 28 of them.
 	denseQuery := func(i int) string { return fmt.Sprintf(`up{a=~"(?:aaaaaaaaaaaaaaaa){900}%d"}`, i) }
 	admitted := 0

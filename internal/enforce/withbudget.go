@@ -183,7 +183,7 @@ func tokenize(q string) []string {
 	for i := 0; i < len(q); {
 		c := q[i]
 		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+		case c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r': // metricsql's isSpaceChar
 			i++
 		case c == '#':
 			for i < len(q) && q[i] != '\n' {
