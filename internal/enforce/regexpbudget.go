@@ -64,8 +64,10 @@ func checkRegexpBudget(q string, toks []string, expanded int, part uint64) error
 	total, classMost := 0, 1
 	density := 1 // the most weight per byte of any literal
 	var pieces []string
+	res := make([]*syntax.Regexp, len(lits)) // each as the parser compiles it; nil for none
 	for i, lit := range lits {
 		re, w, err := weighRegexp(lit)
+		res[i] = re
 		switch {
 		case err != nil:
 			return err
@@ -95,7 +97,7 @@ func checkRegexpBudget(q string, toks []string, expanded int, part uint64) error
 	if budget := regexpBudget(size); total > budget {
 		return regexpError(total, budget)
 	}
-	return checkFiltersMemory(lits, joined, part)
+	return checkFiltersMemory(lits, res, joined, part)
 }
 
 // checkFiltersMemory weighs in memory every literal of a query that has a regexp filter: any of them may be one
@@ -104,14 +106,14 @@ func checkRegexpBudget(q string, toks []string, expanded int, part uint64) error
 // its largest, and never compiled alone: each of its bytes the largest class of the query, repeated 1000 times (the
 // most Go lets counts nest to) when any literal of the query has a count, since a template may put one count around
 // another as often as it is used.
-func checkFiltersMemory(lits []string, joined []bool, part uint64) error {
+func checkFiltersMemory(lits []string, res []*syntax.Regexp, joined []bool, part uint64) error {
 	counts, classRunes := 1, 4
 	for i, lit := range lits {
 		if repeatCounts(lit) > 1 {
 			counts = 1000
 		}
-		if re, err := parseAnchored(lit); err == nil && !joined[i] {
-			classRunes = max(classRunes, largestClassRunes(re))
+		if res[i] != nil && !joined[i] {
+			classRunes = max(classRunes, largestClassRunes(res[i]))
 		}
 	}
 	for i, lit := range lits {
@@ -124,11 +126,10 @@ func checkFiltersMemory(lits []string, joined []bool, part uint64) error {
 			}
 			continue
 		}
-		re, err := parseAnchored(lit)
-		if err != nil {
+		if res[i] == nil {
 			continue // no regexp even as the parser compiles it: not compiled, or refused
 		}
-		if err := checkRegexpMemory(lit, memoryUpper(re), part, true); err != nil {
+		if err := checkRegexpMemory(lit, memoryUpper(res[i]), part, true); err != nil {
 			return err
 		}
 	}
