@@ -191,7 +191,7 @@ func (w *truncationWatch) setAddrs(addrs []gateway.BackendAddr) {
 	now := time.Now().UnixNano()
 	var leaving []*truncationTarget
 	for _, t := range *w.leaving.Load() {
-		if at := t.goneAt.Load(); at != 0 && now-at < int64(leaveGrace) {
+		if t.leftWithinGrace(now) {
 			leaving = append(leaving, t)
 		}
 	}
@@ -211,6 +211,12 @@ func (w *truncationWatch) setAddrs(addrs []gateway.BackendAddr) {
 		}
 	}
 	w.leaving.Store(&leaving)
+}
+
+// leftWithinGrace says whether discovery dropped t less than leaveGrace before now (unix nanoseconds).
+func (t *truncationTarget) leftWithinGrace(now int64) bool {
+	at := t.goneAt.Load()
+	return at != 0 && now-at < int64(leaveGrace)
 }
 
 func newTarget(k targetKey, u *url.URL) *truncationTarget {
@@ -390,7 +396,7 @@ func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 		// Writes routed on a list from before an address went still reach it.
 		now := time.Now().UnixNano()
 		for _, t := range l {
-			if at := t.goneAt.Load(); at != 0 && now-at < int64(leaveGrace) {
+			if t.leftWithinGrace(now) {
 				ts = append(ts[:len(ts):len(ts)], t)
 			}
 		}

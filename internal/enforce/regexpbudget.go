@@ -119,10 +119,8 @@ func checkFiltersMemory(lits []string, res []*syntax.Regexp, joined []bool, part
 	for i, lit := range lits {
 		if joined[i] {
 			upper := addW(2048, mulW(mulW(max(len(lit), 1), counts), 160+24*classRunes))
-			if upper > lightLimit(lit) {
-				if err := checkRegexpMemory(lit, upper, part, false); err != nil {
-					return err
-				}
+			if err := checkRegexpMemory(lit, upper, part, false); err != nil {
+				return err
 			}
 			continue
 		}
@@ -136,6 +134,7 @@ func checkFiltersMemory(lits []string, res []*syntax.Regexp, joined []bool, part
 	return nil
 }
 
+// largestClassRunes is the length of the rune list of re's largest class (twice its ranges), 0 when it has none.
 func largestClassRunes(re *syntax.Regexp) int {
 	n := 0
 	if re.Op == syntax.OpCharClass {
@@ -260,16 +259,8 @@ func RegexpWeight(re *syntax.Regexp, most int) int {
 	return min(n, most+1)
 }
 
-func largestClass(re *syntax.Regexp) int {
-	n := 1
-	if re.Op == syntax.OpCharClass {
-		n = 1 + len(re.Rune)/2/rangesPerUnit
-	}
-	for _, sub := range re.Sub {
-		n = max(n, largestClass(sub))
-	}
-	return n
-}
+// largestClass is the weight of re's largest class, 1 when it has none.
+func largestClass(re *syntax.Regexp) int { return 1 + largestClassRunes(re)/2/rangesPerUnit }
 
 // repeatCounts is the product of the counts of {n} and {n,m} in s, 1 when it has none.
 func repeatCounts(s string) int {

@@ -39,7 +39,8 @@ func anchoredLen(re string) int { return len(re) + len("^(?:)$") }
 // lightLimit is the most a light regexp of its text may take.
 func lightLimit(re string) int { return lightBytesPerChar * anchoredLen(re) }
 
-// dense is the ledger of the dense regexps let through. The zero value is ready.
+// ledger records the dense regexps let through, what each takes, and the total per partition. The zero value is
+// ready.
 type ledger struct {
 	mu     sync.Mutex
 	seen   map[string]int
@@ -159,36 +160,32 @@ func (r *refusals) put(re string, err error) {
 // of a one-pass program, whose every step holds the first runes of all the branches after it
 // (TestRegexpMemoryEstimate checks it stays above). A Grafana variable's long alternation of names, which the parser
 // factors into short ones by their prefixes, stays well under lightLimit without being compiled here.
-func memoryUpper(re *syntax.Regexp) int {
-	n, _ := treeBytes(re)
-	return addW(2048, n)
-}
+func memoryUpper(re *syntax.Regexp) int { return addW(2048, treeBytes(re)) }
 
-// treeBytes is memoryUpper's estimate of re without the regexp's own overhead, and the runes of its classes.
-func treeBytes(re *syntax.Regexp) (n, runes int) {
+// treeBytes is memoryUpper's estimate of re without the regexp's own overhead.
+func treeBytes(re *syntax.Regexp) int {
+	var n int
 	switch re.Op {
 	case syntax.OpLiteral:
 		n = 64 * len(re.Rune)
 	case syntax.OpCharClass:
-		n, runes = addW(320, mulW(24, len(re.Rune))), len(re.Rune)
+		n = addW(320, mulW(24, len(re.Rune)))
 	case syntax.OpAnyChar, syntax.OpAnyCharNotNL:
-		n, runes = 320+24*4, 4
+		n = 320 + 24*4
 	default:
 		n = 160
 	}
 	for _, sub := range re.Sub {
-		b, r := treeBytes(sub)
-		n, runes = addW(n, addW(b, 160)), addW(runes, r)
+		n = addW(n, addW(treeBytes(sub), 160))
 	}
 	if k := len(re.Sub); re.Op == syntax.OpAlternate {
 		// A one-pass step holds the first runes of every branch after it: about k² entries and k times their runes.
 		n = addW(n, addW(mulW(16, mulW(k, k)), mulW(mulW(8, k), firstRunes(re))))
 	}
 	if re.Op == syntax.OpRepeat {
-		copies := max(re.Min, re.Max, 1)
-		n, runes = mulW(n, copies), mulW(runes, copies)
+		n = mulW(n, max(re.Min, re.Max, 1))
 	}
-	return n, runes
+	return n
 }
 
 // firstRunes is about how many runes may start a match of re: what a one-pass step copies of it.
