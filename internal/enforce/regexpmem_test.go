@@ -19,9 +19,13 @@ func TestRegexpMemoryEstimate(t *testing.T) {
 		// From an attacker's review: a one-pass alternation, whose every step holds the first runes of the branches
 		// after it, and texts that are regexps only inside the parser's ^(?:...)$.
 		alternationOf(320) + `|%d`, `)\pL{100}x%d(?:`, `x%d)|(?:\pL{30}`, `(?:\p{Lu}a|\p{Ll}b|\p{Lt}c|\p{Lm}d|\p{Lo}e)+%d`} {
-		const n = 100
+		// Enough copies for a MiB or so, so that what else the heap does is noise beside them; two collections
+		// first, since what sync.Pools dropped at one is freed at the next.
+		one, _ := compiledBytes(regexp.MustCompile("^(?:" + fmt.Sprintf(shape, 0) + ")$"))
+		n := min(max(1<<20/max(one, 1), 100), 2000)
 		keep := make([]*regexp.Regexp, 0, n)
 		var before, after runtime.MemStats
+		runtime.GC()
 		runtime.GC()
 		runtime.ReadMemStats(&before)
 		for i := range n {
