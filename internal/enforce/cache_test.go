@@ -10,17 +10,17 @@ import (
 func TestQueryCache(t *testing.T) {
 	e := devOnly(t)
 	k := cacheKey{e: e, q: "up"}
-	if _, ok := queries.Get(k); ok {
+	if _, ok := queries.Get(0, k); ok {
 		t.Fatal("hit before the first rewrite")
 	}
 	if out, err := e.Query("up"); err != nil || out != `up{team="dev"}` {
 		t.Fatalf("Query = %q, %v", out, err)
 	}
-	if out, ok := queries.Get(k); !ok || out != `up{team="dev"}` {
+	if out, ok := queries.Get(0, k); !ok || out != `up{team="dev"}` {
 		t.Fatalf("get = %q, %v", out, ok)
 	}
 	for _, other := range []cacheKey{{e: devOnly(t), q: "up"}, {e: e, q: "up", cluster: true}, {q: "up"}} {
-		if _, ok := queries.Get(other); ok {
+		if _, ok := queries.Get(0, other); ok {
 			t.Errorf("%+v hits the entry of another enforcer or mode", other)
 		}
 	}
@@ -28,7 +28,7 @@ func TestQueryCache(t *testing.T) {
 	if _, err := e.Query(long); err != nil {
 		t.Fatalf("Query(long): %s", err)
 	}
-	if _, ok := queries.Get(cacheKey{e: e, q: long}); ok {
+	if _, ok := queries.Get(0, cacheKey{e: e, q: long}); ok {
 		t.Errorf("an overlong query was cached")
 	}
 }

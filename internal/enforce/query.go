@@ -24,8 +24,8 @@ func (e *Enforcer) Query(q string) (string, error) {
 // again, and parsing is most of the cost, so results are cached per enforcer; a query not in the cache takes its
 // parse from p when an earlier step of the request parsed it.
 func (e *Enforcer) query(q string, cluster bool, p *Parsed) (string, error) {
-	k := cacheKey{e: e, part: p.Partition(), q: q, cluster: cluster}
-	if out, ok := queries.Get(k); ok {
+	part, k := p.Partition(), cacheKey{e: e, q: q, cluster: cluster}
+	if out, ok := queries.Get(part, k); ok {
 		return out, nil
 	}
 	out, err := e.queryUncached(q, cluster, p)
@@ -36,7 +36,7 @@ func (e *Enforcer) query(q string, cluster bool, p *Parsed) (string, error) {
 			out = cq
 		}
 		k.q = cq
-		queries.Put(k, out)
+		queries.Put(part, k, out)
 	}
 	return out, err
 }

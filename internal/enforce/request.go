@@ -192,8 +192,8 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool, p 
 // the outcomes are cached, so that a dashboard's variables are parsed once, not at every refresh. The returned
 // slice is the cache's: callers must not change it.
 func (e *Enforcer) selector(arg, s string, cluster bool, p *Parsed) ([]string, error) {
-	k := cacheKey{e: e, part: p.Partition(), q: s, cluster: cluster}
-	if out, ok := selectors.Get(k); ok {
+	part, k := p.Partition(), cacheKey{e: e, q: s, cluster: cluster}
+	if out, ok := selectors.Get(part, k); ok {
 		return out, nil
 	}
 	me, err := parseSelectorArg(arg, s, p)
@@ -219,7 +219,7 @@ func (e *Enforcer) selector(arg, s string, cluster bool, p *Parsed) ([]string, e
 	}
 	if len(s) <= cacheMaxQueryLen {
 		k.q = s
-		selectors.Put(k, out)
+		selectors.Put(part, k, out)
 	}
 	return out, nil
 }

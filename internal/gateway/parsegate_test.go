@@ -433,3 +433,50 @@ func TestParseGateChurn(t *testing.T) {
 		t.Errorf("%d units still hold slots or references", n)
 	}
 }
+
+// TestParseCachesSurviveAnotherUnitsFlood: a tenant sending new queries without end (here 36 MiB of them, twice
+// the caches' budget) pushes none of another tenant's queries out of the caches, so that tenant's dashboard still
+// passes without a parse slot, as before the flood.
+func TestParseCachesSurviveAnotherUnitsFlood(t *testing.T) {
+	for _, limits := range []bool{false, true} {
+		t.Run(fmt.Sprintf("limits=%v", limits), func(t *testing.T) {
+			tokens := byToken{"t3": {Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeFull}, "t4": {Tenant: tenant.ID{AccountID: 4}, Mode: auth.ModeFull}}
+			u, _ := url.Parse("http://upstream")
+			cfg := Config{ReadURL: u, WriteURL: u, ReadTransport: vectorUpstream{}, WriteTransport: vectorUpstream{},
+				Cluster: true, Auth: tokens, AuthHeader: "X-Token", Limits: Limits{MaxQueueDuration: 20 * time.Millisecond}}
+			if limits {
+				cfg.QueryLimits = testQueryLimits(t)
+			}
+			g, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := parseSeq.Add(1)
+			var dashboard []string
+			for i := range 20 {
+				q := fmt.Sprintf(`sum(rate(http_requests_total{job="api-%d-%d"}[5m])) by (instance)`, n, i)
+				dashboard = append(dashboard, "/api/v1/query?query="+url.QueryEscape(q))
+			}
+			for _, target := range dashboard {
+				if rec := serve(g, http.MethodGet, target, "X-Token", "t4"); rec.Code != http.StatusOK {
+					t.Fatalf("tenant 4: %d %s", rec.Code, rec.Body)
+				}
+			}
+			// Near the longest query the caches keep, so the flood is quick to send.
+			pad := strings.Repeat("x", 15<<10)
+			for i := range 1200 {
+				target := "/api/v1/query?query=" + url.QueryEscape(fmt.Sprintf(`up{a="%s-%d-%d"}`, pad, n, i))
+				if rec := serve(g, http.MethodGet, target, "X-Token", "t3"); rec.Code != http.StatusOK {
+					t.Fatalf("tenant 3's query %d: %d %s", i, rec.Code, rec.Body)
+				}
+			}
+			free := busyParses(t, g, unit{tenant: tenant.ID{AccountID: 4}})
+			defer free()
+			for i, target := range dashboard {
+				if rec := serve(g, http.MethodGet, target, "X-Token", "t4"); rec.Code != http.StatusOK {
+					t.Fatalf("tenant 4's query %d after tenant 3's flood, its parse slots busy: %d %s; want it cached", i, rec.Code, rec.Body)
+				}
+			}
+		})
+	}
+}

@@ -15,10 +15,8 @@ import (
 // parsed is what the limits need of one query, computed on its first sight: dashboards repeat the same queries,
 // so the parse is paid once and every later check walks the small span tree only.
 type parsed struct {
-	// q is the query and part the partition of the isolation unit that asked (enforce.Parsed.Partition), which
-	// tell apart two queries of one hash: one unit never finds another's entries.
+	// q is the query, which tells apart two queries of one hash.
 	q    string
-	part uint64
 	root node
 	// err is why the query cannot be parsed; the limits that need the parse refuse such a query.
 	err error
@@ -33,36 +31,37 @@ type parsed struct {
 }
 
 // cache keeps parsed queries (internal/gencache), keyed by the query's hash: a query of kilobytes is hashed once
-// whichever generation holds it, and compared once on a hit. Each config has its own: the blocked patterns are
-// part of what is cached.
+// whichever generation holds it, and compared once on a hit. Each config has its own, since the blocked patterns
+// are part of what is cached, and each isolation unit's entries are kept apart in it (enforce.Parsed.Partition), as
+// in the enforcer's caches.
 type cache struct {
 	seed maphash.Seed
 	gen  *gencache.Cache[uint64, *parsed]
 }
 
 const (
-	cacheGenerationBytes = 8 << 20
+	cacheBytes = 16 << 20
 	// Longer queries are rare and would evict many others.
 	cacheMaxQueryLen = 16 << 10
 )
 
 func newCache() *cache {
-	return &cache{seed: maphash.MakeSeed(), gen: gencache.New(cacheGenerationBytes, func(_ uint64, p *parsed) int { return 2*len(p.q) + 256 })}
+	return &cache{seed: maphash.MakeSeed(), gen: gencache.New(cacheBytes, func(_ uint64, p *parsed) int { return 2*len(p.q) + 256 })}
 }
 
 // parse returns the parsed form of q, from the cache or computed now, with the parse of an earlier step of the
 // request when it has one (pq may be nil).
 func (c *config) parse(q string, pq *enforce.Parsed) *parsed {
 	part := pq.Partition()
-	h := maphash.String(c.cache.seed, q) ^ part*0x9E3779B97F4A7C15
-	if p, ok := c.cache.gen.Get(h); ok && p.q == q && p.part == part {
+	h := maphash.String(c.cache.seed, q)
+	if p, ok := c.cache.gen.Get(part, h); ok && p.q == q {
 		return p // another query of the same hash keeps the place and is never returned for q
 	}
 	p := c.analyze(q, pq)
 	if len(q) <= cacheMaxQueryLen && !enforce.IsGateRefusal(p.err) {
 		// A query read from a form may be a part of the whole body: the cache keeps a copy of its own.
-		p.q, p.part = strings.Clone(q), part
-		c.cache.gen.Put(h, p)
+		p.q = strings.Clone(q)
+		c.cache.gen.Put(part, h, p)
 	}
 	return p
 }
