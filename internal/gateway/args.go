@@ -38,9 +38,9 @@ func badURLQuery(r *http.Request, err error) error {
 		"cannot parse the URL query "+httperr.Elided)
 }
 
-// prepareArgs reads, checks and rewrites the args of r before it is forwarded. Write bodies are not read here:
-// they stream to the upstream (see idleBody).
-func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.Route, a *auth.Access) error {
+// prepareArgs reads, checks and rewrites the args of r before it is forwarded, and sets queued to how long it waited
+// for a parse slot. Write bodies are not read here: they stream to the upstream (see idleBody).
+func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.Route, a *auth.Access, queued *time.Duration) error {
 	if rt.Kind == route.Write {
 		if !g.seesArgs(a, rt) {
 			return nil
@@ -76,7 +76,10 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	if limited || strict {
 		// Queries that are parsed, by the limits or the rewrite, are parsed in a parse slot of the token's unit.
 		la := limitArgsPool.Get().(*limitArgs)
-		defer releaseLimitArgs(la)
+		defer func() {
+			*queued = la.gate.queued
+			releaseLimitArgs(la)
+		}()
 		la.gate.init(g.conc, r.Context(), a.Tenant, a.Enforcer)
 		la.parsed.SetGate(&la.gate, la.gate.unit.partition())
 		parsed = &la.parsed

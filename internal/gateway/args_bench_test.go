@@ -46,7 +46,8 @@ func BenchmarkReadArgsPerByte(b *testing.B) {
 			r.Header.Set("Content-Type", formType)
 			r.Header.Set("X-Team", "dev")
 			a, _ := headerAuth{}.Authenticate(r)
-			return g.prepareArgs(httptest.NewRecorder(), r, rt, a)
+			var queued time.Duration
+			return g.prepareArgs(httptest.NewRecorder(), r, rt, a, &queued)
 		}
 		if err := try(); (err == nil) != (bc.status == 200) {
 			b.Fatalf("%s: %v; want status %d", bc.name, err, bc.status)

@@ -67,11 +67,12 @@ func newConcurrency(global, perTenant int, queue time.Duration) *concurrency {
 	return c
 }
 
-// acquire takes a slot of the tenant's unit for tokens restricted like e, then a global one, waiting at most the
-// queue duration for both together. The unit's slot comes first, so a busy unit's queued requests never hold global
-// slots that others could use. The caller must pass the returned slots to release once the request is done.
-func (c *concurrency) acquire(ctx context.Context, t tenant.ID, e *enforce.Enforcer) (*tenantSlots, error) {
-	var q queueTime
+// acquire takes a slot of the tenant's unit for tokens restricted like e, then a global one, waiting at most what
+// the request has left of the queue duration for both together: queued is what it already waited for a parse slot
+// (parseGate.queued). The unit's slot comes first, so a busy unit's queued requests never hold global slots that
+// others could use. The caller must pass the returned slots to release once the request is done.
+func (c *concurrency) acquire(ctx context.Context, t tenant.ID, e *enforce.Enforcer, queued time.Duration) (*tenantSlots, error) {
+	q := queueTime{before: queued}
 	defer q.stop()
 	var ts *tenantSlots
 	if c.perTenant > 0 {
@@ -119,11 +120,15 @@ var (
 	errGoneInQueue = httperr.New(499, "the client went away while its request was queued")
 )
 
-// queueTime is one request's time in the queue, shared by its waits for a tenant and a global slot. The timer is
+// queueTime is one request's time in the queue, shared by its waits for a tenant and a global slot, and counted
+// from what it waited before for a parse slot, so that -maxQueueDuration bounds a request's whole wait. The timer is
 // made only when a request has to wait.
 type queueTime struct {
 	timer *time.Timer
 	spent bool
+	// before is the time the request waited in an earlier queue; start is when the timer was made.
+	before time.Duration
+	start  time.Time
 }
 
 func (q *queueTime) stop() {
@@ -139,11 +144,11 @@ func (c *concurrency) wait(ctx context.Context, sem chan struct{}, q *queueTime)
 		return nil
 	default:
 	}
-	if c.queue <= 0 || q.spent {
+	if c.queue <= q.before || q.spent {
 		return errQueueFull
 	}
 	if q.timer == nil {
-		q.timer = time.NewTimer(c.queue)
+		q.start, q.timer = time.Now(), time.NewTimer(c.queue-q.before)
 	}
 	queued.Add(1)
 	defer queued.Add(-1)

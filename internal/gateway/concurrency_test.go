@@ -22,7 +22,7 @@ var (
 // mustAcquire takes a slot that must be free.
 func mustAcquire(t *testing.T, c *concurrency, id tenant.ID) *tenantSlots {
 	t.Helper()
-	ts, err := c.acquire(context.Background(), id, nil)
+	ts, err := c.acquire(context.Background(), id, nil, 0)
 	if err != nil {
 		t.Fatalf("acquire for %s: %s", id, err)
 	}
@@ -44,7 +44,7 @@ func TestConcurrencyGlobalLimit(t *testing.T) {
 	c := newConcurrency(2, 0, 0)
 	before := rejectedGlobal.Get()
 	a, b := mustAcquire(t, c, tenantA), mustAcquire(t, c, tenantB)
-	_, err := c.acquire(context.Background(), tenantA, nil)
+	_, err := c.acquire(context.Background(), tenantA, nil, 0)
 	wantOverload(t, err, "global")
 	if got := rejectedGlobal.Get() - before; got != 1 {
 		t.Errorf("vmgateway_concurrency_rejected_total{scope=\"global\"} grew by %d, want 1", got)
@@ -74,7 +74,7 @@ func TestConcurrencyPerTenant(t *testing.T) {
 	c := newConcurrency(10, 1, 0)
 	before := rejectedTenant.Get()
 	a := mustAcquire(t, c, tenantA)
-	_, err := c.acquire(context.Background(), tenantA, nil)
+	_, err := c.acquire(context.Background(), tenantA, nil, 0)
 	wantOverload(t, err, "tenant")
 	if msg := err.Error(); !strings.Contains(msg, "tenant 1:0") || !strings.Contains(msg, "-maxConcurrentPerTenantRequests=1") {
 		t.Errorf("message %q should name the tenant and the flag", msg)
@@ -117,7 +117,7 @@ func TestConcurrencyQueue(t *testing.T) {
 	a := mustAcquire(t, c, tenantA)
 	got := make(chan error, 1)
 	go func() {
-		ts, err := c.acquire(context.Background(), tenantB, nil)
+		ts, err := c.acquire(context.Background(), tenantB, nil, 0)
 		if err == nil {
 			c.release(ts)
 		}
@@ -135,7 +135,7 @@ func TestConcurrencyQueueExpires(t *testing.T) {
 	c := newConcurrency(1, 0, 20*time.Millisecond)
 	a := mustAcquire(t, c, tenantA)
 	defer c.release(a)
-	_, err := c.acquire(context.Background(), tenantB, nil)
+	_, err := c.acquire(context.Background(), tenantB, nil, 0)
 	wantOverload(t, err, "global")
 }
 
@@ -164,7 +164,7 @@ func TestConcurrencyQueuedTenantHoldsNoGlobalSlot(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.acquire(ctx, tenantA, nil)
+		_, err := c.acquire(ctx, tenantA, nil, 0)
 		done <- err
 	}()
 	waitFor(t, func() bool { return queued.Load() > 0 }, "tenant A's second request to queue")
@@ -194,7 +194,7 @@ func TestConcurrencyNeverExceedsLimits(t *testing.T) {
 			defer wg.Done()
 			id := tenant.ID{AccountID: uint32(g % len(perT))}
 			for i := 0; i < 300; i++ {
-				ts, err := c.acquire(context.Background(), id, nil)
+				ts, err := c.acquire(context.Background(), id, nil, 0)
 				if err != nil {
 					continue
 				}
@@ -227,7 +227,7 @@ func BenchmarkConcurrency(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				ts, err := c.acquire(context.Background(), tenantA, nil)
+				ts, err := c.acquire(context.Background(), tenantA, nil, 0)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -240,7 +240,7 @@ func BenchmarkConcurrency(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				id := tenant.ID{AccountID: n.Add(1) % 4}
 				for pb.Next() {
-					ts, err := c.acquire(context.Background(), id, nil)
+					ts, err := c.acquire(context.Background(), id, nil, 0)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -271,5 +271,23 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 			t.Fatalf("gave up waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestQueueCountsEarlierWait: what a request already waited for a parse slot counts against -maxQueueDuration, so
+// its wait for a request slot is what is left; with nothing left it is refused at once.
+func TestQueueCountsEarlierWait(t *testing.T) {
+	const queue = 10 * time.Second
+	c := newConcurrency(0, 1, queue)
+	held := mustAcquire(t, c, tenantA)
+	defer c.release(held)
+	for _, queued := range []time.Duration{queue, queue + time.Second, queue - 50*time.Millisecond} {
+		start := time.Now()
+		_, err := c.acquire(context.Background(), tenantA, nil, queued)
+		wantOverload(t, err, "tenant")
+		// Refused after what was left (at most 50ms), where a fresh queue would have waited 10s.
+		if d := time.Since(start); d > queue/2 {
+			t.Errorf("having queued %s already, the request waited %s more for a request slot; the queue is %s", queued, d, queue)
+		}
 	}
 }

@@ -201,11 +201,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// Read bodies are read and checked first: a slot is taken only by a request ready to be forwarded.
-	if err := g.prepareArgs(e, r, rt, access); err != nil {
+	var queued time.Duration
+	if err := g.prepareArgs(e, r, rt, access, &queued); err != nil {
 		g.reject(e, err)
 		return
 	}
-	ts, err := g.conc.acquire(r.Context(), t, access.Enforcer)
+	ts, err := g.conc.acquire(r.Context(), t, access.Enforcer, queued)
 	if err != nil {
 		g.reject(e, err)
 		return

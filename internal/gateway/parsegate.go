@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"runtime"
+	"time"
 
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/tenant"
@@ -28,6 +29,9 @@ type parseGate struct {
 	ts      *tenantSlots // the unit's slots while the request holds a parse slot
 	q       queueTime
 	refused error
+	// queued is how long the request waited for its parse slot, which counts against -maxQueueDuration when it
+	// waits for a request slot next.
+	queued time.Duration
 }
 
 // init readies g for the request of ctx, whose unit is t and tokens restricted like e; nothing is taken yet.
@@ -52,6 +56,9 @@ func (g *parseGate) Enter() error {
 		return err
 	}
 	g.ts = ts
+	if g.q.timer != nil {
+		g.queued = time.Since(g.q.start)
+	}
 	return nil
 }
 

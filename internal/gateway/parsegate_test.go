@@ -480,3 +480,37 @@ func TestParseCachesSurviveAnotherUnitsFlood(t *testing.T) {
 		})
 	}
 }
+
+// TestQueueBoundsParseAndRequestWaits: a request that waits for a parse slot and then for a request slot waits
+// -maxQueueDuration in all, not once for each.
+func TestQueueBoundsParseAndRequestWaits(t *testing.T) {
+	const queue, parseWait = time.Second, 700 * time.Millisecond
+	tokens := byToken{"t3": {Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeFull}}
+	u, _ := url.Parse("http://upstream")
+	g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: vectorUpstream{}, WriteTransport: vectorUpstream{}, Cluster: true,
+		Auth: tokens, AuthHeader: "X-Token", Limits: Limits{MaxQueueDuration: queue, MaxConcurrentPerTenantRequests: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	un := unit{tenant: tenant.ID{AccountID: 3}}
+	// The unit's one request slot stays taken; its parse slots are freed after parseWait.
+	ts := g.conc.ref(un)
+	ts.sem <- struct{}{}
+	defer func() {
+		<-ts.sem
+		g.conc.unref(ts)
+	}()
+	free := busyParses(t, g, un)
+	timer := time.AfterFunc(parseWait, free)
+	defer timer.Stop()
+	start := time.Now()
+	rec := serve(g, http.MethodGet, "/api/v1/query?query="+url.QueryEscape(fmt.Sprintf(`up{a="%d"}`, parseSeq.Add(1))), "X-Token", "t3")
+	d := time.Since(start)
+	if rec.Code != http.StatusTooManyRequests || !strings.Contains(rec.Body.String(), "for tenant 3:0") {
+		t.Fatalf("got %d %s; want 429 for the tenant's request slots", rec.Code, rec.Body)
+	}
+	// Before, the wait for the request slot began anew: parseWait + queue (1.7s).
+	if d < parseWait || d > queue+parseWait/2 {
+		t.Errorf("the request waited %s for its slots; want about -maxQueueDuration (%s), not %s", d, queue, parseWait+queue)
+	}
+}
