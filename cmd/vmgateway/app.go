@@ -66,6 +66,7 @@ type app struct {
 	alog     *accesslog.Log
 	reloader *reloader
 	trunc    *truncationWatch
+	reads    *readSlotsWatch
 }
 
 // configs are the components' configs, as the flags give them, checked.
@@ -168,6 +169,9 @@ func newApp() (_ *app, err error) {
 	if a.trunc != nil {
 		c.gw.WriteAddrs = a.trunc.setAddrs
 	}
+	if a.reads = newReadSlotsWatch(c.gw.ReadTransport); a.reads != nil {
+		c.gw.ReadAddrs = a.reads.setAddrs
+	}
 	if a.gw, err = gateway.New(c.gw); err != nil {
 		return nil, err
 	}
@@ -219,6 +223,7 @@ func (a *app) start() error {
 		a.qlimits.Start()
 	}
 	a.trunc.start()
+	startReadSlots(a.reads, a.gw)
 	return nil
 }
 
@@ -242,6 +247,7 @@ func (a *app) stop() error {
 // close stops the background work: key refreshes and the rate-limit poller.
 func (a *app) close() {
 	a.trunc.close()
+	a.reads.close()
 	if a.gw != nil {
 		a.gw.Close()
 	}

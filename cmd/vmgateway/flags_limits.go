@@ -38,7 +38,7 @@ func gatewayLimits() (gateway.Limits, error) {
 	for _, f := range []struct {
 		name string
 		v    time.Duration
-	}{{"maxQueueDuration", *maxQueueDuration}, {"http.readBodyTimeout", *readBodyTimeout}, {"http.writeBodyIdleTimeout", *writeBodyIdleTimeout}} {
+	}{{"maxQueueDuration", *maxQueueDuration}, {"read.maxQueueDuration", *readMaxQueueDuration}, {"http.readBodyTimeout", *readBodyTimeout}, {"http.writeBodyIdleTimeout", *writeBodyIdleTimeout}} {
 		if f.v < 0 {
 			return gateway.Limits{}, fmt.Errorf("-%s=%s must not be negative", f.name, f.v)
 		}
@@ -51,6 +51,7 @@ func gatewayLimits() (gateway.Limits, error) {
 		MaxConcurrentRequests:          *maxConcurrentRequests,
 		MaxConcurrentPerTenantRequests: *maxConcurrentPerTenantRequests,
 		MaxQueueDuration:               *maxQueueDuration,
+		ReadQueueDuration:              *readMaxQueueDuration,
 		MaxQueryLen:                    *searchMaxQueryLen,
 		MaxSelectorArgs:                *searchMaxSelectorArgs,
 		MaxTotalQueryLen:               *searchMaxTotalQueryLen,

@@ -220,18 +220,23 @@ func (t *truncationTarget) leftWithinGrace(now int64) bool {
 }
 
 func newTarget(k targetKey, u *url.URL) *truncationTarget {
+	t := &truncationTarget{key: k, url: metricsURLOf(u), first: make(chan struct{})}
+	t.state.Store(truncationUnchecked)
+	return t
+}
+
+// metricsURLOf is the /metrics of the backend at u (a -read.url or -write.url, or an address found behind one).
+func metricsURLOf(u *url.URL) *url.URL {
 	m := *u
 	m.Path = strings.TrimSuffix(u.Path, "/") + "/metrics"
 	m.RawPath = strings.TrimSuffix(u.EscapedPath(), "/") + "/metrics"
-	// Of the write URL's args only the key VictoriaMetrics' -metricsAuthKey asks for: without it a careful
-	// operator's backend would always read as unknown.
+	// Of the URL's args only the key VictoriaMetrics' -metricsAuthKey asks for: without it a careful operator's
+	// backend would always read as unknown.
 	m.RawQuery, m.Fragment = "", ""
 	if key := u.Query().Get("authKey"); key != "" {
 		m.RawQuery = url.Values{"authKey": {key}}.Encode()
 	}
-	t := &truncationTarget{key: k, url: &m, first: make(chan struct{})}
-	t.state.Store(truncationUnchecked)
-	return t
+	return &m
 }
 
 // gaugeRegistry registers one gauge per backend, which the metrics package allows once per process: the newest

@@ -222,6 +222,10 @@ func (e *overloadError) Error() string {
 		return fmt.Sprintf("too many new queries at once for tenant %s: its %d parse slots (a quarter of the gateway's CPUs, "+
 			"at least one) were busy for -maxQueueDuration=%s; queries the gateway has seen recently need no slot: "+
 			"retry later, or send fewer new queries at once", who, e.limit, e.queue)
+	case "backend":
+		return fmt.Sprintf("the read backends are busy: all %d reads they run at once (-read.maxConcurrentRequests, by default "+
+			"their -search.maxConcurrentRequests) were in flight for -read.maxQueueDuration=%s while the teams waiting took "+
+			"turns; retry later", e.limit, e.queue)
 	}
 	return fmt.Sprintf("too many concurrent requests: all -maxConcurrentRequests=%d are in flight and none finished "+
 		"within -maxQueueDuration=%s; retry later", e.limit, e.queue)

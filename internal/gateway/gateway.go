@@ -66,6 +66,9 @@ type Config struct {
 	// each change takes effect, so that the check behind LabelLimit can look at a new address before a write
 	// reaches it.
 	WriteAddrs func([]BackendAddr)
+	// ReadAddrs, when set, is told the addresses reads go to, like WriteAddrs, so that their capacity can be
+	// learned (SetReadSlots).
+	ReadAddrs func([]BackendAddr)
 }
 
 // Gateway is the http.Handler for every proxied VictoriaMetrics API.
@@ -79,6 +82,7 @@ type Gateway struct {
 	unrestricted *auth.Access
 	limits       Limits
 	conc         *concurrency
+	reads        *fairSlots
 	stops        []func()
 	queryLimits  QueryLimiter
 	refused      refusals
@@ -113,6 +117,7 @@ func New(cfg Config) (*Gateway, error) {
 		labelLimit:   cfg.LabelLimit,
 		discovering:  cfg.Backends.DiscoverInterval > 0,
 		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
+		reads:        newFairSlots(cfg.Limits.ReadQueueDuration),
 	}
 	if cfg.Limits.LabelGuardMemory > 0 {
 		g.labelBudget = labelguard.NewBudget(cfg.Limits.LabelGuardMemory)
@@ -121,12 +126,17 @@ func New(cfg Config) (*Gateway, error) {
 		g.dropHeaders = append(g.dropHeaders, h)
 	}
 	var stopRead, stopWrite func()
-	g.read, stopRead = newBackendUpstream("read", readURLs, cfg.ReadTransport, cfg.Backends, nil)
+	g.read, stopRead = newBackendUpstream("read", readURLs, cfg.ReadTransport, cfg.Backends, cfg.ReadAddrs)
 	g.write, stopWrite = newBackendUpstream("write", writeURLs, cfg.WriteTransport, cfg.Backends, cfg.WriteAddrs)
 	g.read.refused, g.write.refused = &g.refused, &g.refused
 	g.stops = []func(){stopRead, stopWrite}
 	return g, nil
 }
+
+// SetReadSlots sets how many reads the gateway forwards at once to the read backends together: their
+// -search.maxConcurrentRequests, summed. Past it, reads wait at the gateway, each isolation unit in turn, within
+// -read.maxQueueDuration. 0 sets no limit.
+func (g *Gateway) SetReadSlots(n int) { g.reads.setLimit(n) }
 
 // Close stops the background work of backend discovery.
 func (g *Gateway) Close() {
@@ -212,6 +222,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer g.conc.release(ts)
+	if rt.Kind == route.Read && rt.API != "vmui" {
+		fq, err := g.reads.acquire(r.Context(), unit{tenant: t, restriction: access.Enforcer.Fingerprint()})
+		if err != nil {
+			g.reject(e, err)
+			return
+		}
+		defer g.reads.release(fq)
+	}
 	up = g.upstreamOf(rt)
 	// fr, not r: the recover above judges an aborted answer by the client's own request.
 	fr, endCost := g.withCost(withAnswerFilter(r, access, rt), access, rt)

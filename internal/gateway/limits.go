@@ -20,6 +20,9 @@ type Limits struct {
 	MaxConcurrentPerTenantRequests int
 	// MaxQueueDuration is -maxQueueDuration: how long a request waits for a free slot before 429.
 	MaxQueueDuration time.Duration
+	// ReadQueueDuration is -read.maxQueueDuration: how long a read waits for its turn at the read backends' slots
+	// (SetReadSlots) before 429.
+	ReadQueueDuration time.Duration
 	// MaxQueryLen is -search.maxQueryLen: the longest selector arg (query, match[], extra_filters[]) (400).
 	MaxQueryLen int
 	// MaxSelectorArgs is -search.maxSelectorArgs: the most match[] and extra_filters[] args of one request (400).

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// heavySeries imports n series of an hour of samples every 10s, half of team dev and half of team ops, so that a
+// rollup over all of them takes VictoriaMetrics a good part of a second.
+func heavySeries(t *testing.T, vm *vmtest.VM, n int) {
+	t.Helper()
+	var b bytes.Buffer
+	now := time.Now().Truncate(time.Second).UnixMilli()
+	ts := make([]int64, 360)
+	vals := make([]float64, len(ts))
+	for i := range ts {
+		ts[i] = now - 3600_000 + int64(i)*10_000
+	}
+	for s := range n {
+		team := "ops"
+		if s%2 == 1 {
+			team = "dev"
+		}
+		for i := range vals {
+			vals[i] = rand.Float64()
+		}
+		line, _ := json.Marshal(map[string]any{"metric": map[string]string{"__name__": "heavy", "team": team, "i": fmt.Sprint(s)}, "values": vals, "timestamps": ts})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	if code, _, body := do(t, "POST", vm.URL+"/api/v1/import", &b); code != 204 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	vm.Flush(t)
+}
+
+// TestSlowQueriesDoNotStarveOtherTeams: VictoriaMetrics runs -search.maxConcurrentRequests queries at once (4 on two
+// cores; 2 here) and queues the rest first come first served, so one team's flood of slow queries held up every
+// other team's queries for as long as the flood's queue: -maxConcurrentPerTenantRequests (300) bounds a team's
+// requests, not its share of a backend that runs two. The gateway now learns the backend's capacity from its
+// /metrics, forwards no more than that, and gives a freed slot to the waiting team with the fewest queries running.
+// Team ops' quick queries, sent while dev floods slow ones on 8 connections, are measured straight to
+// VictoriaMetrics and through the gateway; through the gateway they wait for one slot to free, not for dev's queue,
+// and every one of dev's queries is still answered.
+func TestSlowQueriesDoNotStarveOtherTeams(t *testing.T) {
+	vm := vmtest.Start(t, "-search.maxConcurrentRequests=2", "-search.maxQueueDuration=60s")
+	heavySeries(t, vm, 1000)
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub, "-read.maxConcurrentRequests=0")
+	dev := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
+	ops := mint(t, priv, "-mode=read", "-extraLabels=team=ops")
+	deadline := time.Now().Add(10 * time.Second)
+	for metricValue(t, g, "vmgateway_read_backend_slots") != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway did not learn the backend's 2 query slots: vmgateway_read_backend_slots is %v", metricValue(t, g, "vmgateway_read_backend_slots"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	end := time.Now().Unix()
+	slow := func(base string, seq int64) string {
+		// Distinct, so that VictoriaMetrics' rollup cache answers none of them.
+		return fmt.Sprintf("%s/api/v1/query_range?start=%d&end=%d&step=60&query=%s", base, end-3600, end, url.QueryEscape(fmt.Sprintf("sum(quantile_over_time(0.%d, heavy[1h]))", 10+seq%89)))
+	}
+	// measure sends ops' quick queries one after another while dev floods slow ones on 8 connections, and returns
+	// the median wait of ops' queries and the slowest of dev's.
+	measure := func(name, base string, devHeader, opsHeader []string, quick string) (opsMedian, devSlowest time.Duration) {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		var seq, devDone atomic.Int64
+		var mu sync.Mutex
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				client := &http.Client{Transport: &http.Transport{}}
+				defer client.CloseIdleConnections()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					req, _ := http.NewRequest("GET", slow(base, seq.Add(1)), nil)
+					req.Header.Set(devHeader[0], devHeader[1])
+					start := time.Now()
+					resp, err := client.Do(req)
+					if err != nil {
+						t.Errorf("%s: dev's slow query: %s", name, err)
+						return
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						t.Errorf("%s: dev's slow query: %d %s; want every one answered", name, resp.StatusCode, b)
+						return
+					}
+					mu.Lock()
+					devSlowest = max(devSlowest, time.Since(start))
+					mu.Unlock()
+					devDone.Add(1)
+				}
+			}()
+		}
+		time.Sleep(time.Second) // dev's queue builds up
+		var waits []time.Duration
+		for i := range 5 {
+			start := time.Now()
+			code, _, body := do(t, "GET", base+"/api/v1/query?query="+url.QueryEscape(fmt.Sprintf(quick, 2*i)), nil, opsHeader...) // ops has the even ones
+			waits = append(waits, time.Since(start))
+			if code != 200 || !strings.Contains(body, `"team":"ops"`) || strings.Contains(body, `"team":"dev"`) {
+				t.Errorf("%s: ops' query %d: %d %s; want ops' series alone", name, i, code, body)
+			}
+		}
+		close(stop)
+		wg.Wait()
+		slices.Sort(waits)
+		t.Logf("%s: ops' quick queries beside dev's flood (%d slow queries answered, the slowest in %s): %v", name, devDone.Load(), devSlowest, waits)
+		return waits[len(waits)/2], devSlowest
+	}
+	direct, _ := measure("straight to VictoriaMetrics", vm.URL, []string{"X-Dev", "1"}, nil, `heavy{team="ops",i="%d"}`)
+	gated, devSlowest := measure("through the gateway", g.URL, bearer(dev), bearer(ops), `heavy{i="%d"}`)
+	if gated*3 > direct {
+		t.Errorf("through the gateway ops' queries waited %s (median) beside dev's flood, straight to VictoriaMetrics %s; want a third or less", gated, direct)
+	}
+	if gated > devSlowest {
+		t.Errorf("through the gateway ops' queries waited %s (median), longer than dev's slowest query (%s): they should wait for one slot to free", gated, devSlowest)
+	}
+	if v := metricValue(t, g, `vmgateway_concurrency_rejected_total{scope="backend"}`); v != 0 {
+		t.Errorf("%v reads refused for the backends' slots; want none within -read.maxQueueDuration", v)
+	}
+}

@@ -1,0 +1,211 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// fairSlots bounds the reads forwarded at once to what the read backends run at once (their
+// -search.maxConcurrentRequests, which is 4 on two cores), so that when they are busy the excess waits here, where
+// the isolation units take turns, and not in VictoriaMetrics' own queue, which is first come first served: there, one
+// team's flood of slow queries holds up every other team's queries for as long as the flood lasts. -maxConcurrentPer
+// TenantRequests (300 by default) cannot do this alone: it bounds a team's requests, not its share of a backend that
+// runs a handful at once.
+//
+// A freed slot goes to the waiting unit with the fewest reads in flight, the units taking turns among equals, and
+// within a unit to its oldest request: a team that waits behind another's flood waits for one slot to free, not for
+// the flood. With no one waiting and a slot free, a request takes it at once: one team alone may use every slot.
+type fairSlots struct {
+	mu    sync.Mutex
+	limit int // 0: no limit (the backends' capacity is not known)
+	used  int
+	// units holds the units seen, idle ones until the next sweep (as in concurrency); turns those waiting, in turn
+	// order, and next whose turn it is.
+	units   map[unit]*fairQueue
+	sweepAt int
+	turns   []*fairQueue
+	next    int
+	queue   time.Duration
+}
+
+// fairQueue is one unit's reads: how many are in flight, and those waiting, oldest first.
+type fairQueue struct {
+	unit    unit
+	running int
+	waiting []chan struct{}
+}
+
+var (
+	readLimit    atomic.Int64
+	readInFlight atomic.Int64
+	readQueued   atomic.Int64
+	rejectedRead = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="backend"}`)
+	_            = metrics.NewGauge(`vmgateway_read_backend_slots`, func() float64 { return float64(readLimit.Load()) })
+	_            = metrics.NewGauge(`vmgateway_read_backend_requests`, func() float64 { return float64(readInFlight.Load()) })
+	_            = metrics.NewGauge(`vmgateway_read_backend_requests_queued`, func() float64 { return float64(readQueued.Load()) })
+)
+
+func newFairSlots(queue time.Duration) *fairSlots {
+	return &fairSlots{units: map[unit]*fairQueue{}, sweepAt: minSweep, queue: queue}
+}
+
+// setLimit sets how many reads may be in flight at once (0: no limit); requests waiting take the room it adds.
+func (f *fairSlots) setLimit(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.limit = max(n, 0)
+	readLimit.Store(int64(f.limit))
+	for len(f.turns) > 0 && (f.limit == 0 || f.used < f.limit) {
+		f.used++
+		readInFlight.Add(1)
+		f.grantLocked()
+	}
+}
+
+// acquire takes a slot for a read of unit u, waiting for its turn at most the read queue duration or until ctx ends.
+// The caller must pass what it returns to release once the upstream request is done.
+func (f *fairSlots) acquire(ctx context.Context, u unit) (*fairQueue, error) {
+	f.mu.Lock()
+	if f.limit == 0 {
+		f.used++
+		f.mu.Unlock()
+		readInFlight.Add(1)
+		return nil, nil
+	}
+	q := f.units[u]
+	if q == nil {
+		if len(f.units) >= f.sweepAt {
+			f.sweepLocked()
+		}
+		q = &fairQueue{unit: u}
+		f.units[u] = q
+	}
+	if f.used < f.limit && len(f.turns) == 0 {
+		f.used++
+		q.running++
+		f.mu.Unlock()
+		readInFlight.Add(1)
+		return q, nil
+	}
+	granted := make(chan struct{}, 1)
+	if len(q.waiting) == 0 {
+		f.turns = append(f.turns, q)
+	}
+	q.waiting = append(q.waiting, granted)
+	f.mu.Unlock()
+
+	readQueued.Add(1)
+	defer readQueued.Add(-1)
+	timer := time.NewTimer(f.queue)
+	defer timer.Stop()
+	var err error
+	select {
+	case <-granted:
+		return q, nil
+	case <-timer.C:
+		rejectedRead.Inc()
+		err = &overloadError{scope: "backend", limit: f.currentLimit(), queue: f.queue}
+	case <-ctx.Done():
+		err = errGoneInQueue
+	}
+	f.mu.Lock()
+	if !f.dropLocked(q, granted) {
+		// Granted as it gave up: the slot passes on.
+		f.releaseLocked(q)
+	}
+	f.mu.Unlock()
+	return nil, err
+}
+
+func (f *fairSlots) currentLimit() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.limit
+}
+
+// release gives back the slot acquire took for q's unit (nil: taken without a limit): to the waiting unit whose
+// turn it is, else to the pool.
+func (f *fairSlots) release(q *fairQueue) {
+	f.mu.Lock()
+	f.releaseLocked(q)
+	f.mu.Unlock()
+}
+
+func (f *fairSlots) releaseLocked(q *fairQueue) {
+	if q != nil {
+		q.running--
+	}
+	if len(f.turns) > 0 && (f.limit == 0 || f.used <= f.limit) {
+		f.grantLocked()
+		return
+	}
+	f.used--
+	readInFlight.Add(-1)
+}
+
+// grantLocked hands a slot, counted in used already, to the oldest read of the waiting unit with the fewest in
+// flight, the first in turn among equals.
+func (f *fairSlots) grantLocked() {
+	at := -1
+	for i := range f.turns {
+		k := (f.next + i) % len(f.turns)
+		if at < 0 || f.turns[k].running < f.turns[at].running {
+			at = k
+		}
+	}
+	q := f.turns[at]
+	granted := q.waiting[0]
+	q.waiting[0] = nil
+	q.waiting = q.waiting[1:]
+	q.running++
+	f.next = at + 1
+	if len(q.waiting) == 0 {
+		f.removeTurnLocked(at)
+	}
+	granted <- struct{}{}
+}
+
+// dropLocked takes a read that gave up out of its unit's queue; false when it is not there, having been granted.
+func (f *fairSlots) dropLocked(q *fairQueue, granted chan struct{}) bool {
+	for i, c := range q.waiting {
+		if c != granted {
+			continue
+		}
+		q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)
+		if len(q.waiting) == 0 {
+			for j, t := range f.turns {
+				if t == q {
+					f.removeTurnLocked(j)
+					break
+				}
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// removeTurnLocked takes the unit at turns[i], which has no read waiting, out of the turns.
+func (f *fairSlots) removeTurnLocked(i int) {
+	f.turns = append(f.turns[:i], f.turns[i+1:]...)
+	if f.next > i {
+		f.next--
+	}
+	if f.next >= len(f.turns) {
+		f.next = 0
+	}
+}
+
+// sweepLocked drops the idle units; the next sweep waits until the map has doubled, so sweeping costs O(1) a read.
+func (f *fairSlots) sweepLocked() {
+	for u, q := range f.units {
+		if q.running == 0 && len(q.waiting) == 0 {
+			delete(f.units, u)
+		}
+	}
+	f.sweepAt = max(minSweep, 2*len(f.units))
+}
