@@ -38,8 +38,8 @@ type readSlotsWatch struct {
 	client *http.Client
 	again  chan struct{}
 
-	mu    sync.Mutex
-	addrs []gateway.BackendAddr
+	mu     sync.Mutex
+	addrs  []gateway.BackendAddr
 	known  map[string]int  // capacity by current address (URL and Host), as last read
 	failed map[string]bool // the current addresses whose last read failed, logged once
 	slots  int             // what the gateway was last given
