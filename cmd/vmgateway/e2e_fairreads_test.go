@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -56,16 +57,16 @@ func heavySeries(t *testing.T, vm *vmtest.VM, n int) {
 // VictoriaMetrics and through the gateway; through the gateway they wait for one slot to free, not for dev's queue,
 // and every one of dev's queries is still answered.
 func TestSlowQueriesDoNotStarveOtherTeams(t *testing.T) {
-	vm := vmtest.Start(t, "-search.maxConcurrentRequests=2", "-search.maxQueueDuration=60s")
+	vm := vmtest.Start(t, "-search.maxConcurrentRequests=4", "-search.maxQueueDuration=60s")
 	heavySeries(t, vm, 1000)
 	priv, pub := keyPair(t, "ec")
 	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub, "-read.maxConcurrentRequests=0")
 	dev := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
 	ops := mint(t, priv, "-mode=read", "-extraLabels=team=ops")
 	deadline := time.Now().Add(10 * time.Second)
-	for metricValue(t, g, "vmgateway_read_backend_slots") != 2 {
+	for metricValue(t, g, "vmgateway_read_backend_slots") != 4 {
 		if time.Now().After(deadline) {
-			t.Fatalf("the gateway did not learn the backend's 2 query slots: vmgateway_read_backend_slots is %v", metricValue(t, g, "vmgateway_read_backend_slots"))
+			t.Fatalf("the gateway did not learn the backend's 4 query slots: vmgateway_read_backend_slots is %v", metricValue(t, g, "vmgateway_read_backend_slots"))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -75,14 +76,15 @@ func TestSlowQueriesDoNotStarveOtherTeams(t *testing.T) {
 		// Distinct, so that VictoriaMetrics' rollup cache answers none of them.
 		return fmt.Sprintf("%s/api/v1/query_range?start=%d&end=%d&step=60&query=%s", base, end-3600, end, url.QueryEscape(fmt.Sprintf("sum(quantile_over_time(0.%d, heavy[1h]))", 10+seq%89)))
 	}
-	// measure sends ops' quick queries one after another while dev floods slow ones on 8 connections, and returns
-	// the median wait of ops' queries and the slowest of dev's.
-	measure := func(name, base string, devHeader, opsHeader []string, quick string) (opsMedian, devSlowest time.Duration) {
+	// measure sends ops' quick queries one after another while dev floods slow ones on 12 connections, and returns
+	// the median wait of ops' queries and the slowest of dev's. With hangUp, dev's client goes away that long after
+	// sending each query, which VictoriaMetrics still runs to its end.
+	measure := func(name, base string, devHeader, opsHeader []string, quick string, hangUp time.Duration) (opsMedian, devSlowest time.Duration) {
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
 		var seq, devDone atomic.Int64
 		var mu sync.Mutex
-		for range 8 {
+		for range 12 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -94,10 +96,24 @@ func TestSlowQueriesDoNotStarveOtherTeams(t *testing.T) {
 						return
 					default:
 					}
-					req, _ := http.NewRequest("GET", slow(base, seq.Add(1)), nil)
+					ctx, cancel := context.Background(), context.CancelFunc(func() {})
+					if hangUp > 0 {
+						ctx, cancel = context.WithTimeout(ctx, hangUp)
+					}
+					req, _ := http.NewRequestWithContext(ctx, "GET", slow(base, seq.Add(1)), nil)
 					req.Header.Set(devHeader[0], devHeader[1])
 					start := time.Now()
 					resp, err := client.Do(req)
+					if hangUp > 0 {
+						if err == nil {
+							_, _ = io.Copy(io.Discard, resp.Body)
+							resp.Body.Close()
+						}
+						cancel()
+						devDone.Add(1)
+						continue
+					}
+					cancel()
 					if err != nil {
 						t.Errorf("%s: dev's slow query: %s", name, err)
 						return
@@ -128,16 +144,22 @@ func TestSlowQueriesDoNotStarveOtherTeams(t *testing.T) {
 		close(stop)
 		wg.Wait()
 		slices.Sort(waits)
-		t.Logf("%s: ops' quick queries beside dev's flood (%d slow queries answered, the slowest in %s): %v", name, devDone.Load(), devSlowest, waits)
+		t.Logf("%s: ops' quick queries beside dev's flood (%d slow queries done, the slowest answered in %s): %v", name, devDone.Load(), devSlowest, waits)
 		return waits[len(waits)/2], devSlowest
 	}
-	direct, _ := measure("straight to VictoriaMetrics", vm.URL, []string{"X-Dev", "1"}, nil, `heavy{team="ops",i="%d"}`)
-	gated, devSlowest := measure("through the gateway", g.URL, bearer(dev), bearer(ops), `heavy{i="%d"}`)
+	direct, _ := measure("straight to VictoriaMetrics", vm.URL, []string{"X-Dev", "1"}, nil, `heavy{team="ops",i="%d"}`, 0)
+	gated, devSlowest := measure("through the gateway", g.URL, bearer(dev), bearer(ops), `heavy{i="%d"}`, 0)
 	if gated*3 > direct {
 		t.Errorf("through the gateway ops' queries waited %s (median) beside dev's flood, straight to VictoriaMetrics %s; want a third or less", gated, direct)
 	}
 	if gated > devSlowest {
 		t.Errorf("through the gateway ops' queries waited %s (median), longer than dev's slowest query (%s): they should wait for one slot to free", gated, devSlowest)
+	}
+	// A client that goes away does not stop VictoriaMetrics' query: had the gateway freed the slot with the client, dev
+	// hanging up 150ms into each query would fill VictoriaMetrics' own queue again (ops waited 10-30s that way).
+	hungUp, _ := measure("through the gateway, dev hanging up", g.URL, bearer(dev), bearer(ops), `heavy{i="%d"}`, 150*time.Millisecond)
+	if hungUp*3 > direct {
+		t.Errorf("with dev hanging up on its slow queries, ops' queries waited %s (median) through the gateway, straight to VictoriaMetrics %s with dev waiting; want a third or less", hungUp, direct)
 	}
 	if v := metricValue(t, g, `vmgateway_concurrency_rejected_total{scope="backend"}`); v != 0 {
 		t.Errorf("%v reads refused for the backends' slots; want none within -read.maxQueueDuration", v)

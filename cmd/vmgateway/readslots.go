@@ -20,8 +20,8 @@ import (
 var (
 	readMaxConcurrentRequests = flag.Int("read.maxConcurrentRequests", 0, "How many reads the gateway forwards at once to the -read.url backends together. Past it, reads wait at the gateway, where each team (isolation unit) takes its turn, rather than in VictoriaMetrics' own queue, where one team's flood of slow queries holds up every other team's. "+
 		"0 (the default) learns it from the backends: the sum of their vm_concurrent_select_capacity (their -search.maxConcurrentRequests), read from each one's /metrics (each address found with -discoverBackendIPs) at start and every minute; while no backend could be read there is no limit. "+
-		"A negative value sets no limit. With several gateway replicas in front of the same backends, give each the backends' capacity divided by the replicas")
-	readMaxQueueDuration = flag.Duration("read.maxQueueDuration", 10*time.Second, "How long a read waits for its turn at the read backends (-read.maxConcurrentRequests) before it gets 429. VictoriaMetrics' own -search.maxQueueDuration (10s by default) no longer applies, since the backends' queue stays empty")
+		"A negative value sets no limit. A -read.url that is a load balancer over several backends answers /metrics from one of them: use -discoverBackendIPs (a headless Service), or give the sum here. With several gateway replicas in front of the same backends, give each the backends' capacity divided by the replicas")
+	readMaxQueueDuration = flag.Duration("read.maxQueueDuration", 10*time.Second, "How long a read waits for its turn at the read backends (-read.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -search.maxQueueDuration (10s by default), whose queue stays empty")
 )
 
 // readCapacityInterval is how often the backends' capacity is read again; readCapacityRetry while one is unknown.
@@ -201,7 +201,7 @@ func selectCapacityOf(r io.Reader) (int, error) {
 			continue
 		}
 		n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil || n < 1 || n > 1e6 {
+		if err != nil || !(n >= 1 && n <= 1e6) { // NaN too
 			return 0, fmt.Errorf("vm_concurrent_select_capacity is %q, not a count of queries", v)
 		}
 		return int(n), nil

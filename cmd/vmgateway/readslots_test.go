@@ -45,6 +45,8 @@ func TestReadSlotsLearned(t *testing.T) {
 		{"a new one down: the mean", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8"}, []string{"a", "b", "c"}, 18},
 		{"a page without it", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8", "c": "up 1"}, []string{"a", "b", "c"}, 18},
 		{"not a count", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8", "c": "vm_concurrent_select_capacity -3"}, []string{"a", "b", "c"}, 18},
+		{"NaN", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8", "c": "vm_concurrent_select_capacity NaN"}, []string{"a", "b", "c"}, 18},
+		{"+Inf", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8", "c": "vm_concurrent_select_capacity +Inf"}, []string{"a", "b", "c"}, 18},
 		{"gone from discovery", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 2"}, []string{"a", "b"}, 6},
 		{"none read: no limit", map[string]string{}, []string{"x", "y"}, 0},
 	} {

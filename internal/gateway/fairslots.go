@@ -18,7 +18,10 @@ import (
 //
 // A freed slot goes to the waiting unit with the fewest reads in flight, the units taking turns among equals, and
 // within a unit to its oldest request: a team that waits behind another's flood waits for one slot to free, not for
-// the flood. With no one waiting and a slot free, a request takes it at once: one team alone may use every slot.
+// the flood. One unit holds at most three quarters of the slots (all but one of two or three): slots are not taken
+// back, so a team whose reads hold their slots for long (exports, answers read slowly) would otherwise keep every
+// other team out for as long as it likes. With no one waiting and a slot within its share free, a request takes it at
+// once.
 type fairSlots struct {
 	mu    sync.Mutex
 	limit int // 0: no limit (the backends' capacity is not known)
@@ -53,17 +56,21 @@ func newFairSlots(queue time.Duration) *fairSlots {
 	return &fairSlots{units: map[unit]*fairQueue{}, sweepAt: minSweep, queue: queue}
 }
 
+// share is the most slots one unit may hold at once under limit: all but a quarter of them, at least one left.
+func share(limit int) int {
+	if limit < 2 {
+		return limit
+	}
+	return limit - max(1, limit/4)
+}
+
 // setLimit sets how many reads may be in flight at once (0: no limit); requests waiting take the room it adds.
 func (f *fairSlots) setLimit(n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.limit = max(n, 0)
 	readLimit.Store(int64(f.limit))
-	for len(f.turns) > 0 && (f.limit == 0 || f.used < f.limit) {
-		f.used++
-		readInFlight.Add(1)
-		f.grantLocked()
-	}
+	f.fillLocked()
 }
 
 // acquire takes a slot for a read of unit u, waiting for its turn at most the read queue duration or until ctx ends.
@@ -84,7 +91,7 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*fairQueue, error) {
 		q = &fairQueue{unit: u}
 		f.units[u] = q
 	}
-	if f.used < f.limit && len(f.turns) == 0 {
+	if f.used < f.limit && len(f.turns) == 0 && q.running < share(f.limit) {
 		f.used++
 		q.running++
 		f.mu.Unlock()
@@ -96,6 +103,8 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*fairQueue, error) {
 		f.turns = append(f.turns, q)
 	}
 	q.waiting = append(q.waiting, granted)
+	// Slots may be free that the units waiting before could not take (their share is held).
+	f.fillLocked()
 	f.mu.Unlock()
 
 	readQueued.Add(1)
@@ -139,36 +148,39 @@ func (f *fairSlots) releaseLocked(q *fairQueue) {
 	if q != nil {
 		q.running--
 	}
-	if len(f.turns) > 0 && (f.limit == 0 || f.used <= f.limit) {
-		f.grantLocked()
-		return
-	}
 	f.used--
 	readInFlight.Add(-1)
+	f.fillLocked()
 }
 
-// grantLocked hands a slot, counted in used already, to the oldest read of the waiting unit with the fewest in
-// flight, the first in turn among equals.
-func (f *fairSlots) grantLocked() {
-	at := -1
-	for i := range f.turns {
-		k := (f.next + i) % len(f.turns)
-		if at < 0 || f.turns[k].running < f.turns[at].running {
-			at = k
+// fillLocked grants free slots to the waiting reads, each to the oldest read of the waiting unit with the fewest in
+// flight that is within its share, the first in turn among equals; without a limit, to every waiting read.
+func (f *fairSlots) fillLocked() {
+	for len(f.turns) > 0 && (f.limit == 0 || f.used < f.limit) {
+		at := -1
+		for i := range f.turns {
+			k := (f.next + i) % len(f.turns)
+			if at < 0 || f.turns[k].running < f.turns[at].running {
+				at = k
+			}
 		}
+		q := f.turns[at]
+		if f.limit > 0 && q.running >= share(f.limit) {
+			return // every unit waiting holds its share
+		}
+		granted := q.waiting[0]
+		q.waiting[0] = nil
+		q.waiting = q.waiting[1:]
+		q.running++
+		f.used++
+		readInFlight.Add(1)
+		f.next = at + 1
+		if len(q.waiting) == 0 {
+			f.removeTurnLocked(at)
+		}
+		granted <- struct{}{}
 	}
-	q := f.turns[at]
-	granted := q.waiting[0]
-	q.waiting[0] = nil
-	q.waiting = q.waiting[1:]
-	q.running++
-	f.next = at + 1
-	if len(q.waiting) == 0 {
-		f.removeTurnLocked(at)
-	}
-	granted <- struct{}{}
 }
-
 // dropLocked takes a read that gave up out of its unit's queue; false when it is not there, having been granted.
 func (f *fairSlots) dropLocked(q *fairQueue, granted chan struct{}) bool {
 	for i, c := range q.waiting {

@@ -3,11 +3,17 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -76,38 +82,54 @@ func notGranted(t *testing.T, c <-chan *fairQueue) {
 }
 
 // TestFairSlotsTakeTurns: with the slots busy, a freed slot goes to the waiting unit with the fewest reads in flight,
-// not to the unit that queued first; equals take turns, each unit's reads in their order.
+// not to the unit that queued first; equals take turns, each unit's reads in their order; and one unit never holds
+// more than its share (3 of 4), so another unit finds a slot at once even after the first took all it could.
 func TestFairSlotsTakeTurns(t *testing.T) {
 	f := newFairSlots(time.Minute)
-	f.setLimit(2)
+	f.setLimit(4)
 	a1, a2 := mustRead(t, f, unitA), mustRead(t, f, unitA)
-	var aWait []<-chan *fairQueue
-	for range 5 {
+	_ = mustRead(t, f, unitA)
+	// A holds its share: its next read waits although a slot is free, and B takes that slot at once.
+	aWait := []<-chan *fairQueue{queueRead(t, f, unitA)}
+	b := mustRead(t, f, unitB)
+	for range 4 {
 		aWait = append(aWait, queueRead(t, f, unitA))
 	}
-	bWait := queueRead(t, f, unitB)
 	cWait := queueRead(t, f, unitC)
-	// A's flood queued first, but B and C have nothing in flight.
-	f.release(a1)
-	b := granted(t, bWait)
-	notGranted(t, aWait[0])
-	f.release(a2)
+	// A's reads queued first, but C has nothing in flight and A holds its share.
+	f.release(b)
 	c := granted(t, cWait)
 	notGranted(t, aWait[0])
-	// A, B and C now have 0, 1 and 1 in flight: A's oldest read goes next, then A again (the only one waiting).
-	f.release(b)
-	a3 := granted(t, aWait[0])
+	// Back under its share, A's oldest read goes next.
+	f.release(a1)
+	a4 := granted(t, aWait[0])
 	notGranted(t, aWait[1])
+	// B (nothing in flight) comes before A (3), whichever queued first.
+	bWait := queueRead(t, f, unitB)
 	f.release(c)
-	a4 := granted(t, aWait[1])
-	for _, q := range []*fairQueue{a3, a4} {
+	b = granted(t, bWait)
+	notGranted(t, aWait[1])
+	f.release(a2)
+	a5 := granted(t, aWait[1])
+	for _, q := range []*fairQueue{a4, a5, b} {
 		f.release(q)
 	}
 	for _, w := range aWait[2:] {
 		f.release(granted(t, w))
 	}
-	if f.used != 0 || len(f.turns) != 0 || readQueued.Load() != 0 {
-		t.Errorf("after every release: %d in flight, %d units waiting, %d queued", f.used, len(f.turns), readQueued.Load())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.used != 1 || len(f.turns) != 0 || readQueued.Load() != 0 || f.units[unitA].running != 1 {
+		t.Errorf("after every release but one of A's: %d in flight, %d units waiting, %d queued", f.used, len(f.turns), readQueued.Load())
+	}
+}
+
+// TestFairSlotsShare: a unit's share is all but a quarter of the slots, at least one left to others.
+func TestFairSlotsShare(t *testing.T) {
+	for limit, want := range map[int]int{1: 1, 2: 1, 3: 2, 4: 3, 8: 6, 16: 12, 100: 75} {
+		if got := share(limit); got != want {
+			t.Errorf("share(%d) = %d; want %d", limit, got, want)
+		}
 	}
 }
 
@@ -244,5 +266,134 @@ func BenchmarkFairSlots(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// heldUpstream answers each request once release is closed, and tells through gone whether the request's context
+// ended before that.
+type heldUpstream struct {
+	arrived chan string
+	release chan struct{}
+	gone    chan string
+}
+
+func (h *heldUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
+	h.arrived <- r.URL.Path
+	select {
+	case <-h.release:
+	case <-r.Context().Done():
+		h.gone <- r.URL.Path
+		return nil, r.Context().Err()
+	}
+	return vectorUpstream{}.RoundTrip(r)
+}
+
+func newHeldGateway(t *testing.T, slots int) (*Gateway, *heldUpstream) {
+	t.Helper()
+	up := &heldUpstream{arrived: make(chan string, 16), release: make(chan struct{}), gone: make(chan string, 16)}
+	u, _ := url.Parse("http://upstream")
+	g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: up, WriteTransport: up, Auth: byToken{
+		"full": {Mode: auth.ModeFull},
+	}, AuthHeader: "X-Token", Limits: Limits{ReadQueueDuration: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.SetReadSlots(slots)
+	return g, up
+}
+
+// TestHungUpReadHoldsItsSlot: VictoriaMetrics runs a query to its end whether its client stays or not, so a read
+// whose client goes away keeps its slot, and its upstream request, until the backend answers; without a limit (the
+// backends' capacity unknown) the client's going away still cancels the upstream request at once.
+func TestHungUpReadHoldsItsSlot(t *testing.T) {
+	for _, slots := range []int{1, 0} {
+		t.Run(fmt.Sprintf("slots=%d", slots), func(t *testing.T) {
+			g, up := newHeldGateway(t, slots)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				req := httptest.NewRequest(http.MethodGet, "/api/v1/query?query=slow", nil).WithContext(ctx)
+				req.Header.Set("X-Token", "full")
+				g.ServeHTTP(httptest.NewRecorder(), req)
+			}()
+			<-up.arrived
+			cancel()
+			if slots == 0 {
+				select {
+				case <-up.gone:
+				case <-time.After(5 * time.Second):
+					t.Fatal("without a limit, the client's going away did not reach the upstream")
+				}
+				<-done
+				return
+			}
+			select {
+			case <-up.gone:
+				t.Fatal("the upstream request was cancelled with the client's, freeing a slot the backend still uses")
+			case <-done:
+				t.Fatal("the read ended before the backend answered")
+			case <-time.After(100 * time.Millisecond):
+			}
+			// The slot is still held: another read waits its turn and is refused after -read.maxQueueDuration.
+			if rec := serve(g, http.MethodGet, "/api/v1/query?query=quick", "X-Token", "full"); rec.Code != http.StatusTooManyRequests ||
+				!strings.Contains(rec.Body.String(), "read backends are busy") {
+				t.Fatalf("a read while the hung-up one holds the only slot: %d %s; want 429 for the backends' slots", rec.Code, rec.Body)
+			}
+			close(up.release)
+			<-done
+			g.reads.mu.Lock()
+			used := g.reads.used
+			g.reads.mu.Unlock()
+			if used != 0 {
+				t.Errorf("%d slots held after the backend answered", used)
+			}
+		})
+	}
+}
+
+// TestEverythingToTheReadBackendTakesASlot: graphite tag registration (a write API VictoriaMetrics serves on its
+// select side) and the admin APIs go to the read backends, which run them under their query limit: they take a
+// slot there like reads; vmui's static files, and writes to the write backends, do not.
+func TestEverythingToTheReadBackendTakesASlot(t *testing.T) {
+	g, up := newHeldGateway(t, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serve(g, http.MethodGet, "/api/v1/query?query=slow", "X-Token", "full")
+	}()
+	<-up.arrived
+	var pending []chan *httptest.ResponseRecorder
+	for _, tc := range []struct {
+		method, target string
+		slot           bool
+	}{
+		{http.MethodPost, "/graphite/tags/tagSeries?path=a.b;c=d", true},
+		{http.MethodPost, "/graphite/tags/tagMultiSeries?path=a.b;c=d", true},
+		{http.MethodPost, "/api/v1/admin/tsdb/delete_series?match[]=up", true},
+		{http.MethodGet, "/api/v1/labels", true},
+		{http.MethodGet, "/vmui/", false},
+		{http.MethodPost, "/api/v1/import/prometheus", false},
+	} {
+		answered := make(chan *httptest.ResponseRecorder, 1)
+		go func() { answered <- serve(g, tc.method, tc.target, "X-Token", "full") }()
+		select {
+		case rec := <-answered:
+			if !tc.slot || rec.Code != http.StatusTooManyRequests || !strings.Contains(rec.Body.String(), "read backends are busy") {
+				t.Errorf("%s %s with the read backends' only slot busy: %d %s; want it to wait for a slot: %v", tc.method, tc.target, rec.Code, rec.Body, tc.slot)
+			}
+		case <-up.arrived:
+			if tc.slot {
+				t.Errorf("%s %s reached the upstream while the read backends' only slot was busy", tc.method, tc.target)
+			}
+			pending = append(pending, answered)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s %s: no answer, nothing upstream", tc.method, tc.target)
+		}
+	}
+	close(up.release)
+	<-done
+	for _, p := range pending {
+		<-p
 	}
 }

@@ -222,17 +222,27 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer g.conc.release(ts)
-	if rt.Kind == route.Read && rt.API != "vmui" {
+	up = g.upstreamOf(rt)
+	// fr, not r: the recover above judges an aborted answer by the client's own request.
+	fr := r
+	// Whatever goes to the read backends takes a slot there (graphite tag registration and the admin APIs too, which
+	// VictoriaMetrics runs under the same limit); vmui's static files do not.
+	if up == g.read && rt.API != "vmui" {
 		fq, err := g.reads.acquire(r.Context(), unit{tenant: t, restriction: access.Enforcer.Fingerprint()})
 		if err != nil {
 			g.reject(e, err)
 			return
 		}
 		defer g.reads.release(fq)
+		if fq != nil {
+			// VictoriaMetrics runs a query to its end once it has begun, whether its client is there or not (1.79.5
+			// and v1.151 alike), so a client that went away must not free the slot before the backend is done: the
+			// upstream request is not cancelled with the client's, and goes until its answer begins, which the
+			// forward step then stops at its first write to the gone client (a streamed export stops there too).
+			fr = r.WithContext(context.WithoutCancel(r.Context()))
+		}
 	}
-	up = g.upstreamOf(rt)
-	// fr, not r: the recover above judges an aborted answer by the client's own request.
-	fr, endCost := g.withCost(withAnswerFilter(r, access, rt), access, rt)
+	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt), access, rt)
 	defer endCost()
 	g.forward(e, fr, rt, access, up)
 }
