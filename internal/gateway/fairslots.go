@@ -181,6 +181,7 @@ func (f *fairSlots) fillLocked() {
 		granted <- struct{}{}
 	}
 }
+
 // dropLocked takes a read that gave up out of its unit's queue; false when it is not there, having been granted.
 func (f *fairSlots) dropLocked(q *fairQueue, granted chan struct{}) bool {
 	for i, c := range q.waiting {
