@@ -220,8 +220,14 @@ func TestParseAmplificationBounded(t *testing.T) {
 			heap := int((metricValue(t, g, "go_memstats_heap_sys_bytes") - heap0) / 1024)
 			t.Logf("20 hostile bodies (5 × 4 MiB of 250 queries, 5 × 201 match[], 5 × a 16 KB unary-minus chain, 5 × 200 regexps of \\pL{128}): %.2f s CPU, peak RSS %d KiB (+%d KiB), heap +%d KiB",
 				cpu, peak, peak-rss0, heap)
-			if cpu > 1 {
-				t.Errorf("the gateway spent %.2f s of CPU on 20 refused bodies; want well under a second", cpu)
+			// About 0.2 s; the race detector's binary takes 3-5 times as long for the same work (up to 1.07 s seen),
+			// where the bodies unchecked took 21 s without it.
+			bound := 1.0
+			if raceEnabled {
+				bound = 3
+			}
+			if cpu > bound {
+				t.Errorf("the gateway spent %.2f s of CPU on 20 refused bodies; want well under %v s", cpu, bound)
 			}
 			if heap > 64<<10 {
 				t.Errorf("the gateway's heap grew by %d KiB; want less than 64 MiB", heap)
