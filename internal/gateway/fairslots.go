@@ -105,35 +105,34 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*fairQueue, error) {
 	q.waiting = append(q.waiting, granted)
 	// Slots may be free that the units waiting before could not take (their share is held).
 	f.fillLocked()
+	wait := f.queue
 	f.mu.Unlock()
 
 	readQueued.Add(1)
 	defer readQueued.Add(-1)
-	timer := time.NewTimer(f.queue)
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
-	var err error
 	select {
 	case <-granted:
 		return q, nil
 	case <-timer.C:
-		rejectedRead.Inc()
-		err = &overloadError{scope: "backend", limit: f.currentLimit(), queue: f.queue}
 	case <-ctx.Done():
-		err = errGoneInQueue
 	}
 	f.mu.Lock()
-	if !f.dropLocked(q, granted) {
-		// Granted as it gave up: the slot passes on.
+	dropped, limit := f.dropLocked(q, granted), f.limit
+	if !dropped && ctx.Err() != nil {
+		// Granted as its client went away: the slot passes on.
 		f.releaseLocked(q)
 	}
 	f.mu.Unlock()
-	return nil, err
-}
-
-func (f *fairSlots) currentLimit() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.limit
+	switch {
+	case ctx.Err() != nil:
+		return nil, errGoneInQueue
+	case !dropped:
+		return q, nil // granted as the wait ran out (a queue of 0 does both at once)
+	}
+	rejectedRead.Inc()
+	return nil, &overloadError{scope: "backend", limit: limit, queue: wait}
 }
 
 // release gives back the slot acquire took for q's unit (nil: taken without a limit): to the waiting unit whose

@@ -397,3 +397,29 @@ func TestEverythingToTheReadBackendTakesASlot(t *testing.T) {
 		<-p
 	}
 }
+
+// TestFairSlotsGrantedAsWaitEnds: a read granted a slot as its wait runs out takes it (with -read.maxQueueDuration=0
+// every read that queues is granted or refused at once), rather than being refused with a slot free.
+func TestFairSlotsGrantedAsWaitEnds(t *testing.T) {
+	f := newFairSlots(time.Minute)
+	f.setLimit(4)
+	held := []*fairQueue{mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA)}
+	aWait := queueRead(t, f, unitA) // over A's share: B's reads queue behind it and are granted at once
+	f.mu.Lock()
+	f.queue = 0
+	f.mu.Unlock()
+	for i := range 50 {
+		q, err := f.acquire(context.Background(), unitB)
+		if err != nil {
+			t.Fatalf("B's read %d, with a slot free and a wait of 0: %s", i, err)
+		}
+		f.release(q)
+	}
+	f.release(held[0])
+	f.release(granted(t, aWait))
+	f.release(held[1])
+	f.release(held[2])
+	if f.used != 0 {
+		t.Errorf("%d slots held after every release", f.used)
+	}
+}
