@@ -86,14 +86,8 @@ func startReadSlots(w *readSlotsWatch, gw *gateway.Gateway) {
 			if !w.readAll(ctx) {
 				wait = readCapacityRetry
 			}
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !sleepUnless(ctx, wait, w.again) {
 				return
-			case <-t.C:
-			case <-w.again:
-				t.Stop()
 			}
 		}
 	}()

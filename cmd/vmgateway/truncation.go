@@ -321,24 +321,24 @@ func (w *truncationWatch) start() {
 				retry = recheckFirst
 			}
 			// At most one look a second however many writes ask.
-			t := time.NewTimer(lookSpacing)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if !sleepUnless(ctx, lookSpacing, nil) || !sleepUnless(ctx, max(wait-lookSpacing, 0), w.again) {
 				return
-			case <-t.C:
-			}
-			t.Reset(max(wait-lookSpacing, 0))
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			case <-w.again:
-				t.Stop()
 			}
 		}
 	}()
+}
+
+// sleepUnless waits d, or until wake has a value; false when ctx ended first.
+func sleepUnless(ctx context.Context, d time.Duration, wake <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-wake:
+	}
+	return true
 }
 
 func (w *truncationWatch) unknown() bool {

@@ -337,21 +337,28 @@ func testQueryLimits(t testing.TB) QueryLimiter {
 
 // TestParseCachesKeptApartPerUnit: whether a query waits for a parse slot says whether the unit's caches hold it;
 // a tenant whose own slots are busy must not learn that way what another tenant or team asked. Tenant 3 probes the
+
+// twoTenants is a cluster gateway with tokens t3 and t4 of tenants 3 and 4, with the test query limits or none.
+func twoTenants(t *testing.T, limits bool) *Gateway {
+	t.Helper()
+	tokens := byToken{"t3": {Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeFull}, "t4": {Tenant: tenant.ID{AccountID: 4}, Mode: auth.ModeFull}}
+	u, _ := url.Parse("http://upstream")
+	cfg := Config{ReadURL: u, WriteURL: u, ReadTransport: vectorUpstream{}, WriteTransport: vectorUpstream{},
+		Cluster: true, Auth: tokens, AuthHeader: "X-Token", Limits: Limits{MaxQueueDuration: 20 * time.Millisecond}}
+	if limits {
+		cfg.QueryLimits = testQueryLimits(t)
+	}
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
 // query tenant 4 sent, and one nobody sent: both wait alike.
 func TestParseCachesKeptApartPerUnit(t *testing.T) {
 	for _, limits := range []bool{false, true} {
 		t.Run(fmt.Sprintf("limits=%v", limits), func(t *testing.T) {
-			tokens := byToken{"t3": {Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeFull}, "t4": {Tenant: tenant.ID{AccountID: 4}, Mode: auth.ModeFull}}
-			u, _ := url.Parse("http://upstream")
-			cfg := Config{ReadURL: u, WriteURL: u, ReadTransport: vectorUpstream{}, WriteTransport: vectorUpstream{},
-				Cluster: true, Auth: tokens, AuthHeader: "X-Token", Limits: Limits{MaxQueueDuration: 20 * time.Millisecond}}
-			if limits {
-				cfg.QueryLimits = testQueryLimits(t)
-			}
-			g, err := New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			g := twoTenants(t, limits)
 			n := parseSeq.Add(1)
 			secret := fmt.Sprintf("/api/v1/query?query=%s", url.QueryEscape(fmt.Sprintf(`sum(rate(req{customer="acme-%d"}[5m]))`, n)))
 			other := fmt.Sprintf("/api/v1/query?query=%s", url.QueryEscape(fmt.Sprintf(`sum(rate(req{customer="globex-%d"}[5m]))`, n)))
@@ -440,17 +447,7 @@ func TestParseGateChurn(t *testing.T) {
 func TestParseCachesSurviveAnotherUnitsFlood(t *testing.T) {
 	for _, limits := range []bool{false, true} {
 		t.Run(fmt.Sprintf("limits=%v", limits), func(t *testing.T) {
-			tokens := byToken{"t3": {Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeFull}, "t4": {Tenant: tenant.ID{AccountID: 4}, Mode: auth.ModeFull}}
-			u, _ := url.Parse("http://upstream")
-			cfg := Config{ReadURL: u, WriteURL: u, ReadTransport: vectorUpstream{}, WriteTransport: vectorUpstream{},
-				Cluster: true, Auth: tokens, AuthHeader: "X-Token", Limits: Limits{MaxQueueDuration: 20 * time.Millisecond}}
-			if limits {
-				cfg.QueryLimits = testQueryLimits(t)
-			}
-			g, err := New(cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			g := twoTenants(t, limits)
 			n := parseSeq.Add(1)
 			var dashboard []string
 			for i := range 20 {
