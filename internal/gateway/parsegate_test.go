@@ -354,6 +354,7 @@ func twoTenants(t *testing.T, limits bool) *Gateway {
 	}
 	return g
 }
+
 // query tenant 4 sent, and one nobody sent: both wait alike.
 func TestParseCachesKeptApartPerUnit(t *testing.T) {
 	for _, limits := range []bool{false, true} {
