@@ -335,9 +335,6 @@ func testQueryLimits(t testing.TB) QueryLimiter {
 	return ql
 }
 
-// TestParseCachesKeptApartPerUnit: whether a query waits for a parse slot says whether the unit's caches hold it;
-// a tenant whose own slots are busy must not learn that way what another tenant or team asked. Tenant 3 probes the
-
 // twoTenants is a cluster gateway with tokens t3 and t4 of tenants 3 and 4, with the test query limits or none.
 func twoTenants(t *testing.T, limits bool) *Gateway {
 	t.Helper()
@@ -355,6 +352,8 @@ func twoTenants(t *testing.T, limits bool) *Gateway {
 	return g
 }
 
+// TestParseCachesKeptApartPerUnit: whether a query waits for a parse slot says whether the unit's caches hold it;
+// a tenant whose own slots are busy must not learn that way what another tenant or team asked. Tenant 3 probes the
 // query tenant 4 sent, and one nobody sent: both wait alike.
 func TestParseCachesKeptApartPerUnit(t *testing.T) {
 	for _, limits := range []bool{false, true} {
