@@ -80,57 +80,42 @@ func TestSlowQueriesDoNotStarveOtherTeams(t *testing.T) {
 	// the median wait of ops' queries and the slowest of dev's. With hangUp, dev's client goes away that long after
 	// sending each query, which VictoriaMetrics still runs to its end.
 	measure := func(name, base string, devHeader, opsHeader []string, quick string, hangUp time.Duration) (opsMedian, devSlowest time.Duration) {
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
 		var seq, devDone atomic.Int64
 		var mu sync.Mutex
-		for range 12 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				client := &http.Client{Transport: &http.Transport{}}
-				defer client.CloseIdleConnections()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					ctx, cancel := context.Background(), context.CancelFunc(func() {})
-					if hangUp > 0 {
-						ctx, cancel = context.WithTimeout(ctx, hangUp)
-					}
-					req, _ := http.NewRequestWithContext(ctx, "GET", slow(base, seq.Add(1)), nil)
-					req.Header.Set(devHeader[0], devHeader[1])
-					start := time.Now()
-					resp, err := client.Do(req)
-					if hangUp > 0 {
-						if err == nil {
-							_, _ = io.Copy(io.Discard, resp.Body)
-							resp.Body.Close()
-						}
-						cancel()
-						devDone.Add(1)
-						continue
-					}
-					cancel()
-					if err != nil {
-						t.Errorf("%s: dev's slow query: %s", name, err)
-						return
-					}
-					b, _ := io.ReadAll(resp.Body)
+		stop := flood(12, func(client *http.Client) bool {
+			ctx, cancel := context.Background(), context.CancelFunc(func() {})
+			if hangUp > 0 {
+				ctx, cancel = context.WithTimeout(ctx, hangUp)
+			}
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", slow(base, seq.Add(1)), nil)
+			req.Header.Set(devHeader[0], devHeader[1])
+			start := time.Now()
+			resp, err := client.Do(req)
+			if hangUp > 0 {
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
-					if resp.StatusCode != 200 {
-						t.Errorf("%s: dev's slow query: %d %s; want every one answered", name, resp.StatusCode, b)
-						return
-					}
-					mu.Lock()
-					devSlowest = max(devSlowest, time.Since(start))
-					mu.Unlock()
-					devDone.Add(1)
 				}
-			}()
-		}
+				devDone.Add(1)
+				return true
+			}
+			if err != nil {
+				t.Errorf("%s: dev's slow query: %s", name, err)
+				return false
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("%s: dev's slow query: %d %s; want every one answered", name, resp.StatusCode, b)
+				return false
+			}
+			mu.Lock()
+			devSlowest = max(devSlowest, time.Since(start))
+			mu.Unlock()
+			devDone.Add(1)
+			return true
+		})
 		time.Sleep(time.Second) // dev's queue builds up
 		var waits []time.Duration
 		for i := range 5 {
@@ -141,8 +126,7 @@ func TestSlowQueriesDoNotStarveOtherTeams(t *testing.T) {
 				t.Errorf("%s: ops' query %d: %d %s; want ops' series alone", name, i, code, body)
 			}
 		}
-		close(stop)
-		wg.Wait()
+		stop()
 		slices.Sort(waits)
 		t.Logf("%s: ops' quick queries beside dev's flood (%d slow queries done, the slowest answered in %s): %v", name, devDone.Load(), devSlowest, waits)
 		return waits[len(waits)/2], devSlowest

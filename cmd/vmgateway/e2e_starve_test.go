@@ -11,7 +11,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -345,45 +344,31 @@ func TestParseFloodDoesNotStarveOtherTeams(t *testing.T) {
 	}
 	hosts := strings.Join(names, "|")
 	var seq atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
 	var parsed, refused atomic.Int64
 	odd := make(chan string, 1)
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			client := &http.Client{Transport: &http.Transport{}}
-			defer client.CloseIdleConnections()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				q := fmt.Sprintf(`parse_flood{a!~"%s|%d"}`, hosts, seq.Add(1))
-				req, _ := http.NewRequest("GET", g.URL+"/api/v1/query?query="+url.QueryEscape(q), nil)
-				req.Header.Set("Authorization", "Bearer "+dev)
-				resp, err := client.Do(req)
-				if err != nil {
-					continue
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				switch _, msg := decodeErrorOrNone(string(b)); {
-				case resp.StatusCode == 200:
-					parsed.Add(1)
-				case resp.StatusCode == 429 && strings.Contains(msg, "parse slots") && resp.Header.Get("Retry-After") != "":
-					refused.Add(1)
-				default:
-					select {
-					case odd <- fmt.Sprintf("%d %s", resp.StatusCode, b):
-					default:
-					}
-				}
+	stop := flood(16, func(client *http.Client) bool {
+		q := fmt.Sprintf(`parse_flood{a!~"%s|%d"}`, hosts, seq.Add(1))
+		req, _ := http.NewRequest("GET", g.URL+"/api/v1/query?query="+url.QueryEscape(q), nil)
+		req.Header.Set("Authorization", "Bearer "+dev)
+		resp, err := client.Do(req)
+		if err != nil {
+			return true
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch _, msg := decodeErrorOrNone(string(b)); {
+		case resp.StatusCode == 200:
+			parsed.Add(1)
+		case resp.StatusCode == 429 && strings.Contains(msg, "parse slots") && resp.Header.Get("Retry-After") != "":
+			refused.Add(1)
+		default:
+			select {
+			case odd <- fmt.Sprintf("%d %s", resp.StatusCode, b):
+			default:
 			}
-		}()
-	}
+		}
+		return true
+	})
 	time.Sleep(500 * time.Millisecond)
 	var slowest time.Duration
 	for i := range 30 {
@@ -394,8 +379,7 @@ func TestParseFloodDoesNotStarveOtherTeams(t *testing.T) {
 			t.Errorf("ops' query %d beside dev's flood: %d %s; want 200 with ops' series alone, %d", i, code, body, i+1)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	select {
 	case s := <-odd:
 		t.Errorf("a query of dev's flood got %s; want 200, or 429 naming the parse slots", s)

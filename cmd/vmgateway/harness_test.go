@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -195,5 +196,34 @@ func TestGatewayBuiltLikeTheTests(t *testing.T) {
 	}
 	if got := strings.Contains(string(out), "-race=true"); got != raceEnabled {
 		t.Fatalf("the tests run with race=%v but the gateway binary's build settings say:\n%s", raceEnabled, out)
+	}
+}
+
+// flood sends requests on conns connections of their own, each calling send with its client again and again until
+// the returned stop is called (which waits for them) or send returns false.
+func flood(conns int, send func(*http.Client) bool) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			client := &http.Client{Transport: &http.Transport{}}
+			defer client.CloseIdleConnections()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if !send(client) {
+					return
+				}
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
 	}
 }

@@ -48,14 +48,13 @@ type readSlotsWatch struct {
 	done sync.WaitGroup
 }
 
-// newReadSlotsWatch returns the watch the flags ask for; nil when the limit is fixed or off, after setting it.
+// newReadSlotsWatch returns the watch the flags ask for; nil when -read.maxConcurrentRequests fixes the limit or
+// turns it off (startReadSlots then sets it).
 func newReadSlotsWatch(rt http.RoundTripper) *readSlotsWatch {
 	if *readMaxConcurrentRequests != 0 {
 		return nil
 	}
-	return &readSlotsWatch{client: &http.Client{Transport: rt, Timeout: 10 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		again: make(chan struct{}, 1), known: map[string]int{}, failed: map[string]bool{}}
+	return &readSlotsWatch{client: metricsClient(rt, 10*time.Second), again: make(chan struct{}, 1), known: map[string]int{}, failed: map[string]bool{}}
 }
 
 // setAddrs is gateway.Config.ReadAddrs: a new address is read soon.
@@ -167,14 +166,7 @@ func addrKey(a gateway.BackendAddr) string { return a.URL.String() + " " + a.Hos
 
 // capacity reads vm_concurrent_select_capacity from the /metrics of the backend at a.
 func (w *readSlotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, metricsURLOf(a.URL).String(), nil)
-	if err != nil {
-		return 0, redact.URLError(err)
-	}
-	if a.Host != "" {
-		req.Host = a.Host
-	}
-	resp, err := w.client.Do(req)
+	resp, err := getMetrics(ctx, w.client, metricsURLOf(a.URL), a.Host)
 	if err != nil {
 		return 0, redact.URLError(err)
 	}

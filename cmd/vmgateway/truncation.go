@@ -133,10 +133,7 @@ func newTruncationWatch(urls []*url.URL, rt http.RoundTripper) *truncationWatch 
 	if *labelTruncationCheckInterval <= 0 {
 		return nil
 	}
-	client := &http.Client{Transport: rt, Timeout: 30 * time.Second,
-		// The backend's own page or nothing: a redirect elsewhere would say nothing about the backend.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	w := &truncationWatch{client: client, again: make(chan struct{}, 1), gone: map[targetKey]*truncationTarget{}}
+	w := &truncationWatch{client: metricsClient(rt, 30*time.Second), again: make(chan struct{}, 1), gone: map[targetKey]*truncationTarget{}}
 	w.targets.Store(&[]*truncationTarget{})
 	w.leaving.Store(&[]*truncationTarget{})
 	addrs := make([]gateway.BackendAddr, len(urls))
@@ -237,6 +234,26 @@ func metricsURLOf(u *url.URL) *url.URL {
 		m.RawQuery = url.Values{"authKey": {key}}.Encode()
 	}
 	return &m
+}
+
+// metricsClient is the client that reads backends' /metrics pages through rt: the backend's own page or nothing, since
+// a redirect elsewhere would say nothing about the backend.
+func metricsClient(rt http.RoundTripper, timeout time.Duration) *http.Client {
+	return &http.Client{Transport: rt, Timeout: timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// getMetrics GETs page (metricsURLOf a backend), with host as the Host header when set (an address found behind a
+// name). http.Client sends the URL's userinfo as basic auth.
+func getMetrics(ctx context.Context, c *http.Client, page *url.URL, host string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, page.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if host != "" {
+		req.Host = host
+	}
+	return c.Do(req)
 }
 
 // gaugeRegistry registers one gauge per backend, which the metrics package allows once per process: the newest
@@ -518,15 +535,7 @@ func (w *truncationWatch) checkOne(ctx context.Context, t *truncationTarget) {
 
 // check reads the backend's /metrics for the metric that counts series over the label limit, and the limit.
 func (w *truncationWatch) check(ctx context.Context, t *truncationTarget) (int64, int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, t.url.String(), nil)
-	if err != nil {
-		return truncationUnreachable, 0, redact.URLError(err)
-	}
-	if t.key.host != "" {
-		req.Host = t.key.host
-	}
-	// http.Client sends the URL's userinfo as basic auth.
-	resp, err := w.client.Do(req)
+	resp, err := getMetrics(ctx, w.client, t.url, t.key.host)
 	if err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) && oe.Op == "dial" && !oe.Timeout() {

@@ -154,7 +154,7 @@ func regexpError(total, budget int) error {
 // parseAnchored parses a regexp filter's text as metricsql compiles it, `^(?:lit)$`: a text that is no regexp alone
 // may be one so (`)\pL{900}(?:`), and that is what takes the memory and the time.
 func parseAnchored(lit string) (*syntax.Regexp, error) {
-	return syntax.Parse("^(?:"+lit+")$", syntax.Perl)
+	return syntax.Parse(anchoredText(lit), syntax.Perl)
 }
 
 func hasRegexpFilter(q string) bool { return strings.Contains(q, "=~") || strings.Contains(q, "!~") }

@@ -33,7 +33,9 @@ const (
 	denseMaxBytes     = 1 << 20
 )
 
-// anchoredLen is the length metricsql's cache counts for a regexp filter: it compiles `^(?:re)$`.
+// anchoredText is re as metricsql compiles a regexp filter, and anchoredLen its length, which metricsql's cache counts.
+func anchoredText(re string) string { return "^(?:" + re + ")$" }
+
 func anchoredLen(re string) int { return len(re) + len("^(?:)$") }
 
 // lightLimit is the most a light regexp of its text may take.
@@ -43,7 +45,7 @@ func lightLimit(re string) int { return lightBytesPerChar * anchoredLen(re) }
 // ready.
 type ledger struct {
 	mu     sync.Mutex
-	seen   map[string]int
+	seen   map[string]struct{}
 	total  int
 	byPart map[uint64]int
 }
@@ -80,12 +82,21 @@ func (l *ledger) admit(re string, n int, part uint64) error {
 			quoteShort(re), n>>10, l.byPart[part]>>10, denseBytes/denseUnitShare>>20, lightBytesPerChar)
 	}
 	if l.seen == nil {
-		l.seen, l.byPart = map[string]int{}, map[uint64]int{}
+		l.seen, l.byPart = map[string]struct{}{}, map[uint64]int{}
 	}
-	l.seen[re] = n
+	l.seen[re] = struct{}{}
 	l.total += n
 	l.byPart[part] += n
 	return nil
+}
+
+// holds says whether the ledger let re through before: it passes again free, without a compile to weigh it (what
+// it was let through at is no less than what it compiles to, and no more than denseMaxBytes).
+func (l *ledger) holds(re string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.seen[re]
+	return ok
 }
 
 func quoteShort(s string) string {
@@ -105,9 +116,12 @@ func checkRegexpMemory(re string, upper int, part uint64, exact bool) error {
 	if err := tooLarge.get(re); err != nil {
 		return err
 	}
+	if dense.holds(re) {
+		return nil
+	}
 	n := upper
 	if exact {
-		if r, err := regexp.Compile("^(?:" + re + ")$"); err == nil {
+		if r, err := regexp.Compile(anchoredText(re)); err == nil {
 			if size, ok := compiledBytes(r); ok {
 				n = size
 			}

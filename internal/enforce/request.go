@@ -205,7 +205,6 @@ func (e *Enforcer) selector(arg, s string, cluster bool, p *Parsed) ([]string, e
 			return nil, err
 		}
 	}
-	s = strings.Clone(s) // an arg read from a form may be a part of the whole body
 	out := []string{s}
 	if e.Restricted() {
 		// One arg per branch: match[] args are ORed, and older VictoriaMetrics (v1.79 here) cannot parse `or`
@@ -218,7 +217,11 @@ func (e *Enforcer) selector(arg, s string, cluster bool, p *Parsed) ([]string, e
 		}
 	}
 	if len(s) <= cacheMaxQueryLen {
-		k.q = s
+		// An arg read from a form may be a part of the whole body: the cache keeps a copy of its own.
+		k.q = strings.Clone(s)
+		if !e.Restricted() {
+			out[0] = k.q
+		}
 		selectors.Put(part, k, out)
 	}
 	return out, nil

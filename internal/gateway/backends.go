@@ -50,14 +50,13 @@ type backend struct {
 
 	requests          *metrics.Counter
 	inflightG, broken *metrics.Gauge
-	kind              string
 	// labels are the backend's metric labels without the braces: a discovered address also has the host it was
 	// found under, since two names behind one address (virtual hosts) are two backends with counts of their own.
 	labels string
 }
 
 func newBackend(kind string, target *url.URL, host string) *backend {
-	b := &backend{target: target, host: host, name: redact.URL(target), kind: kind}
+	b := &backend{target: target, host: host, name: redact.URL(target)}
 	b.labels = fmt.Sprintf(`upstream=%q,backend=%q`, kind, b.name)
 	if host != "" {
 		b.labels += fmt.Sprintf(`,host=%q`, host)

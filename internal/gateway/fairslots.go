@@ -37,7 +37,6 @@ type fairSlots struct {
 
 // fairQueue is one unit's reads: how many are in flight, and those waiting, oldest first.
 type fairQueue struct {
-	unit    unit
 	running int
 	waiting []chan struct{}
 }
@@ -88,7 +87,7 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*fairQueue, error) {
 		if len(f.units) >= f.sweepAt {
 			f.sweepLocked()
 		}
-		q = &fairQueue{unit: u}
+		q = &fairQueue{}
 		f.units[u] = q
 	}
 	if f.used < f.limit && len(f.turns) == 0 && q.running < share(f.limit) {

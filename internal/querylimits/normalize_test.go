@@ -177,11 +177,7 @@ func TestNormalFormOfLongOrChain(t *testing.T) {
 		for i := range terms {
 			terms[i] = fmt.Sprintf(`m%d{job="j%d"}`, i, i)
 		}
-		e, err := metricsql.Parse(strings.Join(terms, " or "))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e
+		return mustParse(t, strings.Join(terms, " or "))
 	}
 	allocated := func(e metricsql.Expr) uint64 {
 		var before, after runtime.MemStats

@@ -2,7 +2,6 @@ package querylimits
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
@@ -153,6 +152,28 @@ func importLookbackProbes(t *testing.T, vm *vmtest.VM) *lookbackProbes {
 // vmReadsBack is the probes' x labels a request shows, in seconds, ascending; false when the release refuses it.
 func vmReadsBack(t *testing.T, base, path string, args url.Values) ([]int64, bool) {
 	t.Helper()
+	var xs []int64
+	if path != "/federate" {
+		var ans struct {
+			Data struct {
+				Result []struct {
+					Metric map[string]string `json:"metric"`
+				} `json:"result"`
+			} `json:"data"`
+		}
+		if !vmAnswer(t, base, path, args, &ans) {
+			return nil, false
+		}
+		for _, r := range ans.Data.Result {
+			x, err := strconv.ParseInt(r.Metric["x"], 10, 64)
+			if err != nil {
+				t.Fatalf("%s %v: a series without x: %v", path, args, r.Metric)
+			}
+			xs = append(xs, x)
+		}
+		slices.Sort(xs)
+		return xs, true
+	}
 	resp, err := http.PostForm(base+path, args)
 	if err != nil {
 		t.Fatal(err)
@@ -161,31 +182,10 @@ func vmReadsBack(t *testing.T, base, path string, args url.Values) ([]int64, boo
 	if resp.StatusCode != http.StatusOK {
 		return nil, false
 	}
-	var xs []int64
-	if path == "/federate" {
-		re := regexp.MustCompile(`x="(\d+)"`)
-		for sc := bufio.NewScanner(resp.Body); sc.Scan(); {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				x, _ := strconv.ParseInt(m[1], 10, 64)
-				xs = append(xs, x)
-			}
-		}
-	} else {
-		var ans struct {
-			Data struct {
-				Result []struct {
-					Metric map[string]string `json:"metric"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil {
-			t.Fatalf("%s %v: %v", path, args, err)
-		}
-		for _, r := range ans.Data.Result {
-			x, err := strconv.ParseInt(r.Metric["x"], 10, 64)
-			if err != nil {
-				t.Fatalf("%s %v: a series without x: %v", path, args, r.Metric)
-			}
+	re := regexp.MustCompile(`x="(\d+)"`)
+	for sc := bufio.NewScanner(resp.Body); sc.Scan(); {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			x, _ := strconv.ParseInt(m[1], 10, 64)
 			xs = append(xs, x)
 		}
 	}
