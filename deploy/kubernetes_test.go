@@ -143,6 +143,15 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	}
 
+	// Each replica forwards its part of the read backends' query slots: together they must not pass them.
+	replicas := "(unset: 1)"
+	if dep.Spec.Replicas != nil {
+		replicas = fmt.Sprint(*dep.Spec.Replicas)
+	}
+	if flags["read.replicas"] != replicas {
+		t.Errorf("-read.replicas=%q is not the Deployment's %s replicas: together they would forward more reads than the backends run at once", flags["read.replicas"], replicas)
+	}
+
 	// Shutdown: the readiness probe must see /health fail before -http.shutdownDelay ends, and the pod must get
 	// the delay plus the graceful shutdown before Kubernetes kills it.
 	delay, grace := parseDuration(t, flags["http.shutdownDelay"]), parseDuration(t, flags["http.maxGracefulShutdownDuration"])

@@ -482,6 +482,7 @@ func TestBackendsFlagErrors(t *testing.T) {
 		{[]string{"-failTimeout=-1s"}, `-failTimeout=-1s must not be negative`},
 		{[]string{"-discoverBackendIPs", "-discoverBackendIPsInterval=0s"}, `-discoverBackendIPsInterval=0s must be positive`},
 		{[]string{"-read.url=http://y,ftp://z"}, `invalid -read.url="ftp://z"`},
+		{[]string{"-read.replicas=0"}, `-read.replicas=0: want how many gateway replicas forward reads to the same backends, at least 1`},
 	} {
 		cmd := exec.Command(gatewayBin, append(append([]string{}, base...), tc.args...)...)
 		out, err := cmd.CombinedOutput()

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,5 +148,85 @@ func TestSlowQueriesDoNotStarveOtherTeams(t *testing.T) {
 	}
 	if v := metricValue(t, g, `vmgateway_concurrency_rejected_total{scope="backend"}`); v != 0 {
 		t.Errorf("%v reads refused for the backends' slots; want none within -read.maxQueueDuration", v)
+	}
+}
+
+// TestReplicasSplitTheReadSlots: two gateway replicas in front of one VictoriaMetrics that runs 4 queries at once
+// each took all 4, so that a team flooding slow queries through both filled VictoriaMetrics' own queue, first come
+// first served, behind the gateways' backs. With -read.replicas=2 each forwards 2, and VictoriaMetrics never queues
+// a query (vm_concurrent_select_limit_reached_total stays put); the replicas without it are the control.
+func TestReplicasSplitTheReadSlots(t *testing.T) {
+	vm := vmtest.Start(t, "-search.maxConcurrentRequests=4", "-search.maxQueueDuration=60s")
+	heavySeries(t, vm, 1000)
+	priv, pub := keyPair(t, "ec")
+	dev := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
+	end := time.Now().Unix()
+	floodThrough := func(replicas ...*gw) (queuedInVM float64, answered int64) {
+		t.Helper()
+		before, err := readMetric(vm.URL+"/metrics", "vm_concurrent_select_limit_reached_total")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seq, ok, failed atomic.Int64
+		stop := flood(8, func(client *http.Client) bool {
+			n := seq.Add(1)
+			q := url.QueryEscape(fmt.Sprintf("sum(quantile_over_time(0.%d, heavy[1h]))", 10+n%89))
+			req, _ := http.NewRequest("GET", fmt.Sprintf("%s/api/v1/query_range?start=%d&end=%d&step=60&query=%s", replicas[n%int64(len(replicas))].URL, end-3600, end, q), nil)
+			req.Header.Set("Authorization", "Bearer "+dev)
+			resp, err := client.Do(req)
+			if err != nil {
+				failed.Add(1)
+				return false
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				failed.Add(1)
+				return false
+			}
+			ok.Add(1)
+			return true
+		})
+		time.Sleep(3 * time.Second)
+		stop()
+		if failed.Load() > 0 {
+			t.Fatalf("%d of dev's queries failed", failed.Load())
+		}
+		after, err := readMetric(vm.URL+"/metrics", "vm_concurrent_select_limit_reached_total")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return after - before, ok.Load()
+	}
+	start := func(flags ...string) *gw {
+		g := startGateway(t, append([]string{"-read.url=" + vm.URL, "-write.url=" + vm.URL, "-enable.auth", "-auth.publicKeyFiles=" + pub, "-read.maxConcurrentRequests=0"}, flags...)...)
+		deadline := time.Now().Add(10 * time.Second)
+		want := 4.0
+		if len(flags) > 0 {
+			want = 2
+		}
+		for metricValue(t, g, "vmgateway_read_backend_slots") != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%v: vmgateway_read_backend_slots is %v; want %v", flags, metricValue(t, g, "vmgateway_read_backend_slots"), want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return g
+	}
+
+	a, b := start(), start()
+	queued, answered := floodThrough(a, b)
+	t.Logf("each replica with all 4 slots: %v of dev's queries queued in VictoriaMetrics, %d answered", queued, answered)
+	if queued == 0 {
+		t.Fatalf("the control is void: two replicas of 4 slots each queued none of dev's queries in VictoriaMetrics")
+	}
+	a.stop(syscall.SIGTERM)
+	b.stop(syscall.SIGTERM)
+
+	a, b = start("-read.replicas=2"), start("-read.replicas=2")
+	queued, answered = floodThrough(a, b)
+	t.Logf("-read.replicas=2: %v of dev's queries queued in VictoriaMetrics, %d answered", queued, answered)
+	if queued != 0 || answered == 0 {
+		t.Fatalf("with -read.replicas=2, %v of dev's queries queued in VictoriaMetrics and %d were answered; want none queued and some answered", queued, answered)
 	}
 }

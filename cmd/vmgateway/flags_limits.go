@@ -43,6 +43,9 @@ func gatewayLimits() (gateway.Limits, error) {
 			return gateway.Limits{}, fmt.Errorf("-%s=%s must not be negative", f.name, f.v)
 		}
 	}
+	if *readReplicas < 1 {
+		return gateway.Limits{}, fmt.Errorf("-read.replicas=%d: want how many gateway replicas forward reads to the same backends, at least 1", *readReplicas)
+	}
 	if total, one := *searchMaxTotalQueryLen, *searchMaxQueryLen; total > 0 && (one == 0 || total < one) {
 		return gateway.Limits{}, fmt.Errorf("-search.maxTotalQueryLen=%d is less than -search.maxQueryLen=%d: a request with one query "+
 			"within the latter would be refused; raise -search.maxTotalQueryLen or set it to 0", total, one)

@@ -20,7 +20,9 @@ import (
 var (
 	readMaxConcurrentRequests = flag.Int("read.maxConcurrentRequests", 0, "How many reads the gateway forwards at once to the -read.url backends together. Past it, reads wait at the gateway, where each team (isolation unit) takes its turn, rather than in VictoriaMetrics' own queue, where one team's flood of slow queries holds up every other team's. "+
 		"0 (the default) learns it from the backends: the sum of their vm_concurrent_select_capacity (their -search.maxConcurrentRequests), read from each one's /metrics (each address found with -discoverBackendIPs) at start and every minute; while no backend could be read there is no limit. "+
-		"A negative value sets no limit. A -read.url that is a load balancer over several backends answers /metrics from one of them: use -discoverBackendIPs (a headless Service), or give the sum here. With several gateway replicas in front of the same backends, give each the backends' capacity divided by the replicas")
+		"A negative value sets no limit. A -read.url that is a load balancer over several backends answers /metrics from one of them: use -discoverBackendIPs (a headless Service), or give the sum here. With several gateway replicas in front of the same backends, set -read.replicas")
+	readReplicas = flag.Int("read.replicas", 1, "How many gateway replicas forward reads to the same read backends. Each forwards at most its part of their capacity (-read.maxConcurrentRequests, or as learned): the capacity divided by the replicas, rounded down, at least 1. "+
+		"Each replica that took the whole capacity would let the backends' own queue, first come first served, fill again with one team's reads behind the others' backs")
 	readMaxQueueDuration = flag.Duration("read.maxQueueDuration", 10*time.Second, "How long a read waits for its turn at the read backends (-read.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -search.maxQueueDuration (10s by default), whose queue stays empty")
 )
 
@@ -71,10 +73,10 @@ func (w *readSlotsWatch) setAddrs(addrs []gateway.BackendAddr) {
 // startReadSlots gives gw its read limit: the flag's, or the backends' as w learns it.
 func startReadSlots(w *readSlotsWatch, gw *gateway.Gateway) {
 	if w == nil {
-		gw.SetReadSlots(max(*readMaxConcurrentRequests, 0))
+		gw.SetReadSlots(replicaPart(max(*readMaxConcurrentRequests, 0), *readReplicas))
 		return
 	}
-	w.set = gw.SetReadSlots
+	w.set = func(capacity int) { gw.SetReadSlots(replicaPart(capacity, *readReplicas)) }
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
 	w.done.Add(1)
@@ -154,12 +156,21 @@ func (w *readSlotsWatch) readAll(ctx context.Context) bool {
 				"own queue, first come first served, until one can be read", "unknown", unknown)
 		} else {
 			slog.Info("the read backends run this many queries at once: reads past it wait at the gateway, each team in turn",
-				"slots", sum, "backends", counted, "unknown", unknown)
+				"slots", sum, "backends", counted, "unknown", unknown, "replicas", *readReplicas, "forwardedByThisReplica", replicaPart(sum, *readReplicas))
 		}
 		w.slots = sum
 		w.set(sum)
 	}
 	return len(failed) == 0
+}
+
+// replicaPart is what one of replicas forwards of the backends' capacity (0: no limit). Rounded down, so that the
+// replicas together never pass it, but at least 1, so that each forwards reads at all.
+func replicaPart(capacity, replicas int) int {
+	if capacity <= 0 || replicas <= 1 {
+		return capacity
+	}
+	return max(1, capacity/replicas)
 }
 
 func addrKey(a gateway.BackendAddr) string { return a.URL.String() + " " + a.Host }

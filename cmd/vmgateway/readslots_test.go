@@ -62,3 +62,20 @@ func TestReadSlotsLearned(t *testing.T) {
 		}
 	}
 }
+
+// TestReadSlotsSplitBetweenReplicas: each of -read.replicas forwards its part of the capacity, rounded down so that
+// together they never pass it, and at least one read.
+func TestReadSlotsSplitBetweenReplicas(t *testing.T) {
+	for _, tc := range []struct{ capacity, replicas, want int }{
+		{12, 1, 12},
+		{12, 2, 6},
+		{12, 5, 2},
+		{4, 3, 1},
+		{1, 2, 1},
+		{0, 3, 0}, // no limit stays none
+	} {
+		if got := replicaPart(tc.capacity, tc.replicas); got != tc.want {
+			t.Errorf("capacity %d between %d replicas: %d each; want %d", tc.capacity, tc.replicas, got, tc.want)
+		}
+	}
+}
