@@ -31,7 +31,7 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 		if h != nil && g.headers != HeadersNone && i == gatedRead && r.status == http.StatusTooManyRequests {
 			g.headers.set(h, g.tally.figures(st, id, a, g.now(), nil), r)
 		}
-		return g.refuse(r)
+		return g.refuse(a, r)
 	}
 	if i != gatedRead || len(st.counted) == 0 {
 		return nil
@@ -57,7 +57,7 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 			if h != nil && g.headers != HeadersNone {
 				g.headers.set(h, g.tally.figures(st, id, a, now, nil), r)
 			}
-			return g.refuse(r)
+			return g.refuse(a, r)
 		}
 		hs = append(hs, held{ser, !cs.typ.Cost(), tookShared})
 	}
@@ -118,9 +118,12 @@ func (g *Gate) charge(a *auth.Access, amount func(cs *countedSet) int64) {
 func (g *Gate) Costed(a *auth.Access) bool { return g.snap.Load().state(tenantOf(a)).costed }
 
 // refuse answers a rejection: the error, counted; under dry run nil, counted and logged as what would have been.
-func (g *Gate) refuse(r *limitError) error {
+func (g *Gate) refuse(a *auth.Access, r *limitError) error {
 	if !g.dryRun {
 		r.count.Inc()
+		if r.status == http.StatusTooManyRequests && a != nil && a.Enforcer.Restricted() && (r.Limit.Key.IsZero() || r.KeyValue == "") {
+			return sharedRefusal{r}
+		}
 		return r
 	}
 	r.dryCount.Inc()

@@ -187,6 +187,10 @@ limits:
 }
 
 func TestAdmitHeaders(t *testing.T) {
+	dev, err := enforce.New([]enforce.Label{{Name: "team", Value: "dev"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	const limits = "limits:\n  - {type: queries, value: 3}\n  - {type: queries, value: 100, resolution: hour}\n  - {type: queries, value: 2, key: claim:sub, account_id: 5}\n  - {type: rows_inserted, value: 10}\n"
 	type want map[string]string
 	for _, tc := range []struct {
@@ -215,6 +219,15 @@ func TestAdmitHeaders(t *testing.T) {
 			"RateLimit":        `"queries-minute-claim:sub";r=0;t=61;pk=:YWxpY2U=:`}},
 		// Writes are limited in rows, which the drafts have no unit for.
 		{HeadersBoth, access(tid(1, 0)), route.Write, 0, 0, want{}},
+		// A team narrowed within its tenant shares the tenant-wide counts with the other teams there: they are not
+		// shown to it, before the limit or at its refusal (its 429 and Retry-After say that much).
+		{HeadersBoth, &auth.Access{Tenant: tid(1, 0), Enforcer: dev}, route.Read, 0, 0, want{}},
+		{HeadersBoth, &auth.Access{Tenant: tid(1, 0), Enforcer: dev}, route.Read, 3, 0, want{}},
+		// Its own count under a key is; the one count of the callers without the key's claim is not.
+		{HeadersIETF, &auth.Access{Tenant: tid(5, 0), Enforcer: dev, Claims: map[string]any{"sub": "alice"}}, route.Read, 1, 0, want{
+			"RateLimit-Policy": `"queries-minute-claim:sub";q=2;w=60;pk=:YWxpY2U=:`,
+			"RateLimit":        `"queries-minute-claim:sub";r=0;t=61;pk=:YWxpY2U=:`}},
+		{HeadersIETF, &auth.Access{Tenant: tid(5, 0), Enforcer: dev}, route.Read, 1, 0, want{}},
 	} {
 		g, _ := clockGate(t, limits, Config{Headers: tc.mode})
 		if tc.usage != 0 {
@@ -289,4 +302,40 @@ func captureLogs(w *vmtest.Buffer) (restore func()) {
 	old := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(w, nil)))
 	return func() { slog.SetDefault(old) }
+}
+
+// TestSharedRefusalHidesUsage: a team narrowed within its tenant, refused by a count it shares with the tenant's
+// other teams, is told which limit is used up, not the usage seen, which is the other teams' too; the tenant-wide
+// caller, and the team under its own key, are told both.
+func TestSharedRefusalHidesUsage(t *testing.T) {
+	dev, err := enforce.New([]enforce.Label{{Name: "team", Value: "dev"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := clockGate(t, "limits:\n  - {type: queries, value: 3}\n  - {type: queries, value: 2, key: label:team, account_id: 5}\n", Config{})
+	g.setUsage(map[usageKey]float64{{tid(1, 0), meter{limitfile.Queries, limitfile.Minute}}: 4321})
+	for _, tc := range []struct {
+		name      string
+		a         *auth.Access
+		n         int
+		usageSeen bool
+	}{
+		{"narrowed, tenant-wide limit", &auth.Access{Tenant: tid(1, 0), Enforcer: dev}, 0, false},
+		{"whole tenant", access(tid(1, 0)), 0, true},
+		{"narrowed, its own key", &auth.Access{Tenant: tid(5, 0), Enforcer: dev}, 2, true},
+	} {
+		admitN(g, tc.a, tc.n)
+		err := g.Admit(tc.a, rt(route.Read), nil)
+		var st interface{ HTTPStatus() int }
+		if !errors.As(err, &st) || st.HTTPStatus() != http.StatusTooManyRequests {
+			t.Fatalf("%s: got %v, want a 429", tc.name, err)
+		}
+		msg := err.Error()
+		if strings.Contains(msg, "usage seen") != tc.usageSeen || strings.Contains(msg, "4321") && !tc.usageSeen {
+			t.Errorf("%s: %q; want the usage seen told: %v", tc.name, msg, tc.usageSeen)
+		}
+		if !strings.Contains(msg, "type=queries resolution=minute") || !strings.Contains(msg, "retry after") {
+			t.Errorf("%s: %q does not name the limit and the wait", tc.name, msg)
+		}
+	}
 }

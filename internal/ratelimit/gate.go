@@ -289,6 +289,12 @@ func (r *limitError) Error() string {
 	return r.message()
 }
 
+// sharedRefusal is a refusal, for a caller narrowed within its tenant, by a count it shares with the tenant's other
+// teams: it names the limit used up, not the usage seen, which sums the other teams' requests, rows or series.
+type sharedRefusal struct{ *limitError }
+
+func (r sharedRefusal) Error() string { return r.text(false) }
+
 // HTTPStatus is 429 for a tenant over a limit and 503 when the gate has no fresh usage data.
 func (r *limitError) HTTPStatus() int { return r.status }
 
@@ -309,24 +315,32 @@ func (p *rules) rejection(id tenant.ID, d decision, keyValue, source string) *li
 	}
 }
 
-func (r *limitError) message() string {
+func (r *limitError) message() string { return r.text(true) }
+
+// text says which limit refused whom and, withUsage, what usage it saw.
+func (r *limitError) text(withUsage bool) string {
 	whose := "the tenant's own limit"
 	if !r.Limit.HasTenant {
 		whose = "the default limit for all tenants"
 	}
-	var limit, usage string
+	var limit, seen string
 	if r.Limit.Resolution == 0 {
 		limit = fmt.Sprintf("type=%s value=%d", r.Limit.Type, r.Limit.Value)
-		usage = formatUsage(r.Usage) + " active series"
+		seen = formatUsage(r.Usage) + " active series"
 	} else {
 		limit = fmt.Sprintf("type=%s resolution=%s value=%d", r.Limit.Type, r.Limit.Resolution, r.Limit.Value)
-		usage = formatUsage(r.Usage) + " in the last " + r.Limit.Resolution.String()
+		seen = formatUsage(r.Usage) + " in the last " + r.Limit.Resolution.String()
 	}
 	who := "tenant " + r.Tenant.String()
 	if !r.Limit.Key.IsZero() {
 		limit += " key=" + r.Limit.Key.String()
 		who += " and " + r.Limit.Key.String() + "=" + strconv.Quote(r.KeyValue)
 	}
+	if !withUsage {
+		return fmt.Sprintf("rate limit exceeded for %s: limit %s (%s) is used up by all who share it; retry after %s",
+			who, limit, whose, r.retry)
+	}
+	usage := seen
 	switch r.source {
 	case fromLocal:
 		usage += " counted by this gateway"

@@ -50,7 +50,8 @@ func ParseHeaders(s string) (Headers, error) {
 // query_time_ms) in their own units; write APIs (limited in rows and series, which the gateway does not count) get
 // none. The draft-03 fields and the RateLimit field describe one limit: on a rejection the rejecting one, else a
 // used-up cost limit, else the queries limit with the fewest requests left (a cost limit when there is none);
-// RateLimit-Policy lists them all. Nothing in them is about anyone but the caller.
+// RateLimit-Policy lists them all. Nothing in them is about anyone but the caller: figs holds no count a narrowed
+// caller shares with other teams (figures).
 func (hs Headers) set(h http.Header, figs []figure, r *limitError) {
 	if len(figs) == 0 {
 		return

@@ -156,9 +156,17 @@ func (f sharedFigure) fresh(now time.Time) bool { return f.ok && now.Sub(f.at) <
 // without them the series are looked up, and none is made.
 func (t *tally) figures(st *tenantState, id tenant.ID, a *auth.Access, now time.Time, hs []held) []figure {
 	var out []figure
+	narrowed := a != nil && a.Enforcer.Restricted()
 	for j := range st.counted {
 		cs := &st.counted[j]
 		k := cs.seriesKey(id, a)
+		if narrowed && (cs.key.IsZero() || k.value == "") {
+			// A caller narrowed within its tenant (extra_labels, extra_filters) is one team of several there: a
+			// tenant-wide count, or the one count of the callers without the key's claim or label, sums the other
+			// teams' requests too, which the headers would show it request by request. Only a refusal by such a
+			// limit still tells it the limit is used up (the 429 and its Retry-After).
+			continue
+		}
 		var ser *series
 		if j < len(hs) {
 			ser = hs[j].ser
