@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -228,5 +229,88 @@ func TestReplicasSplitTheReadSlots(t *testing.T) {
 	t.Logf("-read.replicas=2: %v of dev's queries queued in VictoriaMetrics, %d answered", queued, answered)
 	if queued != 0 || answered == 0 {
 		t.Fatalf("with -read.replicas=2, %v of dev's queries queued in VictoriaMetrics and %d were answered; want none queued and some answered", queued, answered)
+	}
+}
+
+// TestSlowExportsArePreempted: VictoriaMetrics holds a query slot for as long as it streams an export, which a client
+// that stops reading makes as long as it likes. Team dev holds three of the backend's four slots with exports it does
+// not read and team qa the fourth, so that team ops' quick query finds none free and, slots not being taken back,
+// would wait out -read.maxQueueDuration and get 429. Halfway through that wait the gateway cuts dev's oldest export
+// (dev holds more than its part of the slots), and ops' query is answered.
+func TestSlowExportsArePreempted(t *testing.T) {
+	vm := vmtest.Start(t, "-search.maxConcurrentRequests=4", "-search.maxQueueDuration=60s")
+	heavySeries(t, vm, 8000)
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+		"-read.maxConcurrentRequests=0", "-read.maxQueueDuration=4s")
+	dev := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
+	qa := mint(t, priv, "-mode=read", "-extraLabels=team=ops", "-subject=qa", "-extraFilters={i!=\"x\"}")
+	ops := mint(t, priv, "-mode=read", "-extraLabels=team=ops")
+	for metricValue(t, g, "vmgateway_read_backend_slots") != 4 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	// stalled opens an export and reads its first bytes, then nothing: VictoriaMetrics blocks once the sockets'
+	// buffers are full, and keeps its slot.
+	stalled := func(token string) net.Conn {
+		c, err := net.Dial("tcp", strings.TrimPrefix(g.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "GET /api/v1/export?match[]=heavy HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nAuthorization: Bearer %s\r\n\r\n", token)
+		head := make([]byte, 1024)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if n, err := c.Read(head); err != nil || !strings.HasPrefix(string(head[:n]), "HTTP/1.1 200") {
+			t.Fatalf("an export: %v %q", err, head[:n])
+		}
+		return c
+	}
+	var devs []net.Conn
+	for range 3 {
+		devs = append(devs, stalled(dev))
+	}
+	stalled(qa)
+	vmtest.Eventually(t, func() (bool, string) {
+		n, err := readMetric(vm.URL+"/metrics", "vm_concurrent_select_current")
+		return err == nil && n == 4, fmt.Sprintf("VictoriaMetrics runs %v queries (%v); want the 4 stalled exports", n, err)
+	})
+	start := time.Now()
+	q := g.URL + "/api/v1/query?query=" + url.QueryEscape("count(heavy)")
+	code, _, body := do(t, "GET", q, nil, "Authorization", "Bearer "+ops)
+	waited := time.Since(start)
+	t.Logf("ops' query beside the stalled exports: %d after %s", code, waited)
+	if code != http.StatusOK || waited < 2*time.Second || waited > 4*time.Second {
+		t.Fatalf("ops' query: %d after %s (%s); want 200 once dev's oldest export is cut, half of -read.maxQueueDuration=4s in", code, waited, body)
+	}
+	if n := metricValue(t, g, "vmgateway_read_backend_preempted_total"); n != 1 {
+		t.Errorf("vmgateway_read_backend_preempted_total is %v; want 1", n)
+	}
+	// VictoriaMetrics freed the cut export's slot (its write to the closed connection failed), and the cut export's
+	// client sees its answer broken off, without the last chunk, while the others stream on to their end.
+	vmtest.Eventually(t, func() (bool, string) {
+		n, err := readMetric(vm.URL+"/metrics", "vm_concurrent_select_current")
+		return err == nil && n == 3, fmt.Sprintf("VictoriaMetrics runs %v queries (%v); want the 3 exports not cut", n, err)
+	})
+	var broken, complete atomic.Int32
+	var wg sync.WaitGroup
+	for _, c := range devs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			rest, err := io.ReadAll(c)
+			switch {
+			case err != nil:
+				t.Errorf("an export of dev's: %v after %d more bytes", err, len(rest))
+			case bytes.HasSuffix(rest, []byte("\r\n0\r\n\r\n")):
+				complete.Add(1)
+			default:
+				broken.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if broken.Load() != 1 || complete.Load() != 2 {
+		t.Errorf("of dev's exports %d ended broken off and %d whole; want the one cut broken off, the others whole", broken.Load(), complete.Load())
 	}
 }

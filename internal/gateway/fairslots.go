@@ -18,10 +18,11 @@ import (
 //
 // A freed slot goes to the waiting unit with the fewest reads in flight, the units taking turns among equals, and
 // within a unit to its oldest request: a team that waits behind another's flood waits for one slot to free, not for
-// the flood. One unit holds at most three quarters of the slots (all but one of two or three): slots are not taken
-// back, so a team whose reads hold their slots for long (exports, answers read slowly) would otherwise keep every
-// other team out for as long as it likes. With no one waiting and a slot within its share free, a request takes it at
-// once.
+// the flood. One unit holds at most three quarters of the slots (all but one of two or three), so that a team whose
+// reads hold their slots for long (exports, answers read slowly) cannot keep every other team out; and a unit holding
+// more than its part while another waits loses its oldest answer streamed for long (preemptLocked). With no one
+// waiting and a slot within its share free, a request takes it at once. A slot is held from the grant until the
+// backend's whole answer is in (answered), not until the client has it all.
 type fairSlots struct {
 	mu    sync.Mutex
 	limit int // 0: no limit (the backends' capacity is not known)
@@ -35,13 +36,57 @@ type fairSlots struct {
 	queue   time.Duration
 }
 
-// fairQueue is one unit's reads: how many are in flight, and those waiting, oldest first.
+// fairQueue is one unit's reads: those in flight, oldest first, and those waiting, oldest first.
 type fairQueue struct {
 	running int
-	waiting []chan struct{}
+	holds   []*hold
+	waiting []*hold
+}
+
+// hold is one read's slot. It is also the context of the read's upstream request, which the client's going away does
+// not cancel (VictoriaMetrics would run the query to its end anyway) and preemption does.
+type hold struct {
+	context.Context
+	cut   context.CancelFunc
+	f     *fairSlots
+	q     *fairQueue
+	since time.Time
+	// answering is set once the backend's answer has begun: the backend then holds its own slot only for as long as
+	// the answer takes to stream, which a client reading slowly makes as long as it likes, and a cut frees at once.
+	answering atomic.Bool
+	cutDone   bool          // under fairSlots.mu
+	granted   chan struct{} // for a read that waits: sent its slot
+	released  atomic.Bool
+}
+
+// waitingLocked says whether h still waits for its slot.
+func (h *hold) waitingLocked() bool {
+	for _, o := range h.q.waiting {
+		if o == h {
+			return true
+		}
+	}
+	return false
+}
+
+type holdKey struct{}
+
+// Value makes the hold findable from the upstream request (holdOf) without a context of its own.
+func (h *hold) Value(k any) any {
+	if k == (holdKey{}) {
+		return h
+	}
+	return h.Context.Value(k)
+}
+
+// holdOf is the slot the read whose upstream request has ctx holds; nil for others.
+func holdOf(ctx context.Context) *hold {
+	h, _ := ctx.Value(holdKey{}).(*hold)
+	return h
 }
 
 var (
+	preempted    = metrics.NewCounter(`vmgateway_read_backend_preempted_total`)
 	readLimit    atomic.Int64
 	readInFlight atomic.Int64
 	readQueued   atomic.Int64
@@ -73,8 +118,9 @@ func (f *fairSlots) setLimit(n int) {
 }
 
 // acquire takes a slot for a read of unit u, waiting for its turn at most the read queue duration or until ctx ends.
-// The caller must pass what it returns to release once the upstream request is done.
-func (f *fairSlots) acquire(ctx context.Context, u unit) (*fairQueue, error) {
+// The caller must pass what it returns to release once the upstream request is done, and send that request with the
+// hold as its context (nil, without a limit: the request's own).
+func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 	f.mu.Lock()
 	if f.limit == 0 {
 		f.used++
@@ -90,18 +136,18 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*fairQueue, error) {
 		q = &fairQueue{}
 		f.units[u] = q
 	}
+	h := &hold{q: q, f: f}
+	h.Context, h.cut = context.WithCancel(context.WithoutCancel(ctx))
 	if f.used < f.limit && len(f.turns) == 0 && q.running < share(f.limit) {
-		f.used++
-		q.running++
+		f.grantLocked(h)
 		f.mu.Unlock()
-		readInFlight.Add(1)
-		return q, nil
+		return h, nil
 	}
-	granted := make(chan struct{}, 1)
+	h.granted = make(chan struct{}, 1)
 	if len(q.waiting) == 0 {
 		f.turns = append(f.turns, q)
 	}
-	q.waiting = append(q.waiting, granted)
+	q.waiting = append(q.waiting, h)
 	// Slots may be free that the units waiting before could not take (their share is held).
 	f.fillLocked()
 	wait := f.queue
@@ -109,46 +155,131 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*fairQueue, error) {
 
 	readQueued.Add(1)
 	defer readQueued.Add(-1)
-	timer := time.NewTimer(wait)
+	// Halfway through the wait, a unit holding more than its part of the slots with answers its clients read slowly
+	// loses the oldest of them (preemptLocked).
+	start := time.Now()
+	timer := time.NewTimer(wait / 2)
 	defer timer.Stop()
-	select {
-	case <-granted:
-		return q, nil
-	case <-timer.C:
-	case <-ctx.Done():
+	for half := true; ; half = false {
+		select {
+		case <-h.granted:
+			return h, nil
+		case <-timer.C:
+			if half {
+				f.mu.Lock()
+				if h.waitingLocked() {
+					f.preemptLocked(q, time.Now())
+				}
+				f.mu.Unlock()
+				timer.Reset(wait - time.Since(start))
+				continue
+			}
+		case <-ctx.Done():
+		}
+		break
 	}
 	f.mu.Lock()
-	dropped, limit := f.dropLocked(q, granted), f.limit
+	dropped, limit := f.dropLocked(h), f.limit
 	if !dropped && ctx.Err() != nil {
 		// Granted as its client went away: the slot passes on.
-		f.releaseLocked(q)
+		f.releaseLocked(h)
 	}
 	f.mu.Unlock()
 	switch {
 	case ctx.Err() != nil:
+		h.cut()
 		return nil, errGoneInQueue
 	case !dropped:
-		return q, nil // granted as the wait ran out (a queue of 0 does both at once)
+		return h, nil // granted as the wait ran out (a queue of 0 does both at once)
 	}
+	h.cut()
 	rejectedRead.Inc()
 	return nil, &overloadError{scope: "backend", limit: limit, queue: wait}
 }
 
-// release gives back the slot acquire took for q's unit (nil: taken without a limit): to the waiting unit whose
-// turn it is, else to the pool.
-func (f *fairSlots) release(q *fairQueue) {
+// grantLocked gives h its slot.
+func (f *fairSlots) grantLocked(h *hold) {
+	h.since = time.Now()
+	h.q.running++
+	h.q.holds = append(h.q.holds, h)
+	f.used++
+	readInFlight.Add(1)
+}
+
+// release gives back the slot acquire took (nil: taken without a limit): to the waiting unit whose turn it is, else
+// to the pool. The backend's answer read to its end frees the slot early (answered); the request's end, which must
+// come, frees it otherwise and ends the hold's context.
+func (f *fairSlots) release(h *hold) {
+	f.answered(h)
+	if h != nil {
+		h.cut()
+	}
+}
+
+// answered frees h's slot once the backend's whole answer is in: VictoriaMetrics has freed its own, and the client,
+// however slowly it reads the rest, holds none. Only the first call does anything.
+func (f *fairSlots) answered(h *hold) {
+	if h != nil && !h.released.CompareAndSwap(false, true) {
+		return
+	}
 	f.mu.Lock()
-	f.releaseLocked(q)
+	f.releaseLocked(h)
 	f.mu.Unlock()
 }
 
-func (f *fairSlots) releaseLocked(q *fairQueue) {
-	if q != nil {
+func (f *fairSlots) releaseLocked(h *hold) {
+	if h != nil {
+		q := h.q
 		q.running--
+		for i, o := range q.holds {
+			if o == h {
+				q.holds = append(q.holds[:i], q.holds[i+1:]...)
+				break
+			}
+		}
 	}
 	f.used--
 	readInFlight.Add(-1)
 	f.fillLocked()
+}
+
+// preemptLocked is called for unit w, whose read has waited half its queue duration: when another unit holds more
+// than its part of the slots (the limit shared by the units holding or waiting, rounded up) and more than one more
+// than w holds, its oldest read
+// whose answer has streamed for as long is cut. VictoriaMetrics holds its own slot for as long as it streams an answer
+// (an export read slowly holds it for hours), and slots are not otherwise taken back: without this, one team with a
+// few exports read slowly would keep three quarters of the backends, and two such teams all of them. A read still being
+// computed is never cut: VictoriaMetrics would run it to its end anyway, and its slot would not be freed.
+func (f *fairSlots) preemptLocked(w *fairQueue, now time.Time) {
+	active := 0
+	var top *fairQueue
+	for _, q := range f.units {
+		if q.running == 0 && len(q.waiting) == 0 {
+			continue
+		}
+		active++
+		if q != w && (top == nil || q.running > top.running) {
+			top = q
+		}
+	}
+	if top == nil || top.running <= (f.limit+active-1)/active || top.running <= w.running+1 {
+		return
+	}
+	minHeld := f.queue / 2
+	for _, h := range top.holds {
+		if !h.cutDone && h.answering.Load() && now.Sub(h.since) >= minHeld {
+			// The cut closes the upstream connection, and VictoriaMetrics frees its slot as its next write fails;
+			// the slot here is freed with it, not when the forward step notices (it may be blocked writing to the
+			// client that does not read, for up to the answer's write timeout).
+			h.cutDone = true
+			preempted.Inc()
+			h.cut()
+			if h.released.CompareAndSwap(false, true) {
+				f.releaseLocked(h)
+			}
+			return
+		}
+	}
 }
 
 // fillLocked grants free slots to the waiting reads, each to the oldest read of the waiting unit with the fewest in
@@ -166,24 +297,23 @@ func (f *fairSlots) fillLocked() {
 		if f.limit > 0 && q.running >= share(f.limit) {
 			return // every unit waiting holds its share
 		}
-		granted := q.waiting[0]
+		h := q.waiting[0]
 		q.waiting[0] = nil
 		q.waiting = q.waiting[1:]
-		q.running++
-		f.used++
-		readInFlight.Add(1)
+		f.grantLocked(h)
 		f.next = at + 1
 		if len(q.waiting) == 0 {
 			f.removeTurnLocked(at)
 		}
-		granted <- struct{}{}
+		h.granted <- struct{}{}
 	}
 }
 
 // dropLocked takes a read that gave up out of its unit's queue; false when it is not there, having been granted.
-func (f *fairSlots) dropLocked(q *fairQueue, granted chan struct{}) bool {
-	for i, c := range q.waiting {
-		if c != granted {
+func (f *fairSlots) dropLocked(h *hold) bool {
+	q := h.q
+	for i, o := range q.waiting {
+		if o != h {
 			continue
 		}
 		q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)

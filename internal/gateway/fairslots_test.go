@@ -25,7 +25,7 @@ var (
 
 // queueRead starts an acquire for u, which must wait, and returns a channel that yields its slot once it has one;
 // it returns once the read is in u's queue, so reads wait in the order the test starts them.
-func queueRead(t *testing.T, f *fairSlots, u unit) <-chan *fairQueue {
+func queueRead(t *testing.T, f *fairSlots, u unit) <-chan *hold {
 	t.Helper()
 	waiting := func() int {
 		f.mu.Lock()
@@ -36,7 +36,7 @@ func queueRead(t *testing.T, f *fairSlots, u unit) <-chan *fairQueue {
 		return 0
 	}
 	before := waiting()
-	got := make(chan *fairQueue, 1)
+	got := make(chan *hold, 1)
 	go func() {
 		q, err := f.acquire(context.Background(), u)
 		if err != nil {
@@ -52,7 +52,7 @@ func queueRead(t *testing.T, f *fairSlots, u unit) <-chan *fairQueue {
 	return got
 }
 
-func mustRead(t *testing.T, f *fairSlots, u unit) *fairQueue {
+func mustRead(t *testing.T, f *fairSlots, u unit) *hold {
 	t.Helper()
 	q, err := f.acquire(context.Background(), u)
 	if err != nil {
@@ -61,7 +61,7 @@ func mustRead(t *testing.T, f *fairSlots, u unit) *fairQueue {
 	return q
 }
 
-func granted(t *testing.T, c <-chan *fairQueue) *fairQueue {
+func granted(t *testing.T, c <-chan *hold) *hold {
 	t.Helper()
 	select {
 	case q := <-c:
@@ -72,7 +72,7 @@ func granted(t *testing.T, c <-chan *fairQueue) *fairQueue {
 	}
 }
 
-func notGranted(t *testing.T, c <-chan *fairQueue) {
+func notGranted(t *testing.T, c <-chan *hold) {
 	t.Helper()
 	select {
 	case <-c:
@@ -90,7 +90,7 @@ func TestFairSlotsTakeTurns(t *testing.T) {
 	a1, a2 := mustRead(t, f, unitA), mustRead(t, f, unitA)
 	_ = mustRead(t, f, unitA)
 	// A holds its share: its next read waits although a slot is free, and B takes that slot at once.
-	aWait := []<-chan *fairQueue{queueRead(t, f, unitA)}
+	aWait := []<-chan *hold{queueRead(t, f, unitA)}
 	b := mustRead(t, f, unitB)
 	for range 4 {
 		aWait = append(aWait, queueRead(t, f, unitA))
@@ -111,7 +111,7 @@ func TestFairSlotsTakeTurns(t *testing.T) {
 	notGranted(t, aWait[1])
 	f.release(a2)
 	a5 := granted(t, aWait[1])
-	for _, q := range []*fairQueue{a4, a5, b} {
+	for _, q := range []*hold{a4, a5, b} {
 		f.release(q)
 	}
 	for _, w := range aWait[2:] {
@@ -176,7 +176,7 @@ func TestFairSlotsLimitChanges(t *testing.T) {
 	f.setLimit(0)
 	d := granted(t, dWait)
 	e := mustRead(t, f, unitB)
-	for _, q := range []*fairQueue{c, d, e} {
+	for _, q := range []*hold{c, d, e} {
 		f.release(q)
 	}
 	if f.used != 0 {
@@ -403,7 +403,7 @@ func TestEverythingToTheReadBackendTakesASlot(t *testing.T) {
 func TestFairSlotsGrantedAsWaitEnds(t *testing.T) {
 	f := newFairSlots(time.Minute)
 	f.setLimit(4)
-	held := []*fairQueue{mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA)}
+	held := []*hold{mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA)}
 	aWait := queueRead(t, f, unitA) // over A's share: B's reads queue behind it and are granted at once
 	f.mu.Lock()
 	f.queue = 0
@@ -421,5 +421,131 @@ func TestFairSlotsGrantedAsWaitEnds(t *testing.T) {
 	f.release(held[2])
 	if f.used != 0 {
 		t.Errorf("%d slots held after every release", f.used)
+	}
+}
+
+// TestFairSlotsPreempt: a read that has waited half its queue duration cuts the oldest streaming answer of a unit
+// holding more than its part of the slots and more than one more than the waiting unit, once it has streamed that
+// long; never a read still computed (cutting it would not free the backend's slot), nor a unit within its part.
+func TestFairSlotsPreempt(t *testing.T) {
+	const queue = 400 * time.Millisecond
+	for _, tc := range []struct {
+		name      string
+		answering bool
+		held      time.Duration // how long the reads have held their slots when B's read queues
+		aReads    int           // of the 4 slots; C holds the rest
+		wantCut   bool
+	}{
+		{"A's old answers streaming", true, time.Second, 3, true},
+		{"A's answers still computed", false, time.Second, 3, false},
+		{"A's answers streaming, but young", true, -2 * queue, 3, false},
+		{"A within its part", true, time.Second, 2, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFairSlots(queue)
+			f.setLimit(4)
+			inFlight := readInFlight.Load()
+			var as, cs []*hold
+			for range tc.aReads {
+				as = append(as, mustRead(t, f, unitA))
+			}
+			for range 4 - tc.aReads {
+				cs = append(cs, mustRead(t, f, unitC))
+			}
+			f.mu.Lock()
+			for _, h := range append(as, cs...) {
+				h.answering.Store(tc.answering)
+				h.since = h.since.Add(-tc.held)
+			}
+			f.mu.Unlock()
+			start := time.Now()
+			bDone := make(chan error, 1)
+			go func() {
+				h, err := f.acquire(context.Background(), unitB)
+				if err == nil {
+					f.release(h)
+				}
+				bDone <- err
+			}()
+			var err error
+			select {
+			case <-as[0].Done():
+				if !tc.wantCut {
+					t.Fatal("A's oldest read was cut")
+				}
+				// The forward step ends a cut read, whose upstream request's context is done.
+				f.release(as[0])
+				if err = <-bDone; err != nil {
+					t.Fatalf("B's read after the cut: %v", err)
+				}
+				if waited := time.Since(start); waited < queue/2 || waited > queue {
+					t.Errorf("B's read waited %s; want about half the queue duration, %s", waited, queue/2)
+				}
+			case err = <-bDone:
+				if tc.wantCut {
+					t.Fatalf("B's read ended (%v) with no read cut", err)
+				}
+				var oe *overloadError
+				if !errors.As(err, &oe) || oe.scope != "backend" {
+					t.Fatalf("B's read, with nothing to cut: %v; want a refusal after the queue duration", err)
+				}
+			}
+			for _, h := range append(as[1:], cs...) {
+				if h.Context.Err() != nil {
+					t.Error("a read was cut that should not be")
+				}
+			}
+			for _, h := range append(as, cs...) {
+				f.release(h)
+			}
+			if f.used != 0 || readInFlight.Load() != inFlight {
+				t.Errorf("%d slots held (gauge %d more) after every release", f.used, readInFlight.Load()-inFlight)
+			}
+		})
+	}
+}
+
+// stalledClient is a ResponseWriter whose client takes nothing of the answer's body until unblocked.
+type stalledClient struct {
+	*httptest.ResponseRecorder
+	writing chan struct{}
+	unblock chan struct{}
+}
+
+func (s *stalledClient) Write(p []byte) (int, error) {
+	select {
+	case s.writing <- struct{}{}:
+	default:
+	}
+	<-s.unblock
+	return s.ResponseRecorder.Write(p)
+}
+
+// TestAnsweredReadFreesItsSlot: once the backend's whole answer is in, the read's slot is free, however slowly its
+// client takes the answer: VictoriaMetrics is done with it, and another read goes on at once.
+func TestAnsweredReadFreesItsSlot(t *testing.T) {
+	g, up := newHeldGateway(t, 1)
+	close(up.release)
+	w := &stalledClient{ResponseRecorder: httptest.NewRecorder(), writing: make(chan struct{}, 1), unblock: make(chan struct{})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req := httptest.NewRequest(http.MethodGet, "/api/v1/query?query=slow", nil)
+		req.Header.Set("X-Token", "full")
+		g.ServeHTTP(w, req)
+	}()
+	<-w.writing
+	if rec := serve(g, http.MethodGet, "/api/v1/query?query=quick", "X-Token", "full"); rec.Code != http.StatusOK {
+		t.Errorf("a read while the only slot's answer waits for its client: %d %s; want 200, the backend being done with it", rec.Code, rec.Body)
+	}
+	close(w.unblock)
+	<-done
+	if w.Code != http.StatusOK || w.Body.Len() == 0 {
+		t.Errorf("the stalled client's answer: %d, %d bytes", w.Code, w.Body.Len())
+	}
+	g.reads.mu.Lock()
+	defer g.reads.mu.Unlock()
+	if g.reads.used != 0 {
+		t.Errorf("%d slots held after both reads", g.reads.used)
 	}
 }

@@ -149,6 +149,11 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 		u.refuseUpgrade(rw, out, res)
 		return
 	}
+	// A read's slot at the backends (fairslots.go): from here the backend streams its answer, which a cut ends.
+	slot := holdOf(out.Context())
+	if slot != nil {
+		slot.answering.Store(true)
+	}
 	dst := rw.Header()
 	for k, vv := range res.Header {
 		if len(dst[k]) == 0 {
@@ -169,7 +174,7 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 	}
 	rw.WriteHeader(res.StatusCode)
 
-	err = copyAnswer(rw, res)
+	err = copyAnswer(rw, res, slot)
 	if err != nil {
 		defer res.Body.Close()
 		// The headers are out: all that is left is to break the response, so the client does not take what it got
@@ -217,8 +222,9 @@ func (f *forwarding) got1xx(code int, header textproto.MIMEHeader) error {
 
 // copyAnswer copies the answer's body to rw with a pooled buffer. An answer without a length, or an event stream,
 // is flushed at once (its headers) and after every read: an export or federate stream reaches the client as it
-// comes. Returned are write errors and read errors other than the end of the body.
-func copyAnswer(rw http.ResponseWriter, res *http.Response) error {
+// comes. Returned are write errors and read errors other than the end of the body. The read slot h (nil: none) is
+// freed as soon as the whole answer is in, before its last part goes to the client.
+func copyAnswer(rw http.ResponseWriter, res *http.Response, h *hold) error {
 	var rc *http.ResponseController
 	if res.ContentLength == -1 || isEventStream(res.Header.Get("Content-Type")) {
 		rc = http.NewResponseController(rw)
@@ -227,10 +233,16 @@ func copyAnswer(rw http.ResponseWriter, res *http.Response) error {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
+	var got int64
 	for {
 		nr, rerr := res.Body.Read(buf)
 		if rerr != nil && rerr != io.EOF && rerr != context.Canceled {
 			slog.Debug("the upstream's answer broke while it was copied to the client", "err", rerr)
+		}
+		got += int64(nr)
+		if h != nil && (rerr == io.EOF || got == res.ContentLength) {
+			// A body of known length is whole once that much is in, before the reader says so.
+			h.f.answered(h)
 		}
 		if nr > 0 {
 			nw, werr := rw.Write(buf[:nr])

@@ -228,18 +228,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Whatever goes to the read backends takes a slot there (graphite tag registration and the admin APIs too, which
 	// VictoriaMetrics runs under the same limit); vmui's static files do not.
 	if up == g.read && rt.API != "vmui" {
-		fq, err := g.reads.acquire(r.Context(), unit{tenant: t, restriction: access.Enforcer.Fingerprint()})
+		h, err := g.reads.acquire(r.Context(), unit{tenant: t, restriction: access.Enforcer.Fingerprint()})
 		if err != nil {
 			g.reject(e, err)
 			return
 		}
-		defer g.reads.release(fq)
-		if fq != nil {
+		defer g.reads.release(h)
+		if h != nil {
 			// VictoriaMetrics runs a query to its end once it has begun, whether its client is there or not (1.79.5
 			// and v1.151 alike), so a client that went away must not free the slot before the backend is done: the
-			// upstream request is not cancelled with the client's, and goes until its answer begins, which the
-			// forward step then stops at its first write to the gone client (a streamed export stops there too).
-			fr = r.WithContext(context.WithoutCancel(r.Context()))
+			// upstream request is not cancelled with the client's (the hold's context is not), and goes until its
+			// answer begins, which the forward step then stops at its first write to the gone client (a streamed
+			// export stops there too).
+			fr = r.WithContext(h)
 		}
 	}
 	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt), access, rt)
