@@ -16,6 +16,7 @@ var (
 	searchMaxSelectorArgs          = flag.Int("search.maxSelectorArgs", 100, "The maximum number of match[] and extra_filters[] args of one read request, in the URL and the form body together; more get 400 without being parsed. A second query arg is always refused: VictoriaMetrics reads only one. Zero means no limit")
 	searchMaxTotalQueryLen         = flag.Int("search.maxTotalQueryLen", 64*1024, "The maximum total length of the query, match[] and extra_filters[] args of one read request, in the URL and the form body together; more get 400 before the gateway parses any of them, which bounds the gateway's work per request. Must be at least -search.maxQueryLen. Zero means no limit")
 	labelGuardMaxMemory            = flag.Int("write.labelGuardMaxMemory", 256<<20, "The bytes the label guard may hold at once for all writes it checks (a line until it is counted, a remote-write body read whole), a quarter of it (at least the 70MiB one remote write may need) for one token's labels in one tenant; past it writes get 503 to be sent again. The guard checks writes through tokens with extra_labels while a write backend truncates series over its label limit (-write.labelTruncationCheckInterval). Zero means no limit")
+	maxReadBodyMemory              = flag.Int("maxReadBodyMemory", 256<<20, "The bytes the bodies of read and admin requests may hold at once, all together, from their first byte until the request ends; a quarter of it (at least two -maxReadBodySize) for one team (one tenant's tokens with the same extra_labels and extra_filters). Past it such a request gets 503, to be sent again. Zero means no limit")
 	maxReadBodySize                = flag.Int("maxReadBodySize", 4*1024*1024, "The maximum size of the body of a read or admin request (form-encoded query args); larger bodies get 413 without being forwarded. A form body that would reach VictoriaMetrics with more than 10MiB (Go's form limit, past which VictoriaMetrics ignores the body) gets 413 too. Write bodies are never limited: they stream through. Zero means no limit")
 	readBodyTimeout                = flag.Duration("http.readBodyTimeout", 10*time.Second, "How long a client may take to send the whole body of a read or admin request. The gateway reads such a body before the request takes a concurrency slot; a slower client gets 408. Zero means no limit")
 	writeBodyIdleTimeout           = flag.Duration("http.writeBodyIdleTimeout", 30*time.Second, "How long the body of a write request may stall (no byte received) while it streams to the upstream. A stalled write gets 408, its upstream request is cancelled and its concurrency slot freed. Zero means no limit")
@@ -30,7 +31,7 @@ func gatewayLimits() (gateway.Limits, error) {
 	}{{"maxConcurrentRequests", *maxConcurrentRequests}, {"maxConcurrentPerTenantRequests", *maxConcurrentPerTenantRequests},
 		{"search.maxQueryLen", *searchMaxQueryLen}, {"search.maxSelectorArgs", *searchMaxSelectorArgs},
 		{"search.maxTotalQueryLen", *searchMaxTotalQueryLen}, {"maxReadBodySize", *maxReadBodySize}, {"auth.maxTokenSize", *authMaxTokenSize},
-		{"write.labelGuardMaxMemory", *labelGuardMaxMemory}} {
+		{"write.labelGuardMaxMemory", *labelGuardMaxMemory}, {"maxReadBodyMemory", *maxReadBodyMemory}} {
 		if f.v < 0 {
 			return gateway.Limits{}, fmt.Errorf("-%s=%d must not be negative", f.name, f.v)
 		}
@@ -60,6 +61,7 @@ func gatewayLimits() (gateway.Limits, error) {
 		MaxTotalQueryLen:               *searchMaxTotalQueryLen,
 		MaxReadBodySize:                int64(*maxReadBodySize),
 		LabelGuardMemory:               int64(*labelGuardMaxMemory),
+		ReadBodyMemory:                 int64(*maxReadBodyMemory),
 		ReadBodyTimeout:                *readBodyTimeout,
 		WriteBodyIdleTimeout:           *writeBodyIdleTimeout,
 	}, nil

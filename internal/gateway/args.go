@@ -20,6 +20,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/membudget"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
 
@@ -40,7 +41,7 @@ func badURLQuery(r *http.Request, err error) error {
 
 // prepareArgs reads, checks and rewrites the args of r before it is forwarded, and sets queued to how long it waited
 // for a parse slot. Write bodies are not read here: they stream to the upstream (see idleBody).
-func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.Route, a *auth.Access, queued *time.Duration) error {
+func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.Route, a *auth.Access, queued *time.Duration, held *membudget.Hold) error {
 	if rt.Kind == route.Write {
 		if !g.seesArgs(a, rt) {
 			return nil
@@ -64,7 +65,10 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	if limit := g.limits.MaxReadBodySize; limit > 0 && r.ContentLength > limit {
 		return bodyTooLarge(r.ContentLength, limit)
 	}
-	body, err := g.readBody(w, r)
+	if r.Body != nil && r.Body != http.NoBody {
+		*held = g.bodyBudget.Hold(unit{tenant: a.Tenant, restriction: a.Enforcer.Fingerprint()})
+	}
+	body, err := g.readBody(w, r, held)
 	if err != nil {
 		return err
 	}
@@ -204,8 +208,8 @@ func plainForm(r *http.Request) (bool, error) {
 const readBodyStart = 64 << 10
 
 // readBody reads the body of a read or admin request in full, at most -maxReadBodySize of it and within
-// -http.readBodyTimeout; nil without a body.
-func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+// -http.readBodyTimeout, into memory taken from held; nil without a body.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, held *membudget.Hold) ([]byte, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
@@ -222,10 +226,15 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	if limit > 0 {
 		body = io.LimitReader(body, limit+1)
 	}
-	b, err := readWhole(body, r.ContentLength, limit)
+	b, err := readWhole(body, r.ContentLength, limit, held)
 	_ = r.Body.Close()
+	var full *httperr.Error
 	switch {
 	case err == nil:
+	case errors.As(err, &full):
+		// -maxReadBodyMemory: the rest of the body is not read.
+		w.Header().Set("Connection", "close")
+		return nil, err
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		bodyTimeouts.Inc()
 		w.Header().Set("Connection", "close")
@@ -250,9 +259,15 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 //
 // limit, when above 0, is -maxReadBodySize: body gives at most one byte more, which refuses it, and nothing is
 // reserved past that, whatever the length is or claims.
-func readWhole(body io.Reader, declared, limit int64) ([]byte, error) {
+func readWhole(body io.Reader, declared, limit int64, held *membudget.Hold) ([]byte, error) {
 	// One byte of room past the declared length: the read that meets the end needs somewhere to go.
-	b := make([]byte, 0, min(max(declared, 0), readBodyStart)+1)
+	start := min(max(declared, 0), readBodyStart) + 1
+	// Twice the buffer is held: the args split from the body, and the body rewritten from them, take about as much
+	// again, until the request ends.
+	if err := held.Grow(2 * start); err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, start)
 	for {
 		if len(b) == cap(b) {
 			n := int64(max(8*len(b), 512))
@@ -261,6 +276,9 @@ func readWhole(body io.Reader, declared, limit int64) ([]byte, error) {
 			}
 			if limit > 0 {
 				n = min(n, limit+2)
+			}
+			if err := held.Grow(2 * (n - int64(cap(b)))); err != nil {
+				return b, err
 			}
 			b = slices.Grow(b, int(n)-len(b))
 		}
@@ -387,4 +405,14 @@ func queryText(q, form url.Values) string {
 		return v[0]
 	}
 	return strings.Join(slices.Concat(q["match[]"], form["match[]"]), " or ")
+}
+
+// newBodyBudget is the budget of -maxReadBodyMemory: size bytes, a quarter of it for one isolation unit, and at least
+// what one body of maxBody may need (twice its buffer, readWhole), so that no body within the bounds is refused for
+// ever.
+func newBodyBudget(size, maxBody int64) *membudget.Budget {
+	return membudget.New(size, max(size/4, min(size, 2*(maxBody+2))), func(size int64) error {
+		return httperr.New(http.StatusServiceUnavailable, fmt.Sprintf("the gateway holds all the read and admin request bodies it may "+
+			"now (-maxReadBodyMemory=%d bytes for all teams, a quarter of that for one team's): send the request again later", size))
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/membudget"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
 
@@ -47,7 +48,9 @@ func BenchmarkReadArgsPerByte(b *testing.B) {
 			r.Header.Set("X-Team", "dev")
 			a, _ := headerAuth{}.Authenticate(r)
 			var queued time.Duration
-			return g.prepareArgs(httptest.NewRecorder(), r, rt, a, &queued)
+			var held membudget.Hold
+			defer held.Release()
+			return g.prepareArgs(httptest.NewRecorder(), r, rt, a, &queued, &held)
 		}
 		if err := try(); (err == nil) != (bc.status == 200) {
 			b.Fatalf("%s: %v; want status %d", bc.name, err, bc.status)

@@ -15,6 +15,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/labelguard"
+	"github.com/vmgateway/vmgateway/internal/membudget"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
@@ -89,6 +90,7 @@ type Gateway struct {
 	labelLimit   func(ctx context.Context) (int, error)
 	discovering  bool
 	labelBudget  *labelguard.Budget
+	bodyBudget   *membudget.Budget
 }
 
 // New builds the pipeline.
@@ -118,6 +120,9 @@ func New(cfg Config) (*Gateway, error) {
 		discovering:  cfg.Backends.DiscoverInterval > 0,
 		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
 		reads:        newFairSlots(cfg.Limits.ReadQueueDuration),
+	}
+	if size := cfg.Limits.ReadBodyMemory; size > 0 {
+		g.bodyBudget = newBodyBudget(size, cfg.Limits.MaxReadBodySize)
 	}
 	if cfg.Limits.LabelGuardMemory > 0 {
 		g.labelBudget = labelguard.NewBudget(cfg.Limits.LabelGuardMemory)
@@ -212,7 +217,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Read bodies are read and checked first: a slot is taken only by a request ready to be forwarded.
 	var queued time.Duration
-	if err := g.prepareArgs(e, r, rt, access, &queued); err != nil {
+	// The body, read whole, is held until the request ends: while it waits for its slots too.
+	var body membudget.Hold
+	defer body.Release()
+	if err := g.prepareArgs(e, r, rt, access, &queued, &body); err != nil {
 		g.reject(e, err)
 		return
 	}

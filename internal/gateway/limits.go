@@ -31,6 +31,9 @@ type Limits struct {
 	MaxTotalQueryLen int
 	// MaxReadBodySize is -maxReadBodySize: the largest body of a read or admin request (413).
 	MaxReadBodySize int64
+	// ReadBodyMemory is -maxReadBodyMemory: the bytes the bodies of read and admin requests may hold at once, a
+	// quarter of it for one isolation unit's (503).
+	ReadBodyMemory int64
 	// ReadBodyTimeout is -http.readBodyTimeout: how long a read or admin request's body may take to arrive (408).
 	ReadBodyTimeout time.Duration
 	// WriteBodyIdleTimeout is -http.writeBodyIdleTimeout: how long a write body may stall (408).

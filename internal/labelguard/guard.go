@@ -110,8 +110,9 @@ func (c Check) lines(h http.Header, body io.Reader, extra, maxLine int, count fu
 		}
 		return false
 	}
-	lr := newLineReader(body, keep, maxLine, &hold{b: c.Budget, unit: c.Unit})
-	if err := lr.hold.grow(firstLineBuf); err != nil {
+	hd := c.Budget.Hold(c.Unit)
+	lr := newLineReader(body, keep, maxLine, &hd)
+	if err := lr.hold.Grow(firstLineBuf); err != nil {
 		return nil, 0, err
 	}
 	return lr, -1, nil

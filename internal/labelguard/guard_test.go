@@ -468,8 +468,8 @@ func TestRemoteWriteFieldNumberPastProtobuf(t *testing.T) {
 
 func TestBudget(t *testing.T) {
 	// The largest remote write within the bounds always fits one unit's share.
-	if b := NewBudget(256 << 20); b.unitMost < maxRemoteWrite+int64(snappy.MaxEncodedLen(maxRemoteWrite)) {
-		t.Errorf("a unit may hold %d bytes, less than one remote write may need", b.unitMost)
+	if b := NewBudget(256 << 20); b.UnitMost() < maxRemoteWrite+int64(snappy.MaxEncodedLen(maxRemoteWrite)) {
+		t.Errorf("a unit may hold %d bytes, less than one remote write may need", b.UnitMost())
 	}
 	b := newBudget(1<<20, 1<<18) // a unit may hold 256 KiB
 	body := strings.Repeat("up 1\n", 100)
@@ -501,24 +501,24 @@ func TestBudget(t *testing.T) {
 		_ = r.Close()
 		_ = r.Close()
 	}
-	if b.free != b.size || len(b.units) != 0 {
-		t.Fatalf("after every body ended: %d of %d free, units %v", b.free, b.size, b.units)
+	if b.Free() != int64(1<<20) {
+		t.Fatalf("after every body ended: %d of %d free", b.Free(), int64(1<<20))
 	}
 
 	// A remote-write body holds its bytes and its decoded bytes until it is read.
 	raw := pbBytes(nil, 1, series("__name__", "a"))
 	rw, _, err := Check{Max: 30, Budget: b, Unit: "dev"}.Body("remote_write", nil, 0, http.Header{}, bytes.NewReader(snappy.Encode(nil, raw)), -1)
-	if err != nil || b.free == b.size {
-		t.Fatalf("remote write: %v, %d of %d free", err, b.free, b.size)
+	if err != nil || b.Free() == int64(1<<20) {
+		t.Fatalf("remote write: %v, %d of %d free", err, b.Free(), int64(1<<20))
 	}
 	_ = rw.Close()
-	if b.free != b.size {
-		t.Fatalf("after the remote-write body: %d of %d free", b.free, b.size)
+	if b.Free() != int64(1<<20) {
+		t.Fatalf("after the remote-write body: %d of %d free", b.Free(), int64(1<<20))
 	}
 	big := make([]byte, 300<<10)
 	_, _, err = Check{Max: 30, Budget: b, Unit: "dev"}.Body("remote_write", nil, 0, http.Header{}, bytes.NewReader(snappy.Encode(nil, big)), -1)
-	if httperr.Status(err) != http.StatusServiceUnavailable || b.free != b.size {
-		t.Fatalf("a remote write over the unit's share: %v; %d of %d free", err, b.free, b.size)
+	if httperr.Status(err) != http.StatusServiceUnavailable || b.Free() != int64(1<<20) {
+		t.Fatalf("a remote write over the unit's share: %v; %d of %d free", err, b.Free(), int64(1<<20))
 	}
 }
 

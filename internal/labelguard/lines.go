@@ -86,7 +86,7 @@ func (r *lineReader) Close() error {
 
 func (r *lineReader) free() {
 	r.buf, r.out = nil, nil
-	r.hold.release()
+	r.hold.Release()
 }
 
 // fill reads more of src and checks the lines that are then whole; it leaves out, err or both set, or more read.
@@ -103,7 +103,7 @@ func (r *lineReader) fill() {
 		}
 		size := min(max(2*len(r.buf), firstLineBuf), r.maxLine+1)
 		// The first buffer was held when the reader was made.
-		if err := r.hold.grow(int64(size - max(len(r.buf), firstLineBuf))); err != nil {
+		if err := r.hold.Grow(int64(size - max(len(r.buf), firstLineBuf))); err != nil {
 			r.err = err
 			return
 		}

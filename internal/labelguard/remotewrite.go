@@ -26,15 +26,16 @@ func (c Check) remoteWrite(h http.Header, body io.Reader, n int64) (io.ReadClose
 	default:
 		return nil, 0, unsupportedEncoding(ce, "snappy")
 	}
-	hd := &hold{b: c.Budget, unit: c.Unit}
+	held := c.Budget.Hold(c.Unit)
+	hd := &held
 	compressed, err := readWhole(body, n, hd)
 	if err != nil {
-		hd.release()
+		hd.Release()
 		return nil, 0, err
 	}
 	out, err := c.filterCompressed(compressed, hd)
 	if err != nil {
-		hd.release()
+		hd.Release()
 		return nil, 0, err
 	}
 	return &heldReader{Reader: bytes.NewReader(out), hold: hd}, int64(len(out)), nil
@@ -50,7 +51,7 @@ func (c Check) filterCompressed(compressed []byte, hd *hold) ([]byte, error) {
 		return nil, httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the remote-write body decompresses to %d bytes, "+
 			"over the %d the gateway reads to count its labels", n, maxRemoteWrite))
 	}
-	if err := hd.grow(int64(n)); err != nil {
+	if err := hd.Grow(int64(n)); err != nil {
 		return nil, err
 	}
 	raw, err := snappy.Decode(nil, compressed)
@@ -66,8 +67,8 @@ func (c Check) filterCompressed(compressed []byte, hd *hold) ([]byte, error) {
 	}
 	// The client's bytes are not sent: their share pays for the new encoding, so that a request within the bounds
 	// never needs more than one unit's share.
-	hd.shrink(int64(cap(compressed)))
-	if err := hd.grow(int64(snappy.MaxEncodedLen(len(kept)))); err != nil {
+	hd.Shrink(int64(cap(compressed)))
+	if err := hd.Grow(int64(snappy.MaxEncodedLen(len(kept)))); err != nil {
 		return nil, err
 	}
 	return snappy.Encode(nil, kept), nil
@@ -84,7 +85,7 @@ func readWhole(r io.Reader, n int64, hd *hold) ([]byte, error) {
 	if n >= 0 {
 		size = n + 1 // room to see the end
 	}
-	if err := hd.grow(size); err != nil {
+	if err := hd.Grow(size); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, 0, size)
@@ -94,7 +95,7 @@ func readWhole(r io.Reader, n int64, hd *hold) ([]byte, error) {
 				return nil, tooLarge
 			}
 			grown := min(2*int64(cap(buf)), maxRemoteWrite+1)
-			if err := hd.grow(grown - int64(cap(buf))); err != nil {
+			if err := hd.Grow(grown - int64(cap(buf))); err != nil {
 				return nil, err
 			}
 			buf = append(make([]byte, 0, grown), buf...)
@@ -123,13 +124,13 @@ type heldReader struct {
 func (r *heldReader) Read(p []byte) (int, error) {
 	n, err := r.Reader.Read(p)
 	if err != nil {
-		r.hold.release()
+		r.hold.Release()
 	}
 	return n, err
 }
 
 func (r *heldReader) Close() error {
-	r.hold.release()
+	r.hold.Release()
 	return nil
 }
 
