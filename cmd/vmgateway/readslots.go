@@ -72,11 +72,19 @@ func (w *readSlotsWatch) setAddrs(addrs []gateway.BackendAddr) {
 
 // startReadSlots gives gw its read limit: the flag's, or the backends' as w learns it.
 func startReadSlots(w *readSlotsWatch, gw *gateway.Gateway) {
+	set := func(capacity int) {
+		if capacity > 0 && *readReplicas > capacity {
+			slog.Warn("-read.replicas is more than the read backends' capacity: each replica forwards one read at once, and together "+
+				"they forward more than the backends run, which queue the rest first come first served; give the backends more "+
+				"-search.maxConcurrentRequests, or run fewer replicas", "replicas", *readReplicas, "capacity", capacity)
+		}
+		gw.SetReadSlots(replicaPart(capacity, *readReplicas))
+	}
 	if w == nil {
-		gw.SetReadSlots(replicaPart(max(*readMaxConcurrentRequests, 0), *readReplicas))
+		set(max(*readMaxConcurrentRequests, 0))
 		return
 	}
-	w.set = func(capacity int) { gw.SetReadSlots(replicaPart(capacity, *readReplicas)) }
+	w.set = set
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
 	w.done.Add(1)

@@ -51,9 +51,9 @@ type hold struct {
 	f     *fairSlots
 	q     *fairQueue
 	since time.Time
-	// answering is set once the backend's answer has begun: the backend then holds its own slot only for as long as
-	// the answer takes to stream, which a client reading slowly makes as long as it likes, and a cut frees at once.
-	answering atomic.Bool
+	// answering is when the backend's answer began (UnixNano; 0: not yet): the backend then holds its own slot only for
+	// as long as the answer takes to stream, which a client reading slowly makes as long as it likes, and a cut frees.
+	answering atomic.Int64
 	cutDone   bool          // under fairSlots.mu
 	granted   chan struct{} // for a read that waits: sent its slot
 	released  atomic.Bool
@@ -243,9 +243,12 @@ func (f *fairSlots) releaseLocked(h *hold) {
 	f.fillLocked()
 }
 
+// cutGrace is how long a cut read keeps its slot for the backend to notice the cut and free its own.
+const cutGrace = 100 * time.Millisecond
+
 // preemptLocked is called for unit w, whose read has waited half its queue duration: when another unit holds more
 // than its part of the slots (the limit shared by the units holding or waiting, rounded up) and more than one more
-// than w holds, its oldest read
+// than w holds, or when w holds none and the units are more than the slots, its oldest read
 // whose answer has streamed for as long is cut. VictoriaMetrics holds its own slot for as long as it streams an answer
 // (an export read slowly holds it for hours), and slots are not otherwise taken back: without this, one team with a
 // few exports read slowly would keep three quarters of the backends, and two such teams all of them. A read still being
@@ -262,21 +265,26 @@ func (f *fairSlots) preemptLocked(w *fairQueue, now time.Time) {
 			top = q
 		}
 	}
-	if top == nil || top.running <= (f.limit+active-1)/active || top.running <= w.running+1 {
+	if top == nil {
 		return
 	}
-	minHeld := f.queue / 2
+	over := top.running > (f.limit+active-1)/active && top.running > w.running+1
+	// With more units than slots (one slot for a replica's part), some unit holds none whatever the parts; long
+	// answers then take turns.
+	starved := w.running == 0 && active > f.limit
+	if !over && !starved {
+		return
+	}
+	streamedSince := now.Add(-f.queue / 2).UnixNano()
 	for _, h := range top.holds {
-		if !h.cutDone && h.answering.Load() && now.Sub(h.since) >= minHeld {
-			// The cut closes the upstream connection, and VictoriaMetrics frees its slot as its next write fails;
-			// the slot here is freed with it, not when the forward step notices (it may be blocked writing to the
-			// client that does not read, for up to the answer's write timeout).
+		if at := h.answering.Load(); !h.cutDone && !h.released.Load() && at != 0 && at <= streamedSince {
+			// The cut closes the upstream connection, and VictoriaMetrics frees its slot as its next write fails,
+			// which takes it a moment: the slot here is freed cutGrace later, not when the forward step notices (it
+			// may be blocked writing to the client that does not read, for up to the answer's write timeout).
 			h.cutDone = true
 			preempted.Inc()
 			h.cut()
-			if h.released.CompareAndSwap(false, true) {
-				f.releaseLocked(h)
-			}
+			time.AfterFunc(cutGrace, func() { f.answered(h) })
 			return
 		}
 	}

@@ -432,7 +432,7 @@ func TestFairSlotsPreempt(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		answering bool
-		held      time.Duration // how long the reads have held their slots when B's read queues
+		held      time.Duration // how long the answers have streamed when B's read queues
 		aReads    int           // of the 4 slots; C holds the rest
 		wantCut   bool
 	}{
@@ -454,8 +454,9 @@ func TestFairSlotsPreempt(t *testing.T) {
 			}
 			f.mu.Lock()
 			for _, h := range append(as, cs...) {
-				h.answering.Store(tc.answering)
-				h.since = h.since.Add(-tc.held)
+				if tc.answering {
+					h.answering.Store(time.Now().Add(-tc.held).UnixNano())
+				}
 			}
 			f.mu.Unlock()
 			start := time.Now()

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"golang.org/x/net/http/httpguts"
@@ -152,7 +153,7 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 	// A read's slot at the backends (fairslots.go): from here the backend streams its answer, which a cut ends.
 	slot := holdOf(out.Context())
 	if slot != nil {
-		slot.answering.Store(true)
+		slot.answering.Store(time.Now().UnixNano())
 	}
 	dst := rw.Header()
 	for k, vv := range res.Header {

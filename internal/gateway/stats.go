@@ -230,7 +230,12 @@ func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route) (*ht
 		return r, func() {}
 	}
 	r.Header.Set("Accept-Encoding", "identity")
-	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	// A read slot's hold is already not cancelled with the client, and its cut must reach the upstream request.
+	base := r.Context()
+	if holdOf(base) == nil {
+		base = context.WithoutCancel(base)
+	}
+	ctx, cancel := context.WithCancel(base)
 	cw := &costWatch{costs: g.costs, access: a, cancel: cancel, sent: costClock()}
 	stop := context.AfterFunc(r.Context(), cw.clientLeft)
 	r = r.WithContext(context.WithValue(ctx, costKey{}, cw))
