@@ -59,7 +59,6 @@ func TestPreemptReachesTheUpstream(t *testing.T) {
 			}
 			g.SetReadSlots(4)
 			var wg sync.WaitGroup
-			defer wg.Wait()
 			start := func(tok, q string) {
 				wg.Add(1)
 				go func() {
@@ -85,14 +84,24 @@ func TestPreemptReachesTheUpstream(t *testing.T) {
 			case <-time.After(queue):
 				t.Error("B's read was let in, but no upstream request ended: the backend runs five reads for four slots")
 			}
-			g.reads.mu.Lock()
-			var hs []*hold
-			for _, q := range g.reads.units {
-				hs = append(hs, q.holds...)
-			}
-			g.reads.mu.Unlock()
-			for _, h := range hs {
-				h.cut()
+			// Every read ends once cut, B's too, which may be granted only now (cutGrace after A's cut).
+			done := make(chan struct{})
+			go func() { wg.Wait(); close(done) }()
+			for {
+				g.reads.mu.Lock()
+				var hs []*hold
+				for _, q := range g.reads.units {
+					hs = append(hs, q.holds...)
+				}
+				g.reads.mu.Unlock()
+				for _, h := range hs {
+					h.cut()
+				}
+				select {
+				case <-done:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
 			}
 		})
 	}
