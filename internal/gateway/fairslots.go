@@ -47,10 +47,9 @@ type fairQueue struct {
 // not cancel (VictoriaMetrics would run the query to its end anyway) and preemption does.
 type hold struct {
 	context.Context
-	cut   context.CancelFunc
-	f     *fairSlots
-	q     *fairQueue
-	since time.Time
+	cut context.CancelFunc
+	f   *fairSlots
+	q   *fairQueue
 	// answering is when the backend's answer began (UnixNano; 0: not yet): the backend then holds its own slot only for
 	// as long as the answer takes to stream, which a client reading slowly makes as long as it likes, and a cut frees.
 	answering atomic.Int64
@@ -199,7 +198,6 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 
 // grantLocked gives h its slot.
 func (f *fairSlots) grantLocked(h *hold) {
-	h.since = time.Now()
 	h.q.running++
 	h.q.holds = append(h.q.holds, h)
 	f.used++

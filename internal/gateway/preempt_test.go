@@ -113,12 +113,9 @@ func TestPreemptCountsFromTheAnswer(t *testing.T) {
 	const queue = 400 * time.Millisecond
 	f := newFairSlots(queue)
 	f.setLimit(4)
+	// Granted a while before B's read queues, as if computed for long.
 	hs := []*hold{mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitC)}
-	f.mu.Lock()
-	for _, h := range hs {
-		h.since = h.since.Add(-time.Second) // computed for a second
-	}
-	f.mu.Unlock()
+	time.Sleep(queue)
 	go func() {
 		if h, err := f.acquire(context.Background(), unitB); err == nil {
 			f.release(h)
