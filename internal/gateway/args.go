@@ -66,7 +66,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		return bodyTooLarge(r.ContentLength, limit)
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		*held = g.bodyBudget.Hold(unit{tenant: a.Tenant, restriction: a.Enforcer.Fingerprint()})
+		*held = g.bodyBudget.Hold(unitOf(a.Tenant, a.Enforcer))
 	}
 	body, err := g.readBody(w, r, held)
 	if err != nil {

@@ -39,6 +39,11 @@ type unit struct {
 	restriction uint64
 }
 
+// unitOf is the isolation unit of a token of tenant t narrowed by e.
+func unitOf(t tenant.ID, e *enforce.Enforcer) unit {
+	return unit{tenant: t, restriction: e.Fingerprint()}
+}
+
 // tenantSlots is one unit's semaphores: its request slots (nil without a per-tenant limit) and its parse slots
 // (parseGate). refs counts the requests holding or waiting for either; at zero the entry is idle and may be swept.
 type tenantSlots struct {
@@ -76,7 +81,7 @@ func (c *concurrency) acquire(ctx context.Context, t tenant.ID, e *enforce.Enfor
 	defer q.stop()
 	var ts *tenantSlots
 	if c.perTenant > 0 {
-		ts = c.ref(unit{tenant: t, restriction: e.Fingerprint()})
+		ts = c.ref(unitOf(t, e))
 		if err := c.wait(ctx, ts.sem, &q); err != nil {
 			c.unref(ts)
 			if err == errQueueFull {

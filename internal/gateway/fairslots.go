@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,13 +39,15 @@ type fairSlots struct {
 
 // fairQueue is one unit's reads: those in flight, oldest first, and those waiting, oldest first.
 type fairQueue struct {
-	running int
 	holds   []*hold
 	waiting []*hold
 }
 
-// hold is one read's slot. It is also the context of the read's upstream request, which the client's going away does
-// not cancel (VictoriaMetrics would run the query to its end anyway) and preemption does.
+// running is how many of the unit's reads are in flight.
+func (q *fairQueue) running() int { return len(q.holds) }
+
+// hold is one read's slot. Its context is the read's upstream request's, which the client's going away does not
+// cancel (VictoriaMetrics would run the query to its end anyway) and preemption does.
 type hold struct {
 	context.Context
 	cut context.CancelFunc
@@ -59,30 +62,7 @@ type hold struct {
 }
 
 // waitingLocked says whether h still waits for its slot.
-func (h *hold) waitingLocked() bool {
-	for _, o := range h.q.waiting {
-		if o == h {
-			return true
-		}
-	}
-	return false
-}
-
-type holdKey struct{}
-
-// Value makes the hold findable from the upstream request (holdOf) without a context of its own.
-func (h *hold) Value(k any) any {
-	if k == (holdKey{}) {
-		return h
-	}
-	return h.Context.Value(k)
-}
-
-// holdOf is the slot the read whose upstream request has ctx holds; nil for others.
-func holdOf(ctx context.Context) *hold {
-	h, _ := ctx.Value(holdKey{}).(*hold)
-	return h
-}
+func (h *hold) waitingLocked() bool { return slices.Index(h.q.waiting, h) >= 0 }
 
 var (
 	preempted    = metrics.NewCounter(`vmgateway_read_backend_preempted_total`)
@@ -137,7 +117,7 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 	}
 	h := &hold{q: q, f: f}
 	h.Context, h.cut = context.WithCancel(context.WithoutCancel(ctx))
-	if f.used < f.limit && len(f.turns) == 0 && q.running < share(f.limit) {
+	if f.used < f.limit && len(f.turns) == 0 && q.running() < share(f.limit) {
 		f.grantLocked(h)
 		f.mu.Unlock()
 		return h, nil
@@ -198,7 +178,6 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 
 // grantLocked gives h its slot.
 func (f *fairSlots) grantLocked(h *hold) {
-	h.q.running++
 	h.q.holds = append(h.q.holds, h)
 	f.used++
 	readInFlight.Add(1)
@@ -227,13 +206,8 @@ func (f *fairSlots) answered(h *hold) {
 
 func (f *fairSlots) releaseLocked(h *hold) {
 	if h != nil {
-		q := h.q
-		q.running--
-		for i, o := range q.holds {
-			if o == h {
-				q.holds = append(q.holds[:i], q.holds[i+1:]...)
-				break
-			}
+		if i := slices.Index(h.q.holds, h); i >= 0 {
+			h.q.holds = slices.Delete(h.q.holds, i, i+1)
 		}
 	}
 	f.used--
@@ -255,21 +229,21 @@ func (f *fairSlots) preemptLocked(w *fairQueue, now time.Time) {
 	active := 0
 	var top *fairQueue
 	for _, q := range f.units {
-		if q.running == 0 && len(q.waiting) == 0 {
+		if q.running() == 0 && len(q.waiting) == 0 {
 			continue
 		}
 		active++
-		if q != w && (top == nil || q.running > top.running) {
+		if q != w && (top == nil || q.running() > top.running()) {
 			top = q
 		}
 	}
 	if top == nil {
 		return
 	}
-	over := top.running > (f.limit+active-1)/active && top.running > w.running+1
+	over := top.running() > (f.limit+active-1)/active && top.running() > w.running()+1
 	// With more units than slots (one slot for a replica's part), some unit holds none whatever the parts; long
 	// answers then take turns.
-	starved := w.running == 0 && active > f.limit
+	starved := w.running() == 0 && active > f.limit
 	if !over && !starved {
 		return
 	}
@@ -295,12 +269,12 @@ func (f *fairSlots) fillLocked() {
 		at := -1
 		for i := range f.turns {
 			k := (f.next + i) % len(f.turns)
-			if at < 0 || f.turns[k].running < f.turns[at].running {
+			if at < 0 || f.turns[k].running() < f.turns[at].running() {
 				at = k
 			}
 		}
 		q := f.turns[at]
-		if f.limit > 0 && q.running >= share(f.limit) {
+		if f.limit > 0 && q.running() >= share(f.limit) {
 			return // every unit waiting holds its share
 		}
 		h := q.waiting[0]
@@ -318,22 +292,17 @@ func (f *fairSlots) fillLocked() {
 // dropLocked takes a read that gave up out of its unit's queue; false when it is not there, having been granted.
 func (f *fairSlots) dropLocked(h *hold) bool {
 	q := h.q
-	for i, o := range q.waiting {
-		if o != h {
-			continue
-		}
-		q.waiting = append(q.waiting[:i], q.waiting[i+1:]...)
-		if len(q.waiting) == 0 {
-			for j, t := range f.turns {
-				if t == q {
-					f.removeTurnLocked(j)
-					break
-				}
-			}
-		}
-		return true
+	i := slices.Index(q.waiting, h)
+	if i < 0 {
+		return false
 	}
-	return false
+	q.waiting = slices.Delete(q.waiting, i, i+1)
+	if len(q.waiting) == 0 {
+		if j := slices.Index(f.turns, q); j >= 0 {
+			f.removeTurnLocked(j)
+		}
+	}
+	return true
 }
 
 // removeTurnLocked takes the unit at turns[i], which has no read waiting, out of the turns.
@@ -350,7 +319,7 @@ func (f *fairSlots) removeTurnLocked(i int) {
 // sweepLocked drops the idle units; the next sweep waits until the map has doubled, so sweeping costs O(1) a read.
 func (f *fairSlots) sweepLocked() {
 	for u, q := range f.units {
-		if q.running == 0 && len(q.waiting) == 0 {
+		if q.running() == 0 && len(q.waiting) == 0 {
 			delete(f.units, u)
 		}
 	}

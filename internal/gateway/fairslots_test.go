@@ -119,7 +119,7 @@ func TestFairSlotsTakeTurns(t *testing.T) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.used != 1 || len(f.turns) != 0 || readQueued.Load() != 0 || f.units[unitA].running != 1 {
+	if f.used != 1 || len(f.turns) != 0 || readQueued.Load() != 0 || f.units[unitA].running() != 1 {
 		t.Errorf("after every release but one of A's: %d in flight, %d units waiting, %d queued", f.used, len(f.turns), readQueued.Load())
 	}
 }
@@ -227,8 +227,8 @@ func TestFairSlotsChurn(t *testing.T) {
 		t.Errorf("%d in flight, %d units waiting after every read ended", f.used, len(f.turns))
 	}
 	for u, q := range f.units {
-		if q.running != 0 || len(q.waiting) != 0 {
-			t.Errorf("unit %v holds %d and waits %d", u, q.running, len(q.waiting))
+		if q.running() != 0 || len(q.waiting) != 0 {
+			t.Errorf("unit %v holds %d and waits %d", u, q.running(), len(q.waiting))
 		}
 	}
 }

@@ -58,7 +58,7 @@ type forwarding struct {
 }
 
 // forward sends req to the upstream and the answer to rw. Failures before the answer's headers go to u.fail.
-func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
+func (u *upstream) forward(rw http.ResponseWriter, req *http.Request, slot *hold) {
 	f := &forwarding{rw: rw}
 	f.trace.Got1xxResponse = f.got1xx
 	f.out = *req.WithContext(httptrace.WithClientTrace(req.Context(), &f.trace))
@@ -151,7 +151,6 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request) {
 		return
 	}
 	// A read's slot at the backends (fairslots.go): from here the backend streams its answer, which a cut ends.
-	slot := holdOf(out.Context())
 	if slot != nil {
 		slot.answering.Store(time.Now().UnixNano())
 	}

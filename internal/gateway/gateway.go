@@ -235,13 +235,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fr := r
 	// Whatever goes to the read backends takes a slot there (graphite tag registration and the admin APIs too, which
 	// VictoriaMetrics runs under the same limit); vmui's static files do not.
+	var slot *hold
 	if up == g.read && rt.API != "vmui" {
-		h, err := g.reads.acquire(r.Context(), unit{tenant: t, restriction: access.Enforcer.Fingerprint()})
+		h, err := g.reads.acquire(r.Context(), unitOf(t, access.Enforcer))
 		if err != nil {
 			g.reject(e, err)
 			return
 		}
 		defer g.reads.release(h)
+		slot = h
 		if h != nil {
 			// VictoriaMetrics runs a query to its end once it has begun, whether its client is there or not (1.79.5
 			// and v1.151 alike), so a client that went away must not free the slot before the backend is done: the
@@ -251,9 +253,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fr = r.WithContext(h)
 		}
 	}
-	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt), access, rt)
+	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt), access, rt, slot != nil)
 	defer endCost()
-	g.forward(e, fr, rt, access, up)
+	g.forward(e, fr, rt, access, up, slot)
 }
 
 // authenticate yields the request's Access: the verified token, or an unrestricted one when -enable.auth is off.
@@ -325,7 +327,7 @@ func (g *Gateway) upstreamOf(rt route.Route) *upstream {
 }
 
 // forward sends the request to up, on the path the gateway builds itself.
-func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, a *auth.Access, up *upstream) {
+func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, a *auth.Access, up *upstream, slot *hold) {
 	for _, h := range g.dropHeaders {
 		delete(r.Header, h)
 	}
@@ -356,5 +358,5 @@ func (g *Gateway) forward(e *accesslog.Entry, r *http.Request, rt route.Route, a
 		}
 		defer release()
 	}
-	up.forward(e, r)
+	up.forward(e, r, slot)
 }

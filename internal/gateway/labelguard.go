@@ -49,7 +49,7 @@ func (g *Gateway) guardLabels(r *http.Request, rt route.Route, a *auth.Access) (
 	}
 	c := labelguard.Check{Max: limit, Extra: a.Enforcer.NumLabels(), Drop: func(reason string, series []byte) {
 		logDrop(a, limit, reason, series)
-	}, Budget: g.labelBudget, Unit: unit{tenant: a.Tenant, restriction: a.Enforcer.Fingerprint()}}
+	}, Budget: g.labelBudget, Unit: unitOf(a.Tenant, a.Enforcer)}
 	nb, n, err := c.Body(rt.API, r.URL.Query(), rt.PathLabels(), r.Header, body, r.ContentLength)
 	if err != nil {
 		if stalled := stalledBody(r); stalled != nil {

@@ -36,7 +36,7 @@ type parseGate struct {
 
 // init readies g for the request of ctx, whose unit is t and tokens restricted like e; nothing is taken yet.
 func (g *parseGate) init(c *concurrency, ctx context.Context, t tenant.ID, e *enforce.Enforcer) {
-	*g = parseGate{c: c, ctx: ctx, unit: unit{tenant: t, restriction: e.Fingerprint()}, e: e}
+	*g = parseGate{c: c, ctx: ctx, unit: unitOf(t, e), e: e}
 }
 
 // Enter takes a parse slot of the unit unless the request holds one. A refused request gets its refusal again

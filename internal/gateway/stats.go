@@ -225,14 +225,15 @@ func (c *costWatch) clientLeft() {
 // upstream for the answer uncompressed (the stats of a compressed one cannot be read) and in full (GET for HEAD).
 // The returned function ends the upstream request and charges a query that had no stats its time; it is called
 // once the answer has been forwarded (or read to its end after the client left), or the request failed.
-func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route) (*http.Request, func()) {
+func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route, held bool) (*http.Request, func()) {
 	if g.costs == nil || rt.API != "query" && rt.API != "query_range" || !g.costs.Costed(a) {
 		return r, func() {}
 	}
 	r.Header.Set("Accept-Encoding", "identity")
-	// A read slot's hold is already not cancelled with the client, and its cut must reach the upstream request.
+	// A read slot's context (held) is already not cancelled with the client, and its cut must reach the upstream
+	// request.
 	base := r.Context()
-	if holdOf(base) == nil {
+	if !held {
 		base = context.WithoutCancel(base)
 	}
 	ctx, cancel := context.WithCancel(base)
