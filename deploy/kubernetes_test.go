@@ -143,13 +143,15 @@ func TestKubernetesManifests(t *testing.T) {
 		}
 	}
 
-	// Each replica forwards its part of the read backends' query slots: together they must not pass them.
+	// Each replica forwards its part of the backends' query and insert slots: together they must not pass them.
 	replicas := "(unset: 1)"
 	if dep.Spec.Replicas != nil {
 		replicas = fmt.Sprint(*dep.Spec.Replicas)
 	}
-	if flags["read.replicas"] != replicas {
-		t.Errorf("-read.replicas=%q is not the Deployment's %s replicas: together they would forward more reads than the backends run at once", flags["read.replicas"], replicas)
+	for _, kind := range []string{"read", "write"} {
+		if flags[kind+".replicas"] != replicas {
+			t.Errorf("-%s.replicas=%q is not the Deployment's %s replicas: together they would forward more %ss than the backends run at once", kind, flags[kind+".replicas"], replicas, kind)
+		}
 	}
 
 	// Shutdown: the readiness probe must see /health fail before -http.shutdownDelay ends, and the pod must get

@@ -66,7 +66,8 @@ type app struct {
 	alog     *accesslog.Log
 	reloader *reloader
 	trunc    *truncationWatch
-	reads    *readSlotsWatch
+	reads    *slotsWatch
+	writes   *slotsWatch
 }
 
 // configs are the components' configs, as the flags give them, checked.
@@ -166,10 +167,19 @@ func newApp() (_ *app, err error) {
 	}
 	a.trunc = newTruncationWatch(c.gw.WriteURLs, c.gw.WriteTransport)
 	c.gw.LabelLimit = labelLimitOf(a.trunc)
-	if a.trunc != nil {
+	a.writes = newSlotsWatch(writeSlots, c.gw.WriteTransport)
+	switch {
+	case a.trunc != nil && a.writes != nil:
+		c.gw.WriteAddrs = func(addrs []gateway.BackendAddr) {
+			a.trunc.setAddrs(addrs)
+			a.writes.setAddrs(addrs)
+		}
+	case a.trunc != nil:
 		c.gw.WriteAddrs = a.trunc.setAddrs
+	case a.writes != nil:
+		c.gw.WriteAddrs = a.writes.setAddrs
 	}
-	if a.reads = newReadSlotsWatch(c.gw.ReadTransport); a.reads != nil {
+	if a.reads = newSlotsWatch(readSlots, c.gw.ReadTransport); a.reads != nil {
 		c.gw.ReadAddrs = a.reads.setAddrs
 	}
 	if a.gw, err = gateway.New(c.gw); err != nil {
@@ -223,7 +233,8 @@ func (a *app) start() error {
 		a.qlimits.Start()
 	}
 	a.trunc.start()
-	startReadSlots(a.reads, a.gw)
+	startSlots(readSlots, a.reads, a.gw)
+	startSlots(writeSlots, a.writes, a.gw)
 	return nil
 }
 
@@ -248,6 +259,7 @@ func (a *app) stop() error {
 func (a *app) close() {
 	a.trunc.close()
 	a.reads.close()
+	a.writes.close()
 	if a.gw != nil {
 		a.gw.Close()
 	}

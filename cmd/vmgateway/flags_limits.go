@@ -39,13 +39,15 @@ func gatewayLimits() (gateway.Limits, error) {
 	for _, f := range []struct {
 		name string
 		v    time.Duration
-	}{{"maxQueueDuration", *maxQueueDuration}, {"read.maxQueueDuration", *readMaxQueueDuration}, {"http.readBodyTimeout", *readBodyTimeout}, {"http.writeBodyIdleTimeout", *writeBodyIdleTimeout}} {
+	}{{"maxQueueDuration", *maxQueueDuration}, {"read.maxQueueDuration", *readMaxQueueDuration}, {"write.maxQueueDuration", *writeMaxQueueDuration}, {"http.readBodyTimeout", *readBodyTimeout}, {"http.writeBodyIdleTimeout", *writeBodyIdleTimeout}} {
 		if f.v < 0 {
 			return gateway.Limits{}, fmt.Errorf("-%s=%s must not be negative", f.name, f.v)
 		}
 	}
-	if *readReplicas < 1 {
-		return gateway.Limits{}, fmt.Errorf("-read.replicas=%d: want how many gateway replicas forward reads to the same backends, at least 1", *readReplicas)
+	for _, k := range []*slotKind{readSlots, writeSlots} {
+		if *k.replicas < 1 {
+			return gateway.Limits{}, fmt.Errorf("-%s.replicas=%d: want how many gateway replicas forward %ss to the same backends, at least 1", k.name, *k.replicas, k.name)
+		}
 	}
 	if total, one := *searchMaxTotalQueryLen, *searchMaxQueryLen; total > 0 && (one == 0 || total < one) {
 		return gateway.Limits{}, fmt.Errorf("-search.maxTotalQueryLen=%d is less than -search.maxQueryLen=%d: a request with one query "+
@@ -56,6 +58,7 @@ func gatewayLimits() (gateway.Limits, error) {
 		MaxConcurrentPerTenantRequests: *maxConcurrentPerTenantRequests,
 		MaxQueueDuration:               *maxQueueDuration,
 		ReadQueueDuration:              *readMaxQueueDuration,
+		WriteQueueDuration:             *writeMaxQueueDuration,
 		MaxQueryLen:                    *searchMaxQueryLen,
 		MaxSelectorArgs:                *searchMaxSelectorArgs,
 		MaxTotalQueryLen:               *searchMaxTotalQueryLen,

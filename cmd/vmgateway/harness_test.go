@@ -83,9 +83,9 @@ func startGatewayEnv(t testing.TB, env []string, flags ...string) *gw {
 				prefix = p
 			}
 		}
-		// The label-truncation check and the read backends' capacity are off unless a test's own flag, given later,
+		// The label-truncation check and the backends' capacities are off unless a test's own flag, given later,
 		// turns them on: their GET /metrics would be one more request at every recording upstream.
-		base := []string{"-httpListenAddr=" + addr, "-loggerLevel=DEBUG", "-write.labelTruncationCheckInterval=0", "-read.maxConcurrentRequests=-1"}
+		base := []string{"-httpListenAddr=" + addr, "-loggerLevel=DEBUG", "-write.labelTruncationCheckInterval=0", "-read.maxConcurrentRequests=-1", "-write.maxConcurrentRequests=-1"}
 		cmd := exec.Command(gatewayBin, append(base, flags...)...)
 		cmd.Env = append(os.Environ(), env...)
 		g := runGateway(t, "http://"+addr, cmd)

@@ -231,6 +231,10 @@ func (e *overloadError) Error() string {
 		return fmt.Sprintf("the read backends are busy: all %d reads they run at once (-read.maxConcurrentRequests, by default "+
 			"their -search.maxConcurrentRequests) were in flight for -read.maxQueueDuration=%s while the teams waiting took "+
 			"turns; retry later", e.limit, e.queue)
+	case "write_backend":
+		return fmt.Sprintf("the write backends are busy: all %d writes they take at once (-write.maxConcurrentRequests, by default "+
+			"their -maxConcurrentInserts) were in flight for -write.maxQueueDuration=%s while the teams waiting took turns; "+
+			"retry later", e.limit, e.queue)
 	}
 	return fmt.Sprintf("too many concurrent requests: all -maxConcurrentRequests=%d are in flight and none finished "+
 		"within -maxQueueDuration=%s; retry later", e.limit, e.queue)

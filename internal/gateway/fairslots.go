@@ -24,10 +24,19 @@ import (
 // more than its part while another waits loses its oldest answer streamed for long (preemptLocked). With no one
 // waiting and a slot within its share free, a request takes it at once. A slot is held from the grant until the
 // backend's whole answer is in (answered), not until the client has it all.
+//
+// The same slots bound the writes forwarded at once to write backends that hold one of their -maxConcurrentInserts for
+// a whole request body (VictoriaMetrics before v1.8x; newer releases free it while they wait on the body): there, one
+// team's bodies sent slowly hold the backend's insert slots and every other team's writes queue behind them. A write
+// is never cut (the rest of its body would be lost), and its upstream request ends with its client's.
 type fairSlots struct {
 	mu    sync.Mutex
 	limit int // 0: no limit (the backends' capacity is not known)
 	used  int
+	// reads: the slots are the read backends' (readStats): a read outlives its client and may be cut. Else the write
+	// backends' (writeStats).
+	reads bool
+	stats *slotStats
 	// units holds the units seen, idle ones until the next sweep (as in concurrency); turns those waiting, in turn
 	// order, and next whose turn it is.
 	units   map[unit]*fairQueue
@@ -64,19 +73,37 @@ type hold struct {
 // waitingLocked says whether h still waits for its slot.
 func (h *hold) waitingLocked() bool { return slices.Index(h.q.waiting, h) >= 0 }
 
+// slotStats are the figures of one kind of backend slots, shared by every gateway of the process.
+type slotStats struct {
+	scope                   string // of the overload error and vmgateway_concurrency_rejected_total
+	limit, inFlight, queued atomic.Int64
+	rejected                *metrics.Counter
+}
+
+// newSlotStats registers the figures under the names given in full, which the docs' test finds in the code.
+func newSlotStats(scope, rejected, slots, requests, queued string) *slotStats {
+	s := &slotStats{scope: scope, rejected: metrics.NewCounter(rejected)}
+	metrics.NewGauge(slots, func() float64 { return float64(s.limit.Load()) })
+	metrics.NewGauge(requests, func() float64 { return float64(s.inFlight.Load()) })
+	metrics.NewGauge(queued, func() float64 { return float64(s.queued.Load()) })
+	return s
+}
+
 var (
-	preempted    = metrics.NewCounter(`vmgateway_read_backend_preempted_total`)
-	readLimit    atomic.Int64
-	readInFlight atomic.Int64
-	readQueued   atomic.Int64
-	rejectedRead = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="backend"}`)
-	_            = metrics.NewGauge(`vmgateway_read_backend_slots`, func() float64 { return float64(readLimit.Load()) })
-	_            = metrics.NewGauge(`vmgateway_read_backend_requests`, func() float64 { return float64(readInFlight.Load()) })
-	_            = metrics.NewGauge(`vmgateway_read_backend_requests_queued`, func() float64 { return float64(readQueued.Load()) })
+	preempted = metrics.NewCounter(`vmgateway_read_backend_preempted_total`)
+	readStats = newSlotStats("backend", `vmgateway_concurrency_rejected_total{scope="backend"}`,
+		`vmgateway_read_backend_slots`, `vmgateway_read_backend_requests`, `vmgateway_read_backend_requests_queued`)
+	writeStats = newSlotStats("write_backend", `vmgateway_concurrency_rejected_total{scope="write_backend"}`,
+		`vmgateway_write_backend_slots`, `vmgateway_write_backend_requests`, `vmgateway_write_backend_requests_queued`)
 )
 
-func newFairSlots(queue time.Duration) *fairSlots {
-	return &fairSlots{units: map[unit]*fairQueue{}, sweepAt: minSweep, queue: queue}
+// newFairSlots returns the read backends' slots (reads), or the write backends'.
+func newFairSlots(queue time.Duration, reads bool) *fairSlots {
+	stats := writeStats
+	if reads {
+		stats = readStats
+	}
+	return &fairSlots{units: map[unit]*fairQueue{}, sweepAt: minSweep, queue: queue, reads: reads, stats: stats}
 }
 
 // share is the most slots one unit may hold at once under limit: all but a quarter of them, at least one left.
@@ -92,19 +119,19 @@ func (f *fairSlots) setLimit(n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.limit = max(n, 0)
-	readLimit.Store(int64(f.limit))
+	f.stats.limit.Store(int64(f.limit))
 	f.fillLocked()
 }
 
-// acquire takes a slot for a read of unit u, waiting for its turn at most the read queue duration or until ctx ends.
-// The caller must pass what it returns to release once the upstream request is done, and send that request with the
-// hold as its context (nil, without a limit: the request's own).
+// acquire takes a slot for a request of unit u, waiting for its turn at most the queue duration or until ctx ends.
+// The caller must pass what it returns to release once the upstream request is done, and send a read's upstream
+// request with the hold as its context (nil, without a limit: the request's own).
 func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 	f.mu.Lock()
 	if f.limit == 0 {
 		f.used++
 		f.mu.Unlock()
-		readInFlight.Add(1)
+		f.stats.inFlight.Add(1)
 		return nil, nil
 	}
 	q := f.units[u]
@@ -116,7 +143,11 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 		f.units[u] = q
 	}
 	h := &hold{q: q, f: f}
-	h.Context, h.cut = context.WithCancel(context.WithoutCancel(ctx))
+	if f.reads {
+		h.Context, h.cut = context.WithCancel(context.WithoutCancel(ctx))
+	} else {
+		h.Context, h.cut = context.WithCancel(ctx)
+	}
 	if f.used < f.limit && len(f.turns) == 0 && q.running() < share(f.limit) {
 		f.grantLocked(h)
 		f.mu.Unlock()
@@ -132,14 +163,17 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 	wait := f.queue
 	f.mu.Unlock()
 
-	readQueued.Add(1)
-	defer readQueued.Add(-1)
-	// Halfway through the wait, a unit holding more than its part of the slots with answers its clients read slowly
-	// loses the oldest of them (preemptLocked).
-	start := time.Now()
-	timer := time.NewTimer(wait / 2)
+	f.stats.queued.Add(1)
+	defer f.stats.queued.Add(-1)
+	// Halfway through a read's wait, a unit holding more than its part of the slots with answers its clients read
+	// slowly loses the oldest of them (preemptLocked).
+	start, first := time.Now(), wait
+	if f.reads {
+		first = wait / 2
+	}
+	timer := time.NewTimer(first)
 	defer timer.Stop()
-	for half := true; ; half = false {
+	for half := f.reads; ; half = false {
 		select {
 		case <-h.granted:
 			return h, nil
@@ -172,15 +206,15 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 		return h, nil // granted as the wait ran out (a queue of 0 does both at once)
 	}
 	h.cut()
-	rejectedRead.Inc()
-	return nil, &overloadError{scope: "backend", limit: limit, queue: wait}
+	f.stats.rejected.Inc()
+	return nil, &overloadError{scope: f.stats.scope, limit: limit, queue: wait}
 }
 
 // grantLocked gives h its slot.
 func (f *fairSlots) grantLocked(h *hold) {
 	h.q.holds = append(h.q.holds, h)
 	f.used++
-	readInFlight.Add(1)
+	f.stats.inFlight.Add(1)
 }
 
 // release gives back the slot acquire took (nil: taken without a limit): to the waiting unit whose turn it is, else
@@ -211,7 +245,7 @@ func (f *fairSlots) releaseLocked(h *hold) {
 		}
 	}
 	f.used--
-	readInFlight.Add(-1)
+	f.stats.inFlight.Add(-1)
 	f.fillLocked()
 }
 

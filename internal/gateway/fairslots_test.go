@@ -85,7 +85,7 @@ func notGranted(t *testing.T, c <-chan *hold) {
 // not to the unit that queued first; equals take turns, each unit's reads in their order; and one unit never holds
 // more than its share (3 of 4), so another unit finds a slot at once even after the first took all it could.
 func TestFairSlotsTakeTurns(t *testing.T) {
-	f := newFairSlots(time.Minute)
+	f := newFairSlots(time.Minute, true)
 	f.setLimit(4)
 	a1, a2 := mustRead(t, f, unitA), mustRead(t, f, unitA)
 	_ = mustRead(t, f, unitA)
@@ -119,8 +119,8 @@ func TestFairSlotsTakeTurns(t *testing.T) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.used != 1 || len(f.turns) != 0 || readQueued.Load() != 0 || f.units[unitA].running() != 1 {
-		t.Errorf("after every release but one of A's: %d in flight, %d units waiting, %d queued", f.used, len(f.turns), readQueued.Load())
+	if f.used != 1 || len(f.turns) != 0 || readStats.queued.Load() != 0 || f.units[unitA].running() != 1 {
+		t.Errorf("after every release but one of A's: %d in flight, %d units waiting, %d queued", f.used, len(f.turns), readStats.queued.Load())
 	}
 }
 
@@ -136,13 +136,13 @@ func TestFairSlotsShare(t *testing.T) {
 // TestFairSlotsGiveUp: a read that waits past the read queue duration gets 429 naming the backends' slots; one whose
 // client goes away leaves the queue; neither holds or loses a slot.
 func TestFairSlotsGiveUp(t *testing.T) {
-	f := newFairSlots(30 * time.Millisecond)
+	f := newFairSlots(30*time.Millisecond, true)
 	f.setLimit(1)
 	held := mustRead(t, f, unitA)
-	before := rejectedRead.Get()
+	before := readStats.rejected.Get()
 	_, err := f.acquire(context.Background(), unitB)
 	wantOverload(t, err, "backend")
-	if rejectedRead.Get() != before+1 {
+	if readStats.rejected.Get() != before+1 {
 		t.Errorf("vmgateway_concurrency_rejected_total{scope=\"backend\"} did not grow")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -160,7 +160,7 @@ func TestFairSlotsGiveUp(t *testing.T) {
 // TestFairSlotsLimitChanges: a higher limit lets waiting reads in at once; a lower one lets the reads in flight
 // finish and lets no new one in until they are under it; no limit lets everything in.
 func TestFairSlotsLimitChanges(t *testing.T) {
-	f := newFairSlots(time.Minute)
+	f := newFairSlots(time.Minute, true)
 	f.setLimit(1)
 	a := mustRead(t, f, unitA)
 	bWait := queueRead(t, f, unitB)
@@ -188,7 +188,7 @@ func TestFairSlotsLimitChanges(t *testing.T) {
 // in flight never pass the highest limit (a lowered one lets those in flight finish), and afterwards nothing is
 // held. Run with -race.
 func TestFairSlotsChurn(t *testing.T) {
-	f := newFairSlots(20 * time.Millisecond)
+	f := newFairSlots(20*time.Millisecond, true)
 	f.setLimit(4)
 	var wg sync.WaitGroup
 	var over sync.Once
@@ -237,7 +237,7 @@ func TestFairSlotsChurn(t *testing.T) {
 // with one.
 func BenchmarkFairSlots(b *testing.B) {
 	for _, limit := range []int{0, 1 << 20} {
-		f := newFairSlots(time.Second)
+		f := newFairSlots(time.Second, true)
 		f.setLimit(limit)
 		name := "limit"
 		if limit == 0 {
@@ -401,7 +401,7 @@ func TestEverythingToTheReadBackendTakesASlot(t *testing.T) {
 // TestFairSlotsGrantedAsWaitEnds: a read granted a slot as its wait runs out takes it (with -read.maxQueueDuration=0
 // every read that queues is granted or refused at once), rather than being refused with a slot free.
 func TestFairSlotsGrantedAsWaitEnds(t *testing.T) {
-	f := newFairSlots(time.Minute)
+	f := newFairSlots(time.Minute, true)
 	f.setLimit(4)
 	held := []*hold{mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA)}
 	aWait := queueRead(t, f, unitA) // over A's share: B's reads queue behind it and are granted at once
@@ -442,9 +442,9 @@ func TestFairSlotsPreempt(t *testing.T) {
 		{"A within its part", true, time.Second, 2, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFairSlots(queue)
+			f := newFairSlots(queue, true)
 			f.setLimit(4)
-			inFlight := readInFlight.Load()
+			inFlight := readStats.inFlight.Load()
 			var as, cs []*hold
 			for range tc.aReads {
 				as = append(as, mustRead(t, f, unitA))
@@ -499,8 +499,8 @@ func TestFairSlotsPreempt(t *testing.T) {
 			for _, h := range append(as, cs...) {
 				f.release(h)
 			}
-			if f.used != 0 || readInFlight.Load() != inFlight {
-				t.Errorf("%d slots held (gauge %d more) after every release", f.used, readInFlight.Load()-inFlight)
+			if f.used != 0 || readStats.inFlight.Load() != inFlight {
+				t.Errorf("%d slots held (gauge %d more) after every release", f.used, readStats.inFlight.Load()-inFlight)
 			}
 		})
 	}

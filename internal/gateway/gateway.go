@@ -84,6 +84,7 @@ type Gateway struct {
 	limits       Limits
 	conc         *concurrency
 	reads        *fairSlots
+	writes       *fairSlots
 	stops        []func()
 	queryLimits  QueryLimiter
 	refused      refusals
@@ -119,7 +120,8 @@ func New(cfg Config) (*Gateway, error) {
 		labelLimit:   cfg.LabelLimit,
 		discovering:  cfg.Backends.DiscoverInterval > 0,
 		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
-		reads:        newFairSlots(cfg.Limits.ReadQueueDuration),
+		reads:        newFairSlots(cfg.Limits.ReadQueueDuration, true),
+		writes:       newFairSlots(cfg.Limits.WriteQueueDuration, false),
 	}
 	if size := cfg.Limits.ReadBodyMemory; size > 0 {
 		g.bodyBudget = newBodyBudget(size, cfg.Limits.MaxReadBodySize)
@@ -142,6 +144,11 @@ func New(cfg Config) (*Gateway, error) {
 // -search.maxConcurrentRequests, summed. Past it, reads wait at the gateway, each isolation unit in turn, within
 // -read.maxQueueDuration. 0 sets no limit.
 func (g *Gateway) SetReadSlots(n int) { g.reads.setLimit(n) }
+
+// SetWriteSlots sets how many writes the gateway forwards at once to the write backends together, for backends that
+// hold one of their -maxConcurrentInserts for a whole request body; past it, writes wait at the gateway, each isolation
+// unit in turn, within -write.maxQueueDuration. 0 sets no limit.
+func (g *Gateway) SetWriteSlots(n int) { g.writes.setLimit(n) }
 
 // Close stops the background work of backend discovery.
 func (g *Gateway) Close() {
@@ -234,17 +241,22 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// fr, not r: the recover above judges an aborted answer by the client's own request.
 	fr := r
 	// Whatever goes to the read backends takes a slot there (graphite tag registration and the admin APIs too, which
-	// VictoriaMetrics runs under the same limit); vmui's static files do not.
+	// VictoriaMetrics runs under the same limit); vmui's static files do not. So does every write, at write backends
+	// that hold a slot for a whole body (SetWriteSlots).
 	var slot *hold
-	if up == g.read && rt.API != "vmui" {
-		h, err := g.reads.acquire(r.Context(), unitOf(t, access.Enforcer))
+	slots := g.writes
+	if up == g.read {
+		slots = g.reads
+	}
+	if rt.API != "vmui" && (up == g.read || rt.Kind == route.Write) {
+		h, err := slots.acquire(r.Context(), unitOf(t, access.Enforcer))
 		if err != nil {
 			g.reject(e, err)
 			return
 		}
-		defer g.reads.release(h)
+		defer slots.release(h)
 		slot = h
-		if h != nil {
+		if h != nil && slots == g.reads {
 			// VictoriaMetrics runs a query to its end once it has begun, whether its client is there or not (1.79.5
 			// and v1.151 alike), so a client that went away must not free the slot before the backend is done: the
 			// upstream request is not cancelled with the client's (the hold's context is not), and goes until its
@@ -253,7 +265,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fr = r.WithContext(h)
 		}
 	}
-	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt), access, rt, slot != nil)
+	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt), access, rt, slot != nil && slots == g.reads)
 	defer endCost()
 	g.forward(e, fr, rt, access, up, slot)
 }

@@ -23,6 +23,9 @@ type Limits struct {
 	// ReadQueueDuration is -read.maxQueueDuration: how long a read waits for its turn at the read backends' slots
 	// (SetReadSlots) before 429.
 	ReadQueueDuration time.Duration
+	// WriteQueueDuration is -write.maxQueueDuration: how long a write waits for its turn at the write backends' slots
+	// (SetWriteSlots) before 429.
+	WriteQueueDuration time.Duration
 	// MaxQueryLen is -search.maxQueryLen: the longest selector arg (query, match[], extra_filters[]) (400).
 	MaxQueryLen int
 	// MaxSelectorArgs is -search.maxSelectorArgs: the most match[] and extra_filters[] args of one request (400).

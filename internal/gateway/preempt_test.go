@@ -111,7 +111,7 @@ func TestPreemptReachesTheUpstream(t *testing.T) {
 // start, not from its grant: a query computed for long and only now answering is not cut at once.
 func TestPreemptCountsFromTheAnswer(t *testing.T) {
 	const queue = 400 * time.Millisecond
-	f := newFairSlots(queue)
+	f := newFairSlots(queue, true)
 	f.setLimit(4)
 	// Granted a while before B's read queues, as if computed for long.
 	hs := []*hold{mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitC)}
@@ -137,7 +137,7 @@ func TestPreemptCountsFromTheAnswer(t *testing.T) {
 // does not keep another unit out: units more than the slots take turns.
 func TestPreemptWithOneSlot(t *testing.T) {
 	const queue = 400 * time.Millisecond
-	f := newFairSlots(queue)
+	f := newFairSlots(queue, true)
 	f.setLimit(1)
 	a := mustRead(t, f, unitA)
 	a.answering.Store(time.Now().Add(-time.Hour).UnixNano())
@@ -158,7 +158,7 @@ func TestPreemptWithOneSlot(t *testing.T) {
 // TestPreemptSkipsAnsweredRead: a read whose whole answer is in (answered has taken it, and waits for the lock) is
 // not cut; the next oldest is.
 func TestPreemptSkipsAnsweredRead(t *testing.T) {
-	f := newFairSlots(time.Second)
+	f := newFairSlots(time.Second, true)
 	f.setLimit(4)
 	as := []*hold{mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA)}
 	c := mustRead(t, f, unitC)

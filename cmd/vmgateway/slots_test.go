@@ -31,7 +31,7 @@ func TestReadSlotsLearned(t *testing.T) {
 	defer srv.Close()
 	u, _ := url.Parse(srv.URL)
 	addr := func(host string) gateway.BackendAddr { return gateway.BackendAddr{URL: u, Host: host} }
-	w := newReadSlotsWatch(http.DefaultTransport)
+	w := newSlotsWatch(readSlots, http.DefaultTransport)
 	var got int
 	w.set = func(n int) { got = n }
 	for _, step := range []struct {
@@ -76,6 +76,75 @@ func TestReadSlotsSplitBetweenReplicas(t *testing.T) {
 	} {
 		if got := replicaPart(tc.capacity, tc.replicas); got != tc.want {
 			t.Errorf("capacity %d between %d replicas: %d each; want %d", tc.capacity, tc.replicas, got, tc.want)
+		}
+	}
+}
+
+// TestWriteSlotsLearned: the write limit is the sum of the backends' vm_concurrent_insert_capacity while one of them is
+// a release that holds an insert slot for a whole body (it names vm_metrics_with_dropped_labels_total); a fleet of
+// newer releases gets no limit.
+func TestWriteSlotsLearned(t *testing.T) {
+	const (
+		old = "vm_concurrent_insert_capacity 8\nvm_metrics_with_dropped_labels_total 0\n"
+		cur = "vm_concurrent_insert_capacity 4\nvm_rows_ignored_total{reason=\"too_many_labels\"} 0\n"
+	)
+	pages := map[string]string{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		page, ok := pages[r.Host]
+		if !ok || r.URL.Path != "/metrics" {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintf(w, "vm_concurrent_insert_current 0\n%svm_http_requests_total 5\n", page)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	w := newSlotsWatch(writeSlots, http.DefaultTransport)
+	got := -1
+	w.set = func(n int) { got = n }
+	for _, step := range []struct {
+		name  string
+		pages map[string]string
+		addrs []string
+		want  int
+	}{
+		{"one old release", map[string]string{"a": old}, []string{"a"}, 8},
+		{"newer releases: no limit", map[string]string{"a": cur, "b": cur}, []string{"a", "b"}, 0},
+		{"a fleet being upgraded counts whole", map[string]string{"a": old, "b": cur}, []string{"a", "b"}, 12},
+		{"the old one down: as it was", map[string]string{"b": cur}, []string{"a", "b"}, 12},
+		{"a page without the capacity", map[string]string{"a": "vm_metrics_with_dropped_labels_total 0\n", "b": cur}, []string{"a", "b"}, 12},
+	} {
+		pages = step.pages
+		var addrs []gateway.BackendAddr
+		for _, h := range step.addrs {
+			addrs = append(addrs, gateway.BackendAddr{URL: u, Host: h})
+		}
+		w.setAddrs(addrs)
+		w.readAll(context.Background())
+		if got != step.want {
+			t.Errorf("%s: the gateway's write slots are %d; want %d", step.name, got, step.want)
+		}
+	}
+}
+
+// TestInsertCapacityOf reads the real pages of the two kinds of release.
+func TestInsertCapacityOf(t *testing.T) {
+	for _, tc := range []struct {
+		page    string
+		n       int
+		limited bool
+		err     string
+	}{
+		{"vm_concurrent_insert_capacity 8\nvm_metrics_with_dropped_labels_total 3\n", 8, true, ""},
+		{"vm_metrics_with_dropped_labels_total 3\nvm_concurrent_insert_capacity 16\n", 16, true, ""},
+		{"vm_concurrent_insert_capacity 4\nvm_rows_ignored_total{reason=\"too_many_labels\"} 0\n", 4, false, ""},
+		{"vm_concurrent_insert_capacity 0\n", 0, false, "not a count"},
+		{"vm_concurrent_insert_capacity NaN\n", 0, false, "not a count"},
+		{"up 1\n", 0, false, "has no vm_concurrent_insert_capacity"},
+	} {
+		n, limited, err := insertCapacityOf(strings.NewReader(tc.page))
+		if n != tc.n || limited != tc.limited || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%q: %d, %v, %v; want %d, %v, error with %q", tc.page, n, limited, err, tc.n, tc.limited, tc.err)
 		}
 	}
 }

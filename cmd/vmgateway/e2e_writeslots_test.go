@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// TestSlowWriteBodiesDoNotStarveOtherTeams: VictoriaMetrics before v1.86.0 (Debian's 1.79.5) holds one of its
+// -maxConcurrentInserts for a whole request body, so one team's imports sent a line at a time held every insert slot,
+// and another team's one-line write queued behind them until -insert.maxQueueDuration, then failed. The gateway now
+// learns the backend's insert capacity and forwards no more writes at once, a team at most its share: ops' write goes
+// through while dev's six imports trickle, and every line of dev's arrives once they end.
+func TestSlowWriteBodiesDoNotStarveOtherTeams(t *testing.T) {
+	vm := vmtest.Start(t, "-maxConcurrentInserts=4", "-insert.maxQueueDuration=5s")
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+		"-write.maxConcurrentRequests=0")
+	dev := mint(t, priv, "-mode=write", "-extraLabels=team=dev")
+	ops := mint(t, priv, "-mode=write", "-extraLabels=team=ops")
+	deadline := time.Now().Add(15 * time.Second)
+	for metricValue(t, g, "vmgateway_write_backend_slots") != 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway did not learn 1.79.5's 4 insert slots: vmgateway_write_backend_slots is %v", metricValue(t, g, "vmgateway_write_backend_slots"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Dev's six imports send a line every 300 ms, on their own connections.
+	const imports, lines = 6, 20
+	var wg sync.WaitGroup
+	codes := make(chan string, imports)
+	for i := range imports {
+		pr, pw := io.Pipe()
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			defer pw.Close()
+			for l := range lines {
+				if _, err := fmt.Fprintf(pw, "trickle{i=\"%d\",l=\"%d\"} 1\n", i, l); err != nil {
+					t.Errorf("dev's import %d could not send line %d: %s", i, l, err)
+					return
+				}
+				time.Sleep(300 * time.Millisecond)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodPost, g.URL+"/api/v1/import/prometheus", pr)
+			req.Header.Set("Authorization", "Bearer "+dev)
+			resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+			if err != nil {
+				codes <- err.Error()
+				return
+			}
+			resp.Body.Close()
+			codes <- fmt.Sprint(resp.StatusCode)
+		}()
+	}
+	// Once dev's imports hold what they may of the backend, ops writes one line.
+	deadline = time.Now().Add(10 * time.Second)
+	for metricValue(t, g, "vmgateway_write_backend_requests") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("dev's imports never reached the backend: vmgateway_write_backend_requests is %v", metricValue(t, g, "vmgateway_write_backend_requests"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", strings.NewReader("quick 1\n"), "Authorization", "Bearer "+ops)
+	took := time.Since(start)
+	if code != http.StatusNoContent {
+		t.Fatalf("ops' write while dev's imports trickle: %d %s after %s; want 204", code, body, took.Round(time.Millisecond))
+	}
+	t.Logf("ops' write took %s while dev's %d imports trickled", took.Round(time.Millisecond), imports)
+	if took > 3*time.Second {
+		t.Errorf("ops' write took %s: it waited behind dev's imports", took.Round(time.Millisecond))
+	}
+	if got := metricValue(t, g, "vmgateway_write_backend_requests_queued"); got < 1 {
+		t.Errorf("vmgateway_write_backend_requests_queued is %v while dev's imports past its share wait; want at least 1", got)
+	}
+
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != "204" {
+			t.Errorf("one of dev's imports: %s; want 204", c)
+		}
+	}
+	// 1.79.5 makes series just written searchable within a few seconds, flushed or not.
+	for _, q := range []struct {
+		match string
+		want  int
+	}{{`trickle{team="dev"}`, imports * lines}, {`quick{team="ops"}`, 1}} {
+		got := 0
+		for deadline := time.Now().Add(15 * time.Second); got != q.want && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			vm.Flush(t)
+			_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]="+url.QueryEscape(q.match), nil)
+			got = strings.Count(body, "\n")
+		}
+		if got != q.want {
+			t.Errorf("%s in VictoriaMetrics: %d series; want %d", q.match, got, q.want)
+		}
+	}
+}
+
+// TestNewerBackendsGetNoWriteSlots: v1.151 frees its insert slot while it waits on a body, so the gateway learns no
+// write limit from it.
+func TestNewerBackendsGetNoWriteSlots(t *testing.T) {
+	vm := vmtest.StartCurrent(t, "-maxConcurrentInserts=4")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-write.maxConcurrentRequests=0")
+	if !g.logged("the write backends free their slot while they wait on a request's body") {
+		t.Fatal("the gateway never said what it learned of v1.151's insert slots")
+	}
+	if got := metricValue(t, g, "vmgateway_write_backend_slots"); got != 0 {
+		t.Errorf("vmgateway_write_backend_slots is %v in front of v1.151; want 0 (no limit)", got)
+	}
+}

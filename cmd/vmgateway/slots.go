@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/gateway"
+	"github.com/vmgateway/vmgateway/internal/redact"
+)
+
+var (
+	readMaxConcurrentRequests = flag.Int("read.maxConcurrentRequests", 0, "How many reads the gateway forwards at once to the -read.url backends together. Past it, reads wait at the gateway, where each team (isolation unit) takes its turn, rather than in VictoriaMetrics' own queue, where one team's flood of slow queries holds up every other team's. "+
+		"0 (the default) learns it from the backends: the sum of their vm_concurrent_select_capacity (their -search.maxConcurrentRequests), read from each one's /metrics (each address found with -discoverBackendIPs) at start and every minute; while no backend could be read there is no limit. "+
+		"A negative value sets no limit. A -read.url that is a load balancer over several backends answers /metrics from one of them: use -discoverBackendIPs (a headless Service), or give the sum here. With several gateway replicas in front of the same backends, set -read.replicas")
+	readReplicas = flag.Int("read.replicas", 1, "How many gateway replicas forward reads to the same read backends. Each forwards at most its part of their capacity (-read.maxConcurrentRequests, or as learned): the capacity divided by the replicas, rounded down, at least 1. "+
+		"Each replica that took the whole capacity would let the backends' own queue, first come first served, fill again with one team's reads behind the others' backs")
+	readMaxQueueDuration = flag.Duration("read.maxQueueDuration", 10*time.Second, "How long a read waits for its turn at the read backends (-read.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -search.maxQueueDuration (10s by default), whose queue stays empty")
+
+	writeMaxConcurrentRequests = flag.Int("write.maxConcurrentRequests", 0, "How many writes the gateway forwards at once to the -write.url backends together. Past it, writes wait at the gateway, each team (isolation unit) in turn. "+
+		"It matters for backends that hold one of their -maxConcurrentInserts for a whole request body (VictoriaMetrics before v1.86.0): there, one team's bodies sent slowly hold every insert slot, and every other team's writes queue behind them first come first served, then fail. "+
+		"0 (the default) learns it from the backends: while one of them is a release before v1.108.0 (which /metrics tells apart, and which includes every release before v1.86.0), the sum of their vm_concurrent_insert_capacity, read from each one's /metrics at start and every minute; newer releases free the slot while they wait on a body, and get no limit. "+
+		"A negative value sets no limit. With several gateway replicas in front of the same backends, set -write.replicas")
+	writeReplicas         = flag.Int("write.replicas", 1, "How many gateway replicas forward writes to the same write backends; each forwards at most its part of -write.maxConcurrentRequests (or of what it learned), rounded down, at least 1")
+	writeMaxQueueDuration = flag.Duration("write.maxQueueDuration", time.Minute, "How long a write waits for its turn at the write backends (-write.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -insert.maxQueueDuration (1m by default)")
+)
+
+// capacityInterval is how often the backends' capacity is read again; capacityRetry while one is unknown.
+const (
+	capacityInterval = time.Minute
+	capacityRetry    = 10 * time.Second
+)
+
+// slotKind is what a slotsWatch learns: the read backends' capacity, or the write backends'.
+type slotKind struct {
+	name       string // "read" or "write", as in the flags
+	max        *int   // -<name>.maxConcurrentRequests
+	replicas   *int   // -<name>.replicas
+	metric     string // what capacityOf reads, for the operator
+	capacityOf func(io.Reader) (n int, limited bool, err error)
+	set        func(*gateway.Gateway, int)
+}
+
+var (
+	readSlots  = &slotKind{"read", readMaxConcurrentRequests, readReplicas, "vm_concurrent_select_capacity", selectCapacityOf, (*gateway.Gateway).SetReadSlots}
+	writeSlots = &slotKind{"write", writeMaxConcurrentRequests, writeReplicas, "vm_concurrent_insert_capacity", insertCapacityOf, (*gateway.Gateway).SetWriteSlots}
+)
+
+// slotsWatch learns the backends' capacity from their /metrics and gives it to the gateway (gateway.SetReadSlots,
+// SetWriteSlots): the number of requests VictoriaMetrics runs at once is its own flag, which the gateway can only read
+// there. An address not read yet counts as the mean of those read (one fleet); none read, no limit.
+type slotsWatch struct {
+	kind   *slotKind
+	set    func(int)
+	client *http.Client
+	again  chan struct{}
+
+	mu      sync.Mutex
+	addrs   []gateway.BackendAddr
+	known   map[string]capacity // by current address (URL and Host), as last read
+	failed  map[string]bool     // the current addresses whose last read failed, logged once
+	slots   int                 // what the gateway was last given
+	started bool
+
+	stop context.CancelFunc
+	done sync.WaitGroup
+}
+
+// capacity is what one backend runs at once, and whether the gateway must hold its requests to it (limited).
+type capacity struct {
+	n       int
+	limited bool
+}
+
+// newSlotsWatch returns the watch the flags of k ask for; nil when k's -maxConcurrentRequests fixes the limit or turns
+// it off (startSlots then sets it).
+func newSlotsWatch(k *slotKind, rt http.RoundTripper) *slotsWatch {
+	if *k.max != 0 {
+		return nil
+	}
+	return &slotsWatch{kind: k, client: metricsClient(rt, 10*time.Second), again: make(chan struct{}, 1), known: map[string]capacity{}, failed: map[string]bool{}}
+}
+
+// setAddrs is gateway.Config.ReadAddrs or WriteAddrs: a new address is read soon.
+func (w *slotsWatch) setAddrs(addrs []gateway.BackendAddr) {
+	w.mu.Lock()
+	w.addrs = addrs
+	w.mu.Unlock()
+	select {
+	case w.again <- struct{}{}:
+	default:
+	}
+}
+
+// startSlots gives gw its limit of k's kind: the flag's, or the backends' as w learns it.
+func startSlots(k *slotKind, w *slotsWatch, gw *gateway.Gateway) {
+	set := func(capacity int) {
+		if capacity > 0 && *k.replicas > capacity {
+			slog.Warn("-"+k.name+".replicas is more than the "+k.name+" backends' capacity: each replica forwards one request at once, and together "+
+				"they forward more than the backends run, which queue the rest first come first served; give the backends more "+
+				"capacity, or run fewer replicas", "replicas", *k.replicas, "capacity", capacity)
+		}
+		k.set(gw, replicaPart(capacity, *k.replicas))
+	}
+	if w == nil {
+		set(max(*k.max, 0))
+		return
+	}
+	w.set = set
+	ctx, cancel := context.WithCancel(context.Background())
+	w.stop = cancel
+	w.done.Add(1)
+	go func() {
+		defer w.done.Done()
+		for {
+			wait := capacityInterval
+			if !w.readAll(ctx) {
+				wait = capacityRetry
+			}
+			if !sleepUnless(ctx, wait, w.again) {
+				return
+			}
+		}
+	}()
+}
+
+func (w *slotsWatch) close() {
+	if w != nil && w.stop != nil {
+		w.stop()
+		w.done.Wait()
+	}
+}
+
+// readAll reads every address's capacity and gives the gateway their sum, or no limit when no backend read is
+// limited; false when one could not be read.
+func (w *slotsWatch) readAll(ctx context.Context) bool {
+	w.mu.Lock()
+	addrs := w.addrs
+	w.mu.Unlock()
+	read := make(map[string]capacity, len(addrs))
+	failed := map[string]error{}
+	for _, a := range addrs {
+		c, err := w.capacity(ctx, a)
+		if ctx.Err() != nil {
+			return true
+		}
+		if err != nil {
+			failed[addrKey(a)] = err
+			continue
+		}
+		read[addrKey(a)] = c
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	known, wasFailed := make(map[string]capacity, len(addrs)), w.failed
+	w.failed = make(map[string]bool, len(failed))
+	sum, counted, unknown, limited := 0, 0, 0, false
+	for _, a := range addrs {
+		key := addrKey(a)
+		if err := failed[key]; err != nil {
+			w.failed[key] = true
+			if !wasFailed[key] {
+				slog.Warn("cannot read the "+w.kind.name+" backend's /metrics to learn how many requests it runs at once ("+w.kind.metric+"); "+
+					"it is taken to be what it was, or like the others, and read again every 10s; set -"+w.kind.name+".maxConcurrentRequests to give it instead",
+					"backend", redact.URL(a.URL), "host", a.Host, "err", err)
+			}
+		}
+		c, ok := read[key]
+		if !ok {
+			c, ok = w.known[key]
+		}
+		if !ok {
+			unknown++
+			continue
+		}
+		known[key] = c
+		sum += c.n
+		counted++
+		limited = limited || c.limited
+	}
+	w.known = known
+	if counted > 0 {
+		sum += unknown * sum / counted
+	}
+	if !limited {
+		sum = 0
+	}
+	if sum != w.slots || !w.started {
+		switch {
+		case sum == 0 && counted > 0:
+			slog.Info("the "+w.kind.name+" backends free their slot while they wait on a request's body: writes are forwarded without a limit", "backends", counted)
+		case sum == 0:
+			slog.Warn("no "+w.kind.name+" backend's capacity is known: requests are forwarded without a limit, and queue in the backends' "+
+				"own queue, first come first served, until one can be read", "unknown", unknown)
+		default:
+			slog.Info("the "+w.kind.name+" backends run this many requests at once: requests past it wait at the gateway, each team in turn",
+				"slots", sum, "backends", counted, "unknown", unknown, "replicas", *w.kind.replicas, "forwardedByThisReplica", replicaPart(sum, *w.kind.replicas))
+		}
+		w.slots, w.started = sum, true
+		w.set(sum)
+	}
+	return len(failed) == 0
+}
+
+// replicaPart is what one of replicas forwards of the backends' capacity (0: no limit). Rounded down, so that the
+// replicas together never pass it, but at least 1, so that each forwards requests at all.
+func replicaPart(capacity, replicas int) int {
+	if capacity <= 0 || replicas <= 1 {
+		return capacity
+	}
+	return max(1, capacity/replicas)
+}
+
+func addrKey(a gateway.BackendAddr) string { return a.URL.String() + " " + a.Host }
+
+// capacity reads the capacity of the backend at a from its /metrics.
+func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capacity, error) {
+	resp, err := getMetrics(ctx, w.client, metricsURLOf(a.URL), a.Host)
+	if err != nil {
+		return capacity{}, redact.URLError(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return capacity{}, fmt.Errorf("GET /metrics answered %d", resp.StatusCode)
+	}
+	n, limited, err := w.kind.capacityOf(io.LimitReader(resp.Body, maxMetricsPage))
+	return capacity{n, limited}, err
+}
+
+// selectCapacityOf reads a VictoriaMetrics /metrics page for vm_concurrent_select_capacity: every release holds a
+// query slot for as long as the query runs.
+func selectCapacityOf(r io.Reader) (int, bool, error) {
+	n, err := countOf(r, "vm_concurrent_select_capacity", nil)
+	return n, true, err
+}
+
+// insertCapacityOf reads a VictoriaMetrics /metrics page for vm_concurrent_insert_capacity, and whether the release
+// holds an insert slot for a whole request body: those before v1.86.0 do. The page tells apart only the releases
+// before v1.108.0 (by the metric that counts series truncated over the label limit, as truncationOf does), so those
+// from v1.86.0 to v1.107 are held too, which costs them only the turns.
+func insertCapacityOf(r io.Reader) (int, bool, error) {
+	old := false
+	n, err := countOf(r, "vm_concurrent_insert_capacity", func(line string) {
+		old = old || strings.HasPrefix(line, "vm_metrics_with_dropped_labels_total")
+	})
+	return n, old, err
+}
+
+// countOf reads a /metrics page for the count metric holds, passing every line to each (nil: none).
+func countOf(r io.Reader, metric string, each func(string)) (int, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	n, found := 0, false
+	for sc.Scan() {
+		line := sc.Text()
+		if each != nil {
+			each(line)
+		}
+		v, ok := strings.CutPrefix(line, metric+" ")
+		if !ok || found {
+			continue
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || !(f >= 1 && f <= 1e6) { // NaN too
+			return 0, fmt.Errorf("%s is %q, not a count of requests", metric, v)
+		}
+		n, found = int(f), true
+		if each == nil {
+			return n, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("reading /metrics: %w", err)
+	}
+	if !found {
+		return 0, fmt.Errorf("its /metrics has no %s (not VictoriaMetrics, or a proxy in front of it)", metric)
+	}
+	return n, nil
+}

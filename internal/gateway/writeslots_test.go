@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+// bodyUpstream reads each write's body to its end, as VictoriaMetrics before v1.86.0 does holding an insert slot, and
+// answers 204; arrived gets each request's tenant path as it reaches it, gone each whose context ended first.
+type bodyUpstream struct{ arrived, gone chan string }
+
+func (b *bodyUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
+	b.arrived <- r.URL.Path
+	read := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, r.Body)
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		if err != nil {
+			return nil, err
+		}
+	case <-r.Context().Done():
+		b.gone <- r.URL.Path
+		return nil, r.Context().Err()
+	}
+	return &http.Response{StatusCode: http.StatusNoContent, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: r,
+		Header: http.Header{}, Body: http.NoBody}, nil
+}
+
+// TestWriteSlots: at write backends that hold a slot for a whole body, one team's writes whose bodies stall hold at
+// most its share of the slots, so another team's write goes through at once; the team's writes past its share wait,
+// then get 429 naming the write backends; a stalled write whose client goes away frees its slot (its upstream request
+// ends with the client's); and without a limit every write is forwarded at once.
+func TestWriteSlots(t *testing.T) {
+	for _, slots := range []int{4, 0} {
+		t.Run(map[int]string{4: "four slots", 0: "no limit"}[slots], func(t *testing.T) {
+			up := &bodyUpstream{arrived: make(chan string, 16), gone: make(chan string, 16)}
+			u, _ := url.Parse("http://upstream")
+			tokens := byToken{
+				"3": {Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeFull},
+				"4": {Tenant: tenant.ID{AccountID: 4}, Mode: auth.ModeFull},
+			}
+			const queue = 300 * time.Millisecond
+			g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: up, WriteTransport: up, Cluster: true, Auth: tokens,
+				AuthHeader: "X-Token", Limits: Limits{WriteQueueDuration: queue}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.SetWriteSlots(slots)
+			write := func(ctx context.Context, tok string, body io.Reader) <-chan *httptest.ResponseRecorder {
+				answered := make(chan *httptest.ResponseRecorder, 1)
+				go func() {
+					req := httptest.NewRequest(http.MethodPost, "/insert/"+tok+"/prometheus/api/v1/import/prometheus", body).WithContext(ctx)
+					req.Header.Set("X-Token", tok)
+					rec := httptest.NewRecorder()
+					g.ServeHTTP(rec, req)
+					answered <- rec
+				}()
+				return answered
+			}
+			// Team 3's five imports send nothing of their bodies.
+			var stalled []*io.PipeWriter
+			var answers []<-chan *httptest.ResponseRecorder
+			ctx, leave := context.WithCancel(context.Background())
+			defer leave()
+			for i := range 5 {
+				pr, pw := io.Pipe()
+				stalled = append(stalled, pw)
+				c := context.Background()
+				if i == 0 {
+					c = ctx
+				}
+				answers = append(answers, write(c, "3", pr))
+				want := 1
+				switch {
+				case i == 0:
+				case slots == 0 || i < 3: // three of four slots are its share
+				default:
+					want = 0
+				}
+				for range want {
+					select {
+					case <-up.arrived:
+					case <-time.After(5 * time.Second):
+						t.Fatalf("team 3's write %d never reached the upstream", i)
+					}
+				}
+			}
+			defer func() {
+				for _, pw := range stalled {
+					pw.Close()
+				}
+			}()
+			select {
+			case p := <-up.arrived:
+				t.Fatalf("%s reached the upstream past team 3's share of the write slots", p)
+			case <-time.After(50 * time.Millisecond):
+			}
+			// Team 4's write goes through at once.
+			rec := <-write(context.Background(), "4", strings.NewReader("up 1\n"))
+			if rec.Code != http.StatusNoContent {
+				t.Fatalf("team 4's write while team 3's stall: %d %s; want 204", rec.Code, rec.Body)
+			}
+			<-up.arrived
+			if slots == 0 {
+				return
+			}
+			// Team 3's two writes past its share are refused after the queue duration.
+			for _, a := range answers[3:] {
+				select {
+				case rec := <-a:
+					if rec.Code != http.StatusTooManyRequests || !strings.Contains(rec.Body.String(), "write backends are busy") {
+						t.Errorf("a write past team 3's share: %d %s; want 429 for the write backends' slots", rec.Code, rec.Body)
+					}
+				case <-time.After(5 * queue):
+					t.Fatal("a write past team 3's share was neither forwarded nor refused")
+				}
+			}
+			// The first stalled write's client goes away: its upstream request ends, and its slot is free again.
+			leave()
+			select {
+			case <-up.gone:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the client of a stalled write went away, but its upstream request went on")
+			}
+			<-answers[0]
+			pr, pw := io.Pipe()
+			stalled = append(stalled, pw)
+			answers = append(answers, write(context.Background(), "3", pr))
+			select {
+			case <-up.arrived:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the slot of the write whose client went away was not freed")
+			}
+		})
+	}
+}
