@@ -38,7 +38,9 @@ var (
 	connTimeout         = flag.Duration("http.connTimeout", 2*time.Minute, "Incoming connections to -httpListenAddr are closed after the configured timeout. This may help evenly spreading load among a cluster of services behind TCP-level load balancer. Zero value disables closing of incoming connections")
 	readHeaderTimeout   = flag.Duration("http.readHeaderTimeout", 10*time.Second, "How long a client may take to send the request headers; slower clients are cut off")
 	answerIdleTimeout   = flag.Duration("http.answerIdleTimeout", time.Minute, "How long one write of an answer may wait for the client to take it (its receive window full, nothing read) before the gateway cuts the connection and frees the request's concurrency slot and upstream request, so a client that stops reading cannot hold them. As nginx's send_timeout, it bounds each write, not the rate: a client that keeps taking a little holds its slot while its answer lasts, within its tenant's concurrency limits. Zero means no limit")
-	maxHeaderBytes      = flag.Int("http.maxHeaderBytes", 64*1024, "The maximum size of a request's line and headers (token included); larger requests get 431 with a JSON error. Reading a head stops at max(2×this, 1MiB): such a request gets the same JSON 431 from the HTTP server itself")
+	maxConnections      = flag.Int("http.maxConnections", 0, "The most client connections the gateway holds at once, all -httpListenAddr together. At the bound, a new connection takes the place of one waiting for its first or next request (picked at random), so that connections which send nothing cannot run the gateway out of file descriptors and keep out clients with requests to send; when every connection is serving a request, the new one is closed at once. "+
+		"0 (the default) sets it to three quarters of the open-files limit (ulimit -n), at most 65536; a negative value sets no bound")
+	maxHeaderBytes = flag.Int("http.maxHeaderBytes", 64*1024, "The maximum size of a request's line and headers (token included); larger requests get 431 with a JSON error. Reading a head stops at max(2×this, 1MiB): such a request gets the same JSON 431 from the HTTP server itself")
 
 	httpAuthUsername = flag.String("httpAuth.username", "", "Username for HTTP server's Basic Auth. The authentication is disabled if empty. See also -httpAuth.password")
 	httpAuthPassword = flagutil.NewSecret("httpAuth.password", "Password for HTTP server's Basic Auth. The authentication is disabled if -httpAuth.username is empty")
@@ -214,6 +216,7 @@ func serverConfig(minTLS uint16) server.Config {
 		ReadHeaderTimeout:   *readHeaderTimeout,
 		AnswerIdleTimeout:   *answerIdleTimeout,
 		MaxHeaderBytes:      *maxHeaderBytes,
+		MaxConnections:      *maxConnections,
 		BasicAuthUsername:   *httpAuthUsername,
 		BasicAuthPassword:   httpAuthPassword.Get(),
 		MetricsAuthKey:      metricsAuthKey.Get(),

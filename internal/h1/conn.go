@@ -43,6 +43,7 @@ type conn struct {
 	remoteAddr string
 	start      time.Time
 	state      atomic.Int32
+	evicted    bool // closed to make room (Server.MaxConns); under Server.mu
 
 	br *bufio.Reader
 	bw *bufio.Writer

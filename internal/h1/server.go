@@ -37,12 +37,26 @@ type Server struct {
 	Rejected func(*Rejection) (body []byte, requestID string)
 	// ConnOpened is called for every accepted connection.
 	ConnOpened func()
+	// MaxConns bounds the connections open at once (zero: no bound). Past it, a new connection takes the place of one
+	// waiting for its first or next request, picked at random: an idle connection costs its client nothing to hold,
+	// and thousands of them would otherwise run the process out of file descriptors and keep out every client with a
+	// request to send. When every connection looked at is serving a request, the new one is closed at once.
+	MaxConns int
+	// ConnEvicted and ConnRefused, when set, are told of each connection closed to make room, and of each new one
+	// closed for want of it.
+	ConnEvicted, ConnRefused func()
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	evicting  int // connections closed to make room whose goroutines have not ended yet
 	stopping  atomic.Bool
 }
+
+// evictScan bounds the connections looked at for one to evict, so that a flood of connections to a server whose
+// connections all serve requests costs little each; the look starts at a random place (map order), so a server
+// where idle connections are not rare finds one.
+const evictScan = 64
 
 // Rejection is a request the server answered itself, before any handler saw it.
 type Rejection struct {
@@ -99,26 +113,68 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.ConnOpened()
 		}
 		c := &conn{srv: s, rwc: rwc, remoteAddr: remoteAddrOf(rwc), start: time.Now()}
-		if !s.track(c) {
+		switch s.track(c) {
+		case trackStopping:
 			_ = rwc.Close()
 			return ErrServerClosed
+		case trackFull:
+			_ = rwc.Close()
+			if s.ConnRefused != nil {
+				s.ConnRefused()
+			}
+			continue
 		}
 		go c.serve()
 	}
 }
 
-func (s *Server) track(c *conn) bool {
+// Results of track.
+const (
+	tracked = iota
+	trackStopping
+	trackFull
+)
+
+// track adds c to the connections served, making room under MaxConns.
+func (s *Server) track(c *conn) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopping.Load() {
-		return false
+		return trackStopping
+	}
+	if s.MaxConns > 0 && len(s.conns)-s.evicting >= s.MaxConns && !s.evictLocked() {
+		return trackFull
 	}
 	s.conns[c] = struct{}{}
-	return true
+	return tracked
+}
+
+// evictLocked closes a connection waiting for a request, if one of those looked at is; its goroutine ends soon
+// after, and untracks it.
+func (s *Server) evictLocked() bool {
+	n := 0
+	for c := range s.conns {
+		if n++; n > evictScan {
+			break
+		}
+		if !c.evicted && (c.state.CompareAndSwap(stateIdle, stateClosed) || c.state.CompareAndSwap(stateNew, stateClosed)) {
+			c.evicted = true
+			s.evicting++
+			_ = c.rwc.Close()
+			if s.ConnEvicted != nil {
+				s.ConnEvicted()
+			}
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) untrack(c *conn) {
 	s.mu.Lock()
+	if c.evicted {
+		s.evicting--
+	}
 	delete(s.conns, c)
 	s.mu.Unlock()
 }

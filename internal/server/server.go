@@ -47,6 +47,10 @@ type Config struct {
 	AnswerIdleTimeout time.Duration
 	// MaxHeaderBytes bounds the request line and headers; beyond it the client gets a JSON 431 (see limits.go).
 	MaxHeaderBytes int
+	// MaxConnections is -http.maxConnections: the client connections open at once, all listeners together (0: from
+	// the open-files limit, negative: no bound). At the bound a new connection takes the place of one waiting for a
+	// request (h1.Server.MaxConns).
+	MaxConnections int
 
 	BasicAuthUsername string
 	BasicAuthPassword string
@@ -167,6 +171,9 @@ func New(cfg Config) (*Server, error) {
 			MaxHeaderBytes:    goHeaderLimit(cfg.MaxHeaderBytes),
 			Rejected:          s.rejected,
 			ConnOpened:        connsTotal.Inc,
+			MaxConns:          connBound(cfg.MaxConnections, len(cfg.ListenAddrs)),
+			ConnEvicted:       connsEvicted.Inc,
+			ConnRefused:       connsRefused.Inc,
 		})
 	}
 	return s, nil

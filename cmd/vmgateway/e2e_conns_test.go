@@ -1,0 +1,77 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// TestIdleConnectionsDoNotLockClientsOut: connections that send nothing need no token, and enough of them ran the
+// gateway out of file descriptors (20,600 on a machine whose limit is 20,000, in an attacker's review): every other
+// client was locked out until -http.readHeaderTimeout. The gateway now holds at most -http.maxConnections (by default
+// three quarters of its open-files limit), and at the bound a new connection takes the place of one waiting for a
+// request. Here the gateway runs with 256 files and gets 400 silent connections; a query with a token is still
+// answered, and with no bound it is not.
+func TestIdleConnectionsDoNotLockClientsOut(t *testing.T) {
+	vm := vmtest.Start(t)
+	priv, pub := keyPair(t, "ec")
+	tok := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
+	for _, bound := range []string{"0", "-1"} {
+		t.Run("-http.maxConnections="+bound, func(t *testing.T) {
+			addr := vmtest.FreePort(t)
+			cmd := exec.Command("sh", "-c", `ulimit -n 256 && exec "$0" "$@"`, gatewayBin, "-httpListenAddr="+addr, "-read.url="+vm.URL,
+				"-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub, "-http.maxConnections="+bound, "-http.readHeaderTimeout=30s",
+				"-write.labelTruncationCheckInterval=0", "-read.maxConcurrentRequests=-1", "-write.maxConcurrentRequests=-1")
+			cmd.Env = os.Environ()
+			g := runGateway(t, "http://"+addr, cmd)
+			t.Cleanup(func() { g.stop(syscall.SIGKILL) })
+			if !g.waitHealthy("") {
+				t.Fatalf("the gateway did not start:\n%s", g.logs.String())
+			}
+			var silent []net.Conn
+			defer func() {
+				for _, c := range silent {
+					c.Close()
+				}
+			}()
+			for range 400 {
+				c, err := net.DialTimeout("tcp", addr, time.Second)
+				if err != nil {
+					t.Fatalf("dialing a silent connection: %s", err)
+				}
+				silent = append(silent, c)
+			}
+			time.Sleep(500 * time.Millisecond) // the gateway accepts what it can
+			fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", g.Pid()))
+			client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			req, _ := http.NewRequest(http.MethodGet, g.URL+"/api/v1/query?query=up", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := client.Do(req)
+			code := 0
+			if err == nil {
+				code = resp.StatusCode
+				resp.Body.Close()
+			}
+			t.Logf("-http.maxConnections=%s: %d files open in the gateway with 400 silent connections; a query: %d %v", bound, len(fds), code, err)
+			if bound == "0" {
+				if code != http.StatusOK {
+					t.Fatalf("a query with 400 silent connections open: %d %v; want 200", code, err)
+				}
+				if v := metricValue(t, g, "vmgateway_http_conns_evicted_total"); v < 1 {
+					t.Errorf("vmgateway_http_conns_evicted_total is %v; want the silent connections evicted", v)
+				}
+				return
+			}
+			if code == http.StatusOK {
+				t.Fatal("with no bound a query still got through 400 silent connections to a gateway of 256 files: the test shows nothing")
+			}
+		})
+	}
+}
