@@ -33,8 +33,44 @@ func TestSlowWriteBodiesDoNotStarveOtherTeams(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	// Dev's six imports send a line every 300 ms, on their own connections.
+	trickleAgainstQuickWrite(t, g, dev, ops)
+
+	// 1.79.5 makes series just written searchable within a few seconds, flushed or not.
+	for _, q := range []struct {
+		match string
+		want  int
+	}{{`trickle{team="dev"}`, 6 * 20}, {`quick{team="ops"}`, 1}} {
+		got := 0
+		for deadline := time.Now().Add(15 * time.Second); got != q.want && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			vm.Flush(t)
+			_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]="+url.QueryEscape(q.match), nil)
+			got = strings.Count(body, "\n")
+		}
+		if got != q.want {
+			t.Errorf("%s in VictoriaMetrics: %d series; want %d", q.match, got, q.want)
+		}
+	}
+}
+
+// TestNewerBackendsGetNoWriteSlots: v1.151 frees its insert slot while it waits on a body, so the gateway learns no
+// write limit from it.
+func TestNewerBackendsGetNoWriteSlots(t *testing.T) {
+	vm := vmtest.StartCurrent(t, "-maxConcurrentInserts=4")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-write.maxConcurrentRequests=0")
+	if !g.logged("the write backends free their slot while they wait on a request's body") {
+		t.Fatal("the gateway never said what it learned of v1.151's insert slots")
+	}
+	if got := metricValue(t, g, "vmgateway_write_backend_slots"); got != 0 {
+		t.Errorf("vmgateway_write_backend_slots is %v in front of v1.151; want 0 (no limit)", got)
+	}
+}
+
+// trickleAgainstQuickWrite sends six imports of dev through g, each a line every 300 ms, and once they hold what
+// they may of the backends, one line of ops: it must be answered 204 within 3 s, and dev's imports 204 once they end.
+func trickleAgainstQuickWrite(t *testing.T, g *gw, dev, ops string) {
+	t.Helper()
 	const imports, lines = 6, 20
+	// On their own connections.
 	var wg sync.WaitGroup
 	codes := make(chan string, imports)
 	for i := range imports {
@@ -65,7 +101,7 @@ func TestSlowWriteBodiesDoNotStarveOtherTeams(t *testing.T) {
 		}()
 	}
 	// Once dev's imports hold what they may of the backend, ops writes one line.
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for metricValue(t, g, "vmgateway_write_backend_requests") < 3 {
 		if time.Now().After(deadline) {
 			t.Fatalf("dev's imports never reached the backend: vmgateway_write_backend_requests is %v", metricValue(t, g, "vmgateway_write_backend_requests"))
@@ -93,32 +129,51 @@ func TestSlowWriteBodiesDoNotStarveOtherTeams(t *testing.T) {
 			t.Errorf("one of dev's imports: %s; want 204", c)
 		}
 	}
-	// 1.79.5 makes series just written searchable within a few seconds, flushed or not.
-	for _, q := range []struct {
-		match string
-		want  int
-	}{{`trickle{team="dev"}`, imports * lines}, {`quick{team="ops"}`, 1}} {
-		got := 0
-		for deadline := time.Now().Add(15 * time.Second); got != q.want && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			vm.Flush(t)
-			_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]="+url.QueryEscape(q.match), nil)
-			got = strings.Count(body, "\n")
-		}
-		if got != q.want {
-			t.Errorf("%s in VictoriaMetrics: %d series; want %d", q.match, got, q.want)
-		}
-	}
 }
 
-// TestNewerBackendsGetNoWriteSlots: v1.151 frees its insert slot while it waits on a body, so the gateway learns no
-// write limit from it.
-func TestNewerBackendsGetNoWriteSlots(t *testing.T) {
-	vm := vmtest.StartCurrent(t, "-maxConcurrentInserts=4")
-	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-write.maxConcurrentRequests=0")
-	if !g.logged("the write backends free their slot while they wait on a request's body") {
-		t.Fatal("the gateway never said what it learned of v1.151's insert slots")
+// TestWriteSlotsFollowTheBackendsReached: the slots are what the backends the balancer sends to can take, not the sum
+// of every backend's (found by an attacker's review): under first_available every write goes to the first backend, and
+// with least_loaded a backend down (a rolling restart) takes none, so the sum let one team's trickling imports hold all
+// of the backend that takes the writes, and ops' write got its 503.
+func TestWriteSlotsFollowTheBackendsReached(t *testing.T) {
+	priv, pub := keyPair(t, "ec")
+	dev := mint(t, priv, "-mode=write", "-extraLabels=team=dev")
+	ops := mint(t, priv, "-mode=write", "-extraLabels=team=ops")
+	waitSlots := func(g *gw, want float64) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for metricValue(t, g, "vmgateway_write_backend_slots") != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("vmgateway_write_backend_slots is %v; want %v", metricValue(t, g, "vmgateway_write_backend_slots"), want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
-	if got := metricValue(t, g, "vmgateway_write_backend_slots"); got != 0 {
-		t.Errorf("vmgateway_write_backend_slots is %v in front of v1.151; want 0 (no limit)", got)
-	}
+	t.Run("first_available", func(t *testing.T) {
+		vm1 := vmtest.Start(t, "-maxConcurrentInserts=4", "-insert.maxQueueDuration=5s")
+		vm2 := vmtest.Start(t, "-maxConcurrentInserts=4", "-insert.maxQueueDuration=5s")
+		g := startGateway(t, "-read.url="+vm1.URL, "-write.url="+vm1.URL, "-write.url="+vm2.URL, "-loadBalancingPolicy=first_available",
+			"-enable.auth", "-auth.publicKeyFiles="+pub, "-write.maxConcurrentRequests=0")
+		waitSlots(g, 4)
+		trickleAgainstQuickWrite(t, g, dev, ops)
+	})
+	t.Run("least_loaded, one backend down", func(t *testing.T) {
+		vm1 := vmtest.Start(t, "-maxConcurrentInserts=4", "-insert.maxQueueDuration=5s")
+		vm2 := vmtest.Start(t, "-maxConcurrentInserts=4", "-insert.maxQueueDuration=5s")
+		g := startGateway(t, "-read.url="+vm1.URL, "-write.url="+vm1.URL, "-write.url="+vm2.URL,
+			"-enable.auth", "-auth.publicKeyFiles="+pub, "-write.maxConcurrentRequests=0")
+		waitSlots(g, 8)
+		vm2.Stop()
+		// A write finds it down (502: its body had begun, so it goes to no other): it is marked broken, and its
+		// slots go.
+		for i := 0; metricValue(t, g, "vmgateway_write_backend_slots") != 4; i++ {
+			if i == 20 {
+				t.Fatalf("vmgateway_write_backend_slots is %v with one of the two backends down; want 4", metricValue(t, g, "vmgateway_write_backend_slots"))
+			}
+			if code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", strings.NewReader("probe 1\n"), "Authorization", "Bearer "+ops); code != http.StatusNoContent && code != http.StatusBadGateway {
+				t.Fatalf("a write with one backend down: %d %s", code, body)
+			}
+		}
+		trickleAgainstQuickWrite(t, g, dev, ops)
+	})
 }

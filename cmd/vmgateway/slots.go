@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -30,7 +31,8 @@ var (
 		"0 (the default) learns it from the backends: while one of them is a release before v1.108.0 (which /metrics tells apart, and which includes every release before v1.86.0), the sum of their vm_concurrent_insert_capacity, read from each one's /metrics at start and every minute; newer releases free the slot while they wait on a body, and get no limit. "+
 		"A negative value sets no limit. With several gateway replicas in front of the same backends, set -write.replicas")
 	writeReplicas         = flag.Int("write.replicas", 1, "How many gateway replicas forward writes to the same write backends; each forwards at most its part of -write.maxConcurrentRequests (or of what it learned), rounded down, at least 1")
-	writeMaxQueueDuration = flag.Duration("write.maxQueueDuration", time.Minute, "How long a write waits for its turn at the write backends (-write.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -insert.maxQueueDuration (1m by default)")
+	writeMaxQueueDuration = flag.Duration("write.maxQueueDuration", 20*time.Second, "How long a write waits for its turn at the write backends (-write.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -insert.maxQueueDuration (1m by default), and is shorter than the clients' own timeouts (Prometheus remote_write 30s, vmagent 1m): "+
+		"the gateway cannot tell that a client whose body it has not begun to read went away, and forwards its write when its turn comes")
 )
 
 // capacityInterval is how often the backends' capacity is read again; capacityRetry while one is unknown.
@@ -46,28 +48,32 @@ type slotKind struct {
 	replicas   *int   // -<name>.replicas
 	metric     string // what capacityOf reads, for the operator
 	capacityOf func(io.Reader) (n int, limited bool, err error)
-	set        func(*gateway.Gateway, int)
+	fixed      func(*gateway.Gateway, int)                 // SetReadSlots, SetWriteSlots
+	learned    func(*gateway.Gateway, map[string]int, int) // SetReadCapacity, SetWriteCapacity
 }
 
 var (
-	readSlots  = &slotKind{"read", readMaxConcurrentRequests, readReplicas, "vm_concurrent_select_capacity", selectCapacityOf, (*gateway.Gateway).SetReadSlots}
-	writeSlots = &slotKind{"write", writeMaxConcurrentRequests, writeReplicas, "vm_concurrent_insert_capacity", insertCapacityOf, (*gateway.Gateway).SetWriteSlots}
+	readSlots = &slotKind{"read", readMaxConcurrentRequests, readReplicas, "vm_concurrent_select_capacity", selectCapacityOf,
+		(*gateway.Gateway).SetReadSlots, (*gateway.Gateway).SetReadCapacity}
+	writeSlots = &slotKind{"write", writeMaxConcurrentRequests, writeReplicas, "vm_concurrent_insert_capacity", insertCapacityOf,
+		(*gateway.Gateway).SetWriteSlots, (*gateway.Gateway).SetWriteCapacity}
 )
 
-// slotsWatch learns the backends' capacity from their /metrics and gives it to the gateway (gateway.SetReadSlots,
-// SetWriteSlots): the number of requests VictoriaMetrics runs at once is its own flag, which the gateway can only read
-// there. An address not read yet counts as the mean of those read (one fleet); none read, no limit.
+// slotsWatch learns each backend's capacity from its /metrics and gives it to the gateway (gateway.SetReadCapacity,
+// SetWriteCapacity), which forwards what the backends its balancer sends to can run: the number of requests
+// VictoriaMetrics runs at once is its own flag, which the gateway can only read there. An address that cannot be read
+// keeps what was read of it before; none read, no limit.
 type slotsWatch struct {
 	kind   *slotKind
-	set    func(int)
+	set    func(byKey map[string]int) // nil: no limit
 	client *http.Client
 	again  chan struct{}
 
 	mu      sync.Mutex
 	addrs   []gateway.BackendAddr
-	known   map[string]capacity // by current address (URL and Host), as last read
+	known   map[string]capacity // by current address (BackendAddr.Key), as last read
 	failed  map[string]bool     // the current addresses whose last read failed, logged once
-	slots   int                 // what the gateway was last given
+	given   map[string]int      // what the gateway was last given
 	started bool
 
 	stop context.CancelFunc
@@ -102,19 +108,11 @@ func (w *slotsWatch) setAddrs(addrs []gateway.BackendAddr) {
 
 // startSlots gives gw its limit of k's kind: the flag's, or the backends' as w learns it.
 func startSlots(k *slotKind, w *slotsWatch, gw *gateway.Gateway) {
-	set := func(capacity int) {
-		if capacity > 0 && *k.replicas > capacity {
-			slog.Warn("-"+k.name+".replicas is more than the "+k.name+" backends' capacity: each replica forwards one request at once, and together "+
-				"they forward more than the backends run, which queue the rest first come first served; give the backends more "+
-				"capacity, or run fewer replicas", "replicas", *k.replicas, "capacity", capacity)
-		}
-		k.set(gw, replicaPart(capacity, *k.replicas))
-	}
 	if w == nil {
-		set(max(*k.max, 0))
+		k.fixed(gw, gateway.ReplicaPart(max(*k.max, 0), *k.replicas))
 		return
 	}
-	w.set = set
+	w.set = func(byKey map[string]int) { k.learned(gw, byKey, *k.replicas) }
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
 	w.done.Add(1)
@@ -139,7 +137,7 @@ func (w *slotsWatch) close() {
 	}
 }
 
-// readAll reads every address's capacity and gives the gateway their sum, or no limit when no backend read is
+// readAll reads every address's capacity and gives the gateway those known, or no limit when no backend read is
 // limited; false when one could not be read.
 func (w *slotsWatch) readAll(ctx context.Context) bool {
 	w.mu.Lock()
@@ -153,23 +151,24 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 			return true
 		}
 		if err != nil {
-			failed[addrKey(a)] = err
+			failed[a.Key()] = err
 			continue
 		}
-		read[addrKey(a)] = c
+		read[a.Key()] = c
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	known, wasFailed := make(map[string]capacity, len(addrs)), w.failed
 	w.failed = make(map[string]bool, len(failed))
-	sum, counted, unknown, limited := 0, 0, 0, false
+	byKey := make(map[string]int, len(addrs))
+	sum, unknown, limited := 0, 0, false
 	for _, a := range addrs {
-		key := addrKey(a)
+		key := a.Key()
 		if err := failed[key]; err != nil {
 			w.failed[key] = true
 			if !wasFailed[key] {
 				slog.Warn("cannot read the "+w.kind.name+" backend's /metrics to learn how many requests it runs at once ("+w.kind.metric+"); "+
-					"it is taken to be what it was, or like the others, and read again every 10s; set -"+w.kind.name+".maxConcurrentRequests to give it instead",
+					"it is taken to be what it was, or like the smallest of the others, and read again every 10s; set -"+w.kind.name+".maxConcurrentRequests to give it instead",
 					"backend", redact.URL(a.URL), "host", a.Host, "err", err)
 			}
 		}
@@ -182,44 +181,40 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 			continue
 		}
 		known[key] = c
+		byKey[key] = c.n
 		sum += c.n
-		counted++
 		limited = limited || c.limited
 	}
 	w.known = known
-	if counted > 0 {
-		sum += unknown * sum / counted
-	}
 	if !limited {
-		sum = 0
+		byKey = nil
 	}
-	if sum != w.slots || !w.started {
+	if !maps.Equal(byKey, w.given) || !w.started {
+		if byKey != nil && w.kind == writeSlots && gateway.ReplicaPart(sum, *w.kind.replicas) < 2 {
+			slog.Warn("this replica forwards one write at once to the write backends: writes are never cut, so one team's body sent slowly "+
+				"holds that slot for as long as it lasts; give the backends more -maxConcurrentInserts, or run fewer -write.replicas",
+				"replicas", *w.kind.replicas, "capacity", sum)
+		}
+		if byKey != nil && *w.kind.replicas > sum {
+			slog.Warn("-"+w.kind.name+".replicas is more than the "+w.kind.name+" backends' capacity: each replica forwards one request at once, and together "+
+				"they forward more than the backends run, which queue the rest first come first served; give the backends more "+
+				"capacity, or run fewer replicas", "replicas", *w.kind.replicas, "capacity", sum)
+		}
 		switch {
-		case sum == 0 && counted > 0:
-			slog.Info("the "+w.kind.name+" backends free their slot while they wait on a request's body: writes are forwarded without a limit", "backends", counted)
-		case sum == 0:
+		case byKey == nil && len(known) > 0:
+			slog.Info("the "+w.kind.name+" backends free their slot while they wait on a request's body: writes are forwarded without a limit", "backends", len(known))
+		case byKey == nil:
 			slog.Warn("no "+w.kind.name+" backend's capacity is known: requests are forwarded without a limit, and queue in the backends' "+
 				"own queue, first come first served, until one can be read", "unknown", unknown)
 		default:
-			slog.Info("the "+w.kind.name+" backends run this many requests at once: requests past it wait at the gateway, each team in turn",
-				"slots", sum, "backends", counted, "unknown", unknown, "replicas", *w.kind.replicas, "forwardedByThisReplica", replicaPart(sum, *w.kind.replicas))
+			slog.Info("the "+w.kind.name+" backends run this many requests at once: requests past what those the balancer sends to run wait at the gateway, each team in turn",
+				"capacity", sum, "backends", len(known), "unknown", unknown, "replicas", *w.kind.replicas)
 		}
-		w.slots, w.started = sum, true
-		w.set(sum)
+		w.given, w.started = byKey, true
+		w.set(byKey)
 	}
 	return len(failed) == 0
 }
-
-// replicaPart is what one of replicas forwards of the backends' capacity (0: no limit). Rounded down, so that the
-// replicas together never pass it, but at least 1, so that each forwards requests at all.
-func replicaPart(capacity, replicas int) int {
-	if capacity <= 0 || replicas <= 1 {
-		return capacity
-	}
-	return max(1, capacity/replicas)
-}
-
-func addrKey(a gateway.BackendAddr) string { return a.URL.String() + " " + a.Host }
 
 // capacity reads the capacity of the backend at a from its /metrics.
 func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capacity, error) {

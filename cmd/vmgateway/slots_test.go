@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -12,8 +13,9 @@ import (
 	"github.com/vmgateway/vmgateway/internal/gateway"
 )
 
-// TestReadSlotsLearned: the gateway's read limit is the sum of the backends' vm_concurrent_select_capacity; an
-// address that cannot be read counts as what it was last, or as the mean of the others; none read, no limit.
+// TestReadSlotsLearned: the gateway is given each backend's vm_concurrent_select_capacity; an address that cannot be
+// read keeps what it was last, and one never read is left out (the gateway counts it as the smallest known); none
+// read, no limit.
 func TestReadSlotsLearned(t *testing.T) {
 	capacity := map[string]string{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -32,23 +34,24 @@ func TestReadSlotsLearned(t *testing.T) {
 	u, _ := url.Parse(srv.URL)
 	addr := func(host string) gateway.BackendAddr { return gateway.BackendAddr{URL: u, Host: host} }
 	w := newSlotsWatch(readSlots, http.DefaultTransport)
-	var got int
-	w.set = func(n int) { got = n }
+	var got map[string]int
+	w.set = func(m map[string]int) { got = m }
+	key := func(host string) string { return addr(host).Key() }
 	for _, step := range []struct {
 		name  string
 		pages map[string]string
 		addrs []string
-		want  int
+		want  map[string]int
 	}{
-		{"two backends", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8"}, []string{"a", "b"}, 12},
-		{"one down: as it was", map[string]string{"a": "vm_concurrent_select_capacity 4"}, []string{"a", "b"}, 12},
-		{"a new one down: the mean", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8"}, []string{"a", "b", "c"}, 18},
-		{"a page without it", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8", "c": "up 1"}, []string{"a", "b", "c"}, 18},
-		{"not a count", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8", "c": "vm_concurrent_select_capacity -3"}, []string{"a", "b", "c"}, 18},
-		{"NaN", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8", "c": "vm_concurrent_select_capacity NaN"}, []string{"a", "b", "c"}, 18},
-		{"+Inf", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8", "c": "vm_concurrent_select_capacity +Inf"}, []string{"a", "b", "c"}, 18},
-		{"gone from discovery", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 2"}, []string{"a", "b"}, 6},
-		{"none read: no limit", map[string]string{}, []string{"x", "y"}, 0},
+		{"two backends", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8"}, []string{"a", "b"}, map[string]int{key("a"): 4, key("b"): 8}},
+		{"one down: as it was", map[string]string{"a": "vm_concurrent_select_capacity 4"}, []string{"a", "b"}, map[string]int{key("a"): 4, key("b"): 8}},
+		{"a new one down: left out", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8"}, []string{"a", "b", "c"}, map[string]int{key("a"): 4, key("b"): 8}},
+		{"a page without it", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8", "c": "up 1"}, []string{"a", "b", "c"}, map[string]int{key("a"): 4, key("b"): 8}},
+		{"not a count", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8", "c": "vm_concurrent_select_capacity -3"}, []string{"a", "b", "c"}, map[string]int{key("a"): 4, key("b"): 8}},
+		{"NaN", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8", "c": "vm_concurrent_select_capacity NaN"}, []string{"a", "b", "c"}, map[string]int{key("a"): 4, key("b"): 8}},
+		{"+Inf", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 8", "c": "vm_concurrent_select_capacity +Inf"}, []string{"a", "b", "c"}, map[string]int{key("a"): 4, key("b"): 8}},
+		{"gone from discovery", map[string]string{"a": "vm_concurrent_select_capacity 4", "b": "vm_concurrent_select_capacity 2"}, []string{"a", "b"}, map[string]int{key("a"): 4, key("b"): 2}},
+		{"none read: no limit", map[string]string{}, []string{"x", "y"}, nil},
 	} {
 		capacity = step.pages
 		var addrs []gateway.BackendAddr
@@ -57,8 +60,8 @@ func TestReadSlotsLearned(t *testing.T) {
 		}
 		w.setAddrs(addrs)
 		w.readAll(context.Background())
-		if got != step.want {
-			t.Errorf("%s: the gateway's read slots are %d; want %d", step.name, got, step.want)
+		if !maps.Equal(got, step.want) || (got == nil) != (step.want == nil) {
+			t.Errorf("%s: the gateway is given %v; want %v", step.name, got, step.want)
 		}
 	}
 }
@@ -74,15 +77,15 @@ func TestReadSlotsSplitBetweenReplicas(t *testing.T) {
 		{1, 2, 1},
 		{0, 3, 0}, // no limit stays none
 	} {
-		if got := replicaPart(tc.capacity, tc.replicas); got != tc.want {
+		if got := gateway.ReplicaPart(tc.capacity, tc.replicas); got != tc.want {
 			t.Errorf("capacity %d between %d replicas: %d each; want %d", tc.capacity, tc.replicas, got, tc.want)
 		}
 	}
 }
 
-// TestWriteSlotsLearned: the write limit is the sum of the backends' vm_concurrent_insert_capacity while one of them is
-// a release that holds an insert slot for a whole body (it names vm_metrics_with_dropped_labels_total); a fleet of
-// newer releases gets no limit.
+// TestWriteSlotsLearned: the gateway is given the write backends' vm_concurrent_insert_capacity while one of them is a
+// release that holds an insert slot for a whole body (it names vm_metrics_with_dropped_labels_total); a fleet of newer
+// releases gets no limit.
 func TestWriteSlotsLearned(t *testing.T) {
 	const (
 		old = "vm_concurrent_insert_capacity 8\nvm_metrics_with_dropped_labels_total 0\n"
@@ -100,19 +103,20 @@ func TestWriteSlotsLearned(t *testing.T) {
 	defer srv.Close()
 	u, _ := url.Parse(srv.URL)
 	w := newSlotsWatch(writeSlots, http.DefaultTransport)
-	got := -1
-	w.set = func(n int) { got = n }
+	got := map[string]int{"not": -1}
+	w.set = func(m map[string]int) { got = m }
+	a, b := gateway.BackendAddr{URL: u, Host: "a"}.Key(), gateway.BackendAddr{URL: u, Host: "b"}.Key()
 	for _, step := range []struct {
 		name  string
 		pages map[string]string
 		addrs []string
-		want  int
+		want  map[string]int
 	}{
-		{"one old release", map[string]string{"a": old}, []string{"a"}, 8},
-		{"newer releases: no limit", map[string]string{"a": cur, "b": cur}, []string{"a", "b"}, 0},
-		{"a fleet being upgraded counts whole", map[string]string{"a": old, "b": cur}, []string{"a", "b"}, 12},
-		{"the old one down: as it was", map[string]string{"b": cur}, []string{"a", "b"}, 12},
-		{"a page without the capacity", map[string]string{"a": "vm_metrics_with_dropped_labels_total 0\n", "b": cur}, []string{"a", "b"}, 12},
+		{"one old release", map[string]string{"a": old}, []string{"a"}, map[string]int{a: 8}},
+		{"newer releases: no limit", map[string]string{"a": cur, "b": cur}, []string{"a", "b"}, nil},
+		{"a fleet being upgraded counts whole", map[string]string{"a": old, "b": cur}, []string{"a", "b"}, map[string]int{a: 8, b: 4}},
+		{"the old one down: as it was", map[string]string{"b": cur}, []string{"a", "b"}, map[string]int{a: 8, b: 4}},
+		{"a page without the capacity", map[string]string{"a": "vm_metrics_with_dropped_labels_total 0\n", "b": cur}, []string{"a", "b"}, map[string]int{a: 8, b: 4}},
 	} {
 		pages = step.pages
 		var addrs []gateway.BackendAddr
@@ -121,8 +125,8 @@ func TestWriteSlotsLearned(t *testing.T) {
 		}
 		w.setAddrs(addrs)
 		w.readAll(context.Background())
-		if got != step.want {
-			t.Errorf("%s: the gateway's write slots are %d; want %d", step.name, got, step.want)
+		if !maps.Equal(got, step.want) || (got == nil) != (step.want == nil) {
+			t.Errorf("%s: the gateway is given %v; want %v", step.name, got, step.want)
 		}
 	}
 }

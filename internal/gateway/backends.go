@@ -42,7 +42,9 @@ type backend struct {
 	// host is the Host header to send when target's host is a discovered IP address ("" otherwise).
 	host string
 	// name is the target without credentials: the only form of it that reaches logs and metrics.
-	name     string
+	name string
+	// key is its BackendAddr's Key, by which its capacity is known.
+	key      string
 	inflight atomic.Int64
 	// brokenUntil is the unix time in nanoseconds until which the backend is skipped; 0 while it is healthy.
 	// Past that time it is tried again, and stays marked (for the log and the metric) until it answers.
@@ -56,7 +58,7 @@ type backend struct {
 }
 
 func newBackend(kind string, target *url.URL, host string) *backend {
-	b := &backend{target: target, host: host, name: redact.URL(target)}
+	b := &backend{target: target, host: host, name: redact.URL(target), key: BackendAddr{URL: target, Host: host}.Key()}
 	b.labels = fmt.Sprintf(`upstream=%q,backend=%q`, kind, b.name)
 	if host != "" {
 		b.labels += fmt.Sprintf(`,host=%q`, host)
@@ -94,6 +96,10 @@ type backendSet struct {
 	now         func() int64
 	list        atomic.Pointer[[]*backend]
 	rr          atomic.Uint32
+	// capacity is what the backends run at once, when learned (capacity.go); slotsTo gives the gateway's slots of this
+	// kind what the backends can take, as their list and health change.
+	capacity atomic.Pointer[capacity]
+	slotsTo  func(int)
 }
 
 func newBackendSet(kind string, policy Policy, failTimeout time.Duration, bs []*backend) *backendSet {
@@ -184,6 +190,7 @@ func isTried(tried uint64, i int) bool { return i < maxTried && tried&(1<<uint(i
 // markBroken takes b out of rotation for the fail timeout; the first mark of an outage is logged.
 func (s *backendSet) markBroken(b *backend, reason string) {
 	if b.brokenUntil.Swap(s.now()+s.failTimeout) == 0 {
+		s.refreshSlots()
 		b.broken.Set(1)
 		slog.Warn("backend marked broken; skipping it until the fail timeout ends or it answers again",
 			"upstream", s.kind, "backend", b.name, "reason", reason, "failTimeout", time.Duration(s.failTimeout))
@@ -193,6 +200,7 @@ func (s *backendSet) markBroken(b *backend, reason string) {
 // markOK records an answer from b; a backend that was marked broken is logged as back.
 func (s *backendSet) markOK(b *backend) {
 	if b.brokenUntil.Load() != 0 && b.brokenUntil.Swap(0) != 0 {
+		s.refreshSlots()
 		b.broken.Set(0)
 		slog.Info("backend is back", "upstream", s.kind, "backend", b.name)
 	}

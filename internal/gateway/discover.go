@@ -160,6 +160,7 @@ func (d *discoverer) refresh(ctx context.Context) {
 		d.addrs(addrsOf(list))
 	}
 	d.set.list.Store(&list)
+	d.set.refreshSlots()
 	names := make([]string, len(list))
 	for i, b := range list {
 		names[i] = b.name

@@ -28,13 +28,15 @@ import (
 // The same slots bound the writes forwarded at once to write backends that hold one of their -maxConcurrentInserts for
 // a whole request body (VictoriaMetrics before v1.8x; newer releases free it while they wait on the body): there, one
 // team's bodies sent slowly hold the backend's insert slots and every other team's writes queue behind them. A write
-// is never cut (the rest of its body would be lost), and its upstream request ends with its client's.
+// is never cut (the rest of its body would be lost). Nor does its client's going away end its upstream request once
+// the whole body is read (a client that leaves before breaks the body, which ends it): VictoriaMetrics goes on with
+// what it got, in its slot, so the gateway's slot is held until the backend answers.
 type fairSlots struct {
 	mu    sync.Mutex
 	limit int // 0: no limit (the backends' capacity is not known)
 	used  int
-	// reads: the slots are the read backends' (readStats): a read outlives its client and may be cut. Else the write
-	// backends' (writeStats).
+	// reads: the slots are the read backends' (readStats), and a read may be cut. Else the write backends'
+	// (writeStats).
 	reads bool
 	stats *slotStats
 	// units holds the units seen, idle ones until the next sweep (as in concurrency); turns those waiting, in turn
@@ -55,8 +57,8 @@ type fairQueue struct {
 // running is how many of the unit's reads are in flight.
 func (q *fairQueue) running() int { return len(q.holds) }
 
-// hold is one read's slot. Its context is the read's upstream request's, which the client's going away does not
-// cancel (VictoriaMetrics would run the query to its end anyway) and preemption does.
+// hold is one request's slot. Its context is the request's upstream request's, which the client's going away does not
+// cancel (VictoriaMetrics would run a query to its end anyway, and a write whose body it has) and preemption does.
 type hold struct {
 	context.Context
 	cut context.CancelFunc
@@ -124,8 +126,8 @@ func (f *fairSlots) setLimit(n int) {
 }
 
 // acquire takes a slot for a request of unit u, waiting for its turn at most the queue duration or until ctx ends.
-// The caller must pass what it returns to release once the upstream request is done, and send a read's upstream
-// request with the hold as its context (nil, without a limit: the request's own).
+// The caller must pass what it returns to release once the upstream request is done, and send the upstream request
+// with the hold as its context (nil, without a limit: the request's own).
 func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 	f.mu.Lock()
 	if f.limit == 0 {
@@ -143,11 +145,7 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 		f.units[u] = q
 	}
 	h := &hold{q: q, f: f}
-	if f.reads {
-		h.Context, h.cut = context.WithCancel(context.WithoutCancel(ctx))
-	} else {
-		h.Context, h.cut = context.WithCancel(ctx)
-	}
+	h.Context, h.cut = context.WithCancel(context.WithoutCancel(ctx))
 	if f.used < f.limit && len(f.turns) == 0 && q.running() < share(f.limit) {
 		f.grantLocked(h)
 		f.mu.Unlock()

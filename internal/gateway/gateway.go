@@ -136,19 +136,26 @@ func New(cfg Config) (*Gateway, error) {
 	g.read, stopRead = newBackendUpstream("read", readURLs, cfg.ReadTransport, cfg.Backends, cfg.ReadAddrs)
 	g.write, stopWrite = newBackendUpstream("write", writeURLs, cfg.WriteTransport, cfg.Backends, cfg.WriteAddrs)
 	g.read.refused, g.write.refused = &g.refused, &g.refused
+	g.read.set.slotsTo, g.write.set.slotsTo = g.reads.setLimit, g.writes.setLimit
 	g.stops = []func(){stopRead, stopWrite}
 	return g, nil
 }
 
-// SetReadSlots sets how many reads the gateway forwards at once to the read backends together: their
-// -search.maxConcurrentRequests, summed. Past it, reads wait at the gateway, each isolation unit in turn, within
+// SetReadSlots fixes how many reads the gateway forwards at once to the read backends together, whatever their
+// capacity (SetReadCapacity learns it instead). Past it, reads wait at the gateway, each isolation unit in turn, within
 // -read.maxQueueDuration. 0 sets no limit.
-func (g *Gateway) SetReadSlots(n int) { g.reads.setLimit(n) }
+func (g *Gateway) SetReadSlots(n int) {
+	g.read.set.capacity.Store(nil)
+	g.reads.setLimit(n)
+}
 
-// SetWriteSlots sets how many writes the gateway forwards at once to the write backends together, for backends that
-// hold one of their -maxConcurrentInserts for a whole request body; past it, writes wait at the gateway, each isolation
-// unit in turn, within -write.maxQueueDuration. 0 sets no limit.
-func (g *Gateway) SetWriteSlots(n int) { g.writes.setLimit(n) }
+// SetWriteSlots fixes how many writes the gateway forwards at once to the write backends together, which matters for
+// backends that hold one of their -maxConcurrentInserts for a whole request body; past it, writes wait at the gateway,
+// each isolation unit in turn, within -write.maxQueueDuration. 0 sets no limit.
+func (g *Gateway) SetWriteSlots(n int) {
+	g.write.set.capacity.Store(nil)
+	g.writes.setLimit(n)
+}
 
 // Close stops the background work of backend discovery.
 func (g *Gateway) Close() {
@@ -256,12 +263,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		defer slots.release(h)
 		slot = h
-		if h != nil && slots == g.reads {
+		if h != nil {
 			// VictoriaMetrics runs a query to its end once it has begun, whether its client is there or not (1.79.5
 			// and v1.151 alike), so a client that went away must not free the slot before the backend is done: the
 			// upstream request is not cancelled with the client's (the hold's context is not), and goes until its
 			// answer begins, which the forward step then stops at its first write to the gone client (a streamed
-			// export stops there too).
+			// export stops there too). So for a write whose whole body was read: the backend goes on with it in its
+			// own slot (a client that leaves before breaks the body, and the upstream request with it).
 			fr = r.WithContext(h)
 		}
 	}

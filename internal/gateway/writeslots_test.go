@@ -15,8 +15,12 @@ import (
 )
 
 // bodyUpstream reads each write's body to its end, as VictoriaMetrics before v1.86.0 does holding an insert slot, and
-// answers 204; arrived gets each request's tenant path as it reaches it, gone each whose context ended first.
-type bodyUpstream struct{ arrived, gone chan string }
+// answers 204; a request with X-Hold waits for release after its body. arrived gets each request's path as it reaches
+// it, ended each whose body broke or whose context ended first.
+type bodyUpstream struct {
+	arrived, ended chan string
+	release        chan struct{}
+}
 
 func (b *bodyUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 	b.arrived <- r.URL.Path
@@ -28,11 +32,20 @@ func (b *bodyUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 	select {
 	case err := <-read:
 		if err != nil {
+			b.ended <- "body: " + err.Error()
 			return nil, err
 		}
 	case <-r.Context().Done():
-		b.gone <- r.URL.Path
+		b.ended <- "context"
 		return nil, r.Context().Err()
+	}
+	if r.Header.Get("X-Hold") != "" {
+		select {
+		case <-b.release:
+		case <-r.Context().Done():
+			b.ended <- "context"
+			return nil, r.Context().Err()
+		}
 	}
 	return &http.Response{StatusCode: http.StatusNoContent, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: r,
 		Header: http.Header{}, Body: http.NoBody}, nil
@@ -40,12 +53,13 @@ func (b *bodyUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // TestWriteSlots: at write backends that hold a slot for a whole body, one team's writes whose bodies stall hold at
 // most its share of the slots, so another team's write goes through at once; the team's writes past its share wait,
-// then get 429 naming the write backends; a stalled write whose client goes away frees its slot (its upstream request
-// ends with the client's); and without a limit every write is forwarded at once.
+// then get 429 naming the write backends; a stalled write whose client goes away (its body broken) frees its slot; a
+// write whose whole body was sent keeps its upstream request and its slot when its client goes away, until the backend
+// answers (VictoriaMetrics goes on with it in its own slot); and without a limit every write is forwarded at once.
 func TestWriteSlots(t *testing.T) {
 	for _, slots := range []int{4, 0} {
 		t.Run(map[int]string{4: "four slots", 0: "no limit"}[slots], func(t *testing.T) {
-			up := &bodyUpstream{arrived: make(chan string, 16), gone: make(chan string, 16)}
+			up := &bodyUpstream{arrived: make(chan string, 16), ended: make(chan string, 16), release: make(chan struct{})}
 			u, _ := url.Parse("http://upstream")
 			tokens := byToken{
 				"3": {Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeFull},
@@ -58,11 +72,14 @@ func TestWriteSlots(t *testing.T) {
 				t.Fatal(err)
 			}
 			g.SetWriteSlots(slots)
-			write := func(ctx context.Context, tok string, body io.Reader) <-chan *httptest.ResponseRecorder {
+			write := func(ctx context.Context, tok string, body io.Reader, header ...string) <-chan *httptest.ResponseRecorder {
 				answered := make(chan *httptest.ResponseRecorder, 1)
 				go func() {
 					req := httptest.NewRequest(http.MethodPost, "/insert/"+tok+"/prometheus/api/v1/import/prometheus", body).WithContext(ctx)
 					req.Header.Set("X-Token", tok)
+					for i := 0; i+1 < len(header); i += 2 {
+						req.Header.Set(header[i], header[i+1])
+					}
 					rec := httptest.NewRecorder()
 					g.ServeHTTP(rec, req)
 					answered <- rec
@@ -127,10 +144,13 @@ func TestWriteSlots(t *testing.T) {
 					t.Fatal("a write past team 3's share was neither forwarded nor refused")
 				}
 			}
-			// The first stalled write's client goes away: its upstream request ends, and its slot is free again.
+			// The first stalled write's client goes away, which breaks its body: its upstream request ends, and its slot
+			// is free again.
+			stalled[0].CloseWithError(io.ErrUnexpectedEOF)
 			leave()
 			select {
-			case <-up.gone:
+			case why := <-up.ended:
+				t.Logf("the stalled write's upstream request ended: %s", why)
 			case <-time.After(5 * time.Second):
 				t.Fatal("the client of a stalled write went away, but its upstream request went on")
 			}
@@ -142,6 +162,28 @@ func TestWriteSlots(t *testing.T) {
 			case <-up.arrived:
 			case <-time.After(5 * time.Second):
 				t.Fatal("the slot of the write whose client went away was not freed")
+			}
+			// Team 4's write sends its whole body and goes away before the backend answers: the backend goes on with
+			// it, and its slot is held until the answer.
+			ctx4, leave4 := context.WithCancel(context.Background())
+			done4 := write(ctx4, "4", strings.NewReader("up 1\n"), "X-Hold", "1")
+			<-up.arrived
+			time.Sleep(50 * time.Millisecond) // the body is read
+			leave4()
+			select {
+			case why := <-up.ended:
+				t.Fatalf("the upstream request of a write whose whole body was sent ended with its client: %s", why)
+			case <-time.After(200 * time.Millisecond):
+			}
+			if got := writeStats.inFlight.Load(); got != 4 {
+				t.Errorf("%d writes in flight to the backend after team 4's client left; want 4 (its slot held)", got)
+			}
+			close(up.release)
+			<-done4
+			for deadline := time.Now().Add(5 * time.Second); writeStats.inFlight.Load() != 3; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d writes in flight after the backend answered team 4's; want 3", writeStats.inFlight.Load())
+				}
 			}
 		})
 	}

@@ -1,0 +1,97 @@
+package gateway
+
+import "slices"
+
+// capacity is what the backends of one kind run at once, as learned from their /metrics, by address
+// (BackendAddr.Key), and how many gateway replicas share them.
+type capacity struct {
+	byKey    map[string]int
+	replicas int
+}
+
+// Key names the backend at a as the gateway's capacity maps do (SetReadCapacity, SetWriteCapacity).
+func (a BackendAddr) Key() string { return a.URL.String() + " " + a.Host }
+
+// SetReadCapacity gives the read backends' capacity by address (nil: not known, no limit), and the gateway replicas in
+// front of them: the reads forwarded at once are then what the backends the balancer sends to run (usable), divided
+// between the replicas, and follow the backends' health.
+func (g *Gateway) SetReadCapacity(byKey map[string]int, replicas int) {
+	g.read.set.setCapacity(byKey, replicas)
+}
+
+// SetWriteCapacity is SetReadCapacity for the write backends, for those that hold a slot for a whole body (nil:
+// none does, no limit).
+func (g *Gateway) SetWriteCapacity(byKey map[string]int, replicas int) {
+	g.write.set.setCapacity(byKey, replicas)
+}
+
+// ReplicaPart is what one of replicas forwards of the backends' capacity (0: no limit): rounded down, so that the
+// replicas together never pass it, but at least 1, so that each forwards requests at all.
+func ReplicaPart(capacity, replicas int) int {
+	if capacity <= 0 || replicas <= 1 {
+		return capacity
+	}
+	return max(1, capacity/replicas)
+}
+
+func (s *backendSet) setCapacity(byKey map[string]int, replicas int) {
+	if byKey == nil {
+		s.capacity.Store(nil)
+		if s.slotsTo != nil {
+			s.slotsTo(0)
+		}
+		return
+	}
+	s.capacity.Store(&capacity{byKey: byKey, replicas: replicas})
+	s.refreshSlots()
+}
+
+// refreshSlots gives the slots what the backends can take now; it runs when the capacity, the list of backends or a
+// backend's health changes.
+func (s *backendSet) refreshSlots() {
+	if c := s.capacity.Load(); c != nil && s.slotsTo != nil {
+		s.slotsTo(ReplicaPart(s.usable(c), c.replicas))
+	}
+}
+
+// usable is how many requests at once the backends the balancer sends to can run. Under first_available that is
+// the first one not marked broken. Under least_loaded, which spreads requests evenly (each goes to the backend with
+// the fewest in flight), it is as many times the smallest capacity among those not marked broken as there are of
+// them: with the requests in flight at most that, none gets more than it runs, however unequal they are. A backend
+// counts as broken while it is marked, whether the mark has run out or not, so the limit comes back with its first
+// answer; with every backend marked, all count. An address whose capacity is not known counts as the smallest one
+// known; none known, 0: no limit.
+func (s *backendSet) usable(c *capacity) int {
+	bs := s.backends()
+	least := 0
+	for _, b := range bs {
+		if n := c.byKey[b.key]; n > 0 && (least == 0 || n < least) {
+			least = n
+		}
+	}
+	if least == 0 {
+		return 0
+	}
+	capOf := func(b *backend) int {
+		if n := c.byKey[b.key]; n > 0 {
+			return n
+		}
+		return least
+	}
+	anyHealthy := slices.ContainsFunc(bs, func(b *backend) bool { return b.brokenUntil.Load() == 0 })
+	counts := func(b *backend) bool { return !anyHealthy || b.brokenUntil.Load() == 0 }
+	n, smallest := 0, 0
+	for _, b := range bs {
+		if !counts(b) {
+			continue
+		}
+		if s.policy == FirstAvailable {
+			return capOf(b)
+		}
+		n++
+		if c := capOf(b); smallest == 0 || c < smallest {
+			smallest = c
+		}
+	}
+	return n * smallest
+}
