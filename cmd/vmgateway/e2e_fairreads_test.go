@@ -65,13 +65,7 @@ func TestSlowQueriesDoNotStarveOtherTeams(t *testing.T) {
 	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub, "-read.maxConcurrentRequests=0")
 	dev := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
 	ops := mint(t, priv, "-mode=read", "-extraLabels=team=ops")
-	deadline := time.Now().Add(10 * time.Second)
-	for metricValue(t, g, "vmgateway_read_backend_slots") != 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the gateway did not learn the backend's 4 query slots: vmgateway_read_backend_slots is %v", metricValue(t, g, "vmgateway_read_backend_slots"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitMetric(t, g, "vmgateway_read_backend_slots", "the backend's 4 query slots, learned", is(4))
 
 	end := time.Now().Unix()
 	slow := func(base string, seq int64) string {
@@ -201,17 +195,11 @@ func TestReplicasSplitTheReadSlots(t *testing.T) {
 	}
 	start := func(flags ...string) *gw {
 		g := startGateway(t, append([]string{"-read.url=" + vm.URL, "-write.url=" + vm.URL, "-enable.auth", "-auth.publicKeyFiles=" + pub, "-read.maxConcurrentRequests=0"}, flags...)...)
-		deadline := time.Now().Add(10 * time.Second)
 		want := 4.0
 		if len(flags) > 0 {
 			want = 2
 		}
-		for metricValue(t, g, "vmgateway_read_backend_slots") != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("%v: vmgateway_read_backend_slots is %v; want %v", flags, metricValue(t, g, "vmgateway_read_backend_slots"), want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitMetric(t, g, "vmgateway_read_backend_slots", fmt.Sprintf("%v with %v", want, flags), is(want))
 		return g
 	}
 
@@ -246,9 +234,7 @@ func TestSlowExportsArePreempted(t *testing.T) {
 	dev := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
 	qa := mint(t, priv, "-mode=read", "-extraLabels=team=ops", "-subject=qa", "-extraFilters={i!=\"x\"}")
 	ops := mint(t, priv, "-mode=read", "-extraLabels=team=ops")
-	for metricValue(t, g, "vmgateway_read_backend_slots") != 4 {
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitMetric(t, g, "vmgateway_read_backend_slots", "the backend's 4 query slots, learned", is(4))
 	// stalled opens an export and reads its first bytes, then nothing: VictoriaMetrics blocks once the sockets'
 	// buffers are full, and keeps its slot.
 	stalled := func(token string) net.Conn {

@@ -52,6 +52,19 @@ func metricValue(t testing.TB, g *gw, series string) float64 {
 	return v
 }
 
+// waitMetric polls the gateway's series for up to 15 s until ok holds of its value, and fails the test with want (what
+// ok asks) and the value it last had.
+func waitMetric(t testing.TB, g *gw, series, want string, ok func(float64) bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); !ok(metricValue(t, g, series)); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s is %v; want %s", series, metricValue(t, g, series), want)
+		}
+	}
+}
+
+func is(want float64) func(float64) bool { return func(v float64) bool { return v == want } }
+
 func readMetric(metricsURL, series string) (float64, error) {
 	resp, err := freshClient.Get(metricsURL)
 	if err != nil {

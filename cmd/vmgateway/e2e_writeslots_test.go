@@ -25,13 +25,7 @@ func TestSlowWriteBodiesDoNotStarveOtherTeams(t *testing.T) {
 		"-write.maxConcurrentRequests=0")
 	dev := mint(t, priv, "-mode=write", "-extraLabels=team=dev")
 	ops := mint(t, priv, "-mode=write", "-extraLabels=team=ops")
-	deadline := time.Now().Add(15 * time.Second)
-	for metricValue(t, g, "vmgateway_write_backend_slots") != 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the gateway did not learn 1.79.5's 4 insert slots: vmgateway_write_backend_slots is %v", metricValue(t, g, "vmgateway_write_backend_slots"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitMetric(t, g, "vmgateway_write_backend_slots", "1.79.5's 4 insert slots, learned", is(4))
 
 	trickleAgainstQuickWrite(t, g, dev, ops)
 
@@ -101,13 +95,7 @@ func trickleAgainstQuickWrite(t *testing.T, g *gw, dev, ops string) {
 		}()
 	}
 	// Once dev's imports hold what they may of the backend, ops writes one line.
-	deadline := time.Now().Add(10 * time.Second)
-	for metricValue(t, g, "vmgateway_write_backend_requests") < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("dev's imports never reached the backend: vmgateway_write_backend_requests is %v", metricValue(t, g, "vmgateway_write_backend_requests"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitMetric(t, g, "vmgateway_write_backend_requests", "dev's imports at the backend, at least 3", func(v float64) bool { return v >= 3 })
 	start := time.Now()
 	code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", strings.NewReader("quick 1\n"), "Authorization", "Bearer "+ops)
 	took := time.Since(start)
@@ -139,22 +127,12 @@ func TestWriteSlotsFollowTheBackendsReached(t *testing.T) {
 	priv, pub := keyPair(t, "ec")
 	dev := mint(t, priv, "-mode=write", "-extraLabels=team=dev")
 	ops := mint(t, priv, "-mode=write", "-extraLabels=team=ops")
-	waitSlots := func(g *gw, want float64) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for metricValue(t, g, "vmgateway_write_backend_slots") != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("vmgateway_write_backend_slots is %v; want %v", metricValue(t, g, "vmgateway_write_backend_slots"), want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	t.Run("first_available", func(t *testing.T) {
 		vm1 := vmtest.Start(t, "-maxConcurrentInserts=4", "-insert.maxQueueDuration=5s")
 		vm2 := vmtest.Start(t, "-maxConcurrentInserts=4", "-insert.maxQueueDuration=5s")
 		g := startGateway(t, "-read.url="+vm1.URL, "-write.url="+vm1.URL, "-write.url="+vm2.URL, "-loadBalancingPolicy=first_available",
 			"-enable.auth", "-auth.publicKeyFiles="+pub, "-write.maxConcurrentRequests=0")
-		waitSlots(g, 4)
+		waitMetric(t, g, "vmgateway_write_backend_slots", "4: the first backend's", is(4))
 		trickleAgainstQuickWrite(t, g, dev, ops)
 	})
 	t.Run("least_loaded, one backend down", func(t *testing.T) {
@@ -162,7 +140,7 @@ func TestWriteSlotsFollowTheBackendsReached(t *testing.T) {
 		vm2 := vmtest.Start(t, "-maxConcurrentInserts=4", "-insert.maxQueueDuration=5s")
 		g := startGateway(t, "-read.url="+vm1.URL, "-write.url="+vm1.URL, "-write.url="+vm2.URL,
 			"-enable.auth", "-auth.publicKeyFiles="+pub, "-write.maxConcurrentRequests=0")
-		waitSlots(g, 8)
+		waitMetric(t, g, "vmgateway_write_backend_slots", "8: both backends'", is(8))
 		vm2.Stop()
 		// A write finds it down (502: its body had begun, so it goes to no other): it is marked broken, and its
 		// slots go.

@@ -49,6 +49,9 @@ type backend struct {
 	// brokenUntil is the unix time in nanoseconds until which the backend is skipped; 0 while it is healthy.
 	// Past that time it is tried again, and stays marked (for the log and the metric) until it answers.
 	brokenUntil atomic.Int64
+	// unreachable: its last mark was for a connection it did not accept (it is not there), not for an answer (a 503
+	// of a busy VictoriaMetrics, with -retryStatusCodes): only then do its slots go (capacity.go).
+	unreachable atomic.Bool
 
 	requests          *metrics.Counter
 	inflightG, broken *metrics.Gauge
@@ -189,8 +192,11 @@ func isTried(tried uint64, i int) bool { return i < maxTried && tried&(1<<uint(i
 
 // markBroken takes b out of rotation for the fail timeout; the first mark of an outage is logged.
 func (s *backendSet) markBroken(b *backend, reason string) {
-	if b.brokenUntil.Swap(s.now()+s.failTimeout) == 0 {
+	unreachable := reason == "dial" || reason == "connect_timeout"
+	if b.unreachable.Swap(unreachable) != unreachable {
 		s.refreshSlots()
+	}
+	if b.brokenUntil.Swap(s.now()+s.failTimeout) == 0 {
 		b.broken.Set(1)
 		slog.Warn("backend marked broken; skipping it until the fail timeout ends or it answers again",
 			"upstream", s.kind, "backend", b.name, "reason", reason, "failTimeout", time.Duration(s.failTimeout))
@@ -199,8 +205,10 @@ func (s *backendSet) markBroken(b *backend, reason string) {
 
 // markOK records an answer from b; a backend that was marked broken is logged as back.
 func (s *backendSet) markOK(b *backend) {
-	if b.brokenUntil.Load() != 0 && b.brokenUntil.Swap(0) != 0 {
+	if b.unreachable.Load() && b.unreachable.Swap(false) {
 		s.refreshSlots()
+	}
+	if b.brokenUntil.Load() != 0 && b.brokenUntil.Swap(0) != 0 {
 		b.broken.Set(0)
 		slog.Info("backend is back", "upstream", s.kind, "backend", b.name)
 	}

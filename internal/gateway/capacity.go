@@ -58,9 +58,10 @@ func (s *backendSet) refreshSlots() {
 // the first one not marked broken. Under least_loaded, which spreads requests evenly (each goes to the backend with
 // the fewest in flight), it is as many times the smallest capacity among those not marked broken as there are of
 // them: with the requests in flight at most that, none gets more than it runs, however unequal they are. A backend
-// counts as broken while it is marked, whether the mark has run out or not, so the limit comes back with its first
-// answer; with every backend marked, all count. An address whose capacity is not known counts as the smallest one
-// known; none known, 0: no limit.
+// is left out while its last mark was for a connection it did not accept (not for a status it answered, such as a busy
+// VictoriaMetrics' 503: it still runs what it can), whether the mark has run out or not, so the limit comes back with
+// its first answer; with every backend left out, all count. An address whose capacity is not known counts as the
+// smallest one known; none known, 0: no limit.
 func (s *backendSet) usable(c *capacity) int {
 	bs := s.backends()
 	least := 0
@@ -78,8 +79,8 @@ func (s *backendSet) usable(c *capacity) int {
 		}
 		return least
 	}
-	anyHealthy := slices.ContainsFunc(bs, func(b *backend) bool { return b.brokenUntil.Load() == 0 })
-	counts := func(b *backend) bool { return !anyHealthy || b.brokenUntil.Load() == 0 }
+	anyHealthy := slices.ContainsFunc(bs, func(b *backend) bool { return !b.unreachable.Load() })
+	counts := func(b *backend) bool { return !anyHealthy || !b.unreachable.Load() }
 	n, smallest := 0, 0
 	for _, b := range bs {
 		if !counts(b) {

@@ -43,8 +43,9 @@ func TestUsableCapacity(t *testing.T) {
 			s := newBackendSet("read", tc.policy, time.Minute, bs)
 			got := -1
 			s.slotsTo = func(n int) { got = n }
+			s.markBroken(bs[len(bs)-1], "answered 503") // a busy backend keeps its slots
 			for _, i := range tc.broken {
-				s.markBroken(bs[i], "test")
+				s.markBroken(bs[i], "dial")
 			}
 			s.setCapacity(byKey, tc.replicas)
 			if got != tc.want {
@@ -54,8 +55,9 @@ func TestUsableCapacity(t *testing.T) {
 	}
 }
 
-// TestSlotsFollowHealth: a backend marked broken takes its capacity out of the slots at once, and its first answer
-// gives it back.
+// TestSlotsFollowHealth: a backend that does not accept connections takes its capacity out of the slots at once, and
+// its first answer gives it back; a backend marked for a status it answered (a busy VictoriaMetrics' 503, with
+// -retryStatusCodes) keeps it.
 func TestSlotsFollowHealth(t *testing.T) {
 	var bs []*backend
 	byKey := map[string]int{}
@@ -68,9 +70,10 @@ func TestSlotsFollowHealth(t *testing.T) {
 	var got []int
 	s.slotsTo = func(n int) { got = append(got, n) }
 	s.setCapacity(byKey, 1)
-	s.markBroken(bs[1], "test")
+	s.markBroken(bs[0], "answered 503")
+	s.markBroken(bs[1], "dial")
 	time.Sleep(5 * time.Millisecond) // the mark runs out: still held out until the backend answers
-	s.markBroken(bs[1], "test")
+	s.markBroken(bs[1], "connect_timeout")
 	s.markOK(bs[1])
 	if fmt.Sprint(got) != "[8 4 8]" {
 		t.Errorf("slots over time: %v; want [8 4 8]", got)

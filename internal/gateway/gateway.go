@@ -267,9 +267,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// VictoriaMetrics runs a query to its end once it has begun, whether its client is there or not (1.79.5
 			// and v1.151 alike), so a client that went away must not free the slot before the backend is done: the
 			// upstream request is not cancelled with the client's (the hold's context is not), and goes until its
-			// answer begins, which the forward step then stops at its first write to the gone client (a streamed
-			// export stops there too). So for a write whose whole body was read: the backend goes on with it in its
-			// own slot (a client that leaves before breaks the body, and the upstream request with it).
+			// answer begins, which the forward step then stops at its first write to the gone client (v1.151 then stops
+			// a streamed export too; 1.79.5 runs it to its end, a later issue). So for a write whose whole body was read:
+			// the backend goes on with it in its own slot (a client that leaves before breaks the body, and the
+			// upstream request with it).
 			fr = r.WithContext(h)
 		}
 	}

@@ -20,10 +20,13 @@ import (
 )
 
 // Connection states, for Shutdown: only a connection between requests may be closed under its client, and a new
-// one only once it has had time to send its first request (as net/http gives it 5 s).
+// one only once it has had time to send its first request (as net/http gives it 5 s). A connection reading a request's
+// head (stateHead) is closed by Shutdown only as an active one is, and may be evicted (Server.MaxConns) as a new or
+// idle one may: a client that sends a byte of its head and then trickles the rest holds nothing the others need.
 const (
 	stateNew int32 = iota
 	stateIdle
+	stateHead
 	stateActive
 	stateClosed
 )
@@ -44,6 +47,9 @@ type conn struct {
 	start      time.Time
 	state      atomic.Int32
 	evicted    bool // closed to make room (Server.MaxConns); under Server.mu
+	// waitingSince is when the connection began to wait for its next request's head (unix nanoseconds): its accept,
+	// or the end of its last answer. Eviction takes the connection that has waited longest.
+	waitingSince atomic.Int64
 
 	br *bufio.Reader
 	bw *bufio.Writer
@@ -183,6 +189,7 @@ func (c *conn) serve() {
 				return
 			}
 		} else {
+			c.waitingSince.Store(time.Now().UnixNano())
 			if c.srv.shuttingDown() || !c.state.CompareAndSwap(stateActive, stateIdle) {
 				return
 			}
@@ -194,7 +201,7 @@ func (c *conn) serve() {
 		if first {
 			from = stateNew
 		}
-		if !c.state.CompareAndSwap(from, stateActive) {
+		if !c.state.CompareAndSwap(from, stateHead) {
 			return
 		}
 		if !first && !c.headBuffered() {
@@ -284,6 +291,9 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		}
 		c.reject(re, &tmpl)
 		return false, true
+	}
+	if !c.state.CompareAndSwap(stateHead, stateActive) {
+		return false, false // evicted as its head came in
 	}
 	c.lastMethod = tmpl.Method
 	if len(c.scratch) > 4<<10 {

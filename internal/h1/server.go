@@ -38,9 +38,11 @@ type Server struct {
 	// ConnOpened is called for every accepted connection.
 	ConnOpened func()
 	// MaxConns bounds the connections open at once (zero: no bound). Past it, a new connection takes the place of one
-	// waiting for its first or next request, picked at random: an idle connection costs its client nothing to hold,
-	// and thousands of them would otherwise run the process out of file descriptors and keep out every client with a
-	// request to send. When every connection looked at is serving a request, the new one is closed at once.
+	// that has waited at least evictGrace for its first or next request's head to come in whole, the longest waiting
+	// of those looked at, and one that has not completed a head since it opened or its last answer before one kept
+	// alive after an answer: such a connection costs its client nothing to hold, and thousands of them would otherwise
+	// run the process out of file descriptors and keep out every client with a request to send. When none looked at
+	// may go, the new one is closed at once.
 	MaxConns int
 	// ConnEvicted and ConnRefused, when set, are told of each connection closed to make room, and of each new one
 	// closed for want of it.
@@ -54,9 +56,14 @@ type Server struct {
 }
 
 // evictScan bounds the connections looked at for one to evict, so that a flood of connections to a server whose
-// connections all serve requests costs little each; the look starts at a random place (map order), so a server
-// where idle connections are not rare finds one.
+// connections all serve requests costs little each; the look starts at a random place (map order), so the longest
+// waiting of a sample is evicted, which is the attacker's where the attacker holds most.
 const evictScan = 64
+
+// evictGrace is how long a connection may wait for its request's head before it may be evicted: a client that has
+// just connected, or just been answered on a kept-alive connection, is sending its request (a fresh connection's
+// bytes in flight, a pool's next request), and losing it would fail a request that did nothing wrong.
+var evictGrace = time.Second
 
 // Rejection is a request the server answered itself, before any handler saw it.
 type Rejection struct {
@@ -113,6 +120,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			s.ConnOpened()
 		}
 		c := &conn{srv: s, rwc: rwc, remoteAddr: remoteAddrOf(rwc), start: time.Now()}
+		c.waitingSince.Store(c.start.UnixNano())
 		switch s.track(c) {
 		case trackStopping:
 			_ = rwc.Close()
@@ -149,25 +157,40 @@ func (s *Server) track(c *conn) int {
 	return tracked
 }
 
-// evictLocked closes a connection waiting for a request, if one of those looked at is; its goroutine ends soon
-// after, and untracks it.
+// evictLocked closes the connection that has waited longest for a request's head among those looked at, preferring
+// one that has sent none since it opened (or sends one slowly) to one kept alive after an answer; false when none may
+// go. Its goroutine ends soon after, and untracks it.
 func (s *Server) evictLocked() bool {
-	n := 0
+	now := time.Now().UnixNano()
+	var best *conn
+	var bestState int32
+	looked := 0
 	for c := range s.conns {
-		if n++; n > evictScan {
+		if c.evicted {
+			continue
+		}
+		if looked++; looked > evictScan {
 			break
 		}
-		if !c.evicted && (c.state.CompareAndSwap(stateIdle, stateClosed) || c.state.CompareAndSwap(stateNew, stateClosed)) {
-			c.evicted = true
-			s.evicting++
-			_ = c.rwc.Close()
-			if s.ConnEvicted != nil {
-				s.ConnEvicted()
-			}
-			return true
+		st := c.state.Load()
+		if st != stateNew && st != stateHead && st != stateIdle || now-c.waitingSince.Load() < int64(evictGrace) {
+			continue
+		}
+		if best == nil || (st == stateIdle) == (bestState == stateIdle) && c.waitingSince.Load() < best.waitingSince.Load() ||
+			bestState == stateIdle && st != stateIdle {
+			best, bestState = c, st
 		}
 	}
-	return false
+	if best == nil || !best.state.CompareAndSwap(bestState, stateClosed) {
+		return false
+	}
+	best.evicted = true
+	s.evicting++
+	_ = best.rwc.Close()
+	if s.ConnEvicted != nil {
+		s.ConnEvicted()
+	}
+	return true
 }
 
 func (s *Server) untrack(c *conn) {
