@@ -26,7 +26,7 @@ import (
 // backend's whole answer is in (answered), not until the client has it all.
 //
 // The same slots bound the writes forwarded at once to write backends that hold one of their -maxConcurrentInserts for
-// a whole request body (VictoriaMetrics before v1.8x; newer releases free it while they wait on the body): there, one
+// a whole request body (VictoriaMetrics before v1.86.0; newer releases free it while they wait on a body): there, one
 // team's bodies sent slowly hold the backend's insert slots and every other team's writes queue behind them. A write
 // is never cut (the rest of its body would be lost). Nor does its client's going away end its upstream request once
 // the whole body is read (a client that leaves before breaks the body, which ends it): VictoriaMetrics goes on with

@@ -47,8 +47,8 @@ type conn struct {
 	start      time.Time
 	state      atomic.Int32
 	evicted    bool // closed to make room (Server.MaxConns); under Server.mu
-	// waitingSince is when the connection began to wait for its next request's head (unix nanoseconds): its accept,
-	// or the end of its last answer. Eviction takes the connection that has waited longest.
+	// waitingSince is when the connection began to wait (unix nanoseconds): for a request, from its accept or the end
+	// of its last answer; for the rest of a head, from its first byte. Eviction takes the one that has waited longest.
 	waitingSince atomic.Int64
 
 	br *bufio.Reader
@@ -201,6 +201,9 @@ func (c *conn) serve() {
 		if first {
 			from = stateNew
 		}
+		// A head's wait counts from its first byte, before the state says so: a kept-alive connection whose client
+		// comes back after a long idle is not the oldest while its head comes in.
+		c.waitingSince.Store(time.Now().UnixNano())
 		if !c.state.CompareAndSwap(from, stateHead) {
 			return
 		}

@@ -9,8 +9,8 @@ import (
 
 // TestMaxConns: at the bound, a new connection takes the place of the one that has waited longest for a request's
 // head, one that sent none or sends one slowly before one kept alive after its answer, once it has waited the grace;
-// a connection younger than that is left alone, and so is one serving a request: with none that may go, the new one
-// is closed at once.
+// a connection younger than that is left alone (a kept-alive one whose next head has just begun too), and so is one
+// serving a request: with none that may go, the new one is closed at once.
 func TestMaxConns(t *testing.T) {
 	defer func(g time.Duration) { evictGrace = g }(evictGrace)
 	evictGrace = 200 * time.Millisecond
@@ -61,7 +61,10 @@ func TestMaxConns(t *testing.T) {
 		t.Fatalf("a new connection while every other is within its grace: closed %v, %d refused, %d evicted; want it refused", early.closed(), refused.Load(), evicted.Load())
 	}
 	time.Sleep(2 * evictGrace)
-	// Past it, two new ones are served in the places of the silent one and the slow head, not of the kept one.
+	// The kept one, idle past the grace, begins its next request: from its first byte it is young again.
+	kept.send("GET / HT")
+	time.Sleep(evictGrace / 10)
+	// Past the grace, two new ones are served in the places of the silent one and the slow head, not of the kept one.
 	var fresh []*client
 	for _, path := range []string{"/a", "/b"} {
 		c := dial(t, addr)
@@ -71,7 +74,10 @@ func TestMaxConns(t *testing.T) {
 	if !silent.closed() || !loris.closed() || evicted.Load() != 2 {
 		t.Fatalf("silent closed %v, slow head closed %v, %d evicted; want both evicted", silent.closed(), loris.closed(), evicted.Load())
 	}
-	get(kept, "/") // the kept-alive one is still served
+	kept.send("TP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body, _ := kept.response("GET"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("the kept-alive connection's request, begun before the evictions: %d %q", resp.StatusCode, body)
+	}
 
 	// Every connection now serves a request: a new one is closed at once, and none served is touched.
 	held := append([]*client{kept}, fresh...)

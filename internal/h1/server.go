@@ -38,11 +38,11 @@ type Server struct {
 	// ConnOpened is called for every accepted connection.
 	ConnOpened func()
 	// MaxConns bounds the connections open at once (zero: no bound). Past it, a new connection takes the place of one
-	// that has waited at least evictGrace for its first or next request's head to come in whole, the longest waiting
-	// of those looked at, and one that has not completed a head since it opened or its last answer before one kept
-	// alive after an answer: such a connection costs its client nothing to hold, and thousands of them would otherwise
-	// run the process out of file descriptors and keep out every client with a request to send. When none looked at
-	// may go, the new one is closed at once.
+	// that has waited at least evictGrace for a request (since its accept or its last answer) or for the rest of a
+	// request's head (since its first byte), the longest waiting of those looked at, one that has not sent a whole head
+	// before one kept alive after an answer: such a connection costs its client nothing to hold, and thousands of them
+	// would otherwise run the process out of file descriptors and keep out every client with a request to send. When
+	// none looked at may go, the new one is closed at once.
 	MaxConns int
 	// ConnEvicted and ConnRefused, when set, are told of each connection closed to make room, and of each new one
 	// closed for want of it.
