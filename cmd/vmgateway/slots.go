@@ -239,12 +239,12 @@ func selectCapacityOf(r io.Reader) (int, bool, error) {
 
 // insertCapacityOf reads a VictoriaMetrics /metrics page for vm_concurrent_insert_capacity, and whether the release
 // holds an insert slot for a whole request body: those before v1.86.0 do. The page tells apart only the releases
-// before v1.108.0 (by the metric that counts series truncated over the label limit, as truncationOf does), so those
+// before v1.108.0 (by truncatingMetric, as truncationOf does), so those
 // from v1.86.0 to v1.107 are held too, which costs them only the turns.
 func insertCapacityOf(r io.Reader) (int, bool, error) {
 	old := false
 	n, err := countOf(r, "vm_concurrent_insert_capacity", func(line string) {
-		old = old || strings.HasPrefix(line, "vm_metrics_with_dropped_labels_total")
+		old = old || strings.HasPrefix(line, truncatingMetric)
 	})
 	return n, old, err
 }

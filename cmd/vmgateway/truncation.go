@@ -46,6 +46,10 @@ var (
 			"read (behind a relay, or with its /metrics out of reach)")
 )
 
+// truncatingMetric is the metric only the releases that truncate series over the label limit have (before v1.108.0);
+// the write slots tell the releases that hold an insert slot for a whole body by it too (insertCapacityOf).
+const truncatingMetric = "vm_metrics_with_dropped_labels_total"
+
 // firstCheckWait bounds how long a write through a token with extra labels waits for the first look at the write
 // backends, and the first check's requests with it.
 const firstCheckWait = 10 * time.Second
@@ -572,7 +576,7 @@ func truncationOf(r io.Reader) (int64, int, error) {
 		}
 		labels, _, _ := strings.Cut(rest, "}")
 		switch {
-		case name == "vm_metrics_with_dropped_labels_total":
+		case name == truncatingMetric:
 			state = truncationCuts
 		case name == "vm_rows_ignored_total" && strings.Contains(labels, `reason="too_many_labels"`):
 			state = truncationDrops

@@ -37,9 +37,7 @@ func ReplicaPart(capacity, replicas int) int {
 func (s *backendSet) setCapacity(byKey map[string]int, replicas int) {
 	if byKey == nil {
 		s.capacity.Store(nil)
-		if s.slotsTo != nil {
-			s.slotsTo(0)
-		}
+		s.slotsTo(0)
 		return
 	}
 	s.capacity.Store(&capacity{byKey: byKey, replicas: replicas})
@@ -49,7 +47,7 @@ func (s *backendSet) setCapacity(byKey map[string]int, replicas int) {
 // refreshSlots gives the slots what the backends can take now; it runs when the capacity, the list of backends or a
 // backend's health changes.
 func (s *backendSet) refreshSlots() {
-	if c := s.capacity.Load(); c != nil && s.slotsTo != nil {
+	if c := s.capacity.Load(); c != nil {
 		s.slotsTo(ReplicaPart(s.usable(c), c.replicas))
 	}
 }

@@ -274,7 +274,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fr = r.WithContext(h)
 		}
 	}
-	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt), access, rt, slot != nil && slots == g.reads)
+	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt), access, rt, slot != nil)
 	defer endCost()
 	g.forward(e, fr, rt, access, up, slot)
 }

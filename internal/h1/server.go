@@ -164,6 +164,8 @@ func (s *Server) evictLocked() bool {
 	now := time.Now().UnixNano()
 	var best *conn
 	var bestState int32
+	var bestKept bool
+	var bestSince int64
 	looked := 0
 	for c := range s.conns {
 		if c.evicted {
@@ -172,13 +174,14 @@ func (s *Server) evictLocked() bool {
 		if looked++; looked > evictScan {
 			break
 		}
-		st := c.state.Load()
-		if st != stateNew && st != stateHead && st != stateIdle || now-c.waitingSince.Load() < int64(evictGrace) {
+		st, since := c.state.Load(), c.waitingSince.Load()
+		if st != stateNew && st != stateHead && st != stateIdle || now-since < int64(evictGrace) {
 			continue
 		}
-		if best == nil || (st == stateIdle) == (bestState == stateIdle) && c.waitingSince.Load() < best.waitingSince.Load() ||
-			bestState == stateIdle && st != stateIdle {
-			best, bestState = c, st
+		// Ranked by whether it was kept alive after an answer, then by how long it has waited.
+		kept := st == stateIdle
+		if best == nil || !kept && bestKept || kept == bestKept && since < bestSince {
+			best, bestState, bestKept, bestSince = c, st, kept, since
 		}
 	}
 	if best == nil || !best.state.CompareAndSwap(bestState, stateClosed) {
