@@ -21,6 +21,7 @@ import (
 var (
 	readMaxConcurrentRequests = flag.Int("read.maxConcurrentRequests", 0, "How many reads the gateway forwards at once to the -read.url backends together. Past it, reads wait at the gateway, where each team (isolation unit) takes its turn, rather than in VictoriaMetrics' own queue, where one team's flood of slow queries holds up every other team's. "+
 		"0 (the default) learns it from the backends: the sum of their vm_concurrent_select_capacity (their -search.maxConcurrentRequests), read from each one's /metrics (each address found with -discoverBackendIPs) at start and every minute; while no backend could be read there is no limit. "+
+		"It learns there too whether a backend goes on with an answer after its connection is closed (VictoriaMetrics before v1.110.0 exports to the end into nowhere): an answer from one whose client goes away, or that is cut for another team's read, is read to its end with its slot held. A fixed value learns neither, and closes the connection. "+
 		"A negative value sets no limit. A -read.url that is a load balancer over several backends answers /metrics from one of them: use -discoverBackendIPs (a headless Service), or give the sum here. With several gateway replicas in front of the same backends, set -read.replicas")
 	readReplicas = flag.Int("read.replicas", 1, "How many gateway replicas forward reads to the same read backends. Each forwards at most its part of their capacity (-read.maxConcurrentRequests, or as learned): the capacity divided by the replicas, rounded down, at least 1. "+
 		"Each replica that took the whole capacity would let the backends' own queue, first come first served, fill again with one team's reads behind the others' backs")
@@ -47,9 +48,9 @@ type slotKind struct {
 	max        *int   // -<name>.maxConcurrentRequests
 	replicas   *int   // -<name>.replicas
 	metric     string // what capacityOf reads, for the operator
-	capacityOf func(io.Reader) (n int, limited bool, err error)
-	fixed      func(*gateway.Gateway, int)                 // SetReadSlots, SetWriteSlots
-	learned    func(*gateway.Gateway, map[string]int, int) // SetReadCapacity, SetWriteCapacity
+	capacityOf func(io.Reader) (capacity, error)
+	fixed      func(*gateway.Gateway, int)                                     // SetReadSlots, SetWriteSlots
+	learned    func(*gateway.Gateway, map[string]gateway.BackendCapacity, int) // SetReadCapacity, SetWriteCapacity
 }
 
 var (
@@ -65,25 +66,27 @@ var (
 // keeps what was read of it before; none read, no limit.
 type slotsWatch struct {
 	kind   *slotKind
-	set    func(byKey map[string]int) // nil: no limit
+	set    func(byKey map[string]gateway.BackendCapacity) // nil: no limit
 	client *http.Client
 	again  chan struct{}
 
 	mu      sync.Mutex
 	addrs   []gateway.BackendAddr
-	known   map[string]capacity // by current address (BackendAddr.Key), as last read
-	failed  map[string]bool     // the current addresses whose last read failed, logged once
-	given   map[string]int      // what the gateway was last given
+	known   map[string]capacity                // by current address (BackendAddr.Key), as last read
+	failed  map[string]bool                    // the current addresses whose last read failed, logged once
+	given   map[string]gateway.BackendCapacity // what the gateway was last given
 	started bool
 
 	stop context.CancelFunc
 	done sync.WaitGroup
 }
 
-// capacity is what one backend runs at once, and whether the gateway must hold its requests to it (limited).
+// capacity is what one backend runs at once, whether the gateway must hold its requests to it (limited), and whether
+// it goes on with an answer after its connection is closed (gateway.BackendCapacity.RunsOn).
 type capacity struct {
 	n       int
 	limited bool
+	runsOn  bool
 }
 
 // newSlotsWatch returns the watch the flags of k ask for; nil when k's -maxConcurrentRequests fixes the limit or turns
@@ -112,7 +115,7 @@ func startSlots(k *slotKind, w *slotsWatch, gw *gateway.Gateway) {
 		k.fixed(gw, gateway.ReplicaPart(max(*k.max, 0), *k.replicas))
 		return
 	}
-	w.set = func(byKey map[string]int) { k.learned(gw, byKey, *k.replicas) }
+	w.set = func(byKey map[string]gateway.BackendCapacity) { k.learned(gw, byKey, *k.replicas) }
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
 	w.done.Add(1)
@@ -160,7 +163,7 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 	defer w.mu.Unlock()
 	known, wasFailed := make(map[string]capacity, len(addrs)), w.failed
 	w.failed = make(map[string]bool, len(failed))
-	byKey := make(map[string]int, len(addrs))
+	byKey := make(map[string]gateway.BackendCapacity, len(addrs))
 	sum, unknown, limited := 0, 0, false
 	for _, a := range addrs {
 		key := a.Key()
@@ -181,7 +184,7 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 			continue
 		}
 		known[key] = c
-		byKey[key] = c.n
+		byKey[key] = gateway.BackendCapacity{Slots: c.n, RunsOn: c.runsOn}
 		sum += c.n
 		limited = limited || c.limited
 	}
@@ -226,27 +229,36 @@ func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capac
 	if resp.StatusCode != http.StatusOK {
 		return capacity{}, fmt.Errorf("GET /metrics answered %d", resp.StatusCode)
 	}
-	n, limited, err := w.kind.capacityOf(io.LimitReader(resp.Body, maxMetricsPage))
-	return capacity{n, limited}, err
+	return w.kind.capacityOf(io.LimitReader(resp.Body, maxMetricsPage))
 }
 
 // selectCapacityOf reads a VictoriaMetrics /metrics page for vm_concurrent_select_capacity: every release holds a
-// query slot for as long as the query runs.
-func selectCapacityOf(r io.Reader) (int, bool, error) {
-	n, err := countOf(r, "vm_concurrent_select_capacity", nil)
-	return n, true, err
+// query slot for as long as the query runs. Releases before v1.110.0 go on with an export after its connection is
+// closed, and do not have stopsAbandonedFlag, which came with v1.110.0; the releases of the long-term branches that
+// have the fix without the flag (v1.102.13 and later v1.102) have their abandoned answers read to the end, which costs
+// them only the rest of the export, in the slot of the team that asked for it.
+func selectCapacityOf(r io.Reader) (capacity, error) {
+	runsOn := true
+	n, err := countOf(r, "vm_concurrent_select_capacity", func(line string) {
+		runsOn = runsOn && !strings.HasPrefix(line, stopsAbandonedFlag)
+	})
+	return capacity{n: n, limited: true, runsOn: runsOn}, err
 }
+
+// stopsAbandonedFlag begins the /metrics line of a flag that VictoriaMetrics has since v1.110.0, the release that
+// stops an export whose connection is closed.
+const stopsAbandonedFlag = `flag{name="search.maxDeleteDuration"`
 
 // insertCapacityOf reads a VictoriaMetrics /metrics page for vm_concurrent_insert_capacity, and whether the release
 // holds an insert slot for a whole request body: those before v1.86.0 do. The page tells apart only the releases
 // before v1.108.0 (by truncatingMetric, as truncationOf does), so those
 // from v1.86.0 to v1.107 are held too, which costs them only the turns.
-func insertCapacityOf(r io.Reader) (int, bool, error) {
+func insertCapacityOf(r io.Reader) (capacity, error) {
 	old := false
 	n, err := countOf(r, "vm_concurrent_insert_capacity", func(line string) {
 		old = old || strings.HasPrefix(line, truncatingMetric)
 	})
-	return n, old, err
+	return capacity{n: n, limited: old}, err
 }
 
 // countOf reads a /metrics page for the count metric holds, passing every line to each (nil: none).

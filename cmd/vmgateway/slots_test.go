@@ -35,7 +35,7 @@ func TestReadSlotsLearned(t *testing.T) {
 	addr := func(host string) gateway.BackendAddr { return gateway.BackendAddr{URL: u, Host: host} }
 	w := newSlotsWatch(readSlots, http.DefaultTransport)
 	var got map[string]int
-	w.set = func(m map[string]int) { got = m }
+	w.set = func(m map[string]gateway.BackendCapacity) { got = slotsOf(m) }
 	key := func(host string) string { return addr(host).Key() }
 	for _, step := range []struct {
 		name  string
@@ -104,7 +104,7 @@ func TestWriteSlotsLearned(t *testing.T) {
 	u, _ := url.Parse(srv.URL)
 	w := newSlotsWatch(writeSlots, http.DefaultTransport)
 	got := map[string]int{"not": -1}
-	w.set = func(m map[string]int) { got = m }
+	w.set = func(m map[string]gateway.BackendCapacity) { got = slotsOf(m) }
 	a, b := gateway.BackendAddr{URL: u, Host: "a"}.Key(), gateway.BackendAddr{URL: u, Host: "b"}.Key()
 	for _, step := range []struct {
 		name  string
@@ -146,9 +146,44 @@ func TestInsertCapacityOf(t *testing.T) {
 		{"vm_concurrent_insert_capacity NaN\n", 0, false, "not a count"},
 		{"up 1\n", 0, false, "has no vm_concurrent_insert_capacity"},
 	} {
-		n, limited, err := insertCapacityOf(strings.NewReader(tc.page))
+		c, err := insertCapacityOf(strings.NewReader(tc.page))
+		n, limited := c.n, c.limited
 		if n != tc.n || limited != tc.limited || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%q: %d, %v, %v; want %d, %v, error with %q", tc.page, n, limited, err, tc.n, tc.limited, tc.err)
+		}
+	}
+}
+
+// slotsOf is the slots of what the gateway is given (nil: no limit).
+func slotsOf(m map[string]gateway.BackendCapacity) map[string]int {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]int, len(m))
+	for k, c := range m {
+		out[k] = c.Slots
+	}
+	return out
+}
+
+// TestSelectCapacityOf: a release without the flag of v1.110.0 (Debian's 1.79.5 among them) goes on with an export
+// whose connection is closed; v1.110.0 and later stop it. The pages are the real releases' lines.
+func TestSelectCapacityOf(t *testing.T) {
+	for _, tc := range []struct {
+		page   string
+		n      int
+		runsOn bool
+		err    string
+	}{
+		{"vm_concurrent_select_capacity 4\nflag{name=\"search.maxConcurrentRequests\", value=\"4\", is_set=\"false\"} 1\n", 4, true, ""},
+		{"vm_concurrent_select_capacity 8\nflag{name=\"search.maxDeleteDuration\", value=\"5m0s\", is_set=\"false\"} 1\n", 8, false, ""},
+		{"flag{name=\"search.maxDeleteDuration\", value=\"5m0s\", is_set=\"true\"} 1\nvm_concurrent_select_capacity 2\n", 2, false, ""},
+		{"vm_concurrent_select_capacity 4\n# flag{name=\"search.maxDeleteDuration\"} 1\n", 4, true, ""},
+		{"up 1\n", 0, true, "has no vm_concurrent_select_capacity"},
+	} {
+		c, err := selectCapacityOf(strings.NewReader(tc.page))
+		if c.n != tc.n || !c.limited || c.runsOn != tc.runsOn || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%q: %+v, %v; want %d slots, runs on %v, error with %q", tc.page, c, err, tc.n, tc.runsOn, tc.err)
 		}
 	}
 }

@@ -5,8 +5,18 @@ import "slices"
 // capacity is what the backends of one kind run at once, as learned from their /metrics, by address
 // (BackendAddr.Key), and how many gateway replicas share them.
 type capacity struct {
-	byKey    map[string]int
+	byKey    map[string]BackendCapacity
 	replicas int
+}
+
+// BackendCapacity is what the gateway learned of one backend from its /metrics.
+type BackendCapacity struct {
+	// Slots is how many requests it runs at once.
+	Slots int
+	// RunsOn: it goes on with a streamed answer after the gateway has closed the connection (VictoriaMetrics before
+	// v1.110.0 exports to the end into nowhere, in its slot), so that an answer whose client went away, or that is
+	// cut, is read to its end with its slot held, not closed (fairslots.go).
+	RunsOn bool
 }
 
 // Key names the backend at a as the gateway's capacity maps do (SetReadCapacity, SetWriteCapacity).
@@ -15,13 +25,13 @@ func (a BackendAddr) Key() string { return a.URL.String() + " " + a.Host }
 // SetReadCapacity gives the read backends' capacity by address (nil: not known, no limit), and the gateway replicas in
 // front of them: the reads forwarded at once are then what the backends the balancer sends to run (usable), divided
 // between the replicas, and follow the backends' health.
-func (g *Gateway) SetReadCapacity(byKey map[string]int, replicas int) {
+func (g *Gateway) SetReadCapacity(byKey map[string]BackendCapacity, replicas int) {
 	g.read.set.setCapacity(byKey, replicas)
 }
 
 // SetWriteCapacity is SetReadCapacity for the write backends, for those that hold a slot for a whole body (nil:
 // none does, no limit).
-func (g *Gateway) SetWriteCapacity(byKey map[string]int, replicas int) {
+func (g *Gateway) SetWriteCapacity(byKey map[string]BackendCapacity, replicas int) {
 	g.write.set.setCapacity(byKey, replicas)
 }
 
@@ -34,7 +44,7 @@ func ReplicaPart(capacity, replicas int) int {
 	return max(1, capacity/replicas)
 }
 
-func (s *backendSet) setCapacity(byKey map[string]int, replicas int) {
+func (s *backendSet) setCapacity(byKey map[string]BackendCapacity, replicas int) {
 	if byKey == nil {
 		s.capacity.Store(nil)
 		s.slotsTo(0)
@@ -64,7 +74,7 @@ func (s *backendSet) usable(c *capacity) int {
 	bs := s.backends()
 	least := 0
 	for _, b := range bs {
-		if n := c.byKey[b.key]; n > 0 && (least == 0 || n < least) {
+		if n := c.byKey[b.key].Slots; n > 0 && (least == 0 || n < least) {
 			least = n
 		}
 	}
@@ -72,7 +82,7 @@ func (s *backendSet) usable(c *capacity) int {
 		return 0
 	}
 	capOf := func(b *backend) int {
-		if n := c.byKey[b.key]; n > 0 {
+		if n := c.byKey[b.key].Slots; n > 0 {
 			return n
 		}
 		return least
@@ -93,4 +103,11 @@ func (s *backendSet) usable(c *capacity) int {
 		}
 	}
 	return n * smallest
+}
+
+// runsOn says whether b was learned to go on with an answer after its connection is closed. Not known (a fixed
+// -read.maxConcurrentRequests, a page not read): no, the connection is closed.
+func (s *backendSet) runsOn(b *backend) bool {
+	c := s.capacity.Load()
+	return c != nil && b != nil && c.byKey[b.key].RunsOn
 }

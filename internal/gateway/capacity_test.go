@@ -31,13 +31,13 @@ func TestUsableCapacity(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var bs []*backend
-			byKey := map[string]int{}
+			byKey := map[string]BackendCapacity{}
 			for i, c := range tc.caps {
 				u, _ := url.Parse(fmt.Sprintf("http://capacity-test-%d:8428", i))
 				b := newBackend("read", u, "")
 				bs = append(bs, b)
 				if c > 0 {
-					byKey[BackendAddr{URL: u}.Key()] = c
+					byKey[BackendAddr{URL: u}.Key()] = BackendCapacity{Slots: c}
 				}
 			}
 			s := newBackendSet("read", tc.policy, time.Minute, bs)
@@ -60,11 +60,11 @@ func TestUsableCapacity(t *testing.T) {
 // -retryStatusCodes) keeps it.
 func TestSlotsFollowHealth(t *testing.T) {
 	var bs []*backend
-	byKey := map[string]int{}
+	byKey := map[string]BackendCapacity{}
 	for i := range 2 {
 		u, _ := url.Parse(fmt.Sprintf("http://health-test-%d:8428", i))
 		bs = append(bs, newBackend("write", u, ""))
-		byKey[BackendAddr{URL: u}.Key()] = 4
+		byKey[BackendAddr{URL: u}.Key()] = BackendCapacity{Slots: 4}
 	}
 	s := newBackendSet("write", LeastLoaded, time.Millisecond, bs)
 	var got []int

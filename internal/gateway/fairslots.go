@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,10 @@ import (
 // reads hold their slots for long (exports, answers read slowly) cannot keep every other team out; and a unit holding
 // more than its part while another waits loses its oldest answer streamed for long (preemptLocked). With no one
 // waiting and a slot within its share free, a request takes it at once. A slot is held from the grant until the
-// backend's whole answer is in (answered), not until the client has it all.
+// backend's whole answer is in (answered), not until the client has it all. A backend that goes on with an answer
+// after its connection is closed (VictoriaMetrics before v1.110.0 exports to the end into nowhere) holds its own slot
+// until it is done whatever the client does: its answer is then read to its end at the gateway, slot held, when its
+// client goes away or it is cut (drainAnswer).
 //
 // The same slots bound the writes forwarded at once to write backends that hold one of their -maxConcurrentInserts for
 // a whole request body (VictoriaMetrics before v1.86.0; newer releases free it while they wait on a body): there, one
@@ -70,6 +74,32 @@ type hold struct {
 	cutDone   bool          // under fairSlots.mu
 	granted   chan struct{} // for a read that waits: sent its slot
 	released  atomic.Bool
+	// backend is the backend that answers, which the balancer tells through the context (holdKey).
+	backend atomic.Pointer[backend]
+	// runsOn: the backend goes on with the answer after its connection is closed, so an answer its client left or
+	// that is cut is read to its end (drainAnswer) rather than closed, and the slot held until then; stop then
+	// breaks the client's side at once, as stopped tells the forward step. Both are set before answering.
+	runsOn  bool
+	stop    func()
+	stopped atomic.Bool
+}
+
+// holdKey finds the hold in its request's context.
+type holdKey struct{}
+
+// Value gives the hold itself for holdKey: the balancer marks which backend took its request (servedBy).
+func (h *hold) Value(k any) any {
+	if k == (holdKey{}) {
+		return h
+	}
+	return h.Context.Value(k)
+}
+
+// servedBy tells the hold of req, if any, that b answers it.
+func servedBy(req *http.Request, b *backend) {
+	if h, ok := req.Context().Value(holdKey{}).(*hold); ok {
+		h.backend.Store(b)
+	}
 }
 
 // waitingLocked says whether h still waits for its slot.
@@ -287,6 +317,14 @@ func (f *fairSlots) preemptLocked(w *fairQueue, now time.Time) {
 			// may be blocked writing to the client that does not read, for up to the answer's write timeout).
 			h.cutDone = true
 			preempted.Inc()
+			if h.runsOn {
+				// Closing would not free VictoriaMetrics' slot (it exports on into nowhere): the client's side is
+				// broken instead, and the answer read to its end as fast as the backend sends it, which frees the slot
+				// when the backend's is free.
+				h.stopped.Store(true)
+				h.stop()
+				return
+			}
 			h.cut()
 			time.AfterFunc(cutGrace, func() { f.answered(h) })
 			return

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"golang.org/x/net/http/httpguts"
 )
@@ -152,6 +153,12 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request, slot *hold
 	}
 	// A read's slot at the backends (fairslots.go): from here the backend streams its answer, which a cut ends.
 	if slot != nil {
+		if u.set.runsOn(slot.backend.Load()) {
+			slot.runsOn = true
+			// A write deadline already past fails the write the client does not take, and every one after it.
+			rc := http.NewResponseController(rw)
+			slot.stop = func() { _ = rc.SetWriteDeadline(time.Unix(1, 0)) }
+		}
 		slot.answering.Store(time.Now().UnixNano())
 	}
 	dst := rw.Header()
@@ -177,6 +184,9 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request, slot *hold
 	err = copyAnswer(rw, res, slot)
 	if err != nil {
 		defer res.Body.Close()
+		if cw := (*clientWriteError)(nil); slot != nil && slot.runsOn && errors.As(err, &cw) {
+			drainAnswer(res.Body, slot)
+		}
 		// The headers are out: all that is left is to break the response, so the client does not take what it got
 		// for the whole answer. ServeHTTP counts it and re-raises it for the server, which drops the connection.
 		// (ReverseProxy aborted only under a net/http server, found by its context key; whatever server runs the
@@ -245,15 +255,18 @@ func copyAnswer(rw http.ResponseWriter, res *http.Response, h *hold) error {
 			h.f.answered(h)
 		}
 		if nr > 0 {
+			if h != nil && h.stopped.Load() {
+				return &clientWriteError{errCutToDrain}
+			}
 			nw, werr := rw.Write(buf[:nr])
 			if rc != nil {
 				_ = rc.Flush()
 			}
 			if werr != nil {
-				return werr
+				return &clientWriteError{werr}
 			}
 			if nr != nw {
-				return io.ErrShortWrite
+				return &clientWriteError{io.ErrShortWrite}
 			}
 		}
 		if rerr != nil {
@@ -261,6 +274,41 @@ func copyAnswer(rw http.ResponseWriter, res *http.Response, h *hold) error {
 				return nil
 			}
 			return rerr
+		}
+	}
+}
+
+// clientWriteError is an answer that failed on the client's side (it went away, or took nothing for too long), not
+// the upstream's.
+type clientWriteError struct{ err error }
+
+func (e *clientWriteError) Error() string { return e.err.Error() }
+func (e *clientWriteError) Unwrap() error { return e.err }
+
+var errCutToDrain = errors.New("the answer was cut for another team's read; its rest is read and dropped")
+
+// drained counts the answers read to their end for nobody (drainAnswer).
+var drained = metrics.NewCounter(`vmgateway_read_backend_drained_total`)
+
+// drainAnswer reads the rest of an answer whose client went away, or that was cut, and frees its slot h at its end:
+// the backend (VictoriaMetrics before v1.110.0) goes on with it after its connection is closed, in its own slot,
+// which the gateway must count as taken until then, or hand it to another team's read that the backend would then
+// queue or refuse. Read as fast as the backend sends it, the answer frees the backend's slot soonest. The read ends
+// with the backend's answer, which its own limits bound (-search.maxExportDuration), or with the hold's context.
+func drainAnswer(body io.Reader, h *hold) {
+	drained.Inc()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		_, err := body.Read(buf)
+		if err == io.EOF {
+			h.f.answered(h)
+			return
+		}
+		if err != nil {
+			slog.Debug("the upstream's answer broke while it was read to its end for a client that went away", "err", err)
+			return
 		}
 	}
 }

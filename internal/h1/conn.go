@@ -98,8 +98,10 @@ type conn struct {
 	// connection renew its idle deadline only now and then instead of twice per request (see awaitNext).
 	readDeadline  time.Time
 	deadlineKnown atomic.Bool
-	// writeDeadlineSet: the handler set a write deadline, cleared after its answer.
-	writeDeadlineSet atomic.Bool
+	// writeDeadlineSet: the handler set a write deadline, cleared after its answer; handlerWriteDeadline is it
+	// (UnixNano), set first.
+	writeDeadlineSet     atomic.Bool
+	handlerWriteDeadline atomic.Int64
 }
 
 // setReadDeadline sets a read deadline the connection's goroutine keeps track of.
@@ -176,7 +178,7 @@ func (c *conn) serve() {
 	}
 	c.watched = watchClients && c.watch()
 	c.br = getReader(c)
-	c.out.reset(c.rwc, c.srv.WriteIdleTimeout, &c.writeDeadlineSet)
+	c.out.reset(c.rwc, c.srv.WriteIdleTimeout, &c.writeDeadlineSet, &c.handlerWriteDeadline)
 	c.bw = getWriter(&c.out)
 	linger := false
 	defer func() {

@@ -126,10 +126,11 @@ func (s *Server) Serve(ln net.Listener) error {
 			_ = rwc.Close()
 			return ErrServerClosed
 		case trackFull:
-			_ = rwc.Close()
+			// Told first: whoever sees the connection closed sees it counted.
 			if s.ConnRefused != nil {
 				s.ConnRefused()
 			}
+			_ = rwc.Close()
 			continue
 		}
 		go c.serve()
@@ -189,10 +190,10 @@ func (s *Server) evictLocked() bool {
 	}
 	best.evicted = true
 	s.evicting++
-	_ = best.rwc.Close()
 	if s.ConnEvicted != nil {
 		s.ConnEvicted()
 	}
+	_ = best.rwc.Close()
 	return true
 }
 

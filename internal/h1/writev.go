@@ -23,17 +23,18 @@ type connWriter struct {
 	arr     [4][]byte
 	bufs    net.Buffers
 	// idle is Server.WriteIdleTimeout; handlerDeadline is the connection's say that the handler set a write
-	// deadline of its own, which then rules instead. armed is the deadline arm set last, zero once another may be
-	// in force.
+	// deadline of its own (handlerAt), which then rules instead. armed is the deadline arm set last, zero once
+	// another may be in force.
 	idle            time.Duration
 	handlerDeadline *atomic.Bool
+	handlerAt       *atomic.Int64
 	armed           time.Time
 }
 
 var crlf = []byte("\r\n")
 
-func (o *connWriter) reset(c net.Conn, idle time.Duration, handlerDeadline *atomic.Bool) {
-	o.conn, o.idle, o.handlerDeadline, o.armed = c, idle, handlerDeadline, time.Time{}
+func (o *connWriter) reset(c net.Conn, idle time.Duration, handlerDeadline *atomic.Bool, handlerAt *atomic.Int64) {
+	o.conn, o.idle, o.handlerDeadline, o.handlerAt, o.armed = c, idle, handlerDeadline, handlerAt, time.Time{}
 	o.gather = nil
 	switch t := c.(type) {
 	case interface{ Writev([][]byte) (int64, error) }:
@@ -54,6 +55,15 @@ func (o *connWriter) arm() {
 	if earliest := time.Now().Add(o.idle); o.armed.Before(earliest) {
 		o.armed = earliest.Add(o.idle / idleSlack)
 		_ = o.conn.SetWriteDeadline(o.armed)
+		// Another goroutine may have set the handler's deadline (one past, to break this write) between the check
+		// above and this one's: it rules.
+		if o.handlerDeadline.Load() {
+			var t time.Time
+			if at := o.handlerAt.Load(); at != 0 {
+				t = time.Unix(0, at)
+			}
+			_ = o.conn.SetWriteDeadline(t)
+		}
 	}
 }
 
