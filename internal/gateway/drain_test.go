@@ -164,3 +164,65 @@ func TestCutAnswerIsDrained(t *testing.T) {
 		t.Errorf("%d of the clients' exports whole; want 2, the cut one broken off", whole)
 	}
 }
+
+// TestCutOnlyWhatTheClientHoldsUp: on a backend that goes on with a cut answer, a cut frees the slot sooner only
+// when the answer's client, not the backend, holds it up; an answer its client takes as fast as the backend sends
+// it is not cut (its client would lose it for nothing), and a cut whose slot is not free yet stands for one waiting
+// unit, so that a unit's second wait does not cut another (found by an attacker's review: two teams' exports read at
+// full speed were cut, and the waiting team still got 429).
+func TestCutOnlyWhatTheClientHoldsUp(t *testing.T) {
+	now := time.Now()
+	answer := func(h *hold, blocked time.Duration) *atomic.Int32 {
+		var stops atomic.Int32
+		h.runsOn = true
+		h.stop = func() { stops.Add(1) }
+		h.blocked.Store(int64(blocked))
+		h.answering.Store(now.Add(-time.Minute).UnixNano())
+		return &stops
+	}
+	preempt := func(f *fairSlots) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.units[unitB] = &fairQueue{waiting: []*hold{{}}}
+		f.preemptLocked(f.units[unitB], now)
+		delete(f.units, unitB)
+	}
+	t.Run("over its part, held up by the backend", func(t *testing.T) {
+		f := newFairSlots(time.Second, true)
+		f.setLimit(3)
+		a1, a2, c := mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitC)
+		// Their clients took 1 s of the minute: the backend held the answers up.
+		stops := []*atomic.Int32{answer(a1, time.Second), answer(a2, time.Second), answer(c, 50*time.Second)}
+		preempt(f)
+		for i, s := range stops {
+			if s.Load() != 0 {
+				t.Errorf("answer %d was cut; want none (A's are held up by the backend, C holds no more than its part)", i)
+			}
+		}
+		for _, h := range []*hold{a1, a2, c} {
+			f.release(h)
+		}
+	})
+	t.Run("starved", func(t *testing.T) {
+		f := newFairSlots(time.Second, true)
+		f.setLimit(2)
+		a, c := mustRead(t, f, unitA), mustRead(t, f, unitC)
+		aStops, cStops := answer(a, time.Second), answer(c, 50*time.Second)
+		preempt(f)
+		if aStops.Load() != 0 || cStops.Load() != 1 || !c.stopped.Load() {
+			t.Fatalf("cuts: A's answer (held up by the backend) %d, C's (by its client) %d; want only C's", aStops.Load(), cStops.Load())
+		}
+		// C's answer is being read to its end; B waits again, and A's answer is held up by its client now: nothing
+		// more is cut for the one unit waiting.
+		a.blocked.Store(int64(50 * time.Second))
+		preempt(f)
+		if aStops.Load() != 0 {
+			t.Error("a second answer was cut while the first cut's slot was not free yet, for the same waiting unit")
+		}
+		f.release(a)
+		f.release(c)
+		if f.used != 0 {
+			t.Errorf("%d slots used after all released", f.used)
+		}
+	})
+}

@@ -82,6 +82,20 @@ type hold struct {
 	runsOn  bool
 	stop    func()
 	stopped atomic.Bool
+	// For such an answer, how long its writes to the client have taken (nanoseconds), and since when the one under
+	// way has (UnixNano; 0: none): cutting it frees the backend's slot sooner only when its client, not the backend,
+	// holds the answer up (clientBound).
+	blocked      atomic.Int64
+	writingSince atomic.Int64
+}
+
+// clientBound says whether h's client took at least half the time its answer has streamed, to now, to take it.
+func (h *hold) clientBound(now int64) bool {
+	blocked := h.blocked.Load()
+	if since := h.writingSince.Load(); since != 0 && since < now {
+		blocked += now - since
+	}
+	return 2*blocked >= now-h.answering.Load()
 }
 
 // holdKey finds the hold in its request's context.
@@ -288,18 +302,34 @@ const cutGrace = 100 * time.Millisecond
 // few exports read slowly would keep three quarters of the backends, and two such teams all of them. A read still being
 // computed is never cut: VictoriaMetrics would run it to its end anyway, and its slot would not be freed.
 func (f *fairSlots) preemptLocked(w *fairQueue, now time.Time) {
-	active := 0
+	streamedSince, at := now.Add(-f.queue/2).UnixNano(), now.UnixNano()
+	active, waiting, pending := 0, 0, 0
 	var top *fairQueue
+	var victim *hold
 	for _, q := range f.units {
 		if q.running() == 0 && len(q.waiting) == 0 {
 			continue
 		}
 		active++
-		if q != w && (top == nil || q.running() > top.running()) {
-			top = q
+		if len(q.waiting) > 0 {
+			waiting++
+		}
+		var oldest *hold
+		for _, h := range q.holds {
+			if h.cutDone && !h.released.Load() {
+				pending++
+			}
+			if oldest == nil && q != w && h.cuttable(streamedSince, at) {
+				oldest = h
+			}
+		}
+		if oldest != nil && (top == nil || q.running() > top.running()) {
+			top, victim = q, oldest
 		}
 	}
-	if top == nil {
+	// A cut whose slot is not free yet (within its grace, or a run-on answer being read to its end) frees one for a
+	// unit waiting: no more are cut than the units waiting.
+	if top == nil || pending >= waiting {
 		return
 	}
 	over := top.running() > (f.limit+active-1)/active && top.running() > w.running()+1
@@ -309,27 +339,31 @@ func (f *fairSlots) preemptLocked(w *fairQueue, now time.Time) {
 	if !over && !starved {
 		return
 	}
-	streamedSince := now.Add(-f.queue / 2).UnixNano()
-	for _, h := range top.holds {
-		if at := h.answering.Load(); !h.cutDone && !h.released.Load() && at != 0 && at <= streamedSince {
-			// The cut closes the upstream connection, and VictoriaMetrics frees its slot as its next write fails,
-			// which takes it a moment: the slot here is freed cutGrace later, not when the forward step notices (it
-			// may be blocked writing to the client that does not read, for up to the answer's write timeout).
-			h.cutDone = true
-			preempted.Inc()
-			if h.runsOn {
-				// Closing would not free VictoriaMetrics' slot (it exports on into nowhere): the client's side is
-				// broken instead, and the answer read to its end as fast as the backend sends it, which frees the slot
-				// when the backend's is free.
-				h.stopped.Store(true)
-				h.stop()
-				return
-			}
-			h.cut()
-			time.AfterFunc(cutGrace, func() { f.answered(h) })
-			return
-		}
+	h := victim
+	h.cutDone = true
+	preempted.Inc()
+	if h.runsOn {
+		// Closing would not free VictoriaMetrics' slot (it exports on into nowhere): the client's side is broken
+		// instead, and the answer read to its end as fast as the backend sends it, which frees the slot when the
+		// backend's is free.
+		h.stopped.Store(true)
+		h.stop()
+		return
 	}
+	// The cut closes the upstream connection, and VictoriaMetrics frees its slot as its next write fails, which takes
+	// it a moment: the slot here is freed cutGrace later, not when the forward step notices (it may be blocked writing
+	// to the client that does not read, for up to the answer's write timeout).
+	h.cut()
+	time.AfterFunc(cutGrace, func() { f.answered(h) })
+}
+
+// cuttable says whether h may be cut at now (UnixNano): its answer has streamed since streamedSince or before, is not
+// whole and not cut already, and, from a backend that goes on with a cut answer, is held up by its client
+// (clientBound): one the backend itself sends slowly would be read no faster, and its client would lose it for
+// nothing.
+func (h *hold) cuttable(streamedSince, now int64) bool {
+	at := h.answering.Load()
+	return !h.cutDone && !h.released.Load() && at != 0 && at <= streamedSince && (!h.runsOn || h.clientBound(now))
 }
 
 // fillLocked grants free slots to the waiting reads, each to the oldest read of the waiting unit with the fewest in

@@ -258,9 +258,18 @@ func copyAnswer(rw http.ResponseWriter, res *http.Response, h *hold) error {
 			if h != nil && h.stopped.Load() {
 				return &clientWriteError{errCutToDrain}
 			}
+			var began int64
+			if h != nil && h.runsOn {
+				began = time.Now().UnixNano()
+				h.writingSince.Store(began)
+			}
 			nw, werr := rw.Write(buf[:nr])
 			if rc != nil {
 				_ = rc.Flush()
+			}
+			if began != 0 {
+				h.writingSince.Store(0)
+				h.blocked.Add(time.Now().UnixNano() - began)
 			}
 			if werr != nil {
 				return &clientWriteError{werr}
