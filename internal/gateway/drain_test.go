@@ -180,13 +180,14 @@ func TestCutOnlyWhatTheClientHoldsUp(t *testing.T) {
 		h.answering.Store(now.Add(-time.Minute).UnixNano())
 		return &stops
 	}
-	preempt := func(f *fairSlots) {
+	preemptAt := func(f *fairSlots, at time.Time) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.units[unitB] = &fairQueue{waiting: []*hold{{}}}
-		f.preemptLocked(f.units[unitB], now)
+		f.preemptLocked(f.units[unitB], at)
 		delete(f.units, unitB)
 	}
+	preempt := func(f *fairSlots) { preemptAt(f, now) }
 	t.Run("over its part, held up by the backend", func(t *testing.T) {
 		f := newFairSlots(time.Second, true)
 		f.setLimit(3)
@@ -218,6 +219,12 @@ func TestCutOnlyWhatTheClientHoldsUp(t *testing.T) {
 		preempt(f)
 		if aStops.Load() != 0 {
 			t.Error("a second answer was cut while the first cut's slot was not free yet, for the same waiting unit")
+		}
+		// C's drain reads nothing for half the queue duration (the backend stalls): it no longer stands for B, and A's
+		// answer is cut (an attacker's second review: a stalled drain shielded the rest of its team's answers).
+		preemptAt(f, now.Add(600*time.Millisecond))
+		if aStops.Load() != 1 {
+			t.Error("A's answer was not cut while C's drain had read nothing for half the queue duration")
 		}
 		f.release(a)
 		f.release(c)

@@ -87,6 +87,9 @@ type hold struct {
 	// holds the answer up (clientBound).
 	blocked      atomic.Int64
 	writingSince atomic.Int64
+	// drained is when the answer's drain last read something (UnixNano), from its cut on: a cut stands for a waiting
+	// unit only while its drain goes on (preemptLocked).
+	drained atomic.Int64
 }
 
 // clientBound says whether h's client took at least half the time its answer has streamed, to now, to take it.
@@ -316,7 +319,7 @@ func (f *fairSlots) preemptLocked(w *fairQueue, now time.Time) {
 		}
 		var oldest *hold
 		for _, h := range q.holds {
-			if h.cutDone && !h.released.Load() {
+			if h.cutDone && !h.released.Load() && (!h.runsOn || at-h.drained.Load() < int64(f.queue/2)) {
 				pending++
 			}
 			if oldest == nil && q != w && h.cuttable(streamedSince, at) {
@@ -328,7 +331,9 @@ func (f *fairSlots) preemptLocked(w *fairQueue, now time.Time) {
 		}
 	}
 	// A cut whose slot is not free yet (within its grace, or a run-on answer being read to its end) frees one for a
-	// unit waiting: no more are cut than the units waiting.
+	// unit waiting: no more are cut than the units waiting. A drain that has read nothing for half the queue duration
+	// no longer counts (a backend that stalls, or an export that goes on for hours), or it would shield the other
+	// answers of its team (found by an attacker's review).
 	if top == nil || pending >= waiting {
 		return
 	}
@@ -343,6 +348,7 @@ func (f *fairSlots) preemptLocked(w *fairQueue, now time.Time) {
 	h.cutDone = true
 	preempted.Inc()
 	if h.runsOn {
+		h.drained.Store(at)
 		// Closing would not free VictoriaMetrics' slot (it exports on into nowhere): the client's side is broken
 		// instead, and the answer read to its end as fast as the backend sends it, which frees the slot when the
 		// backend's is free.

@@ -310,7 +310,10 @@ func drainAnswer(body io.Reader, h *hold) {
 	defer bufPool.Put(bp)
 	buf := *bp
 	for {
-		_, err := body.Read(buf)
+		n, err := body.Read(buf)
+		if n > 0 {
+			h.drained.Store(time.Now().UnixNano())
+		}
 		if err == io.EOF {
 			h.f.answered(h)
 			return
