@@ -71,13 +71,7 @@ func abandonExport(t *testing.T, g *gw, token string) {
 func TestAbandonedExportsKeepTheirSlots(t *testing.T) {
 	vm := vmtest.Start(t, "-search.maxConcurrentRequests=2", "-search.maxQueueDuration=300ms")
 	manySamples(t, vm, 10000, 1000)
-	priv, pub := keyPair(t, "ec")
-	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
-		"-read.maxConcurrentRequests=0", "-read.maxQueueDuration=30s")
-	dev := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
-	qa := mint(t, priv, "-mode=read", "-extraLabels=team=ops", "-subject=qa", "-extraFilters={i!=\"x\"}")
-	ops := mint(t, priv, "-mode=read", "-extraLabels=team=ops")
-	waitMetric(t, g, "vmgateway_read_backend_slots", "the backend's 2 query slots, learned", is(2))
+	g, dev, qa, ops := readTeams(t, vm, 2, "30s")
 	drained := metricValue(t, g, "vmgateway_read_backend_drained_total")
 	start := time.Now()
 	abandonExport(t, g, dev)

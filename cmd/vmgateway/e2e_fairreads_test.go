@@ -220,6 +220,21 @@ func TestReplicasSplitTheReadSlots(t *testing.T) {
 	}
 }
 
+// readTeams starts a gateway in front of vm that learns its query slots (want them to be slots) and lets a read wait
+// queue for one, and mints read tokens of three isolation units: team dev, qa (team ops' label with a filter of its
+// own) and team ops.
+func readTeams(t *testing.T, vm *vmtest.VM, slots int, queue string) (g *gw, dev, qa, ops string) {
+	t.Helper()
+	priv, pub := keyPair(t, "ec")
+	g = startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+		"-read.maxConcurrentRequests=0", "-read.maxQueueDuration="+queue)
+	dev = mint(t, priv, "-mode=read", "-extraLabels=team=dev")
+	qa = mint(t, priv, "-mode=read", "-extraLabels=team=ops", "-subject=qa", "-extraFilters={i!=\"x\"}")
+	ops = mint(t, priv, "-mode=read", "-extraLabels=team=ops")
+	waitMetric(t, g, "vmgateway_read_backend_slots", "the backend's query slots, learned", is(float64(slots)))
+	return g, dev, qa, ops
+}
+
 // TestSlowExportsArePreempted: VictoriaMetrics holds a query slot for as long as it streams an export, which a client
 // that stops reading makes as long as it likes. Team dev holds three of the backend's four slots with exports it does
 // not read and team qa the fourth, so that team ops' quick query finds none free and, slots not being taken back,
@@ -228,13 +243,7 @@ func TestReplicasSplitTheReadSlots(t *testing.T) {
 func TestSlowExportsArePreempted(t *testing.T) {
 	vm := vmtest.Start(t, "-search.maxConcurrentRequests=4", "-search.maxQueueDuration=60s")
 	heavySeries(t, vm, 8000)
-	priv, pub := keyPair(t, "ec")
-	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
-		"-read.maxConcurrentRequests=0", "-read.maxQueueDuration=4s")
-	dev := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
-	qa := mint(t, priv, "-mode=read", "-extraLabels=team=ops", "-subject=qa", "-extraFilters={i!=\"x\"}")
-	ops := mint(t, priv, "-mode=read", "-extraLabels=team=ops")
-	waitMetric(t, g, "vmgateway_read_backend_slots", "the backend's 4 query slots, learned", is(4))
+	g, dev, qa, ops := readTeams(t, vm, 4, "4s")
 	// stalled opens an export and reads its first bytes, then nothing: VictoriaMetrics blocks once the sockets'
 	// buffers are full, and keeps its slot.
 	stalled := func(token string) net.Conn {
