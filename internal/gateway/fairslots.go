@@ -297,10 +297,10 @@ func (f *fairSlots) releaseLocked(h *hold) {
 // cutGrace is how long a cut read keeps its slot for the backend to notice the cut and free its own.
 const cutGrace = 100 * time.Millisecond
 
-// preemptLocked is called for unit w, whose read has waited half its queue duration: when another unit holds more
-// than its part of the slots (the limit shared by the units holding or waiting, rounded up) and more than one more
-// than w holds, or when w holds none and the units are more than the slots, its oldest read
-// whose answer has streamed for as long is cut. VictoriaMetrics holds its own slot for as long as it streams an answer
+// preemptLocked is called for unit w, whose read has waited half its queue duration. Of the other units with an
+// answer that may be cut (cuttable: streamed for as long), the one holding most loses its oldest such answer when it
+// holds more than its part of the slots (the limit shared by the units holding or waiting, rounded up) and more than
+// one more than w holds, or when w holds none and the units are more than the slots. VictoriaMetrics holds its own slot for as long as it streams an answer
 // (an export read slowly holds it for hours), and slots are not otherwise taken back: without this, one team with a
 // few exports read slowly would keep three quarters of the backends, and two such teams all of them. A read still being
 // computed is never cut: VictoriaMetrics would run it to its end anyway, and its slot would not be freed.

@@ -303,7 +303,7 @@ var drained = metrics.NewCounter(`vmgateway_read_backend_drained_total`)
 // the backend (VictoriaMetrics before v1.110.0) goes on with it after its connection is closed, in its own slot,
 // which the gateway must count as taken until then, or hand it to another team's read that the backend would then
 // queue or refuse. Read as fast as the backend sends it, the answer frees the backend's slot soonest. The read ends
-// with the backend's answer, which its own limits bound (-search.maxExportDuration), or with the hold's context.
+// with the backend's answer, which its own limits bound (-search.maxExportDuration), or with its connection.
 func drainAnswer(body io.Reader, h *hold) {
 	drained.Inc()
 	bp := bufPool.Get().(*[]byte)
