@@ -4,45 +4,15 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
-
-// manySamples imports n series of team dev and ops, samples each, streamed: an export of them all takes
-// VictoriaMetrics seconds.
-func manySamples(t *testing.T, vm *vmtest.VM, n, samples int) {
-	t.Helper()
-	pr, pw := io.Pipe()
-	go func() {
-		bw := bufio.NewWriterSize(pw, 1<<20)
-		now := time.Now().Truncate(time.Second).UnixMilli()
-		var ts, vals []byte
-		for i := range samples {
-			if i > 0 {
-				ts, vals = append(ts, ','), append(vals, ',')
-			}
-			ts = strconv.AppendInt(ts, now-int64(samples-i)*10_000, 10)
-			vals = strconv.AppendFloat(vals, rand.Float64(), 'f', 6, 64)
-		}
-		for s := range n {
-			team := []string{"ops", "dev"}[s%2]
-			fmt.Fprintf(bw, `{"metric":{"__name__":"many","team":%q,"i":"%d"},"values":[%s],"timestamps":[%s]}`+"\n", team, s, vals, ts)
-		}
-		pw.CloseWithError(bw.Flush())
-	}()
-	if code, _, body := do(t, "POST", vm.URL+"/api/v1/import", pr); code != 204 {
-		t.Fatalf("import: %d %s", code, body)
-	}
-	vm.Flush(t)
-}
 
 // abandonExport opens an export of every series through g with token (none: ""), reads its head and goes away.
 func abandonExport(t *testing.T, g *gw, token string) {
@@ -70,7 +40,7 @@ func abandonExport(t *testing.T, g *gw, token string) {
 // team ops' query waits for its turn at the gateway instead.
 func TestAbandonedExportsKeepTheirSlots(t *testing.T) {
 	vm := vmtest.Start(t, "-search.maxConcurrentRequests=2", "-search.maxQueueDuration=300ms")
-	manySamples(t, vm, 10000, 1000)
+	importSeries(t, vm, "many", 10000, 1000)
 	g, dev, qa, ops := readTeams(t, vm, 2, "30s")
 	drained := metricValue(t, g, "vmgateway_read_backend_drained_total")
 	start := time.Now()
@@ -91,13 +61,19 @@ func TestAbandonedExportsKeepTheirSlots(t *testing.T) {
 // it and frees the slot at once: nothing is read to its end.
 func TestNewerBackendsStopAbandonedExports(t *testing.T) {
 	vm := vmtest.StartCurrent(t, "-search.maxConcurrentRequests=2")
-	manySamples(t, vm, 10000, 1000)
+	importSeries(t, vm, "many", 10000, 1000)
 	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-read.maxConcurrentRequests=0")
 	waitMetric(t, g, "vmgateway_read_backend_slots", "the backend's 2 query slots, learned", is(2))
 	// How long v1.151 takes to export it all, read whole straight from it.
 	start := time.Now()
-	if code, _, _ := do(t, "GET", vm.URL+"/api/v1/export?match[]=many", nil); code != http.StatusOK {
-		t.Fatalf("the export straight from v1.151: %d", code)
+	resp, err := freshClient.Get(vm.URL + "/api/v1/export?match[]=many")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the export straight from v1.151: %d, %v", resp.StatusCode, err)
 	}
 	whole := time.Since(start)
 	start = time.Now()

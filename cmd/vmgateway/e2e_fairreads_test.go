@@ -1,9 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,28 +24,37 @@ import (
 
 // heavySeries imports n series of an hour of samples every 10s, half of team dev and half of team ops, so that a
 // rollup over all of them takes VictoriaMetrics a good part of a second.
-func heavySeries(t *testing.T, vm *vmtest.VM, n int) {
+func heavySeries(t *testing.T, vm *vmtest.VM, n int) { importSeries(t, vm, "heavy", n, 360) }
+
+// importSeries imports n series of name, half of team dev and half of team ops (label i numbers them), of samples
+// random values every 10s up to now, streamed.
+func importSeries(t *testing.T, vm *vmtest.VM, name string, n, samples int) {
 	t.Helper()
-	var b bytes.Buffer
-	now := time.Now().Truncate(time.Second).UnixMilli()
-	ts := make([]int64, 360)
-	vals := make([]float64, len(ts))
-	for i := range ts {
-		ts[i] = now - 3600_000 + int64(i)*10_000
-	}
-	for s := range n {
-		team := "ops"
-		if s%2 == 1 {
-			team = "dev"
+	pr, pw := io.Pipe()
+	go func() {
+		bw := bufio.NewWriterSize(pw, 1<<20)
+		now := time.Now().Truncate(time.Second).UnixMilli()
+		var ts, vals []byte
+		for i := range samples {
+			if i > 0 {
+				ts = append(ts, ',')
+			}
+			ts = strconv.AppendInt(ts, now-int64(samples-i)*10_000, 10)
 		}
-		for i := range vals {
-			vals[i] = rand.Float64()
+		for s := range n {
+			vals = vals[:0]
+			for i := range samples {
+				if i > 0 {
+					vals = append(vals, ',')
+				}
+				vals = strconv.AppendFloat(vals, rand.Float64(), 'f', 6, 64)
+			}
+			team := []string{"ops", "dev"}[s%2]
+			fmt.Fprintf(bw, `{"metric":{"__name__":%q,"team":%q,"i":"%d"},"values":[%s],"timestamps":[%s]}`+"\n", name, team, s, vals, ts)
 		}
-		line, _ := json.Marshal(map[string]any{"metric": map[string]string{"__name__": "heavy", "team": team, "i": fmt.Sprint(s)}, "values": vals, "timestamps": ts})
-		b.Write(line)
-		b.WriteByte('\n')
-	}
-	if code, _, body := do(t, "POST", vm.URL+"/api/v1/import", &b); code != 204 {
+		pw.CloseWithError(bw.Flush())
+	}()
+	if code, _, body := do(t, "POST", vm.URL+"/api/v1/import", pr); code != 204 {
 		t.Fatalf("import: %d %s", code, body)
 	}
 	vm.Flush(t)

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -74,8 +73,6 @@ type hold struct {
 	cutDone   bool          // under fairSlots.mu
 	granted   chan struct{} // for a read that waits: sent its slot
 	released  atomic.Bool
-	// backend is the backend that answers, which the balancer tells through the context (holdKey).
-	backend atomic.Pointer[backend]
 	// runsOn: the backend goes on with the answer after its connection is closed, so an answer its client left or
 	// that is cut is read to its end (drainAnswer) rather than closed, and the slot held until then; stop then
 	// breaks the client's side at once, as stopped tells the forward step. Both are set before answering.
@@ -99,24 +96,6 @@ func (h *hold) clientBound(now int64) bool {
 		blocked += now - since
 	}
 	return 2*blocked >= now-h.answering.Load()
-}
-
-// holdKey finds the hold in its request's context.
-type holdKey struct{}
-
-// Value gives the hold itself for holdKey: the balancer marks which backend took its request (servedBy).
-func (h *hold) Value(k any) any {
-	if k == (holdKey{}) {
-		return h
-	}
-	return h.Context.Value(k)
-}
-
-// servedBy tells the hold of req, if any, that b answers it.
-func servedBy(req *http.Request, b *backend) {
-	if h, ok := req.Context().Value(holdKey{}).(*hold); ok {
-		h.backend.Store(b)
-	}
 }
 
 // waitingLocked says whether h still waits for its slot.

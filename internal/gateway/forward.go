@@ -138,6 +138,11 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request, slot *hold
 		u.fail(rw, out, err)
 		return
 	}
+	// The balancer's answer names the backend that gave it, until modifyResponse wraps the body.
+	var from *backend
+	if d, ok := res.Body.(*doneBody); ok {
+		from = d.b
+	}
 	upgrade := res.StatusCode == http.StatusSwitchingProtocols
 	if !upgrade {
 		removeHopByHopHeaders(res.Header, nil)
@@ -153,7 +158,7 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request, slot *hold
 	}
 	// A read's slot at the backends (fairslots.go): from here the backend streams its answer, which a cut ends.
 	if slot != nil {
-		if u.set.runsOn(slot.backend.Load()) {
+		if u.set.runsOn(from) {
 			slot.runsOn = true
 			// A write deadline already past fails the write the client does not take, and every one after it.
 			rc := http.NewResponseController(rw)

@@ -123,7 +123,6 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil && !p.retryStatus(resp.StatusCode) {
 			p.set.markOK(b)
 			resp.Body = &doneBody{ReadCloser: resp.Body, b: b}
-			servedBy(req, b)
 			return resp, nil
 		}
 		resendable := replayable || (guard != nil && guard.retire())
@@ -157,7 +156,6 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			if err == nil {
 				// The last backend's own answer is the best the client can get.
 				resp.Body = &doneBody{ReadCloser: resp.Body, b: b}
-				servedBy(req, b)
 				return resp, nil
 			}
 			if len(bs) == 1 {

@@ -98,10 +98,35 @@ type conn struct {
 	// connection renew its idle deadline only now and then instead of twice per request (see awaitNext).
 	readDeadline  time.Time
 	deadlineKnown atomic.Bool
-	// writeDeadlineSet: the handler set a write deadline, cleared after its answer; handlerWriteDeadline is it
-	// (UnixNano), set first.
-	writeDeadlineSet     atomic.Bool
-	handlerWriteDeadline atomic.Int64
+	// handlerDeadline is the write deadline the handler set, cleared after its answer.
+	handlerDeadline handlerDeadline
+}
+
+// handlerDeadline is a write deadline a handler set (http.ResponseController), perhaps from another goroutine to break
+// a write the client does not take; it rules over the idle deadline the writer arms (connWriter.arm).
+type handlerDeadline struct {
+	set atomic.Bool
+	at  atomic.Int64 // UnixNano; 0: none. Stored before set.
+}
+
+func (d *handlerDeadline) store(t time.Time) {
+	var at int64
+	if !t.IsZero() {
+		at = t.UnixNano()
+	}
+	d.at.Store(at)
+	d.set.Store(true)
+}
+
+// load says whether a handler's deadline is set, and which.
+func (d *handlerDeadline) load() (time.Time, bool) {
+	if !d.set.Load() {
+		return time.Time{}, false
+	}
+	if at := d.at.Load(); at != 0 {
+		return time.Unix(0, at), true
+	}
+	return time.Time{}, true
 }
 
 // setReadDeadline sets a read deadline the connection's goroutine keeps track of.
@@ -178,7 +203,7 @@ func (c *conn) serve() {
 	}
 	c.watched = watchClients && c.watch()
 	c.br = getReader(c)
-	c.out.reset(c.rwc, c.srv.WriteIdleTimeout, &c.writeDeadlineSet, &c.handlerWriteDeadline)
+	c.out.reset(c.rwc, c.srv.WriteIdleTimeout, &c.handlerDeadline)
 	c.bw = getWriter(&c.out)
 	linger := false
 	defer func() {
@@ -371,9 +396,9 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		return false, false
 	}
 	w.finish()
-	if c.writeDeadlineSet.Load() {
+	if c.handlerDeadline.set.Load() {
 		_ = c.rwc.SetWriteDeadline(time.Time{})
-		c.writeDeadlineSet.Store(false)
+		c.handlerDeadline.set.Store(false)
 		c.out.armed = time.Time{}
 	}
 	c.bgMu.Lock()

@@ -196,12 +196,7 @@ func (w *response) SetReadDeadline(t time.Time) error { return w.c.setOtherReadD
 
 // It may be called from another goroutine than the handler's, to break a write the client does not take.
 func (w *response) SetWriteDeadline(t time.Time) error {
-	var at int64
-	if !t.IsZero() {
-		at = t.UnixNano()
-	}
-	w.c.handlerWriteDeadline.Store(at)
-	w.c.writeDeadlineSet.Store(true)
+	w.c.handlerDeadline.store(t)
 	return w.c.rwc.SetWriteDeadline(t)
 }
 

@@ -3,7 +3,6 @@ package h1
 import (
 	"bufio"
 	"net"
-	"sync/atomic"
 	"time"
 )
 
@@ -22,19 +21,17 @@ type connWriter struct {
 	hasTail bool
 	arr     [4][]byte
 	bufs    net.Buffers
-	// idle is Server.WriteIdleTimeout; handlerDeadline is the connection's say that the handler set a write
-	// deadline of its own (handlerAt), which then rules instead. armed is the deadline arm set last, zero once
-	// another may be in force.
-	idle            time.Duration
-	handlerDeadline *atomic.Bool
-	handlerAt       *atomic.Int64
-	armed           time.Time
+	// idle is Server.WriteIdleTimeout; handler is the write deadline the handler set, which then rules instead.
+	// armed is the deadline arm set last, zero once another may be in force.
+	idle    time.Duration
+	handler *handlerDeadline
+	armed   time.Time
 }
 
 var crlf = []byte("\r\n")
 
-func (o *connWriter) reset(c net.Conn, idle time.Duration, handlerDeadline *atomic.Bool, handlerAt *atomic.Int64) {
-	o.conn, o.idle, o.handlerDeadline, o.handlerAt, o.armed = c, idle, handlerDeadline, handlerAt, time.Time{}
+func (o *connWriter) reset(c net.Conn, idle time.Duration, handler *handlerDeadline) {
+	o.conn, o.idle, o.handler, o.armed = c, idle, handler, time.Time{}
 	o.gather = nil
 	switch t := c.(type) {
 	case interface{ Writev([][]byte) (int64, error) }:
@@ -49,7 +46,7 @@ func (o *connWriter) reset(c net.Conn, idle time.Duration, handlerDeadline *atom
 // frees the slot and upstream request the answer holds. The deadline is renewed only once it is that stale, not
 // at every answer of a busy connection.
 func (o *connWriter) arm() {
-	if o.idle <= 0 || o.handlerDeadline.Load() {
+	if o.idle <= 0 || o.handler.set.Load() {
 		return
 	}
 	if earliest := time.Now().Add(o.idle); o.armed.Before(earliest) {
@@ -57,11 +54,7 @@ func (o *connWriter) arm() {
 		_ = o.conn.SetWriteDeadline(o.armed)
 		// Another goroutine may have set the handler's deadline (one past, to break this write) between the check
 		// above and this one's: it rules.
-		if o.handlerDeadline.Load() {
-			var t time.Time
-			if at := o.handlerAt.Load(); at != 0 {
-				t = time.Unix(0, at)
-			}
+		if t, set := o.handler.load(); set {
 			_ = o.conn.SetWriteDeadline(t)
 		}
 	}
