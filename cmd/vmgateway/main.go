@@ -76,6 +76,7 @@ func main() {
 		os.Exit(1)
 	}
 	startGCFloor(*gcMinHeapGrowth)
+	startAdaptiveProcs()
 	if err := app.start(); err != nil {
 		fmt.Fprintf(os.Stderr, "vmgateway: cannot start: %s\n", err)
 		os.Exit(1)

@@ -2,10 +2,10 @@ package gateway
 
 import (
 	"context"
-	"runtime"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/procs"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -16,7 +16,7 @@ import (
 // queries on many connections would hold most of the gateway's CPU, and every other team's requests would queue
 // behind its parses; with it, one team parses on at most a quarter of the CPUs, and its further new queries wait
 // for its own slots. Queries the caches hold, which are most of a dashboard's, pass without a slot.
-func parseSlots() int { return max(1, runtime.GOMAXPROCS(0)/4) }
+func parseSlots() int { return max(1, procs.Max()/4) }
 
 // parseGate is the enforce.Gate of one request. The request takes a parse slot of its unit at its first parse and
 // holds it until its args are checked and rewritten (release), waiting for it within -maxQueueDuration like for a
