@@ -26,6 +26,8 @@ var (
 	realWork            = flag.Bool("realwork", true, "After the rounds, the real-work round: direct to a real VictoriaMetrics loaded with generated series, the gateway and vmauth, on a mix of dashboard queries")
 	realWorkVM          = flag.String("realwork.vm", "/usr/bin/victoria-metrics", "The single-node VictoriaMetrics binary of the real-work round")
 	realWorkConcurrency = flag.Int("realwork.concurrency", 16, "Concurrent connections of the real-work round, like a few Grafana users refreshing dashboards")
+	realWorkDirect      = flag.String("realwork.direct", "", "Comma-separated concurrencies to also measure VictoriaMetrics at directly in the real-work round, as direct-c<N>: "+
+		"at its own limit of queries at once (4 for 1.79.5 on two cores), what the gateway's read slots hold it to, it answers fewer than with more waiting in its queue")
 )
 
 // realSeries is how many series the real-work round generates: half http_requests_total counters, half
@@ -246,6 +248,17 @@ func startRealWork(ctx context.Context, dir, gatewayBin string, cred *credential
 	}
 	stops = append(stops, vm.stop)
 	targets := []*target{{name: "direct", kind: "direct", addr: vm.addr, concurrency: *realWorkConcurrency}}
+	for _, f := range strings.Split(*realWorkDirect, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			stopAll()
+			return nil, nil, fmt.Errorf("-realwork.direct=%q: %q is not a positive concurrency", *realWorkDirect, f)
+		}
+		targets = append(targets, &target{name: "direct-c" + f, kind: "direct", addr: vm.addr, concurrency: n})
+	}
 	gw, err := startGateway(ctx, "vmgateway-vm", gatewayBin, dir, vm.addr, cred)
 	if err != nil {
 		stopAll()

@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -154,4 +156,110 @@ func TestWriteSlotsFollowTheBackendsReached(t *testing.T) {
 		}
 		trickleAgainstQuickWrite(t, g, dev, ops)
 	})
+}
+
+// TestQueuedWriteOfAGoneClientIsDropped: a write waiting for its turn at the write backends whose client leaves with
+// its whole body sent leaves the queue at once and is never forwarded (it was, when its turn came: its client had
+// given up on it and would send it again, and its place in the queue was another write's); a write waiting whose
+// client stays goes through.
+func TestQueuedWriteOfAGoneClientIsDropped(t *testing.T) {
+	vm := vmtest.Start(t, "-maxConcurrentInserts=1")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-write.maxConcurrentRequests=0")
+	waitMetric(t, g, "vmgateway_write_backend_slots", "1.79.5's one insert slot, learned", is(1))
+
+	// An import that trickles holds the one slot until pw closes.
+	pr, pw := io.Pipe()
+	held := make(chan string, 1)
+	go func() {
+		code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", pr)
+		held <- fmt.Sprint(code, " ", body)
+	}()
+	if _, err := io.WriteString(pw, "held 1\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, g, "vmgateway_write_backend_requests", "the trickling import at the backend", is(1))
+
+	// A whole write on a connection of its own, which closes while it waits.
+	addr := strings.TrimPrefix(g.URL, "http://")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := "gone 1\n"
+	if _, err := fmt.Fprintf(c, "POST /api/v1/import/prometheus HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s", addr, len(body), body); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric(t, g, "vmgateway_write_backend_requests_queued", "the second write waiting", is(1))
+	// And one whose client stays.
+	stays := make(chan string, 1)
+	go func() {
+		code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", strings.NewReader("stays 1\n"))
+		stays <- fmt.Sprint(code, " ", body)
+	}()
+	waitMetric(t, g, "vmgateway_write_backend_requests_queued", "two writes waiting", is(2))
+	c.Close()
+	waitMetric(t, g, "vmgateway_write_backend_requests_queued", "the gone client's write out of the queue", is(1))
+
+	pw.Close()
+	for name, ch := range map[string]chan string{"the trickling import": held, "the write whose client stayed": stays} {
+		if got := <-ch; !strings.HasPrefix(got, "204 ") {
+			t.Errorf("%s: %s; want 204", name, got)
+		}
+	}
+	// 1.79.5 makes series just written searchable within a few seconds, flushed or not.
+	series := func(name string) int {
+		vm.Flush(t)
+		_, _, b := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]="+name, nil)
+		return strings.Count(b, "\n")
+	}
+	for deadline := time.Now().Add(15 * time.Second); series("held")+series("stays") != 2; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("VictoriaMetrics holds %d series held and %d stays; want 1 of each", series("held"), series("stays"))
+		}
+	}
+	if n := series("gone"); n != 0 {
+		t.Errorf("the write whose client left while it waited reached VictoriaMetrics: %d series gone", n)
+	}
+}
+
+// TestWriteOfAGoneClientGoesWhole: without write slots, a write whose client leaves with its whole body sent while
+// the gateway still forwards it goes to the backend whole: the server cancels the client's request as soon as the
+// client leaves, and that must not cut the body where the cancel found it.
+func TestWriteOfAGoneClientGoesWhole(t *testing.T) {
+	got := make(chan int64, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Slower than the client: the rest of the body waits at the gateway when the client leaves.
+		var n int64
+		buf := make([]byte, 64<<10)
+		for {
+			time.Sleep(time.Millisecond)
+			k, err := r.Body.Read(buf)
+			n += int64(k)
+			if err != nil {
+				break
+			}
+		}
+		got <- n
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer up.Close()
+	g := startGateway(t, "-read.url="+up.URL, "-write.url="+up.URL)
+	addr := strings.TrimPrefix(g.URL, "http://")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := strings.Repeat("whole 1\n", 1<<20)
+	if _, err := fmt.Fprintf(c, "POST /api/v1/import/prometheus HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s", addr, len(body), body); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case n := <-got:
+		if n != int64(len(body)) {
+			t.Fatalf("the backend got %d bytes of the %d-byte write whose client left; want all", n, len(body))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the write never reached the backend")
+	}
 }

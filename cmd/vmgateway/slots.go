@@ -33,7 +33,7 @@ var (
 		"A negative value sets no limit. With several gateway replicas in front of the same backends, set -write.replicas")
 	writeReplicas         = flag.Int("write.replicas", 1, "How many gateway replicas forward writes to the same write backends; each forwards at most its part of -write.maxConcurrentRequests (or of what it learned), rounded down, at least 1")
 	writeMaxQueueDuration = flag.Duration("write.maxQueueDuration", 20*time.Second, "How long a write waits for its turn at the write backends (-write.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -insert.maxQueueDuration (1m by default), and is shorter than the clients' own timeouts (Prometheus remote_write 30s, vmagent 1m): "+
-		"the gateway cannot tell that a client whose body it has not begun to read went away, and forwards its write when its turn comes")
+		"a client on a chunked body that goes away is seen only when its write's turn comes (one with a Content-Length that leaves with its body sent leaves the queue at once)")
 )
 
 // capacityInterval is how often the backends' capacity is read again; capacityRetry while one is unknown.

@@ -274,6 +274,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fr = r.WithContext(h)
 		}
 	}
+	if slot == nil && rt.Kind == route.Write {
+		// Likewise without a slot: the server cancels a request whose client left with its whole body sent, even
+		// before the body is read (a write waiting for its slots above is dropped then), and the write must still go
+		// to the backend whole, not be cut where the cancel found it. A client that leaves mid-body breaks the body.
+		fr = r.WithContext(context.WithoutCancel(r.Context()))
+	}
 	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt), access, rt, slot != nil)
 	defer endCost()
 	g.forward(e, fr, rt, access, up, slot)

@@ -90,6 +90,24 @@ func (b *body) readLocked(p []byte) (n int, err error) {
 	return n, err
 }
 
+// allSent says, once the client's FIN came, that the client sent no more than the rest of this body: the rest of a
+// Content-Length body and nothing after it is in the reader's buffer and the socket, or the body will end short.
+// False when the body is being read (its reader then sees its end, or the break, itself), when it is chunked (its
+// end is not known without reading it), or when another request follows it (a pipelining client that half-closed
+// still wants this one answered). Called under c.bgMu, which keeps the reader's buffer from being taken over by the
+// connection after the handler; TryLock, not Lock: b.mu is taken before c.bgMu (readLocked), and the watcher must
+// not wait on one connection's reader.
+func (b *body) allSent() bool {
+	if !b.mu.TryLock() {
+		return false
+	}
+	defer b.mu.Unlock()
+	if b.chunked != nil || b.sawEOF || b.closed || b.err != nil {
+		return false
+	}
+	return b.remaining >= int64(b.c.br.Buffered()+b.c.unreadBytes())
+}
+
 // Close marks the body done; a body closed before its end closes the connection after the answer, since what is
 // left of it on the wire must never be read as a request.
 func (b *body) Close() error {

@@ -9,12 +9,24 @@ import (
 // A client going away cancels its request's context: seen by the client watcher (watch_linux.go) where it runs,
 // otherwise by a background read as in net/http. Either starts once the request's body is read.
 
-// peerGone is the watcher's news that the client closed or reset the connection.
+// peerGone is the watcher's news that the client closed or reset the connection. A request whose body is read is
+// cancelled unless another request follows it; one whose body is not read yet is cancelled when the client sent all
+// of the body it will (body.allSent): a handler that waits before it reads, as a write waits for a slot, then learns
+// that nobody is there for the answer, where net/http only learns it once the body is read.
 func (c *conn) peerGone() {
 	c.bgMu.Lock()
 	defer c.bgMu.Unlock()
 	c.peerClosed = true
-	if c.watching && c.cancelFn != nil && !c.moreFollows() {
+	if c.cancelFn == nil {
+		return
+	}
+	if c.watching {
+		if !c.moreFollows() {
+			c.cancelFn()
+		}
+		return
+	}
+	if b := c.unread; b != nil && b.allSent() {
 		c.cancelFn()
 	}
 }

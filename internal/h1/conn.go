@@ -90,8 +90,11 @@ type conn struct {
 	watched, peerClosed, watching bool
 	// pipelined: when the request in flight was read, the reader held bytes of another one.
 	pipelined bool
-	watchID   uint64
-	watchRaw  syscall.RawConn
+	// unread is the body of the request in flight while it is not read to its end: a client that leaves with all of
+	// it sent (or cut short) is gone for a handler that has not read it yet, such as a write waiting for a slot.
+	unread   *body
+	watchID  uint64
+	watchRaw syscall.RawConn
 
 	// readDeadline is the read deadline the connection's goroutine last set itself, valid while deadlineKnown: a
 	// deadline set elsewhere (the handler, a body read, the background read) clears it. It lets a keep-alive
@@ -377,6 +380,9 @@ func (c *conn) serveRequest() (keep, linger bool) {
 
 	c.bgMu.Lock()
 	c.cancelFn = cancel
+	if w.body != nil {
+		c.unread = b
+	}
 	c.bgMu.Unlock()
 	if w.body == nil {
 		c.startBackgroundRead()
@@ -384,7 +390,7 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	ok := c.runHandler(w, r)
 	cancel()
 	c.bgMu.Lock()
-	c.cancelFn, c.watching = nil, false
+	c.cancelFn, c.watching, c.unread = nil, false, nil
 	c.bgMu.Unlock()
 	if !ok {
 		// A panic: what the answer has is sent, unless its head was still held back, and the connection closes.

@@ -26,10 +26,12 @@
 // Differences from net/http's server a handler could notice: no Content-Type sniffing (every handler sets its
 // own), no Hijack, no HTTP/2. A client going away is seen by one epoll set for all connections (watch_linux.go:
 // the peer's FIN or reset) rather than by a read per request, which measured half the server's CPU per request;
-// like net/http's read it takes effect once the request's body is read, and like it, it takes a client that
-// half-closes its side after its last request for gone, but not while bytes of a further request are waiting
-// (unread in the socket or the reader; under TLS only the reader's, since a closing client's close_notify is
-// unread bytes too). Elsewhere the background read of net/http is kept.
+// like net/http's read, it takes a client that half-closes its side after its last request for gone, but not while
+// bytes of a further request are waiting (unread in the socket or the reader; under TLS only the reader's, since a
+// closing client's close_notify is unread bytes too). Unlike net/http's, it does not wait for the body to be read:
+// a client that leaves with all of a Content-Length body sent (or cut short) cancels its request at once, so a
+// handler that waits before it reads (a write waiting for a slot) learns it (a chunked body is still seen once
+// read). Elsewhere the background read of net/http is kept, from the body's end.
 //
 // Per request it allocates the *http.Request with its URL, one string backing the whole head (every method,
 // target, name and value points into it), the response writer with the body reader and the cancellable context: 6

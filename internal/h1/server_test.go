@@ -788,3 +788,57 @@ func TestRejectedHook(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// TestClientGoneBeforeBodyRead: a client that leaves with the rest of its request's body sent, or cut short, cancels
+// the request before the handler reads the body (a write waiting for a slot is then dropped, not forwarded later); one
+// that stays, or that pipelined another request before half-closing, does not.
+func TestClientGoneBeforeBodyRead(t *testing.T) {
+	const wait = 3 * time.Second
+	for _, tc := range []struct {
+		name      string
+		send      string
+		close     func(net.Conn) error
+		cancelled bool
+	}{
+		{"whole body, then closed", "POST /w HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", net.Conn.Close, true},
+		{"whole body, then half-closed", "POST /w HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", closeWrite, true},
+		{"part of the body, then closed", "POST /w HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\nhello", net.Conn.Close, true},
+		{"waiting for 100-continue, then closed", "POST /w HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", net.Conn.Close, true},
+		{"another request after the body, then half-closed", "POST /w HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHost: t\r\n\r\n", closeWrite, false},
+		{"whole body, the connection kept", "POST /w HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			outcome := make(chan bool, 1)
+			_, addr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/w" {
+					return
+				}
+				// Waits as a write waits for its slot, its body unread.
+				select {
+				case <-r.Context().Done():
+					outcome <- true
+				case <-time.After(wait):
+					outcome <- false
+				}
+			}))
+			c := dial(t, addr)
+			c.send(tc.send)
+			time.Sleep(50 * time.Millisecond)
+			if tc.close != nil {
+				if err := tc.close(c.conn); err != nil {
+					t.Fatal(err)
+				}
+			}
+			select {
+			case got := <-outcome:
+				if got != tc.cancelled {
+					t.Fatalf("cancelled %v; want %v", got, tc.cancelled)
+				}
+			case <-time.After(2 * wait):
+				t.Fatal("the handler never ended")
+			}
+		})
+	}
+}
+
+func closeWrite(c net.Conn) error { return c.(*net.TCPConn).CloseWrite() }
