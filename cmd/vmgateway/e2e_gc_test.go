@@ -13,12 +13,7 @@ import (
 // TestGCFloor: with -gc.minHeapGrowth the heap goal after a collection is the live heap plus at least that much, so
 // garbage well below it runs no collection; with 0 the goal is GOGC's alone and the same garbage runs several.
 func TestGCFloor(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
-	}))
-	defer up.Close()
+	up := discardingUpstream(t)
 	// Each read's form body is read whole and split: about 12 MiB of garbage per request, 20 MiB under -race.
 	body := "query=up&pad=" + strings.Repeat("x", 3<<20)
 	const floor = 1 << 30
@@ -66,4 +61,16 @@ func TestGCFloor(t *testing.T) {
 		t.Errorf("with -gc.minHeapGrowth=0, 8 reads of 3 MiB ran %d collections; the test expects several to tell the floor apart", n0)
 	}
 	t.Logf("heap goal and collections for 8 reads of 3 MiB: floor %.1f MiB, %d; none %.1f MiB, %d", goal/(1<<20), n, goal0/(1<<20), n0)
+}
+
+// discardingUpstream answers every request with an empty Prometheus success, reading and dropping its body: an
+// upstream for floods of large bodies, which vmtest.Recorder would keep.
+func discardingUpstream(t testing.TB) *httptest.Server {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+	}))
+	t.Cleanup(up.Close)
+	return up
 }

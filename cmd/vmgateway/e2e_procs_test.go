@@ -3,7 +3,6 @@ package main
 import (
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
@@ -13,12 +12,7 @@ import (
 // TestAdaptiveProcs: the gateway runs on one P while idle and on more while a load keeps that one busy, then gives
 // them back; with -runtime.adaptiveProcs=false, or GOMAXPROCS set, it runs on what the runtime gives.
 func TestAdaptiveProcs(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
-	}))
-	defer up.Close()
+	up := discardingUpstream(t)
 	// The runtime's default for this machine, the same for the gateway's processes as for the test's.
 	runtime.SetDefaultGOMAXPROCS()
 	def := runtime.GOMAXPROCS(0)
