@@ -382,6 +382,10 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	c.cancelFn = cancel
 	if w.body != nil {
 		c.unread = b
+		// The client's FIN may have come before the request was set up, and the watcher tells it once.
+		if c.peerClosed && b.allSent() {
+			cancel()
+		}
 	}
 	c.bgMu.Unlock()
 	if w.body == nil {
