@@ -7,7 +7,8 @@ import (
 )
 
 // A client going away cancels its request's context: seen by the client watcher (watch_linux.go) where it runs,
-// otherwise by a background read as in net/http. Either starts once the request's body is read.
+// otherwise by a background read as in net/http. The background read starts once the request's body is read; the
+// watcher also sees a client that leaves before, with all of its body sent (peerGone).
 
 // peerGone is the watcher's news that the client closed or reset the connection. A request whose body is read is
 // cancelled unless another request follows it; one whose body is not read yet is cancelled when the client sent all
