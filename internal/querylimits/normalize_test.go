@@ -51,6 +51,10 @@ func TestBlockedRewrites(t *testing.T) {
 		{`sum(x{a="1",b="2"}) by (a,b)`, `sum by (a) (x{b="2", a="1"})`, false},
 		{`x{a="1" or b="2"}`, `x{b="2" or a="1"}`, true},
 		{`x{a="1"}`, `x{a=~"1"}`, true},
+		{`{__name__="nAn"}`, `nA\n`, true}, // a metric named nAn, which written bare is the number NaN
+		{`{__name__="nAn"}`, `{__name__=~"nAn"}`, true},
+		{`{__name__="nAn"}`, `nAn`, false},
+		{`nAn`, `NaN`, true},
 		{`x{a="1"}`, `x{a=~"1|1"}`, true},
 		{`x{a="1"}`, `x{a=~"(?i)1"}`, true}, // a digit has no case
 		{`x{a="A"}`, `x{a=~"(?i)a"}`, false},
