@@ -51,8 +51,15 @@ func TestReadBodiesDoNotFillMemory(t *testing.T) {
 	}
 	after, _ := rssKiB(t, g.Pid())
 	t.Logf("%d of dev's %d stalled 4 MiB bodies held, %d refused; RSS %d → %d MiB", len(held), conns, refused, before>>10, after>>10)
-	if refused == 0 || (after-before)>>10 > 160 {
-		t.Errorf("%d refused, RSS grew by %d MiB; want those past dev's 64 MiB refused and the growth within about twice that", refused, (after-before)>>10)
+	// Twice dev's 64 MiB part. The race detector's shadow memory takes about three times what the bodies take
+	// themselves (8 held: 37 MiB of growth without it, 135-163 MiB with it), so twice that again under -race: the
+	// 60 bodies unbounded are 240 MiB on their own, and several times that under it.
+	bound := 128
+	if raceEnabled {
+		bound = 256
+	}
+	if refused == 0 || (after-before)>>10 > bound {
+		t.Errorf("%d refused, RSS grew by %d MiB; want those past dev's 64 MiB refused and the growth within %d MiB", refused, (after-before)>>10, bound)
 	}
 	if code, _, body := do(t, "GET", g.URL+"/api/v1/query?query=up", nil, "Authorization", "Bearer "+ops); code != http.StatusOK {
 		t.Errorf("ops' query beside dev's bodies: %d %s", code, body)
