@@ -180,15 +180,7 @@ func TestQueuedWriteOfAGoneClientIsDropped(t *testing.T) {
 	waitMetric(t, g, "vmgateway_write_backend_requests", "the trickling import at the backend", is(1))
 
 	// A whole write on a connection of its own, which closes while it waits.
-	addr := strings.TrimPrefix(g.URL, "http://")
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := "gone 1\n"
-	if _, err := fmt.Fprintf(c, "POST /api/v1/import/prometheus HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s", addr, len(body), body); err != nil {
-		t.Fatal(err)
-	}
+	c := sendWholeImport(t, g, "gone 1\n")
 	waitMetric(t, g, "vmgateway_write_backend_requests_queued", "the second write waiting", is(1))
 	// And one whose client stays.
 	stays := make(chan string, 1)
@@ -244,15 +236,8 @@ func TestWriteOfAGoneClientGoesWhole(t *testing.T) {
 	}))
 	defer up.Close()
 	g := startGateway(t, "-read.url="+up.URL, "-write.url="+up.URL)
-	addr := strings.TrimPrefix(g.URL, "http://")
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	body := strings.Repeat("whole 1\n", 1<<20)
-	if _, err := fmt.Fprintf(c, "POST /api/v1/import/prometheus HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s", addr, len(body), body); err != nil {
-		t.Fatal(err)
-	}
+	c := sendWholeImport(t, g, body)
 	c.Close()
 	select {
 	case n := <-got:
@@ -262,4 +247,20 @@ func TestWriteOfAGoneClientGoesWhole(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the write never reached the backend")
 	}
+}
+
+// sendWholeImport sends a Prometheus text import with its Content-Length and whole body through g, on a connection
+// of its own, and returns the connection without reading the answer.
+func sendWholeImport(t *testing.T, g *gw, body string) net.Conn {
+	t.Helper()
+	addr := strings.TrimPrefix(g.URL, "http://")
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := fmt.Fprintf(c, "POST /api/v1/import/prometheus HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n\r\n%s", addr, len(body), body); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -4,5 +4,7 @@ package procs
 
 import "time"
 
-// cpuTime cannot be read here: Adapt leaves GOMAXPROCS to the runtime.
-func cpuTime() (time.Duration, bool) { return 0, false }
+// cpuTimeKnown: the process's CPU time cannot be read here, and Adapt leaves GOMAXPROCS to the runtime.
+const cpuTimeKnown = false
+
+func cpuTime() time.Duration { return 0 }

@@ -7,11 +7,13 @@ import (
 	"time"
 )
 
+// cpuTimeKnown: the process's CPU time can be read here.
+const cpuTimeKnown = true
+
 // cpuTime is the CPU time the process has used, user and kernel, on all its threads.
-func cpuTime() (time.Duration, bool) {
+func cpuTime() time.Duration {
 	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0, false
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), true
+	// RUSAGE_SELF with a valid pointer does not fail.
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -10,14 +10,11 @@ import (
 )
 
 func TestCPUTime(t *testing.T) {
-	start, ok := cpuTime()
-	if !ok {
-		t.Fatal("the process's CPU time cannot be read")
-	}
+	start := cpuTime()
 	// Spins until the clock has seen 30ms of CPU: a clock that does not move fails by the deadline.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		now, _ := cpuTime()
+		now := cpuTime()
 		if now-start >= 30*time.Millisecond {
 			return
 		}

@@ -57,7 +57,7 @@ func Adapt(ctx context.Context) {
 		slog.Info("GOMAXPROCS is set: the gateway runs on that many Ps, not on as many as its load needs", "GOMAXPROCS", v)
 		return
 	}
-	if _, ok := cpuTime(); !ok {
+	if !cpuTimeKnown {
 		return
 	}
 	m := runtime.GOMAXPROCS(0)
@@ -68,7 +68,7 @@ func Adapt(ctx context.Context) {
 }
 
 // run reads the process's CPU time from clock every tick and sets GOMAXPROCS to what p makes of it.
-func run(ctx context.Context, p *policy, clock func() (time.Duration, bool), tick, relearn time.Duration) {
+func run(ctx context.Context, p *policy, clock func() time.Duration, tick, relearn time.Duration) {
 	defer func() {
 		runtime.SetDefaultGOMAXPROCS()
 		ceiling.Store(0)
@@ -76,7 +76,7 @@ func run(ctx context.Context, p *policy, clock func() (time.Duration, bool), tic
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	learned := time.Now()
-	lastCPU, _ := clock()
+	lastCPU := clock()
 	last := time.Now()
 	for {
 		select {
@@ -91,7 +91,7 @@ func run(ctx context.Context, p *policy, clock func() (time.Duration, bool), tic
 				runtime.GOMAXPROCS(p.procs)
 				learned = now
 			}
-			cpu, _ := clock()
+			cpu := clock()
 			n := p.observe(cpu-lastCPU, now.Sub(last))
 			lastCPU, last = cpu, now
 			if n != runtime.GOMAXPROCS(0) {
