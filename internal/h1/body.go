@@ -142,7 +142,7 @@ func (b *body) readTrailer() error {
 	if err != nil {
 		return errLongTrailer
 	}
-	h, err := parseHeader(string(head[1:]), &b.c.scratch, nil)
+	h, err := parseHeader(string(head[1:]), &b.c.scratch, nil, true)
 	if err != nil {
 		return errors.New("http: malformed trailer: " + err.Error())
 	}

@@ -107,7 +107,7 @@ func parseRequest(r *http.Request, head []byte, scratch *[]byte, st *headerStore
 	}
 	r.URL = u
 
-	h, err := parseHeader(rest, scratch, st)
+	h, err := parseHeader(rest, scratch, st, false)
 	if err != nil {
 		return err
 	}
@@ -179,8 +179,9 @@ func (st *headerStore) take(n int) (http.Header, []string) {
 
 // parseHeader reads the header lines of s (the head after the request line) as textproto does: obs-fold
 // continuation lines are joined to their field with a space; names must be tokens, values free of controls. The
-// map comes from st (emptied) when it is not nil.
-func parseHeader(s string, scratch *[]byte, st *headerStore) (http.Header, error) {
+// map comes from st (emptied) when it is not nil. A trailer's names may hold spaces, kept as sent: textproto takes
+// them (go.dev/issue/34540), and net/http refuses them only in the head.
+func parseHeader(s string, scratch *[]byte, st *headerStore, trailer bool) (http.Header, error) {
 	// The line count sizes the map and the values in one allocation each, but only up to what a real client sends:
 	// a head of a million empty or invalid lines must cost no more than its bytes before the first one is refused.
 	n := min(strings.Count(s, "\n"), maxHeaderHint)
@@ -212,6 +213,9 @@ func parseHeader(s string, scratch *[]byte, st *headerStore) (http.Header, error
 		}
 		k, v, _ := strings.Cut(line, ":")
 		key, ok := canonicalKey(k, scratch)
+		if !ok && trailer {
+			key, ok = k, tokenWithSpaces(k)
+		}
 		if !ok {
 			return nil, badRequest("malformed header name %q", clip(k))
 		}
@@ -314,6 +318,15 @@ func canonicalKey(k string, scratch *[]byte) (string, bool) {
 	key, b, ok := httpsyntax.CanonicalKey(k, *scratch, commonKeys)
 	*scratch = b
 	return key, ok
+}
+
+func tokenWithSpaces(k string) bool {
+	for i := 0; i < len(k); i++ {
+		if k[i] != ' ' && !httpguts.IsTokenRune(rune(k[i])) {
+			return false
+		}
+	}
+	return true
 }
 
 // commonKeys interns the canonical names clients often send in lower case (HTTP/2-minded clients, curl -H).
