@@ -235,9 +235,10 @@ func (e *Enforcer) rewriteSelector(me *metricsql.MetricExpr) {
 		if len(b) < 2 || !isMetricName(&b[0]) {
 			continue
 		}
-		if !isASCII(b[0].Value) {
-			// Printed as an identifier, a non-ASCII name does not parse in older VictoriaMetrics (v1.79 here), where the
-			// client could still select it as {__name__="..."}; the regexp form prints inside the braces.
+		if !isASCII(b[0].Value) || IsNumberWord(b[0].Value) {
+			// Printed as an identifier, a non-ASCII name does not parse in older VictoriaMetrics (v1.79 here), and a
+			// name such as nan or Inf reads back as a number, where the client could still select either as
+			// {__name__="..."}; the regexp form prints inside the braces.
 			b[0] = anchored(b[0].Value)
 		}
 		for i := 1; i < len(b); i++ {
@@ -256,6 +257,9 @@ func (e *Enforcer) rewriteSelector(me *metricsql.MetricExpr) {
 func anchored(name string) metricsql.LabelFilter {
 	return metricsql.LabelFilter{Label: "__name__", Value: regexp.QuoteMeta(name), IsRegexp: true}
 }
+
+// IsNumberWord reports whether metricsql reads s, written as a bare metric name, as a number (inf or nan, in any case).
+func IsNumberWord(s string) bool { return strings.EqualFold(s, "inf") || strings.EqualFold(s, "nan") }
 
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {

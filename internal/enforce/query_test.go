@@ -59,6 +59,9 @@ func queryCases() []queryCase {
 		// VictoriaMetrics v1.79 cannot parse a non-ASCII identifier: the name goes inside the braces.
 		{"unicode metric name", `{__name__="métrique"}`, `{__name__=~"métrique",team="dev"}`, `{` + F(`__name__=~"métrique"`) + `}`},
 		{"unicode label name", `ïœ_métrique{ключ="значение"}`, `{__name__=~"ïœ_métrique",ключ="значение",team="dev"}`, `{` + F(`__name__=~"ïœ_métrique",ключ="значение"`) + `}`},
+		// A name such as nan or Inf, printed bare, would read back as a number.
+		{"metric named nan", `{__name__="nAn"}`, `{__name__=~"nAn",team="dev"}`, `{` + F(`__name__=~"nAn"`) + `}`},
+		{"metric named inf", `{"Inf",job="a"}`, `{__name__=~"Inf",job="a",team="dev"}`, `{` + F(`__name__=~"Inf",job="a"`) + `}`},
 		// The parser takes a second metric name after an empty one but would refuse the x{__name__=""} it prints.
 		{"second name after an empty one", `{"","0"}`, `\0{__name__=~"",team="dev"}`, `\0{` + F(`__name__=~""`) + `}`},
 		{"quoted name after an empty __name__", `{__name__="", "x"}`, `x{__name__=~"",team="dev"}`, `x{` + F(`__name__=~""`) + `}`},

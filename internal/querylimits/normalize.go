@@ -205,7 +205,7 @@ func normalFilterss(lfss [][]metricsql.LabelFilter) [][]metricsql.LabelFilter {
 		outs = slices.CompactFunc(outs, func(a, b []metricsql.LabelFilter) bool { return slices.Equal(a, b) })
 	}
 	for _, out := range outs {
-		if isName(out[0]) && isNumberWord(out[0].Value) {
+		if isName(out[0]) && enforce.IsNumberWord(out[0].Value) {
 			// A metric named inf or nan (written with an escape: nA\n) would print as a bare name that reads back as
 			// a number: its name is a regexp of itself, which prints in braces and reads back as the same metric.
 			out[0] = metricsql.LabelFilter{Label: out[0].Label, Value: out[0].Value, IsRegexp: true}
@@ -213,9 +213,6 @@ func normalFilterss(lfss [][]metricsql.LabelFilter) [][]metricsql.LabelFilter {
 	}
 	return outs
 }
-
-// isNumberWord says that metricsql reads s, written as a bare name, as a number.
-func isNumberWord(s string) bool { return strings.EqualFold(s, "inf") || strings.EqualFold(s, "nan") }
 
 func isName(lf metricsql.LabelFilter) bool {
 	return lf.Label == "__name__" && !lf.IsRegexp && !lf.IsNegative
