@@ -456,6 +456,16 @@ func (a clusterAPI) forwarded(t tenant.ID) clusterFwd {
 // headers gone.
 func TestClusterEveryAPIInTheTokensTenant(t *testing.T) {
 	c := startClusterGW(t, true)
+	// /admin/tenants names every tenant; each token learns of its own alone (15:0 holds no data here).
+	const tenants = `{"status":"success","data":["0:0","16:7","4294967295:4294967295"]}`
+	c.sel.Respond(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/admin/tenants" {
+			_, _ = io.WriteString(w, tenants)
+			return
+		}
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+	})
 	n := 0
 	for _, tn := range clusterTenants {
 		tok := clusterToken(t, tn.vmAccess)
@@ -464,6 +474,14 @@ func TestClusterEveryAPIInTheTokensTenant(t *testing.T) {
 				name := fmt.Sprintf("%s [tenant %s] %s %s", a.name, tn.name, r.method, r.path)
 				code, body := c.send(t, tok, r)
 				c.expectForward(t, name, tok, code, body, a.forwarded(tn.id))
+				if want := `{"status":"success","data":["` + tn.id.String() + `"]}`; a.name == "admin_tenants" && code == 200 {
+					if !strings.Contains(tenants, `"`+tn.id.String()+`"`) {
+						want = `{"status":"success","data":[]}`
+					}
+					if body != want {
+						t.Errorf("%s: the client got %s; want %s", name, body, want)
+					}
+				}
 				n++
 			}
 		}

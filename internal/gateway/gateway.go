@@ -280,7 +280,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// to the backend whole, not be cut where the cancel found it. A client that leaves mid-body breaks the body.
 		fr = r.WithContext(context.WithoutCancel(r.Context()))
 	}
-	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt), access, rt, slot != nil)
+	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt, t, g.auth != nil), access, rt, slot != nil)
 	defer endCost()
 	g.forward(e, fr, rt, access, up, slot)
 }

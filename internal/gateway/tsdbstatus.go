@@ -14,6 +14,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
 // Some answers tell more than the token's series. VictoriaMetrics v1.150+ adds requestsCount and
@@ -28,11 +29,6 @@ const maxFilteredAnswer = 8 << 20
 // answerFilter rewrites a whole answer body, or says why it cannot.
 type answerFilter func(body []byte) ([]byte, error)
 
-// answerFilters are the APIs whose answers restricted tokens get filtered, by route API name.
-var answerFilters = map[string]answerFilter{
-	"status_tsdb": keepSeriesCounts,
-}
-
 type answerFilterKey struct{}
 
 // markedFilter is what withAnswerFilter leaves in a request's context.
@@ -41,11 +37,17 @@ type markedFilter struct {
 	filter answerFilter
 }
 
-// withAnswerFilter marks r when the answer to it must be filtered for a: restricted tokens of the APIs in
-// answerFilters. The upstream is asked for an uncompressed answer so that the filter reads it as it is.
-func withAnswerFilter(r *http.Request, a *auth.Access, rt route.Route) *http.Request {
-	f, ok := answerFilters[rt.API]
-	if !ok || !a.Enforcer.Restricted() {
+// withAnswerFilter marks r when the answer to it must be filtered for a, whose tenant is t: status_tsdb for
+// restricted tokens, admin_tenants for every token (authOn: a is a token's, not the open gateway's). The upstream is
+// asked for an uncompressed answer so that the filter reads it as it is.
+func withAnswerFilter(r *http.Request, a *auth.Access, rt route.Route, t tenant.ID, authOn bool) *http.Request {
+	var f answerFilter
+	switch {
+	case rt.API == "status_tsdb" && a.Enforcer.Restricted():
+		f = keepSeriesCounts
+	case rt.API == "admin_tenants" && authOn:
+		f = keepTenant(t)
+	default:
 		return r
 	}
 	r.Header.Set("Accept-Encoding", "identity")

@@ -1,0 +1,42 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+func TestKeepTenant(t *testing.T) {
+	own := tenant.ID{AccountID: 15, ProjectID: 5}
+	for _, tc := range []struct{ name, in, want string }{
+		// vmselect v1.150's answer, byte for byte.
+		{"others dropped", `{"status":"success","data":["0:0","15:5","16:0"]}`, `{"status":"success","data":["15:5"]}`},
+		{"own alone", `{"status":"success","data":["15:5"]}`, `{"status":"success","data":["15:5"]}`},
+		{"own absent", `{"status":"success","data":["0:0","16:0"]}`, `{"status":"success","data":[]}`},
+		{"empty", `{"status":"success","data":[]}`, `{"status":"success","data":[]}`},
+		{"spaces and other members kept", `{ "data" : [ "15:50", "15:5" ] , "isPartial":false}`, `{ "data" : ["15:5"] , "isPartial":false}`},
+		{"an escaped own tenant", `{"data":["15\u003a5"]}`, `{"data":["15\u003a5"]}`},
+		{"own twice, once kept", `{"data":["15:5","15:5"]}`, `{"data":["15:5"]}`},
+		{"a prefix is not the tenant", `{"data":["15:5 ","1:5","15"]}`, `{"data":[]}`},
+		{"an error answer has no data", `{"status":"error","error":"x"}`, `{"status":"error","error":"x"}`},
+	} {
+		got, err := keepTenant(own)([]byte(tc.in))
+		if err != nil || string(got) != tc.want {
+			t.Errorf("%s: got %s, %v; want %s", tc.name, got, err, tc.want)
+		}
+	}
+	for _, tc := range []struct{ in, want string }{
+		{`{"data":["15:5",`, "not the JSON"},
+		{`["15:5"]`, "not the JSON object"},
+		{`{"data":{"15:5":1}}`, "not the list of tenants"},
+		{`{"data":"15:5"}`, "not the list of tenants"},
+		{`{"data":[15]}`, "holds 15, not a tenant"},
+		{`{"data":["15:5",{"x":1}]}`, "not a tenant"},
+	} {
+		got, err := keepTenant(own)([]byte(tc.in))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %s, %v; want an error containing %q", tc.in, got, err, tc.want)
+		}
+	}
+}
