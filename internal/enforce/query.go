@@ -235,11 +235,13 @@ func (e *Enforcer) rewriteSelector(me *metricsql.MetricExpr) {
 		if len(b) < 2 || !isMetricName(&b[0]) {
 			continue
 		}
-		if !isASCII(b[0].Value) || IsNumberWord(b[0].Value) {
-			// Printed as an identifier, a non-ASCII name does not parse in older VictoriaMetrics (v1.79 here), and a
-			// name such as nan or Inf reads back as a number, where the client could still select either as
-			// {__name__="..."}; the regexp form prints inside the braces.
-			b[0] = anchored(b[0].Value)
+		if v := b[0].Value; !isASCII(v) || IsNumberWord(v) || isKeyword(v) {
+			// Printed as an identifier, a non-ASCII name does not parse in older VictoriaMetrics (v1.79 here), a name
+			// such as nan or Inf reads back as a number, and a keyword such as on or bool as the keyword, where the
+			// client could still select any of them as {__name__="..."}; the regexp form prints inside the braces.
+			// v1.79 panics, and exits, on a keyword: it copies a query by printing it without the parentheses
+			// metricsql puts around an operand (0 - (on{team="dev"}) becomes 0 - on{team="dev"}) and parsing it again.
+			b[0] = anchored(v)
 		}
 		for i := 1; i < len(b); i++ {
 			if isMetricName(&b[i]) {
@@ -260,6 +262,17 @@ func anchored(name string) metricsql.LabelFilter {
 
 // IsNumberWord reports whether metricsql reads s, written as a bare metric name, as a number (inf or nan, in any case).
 func IsNumberWord(s string) bool { return strings.EqualFold(s, "inf") || strings.EqualFold(s, "nan") }
+
+// isKeyword reports whether s, in any case, is a word of MetricsQL's syntax that an operand may stand next to:
+// binary operators and their modifiers, aggregation modifiers, offset, keep_metric_names and WITH.
+func isKeyword(s string) bool {
+	switch strings.ToLower(s) {
+	case "and", "or", "unless", "if", "ifnot", "default", "atan2", "on", "ignoring", "group_left", "group_right", "bool",
+		"fill", "fill_left", "fill_right", "prefix", "by", "without", "limit", "offset", "keep_metric_names", "with":
+		return true
+	}
+	return false
+}
 
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {

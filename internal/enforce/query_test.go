@@ -62,6 +62,13 @@ func queryCases() []queryCase {
 		// A name such as nan or Inf, printed bare, would read back as a number.
 		{"metric named nan", `{__name__="nAn"}`, `{__name__=~"nAn",team="dev"}`, `{` + F(`__name__=~"nAn"`) + `}`},
 		{"metric named inf", `{"Inf",job="a"}`, `{__name__=~"Inf",job="a",team="dev"}`, `{` + F(`__name__=~"Inf",job="a"`) + `}`},
+		// A keyword printed bare right of an operator reads as the keyword: VictoriaMetrics v1.79 reprints
+		// 0 - (on{team="dev"}) without the parentheses, fails to parse it again and exits.
+		{"metric named on, negated", `-{__name__="on"}`, `0 - {__name__=~"on",team="dev"}`, `0 - {` + F(`__name__=~"on"`) + `}`},
+		{"metric named BOOL right of an operator", `a + {__name__="BOOL"}`, `a{team="dev"} + {__name__=~"BOOL",team="dev"}`, `a{` + F("") + `} + {` + F(`__name__=~"BOOL"`) + `}`},
+		{"metric named group_left after on()", `a and on() {"group_left"}`, `a{team="dev"} and on() {__name__=~"group_left",team="dev"}`, `a{` + F("") + `} and on() {` + F(`__name__=~"group_left"`) + `}`},
+		{"metric named ignoring, offset", `a or {__name__="Ignoring"} offset 5m`, `a{team="dev"} or ({__name__=~"Ignoring",team="dev"} offset 5m)`, `a{` + F("") + `} or ({` + F(`__name__=~"Ignoring"`) + `} offset 5m)`},
+		{"metric named by", `sum({__name__="by"})`, `sum({__name__=~"by",team="dev"})`, `sum({` + F(`__name__=~"by"`) + `})`},
 		// The parser takes a second metric name after an empty one but would refuse the x{__name__=""} it prints.
 		{"second name after an empty one", `{"","0"}`, `\0{__name__=~"",team="dev"}`, `\0{` + F(`__name__=~""`) + `}`},
 		{"quoted name after an empty __name__", `{__name__="", "x"}`, `x{__name__=~"",team="dev"}`, `x{` + F(`__name__=~""`) + `}`},

@@ -189,7 +189,10 @@ func TestVMQueryCompat(t *testing.T) {
 		}
 		resp, err := http.PostForm(vm.URL+"/api/v1/query", url.Values{"query": {q}})
 		if err != nil {
-			t.Fatal(err)
+			// v1.79 exits on some queries it cannot copy (a panic), which a rewrite must never send it.
+			t.Errorf("%s: VictoriaMetrics v1.79 is gone after the rewrite %s: %s", c.name, q, err)
+			vm.Restart(t)
+			continue
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()

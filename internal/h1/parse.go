@@ -321,6 +321,10 @@ func canonicalKey(k string, scratch *[]byte) (string, bool) {
 }
 
 func tokenWithSpaces(k string) bool {
+	if k == "" {
+		// textproto refuses an empty name (":x") in a trailer as in the head.
+		return false
+	}
 	for i := 0; i < len(k); i++ {
 		if k[i] != ' ' && !httpguts.IsTokenRune(rune(k[i])) {
 			return false

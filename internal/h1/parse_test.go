@@ -195,6 +195,9 @@ var parseSeeds = []string{
 	"GET /\xc3\xa9?a=\xc3\xa9 HTTP/1.1\r\nHost: gw\r\n\r\n",
 	"GET /a\\b^c|d{e}\"f<g>`h HTTP/1.1\r\nHost: gw\r\n\r\n",
 	"GET /a#frag?q#x HTTP/1.1\r\nHost: gw\r\n\r\n",
+	// A trailer's field name may hold spaces (textproto keeps them), never be empty.
+	"POST /i HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n1;a=\"b\"\r\na\r\n0;x\r\na b :1\r\n :2\r\nX:3\n\r\n",
+	"POST /i HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n:x\r\n\r\n",
 }
 
 func FuzzParseRequest(f *testing.F) {
