@@ -18,46 +18,24 @@ import (
 func keepTenant(t tenant.ID) answerFilter {
 	own := t.String()
 	return func(body []byte) ([]byte, error) {
-		if !json.Valid(body) {
-			var v json.RawMessage
-			return nil, fmt.Errorf("it is not the JSON VictoriaMetrics sends: %w", json.Unmarshal(body, &v))
-		}
-		i := skipSpace(body, 0)
-		if body[i] != '{' {
-			return nil, fmt.Errorf("it is not the JSON object VictoriaMetrics sends: it starts with %q", body[i])
-		}
-		out := make([]byte, 0, len(body))
-		last := 0
-		var err error
-		eachMember(body, i, func(key, value []byte, at int) {
-			if err != nil || !keyIs(key, "data") {
-				return
+		return rewriteData(body, func(out, data []byte) ([]byte, error) {
+			if data[0] != '[' {
+				return nil, errors.New("its data is not the list of tenants VictoriaMetrics sends")
 			}
-			if value[0] != '[' {
-				err = errors.New("its data is not the list of tenants VictoriaMetrics sends")
-				return
-			}
-			out = append(out, body[last:at]...)
-			last = at + len(value)
 			out = append(out, '[')
-			eachElement(value, func(elem []byte, _ int) {
+			kept := false
+			var err error
+			eachElement(data, func(elem []byte, _ int) {
 				var s string
-				if err != nil {
-					return
-				}
-				if elem[0] != '"' || json.Unmarshal(elem, &s) != nil {
+				switch {
+				case err != nil:
+				case elem[0] != '"' || json.Unmarshal(elem, &s) != nil:
 					err = fmt.Errorf("its data holds %.40s, not a tenant", elem)
-					return
-				}
-				if s == own && len(out) > 0 && out[len(out)-1] == '[' {
-					out = append(out, elem...)
+				case s == own && !kept:
+					out, kept = append(out, elem...), true
 				}
 			})
-			out = append(out, ']')
+			return append(out, ']'), err
 		})
-		if err != nil {
-			return nil, err
-		}
-		return append(out, body[last:]...), nil
 	}
 }

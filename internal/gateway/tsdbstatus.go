@@ -118,8 +118,23 @@ func readAnswer(resp *http.Response) ([]byte, error) {
 // keepSeriesCounts keeps only name and value in every object entry of every array in the answer's data: series
 // counts of the token's own selection. Whatever else an entry carries (requestsCount, lastRequestTimestamp, and
 // whatever a later version adds) is dropped. Everything else stays byte for byte; an answer without data (an
-// error) passes unchanged. The answer is validated first, then rewritten in one pass over it.
+// error) passes unchanged.
 func keepSeriesCounts(body []byte) ([]byte, error) {
+	return rewriteData(body, func(out, data []byte) ([]byte, error) {
+		if data[0] == 'n' {
+			return append(out, data...), nil
+		}
+		if data[0] != '{' {
+			return nil, fmt.Errorf("its data is not the JSON object VictoriaMetrics sends: it starts with %q", data[0])
+		}
+		return filterData(out, data), nil
+	})
+}
+
+// rewriteData validates the answer body, an object, and returns it with the value of its data member (if it has one)
+// replaced by what f appends to out in its place; everything else stays byte for byte. The answer is validated
+// first, then rewritten in one pass over it.
+func rewriteData(body []byte, f func(out, data []byte) ([]byte, error)) ([]byte, error) {
 	if !json.Valid(body) {
 		var v json.RawMessage
 		return nil, fmt.Errorf("it is not the JSON VictoriaMetrics sends: %w", json.Unmarshal(body, &v))
@@ -132,16 +147,12 @@ func keepSeriesCounts(body []byte) ([]byte, error) {
 	last := 0
 	var err error
 	eachMember(body, i, func(key, value []byte, at int) {
-		if err != nil || !keyIs(key, "data") || value[0] == 'n' {
-			return
-		}
-		if value[0] != '{' {
-			err = fmt.Errorf("its data is not the JSON object VictoriaMetrics sends: it starts with %q", value[0])
+		if err != nil || !keyIs(key, "data") {
 			return
 		}
 		out = append(out, body[last:at]...)
-		out = filterData(out, value)
 		last = at + len(value)
+		out, err = f(out, value)
 	})
 	if err != nil {
 		return nil, err
