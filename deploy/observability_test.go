@@ -257,7 +257,7 @@ func TestDashboardAndRulesOnRealData(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"keys": []any{rsaJWK(&jwksPriv.PublicKey, "jwks-1")}})
 	}))
 	t.Cleanup(jwks.Close)
-	redis := startRedis(t)
+	redis := vmtest.StartRedis(t).Addr
 	limits := filepath.Join(dir, "limits.yaml")
 	writeFile(t, limits, "limits:\n  - type: queries\n    value: 1000\n  - type: queries\n    value: 30\n    key: claim:sub\n")
 	// Query limits and access policies are on in gw1, so that their metrics and alerts have data: a blocked query
@@ -545,25 +545,4 @@ func blackhole(t *testing.T) string {
 		}
 	})
 	return ln.Addr().String()
-}
-
-// startRedis runs a real redis-server on a free loopback port without persistence and returns host:port.
-func startRedis(t *testing.T) string {
-	t.Helper()
-	bin := vmtest.Require(t, "/usr/bin/redis-server")
-	for attempt := 0; attempt < 5; attempt++ {
-		addr := vmtest.FreePort(t)
-		host, port, _ := net.SplitHostPort(addr)
-		p := startProc(t, t.TempDir(), bin, "--bind", host, "--port", port, "--save", "", "--appendonly", "no")
-		err := p.WaitReady(10*time.Second, vmtest.Listening(addr))
-		if err == nil {
-			return addr
-		}
-		p.stop()
-		if !strings.Contains(p.logs.String(), "Address already in use") {
-			t.Fatalf("redis-server did not start:\n%s", p.logs.String())
-		}
-	}
-	t.Fatal("redis-server found no free port")
-	return ""
 }

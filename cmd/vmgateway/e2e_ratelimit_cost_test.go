@@ -146,7 +146,7 @@ func sharedSeriesFetched(t *testing.T, body string) map[string]float64 {
 func TestRateLimitCostShared(t *testing.T) {
 	vm := vmtest.StartCurrent(t)
 	costData(t, vm)
-	redis := startRLRedis(t)
+	redis := vmtest.StartRedis(t).Addr
 	a := rlGateway(t, vm.URL, vm.URL, costLimitsYAML, "-ratelimit.redis.url=redis://"+redis, "-ratelimit.statusAuthKey=sk")
 	b := rlGateway(t, vm.URL, vm.URL, costLimitsYAML, "-ratelimit.redis.url=redis://"+redis)
 	for _, g := range []*gw{a, b} {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -237,7 +236,7 @@ func TestRateLimitBurstOneReplica(t *testing.T) {
 // Redis each admits the limit.
 func TestRateLimitBurstReplicas(t *testing.T) {
 	vm := vmtest.Start(t)
-	redis := startRLRedis(t, "--requirepass", "s3cret")
+	redis := vmtest.StartRedis(t, "--requirepass", "s3cret").Addr
 	token := rlToken(t, tenant.ID{}, "burst")
 
 	shared := []*gw{
@@ -390,53 +389,6 @@ func TestRateLimitFromDatasource(t *testing.T) {
 		}
 		t.Errorf("forwarded %v, want tenant 2:0's and 3:0's queries only", paths)
 	}
-}
-
-// startRLRedis runs a real redis-server on a free loopback port with a temp dir and no persistence; it returns
-// host:port.
-func startRLRedis(t *testing.T, args ...string) string {
-	t.Helper()
-	bin := vmtest.Require(t, "/usr/bin/redis-server")
-	dir := t.TempDir()
-	for attempt := 0; attempt < 5; attempt++ {
-		addr := vmtest.FreePort(t)
-		host, port, _ := net.SplitHostPort(addr)
-		cmd := exec.Command(bin, append([]string{"--bind", host, "--port", port, "--dir", dir, "--save", "", "--appendonly", "no"}, args...)...)
-		logs := &vmtest.Buffer{}
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("cannot start redis-server: %s", err)
-		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		if listening(addr, exited) {
-			t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
-			return addr
-		}
-		_ = cmd.Process.Kill()
-		<-exited
-		if !strings.Contains(logs.String(), "Address already in use") {
-			t.Fatalf("redis-server did not start:\n%s", logs.String())
-		}
-	}
-	t.Fatal("redis-server found no free port")
-	return ""
-}
-
-// listening waits until something accepts connections at addr, or the process behind exited ends.
-func listening(addr string, exited <-chan struct{}) bool {
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		if c, err := net.Dial("tcp", addr); err == nil {
-			_ = c.Close()
-			return true
-		}
-	}
-	return false
 }
 
 // TestRateLimitFlagErrors: bad rate-limit flags stop the start with a message naming the flag.

@@ -52,7 +52,7 @@ func costUsage(t *testing.T, g *gw, tn string) map[string][3]float64 {
 // tenant 32, whose queries fetch 3 series, passes on both. Execution time is counted too.
 func TestRealClusterCostLimits(t *testing.T) {
 	c := vmtest.StartCluster(t)
-	redis := startRLRedis(t)
+	redis := vmtest.StartRedis(t).Addr
 	const limits = "limits:\n  - {type: series_fetched, value: 100}\n  - {type: query_time_ms, value: 3600000, resolution: hour}\n"
 	flags := []string{"-clusterMode", "-write.url=" + c.Insert.URL, "-ratelimit.redis.url=redis://" + redis,
 		"-ratelimit.headers=both", "-ratelimit.statusAuthKey=sk"}

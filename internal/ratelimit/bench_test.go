@@ -9,6 +9,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // BenchmarkGate measures Admit without headers (judge and count) on the request path of a started gate against a snapshot of
@@ -94,9 +95,9 @@ limits:
 // BenchmarkShared measures Check with the counts shared in a real Redis, far from the limit: the lease makes
 // Redis calls a small fraction of the checks (reported as redis-calls/op).
 func BenchmarkShared(b *testing.B) {
-	r := startRedis(b)
+	r := vmtest.StartRedis(b)
 	g := newTestGate(b, "limits:\n  - {type: queries, value: 1000000000000}\n  - {type: queries, value: 1000000000000, resolution: hour}\n",
-		Config{Redis: RedisConfig{URL: "redis://" + r.addr}, RefreshInterval: time.Hour, MaxUsageAge: 2 * time.Hour})
+		Config{Redis: RedisConfig{URL: "redis://" + r.Addr}, RefreshInterval: time.Hour, MaxUsageAge: 2 * time.Hour})
 	g.Start()
 	for !redisOf(g).up.Load() {
 		time.Sleep(10 * time.Millisecond)

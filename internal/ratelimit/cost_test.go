@@ -154,10 +154,10 @@ limits:
 
 // TestCostShared: with Redis, a replica refuses a tenant whose answers another replica counted.
 func TestCostShared(t *testing.T) {
-	r := startRedis(t)
+	r := vmtest.StartRedis(t)
 	const limits = "limits:\n  - {type: series_fetched, value: 100}\n"
-	a := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr})
-	b := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr})
+	a := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.Addr})
+	b := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.Addr})
 	if err := b.check(access(tid(0, 0)), rt(route.Read)); err != nil {
 		t.Fatal(err)
 	}

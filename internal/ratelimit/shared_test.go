@@ -8,11 +8,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,71 +25,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
-// redisServer is a real redis-server on a loopback port with a temp dir and no persistence.
-type redisServer struct {
-	bin, addr, dir string
-	args           []string
-	proc           *vmtest.Process
-	logs           vmtest.Buffer
-}
-
 var testDatasource = datasource.Config{URL: "http://127.0.0.1:1"}
-
-func startRedis(t testing.TB, args ...string) *redisServer {
-	t.Helper()
-	r := &redisServer{bin: vmtest.Require(t, "/usr/bin/redis-server"), dir: t.TempDir(), args: args}
-	for attempt := 0; ; attempt++ {
-		r.addr = vmtest.FreePort(t)
-		if err := r.start(); err == nil {
-			break
-		} else if attempt == 4 {
-			t.Fatalf("redis-server did not start: %s\n%s", err, r.logs.String())
-		}
-	}
-	t.Cleanup(r.stop)
-	return r
-}
-
-func (r *redisServer) start() error {
-	host, port, _ := net.SplitHostPort(r.addr)
-	args := []string{"--bind", host, "--port", port, "--dir", r.dir, "--save", "", "--appendonly", "no"}
-	if i := indexOf(r.args, "--tls-port"); i >= 0 {
-		// TLS only: the plain port is off and the TLS port is the test's.
-		args[3] = "0"
-		r.args[i+1] = port
-	}
-	cmd := exec.Command(r.bin, append(args, r.args...)...)
-	cmd.Stdout, cmd.Stderr = &r.logs, &r.logs
-	p, err := vmtest.StartProcess(cmd)
-	if err != nil {
-		return err
-	}
-	r.proc = p
-	err = p.WaitReady(10*time.Second, vmtest.Listening(r.addr))
-	if err != nil {
-		r.stop()
-		return fmt.Errorf("redis-server on %s: %w", r.addr, err)
-	}
-	return nil
-}
-
-// stop kills the server and waits until it is gone.
-func (r *redisServer) stop() {
-	if r.proc == nil {
-		return
-	}
-	r.proc.Stop(os.Kill, 0)
-	r.proc = nil
-}
-
-func indexOf(ss []string, s string) int {
-	for i, x := range ss {
-		if x == s {
-			return i
-		}
-	}
-	return -1
-}
 
 // sharedGate is a started gate counting in Redis; it waits until the gate has reached Redis.
 func sharedGate(t *testing.T, limits string, rc RedisConfig, now ...func() time.Time) *Gate {
@@ -125,14 +59,14 @@ func burstOver(gates []*Gate, n, concurrency int) int {
 }
 
 func TestSharedBurstAcrossReplicas(t *testing.T) {
-	r := startRedis(t)
+	r := vmtest.StartRedis(t)
 	const limits = "limits:\n  - {type: queries, value: 50}\n"
 	// One frozen second: no lease ends mid-burst, so no unit is stranded in a lease that moved on and the counts
 	// are exact whatever the scheduling. (Leases across seconds: TestSharedCallsFarBelowRequests, the e2e tests.)
 	frozen := time.Now()
 	clock := func() time.Time { return frozen }
-	a := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr}, clock)
-	b := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr}, clock)
+	a := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.Addr}, clock)
+	b := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.Addr}, clock)
 	passed := burstOver([]*Gate{a, b}, 500, 16)
 	calls := redisOf(a).calls.Get() + redisOf(b).calls.Get()
 	t.Logf("two replicas sharing Redis: %d of 500 passed a limit of 50; %d Redis calls", passed, calls)
@@ -155,8 +89,8 @@ func TestSharedBurstAcrossReplicas(t *testing.T) {
 }
 
 func TestSharedCallsFarBelowRequests(t *testing.T) {
-	r := startRedis(t)
-	g := sharedGate(t, "limits:\n  - {type: queries, value: 1000000000}\n", RedisConfig{URL: "redis://" + r.addr, BatchSize: 100})
+	r := vmtest.StartRedis(t)
+	g := sharedGate(t, "limits:\n  - {type: queries, value: 1000000000}\n", RedisConfig{URL: "redis://" + r.Addr, BatchSize: 100})
 	before := redisOf(g).calls.Get()
 	start := time.Now()
 	const n = 20000
@@ -173,15 +107,15 @@ func TestSharedCallsFarBelowRequests(t *testing.T) {
 }
 
 func TestSharedAuth(t *testing.T) {
-	r := startRedis(t, "--requirepass", "s3cret", "--user", "alice", "on", ">alicepw", "~*", "&*", "+@all")
+	r := vmtest.StartRedis(t, "--requirepass", "s3cret", "--user", "alice", "on", ">alicepw", "~*", "&*", "+@all")
 	const limits = "limits:\n  - {type: queries, value: 5}\n"
 	for _, tc := range []struct {
 		name string
 		rc   RedisConfig
 	}{
-		{"password in the URL", RedisConfig{URL: "redis://:s3cret@" + r.addr}},
-		{"user and password in the URL", RedisConfig{URL: "redis://alice:alicepw@" + r.addr}},
-		{"password from the flag replaces the URL's", RedisConfig{URL: "redis://:wrong@" + r.addr, Password: "s3cret"}},
+		{"password in the URL", RedisConfig{URL: "redis://:s3cret@" + r.Addr}},
+		{"user and password in the URL", RedisConfig{URL: "redis://alice:alicepw@" + r.Addr}},
+		{"password from the flag replaces the URL's", RedisConfig{URL: "redis://:wrong@" + r.Addr, Password: "s3cret"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.rc.KeyPrefix = "test:" + t.Name() // each case counts afresh in the same Redis
@@ -197,7 +131,7 @@ func TestSharedAuth(t *testing.T) {
 	var logs vmtest.Buffer
 	restore := captureLogs(&logs)
 	defer restore()
-	g := newTestGate(t, limits, Config{Redis: RedisConfig{URL: "redis://:nope@" + r.addr, Timeout: 5 * time.Second}})
+	g := newTestGate(t, limits, Config{Redis: RedisConfig{URL: "redis://:nope@" + r.Addr, Timeout: 5 * time.Second}})
 	g.Start()
 	vmtest.Eventually(t, func() (bool, string) {
 		return redisOf(g).errors.Get() > 0, "no Redis error counted"
@@ -216,15 +150,15 @@ func TestSharedAuth(t *testing.T) {
 // TestSharedRedisDownThenUp: with Redis gone the replicas fall back to their own counts (each holds the limit,
 // together at most twice it), count the errors, and share again once Redis is back.
 func TestSharedRedisDownThenUp(t *testing.T) {
-	r := startRedis(t)
+	r := vmtest.StartRedis(t)
 	const limits = "limits:\n  - {type: queries, value: 10}\n"
-	a := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr, Timeout: 200 * time.Millisecond})
-	b := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr, Timeout: 200 * time.Millisecond})
+	a := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.Addr, Timeout: 200 * time.Millisecond})
+	b := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.Addr, Timeout: 200 * time.Millisecond})
 	qa := access(tid(1, 0))
 	if n := admitN(a, qa, 4); n != 4 {
 		t.Fatalf("%d of 4 passed", n)
 	}
-	r.stop()
+	r.Stop()
 	// a holds a lease for this second: use a tenant whose counts are all still in Redis's hands.
 	qb := access(tid(2, 0))
 	passed := admitN(a, qb, 30) + admitN(b, qb, 30)
@@ -242,9 +176,7 @@ func TestSharedRedisDownThenUp(t *testing.T) {
 		}
 	}
 
-	if err := r.start(); err != nil {
-		t.Fatalf("cannot restart redis-server: %s\n%s", err, r.logs.String())
-	}
+	r.Restart(t)
 	vmtest.Eventually(t, func() (bool, string) {
 		return redisOf(a).up.Load() && redisOf(b).up.Load(), "the gates have not found Redis again"
 	})
@@ -257,9 +189,9 @@ func TestSharedRedisDownThenUp(t *testing.T) {
 func TestSharedTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca, cert, key := writeTLSFiles(t, dir)
-	r := startRedis(t, "--tls-port", "0", "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no")
+	r := vmtest.StartRedis(t, "--tls-port", "0", "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", ca, "--tls-auth-clients", "no")
 	const limits = "limits:\n  - {type: queries, value: 3}\n"
-	g := sharedGate(t, limits, RedisConfig{URL: "rediss://" + r.addr, TLS: tlsclient.Options{CAFile: ca}})
+	g := sharedGate(t, limits, RedisConfig{URL: "rediss://" + r.Addr, TLS: tlsclient.Options{CAFile: ca}})
 	if passed := admitN(g, access(tid(1, 0)), 5); passed != 3 {
 		t.Errorf("%d of 5 passed", passed)
 	}
@@ -267,7 +199,7 @@ func TestSharedTLS(t *testing.T) {
 		t.Errorf("shared count %d, want 3", seen)
 	}
 	// Without the CA the certificate is not trusted.
-	u := newTestGate(t, limits, Config{Redis: RedisConfig{URL: "rediss://" + r.addr}})
+	u := newTestGate(t, limits, Config{Redis: RedisConfig{URL: "rediss://" + r.Addr}})
 	u.Start()
 	vmtest.Eventually(t, func() (bool, string) { return redisOf(u).errors.Get() > 0, "no TLS error" })
 	if redisOf(u).up.Load() {
@@ -340,12 +272,12 @@ func writeTLSFiles(t *testing.T, dir string) (ca, cert, key string) {
 // already made. Those counts are in the window all the same: the replica behind must see them, or each replica
 // admits its own limit's worth at a second boundary.
 func TestSharedClockBehind(t *testing.T) {
-	r := startRedis(t)
+	r := vmtest.StartRedis(t)
 	const limits = "limits:\n  - {type: queries, value: 5}\n"
 	ahead := time.Now().Truncate(time.Second).Add(500 * time.Millisecond)
 	behind := ahead.Add(-time.Second)
-	a := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr}, func() time.Time { return ahead })
-	b := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.addr}, func() time.Time { return behind })
+	a := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.Addr}, func() time.Time { return ahead })
+	b := sharedGate(t, limits, RedisConfig{URL: "redis://" + r.Addr}, func() time.Time { return behind })
 	q := access(tid(0, 0))
 	passed := admitN(b, q, 3) + admitN(a, q, 2)
 	if passed != 5 {

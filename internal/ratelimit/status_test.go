@@ -13,6 +13,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 func getStatus(t *testing.T, g *Gate, query string) (int, statusPage, string) {
@@ -126,11 +127,11 @@ limits:
 }
 
 func TestStatusShared(t *testing.T) {
-	r := startRedis(t)
+	r := vmtest.StartRedis(t)
 	const limits = "limits:\n  - {type: queries, value: 50}\n"
 	var shift atomic.Int64
-	a := sharedGate(t, limits, RedisConfig{URL: "redis://:pw@" + r.addr}, func() time.Time { return time.Now().Add(time.Duration(shift.Load())) })
-	b := sharedGate(t, limits, RedisConfig{URL: "redis://:pw@" + r.addr})
+	a := sharedGate(t, limits, RedisConfig{URL: "redis://:pw@" + r.Addr}, func() time.Time { return time.Now().Add(time.Duration(shift.Load())) })
+	b := sharedGate(t, limits, RedisConfig{URL: "redis://:pw@" + r.Addr})
 	admitN(a, access(tid(0, 0)), 10)
 	admitN(b, access(tid(0, 0)), 30)
 	// In the next second a's lease has ended: a claims again and sees b's counts.
