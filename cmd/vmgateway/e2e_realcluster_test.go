@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -427,6 +428,19 @@ func TestRealClusterAdminTenants(t *testing.T) {
 	if code != 200 || body != `{"status":"success","data":["15:5"]}` {
 		t.Errorf("full token: /admin/tenants: %d %s; want its own tenant alone", code, body)
 	}
+	// vmselect's trace counts the tenants ("found 3 tenants"): it is never asked for (an attacker's review).
+	for _, r := range []struct {
+		method, path string
+		body         io.Reader
+	}{{http.MethodGet, "/admin/tenants?trace=1", nil}, {http.MethodPost, "/admin/tenants", strings.NewReader("trace=1")}} {
+		code, _, body := do(t, r.method, rc.g.URL+r.path, r.body, append(bearer(full), "Content-Type", "application/x-www-form-urlencoded")...)
+		if code != 200 || body != `{"status":"success","data":["15:5"]}` {
+			t.Errorf("full token: %s %s with trace=1: %d %s; want its own tenant alone, without a trace", r.method, r.path, code, body)
+		}
+	}
+	if code, _, body := do(t, http.MethodGet, rc.c.Select.URL+"/admin/tenants?trace=1", nil); !strings.Contains(body, "3 tenants") {
+		t.Fatalf("vmselect: /admin/tenants?trace=1: %d %s; want its trace to count 3 tenants", code, body)
+	}
 	// The tenants are all there to be hidden: vmselect itself names them.
 	if code, _, body := do(t, http.MethodGet, rc.c.Select.URL+"/admin/tenants", nil); code != 200 || !strings.Contains(body, `"16:0"`) || !strings.Contains(body, `"0:0"`) {
 		t.Fatalf("vmselect: /admin/tenants: %d %s", code, body)
@@ -684,4 +698,32 @@ func TestRealClusterModes(t *testing.T) {
 		t.Errorf("reader's query: %d %s", code, body)
 	}
 	t.Logf("%d requests refused by mode; the cluster saw none of them", refused)
+}
+
+// TestRealClusterQueriesThatStopVMSelect: a few calls that parse make vmselect v1.150 panic and exit, which would stop
+// every tenant's reads; the gateway refuses them with 400 for restricted and unrestricted tokens alike (the v1.150
+// cluster is parsed for every token), on both query APIs, and vmselect is still up after them.
+func TestRealClusterQueriesThatStopVMSelect(t *testing.T) {
+	rc := startRealCluster(t)
+	t155 := tenant.ID{AccountID: 15, ProjectID: 5}
+	toks := map[string]string{
+		"restricted":   clusterToken(t, auth.VMAccess{Tenant: t155, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}}),
+		"unrestricted": clusterToken(t, auth.VMAccess{Tenant: t155, Mode: auth.ModeRead}),
+	}
+	for _, c := range []struct{ query, msg string }{
+		{`limit_offset("a", "b", x)`, "limit_offset's limit must be a number"},
+		{`limit_offset(NaN, 1, x)`, "limit_offset's limit must be a number"},
+		{`limit_offset(-1e20, 0, x)`, "limit_offset's limit must be a number"},
+		{`sum(quantiles_over_time())`, "quantiles_over_time() is called without the series it rolls up"},
+	} {
+		for name, tok := range toks {
+			for _, api := range []string{"/api/v1/query?", "/api/v1/query_range?start=-1h&step=7m&"} {
+				code, _, body := do(t, http.MethodGet, rc.g.URL+api+"query="+url.QueryEscape(c.query), nil, bearer(tok)...)
+				checkClusterError(t, name+" "+api+c.query, code, body, 400, c.msg)
+			}
+		}
+	}
+	if code, _, body := do(t, http.MethodGet, rc.c.Select.URL+"/health", nil); code != 200 {
+		t.Fatalf("vmselect after the refused queries: %d %s", code, body)
+	}
 }

@@ -46,6 +46,9 @@ func (e *Enforcer) queryUncached(q string, cluster bool, p *Parsed) (string, err
 	if err != nil {
 		return "", err
 	}
+	if err := checkCalls(expr); err != nil {
+		return "", queryError(http.StatusBadRequest, "query "+httperr.Elided+" refused: "+err.Error(), "query %q refused: %s", q, err)
+	}
 	if cluster {
 		if err := checkTenantLabels(expr, argQuery, q); err != nil {
 			return "", err

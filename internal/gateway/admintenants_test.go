@@ -33,6 +33,7 @@ func TestKeepTenant(t *testing.T) {
 		{`{"data":"15:5"}`, "not the list of tenants"},
 		{`{"data":[15]}`, "holds 15, not a tenant"},
 		{`{"data":["15:5",{"x":1}]}`, "not a tenant"},
+		{`{"status":"success","data":["15:5"],"trace":{"message":"found 3 tenants"}}`, "carries a query trace"},
 	} {
 		got, err := keepTenant(own)([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

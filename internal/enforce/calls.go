@@ -1,0 +1,44 @@
+package enforce
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/VictoriaMetrics/metricsql"
+)
+
+// VictoriaMetrics (1.79.5, the v1.150 cluster's vmselect, v1.151) panics, and the process exits, on a few calls that
+// parse: limit_offset with a limit or an offset that is negative, past an int or not a number (a string, NaN: it
+// slices its series with them), and a rollup function called without the argument it rolls up
+// (sum(quantiles_over_time()), whose argument index is then -1). One such query of one team would stop the backend
+// for every team, so checkCalls refuses them before anything is forwarded (found by an attacker's review).
+
+// maxLimitOffset bounds limit_offset's limit and offset: far more series than any answer holds, well within an int.
+const maxLimitOffset = math.MaxInt32
+
+// checkCalls refuses the calls of expr that would make VictoriaMetrics exit.
+func checkCalls(expr metricsql.Expr) error {
+	var err error
+	metricsql.VisitAll(expr, func(x metricsql.Expr) {
+		fe, ok := x.(*metricsql.FuncExpr)
+		if !ok || err != nil {
+			return
+		}
+		if metricsql.IsRollupFunc(fe.Name) {
+			if i := metricsql.GetRollupArgIdx(fe); i < 0 || i >= len(fe.Args) {
+				err = fmt.Errorf("%s() is called without the series it rolls up (argument %d); VictoriaMetrics cannot run it", fe.Name, max(i, 0)+1)
+				return
+			}
+		}
+		if strings.EqualFold(fe.Name, "limit_offset") && len(fe.Args) == 3 {
+			for i, what := range []string{"limit", "offset"} {
+				if n, ok := fe.Args[i].(*metricsql.NumberExpr); !ok || !(n.N >= 0 && n.N <= maxLimitOffset) {
+					err = fmt.Errorf("limit_offset's %s must be a number from 0 to %d, written as such", what, maxLimitOffset)
+					return
+				}
+			}
+		}
+	})
+	return err
+}
