@@ -458,10 +458,16 @@ func TestClusterEveryAPIInTheTokensTenant(t *testing.T) {
 	c := startClusterGW(t, true)
 	// /admin/tenants names every tenant; each token learns of its own alone (15:0 holds no data here).
 	const tenants = `{"status":"success","data":["0:0","16:7","4294967295:4294967295"]}`
+	// /api/v1/status/active_queries numbers the queries of every tenant from one counter: the ids are dropped.
+	const activeQueries = `{"status":"ok","data":[{"duration":"0.001s","id":"00000000000000A1","query":"up"}]}`
 	c.sel.Respond(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		if r.URL.Path == "/admin/tenants" {
 			_, _ = io.WriteString(w, tenants)
+			return
+		}
+		if strings.HasSuffix(r.URL.Path, "/api/v1/status/active_queries") {
+			_, _ = io.WriteString(w, activeQueries)
 			return
 		}
 		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
@@ -481,6 +487,9 @@ func TestClusterEveryAPIInTheTokensTenant(t *testing.T) {
 					if body != want {
 						t.Errorf("%s: the client got %s; want %s", name, body, want)
 					}
+				}
+				if want := `{"status":"ok","data":[{"duration":"0.001s","query":"up"}]}`; a.name == "status_active_queries" && code == 200 && body != want {
+					t.Errorf("%s: the client got %s; want %s", name, body, want)
 				}
 				n++
 			}

@@ -727,3 +727,46 @@ func TestRealClusterQueriesThatStopVMSelect(t *testing.T) {
 		t.Fatalf("vmselect after the refused queries: %d %s", code, body)
 	}
 }
+
+// TestRealClusterActiveQueriesWithoutIDs: vmselect numbers the queries of every tenant from one counter and shows
+// each running query's number as its id, so a tenant seeing two of its own ids would count the other tenants'
+// queries in between; through the gateway the entries come without it.
+func TestRealClusterActiveQueriesWithoutIDs(t *testing.T) {
+	rc := startRealCluster(t)
+	tok := clusterToken(t, auth.VMAccess{Tenant: tenant.ID{AccountID: 15, ProjectID: 5}, Mode: auth.ModeRead})
+	// About a second of vmselect's work each: one is always among the running queries.
+	// Each one new, so that no cache answers it.
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			q := fmt.Sprintf("count_over_time(vector(%d)[30d:1s])", i)
+			req, _ := http.NewRequest(http.MethodGet, rc.g.URL+"/api/v1/query?query="+url.QueryEscape(q), nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	var body string
+	vmtest.Eventually(t, func() (bool, string) {
+		var code int
+		code, _, body = do(t, http.MethodGet, rc.g.URL+"/api/v1/status/active_queries", nil, bearer(tok)...)
+		return code == 200 && strings.Contains(body, "count_over_time"), fmt.Sprintf("active_queries: %d %s", code, body)
+	})
+	if strings.Contains(body, `"id"`) || !strings.Contains(body, `"duration"`) {
+		t.Errorf("active_queries through the gateway: %s; want the running query without its id", body)
+	}
+	// vmselect itself numbers them: what the gateway drops.
+	vmtest.Eventually(t, func() (bool, string) {
+		code, _, raw := do(t, http.MethodGet, rc.c.Select.URL+"/select/15:5/prometheus/api/v1/status/active_queries", nil)
+		return code == 200 && strings.Contains(raw, "count_over_time") && strings.Contains(raw, `"id":"`), fmt.Sprintf("vmselect's active_queries: %d %s", code, raw)
+	})
+}

@@ -38,8 +38,8 @@ type markedFilter struct {
 }
 
 // withAnswerFilter marks r when the answer to it must be filtered for a, whose tenant is t: status_tsdb for
-// restricted tokens, admin_tenants for every token (authOn: a is a token's, not the open gateway's). The upstream is
-// asked for an uncompressed answer so that the filter reads it as it is.
+// restricted tokens, admin_tenants and status_active_queries for every token (authOn: a is a token's, not the open
+// gateway's). The upstream is asked for an uncompressed answer so that the filter reads it as it is.
 func withAnswerFilter(r *http.Request, a *auth.Access, rt route.Route, t tenant.ID, authOn bool) *http.Request {
 	var f answerFilter
 	switch {
@@ -47,6 +47,8 @@ func withAnswerFilter(r *http.Request, a *auth.Access, rt route.Route, t tenant.
 		f = keepSeriesCounts
 	case rt.API == "admin_tenants" && authOn:
 		f = keepTenant(t)
+	case rt.API == "status_active_queries" && authOn:
+		f = dropQueryIDs
 	default:
 		return r
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -33,11 +34,16 @@ type Recorder struct {
 	respond  http.HandlerFunc
 }
 
-// NewRecorder starts a Recorder that answers 200 with an empty Prometheus success body until told otherwise.
+// NewRecorder starts a Recorder that answers 200 with an empty Prometheus success body until told otherwise (an empty
+// list of running queries for active_queries, whose answer the gateway reads).
 func NewRecorder(t testing.TB) *Recorder {
 	t.Helper()
-	rec := &Recorder{respond: func(w http.ResponseWriter, _ *http.Request) {
+	rec := &Recorder{respond: func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(r.URL.Path, "/api/v1/status/active_queries") {
+			_, _ = io.WriteString(w, `{"status":"ok","data":[]}`)
+			return
+		}
 		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
 	}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
