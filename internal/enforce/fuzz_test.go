@@ -25,10 +25,15 @@ func FuzzRewrite(f *testing.F) {
 		mustNew(f, []Label{{"team", "dev"}, {"env", "prod"}}, []string{`up{job="a"}`, `{__name__=~"node_.+",region="eu"}`}),
 	}
 	f.Fuzz(func(t *testing.T, q string) {
-		if _, err := parse(q); err != nil {
+		expr, err := parse(q)
+		if err == nil {
+			err = checkCalls(expr)
+		}
+		if err != nil {
+			// What does not parse, or would stop VictoriaMetrics, is refused.
 			for _, e := range enforcers {
-				if _, err := e.Query(q); statusOf(err) != 400 {
-					t.Fatalf("Query(%q): %v; want a 400 error like the parser's", q, err)
+				if _, qerr := e.Query(q); statusOf(qerr) != 400 {
+					t.Fatalf("Query(%q): %v; want a 400 error like %q", q, qerr, err)
 				}
 			}
 			return

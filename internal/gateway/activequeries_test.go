@@ -1,6 +1,10 @@
 package gateway
 
-import "testing"
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+)
 
 func TestDropQueryIDs(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
@@ -23,4 +27,49 @@ func TestDropQueryIDs(t *testing.T) {
 			t.Errorf("%s: got %s; want an error", in, got)
 		}
 	}
+}
+
+// FuzzDropQueryIDs: whatever vmselect answers, the client gets an error or a JSON object whose data entries (every
+// data member, duplicates too) hold no id, however it is spelled.
+func FuzzDropQueryIDs(f *testing.F) {
+	for _, s := range []string{`{"status":"ok","data":[{"duration":"0.001s","id":"18EE39937732F47C","query":"up"}]}`,
+		`{"data":[{"\u0069d":"1","id":"2"}],"data":[{"id":"3"}]}`, `{"data":[]}`, `{"data":[1]}`, `[]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, err := dropQueryIDs(in)
+		if err != nil {
+			return
+		}
+		dec := json.NewDecoder(bytes.NewReader(out))
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+			t.Fatalf("%q became %q: not a JSON object", in, out)
+		}
+		for dec.More() {
+			key, err := dec.Token()
+			if err != nil {
+				t.Fatalf("%q became %q: %v", in, out, err)
+			}
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				t.Fatalf("%q became %q: %v", in, out, err)
+			}
+			if key != "data" {
+				continue
+			}
+			entries := json.NewDecoder(bytes.NewReader(v))
+			if tok, err := entries.Token(); err != nil || tok != json.Delim('[') {
+				t.Fatalf("%q became %q: data is not a list", in, out)
+			}
+			for entries.More() {
+				var entry map[string]json.RawMessage
+				if err := entries.Decode(&entry); err != nil {
+					t.Fatalf("%q became %q: %v", in, out, err)
+				}
+				if _, ok := entry["id"]; ok {
+					t.Fatalf("%q became %q: an id passed", in, out)
+				}
+			}
+		}
+	})
 }

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -40,4 +42,43 @@ func TestKeepTenant(t *testing.T) {
 			t.Errorf("%s: got %s, %v; want an error containing %q", tc.in, got, err, tc.want)
 		}
 	}
+}
+
+// FuzzKeepTenant: whatever vmselect answers, the client gets an error or a JSON object every data member of which
+// (duplicates too, which JSON readers differ on) holds the token's own tenant at most, and no trace.
+func FuzzKeepTenant(f *testing.F) {
+	for _, s := range []string{`{"status":"success","data":["0:0","15:5","16:0"]}`, `{"data":["15:5"],"data":["16:0"]}`,
+		`{"d\u0061ta":["16:0"]}`, `{"data":["15\u003a5",1]}`, `{"trace":{},"data":[]}`, `[]`, `{"data":null}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, err := keepTenant(tenant.ID{AccountID: 15, ProjectID: 5})(in)
+		if err != nil {
+			return
+		}
+		dec := json.NewDecoder(bytes.NewReader(out))
+		if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+			t.Fatalf("%q became %q: not a JSON object", in, out)
+		}
+		for dec.More() {
+			key, err := dec.Token()
+			if err != nil {
+				t.Fatalf("%q became %q: %v", in, out, err)
+			}
+			switch key {
+			case "trace":
+				t.Fatalf("%q became %q: a trace passed", in, out)
+			case "data":
+				var list []string
+				if err := dec.Decode(&list); err != nil || len(list) > 1 || len(list) == 1 && list[0] != "15:5" {
+					t.Fatalf("%q became %q: data %v, %v", in, out, list, err)
+				}
+			default:
+				var skip json.RawMessage
+				if err := dec.Decode(&skip); err != nil {
+					t.Fatalf("%q became %q: %v", in, out, err)
+				}
+			}
+		}
+	})
 }
