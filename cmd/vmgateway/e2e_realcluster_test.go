@@ -31,7 +31,13 @@ type realCluster struct {
 
 func startRealCluster(t *testing.T, flags ...string) *realCluster {
 	t.Helper()
-	c := vmtest.StartCluster(t)
+	return startRealClusterWith(t, nil, flags...)
+}
+
+// startRealClusterWith is startRealCluster with vmselect flags.
+func startRealClusterWith(t *testing.T, selectFlags []string, flags ...string) *realCluster {
+	t.Helper()
+	c := vmtest.StartCluster(t, selectFlags...)
 	g := startGateway(t, append([]string{"-read.url=" + c.Select.URL, "-write.url=" + c.Insert.URL, "-clusterMode",
 		"-enable.auth", "-auth.publicKeyFiles=" + clusterPublicKeyFile(t)}, flags...)...)
 	return &realCluster{c: c, g: g}
@@ -732,9 +738,10 @@ func TestRealClusterQueriesThatStopVMSelect(t *testing.T) {
 // each running query's number as its id, so a tenant seeing two of its own ids would count the other tenants'
 // queries in between; through the gateway the entries come without it.
 func TestRealClusterActiveQueriesWithoutIDs(t *testing.T) {
-	rc := startRealCluster(t)
+	// 2.6 million points a query, which vmselect refuses at once by default (100,000), and runs for a while with this.
+	rc := startRealClusterWith(t, []string{"-search.maxPointsSubqueryPerTimeseries=5000000"})
 	tok := clusterToken(t, auth.VMAccess{Tenant: tenant.ID{AccountID: 15, ProjectID: 5}, Mode: auth.ModeRead})
-	// About a second of vmselect's work each: one is always among the running queries.
+	// Some of vmselect's work each: one is always among the running queries.
 	// Each one new, so that no cache answers it.
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {

@@ -53,6 +53,7 @@ type Server struct {
 	conns     map[*conn]struct{}
 	evicting  int // connections closed to make room whose goroutines have not ended yet
 	stopping  atomic.Bool
+	closed    bool // under mu: Close (or Shutdown's end) closed every connection
 }
 
 // evictScan bounds the connections looked at for one to evict, so that a flood of connections to a server whose
@@ -148,9 +149,11 @@ const (
 func (s *Server) track(c *conn) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopping.Load() {
+	if s.closed {
 		return trackStopping
 	}
+	// Accepted as Shutdown closed the listener: served as one accepted a moment earlier, with a new connection's grace
+	// (as net/http serves it), not reset.
 	if s.MaxConns > 0 && len(s.conns)-s.evicting >= s.MaxConns && !s.evictLocked() {
 		return trackFull
 	}
@@ -258,6 +261,7 @@ func (s *Server) Close() error {
 func (s *Server) closeAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	for c := range s.conns {
 		c.state.Store(stateClosed)
 		_ = c.rwc.Close()

@@ -573,6 +573,35 @@ func TestShutdownServesNewConnection(t *testing.T) {
 	}
 }
 
+// TestShutdownServesConnectionAcceptedAsItBegins: a connection accepted as Shutdown closes the listener (here: its
+// ConnOpened waits until Shutdown has begun) is served as one accepted a moment earlier, not reset (as net/http
+// serves it); the race made TestShutdownServesNewConnection fail in a loaded CI run.
+func TestShutdownServesConnectionAcceptedAsItBegins(t *testing.T) {
+	shut := make(chan error, 1)
+	_, addr := serveWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "done") }),
+		func(s *Server) {
+			s.ConnOpened = func() {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					shut <- s.Shutdown(ctx)
+				}()
+				for !s.shuttingDown() {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		})
+	c := dial(t, addr)
+	c.send("GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+	resp, body, err := c.response("GET")
+	if err != nil || body != "done" || !resp.Close {
+		t.Fatalf("answer %q %v; want it whole, with Connection: close", body, err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestKeptAliveTimeouts: on a kept-alive connection, whose read deadline is renewed only now and then, the idle
 // timeout still ends a silent connection (never before IdleTimeout), a head sent slower than ReadHeaderTimeout is
 // still cut off, and the deadlines a handler set are gone by the next request.
