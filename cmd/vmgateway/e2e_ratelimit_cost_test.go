@@ -40,12 +40,16 @@ func costData(t *testing.T, vm *vmtest.VM) {
 
 // costQuery asks for cost_metric with team's token through g until the answer has every series of the team
 // (the data may need a moment to be searchable), and returns the status and body of that first answer.
-func costQuery(t *testing.T, g *gw, token string, series int) {
+// costQuery queries until the token sees its series, and returns how many queries that took.
+func costQuery(t *testing.T, g *gw, token string, series int) int {
 	t.Helper()
+	n := 0
 	vmtest.Eventually(t, func() (bool, string) {
+		n++
 		code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(token)...)
 		return code == 200 && strings.Count(body, `"__name__":"cost_metric"`) == series, fmt.Sprintf("%d %.300s", code, body)
 	})
+	return n
 }
 
 func TestRateLimitCostSeriesFetched(t *testing.T) {
@@ -184,8 +188,10 @@ func TestRateLimitCostWithoutStats(t *testing.T) {
 	costData(t, vm)
 	g := rlGateway(t, vm.URL, vm.URL, costLimitsYAML)
 	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
-	costQuery(t, g, big, 150)
-	before := metricValue(t, g, `vmgateway_query_stats_unread_total{reason="absent"}`)
+	// Each answer is counted as its handler ends, which may be just after its client has it whole: the count of
+	// costQuery's answers is waited for, not read at once.
+	before := float64(costQuery(t, g, big, 150))
+	waitMetric(t, g, `vmgateway_query_stats_unread_total{reason="absent"}`, "costQuery's answers counted", is(before))
 	for i := 0; i < 3; i++ {
 		if code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...); code != 200 || strings.Contains(body, `"stats"`) {
 			t.Fatalf("big's query %d against 1.79.5: %d %.300s", i, code, body)

@@ -23,6 +23,7 @@ func FuzzRewrite(f *testing.F) {
 		devOnly(f),
 		devFiltered(f),
 		mustNew(f, []Label{{"team", "dev"}, {"env", "prod"}}, []string{`up{job="a"}`, `{__name__=~"node_.+",region="eu"}`}),
+		nil, // unrestricted: the query goes out as sent, or with its odd metric names inside the braces
 	}
 	f.Fuzz(func(t *testing.T, q string) {
 		expr, err := parse(q)
@@ -42,6 +43,16 @@ func FuzzRewrite(f *testing.F) {
 			out, err := e.Query(q)
 			if err != nil {
 				t.Fatalf("Query(%q) with %s: %s", q, e, err)
+			}
+			if !e.Restricted() {
+				back, err := parse(out)
+				if err != nil {
+					t.Fatalf("Query(%q) unrestricted = %s, which does not parse: %s", q, out, err)
+				}
+				if anchorOddNames(back) {
+					t.Fatalf("Query(%q) unrestricted = %s, which keeps a metric name that prints as something else", q, out)
+				}
+				continue
 			}
 			if err := checkEnforced(e, out); err != nil {
 				t.Fatalf("Query(%q) with %s = %s: %s", q, e, out, err)

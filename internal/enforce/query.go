@@ -55,7 +55,13 @@ func (e *Enforcer) queryUncached(q string, cluster bool, p *Parsed) (string, err
 		}
 	}
 	if !e.Restricted() {
-		return q, nil
+		// An unrestricted token's query goes out as sent, unless a metric name in it would not print back as itself:
+		// VictoriaMetrics v1.79 copies a query by printing and parsing it, and panics, and exits, when that fails
+		// (-{__name__="on"}, -{__name__=""}: found by an attacker's review).
+		if !anchorOddNames(expr) {
+			return q, nil
+		}
+		return string(expr.AppendString(make([]byte, 0, len(q)+16))), nil
 	}
 	if err := e.rewrite(expr); err != nil {
 		return "", err
@@ -238,12 +244,7 @@ func (e *Enforcer) rewriteSelector(me *metricsql.MetricExpr) {
 		if len(b) < 2 || !isMetricName(&b[0]) {
 			continue
 		}
-		if v := b[0].Value; !isASCII(v) || IsNumberWord(v) || isKeyword(v) {
-			// Printed as an identifier, a non-ASCII name does not parse in older VictoriaMetrics (v1.79 here), a name
-			// such as nan or Inf reads back as a number, and a keyword such as on or bool as the keyword, where the
-			// client could still select any of them as {__name__="..."}; the regexp form prints inside the braces.
-			// v1.79 panics, and exits, on a keyword: it copies a query by printing it without the parentheses
-			// metricsql puts around an operand (0 - (on{team="dev"}) becomes 0 - on{team="dev"}) and parsing it again.
+		if v := b[0].Value; printsAsOther(v) {
 			b[0] = anchored(v)
 		}
 		for i := 1; i < len(b); i++ {
@@ -255,6 +256,38 @@ func (e *Enforcer) rewriteSelector(me *metricsql.MetricExpr) {
 		}
 	}
 	me.LabelFilterss = out
+}
+
+// printsAsOther reports whether a metric name, printed bare as metricsql prints names, would read back as something
+// else, where the client could still select it as {__name__="..."}. A non-ASCII name does not parse in older
+// VictoriaMetrics (v1.79 here), a name such as nan or Inf reads back as a number, a keyword such as on or bool as the
+// keyword, and the empty name as nothing at all. The regexp form (anchored) prints inside the braces and selects the
+// same series. v1.79 panics, and exits, on the keywords and the empty name: it copies a query by printing it without
+// the parentheses metricsql puts around an operand (0 - (on{team="dev"}) becomes 0 - on{team="dev"}) and parsing it
+// again.
+func printsAsOther(name string) bool {
+	return name == "" || !isASCII(name) || IsNumberWord(name) || isKeyword(name)
+}
+
+// anchorOddNames replaces every metric name of expr that printsAsOther by its anchored regexp, and reports whether
+// there was one.
+func anchorOddNames(expr metricsql.Expr) bool {
+	found := false
+	metricsql.VisitAll(expr, func(x metricsql.Expr) {
+		me, ok := x.(*metricsql.MetricExpr)
+		if !ok {
+			return
+		}
+		for _, b := range me.LabelFilterss {
+			for i := range b {
+				if isMetricName(&b[i]) && printsAsOther(b[i].Value) {
+					b[i] = anchored(b[i].Value)
+					found = true
+				}
+			}
+		}
+	})
+	return found
 }
 
 // anchored is the __name__ regexp matcher that selects exactly the metric name, for where a name matcher would not

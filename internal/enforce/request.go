@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -47,6 +48,9 @@ type Args struct {
 func (e *Enforcer) Request(rt route.Route, in Args, cluster bool) (Args, bool, error) {
 	restricted := e.Restricted()
 	if !restricted && !cluster {
+		if rt.Args == route.QueryArg {
+			return e.checkQueries(in)
+		}
 		return in, false, nil
 	}
 	switch rt.Args {
@@ -65,6 +69,45 @@ func (e *Enforcer) Request(rt route.Route, in Args, cluster bool) (Args, bool, e
 		return out, err == nil, err
 	}
 	return in, false, newError(http.StatusForbidden, "the %s API has unknown selector args %d: refused", rt.API, rt.Args)
+}
+
+// checkQueries reads the queries of an unrestricted token on a single-node VictoriaMetrics, which is shared by every
+// team as much as a cluster is: a query that would stop it is refused, and one whose metric names would not print
+// back as themselves is forwarded with them inside the braces (see query); every other query goes out as sent.
+func (e *Enforcer) checkQueries(in Args) (Args, bool, error) {
+	var outs [2][]string
+	changed := false
+	for i, vs := range []url.Values{in.URL, in.Form} {
+		qs := vs[argQuery]
+		for j, q := range qs {
+			s, err := e.query(q, false, in.Parsed)
+			if err != nil {
+				return in, false, err
+			}
+			if s != q && outs[i] == nil {
+				// The caller's slices are never written into.
+				outs[i] = slices.Clone(qs)
+			}
+			if outs[i] != nil {
+				outs[i][j] = s
+				changed = true
+			}
+		}
+	}
+	if !changed {
+		return in, false, nil
+	}
+	out := Args{URL: in.URL, Form: in.Form, Handover: in.Handover}
+	if !in.Handover {
+		out.URL, out.Form = maps.Clone(in.URL), maps.Clone(in.Form)
+	}
+	if outs[0] != nil {
+		out.URL[argQuery] = outs[0]
+	}
+	if outs[1] != nil {
+		out.Form[argQuery] = outs[1]
+	}
+	return out, true, nil
 }
 
 // write replaces the client's extra_label args in the URL with the token's, last so they win in VictoriaMetrics.

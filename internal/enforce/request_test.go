@@ -298,7 +298,7 @@ func TestRequestIsPure(t *testing.T) {
 func TestRequestUnrestrictedIsUntouched(t *testing.T) {
 	var unrestricted *Enforcer
 	for _, rt := range []route.Route{rtQuery, rtSeries, rtLabels, rtDelete, rtWrite, rtGraphite, rtVMUI} {
-		in := Args{URL: v("query", `up{team="ops"}`, "extra_label", "team=ops", "match[]", "up"), Form: v("query", "sum(")}
+		in := Args{URL: v("query", `up{team="ops"}`, "extra_label", "team=ops", "match[]", "up"), Form: v("query", "sum(up) by (job)")}
 		out, changed, err := unrestricted.Request(rt, in, false)
 		if err != nil || changed || !reflect.DeepEqual(out, in) {
 			t.Errorf("%s: %v, changed=%v, %v; want it untouched", rt.API, err, changed, out)
@@ -312,6 +312,71 @@ func TestRequestUnrestrictedIsUntouched(t *testing.T) {
 	want := v("query", `sum(up{team="ops"})`, "extra_label", "team=ops", "extra_filters[]", `{env="x"}`)
 	if got := mustParse(t, r.URL.RawQuery); !reflect.DeepEqual(got, want) {
 		t.Errorf("cluster, unrestricted: %v; want %v", got, want)
+	}
+}
+
+// TestRequestUnrestrictedQueries: the queries of an unrestricted token go out as sent on a single node too, but what
+// would stop VictoriaMetrics is refused and a metric name that would not print back as itself goes inside the braces;
+// the other args are never touched, nor the caller's maps.
+func TestRequestUnrestrictedQueries(t *testing.T) {
+	var unrestricted *Enforcer
+	for _, tc := range []struct {
+		name, url, form string
+		want, wantForm  string // the query forwarded in the URL and the form; "" when untouched
+		status          int
+	}{
+		{name: "as sent", url: "sum(up) by (job)", form: "rate(x[5m])"},
+		{name: "with templates kept", url: "WITH (f = up) f + f"},
+		{name: "a keyword name", url: `-{__name__="on"}`, want: `0 - {__name__=~"on"}`},
+		{name: "the empty name", url: `-{__name__=""}`, want: `0 - {__name__=~""}`},
+		{name: "in the form", url: "up", form: `1 - {__name__="BY",job="a"}`, wantForm: `1 - {__name__=~"BY",job="a"}`},
+		{name: "a number word", url: `{__name__="Inf"} offset 5m`, want: `{__name__=~"Inf"} offset 5m`},
+		{name: "a non-ASCII name", url: `{__name__="é"}`, want: `{__name__=~"é"}`},
+		{name: "limit_offset with a string", url: `limit_offset("a", "b", x)`, status: 400},
+		{name: "a rollup without its series", form: "sum(quantiles_over_time())", status: 400},
+		{name: "does not parse", url: "sum(", status: 400},
+	} {
+		in := Args{URL: v("query", tc.url, "extra_label", "team=ops"), Handover: true}
+		if tc.form != "" {
+			in.Form = v("query", tc.form)
+		}
+		before := Args{URL: cloneValues(in.URL), Form: cloneValues(in.Form), Handover: true}
+		out, changed, err := unrestricted.Request(rtQuery, in, false)
+		if tc.status != 0 {
+			if statusOf(err) != tc.status {
+				t.Errorf("%s: %v; want %d", tc.name, err, tc.status)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if changed != (tc.want != "" || tc.wantForm != "") {
+			t.Errorf("%s: changed=%v", tc.name, changed)
+		}
+		want := Args{URL: cloneValues(before.URL), Form: cloneValues(before.Form), Handover: true}
+		if tc.want != "" {
+			want.URL["query"] = []string{tc.want}
+		}
+		if tc.wantForm != "" {
+			want.Form["query"] = []string{tc.wantForm}
+		}
+		if !reflect.DeepEqual(out, want) {
+			t.Errorf("%s: %+v; want %+v", tc.name, out, want)
+		}
+		if before.URL["query"][0] != tc.url || (tc.form != "" && before.Form["query"][0] != tc.form) {
+			t.Errorf("%s: the caller's slices were written into", tc.name)
+		}
+	}
+	// Without the handover the caller's maps are left as they were.
+	in := Args{URL: v("query", `-{__name__="on"}`)}
+	if out, _, err := unrestricted.Request(rtQuery, in, false); err != nil || in.URL["query"][0] != `-{__name__="on"}` || out.URL["query"][0] != `0 - {__name__=~"on"}` {
+		t.Errorf("without the handover: %v, in %v, out %v", err, in.URL, out.URL)
+	}
+	// In a cluster too.
+	if out, err := unrestricted.query(`0 - {__name__="or"}`, true, nil); err != nil || out != `0 - {__name__=~"or"}` {
+		t.Errorf("cluster: %q %v", out, err)
 	}
 }
 

@@ -483,3 +483,40 @@ func TestVMHonoursEnforcementArgs(t *testing.T) {
 		}
 	}
 }
+
+// TestVMUnrestrictedQueries: queries of an unrestricted token that make VictoriaMetrics v1.79 exit as sent (it copies
+// a query by printing and parsing it) run there as the gateway forwards them.
+func TestVMUnrestrictedQueries(t *testing.T) {
+	vm := vmtest.Start(t)
+	var unrestricted *Enforcer
+	crashed := 0
+	for _, q := range []string{`-{__name__="on"}`, `-{__name__=""}`, `1 - {__name__="on"}`, `-{__name__=""} or 1`,
+		`0 - {__name__="IGNORING"}`, `-{__name__="group_left"} offset 5m`} {
+		resp, err := http.PostForm(vm.URL+"/api/v1/query", url.Values{"query": {q}})
+		if err != nil {
+			crashed++
+			vm.Restart(t)
+		} else {
+			resp.Body.Close()
+		}
+		out, err := unrestricted.query(q, false, nil)
+		if err != nil || out == q {
+			t.Errorf("%s: %q %v; want it forwarded with the name inside the braces", q, out, err)
+			continue
+		}
+		resp, err = http.PostForm(vm.URL+"/api/v1/query", url.Values{"query": {out}})
+		if err != nil {
+			t.Errorf("%s: VictoriaMetrics v1.79 is gone after %s: %s", q, out, err)
+			vm.Restart(t)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: VictoriaMetrics refuses %s: %d %s", q, out, resp.StatusCode, b)
+		}
+	}
+	if crashed == 0 {
+		t.Errorf("none of the queries made VictoriaMetrics 1.79.5 exit as sent: the test guards against nothing")
+	}
+}

@@ -155,11 +155,12 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 }
 
 // seesArgs reports whether the gateway must read every arg of a request, and refuse one it cannot read: when the
-// enforcer rewrites them (a restricted token) or checks them for the tenant labels (cluster mode), and when a
-// trace must be removed (every token but an unrestricted full one: a query trace shows vmstorage addresses and
-// index internals). The unrestricted full tokens of a single-node gateway get their requests forwarded as sent.
+// enforcer rewrites them (a restricted token) or checks them for the tenant labels (cluster mode), when they hold a
+// query (every query is checked for what would stop VictoriaMetrics), and when a trace must be removed (every token
+// but an unrestricted full one: a query trace shows vmstorage addresses and index internals). The unrestricted full
+// tokens of a single-node gateway get their other requests forwarded as sent.
 func (g *Gateway) seesArgs(a *auth.Access, rt route.Route) bool {
-	if g.cluster || a.Enforcer.Restricted() {
+	if g.cluster || a.Enforcer.Restricted() || rt.Args == route.QueryArg {
 		return true
 	}
 	return rt.Kind != route.Write && a.Mode != auth.ModeFull

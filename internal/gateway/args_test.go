@@ -90,27 +90,55 @@ func TestReadArgsRefused(t *testing.T) {
 }
 
 // TestReadArgsUnrestrictedSingleNode: a full unrestricted token of a single-node gateway gets its args forwarded as
-// sent, even those the gateway cannot parse; the limits that bound VictoriaMetrics' work still apply.
+// sent, even those the gateway cannot parse, but for its queries: each is read, and one that would stop
+// VictoriaMetrics is refused. The limits that bound VictoriaMetrics' work still apply.
 func TestReadArgsUnrestrictedSingleNode(t *testing.T) {
 	rec := vmtest.NewRecorder(t)
 	gw := serveGateway(t, rec.URL, tlsclient.Options{}, func(c *Config) {
 		c.Auth = headerAuth{}
 		c.Limits = Limits{MaxQueryLen: 1000, MaxSelectorArgs: 5, MaxTotalQueryLen: 2000, MaxReadBodySize: 8192}
 	})
-	// Well-formed, but neither sorted nor escaped as url.Values would: forwarded byte for byte. (Malformed queries
-	// are re-encoded by httputil.ReverseProxy itself.)
-	raw := "query=up%7Bteam%3D%22ops%22%7D&extra_label=team=ops&match[]=up&trace=1"
-	for _, tc := range []struct{ ctype, body string }{{formType, "step=%zz"}, {"multipart/form-data; boundary=x", "--x--\r\n"}} {
-		if code, _, body := post(t, gw.URL, "/api/v1/query?"+raw, tc.ctype, tc.body, ""); code != 200 {
+	// Well-formed, but neither sorted nor escaped as url.Values would: forwarded byte for byte.
+	raw := "match[]=up%7Bteam%3D%22ops%22%7D&extra_label=team=ops&trace=1"
+	for _, tc := range []struct{ path, ctype, body string }{
+		{"/api/v1/series?" + raw, formType, "step=%zz"},
+		{"/api/v1/series?" + raw, "multipart/form-data; boundary=x", "--x--\r\n"},
+		{"/api/v1/query?query=up%7Bteam%3D%22ops%22%7D&extra_label=team=ops&trace=1", formType, "step=1&nocache=1"},
+	} {
+		if code, _, body := post(t, gw.URL, tc.path, tc.ctype, tc.body, ""); code != 200 {
 			t.Fatalf("%s: %d %s", tc.ctype, code, body)
 		}
 		got := rec.Requests()
-		if len(got) != 1 || got[0].RawQuery != raw || got[0].Body != tc.body {
-			t.Errorf("%s: forwarded %+v; want the request as sent", tc.ctype, got)
+		if len(got) != 1 || got[0].Path+"?"+got[0].RawQuery != "/prometheus"+tc.path || got[0].Body != tc.body {
+			t.Errorf("%s %s: forwarded %+v; want the request as sent", tc.path, tc.ctype, got)
 		}
 	}
-	if code, e, _ := post(t, gw.URL, "/api/v1/query?query=a", formType, "query=b", ""); code != 400 || !strings.Contains(e.Error, "reads only one") {
-		t.Errorf("two queries: %d %q", code, e.Error)
+	for _, tc := range []struct {
+		name, path, ctype, body string
+		status                  int
+		msg                     string
+	}{
+		{"two queries", "/api/v1/query?query=a", formType, "query=b", 400, "reads only one"},
+		{"a query that stops VictoriaMetrics", "/api/v1/query?query=" + url.QueryEscape(`limit_offset("a", "b", x)`), "", "", 400, "limit_offset's limit must be a number"},
+		{"a rollup without its series in the form", "/api/v1/query_range", formType, "query=sum(quantiles_over_time())", 400, "without the series it rolls up"},
+		{"a query that does not parse", "/api/v1/query?query=sum(", "", "", 400, "cannot parse query"},
+		{"a form that does not parse", "/api/v1/query?query=up", formType, "step=%zz", 400, "cannot parse the form body"},
+		{"a multipart form, which VictoriaMetrics reads a query from", "/api/v1/query", "multipart/form-data; boundary=x",
+			"--x\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\nrate()\r\n--x--\r\n", 415, "must be application/x-www-form-urlencoded"},
+	} {
+		if code, e, _ := post(t, gw.URL, tc.path, tc.ctype, tc.body, ""); code != tc.status || !strings.Contains(e.Error, tc.msg) {
+			t.Errorf("%s: %d %q; want %d saying %q", tc.name, code, e.Error, tc.status, tc.msg)
+		}
+		if got := rec.Requests(); len(got) != 0 {
+			t.Errorf("%s: refused, yet %d forwarded", tc.name, len(got))
+		}
+	}
+	// A metric name that VictoriaMetrics v1.79 would print back as a keyword goes inside the braces.
+	if code, _, body := post(t, gw.URL, "/api/v1/query?query="+url.QueryEscape(`-{__name__="on"}`), "", "", ""); code != 200 {
+		t.Fatalf("keyword name: %d %s", code, body)
+	}
+	if got := rec.Requests(); len(got) != 1 || got[0].Query.Get("query") != `0 - {__name__=~"on"}` {
+		t.Errorf("keyword name: forwarded %+v", got)
 	}
 }
 
