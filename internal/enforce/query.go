@@ -66,7 +66,7 @@ func (e *Enforcer) queryUncached(q string, cluster bool, p *Parsed) (string, err
 	if err := e.rewrite(expr); err != nil {
 		return "", err
 	}
-	return string(expr.AppendString(make([]byte, 0, len(q)+64))), nil
+	return string(liftOr(expr).AppendString(make([]byte, 0, len(q)+64))), nil
 }
 
 // Selector rewrites one series selector such as a match[] value. Anything but a plain selector is a 400 error.

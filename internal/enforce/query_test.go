@@ -133,7 +133,7 @@ func TestQuery(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Query(%q) with %s: %s", tt.in, c.e, err)
 				}
-				if got != c.want {
+				if c.want = lifted(t, c.want); got != c.want {
 					t.Errorf("Query(%q) with %s\n got: %s\nwant: %s", tt.in, c.e, got, c.want)
 				}
 				if err := checkEnforced(c.e, got); err != nil {
@@ -144,16 +144,30 @@ func TestQuery(t *testing.T) {
 	}
 }
 
+// lifted is a rewrite the tables write with `or` inside the braces, as Query sends it: with its selectors of several
+// branches lifted into unions (TestLiftOr).
+func lifted(t testing.TB, want string) string {
+	t.Helper()
+	expr, err := metricsql.Parse(want)
+	if err != nil {
+		t.Fatalf("the table's rewrite %s does not parse: %s", want, err)
+	}
+	return string(liftOr(expr).AppendString(nil))
+}
+
 func TestQueryFilterMetricNames(t *testing.T) {
 	// A filter may name a metric: selectors of other metrics then match nothing, and a filter's name never
 	// spreads to branches without one (the parser would do that to exact names).
 	e := mustNew(t, []Label{{"team", "dev"}}, []string{`up{job="a"}`, `{env="prod"}`})
 	tests := []struct{ in, want string }{
-		{`up`, `up{team="dev",job="a" or team="dev",env="prod"}`},
-		{`foo`, `foo{__name__=~"up",team="dev",job="a" or team="dev",env="prod"}`},
-		{`{job="x"}`, `{__name__=~"up",job="x",team="dev",job="a" or job="x",team="dev",env="prod"}`},
-		{`{__name__=~"u.*"}`, `{__name__="up",__name__=~"u.*",team="dev",job="a" or __name__=~"u.*",team="dev",env="prod"}`},
-		{`metric.with.dots`, `metric.with.dots{__name__=~"up",team="dev",job="a" or team="dev",env="prod"}`},
+		{`up`, `union(up{team="dev",job="a"}, up{team="dev",env="prod"})`},
+		{`foo`, `union(foo{__name__=~"up",team="dev",job="a"}, foo{team="dev",env="prod"})`},
+		{`{job="x"}`, `union({__name__=~"up",job="x",team="dev",job="a"}, {job="x",team="dev",env="prod"})`},
+		{`{__name__=~"u.*"}`, `union(up{__name__=~"u.*",team="dev",job="a"}, {__name__=~"u.*",team="dev",env="prod"})`},
+		{`metric.with.dots`, `union(metric.with.dots{__name__=~"up",team="dev",job="a"}, metric.with.dots{team="dev",env="prod"})`},
+		// A range selector alone keeps its branches inside the braces (liftOr), where the name must not spread.
+		{`{job="x"}[5m]`, `{__name__=~"up",job="x",team="dev",job="a" or job="x",team="dev",env="prod"}[5m]`},
+		{`{__name__=~"u.*"}[5m]`, `{__name__="up",__name__=~"u.*",team="dev",job="a" or __name__=~"u.*",team="dev",env="prod"}[5m]`},
 	}
 	for _, tt := range tests {
 		got, err := e.Query(tt.in)

@@ -125,8 +125,9 @@ func TestVMAdversarialReads(t *testing.T) {
 		e    *Enforcer
 	}{
 		{"labels", devOnly(t)},
-		// One filter branch keeps the queries parseable for v1.79 (no `or` inside braces).
 		{"labels+filter", mustNew(t, []Label{{"team", "dev"}}, []string{`{instance=~"dev-.*"}`})},
+		// Two branches: v1.79 cannot read `or` inside braces, and reads the selectors lifted into unions (liftOr).
+		{"labels+two filters", mustNew(t, []Label{{"team", "dev"}}, []string{`{instance=~"dev-.*"}`, `{instance="dev-host",job!="none"}`})},
 		{"filter only", mustNew(t, nil, []string{`{team="dev",instance="dev-host"}`})},
 	} {
 		t.Run(tok.name, func(t *testing.T) {
@@ -169,19 +170,22 @@ func TestVMAdversarialReads(t *testing.T) {
 	}
 }
 
-// TestVMQueryCompat sends the rewrites of the unit table to VictoriaMetrics v1.79: they must parse there, except
-// the constructs that version does not know (the client's own query fails there the same way).
+// TestVMQueryCompat sends the rewrites of the unit table to VictoriaMetrics v1.79, for a token of one branch and one of
+// three (whose selectors are lifted into unions): they must parse there, except the constructs that version does not
+// know (the client's own query fails there the same way) and those that keep `or` inside braces (liftOr).
 func TestVMQueryCompat(t *testing.T) {
 	vm := vmtest.Start(t)
 	newer := map[string]string{
-		"or filter group":                     "`or` inside braces",
-		"or filter group without name":        "`or` inside braces",
-		"or filter group with enforced label": "`or` inside braces",
-		"keep_metric_names":                   "keep_metric_names after a binary operation",
-		"unicode label name":                  "non-ASCII label names",
-		"@ with a selector":                   "an @ selector returning no series fails at run time",
+		"keep_metric_names":  "keep_metric_names after a binary operation",
+		"unicode label name": "non-ASCII label names",
+		"@ with a selector":  "an @ selector returning no series fails at run time",
 	}
-	e := devOnly(t)
+	for _, e := range []*Enforcer{devOnly(t), devFiltered(t)} {
+		t.Run(e.String(), func(t *testing.T) { queryCompat(t, vm, e, newer) })
+	}
+}
+
+func queryCompat(t *testing.T, vm *vmtest.VM, e *Enforcer, newer map[string]string) {
 	for _, c := range queryCases() {
 		q, err := e.Query(c.in)
 		if err != nil {
@@ -197,6 +201,10 @@ func TestVMQueryCompat(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		why, isNewer := newer[c.name]
+		if strings.Contains(q, `" or `) {
+			// A range selector alone keeps its branches inside the braces.
+			why, isNewer = "`or` inside braces", true
+		}
 		switch {
 		case resp.StatusCode == 200 && isNewer:
 			t.Errorf("%s: %s now works in VictoriaMetrics v1.79: update the list", c.name, why)

@@ -303,6 +303,13 @@ func (g *Gateway) authorize(a *auth.Access, rt route.Route) (tenant.ID, error) {
 	if err := TenantAllowed(g.cluster, t); err != nil {
 		return t, err
 	}
+	if g.cluster && g.auth != nil && rt.API == "status_top_queries" {
+		// Its answer holds the tenant's own queries only, but the list is one for all: how fast the tenant's entries
+		// leave it counts the others' queries (found by an attacker's review; the ids of active_queries were the same).
+		return t, httperr.New(http.StatusForbidden, "the status/top_queries API is not served to tenants' tokens in cluster mode: vmselect keeps one list of "+
+			"recent queries for every tenant (-search.queryStats.lastQueriesCount), so how this tenant's queries leave it would count the other tenants' queries; "+
+			"ask the operator, who can read it on vmselect")
+	}
 	if !g.cluster {
 		if rt.HasPathTenant && rt.PathTenant != (tenant.ID{}) {
 			return t, httperr.New(http.StatusBadRequest, fmt.Sprintf("tenant %s in the path: single-node VictoriaMetrics has no tenants; use the single-node path or tenant 0:0", rt.PathTenant))

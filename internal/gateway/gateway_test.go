@@ -99,6 +99,8 @@ func TestAuthorize(t *testing.T) {
 		{"single: tenant 5 path", false, auth.Access{Mode: auth.ModeFull}, "GET", "/select/5/prometheus/api/v1/labels", 400, "single-node VictoriaMetrics has no tenants", "", ""},
 		{"single: tenant-bound token", false, auth.Access{Tenant: tenant.ID{AccountID: 5}, Mode: auth.ModeFull}, "GET", "/api/v1/labels", 403, "the token is for tenant 5:0, but this gateway serves single-node", "", ""},
 		{"restricted token, unenforceable API", false, auth.Access{Mode: auth.ModeFull, Enforcer: restricted}, "GET", "/api/v1/status/top_queries", 403, "", "", ""},
+		{"single: top queries", false, auth.Access{Mode: auth.ModeFull}, "GET", "/api/v1/status/top_queries", 200, "", "read", "/prometheus/api/v1/status/top_queries"},
+		{"cluster: top queries", true, auth.Access{Tenant: t15, Mode: auth.ModeFull}, "GET", "/select/15/prometheus/api/v1/status/top_queries?topN=5", 403, "vmselect keeps one list of recent queries for every tenant", "", ""},
 		{"unknown path", false, auth.Access{Mode: auth.ModeFull}, "GET", "/api/v1/nope", 404, "", "", ""},
 		{"multitenant", true, auth.Access{Mode: auth.ModeFull}, "GET", "/select/multitenant/prometheus/api/v1/query?query=up", 403, "multitenant", "", ""},
 	} {
