@@ -24,6 +24,10 @@ import (
 // query goes out with its branches inside the braces.
 const maxLifted = 1000
 
+// maxLiftedLen is VictoriaMetrics' default -search.maxQueryLen: a lifted query longer than that goes out with its
+// branches inside the braces, which newer releases read, rather than be refused by all.
+const maxLiftedLen = 16 << 10
+
 // liftOr returns expr with its selectors of several branches lifted, or expr itself when the lifted query would print
 // more than maxLifted selectors. The rewritten expr's nodes are reused, never changed.
 func liftOr(expr metricsql.Expr) metricsql.Expr {

@@ -95,6 +95,11 @@ func TestLiftBounded(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("took %s", d)
 	}
+	// Longer than VictoriaMetrics reads: the braces.
+	long := `sum(rate(x{job=~"` + strings.Repeat("a", 6000) + `"}[5m]))`
+	if out, err := e.Query(long); err != nil || !strings.Contains(out, `" or `) || len(out) > 4*len(long) {
+		t.Errorf("a long query: %d bytes %.200s %v; want the branches inside the braces", len(out), out, err)
+	}
 	// Under the bound it is lifted.
 	out, err = e.Query("quantile_over_time(scalar(quantile_over_time(0.5, x[5m])), y[5m])")
 	if err != nil || strings.Contains(out, `" or `) || strings.Count(out, "{") != 12 {

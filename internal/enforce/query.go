@@ -66,7 +66,12 @@ func (e *Enforcer) queryUncached(q string, cluster bool, p *Parsed) (string, err
 	if err := e.rewrite(expr); err != nil {
 		return "", err
 	}
-	return string(liftOr(expr).AppendString(make([]byte, 0, len(q)+64))), nil
+	out := liftOr(expr).AppendString(make([]byte, 0, len(q)+64))
+	if len(out) > maxLiftedLen && len(out) > len(q) {
+		// VictoriaMetrics would refuse the lifted query as too long where it reads the shorter braces.
+		out = expr.AppendString(out[:0])
+	}
+	return string(out), nil
 }
 
 // Selector rewrites one series selector such as a match[] value. Anything but a plain selector is a 400 error.
