@@ -721,6 +721,9 @@ func TestRealClusterQueriesThatStopVMSelect(t *testing.T) {
 		{`limit_offset(NaN, 1, x)`, "limit_offset's limit must be a number"},
 		{`limit_offset(-1e20, 0, x)`, "limit_offset's limit must be a number"},
 		{`sum(quantiles_over_time())`, "quantiles_over_time() is called without the series it rolls up"},
+		{`-(time() @ (time() @ 1))`, "the @ modifier's time must be"},
+		{`sum_over_time(time()[5m:1m] @ 1e19)`, "the @ modifier's time must be"},
+		{`rate(time()[5m:99999999999d])`, "is longer than 100 years"},
 	} {
 		for name, tok := range toks {
 			for _, api := range []string{"/api/v1/query?", "/api/v1/query_range?start=-1h&step=7m&"} {

@@ -17,6 +17,15 @@ import (
 // maxLimitOffset bounds limit_offset's limit and offset: far more series than any answer holds, well within an int.
 const maxLimitOffset = math.MaxInt32
 
+// checkRunnable refuses what in expr would make VictoriaMetrics exit: its calls (checkCalls) and its times
+// (checkTimes).
+func checkRunnable(expr metricsql.Expr) error {
+	if err := checkCalls(expr); err != nil {
+		return err
+	}
+	return checkTimes(expr)
+}
+
 // checkCalls refuses the calls of expr that would make VictoriaMetrics exit.
 func checkCalls(expr metricsql.Expr) error {
 	var err error

@@ -24,6 +24,19 @@ var crashingCalls = []struct{ query, reason string }{
 	{`quantiles_over_time()`, "quantiles_over_time() is called without"},
 	{`rate()`, "rate() is called without the series it rolls up (argument 1)"},
 	{`sum(quantile_over_time(0.5))`, "quantile_over_time() is called without the series it rolls up (argument 2)"},
+	// Times out of an int64 of milliseconds, and @ times VictoriaMetrics cannot copy (times.go).
+	{`-(time() @ (time() @ 1))`, "the @ modifier's time must be"},
+	{`m - m @ (m[5m:1m])`, "the @ modifier's time must be"},
+	{`-(m @ (m[5m] offset 1h))`, "the @ modifier's time must be"},
+	{`WITH (x = m @ 1) m - m @ x`, "the @ modifier's time must be"},
+	{`time() @ 1e19`, "the @ modifier's time must be"},
+	{`sum_over_time(time()[5m:1m] @ (1e10*1e10))`, "the @ modifier's time must be"},
+	{`sum_over_time(time()[5m:1m] @ (end()*1e10))`, "the @ modifier's time must be"},
+	{`sum_over_time(time()[5m:1m] @ scalar(vector(1e19)))`, "the @ modifier's time must be"},
+	{`foo @ bar`, "the @ modifier's time must be"}, // a series of the team's with the value 1e19 stops it
+	{`rate(time()[5m:99999999999d])`, "the duration 99999999999d is longer than 100 years"},
+	{`rate(m[300000000y])`, "the duration 300000000y is longer than 100 years"},
+	{`m offset 300000000y`, "is longer than 100 years"},
 }
 
 func TestCheckCalls(t *testing.T) {
@@ -35,7 +48,9 @@ func TestCheckCalls(t *testing.T) {
 		}
 	}
 	for _, q := range []string{`limit_offset(10, 0, x)`, `limit_offset(0, 2147483647, sum(x) by (a))`, `limit_offset(1.5, 2, x)`,
-		`sum(quantiles_over_time("phi", 0.5, 0.9, x[5m]))`, `quantile_over_time(0.5, x[5m])`, `rate(x)`, `limitk(-1, x)`} {
+		`sum(quantiles_over_time("phi", 0.5, 0.9, x[5m]))`, `quantile_over_time(0.5, x[5m])`, `rate(x)`, `limitk(-1, x)`,
+		`x @ end()`, `x @ (end() - 1h)`, `rate(x[5m] @ start())`, `x @ 1700000000.5`, `(x)[5m:1m] @ (start() + 30s - 1)`,
+		`x @ -1e11`, `rate(x[100y] offset -1h)`, `x[5i]`} {
 		if _, err := e.Query(q); err != nil {
 			t.Errorf("Query(%q): %v; want it rewritten", q, err)
 		}
@@ -69,7 +84,8 @@ func TestCheckCallsOnVictoriaMetrics(t *testing.T) {
 		t.Errorf("none of the refused calls made VictoriaMetrics 1.79.5 exit: the check guards against nothing")
 	}
 	e := devOnly(t)
-	for _, q := range []string{`limit_offset(10, 0, x)`, `limit_offset(1.5, 2, x)`, `sum(quantiles_over_time("phi", 0.5, 0.9, x[5m]))`, `limitk(-1, x)`} {
+	for _, q := range []string{`limit_offset(10, 0, x)`, `limit_offset(1.5, 2, x)`, `sum(quantiles_over_time("phi", 0.5, 0.9, x[5m]))`, `limitk(-1, x)`,
+		`-(x @ (end() - 1h))`, `0 - rate(x[5m] @ start())`, `1 - sum_over_time(time()[5m:1m] @ 1e11)`, `-rate(x[100y:100y] offset -1h)`} {
 		rq, err := e.Query(q)
 		if err != nil {
 			t.Fatal(err)

@@ -28,7 +28,7 @@ func FuzzRewrite(f *testing.F) {
 	f.Fuzz(func(t *testing.T, q string) {
 		expr, err := parse(q)
 		if err == nil {
-			err = checkCalls(expr)
+			err = checkRunnable(expr)
 		}
 		if err != nil {
 			// What does not parse, or would stop VictoriaMetrics, is refused.

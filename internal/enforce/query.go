@@ -46,7 +46,7 @@ func (e *Enforcer) queryUncached(q string, cluster bool, p *Parsed) (string, err
 	if err != nil {
 		return "", err
 	}
-	if err := checkCalls(expr); err != nil {
+	if err := checkRunnable(expr); err != nil {
 		return "", queryError(http.StatusBadRequest, "query "+httperr.Elided+" refused: "+err.Error(), "query %q refused: %s", q, err)
 	}
 	if cluster {

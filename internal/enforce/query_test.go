@@ -103,7 +103,6 @@ func queryCases() []queryCase {
 		{"@ end()", `foo @ end()`, `foo{team="dev"} @ end()`, `foo{` + F("") + `} @ end()`},
 		{"@ number", `foo @ 1700000000`, `foo{team="dev"} @ 1700000000`, `foo{` + F("") + `} @ 1700000000`},
 		{"@ and offset in rollup", `rate(foo[5m] @ start() offset 1h)`, `rate(foo{team="dev"}[5m] offset 1h @ start())`, `rate(foo{` + F("") + `}[5m] offset 1h @ start())`},
-		{"@ with a selector", `foo @ bar`, `foo{team="dev"} @ bar{team="dev"}`, `foo{` + F("") + `} @ bar{` + F("") + `}`},
 		{"negative offset", `foo offset -5m`, `foo{team="dev"} offset -5m`, `foo{` + F("") + `} offset -5m`},
 		{"label_replace onto enforced label", `label_replace(up, "team", "dev", "", "")`, `label_replace(up{team="dev"}, "team", "dev", "", "")`, `label_replace(up{` + F("") + `}, "team", "dev", "", "")`},
 		{"label_join onto enforced label", `label_join(up, "team", ",", "job")`, `label_join(up{team="dev"}, "team", ",", "job")`, `label_join(up{` + F("") + `}, "team", ",", "job")`},

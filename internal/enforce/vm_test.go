@@ -178,7 +178,6 @@ func TestVMQueryCompat(t *testing.T) {
 	newer := map[string]string{
 		"keep_metric_names":  "keep_metric_names after a binary operation",
 		"unicode label name": "non-ASCII label names",
-		"@ with a selector":  "an @ selector returning no series fails at run time",
 	}
 	for _, e := range []*Enforcer{devOnly(t), devFiltered(t)} {
 		t.Run(e.String(), func(t *testing.T) { queryCompat(t, vm, e, newer) })
