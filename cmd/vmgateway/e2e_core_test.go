@@ -195,6 +195,58 @@ func TestSlowUpstreamGives504(t *testing.T) {
 	}
 }
 
+// TestReadTimeoutKeepsTheSlot: a read whose answer does not begin within -read.timeout gets its 504, but keeps its slot
+// at the read backends until the backend answers, as VictoriaMetrics computes a query to its end whatever its client
+// does: the next read is forwarded only then. A backend that never answers has the slot back after ten timeouts.
+func TestReadTimeoutKeepsTheSlot(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	var slowAnswered, hangClosed, quickArrived atomic.Int64
+	rec.Respond(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Query().Get("query") {
+		case "slow":
+			time.Sleep(1500 * time.Millisecond) // computing on, as VictoriaMetrics does
+			slowAnswered.Store(time.Now().UnixNano())
+		case "hang":
+			<-r.Context().Done()
+			hangClosed.Store(time.Now().UnixNano())
+			return
+		default:
+			quickArrived.Store(time.Now().UnixNano())
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+	})
+	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-read.timeout=300ms",
+		"-read.maxConcurrentRequests=1", "-read.maxQueueDuration=8s")
+	for _, slow := range []string{"slow", "hang"} {
+		quickArrived.Store(0)
+		start := time.Now()
+		if code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query="+slow, nil); code != http.StatusGatewayTimeout {
+			t.Fatalf("%s: %d %s; want 504", slow, code, body)
+		}
+		if d := time.Since(start); d > 1200*time.Millisecond {
+			t.Errorf("%s: the 504 came after %s, past -read.timeout=300ms", slow, d)
+		}
+		if code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=quick", nil); code != 200 {
+			t.Fatalf("the read after %s: %d %s", slow, code, body)
+		}
+		freed := slowAnswered.Load()
+		if slow == "hang" {
+			// Freed as the gateway gives up and closes the connection, which the backend sees a moment later.
+			freed = start.Add(10 * 300 * time.Millisecond).UnixNano()
+			vmtest.Eventually(t, func() (bool, string) {
+				return hangClosed.Load() != 0, "the connection of the read that never got its answer is still open"
+			})
+		}
+		if quick := quickArrived.Load(); freed == 0 || quick < freed {
+			t.Errorf("the read after %s reached the backend at %d, before the backend was done with %s (%d): the slot was freed "+
+				"while the backend still worked", slow, quick, slow, freed)
+		}
+	}
+	waitMetric(t, g, "vmgateway_read_backend_timeouts_kept_total", "two reads kept", is(2))
+	waitMetric(t, g, "vmgateway_read_backend_requests", "no read in flight", is(0))
+}
+
 // TestForwardedRequest checks exactly what reaches the upstream: the gateway's own path, the upstream's Host,
 // X-Forwarded-For from the connection, no client credentials or tenant headers, the body byte for byte.
 func TestForwardedRequest(t *testing.T) {

@@ -87,6 +87,22 @@ type hold struct {
 	// drained is when the answer's drain last read something (UnixNano), from its cut on: a cut stands for a waiting
 	// unit only while its drain goes on (preemptLocked).
 	drained atomic.Int64
+	// kept: the request's answer did not begin within -read.timeout, and the slot is held past its end (Keep).
+	kept atomic.Bool
+}
+
+// Keep holds h's slot past the end of its request, whose answer did not begin within -read.timeout: VictoriaMetrics
+// computes a query to its end in its own slot whether its client is there or not, and freeing the gateway's slot
+// let a team's queries that outlast the timeout fill the backend's slots while the gateway counted them free, and
+// the other teams' reads then got the backend's 503 (found by an attacker's review). The proxy client keeps the
+// connection open and calls what Keep returns once the backend answers (or after ten timeouts).
+func (h *hold) Keep() func() {
+	h.kept.Store(true)
+	keptReads.Inc()
+	return func() {
+		h.f.answered(h)
+		h.cut()
+	}
 }
 
 // clientBound says whether h's client took at least half the time its answer has streamed, to now, to take it.
@@ -119,6 +135,7 @@ func newSlotStats(scope, rejected, slots, requests, queued string) *slotStats {
 
 var (
 	preempted = metrics.NewCounter(`vmgateway_read_backend_preempted_total`)
+	keptReads = metrics.NewCounter(`vmgateway_read_backend_timeouts_kept_total`)
 	readStats = newSlotStats("backend", `vmgateway_concurrency_rejected_total{scope="backend"}`,
 		`vmgateway_read_backend_slots`, `vmgateway_read_backend_requests`, `vmgateway_read_backend_requests_queued`)
 	writeStats = newSlotStats("write_backend", `vmgateway_concurrency_rejected_total{scope="write_backend"}`,
@@ -245,6 +262,9 @@ func (f *fairSlots) grantLocked(h *hold) {
 // to the pool. The backend's answer read to its end frees the slot early (answered); the request's end, which must
 // come, frees it otherwise and ends the hold's context.
 func (f *fairSlots) release(h *hold) {
+	if h != nil && h.kept.Load() {
+		return // the proxy client releases it (Keep)
+	}
 	f.answered(h)
 	if h != nil {
 		h.cut()

@@ -16,6 +16,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/labelguard"
 	"github.com/vmgateway/vmgateway/internal/membudget"
+	"github.com/vmgateway/vmgateway/internal/proxyclient"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
@@ -272,6 +273,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// the backend goes on with it in its own slot (a client that leaves before breaks the body, and the
 			// upstream request with it).
 			fr = r.WithContext(h)
+			if up == g.read {
+				// Nor does a read whose answer does not begin within -read.timeout free it (hold.Keep).
+				fr = r.WithContext(proxyclient.WithKeeper(h, h))
+			}
 		}
 	}
 	if slot == nil && rt.Kind == route.Write {

@@ -460,11 +460,46 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+			if k, ok := ctx.Value(keeperKey{}).(Keeper); ok {
+				// The upstream may work on: the connection stays open until its answer begins, for the keeper.
+				stop()
+				go c.awaitLate(pc, req, k.Keep())
+				return nil, &timeoutError{err}
+			}
 			err = &timeoutError{err}
 		}
 		return fail(err)
 	}
 	return c.wrap(pc, resp, f, stop)
+}
+
+// Keeper is told, through the context of a request (WithKeeper), that its answer did not begin within the header
+// timeout: the request fails with the timeout as ever, but the connection stays open until the upstream answers, or
+// for lateAnswerWaits header timeouts at most, and the function Keep returns runs then. VictoriaMetrics computes a
+// query to its end whether its client is there or not, so this is how long the query holds one of its slots.
+type Keeper interface {
+	Keep() (answered func())
+}
+
+type keeperKey struct{}
+
+// WithKeeper returns ctx with k, which a request sent with the context tells of its header timeout.
+func WithKeeper(ctx context.Context, k Keeper) context.Context {
+	return context.WithValue(ctx, keeperKey{}, k)
+}
+
+// lateAnswerWaits bounds the wait for an answer after its header timeout, in header timeouts.
+const lateAnswerWaits = 10
+
+// awaitLate waits for the head of pc's late answer, then closes pc and runs answered; the answer is never read.
+func (c *Client) awaitLate(pc *conn, req *http.Request, answered func()) {
+	defer answered()
+	_ = pc.nc.SetReadDeadline(time.Now().Add(lateAnswerWaits * c.headerTimeout))
+	_, _, _ = readResponse(pc.br, req)
+	_ = pc.nc.Close()
+	pc.br.Reset(nil)
+	readBuffers.Put(pc.br)
+	pc.br = nil
 }
 
 // setHeaderDeadline bounds the wait for the answer's head: one deadline per request, which wrap clears only when
