@@ -50,7 +50,7 @@ func TestCheckCalls(t *testing.T) {
 	for _, q := range []string{`limit_offset(10, 0, x)`, `limit_offset(0, 2147483647, sum(x) by (a))`, `limit_offset(1.5, 2, x)`,
 		`sum(quantiles_over_time("phi", 0.5, 0.9, x[5m]))`, `quantile_over_time(0.5, x[5m])`, `rate(x)`, `limitk(-1, x)`,
 		`x @ end()`, `x @ (end() - 1h)`, `rate(x[5m] @ start())`, `x @ 1700000000.5`, `(x)[5m:1m] @ (start() + 30s - 1)`,
-		`x @ -1e11`, `rate(x[100y] offset -1h)`, `x[5i]`} {
+		`x @ -1e11`, `rate(x[100y] offset -1h)`, `x[5i]`, `max_over_time(x[1h]) @ now()`, `x @ (time() - 5m)`} {
 		if _, err := e.Query(q); err != nil {
 			t.Errorf("Query(%q): %v; want it rewritten", q, err)
 		}

@@ -19,61 +19,77 @@ import (
 // series together, is absent only when it is for every branch (the copies are joined with `and on()`). A range
 // selector that stands alone (a query of `up{a or b}[5m]`), and a rollup over several metrics, keep the braces.
 
-// maxLifted bounds the selectors a lifted query prints. Copying a rollup call copies its other args, each lifted
-// already, so rollups nested in those args multiply the copies (k branches, d levels: k^d); past the bound the
-// query goes out with its branches inside the braces.
-const maxLifted = 1000
-
 // maxLiftedLen is VictoriaMetrics' default -search.maxQueryLen: a lifted query longer than that goes out with its
-// branches inside the braces, which newer releases read, rather than be refused by all.
+// branches inside the braces, which newer releases read, rather than be refused by all. Copying a rollup call
+// copies its other args, each lifted already, so rollups nested in those args multiply the copies (k branches, d
+// levels: k^d): the lifted query's length is estimated as it is built, and one estimated past the bound is not
+// printed at all.
 const maxLiftedLen = 16 << 10
 
-// liftOr returns expr with its selectors of several branches lifted, or expr itself when the lifted query would print
-// more than maxLifted selectors. The rewritten expr's nodes are reused, never changed.
+// liftOr returns expr with its selectors of several branches lifted, or expr itself when there is none or the lifted
+// query would be longer than maxLiftedLen. The rewritten expr's nodes are reused, never changed.
 func liftOr(expr metricsql.Expr) metricsql.Expr {
-	out, n := lift(expr)
-	if n > maxLifted {
+	if !hasBranches(expr) {
+		return expr
+	}
+	var l lifter
+	out, n := l.lift(expr)
+	if n > maxLiftedLen {
 		return expr
 	}
 	return out
 }
 
-// lift returns expr lifted and the number of selectors it prints, at most maxLifted+1 (saturated: the count grows as
-// fast as the copies).
-func lift(expr metricsql.Expr) (metricsql.Expr, int) {
+func hasBranches(expr metricsql.Expr) bool {
+	found := false
+	metricsql.VisitAll(expr, func(x metricsql.Expr) {
+		if me, ok := x.(*metricsql.MetricExpr); ok && len(me.LabelFilterss) > 1 {
+			found = true
+		}
+	})
+	return found
+}
+
+// lifter lifts an expression, estimating the length each part prints (saturated past maxLiftedLen, as the copies
+// grow); scratch is where selectors are printed to be measured.
+type lifter struct{ scratch []byte }
+
+// lift returns expr lifted and about how many bytes it prints.
+func (l *lifter) lift(expr metricsql.Expr) (metricsql.Expr, int) {
 	switch t := expr.(type) {
 	case *metricsql.MetricExpr:
-		if k := len(t.LabelFilterss); k > 1 {
-			return union(branchesOf(t, func(me *metricsql.MetricExpr) metricsql.Expr { return me })), k
+		if len(t.LabelFilterss) > 1 {
+			return l.union(branchesOf(t, func(me *metricsql.MetricExpr) metricsql.Expr { return me }), 0)
 		}
-		return t, 1
+		return t, l.size(t)
 	case *metricsql.RollupExpr:
 		c := *t
-		at, nAt := liftAt(t.At)
+		at, nAt := l.liftAt(t.At)
 		c.At = at
 		if t.ForSubquery() {
-			inner, n := lift(t.Expr)
+			inner, n := l.lift(t.Expr)
 			c.Expr = inner
-			return &c, saturated(n + nAt)
+			return &c, saturated(n + nAt + 32)
 		}
-		if me, ok := t.Expr.(*metricsql.MetricExpr); ok && len(me.LabelFilterss) > 1 && t.Window == nil {
+		me, ok := t.Expr.(*metricsql.MetricExpr)
+		if ok && len(me.LabelFilterss) > 1 && t.Window == nil {
 			// `up{a or b} offset 1h` and `up{a or b} @ t` stand for series: one copy per branch.
-			return union(branchesOf(me, func(b *metricsql.MetricExpr) metricsql.Expr {
+			return l.union(branchesOf(me, func(b *metricsql.MetricExpr) metricsql.Expr {
 				cb := c
 				cb.Expr = b
 				return &cb
-			})), saturated(len(me.LabelFilterss) * (1 + nAt))
+			}), nAt+32)
 		}
-		return &c, saturated(1 + nAt)
+		return &c, saturated(l.size(t.Expr) + nAt + 32)
 	case *metricsql.FuncExpr:
 		c := *t
 		c.Args = make([]metricsql.Expr, len(t.Args))
 		idx := metricsql.GetRollupArgIdx(t)
-		others := 0
+		others := len(t.Name) + 2*len(t.Args) + 24
 		for i, a := range t.Args {
 			if i != idx {
 				var n int
-				c.Args[i], n = lift(a)
+				c.Args[i], n = l.lift(a)
 				others = saturated(others + n)
 			}
 		}
@@ -81,15 +97,22 @@ func lift(expr metricsql.Expr) (metricsql.Expr, int) {
 			return &c, others
 		}
 		me, re := rangeSelector(t.Args[idx])
-		if me == nil || len(me.LabelFilterss) < 2 || !oneName(me) {
-			arg, n := lift(t.Args[idx])
+		switch {
+		case me == nil || len(me.LabelFilterss) < 2:
+			// A subquery or another expression, or one branch.
+			arg, n := l.lift(t.Args[idx])
 			c.Args[idx] = arg
 			return &c, saturated(others + n)
+		case !oneName(me):
+			// The rollup's own series, of several names, which a union would not tell apart once the rollup drops
+			// them: the braces stay, and a union inside the call would make it a subquery.
+			c.Args[idx] = t.Args[idx]
+			return &c, saturated(others + l.size(t.Args[idx]))
 		}
-		var at metricsql.Expr
 		nAt := 0
+		var at metricsql.Expr
 		if re != nil {
-			at, nAt = liftAt(re.At)
+			at, nAt = l.liftAt(re.At)
 		}
 		calls := branchesOf(me, func(b *metricsql.MetricExpr) metricsql.Expr {
 			fc := c
@@ -102,39 +125,82 @@ func lift(expr metricsql.Expr) (metricsql.Expr, int) {
 			}
 			return &fc
 		})
-		n := saturated(len(calls) * saturated(others+1+nAt))
+		// Each copy prints the call's other args and its own branch.
+		per := saturated(others + nAt + 32)
 		if strings.EqualFold(t.Name, "absent_over_time") {
-			return allAbsent(calls), n
+			out, n := l.union(calls, per*len(calls))
+			return allAbsent(out.(*metricsql.AggrFuncExpr).Args), n
 		}
-		return union(calls), n
+		return l.union(calls, per*len(calls))
 	case *metricsql.AggrFuncExpr:
 		c := *t
 		c.Args = make([]metricsql.Expr, len(t.Args))
-		total := 0
+		total := len(t.Name) + 2*len(t.Args) + 32 + modifierSize(t.Modifier)
 		for i, a := range t.Args {
 			var n int
-			c.Args[i], n = lift(a)
+			c.Args[i], n = l.lift(a)
 			total = saturated(total + n)
 		}
 		return &c, total
 	case *metricsql.BinaryOpExpr:
 		c := *t
 		var nl, nr int
-		c.Left, nl = lift(t.Left)
-		c.Right, nr = lift(t.Right)
-		return &c, saturated(nl + nr)
+		c.Left, nl = l.lift(t.Left)
+		c.Right, nr = l.lift(t.Right)
+		return &c, saturated(nl + nr + 32 + modifierSize(t.GroupModifier) + modifierSize(t.JoinModifier))
+	case nil:
+		return nil, 0
 	}
-	return expr, 0
+	return expr, l.size(expr)
 }
 
-func saturated(n int) int { return min(n, maxLifted+1) }
+// size is how many bytes x prints.
+func (l *lifter) size(x metricsql.Expr) int {
+	l.scratch = x.AppendString(l.scratch[:0])
+	return saturated(len(l.scratch))
+}
+
+func modifierSize(m metricsql.ModifierExpr) int {
+	n := len(m.Op) + 2
+	for _, a := range m.Args {
+		n += len(a) + 2
+	}
+	return n
+}
+
+// union joins the copies of one selector's branches; extra is what they print beside their selectors (their calls'
+// other args), which is added to the selectors' own length.
+func (l *lifter) union(copies []metricsql.Expr, extra int) (metricsql.Expr, int) {
+	n := saturated(extra + 8 + 2*len(copies))
+	for _, c := range copies {
+		n = saturated(n + l.size(selectorOf(c)))
+	}
+	return &metricsql.AggrFuncExpr{Name: "union", Args: copies}, n
+}
+
+// selectorOf is the selector a copy made by branchesOf reads.
+func selectorOf(x metricsql.Expr) metricsql.Expr {
+	switch t := x.(type) {
+	case *metricsql.FuncExpr:
+		if i := metricsql.GetRollupArgIdx(t); i >= 0 && i < len(t.Args) {
+			if me, _ := rangeSelector(t.Args[i]); me != nil {
+				return me
+			}
+		}
+	case *metricsql.RollupExpr:
+		return t.Expr
+	}
+	return x
+}
+
+func saturated(n int) int { return min(n, maxLiftedLen+1) }
 
 // liftAt lifts the expression of an @ modifier, which may be any query (`up @ end()`, `up @ scalar(x)`).
-func liftAt(at metricsql.Expr) (metricsql.Expr, int) {
+func (l *lifter) liftAt(at metricsql.Expr) (metricsql.Expr, int) {
 	if at == nil {
 		return nil, 0
 	}
-	return lift(at)
+	return l.lift(at)
 }
 
 // rangeSelector returns the selector a rollup's argument reads series from (`up`, `up[5m]`, `up offset 1h`), and the
@@ -181,10 +247,6 @@ func branchesOf(me *metricsql.MetricExpr, build func(*metricsql.MetricExpr) metr
 		out = append(out, build(&metricsql.MetricExpr{LabelFilterss: [][]metricsql.LabelFilter{b}}))
 	}
 	return out
-}
-
-func union(args []metricsql.Expr) metricsql.Expr {
-	return &metricsql.AggrFuncExpr{Name: "union", Args: args}
 }
 
 // allAbsent joins absent_over_time calls so that the result is there only when each of them is. It has no labels, as

@@ -274,8 +274,10 @@ func printsAsOther(name string) bool {
 	return name == "" || !isASCII(name) || IsNumberWord(name) || isKeyword(name)
 }
 
-// anchorOddNames replaces every metric name of expr that printsAsOther by its anchored regexp, and reports whether
-// there was one.
+// anchorOddNames replaces every metric name of expr that printsAsOther, or that is an aggregate function's name, by
+// its anchored regexp, and reports whether there was one. An unrestricted token's selector may be a name alone,
+// which VictoriaMetrics prints bare: `{__name__="sum"} or x` as `sum or x`, which does not parse, and it exits (found
+// by an attacker's review; a restricted token's selector always prints its braces).
 func anchorOddNames(expr metricsql.Expr) bool {
 	found := false
 	metricsql.VisitAll(expr, func(x metricsql.Expr) {
@@ -285,7 +287,7 @@ func anchorOddNames(expr metricsql.Expr) bool {
 		}
 		for _, b := range me.LabelFilterss {
 			for i := range b {
-				if isMetricName(&b[i]) && printsAsOther(b[i].Value) {
+				if isMetricName(&b[i]) && (printsAsOther(b[i].Value) || metricsql.IsAggrFunc(b[i].Value)) {
 					b[i] = anchored(b[i].Value)
 					found = true
 				}

@@ -332,6 +332,7 @@ func TestRequestUnrestrictedQueries(t *testing.T) {
 		{name: "in the form", url: "up", form: `1 - {__name__="BY",job="a"}`, wantForm: `1 - {__name__=~"BY",job="a"}`},
 		{name: "a number word", url: `{__name__="Inf"} offset 5m`, want: `{__name__=~"Inf"} offset 5m`},
 		{name: "a non-ASCII name", url: `{__name__="é"}`, want: `{__name__=~"é"}`},
+		{name: "an aggregate function's name", url: `{__name__="sum"} or vector(1)`, want: `{__name__=~"sum"} or vector(1)`},
 		{name: "limit_offset with a string", url: `limit_offset("a", "b", x)`, status: 400},
 		{name: "a rollup without its series", form: "sum(quantiles_over_time())", status: 400},
 		{name: "does not parse", url: "sum(", status: 400},

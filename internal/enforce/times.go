@@ -15,7 +15,7 @@ import (
 //     query by printing it without the parentheses around the time, and cannot parse the copy;
 //   - a duration past that range (`m[300000000y]` on 1.79.5) or a subquery step that overflows as it is aligned
 //     (`rate(m[5m:99999999999d])`).
-// So an @ time must be a number of seconds within maxAtSeconds, start(), end(), or sums and differences of those and
+// So an @ time must be a number of seconds within maxAtSeconds, one of timeFuncs, or sums and differences of those and
 // of durations, which VictoriaMetrics keeps in range (it clamps start and end); and no duration may pass
 // maxDurationMillis, VictoriaMetrics' own bound on a query's step.
 
@@ -23,6 +23,10 @@ const (
 	maxAtSeconds      = 1e11          // the year 5138, either way of 1970
 	maxDurationMillis = 3153600000000 // 100 years
 )
+
+// timeFuncs are the functions of no args whose value is a time VictoriaMetrics keeps within range: the query's
+// start and end (clamped), the time of each step between them, and the clock.
+var timeFuncs = map[string]bool{"start": true, "end": true, "time": true, "now": true}
 
 // checkTimes refuses the @ modifiers and durations of expr that would make VictoriaMetrics exit.
 func checkTimes(expr metricsql.Expr) error {
@@ -63,7 +67,7 @@ func checkAt(at metricsql.Expr) error {
 	case *metricsql.DurationExpr:
 		return checkDuration(t)
 	case *metricsql.FuncExpr:
-		if len(t.Args) == 0 && (strings.EqualFold(t.Name, "start") || strings.EqualFold(t.Name, "end")) {
+		if len(t.Args) == 0 && timeFuncs[strings.ToLower(t.Name)] {
 			return nil
 		}
 	case *metricsql.BinaryOpExpr:
@@ -78,6 +82,6 @@ func checkAt(at metricsql.Expr) error {
 	if len(text) > 64 {
 		text = append(text[:61], "..."...)
 	}
-	return fmt.Errorf("the @ modifier's time must be a unix time in seconds (at most %g either way), start(), end(), or a sum or "+
+	return fmt.Errorf("the @ modifier's time must be a unix time in seconds (at most %g either way), start(), end(), time(), now(), or a sum or "+
 		"difference of those and durations; VictoriaMetrics cannot run @ %s", float64(maxAtSeconds), text)
 }

@@ -498,7 +498,7 @@ func TestVMUnrestrictedQueries(t *testing.T) {
 	var unrestricted *Enforcer
 	crashed := 0
 	for _, q := range []string{`-{__name__="on"}`, `-{__name__=""}`, `1 - {__name__="on"}`, `-{__name__=""} or 1`,
-		`0 - {__name__="IGNORING"}`, `-{__name__="group_left"} offset 5m`} {
+		`0 - {__name__="IGNORING"}`, `-{__name__="group_left"} offset 5m`, `{__name__="sum"} or vector(1)`, `({__name__="TopK"}) unless x`} {
 		resp, err := http.PostForm(vm.URL+"/api/v1/query", url.Values{"query": {q}})
 		if err != nil {
 			crashed++
