@@ -195,7 +195,8 @@ func selectorOf(x metricsql.Expr) metricsql.Expr {
 
 func saturated(n int) int { return min(n, maxLiftedLen+1) }
 
-// liftAt lifts the expression of an @ modifier, which may be any query (`up @ end()`, `up @ scalar(x)`).
+// liftAt lifts the expression of an @ modifier. checkTimes leaves only times there, without selectors; lifting it
+// anyway keeps the union's rule in one place should that change.
 func (l *lifter) liftAt(at metricsql.Expr) (metricsql.Expr, int) {
 	if at == nil {
 		return nil, 0
