@@ -247,6 +247,24 @@ func TestReadTimeoutKeepsTheSlot(t *testing.T) {
 	waitMetric(t, g, "vmgateway_read_backend_requests", "no read in flight", is(0))
 }
 
+// TestKeptReadsOfAHungBackend: a read kept past its timeout counts as in flight at its backend until that answers, so
+// least_loaded sends the next reads to the other backend; a backend that hangs does not draw every read into slots
+// it never frees while the other one serves (found by an attacker's review).
+func TestKeptReadsOfAHungBackend(t *testing.T) {
+	healthy, hung := vmtest.NewRecorder(t), vmtest.NewRecorder(t)
+	hung.Respond(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	g := startGateway(t, "-read.url="+hung.URL, "-read.url="+healthy.URL, "-write.url="+healthy.URL, "-read.timeout=300ms",
+		"-read.maxConcurrentRequests=4", "-read.maxQueueDuration=1s")
+	codes := map[int]int{}
+	for i := 0; i < 16; i++ {
+		code, _, _ := do(t, http.MethodGet, g.URL+"/api/v1/query?query=up", nil)
+		codes[code]++
+	}
+	if codes[http.StatusTooManyRequests] > 0 || codes[200] < 14 {
+		t.Errorf("16 reads, one backend hung: %v; want every read but the first one or two answered by the other", codes)
+	}
+}
+
 // TestForwardedRequest checks exactly what reaches the upstream: the gateway's own path, the upstream's Host,
 // X-Forwarded-For from the connection, no client credentials or tenant headers, the body byte for byte.
 func TestForwardedRequest(t *testing.T) {

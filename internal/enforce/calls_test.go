@@ -34,6 +34,10 @@ var crashingCalls = []struct{ query, reason string }{
 	{`sum_over_time(time()[5m:1m] @ (end()*1e10))`, "the @ modifier's time must be"},
 	{`sum_over_time(time()[5m:1m] @ scalar(vector(1e19)))`, "the @ modifier's time must be"},
 	{`foo @ bar`, "the @ modifier's time must be"}, // a series of the team's with the value 1e19 stops it
+	// Durations in steps count at the longest step forwarded (MaxStep, a year): 3000000i at a step of 100y stopped both.
+	{`time() @ (end() + 3000000i)`, "the duration 3000000i is longer than 100 years"},
+	{`rate(m[5m:3000000i])`, "the duration 3000000i is longer than 100 years"},
+	{`-(time() @ (end() % 0))`, "the @ modifier's time must be"},
 	{`rate(time()[5m:99999999999d])`, "the duration 99999999999d is longer than 100 years"},
 	{`rate(m[300000000y])`, "the duration 300000000y is longer than 100 years"},
 	{`m offset 300000000y`, "is longer than 100 years"},
@@ -50,7 +54,8 @@ func TestCheckCalls(t *testing.T) {
 	for _, q := range []string{`limit_offset(10, 0, x)`, `limit_offset(0, 2147483647, sum(x) by (a))`, `limit_offset(1.5, 2, x)`,
 		`sum(quantiles_over_time("phi", 0.5, 0.9, x[5m]))`, `quantile_over_time(0.5, x[5m])`, `rate(x)`, `limitk(-1, x)`,
 		`x @ end()`, `x @ (end() - 1h)`, `rate(x[5m] @ start())`, `x @ 1700000000.5`, `(x)[5m:1m] @ (start() + 30s - 1)`,
-		`x @ -1e11`, `rate(x[100y] offset -1h)`, `x[5i]`, `max_over_time(x[1h]) @ now()`, `x @ (time() - 5m)`} {
+		`x @ -1e11`, `rate(x[100y] offset -1h)`, `x[5i]`, `max_over_time(x[1h]) @ now()`, `x @ (time() - 5m)`,
+		`x @ (end() - end() % 86400)`, `x @ round(end(), 3600)`, `x @ (end() - step())`, `rate(x[100i])`} {
 		if _, err := e.Query(q); err != nil {
 			t.Errorf("Query(%q): %v; want it rewritten", q, err)
 		}
@@ -62,13 +67,14 @@ func TestCheckCalls(t *testing.T) {
 	}
 }
 
-// TestCheckCallsOnVictoriaMetrics: what checkCalls refuses, VictoriaMetrics 1.79.5 cannot run either (it exits or
+// TestCheckCallsOnVictoriaMetrics: what checkRunnable refuses, VictoriaMetrics 1.79.5 cannot run either (it exits or
 // refuses it), and the calls it lets through run.
 func TestCheckCallsOnVictoriaMetrics(t *testing.T) {
 	vm := vmtest.Start(t)
 	crashed := 0
 	for _, c := range crashingCalls {
-		resp, err := http.PostForm(vm.URL+"/api/v1/query", url.Values{"query": {c.query}})
+		// The longest step VictoriaMetrics takes, which a client may ask for: durations in steps are multiplied by it.
+		resp, err := http.PostForm(vm.URL+"/api/v1/query", url.Values{"query": {c.query}, "step": {"100y"}})
 		if err != nil {
 			crashed++
 			vm.Restart(t)
@@ -85,7 +91,8 @@ func TestCheckCallsOnVictoriaMetrics(t *testing.T) {
 	}
 	e := devOnly(t)
 	for _, q := range []string{`limit_offset(10, 0, x)`, `limit_offset(1.5, 2, x)`, `sum(quantiles_over_time("phi", 0.5, 0.9, x[5m]))`, `limitk(-1, x)`,
-		`-(x @ (end() - 1h))`, `0 - rate(x[5m] @ start())`, `1 - sum_over_time(time()[5m:1m] @ 1e11)`, `-rate(x[100y:100y] offset -1h)`} {
+		`-(x @ (end() - 1h))`, `0 - rate(x[5m] @ start())`, `1 - sum_over_time(time()[5m:1m] @ 1e11)`, `-rate(x[100y:100y] offset -1h)`,
+		`-(x @ (end() - end() % 86400))`, `-(x @ round(end() - step(), 3600))`} {
 		rq, err := e.Query(q)
 		if err != nil {
 			t.Fatal(err)

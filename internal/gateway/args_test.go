@@ -74,6 +74,8 @@ func TestReadArgsRefused(t *testing.T) {
 			{"selectors too long together", "/api/v1/series?match[]=" + sel + "&match[]=" + sel, formType, "match[]=" + sel + "&extra_filters[]=" + sel + "&match[]=" + sel, nil, 400, "at most 3000 are accepted (-search.maxTotalQueryLen)"},
 			{"a long extra_filters[]", "/api/v1/query?query=up&extra_filters[]=" + strings.Repeat("a", 3001), "", "", nil, 400, "the extra_filters[] arg in the URL is 3001 bytes long"},
 			{"a query nesting too deep", "/api/v1/query", formType, "query=" + url.QueryEscape(strings.Repeat("-", 1001)+"up"), nil, 400, "nests more than 1000 levels deep"},
+			{"a step past a year", "/api/v1/query_range?query=up&start=1&end=2&step=100y", "", "", nil, 400, "step=100y is longer than a year"},
+			{"a step past a year in the body", "/api/v1/query", formType, "query=up&step=31536001", nil, 400, "step=31536001 is longer than a year"},
 		} {
 			for _, team := range teams {
 				name := fmt.Sprintf("%s (cluster=%v, team=%q)", tc.name, cluster, team)

@@ -7,6 +7,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
@@ -61,6 +64,11 @@ func (g *Gateway) checkArgs(rt route.Route, q, form url.Values) error {
 	if rt.Args != route.QueryArg && rt.Args != route.MatchArgs {
 		return nil
 	}
+	if rt.Args == route.QueryArg {
+		if err := checkStep(q, form); err != nil {
+			return err
+		}
+	}
 	l := g.limits
 	queries, selectors, total := 0, 0, 0
 	for _, where := range []struct {
@@ -113,4 +121,18 @@ func bodyTooLarge(n, limit int64) error {
 	}
 	return httperr.New(http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is %s bytes; read requests may carry "+
 		"at most %d (-maxReadBodySize): send fewer or shorter args", size, limit))
+}
+
+// checkStep refuses a step longer than enforce.MaxStep, at which the query's durations in steps were weighed. One the
+// gateway cannot read is left to VictoriaMetrics, which refuses it.
+func checkStep(q, form url.Values) error {
+	for _, vs := range []url.Values{q, form} {
+		for _, v := range vs["step"] {
+			if d, err := metricsql.PositiveDurationValue(v, 0); err == nil && d > enforce.MaxStep.Milliseconds() {
+				return httperr.New(http.StatusBadRequest, fmt.Sprintf("step=%.40s is longer than a year, the longest step the gateway forwards: "+
+					"a query's durations in steps (5i) are that many steps long; ask for more points", v))
+			}
+		}
+	}
+	return nil
 }

@@ -261,3 +261,21 @@ func TestQueuedRequestGetsTheFreedSlot(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckStep: a step past a year is refused, in the URL or the form; what the gateway cannot read goes on to
+// VictoriaMetrics, which refuses it.
+func TestCheckStep(t *testing.T) {
+	for _, tc := range []struct {
+		step string
+		bad  bool
+	}{{"1y", false}, {"60", false}, {"5m", false}, {"1.5", false}, {"garbage", false}, {"-1h", false},
+		{"100y", true}, {"31536001", true}, {"366d", true}, {"3e9", true}} {
+		err := checkStep(url.Values{"step": {tc.step}}, nil)
+		if (err != nil) != tc.bad {
+			t.Errorf("step=%s: %v; want refused=%v", tc.step, err, tc.bad)
+		}
+		if err2 := checkStep(nil, url.Values{"step": {tc.step}}); (err2 != nil) != tc.bad {
+			t.Errorf("step=%s in the form: %v; want refused=%v", tc.step, err2, tc.bad)
+		}
+	}
+}

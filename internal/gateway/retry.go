@@ -15,6 +15,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/accesslog"
+	"github.com/vmgateway/vmgateway/internal/proxyclient"
 )
 
 // balancer is the RoundTripper of one upstream kind: each attempt goes to a backend the set picks, with that
@@ -119,6 +120,10 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		n++
 		b.start()
+		kept := false
+		if k, ok := proxyclient.KeeperFrom(out.Context()); ok {
+			out = out.WithContext(proxyclient.WithKeeper(out.Context(), &backendKeeper{k: k, b: b, kept: &kept}))
+		}
 		resp, err := p.rt.RoundTrip(out)
 		if err == nil && !p.retryStatus(resp.StatusCode) {
 			p.set.markOK(b)
@@ -128,7 +133,9 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		resendable := replayable || (guard != nil && guard.retire())
 		retry := resendable
 		if err != nil {
-			b.done()
+			if !kept {
+				b.done()
+			}
 			reason, broken, r := failReason(req.Context(), err)
 			if reason == "connection" && replayable && changesData(req) {
 				// Sent whole, perhaps acted on (a snapshot, a deletion): not sent again, here or on the same backend
@@ -171,6 +178,24 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		p.retries.Inc()
 		i = next
+	}
+}
+
+// backendKeeper counts a read kept past its header timeout (proxyclient.Keeper) as in flight at its backend until the
+// backend answers, as its slot is: least_loaded then sends other reads to the other backends, and a backend that hangs
+// does not draw every read into slots it never frees (found by an attacker's review).
+type backendKeeper struct {
+	k    proxyclient.Keeper
+	b    *backend
+	kept *bool
+}
+
+func (bk *backendKeeper) Keep() func() {
+	*bk.kept = true
+	answered := bk.k.Keep()
+	return func() {
+		bk.b.done()
+		answered()
 	}
 }
 

@@ -460,7 +460,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
-			if k, ok := ctx.Value(keeperKey{}).(Keeper); ok {
+			if k, ok := KeeperFrom(ctx); ok {
 				// The upstream may work on: the connection stays open until its answer begins, for the keeper.
 				stop()
 				go c.awaitLate(pc, req, k.Keep())
@@ -486,6 +486,12 @@ type keeperKey struct{}
 // WithKeeper returns ctx with k, which a request sent with the context tells of its header timeout.
 func WithKeeper(ctx context.Context, k Keeper) context.Context {
 	return context.WithValue(ctx, keeperKey{}, k)
+}
+
+// KeeperFrom returns the Keeper of ctx, if it has one.
+func KeeperFrom(ctx context.Context) (Keeper, bool) {
+	k, ok := ctx.Value(keeperKey{}).(Keeper)
+	return k, ok
 }
 
 // lateAnswerWaits bounds the wait for an answer after its header timeout, in header timeouts.
