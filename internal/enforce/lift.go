@@ -63,10 +63,10 @@ func (l *lifter) lift(expr metricsql.Expr) (metricsql.Expr, int) {
 		}
 		return t, l.size(t)
 	case *metricsql.RollupExpr:
-		c := *t
-		at, nAt := l.liftAt(t.At)
-		c.At = at
+		// An @ holds only times (checkTimes refused the rest before the rewrite): it is copied as it is.
+		nAt := l.sizeOf(t.At)
 		if t.ForSubquery() {
+			c := *t
 			inner, n := l.lift(t.Expr)
 			c.Expr = inner
 			return &c, saturated(n + nAt + 32)
@@ -74,13 +74,14 @@ func (l *lifter) lift(expr metricsql.Expr) (metricsql.Expr, int) {
 		me, ok := t.Expr.(*metricsql.MetricExpr)
 		if ok && len(me.LabelFilterss) > 1 && t.Window == nil {
 			// `up{a or b} offset 1h` and `up{a or b} @ t` stand for series: one copy per branch.
-			return l.union(branchesOf(me, func(b *metricsql.MetricExpr) metricsql.Expr {
-				cb := c
-				cb.Expr = b
-				return &cb
-			}), nAt+32)
+			copies := branchesOf(me, func(b *metricsql.MetricExpr) metricsql.Expr {
+				c := *t
+				c.Expr = b
+				return &c
+			})
+			return l.union(copies, saturated((nAt+32)*len(copies)))
 		}
-		return &c, saturated(l.size(t.Expr) + nAt + 32)
+		return t, saturated(l.size(t.Expr) + nAt + 32)
 	case *metricsql.FuncExpr:
 		c := *t
 		c.Args = make([]metricsql.Expr, len(t.Args))
@@ -110,9 +111,8 @@ func (l *lifter) lift(expr metricsql.Expr) (metricsql.Expr, int) {
 			return &c, saturated(others + l.size(t.Args[idx]))
 		}
 		nAt := 0
-		var at metricsql.Expr
 		if re != nil {
-			at, nAt = l.liftAt(re.At)
+			nAt = l.sizeOf(re.At)
 		}
 		calls := branchesOf(me, func(b *metricsql.MetricExpr) metricsql.Expr {
 			fc := c
@@ -120,7 +120,7 @@ func (l *lifter) lift(expr metricsql.Expr) (metricsql.Expr, int) {
 			fc.Args[idx] = b
 			if re != nil {
 				rc := *re
-				rc.Expr, rc.At = b, at
+				rc.Expr = b
 				fc.Args[idx] = &rc
 			}
 			return &fc
@@ -148,8 +148,6 @@ func (l *lifter) lift(expr metricsql.Expr) (metricsql.Expr, int) {
 		c.Left, nl = l.lift(t.Left)
 		c.Right, nr = l.lift(t.Right)
 		return &c, saturated(nl + nr + 32 + modifierSize(t.GroupModifier) + modifierSize(t.JoinModifier))
-	case nil:
-		return nil, 0
 	}
 	return expr, l.size(expr)
 }
@@ -158,6 +156,14 @@ func (l *lifter) lift(expr metricsql.Expr) (metricsql.Expr, int) {
 func (l *lifter) size(x metricsql.Expr) int {
 	l.scratch = x.AppendString(l.scratch[:0])
 	return saturated(len(l.scratch))
+}
+
+// sizeOf is size, 0 for no expression (an @ that is not there).
+func (l *lifter) sizeOf(x metricsql.Expr) int {
+	if x == nil {
+		return 0
+	}
+	return l.size(x)
 }
 
 func modifierSize(m metricsql.ModifierExpr) int {
@@ -194,15 +200,6 @@ func selectorOf(x metricsql.Expr) metricsql.Expr {
 }
 
 func saturated(n int) int { return min(n, maxLiftedLen+1) }
-
-// liftAt lifts the expression of an @ modifier. checkTimes leaves only times there, without selectors; lifting it
-// anyway keeps the union's rule in one place should that change.
-func (l *lifter) liftAt(at metricsql.Expr) (metricsql.Expr, int) {
-	if at == nil {
-		return nil, 0
-	}
-	return l.lift(at)
-}
 
 // rangeSelector returns the selector a rollup's argument reads series from (`up`, `up[5m]`, `up offset 1h`), and the
 // RollupExpr around it, if any; nil when the argument is a subquery or another expression.

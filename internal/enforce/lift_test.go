@@ -54,7 +54,7 @@ func TestLiftOr(t *testing.T) {
 		{`absent(up)`, `absent(union(up{` + a + `}, up{` + b + `}))`},
 		// A range alone has nothing to stand for it but the braces.
 		{`up[5m]`, `up{` + a + ` or ` + b + `}[5m]`},
-		// One branch: nothing to lift.
+		// Each side of a binary `or` is lifted on its own.
 		{`sum(x{region="eu"} or y)`, `sum(union(x{region="eu",` + a + `}, x{region="eu",` + b + `}) or union(y{` + a + `}, y{` + b + `}))`},
 	} {
 		got, err := e.Query(tc.in)

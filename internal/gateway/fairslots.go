@@ -89,17 +89,24 @@ type hold struct {
 	drained atomic.Int64
 	// kept: the request's answer did not begin within -read.timeout, and the slot is held past its end (Keep).
 	kept atomic.Bool
+	// at is the backend the balancer sent the request to last, where a kept request stays in flight until it answers.
+	at *backend
 }
 
 // Keep holds h's slot past the end of its request, whose answer did not begin within -read.timeout: VictoriaMetrics
 // computes a query to its end in its own slot whether its client is there or not, and freeing the gateway's slot
 // let a team's queries that outlast the timeout fill the backend's slots while the gateway counted them free, and
 // the other teams' reads then got the backend's 503 (found by an attacker's review). The proxy client keeps the
-// connection open and calls what Keep returns once the backend answers (or after ten timeouts).
+// connection open and calls what Keep returns once the backend answers (or after ten timeouts). Until then the read
+// counts as in flight at its backend too, so that least_loaded sends the next reads elsewhere and a backend that hangs
+// does not draw every read into slots it never frees (found by another review).
 func (h *hold) Keep() func() {
 	h.kept.Store(true)
 	keptReads.Inc()
 	return func() {
+		if h.at != nil {
+			h.at.done()
+		}
 		h.f.answered(h)
 		h.cut()
 	}

@@ -272,11 +272,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// a streamed export too; 1.79.5 runs it to its end, a later issue). So for a write whose whole body was read:
 			// the backend goes on with it in its own slot (a client that leaves before breaks the body, and the
 			// upstream request with it).
-			fr = r.WithContext(h)
+			ctx := context.Context(h)
 			if up == g.read {
 				// Nor does a read whose answer does not begin within -read.timeout free it (hold.Keep).
-				fr = r.WithContext(proxyclient.WithKeeper(h, h))
+				ctx = proxyclient.WithKeeper(h, h)
 			}
+			fr = r.WithContext(ctx)
 		}
 	}
 	if slot == nil && rt.Kind == route.Write {

@@ -120,9 +120,11 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		n++
 		b.start()
-		kept := false
-		if k, ok := proxyclient.KeeperFrom(out.Context()); ok {
-			out = out.WithContext(proxyclient.WithKeeper(out.Context(), &backendKeeper{k: k, b: b, kept: &kept}))
+		// A read that holds a slot may be kept past its timeout (hold.Keep), in flight at this backend until it answers.
+		k, _ := proxyclient.KeeperFrom(out.Context())
+		held, _ := k.(*hold)
+		if held != nil {
+			held.at = b
 		}
 		resp, err := p.rt.RoundTrip(out)
 		if err == nil && !p.retryStatus(resp.StatusCode) {
@@ -133,7 +135,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		resendable := replayable || (guard != nil && guard.retire())
 		retry := resendable
 		if err != nil {
-			if !kept {
+			if held == nil || !held.kept.Load() {
 				b.done()
 			}
 			reason, broken, r := failReason(req.Context(), err)
@@ -178,24 +180,6 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		p.retries.Inc()
 		i = next
-	}
-}
-
-// backendKeeper counts a read kept past its header timeout (proxyclient.Keeper) as in flight at its backend until the
-// backend answers, as its slot is: least_loaded then sends other reads to the other backends, and a backend that hangs
-// does not draw every read into slots it never frees (found by an attacker's review).
-type backendKeeper struct {
-	k    proxyclient.Keeper
-	b    *backend
-	kept *bool
-}
-
-func (bk *backendKeeper) Keep() func() {
-	*bk.kept = true
-	answered := bk.k.Keep()
-	return func() {
-		bk.b.done()
-		answered()
 	}
 }
 
