@@ -123,6 +123,11 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	if err != nil {
 		return err
 	}
+	if strict && g.limits.MaxPointsPerTimeseries > 0 {
+		if err := checkSubqueryPoints(rt, q, form, parsed, g.limits.MaxPointsPerTimeseries, time.Now()); err != nil {
+			return err
+		}
+	}
 	if strict {
 		if g.removeTrace(a, rt, q, form) {
 			changed = true

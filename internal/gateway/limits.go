@@ -5,12 +5,14 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metricsql"
 
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/querylimits"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
 
@@ -35,6 +37,9 @@ type Limits struct {
 	MaxSelectorArgs int
 	// MaxTotalQueryLen is -search.maxTotalQueryLen: the total length of the selector args of one request (400).
 	MaxTotalQueryLen int
+	// MaxPointsPerTimeseries is -search.maxPointsPerTimeseries: the most points a range query may ask of each series,
+	// counted as Prometheus counts its limit, (end-start)/step (400).
+	MaxPointsPerTimeseries int64
 	// MaxReadBodySize is -maxReadBodySize: the largest body of a read or admin request (413).
 	MaxReadBodySize int64
 	// ReadBodyMemory is -maxReadBodyMemory: the bytes the bodies of read and admin requests may hold at once, a
@@ -64,12 +69,17 @@ func (g *Gateway) checkArgs(rt route.Route, q, form url.Values) error {
 	if rt.Args != route.QueryArg && rt.Args != route.MatchArgs {
 		return nil
 	}
+	l := g.limits
 	if rt.Args == route.QueryArg {
 		if err := checkStep(q, form); err != nil {
 			return err
 		}
+		if rt.API == "query_range" && l.MaxPointsPerTimeseries > 0 {
+			if err := checkPoints(q, form, l.MaxPointsPerTimeseries, time.Now()); err != nil {
+				return err
+			}
+		}
 	}
-	l := g.limits
 	queries, selectors, total := 0, 0, 0
 	for _, where := range []struct {
 		name string
@@ -112,6 +122,95 @@ func (g *Gateway) checkArgs(rt route.Route, q, form url.Values) error {
 			"at most %d are accepted (-search.maxTotalQueryLen): send fewer or shorter selectors, or split the request", total, l.MaxTotalQueryLen))
 	}
 	return nil
+}
+
+// checkPoints refuses a range query that asks for more than limit points per series. VictoriaMetrics holds a
+// query's every series at every step in memory, and some functions make a series of each value they meet:
+// count_values("v", time()) over 29,000 steps took 1.79.5 to 7 GB before it refused the answer, over 11,000 steps
+// to 1 GB. Prometheus refuses past 11,000, and Grafana's Prometheus data source never asks for more. Every value
+// of start, end and step counts, in the URL and the form: the widest range at the finest step is judged.
+func checkPoints(q, form url.Values, limit int64, now time.Time) error {
+	start, end, step, err := evalSpan("query_range", q, form, now)
+	if err != nil || step <= 0 {
+		return err // a step VictoriaMetrics refuses goes on to it
+	}
+	if points := (end - start) / step; points > limit {
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the range query asks for %d points per series ((end-start)/step, "+
+			"from start=%.3f to end=%.3f at step=%.3fs); at most %d are accepted (-search.maxPointsPerTimeseries): use a coarser step "+
+			"or a shorter range", points, float64(start)/1e3, float64(end)/1e3, float64(step)/1e3, limit))
+	}
+	return nil
+}
+
+// evalSpan is querylimits.EvalSpan with VictoriaMetrics' reading of a range whose start is past its end: from the
+// start, over its default step of 5 minutes.
+func evalSpan(api string, q, form url.Values, now time.Time) (a, b, step int64, err error) {
+	a, b, step, err = querylimits.EvalSpan(api, form, q, now)
+	if err == nil && b < a && api == "query_range" {
+		b = a + (5 * time.Minute).Milliseconds()
+	}
+	return a, b, step, err
+}
+
+// checkSubqueryPoints refuses a query with a subquery that evaluates more than limit points per series:
+// VictoriaMetrics holds them as it holds a range query's, so `count_values("v", time())[29000s:1s]` in an instant
+// query costs what the range query over 29,000 steps does. Only a query whose text has a subquery's colon within
+// brackets is parsed for it (through parsed, which hands the tree on to the enforcer).
+func checkSubqueryPoints(rt route.Route, q, form url.Values, parsed *enforce.Parsed, limit int64, now time.Time) error {
+	if rt.API != "query" && rt.API != "query_range" {
+		return nil
+	}
+	spanRead := false
+	var a, b, step int64
+	for _, vs := range [2]url.Values{form, q} {
+		for _, text := range vs["query"] {
+			if !mayHaveSubquery(text) {
+				continue
+			}
+			e, err := parsed.Parse(text)
+			if err != nil {
+				if enforce.IsGateRefusal(err) {
+					return err
+				}
+				continue // the enforcer refuses what does not parse
+			}
+			if !spanRead {
+				if a, b, step, err = evalSpan(rt.API, q, form, now); err != nil {
+					return err
+				}
+				spanRead = true
+			}
+			if step <= 0 {
+				return nil // VictoriaMetrics refuses it
+			}
+			if points := querylimits.SubqueryPoints(e, a, b, step, now.UnixMilli()); points > limit {
+				return httperr.New(http.StatusBadRequest, fmt.Sprintf("a subquery of the query evaluates %d points per series; at most %d "+
+					"are accepted (-search.maxPointsPerTimeseries): use a coarser subquery step or a shorter window", points, limit))
+			}
+		}
+	}
+	return nil
+}
+
+// mayHaveSubquery tells whether a query's text has a colon within square brackets, which every subquery, `[1h:1m]` or
+// `[1h:]`, has in the text (WITH templates only copy pieces of it). A colon in a name or a string between brackets
+// gives a needless parse, never a missed subquery.
+func mayHaveSubquery(text string) bool {
+	for {
+		i := strings.IndexByte(text, '[')
+		if i < 0 {
+			return false
+		}
+		text = text[i+1:]
+		j := strings.IndexAny(text, ":]")
+		if j < 0 {
+			return false
+		}
+		if text[j] == ':' {
+			return true
+		}
+		text = text[j+1:]
+	}
 }
 
 func bodyTooLarge(n, limit int64) error {

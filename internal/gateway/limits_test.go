@@ -12,6 +12,8 @@ import (
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
@@ -276,6 +278,129 @@ func TestCheckStep(t *testing.T) {
 		}
 		if err2 := checkStep(nil, url.Values{"step": {tc.step}}); (err2 != nil) != tc.bad {
 			t.Errorf("step=%s in the form: %v; want refused=%v", tc.step, err2, tc.bad)
+		}
+	}
+}
+
+// TestCheckPoints: a range query past the points limit is refused, counted as Prometheus counts its 11,000
+// ((end-start)/step), from the widest start and end and the finest step of every value in the URL and the form, with
+// VictoriaMetrics' defaults for absent ones; an arg the gateway cannot read is refused, one VictoriaMetrics refuses
+// (a step of zero) goes on to it.
+func TestCheckPoints(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	for _, tc := range []struct {
+		name      string
+		url, form url.Values
+		bad       bool
+	}{
+		{"Grafana's finest step, 11000 intervals", url.Values{"start": {"1699989000"}, "end": {"1700000000"}, "step": {"1"}}, nil, false},
+		{"one interval more", url.Values{"start": {"1699988999"}, "end": {"1700000000"}, "step": {"1"}}, nil, true},
+		{"29000 steps", url.Values{"start": {"1699971000"}, "end": {"1700000000"}, "step": {"1s"}}, nil, true},
+		{"30 days at Grafana's safe step", url.Values{"start": {"1697408000"}, "end": {"1700000000"}, "step": {"236"}}, nil, false},
+		{"30 days at 1m", url.Values{"start": {"1697408000"}, "end": {"1700000000"}, "step": {"60"}}, nil, true},
+		{"defaults: the last 5 minutes at 5m", nil, nil, false},
+		{"defaults at 10ms", url.Values{"step": {"0.01"}}, nil, true},
+		{"defaults at 100ms", url.Values{"step": {"0.1"}}, nil, false},
+		{"RFC3339 and durations", url.Values{"start": {"2023-11-14T00:00:00Z"}, "end": {"now"}, "step": {"5s"}}, nil, true},
+		{"relative start", url.Values{"start": {"now-1h"}, "step": {"1s"}}, nil, false},
+		{"relative start of 4h", url.Values{"start": {"now-4h"}, "step": {"1s"}}, nil, true},
+		{"in the form", nil, url.Values{"start": {"1699971000"}, "end": {"1700000000"}, "step": {"1"}}, true},
+		{"start in the form, step in the URL", url.Values{"step": {"1"}}, url.Values{"start": {"1699971000"}, "end": {"1700000000"}}, true},
+		{"a second, finer step in the URL", url.Values{"step": {"60", "1"}, "start": {"1699971000"}, "end": {"1700000000"}}, nil, true},
+		{"a second, earlier start in the URL", url.Values{"start": {"1699999000", "1699971000"}, "end": {"1700000000"}, "step": {"1"}}, nil, true},
+		{"a start past the end: 5 minutes from the start", url.Values{"start": {"1700000000"}, "end": {"1600000000"}, "step": {"1"}}, nil, false},
+		{"a start past the end at 10ms", url.Values{"start": {"1700000000"}, "end": {"1600000000"}, "step": {"0.01"}}, nil, true},
+		{"the end of time", url.Values{"start": {"0"}, "end": {"9999999999"}, "step": {"1y"}}, nil, false},
+		{"Prometheus' max time at 1d", url.Values{"start": {"1699999000"}, "end": {promMaxTime}, "step": {"1d"}}, nil, true},
+		{"a step of zero goes to VictoriaMetrics", url.Values{"start": {"1699971000"}, "end": {"1700000000"}, "step": {"0"}}, nil, false},
+		{"an unreadable start", url.Values{"start": {"yesterday"}, "step": {"1"}}, nil, true},
+		{"an unreadable step", url.Values{"step": {"fast"}}, nil, true},
+	} {
+		err := checkPoints(tc.url, tc.form, 11000, now)
+		if (err != nil) != tc.bad {
+			t.Errorf("%s: %v; want refused=%v", tc.name, err, tc.bad)
+			continue
+		}
+		if err != nil {
+			if code := httperr.Status(err); code != http.StatusBadRequest {
+				t.Errorf("%s: %d %v; want 400", tc.name, code, err)
+			}
+		}
+	}
+	if err := checkPoints(url.Values{"start": {"1699971000"}, "end": {"1700000000"}, "step": {"1"}}, nil, 11000, now); err == nil ||
+		!strings.Contains(err.Error(), "asks for 29000 points per series") || !strings.Contains(err.Error(), "-search.maxPointsPerTimeseries") {
+		t.Errorf("the refusal does not say what was asked and which flag: %v", err)
+	}
+}
+
+// promMaxTime is the end Prometheus' clients send for "no bound".
+const promMaxTime = "292277025-08-18T07:12:54.999999999Z"
+
+// TestCheckSubqueryPoints: a subquery is judged by the points per series it evaluates over the request's range: an
+// instant query's over its window, a range query's over the range and the window, nested ones within them, at the
+// subquery's step or the request's.
+func TestCheckSubqueryPoints(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	instant := route.Route{API: "query", Kind: route.Read, Args: route.QueryArg}
+	ranged := route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}
+	window := url.Values{"start": {"1699996400"}, "end": {"1700000000"}, "step": {"60"}} // an hour at 1m
+	with := func(vs url.Values, query string) url.Values {
+		out := url.Values{"query": {query}}
+		for k, v := range vs {
+			out[k] = v
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		rt   route.Route
+		args url.Values
+		bad  bool
+	}{
+		{"count_values over 29000 steps of a subquery", instant, url.Values{"query": {`count_values("v", time())[29000s:1s]`}}, true},
+		{"the same under a function", instant, url.Values{"query": {`count(count_values("v", time())[29000s:1s])`}}, true},
+		{"11000 steps", instant, url.Values{"query": {`max_over_time(time()[11000s:1s])`}}, false},
+		{"a day at 1m", instant, url.Values{"query": {`max_over_time(rate(x[5m])[1d:1m])`}}, false},
+		{"a day at 5s", instant, url.Values{"query": {`max_over_time(rate(x[5m])[1d:5s])`}}, true},
+		{"a day at the request's step", instant, url.Values{"query": {`max_over_time(x[1d:])`}, "step": {"5"}}, true},
+		{"a day at the default step", instant, url.Values{"query": {`max_over_time(x[1d:])`}}, false},
+		{"a day at max_lookback's step", instant, url.Values{"query": {`max_over_time(x[1d:])`}, "max_lookback": {"1s"}}, true},
+		{"nested: the inner one over the outer's window", instant, url.Values{"query": {`max_over_time(max_over_time(x[1h:1m])[1d:1h])`}}, false},
+		{"nested: the inner one at 1s", instant, url.Values{"query": {`max_over_time(max_over_time(x[1m:1s])[1d:1h])`}}, true},
+		{"through a WITH template", instant, url.Values{"query": {`WITH (w = 29000s) count_values("v", time())[w:1s]`}}, true},
+		{"in steps", instant, url.Values{"query": {`max_over_time(x[20000i:1s])`}, "step": {"1"}}, true},
+		{"a range query adds its range", ranged, with(window, `max_over_time(x[1h:1s])`), false},
+		{"a range query adds its range, at 0.5s", ranged, with(window, `max_over_time(x[1h:500ms])`), true},
+		{"under an @: its window only", ranged, with(url.Values{"start": {"1690000000"}, "end": {"1700000000"}, "step": {"3600"}},
+			`max_over_time(x[1h:1s] @ 1700000000)`), false},
+		{"in the form", instant, nil, true},
+		{"no subquery, a colon in a name", instant, url.Values{"query": {`job:rate5m[1d]`}}, false},
+		{"the export API is not judged", route.Route{API: "export", Kind: route.Read, Args: route.MatchArgs},
+			url.Values{"query": {`count_values("v", time())[29000s:1s]`}}, false},
+	} {
+		q, form := tc.args, url.Values(nil)
+		if tc.name == "in the form" {
+			q, form = url.Values{}, url.Values{"query": {`count_values("v", time())[29000s:1s]`}}
+		}
+		err := checkSubqueryPoints(tc.rt, q, form, nil, 11000, now)
+		if (err != nil) != tc.bad {
+			t.Errorf("%s: %v; want refused=%v", tc.name, err, tc.bad)
+			continue
+		}
+		if err != nil && (httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "-search.maxPointsPerTimeseries")) {
+			t.Errorf("%s: %d %v; want 400 naming the flag", tc.name, httperr.Status(err), err)
+		}
+	}
+}
+
+func TestMayHaveSubquery(t *testing.T) {
+	for q, want := range map[string]bool{
+		`x[1h:1m]`: true, `x[1h:]`: true, `rate(x[5m])`: false, `job:rate5m`: false, `x{a="["}[1h:1s]`: true,
+		`x{a="[b]"} + y[5m]`: false, `x[5m] + y{a="[b:c]"}`: true, `WITH (w = 1h) x[w:1m]`: true, `[`: false, `x[5m`: false,
+		`x{a="["} + {y="]"} + z[1h:1s]`: true,
+	} {
+		if got := mayHaveSubquery(q); got != want {
+			t.Errorf("%s: %v; want %v", q, got, want)
 		}
 	}
 }

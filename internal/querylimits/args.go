@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -197,4 +198,44 @@ func fmtTime(ms int64) string {
 		return "the end of time"
 	}
 	return time.UnixMilli(ms).UTC().Format(time.RFC3339)
+}
+
+// EvalSpan reads the args that say when a query of api ("query_range" or "query") is evaluated, as VictoriaMetrics
+// may read them, from the form and the URL: over [a, b] at step, in milliseconds, the widest range and the finest step
+// of all their values, with VictoriaMetrics' defaults for absent ones. An instant query's range is its time (a
+// single point unless versions read the time differently); without a step it runs at its max_lookback's. An arg it
+// cannot read gets 400 naming it. The gateway bounds the points of every query with it, limits or none.
+func EvalSpan(api string, form, args url.Values, now time.Time) (a, b, step int64, err error) {
+	kind := apiRange
+	if api == "query" {
+		kind = apiQuery
+	}
+	var known enforce.Known
+	gather(&known, kind, form, args)
+	ck := checker{now: now.UnixMilli(), known: &known}
+	if step, _, err = ck.durations(enforce.ArgStep, defaultStep); err != nil {
+		return 0, 0, 0, err
+	}
+	if kind == apiQuery {
+		if a, b, err = ck.times(enforce.ArgTime, ck.now); err != nil {
+			return 0, 0, 0, err
+		}
+		if ck.first(enforce.ArgStep) == "" {
+			for _, k := range []enforce.Arg{enforce.ArgMaxLookback, enforce.ArgLookbackDelta} {
+				lo, _, err := ck.durations(k, defaultStep)
+				if err != nil {
+					return 0, 0, 0, err
+				}
+				step = min(step, lo)
+			}
+		}
+		return a, b, step, nil
+	}
+	if a, _, err = ck.times(enforce.ArgStart, ck.now-defaultStep); err != nil {
+		return 0, 0, 0, err
+	}
+	if _, b, err = ck.times(enforce.ArgEnd, ck.now); err != nil {
+		return 0, 0, 0, err
+	}
+	return a, b, step, nil
 }

@@ -203,6 +203,8 @@ type walk struct {
 	from, to int64
 	// minSubStep is the finest explicit subquery step met, for min_step; 0 when none.
 	minSubStep int64
+	// subPoints is the most points per series a subquery met evaluates its query at.
+	subPoints int64
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
 }
@@ -246,6 +248,7 @@ func (w *walk) span(n *node, a, b, step int64) {
 				}
 			}
 		}
+		w.subPoints = max(w.subPoints, (b-sub(a, win))/inner)
 		w.span(child, sub(a, win), b, inner)
 		return
 	}
@@ -428,4 +431,15 @@ func (r *reach) from(a, step, lookback int64) int64 {
 		back = max(back, r.req+max(step, lookback))
 	}
 	return clamp(a - back)
+}
+
+// SubqueryPoints returns the most points per series a subquery of e evaluates at when e is evaluated over [a, b]
+// (milliseconds; a == b for an instant query) at step, at time now: a subquery [W:s] evaluated over [a, b]
+// evaluates its query over [a-W, b] at s, nested ones within that; an @ narrows what is under it to its time, one it
+// cannot resolve is taken not to. 0 when e has no subquery.
+func SubqueryPoints(e metricsql.Expr, a, b, step, now int64) int64 {
+	var unresolved string
+	root := compile(e, 0, &unresolved)
+	w := spanOf(&root, a, b, step, now, 0)
+	return w.subPoints
 }
