@@ -34,6 +34,14 @@ func checkCalls(expr metricsql.Expr) error {
 		if !ok || err != nil {
 			return
 		}
+		if metricsql.IsAggrFunc(fe.Name) {
+			// Only escapes make a call of an aggregate's name a plain function (count\_values(...)). VictoriaMetrics
+			// reads it either way: "unknown func" alone, the aggregate where it copies the query by printing it (`time() +
+			// count\_values("v", x)` is answered), and so does whatever the gateway prints from the parse.
+			err = fmt.Errorf("%q is an aggregate function written with escapes, which VictoriaMetrics reads as the aggregate or as no "+
+				"function depending on where it stands: write it without escapes", fe.Name)
+			return
+		}
 		if metricsql.IsRollupFunc(fe.Name) {
 			if i := metricsql.GetRollupArgIdx(fe); i < 0 || i >= len(fe.Args) {
 				err = fmt.Errorf("%s() is called without the series it rolls up (argument %d); VictoriaMetrics cannot run it", fe.Name, max(i, 0)+1)

@@ -124,7 +124,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		return err
 	}
 	if strict && g.limits.MaxPointsPerTimeseries > 0 {
-		if err := checkSubqueryPoints(rt, q, form, parsed, g.limits.MaxPointsPerTimeseries, time.Now()); err != nil {
+		if err := checkCountValuesPoints(rt, q, form, parsed, g.limits.MaxPointsPerTimeseries, time.Now()); err != nil {
 			return err
 		}
 	}

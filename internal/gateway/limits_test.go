@@ -336,10 +336,10 @@ func TestCheckPoints(t *testing.T) {
 // promMaxTime is the end Prometheus' clients send for "no bound".
 const promMaxTime = "292277025-08-18T07:12:54.999999999Z"
 
-// TestCheckSubqueryPoints: a subquery is judged by the points per series it evaluates over the request's range: an
-// instant query's over its window, a range query's over the range and the window, nested ones within them, at the
-// subquery's step or the request's.
-func TestCheckSubqueryPoints(t *testing.T) {
+// TestCheckCountValuesPoints: count_values is judged by the points per series it is evaluated at: in a subquery,
+// the subquery's window plus the range it is evaluated over (a range query's, nested ones within their parents'),
+// at the subquery's step or the request's; other subqueries are left to VictoriaMetrics' own bound.
+func TestCheckCountValuesPoints(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	instant := route.Route{API: "query", Kind: route.Read, Args: route.QueryArg}
 	ranged := route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}
@@ -351,56 +351,53 @@ func TestCheckSubqueryPoints(t *testing.T) {
 		}
 		return out
 	}
+	const cv = `count_values("v", time())`
 	for _, tc := range []struct {
 		name string
 		rt   route.Route
 		args url.Values
 		bad  bool
 	}{
-		{"count_values over 29000 steps of a subquery", instant, url.Values{"query": {`count_values("v", time())[29000s:1s]`}}, true},
-		{"the same under a function", instant, url.Values{"query": {`count(count_values("v", time())[29000s:1s])`}}, true},
-		{"11000 steps", instant, url.Values{"query": {`max_over_time(time()[11000s:1s])`}}, false},
-		{"a day at 1m", instant, url.Values{"query": {`max_over_time(rate(x[5m])[1d:1m])`}}, false},
-		{"a day at 5s", instant, url.Values{"query": {`max_over_time(rate(x[5m])[1d:5s])`}}, true},
-		{"a day at the request's step", instant, url.Values{"query": {`max_over_time(x[1d:])`}, "step": {"5"}}, true},
-		{"a day at the default step", instant, url.Values{"query": {`max_over_time(x[1d:])`}}, false},
-		{"a day at max_lookback's step", instant, url.Values{"query": {`max_over_time(x[1d:])`}, "max_lookback": {"1s"}}, true},
-		{"nested: the inner one over the outer's window", instant, url.Values{"query": {`max_over_time(max_over_time(x[1h:1m])[1d:1h])`}}, false},
-		{"nested: the inner one at 1s", instant, url.Values{"query": {`max_over_time(max_over_time(x[1m:1s])[1d:1h])`}}, true},
-		{"through a WITH template", instant, url.Values{"query": {`WITH (w = 29000s) count_values("v", time())[w:1s]`}}, true},
-		{"in steps", instant, url.Values{"query": {`max_over_time(x[20000i:1s])`}, "step": {"1"}}, true},
-		{"a range query adds its range", ranged, with(window, `max_over_time(x[1h:1s])`), false},
-		{"a range query adds its range, at 0.5s", ranged, with(window, `max_over_time(x[1h:500ms])`), true},
+		{"a subquery of 29000 steps", instant, url.Values{"query": {cv + `[29000s:1s]`}}, true},
+		{"the same under a function", instant, url.Values{"query": {`count(` + cv + `[29000s:1s])`}}, true},
+		{"upper case, under sum", instant, url.Values{"query": {`sum(COUNT_VALUES("v", time()))[29000s:1s]`}}, true},
+		{"an escaped name", instant, url.Values{"query": {`count\_values("v", time())[29000s:1s]`}}, true},
+		{"11000 steps", instant, url.Values{"query": {`max_over_time(` + cv + `[11000s:1s])`}}, false},
+		{"a day at 5s", instant, url.Values{"query": {`max_over_time(count_values("v", x)[1d:5s])`}}, true},
+		{"a day at 5s without count_values", instant, url.Values{"query": {`max_over_time(rate(x[5m])[1d:5s])`}}, false},
+		{"30 days at 1m without count_values", instant, url.Values{"query": {`avg_over_time((sum(rate(up[5m])) or vector(1))[30d:1m])`}}, false},
+		{"count_values outside the subquery", instant, url.Values{"query": {`count_values("v", max_over_time(time()[29000s:1s]))`}}, false},
+		{"at the request's step", instant, url.Values{"query": {`max_over_time(` + cv + `[1d:])`}, "step": {"5"}}, true},
+		{"at the default step", instant, url.Values{"query": {`max_over_time(` + cv + `[1d:])`}}, false},
+		{"at max_lookback's step", instant, url.Values{"query": {`max_over_time(` + cv + `[1d:])`}, "max_lookback": {"1s"}}, true},
+		{"an implicit subquery at the request's step", instant, url.Values{"query": {`max_over_time(` + cv + `[29000s])`}, "step": {"1"}}, true},
+		{"an implicit subquery at the default step", instant, url.Values{"query": {`max_over_time(` + cv + `[1d])`}}, false},
+		{"a comment before the colon", instant, url.Values{"query": {"max_over_time(" + cv + "[12000s #]\n:1s])"}}, true},
+		{"nested: the inner one over the outer's window", instant, url.Values{"query": {`max_over_time(max_over_time(` + cv + `[1h:1m])[1d:1h])`}}, false},
+		{"nested: the inner one at 1s", instant, url.Values{"query": {`max_over_time(max_over_time(` + cv + `[1m:1s])[1d:1h])`}}, true},
+		{"through a WITH template", instant, url.Values{"query": {`WITH (w = 29000s) ` + cv + `[w:1s]`}}, true},
+		{"through a WITH function", instant, url.Values{"query": {`WITH (f(x) = count_values("v", x)) f(time())[29000s:1s]`}}, true},
+		{"in steps", instant, url.Values{"query": {`max_over_time(` + cv + `[20000i:1s])`}, "step": {"1"}}, true},
+		{"a range query adds its range", ranged, with(window, `max_over_time(`+cv+`[1h:1s])`), false},
+		{"a range query adds its range, at 0.5s", ranged, with(window, `max_over_time(`+cv+`[1h:500ms])`), true},
 		{"under an @: its window only", ranged, with(url.Values{"start": {"1690000000"}, "end": {"1700000000"}, "step": {"3600"}},
-			`max_over_time(x[1h:1s] @ 1700000000)`), false},
+			`max_over_time(`+cv+`[1h:1s] @ 1700000000)`), false},
+		{"count_values of a range query itself", ranged, with(window, cv), false},
 		{"in the form", instant, nil, true},
-		{"no subquery, a colon in a name", instant, url.Values{"query": {`job:rate5m[1d]`}}, false},
 		{"the export API is not judged", route.Route{API: "export", Kind: route.Read, Args: route.MatchArgs},
-			url.Values{"query": {`count_values("v", time())[29000s:1s]`}}, false},
+			url.Values{"query": {cv + `[29000s:1s]`}}, false},
 	} {
 		q, form := tc.args, url.Values(nil)
 		if tc.name == "in the form" {
-			q, form = url.Values{}, url.Values{"query": {`count_values("v", time())[29000s:1s]`}}
+			q, form = url.Values{}, url.Values{"query": {cv + `[29000s:1s]`}}
 		}
-		err := checkSubqueryPoints(tc.rt, q, form, nil, 11000, now)
+		err := checkCountValuesPoints(tc.rt, q, form, nil, 11000, now)
 		if (err != nil) != tc.bad {
 			t.Errorf("%s: %v; want refused=%v", tc.name, err, tc.bad)
 			continue
 		}
 		if err != nil && (httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "-search.maxPointsPerTimeseries")) {
 			t.Errorf("%s: %d %v; want 400 naming the flag", tc.name, httperr.Status(err), err)
-		}
-	}
-}
-
-func TestMayHaveSubquery(t *testing.T) {
-	for q, want := range map[string]bool{
-		`x[1h:1m]`: true, `x[1h:]`: true, `rate(x[5m])`: false, `job:rate5m`: false, `x{a="["}[1h:1s]`: true,
-		`x{a="[b]"} + y[5m]`: false, `x[5m] + y{a="[b:c]"}`: true, `WITH (w = 1h) x[w:1m]`: true, `[`: false, `x[5m`: false,
-		`x{a="["} + {y="]"} + z[1h:1s]`: true,
-	} {
-		if got := mayHaveSubquery(q); got != want {
-			t.Errorf("%s: %v; want %v", q, got, want)
 		}
 	}
 }

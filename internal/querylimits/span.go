@@ -3,8 +3,12 @@ package querylimits
 import (
 	"bytes"
 	"math"
+	"strings"
 
 	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/gencache"
 )
 
 // The span of a query is the time range of the samples it reads, computed from the parsed MetricsQL the way
@@ -54,6 +58,8 @@ type node struct {
 	hasStep  bool
 	at       *atExpr
 	children []node
+	// countValues marks count_values, which makes a series of each value it meets (CountValuesPoints).
+	countValues bool
 }
 
 // atExpr is the time of an @ modifier: a number (Unix seconds), start(), end(), now(), a duration, or arithmetic
@@ -95,10 +101,26 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		}
 		n.children = []node{child}
 		return n
-	case *metricsql.FuncExpr:
-		return group(x.Args, depth, unresolved)
-	case *metricsql.AggrFuncExpr:
-		return group(x.Args, depth, unresolved)
+	case *metricsql.FuncExpr, *metricsql.AggrFuncExpr:
+		// count_values written with escapes (count\_values) is a FuncExpr, which VictoriaMetrics may run as the
+		// aggregate (the enforcer refuses it too).
+		var args []metricsql.Expr
+		var name string
+		if f, ok := x.(*metricsql.FuncExpr); ok {
+			args, name = f.Args, f.Name
+		} else {
+			a := x.(*metricsql.AggrFuncExpr)
+			args, name = a.Args, a.Name
+		}
+		n := group(args, depth, unresolved)
+		if !strings.EqualFold(name, "count_values") {
+			return n
+		}
+		cv := node{kind: kindGroup, countValues: true}
+		if n.kind != kindNone {
+			cv.children = []node{n}
+		}
+		return cv
 	case *metricsql.BinaryOpExpr:
 		return group([]metricsql.Expr{x.Left, x.Right}, depth, unresolved)
 	}
@@ -203,8 +225,8 @@ type walk struct {
 	from, to int64
 	// minSubStep is the finest explicit subquery step met, for min_step; 0 when none.
 	minSubStep int64
-	// subPoints is the most points per series a subquery met evaluates its query at.
-	subPoints int64
+	// cvPoints is the most points per series a count_values met is evaluated at.
+	cvPoints int64
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
 }
@@ -218,6 +240,9 @@ func (w *walk) span(n *node, a, b, step int64) {
 		w.add(sub(a, max(step, w.lookback)), b)
 		return
 	case kindGroup:
+		if n.countValues && step > 0 {
+			w.cvPoints = max(w.cvPoints, (b-a)/step)
+		}
 		for i := range n.children {
 			w.span(&n.children[i], a, b, step)
 		}
@@ -248,7 +273,6 @@ func (w *walk) span(n *node, a, b, step int64) {
 				}
 			}
 		}
-		w.subPoints = max(w.subPoints, (b-sub(a, win))/inner)
 		w.span(child, sub(a, win), b, inner)
 		return
 	}
@@ -433,13 +457,71 @@ func (r *reach) from(a, step, lookback int64) int64 {
 	return clamp(a - back)
 }
 
-// SubqueryPoints returns the most points per series a subquery of e evaluates at when e is evaluated over [a, b]
-// (milliseconds; a == b for an instant query) at step, at time now: a subquery [W:s] evaluated over [a, b]
-// evaluates its query over [a-W, b] at s, nested ones within that; an @ narrows what is under it to its time, one it
-// cannot resolve is taken not to. 0 when e has no subquery.
-func SubqueryPoints(e metricsql.Expr, a, b, step, now int64) int64 {
-	var unresolved string
-	root := compile(e, 0, &unresolved)
-	w := spanOf(&root, a, b, step, now, 0)
-	return w.subPoints
+// CountValuesPoints returns the most points per series at which a count_values of the query q is evaluated when q
+// is evaluated over [a, b] (milliseconds; a == b for an instant query) at step, at time now. count_values makes a
+// series of each value it meets, each as long as the evaluation, so its memory grows with the square of these points
+// where most functions' grows with them: `count_values("v", time())[29000s:1s]` took VictoriaMetrics 1.79.5 to 7 GB.
+// A subquery [W:s] evaluated over [a, b] evaluates its query over [a-W, b] at s, nested ones within that, and a window
+// over anything but a selector (`max_over_time(count_values("v", x)[5m])`) is a subquery at the step it is evaluated
+// at; an @ narrows what is under it to its time (one it cannot resolve is taken not to). A query not cached yet is
+// parsed through pq, which hands the tree on to the enforcer; only a gate's refusal is an error: what does not parse
+// is the enforcer's to refuse.
+func CountValuesPoints(q string, pq *enforce.Parsed, a, b, step, now int64) (int64, error) {
+	if !strings.Contains(q, "[") {
+		// Without a window nothing is evaluated at more points than the request asks for, which the gateway
+		// bounds apart. Most queries of dashboards have one, so the rest are cached.
+		return 0, nil
+	}
+	part := pq.Partition()
+	c, ok := counted.Get(part, q)
+	if !ok {
+		e, err := pq.Parse(q)
+		if enforce.IsGateRefusal(err) {
+			return 0, err
+		}
+		c = nothingCounted
+		if err == nil {
+			var unresolved string
+			if root := compile(e, 0, &unresolved); hasCountValues(&root) {
+				c = &compiled{root: root}
+			}
+		}
+		if len(q) <= cacheMaxQueryLen {
+			counted.Put(part, strings.Clone(q), c)
+		}
+	}
+	if c == nothingCounted {
+		return 0, nil
+	}
+	w := spanOf(&c.root, a, b, step, now, 0)
+	return w.cvPoints, nil
+}
+
+// compiled is a query's span tree, as CountValuesPoints caches it.
+type compiled struct{ root node }
+
+// nothingCounted stands in the cache for a query without count_values, or one that does not parse.
+var nothingCounted = &compiled{}
+
+// counted caches CountValuesPoints' trees per isolation unit, as the enforcer caches its rewrites (enforce/cache.go).
+var counted = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + 64*countNodes(&c.root) })
+
+func hasCountValues(n *node) bool {
+	if n.countValues {
+		return true
+	}
+	for i := range n.children {
+		if hasCountValues(&n.children[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+func countNodes(n *node) int {
+	c := 1
+	for i := range n.children {
+		c += countNodes(&n.children[i])
+	}
+	return c
 }
