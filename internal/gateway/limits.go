@@ -174,7 +174,7 @@ func checkCountValuesPoints(rt route.Route, q, form url.Values, parsed *enforce.
 			if step <= 0 {
 				return nil // VictoriaMetrics refuses it
 			}
-			points, err := querylimits.CountValuesPoints(text, parsed, a, b, step, now.UnixMilli())
+			points, err := querylimits.CountValuesPoints(text, parsed, rt.API == "query", a, b, step, now.UnixMilli())
 			if err != nil {
 				return err
 			}

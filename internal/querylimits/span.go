@@ -3,7 +3,9 @@ package querylimits
 import (
 	"bytes"
 	"math"
+	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/VictoriaMetrics/metricsql"
 
@@ -60,6 +62,10 @@ type node struct {
 	children []node
 	// countValues marks count_values, which makes a series of each value it meets (CountValuesPoints).
 	countValues bool
+	// implicit marks the subquery VictoriaMetrics runs for a rollup function over neither a window nor a selector
+	// (`max_over_time(sum(x))`), at the step it is evaluated at over one step; only CountValuesPoints walks it as one,
+	// the limits' span walks its query as the function's.
+	implicit bool
 }
 
 // atExpr is the time of an @ modifier: a number (Unix seconds), start(), end(), now(), a duration, or arithmetic
@@ -101,30 +107,54 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		}
 		n.children = []node{child}
 		return n
-	case *metricsql.FuncExpr, *metricsql.AggrFuncExpr:
-		// count_values written with escapes (count\_values) is a FuncExpr, which VictoriaMetrics may run as the
-		// aggregate (the enforcer refuses it too).
-		var args []metricsql.Expr
-		var name string
-		if f, ok := x.(*metricsql.FuncExpr); ok {
-			args, name = f.Args, f.Name
-		} else {
-			a := x.(*metricsql.AggrFuncExpr)
-			args, name = a.Args, a.Name
+	case *metricsql.FuncExpr:
+		if i := implicitSubqueryArg(x); i >= 0 {
+			sq := node{kind: kindRollup, subquery: true, implicit: true, children: []node{compile(x.Args[i], depth+1, unresolved)}}
+			rest := group(slices.Delete(slices.Clone(x.Args), i, i+1), depth, unresolved)
+			if rest.kind == kindNone {
+				return sq
+			}
+			return node{kind: kindGroup, children: []node{sq, rest}}
 		}
-		n := group(args, depth, unresolved)
-		if !strings.EqualFold(name, "count_values") {
-			return n
-		}
-		cv := node{kind: kindGroup, countValues: true}
-		if n.kind != kindNone {
-			cv.children = []node{n}
-		}
-		return cv
+		return compileCall(x.Name, x.Args, depth, unresolved)
+	case *metricsql.AggrFuncExpr:
+		return compileCall(x.Name, x.Args, depth, unresolved)
 	case *metricsql.BinaryOpExpr:
 		return group([]metricsql.Expr{x.Left, x.Right}, depth, unresolved)
 	}
 	return node{kind: kindNone}
+}
+
+// implicitSubqueryArg is the index of the arg a rollup function rolls up when VictoriaMetrics runs it as a subquery,
+// being neither a window nor a selector; -1 otherwise.
+func implicitSubqueryArg(f *metricsql.FuncExpr) int {
+	if !metricsql.IsRollupFunc(f.Name) {
+		return -1
+	}
+	i := metricsql.GetRollupArgIdx(f)
+	if i < 0 || i >= len(f.Args) {
+		return -1
+	}
+	switch f.Args[i].(type) {
+	case *metricsql.RollupExpr, *metricsql.MetricExpr:
+		return -1
+	}
+	return i
+}
+
+// compileCall compiles a function or an aggregation: what its args read, and whether it is count_values. Written
+// with escapes (count\_values) count_values is a plain function, which VictoriaMetrics may run as the aggregate (the
+// enforcer refuses it too).
+func compileCall(name string, args []metricsql.Expr, depth int, unresolved *string) node {
+	n := group(args, depth, unresolved)
+	if !strings.EqualFold(name, "count_values") {
+		return n
+	}
+	cv := node{kind: kindGroup, countValues: true}
+	if n.kind != kindNone {
+		cv.children = []node{n}
+	}
+	return cv
 }
 
 // group compiles the args of a function, aggregation or operator. It reads what they read: with one arg that reads
@@ -225,7 +255,9 @@ type walk struct {
 	from, to int64
 	// minSubStep is the finest explicit subquery step met, for min_step; 0 when none.
 	minSubStep int64
-	// cvPoints is the most points per series a count_values met is evaluated at.
+	// points walks for CountValuesPoints: subqueries over the range VictoriaMetrics evaluates them over, implicit ones
+	// included. cvPoints is the most points per series a count_values met is evaluated at.
+	points   bool
 	cvPoints int64
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
@@ -241,7 +273,7 @@ func (w *walk) span(n *node, a, b, step int64) {
 		return
 	case kindGroup:
 		if n.countValues && step > 0 {
-			w.cvPoints = max(w.cvPoints, (b-a)/step)
+			w.cvPoints = max(w.cvPoints, (b-a)/step+1)
 		}
 		for i := range n.children {
 			w.span(&n.children[i], a, b, step)
@@ -259,6 +291,10 @@ func (w *walk) span(n *node, a, b, step int64) {
 	off := n.offset.at(step)
 	a, b = sub(a, off), sub(b, off)
 	child := &n.children[0]
+	if n.implicit && !w.points {
+		w.span(child, a, b, step)
+		return
+	}
 	if n.subquery {
 		win := n.window.at(step)
 		if win <= 0 {
@@ -273,7 +309,13 @@ func (w *walk) span(n *node, a, b, step int64) {
 				}
 			}
 		}
-		w.span(child, sub(a, win), b, inner)
+		lo, hi := sub(a, win), b
+		if w.points {
+			// VictoriaMetrics (1.79.5 and since) evaluates a subquery from a step and its staleness interval earlier,
+			// to a step later: 5 minutes at a step of 25 ms are 12,000 points (found by an attacker's review).
+			lo, hi = sub(lo, staleness+inner), clamp(clamp(hi)+clamp(inner))
+		}
+		w.span(child, lo, hi, inner)
 		return
 	}
 	if child.kind == kindSelector {
@@ -386,6 +428,10 @@ func (r *reach) add(n *node, c, s int64) {
 		}
 		return
 	}
+	if n.implicit {
+		r.add(&n.children[0], c, s) // walked as the function's query (node.implicit)
+		return
+	}
 	if n.at != nil || n.offset.b != 0 || n.window.b != 0 || (n.hasStep && n.step.b != 0) {
 		r.ok = false
 		return
@@ -466,10 +512,10 @@ func (r *reach) from(a, step, lookback int64) int64 {
 // at; an @ narrows what is under it to its time (one it cannot resolve is taken not to). A query not cached yet is
 // parsed through pq, which hands the tree on to the enforcer; only a gate's refusal is an error: what does not parse
 // is the enforcer's to refuse.
-func CountValuesPoints(q string, pq *enforce.Parsed, a, b, step, now int64) (int64, error) {
-	if !strings.Contains(q, "[") {
-		// Without a window nothing is evaluated at more points than the request asks for, which the gateway
-		// bounds apart. Most queries of dashboards have one, so the rest are cached.
+func CountValuesPoints(q string, pq *enforce.Parsed, instant bool, a, b, step, now int64) (int64, error) {
+	if !mentionsCountValues(q) {
+		// An aggregate's name written with escapes is refused by the enforcer (checkCalls), so a query that runs
+		// count_values says so.
 		return 0, nil
 	}
 	part := pq.Partition()
@@ -493,8 +539,40 @@ func CountValuesPoints(q string, pq *enforce.Parsed, a, b, step, now int64) (int
 	if c == nothingCounted {
 		return 0, nil
 	}
-	w := spanOf(&c.root, a, b, step, now, 0)
+	w := walk{now: now, from: math.MaxInt64, to: math.MinInt64, points: true}
+	w.span(&c.root, a, b, step)
+	if r := &c.root; instant && r.kind == kindRollup && r.subquery && r.hasStep {
+		// /api/v1/query runs a query that is one subquery as a range query of its query, its window and offset read
+		// in steps of its own step, and its @ dropped (parsed.instantSpan): `count_values("v", x)[12000i:1h]` is 12,000
+		// points there, not 1,000 at the default step of 5 minutes.
+		if s := r.step.at(step); s > 0 {
+			alt := *r
+			alt.at = nil
+			alt.window, alt.offset = lin{a: float64(r.window.at(s))}, lin{a: float64(r.offset.at(s))}
+			w.span(&alt, a, b, step)
+		}
+	}
 	return w.cvPoints, nil
+}
+
+// staleness is VictoriaMetrics' maxSilenceInterval, by which it starts a subquery earlier.
+const staleness = int64(5 * 60 * 1000)
+
+// mentionsCountValues tells whether q has the name count_values in any case of ASCII, as metricsql reads names; a
+// query with other bytes than ASCII is taken to have it.
+func mentionsCountValues(q string) bool {
+	const name = "count_values"
+	for i := 0; i < len(q); i++ {
+		if q[i] >= utf8.RuneSelf {
+			return true
+		}
+	}
+	for i := 0; i+len(name) <= len(q); i++ {
+		if strings.EqualFold(q[i:i+len(name)], name) {
+			return true
+		}
+	}
+	return false
 }
 
 // compiled is a query's span tree, as CountValuesPoints caches it.
