@@ -23,18 +23,19 @@ func TestRangePointsBound(t *testing.T) {
 	rangeArgs := func(query string, steps int) url.Values {
 		return url.Values{"query": {query}, "start": {strconv.Itoa(end - steps)}, "end": {strconv.Itoa(end)}, "step": {"1"}}
 	}
-	// VictoriaMetrics' count of the range queries it was sent, read once it reached at least want: its /metrics
+	// VictoriaMetrics' count of the requests of path it was sent, read once it reached at least want: its /metrics
 	// lags the requests by up to a second.
-	forwarded := func(want float64) float64 {
+	sent := func(path string, want float64) float64 {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			n := scrapeSum(t, vm.URL+"/metrics", "vm_http_requests_total", `path="/api/v1/query_range"`)
+			n := scrapeSum(t, vm.URL+"/metrics", "vm_http_requests_total", `path="`+path+`"`)
 			if n >= want || time.Now().After(deadline) {
 				return n
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	forwarded := func(want float64) float64 { return sent("/api/v1/query_range", want) }
 	type answer struct {
 		Status    string `json:"status"`
 		ErrorType string `json:"errorType"`
@@ -97,16 +98,7 @@ func TestRangePointsBound(t *testing.T) {
 
 	// count_values in a subquery is bounded the same way: in an instant query it costs VictoriaMetrics what the range
 	// query does.
-	instants := func(want float64) float64 {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			n := scrapeSum(t, vm.URL+"/metrics", "vm_http_requests_total", `path="/api/v1/query"`)
-			if n >= want || time.Now().After(deadline) {
-				return n
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	instants := func(want float64) float64 { return sent("/api/v1/query", want) }
 	instantsBefore := instants(0)
 	instant := func(query string) (int, string) {
 		// At a step of a second unless the query says otherwise after a tab: a window over anything but a selector
