@@ -395,6 +395,8 @@ func TestCheckCountValuesPoints(t *testing.T) {
 			`max_over_time(`+cv+`[1h:1s] @ 1700000000)`), false},
 		{"count_values of a range query itself", ranged, with(window, cv), false},
 		{"in the form", instant, nil, true},
+		{"an unreadable time without count_values is VictoriaMetrics' to refuse", instant, url.Values{"query": {`max_over_time(x[1h:1s])`}, "time": {"yesterday"}}, false},
+		{"an unreadable time with count_values", instant, url.Values{"query": {cv + `[1m:1s]`}, "time": {"yesterday"}}, true},
 		{"the export API is not judged", route.Route{API: "export", Kind: route.Read, Args: route.MatchArgs},
 			url.Values{"query": {cv + `[29000s:1s]`}}, false},
 	} {

@@ -513,9 +513,7 @@ func (r *reach) from(a, step, lookback int64) int64 {
 // parsed through pq, which hands the tree on to the enforcer; only a gate's refusal is an error: what does not parse
 // is the enforcer's to refuse.
 func CountValuesPoints(q string, pq *enforce.Parsed, instant bool, a, b, step, now int64) (int64, error) {
-	if !mentionsCountValues(q) {
-		// An aggregate's name written with escapes is refused by the enforcer (checkCalls), so a query that runs
-		// count_values says so.
+	if !MentionsCountValues(q) {
 		return 0, nil
 	}
 	part := pq.Partition()
@@ -558,9 +556,10 @@ func CountValuesPoints(q string, pq *enforce.Parsed, instant bool, a, b, step, n
 // staleness is VictoriaMetrics' maxSilenceInterval, by which it starts a subquery earlier.
 const staleness = int64(5 * 60 * 1000)
 
-// mentionsCountValues tells whether q has the name count_values in any case of ASCII, as metricsql reads names; a
-// query with other bytes than ASCII is taken to have it.
-func mentionsCountValues(q string) bool {
+// MentionsCountValues tells whether q has the name count_values in any case of ASCII, as metricsql reads names; a
+// query with other bytes than ASCII is taken to have it. A query that runs count_values says so, since the enforcer
+// refuses an aggregate's name written with escapes (count\_values).
+func MentionsCountValues(q string) bool {
 	const name = "count_values"
 	for i := 0; i < len(q); i++ {
 		if q[i] >= utf8.RuneSelf {
