@@ -65,7 +65,9 @@ func (l *lifter) lift(expr metricsql.Expr) (metricsql.Expr, int) {
 	case *metricsql.RollupExpr:
 		// An @ holds only times (checkTimes refused the rest before the rewrite): it is copied as it is.
 		nAt := l.sizeOf(t.At)
-		if t.ForSubquery() {
+		if _, sel := t.Expr.(*metricsql.MetricExpr); t.ForSubquery() || !sel {
+			// A subquery, and a window, an offset or an @ over anything but a selector, which VictoriaMetrics runs as
+			// one (`sum(up)[5m]`, `sum(up) offset 1h`): its query is instant, lifted inside it.
 			c := *t
 			inner, n := l.lift(t.Expr)
 			c.Expr = inner

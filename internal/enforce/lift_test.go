@@ -45,6 +45,10 @@ func TestLiftOr(t *testing.T) {
 		// A subquery's query is instant: lifted inside it.
 		{`max_over_time(rate(up[1m])[10m:1m])`, `max_over_time(union(rate(up{` + a + `}[1m]), rate(up{` + b + `}[1m]))[10m:1m])`},
 		{`rate((up)[5m:])`, `rate(union(up{` + a + `}, up{` + b + `})[5m:])`},
+		// So is the query under a window, an offset or an @ over anything but a selector (an attacker's review).
+		{`max_over_time(sum(up)[5m])`, `max_over_time(sum(union(up{` + a + `}, up{` + b + `}))[5m])`},
+		{`sum(up) offset 1h`, `sum(union(up{` + a + `}, up{` + b + `})) offset 1h`},
+		{`max_over_time(count_values("v", up) @ end())`, `max_over_time(count_values("v", union(up{` + a + `}, up{` + b + `})) @ end())`},
 		// absent over all of its series: absent only when absent for every branch.
 		{`absent_over_time(up[5m])`, `(vector(1) and on() absent_over_time(up{` + a + `}[5m])) and on() absent_over_time(up{` + b + `}[5m])`},
 		// A rollup over several metrics, which would drop their names before the union, keeps the braces.
@@ -160,6 +164,8 @@ func TestVMLiftedAnswers(t *testing.T) {
 		{q: `absent_over_time(nothing_total[5m])`},
 		{q: `max_over_time(rate(lift_requests_total[2m])[10m:1m])`},
 		{q: `max_over_time(sum({__name__=~"lift_.*"})[10m:1m])`},
+		{q: `max_over_time(sum(app_queue_size)[10m])`},
+		{q: `sum(app_queue_size) by (env) offset 5m`},
 		{q: `app_queue_size offset 5m`},
 		{q: `0 - app_queue_size`},
 		{q: `topk(3, app_queue_size)`},

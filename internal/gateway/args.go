@@ -123,11 +123,6 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	if err != nil {
 		return err
 	}
-	if strict && g.limits.MaxPointsPerTimeseries > 0 {
-		if err := checkCountValuesPoints(rt, q, form, parsed, g.limits.MaxPointsPerTimeseries, time.Now()); err != nil {
-			return err
-		}
-	}
 	if strict {
 		if g.removeTrace(a, rt, q, form) {
 			changed = true
@@ -139,6 +134,12 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		}
 		if rewritten {
 			q, form, changed = out.URL, out.Form, true
+		}
+		// The query as it goes upstream: the rewrite may copy a count_values into each arg of a union.
+		if g.limits.MaxPointsPerTimeseries > 0 {
+			if err := checkCountValuesPoints(rt, q, form, parsed, g.limits.MaxPointsPerTimeseries, time.Now()); err != nil {
+				return err
+			}
 		}
 	}
 	if changed {

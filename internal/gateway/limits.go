@@ -151,11 +151,12 @@ func evalSpan(api string, q, form url.Values, now time.Time) (a, b, step int64, 
 	return a, b, step, err
 }
 
-// checkCountValuesPoints refuses a query that evaluates count_values at more than limit points per series, in a
-// subquery. count_values makes a series of each value it meets, so VictoriaMetrics' memory for it grows with the
-// square of the points: `count_values("v", time())[29000s:1s]` in an instant query costs what the range query over
-// 29,000 steps does. Other subqueries are left to VictoriaMetrics' own bound on their points, which is higher
-// (30,000 in 1.79.5, 100,000 since): their memory grows with the points only.
+// checkCountValuesPoints refuses a query whose count_values cost VictoriaMetrics as much memory as one evaluated at
+// more than limit points per series (querylimits.CountValues). count_values makes a series of each value it meets, so
+// its memory grows with the square of the points: `count_values("v", time())[29000s:1s]` in an instant query costs
+// what the range query over 29,000 steps does. It judges the query as it goes upstream, after the rewrite, which may
+// copy a rollup call into each arg of a union. Other subqueries are left to VictoriaMetrics' own bound on their points,
+// which is higher (30,000 in 1.79.5, 100,000 since): their memory grows with the points only.
 func checkCountValuesPoints(rt route.Route, q, form url.Values, parsed *enforce.Parsed, limit int64, now time.Time) error {
 	if rt.API != "query" && rt.API != "query_range" {
 		return nil
@@ -177,14 +178,18 @@ func checkCountValuesPoints(rt route.Route, q, form url.Values, parsed *enforce.
 			if step <= 0 {
 				return nil // VictoriaMetrics refuses it
 			}
-			points, err := querylimits.CountValuesPoints(text, parsed, rt.API == "query", a, b, step, now.UnixMilli())
+			load, err := querylimits.CountValues(text, parsed, rt.API == "query", a, b, step, now.UnixMilli())
 			if err != nil {
 				return err
 			}
-			if points > limit {
-				return httperr.New(http.StatusBadRequest, fmt.Sprintf("count_values in a subquery of the query is evaluated at %d points per "+
-					"series; at most %d are accepted (-search.maxPointsPerTimeseries), since it makes a series of each value it meets: use a "+
-					"coarser subquery step or a shorter window", points, limit))
+			if load.Points > limit {
+				what := fmt.Sprintf("count_values in the query is evaluated at %d points per series", load.Points)
+				if load.Count > 1 {
+					what = fmt.Sprintf("count_values in the query is evaluated %d times, at up to %d points per series: as much memory as "+
+						"once at %d points", load.Count, load.Most, load.Points)
+				}
+				return httperr.New(http.StatusBadRequest, what+fmt.Sprintf("; at most %d are accepted (-search.maxPointsPerTimeseries), since "+
+					"count_values makes a series of each value it meets: use a coarser subquery step or a shorter window", limit))
 			}
 		}
 	}

@@ -101,7 +101,7 @@ func (p *parsed) instantSpan(from, to, step, now, lookback int64) (readFrom, min
 
 // hasBareSubquery says whether n holds a subquery without a step of its own, which runs at the request's step.
 func hasBareSubquery(n *node) bool {
-	if n.kind == kindRollup && n.subquery && !n.hasStep && !n.implicit {
+	if n.kind == kindRollup && n.subquery && !n.hasStep {
 		return true
 	}
 	for i := range n.children {

@@ -62,10 +62,12 @@ type node struct {
 	children []node
 	// countValues marks count_values, which makes a series of each value it meets (CountValuesPoints).
 	countValues bool
-	// implicit marks the subquery VictoriaMetrics runs for a rollup function over neither a window nor a selector
-	// (`max_over_time(sum(x))`), at the step it is evaluated at over one step; only CountValuesPoints walks it as one,
-	// the limits' span walks its query as the function's.
-	implicit bool
+	// implicit marks what VictoriaMetrics runs as a subquery at the step it is evaluated at, over one step, though
+	// it has no window of its own: an offset or an @ over anything but a selector (`count_values("v", x) offset 1h`),
+	// and a rollup function's arg that is neither a window nor a selector (`max_over_time(sum(x))`), for which compile
+	// makes a wrapper node. Only CountValuesPoints walks them as subqueries; the limits' walks read a wrapper as its
+	// child, as they did before it existed.
+	implicit, wrapper bool
 }
 
 // atExpr is the time of an @ modifier: a number (Unix seconds), start(), end(), now(), a duration, or arithmetic
@@ -96,6 +98,7 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		// function of one selector compiles to the selector.
 		_, sel := x.Expr.(*metricsql.MetricExpr)
 		n.subquery = x.ForSubquery() || (x.Window != nil && !sel)
+		n.implicit = !n.subquery && !sel
 		if x.Step != nil {
 			n.step, n.hasStep = linOf(x.Step), true
 		}
@@ -109,7 +112,7 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		return n
 	case *metricsql.FuncExpr:
 		if i := implicitSubqueryArg(x); i >= 0 {
-			sq := node{kind: kindRollup, subquery: true, implicit: true, children: []node{compile(x.Args[i], depth+1, unresolved)}}
+			sq := node{kind: kindRollup, implicit: true, wrapper: true, children: []node{compile(x.Args[i], depth+1, unresolved)}}
 			rest := group(slices.Delete(slices.Clone(x.Args), i, i+1), depth, unresolved)
 			if rest.kind == kindNone {
 				return sq
@@ -256,9 +259,11 @@ type walk struct {
 	// minSubStep is the finest explicit subquery step met, for min_step; 0 when none.
 	minSubStep int64
 	// points walks for CountValuesPoints: subqueries over the range VictoriaMetrics evaluates them over, implicit ones
-	// included. cvPoints is the most points per series a count_values met is evaluated at.
-	points   bool
-	cvPoints int64
+	// included. Each count_values met adds the square of the points per series it is evaluated at to cvCost, and
+	// counts in cvCount; cvMost is the most points of one.
+	points          bool
+	cvCost          float64
+	cvCount, cvMost int64
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
 }
@@ -273,7 +278,11 @@ func (w *walk) span(n *node, a, b, step int64) {
 		return
 	case kindGroup:
 		if n.countValues && step > 0 {
-			w.cvPoints = max(w.cvPoints, (b-a)/step+1)
+			// Counted as the range's points are, (b-a)/step: a count_values of a range query at its limit passes.
+			p := max(b-a, 0) / step
+			w.cvCost += float64(p) * float64(p)
+			w.cvCount++
+			w.cvMost = max(w.cvMost, p)
 		}
 		for i := range n.children {
 			w.span(&n.children[i], a, b, step)
@@ -291,11 +300,11 @@ func (w *walk) span(n *node, a, b, step int64) {
 	off := n.offset.at(step)
 	a, b = sub(a, off), sub(b, off)
 	child := &n.children[0]
-	if n.implicit && !w.points {
+	if n.wrapper && !w.points {
 		w.span(child, a, b, step)
 		return
 	}
-	if n.subquery {
+	if n.subquery || (n.implicit && w.points) {
 		win := n.window.at(step)
 		if win <= 0 {
 			win = step
@@ -428,8 +437,8 @@ func (r *reach) add(n *node, c, s int64) {
 		}
 		return
 	}
-	if n.implicit {
-		r.add(&n.children[0], c, s) // walked as the function's query (node.implicit)
+	if n.wrapper {
+		r.add(&n.children[0], c, s) // read as the function's query (node.implicit)
 		return
 	}
 	if n.at != nil || n.offset.b != 0 || n.window.b != 0 || (n.hasStep && n.step.b != 0) {
@@ -503,25 +512,31 @@ func (r *reach) from(a, step, lookback int64) int64 {
 	return clamp(a - back)
 }
 
-// CountValuesPoints returns the most points per series at which a count_values of the query q is evaluated when q
-// is evaluated over [a, b] (milliseconds; a == b for an instant query) at step, at time now. count_values makes a
-// series of each value it meets, each as long as the evaluation, so its memory grows with the square of these points
-// where most functions' grows with them: `count_values("v", time())[29000s:1s]` took VictoriaMetrics 1.79.5 to 7 GB.
-// A subquery [W:s] evaluated over [a, b] evaluates its query over [a-W, b] at s, nested ones within that, and a window
-// over anything but a selector (`max_over_time(count_values("v", x)[5m])`) is a subquery at the step it is evaluated
-// at; an @ narrows what is under it to its time (one it cannot resolve is taken not to). A query not cached yet is
-// parsed through pq, which hands the tree on to the enforcer; only a gate's refusal is an error: what does not parse
-// is the enforcer's to refuse.
-func CountValuesPoints(q string, pq *enforce.Parsed, instant bool, a, b, step, now int64) (int64, error) {
+// CountValuesLoad is what the count_values of a query cost VictoriaMetrics, in points per series: Count of them are
+// evaluated, one at Most points at most, and Points is the points one count_values would be evaluated at for as much
+// memory as all of them (the root of the sum of their squares: v1.150 evaluates a union's args at once, and the
+// rewrite of a token with several filters copies a rollup call into each arg of one).
+type CountValuesLoad struct{ Count, Most, Points int64 }
+
+// CountValues returns the load of the count_values of the query q when q is evaluated over [a, b] (milliseconds;
+// a == b for an instant query) at step, at time now. count_values makes a series of each value it meets, each as long
+// as the evaluation, so its memory grows with the square of these points where most functions' grows with them:
+// `count_values("v", time())[29000s:1s]` took VictoriaMetrics 1.79.5 to 7 GB. A subquery [W:s] evaluated over [a, b]
+// evaluates its query over [a-W, b] at s, from a step and 5 minutes of staleness earlier, nested ones within that; an
+// offset, an @ or a window over anything but a selector, and a rollup function's arg that is neither a window nor a
+// selector, are subqueries at the step they are evaluated at; an @ narrows what is under it to its time (one it cannot
+// resolve is taken not to). A query not cached yet is parsed through pq; only a gate's refusal is an error: what does
+// not parse is the enforcer's to refuse.
+func CountValues(q string, pq *enforce.Parsed, instant bool, a, b, step, now int64) (CountValuesLoad, error) {
 	if !MentionsCountValues(q) {
-		return 0, nil
+		return CountValuesLoad{}, nil
 	}
 	part := pq.Partition()
 	c, ok := counted.Get(part, q)
 	if !ok {
 		e, err := pq.Parse(q)
 		if enforce.IsGateRefusal(err) {
-			return 0, err
+			return CountValuesLoad{}, err
 		}
 		c = nothingCounted
 		if err == nil {
@@ -535,22 +550,26 @@ func CountValuesPoints(q string, pq *enforce.Parsed, instant bool, a, b, step, n
 		}
 	}
 	if c == nothingCounted {
-		return 0, nil
+		return CountValuesLoad{}, nil
 	}
 	w := walk{now: now, from: math.MaxInt64, to: math.MinInt64, points: true}
 	w.span(&c.root, a, b, step)
 	if r := &c.root; instant && r.kind == kindRollup && r.subquery && r.hasStep {
 		// /api/v1/query runs a query that is one subquery as a range query of its query, its window and offset read
 		// in steps of its own step, and its @ dropped (parsed.instantSpan): `count_values("v", x)[12000i:1h]` is 12,000
-		// points there, not 1,000 at the default step of 5 minutes.
+		// points there, not 1,000 at the default step of 5 minutes. The costlier reading counts.
 		if s := r.step.at(step); s > 0 {
 			alt := *r
 			alt.at = nil
 			alt.window, alt.offset = lin{a: float64(r.window.at(s))}, lin{a: float64(r.offset.at(s))}
-			w.span(&alt, a, b, step)
+			wa := walk{now: now, from: math.MaxInt64, to: math.MinInt64, points: true}
+			wa.span(&alt, a, b, step)
+			if wa.cvCost > w.cvCost {
+				w = wa
+			}
 		}
 	}
-	return w.cvPoints, nil
+	return CountValuesLoad{Count: w.cvCount, Most: w.cvMost, Points: int64(math.Ceil(math.Sqrt(w.cvCost)))}, nil
 }
 
 // staleness is VictoriaMetrics' maxSilenceInterval, by which it starts a subquery earlier.
