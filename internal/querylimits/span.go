@@ -581,12 +581,10 @@ const staleness = int64(5 * 60 * 1000)
 func MentionsCountValues(q string) bool {
 	const name = "count_values"
 	for i := 0; i < len(q); i++ {
-		if q[i] >= utf8.RuneSelf {
+		switch c := q[i]; {
+		case c >= utf8.RuneSelf:
 			return true
-		}
-	}
-	for i := 0; i+len(name) <= len(q); i++ {
-		if strings.EqualFold(q[i:i+len(name)], name) {
+		case c|0x20 == 'c' && i+len(name) <= len(q) && strings.EqualFold(q[i:i+len(name)], name):
 			return true
 		}
 	}

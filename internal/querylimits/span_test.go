@@ -165,3 +165,15 @@ func TestSubexpressionsBounded(t *testing.T) {
 		t.Errorf("past the bound: %v; want none", subs)
 	}
 }
+
+// TestMentionsCountValues: the name in any case of ASCII, anywhere; a query with other bytes than ASCII is taken to
+// have it (metricsql reads names as they are written, and the enforcer refuses an aggregate's name with escapes).
+func TestMentionsCountValues(t *testing.T) {
+	for q, want := range map[string]bool{`count_values("v", x)`: true, `COUNT_VALUES("v", x)`: true, `sum(Count_Values("v", x))`: true,
+		`count_value("v", x)`: false, `x{a="é"}`: true, `count`: false, ``: false, `x + count_values("v", y)`: true,
+		`sum(rate(http_requests_total{job="api"}[5m])) by (code)`: false} {
+		if got := MentionsCountValues(q); got != want {
+			t.Errorf("%s: %v; want %v", q, got, want)
+		}
+	}
+}
