@@ -86,17 +86,24 @@ func (p *parsed) instantSpan(from, to, step, now, lookback int64) (readFrom, min
 	if r.kind != kindRollup {
 		return readFrom, minSubStep, atNaN
 	}
-	alt, changed := *r, r.at != nil
-	alt.at = nil
-	if s := r.step.at(step); r.subquery && r.hasStep && s > 0 && (r.window.b != 0 || r.offset.b != 0) {
-		alt.window, alt.offset = lin{a: float64(r.window.at(s))}, lin{a: float64(r.offset.at(s))}
-		changed = true
-	}
+	alt, changed := instantReading(r, step)
 	if !changed {
 		return readFrom, minSubStep, atNaN
 	}
 	w := spanOf(&alt, from, to, step, now, lookback)
 	return min(readFrom, w.from), minSubStep, atNaN || w.atNaN
+}
+
+// instantReading is the rollup r as /api/v1/query runs it at the top of a query: its @ dropped, and a subquery's
+// window and offset read in steps of its own step. changed says the reading differs from r's.
+func instantReading(r *node, step int64) (alt node, changed bool) {
+	alt, changed = *r, r.at != nil
+	alt.at = nil
+	if s := r.step.at(step); r.subquery && r.hasStep && s > 0 && (r.window.b != 0 || r.offset.b != 0) {
+		alt.window, alt.offset = lin{a: float64(r.window.at(s))}, lin{a: float64(r.offset.at(s))}
+		changed = true
+	}
+	return alt, changed
 }
 
 // hasBareSubquery says whether n holds a subquery without a step of its own, which runs at the request's step.

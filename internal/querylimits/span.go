@@ -60,12 +60,12 @@ type node struct {
 	hasStep  bool
 	at       *atExpr
 	children []node
-	// countValues marks count_values, which makes a series of each value it meets (CountValuesPoints).
+	// countValues marks count_values, which makes a series of each value it meets (CountValues).
 	countValues bool
 	// implicit marks what VictoriaMetrics runs as a subquery at the step it is evaluated at, over one step, though
 	// it has no window of its own: an offset or an @ over anything but a selector (`count_values("v", x) offset 1h`),
 	// and a rollup function's arg that is neither a window nor a selector (`max_over_time(sum(x))`), for which compile
-	// makes a wrapper node. Only CountValuesPoints walks them as subqueries; the limits' walks read a wrapper as its
+	// makes a wrapper node. Only CountValues walks them as subqueries; the limits' walks read a wrapper as its
 	// child, as they did before it existed.
 	implicit, wrapper bool
 }
@@ -258,7 +258,7 @@ type walk struct {
 	from, to int64
 	// minSubStep is the finest explicit subquery step met, for min_step; 0 when none.
 	minSubStep int64
-	// points walks for CountValuesPoints: subqueries over the range VictoriaMetrics evaluates them over, implicit ones
+	// points walks for CountValues: subqueries over the range VictoriaMetrics evaluates them over, implicit ones
 	// included. Each count_values met adds the square of the points per series it is evaluated at to cvCost, and
 	// counts in cvCount; cvMost is the most points of one.
 	points          bool
@@ -554,14 +554,11 @@ func CountValues(q string, pq *enforce.Parsed, instant bool, a, b, step, now int
 	}
 	w := walk{now: now, from: math.MaxInt64, to: math.MinInt64, points: true}
 	w.span(&c.root, a, b, step)
-	if r := &c.root; instant && r.kind == kindRollup && r.subquery && r.hasStep {
-		// /api/v1/query runs a query that is one subquery as a range query of its query, its window and offset read
-		// in steps of its own step, and its @ dropped (parsed.instantSpan): `count_values("v", x)[12000i:1h]` is 12,000
-		// points there, not 1,000 at the default step of 5 minutes. The costlier reading counts.
-		if s := r.step.at(step); s > 0 {
-			alt := *r
-			alt.at = nil
-			alt.window, alt.offset = lin{a: float64(r.window.at(s))}, lin{a: float64(r.offset.at(s))}
+	if r := &c.root; instant && r.kind == kindRollup {
+		// /api/v1/query runs a query that is one rollup on a path of its own (instantReading, as parsed.instantSpan
+		// reads it): `count_values("v", x)[12000i:1h]` is 12,000 points there, not 1,000 at the default step of 5
+		// minutes. The costlier reading counts.
+		if alt, changed := instantReading(r, step); changed {
 			wa := walk{now: now, from: math.MaxInt64, to: math.MinInt64, points: true}
 			wa.span(&alt, a, b, step)
 			if wa.cvCost > w.cvCost {
@@ -591,13 +588,13 @@ func MentionsCountValues(q string) bool {
 	return false
 }
 
-// compiled is a query's span tree, as CountValuesPoints caches it.
+// compiled is a query's span tree, as CountValues caches it.
 type compiled struct{ root node }
 
 // nothingCounted stands in the cache for a query without count_values, or one that does not parse.
 var nothingCounted = &compiled{}
 
-// counted caches CountValuesPoints' trees per isolation unit, as the enforcer caches its rewrites (enforce/cache.go).
+// counted caches CountValues' trees per isolation unit, as the enforcer caches its rewrites (enforce/cache.go).
 var counted = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + 64*countNodes(&c.root) })
 
 func hasCountValues(n *node) bool {
