@@ -21,7 +21,9 @@ import (
 //   - a dense one passes while the gateway's ledger of the dense regexps it has let through has room: denseBytes in
 //     all, a quarter of it for one isolation unit (Parsed's partition), which keeps one team from taking the room
 //     of every other. The ledger never forgets, since the cache may keep a regexp for as long as the process runs,
-//     and a regexp already in it passes again free: a dashboard's `\pL+` is paid once;
+//     and a regexp a unit sent before passes again free for it: a dashboard's `\pL+` is paid once. What another unit
+//     sent is charged again, and weighed again: whether a regexp passes, and what the ledger's gauge shows, must
+//     not tell a team which regexps (label values in them) other teams asked for;
 //   - one over denseMaxBytes is refused at once.
 //
 // Measured on amd64 (TestRegexpMemoryEstimate): a short literal regexp takes about 1 KiB, 120-150 bytes per
@@ -41,13 +43,18 @@ func anchoredLen(re string) int { return len(re) + len("^(?:)$") }
 // lightLimit is the most a light regexp of its text may take.
 func lightLimit(re string) int { return lightBytesPerChar * anchoredLen(re) }
 
-// ledger records the dense regexps let through, what each takes, and the total per partition. The zero value is
-// ready.
+// ledger records the dense regexps let through, per partition: what each partition was charged, and the sum of
+// the charges, which counts a regexp once for each partition that sent it (more than the cache holds, never less).
+// The zero value is ready.
 type ledger struct {
-	mu     sync.Mutex
-	seen   map[string]struct{}
-	total  int
-	byPart map[uint64]int
+	mu    sync.Mutex
+	total int
+	parts map[uint64]*ledgerShare
+}
+
+type ledgerShare struct {
+	bytes int
+	seen  map[string]struct{}
 }
 
 var (
@@ -61,12 +68,15 @@ var (
 	denseRefused = metrics.NewCounter(`vmgateway_dense_regexps_refused_total`)
 )
 
-// admit charges a dense regexp of n bytes to partition part, unless the ledger already holds it.
+// admit charges a dense regexp of n bytes to partition part, unless part was charged for it before.
 func (l *ledger) admit(re string, n int, part uint64) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, ok := l.seen[re]; ok {
-		return nil
+	sh := l.parts[part]
+	if sh != nil {
+		if _, ok := sh.seen[re]; ok {
+			return nil
+		}
 	}
 	if l.total+n > denseBytes {
 		denseRefused.Inc()
@@ -74,28 +84,36 @@ func (l *ledger) admit(re string, n int, part uint64) error {
 			"dense regexps compiled (over %d bytes per character); write it with fewer counted repeats or large "+
 			"classes such as \\pL", quoteShort(re), n>>10, denseBytes>>20, lightBytesPerChar)
 	}
-	if l.byPart[part]+n > denseBytes/denseUnitShare {
+	if sh == nil {
+		sh = &ledgerShare{seen: map[string]struct{}{}}
+	}
+	if sh.bytes+n > denseBytes/denseUnitShare {
 		denseRefused.Inc()
 		return fmt.Errorf("the regexp %s compiles to about %d KiB, and the token's team already has %d KiB of such dense "+
 			"regexps compiled in the gateway, its share of %d MiB (over %d bytes per character); reuse the "+
 			"regexps it has sent, or write this one with fewer counted repeats or large classes such as \\pL",
-			quoteShort(re), n>>10, l.byPart[part]>>10, denseBytes/denseUnitShare>>20, lightBytesPerChar)
+			quoteShort(re), n>>10, sh.bytes>>10, denseBytes/denseUnitShare>>20, lightBytesPerChar)
 	}
-	if l.seen == nil {
-		l.seen, l.byPart = map[string]struct{}{}, map[uint64]int{}
+	if l.parts == nil {
+		l.parts = map[uint64]*ledgerShare{}
 	}
-	l.seen[re] = struct{}{}
+	l.parts[part] = sh
+	sh.seen[re] = struct{}{}
+	sh.bytes += n
 	l.total += n
-	l.byPart[part] += n
 	return nil
 }
 
-// holds says whether the ledger let re through before: it passes again free, without a compile to weigh it (what
-// it was let through at is no less than what it compiles to, and no more than denseMaxBytes).
-func (l *ledger) holds(re string) bool {
+// holds says whether partition part was charged for re before: it passes again free, without a compile to weigh
+// it (what it was let through at is no less than what it compiles to, and no more than denseMaxBytes).
+func (l *ledger) holds(re string, part uint64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	_, ok := l.seen[re]
+	sh := l.parts[part]
+	if sh == nil {
+		return false
+	}
+	_, ok := sh.seen[re]
 	return ok
 }
 
@@ -116,7 +134,7 @@ func checkRegexpMemory(re string, upper int, part uint64, exact bool) error {
 	if err := tooLarge.get(re); err != nil {
 		return err
 	}
-	if dense.holds(re) {
+	if dense.holds(re, part) {
 		return nil
 	}
 	n := upper

@@ -84,10 +84,9 @@ func alternationOf(n int) string {
 
 // freshLedger gives the test a ledger of its own, the process's back after it.
 func freshLedger(t *testing.T) {
-	saved := dense.seen
-	savedTotal, savedParts := dense.total, dense.byPart
-	dense.seen, dense.total, dense.byPart = nil, 0, nil
-	t.Cleanup(func() { dense.seen, dense.total, dense.byPart = saved, savedTotal, savedParts })
+	savedTotal, savedParts := dense.total, dense.parts
+	dense.total, dense.parts = 0, nil
+	t.Cleanup(func() { dense.total, dense.parts = savedTotal, savedParts })
 }
 
 // TestRegexpMemory: light regexps pass, dense ones pass while their team's share of the ledger has room and are
@@ -141,6 +140,18 @@ func TestRegexpMemory(t *testing.T) {
 	}
 	if err := parse(denseQuery(1000), ops); err != nil {
 		t.Errorf("ops' first dense regexp after dev's share ran out: %s", err)
+	}
+	// Whether a regexp passes, and what the ledger shows, tell dev nothing of what ops sent: ops' regexp is refused
+	// to dev's full share as one nobody sent, and a third team that sends it is charged for it.
+	if err := parse(denseQuery(1000), dev); err == nil || !strings.Contains(err.Error(), "its share of 16 MiB") {
+		t.Errorf("ops' dense regexp sent by dev, whose share is full: %v; want the refusal of a regexp nobody sent", err)
+	}
+	if err := parse(denseQuery(1001), dev); err == nil || !strings.Contains(err.Error(), "its share of 16 MiB") {
+		t.Errorf("a dense regexp nobody sent, by dev, whose share is full: %v; want a refusal naming the team's share", err)
+	}
+	before := dense.total
+	if err := parse(denseQuery(1000), 3); err != nil || dense.total-before < 256<<10 {
+		t.Errorf("ops' dense regexp sent by a third team: %v, the ledger grew by %d bytes; want it charged again (about 570 KiB)", err, dense.total-before)
 	}
 	if err := parse(`up{a=~"\\pL{200}"}`, ops); err == nil || !strings.Contains(err.Error(), "over the 1024 KiB one may") {
 		t.Errorf("a regexp of more than a MiB: %v; want it refused", err)
