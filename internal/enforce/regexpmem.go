@@ -35,6 +35,16 @@ const (
 	denseMaxBytes     = 1 << 20
 )
 
+// metricsql's regexp cache is shared by every team, and it exports its requests, misses, entries and characters on
+// the default metrics set, which the gateway serves on /metrics: a team reading them around a query of its own would
+// learn whether its regexp had been compiled before, that is, whether another team sent that exact regexp (and the
+// label values in it). They are not served; vmgateway_dense_regexps_bytes shows what the regexps take.
+func init() {
+	for _, name := range []string{"requests_total", "misses_total", "entries", "chars_current", "chars_max"} {
+		metrics.UnregisterMetric(`vm_cache_` + name + `{type="promql/regexp"}`)
+	}
+}
+
 // anchoredText is re as metricsql compiles a regexp filter, and anchoredLen its length, which metricsql's cache counts.
 func anchoredText(re string) string { return "^(?:" + re + ")$" }
 

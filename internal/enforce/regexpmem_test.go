@@ -1,11 +1,14 @@
 package enforce
 
 import (
+	"bytes"
 	"fmt"
 	"regexp"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/VictoriaMetrics/metrics"
 )
 
 // TestRegexpMemoryEstimate: what compiledBytes reads of a compiled regexp is what the heap holds for it, and the
@@ -187,4 +190,30 @@ func TestRegexpMemoryOfPieces(t *testing.T) {
 		}
 	}
 	t.Errorf("64 distinct regexps of 512 copies of 200 bytes (5 MiB each) built from pieces all passed")
+}
+
+// TestRegexpCacheMetricsNotServed: metricsql's regexp cache, shared by every team, would tell a team reading
+// /metrics whether its regexp was compiled before (another team sent it); its metrics are not in the default set.
+func TestRegexpCacheMetricsNotServed(t *testing.T) {
+	if _, err := parseMetricsQL(`up{instance=~"secret-[0-9]+"}`, 1); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	metrics.WritePrometheus(&b, false)
+	if strings.Contains(b.String(), "promql/regexp") {
+		t.Errorf("/metrics serves metricsql's regexp cache:\n%s", grepLines(b.String(), "promql/regexp"))
+	}
+	if !strings.Contains(b.String(), "vmgateway_dense_regexps_bytes") {
+		t.Errorf("/metrics lost vmgateway_dense_regexps_bytes")
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
