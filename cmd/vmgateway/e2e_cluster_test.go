@@ -360,6 +360,13 @@ var clusterAPIs = []clusterAPI{
 	{name: "status_top_queries", kind: route.Read, unenf: true, refused: "vmselect keeps one list of recent queries for every tenant",
 		single: "/prometheus/api/v1/status/top_queries", cluster: "/select/{t}/prometheus/api/v1/status/top_queries",
 		up: "/select/{t}/prometheus/api/v1/status/top_queries", method: "GET", args: qv("topN", "3", "maxLifetime", "1h")},
+	// vmselect passes them to its one vmalert (-vmalert.proxyURL) without the tenant: every tenant's rules and alerts.
+	{name: "rules", kind: route.Read, unenf: true, refused: "so the answer holds every tenant's rules and alerts",
+		single: "/api/v1/rules", cluster: "/select/{t}/prometheus/api/v1/rules",
+		up: "/select/{t}/prometheus/api/v1/rules", method: "GET", args: qv("type", "alert")},
+	{name: "alerts", kind: route.Read, unenf: true, refused: "so the answer holds every tenant's rules and alerts",
+		single: "/prometheus/api/v1/alerts", cluster: "/select/{t}/prometheus/api/v1/alerts",
+		up: "/select/{t}/prometheus/api/v1/alerts", method: "GET"},
 	{name: "metadata", kind: route.Read, unenf: true, single: "/api/v1/metadata", cluster: "/select/{t}/prometheus/api/v1/metadata",
 		up: "/select/{t}/prometheus/api/v1/metadata", method: "GET", args: qv("metric", "up", "limit", "1")},
 	{name: "metric_relabel_debug", kind: route.Read, unenf: true, single: "/metric-relabel-debug", cluster: "/select/{t}/prometheus/metric-relabel-debug",

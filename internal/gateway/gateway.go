@@ -309,12 +309,8 @@ func (g *Gateway) authorize(a *auth.Access, rt route.Route) (tenant.ID, error) {
 	if err := TenantAllowed(g.cluster, t); err != nil {
 		return t, err
 	}
-	if g.cluster && g.auth != nil && rt.API == "status_top_queries" {
-		// Its answer holds the tenant's own queries only, but the list is one for all: how fast the tenant's entries
-		// leave it counts the others' queries (found by an attacker's review; the ids of active_queries were the same).
-		return t, httperr.New(http.StatusForbidden, "the status/top_queries API is not served to tenants' tokens in cluster mode: vmselect keeps one list of "+
-			"recent queries for every tenant (-search.queryStats.lastQueriesCount), so how this tenant's queries leave it would count the other tenants' queries; "+
-			"ask the operator, who can read it on vmselect")
+	if why, ok := acrossTenants[rt.API]; ok && g.cluster && g.auth != nil {
+		return t, httperr.New(http.StatusForbidden, "the "+rt.API+" API is not served to tenants' tokens in cluster mode: "+why)
 	}
 	if !g.cluster {
 		if rt.HasPathTenant && rt.PathTenant != (tenant.ID{}) {
@@ -334,6 +330,23 @@ func (g *Gateway) authorize(a *auth.Access, rt route.Route) (tenant.ID, error) {
 	}
 	return t, nil
 }
+
+// acrossTenants are the read APIs whose vmselect answer is not one tenant's, whatever tenant the path names: a
+// cluster-mode gateway with tokens refuses them to every token, each with why. (Found by attackers' reviews on the
+// v1.150 cluster.)
+var acrossTenants = map[string]string{
+	// Its answer holds the tenant's own queries only, but the list is one for all: how fast the tenant's entries leave
+	// it counts the others' queries (the ids of active_queries were the same, and are removed).
+	"status_top_queries": "vmselect keeps one list of recent queries for every tenant (-search.queryStats.lastQueriesCount), so how this tenant's " +
+		"queries leave it would count the other tenants' queries; ask the operator, who can read it on vmselect",
+	// vmselect with -vmalert.proxyURL passes them to its one vmalert without the tenant: every tenant's rules, their
+	// queries and labels, and every firing alert with its value and annotations.
+	"rules":  vmalertAcrossTenants,
+	"alerts": vmalertAcrossTenants,
+}
+
+const vmalertAcrossTenants = "vmselect passes it to its one vmalert (-vmalert.proxyURL) without the tenant, so the answer holds every tenant's rules " +
+	"and alerts, with their queries, labels and values; ask vmalert of your tenant, or the operator"
 
 // TenantAllowed says whether a gateway in this mode serves a token of tenant t. Single-node VictoriaMetrics holds
 // one data set, tenant 0:0: a token issued for another tenant must not be read as a pass to it, since that would

@@ -101,6 +101,9 @@ func TestAuthorize(t *testing.T) {
 		{"restricted token, unenforceable API", false, auth.Access{Mode: auth.ModeFull, Enforcer: restricted}, "GET", "/api/v1/status/top_queries", 403, "", "", ""},
 		{"single: top queries", false, auth.Access{Mode: auth.ModeFull}, "GET", "/api/v1/status/top_queries", 200, "", "read", "/prometheus/api/v1/status/top_queries"},
 		{"cluster: top queries", true, auth.Access{Tenant: t15, Mode: auth.ModeFull}, "GET", "/select/15/prometheus/api/v1/status/top_queries?topN=5", 403, "vmselect keeps one list of recent queries for every tenant", "", ""},
+		{"cluster: rules", true, auth.Access{Tenant: t15, Mode: auth.ModeRead}, "GET", "/select/15/prometheus/api/v1/rules", 403, "without the tenant, so the answer holds every tenant's rules", "", ""},
+		{"cluster: alerts", true, auth.Access{Tenant: t15, Mode: auth.ModeFull}, "GET", "/api/v1/alerts", 403, "without the tenant, so the answer holds every tenant's rules", "", ""},
+		{"single: alerts", false, auth.Access{Mode: auth.ModeRead}, "GET", "/api/v1/alerts", 200, "", "read", "/prometheus/api/v1/alerts"},
 		{"unknown path", false, auth.Access{Mode: auth.ModeFull}, "GET", "/api/v1/nope", 404, "", "", ""},
 		{"multitenant", true, auth.Access{Mode: auth.ModeFull}, "GET", "/select/multitenant/prometheus/api/v1/query?query=up", 403, "multitenant", "", ""},
 	} {
