@@ -53,13 +53,18 @@ func anchoredLen(re string) int { return len(re) + len("^(?:)$") }
 // lightLimit is the most a light regexp of its text may take.
 func lightLimit(re string) int { return lightBytesPerChar * anchoredLen(re) }
 
-// ledger records the dense regexps let through, per partition: what each partition was charged, and the sum of
-// the charges, which counts a regexp once for each partition that sent it (more than the cache holds, never less).
-// The zero value is ready.
+// ledger records the dense regexps let through: the distinct ones and what they take (total, the memory the
+// cache may hold of them, which the gateway's limit bounds), and per partition what it was charged (its share). A
+// regexp is charged to every partition that sends it, and the limit is checked for it as for one nobody sent, so
+// that neither answer depends on what other partitions sent. The zero value is ready.
 type ledger struct {
 	mu    sync.Mutex
 	total int
-	parts map[uint64]*ledgerShare
+	// charged is the sum of the shares, a regexp counted once for each partition that sent it: no less than total.
+	// It is what the gauge shows, since total would not grow for a regexp another partition sent.
+	charged int
+	held    map[string]struct{}
+	parts   map[uint64]*ledgerShare
 }
 
 type ledgerShare struct {
@@ -73,7 +78,7 @@ var (
 	_ = metrics.NewGauge(`vmgateway_dense_regexps_bytes`, func() float64 {
 		dense.mu.Lock()
 		defer dense.mu.Unlock()
-		return float64(dense.total)
+		return float64(dense.charged)
 	})
 	denseRefused = metrics.NewCounter(`vmgateway_dense_regexps_refused_total`)
 )
@@ -105,12 +110,16 @@ func (l *ledger) admit(re string, n int, part uint64) error {
 			quoteShort(re), n>>10, sh.bytes>>10, denseBytes/denseUnitShare>>20, lightBytesPerChar)
 	}
 	if l.parts == nil {
-		l.parts = map[uint64]*ledgerShare{}
+		l.parts, l.held = map[uint64]*ledgerShare{}, map[string]struct{}{}
 	}
 	l.parts[part] = sh
 	sh.seen[re] = struct{}{}
 	sh.bytes += n
-	l.total += n
+	l.charged += n
+	if _, ok := l.held[re]; !ok {
+		l.held[re] = struct{}{}
+		l.total += n
+	}
 	return nil
 }
 
