@@ -90,7 +90,9 @@ func freshLedger(t *testing.T) {
 	saved := dense.total
 	savedCharged, savedHeld, savedParts := dense.charged, dense.held, dense.parts
 	dense.total, dense.charged, dense.held, dense.parts = 0, 0, nil, nil
-	t.Cleanup(func() { dense.total, dense.charged, dense.held, dense.parts = saved, savedCharged, savedHeld, savedParts })
+	t.Cleanup(func() {
+		dense.total, dense.charged, dense.held, dense.parts = saved, savedCharged, savedHeld, savedParts
+	})
 }
 
 // TestRegexpMemory: light regexps pass, dense ones pass while their team's share of the ledger has room and are
