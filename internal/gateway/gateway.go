@@ -137,6 +137,10 @@ func New(cfg Config) (*Gateway, error) {
 	g.read, stopRead = newBackendUpstream("read", readURLs, cfg.ReadTransport, cfg.Backends, cfg.ReadAddrs)
 	g.write, stopWrite = newBackendUpstream("write", writeURLs, cfg.WriteTransport, cfg.Backends, cfg.WriteAddrs)
 	g.read.refused, g.write.refused = &g.refused, &g.refused
+	if b, ok := g.read.rt.(*balancer); ok {
+		// A read refused for the backends' full query memory waits as it would wait for a slot (memwait.go).
+		b.memWait = cfg.Limits.ReadQueueDuration
+	}
 	g.read.set.slotsTo, g.write.set.slotsTo = g.reads.setLimit, g.writes.setLimit
 	g.stops = []func(){stopRead, stopWrite}
 	return g, nil

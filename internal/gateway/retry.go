@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/VictoriaMetrics/metrics"
 
@@ -29,11 +30,17 @@ type balancer struct {
 	rt         http.RoundTripper
 	retryCodes []int
 	retries    *metrics.Counter
+	// memWait is how long a read refused for the backends' full query memory waits to be sent again (memwait.go);
+	// 0 for writes.
+	memWait    time.Duration
+	mem        memQueue
+	memRetries *metrics.Counter
 }
 
 func newBalancer(set *backendSet, rt http.RoundTripper, retryCodes []int) *balancer {
 	return &balancer{set: set, rt: rt, retryCodes: retryCodes,
-		retries: metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_upstream_retries_total{upstream=%q}`, set.kind))}
+		retries:    metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_upstream_retries_total{upstream=%q}`, set.kind)),
+		memRetries: metrics.GetOrCreateCounter(fmt.Sprintf(`vmgateway_upstream_memory_waits_total{upstream=%q}`, set.kind))}
 }
 
 func (p *balancer) retryStatus(code int) bool {
@@ -90,6 +97,9 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		lastErr error
 		names   []string
 		n       int
+		// The backends' query memory: since the first refusal, and how long the next wait polls.
+		memSince time.Time
+		memPoll  = 100 * time.Millisecond
 	)
 	i := p.set.pick(bs, 0)
 	for {
@@ -127,9 +137,27 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			held.at = b
 		}
 		resp, err := p.rt.RoundTrip(out)
+		if err == nil && p.memWait > 0 && replayable && memPoolRefusal(resp) {
+			now := time.Now()
+			if memSince.IsZero() {
+				memSince = now
+			}
+			if left := memSince.Add(p.memWait).Sub(now); left > 0 {
+				_, _ = io.CopyN(io.Discard, resp.Body, memRefusalPrefix)
+				resp.Body.Close()
+				b.done()
+				p.memRetries.Inc()
+				if !p.mem.wait(req.Context(), min(memPoll, left), memSince) {
+					return nil, req.Context().Err()
+				}
+				memPoll = min(2*memPoll, time.Second)
+				i = p.set.pick(bs, 0)
+				continue
+			}
+		}
 		if err == nil && !p.retryStatus(resp.StatusCode) {
 			p.set.markOK(b)
-			resp.Body = &doneBody{ReadCloser: resp.Body, b: b}
+			resp.Body = &doneBody{ReadCloser: resp.Body, b: b, mem: p.freedTo()}
 			return resp, nil
 		}
 		resendable := replayable || (guard != nil && guard.retire())
@@ -164,7 +192,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		if next < 0 {
 			if err == nil {
 				// The last backend's own answer is the best the client can get.
-				resp.Body = &doneBody{ReadCloser: resp.Body, b: b}
+				resp.Body = &doneBody{ReadCloser: resp.Body, b: b, mem: p.freedTo()}
 				return resp, nil
 			}
 			if len(bs) == 1 {
@@ -252,11 +280,20 @@ func singleJoiningSlash(a, b string) string {
 	return a + b
 }
 
+// freedTo is the queue a read's end wakes (memwait.go); nil for writes.
+func (p *balancer) freedTo() *memQueue {
+	if p.memWait <= 0 {
+		return nil
+	}
+	return &p.mem
+}
+
 // doneBody ends a backend's in-flight count when the proxy is done with the answer, so least_loaded sees long
-// exports as the load they are.
+// exports as the load they are, and tells the reads waiting for the backends' memory that a read ended.
 type doneBody struct {
 	io.ReadCloser
 	b    *backend
+	mem  *memQueue
 	once atomic.Bool
 }
 
@@ -264,6 +301,9 @@ func (d *doneBody) Close() error {
 	err := d.ReadCloser.Close()
 	if d.once.CompareAndSwap(false, true) {
 		d.b.done()
+		if d.mem != nil {
+			d.mem.freed()
+		}
 	}
 	return err
 }

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// TestQueryMemoryPoolWaits: VictoriaMetrics admits every rollup through one memory pool (a quarter of its allowed
+// memory) and refuses with 422 a query that does not fit while others hold it. Team dev loops a range query that
+// reserves almost the whole pool (series × points × 16 bytes); asked directly meanwhile, team ops' dashboard query is
+// refused most of the time. Through the gateway, a read refused for the pool waits (with its slot) until another
+// read ends and goes again, the longest waiting first, so every one of ops' queries is answered. On Debian's 1.79.5,
+// the current single-node release and the v1.150 cluster (vmselect's pool).
+func TestQueryMemoryPoolWaits(t *testing.T) {
+	// A pool of 100 MB: dev's query reserves 2,000 series × 3,001 points × 16 bytes = 96 MB of it (and 2 MB more on
+	// current releases), ops' 500 × 721 × 16 = 5.8 MB.
+	const allowed = "-memory.allowedBytes=400MB"
+	type setup struct {
+		importURL, directURL string
+		flush                func()
+		g                    *gw
+		dev, ops             string
+	}
+	single := func(start func(testing.TB, ...string) *vmtest.VM) func(t *testing.T) setup {
+		return func(t *testing.T) setup {
+			vm := start(t, allowed, "-search.latencyOffset=0s")
+			priv, pub := keyPair(t, "ec")
+			return setup{importURL: vm.URL + "/api/v1/import/prometheus", directURL: vm.URL + "/api/v1/query_range",
+				flush: func() {
+					if code, _, body := do(t, "GET", vm.URL+"/internal/force_flush", nil); code != http.StatusOK {
+						t.Fatalf("force_flush: %d %s", code, body)
+					}
+				},
+				g:   startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub),
+				dev: mint(t, priv, "-mode=read", "-extraLabels=team=dev"), ops: mint(t, priv, "-mode=read", "-extraLabels=team=ops")}
+		}
+	}
+	cluster := func(t *testing.T) setup {
+		rc := startRealClusterWith(t, []string{allowed})
+		token := func(team string) string {
+			return clusterToken(t, auth.VMAccess{Mode: auth.ModeRead, Tenant: tenant.ID{AccountID: 1}, ExtraLabels: map[string]string{"team": team}})
+		}
+		return setup{importURL: rc.c.Insert.URL + "/insert/1:0/prometheus/api/v1/import/prometheus",
+			directURL: rc.c.Select.URL + "/select/1:0/prometheus/api/v1/query_range", flush: func() { rc.c.Flush(t) },
+			g: rc.g, dev: token("dev"), ops: token("ops")}
+	}
+	for _, v := range []struct {
+		name  string
+		start func(t *testing.T) setup
+	}{{"1.79.5", single(vmtest.Start)}, {"current", single(vmtest.StartCurrent)}, {"cluster", cluster}} {
+		t.Run(v.name, func(t *testing.T) {
+			su := v.start(t)
+			g, dev, ops := su.g, su.dev, su.ops
+			const end = 1_700_000_000
+			var b strings.Builder
+			for i := range 2000 {
+				for s := 0; s < 10; s++ {
+					fmt.Fprintf(&b, "big{i=\"%d\",team=\"dev\"} %d %d\n", i, s, (end-3000+300*s)*1000)
+				}
+			}
+			for i := range 500 {
+				fmt.Fprintf(&b, "m{i=\"%d\",team=\"ops\"} 1 %d\n", i, (end-60)*1000)
+			}
+			if code, _, body := do(t, "POST", su.importURL, strings.NewReader(b.String()), "Content-Type", "text/plain"); code/100 != 2 {
+				t.Fatalf("import: %d %s", code, body)
+			}
+			su.flush()
+			// New series take a moment to be searchable (vmstorage's index).
+			for _, c := range []struct {
+				metric string
+				n      int
+			}{{"big", 2000}, {"m", 500}} {
+				q := url.Values{"query": {"count(last_over_time(" + c.metric + "[1h]))"}, "start": {strconv.Itoa(end)}, "end": {strconv.Itoa(end)}, "step": {"60"}}
+				want := fmt.Sprintf(`"%d"]`, c.n)
+				for deadline := time.Now().Add(30 * time.Second); ; {
+					code, _, body := do(t, "GET", su.directURL+"?"+q.Encode(), nil)
+					if code == http.StatusOK && strings.Contains(body, want) {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("%d series of %s not searchable after 30s: %d %.300s", c.n, c.metric, code, body)
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+			}
+
+			heavy := url.Values{"query": {`quantile(0.5, quantile_over_time(0.9, big[30m]))`},
+				"start": {strconv.Itoa(end - 3000)}, "end": {strconv.Itoa(end)}, "step": {"1"}}
+			dashboard := func(extra bool) url.Values {
+				q := url.Values{"query": {`max_over_time(m[5m])`}, "start": {strconv.Itoa(end - 3600)}, "end": {strconv.Itoa(end)}, "step": {"5"}}
+				if extra {
+					// What the gateway adds for ops, sent directly.
+					q.Set("extra_label", "team=ops")
+				}
+				return q
+			}
+			if code, _, body := do(t, "GET", g.URL+"/api/v1/query_range?"+heavy.Encode(), nil, bearer(dev)...); code != http.StatusOK {
+				t.Fatalf("dev's query alone: %d %.300s; want it answered (it fits the pool)", code, body)
+			}
+
+			// dev's two loops keep the pool full until stop.
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var devRuns atomic.Int64
+			for range 2 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						req, _ := http.NewRequest("GET", g.URL+"/api/v1/query_range?"+heavy.Encode(), nil)
+						req.Header.Set("Authorization", "Bearer "+dev)
+						if resp, err := http.DefaultClient.Do(req); err == nil {
+							resp.Body.Close()
+							if resp.StatusCode == http.StatusOK {
+								devRuns.Add(1)
+							}
+						}
+					}
+				}()
+			}
+			defer func() { close(stop); wg.Wait() }()
+			time.Sleep(500 * time.Millisecond)
+
+			const tries = 20
+			refusedDirect := 0
+			for range tries {
+				code, _, body := do(t, "GET", su.directURL+"?"+dashboard(true).Encode(), nil)
+				switch {
+				case code == http.StatusUnprocessableEntity && strings.Contains(body, "not enough memory"):
+					refusedDirect++
+				case code != http.StatusOK:
+					t.Fatalf("ops asking VictoriaMetrics directly: %d %.300s", code, body)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if refusedDirect < tries/2 {
+				t.Fatalf("asked directly while dev's query runs, VictoriaMetrics refused %d of ops' %d queries for memory; "+
+					"want most, or the test does not fill the pool", refusedDirect, tries)
+			}
+			waitsBefore := scrapeSum(t, g.URL+"/metrics", "vmgateway_upstream_memory_waits_total", `upstream="read"`)
+			var slowest time.Duration
+			for i := range tries {
+				began := time.Now()
+				code, _, body := do(t, "GET", g.URL+"/api/v1/query_range?"+dashboard(false).Encode(), nil, bearer(ops)...)
+				if code != http.StatusOK {
+					t.Fatalf("ops' query %d through the gateway while dev's runs: %d %.600s; want it answered after a wait", i, code, body)
+				}
+				slowest = max(slowest, time.Since(began))
+				time.Sleep(50 * time.Millisecond)
+			}
+			waits := scrapeSum(t, g.URL+"/metrics", "vmgateway_upstream_memory_waits_total", `upstream="read"`) - waitsBefore
+			if waits < 1 {
+				t.Errorf("vmgateway_upstream_memory_waits_total grew by %v while ops' queries went through; want the waits counted", waits)
+			}
+			t.Logf("directly %d of %d of ops' queries refused for memory; through the gateway all %d answered, the slowest in %s, "+
+				"after %v waits (both teams'); dev's query answered %d times meanwhile", refusedDirect, tries, tries, slowest, waits, devRuns.Load())
+		})
+	}
+}

@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The two messages as VictoriaMetrics words them: 1.79.5 in plain text, the current release inside its JSON error.
+const (
+	refusal179 = `error when executing query="max_over_time(m{team=\"ops\"}[5m])" on the time range (start=1699996400000, end=1700000000000, step=5000): ` +
+		`cannot execute query: cannot evaluate "max_over_time(m{team=\"ops\"}[5m])": not enough memory for processing 360500 data points across 500 ` +
+		`time series with 721 points in each time series; total available memory for concurrent requests: 100000000 bytes; requested memory: ` +
+		`5768000 bytes; possible solutions are: reducing the number of matching time series; switching to node with more RAM; increasing ` +
+		"-memory.allowedPercent; increasing `step` query arg (5s)"
+	refusalCurrent = `{"status":"error","errorType":"422","error":"not enough memory for processing max_over_time(m{team=\"ops\"}[5m]), ` +
+		`which returns 360500 data points across 500 time series with 721 points in each time series; total available memory for concurrent ` +
+		`requests: 100000000 bytes; requested memory: 6268000 bytes; possible solutions are: reducing the number of matching time series; ` +
+		"increasing `step` query arg (step=5s); switching to node with more RAM; increasing -memory.allowedPercent\"}"
+)
+
+func gzipped(s string) []byte {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	_, _ = zw.Write([]byte(s))
+	_ = zw.Close()
+	return b.Bytes()
+}
+
+// TestMemPoolRefusal: only VictoriaMetrics' refusal for its full query memory, of a query that fits the empty
+// pool, is waited on; the answer keeps its whole body either way.
+func TestMemPoolRefusal(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		status   int
+		encoding string
+		body     []byte
+		want     bool
+	}{
+		{"1.79.5, gzipped plain text", 422, "gzip", gzipped(refusal179), true},
+		{"1.79.5, plain text", 422, "", []byte(refusal179), true},
+		{"current, JSON", 422, "", []byte(refusalCurrent), true},
+		{"bigger than the empty pool", 422, "", []byte(strings.Replace(refusal179, "requested memory: 5768000", "requested memory: 100000001", 1)), false},
+		{"another 422", 422, "", []byte(`{"status":"error","errorType":"422","error":"cannot parse query"}`), false},
+		{"the message under another status", 503, "", []byte(refusal179), false},
+		{"an encoding not read", 422, "br", []byte(refusal179), false},
+		{"a broken gzip", 422, "gzip", gzipped(refusal179)[:40], false},
+		{"the counts past the part read", 422, "", []byte(strings.Repeat(" ", memRefusalPrefix) + refusal179), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := &http.Response{StatusCode: tc.status, Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(tc.body))}
+			if tc.encoding != "" {
+				resp.Header.Set("Content-Encoding", tc.encoding)
+			}
+			if got := memPoolRefusal(resp); got != tc.want {
+				t.Errorf("memPoolRefusal = %v, want %v", got, tc.want)
+			}
+			if rest, err := io.ReadAll(resp.Body); err != nil || !bytes.Equal(rest, tc.body) {
+				t.Errorf("the body after the check: %d bytes (%v), want the %d sent", len(rest), err, len(tc.body))
+			}
+		})
+	}
+}
+
+// TestMemQueueOrder: a read that ends wakes the waiter refused first, one per read; a waiter that gives up leaves
+// the queue, and one whose context ends is told not to send again.
+func TestMemQueueOrder(t *testing.T) {
+	var m memQueue
+	t0 := time.Now()
+	woke := make(chan int, 3)
+	for i, since := range []time.Time{t0.Add(2 * time.Second), t0, t0.Add(time.Second)} {
+		go func() {
+			if m.wait(context.Background(), time.Minute, since) {
+				woke <- i
+			}
+		}()
+	}
+	for m.waiting.Load() < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	for _, want := range []int{1, 2, 0} {
+		m.freed()
+		select {
+		case got := <-woke:
+			if got != want {
+				t.Fatalf("woke waiter %d; want %d, the one refused first", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no waiter woke; want %d", want)
+		}
+	}
+	if n := m.waiting.Load(); n != 0 {
+		t.Fatalf("%d still waiting", n)
+	}
+	// A poll that runs out leaves the queue: the next read's end is not spent on it.
+	if !m.wait(context.Background(), 10*time.Millisecond, t0) {
+		t.Fatal("a wait whose poll ran out said not to send again")
+	}
+	if n := m.waiting.Load(); n != 0 || len(m.q) != 0 {
+		t.Fatalf("after a poll ran out: %d waiting, %d queued; want none", n, len(m.q))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if m.wait(ctx, time.Minute, t0) {
+		t.Fatal("a wait whose client left said to send again")
+	}
+}
