@@ -42,7 +42,7 @@ var (
 	baselineBin = flag.String("baseline.bin", "", "Another vmgateway binary (e.g. built from the main branch) to measure in the same interleaved rounds as \"baseline\", to compare a change with")
 	vmauthBin   = flag.String("vmauth.bin", "/root/vmbin/vmauth", "The vmauth binary to compare with, built with go install (-vmauth.version) when missing; empty skips vmauth")
 	streamMiB   = flag.Int("stream.mib", 512, "Size of the streaming check's write body in MiB; 0 skips the check")
-	profile     = flag.Bool("profile", true, "After the rounds, run one more vmgateway read run (and dashboard run, with -realwork) while taking a CPU profile of the gateway (not counted in the table)")
+	profile     = flag.Bool("profile", true, "After the rounds, run one more vmgateway run of each workload (and of the dashboard mix, with -realwork) while taking a CPU profile of the gateway (not counted in the table); make pgo merges them into the build's profile")
 	openGateway = flag.Bool("open", true, "Also measure vmgateway with auth and rate limits off as \"vmgateway-open\": its forwarding core alone, which splits the gateway's gap to haproxy into the core's part and the pipeline's (token, limits, rewrite)")
 	twoBackends = flag.Bool("twoBackends", true, "Also measure vmgateway with two -read.url and -write.url backends (the upstream twice) as \"vmgateway-2be\": the cost of balancing against one backend")
 	goBenchFile = flag.String("gobench", "bench-results/go-bench.txt", "Output of the Go benchmarks, to report the cached-auth and rate-limit targets from; a missing file is skipped")
@@ -222,9 +222,11 @@ func run() error {
 		}
 	}
 
-	if *profile && slices.Contains(wls, "read") {
-		if err := profileGateway(ctx, targets[1], "read", bin, cred, res); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: profile: %s\n", err)
+	if *profile {
+		for _, wl := range wls {
+			if err := profileGateway(ctx, targets[1], wl, bin, cred, res); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: profile: %s\n", err)
+			}
 		}
 	}
 	res.GoBench = readGoBench(*goBenchFile)

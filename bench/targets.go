@@ -532,7 +532,9 @@ type Profile struct {
 	Workload string `json:"workload"`
 	Path     string `json:"path"`
 	TopPath  string `json:"top_path,omitempty"`
-	Run      Run    `json:"run"`
+	// AllocsPath is the gateway's allocation profile (pprof's allocs: every allocation since it started, sampled).
+	AllocsPath string `json:"allocs_path,omitempty"`
+	Run        Run    `json:"run"`
 }
 
 func profileGateway(ctx context.Context, t *target, wl, bin string, c *credentials, res *Results) error {
@@ -549,7 +551,12 @@ func profileGateway(ctx context.Context, t *target, wl, bin string, c *credentia
 	if err := <-errc; err != nil {
 		return err
 	}
-	p := &Profile{Workload: wl, Path: path, Run: r}
+	// The allocations since the gateway started: every round's requests, for where the garbage comes from.
+	allocs := filepath.Join(*outDir, "gateway-"+wl+".allocs.pprof")
+	if err := fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/allocs?authKey=%s", t.addr, c.pprofKey), allocs); err != nil {
+		return err
+	}
+	p := &Profile{Workload: wl, Path: path, AllocsPath: allocs, Run: r}
 	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=40", bin, path).CombinedOutput()
 	if err == nil {
 		p.TopPath = filepath.Join(*outDir, "gateway-"+wl+".top.txt")
