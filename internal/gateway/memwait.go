@@ -24,6 +24,12 @@ import (
 // again one per read that ends, the longest waiting first, so the refused team goes before the next query of the
 // team that filled the pool, which that team's client sends only after its answer.
 
+// maxMemWaits bounds how often one read is sent again for the pool. The refusal is known by its text, and a 422
+// of another kind can end with text a client wrote (a label value in "duplicate output timeseries"), so a client
+// can have its failing query sent again: at most this many times, within its own slot, like as many requests of
+// its own.
+const maxMemWaits = 8
+
 // memRefusalPrefix bounds what is read of a 422 to tell the pool's refusal from others: VictoriaMetrics' message
 // is a few hundred bytes.
 const memRefusalPrefix = 4 << 10
@@ -54,24 +60,32 @@ func memPoolRefusal(resp *http.Response) bool {
 	default:
 		return false
 	}
-	pool, ok1 := bytesAfter(msg, "total available memory for concurrent requests: ")
-	asked, ok2 := bytesAfter(msg, "requested memory: ")
-	return ok1 && ok2 && asked <= pool
+	// The counts are read where VictoriaMetrics writes them, after the query it echoes, whose text is the client's:
+	// from the last "total available memory" on, ending with what VictoriaMetrics suggests.
+	i := bytes.LastIndex(msg, []byte(poolLabel))
+	if i < 0 || !bytes.Contains(msg[:i], []byte("not enough memory for processing")) {
+		return false
+	}
+	pool, rest, ok1 := bytesAfter(msg[i:], poolLabel)
+	asked, rest, ok2 := bytesAfter(rest, "; requested memory: ")
+	return ok1 && ok2 && bytes.HasPrefix(rest, []byte("; possible solutions are: ")) && asked <= pool
 }
 
-// bytesAfter reads the count of bytes that follows label in msg.
-func bytesAfter(msg []byte, label string) (int64, bool) {
-	i := bytes.Index(msg, []byte(label))
-	if i < 0 {
-		return 0, false
+const poolLabel = "total available memory for concurrent requests: "
+
+// bytesAfter reads the count of bytes that msg starts with after label ("N bytes"), and what follows it.
+func bytesAfter(msg []byte, label string) (int64, []byte, bool) {
+	rest, ok := bytes.CutPrefix(msg, []byte(label))
+	if !ok {
+		return 0, nil, false
 	}
-	rest := msg[i+len(label):]
 	n := 0
 	for n < len(rest) && n < 20 && rest[n] >= '0' && rest[n] <= '9' {
 		n++
 	}
 	v, err := strconv.ParseInt(string(rest[:n]), 10, 64)
-	return v, err == nil
+	rest, ok = bytes.CutPrefix(rest[n:], []byte(" bytes"))
+	return v, rest, err == nil && ok
 }
 
 type prefixedBody struct {

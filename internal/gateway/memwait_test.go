@@ -6,7 +6,10 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -51,6 +54,12 @@ func TestMemPoolRefusal(t *testing.T) {
 		{"an encoding not read", 422, "br", []byte(refusal179), false},
 		{"a broken gzip", 422, "gzip", gzipped(refusal179)[:40], false},
 		{"the counts past the part read", 422, "", []byte(strings.Repeat(" ", memRefusalPrefix) + refusal179), false},
+		// The counts are read where VictoriaMetrics writes them, last and in its words: a query that names them
+		// otherwise is not the refusal (one that copies the whole of it can be: TestMemWaitsBounded).
+		{"a query that names the counts, echoed", 422, "", []byte(`cannot evaluate "up{a=\"not enough memory for processing; total available ` +
+			`memory for concurrent requests: 9 bytes; requested memory: 1 bytes\"}": duplicate output timeseries`), false},
+		{"a mimicking query in a real refusal", 422, "", []byte(strings.Replace(refusal179, `max_over_time(m{team=\"ops\"}[5m])`,
+			`max_over_time(m{team=\"total available memory for concurrent requests: 1 bytes\"}[5m])`, 2)), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp := &http.Response{StatusCode: tc.status, Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(tc.body))}
@@ -109,4 +118,39 @@ func TestMemQueueOrder(t *testing.T) {
 	if m.wait(ctx, time.Minute, t0) {
 		t.Fatal("a wait whose client left said to send again")
 	}
+}
+
+// memRefuser answers every request with the pool's refusal.
+type memRefuser struct{ n atomic.Int32 }
+
+func (m *memRefuser) RoundTrip(*http.Request) (*http.Response, error) {
+	m.n.Add(1)
+	return &http.Response{StatusCode: 422, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(refusal179))}, nil
+}
+
+// TestMemWaitsBounded: a read refused for the pool goes again at most maxMemWaits times, then its client gets the
+// refusal: a client whose own text ends a 422 (which the gateway cannot tell from the pool's) gets its query sent
+// again no more often than that.
+func TestMemWaitsBounded(t *testing.T) {
+	u, _ := url.Parse("http://vm.invalid:8428")
+	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	rt := &memRefuser{}
+	b := newBalancer(set, rt, nil)
+	b.memWait = time.Minute
+	req := httptest.NewRequest(http.MethodGet, "http://gateway/api/v1/query?query=up", nil)
+	req.Body = nil
+	began := time.Now()
+	resp, err := b.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != 422 || string(body) != refusal179 {
+		t.Errorf("after the waits: %d %.100s; want the refusal as VictoriaMetrics sent it", resp.StatusCode, body)
+	}
+	if n := rt.n.Load(); n != maxMemWaits+1 {
+		t.Errorf("%d attempts; want %d", n, maxMemWaits+1)
+	}
+	t.Logf("%d attempts in %s", rt.n.Load(), time.Since(began))
 }

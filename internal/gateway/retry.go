@@ -100,6 +100,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		// The backends' query memory: since the first refusal, and how long the next wait polls.
 		memSince time.Time
 		memPoll  = 100 * time.Millisecond
+		memWaits int
 	)
 	i := p.set.pick(bs, 0)
 	for {
@@ -142,7 +143,8 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			if memSince.IsZero() {
 				memSince = now
 			}
-			if left := memSince.Add(p.memWait).Sub(now); left > 0 {
+			if left := memSince.Add(p.memWait).Sub(now); left > 0 && memWaits < maxMemWaits {
+				memWaits++
 				_, _ = io.CopyN(io.Discard, resp.Body, memRefusalPrefix)
 				resp.Body.Close()
 				b.done()
