@@ -149,9 +149,11 @@ func TestQueryMemoryPoolWaits(t *testing.T) {
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
-			if refusedDirect < tries/2 {
+			// Without the waits, the gateway would pass all of ops' queries with a chance of 0.75^20 (0.3%) at this
+			// floor; a busy machine makes dev's query hold the pool for less of the time.
+			if refusedDirect < tries/4 {
 				t.Fatalf("asked directly while dev's query runs, VictoriaMetrics refused %d of ops' %d queries for memory; "+
-					"want most, or the test does not fill the pool", refusedDirect, tries)
+					"want at least a quarter, or the test does not fill the pool", refusedDirect, tries)
 			}
 			waitsBefore := scrapeSum(t, g.URL+"/metrics", "vmgateway_upstream_memory_waits_total", `upstream="read"`)
 			var slowest time.Duration

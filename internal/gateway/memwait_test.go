@@ -153,4 +153,18 @@ func TestMemWaitsBounded(t *testing.T) {
 		t.Errorf("%d attempts; want %d", n, maxMemWaits+1)
 	}
 	t.Logf("%d attempts in %s", rt.n.Load(), time.Since(began))
+
+	// An API that changes data (an admin API, which goes to the read backends) is never sent again for it.
+	rt.n.Store(0)
+	del := httptest.NewRequest(http.MethodPost, "http://gateway/api/v1/admin/tsdb/delete_series?match[]=up", nil)
+	del.Body = nil
+	del = del.WithContext(context.WithValue(del.Context(), changesDataKey{}, set.backends()))
+	resp, err = b.RoundTrip(del)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if n := rt.n.Load(); n != 1 || resp.StatusCode != 422 {
+		t.Errorf("an admin request: %d attempts, answered %d; want 1 and the refusal", n, resp.StatusCode)
+	}
 }

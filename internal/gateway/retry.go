@@ -138,7 +138,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			held.at = b
 		}
 		resp, err := p.rt.RoundTrip(out)
-		if err == nil && p.memWait > 0 && replayable && memPoolRefusal(resp) {
+		if err == nil && p.memWait > 0 && replayable && !changesData(req) && memPoolRefusal(resp) {
 			now := time.Now()
 			if memSince.IsZero() {
 				memSince = now
