@@ -66,11 +66,11 @@ func TestQueryMemoryPoolWaits(t *testing.T) {
 			var b strings.Builder
 			for i := range 2000 {
 				for s := 0; s < 10; s++ {
-					fmt.Fprintf(&b, "big{i=\"%d\",team=\"dev\"} %d %d\n", i, s, (end-3000+300*s)*1000)
+					fmt.Fprintf(&b, "big{i=\"%d\",team=\"dev\"} %d %d\n", i, s, (int64(end)-3000+300*int64(s))*1000)
 				}
 			}
 			for i := range 500 {
-				fmt.Fprintf(&b, "m{i=\"%d\",team=\"ops\"} 1 %d\n", i, (end-60)*1000)
+				fmt.Fprintf(&b, "m{i=\"%d\",team=\"ops\"} 1 %d\n", i, (int64(end)-60)*1000)
 			}
 			if code, _, body := do(t, "POST", su.importURL, strings.NewReader(b.String()), "Content-Type", "text/plain"); code/100 != 2 {
 				t.Fatalf("import: %d %s", code, body)
@@ -109,11 +109,11 @@ func TestQueryMemoryPoolWaits(t *testing.T) {
 				t.Fatalf("dev's query alone: %d %.300s; want it answered (it fits the pool)", code, body)
 			}
 
-			// dev's two loops keep the pool full until stop.
+			// dev's three loops keep the pool full until stop.
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
 			var devRuns atomic.Int64
-			for range 2 {
+			for range 3 {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
