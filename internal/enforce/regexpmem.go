@@ -60,11 +60,8 @@ func lightLimit(re string) int { return lightBytesPerChar * anchoredLen(re) }
 type ledger struct {
 	mu    sync.Mutex
 	total int
-	// charged is the sum of the shares, a regexp counted once for each partition that sent it: no less than total.
-	// It is what the gauge shows, since total would not grow for a regexp another partition sent.
-	charged int
-	held    map[string]struct{}
-	parts   map[uint64]*ledgerShare
+	held  map[string]struct{}
+	parts map[uint64]*ledgerShare
 }
 
 type ledgerShare struct {
@@ -78,7 +75,7 @@ var (
 	_ = metrics.NewGauge(`vmgateway_dense_regexps_bytes`, func() float64 {
 		dense.mu.Lock()
 		defer dense.mu.Unlock()
-		return float64(dense.charged)
+		return float64(dense.charged())
 	})
 	denseRefused = metrics.NewCounter(`vmgateway_dense_regexps_refused_total`)
 )
@@ -115,12 +112,21 @@ func (l *ledger) admit(re string, n int, part uint64) error {
 	l.parts[part] = sh
 	sh.seen[re] = struct{}{}
 	sh.bytes += n
-	l.charged += n
 	if _, ok := l.held[re]; !ok {
 		l.held[re] = struct{}{}
 		l.total += n
 	}
 	return nil
+}
+
+// charged is the sum of the shares, a regexp counted once for each partition that sent it, no less than total: what
+// the gauge shows, since total does not grow for a regexp another partition sent. The caller holds l.mu.
+func (l *ledger) charged() int {
+	n := 0
+	for _, sh := range l.parts {
+		n += sh.bytes
+	}
+	return n
 }
 
 // holds says whether partition part was charged for re before: it passes again free, without a compile to weigh

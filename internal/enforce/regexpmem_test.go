@@ -88,10 +88,10 @@ func alternationOf(n int) string {
 // freshLedger gives the test a ledger of its own, the process's back after it.
 func freshLedger(t *testing.T) {
 	saved := dense.total
-	savedCharged, savedHeld, savedParts := dense.charged, dense.held, dense.parts
-	dense.total, dense.charged, dense.held, dense.parts = 0, 0, nil, nil
+	savedHeld, savedParts := dense.held, dense.parts
+	dense.total, dense.held, dense.parts = 0, nil, nil
 	t.Cleanup(func() {
-		dense.total, dense.charged, dense.held, dense.parts = saved, savedCharged, savedHeld, savedParts
+		dense.total, dense.held, dense.parts = saved, savedHeld, savedParts
 	})
 }
 
@@ -155,10 +155,10 @@ func TestRegexpMemory(t *testing.T) {
 	if err := parse(denseQuery(1001), dev); err == nil || !strings.Contains(err.Error(), "its share of 16 MiB") {
 		t.Errorf("a dense regexp nobody sent, by dev, whose share is full: %v; want a refusal naming the team's share", err)
 	}
-	before, charged := dense.total, dense.charged
-	if err := parse(denseQuery(1000), 3); err != nil || dense.charged-charged < 256<<10 || dense.total != before {
+	before, charged := dense.total, dense.charged()
+	if err := parse(denseQuery(1000), 3); err != nil || dense.charged()-charged < 256<<10 || dense.total != before {
 		t.Errorf("ops' dense regexp sent by a third team: %v, charged %d bytes, the memory held grew by %d; want it charged "+
-			"again (about 570 KiB) and the memory held the same", err, dense.charged-charged, dense.total-before)
+			"again (about 570 KiB) and the memory held the same", err, dense.charged()-charged, dense.total-before)
 	}
 	if err := parse(`up{a=~"\\pL{200}"}`, ops); err == nil || !strings.Contains(err.Error(), "over the 1024 KiB one may") {
 		t.Errorf("a regexp of more than a MiB: %v; want it refused", err)

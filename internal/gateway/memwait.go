@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"io"
 	"net/http"
@@ -52,11 +51,7 @@ func memPoolRefusal(resp *http.Response) bool {
 	case "", "identity":
 	case "gzip", "x-gzip":
 		// VictoriaMetrics before v1.80 gzips its (plain-text) errors when the client accepts gzip.
-		zr, err := gzip.NewReader(bytes.NewReader(prefix))
-		if err != nil {
-			return false
-		}
-		if msg, err = io.ReadAll(io.LimitReader(zr, memRefusalPrefix)); err != nil {
+		if msg, err = gunzipped(prefix, memRefusalPrefix); err != nil {
 			return false
 		}
 	default:
@@ -97,7 +92,8 @@ type prefixedBody struct {
 
 func (b *prefixedBody) Close() error { return b.c.Close() }
 
-// memQueue is the reads waiting for the backends' memory: freed wakes the one that waited longest.
+// memQueue is the reads waiting for the backends' memory: freed wakes the one that waited longest. waiting is
+// len(q), kept apart so that freed, told of every read's end, looks at it without the lock.
 type memQueue struct {
 	waiting atomic.Int32
 	mu      sync.Mutex

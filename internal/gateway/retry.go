@@ -138,16 +138,16 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			held.at = b
 		}
 		resp, err := p.rt.RoundTrip(out)
-		if err == nil && p.memWait > 0 && replayable && !changesData(req) && memPoolRefusal(resp) {
+		// The status first: the rest is looked at only for a 422, off the path of every other answer.
+		if err == nil && resp.StatusCode == http.StatusUnprocessableEntity && p.memWait > 0 && replayable && !changesData(req) &&
+			memPoolRefusal(resp) {
 			now := time.Now()
 			if memSince.IsZero() {
 				memSince = now
 			}
 			if left := memSince.Add(p.memWait).Sub(now); left > 0 && memWaits < maxMemWaits {
 				memWaits++
-				_, _ = io.CopyN(io.Discard, resp.Body, memRefusalPrefix)
-				resp.Body.Close()
-				b.done()
+				discardAttempt(resp, b)
 				p.memRetries.Inc()
 				if !p.mem.wait(req.Context(), min(memPoll, left), memSince) {
 					return nil, req.Context().Err()
@@ -159,7 +159,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if err == nil && !p.retryStatus(resp.StatusCode) {
 			p.set.markOK(b)
-			resp.Body = &doneBody{ReadCloser: resp.Body, b: b, mem: p.freedTo()}
+			resp.Body = &doneBody{ReadCloser: resp.Body, b: b, mem: &p.mem}
 			return resp, nil
 		}
 		resendable := replayable || (guard != nil && guard.retire())
@@ -194,7 +194,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		if next < 0 {
 			if err == nil {
 				// The last backend's own answer is the best the client can get.
-				resp.Body = &doneBody{ReadCloser: resp.Body, b: b, mem: p.freedTo()}
+				resp.Body = &doneBody{ReadCloser: resp.Body, b: b, mem: &p.mem}
 				return resp, nil
 			}
 			if len(bs) == 1 {
@@ -203,10 +203,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, &triedError{err: lastErr, last: b, tried: n, total: len(bs), names: names, bodySent: !resendable}
 		}
 		if resp != nil {
-			// Drained a little so the connection can be reused; a large error page is not worth reading.
-			_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
-			resp.Body.Close()
-			b.done()
+			discardAttempt(resp, b)
 		}
 		p.retries.Inc()
 		i = next
@@ -282,12 +279,12 @@ func singleJoiningSlash(a, b string) string {
 	return a + b
 }
 
-// freedTo is the queue a read's end wakes (memwait.go); nil for writes.
-func (p *balancer) freedTo() *memQueue {
-	if p.memWait <= 0 {
-		return nil
-	}
-	return &p.mem
+// discardAttempt ends an attempt whose answer is not the client's: drained a little so the connection can be
+// reused (a large error page is not worth reading), closed, and out of the backend's in-flight count.
+func discardAttempt(resp *http.Response, b *backend) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	resp.Body.Close()
+	b.done()
 }
 
 // doneBody ends a backend's in-flight count when the proxy is done with the answer, so least_loaded sees long
@@ -303,9 +300,7 @@ func (d *doneBody) Close() error {
 	err := d.ReadCloser.Close()
 	if d.once.CompareAndSwap(false, true) {
 		d.b.done()
-		if d.mem != nil {
-			d.mem.freed()
-		}
+		d.mem.freed()
 	}
 	return err
 }

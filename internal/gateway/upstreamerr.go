@@ -40,13 +40,8 @@ func wrapPlainError(resp *http.Response) {
 	truncated := len(b) > maxWrappedError
 	if ce == "gzip" {
 		// VictoriaMetrics gzips its error texts too when the client accepts gzip.
-		var zr *gzip.Reader
-		if zr, err = gzip.NewReader(bytes.NewReader(b)); err == nil {
-			b, err = io.ReadAll(io.LimitReader(zr, maxWrappedError+1))
-			truncated = truncated || len(b) > maxWrappedError
-		} else {
-			b = nil
-		}
+		b, err = gunzipped(b, maxWrappedError+1)
+		truncated = truncated || len(b) > maxWrappedError
 	}
 	if len(b) > maxWrappedError {
 		b = b[:maxWrappedError]
@@ -70,6 +65,16 @@ func wrapPlainError(resp *http.Response) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	h.Set("X-Content-Type-Options", "nosniff")
+}
+
+// gunzipped decodes the start of a gzipped error answer, b, into at most limit bytes: what it decoded before an
+// error, with the error (nothing when b is not gzip at all).
+func gunzipped(b []byte, limit int64) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(io.LimitReader(zr, limit))
 }
 
 // stripVMPrefix removes what VictoriaMetrics before v1.80 puts before its error texts: the gateway's own address and

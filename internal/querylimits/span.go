@@ -552,14 +552,14 @@ func CountValues(q string, pq *enforce.Parsed, instant bool, a, b, step, now int
 	if c == nothingCounted {
 		return CountValuesLoad{}, nil
 	}
-	w := walk{now: now, from: math.MaxInt64, to: math.MinInt64, points: true}
+	w := countWalk(now)
 	w.span(&c.root, a, b, step)
 	if r := &c.root; instant && r.kind == kindRollup {
 		// /api/v1/query runs a query that is one rollup on a path of its own (instantReading, as parsed.instantSpan
 		// reads it): `count_values("v", x)[12000i:1h]` is 12,000 points there, not 1,000 at the default step of 5
 		// minutes. The costlier reading counts.
 		if alt, changed := instantReading(r, step); changed {
-			wa := walk{now: now, from: math.MaxInt64, to: math.MinInt64, points: true}
+			wa := countWalk(now)
 			wa.span(&alt, a, b, step)
 			if wa.cvCost > w.cvCost {
 				w = wa
@@ -567,6 +567,11 @@ func CountValues(q string, pq *enforce.Parsed, instant bool, a, b, step, now int
 		}
 	}
 	return CountValuesLoad{Count: w.cvCount, Most: w.cvMost, Points: int64(math.Ceil(math.Sqrt(w.cvCost)))}, nil
+}
+
+// countWalk is a walk for CountValues: an empty span, subqueries walked over the range they are evaluated over.
+func countWalk(now int64) walk {
+	return walk{now: now, from: math.MaxInt64, to: math.MinInt64, points: true}
 }
 
 // staleness is VictoriaMetrics' maxSilenceInterval, by which it starts a subquery earlier.
