@@ -568,7 +568,7 @@ func TestDocsRouteTable(t *testing.T) {
 	}
 	handling := map[route.Args]string{
 		route.NoSelectors: "as is", route.QueryArg: "`query` rewritten", route.MatchArgs: "`match[]` rewritten",
-		route.WriteArgs: "`extra_label` set", route.Unenforceable: "403",
+		route.WriteArgs: "`extra_label` set", route.Unenforceable: "403", route.QueryText: "`query` checked, as is",
 	}
 	tid := tenant.ID{AccountID: 1, ProjectID: 5}
 	documented := map[string]bool{}

@@ -396,6 +396,50 @@ func TestRequestNoSelectors(t *testing.T) {
 	}
 }
 
+// TestRequestQueryText: the query of vmui's expand and prettify buttons is checked like any query for every token,
+// restricted or not, in a cluster or not (VictoriaMetrics v1.151 and vmselect v1.150 exited on the refused shapes
+// below, found by an attacker's review), and is never rewritten: it reads no series.
+func TestRequestQueryText(t *testing.T) {
+	rt := route.Route{API: "prettify_query", Kind: route.Read, Args: route.QueryText}
+	deep := strings.Repeat("(", 1100) + "x" + strings.Repeat(")", 1100)
+	for _, tk := range []struct {
+		name    string
+		e       *Enforcer
+		cluster bool
+	}{{"unrestricted", nil, false}, {"restricted", devOnly(t), false}, {"restricted, cluster", devOnly(t), true}, {"unrestricted, cluster", nil, true}} {
+		for _, tc := range []struct {
+			query, want string // want: the query forwarded; "" when untouched
+			status      int
+		}{
+			{query: `sum(rate(x{job="a"}[5m])) by (job)`},
+			{query: `WITH (f = up) f + f`},
+			{query: `{__name__="sum"} or vector(1)`, want: `{__name__=~"sum"} or vector(1)`},
+			{query: `-{__name__="on"}`, want: `0 - {__name__=~"on"}`},
+			{query: `-(time() @ (time() @ 1))`, status: 400},
+			{query: `limit_offset("a", "b", x)`, status: 400},
+			{query: `sum(quantiles_over_time())`, status: 400},
+			{query: deep, status: 400},
+			{query: `sum(`, status: 400},
+		} {
+			in := Args{URL: v("query", tc.query, "extra_label", "team=ops"), Handover: true}
+			out, changed, err := tk.e.Request(rt, in, tk.cluster)
+			if tc.status != 0 {
+				if statusOf(err) != tc.status {
+					t.Errorf("%s, %.40q: %v; want %d", tk.name, tc.query, err, tc.status)
+				}
+				continue
+			}
+			want := tc.query
+			if tc.want != "" {
+				want = tc.want
+			}
+			if err != nil || changed != (tc.want != "") || out.URL.Get("query") != want || out.URL.Get("extra_label") != "team=ops" {
+				t.Errorf("%s, %q: %v, changed=%v, %v; want query %q and the args as sent", tk.name, tc.query, err, changed, out.URL, want)
+			}
+		}
+	}
+}
+
 // cloneValues copies vs deeply, so that a comparison with it sees a change inside a slice too; nil stays nil.
 func cloneValues(vs url.Values) url.Values {
 	if vs == nil {

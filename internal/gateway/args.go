@@ -166,7 +166,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 // but an unrestricted full one: a query trace shows vmstorage addresses and index internals). The unrestricted full
 // tokens of a single-node gateway get their other requests forwarded as sent.
 func (g *Gateway) seesArgs(a *auth.Access, rt route.Route) bool {
-	if g.cluster || a.Enforcer.Restricted() || rt.Args == route.QueryArg {
+	if g.cluster || a.Enforcer.Restricted() || rt.Args.HasQuery() {
 		return true
 	}
 	return rt.Kind != route.Write && a.Mode != auth.ModeFull

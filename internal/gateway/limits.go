@@ -65,7 +65,7 @@ var selectorArgs = []string{"query", "match[]", "match", "extra_filters[]", "ext
 // them: each is at most -search.maxQueryLen long, together at most -search.maxTotalQueryLen, there are at most
 // -search.maxSelectorArgs of them besides `query`, and `query` is given once: VictoriaMetrics reads only the first.
 func (g *Gateway) checkArgs(rt route.Route, q, form url.Values) error {
-	if rt.Args != route.QueryArg && rt.Args != route.MatchArgs {
+	if !rt.Args.HasQuery() && rt.Args != route.MatchArgs {
 		return nil
 	}
 	l := g.limits
@@ -92,7 +92,7 @@ func (g *Gateway) checkArgs(rt route.Route, q, form url.Values) error {
 				}
 				switch {
 				case k == "query":
-					if rt.Args != route.QueryArg {
+					if !rt.Args.HasQuery() {
 						continue // not read, not parsed
 					}
 					queries++

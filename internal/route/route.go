@@ -48,7 +48,14 @@ const (
 	// Unenforceable: the API cannot be limited to a token's series (graphite, top_queries, ...):
 	// only unrestricted tokens may call it.
 	Unenforceable
+	// QueryText: MetricsQL in the `query` arg that VictoriaMetrics only parses and prints, never runs (vmui's
+	// expand and prettify buttons). It reads no series, so it is not rewritten; but VictoriaMetrics parses it like
+	// any query, and panics and exits on what the gateway refuses in one, so it is checked like one for every token.
+	QueryText
 )
+
+// HasQuery reports whether the API's `query` arg is MetricsQL the gateway parses.
+func (a Args) HasQuery() bool { return a == QueryArg || a == QueryText }
 
 // Route is one classified client request path.
 type Route struct {

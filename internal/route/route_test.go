@@ -56,8 +56,8 @@ var wants = []want{
 	{"promRead", []string{"api/v1/status/top_queries"}, "status_top_queries", Read, Unenforceable, "prometheus/api/v1/status/top_queries"},
 	{"promRead", []string{"api/v1/status/buildinfo"}, "status_buildinfo", Read, NoSelectors, "prometheus/api/v1/status/buildinfo"},
 	{"promRead", []string{"metric-relabel-debug"}, "metric_relabel_debug", Read, Unenforceable, "prometheus/metric-relabel-debug"},
-	{"promRead", []string{"expand-with-exprs"}, "expand_with_exprs", Read, NoSelectors, "prometheus/expand-with-exprs"},
-	{"promRead", []string{"prettify-query"}, "prettify_query", Read, NoSelectors, "prometheus/prettify-query"},
+	{"promRead", []string{"expand-with-exprs"}, "expand_with_exprs", Read, QueryText, "prometheus/expand-with-exprs"},
+	{"promRead", []string{"prettify-query"}, "prettify_query", Read, QueryText, "prometheus/prettify-query"},
 	{"promRead", []string{"api/v1/rules"}, "rules", Read, Unenforceable, "prometheus/api/v1/rules"},
 	{"promRead", []string{"api/v1/alerts"}, "alerts", Read, Unenforceable, "prometheus/api/v1/alerts"},
 

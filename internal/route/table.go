@@ -101,8 +101,8 @@ var promReads = build("prometheus/", []spec{
 	{"status_buildinfo", Read, NoSelectors, []string{"api/v1/status/buildinfo"}},
 	{"metric_relabel_debug", Read, Unenforceable, []string{"metric-relabel-debug"}},
 	// vmui helpers that only rewrite the query text they are given; they never read storage.
-	{"expand_with_exprs", Read, NoSelectors, []string{"expand-with-exprs"}},
-	{"prettify_query", Read, NoSelectors, []string{"prettify-query"}},
+	{"expand_with_exprs", Read, QueryText, []string{"expand-with-exprs"}},
+	{"prettify_query", Read, QueryText, []string{"prettify-query"}},
 	// Placeholders, or vmalert's rules and alerts of every tenant with -vmalert.proxyURL.
 	{"rules", Read, Unenforceable, []string{"api/v1/rules"}},
 	{"alerts", Read, Unenforceable, []string{"api/v1/alerts"}},

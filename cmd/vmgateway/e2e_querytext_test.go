@@ -1,0 +1,94 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// TestQueryTextThatStopsVictoriaMetrics: vmui's expand and prettify buttons send a query that VictoriaMetrics only
+// parses and prints, and v1.151 and vmselect v1.150 panic and exit on the shapes the gateway refuses in a query, or
+// overflow their stack on deep nesting (found by an attacker's review, with a restricted token and with an empty
+// tenant's). Through the gateway they get 400 for every token, in the URL and in a form, the backend stays up, and a
+// query that parses is answered as VictoriaMetrics answers it, not rewritten. 1.79.5 does not serve these paths.
+func TestQueryTextThatStopsVictoriaMetrics(t *testing.T) {
+	type setup struct {
+		g      *gw
+		prefix string            // the path root of the APIs through the gateway
+		health string            // the backend's /health
+		toks   map[string]string // token kind -> token
+	}
+	single := func(t *testing.T) setup {
+		vm := vmtest.StartCurrent(t)
+		priv, pub := keyPair(t, "ec")
+		return setup{g: startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub),
+			health: vm.URL + "/health",
+			toks: map[string]string{
+				"restricted":   mint(t, priv, "-mode=read", "-extraLabels=team=dev"),
+				"unrestricted": mint(t, priv, "-mode=read"),
+			}}
+	}
+	cluster := func(t *testing.T) setup {
+		rc := startRealCluster(t)
+		t3 := tenant.ID{AccountID: 3}
+		return setup{g: rc.g, prefix: "/select/3:0/prometheus", health: rc.c.Select.URL + "/health",
+			toks: map[string]string{
+				"restricted":   clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}}),
+				"unrestricted": clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead}),
+			}}
+	}
+	deep := strings.Repeat("(", 1100) + "x" + strings.Repeat(")", 1100)
+	// The reviewer's 2 MB form of a million parentheses overflowed VictoriaMetrics' stack.
+	huge := strings.Repeat("(", 1_000_000) + "x" + strings.Repeat(")", 1_000_000)
+	for _, v := range []struct {
+		name  string
+		start func(t *testing.T) setup
+	}{{"current", single}, {"cluster", cluster}} {
+		t.Run(v.name, func(t *testing.T) {
+			su := v.start(t)
+			for _, api := range []string{"/expand-with-exprs", "/prettify-query"} {
+				for kind, tok := range su.toks {
+					for _, c := range []struct{ query, msg string }{
+						{`-(time() @ (time() @ 1))`, "the @ modifier's time must be"},
+						{`limit_offset(NaN, 1, x)`, "limit_offset's limit must be a number"},
+						{`sum(quantiles_over_time())`, "quantiles_over_time() is called without the series it rolls up"},
+						{deep, "the query nests more than 1000 levels deep"},
+						{huge, "at most 16384 are accepted (-search.maxQueryLen)"},
+					} {
+						name := kind + " " + api + " " + c.query[:min(len(c.query), 30)]
+						u := su.g.URL + su.prefix + api
+						if len(c.query) < 16<<10 {
+							code, _, body := do(t, http.MethodGet, u+"?query="+url.QueryEscape(c.query), nil, bearer(tok)...)
+							checkClusterError(t, name+" (URL)", code, body, 400, c.msg)
+						}
+						code, _, body := do(t, http.MethodPost, u, strings.NewReader("query="+strings.NewReplacer("%28", "(", "%29", ")").Replace(url.QueryEscape(c.query))),
+							append(bearer(tok), "Content-Type", "application/x-www-form-urlencoded")...)
+						checkClusterError(t, name+" (form)", code, body, 400, c.msg)
+					}
+					// Printed and parsed again by VictoriaMetrics, this one made both exit: the gateway sends the name
+					// inside the braces as a regexp, which prints back as itself.
+					code, _, body := do(t, http.MethodGet, su.g.URL+su.prefix+api+"?format=json&query="+url.QueryEscape(`{__name__="sum"} or vector(1)`), nil, bearer(tok)...)
+					if code != http.StatusOK || !strings.Contains(body, `__name__=~\"sum\"`) {
+						t.Errorf("%s %s, a name that does not print as itself: %d %s", kind, api, code, body)
+					}
+					// A query that parses is answered (format=json: vmui's; expand answers a page without it), and not rewritten for the restricted token: it reads no series.
+					code, _, body = do(t, http.MethodGet, su.g.URL+su.prefix+api+"?format=json&query="+url.QueryEscape(`sum(rate(x{job="a"}[5m]))   by (job)`), nil, bearer(tok)...)
+					var a struct{ Status, Query, Expr string } // prettify answers the query, expand the expr
+					if err := json.Unmarshal([]byte(body), &a); code != http.StatusOK || err != nil || a.Status != "success" ||
+						!strings.Contains(a.Query+a.Expr, `x{job="a"}`) || strings.Contains(body, "team") {
+						t.Errorf("%s %s, a plain query: %d %s", kind, api, code, body)
+					}
+				}
+			}
+			if code, _, body := do(t, http.MethodGet, su.health, nil); code != http.StatusOK {
+				t.Fatalf("the backend after the refused queries: %d %s", code, body)
+			}
+		})
+	}
+}
