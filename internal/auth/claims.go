@@ -421,8 +421,21 @@ func decodePayload(payload []byte) (map[string]any, *Error) {
 	if !ok {
 		return nil, newError(reasonMalformed, "the token payload must be a JSON object, got %s", jsonKind(v))
 	}
+	// The gateway reads its claims by their exact names; a reader that decodes them into a struct (Go's
+	// encoding/json, as vmauth may) matches them without regard to case, and would read VM_ACCESS as vm_access.
+	for k := range all {
+		for _, name := range readClaims {
+			if k != name && strings.EqualFold(k, name) {
+				return nil, newError(reasonMalformed, "the token payload has the claim %s; claim names are case-sensitive, and "+
+					"readers that match %s without regard to case would read it as that claim", quote(k), name)
+			}
+		}
+	}
 	return all, nil
 }
+
+// readClaims are the claims the gateway reads by name.
+var readClaims = []string{"vm_access", "exp", "nbf", "iat", "iss", "aud", "sub"}
 
 // claimsOf reads the registered claims of a decoded payload.
 func claimsOf(all map[string]any) (*claims, *Error) {

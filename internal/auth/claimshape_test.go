@@ -55,6 +55,20 @@ func TestClaimShapesRefused(t *testing.T) {
 			reasonDuplicateKey, `the token header has the key "alg" twice (in the top-level object)`},
 		{"kid twice in the header", rawToken(`{"alg":"HS256","kid":"a","kid":"b"}`, payload(`{}`), []byte("sig")),
 			reasonDuplicateKey, `the token header has the key "kid" twice`},
+		// Go's struct decoding matches names without regard to case, other readers exactly (an attacker's review):
+		// such a key would be read as the claim by one and not by the other.
+		{"ALG beside alg in the header", rawToken(`{"alg":"HS256","ALG":"RS256"}`, payload(`{}`), []byte("sig")),
+			reasonMalformed, `the token header has the key "ALG"; its names are case-sensitive`},
+		{"Kid alone in the header", rawToken(`{"alg":"HS256","Kid":"a"}`, payload(`{}`), []byte("sig")),
+			reasonMalformed, `the token header has the key "Kid"`},
+		{"kid with the Kelvin sign", rawToken(`{"alg":"HS256","\u212aid":"a"}`, payload(`{}`), []byte("sig")),
+			reasonMalformed, "the token header has the key \"\u212aid\""},
+		{"VM_ACCESS beside vm_access", hsRaw(t, fmt.Sprintf(`{"exp":%d,"vm_access":{"extra_labels":{"team":"dev"},"mode":1},"VM_ACCESS":{"mode":0}}`, exp)),
+			reasonMalformed, `the token payload has the claim "VM_ACCESS"; claim names are case-sensitive`},
+		{"Vm_Access alone", hsRaw(t, fmt.Sprintf(`{"exp":%d,"Vm_Access":{"mode":0}}`, exp)),
+			reasonMalformed, `would read it as that claim`},
+		{"EXP beside exp", hsRaw(t, fmt.Sprintf(`{"exp":%d,"EXP":1,"vm_access":{}}`, exp)),
+			reasonMalformed, `the claim "EXP"`},
 
 		// null reads as absent, and absent lifts a restriction.
 		{"extra_labels null", hsRaw(t, payload(`{"extra_labels":null,"mode":1}`)), reasonNullInVMAccess, "vm_access.extra_labels is null"},

@@ -77,6 +77,24 @@ func checkKeys(b []byte) error {
 	return s.value(0)
 }
 
+// caseVariant returns a key of the top-level object of b, which must be valid JSON, that equals one of names
+// without regard to case (Unicode simple folding, as encoding/json matches struct fields) but is not spelled as it;
+// "" when there is none.
+func caseVariant(b []byte, names ...string) string {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(b, &top) != nil {
+		return ""
+	}
+	for k := range top {
+		for _, name := range names {
+			if k != name && strings.EqualFold(k, name) {
+				return k
+			}
+		}
+	}
+	return ""
+}
+
 // smallObject is the number of keys up to which an object's keys are compared one by one; larger objects use a map,
 // so that the work stays linear in the size of the token.
 const smallObject = 16

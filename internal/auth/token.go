@@ -82,6 +82,12 @@ func splitToken(token string) (*jws, *Error) {
 		}
 		return nil, newError(reasonMalformed, "the token header: %s", err)
 	}
+	// Unmarshal also matches the names without regard to case, where most libraries read them exactly: in
+	// {"alg":"HS256","ALG":"RS256"} the gateway would read RS256 and another reader HS256.
+	if k := caseVariant(header, "alg", "kid", "crit"); k != "" {
+		return nil, newError(reasonMalformed, "the token header has the key %s; its names are case-sensitive (alg, kid, crit), "+
+			"so readers would disagree on it", quote(k))
+	}
 	if hdr.Crit != nil {
 		// RFC 7515 section 4.1.11: a token whose critical extensions are not understood must be rejected.
 		return nil, newError(reasonMalformed, "the token header has crit %s; no critical header extensions are supported", truncate(string(hdr.Crit)))
