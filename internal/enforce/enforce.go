@@ -8,9 +8,9 @@
 package enforce
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"strings"
 
@@ -37,7 +37,7 @@ type Enforcer struct {
 	// matchArgs are the match[] values added to listing APIs called without any match[].
 	matchArgs []string
 	// fingerprint identifies the restriction; see Fingerprint.
-	fingerprint uint64
+	fingerprint Fingerprint
 }
 
 // New validates labels and filters and parses the filters once. Label names follow the Prometheus syntax;
@@ -90,17 +90,22 @@ func New(labels []Label, filters []string) (*Enforcer, error) {
 }
 
 // Fingerprint identifies the series an enforcer restricts to: enforcers of the same labels and filter branches
-// have the same one, whatever their order; an unrestricted (nil) enforcer has 0 and a restricted one never has.
-// The gateway keys its concurrency pools by it, so that teams of one tenant never share a pool.
-func (e *Enforcer) Fingerprint() uint64 {
+// have the same one, whatever their order; an unrestricted (nil) enforcer has the zero one and a restricted one never
+// has. The gateway keys its concurrency pools and budgets by it, so that teams of one tenant never share one. It is
+// a hash no one can collide: a team whose filters come from claims it controls (a policy template) must not be able
+// to choose filters that share another team's pools.
+func (e *Enforcer) Fingerprint() Fingerprint {
 	if e == nil {
-		return 0
+		return Fingerprint{}
 	}
 	return e.fingerprint
 }
 
-func fingerprint(labels, filters []string) uint64 {
-	h := fnv.New64a()
+// Fingerprint is 128 bits of SHA-256 over the sorted labels and filter branches.
+type Fingerprint [16]byte
+
+func fingerprint(labels, filters []string) Fingerprint {
+	h := sha256.New()
 	for i, part := range [][]string{labels, filters} {
 		sorted := slices.Sorted(slices.Values(part))
 		for _, s := range sorted {
@@ -109,7 +114,10 @@ func fingerprint(labels, filters []string) uint64 {
 		}
 		_, _ = h.Write([]byte{byte(i + 1)})
 	}
-	return max(h.Sum64(), 1)
+	var fp Fingerprint
+	copy(fp[:], h.Sum(nil))
+	fp[0] |= 1 // never the zero one
+	return fp
 }
 
 // Restricted reports whether the enforcer limits anything.

@@ -439,3 +439,39 @@ func TestQueryTooManySelectors(t *testing.T) {
 		t.Fatalf("16384 selectors: %v; want a 400 error about the selector count", err)
 	}
 }
+
+// TestFingerprint: the same restriction in any order has one fingerprint, another has another, and the
+// unrestricted one is the zero value, which no restriction has.
+func TestFingerprint(t *testing.T) {
+	mk := func(labels []Label, filters ...string) Fingerprint {
+		e, err := New(labels, filters)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Fingerprint()
+	}
+	a := mk([]Label{{"team", "dev"}, {"env", "prod"}}, `{a="1"}`, `{b="2"}`)
+	if b := mk([]Label{{"env", "prod"}, {"team", "dev"}}, `{b="2"}`, `{a="1"}`); a != b {
+		t.Errorf("the same restriction in another order: %x, %x", a, b)
+	}
+	seen := map[Fingerprint]string{a: "a"}
+	for name, fp := range map[string]Fingerprint{
+		"one label less":       mk([]Label{{"team", "dev"}}, `{a="1"}`, `{b="2"}`),
+		"another value":        mk([]Label{{"team", "ops"}, {"env", "prod"}}, `{a="1"}`, `{b="2"}`),
+		"a filter less":        mk([]Label{{"team", "dev"}, {"env", "prod"}}, `{a="1"}`),
+		"the label as filter":  mk(nil, `{team="dev"}`),
+		"the filter as label":  mk([]Label{{"team", "dev"}}),
+		"a value across items": mk([]Label{{"team", "dev\x00env=prod"}}),
+	} {
+		if fp == (Fingerprint{}) {
+			t.Errorf("%s: the zero fingerprint", name)
+		}
+		if other, ok := seen[fp]; ok {
+			t.Errorf("%s: the fingerprint of %s", name, other)
+		}
+		seen[fp] = name
+	}
+	if (*Enforcer)(nil).Fingerprint() != (Fingerprint{}) {
+		t.Error("the unrestricted fingerprint is not the zero value")
+	}
+}

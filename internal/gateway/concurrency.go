@@ -36,7 +36,7 @@ type concurrency struct {
 // unit is an isolation unit: a tenant, and the fingerprint of the token's restrictions (0: unrestricted).
 type unit struct {
 	tenant      tenant.ID
-	restriction uint64
+	restriction enforce.Fingerprint
 }
 
 // unitOf is the isolation unit of a token of tenant t narrowed by e.

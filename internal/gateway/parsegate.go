@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/binary"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/enforce"
@@ -66,7 +67,8 @@ func (g *parseGate) Enter() error {
 // whose request finds its query cached passes without a parse slot, and that must tell it nothing of what other
 // units asked. Never 0, which a request without a unit has.
 func (u unit) partition() uint64 {
-	h := u.restriction ^ (uint64(u.tenant.AccountID)<<32|uint64(u.tenant.ProjectID))*0x9E3779B97F4A7C15
+	// 64 bits of the restriction's SHA-256: another unit's partition cannot be chosen either.
+	h := binary.LittleEndian.Uint64(u.restriction[:8]) ^ (uint64(u.tenant.AccountID)<<32|uint64(u.tenant.ProjectID))*0x9E3779B97F4A7C15
 	return h | 1<<63
 }
 
