@@ -79,6 +79,13 @@ func TestStartSummaryWithAuth(t *testing.T) {
 	if strings.Contains(g.logs.String(), "auth is OFF") {
 		t.Error("the auth-off warning with -enable.auth")
 	}
+	// Open to every team, /metrics tells one team of the others' activity.
+	g.logLine(t, "level=WARN", "/metrics is open to anyone who reaches the gateway", "-metricsAuthKey")
+	keyed := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub, "-metricsAuthKey=k")
+	keyed.logLine(t, `msg="start summary: auth is on"`)
+	if strings.Contains(keyed.logs.String(), "/metrics is open") {
+		t.Error("the open /metrics warning with -metricsAuthKey")
+	}
 	if v := metricValue(t, g, "vmgateway_auth_enabled"); v != 1 {
 		t.Errorf("vmgateway_auth_enabled = %v with -enable.auth, want 1", v)
 	}

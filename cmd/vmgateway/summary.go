@@ -55,6 +55,13 @@ func (a *app) logSummary() {
 			}
 			slog.Info("start summary: key source", attrs...)
 		}
+		if metricsAuthKey.Get() == "" && *httpAuthUsername == "" {
+			// Its totals span every team: a team that reads them around its own requests learns when the others read
+			// and write, and how many series each of their queries selected (an attacker's review).
+			slog.Warn("start summary: /metrics is open to anyone who reaches the gateway (no -metricsAuthKey, no -httpAuth.*): " +
+				"its totals tell one team when the others read and write and how many series their queries select; set " +
+				"-metricsAuthKey (and authKey in the scrape config) unless the listener is reachable by the operator only")
+		}
 	}
 	if a.gate == nil {
 		slog.Info("start summary: rate limiting is off")
