@@ -212,7 +212,9 @@ func run() error {
 		}
 		err = res.realWorkRounds(ctx, rts, cred.token)
 		if err == nil && *profile {
-			if perr := profileGateway(ctx, rts[1], "dashboard", bin, cred, res); perr != nil {
+			// By name: -realwork.direct puts more direct targets before it.
+			gi := slices.IndexFunc(rts, func(t *target) bool { return t.name == "vmgateway" })
+			if perr := profileGateway(ctx, rts[gi], "dashboard", bin, cred, res); perr != nil {
 				fmt.Fprintf(os.Stderr, "bench: profile: %s\n", perr)
 			}
 		}
