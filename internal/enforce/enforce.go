@@ -9,6 +9,7 @@ package enforce
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -105,14 +106,17 @@ func (e *Enforcer) Fingerprint() Fingerprint {
 type Fingerprint [16]byte
 
 func fingerprint(labels, filters []string) Fingerprint {
+	// Each part and each string is written after its length, so no two lists write the same bytes: a label value
+	// may hold any byte, a separator too.
 	h := sha256.New()
-	for i, part := range [][]string{labels, filters} {
+	var n [8]byte
+	for _, part := range [][]string{labels, filters} {
 		sorted := slices.Sorted(slices.Values(part))
+		_, _ = h.Write(binary.LittleEndian.AppendUint64(n[:0], uint64(len(sorted))))
 		for _, s := range sorted {
+			_, _ = h.Write(binary.LittleEndian.AppendUint64(n[:0], uint64(len(s))))
 			_, _ = h.Write([]byte(s))
-			_, _ = h.Write([]byte{0})
 		}
-		_, _ = h.Write([]byte{byte(i + 1)})
 	}
 	var fp Fingerprint
 	copy(fp[:], h.Sum(nil))

@@ -461,7 +461,8 @@ func TestFingerprint(t *testing.T) {
 		"a filter less":        mk([]Label{{"team", "dev"}, {"env", "prod"}}, `{a="1"}`),
 		"the label as filter":  mk(nil, `{team="dev"}`),
 		"the filter as label":  mk([]Label{{"team", "dev"}}),
-		"a value across items": mk([]Label{{"team", "dev\x00env=prod"}}),
+		"a value across items": mk([]Label{{"env", "prod\x00team=dev"}}), // the separator of two items once (a review)
+		"labels across parts":  mk([]Label{{"env", "prod"}}, `{team="dev"}`),
 	} {
 		if fp == (Fingerprint{}) {
 			t.Errorf("%s: the zero fingerprint", name)
