@@ -454,7 +454,7 @@ func TestFingerprint(t *testing.T) {
 	if b := mk([]Label{{"env", "prod"}, {"team", "dev"}}, `{b="2"}`, `{a="1"}`); a != b {
 		t.Errorf("the same restriction in another order: %x, %x", a, b)
 	}
-	seen := map[Fingerprint]string{a: "a"}
+	seen := map[Fingerprint]string{a: "a", mk([]Label{{"team", "dev"}, {"env", "prod"}}): "the labels alone"}
 	for name, fp := range map[string]Fingerprint{
 		"one label less":       mk([]Label{{"team", "dev"}}, `{a="1"}`, `{b="2"}`),
 		"another value":        mk([]Label{{"team", "ops"}, {"env", "prod"}}, `{a="1"}`, `{b="2"}`),
