@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -16,7 +17,8 @@ import (
 // parses and prints, and v1.151 and vmselect v1.150 panic and exit on the shapes the gateway refuses in a query, or
 // overflow their stack on deep nesting (found by an attacker's review, with a restricted token and with an empty
 // tenant's). Through the gateway they get 400 for every token, in the URL and in a form, the backend stays up, and a
-// query that parses is answered as VictoriaMetrics answers it, not rewritten. 1.79.5 does not serve these paths.
+// query that parses is answered as VictoriaMetrics answers it, not rewritten. 1.79.5 does not serve these paths. The
+// extra_filters args that VictoriaMetrics parses on every read API get the same checks, on the Graphite tag APIs too.
 func TestQueryTextThatStopsVictoriaMetrics(t *testing.T) {
 	type setup struct {
 		g      *gw
@@ -85,6 +87,28 @@ func TestQueryTextThatStopsVictoriaMetrics(t *testing.T) {
 						t.Errorf("%s %s, a plain query: %d %s", kind, api, code, body)
 					}
 				}
+			}
+			// VictoriaMetrics parses extra_filters on every read API: on the Graphite tag APIs, which unrestricted
+			// tokens may call, the same million parentheses stopped both, and a WITH bomb of 200 bytes took
+			// v1.151 seconds of CPU (a review).
+			var wb strings.Builder
+			wb.WriteString(`with (t0 = {a="b"}`)
+			for i := 1; i <= 24; i++ {
+				fmt.Fprintf(&wb, ", t%d = t%d + t%d", i, i-1, i-1)
+			}
+			wb.WriteString(") t24")
+			graphite := strings.TrimSuffix(su.prefix, "/prometheus") + "/graphite/tags/autoComplete/tags"
+			for _, c := range []struct{ body, msg string }{
+				{"extra_filters[]=" + huge, "at most 16384 are accepted (-search.maxQueryLen)"},
+				{"extra_filters[]=" + url.QueryEscape(wb.String()), "cannot parse extra_filters[]"},
+				{"extra_filters=" + url.QueryEscape(`{a="b"}`) + "&extra_filters[]=" + deep, "the query nests more than 1000 levels deep"},
+			} {
+				code, _, body := do(t, http.MethodPost, su.g.URL+graphite, strings.NewReader(c.body),
+					append(bearer(su.toks["unrestricted"]), "Content-Type", "application/x-www-form-urlencoded")...)
+				checkClusterError(t, "graphite tags "+c.body[:min(len(c.body), 40)], code, body, 400, c.msg)
+			}
+			if code, _, body := do(t, http.MethodGet, su.g.URL+graphite+"?extra_filters[]="+url.QueryEscape(`{a="b"}`), nil, bearer(su.toks["unrestricted"])...); code != http.StatusOK {
+				t.Errorf("graphite tags with a plain extra_filters: %d %s", code, body)
 			}
 			if code, _, body := do(t, http.MethodGet, su.health, nil); code != http.StatusOK {
 				t.Fatalf("the backend after the refused queries: %d %s", code, body)

@@ -46,12 +46,19 @@ type Args struct {
 // body streams through unread). With cluster set, selectors on the tenant labels are refused for every token. The
 // error, if any, carries the HTTP status for the client (400 or 403).
 func (e *Enforcer) Request(rt route.Route, in Args, cluster bool) (Args, bool, error) {
+	restricted := e.Restricted()
+	if rt.Kind != route.Write && (!restricted || rt.Args == route.NoSelectors || rt.Args == route.QueryText) {
+		// What VictoriaMetrics parses as MetricsQL and the rewrite below does not read is checked as it is, for every
+		// token: a selector nested a million deep stops it (a stack overflow), and a WITH bomb burns its CPU.
+		if err := checkSelectors(in, rt, cluster && rt.Args != route.QueryText); err != nil {
+			return in, false, err
+		}
+	}
 	if rt.Args == route.QueryText {
 		// Checked as an unrestricted token's query is, whatever the token: it reads no series, so nothing is
 		// rewritten, and the tenant labels name nothing here.
 		return (*Enforcer)(nil).checkQueries(in)
 	}
-	restricted := e.Restricted()
 	if !restricted && !cluster {
 		if rt.Args == route.QueryArg {
 			return e.checkQueries(in)
@@ -74,6 +81,27 @@ func (e *Enforcer) Request(rt route.Route, in Args, cluster bool) (Args, bool, e
 		return out, err == nil, err
 	}
 	return in, false, newError(http.StatusForbidden, "the %s API has unknown selector args %d: refused", rt.API, rt.Args)
+}
+
+// checkSelectors checks, without changing them, the selector args of a read that VictoriaMetrics parses and the
+// enforcer would not otherwise read: extra_filters on every read API, and match[] on those that take it; in a
+// cluster, a selector on the tenant labels is refused. Restricted tokens' match[] args are rewritten (and so
+// checked) and their extra_filters dropped by read, but on an API without selectors they are only checked here.
+func checkSelectors(in Args, rt route.Route, cluster bool) error {
+	var none *Enforcer
+	for _, vs := range []url.Values{in.URL, in.Form} {
+		for _, k := range []string{argExtraFiltersArr, argExtraFilters, argMatch, argMatchLegacy} {
+			if (k == argMatch || k == argMatchLegacy) && rt.Args != route.MatchArgs {
+				continue // not read there
+			}
+			for _, v := range vs[k] {
+				if _, err := none.selector(k, v, cluster, in.Parsed); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // checkQueries reads the queries of an unrestricted token on a single-node VictoriaMetrics, which is shared by every

@@ -440,6 +440,47 @@ func TestRequestQueryText(t *testing.T) {
 	}
 }
 
+// TestRequestSelectorsEverywhere: VictoriaMetrics parses extra_filters on every read API and match[] where it reads
+// it; what the rewrite does not read is checked as it is for every token (a million nested parentheses in
+// extra_filters[] on the Graphite tag APIs stopped v1.151 and vmselect v1.150: a review), and forwarded unchanged.
+func TestRequestSelectorsEverywhere(t *testing.T) {
+	deep := strings.Repeat("(", 1100) + "x" + strings.Repeat(")", 1100)
+	graphite := route.Route{API: "graphite_tags_autocomplete_tags", Kind: route.Read, Args: route.Unenforceable}
+	series := route.Route{API: "series", Kind: route.Read, Args: route.MatchArgs}
+	vmui := route.Route{API: "vmui", Kind: route.Read, Args: route.NoSelectors}
+	for _, tc := range []struct {
+		name    string
+		e       *Enforcer
+		cluster bool
+		rt      route.Route
+		in      url.Values
+		status  int // 0: forwarded as sent
+	}{
+		{"graphite, fine", nil, false, graphite, v("extra_filters[]", `{env="x"}`), 0},
+		{"graphite, deep", nil, false, graphite, v("extra_filters[]", deep), 400},
+		{"graphite, deep, cluster", nil, true, graphite, v("extra_filters[]", deep), 400},
+		{"graphite, the tenant label, cluster", nil, true, graphite, v("extra_filters", `{vm_account_id="2"}`), 403},
+		{"graphite, no selector", nil, false, graphite, v("extra_filters", `sum(x)`), 400},
+		{"series, deep match[]", nil, false, series, v("match[]", deep), 400},
+		{"series, deep legacy match", nil, false, series, v("match", deep), 400},
+		{"series, deep extra_filters", nil, false, series, v("match[]", "up", "extra_filters[]", deep), 400},
+		{"series, fine", nil, false, series, v("match[]", "up", "extra_filters[]", `{a="b"}`), 0},
+		{"vmui, deep, restricted", devOnly(t), false, vmui, v("extra_filters[]", deep), 400},
+		{"vmui, match[] not read there", nil, false, vmui, v("match[]", deep), 0},
+	} {
+		out, changed, err := tc.e.Request(tc.rt, Args{URL: tc.in}, tc.cluster)
+		if tc.status != 0 {
+			if statusOf(err) != tc.status {
+				t.Errorf("%s: %v; want %d", tc.name, err, tc.status)
+			}
+			continue
+		}
+		if err != nil || changed || !reflect.DeepEqual(out.URL, tc.in) {
+			t.Errorf("%s: %v, changed=%v, %v; want it as sent", tc.name, err, changed, out.URL)
+		}
+	}
+}
+
 // cloneValues copies vs deeply, so that a comparison with it sees a change inside a slice too; nil stays nil.
 func cloneValues(vs url.Values) url.Values {
 	if vs == nil {

@@ -160,16 +160,12 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	return nil
 }
 
-// seesArgs reports whether the gateway must read every arg of a request, and refuse one it cannot read: when the
-// enforcer rewrites them (a restricted token) or checks them for the tenant labels (cluster mode), when they hold a
-// query (every query is checked for what would stop VictoriaMetrics), and when a trace must be removed (every token
-// but an unrestricted full one: a query trace shows vmstorage addresses and index internals). The unrestricted full
-// tokens of a single-node gateway get their other requests forwarded as sent.
+// seesArgs reports whether the gateway must read every arg of a request, and refuse one it cannot read: every read
+// (VictoriaMetrics parses its query, match[] and extra_filters as MetricsQL, and the gateway checks them for what
+// would stop it, for every token; a trace is removed for most tokens), and a write whose URL the enforcer rewrites
+// (a restricted token) or checks for the tenant labels (cluster mode). Other writes are forwarded as sent.
 func (g *Gateway) seesArgs(a *auth.Access, rt route.Route) bool {
-	if g.cluster || a.Enforcer.Restricted() || rt.Args.HasQuery() {
-		return true
-	}
-	return rt.Kind != route.Write && a.Mode != auth.ModeFull
+	return rt.Kind != route.Write || g.cluster || a.Enforcer.Restricted()
 }
 
 // removeTrace drops the trace arg, which VictoriaMetrics reads from the URL and the form on every read API, for

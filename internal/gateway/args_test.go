@@ -92,9 +92,17 @@ func TestReadArgsRefused(t *testing.T) {
 }
 
 // TestReadArgsUnrestrictedSingleNode: a full unrestricted token of a single-node gateway gets its args forwarded as
-// sent, even those the gateway cannot parse, but for its queries: each is read, and one that would stop
-// VictoriaMetrics is refused. The limits that bound VictoriaMetrics' work still apply.
+// sent, but each query and selector VictoriaMetrics parses is read, and one that would stop it is refused; so are
+// args the gateway cannot read as VictoriaMetrics would. The limits that bound VictoriaMetrics' work still apply.
 func TestReadArgsUnrestrictedSingleNode(t *testing.T) {
+	// 200 bytes that VictoriaMetrics expands to 2^25 selectors, in an extra_filters arg it parses everywhere.
+	var wb strings.Builder
+	wb.WriteString(`with (t0 = {a="b"}`)
+	for i := 1; i <= 25; i++ {
+		fmt.Fprintf(&wb, ", t%d = t%d + t%d", i, i-1, i-1)
+	}
+	wb.WriteString(") t25")
+	withBomb := wb.String()
 	rec := vmtest.NewRecorder(t)
 	gw := serveGateway(t, rec.URL, tlsclient.Options{}, func(c *Config) {
 		c.Auth = headerAuth{}
@@ -103,8 +111,8 @@ func TestReadArgsUnrestrictedSingleNode(t *testing.T) {
 	// Well-formed, but neither sorted nor escaped as url.Values would: forwarded byte for byte.
 	raw := "match[]=up%7Bteam%3D%22ops%22%7D&extra_label=team=ops&trace=1"
 	for _, tc := range []struct{ path, ctype, body string }{
-		{"/api/v1/series?" + raw, formType, "step=%zz"},
-		{"/api/v1/series?" + raw, "multipart/form-data; boundary=x", "--x--\r\n"},
+		{"/api/v1/series?" + raw, formType, "step=1"},
+		{"/api/v1/labels?extra_filters[]=" + url.QueryEscape(`{env="x"}`) + "&extra_label=team=ops", "", ""},
 		{"/api/v1/query?query=up%7Bteam%3D%22ops%22%7D&extra_label=team=ops&trace=1", formType, "step=1&nocache=1"},
 	} {
 		if code, _, body := post(t, gw.URL, tc.path, tc.ctype, tc.body, ""); code != 200 {
@@ -125,6 +133,18 @@ func TestReadArgsUnrestrictedSingleNode(t *testing.T) {
 		{"a rollup without its series in the form", "/api/v1/query_range", formType, "query=sum(quantiles_over_time())", 400, "without the series it rolls up"},
 		{"a query that does not parse", "/api/v1/query?query=sum(", "", "", 400, "cannot parse query"},
 		{"a form that does not parse", "/api/v1/query?query=up", formType, "step=%zz", 400, "cannot parse the form body"},
+		{"a form that does not parse, on series", "/api/v1/series?match[]=up", formType, "step=%zz", 400, "cannot parse the form body"},
+		{"a multipart form, on series", "/api/v1/series", "multipart/form-data; boundary=x", "--x--\r\n", 415, "must be application/x-www-form-urlencoded"},
+		// VictoriaMetrics parses extra_filters on every read API, and match[] where it is read: a selector nested a
+		// million deep overflowed the stack of v1.151 and vmselect v1.150 on the Graphite tag APIs (a review).
+		{"extra_filters nested deep, on Graphite", "/tags/autoComplete/tags", formType,
+			"extra_filters[]=" + strings.Repeat("(", 450) + "x%2B" + strings.Repeat("(", 45) + "x" + strings.Repeat(")", 495), 400, "must be a series selector"},
+		{"extra_filters too long, on Graphite", "/render?target=a", formType, "extra_filters[]=" + strings.Repeat("(", 1500), 400, "-search.maxQueryLen"},
+		{"extra_filters that does not parse, on buildinfo", "/api/v1/status/buildinfo?extra_filters=" + url.QueryEscape("{a="), "", "", 400, "cannot parse extra_filters"},
+		{"extra_filters that is no selector", "/api/v1/labels?extra_filters[]=" + url.QueryEscape("sum(x)"), "", "", 400, "must be a series selector"},
+		{"match[] that is no selector, on series", "/api/v1/series", formType, "match[]=" + url.QueryEscape("rate(x[5m])"), 400, "must be a series selector"},
+		{"match that does not parse, on export", "/api/v1/export?match=" + url.QueryEscape(`{a="`), "", "", 400, "cannot parse match"},
+		{"a WITH bomb in extra_filters, on vmui", "/vmui/?extra_filters[]=" + url.QueryEscape(withBomb), "", "", 400, "WITH"},
 		{"a multipart form, which VictoriaMetrics reads a query from", "/api/v1/query", "multipart/form-data; boundary=x",
 			"--x\r\nContent-Disposition: form-data; name=\"query\"\r\n\r\nrate()\r\n--x--\r\n", 415, "must be application/x-www-form-urlencoded"},
 	} {

@@ -65,9 +65,6 @@ var selectorArgs = []string{"query", "match[]", "match", "extra_filters[]", "ext
 // them: each is at most -search.maxQueryLen long, together at most -search.maxTotalQueryLen, there are at most
 // -search.maxSelectorArgs of them besides `query`, and `query` is given once: VictoriaMetrics reads only the first.
 func (g *Gateway) checkArgs(rt route.Route, q, form url.Values) error {
-	if !rt.Args.HasQuery() && rt.Args != route.MatchArgs {
-		return nil
-	}
 	l := g.limits
 	if rt.Args == route.QueryArg {
 		if err := checkStep(q, form); err != nil {
