@@ -55,6 +55,9 @@ func (e *Enforcer) queryUncached(q string, cluster bool, p *Parsed) (string, err
 		}
 	}
 	if !e.Restricted() {
+		if err := checkPushdown(expr); err != nil {
+			return "", queryError(http.StatusBadRequest, "query "+httperr.Elided+" refused: "+err.Error(), "query %q refused: %s", q, err)
+		}
 		// An unrestricted token's query goes out as sent, unless a metric name in it would not print back as itself:
 		// VictoriaMetrics v1.79 copies a query by printing and parsing it, and panics, and exits, when that fails
 		// (-{__name__="on"}, -{__name__=""}: found by an attacker's review).
@@ -66,10 +69,15 @@ func (e *Enforcer) queryUncached(q string, cluster bool, p *Parsed) (string, err
 	if err := e.rewrite(expr); err != nil {
 		return "", err
 	}
-	out := liftOr(expr).AppendString(make([]byte, 0, len(q)+64))
+	lifted := liftOr(expr)
+	out := lifted.AppendString(make([]byte, 0, len(q)+64))
 	if len(out) > maxLiftedLen && len(out) > len(q) {
 		// VictoriaMetrics would refuse the lifted query as too long where it reads the shorter braces.
-		out = expr.AppendString(out[:0])
+		out, lifted = expr.AppendString(out[:0]), expr
+	}
+	// What goes out is weighed: the token's labels add a filter to every selector, and the lift copies the query.
+	if err := checkPushdown(lifted); err != nil {
+		return "", queryError(http.StatusBadRequest, "query "+httperr.Elided+" refused: "+err.Error(), "query %q refused: %s", q, err)
 	}
 	return string(out), nil
 }

@@ -476,3 +476,46 @@ func TestFingerprint(t *testing.T) {
 		t.Error("the unrestricted fingerprint is not the zero value")
 	}
 }
+
+// TestQueryPushdownWork: VictoriaMetrics' optimizer copies the filters common to both sides of each binary operator
+// into the selectors below it, cubic in a chain; a query whose copying would burn its CPU for seconds is refused for
+// every token, and queries of dashboards' size pass.
+func TestQueryPushdownWork(t *testing.T) {
+	chain := func(n, filters int) string {
+		parts := make([]string, n)
+		for i := range parts {
+			fs := make([]string, filters)
+			for j := range fs {
+				fs[j] = fmt.Sprintf(`a%d_%d=""`, i, j)
+			}
+			parts[i] = "x{" + strings.Join(fs, ",") + "}"
+		}
+		return strings.Join(parts, " * ")
+	}
+	for _, tc := range []struct {
+		name, query string
+		refused     bool
+	}{
+		{"a chain of 300 (5 s in v1.151)", chain(300, 1), true},
+		{"a chain of 120", chain(120, 1), true},
+		{"a chain of 60", chain(60, 1), false},
+		{"a chain of 30 of 15 filters", chain(30, 15), false},
+		{"a chain of 40 of 15 filters", chain(40, 15), true},
+		{"a WITH template of a long chain", "with (c = " + chain(150, 1) + ") c", true},
+		{"a ratio", `sum(rate(http_requests_total{job="a",code=~"5.."}[5m])) by (job) / sum(rate(http_requests_total{job="a"}[5m])) by (job) * 100`, false},
+		{"many aggregated terms", strings.Repeat(`sum(rate(x{job="a",instance="b"}[5m])) + `, 40) + "1", false},
+		{"a chain of 200 of one filter", strings.Repeat(`x{job="a"} * `, 199) + `x{job="a"}`, false},
+		{"1024 selectors of one filter from WITH", doublingWith(10), false},
+	} {
+		for _, e := range []*Enforcer{nil, devOnly(t)} {
+			_, err := e.Query(tc.query)
+			if tc.refused {
+				if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "optimizer would copy label filters") {
+					t.Errorf("%s (restricted=%v): %v; want a 400 naming the optimizer", tc.name, e.Restricted(), err)
+				}
+			} else if err != nil {
+				t.Errorf("%s (restricted=%v): %v", tc.name, e.Restricted(), err)
+			}
+		}
+	}
+}
