@@ -25,6 +25,9 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 	if i < 0 {
 		return nil
 	}
+	if rt.Kind == route.Write && a != nil {
+		g.writers.seen(a)
+	}
 	id := tenantOf(a)
 	st := g.snap.Load().state(id)
 	if r := st.rejection[i]; r != nil {

@@ -81,6 +81,7 @@ type Gate struct {
 	checkInterval time.Duration
 	rules         rules
 	filters       string // rendered -ratelimit.extraLabels
+	writers       *writerLabels
 	metrics       *gateMetrics
 	headers       Headers
 	dryRun        bool
@@ -150,6 +151,7 @@ func New(cfg Config) (*Gate, error) {
 		checkInterval: cfg.ConfigCheckInterval,
 		rules:         rules{refreshInterval: cfg.RefreshInterval, maxUsageAge: cfg.MaxUsageAge, failClosed: cfg.FailClosed},
 		filters:       filters,
+		writers:       newWriterLabels(filters),
 		lastConfig:    data,
 		inForce:       data,
 		headers:       cfg.Headers,

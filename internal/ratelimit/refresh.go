@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
@@ -30,8 +31,12 @@ func (g *Gate) refresh(ctx context.Context) error {
 	start := time.Now()
 	lim := g.snap.Load().limits
 	usage := map[usageKey]float64{}
+	filters := g.filters
+	if w := g.writers.filters(); w != "" {
+		filters = strings.TrimPrefix(filters+","+w, ",")
+	}
 	for _, m := range metersOf(lim.All()) {
-		samples, err := g.ds.Query(ctx, usageQuery(m, g.filters), start)
+		samples, err := g.ds.Query(ctx, usageQuery(m, filters), start)
 		if err != nil {
 			return err
 		}

@@ -11,7 +11,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/datasource"
+	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
 
@@ -132,5 +134,62 @@ limits:
 		if !strings.Contains(buf.String(), name) {
 			t.Errorf("metrics lack %q:\n%s", name, buf.String())
 		}
+	}
+}
+
+// TestRefreshLeavesOutWritersSeries: the usage queries leave out the series that carry a label name a write token was
+// admitted with, from the next refresh on: a team that writes vm_tenant_* series into the datasource's store (an
+// attacker's review set every team's usage of the hour with one sample) carries its label there. The tenant labels
+// and the names -ratelimit.extraLabels selects on are never left out, and reads add nothing.
+func TestRefreshLeavesOutWritersSeries(t *testing.T) {
+	f := &fakeDatasource{answers: map[string]string{}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	g := newTestGate(t, "limits:\n  - {type: rows_inserted, value: 100}\n",
+		Config{ExtraLabels: []string{`job="vmcluster"`}, Datasource: datasource.Config{URL: srv.URL}})
+	restricted := func(labels ...string) *auth.Access {
+		var ls []enforce.Label
+		for i := 0; i < len(labels); i += 2 {
+			ls = append(ls, enforce.Label{Name: labels[i], Value: labels[i+1]})
+		}
+		e, err := enforce.New(ls, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &auth.Access{Mode: auth.ModeFull, Enforcer: e}
+	}
+	query := func() string {
+		t.Helper()
+		f.mu.Lock()
+		f.queries = nil
+		f.mu.Unlock()
+		if err := g.refresh(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return strings.Join(f.queries, "\n")
+	}
+	if q := query(); q != `sum(increase(vm_tenant_inserted_rows_total{job="vmcluster"}[1m])) by (accountID, projectID)` {
+		t.Errorf("before any write: %s", q)
+	}
+	_ = g.Admit(restricted("team", "dev"), rt(route.Read), nil)
+	_ = g.Admit(restricted("zone", "eu"), rt(route.Read), nil)
+	if q := query(); strings.Contains(q, "team") || strings.Contains(q, "zone") {
+		t.Errorf("after reads: %s", q)
+	}
+	for _, a := range []*auth.Access{restricted("team", "dev"), restricted("team", "ops", "env", "prod"),
+		restricted("job", "x"), restricted("accountID", "7"), access(tid(1, 0)), nil} {
+		_ = g.Admit(a, rt(route.Write), nil)
+	}
+	if q := query(); q != `sum(increase(vm_tenant_inserted_rows_total{job="vmcluster",env="",team=""}[1m])) by (accountID, projectID)` {
+		t.Errorf("after writes: %s", q)
+	}
+	// Bounded: past maxWriterLabels, a name is not left out (and the operator is told).
+	for i := range maxWriterLabels + 5 {
+		_ = g.Admit(restricted(fmt.Sprintf("l%02d", i), "v"), rt(route.Write), nil)
+	}
+	if n := len(*g.writers.names.Load()); n != maxWriterLabels {
+		t.Errorf("%d names left out; want %d", n, maxWriterLabels)
 	}
 }
