@@ -369,7 +369,8 @@ var clusterAPIs = []clusterAPI{
 		up: "/select/{t}/prometheus/api/v1/alerts", method: "GET"},
 	{name: "metadata", kind: route.Read, unenf: true, single: "/api/v1/metadata", cluster: "/select/{t}/prometheus/api/v1/metadata",
 		up: "/select/{t}/prometheus/api/v1/metadata", method: "GET", args: qv("metric", "up", "limit", "1")},
-	{name: "metric_relabel_debug", kind: route.Read, unenf: true, single: "/metric-relabel-debug", cluster: "/select/{t}/prometheus/metric-relabel-debug",
+	// Its relabel_configs' `if` selectors are MetricsQL that VictoriaMetrics parses unbounded.
+	{name: "metric_relabel_debug", kind: route.Read, unenf: true, refused: "parses the `if` selectors of its relabel_configs", single: "/metric-relabel-debug", cluster: "/select/{t}/prometheus/metric-relabel-debug",
 		up: "/select/{t}/prometheus/metric-relabel-debug", method: "GET", args: qv("metric", `up{a="b"}`, "relabel_configs", "- action: drop")},
 
 	// vmselect: /select/<tenant>/graphite/<suffix>; none can be limited to a token's series.

@@ -2,99 +2,164 @@ package enforce
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/VictoriaMetrics/metricsql"
 )
 
 // maxPushdownWork bounds what VictoriaMetrics' query optimizer does with a query before it runs it, and before any
-// of its own limits look at it. metricsql.Optimize pushes the label filters common to both sides of each binary
-// operator into every selector below it, copying them there; its work grows with the selectors under each operator
-// times the filters among them, so it is cubic in a chain: `x{a0=""} * x{a1=""} * ...` of 300 selectors (3 KB) took
-// v1.151 5 s of CPU, of 600 selectors 31 s, and no query limit saw it (an attacker's review). Measured with
-// metricsql's Optimize, the bound admits about 0.1 s of it (a chain of 80 selectors of one filter, of 30 of 15
-// filters); dashboards' queries weigh a few hundred.
-const maxPushdownWork = 200_000
+// of its own limits look at it. metricsql.Optimize, at every binary operator, works out the label filters common to
+// both sides from the whole expression below it, then copies them into every selector there. Both grow with the
+// size of what is below, so a chain is cubic: `x{a0=""} * x{a1=""} * ...` of 300 selectors (3 KB) took v1.151 5 s of
+// CPU, of 600 selectors 31 s; and label_set makes a filter of each of its pairs, dropping each from the others, so
+// 40 uses of one label_set of 300 pairs took it 9 s and were answered in 2 ms by its own clock (attackers' reviews).
+// The weight below follows Optimize (metricsql's optimizer.go) with upper bounds; one unit measured about 0.2 µs of
+// it, so the bound admits some 60 ms: a chain of 80 selectors of one filter each, of 30 of 15 filters each.
+const maxPushdownWork = 300_000
 
-// checkPushdown refuses a query whose optimization would exceed maxPushdownWork. The weight of a binary operator is
-// the selectors below it times the label filters among them but the metric name's, at most the distinct ones of the
-// query (an upper bound of what the optimizer copies there),
-// and a query weighs the sum over its operators.
+// checkPushdown refuses a query whose optimization would weigh more than maxPushdownWork.
 func checkPushdown(expr metricsql.Expr) error {
 	w := pushdownWeigher{distinct: distinctFilters(expr)}
 	w.walk(expr)
 	if w.work > maxPushdownWork {
-		return fmt.Errorf("VictoriaMetrics' optimizer would copy label filters into the selectors under its binary operators "+
-			"more than %d times: split the query, or join fewer selectors with operators in one expression", maxPushdownWork)
+		return fmt.Errorf("VictoriaMetrics' optimizer would work out and copy label filters across its binary operators for too "+
+			"long (weight over %d): split the query, or join fewer selectors, label_set pairs or filters with operators in one expression", maxPushdownWork)
 	}
 	return nil
 }
 
-// maxCount caps the counts, whose product is then below 2^30.
-const maxCount = 1 << 15
+// maxCount caps the counts and maxEval the weights of one subtree, so that no sum or product below overflows.
+const (
+	maxCount = 1 << 20
+	maxEval  = 1 << 40
+)
 
 type pushdownWeigher struct {
-	work int
-	// distinct is the number of distinct label filters in the query: the optimizer copies a filter into a selector
-	// once, so a subtree's filters count at most that many (a dashboard's team="dev" in every selector is one).
-	distinct int
+	work int64
+	// distinct is the number of distinct label filters (and strings, which label functions make filters of) in
+	// the query: the common filters of any subtree are a set of them.
+	distinct int64
 }
 
-// distinctFilters counts the distinct label filters of expr but the metric name's, up to maxCount.
-func distinctFilters(expr metricsql.Expr) int {
+// distinctFilters counts the distinct label filters of expr but the metric name's, and its distinct strings.
+func distinctFilters(expr metricsql.Expr) int64 {
 	seen := map[metricsql.LabelFilter]struct{}{}
 	metricsql.VisitAll(expr, func(x metricsql.Expr) {
-		me, ok := x.(*metricsql.MetricExpr)
-		if !ok || len(seen) >= maxCount {
+		if len(seen) >= maxCount {
 			return
 		}
-		for _, lfs := range me.LabelFilterss {
-			for _, lf := range lfs {
-				if lf.Label != "__name__" {
-					seen[lf] = struct{}{}
+		switch t := x.(type) {
+		case *metricsql.MetricExpr:
+			for _, lfs := range t.LabelFilterss {
+				for _, lf := range lfs {
+					if lf.Label != "__name__" {
+						seen[lf] = struct{}{}
+					}
 				}
 			}
+		case *metricsql.StringExpr:
+			seen[metricsql.LabelFilter{Value: t.S}] = struct{}{}
 		}
 	})
-	return len(seen)
+	return int64(len(seen))
 }
 
-// walk returns the selectors and label filters of x, each capped at maxCount; it stops once the work is over the
-// bound, so that nothing it sums overflows, on 32 bits too.
-func (w *pushdownWeigher) walk(x metricsql.Expr) (selectors, filters int) {
+// sub is what walk learns of a subtree: its selectors, a bound of its common label filters, and the weight of
+// working them out (getCommonLabelFilters), which Optimize does again at every binary operator above it.
+type sub struct {
+	selectors, filters, eval int64
+}
+
+func capped(v, limit int64) int64 { return min(v, limit) }
+
+// walk weighs x and adds the work of its binary operators; it stops once the work is over the bound.
+func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 	if w.work > maxPushdownWork {
-		return 0, 0
-	}
-	add := func(s, f int) {
-		selectors, filters = min(selectors+s, maxCount), min(filters+f, maxCount)
+		return sub{}
 	}
 	switch t := x.(type) {
 	case *metricsql.MetricExpr:
-		n := 0 // the metric name is not pushed down
-		for _, lfs := range t.LabelFilterss {
+		s := sub{selectors: 1}
+		for i, lfs := range t.LabelFilterss {
+			n := int64(0)
 			for _, lf := range lfs {
 				if lf.Label != "__name__" {
 					n++
 				}
 			}
+			// `or` branches: their intersection is common.
+			if i == 0 || n < s.filters {
+				s.filters = n
+			}
+			s.eval += int64(len(lfs))
 		}
-		return 1, min(n, maxCount)
+		s.filters = capped(s.filters, w.distinct)
+		return s
 	case *metricsql.RollupExpr:
-		add(w.walk(t.Expr))
+		s := w.walk(t.Expr)
 		if t.At != nil {
-			add(w.walk(t.At))
+			s = w.plus(s, w.walk(t.At))
 		}
+		return s
 	case *metricsql.FuncExpr:
+		var s sub
+		strs := int64(0)
 		for _, a := range t.Args {
-			add(w.walk(a))
+			if _, ok := a.(*metricsql.StringExpr); ok {
+				strs++
+			}
+			s = w.plus(s, w.walk(a))
 		}
+		// Label functions drop, keep or add a filter for each name they are given, each against all the others: a
+		// label_set of k pairs makes k filters at k² steps. A step of it measured a quarter of a unit.
+		s.eval = capped(s.eval+strs*(s.filters+strs)/4, maxEval)
+		s.filters = capped(s.filters+strs, w.distinct)
+		return s
 	case *metricsql.AggrFuncExpr:
+		var s sub
 		for _, a := range t.Args {
-			add(w.walk(a))
+			s = w.plus(s, w.walk(a))
 		}
+		mods := int64(len(t.Modifier.Args))
+		s.eval = capped(s.eval+s.filters*(1+mods), maxEval)
+		switch strings.ToLower(t.Modifier.Op) {
+		case "by":
+			s.filters = min(s.filters, mods)
+		case "without":
+		default:
+			s.filters = 0 // an aggregate without by() or without() keeps no label
+		}
+		return s
 	case *metricsql.BinaryOpExpr:
-		add(w.walk(t.Left))
-		add(w.walk(t.Right))
-		w.work += selectors * min(filters, w.distinct)
+		l, r := w.walk(t.Left), w.walk(t.Right)
+		groups := int64(len(t.GroupModifier.Args))
+		s := sub{
+			selectors: capped(l.selectors+r.selectors, maxCount),
+			eval:      capped(l.eval+r.eval+(l.filters+r.filters)*(1+groups), maxEval),
+		}
+		switch strings.ToLower(t.Op) {
+		case "or":
+			s.filters = min(l.filters, r.filters)
+		case "unless", "ifnot":
+			s.filters = l.filters
+		default:
+			s.filters = capped(l.filters+r.filters, w.distinct)
+		}
+		if strings.EqualFold(t.GroupModifier.Op, "on") {
+			s.filters = min(s.filters, groups)
+		}
+		// Optimize works the common filters out of the whole subtree here, and copies them into each selector below.
+		w.work += s.eval + s.selectors*s.filters
+		return s
 	}
-	return selectors, filters
+	return sub{}
+}
+
+// plus is the subtree of two siblings.
+func (w *pushdownWeigher) plus(a, b sub) sub {
+	return sub{
+		selectors: capped(a.selectors+b.selectors, maxCount),
+		filters:   capped(a.filters+b.filters, w.distinct),
+		eval:      capped(a.eval+b.eval, maxEval),
+	}
 }

@@ -316,6 +316,12 @@ func (g *Gateway) authorize(a *auth.Access, rt route.Route) (tenant.ID, error) {
 	if why, ok := acrossTenants[rt.API]; ok && g.cluster && g.auth != nil {
 		return t, httperr.New(http.StatusForbidden, "the "+rt.API+" API is not served to tenants' tokens in cluster mode: "+why)
 	}
+	if rt.API == "metric_relabel_debug" && g.auth != nil {
+		// Its relabel_configs' `if` are MetricsQL selectors that the gateway does not read: a rule nested a million deep
+		// stopped v1.151 (found by an attacker's review).
+		return t, httperr.New(http.StatusForbidden, "the metric_relabel_debug API is not served to tokens: VictoriaMetrics parses the `if` "+
+			"selectors of its relabel_configs without the bounds the gateway sets on every query; use it on VictoriaMetrics directly")
+	}
 	if !g.cluster {
 		if rt.HasPathTenant && rt.PathTenant != (tenant.ID{}) {
 			return t, httperr.New(http.StatusBadRequest, fmt.Sprintf("tenant %s in the path: single-node VictoriaMetrics has no tenants; use the single-node path or tenant 0:0", rt.PathTenant))

@@ -103,6 +103,9 @@ func TestAuthorize(t *testing.T) {
 		{"cluster: top queries", true, auth.Access{Tenant: t15, Mode: auth.ModeFull}, "GET", "/select/15/prometheus/api/v1/status/top_queries?topN=5", 403, "vmselect keeps one list of recent queries for every tenant", "", ""},
 		{"cluster: rules", true, auth.Access{Tenant: t15, Mode: auth.ModeRead}, "GET", "/select/15/prometheus/api/v1/rules", 403, "without the tenant, so the answer holds every tenant's rules", "", ""},
 		{"cluster: alerts", true, auth.Access{Tenant: t15, Mode: auth.ModeFull}, "GET", "/api/v1/alerts", 403, "without the tenant, so the answer holds every tenant's rules", "", ""},
+		// Its relabel_configs' `if` selectors are parsed unbounded: a million parentheses stopped v1.151 (a review).
+		{"metric-relabel-debug", false, auth.Access{Mode: auth.ModeFull}, "POST", "/metric-relabel-debug", 403, "parses the `if` selectors of its relabel_configs", "", ""},
+		{"cluster: metric-relabel-debug", true, auth.Access{Tenant: t15, Mode: auth.ModeFull}, "GET", "/select/15/prometheus/metric-relabel-debug", 403, "use it on VictoriaMetrics directly", "", ""},
 		{"single: alerts", false, auth.Access{Mode: auth.ModeRead}, "GET", "/api/v1/alerts", 200, "", "read", "/prometheus/api/v1/alerts"},
 		{"unknown path", false, auth.Access{Mode: auth.ModeFull}, "GET", "/api/v1/nope", 404, "", "", ""},
 		{"multitenant", true, auth.Access{Mode: auth.ModeFull}, "GET", "/select/multitenant/prometheus/api/v1/query?query=up", 403, "multitenant", "", ""},
