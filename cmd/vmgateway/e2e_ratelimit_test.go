@@ -455,52 +455,71 @@ func TestRateLimitCountsRequestsRefusedAfterAdmission(t *testing.T) {
 }
 
 // TestRateLimitUsageNotWritableByTeams: with the datasource the very VictoriaMetrics teams write to, a team's token
-// wrote vm_tenant_inserted_rows_total of a billion rows through the gateway, and every other team's writes got 429
-// for the hour (an attacker's review). Its series carry its label, which the usage queries now leave out; usage
-// written without it (as VictoriaMetrics' own per-tenant series come) still limits, so the test can fail.
+// wrote vm_tenant_* usage series through the gateway, and every other team got 429 for the hour (an attacker's
+// review). Its series carry its label, which the usage queries now leave out; with Redis, on a replica that took no
+// write too (the review's second gateway). Usage written without the label (as VictoriaMetrics' own per-tenant series
+// come) still limits, so the test can fail.
 func TestRateLimitUsageNotWritableByTeams(t *testing.T) {
 	vm := vmtest.Start(t)
-	g := rlGateway(t, vm.URL, vm.URL, "limits:\n  - {type: rows_inserted, value: 1000, resolution: hour}\n")
-	token := func(team string) string {
+	redis := vmtest.StartRedis(t).Addr
+	limits := "limits:\n  - {type: rows_inserted, value: 1000, resolution: hour}\n  - {type: queries, value: 1000, resolution: hour}\n"
+	w := rlGateway(t, vm.URL, vm.URL, limits, "-ratelimit.redis.url=redis://"+redis)
+	r := rlGateway(t, vm.URL, vm.URL, limits, "-ratelimit.redis.url=redis://"+redis)
+	token := func(team string, mode auth.Mode) string {
 		claims := jwt.MapClaims{"sub": team, "exp": time.Now().Add(time.Hour).Unix(),
-			"vm_access": auth.VMAccess{Mode: auth.ModeWrite, ExtraLabels: map[string]string{"team": team}}}
+			"vm_access": auth.VMAccess{Mode: mode, ExtraLabels: map[string]string{"team": team}}}
 		s, err := jwt.NewWithClaims(jwt.SigningMethodRS256, claims).SignedString(rlKey())
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
-	dev, ops := token("dev"), token("ops")
+	dev, ops, opsRead := token("dev", auth.ModeWrite), token("ops", auth.ModeWrite), token("ops", auth.ModeRead)
 	now := time.Now().Unix()
-	usage := fmt.Sprintf("vm_tenant_inserted_rows_total{accountID=\"0\",projectID=\"0\"} 0 %d\n"+
-		"vm_tenant_inserted_rows_total{accountID=\"0\",projectID=\"0\"} 1000000000 %d\n", (now-80)*1000, (now-40)*1000)
-	write := func(tok, body string) (int, string) {
+	usage := ""
+	for _, name := range []string{"vm_tenant_inserted_rows_total", "vm_tenant_select_requests_total"} {
+		usage += fmt.Sprintf("%s{accountID=\"0\",projectID=\"0\"} 0 %d\n%s{accountID=\"0\",projectID=\"0\"} 1000000000 %d\n",
+			name, (now-80)*1000, name, (now-40)*1000)
+	}
+	write := func(g *gw, tok, body string) (int, string) {
 		code, _, b := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", strings.NewReader(body), bearer(tok)...)
 		return code, b
 	}
-	if code, b := write(dev, usage); code != http.StatusNoContent {
+	read := func(g *gw) (int, string) {
+		code, _, b := do(t, http.MethodGet, g.URL+"/api/v1/query?query=1", nil, bearer(opsRead)...)
+		return code, b
+	}
+	if code, b := write(w, dev, usage); code != http.StatusNoContent {
 		t.Fatalf("dev's write of usage series: %d %s", code, b)
 	}
 	vm.Flush(t)
 	// Stored, with dev's label: what the datasource holds.
 	vmtest.Eventually(t, func() (bool, string) {
-		code, _, b := do(t, http.MethodGet, vm.URL+`/api/v1/query?query=`+url.QueryEscape(`max_over_time(vm_tenant_inserted_rows_total{team="dev"}[5m])`), nil)
+		code, _, b := do(t, http.MethodGet, vm.URL+`/api/v1/query?query=`+url.QueryEscape(`max_over_time(vm_tenant_select_requests_total{team="dev"}[5m])`), nil)
 		return code == 200 && strings.Contains(b, `"1000000000"`), fmt.Sprintf("the stored series: %d %s", code, b)
 	})
-	// Several refreshes (1s) later ops still writes.
+	// Several refreshes (1s) later ops still writes through the gateway that took dev's write, and reads through the
+	// one that took none.
 	for range 4 {
 		time.Sleep(time.Second)
-		if code, b := write(ops, "m 1\n"); code != http.StatusNoContent {
+		if code, b := write(w, ops, "m 1\n"); code != http.StatusNoContent {
 			t.Fatalf("ops' write after dev's usage series: %d %s", code, b)
 		}
+		if code, b := read(r); code != http.StatusOK {
+			t.Fatalf("ops' read through the other replica after dev's usage series: %d %s", code, b)
+		}
 	}
-	// The same usage written without a team's label limits tenant 0:0.
+	// The same usage written without a team's label limits tenant 0:0, on both.
 	if code, _, b := do(t, http.MethodPost, vm.URL+"/api/v1/import/prometheus", strings.NewReader(usage)); code != http.StatusNoContent {
 		t.Fatalf("usage written directly: %d %s", code, b)
 	}
 	vm.Flush(t)
 	vmtest.Eventually(t, func() (bool, string) {
-		code, b := write(ops, "m 1\n")
+		code, b := write(w, ops, "m 1\n")
 		return code == http.StatusTooManyRequests && strings.Contains(b, "rows_inserted"), fmt.Sprintf("ops' write over the usage: %d %s", code, b)
+	})
+	vmtest.Eventually(t, func() (bool, string) {
+		code, b := read(r)
+		return code == http.StatusTooManyRequests && strings.Contains(b, "type=queries"), fmt.Sprintf("ops' read over the usage: %d %s", code, b)
 	})
 }

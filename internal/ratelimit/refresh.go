@@ -31,6 +31,7 @@ func (g *Gate) refresh(ctx context.Context) error {
 	start := time.Now()
 	lim := g.snap.Load().limits
 	usage := map[usageKey]float64{}
+	g.writers.share(ctx, g.tally.store)
 	filters := g.filters
 	if w := g.writers.filters(); w != "" {
 		filters = strings.TrimPrefix(filters+","+w, ",")

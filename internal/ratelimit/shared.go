@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -174,6 +175,8 @@ func (l *lease) usage(w int, sec int64) (n int64, at time.Time, ok bool) {
 // asks the store only when the lease has run out, never for every request, and reads what the store last saw
 // for headers and the status page. Without -ratelimit.redis.url the gate has none and counts alone.
 type counterStore interface {
+	// shareNames adds names to a set all replicas share under key, and returns the set (writerLabels).
+	shareNames(ctx context.Context, key string, names []string) ([]string, error)
 	// take takes one unit of series k for a request at now, from its lease or else from the store. limits are
 	// the series' limit values by window, 0 for none.
 	take(l *lease, k seriesKey, limits [numWindows]int64, now time.Time) claim
@@ -572,4 +575,31 @@ func (r *rareLog) allow() (bool, int64) {
 		return false, 0
 	}
 	return true, r.dropped.Swap(0)
+}
+
+// shareNames adds names to the set key of the replicas, kept a day past the last replica that added to it, and
+// returns the set.
+func (s *redisStore) shareNames(ctx context.Context, key string, names []string) ([]string, error) {
+	if !s.up.Load() {
+		return nil, errors.New("redis is down")
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	key = s.prefix + ":" + key
+	pipe := s.client.Pipeline()
+	if len(names) > 0 {
+		args := make([]any, len(names))
+		for i, n := range names {
+			args[i] = n
+		}
+		pipe.SAdd(ctx, key, args...)
+		pipe.Expire(ctx, key, 24*time.Hour)
+	}
+	members := pipe.SMembers(ctx, key)
+	s.calls.Inc()
+	if _, err := pipe.Exec(ctx); err != nil {
+		s.errors.Inc()
+		return nil, err
+	}
+	return members.Val(), nil
 }

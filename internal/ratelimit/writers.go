@@ -1,7 +1,9 @@
 package ratelimit
 
 import (
+	"context"
 	"log/slog"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -19,7 +21,9 @@ import (
 // hour), and a negative active_timeseries gauge cancelled its own. Every series such a token writes carries its
 // extra labels, which VictoriaMetrics' own per-tenant series never do: the usage queries leave out the series that
 // carry a label name any write token was seen with. A name is added when the first write of a token with it is
-// admitted, before the write is forwarded.
+// admitted, before the write is forwarded, and with Redis the replicas share the names at every refresh: a replica
+// that takes no writes (or has just started) leaves out what the others have seen (an attacker's review poisoned the
+// usage through one replica and was refused through another).
 
 // maxWriterLabels bounds the names left out; a token issuer uses a handful (team, env, ...).
 const maxWriterLabels = 64
@@ -28,14 +32,15 @@ const maxWriterLabels = 64
 type writerLabels struct {
 	names atomic.Pointer[[]string] // sorted; never written once stored
 	mu    sync.Mutex
-	// skip are the names never left out: the tenant labels every usage series has, and those the operator's
-	// -ratelimit.extraLabels selects on (leaving them out would leave no usage at all).
+	// skip are the names never left out: the tenant and scrape labels every usage series has, and those the
+	// operator's -ratelimit.extraLabels selects on (leaving them out would leave no usage at all).
 	skip map[string]bool
 	full bool // maxWriterLabels reached, said once
 }
 
 func newWriterLabels(extraFilters string) *writerLabels {
-	w := &writerLabels{skip: map[string]bool{"accountID": true, "projectID": true, "__name__": true}}
+	// job and instance are on every scraped series, VictoriaMetrics' own usage too: left out, they would leave none.
+	w := &writerLabels{skip: map[string]bool{"accountID": true, "projectID": true, "__name__": true, "job": true, "instance": true}}
 	if extraFilters != "" {
 		// parseExtraLabels has checked them.
 		if me, err := metricsql.Parse("{" + extraFilters + "}"); err == nil {
@@ -102,3 +107,24 @@ func (w *writerLabels) filters() string {
 	}
 	return sb.String()
 }
+
+// share exchanges the names with the other replicas through the store, if any; a name from there is added like a
+// name seen, if it is a label name. Without the store, or while it fails, each replica has what it saw.
+func (w *writerLabels) share(ctx context.Context, store counterStore) {
+	if store == nil {
+		return
+	}
+	names, err := store.shareNames(ctx, "writer_labels", *w.names.Load())
+	if err != nil {
+		return // the store counts and logs its own failures
+	}
+	known := *w.names.Load()
+	for _, n := range names {
+		if _, ok := slices.BinarySearch(known, n); ok || w.skip[n] || !labelName.MatchString(n) {
+			continue
+		}
+		w.add(n)
+	}
+}
+
+var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
