@@ -229,3 +229,15 @@ func TestGraphiteTagSeriesIsAWrite(t *testing.T) {
 		t.Errorf("a read over the write limit: %d %s", code, b)
 	}
 }
+
+// TestActiveQueriesNoneRunningOnDebian: 1.79.5 answers /api/v1/status/active_queries with an empty body when no query
+// runs; the gateway, which drops the queries' ids, passed it as a 502 (a review). It holds no id: it goes through.
+func TestActiveQueriesNoneRunningOnDebian(t *testing.T) {
+	vm := vmtest.Start(t)
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub)
+	code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/status/active_queries", nil, bearer(mint(t, priv, "-mode=read"))...)
+	if code != http.StatusOK || strings.Contains(body, "error") {
+		t.Fatalf("active queries, none running: %d %q; want 200 and VictoriaMetrics' answer", code, body)
+	}
+}

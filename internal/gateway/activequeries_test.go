@@ -12,6 +12,7 @@ func TestDropQueryIDs(t *testing.T) {
 			`{"status":"ok","data":[{"duration":"0.001s","id":"18EE39937732F47C","remote_addr":"127.0.0.1:5","account_id":15,"project_id":5,"query":"up","start":1,"end":2,"step":3},{"id":"18EE39937732F47D","query":"x"}]}`,
 			`{"status":"ok","data":[{"duration":"0.001s","remote_addr":"127.0.0.1:5","account_id":15,"project_id":5,"query":"up","start":1,"end":2,"step":3},{"query":"x"}]}`},
 		{"none running", `{"status":"ok","data":[]}`, `{"status":"ok","data":[]}`},
+		{"none running, on 1.79.5", "", ""},
 		{"an escaped key", `{"data":[{"\u0069d":"1","query":"up"}]}`, `{"data":[{"query":"up"}]}`},
 		{"only an id", `{"data":[{"id":"1"}]}`, `{"data":[{}]}`},
 		{"an error answer", `{"status":"error","error":"x"}`, `{"status":"error","error":"x"}`},
