@@ -512,6 +512,10 @@ func TestQueryPushdownWork(t *testing.T) {
 		// `or` keeps the filters both sides have: 100 hosts optimize in 13 ms.
 		{"an or of 100 hosts", strings.Repeat(`up{instance="h", job="j"} or `, 99) + `up{instance="h"}`, false},
 		{"an or of 100 distinct hosts", orHosts(100), false},
+		// Each `or` branch of a selector gets the pushed filters and is worked out again above (a review: 2-5 s).
+		{"a selector of 1000 branches under operators", "x{" + strings.Repeat(`a="" or `, 999) + `a=""} * y{` + bFilters(500) + "}" +
+			strings.Repeat(" * z", 8), true},
+		{"a selector of 3 branches under operators", `x{a="1" or b="2" or c="3"} * on(job) group_left() y{job="j"} * z`, false},
 		{"1024 selectors of one filter from WITH", doublingWith(10), false},
 	} {
 		for _, e := range []*Enforcer{nil, devOnly(t)} {
@@ -544,4 +548,13 @@ func labelSet(k int) string {
 		fmt.Fprintf(&sb, `, "a%d", "v"`, i)
 	}
 	return sb.String() + ")"
+}
+
+// bFilters is k filters on distinct names: b0="",b1="",...
+func bFilters(k int) string {
+	fs := make([]string, k)
+	for i := range fs {
+		fs[i] = fmt.Sprintf(`b%d=""`, i)
+	}
+	return strings.Join(fs, ",")
 }
