@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 )
@@ -39,6 +40,13 @@ func FuzzDropQueryIDs(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		out, err := dropQueryIDs(in)
 		if err != nil {
+			return
+		}
+		if len(bytes.TrimSpace(in)) == 0 {
+			// 1.79.5's answer when no query runs: nothing to drop.
+			if !bytes.Equal(out, in) {
+				t.Fatalf("%q became %q", in, out)
+			}
 			return
 		}
 		eachTopMember(t, in, out, func(key string, value json.RawMessage) {
