@@ -59,7 +59,7 @@ func newWriterLabels(extraFilters string) *writerLabels {
 	return w
 }
 
-// seen adds the label names of a write token's restriction; it allocates only for a name not seen before.
+// seen adds the label names of a write token's restriction: a lookup per name, and the lock only for a new one.
 func (w *writerLabels) seen(a *auth.Access) {
 	n := a.Enforcer.NumLabels()
 	if n == 0 {
