@@ -241,3 +241,20 @@ func TestActiveQueriesNoneRunningOnDebian(t *testing.T) {
 		t.Fatalf("active queries, none running: %d %q; want 200 and VictoriaMetrics' answer", code, body)
 	}
 }
+
+// TestBackendHostnameNotServed: VictoriaMetrics names its host in every answer (X-Server-Hostname; in Kubernetes the
+// backend's pod), which clients of the gateway are not told (a review).
+func TestBackendHostnameNotServed(t *testing.T) {
+	vm := vmtest.Start(t)
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub)
+	if _, h, _ := do(t, http.MethodGet, vm.URL+"/api/v1/query?query=1", nil); h.Get("X-Server-Hostname") == "" {
+		t.Fatal("VictoriaMetrics sent no X-Server-Hostname: the test cannot tell")
+	}
+	for _, path := range []string{"/api/v1/query?query=1", "/api/v1/query?query=sum(", "/api/v1/labels", "/vmui/"} {
+		code, h, _ := do(t, http.MethodGet, g.URL+path, nil, bearer(mint(t, priv, "-mode=read"))...)
+		if v := h.Get("X-Server-Hostname"); v != "" || code == 0 {
+			t.Errorf("%s: %d, X-Server-Hostname %q; want none", path, code, v)
+		}
+	}
+}

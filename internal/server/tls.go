@@ -47,7 +47,9 @@ func (c *certLoader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	defer c.mu.Unlock()
 	if time.Since(c.checkedAt) > time.Second {
 		c.checkedAt = time.Now()
-		if mt := modTime(c.certFile, c.keyFile); mt.After(c.modTime) {
+		// Any change, not only a newer time: files copied with their times kept (cp -p, rsync -a, tar) are older
+		// than the ones they replace (a review).
+		if mt := modTime(c.certFile, c.keyFile); !mt.Equal(c.modTime) {
 			if err := c.load(); err != nil {
 				slog.Error("keeping the previous TLS certificate", "err", err)
 			}

@@ -240,4 +240,19 @@ func TestCertificateReload(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// Copied in with their times kept (cp -p, rsync -a, tar), renewed files can be older than those they replace.
+	writeServerCert(t, certFile, keyFile, "copied")
+	earlier := time.Now().Add(-time.Hour)
+	for _, f := range []string{certFile, keyFile} {
+		if err := os.Chtimes(f, earlier, earlier); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for served() != "copied" {
+		if time.Now().After(deadline) {
+			t.Fatal("a certificate with an older modification time is not served after 5s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
