@@ -48,7 +48,7 @@ func New(labels []Label, filters []string) (*Enforcer, error) {
 	e := &Enforcer{}
 	seen := make(map[string]string, len(labels))
 	for _, l := range labels {
-		if err := checkLabelName(l.Name); err != nil {
+		if err := CheckLabelName(l.Name); err != nil {
 			return nil, fmt.Errorf("invalid extra label %q: %w", l.Name+"="+l.Value, err)
 		}
 		if l.Value == "" {
@@ -173,7 +173,8 @@ func (e *Enforcer) String() string {
 // tenantLabels are the labels vmselect/vminsert read as the tenant in the cluster's multitenant APIs.
 var tenantLabels = map[string]bool{"vm_account_id": true, "vm_project_id": true}
 
-func checkLabelName(name string) error {
+// CheckLabelName says why name cannot be an extra label: not a Prometheus label name, or __name__.
+func CheckLabelName(name string) error {
 	if name == "" {
 		return fmt.Errorf("the label name is empty")
 	}

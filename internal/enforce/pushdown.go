@@ -70,8 +70,6 @@ type sub struct {
 	selectors, filters, eval int64
 }
 
-func capped(v, limit int64) int64 { return min(v, limit) }
-
 // walk weighs x and adds the work of its binary operators; it stops once the work is over the bound.
 func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 	if w.work > maxPushdownWork {
@@ -80,7 +78,7 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 	switch t := x.(type) {
 	case *metricsql.MetricExpr:
 		branches := int64(len(t.LabelFilterss))
-		s := sub{selectors: capped(branches, maxCount)}
+		s := sub{selectors: min(branches, maxCount)}
 		widest := int64(0)
 		for i, lfs := range t.LabelFilterss {
 			n := int64(0)
@@ -100,9 +98,9 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 			// Every branch is a selector of its own to the optimizer: the filters pushed down are copied into each, and
 			// every operator above works them out of each branch again at its grown size (a review: 1,000 branches
 			// under a few operators took it 2-5 s).
-			s.eval = capped(s.selectors*(widest+w.distinct), maxEval)
+			s.eval = min(s.selectors*(widest+w.distinct), maxEval)
 		}
-		s.filters = capped(s.filters, w.distinct)
+		s.filters = min(s.filters, w.distinct)
 		return s
 	case *metricsql.RollupExpr:
 		s := w.walk(t.Expr)
@@ -121,8 +119,8 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 		}
 		// Label functions drop, keep or add a filter for each name they are given, each against all the others: a
 		// label_set of k pairs makes k filters at k² steps. A step of it measured a quarter of a unit.
-		s.eval = capped(s.eval+strs*(s.filters+strs)/4, maxEval)
-		s.filters = capped(s.filters+strs, w.distinct)
+		s.eval = min(s.eval+strs*(s.filters+strs)/4, maxEval)
+		s.filters = min(s.filters+strs, w.distinct)
 		return s
 	case *metricsql.AggrFuncExpr:
 		var s sub
@@ -130,7 +128,7 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 			s = w.plus(s, w.walk(a))
 		}
 		mods := int64(len(t.Modifier.Args))
-		s.eval = capped(s.eval+s.filters*(1+mods), maxEval)
+		s.eval = min(s.eval+s.filters*(1+mods), maxEval)
 		switch strings.ToLower(t.Modifier.Op) {
 		case "by":
 			s.filters = min(s.filters, mods)
@@ -143,8 +141,8 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 		l, r := w.walk(t.Left), w.walk(t.Right)
 		groups := int64(len(t.GroupModifier.Args))
 		s := sub{
-			selectors: capped(l.selectors+r.selectors, maxCount),
-			eval:      capped(l.eval+r.eval+(l.filters+r.filters)*(1+groups), maxEval),
+			selectors: min(l.selectors+r.selectors, maxCount),
+			eval:      min(l.eval+r.eval+(l.filters+r.filters)*(1+groups), maxEval),
 		}
 		switch strings.ToLower(t.Op) {
 		case "or":
@@ -152,7 +150,7 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 		case "unless", "ifnot":
 			s.filters = l.filters
 		default:
-			s.filters = capped(l.filters+r.filters, w.distinct)
+			s.filters = min(l.filters+r.filters, w.distinct)
 		}
 		if strings.EqualFold(t.GroupModifier.Op, "on") {
 			s.filters = min(s.filters, groups)
@@ -167,8 +165,8 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 // plus is the subtree of two siblings.
 func (w *pushdownWeigher) plus(a, b sub) sub {
 	return sub{
-		selectors: capped(a.selectors+b.selectors, maxCount),
-		filters:   capped(a.filters+b.filters, w.distinct),
-		eval:      capped(a.eval+b.eval, maxEval),
+		selectors: min(a.selectors+b.selectors, maxCount),
+		filters:   min(a.filters+b.filters, w.distinct),
+		eval:      min(a.eval+b.eval, maxEval),
 	}
 }

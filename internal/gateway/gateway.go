@@ -313,14 +313,11 @@ func (g *Gateway) authorize(a *auth.Access, rt route.Route) (tenant.ID, error) {
 	if err := TenantAllowed(g.cluster, t); err != nil {
 		return t, err
 	}
-	if why, ok := acrossTenants[rt.API]; ok && g.cluster && g.auth != nil {
-		return t, httperr.New(http.StatusForbidden, "the "+rt.API+" API is not served to tenants' tokens in cluster mode: "+why)
-	}
-	if rt.API == "metric_relabel_debug" && g.auth != nil {
-		// Its relabel_configs' `if` are MetricsQL selectors that the gateway does not read: a rule nested a million deep
-		// stopped v1.151 (found by an attacker's review).
-		return t, httperr.New(http.StatusForbidden, "the metric_relabel_debug API is not served to tokens: VictoriaMetrics parses the `if` "+
-			"selectors of its relabel_configs without the bounds the gateway sets on every query; use it on VictoriaMetrics directly")
+	if r, ok := notForTokens[rt.API]; ok && g.auth != nil && (g.cluster || !r.clusterOnly) {
+		if r.clusterOnly {
+			return t, httperr.New(http.StatusForbidden, "the "+rt.API+" API is not served to tenants' tokens in cluster mode: "+r.why)
+		}
+		return t, httperr.New(http.StatusForbidden, "the "+rt.API+" API is not served to tokens: "+r.why)
 	}
 	if !g.cluster {
 		if rt.HasPathTenant && rt.PathTenant != (tenant.ID{}) {
@@ -341,18 +338,25 @@ func (g *Gateway) authorize(a *auth.Access, rt route.Route) (tenant.ID, error) {
 	return t, nil
 }
 
-// acrossTenants are the read APIs whose vmselect answer is not one tenant's, whatever tenant the path names: a
-// cluster-mode gateway with tokens refuses them to every token, each with why. (Found by attackers' reviews on the
-// v1.150 cluster.)
-var acrossTenants = map[string]string{
+// notForTokens are the read APIs a gateway with tokens refuses to every token, each with why: in cluster mode those
+// whose vmselect answer is not one tenant's, whatever tenant the path names; in both modes those whose args
+// VictoriaMetrics parses in a way the gateway cannot bound. (Found by attackers' reviews on real backends.)
+var notForTokens = map[string]struct {
+	clusterOnly bool
+	why         string
+}{
 	// Its answer holds the tenant's own queries only, but the list is one for all: how fast the tenant's entries leave
 	// it counts the others' queries (the ids of active_queries were the same, and are removed).
-	"status_top_queries": "vmselect keeps one list of recent queries for every tenant (-search.queryStats.lastQueriesCount), so how this tenant's " +
-		"queries leave it would count the other tenants' queries; ask the operator, who can read it on vmselect",
+	"status_top_queries": {true, "vmselect keeps one list of recent queries for every tenant (-search.queryStats.lastQueriesCount), so how this tenant's " +
+		"queries leave it would count the other tenants' queries; ask the operator, who can read it on vmselect"},
 	// vmselect with -vmalert.proxyURL passes them to its one vmalert without the tenant: every tenant's rules, their
 	// queries and labels, and every firing alert with its value and annotations.
-	"rules":  vmalertAcrossTenants,
-	"alerts": vmalertAcrossTenants,
+	"rules":  {true, vmalertAcrossTenants},
+	"alerts": {true, vmalertAcrossTenants},
+	// Its relabel_configs' `if` are MetricsQL selectors the gateway does not read: a rule nested a million deep
+	// stopped v1.151.
+	"metric_relabel_debug": {false, "VictoriaMetrics parses the `if` selectors of its relabel_configs without the bounds the gateway sets on " +
+		"every query; use it on VictoriaMetrics directly"},
 }
 
 const vmalertAcrossTenants = "vmselect passes it to its one vmalert (-vmalert.proxyURL) without the tenant, so the answer holds every tenant's rules " +

@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"log/slog"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"github.com/VictoriaMetrics/metricsql"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/enforce"
 )
 
 // The usage the gateway reads are series in the datasource's store, and a token whose writes land in that store
@@ -61,8 +61,7 @@ func newWriterLabels(extraFilters string) *writerLabels {
 
 // seen adds the label names of a write token's restriction: a lookup per name, and the lock only for a new one.
 func (w *writerLabels) seen(a *auth.Access) {
-	n := a.Enforcer.NumLabels()
-	if n == 0 {
+	if a.Enforcer.NumLabels() == 0 {
 		return
 	}
 	known := *w.names.Load()
@@ -109,7 +108,7 @@ func (w *writerLabels) filters() string {
 }
 
 // share exchanges the names with the other replicas through the store, if any; a name from there is added like a
-// name seen, if it is a label name. Without the store, or while it fails, each replica has what it saw.
+// name seen, if it could be an extra label's. Without the store, or while it fails, each replica has what it saw.
 func (w *writerLabels) share(ctx context.Context, store counterStore) {
 	if store == nil {
 		return
@@ -120,11 +119,9 @@ func (w *writerLabels) share(ctx context.Context, store counterStore) {
 	}
 	known := *w.names.Load()
 	for _, n := range names {
-		if _, ok := slices.BinarySearch(known, n); ok || w.skip[n] || !labelName.MatchString(n) {
+		if _, ok := slices.BinarySearch(known, n); ok || w.skip[n] || enforce.CheckLabelName(n) != nil {
 			continue
 		}
 		w.add(n)
 	}
 }
-
-var labelName = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
