@@ -242,15 +242,23 @@ func TestRequestIDs(t *testing.T) {
 	for _, tc := range []struct {
 		sent string
 		keep bool
+		// hop: the client names the id a hop-by-hop header, which must not take it from the upstream request.
+		hop bool
 	}{
-		{"grafana-7f3a:panel.12_x", true},
-		{strings.Repeat("a", 128), true},
-		{strings.Repeat("a", 129), false},
-		{"bad id", false},
-		{"quote\"d", false},
-		{"", false},
+		{"grafana-7f3a:panel.12_x", true, false},
+		{strings.Repeat("a", 128), true, false},
+		{strings.Repeat("a", 129), false, false},
+		{"bad id", false, false},
+		{"quote\"d", false, false},
+		{"", false, false},
+		{"hop-1", true, true},
+		{"", false, true},
 	} {
-		a := send(t, "GET", g.URL+"/api/v1/query?query=sum(rate(x[5m]))%20%3E%201", "", tc.sent)
+		var header []string
+		if tc.hop {
+			header = []string{"Connection", "X-Request-Id, X-Other"}
+		}
+		a := send(t, "GET", g.URL+"/api/v1/query?query=sum(rate(x[5m]))%20%3E%201", "", tc.sent, header...)
 		reqs := rec.Requests()
 		if a.code != 200 || len(reqs) != 1 {
 			t.Fatalf("id %q: %d %s, %d upstream requests", tc.sent, a.code, a.body, len(reqs))

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -307,7 +308,8 @@ func TestForwardedRequest(t *testing.T) {
 
 func TestOwnEndpoints(t *testing.T) {
 	rec := vmtest.NewRecorder(t)
-	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-pprofAuthKey=pk", "-metricsAuthKey=mk")
+	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-pprofAuthKey=pk", "-metricsAuthKey=mk",
+		"-reloadAuthKey", "rk-inline", "-datasource.url=http://dsuser:dspass@"+strings.TrimPrefix(rec.URL, "http://"))
 	do(t, http.MethodGet, g.URL+"/api/v1/query?query=up", nil)
 	do(t, http.MethodGet, g.URL+"/nope", nil)
 
@@ -329,6 +331,17 @@ func TestOwnEndpoints(t *testing.T) {
 	}
 	if code, _, body := do(t, http.MethodGet, g.URL+"/debug/pprof/?authKey=pk", nil); code != 200 || !strings.Contains(body, "goroutine") {
 		t.Errorf("pprof with the key: %d", code)
+	}
+	// The pprof key shows the command line, not the other keys and passwords on it.
+	code, _, body = do(t, http.MethodGet, g.URL+"/debug/pprof/cmdline?authKey=pk", nil)
+	if code != 200 || !strings.Contains(body, "-metricsAuthKey=secret") || !strings.Contains(body, "-reloadAuthKey\x00secret") ||
+		!strings.Contains(body, "-read.url="+rec.URL) {
+		t.Errorf("pprof cmdline: %d %q", code, body)
+	}
+	for _, secret := range []string{"mk", "pk", "rk-inline", "dspass", "dsuser"} {
+		if slices.Contains(strings.FieldsFunc(body, func(r rune) bool { return r == 0 || r == '=' || r == ':' || r == '@' || r == '/' }), secret) {
+			t.Errorf("pprof cmdline shows %q: %q", secret, body)
+		}
 	}
 
 	// Without -pprofAuthKey and basic auth, profiles stay off: they expose memory.

@@ -51,7 +51,7 @@ func decodeLines(t *testing.T, data string, queries bool) []map[string]any {
 }
 
 func TestAppendLine(t *testing.T) {
-	e := &Entry{remoteAddr: "10.1.2.3:5555", method: "GET", path: "/api/v1/query/\xff\"<b>&\n\t\x01", api: "query",
+	e := &Entry{remoteAddr: "10.1.2.3:5555", method: "GET", path: "/api/v1/query/\xff\"<b>&\n\t\x01\x7f\u0085\u009b\u2029é", api: "query",
 		subject: "alice\u2028", mode: "read", status: 422, wroteHeader: true, bytesOut: 77, upstream: "http://vm:8428",
 		reason: `cannot parse query "a<b && c>d"`, query: `sum(rate(x{a="b"}[5m])) > 1 & 2`}
 	e.ids[0] = "req-1"
@@ -65,9 +65,23 @@ func TestAppendLine(t *testing.T) {
 		if !bytes.HasSuffix(line, []byte("}\n")) || bytes.Count(line, []byte("\n")) != 1 {
 			t.Errorf("want one line: %q", line)
 		}
+		// DEL, C1 controls and Unicode line ends are escaped, other characters kept: one line for every reader.
+		if lines := strings.Split(strings.ReplaceAll(string(line), "\r\n", "\n"), "\n"); len(strings.FieldsFunc(string(line), func(r rune) bool {
+			return r == 0x85 || r == 0x2028 || r == 0x2029 || r == 0x7f || r == 0x9b
+		})) != 1 || len(lines) != 2 {
+			t.Errorf("a line end or control character is written raw: %q", line)
+		}
+		for _, esc := range []string{`\u007f`, `\u0085`, `\u009b`, `\u2029`, `\u2028`} {
+			if !bytes.Contains(line, []byte(esc)) {
+				t.Errorf("want %s escaped in %q", esc, line)
+			}
+		}
+		if !bytes.Contains(line, []byte("é")) {
+			t.Errorf("é must stay as it is: %q", line)
+		}
 		m := decodeLines(t, string(line), queries)[0]
 		want := map[string]string{"request_id": "req-1", "remote_addr": "10.1.2.3:5555", "method": "GET",
-			"path": "/api/v1/query/\uFFFD\"<b>&\n\t\x01", "api": "query", "tenant": "42:7", "subject": "alice\u2028", "mode": "read",
+			"path": "/api/v1/query/\uFFFD\"<b>&\n\t\x01\x7f\u0085\u009b\u2029é", "api": "query", "tenant": "42:7", "subject": "alice\u2028", "mode": "read",
 			"status": "422", "bytes_in": "1234", "bytes_out": "77", "upstream": "http://vm:8428", "reason": e.reason}
 		if queries {
 			want["query"] = e.query

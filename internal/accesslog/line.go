@@ -72,16 +72,18 @@ func appendField(b []byte, name, value string) []byte {
 	return appendString(b, value)
 }
 
-// plain marks the bytes a JSON string holds as they are: ASCII but control characters, '"' and '\\'.
+// plain marks the bytes a JSON string holds as they are: ASCII but control characters, DEL, '"' and '\\'.
 var plain = func() (t [256]bool) {
-	for c := 0x20; c < utf8.RuneSelf; c++ {
+	for c := 0x20; c < 0x7f; c++ {
 		t[c] = c != '"' && c != '\\'
 	}
 	return t
 }()
 
 // appendString appends s as a JSON string. <, > and & stay as they are (the line is no HTML); invalid UTF-8
-// becomes U+FFFD, as encoding/json does, so every line parses.
+// becomes U+FFFD, as encoding/json does, so every line parses. Beyond what JSON requires, DEL, the C1 controls
+// (U+0080-U+009F: NEL, CSI) and U+2028/U+2029 are escaped too: a client's path or query holding them would otherwise
+// break the line for tools that split on Unicode line ends (Python's splitlines) or steer a terminal that reads C1.
 func appendString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
@@ -94,13 +96,18 @@ func appendString(b []byte, s string) []byte {
 		}
 		if c >= utf8.RuneSelf {
 			r, size := utf8.DecodeRuneInString(s[i:])
-			if r != utf8.RuneError || size != 1 {
+			switch {
+			case r == utf8.RuneError && size == 1:
+				b = append(b, s[start:i]...)
+				b = append(b, `\ufffd`...)
+			case r <= 0x9f || r == '\u2028' || r == '\u2029':
+				b = append(b, s[start:i]...)
+				b = append(b, '\\', 'u', hex[r>>12], hex[r>>8&0xf], hex[r>>4&0xf], hex[r&0xf])
+			default:
 				i += size
 				continue
 			}
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i++
+			i += size
 			start = i
 			continue
 		}

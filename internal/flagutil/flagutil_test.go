@@ -4,7 +4,9 @@ import (
 	"flag"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -186,5 +188,43 @@ func TestExplain(t *testing.T) {
 	err := Parse(fs, []string{"-envflag.enable"}, env(map[string]string{"http_shutdownDelay": "soon"}))
 	if want := `-http.shutdownDelay="soon" (from environment variable http_shutdownDelay): want a duration such as 10s, 1m30s or 2h`; err == nil || err.Error() != want {
 		t.Errorf("env: got %v, want %s", err, want)
+	}
+}
+
+// TestRedactedArgs: /debug/pprof/cmdline shows no secret given inline and no URL's credentials, in every way the flag
+// package reads a flag, and leaves alone what it does not read.
+func TestRedactedArgs(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	key := &Secret{}
+	fs.Var(key, "key", "")
+	fs.Bool("on", false, "")
+	fs.String("url", "", "")
+	fs.String("plain", "", "")
+	keyFile := filepath.Join(t.TempDir(), "k")
+	if err := os.WriteFile(keyFile, []byte("from-file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must := func(args ...string) []string {
+		if err := fs.Parse(args[1:]); err != nil {
+			t.Fatal(err)
+		}
+		return args
+	}
+	for _, tc := range []struct{ in, want []string }{
+		{must("gw", "-key=k1", "--key=k2", "-key", "k3", "--key", "k4"), []string{"gw", "-key=secret", "--key=secret", "-key", "secret", "--key", "secret"}},
+		{must("gw", "-key=file://"+keyFile), []string{"gw", "-key=file://" + keyFile}},
+		{must("gw", "-on", "-key", "k", "-on=true"), []string{"gw", "-on", "-key", "secret", "-on=true"}},
+		{must("gw", "-url=http://u:p@vm:8428/x?authKey=a", "-url", "http://vm:8428,https://u:p@vm2"), []string{"gw", "-url=http://vm:8428/x", "-url", "http://vm:8428,https://vm2"}},
+		{must("gw", "-plain=a=b", "-plain", "c"), []string{"gw", "-plain=a=b", "-plain", "c"}},
+		{must("gw", "-plain", "x", "--", "-key=k"), []string{"gw", "-plain", "x", "--", "-key=k"}},
+		{must("gw", "-plain", "x", "arg", "-key=k"), []string{"gw", "-plain", "x", "arg", "-key=k"}},
+		{must("gw", "-key"+"=", "-plain=1"), []string{"gw", "-key=", "-plain=1"}},
+	} {
+		if got := RedactedArgs(fs, tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("%q: got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	if got := RedactedArgs(fs, []string{"gw", "-key"}); !slices.Equal(got, []string{"gw", "-key"}) {
+		t.Errorf("a flag without its value: %q", got)
 	}
 }

@@ -24,11 +24,16 @@ func NewSecret(name, usage string) *Secret {
 
 // String hides the value: flag listings and logs must never print a secret.
 func (s *Secret) String() string {
-	if s == nil || s.src == "" {
+	if s == nil {
 		return ""
 	}
-	if strings.HasPrefix(s.src, "file://") {
-		return s.src
+	return shownSecret(s.src)
+}
+
+// shownSecret is how a Secret flag given as v is shown: its file, or "secret" for a value given inline.
+func shownSecret(v string) string {
+	if v == "" || strings.HasPrefix(v, "file://") {
+		return v
 	}
 	return "secret"
 }

@@ -145,7 +145,7 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request, slot *hold
 	}
 	upgrade := res.StatusCode == http.StatusSwitchingProtocols
 	if !upgrade {
-		removeHopByHopHeaders(res.Header, nil)
+		dropUpstreamOnly(res.Header)
 	}
 	if err := u.modifyResponse(res, &f.stats); err != nil {
 		_ = res.Body.Close()
@@ -225,10 +225,11 @@ func (f *forwarding) got1xx(code int, header textproto.MIMEHeader) error {
 	}
 	h := f.rw.Header()
 	// The gateway's own headers (RateLimit-*, X-Request-Id) are in the map already and belong to the final answer;
-	// the 1xx's go out with it alone.
+	// the 1xx's go out with it alone, as clean as a final answer's.
 	own := h.Clone()
 	clear(h)
 	copyHeader(h, http.Header(header))
+	dropUpstreamOnly(h)
 	f.rw.WriteHeader(code)
 	clear(h)
 	copyHeader(h, own)
@@ -370,10 +371,19 @@ var hopHeaders = []string{
 	"Upgrade",
 }
 
-// endToEnd are the request headers the gateway read when it checked the request: the upstream must read the body
-// as the gateway read it (a form's type, its encoding and length, the identity encoding asked of costed answers),
-// so a client's Connection header cannot remove them (RFC 9110 7.6.1 forbids naming them there anyway).
-var endToEnd = map[string]bool{"Content-Type": true, "Content-Length": true, "Content-Encoding": true, "Accept-Encoding": true}
+// endToEnd are the request headers the gateway read when it checked the request, or set itself: the upstream must
+// read the body as the gateway read it (a form's type, its encoding and length, the identity encoding asked of costed
+// answers) and log the request under the id the client and the access log see (X-Request-Id), so a client's
+// Connection header cannot remove them (RFC 9110 7.6.1 forbids naming the first four there anyway).
+var endToEnd = map[string]bool{"Content-Type": true, "Content-Length": true, "Content-Encoding": true, "Accept-Encoding": true, "X-Request-Id": true}
+
+// dropUpstreamOnly removes from an answer's headers, final or informational, what is the upstream's alone: the
+// headers of its connection to the gateway, and the backend's host, which VictoriaMetrics names in every answer (in
+// Kubernetes its pod's name, which clients are not told; a review found it on every answer, and another on 103s).
+func dropUpstreamOnly(h http.Header) {
+	removeHopByHopHeaders(h, nil)
+	delete(h, "X-Server-Hostname")
+}
 
 // removeHopByHopHeaders removes the headers of one connection, before a message goes on to the next.
 // Headers in keep stay even when Connection names them.

@@ -302,10 +302,15 @@ func TestForwardDropsRequestTrailers(t *testing.T) {
 	}
 }
 
-// TestForward1xxKeepsOwnHeaders: an informational answer goes out with its own headers only, and the headers the
-// gateway set for the final answer (rate limits, request id) stay for it.
+// TestForward1xxKeepsOwnHeaders: an informational answer goes out with its own headers only, without the upstream's
+// hop-by-hop headers and host as for a final answer, and the headers the gateway set for the final answer (rate
+// limits, request id) stay for it.
 func TestForward1xxKeepsOwnHeaders(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The upstream's own headers go with neither answer: its connection's and its host's.
+		w.Header().Set("X-Server-Hostname", "vmselect-7f9c")
+		w.Header().Set("Connection", "X-Hop")
+		w.Header().Set("X-Hop", "1")
 		w.Header().Set("Link", "</a.css>; rel=preload")
 		w.WriteHeader(http.StatusEarlyHints)
 		w.Header().Del("Link")
@@ -325,6 +330,11 @@ func TestForward1xxKeepsOwnHeaders(t *testing.T) {
 	}
 	if !strings.HasPrefix(final, "HTTP/1.1 200") || !strings.Contains(final, "X-Own: kept") || strings.Contains(final, "Link:") {
 		t.Fatalf("the final answer: %.400q", final)
+	}
+	for _, h := range []string{"X-Server-Hostname", "X-Hop"} {
+		if strings.Contains(answer, h) {
+			t.Errorf("the upstream's %s reached the client: %.600q", h, answer)
+		}
 	}
 }
 

@@ -50,9 +50,6 @@ func newUpstream(kind string, set *backendSet, rt http.RoundTripper, retryCodes 
 // resolves against the client's path, prefix and tenant shape included.
 // st is where the forward step keeps the reader of a query answer's stats.
 func (u *upstream) modifyResponse(resp *http.Response, st *statsTail) error {
-	// VictoriaMetrics names its host in every answer: in Kubernetes the backend's pod, which clients are not told (a
-	// review found it on every answer).
-	delete(resp.Header, "X-Server-Hostname")
 	wrapPlainError(resp)
 	// Answers that tell restricted tokens more than their series are filtered first (tsdbstatus.go).
 	if err := filterAnswer(resp); err != nil {

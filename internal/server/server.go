@@ -7,11 +7,14 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +25,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/accesslog"
+	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/h1"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
@@ -390,7 +394,10 @@ func writeMetrics(w http.ResponseWriter, _ *http.Request) {
 func pprofIndex(w http.ResponseWriter, r *http.Request) {
 	switch strings.TrimPrefix(r.URL.Path, "/debug/pprof/") {
 	case "cmdline":
-		pprof.Cmdline(w, r)
+		// pprof.Cmdline's, with the secrets given inline redacted.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, strings.Join(flagutil.RedactedArgs(flag.CommandLine, os.Args), "\x00"))
 	case "profile":
 		pprof.Profile(w, r)
 	case "symbol":
