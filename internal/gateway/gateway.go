@@ -27,9 +27,10 @@ type Authenticator interface {
 }
 
 // Limiter decides whether a tenant may make one more request of a route's kind, counts it, and sets rate-limit
-// headers on the response's h, for allowed and rejected requests alike (ratelimit.Gate).
+// headers on the response's h, for allowed and rejected requests alike (ratelimit.Gate). What it holds for the
+// request (a query's expected cost) is given back by calling what it returns, never nil, once the request ends.
 type Limiter interface {
-	Admit(a *auth.Access, rt route.Route, h http.Header) error
+	Admit(a *auth.Access, rt route.Route, h http.Header) (func(), error)
 }
 
 // CostCounter counts what answered queries cost against the callers' cost limits (ratelimit.Gate): the stats
@@ -229,7 +230,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.SetTenant(t)
 	}
 	if g.limiter != nil {
-		if err := g.limiter.Admit(access, rt, e.Header()); err != nil {
+		release, err := g.limiter.Admit(access, rt, e.Header())
+		defer release()
+		if err != nil {
 			g.reject(e, err)
 			return
 		}

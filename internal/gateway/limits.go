@@ -155,7 +155,7 @@ func evalSpan(api string, q, form url.Values, now time.Time) (a, b, step int64, 
 // copy a rollup call into each arg of a union. Other subqueries are left to VictoriaMetrics' own bound on their points,
 // which is higher (30,000 in 1.79.5, 100,000 since): their memory grows with the points only.
 func checkCountValuesPoints(rt route.Route, q, form url.Values, parsed *enforce.Parsed, limit int64, now time.Time) error {
-	if rt.API != "query" && rt.API != "query_range" {
+	if !rt.Evaluates() {
 		return nil
 	}
 	spanRead := false

@@ -226,7 +226,7 @@ func (c *costWatch) clientLeft() {
 // The returned function ends the upstream request and charges a query that had no stats its time; it is called
 // once the answer has been forwarded (or read to its end after the client left), or the request failed.
 func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route, held bool) (*http.Request, func()) {
-	if g.costs == nil || rt.API != "query" && rt.API != "query_range" || !g.costs.Costed(a) {
+	if g.costs == nil || !rt.Evaluates() || !g.costs.Costed(a) {
 		return r, func() {}
 	}
 	r.Header.Set("Accept-Encoding", "identity")

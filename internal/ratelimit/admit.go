@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"sync"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
@@ -14,16 +15,19 @@ import (
 // Admit judges a request to API rt by the caller a and, when it passes, counts it: nil, or a *limitError. With
 // Config.Headers it sets the rate-limit headers on h for passing and rejected requests alike (h may be nil).
 // A nil Access is judged as tenant 0:0. Under Config.DryRun it rejects nothing, but counts what it would have.
+// The caller must call what it returns (never nil) once the request has ended, refused or not.
 //
 // Queries limits are enforced on the largest of the datasource's usage, the gate's own count of the requests it
 // admitted and, with Redis, the count all replicas share; a burst is cut at the limit before the datasource has
 // seen it. Cost limits (series_fetched, query_time_ms) are enforced on the costs of the answers already counted
-// (Spend): a request is refused once the budget is used up. The other limit types count rows and series, which a
-// gateway streaming write bodies never sees: the datasource's figures alone decide them.
-func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
+// (Spend) and on what the caller's queries in flight here are expected to cost: a query whose answer is charged
+// (route.Route.Evaluates) holds its caller's expected cost of a query, the costliest recent one's, until what Admit returned
+// is called. The other limit types count rows and series, which a gateway streaming write bodies never sees: the
+// datasource's figures alone decide them.
+func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) (func(), error) {
 	i := gatedIndex(rt.Kind)
 	if i < 0 {
-		return nil
+		return nothingHeld, nil
 	}
 	if rt.Kind == route.Write && a != nil {
 		g.writers.seen(a)
@@ -34,24 +38,27 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 		if h != nil && g.headers != HeadersNone && i == gatedRead && r.status == http.StatusTooManyRequests {
 			g.headers.set(h, g.tally.figures(st, id, a, g.now(), nil), r)
 		}
-		return g.refuse(a, r)
+		return nothingHeld, g.refuse(a, r)
 	}
 	if i != gatedRead || len(st.counted) == 0 {
-		return nil
+		return nothingHeld, nil
 	}
 	now := g.now()
+	charged := rt.Evaluates()
 	var buf [4]held
 	hs := buf[:0]
+	var reserved bool
 	for j := range st.counted {
 		cs := &st.counted[j]
 		k := cs.seriesKey(id, a)
 		ser := g.tally.seriesOf(st, j, k, now.Unix())
-		var tookShared bool
+		p := held{ser: ser}
 		var r *limitError
 		if cs.typ.Cost() {
-			r = g.tally.overBudget(ser, k, cs, now)
+			p.reserved, r = g.tally.overBudget(ser, k, cs, now, charged)
 		} else {
-			tookShared, r = g.tally.count(ser, k, cs, now)
+			p.shared, r = g.tally.count(ser, k, cs, now)
+			p.counted = r == nil
 		}
 		if r != nil {
 			for _, p := range hs {
@@ -60,20 +67,41 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 			if h != nil && g.headers != HeadersNone {
 				g.headers.set(h, g.tally.figures(st, id, a, now, nil), r)
 			}
-			return g.refuse(a, r)
+			return nothingHeld, g.refuse(a, r)
 		}
-		hs = append(hs, held{ser, !cs.typ.Cost(), tookShared})
+		reserved = reserved || p.reserved != 0
+		hs = append(hs, p)
 	}
 	if h != nil && g.headers != HeadersNone {
 		g.headers.set(h, g.tally.figures(st, id, a, now, hs), nil)
 	}
-	return nil
+	if !reserved {
+		return nothingHeld, nil
+	}
+	// Only the reservations are given back: the counts of requests stay.
+	rs := make([]held, 0, len(hs))
+	for _, p := range hs {
+		if p.reserved != 0 {
+			rs = append(rs, held{ser: p.ser, reserved: p.reserved})
+		}
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			for _, p := range rs {
+				p.ser.reserved.Add(-p.reserved)
+			}
+		})
+	}, nil
 }
+
+// nothingHeld is what Admit returns for a request that holds no reservation.
+func nothingHeld() {}
 
 // Spend counts what an answered query cost against the caller's cost limits: seriesFetched and execMsec are the
 // stats VictoriaMetrics ends the answer with. A nil Access is tenant 0:0. Callers without cost limits cost nothing.
 func (g *Gate) Spend(a *auth.Access, seriesFetched int64, execMsec float64) {
-	g.charge(a, func(cs *countedSet) int64 {
+	g.charge(a, true, func(cs *countedSet) int64 {
 		if cs.typ == limitfile.SeriesFetched {
 			return seriesFetched
 		}
@@ -86,7 +114,7 @@ func (g *Gate) Spend(a *auth.Access, seriesFetched int64, execMsec float64) {
 // budget of each of the caller's cost limits: the largest value among its windows. Charging nothing would let a
 // caller escape its limits by leaving early; charging less than the budget would be a guess.
 func (g *Gate) SpendAll(a *auth.Access) {
-	g.charge(a, func(cs *countedSet) int64 {
+	g.charge(a, false, func(cs *countedSet) int64 {
 		var n int64
 		for w := range cs.limits {
 			if l := cs.limits[w].limit; l.Type != 0 {
@@ -97,8 +125,9 @@ func (g *Gate) SpendAll(a *auth.Access) {
 	})
 }
 
-// charge adds amount(cs) to each of the caller's cost limits (series_fetched, query_time_ms).
-func (g *Gate) charge(a *auth.Access, amount func(cs *countedSet) int64) {
+// charge adds amount(cs) to each of the caller's cost limits (series_fetched, query_time_ms); for an answer whose
+// cost was learned (answered), that is also what the caller's next queries are expected to cost.
+func (g *Gate) charge(a *auth.Access, answered bool, amount func(cs *countedSet) int64) {
 	id := tenantOf(a)
 	st := g.snap.Load().state(id)
 	if !st.costed {
@@ -110,8 +139,8 @@ func (g *Gate) charge(a *auth.Access, amount func(cs *countedSet) int64) {
 		if !cs.typ.Cost() {
 			continue
 		}
-		if n := amount(cs); n > 0 {
-			g.tally.spend(st, j, cs.seriesKey(id, a), sec, n)
+		if n := amount(cs); n > 0 || answered {
+			g.tally.spend(st, j, cs.seriesKey(id, a), sec, n, answered)
 		}
 	}
 }

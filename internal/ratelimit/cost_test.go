@@ -3,6 +3,8 @@ package ratelimit
 import (
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,7 +38,7 @@ func TestCostLimits(t *testing.T) {
 	}
 	// 120 series fetched of 100: the next request is refused, and nothing was counted for it.
 	h := http.Header{}
-	r := asRejection(t, g.Admit(alice, rt(route.Read), h))
+	r := asRejection(t, second(g.Admit(alice, rt(route.Read), h)))
 	if r.HTTPStatus() != http.StatusTooManyRequests || r.Limit.Type != limitfile.SeriesFetched || r.Usage != 120 || r.KeyValue != "alice" {
 		t.Errorf("rejection %+v", r)
 	}
@@ -57,7 +59,7 @@ func TestCostLimits(t *testing.T) {
 	}
 	// Another key of the tenant has its own budget; the queries limit counted the requests that passed only.
 	h = http.Header{}
-	if err := g.Admit(bob, rt(route.Read), h); err != nil {
+	if _, err := g.Admit(bob, rt(route.Read), h); err != nil {
 		t.Fatalf("bob: %v", err)
 	}
 	if got := h.Get("Ratelimit"); got != `"queries-minute";r=997;t=61` {
@@ -196,5 +198,100 @@ func TestRedisKeys(t *testing.T) {
 		if got := s.redisKey(tc.k); got != tc.want {
 			t.Errorf("redisKey(%+v) = %q, want %q", tc.k, got, tc.want)
 		}
+	}
+}
+
+// TestCostReservedInFlight: a query admitted under a cost limit holds what its caller's queries are expected to cost
+// (the costliest recent answer's, forgotten by an eighth per cheaper one) until it ends, so that the queries in flight
+// cannot together overshoot the budget by more than one query's misjudged cost; a refusal for the queries in flight
+// says so and asks to retry in a second, and what is given back passes the next.
+func TestCostReservedInFlight(t *testing.T) {
+	g, _ := clockGate(t, costLimits, Config{})
+	query := route.Route{API: "query", Kind: route.Read}
+	alice := &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "alice"}}
+	admit := func() (func(), error) { return g.Admit(alice, query, nil) }
+
+	// Nothing answered yet: nothing is expected, and the first queries pass.
+	first, err := admit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Spend(alice, 30, 1)
+	first()
+	// 30 of 100 used, 30 expected of each query: a query passes while what is used and expected leaves room, so
+	// three may be in flight (30, 60, 90 before each), not a fourth: the overshoot is one query's at most.
+	var held []func()
+	for i := 0; i < 3; i++ {
+		release, err := admit()
+		if err != nil {
+			t.Fatalf("query %d in flight: %v", i+1, err)
+		}
+		held = append(held, release)
+	}
+	release, err := admit()
+	r := asRejection(t, err)
+	release() // a refusal holds nothing; calling it is still allowed
+	if r.Usage != 30 || r.RetryAfter() != time.Second || !strings.Contains(r.Error(), "and 90 expected of its queries in flight on this gateway") {
+		t.Errorf("refusal for the queries in flight: usage %v, retry %s: %s", r.Usage, r.RetryAfter(), r.Error())
+	}
+	// A request of another API (not charged) reserves nothing and passes while the budget is not used up.
+	if _, err := g.Admit(alice, route.Route{API: "series", Kind: route.Read}, nil); err != nil {
+		t.Errorf("series beside the queries in flight: %v", err)
+	}
+	// One answers cheaply: its reservation goes, its cost comes, and the expected cost falls by an eighth only.
+	g.Spend(alice, 2, 1)
+	held[0]()
+	held[0]() // twice is once
+	ser := g.tally.counters.lookup(seriesKey{tenant: tid(1, 0), key: intern(limitfile.Key{Claim: "sub"}), value: "alice", cost: limitfile.SeriesFetched})
+	if ser == nil {
+		t.Fatal("no series_fetched series for alice")
+	}
+	release, err = admit() // 32 used, 60 in flight
+	if err != nil {
+		t.Fatalf("after one answered: %v", err)
+	}
+	if ser.perQuery.Load() != 27 || ser.reserved.Load() != 87 {
+		t.Errorf("after one cheap answer: %d expected per query, %d reserved; want 27 and 87", ser.perQuery.Load(), ser.reserved.Load())
+	}
+	release()
+	held[1]()
+	held[2]()
+	if got := ser.reserved.Load(); got != 0 {
+		t.Errorf("%d reserved with nothing in flight", got)
+	}
+	// A costlier answer raises the expectation at once: with 82 used, one query of 50 may go, not two.
+	g.Spend(alice, 50, 1)
+	if _, err := admit(); err != nil {
+		t.Errorf("82 used, nothing in flight: %v", err)
+	}
+	if _, err := admit(); err == nil {
+		t.Errorf("82 used and 50 in flight of 100: admitted")
+	}
+	// Bob's budget is his own.
+	if _, err := g.Admit(&auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "bob"}}, query, nil); err != nil {
+		t.Errorf("bob: %v", err)
+	}
+}
+
+// TestCostReservationsRace: of many queries racing under one budget, no more pass than it has room for.
+func TestCostReservationsRace(t *testing.T) {
+	g, _ := clockGate(t, costLimits, Config{})
+	query := route.Route{API: "query", Kind: route.Read}
+	alice := &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "alice"}}
+	g.Spend(alice, 10, 1) // 10 used, 10 expected: nine may be in flight (10 + 9*10 = 100)
+	var passed atomic.Int64
+	var wg sync.WaitGroup
+	for i := 0; i < 64; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := g.Admit(alice, query, nil); err == nil {
+				passed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if got := passed.Load(); got != 9 {
+		t.Errorf("%d of 64 racing queries passed; want 9", got)
 	}
 }

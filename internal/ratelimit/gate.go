@@ -258,6 +258,8 @@ type decision struct {
 	Usage float64
 	// Reset is how long until a request can pass again.
 	Reset time.Duration
+	// InFlight is, for a cost limit, what the caller's queries in flight on this gateway are expected to cost.
+	InFlight int64
 }
 
 // Usage sources: where the figure that decided came from.
@@ -276,6 +278,7 @@ type limitError struct {
 	Usage  float64
 	// KeyValue is the caller's value of Limit.Key, when the limit has one.
 	KeyValue string
+	inFlight int64
 	source   string
 	status   int
 	retry    time.Duration
@@ -309,6 +312,7 @@ func (p *rules) rejection(id tenant.ID, d decision, keyValue, source string) *li
 		Limit:    d.Limit,
 		Usage:    d.Usage,
 		KeyValue: keyValue,
+		inFlight: d.InFlight,
 		source:   source,
 		status:   http.StatusTooManyRequests,
 		retry:    roundUpSeconds(d.Reset),
@@ -354,6 +358,9 @@ func (r *limitError) text(withUsage bool) string {
 		usage += " from the seriesFetched stats of the tenant's query answers"
 	case limitfile.QueryTimeMs:
 		usage += " (milliseconds) from the executionTimeMsec stats of the tenant's query answers"
+	}
+	if r.inFlight > 0 {
+		usage += fmt.Sprintf(", and %d expected of its queries in flight on this gateway", r.inFlight)
 	}
 	return fmt.Sprintf("rate limit exceeded for %s: limit %s (%s), usage seen %s; retry after %s",
 		who, limit, whose, usage, r.retry)

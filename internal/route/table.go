@@ -316,6 +316,11 @@ func isPushgateway(x string) bool {
 	return n%2 == 0
 }
 
+// Evaluates reports whether the API evaluates a MetricsQL query over time: /api/v1/query and /api/v1/query_range,
+// whose answers VictoriaMetrics ends with the query's stats (the cost limits charge them) and whose memory grows
+// with the points of each series.
+func (r Route) Evaluates() bool { return r.API == "query" || r.API == "query_range" }
+
 // PathLabels is the number of labels the path adds to every series written: the Pushgateway form's pairs, job
 // included. VictoriaMetrics stores those with a value; all are counted.
 func (r Route) PathLabels() int {
