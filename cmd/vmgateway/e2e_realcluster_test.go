@@ -420,6 +420,38 @@ func TestRealClusterDeleteSeries(t *testing.T) {
 	}
 }
 
+// TestRealClusterTraceRemoved: vmstorage's query trace names the monthly index partitions a search opened, which all
+// tenants share, so a full token's trace=1 told its tenant in which months other tenants had data (an attacker's
+// review on v1.150). A cluster-mode gateway removes the trace arg for every token; vmselect itself still shows the
+// month of another tenant's data in the trace of a tenant with none there.
+func TestRealClusterTraceRemoved(t *testing.T) {
+	rc := startRealCluster(t)
+	old := time.Date(2021, 3, 15, 0, 0, 0, 0, time.UTC).UnixMilli()
+	rc.importDirect(t, "7:0", fmt.Sprintf("old_seven 1 %d\n", old))
+	rc.importDirect(t, "5:0", "now_five 1\n")
+	rc.c.Flush(t)
+	rc.waitSeries(t, "5:0", "now_five", []string{"__name__=now_five"})
+	args := fmt.Sprintf("/api/v1/series?match[]=nonexistent_probe&start=%d&end=%d&trace=1", old/1000-86400, time.Now().Unix())
+	vmtest.Eventually(t, func() (bool, string) {
+		code, _, body := do(t, http.MethodGet, rc.c.Select.URL+"/select/5:0/prometheus"+args, nil)
+		return code == 200 && strings.Contains(body, "2021_03"), fmt.Sprintf("vmselect, tenant 5:0: %d %.600s; want its trace to name 2021_03", code, body)
+	})
+	full := clusterToken(t, auth.VMAccess{Tenant: tenant.ID{AccountID: 5}, Mode: auth.ModeFull})
+	for _, r := range []struct {
+		method, path string
+		body         io.Reader
+	}{
+		{http.MethodGet, args, nil},
+		{http.MethodPost, "/api/v1/series", strings.NewReader(strings.TrimPrefix(args, "/api/v1/series?"))},
+		{http.MethodGet, "/api/v1/query?query=now_five&trace=1", nil},
+	} {
+		code, _, body := do(t, r.method, rc.g.URL+r.path, r.body, append(bearer(full), "Content-Type", "application/x-www-form-urlencoded")...)
+		if code != 200 || strings.Contains(body, `"trace"`) || strings.Contains(body, "2021_03") || strings.Contains(body, "indexDB") {
+			t.Errorf("full token: %s %s: %d %.600s; want an answer without a trace", r.method, r.path, code, body)
+		}
+	}
+}
+
 // TestRealClusterAdminTenants: /admin/tenants names every tenant, so only an unrestricted full token may call it,
 // and it learns of its own tenant alone; the real vmselect answers it.
 func TestRealClusterAdminTenants(t *testing.T) {

@@ -169,10 +169,12 @@ func (g *Gateway) seesArgs(a *auth.Access, rt route.Route) bool {
 }
 
 // removeTrace drops the trace arg, which VictoriaMetrics reads from the URL and the form on every read API, for
-// tokens that are not unrestricted full ones, and from /admin/tenants for every token, whose trace counts the tenants
-// that the answer filter hides (found by an attacker's review); it reports whether there was one.
+// tokens that are not unrestricted full ones, and for every token of a cluster-mode gateway: vmstorage's trace names
+// the monthly index partitions the search opened, which all tenants share, so one tenant learnt in which months the
+// others had data (an attacker's review on v1.150), and /admin/tenants' counts the tenants that the answer filter
+// hides (another). It reports whether there was one.
 func (g *Gateway) removeTrace(a *auth.Access, rt route.Route, q, form url.Values) bool {
-	if a.Mode == auth.ModeFull && !a.Enforcer.Restricted() && (rt.API != "admin_tenants" || g.auth == nil) {
+	if a.Mode == auth.ModeFull && !a.Enforcer.Restricted() && (g.auth == nil || !g.cluster && rt.API != "admin_tenants") {
 		return false
 	}
 	_, inURL := q["trace"]
