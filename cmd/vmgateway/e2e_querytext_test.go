@@ -136,3 +136,70 @@ func TestQueryTextThatStopsVictoriaMetrics(t *testing.T) {
 		})
 	}
 }
+
+// TestQueriesThatExhaustVictoriaMetrics: queries of a few KB that the gateway admitted and that took VictoriaMetrics
+// seconds of CPU before any of its limits looked, or all its memory (an attacker's review, with a restricted token):
+//   - one filter of 11 KB under 150 `* x` above a label_replace whose regexp does not compile: the optimizer copies
+//     the filter into every selector, and the error is wrapped with the whole expression at every level, which ran
+//     v1.151 out of memory past 6.7 GB;
+//   - the same filter under 270 `* x`: 10 s of v1.151's CPU, 12 s of 1.79.5's, 8 s of vmselect's, in the optimizer;
+//   - a union of 200 label_replace of dense regexps, which VictoriaMetrics compiles as it evaluates: 2.6 s and 1.5 GB
+//     that stayed in its regexp cache.
+//
+// Through the gateway each gets 400 naming what is wrong, for restricted and unrestricted tokens; the backends stay
+// up and answer a plain query.
+func TestQueriesThatExhaustVictoriaMetrics(t *testing.T) {
+	long := `x{a="` + strings.Repeat("v", 11000) + `"}`
+	var union []string
+	for i := range 200 {
+		union = append(union, fmt.Sprintf(`label_replace(z, "a", "$1", "b", "(?:(?:\\pL{30}){30})B%d")`, i))
+	}
+	queries := []struct{ query, msg string }{
+		{`label_replace(` + long + `, "c", "$1", "b", "(")` + strings.Repeat(" * x", 150), "optimizer would work out and copy label filters"},
+		{long + strings.Repeat(" * x", 270), "optimizer would work out and copy label filters"},
+		{"union(" + strings.Join(union, ",") + ")", "regexps would compile to a program"},
+	}
+	for _, v := range []struct {
+		name  string
+		start func(t *testing.T) (g *gw, prefix, health string, toks []string)
+	}{
+		{"1.79.5", func(t *testing.T) (*gw, string, string, []string) {
+			vm := vmtest.Start(t)
+			priv, pub := keyPair(t, "ec")
+			g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub)
+			return g, "", vm.URL + "/health", []string{mint(t, priv, "-mode=read", "-extraLabels=team=dev"), mint(t, priv, "-mode=read")}
+		}},
+		{"current", func(t *testing.T) (*gw, string, string, []string) {
+			vm := vmtest.StartCurrent(t)
+			priv, pub := keyPair(t, "ec")
+			g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub)
+			return g, "", vm.URL + "/health", []string{mint(t, priv, "-mode=read", "-extraLabels=team=dev"), mint(t, priv, "-mode=read")}
+		}},
+		{"cluster", func(t *testing.T) (*gw, string, string, []string) {
+			rc := startRealCluster(t)
+			t3 := tenant.ID{AccountID: 3}
+			return rc.g, "/select/3:0/prometheus", rc.c.Select.URL + "/health", []string{
+				clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}}),
+				clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead}),
+			}
+		}},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			g, prefix, health, toks := v.start(t)
+			for i, tok := range toks {
+				for _, q := range queries {
+					name := fmt.Sprintf("token %d: %.40s", i, q.query)
+					code, _, body := do(t, http.MethodPost, g.URL+prefix+"/api/v1/query", strings.NewReader("query="+url.QueryEscape(q.query)),
+						append(bearer(tok), "Content-Type", "application/x-www-form-urlencoded")...)
+					checkClusterError(t, name, code, body, 400, q.msg)
+				}
+				if code, _, body := do(t, http.MethodGet, g.URL+prefix+"/api/v1/query?query=sum(x)", nil, bearer(tok)...); code != http.StatusOK {
+					t.Errorf("token %d: a plain query: %d %s", i, code, body)
+				}
+			}
+			if code, _, body := do(t, http.MethodGet, health, nil); code != http.StatusOK {
+				t.Fatalf("the backend after the refused queries: %d %s", code, body)
+			}
+		})
+	}
+}

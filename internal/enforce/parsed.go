@@ -155,7 +155,7 @@ func parseMetricsQL(q string, part uint64) (expr metricsql.Expr, err error) {
 			return nil, err
 		}
 	}
-	if hasRegexpFilter(q) {
+	if mayCompileRegexp(q) {
 		if toks == nil {
 			toks = tokenize(q)
 		}

@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -13,17 +14,47 @@ import (
 // size of what is below, so a chain is cubic: `x{a0=""} * x{a1=""} * ...` of 300 selectors (3 KB) took v1.151 5 s of
 // CPU, of 600 selectors 31 s; and label_set makes a filter of each of its pairs, dropping each from the others, so
 // 40 uses of one label_set of 300 pairs took it 9 s and were answered in 2 ms by its own clock (attackers' reviews).
-// The weight below follows Optimize (metricsql's optimizer.go) with upper bounds; one unit measured about 0.2 µs of
-// it, so the bound admits some 60 ms: a chain of 80 selectors of one filter each, of 30 of 15 filters each.
+// It works on filters as printed strings, so a long one costs by its length: one filter of 11 KB under a chain of
+// 270 `* x` took v1.151 10 s, vmselect 8 s (another review). The weight below follows Optimize (metricsql's
+// optimizer.go) with upper bounds; one unit measured about 0.2 µs of it, and a filter weighs a unit and one per
+// bytesPerUnit bytes of it as printed, so the bound admits some 60 ms: a chain of 80 selectors of one short filter
+// each, of 30 of 15 filters each.
 const maxPushdownWork = 300_000
 
-// checkPushdown refuses a query whose optimization would weigh more than maxPushdownWork.
+// bytesPerUnit is how many bytes of a filter, as the optimizer prints it, weigh one unit: it compares and copies
+// about 15 of them in a unit's time.
+const bytesPerUnit = 16
+
+// maxErrorBytes bounds what VictoriaMetrics allocates for an error that rises through the query. Each binary operator
+// (and rollup) it passes wraps it with the whole of its own expression as optimized (`cannot evaluate %q: %w`), so
+// the message grows with the square of the depth and what is allocated for it with the cube, times the length of
+// the filters the optimizer copied into every selector: a label_replace that fails under a chain of 150 `* x`
+// beside one filter of 11 KB (11.6 KB of query) made v1.151 run out of memory past 6.7 GB, and one of 80 took it
+// to 1.7 GB (an attacker's review). The estimate is an upper bound of the bytes of the worst error's messages; the
+// runtime's own copies come on top.
+const maxErrorBytes = 64 << 20
+
+// checkPushdown refuses a query whose optimization would weigh more than maxPushdownWork, or whose error, should
+// its evaluation fail, would take more than maxErrorBytes to tell.
 func checkPushdown(expr metricsql.Expr) error {
-	w := pushdownWeigher{distinct: distinctFilters(expr)}
-	w.walk(expr)
+	w := pushdownWeigher{}
+	w.distinctFilters(expr)
+	top := w.walk(expr)
 	if w.work > maxPushdownWork {
 		return fmt.Errorf("VictoriaMetrics' optimizer would work out and copy label filters across its binary operators for too "+
-			"long (weight over %d): split the query, or join fewer selectors, label_set pairs or filters with operators in one expression", maxPushdownWork)
+			"long (weight over %d): split the query, or join fewer selectors, label_set pairs or filters (long ones weigh by their "+
+			"length) with operators in one expression", maxPushdownWork)
+	}
+	// An error is wrapped at most once per node, each time with at most the whole query as optimized: most queries
+	// are too small for their errors to matter, and are not walked again.
+	printed := min(w.allBytes+top.selectors*(w.distinctBytes+8)+w.nodes*nodeBytes, maxEval)
+	if w.nodes*w.nodes <= maxErrorBytes/max(printed, 1) {
+		return nil
+	}
+	if top := w.errorCost(expr, 0); top.alloc > maxErrorBytes {
+		return fmt.Errorf("should the query fail, VictoriaMetrics would repeat its expression, with the filters it copies into "+
+			"every selector, at each of its %d levels of operators in the error, over %d MiB in all: nest fewer operators, or "+
+			"use shorter filters", top.depth, maxErrorBytes>>20)
 	}
 	return nil
 }
@@ -36,41 +67,71 @@ const (
 
 type pushdownWeigher struct {
 	work int64
-	// distinct is the number of distinct label filters (and strings, which label functions make filters of) in
-	// the query: the common filters of any subtree are a set of them.
-	distinct int64
+	// distinct is the weight of the distinct label filters (and strings, which label functions make filters of) in
+	// the query: the common filters of any subtree are a set of them. distinctBytes is their length as printed,
+	// which is the most the optimizer copies into one selector; heaviest the weight of the heaviest one.
+	distinct, distinctBytes, heaviest int64
+	// allBytes is the length of all the query's filters and strings as printed, nodes the number of its nodes (at
+	// most maxCount).
+	allBytes, nodes int64
+	// common is the weight of each binary operator's common filters (walk).
+	common map[*metricsql.BinaryOpExpr]int64
+	buf    []byte
 }
 
-// distinctFilters counts the distinct label filters of expr but the metric name's, and its distinct strings.
-func distinctFilters(expr metricsql.Expr) int64 {
+// filterLen is the length of lf as the optimizer prints it.
+func (w *pushdownWeigher) filterLen(lf *metricsql.LabelFilter) int64 {
+	w.buf = lf.AppendString(w.buf[:0])
+	return int64(len(w.buf))
+}
+
+// stringLen is the length of a string as printed, quoted.
+func (w *pushdownWeigher) stringLen(s string) int64 {
+	w.buf = strconv.AppendQuote(w.buf[:0], s)
+	return int64(len(w.buf))
+}
+
+// weight is what a filter or string of n printed bytes weighs.
+func weight(n int64) int64 { return 1 + n/bytesPerUnit }
+
+// distinctFilters weighs the distinct label filters of expr but the metric name's, and its distinct strings.
+func (w *pushdownWeigher) distinctFilters(expr metricsql.Expr) {
 	seen := map[metricsql.LabelFilter]struct{}{}
-	metricsql.VisitAll(expr, func(x metricsql.Expr) {
-		if len(seen) >= maxCount {
+	add := func(lf metricsql.LabelFilter, n int64) {
+		w.allBytes = min(w.allBytes+n, maxEval)
+		if _, ok := seen[lf]; ok || len(seen) >= maxCount {
 			return
 		}
+		seen[lf] = struct{}{}
+		w.distinct = min(w.distinct+weight(n), maxEval)
+		w.distinctBytes = min(w.distinctBytes+n, maxEval)
+		w.heaviest = max(w.heaviest, weight(n))
+	}
+	metricsql.VisitAll(expr, func(x metricsql.Expr) {
+		w.nodes = min(w.nodes+1, maxCount)
 		switch t := x.(type) {
 		case *metricsql.MetricExpr:
 			for _, lfs := range t.LabelFilterss {
-				for _, lf := range lfs {
-					if lf.Label != "__name__" {
-						seen[lf] = struct{}{}
+				for i := range lfs {
+					if lfs[i].Label != "__name__" {
+						add(lfs[i], w.filterLen(&lfs[i]))
 					}
 				}
 			}
 		case *metricsql.StringExpr:
-			seen[metricsql.LabelFilter{Value: t.S}] = struct{}{}
+			add(metricsql.LabelFilter{Value: t.S}, w.stringLen(t.S))
 		}
 	})
-	return int64(len(seen))
 }
 
-// sub is what walk learns of a subtree: its selectors, a bound of its common label filters, and the weight of
-// working them out (getCommonLabelFilters), which Optimize does again at every binary operator above it.
+// sub is what walk learns of a subtree: its selectors, a bound of the weight of its common label filters, and the
+// weight of working them out (getCommonLabelFilters), which Optimize does again at every binary operator above it.
 type sub struct {
 	selectors, filters, eval int64
 }
 
-// walk weighs x and adds the work of its binary operators; it stops once the work is over the bound.
+// walk weighs x and adds the work of its binary operators; it stops once the work is over the bound. It keeps the
+// weight of each binary operator's common filters, which Optimize copies into every selector below it (errorCost).
 func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 	if w.work > maxPushdownWork {
 		return sub{}
@@ -81,18 +142,20 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 		s := sub{selectors: min(branches, maxCount)}
 		widest := int64(0)
 		for i, lfs := range t.LabelFilterss {
-			n := int64(0)
-			for _, lf := range lfs {
-				if lf.Label != "__name__" {
-					n++
+			n, all := int64(0), int64(0)
+			for j := range lfs {
+				wt := weight(w.filterLen(&lfs[j]))
+				all += wt
+				if lfs[j].Label != "__name__" {
+					n += wt
 				}
 			}
 			// `or` branches: their intersection is common.
 			if i == 0 || n < s.filters {
 				s.filters = n
 			}
-			widest = max(widest, int64(len(lfs)))
-			s.eval += int64(len(lfs))
+			widest = max(widest, all)
+			s.eval = min(s.eval+all, maxEval)
 		}
 		if branches > 1 {
 			// Every branch is a selector of its own to the optimizer: the filters pushed down are copied into each, and
@@ -110,17 +173,18 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 		return s
 	case *metricsql.FuncExpr:
 		var s sub
-		strs := int64(0)
+		strs, strsW := int64(0), int64(0)
 		for _, a := range t.Args {
-			if _, ok := a.(*metricsql.StringExpr); ok {
+			if se, ok := a.(*metricsql.StringExpr); ok {
 				strs++
+				strsW = min(strsW+weight(w.stringLen(se.S)), maxEval)
 			}
 			s = w.plus(s, w.walk(a))
 		}
 		// Label functions drop, keep or add a filter for each name they are given, each against all the others: a
 		// label_set of k pairs makes k filters at k² steps. A step of it measured a quarter of a unit.
-		s.eval = min(s.eval+strs*(s.filters+strs)/4, maxEval)
-		s.filters = min(s.filters+strs, w.distinct)
+		s.eval = min(s.eval+strs*(s.filters+strsW)/4, maxEval)
+		s.filters = min(s.filters+strsW, w.distinct)
 		return s
 	case *metricsql.AggrFuncExpr:
 		var s sub
@@ -131,7 +195,7 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 		s.eval = min(s.eval+s.filters*(1+mods), maxEval)
 		switch strings.ToLower(t.Modifier.Op) {
 		case "by":
-			s.filters = min(s.filters, mods)
+			s.filters = min(s.filters, mods*w.heaviest)
 		case "without":
 		default:
 			s.filters = 0 // an aggregate without by() or without() keeps no label
@@ -153,10 +217,14 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 			s.filters = min(l.filters+r.filters, w.distinct)
 		}
 		if strings.EqualFold(t.GroupModifier.Op, "on") {
-			s.filters = min(s.filters, groups)
+			s.filters = min(s.filters, groups*w.heaviest)
 		}
 		// Optimize works the common filters out of the whole subtree here, and copies them into each selector below.
 		w.work += s.eval + s.selectors*s.filters
+		if w.common == nil {
+			w.common = map[*metricsql.BinaryOpExpr]int64{}
+		}
+		w.common[t] = s.filters
 		return s
 	}
 	return sub{}
@@ -169,4 +237,111 @@ func (w *pushdownWeigher) plus(a, b sub) sub {
 		filters:   min(a.filters+b.filters, w.distinct),
 		eval:      min(a.eval+b.eval, maxEval),
 	}
+}
+
+// nodeBytes bounds what a node adds to its children's text: its name, parentheses, modifiers.
+const nodeBytes = 64
+
+// errCost is what errorCost learns of a subtree, for an error rising from it: a bound of its length as printed once
+// optimized, of the longest message it can end with, of the bytes of all its messages on the way, and the levels
+// that wrapped it.
+type errCost struct {
+	printed, msg, alloc, depth int64
+}
+
+// errorCost bounds the messages of an error rising through x, whose selectors Optimize gave pushed bytes of filters
+// from the binary operators above. A binary operator gives those below it its common filters, at most bytesPerUnit
+// bytes per unit of their weight; what several operators give one selector is bounded by the most any of them gives
+// (the common filters of nested operators mostly contain each other).
+func (w *pushdownWeigher) errorCost(x metricsql.Expr, pushed int64) errCost {
+	switch t := x.(type) {
+	case *metricsql.MetricExpr:
+		c := errCost{printed: 2}
+		for _, lfs := range t.LabelFilterss {
+			own := int64(0) // a branch gains only the filters it lacks
+			for j := range lfs {
+				if lf := &lfs[j]; lf.Label == "__name__" && !lf.IsRegexp && !lf.IsNegative {
+					c.printed += int64(len(lf.Value)) // printed as the metric's name
+					continue
+				}
+				n := w.filterLen(&lfs[j])
+				c.printed += n + 1
+				own += n
+			}
+			c.printed += min(pushed, max(w.distinctBytes-own, 0)) + 4
+		}
+		c.printed = min(c.printed, maxEval)
+		// A selector's own error names it.
+		c.msg, c.alloc = c.printed, c.printed
+		return c
+	case *metricsql.RollupExpr:
+		c := w.errorCost(t.Expr, pushed)
+		if t.At != nil {
+			c = errPlus(c, w.errorCost(t.At, pushed))
+		}
+		return errWrap(c, 16+int64(len(t.Window.AppendString(nil))+len(t.Step.AppendString(nil))+len(t.Offset.AppendString(nil))))
+	case *metricsql.FuncExpr:
+		c := errCost{}
+		for _, a := range t.Args {
+			c = errPlus(c, w.errorCost(a, pushed))
+		}
+		if metricsql.IsRollupFunc(t.Name) {
+			return errWrap(c, int64(len(t.Name))+2) // a rollup wraps the errors of its subquery
+		}
+		return errOwn(c, int64(len(t.Name))+2)
+	case *metricsql.AggrFuncExpr:
+		c := errCost{}
+		for _, a := range t.Args {
+			c = errPlus(c, w.errorCost(a, pushed))
+		}
+		return errOwn(c, int64(len(t.Name))+16+modifierLen(t.Modifier))
+	case *metricsql.BinaryOpExpr:
+		p := min(max(pushed, w.common[t]*bytesPerUnit), w.distinctBytes)
+		c := errPlus(w.errorCost(t.Left, p), w.errorCost(t.Right, p))
+		return errWrap(c, int64(len(t.Op))+4+modifierLen(t.GroupModifier)+modifierLen(t.JoinModifier))
+	case *metricsql.StringExpr:
+		n := w.stringLen(t.S)
+		return errCost{printed: n}
+	}
+	return errCost{printed: 24} // a number or a duration
+}
+
+func modifierLen(m metricsql.ModifierExpr) int64 {
+	if m.Op == "" {
+		return 0
+	}
+	n := int64(len(m.Op) + 2)
+	for _, a := range m.Args {
+		n += int64(len(a)) + 2
+	}
+	return n
+}
+
+// errPlus is the cost of two siblings: an error rises from either, and both are printed.
+func errPlus(a, b errCost) errCost {
+	return errCost{
+		printed: min(a.printed+b.printed, maxEval),
+		msg:     max(a.msg, b.msg),
+		alloc:   max(a.alloc, b.alloc),
+		depth:   max(a.depth, b.depth),
+	}
+}
+
+// errWrap is c under a node of own bytes that wraps every error from below with its whole text (binary operators,
+// rollups: `cannot evaluate %q: %w`).
+func errWrap(c errCost, own int64) errCost {
+	c.printed = min(c.printed+own, maxEval)
+	c.msg = min(c.msg+c.printed+24, maxEval)
+	c.alloc = min(c.alloc+c.msg, maxEval)
+	c.depth++
+	return c
+}
+
+// errOwn is c under a node of own bytes that passes its children's errors as they are and wraps only its own
+// (transforms, aggregates).
+func errOwn(c errCost, own int64) errCost {
+	c.printed = min(c.printed+own, maxEval)
+	c.msg = max(c.msg, c.printed+24)
+	c.alloc = max(c.alloc, c.msg)
+	return c
 }

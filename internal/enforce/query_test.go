@@ -517,6 +517,16 @@ func TestQueryPushdownWork(t *testing.T) {
 			strings.Repeat(" * z", 8), true},
 		{"a selector of 3 branches under operators", `x{a="1" or b="2" or c="3"} * on(job) group_left() y{job="j"} * z`, false},
 		{"1024 selectors of one filter from WITH", doublingWith(10), false},
+		// The optimizer compares and copies filters as printed strings: one of 11 KB under 270 `* x` took v1.151 10 s,
+		// under 200 5.7 s, and a control byte prints as four (a review).
+		{"a long filter under 270 operators", longChain(`x{a="`+strings.Repeat("v", 11000)+`"}`, 270), true},
+		{"a long filter under 200 operators", longChain(`x{a="`+strings.Repeat("v", 11000)+`"}`, 200), true},
+		{"a long aggregated filter under 270 operators", longChain(`sum by (a) (x{a="`+strings.Repeat("v", 11000)+`"})`, 270), true},
+		{"a filter of control bytes under 380 operators", longChain(`x{a="`+strings.Repeat("\x01", 2000)+`"}`, 380), true},
+		{"a long filter from WITH strings under 200 operators", doublingString(12) + " " + longChain("x{a=s12}", 200), true},
+		{"a long filter under 10 operators", longChain(`x{a="`+strings.Repeat("v", 11000)+`"}`, 10), false},
+		{"a Grafana variable of 500 hosts in a ratio", `sum(rate(x{instance=~"` + hostsRegexp(500) + `"}[5m])) by (job) / sum(rate(y{instance=~"` + hostsRegexp(500) + `"}[5m])) by (job)`, false},
+		{"a Grafana variable of 200 hosts in five terms", strings.Repeat(`rate(x{instance=~"`+hostsRegexp(200)+`"}[5m]) + `, 4) + "1", false},
 	} {
 		for _, e := range []*Enforcer{nil, devOnly(t)} {
 			_, err := e.Query(tc.query)
@@ -529,6 +539,64 @@ func TestQueryPushdownWork(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestQueryErrorSize: VictoriaMetrics wraps an error rising through a query with the whole optimized expression at
+// every binary operator, so a label_replace that fails under 150 `* x` beside one filter of 11 KB (whose copies the
+// optimizer puts into every selector) made v1.151 run out of memory past 6.7 GB, and under 80 took it to 1.7 GB (a
+// review); the optimizer's weight, which counts the filter's bytes, refuses those first. Under 300 operators of
+// short selectors, a failing label_replace took v1.151's peak memory from 66 to 136 MB; a chain that the weight
+// admits, and whose error would be larger, is refused for the size of the error.
+func TestQueryErrorSize(t *testing.T) {
+	long := `"` + strings.Repeat("v", 11000) + `"`
+	failing := func(filter string) string { return `label_replace(x{a=` + filter + `}, "c", "$1", "b", "(")` }
+	for _, tc := range []struct {
+		name, query string
+		refusal     string // "": admitted
+	}{
+		{"a failing label_replace beside a long filter under 150 operators", longChain(failing(long), 150), "optimizer would work out"},
+		{"the same under 40 operators", longChain(failing(long), 40), "optimizer would work out"},
+		{"the same under 10 operators", longChain(failing(long), 10), ""},
+		{"a selector under 400 operators", longChain("x", 400), "in the error, over 64 MiB"},
+		{"a selector under 200 operators", longChain("x", 200), ""},
+		{"a failing label_replace under 150 operators", longChain(failing(`"a"`), 150), ""},
+		{"40 subqueries in each other around a long filter", strings.Repeat("rate((", 40) + "x{a=" + long + "}" + strings.Repeat(")[5m:1m])", 40), ""},
+	} {
+		for _, e := range []*Enforcer{nil, devOnly(t)} {
+			_, err := e.Query(tc.query)
+			if tc.refusal != "" {
+				// A restricted token's selectors all carry its filter, which the optimizer's weight may refuse first.
+				if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), tc.refusal) &&
+					!(e.Restricted() && strings.Contains(err.Error(), "optimizer would work out")) {
+					t.Errorf("%s (restricted=%v): %v; want a 400 with %q", tc.name, e.Restricted(), err, tc.refusal)
+				}
+			} else if err != nil {
+				t.Errorf("%s (restricted=%v): %v", tc.name, e.Restricted(), err)
+			}
+		}
+	}
+}
+
+// longChain is first under n `* x`, left-deep as the parser builds it.
+func longChain(first string, n int) string { return first + strings.Repeat(" * x", n) }
+
+// doublingString is a WITH of strings s0 (16 bytes) to sk, each twice the one before: sk is 16·2^k bytes.
+func doublingString(k int) string {
+	var sb strings.Builder
+	sb.WriteString(`with (s0 = "` + strings.Repeat("v", 16) + `"`)
+	for i := 1; i <= k; i++ {
+		fmt.Fprintf(&sb, ", s%d = s%d + s%d", i, i-1, i-1)
+	}
+	return sb.String() + ")"
+}
+
+// hostsRegexp is an alternation of n hosts, as Grafana expands a multi-value variable.
+func hostsRegexp(n int) string {
+	hs := make([]string, n)
+	for i := range hs {
+		hs[i] = fmt.Sprintf("host-%d.example.com:9100", i)
+	}
+	return strings.Join(hs, "|")
 }
 
 // orHosts is an `or` of n selectors of distinct hosts, as a dashboard's variable expands.

@@ -11,9 +11,10 @@ import (
 // metricsql compiles every regexp label filter while it parses, on the gateway's CPU and before any limit has looked
 // at the query. A few bytes of regexp can compile to a large program (a counted repeat copies what it repeats, a
 // class such as \pL holds hundreds of ranges): 200 distinct filters of `\pL{128}` in a 4 KiB query took 0.7 s, where
-// a query's worth of plain alternatives (a Grafana variable of 1,000 hosts, 22 KiB) takes 16 ms. The string literals
-// of a query that has a regexp filter are weighed before it is parsed, and a query whose regexps would compile to
-// more than a few times its own size is refused. The estimate only errs upwards: a literal that is not a regexp alone
+// a query's worth of plain alternatives (a Grafana variable of 1,000 hosts, 22 KiB) takes 16 ms. VictoriaMetrics
+// compiles the regexp args of label functions (regexpFuncs) too, as it evaluates them. The string literals of a query
+// that has a regexp filter or such a function are weighed before it is parsed, and a query whose regexps would compile
+// to more than a few times its own size is refused. The estimate only errs upwards: a literal that is not a regexp alone
 // (a piece of a concatenation) counts as if each of its bytes were the largest class in the query, repeated as often
 // as its counts say, and under WITH templates, which may use a literal many times, every byte of the expansion counts
 // as much as the densest literal's.
@@ -27,7 +28,7 @@ const rangesPerUnit = 16
 // tens of milliseconds (a long literal repeated 400 times, the worst shape found).
 func regexpBudget(n int) int { return 2*n + 16<<10 }
 
-// checkRegexpBudget weighs the regexps of q, a query with a regexp filter, from its tokens, in CPU and then in
+// checkRegexpBudget weighs the regexps of q, a query that may compile one (mayCompileRegexp), from its tokens, in CPU and then in
 // memory (regexpmem.go) for partition part; expanded is the size of its WITH templates expanded, 0 without them.
 func checkRegexpBudget(q string, toks []string, expanded int, part uint64) error {
 	with := expanded > 0
@@ -100,7 +101,7 @@ func checkRegexpBudget(q string, toks []string, expanded int, part uint64) error
 	return checkFiltersMemory(lits, res, joined, part)
 }
 
-// checkFiltersMemory weighs in memory every literal of a query that has a regexp filter: any of them may be one
+// checkFiltersMemory weighs in memory every literal of a query that may compile a regexp: any of them may be one
 // (which literal a filter takes is the parser's to say, and a scan that disagrees with it on a single byte would let
 // a dense one through), and a light one costs nothing. A piece of a string this scan cannot see whole is weighed at
 // its largest, and never compiled alone: each of its bytes the largest class of the query, repeated 1000 times (the
@@ -157,7 +158,25 @@ func parseAnchored(lit string) (*syntax.Regexp, error) {
 	return syntax.Parse(anchoredText(lit), syntax.Perl)
 }
 
-func hasRegexpFilter(q string) bool { return strings.Contains(q, "=~") || strings.Contains(q, "!~") }
+// mayCompileRegexp says whether VictoriaMetrics may compile a regexp of q: q has a regexp filter, or calls a function
+// whose args it compiles as regexps when it evaluates them (regexpFuncs). Every string literal of such a query is then
+// weighed as one could be.
+func mayCompileRegexp(q string) bool {
+	if strings.Contains(q, "=~") || strings.Contains(q, "!~") {
+		return true
+	}
+	for _, f := range regexpFuncs {
+		if containsFold(q, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// regexpFuncs are the MetricsQL functions with a regexp arg. Their regexps were weighed only in a query that also had a
+// regexp filter: a union of 200 label_replace of `(?:(?:\pL{30}){30})B<i>` took v1.151 2.6 s of CPU and 1.5 GB of
+// memory that stayed in its regexp cache (an attacker's review).
+var regexpFuncs = []string{"label_replace", "label_transform", "label_match", "label_mismatch"}
 
 // weighRegexp parses lit as a regexp (nil when it is none alone) and weighs what Go compiles it to, the one-pass
 // analysis of short programs included. A case-insensitive range is folded rune by rune while it is parsed (3.5 ms
