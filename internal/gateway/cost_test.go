@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,14 @@ func (s *spendLog) Spend(_ *auth.Access, series int64, ms float64) {
 
 // SpendAll is recorded as a spend of -1, -1.
 func (s *spendLog) SpendAll(*auth.Access) { s.Spend(nil, -1, -1) }
+
+// SpendTime is recorded as a spend of no series.
+func (s *spendLog) SpendTime(_ *auth.Access, ms float64) { s.Spend(nil, 0, ms) }
+
+// Reserve holds nothing.
+func (s *spendLog) Reserve(context.Context, *auth.Access, time.Duration) (func(), error) {
+	return func() {}, nil
+}
 
 func (s *spendLog) take() [][2]float64 {
 	s.mu.Lock()

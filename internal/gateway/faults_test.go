@@ -95,11 +95,11 @@ func logCapture(t *testing.T) *vmtest.Buffer {
 // panickingLimiter panics while armed: a stand-in for a bug in any step of the pipeline.
 type panickingLimiter struct{ armed atomic.Bool }
 
-func (l *panickingLimiter) Admit(*auth.Access, route.Route, http.Header) (func(), error) {
+func (l *panickingLimiter) Admit(*auth.Access, route.Route, http.Header) error {
 	if l.armed.Load() {
 		panic("limiter bug: index out of range")
 	}
-	return func() {}, nil
+	return nil
 }
 
 // panickingTransport panics in the middle of forwarding, after the request took its concurrency slot.

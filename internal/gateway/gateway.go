@@ -27,10 +27,9 @@ type Authenticator interface {
 }
 
 // Limiter decides whether a tenant may make one more request of a route's kind, counts it, and sets rate-limit
-// headers on the response's h, for allowed and rejected requests alike (ratelimit.Gate). What it holds for the
-// request (a query's expected cost) is given back by calling what it returns, never nil, once the request ends.
+// headers on the response's h, for allowed and rejected requests alike (ratelimit.Gate).
 type Limiter interface {
-	Admit(a *auth.Access, rt route.Route, h http.Header) (func(), error)
+	Admit(a *auth.Access, rt route.Route, h http.Header) error
 }
 
 // CostCounter counts what answered queries cost against the callers' cost limits (ratelimit.Gate): the stats
@@ -38,7 +37,12 @@ type Limiter interface {
 type CostCounter interface {
 	// Costed reports whether the caller has cost limits: only then are the stats of its answers counted.
 	Costed(a *auth.Access) bool
+	// Reserve holds what a query about to be forwarded is expected to cost until what it returns (never nil) is
+	// called, waiting at most wait while the caller's queries in flight hold the rest of its budget.
+	Reserve(ctx context.Context, a *auth.Access, wait time.Duration) (func(), error)
 	Spend(a *auth.Access, seriesFetched int64, execMsec float64)
+	// SpendTime charges a query whose answer had no stats the time the gateway measured.
+	SpendTime(a *auth.Access, msec float64)
 	// SpendAll charges an answer whose cost could not be learned as the caller's whole budget.
 	SpendAll(a *auth.Access)
 }
@@ -230,9 +234,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.SetTenant(t)
 	}
 	if g.limiter != nil {
-		release, err := g.limiter.Admit(access, rt, e.Header())
-		defer release()
-		if err != nil {
+		if err := g.limiter.Admit(access, rt, e.Header()); err != nil {
 			g.reject(e, err)
 			return
 		}
@@ -245,6 +247,22 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := g.prepareArgs(e, r, rt, access, &queued, &body); err != nil {
 		g.reject(e, err)
 		return
+	}
+	// A query of a caller with cost limits holds what it is expected to cost from here, once it is ready to go and
+	// before it takes any slot, until it ends; while the caller's queries in flight hold the rest of its budget it
+	// waits for them, as long as a read waits for the backends (ratelimit.Gate.Reserve).
+	if g.costs != nil && rt.Evaluates() && g.costs.Costed(access) {
+		start := time.Now()
+		release, err := g.costs.Reserve(r.Context(), access, g.reads.queue)
+		defer release()
+		if err != nil {
+			if err == r.Context().Err() {
+				err = errGoneInQueue
+			}
+			g.reject(e, err)
+			return
+		}
+		queued += time.Since(start)
 	}
 	ts, err := g.conc.acquire(r.Context(), t, access.Enforcer, queued)
 	if err != nil {

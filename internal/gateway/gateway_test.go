@@ -27,8 +27,8 @@ func (f fixedAuth) Authenticate(*http.Request) (*auth.Access, error) { return f.
 
 type denyAll struct{}
 
-func (denyAll) Admit(*auth.Access, route.Route, http.Header) (func(), error) {
-	return func() {}, &limited{}
+func (denyAll) Admit(*auth.Access, route.Route, http.Header) error {
+	return &limited{}
 }
 
 type limited struct{}
@@ -181,6 +181,4 @@ func TestNoAuthClusterRoutesByPath(t *testing.T) {
 
 type limiterFunc func(*auth.Access, route.Route) error
 
-func (f limiterFunc) Admit(a *auth.Access, rt route.Route, _ http.Header) (func(), error) {
-	return func() {}, f(a, rt)
-}
+func (f limiterFunc) Admit(a *auth.Access, rt route.Route, _ http.Header) error { return f(a, rt) }

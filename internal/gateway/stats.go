@@ -208,7 +208,7 @@ func (c *costWatch) end() {
 		return
 	}
 	queryCostTimed.Inc()
-	c.costs.Spend(c.access, 0, float64(costClock().Sub(c.sent))/float64(time.Millisecond))
+	c.costs.SpendTime(c.access, float64(costClock().Sub(c.sent))/float64(time.Millisecond))
 }
 
 // clientLeft ends the upstream request at once if the answer has not begun (the upstream stops computing a query

@@ -4,7 +4,6 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"sync"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
@@ -15,19 +14,16 @@ import (
 // Admit judges a request to API rt by the caller a and, when it passes, counts it: nil, or a *limitError. With
 // Config.Headers it sets the rate-limit headers on h for passing and rejected requests alike (h may be nil).
 // A nil Access is judged as tenant 0:0. Under Config.DryRun it rejects nothing, but counts what it would have.
-// The caller must call what it returns (never nil) once the request has ended, refused or not.
 //
 // Queries limits are enforced on the largest of the datasource's usage, the gate's own count of the requests it
 // admitted and, with Redis, the count all replicas share; a burst is cut at the limit before the datasource has
 // seen it. Cost limits (series_fetched, query_time_ms) are enforced on the costs of the answers already counted
-// (Spend) and on what the caller's queries in flight here are expected to cost: a query whose answer is charged
-// (route.Route.Evaluates) holds its caller's expected cost of a query, the costliest recent one's, until what Admit returned
-// is called. The other limit types count rows and series, which a gateway streaming write bodies never sees: the
-// datasource's figures alone decide them.
-func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) (func(), error) {
+// (Spend): a request is refused once the budget is used up. The other limit types count rows and series, which a
+// gateway streaming write bodies never sees: the datasource's figures alone decide them.
+func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 	i := gatedIndex(rt.Kind)
 	if i < 0 {
-		return nothingHeld, nil
+		return nil
 	}
 	if rt.Kind == route.Write && a != nil {
 		g.writers.seen(a)
@@ -38,27 +34,24 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) (func(), err
 		if h != nil && g.headers != HeadersNone && i == gatedRead && r.status == http.StatusTooManyRequests {
 			g.headers.set(h, g.tally.figures(st, id, a, g.now(), nil), r)
 		}
-		return nothingHeld, g.refuse(a, r)
+		return g.refuse(a, r)
 	}
 	if i != gatedRead || len(st.counted) == 0 {
-		return nothingHeld, nil
+		return nil
 	}
 	now := g.now()
-	charged := rt.Evaluates()
 	var buf [4]held
 	hs := buf[:0]
-	var reserved bool
 	for j := range st.counted {
 		cs := &st.counted[j]
 		k := cs.seriesKey(id, a)
 		ser := g.tally.seriesOf(st, j, k, now.Unix())
-		p := held{ser: ser}
+		var tookShared bool
 		var r *limitError
 		if cs.typ.Cost() {
-			p.reserved, r = g.tally.overBudget(ser, k, cs, now, charged)
+			r = g.tally.overBudget(ser, k, cs, now)
 		} else {
-			p.shared, r = g.tally.count(ser, k, cs, now)
-			p.counted = r == nil
+			tookShared, r = g.tally.count(ser, k, cs, now)
 		}
 		if r != nil {
 			for _, p := range hs {
@@ -67,39 +60,19 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) (func(), err
 			if h != nil && g.headers != HeadersNone {
 				g.headers.set(h, g.tally.figures(st, id, a, now, nil), r)
 			}
-			return nothingHeld, g.refuse(a, r)
+			return g.refuse(a, r)
 		}
-		reserved = reserved || p.reserved != 0
-		hs = append(hs, p)
+		hs = append(hs, held{ser, !cs.typ.Cost(), tookShared})
 	}
 	if h != nil && g.headers != HeadersNone {
 		g.headers.set(h, g.tally.figures(st, id, a, now, hs), nil)
 	}
-	if !reserved {
-		return nothingHeld, nil
-	}
-	// Only the reservations are given back: the counts of requests stay.
-	rs := make([]held, 0, len(hs))
-	for _, p := range hs {
-		if p.reserved != 0 {
-			rs = append(rs, held{ser: p.ser, reserved: p.reserved})
-		}
-	}
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			for _, p := range rs {
-				p.ser.reserved.Add(-p.reserved)
-			}
-		})
-	}, nil
+	return nil
 }
 
-// nothingHeld is what Admit returns for a request that holds no reservation.
-func nothingHeld() {}
-
 // Spend counts what an answered query cost against the caller's cost limits: seriesFetched and execMsec are the
-// stats VictoriaMetrics ends the answer with. A nil Access is tenant 0:0. Callers without cost limits cost nothing.
+// stats VictoriaMetrics ends the answer with, which also set what the caller's queries are expected to cost
+// (Reserve). A nil Access is tenant 0:0. Callers without cost limits cost nothing.
 func (g *Gate) Spend(a *auth.Access, seriesFetched int64, execMsec float64) {
 	g.charge(a, true, func(cs *countedSet) int64 {
 		if cs.typ == limitfile.SeriesFetched {
@@ -125,8 +98,20 @@ func (g *Gate) SpendAll(a *auth.Access) {
 	})
 }
 
-// charge adds amount(cs) to each of the caller's cost limits (series_fetched, query_time_ms); for an answer whose
-// cost was learned (answered), that is also what the caller's next queries are expected to cost.
+// SpendTime counts a query whose answer had no stats (an error, a timeout, an answer broken off, a client gone
+// first, or a VictoriaMetrics too old to give them) as the milliseconds the gateway measured, against query_time_ms:
+// what it cost is not known, so it does not change what the caller's queries are expected to cost.
+func (g *Gate) SpendTime(a *auth.Access, msec float64) {
+	g.charge(a, false, func(cs *countedSet) int64 {
+		if cs.typ == limitfile.SeriesFetched {
+			return 0
+		}
+		return int64(math.Ceil(msec))
+	})
+}
+
+// charge adds amount(cs) to each of the caller's cost limits (series_fetched, query_time_ms); the cost of an answer
+// that told it (answered) also sets what the caller's queries are expected to cost.
 func (g *Gate) charge(a *auth.Access, answered bool, amount func(cs *countedSet) int64) {
 	id := tenantOf(a)
 	st := g.snap.Load().state(id)

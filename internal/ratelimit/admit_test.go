@@ -235,7 +235,7 @@ func TestAdmitHeaders(t *testing.T) {
 		}
 		admitN(g, tc.a, tc.n)
 		h := http.Header{}
-		_, _ = g.Admit(tc.a, rt(tc.kind), h)
+		_ = g.Admit(tc.a, rt(tc.kind), h)
 		if len(h) != len(tc.headers) {
 			t.Errorf("%s, %d before: headers %v, want %v", tc.mode, tc.n, h, tc.headers)
 			continue
@@ -267,7 +267,7 @@ func TestDryRun(t *testing.T) {
 	g.setUsage(map[usageKey]float64{{tid(2, 0), meter{limitfile.Queries, limitfile.Minute}}: 10})
 	h := http.Header{}
 	for i := 0; i < 20; i++ {
-		if _, err := g.Admit(access(tid(1, 0)), rt(route.Read), h); err != nil {
+		if err := g.Admit(access(tid(1, 0)), rt(route.Read), h); err != nil {
 			t.Fatalf("dry run rejected request %d: %v", i, err)
 		}
 		if err := g.check(access(tid(2, 0)), rt(route.Read)); err != nil {
@@ -325,7 +325,7 @@ func TestSharedRefusalHidesUsage(t *testing.T) {
 		{"narrowed, its own key", &auth.Access{Tenant: tid(5, 0), Enforcer: dev}, 2, true},
 	} {
 		admitN(g, tc.a, tc.n)
-		_, err := g.Admit(tc.a, rt(route.Read), nil)
+		err := g.Admit(tc.a, rt(route.Read), nil)
 		var st interface{ HTTPStatus() int }
 		if !errors.As(err, &st) || st.HTTPStatus() != http.StatusTooManyRequests {
 			t.Fatalf("%s: got %v, want a 429", tc.name, err)

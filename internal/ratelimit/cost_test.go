@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync"
@@ -38,7 +39,7 @@ func TestCostLimits(t *testing.T) {
 	}
 	// 120 series fetched of 100: the next request is refused, and nothing was counted for it.
 	h := http.Header{}
-	r := asRejection(t, second(g.Admit(alice, rt(route.Read), h)))
+	r := asRejection(t, g.Admit(alice, rt(route.Read), h))
 	if r.HTTPStatus() != http.StatusTooManyRequests || r.Limit.Type != limitfile.SeriesFetched || r.Usage != 120 || r.KeyValue != "alice" {
 		t.Errorf("rejection %+v", r)
 	}
@@ -59,7 +60,7 @@ func TestCostLimits(t *testing.T) {
 	}
 	// Another key of the tenant has its own budget; the queries limit counted the requests that passed only.
 	h = http.Header{}
-	if _, err := g.Admit(bob, rt(route.Read), h); err != nil {
+	if err := g.Admit(bob, rt(route.Read), h); err != nil {
 		t.Fatalf("bob: %v", err)
 	}
 	if got := h.Get("Ratelimit"); got != `"queries-minute";r=997;t=61` {
@@ -201,97 +202,125 @@ func TestRedisKeys(t *testing.T) {
 	}
 }
 
-// TestCostReservedInFlight: a query admitted under a cost limit holds what its caller's queries are expected to cost
-// (the costliest recent answer's, forgotten by an eighth per cheaper one) until it ends, so that the queries in flight
-// cannot together overshoot the budget by more than one query's misjudged cost; a refusal for the queries in flight
-// says so and asks to retry in a second, and what is given back passes the next.
-func TestCostReservedInFlight(t *testing.T) {
-	g, _ := clockGate(t, costLimits, Config{})
-	query := route.Route{API: "query", Kind: route.Read}
+// TestCostReserve: a query about to be forwarded holds what its caller's queries are expected to cost: nothing learnt,
+// all that is left (the first query goes alone); then the costliest answer of the last two periods, which cheap
+// answers and answers without stats do not lower. A query goes while what is used and held leaves room; past that it
+// waits for the queries in flight, then is refused, asking to retry in a second; a budget used up refuses at once.
+func TestCostReserve(t *testing.T) {
+	g, clk := clockGate(t, costLimits, Config{})
 	alice := &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "alice"}}
-	admit := func() (func(), error) { return g.Admit(alice, query, nil) }
+	reserve := func(wait time.Duration) (func(), error) { return g.Reserve(context.Background(), alice, wait) }
+	inFlight := func(err error, want string) {
+		t.Helper()
+		r := asRejection(t, err)
+		if r.RetryAfter() != time.Second || !strings.Contains(r.Error(), want) {
+			t.Errorf("refusal: retry %s: %s; want %q", r.RetryAfter(), r.Error(), want)
+		}
+	}
 
-	// Nothing answered yet: nothing is expected, and the first queries pass.
-	first, err := admit()
+	// Nothing learnt: the first query holds the whole budget, and the next is refused without waiting.
+	first, err := reserve(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.Spend(alice, 30, 1)
-	first()
-	// 30 of 100 used, 30 expected of each query: a query passes while what is used and expected leaves room, so
-	// three may be in flight (30, 60, 90 before each), not a fourth: the overshoot is one query's at most.
+	_, err = reserve(0)
+	inFlight(err, "and 100 expected of its queries in flight on this gateway")
+	// It waits for the first query's answer.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		g.Spend(alice, 30, 1)
+		first()
+	}()
+	second, err := reserve(10 * time.Second)
+	if err != nil {
+		t.Fatalf("after the first answer: %v", err)
+	}
+	second()
+	first() // twice is once
+
+	// 30 used, 30 expected: three go (30, 60, 90 held before each), not a fourth.
 	var held []func()
-	for i := 0; i < 3; i++ {
-		release, err := admit()
+	for i := range 3 {
+		release, err := reserve(0)
 		if err != nil {
-			t.Fatalf("query %d in flight: %v", i+1, err)
+			t.Fatalf("query %d: %v", i+1, err)
 		}
 		held = append(held, release)
 	}
-	release, err := admit()
-	r := asRejection(t, err)
-	release() // a refusal holds nothing; calling it is still allowed
-	if r.Usage != 30 || r.RetryAfter() != time.Second || !strings.Contains(r.Error(), "and 90 expected of its queries in flight on this gateway") {
-		t.Errorf("refusal for the queries in flight: usage %v, retry %s: %s", r.Usage, r.RetryAfter(), r.Error())
+	_, err = reserve(0)
+	inFlight(err, "usage seen 30 in the last minute counted by this gateway from the seriesFetched stats of the tenant's query answers, and 90 expected")
+	for _, release := range held {
+		release()
 	}
-	// A request of another API (not charged) reserves nothing and passes while the budget is not used up.
-	if _, err := g.Admit(alice, route.Route{API: "series", Kind: route.Read}, nil); err != nil {
-		t.Errorf("series beside the queries in flight: %v", err)
+	// Free answers, and answers without stats, do not lower the expectation.
+	for range 50 {
+		g.Spend(alice, 0, 0)
+		g.SpendTime(alice, 5)
 	}
-	// One answers cheaply: its reservation goes, its cost comes, and the expected cost falls by an eighth only.
-	g.Spend(alice, 2, 1)
-	held[0]()
-	held[0]() // twice is once
-	ser := g.tally.counters.lookup(seriesKey{tenant: tid(1, 0), key: intern(limitfile.Key{Claim: "sub"}), value: "alice", cost: limitfile.SeriesFetched})
-	if ser == nil {
-		t.Fatal("no series_fetched series for alice")
+	for i := range 3 {
+		release, err := reserve(0)
+		if err != nil {
+			t.Fatalf("after free answers, query %d: %v", i+1, err)
+		}
+		defer release()
 	}
-	release, err = admit() // 32 used, 60 in flight
-	if err != nil {
-		t.Fatalf("after one answered: %v", err)
+	if _, err := reserve(0); err == nil {
+		t.Error("after free answers, a fourth query went: the expectation fell")
 	}
-	if ser.perQuery.Load() != 27 || ser.reserved.Load() != 87 {
-		t.Errorf("after one cheap answer: %d expected per query, %d reserved; want 27 and 87", ser.perQuery.Load(), ser.reserved.Load())
+	// A client gone while it waits.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := g.Reserve(ctx, alice, 10*time.Second); err != context.Canceled {
+		t.Errorf("client gone: %v", err)
 	}
-	release()
-	held[1]()
-	held[2]()
-	if got := ser.reserved.Load(); got != 0 {
-		t.Errorf("%d reserved with nothing in flight", got)
-	}
-	// A costlier answer raises the expectation at once: with 82 used, one query of 50 may go, not two.
-	g.Spend(alice, 50, 1)
-	if _, err := admit(); err != nil {
-		t.Errorf("82 used, nothing in flight: %v", err)
-	}
-	if _, err := admit(); err == nil {
-		t.Errorf("82 used and 50 in flight of 100: admitted")
-	}
-	// Bob's budget is his own.
-	if _, err := g.Admit(&auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "bob"}}, query, nil); err != nil {
+	// Bob has his own budget; a caller without cost limits holds nothing.
+	if release, err := g.Reserve(context.Background(), &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "bob"}}, 0); err != nil {
 		t.Errorf("bob: %v", err)
+	} else {
+		release()
+	}
+	if release, err := g.Reserve(context.Background(), access(tid(3, 0)), 0); err != nil {
+		t.Errorf("no cost limits: %v", err)
+	} else {
+		release()
+	}
+
+	// Two minutes later the answers and the expectation are both gone: the first query goes alone again.
+	clk.set(t0 + 121)
+	alone, err := reserve(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reserve(0); err == nil {
+		t.Error("two periods later, a second query went beside the first")
+	}
+	alone()
+	// A budget used up is refused at once, whatever the wait, naming the usage alone.
+	g.Spend(alice, 100, 1)
+	_, err = reserve(time.Hour)
+	if r := asRejection(t, err); r.Usage != 100 || strings.Contains(r.Error(), "in flight") || r.RetryAfter() < 30*time.Second {
+		t.Errorf("budget used up: %v, retry %s", r, r.RetryAfter())
 	}
 }
 
-// TestCostReservationsRace: of many queries racing under one budget, no more pass than it has room for.
-func TestCostReservationsRace(t *testing.T) {
+// TestCostReserveRace: of many queries racing under one budget, no more go than it has room for.
+func TestCostReserveRace(t *testing.T) {
 	g, _ := clockGate(t, costLimits, Config{})
-	query := route.Route{API: "query", Kind: route.Read}
 	alice := &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "alice"}}
-	g.Spend(alice, 10, 1) // 10 used, 10 expected: nine may be in flight (10 + 9*10 = 100)
+	g.Spend(alice, 10, 1) // 10 used, 10 expected: nine may be in flight (10 + 8*10 < 100)
 	var passed atomic.Int64
 	var wg sync.WaitGroup
-	for i := 0; i < 64; i++ {
+	for range 64 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := g.Admit(alice, query, nil); err == nil {
+			if _, err := g.Reserve(context.Background(), alice, 0); err == nil {
 				passed.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
 	if got := passed.Load(); got != 9 {
-		t.Errorf("%d of 64 racing queries passed; want 9", got)
+		t.Errorf("%d of 64 racing queries went; want 9", got)
 	}
 }

@@ -64,9 +64,10 @@ type series struct {
 	// holds it takes a fresh one instead of counting into a series nobody sees.
 	lastUsed atomic.Int64
 	lease    lease
-	// For a cost series: reserved is what the queries admitted and not yet answered are expected to cost, and
-	// perQuery what one is expected to cost: the costliest recent answer's (reserve, charged).
-	reserved, perQuery atomic.Int64
+	// For a cost series: what the queries forwarded and not yet answered are expected to cost, and what one is
+	// expected to cost (reserve.go).
+	reserved atomic.Int64
+	expect   expectation
 }
 
 func newSeries(now int64) *series {

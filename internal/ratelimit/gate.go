@@ -343,8 +343,12 @@ func (r *limitError) text(withUsage bool) string {
 		who += " and " + r.Limit.Key.String() + "=" + strconv.Quote(r.KeyValue)
 	}
 	if !withUsage {
-		return fmt.Sprintf("rate limit exceeded for %s: limit %s (%s) is used up by all who share it; retry after %s",
-			who, limit, whose, r.retry)
+		state := "is used up"
+		if r.inFlight > 0 {
+			state = "is held by the queries in flight"
+		}
+		return fmt.Sprintf("rate limit exceeded for %s: limit %s (%s) %s by all who share it; retry after %s",
+			who, limit, whose, state, r.retry)
 	}
 	usage := seen
 	switch r.source {

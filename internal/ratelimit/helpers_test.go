@@ -11,15 +11,7 @@ import (
 )
 
 // check is Admit without response headers.
-// second is the second of two values, for an error returned beside another value.
-func second[T any](_ T, err error) error { return err }
-
-// check is Admit for a request that ends at once: what it reserved is given back.
-func (g *Gate) check(a *auth.Access, rt route.Route) error {
-	release, err := g.Admit(a, rt, nil)
-	release()
-	return err
-}
+func (g *Gate) check(a *auth.Access, rt route.Route) error { return g.Admit(a, rt, nil) }
 
 // shown is the status page's line for limit l of tenant id, from the tenant's own entry (not a key value's): the
 // usage the gate enforces against l and where it came from. found is false when the page does not list it.

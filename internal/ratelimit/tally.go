@@ -29,43 +29,31 @@ func (t *tally) seriesOf(st *tenantState, j int, k seriesKey, sec int64) *series
 	return s
 }
 
-// spend counts n of a cost in the j-th counted set of st for key k, and in the shared count with a store. A query's
-// answer (answered) also sets what the caller's next queries are expected to cost.
+// spend counts n of a cost in the j-th counted set of st for key k, and in the shared count with a store. The cost
+// of an answer that told it (answered) sets what the caller's next queries are expected to cost (Reserve).
 func (t *tally) spend(st *tenantState, j int, k seriesKey, sec, n int64, answered bool) {
 	ser := t.seriesOf(st, j, k, sec)
-	ser.counts.add(sec, n)
-	if t.store != nil {
-		t.store.spend(&ser.lease, n)
+	if n > 0 {
+		ser.counts.add(sec, n)
+		if t.store != nil {
+			t.store.spend(&ser.lease, n)
+		}
 	}
 	if answered {
-		ser.charged(n)
-	}
-}
-
-// charged sets what a query of the series is expected to cost from one that cost n: the costliest recent answer,
-// forgotten by an eighth for each cheaper one, so that a caller who mixes cheap queries with costly ones is expected
-// to send costly ones.
-func (s *series) charged(n int64) {
-	for {
-		old := s.perQuery.Load()
-		if s.perQuery.CompareAndSwap(old, max(n, old-old/8)) {
-			return
-		}
+		ser.expect.add(n, sec, st.counted[j].period())
 	}
 }
 
 // held is a series a request has been checked against, whether it was counted there (a cost series counts
-// answers, later), whether it took a unit of the shared count, and what it reserved of a cost series.
+// answers, later), and whether it took a unit of the shared count.
 type held struct {
-	ser      *series
-	counted  bool
-	shared   bool
-	reserved int64
+	ser     *series
+	counted bool
+	shared  bool
 }
 
-// uncount takes back a count or a reservation when another of the request's series refused it.
+// uncount takes back a count when another of the request's series refused it.
 func (t *tally) uncount(p held, now time.Time) {
-	p.ser.reserved.Add(-p.reserved)
 	if !p.counted {
 		return
 	}
@@ -112,22 +100,11 @@ func (t *tally) count(ser *series, k seriesKey, cs *countedSet, now time.Time) (
 }
 
 // overBudget refuses a request when the costs already counted in ser (this replica's, or all replicas' with a
-// store), with what the caller's queries in flight here are expected to cost, have used up one of the set's cost
-// limits. A query's own cost is known only from its answer (Spend counts it then), so a query whose answer is
-// charged (reserve) holds what it is expected to cost until then: without that, every query admitted before the
-// first answer came overshot the budget, and a caller with 30 in flight spent 5.7 times its budget (an attacker's
-// review). Reserving before checking makes concurrent queries see each other, as count does. It returns what it
-// reserved.
-func (t *tally) overBudget(ser *series, k seriesKey, cs *countedSet, now time.Time, reserve bool) (int64, *limitError) {
+// store) have used up one of the set's cost limits. The request's own cost is known only from its answer: Spend
+// counts it then.
+func (t *tally) overBudget(ser *series, k seriesKey, cs *countedSet, now time.Time) *limitError {
 	if t.store != nil {
 		t.store.sync(&ser.lease, k, cs.values(), now)
-	}
-	// A request whose answer is not charged adds nothing to the queries in flight, and is refused only by what is
-	// used.
-	var mine, inFlight int64
-	if reserve {
-		mine = ser.perQuery.Load()
-		inFlight = ser.reserved.Add(mine) - mine
 	}
 	var worst decision
 	source := fromLocal
@@ -142,30 +119,22 @@ func (t *tally) overBudget(ser *series, k seriesKey, cs *countedSet, now time.Ti
 		if u.shared.fresh(now) && u.shared.n > used {
 			used, src = u.shared.n, fromShared
 		}
-		if used+inFlight < value {
+		if used < value {
 			continue
 		}
 		retry := ser.counts.untilBelow(w, now, value)
 		if src == fromShared && u.shared.freeAt.After(now) {
 			retry = max(retry, u.shared.freeAt.Sub(now))
 		}
-		if used < value {
-			// The budget is held by queries in flight, whose answers settle it within seconds.
-			retry = inFlightRetry
-		}
 		if worst.Limit.Type == 0 || retry > worst.Reset {
-			worst, source = decision{Limit: l.limit, Usage: float64(used), Reset: retry, InFlight: inFlight}, src
+			worst, source = decision{Limit: l.limit, Usage: float64(used), Reset: retry}, src
 		}
 	}
 	if worst.Limit.Type == 0 {
-		return mine, nil
+		return nil
 	}
-	ser.reserved.Add(-mine)
-	return 0, t.rules.rejection(k.tenant, worst, k.value, source)
+	return t.rules.rejection(k.tenant, worst, k.value, source)
 }
-
-// inFlightRetry is the Retry-After of a query refused for what the caller's queries in flight are expected to cost.
-const inFlightRetry = time.Second
 
 // windowUsage is what one series has counted in one window, read at one instant: the value the figures of
 // headers and of the status page are made from, so that neither reads counters or leases.

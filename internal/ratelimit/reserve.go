@@ -1,0 +1,205 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+// A query's cost is known only from its answer, so without more every query a caller sent before its first answers
+// were counted overshot its cost limits: 30 at once spent 4.6 times a budget (an attacker's review). Reserve makes a
+// query about to be forwarded hold what it is expected to cost until it ends, and lets it go only while what is used
+// and what the caller's queries in flight hold leave room; the others wait for those answers, briefly, and are
+// refused past that. A second review found the first design's holes: an expectation that the caller lowered with
+// free queries, none at all before the first answer, and reservations taken before a request's body was read, which
+// a slow body held for nothing. So the expectation is the costliest answer of the recent past, and a caller without
+// one is expected to cost all that is left (its first query goes alone); the gateway reserves once the body is read
+// and checked, before the request takes any slot.
+
+// expectation is what one query of a series is expected to cost: the costliest answer counted in the current period
+// or the one before, a period being the longest window of the series' limits. It falls only as costly answers grow
+// old, never by cheap ones a caller sends on purpose; answers whose cost was not learned do not set it.
+type expectation struct {
+	mu        sync.Mutex
+	start     int64 // the current period's first second; 0 before the first answer
+	cur, prev int64
+	curSeen   bool
+	prevSeen  bool
+}
+
+func (e *expectation) rotate(sec, period int64) {
+	if e.start == 0 || sec < e.start+period {
+		return
+	}
+	n := (sec - e.start) / period
+	if n == 1 {
+		e.prev, e.prevSeen = e.cur, e.curSeen
+	} else {
+		e.prev, e.prevSeen = 0, false
+	}
+	e.cur, e.curSeen = 0, false
+	e.start += n * period
+}
+
+// add counts an answer that cost n at second sec.
+func (e *expectation) add(n, sec, period int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.start == 0 {
+		e.start = sec
+	}
+	e.rotate(sec, period)
+	if !e.curSeen || n > e.cur {
+		e.cur, e.curSeen = n, true
+	}
+}
+
+// get is the expectation at second sec, and whether any answer was counted in the two periods.
+func (e *expectation) get(sec, period int64) (int64, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.rotate(sec, period)
+	switch {
+	case e.curSeen && e.prevSeen:
+		return max(e.cur, e.prev), true
+	case e.curSeen:
+		return e.cur, true
+	case e.prevSeen:
+		return e.prev, true
+	}
+	return 0, false
+}
+
+// period is the longest window of the set's limits, in seconds.
+func (c *countedSet) period() int64 {
+	if c.limits[winHour].limit.Type != 0 {
+		return 3600
+	}
+	return 60
+}
+
+// reservation is what one query holds: what it reserved in each of its caller's cost series.
+type reservation struct {
+	held     []reserved
+	released atomic.Bool
+}
+
+type reserved struct {
+	ser *series
+	n   int64
+}
+
+func (r *reservation) release() {
+	if r.released.CompareAndSwap(false, true) {
+		for _, p := range r.held {
+			p.ser.reserved.Add(-p.n)
+		}
+	}
+}
+
+// maxReservePause is the longest pause between two looks at a budget held by queries in flight.
+const maxReservePause = 32 * time.Millisecond
+
+// Reserve holds, for a query of caller a about to be forwarded (one whose answer Spend charges), what it is expected
+// to cost against each of the caller's cost limits, until what it returns (never nil) is called once the query has
+// ended. The query goes only while what is used and what the caller's queries in flight on this gateway hold leave
+// room in the budget, so that they overshoot it by at most one query's cost above the expectation. While they hold
+// the rest of it, Reserve waits for their answers, at most wait and while ctx lasts, and then refuses (429, asking to
+// retry in a second); a budget used up is refused at once, as by Admit. Callers without cost limits hold nothing.
+func (g *Gate) Reserve(ctx context.Context, a *auth.Access, wait time.Duration) (func(), error) {
+	id := tenantOf(a)
+	st := g.snap.Load().state(id)
+	if !st.costed {
+		return nothingHeld, nil
+	}
+	deadline := time.Now().Add(wait)
+	pause := time.Millisecond
+	for {
+		res, r, full := g.tally.reserve(st, id, a, g.now())
+		if r == nil {
+			return res.release, nil
+		}
+		if full || time.Now().Add(pause).After(deadline) {
+			return nothingHeld, g.refuse(a, r)
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nothingHeld, ctx.Err()
+		}
+		pause = min(2*pause, maxReservePause)
+	}
+}
+
+// nothingHeld is what Reserve returns for a query that holds nothing.
+func nothingHeld() {}
+
+// reserve reserves a query's expected cost in each of the caller's cost series, or none: then the refusal, and
+// whether the budget is used up (full) rather than held by the queries in flight. Reserving before checking makes
+// concurrent queries see each other, as count does.
+func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.Time) (*reservation, *limitError, bool) {
+	sec := now.Unix()
+	res := &reservation{}
+	for j := range st.counted {
+		cs := &st.counted[j]
+		if !cs.typ.Cost() {
+			continue
+		}
+		k := cs.seriesKey(id, a)
+		ser := t.seriesOf(st, j, k, sec)
+		if t.store != nil {
+			t.store.sync(&ser.lease, k, cs.values(), now)
+		}
+		used := [numWindows]int64{}
+		src := [numWindows]string{}
+		left := int64(1)
+		for w := range cs.limits {
+			if cs.limits[w].limit.Type == 0 {
+				continue
+			}
+			u := t.usageIn(ser, w, now)
+			used[w], src[w] = u.local, fromLocal
+			if u.shared.fresh(now) && u.shared.n > used[w] {
+				used[w], src[w] = u.shared.n, fromShared
+			}
+			left = max(left, int64(cs.limits[w].limit.Value)-used[w])
+		}
+		mine, known := ser.expect.get(sec, cs.period())
+		if !known {
+			// Nothing learnt of the caller's queries: this one may cost all that is left, and the others wait for it.
+			mine = left
+		}
+		inFlight := ser.reserved.Add(mine) - mine
+		res.held = append(res.held, reserved{ser, mine})
+		var worst decision
+		source, full := fromLocal, false
+		for w := range cs.limits {
+			l := &cs.limits[w]
+			if l.limit.Type == 0 || used[w]+inFlight < int64(l.limit.Value) {
+				continue
+			}
+			d := decision{Limit: l.limit, Usage: float64(used[w]), Reset: inFlightRetry, InFlight: inFlight}
+			if used[w] >= int64(l.limit.Value) {
+				d.Reset, d.InFlight = ser.counts.untilBelow(w, now, int64(l.limit.Value)), 0
+				full = true
+			}
+			if worst.Limit.Type == 0 || d.Reset > worst.Reset {
+				worst, source = d, src[w]
+			}
+		}
+		if worst.Limit.Type != 0 {
+			res.release()
+			return nil, t.rules.rejection(k.tenant, worst, k.value, source), full
+		}
+	}
+	return res, nil, false
+}
+
+// inFlightRetry is the Retry-After of a query refused for what the caller's queries in flight hold.
+const inFlightRetry = time.Second
