@@ -37,7 +37,11 @@ const maxErrorBytes = 64 << 20
 // checkPushdown refuses a query whose optimization would weigh more than maxPushdownWork, or whose error, should
 // its evaluation fail, would take more than maxErrorBytes to tell.
 func checkPushdown(expr metricsql.Expr) error {
-	w := pushdownWeigher{}
+	built, err := checkLabelGrowth(expr)
+	if err != nil {
+		return err
+	}
+	w := pushdownWeigher{built: built}
 	w.distinctFilters(expr)
 	top := w.walk(expr)
 	if w.work > maxPushdownWork {
@@ -47,7 +51,7 @@ func checkPushdown(expr metricsql.Expr) error {
 	}
 	// An error is wrapped at most once per node, each time with at most the whole query as optimized: most queries
 	// are too small for their errors to matter, and are not walked again.
-	printed := min(w.allBytes+top.selectors*(w.distinctBytes+8)+w.nodes*nodeBytes, maxEval)
+	printed := min(w.allBytes+top.selectors*(w.distinctBytes+w.built+8)+w.nodes*nodeBytes, maxEval)
 	if w.nodes*w.nodes <= maxErrorBytes/max(printed, 1) {
 		return nil
 	}
@@ -74,6 +78,9 @@ type pushdownWeigher struct {
 	// allBytes is the length of all the query's filters and strings as printed, nodes the number of its nodes (at
 	// most maxCount).
 	allBytes, nodes int64
+	// built bounds the label values the query's label functions make (checkLabelGrowth): VictoriaMetrics copies the
+	// labels an operator's first side returns into the selectors of its other side as it runs, as filters.
+	built int64
 	// common is the weight of each binary operator's common filters (walk).
 	common map[*metricsql.BinaryOpExpr]int64
 	buf    []byte
@@ -268,7 +275,7 @@ func (w *pushdownWeigher) errorCost(x metricsql.Expr, pushed int64) errCost {
 				c.printed += n + 1
 				own += n
 			}
-			c.printed += min(pushed, max(w.distinctBytes-own, 0)) + 4
+			c.printed += max(min(pushed, max(w.distinctBytes-own, 0)), min(pushed, w.built)) + 4
 		}
 		c.printed = min(c.printed, maxEval)
 		// A selector's own error names it.
@@ -296,7 +303,7 @@ func (w *pushdownWeigher) errorCost(x metricsql.Expr, pushed int64) errCost {
 		}
 		return errOwn(c, int64(len(t.Name))+16+modifierLen(t.Modifier))
 	case *metricsql.BinaryOpExpr:
-		p := min(max(pushed, w.common[t]*bytesPerUnit), w.distinctBytes)
+		p := max(min(max(pushed, w.common[t]*bytesPerUnit), w.distinctBytes), w.built)
 		c := errPlus(w.errorCost(t.Left, p), w.errorCost(t.Right, p))
 		return errWrap(c, int64(len(t.Op))+4+modifierLen(t.GroupModifier)+modifierLen(t.JoinModifier))
 	case *metricsql.StringExpr:

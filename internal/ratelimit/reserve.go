@@ -14,11 +14,11 @@ import (
 // were counted overshot its cost limits: 30 at once spent 4.6 times a budget (an attacker's review). Reserve makes a
 // query about to be forwarded hold what it is expected to cost until it ends, and lets it go only while what is used
 // and what the caller's queries in flight hold leave room; the others wait for those answers, briefly, and are
-// refused past that. A second review found the first design's holes: an expectation that the caller lowered with
-// free queries, none at all before the first answer, and reservations taken before a request's body was read, which
-// a slow body held for nothing. So the expectation is the costliest answer of the recent past, and a caller without
-// one is expected to cost all that is left (its first query goes alone); the gateway reserves once the body is read
-// and checked, before the request takes any slot.
+// refused past that. Reviews found the first designs' holes: an expectation that the caller lowered with free
+// queries, none at all before the first answer, and reservations taken before a request's body was read, which a slow
+// body held for nothing. So the expectation is the costliest answer of the recent past that cost anything, a caller
+// without one is expected to cost an eighth of what is left, and the gateway reserves once the body is read and
+// checked, before the request takes any slot.
 
 // expectation is what one query of a series is expected to cost: the costliest answer counted in the current period
 // or the one before, a period being the longest window of the series' limits. It falls only as costly answers grow
@@ -29,6 +29,16 @@ type expectation struct {
 	cur, prev int64
 	curSeen   bool
 	prevSeen  bool
+	// statlessAt is the second of the last whole answer without stats (the upstream gives none): a series_fetched
+	// series that nothing charges then holds nothing.
+	statlessAt int64
+}
+
+// statless records a whole answer without stats at second sec.
+func (e *expectation) statless(sec int64) {
+	e.mu.Lock()
+	e.statlessAt = sec
+	e.mu.Unlock()
 }
 
 func (e *expectation) rotate(sec, period int64) {
@@ -45,8 +55,12 @@ func (e *expectation) rotate(sec, period int64) {
 	e.start += n * period
 }
 
-// add counts an answer that cost n at second sec.
+// add counts an answer that cost n at second sec. An answer that cost nothing tells nothing: a caller could send free
+// queries to make a costly burst look free (a review).
 func (e *expectation) add(n, sec, period int64) {
+	if n <= 0 {
+		return
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.start == 0 {
@@ -70,6 +84,8 @@ func (e *expectation) get(sec, period int64) (int64, bool) {
 		return e.cur, true
 	case e.prevSeen:
 		return e.prev, true
+	case e.statlessAt != 0 && sec-e.statlessAt < 2*period:
+		return 0, true
 	}
 	return 0, false
 }
@@ -172,8 +188,10 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 		}
 		mine, known := ser.expect.get(sec, cs.period())
 		if !known {
-			// Nothing learnt of the caller's queries: this one may cost all that is left, and the others wait for it.
-			mine = left
+			// Nothing learnt of the caller's queries (no answer that cost anything): an eighth of what is left each,
+			// so that a burst overshoots by at most eight queries' cost until the first answers tell more, and a
+			// dashboard's panels are not sent one at a time.
+			mine = max((left+unknownShares-1)/unknownShares, 1)
 		}
 		inFlight := ser.reserved.Add(mine) - mine
 		res.held = append(res.held, reserved{ser, mine})
@@ -200,6 +218,9 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 	}
 	return res, nil, false
 }
+
+// unknownShares is how many queries of a caller whose cost is not known yet may be in flight on its whole budget.
+const unknownShares = 8
 
 // inFlightRetry is the Retry-After of a query refused for what the caller's queries in flight hold.
 const inFlightRetry = time.Second
