@@ -345,3 +345,18 @@ func TestCostReserveRace(t *testing.T) {
 		t.Errorf("%d of 64 racing queries went; want 9", got)
 	}
 }
+
+// TestCostReserveWindows: a caller whose cost is not known holds an eighth of what its tightest window has left: with
+// a minute's budget of 100 beside an hour's of 5,000, eight queries go, not one.
+func TestCostReserveWindows(t *testing.T) {
+	g, _ := clockGate(t, "limits:\n  - {type: series_fetched, value: 100}\n  - {type: series_fetched, value: 5000, resolution: hour}\n", Config{})
+	a := access(tid(1, 0))
+	for i := range 8 {
+		if _, err := g.Reserve(context.Background(), a, 0); err != nil {
+			t.Fatalf("query %d: %v", i+1, err)
+		}
+	}
+	if _, err := g.Reserve(context.Background(), a, 0); err == nil {
+		t.Error("a ninth query went")
+	}
+}

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,7 +175,7 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 		}
 		used := [numWindows]int64{}
 		src := [numWindows]string{}
-		left := int64(1)
+		left := int64(math.MaxInt64) // the least any window has left
 		for w := range cs.limits {
 			if cs.limits[w].limit.Type == 0 {
 				continue
@@ -184,14 +185,14 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 			if u.shared.fresh(now) && u.shared.n > used[w] {
 				used[w], src[w] = u.shared.n, fromShared
 			}
-			left = max(left, int64(cs.limits[w].limit.Value)-used[w])
+			left = min(left, int64(min(cs.limits[w].limit.Value, math.MaxInt64))-used[w])
 		}
 		mine, known := ser.expect.get(sec, cs.period())
 		if !known {
 			// Nothing learnt of the caller's queries (no answer that cost anything): an eighth of what is left each,
 			// so that a burst overshoots by at most eight queries' cost until the first answers tell more, and a
 			// dashboard's panels are not sent one at a time.
-			mine = max((left+unknownShares-1)/unknownShares, 1)
+			mine = max(left/unknownShares+1, 1)
 		}
 		inFlight := ser.reserved.Add(mine) - mine
 		res.held = append(res.held, reserved{ser, mine})
