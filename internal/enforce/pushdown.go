@@ -303,7 +303,11 @@ func (w *pushdownWeigher) errorCost(x metricsql.Expr, pushed int64) errCost {
 		}
 		return errOwn(c, int64(len(t.Name))+16+modifierLen(t.Modifier))
 	case *metricsql.BinaryOpExpr:
-		p := max(min(max(pushed, w.common[t]*bytesPerUnit), w.distinctBytes), w.built)
+		p := pushed
+		if !strings.EqualFold(t.Op, "or") {
+			// An `or` gives below it only the filters all its branches have already.
+			p = max(min(max(pushed, w.common[t]*bytesPerUnit), w.distinctBytes), w.built)
+		}
 		c := errPlus(w.errorCost(t.Left, p), w.errorCost(t.Right, p))
 		return errWrap(c, int64(len(t.Op))+4+modifierLen(t.GroupModifier)+modifierLen(t.JoinModifier))
 	case *metricsql.StringExpr:

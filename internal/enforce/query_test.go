@@ -559,6 +559,8 @@ func TestQueryErrorSize(t *testing.T) {
 		{"the same under 10 operators", longChain(failing(long), 10), ""},
 		{"a selector under 400 operators", longChain("x", 400), "in the error, over 64 MiB"},
 		{"a selector under 200 operators", longChain("x", 200), ""},
+		// An `or` gives its branches no filter they lack: 150 hosts pass (a review found them refused).
+		{"an or of 150 hosts", orHosts(150), ""},
 		{"a failing label_replace under 150 operators", longChain(failing(`"a"`), 150), ""},
 		{"40 subqueries in each other around a long filter", strings.Repeat("rate((", 40) + "x{a=" + long + "}" + strings.Repeat(")[5m:1m])", 40), ""},
 	} {
