@@ -260,6 +260,19 @@ func TestCostReserve(t *testing.T) {
 	}
 	_, err = reserve(0)
 	inFlight(err, "usage seen 30 in the last minute counted by this gateway from the seriesFetched stats of the tenant's query answers, and 90 expected")
+	// The status page shows what the queries in flight hold beside what is used.
+	_, page, body := getStatus(t, g, "?tenant=1:0")
+	shownHeld := false
+	for _, e := range page.Usage {
+		for _, l := range e.Limits {
+			if e.KeyValue != nil && *e.KeyValue == "alice" && l.Type == "series_fetched" {
+				shownHeld = l.Held != nil && *l.Held == 90 && l.Usage == 30
+			}
+		}
+	}
+	if !shownHeld {
+		t.Errorf("the status page does not show alice's 90 held beside 30 used:\n%s", body)
+	}
 	for _, release := range held {
 		release()
 	}

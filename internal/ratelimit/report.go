@@ -24,6 +24,8 @@ type limitUsage struct {
 	counted bool
 	local   int64
 	shared  sharedFigure
+	// held is, for a cost limit, what the caller's queries in flight on this gateway hold (Reserve).
+	held int64
 }
 
 // report is the usage of every tenant s knows and of every series the gate counts (only the tenant only, when
@@ -105,6 +107,9 @@ func (t *tally) countedUsage(k seriesKey, st *tenantState, dsCounts bool, now ti
 			if ser != nil {
 				wu := t.usageIn(ser, w, now)
 				u.counted, u.local, u.shared = true, wu.local, wu.shared
+				if cs.typ.Cost() {
+					u.held = ser.reserved.Load()
+				}
 			} else if cs.typ.Cost() {
 				// No answer counted yet: the gate's count is the only figure a cost limit has, and it is zero.
 				u.counted = true

@@ -87,6 +87,9 @@ type statusLimit struct {
 	Datasource *statusFigure `json:"datasource,omitempty"`
 	Local      *statusFigure `json:"local,omitempty"`
 	Shared     *statusFigure `json:"shared,omitempty"`
+	// Held is, for a cost limit, what the caller's queries in flight on this gateway are expected to cost: a query
+	// goes only while Usage and Held leave room.
+	Held *float64 `json:"held,omitempty"`
 }
 
 type statusFigure struct {
@@ -147,6 +150,10 @@ func statusLimitOf(u limitUsage, dsAge float64, now time.Time) statusLimit {
 	sl := statusLimit{statusLimitSpec: spec(u.limit), Scope: scope(u.limit)}
 	if u.datasource != nil {
 		sl.Datasource = &statusFigure{Value: *u.datasource, AgeSeconds: dsAge}
+	}
+	if u.limit.Type.Cost() {
+		held := float64(u.held)
+		sl.Held = &held
 	}
 	if u.counted {
 		sl.Local = &statusFigure{Value: float64(u.local)}
