@@ -120,9 +120,11 @@ func (w *pushdownWeigher) distinctFilters(expr metricsql.Expr) {
 		case *metricsql.MetricExpr:
 			for _, lfs := range t.LabelFilterss {
 				for i := range lfs {
-					if lfs[i].Label != "__name__" {
-						add(lfs[i], w.filterLen(&lfs[i]))
+					if lfs[i].Label == "__name__" {
+						w.allBytes = min(w.allBytes+w.filterLen(&lfs[i]), maxEval) // printed, though not pushed
+						continue
 					}
+					add(lfs[i], w.filterLen(&lfs[i]))
 				}
 			}
 		case *metricsql.StringExpr:
@@ -151,11 +153,13 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 		for i, lfs := range t.LabelFilterss {
 			n, all := int64(0), int64(0)
 			for j := range lfs {
+				if lfs[j].Label == "__name__" {
+					all++ // the optimizer passes over the name, whatever its length
+					continue
+				}
 				wt := weight(w.filterLen(&lfs[j]))
 				all += wt
-				if lfs[j].Label != "__name__" {
-					n += wt
-				}
+				n += wt
 			}
 			// `or` branches: their intersection is common.
 			if i == 0 || n < s.filters {
@@ -268,7 +272,8 @@ func (w *pushdownWeigher) errorCost(x metricsql.Expr, pushed int64) errCost {
 			own := int64(0) // a branch gains only the filters it lacks
 			for j := range lfs {
 				if lf := &lfs[j]; lf.Label == "__name__" && !lf.IsRegexp && !lf.IsNegative {
-					c.printed += int64(len(lf.Value)) // printed as the metric's name
+					// Printed as the metric's name, escaped as the quoted value is (a control byte takes four).
+					c.printed += max(int64(len(lf.Value)), w.filterLen(lf)-int64(len(`__name__=""`)))
 					continue
 				}
 				n := w.filterLen(&lfs[j])

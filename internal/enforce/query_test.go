@@ -675,3 +675,22 @@ func TestQueryLabelGrowth(t *testing.T) {
 		}
 	}
 }
+
+// TestQueryErrorSizeEscapedNames: a metric name of control bytes prints four bytes for each in VictoriaMetrics'
+// errors, and is weighed so (a review): under 70 operators, 400 of them are refused where 400 letters pass.
+func TestQueryErrorSizeEscapedNames(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		metric  string
+		refused bool
+	}{
+		{"letters", strings.Repeat("a", 400), false},
+		{"control bytes", strings.Repeat(`\x01`, 400), true},
+	} {
+		q := `{__name__="` + tc.metric + `"}` + strings.Repeat(` * {__name__="`+tc.metric+`"}`, 70)
+		_, err := (*Enforcer)(nil).Query(q)
+		if tc.refused != (err != nil) {
+			t.Errorf("%s: %v; want refused=%v", tc.name, err, tc.refused)
+		}
+	}
+}
