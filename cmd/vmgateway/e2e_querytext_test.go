@@ -161,7 +161,7 @@ func TestQueriesThatExhaustVictoriaMetrics(t *testing.T) {
 	}
 	queries := []struct{ query, msg string }{
 		// 24 label_join doubling a label (700 bytes): 0.6-6 s and up to 2.7 GB of v1.151's memory (another review).
-		{"count(" + joins + ")", "label functions could make a label value of over 64 KiB"},
+		{"count(" + joins + ")", "label functions could make the labels of one series weigh over 256 KiB"},
 		{`label_replace(` + long + `, "c", "$1", "b", "(")` + strings.Repeat(" * x", 150), "optimizer would work out and copy label filters"},
 		{long + strings.Repeat(" * x", 270), "optimizer would work out and copy label filters"},
 		{"union(" + strings.Join(union, ",") + ")", "regexps would compile to a program"},

@@ -629,11 +629,20 @@ func bFilters(k int) string {
 	return strings.Join(fs, ",")
 }
 
+// copies is the pairs of label_copy from b into c0, c1, ...
+func copies(n int) string {
+	var sb strings.Builder
+	for i := range n {
+		fmt.Fprintf(&sb, `, "b", "c%d"`, i)
+	}
+	return sb.String()
+}
+
 // TestQueryLabelGrowth: nested label functions multiply a label value as the query runs, where none of
 // VictoriaMetrics' limits look: 24 label_join of a label with itself took v1.151 0.6-6 s and up to 2.7 GB from a query
 // of 700 bytes, and a 4 MB label made that way and pushed into the selectors of an operator's other side ran it out
-// of memory from 641 bytes (a review). A query whose label values could grow past 64 KiB is refused; the label
-// functions dashboards use pass.
+// of memory from 641 bytes; copies of a long value add up (reviews). A query whose series' labels could weigh over
+// 256 KiB is refused; the label functions dashboards use pass.
 func TestQueryLabelGrowth(t *testing.T) {
 	joins := func(n int) string {
 		q := `label_set(vector(1), "a", "xxxxxxxxxxxxxxxx")`
@@ -657,6 +666,14 @@ func TestQueryLabelGrowth(t *testing.T) {
 		{"24 label_replace doubling a label", "count(" + replaces(24) + ")", true},
 		{"a 4 MB label pushed under 20 operators", joins(18) + ` * on(a) (label_set(time(), "q")` + strings.Repeat(" * m", 20) + ")", true},
 		{"label_transform of a doubled value", `label_transform(` + joins(3) + `, "a", ".", "$0$0$0$0")`, true},
+		// Copies add up: a 60 KB value copied into 100 labels took v1.151 to 3.8 GB from 5 KB (a review).
+		{"a long value copied into 100 labels", `label_copy(label_join(label_set(cpu, "a", "` + strings.Repeat("x", 4000) + `"), "b", ""` +
+			strings.Repeat(`, "a"`, 15) + `)` + copies(100) + `)`, true},
+		{"100 label_join of one source in each other", strings.Repeat(`label_join(`, 100) + "cpu" + strings.Repeat(`, "b", "", "a")`, 100), true},
+		{"a value copied into 3 labels", `label_copy(up, "instance", "a", "instance", "b", "job", "c")`, false},
+		{"label_transform of a prefix", `label_transform(cpu, "inst", "^i(.*)$", "instance-$1")`, false},
+		{"a group_left of two labels", `a * on(instance) group_left(team, owner) b`, false},
+		{"a label_join of sixteen labels", `label_join(up, "all", ","` + strings.Repeat(`, "a"`, 16) + `)`, false},
 		{"a label_join of two labels", `label_join(up, "hostport", ":", "host", "port")`, false},
 		{"a label_join of eight labels", `label_join(up, "all", ",", "a", "b", "c", "d", "e", "f", "g", "h")`, false},
 		{"a label_replace of a host", `label_replace(up, "host", "$1", "instance", "(.*):\\d+")`, false},
@@ -666,7 +683,7 @@ func TestQueryLabelGrowth(t *testing.T) {
 		for _, e := range []*Enforcer{nil, devOnly(t)} {
 			_, err := e.Query(tc.query)
 			if tc.refused {
-				if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "label functions could make a label value of over 64 KiB") {
+				if statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "label functions could make the labels of one series weigh over 256 KiB") {
 					t.Errorf("%s (restricted=%v): %v; want a 400 naming the label functions", tc.name, e.Restricted(), err)
 				}
 			} else if err != nil {

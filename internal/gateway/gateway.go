@@ -41,9 +41,8 @@ type CostCounter interface {
 	// called, waiting at most wait while the caller's queries in flight hold the rest of its budget.
 	Reserve(ctx context.Context, a *auth.Access, wait time.Duration) (func(), error)
 	Spend(a *auth.Access, seriesFetched int64, execMsec float64)
-	// SpendTime charges a query whose answer had no stats the time the gateway measured; statless: the answer was a
-	// success, whole, from an upstream that does not give stats.
-	SpendTime(a *auth.Access, msec float64, statless bool)
+	// SpendTime charges a query whose answer had no stats the time the gateway measured.
+	SpendTime(a *auth.Access, msec float64)
 	// SpendAll charges an answer whose cost could not be learned as the caller's whole budget.
 	SpendAll(a *auth.Access)
 }

@@ -138,8 +138,6 @@ func watchStats(resp *http.Response, s *statsTail) {
 			recordStats(st, ok)
 			if ok {
 				cw.spend(st)
-			} else {
-				cw.statless.Store(true) // a whole answer without stats: the upstream does not give them
 			}
 		}
 		s.cw = cw
@@ -176,8 +174,6 @@ type costWatch struct {
 	timer atomic.Pointer[time.Timer]
 	// charged is set once the query was charged: its stats, the whole budget, or its time. Once only.
 	charged atomic.Bool
-	// statless: the whole answer came, successful and without stats (VictoriaMetrics before them, such as 1.79.5).
-	statless atomic.Bool
 }
 
 const (
@@ -212,7 +208,7 @@ func (c *costWatch) end() {
 		return
 	}
 	queryCostTimed.Inc()
-	c.costs.SpendTime(c.access, float64(costClock().Sub(c.sent))/float64(time.Millisecond), c.statless.Load())
+	c.costs.SpendTime(c.access, float64(costClock().Sub(c.sent))/float64(time.Millisecond))
 }
 
 // clientLeft ends the upstream request at once if the answer has not begun (the upstream stops computing a query

@@ -99,29 +99,18 @@ func (g *Gate) SpendAll(a *auth.Access) {
 }
 
 // SpendTime counts a query whose answer had no stats (an error, a timeout, an answer broken off, a client gone
-// first, or a VictoriaMetrics too old to give them) as the milliseconds the gateway measured, against query_time_ms,
-// which is also what its queries are expected to cost there (behind 1.79.5 every answer is such); the series it
-// fetched are not known, and neither charged nor expected. statless says the answer was a whole success without
-// stats: the upstream gives none, so the caller's series_fetched, which nothing charges, holds nothing for its next
-// queries either (Reserve). A failed query, which a caller can make at will, does not say that.
-func (g *Gate) SpendTime(a *auth.Access, msec float64, statless bool) {
+// first, an answer VictoriaMetrics gives without them, or a VictoriaMetrics too old to give any) as the milliseconds
+// the gateway measured, against query_time_ms, which is also what its queries are expected to cost there (behind
+// 1.79.5 every answer is such); the series it fetched are not known, and neither charged nor expected. Whether an
+// upstream gives stats is not learnt from answers: a caller chooses queries answered without them (a review made
+// itself look like one behind 1.79.5 with `cpu[5m]`, and then burst past its series_fetched budget).
+func (g *Gate) SpendTime(a *auth.Access, msec float64) {
 	g.charge(a, true, func(cs *countedSet) int64 {
 		if cs.typ == limitfile.SeriesFetched {
 			return 0
 		}
 		return int64(math.Ceil(msec))
 	})
-	if !statless {
-		return
-	}
-	id := tenantOf(a)
-	st := g.snap.Load().state(id)
-	sec := g.now().Unix()
-	for j := range st.counted {
-		if cs := &st.counted[j]; cs.typ == limitfile.SeriesFetched {
-			g.tally.seriesOf(st, j, cs.seriesKey(id, a), sec).expect.statless(sec)
-		}
-	}
 }
 
 // charge adds amount(cs) to each of the caller's cost limits (series_fetched, query_time_ms); the cost of an answer

@@ -30,16 +30,6 @@ type expectation struct {
 	cur, prev int64
 	curSeen   bool
 	prevSeen  bool
-	// statlessAt is the second of the last whole answer without stats (the upstream gives none): a series_fetched
-	// series that nothing charges then holds nothing.
-	statlessAt int64
-}
-
-// statless records a whole answer without stats at second sec.
-func (e *expectation) statless(sec int64) {
-	e.mu.Lock()
-	e.statlessAt = sec
-	e.mu.Unlock()
 }
 
 func (e *expectation) rotate(sec, period int64) {
@@ -85,8 +75,6 @@ func (e *expectation) get(sec, period int64) (int64, bool) {
 		return e.cur, true
 	case e.prevSeen:
 		return e.prev, true
-	case e.statlessAt != 0 && sec-e.statlessAt < 2*period:
-		return 0, true
 	}
 	return 0, false
 }
