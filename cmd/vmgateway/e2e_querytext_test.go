@@ -145,7 +145,8 @@ func TestQueryTextThatStopsVictoriaMetrics(t *testing.T) {
 //   - the same filter under 270 `* x`: 10 s of v1.151's CPU, 12 s of 1.79.5's, 8 s of vmselect's, in the optimizer;
 //   - a union of 200 label_replace of dense regexps, which VictoriaMetrics compiles as it evaluates: 2.6 s and 1.5 GB
 //     that stayed in its regexp cache;
-//   - 24 label_join that double a label in each other: seconds and gigabytes from 700 bytes.
+//   - 24 label_join that double a label in each other: seconds and gigabytes from 700 bytes, and a long value
+//     copied into a hundred labels: out of memory from 5 KB.
 //
 // Through the gateway each gets 400 naming what is wrong, for restricted and unrestricted tokens; the backends stay
 // up and answer a plain query.
@@ -159,9 +160,17 @@ func TestQueriesThatExhaustVictoriaMetrics(t *testing.T) {
 	for range 24 {
 		joins = `label_join(` + joins + `, "a", "", "a", "a")`
 	}
+	var copied strings.Builder
+	copied.WriteString(`label_copy(label_join(label_set(cpu, "a", "` + strings.Repeat("x", 4000) + `"), "b", ""` + strings.Repeat(`, "a"`, 15) + `)`)
+	for i := range 100 {
+		fmt.Fprintf(&copied, `, "b", "c%d"`, i)
+	}
+	copied.WriteString(")")
 	queries := []struct{ query, msg string }{
 		// 24 label_join doubling a label (700 bytes): 0.6-6 s and up to 2.7 GB of v1.151's memory (another review).
 		{"count(" + joins + ")", "label functions could make the labels of one series weigh over 256 KiB"},
+		// A 60 KB value copied into 100 labels (5 KB): 3.8 GB of v1.151's memory, 1.79.5 out of memory (a third).
+		{copied.String(), "label functions could make the labels of one series weigh over 256 KiB"},
 		{`label_replace(` + long + `, "c", "$1", "b", "(")` + strings.Repeat(" * x", 150), "optimizer would work out and copy label filters"},
 		{long + strings.Repeat(" * x", 270), "optimizer would work out and copy label filters"},
 		{"union(" + strings.Join(union, ",") + ")", "regexps would compile to a program"},
