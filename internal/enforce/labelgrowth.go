@@ -87,7 +87,7 @@ func labelBytes(x metricsql.Expr, built *int64) labelSize {
 			written, labels = replaced(str(1), in.one), 1
 		case "label_transform": // label_transform(q, label, regex, replacement): each match of the value replaced
 			repl := str(2)
-			written, labels = in.one+(in.one+1)*int64(len(repl))+int64(strings.Count(repl, "$"))*in.one, 1
+			written, labels = in.one+in.one*int64(len(repl))+replaced(repl, in.one), 1
 		case "label_copy", "label_move": // label_copy(q, src, dst, ...): a value per pair
 			written, labels = in.one, int64(len(strs)/2)
 		case "label_graphite_group":

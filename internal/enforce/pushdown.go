@@ -43,16 +43,20 @@ func checkPushdown(expr metricsql.Expr) error {
 	}
 	w := pushdownWeigher{built: built}
 	w.distinctFilters(expr)
-	top := w.walk(expr)
+	// An error is wrapped at most once per node, each time with at most the whole query as optimized: most queries
+	// are too small for their errors to matter, and are not walked for them.
+	printed := min(w.allBytes+w.selectors*(w.distinctBytes+w.built+8)+w.nodes*nodeBytes, maxEval)
+	errorsMatter := w.nodes*w.nodes > maxErrorBytes/max(printed, 1)
+	if errorsMatter {
+		w.common = map[*metricsql.BinaryOpExpr]int64{}
+	}
+	w.walk(expr)
 	if w.work > maxPushdownWork {
 		return fmt.Errorf("VictoriaMetrics' optimizer would work out and copy label filters across its binary operators for too "+
 			"long (weight over %d): split the query, or join fewer selectors, label_set pairs or filters (long ones weigh by their "+
 			"length) with operators in one expression", maxPushdownWork)
 	}
-	// An error is wrapped at most once per node, each time with at most the whole query as optimized: most queries
-	// are too small for their errors to matter, and are not walked again.
-	printed := min(w.allBytes+top.selectors*(w.distinctBytes+w.built+8)+w.nodes*nodeBytes, maxEval)
-	if w.nodes*w.nodes <= maxErrorBytes/max(printed, 1) {
+	if !errorsMatter {
 		return nil
 	}
 	if top := w.errorCost(expr, 0); top.alloc > maxErrorBytes {
@@ -75,13 +79,13 @@ type pushdownWeigher struct {
 	// the query: the common filters of any subtree are a set of them. distinctBytes is their length as printed,
 	// which is the most the optimizer copies into one selector; heaviest the weight of the heaviest one.
 	distinct, distinctBytes, heaviest int64
-	// allBytes is the length of all the query's filters and strings as printed, nodes the number of its nodes (at
-	// most maxCount).
-	allBytes, nodes int64
+	// allBytes is the length of all the query's filters and strings as printed; nodes and selectors the number of
+	// its nodes and of its selectors, `or` branches apart (at most maxCount).
+	allBytes, nodes, selectors int64
 	// built bounds the label values the query's label functions make (checkLabelGrowth): VictoriaMetrics copies the
 	// labels an operator's first side returns into the selectors of its other side as it runs, as filters.
 	built int64
-	// common is the weight of each binary operator's common filters (walk).
+	// common is the weight of each binary operator's common filters (walk), kept only for a query whose errors matter.
 	common map[*metricsql.BinaryOpExpr]int64
 	buf    []byte
 }
@@ -118,6 +122,7 @@ func (w *pushdownWeigher) distinctFilters(expr metricsql.Expr) {
 		w.nodes = min(w.nodes+1, maxCount)
 		switch t := x.(type) {
 		case *metricsql.MetricExpr:
+			w.selectors = min(w.selectors+int64(len(t.LabelFilterss)), maxCount)
 			for _, lfs := range t.LabelFilterss {
 				for i := range lfs {
 					if lfs[i].Label == "__name__" {
@@ -139,8 +144,9 @@ type sub struct {
 	selectors, filters, eval int64
 }
 
-// walk weighs x and adds the work of its binary operators; it stops once the work is over the bound. It keeps the
-// weight of each binary operator's common filters, which Optimize copies into every selector below it (errorCost).
+// walk weighs x and adds the work of its binary operators; it stops once the work is over the bound. With common, it
+// keeps the weight of each binary operator's common filters, which Optimize copies into every selector below it
+// (errorCost).
 func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 	if w.work > maxPushdownWork {
 		return sub{}
@@ -232,10 +238,9 @@ func (w *pushdownWeigher) walk(x metricsql.Expr) sub {
 		}
 		// Optimize works the common filters out of the whole subtree here, and copies them into each selector below.
 		w.work += s.eval + s.selectors*s.filters
-		if w.common == nil {
-			w.common = map[*metricsql.BinaryOpExpr]int64{}
+		if w.common != nil {
+			w.common[t] = s.filters
 		}
-		w.common[t] = s.filters
 		return s
 	}
 	return sub{}

@@ -2,6 +2,7 @@ package flagutil
 
 import (
 	"flag"
+	"slices"
 	"strings"
 
 	"github.com/vmgateway/vmgateway/internal/redact"
@@ -13,8 +14,7 @@ import (
 // datasource's and Redis' passwords or an upstream URL's credentials. What follows a "--" or the first argument
 // that is not a flag is shown as it is: the flag package does not read it.
 func RedactedArgs(fs *flag.FlagSet, args []string) []string {
-	out := make([]string, len(args))
-	copy(out, args)
+	out := slices.Clone(args)
 	for i := 1; i < len(out); i++ {
 		a := out[i]
 		if len(a) < 2 || a[0] != '-' || a == "--" {

@@ -251,7 +251,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A query of a caller with cost limits holds what it is expected to cost from here, once it is ready to go and
 	// before it takes any slot, until it ends; while the caller's queries in flight hold the rest of its budget it
 	// waits for them, as long as a read waits for the backends (ratelimit.Gate.Reserve).
-	if g.costs != nil && rt.Evaluates() && g.costs.Costed(access) {
+	costed := g.costs != nil && rt.Evaluates() && g.costs.Costed(access)
+	if costed {
 		start := time.Now()
 		release, err := g.costs.Reserve(r.Context(), access, g.reads.queue)
 		defer release()
@@ -311,7 +312,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// to the backend whole, not be cut where the cancel found it. A client that leaves mid-body breaks the body.
 		fr = r.WithContext(context.WithoutCancel(r.Context()))
 	}
-	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt, t, g.auth != nil), access, rt, slot != nil)
+	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt, t, g.auth != nil), access, costed, slot != nil)
 	defer endCost()
 	g.forward(e, fr, rt, access, up, slot)
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
-	"github.com/vmgateway/vmgateway/internal/route"
 )
 
 // VictoriaMetrics (since v1.9x; v1.79 does not) ends each /api/v1/query and /api/v1/query_range answer with
@@ -221,12 +220,13 @@ func (c *costWatch) clientLeft() {
 	c.timer.Store(time.AfterFunc(drainTimeout, c.cancel))
 }
 
-// withCost marks a query of a caller with cost limits, so that the stats of its answer are counted, and asks the
-// upstream for the answer uncompressed (the stats of a compressed one cannot be read) and in full (GET for HEAD).
+// withCost marks a query of a caller with cost limits (costed, which ServeHTTP works out once), so that the stats of
+// its answer are counted, and asks the upstream for the answer uncompressed (the stats of a compressed one cannot be
+// read) and in full (GET for HEAD).
 // The returned function ends the upstream request and charges a query that had no stats its time; it is called
 // once the answer has been forwarded (or read to its end after the client left), or the request failed.
-func (g *Gateway) withCost(r *http.Request, a *auth.Access, rt route.Route, held bool) (*http.Request, func()) {
-	if g.costs == nil || !rt.Evaluates() || !g.costs.Costed(a) {
+func (g *Gateway) withCost(r *http.Request, a *auth.Access, costed, held bool) (*http.Request, func()) {
+	if !costed {
 		return r, func() {}
 	}
 	r.Header.Set("Accept-Encoding", "identity")

@@ -127,7 +127,7 @@ func (g *Gate) charge(a *auth.Access, answered bool, amount func(cs *countedSet)
 		if !cs.typ.Cost() {
 			continue
 		}
-		if n := amount(cs); n > 0 || answered {
+		if n := amount(cs); n > 0 {
 			g.tally.spend(st, j, cs.seriesKey(id, a), sec, n, answered)
 		}
 	}

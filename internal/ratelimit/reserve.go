@@ -25,11 +25,10 @@ import (
 // or the one before, a period being the longest window of the series' limits. It falls only as costly answers grow
 // old, never by cheap ones a caller sends on purpose; answers whose cost was not learned do not set it.
 type expectation struct {
-	mu        sync.Mutex
-	start     int64 // the current period's first second; 0 before the first answer
+	mu    sync.Mutex
+	start int64 // the current period's first second; 0 before the first answer
+	// cur and prev are the costliest answers of the current period and the one before; 0: none.
 	cur, prev int64
-	curSeen   bool
-	prevSeen  bool
 }
 
 func (e *expectation) rotate(sec, period int64) {
@@ -37,12 +36,11 @@ func (e *expectation) rotate(sec, period int64) {
 		return
 	}
 	n := (sec - e.start) / period
+	e.prev = 0
 	if n == 1 {
-		e.prev, e.prevSeen = e.cur, e.curSeen
-	} else {
-		e.prev, e.prevSeen = 0, false
+		e.prev = e.cur
 	}
-	e.cur, e.curSeen = 0, false
+	e.cur = 0
 	e.start += n * period
 }
 
@@ -58,9 +56,7 @@ func (e *expectation) add(n, sec, period int64) {
 		e.start = sec
 	}
 	e.rotate(sec, period)
-	if !e.curSeen || n > e.cur {
-		e.cur, e.curSeen = n, true
-	}
+	e.cur = max(e.cur, n)
 }
 
 // get is the expectation at second sec, and whether any answer was counted in the two periods.
@@ -68,15 +64,8 @@ func (e *expectation) get(sec, period int64) (int64, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.rotate(sec, period)
-	switch {
-	case e.curSeen && e.prevSeen:
-		return max(e.cur, e.prev), true
-	case e.curSeen:
-		return e.cur, true
-	case e.prevSeen:
-		return e.prev, true
-	}
-	return 0, false
+	n := max(e.cur, e.prev)
+	return n, n > 0
 }
 
 // period is the longest window of the set's limits, in seconds.
@@ -161,19 +150,17 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 		if t.store != nil {
 			t.store.sync(&ser.lease, k, cs.values(), now)
 		}
-		used := [numWindows]int64{}
-		src := [numWindows]string{}
+		var used [numWindows]int64
+		var src [numWindows]string
+		var retry [numWindows]time.Duration
 		left := int64(math.MaxInt64) // the least any window has left
 		for w := range cs.limits {
 			if cs.limits[w].limit.Type == 0 {
 				continue
 			}
-			u := t.usageIn(ser, w, now)
-			used[w], src[w] = u.local, fromLocal
-			if u.shared.fresh(now) && u.shared.n > used[w] {
-				used[w], src[w] = u.shared.n, fromShared
-			}
-			left = min(left, int64(min(cs.limits[w].limit.Value, math.MaxInt64))-used[w])
+			value := int64(cs.limits[w].limit.Value)
+			used[w], src[w], retry[w] = t.enforced(ser, w, now, value)
+			left = min(left, value-used[w])
 		}
 		mine, known := ser.expect.get(sec, cs.period())
 		if !known {
@@ -193,7 +180,7 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 			}
 			d := decision{Limit: l.limit, Usage: float64(used[w]), Reset: inFlightRetry, InFlight: inFlight}
 			if used[w] >= int64(l.limit.Value) {
-				d.Reset, d.InFlight = ser.counts.untilBelow(w, now, int64(l.limit.Value)), 0
+				d.Reset, d.InFlight = retry[w], 0
 				full = true
 			}
 			if worst.Limit.Type == 0 || d.Reset > worst.Reset {

@@ -33,11 +33,9 @@ func (t *tally) seriesOf(st *tenantState, j int, k seriesKey, sec int64) *series
 // of an answer that told it (answered) sets what the caller's next queries are expected to cost (Reserve).
 func (t *tally) spend(st *tenantState, j int, k seriesKey, sec, n int64, answered bool) {
 	ser := t.seriesOf(st, j, k, sec)
-	if n > 0 {
-		ser.counts.add(sec, n)
-		if t.store != nil {
-			t.store.spend(&ser.lease, n)
-		}
+	ser.counts.add(sec, n)
+	if t.store != nil {
+		t.store.spend(&ser.lease, n)
 	}
 	if answered {
 		ser.expect.add(n, sec, st.counted[j].period())
@@ -114,17 +112,9 @@ func (t *tally) overBudget(ser *series, k seriesKey, cs *countedSet, now time.Ti
 			continue
 		}
 		value := int64(l.limit.Value)
-		u := t.usageIn(ser, w, now)
-		used, src := u.local, fromLocal
-		if u.shared.fresh(now) && u.shared.n > used {
-			used, src = u.shared.n, fromShared
-		}
+		used, src, retry := t.enforced(ser, w, now, value)
 		if used < value {
 			continue
-		}
-		retry := ser.counts.untilBelow(w, now, value)
-		if src == fromShared && u.shared.freeAt.After(now) {
-			retry = max(retry, u.shared.freeAt.Sub(now))
 		}
 		if worst.Limit.Type == 0 || retry > worst.Reset {
 			worst, source = decision{Limit: l.limit, Usage: float64(used), Reset: retry}, src
@@ -134,6 +124,23 @@ func (t *tally) overBudget(ser *series, k seriesKey, cs *countedSet, now time.Ti
 		return nil
 	}
 	return t.rules.rejection(k.tenant, worst, k.value, source)
+}
+
+// enforced is what ser has used in window w by the figure the gate enforces (this replica's count, or all replicas'
+// while a fresh shared one is larger) and where it came from; once used is at value, also when a request can pass.
+func (t *tally) enforced(ser *series, w int, now time.Time, value int64) (used int64, src string, retry time.Duration) {
+	u := t.usageIn(ser, w, now)
+	used, src = u.local, fromLocal
+	if u.shared.fresh(now) && u.shared.n > used {
+		used, src = u.shared.n, fromShared
+	}
+	if used >= value {
+		retry = ser.counts.untilBelow(w, now, value)
+		if src == fromShared && u.shared.freeAt.After(now) {
+			retry = max(retry, u.shared.freeAt.Sub(now))
+		}
+	}
+	return used, src, retry
 }
 
 // windowUsage is what one series has counted in one window, read at one instant: the value the figures of
