@@ -161,7 +161,9 @@ func TestCostAbandoned(t *testing.T) {
 	read := vmtest.NewRecorder(t)
 	pace := make(chan struct{})
 	upstreamDone := make(chan error, 1)
+	upstreamCtx := make(chan context.Context, 1)
 	read.Respond(func(w http.ResponseWriter, r *http.Request) {
+		upstreamCtx <- r.Context()
 		bigAnswer(w, 2000, pace)
 		upstreamDone <- r.Context().Err()
 	})
@@ -189,22 +191,32 @@ func TestCostAbandoned(t *testing.T) {
 		return len(got) == 1 && got[0] == [2]float64{2000, 9}, fmt.Sprintf("spent %v", got)
 	})
 
-	// Tenant 4 has no cost limits: its upstream request ends with the client, and nothing is charged.
+	// Tenant 4 has no cost limits: its upstream request ends with the client, and nothing is charged. The gateway
+	// learns that the client left at its next writes to it, so the rest is sent a series at a time, each given time
+	// to reach the gateway: sent at once, it all fits in the sockets' buffers (the kernel grows them to megabytes)
+	// before a gateway slowed by other tests writes again.
+	<-upstreamCtx
 	go func() {
 		for i := 0; i < first; i++ {
 			pace <- struct{}{}
 		}
 	}()
 	readSome(t, base, "t4")
-	go func() {
-		for i := first; i < 2000; i++ {
-			select {
-			case pace <- struct{}{}:
-			case <-time.After(5 * time.Second):
-				return
-			}
+	ctx := <-upstreamCtx
+	sent := first
+	for ; sent < 2000 && ctx.Err() == nil; sent++ {
+		pace <- struct{}{}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
 		}
-	}()
+	}
+	if ctx.Err() == nil {
+		t.Error("an uncosted caller's abandoned answer was read to its end")
+	}
+	for ; sent < 2000; sent++ {
+		pace <- struct{}{}
+	}
 	if err := <-upstreamDone; err == nil {
 		t.Error("an uncosted caller's abandoned answer was read to its end")
 	}
