@@ -241,24 +241,49 @@ func TestRateLimitCostShared(t *testing.T) {
 	}
 }
 
-// TestRateLimitCostWithoutStats: VictoriaMetrics 1.79.5 ends its answers without stats, so cost limits count
-// nothing and refuse nobody; the gateway counts the answers it could not read.
+// TestRateLimitCostWithoutStats: VictoriaMetrics 1.79.5 ends its answers without stats, and v1.151 too its answer to
+// an instant query of a range (`cost_metric[5m]`, which it serves like an export): each is charged the series it
+// held, which the query fetched at least, so a team cannot fetch any number of series under a series_fetched limit
+// by choosing such queries. The gateway counts the answers whose stats it could not read.
 func TestRateLimitCostWithoutStats(t *testing.T) {
-	vm := vmtest.Start(t)
-	costData(t, vm)
-	g := rlGateway(t, vm.URL, vm.URL, costLimitsYAML)
-	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
-	// Each answer is counted as its handler ends, which may be just after its client has it whole: the count of
-	// costQuery's answers is waited for, not read at once.
-	before := float64(costQuery(t, g, big, 150))
-	waitMetric(t, g, `vmgateway_query_stats_unread_total{reason="absent"}`, "costQuery's answers counted", is(before))
-	for i := 0; i < 3; i++ {
-		if code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...); code != 200 || strings.Contains(body, `"stats"`) {
-			t.Fatalf("big's query %d against 1.79.5: %d %.300s", i, code, body)
-		}
+	for _, tc := range []struct {
+		name  string
+		start func(t testing.TB, args ...string) *vmtest.VM
+		query string
+	}{
+		{"1.79.5", vmtest.Start, "cost_metric"},
+		{"v1.151 cost_metric[5m]", vmtest.StartCurrent, "cost_metric[5m]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vm := tc.start(t)
+			costData(t, vm)
+			vmtest.Eventually(t, func() (bool, string) {
+				_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/query?query="+url.QueryEscape("count(cost_metric)"), nil)
+				return strings.Contains(body, `,"153"]`), body
+			})
+			g := rlGateway(t, vm.URL, vm.URL, costLimitsYAML)
+			big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
+			small := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
+			q := "/api/v1/query?query=" + url.QueryEscape(tc.query)
+			code, _, body := do(t, http.MethodGet, g.URL+q, nil, bearer(big)...)
+			if code != 200 || strings.Count(body, `"__name__":"cost_metric"`) != 150 || strings.Contains(body, `"stats"`) {
+				t.Fatalf("big's first query: %d %.300s", code, body)
+			}
+			// Charged as the handler ends, which may be just after its client has the whole answer.
+			waitMetric(t, g, `vmgateway_query_stats_unread_total{reason="absent"}`, "the answer without stats counted", is(1))
+			code, _, body = do(t, http.MethodGet, g.URL+q, nil, bearer(big)...)
+			if _, msg := decodeError(t, body); code != http.StatusTooManyRequests ||
+				!strings.Contains(msg, "limit type=series_fetched resolution=minute value=100 key=label:team") || !strings.Contains(msg, "usage seen 150 in the last minute") {
+				t.Errorf("big's second query: %d %s", code, body)
+			}
+			for i := 0; i < 3; i++ {
+				if code, _, body := do(t, http.MethodGet, g.URL+q, nil, bearer(small)...); code != 200 || strings.Count(body, `"__name__":"cost_metric"`) != 3 {
+					t.Fatalf("small's query %d: %d %.300s", i, code, body)
+				}
+			}
+			waitMetric(t, g, `vmgateway_query_stats_unread_total{reason="absent"}`, "small's 3 answers without stats counted", is(4))
+		})
 	}
-	// Counted as the handler ends, which may be just after its client has the whole answer.
-	waitMetric(t, g, `vmgateway_query_stats_unread_total{reason="absent"}`, "the 3 answers without stats counted", is(before+3))
 }
 
 // TestRateLimitCostAbandoned: a client that leaves after the first bytes of an answer, having read what it wanted

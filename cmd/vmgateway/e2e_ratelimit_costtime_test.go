@@ -183,9 +183,9 @@ func TestRateLimitCostTimeWithoutStats(t *testing.T) {
 	if code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(small)...); code != 200 || strings.Count(body, `"__name__":"cost_metric"`) != 3 {
 		t.Errorf("small's first query: %d %.300s", code, body)
 	}
-	// No series_fetched is known without stats: that budget of 1 stays unused.
-	if u := teamCostUsage(t, g, "series_fetched"); len(u) != 2 || u["big"] != 0 || u["small"] != 0 {
-		t.Errorf("series_fetched usage %v, want big and small listed with none: no stats, no series", u)
+	// Without stats, series_fetched is charged the series each answer held.
+	if u := teamCostUsage(t, g, "series_fetched"); len(u) != 2 || u["big"] != 150 || u["small"] != 3 {
+		t.Errorf("series_fetched usage %v, want big 150 and small 3: the series of their answers", u)
 	}
 	if u := teamCostUsage(t, g, "query_time_ms"); u["big"] < 1 || u["small"] < 1 {
 		t.Errorf("query_time_ms usage %v, want each team's query charged at least a millisecond", u)

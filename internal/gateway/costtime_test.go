@@ -56,11 +56,18 @@ func unreadSince(before map[string]uint64) map[string]uint64 {
 	return out
 }
 
+// rangeAnswer is v1.151's answer to an instant query of a range (`cpu[5m]`), which has no stats: three series, one
+// with a label named metric, one whose value holds what begins a series, escaped.
+const rangeAnswer = `{"status":"success","data":{"resultType":"matrix","result":[` +
+	`{"metric":{"__name__":"cpu","metric":"x"},"values":[[1796490591,"1"]]},` +
+	`{"metric":{"__name__":"cpu","v":"\"metric\":{"},"values":[[1796490591,"1"]]},` +
+	`{"metric":{},"values":[[1796490591,"1"]]}]}}`
+
 // TestCostTimeWithoutStats: a costed caller's query whose answer carries no stats (an error answer, a timeout, no
 // answer at all, an answer without stats such as 1.79.5's) is charged the time from sending it upstream until its
-// answer ended or failed, as query_time_ms, and no series_fetched; one with stats is charged its stats exactly,
-// however long it took. Each is counted once in vmgateway_query_stats_unread_total. An uncosted caller is charged
-// nothing.
+// answer ended or failed, as query_time_ms, and as series_fetched the series its answer held (none for an error);
+// one with stats is charged its stats exactly, however long it took. Each is counted once in
+// vmgateway_query_stats_unread_total. An uncosted caller is charged nothing.
 func TestCostTimeWithoutStats(t *testing.T) {
 	clock := useCostTimer(t)
 	read := vmtest.NewRecorder(t)
@@ -82,7 +89,8 @@ func TestCostTimeWithoutStats(t *testing.T) {
 		worked      time.Duration
 		respond     func(w http.ResponseWriter)
 		code        int
-		want        [][2]float64 // nil: the time the fake upstream worked, as query_time_ms
+		want        [][2]float64 // nil: series, and the time the fake upstream worked as query_time_ms
+		series      float64
 		wantUnread  map[string]uint64
 	}{
 		{name: "many-to-many found at the end: 422", token: "t3", worked: 1500 * time.Millisecond, code: 422,
@@ -97,6 +105,15 @@ func TestCostTimeWithoutStats(t *testing.T) {
 			respond: func(w http.ResponseWriter) {
 				jsonAnswer(w, 200, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
 			}, wantUnread: map[string]uint64{"absent": 1}},
+		{name: "no stats: v1.151's instant query of a range", token: "t3", worked: 250 * time.Millisecond, code: 200,
+			respond: func(w http.ResponseWriter) {
+				// Sent a few bytes at a time, so that series begin across the gateway's reads.
+				w.Header().Set("Content-Type", "application/json")
+				for b := []byte(rangeAnswer); len(b) > 0; b = b[min(len(b), 7):] {
+					_, _ = w.Write(b[:min(len(b), 7)])
+					w.(http.Flusher).Flush()
+				}
+			}, series: 3, wantUnread: map[string]uint64{"absent": 1}},
 		{name: "no answer: the connection closed", token: "t3", worked: 700 * time.Millisecond, code: 502,
 			respond: func(w http.ResponseWriter) {
 				conn, _, err := http.NewResponseController(w).Hijack()
@@ -126,7 +143,7 @@ func TestCostTimeWithoutStats(t *testing.T) {
 		if want == nil {
 			// Every attempt of the upstream request counts (the transport may resend a request whose connection
 			// closed before any answer).
-			want = [][2]float64{{0, clock.since(start)}}
+			want = [][2]float64{{tc.series, clock.since(start)}}
 			if clock.since(start) < float64(tc.worked/time.Millisecond) {
 				t.Errorf("%s: the clock moved %vms", tc.name, clock.since(start))
 			}
@@ -207,5 +224,21 @@ func TestCostTimeLeftBeforeAnswer(t *testing.T) {
 	})
 	if got := unreadSince(before); fmt.Sprint(got) != "map[unanswered:1]" {
 		t.Errorf("vmgateway_query_stats_unread_total counted %v, want unanswered once", got)
+	}
+}
+
+// TestCountSeries: the series of an answer are counted however its bytes are split between reads.
+func TestCountSeries(t *testing.T) {
+	for i := 0; i <= len(rangeAnswer); i++ {
+		for j := i; j <= len(rangeAnswer); j += 5 {
+			s := &statsTail{cw: &costWatch{}}
+			for _, part := range []string{rangeAnswer[:i], rangeAnswer[i:j], rangeAnswer[j:]} {
+				s.count([]byte(part))
+				s.keep([]byte(part))
+			}
+			if got := s.cw.series.Load(); got != 3 {
+				t.Fatalf("split at %d and %d: %d series, want 3", i, j, got)
+			}
+		}
 	}
 }

@@ -40,9 +40,9 @@ type CostCounter interface {
 	// Reserve holds what a query about to be forwarded is expected to cost until what it returns (never nil) is
 	// called, waiting at most wait while the caller's queries in flight hold the rest of its budget.
 	Reserve(ctx context.Context, a *auth.Access, wait time.Duration) (func(), error)
+	// Spend charges a query what its answer's stats say, or for one without them what the gateway measured: its
+	// time, and the series its answer held.
 	Spend(a *auth.Access, seriesFetched int64, execMsec float64)
-	// SpendTime charges a query whose answer had no stats the time the gateway measured.
-	SpendTime(a *auth.Access, msec float64)
 	// SpendAll charges an answer whose cost could not be learned as the caller's whole budget.
 	SpendAll(a *auth.Access)
 }

@@ -35,9 +35,11 @@ import (
 // A query that ends without readable stats still cost the cluster its time: one that fails after its work (a
 // many-to-many match found at the end, a timeout: an error answer carries no stats), one the upstream breaks off or
 // never answers, one whose client leaves before the answer begins (the upstream computed until then), and every
-// answer of a VictoriaMetrics that reports no stats (1.79.5). A costed caller is charged for each the time the
-// gateway measured for its upstream request, from sending it until the answer ended or failed, as query_time_ms
-// (costWatch.end); what it fetched is unknown and charged as no series_fetched.
+// answer of a VictoriaMetrics that reports no stats (1.79.5, and v1.151's instant query of a range, `cpu[5m]`). A
+// costed caller is charged for each the time the gateway measured for its upstream request, from sending it until
+// the answer ended or failed, as query_time_ms (costWatch.end), and as series_fetched the series its answer held,
+// which it fetched at least: exactly those for `cpu[5m]`, which a caller could otherwise choose to fetch any number
+// of series without a charge.
 //
 // Other callers' compressed answers pass unread (their tail is not text), and their abandoned answers end with the
 // client: nothing is charged to them.
@@ -173,6 +175,8 @@ type costWatch struct {
 	timer atomic.Pointer[time.Timer]
 	// charged is set once the query was charged: its stats, the whole budget, or its time. Once only.
 	charged atomic.Bool
+	// series is how many series its answer held so far (statsTail.count), charged when it has no stats.
+	series atomic.Int64
 }
 
 const (
@@ -199,15 +203,16 @@ func (c *costWatch) spendAll() {
 }
 
 // end is called once the upstream request is over, answered or not: a query not charged by then had no stats to
-// read, and is charged the time from sending it until now as query_time_ms and no series_fetched, which is not
-// known. Its client has its answer (or is gone) by then: ReverseProxy returns after the last byte was forwarded,
-// and after reading on an answer the client left (statsTail.finish).
+// read, and is charged the time from sending it until now as query_time_ms, and the series its answer held as
+// series_fetched (none for an error or no answer: what those fetched is not known). Its client has its answer (or
+// is gone) by then: the forward step returns after the last byte was forwarded, and after reading on an answer
+// the client left (statsTail.finish).
 func (c *costWatch) end() {
 	if !c.charged.CompareAndSwap(false, true) {
 		return
 	}
 	queryCostTimed.Inc()
-	c.costs.SpendTime(c.access, float64(costClock().Sub(c.sent))/float64(time.Millisecond))
+	c.costs.Spend(c.access, c.series.Load(), float64(costClock().Sub(c.sent))/float64(time.Millisecond))
 }
 
 // clientLeft ends the upstream request at once if the answer has not begun (the upstream stops computing a query
@@ -284,6 +289,9 @@ type statsTail struct {
 
 func (s *statsTail) Read(p []byte) (int, error) {
 	n, err := s.rc.Read(p)
+	if s.cw != nil {
+		s.count(p[:n])
+	}
 	s.keep(p[:n])
 	if err != nil && !s.ended {
 		s.end(err)
@@ -348,6 +356,27 @@ func (s *statsTail) finish() {
 	}
 	if s.eof {
 		queryStatsDrained.Inc()
+	}
+}
+
+// seriesStart begins each series of a query answer, `{"metric":{"__name__":…},"values":…}`: in JSON a quote
+// within a string is escaped, and a label's value is a string, so nothing else in an answer holds these bytes.
+const seriesStart = `"metric":{`
+
+var seriesStartBytes = []byte(seriesStart)
+
+// count adds the series that begin in b, the answer's next bytes after the tail, to the costed caller's count:
+// those in b, and one begun in the tail's last bytes and ended in b's first ones.
+func (s *statsTail) count(b []byte) {
+	k := bytes.Count(b, seriesStartBytes)
+	if s.n > 0 && len(b) > 0 {
+		var seam [2 * (len(seriesStart) - 1)]byte
+		n := copy(seam[:], s.tail[max(0, s.n-(len(seriesStart)-1)):s.n])
+		n += copy(seam[n:], b[:min(len(b), len(seriesStart)-1)])
+		k += bytes.Count(seam[:n], seriesStartBytes)
+	}
+	if k > 0 {
+		s.cw.series.Add(int64(k))
 	}
 }
 

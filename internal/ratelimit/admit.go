@@ -70,9 +70,11 @@ func (g *Gate) Admit(a *auth.Access, rt route.Route, h http.Header) error {
 	return nil
 }
 
-// Spend counts what an answered query cost against the caller's cost limits: seriesFetched and execMsec are the
-// stats VictoriaMetrics ends the answer with, which also set what the caller's queries are expected to cost
-// (Reserve). A nil Access is tenant 0:0. Callers without cost limits cost nothing.
+// Spend counts what an answered query cost against the caller's cost limits, which also sets what the caller's
+// queries are expected to cost (Reserve): the stats VictoriaMetrics ends the answer with, or for a query without
+// them (an error, a timeout, a client gone first, a VictoriaMetrics too old to give any, v1.151's `cpu[5m]`) the
+// milliseconds the gateway measured and the series its answer held, if any. A nil Access is tenant 0:0. Callers
+// without cost limits cost nothing.
 func (g *Gate) Spend(a *auth.Access, seriesFetched int64, execMsec float64) {
 	g.charge(a, true, func(cs *countedSet) int64 {
 		if cs.typ == limitfile.SeriesFetched {
@@ -95,21 +97,6 @@ func (g *Gate) SpendAll(a *auth.Access) {
 			}
 		}
 		return n
-	})
-}
-
-// SpendTime counts a query whose answer had no stats (an error, a timeout, an answer broken off, a client gone
-// first, an answer VictoriaMetrics gives without them, or a VictoriaMetrics too old to give any) as the milliseconds
-// the gateway measured, against query_time_ms, which is also what its queries are expected to cost there (behind
-// 1.79.5 every answer is such); the series it fetched are not known, and neither charged nor expected. Whether an
-// upstream gives stats is not learnt from answers: a caller chooses queries answered without them (a review made
-// itself look like one behind 1.79.5 with `cpu[5m]`, and then burst past its series_fetched budget).
-func (g *Gate) SpendTime(a *auth.Access, msec float64) {
-	g.charge(a, true, func(cs *countedSet) int64 {
-		if cs.typ == limitfile.SeriesFetched {
-			return 0
-		}
-		return int64(math.Ceil(msec))
 	})
 }
 

@@ -259,7 +259,7 @@ func TestCostReserve(t *testing.T) {
 		held = append(held, release)
 	}
 	_, err = reserve(0)
-	inFlight(err, "usage seen 30 in the last minute counted by this gateway from the seriesFetched stats of the tenant's query answers, and 90 expected")
+	inFlight(err, "usage seen 30 in the last minute counted by this gateway from the seriesFetched stats of the tenant's query answers (the series of one without them), and 90 expected")
 	// The status page shows what the queries in flight hold beside what is used.
 	_, page, body := getStatus(t, g, "?tenant=1:0")
 	shownHeld := false
@@ -279,7 +279,7 @@ func TestCostReserve(t *testing.T) {
 	// Free answers, and answers without stats, do not lower the expectation.
 	for range 50 {
 		g.Spend(alice, 0, 0)
-		g.SpendTime(alice, 5)
+		g.Spend(alice, 0, 5)
 	}
 	held = held[:0]
 	for i := range 3 {
@@ -324,7 +324,7 @@ func TestCostReserve(t *testing.T) {
 	// itself look like it was behind 1.79.5, and burst past its budget, when such answers counted).
 	carol := &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "carol"}}
 	for range 20 {
-		g.SpendTime(carol, 12)
+		g.Spend(carol, 0, 12)
 	}
 	for i := range 8 {
 		if _, err := g.Reserve(context.Background(), carol, 0); err != nil {

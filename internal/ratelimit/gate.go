@@ -359,9 +359,9 @@ func (r *limitError) text(withUsage bool) string {
 	}
 	switch r.Limit.Type {
 	case limitfile.SeriesFetched:
-		usage += " from the seriesFetched stats of the tenant's query answers"
+		usage += " from the seriesFetched stats of the tenant's query answers (the series of one without them)"
 	case limitfile.QueryTimeMs:
-		usage += " (milliseconds) from the executionTimeMsec stats of the tenant's query answers"
+		usage += " (milliseconds) from the executionTimeMsec stats of the tenant's query answers (the time the gateway measured of one without them)"
 	}
 	if r.inFlight > 0 {
 		usage += fmt.Sprintf(", and %d expected of its queries in flight on this gateway", r.inFlight)
