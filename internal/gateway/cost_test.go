@@ -37,7 +37,6 @@ func (s *spendLog) Spend(_ *auth.Access, series int64, ms float64) {
 // SpendAll is recorded as a spend of -1, -1.
 func (s *spendLog) SpendAll(*auth.Access) { s.Spend(nil, -1, -1) }
 
-
 // Reserve holds nothing.
 func (s *spendLog) Reserve(context.Context, *auth.Access, time.Duration) (func(), error) {
 	return func() {}, nil
