@@ -92,19 +92,10 @@ var vmauthLogsFields = map[string]bool{
 
 // vmAccessFrom reads a vm_access value decoded with json.Number numbers. A missing mode is full, as the wire format
 // says; every other restriction the claim lacks is simply not there, which is why the shapes that lift one without
-// saying so (null, a claim that only speaks about logs) are refused with reasons of their own.
+// saying so (null, an empty list or object, a claim that only speaks about logs) are refused with reasons of their
+// own.
 func vmAccessFrom(v any) (VMAccess, *Error) {
-	va, err := vmAccessFields(v)
-	if err != nil {
-		return VMAccess{}, err
-	}
-	if len(va.ExtraLabels) == 0 {
-		va.ExtraLabels = nil
-	}
-	if len(va.ExtraFilters) == 0 {
-		va.ExtraFilters = nil
-	}
-	return va, nil
+	return vmAccessFields(v)
 }
 
 func vmAccessFields(v any) (VMAccess, *Error) {
@@ -183,6 +174,13 @@ func vmAccessFields(v any) (VMAccess, *Error) {
 		if err != nil {
 			return VMAccess{}, newError(reasonBadVMAccess, "vm_access.%s: %s", name, err)
 		}
+		if emptyRestriction(name, val) {
+			// An identity provider's mapper emits [] or {} for a user without the attribute it maps (a user in no
+			// team): read as absent, that user would see every team's series.
+			return VMAccess{}, newError(reasonEmptyRestriction, "vm_access.%s is empty; an empty restriction reads "+
+				"as none, which would give every series of the tenant: leave the field out for a token meant to see "+
+				"all of them, or give it a value", name)
+		}
 	}
 	if gatewayField != "" && vmauthField != "" {
 		return VMAccess{}, newError(reasonBadVMAccess, "vm_access mixes the vmgateway field %s and the vmauth field %s; use one shape", gatewayField, vmauthField)
@@ -195,6 +193,22 @@ func vmAccessFields(v any) (VMAccess, *Error) {
 			"unrestricted for metrics; give the metrics restrictions too, or do not send this token to the metrics gateway", logsField)
 	}
 	return a, nil
+}
+
+// emptyRestriction says whether val, the vm_access field name, is a restriction of series given empty.
+func emptyRestriction(name string, val any) bool {
+	switch name {
+	case "extra_labels", "extra_filters", "metrics_extra_labels", "metrics_extra_filters":
+	default:
+		return false
+	}
+	switch v := val.(type) {
+	case map[string]any:
+		return len(v) == 0
+	case []any:
+		return len(v) == 0
+	}
+	return false
 }
 
 // nullPath returns the path of the first null inside v (keys in sorted order, so the message is stable), or "". It

@@ -88,7 +88,17 @@ func TestClaimShapesRefused(t *testing.T) {
 			reasonLogsOnly, "restricts only logs and would be unrestricted for metrics"},
 		{"logs only with a mode", hsRaw(t, payload(`{"mode":1,"logs_project_id":2}`)), reasonLogsOnly, "the VictoriaLogs field logs_project_id"},
 		{"logs and empty metrics lists", hsRaw(t, payload(`{"metrics_extra_labels":[],"metrics_extra_filters":[],"logs_extra_stream_filters":["{app=\"x\"}"]}`)),
-			reasonLogsOnly, "unrestricted for metrics"},
+			reasonEmptyRestriction, "vm_access.metrics_extra_filters is empty"},
+
+		// Empty restrictions, which an identity provider's mapper emits for a user without the attribute it maps (an
+		// attacker's review read every team's series with metrics_extra_labels: []).
+		{"extra_labels {}", hsRaw(t, payload(`{"extra_labels":{},"mode":1}`)), reasonEmptyRestriction,
+			"vm_access.extra_labels is empty; an empty restriction reads as none, which would give every series of the tenant"},
+		{"extra_filters []", hsRaw(t, payload(`{"tenant_id":{"account_id":1},"extra_filters":[]}`)), reasonEmptyRestriction, "vm_access.extra_filters is empty"},
+		{"extra_filters [] beside labels", hsRaw(t, payload(`{"extra_labels":{"team":"dev"},"extra_filters":[]}`)), reasonEmptyRestriction, "vm_access.extra_filters is empty"},
+		{"vmauth labels []", hsRaw(t, payload(`{"metrics_extra_labels":[],"mode":1}`)), reasonEmptyRestriction, "vm_access.metrics_extra_labels is empty"},
+		{"vmauth filters []", hsRaw(t, payload(`{"metrics_account_id":1,"metrics_extra_filters":[]}`)), reasonEmptyRestriction, "vm_access.metrics_extra_filters is empty"},
+		{"empty in a vm_access string", hs(claimsWith("vm_access", `{"extra_labels":{}}`)), reasonEmptyRestriction, "vm_access.extra_labels is empty"},
 		{"logs only, as a string", hs(claimsWith("vm_access", `{"logs_account_id":3,"logs_extra_filters":["x"]}`)), reasonLogsOnly, "unrestricted for metrics"},
 
 		// Regexp matchers that match "" admit every series without the label.

@@ -24,6 +24,7 @@ const (
 	// Claim shapes that would grant more than the issuer meant, each with a reason of its own.
 	reasonDuplicateKey       = "duplicate_key"
 	reasonNullInVMAccess     = "null_in_vm_access"
+	reasonEmptyRestriction   = "empty_restriction"
 	reasonLogsOnly           = "logs_only_vm_access"
 	reasonFilterMatchesEmpty = "filter_matches_empty"
 	reasonNoPolicyMatch      = "no_policy_match"
@@ -33,7 +34,7 @@ const (
 var allReasons = []string{
 	reasonMissingToken, reasonMalformed, reasonUnsupportedAlg, reasonNoKey, reasonUnknownKid, reasonBadSignature,
 	reasonMissingExp, reasonExpired, reasonNotYetValid, reasonIssuer, reasonAudience, reasonMissingVMAccess,
-	reasonBadVMAccess, reasonDuplicateKey, reasonNullInVMAccess, reasonLogsOnly, reasonFilterMatchesEmpty,
+	reasonBadVMAccess, reasonDuplicateKey, reasonNullInVMAccess, reasonEmptyRestriction, reasonLogsOnly, reasonFilterMatchesEmpty,
 	reasonNoPolicyMatch, reasonPolicyClaim,
 }
 
