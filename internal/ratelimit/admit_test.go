@@ -337,5 +337,10 @@ func TestSharedRefusalHidesUsage(t *testing.T) {
 		if !strings.Contains(msg, "type=queries resolution=minute") || !strings.Contains(msg, "retry after") {
 			t.Errorf("%s: %q does not name the limit and the wait", tc.name, msg)
 		}
+		// Used up and held by queries in flight read the same to a narrowed team: the difference would tell it
+		// whether the other teams have queries in flight (an attacker's review).
+		if shared := !tc.usageSeen; shared != strings.Contains(msg, "is used up or held by the queries in flight of all who share it") {
+			t.Errorf("%s: %q", tc.name, msg)
+		}
 	}
 }

@@ -295,7 +295,7 @@ func (r *limitError) Error() string {
 }
 
 // sharedRefusal is a refusal, for a caller narrowed within its tenant, by a count it shares with the tenant's other
-// teams: it names the limit used up, not the usage seen, which sums the other teams' requests, rows or series.
+// teams: it names the limit, not the usage seen, which sums the other teams' requests, rows or series.
 type sharedRefusal struct{ *limitError }
 
 func (r sharedRefusal) Error() string { return r.text(false) }
@@ -343,12 +343,10 @@ func (r *limitError) text(withUsage bool) string {
 		who += " and " + r.Limit.Key.String() + "=" + strconv.Quote(r.KeyValue)
 	}
 	if !withUsage {
-		state := "is used up"
-		if r.inFlight > 0 {
-			state = "is held by the queries in flight"
-		}
-		return fmt.Sprintf("rate limit exceeded for %s: limit %s (%s) %s by all who share it; retry after %s",
-			who, limit, whose, state, r.retry)
+		// One text whether it is used up or held: which one it is would tell a team whether the others have
+		// queries in flight.
+		return fmt.Sprintf("rate limit exceeded for %s: limit %s (%s) is used up or held by the queries in flight "+
+			"of all who share it; retry after %s", who, limit, whose, r.retry)
 	}
 	usage := seen
 	switch r.source {
