@@ -156,6 +156,29 @@ func TestRateLimitCostInFlight(t *testing.T) {
 }
 
 // burstOf sends 30 queries at once with token and counts the answers; each other one must be a 429.
+// TestRateLimitCostPrimed: a team that makes its expected cost small on purpose, with one query of a single series,
+// still has at most eight queries of a burst in flight, each holding an eighth of what is left (an attacker's review
+// fetched 116 times a budget of 1,000 with 280 queries at once after such a query; here all 30 went, 4,501 series).
+func TestRateLimitCostPrimed(t *testing.T) {
+	vm := vmtest.StartCurrent(t)
+	costData(t, vm)
+	g := rlGateway(t, vm.URL, vm.URL, "limits:\n  - {type: series_fetched, value: 1000, key: label:team}\n")
+	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
+	vmtest.Eventually(t, func() (bool, string) {
+		_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/query?query="+url.QueryEscape("count(cost_metric)"), nil)
+		return strings.Contains(body, `,"153"]`), body
+	})
+	q := "/api/v1/query?query=" + url.QueryEscape(`cost_metric{i="0"}`)
+	if code, _, body := do(t, http.MethodGet, g.URL+q, nil, bearer(big)...); code != 200 || !strings.Contains(body, `"seriesFetched": "1"`) {
+		t.Fatalf("big's priming query: %d %.300s", code, body)
+	}
+	passed := burstOf(t, g, big, "cost_metric")
+	t.Logf("after a query of one series, a burst: %d of 30 queries at once passed", passed)
+	if passed < 1 || passed > 8 {
+		t.Errorf("after a query of one series, %d of 30 queries at once passed (%d series fetched of a budget of 1,000); want 1 to 8", passed, 1+150*passed)
+	}
+}
+
 func burstOf(t *testing.T, g *gw, token, query string) (passed int) {
 	t.Helper()
 	start := make(chan struct{})

@@ -15,11 +15,11 @@ import (
 // were counted overshot its cost limits: 30 at once spent 4.6 times a budget (an attacker's review). Reserve makes a
 // query about to be forwarded hold what it is expected to cost until it ends, and lets it go only while what is used
 // and what the caller's queries in flight hold leave room; the others wait for those answers, briefly, and are
-// refused past that. Reviews found the first designs' holes: an expectation that the caller lowered with free
-// queries, none at all before the first answer, and reservations taken before a request's body was read, which a slow
-// body held for nothing. So the expectation is the costliest answer of the recent past that cost anything, a caller
-// without one is expected to cost an eighth of what is left, and the gateway reserves once the body is read and
-// checked, before the request takes any slot.
+// refused past that. Reviews found the designs' holes: an expectation that the caller lowered with free queries,
+// none at all before the first answer, reservations taken before a request's body was read, which a slow body held
+// for nothing, and an expectation made small on purpose, by one cheap query before a costly burst. So a query holds
+// the costliest answer of the recent past that cost anything, and at least an eighth of what is left, and the
+// gateway reserves once the body is read and checked, before the request takes any slot.
 
 // expectation is what one query of a series is expected to cost: the costliest answer counted in the current period
 // or the one before, a period being the longest window of the series' limits. It falls only as costly answers grow
@@ -59,13 +59,12 @@ func (e *expectation) add(n, sec, period int64) {
 	e.cur = max(e.cur, n)
 }
 
-// get is the expectation at second sec, and whether any answer was counted in the two periods.
-func (e *expectation) get(sec, period int64) (int64, bool) {
+// get is the expectation at second sec: 0 when no answer that cost anything was counted in the two periods.
+func (e *expectation) get(sec, period int64) int64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.rotate(sec, period)
-	n := max(e.cur, e.prev)
-	return n, n > 0
+	return max(e.cur, e.prev)
 }
 
 // period is the longest window of the set's limits, in seconds.
@@ -162,13 +161,12 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 			used[w], src[w], retry[w] = t.enforced(ser, w, now, value)
 			left = min(left, value-used[w])
 		}
-		mine, known := ser.expect.get(sec, cs.period())
-		if !known {
-			// Nothing learnt of the caller's queries (no answer that cost anything): an eighth of what is left each,
-			// so that a burst overshoots by at most eight queries' cost until the first answers tell more, and a
-			// dashboard's panels are not sent one at a time.
-			mine = max(left/unknownShares+1, 1)
-		}
+		// The costliest recent answer, and at least an eighth of what is left: a burst overshoots by at most eight
+		// queries' cost beyond what they hold, and a dashboard's panels are not sent one at a time. Without the
+		// floor, one cheap answer (a query of one series) made the next burst's queries hold one each, and 280
+		// sent at once fetched 116 times a budget (a review); an expectation known to be small must not let more
+		// queries go than one not known at all.
+		mine := max(ser.expect.get(sec, cs.period()), left/inFlightShares+1, 1)
 		inFlight := ser.reserved.Add(mine) - mine
 		res.held = append(res.held, reserved{ser, mine})
 		var worst decision
@@ -195,8 +193,8 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 	return res, nil, false
 }
 
-// unknownShares is how many queries of a caller whose cost is not known yet may be in flight on its whole budget.
-const unknownShares = 8
+// inFlightShares is how many of a caller's queries may be in flight at most, on what is left of its budget.
+const inFlightShares = 8
 
 // inFlightRetry is the Retry-After of a query refused for what the caller's queries in flight hold.
 const inFlightRetry = time.Second
