@@ -1,6 +1,7 @@
 package enforce
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -58,6 +59,34 @@ func TestCheckCalls(t *testing.T) {
 		`x @ (end() - end() % 86400)`, `x @ round(end(), 3600)`, `x @ (end() - step())`, `rate(x[100i])`} {
 		if _, err := e.Query(q); err != nil {
 			t.Errorf("Query(%q): %v; want it rewritten", q, err)
+		}
+	}
+	// Each phi of the quantiles family makes as many series as the call would without it (2,000 phis ran v1.151 out
+	// of memory, an attacker's review).
+	phis := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "0.%03d, ", i+1)
+		}
+		return b.String()
+	}
+	for _, c := range []struct {
+		query string
+		ok    bool
+	}{
+		{`quantiles("phi", ` + phis(20) + `x) by (a)`, true},
+		{`quantiles_over_time("phi", ` + phis(20) + `x[5m])`, true},
+		{`histogram_quantiles("phi", ` + phis(20) + `sum(rate(x[5m])) by (le))`, true},
+		{`quantiles("phi", ` + phis(21) + `x)`, false},
+		{`sum(QUANTILES_OVER_TIME("phi", ` + phis(21) + `x[5m]))`, false},
+		{`histogram_quantiles("phi", ` + phis(2000) + `x)`, false},
+	} {
+		_, err := e.Query(c.query)
+		if c.ok && err != nil {
+			t.Errorf("Query(%.60q): %v; want it rewritten", c.query, err)
+		}
+		if !c.ok && (statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "phi values; at most 20 are allowed")) {
+			t.Errorf("Query(%.60q): %v; want 400 naming the phis", c.query, err)
 		}
 	}
 	// An aggregate's name written with escapes parses as a plain function, which VictoriaMetrics 1.79.5 runs as the
