@@ -174,6 +174,8 @@ func TestQueriesThatExhaustVictoriaMetrics(t *testing.T) {
 		// 2,000 phis over 300 series: 600,000 series, v1.151, 1.79.5 and vmselect out of memory (this stop's review).
 		{`quantiles("phi", ` + phis.String() + `cpu) by (inst)`, "quantiles() is given 2000 phi values; at most 20 are allowed"},
 		{`quantiles_over_time("phi", ` + phis.String() + `cpu[5m])`, "quantiles_over_time() is given 2000 phi values"},
+		// Two nested subqueries, 80 bytes: 38 s of v1.151's CPU per series, past its -search.maxQueryDuration (the same).
+		{`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`, "at most 100000000 are accepted (-search.maxSubqueryWindowPoints)"},
 		// 24 label_join doubling a label (700 bytes): 0.6-6 s and up to 2.7 GB of v1.151's memory (another review).
 		{"count(" + joins + ")", "label functions could make the labels of one series weigh over 256 KiB"},
 		// A 60 KB value copied into 100 labels (5 KB): 3.8 GB of v1.151's memory, 1.79.5 out of memory (a third).

@@ -16,6 +16,7 @@ var (
 	searchMaxSelectorArgs          = flag.Int("search.maxSelectorArgs", 100, "The maximum number of match[] and extra_filters[] args of one read request, in the URL and the form body together; more get 400 without being parsed. A second query arg is always refused: VictoriaMetrics reads only one. Zero means no limit")
 	searchMaxTotalQueryLen         = flag.Int("search.maxTotalQueryLen", 64*1024, "The maximum total length of the query, match[] and extra_filters[] args of one read request, in the URL and the form body together; more get 400 before the gateway parses any of them, which bounds the gateway's work per request. Must be at least -search.maxQueryLen. Zero means no limit")
 	searchMaxPointsPerTimeseries   = flag.Int("search.maxPointsPerTimeseries", 11000, "The maximum number of points per series a range query (query_range) may ask for, counted as Prometheus counts its own limit of 11,000: (end-start)/step, and the points count_values may be evaluated at in a query's subqueries, all of them together (a subquery's window, the range and 5 minutes of staleness, over its step), judged on the query as it goes upstream. More get 400 without being forwarded. VictoriaMetrics holds every series of a query at every step in memory, and count_values makes a series of each value: over 29,000 steps one such query took VictoriaMetrics 1.79.5 to 7 GB, over 11,000 to 1 GB. Grafana never asks for more than 11,000. Zero means no limit")
+	searchMaxSubqueryWindowPoints  = flag.Int64("search.maxSubqueryWindowPoints", 1e8, "The maximum number of subquery points per series the rollup functions over a query's subqueries may read: for each subquery, the points it is evaluated at (the range over the step, or the enclosing subquery's window over its step) times the points of its window, all subqueries together, judged on the query as it goes upstream. More get 400 without being forwarded. Nested subqueries multiply these, and VictoriaMetrics bounds each subquery alone and does not stop a rollup at -search.maxQueryDuration: two nested subqueries in an 80-byte query took v1.151 38 s of CPU per series. A 30-day SLO window at a 1m step read at 2,000 points is 86 million. Zero means no limit")
 	labelGuardMaxMemory            = flag.Int("write.labelGuardMaxMemory", 256<<20, "The bytes the label guard may hold at once for all writes it checks (a line until it is counted, a remote-write body read whole), a quarter of it (at least the 70MiB one remote write may need) for one token's labels in one tenant; past it writes get 503 to be sent again. The guard checks writes through tokens with extra_labels while a write backend truncates series over its label limit (-write.labelTruncationCheckInterval). Zero means no limit")
 	maxReadBodyMemory              = flag.Int("maxReadBodyMemory", 256<<20, "The bytes the bodies of read and admin requests may hold at once, all together, from their first byte until the request ends; a quarter of it (at least two -maxReadBodySize) for one team (one tenant's tokens with the same extra_labels and extra_filters). Past it such a request gets 503, to be sent again. Zero means no limit")
 	maxReadBodySize                = flag.Int("maxReadBodySize", 4*1024*1024, "The maximum size of the body of a read or admin request (form-encoded query args); larger bodies get 413 without being forwarded. A form body that would reach VictoriaMetrics with more than 10MiB (Go's form limit, past which VictoriaMetrics ignores the body) gets 413 too. Write bodies are never limited: they stream through. Zero means no limit")
@@ -36,6 +37,9 @@ func gatewayLimits() (gateway.Limits, error) {
 		if f.v < 0 {
 			return gateway.Limits{}, fmt.Errorf("-%s=%d must not be negative", f.name, f.v)
 		}
+	}
+	if *searchMaxSubqueryWindowPoints < 0 {
+		return gateway.Limits{}, fmt.Errorf("-search.maxSubqueryWindowPoints=%d must not be negative", *searchMaxSubqueryWindowPoints)
 	}
 	for _, f := range []struct {
 		name string
@@ -64,6 +68,7 @@ func gatewayLimits() (gateway.Limits, error) {
 		MaxSelectorArgs:                *searchMaxSelectorArgs,
 		MaxTotalQueryLen:               *searchMaxTotalQueryLen,
 		MaxPointsPerTimeseries:         int64(*searchMaxPointsPerTimeseries),
+		MaxSubqueryWindowPoints:        *searchMaxSubqueryWindowPoints,
 		MaxReadBodySize:                int64(*maxReadBodySize),
 		LabelGuardMemory:               int64(*labelGuardMaxMemory),
 		ReadBodyMemory:                 int64(*maxReadBodyMemory),

@@ -141,6 +141,11 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 				return err
 			}
 		}
+		if g.limits.MaxSubqueryWindowPoints > 0 {
+			if err := checkSubqueryWork(rt, q, form, parsed, g.limits.MaxSubqueryWindowPoints, time.Now()); err != nil {
+				return err
+			}
+		}
 	}
 	if changed {
 		setRawQuery(r, argsString(appendArgs(nil, ra.url, q)))

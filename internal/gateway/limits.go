@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -39,6 +40,9 @@ type Limits struct {
 	// MaxPointsPerTimeseries is -search.maxPointsPerTimeseries: the most points a range query may ask of each series,
 	// counted as Prometheus counts its limit, (end-start)/step (400).
 	MaxPointsPerTimeseries int64
+	// MaxSubqueryWindowPoints is -search.maxSubqueryWindowPoints: the most subquery points the rollups over a query's
+	// subqueries may read per series (querylimits.SubqueryWork) (400).
+	MaxSubqueryWindowPoints int64
 	// MaxReadBodySize is -maxReadBodySize: the largest body of a read or admin request (413).
 	MaxReadBodySize int64
 	// ReadBodyMemory is -maxReadBodyMemory: the bytes the bodies of read and admin requests may hold at once, a
@@ -187,6 +191,47 @@ func checkCountValuesPoints(rt route.Route, q, form url.Values, parsed *enforce.
 				}
 				return httperr.New(http.StatusBadRequest, what+fmt.Sprintf("; at most %d are accepted (-search.maxPointsPerTimeseries), since "+
 					"count_values makes a series of each value it meets: use a coarser subquery step or a shorter window", limit))
+			}
+		}
+	}
+	return nil
+}
+
+// checkSubqueryWork refuses a query whose rollups over subqueries read more than limit subquery points per series
+// (querylimits.SubqueryWork): the points each subquery is evaluated at, times the points of its window. Nested
+// subqueries multiply them, and VictoriaMetrics bounds each subquery alone, so 80 bytes of two nested subqueries took
+// v1.151 38 s of CPU per series, past its own -search.maxQueryDuration (an attacker's review). Judged on the query as it
+// goes upstream, as count_values' points are.
+func checkSubqueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, limit int64, now time.Time) error {
+	if !rt.Evaluates() {
+		return nil
+	}
+	spanRead := false
+	var a, b, step int64
+	for _, vs := range [2]url.Values{form, q} {
+		for _, text := range vs["query"] {
+			if !strings.Contains(text, ":") {
+				continue
+			}
+			if !spanRead {
+				var err error
+				if a, b, step, err = evalSpan(rt.API, q, form, now); err != nil {
+					return err
+				}
+				spanRead = true
+			}
+			if step <= 0 {
+				return nil // VictoriaMetrics refuses it
+			}
+			work, err := querylimits.SubqueryWork(text, parsed, rt.API == "query", a, b, step, now.UnixMilli())
+			if err != nil {
+				return err
+			}
+			if work > float64(limit) {
+				return httperr.New(http.StatusBadRequest, fmt.Sprintf("the rollup functions over the subqueries of the query would "+
+					"read %.3g subquery points per series (the points each subquery is evaluated at, times the points of its window: "+
+					"nested subqueries multiply them); at most %d are accepted (-search.maxSubqueryWindowPoints): use coarser "+
+					"subquery steps, shorter windows or a shorter range", work, limit))
 			}
 		}
 	}

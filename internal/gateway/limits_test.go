@@ -424,3 +424,53 @@ func TestCheckCountValuesPoints(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckSubqueryWork: a query whose rollups over subqueries read more than -search.maxSubqueryWindowPoints
+// subquery points per series (the points each subquery is evaluated at times its window's points) is refused; nested
+// subqueries multiply them (80 bytes took v1.151 38 s of CPU per series, an attacker's review), while the SLO and
+// dashboard shapes pass.
+func TestCheckSubqueryWork(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	instant := route.Route{API: "query", Kind: route.Read, Args: route.QueryArg}
+	ranged := route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}
+	ranges := func(query, start, step string) url.Values {
+		return url.Values{"query": {query}, "start": {start}, "end": {"1700000000"}, "step": {step}}
+	}
+	for _, tc := range []struct {
+		name string
+		rt   route.Route
+		args url.Values
+		bad  bool
+	}{
+		{"the review's nested subqueries: 36,000 points of 36,000 each", instant,
+			url.Values{"query": {`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`}}, true},
+		{"the same through a WITH template", instant,
+			url.Values{"query": {`with (s(x) = (x)[1h:100ms]) max_over_time(s(quantile_over_time(0.5, s(cpu))))`}}, true},
+		{"one of them alone", instant, url.Values{"query": {`quantile_over_time(0.5, (cpu)[1h:100ms])`}}, false},
+		{"nested under a function and an offset", instant,
+			url.Values{"query": {`sum(max_over_time(rate(cpu[5m])[1d:1s] offset 1h)[1d:1m])`}}, true},
+		{"a 30-day SLO window at 1m, instant", instant, url.Values{"query": {`avg_over_time((sum(rate(up[5m])) or vector(1))[30d:1m])`}}, false},
+		{"a 30-day SLO window at 1m over 30 days at 1h", ranged, ranges(`avg_over_time(rate(up[5m])[30d:1m])`, "1697408000", "3600"), false},
+		{"a 30-day SLO window at 1m over 90 days at 30m", ranged, ranges(`avg_over_time(rate(up[5m])[30d:1m])`, "1692224000", "1800"), true},
+		{"a day at 15s over a week at 10m", ranged, ranges(`max_over_time(rate(x[5m])[1d:15s])`, "1699395200", "600"), false},
+		{"a subquery at the request's step", ranged, ranges(`max_over_time(x[1h:])`, "1699996400", "15"), false},
+		{"two nested at the request's step of 1s", instant, url.Values{"query": {`max_over_time(max_over_time(x[1d:])[1d:])`}, "step": {"1"}}, true},
+		{"a selector's window is not a subquery", ranged, ranges(`max_over_time(x[30d])`, "1697408000", "60"), false},
+		{"the export API is not judged", route.Route{API: "export", Kind: route.Read, Args: route.MatchArgs},
+			url.Values{"query": {`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`}}, false},
+	} {
+		err := checkSubqueryWork(tc.rt, tc.args, nil, nil, 1e8, now)
+		if (err != nil) != tc.bad {
+			t.Errorf("%s: %v; want refused=%v", tc.name, err, tc.bad)
+			continue
+		}
+		if err != nil && (httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "-search.maxSubqueryWindowPoints")) {
+			t.Errorf("%s: %d %v; want 400 naming the flag", tc.name, httperr.Status(err), err)
+		}
+	}
+	// In the form too.
+	form := url.Values{"query": {`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`}}
+	if err := checkSubqueryWork(instant, url.Values{}, form, nil, 1e8, now); err == nil {
+		t.Error("the review's query in the form was not refused")
+	}
+}
