@@ -271,7 +271,8 @@ func checkRewriteRow(t *testing.T, where, row string) {
 }
 
 // TestDocsFlagsExist checks that every flag the docs name exists: the gateway's own, `token mint`'s, or one of the
-// VictoriaMetrics clients the docs set up (vmagent, vmalert, victoria-metrics), as their -help lists them.
+// VictoriaMetrics clients the docs set up (vmagent, vmalert, victoria-metrics 1.79.5 and the current release), as
+// their -help lists them.
 func TestDocsFlagsExist(t *testing.T) {
 	known := map[string]string{}
 	gateway := map[string]string{"help": "vmgateway", "h": "vmgateway"}
@@ -285,8 +286,14 @@ func TestDocsFlagsExist(t *testing.T) {
 		}
 	}
 	helpFlag := regexp.MustCompile(`(?m)^\s+-([a-zA-Z][a-zA-Z0-9_.]*)`)
-	for _, bin := range []string{"vmagent", "vmalert", "victoria-metrics"} {
-		path := vmtest.Require(t, bin)
+	// The current single-node too, for the flags of VictoriaMetrics the docs suggest that 1.79.5 lacks.
+	for _, bin := range []string{"vmagent", "vmalert", "victoria-metrics", vmtest.CurrentVersion} {
+		var path string
+		if bin == vmtest.CurrentVersion {
+			path = vmtest.RequireCurrent(t)
+		} else {
+			path = vmtest.Require(t, bin)
+		}
 		out, _ := exec.Command(path, "-help").CombinedOutput()
 		for _, m := range helpFlag.FindAllStringSubmatch(string(out), -1) {
 			if known[m[1]] == "" {
