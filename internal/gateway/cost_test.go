@@ -155,6 +155,7 @@ func readSome(t *testing.T, base, token string) {
 // TestCostAbandoned: a costed client that leaves after the first bytes of an answer is still charged what the
 // answer's stats say: the gateway reads the rest itself. Another caller's abandoned answer ends with it.
 func TestCostAbandoned(t *testing.T) {
+	useCostTimer(t) // the time of writing the answer, added to the stats, is none
 	read := vmtest.NewRecorder(t)
 	pace := make(chan struct{})
 	upstreamDone := make(chan error, 1)
@@ -302,4 +303,44 @@ func TestCostCompressed(t *testing.T) {
 	if got := costs.take(); len(got) != 1 || got[0] != [2]float64{-1, -1} {
 		t.Errorf("spent %v on an answer of unknown encoding, want the whole budget", got)
 	}
+}
+
+// TestCostWritingTime: a costed query is charged the time its answer took to write on top of executionTimeMsec, which
+// leaves it out (a 694 MB answer took v1.151 7.6 s of CPU where its stats said 2.2 s, an attacker's review); the time
+// before the answer began, which the stats cover, is not added.
+func TestCostWritingTime(t *testing.T) {
+	clock := useCostTimer(t)
+	read := vmtest.NewRecorder(t)
+	rest := make(chan struct{})
+	read.Respond(func(w http.ResponseWriter, _ *http.Request) {
+		clock.advance(5 * time.Second) // computing: the stats' 12 ms, and a wait in the backend's queue
+		w.Header().Set("Content-Type", "application/json")
+		// More than the gateway reads ahead of an answer without a length, so that it reaches the client now.
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{"pad":"`+
+			strings.Repeat("x", maxBufferedAnswer)+`"},"value":[1,"1"]},`)
+		w.(http.Flusher).Flush()
+		<-rest
+		_, _ = io.WriteString(w, `{"metric":{},"value":[1,"1"]}]},"stats":{"seriesFetched": "7","executionTimeMsec":12}}`)
+	})
+	base, costs := costGateway(t, read)
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/query?query=up", nil)
+	req.Header.Set("X-Token", "t3")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// The answer has begun at the client, so at the gateway: writing the rest takes 2.5 s.
+	if _, err := io.ReadFull(resp.Body, make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(2500 * time.Millisecond)
+	close(rest)
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		got := costs.take()
+		return len(got) == 1 && got[0] == [2]float64{7, 2512}, fmt.Sprintf("spent %v, want [[7 2512]]", got)
+	})
 }
