@@ -136,15 +136,8 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 			q, form, changed = out.URL, out.Form, true
 		}
 		// The query as it goes upstream: the rewrite may copy a count_values into each arg of a union.
-		if g.limits.MaxPointsPerTimeseries > 0 {
-			if err := checkCountValuesPoints(rt, q, form, parsed, g.limits.MaxPointsPerTimeseries, time.Now()); err != nil {
-				return err
-			}
-		}
-		if g.limits.MaxSubqueryWindowPoints > 0 {
-			if err := checkSubqueryWork(rt, q, form, parsed, g.limits.MaxSubqueryWindowPoints, time.Now()); err != nil {
-				return err
-			}
+		if err := checkEvaluation(rt, q, form, parsed, g.limits, time.Now()); err != nil {
+			return err
 		}
 	}
 	if changed {

@@ -152,13 +152,18 @@ func evalSpan(api string, q, form url.Values, now time.Time) (a, b, step int64, 
 	return a, b, step, err
 }
 
-// checkCountValuesPoints refuses a query whose count_values cost VictoriaMetrics as much memory as one evaluated at
-// more than limit points per series (querylimits.CountValues). count_values makes a series of each value it meets, so
-// its memory grows with the square of the points: `count_values("v", time())[29000s:1s]` in an instant query costs
-// what the range query over 29,000 steps does. It judges the query as it goes upstream, after the rewrite, which may
-// copy a rollup call into each arg of a union. Other subqueries are left to VictoriaMetrics' own bound on their points,
-// which is higher (30,000 in 1.79.5, 100,000 since): their memory grows with the points only.
-func checkCountValuesPoints(rt route.Route, q, form url.Values, parsed *enforce.Parsed, limit int64, now time.Time) error {
+// checkEvaluation refuses a query whose evaluation would cost VictoriaMetrics more than the limits allow, judged on
+// the query as it goes upstream, after the rewrite, which may copy a rollup call into each arg of a union:
+//   - count_values as much memory as one evaluated at more than l.MaxPointsPerTimeseries points per series
+//     (querylimits.CountValues). count_values makes a series of each value it meets, so its memory grows with the
+//     square of the points: `count_values("v", time())[29000s:1s]` in an instant query costs what the range query
+//     over 29,000 steps does. Other subqueries' points are left to VictoriaMetrics' own bound (30,000 in 1.79.5,
+//     100,000 since): their memory grows with the points only;
+//   - rollups over subqueries that read more than l.MaxSubqueryWindowPoints subquery points per series
+//     (querylimits.SubqueryWork): the points each subquery is evaluated at, times the points of its window. Nested
+//     subqueries multiply them, and VictoriaMetrics bounds each subquery alone, so 80 bytes of two nested subqueries
+//     took v1.151 38 s of CPU per series, past its own -search.maxQueryDuration (an attacker's review).
+func checkEvaluation(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l Limits, now time.Time) error {
 	if !rt.Evaluates() {
 		return nil
 	}
@@ -166,51 +171,10 @@ func checkCountValuesPoints(rt route.Route, q, form url.Values, parsed *enforce.
 	var a, b, step int64
 	for _, vs := range [2]url.Values{form, q} {
 		for _, text := range vs["query"] {
-			if !querylimits.MentionsCountValues(text) {
-				continue // an aggregate's name written with escapes is refused by the enforcer (checkCalls)
-			}
-			if !spanRead {
-				var err error
-				if a, b, step, err = evalSpan(rt.API, q, form, now); err != nil {
-					return err
-				}
-				spanRead = true
-			}
-			if step <= 0 {
-				return nil // VictoriaMetrics refuses it
-			}
-			load, err := querylimits.CountValues(text, parsed, rt.API == "query", a, b, step, now.UnixMilli())
-			if err != nil {
-				return err
-			}
-			if load.Points > limit {
-				what := fmt.Sprintf("count_values in the query is evaluated at %d points per series", load.Points)
-				if load.Count > 1 {
-					what = fmt.Sprintf("count_values in the query is evaluated %d times, at up to %d points per series: as much memory as "+
-						"once at %d points", load.Count, load.Most, load.Points)
-				}
-				return httperr.New(http.StatusBadRequest, what+fmt.Sprintf("; at most %d are accepted (-search.maxPointsPerTimeseries), since "+
-					"count_values makes a series of each value it meets: use a coarser subquery step or a shorter window", limit))
-			}
-		}
-	}
-	return nil
-}
-
-// checkSubqueryWork refuses a query whose rollups over subqueries read more than limit subquery points per series
-// (querylimits.SubqueryWork): the points each subquery is evaluated at, times the points of its window. Nested
-// subqueries multiply them, and VictoriaMetrics bounds each subquery alone, so 80 bytes of two nested subqueries took
-// v1.151 38 s of CPU per series, past its own -search.maxQueryDuration (an attacker's review). Judged on the query as it
-// goes upstream, as count_values' points are.
-func checkSubqueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, limit int64, now time.Time) error {
-	if !rt.Evaluates() {
-		return nil
-	}
-	spanRead := false
-	var a, b, step int64
-	for _, vs := range [2]url.Values{form, q} {
-		for _, text := range vs["query"] {
-			if !strings.Contains(text, ":") {
+			// An aggregate's name written with escapes is refused by the enforcer (checkCalls); a subquery has a colon.
+			cv := l.MaxPointsPerTimeseries > 0 && querylimits.MentionsCountValues(text)
+			sq := l.MaxSubqueryWindowPoints > 0 && strings.Contains(text, ":")
+			if !cv && !sq {
 				continue
 			}
 			if !spanRead {
@@ -223,19 +187,40 @@ func checkSubqueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parse
 			if step <= 0 {
 				return nil // VictoriaMetrics refuses it
 			}
-			work, err := querylimits.SubqueryWork(text, parsed, rt.API == "query", a, b, step, now.UnixMilli())
-			if err != nil {
-				return err
+			if cv {
+				if err := checkCountValues(text, parsed, rt.API == "query", a, b, step, now, l.MaxPointsPerTimeseries); err != nil {
+					return err
+				}
 			}
-			if work > float64(limit) {
-				return httperr.New(http.StatusBadRequest, fmt.Sprintf("the rollup functions over the subqueries of the query would "+
-					"read %.3g subquery points per series (the points each subquery is evaluated at, times the points of its window: "+
-					"nested subqueries multiply them); at most %d are accepted (-search.maxSubqueryWindowPoints): use coarser "+
-					"subquery steps, shorter windows or a shorter range", work, limit))
+			if sq {
+				work, err := querylimits.SubqueryWork(text, parsed, rt.API == "query", a, b, step, now.UnixMilli())
+				if err != nil {
+					return err
+				}
+				if work > float64(l.MaxSubqueryWindowPoints) {
+					return httperr.New(http.StatusBadRequest, fmt.Sprintf("the rollup functions over the subqueries of the query would "+
+						"read %.3g subquery points per series (the points each subquery is evaluated at, times the points of its window: "+
+						"nested subqueries multiply them); at most %d are accepted (-search.maxSubqueryWindowPoints): use coarser "+
+						"subquery steps, shorter windows or a shorter range", work, l.MaxSubqueryWindowPoints))
+				}
 			}
 		}
 	}
 	return nil
+}
+
+func checkCountValues(text string, parsed *enforce.Parsed, instant bool, a, b, step int64, now time.Time, limit int64) error {
+	load, err := querylimits.CountValues(text, parsed, instant, a, b, step, now.UnixMilli())
+	if err != nil || load.Points <= limit {
+		return err
+	}
+	what := fmt.Sprintf("count_values in the query is evaluated at %d points per series", load.Points)
+	if load.Count > 1 {
+		what = fmt.Sprintf("count_values in the query is evaluated %d times, at up to %d points per series: as much memory as "+
+			"once at %d points", load.Count, load.Most, load.Points)
+	}
+	return httperr.New(http.StatusBadRequest, what+fmt.Sprintf("; at most %d are accepted (-search.maxPointsPerTimeseries), since "+
+		"count_values makes a series of each value it meets: use a coarser subquery step or a shorter window", limit))
 }
 
 func bodyTooLarge(n, limit int64) error {

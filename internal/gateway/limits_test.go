@@ -413,7 +413,7 @@ func TestCheckCountValuesPoints(t *testing.T) {
 		if tc.name == "in the form" {
 			q, form = url.Values{}, url.Values{"query": {cv + `[29000s:1s]`}}
 		}
-		err := checkCountValuesPoints(tc.rt, q, form, nil, 11000, now)
+		err := checkEvaluation(tc.rt, q, form, nil, Limits{MaxPointsPerTimeseries: 11000}, now)
 		if (err != nil) != tc.bad {
 			t.Errorf("%s: %v; want refused=%v", tc.name, err, tc.bad)
 			continue
@@ -459,7 +459,7 @@ func TestCheckSubqueryWork(t *testing.T) {
 		{"the export API is not judged", route.Route{API: "export", Kind: route.Read, Args: route.MatchArgs},
 			url.Values{"query": {`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`}}, false},
 	} {
-		err := checkSubqueryWork(tc.rt, tc.args, nil, nil, 1e8, now)
+		err := checkEvaluation(tc.rt, tc.args, nil, nil, Limits{MaxSubqueryWindowPoints: 1e8}, now)
 		if (err != nil) != tc.bad {
 			t.Errorf("%s: %v; want refused=%v", tc.name, err, tc.bad)
 			continue
@@ -470,7 +470,7 @@ func TestCheckSubqueryWork(t *testing.T) {
 	}
 	// In the form too.
 	form := url.Values{"query": {`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`}}
-	if err := checkSubqueryWork(instant, url.Values{}, form, nil, 1e8, now); err == nil {
+	if err := checkEvaluation(instant, url.Values{}, form, nil, Limits{MaxSubqueryWindowPoints: 1e8}, now); err == nil {
 		t.Error("the review's query in the form was not refused")
 	}
 }

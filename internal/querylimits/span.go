@@ -539,40 +539,12 @@ func CountValues(q string, pq *enforce.Parsed, instant bool, a, b, step, now int
 	if !MentionsCountValues(q) {
 		return CountValuesLoad{}, nil
 	}
-	part := pq.Partition()
-	c, ok := counted.Get(part, q)
-	if !ok {
-		e, err := pq.Parse(q)
-		if enforce.IsGateRefusal(err) {
-			return CountValuesLoad{}, err
-		}
-		c = nothingCounted
-		if err == nil {
-			var unresolved string
-			if root := compile(e, 0, &unresolved); hasCountValues(&root) {
-				c = &compiled{root: root}
-			}
-		}
-		if len(q) <= cacheMaxQueryLen {
-			counted.Put(part, strings.Clone(q), c)
-		}
+	w, alt, err := walked(q, pq, counted, hasCountValues, instant, a, b, step, now)
+	if w == nil {
+		return CountValuesLoad{}, err
 	}
-	if c == nothingCounted {
-		return CountValuesLoad{}, nil
-	}
-	w := countWalk(now)
-	w.span(&c.root, a, b, step)
-	if r := &c.root; instant && r.kind == kindRollup {
-		// /api/v1/query runs a query that is one rollup on a path of its own (instantReading, as parsed.instantSpan
-		// reads it): `count_values("v", x)[12000i:1h]` is 12,000 points there, not 1,000 at the default step of 5
-		// minutes. The costlier reading counts.
-		if alt, changed := instantReading(r, step); changed {
-			wa := countWalk(now)
-			wa.span(&alt, a, b, step)
-			if wa.cvCost > w.cvCost {
-				w = wa
-			}
-		}
+	if alt != nil && alt.cvCost > w.cvCost {
+		w = alt
 	}
 	return CountValuesLoad{Count: w.cvCount, Most: w.cvMost, Points: int64(math.Ceil(math.Sqrt(w.cvCost)))}, nil
 }
@@ -587,41 +559,57 @@ func SubqueryWork(q string, pq *enforce.Parsed, instant bool, a, b, step, now in
 	if !strings.Contains(q, ":") {
 		return 0, nil // no subquery: a colon in a metric name only costs a parse
 	}
-	part := pq.Partition()
-	c, ok := subqueried.Get(part, q)
-	if !ok {
-		e, err := pq.Parse(q)
-		if enforce.IsGateRefusal(err) {
-			return 0, err
-		}
-		c = nothingCounted
-		if err == nil {
-			var unresolved string
-			if root := compile(e, 0, &unresolved); hasSubquery(&root) {
-				c = &compiled{root: root}
-			}
-		}
-		if len(q) <= cacheMaxQueryLen {
-			subqueried.Put(part, strings.Clone(q), c)
-		}
+	w, alt, err := walked(q, pq, subqueried, hasSubquery, instant, a, b, step, now)
+	if w == nil {
+		return 0, err
 	}
-	if c == nothingCounted {
-		return 0, nil
-	}
-	w := countWalk(now)
-	w.span(&c.root, a, b, step)
-	if r := &c.root; instant && r.kind == kindRollup {
-		// The costlier of the two readings of a top-level rollup of an instant query counts, as for CountValues.
-		if alt, changed := instantReading(r, step); changed {
-			wa := countWalk(now)
-			wa.span(&alt, a, b, step)
-			w.work = max(w.work, wa.work)
-		}
+	if alt != nil {
+		return max(w.work, alt.work), nil
 	}
 	return w.work, nil
 }
 
-// subqueried caches SubqueryWork's trees per isolation unit.
+// walked walks q as CountValues and SubqueryWork do, its tree compiled once and kept in cache (per isolation unit,
+// as the enforcer caches its rewrites) when has finds in it what they count; nil when it has none or does not parse
+// (what does not parse is the enforcer's to refuse). alt is the walk of the other reading of an instant query that is
+// one rollup: /api/v1/query runs it on a path of its own (instantReading, as parsed.instantSpan reads it), where
+// `count_values("v", x)[12000i:1h]` is 12,000 points, not 1,000 at the default step of 5 minutes; nil when the same.
+func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compiled], has func(*node) bool,
+	instant bool, a, b, step, now int64) (w, alt *walk, err error) {
+	part := pq.Partition()
+	c, ok := cache.Get(part, q)
+	if !ok {
+		e, err := pq.Parse(q)
+		if enforce.IsGateRefusal(err) {
+			return nil, nil, err
+		}
+		c = nothingCounted
+		if err == nil {
+			var unresolved string
+			if root := compile(e, 0, &unresolved); has(&root) {
+				c = &compiled{root: root}
+			}
+		}
+		if len(q) <= cacheMaxQueryLen {
+			cache.Put(part, strings.Clone(q), c)
+		}
+	}
+	if c == nothingCounted {
+		return nil, nil, nil
+	}
+	cw := countWalk(now)
+	cw.span(&c.root, a, b, step)
+	if r := &c.root; instant && r.kind == kindRollup {
+		if reading, changed := instantReading(r, step); changed {
+			wa := countWalk(now)
+			wa.span(&reading, a, b, step)
+			alt = &wa
+		}
+	}
+	return &cw, alt, nil
+}
+
+// subqueried caches SubqueryWork's trees, as counted caches CountValues'.
 var subqueried = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + 64*countNodes(&c.root) })
 
 func hasSubquery(n *node) bool {
