@@ -47,6 +47,12 @@ func FuzzSpan(f *testing.F) {
 					q, a, b, step, got, r.minSubStep, fast.from, fast.minSubStep)
 			}
 		}
+		// The subquery work is a finite count, at least one point for each subquery's window, none without one.
+		cw := countWalk(now)
+		cw.span(&root, a, b, step)
+		if math.IsNaN(cw.work) || math.IsInf(cw.work, 0) || cw.work < 0 || !cw.atNaN && (cw.work >= 1) != hasSubquery(&root) {
+			t.Fatalf("%q over [%d, %d] step %d: subquery work %v", q, a, b, step, cw.work)
+		}
 		bf := brute{now: now, lookback: lookback, from: math.MaxInt64}
 		bf.points(e, a, b, step, a, b)
 		if fast.from > bf.from {
