@@ -170,12 +170,24 @@ func TestQueriesThatExhaustVictoriaMetrics(t *testing.T) {
 	for i := 1; i <= 2000; i++ {
 		fmt.Fprintf(&phis, "0.%04d, ", i)
 	}
+	var p20 strings.Builder
+	for i := 1; i <= 20; i++ {
+		fmt.Fprintf(&p20, "0.%02d, ", i*4)
+	}
+	nested := `quantiles("c", ` + p20.String() + `quantiles("b", ` + p20.String() + `quantiles("a", ` + p20.String() +
+		`cpu) by (inst)) by (inst, a)) by (inst, a, b)`
 	queries := []struct{ query, msg string }{
+		// Three nested calls of 20 phis: 8,000 series of each, v1.151 and vmselect out of memory (a review of the
+		// first version, which bounded each call alone).
+		{nested, "quantiles() and the calls of the quantiles family within it make 8000 series of each"},
 		// 2,000 phis over 300 series: 600,000 series, v1.151, 1.79.5 and vmselect out of memory (this stop's review).
-		{`quantiles("phi", ` + phis.String() + `cpu) by (inst)`, "quantiles() is given 2000 phi values; at most 20 are allowed"},
-		{`quantiles_over_time("phi", ` + phis.String() + `cpu[5m])`, "quantiles_over_time() is given 2000 phi values"},
+		{`quantiles("phi", ` + phis.String() + `cpu) by (inst)`, "quantiles() and the calls of the quantiles family within it make 2000 series of each with their phi values; at most 20 phi values are allowed"},
+		{`quantiles_over_time("phi", ` + phis.String() + `cpu[5m])`, "quantiles_over_time() and the calls of the quantiles family within it make 2000 series of each"},
 		// Two nested subqueries, 80 bytes: 38 s of v1.151's CPU per series, past its -search.maxQueryDuration (the same).
 		{`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`, "at most 100000000 are accepted (-search.maxSubqueryWindowPoints)"},
+		// The same without a colon, at step=100ms: windows over non-selectors are subqueries at the request's step (a
+		// review of the first version, which looked for a colon).
+		{`max_over_time(quantile_over_time(0.5, (cpu*1)[1h])[1h])&step=0.1`, "at most 100000000 are accepted (-search.maxSubqueryWindowPoints)"},
 		// 24 label_join doubling a label (700 bytes): 0.6-6 s and up to 2.7 GB of v1.151's memory (another review).
 		{"count(" + joins + ")", "label functions could make the labels of one series weigh over 256 KiB"},
 		// A 60 KB value copied into 100 labels (5 KB): 3.8 GB of v1.151's memory, 1.79.5 out of memory (a third).
@@ -214,7 +226,7 @@ func TestQueriesThatExhaustVictoriaMetrics(t *testing.T) {
 			for i, tok := range toks {
 				for _, q := range queries {
 					name := fmt.Sprintf("token %d: %.40s", i, q.query)
-					code, _, body := do(t, http.MethodPost, g.URL+prefix+"/api/v1/query", strings.NewReader("query="+url.QueryEscape(q.query)),
+					code, _, body := do(t, http.MethodPost, g.URL+prefix+"/api/v1/query", strings.NewReader("query="+formArgs(q.query)),
 						append(bearer(tok), "Content-Type", "application/x-www-form-urlencoded")...)
 					checkClusterError(t, name, code, body, 400, q.msg)
 				}
@@ -227,4 +239,13 @@ func TestQueriesThatExhaustVictoriaMetrics(t *testing.T) {
 			}
 		})
 	}
+}
+
+// formArgs is a form of query, and of the args written after it past an "&", as they are.
+func formArgs(query string) string {
+	q, args, _ := strings.Cut(query, "&step=")
+	if args != "" {
+		args = "&step=" + args
+	}
+	return url.QueryEscape(q) + args
 }

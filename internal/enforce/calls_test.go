@@ -80,12 +80,17 @@ func TestCheckCalls(t *testing.T) {
 		{`quantiles("phi", ` + phis(21) + `x)`, false},
 		{`sum(QUANTILES_OVER_TIME("phi", ` + phis(21) + `x[5m]))`, false},
 		{`histogram_quantiles("phi", ` + phis(2000) + `x)`, false},
+		// Nested calls multiply: three of 20 phis made 8,000 series of each (a review of the first version).
+		{`quantiles("c", ` + phis(20) + `quantiles("b", ` + phis(20) + `x) by (b))`, false},
+		{`histogram_quantiles("b", ` + phis(2) + `sum(quantiles_over_time("a", ` + phis(11) + `x[5m])) by (le))`, false},
+		{`quantiles("b", ` + phis(2) + `quantiles_over_time("a", ` + phis(10) + `x[5m]))`, true},
+		{`quantiles("b", ` + phis(20) + `x) + quantiles("a", ` + phis(20) + `y)`, true},
 	} {
 		_, err := e.Query(c.query)
 		if c.ok && err != nil {
 			t.Errorf("Query(%.60q): %v; want it rewritten", c.query, err)
 		}
-		if !c.ok && (statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "phi values; at most 20 are allowed")) {
+		if !c.ok && (statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "phi values; at most 20 phi values are allowed, nested calls multiplied")) {
 			t.Errorf("Query(%.60q): %v; want 400 naming the phis", c.query, err)
 		}
 	}

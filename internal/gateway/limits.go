@@ -171,9 +171,9 @@ func checkEvaluation(rt route.Route, q, form url.Values, parsed *enforce.Parsed,
 	var a, b, step int64
 	for _, vs := range [2]url.Values{form, q} {
 		for _, text := range vs["query"] {
-			// An aggregate's name written with escapes is refused by the enforcer (checkCalls); a subquery has a colon.
+			// An aggregate's name written with escapes is refused by the enforcer (checkCalls); a subquery has a window.
 			cv := l.MaxPointsPerTimeseries > 0 && querylimits.MentionsCountValues(text)
-			sq := l.MaxSubqueryWindowPoints > 0 && strings.Contains(text, ":")
+			sq := l.MaxSubqueryWindowPoints > 0 && strings.IndexByte(text, '[') >= 0
 			if !cv && !sq {
 				continue
 			}
