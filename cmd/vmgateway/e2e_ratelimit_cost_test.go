@@ -399,3 +399,51 @@ func TestRateLimitCostGzipped(t *testing.T) {
 		t.Errorf(`vmgateway_query_stats_decoded_total{encoding="gzip"} %v, want small's and big's answers`, v)
 	}
 }
+
+// TestRateLimitCostExports: an export reads raw samples as an instant query of a range does, without stats: a costed
+// team's /api/v1/export and /federate are charged the series they held and the time they took (a review exported
+// 60,000 series in 10 s charged nothing), and the CSV and native exports, whose series the gateway cannot count, are
+// refused to it.
+func TestRateLimitCostExports(t *testing.T) {
+	vm := vmtest.StartCurrent(t)
+	costData(t, vm)
+	vmtest.Eventually(t, func() (bool, string) {
+		_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/query?query="+url.QueryEscape("count(cost_metric)"), nil)
+		return strings.Contains(body, `,"153"]`), body
+	})
+	g := rlGateway(t, vm.URL, vm.URL, "limits:\n  - {type: series_fetched, value: 100, key: label:team}\n  - {type: queries, value: 100000, account_id: 7}\n",
+		"-ratelimit.statusAuthKey=sk")
+	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
+	small := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
+	match := "match[]=" + url.QueryEscape("cost_metric")
+
+	code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/export?"+match, nil, bearer(big)...)
+	if code != 200 || strings.Count(body, `"__name__":"cost_metric"`) != 150 {
+		t.Fatalf("big's export: %d %.300s", code, body)
+	}
+	// Charged as the handler ends, which may be just after its client has the whole answer.
+	vmtest.Eventually(t, func() (bool, string) {
+		u := teamCostUsage(t, g, "series_fetched")
+		return u["big"] == 150, fmt.Sprintf("series_fetched usage %v, want big 150", u)
+	})
+	code, _, body = do(t, http.MethodGet, g.URL+"/api/v1/export?"+match, nil, bearer(big)...)
+	if _, msg := decodeError(t, body); code != http.StatusTooManyRequests || !strings.Contains(msg, "usage seen 150 in the last minute") {
+		t.Errorf("big's second export: %d %.300s", code, body)
+	}
+
+	code, _, body = do(t, http.MethodGet, g.URL+"/federate?"+match, nil, bearer(small)...)
+	if code != 200 || strings.Count(body, "cost_metric{") != 3 {
+		t.Fatalf("small's federate: %d %.300s", code, body)
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		u := teamCostUsage(t, g, "series_fetched")
+		return u["small"] == 3, fmt.Sprintf("series_fetched usage %v, want small 3", u)
+	})
+
+	for _, api := range []string{"/api/v1/export/csv?format=__name__,__value__,__timestamp__:unix_s&", "/api/v1/export/native?"} {
+		code, _, body := do(t, http.MethodGet, g.URL+api+match, nil, bearer(small)...)
+		if _, msg := decodeError(t, body); code != http.StatusForbidden || !strings.Contains(msg, "is not open to a caller with cost limits") {
+			t.Errorf("small's %s: %d %.300s", api, code, body)
+		}
+	}
+}

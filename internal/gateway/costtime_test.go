@@ -242,3 +242,35 @@ func TestCountSeries(t *testing.T) {
 		}
 	}
 }
+
+// TestCountExportSeries: the series of an export are counted however its bytes are split between reads: the JSON
+// lines of /api/v1/export by their "metric" objects, /federate by its sample lines, its comments left out.
+func TestCountExportSeries(t *testing.T) {
+	for _, tc := range []struct {
+		body     string
+		federate bool
+		want     int64
+	}{
+		{`{"metric":{"__name__":"cpu","metric":"x"},"values":[1,2],"timestamps":[1,2]}` + "\n" +
+			`{"metric":{"__name__":"cpu","v":"\"metric\":{"},"values":[1],"timestamps":[1]}` + "\n" +
+			`{"metric":{},"values":[1],"timestamps":[1]}` + "\n", false, 3},
+		{"# TYPE cpu untyped\ncpu{team=\"dev\",i=\"1\"} 1 1700000000000\ncpu{team=\"dev\",i=\"2\"} 2 1700000000000\n" +
+			"# TYPE mem untyped\nmem{team=\"dev\",v=\"# not a comment\"} 3 1700000000000\n", true, 3},
+		{"cpu 1 1700000000000", true, 1},
+	} {
+		for i := 0; i <= len(tc.body); i++ {
+			for j := i; j <= len(tc.body); j += 3 {
+				e := &exportCount{rc: io.NopCloser(strings.NewReader("")), cw: &costWatch{}, federate: tc.federate, lineStart: true}
+				for _, part := range []string{tc.body[:i], tc.body[i:j], tc.body[j:]} {
+					e.rc = io.NopCloser(strings.NewReader(part))
+					if _, err := io.ReadAll(e); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if got := e.cw.series.Load(); got != tc.want {
+					t.Fatalf("%.30q split at %d and %d: %d series, want %d", tc.body, i, j, got, tc.want)
+				}
+			}
+		}
+	}
+}

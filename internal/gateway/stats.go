@@ -63,7 +63,8 @@ var (
 	queryStatsGunzip  = metrics.NewCounter(`vmgateway_query_stats_decoded_total{encoding="gzip"}`)
 	// Answers charged the caller's whole cost budget because their cost could not be learned.
 	queryCostUnknown = metrics.NewCounter(`vmgateway_query_cost_unknown_total`)
-	// Queries of callers with cost limits charged the time their upstream request took, having no readable stats.
+	// Queries and exports of callers with cost limits charged the time their upstream request took (and the series
+	// their answer held), having no readable stats.
 	queryCostTimed = metrics.NewCounter(`vmgateway_query_cost_timed_total`)
 )
 
@@ -89,10 +90,23 @@ func isQueryPath(p string) bool {
 	return strings.HasSuffix(p, "/api/v1/query") || strings.HasSuffix(p, "/api/v1/query_range")
 }
 
+// isCountedExport says whether a path is an export whose series the gateway counts for a costed caller: /api/v1/export
+// (JSON lines) and /federate. The CSV and native exports, whose series it cannot count, are refused to such a caller.
+func isCountedExport(p string) bool {
+	return strings.HasSuffix(p, "/api/v1/export") || strings.HasSuffix(p, "/federate")
+}
+
 // watchStats wraps the body of a successful query answer in s, a zero statsTail, so that its stats are read at its
-// end.
+// end; and a costed caller's export in a count of its series.
 func watchStats(resp *http.Response, s *statsTail) {
-	if resp.Request == nil || !isQueryPath(resp.Request.URL.Path) {
+	if resp.Request == nil {
+		return
+	}
+	cw, _ := resp.Request.Context().Value(costKey{}).(*costWatch)
+	if !isQueryPath(resp.Request.URL.Path) {
+		if cw != nil && resp.StatusCode == http.StatusOK && isCountedExport(resp.Request.URL.Path) {
+			watchExport(resp, cw)
+		}
 		return
 	}
 	if resp.StatusCode != http.StatusOK {
@@ -104,7 +118,6 @@ func watchStats(resp *http.Response, s *statsTail) {
 	if resp.Body == nil || resp.Body == http.NoBody {
 		return
 	}
-	cw, _ := resp.Request.Context().Value(costKey{}).(*costWatch)
 	if cw != nil && !cw.answer() {
 		// The client left before the answer began: the request is being ended, the client got nothing, and the
 		// time the query took until then is charged (costWatch.end).
@@ -112,25 +125,12 @@ func watchStats(resp *http.Response, s *statsTail) {
 		return
 	}
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" {
-		if cw == nil {
+		if cw == nil || !isGzip(ce) {
 			queryStatsCompressed.Inc()
+		}
+		if cw == nil || !decodable(resp, cw) {
 			return
 		}
-		if !strings.EqualFold(ce, "gzip") && !strings.EqualFold(ce, "x-gzip") {
-			queryStatsCompressed.Inc()
-			queryCostUnknown.Inc()
-			slog.Warn("a query answer came compressed although the gateway asked for it uncompressed, in an encoding the gateway cannot read; the caller is charged its whole cost budget. Make the upstream (or the proxy before it) honour Accept-Encoding: identity",
-				"encoding", ce, "tenant", cw.access.Tenant.String())
-			cw.spendAll()
-			return
-		}
-		// The gateway asked for identity: a gzip answer comes from something that ignored it. Forwarded decoded,
-		// which every client accepts, so that its stats can be read.
-		queryStatsGunzip.Inc()
-		resp.Body = &gunzipBody{rc: resp.Body}
-		resp.Header.Del("Content-Encoding")
-		resp.Header.Del("Content-Length")
-		resp.ContentLength = -1
 	}
 	// Set field by field: the tail is zero already, and copying a whole statsTail over it costs more than the rest.
 	s.rc, s.done, s.ctx = resp.Body, recordStats, resp.Request.Context()
@@ -145,6 +145,89 @@ func watchStats(resp *http.Response, s *statsTail) {
 	}
 	resp.Body = s
 }
+
+// decodable makes a costed caller's compressed answer readable: a gzip answer, which comes from something that
+// ignored the gateway's Accept-Encoding: identity, is forwarded decoded, which every client accepts; another encoding
+// cannot be read, and the caller is charged its whole budget (false).
+func decodable(resp *http.Response, cw *costWatch) bool {
+	if ce := resp.Header.Get("Content-Encoding"); !isGzip(ce) {
+		queryCostUnknown.Inc()
+		slog.Warn("an answer came compressed although the gateway asked for it uncompressed, in an encoding the gateway cannot read; the caller is charged its whole cost budget. Make the upstream (or the proxy before it) honour Accept-Encoding: identity",
+			"encoding", ce, "tenant", cw.access.Tenant.String())
+		cw.spendAll()
+		return false
+	}
+	queryStatsGunzip.Inc()
+	resp.Body = &gunzipBody{rc: resp.Body}
+	resp.Header.Del("Content-Encoding")
+	resp.Header.Del("Content-Length")
+	resp.ContentLength = -1
+	return true
+}
+
+func isGzip(encoding string) bool {
+	return strings.EqualFold(encoding, "gzip") || strings.EqualFold(encoding, "x-gzip")
+}
+
+// watchExport counts the series of a costed caller's export as it streams, which its end charges (costWatch.end)
+// with the time it took: VictoriaMetrics serves an export as it does an instant query of a range, without stats.
+// An export the client leaves is charged what it counted until then: VictoriaMetrics v1.110.0 and later stop it
+// there, and the gateway does not read on.
+func watchExport(resp *http.Response, cw *costWatch) {
+	if resp.Body == nil || resp.Body == http.NoBody || !cw.answer() {
+		return
+	}
+	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" && !decodable(resp, cw) {
+		return
+	}
+	resp.Body = &exportCount{rc: resp.Body, cw: cw, federate: strings.HasSuffix(resp.Request.URL.Path, "/federate"), lineStart: true}
+}
+
+// exportCount counts the series of an export: each line of /api/v1/export's JSON lines begins one
+// (`{"metric":{…},"values":…}`), and /federate gives one sample line for each (its last value), beside # comments.
+type exportCount struct {
+	rc       io.ReadCloser
+	cw       *costWatch
+	federate bool
+	// prev holds the last bytes of /api/v1/export read (n of them), for a series begun across two reads;
+	// lineStart says a /federate line begins with the next byte.
+	prev      [len(seriesStart) - 1]byte
+	n         int
+	lineStart bool
+}
+
+func (e *exportCount) Read(p []byte) (int, error) {
+	n, err := e.rc.Read(p)
+	b, k := p[:n], 0
+	if e.federate {
+		for len(b) > 0 {
+			if e.lineStart && b[0] != '#' && b[0] != '\n' {
+				k++
+			}
+			i := bytes.IndexByte(b, '\n')
+			e.lineStart = i >= 0
+			if i < 0 {
+				break
+			}
+			b = b[i+1:]
+		}
+	} else {
+		k = countSeam(e.prev[:e.n], b)
+		if len(b) >= len(e.prev) {
+			e.n = copy(e.prev[:], b[len(b)-len(e.prev):])
+		} else {
+			keep := min(e.n, len(e.prev)-len(b))
+			copy(e.prev[:], e.prev[e.n-keep:e.n])
+			e.n = keep + copy(e.prev[keep:], b)
+		}
+	}
+	if k > 0 {
+		e.cw.series.Add(int64(k))
+	}
+	return n, err
+}
+
+func (e *exportCount) Close() error { return e.rc.Close() }
 
 // countUnanswered counts a query the upstream did not answer (failed, timed out, or left by its client before the
 // answer came), or answered and broke off while the gateway read its start (bufferSmallAnswer).
@@ -379,19 +462,24 @@ const seriesStart = `"metric":{`
 
 var seriesStartBytes = []byte(seriesStart)
 
-// count adds the series that begin in b, the answer's next bytes after the tail, to the costed caller's count:
-// those in b, and one begun in the tail's last bytes and ended in b's first ones.
+// count adds the series that begin in b, the answer's next bytes after the tail, to the costed caller's count.
 func (s *statsTail) count(b []byte) {
+	if k := countSeam(s.tail[:s.n], b); k > 0 {
+		s.cw.series.Add(int64(k))
+	}
+}
+
+// countSeam counts the series that begin in b, the bytes read after before: those in b, and one begun in before's
+// last bytes and ended in b's first ones.
+func countSeam(before, b []byte) int {
 	k := bytes.Count(b, seriesStartBytes)
-	if s.n > 0 && len(b) > 0 {
+	if len(before) > 0 && len(b) > 0 {
 		var seam [2 * (len(seriesStart) - 1)]byte
-		n := copy(seam[:], s.tail[max(0, s.n-(len(seriesStart)-1)):s.n])
+		n := copy(seam[:], before[max(0, len(before)-(len(seriesStart)-1)):])
 		n += copy(seam[n:], b[:min(len(b), len(seriesStart)-1)])
 		k += bytes.Count(seam[:n], seriesStartBytes)
 	}
-	if k > 0 {
-		s.cw.series.Add(int64(k))
-	}
+	return k
 }
 
 func (s *statsTail) keep(b []byte) {

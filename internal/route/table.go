@@ -321,6 +321,16 @@ func isPushgateway(x string) bool {
 // with the points of each series.
 func (r Route) Evaluates() bool { return r.API == "query" || r.API == "query_range" }
 
+// Charged reports whether the cost limits charge the API: the queries, and the exports of raw samples, which cost a
+// backend as much as an instant query of a range, whose answer is one.
+func (r Route) Charged() bool {
+	switch r.API {
+	case "query", "query_range", "export", "export_csv", "export_native", "federate":
+		return true
+	}
+	return false
+}
+
 // PathLabels is the number of labels the path adds to every series written: the Pushgateway form's pairs, job
 // included. VictoriaMetrics stores those with a value; all are counted.
 func (r Route) PathLabels() int {
