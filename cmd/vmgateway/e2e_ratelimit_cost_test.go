@@ -440,6 +440,27 @@ func TestRateLimitCostExports(t *testing.T) {
 		return u["small"] == 3, fmt.Sprintf("series_fetched usage %v, want small 3", u)
 	})
 
+	// format=prometheus writes a line per sample, without the JSON lines' "metric" objects: refused, in the URL or the
+	// form, whatever else is given (a review exported 4,000 series with it charged nothing); promapi is counted.
+	for _, args := range []struct{ url, form string }{
+		{"format=prometheus&" + match, ""},
+		{match, "format=prometheus"},
+		{"format=promapi&format=prometheus&" + match, ""},
+	} {
+		code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/export?"+args.url, strings.NewReader(args.form),
+			append(bearer(small), "Content-Type", "application/x-www-form-urlencoded")...)
+		if _, msg := decodeError(t, body); code != http.StatusForbidden || !strings.Contains(msg, `the export format "prometheus" is not open to a caller with cost limits`) {
+			t.Errorf("small's export %s %s: %d %.300s", args.url, args.form, code, body)
+		}
+	}
+	code, _, body = do(t, http.MethodGet, g.URL+"/api/v1/export?format=promapi&"+match, nil, bearer(small)...)
+	if code != 200 || strings.Count(body, `"__name__":"cost_metric"`) != 3 {
+		t.Fatalf("small's promapi export: %d %.300s", code, body)
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		u := teamCostUsage(t, g, "series_fetched")
+		return u["small"] == 6, fmt.Sprintf("series_fetched usage %v, want small 6", u)
+	})
 	for _, api := range []string{"/api/v1/export/csv?format=__name__,__value__,__timestamp__:unix_s&", "/api/v1/export/native?"} {
 		code, _, body := do(t, http.MethodGet, g.URL+api+match, nil, bearer(small)...)
 		if _, msg := decodeError(t, body); code != http.StatusForbidden || !strings.Contains(msg, "is not open to a caller with cost limits") {

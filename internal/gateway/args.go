@@ -115,6 +115,11 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	if err := g.checkArgs(rt, q, form); err != nil {
 		return err
 	}
+	if rt.API == "export" && g.costs != nil && g.costs.Costed(a) {
+		if err := checkCountedFormat(q, form); err != nil {
+			return err
+		}
+	}
 	if e := accesslog.From(w); e.LogsQueries() {
 		e.SetQuery(queryText(q, form))
 	}

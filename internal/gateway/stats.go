@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
 // VictoriaMetrics (since v1.9x; v1.79 does not) ends each /api/v1/query and /api/v1/query_range answer with
@@ -88,6 +90,23 @@ type queryStats struct {
 // isQueryPath says whether a path is a query API's, whose answers end with stats.
 func isQueryPath(p string) bool {
 	return strings.HasSuffix(p, "/api/v1/query") || strings.HasSuffix(p, "/api/v1/query_range")
+}
+
+// checkCountedFormat refuses a costed caller's /api/v1/export in a format whose series the gateway does not count:
+// format=prometheus writes a text line per sample, without the JSON lines' "metric" objects, and read any number of
+// series charged none (a review). The JSON lines and format=promapi hold one "metric" object per series. Every value
+// counts, in the URL and the form: VictoriaMetrics reads the form's first.
+func checkCountedFormat(q, form url.Values) error {
+	for _, vs := range [2][]string{q["format"], form["format"]} {
+		for _, f := range vs {
+			if f != "" && f != "promapi" {
+				return httperr.New(http.StatusForbidden, fmt.Sprintf("the export format %q is not open to a caller with cost "+
+					"limits (series_fetched, query_time_ms): the gateway cannot count the series of its answer; leave format "+
+					"out (JSON lines) or use format=promapi, whose series are counted", f))
+			}
+		}
+	}
+	return nil
 }
 
 // isCountedExport says whether a path is an export whose series the gateway counts for a costed caller: /api/v1/export
