@@ -68,6 +68,22 @@ type node struct {
 	// makes a wrapper node. Only CountValues walks them as subqueries; the limits' walks read a wrapper as its
 	// child, as they did before it existed.
 	implicit, wrapper bool
+	// weight is what a subquery point costs the rollup function over it, against the cheapest (pointWeight); 0 is 1.
+	weight uint8
+}
+
+// pointWeight is what a point of its window costs a rollup function, against the cheapest (sum, avg, max: 1). Measured
+// on v1.151 at 7.7×10^7 points of one series (a review): quantile_over_time 0.77 s over sorted values, 6.9 s over
+// unsorted ones, count_values_over_time 21.6 s. Functions that sort a window cost as quantile_over_time, those that
+// keep a map of its values as count_values_over_time.
+func pointWeight(name string) uint8 {
+	switch strings.ToLower(name) {
+	case "count_values_over_time", "distinct_over_time", "histogram_over_time", "mode_over_time":
+		return 32
+	case "quantile_over_time", "quantiles_over_time", "median_over_time", "mad_over_time", "outlier_iqr_over_time":
+		return 8
+	}
+	return 1
 }
 
 // atExpr is the time of an @ modifier: a number (Unix seconds), start(), end(), now(), a duration, or arithmetic
@@ -119,7 +135,19 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 			}
 			return node{kind: kindGroup, children: []node{sq, rest}}
 		}
-		return compileCall(x.Name, x.Args, depth, unresolved)
+		n := compileCall(x.Name, x.Args, depth, unresolved)
+		if w := pointWeight(x.Name); w > 1 {
+			// The subqueries this function rolls up: the arg itself, or one of a group of args.
+			if n.kind == kindRollup && n.subquery {
+				n.weight = w
+			}
+			for i := range n.children {
+				if c := &n.children[i]; n.kind == kindGroup && c.kind == kindRollup && c.subquery {
+					c.weight = w
+				}
+			}
+		}
+		return n
 	case *metricsql.AggrFuncExpr:
 		return compileCall(x.Name, x.Args, depth, unresolved)
 	case *metricsql.BinaryOpExpr:
@@ -325,7 +353,7 @@ func (w *walk) span(n *node, a, b, step int64) {
 		if w.points && n.subquery {
 			// Counted as the range's points are, (b-a)/step, and at least the one point of an instant query.
 			at := max(b-a, 0)/max(step, 1) + 1
-			w.work += float64(at) * float64(max(win/max(inner, 1), 1))
+			w.work += float64(at) * float64(max(win/max(inner, 1), 1)) * float64(max(n.weight, 1))
 		}
 		if w.points {
 			// VictoriaMetrics (1.79.5 and since) evaluates a subquery from a step and its staleness interval earlier,
