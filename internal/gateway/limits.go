@@ -167,33 +167,18 @@ func checkEvaluation(rt route.Route, q, form url.Values, parsed *enforce.Parsed,
 	if !rt.Evaluates() {
 		return nil
 	}
-	spanRead := false
-	var a, b, step int64
+	rng := &querylimits.Range{Read: func() (int64, int64, int64, error) { return evalSpan(rt.API, q, form, now) }}
+	instant := rt.API == "query"
 	for _, vs := range [2]url.Values{form, q} {
 		for _, text := range vs["query"] {
 			// An aggregate's name written with escapes is refused by the enforcer (checkCalls); a subquery has a window.
-			cv := l.MaxPointsPerTimeseries > 0 && querylimits.MentionsCountValues(text)
-			sq := l.MaxSubqueryWindowPoints > 0 && strings.IndexByte(text, '[') >= 0
-			if !cv && !sq {
-				continue
-			}
-			if !spanRead {
-				var err error
-				if a, b, step, err = evalSpan(rt.API, q, form, now); err != nil {
-					return err
-				}
-				spanRead = true
-			}
-			if step <= 0 {
-				return nil // VictoriaMetrics refuses it
-			}
-			if cv {
-				if err := checkCountValues(text, parsed, rt.API == "query", a, b, step, now, l.MaxPointsPerTimeseries); err != nil {
+			if l.MaxPointsPerTimeseries > 0 && querylimits.MentionsCountValues(text) {
+				if err := checkCountValues(text, parsed, instant, rng, now, l.MaxPointsPerTimeseries); err != nil {
 					return err
 				}
 			}
-			if sq {
-				work, err := querylimits.SubqueryWork(text, parsed, rt.API == "query", a, b, step, now.UnixMilli())
+			if l.MaxSubqueryWindowPoints > 0 && strings.IndexByte(text, '[') >= 0 {
+				work, err := querylimits.SubqueryWork(text, parsed, instant, rng, now.UnixMilli())
 				if err != nil {
 					return err
 				}
@@ -209,8 +194,8 @@ func checkEvaluation(rt route.Route, q, form url.Values, parsed *enforce.Parsed,
 	return nil
 }
 
-func checkCountValues(text string, parsed *enforce.Parsed, instant bool, a, b, step int64, now time.Time, limit int64) error {
-	load, err := querylimits.CountValues(text, parsed, instant, a, b, step, now.UnixMilli())
+func checkCountValues(text string, parsed *enforce.Parsed, instant bool, rng *querylimits.Range, now time.Time, limit int64) error {
+	load, err := querylimits.CountValues(text, parsed, instant, rng, now.UnixMilli())
 	if err != nil || load.Points <= limit {
 		return err
 	}

@@ -563,11 +563,11 @@ type CountValuesLoad struct{ Count, Most, Points int64 }
 // selector, are subqueries at the step they are evaluated at; an @ narrows what is under it to its time (one it cannot
 // resolve is taken not to). A query not cached yet is parsed through pq; only a gate's refusal is an error: what does
 // not parse is the enforcer's to refuse.
-func CountValues(q string, pq *enforce.Parsed, instant bool, a, b, step, now int64) (CountValuesLoad, error) {
+func CountValues(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) (CountValuesLoad, error) {
 	if !MentionsCountValues(q) {
 		return CountValuesLoad{}, nil
 	}
-	w, alt, err := walked(q, pq, counted, hasCountValues, instant, a, b, step, now)
+	w, alt, err := walked(q, pq, counted, hasCountValues, instant, rng, now)
 	if w == nil {
 		return CountValuesLoad{}, err
 	}
@@ -583,7 +583,7 @@ func CountValues(q string, pq *enforce.Parsed, instant bool, a, b, step, now int
 // the points of each subquery, not this product, nor does -search.maxQueryDuration stop a rollup midway:
 // `max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`, 80 bytes, read 1.3×10^9 points per series
 // and took v1.151 38 s of CPU for each series (an attacker's review). Only a gate's refusal is an error.
-func SubqueryWork(q string, pq *enforce.Parsed, instant bool, a, b, step, now int64) (float64, error) {
+func SubqueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) (float64, error) {
 	if strings.IndexByte(q, '[') < 0 {
 		// No window: no subquery, or only ones over a step, which read one point each. A window over anything but a
 		// selector is a subquery without a colon (`max_over_time(rate(x[5m])[1h])`): a first version skipped queries
@@ -591,7 +591,7 @@ func SubqueryWork(q string, pq *enforce.Parsed, instant bool, a, b, step, now in
 		// of CPU per series (a review).
 		return 0, nil
 	}
-	w, alt, err := walked(q, pq, subqueried, hasSubquery, instant, a, b, step, now)
+	w, alt, err := walked(q, pq, subqueried, hasSubquery, instant, rng, now)
 	if w == nil {
 		return 0, err
 	}
@@ -607,7 +607,7 @@ func SubqueryWork(q string, pq *enforce.Parsed, instant bool, a, b, step, now in
 // one rollup: /api/v1/query runs it on a path of its own (instantReading, as parsed.instantSpan reads it), where
 // `count_values("v", x)[12000i:1h]` is 12,000 points, not 1,000 at the default step of 5 minutes; nil when the same.
 func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compiled], has func(*node) bool,
-	instant bool, a, b, step, now int64) (w, alt *walk, err error) {
+	instant bool, rng *Range, now int64) (w, alt *walk, err error) {
 	part := pq.Partition()
 	c, ok := cache.Get(part, q)
 	if !ok {
@@ -629,6 +629,10 @@ func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compile
 	if c == nothingCounted {
 		return nil, nil, nil
 	}
+	a, b, step, err := rng.get()
+	if err != nil || step <= 0 {
+		return nil, nil, err // a step VictoriaMetrics refuses goes on to it
+	}
 	cw := countWalk(now)
 	cw.span(&c.root, a, b, step)
 	if r := &c.root; instant && r.kind == kindRollup {
@@ -639,6 +643,24 @@ func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compile
 		}
 	}
 	return &cw, alt, nil
+}
+
+// Range is the range a query is evaluated over, [a, b] at step (milliseconds), which Read gives (an error for args it
+// cannot read) the first time a walk needs it: most queries have no count_values nor subquery, and their args are not
+// read for them.
+type Range struct {
+	Read       func() (a, b, step int64, err error)
+	a, b, step int64
+	err        error
+	read       bool
+}
+
+func (r *Range) get() (a, b, step int64, err error) {
+	if !r.read {
+		r.a, r.b, r.step, r.err = r.Read()
+		r.read = true
+	}
+	return r.a, r.b, r.step, r.err
 }
 
 // subqueried caches SubqueryWork's trees, as counted caches CountValues'.
