@@ -28,7 +28,7 @@ const maxPhis = 20
 // multiplied, and the name of the outermost call that reaches it; 1 and "" without one. depth bounds the walk as
 // metricsql bounds a query's nesting.
 func phiFanOut(x metricsql.Expr, depth int) (int, string) {
-	if depth > 1000 {
+	if depth > maxQueryDepth {
 		return 1, ""
 	}
 	most, name := 1, ""

@@ -115,8 +115,8 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	if err := g.checkArgs(rt, q, form); err != nil {
 		return err
 	}
-	if rt.API == "export" && g.costs != nil && g.costs.Costed(a) {
-		if err := checkCountedFormat(q, form); err != nil {
+	if rt.Charged() && !rt.Evaluates() && g.costs != nil && g.costs.Costed(a) {
+		if err := checkCountedExport(rt, q, form); err != nil {
 			return err
 		}
 	}

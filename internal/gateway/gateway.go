@@ -252,14 +252,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// before it takes any slot, until it ends; while the caller's queries in flight hold the rest of its budget it
 	// waits for them, as long as a read waits for the backends (ratelimit.Gate.Reserve).
 	costed := g.costs != nil && rt.Charged() && g.costs.Costed(access)
-	if costed && (rt.API == "export_csv" || rt.API == "export_native") {
-		// Their series cannot be counted as they stream (CSV has a line per sample, native is binary), and free they
-		// would read any number of series past the caller's budget.
-		g.reject(e, httperr.New(http.StatusForbidden, fmt.Sprintf("the %s API is not open to a caller with cost limits "+
-			"(series_fetched, query_time_ms): the gateway cannot count the series of its answer; use /api/v1/export, "+
-			"whose series are counted, or a token without cost limits", rt.API)))
-		return
-	}
 	if costed {
 		start := time.Now()
 		release, err := g.costs.Reserve(r.Context(), access, g.reads.queue)

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metricsql"
@@ -171,13 +170,13 @@ func checkEvaluation(rt route.Route, q, form url.Values, parsed *enforce.Parsed,
 	instant := rt.API == "query"
 	for _, vs := range [2]url.Values{form, q} {
 		for _, text := range vs["query"] {
-			// An aggregate's name written with escapes is refused by the enforcer (checkCalls); a subquery has a window.
-			if l.MaxPointsPerTimeseries > 0 && querylimits.MentionsCountValues(text) {
+			// Each walk reads only the queries it concerns, and the range only for those (querylimits.Range).
+			if l.MaxPointsPerTimeseries > 0 {
 				if err := checkCountValues(text, parsed, instant, rng, now, l.MaxPointsPerTimeseries); err != nil {
 					return err
 				}
 			}
-			if l.MaxSubqueryWindowPoints > 0 && strings.IndexByte(text, '[') >= 0 {
+			if l.MaxSubqueryWindowPoints > 0 {
 				work, err := querylimits.SubqueryWork(text, parsed, instant, rng, now.UnixMilli())
 				if err != nil {
 					return err

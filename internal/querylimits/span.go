@@ -140,10 +140,11 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 			// The subqueries this function rolls up: the arg itself, or one of a group of args.
 			if n.kind == kindRollup && n.subquery {
 				n.weight = w
-			}
-			for i := range n.children {
-				if c := &n.children[i]; n.kind == kindGroup && c.kind == kindRollup && c.subquery {
-					c.weight = w
+			} else if n.kind == kindGroup {
+				for i := range n.children {
+					if c := &n.children[i]; c.kind == kindRollup && c.subquery {
+						c.weight = w
+					}
 				}
 			}
 		}
@@ -554,15 +555,15 @@ func (r *reach) from(a, step, lookback int64) int64 {
 // rewrite of a token with several filters copies a rollup call into each arg of one).
 type CountValuesLoad struct{ Count, Most, Points int64 }
 
-// CountValues returns the load of the count_values of the query q when q is evaluated over [a, b] (milliseconds;
+// CountValues returns the load of the count_values of the query q when q is evaluated over rng, [a, b] (milliseconds;
 // a == b for an instant query) at step, at time now. count_values makes a series of each value it meets, each as long
 // as the evaluation, so its memory grows with the square of these points where most functions' grows with them:
 // `count_values("v", time())[29000s:1s]` took VictoriaMetrics 1.79.5 to 7 GB. A subquery [W:s] evaluated over [a, b]
 // evaluates its query over [a-W, b] at s, from a step and 5 minutes of staleness earlier, nested ones within that; an
 // offset, an @ or a window over anything but a selector, and a rollup function's arg that is neither a window nor a
 // selector, are subqueries at the step they are evaluated at; an @ narrows what is under it to its time (one it cannot
-// resolve is taken not to). A query not cached yet is parsed through pq; only a gate's refusal is an error: what does
-// not parse is the enforcer's to refuse.
+// resolve is taken not to). A query not cached yet is parsed through pq; only a gate's refusal, or a range that cannot
+// be read, is an error: what does not parse is the enforcer's to refuse.
 func CountValues(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) (CountValuesLoad, error) {
 	if !MentionsCountValues(q) {
 		return CountValuesLoad{}, nil
@@ -578,11 +579,12 @@ func CountValues(q string, pq *enforce.Parsed, instant bool, rng *Range, now int
 }
 
 // SubqueryWork returns the subquery points the rollup functions over the subqueries of q read per series when q is
-// evaluated over [a, b] (milliseconds; a == b for an instant query) at step, at time now: for each subquery, the
+// evaluated over rng at time now: for each subquery, the
 // points it is evaluated at times the points of its window, walked as CountValues walks them. VictoriaMetrics bounds
 // the points of each subquery, not this product, nor does -search.maxQueryDuration stop a rollup midway:
 // `max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`, 80 bytes, read 1.3×10^9 points per series
-// and took v1.151 38 s of CPU for each series (an attacker's review). Only a gate's refusal is an error.
+// and took v1.151 38 s of CPU for each series (an attacker's review). A point weighs what it costs the function over
+// it (pointWeight). Only a gate's refusal, or a range that cannot be read, is an error.
 func SubqueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) (float64, error) {
 	if strings.IndexByte(q, '[') < 0 {
 		// No window: no subquery, or only ones over a step, which read one point each. A window over anything but a
