@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,4 +206,37 @@ func timeBudgetTeams(t *testing.T, budget int) (vm *vmtest.VM, g *gw, big, small
 	small = respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
 	costQuery(t, g, big, 150)
 	return vm, g, big, small
+}
+
+// TestRateLimitCostKeptRead: a query whose answer does not begin within -read.timeout gets its 504, but the backend
+// computes it to its end, in the slot the gateway keeps for it until then (TestReadTimeoutKeepsTheSlot): the team is
+// charged that whole time, not the timeout's. Before, a query VictoriaMetrics computed for 202 s was charged the 60 s
+// of the timeout (an attacker's review). The backend is a recorder that takes 1.5 s to answer, as a slow query does.
+func TestRateLimitCostKeptRead(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	var answered atomic.Int64
+	rec.Respond(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Query().Get("query"), "slow") {
+			time.Sleep(1500 * time.Millisecond)
+			answered.Store(time.Now().UnixNano())
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+	})
+	g := rlGateway(t, rec.URL, rec.URL, "limits:\n  - {type: query_time_ms, value: 100000, key: label:team}\n",
+		"-ratelimit.statusAuthKey=sk", "-read.timeout=300ms", "-read.maxConcurrentRequests=1")
+	dev := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "dev"}, Mode: auth.ModeRead})
+	start := time.Now()
+	if code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=slow", nil, bearer(dev)...); code != http.StatusGatewayTimeout {
+		t.Fatalf("the slow query: %d %s; want 504", code, body)
+	}
+	gaveUp := time.Since(start)
+	vmtest.Eventually(t, func() (bool, string) {
+		u, ok := teamCostUsage(t, g, "query_time_ms")["dev"]
+		return ok && answered.Load() != 0, fmt.Sprintf("dev's query_time_ms usage %v (charged: %v), backend answered: %v", u, ok, answered.Load() != 0)
+	})
+	worked := time.Duration(answered.Load() - start.UnixNano())
+	if u := teamCostUsage(t, g, "query_time_ms")["dev"]; u < float64((worked-100*time.Millisecond)/time.Millisecond) {
+		t.Errorf("dev was charged %v ms for a query the backend computed for %v (the gateway gave up after %v)", u, worked, gaveUp)
+	}
 }

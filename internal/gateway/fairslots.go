@@ -91,6 +91,10 @@ type hold struct {
 	kept atomic.Bool
 	// at is the backend the balancer sent the request to last, where a kept request stays in flight until it answers.
 	at *backend
+	// late holds what waits for a kept request's backend to answer (afterBackend); lateDone: it has.
+	lateMu   sync.Mutex
+	late     []func()
+	lateDone bool
 }
 
 // Keep holds h's slot past the end of its request, whose answer did not begin within -read.timeout: VictoriaMetrics
@@ -109,7 +113,34 @@ func (h *hold) Keep() func() {
 		}
 		h.f.answered(h)
 		h.cut()
+		h.lateMu.Lock()
+		h.lateDone = true
+		late := h.late
+		h.late = nil
+		h.lateMu.Unlock()
+		for _, fn := range late {
+			fn()
+		}
 	}
+}
+
+// afterBackend runs fn once the backend is done with h's request: at once, unless the request was kept past its
+// timeout (Keep), then when the backend answers. A query's cost is charged then, and held until then: a query the
+// gateway gave up on at -read.timeout was charged that much while VictoriaMetrics computed it for minutes (an
+// attacker's review). A nil h runs fn at once.
+func (h *hold) afterBackend(fn func()) {
+	if h == nil || !h.kept.Load() {
+		fn()
+		return
+	}
+	h.lateMu.Lock()
+	if h.lateDone {
+		h.lateMu.Unlock()
+		fn()
+		return
+	}
+	h.late = append(h.late, fn)
+	h.lateMu.Unlock()
 }
 
 // clientBound says whether h's client took at least half the time its answer has streamed, to now, to take it.

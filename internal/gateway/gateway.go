@@ -252,10 +252,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// before it takes any slot, until it ends; while the caller's queries in flight hold the rest of its budget it
 	// waits for them, as long as a read waits for the backends (ratelimit.Gate.Reserve).
 	costed := g.costs != nil && rt.Charged() && g.costs.Costed(access)
+	// The read backends' slot of the request, taken below: a read kept past its timeout holds it, and its cost, until
+	// the backend answers.
+	var slot *hold
 	if costed {
 		start := time.Now()
 		release, err := g.costs.Reserve(r.Context(), access, g.reads.queue)
-		defer release()
+		defer func() { slot.afterBackend(release) }()
 		if err != nil {
 			if err == r.Context().Err() {
 				err = errGoneInQueue
@@ -277,7 +280,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// Whatever goes to the read backends takes a slot there (graphite tag registration and the admin APIs too, which
 	// VictoriaMetrics runs under the same limit); vmui's static files do not. So does every write, at write backends
 	// that hold a slot for a whole body (SetWriteSlots).
-	var slot *hold
 	slots := g.writes
 	if up == g.read {
 		slots = g.reads
@@ -312,7 +314,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// to the backend whole, not be cut where the cancel found it. A client that leaves mid-body breaks the body.
 		fr = r.WithContext(context.WithoutCancel(r.Context()))
 	}
-	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt, t, g.auth != nil), access, costed, slot != nil)
+	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt, t, g.auth != nil), access, costed, slot)
 	defer endCost()
 	g.forward(e, fr, rt, access, up, slot)
 }

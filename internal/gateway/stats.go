@@ -355,8 +355,9 @@ func (c *costWatch) clientLeft() {
 // its answer are counted, and asks the upstream for the answer uncompressed (the stats of a compressed one cannot be
 // read) and in full (GET for HEAD).
 // The returned function ends the upstream request and charges a query that had no stats its time; it is called
-// once the answer has been forwarded (or read to its end after the client left), or the request failed.
-func (g *Gateway) withCost(r *http.Request, a *auth.Access, costed, held bool) (*http.Request, func()) {
+// once the answer has been forwarded (or read to its end after the client left), or the request failed. The slot
+// (nil: none) of a read kept past its timeout defers the charge until the backend answers.
+func (g *Gateway) withCost(r *http.Request, a *auth.Access, costed bool, slot *hold) (*http.Request, func()) {
 	if !costed {
 		return r, func() {}
 	}
@@ -364,7 +365,7 @@ func (g *Gateway) withCost(r *http.Request, a *auth.Access, costed, held bool) (
 	// A read slot's context (held) is already not cancelled with the client, and its cut must reach the upstream
 	// request.
 	base := r.Context()
-	if !held {
+	if slot == nil {
 		base = context.WithoutCancel(base)
 	}
 	ctx, cancel := context.WithCancel(base)
@@ -382,7 +383,8 @@ func (g *Gateway) withCost(r *http.Request, a *auth.Access, costed, held bool) (
 			t.Stop()
 		}
 		cancel()
-		cw.end()
+		// A read kept past its timeout is charged the time until the backend answered.
+		slot.afterBackend(cw.end)
 	}
 }
 
