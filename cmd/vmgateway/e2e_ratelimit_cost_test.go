@@ -461,6 +461,30 @@ func TestRateLimitCostExports(t *testing.T) {
 		u := teamCostUsage(t, g, "series_fetched")
 		return u["small"] == 6, fmt.Sprintf("series_fetched usage %v, want small 6", u)
 	})
+	// max_rows_per_line puts a series on several lines, each charged as a series before (400 series as 48,000 in a
+	// review): now once. small's 3 series get 4 more samples each, and come in 15 lines.
+	var more strings.Builder
+	for i := 0; i < 3; i++ {
+		for k := 1; k <= 4; k++ {
+			fmt.Fprintf(&more, "cost_metric{team=\"small\",i=\"%d\"} %d %d\n", i, k, time.Now().Add(-time.Duration(k)*time.Minute).UnixMilli())
+		}
+	}
+	if code, _, body := do(t, http.MethodPost, vm.URL+"/api/v1/import/prometheus", strings.NewReader(more.String()), "Content-Type", "text/plain"); code != 204 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	vm.Flush(t)
+	vmtest.Eventually(t, func() (bool, string) {
+		_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/export?max_rows_per_line=1&match[]="+url.QueryEscape(`cost_metric{team="small"}`), nil)
+		return strings.Count(body, "\n") == 15, body
+	})
+	code, _, body = do(t, http.MethodGet, g.URL+"/api/v1/export?max_rows_per_line=1&"+match, nil, bearer(small)...)
+	if code != 200 || strings.Count(body, `"__name__":"cost_metric"`) != 15 {
+		t.Fatalf("small's export with max_rows_per_line=1: %d %.300s", code, body)
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		u := teamCostUsage(t, g, "series_fetched")
+		return u["small"] == 9, fmt.Sprintf("series_fetched usage %v, want small 9: its 3 series once more, not its 15 lines", u)
+	})
 	for _, api := range []string{"/api/v1/export/csv?format=__name__,__value__,__timestamp__:unix_s&", "/api/v1/export/native?"} {
 		code, _, body := do(t, http.MethodGet, g.URL+api+match, nil, bearer(small)...)
 		if _, msg := decodeError(t, body); code != http.StatusForbidden || !strings.Contains(msg, "is not open to a caller with cost limits") {

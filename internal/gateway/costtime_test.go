@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -257,10 +258,18 @@ func TestCountExportSeries(t *testing.T) {
 		{"# TYPE cpu untyped\ncpu{team=\"dev\",i=\"1\"} 1 1700000000000\ncpu{team=\"dev\",i=\"2\"} 2 1700000000000\n" +
 			"# TYPE mem untyped\nmem{team=\"dev\",v=\"# not a comment\"} 3 1700000000000\n", true, 3},
 		{"cpu 1 1700000000000", true, 1},
+		// max_rows_per_line: a series on several lines, charged once; interleaved with another, still once.
+		{`{"metric":{"a":"1"},"values":[1],"timestamps":[1]}` + "\n" + `{"metric":{"a":"1"},"values":[2],"timestamps":[2]}` + "\n" +
+			`{"metric":{"a":"2"},"values":[1],"timestamps":[1]}` + "\n" + `{"metric":{"a":"1"},"values":[3],"timestamps":[3]}` + "\n", false, 2},
+		// A } or an escaped quote within a value does not end the object: these two differ after them.
+		{`{"metric":{"a":"}\"\\","b":"x"},"values":[1]}` + "\n" + `{"metric":{"a":"}\"\\","b":"y"},"values":[1]}` + "\n", false, 2},
+		// format=promapi: a list of the same objects.
+		{`{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"1"},"values":[[1,"1"]]},` +
+			`{"metric":{"a":"1"},"values":[[2,"1"]]},{"metric":{"a":"2"},"values":[[1,"1"]]}]}}`, false, 2},
 	} {
 		for i := 0; i <= len(tc.body); i++ {
 			for j := i; j <= len(tc.body); j += 3 {
-				e := &exportCount{rc: io.NopCloser(strings.NewReader("")), cw: &costWatch{}, federate: tc.federate, lineStart: true}
+				e := newExportCount(nil, &costWatch{}, tc.federate)
 				for _, part := range []string{tc.body[:i], tc.body[i:j], tc.body[j:]} {
 					e.rc = io.NopCloser(strings.NewReader(part))
 					if _, err := io.ReadAll(e); err != nil {
@@ -271,6 +280,53 @@ func TestCountExportSeries(t *testing.T) {
 					t.Fatalf("%.30q split at %d and %d: %d series, want %d", tc.body, i, j, got, tc.want)
 				}
 			}
+		}
+	}
+}
+
+// TestCountExportSeriesRecent: a series met again after more than recentSeries others is charged again (from above,
+// never below); within them, once.
+func TestCountExportSeriesRecent(t *testing.T) {
+	var b strings.Builder
+	line := func(i int) { fmt.Fprintf(&b, `{"metric":{"i":"%d"},"values":[1],"timestamps":[1]}`+"\n", i) }
+	for i := 0; i <= recentSeries; i++ {
+		line(i)
+	}
+	line(recentSeries) // the last one again: once
+	line(1)            // within the last recentSeries: once
+	line(0)            // forgotten: charged again
+	e := newExportCount(io.NopCloser(strings.NewReader(b.String())), &costWatch{}, false)
+	if _, err := io.Copy(io.Discard, e); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := e.cw.series.Load(), int64(recentSeries+2); got != want {
+		t.Errorf("%d series charged, want %d", got, want)
+	}
+}
+
+// BenchmarkExportCount: counting a costed caller's export as it streams, per byte of a JSON lines export whose series
+// have 100 samples each.
+func BenchmarkExportCount(b *testing.B) {
+	var body strings.Builder
+	for i := 0; body.Len() < 1<<20; i++ {
+		fmt.Fprintf(&body, `{"metric":{"__name__":"cpu","team":"dev","instance":"host-%d:9100","job":"node"},"values":[`, i)
+		for k := 0; k < 100; k++ {
+			fmt.Fprintf(&body, "%d.5,", k)
+		}
+		body.WriteString(`1],"timestamps":[`)
+		for k := 0; k < 100; k++ {
+			fmt.Fprintf(&body, "17000000%05d,", k)
+		}
+		body.WriteString("1]}\n")
+	}
+	data := []byte(body.String())
+	buf := make([]byte, 32<<10)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		e := newExportCount(io.NopCloser(bytes.NewReader(data)), &costWatch{}, false)
+		if _, err := io.CopyBuffer(io.Discard, e, buf); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -198,66 +198,6 @@ func isGzip(encoding string) bool {
 	return strings.EqualFold(encoding, "gzip") || strings.EqualFold(encoding, "x-gzip")
 }
 
-// watchExport counts the series of a costed caller's export as it streams, which its end charges (costWatch.end)
-// with the time it took: VictoriaMetrics serves an export as it does an instant query of a range, without stats.
-// An export the client leaves is charged what it counted until then: VictoriaMetrics v1.110.0 and later stop it
-// there, and the gateway does not read on.
-func watchExport(resp *http.Response, cw *costWatch) {
-	if resp.Body == nil || resp.Body == http.NoBody || !cw.answer() {
-		return
-	}
-	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" && !decodable(resp, cw) {
-		return
-	}
-	resp.Body = &exportCount{rc: resp.Body, cw: cw, federate: strings.HasSuffix(resp.Request.URL.Path, "/federate"), lineStart: true}
-}
-
-// exportCount counts the series of an export: each line of /api/v1/export's JSON lines begins one
-// (`{"metric":{…},"values":…}`), and /federate gives one sample line for each (its last value), beside # comments.
-type exportCount struct {
-	rc       io.ReadCloser
-	cw       *costWatch
-	federate bool
-	// prev holds the last bytes of /api/v1/export read (n of them), for a series begun across two reads;
-	// lineStart says a /federate line begins with the next byte.
-	prev      [len(seriesStart) - 1]byte
-	n         int
-	lineStart bool
-}
-
-func (e *exportCount) Read(p []byte) (int, error) {
-	n, err := e.rc.Read(p)
-	b, k := p[:n], 0
-	if e.federate {
-		for len(b) > 0 {
-			if e.lineStart && b[0] != '#' && b[0] != '\n' {
-				k++
-			}
-			i := bytes.IndexByte(b, '\n')
-			e.lineStart = i >= 0
-			if i < 0 {
-				break
-			}
-			b = b[i+1:]
-		}
-	} else {
-		k = countSeam(e.prev[:e.n], b)
-		if len(b) >= len(e.prev) {
-			e.n = copy(e.prev[:], b[len(b)-len(e.prev):])
-		} else {
-			keep := min(e.n, len(e.prev)-len(b))
-			copy(e.prev[:], e.prev[e.n-keep:e.n])
-			e.n = keep + copy(e.prev[keep:], b)
-		}
-	}
-	if k > 0 {
-		e.cw.series.Add(int64(k))
-	}
-	return n, err
-}
-
-func (e *exportCount) Close() error { return e.rc.Close() }
-
 // countUnanswered counts a query the upstream did not answer (failed, timed out, or left by its client before the
 // answer came), or answered and broke off while the gateway read its start (bufferSmallAnswer).
 func countUnanswered(r *http.Request, broken bool) {
