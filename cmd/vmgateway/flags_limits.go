@@ -22,6 +22,7 @@ var (
 	maxReadBodySize                = flag.Int("maxReadBodySize", 4*1024*1024, "The maximum size of the body of a read or admin request (form-encoded query args); larger bodies get 413 without being forwarded. A form body that would reach VictoriaMetrics with more than 10MiB (Go's form limit, past which VictoriaMetrics ignores the body) gets 413 too. Write bodies are never limited: they stream through. Zero means no limit")
 	readBodyTimeout                = flag.Duration("http.readBodyTimeout", 10*time.Second, "How long a client may take to send the whole body of a read or admin request. The gateway reads such a body before the request takes a concurrency slot; a slower client gets 408. Zero means no limit")
 	writeBodyIdleTimeout           = flag.Duration("http.writeBodyIdleTimeout", 30*time.Second, "How long the body of a write request may stall (no byte received) while it streams to the upstream. A stalled write gets 408, its upstream request is cancelled and its concurrency slot freed. Zero means no limit")
+	deleteSeriesMinInterval        = flag.Duration("deleteSeries.minInterval", time.Minute, "How long after a delete of series (/api/v1/admin/tsdb/delete_series, graphite's tags/delSeries) the same tenant, and within it the same set of token restrictions (a team), may send the next one; sooner ones get 429 with Retry-After, not forwarded. A delete empties caches VictoriaMetrics shares between every team and tenant (its rollup result cache, which every dashboard then fills again; its MetricName->TSID cache, which sends every team's writes through the index until it is full again), so one team deleting in a loop would slow everyone. Give several match[] args to one delete. Each replica spaces the deletes it forwards. Zero means no limit")
 	authMaxTokenSize               = flag.Int("auth.maxTokenSize", 16*1024, "The maximum size of a JWT token; longer tokens get 401 before any work on them")
 )
 
@@ -44,7 +45,7 @@ func gatewayLimits() (gateway.Limits, error) {
 	for _, f := range []struct {
 		name string
 		v    time.Duration
-	}{{"maxQueueDuration", *maxQueueDuration}, {"read.maxQueueDuration", *readMaxQueueDuration}, {"write.maxQueueDuration", *writeMaxQueueDuration}, {"http.readBodyTimeout", *readBodyTimeout}, {"http.writeBodyIdleTimeout", *writeBodyIdleTimeout}} {
+	}{{"maxQueueDuration", *maxQueueDuration}, {"read.maxQueueDuration", *readMaxQueueDuration}, {"write.maxQueueDuration", *writeMaxQueueDuration}, {"http.readBodyTimeout", *readBodyTimeout}, {"http.writeBodyIdleTimeout", *writeBodyIdleTimeout}, {"deleteSeries.minInterval", *deleteSeriesMinInterval}} {
 		if f.v < 0 {
 			return gateway.Limits{}, fmt.Errorf("-%s=%s must not be negative", f.name, f.v)
 		}
@@ -74,5 +75,6 @@ func gatewayLimits() (gateway.Limits, error) {
 		ReadBodyMemory:                 int64(*maxReadBodyMemory),
 		ReadBodyTimeout:                *readBodyTimeout,
 		WriteBodyIdleTimeout:           *writeBodyIdleTimeout,
+		DeleteInterval:                 *deleteSeriesMinInterval,
 	}, nil
 }

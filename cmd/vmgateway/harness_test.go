@@ -84,8 +84,10 @@ func startGatewayEnv(t testing.TB, env []string, flags ...string) *gw {
 			}
 		}
 		// The label-truncation check and the backends' capacities are off unless a test's own flag, given later,
-		// turns them on: their GET /metrics would be one more request at every recording upstream.
-		base := []string{"-httpListenAddr=" + addr, "-loggerLevel=DEBUG", "-write.labelTruncationCheckInterval=0", "-read.maxConcurrentRequests=-1", "-write.maxConcurrentRequests=-1"}
+		// turns them on: their GET /metrics would be one more request at every recording upstream. So is the spacing
+		// of deletes, which the tests of every API's routing send one after another (TestDeletesAreSpaced has it).
+		base := []string{"-httpListenAddr=" + addr, "-loggerLevel=DEBUG", "-write.labelTruncationCheckInterval=0", "-read.maxConcurrentRequests=-1",
+			"-write.maxConcurrentRequests=-1", "-deleteSeries.minInterval=0"}
 		cmd := exec.Command(gatewayBin, append(base, flags...)...)
 		cmd.Env = append(os.Environ(), env...)
 		g := runGateway(t, "http://"+addr, cmd)

@@ -89,6 +89,7 @@ type Gateway struct {
 	unrestricted *auth.Access
 	limits       Limits
 	conc         *concurrency
+	deletes      *deleteGate
 	reads        *fairSlots
 	writes       *fairSlots
 	stops        []func()
@@ -126,6 +127,7 @@ func New(cfg Config) (*Gateway, error) {
 		labelLimit:   cfg.LabelLimit,
 		discovering:  cfg.Backends.DiscoverInterval > 0,
 		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
+		deletes:      newDeleteGate(cfg.Limits.DeleteInterval),
 		reads:        newFairSlots(cfg.Limits.ReadQueueDuration, true),
 		writes:       newFairSlots(cfg.Limits.WriteQueueDuration, false),
 	}
@@ -247,6 +249,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := g.prepareArgs(e, r, rt, access, &queued, &body); err != nil {
 		g.reject(e, err)
 		return
+	}
+	if rt.Deletes() {
+		if err := g.deletes.admit(unitOf(t, access.Enforcer), t, access.Enforcer, time.Now()); err != nil {
+			g.reject(e, err)
+			return
+		}
 	}
 	// A query (or an export) of a caller with cost limits holds what it is expected to cost from here, once it is ready to go and
 	// before it takes any slot, until it ends; while the caller's queries in flight hold the rest of its budget it

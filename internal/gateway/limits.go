@@ -51,6 +51,9 @@ type Limits struct {
 	ReadBodyTimeout time.Duration
 	// WriteBodyIdleTimeout is -http.writeBodyIdleTimeout: how long a write body may stall (408).
 	WriteBodyIdleTimeout time.Duration
+	// DeleteInterval is -deleteSeries.minInterval: how long after one delete of series an isolation unit may send the
+	// next (429).
+	DeleteInterval time.Duration
 	// LabelGuardMemory is -write.labelGuardMaxMemory: the bytes the label guard may hold for all writes at once, a
 	// quarter of it for one isolation unit's (503).
 	LabelGuardMemory int64

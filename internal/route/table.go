@@ -331,6 +331,9 @@ func (r Route) Charged() bool {
 	return false
 }
 
+// Deletes reports whether the API deletes series, which resets caches VictoriaMetrics shares between tenants.
+func (r Route) Deletes() bool { return r.API == "delete_series" || r.API == "graphite_tags_del_series" }
+
 // PathLabels is the number of labels the path adds to every series written: the Pushgateway form's pairs, job
 // included. VictoriaMetrics stores those with a value; all are counted.
 func (r Route) PathLabels() int {
