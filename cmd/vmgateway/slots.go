@@ -87,6 +87,9 @@ type capacity struct {
 	n       int
 	limited bool
 	runsOn  bool
+	// pushdown is a read backend's -search.maxBinaryOpPushdownLabelValues, or unboundedPushdown for a release without
+	// the flag (1.79.5 copies every value).
+	pushdown int
 }
 
 // newSlotsWatch returns the watch the flags of k ask for; nil when k's -maxConcurrentRequests fixes the limit or turns
@@ -156,6 +159,12 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 		if err != nil {
 			failed[a.Key()] = err
 			continue
+		}
+		if w.kind == readSlots {
+			w.mu.Lock()
+			was, known := w.known[a.Key()]
+			w.mu.Unlock()
+			warnPushdown(a, c, was, known)
 		}
 		read[a.Key()] = c
 	}
@@ -238,11 +247,49 @@ func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capac
 // have the fix without the flag (v1.102.13 and later v1.102) have their abandoned answers read to the end, which costs
 // them only the rest of the export, in the slot of the team that asked for it.
 func selectCapacityOf(r io.Reader) (capacity, error) {
-	runsOn := true
+	runsOn, pushdown := true, unboundedPushdown
 	n, err := countOf(r, "vm_concurrent_select_capacity", func(line string) {
 		runsOn = runsOn && !strings.HasPrefix(line, stopsAbandonedFlag)
+		if rest, ok := strings.CutPrefix(line, pushdownFlag); ok {
+			if v, _, ok := strings.Cut(strings.TrimPrefix(rest, `", value="`), `"`); ok {
+				if p, err := strconv.Atoi(v); err == nil && p >= 0 {
+					pushdown = p
+				}
+			}
+		}
 	})
-	return capacity{n: n, limited: true, runsOn: runsOn}, err
+	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown}, err
+}
+
+// pushdownFlag begins the /metrics line of -search.maxBinaryOpPushdownLabelValues: how many values of each label of a
+// binary operator's first side VictoriaMetrics copies into its other side's selectors. A team's own long label values,
+// copied at every level of a chain of operators, ran v1.151 and vmselect out of memory with a 462-byte query (an
+// attacker's review); at 10 the same query took 0.09 s. The gateway cannot see the values before the query runs, so it
+// tells the operator (warnPushdown).
+const pushdownFlag = `flag{name="search.maxBinaryOpPushdownLabelValues`
+
+// unboundedPushdown stands for a release without pushdownFlag, which copies every value; safePushdown is the most
+// the docs suggest.
+const (
+	unboundedPushdown = -1
+	safePushdown      = 10
+)
+
+// warnPushdown warns of a read backend that copies more label values into a binary operator's other side than
+// safePushdown, once for each value it is seen with.
+func warnPushdown(a gateway.BackendAddr, c, was capacity, known bool) {
+	if known && c.pushdown == was.pushdown || c.pushdown >= 0 && c.pushdown <= safePushdown {
+		return
+	}
+	limit := "every value (this release has no -search.maxBinaryOpPushdownLabelValues)"
+	if c.pushdown >= 0 {
+		limit = fmt.Sprintf("up to %d values (-search.maxBinaryOpPushdownLabelValues=%d)", c.pushdown, c.pushdown)
+	}
+	slog.Warn("the read backend copies "+limit+" of each label of a binary operator's first side into its other side's "+
+		"selectors, at every level of a chain of operators: a team that writes long label values can then run it out of "+
+		"memory with a short query over its own data, which the gateway cannot see before it runs. Set "+
+		"-search.maxBinaryOpPushdownLabelValues=10 on it (see docs/operations.md, \"The VictoriaMetrics behind the gateway\")",
+		"backend", redact.URL(a.URL), "host", a.Host)
 }
 
 // stopsAbandonedFlag begins the /metrics line of a flag that VictoriaMetrics has since v1.110.0, the release that

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -184,6 +185,50 @@ func TestSelectCapacityOf(t *testing.T) {
 		c, err := selectCapacityOf(strings.NewReader(tc.page))
 		if c.n != tc.n || !c.limited || c.runsOn != tc.runsOn || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%q: %+v, %v; want %d slots, runs on %v, error with %q", tc.page, c, err, tc.n, tc.runsOn, tc.err)
+		}
+	}
+	// -search.maxBinaryOpPushdownLabelValues, as v1.151 lists it; a release without it (1.79.5) copies every value.
+	for page, want := range map[string]int{
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxBinaryOpPushdownLabelValues\", value=\"100\", is_set=\"false\"} 1\n": 100,
+		"flag{name=\"search.maxBinaryOpPushdownLabelValues\", value=\"10\", is_set=\"true\"} 1\nvm_concurrent_select_capacity 4\n":   10,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxBinaryOpPushdownLabelValuesX\", value=\"3\"} 1\n":                    unboundedPushdown,
+		"vm_concurrent_select_capacity 4\n": unboundedPushdown,
+	} {
+		if c, err := selectCapacityOf(strings.NewReader(page)); err != nil || c.pushdown != want {
+			t.Errorf("%q: pushdown %d, %v; want %d", page, c.pushdown, err, want)
+		}
+	}
+}
+
+// TestPushdownWarning: the gateway warns of a read backend that copies more than 10 label values of a binary
+// operator's first side into its other side (v1.151 by default, 100), or every value (1.79.5, which has no flag for
+// it), and not of one set to 10: a team's long label values copied at every level of a chain of operators ran v1.151
+// out of memory with a 462-byte query.
+func TestPushdownWarning(t *testing.T) {
+	const warning = "the read backend copies "
+	for _, tc := range []struct {
+		name string
+		vm   func() *vmtest.VM
+		want string
+	}{
+		{"v1.151 by default", func() *vmtest.VM { return vmtest.StartCurrent(t) }, "up to 100 values (-search.maxBinaryOpPushdownLabelValues=100)"},
+		{"1.79.5", func() *vmtest.VM { return vmtest.Start(t) }, "every value (this release has no -search.maxBinaryOpPushdownLabelValues)"},
+		{"v1.151 at 10", func() *vmtest.VM { return vmtest.StartCurrent(t, "-search.maxBinaryOpPushdownLabelValues=10") }, ""},
+	} {
+		vm := tc.vm()
+		g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-read.maxConcurrentRequests=0")
+		vmtest.Eventually(t, func() (bool, string) {
+			return strings.Contains(g.logs.String(), "the read backends run this many requests at once"), tc.name + ": capacity not read yet"
+		})
+		logs := g.logs.String()
+		if tc.want == "" {
+			if strings.Contains(logs, warning) {
+				t.Errorf("%s: warned: %s", tc.name, logs)
+			}
+			continue
+		}
+		if !strings.Contains(logs, warning+tc.want) || !strings.Contains(logs, "-search.maxBinaryOpPushdownLabelValues=10 on it") {
+			t.Errorf("%s: no warning with %q: %s", tc.name, tc.want, logs)
 		}
 	}
 }
