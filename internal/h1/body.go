@@ -185,10 +185,23 @@ func (b *body) discardRest() bool {
 	case b.chunked == nil && b.remaining > maxDiscard:
 		return false
 	}
-	// Within the idle timeout: a client that stops sending must not hold the connection's goroutine forever.
+	// Within the idle timeout: a client that stops sending must not hold the connection's goroutine forever. Until
+	// then the connection may be evicted as an idle one may (stateDiscard), which ends the wait.
 	if d := b.c.srv.IdleTimeout; d > 0 {
 		_ = b.c.setOtherReadDeadline(time.Now().Add(d))
 	}
+	c := b.c
+	c.waitingSince.Store(time.Now().UnixNano())
+	if !c.state.CompareAndSwap(stateActive, stateDiscard) {
+		return false
+	}
+	ok := b.discardLocked()
+	// Evicted meanwhile: the connection is closed.
+	return c.state.CompareAndSwap(stateDiscard, stateActive) && ok
+}
+
+// discardLocked reads the rest of the body, at most maxDiscard bytes; true when it ended.
+func (b *body) discardLocked() bool {
 	buf := b.c.discardBuf()
 	var total int
 	for total <= maxDiscard {

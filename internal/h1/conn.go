@@ -22,12 +22,16 @@ import (
 // Connection states, for Shutdown: only a connection between requests may be closed under its client, and a new
 // one only once it has had time to send its first request (as net/http gives it 5 s). A connection reading a request's
 // head (stateHead) is closed by Shutdown only as an active one is, and may be evicted (Server.MaxConns) as a new or
-// idle one may: a client that sends a byte of its head and then trickles the rest holds nothing the others need.
+// idle one may: a client that sends a byte of its head and then trickles the rest holds nothing the others need. So
+// may one whose answer waits for the rest of a body its handler left unread (stateDiscard): a request that announces
+// a body and never sends it, refused before the body is read (no token), held its connection for the idle timeout,
+// and as many as -http.maxConnections of them kept every other client out (an attacker's review).
 const (
 	stateNew int32 = iota
 	stateIdle
 	stateHead
 	stateActive
+	stateDiscard
 	stateClosed
 )
 

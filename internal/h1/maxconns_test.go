@@ -113,3 +113,55 @@ func TestMaxConns(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxConnsBodyNeverSent: a request that announces a body and never sends it, answered without its body being
+// read (the gateway refuses a request without a token before reading its body), waits for the rest before its answer,
+// for the idle timeout; meanwhile its connection may be evicted as an idle one may. Before, a client without a token
+// held every connection of -http.maxConnections that way and kept every other client out (an attacker's review).
+func TestMaxConnsBodyNeverSent(t *testing.T) {
+	defer func(g time.Duration) { evictGrace = g }(evictGrace)
+	evictGrace = 200 * time.Millisecond
+	var evicted, answered atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		answered.Add(1)
+		w.WriteHeader(http.StatusUnauthorized)
+	})
+	_, addr := serveWith(t, h, func(s *Server) {
+		s.MaxConns = 3
+		s.IdleTimeout = time.Minute
+		s.ConnEvicted = func() { evicted.Add(1) }
+	})
+	var holders []*client
+	for _, head := range []string{
+		"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n",
+		"GET /api/v1/query HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\n",
+		"POST /api/v1/query HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+	} {
+		c := dial(t, addr)
+		c.send(head)
+		holders = append(holders, c)
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	waitFor("the three requests never all reached their handler", func() bool { return answered.Load() == 3 })
+	time.Sleep(2 * evictGrace)
+	for _, path := range []string{"/a", "/b", "/c"} {
+		c := dial(t, addr)
+		c.send("GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, _, _ := c.response("GET"); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("GET %s with every connection held by a body never sent: %d; want it served", path, resp.StatusCode)
+		}
+	}
+	if evicted.Load() != 3 {
+		t.Errorf("%d evicted; want the three waiting for their bodies", evicted.Load())
+	}
+	for _, c := range holders {
+		waitFor("an evicted connection is still open", c.closed)
+	}
+}

@@ -38,8 +38,9 @@ type Server struct {
 	// ConnOpened is called for every accepted connection.
 	ConnOpened func()
 	// MaxConns bounds the connections open at once (zero: no bound). Past it, a new connection takes the place of one
-	// that has waited at least evictGrace for a request (since its accept or its last answer) or for the rest of a
-	// request's head (since its first byte), the longest waiting of those looked at, one that has not sent a whole head
+	// that has waited at least evictGrace for a request (since its accept or its last answer), for the rest of a
+	// request's head (since its first byte), or for the rest of a body its handler left (since the answer began), the
+	// longest waiting of those looked at, one that has not sent a whole head
 	// before one kept alive after an answer: such a connection costs its client nothing to hold, and thousands of them
 	// would otherwise run the process out of file descriptors and keep out every client with a request to send. When
 	// none looked at may go, the new one is closed at once.
@@ -179,7 +180,7 @@ func (s *Server) evictLocked() bool {
 			break
 		}
 		st, since := c.state.Load(), c.waitingSince.Load()
-		if st != stateNew && st != stateHead && st != stateIdle || now-since < int64(evictGrace) {
+		if st != stateNew && st != stateHead && st != stateIdle && st != stateDiscard || now-since < int64(evictGrace) {
 			continue
 		}
 		// Ranked by whether it was kept alive after an answer, then by how long it has waited.
