@@ -453,3 +453,34 @@ func TestDenseRegexpsDoNotFillMemory(t *testing.T) {
 		}
 	}
 }
+
+// TestCutWriteBodyGets400: a client that closes its side of the connection (a half-close) before the end of its write
+// body gets 400 naming its own fault, not a 502 blaming the upstream (an attacker's review); the upstream request is
+// broken off, so VictoriaMetrics never reads the cut last line as a complete one.
+func TestCutWriteBodyGets400(t *testing.T) {
+	vm := vmtest.Start(t)
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub)
+	dev := mint(t, priv, "-mode=full", "-extraLabels=team=dev")
+	conn, br := stall(t, g.URL, "/api/v1/import/prometheus", "text/plain", dev, 1000, "cut_probe 1\ncut_probe 23")
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the cut write got no answer: %s", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if _, msg := decodeError(t, string(b)); resp.StatusCode != http.StatusBadRequest || !strings.Contains(msg, "the request body ended before its announced length") {
+		t.Fatalf("cut write: %d %s; want 400", resp.StatusCode, b)
+	}
+	vm.Flush(t)
+	_, _, body := do(t, "GET", vm.URL+"/api/v1/export?match[]=cut_probe", nil)
+	if strings.Contains(body, "23") {
+		t.Errorf("VictoriaMetrics stored the cut line of the write as a complete one: %.300s", body)
+	}
+	if n := metricValue(t, g, `vmgateway_requests_rejected_total{reason="malformed_body"}`); n != 1 {
+		t.Errorf(`vmgateway_requests_rejected_total{reason="malformed_body"} = %v, want 1`, n)
+	}
+}

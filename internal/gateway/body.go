@@ -93,6 +93,12 @@ func (b *idleBody) Read(p []byte) (int, error) {
 		malformedBodies.Inc()
 		b.refuse(httperr.New(http.StatusBadRequest, fmt.Sprintf("cannot read the request body: %s; the upstream request was cancelled: "+
 			"send the body with a valid Content-Length or chunked encoding", err)))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// The client closed its side before the end of the body (a half-close): it may still read the answer, which
+		// must not blame the upstream, whose request was broken off as for a stall.
+		malformedBodies.Inc()
+		b.refuse(httperr.New(http.StatusBadRequest, "the request body ended before its announced length or its last chunk: "+
+			"the client closed its side of the connection; the upstream request was cancelled: send the whole body"))
 	}
 	return n, err
 }
