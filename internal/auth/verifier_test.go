@@ -157,6 +157,9 @@ func TestRejectReasons(t *testing.T) {
 			if got := reasonOf(t, err); got != tc.reason {
 				t.Fatalf("reason = %q (%v), want %q", got, err, tc.reason)
 			}
+			if strings.HasPrefix(tc.name, "two tokens") && !strings.Contains(err.Error(), "holds more than one token") {
+				t.Fatalf("error %q, want it to say the header holds more than one token", err)
+			}
 			if tc.reason == "" {
 				if a == nil {
 					t.Fatal("nil Access without an error")
@@ -276,6 +279,8 @@ func TestAuthenticateHeader(t *testing.T) {
 		{"Basic refused", strict, "Authorization", []string{"Basic dXNlcjpwYXNz"}, reasonMissingToken},
 		{"Bearer without space", strict, "Authorization", []string{"Bearer" + token}, reasonMissingToken},
 		{"two headers", strict, "Authorization", []string{"Bearer " + token, "Bearer " + token}, reasonMalformed},
+		{"two tokens in one header", strict, "Authorization", []string{"Bearer " + token + ", Bearer " + token}, reasonMalformed},
+		{"two tokens by a space", strict, "Authorization", []string{"Bearer " + token + " " + token}, reasonMalformed},
 		{"bare token allowed", bare, "Authorization", []string{token}, ""},
 		{"Bearer with bare allowed", bare, "Authorization", []string{"Bearer " + token}, ""},
 		{"Basic with bare allowed", bare, "Authorization", []string{"Basic dXNlcjpwYXNz"}, reasonMalformed},
