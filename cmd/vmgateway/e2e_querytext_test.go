@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/tenant"
@@ -195,6 +196,16 @@ func TestQueriesThatExhaustVictoriaMetrics(t *testing.T) {
 		{`label_replace(` + long + `, "c", "$1", "b", "(")` + strings.Repeat(" * x", 150), "optimizer would work out and copy label filters"},
 		{long + strings.Repeat(" * x", 270), "optimizer would work out and copy label filters"},
 		{"union(" + strings.Join(union, ",") + ")", "regexps would compile to a program"},
+		// count_values_over_time over two days of raw samples, 37 bytes: a series of each distinct value, 9.5 million of
+		// 60 series of 1 s samples, v1.151 out of memory (a review of raw-sample windows).
+		{`count_values_over_time("v", cpu[2d])`, "count_values_over_time in the query may make up to 172801 series of each series it reads"},
+	}
+	// Range queries over a day at 8 s (10,801 points), from the same review: 50 bytes ran v1.151 out of memory from
+	// one series of 1 s samples; 41 bytes kept both cores busy 3.5 minutes with 4 series, past -search.maxQueryDuration.
+	day := fmt.Sprintf("&start=%d&end=%d&step=8", time.Now().Add(-24*time.Hour).Unix(), time.Now().Unix())
+	ranged := []struct{ query, msg string }{
+		{`count(count_values_over_time("v", cpu[1h]))`, "count_values_over_time in the query may make up to 90001 series of each series it reads"},
+		{`count(quantile_over_time(0.5, cpu[1d]))`, "at most 100000000 are accepted (-search.maxSubqueryWindowPoints)"},
 	}
 	for _, v := range []struct {
 		name  string
@@ -227,6 +238,12 @@ func TestQueriesThatExhaustVictoriaMetrics(t *testing.T) {
 				for _, q := range queries {
 					name := fmt.Sprintf("token %d: %.40s", i, q.query)
 					code, _, body := do(t, http.MethodPost, g.URL+prefix+"/api/v1/query", strings.NewReader("query="+formArgs(q.query)),
+						append(bearer(tok), "Content-Type", "application/x-www-form-urlencoded")...)
+					checkClusterError(t, name, code, body, 400, q.msg)
+				}
+				for _, q := range ranged {
+					name := fmt.Sprintf("token %d: range %.40s", i, q.query)
+					code, _, body := do(t, http.MethodPost, g.URL+prefix+"/api/v1/query_range", strings.NewReader("query="+url.QueryEscape(q.query)+day),
 						append(bearer(tok), "Content-Type", "application/x-www-form-urlencoded")...)
 					checkClusterError(t, name, code, body, 400, q.msg)
 				}

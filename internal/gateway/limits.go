@@ -39,9 +39,13 @@ type Limits struct {
 	// MaxPointsPerTimeseries is -search.maxPointsPerTimeseries: the most points a range query may ask of each series,
 	// counted as Prometheus counts its limit, (end-start)/step (400).
 	MaxPointsPerTimeseries int64
-	// MaxSubqueryWindowPoints is -search.maxSubqueryWindowPoints: the most subquery points the rollups over a query's
-	// subqueries may read per series (querylimits.SubqueryWork) (400).
+	// MaxSubqueryWindowPoints is -search.maxSubqueryWindowPoints: the most points the rollups over a query's subqueries,
+	// and the functions that sort or count a window over raw samples, may read per series (querylimits.SubqueryWork)
+	// (400).
 	MaxSubqueryWindowPoints int64
+	// MinSampleInterval is -search.minSampleInterval: the least time between two samples of a series the limits assume
+	// for the windows over raw samples; 0 leaves those windows unbounded.
+	MinSampleInterval time.Duration
 	// MaxReadBodySize is -maxReadBodySize: the largest body of a read or admin request (413).
 	MaxReadBodySize int64
 	// ReadBodyMemory is -maxReadBodyMemory: the bytes the bodies of read and admin requests may hold at once, a
@@ -169,13 +173,14 @@ func checkEvaluation(rt route.Route, q, form url.Values, parsed *enforce.Parsed,
 	if !rt.Evaluates() {
 		return nil
 	}
-	rng := &querylimits.Range{Read: func() (int64, int64, int64, error) { return evalSpan(rt.API, q, form, now) }}
+	rng := &querylimits.Range{Read: func() (int64, int64, int64, error) { return evalSpan(rt.API, q, form, now) },
+		SampleInterval: l.MinSampleInterval.Milliseconds()}
 	instant := rt.API == "query"
 	for _, vs := range [2]url.Values{form, q} {
 		for _, text := range vs["query"] {
 			// Each walk reads only the queries it concerns, and the range only for those (querylimits.Range).
 			if l.MaxPointsPerTimeseries > 0 {
-				if err := checkCountValues(text, parsed, instant, rng, now, l.MaxPointsPerTimeseries); err != nil {
+				if err := checkCountValues(text, parsed, instant, rng, now, l); err != nil {
 					return err
 				}
 			}
@@ -185,10 +190,12 @@ func checkEvaluation(rt route.Route, q, form url.Values, parsed *enforce.Parsed,
 					return err
 				}
 				if work > float64(l.MaxSubqueryWindowPoints) {
-					return httperr.New(http.StatusBadRequest, fmt.Sprintf("the rollup functions over the subqueries of the query would "+
-						"read %.3g subquery points per series (the points each subquery is evaluated at, times the points of its window: "+
-						"nested subqueries multiply them); at most %d are accepted (-search.maxSubqueryWindowPoints): use coarser "+
-						"subquery steps, shorter windows or a shorter range", work, l.MaxSubqueryWindowPoints))
+					return httperr.New(http.StatusBadRequest, fmt.Sprintf("the rollup functions of the query would read %.3g points "+
+						"per series (over a subquery, the points it is evaluated at times the points of its window, nested subqueries "+
+						"multiplying them; over raw samples, for the functions that sort or count a window, the points evaluated at "+
+						"times the samples of the window at one per -search.minSampleInterval=%s; weighed by the function); at most %d "+
+						"are accepted (-search.maxSubqueryWindowPoints): use coarser steps, shorter windows or a shorter range",
+						work, l.MinSampleInterval, l.MaxSubqueryWindowPoints))
 				}
 			}
 		}
@@ -196,10 +203,21 @@ func checkEvaluation(rt route.Route, q, form url.Values, parsed *enforce.Parsed,
 	return nil
 }
 
-func checkCountValues(text string, parsed *enforce.Parsed, instant bool, rng *querylimits.Range, now time.Time, limit int64) error {
+func checkCountValues(text string, parsed *enforce.Parsed, instant bool, rng *querylimits.Range, now time.Time, l Limits) error {
+	limit := l.MaxPointsPerTimeseries
 	load, err := querylimits.CountValues(text, parsed, instant, rng, now.UnixMilli())
-	if err != nil || load.Points <= limit {
+	if err != nil {
 		return err
+	}
+	if ot := load.OverTime; ot.Points > limit {
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("count_values_over_time in the query may make up to %d series of each "+
+			"series it reads (a series of each distinct value its windows meet, at one sample per -search.minSampleInterval=%s), "+
+			"each as long as the points it is evaluated at: as much memory as count_values at %d points per series; at most %d "+
+			"are accepted (-search.maxPointsPerTimeseries): use a shorter window or range, or a coarser step", ot.Most,
+			l.MinSampleInterval, ot.Points, limit))
+	}
+	if load.Points <= limit {
+		return nil
 	}
 	what := fmt.Sprintf("count_values in the query is evaluated at %d points per series", load.Points)
 	if load.Count > 1 {

@@ -408,12 +408,24 @@ func TestCheckCountValuesPoints(t *testing.T) {
 		{"an unreadable time with count_values", instant, url.Values{"query": {cv + `[1m:1s]`}, "time": {"yesterday"}}, true},
 		{"the export API is not judged", route.Route{API: "export", Kind: route.Read, Args: route.MatchArgs},
 			url.Values{"query": {cv + `[29000s:1s]`}}, false},
+		// count_values_over_time makes a series of each distinct value its windows meet, at most one per second of
+		// them (-search.minSampleInterval), each as long as the points: its load is count_values' at the larger.
+		{"count_values_over_time over a day at 8s, 1h windows (a review: v1.151 out of memory from one series)", ranged,
+			url.Values{"query": {`count(count_values_over_time("v", r1{s="0"}[1h]))`}, "start": {"1699913600"}, "end": {"1700000000"}, "step": {"8"}}, true},
+		{"count_values_over_time over two days, instant (a review: 9.5 million series of 60)", instant,
+			url.Values{"query": {`count_values_over_time("v", rb[2d])`}}, true},
+		{"count_values_over_time over an hour, instant", instant, url.Values{"query": {`count_values_over_time("v", x[1h])`}}, false},
+		{"count_values_over_time of 5m windows over an hour at 1m", ranged, with(window, `count_values_over_time("v", x[5m])`), false},
+		{"count_values_over_time over a day of a subquery at 1s", instant,
+			url.Values{"query": {`count_values_over_time("v", rate(x[5m])[1d:1s])`}}, true},
+		{"count_values_over_time over a day of a subquery at 1m", instant,
+			url.Values{"query": {`count_values_over_time("v", rate(x[5m])[1d:1m])`}}, false},
 	} {
 		q, form := tc.args, url.Values(nil)
 		if tc.name == "in the form" {
 			q, form = url.Values{}, url.Values{"query": {cv + `[29000s:1s]`}}
 		}
-		err := checkEvaluation(tc.rt, q, form, nil, Limits{MaxPointsPerTimeseries: 11000}, now)
+		err := checkEvaluation(tc.rt, q, form, nil, Limits{MaxPointsPerTimeseries: 11000, MinSampleInterval: time.Second}, now)
 		if (err != nil) != tc.bad {
 			t.Errorf("%s: %v; want refused=%v", tc.name, err, tc.bad)
 			continue
@@ -468,8 +480,21 @@ func TestCheckSubqueryWork(t *testing.T) {
 		{"count_values_over_time over a day at 1s, instant", instant, url.Values{"query": {`count_values_over_time("v", rate(x[5m])[1d:1s])`}}, false},
 		{"the export API is not judged", route.Route{API: "export", Kind: route.Read, Args: route.MatchArgs},
 			url.Values{"query": {`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`}}, false},
+		// Windows over raw samples, at one per second (-search.minSampleInterval), under the functions that sort or
+		// count them: 8 each.
+		{"quantile_over_time of day windows over a day at 8s (a review: 3.5 minutes of both cores for 4 series)", ranged,
+			ranges(`count(quantile_over_time(0.5, r1{s="0"}[1d]))`, "1699913600", "8"), true},
+		{"quantile_over_time of hour windows over a day at 1m", ranged, ranges(`quantile_over_time(0.99, x[1h])`, "1699913600", "60"), false},
+		{"quantile_over_time of hour windows over a day at 8s", ranged, ranges(`quantile_over_time(0.99, x[1h])`, "1699913600", "8"), true},
+		{"histogram_over_time of 5m windows over a day at 8s", ranged, ranges(`histogram_over_time(x[5m])`, "1699913600", "8"), false},
+		{"mad_over_time of day windows over a week at 3h", ranged, ranges(`mad_over_time(x[1d])`, "1699395200", "10800"), false},
+		{"mad_over_time of day windows over a week at 1h", ranged, ranges(`mad_over_time(x[1d])`, "1699395200", "3600"), true},
+		{"sum_over_time of 30-day windows over a day at 1m: it does not sort", ranged, ranges(`sum_over_time(x[30d])`, "1699913600", "60"), false},
+		{"quantile_over_time over a day, instant", instant, url.Values{"query": {`quantile_over_time(0.5, x[1d])`}}, false},
+		{"a weighted window within a subquery at 1m", instant, url.Values{"query": {`max_over_time(median_over_time(x[1h])[1d:1m])`}}, false},
+		{"a weighted window within a subquery at 10s", instant, url.Values{"query": {`max_over_time(median_over_time(x[1h])[1d:10s])`}}, true},
 	} {
-		err := checkEvaluation(tc.rt, tc.args, nil, nil, Limits{MaxSubqueryWindowPoints: 1e8}, now)
+		err := checkEvaluation(tc.rt, tc.args, nil, nil, Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second}, now)
 		if (err != nil) != tc.bad {
 			t.Errorf("%s: %v; want refused=%v", tc.name, err, tc.bad)
 			continue

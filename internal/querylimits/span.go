@@ -68,9 +68,23 @@ type node struct {
 	// makes a wrapper node. Only CountValues walks them as subqueries; the limits' walks read a wrapper as its
 	// child, as they did before it existed.
 	implicit, wrapper bool
-	// weight is what a subquery point costs the rollup function over it, against the cheapest (pointWeight); 0 is 1.
+	// weight is what a point of its window costs the rollup function over it, against the cheapest (pointWeight); 0
+	// is 1. It is set on subqueries, and on windows over a selector's raw samples (rawWindow) where it is more than 1.
 	weight uint8
+	// overTime marks count_values_over_time, which makes a series of each value its windows meet.
+	overTime bool
 }
+
+// rawWindow says n is a window over a selector's raw samples: `quantile_over_time(0.5, x[1h])`.
+func (n *node) rawWindow() bool {
+	return n.kind == kindRollup && !n.subquery && !n.implicit && !n.wrapper && n.children[0].kind == kindSelector
+}
+
+// maxRawWeight caps what a raw sample costs a function that sorts or counts its window, against sum_over_time's: per
+// raw sample v1.151 took 82 ns in quantile_over_time, 44 in histogram_over_time, 59 in mode_over_time, 103 in
+// distinct_over_time and 172 in mad_over_time, against 1 in sum_over_time (an attacker's review): the functions that
+// keep a map of a window cost no more over raw samples than those that sort it, as they do over a subquery.
+const maxRawWeight = 8
 
 // pointWeight is what a point of its window costs a rollup function, against the cheapest (sum, avg, max: 1). Measured
 // on v1.151 at 7.7×10^7 points of one series (a review): quantile_over_time 0.77 s over sorted values, 6.9 s over
@@ -136,15 +150,18 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 			return node{kind: kindGroup, children: []node{sq, rest}}
 		}
 		n := compileCall(x.Name, x.Args, depth, unresolved)
+		overTime := strings.EqualFold(x.Name, "count_values_over_time")
 		if w := pointWeight(x.Name); w > 1 {
-			// The subqueries this function rolls up: the arg itself, or one of a group of args.
-			if n.kind == kindRollup && n.subquery {
-				n.weight = w
-			} else if n.kind == kindGroup {
+			// The windows this function rolls up, subqueries or raw samples: the arg itself, or one of a group of args.
+			mark := func(c *node) {
+				if c.kind == kindRollup && (c.subquery || c.rawWindow()) {
+					c.weight, c.overTime = w, overTime
+				}
+			}
+			mark(&n)
+			if n.kind == kindGroup {
 				for i := range n.children {
-					if c := &n.children[i]; c.kind == kindRollup && c.subquery {
-						c.weight = w
-					}
+					mark(&n.children[i])
 				}
 			}
 		}
@@ -293,9 +310,18 @@ type walk struct {
 	points          bool
 	cvCost          float64
 	cvCount, cvMost int64
-	// work is, for such a walk, the subquery points the rollups over subqueries read per series: at each point a
-	// subquery is evaluated at, the points of its window (SubqueryWork).
+	// work is, for such a walk, the points the rollups over subqueries read per series: at each point a subquery is
+	// evaluated at, the points of its window; and over raw samples, for the functions that sort or count a window, its
+	// samples at one per interval (SubqueryWork).
 	work float64
+	// interval is the least time between two samples of a series the walk assumes (-search.minSampleInterval, ms);
+	// 0 leaves the windows over raw samples uncounted.
+	interval int64
+	// otCost, otCount and otMost are for count_values_over_time what cvCost, cvCount and cvMost are for count_values:
+	// each adds the distinct values its windows may meet (the series it makes of each series it reads) times the
+	// larger of them and the points it is evaluated at (the length of each), and otMost is the most series of one.
+	otCost          float64
+	otCount, otMost int64
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
 }
@@ -355,6 +381,9 @@ func (w *walk) span(n *node, a, b, step int64) {
 			// Counted as the range's points are, (b-a)/step, and at least the one point of an instant query.
 			at := max(b-a, 0)/max(step, 1) + 1
 			w.work += float64(at) * float64(max(win/max(inner, 1), 1)) * float64(max(n.weight, 1))
+			if n.overTime {
+				w.overTimeValues(at, (max(b-a, 0)+win)/max(inner, 1)+1)
+			}
 		}
 		if w.points {
 			// VictoriaMetrics (1.79.5 and since) evaluates a subquery from a step and its staleness interval earlier,
@@ -371,10 +400,33 @@ func (w *walk) span(n *node, a, b, step int64) {
 				win = v
 			}
 		}
+		if w.points && w.interval > 0 && n.weight > 1 {
+			// A window over raw samples: the function reads each of its samples at each point, however many the data
+			// has, which only VictoriaMetrics knows; at most one per interval is assumed. `count(quantile_over_time(0.5,
+			// x[1d]))` over a day at 8 s took v1.151 two minutes of both cores for 4 series of 1 s samples, past its
+			// -search.maxQueryDuration (an attacker's review).
+			at := max(b-a, 0)/max(step, 1) + 1
+			samples := win/w.interval + 1
+			w.work += float64(at) * float64(samples) * float64(min(n.weight, maxRawWeight))
+			if n.overTime {
+				w.overTimeValues(at, (max(b-a, 0)+win)/w.interval+1)
+			}
+		}
 		w.add(sub(a, win), b)
 		return
 	}
 	w.span(child, a, b, step)
+}
+
+// overTimeValues counts a count_values_over_time evaluated at points that may meet values distinct values: as many
+// series of each series it reads, each as long as the points (VictoriaMetrics allocates each whole). Its memory is
+// bounded as count_values' is, as one evaluated at the larger of the two: a range query of it over a day of 1 s samples
+// at 8 s ran v1.151 out of memory from one series, and an instant one over two days made 9.5 million series of 60
+// (an attacker's review).
+func (w *walk) overTimeValues(points, values int64) {
+	w.otCost += float64(values) * float64(max(points, values))
+	w.otCount++
+	w.otMost = max(w.otMost, values)
 }
 
 func (w *walk) add(from, to int64) {
@@ -553,7 +605,12 @@ func (r *reach) from(a, step, lookback int64) int64 {
 // evaluated, one at Most points at most, and Points is the points one count_values would be evaluated at for as much
 // memory as all of them (the root of the sum of their squares: v1.150 evaluates a union's args at once, and the
 // rewrite of a token with several filters copies a rollup call into each arg of one).
-type CountValuesLoad struct{ Count, Most, Points int64 }
+type CountValuesLoad struct {
+	Count, Most, Points int64
+	// OverTime is the same for count_values_over_time: Count of them, one making up to Most series of each series it
+	// reads, and Points its load as count_values at that many points.
+	OverTime struct{ Count, Most, Points int64 }
+}
 
 // CountValues returns the load of the count_values of the query q when q is evaluated over rng, [a, b] (milliseconds;
 // a == b for an instant query) at step, at time now. count_values makes a series of each value it meets, each as long
@@ -572,10 +629,12 @@ func CountValues(q string, pq *enforce.Parsed, instant bool, rng *Range, now int
 	if w == nil {
 		return CountValuesLoad{}, err
 	}
-	if alt != nil && alt.cvCost > w.cvCost {
+	if alt != nil && alt.cvCost+alt.otCost > w.cvCost+w.otCost {
 		w = alt
 	}
-	return CountValuesLoad{Count: w.cvCount, Most: w.cvMost, Points: int64(math.Ceil(math.Sqrt(w.cvCost)))}, nil
+	load := CountValuesLoad{Count: w.cvCount, Most: w.cvMost, Points: int64(math.Ceil(math.Sqrt(w.cvCost)))}
+	load.OverTime.Count, load.OverTime.Most, load.OverTime.Points = w.otCount, w.otMost, int64(math.Ceil(math.Sqrt(w.otCost)))
+	return load, nil
 }
 
 // SubqueryWork returns the subquery points the rollup functions over the subqueries of q read per series when q is
@@ -635,11 +694,11 @@ func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compile
 	if err != nil || step <= 0 {
 		return nil, nil, err // a step VictoriaMetrics refuses goes on to it
 	}
-	cw := countWalk(now)
+	cw := countWalk(now, rng.SampleInterval)
 	cw.span(&c.root, a, b, step)
 	if r := &c.root; instant && r.kind == kindRollup {
 		if reading, changed := instantReading(r, step); changed {
-			wa := countWalk(now)
+			wa := countWalk(now, rng.SampleInterval)
 			wa.span(&reading, a, b, step)
 			alt = &wa
 		}
@@ -651,10 +710,13 @@ func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compile
 // cannot read) the first time a walk needs it: most queries have no count_values nor subquery, and their args are not
 // read for them.
 type Range struct {
-	Read       func() (a, b, step int64, err error)
-	a, b, step int64
-	err        error
-	read       bool
+	Read func() (a, b, step int64, err error)
+	// SampleInterval is the least time between two samples of a series the walks assume, for the windows over raw
+	// samples (-search.minSampleInterval, ms); 0 leaves those uncounted.
+	SampleInterval int64
+	a, b, step     int64
+	err            error
+	read           bool
 }
 
 func (r *Range) get() (a, b, step int64, err error) {
@@ -669,7 +731,7 @@ func (r *Range) get() (a, b, step int64, err error) {
 var subqueried = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + 64*countNodes(&c.root) })
 
 func hasSubquery(n *node) bool {
-	if n.kind == kindRollup && n.subquery {
+	if n.kind == kindRollup && (n.subquery || n.weight > 1) {
 		return true
 	}
 	for i := range n.children {
@@ -681,8 +743,8 @@ func hasSubquery(n *node) bool {
 }
 
 // countWalk is a walk for CountValues: an empty span, subqueries walked over the range they are evaluated over.
-func countWalk(now int64) walk {
-	return walk{now: now, from: math.MaxInt64, to: math.MinInt64, points: true}
+func countWalk(now, interval int64) walk {
+	return walk{now: now, from: math.MaxInt64, to: math.MinInt64, points: true, interval: interval}
 }
 
 // staleness is VictoriaMetrics' maxSilenceInterval, by which it starts a subquery earlier.
@@ -714,7 +776,7 @@ var nothingCounted = &compiled{}
 var counted = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + 64*countNodes(&c.root) })
 
 func hasCountValues(n *node) bool {
-	if n.countValues {
+	if n.countValues || n.overTime {
 		return true
 	}
 	for i := range n.children {
