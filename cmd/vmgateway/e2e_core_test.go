@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -589,4 +590,45 @@ func (r repeatReader) Read(p []byte) (int, error) {
 		n += copy(p[n:], r)
 	}
 	return n, nil
+}
+
+// TestMethodsNotForwarded: VictoriaMetrics answers any method as GET, so the gateway forwards only the methods its
+// clients send; TRACE, CONNECT, a lowercase `get` and the like were forwarded as sent, for whatever proxy stood between
+// to act on (an attacker's review). They get 405 with Allow, in the JSON shape, and reach nothing.
+func TestMethodsNotForwarded(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL)
+	for _, m := range []string{"TRACE", "get", "DELETE", "PATCH", "PROPFIND"} {
+		code, h, body := do(t, m, g.URL+"/api/v1/query?query=up", nil)
+		if typ, msg := decodeError(t, body); code != http.StatusMethodNotAllowed || typ != "bad_data" ||
+			!strings.Contains(msg, fmt.Sprintf("the method %q is not forwarded", m)) || h.Get("Allow") != "GET, HEAD, POST, PUT, OPTIONS" {
+			t.Errorf("%s: %d %v %s; want 405 with Allow", m, code, h, body)
+		}
+	}
+	// CONNECT with a path, which Go's client does not send.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(g.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = io.WriteString(conn, "CONNECT /api/v1/query?query=up HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed && resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("CONNECT: %d; want it refused", resp.StatusCode)
+	}
+	if got := rec.Requests(); len(got) != 0 {
+		t.Fatalf("%d requests reached the upstream: %+v", len(got), got)
+	}
+	for _, m := range []string{"PUT", "OPTIONS", "HEAD"} {
+		if code, _, body := do(t, m, g.URL+"/api/v1/query?query=up", nil); code != 200 {
+			t.Errorf("%s: %d %s; want it forwarded", m, code, body)
+		}
+	}
+	if got := rec.Requests(); len(got) != 3 {
+		t.Errorf("%d requests reached the upstream, want PUT, OPTIONS and HEAD", len(got))
+	}
 }

@@ -225,6 +225,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.reject(e, routeErr)
 		return
 	}
+	if !forwardedMethod(r.Method) {
+		e.Header().Set("Allow", allowedMethods)
+		g.reject(e, httperr.New(http.StatusMethodNotAllowed, fmt.Sprintf("the method %q is not forwarded: VictoriaMetrics' APIs "+
+			"take %s", r.Method, allowedMethods)))
+		return
+	}
 	t, err := g.authorize(access, rt)
 	if err != nil {
 		g.reject(e, err)
@@ -325,6 +331,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt, t, g.auth != nil), access, costed, slot)
 	defer endCost()
 	g.forward(e, fr, rt, access, up, slot)
+}
+
+// allowedMethods are the methods VictoriaMetrics' clients send. VictoriaMetrics answers any method as GET, so any other
+// (TRACE, CONNECT, `get`) was forwarded as sent, for whatever proxy stood between to act on (a review).
+const allowedMethods = "GET, HEAD, POST, PUT, OPTIONS"
+
+func forwardedMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodOptions:
+		return true
+	}
+	return false
 }
 
 // authenticate yields the request's Access: the verified token, or an unrestricted one when -enable.auth is off.
