@@ -194,9 +194,12 @@ func (g *Gateway) removeTrace(a *auth.Access, rt route.Route, q, form url.Values
 // plainForm reports whether the body is an uncompressed form, the only read body whose args the gateway reads; the
 // error says why another body cannot be read (415).
 func plainForm(r *http.Request) (bool, error) {
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		// Neither the gateway nor VictoriaMetrics' form parser decodes it; refuse rather than guess.
-		return false, httperr.New(http.StatusUnsupportedMediaType, fmt.Sprintf("a read request body must not be compressed; got Content-Encoding %q", ce))
+	for _, ce := range r.Header["Content-Encoding"] {
+		// Neither the gateway nor VictoriaMetrics' form parser decodes it; refuse rather than guess. Every value: a
+		// second header (`identity`, then `gzip`) was let through unread (a review).
+		if ce != "" && !strings.EqualFold(strings.TrimSpace(ce), "identity") {
+			return false, httperr.New(http.StatusUnsupportedMediaType, fmt.Sprintf("a read request body must not be compressed; got Content-Encoding %q", ce))
+		}
 	}
 	ct := r.Header.Get("Content-Type")
 	mt := ""

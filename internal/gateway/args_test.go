@@ -32,7 +32,7 @@ func post(t *testing.T, gwURL, path, ctype, body, team string, header ...string)
 		req.Header.Set("X-Team", team)
 	}
 	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
+		req.Header.Add(header[i], header[i+1])
 	}
 	code, _, e, raw := send(t, req)
 	return code, e, raw
@@ -67,6 +67,7 @@ func TestReadArgsRefused(t *testing.T) {
 			{"body without a content type", "/api/v1/series", "", "match[]=up", nil, 415, "must be application/x-www-form-urlencoded"},
 			{"unparsable content type", "/api/v1/query", "form;;", "query=up", nil, 415, "cannot parse Content-Type"},
 			{"compressed form", "/api/v1/query", formType, "\x1f\x8b...", []string{"Content-Encoding", "gzip"}, 415, "must not be compressed"},
+			{"compressed form behind an identity header", "/api/v1/query", formType, "\x1f\x8b...", []string{"Content-Encoding", "identity", "Content-Encoding", "gzip"}, 415, "must not be compressed"},
 			{"body too large", "/api/v1/query", formType, "query=up&x=" + strings.Repeat("a", 8192), nil, 413, "-maxReadBodySize"},
 			{"a second query in the body", "/api/v1/query", formType, "query=a&query=b", nil, 400, "the request has 2 query args (in the URL and the body together); VictoriaMetrics reads only one"},
 			{"a query in the URL and the body", "/api/v1/query_range?query=a", formType, "query=b", nil, 400, "VictoriaMetrics reads only one"},
