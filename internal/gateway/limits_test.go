@@ -491,6 +491,13 @@ func TestCheckSubqueryWork(t *testing.T) {
 		{"mad_over_time of day windows over a week at 1h", ranged, ranges(`mad_over_time(x[1d])`, "1699395200", "3600"), true},
 		{"sum_over_time of 30-day windows over a day at 1m: it does not sort", ranged, ranges(`sum_over_time(x[30d])`, "1699913600", "60"), false},
 		{"quantile_over_time over a day, instant", instant, url.Values{"query": {`quantile_over_time(0.5, x[1d])`}}, false},
+		{"aggr_over_time of three functions that sort or count, day windows over a week at 3h", ranged,
+			ranges(`aggr_over_time(("mad_over_time", "median_over_time", "mode_over_time"), x[1d])`, "1699395200", "10800"), true},
+		{"aggr_over_time of one, the same", ranged, ranges(`aggr_over_time("mad_over_time", x[1d])`, "1699395200", "10800"), false},
+		{"aggr_over_time of cheap functions over 30-day windows", ranged,
+			ranges(`aggr_over_time(("min_over_time", "max_over_time"), x[30d])`, "1699913600", "60"), false},
+		{"iqr_over_time, which only aggr_over_time names, of hour windows over a day at 8s", ranged,
+			ranges(`aggr_over_time("iqr_over_time", x[1h])`, "1699913600", "8"), true},
 		{"a weighted window within a subquery at 1m", instant, url.Values{"query": {`max_over_time(median_over_time(x[1h])[1d:1m])`}}, false},
 		{"a weighted window within a subquery at 10s", instant, url.Values{"query": {`max_over_time(median_over_time(x[1h])[1d:10s])`}}, true},
 	} {

@@ -68,9 +68,10 @@ type node struct {
 	// makes a wrapper node. Only CountValues walks them as subqueries; the limits' walks read a wrapper as its
 	// child, as they did before it existed.
 	implicit, wrapper bool
-	// weight is what a point of its window costs the rollup function over it, against the cheapest (pointWeight); 0
-	// is 1. It is set on subqueries, and on windows over a selector's raw samples (rawWindow) where it is more than 1.
-	weight uint8
+	// weight is what a point of a subquery's window costs the rollup function over it, against the cheapest
+	// (callWeight); 0 is 1. rawWeight is what a raw sample of a window over a selector (rawWindow) costs it; 0 for the
+	// functions that neither sort nor count their window, which are not counted over raw samples.
+	weight, rawWeight uint32
 	// overTime marks count_values_over_time, which makes a series of each value its windows meet.
 	overTime bool
 }
@@ -80,11 +81,39 @@ func (n *node) rawWindow() bool {
 	return n.kind == kindRollup && !n.subquery && !n.implicit && !n.wrapper && n.children[0].kind == kindSelector
 }
 
+// callWeight is what a point of its window costs the rollup function x, over a subquery and over raw samples.
+// aggr_over_time runs each function it names over the same window: `aggr_over_time(("mad_over_time",
+// "median_over_time", "mode_over_time"), x[1d])` costs the three.
+func callWeight(x *metricsql.FuncExpr) (sub, raw uint32) {
+	names := []string{x.Name}
+	if strings.EqualFold(x.Name, "aggr_over_time") && len(x.Args) > 0 {
+		names = names[:0]
+		switch a := x.Args[0].(type) {
+		case *metricsql.StringExpr:
+			names = append(names, a.S)
+		case *metricsql.FuncExpr:
+			for _, e := range a.Args {
+				if se, ok := e.(*metricsql.StringExpr); ok {
+					names = append(names, se.S)
+				}
+			}
+		}
+	}
+	for _, name := range names {
+		w := uint32(pointWeight(name))
+		sub += w
+		if w > 1 {
+			raw += min(w, maxRawWeight)
+		}
+	}
+	return sub, raw
+}
+
 // maxRawWeight caps what a raw sample costs a function that sorts or counts its window, against sum_over_time's: per
 // raw sample v1.151 took 82 ns in quantile_over_time, 44 in histogram_over_time, 59 in mode_over_time, 103 in
 // distinct_over_time and 172 in mad_over_time, against 1 in sum_over_time (an attacker's review): the functions that
 // keep a map of a window cost no more over raw samples than those that sort it, as they do over a subquery.
-const maxRawWeight = 8
+const maxRawWeight uint32 = 8
 
 // pointWeight is what a point of its window costs a rollup function, against the cheapest (sum, avg, max: 1). Measured
 // on v1.151 at 7.7×10^7 points of one series (a review): quantile_over_time 0.77 s over sorted values, 6.9 s over
@@ -94,7 +123,7 @@ func pointWeight(name string) uint8 {
 	switch strings.ToLower(name) {
 	case "count_values_over_time", "distinct_over_time", "histogram_over_time", "mode_over_time":
 		return 32
-	case "quantile_over_time", "quantiles_over_time", "median_over_time", "mad_over_time", "outlier_iqr_over_time":
+	case "quantile_over_time", "quantiles_over_time", "median_over_time", "mad_over_time", "outlier_iqr_over_time", "iqr_over_time":
 		return 8
 	}
 	return 1
@@ -151,11 +180,15 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		}
 		n := compileCall(x.Name, x.Args, depth, unresolved)
 		overTime := strings.EqualFold(x.Name, "count_values_over_time")
-		if w := pointWeight(x.Name); w > 1 {
+		if sub, raw := callWeight(x); sub > 1 || raw > 0 {
 			// The windows this function rolls up, subqueries or raw samples: the arg itself, or one of a group of args.
 			mark := func(c *node) {
-				if c.kind == kindRollup && (c.subquery || c.rawWindow()) {
-					c.weight, c.overTime = w, overTime
+				switch {
+				case c.kind != kindRollup:
+				case c.subquery:
+					c.weight, c.overTime = sub, overTime
+				case c.rawWindow() && raw > 0:
+					c.rawWeight, c.overTime = raw, overTime
 				}
 			}
 			mark(&n)
@@ -400,14 +433,14 @@ func (w *walk) span(n *node, a, b, step int64) {
 				win = v
 			}
 		}
-		if w.points && w.interval > 0 && n.weight > 1 {
+		if w.points && w.interval > 0 && n.rawWeight > 0 {
 			// A window over raw samples: the function reads each of its samples at each point, however many the data
 			// has, which only VictoriaMetrics knows; at most one per interval is assumed. `count(quantile_over_time(0.5,
 			// x[1d]))` over a day at 8 s took v1.151 two minutes of both cores for 4 series of 1 s samples, past its
 			// -search.maxQueryDuration (an attacker's review).
 			at := max(b-a, 0)/max(step, 1) + 1
 			samples := win/w.interval + 1
-			w.work += float64(at) * float64(samples) * float64(min(n.weight, maxRawWeight))
+			w.work += float64(at) * float64(samples) * float64(n.rawWeight)
 			if n.overTime {
 				w.overTimeValues(at, (max(b-a, 0)+win)/w.interval+1)
 			}
@@ -731,7 +764,7 @@ func (r *Range) get() (a, b, step int64, err error) {
 var subqueried = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + 64*countNodes(&c.root) })
 
 func hasSubquery(n *node) bool {
-	if n.kind == kindRollup && (n.subquery || n.weight > 1) {
+	if n.kind == kindRollup && (n.subquery || n.rawWeight > 0) {
 		return true
 	}
 	for i := range n.children {
