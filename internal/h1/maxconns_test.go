@@ -165,3 +165,56 @@ func TestMaxConnsBodyNeverSent(t *testing.T) {
 		waitFor("an evicted connection is still open", c.closed)
 	}
 }
+
+// TestMaxConnsAnswersNotTaken: a client that takes none of its answer (it pipelines requests and reads nothing, or
+// asks for a large answer) holds its connection in the write; once that has lasted writeEvictGrace the connection may
+// be evicted, after those waiting for a request. Before, such connections, which need no token, kept every other
+// client out for -http.answerIdleTimeout (an attacker's review).
+func TestMaxConnsAnswersNotTaken(t *testing.T) {
+	defer func(g, w time.Duration) { evictGrace, writeEvictGrace = g, w }(evictGrace, writeEvictGrace)
+	evictGrace, writeEvictGrace = 100*time.Millisecond, 300*time.Millisecond
+	var evicted, writing atomic.Int64
+	chunk := make([]byte, 64<<10)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/big" {
+			_, _ = w.Write([]byte("ok"))
+			return
+		}
+		writing.Add(1)
+		for i := 0; i < 4096; i++ { // 256 MiB at most, far more than the sockets hold
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	_, addr := serveWith(t, h, func(s *Server) {
+		s.MaxConns = 3
+		s.ConnEvicted = func() { evicted.Add(1) }
+	})
+	var hogs []*client
+	for range 3 {
+		c := dial(t, addr)
+		c.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+		hogs = append(hogs, c)
+	}
+	for deadline := time.Now().Add(5 * time.Second); writing.Load() != 3; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the three answers never began")
+		}
+	}
+	// Within the write grace, a new connection finds none that may go.
+	early := dial(t, addr)
+	if !early.closed() || evicted.Load() != 0 {
+		t.Fatalf("a new connection while every answer is within its grace: closed %v, %d evicted", early.closed(), evicted.Load())
+	}
+	time.Sleep(2 * writeEvictGrace)
+	c := dial(t, addr)
+	c.send("GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body, _ := c.response("GET"); resp.StatusCode != 200 || body != "ok" {
+		t.Fatalf("GET /small with every connection held by an answer nobody takes: %d %q", resp.StatusCode, body)
+	}
+	if evicted.Load() != 1 {
+		t.Errorf("%d evicted; want one of the answers nobody takes", evicted.Load())
+	}
+	_ = hogs
+}

@@ -39,8 +39,8 @@ type Server struct {
 	ConnOpened func()
 	// MaxConns bounds the connections open at once (zero: no bound). Past it, a new connection takes the place of one
 	// that has waited at least evictGrace for a request (since its accept or its last answer), for the rest of a
-	// request's head (since its first byte), or for the rest of a body its handler left (since the answer began), the
-	// longest waiting of those looked at, one that has not sent a whole head
+	// request's head (since its first byte), or for the rest of a body its handler left (since the answer began), or
+	// writeEvictGrace for its client to take a write of its answer, the longest waiting of those looked at, one that has not sent a whole head
 	// before one kept alive after an answer: such a connection costs its client nothing to hold, and thousands of them
 	// would otherwise run the process out of file descriptors and keep out every client with a request to send. When
 	// none looked at may go, the new one is closed at once.
@@ -66,6 +66,13 @@ const evictScan = 64
 // just connected, or just been answered on a kept-alive connection, is sending its request (a fresh connection's
 // bytes in flight, a pool's next request), and losing it would fail a request that did nothing wrong.
 var evictGrace = time.Second
+
+// writeEvictGrace is how long a write to a client may wait for it to take its answer before the connection may be
+// evicted: a client that pipelines requests (or asks for /metrics) and reads none of the answers holds its connection
+// in the write, without a token, for -http.answerIdleTimeout; as many of them as -http.maxConnections kept every
+// other client out (an attacker's review). Longer than evictGrace: a legitimate client may be slow to take a large
+// answer, and loses it when evicted.
+var writeEvictGrace = 5 * time.Second
 
 // Rejection is a request the server answered itself, before any handler saw it.
 type Rejection struct {
@@ -169,7 +176,7 @@ func (s *Server) evictLocked() bool {
 	now := time.Now().UnixNano()
 	var best *conn
 	var bestState int32
-	var bestKept bool
+	var bestRank int
 	var bestSince int64
 	looked := 0
 	for c := range s.conns {
@@ -180,13 +187,26 @@ func (s *Server) evictLocked() bool {
 			break
 		}
 		st, since := c.state.Load(), c.waitingSince.Load()
-		if st != stateNew && st != stateHead && st != stateIdle && st != stateDiscard || now-since < int64(evictGrace) {
+		// Ranked by what it waits for: a request or the rest of one, then a request after an answer (kept alive),
+		// then a client to take its answer; then by how long it has waited.
+		var rank int
+		switch st {
+		case stateNew, stateHead, stateDiscard:
+		case stateIdle:
+			rank = 1
+		case stateActive:
+			if since = c.writingSince.Load(); since == 0 || now-since < int64(writeEvictGrace) {
+				continue
+			}
+			rank = 2
+		default:
 			continue
 		}
-		// Ranked by whether it was kept alive after an answer, then by how long it has waited.
-		kept := st == stateIdle
-		if best == nil || !kept && bestKept || kept == bestKept && since < bestSince {
-			best, bestState, bestKept, bestSince = c, st, kept, since
+		if now-since < int64(evictGrace) {
+			continue
+		}
+		if best == nil || rank < bestRank || rank == bestRank && since < bestSince {
+			best, bestState, bestRank, bestSince = c, st, rank, since
 		}
 	}
 	if best == nil || !best.state.CompareAndSwap(bestState, stateClosed) {

@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,12 +27,14 @@ type connWriter struct {
 	idle    time.Duration
 	handler *handlerDeadline
 	armed   time.Time
+	// since is the connection's writingSince, set while a write is under way.
+	since *atomic.Int64
 }
 
 var crlf = []byte("\r\n")
 
-func (o *connWriter) reset(c net.Conn, idle time.Duration, handler *handlerDeadline) {
-	o.conn, o.idle, o.handler, o.armed = c, idle, handler, time.Time{}
+func (o *connWriter) reset(c net.Conn, idle time.Duration, handler *handlerDeadline, since *atomic.Int64) {
+	o.conn, o.idle, o.handler, o.armed, o.since = c, idle, handler, time.Time{}, since
 	o.gather = nil
 	switch t := c.(type) {
 	case interface{ Writev([][]byte) (int64, error) }:
@@ -62,6 +65,8 @@ func (o *connWriter) arm() {
 
 func (o *connWriter) Write(b []byte) (int, error) {
 	o.arm()
+	o.since.Store(time.Now().UnixNano())
+	defer o.since.Store(0)
 	if !o.hasTail {
 		return o.conn.Write(b)
 	}
@@ -90,6 +95,8 @@ func (o *connWriter) writeAround(bw *bufio.Writer, a, b, c []byte) error {
 	o.tail = [3][]byte{a, b, c}
 	if bw.Buffered() == 0 {
 		o.arm()
+		o.since.Store(time.Now().UnixNano())
+		defer o.since.Store(0)
 		return o.writev(nil)
 	}
 	o.hasTail = true
