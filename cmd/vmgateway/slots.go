@@ -65,8 +65,11 @@ var (
 // VictoriaMetrics runs at once is its own flag, which the gateway can only read there. An address that cannot be read
 // keeps what was read of it before; none read, no limit.
 type slotsWatch struct {
-	kind   *slotKind
-	set    func(byKey map[string]gateway.BackendCapacity) // nil: no limit
+	kind *slotKind
+	set  func(byKey map[string]gateway.BackendCapacity) // nil: no limit
+	// dedup, for the read backends, is told the least -dedup.minScrapeInterval of those known, 0 when one has none
+	// or one is not known (gateway.SetBackendDedup).
+	dedup  func(time.Duration)
 	client *http.Client
 	again  chan struct{}
 
@@ -90,6 +93,8 @@ type capacity struct {
 	// pushdown is a read backend's -search.maxBinaryOpPushdownLabelValues, or unboundedPushdown for a release without
 	// the flag (1.79.5 copies every value).
 	pushdown int
+	// dedup is a read backend's -dedup.minScrapeInterval (0: none, or not listed).
+	dedup time.Duration
 }
 
 // newSlotsWatch returns the watch the flags of k ask for; nil when k's -maxConcurrentRequests fixes the limit or turns
@@ -119,6 +124,9 @@ func startSlots(k *slotKind, w *slotsWatch, gw *gateway.Gateway) {
 		return
 	}
 	w.set = func(byKey map[string]gateway.BackendCapacity) { k.learned(gw, byKey, *k.replicas) }
+	if k == readSlots {
+		w.dedup = gw.SetBackendDedup
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
 	w.done.Add(1)
@@ -198,6 +206,9 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 		limited = limited || c.limited
 	}
 	w.known = known
+	if w.dedup != nil {
+		w.dedup(leastDedup(known, unknown))
+	}
 	if !limited {
 		byKey = nil
 	}
@@ -228,6 +239,20 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 	return len(failed) == 0
 }
 
+// leastDedup is the least -dedup.minScrapeInterval of the backends known, 0 when one has none or some are unknown.
+func leastDedup(known map[string]capacity, unknown int) time.Duration {
+	if unknown > 0 || len(known) == 0 {
+		return 0
+	}
+	least := time.Duration(-1)
+	for _, c := range known {
+		if least < 0 || c.dedup < least {
+			least = c.dedup
+		}
+	}
+	return least
+}
+
 // capacity reads the capacity of the backend at a from its /metrics.
 func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capacity, error) {
 	resp, err := getMetrics(ctx, w.client, metricsURLOf(a.URL), a.Host)
@@ -247,19 +272,40 @@ func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capac
 // have the fix without the flag (v1.102.13 and later v1.102) have their abandoned answers read to the end, which costs
 // them only the rest of the export, in the slot of the team that asked for it.
 func selectCapacityOf(r io.Reader) (capacity, error) {
-	runsOn, pushdown := true, unboundedPushdown
+	runsOn, pushdown, dedup := true, unboundedPushdown, time.Duration(0)
 	n, err := countOf(r, "vm_concurrent_select_capacity", func(line string) {
 		runsOn = runsOn && !strings.HasPrefix(line, stopsAbandonedFlag)
-		if rest, ok := strings.CutPrefix(line, pushdownFlag); ok {
-			if v, _, ok := strings.Cut(strings.TrimPrefix(rest, `", value="`), `"`); ok {
-				if p, err := strconv.Atoi(v); err == nil && p >= 0 {
-					pushdown = p
-				}
+		if v, ok := flagValue(line, pushdownFlag); ok {
+			if p, err := strconv.Atoi(v); err == nil && p >= 0 {
+				pushdown = p
+			}
+		}
+		if v, ok := flagValue(line, dedupFlag); ok {
+			if d, err := time.ParseDuration(v); err == nil && d > 0 {
+				dedup = d
 			}
 		}
 	})
-	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown}, err
+	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown, dedup: dedup}, err
 }
+
+// flagValue is the value of the /metrics line of a flag, which begins with prefix (`flag{name="<name>`).
+func flagValue(line, prefix string) (string, bool) {
+	rest, ok := strings.CutPrefix(line, prefix)
+	if !ok {
+		return "", false
+	}
+	rest, ok = strings.CutPrefix(rest, `", value="`)
+	if !ok {
+		return "", false
+	}
+	v, _, ok := strings.Cut(rest, `"`)
+	return v, ok
+}
+
+// dedupFlag begins the /metrics line of -dedup.minScrapeInterval: a read backend that has it keeps one sample of a
+// series per interval when a query reads them (gateway.SetBackendDedup).
+const dedupFlag = `flag{name="dedup.minScrapeInterval`
 
 // pushdownFlag begins the /metrics line of -search.maxBinaryOpPushdownLabelValues: how many values of each label of a
 // binary operator's first side VictoriaMetrics copies into its other side's selectors. A team's own long label values,

@@ -3,15 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/vmgateway/vmgateway/internal/vmtest"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmgateway/vmgateway/internal/gateway"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
 // TestReadSlotsLearned: the gateway is given each backend's vm_concurrent_select_capacity; an address that cannot be
@@ -196,6 +197,60 @@ func TestSelectCapacityOf(t *testing.T) {
 	} {
 		if c, err := selectCapacityOf(strings.NewReader(page)); err != nil || c.pushdown != want {
 			t.Errorf("%q: pushdown %d, %v; want %d", page, c.pushdown, err, want)
+		}
+	}
+}
+
+// TestBackendDedup: -dedup.minScrapeInterval as v1.151 lists it, and the least of the read backends' (none when one
+// has none or is not known), which the query limits assume above -search.minSampleInterval.
+func TestBackendDedup(t *testing.T) {
+	for page, want := range map[string]time.Duration{
+		"vm_concurrent_select_capacity 4\nflag{name=\"dedup.minScrapeInterval\", value=\"30s\", is_set=\"true\"} 1\n": 30 * time.Second,
+		"vm_concurrent_select_capacity 4\nflag{name=\"dedup.minScrapeInterval\", value=\"0s\", is_set=\"false\"} 1\n": 0,
+		"vm_concurrent_select_capacity 4\nflag{name=\"dedup.minScrapeInterval\", value=\"junk\"} 1\n":                 0,
+		"vm_concurrent_select_capacity 4\n": 0,
+	} {
+		if c, err := selectCapacityOf(strings.NewReader(page)); err != nil || c.dedup != want {
+			t.Errorf("%q: dedup %s, %v; want %s", page, c.dedup, err, want)
+		}
+	}
+	both := map[string]capacity{"a": {dedup: 30 * time.Second}, "b": {dedup: 15 * time.Second}}
+	if got := leastDedup(both, 0); got != 15*time.Second {
+		t.Errorf("least of 30s and 15s: %s", got)
+	}
+	if got := leastDedup(both, 1); got != 0 {
+		t.Errorf("with a backend not known: %s, want 0", got)
+	}
+	if got := leastDedup(map[string]capacity{"a": {dedup: 30 * time.Second}, "b": {}}, 0); got != 0 {
+		t.Errorf("with a backend without dedup: %s, want 0", got)
+	}
+}
+
+// TestDedupRelaxesSampleInterval: behind a v1.151 that deduplicates at 30 s, a p99 of day windows over a week at 5
+// minutes (2,017 points of 86,400 samples at one a second, refused) is judged at one sample per 30 s and passes; behind
+// one without dedup it is refused (an attacker's review of the bound found such dashboards refused).
+func TestDedupRelaxesSampleInterval(t *testing.T) {
+	end := time.Now().Unix()
+	query := fmt.Sprintf("/api/v1/query_range?query=%s&start=%d&end=%d&step=300", url.QueryEscape(`quantile_over_time(0.99, x[1d])`), end-7*86400, end)
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		want  int
+	}{
+		{"without dedup", nil, http.StatusBadRequest},
+		{"dedup at 30s", []string{"-dedup.minScrapeInterval=30s"}, http.StatusOK},
+	} {
+		vm := vmtest.StartCurrent(t, tc.flags...)
+		g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-read.maxConcurrentRequests=0")
+		vmtest.Eventually(t, func() (bool, string) {
+			return strings.Contains(g.logs.String(), "the read backends run this many requests at once"), tc.name + ": capacity not read yet"
+		})
+		code, _, body := do(t, http.MethodGet, g.URL+query, nil)
+		if code != tc.want {
+			t.Errorf("%s: %d %.300s; want %d", tc.name, code, body, tc.want)
+		}
+		if tc.want == http.StatusBadRequest && !strings.Contains(body, "-search.minSampleInterval=1s") {
+			t.Errorf("%s: the refusal does not name the interval: %s", tc.name, body)
 		}
 	}
 }

@@ -141,7 +141,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 			q, form, changed = out.URL, out.Form, true
 		}
 		// The query as it goes upstream: the rewrite may copy a count_values into each arg of a union.
-		if err := checkEvaluation(rt, q, form, parsed, g.limits, time.Now()); err != nil {
+		if err := checkEvaluation(rt, q, form, parsed, g.evalLimits(), time.Now()); err != nil {
 			return err
 		}
 	}

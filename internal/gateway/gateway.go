@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/accesslog"
@@ -89,6 +90,8 @@ type Gateway struct {
 	unrestricted *auth.Access
 	limits       Limits
 	conc         *concurrency
+	// backendDedup is the read backends' -dedup.minScrapeInterval (SetBackendDedup), in nanoseconds; 0: not known.
+	backendDedup atomic.Int64
 	deletes      *deleteGate
 	reads        *fairSlots
 	writes       *fairSlots

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -156,6 +157,27 @@ func evalSpan(api string, q, form url.Values, now time.Time) (a, b, step int64, 
 		b = a + (5 * time.Minute).Milliseconds()
 	}
 	return a, b, step, err
+}
+
+// SetBackendDedup tells the gateway the read backends' -dedup.minScrapeInterval, the least of them (0: one has none):
+// no series has samples closer than that when a query reads them, so the query limits assume it where it is longer
+// than -search.minSampleInterval. Assuming one sample a second refused dashboards over 15 s data that cost
+// VictoriaMetrics a second a series (an attacker's review).
+func (g *Gateway) SetBackendDedup(d time.Duration) {
+	d = max(d, 0)
+	if was := time.Duration(g.backendDedup.Swap(int64(d))); was != d && g.limits.MinSampleInterval > 0 {
+		slog.Info("the read backends keep a sample of a series per -dedup.minScrapeInterval when a query reads them: the query limits "+
+			"assume the longer of it and -search.minSampleInterval", "dedup", d, "minSampleInterval", g.limits.MinSampleInterval)
+	}
+}
+
+// evalLimits are the limits checkEvaluation applies: the flags', the sample interval raised to the backends' dedup.
+func (g *Gateway) evalLimits() Limits {
+	l := g.limits
+	if d := time.Duration(g.backendDedup.Load()); l.MinSampleInterval > 0 && d > l.MinSampleInterval {
+		l.MinSampleInterval = d
+	}
+	return l
 }
 
 // checkEvaluation refuses a query whose evaluation would cost VictoriaMetrics more than the limits allow, judged on
