@@ -54,9 +54,9 @@ type conn struct {
 	// waitingSince is when the connection began to wait (unix nanoseconds): for a request, from its accept or the end
 	// of its last answer; for the rest of a head, from its first byte. Eviction takes the one that has waited longest.
 	waitingSince atomic.Int64
-	// writingSince is when the write to the client under way began (unix nanoseconds; 0: none): a client that takes
-	// none of its answers holds its connection in it, and may be evicted once it has for writeEvictGrace.
-	writingSince atomic.Int64
+	// writes is how long the client has held the connection's writes: a client that takes none of its answers, or
+	// takes them a trickle at a time, holds the connection, which may be evicted once it has for writeEvictGrace.
+	writes writeWait
 
 	br *bufio.Reader
 	bw *bufio.Writer
@@ -213,7 +213,7 @@ func (c *conn) serve() {
 	}
 	c.watched = watchClients && c.watch()
 	c.br = getReader(c)
-	c.out.reset(c.rwc, c.srv.WriteIdleTimeout, &c.handlerDeadline, &c.writingSince)
+	c.out.reset(c.rwc, c.srv.WriteIdleTimeout, &c.handlerDeadline, &c.writes)
 	c.bw = getWriter(&c.out)
 	linger := false
 	defer func() {

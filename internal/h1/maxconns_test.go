@@ -218,3 +218,71 @@ func TestMaxConnsAnswersNotTaken(t *testing.T) {
 	}
 	_ = hogs
 }
+
+// TestMaxConnsAnswersTrickled: a client that takes its answers a little at a time waits out no single write, yet holds
+// its connection as long as it likes; the waits of its writes add up (writeWait), and once they reach writeEvictGrace
+// the connection may be evicted while it serves a request, as one that takes nothing may (a first version looked only
+// at the write under way). The waits are set here as the writes would have added them.
+func TestMaxConnsAnswersTrickled(t *testing.T) {
+	defer func(g, w time.Duration) { evictGrace, writeEvictGrace = g, w }(evictGrace, writeEvictGrace)
+	evictGrace, writeEvictGrace = 100*time.Millisecond, 400*time.Millisecond
+	var w writeWait
+	w.end(w.begin()) // a write that did not wait: not counted
+	began := w.begin()
+	time.Sleep(2 * time.Millisecond)
+	w.end(began)
+	if got := w.waited.Load(); got < int64(2*time.Millisecond) || got > int64(time.Second) {
+		t.Fatalf("waited %v after a write of 2 ms and one of none", time.Duration(got))
+	}
+	if now := time.Now().UnixNano(); w.held(now) != w.waited.Load() {
+		t.Fatalf("held %d with no write under way, waited %d", w.held(now), w.waited.Load())
+	}
+
+	release := make(chan struct{})
+	var evicted atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			<-release
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	s, addr := serveWith(t, h, func(s *Server) {
+		s.MaxConns = 3
+		s.ConnEvicted = func() { evicted.Add(1) }
+	})
+	defer close(release)
+	for range 3 {
+		dial(t, addr).send("GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+	}
+	active := func() []*conn {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		var out []*conn
+		for c := range s.conns {
+			if c.state.Load() == stateActive {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(active()) != 3; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the three held requests never all ran")
+		}
+	}
+	// Writes that waited less than the grace in all: none may go.
+	for _, c := range active() {
+		c.writes.waited.Store(int64(writeEvictGrace / 2))
+	}
+	time.Sleep(2 * evictGrace)
+	if early := dial(t, addr); !early.closed() || evicted.Load() != 0 {
+		t.Fatalf("writes that waited half the grace: closed %v, %d evicted; want the new connection refused", early.closed(), evicted.Load())
+	}
+	// One whose many short waits add up to the grace may go.
+	active()[0].writes.waited.Store(int64(writeEvictGrace))
+	c := dial(t, addr)
+	c.send("GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body, _ := c.response("GET"); resp.StatusCode != 200 || body != "ok" || evicted.Load() != 1 {
+		t.Fatalf("GET /small with a connection whose writes waited the grace in all: %d %q, %d evicted", resp.StatusCode, body, evicted.Load())
+	}
+}

@@ -39,8 +39,9 @@ type Server struct {
 	ConnOpened func()
 	// MaxConns bounds the connections open at once (zero: no bound). Past it, a new connection takes the place of one
 	// that has waited at least evictGrace for a request (since its accept or its last answer), for the rest of a
-	// request's head (since its first byte), or for the rest of a body its handler left (since the answer began), or
-	// writeEvictGrace for its client to take a write of its answer, the longest waiting of those looked at, one that has not sent a whole head
+	// request's head (since its first byte), or for the rest of a body its handler left (since the answer began), or,
+	// serving a request, whose writes have waited writeEvictGrace in all for its client to take its answers, the longest
+	// waiting of those looked at, one that has not sent a whole head
 	// before one kept alive after an answer: such a connection costs its client nothing to hold, and thousands of them
 	// would otherwise run the process out of file descriptors and keep out every client with a request to send. When
 	// none looked at may go, the new one is closed at once.
@@ -67,11 +68,11 @@ const evictScan = 64
 // bytes in flight, a pool's next request), and losing it would fail a request that did nothing wrong.
 var evictGrace = time.Second
 
-// writeEvictGrace is how long a write to a client may wait for it to take its answer before the connection may be
-// evicted: a client that pipelines requests (or asks for /metrics) and reads none of the answers holds its connection
-// in the write, without a token, for -http.answerIdleTimeout; as many of them as -http.maxConnections kept every
-// other client out (an attacker's review). Longer than evictGrace: a legitimate client may be slow to take a large
-// answer, and loses it when evicted.
+// writeEvictGrace is how long a connection's writes may wait for its client to take its answers, in all, before it may
+// be evicted while it serves a request: a client that pipelines requests (or asks for /metrics) and reads none of the
+// answers holds its connection in the write, without a token, for -http.answerIdleTimeout; as many of them as
+// -http.maxConnections kept every other client out (an attacker's review). Longer than evictGrace: a legitimate client
+// may be slow to take a large answer, and loses it when evicted.
 var writeEvictGrace = 5 * time.Second
 
 // Rejection is a request the server answered itself, before any handler saw it.
@@ -195,10 +196,12 @@ func (s *Server) evictLocked() bool {
 		case stateIdle:
 			rank = 1
 		case stateActive:
-			if since = c.writingSince.Load(); since == 0 || now-since < int64(writeEvictGrace) {
+			held := c.writes.held(now)
+			if held < int64(writeEvictGrace) {
 				continue
 			}
-			rank = 2
+			// The longest held first.
+			since, rank = now-held, 2
 		default:
 			continue
 		}

@@ -27,14 +27,45 @@ type connWriter struct {
 	idle    time.Duration
 	handler *handlerDeadline
 	armed   time.Time
-	// since is the connection's writingSince, set while a write is under way.
-	since *atomic.Int64
+	// wait is the connection's writes' wait for the client.
+	wait *writeWait
+}
+
+// writeWait is how long a connection's writes have waited for its client: since when the write under way has (unix
+// nanoseconds; 0: none), and how long those before it waited in all, counting those that waited at least waitedAtLeast.
+// Summed over the connection's life: a client that pipelines requests and takes their answers a little at a time waits
+// out no single write, yet holds the connection (an attacker's review of the first version, which looked at the write
+// under way only, would have let it).
+type writeWait struct{ since, waited atomic.Int64 }
+
+const waitedAtLeast = int64(time.Millisecond)
+
+func (w *writeWait) begin() int64 {
+	t := time.Now().UnixNano()
+	w.since.Store(t)
+	return t
+}
+
+func (w *writeWait) end(began int64) {
+	w.since.Store(0)
+	if d := time.Now().UnixNano() - began; d >= waitedAtLeast {
+		w.waited.Add(d)
+	}
+}
+
+// held is how long the client has held the connection's writes, at now.
+func (w *writeWait) held(now int64) int64 {
+	h := w.waited.Load()
+	if s := w.since.Load(); s != 0 && now > s {
+		h += now - s
+	}
+	return h
 }
 
 var crlf = []byte("\r\n")
 
-func (o *connWriter) reset(c net.Conn, idle time.Duration, handler *handlerDeadline, since *atomic.Int64) {
-	o.conn, o.idle, o.handler, o.armed, o.since = c, idle, handler, time.Time{}, since
+func (o *connWriter) reset(c net.Conn, idle time.Duration, handler *handlerDeadline, wait *writeWait) {
+	o.conn, o.idle, o.handler, o.armed, o.wait = c, idle, handler, time.Time{}, wait
 	o.gather = nil
 	switch t := c.(type) {
 	case interface{ Writev([][]byte) (int64, error) }:
@@ -65,8 +96,7 @@ func (o *connWriter) arm() {
 
 func (o *connWriter) Write(b []byte) (int, error) {
 	o.arm()
-	o.since.Store(time.Now().UnixNano())
-	defer o.since.Store(0)
+	defer o.wait.end(o.wait.begin())
 	if !o.hasTail {
 		return o.conn.Write(b)
 	}
@@ -95,8 +125,7 @@ func (o *connWriter) writeAround(bw *bufio.Writer, a, b, c []byte) error {
 	o.tail = [3][]byte{a, b, c}
 	if bw.Buffered() == 0 {
 		o.arm()
-		o.since.Store(time.Now().UnixNano())
-		defer o.since.Store(0)
+		defer o.wait.end(o.wait.begin())
 		return o.writev(nil)
 	}
 	o.hasTail = true
