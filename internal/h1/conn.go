@@ -35,6 +35,10 @@ const (
 	stateClosed
 )
 
+// idleResetsWrites is how long a connection must wait for its next request for the waits of its writes to be
+// forgotten (writeWait).
+const idleResetsWrites = 100 * time.Millisecond
+
 // newConnGrace is how long Shutdown leaves a connection that has not sent its first request yet: a client that
 // connected just before the listener closed is served, not reset.
 const newConnGrace = 5 * time.Second
@@ -240,7 +244,14 @@ func (c *conn) serve() {
 		}
 		// A head's wait counts from its first byte, before the state says so: a kept-alive connection whose client
 		// comes back after a long idle is not the oldest while its head comes in.
-		c.waitingSince.Store(time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		if !first && now-c.waitingSince.Load() >= int64(idleResetsWrites) {
+			// A client that waited between its requests took its answers: what its writes waited before is forgotten,
+			// so that one slow download does not leave a connection evictable in every request after it (an attacker's
+			// review). A client that pipelines its requests never waits, and its writes' waits add up.
+			c.writes.waited.Store(0)
+		}
+		c.waitingSince.Store(now)
 		if !c.state.CompareAndSwap(from, stateHead) {
 			return
 		}

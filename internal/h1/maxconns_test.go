@@ -270,19 +270,57 @@ func TestMaxConnsAnswersTrickled(t *testing.T) {
 			t.Fatal("the three held requests never all ran")
 		}
 	}
-	// Writes that waited less than the grace in all: none may go.
-	for _, c := range active() {
-		c.writes.waited.Store(int64(writeEvictGrace / 2))
-	}
+	// Writes that waited less than the grace in all, one under way: none may go.
 	time.Sleep(2 * evictGrace)
+	now := time.Now().UnixNano()
+	for _, c := range active() {
+		c.writes.waited.Store(int64(writeEvictGrace / 4))
+		c.writes.since.Store(now)
+	}
 	if early := dial(t, addr); !early.closed() || evicted.Load() != 0 {
 		t.Fatalf("writes that waited half the grace: closed %v, %d evicted; want the new connection refused", early.closed(), evicted.Load())
 	}
-	// One whose many short waits add up to the grace may go.
-	active()[0].writes.waited.Store(int64(writeEvictGrace))
+	// Writes that waited the grace in all, none under way: the request waits on something else (its upstream), and
+	// its client holds nothing it could give back (a review of the first version evicted such a request).
+	for _, c := range active() {
+		c.writes.waited.Store(int64(writeEvictGrace))
+		c.writes.since.Store(0)
+	}
+	if early := dial(t, addr); !early.closed() || evicted.Load() != 0 {
+		t.Fatalf("writes that waited the grace, none under way: closed %v, %d evicted; want the new connection refused", early.closed(), evicted.Load())
+	}
+	// One whose many short waits add up to the grace, a write under way, may go.
+	active()[0].writes.since.Store(time.Now().UnixNano())
 	c := dial(t, addr)
 	c.send("GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp, body, _ := c.response("GET"); resp.StatusCode != 200 || body != "ok" || evicted.Load() != 1 {
 		t.Fatalf("GET /small with a connection whose writes waited the grace in all: %d %q, %d evicted", resp.StatusCode, body, evicted.Load())
+	}
+}
+
+// TestWriteWaitsForgottenWhenIdle: a client that waits between its requests took its answers, and what its writes
+// waited before is forgotten: one slow download does not leave its connection evictable in every request after it.
+func TestWriteWaitsForgottenWhenIdle(t *testing.T) {
+	s, addr := serveWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) }), nil)
+	c := dial(t, addr)
+	get := func() {
+		t.Helper()
+		c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, body, _ := c.response("GET"); resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("GET: %d %q", resp.StatusCode, body)
+		}
+	}
+	get()
+	var conn *conn
+	s.mu.Lock()
+	for k := range s.conns {
+		conn = k
+	}
+	s.mu.Unlock()
+	conn.writes.waited.Store(int64(time.Hour))
+	time.Sleep(2 * idleResetsWrites)
+	get()
+	if w := conn.writes.waited.Load(); w >= int64(time.Hour) {
+		t.Errorf("the writes' waits after an idle of %s: %s; want them forgotten", 2*idleResetsWrites, time.Duration(w))
 	}
 }

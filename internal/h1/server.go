@@ -196,8 +196,10 @@ func (s *Server) evictLocked() bool {
 		case stateIdle:
 			rank = 1
 		case stateActive:
+			// Only while a write waits for the client: one serving a request that waits on its upstream is not
+			// holding anything the client could give back (an attacker's review).
 			held := c.writes.held(now)
-			if held < int64(writeEvictGrace) {
+			if c.writes.since.Load() == 0 || held < int64(writeEvictGrace) {
 				continue
 			}
 			// The longest held first.
