@@ -210,6 +210,8 @@ func TestQueriesThatExhaustVictoriaMetrics(t *testing.T) {
 		// it: 45 s of v1.151's CPU for one series over 2 hours, 728 s for four over a day).
 		{`count(aggr_over_time(("mad_over_time","median_over_time","distinct_over_time","mode_over_time"), cpu[1d]))`,
 			"at most 100000000 are accepted (-search.maxSubqueryWindowPoints)"},
+		// A variance of every sample over two-day windows: 35 s of v1.151's CPU for 4 series (a second review).
+		{`count(zscore_over_time(cpu[2d]))`, "at most 100000000 are accepted (-search.maxSubqueryWindowPoints)"},
 	}
 	for _, v := range []struct {
 		name  string

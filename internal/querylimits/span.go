@@ -69,8 +69,8 @@ type node struct {
 	// child, as they did before it existed.
 	implicit, wrapper bool
 	// weight is what a point of a subquery's window costs the rollup function over it, against the cheapest
-	// (callWeight); 0 is 1. rawWeight is what a raw sample of a window over a selector (rawWindow) costs it; 0 for the
-	// functions that neither sort nor count their window, which are not counted over raw samples.
+	// (callWeight); 0 is 1. rawWeight is what a raw sample of a window over a selector (rawWindow) costs it, in eighths
+	// (rawEighths); 0 for the cheapest functions, which are not counted over raw samples.
 	weight, rawWeight uint32
 	// overTime marks count_values_over_time, which makes a series of each value its windows meet.
 	overTime bool
@@ -100,20 +100,30 @@ func callWeight(x *metricsql.FuncExpr) (sub, raw uint32) {
 		}
 	}
 	for _, name := range names {
-		w := uint32(pointWeight(name))
-		sub += w
-		if w > 1 {
-			raw += min(w, maxRawWeight)
-		}
+		sub += uint32(pointWeight(name))
+		raw += rawEighths(name)
 	}
 	return sub, raw
 }
 
-// maxRawWeight caps what a raw sample costs a function that sorts or counts its window, against sum_over_time's: per
-// raw sample v1.151 took 82 ns in quantile_over_time, 44 in histogram_over_time, 59 in mode_over_time, 103 in
-// distinct_over_time and 172 in mad_over_time, against 1 in sum_over_time (an attacker's review): the functions that
-// keep a map of a window cost no more over raw samples than those that sort it, as they do over a subquery.
-const maxRawWeight uint32 = 8
+// rawEighths is what a raw sample of its window costs a rollup function, in eighths of a subquery point of the
+// cheapest. Per raw sample v1.151 took 82 ns in quantile_over_time, 44 in histogram_over_time, 59 in mode_over_time,
+// 103 in distinct_over_time and 172 in mad_over_time (an attacker's review): the functions that sort or keep a map of
+// a window weigh 8. Those that work out a variance or a fit of every sample took 3.6-4.7 ns (zscore_over_time,
+// holt_winters: a later review, 35 s of v1.151's CPU for `zscore_over_time(x[2d])` over a day at 8 s on 4 series of
+// 1 s samples): an eighth. The rest (sum_over_time 1 ns, rate and the like, which read two samples) are not counted:
+// a 30-day SLO window over a day at 1 minute reads 3.7×10^9 samples a series at one a second, and takes under 4 s.
+func rawEighths(name string) uint32 {
+	switch strings.ToLower(name) {
+	case "stddev_over_time", "stdvar_over_time", "zscore_over_time", "holt_winters", "double_exponential_smoothing",
+		"predict_linear", "deriv", "hoeffding_bound_lower", "hoeffding_bound_upper", "geomean_over_time":
+		return 1
+	}
+	if pointWeight(name) > 1 {
+		return 8 * 8
+	}
+	return 0
+}
 
 // pointWeight is what a point of its window costs a rollup function, against the cheapest (sum, avg, max: 1). Measured
 // on v1.151 at 7.7×10^7 points of one series (a review): quantile_over_time 0.77 s over sorted values, 6.9 s over
@@ -440,7 +450,7 @@ func (w *walk) span(n *node, a, b, step int64) {
 			// -search.maxQueryDuration (an attacker's review).
 			at := max(b-a, 0)/max(step, 1) + 1
 			samples := win/w.interval + 1
-			w.work += float64(at) * float64(samples) * float64(n.rawWeight)
+			w.work += float64(at) * float64(samples) * float64(n.rawWeight) / 8
 			if n.overTime {
 				w.overTimeValues(at, (max(b-a, 0)+win)/w.interval+1)
 			}
