@@ -223,6 +223,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.reject(e, err)
 		return
 	}
+	vouch(w)
 	e.SetAccess(access.Tenant, access.Subject, access.Mode.String())
 	if routeErr != nil {
 		g.reject(e, routeErr)
@@ -334,6 +335,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt, t, g.auth != nil), access, costed, slot)
 	defer endCost()
 	g.forward(e, fr, rt, access, up, slot)
+}
+
+// vouch tells the server that the connection's client showed a valid token (or needs none, without -enable.auth): idle
+// between its requests, its connection keeps the whole eviction grace at -http.maxConnections, where one nobody vouched
+// for (clients without a token polling /health) keeps a tenth of it and goes first (h1.Server.MaxConns).
+func vouch(w http.ResponseWriter) {
+	for {
+		switch x := w.(type) {
+		case interface{ VouchConnection() }:
+			x.VouchConnection()
+			return
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = x.Unwrap()
+		default:
+			return
+		}
+	}
 }
 
 // allowedMethods are the methods VictoriaMetrics' clients send. VictoriaMetrics answers any method as GET, so any other

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/accesslog"
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/route"
@@ -182,3 +183,37 @@ func TestNoAuthClusterRoutesByPath(t *testing.T) {
 type limiterFunc func(*auth.Access, route.Route) error
 
 func (f limiterFunc) Admit(a *auth.Access, rt route.Route, _ http.Header) error { return f(a, rt) }
+
+// vouchRecorder is a ResponseWriter that records whether the gateway vouched for its connection.
+type vouchRecorder struct {
+	*httptest.ResponseRecorder
+	vouched bool
+}
+
+func (v *vouchRecorder) VouchConnection() { v.vouched = true }
+
+// TestVouchForAuthenticated: the gateway vouches for the connection of a request with a valid token, through the
+// access log's writer, and not for one refused at authentication (h1 evicts the idle connections nobody vouched for
+// first at -http.maxConnections).
+func TestVouchForAuthenticated(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	ru, _ := url.Parse(rec.URL)
+	g, err := New(Config{ReadURL: ru, WriteURL: ru, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport,
+		Auth: byToken{"good": {Mode: auth.ModeFull}}, AuthHeader: "X-Token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := accesslog.Wrap(g, nil)
+	for _, tc := range []struct {
+		token string
+		vouch bool
+	}{{"good", true}, {"forged", false}, {"", false}} {
+		w := &vouchRecorder{ResponseRecorder: httptest.NewRecorder()}
+		r := httptest.NewRequest(http.MethodGet, "/api/v1/query?query=up", nil)
+		r.Header.Set("X-Token", tc.token)
+		h.ServeHTTP(w, r)
+		if w.vouched != tc.vouch || (w.Code == 200) != tc.vouch {
+			t.Errorf("token %q: %d, vouched %v; want %v", tc.token, w.Code, w.vouched, tc.vouch)
+		}
+	}
+}

@@ -55,6 +55,9 @@ type conn struct {
 	start      time.Time
 	state      atomic.Int32
 	evicted    bool // closed to make room (Server.MaxConns); under Server.mu
+	// vouched: a handler vouched for the connection's client (VouchConnection), whose idle connection keeps the whole
+	// eviction grace.
+	vouched atomic.Bool
 	// waitingSince is when the connection began to wait (unix nanoseconds): for a request, from its accept or the end
 	// of its last answer; for the rest of a head, from its first byte. Eviction takes the one that has waited longest.
 	waitingSince atomic.Int64

@@ -1,7 +1,11 @@
 package h1
 
 import (
+	"bufio"
+	"io"
+	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +21,8 @@ func TestMaxConns(t *testing.T) {
 	release := make(chan struct{})
 	var evicted, refused atomic.Int64
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The gateway vouches for a client with a valid token: its idle connection keeps the whole grace.
+		w.(interface{ VouchConnection() }).VouchConnection()
 		if r.URL.Path == "/hold" {
 			<-release
 		}
@@ -322,5 +328,77 @@ func TestWriteWaitsForgottenWhenIdle(t *testing.T) {
 	get()
 	if w := conn.writes.waited.Load(); w >= int64(time.Hour) {
 		t.Errorf("the writes' waits after an idle of %s: %s; want them forgotten", 2*idleResetsWrites, time.Duration(w))
+	}
+}
+
+// TestMaxConnsPollersNobodyVouchedFor: clients nobody vouched for (no token) that poll /health on kept-alive
+// connections more often than the grace held every connection of the bound (an attacker's review: 20 connections
+// polling twice a second refused a client with a token 29 times of 30). Idle, such a connection keeps a tenth of the
+// grace, and goes first; the same pollers vouched for keep the whole grace, and the new connection is refused.
+func TestMaxConnsPollersNobodyVouchedFor(t *testing.T) {
+	g := evictGrace
+	t.Cleanup(func() { evictGrace = g }) // after the servers' own cleanups: they read it
+	evictGrace = time.Second
+	for _, vouch := range []bool{false, true} {
+		var evicted atomic.Int64
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if vouch {
+				w.(interface{ VouchConnection() }).VouchConnection()
+			}
+			_, _ = w.Write([]byte("ok"))
+		})
+		_, addr := serveWith(t, h, func(s *Server) {
+			s.MaxConns = 3
+			s.ConnEvicted = func() { evicted.Add(1) }
+		})
+		stop := make(chan struct{})
+		var pollers sync.WaitGroup
+		for range 3 {
+			c := dial(t, addr)
+			pollers.Add(1)
+			go func() {
+				defer pollers.Done()
+				for {
+					if _, err := io.WriteString(c.conn, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+						return
+					}
+					_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+					resp, err := http.ReadResponse(c.br, nil)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					select {
+					case <-stop:
+						return
+					case <-time.After(300 * time.Millisecond): // well within the grace
+					}
+				}
+			}()
+		}
+		time.Sleep(500 * time.Millisecond)
+		served := 0
+		for range 5 {
+			n, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.WriteString(n, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+			_ = n.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if resp, err := http.ReadResponse(bufio.NewReader(n), nil); err == nil && resp.StatusCode == 200 {
+				served++
+			}
+			n.Close()
+			time.Sleep(100 * time.Millisecond)
+		}
+		close(stop)
+		pollers.Wait()
+		if !vouch && (served == 0 || evicted.Load() == 0) {
+			t.Errorf("pollers nobody vouched for: %d of 5 new clients served, %d evicted; want them served", served, evicted.Load())
+		}
+		if vouch && (served != 0 || evicted.Load() != 0) {
+			t.Errorf("pollers vouched for, within the grace: %d of 5 new clients served, %d evicted; want none", served, evicted.Load())
+		}
 	}
 }

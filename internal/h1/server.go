@@ -38,7 +38,8 @@ type Server struct {
 	// ConnOpened is called for every accepted connection.
 	ConnOpened func()
 	// MaxConns bounds the connections open at once (zero: no bound). Past it, a new connection takes the place of one
-	// that has waited at least evictGrace for a request (since its accept or its last answer), for the rest of a
+	// that has waited at least evictGrace for a request (since its accept or its last answer; a tenth of it, and first,
+	// for a kept-alive one no handler vouched for, response.VouchConnection), for the rest of a
 	// request's head (since its first byte), or for the rest of a body its handler left (since the answer began), or,
 	// serving a request, whose writes have waited writeEvictGrace in all for its client to take its answers, the longest
 	// waiting of those looked at, one that has not sent a whole head
@@ -195,6 +196,15 @@ func (s *Server) evictLocked() bool {
 		case stateNew, stateHead, stateDiscard:
 		case stateIdle:
 			rank = 1
+			if !c.vouched.Load() {
+				// A client nobody vouched for that polls /health or /metrics more often than the grace, on as many
+				// kept-alive connections as the bound, kept every other client out (an attacker's review): it keeps a
+				// tenth of the grace, for the bytes of its next request that may be on their way, and goes first.
+				if now-since < int64(evictGrace/10) {
+					continue
+				}
+				rank = 0
+			}
 		case stateActive:
 			// Only while a write waits for the client: one serving a request that waits on its upstream is not
 			// holding anything the client could give back (an attacker's review).
@@ -207,8 +217,10 @@ func (s *Server) evictLocked() bool {
 		default:
 			continue
 		}
-		if now-since < int64(evictGrace) {
-			continue
+		if rank != 0 || st != stateIdle {
+			if now-since < int64(evictGrace) {
+				continue
+			}
 		}
 		if best == nil || rank < bestRank || rank == bestRank && since < bestSince {
 			best, bestState, bestRank, bestSince = c, st, rank, since
