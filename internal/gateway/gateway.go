@@ -339,7 +339,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // vouch tells the server that the connection's client showed a valid token (or needs none, without -enable.auth): idle
 // between its requests, its connection keeps the whole eviction grace at -http.maxConnections, where one nobody vouched
-// for (clients without a token polling /health) keeps a tenth of it and goes first (h1.Server.MaxConns).
+// for (clients without a token polling /health) keeps a hundredth of it and goes first (h1.Server.MaxConns).
 func vouch(w http.ResponseWriter) {
 	for {
 		switch x := w.(type) {

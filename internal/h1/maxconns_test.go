@@ -333,7 +333,7 @@ func TestWriteWaitsForgottenWhenIdle(t *testing.T) {
 
 // TestMaxConnsPollersNobodyVouchedFor: clients nobody vouched for (no token) that poll /health on kept-alive
 // connections more often than the grace held every connection of the bound (an attacker's review: 20 connections
-// polling twice a second refused a client with a token 29 times of 30). Idle, such a connection keeps a tenth of the
+// polling twice a second refused a client with a token 29 times of 30). Idle, such a connection keeps a hundredth of the
 // grace, and goes first; the same pollers vouched for keep the whole grace, and the new connection is refused.
 func TestMaxConnsPollersNobodyVouchedFor(t *testing.T) {
 	g := evictGrace

@@ -46,7 +46,7 @@ type response struct {
 var errAfterHandler = errors.New("http: write to a response after its handler returned")
 
 // VouchConnection marks the connection as one whose client the handler knows (a valid token): idle between its
-// requests it keeps the whole eviction grace, where one nobody vouched for keeps a tenth of it (Server.MaxConns).
+// requests it keeps the whole eviction grace, where one nobody vouched for keeps a hundredth of it (Server.MaxConns).
 func (w *response) VouchConnection() { w.c.vouched.Store(true) }
 
 func (w *response) Header() http.Header {

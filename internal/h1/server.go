@@ -38,7 +38,7 @@ type Server struct {
 	// ConnOpened is called for every accepted connection.
 	ConnOpened func()
 	// MaxConns bounds the connections open at once (zero: no bound). Past it, a new connection takes the place of one
-	// that has waited at least evictGrace for a request (since its accept or its last answer; a tenth of it, and first,
+	// that has waited at least evictGrace for a request (since its accept or its last answer; a hundredth of it, and first,
 	// for a kept-alive one no handler vouched for, response.VouchConnection), for the rest of a
 	// request's head (since its first byte), or for the rest of a body its handler left (since the answer began), or,
 	// serving a request, whose writes have waited writeEvictGrace in all for its client to take its answers, the longest
@@ -199,8 +199,9 @@ func (s *Server) evictLocked() bool {
 			if !c.vouched.Load() {
 				// A client nobody vouched for that polls /health or /metrics more often than the grace, on as many
 				// kept-alive connections as the bound, kept every other client out (an attacker's review): it keeps a
-				// tenth of the grace, for the bytes of its next request that may be on their way, and goes first.
-				if now-since < int64(evictGrace/10) {
+				// hundredth of the grace, for the bytes of its next request that may be on their way, and goes first.
+				// (A client that reuses a connection resends a request the server closed under it, as Go's does.)
+				if now-since < int64(evictGrace/100) {
 					continue
 				}
 				rank = 0
