@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -113,24 +112,7 @@ func TestHealthPollersDoNotLockClientsOut(t *testing.T) {
 		go func() {
 			defer pollers.Done()
 			defer c.Close()
-			br := bufio.NewReader(c)
-			for {
-				if _, err := io.WriteString(c, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-					return
-				}
-				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				resp, err := http.ReadResponse(br, nil)
-				if err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				select {
-				case <-stop:
-					return
-				case <-time.After(300 * time.Millisecond): // twice as often as the grace of 1 s
-				}
-			}
+			vmtest.PollHealth(c, bufio.NewReader(c), 300*time.Millisecond, stop) // more often than the grace of 1 s
 		}()
 	}
 	time.Sleep(1500 * time.Millisecond)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -17,8 +16,6 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
-	"github.com/vmgateway/vmgateway/internal/httperr"
-	"github.com/vmgateway/vmgateway/internal/route"
 )
 
 // VictoriaMetrics (since v1.9x; v1.79 does not) ends each /api/v1/query and /api/v1/query_range answer with
@@ -91,38 +88,6 @@ type queryStats struct {
 // isQueryPath says whether a path is a query API's, whose answers end with stats.
 func isQueryPath(p string) bool {
 	return strings.HasSuffix(p, "/api/v1/query") || strings.HasSuffix(p, "/api/v1/query_range")
-}
-
-// checkCountedExport refuses a costed caller's export whose series the gateway does not count as it streams, which
-// free would read any number of series past the caller's budget: the CSV export (a line per sample), the native one
-// (binary), and /api/v1/export with format=prometheus (a text line per sample, without the JSON lines' "metric"
-// objects: a review read 4,000 series charged none). The JSON lines and format=promapi hold one "metric" object per
-// series. Every value of format counts, in the URL and the form: VictoriaMetrics reads the form's first.
-func checkCountedExport(rt route.Route, q, form url.Values) error {
-	if rt.API == "export_csv" || rt.API == "export_native" {
-		return httperr.New(http.StatusForbidden, fmt.Sprintf("the %s API is not open to a caller with cost limits "+
-			"(series_fetched, query_time_ms): the gateway cannot count the series of its answer; use /api/v1/export, "+
-			"whose series are counted, or a token without cost limits", rt.API))
-	}
-	if rt.API != "export" {
-		return nil
-	}
-	for _, vs := range [2][]string{q["format"], form["format"]} {
-		for _, f := range vs {
-			if f != "" && f != "promapi" {
-				return httperr.New(http.StatusForbidden, fmt.Sprintf("the export format %q is not open to a caller with cost "+
-					"limits (series_fetched, query_time_ms): the gateway cannot count the series of its answer; leave format "+
-					"out (JSON lines) or use format=promapi, whose series are counted", f))
-			}
-		}
-	}
-	return nil
-}
-
-// isCountedExport says whether a path is an export whose series the gateway counts for a costed caller: /api/v1/export
-// (JSON lines) and /federate. The CSV and native exports, whose series it cannot count, are refused to such a caller.
-func isCountedExport(p string) bool {
-	return strings.HasSuffix(p, "/api/v1/export") || strings.HasSuffix(p, "/federate")
 }
 
 // watchStats wraps the body of a successful query answer in s, a zero statsTail, so that its stats are read at its

@@ -9,7 +9,30 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
+
+// holdServer serves "ok" at every path, at /hold once release is closed, to at most 3 connections, counting those
+// evicted and refused; with vouch the handler vouches for every connection.
+func holdServer(t *testing.T, vouch bool) (s *Server, addr string, release chan struct{}, evicted, refused *atomic.Int64) {
+	release, evicted, refused = make(chan struct{}), new(atomic.Int64), new(atomic.Int64)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if vouch {
+			w.(interface{ VouchConnection() }).VouchConnection()
+		}
+		if r.URL.Path == "/hold" {
+			<-release
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	s, addr = serveWith(t, h, func(s *Server) {
+		s.MaxConns = 3
+		s.ConnEvicted = func() { evicted.Add(1) }
+		s.ConnRefused = func() { refused.Add(1) }
+	})
+	return s, addr, release, evicted, refused
+}
 
 // TestMaxConns: at the bound, a new connection takes the place of the one that has waited longest for a request's
 // head, one that sent none or sends one slowly before one kept alive after its answer, once it has waited the grace;
@@ -18,21 +41,8 @@ import (
 func TestMaxConns(t *testing.T) {
 	defer func(g time.Duration) { evictGrace = g }(evictGrace)
 	evictGrace = 200 * time.Millisecond
-	release := make(chan struct{})
-	var evicted, refused atomic.Int64
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// The gateway vouches for a client with a valid token: its idle connection keeps the whole grace.
-		w.(interface{ VouchConnection() }).VouchConnection()
-		if r.URL.Path == "/hold" {
-			<-release
-		}
-		_, _ = w.Write([]byte("ok"))
-	})
-	s, addr := serveWith(t, h, func(s *Server) {
-		s.MaxConns = 3
-		s.ConnEvicted = func() { evicted.Add(1) }
-		s.ConnRefused = func() { refused.Add(1) }
-	})
+	// The gateway vouches for a client with a valid token: its idle connection keeps the whole grace.
+	s, addr, release, evicted, refused := holdServer(t, true)
 	open := func() int {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -244,18 +254,7 @@ func TestMaxConnsAnswersTrickled(t *testing.T) {
 		t.Fatalf("held %d with no write under way, waited %d", w.held(now), w.waited.Load())
 	}
 
-	release := make(chan struct{})
-	var evicted atomic.Int64
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/hold" {
-			<-release
-		}
-		_, _ = w.Write([]byte("ok"))
-	})
-	s, addr := serveWith(t, h, func(s *Server) {
-		s.MaxConns = 3
-		s.ConnEvicted = func() { evicted.Add(1) }
-	})
+	s, addr, release, evicted, _ := holdServer(t, false)
 	defer close(release)
 	for range 3 {
 		dial(t, addr).send("GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -358,23 +357,7 @@ func TestMaxConnsPollersNobodyVouchedFor(t *testing.T) {
 			pollers.Add(1)
 			go func() {
 				defer pollers.Done()
-				for {
-					if _, err := io.WriteString(c.conn, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-						return
-					}
-					_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-					resp, err := http.ReadResponse(c.br, nil)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					select {
-					case <-stop:
-						return
-					case <-time.After(300 * time.Millisecond): // well within the grace
-					}
-				}
+				vmtest.PollHealth(c.conn, c.br, 300*time.Millisecond, stop) // well within the grace
 			}()
 		}
 		time.Sleep(500 * time.Millisecond)

@@ -47,7 +47,11 @@ var errAfterHandler = errors.New("http: write to a response after its handler re
 
 // VouchConnection marks the connection as one whose client the handler knows (a valid token): idle between its
 // requests it keeps the whole eviction grace, where one nobody vouched for keeps a hundredth of it (Server.MaxConns).
-func (w *response) VouchConnection() { w.c.vouched.Store(true) }
+func (w *response) VouchConnection() {
+	if !w.c.vouched.Load() { // a store on every request would dirty the line for nothing
+		w.c.vouched.Store(true)
+	}
+}
 
 func (w *response) Header() http.Header {
 	if w.wroteHeader && w.snap == nil && !w.committed.Load() {

@@ -190,38 +190,32 @@ func (s *Server) evictLocked() bool {
 		}
 		st, since := c.state.Load(), c.waitingSince.Load()
 		// Ranked by what it waits for: a request or the rest of one, then a request after an answer (kept alive),
-		// then a client to take its answer; then by how long it has waited.
-		var rank int
+		// then a client to take its answer; then by how long it has waited, past its grace.
+		rank, grace := 0, evictGrace
 		switch st {
 		case stateNew, stateHead, stateDiscard:
 		case stateIdle:
-			rank = 1
-			if !c.vouched.Load() {
+			if c.vouched.Load() {
+				rank = 1
+			} else {
 				// A client nobody vouched for that polls /health or /metrics more often than the grace, on as many
 				// kept-alive connections as the bound, kept every other client out (an attacker's review): it keeps a
 				// hundredth of the grace, for the bytes of its next request that may be on their way, and goes first.
 				// (A client that reuses a connection resends a request the server closed under it, as Go's does.)
-				if now-since < int64(evictGrace/100) {
-					continue
-				}
-				rank = 0
+				grace = evictGrace / 100
 			}
 		case stateActive:
 			// Only while a write waits for the client: one serving a request that waits on its upstream is not
-			// holding anything the client could give back (an attacker's review).
-			held := c.writes.held(now)
-			if c.writes.since.Load() == 0 || held < int64(writeEvictGrace) {
+			// holding anything the client could give back (an attacker's review). The longest held first.
+			if c.writes.since.Load() == 0 {
 				continue
 			}
-			// The longest held first.
-			since, rank = now-held, 2
+			since, rank, grace = now-c.writes.held(now), 2, writeEvictGrace
 		default:
 			continue
 		}
-		if rank != 0 || st != stateIdle {
-			if now-since < int64(evictGrace) {
-				continue
-			}
+		if now-since < int64(grace) {
+			continue
 		}
 		if best == nil || rank < bestRank || rank == bestRank && since < bestSince {
 			best, bestState, bestRank, bestSince = c, st, rank, since

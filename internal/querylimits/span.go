@@ -348,11 +348,10 @@ type walk struct {
 	// minSubStep is the finest explicit subquery step met, for min_step; 0 when none.
 	minSubStep int64
 	// points walks for CountValues: subqueries over the range VictoriaMetrics evaluates them over, implicit ones
-	// included. Each count_values met adds the square of the points per series it is evaluated at to cvCost, and
-	// counts in cvCount; cvMost is the most points of one.
-	points          bool
-	cvCost          float64
-	cvCount, cvMost int64
+	// included. cv counts each count_values met: as many series of each series as the points per series it is
+	// evaluated at, each that long.
+	points bool
+	cv     fanOut
 	// work is, for such a walk, the points the rollups over subqueries read per series: at each point a subquery is
 	// evaluated at, the points of its window; and over raw samples, for the functions that sort or count a window, its
 	// samples at one per interval (SubqueryWork).
@@ -360,11 +359,8 @@ type walk struct {
 	// interval is the least time between two samples of a series the walk assumes (-search.minSampleInterval, ms);
 	// 0 leaves the windows over raw samples uncounted.
 	interval int64
-	// otCost, otCount and otMost are for count_values_over_time what cvCost, cvCount and cvMost are for count_values:
-	// each adds the distinct values its windows may meet (the series it makes of each series it reads) times the
-	// larger of them and the points it is evaluated at (the length of each), and otMost is the most series of one.
-	otCost          float64
-	otCount, otMost int64
+	// ot is cv for count_values_over_time (overTimeValues).
+	ot fanOut
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
 }
@@ -381,9 +377,7 @@ func (w *walk) span(n *node, a, b, step int64) {
 		if n.countValues && step > 0 {
 			// Counted as the range's points are, (b-a)/step: a count_values of a range query at its limit passes.
 			p := max(b-a, 0) / step
-			w.cvCost += float64(p) * float64(p)
-			w.cvCount++
-			w.cvMost = max(w.cvMost, p)
+			w.cv.add(p, p)
 		}
 		for i := range n.children {
 			w.span(&n.children[i], a, b, step)
@@ -466,10 +460,24 @@ func (w *walk) span(n *node, a, b, step int64) {
 // bounded as count_values' is, as one evaluated at the larger of the two: a range query of it over a day of 1 s samples
 // at 8 s ran v1.151 out of memory from one series, and an instant one over two days made 9.5 million series of 60
 // (an attacker's review).
-func (w *walk) overTimeValues(points, values int64) {
-	w.otCost += float64(values) * float64(max(points, values))
-	w.otCount++
-	w.otMost = max(w.otMost, values)
+func (w *walk) overTimeValues(points, values int64) { w.ot.add(values, max(points, values)) }
+
+// fanOut sums the load of the functions that make a series of each value they meet: each adds the series it may make
+// of one series times their length to cost, and counts in count; most is the most series of one.
+type fanOut struct {
+	cost        float64
+	count, most int64
+}
+
+func (f *fanOut) add(series, length int64) {
+	f.cost += float64(series) * float64(length)
+	f.count++
+	f.most = max(f.most, series)
+}
+
+// load is f as CountValuesLoad gives it: points is what one function would be evaluated at for as much memory.
+func (f *fanOut) load() (count, most, points int64) {
+	return f.count, f.most, int64(math.Ceil(math.Sqrt(f.cost)))
 }
 
 func (w *walk) add(from, to int64) {
@@ -672,11 +680,12 @@ func CountValues(q string, pq *enforce.Parsed, instant bool, rng *Range, now int
 	if w == nil {
 		return CountValuesLoad{}, err
 	}
-	if alt != nil && alt.cvCost+alt.otCost > w.cvCost+w.otCost {
+	if alt != nil && alt.cv.cost+alt.ot.cost > w.cv.cost+w.ot.cost {
 		w = alt
 	}
-	load := CountValuesLoad{Count: w.cvCount, Most: w.cvMost, Points: int64(math.Ceil(math.Sqrt(w.cvCost)))}
-	load.OverTime.Count, load.OverTime.Most, load.OverTime.Points = w.otCount, w.otMost, int64(math.Ceil(math.Sqrt(w.otCost)))
+	var load CountValuesLoad
+	load.Count, load.Most, load.Points = w.cv.load()
+	load.OverTime.Count, load.OverTime.Most, load.OverTime.Points = w.ot.load()
 	return load, nil
 }
 
