@@ -64,6 +64,7 @@ func (b byToken) Authenticate(r *http.Request) (*auth.Access, error) {
 // asks the upstream for an uncompressed answer; other callers and other APIs keep their Accept-Encoding and cost
 // nothing.
 func TestCostCounted(t *testing.T) {
+	useCostTimer(t) // the time of writing the answer, added to the stats, is none
 	read, write := vmtest.NewRecorder(t), vmtest.NewRecorder(t)
 	read.Respond(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -255,6 +256,7 @@ func TestCostAbandonedTimeout(t *testing.T) {
 // decoded: the client gets the answer uncompressed, and its stats are charged. An encoding the gateway cannot
 // read is charged the whole budget; an uncosted caller's gzip answer passes as it came.
 func TestCostCompressed(t *testing.T) {
+	useCostTimer(t) // the time of writing the answer, added to the stats, is none
 	body := `{"status":"success","data":{"resultType":"vector","result":[]},"stats":{"seriesFetched": "7","executionTimeMsec":12}}`
 	read := vmtest.NewRecorder(t)
 	encoding := "gzip"
