@@ -153,7 +153,7 @@ func newApp() (_ *app, err error) {
 		return nil, err
 	}
 	if a.gate != nil {
-		c.gw.Limiter, c.gw.Costs = a.gate, a.gate
+		c.gw.Limiter, c.gw.Costs, c.gw.Spacing = a.gate, a.gate, a.gate
 	}
 	if a.qlimits, err = newQueryLimits(); err != nil {
 		return nil, err

@@ -82,3 +82,91 @@ func TestDeletesAreSpaced(t *testing.T) {
 		t.Errorf("dev's series is still there after its delete: %s", body)
 	}
 }
+
+// TestDeletesSpacedAcrossReplicas: replicas that share a Redis space a team's deletes together: after dev deletes
+// through one, its delete through the other gets 429 and is not forwarded, while ops deletes through it. With Redis
+// gone each replica spaces alone: a third team deletes through both. Against VictoriaMetrics 1.79.5 and a real
+// redis-server.
+func TestDeletesSpacedAcrossReplicas(t *testing.T) {
+	vm := vmtest.Start(t)
+	redis := vmtest.StartRedis(t)
+	write := func(team string) {
+		t.Helper()
+		body := fmt.Sprintf("replicated_metric{team=%q} 1\n", team)
+		if code, _, b := do(t, http.MethodPost, vm.URL+"/api/v1/import/prometheus", strings.NewReader(body), "Content-Type", "text/plain"); code != 204 {
+			t.Fatalf("import: %d %s", code, b)
+		}
+		vm.Flush(t)
+		vmtest.Eventually(t, func() (bool, string) {
+			return strings.Contains(seriesOf(t, vm.URL, team), `"`+team+`"`), team + "'s series not written yet"
+		})
+	}
+	gone := func(team string) bool { return !strings.Contains(seriesOf(t, vm.URL, team), `"`+team+`"`) }
+	for _, team := range []string{"dev", "ops", "qa"} {
+		write(team)
+	}
+	replicas := [2]*gw{}
+	for i := range replicas {
+		replicas[i] = rlGateway(t, vm.URL, vm.URL, limit50, "-ratelimit.redis.url=redis://"+redis.Addr, "-deleteSeries.minInterval=30s")
+		vmtest.Eventually(t, func() (bool, string) {
+			v := metricValue(t, replicas[i], "vmgateway_ratelimit_redis_up")
+			return v == 1, fmt.Sprintf("replica %d: vmgateway_ratelimit_redis_up %v", i, v)
+		})
+	}
+	token := func(team string) string {
+		return respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": team}, Mode: auth.ModeFull})
+	}
+	del := func(g *gw, team string) (int, http.Header, string) {
+		return do(t, http.MethodPost, g.URL+"/api/v1/admin/tsdb/delete_series?match[]=replicated_metric", nil, bearer(token(team))...)
+	}
+
+	if code, _, body := del(replicas[0], "dev"); code != 204 || !gone("dev") {
+		t.Fatalf("dev's delete through the first replica: %d %s; series gone: %v", code, body, gone("dev"))
+	}
+	write("dev")
+	code, h, body := del(replicas[1], "dev")
+	if _, msg := decodeError(t, body); code != http.StatusTooManyRequests || !strings.Contains(msg, "deleted series less than -deleteSeries.minInterval=30s ago") {
+		t.Fatalf("dev's delete through the second replica: %d %s; want 429", code, body)
+	}
+	if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra < 1 || ra > 30 {
+		t.Errorf("Retry-After %q, want 1 to 30 seconds", h.Get("Retry-After"))
+	}
+	if gone("dev") {
+		t.Error("the delete refused by the second replica reached VictoriaMetrics")
+	}
+	if got := metricValue(t, replicas[1], "vmgateway_delete_series_refused_total"); got != 1 {
+		t.Errorf("second replica's vmgateway_delete_series_refused_total = %v, want 1", got)
+	}
+	// The second replica remembers the refusal: dev's next delete there costs Redis nothing.
+	calls := metricValue(t, replicas[1], "vmgateway_ratelimit_redis_calls_total")
+	if code, _, body := del(replicas[1], "dev"); code != http.StatusTooManyRequests {
+		t.Errorf("dev's third delete: %d %s; want 429", code, body)
+	}
+	if got := metricValue(t, replicas[1], "vmgateway_ratelimit_redis_calls_total"); got != calls {
+		t.Errorf("a delete refused by the replica's own spacing called Redis: %v calls, %v before", got, calls)
+	}
+	if code, _, body := del(replicas[1], "ops"); code != 204 || !gone("ops") {
+		t.Fatalf("ops' delete through the second replica: %d %s; series gone: %v", code, body, gone("ops"))
+	}
+
+	redis.Stop()
+	if code, _, body := del(replicas[0], "qa"); code != 204 || !gone("qa") {
+		t.Fatalf("qa's delete through the first replica, Redis down: %d %s; series gone: %v", code, body, gone("qa"))
+	}
+	write("qa")
+	if code, _, body := del(replicas[1], "qa"); code != 204 || !gone("qa") {
+		t.Fatalf("qa's delete through the second replica, Redis down: %d %s; want each replica to space alone", code, body)
+	}
+	for i, g := range replicas {
+		if v := metricValue(t, g, "vmgateway_ratelimit_redis_errors_total"); v < 1 {
+			t.Errorf("replica %d counted %v Redis errors with Redis down", i, v)
+		}
+	}
+}
+
+// seriesOf is the answer of VictoriaMetrics' /api/v1/series for team's replicated_metric.
+func seriesOf(t *testing.T, vmURL, team string) string {
+	t.Helper()
+	_, _, body := do(t, http.MethodGet, vmURL+"/api/v1/series?match[]="+url.QueryEscape(fmt.Sprintf(`replicated_metric{team=%q}`, team)), nil)
+	return body
+}

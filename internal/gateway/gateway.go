@@ -60,6 +60,9 @@ type Config struct {
 	Limiter             Limiter
 	// Costs, when set, counts the stats of query answers against cost limits (with the Limiter, the same gate).
 	Costs CostCounter
+	// Spacing, when set, spaces each unit's deletes across the replicas that share it, beside each replica's own
+	// spacing (deletes.go).
+	Spacing Spacer
 	// AuthHeader is the header that carries the token; it never reaches an upstream.
 	AuthHeader string
 	// Limits bound concurrency, selector args and bodies; the zero value limits nothing.
@@ -130,7 +133,7 @@ func New(cfg Config) (*Gateway, error) {
 		labelLimit:   cfg.LabelLimit,
 		discovering:  cfg.Backends.DiscoverInterval > 0,
 		conc:         newConcurrency(cfg.Limits.MaxConcurrentRequests, cfg.Limits.MaxConcurrentPerTenantRequests, cfg.Limits.MaxQueueDuration),
-		deletes:      newDeleteGate(cfg.Limits.DeleteInterval),
+		deletes:      newDeleteGate(cfg.Limits.DeleteInterval, cfg.Spacing),
 		reads:        newFairSlots(cfg.Limits.ReadQueueDuration, true),
 		writes:       newFairSlots(cfg.Limits.WriteQueueDuration, false),
 	}
@@ -261,7 +264,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.Deletes() {
-		if err := g.deletes.admit(unitOf(t, access.Enforcer), t, access.Enforcer, time.Now()); err != nil {
+		if err := g.deletes.admit(r.Context(), unitOf(t, access.Enforcer), t, access.Enforcer, time.Now()); err != nil {
 			g.reject(e, err)
 			return
 		}

@@ -2,12 +2,14 @@ package ratelimit
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -288,5 +290,52 @@ func TestSharedClockBehind(t *testing.T) {
 	}
 	if n := admitN(a, q, 5); n != 0 {
 		t.Errorf("the replica ahead admitted %d more after the shared limit of 5 was reached", n)
+	}
+}
+
+// TestSpaceAcrossReplicas: an event of a key admitted by one replica is refused by another until the interval has
+// passed in Redis, with the time left; other keys are not held up; a key left without an expiry does not block for
+// ever; without Redis, or with it down, Space leaves the decision to the caller.
+func TestSpaceAcrossReplicas(t *testing.T) {
+	r := vmtest.StartRedis(t)
+	rc := RedisConfig{URL: "redis://" + r.Addr, Timeout: 200 * time.Millisecond}
+	a, b := sharedGate(t, "limits: []\n", rc), sharedGate(t, "limits: []\n", rc)
+	ctx := context.Background()
+	if left, err := a.Space(ctx, "delete|1:0|ab", 300*time.Millisecond); err != nil || left != 0 {
+		t.Fatalf("first event: left %v, %v", left, err)
+	}
+	left, err := b.Space(ctx, "delete|1:0|ab", 300*time.Millisecond)
+	if err != nil || left <= 0 || left > 300*time.Millisecond {
+		t.Fatalf("the other replica at once: left %v, %v; want up to 300ms", left, err)
+	}
+	if left, err := b.Space(ctx, "delete|2:0|ab", 300*time.Millisecond); err != nil || left != 0 {
+		t.Errorf("another key: left %v, %v", left, err)
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		left, err := b.Space(ctx, "delete|1:0|ab", 300*time.Millisecond)
+		return err == nil && left == 0, fmt.Sprintf("after the interval: left %v, %v", left, err)
+	})
+	// A key without an expiry (written by hand) is taken as expired, and gets one.
+	rdb := redisOf(a).client
+	if err := rdb.Set(ctx, "vmgateway:ratelimit:space:{stuck}", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := a.Space(ctx, "stuck", time.Minute); err != nil || left != 0 {
+		t.Errorf("a key without expiry: left %v, %v", left, err)
+	}
+	if ttl := rdb.PTTL(ctx, "vmgateway:ratelimit:space:{stuck}").Val(); ttl <= 0 || ttl > time.Minute {
+		t.Errorf("the key's expiry is %v, want up to a minute", ttl)
+	}
+
+	alone := newTestGate(t, "limits: []\n", Config{})
+	if _, err := alone.Space(ctx, "x", time.Minute); err == nil {
+		t.Error("a gate without Redis answered Space")
+	}
+	r.Stop()
+	if _, err := a.Space(ctx, "delete|3:0|ab", time.Minute); err == nil {
+		t.Error("Space answered with Redis down")
+	}
+	if redisOf(a).up.Load() || redisOf(a).errors.Get() == 0 {
+		t.Errorf("Redis down: up=%v errors %d", redisOf(a).up.Load(), redisOf(a).errors.Get())
 	}
 }
