@@ -1,10 +1,12 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 
+	"github.com/vmgateway/vmgateway/internal/accesslog"
+	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/httpsyntax"
 )
 
@@ -14,19 +16,18 @@ import (
 // the same errors first (the balancer's answer bodies were never writable, so it never switched either); the
 // upstream's connection is closed here, where ReverseProxy left it open.
 func (u *upstream) refuseUpgrade(rw http.ResponseWriter, req *http.Request, res *http.Response) {
-	defer res.Body.Close()
-	reqUpType := upgradeType(req.Header)
-	resUpType := upgradeType(res.Header)
-	if !isPrint(resUpType) {
-		u.fail(rw, req, fmt.Errorf("backend tried to switch to invalid protocol %q", resUpType))
-		return
+	_ = res.Body.Close()
+	countUnanswered(req, false)
+	id := accesslog.From(rw).RequestID()
+	reqUpType, resUpType := upgradeType(req.Header), upgradeType(res.Header)
+	what := fmt.Sprintf("switched protocols (101) to %.64q", resUpType)
+	switch {
+	case !isPrint(resUpType):
+		what = "switched protocols (101) to one whose name is not printable"
+	case !httpsyntax.EqualFold(reqUpType, resUpType):
+		what += fmt.Sprintf(", which the client did not ask for (it asked for %.64q)", reqUpType)
 	}
-	if !httpsyntax.EqualFold(reqUpType, resUpType) {
-		u.fail(rw, req, fmt.Errorf("backend tried to switch protocol %q when %q was requested", resUpType, reqUpType))
-		return
-	}
-	u.fail(rw, req, errUpgrade)
+	slog.Warn("upstream switched protocols", "upstream", u.name, "request_id", id, "requested", reqUpType, "answered", resUpType)
+	u.failWith(rw, "upgrade", httperr.New(http.StatusBadGateway, logRef(fmt.Sprintf("the %s upstream %s; the gateway passes no "+
+		"protocol upgrade on, since the upgraded connection would escape its checks", u.kind, what), id)))
 }
-
-var errUpgrade = errors.New("the upstream switched protocols (101); the gateway passes no protocol upgrade on, " +
-	"since the upgraded connection would escape its checks")
