@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -121,11 +122,45 @@ func TestMemQueueOrder(t *testing.T) {
 }
 
 // memRefuser answers every request with the pool's refusal.
-type memRefuser struct{ n atomic.Int32 }
+// memRefuser answers the pool's refusal to its first refusals requests (all of them at 0), then 200, and keeps the
+// URLs it was sent.
+type memRefuser struct {
+	n        atomic.Int32
+	refusals int32
+	mu       sync.Mutex
+	urls     []string
+}
 
-func (m *memRefuser) RoundTrip(*http.Request) (*http.Response, error) {
-	m.n.Add(1)
+func (m *memRefuser) RoundTrip(r *http.Request) (*http.Response, error) {
+	m.mu.Lock()
+	m.urls = append(m.urls, r.URL.String())
+	m.mu.Unlock()
+	if n := m.n.Add(1); m.refusals > 0 && n > m.refusals {
+		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("{}"))}, nil
+	}
 	return &http.Response{StatusCode: 422, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(refusal179))}, nil
+}
+
+// TestMemWaitAimsOnce: a read sent again after a memory wait to a lone backend whose URL has a path prefix and args (a
+// vmauth or an ingress in front of vmselect) goes to the same URL each time; the backend's prefix and args were
+// joined again at every wait (an attacker's review).
+func TestMemWaitAimsOnce(t *testing.T) {
+	u, _ := url.Parse("http://vm.invalid:8481/pfx?a=1")
+	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	rt := &memRefuser{refusals: 2}
+	b := newBalancer(set, rt, nil)
+	b.memWait = time.Minute
+	req := httptest.NewRequest(http.MethodGet, "http://gateway/select/1:0/prometheus/api/v1/query?query=up", nil)
+	req.Body = nil
+	resp, err := b.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	want := "http://vm.invalid:8481/pfx/select/1:0/prometheus/api/v1/query?a=1&query=up"
+	if resp.StatusCode != 200 || len(rt.urls) != 3 || rt.urls[0] != want || rt.urls[1] != want || rt.urls[2] != want {
+		t.Errorf("answered %d after sending to %q; want 200 after 3 sends to %s", resp.StatusCode, rt.urls, want)
+	}
 }
 
 // TestMemWaitsBounded: a read refused for the pool goes again at most maxMemWaits times, then its client gets the

@@ -101,6 +101,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		memSince time.Time
 		memPoll  = 100 * time.Millisecond
 		memWaits int
+		unaimed  url.URL
 	)
 	i := p.set.pick(bs, 0)
 	for {
@@ -108,11 +109,17 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		if i < maxTried {
 			tried |= 1 << uint(i)
 		}
-		// With one backend there is no other attempt, and the forward step's request (its URL a copy) is aimed in
-		// place.
+		// With one backend the forward step's request (its URL a copy) is aimed in place; a memory wait sends it
+		// again, from its URL as it was before the first aim (a second aim joined the backend's path prefix and args
+		// twice: an attacker's review).
 		out := req
-		if len(bs) > 1 {
+		switch {
+		case len(bs) > 1:
 			out = copyRequest(req)
+		case n == 0:
+			unaimed = *req.URL
+		default:
+			*req.URL = unaimed
 		}
 		b.aim(out)
 		if len(bs) > 1 {
