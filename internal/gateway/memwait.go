@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,23 +37,11 @@ const memRefusalPrefix = 4 << 10
 // memPoolRefusal reads the start of a 422 answer and says whether it is the pool's refusal of a query that would fit
 // in the empty pool. Either way resp keeps its whole body.
 func memPoolRefusal(resp *http.Response) bool {
-	if resp.StatusCode != http.StatusUnprocessableEntity || resp.Body == nil {
+	if resp.StatusCode != http.StatusUnprocessableEntity {
 		return false
 	}
-	prefix, err := io.ReadAll(io.LimitReader(resp.Body, memRefusalPrefix))
-	resp.Body = &prefixedBody{Reader: io.MultiReader(bytes.NewReader(prefix), resp.Body), c: resp.Body}
-	if err != nil {
-		return false
-	}
-	msg := prefix
-	switch strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))) {
-	case "", "identity":
-	case "gzip", "x-gzip":
-		// VictoriaMetrics before v1.80 gzips its (plain-text) errors when the client accepts gzip.
-		if msg, err = gunzipped(prefix, memRefusalPrefix); err != nil {
-			return false
-		}
-	default:
+	msg, ok := answerStart(resp, memRefusalPrefix)
+	if !ok {
 		return false
 	}
 	// The counts are read where VictoriaMetrics writes them, after the query it echoes, whose text is the client's:

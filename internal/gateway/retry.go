@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -164,7 +165,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 				continue
 			}
 		}
-		if err == nil && !p.retryStatus(resp.StatusCode) {
+		if err == nil && (!p.retryStatus(resp.StatusCode) || queryTimedOut(resp)) {
 			p.set.markOK(b)
 			resp.Body = &doneBody{ReadCloser: resp.Body, b: b, mem: &p.mem}
 			return resp, nil
@@ -215,6 +216,19 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		p.retries.Inc()
 		i = next
 	}
+}
+
+// queryTimedOut says whether resp is VictoriaMetrics' 503 for a query that ran out of its time: the backend is
+// sound, and another would run the query as long again. The client sets that time (the timeout arg): a team that sent
+// timeout=1ms had every vmselect marked broken for every team, and each of its queries run on all of them, under
+// -retryStatusCodes=503 (an attacker's review). resp keeps its whole body.
+func queryTimedOut(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		return false
+	}
+	// The deadline's message ends the answer, after the query it echoes (up to -search.maxQueryLen, 16 KiB).
+	msg, ok := answerStart(resp, maxWrappedError)
+	return ok && (bytes.Contains(msg, []byte("request timeout reached: ")) || bytes.Contains(msg, []byte("timeout exceeded ")))
 }
 
 // changesDataKey marks a request of an API that changes data (admin and write APIs) for the balancer, with the

@@ -40,6 +40,63 @@ func answer(code int, r *http.Request) *http.Response {
 	return &http.Response{StatusCode: code, Body: io.NopCloser(strings.NewReader("answer")), Header: http.Header{}, Request: r}
 }
 
+// VictoriaMetrics' answers to a query that ran out of its time (the timeout arg or -search.maxQueryDuration): the
+// cluster's vmselect v1.150, and a single-node's, which echoes the query first.
+const (
+	timeoutCluster = `{"status":"error","errorType":"503","error":"error occured during search: cannot fetch query results from vmstorage ` +
+		`nodes: cannot perform search on vmstorage 127.0.0.1:46403: request timeout reached: 0.001 seconds (elapsed 0.987 seconds); the ` +
+		"timeout can be adjusted with `-search.maxQueryDuration` command-line flag\"}"
+	timeoutSingle = `error when executing query="sum(rate(x[5m]))" on the time range (start=1, end=2, step=1): cannot execute query: ` +
+		`timeout exceeded during query execution: 0.001 seconds (elapsed 0.991 seconds)`
+)
+
+// textAnswer is an answer of body, gzipped when zipped.
+func textAnswer(code int, body string, zipped bool, r *http.Request) *http.Response {
+	resp := &http.Response{StatusCode: code, Body: io.NopCloser(strings.NewReader(body)), Header: http.Header{}, Request: r}
+	if zipped {
+		resp.Body = io.NopCloser(bytes.NewReader(gzipped(body)))
+		resp.Header.Set("Content-Encoding", "gzip")
+	}
+	return resp
+}
+
+// TestQueryTimeoutKeepsBackendSound: VictoriaMetrics' 503 for a query out of its time (which the client's timeout arg
+// sets) neither marks the backend broken nor sends the query to another, and reaches the client whole; another 503
+// does both.
+func TestQueryTimeoutKeepsBackendSound(t *testing.T) {
+	for _, tc := range []struct {
+		body       string
+		zipped     bool
+		wantBroken bool
+	}{
+		{timeoutCluster, false, false},
+		{timeoutSingle, true, false},
+		{"Service Unavailable", false, true},
+	} {
+		p, log := scriptedBalancer(t, LeastLoaded, 2, []int{503}, func(h string, r *http.Request, try int) (*http.Response, error) {
+			return textAnswer(503, tc.body, tc.zipped, r), nil
+		})
+		resp, err := p.RoundTrip(replayable("query=up&timeout=1ms"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if tc.zipped {
+			got, _ = gunzipped(got, 1<<20)
+		}
+		first := p.set.backends()[0]
+		if (*log)[0].host != "a" {
+			first = p.set.backends()[1]
+		}
+		broken := first.brokenUntil.Load() != 0
+		if wantTried := map[bool]int{false: 1, true: 2}[tc.wantBroken]; len(*log) != wantTried || broken != tc.wantBroken || string(got) != tc.body {
+			t.Errorf("%.40q: tried %s, first backend broken %v, answer %.60q; want %d tried, broken %v, the answer whole",
+				tc.body, hosts(*log), broken, got, wantTried, tc.wantBroken)
+		}
+	}
+}
+
 // attempt is what one backend was sent.
 type attempt struct {
 	host, path, auth string
@@ -144,6 +201,14 @@ func TestRetryDecisions(t *testing.T) {
 				}
 				return answer(200, r), nil
 			}, result{tried: "2", code: 200}},
+		{"read: VictoriaMetrics' 503 for a query out of its time is the answer", func() *http.Request { return replayable("query=up") },
+			[]int{503}, func(h string, r *http.Request, try int) (*http.Response, error) {
+				return textAnswer(503, timeoutCluster, false, r), nil
+			}, result{tried: "1", code: 503}},
+		{"read: the same, gzipped by a single-node after the query it echoes", func() *http.Request { return replayable("query=up") },
+			[]int{503}, func(h string, r *http.Request, try int) (*http.Response, error) {
+				return textAnswer(503, timeoutSingle, true, r), nil
+			}, result{tried: "1", code: 503}},
 		{"read: a status not listed is the answer", func() *http.Request { return replayable("query=up") },
 			[]int{503}, func(h string, r *http.Request, try int) (*http.Response, error) {
 				return answer(500, r), nil

@@ -67,6 +67,28 @@ func wrapPlainError(resp *http.Response) {
 	h.Set("X-Content-Type-Options", "nosniff")
 }
 
+// answerStart reads up to limit bytes of resp's body, decoded (VictoriaMetrics before v1.80 gzips its plain-text
+// errors when the client accepts gzip), and leaves resp its whole body. It says false for a body it could not read
+// or decode.
+func answerStart(resp *http.Response, limit int64) ([]byte, bool) {
+	if resp.Body == nil || resp.Body == http.NoBody {
+		return nil, false
+	}
+	prefix, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	resp.Body = &prefixedBody{Reader: io.MultiReader(bytes.NewReader(prefix), resp.Body), c: resp.Body}
+	if err != nil {
+		return nil, false
+	}
+	switch strings.ToLower(strings.TrimSpace(resp.Header.Get("Content-Encoding"))) {
+	case "", "identity":
+		return prefix, true
+	case "gzip", "x-gzip":
+		msg, err := gunzipped(prefix, limit)
+		return msg, err == nil
+	}
+	return nil, false
+}
+
 // gunzipped decodes the start of a gzipped error answer, b, into at most limit bytes: what it decoded before an
 // error, with the error (nothing when b is not gzip at all).
 func gunzipped(b []byte, limit int64) ([]byte, error) {

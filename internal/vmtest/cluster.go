@@ -185,9 +185,13 @@ func fileSum(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// Cluster is a running VictoriaMetrics cluster on loopback: one vmstorage, one vminsert, one vmselect.
+// Cluster is a running VictoriaMetrics cluster on loopback: one vmstorage, one vminsert, one vmselect (more with
+// StartSelect).
 type Cluster struct {
 	Storage, Insert, Select *VM
+	// bin, dir and selectAddr are what StartSelect starts another vmselect with.
+	bin, dir, selectAddr string
+	selects              int
 }
 
 // StartCluster starts a cluster from RequireCluster's binaries with temp data and random ports and stops it when
@@ -208,26 +212,36 @@ func StartCluster(t testing.TB, selectFlags ...string) *Cluster {
 		t.Fatalf("vmstorage did not start: %s", err)
 	}
 	t.Cleanup(storage.Stop)
-	c := &Cluster{Storage: storage}
-	for _, node := range []struct {
-		name string
-		vm   **VM
-		args []string
-	}{
-		{"vminsert", &c.Insert, []string{"-storageNode=" + insertAddr}},
-		{"vmselect", &c.Select, append([]string{"-storageNode=" + selectAddr, "-search.latencyOffset=0s", "-search.disableCache",
-			"-dedup.minScrapeInterval=0s"}, selectFlags...)},
-	} {
-		vm, err := startProc(filepath.Join(dir, node.name), func(addr string) []string {
-			return append([]string{filepath.Join(bin, node.name), "-httpListenAddr=" + addr, "-loggerLevel=ERROR"}, node.args...)
-		})
-		if err != nil {
-			t.Fatalf("%s did not start: %s", node.name, err)
-		}
-		t.Cleanup(vm.Stop)
-		*node.vm = vm
+	c := &Cluster{Storage: storage, bin: bin, dir: dir, selectAddr: selectAddr}
+	vm, err := startProc(filepath.Join(dir, "vminsert"), func(addr string) []string {
+		return []string{filepath.Join(bin, "vminsert"), "-httpListenAddr=" + addr, "-loggerLevel=ERROR", "-storageNode=" + insertAddr}
+	})
+	if err != nil {
+		t.Fatalf("vminsert did not start: %s", err)
 	}
+	t.Cleanup(vm.Stop)
+	c.Insert = vm
+	c.Select = c.StartSelect(t, selectFlags...)
 	return c
+}
+
+// StartSelect starts another vmselect of the cluster, with extra flags, and stops it when the test ends.
+func (c *Cluster) StartSelect(t testing.TB, flags ...string) *VM {
+	t.Helper()
+	c.selects++
+	dir := filepath.Join(c.dir, fmt.Sprintf("vmselect%d", c.selects))
+	vm, err := startProc(dir, func(addr string) []string {
+		// Each its own -cacheDataPath: vmselects that share the default /tmp/searchResults remove each other's
+		// temporary files and stop (FATAL: cannot remove "/tmp/searchResults/…").
+		return append([]string{filepath.Join(c.bin, "vmselect"), "-httpListenAddr=" + addr, "-loggerLevel=ERROR",
+			"-storageNode=" + c.selectAddr, "-cacheDataPath=" + filepath.Join(dir, "cache"), "-search.latencyOffset=0s",
+			"-search.disableCache", "-dedup.minScrapeInterval=0s"}, flags...)
+	})
+	if err != nil {
+		t.Fatalf("vmselect did not start: %s", err)
+	}
+	t.Cleanup(vm.Stop)
+	return vm
 }
 
 // Flush makes what vmstorage received searchable; new series may still take a moment: read back with Eventually.
