@@ -70,6 +70,8 @@ type app struct {
 	trunc    *truncationWatch
 	reads    *slotsWatch
 	writes   *slotsWatch
+	// redisPrefix is the key prefix the gate shares its counts under, for the start summary.
+	redisPrefix string
 }
 
 // configs are the components' configs, as the flags give them, checked.
@@ -123,7 +125,7 @@ func checkFlags() (c configs, err error) {
 	if err := checkAuthFlags(); err != nil {
 		return c, err
 	}
-	if c.rl, err = rateLimitCfg(); err != nil {
+	if c.rl, err = rateLimitCfg(ru, wu); err != nil {
 		return c, err
 	}
 	if c.alog, err = accessLogConfig(); err != nil {
@@ -154,6 +156,7 @@ func newApp() (_ *app, err error) {
 	}
 	if a.gate != nil {
 		c.gw.Limiter, c.gw.Costs, c.gw.Spacing = a.gate, a.gate, a.gate
+		a.redisPrefix = c.rl.Redis.KeyPrefix
 	}
 	if a.qlimits, err = newQueryLimits(); err != nil {
 		return nil, err

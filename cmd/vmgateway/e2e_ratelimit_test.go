@@ -285,6 +285,35 @@ func TestRateLimitBurstReplicas(t *testing.T) {
 	}
 }
 
+// TestRateLimitRedisPerDeployment: gateways in front of different VictoriaMetrics that share one Redis keep apart
+// counts, since tenant 0:0 of one is not tenant 0:0 of the other: one deployment's burst through its limit leaves the
+// other's full (a review: a team of one cluster used up the limit of another's tenant). Replicas given one
+// -ratelimit.redis.keyPrefix share, whatever backends they name.
+func TestRateLimitRedisPerDeployment(t *testing.T) {
+	vmA, vmB := vmtest.Start(t), vmtest.Start(t)
+	redis := "-ratelimit.redis.url=redis://" + vmtest.StartRedis(t).Addr
+	const limit5 = "limits:\n  - {type: queries, value: 5}\n"
+	token := rlToken(t, tenant.ID{}, "deployments")
+	a, b := rlGateway(t, vmA.URL, vmA.URL, limit5, redis), rlGateway(t, vmB.URL, vmB.URL, limit5, redis)
+	sharedA := rlGateway(t, vmA.URL, vmA.URL, limit5, redis, "-ratelimit.redis.keyPrefix=team-platform")
+	sharedB := rlGateway(t, vmB.URL, vmB.URL, limit5, redis, "-ratelimit.redis.keyPrefix=team-platform")
+	for _, g := range []*gw{a, b, sharedA, sharedB} {
+		vmtest.Eventually(t, func() (bool, string) {
+			v := metricValue(t, g, "vmgateway_ratelimit_redis_up")
+			return v == 1, fmt.Sprintf("vmgateway_ratelimit_redis_up %v", v)
+		})
+	}
+	if m := tally(burstQueries(t, []*gw{a}, token, 8, 1)); m[200] != 5 || m[429] != 3 {
+		t.Fatalf("deployment A: %v, want 5 answered and 3 refused", m)
+	}
+	if m := tally(burstQueries(t, []*gw{b}, token, 5, 1)); m[200] != 5 {
+		t.Errorf("deployment B after A used up its limit: %v, want its own 5 answered", m)
+	}
+	if m := tally(burstQueries(t, []*gw{sharedA, sharedB}, token, 8, 1)); m[200] != 5 || m[429] != 3 {
+		t.Errorf("two replicas given one key prefix: %v, want 5 answered between them and 3 refused", m)
+	}
+}
+
 // TestRateLimitDryRun: nothing is rejected, and what would have been is counted.
 func TestRateLimitDryRun(t *testing.T) {
 	vm := vmtest.Start(t)
@@ -406,6 +435,7 @@ func TestRateLimitFlagErrors(t *testing.T) {
 		{"-ratelimit.redis.url=http://x:6379", "-ratelimit.redis.url=\"http://x:6379\": want redis://"},
 		{"-ratelimit.redis.url=redis://:s3cret@x:6379/a/b", "-ratelimit.redis.url=\"redis://x:6379/a/b\""},
 		{"-ratelimit.redis.batchSize=0", "-ratelimit.redis.batchSize=0: want a positive number"},
+		{"-ratelimit.redis.keyPrefix=a{b}", `-ratelimit.redis.keyPrefix="a{b}": give up to 200 bytes without braces or spaces`},
 	} {
 		out, err := exec.Command(gatewayBin, append(base, tc.flag)...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), tc.want) || strings.Contains(string(out), "s3cret") {

@@ -193,8 +193,8 @@ type counterStore interface {
 	// maintain runs in the background a few times a second: it finds the store again after a failure and gives
 	// back the units of leases whose second has ended, so other replicas can use them.
 	maintain(c *counters, now time.Time)
-	// status is the store's address without secrets, and whether it answers.
-	status() (shown string, up bool)
+	// status is the store's address without secrets, its key prefix, and whether it answers.
+	status() statusRedis
 	close()
 }
 
@@ -513,7 +513,9 @@ func (s *redisStore) flushCosts(c *counters, now time.Time) {
 	}
 }
 
-func (s *redisStore) status() (string, bool) { return s.shown, s.up.Load() }
+func (s *redisStore) status() statusRedis {
+	return statusRedis{URL: s.shown, KeyPrefix: s.prefix, Up: s.up.Load()}
+}
 
 // giveBackStale returns to Redis the units of leases from past seconds, so other replicas can use them.
 func (s *redisStore) giveBackStale(c *counters, now time.Time) {

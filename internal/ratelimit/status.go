@@ -56,8 +56,9 @@ type statusDatasource struct {
 }
 
 type statusRedis struct {
-	URL string `json:"url"`
-	Up  bool   `json:"up"`
+	URL       string `json:"url"`
+	KeyPrefix string `json:"keyPrefix"`
+	Up        bool   `json:"up"`
 }
 
 type statusLimitSpec struct {
@@ -115,8 +116,8 @@ func (g *Gate) status(now time.Time, only *tenant.ID) statusPage {
 		Usage:    []statusEntry{},
 	}
 	if g.tally.store != nil {
-		shown, up := g.tally.store.status()
-		p.Redis = &statusRedis{URL: shown, Up: up}
+		r := g.tally.store.status()
+		p.Redis = &r
 	}
 	for _, l := range s.limits.Defaults() {
 		p.Defaults = append(p.Defaults, spec(l))
