@@ -212,17 +212,32 @@ func checkEvaluation(rt route.Route, q, form url.Values, parsed *enforce.Parsed,
 					return err
 				}
 				if work > float64(l.MaxSubqueryWindowPoints) {
-					return httperr.New(http.StatusBadRequest, fmt.Sprintf("the rollup functions of the query would read %.3g points "+
-						"per series (over a subquery, the points it is evaluated at times the points of its window, nested subqueries "+
-						"multiplying them; over raw samples, for the functions that sort or count a window, the points evaluated at "+
-						"times the samples of the window at one per -search.minSampleInterval=%s; weighed by the function); at most %d "+
-						"are accepted (-search.maxSubqueryWindowPoints): use coarser steps, shorter windows or a shorter range",
-						work, l.MinSampleInterval, l.MaxSubqueryWindowPoints))
+					return subqueryWorkError(text, parsed, instant, rng, now, work, l)
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// subqueryWorkError refuses a query whose rollups read more than l.MaxSubqueryWindowPoints. When the windows over
+// raw samples made the difference, it says how many samples a series is assumed to have, which only the operator
+// can correct to the data's (a legitimate user's review: panels over 15 s data refused at one sample a second, and
+// the user was told to use coarser steps).
+func subqueryWorkError(text string, parsed *enforce.Parsed, instant bool, rng *querylimits.Range, now time.Time, work float64, l Limits) error {
+	msg := fmt.Sprintf("the rollup functions of the query would read %.3g points per series (over a subquery, the points it "+
+		"is evaluated at times the points of its window, nested subqueries multiplying them; over raw samples, for the "+
+		"functions that sort or count a window, the points evaluated at times the samples of the window at one per "+
+		"-search.minSampleInterval=%s; weighed by the function); at most %d are accepted (-search.maxSubqueryWindowPoints): "+
+		"use coarser steps, shorter windows or a shorter range", work, l.MinSampleInterval, l.MaxSubqueryWindowPoints)
+	withoutRaw := *rng
+	withoutRaw.SampleInterval = 0
+	if sub, err := querylimits.SubqueryWork(text, parsed, instant, &withoutRaw, now.UnixMilli()); err == nil && sub <= float64(l.MaxSubqueryWindowPoints) {
+		msg += fmt.Sprintf(". The windows over raw samples are counted at one sample every %s; where the teams' data is "+
+			"scraped less often, the gateway's operator sets -search.minSampleInterval to the shortest scrape interval (or "+
+			"-dedup.minScrapeInterval on VictoriaMetrics, which the gateway reads)", l.MinSampleInterval)
+	}
+	return httperr.New(http.StatusBadRequest, msg)
 }
 
 func checkCountValues(text string, parsed *enforce.Parsed, instant bool, rng *querylimits.Range, now time.Time, l Limits) error {

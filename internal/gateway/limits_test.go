@@ -464,10 +464,15 @@ func TestCheckSubqueryWork(t *testing.T) {
 		{"the same at the default step", instant,
 			url.Values{"query": {`max_over_time(quantile_over_time(0.5, (cpu{inst="i1"}*1)[1h])[1h])`}}, false},
 		{"nested under a function and an offset", instant,
-			url.Values{"query": {`sum(max_over_time(rate(cpu[5m])[1d:1s] offset 1h)[1d:1m])`}}, true},
+			url.Values{"query": {`sum(max_over_time(rate(cpu[5m])[1d:1s] offset 1h)[2d:1m])`}}, true},
+		{"the same over one day, whose inner subquery is read at half the points", instant,
+			url.Values{"query": {`sum(max_over_time(rate(cpu[5m])[1d:1s] offset 1h)[1d:1m])`}}, false},
 		{"a 30-day SLO window at 1m, instant", instant, url.Values{"query": {`avg_over_time((sum(rate(up[5m])) or vector(1))[30d:1m])`}}, false},
 		{"a 30-day SLO window at 1m over 30 days at 1h", ranged, ranges(`avg_over_time(rate(up[5m])[30d:1m])`, "1697408000", "3600"), false},
-		{"a 30-day SLO window at 1m over 90 days at 30m", ranged, ranges(`avg_over_time(rate(up[5m])[30d:1m])`, "1692224000", "1800"), true},
+		{"a 30-day SLO window at 1m over 90 days at 15m", ranged, ranges(`avg_over_time(rate(up[5m])[30d:1m])`, "1692224000", "900"), true},
+		// Grafana's step on a panel 1,920 pixels or wider (a legitimate user's review: refused at a point each).
+		{"a 30-day SLO window at 1m over a day at 30s", ranged, ranges(`avg_over_time(rate(up[5m])[30d:1m])`, "1699913600", "30"), false},
+		{"a 30-day SLO window at 1m over two days at 1m", ranged, ranges(`avg_over_time(rate(up[5m])[30d:1m])`, "1699827200", "60"), false},
 		{"a day at 15s over a week at 10m", ranged, ranges(`max_over_time(rate(x[5m])[1d:15s])`, "1699395200", "600"), false},
 		{"a subquery at the request's step", ranged, ranges(`max_over_time(x[1h:])`, "1699996400", "15"), false},
 		{"two nested at the request's step of 1s", instant, url.Values{"query": {`max_over_time(max_over_time(x[1d:])[1d:])`}, "step": {"1"}}, true},
@@ -516,6 +521,19 @@ func TestCheckSubqueryWork(t *testing.T) {
 		}
 		if err != nil && (httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "-search.maxSubqueryWindowPoints")) {
 			t.Errorf("%s: %d %v; want 400 naming the flag", tc.name, httperr.Status(err), err)
+		}
+	}
+	// A refusal that the windows over raw samples made tells what the operator may correct; one over subqueries alone
+	// does not.
+	const hint = "the gateway's operator sets -search.minSampleInterval to the shortest scrape interval"
+	for q, want := range map[string]bool{
+		`quantile_over_time(0.99, x[1h])`:                                     true,
+		`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`: false,
+		`max_over_time(median_over_time(x[1h])[1d:10s])`:                      true,
+	} {
+		err := checkEvaluation(ranged, ranges(q, "1699913600", "8"), nil, nil, Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second}, now)
+		if err == nil || strings.Contains(err.Error(), hint) != want {
+			t.Errorf("%s: %v; want a refusal that names the sample interval: %v", q, err, want)
 		}
 	}
 	// In the form too.

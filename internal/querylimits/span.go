@@ -68,9 +68,9 @@ type node struct {
 	// makes a wrapper node. Only CountValues walks them as subqueries; the limits' walks read a wrapper as its
 	// child, as they did before it existed.
 	implicit, wrapper bool
-	// weight is what a point of a subquery's window costs the rollup function over it, against the cheapest
-	// (callWeight); 0 is 1. rawWeight is what a raw sample of a window over a selector (rawWindow) costs it, in eighths
-	// (rawEighths); 0 for the cheapest functions, which are not counted over raw samples.
+	// weight is what a point of a subquery's window costs the rollup function over it, in eighths (callWeight,
+	// subEighths); 0 is cheapEighths. rawWeight is what a raw sample of a window over a selector (rawWindow) costs
+	// it, in eighths (rawEighths); 0 for the cheapest functions, which are not counted over raw samples.
 	weight, rawWeight uint32
 	// overTime marks count_values_over_time, which makes a series of each value its windows meet.
 	overTime bool
@@ -100,43 +100,60 @@ func callWeight(x *metricsql.FuncExpr) (sub, raw uint32) {
 		}
 	}
 	for _, name := range names {
-		sub += uint32(pointWeight(name))
+		sub += subEighths(name)
 		raw += rawEighths(name)
 	}
 	return sub, raw
 }
 
 // rawEighths is what a raw sample of its window costs a rollup function, in eighths of a subquery point of the
-// cheapest. Per raw sample v1.151 took 82 ns in quantile_over_time, 44 in histogram_over_time, 59 in mode_over_time,
-// 103 in distinct_over_time and 172 in mad_over_time (an attacker's review): the functions that sort or keep a map of
-// a window weigh 8. Those that work out a variance or a fit of every sample took 3.6-4.7 ns (zscore_over_time,
-// holt_winters: a later review, 35 s of v1.151's CPU for `zscore_over_time(x[2d])` over a day at 8 s on 4 series of
-// 1 s samples): an eighth. The rest (sum_over_time 1 ns, rate and the like, which read two samples) are not counted:
-// a 30-day SLO window over a day at 1 minute reads 3.7×10^9 samples a series at one a second, and takes under 4 s.
+// cheapest at the old scale (subEighths' 8). Per raw sample v1.151 took 82 ns in quantile_over_time, 44 in
+// histogram_over_time, 59 in mode_over_time, 103 in distinct_over_time and 172 in mad_over_time (an attacker's
+// review): the functions that sort or keep a map of a window weigh 64. Those that work out a variance or a fit of
+// every sample took 3.6-4.7 ns (zscore_over_time, holt_winters: a later review, 35 s of v1.151's CPU for
+// `zscore_over_time(x[2d])` over a day at 8 s on 4 series of 1 s samples): 1. The rest (sum_over_time 1 ns, rate and
+// the like, which read two samples) are not counted: a 30-day SLO window over a day at 1 minute reads 3.7×10^9
+// samples a series at one a second, and takes under 4 s.
 func rawEighths(name string) uint32 {
-	switch strings.ToLower(name) {
-	case "stddev_over_time", "stdvar_over_time", "zscore_over_time", "holt_winters", "double_exponential_smoothing",
-		"predict_linear", "deriv", "hoeffding_bound_lower", "hoeffding_bound_upper", "geomean_over_time":
+	switch {
+	case fitsEverySample(name):
 		return 1
-	}
-	if pointWeight(name) > 1 {
-		return 8 * 8
+	case subEighths(name) > 8:
+		return 64
 	}
 	return 0
 }
 
-// pointWeight is what a point of its window costs a rollup function, against the cheapest (sum, avg, max: 1). Measured
-// on v1.151 at 7.7×10^7 points of one series (a review): quantile_over_time 0.77 s over sorted values, 6.9 s over
-// unsorted ones, count_values_over_time 21.6 s. Functions that sort a window cost as quantile_over_time, those that
-// keep a map of its values as count_values_over_time.
-func pointWeight(name string) uint8 {
+// subEighths is what a point of a subquery's window costs a rollup function, in eighths. Measured on v1.151 at
+// 7.7×10^7 points of one series (a review): quantile_over_time 0.77 s over sorted values, 6.9 s over unsorted ones,
+// count_values_over_time 21.6 s; functions that sort a window weigh 64, those that keep a map of its values 256. The
+// cheapest (sum, avg, max, last) took about 4 ns a point under a 30-day SLO window (`avg_over_time(ratio[30d:1m])`,
+// a legitimate user's review): they weigh 4, half a point, so that such a panel passes at the 2,880 to 4,000 points a
+// wide Grafana panel asks (1.2×10^8 points of window read); the functions that fit every point weigh 8.
+func subEighths(name string) uint32 {
 	switch strings.ToLower(name) {
 	case "count_values_over_time", "distinct_over_time", "histogram_over_time", "mode_over_time":
-		return 32
+		return 32 * 8
 	case "quantile_over_time", "quantiles_over_time", "median_over_time", "mad_over_time", "outlier_iqr_over_time", "iqr_over_time":
+		return 8 * 8
+	}
+	if fitsEverySample(name) {
 		return 8
 	}
-	return 1
+	return cheapEighths
+}
+
+// cheapEighths is the weight of the cheapest rollup functions over a subquery, and what a node's weight of 0 stands for.
+const cheapEighths = 4
+
+// fitsEverySample names the rollup functions that work out a variance or a fit of every sample of a window.
+func fitsEverySample(name string) bool {
+	switch strings.ToLower(name) {
+	case "stddev_over_time", "stdvar_over_time", "zscore_over_time", "holt_winters", "double_exponential_smoothing",
+		"predict_linear", "deriv", "hoeffding_bound_lower", "hoeffding_bound_upper", "geomean_over_time":
+		return true
+	}
+	return false
 }
 
 // atExpr is the time of an @ modifier: a number (Unix seconds), start(), end(), now(), a duration, or arithmetic
@@ -190,7 +207,7 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		}
 		n := compileCall(x.Name, x.Args, depth, unresolved)
 		overTime := strings.EqualFold(x.Name, "count_values_over_time")
-		if sub, raw := callWeight(x); sub > 1 || raw > 0 {
+		if sub, raw := callWeight(x); sub != cheapEighths || raw > 0 {
 			// The windows this function rolls up, subqueries or raw samples: the arg itself, or one of a group of args.
 			mark := func(c *node) {
 				switch {
@@ -417,7 +434,11 @@ func (w *walk) span(n *node, a, b, step int64) {
 		if w.points && n.subquery {
 			// Counted as the range's points are, (b-a)/step, and at least the one point of an instant query.
 			at := max(b-a, 0)/max(step, 1) + 1
-			w.work += float64(at) * float64(max(win/max(inner, 1), 1)) * float64(max(n.weight, 1))
+			eighths := n.weight
+			if eighths == 0 {
+				eighths = cheapEighths
+			}
+			w.work += float64(at) * float64(max(win/max(inner, 1), 1)) * float64(eighths) / 8
 			if n.overTime {
 				w.overTimeValues(at, (max(b-a, 0)+win)/max(inner, 1)+1)
 			}
@@ -695,7 +716,7 @@ func CountValues(q string, pq *enforce.Parsed, instant bool, rng *Range, now int
 // the points of each subquery, not this product, nor does -search.maxQueryDuration stop a rollup midway:
 // `max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`, 80 bytes, read 1.3×10^9 points per series
 // and took v1.151 38 s of CPU for each series (an attacker's review). A point weighs what it costs the function over
-// it (pointWeight). Only a gate's refusal, or a range that cannot be read, is an error.
+// it (subEighths). Only a gate's refusal, or a range that cannot be read, is an error.
 func SubqueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) (float64, error) {
 	if strings.IndexByte(q, '[') < 0 {
 		// No window: no subquery, or only ones over a step, which read one point each. A window over anything but a
