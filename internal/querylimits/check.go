@@ -412,13 +412,19 @@ func (ck *checker) check(kind apiKind) error {
 	}
 	back := ck.now - readFrom
 	for _, r := range ck.rs.rules[maxQueryLookback] {
-		if back > r.v {
+		if back > r.v+lookbackGrace(r.v) {
 			return ck.refuse(maxQueryLookback, r, "query limit max_query_lookback=%s exceeded: the request reads data from %s, %s before now; "+
 				"the limit is %s: read a more recent time range (windows, offsets, subqueries and @ count)", fmtTime(readFrom), fmtDuration(back))
 		}
 	}
 	return nil
 }
+
+// lookbackGrace is how much further back than max_query_lookback a request may read: a tenth of the limit, at most 5
+// minutes. Clients evaluate at a time a little before the gateway's now: Grafana's dashboard time, tens of milliseconds,
+// and vmalert's, aligned down to its evaluation interval; a 30-day SLO window equal to a limit of 30 days was refused at
+// every evaluation (a legitimate user's review). Mimir, whose name the limit has, moves the start instead.
+func lookbackGrace(limit int64) int64 { return min(5*60*1000, limit/10) }
 
 // queries checks every query arg: blocked patterns, subquery steps, and the earliest time it reads.
 func (ck *checker) queries(kind apiKind, from, to, stepLo, step, lookback int64) (int64, error) {

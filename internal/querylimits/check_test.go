@@ -82,6 +82,11 @@ func TestQueryLimitsCheck(t *testing.T) {
 		{name: "@ end() fine", path: "/api/v1/query_range", args: url.Values{"query": {"rate(x[29d] @ end())"}, "start": {at(time.Hour)}, "step": {"1m"}}},
 		{name: "@ unresolved", path: "/api/v1/query", args: url.Values{"query": {"x @ timestamp(y)"}}, want: "the time of @ timestamp(y) is not known before the query runs", limit: "max_query_lookback"},
 		{name: "WITH counted", path: "/api/v1/query", args: url.Values{"query": {"WITH (w = 31d) max_over_time(x[w])"}}, want: "31d before now", limit: "max_query_lookback"},
+		// A client's time a little before the gateway's now (Grafana's, vmalert's aligned to its interval) is given 5m.
+		{name: "window of the limit at Grafana's time", path: "/api/v1/query", args: url.Values{"query": {"sum(increase(x[30d]))"}, "time": {at(30 * time.Millisecond)}}},
+		{name: "window of the limit at vmalert's aligned time", path: "/api/v1/query", args: url.Values{"query": {"sum(increase(x[30d]))"}, "time": {at(time.Minute)}}},
+		{name: "window of the limit 6 minutes back", path: "/api/v1/query", args: url.Values{"query": {"sum(increase(x[30d]))"}, "time": {at(6 * time.Minute)}},
+			want: "30d6m before now", limit: "max_query_lookback"},
 		{name: "time far back", path: "/api/v1/query", args: url.Values{"query": {"x"}, "time": {at(31 * 24 * time.Hour)}}, want: "31d5m before now", limit: "max_query_lookback"},
 		{name: "max_lookback counted", path: "/api/v1/query", args: url.Values{"query": {"x"}, "max_lookback": {"31d"}}, want: "31d before now", limit: "max_query_lookback"},
 		{name: "latency_offset counted", path: "/api/v1/query", args: url.Values{"query": {"x"}, "latency_offset": {"31d"}}, want: "31d5m before now", limit: "max_query_lookback"},

@@ -228,9 +228,10 @@ func gatewayReadsFrom(t *testing.T, path string, args url.Values, now int64) (in
 	if !ok {
 		return math.MinInt64, true // further back than any limit
 	}
+	// The least limit that accepts the request, with its grace, is how far back the limits judge it reads.
 	lo := int64(1)
 	if ok, _ := accepts(lo); ok {
-		return now - lo, true
+		return now - lo - lookbackGrace(lo), true
 	}
 	for hi-lo > 1 { // accepts(hi), not accepts(lo)
 		mid := lo + (hi-lo)/2
@@ -240,7 +241,7 @@ func gatewayReadsFrom(t *testing.T, path string, args url.Values, now int64) (in
 			lo = mid
 		}
 	}
-	return now - hi, true
+	return now - hi - lookbackGrace(hi), true
 }
 
 // checkQuery asks query (of lb_probe) at t0 with args on an instant (path /api/v1/query) or a one-point range
