@@ -93,7 +93,7 @@ func (g *Gate) SpendAll(a *auth.Access) {
 		var n int64
 		for w := range cs.limits {
 			if l := cs.limits[w].limit; l.Type != 0 {
-				n = max(n, int64(min(l.Value, math.MaxInt64)))
+				n = max(n, int64(min(l.Value, maxCount)))
 			}
 		}
 		return n
@@ -114,7 +114,7 @@ func (g *Gate) charge(a *auth.Access, answered bool, amount func(cs *countedSet)
 		if !cs.typ.Cost() {
 			continue
 		}
-		if n := amount(cs); n > 0 {
+		if n := min(amount(cs), maxCount); n > 0 {
 			g.tally.spend(st, j, cs.seriesKey(id, a), sec, n, answered)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -324,16 +325,39 @@ func (s *redisStore) run(k seriesKey, want int64, values [numWindows]int64, sec,
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	s.calls.Inc()
-	res, err := claimScript.Run(ctx, s.client, []string{s.redisKey(k)}, want, values[winMinute], values[winHour], sec, back, backAt,
-		ringSize, bucketWidth[winMinute], bucketWidth[winHour], clockSkew).Int64Slice()
+	// The script reads its args as Lua numbers: past 10^17 Redis prints them with an exponent, which INCRBY refuses.
+	res, err := claimScript.Run(ctx, s.client, []string{s.redisKey(k)}, min(want, maxCount), min(values[winMinute], maxCount),
+		min(values[winHour], maxCount), sec, min(back, maxCount), backAt, ringSize, bucketWidth[winMinute], bucketWidth[winHour],
+		clockSkew).Int64Slice()
 	if err == nil && len(res) != 4 {
 		err = fmt.Errorf("unexpected reply of %d values from the claim script", len(res))
 	}
 	if err != nil {
+		if refusedCall(err) {
+			// Redis refused this call (an overflow of one series' count): the store is sound, and every other
+			// series keeps sharing; only this call is decided locally.
+			s.errors.Inc()
+			s.errLog.log(slog.LevelError, "Redis refused a call of rate limiting; its count is kept locally", "redis", s.shown, "err", err)
+			return claimResult{}, err
+		}
 		s.failed(err)
 		return claimResult{}, err
 	}
 	return claimResult{grant: res[0], sums: [numWindows]int64{res[1], res[2]}, freeAt: res[3]}, nil
+}
+
+// maxCount bounds what one call adds to a count in Redis, and the limits a call sends: 2^40 (1.1×10^12) requests,
+// series or milliseconds in a window is no limit. A team whose cost limits were lifted with a value of 10^17 or more
+// had one unreadable answer charge it that much, which Redis refused as a number out of range at every flush; each
+// refusal took the replica's sharing down for every tenant, until a restart (an attacker's review).
+const maxCount = 1 << 40
+
+// refusedCall says whether Redis answered err to a call it refused ("ERR ..."), as opposed to a Redis that is not
+// there, not ready or full (a connection error, a timeout, LOADING, READONLY, OOM, NOAUTH ...), which the replica
+// outlives by counting alone.
+func refusedCall(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "ERR ")
 }
 
 // failed switches to local counting until a probe finds Redis back.
@@ -433,7 +457,14 @@ func (l *lease) full(limits [numWindows]int64, free time.Time) claim {
 
 func (s *redisStore) giveBack(l *lease, now time.Time) { l.giveBack(now.Unix()) }
 
-func (s *redisStore) spend(l *lease, n int64) { l.pending.Add(n) }
+func (s *redisStore) spend(l *lease, n int64) {
+	for {
+		old := l.pending.Load()
+		if l.pending.CompareAndSwap(old, min(old+min(n, maxCount), maxCount)) {
+			return
+		}
+	}
+}
 
 func (s *redisStore) sync(l *lease, k seriesKey, limits [numWindows]int64, now time.Time) {
 	if !s.up.Load() || now.UnixNano()-l.seenAt.Load() < int64(time.Second) {
@@ -466,8 +497,11 @@ func (s *redisStore) flush(l *lease, k seriesKey, now time.Time) {
 	}
 	res, err := s.run(k, n, [numWindows]int64{}, now.Unix(), 0, 0)
 	if err != nil {
-		// Kept for the next flush: the local count has it meanwhile.
-		l.pending.Add(n)
+		if !refusedCall(err) {
+			// Kept for the next flush: the local count has it meanwhile. One Redis refused is dropped, not sent again
+			// every second.
+			s.spend(l, n)
+		}
 		return
 	}
 	l.saw(res, now)

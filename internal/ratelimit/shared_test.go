@@ -23,6 +23,7 @@ import (
 	"github.com/vmgateway/vmgateway/internal/datasource"
 	"github.com/vmgateway/vmgateway/internal/ratelimit/limitfile"
 	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/tenant"
 	"github.com/vmgateway/vmgateway/internal/tlsclient"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
@@ -337,5 +338,59 @@ func TestSpaceAcrossReplicas(t *testing.T) {
 	}
 	if redisOf(a).up.Load() || redisOf(a).errors.Get() == 0 {
 		t.Errorf("Redis down: up=%v errors %d", redisOf(a).up.Load(), redisOf(a).errors.Get())
+	}
+}
+
+// TestSharedHugeCostKeepsRedisUp: a team whose cost limit is lifted with a huge value, charged its whole budget by an
+// answer whose cost is unknown (SpendAll), twice and then a normal answer, keeps the replica sharing: every call
+// reaches Redis (the charge was sent as 1e+18, which INCRBY refused at every flush, and each refusal took the
+// replica's sharing down for every tenant, until a restart: an attacker's review), and another tenant's limit holds
+// across both replicas.
+func TestSharedHugeCostKeepsRedisUp(t *testing.T) {
+	r := vmtest.StartRedis(t)
+	const limits = `limits:
+  - {type: queries, value: 50}
+  - {type: series_fetched, value: 1000000000000000000, account_id: 7}
+  - {type: series_fetched, value: 9223372036854775807, account_id: 8}
+`
+	rc := RedisConfig{URL: "redis://" + r.Addr, Timeout: time.Second}
+	a, b := sharedGate(t, limits, rc), sharedGate(t, limits, rc)
+	for _, id := range []tenant.ID{tid(7, 0), tid(8, 0)} {
+		a.SpendAll(access(id))
+		a.SpendAll(access(id))
+		a.Spend(access(id), 5, 1)
+	}
+	// The background flushes every 250 ms take the charges to Redis.
+	calls := redisOf(a).calls.Get()
+	for i := 0; i < 20; i++ {
+		time.Sleep(100 * time.Millisecond)
+		if !redisOf(a).up.Load() {
+			t.Fatalf("replica a lost Redis after the charges (%d errors)", redisOf(a).errors.Get())
+		}
+	}
+	if e := redisOf(a).errors.Get(); e != 0 || redisOf(a).calls.Get() == calls {
+		t.Errorf("%d Redis errors, %d calls since the charges; want none and the flushes", e, redisOf(a).calls.Get()-calls)
+	}
+	if n := burstOver([]*Gate{a, b}, 200, 4); n < 1 || n > 50 {
+		t.Errorf("tenant 0:0 had %d of 200 admitted across two replicas; want at most its 50", n)
+	}
+}
+
+// TestRefusedCall: an error Redis answered to one call ("ERR ...") leaves the store up; one of a Redis that is gone
+// does not.
+func TestRefusedCall(t *testing.T) {
+	r := vmtest.StartRedis(t)
+	g := sharedGate(t, "limits: []\n", RedisConfig{URL: "redis://" + r.Addr, Timeout: 200 * time.Millisecond})
+	rdb := redisOf(g).client
+	ctx := context.Background()
+	if err := rdb.Do(ctx, "INCRBY", "k", "1e+18").Err(); err == nil || !refusedCall(err) {
+		t.Errorf("INCRBY 1e+18: %v; want a refused call", err)
+	}
+	if err := rdb.Do(ctx, "BUSYGROUP-NOT-A-COMMAND").Err(); err == nil || !refusedCall(err) {
+		t.Errorf("an unknown command: %v; want a refused call", err)
+	}
+	r.Stop()
+	if err := rdb.Ping(ctx).Err(); err == nil || refusedCall(err) {
+		t.Errorf("Redis gone: %v; want an error that is not a refused call", err)
 	}
 }
