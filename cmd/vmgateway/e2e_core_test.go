@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmgateway/vmgateway/internal/tenant"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
@@ -590,6 +591,32 @@ func (r repeatReader) Read(p []byte) (int, error) {
 		n += copy(p[n:], r)
 	}
 	return n, nil
+}
+
+// TestCORSPreflight: a browser on another origin asks (OPTIONS, never with the token) before it sends a request with
+// one; the gateway with -enable.auth answers it itself, 204 with Authorization allowed, and the request that follows
+// is authenticated as any other (a legitimate user's review: every preflight got 401, so no page on another origin
+// could call the gateway). Nothing but the real request reaches the upstream.
+func TestCORSPreflight(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-enable.auth", "-auth.publicKeyFiles="+rlPublicKeyFile(t))
+	code, h, body := do(t, http.MethodOptions, g.URL+"/api/v1/query", nil, "Origin", "https://dashboards.example",
+		"Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "authorization,content-type")
+	if code != http.StatusNoContent || h.Get("Access-Control-Allow-Origin") != "*" ||
+		!strings.Contains(h.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Fatalf("preflight: %d %v %s", code, h, body)
+	}
+	if n := len(rec.Requests()); n != 0 {
+		t.Fatalf("the preflight reached the upstream: %d requests", n)
+	}
+	if code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/query?query=up", nil, "Origin", "https://dashboards.example"); code != http.StatusUnauthorized {
+		t.Errorf("the request after the preflight, without a token: %d %s; want 401", code, body)
+	}
+	tok := rlToken(t, tenant.ID{}, "browser")
+	if code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/query?query=up", nil, "Origin", "https://dashboards.example",
+		"Authorization", "Bearer "+tok); code != http.StatusOK || len(rec.Requests()) != 1 {
+		t.Errorf("the request after the preflight, with a token: %d %s, %d forwarded", code, body, len(rec.Requests()))
+	}
 }
 
 // TestMethodsNotForwarded: VictoriaMetrics answers any method as GET, so the gateway forwards only the methods its

@@ -96,15 +96,17 @@ type Gateway struct {
 	// backendDedup is the read backends' -dedup.minScrapeInterval (SetBackendDedup), in nanoseconds; 0: not known.
 	backendDedup atomic.Int64
 	deletes      *deleteGate
-	reads        *fairSlots
-	writes       *fairSlots
-	stops        []func()
-	queryLimits  QueryLimiter
-	refused      refusals
-	labelLimit   func(ctx context.Context) (int, error)
-	discovering  bool
-	labelBudget  *labelguard.Budget
-	bodyBudget   *membudget.Budget
+	// authHeader is the header of -auth.httpHeader when it is not Authorization, which preflights allow too.
+	authHeader  string
+	reads       *fairSlots
+	writes      *fairSlots
+	stops       []func()
+	queryLimits QueryLimiter
+	refused     refusals
+	labelLimit  func(ctx context.Context) (int, error)
+	discovering bool
+	labelBudget *labelguard.Budget
+	bodyBudget  *membudget.Budget
 }
 
 // New builds the pipeline.
@@ -145,6 +147,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if h := http.CanonicalHeaderKey(cfg.AuthHeader); h != "" && h != "Authorization" {
 		g.dropHeaders = append(g.dropHeaders, h)
+		g.authHeader = h
 	}
 	var stopRead, stopWrite func()
 	g.read, stopRead = newBackendUpstream("read", readURLs, cfg.ReadTransport, cfg.Backends, cfg.ReadAddrs)
@@ -221,6 +224,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		api = rt.API
 	}
 	e.SetAPI(api)
+	if g.preflight(e, r) {
+		return
+	}
 	access, err := g.authenticate(r)
 	if err != nil {
 		g.reject(e, err)
