@@ -103,7 +103,7 @@ func TestCostCounted(t *testing.T) {
 }
 
 // costGateway is a gateway over read whose tenant 3 has cost limits, served on a real listener.
-func costGateway(t *testing.T, read *vmtest.Recorder) (string, *spendLog) {
+func costGateway(t *testing.T, read *vmtest.Recorder, readSlots ...int) (string, *spendLog) {
 	t.Helper()
 	ru, _ := url.Parse(read.URL)
 	costs := &spendLog{costedAccount: 3}
@@ -112,6 +112,9 @@ func costGateway(t *testing.T, read *vmtest.Recorder) (string, *spendLog) {
 		Cluster: true, Auth: tokens, Costs: costs, AuthHeader: "X-Token"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, n := range readSlots {
+		g.SetReadSlots(n)
 	}
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
@@ -225,31 +228,34 @@ func TestCostAbandoned(t *testing.T) {
 }
 
 // TestCostAbandonedTimeout: an answer the client left that does not end within drainTimeout is charged the
-// whole budget, and its upstream request is ended.
+// whole budget, and its upstream request is ended; also for a read that holds a read slot, whose request is not
+// cancelled with its client's (an attacker's review: a 25 s stall was waited out).
 func TestCostAbandonedTimeout(t *testing.T) {
 	old := drainTimeout
 	drainTimeout = 300 * time.Millisecond
 	t.Cleanup(func() { drainTimeout = old })
-	read := vmtest.NewRecorder(t)
-	ended := make(chan struct{})
-	read.Respond(func(w http.ResponseWriter, r *http.Request) {
-		// More than the gateway reads ahead of an answer without a length, so the client has its first bytes.
-		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[`+strings.Repeat(" ", maxBufferedAnswer+200))
-		w.(http.Flusher).Flush()
-		<-r.Context().Done() // an answer that never ends
-		close(ended)
-	})
-	base, costs := costGateway(t, read)
-	readSome(t, base, "t3")
-	select {
-	case <-ended:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the upstream request outlived drainTimeout")
+	for _, slots := range [][]int{nil, {4}} {
+		read := vmtest.NewRecorder(t)
+		ended := make(chan struct{})
+		read.Respond(func(w http.ResponseWriter, r *http.Request) {
+			// More than the gateway reads ahead of an answer without a length, so the client has its first bytes.
+			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[`+strings.Repeat(" ", maxBufferedAnswer+200))
+			w.(http.Flusher).Flush()
+			<-r.Context().Done() // an answer that never ends
+			close(ended)
+		})
+		base, costs := costGateway(t, read, slots...)
+		readSome(t, base, "t3")
+		select {
+		case <-ended:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("read slots %v: the upstream request outlived drainTimeout", slots)
+		}
+		vmtest.Eventually(t, func() (bool, string) {
+			got := costs.take()
+			return len(got) == 1 && got[0] == [2]float64{-1, -1}, fmt.Sprintf("read slots %v: spent %v, want the whole budget", slots, got)
+		})
 	}
-	vmtest.Eventually(t, func() (bool, string) {
-		got := costs.take()
-		return len(got) == 1 && got[0] == [2]float64{-1, -1}, fmt.Sprintf("spent %v, want the whole budget", got)
-	})
 }
 
 // TestCostCompressed: an upstream that gzips the answer of a costed caller although asked for identity is

@@ -341,7 +341,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// to the backend whole, not be cut where the cancel found it. A client that leaves mid-body breaks the body.
 		fr = r.WithContext(context.WithoutCancel(r.Context()))
 	}
-	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt, t, g.auth != nil), access, costed, slot)
+	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt, t, g.auth != nil), r.Context(), access, costed, slot)
 	defer endCost()
 	g.forward(e, fr, rt, access, up, slot)
 }

@@ -196,17 +196,28 @@ type costWatch struct {
 	series atomic.Int64
 	// began is when the answer began (costClock, Unix nanoseconds); 0 before.
 	began atomic.Int64
+	// held: the request holds a read slot, and its context is not cancelled with its client's (fairslots.go); the
+	// client's is watched apart, or the drain of an answer it left had no time bound (an attacker's review: a 25 s
+	// stall of the backends was waited out).
+	held bool
 }
 
 const (
 	costWaiting int32 = iota
 	costAnswering
 	costLeftEarly
+	// costLeftHeld: the client left before the answer began, and the request holds a read slot, which is kept until
+	// the backend answers (fairslots.go): the answer is read for its stats, within drainTimeout.
+	costLeftHeld
 )
 
-// answer records that the answer began; false if the client had left before.
+// answer records that the answer began; false if the client had left before and the request is being ended.
 func (c *costWatch) answer() bool {
-	if !c.state.CompareAndSwap(costWaiting, costAnswering) {
+	switch {
+	case c.state.CompareAndSwap(costWaiting, costAnswering):
+	case c.state.CompareAndSwap(costLeftHeld, costAnswering):
+		c.draining()
+	default:
 		return false
 	}
 	c.began.Store(costClock().UnixNano())
@@ -249,11 +260,24 @@ func (c *costWatch) end() {
 // clientLeft ends the upstream request at once if the answer has not begun (the upstream stops computing a query
 // nobody waits for), or drainTimeout later if it has.
 func (c *costWatch) clientLeft() {
-	if c.state.CompareAndSwap(costWaiting, costLeftEarly) {
+	switch {
+	case c.held && c.state.CompareAndSwap(costWaiting, costLeftHeld):
+		// The backend computes the query whether the client waits or not, and the slot waits for it.
+	case c.state.CompareAndSwap(costWaiting, costLeftEarly):
 		c.cancel()
-		return
+	default:
+		c.draining()
 	}
-	c.timer.Store(time.AfterFunc(drainTimeout, c.cancel))
+}
+
+// draining ends the upstream request drainTimeout from the first call on: the answer is read on for its stats only
+// that long after the client stopped taking it. Called when the client leaves (or the answer begins after it left),
+// and when the forward step stops writing an answer not read to its end.
+func (c *costWatch) draining() {
+	t := time.AfterFunc(drainTimeout, c.cancel)
+	if !c.timer.CompareAndSwap(nil, t) {
+		t.Stop()
+	}
 }
 
 // withCost marks a query of a caller with cost limits (costed, which ServeHTTP works out once), so that the stats of
@@ -262,7 +286,7 @@ func (c *costWatch) clientLeft() {
 // The returned function ends the upstream request and charges a query that had no stats its time; it is called
 // once the answer has been forwarded (or read to its end after the client left), or the request failed. The slot
 // (nil: none) of a read kept past its timeout defers the charge until the backend answers.
-func (g *Gateway) withCost(r *http.Request, a *auth.Access, costed bool, slot *hold) (*http.Request, func()) {
+func (g *Gateway) withCost(r *http.Request, client context.Context, a *auth.Access, costed bool, slot *hold) (*http.Request, func()) {
 	if !costed {
 		return r, func() {}
 	}
@@ -274,8 +298,8 @@ func (g *Gateway) withCost(r *http.Request, a *auth.Access, costed bool, slot *h
 		base = context.WithoutCancel(base)
 	}
 	ctx, cancel := context.WithCancel(base)
-	cw := &costWatch{costs: g.costs, access: a, cancel: cancel, sent: costClock()}
-	stop := context.AfterFunc(r.Context(), cw.clientLeft)
+	cw := &costWatch{costs: g.costs, access: a, cancel: cancel, sent: costClock(), held: slot != nil}
+	stop := context.AfterFunc(client, cw.clientLeft)
 	r = r.WithContext(context.WithValue(ctx, costKey{}, cw))
 	if r.Method == http.MethodHead {
 		// VictoriaMetrics runs a HEAD query in full and only drops the answer, whose stats would go unread: the
@@ -376,6 +400,7 @@ func (s *statsTail) Close() error {
 
 // finish reads what is left of an answer the client did not read to its end, to learn its stats.
 func (s *statsTail) finish() {
+	s.cw.draining()
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	for read := 0; !s.ended; {
