@@ -43,7 +43,8 @@ func (s *redisStore) space(ctx context.Context, key string, interval time.Durati
 	// The braces make the key a Redis Cluster hash tag; the caller's key holds none.
 	left, err := spaceScript.Run(ctx, s.client, []string{s.prefix + ":space:{" + key + "}"}, max(interval.Milliseconds(), 1)).Int64()
 	if err != nil {
-		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// Redis down or slow takes the replica's sharing down; a call Redis refused, or a client gone, does not.
+		if !refusedCall(err) && (ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded)) {
 			s.failed(err)
 		}
 		return 0, err
