@@ -289,7 +289,7 @@ scrape_configs:
 	common := []string{
 		"-enable.auth", "-auth.publicKeyFiles=" + pub, "-auth.jwksEndpoints=" + jwks.URL,
 		"-enable.rateLimit", "-ratelimit.config=" + limits, "-datasource.url=" + vm.URL, "-ratelimit.refreshInterval=1s",
-		"-ratelimit.redis.url=redis://" + redis, "-metricsAuthKey=scrape-secret",
+		"-ratelimit.redis.url=redis://" + redis, "-ratelimit.redis.keyPrefix=observability", "-metricsAuthKey=scrape-secret",
 	}
 	gw1 := startGatewayAt(t, gw1Addr, append([]string{"-read.url=" + current.URL, "-write.url=" + vm.URL,
 		"-querylimits.config=" + queryLimits, "-auth.policyFile=" + policies}, common...))

@@ -125,7 +125,7 @@ func checkFlags() (c configs, err error) {
 	if err := checkAuthFlags(); err != nil {
 		return c, err
 	}
-	if c.rl, err = rateLimitCfg(ru, wu); err != nil {
+	if c.rl, err = rateLimitCfg(); err != nil {
 		return c, err
 	}
 	if c.alog, err = accessLogConfig(); err != nil {

@@ -83,7 +83,7 @@ func TestDeletesSpacedAcrossReplicas(t *testing.T) {
 	}
 	replicas := [2]*gw{}
 	for i := range replicas {
-		replicas[i] = rlGateway(t, vm.URL, vm.URL, limit50, "-ratelimit.redis.url=redis://"+redis.Addr, "-deleteSeries.minInterval=30s")
+		replicas[i] = rlGateway(t, vm.URL, vm.URL, limit50, "-ratelimit.redis.url=redis://"+redis.Addr, "-ratelimit.redis.keyPrefix=deletes", "-deleteSeries.minInterval=30s")
 		vmtest.Eventually(t, func() (bool, string) {
 			v := metricValue(t, replicas[i], "vmgateway_ratelimit_redis_up")
 			return v == 1, fmt.Sprintf("replica %d: vmgateway_ratelimit_redis_up %v", i, v)

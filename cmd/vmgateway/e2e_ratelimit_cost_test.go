@@ -234,8 +234,8 @@ func TestRateLimitCostShared(t *testing.T) {
 	vm := vmtest.StartCurrent(t)
 	costData(t, vm)
 	redis := vmtest.StartRedis(t).Addr
-	a := rlGateway(t, vm.URL, vm.URL, costLimitsYAML, "-ratelimit.redis.url=redis://"+redis, "-ratelimit.statusAuthKey=sk")
-	b := rlGateway(t, vm.URL, vm.URL, costLimitsYAML, "-ratelimit.redis.url=redis://"+redis)
+	a := rlGateway(t, vm.URL, vm.URL, costLimitsYAML, "-ratelimit.redis.url=redis://"+redis, "-ratelimit.redis.keyPrefix=costs", "-ratelimit.statusAuthKey=sk")
+	b := rlGateway(t, vm.URL, vm.URL, costLimitsYAML, "-ratelimit.redis.url=redis://"+redis, "-ratelimit.redis.keyPrefix=costs")
 	for _, g := range []*gw{a, b} {
 		vmtest.Eventually(t, func() (bool, string) {
 			v := metricValue(t, g, "vmgateway_ratelimit_redis_up")

@@ -240,8 +240,8 @@ func TestRateLimitBurstReplicas(t *testing.T) {
 	token := rlToken(t, tenant.ID{}, "burst")
 
 	shared := []*gw{
-		rlGateway(t, vm.URL, vm.URL, limit50, "-ratelimit.redis.url=redis://"+redis, "-ratelimit.redis.password=s3cret"),
-		rlGateway(t, vm.URL, vm.URL, limit50, "-ratelimit.redis.url=redis://:s3cret@"+redis),
+		rlGateway(t, vm.URL, vm.URL, limit50, "-ratelimit.redis.url=redis://"+redis, "-ratelimit.redis.password=s3cret", "-ratelimit.redis.keyPrefix=burst"),
+		rlGateway(t, vm.URL, vm.URL, limit50, "-ratelimit.redis.url=redis://:s3cret@"+redis, "-ratelimit.redis.keyPrefix=burst"),
 	}
 	for _, g := range shared {
 		vmtest.Eventually(t, func() (bool, string) {
@@ -285,18 +285,20 @@ func TestRateLimitBurstReplicas(t *testing.T) {
 	}
 }
 
-// TestRateLimitRedisPerDeployment: gateways in front of different VictoriaMetrics that share one Redis keep apart
-// counts, since tenant 0:0 of one is not tenant 0:0 of the other: one deployment's burst through its limit leaves the
-// other's full (a review: a team of one cluster used up the limit of another's tenant). Replicas given one
-// -ratelimit.redis.keyPrefix share, whatever backends they name.
+// TestRateLimitRedisPerDeployment: gateways share counts in Redis under their -ratelimit.redis.keyPrefix only, which
+// each deployment sets (a start without it fails, TestRateLimitFlagErrors): tenant 0:0 of one VictoriaMetrics is
+// not tenant 0:0 of another, and one Redis shared under one prefix let a team of one use up the other's limits (an
+// attacker's review; a default made of the backends' names still matched two clusters that name them alike, a
+// second review). Replicas under one prefix share, whatever backends they name.
 func TestRateLimitRedisPerDeployment(t *testing.T) {
 	vmA, vmB := vmtest.Start(t), vmtest.Start(t)
 	redis := "-ratelimit.redis.url=redis://" + vmtest.StartRedis(t).Addr
 	const limit5 = "limits:\n  - {type: queries, value: 5}\n"
 	token := rlToken(t, tenant.ID{}, "deployments")
-	a, b := rlGateway(t, vmA.URL, vmA.URL, limit5, redis), rlGateway(t, vmB.URL, vmB.URL, limit5, redis)
-	sharedA := rlGateway(t, vmA.URL, vmA.URL, limit5, redis, "-ratelimit.redis.keyPrefix=team-platform")
-	sharedB := rlGateway(t, vmB.URL, vmB.URL, limit5, redis, "-ratelimit.redis.keyPrefix=team-platform")
+	a := rlGateway(t, vmA.URL, vmA.URL, limit5, redis, "-ratelimit.redis.keyPrefix=vmgateway:staging")
+	b := rlGateway(t, vmB.URL, vmB.URL, limit5, redis, "-ratelimit.redis.keyPrefix=vmgateway:production")
+	sharedA := rlGateway(t, vmA.URL, vmA.URL, limit5, redis, "-ratelimit.redis.keyPrefix=vmgateway:platform")
+	sharedB := rlGateway(t, vmB.URL, vmB.URL, limit5, redis, "-ratelimit.redis.keyPrefix=vmgateway:platform")
 	for _, g := range []*gw{a, b, sharedA, sharedB} {
 		vmtest.Eventually(t, func() (bool, string) {
 			v := metricValue(t, g, "vmgateway_ratelimit_redis_up")
@@ -310,7 +312,7 @@ func TestRateLimitRedisPerDeployment(t *testing.T) {
 		t.Errorf("deployment B after A used up its limit: %v, want its own 5 answered", m)
 	}
 	if m := tally(burstQueries(t, []*gw{sharedA, sharedB}, token, 8, 1)); m[200] != 5 || m[429] != 3 {
-		t.Errorf("two replicas given one key prefix: %v, want 5 answered between them and 3 refused", m)
+		t.Errorf("two replicas under one key prefix: %v, want 5 answered between them and 3 refused", m)
 	}
 }
 
@@ -432,12 +434,13 @@ func TestRateLimitFlagErrors(t *testing.T) {
 		flag, want string
 	}{
 		{"-ratelimit.headers=draft07", `-ratelimit.headers="draft07": want none, draft03`},
-		{"-ratelimit.redis.url=http://x:6379", "-ratelimit.redis.url=\"http://x:6379\": want redis://"},
-		{"-ratelimit.redis.url=redis://:s3cret@x:6379/a/b", "-ratelimit.redis.url=\"redis://x:6379/a/b\""},
+		{"-ratelimit.redis.url=http://x:6379 -ratelimit.redis.keyPrefix=p", "-ratelimit.redis.url=\"http://x:6379\": want redis://"},
+		{"-ratelimit.redis.url=redis://:s3cret@x:6379/a/b -ratelimit.redis.keyPrefix=p", "-ratelimit.redis.url=\"redis://x:6379/a/b\""},
 		{"-ratelimit.redis.batchSize=0", "-ratelimit.redis.batchSize=0: want a positive number"},
+		{"-ratelimit.redis.url=redis://x:6379", "-ratelimit.redis.url needs -ratelimit.redis.keyPrefix: gateways under one prefix share every tenant's counts"},
 		{"-ratelimit.redis.keyPrefix=a{b}", `-ratelimit.redis.keyPrefix="a{b}": give up to 200 bytes without braces or spaces`},
 	} {
-		out, err := exec.Command(gatewayBin, append(base, tc.flag)...).CombinedOutput()
+		out, err := exec.Command(gatewayBin, append(base, strings.Fields(tc.flag)...)...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), tc.want) || strings.Contains(string(out), "s3cret") {
 			t.Errorf("%s: want a failed start mentioning %q, got err=%v:\n%s", tc.flag, tc.want, err, out)
 		}
@@ -493,8 +496,8 @@ func TestRateLimitUsageNotWritableByTeams(t *testing.T) {
 	vm := vmtest.Start(t)
 	redis := vmtest.StartRedis(t).Addr
 	limits := "limits:\n  - {type: rows_inserted, value: 1000, resolution: hour}\n  - {type: queries, value: 1000, resolution: hour}\n"
-	w := rlGateway(t, vm.URL, vm.URL, limits, "-ratelimit.redis.url=redis://"+redis)
-	r := rlGateway(t, vm.URL, vm.URL, limits, "-ratelimit.redis.url=redis://"+redis)
+	w := rlGateway(t, vm.URL, vm.URL, limits, "-ratelimit.redis.url=redis://"+redis, "-ratelimit.redis.keyPrefix=writers")
+	r := rlGateway(t, vm.URL, vm.URL, limits, "-ratelimit.redis.url=redis://"+redis, "-ratelimit.redis.keyPrefix=writers")
 	token := func(team string, mode auth.Mode) string {
 		claims := jwt.MapClaims{"sub": team, "exp": time.Now().Add(time.Hour).Unix(),
 			"vm_access": auth.VMAccess{Mode: mode, ExtraLabels: map[string]string{"team": team}}}

@@ -54,7 +54,7 @@ func TestRealClusterCostLimits(t *testing.T) {
 	c := vmtest.StartCluster(t)
 	redis := vmtest.StartRedis(t).Addr
 	const limits = "limits:\n  - {type: series_fetched, value: 100}\n  - {type: query_time_ms, value: 3600000, resolution: hour}\n"
-	flags := []string{"-clusterMode", "-write.url=" + c.Insert.URL, "-ratelimit.redis.url=redis://" + redis,
+	flags := []string{"-clusterMode", "-write.url=" + c.Insert.URL, "-ratelimit.redis.url=redis://" + redis, "-ratelimit.redis.keyPrefix=cluster-costs",
 		"-ratelimit.headers=both", "-ratelimit.statusAuthKey=sk"}
 	ds := c.Select.URL + "/select/0:0/prometheus"
 	a := rlGateway(t, c.Select.URL, ds, limits, flags...)

@@ -1,19 +1,15 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
-	"net/url"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/datasource"
 	"github.com/vmgateway/vmgateway/internal/flagutil"
 	"github.com/vmgateway/vmgateway/internal/ratelimit"
-	"github.com/vmgateway/vmgateway/internal/redact"
 	"github.com/vmgateway/vmgateway/internal/server"
 	"github.com/vmgateway/vmgateway/internal/tlsclient"
 )
@@ -35,10 +31,9 @@ var (
 	redisURL       = flag.String("ratelimit.redis.url", "", "Optional Redis that gateway replicas share their counts through, so that a limit holds across replicas: redis://[user:password@]host:port[/db], or rediss:// for TLS. Without it each replica counts alone")
 	redisPassword  = flagutil.NewSecret("ratelimit.redis.password", "Optional password for -ratelimit.redis.url; replaces the URL's password")
 	redisTimeout   = flag.Duration("ratelimit.redis.timeout", 500*time.Millisecond, "Timeout of one Redis call. A request waits at most this long for Redis before the gateway falls back to counting locally until Redis answers again")
-	redisKeyPrefix = flag.String("ratelimit.redis.keyPrefix", "", "Prefix of every key the gateway writes in -ratelimit.redis.url; replicas share their counts under the same prefix only. "+
-		"By default it is vmgateway:ratelimit: followed by a hash of -clusterMode and the -read.url and -write.url lists (in any order, without credentials): "+
-		"gateways in front of different VictoriaMetrics that share one Redis never share counts, since their tenants are different customers. "+
-		"Set the same value on replicas that name the same backends differently")
+	redisKeyPrefix = flag.String("ratelimit.redis.keyPrefix", "", "Prefix of every key the gateway writes in -ratelimit.redis.url; required with it. "+
+		"Gateways under one prefix share every tenant's counts: give each deployment (the gateways in front of one VictoriaMetrics, whose tenants are its own customers) "+
+		"its own, e.g. vmgateway:prod-eu, and every replica of a deployment the same. vmgateway:ratelimit keeps the counts of an earlier release's replicas")
 	redisBatchSize = flag.Int("ratelimit.redis.batchSize", 100, "The most units of a limit a replica takes from Redis at once and admits without asking Redis again (at most a quarter of what the limit has left). Larger means fewer Redis calls; units unused by the end of the second are given back")
 
 	dsURL             = flag.String("datasource.url", "", "Datasource compatible with Prometheus HTTP API holding the vm_tenant_* metrics, e.g. http://127.0.0.1:8428; /api/v1/query is appended. Required with -enable.rateLimit")
@@ -59,7 +54,7 @@ var (
 // rateLimitCfg is the ratelimit.Config the flags describe, checked as far as flags alone can be; ratelimit.New
 // checks the rest (the limits file, the datasource and Redis settings). Without -enable.rateLimit nothing is
 // checked: the flags have no effect, which a warning at start says.
-func rateLimitCfg(readURLs, writeURLs []*url.URL) (ratelimit.Config, error) {
+func rateLimitCfg() (ratelimit.Config, error) {
 	if !*enableRateLimit {
 		return ratelimit.Config{}, nil
 	}
@@ -72,8 +67,13 @@ func rateLimitCfg(readURLs, writeURLs []*url.URL) (ratelimit.Config, error) {
 	}
 	prefix := *redisKeyPrefix
 	switch {
-	case prefix == "":
-		prefix = derivedKeyPrefix(*clusterMode, readURLs, writeURLs)
+	case *redisURL != "" && prefix == "":
+		// A default would be shared by deployments that one Redis must keep apart (staging and production, two
+		// clusters): a team of tenant 1 of one used up the limits of tenant 1 of the other (an attacker's review), and
+		// a default made of the backends' names still matched where two clusters name them alike (a second review).
+		return ratelimit.Config{}, errors.New("-ratelimit.redis.url needs -ratelimit.redis.keyPrefix: gateways under one prefix share every tenant's " +
+			"counts, so give each deployment its own (e.g. vmgateway:prod-eu) and every replica of a deployment the same; vmgateway:ratelimit keeps " +
+			"the counts of an earlier release's replicas")
 	case len(prefix) > 200 || strings.ContainsAny(prefix, "{} \t\r\n"):
 		// A brace would end the keys' Redis Cluster hash tag early.
 		return ratelimit.Config{}, fmt.Errorf("-ratelimit.redis.keyPrefix=%.200q: give up to 200 bytes without braces or spaces", prefix)
@@ -109,26 +109,6 @@ func rateLimitCfg(readURLs, writeURLs []*url.URL) (ratelimit.Config, error) {
 			QueryStep:             *dsQueryStep,
 		},
 	}, nil
-}
-
-// derivedKeyPrefix is the default -ratelimit.redis.keyPrefix: the backends a gateway forwards to, which give its tenant
-// numbers their meaning. Two deployments that shared one Redis under one prefix shared every tenant's counts: a team
-// of tenant 1 of one cluster used up the limits of tenant 1 of another (an attacker's review).
-func derivedKeyPrefix(cluster bool, readURLs, writeURLs []*url.URL) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "clusterMode=%t\n", cluster)
-	for _, us := range [][]*url.URL{readURLs, writeURLs} {
-		names := make([]string, len(us))
-		for i, u := range us {
-			names[i] = redact.URL(u)
-		}
-		slices.Sort(names)
-		for _, n := range names {
-			fmt.Fprintf(h, "%d:%s\n", len(n), n)
-		}
-		fmt.Fprintf(h, "--\n")
-	}
-	return "vmgateway:ratelimit:" + hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 // newGate builds the rate limiter when -enable.rateLimit is set; nil when it is not.
