@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -226,10 +226,18 @@ func queryTimedOut(resp *http.Response) bool {
 	if resp.StatusCode != http.StatusServiceUnavailable {
 		return false
 	}
-	// The deadline's message ends the answer, after the query it echoes (up to -search.maxQueryLen, 16 KiB).
+	// The deadline's message ends the answer, after the query it echoes (up to -search.maxQueryLen, 16 KiB): only
+	// there, since a selector that holds the words would make an outage's 503 look like a timeout (a review).
 	msg, ok := answerStart(resp, maxWrappedError)
-	return ok && (bytes.Contains(msg, []byte("request timeout reached: ")) || bytes.Contains(msg, []byte("timeout exceeded ")))
+	return ok && timeoutTail.Match(msg)
 }
+
+// timeoutTail is the end of VictoriaMetrics' message for a query out of its time: "request timeout reached: 0.001
+// seconds (elapsed 0.987 seconds)" (vmselect) or "timeout exceeded during query execution: ..." and the like, with
+// the hint some releases add, in plain text or ending a JSON error.
+var timeoutTail = regexp.MustCompile(`(?:request timeout reached|timeout exceeded [a-z #0-9]{1,60}): [0-9.]{1,20} seconds ` +
+	`\(elapsed [0-9.]{1,20} seconds\)(?:; the timeout can be adjusted with ` + "`-search.maxQueryDuration`" + ` command-line flag)?` +
+	`(?:"\})?\s*$`)
 
 // changesDataKey marks a request of an API that changes data (admin and write APIs) for the balancer, with the
 // backend list it was judged on (forward).

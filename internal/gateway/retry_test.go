@@ -72,6 +72,10 @@ func TestQueryTimeoutKeepsBackendSound(t *testing.T) {
 		{timeoutCluster, false, false},
 		{timeoutSingle, true, false},
 		{"Service Unavailable", false, true},
+		// An outage's 503 that echoes a selector holding the words (a review): the words are not where the deadline's
+		// message ends.
+		{`{"status":"error","errorType":"503","error":"error when searching for series match[]=x{a=\"request timeout reached: 1 seconds ` +
+			`(elapsed 1 seconds)\"}: cannot fetch data from vmstorage nodes: cannot dial 127.0.0.1:8401: connection refused"}`, false, true},
 	} {
 		p, log := scriptedBalancer(t, LeastLoaded, 2, []int{503}, func(h string, r *http.Request, try int) (*http.Response, error) {
 			return textAnswer(503, tc.body, tc.zipped, r), nil
