@@ -479,6 +479,11 @@ func TestCheckSubqueryWork(t *testing.T) {
 		{"a selector's window is not a subquery", ranged, ranges(`max_over_time(x[30d])`, "1697408000", "60"), false},
 		// 1,441 points of 54,000: 7.8×10^7 subquery points, which count_values_over_time takes 28 times as long over as
 		// quantile_over_time over sorted values (a review: 21.6 s of v1.151's CPU per series).
+		// The rollups that work out several at once weigh two points (a review: 0.3 s of v1.151's CPU per series).
+		{"rollup_rate of 18,180-second windows at 1s over 11,000 steps", ranged, ranges(`count(rollup_rate(x[18180s:1s]))`, "1699989000", "1"), true},
+		{"max_over_time of the same (0.085 s per series)", ranged, ranges(`count(max_over_time(x[18180s:1s]))`, "1699989000", "1"), false},
+		{"max_over_time of 9,090-second windows", ranged, ranges(`count(max_over_time(x[9090s:1s]))`, "1699989000", "1"), false},
+		{"rollup_rate of the same", ranged, ranges(`count(rollup_rate(x[9090s:1s]))`, "1699989000", "1"), true},
 		{"avg_over_time at 7.8e7 points", ranged, ranges(`avg_over_time((x*1)[15h:1s])`, "1699913600", "60"), false},
 		{"count_values_over_time at 7.8e7 points", ranged, ranges(`count_values_over_time("v", (x*1)[15h:1s])`, "1699913600", "60"), true},
 		{"quantile_over_time at 7.8e7 points", ranged, ranges(`quantile_over_time(0.5, (x*1)[15h:1s])`, "1699913600", "60"), true},
