@@ -412,7 +412,7 @@ func (ck *checker) check(kind apiKind) error {
 	}
 	back := ck.now - readFrom
 	for _, r := range ck.rs.rules[maxQueryLookback] {
-		if back > r.v+lookbackGrace(r.v) {
+		if back > r.v && back-r.v > lookbackGrace(r.v) {
 			return ck.refuse(maxQueryLookback, r, "query limit max_query_lookback=%s exceeded: the request reads data from %s, %s before now; "+
 				"the limit is %s: read a more recent time range (windows, offsets, subqueries and @ count)", fmtTime(readFrom), fmtDuration(back))
 		}

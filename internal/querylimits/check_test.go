@@ -352,3 +352,13 @@ func TestRefusalWithoutQueryText(t *testing.T) {
 		t.Errorf("without the query: %q", nq)
 	}
 }
+
+// TestLookbackGraceNoOverflow: a max_query_lookback as long as the config takes (shown as forever) accepts every
+// request; its grace added to it overflowed, and every request was refused (a review).
+func TestLookbackGraceNoOverflow(t *testing.T) {
+	c := mustConfig(t, "limits:\n  - account_id: 7\n    max_query_lookback: 9223372036854675456ms\n")
+	rt := mustRoute(t, "/api/v1/query")
+	if _, err := c.Check(limited, rt, enforce.Args{URL: url.Values{"query": {"rate(x[1y])"}}}, checkNow); err != nil {
+		t.Errorf("a lookback of forever: %v", err)
+	}
+}
