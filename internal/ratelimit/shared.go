@@ -357,7 +357,18 @@ const maxCount = 1 << 40
 // outlives by counting alone.
 func refusedCall(err error) bool {
 	var re redis.Error
-	return errors.As(err, &re) && strings.HasPrefix(re.Error(), "ERR ")
+	if !errors.As(err, &re) || !strings.HasPrefix(re.Error(), "ERR ") {
+		return false
+	}
+	// Redis 6 and earlier wrap a script's failures in ERR: one of a Redis not there for anyone is no refusal (a review).
+	msg := re.Error()
+	for _, down := range []string{"-OOM ", "-READONLY ", "-LOADING ", "-MASTERDOWN ", "-BUSY ", "-NOREPLICAS ", "-CLUSTERDOWN ",
+		"max number of clients reached"} {
+		if strings.Contains(msg, down) {
+			return false
+		}
+	}
+	return true
 }
 
 // failed switches to local counting until a probe finds Redis back.

@@ -389,6 +389,10 @@ func TestRefusedCall(t *testing.T) {
 	if err := rdb.Do(ctx, "BUSYGROUP-NOT-A-COMMAND").Err(); err == nil || !refusedCall(err) {
 		t.Errorf("an unknown command: %v; want a refused call", err)
 	}
+	// Redis 6 wraps a script's failure for a Redis full or read-only in ERR.
+	if err := rdb.Eval(ctx, `return redis.error_reply("ERR Error running script: @user_script:1: -OOM command not allowed when used memory > 'maxmemory'.")`, nil).Err(); err == nil || refusedCall(err) {
+		t.Errorf("a script failed for a full Redis: %v; want no refused call", err)
+	}
 	r.Stop()
 	if err := rdb.Ping(ctx).Err(); err == nil || refusedCall(err) {
 		t.Errorf("Redis gone: %v; want an error that is not a refused call", err)
