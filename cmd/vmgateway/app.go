@@ -70,8 +70,6 @@ type app struct {
 	trunc    *truncationWatch
 	reads    *slotsWatch
 	writes   *slotsWatch
-	// redisPrefix is the key prefix the gate shares its counts under, for the start summary.
-	redisPrefix string
 }
 
 // configs are the components' configs, as the flags give them, checked.
@@ -156,7 +154,6 @@ func newApp() (_ *app, err error) {
 	}
 	if a.gate != nil {
 		c.gw.Limiter, c.gw.Costs, c.gw.Spacing = a.gate, a.gate, a.gate
-		a.redisPrefix = c.rl.Redis.KeyPrefix
 	}
 	if a.qlimits, err = newQueryLimits(); err != nil {
 		return nil, err

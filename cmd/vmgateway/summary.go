@@ -68,7 +68,7 @@ func (a *app) logSummary() {
 	} else {
 		redis := "none (each replica counts alone)"
 		if *redisURL != "" {
-			redis = showURL(*redisURL) + " under the key prefix " + a.redisPrefix
+			redis = showURL(*redisURL) + " under the key prefix " + *redisKeyPrefix
 		}
 		_, n := a.gate.Config()
 		slog.Info("start summary: rate limiting is on", "config", showSource(*rateLimitConfig), "limits", n,

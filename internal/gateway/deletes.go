@@ -51,7 +51,7 @@ func (d *deleteGate) admit(ctx context.Context, u unit, t tenant.ID, e *enforce.
 	if d.interval <= 0 {
 		return nil
 	}
-	if left := d.claim(u, now, d.interval); left > 0 {
+	if left := d.claim(u, now); left > 0 {
 		return d.refuse(t, e, left)
 	}
 	if d.shared == nil {
@@ -69,8 +69,8 @@ func (d *deleteGate) admit(ctx context.Context, u unit, t tenant.ID, e *enforce.
 	return d.refuse(t, e, left)
 }
 
-// claim takes the unit's turn at now until now+interval, or returns the time left of the turn another took.
-func (d *deleteGate) claim(u unit, now time.Time, interval time.Duration) time.Duration {
+// claim takes the unit's turn from now for the interval, or returns the time left of the turn another took.
+func (d *deleteGate) claim(u unit, now time.Time) time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if next, ok := d.next[u]; ok && now.Before(next) {
@@ -84,7 +84,7 @@ func (d *deleteGate) claim(u unit, now time.Time, interval time.Duration) time.D
 		}
 		d.sweepAt = max(minSweep, 2*len(d.next))
 	}
-	d.next[u] = now.Add(interval)
+	d.next[u] = now.Add(d.interval)
 	return 0
 }
 

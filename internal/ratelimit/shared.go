@@ -194,6 +194,9 @@ type counterStore interface {
 	// maintain runs in the background a few times a second: it finds the store again after a failure and gives
 	// back the units of leases whose second has ended, so other replicas can use them.
 	maintain(c *counters, now time.Time)
+	// space admits an event named key when none was admitted within interval by any replica, else returns the time
+	// left; an error leaves the decision to the caller (Gate.Space).
+	space(ctx context.Context, key string, interval time.Duration) (time.Duration, error)
 	// status is the store's address without secrets, its key prefix, and whether it answers.
 	status() statusRedis
 	close()

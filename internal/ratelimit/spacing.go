@@ -26,11 +26,10 @@ return 0
 // otherwise returns the time left. Without Redis, or while it does not answer, it returns an error: the caller's
 // own spacing then decides alone.
 func (g *Gate) Space(ctx context.Context, key string, interval time.Duration) (time.Duration, error) {
-	s, ok := g.tally.store.(*redisStore)
-	if !ok || interval <= 0 {
+	if g.tally.store == nil || interval <= 0 {
 		return 0, errUnshared
 	}
-	return s.space(ctx, key, interval)
+	return g.tally.store.space(ctx, key, interval)
 }
 
 func (s *redisStore) space(ctx context.Context, key string, interval time.Duration) (time.Duration, error) {
