@@ -49,13 +49,14 @@ func TestLiftOr(t *testing.T) {
 		{`max_over_time(sum(up)[5m])`, `max_over_time(sum(union(up{` + a + `}, up{` + b + `}))[5m])`},
 		{`sum(up) offset 1h`, `sum(union(up{` + a + `}, up{` + b + `})) offset 1h`},
 		{`max_over_time(count_values("v", up) @ end())`, `max_over_time(count_values("v", union(up{` + a + `}, up{` + b + `})) @ end())`},
-		// absent over all of its series: absent only when absent for every branch.
-		{`absent_over_time(up[5m])`, `(vector(1) and on() absent_over_time(up{` + a + `}[5m])) and on() absent_over_time(up{` + b + `}[5m])`},
+		// absent over all of its series: absent only when absent for every branch, with the labels every branch sets
+		// (absentLabels).
+		{`absent_over_time(up[5m])`, `label_set((vector(1) and on() absent_over_time(up{` + a + `}[5m])) and on() absent_over_time(up{` + b + `}[5m]), "team", "dev")`},
 		// A rollup over several metrics, which would drop their names before the union, keeps the braces.
 		{`rate({__name__=~"a|b"}[5m])`, `rate({__name__=~"a|b",` + a + ` or __name__=~"a|b",` + b + `}[5m])`},
 		{`rate({job="x"}[5m])`, `rate({job="x",` + a + ` or job="x",` + b + `}[5m])`},
 		{`last_over_time({__name__=~"a|b"} @ end())`, `last_over_time({__name__=~"a|b",` + a + ` or __name__=~"a|b",` + b + `} @ end())`},
-		{`absent(up)`, `absent(union(up{` + a + `}, up{` + b + `}))`},
+		{`absent(up)`, `label_set(absent(union(up{` + a + `}, up{` + b + `})), "team", "dev")`},
 		// A range alone has nothing to stand for it but the braces.
 		{`up[5m]`, `up{` + a + ` or ` + b + `}[5m]`},
 		// Each side of a binary `or` is lifted on its own.
@@ -149,9 +150,12 @@ func TestVMLiftedAnswers(t *testing.T) {
 	// Each query, and how it goes out: lifted, or with `or` inside the braces still (a rollup over several metrics,
 	// which 1.79.5 refuses); clientOr: the client's own `or` inside braces, which 1.79.5 refuses as sent; none: it
 	// answers no series.
+	// absent: the labels of the one series an absent query answers, which the gateway sets (absentLabels) where
+	// neither the braces nor extra_filters[] have them.
 	queries := []struct {
 		q                      string
 		braces, clientOr, none bool
+		absent                 string
 	}{
 		{q: `lift_requests_total`},
 		{q: `{__name__=~"lift_.*|app_.*"}`},
@@ -161,7 +165,9 @@ func TestVMLiftedAnswers(t *testing.T) {
 		{q: `sum(increase({__name__=~"lift_.*"}[10m] offset 1m)) by (region) + sum(lift_errors_total)`, braces: true},
 		{q: `quantile_over_time(0.5, app_queue_size[10m])`},
 		{q: `absent_over_time(lift_requests_total[5m])`, none: true},
-		{q: `absent_over_time(nothing_total[5m])`},
+		{q: `absent_over_time(nothing_total[5m])`, absent: `{team="dev"}`},
+		{q: `absent(nothing_total{job="x",env!="a"})`, absent: `{job="x",team="dev"}`},
+		{q: `absent_over_time(nothing_total{job="x"}[5m:1m])`, absent: `{job="x",team="dev"}`},
 		{q: `max_over_time(rate(lift_requests_total[2m])[10m:1m])`},
 		{q: `max_over_time(sum({__name__=~"lift_.*"})[10m:1m])`},
 		{q: `max_over_time(sum(app_queue_size)[10m])`},
@@ -198,11 +204,11 @@ func TestVMLiftedAnswers(t *testing.T) {
 			}
 			for _, rng := range []bool{false, true} {
 				name := fmt.Sprintf("%s with %s (range %v)", q, e, rng)
-				want := liftAnswer(t, current.URL, braces, nil, end, rng)
+				want := liftAnswer(t, current.URL, braces, nil, end, rng).labelled(t, tc.absent)
 				if want.err != "" || (len(want.series) == 0) != tc.none {
 					t.Fatalf("%s: v1.151 answers %s", name, want)
 				}
-				oracle := liftAnswer(t, old.URL, q, filters, end, rng)
+				oracle := liftAnswer(t, old.URL, q, filters, end, rng).labelled(t, tc.absent)
 				if tc.clientOr {
 					// 1.79.5 cannot read the client's query: the lifted one must answer there as v1.151 does.
 					oracle = want
@@ -217,7 +223,7 @@ func TestVMLiftedAnswers(t *testing.T) {
 				case !got.same(oracle):
 					t.Errorf("%s on 1.79.5: the lifted %s answers\n%s\nwant what extra_filters[] give:\n%s", name, out, got, oracle)
 				}
-				if got := liftAnswer(t, current.URL, out, nil, end, rng); !got.same(want) {
+				if got := liftAnswer(t, current.URL, out, nil, end, rng); !got.same(want) || (tc.absent != "" && got.series[tc.absent] == nil) {
 					t.Errorf("%s on v1.151: the lifted %s answers\n%s\nwant what %s answers:\n%s", name, out, got, braces, want)
 				}
 			}
@@ -273,6 +279,22 @@ func (a answer) String() string {
 		fmt.Fprintf(&sb, "\n%s %v", k, a.series[k])
 	}
 	return sb.String()
+}
+
+// labelled is a, an absent query's one series, with the labels the gateway gives it (none: a as it is).
+func (a answer) labelled(t *testing.T, labels string) answer {
+	t.Helper()
+	if labels == "" || a.err != "" {
+		return a
+	}
+	if len(a.series) != 1 {
+		t.Fatalf("an absent query answers %s; want one series", a)
+	}
+	out := answer{series: map[string][][2]float64{}}
+	for _, ps := range a.series {
+		out.series[labels] = ps
+	}
+	return out
 }
 
 // same reports whether a and b are the same answer, values equal up to the rounding of sums taken in another order.

@@ -69,6 +69,7 @@ func (e *Enforcer) queryUncached(q string, cluster bool, p *Parsed) (string, err
 	if err := e.rewrite(expr); err != nil {
 		return "", err
 	}
+	expr = absentLabels(expr)
 	lifted := liftOr(expr)
 	out := lifted.AppendString(make([]byte, 0, len(q)+64))
 	if len(out) > maxLiftedLen && len(out) > len(q) {

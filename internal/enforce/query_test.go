@@ -106,7 +106,7 @@ func queryCases() []queryCase {
 		{"negative offset", `foo offset -5m`, `foo{team="dev"} offset -5m`, `foo{` + F("") + `} offset -5m`},
 		{"label_replace onto enforced label", `label_replace(up, "team", "dev", "", "")`, `label_replace(up{team="dev"}, "team", "dev", "", "")`, `label_replace(up{` + F("") + `}, "team", "dev", "", "")`},
 		{"label_join onto enforced label", `label_join(up, "team", ",", "job")`, `label_join(up{team="dev"}, "team", ",", "job")`, `label_join(up{` + F("") + `}, "team", ",", "job")`},
-		{"absent", `absent(nonexistent{job="x"})`, `absent(nonexistent{job="x",team="dev"})`, `absent(nonexistent{` + F(`job="x"`) + `})`},
+		{"absent", `absent(nonexistent{job="x"})`, `absent(nonexistent{job="x",team="dev"})`, `label_set(absent(nonexistent{` + F(`job="x"`) + `}), "job", "x", "team", "dev")`},
 		{"count_values", `count_values("team", up)`, `count_values("team", up{team="dev"})`, `count_values("team", up{` + F("") + `})`},
 		{"histogram_quantile", `histogram_quantile(0.9, sum(rate(h_bucket[5m])) by (le))`, `histogram_quantile(0.9, sum(rate(h_bucket{team="dev"}[5m])) by(le))`, `histogram_quantile(0.9, sum(rate(h_bucket{` + F("") + `}[5m])) by(le))`},
 		{"union", `union(a, b)`, `union(a{team="dev"}, b{team="dev"})`, `union(a{` + F("") + `}, b{` + F("") + `})`},
