@@ -14,6 +14,35 @@ import (
 // follows is authenticated as any other. Any origin may ask: a token is no browser credential (a cookie) that a page
 // could use without being given it.
 
+// A page may read an answer to another origin only when the answer allows it (Access-Control-Allow-Origin):
+// VictoriaMetrics' answers do, and the gateway's own did not, so a browser app that was refused (401 for an expired
+// token, 422 for a query limit, 429 with the time to wait) saw a network error instead of the reason. Every answer to
+// a request from a page (with Origin) now allows it, and lets the page read Retry-After; a forwarded answer carries
+// the upstream's own CORS headers instead (unCORS), as before.
+
+// corsExposed are the headers of the gateway's own answers a page may read beside the CORS-safelisted ones.
+const corsExposed = "Retry-After"
+
+// allowOrigin lets a page on any origin read the gateway's answer to r.
+func allowOrigin(w http.ResponseWriter, r *http.Request) {
+	if len(r.Header["Origin"]) == 0 {
+		return
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Expose-Headers", corsExposed)
+}
+
+// unCORS takes allowOrigin's headers out of h, which the upstream's answer is about to fill: the page reads a
+// forwarded answer as the upstream allows it, and two Access-Control-Allow-Origin make a browser refuse it.
+func unCORS(h http.Header) {
+	if len(h["Access-Control-Allow-Origin"]) == 0 {
+		return
+	}
+	delete(h, "Access-Control-Allow-Origin")
+	delete(h, "Access-Control-Expose-Headers")
+}
+
 // maxPreflightHeaders bounds the headers a preflight's answer allows.
 const maxPreflightHeaders = 32
 

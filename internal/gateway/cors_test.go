@@ -1,12 +1,16 @@
 package gateway
 
 import (
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"testing"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/tenant"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
@@ -44,5 +48,50 @@ func TestPreflight(t *testing.T) {
 	}
 	if n := len(up.Requests()); n != 0 {
 		t.Errorf("%d requests reached the upstream", n)
+	}
+}
+
+// TestAnswersAllowOrigin: the gateway's own answers to a page (a request with Origin) let it read them, the reason
+// for a refusal and the time to wait included, and a forwarded answer carries the upstream's CORS headers alone (a
+// legitimate user's review: a page saw a network error for every refusal).
+func TestAnswersAllowOrigin(t *testing.T) {
+	const origin = "https://app.example"
+	corsOf := func(rec *httptest.ResponseRecorder) string {
+		h := rec.Header()
+		return fmt.Sprintf("%q %q", h.Values("Access-Control-Allow-Origin"), h.Values("Access-Control-Expose-Headers"))
+	}
+	g, read, _ := newGateway(t, false, refuseAll{}, nil)
+	rec := serve(g, http.MethodGet, "/api/v1/query?query=up", "Origin", origin)
+	if got := corsOf(rec); rec.Code != http.StatusUnauthorized || got != `["*"] ["Retry-After"]` {
+		t.Errorf("refused: %d, CORS headers %s", rec.Code, got)
+	}
+	errorOf(t, rec)
+	if rec := serve(g, http.MethodGet, "/api/v1/query?query=up"); corsOf(rec) != "[] []" {
+		t.Errorf("refused without Origin: CORS headers %s", corsOf(rec))
+	}
+
+	g, read, _ = newGateway(t, true, fixedAuth{a: &auth.Access{Tenant: tenant.ID{AccountID: 15}, Mode: auth.ModeFull}}, denyAll{})
+	rec = serve(g, http.MethodGet, "/api/v1/query?query=up", "Origin", origin)
+	if got := corsOf(rec); rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" || got != `["*"] ["Retry-After"]` {
+		t.Errorf("limited: %d, Retry-After %q, CORS headers %s", rec.Code, rec.Header().Get("Retry-After"), got)
+	}
+
+	g, read, _ = newGateway(t, false, fixedAuth{a: &auth.Access{Mode: auth.ModeFull}}, nil)
+	for _, upstream := range []string{"*", ""} {
+		read.Respond(func(w http.ResponseWriter, r *http.Request) {
+			if upstream != "" {
+				w.Header().Set("Access-Control-Allow-Origin", upstream)
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[]}}`)
+		})
+		rec := serve(g, http.MethodGet, "/api/v1/query?query=up", "Origin", origin)
+		want := "[] []"
+		if upstream != "" {
+			want = `["*"] []`
+		}
+		if got := corsOf(rec); rec.Code != http.StatusOK || got != want {
+			t.Errorf("forwarded, the upstream allowing %q: %d, CORS headers %s; want %s", upstream, rec.Code, got, want)
+		}
 	}
 }

@@ -167,6 +167,7 @@ func (u *upstream) forward(rw http.ResponseWriter, req *http.Request, slot *hold
 		slot.answering.Store(time.Now().UnixNano())
 	}
 	dst := rw.Header()
+	unCORS(dst)
 	for k, vv := range res.Header {
 		if len(dst[k]) == 0 {
 			// The answer's header is not used again: its values are handed over, not copied.

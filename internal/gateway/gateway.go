@@ -227,6 +227,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.preflight(e, r) {
 		return
 	}
+	allowOrigin(e, r)
 	access, err := g.authenticate(r)
 	if err != nil {
 		g.reject(e, err)
