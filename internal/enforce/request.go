@@ -193,11 +193,19 @@ func (e *Enforcer) read(in Args, rt route.Route, cluster bool) (Args, error) {
 		// Listing APIs without match[] would list every team's names and values.
 		q[argMatch] = append([]string(nil), e.matchArgs...)
 	}
-	if restricted {
-		q[argExtraLabel] = append([]string(nil), e.extraLabelArgs...)
-		q[argExtraFiltersArr] = append([]string(nil), e.extraFiltersArgs...)
-	}
+	e.EnforceArgs(q)
 	return Args{URL: q, Form: form, Handover: in.Handover}, nil
+}
+
+// EnforceArgs sets in q the args with which VictoriaMetrics enforces a restricted token's series a second time,
+// extra_label and extra_filters[]: every read the enforcer rewrites carries them, and so does a read the gateway
+// makes itself of selectors rewritten already (the count of a query's samples).
+func (e *Enforcer) EnforceArgs(q url.Values) {
+	if !e.Restricted() {
+		return
+	}
+	q[argExtraLabel] = append([]string(nil), e.extraLabelArgs...)
+	q[argExtraFiltersArr] = append([]string(nil), e.extraFiltersArgs...)
 }
 
 // rewriteValues rewrites the selector args in one set of values (the URL query or the form body).

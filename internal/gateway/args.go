@@ -76,6 +76,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	// The args the query limits read are recorded as the args are split, for a tenant that has limits.
 	var known *enforce.Known
 	var parsed *enforce.Parsed
+	var gate *parseGate
 	limited := g.queryLimits != nil && g.queryLimits.Applies(a, rt)
 	if limited || strict {
 		// Queries that are parsed, by the limits or the rewrite, are parsed in a parse slot of the token's unit.
@@ -86,7 +87,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		}()
 		la.gate.init(g.conc, r.Context(), a.Tenant, a.Enforcer)
 		la.parsed.SetGate(&la.gate, la.gate.unit.partition())
-		parsed = &la.parsed
+		parsed, gate = &la.parsed, &la.gate
 		if limited {
 			known = &la.known
 		}
@@ -141,7 +142,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 			q, form, changed = out.URL, out.Form, true
 		}
 		// The query as it goes upstream: the rewrite may copy a count_values into each arg of a union.
-		if err := checkEvaluation(rt, q, form, parsed, g.evalLimits(), time.Now()); err != nil {
+		if err := checkEvaluation(rt, q, form, parsed, g.evalLimits(), time.Now(), g.measurerFor(r.Context(), a, gate)); err != nil {
 			return err
 		}
 	}

@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -47,6 +49,9 @@ type Limits struct {
 	// MinSampleInterval is -search.minSampleInterval: the least time between two samples of a series the limits assume
 	// for the windows over raw samples; 0 leaves those windows unbounded.
 	MinSampleInterval time.Duration
+	// MeasureSamples is -search.measureSamples: a query refused only for its windows over raw samples is judged on the
+	// samples the read backends count in them (samples.go).
+	MeasureSamples bool
 	// MaxReadBodySize is -maxReadBodySize: the largest body of a read or admin request (413).
 	MaxReadBodySize int64
 	// ReadBodyMemory is -maxReadBodyMemory: the bytes the bodies of read and admin requests may hold at once, a
@@ -191,7 +196,10 @@ func (g *Gateway) evalLimits() Limits {
 //     (querylimits.SubqueryWork): the points each subquery is evaluated at, times the points of its window. Nested
 //     subqueries multiply them, and VictoriaMetrics bounds each subquery alone, so 80 bytes of two nested subqueries
 //     took v1.151 38 s of CPU per series, past its own -search.maxQueryDuration (an attacker's review).
-func checkEvaluation(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l Limits, now time.Time) error {
+//
+// A query refused only for its windows over raw samples is judged again on the samples they hold, as measure counts
+// them (nil: not measured; samples.go).
+func checkEvaluation(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l Limits, now time.Time, measure measurer) error {
 	if !rt.Evaluates() {
 		return nil
 	}
@@ -212,12 +220,76 @@ func checkEvaluation(rt route.Route, q, form url.Values, parsed *enforce.Parsed,
 					return err
 				}
 				if work > float64(l.MaxSubqueryWindowPoints) {
-					return subqueryWorkError(text, parsed, instant, rng, now, work, l)
+					return judgeMeasured(text, parsed, instant, rng, now, work, l, measure)
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// judgeMeasured judges a query whose rollups read more than l.MaxSubqueryWindowPoints at one sample per
+// l.MinSampleInterval: when its windows over raw samples made the difference, it would pass at one sample a minute
+// and measure is set, on the samples measure counts in those windows; otherwise, and when those are too many too, it
+// refuses it.
+func judgeMeasured(text string, parsed *enforce.Parsed, instant bool, rng *querylimits.Range, now time.Time, work float64, l Limits, measure measurer) error {
+	limit := float64(l.MaxSubqueryWindowPoints)
+	if measure == nil || !rawWindowsDecide(text, parsed, instant, rng, now, l) {
+		return subqueryWorkError(text, parsed, instant, rng, now, work, l)
+	}
+	sparse := *rng
+	sparse.SampleInterval = max(rng.SampleInterval, measureSparsest.Milliseconds())
+	if w, err := querylimits.SubqueryWork(text, parsed, instant, &sparse, now.UnixMilli()); err != nil || w > limit {
+		return subqueryWorkError(text, parsed, instant, rng, now, work, l)
+	}
+	var ws []querylimits.Window
+	listed := *rng
+	listed.Windows = &ws
+	if _, err := querylimits.SubqueryWork(text, parsed, instant, &listed, now.UnixMilli()); err != nil {
+		return err
+	}
+	seen := make(map[querylimits.Window]bool, len(ws))
+	ws = slices.DeleteFunc(ws, func(w querylimits.Window) bool {
+		dup := seen[w]
+		seen[w] = true
+		return dup
+	})
+	if len(ws) > measureMax {
+		return subqueryWorkError(text, parsed, instant, rng, now, work, l)
+	}
+	counted, err := measure(ws)
+	if err != nil {
+		measuredFailed.Inc()
+		if httperr.Status(err) == http.StatusTooManyRequests || errors.Is(err, errGoneInQueue) {
+			return err // the team's read slots are taken, or its client went away
+		}
+		return httperr.New(http.StatusBadRequest, subqueryWorkError(text, parsed, instant, rng, now, work, l).Error()+
+			fmt.Sprintf("; the gateway could not count the samples the windows hold: %s", err))
+	}
+	measured := *rng
+	measured.Measured = counted
+	w, err := querylimits.SubqueryWork(text, parsed, instant, &measured, now.UnixMilli())
+	if err != nil {
+		return err
+	}
+	if w <= limit {
+		measuredAdmitted.Inc()
+		return nil
+	}
+	measuredRefused.Inc()
+	return httperr.New(http.StatusBadRequest, fmt.Sprintf("the rollup functions of the query would read %.3g points per series "+
+		"(over a subquery, the points it is evaluated at times the points of its window, nested subqueries multiplying them; "+
+		"over raw samples, for the functions that sort or count a window, the samples its series hold in all its windows, as "+
+		"VictoriaMetrics counted them; weighed by the function); at most %d are accepted (-search.maxSubqueryWindowPoints): "+
+		"use coarser steps, shorter windows or a shorter range", w, l.MaxSubqueryWindowPoints))
+}
+
+// rawWindowsDecide says whether the query's rollups read no more than the limit without its windows over raw samples.
+func rawWindowsDecide(text string, parsed *enforce.Parsed, instant bool, rng *querylimits.Range, now time.Time, l Limits) bool {
+	withoutRaw := *rng
+	withoutRaw.SampleInterval = 0
+	sub, err := querylimits.SubqueryWork(text, parsed, instant, &withoutRaw, now.UnixMilli())
+	return err == nil && sub <= float64(l.MaxSubqueryWindowPoints)
 }
 
 // subqueryWorkError refuses a query whose rollups read more than l.MaxSubqueryWindowPoints. When the windows over
@@ -230,9 +302,7 @@ func subqueryWorkError(text string, parsed *enforce.Parsed, instant bool, rng *q
 		"functions that sort or count a window, the points evaluated at times the samples of the window at one per "+
 		"-search.minSampleInterval=%s; weighed by the function); at most %d are accepted (-search.maxSubqueryWindowPoints): "+
 		"use coarser steps, shorter windows or a shorter range", work, l.MinSampleInterval, l.MaxSubqueryWindowPoints)
-	withoutRaw := *rng
-	withoutRaw.SampleInterval = 0
-	if sub, err := querylimits.SubqueryWork(text, parsed, instant, &withoutRaw, now.UnixMilli()); err == nil && sub <= float64(l.MaxSubqueryWindowPoints) {
+	if rawWindowsDecide(text, parsed, instant, rng, now, l) {
 		msg += fmt.Sprintf(". The windows over raw samples are counted at one sample every %s; where the teams' data is "+
 			"scraped less often, the gateway's operator sets -search.minSampleInterval to the shortest scrape interval (or "+
 			"-dedup.minScrapeInterval on VictoriaMetrics, which the gateway reads)", l.MinSampleInterval)

@@ -425,7 +425,7 @@ func TestCheckCountValuesPoints(t *testing.T) {
 		if tc.name == "in the form" {
 			q, form = url.Values{}, url.Values{"query": {cv + `[29000s:1s]`}}
 		}
-		err := checkEvaluation(tc.rt, q, form, nil, Limits{MaxPointsPerTimeseries: 11000, MinSampleInterval: time.Second}, now)
+		err := checkEvaluation(tc.rt, q, form, nil, Limits{MaxPointsPerTimeseries: 11000, MinSampleInterval: time.Second}, now, nil)
 		if (err != nil) != tc.bad {
 			t.Errorf("%s: %v; want refused=%v", tc.name, err, tc.bad)
 			continue
@@ -519,7 +519,7 @@ func TestCheckSubqueryWork(t *testing.T) {
 		{"a weighted window within a subquery at 1m", instant, url.Values{"query": {`max_over_time(median_over_time(x[1h])[1d:1m])`}}, false},
 		{"a weighted window within a subquery at 10s", instant, url.Values{"query": {`max_over_time(median_over_time(x[1h])[1d:10s])`}}, true},
 	} {
-		err := checkEvaluation(tc.rt, tc.args, nil, nil, Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second}, now)
+		err := checkEvaluation(tc.rt, tc.args, nil, nil, Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second}, now, nil)
 		if (err != nil) != tc.bad {
 			t.Errorf("%s: %v; want refused=%v", tc.name, err, tc.bad)
 			continue
@@ -536,14 +536,14 @@ func TestCheckSubqueryWork(t *testing.T) {
 		`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`: false,
 		`max_over_time(median_over_time(x[1h])[1d:10s])`:                      true,
 	} {
-		err := checkEvaluation(ranged, ranges(q, "1699913600", "8"), nil, nil, Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second}, now)
+		err := checkEvaluation(ranged, ranges(q, "1699913600", "8"), nil, nil, Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second}, now, nil)
 		if err == nil || strings.Contains(err.Error(), hint) != want {
 			t.Errorf("%s: %v; want a refusal that names the sample interval: %v", q, err, want)
 		}
 	}
 	// In the form too.
 	form := url.Values{"query": {`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`}}
-	if err := checkEvaluation(instant, url.Values{}, form, nil, Limits{MaxSubqueryWindowPoints: 1e8}, now); err == nil {
+	if err := checkEvaluation(instant, url.Values{}, form, nil, Limits{MaxSubqueryWindowPoints: 1e8}, now, nil); err == nil {
 		t.Error("the review's query in the form was not refused")
 	}
 }

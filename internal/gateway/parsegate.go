@@ -72,6 +72,16 @@ func (u unit) partition() uint64 {
 	return h | 1<<63
 }
 
+// yield gives the slot back, if the request holds one, while the request waits on something else than its CPU (the
+// count of its samples, samples.go); a parse after it takes one again.
+func (g *parseGate) yield() {
+	if g != nil && g.ts != nil {
+		<-g.ts.parse
+		g.c.unref(g.ts)
+		g.ts = nil
+	}
+}
+
 // release gives the slot back, if the request took one, and drops what g held of the request.
 func (g *parseGate) release() {
 	g.q.stop()

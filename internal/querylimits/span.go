@@ -74,6 +74,8 @@ type node struct {
 	weight, rawWeight uint32
 	// overTime marks count_values_over_time, which makes a series of each value its windows meet.
 	overTime bool
+	// sel is, for a window over a selector, the selector as the query prints it, for Range.Measured.
+	sel string
 }
 
 // rawWindow says n is a window over a selector's raw samples: `quantile_over_time(0.5, x[1h])`.
@@ -196,9 +198,12 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		child := compile(x.Expr, depth+1, unresolved)
 		// A window over anything but a selector is a subquery; the child node alone cannot tell, since a
 		// function of one selector compiles to the selector.
-		_, sel := x.Expr.(*metricsql.MetricExpr)
+		me, sel := x.Expr.(*metricsql.MetricExpr)
 		n.subquery = x.ForSubquery() || (x.Window != nil && !sel)
 		n.implicit = !n.subquery && !sel
+		if sel && !n.subquery {
+			n.sel = string(me.AppendString(nil))
+		}
 		if x.Step != nil {
 			n.step, n.hasStep = linOf(x.Step), true
 		}
@@ -392,6 +397,9 @@ type walk struct {
 	interval int64
 	// ot is cv for count_values_over_time (overTimeValues).
 	ot fanOut
+	// measured and windows are Range.Measured and Range.Windows.
+	measured func(Window) (int64, bool)
+	windows  *[]Window
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
 }
@@ -474,12 +482,23 @@ func (w *walk) span(n *node, a, b, step int64) {
 		}
 		if w.points && w.interval > 0 && n.rawWeight > 0 {
 			// A window over raw samples: the function reads each of its samples at each point, however many the data
-			// has, which only VictoriaMetrics knows; at most one per interval is assumed. `count(quantile_over_time(0.5,
-			// x[1d]))` over a day at 8 s took v1.151 two minutes of both cores for 4 series of 1 s samples, past its
-			// -search.maxQueryDuration (an attacker's review).
+			// has, which only VictoriaMetrics knows; at most one per interval is assumed, unless VictoriaMetrics
+			// counted them (Range.Measured). `count(quantile_over_time(0.5, x[1d]))` over a day at 8 s took v1.151 two
+			// minutes of both cores for 4 series of 1 s samples, past its -search.maxQueryDuration (an attacker's
+			// review).
 			at := max(b-a, 0)/max(step, 1) + 1
 			samples := win/w.interval + 1
-			w.work += float64(at) * float64(samples) * float64(n.rawWeight) / 8
+			read := float64(at) * float64(samples)
+			rw := Window{Selector: n.sel, From: a, To: b, Step: max(step, 1), Window: win}
+			if w.windows != nil {
+				*w.windows = append(*w.windows, rw)
+			}
+			if w.measured != nil {
+				if m, ok := w.measured(rw); ok {
+					read = min(read, float64(m))
+				}
+			}
+			w.work += read * float64(n.rawWeight) / 8
 			if n.overTime {
 				w.overTimeValues(at, (max(b-a, 0)+win)/w.interval+1)
 			}
@@ -782,10 +801,12 @@ func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compile
 		return nil, nil, err // a step VictoriaMetrics refuses goes on to it
 	}
 	cw := countWalk(now, rng.SampleInterval)
+	cw.measured, cw.windows = rng.Measured, rng.Windows
 	cw.span(&c.root, a, b, step)
 	if r := &c.root; instant && r.kind == kindRollup {
 		if reading, changed := instantReading(r, step); changed {
 			wa := countWalk(now, rng.SampleInterval)
+			wa.measured, wa.windows = rng.Measured, rng.Windows
 			wa.span(&reading, a, b, step)
 			alt = &wa
 		}
@@ -801,9 +822,15 @@ type Range struct {
 	// SampleInterval is the least time between two samples of a series the walks assume, for the windows over raw
 	// samples (-search.minSampleInterval, ms); 0 leaves those uncounted.
 	SampleInterval int64
-	a, b, step     int64
-	err            error
-	read           bool
+	// Measured, when set, gives what a window over raw samples reads per series as VictoriaMetrics counted it: the
+	// most samples one series of its selector has in all its windows together; false when it is not known. The walks
+	// count the least of that and the samples at SampleInterval.
+	Measured func(Window) (int64, bool)
+	// Windows, when set, gets each window over raw samples the walks count at SampleInterval.
+	Windows    *[]Window
+	a, b, step int64
+	err        error
+	read       bool
 }
 
 func (r *Range) get() (a, b, step int64, err error) {
@@ -814,8 +841,16 @@ func (r *Range) get() (a, b, step int64, err error) {
 	return r.a, r.b, r.step, r.err
 }
 
+// Window is a window over raw samples a function that sorts or counts it reads at each point of its evaluation: the
+// points From, From+Step, ..., To (ms, as VictoriaMetrics aligns them, to a step), each reading Selector's samples in
+// (t-Window, t].
+type Window struct {
+	Selector               string
+	From, To, Step, Window int64
+}
+
 // subqueried caches SubqueryWork's trees, as counted caches CountValues'.
-var subqueried = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + 64*countNodes(&c.root) })
+var subqueried = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + nodeBytes(&c.root) })
 
 func hasSubquery(n *node) bool {
 	if n.kind == kindRollup && (n.subquery || n.rawWeight > 0) {
@@ -860,7 +895,7 @@ type compiled struct{ root node }
 var nothingCounted = &compiled{}
 
 // counted caches CountValues' trees per isolation unit, as the enforcer caches its rewrites (enforce/cache.go).
-var counted = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + 64*countNodes(&c.root) })
+var counted = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + nodeBytes(&c.root) })
 
 func hasCountValues(n *node) bool {
 	if n.countValues || n.overTime {
@@ -874,10 +909,11 @@ func hasCountValues(n *node) bool {
 	return false
 }
 
-func countNodes(n *node) int {
-	c := 1
+// nodeBytes is about what n's tree holds in memory.
+func nodeBytes(n *node) int {
+	c := 64 + len(n.sel)
 	for i := range n.children {
-		c += countNodes(&n.children[i])
+		c += nodeBytes(&n.children[i])
 	}
 	return c
 }

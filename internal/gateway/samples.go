@@ -1,0 +1,204 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/gencache"
+	"github.com/vmgateway/vmgateway/internal/querylimits"
+	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+)
+
+// The functions that sort or count a window over raw samples (quantile_over_time, distinct_over_time, ...) cost
+// VictoriaMetrics per sample of each window, and how many samples a series holds only the data knows: the limits
+// assume one per -search.minSampleInterval (1 s), which kept a team's own 1 s samples from stopping VictoriaMetrics, but
+// refused the day-long p99 panels of every team that scrapes at 15 s (a legitimate user's review, where VictoriaMetrics
+// answered them in seconds). So a query refused only for its windows over raw samples is measured: the gateway asks
+// the read backends, in the team's tenant and through the team's restriction, how many samples its windows read, and
+// judges it on that (querylimits.Range.Measured).
+//
+// A window's count is what its function reads per series: `max(sum_over_time(count_over_time(sel[w])[range:step]))`,
+// the most samples one series has in all the windows the query evaluates, counted so that it is never less whatever the
+// alignment of the points (probeQuery). count_over_time reads each sample once and sums nothing, so the count costs a read of the
+// data, not the sort the limit is for. Only a query that would pass at one sample a minute (measureSparsest) is
+// measured, at most measureMax windows of it, in one of the team's read slots, and a count is kept for a minute per team
+// and window (the window widened to whole minutes, which counts the same or more): a query refused for being costly at
+// any density, or sent again and again, costs the backends nothing more.
+
+const (
+	// measureSparsest: a query refused even at one sample a minute (vmagent's and Prometheus' default scrape
+	// interval) is not measured.
+	measureSparsest = time.Minute
+	// measureMax is the most windows measured for one query.
+	measureMax = 8
+	// measureTimeout bounds the measuring of one query.
+	measureTimeout = 10 * time.Second
+	// measuredFor is how long a count is kept.
+	measuredFor = time.Minute
+)
+
+var (
+	measuredAdmitted = metrics.NewCounter(`vmgateway_query_samples_measured_total{result="admitted"}`)
+	measuredRefused  = metrics.NewCounter(`vmgateway_query_samples_measured_total{result="refused"}`)
+	measuredFailed   = metrics.NewCounter(`vmgateway_query_samples_measured_total{result="failed"}`)
+)
+
+// measuredKey is a count as kept: per isolation unit (tenant and restriction), per window widened to whole minutes.
+type measuredKey struct {
+	unit unit
+	win  querylimits.Window
+}
+
+type measuredCount struct {
+	n  int64
+	at time.Time
+}
+
+var measuredCounts = gencache.New(4<<20, func(k measuredKey, _ measuredCount) int { return len(k.win.Selector) + 128 })
+
+// measurer counts the samples of a query's windows over raw samples for one request: nil when the gateway does not
+// measure (-search.measureSamples=false).
+type measurer func(ws []querylimits.Window) (func(querylimits.Window) (int64, bool), error)
+
+// measurerFor is the measurer of a's request, or nil. The request's parse slot, if it holds one, is given back
+// while it counts: the team's other new queries would wait for it.
+func (g *Gateway) measurerFor(ctx context.Context, a *auth.Access, gate *parseGate) measurer {
+	if !g.limits.MeasureSamples || g.read == nil {
+		return nil
+	}
+	return func(ws []querylimits.Window) (func(querylimits.Window) (int64, bool), error) {
+		gate.yield()
+		return g.measureWindows(ctx, a, a.Tenant, ws)
+	}
+}
+
+// measureWindows counts the samples of ws, those not kept from before in one read slot of the team.
+func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, t tenant.ID, ws []querylimits.Window) (func(querylimits.Window) (int64, bool), error) {
+	u := unitOf(t, a.Enforcer)
+	got := make(map[querylimits.Window]int64, len(ws))
+	now := time.Now()
+	var todo []querylimits.Window
+	for _, w := range ws {
+		if c, ok := measuredCounts.Get(u.partition(), measuredKey{u, widened(w)}); ok && now.Sub(c.at) < measuredFor {
+			got[w] = c.n
+			continue
+		}
+		todo = append(todo, w)
+	}
+	if len(todo) > 0 {
+		h, err := g.reads.acquire(ctx, u)
+		if err != nil {
+			return nil, err
+		}
+		defer g.reads.release(h)
+		ctx, cancel := context.WithTimeout(ctx, measureTimeout)
+		defer cancel()
+		for _, w := range todo {
+			ww := widened(w)
+			n, err := g.countSamples(ctx, a, t, ww)
+			if err != nil {
+				return nil, err
+			}
+			measuredCounts.Put(u.partition(), measuredKey{u, ww}, measuredCount{n, now})
+			got[w] = n
+		}
+	}
+	return func(w querylimits.Window) (int64, bool) {
+		n, ok := got[w]
+		return n, ok
+	}, nil
+}
+
+// widened is w from the last whole minute at or before its first point to the first at or after its last, at its
+// step: the points of w and more, so that its count is at least w's, and the same for the queries of a dashboard
+// refreshed within the minute.
+func widened(w querylimits.Window) querylimits.Window {
+	const m = int64(time.Minute / time.Millisecond)
+	w.From -= mod(w.From, m)
+	if r := mod(w.To, m); r != 0 {
+		w.To += m - r
+	}
+	return w
+}
+
+func mod(a, m int64) int64 { return ((a % m) + m) % m }
+
+// probeQuery is the query that counts what w reads per series, and the time to ask it at (seconds). VictoriaMetrics
+// may align a range's points to its step or not, and evaluates an instant query at its own now when the request has
+// no time: the windows are counted at the step's whole times from a step before w's first point to a step after its
+// last, and the samples those cover are added. Each sample the query's windows read, at any points within that span,
+// is read by at most one of these windows fewer (or vector(0): a side may have no window with a sample), so the count
+// is at least what the query reads.
+func probeQuery(w querylimits.Window) (q, at string) {
+	span := w.To - w.From + 2*w.Step
+	q = fmt.Sprintf("(max(sum_over_time(count_over_time(%s[%dms])[%dms:%dms])) or vector(0)) + (max(count_over_time(%s[%dms])) or vector(0))",
+		w.Selector, w.Window, span, w.Step, w.Selector, span+w.Window)
+	return q, strconv.FormatFloat(float64(w.To+w.Step)/1e3, 'f', 3, 64)
+}
+
+// countSamples asks the read backends, in tenant t through a's restriction, how many samples the series of w's
+// selector that has the most holds in all of w's windows together.
+func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID, w querylimits.Window) (int64, error) {
+	rt, err := route.Lookup("/api/v1/query")
+	if err != nil {
+		return 0, err
+	}
+	q, at := probeQuery(w)
+	// The selector is the query's as it goes upstream, restricted already (rewritten again, a selector of several
+	// filters would be counted once per filter); the token's args go with it, as with every read, so that
+	// VictoriaMetrics enforces them a second time.
+	args := url.Values{"query": {q}, "time": {at}}
+	a.Enforcer.EnforceArgs(args)
+	u := &url.URL{RawQuery: args.Encode()}
+	u.Path, u.RawPath = rt.UpstreamPath(g.cluster, t)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return 0, err
+	}
+	req.URL.Scheme, req.URL.Host, req.Host = "", "", ""
+	req.Header.Set("User-Agent", "vmgateway")
+	resp, err := g.read.rt.RoundTrip(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return 0, err
+	}
+	var ans struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &ans); err != nil || resp.StatusCode != http.StatusOK || ans.Status != "success" {
+		msg := ans.Error
+		if msg == "" {
+			msg = fmt.Sprintf("status %d", resp.StatusCode)
+		}
+		return 0, fmt.Errorf("the read backend did not count them: %s", msg)
+	}
+	if len(ans.Data.Result) == 0 {
+		return 0, nil // no series
+	}
+	s, _ := ans.Data.Result[0].Value[1].(string)
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 {
+		return 0, fmt.Errorf("the read backend counted %q", s)
+	}
+	return int64(min(f, 1<<62)), nil
+}

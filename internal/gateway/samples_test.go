@@ -1,0 +1,183 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/querylimits"
+	"github.com/vmgateway/vmgateway/internal/route"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// TestJudgeMeasured: a query refused only for its windows over raw samples is judged on the samples its measurer
+// counts in them; one refused at one sample a minute, or for its subqueries, is not measured.
+func TestJudgeMeasured(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	ranged := route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}
+	l := Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second}
+	day := url.Values{"query": {`quantile_over_time(0.99, x{team="dev"}[1d])`}, "start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}
+	wantWindow := querylimits.Window{Selector: `x{team="dev"}`, From: 1699913600000, To: 1700000000000, Step: 60000, Window: 86400000}
+	counting := func(n int64, err error, asked *[]querylimits.Window) measurer {
+		return func(ws []querylimits.Window) (func(querylimits.Window) (int64, bool), error) {
+			*asked = append(*asked, ws...)
+			if err != nil {
+				return nil, err
+			}
+			return func(w querylimits.Window) (int64, bool) { return n, true }, nil
+		}
+	}
+	// 15 s samples: 1,441 windows of 5,760, weighing 8 each: 6.6e7.
+	var asked []querylimits.Window
+	if err := checkEvaluation(ranged, day, nil, nil, l, now, counting(1441*5760, nil, &asked)); err != nil {
+		t.Errorf("15s samples: %v", err)
+	}
+	if len(asked) != 1 || asked[0] != wantWindow {
+		t.Errorf("measured %+v; want %+v", asked, wantWindow)
+	}
+	// 1 s samples: refused, on what was counted.
+	err := checkEvaluation(ranged, day, nil, nil, l, now, counting(1441*86400, nil, &asked))
+	if err == nil || httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "as VictoriaMetrics counted them") {
+		t.Errorf("1s samples: %v; want 400 on the count", err)
+	}
+	// Not counted: refused as before, saying why.
+	err = checkEvaluation(ranged, day, nil, nil, l, now, counting(0, errors.New("the read backend did not count them: boom"), &asked))
+	if err == nil || httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "could not count the samples") ||
+		!strings.Contains(err.Error(), "boom") || !strings.Contains(err.Error(), "-search.maxSubqueryWindowPoints") {
+		t.Errorf("not counted: %v", err)
+	}
+	// The team's read slots taken: its 429.
+	full := &overloadError{scope: "backend", limit: 4, queue: time.Second}
+	if err := checkEvaluation(ranged, day, nil, nil, l, now, counting(0, full, &asked)); err != full {
+		t.Errorf("no read slot: %v; want the 429", err)
+	}
+	// Without a measurer: refused at one sample a second.
+	if err := checkEvaluation(ranged, day, nil, nil, l, now, nil); err == nil || !strings.Contains(err.Error(), "-search.minSampleInterval") {
+		t.Errorf("not measured: %v", err)
+	}
+	// Not measured: refused at one sample a minute too (30-day windows over 30 days at 1m), or for a subquery.
+	asked = nil
+	for _, q := range []url.Values{
+		{"query": {`quantile_over_time(0.99, x[30d])`}, "start": {"1697408000"}, "end": {"1700000000"}, "step": {"60"}},
+		{"query": {`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`}, "start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}},
+	} {
+		if err := checkEvaluation(ranged, q, nil, nil, l, now, counting(1, nil, &asked)); err == nil {
+			t.Errorf("%s: passed", q.Get("query"))
+		}
+	}
+	if len(asked) != 0 {
+		t.Errorf("measured %+v; want none", asked)
+	}
+	// Each window of a union is measured apart, the same one once; more than measureMax windows are not measured.
+	asked = nil
+	two := url.Values{"query": {`union(quantile_over_time(0.99, x{env="a"}[1d]), quantile_over_time(0.99, x{env="b"}[1d]), quantile_over_time(0.99, x{env="a"}[1d]))`},
+		"start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}
+	if err := checkEvaluation(ranged, two, nil, nil, l, now, counting(1000, nil, &asked)); err != nil || len(asked) != 2 {
+		t.Errorf("a union of two windows: %v, measured %+v", err, asked)
+	}
+	var many []string
+	for i := 0; i <= measureMax; i++ {
+		many = append(many, `quantile_over_time(0.99, x{i="`+string(rune('a'+i))+`"}[1d])`)
+	}
+	asked = nil
+	nine := url.Values{"query": {`union(` + strings.Join(many, ", ") + `)`}, "start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}
+	if err := checkEvaluation(ranged, nine, nil, nil, l, now, counting(1, nil, &asked)); err == nil || len(asked) != 0 {
+		t.Errorf("%d windows: %v, measured %d", measureMax+1, err, len(asked))
+	}
+}
+
+// TestProbeQuery: a window's count is asked at the step's whole times from a step before its first point to a step
+// after its last, plus the samples its windows cover; a window is widened to whole minutes.
+func TestProbeQuery(t *testing.T) {
+	w := querylimits.Window{Selector: `x{team="dev"}`, From: 1699913600500, To: 1700000000500, Step: 60000, Window: 86400000}
+	q, at := probeQuery(w)
+	if want := `(max(sum_over_time(count_over_time(x{team="dev"}[86400000ms])[86520000ms:60000ms])) or vector(0)) + ` +
+		`(max(count_over_time(x{team="dev"}[172920000ms])) or vector(0))`; q != want || at != "1700000060.500" {
+		t.Errorf("range: %s at %s\nwant %s at 1700000060.500", q, at, want)
+	}
+	for _, tc := range []struct{ from, to, wantFrom, wantTo int64 }{
+		{1699913600500, 1700000000500, 1699913580000, 1700000040000},
+		{60000, 120000, 60000, 120000},
+		{-1, 1, -60000, 60000},
+	} {
+		got := widened(querylimits.Window{From: tc.from, To: tc.to})
+		if got.From != tc.wantFrom || got.To != tc.wantTo {
+			t.Errorf("widened(%d, %d) = %d, %d; want %d, %d", tc.from, tc.to, got.From, got.To, tc.wantFrom, tc.wantTo)
+		}
+	}
+}
+
+// TestProbeRequest: the count goes to the request's tenant, each window of the rewritten query (a union for a token of
+// two filters) with the token's restriction in its selector and as the args VictoriaMetrics enforces again, and only
+// then the query itself; a count too high refuses the query with nothing more forwarded.
+func TestProbeRequest(t *testing.T) {
+	read, write := vmtest.NewRecorder(t), vmtest.NewRecorder(t)
+	count := "5000"
+	read.Respond(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(r.URL.Path, "/api/v1/query") {
+			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"`+count+`"]}]}}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
+	})
+	ru, _ := url.Parse(read.URL)
+	wu, _ := url.Parse(write.URL)
+	e, err := enforce.New([]enforce.Label{{Name: "team", Value: "dev"}}, []string{`{env="prod"}`, `{env="stage"}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(Config{ReadURL: ru, WriteURL: wu, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport, Cluster: true,
+		Auth:   fixedAuth{a: &auth.Access{Tenant: tenant.ID{AccountID: 15, ProjectID: 2}, Mode: auth.ModeRead, Enforcer: e}},
+		Limits: Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second, MeasureSamples: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().Unix()
+	target := "/select/15:2/prometheus/api/v1/query_range?" + url.Values{"query": {`quantile_over_time(0.99, x[1d])`},
+		"start": {fmt.Sprint(end - 86400)}, "end": {fmt.Sprint(end)}, "step": {"60"}}.Encode()
+	if rec := serve(g, http.MethodGet, target); rec.Code != http.StatusOK {
+		t.Fatalf("the query: %d %s", rec.Code, rec.Body)
+	}
+	reqs := read.Requests()
+	if len(reqs) != 3 {
+		t.Fatalf("%d requests forwarded; want two counts and the query", len(reqs))
+	}
+	for i, env := range []string{"prod", "stage"} {
+		r := reqs[i]
+		q := r.Query.Get("query")
+		if r.Path != "/select/15:2/prometheus/api/v1/query" || !strings.Contains(q, `count_over_time(x{team="dev",env="`+env+`"`) ||
+			strings.Contains(q, `env="`+map[string]string{"prod": "stage", "stage": "prod"}[env]+`"}[`) ||
+			strings.Join(r.Query["extra_label"], ",") != "team=dev" || strings.Join(r.Query["extra_filters[]"], ",") != `{env="prod"},{env="stage"}` {
+			t.Errorf("count %d: %s %v", i, r.Path, r.Query)
+		}
+	}
+	if reqs[2].Path != "/select/15:2/prometheus/api/v1/query_range" {
+		t.Errorf("then %s; want the query", reqs[2].Path)
+	}
+	// Too many samples: refused, and a window kept from before is not counted again.
+	count = "100000000"
+	target2 := strings.Replace(target, "x%5B1d%5D", "y%5B1d%5D", 1)
+	rec := serve(g, http.MethodGet, target2)
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "as VictoriaMetrics counted them") {
+		t.Errorf("too many samples: %d %s", rec.Code, rec.Body)
+	}
+	if reqs := read.Requests(); len(reqs) != 2 || !strings.HasSuffix(reqs[1].Path, "/api/v1/query") {
+		t.Errorf("%d requests forwarded; want two counts and no query", len(reqs))
+	}
+	if rec := serve(g, http.MethodGet, target); rec.Code != http.StatusOK {
+		t.Errorf("the first query again: %d", rec.Code)
+	}
+	if reqs := read.Requests(); len(reqs) != 1 || !strings.HasSuffix(reqs[0].Path, "/api/v1/query_range") {
+		t.Errorf("the first query again: %d requests forwarded; want the query alone", len(reqs))
+	}
+}

@@ -1,0 +1,149 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/querylimits"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// TestProbeCountsAtLeastTheQuery: on real VictoriaMetrics (1.79.5 and the current release), over two days of samples
+// at irregular times (15 s apart with jitter, bursts of one a second, gaps of half an hour), the count probeQuery asks
+// for is never less than what the window reads per series at any alignment of the query's points VictoriaMetrics may
+// use (the request's own, aligned to the step, an instant query's time a little later), counted here from the samples
+// themselves; and, for windows longer than the step, not much more.
+func TestProbeCountsAtLeastTheQuery(t *testing.T) {
+	end := time.Now().Add(-time.Minute).Truncate(time.Minute).UnixMilli()
+	series := make([][]int64, 2)
+	var body strings.Builder
+	r := rand.New(rand.NewSource(7))
+	for i := range series {
+		for ts := end - 2*day; ts <= end; {
+			series[i] = append(series[i], ts)
+			fmt.Fprintf(&body, "burst{team=\"dev\",i=\"%d\"} 1 %d\n", i, ts)
+			switch phase := (ts / (6 * hour)) % 4; {
+			case ts%(6*hour) < 10*minute:
+				ts += 1000 + r.Int63n(7) // a burst: one a second
+			case phase == 2 && ts%(6*hour) < 40*minute:
+				ts += 30 * minute // a gap
+			default:
+				ts += 15000 + r.Int63n(3000) - 1500
+			}
+		}
+	}
+	sel := `burst{team="dev"}`
+	windows := []querylimits.Window{
+		{Selector: sel, From: end - day, To: end, Step: minute, Window: day},
+		{Selector: sel, From: end - day + 7123, To: end - 13000, Step: 5 * minute, Window: hour},
+		{Selector: sel, From: end - 2*hour, To: end, Step: 10 * minute, Window: 5 * minute},
+		{Selector: sel, From: end - 3*hour - 1, To: end - 3*hour - 1, Step: 5 * minute, Window: 6 * hour},
+		{Selector: sel, From: end - 12*hour + 333, To: end - 2*hour, Step: 15000, Window: 2 * hour},
+	}
+	starts := map[string]func(testing.TB, ...string) *vmtest.VM{"1.79.5": vmtest.Start, "current": vmtest.StartCurrent}
+	for name, start := range starts {
+		t.Run(name, func(t *testing.T) {
+			vm := start(t)
+			resp, err := http.Post(vm.URL+"/api/v1/import/prometheus", "text/plain", strings.NewReader(body.String()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			vm.Flush(t)
+			vmtest.Eventually(t, func() (bool, string) {
+				n := probe(t, vm.URL, fmt.Sprintf("count_over_time(%s[%dms])", `burst{i="0"}`, 3*day), end)
+				return n == int64(len(series[0])), fmt.Sprintf("%d samples of series 0 found; want %d", n, len(series[0]))
+			})
+			for _, w := range windows {
+				q, at := probeQuery(w)
+				atMs, _ := strconv.ParseFloat(at, 64)
+				got := probe(t, vm.URL, q, int64(atMs*1000))
+				s := w.Step
+				for _, pts := range []struct {
+					name     string
+					from, to int64
+				}{
+					{"the request's points", w.From, w.To},
+					{"aligned to the step", w.From - mod(w.From, s), w.To + (s-mod(w.To, s))%s},
+					{"a step later", w.From + s - 1, w.To + s - 1},
+					{"a step earlier", w.From - s + 1, w.To - s + 1},
+				} {
+					exact := int64(0)
+					for _, ts := range series {
+						exact = max(exact, reads(ts, pts.from, pts.to, s, w.Window))
+					}
+					if got < exact {
+						t.Errorf("%+v at %s: the probe counts %d; the query reads %d", w, pts.name, got, exact)
+					}
+					if pts.name == "the request's points" && w.Window >= 4*s {
+						var covered int64
+						for _, ts := range series {
+							covered = max(covered, reads(ts, w.From-s-w.Window, w.To+s, w.To-w.From+2*s+w.Window, w.To-w.From+2*s+w.Window))
+						}
+						if limit := exact + exact*2*s/w.Window + covered + 2*exact/int64(max(1, (w.To-w.From)/s)); got > limit {
+							t.Errorf("%+v: the probe counts %d; the query reads %d, %d samples covered", w, got, exact, covered)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+const (
+	minute = int64(time.Minute / time.Millisecond)
+	hour   = 60 * minute
+	day    = 24 * hour
+)
+
+// reads is what a window of length win reads of samples ts at the points from, from+step, ..., to: the samples in
+// (t-win, t] of each.
+func reads(ts []int64, from, to, step, win int64) int64 {
+	var n int64
+	for t := from; t <= to; t += step {
+		lo, _ := slices.BinarySearch(ts, t-win+1)
+		hi, _ := slices.BinarySearch(ts, t+1)
+		n += int64(hi - lo)
+	}
+	return n
+}
+
+// probe asks VictoriaMetrics at base for q at atMs, one number.
+func probe(t *testing.T, base, q string, atMs int64) int64 {
+	t.Helper()
+	v := url.Values{"query": {q}, "time": {strconv.FormatFloat(float64(atMs)/1e3, 'f', 3, 64)}, "nocache": {"1"}}
+	resp, err := http.Get(base + "/api/v1/query?" + v.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var ans struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(b, &ans); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s: %d %s", q, resp.StatusCode, b)
+	}
+	if len(ans.Data.Result) == 0 {
+		return 0
+	}
+	s, _ := ans.Data.Result[0].Value[1].(string)
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		t.Fatalf("%s: %s", q, s)
+	}
+	return int64(f)
+}
