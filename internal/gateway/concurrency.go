@@ -49,6 +49,8 @@ func unitOf(t tenant.ID, e *enforce.Enforcer) unit {
 type tenantSlots struct {
 	sem   chan struct{}
 	parse chan struct{}
+	// count is the unit's one count of a query's samples at a time (samples.go).
+	count chan struct{}
 	refs  int
 }
 
@@ -62,6 +64,7 @@ var (
 	rejectedGlobal = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="global"}`)
 	rejectedTenant = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="tenant"}`)
 	rejectedParse  = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="parse"}`)
+	rejectedCount  = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="count"}`)
 )
 
 func newConcurrency(global, perTenant int, queue time.Duration) *concurrency {
@@ -175,7 +178,7 @@ func (c *concurrency) ref(u unit) *tenantSlots {
 		if len(c.tenants) >= c.sweepAt {
 			c.sweep()
 		}
-		ts = &tenantSlots{parse: make(chan struct{}, c.parses)}
+		ts = &tenantSlots{parse: make(chan struct{}, c.parses), count: make(chan struct{}, 1)}
 		if c.perTenant > 0 {
 			ts.sem = make(chan struct{}, c.perTenant)
 		}
@@ -227,6 +230,10 @@ func (e *overloadError) Error() string {
 		return fmt.Sprintf("too many new queries at once for tenant %s: its %d parse slots (a quarter of the gateway's CPUs, "+
 			"at least one) were busy for -maxQueueDuration=%s; queries the gateway has seen recently need no slot: "+
 			"retry later, or send fewer new queries at once", who, e.limit, e.queue)
+	case "count":
+		return fmt.Sprintf("too many queries at once for tenant %s whose samples the gateway counts (-search.measureSamples): "+
+			"it counts one query's at a time for a team, and the one under way took past -read.maxQueueDuration=%s; retry later, "+
+			"or send those queries one after another", who, e.queue)
 	case "backend":
 		return fmt.Sprintf("the read backends are busy: all %d reads they run at once (-read.maxConcurrentRequests, by default "+
 			"their -search.maxConcurrentRequests) were in flight for -read.maxQueueDuration=%s while the teams waiting took "+

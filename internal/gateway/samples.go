@@ -96,6 +96,11 @@ func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, t tenant.I
 		todo = append(todo, w)
 	}
 	if len(todo) > 0 {
+		release, err := g.countSlot(ctx, u, a)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
 		h, err := g.reads.acquire(ctx, u)
 		if err != nil {
 			return nil, err
@@ -116,6 +121,33 @@ func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, t tenant.I
 	return func(w querylimits.Window) (int64, bool) {
 		n, ok := got[w]
 		return n, ok
+	}, nil
+}
+
+// countSlot takes the unit's one count at a time, waiting as long as a read waits for the read backends: the read
+// slots alone do not bound a team's counts where the backends' capacity is not known, and its parse slots are given
+// back meanwhile.
+func (g *Gateway) countSlot(ctx context.Context, u unit, a *auth.Access) (func(), error) {
+	ts := g.conc.ref(u)
+	select {
+	case ts.count <- struct{}{}:
+	default:
+		timer := time.NewTimer(g.reads.queue)
+		defer timer.Stop()
+		select {
+		case ts.count <- struct{}{}:
+		case <-timer.C:
+			g.conc.unref(ts)
+			rejectedCount.Inc()
+			return nil, &overloadError{scope: "count", tenant: u.tenant, restriction: a.Enforcer, limit: 1, queue: g.reads.queue}
+		case <-ctx.Done():
+			g.conc.unref(ts)
+			return nil, errGoneInQueue
+		}
+	}
+	return func() {
+		<-ts.count
+		g.conc.unref(ts)
 	}, nil
 }
 

@@ -143,7 +143,9 @@ func TestProbeRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	end := time.Now().Unix()
-	target := "/select/15:2/prometheus/api/v1/query_range?" + url.Values{"query": {`quantile_over_time(0.99, x[1d])`},
+	// A name of this run: the counts are kept per process.
+	x := fmt.Sprintf("x%d", time.Now().UnixNano())
+	target := "/select/15:2/prometheus/api/v1/query_range?" + url.Values{"query": {`quantile_over_time(0.99, ` + x + `[1d])`},
 		"start": {fmt.Sprint(end - 86400)}, "end": {fmt.Sprint(end)}, "step": {"60"}}.Encode()
 	if rec := serve(g, http.MethodGet, target); rec.Code != http.StatusOK {
 		t.Fatalf("the query: %d %s", rec.Code, rec.Body)
@@ -155,7 +157,7 @@ func TestProbeRequest(t *testing.T) {
 	for i, env := range []string{"prod", "stage"} {
 		r := reqs[i]
 		q := r.Query.Get("query")
-		if r.Path != "/select/15:2/prometheus/api/v1/query" || !strings.Contains(q, `count_over_time(x{team="dev",env="`+env+`"`) ||
+		if r.Path != "/select/15:2/prometheus/api/v1/query" || !strings.Contains(q, `count_over_time(`+x+`{team="dev",env="`+env+`"`) ||
 			strings.Contains(q, `env="`+map[string]string{"prod": "stage", "stage": "prod"}[env]+`"}[`) ||
 			strings.Join(r.Query["extra_label"], ",") != "team=dev" || strings.Join(r.Query["extra_filters[]"], ",") != `{env="prod"},{env="stage"}` {
 			t.Errorf("count %d: %s %v", i, r.Path, r.Query)
@@ -166,7 +168,7 @@ func TestProbeRequest(t *testing.T) {
 	}
 	// Too many samples: refused, and a window kept from before is not counted again.
 	count = "100000000"
-	target2 := strings.Replace(target, "x%5B1d%5D", "y%5B1d%5D", 1)
+	target2 := strings.Replace(target, x+"%5B1d%5D", "y"+x+"%5B1d%5D", 1)
 	rec := serve(g, http.MethodGet, target2)
 	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "as VictoriaMetrics counted them") {
 		t.Errorf("too many samples: %d %s", rec.Code, rec.Body)
@@ -180,4 +182,76 @@ func TestProbeRequest(t *testing.T) {
 	if reqs := read.Requests(); len(reqs) != 1 || !strings.HasSuffix(reqs[0].Path, "/api/v1/query_range") {
 		t.Errorf("the first query again: %d requests forwarded; want the query alone", len(reqs))
 	}
+}
+
+// TestCountsOneAtATime: a team's counts run one at a time, the next waiting -read.maxQueueDuration, then 429; another
+// team's count does not wait for it.
+func TestCountsOneAtATime(t *testing.T) {
+	read, write := vmtest.NewRecorder(t), vmtest.NewRecorder(t)
+	hold, arrived := make(chan struct{}), make(chan struct{}, 1)
+	read.Respond(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if strings.Contains(r.URL.Query().Get("query"), "held") {
+			select {
+			case arrived <- struct{}{}:
+			default:
+			}
+			<-hold
+		}
+		if strings.HasSuffix(r.URL.Path, "/api/v1/query") {
+			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"10"]}]}}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
+	})
+	ru, _ := url.Parse(read.URL)
+	wu, _ := url.Parse(write.URL)
+	auths := map[string]*auth.Access{}
+	for _, team := range []string{"dev", "ops"} {
+		e, err := enforce.New([]enforce.Label{{Name: "team", Value: team}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		auths[team] = &auth.Access{Mode: auth.ModeRead, Enforcer: e}
+	}
+	g, err := New(Config{ReadURL: ru, WriteURL: wu, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport,
+		Auth:   byHeader(auths),
+		Limits: Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second, MeasureSamples: true, ReadQueueDuration: 200 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := time.Now().Unix()
+	// Names of this run: the counts are kept per process.
+	run := fmt.Sprint(time.Now().UnixNano())
+	panel := func(metric string) string {
+		return "/api/v1/query_range?" + url.Values{"query": {`quantile_over_time(0.99, ` + metric + run + `[1d])`},
+			"start": {fmt.Sprint(end - 86400)}, "end": {fmt.Sprint(end)}, "step": {"60"}}.Encode()
+	}
+	first := make(chan int)
+	go func() { first <- serve(g, http.MethodGet, panel("held"), "X-Team", "dev").Code }()
+	<-arrived // the first count is under way
+	rec := serve(g, http.MethodGet, panel("other"), "X-Team", "dev")
+	if rec.Code != http.StatusTooManyRequests || !strings.Contains(rec.Body.String(), "counts one query's at a time") {
+		t.Errorf("a second count of the team: %d %s; want 429", rec.Code, rec.Body)
+	}
+	if rec := serve(g, http.MethodGet, panel("other"), "X-Team", "ops"); rec.Code != http.StatusOK {
+		t.Errorf("another team's count: %d %s", rec.Code, rec.Body)
+	}
+	close(hold)
+	if code := <-first; code != http.StatusOK {
+		t.Errorf("the first count: %d", code)
+	}
+	if rec := serve(g, http.MethodGet, panel("other"), "X-Team", "dev"); rec.Code != http.StatusOK {
+		t.Errorf("the team's count after the first: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// byHeader authenticates each request as the Access its X-Team header names.
+type byHeader map[string]*auth.Access
+
+func (b byHeader) Authenticate(r *http.Request) (*auth.Access, error) {
+	if a := b[r.Header.Get("X-Team")]; a != nil {
+		return a, nil
+	}
+	return nil, httperr.New(http.StatusUnauthorized, "no team")
 }
