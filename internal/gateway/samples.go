@@ -151,6 +151,13 @@ func (g *Gateway) countSlot(ctx context.Context, u unit, a *auth.Access) (func()
 	}, nil
 }
 
+// chargeCount charges a caller with cost limits a count of its samples.
+func (g *Gateway) chargeCount(a *auth.Access, series int64, took time.Duration) {
+	if g.costs != nil && g.costs.Costed(a) {
+		g.costs.Spend(a, max(series, 0), float64(took)/float64(time.Millisecond))
+	}
+}
+
 // widened is w from the last whole minute at or before its first point to the first at or after its last, at its
 // step: the points of w and more, so that its count is at least w's, and the same for the queries of a dashboard
 // refreshed within the minute.
@@ -199,15 +206,14 @@ func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID,
 	}
 	req.URL.Scheme, req.URL.Host, req.Host = "", "", ""
 	req.Header.Set("User-Agent", "vmgateway")
+	start := time.Now()
 	resp, err := g.read.rt.RoundTrip(req)
 	if err != nil {
+		g.chargeCount(a, 0, time.Since(start))
 		return 0, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return 0, err
-	}
 	var ans struct {
 		Status string `json:"status"`
 		Error  string `json:"error"`
@@ -216,8 +222,24 @@ func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID,
 				Value [2]any `json:"value"`
 			} `json:"result"`
 		} `json:"data"`
+		Stats struct {
+			SeriesFetched     json.Number `json:"seriesFetched"`
+			ExecutionTimeMsec json.Number `json:"executionTimeMsec"`
+		} `json:"stats"`
 	}
-	if err := json.Unmarshal(body, &ans); err != nil || resp.StatusCode != http.StatusOK || ans.Status != "success" {
+	jerr := json.Unmarshal(body, &ans)
+	// The count is the team's read, as the query's would be: a caller with cost limits is charged it (the time it took
+	// here where VictoriaMetrics does not say).
+	series, _ := ans.Stats.SeriesFetched.Int64()
+	took := time.Since(start)
+	if ms, err := ans.Stats.ExecutionTimeMsec.Float64(); err == nil && ms >= 0 {
+		took = time.Duration(ms * float64(time.Millisecond))
+	}
+	g.chargeCount(a, series, took)
+	if err != nil {
+		return 0, err
+	}
+	if jerr != nil || resp.StatusCode != http.StatusOK || ans.Status != "success" {
 		msg := ans.Error
 		if msg == "" {
 			msg = fmt.Sprintf("status %d", resp.StatusCode)

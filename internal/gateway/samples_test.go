@@ -125,19 +125,21 @@ func TestProbeRequest(t *testing.T) {
 	read.Respond(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		if strings.HasSuffix(r.URL.Path, "/api/v1/query") {
-			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"`+count+`"]}]}}`)
+			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"`+count+`"]}]},`+
+				`"stats":{"seriesFetched": "2","executionTimeMsec":7}}`)
 			return
 		}
 		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
 	})
 	ru, _ := url.Parse(read.URL)
 	wu, _ := url.Parse(write.URL)
+	costs := &spendLog{costedAccount: 15}
 	e, err := enforce.New([]enforce.Label{{Name: "team", Value: "dev"}}, []string{`{env="prod"}`, `{env="stage"}`})
 	if err != nil {
 		t.Fatal(err)
 	}
 	g, err := New(Config{ReadURL: ru, WriteURL: wu, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport, Cluster: true,
-		Auth:   fixedAuth{a: &auth.Access{Tenant: tenant.ID{AccountID: 15, ProjectID: 2}, Mode: auth.ModeRead, Enforcer: e}},
+		Auth: fixedAuth{a: &auth.Access{Tenant: tenant.ID{AccountID: 15, ProjectID: 2}, Mode: auth.ModeRead, Enforcer: e}}, Costs: costs,
 		Limits: Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second, MeasureSamples: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -165,6 +167,10 @@ func TestProbeRequest(t *testing.T) {
 	}
 	if reqs[2].Path != "/select/15:2/prometheus/api/v1/query_range" {
 		t.Errorf("then %s; want the query", reqs[2].Path)
+	}
+	// A caller with cost limits is charged each count as its answer's stats say, then the query.
+	if spent := costs.take(); len(spent) != 3 || spent[0] != [2]float64{2, 7} || spent[1] != [2]float64{2, 7} {
+		t.Errorf("spent %v; want the two counts' [2 7], then the query's", spent)
 	}
 	// Too many samples: refused, and a window kept from before is not counted again.
 	count = "100000000"
