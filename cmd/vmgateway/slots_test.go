@@ -228,7 +228,8 @@ func TestBackendDedup(t *testing.T) {
 
 // TestDedupRelaxesSampleInterval: behind a v1.151 that deduplicates at 30 s, a p99 of day windows over a week at 5
 // minutes (2,017 points of 86,400 samples at one a second, refused) is judged at one sample per 30 s and passes; behind
-// one without dedup it is refused (an attacker's review of the bound found such dashboards refused).
+// one without dedup it is refused (an attacker's review of the bound found such dashboards refused). The gateway does
+// not count the samples here (-search.measureSamples=false, TestMeasuredSamples): the interval alone decides.
 func TestDedupRelaxesSampleInterval(t *testing.T) {
 	end := time.Now().Unix()
 	query := fmt.Sprintf("/api/v1/query_range?query=%s&start=%d&end=%d&step=300", url.QueryEscape(`quantile_over_time(0.99, x[1d])`), end-7*86400, end)
@@ -241,7 +242,7 @@ func TestDedupRelaxesSampleInterval(t *testing.T) {
 		{"dedup at 30s", []string{"-dedup.minScrapeInterval=30s"}, http.StatusOK},
 	} {
 		vm := vmtest.StartCurrent(t, tc.flags...)
-		g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-read.maxConcurrentRequests=0")
+		g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-read.maxConcurrentRequests=0", "-search.measureSamples=false")
 		vmtest.Eventually(t, func() (bool, string) {
 			return strings.Contains(g.logs.String(), "the read backends run this many requests at once"), tc.name + ": capacity not read yet"
 		})
