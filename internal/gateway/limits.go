@@ -260,11 +260,18 @@ func judgeMeasured(text string, parsed *enforce.Parsed, instant bool, rng *query
 	counted, err := measure(ws)
 	if err != nil {
 		measuredFailed.Inc()
-		if httperr.Status(err) == http.StatusTooManyRequests || errors.Is(err, errGoneInQueue) {
+		var refused countError
+		switch {
+		case httperr.Status(err) == http.StatusTooManyRequests || errors.Is(err, errGoneInQueue):
 			return err // the team's read slots are taken, or its client went away
+		case errors.As(err, &refused):
+			return httperr.New(http.StatusBadRequest, subqueryWorkError(text, parsed, instant, rng, now, work, l).Error()+
+				fmt.Sprintf("; the gateway could not count the samples the windows hold: %s", refused.error))
 		}
-		return httperr.New(http.StatusBadRequest, subqueryWorkError(text, parsed, instant, rng, now, work, l).Error()+
-			fmt.Sprintf("; the gateway could not count the samples the windows hold: %s", err))
+		// The backends failed (a timeout, a 5xx, no connection): not the query's fault, and it may be sent again.
+		return httperr.New(http.StatusServiceUnavailable, fmt.Sprintf("the query's windows over raw samples would read more than "+
+			"-search.maxSubqueryWindowPoints=%d points per series at one sample per -search.minSampleInterval=%s, and the read "+
+			"backends did not count the samples they hold: %s; send the query again", l.MaxSubqueryWindowPoints, l.MinSampleInterval, err))
 	}
 	measured := *rng
 	measured.Measured = counted

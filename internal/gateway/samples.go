@@ -13,7 +13,6 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
-	"github.com/vmgateway/vmgateway/internal/gencache"
 	"github.com/vmgateway/vmgateway/internal/querylimits"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
@@ -29,11 +28,15 @@ import (
 //
 // A window's count is what its function reads per series: `max(sum_over_time(count_over_time(sel[w])[range:step]))`,
 // the most samples one series has in all the windows the query evaluates, counted so that it is never less whatever the
-// alignment of the points (probeQuery). count_over_time reads each sample once and sums nothing, so the count costs a read of the
-// data, not the sort the limit is for. Only a query that would pass at one sample a minute (measureSparsest) is
-// measured, at most measureMax windows of it, in one of the team's read slots, and a count is kept for a minute per team
-// and window (the window widened to whole minutes, which counts the same or more): a query refused for being costly at
-// any density, or sent again and again, costs the backends nothing more.
+// alignment of the points (probeQuery). count_over_time reads each sample once and sums nothing, so the count costs a
+// read of the data, not the sort the limit is for. Only a query that would pass at one sample a minute
+// (measureSparsest) is measured, at most measureMax windows of it, one query's at a time per team, in one of the
+// team's read slots, and a caller with cost limits is charged the count: a query refused for being costly at any
+// density costs the backends nothing more, and a refused one costs them what the team could read with
+// count_over_time itself. Counts are not kept: a team that had a window counted over no data, then wrote a day of
+// samples a second into it, had its costly query admitted on the count kept (an attacker's review: 27 CPU-seconds of
+// v1.151 for one series), and VictoriaMetrics' own cache of rollup results is left out of them (nocache) for the
+// same reason.
 
 const (
 	// measureSparsest: a query refused even at one sample a minute (vmagent's and Prometheus' default scrape
@@ -43,8 +46,8 @@ const (
 	measureMax = 8
 	// measureTimeout bounds the measuring of one query.
 	measureTimeout = 10 * time.Second
-	// measuredFor is how long a count is kept.
-	measuredFor = time.Minute
+	// maxProbeLen is VictoriaMetrics' default -search.maxQueryLen: a count longer than that is asked in its two parts.
+	maxProbeLen = 16 << 10
 )
 
 var (
@@ -52,19 +55,6 @@ var (
 	measuredRefused  = metrics.NewCounter(`vmgateway_query_samples_measured_total{result="refused"}`)
 	measuredFailed   = metrics.NewCounter(`vmgateway_query_samples_measured_total{result="failed"}`)
 )
-
-// measuredKey is a count as kept: per isolation unit (tenant and restriction), per window widened to whole minutes.
-type measuredKey struct {
-	unit unit
-	win  querylimits.Window
-}
-
-type measuredCount struct {
-	n  int64
-	at time.Time
-}
-
-var measuredCounts = gencache.New(4<<20, func(k measuredKey, _ measuredCount) int { return len(k.win.Selector) + 128 })
 
 // measurer counts the samples of a query's windows over raw samples for one request: nil when the gateway does not
 // measure (-search.measureSamples=false).
@@ -82,41 +72,28 @@ func (g *Gateway) measurerFor(ctx context.Context, a *auth.Access, gate *parseGa
 	}
 }
 
-// measureWindows counts the samples of ws, those not kept from before in one read slot of the team.
+// measureWindows counts the samples of ws, in one read slot of the team.
 func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, t tenant.ID, ws []querylimits.Window) (func(querylimits.Window) (int64, bool), error) {
 	u := unitOf(t, a.Enforcer)
-	got := make(map[querylimits.Window]int64, len(ws))
-	now := time.Now()
-	var todo []querylimits.Window
-	for _, w := range ws {
-		if c, ok := measuredCounts.Get(u.partition(), measuredKey{u, widened(w)}); ok && now.Sub(c.at) < measuredFor {
-			got[w] = c.n
-			continue
-		}
-		todo = append(todo, w)
+	release, err := g.countSlot(ctx, u, a)
+	if err != nil {
+		return nil, err
 	}
-	if len(todo) > 0 {
-		release, err := g.countSlot(ctx, u, a)
+	defer release()
+	h, err := g.reads.acquire(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	defer g.reads.release(h)
+	ctx, cancel := context.WithTimeout(ctx, measureTimeout)
+	defer cancel()
+	got := make(map[querylimits.Window]int64, len(ws))
+	for _, w := range ws {
+		n, err := g.countSamples(ctx, a, t, w)
 		if err != nil {
 			return nil, err
 		}
-		defer release()
-		h, err := g.reads.acquire(ctx, u)
-		if err != nil {
-			return nil, err
-		}
-		defer g.reads.release(h)
-		ctx, cancel := context.WithTimeout(ctx, measureTimeout)
-		defer cancel()
-		for _, w := range todo {
-			ww := widened(w)
-			n, err := g.countSamples(ctx, a, t, ww)
-			if err != nil {
-				return nil, err
-			}
-			measuredCounts.Put(u.partition(), measuredKey{u, ww}, measuredCount{n, now})
-			got[w] = n
-		}
+		got[w] = n
 	}
 	return func(w querylimits.Window) (int64, bool) {
 		n, ok := got[w]
@@ -158,45 +135,49 @@ func (g *Gateway) chargeCount(a *auth.Access, series int64, took time.Duration) 
 	}
 }
 
-// widened is w from the last whole minute at or before its first point to the first at or after its last, at its
-// step: the points of w and more, so that its count is at least w's, and the same for the queries of a dashboard
-// refreshed within the minute.
-func widened(w querylimits.Window) querylimits.Window {
-	const m = int64(time.Minute / time.Millisecond)
-	w.From -= mod(w.From, m)
-	if r := mod(w.To, m); r != 0 {
-		w.To += m - r
-	}
-	return w
-}
-
-func mod(a, m int64) int64 { return ((a % m) + m) % m }
-
-// probeQuery is the query that counts what w reads per series, and the time to ask it at (seconds). VictoriaMetrics
-// may align a range's points to its step or not, and evaluates an instant query at its own now when the request has
-// no time: the windows are counted at the step's whole times from a step before w's first point to a step after its
-// last, and the samples those cover are added. Each sample the query's windows read, at any points within that span,
-// is read by at most one of these windows fewer (or vector(0): a side may have no window with a sample), so the count
-// is at least what the query reads.
-func probeQuery(w querylimits.Window) (q, at string) {
+// probeQuery is the query that counts what w reads per series, in its two parts, and the time to ask it at (seconds).
+// VictoriaMetrics may align a range's points to its step or not, and evaluates an instant query at its own now when
+// the request has no time: the windows are counted at the step's whole times from a step before w's first point to a
+// step after its last, and the samples those cover are added. Each sample the query's windows read, at any points
+// within that span, is read by at most one of these windows fewer (or vector(0): a part may have no window with a
+// sample), so the count is at least what the query reads.
+func probeQuery(w querylimits.Window) (windows, covered, at string) {
 	span := w.To - w.From + 2*w.Step
-	q = fmt.Sprintf("(max(sum_over_time(count_over_time(%s[%dms])[%dms:%dms])) or vector(0)) + (max(count_over_time(%s[%dms])) or vector(0))",
-		w.Selector, w.Window, span, w.Step, w.Selector, span+w.Window)
-	return q, strconv.FormatFloat(float64(w.To+w.Step)/1e3, 'f', 3, 64)
+	windows = fmt.Sprintf("(max(sum_over_time(count_over_time(%s[%dms])[%dms:%dms])) or vector(0))", w.Selector, w.Window, span, w.Step)
+	covered = fmt.Sprintf("(max(count_over_time(%s[%dms])) or vector(0))", w.Selector, span+w.Window)
+	return windows, covered, strconv.FormatFloat(float64(w.To+w.Step)/1e3, 'f', 3, 64)
 }
 
 // countSamples asks the read backends, in tenant t through a's restriction, how many samples the series of w's
-// selector that has the most holds in all of w's windows together.
+// selector that has the most holds in all of w's windows together: in one query, or in its two parts where one would
+// be longer than VictoriaMetrics reads.
 func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID, w querylimits.Window) (int64, error) {
+	windows, covered, at := probeQuery(w)
+	if q := windows + " + " + covered; len(q) <= maxProbeLen {
+		return g.count(ctx, a, t, q, at)
+	}
+	n, err := g.count(ctx, a, t, windows, at)
+	if err != nil {
+		return 0, err
+	}
+	m, err := g.count(ctx, a, t, covered, at)
+	return min(n+m, 1<<62), err
+}
+
+// countError is a count the read backends refused (4xx): the query is refused as it was before it was counted.
+// Any other failure is theirs, and the client may send the query again.
+type countError struct{ error }
+
+// count asks the read backends, in tenant t through a's restriction, the count q at time at.
+func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at string) (int64, error) {
 	rt, err := route.Lookup("/api/v1/query")
 	if err != nil {
 		return 0, err
 	}
-	q, at := probeQuery(w)
 	// The selector is the query's as it goes upstream, restricted already (rewritten again, a selector of several
 	// filters would be counted once per filter); the token's args go with it, as with every read, so that
 	// VictoriaMetrics enforces them a second time.
-	args := url.Values{"query": {q}, "time": {at}}
+	args := url.Values{"query": {q}, "time": {at}, "nocache": {"1"}}
 	a.Enforcer.EnforceArgs(args)
 	u := &url.URL{RawQuery: args.Encode()}
 	u.Path, u.RawPath = rt.UpstreamPath(g.cluster, t)
@@ -204,7 +185,7 @@ func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID,
 	if err != nil {
 		return 0, err
 	}
-	req.URL.Scheme, req.URL.Host, req.Host = "", "", ""
+	req.URL = u
 	req.Header.Set("User-Agent", "vmgateway")
 	start := time.Now()
 	resp, err := g.read.rt.RoundTrip(req)
@@ -244,14 +225,19 @@ func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID,
 		if msg == "" {
 			msg = fmt.Sprintf("status %d", resp.StatusCode)
 		}
-		return 0, fmt.Errorf("the read backend did not count them: %s", msg)
+		err := fmt.Errorf("the read backend did not count them: %s", msg)
+		if resp.StatusCode/100 == 4 {
+			return 0, countError{err}
+		}
+		return 0, err
 	}
 	if len(ans.Data.Result) == 0 {
 		return 0, nil // no series
 	}
 	s, _ := ans.Data.Result[0].Value[1].(string)
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 {
+	if err != nil || !(f >= 0) {
+		// NaN too, which would count as less than nothing.
 		return 0, fmt.Errorf("the read backend counted %q", s)
 	}
 	return int64(min(f, 1<<62)), nil

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -49,11 +50,17 @@ func TestJudgeMeasured(t *testing.T) {
 	if err == nil || httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "as VictoriaMetrics counted them") {
 		t.Errorf("1s samples: %v; want 400 on the count", err)
 	}
-	// Not counted: refused as before, saying why.
-	err = checkEvaluation(ranged, day, nil, nil, l, now, counting(0, errors.New("the read backend did not count them: boom"), &asked))
+	// A count the backends refused: the query is refused as before, saying why.
+	err = checkEvaluation(ranged, day, nil, nil, l, now, counting(0, countError{errors.New("the read backend did not count them: boom")}, &asked))
 	if err == nil || httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "could not count the samples") ||
 		!strings.Contains(err.Error(), "boom") || !strings.Contains(err.Error(), "-search.maxSubqueryWindowPoints") {
-		t.Errorf("not counted: %v", err)
+		t.Errorf("count refused: %v", err)
+	}
+	// The backends failed (a timeout, a 5xx): 503, to be sent again (an attacker's review: 400, which clients do not
+	// send again, for the backends' failure).
+	err = checkEvaluation(ranged, day, nil, nil, l, now, counting(0, context.DeadlineExceeded, &asked))
+	if err == nil || httperr.Status(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "send the query again") {
+		t.Errorf("count failed: %v", err)
 	}
 	// The team's read slots taken: its 429.
 	full := &overloadError{scope: "backend", limit: 4, queue: time.Second}
@@ -96,23 +103,15 @@ func TestJudgeMeasured(t *testing.T) {
 }
 
 // TestProbeQuery: a window's count is asked at the step's whole times from a step before its first point to a step
-// after its last, plus the samples its windows cover; a window is widened to whole minutes.
+// after its last, plus the samples its windows cover.
 func TestProbeQuery(t *testing.T) {
 	w := querylimits.Window{Selector: `x{team="dev"}`, From: 1699913600500, To: 1700000000500, Step: 60000, Window: 86400000}
-	q, at := probeQuery(w)
-	if want := `(max(sum_over_time(count_over_time(x{team="dev"}[86400000ms])[86520000ms:60000ms])) or vector(0)) + ` +
-		`(max(count_over_time(x{team="dev"}[172920000ms])) or vector(0))`; q != want || at != "1700000060.500" {
-		t.Errorf("range: %s at %s\nwant %s at 1700000060.500", q, at, want)
+	windows, covered, at := probeQuery(w)
+	if want := `(max(sum_over_time(count_over_time(x{team="dev"}[86400000ms])[86520000ms:60000ms])) or vector(0))`; windows != want {
+		t.Errorf("windows: %s\nwant %s", windows, want)
 	}
-	for _, tc := range []struct{ from, to, wantFrom, wantTo int64 }{
-		{1699913600500, 1700000000500, 1699913580000, 1700000040000},
-		{60000, 120000, 60000, 120000},
-		{-1, 1, -60000, 60000},
-	} {
-		got := widened(querylimits.Window{From: tc.from, To: tc.to})
-		if got.From != tc.wantFrom || got.To != tc.wantTo {
-			t.Errorf("widened(%d, %d) = %d, %d; want %d, %d", tc.from, tc.to, got.From, got.To, tc.wantFrom, tc.wantTo)
-		}
+	if want := `(max(count_over_time(x{team="dev"}[172920000ms])) or vector(0))`; covered != want || at != "1700000060.500" {
+		t.Errorf("covered: %s at %s\nwant %s at 1700000060.500", covered, at, want)
 	}
 }
 
@@ -172,7 +171,7 @@ func TestProbeRequest(t *testing.T) {
 	if spent := costs.take(); len(spent) != 3 || spent[0] != [2]float64{2, 7} || spent[1] != [2]float64{2, 7} {
 		t.Errorf("spent %v; want the two counts' [2 7], then the query's", spent)
 	}
-	// Too many samples: refused, and a window kept from before is not counted again.
+	// Too many samples: refused, nothing more forwarded.
 	count = "100000000"
 	target2 := strings.Replace(target, x+"%5B1d%5D", "y"+x+"%5B1d%5D", 1)
 	rec := serve(g, http.MethodGet, target2)
@@ -182,11 +181,60 @@ func TestProbeRequest(t *testing.T) {
 	if reqs := read.Requests(); len(reqs) != 2 || !strings.HasSuffix(reqs[1].Path, "/api/v1/query") {
 		t.Errorf("%d requests forwarded; want two counts and no query", len(reqs))
 	}
-	if rec := serve(g, http.MethodGet, target); rec.Code != http.StatusOK {
-		t.Errorf("the first query again: %d", rec.Code)
+	// No count is kept: the team may have written samples since (an attacker's review). A count VictoriaMetrics
+	// answers NaN for refuses the query.
+	count = "NaN"
+	if rec := serve(g, http.MethodGet, target); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `counted \"NaN\"`) {
+		t.Errorf("the first query again, counted NaN: %d %s", rec.Code, rec.Body)
 	}
-	if reqs := read.Requests(); len(reqs) != 1 || !strings.HasSuffix(reqs[0].Path, "/api/v1/query_range") {
-		t.Errorf("the first query again: %d requests forwarded; want the query alone", len(reqs))
+	if reqs := read.Requests(); len(reqs) != 1 || !strings.HasSuffix(reqs[0].Path, "/api/v1/query") || reqs[0].Query.Get("nocache") != "1" {
+		t.Errorf("the first query again: %d requests forwarded; want one count, without VictoriaMetrics' cache", len(reqs))
+	}
+}
+
+// TestLongCountInParts: a count longer than VictoriaMetrics reads (-search.maxQueryLen, 16 KiB by default) is asked in
+// its two parts, each as long as the selector once (an attacker's review: a query of 8.4 KB, which VictoriaMetrics
+// reads, could not be counted).
+func TestLongCountInParts(t *testing.T) {
+	read, write := vmtest.NewRecorder(t), vmtest.NewRecorder(t)
+	read.Respond(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if strings.HasSuffix(r.URL.Path, "/api/v1/query") {
+			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"3000"]}]}}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
+	})
+	ru, _ := url.Parse(read.URL)
+	wu, _ := url.Parse(write.URL)
+	e, err := enforce.New([]enforce.Label{{Name: "team", Value: "dev"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := New(Config{ReadURL: ru, WriteURL: wu, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport,
+		Auth:   fixedAuth{a: &auth.Access{Mode: auth.ModeRead, Enforcer: e}},
+		Limits: Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second, MeasureSamples: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts []string
+	for i := range 1400 {
+		hosts = append(hosts, fmt.Sprintf("v%04d", i))
+	}
+	end := time.Now().Unix()
+	target := "/api/v1/query_range?" + url.Values{"query": {`quantile_over_time(0.99, z{job=~"` + strings.Join(hosts, "|") + `"}[1d])`},
+		"start": {fmt.Sprint(end - 86400)}, "end": {fmt.Sprint(end)}, "step": {"60"}}.Encode()
+	if rec := serve(g, http.MethodGet, target); rec.Code != http.StatusOK {
+		t.Fatalf("the query: %d %.300s", rec.Code, rec.Body)
+	}
+	reqs := read.Requests()
+	if len(reqs) != 3 {
+		t.Fatalf("%d requests forwarded; want the count's two parts and the query", len(reqs))
+	}
+	for i, r := range reqs[:2] {
+		if q := r.Query.Get("query"); len(q) > maxProbeLen || strings.Count(q, "v0001") != 1 || strings.Contains(q, " + ") {
+			t.Errorf("part %d: %d bytes %.200s", i, len(q), q)
+		}
 	}
 }
 

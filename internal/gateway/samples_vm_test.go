@@ -64,9 +64,12 @@ func TestProbeCountsAtLeastTheQuery(t *testing.T) {
 				return n == int64(len(series[0])), fmt.Sprintf("%d samples of series 0 found; want %d", n, len(series[0]))
 			})
 			for _, w := range windows {
-				q, at := probeQuery(w)
+				wq, cq, at := probeQuery(w)
 				atMs, _ := strconv.ParseFloat(at, 64)
-				got := probe(t, vm.URL, q, int64(atMs*1000))
+				got := probe(t, vm.URL, wq+" + "+cq, int64(atMs*1000))
+				if parts := probe(t, vm.URL, wq, int64(atMs*1000)) + probe(t, vm.URL, cq, int64(atMs*1000)); parts != got {
+					t.Errorf("%+v: the parts count %d, the whole %d", w, parts, got)
+				}
 				s := w.Step
 				for _, pts := range []struct {
 					name     string
@@ -104,6 +107,8 @@ const (
 	hour   = 60 * minute
 	day    = 24 * hour
 )
+
+func mod(a, m int64) int64 { return ((a % m) + m) % m }
 
 // reads is what a window of length win reads of samples ts at the points from, from+step, ..., to: the samples in
 // (t-win, t] of each.
