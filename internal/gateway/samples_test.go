@@ -119,30 +119,12 @@ func TestProbeQuery(t *testing.T) {
 // two filters) with the token's restriction in its selector and as the args VictoriaMetrics enforces again, and only
 // then the query itself; a count too high refuses the query with nothing more forwarded.
 func TestProbeRequest(t *testing.T) {
-	read, write := vmtest.NewRecorder(t), vmtest.NewRecorder(t)
+	read := vmtest.NewRecorder(t)
 	count := "5000"
-	read.Respond(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		if strings.HasSuffix(r.URL.Path, "/api/v1/query") {
-			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"`+count+`"]}]},`+
-				`"stats":{"seriesFetched": "2","executionTimeMsec":7}}`)
-			return
-		}
-		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
-	})
-	ru, _ := url.Parse(read.URL)
-	wu, _ := url.Parse(write.URL)
+	read.Respond(func(w http.ResponseWriter, r *http.Request) { answerCount(w, r, count) })
 	costs := &spendLog{costedAccount: 15}
-	e, err := enforce.New([]enforce.Label{{Name: "team", Value: "dev"}}, []string{`{env="prod"}`, `{env="stage"}`})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := New(Config{ReadURL: ru, WriteURL: wu, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport, Cluster: true,
-		Auth: fixedAuth{a: &auth.Access{Tenant: tenant.ID{AccountID: 15, ProjectID: 2}, Mode: auth.ModeRead, Enforcer: e}}, Costs: costs,
-		Limits: Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second, MeasureSamples: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := measuring(t, read, Config{Cluster: true, Costs: costs,
+		Auth: fixedAuth{a: restricted(t, tenant.ID{AccountID: 15, ProjectID: 2}, "dev", `{env="prod"}`, `{env="stage"}`)}})
 	end := time.Now().Unix()
 	// A name of this run: the counts are kept per process.
 	x := fmt.Sprintf("x%d", time.Now().UnixNano())
@@ -196,27 +178,9 @@ func TestProbeRequest(t *testing.T) {
 // its two parts, each as long as the selector once (an attacker's review: a query of 8.4 KB, which VictoriaMetrics
 // reads, could not be counted).
 func TestLongCountInParts(t *testing.T) {
-	read, write := vmtest.NewRecorder(t), vmtest.NewRecorder(t)
-	read.Respond(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		if strings.HasSuffix(r.URL.Path, "/api/v1/query") {
-			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"3000"]}]}}`)
-			return
-		}
-		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
-	})
-	ru, _ := url.Parse(read.URL)
-	wu, _ := url.Parse(write.URL)
-	e, err := enforce.New([]enforce.Label{{Name: "team", Value: "dev"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g, err := New(Config{ReadURL: ru, WriteURL: wu, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport,
-		Auth:   fixedAuth{a: &auth.Access{Mode: auth.ModeRead, Enforcer: e}},
-		Limits: Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second, MeasureSamples: true}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	read := vmtest.NewRecorder(t)
+	read.Respond(func(w http.ResponseWriter, r *http.Request) { answerCount(w, r, "3000") })
+	g := measuring(t, read, Config{Auth: fixedAuth{a: restricted(t, tenant.ID{}, "dev")}})
 	var hosts []string
 	for i := range 1400 {
 		hosts = append(hosts, fmt.Sprintf("v%04d", i))
@@ -241,10 +205,9 @@ func TestLongCountInParts(t *testing.T) {
 // TestCountsOneAtATime: a team's counts run one at a time, the next waiting -read.maxQueueDuration, then 429; another
 // team's count does not wait for it.
 func TestCountsOneAtATime(t *testing.T) {
-	read, write := vmtest.NewRecorder(t), vmtest.NewRecorder(t)
+	read := vmtest.NewRecorder(t)
 	hold, arrived := make(chan struct{}), make(chan struct{}, 1)
 	read.Respond(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
 		if strings.Contains(r.URL.Query().Get("query"), "held") {
 			select {
 			case arrived <- struct{}{}:
@@ -252,28 +215,10 @@ func TestCountsOneAtATime(t *testing.T) {
 			}
 			<-hold
 		}
-		if strings.HasSuffix(r.URL.Path, "/api/v1/query") {
-			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"10"]}]}}`)
-			return
-		}
-		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
+		answerCount(w, r, "10")
 	})
-	ru, _ := url.Parse(read.URL)
-	wu, _ := url.Parse(write.URL)
-	auths := map[string]*auth.Access{}
-	for _, team := range []string{"dev", "ops"} {
-		e, err := enforce.New([]enforce.Label{{Name: "team", Value: team}}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		auths[team] = &auth.Access{Mode: auth.ModeRead, Enforcer: e}
-	}
-	g, err := New(Config{ReadURL: ru, WriteURL: wu, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport,
-		Auth:   byHeader(auths),
-		Limits: Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second, MeasureSamples: true, ReadQueueDuration: 200 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := measuring(t, read, Config{Limits: Limits{ReadQueueDuration: 200 * time.Millisecond},
+		Auth: byHeader{"dev": restricted(t, tenant.ID{}, "dev"), "ops": restricted(t, tenant.ID{}, "ops")}})
 	end := time.Now().Unix()
 	// Names of this run: the counts are kept per process.
 	run := fmt.Sprint(time.Now().UnixNano())
@@ -308,4 +253,39 @@ func (b byHeader) Authenticate(r *http.Request) (*auth.Access, error) {
 		return a, nil
 	}
 	return nil, httperr.New(http.StatusUnauthorized, "no team")
+}
+
+// answerCount answers a count (an instant query) with n and stats, any other query with no series.
+func answerCount(w http.ResponseWriter, r *http.Request, n string) {
+	w.Header().Set("Content-Type", "application/json")
+	if strings.HasSuffix(r.URL.Path, "/api/v1/query") {
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"`+n+`"]}]},`+
+			`"stats":{"seriesFetched": "2","executionTimeMsec":7}}`)
+		return
+	}
+	_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
+}
+
+// measuring is a gateway in front of read that counts samples at the default bounds, with what cfg sets besides.
+func measuring(t *testing.T, read *vmtest.Recorder, cfg Config) *Gateway {
+	t.Helper()
+	cfg.ReadURL, _ = url.Parse(read.URL)
+	cfg.WriteURL = cfg.ReadURL
+	cfg.ReadTransport, cfg.WriteTransport = http.DefaultTransport, http.DefaultTransport
+	cfg.Limits.MaxSubqueryWindowPoints, cfg.Limits.MinSampleInterval, cfg.Limits.MeasureSamples = 1e8, time.Second, true
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// restricted is an Access of mode read in tenant t restricted to team=team and filters.
+func restricted(t *testing.T, tn tenant.ID, team string, filters ...string) *auth.Access {
+	t.Helper()
+	e, err := enforce.New([]enforce.Label{{Name: "team", Value: team}}, filters)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &auth.Access{Tenant: tn, Mode: auth.ModeRead, Enforcer: e}
 }
