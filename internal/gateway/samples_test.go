@@ -125,11 +125,7 @@ func TestProbeRequest(t *testing.T) {
 	costs := &spendLog{costedAccount: 15}
 	g := measuring(t, read, Config{Cluster: true, Costs: costs,
 		Auth: fixedAuth{a: restricted(t, tenant.ID{AccountID: 15, ProjectID: 2}, "dev", `{env="prod"}`, `{env="stage"}`)}})
-	end := time.Now().Unix()
-	// A name of this run: the counts are kept per process.
-	x := fmt.Sprintf("x%d", time.Now().UnixNano())
-	target := "/select/15:2/prometheus/api/v1/query_range?" + url.Values{"query": {`quantile_over_time(0.99, ` + x + `[1d])`},
-		"start": {fmt.Sprint(end - 86400)}, "end": {fmt.Sprint(end)}, "step": {"60"}}.Encode()
+	target := "/select/15:2/prometheus" + dayPanel(`quantile_over_time(0.99, x[1d])`)
 	if rec := serve(g, http.MethodGet, target); rec.Code != http.StatusOK {
 		t.Fatalf("the query: %d %s", rec.Code, rec.Body)
 	}
@@ -140,7 +136,7 @@ func TestProbeRequest(t *testing.T) {
 	for i, env := range []string{"prod", "stage"} {
 		r := reqs[i]
 		q := r.Query.Get("query")
-		if r.Path != "/select/15:2/prometheus/api/v1/query" || !strings.Contains(q, `count_over_time(`+x+`{team="dev",env="`+env+`"`) ||
+		if r.Path != "/select/15:2/prometheus/api/v1/query" || !strings.Contains(q, `count_over_time(x{team="dev",env="`+env+`"`) ||
 			strings.Contains(q, `env="`+map[string]string{"prod": "stage", "stage": "prod"}[env]+`"}[`) ||
 			strings.Join(r.Query["extra_label"], ",") != "team=dev" || strings.Join(r.Query["extra_filters[]"], ",") != `{env="prod"},{env="stage"}` {
 			t.Errorf("count %d: %s %v", i, r.Path, r.Query)
@@ -155,7 +151,7 @@ func TestProbeRequest(t *testing.T) {
 	}
 	// Too many samples: refused, nothing more forwarded.
 	count = "100000000"
-	target2 := strings.Replace(target, x+"%5B1d%5D", "y"+x+"%5B1d%5D", 1)
+	target2 := strings.Replace(target, "x%5B1d%5D", "y%5B1d%5D", 1)
 	rec := serve(g, http.MethodGet, target2)
 	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "as VictoriaMetrics counted them") {
 		t.Errorf("too many samples: %d %s", rec.Code, rec.Body)
@@ -185,9 +181,7 @@ func TestLongCountInParts(t *testing.T) {
 	for i := range 1400 {
 		hosts = append(hosts, fmt.Sprintf("v%04d", i))
 	}
-	end := time.Now().Unix()
-	target := "/api/v1/query_range?" + url.Values{"query": {`quantile_over_time(0.99, z{job=~"` + strings.Join(hosts, "|") + `"}[1d])`},
-		"start": {fmt.Sprint(end - 86400)}, "end": {fmt.Sprint(end)}, "step": {"60"}}.Encode()
+	target := dayPanel(`quantile_over_time(0.99, z{job=~"` + strings.Join(hosts, "|") + `"}[1d])`)
 	if rec := serve(g, http.MethodGet, target); rec.Code != http.StatusOK {
 		t.Fatalf("the query: %d %.300s", rec.Code, rec.Body)
 	}
@@ -219,13 +213,7 @@ func TestCountsOneAtATime(t *testing.T) {
 	})
 	g := measuring(t, read, Config{Limits: Limits{ReadQueueDuration: 200 * time.Millisecond},
 		Auth: byHeader{"dev": restricted(t, tenant.ID{}, "dev"), "ops": restricted(t, tenant.ID{}, "ops")}})
-	end := time.Now().Unix()
-	// Names of this run: the counts are kept per process.
-	run := fmt.Sprint(time.Now().UnixNano())
-	panel := func(metric string) string {
-		return "/api/v1/query_range?" + url.Values{"query": {`quantile_over_time(0.99, ` + metric + run + `[1d])`},
-			"start": {fmt.Sprint(end - 86400)}, "end": {fmt.Sprint(end)}, "step": {"60"}}.Encode()
-	}
+	panel := func(metric string) string { return dayPanel(`quantile_over_time(0.99, ` + metric + `[1d])`) }
 	first := make(chan int)
 	go func() { first <- serve(g, http.MethodGet, panel("held"), "X-Team", "dev").Code }()
 	<-arrived // the first count is under way
@@ -288,4 +276,10 @@ func restricted(t *testing.T, tn tenant.ID, team string, filters ...string) *aut
 		t.Fatal(err)
 	}
 	return &auth.Access{Tenant: tn, Mode: auth.ModeRead, Enforcer: e}
+}
+
+// dayPanel is a range query of q over the last day at 60 s, as a request target.
+func dayPanel(q string) string {
+	end := time.Now().Unix()
+	return "/api/v1/query_range?" + url.Values{"query": {q}, "start": {fmt.Sprint(end - 86400)}, "end": {fmt.Sprint(end)}, "step": {"60"}}.Encode()
 }
