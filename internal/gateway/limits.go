@@ -254,7 +254,7 @@ func judgeMeasured(text string, parsed *enforce.Parsed, instant bool, rng *query
 		seen[w] = true
 		return dup
 	})
-	if len(ws) > measureMax {
+	if len(ws) == 0 || len(ws) > measureMax {
 		return subqueryWorkError(text, parsed, instant, rng, now, work, l)
 	}
 	counted, err := measure(ws)

@@ -161,7 +161,7 @@ func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID,
 		return 0, err
 	}
 	m, err := g.count(ctx, a, t, covered, at)
-	return min(n+m, 1<<62), err
+	return min(n, 1<<62-m) + m, err // each at most 2^62
 }
 
 // countError is a count the read backends refused (4xx): the query is refused as it was before it was counted.
