@@ -212,7 +212,7 @@ func TestQueriesThatExhaustVictoriaMetrics(t *testing.T) {
 			"at most 100000000 are accepted (-search.maxSubqueryWindowPoints)"},
 		// A variance of every sample over two-day windows: 35 s of v1.151's CPU for 4 series (a second review). It would
 		// pass at one sample a minute, so the gateway counts the samples: two days of one a second (secondsOfCPU).
-		{`count(zscore_over_time(cpu[2d]))`, "samples its series hold in all its windows, as VictoriaMetrics counted them; weighed by the function); at most 100000000 are accepted (-search.maxSubqueryWindowPoints)"},
+		{`count(zscore_over_time(cpu[2d]))`, "samples the series hold in all its windows, as VictoriaMetrics counted them; weighed by the function); at most 100000000 are accepted (-search.maxSubqueryWindowPoints)"},
 	}
 	for _, v := range []struct {
 		name  string

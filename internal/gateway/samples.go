@@ -3,11 +3,15 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -24,12 +28,13 @@ import (
 // refused the day-long p99 panels of every team that scrapes at 15 s (a legitimate user's review, where VictoriaMetrics
 // answered them in seconds). So a query refused only for its windows over raw samples is measured: the gateway asks
 // the read backends, in the team's tenant and through the team's restriction, how many samples its windows read, and
-// judges it on that (querylimits.Range.Measured).
+// judges it on that (judgeMeasured, over the windows querylimits.Range.Windows lists).
 //
-// A window's count is what its function reads per series: `max(sum_over_time(count_over_time(sel[w])[range:step]))`,
-// the most samples one series has in all the windows the query evaluates, counted so that it is never less whatever the
-// alignment of the points (probeQuery). count_over_time reads each sample once and sums nothing, so the count costs a
-// read of the data, not the sort the limit is for. Only a query that would pass at one sample a minute
+// A window's count is what its function reads of each series: `sum_over_time(count_over_time(sel[w])[range:step])`,
+// the samples a series has in all the windows the query evaluates, counted so that it is never less whatever the
+// alignment of the points (probeQuery); the query is judged on the series that reads most in all its windows.
+// count_over_time reads each sample once and sums nothing, so the count costs a read of the data, not the sort the
+// limit is for. Only a query that would pass at one sample a minute
 // (measureSparsest) is measured, at most measureMax windows of it, one query's at a time per team, in one of the
 // team's read slots, and a caller with cost limits is charged the count: a query refused for being costly at any
 // density costs the backends nothing more, and a refused one costs them what the team could read with
@@ -46,8 +51,6 @@ const (
 	measureMax = 8
 	// measureTimeout bounds the measuring of one query.
 	measureTimeout = 10 * time.Second
-	// maxProbeLen is VictoriaMetrics' default -search.maxQueryLen: a count longer than that is asked in its two parts.
-	maxProbeLen = 16 << 10
 )
 
 var (
@@ -58,7 +61,28 @@ var (
 
 // measurer counts the samples of a query's windows over raw samples for one request: nil when the gateway does not
 // measure (-search.measureSamples=false).
-type measurer func(ws []querylimits.Window) (func(querylimits.Window) (int64, bool), error)
+type measurer func(ws []querylimits.Window) (map[countKey]seriesCounts, error)
+
+// countKey is what a count of a window depends on.
+type countKey struct {
+	selector               string
+	from, to, step, window int64
+}
+
+func keyOf(w querylimits.Window) countKey {
+	return countKey{w.Selector, w.From, w.To, w.Step, w.Window}
+}
+
+// seriesCounts is what a window reads of each series of its selector, by the series' labels, and rest, what it
+// reads at most of any series beside that: a part of the count too large to read series by series is read as one
+// number, its most, which every series is then taken to read.
+type seriesCounts struct {
+	bySeries map[string]int64
+	rest     int64
+}
+
+// of is what the window reads of the series of labels key ("": one it does not list).
+func (c seriesCounts) of(key string) int64 { return c.bySeries[key] + c.rest }
 
 // measurerFor is the measurer of a's request, or nil. The request's parse slot, if it holds one, is given back
 // while it counts: the team's other new queries would wait for it.
@@ -66,14 +90,14 @@ func (g *Gateway) measurerFor(ctx context.Context, a *auth.Access, gate *parseGa
 	if !g.limits.MeasureSamples || g.read == nil {
 		return nil
 	}
-	return func(ws []querylimits.Window) (func(querylimits.Window) (int64, bool), error) {
+	return func(ws []querylimits.Window) (map[countKey]seriesCounts, error) {
 		gate.yield()
 		return g.measureWindows(ctx, a, a.Tenant, ws)
 	}
 }
 
-// measureWindows counts the samples of ws, in one read slot of the team.
-func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, t tenant.ID, ws []querylimits.Window) (func(querylimits.Window) (int64, bool), error) {
+// measureWindows counts the samples of ws, each window once, in one read slot of the team.
+func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, t tenant.ID, ws []querylimits.Window) (map[countKey]seriesCounts, error) {
 	u := unitOf(t, a.Enforcer)
 	release, err := g.countSlot(ctx, u, a)
 	if err != nil {
@@ -87,18 +111,19 @@ func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, t tenant.I
 	defer g.reads.release(h)
 	ctx, cancel := context.WithTimeout(ctx, measureTimeout)
 	defer cancel()
-	got := make(map[querylimits.Window]int64, len(ws))
+	got := make(map[countKey]seriesCounts, len(ws))
 	for _, w := range ws {
-		n, err := g.countSamples(ctx, a, t, w)
+		k := keyOf(w)
+		if _, ok := got[k]; ok {
+			continue
+		}
+		c, err := g.countSamples(ctx, a, t, w)
 		if err != nil {
 			return nil, err
 		}
-		got[w] = n
+		got[k] = c
 	}
-	return func(w querylimits.Window) (int64, bool) {
-		n, ok := got[w]
-		return n, ok
-	}, nil
+	return got, nil
 }
 
 // countSlot takes the unit's one count at a time, waiting as long as a read waits for the read backends: the read
@@ -135,44 +160,75 @@ func (g *Gateway) chargeCount(a *auth.Access, series int64, took time.Duration) 
 	}
 }
 
-// probeQuery is the query that counts what w reads per series, in its two parts, and the time to ask it at (seconds).
-// VictoriaMetrics may align a range's points to its step or not, and evaluates an instant query at its own now when
-// the request has no time: the windows are counted at the step's whole times from a step before w's first point to a
-// step after its last, and the samples those cover are added. Each sample the query's windows read, at any points
-// within that span, is read by at most one of these windows fewer (or vector(0): a part may have no window with a
-// sample), so the count is at least what the query reads.
+// probeQuery is the query that counts what w reads of each series, in its two parts, and the time to ask it at
+// (seconds). VictoriaMetrics may align a range's points to its step or not, and evaluates an instant query at its own
+// now when the request has no time: the windows are counted at the step's whole times from a step before w's first
+// point to a step after its last (windows), and each sample those cover is added once (covered). Each sample the
+// query's windows read, at any points within that span, is read by at most one of these windows fewer, so a series'
+// two parts together are at least what the query reads of it.
 func probeQuery(w querylimits.Window) (windows, covered, at string) {
 	span := w.To - w.From + 2*w.Step
-	windows = fmt.Sprintf("(max(sum_over_time(count_over_time(%s[%dms])[%dms:%dms])) or vector(0))", w.Selector, w.Window, span, w.Step)
-	covered = fmt.Sprintf("(max(count_over_time(%s[%dms])) or vector(0))", w.Selector, span+w.Window)
+	windows = fmt.Sprintf("sum_over_time(count_over_time(%s[%dms])[%dms:%dms])", w.Selector, w.Window, span, w.Step)
+	covered = fmt.Sprintf("count_over_time(%s[%dms])", w.Selector, span+w.Window)
 	return windows, covered, strconv.FormatFloat(float64(w.To+w.Step)/1e3, 'f', 3, 64)
 }
 
-// countSamples asks the read backends, in tenant t through a's restriction, how many samples the series of w's
-// selector that has the most holds in all of w's windows together: in one query, or in its two parts where one would
-// be longer than VictoriaMetrics reads.
-func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID, w querylimits.Window) (int64, error) {
+// countSamples asks the read backends, in tenant t through a's restriction, what w reads of each series of its
+// selector: the two parts of probeQuery, series by series.
+func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID, w querylimits.Window) (seriesCounts, error) {
 	windows, covered, at := probeQuery(w)
-	if q := windows + " + " + covered; len(q) <= maxProbeLen {
-		return g.count(ctx, a, t, q, at)
+	c := seriesCounts{bySeries: map[string]int64{}}
+	for _, q := range [2]string{windows, covered} {
+		if err := g.count(ctx, a, t, q, at, &c); err != nil {
+			return c, err
+		}
 	}
-	n, err := g.count(ctx, a, t, windows, at)
-	if err != nil {
-		return 0, err
-	}
-	m, err := g.count(ctx, a, t, covered, at)
-	return min(n, 1<<62-m) + m, err // each at most 2^62
+	return c, nil
 }
 
 // countError is a count the read backends refused (4xx): the query is refused as it was before it was counted.
 // Any other failure is theirs, and the client may send the query again.
 type countError struct{ error }
 
-// count asks the read backends, in tenant t through a's restriction, the count q at time at.
-func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at string) (int64, error) {
+// maxCountAnswer bounds the answer of a count read series by series; past it the count is asked again as its most.
+var maxCountAnswer int64 = 16 << 20
+
+// count asks the read backends, in tenant t through a's restriction, the count q at time at, and adds it to c:
+// series by series, or, for an answer past maxCountAnswer, its most to c.rest.
+func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at string, c *seriesCounts) error {
+	ans, err := g.ask(ctx, a, t, q, at, maxCountAnswer)
+	if err == errLongAnswer {
+		if ans, err = g.ask(ctx, a, t, "max("+q+")", at, 64<<10); err == nil {
+			for _, r := range ans {
+				c.rest = min(c.rest, 1<<62-r.n) + r.n // each at most 2^62
+			}
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	for _, r := range ans {
+		c.bySeries[r.key] = min(c.bySeries[r.key], 1<<62-r.n) + r.n
+	}
+	return nil
+}
+
+// errLongAnswer is an answer past the bound ask was given.
+var errLongAnswer = errors.New("the answer is too long")
+
+// counted is one series of a count's answer: its labels, canonical, and its number.
+type counted struct {
+	key string
+	n   int64
+}
+
+// ask sends the instant query q at time at to the read backends, in tenant t through a's restriction, and reads its
+// answer's series, of at most limit bytes (errLongAnswer past it).
+func (g *Gateway) ask(ctx context.Context, a *auth.Access, t tenant.ID, q, at string, limit int64) ([]counted, error) {
 	rt, err := route.Lookup("/api/v1/query")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// The selector is the query's as it goes upstream, restricted already (rewritten again, a selector of several
 	// filters would be counted once per filter); the token's args go with it, as with every read, so that
@@ -183,7 +239,7 @@ func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at 
 	u.Path, u.RawPath = rt.UpstreamPath(g.cluster, t)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	req.URL = u
 	req.Header.Set("User-Agent", "vmgateway")
@@ -191,16 +247,17 @@ func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at 
 	resp, err := g.read.rt.RoundTrip(req)
 	if err != nil {
 		g.chargeCount(a, 0, time.Since(start))
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	var ans struct {
 		Status string `json:"status"`
 		Error  string `json:"error"`
 		Data   struct {
 			Result []struct {
-				Value [2]any `json:"value"`
+				Metric map[string]string `json:"metric"`
+				Value  [2]any            `json:"value"`
 			} `json:"result"`
 		} `json:"data"`
 		Stats struct {
@@ -208,7 +265,11 @@ func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at 
 			ExecutionTimeMsec json.Number `json:"executionTimeMsec"`
 		} `json:"stats"`
 	}
-	jerr := json.Unmarshal(body, &ans)
+	long := int64(len(body)) > limit
+	jerr := errLongAnswer
+	if !long {
+		jerr = json.Unmarshal(body, &ans)
+	}
 	// The count is the team's read, as the query's would be: a caller with cost limits is charged it (the time it took
 	// here where VictoriaMetrics does not say).
 	series, _ := ans.Stats.SeriesFetched.Int64()
@@ -217,28 +278,48 @@ func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at 
 		took = time.Duration(ms * float64(time.Millisecond))
 	}
 	g.chargeCount(a, series, took)
-	if err != nil {
-		return 0, err
-	}
-	if jerr != nil || resp.StatusCode != http.StatusOK || ans.Status != "success" {
+	switch {
+	case err != nil:
+		return nil, err
+	case long && resp.StatusCode == http.StatusOK:
+		return nil, errLongAnswer
+	case jerr != nil || resp.StatusCode != http.StatusOK || ans.Status != "success":
 		msg := ans.Error
 		if msg == "" {
 			msg = fmt.Sprintf("status %d", resp.StatusCode)
 		}
 		err := fmt.Errorf("the read backend did not count them: %s", msg)
 		if resp.StatusCode/100 == 4 {
-			return 0, countError{err}
+			return nil, countError{err}
 		}
-		return 0, err
+		return nil, err
 	}
-	if len(ans.Data.Result) == 0 {
-		return 0, nil // no series
+	out := make([]counted, 0, len(ans.Data.Result))
+	for _, r := range ans.Data.Result {
+		s, _ := r.Value[1].(string)
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || !(f >= 0) {
+			// NaN too, which would count as less than nothing.
+			return nil, fmt.Errorf("the read backend counted %q", s)
+		}
+		out = append(out, counted{labelsKey(r.Metric), int64(min(f, 1<<62))})
 	}
-	s, _ := ans.Data.Result[0].Value[1].(string)
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || !(f >= 0) {
-		// NaN too, which would count as less than nothing.
-		return 0, fmt.Errorf("the read backend counted %q", s)
+	return out, nil
+}
+
+// labelsKey is a series' labels as one string, the same whatever their order.
+func labelsKey(m map[string]string) string {
+	keys := slices.Sorted(maps.Keys(m))
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Quote(k))
+		b.WriteByte('=')
+		b.WriteString(strconv.Quote(m[k]))
 	}
-	return int64(min(f, 1<<62)), nil
+	b.WriteByte('}')
+	return b.String()
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,14 +28,25 @@ func TestJudgeMeasured(t *testing.T) {
 	ranged := route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}
 	l := Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second}
 	day := url.Values{"query": {`quantile_over_time(0.99, x{team="dev"}[1d])`}, "start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}
-	wantWindow := querylimits.Window{Selector: `x{team="dev"}`, From: 1699913600000, To: 1700000000000, Step: 60000, Window: 86400000}
-	counting := func(n int64, err error, asked *[]querylimits.Window) measurer {
-		return func(ws []querylimits.Window) (func(querylimits.Window) (int64, bool), error) {
+	wantWindow := querylimits.Window{Selector: `x{team="dev"}`, From: 1699913600000, To: 1700000000000, Step: 60000, Window: 86400000,
+		Weight: 64, Assumed: 1441 * 86401}
+	// counting counts n samples for each window, of one series of the window's selector's own labels, or of the
+	// same series for every window when shared.
+	counting := func(n int64, err error, asked *[]querylimits.Window, shared ...bool) measurer {
+		return func(ws []querylimits.Window) (map[countKey]seriesCounts, error) {
 			*asked = append(*asked, ws...)
 			if err != nil {
 				return nil, err
 			}
-			return func(w querylimits.Window) (int64, bool) { return n, true }, nil
+			out := map[countKey]seriesCounts{}
+			for _, w := range ws {
+				series := w.Selector
+				if len(shared) > 0 {
+					series = "one"
+				}
+				out[keyOf(w)] = seriesCounts{bySeries: map[string]int64{series: n}}
+			}
+			return out, nil
 		}
 	}
 	// 15 s samples: 1,441 windows of 5,760, weighing 8 each: 6.6e7.
@@ -84,13 +96,26 @@ func TestJudgeMeasured(t *testing.T) {
 	if len(asked) != 0 {
 		t.Errorf("measured %+v; want none", asked)
 	}
-	// Each window of a union is measured apart, the same one once; more than measureMax windows are not measured.
-	asked = nil
-	two := url.Values{"query": {`union(quantile_over_time(0.99, x{env="a"}[1d]), quantile_over_time(0.99, x{env="b"}[1d]), quantile_over_time(0.99, x{env="a"}[1d]))`},
+	// A series read by several windows reads what all of them read of it; series read by one window each are apart
+	// (a legitimate user's review: a token of two filters had its panels refused at twice their cost).
+	two := url.Values{"query": {`union(quantile_over_time(0.99, x{env="a"}[1d]), quantile_over_time(0.99, x{env="b"}[1d]))`},
 		"start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}
-	if err := checkEvaluation(ranged, two, nil, nil, l, now, counting(1000, nil, &asked)); err != nil || len(asked) != 2 {
-		t.Errorf("a union of two windows: %v, measured %+v", err, asked)
+	if err := checkEvaluation(ranged, two, nil, nil, l, now, counting(8e6, nil, &asked)); err != nil {
+		t.Errorf("two windows of 8e6 over series of their own: %v", err)
 	}
+	if err := checkEvaluation(ranged, two, nil, nil, l, now, counting(8e6, nil, &asked, true)); err == nil {
+		t.Error("two windows of 8e6 over the same series: admitted")
+	}
+	// The same window twice is read twice, and counted once.
+	asked = nil
+	twice := url.Values{"query": {`quantile_over_time(0.99, x[1d]) / quantile_over_time(0.99, x[1d])`}, "start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}
+	if err := checkEvaluation(ranged, twice, nil, nil, l, now, counting(5e6, nil, &asked)); err != nil || len(asked) != 2 || asked[0] != asked[1] {
+		t.Errorf("a window twice at 5e6: %v, measured %+v", err, asked)
+	}
+	if err := checkEvaluation(ranged, twice, nil, nil, l, now, counting(7e6, nil, &asked)); err == nil {
+		t.Error("a window twice at 7e6: admitted")
+	}
+	// More than measureMax windows are not measured.
 	var many []string
 	for i := 0; i <= measureMax; i++ {
 		many = append(many, `quantile_over_time(0.99, x{i="`+string(rune('a'+i))+`"}[1d])`)
@@ -102,78 +127,145 @@ func TestJudgeMeasured(t *testing.T) {
 	}
 }
 
-// TestProbeQuery: a window's count is asked at the step's whole times from a step before its first point to a step
-// after its last, plus the samples its windows cover.
+// TestProbeQuery: a window's count is asked in two parts, series by series: its windows at the step's whole times
+// from a step before its first point to a step after its last, and the samples they cover.
 func TestProbeQuery(t *testing.T) {
 	w := querylimits.Window{Selector: `x{team="dev"}`, From: 1699913600500, To: 1700000000500, Step: 60000, Window: 86400000}
 	windows, covered, at := probeQuery(w)
-	if want := `(max(sum_over_time(count_over_time(x{team="dev"}[86400000ms])[86520000ms:60000ms])) or vector(0))`; windows != want {
+	if want := `sum_over_time(count_over_time(x{team="dev"}[86400000ms])[86520000ms:60000ms])`; windows != want {
 		t.Errorf("windows: %s\nwant %s", windows, want)
 	}
-	if want := `(max(count_over_time(x{team="dev"}[172920000ms])) or vector(0))`; covered != want || at != "1700000060.500" {
+	if want := `count_over_time(x{team="dev"}[172920000ms])`; covered != want || at != "1700000060.500" {
 		t.Errorf("covered: %s at %s\nwant %s at 1700000060.500", covered, at, want)
 	}
 }
 
 // TestProbeRequest: the count goes to the request's tenant, each window of the rewritten query (a union for a token of
-// two filters) with the token's restriction in its selector and as the args VictoriaMetrics enforces again, and only
-// then the query itself; a count too high refuses the query with nothing more forwarded.
+// two filters) in its two parts, with the token's restriction in its selector and as the args VictoriaMetrics
+// enforces again, without its cache, and only then the query itself. A series is judged on what all the windows read
+// of it: two filters' branches over series of their own pass where their sum would not, over the same series they do
+// not (a legitimate user's review: a token of two filters had its day-long panels refused at twice their cost).
 func TestProbeRequest(t *testing.T) {
 	read := vmtest.NewRecorder(t)
-	count := "5000"
-	read.Respond(func(w http.ResponseWriter, r *http.Request) { answerCount(w, r, count) })
+	var mu sync.Mutex
+	windows, covered, same := "8000000", "10000", false
+	read.Respond(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		q, series := r.URL.Query().Get("query"), `{"env":"prod"}`
+		if strings.Contains(q, `env="stage"}[`) && !same {
+			series = `{"env":"stage"}`
+		}
+		n := covered
+		if strings.HasPrefix(q, "sum_over_time(") {
+			n = windows
+		}
+		answerSeries(w, r, series, n)
+	})
+	set := func(win, cov string, sameSeries bool) {
+		mu.Lock()
+		windows, covered, same = win, cov, sameSeries
+		mu.Unlock()
+	}
 	costs := &spendLog{costedAccount: 15}
 	g := measuring(t, read, Config{Cluster: true, Costs: costs,
 		Auth: fixedAuth{a: restricted(t, tenant.ID{AccountID: 15, ProjectID: 2}, "dev", `{env="prod"}`, `{env="stage"}`)}})
 	target := "/select/15:2/prometheus" + dayPanel(`quantile_over_time(0.99, x[1d])`)
 	if rec := serve(g, http.MethodGet, target); rec.Code != http.StatusOK {
-		t.Fatalf("the query: %d %s", rec.Code, rec.Body)
+		t.Fatalf("two branches over series of their own, 8.01e6 samples each (6.4e7 points): %d %s", rec.Code, rec.Body)
 	}
 	reqs := read.Requests()
-	if len(reqs) != 3 {
-		t.Fatalf("%d requests forwarded; want two counts and the query", len(reqs))
+	if len(reqs) != 5 {
+		t.Fatalf("%d requests forwarded; want two counts of two parts and the query", len(reqs))
 	}
-	for i, env := range []string{"prod", "stage"} {
+	for i, env := range []string{"prod", "prod", "stage", "stage"} {
 		r := reqs[i]
 		q := r.Query.Get("query")
-		if r.Path != "/select/15:2/prometheus/api/v1/query" || !strings.Contains(q, `count_over_time(x{team="dev",env="`+env+`"`) ||
-			strings.Contains(q, `env="`+map[string]string{"prod": "stage", "stage": "prod"}[env]+`"}[`) ||
+		if r.Path != "/select/15:2/prometheus/api/v1/query" || !strings.Contains(q, `count_over_time(x{team="dev",env="`+env+`"}[`) ||
+			strings.Count(q, "count_over_time(") != 1 || r.Query.Get("nocache") != "1" ||
 			strings.Join(r.Query["extra_label"], ",") != "team=dev" || strings.Join(r.Query["extra_filters[]"], ",") != `{env="prod"},{env="stage"}` {
 			t.Errorf("count %d: %s %v", i, r.Path, r.Query)
 		}
 	}
-	if reqs[2].Path != "/select/15:2/prometheus/api/v1/query_range" {
-		t.Errorf("then %s; want the query", reqs[2].Path)
+	if reqs[4].Path != "/select/15:2/prometheus/api/v1/query_range" {
+		t.Errorf("then %s; want the query", reqs[4].Path)
 	}
 	// A caller with cost limits is charged each count as its answer's stats say, then the query.
-	if spent := costs.take(); len(spent) != 3 || spent[0] != [2]float64{2, 7} || spent[1] != [2]float64{2, 7} {
-		t.Errorf("spent %v; want the two counts' [2 7], then the query's", spent)
+	if spent := costs.take(); len(spent) != 5 || spent[0] != [2]float64{2, 7} || spent[3] != [2]float64{2, 7} {
+		t.Errorf("spent %v; want the four counts' [2 7], then the query's", spent)
 	}
-	// Too many samples: refused, nothing more forwarded.
-	count = "100000000"
-	target2 := strings.Replace(target, "x%5B1d%5D", "y%5B1d%5D", 1)
-	rec := serve(g, http.MethodGet, target2)
+	// The same series in both branches: read twice, 1.28e8 points, refused; nothing more forwarded.
+	set("8000000", "10000", true)
+	rec := serve(g, http.MethodGet, target)
 	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "as VictoriaMetrics counted them") {
-		t.Errorf("too many samples: %d %s", rec.Code, rec.Body)
+		t.Errorf("the same series in both branches: %d %s", rec.Code, rec.Body)
 	}
-	if reqs := read.Requests(); len(reqs) != 2 || !strings.HasSuffix(reqs[1].Path, "/api/v1/query") {
-		t.Errorf("%d requests forwarded; want two counts and no query", len(reqs))
+	if reqs := read.Requests(); len(reqs) != 4 || !strings.HasSuffix(reqs[3].Path, "/api/v1/query") {
+		t.Errorf("%d requests forwarded; want four counts and no query", len(reqs))
 	}
-	// No count is kept: the team may have written samples since (an attacker's review). A count VictoriaMetrics
-	// answers NaN for refuses the query.
-	count = "NaN"
+	// A count VictoriaMetrics answers NaN for refuses the query, 503 (no count is kept: the team may have written
+	// samples since, an attacker's review).
+	set("NaN", "10000", false)
 	if rec := serve(g, http.MethodGet, target); rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `counted \"NaN\"`) {
-		t.Errorf("the first query again, counted NaN: %d %s", rec.Code, rec.Body)
+		t.Errorf("counted NaN: %d %s", rec.Code, rec.Body)
 	}
-	if reqs := read.Requests(); len(reqs) != 1 || !strings.HasSuffix(reqs[0].Path, "/api/v1/query") || reqs[0].Query.Get("nocache") != "1" {
-		t.Errorf("the first query again: %d requests forwarded; want one count, without VictoriaMetrics' cache", len(reqs))
+	read.Requests()
+	// A count past 2^62 counts 2^62: refused.
+	set(strings.Repeat("1", 20), "10000", false)
+	rec = serve(g, http.MethodGet, target)
+	if rec.Code != http.StatusBadRequest {
+		t.Errorf("a count past 2^62: %d %s", rec.Code, rec.Body)
+	}
+	read.Requests()
+}
+
+// TestCountTooLongToList: a part whose answer is too long to read series by series is asked again as its most, which
+// every series is then taken to read.
+func TestCountTooLongToList(t *testing.T) {
+	defer func(was int64) { maxCountAnswer = was }(maxCountAnswer)
+	maxCountAnswer = 300
+	read := vmtest.NewRecorder(t)
+	var mu sync.Mutex
+	most := "8000000"
+	read.Respond(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		q := r.URL.Query().Get("query")
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case !strings.HasSuffix(r.URL.Path, "/api/v1/query"):
+			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
+		case strings.HasPrefix(q, "max("):
+			answerSeries(w, r, `{}`, most)
+		default:
+			var many []string
+			for i := range 20 {
+				many = append(many, fmt.Sprintf(`{"metric":{"i":"%d"},"value":[1,"5"]}`, i))
+			}
+			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[`+strings.Join(many, ",")+`]}}`)
+		}
+	})
+	g := measuring(t, read, Config{Auth: fixedAuth{a: restricted(t, tenant.ID{}, "dev")}})
+	target := dayPanel(`quantile_over_time(0.99, x[1d])`)
+	// Each part at most 8e6: 1.6e7 a series, weighing 8, 1.28e8: refused.
+	if rec := serve(g, http.MethodGet, target); rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "1.28e+08") {
+		t.Errorf("parts of 8e6 at most: %d %s", rec.Code, rec.Body)
+	}
+	reqs := read.Requests()
+	if len(reqs) != 4 || !strings.HasPrefix(reqs[1].Query.Get("query"), "max(sum_over_time(") || !strings.HasPrefix(reqs[3].Query.Get("query"), "max(count_over_time(") {
+		t.Errorf("%d requests; want each part, then each part's most", len(reqs))
+	}
+	mu.Lock()
+	most = "4000000"
+	mu.Unlock()
+	if rec := serve(g, http.MethodGet, target); rec.Code != http.StatusOK {
+		t.Errorf("parts of 4e6 at most: %d %s", rec.Code, rec.Body)
 	}
 }
 
-// TestLongCountInParts: a count longer than VictoriaMetrics reads (-search.maxQueryLen, 16 KiB by default) is asked in
-// its two parts, each as long as the selector once (an attacker's review: a query of 8.4 KB, which VictoriaMetrics
-// reads, could not be counted).
-func TestLongCountInParts(t *testing.T) {
+// TestLongSelectorCounted: a query of 8.4 KB, which VictoriaMetrics reads, is counted in parts that each hold its
+// selector once (an attacker's review: the count of both parts in one query was past VictoriaMetrics' 16 KiB).
+func TestLongSelectorCounted(t *testing.T) {
 	read := vmtest.NewRecorder(t)
 	read.Respond(func(w http.ResponseWriter, r *http.Request) { answerCount(w, r, "3000") })
 	g := measuring(t, read, Config{Auth: fixedAuth{a: restricted(t, tenant.ID{}, "dev")}})
@@ -190,7 +282,7 @@ func TestLongCountInParts(t *testing.T) {
 		t.Fatalf("%d requests forwarded; want the count's two parts and the query", len(reqs))
 	}
 	for i, r := range reqs[:2] {
-		if q := r.Query.Get("query"); len(q) > maxProbeLen || strings.Count(q, "v0001") != 1 || strings.Contains(q, " + ") {
+		if q := r.Query.Get("query"); len(q) > 16<<10 || strings.Count(q, "v0001") != 1 {
 			t.Errorf("part %d: %d bytes %.200s", i, len(q), q)
 		}
 	}
@@ -243,11 +335,16 @@ func (b byHeader) Authenticate(r *http.Request) (*auth.Access, error) {
 	return nil, httperr.New(http.StatusUnauthorized, "no team")
 }
 
-// answerCount answers a count (an instant query) with n and stats, any other query with no series.
-func answerCount(w http.ResponseWriter, r *http.Request, n string) {
+// answerCount answers a count (an instant query) with one series without labels counted n, any other query with no
+// series.
+func answerCount(w http.ResponseWriter, r *http.Request, n string) { answerSeries(w, r, `{}`, n) }
+
+// answerSeries answers a count with one series of the labels metric (JSON) counted n, and stats; any other query with
+// no series.
+func answerSeries(w http.ResponseWriter, r *http.Request, metric, n string) {
 	w.Header().Set("Content-Type", "application/json")
 	if strings.HasSuffix(r.URL.Path, "/api/v1/query") {
-		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"`+n+`"]}]},`+
+		_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"vector","result":[{"metric":`+metric+`,"value":[1,"`+n+`"]}]},`+
 			`"stats":{"seriesFetched": "2","executionTimeMsec":7}}`)
 		return
 	}

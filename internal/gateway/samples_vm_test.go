@@ -60,40 +60,37 @@ func TestProbeCountsAtLeastTheQuery(t *testing.T) {
 			_ = resp.Body.Close()
 			vm.Flush(t)
 			vmtest.Eventually(t, func() (bool, string) {
-				n := probe(t, vm.URL, fmt.Sprintf("count_over_time(%s[%dms])", `burst{i="0"}`, 3*day), end)
+				n := probe(t, vm.URL, fmt.Sprintf("count_over_time(%s[%dms])", `burst{i="0"}`, 3*day), end)[`{"i"="0","team"="dev"}`]
 				return n == int64(len(series[0])), fmt.Sprintf("%d samples of series 0 found; want %d", n, len(series[0]))
 			})
 			for _, w := range windows {
 				wq, cq, at := probeQuery(w)
 				atMs, _ := strconv.ParseFloat(at, 64)
-				got := probe(t, vm.URL, wq+" + "+cq, int64(atMs*1000))
-				if parts := probe(t, vm.URL, wq, int64(atMs*1000)) + probe(t, vm.URL, cq, int64(atMs*1000)); parts != got {
-					t.Errorf("%+v: the parts count %d, the whole %d", w, parts, got)
+				got := probe(t, vm.URL, wq, int64(atMs*1000))
+				for k, n := range probe(t, vm.URL, cq, int64(atMs*1000)) {
+					got[k] += n
 				}
 				s := w.Step
-				for _, pts := range []struct {
-					name     string
-					from, to int64
-				}{
-					{"the request's points", w.From, w.To},
-					{"aligned to the step", w.From - mod(w.From, s), w.To + (s-mod(w.To, s))%s},
-					{"a step later", w.From + s - 1, w.To + s - 1},
-					{"a step earlier", w.From - s + 1, w.To - s + 1},
-				} {
-					exact := int64(0)
-					for _, ts := range series {
-						exact = max(exact, reads(ts, pts.from, pts.to, s, w.Window))
-					}
-					if got < exact {
-						t.Errorf("%+v at %s: the probe counts %d; the query reads %d", w, pts.name, got, exact)
-					}
-					if pts.name == "the request's points" && w.Window >= 4*s {
-						var covered int64
-						for _, ts := range series {
-							covered = max(covered, reads(ts, w.From-s-w.Window, w.To+s, w.To-w.From+2*s+w.Window, w.To-w.From+2*s+w.Window))
+				for i, ts := range series {
+					key := fmt.Sprintf(`{"i"="%d","team"="dev"}`, i)
+					for _, pts := range []struct {
+						name     string
+						from, to int64
+					}{
+						{"the request's points", w.From, w.To},
+						{"aligned to the step", w.From - mod(w.From, s), w.To + (s-mod(w.To, s))%s},
+						{"a step later", w.From + s - 1, w.To + s - 1},
+						{"a step earlier", w.From - s + 1, w.To - s + 1},
+					} {
+						exact := reads(ts, pts.from, pts.to, s, w.Window)
+						if got[key] < exact {
+							t.Errorf("%+v, series %d at %s: the probe counts %d; the query reads %d", w, i, pts.name, got[key], exact)
 						}
-						if limit := exact + exact*2*s/w.Window + covered + 2*exact/int64(max(1, (w.To-w.From)/s)); got > limit {
-							t.Errorf("%+v: the probe counts %d; the query reads %d, %d samples covered", w, got, exact, covered)
+						if pts.name == "the request's points" && w.Window >= 4*s {
+							covered := reads(ts, w.From-s-w.Window, w.To+s, w.To-w.From+2*s+w.Window, w.To-w.From+2*s+w.Window)
+							if limit := exact + exact*2*s/w.Window + covered + 2*exact/max(1, (w.To-w.From)/s); got[key] > limit {
+								t.Errorf("%+v, series %d: the probe counts %d; the query reads %d, %d samples covered", w, i, got[key], exact, covered)
+							}
 						}
 					}
 				}
@@ -122,8 +119,8 @@ func reads(ts []int64, from, to, step, win int64) int64 {
 	return n
 }
 
-// probe asks VictoriaMetrics at base for q at atMs, one number.
-func probe(t *testing.T, base, q string, atMs int64) int64 {
+// probe asks VictoriaMetrics at base for q at atMs: the number of each series, by labelsKey.
+func probe(t *testing.T, base, q string, atMs int64) map[string]int64 {
 	t.Helper()
 	v := url.Values{"query": {q}, "time": {strconv.FormatFloat(float64(atMs)/1e3, 'f', 3, 64)}, "nocache": {"1"}}
 	resp, err := http.Get(base + "/api/v1/query?" + v.Encode())
@@ -135,20 +132,22 @@ func probe(t *testing.T, base, q string, atMs int64) int64 {
 	var ans struct {
 		Data struct {
 			Result []struct {
-				Value [2]any `json:"value"`
+				Metric map[string]string `json:"metric"`
+				Value  [2]any            `json:"value"`
 			} `json:"result"`
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(b, &ans); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("%s: %d %s", q, resp.StatusCode, b)
 	}
-	if len(ans.Data.Result) == 0 {
-		return 0
+	out := map[string]int64{}
+	for _, r := range ans.Data.Result {
+		s, _ := r.Value[1].(string)
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			t.Fatalf("%s: %s", q, s)
+		}
+		out[labelsKey(r.Metric)] = int64(f)
 	}
-	s, _ := ans.Data.Result[0].Value[1].(string)
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		t.Fatalf("%s: %s", q, s)
-	}
-	return int64(f)
+	return out
 }

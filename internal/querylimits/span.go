@@ -74,7 +74,7 @@ type node struct {
 	weight, rawWeight uint32
 	// overTime marks count_values_over_time, which makes a series of each value its windows meet.
 	overTime bool
-	// sel is, for a window over a selector, the selector as the query prints it, for Range.Measured.
+	// sel is, for a window over a selector, the selector as the query prints it, for Range.Windows.
 	sel string
 }
 
@@ -397,9 +397,8 @@ type walk struct {
 	interval int64
 	// ot is cv for count_values_over_time (overTimeValues).
 	ot fanOut
-	// measured and windows are Range.Measured and Range.Windows.
-	measured func(Window) (int64, bool)
-	windows  *[]Window
+	// windows is Range.Windows.
+	windows *[]Window
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
 }
@@ -482,21 +481,15 @@ func (w *walk) span(n *node, a, b, step int64) {
 		}
 		if w.points && w.interval > 0 && n.rawWeight > 0 {
 			// A window over raw samples: the function reads each of its samples at each point, however many the data
-			// has, which only VictoriaMetrics knows; at most one per interval is assumed, unless VictoriaMetrics
-			// counted them (Range.Measured). `count(quantile_over_time(0.5, x[1d]))` over a day at 8 s took v1.151 two
-			// minutes of both cores for 4 series of 1 s samples, past its -search.maxQueryDuration (an attacker's
-			// review).
+			// has, which only VictoriaMetrics knows; at most one per interval is assumed (the gateway may count them,
+			// Range.Windows). `count(quantile_over_time(0.5, x[1d]))` over a day at 8 s took v1.151 two minutes of both
+			// cores for 4 series of 1 s samples, past its -search.maxQueryDuration (an attacker's review).
 			at := max(b-a, 0)/max(step, 1) + 1
 			samples := win/w.interval + 1
 			read := float64(at) * float64(samples)
-			rw := Window{Selector: n.sel, From: a, To: b, Step: max(step, 1), Window: win}
 			if w.windows != nil {
-				*w.windows = append(*w.windows, rw)
-			}
-			if w.measured != nil {
-				if m, ok := w.measured(rw); ok {
-					read = min(read, float64(m))
-				}
+				*w.windows = append(*w.windows, Window{Selector: n.sel, From: a, To: b, Step: max(step, 1), Window: win,
+					Weight: n.rawWeight, Assumed: read})
 			}
 			w.work += read * float64(n.rawWeight) / 8
 			if n.overTime {
@@ -801,12 +794,12 @@ func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compile
 		return nil, nil, err // a step VictoriaMetrics refuses goes on to it
 	}
 	cw := countWalk(now, rng.SampleInterval)
-	cw.measured, cw.windows = rng.Measured, rng.Windows
+	cw.windows = rng.Windows
 	cw.span(&c.root, a, b, step)
 	if r := &c.root; instant && r.kind == kindRollup {
 		if reading, changed := instantReading(r, step); changed {
 			wa := countWalk(now, rng.SampleInterval)
-			wa.measured, wa.windows = rng.Measured, rng.Windows
+			wa.windows = rng.Windows
 			wa.span(&reading, a, b, step)
 			alt = &wa
 		}
@@ -822,11 +815,8 @@ type Range struct {
 	// SampleInterval is the least time between two samples of a series the walks assume, for the windows over raw
 	// samples (-search.minSampleInterval, ms); 0 leaves those uncounted.
 	SampleInterval int64
-	// Measured, when set, gives what a window over raw samples reads per series as VictoriaMetrics counted it: the
-	// most samples one series of its selector has in all its windows together; false when it is not known. The walks
-	// count the least of that and the samples at SampleInterval.
-	Measured func(Window) (int64, bool)
-	// Windows, when set, gets each window over raw samples the walks count at SampleInterval.
+	// Windows, when set, gets each window over raw samples the walks count at SampleInterval, once for each time
+	// they count it.
 	Windows    *[]Window
 	a, b, step int64
 	err        error
@@ -843,10 +833,13 @@ func (r *Range) get() (a, b, step int64, err error) {
 
 // Window is a window over raw samples a function that sorts or counts it reads at each point of its evaluation: the
 // points From, From+Step, ..., To (ms, as VictoriaMetrics aligns them, to a step), each reading Selector's samples in
-// (t-Window, t].
+// (t-Window, t]. Weight is what a sample costs the function, in eighths, and Assumed the samples a series was
+// counted to read there at SampleInterval.
 type Window struct {
 	Selector               string
 	From, To, Step, Window int64
+	Weight                 uint32
+	Assumed                float64
 }
 
 // subqueried caches SubqueryWork's trees, as counted caches CountValues'.

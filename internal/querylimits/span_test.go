@@ -179,54 +179,33 @@ func TestMentionsCountValues(t *testing.T) {
 	}
 }
 
-// TestRawWindowsMeasured: the walks list each window over raw samples a weighed function reads, with the points it is
-// evaluated at (a subquery's inside it, an offset and an @ applied), and count what Measured gives for it, or the
-// samples at SampleInterval when it gives none; the windows of cheap functions and subqueries are not listed.
-func TestRawWindowsMeasured(t *testing.T) {
+// TestRawWindowsListed: the walks list each window over raw samples a weighed function reads, with the points it is
+// evaluated at (a subquery's inside it, an offset and an @ applied), its weight and the samples it was counted at;
+// the windows of cheap functions and subqueries are not listed.
+func TestRawWindowsListed(t *testing.T) {
 	const now, end, start = int64(1_700_000_000_000), int64(1_700_000_000_000), int64(1_699_913_600_000)
-	ranged := func() *Range {
-		return &Range{Read: func() (int64, int64, int64, error) { return start, end, 60_000, nil }, SampleInterval: 1000}
-	}
+	sub := start - 86_400_000 - staleness - 600_000
 	for _, tc := range []struct {
 		q    string
 		want []Window
 	}{
-		{`quantile_over_time(0.99, x{a="b"}[1d])`, []Window{{`x{a="b"}`, start, end, 60_000, 86_400_000}}},
-		{`median_over_time(x[1h] offset 1h)`, []Window{{`x`, start - 3_600_000, end - 3_600_000, 60_000, 3_600_000}}},
-		{`median_over_time(x[1h] @ 1699999000)`, []Window{{`x`, 1_699_999_000_000, 1_699_999_000_000, 60_000, 3_600_000}}},
+		{`quantile_over_time(0.99, x{a="b"}[1d])`, []Window{{`x{a="b"}`, start, end, 60_000, 86_400_000, 64, 1441 * 86401}}},
+		{`median_over_time(x[1h] offset 1h)`, []Window{{`x`, start - 3_600_000, end - 3_600_000, 60_000, 3_600_000, 64, 1441 * 3601}}},
+		{`stddev_over_time(x[1h] @ 1699999000)`, []Window{{`x`, 1_699_999_000_000, 1_699_999_000_000, 60_000, 3_600_000, 1, 3601}}},
 		// Inside a subquery: its points, from its window (and VictoriaMetrics' staleness before) to a step after.
-		{`max_over_time(median_over_time(x[1h])[1d:10m])`, []Window{{`x`, start - 86_400_000 - staleness - 600_000, end + 600_000, 600_000, 3_600_000}}},
+		{`max_over_time(median_over_time(x[1h])[1d:10m])`, []Window{{`x`, sub, end + 600_000, 600_000, 3_600_000, 64,
+			float64((end+600_000-sub)/600_000+1) * 3601}}},
+		// The same window twice is read twice.
+		{`mad_over_time(y[5m]) / mad_over_time(y[5m])`, []Window{{`y`, start, end, 60_000, 300_000, 64, 1441 * 301}, {`y`, start, end, 60_000, 300_000, 64, 1441 * 301}}},
 		{`sum_over_time(x[1d]) + avg_over_time(rate(x[5m])[1h:1m])`, nil},
 	} {
 		var ws []Window
-		rng := ranged()
-		rng.Windows = &ws
+		rng := &Range{Read: func() (int64, int64, int64, error) { return start, end, 60_000, nil }, SampleInterval: 1000, Windows: &ws}
 		if _, err := SubqueryWork(tc.q, nil, false, rng, now); err != nil {
 			t.Fatalf("%s: %s", tc.q, err)
 		}
 		if fmt.Sprint(ws) != fmt.Sprint(tc.want) {
 			t.Errorf("%s: windows %+v; want %+v", tc.q, ws, tc.want)
 		}
-	}
-	// 1,441 points of a day at one a second, weighing 8: 9.96e8; measured at 15 s samples, 1441*5760*8.
-	q := `quantile_over_time(0.99, x[1d])`
-	if w, _ := SubqueryWork(q, nil, false, ranged(), now); w != 1441*86401*8 {
-		t.Errorf("not measured: %v", w)
-	}
-	rng := ranged()
-	rng.Measured = func(w Window) (int64, bool) { return 1441 * 5760, w.Selector == "x" }
-	if w, _ := SubqueryWork(q, nil, false, rng, now); w != 1441*5760*8 {
-		t.Errorf("measured: %v", w)
-	}
-	// A count above the samples at the interval assumed counts no more than those.
-	rng = ranged()
-	rng.Measured = func(Window) (int64, bool) { return 1 << 50, true }
-	if w, _ := SubqueryWork(q, nil, false, rng, now); w != 1441*86401*8 {
-		t.Errorf("measured past the interval: %v", w)
-	}
-	rng = ranged()
-	rng.Measured = func(Window) (int64, bool) { return 0, false }
-	if w, _ := SubqueryWork(q, nil, false, rng, now); w != 1441*86401*8 {
-		t.Errorf("not known: %v", w)
 	}
 }
