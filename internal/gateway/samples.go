@@ -112,12 +112,13 @@ func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, t tenant.I
 	ctx, cancel := context.WithTimeout(ctx, measureTimeout)
 	defer cancel()
 	got := make(map[countKey]seriesCounts, len(ws))
+	listed := maxListed
 	for _, w := range ws {
 		k := keyOf(w)
 		if _, ok := got[k]; ok {
 			continue
 		}
-		c, err := g.countSamples(ctx, a, t, w)
+		c, err := g.countSamples(ctx, a, t, w, &listed)
 		if err != nil {
 			return nil, err
 		}
@@ -174,12 +175,12 @@ func probeQuery(w querylimits.Window) (windows, covered, at string) {
 }
 
 // countSamples asks the read backends, in tenant t through a's restriction, what w reads of each series of its
-// selector: the two parts of probeQuery, series by series.
-func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID, w querylimits.Window) (seriesCounts, error) {
+// selector: the two parts of probeQuery, series by series while *listed allows.
+func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID, w querylimits.Window, listed *int) (seriesCounts, error) {
 	windows, covered, at := probeQuery(w)
 	c := seriesCounts{bySeries: map[string]int64{}}
 	for _, q := range [2]string{windows, covered} {
-		if err := g.count(ctx, a, t, q, at, &c); err != nil {
+		if err := g.count(ctx, a, t, q, at, &c, listed); err != nil {
 			return c, err
 		}
 	}
@@ -190,13 +191,22 @@ func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID,
 // Any other failure is theirs, and the client may send the query again.
 type countError struct{ error }
 
-// maxCountAnswer bounds the answer of a count read series by series; past it the count is asked again as its most.
-var maxCountAnswer int64 = 16 << 20
+// maxCountAnswer bounds the answer of a count read series by series (about 30,000 series), and maxListed the series
+// one query's counts list in all (what the gateway holds of them, some 150 bytes each): past either, a count is asked
+// again as its most.
+var (
+	maxCountAnswer int64 = 4 << 20
+	maxListed            = 100_000
+)
 
 // count asks the read backends, in tenant t through a's restriction, the count q at time at, and adds it to c:
-// series by series, or, for an answer past maxCountAnswer, its most to c.rest.
-func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at string, c *seriesCounts) error {
+// series by series, taken from *listed, or, for an answer past maxCountAnswer or more series than *listed, its most
+// to c.rest.
+func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at string, c *seriesCounts, listed *int) error {
 	ans, err := g.ask(ctx, a, t, q, at, maxCountAnswer)
+	if err == nil && len(ans) > *listed {
+		err = errLongAnswer
+	}
 	if err == errLongAnswer {
 		if ans, err = g.ask(ctx, a, t, "max("+q+")", at, 64<<10); err == nil {
 			for _, r := range ans {
@@ -208,6 +218,7 @@ func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at 
 	if err != nil {
 		return err
 	}
+	*listed -= len(ans)
 	for _, r := range ans {
 		c.bySeries[r.key] = min(c.bySeries[r.key], 1<<62-r.n) + r.n
 	}

@@ -219,11 +219,21 @@ func TestProbeRequest(t *testing.T) {
 	read.Requests()
 }
 
-// TestCountTooLongToList: a part whose answer is too long to read series by series is asked again as its most, which
-// every series is then taken to read.
+// TestCountTooLongToList: a part whose answer is too long to read series by series, or lists more series than a
+// query's counts may in all, is asked again as its most, which every series is then taken to read.
 func TestCountTooLongToList(t *testing.T) {
-	defer func(was int64) { maxCountAnswer = was }(maxCountAnswer)
-	maxCountAnswer = 300
+	for _, bound := range []string{"answer", "series"} {
+		t.Run(bound, func(t *testing.T) { testCountTooLongToList(t, bound) })
+	}
+}
+
+func testCountTooLongToList(t *testing.T, bound string) {
+	defer func(answer int64, series int) { maxCountAnswer, maxListed = answer, series }(maxCountAnswer, maxListed)
+	if bound == "answer" {
+		maxCountAnswer = 300
+	} else {
+		maxListed = 19
+	}
 	read := vmtest.NewRecorder(t)
 	var mu sync.Mutex
 	most := "8000000"
