@@ -287,7 +287,8 @@ func judgeMeasured(text string, parsed *enforce.Parsed, instant bool, rng *query
 }
 
 // mostRead is what the series that reads most reads in the windows ws, weighed by their functions: each window, as
-// often as ws lists it, the least of what it was counted to read of the series and what was assumed.
+// often as ws lists it, the least of what it was counted to read of the series and what was assumed; of an instant
+// query's two readings (Window.Alt), the larger.
 func mostRead(ws []querylimits.Window, counts map[countKey]seriesCounts) float64 {
 	keys := map[string]bool{"": true} // "": a series no count lists
 	for _, c := range counts {
@@ -297,11 +298,15 @@ func mostRead(ws []querylimits.Window, counts map[countKey]seriesCounts) float64
 	}
 	most := 0.0
 	for k := range keys {
-		read := 0.0
+		var read [2]float64
 		for _, w := range ws {
-			read += min(w.Assumed, float64(counts[keyOf(w)].of(k))) * float64(w.Weight) / 8
+			r := 0
+			if w.Alt {
+				r = 1
+			}
+			read[r] += min(w.Assumed, float64(counts[keyOf(w)].of(k))) * float64(w.Weight) / 8
 		}
-		most = max(most, read)
+		most = max(most, read[0], read[1])
 	}
 	return most
 }

@@ -115,6 +115,13 @@ func TestJudgeMeasured(t *testing.T) {
 	if err := checkEvaluation(ranged, twice, nil, nil, l, now, counting(7e6, nil, &asked)); err == nil {
 		t.Error("a window twice at 7e6: admitted")
 	}
+	// An instant query read two ways (with its @ and without, instantReading) reads the larger of the two, not both.
+	instant := route.Route{API: "query", Kind: route.Read, Args: route.QueryArg}
+	at := url.Values{"query": {`quantile_over_time(0.99, x[200d] @ 1699999000)`}, "time": {"1700000000"}}
+	asked = nil
+	if err := checkEvaluation(instant, at, nil, nil, l, now, counting(7e6, nil, &asked)); err != nil || len(asked) != 2 {
+		t.Errorf("an instant query read two ways at 7e6 each: %v, measured %+v", err, asked)
+	}
 	// More than measureMax windows are not measured.
 	var many []string
 	for i := 0; i <= measureMax; i++ {

@@ -397,8 +397,9 @@ type walk struct {
 	interval int64
 	// ot is cv for count_values_over_time (overTimeValues).
 	ot fanOut
-	// windows is Range.Windows.
+	// windows is Range.Windows; alt marks the walk of an instant query's other reading (Window.Alt).
 	windows *[]Window
+	alt     bool
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
 }
@@ -489,7 +490,7 @@ func (w *walk) span(n *node, a, b, step int64) {
 			read := float64(at) * float64(samples)
 			if w.windows != nil {
 				*w.windows = append(*w.windows, Window{Selector: n.sel, From: a, To: b, Step: max(step, 1), Window: win,
-					Weight: n.rawWeight, Assumed: read})
+					Weight: n.rawWeight, Assumed: read, Alt: w.alt})
 			}
 			w.work += read * float64(n.rawWeight) / 8
 			if n.overTime {
@@ -799,7 +800,7 @@ func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compile
 	if r := &c.root; instant && r.kind == kindRollup {
 		if reading, changed := instantReading(r, step); changed {
 			wa := countWalk(now, rng.SampleInterval)
-			wa.windows = rng.Windows
+			wa.windows, wa.alt = rng.Windows, true
 			wa.span(&reading, a, b, step)
 			alt = &wa
 		}
@@ -834,12 +835,14 @@ func (r *Range) get() (a, b, step int64, err error) {
 // Window is a window over raw samples a function that sorts or counts it reads at each point of its evaluation: the
 // points From, From+Step, ..., To (ms, as VictoriaMetrics aligns them, to a step), each reading Selector's samples in
 // (t-Window, t]. Weight is what a sample costs the function, in eighths, and Assumed the samples a series was
-// counted to read there at SampleInterval.
+// counted to read there at SampleInterval. Alt marks a window of the other reading of an instant query that is one
+// rollup (instantReading): VictoriaMetrics runs one reading or the other, and the work is the larger of the two.
 type Window struct {
 	Selector               string
 	From, To, Step, Window int64
 	Weight                 uint32
 	Assumed                float64
+	Alt                    bool
 }
 
 // subqueried caches SubqueryWork's trees, as counted caches CountValues'.

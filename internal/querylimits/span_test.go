@@ -189,14 +189,14 @@ func TestRawWindowsListed(t *testing.T) {
 		q    string
 		want []Window
 	}{
-		{`quantile_over_time(0.99, x{a="b"}[1d])`, []Window{{`x{a="b"}`, start, end, 60_000, 86_400_000, 64, 1441 * 86401}}},
-		{`median_over_time(x[1h] offset 1h)`, []Window{{`x`, start - 3_600_000, end - 3_600_000, 60_000, 3_600_000, 64, 1441 * 3601}}},
-		{`stddev_over_time(x[1h] @ 1699999000)`, []Window{{`x`, 1_699_999_000_000, 1_699_999_000_000, 60_000, 3_600_000, 1, 3601}}},
+		{`quantile_over_time(0.99, x{a="b"}[1d])`, []Window{{`x{a="b"}`, start, end, 60_000, 86_400_000, 64, 1441 * 86401, false}}},
+		{`median_over_time(x[1h] offset 1h)`, []Window{{`x`, start - 3_600_000, end - 3_600_000, 60_000, 3_600_000, 64, 1441 * 3601, false}}},
+		{`stddev_over_time(x[1h] @ 1699999000)`, []Window{{`x`, 1_699_999_000_000, 1_699_999_000_000, 60_000, 3_600_000, 1, 3601, false}}},
 		// Inside a subquery: its points, from its window (and VictoriaMetrics' staleness before) to a step after.
 		{`max_over_time(median_over_time(x[1h])[1d:10m])`, []Window{{`x`, sub, end + 600_000, 600_000, 3_600_000, 64,
-			float64((end+600_000-sub)/600_000+1) * 3601}}},
+			float64((end+600_000-sub)/600_000+1) * 3601, false}}},
 		// The same window twice is read twice.
-		{`mad_over_time(y[5m]) / mad_over_time(y[5m])`, []Window{{`y`, start, end, 60_000, 300_000, 64, 1441 * 301}, {`y`, start, end, 60_000, 300_000, 64, 1441 * 301}}},
+		{`mad_over_time(y[5m]) / mad_over_time(y[5m])`, []Window{{`y`, start, end, 60_000, 300_000, 64, 1441 * 301, false}, {`y`, start, end, 60_000, 300_000, 64, 1441 * 301, false}}},
 		{`sum_over_time(x[1d]) + avg_over_time(rate(x[5m])[1h:1m])`, nil},
 	} {
 		var ws []Window
@@ -207,5 +207,21 @@ func TestRawWindowsListed(t *testing.T) {
 		if fmt.Sprint(ws) != fmt.Sprint(tc.want) {
 			t.Errorf("%s: windows %+v; want %+v", tc.q, ws, tc.want)
 		}
+	}
+	// An instant query that is one rollup is read both ways VictoriaMetrics may run it; the other reading's windows
+	// are marked, for the larger of the two to count.
+	var ws []Window
+	rng := &Range{Read: func() (int64, int64, int64, error) { return end, end, 300_000, nil }, SampleInterval: 1000, Windows: &ws}
+	if _, err := SubqueryWork(`median_over_time(x[1h] @ 1699999000)`, nil, true, rng, now); err != nil {
+		t.Fatal(err)
+	}
+	alt := 0
+	for _, w := range ws {
+		if w.Alt {
+			alt++
+		}
+	}
+	if len(ws) != 2 || alt != 1 {
+		t.Errorf("instant: windows %+v; want one of each reading", ws)
 	}
 }
