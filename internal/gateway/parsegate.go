@@ -58,7 +58,7 @@ func (g *parseGate) Enter() error {
 	}
 	g.ts = ts
 	if g.q.timer != nil {
-		g.queued = time.Since(g.q.start)
+		g.queued = g.q.before + time.Since(g.q.start)
 	}
 	return nil
 }
@@ -75,11 +75,15 @@ func (u unit) partition() uint64 {
 // yield gives the slot back, if the request holds one, while the request waits on something else than its CPU (the
 // count of its samples, samples.go); a parse after it takes one again.
 func (g *parseGate) yield() {
-	if g != nil && g.ts != nil {
-		<-g.ts.parse
-		g.c.unref(g.ts)
-		g.ts = nil
+	if g == nil || g.ts == nil {
+		return
 	}
+	<-g.ts.parse
+	g.c.unref(g.ts)
+	g.ts = nil
+	// A parse after it waits anew, what it waited before counted: the old timer may have fired meanwhile (a review).
+	g.q.stop()
+	g.q = queueTime{before: g.queued}
 }
 
 // release gives the slot back, if the request took one, and drops what g held of the request.

@@ -81,8 +81,8 @@ type seriesCounts struct {
 	rest     int64
 }
 
-// of is what the window reads of the series of labels key ("": one it does not list).
-func (c seriesCounts) of(key string) int64 { return c.bySeries[key] + c.rest }
+// of is what the window reads of the series of labels key ("": one it does not list); each part at most 2^62.
+func (c seriesCounts) of(key string) int64 { return min(c.bySeries[key], 1<<62) + min(c.rest, 1<<62) }
 
 // measurerFor is the measurer of a's request, or nil. The request's parse slot, if it holds one, is given back
 // while it counts: the team's other new queries would wait for it.
@@ -167,9 +167,14 @@ func (g *Gateway) chargeCount(a *auth.Access, series int64, took time.Duration) 
 // point to a step after its last (windows), and each sample those cover is added once (covered). Each sample the
 // query's windows read, at any points within that span, is read by at most one of these windows fewer, so a series'
 // two parts together are at least what the query reads of it.
+//
+// An instant evaluation (one point, whose time may be VictoriaMetrics' own now, within a step of w's) reads each
+// sample of its one window once: the samples covered alone count it (windows is "").
 func probeQuery(w querylimits.Window) (windows, covered, at string) {
 	span := w.To - w.From + 2*w.Step
-	windows = fmt.Sprintf("sum_over_time(count_over_time(%s[%dms])[%dms:%dms])", w.Selector, w.Window, span, w.Step)
+	if w.To > w.From {
+		windows = fmt.Sprintf("sum_over_time(count_over_time(%s[%dms])[%dms:%dms])", w.Selector, w.Window, span, w.Step)
+	}
 	covered = fmt.Sprintf("count_over_time(%s[%dms])", w.Selector, span+w.Window)
 	return windows, covered, strconv.FormatFloat(float64(w.To+w.Step)/1e3, 'f', 3, 64)
 }
@@ -180,6 +185,9 @@ func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID,
 	windows, covered, at := probeQuery(w)
 	c := seriesCounts{bySeries: map[string]int64{}}
 	for _, q := range [2]string{windows, covered} {
+		if q == "" {
+			continue
+		}
 		if err := g.count(ctx, a, t, q, at, &c, listed); err != nil {
 			return c, err
 		}
@@ -200,14 +208,18 @@ var (
 )
 
 // count asks the read backends, in tenant t through a's restriction, the count q at time at, and adds it to c:
-// series by series, taken from *listed, or, for an answer past maxCountAnswer or more series than *listed, its most
-// to c.rest.
+// series by series, taken from *listed, or, for an answer past maxCountAnswer, more series than *listed or a count
+// VictoriaMetrics refuses series by series, its most to c.rest.
 func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at string, c *seriesCounts, listed *int) error {
 	ans, err := g.ask(ctx, a, t, q, at, maxCountAnswer)
 	if err == nil && len(ans) > *listed {
 		err = errLongAnswer
 	}
-	if err == errLongAnswer {
+	var refused countError
+	if err == errLongAnswer || errors.As(err, &refused) {
+		// Too long to list, or refused series by series: count_over_time drops the metric name, so the series of
+		// several metrics that share their other labels are duplicates to VictoriaMetrics (422), where the query's
+		// function (quantile_over_time keeps the name) is not; their most is one number (a review).
 		if ans, err = g.ask(ctx, a, t, "max("+q+")", at, 64<<10); err == nil {
 			for _, r := range ans {
 				c.rest = min(c.rest, 1<<62-r.n) + r.n // each at most 2^62
@@ -300,7 +312,8 @@ func (g *Gateway) ask(ctx context.Context, a *auth.Access, t tenant.ID, q, at st
 			msg = fmt.Sprintf("status %d", resp.StatusCode)
 		}
 		err := fmt.Errorf("the read backend did not count them: %s", msg)
-		if resp.StatusCode/100 == 4 {
+		if resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusUnprocessableEntity {
+			// VictoriaMetrics' refusals of a query; any other status (a proxy's 429, 401, 408) is not the query's.
 			return nil, countError{err}
 		}
 		return nil, err

@@ -145,6 +145,11 @@ func TestProbeQuery(t *testing.T) {
 	if want := `count_over_time(x{team="dev"}[172920000ms])`; covered != want || at != "1700000060.500" {
 		t.Errorf("covered: %s at %s\nwant %s at 1700000060.500", covered, at, want)
 	}
+	// An instant evaluation: the samples covered alone, a step either side of its time.
+	w.From = w.To
+	if windows, covered, _ := probeQuery(w); windows != "" || covered != `count_over_time(x{team="dev"}[86520000ms])` {
+		t.Errorf("instant: %q, %q", windows, covered)
+	}
 }
 
 // TestProbeRequest: the count goes to the request's tenant, each window of the rewritten query (a union for a token of
@@ -226,19 +231,21 @@ func TestProbeRequest(t *testing.T) {
 	read.Requests()
 }
 
-// TestCountTooLongToList: a part whose answer is too long to read series by series, or lists more series than a
-// query's counts may in all, is asked again as its most, which every series is then taken to read.
+// TestCountTooLongToList: a part whose answer is too long to read series by series, lists more series than a
+// query's counts may in all, or is refused series by series (duplicates once count_over_time drops the names), is
+// asked again as its most, which every series is then taken to read.
 func TestCountTooLongToList(t *testing.T) {
-	for _, bound := range []string{"answer", "series"} {
+	for _, bound := range []string{"answer", "series", "duplicates"} {
 		t.Run(bound, func(t *testing.T) { testCountTooLongToList(t, bound) })
 	}
 }
 
 func testCountTooLongToList(t *testing.T, bound string) {
 	defer func(answer int64, series int) { maxCountAnswer, maxListed = answer, series }(maxCountAnswer, maxListed)
-	if bound == "answer" {
+	switch bound {
+	case "answer":
 		maxCountAnswer = 300
-	} else {
+	case "series":
 		maxListed = 19
 	}
 	read := vmtest.NewRecorder(t)
@@ -254,6 +261,10 @@ func testCountTooLongToList(t *testing.T, bound string) {
 			_, _ = io.WriteString(w, `{"status":"success","data":{"resultType":"matrix","result":[]}}`)
 		case strings.HasPrefix(q, "max("):
 			answerSeries(w, r, `{}`, most)
+		case bound == "duplicates":
+			// count_over_time of several metrics that share their other labels.
+			w.WriteHeader(http.StatusUnprocessableEntity)
+			_, _ = io.WriteString(w, `{"status":"error","errorType":"422","error":"duplicate output timeseries: {job=\"x\"}"}`)
 		default:
 			var many []string
 			for i := range 20 {
@@ -396,4 +407,31 @@ func restricted(t *testing.T, tn tenant.ID, team string, filters ...string) *aut
 func dayPanel(q string) string {
 	end := time.Now().Unix()
 	return "/api/v1/query_range?" + url.Values{"query": {q}, "start": {fmt.Sprint(end - 86400)}, "end": {fmt.Sprint(end)}, "step": {"60"}}.Encode()
+}
+
+// TestCountStatuses: a count VictoriaMetrics refuses (400, 422) refuses the query as before, 400; any other failure
+// (a proxy's 429 or 401, a 503) is not the query's: 503, to be sent again; a client gone while its samples are
+// counted is 499.
+func TestCountStatuses(t *testing.T) {
+	for status, want := range map[int]int{400: 400, 422: 400, 429: 503, 401: 503, 503: 503} {
+		read := vmtest.NewRecorder(t)
+		read.Respond(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, _ = io.WriteString(w, `{"status":"error","errorType":"x","error":"no"}`)
+		})
+		g := measuring(t, read, Config{Auth: fixedAuth{a: restricted(t, tenant.ID{}, "dev")}})
+		if rec := serve(g, http.MethodGet, dayPanel(`quantile_over_time(0.99, x[1d])`)); rec.Code != want {
+			t.Errorf("a count answered %d: %d %s; want %d", status, rec.Code, rec.Body, want)
+		}
+	}
+	l := Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second}
+	gone := func([]querylimits.Window) (map[countKey]seriesCounts, error) {
+		return nil, fmt.Errorf("count: %w", context.Canceled)
+	}
+	day := url.Values{"query": {`quantile_over_time(0.99, x[1d])`}, "start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}
+	if err := checkEvaluation(route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}, day, nil, nil, l,
+		time.Unix(1_700_000_000, 0), gone); err != errGoneInQueue {
+		t.Errorf("the client gone while counted: %v; want 499", err)
+	}
 }
