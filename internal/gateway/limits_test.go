@@ -516,6 +516,9 @@ func TestCheckSubqueryWork(t *testing.T) {
 		{"stddev_over_time of hour windows over a day at 8s", ranged, ranges(`stddev_over_time(x[1h])`, "1699913600", "8"), false},
 		{"holt_winters of day windows over a week at 5m", ranged, ranges(`holt_winters(x[1d], 0.5, 0.5)`, "1699395200", "300"), false},
 		{"avg_over_time of 30-day windows over a day at 1m: not counted", ranged, ranges(`avg_over_time(up[30d])`, "1699913600", "60"), false},
+		// A rollup function over a selector without a window reads a window of the step (a review: not counted at all).
+		{"quantile_over_time without a window at 30d steps over ten years", ranged, ranges(`quantile_over_time(0.99, x)`, "1384640000", "2592000"), true},
+		{"quantile_over_time without a window at 1m over a day", ranged, ranges(`quantile_over_time(0.99, x)`, "1699913600", "60"), false},
 		{"a weighted window within a subquery at 1m", instant, url.Values{"query": {`max_over_time(median_over_time(x[1h])[1d:1m])`}}, false},
 		{"a weighted window within a subquery at 10s", instant, url.Values{"query": {`max_over_time(median_over_time(x[1h])[1d:10s])`}}, true},
 	} {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -200,8 +200,8 @@ func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID,
 type countError struct{ error }
 
 // maxCountAnswer bounds the answer of a count read series by series (about 30,000 series), and maxListed the series
-// one query's counts list in all (what the gateway holds of them, some 150 bytes each): past either, a count is asked
-// again as its most.
+// one query's counts list in all (what the gateway holds of them, a key of 16 bytes and a count each): past either, a
+// count is asked again as its most.
 var (
 	maxCountAnswer int64 = 4 << 20
 	maxListed            = 100_000
@@ -331,19 +331,17 @@ func (g *Gateway) ask(ctx context.Context, a *auth.Access, t tenant.ID, q, at st
 	return out, nil
 }
 
-// labelsKey is a series' labels as one string, the same whatever their order.
+// labelsKey is a series' labels as 16 bytes of the SHA-256 of them, the same whatever their order: what the gateway
+// holds of a count's series does not grow with their labels, and two series that share a key (which no one can
+// choose) are only counted together, more than either.
 func labelsKey(m map[string]string) string {
 	keys := slices.Sorted(maps.Keys(m))
-	var b strings.Builder
-	b.WriteByte('{')
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(strconv.Quote(k))
-		b.WriteByte('=')
-		b.WriteString(strconv.Quote(m[k]))
+	h := sha256.New()
+	for _, k := range keys {
+		_, _ = io.WriteString(h, strconv.Quote(k))
+		_, _ = io.WriteString(h, "=")
+		_, _ = io.WriteString(h, strconv.Quote(m[k]))
+		_, _ = io.WriteString(h, ",")
 	}
-	b.WriteByte('}')
-	return b.String()
+	return string(h.Sum(nil)[:16])
 }

@@ -63,7 +63,7 @@ func TestProbeCountsAtLeastTheQuery(t *testing.T) {
 			_ = resp.Body.Close()
 			vm.Flush(t)
 			vmtest.Eventually(t, func() (bool, string) {
-				n := probe(t, vm.URL, fmt.Sprintf("count_over_time(%s[%dms])", `burst{i="0"}`, 3*day), end)[`{"i"="0","team"="dev"}`]
+				n := probe(t, vm.URL, fmt.Sprintf("count_over_time(%s[%dms])", `burst{i="0"}`, 3*day), end)[labelsKey(map[string]string{"i": "0", "team": "dev"})]
 				return n == int64(len(series[0])), fmt.Sprintf("%d samples of series 0 found; want %d", n, len(series[0]))
 			})
 			// Two metrics that share their other labels: count_over_time makes duplicates of them, which
@@ -103,7 +103,7 @@ func TestProbeCountsAtLeastTheQuery(t *testing.T) {
 					alignedTo = w.From - mod(w.From, s)
 				}
 				for i, ts := range series {
-					key := fmt.Sprintf(`{"i"="%d","team"="dev"}`, i)
+					key := labelsKey(map[string]string{"i": fmt.Sprint(i), "team": "dev"})
 					for _, pts := range []struct {
 						name     string
 						from, to int64

@@ -224,7 +224,15 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 			}
 			return node{kind: kindGroup, children: []node{sq, rest}}
 		}
-		n := compileCall(x.Name, x.Args, depth, unresolved)
+		args := x.Args
+		if i := bareSelectorArg(x); i >= 0 {
+			// A rollup function over a selector without a window reads a window of the step (or max_lookback):
+			// compiled as that window, so that its function weighs it (a review: quantile_over_time(0.99, x) at
+			// step=30d over ten years was not counted at all, where x[30d] was refused).
+			args = slices.Clone(args)
+			args[i] = &metricsql.RollupExpr{Expr: args[i]}
+		}
+		n := compileCall(x.Name, args, depth, unresolved)
 		overTime := strings.EqualFold(x.Name, "count_values_over_time")
 		if sub, raw := callWeight(x); sub != cheapEighths || raw > 0 {
 			// The windows this function rolls up, subqueries or raw samples: the arg itself, or one of a group of args.
@@ -251,6 +259,22 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		return group([]metricsql.Expr{x.Left, x.Right}, depth, unresolved)
 	}
 	return node{kind: kindNone}
+}
+
+// bareSelectorArg is the index of the arg a rollup function rolls up when it is a selector without a window; -1
+// otherwise.
+func bareSelectorArg(f *metricsql.FuncExpr) int {
+	if !metricsql.IsRollupFunc(f.Name) {
+		return -1
+	}
+	i := metricsql.GetRollupArgIdx(f)
+	if i < 0 || i >= len(f.Args) {
+		return -1
+	}
+	if _, ok := f.Args[i].(*metricsql.MetricExpr); !ok {
+		return -1
+	}
+	return i
 }
 
 // implicitSubqueryArg is the index of the arg a rollup function rolls up when VictoriaMetrics runs it as a subquery,
@@ -745,11 +769,12 @@ func CountValues(q string, pq *enforce.Parsed, instant bool, rng *Range, now int
 // and took v1.151 38 s of CPU for each series (an attacker's review). A point weighs what it costs the function over
 // it (subEighths). Only a gate's refusal, or a range that cannot be read, is an error.
 func SubqueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) (float64, error) {
-	if strings.IndexByte(q, '[') < 0 {
-		// No window: no subquery, or only ones over a step, which read one point each. A window over anything but a
+	if strings.IndexByte(q, '[') < 0 && strings.IndexByte(q, '(') < 0 {
+		// No window and no function: no subquery, nor a rollup over a selector. A window over anything but a
 		// selector is a subquery without a colon (`max_over_time(rate(x[5m])[1h])`): a first version skipped queries
 		// without one, and `max_over_time(quantile_over_time(0.5, (cpu*1)[1h])[1h])` at step=100ms took v1.151 38 s
-		// of CPU per series (a review).
+		// of CPU per series (a review); a rollup function over a selector without a window reads one of the step
+		// (`quantile_over_time(0.99, x)` at step=30d: another review).
 		return 0, nil
 	}
 	w, alt, err := walked(q, pq, subqueried, hasSubquery, instant, rng, now)
