@@ -34,11 +34,10 @@ import (
 // the samples a series has in all the windows the query evaluates, counted so that it is never less whatever the
 // alignment of the points (probeQuery); the query is judged on the series that reads most in all its windows.
 // count_over_time reads each sample once and sums nothing, so the count costs a read of the data, not the sort the
-// limit is for. Only a query that would pass at one sample a minute
-// (measureSparsest) is measured, at most measureMax windows of it, one query's at a time per team, in one of the
-// team's read slots, and a caller with cost limits is charged the count: a query refused for being costly at any
-// density costs the backends nothing more, and a refused one costs them what the team could read with
-// count_over_time itself. Counts are not kept: a team that had a window counted over no data, then wrote a day of
+// limit is for. Only a query that would pass at one sample a minute (measureSparsest) is measured, at most measureMax
+// windows of it, one query's at a time per team, in one of the team's read slots, and a caller with cost limits is
+// charged the count: a query refused for being costly at any density costs the backends nothing more, and a refused
+// one costs them what the team could read with count_over_time itself. Counts are not kept: a team that had a window counted over no data, then wrote a day of
 // samples a second into it, had its costly query admitted on the count kept (an attacker's review: 27 CPU-seconds of
 // v1.151 for one series), and VictoriaMetrics' own cache of rollup results is left out of them (nocache) for the
 // same reason.
