@@ -239,12 +239,12 @@ func judgeMeasured(text string, parsed *enforce.Parsed, instant bool, rng *query
 	limit := float64(l.MaxSubqueryWindowPoints)
 	base, decide := rawWindowsDecide(text, parsed, instant, rng, now, l)
 	if measure == nil || !decide {
-		return subqueryWorkError(text, parsed, instant, rng, now, work, l)
+		return subqueryWorkError(work, decide, l)
 	}
 	sparse := *rng
 	sparse.SampleInterval = max(rng.SampleInterval, measureSparsest.Milliseconds())
 	if w, err := querylimits.SubqueryWork(text, parsed, instant, &sparse, now.UnixMilli()); err != nil || w > limit {
-		return subqueryWorkError(text, parsed, instant, rng, now, work, l)
+		return subqueryWorkError(work, decide, l)
 	}
 	var ws []querylimits.Window
 	listed := *rng
@@ -257,7 +257,7 @@ func judgeMeasured(text string, parsed *enforce.Parsed, instant bool, rng *query
 		distinct[keyOf(w)] = true
 	}
 	if len(ws) == 0 || len(distinct) > measureMax {
-		return subqueryWorkError(text, parsed, instant, rng, now, work, l)
+		return subqueryWorkError(work, decide, l)
 	}
 	counts, err := measure(ws)
 	if err != nil {
@@ -269,7 +269,7 @@ func judgeMeasured(text string, parsed *enforce.Parsed, instant bool, rng *query
 		case errors.Is(err, context.Canceled):
 			return errGoneInQueue // the client went away while its samples were counted
 		case errors.As(err, &refused):
-			return httperr.New(http.StatusBadRequest, subqueryWorkError(text, parsed, instant, rng, now, work, l).Error()+
+			return httperr.New(http.StatusBadRequest, subqueryWorkError(work, decide, l).Error()+
 				fmt.Sprintf("; the gateway could not count the samples the windows hold: %s", refused.error))
 		}
 		// The backends failed (a timeout, a 5xx, no connection): not the query's fault, and it may be sent again.
@@ -344,17 +344,17 @@ func rawWindowsDecide(text string, parsed *enforce.Parsed, instant bool, rng *qu
 	return sub, err == nil && sub <= float64(l.MaxSubqueryWindowPoints)
 }
 
-// subqueryWorkError refuses a query whose rollups read more than l.MaxSubqueryWindowPoints. When the windows over
-// raw samples made the difference, it says how many samples a series is assumed to have, which only the operator
+// subqueryWorkError refuses a query whose rollups read work, more than l.MaxSubqueryWindowPoints. When the windows
+// over raw samples made the difference (rawDecide), it says how many samples a series is assumed to have, which only the operator
 // can correct to the data's (a legitimate user's review: panels over 15 s data refused at one sample a second, and
 // the user was told to use coarser steps).
-func subqueryWorkError(text string, parsed *enforce.Parsed, instant bool, rng *querylimits.Range, now time.Time, work float64, l Limits) error {
+func subqueryWorkError(work float64, rawDecide bool, l Limits) error {
 	msg := fmt.Sprintf("the rollup functions of the query would read %.3g points per series (over a subquery, the points it "+
 		"is evaluated at times the points of its window, nested subqueries multiplying them; over raw samples, for the "+
 		"functions that sort or count a window, the points evaluated at times the samples of the window at one per "+
 		"-search.minSampleInterval=%s; weighed by the function); at most %d are accepted (-search.maxSubqueryWindowPoints): "+
 		"use coarser steps, shorter windows or a shorter range", work, l.MinSampleInterval, l.MaxSubqueryWindowPoints)
-	if _, decide := rawWindowsDecide(text, parsed, instant, rng, now, l); decide {
+	if rawDecide {
 		msg += fmt.Sprintf(". The windows over raw samples are counted at one sample every %s; where the teams' data is "+
 			"scraped less often, the gateway's operator sets -search.minSampleInterval to the shortest scrape interval (or "+
 			"-dedup.minScrapeInterval on VictoriaMetrics, which the gateway reads)", l.MinSampleInterval)

@@ -19,7 +19,6 @@ import (
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/querylimits"
 	"github.com/vmgateway/vmgateway/internal/route"
-	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
 // The functions that sort or count a window over raw samples (quantile_over_time, distinct_over_time, ...) cost
@@ -91,13 +90,13 @@ func (g *Gateway) measurerFor(ctx context.Context, a *auth.Access, gate *parseGa
 	}
 	return func(ws []querylimits.Window) (map[countKey]seriesCounts, error) {
 		gate.yield()
-		return g.measureWindows(ctx, a, a.Tenant, ws)
+		return g.measureWindows(ctx, a, ws)
 	}
 }
 
 // measureWindows counts the samples of ws, each window once, in one read slot of the team.
-func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, t tenant.ID, ws []querylimits.Window) (map[countKey]seriesCounts, error) {
-	u := unitOf(t, a.Enforcer)
+func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, ws []querylimits.Window) (map[countKey]seriesCounts, error) {
+	u := unitOf(a.Tenant, a.Enforcer)
 	release, err := g.countSlot(ctx, u, a)
 	if err != nil {
 		return nil, err
@@ -117,7 +116,7 @@ func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, t tenant.I
 		if _, ok := got[k]; ok {
 			continue
 		}
-		c, err := g.countSamples(ctx, a, t, w, &listed)
+		c, err := g.countSamples(ctx, a, w, &listed)
 		if err != nil {
 			return nil, err
 		}
@@ -178,16 +177,16 @@ func probeQuery(w querylimits.Window) (windows, covered, at string) {
 	return windows, covered, strconv.FormatFloat(float64(w.To+w.Step)/1e3, 'f', 3, 64)
 }
 
-// countSamples asks the read backends, in tenant t through a's restriction, what w reads of each series of its
+// countSamples asks the read backends, in a's tenant through its restriction, what w reads of each series of its
 // selector: the two parts of probeQuery, series by series while *listed allows.
-func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, t tenant.ID, w querylimits.Window, listed *int) (seriesCounts, error) {
+func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, w querylimits.Window, listed *int) (seriesCounts, error) {
 	windows, covered, at := probeQuery(w)
 	c := seriesCounts{bySeries: map[string]int64{}}
 	for _, q := range [2]string{windows, covered} {
 		if q == "" {
 			continue
 		}
-		if err := g.count(ctx, a, t, q, at, &c, listed); err != nil {
+		if err := g.count(ctx, a, q, at, &c, listed); err != nil {
 			return c, err
 		}
 	}
@@ -206,11 +205,11 @@ var (
 	maxListed            = 100_000
 )
 
-// count asks the read backends, in tenant t through a's restriction, the count q at time at, and adds it to c:
+// count asks the read backends, in a's tenant through its restriction, the count q at time at, and adds it to c:
 // series by series, taken from *listed, or, for an answer past maxCountAnswer, more series than *listed or a count
 // VictoriaMetrics refuses series by series, its most to c.rest.
-func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at string, c *seriesCounts, listed *int) error {
-	ans, err := g.ask(ctx, a, t, q, at, maxCountAnswer)
+func (g *Gateway) count(ctx context.Context, a *auth.Access, q, at string, c *seriesCounts, listed *int) error {
+	ans, err := g.ask(ctx, a, q, at, maxCountAnswer)
 	if err == nil && len(ans) > *listed {
 		err = errLongAnswer
 	}
@@ -219,7 +218,7 @@ func (g *Gateway) count(ctx context.Context, a *auth.Access, t tenant.ID, q, at 
 		// Too long to list, or refused series by series: count_over_time drops the metric name, so the series of
 		// several metrics that share their other labels are duplicates to VictoriaMetrics (422), where the query's
 		// function (quantile_over_time keeps the name) is not; their most is one number (a review).
-		if ans, err = g.ask(ctx, a, t, "max("+q+")", at, 64<<10); err == nil {
+		if ans, err = g.ask(ctx, a, "max("+q+")", at, 64<<10); err == nil {
 			for _, r := range ans {
 				c.rest = min(c.rest, 1<<62-r.n) + r.n // each at most 2^62
 			}
@@ -245,9 +244,9 @@ type counted struct {
 	n   int64
 }
 
-// ask sends the instant query q at time at to the read backends, in tenant t through a's restriction, and reads its
+// ask sends the instant query q at time at to the read backends, in a's tenant through its restriction, and reads its
 // answer's series, of at most limit bytes (errLongAnswer past it).
-func (g *Gateway) ask(ctx context.Context, a *auth.Access, t tenant.ID, q, at string, limit int64) ([]counted, error) {
+func (g *Gateway) ask(ctx context.Context, a *auth.Access, q, at string, limit int64) ([]counted, error) {
 	rt, err := route.Lookup("/api/v1/query")
 	if err != nil {
 		return nil, err
@@ -258,7 +257,7 @@ func (g *Gateway) ask(ctx context.Context, a *auth.Access, t tenant.ID, q, at st
 	args := url.Values{"query": {q}, "time": {at}, "nocache": {"1"}}
 	a.Enforcer.EnforceArgs(args)
 	u := &url.URL{RawQuery: args.Encode()}
-	u.Path, u.RawPath = rt.UpstreamPath(g.cluster, t)
+	u.Path, u.RawPath = rt.UpstreamPath(g.cluster, a.Tenant)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return nil, err

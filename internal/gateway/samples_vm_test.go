@@ -2,9 +2,7 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand"
 	"net/http"
 	"net/url"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/querylimits"
-	"github.com/vmgateway/vmgateway/internal/tenant"
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
@@ -62,9 +59,22 @@ func TestProbeCountsAtLeastTheQuery(t *testing.T) {
 			}
 			_ = resp.Body.Close()
 			vm.Flush(t)
+			// The gateway's own count, against the backend (no restriction: the selector is the test's).
+			ru, _ := url.Parse(vm.URL)
+			g, err := New(Config{ReadURL: ru, WriteURL: ru, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport})
+			if err != nil {
+				t.Fatal(err)
+			}
+			all := &auth.Access{Mode: auth.ModeRead}
+			count := func(w querylimits.Window) (seriesCounts, error) {
+				listed := maxListed
+				return g.countSamples(context.Background(), all, w, &listed)
+			}
 			vmtest.Eventually(t, func() (bool, string) {
-				n := probe(t, vm.URL, fmt.Sprintf("count_over_time(%s[%dms])", `burst{i="0"}`, 3*day), end)[labelsKey(map[string]string{"i": "0", "team": "dev"})]
-				return n == int64(len(series[0])), fmt.Sprintf("%d samples of series 0 found; want %d", n, len(series[0]))
+				ans, err := g.ask(context.Background(), all, fmt.Sprintf("count_over_time(%s[%dms])", `burst{i="0"}`, 3*day),
+					strconv.FormatFloat(float64(end)/1e3, 'f', 3, 64), maxCountAnswer)
+				return err == nil && len(ans) == 1 && ans[0].n == int64(len(series[0])),
+					fmt.Sprintf("series 0 counted %+v, %v; want %d samples", ans, err, len(series[0]))
 			})
 			// Two metrics that share their other labels: count_over_time makes duplicates of them, which
 			// VictoriaMetrics refuses series by series; their most is counted instead (a review).
@@ -75,26 +85,14 @@ func TestProbeCountsAtLeastTheQuery(t *testing.T) {
 			}
 			_ = resp.Body.Close()
 			vm.Flush(t)
-			ru, _ := url.Parse(vm.URL)
-			g, err := New(Config{ReadURL: ru, WriteURL: ru, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport})
-			if err != nil {
-				t.Fatal(err)
-			}
 			vmtest.Eventually(t, func() (bool, string) {
-				listed := maxListed
-				c, err := g.countSamples(context.Background(), &auth.Access{Mode: auth.ModeRead},
-					tenant.ID{}, querylimits.Window{Selector: `{__name__=~"dupa|dupb"}`, From: end - hour, To: end, Step: minute, Window: hour}, &listed)
+				c, err := count(querylimits.Window{Selector: `{__name__=~"dupa|dupb"}`, From: end - hour, To: end, Step: minute, Window: hour})
 				return err == nil && c.rest >= 2, fmt.Sprintf("the count of two metrics of the same labels: %+v, %v; want its most, at least the 2 points that read their sample", c, err)
 			})
 			for _, w := range windows {
-				wq, cq, at := probeQuery(w)
-				atMs, _ := strconv.ParseFloat(at, 64)
-				got := map[string]int64{}
-				if wq != "" { // an instant evaluation is counted by the samples covered alone
-					got = probe(t, vm.URL, wq, int64(atMs*1000))
-				}
-				for k, n := range probe(t, vm.URL, cq, int64(atMs*1000)) {
-					got[k] += n
+				c, err := count(w)
+				if err != nil || c.rest != 0 {
+					t.Fatalf("%+v: counted %+v, %v", w, c, err)
 				}
 				s := w.Step
 				// Aligned, a range's last point goes up to the step; an instant evaluation (From == To) is one point.
@@ -114,13 +112,13 @@ func TestProbeCountsAtLeastTheQuery(t *testing.T) {
 						{"a step earlier", w.From - s + 1, w.To - s + 1},
 					} {
 						exact := reads(ts, pts.from, pts.to, s, w.Window)
-						if got[key] < exact {
-							t.Errorf("%+v, series %d at %s: the probe counts %d; the query reads %d", w, i, pts.name, got[key], exact)
+						if c.of(key) < exact {
+							t.Errorf("%+v, series %d at %s: the probe counts %d; the query reads %d", w, i, pts.name, c.of(key), exact)
 						}
 						if pts.name == "the request's points" && w.Window >= 4*s {
 							covered := reads(ts, w.From-s-w.Window, w.To+s, w.To-w.From+2*s+w.Window, w.To-w.From+2*s+w.Window)
-							if limit := exact + exact*2*s/w.Window + covered + 2*exact/max(1, (w.To-w.From)/s); got[key] > limit {
-								t.Errorf("%+v, series %d: the probe counts %d; the query reads %d, %d samples covered", w, i, got[key], exact, covered)
+							if limit := exact + exact*2*s/w.Window + covered + 2*exact/max(1, (w.To-w.From)/s); c.of(key) > limit {
+								t.Errorf("%+v, series %d: the probe counts %d; the query reads %d, %d samples covered", w, i, c.of(key), exact, covered)
 							}
 						}
 					}
@@ -148,37 +146,4 @@ func reads(ts []int64, from, to, step, win int64) int64 {
 		n += int64(hi - lo)
 	}
 	return n
-}
-
-// probe asks VictoriaMetrics at base for q at atMs: the number of each series, by labelsKey.
-func probe(t *testing.T, base, q string, atMs int64) map[string]int64 {
-	t.Helper()
-	v := url.Values{"query": {q}, "time": {strconv.FormatFloat(float64(atMs)/1e3, 'f', 3, 64)}, "nocache": {"1"}}
-	resp, err := http.Get(base + "/api/v1/query?" + v.Encode())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var ans struct {
-		Data struct {
-			Result []struct {
-				Metric map[string]string `json:"metric"`
-				Value  [2]any            `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(b, &ans); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("%s: %d %s", q, resp.StatusCode, b)
-	}
-	out := map[string]int64{}
-	for _, r := range ans.Data.Result {
-		s, _ := r.Value[1].(string)
-		f, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			t.Fatalf("%s: %s", q, s)
-		}
-		out[labelsKey(r.Metric)] = int64(f)
-	}
-	return out
 }
