@@ -261,14 +261,22 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 	return node{kind: kindNone}
 }
 
-// bareSelectorArg is the index of the arg a rollup function rolls up when it is a selector without a window; -1
-// otherwise.
-func bareSelectorArg(f *metricsql.FuncExpr) int {
+// rollupArg is the index of the arg the rollup function f rolls up; -1 when f is none or has none.
+func rollupArg(f *metricsql.FuncExpr) int {
 	if !metricsql.IsRollupFunc(f.Name) {
 		return -1
 	}
-	i := metricsql.GetRollupArgIdx(f)
-	if i < 0 || i >= len(f.Args) {
+	if i := metricsql.GetRollupArgIdx(f); i >= 0 && i < len(f.Args) {
+		return i
+	}
+	return -1
+}
+
+// bareSelectorArg is the index of the arg a rollup function rolls up when it is a selector without a window; -1
+// otherwise.
+func bareSelectorArg(f *metricsql.FuncExpr) int {
+	i := rollupArg(f)
+	if i < 0 {
 		return -1
 	}
 	if _, ok := f.Args[i].(*metricsql.MetricExpr); !ok {
@@ -280,11 +288,8 @@ func bareSelectorArg(f *metricsql.FuncExpr) int {
 // implicitSubqueryArg is the index of the arg a rollup function rolls up when VictoriaMetrics runs it as a subquery,
 // being neither a window nor a selector; -1 otherwise.
 func implicitSubqueryArg(f *metricsql.FuncExpr) int {
-	if !metricsql.IsRollupFunc(f.Name) {
-		return -1
-	}
-	i := metricsql.GetRollupArgIdx(f)
-	if i < 0 || i >= len(f.Args) {
+	i := rollupArg(f)
+	if i < 0 {
 		return -1
 	}
 	switch f.Args[i].(type) {
