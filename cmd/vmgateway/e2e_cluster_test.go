@@ -826,7 +826,7 @@ func TestClusterRestrictedTokenRewrites(t *testing.T) {
 			clusterFwd{path: "/select/15:0/vmui/", query: qv("extra_label", "a=b")}},
 		{"remote_write", clusterReq{method: "POST", path: "/insert/15/prometheus/api/v1/write?extra_label=team=ops&extra_label=env=dev&extra_label=x=y",
 			ctype: clusterProtobufCT, cenc: "snappy", body: clusterBinaryBody},
-			clusterFwd{insert: true, path: "/insert/15:0/prometheus/api/v1/write", query: qv("extra_label", "env=prod", "extra_label", "team=dev"),
+			clusterFwd{insert: true, path: "/insert/15:0/prometheus/api/v1/write", query: qv("extra_label", "x=y", "extra_label", "env=prod", "extra_label", "team=dev"),
 				ctype: clusterProtobufCT, cenc: "snappy", body: clusterBinaryBody}},
 		{"import_csv keeps its other args", clusterReq{method: "POST", path: "/api/v1/import/csv?format=1:metric:x&extra_label=team=ops", ctype: "text/csv", body: "1\n"},
 			clusterFwd{insert: true, path: "/insert/15:0/prometheus/api/v1/import/csv", query: qv("format", "1:metric:x", "extra_label", "env=prod", "extra_label", "team=dev"),

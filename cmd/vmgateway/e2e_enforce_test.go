@@ -126,7 +126,8 @@ func adversarialCorpus(t *testing.T, vm *vmtest.VM, modern bool) {
 var onlyOnes = regexp.MustCompile(`"values":\[1(,1)*\]`)
 
 // TestWritesCarryTheTokensLabels: in every write format, a body labelled team="ops" and a client extra_label for ops
-// end up stored with the token's team="dev". vmagent and vmalert, real clients, write and read with bearer tokens.
+// end up stored with the token's team="dev", and the client's extra_label args of other labels are kept. vmagent and
+// vmalert, real clients, write and read with bearer tokens.
 func TestWritesCarryTheTokensLabels(t *testing.T) {
 	vm := vmtest.Start(t)
 	priv, pub := keyPair(t, "ec")
@@ -135,7 +136,7 @@ func TestWritesCarryTheTokensLabels(t *testing.T) {
 	read := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
 	now := time.Now().UnixMilli()
 	for _, w := range []struct{ path, ctype, body string }{
-		{"/api/v1/import/prometheus?extra_label=team=ops", "text/plain", `wr_prom{team="ops"} 1` + "\n"},
+		{"/api/v1/import/prometheus?extra_label=team=ops&extra_label=site=eu", "text/plain", `wr_prom{team="ops"} 1` + "\n"},
 		{"/prometheus/api/v1/import/prometheus?extra_label=team=ops&extra_label=team=sec", "text/plain", `wr_prom_prefixed{team="ops"} 2` + "\n"},
 		{"/api/v1/import?extra_label=team=ops", "application/json", fmt.Sprintf(`{"metric":{"__name__":"wr_json","team":"ops"},"values":[3],"timestamps":[%d]}`, now) + "\n"},
 		{"/api/v1/import/csv?format=1:label:team,2:metric:wr_csv&extra_label=team=ops", "text/csv", "ops,4\n"},
@@ -148,17 +149,19 @@ func TestWritesCarryTheTokensLabels(t *testing.T) {
 		}
 	}
 	// vmagent forwards with the write token; the sample claims team ops.
-	agent := startVMAgent(t, g.URL+"/api/v1/write", "-remoteWrite.bearerToken="+write)
+	agent := startVMAgent(t, g.URL+"/api/v1/write?extra_label=site=eu&extra_label=team=ops", "-remoteWrite.bearerToken="+write)
 	if code, _, body := do(t, "POST", agent+"/api/v1/import/prometheus", strings.NewReader(`wr_vmagent{team="ops"} 7`+"\n"), "Content-Type", "text/plain"); code/100 != 2 {
 		t.Fatalf("vmagent import: %d %s", code, body)
 	}
 	vm.Flush(t)
 	for _, name := range []string{"wr_prom", "wr_prom_prefixed", "wr_json", "wr_csv", "wr_influx_value", "wr_datadog", "wr_vmagent"} {
+		site := name == "wr_prom" || name == "wr_vmagent"
 		vmtest.Eventually(t, func() (bool, string) {
 			vm.Flush(t)
 			_, _, body := do(t, "GET", vm.URL+"/api/v1/export?match[]="+name, nil)
-			return strings.Contains(body, `"team":"dev"`) && !strings.Contains(body, `"ops"`) && !strings.Contains(body, `"sec"`),
-				fmt.Sprintf("%s stored as %s", name, body)
+			return strings.Contains(body, `"team":"dev"`) && !strings.Contains(body, `"ops"`) && !strings.Contains(body, `"sec"`) &&
+					strings.Contains(body, `"site":"eu"`) == site,
+				fmt.Sprintf("%s stored as %s (site=eu from the client's extra_label: %v)", name, body, site)
 		})
 	}
 

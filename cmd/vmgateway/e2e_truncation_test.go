@@ -178,8 +178,10 @@ func TestLabelGuardFormatsOnDebian(t *testing.T) {
 	send("/api/v1/import", "application/json", jsonLine("lg_json_in", guardSeries(room-1))+jsonLine("lg_json_out", guardSeries(room)), 204)
 	send("/influx/write", "text/plain", influx("lg_influx_in", guardSeries(room))+influx("lg_influx_out", guardSeries(room+1)), 204)
 	send("/influx/write?db=x", "text/plain", influx("lg_influxdb_in", guardSeries(room-1))+influx("lg_influxdb_out", guardSeries(room)), 204)
-	kept = append(kept, "lg_prom_in", "lg_json_in", "lg_influx_in_value", "lg_influxdb_in_value")
-	dropped = append(dropped, "lg_prom_out", "lg_json_out", "lg_influx_out_value", "lg_influxdb_out_value")
+	// The client's own extra_label takes a place too: 1.79.5 appends it before the token's.
+	send("/api/v1/import/prometheus?extra_label=site=eu", "text/plain", prom("lg_xl_in", guardSeries(room-2))+prom("lg_xl_out", guardSeries(room-1)), 204)
+	kept = append(kept, "lg_prom_in", "lg_json_in", "lg_influx_in_value", "lg_influxdb_in_value", "lg_xl_in")
+	dropped = append(dropped, "lg_prom_out", "lg_json_out", "lg_influx_out_value", "lg_influxdb_out_value", "lg_xl_out")
 
 	csvFormat := func(name string, labels int) string {
 		f := "1:metric:" + name
@@ -243,6 +245,9 @@ func TestLabelGuardFormatsOnDebian(t *testing.T) {
 		}
 		return true, ""
 	})
+	if _, _, got := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]=lg_xl_in", nil); !strings.Contains(got, `"site":"eu"`) {
+		t.Errorf("lg_xl_in stored without the client's extra_label site=eu: %s", got)
+	}
 	for _, name := range dropped {
 		if _, _, got := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]="+name, nil); strings.TrimSpace(got) != "" {
 			t.Errorf("%s, one label over the limit, was stored: %s", name, got)

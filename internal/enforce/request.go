@@ -143,26 +143,46 @@ func (e *Enforcer) checkQueries(in Args) (Args, bool, error) {
 	return out, true, nil
 }
 
-// write replaces the client's extra_label args in the URL with the token's, last so they win in VictoriaMetrics.
-// VictoriaMetrics reads extra_label of writes from the URL only, so the body streams through untouched.
+// write keeps the client's extra_label args of other names than the token's labels, in their order, and appends the
+// token's last, so they win in VictoriaMetrics: vmagent setups that add a label by URL keep it, and no arg of the
+// client's can name a label the token sets. VictoriaMetrics reads extra_label of writes from the URL only, so the body
+// streams through untouched.
 func (e *Enforcer) write(in Args, cluster bool) (Args, bool, error) {
-	if cluster {
-		for _, v := range in.URL[argExtraLabel] {
-			if name, _, _ := strings.Cut(v, "="); tenantLabels[name] {
-				return in, false, newError(http.StatusForbidden, "extra_label=%s is not allowed: the tenant comes from the token only", v)
-			}
+	for _, v := range in.URL[argExtraLabel] {
+		name, _, ok := strings.Cut(v, "=")
+		if !ok || name == "" {
+			// VictoriaMetrics refuses it too; the label guard must know how many labels each arg adds.
+			return in, false, newError(http.StatusBadRequest, "extra_label=%s: want name=value", v)
+		}
+		if cluster && tenantLabels[name] {
+			return in, false, newError(http.StatusForbidden, "extra_label=%s is not allowed: the tenant comes from the token only", v)
 		}
 	}
-	if !e.Restricted() {
+	if e == nil || len(e.extraLabelArgs) == 0 {
 		return in, false, nil
 	}
 	q := in.URL
 	if !in.Handover {
 		q = maps.Clone(q)
 	}
-	delete(q, argExtraLabel)
-	q[argExtraLabel] = append([]string(nil), e.extraLabelArgs...)
+	kept := make([]string, 0, len(q[argExtraLabel])+len(e.extraLabelArgs))
+	for _, v := range q[argExtraLabel] {
+		if name, _, _ := strings.Cut(v, "="); !e.labelNamed(name) {
+			kept = append(kept, v)
+		}
+	}
+	q[argExtraLabel] = append(kept, e.extraLabelArgs...)
 	return Args{URL: q, Form: in.Form, Handover: in.Handover}, true, nil
+}
+
+// labelNamed reports whether the token sets a label of that name.
+func (e *Enforcer) labelNamed(name string) bool {
+	for _, l := range e.labels {
+		if l.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // read rewrites the selectors of a read or delete request in the URL query and in the form.

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -135,12 +136,14 @@ func TestRequest(t *testing.T) {
 			devArgs("match[]", `a{team="dev"}`, "match", `b{team="dev"}`), nil},
 		{"delete with match[]", dev, rtDelete, "POST", "/api/v1/admin/tsdb/delete_series?match[]={__name__=~\".%2B\"}", "", "",
 			devArgs("match[]", `{__name__=~".+",team="dev"}`), nil},
-		{"write: client extra_label removed, token's appended", dev, rtWrite, "POST",
-			"/api/v1/import/prometheus?extra_label=team=ops&timestamp=5&extra_label=foo=bar", "text/plain", "up{team=\"ops\"} 1",
-			v("timestamp", "5", "extra_label", "team=dev"), nil},
+		{"write: the client's extra_label of the token's label removed, its others kept, the token's last", dev, rtWrite, "POST",
+			"/api/v1/import/prometheus?extra_label=team=ops&timestamp=5&extra_label=foo=bar&extra_label=teams=x", "text/plain", "up{team=\"ops\"} 1",
+			v("timestamp", "5", "extra_label", "foo=bar", "extra_label", "teams=x", "extra_label", "team=dev"), nil},
 		{"write with two labels keeps their order last", mustNew(t, []Label{{"team", "dev"}, {"env", "prod"}}, []string{`{x="y"}`}),
-			rtWrite, "POST", "/influx/write?db=x&extra_label=env=test", "", "m f=1",
-			v("db", "x", "extra_label", "team=dev", "extra_label", "env=prod"), nil},
+			rtWrite, "POST", "/influx/write?db=x&extra_label=env=test&extra_label=team=&extra_label=dc=eu", "", "m f=1",
+			v("db", "x", "extra_label", "dc=eu", "extra_label", "team=dev", "extra_label", "env=prod"), nil},
+		{"write through filters only: the client's extra_label kept", mustNew(t, nil, []string{`{x="y"}`}), rtWrite, "POST",
+			"/api/v1/import/prometheus?extra_label=x=z", "text/plain", "up 1", v("extra_label", "x=z"), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -153,7 +156,7 @@ func TestRequest(t *testing.T) {
 			}
 			if tt.rt.Args == route.WriteArgs {
 				checkBody(t, r, tt.body)
-				if got := url.Values(mustParse(t, r.URL.RawQuery))["extra_label"]; !reflect.DeepEqual(got[len(got)-len(tt.e.labels):], tt.e.extraLabelArgs) {
+				if got := url.Values(mustParse(t, r.URL.RawQuery))["extra_label"]; !slices.Equal(got[len(got)-len(tt.e.labels):], tt.e.extraLabelArgs) {
 					t.Errorf("the token's extra_label args are not last: %q", got)
 				}
 				return
@@ -253,6 +256,8 @@ func TestRequestErrors(t *testing.T) {
 		{"cluster: tenant label in client extra_filters", unrestricted, rtQuery, true, "GET", `/api/v1/query?query=up&extra_filters={vm_account_id="1"}`, "", "", 403, "vm_account_id"},
 		{"cluster: tenant label in client extra_label", unrestricted, rtLabels, true, "GET", `/api/v1/labels?extra_label=vm_account_id=1`, "", "", 403, "vm_account_id"},
 		{"cluster: tenant label in a write extra_label", unrestricted, rtWrite, true, "POST", `/api/v1/import/prometheus?extra_label=vm_project_id=3`, "text/plain", "up 1", 403, "vm_project_id"},
+		{"write extra_label without a value", dev, rtWrite, false, "POST", `/api/v1/import/prometheus?extra_label=env`, "text/plain", "up 1", 400, "extra_label=env: want name=value"},
+		{"write extra_label without a name", dev, rtWrite, false, "POST", `/api/v1/import/prometheus?extra_label==x`, "text/plain", "up 1", 400, "want name=value"},
 		{"cluster: restricted token, tenant label in the body", dev, rtQuery, true, "POST", "/api/v1/query", formType, `query=up{vm_account_id!="0"}`, 403, "vm_account_id"},
 	}
 	for _, tt := range tests {
@@ -266,6 +271,17 @@ func TestRequestErrors(t *testing.T) {
 				t.Errorf("error %q; want it to say %q", err, tt.msg)
 			}
 		})
+	}
+}
+
+// TestClusterWriteOfUnrestrictedToken: in cluster mode an unrestricted (nil) enforcer still checks a write's
+// extra_label args for the tenant labels, and passes the others as sent.
+func TestClusterWriteOfUnrestrictedToken(t *testing.T) {
+	var e *Enforcer
+	in := Args{URL: v("extra_label", "env=prod", "db", "x")}
+	out, changed, err := e.Request(rtWrite, in, true)
+	if err != nil || changed || !reflect.DeepEqual(out.URL, in.URL) {
+		t.Fatalf("Request: %v, changed %v, %v; want the args as sent", err, changed, out.URL)
 	}
 }
 

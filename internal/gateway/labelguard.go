@@ -47,10 +47,12 @@ func (g *Gateway) guardLabels(r *http.Request, rt route.Route, a *auth.Access) (
 	if body == nil {
 		body = http.NoBody
 	}
-	c := labelguard.Check{Max: limit, Extra: a.Enforcer.NumLabels(), Drop: func(reason string, series []byte) {
+	// Every extra_label arg adds a label, the client's own ones the enforcer kept as well as the token's.
+	q := r.URL.Query()
+	c := labelguard.Check{Max: limit, Extra: len(q["extra_label"]), Drop: func(reason string, series []byte) {
 		logDrop(a, limit, reason, series)
 	}, Budget: g.labelBudget, Unit: unitOf(a.Tenant, a.Enforcer)}
-	nb, n, err := c.Body(rt.API, r.URL.Query(), rt.PathLabels(), r.Header, body, r.ContentLength)
+	nb, n, err := c.Body(rt.API, q, rt.PathLabels(), r.Header, body, r.ContentLength)
 	if err != nil {
 		if stalled := stalledBody(r); stalled != nil {
 			return nil, stalled

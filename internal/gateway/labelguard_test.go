@@ -100,6 +100,32 @@ func TestLabelGuardDropsSeriesOverLimit(t *testing.T) {
 	}
 }
 
+// TestLabelGuardCountsClientExtraLabels: the client's own extra_label args the enforcer keeps add labels too, before
+// the token's, so they count against the backend's limit; one that names the token's label is replaced, not counted.
+func TestLabelGuardCountsClientExtraLabels(t *testing.T) {
+	g, write := guardedGateway(t, limitOf(30), dev)
+	before := droppedOverLimit.Get()
+	// 27 labels, the name, env and the token's team: 30, kept; 28 would leave team="dev" cut off.
+	body := seriesLine(27) + seriesLine(28)
+	rec := postBody(g, "/api/v1/import/prometheus?extra_label=env=prod&extra_label=team=ops", []byte(body))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	reqs := write.Requests()
+	if len(reqs) != 1 {
+		t.Fatalf("%d requests forwarded", len(reqs))
+	}
+	if reqs[0].Body != seriesLine(27) {
+		t.Errorf("forwarded %q; want only the series of 27 labels", reqs[0].Body)
+	}
+	if got := reqs[0].Query["extra_label"]; strings.Join(got, "&") != "env=prod&team=dev" {
+		t.Errorf("extra_label %q; want the client's env, then the token's team", got)
+	}
+	if d := droppedOverLimit.Get() - before; d != 1 {
+		t.Errorf("vmgateway_write_series_dropped_total{reason=\"too_many_labels\"} grew by %d; want 1", d)
+	}
+}
+
 func TestLabelGuardRefusals(t *testing.T) {
 	g, write := guardedGateway(t, limitOf(30), dev)
 	format := "1:metric:m"

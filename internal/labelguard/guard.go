@@ -23,11 +23,11 @@ import (
 )
 
 // Check is what one write request may send: no series with more than Max labels once VictoriaMetrics has added
-// Extra labels of its own (the token's extra_label args).
+// Extra labels of its own (the request's extra_label args, the token's last).
 type Check struct {
 	// Max is the backend's -maxLabelsPerTimeseries.
 	Max int
-	// Extra is the number of extra_label args the gateway sends.
+	// Extra is the number of extra_label args the gateway sends, the client's own and the token's.
 	Extra int
 	// Drop is told of each series dropped, with the reason ("too_many_labels" or "unparsable") and the series as
 	// sent (a line, or the labels of a remote-write series); the slice is valid only during the call.
@@ -207,7 +207,7 @@ func (c Check) csv(q url.Values) error {
 	}
 	if most+c.Extra > c.Max {
 		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the format arg gives each series %d labels (the name included) "+
-			"and the token adds %d, more than the write backend's -maxLabelsPerTimeseries=%d: the backend would cut the token's labels "+
+			"and the extra_label args add %d, more than the write backend's -maxLabelsPerTimeseries=%d: the backend would cut the token's labels "+
 			"off (VictoriaMetrics before v1.108.0); import fewer label columns", most, c.Extra, c.Max))
 	}
 	return nil
