@@ -149,6 +149,36 @@ func TestGate(t *testing.T) {
 	}
 }
 
+// TestGateUnlimited: a tenant's `value: unlimited` lifts the default of its place, on the datasource's usage and on
+// the gate's own counts, and no other: its writes still meet the default rows limit, and other tenants every default.
+func TestGateUnlimited(t *testing.T) {
+	g := newTestGate(t, `
+limits:
+  - {type: queries, value: 3}
+  - {type: rows_inserted, value: 5000}
+  - {type: queries, value: unlimited, account_id: 8}
+`, Config{RefreshInterval: 5 * time.Second})
+	g.setUsage(map[usageKey]float64{
+		{tid(8, 0), meter{limitfile.Queries, limitfile.Minute}}:      1e6,
+		{tid(8, 0), meter{limitfile.RowsInserted, limitfile.Minute}}: 6000,
+	})
+	for i := 0; i < 10; i++ {
+		if err := g.check(access(tid(8, 0)), rt(route.Read)); err != nil {
+			t.Fatalf("read %d of the lifted tenant: %v", i+1, err)
+		}
+	}
+	if err := g.check(access(tid(8, 0)), rt(route.Write)); err == nil || !strings.Contains(err.Error(), "rows_inserted") {
+		t.Errorf("write of the lifted tenant over the rows default: %v; want the rows limit", err)
+	}
+	var err error
+	for i := 0; i < 4 && err == nil; i++ {
+		err = g.check(access(tid(9, 0)), rt(route.Read))
+	}
+	if err == nil || !strings.Contains(err.Error(), "type=queries resolution=minute value=3") {
+		t.Errorf("another tenant's 4th read: %v; want the default", err)
+	}
+}
+
 func TestGateNilAccessIsTenantZero(t *testing.T) {
 	g := newTestGate(t, "limits:\n  - {type: queries, value: 5}\n", Config{})
 	g.setUsage(map[usageKey]float64{{tid(0, 0), meter{limitfile.Queries, limitfile.Minute}}: 5})

@@ -73,6 +73,9 @@ type Limit struct {
 	Resolution Resolution
 	// Value is the most usage allowed: a tenant whose usage reaches it is rejected.
 	Value uint64
+	// Unlimited (value: unlimited) lifts, for the limit's tenant, the default of the same type, resolution and
+	// key; such a limit is never in force, so Value is 0 and no Set method but Tenants shows it.
+	Unlimited bool
 	// Tenant is the tenant the limit is for; without HasTenant it is the default for every tenant.
 	Tenant    tenant.ID
 	HasTenant bool
@@ -93,11 +96,12 @@ func (t Type) Cost() bool { return t == SeriesFetched || t == QueryTimeMs }
 type Set struct {
 	all      []Limit
 	defaults []Limit
-	own      map[tenant.ID][]Limit
-	tenants  []tenant.ID
+	// own holds each tenant's limits, the lifts (Unlimited) among them, which take a default's place like any other.
+	own     map[tenant.ID][]Limit
+	tenants []tenant.ID
 }
 
-// All is every limit, in the config's order.
+// All is every limit in force somewhere, in the config's order: the lifts are not limits.
 func (l *Set) All() []Limit { return l.all }
 
 // Defaults are the limits without a tenant: they apply to every tenant without one of its own in their place.
@@ -107,25 +111,38 @@ func (l *Set) Defaults() []Limit { return l.defaults }
 func (l *Set) Tenants() []tenant.ID { return l.tenants }
 
 // ForTenant returns the limits that apply to id: its own, and the defaults of the types, resolutions and keys it
-// has none for.
+// has none for (nor lifts).
 func (l *Set) ForTenant(id tenant.ID) []Limit {
 	own := l.own[id]
 	if len(own) == 0 {
 		return l.defaults
 	}
-	out := append([]Limit(nil), own...)
+	var out []Limit
+	for _, o := range own {
+		if !o.Unlimited {
+			out = append(out, o)
+		}
+	}
 	for _, d := range l.defaults {
 		// A tenant's own limit of the same type, resolution and key takes the place of the default.
-		if !slices.ContainsFunc(own, func(o Limit) bool { return o.Type == d.Type && o.Resolution == d.Resolution && o.Key == d.Key }) {
+		if !slices.ContainsFunc(own, d.samePlace) {
 			out = append(out, d)
 		}
 	}
 	return out
 }
 
+// samePlace reports whether o would take l's place (or l o's): one type, resolution and key.
+func (l Limit) samePlace(o Limit) bool {
+	return o.Type == l.Type && o.Resolution == l.Resolution && o.Key == l.Key
+}
+
 func newSet(all []Limit) *Set {
-	l := &Set{all: all, own: map[tenant.ID][]Limit{}}
+	l := &Set{own: map[tenant.ID][]Limit{}}
 	for _, lim := range all {
+		if !lim.Unlimited {
+			l.all = append(l.all, lim)
+		}
 		if !lim.HasTenant {
 			l.defaults = append(l.defaults, lim)
 			continue
@@ -149,6 +166,7 @@ func Parse(data []byte, source string) (*Set, error) {
 	}
 	addf := p.Add
 	var all []Limit
+	var lines []*yaml.Node // of all's limits
 	if list != nil {
 		// A limit is identified by its meter and whom it is for; its value is what may differ.
 		seen := map[Limit]int{}
@@ -159,13 +177,22 @@ func Parse(data []byte, source string) (*Set, error) {
 				continue
 			}
 			id := l
-			id.Value = 0
+			id.Value, id.Unlimited = 0, false
 			if line, dup := seen[id]; dup {
 				addf(item, "duplicate limit: %s already has %s at line %d", who(l), what(l), line)
 				continue
 			}
 			seen[id] = item.Line
 			all = append(all, l)
+			lines = append(lines, item)
+		}
+	}
+	for i, l := range all {
+		// A lift of nothing is a limit the operator believes gone that was never there, or one that stays: a
+		// default per hour is not lifted by `unlimited` per minute.
+		if l.Unlimited && !slices.ContainsFunc(all, func(d Limit) bool { return !d.HasTenant && d.samePlace(l) }) {
+			addf(lines[i], "value: unlimited lifts the default of the same type, resolution and key for tenant %s, and there is "+
+				"no default %s: remove this limit, or give the default it should lift", l.Tenant, what(l))
 		}
 	}
 	if err := p.Err(); err != nil {
@@ -226,15 +253,22 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 	} else if l.Type = parseType(typeNode); l.Type == 0 {
 		addf2(typeNode, "type: want one of "+typeList+", got %s", confsource.Describe(typeNode))
 	}
-	if valueNode == nil {
-		addf2(item, "the limit has no value: want a positive integer")
-	} else if v, ok := parseInt(valueNode, math.MaxInt64); !ok || v == 0 {
-		addf2(valueNode, "value: want a positive integer, got %s", confsource.Describe(valueNode))
-	} else {
-		l.Value = v
-	}
 	l.Resolution = parseResolution(l.Type, resNode, addf2)
 	l.Tenant, l.HasTenant = parseTenant(accNode, projNode, addf2)
+	switch {
+	case valueNode == nil:
+		addf2(item, "the limit has no value: want a positive integer, or unlimited to lift a default for one tenant")
+	case isScalar(valueNode, "unlimited") && !l.HasTenant:
+		addf2(valueNode, "value: unlimited lifts a default for one tenant (give account_id); a default without a limit is no entry at all")
+	case isScalar(valueNode, "unlimited"):
+		l.Unlimited = true
+	default:
+		if v, ok := parseInt(valueNode, math.MaxInt64); !ok || v == 0 {
+			addf2(valueNode, "value: want a positive integer (or unlimited, in a tenant's limit), got %s", confsource.Describe(valueNode))
+		} else {
+			l.Value = v
+		}
+	}
 	if keyNode != nil {
 		l.Key = parseLimitKey(l.Type, keyNode, addf2)
 	}

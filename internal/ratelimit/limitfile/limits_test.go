@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/vmgateway/vmgateway/internal/confsource"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -126,6 +127,23 @@ func TestParseLimitsErrors(t *testing.T) {
 		{"bad type", "limits:\n  - {type: querys, value: 1}\n", []p{
 			{2, `type: want one of queries, rows_inserted, new_series, active_series, series_fetched, query_time_ms, got "querys"`}}},
 		{"type not a string", "limits:\n  - {type: [queries], value: 1}\n", []p{{2, "type: want one of queries, rows_inserted, new_series, active_series, series_fetched, query_time_ms, got a list"}}},
+		{"unlimited without a tenant", "limits:\n  - {type: queries, value: unlimited}\n", []p{
+			{2, "value: unlimited lifts a default for one tenant (give account_id)"}}},
+		{"unlimited cased", "limits:\n  - {type: queries, value: 5}\n  - {type: queries, value: Unlimited, account_id: 2}\n", []p{
+			{3, `value: want a positive integer (or unlimited, in a tenant's limit), got "Unlimited"`}}},
+		{"unlimited lifts nothing", `limits:
+  - {type: queries, value: 5, resolution: hour}
+  - {type: queries, value: unlimited, account_id: 1}
+  - {type: queries, value: 5, key: claim:sub}
+  - {type: queries, value: unlimited, account_id: 1, resolution: hour, key: claim:team}
+`, []p{
+			{3, "value: unlimited lifts the default of the same type, resolution and key for tenant 1:0, and there is no default a limit on queries per minute"},
+			{5, "no default a limit on queries per hour by claim:team"}}},
+		{"unlimited and a value for one place", `limits:
+  - {type: queries, value: 5}
+  - {type: queries, value: unlimited, account_id: 1}
+  - {type: queries, value: 9, account_id: 1}
+`, []p{{4, "duplicate limit: tenant 1:0 already has a limit on queries per minute at line 3"}}},
 		{"bad values", `limits:
   - {type: queries, value: 0}
   - {type: queries, value: -5}
@@ -136,14 +154,14 @@ func TestParseLimitsErrors(t *testing.T) {
   - {type: queries, value: }
   - {type: queries, value: true}
 `, []p{
-			{2, "value: want a positive integer, got 0"},
-			{3, "value: want a positive integer, got -5"},
-			{4, "value: want a positive integer, got 1.5"},
-			{5, `value: want a positive integer, got "100" (a quoted string)`},
-			{6, `value: want a positive integer, got "lots"`},
-			{7, "value: want a positive integer, got 9223372036854775808"},
-			{8, "value: want a positive integer, got nothing"},
-			{9, "value: want a positive integer, got true"},
+			{2, "value: want a positive integer (or unlimited, in a tenant's limit), got 0"},
+			{3, "value: want a positive integer (or unlimited, in a tenant's limit), got -5"},
+			{4, "value: want a positive integer (or unlimited, in a tenant's limit), got 1.5"},
+			{5, `value: want a positive integer (or unlimited, in a tenant's limit), got "100" (a quoted string)`},
+			{6, `value: want a positive integer (or unlimited, in a tenant's limit), got "lots"`},
+			{7, "value: want a positive integer (or unlimited, in a tenant's limit), got 9223372036854775808"},
+			{8, "value: want a positive integer (or unlimited, in a tenant's limit), got nothing"},
+			{9, "value: want a positive integer (or unlimited, in a tenant's limit), got true"},
 		}},
 		{"bad resolution", `limits:
   - {type: queries, value: 1, resolution: day}
@@ -201,7 +219,7 @@ func TestParseLimitsErrors(t *testing.T) {
     extra: x
 foo: bar
 `, []p{
-			{5, "value: want a positive integer, got -1"},
+			{5, "value: want a positive integer (or unlimited, in a tenant's limit), got -1"},
 			{6, `resolution: want minute or hour, got "week"`},
 			{9, `unknown key "extra"`},
 			{10, `unknown key "foo"`},
@@ -258,18 +276,34 @@ limits:
   - {type: queries, value: 10, account_id: 1}
   - {type: active_series, value: 7, account_id: 1}
   - {type: rows_inserted, value: 5, account_id: 2, project_id: 3}
+  - {type: queries, value: unlimited, account_id: 4}
+  - {type: rows_inserted, value: unlimited, account_id: 4}
+  - {type: queries, value: 20, account_id: 5, key: claim:sub}
+  - {type: queries, value: unlimited, account_id: 5}
+  - {type: queries, value: 100, key: claim:sub}
 `), "x")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The lifts are no limits: All leaves them out, Tenants lists their tenants, whom the defaults would bind.
+	if n := len(l.All()); n != 8 {
+		t.Errorf("All has %d limits; want the 8 with values", n)
+	}
+	if !slices.Contains(l.Tenants(), tenant.ID{AccountID: 4}) {
+		t.Errorf("Tenants %v lacks 4:0, whose lifts take the defaults' place", l.Tenants())
 	}
 	for _, tc := range []struct {
 		id   tenant.ID
 		want []uint64 // values, own limits first, then the defaults not replaced
 	}{
-		{tenant.ID{AccountID: 1}, []uint64{10, 7, 1000, 50}},
-		{tenant.ID{AccountID: 2, ProjectID: 3}, []uint64{5, 100, 1000}},
-		{tenant.ID{AccountID: 2}, []uint64{100, 1000, 50}},
-		{tenant.ID{AccountID: 1, ProjectID: 1}, []uint64{100, 1000, 50}},
+		{tenant.ID{AccountID: 1}, []uint64{10, 7, 1000, 50, 100}},
+		{tenant.ID{AccountID: 2, ProjectID: 3}, []uint64{5, 100, 1000, 100}},
+		{tenant.ID{AccountID: 2}, []uint64{100, 1000, 50, 100}},
+		{tenant.ID{AccountID: 1, ProjectID: 1}, []uint64{100, 1000, 50, 100}},
+		// Lifted: queries per minute and rows; the hour and the per-user defaults stay.
+		{tenant.ID{AccountID: 4}, []uint64{1000, 100}},
+		// Its own per-user limit replaces the default one, its lift the tenant-wide minute.
+		{tenant.ID{AccountID: 5}, []uint64{20, 1000, 50}},
 	} {
 		var got []uint64
 		for _, lim := range l.ForTenant(tc.id) {
