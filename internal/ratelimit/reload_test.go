@@ -47,7 +47,7 @@ func TestReload(t *testing.T) {
 	// An invalid config is rejected with its line; the limits in force stay.
 	writeFile(t, path, broken)
 	err := g.Reload()
-	if err == nil || !strings.Contains(err.Error(), "limits.yaml:3: value: want a positive integer, got -1") ||
+	if err == nil || !strings.Contains(err.Error(), "limits.yaml:3: value: want a positive integer (or unlimited, in a tenant's limit), got -1") ||
 		!strings.Contains(err.Error(), "the previous limits stay in force") {
 		t.Fatalf("got %v", err)
 	}
@@ -164,7 +164,7 @@ func TestConfigFromURL(t *testing.T) {
 		want   string
 	}{
 		{"", http.StatusNotFound, "cannot fetch the limits config from " + shown + ": unexpected status 404 Not Found"},
-		{broken, 0, shown + ":3: value: want a positive integer, got -1"},
+		{broken, 0, shown + ":3: value: want a positive integer (or unlimited, in a tenant's limit), got -1"},
 	} {
 		cs.set(tc.body, tc.status)
 		err := g.Reload()
@@ -203,7 +203,7 @@ func TestValidateFile(t *testing.T) {
 	if err == nil {
 		t.Fatal("invalid file passed")
 	}
-	for _, want := range []string{"2 errors in the limits config " + bad, bad + ":2: value: want a positive integer, got 0", bad + `:3: type: want one of`} {
+	for _, want := range []string{"2 errors in the limits config " + bad, bad + ":2: value: want a positive integer (or unlimited, in a tenant's limit), got 0", bad + `:3: type: want one of`} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
