@@ -178,8 +178,9 @@ func TestLabelGuardFormatsOnDebian(t *testing.T) {
 	send("/api/v1/import", "application/json", jsonLine("lg_json_in", guardSeries(room-1))+jsonLine("lg_json_out", guardSeries(room)), 204)
 	send("/influx/write", "text/plain", influx("lg_influx_in", guardSeries(room))+influx("lg_influx_out", guardSeries(room+1)), 204)
 	send("/influx/write?db=x", "text/plain", influx("lg_influxdb_in", guardSeries(room-1))+influx("lg_influxdb_out", guardSeries(room)), 204)
-	// The client's own extra_label takes a place too: 1.79.5 appends it before the token's.
-	send("/api/v1/import/prometheus?extra_label=site=eu", "text/plain", prom("lg_xl_in", guardSeries(room-2))+prom("lg_xl_out", guardSeries(room-1)), 204)
+	// The client's own extra_label takes a place too: 1.79.5 appends it before the token's; one without a value adds
+	// no label there, and takes none.
+	send("/api/v1/import/prometheus?extra_label=site=eu&extra_label=none=", "text/plain", prom("lg_xl_in", guardSeries(room-2))+prom("lg_xl_out", guardSeries(room-1)), 204)
 	kept = append(kept, "lg_prom_in", "lg_json_in", "lg_influx_in_value", "lg_influxdb_in_value", "lg_xl_in")
 	dropped = append(dropped, "lg_prom_out", "lg_json_out", "lg_influx_out_value", "lg_influxdb_out_value", "lg_xl_out")
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -47,9 +48,16 @@ func (g *Gateway) guardLabels(r *http.Request, rt route.Route, a *auth.Access) (
 	if body == nil {
 		body = http.NoBody
 	}
-	// Every extra_label arg adds a label, the client's own ones the enforcer kept as well as the token's.
+	// Every extra_label arg with a value adds a label, the client's own ones the enforcer kept as well as the token's;
+	// VictoriaMetrics adds no label of an empty value.
 	q := r.URL.Query()
-	c := labelguard.Check{Max: limit, Extra: len(q["extra_label"]), Drop: func(reason string, series []byte) {
+	extra := 0
+	for _, v := range q["extra_label"] {
+		if _, value, _ := strings.Cut(v, "="); value != "" {
+			extra++
+		}
+	}
+	c := labelguard.Check{Max: limit, Extra: extra, Drop: func(reason string, series []byte) {
 		logDrop(a, limit, reason, series)
 	}, Budget: g.labelBudget, Unit: unitOf(a.Tenant, a.Enforcer)}
 	nb, n, err := c.Body(rt.API, q, rt.PathLabels(), r.Header, body, r.ContentLength)

@@ -107,7 +107,7 @@ func TestLabelGuardCountsClientExtraLabels(t *testing.T) {
 	before := droppedOverLimit.Get()
 	// 27 labels, the name, env and the token's team: 30, kept; 28 would leave team="dev" cut off.
 	body := seriesLine(27) + seriesLine(28)
-	rec := postBody(g, "/api/v1/import/prometheus?extra_label=env=prod&extra_label=team=ops", []byte(body))
+	rec := postBody(g, "/api/v1/import/prometheus?extra_label=env=prod&extra_label=team=ops&extra_label=empty=", []byte(body))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("status %d: %s", rec.Code, rec.Body)
 	}
@@ -118,8 +118,8 @@ func TestLabelGuardCountsClientExtraLabels(t *testing.T) {
 	if reqs[0].Body != seriesLine(27) {
 		t.Errorf("forwarded %q; want only the series of 27 labels", reqs[0].Body)
 	}
-	if got := reqs[0].Query["extra_label"]; strings.Join(got, "&") != "env=prod&team=dev" {
-		t.Errorf("extra_label %q; want the client's env, then the token's team", got)
+	if got := reqs[0].Query["extra_label"]; strings.Join(got, "&") != "env=prod&empty=&team=dev" {
+		t.Errorf("extra_label %q; want the client's env and empty (which adds no label, and is not counted), then the token's team", got)
 	}
 	if d := droppedOverLimit.Get() - before; d != 1 {
 		t.Errorf("vmgateway_write_series_dropped_total{reason=\"too_many_labels\"} grew by %d; want 1", d)
