@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -69,9 +70,12 @@ type slotsWatch struct {
 	set  func(byKey map[string]gateway.BackendCapacity) // nil: no limit
 	// dedup, for the read backends, is told the least -dedup.minScrapeInterval of those known, 0 when one has none
 	// or one is not known (gateway.SetBackendDedup).
-	dedup  func(time.Duration)
-	client *http.Client
-	again  chan struct{}
+	dedup func(time.Duration)
+	// maxQueryLen, for the read backends, is told the least -search.maxQueryLen of those known, 0 when one is not
+	// known (gateway.SetBackendMaxQueryLen).
+	maxQueryLen func(int)
+	client      *http.Client
+	again       chan struct{}
 
 	mu      sync.Mutex
 	addrs   []gateway.BackendAddr
@@ -95,6 +99,8 @@ type capacity struct {
 	pushdown int
 	// dedup is a read backend's -dedup.minScrapeInterval (0: none, or not listed).
 	dedup time.Duration
+	// maxQueryLen is a read backend's -search.maxQueryLen (0: not listed).
+	maxQueryLen int
 }
 
 // newSlotsWatch returns the watch the flags of k ask for; nil when k's -maxConcurrentRequests fixes the limit or turns
@@ -125,7 +131,7 @@ func startSlots(k *slotKind, w *slotsWatch, gw *gateway.Gateway) {
 	}
 	w.set = func(byKey map[string]gateway.BackendCapacity) { k.learned(gw, byKey, *k.replicas) }
 	if k == readSlots {
-		w.dedup = gw.SetBackendDedup
+		w.dedup, w.maxQueryLen = gw.SetBackendDedup, gw.SetBackendMaxQueryLen
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
@@ -209,6 +215,9 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 	if w.dedup != nil {
 		w.dedup(leastDedup(known, unknown))
 	}
+	if w.maxQueryLen != nil {
+		w.maxQueryLen(leastMaxQueryLen(known, unknown))
+	}
 	if !limited {
 		byKey = nil
 	}
@@ -253,6 +262,24 @@ func leastDedup(known map[string]capacity, unknown int) time.Duration {
 	return least
 }
 
+// leastMaxQueryLen is the least -search.maxQueryLen of the backends known, 0 when one does not list it or some are
+// unknown: a query may go to any of them.
+func leastMaxQueryLen(known map[string]capacity, unknown int) int {
+	if unknown > 0 {
+		return 0
+	}
+	least := 0
+	for _, c := range known {
+		if c.maxQueryLen <= 0 {
+			return 0
+		}
+		if least == 0 || c.maxQueryLen < least {
+			least = c.maxQueryLen
+		}
+	}
+	return least
+}
+
 // capacity reads the capacity of the backend at a from its /metrics.
 func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capacity, error) {
 	resp, err := getMetrics(ctx, w.client, metricsURLOf(a.URL), a.Host)
@@ -272,7 +299,7 @@ func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capac
 // have the fix without the flag (v1.102.13 and later v1.102) have their abandoned answers read to the end, which costs
 // them only the rest of the export, in the slot of the team that asked for it.
 func selectCapacityOf(r io.Reader) (capacity, error) {
-	runsOn, pushdown, dedup := true, unboundedPushdown, time.Duration(0)
+	runsOn, pushdown, dedup, maxQueryLen := true, unboundedPushdown, time.Duration(0), 0
 	n, err := countOf(r, "vm_concurrent_select_capacity", func(line string) {
 		runsOn = runsOn && !strings.HasPrefix(line, stopsAbandonedFlag)
 		if v, ok := flagValue(line, pushdownFlag); ok {
@@ -285,8 +312,31 @@ func selectCapacityOf(r io.Reader) (capacity, error) {
 				dedup = d
 			}
 		}
+		if v, ok := flagValue(line, maxQueryLenFlag); ok {
+			maxQueryLen = flagSize(v)
+		}
 	})
-	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown, dedup: dedup}, err
+	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown, dedup: dedup, maxQueryLen: maxQueryLen}, err
+}
+
+// flagSize reads a size flag's value as VictoriaMetrics prints it (16384, or 16KiB, 1MB: its flagutil.Bytes); 0 when
+// it cannot.
+func flagSize(v string) int {
+	mult := 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}} {
+		if n, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, mult = n, u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 || f*float64(mult) > math.MaxInt32 {
+		return 0
+	}
+	return int(f * float64(mult))
 }
 
 // flagValue is the value of the /metrics line of a flag, which begins with prefix (`flag{name="<name>`).
@@ -306,6 +356,10 @@ func flagValue(line, prefix string) (string, bool) {
 // dedupFlag begins the /metrics line of -dedup.minScrapeInterval: a read backend that has it keeps one sample of a
 // series per interval when a query reads them (gateway.SetBackendDedup).
 const dedupFlag = `flag{name="dedup.minScrapeInterval`
+
+// maxQueryLenFlag begins the /metrics line of -search.maxQueryLen: the longest query a read backend takes, which the
+// rewrite for a token's series may push a query past (gateway.SetBackendMaxQueryLen).
+const maxQueryLenFlag = `flag{name="search.maxQueryLen`
 
 // pushdownFlag begins the /metrics line of -search.maxBinaryOpPushdownLabelValues: how many values of each label of a
 // binary operator's first side VictoriaMetrics copies into its other side's selectors. A team's own long label values,

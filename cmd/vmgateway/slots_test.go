@@ -226,6 +226,82 @@ func TestBackendDedup(t *testing.T) {
 	}
 }
 
+// TestBackendMaxQueryLen: -search.maxQueryLen as 1.79.5 and v1.151 list it (bytes, or the size as set), and the least
+// of the read backends' (none when one does not list it or is not known).
+func TestBackendMaxQueryLen(t *testing.T) {
+	for page, want := range map[string]int{
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"16384\", is_set=\"false\"} 1\n": 16384,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"2KiB\", is_set=\"true\"} 1\n":   2048,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"1.5MB\", is_set=\"true\"} 1\n":  1500000,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"5GiB\", is_set=\"true\"} 1\n":   0,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"junk\"} 1\n":                    0,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLenX\", value=\"10\"} 1\n":                     0,
+		"vm_concurrent_select_capacity 4\n": 0,
+	} {
+		if c, err := selectCapacityOf(strings.NewReader(page)); err != nil || c.maxQueryLen != want {
+			t.Errorf("%q: maxQueryLen %d, %v; want %d", page, c.maxQueryLen, err, want)
+		}
+	}
+	both := map[string]capacity{"a": {maxQueryLen: 16384}, "b": {maxQueryLen: 4096}}
+	if got := leastMaxQueryLen(both, 0); got != 4096 {
+		t.Errorf("least of 16384 and 4096: %d", got)
+	}
+	if got := leastMaxQueryLen(both, 1); got != 0 {
+		t.Errorf("with a backend not known: %d, want 0", got)
+	}
+	if got := leastMaxQueryLen(map[string]capacity{"a": {maxQueryLen: 16384}, "b": {}}, 0); got != 0 {
+		t.Errorf("with a backend that lists none: %d, want 0", got)
+	}
+}
+
+// TestRewritePastMaxQueryLen: a query that fits the read backend's -search.maxQueryLen as sent, and not once the
+// rewrite has copied its selectors for a token's three filter branches, gets the gateway's 422 naming both lengths,
+// not the backend's refusal of a length the client never sent; on 1.79.5 (which refuses with 422) and v1.151 (400).
+// One too long as sent is the backend's to refuse; one that fits either way is answered.
+func TestRewritePastMaxQueryLen(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		vm   func() *vmtest.VM
+	}{
+		{"1.79.5", func() *vmtest.VM { return vmtest.Start(t, "-search.maxQueryLen=1KiB") }},
+		{"v1.151", func() *vmtest.VM { return vmtest.StartCurrent(t, "-search.maxQueryLen=1KiB") }},
+	} {
+		vm := tc.vm()
+		priv, pub := keyPair(t, "ec")
+		g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-read.maxConcurrentRequests=0", "-enable.auth", "-auth.publicKeyFiles="+pub)
+		tok := mint(t, priv, "-mode=read", "-extraLabels=team=dev", `-extraFilters={env="prod"}`, `-extraFilters={env="stage"}`, `-extraFilters={tier="gold"}`)
+		vmtest.Eventually(t, func() (bool, string) {
+			return strings.Contains(g.logs.String(), "the read backends run this many requests at once"), tc.name + ": capacity not read yet"
+		})
+		// n selectors of 20 bytes each: 600 bytes as sent, about four times as long rewritten.
+		query := func(n int) string {
+			parts := make([]string, n)
+			for i := range parts {
+				parts[i] = fmt.Sprintf(`sum(m%02d{job="api"})`, i)
+			}
+			return strings.Join(parts, "+")
+		}
+		for _, q := range []struct {
+			query string
+			want  int
+			says  string
+		}{
+			{query(30), http.StatusUnprocessableEntity, "once limited to the token's series (each selector gets the token's extra labels, and is copied for each of its 3 extra filter branches), past the read backend's -search.maxQueryLen=1024"},
+			{query(60), 0, "too long query"},
+			{query(2), http.StatusOK, `"status":"success"`},
+		} {
+			code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/query", strings.NewReader(url.Values{"query": {q.query}}.Encode()),
+				"Authorization", "Bearer "+tok, "Content-Type", "application/x-www-form-urlencoded")
+			if q.want != 0 && code != q.want || q.want == 0 && code/100 != 4 || !strings.Contains(body, q.says) {
+				t.Errorf("%s: a query of %d bytes: %d %.400s; want %d saying %q", tc.name, len(q.query), code, body, q.want, q.says)
+			}
+			if q.want == http.StatusUnprocessableEntity && !strings.Contains(body, fmt.Sprintf("the query is %d bytes as sent", len(q.query))) {
+				t.Errorf("%s: the refusal does not name the length sent: %s", tc.name, body)
+			}
+		}
+	}
+}
+
 // TestDedupRelaxesSampleInterval: behind a v1.151 that deduplicates at 30 s, a p99 of day windows over a week at 5
 // minutes (2,017 points of 86,400 samples at one a second, refused) is judged at one sample per 30 s and passes; behind
 // one without dedup it is refused (an attacker's review of the bound found such dashboards refused). The gateway does

@@ -135,6 +135,14 @@ func (e *Enforcer) NumLabels() int {
 	return len(e.labels)
 }
 
+// NumBranches is the number of or-branches of the extra filters together: the copies of each selector a query gets.
+func (e *Enforcer) NumBranches() int {
+	if e == nil {
+		return 0
+	}
+	return len(e.branches)
+}
+
 // Labels returns a copy of the enforced labels.
 func (e *Enforcer) Labels() []Label {
 	if e == nil {

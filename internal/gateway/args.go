@@ -133,6 +133,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if g.removeTrace(a, rt, q, form) {
 			changed = true
 		}
+		sent := longestQuery(q, form)
 		// The values are the gateway's own, parsed above, and only what Request returns is used from here on.
 		out, rewritten, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Form: form, Parsed: parsed, Handover: true}, g.cluster)
 		if err != nil {
@@ -140,6 +141,9 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		}
 		if rewritten {
 			q, form, changed = out.URL, out.Form, true
+			if err := g.checkQueryLen(rt, a, sent, longestQuery(q, form)); err != nil {
+				return err
+			}
 		}
 		// The query as it goes upstream: the rewrite may copy a count_values into each arg of a union.
 		if err := checkEvaluation(rt, q, form, parsed, g.evalLimits(), time.Now(), g.measurerFor(r.Context(), a, gate)); err != nil {

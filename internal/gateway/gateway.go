@@ -95,7 +95,9 @@ type Gateway struct {
 	conc         *concurrency
 	// backendDedup is the read backends' -dedup.minScrapeInterval (SetBackendDedup), in nanoseconds; 0: not known.
 	backendDedup atomic.Int64
-	deletes      *deleteGate
+	// backendMaxQueryLen is the read backends' -search.maxQueryLen (SetBackendMaxQueryLen); 0: not known.
+	backendMaxQueryLen atomic.Int64
+	deletes            *deleteGate
 	// authHeader is the header of -auth.httpHeader when it is not Authorization, which preflights allow too.
 	authHeader  string
 	reads       *fairSlots

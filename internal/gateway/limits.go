@@ -12,6 +12,7 @@ import (
 
 	"github.com/VictoriaMetrics/metricsql"
 
+	"github.com/vmgateway/vmgateway/internal/auth"
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/querylimits"
@@ -174,6 +175,37 @@ func (g *Gateway) SetBackendDedup(d time.Duration) {
 		slog.Info("the read backends keep a sample of a series per -dedup.minScrapeInterval when a query reads them: the query limits "+
 			"assume the longer of it and -search.minSampleInterval", "dedup", d, "minSampleInterval", g.limits.MinSampleInterval)
 	}
+}
+
+// SetBackendMaxQueryLen tells the gateway the read backends' -search.maxQueryLen, the least of them (0: not known).
+func (g *Gateway) SetBackendMaxQueryLen(n int) { g.backendMaxQueryLen.Store(int64(max(n, 0))) }
+
+// longestQuery is the length of the longest query arg of a request, in the URL or the form.
+func longestQuery(q, form url.Values) int {
+	n := 0
+	for _, vs := range [][]string{q["query"], form["query"]} {
+		for _, v := range vs {
+			n = max(n, len(v))
+		}
+	}
+	return n
+}
+
+// checkQueryLen refuses a query that the rewrite for the token's series made longer than the read backends'
+// -search.maxQueryLen, which VictoriaMetrics checks on /api/v1/query and query_range: its own refusal would name a
+// length the client never sent. A query too long as sent is the backend's to refuse, in its words.
+func (g *Gateway) checkQueryLen(rt route.Route, a *auth.Access, sent, rewritten int) error {
+	limit := int(g.backendMaxQueryLen.Load())
+	if limit == 0 || rewritten <= limit || sent > limit || rt.API != "query" && rt.API != "query_range" {
+		return nil
+	}
+	why := "each selector gets the token's extra labels and filters"
+	if n := a.Enforcer.NumBranches(); n > 1 {
+		why = fmt.Sprintf("each selector gets the token's extra labels, and is copied for each of its %d extra filter branches", n)
+	}
+	return httperr.New(http.StatusUnprocessableEntity, fmt.Sprintf("the query is %d bytes as sent and %d once limited to the token's "+
+		"series (%s), past the read backend's -search.maxQueryLen=%d: shorten the query, or have the backend's -search.maxQueryLen raised",
+		sent, rewritten, why, limit))
 }
 
 // evalLimits are the limits checkEvaluation applies: the flags', the sample interval raised to the backends' dedup.
