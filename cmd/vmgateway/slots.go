@@ -319,24 +319,27 @@ func selectCapacityOf(r io.Reader) (capacity, error) {
 	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown, dedup: dedup, maxQueryLen: maxQueryLen}, err
 }
 
-// flagSize reads a size flag's value as VictoriaMetrics prints it (16384, or 16KiB, 1MB: its flagutil.Bytes); 0 when
-// it cannot.
+// flagSize reads a size flag's value as VictoriaMetrics prints it (16384, or as set: 16KiB, 1.5MB), multiplied out in
+// the order its flagutil.Bytes does, so that the gateway's limit is the backend's to the byte; 0 when it cannot.
 func flagSize(v string) int {
-	mult := 1
-	for _, u := range []struct {
-		suffix string
-		mult   int
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}} {
-		if n, ok := strings.CutSuffix(v, u.suffix); ok {
-			v, mult = n, u.mult
+	steps, unit := 0, 1000.0
+	for i, suffix := range []string{"KB", "MB", "GB", "KiB", "MiB", "GiB"} {
+		if n, ok := strings.CutSuffix(v, suffix); ok {
+			v, steps = n, i%3+1
+			if i >= 3 {
+				unit = 1024
+			}
 			break
 		}
 	}
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f <= 0 || f*float64(mult) > math.MaxInt32 {
+	for range steps {
+		f *= unit
+	}
+	if err != nil || !(f >= 1) || f > math.MaxInt32 {
 		return 0
 	}
-	return int(f * float64(mult))
+	return int(f)
 }
 
 // flagValue is the value of the /metrics line of a flag, which begins with prefix (`flag{name="<name>`).

@@ -233,9 +233,13 @@ func TestBackendMaxQueryLen(t *testing.T) {
 		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"16384\", is_set=\"false\"} 1\n": 16384,
 		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"2KiB\", is_set=\"true\"} 1\n":   2048,
 		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"1.5MB\", is_set=\"true\"} 1\n":  1500000,
-		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"5GiB\", is_set=\"true\"} 1\n":   0,
-		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"junk\"} 1\n":                    0,
-		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLenX\", value=\"10\"} 1\n":                     0,
+		// VictoriaMetrics multiplies by 1000 twice: 1025000, where 1.025 times 1e6 is 1024999.99.
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"1.025MB\", is_set=\"true\"} 1\n": 1025000,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"0.5KB\", is_set=\"true\"} 1\n":   500,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"-1\", is_set=\"true\"} 1\n":      0,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"5GiB\", is_set=\"true\"} 1\n":    0,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLen\", value=\"junk\"} 1\n":                     0,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxQueryLenX\", value=\"10\"} 1\n":                      0,
 		"vm_concurrent_select_capacity 4\n": 0,
 	} {
 		if c, err := selectCapacityOf(strings.NewReader(page)); err != nil || c.maxQueryLen != want {

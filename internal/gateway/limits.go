@@ -199,13 +199,16 @@ func (g *Gateway) checkQueryLen(rt route.Route, a *auth.Access, sent, rewritten 
 	if limit == 0 || rewritten <= limit || sent > limit || rt.API != "query" && rt.API != "query_range" {
 		return nil
 	}
-	why := "each selector gets the token's extra labels and filters"
-	if n := a.Enforcer.NumBranches(); n > 1 {
-		why = fmt.Sprintf("each selector gets the token's extra labels, and is copied for each of its %d extra filter branches", n)
+	why := "once limited to the token's series (each selector gets the token's extra labels and filters)"
+	switch n := a.Enforcer.NumBranches(); {
+	case !a.Enforcer.Restricted():
+		why = "as the gateway rewrites it"
+	case n > 1:
+		why = fmt.Sprintf("once limited to the token's series (each selector gets the token's extra labels, and is copied for each "+
+			"of its %d extra filter branches)", n)
 	}
-	return httperr.New(http.StatusUnprocessableEntity, fmt.Sprintf("the query is %d bytes as sent and %d once limited to the token's "+
-		"series (%s), past the read backend's -search.maxQueryLen=%d: shorten the query, or have the backend's -search.maxQueryLen raised",
-		sent, rewritten, why, limit))
+	return httperr.New(http.StatusUnprocessableEntity, fmt.Sprintf("the query is %d bytes as sent and %d %s, past the read backend's "+
+		"-search.maxQueryLen=%d: shorten the query, or have the backend's -search.maxQueryLen raised", sent, rewritten, why, limit))
 }
 
 // evalLimits are the limits checkEvaluation applies: the flags', the sample interval raised to the backends' dedup.

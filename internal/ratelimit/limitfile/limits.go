@@ -7,6 +7,7 @@ package limitfile
 import (
 	"math"
 	"slices"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -191,8 +192,8 @@ func Parse(data []byte, source string) (*Set, error) {
 		// A lift of nothing is a limit the operator believes gone that was never there, or one that stays: a
 		// default per hour is not lifted by `unlimited` per minute.
 		if l.Unlimited && !slices.ContainsFunc(all, func(d Limit) bool { return !d.HasTenant && d.samePlace(l) }) {
-			addf(lines[i], "value: unlimited lifts the default of the same type, resolution and key for tenant %s, and there is "+
-				"no default %s: remove this limit, or give the default it should lift", l.Tenant, what(l))
+			addf(lines[i], "value: unlimited lifts, for tenant %s, the default of the same type, resolution and key, and the defaults "+
+				"have no %s: remove this limit, or give the default it should lift", l.Tenant, strings.TrimPrefix(what(l), "a "))
 		}
 	}
 	if err := p.Err(); err != nil {
@@ -258,9 +259,10 @@ func parseLimit(item *yaml.Node, addf addFunc) (Limit, bool) {
 	switch {
 	case valueNode == nil:
 		addf2(item, "the limit has no value: want a positive integer, or unlimited to lift a default for one tenant")
-	case isScalar(valueNode, "unlimited") && !l.HasTenant:
+	case isScalar(valueNode, "unlimited") && accNode == nil && projNode == nil:
 		addf2(valueNode, "value: unlimited lifts a default for one tenant (give account_id); a default without a limit is no entry at all")
 	case isScalar(valueNode, "unlimited"):
+		// A tenant that does not parse has its own error already.
 		l.Unlimited = true
 	default:
 		if v, ok := parseInt(valueNode, math.MaxInt64); !ok || v == 0 {

@@ -137,8 +137,11 @@ func TestParseLimitsErrors(t *testing.T) {
   - {type: queries, value: 5, key: claim:sub}
   - {type: queries, value: unlimited, account_id: 1, resolution: hour, key: claim:team}
 `, []p{
-			{3, "value: unlimited lifts the default of the same type, resolution and key for tenant 1:0, and there is no default a limit on queries per minute"},
-			{5, "no default a limit on queries per hour by claim:team"}}},
+			{3, "value: unlimited lifts, for tenant 1:0, the default of the same type, resolution and key, and the defaults have no limit on queries per minute"},
+			{5, "the defaults have no limit on queries per hour by claim:team"}}},
+		{"unlimited of a tenant that does not parse", "limits:\n  - {type: queries, value: 5}\n  - {type: queries, value: unlimited, account_id: -1}\n  - {type: queries, value: unlimited, project_id: 2}\n", []p{
+			{3, "account_id: want an integer in [0..4294967295]"},
+			{4, "project_id without account_id"}}},
 		{"unlimited and a value for one place", `limits:
   - {type: queries, value: 5}
   - {type: queries, value: unlimited, account_id: 1}
