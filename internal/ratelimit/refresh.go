@@ -92,7 +92,7 @@ func (g *Gate) reload(force bool) error {
 	g.mu.Unlock()
 	g.inForce = data
 	g.metrics.reloaded(true)
-	slog.Info("loaded the rate limits config", "config", g.source, "limits", len(lim.All()))
+	slog.Info("loaded the rate limits config", "config", g.source, "limits", len(lim.All()), "lifted", len(lim.Lifts()))
 	return nil
 }
 

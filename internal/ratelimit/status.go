@@ -43,7 +43,16 @@ type statusPage struct {
 	Datasource statusDatasource  `json:"datasource"`
 	Redis      *statusRedis      `json:"redis,omitempty"`
 	Defaults   []statusLimitSpec `json:"default_limits"`
-	Usage      []statusEntry     `json:"usage"`
+	// Lifted are the defaults a tenant is spared (value: unlimited), which its usage entries then lack.
+	Lifted []statusLift  `json:"lifted_defaults"`
+	Usage  []statusEntry `json:"usage"`
+}
+
+type statusLift struct {
+	Tenant     string `json:"tenant"`
+	Type       string `json:"type"`
+	Resolution string `json:"resolution,omitempty"`
+	Key        string `json:"key,omitempty"`
 }
 
 type statusDatasource struct {
@@ -113,6 +122,7 @@ func (g *Gate) status(now time.Time, only *tenant.ID) statusPage {
 		Datasource: statusDatasource{URL: g.ds.URL(), LastRefresh: s.fetchedAt.UTC(), Fetched: s.fetched, Stale: s.stale,
 			AgeSeconds: dsAge},
 		Defaults: []statusLimitSpec{},
+		Lifted:   []statusLift{},
 		Usage:    []statusEntry{},
 	}
 	if g.tally.store != nil {
@@ -121,6 +131,11 @@ func (g *Gate) status(now time.Time, only *tenant.ID) statusPage {
 	}
 	for _, l := range s.limits.Defaults() {
 		p.Defaults = append(p.Defaults, spec(l))
+	}
+	for _, l := range s.limits.Lifts() {
+		if only == nil || *only == l.Tenant {
+			p.Lifted = append(p.Lifted, statusLift{Tenant: l.Tenant.String(), Type: l.Type.String(), Resolution: l.Resolution.String(), Key: l.Key.String()})
+		}
 	}
 	for _, r := range g.report(s, now, only) {
 		e := statusEntry{id: r.id, Tenant: r.id.tenant.String(), Limits: []statusLimit{}}

@@ -126,6 +126,30 @@ limits:
 	}
 }
 
+// TestStatusLifts: the page lists the defaults a tenant is spared, and ?tenant= only that tenant's; its usage entry
+// lacks the lifted limit and keeps the others.
+func TestStatusLifts(t *testing.T) {
+	g, _ := clockGate(t, `
+limits:
+  - {type: queries, value: 50}
+  - {type: rows_inserted, value: 1000}
+  - {type: queries, value: unlimited, account_id: 7}
+  - {type: rows_inserted, value: unlimited, account_id: 8}
+`, Config{})
+	g.setUsage(map[usageKey]float64{{tid(7, 0), meter{limitfile.RowsInserted, limitfile.Minute}}: 10})
+	_, p, body := getStatus(t, g, "")
+	if len(p.Lifted) != 2 || p.Lifted[0] != (statusLift{Tenant: "7:0", Type: "queries", Resolution: "minute"}) || p.Lifted[1].Tenant != "8:0" {
+		t.Errorf("lifted_defaults %+v; want 7:0's queries a minute, then 8:0's rows: %s", p.Lifted, body)
+	}
+	_, p, body = getStatus(t, g, "?tenant=7:0")
+	if len(p.Lifted) != 1 || p.Lifted[0].Tenant != "7:0" || len(p.Usage) != 1 {
+		t.Fatalf("?tenant=7:0: %s", body)
+	}
+	if ls := p.Usage[0].Limits; len(ls) != 1 || ls[0].Type != "rows_inserted" {
+		t.Errorf("7:0's limits %+v; want rows_inserted alone", ls)
+	}
+}
+
 func TestStatusShared(t *testing.T) {
 	r := vmtest.StartRedis(t)
 	const limits = "limits:\n  - {type: queries, value: 50}\n"

@@ -100,7 +100,11 @@ type Set struct {
 	// own holds each tenant's limits, the lifts (Unlimited) among them, which take a default's place like any other.
 	own     map[tenant.ID][]Limit
 	tenants []tenant.ID
+	lifts   []Limit
 }
+
+// Lifts are the defaults lifted for a tenant (value: unlimited), in the config's order.
+func (l *Set) Lifts() []Limit { return l.lifts }
 
 // All is every limit in force somewhere, in the config's order: the lifts are not limits.
 func (l *Set) All() []Limit { return l.all }
@@ -141,7 +145,9 @@ func (l Limit) samePlace(o Limit) bool {
 func newSet(all []Limit) *Set {
 	l := &Set{own: map[tenant.ID][]Limit{}}
 	for _, lim := range all {
-		if !lim.Unlimited {
+		if lim.Unlimited {
+			l.lifts = append(l.lifts, lim)
+		} else {
 			l.all = append(l.all, lim)
 		}
 		if !lim.HasTenant {
