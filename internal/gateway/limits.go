@@ -196,7 +196,7 @@ func longestQuery(q, form url.Values) int {
 // length the client never sent. A query too long as sent is the backend's to refuse, in its words.
 func (g *Gateway) checkQueryLen(rt route.Route, a *auth.Access, sent, rewritten int) error {
 	limit := int(g.backendMaxQueryLen.Load())
-	if limit == 0 || rewritten <= limit || sent > limit || rt.API != "query" && rt.API != "query_range" {
+	if limit == 0 || rewritten <= limit || sent > limit || !rt.Evaluates() {
 		return nil
 	}
 	why := "once limited to the token's series (each selector gets the token's extra labels and filters)"
