@@ -214,8 +214,12 @@ func TestConcurrencyLimitsThroughThePipeline(t *testing.T) {
 			if code != http.StatusTooManyRequests || h.Get("Retry-After") != "1" || e.ErrorType != "too_many_requests" || !strings.Contains(e.Error, tc.msg) {
 				t.Fatalf("second request: %d Retry-After %q %s; want 429, Retry-After 1 and %q", code, h.Get("Retry-After"), body, tc.msg)
 			}
+			third := make(chan int, 1)
 			if tc.third != "" {
-				go func() { _, _, _, _ = get(t, gw.URL+"/api/v1/query?query=third", "X-Tenant", tc.third) }()
+				go func() {
+					code, _, _, _ := get(t, gw.URL+"/api/v1/query?query=third", "X-Tenant", tc.third)
+					third <- code
+				}()
 				if q := <-arrived; q != "third" {
 					t.Fatalf("upstream got %q; want the other tenant's request", q)
 				}
@@ -223,6 +227,12 @@ func TestConcurrencyLimitsThroughThePipeline(t *testing.T) {
 			release()
 			if c := <-first; c != http.StatusNoContent {
 				t.Fatalf("first request: %d", c)
+			}
+			// Answered before the test ends, whose cleanup closes the shared transport's idle connections.
+			if tc.third != "" {
+				if c := <-third; c != http.StatusNoContent {
+					t.Fatalf("the other tenant's request: %d", c)
+				}
 			}
 			select {
 			case q := <-arrived:
