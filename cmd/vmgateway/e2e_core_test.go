@@ -103,27 +103,43 @@ func startVMAlert(t *testing.T, flags ...string) string {
 // base URL once it answers /health.
 func startClient(t *testing.T, path string, flags ...string) string {
 	t.Helper()
+	return runClient(t, path, flags...).URL
+}
+
+// clientProc is a VictoriaMetrics tool runClient started, which a test may also stop early.
+type clientProc struct {
+	*vmtest.Process
+	URL  string
+	logs *vmtest.Buffer
+}
+
+// runClient is startClient's tool itself. It logs errors only, unless flags give another -loggerLevel.
+func runClient(t *testing.T, path string, flags ...string) *clientProc {
+	t.Helper()
 	bin := vmtest.Require(t, path)
 	name := filepath.Base(path)
 	addr := vmtest.FreePort(t)
 	cmd := exec.Command(bin, append([]string{"-httpListenAddr=" + addr, "-loggerLevel=ERROR"}, flags...)...)
-	logs := &vmtest.Buffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	p, err := vmtest.StartProcess(cmd)
-	if err != nil {
+	c := &clientProc{URL: "http://" + addr, logs: &vmtest.Buffer{}}
+	cmd.Stdout, cmd.Stderr = c.logs, c.logs
+	var err error
+	if c.Process, err = vmtest.StartProcess(cmd); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		p.Stop(os.Kill, 0)
+		c.Stop(os.Kill, 0)
 		if t.Failed() {
-			t.Logf("%s logs:\n%s", name, tailLines(logs.String(), 20))
+			t.Logf("%s logs:\n%s", name, tailLines(c.logs.String(), 30))
 		}
 	})
-	if err := p.WaitReady(15*time.Second, vmtest.HTTPOK("http://"+addr+"/health")); err != nil {
-		t.Fatalf("%s on %s: %s; logs:\n%s", name, addr, err, tailLines(logs.String(), 20))
+	if err := c.WaitReady(15*time.Second, vmtest.HTTPOK(c.URL+"/health")); err != nil {
+		t.Fatalf("%s on %s: %s; logs:\n%s", name, addr, err, tailLines(c.logs.String(), 30))
 	}
-	return "http://" + addr
+	return c
 }
+
+// stop ends the tool as an operator's restart would, and waits until it has exited.
+func (c *clientProc) stop() { c.Stop(os.Interrupt, 10*time.Second) }
 
 func decodeError(t *testing.T, body string) (errType, msg string) {
 	t.Helper()

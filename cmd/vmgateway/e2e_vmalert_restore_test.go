@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -49,7 +47,7 @@ func TestVMAlertRestoresAlertStateThroughGateway(t *testing.T) {
 			flags = append(flags, "-external.label=team=dev")
 		}
 
-		first := runVMAlert(t, flags...)
+		first := runClient(t, "/usr/bin/vmalert", flags...)
 		t0 := first.waitEvaluated(t, c.name).ActiveAt
 		// The state vmalert wrote is stored with the write token's team=dev, its value t0 in seconds.
 		vmtest.Eventually(t, func() (bool, string) {
@@ -74,7 +72,7 @@ func TestVMAlertRestoresAlertStateThroughGateway(t *testing.T) {
 		first.stop()
 
 		restartedAt := time.Now()
-		second := runVMAlert(t, flags...)
+		second := runClient(t, "/usr/bin/vmalert", flags...)
 		got := second.waitEvaluated(t, c.name)
 		// Both restarted vmalerts read the stored state back through the gateway.
 		if restored := fmt.Sprintf("alert %q (", c.name); !strings.Contains(second.logs.String(), restored) ||
@@ -98,40 +96,6 @@ func TestVMAlertRestoresAlertStateThroughGateway(t *testing.T) {
 	}
 }
 
-// vmalertProc is a vmalert the test stops and starts again.
-type vmalertProc struct {
-	*vmtest.Process
-	URL  string
-	logs *vmtest.Buffer
-}
-
-// runVMAlert starts /usr/bin/vmalert with flags on a free port, as startClient does, but lets the test stop it early.
-func runVMAlert(t *testing.T, flags ...string) *vmalertProc {
-	t.Helper()
-	bin := vmtest.Require(t, "/usr/bin/vmalert")
-	addr := vmtest.FreePort(t)
-	v := &vmalertProc{URL: "http://" + addr, logs: &vmtest.Buffer{}}
-	cmd := exec.Command(bin, append([]string{"-httpListenAddr=" + addr}, flags...)...)
-	cmd.Stdout, cmd.Stderr = v.logs, v.logs
-	var err error
-	if v.Process, err = vmtest.StartProcess(cmd); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		v.Stop(os.Kill, 0)
-		if t.Failed() {
-			t.Logf("vmalert on %s logs:\n%s", addr, tailLines(v.logs.String(), 30))
-		}
-	})
-	if err := v.WaitReady(15*time.Second, vmtest.HTTPOK(v.URL+"/health")); err != nil {
-		t.Fatalf("vmalert on %s: %s; logs:\n%s", addr, err, tailLines(v.logs.String(), 30))
-	}
-	return v
-}
-
-// stop ends vmalert as an operator's restart would, and waits until it has exited.
-func (v *vmalertProc) stop() { v.Stop(os.Interrupt, 10*time.Second) }
-
 // apiAlert is an alert as vmalert's /api/v1/alerts shows it.
 type apiAlert struct {
 	Name     string            `json:"name"`
@@ -144,7 +108,7 @@ type apiAlert struct {
 
 // waitEvaluated waits until vmalert holds the alert name as evaluated by its rule (value 1, the sum of restore_input;
 // a state restored but not yet evaluated holds its activeAt as value) and returns the alerts of that name.
-func (v *vmalertProc) waitEvaluated(t *testing.T, name string) apiAlert {
+func (v *clientProc) waitEvaluated(t *testing.T, name string) apiAlert {
 	t.Helper()
 	var found apiAlert
 	vmtest.Eventually(t, func() (bool, string) {

@@ -213,10 +213,10 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 	}
 	w.known = known
 	if w.dedup != nil {
-		w.dedup(leastDedup(known, unknown))
+		w.dedup(least(known, unknown, dedupOf))
 	}
 	if w.maxQueryLen != nil {
-		w.maxQueryLen(leastMaxQueryLen(known, unknown))
+		w.maxQueryLen(least(known, unknown, maxQueryLenOf))
 	}
 	if !limited {
 		byKey = nil
@@ -248,37 +248,23 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 	return len(failed) == 0
 }
 
-// leastDedup is the least -dedup.minScrapeInterval of the backends known, 0 when one has none or some are unknown.
-func leastDedup(known map[string]capacity, unknown int) time.Duration {
+// least is the least of what of gives of the backends known: 0 when one gives none (0), when some are unknown, or
+// when none is known, since a request may go to any of them.
+func least[T int | time.Duration](known map[string]capacity, unknown int, of func(capacity) T) T {
 	if unknown > 0 || len(known) == 0 {
 		return 0
 	}
-	least := time.Duration(-1)
+	first, l := true, T(0)
 	for _, c := range known {
-		if least < 0 || c.dedup < least {
-			least = c.dedup
+		if v := of(c); first || v < l {
+			first, l = false, v
 		}
 	}
-	return least
+	return max(l, 0)
 }
 
-// leastMaxQueryLen is the least -search.maxQueryLen of the backends known, 0 when one does not list it or some are
-// unknown: a query may go to any of them.
-func leastMaxQueryLen(known map[string]capacity, unknown int) int {
-	if unknown > 0 {
-		return 0
-	}
-	least := 0
-	for _, c := range known {
-		if c.maxQueryLen <= 0 {
-			return 0
-		}
-		if least == 0 || c.maxQueryLen < least {
-			least = c.maxQueryLen
-		}
-	}
-	return least
-}
+func dedupOf(c capacity) time.Duration { return c.dedup }
+func maxQueryLenOf(c capacity) int     { return c.maxQueryLen }
 
 // capacity reads the capacity of the backend at a from its /metrics.
 func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capacity, error) {

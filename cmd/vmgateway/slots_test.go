@@ -215,13 +215,13 @@ func TestBackendDedup(t *testing.T) {
 		}
 	}
 	both := map[string]capacity{"a": {dedup: 30 * time.Second}, "b": {dedup: 15 * time.Second}}
-	if got := leastDedup(both, 0); got != 15*time.Second {
+	if got := least(both, 0, dedupOf); got != 15*time.Second {
 		t.Errorf("least of 30s and 15s: %s", got)
 	}
-	if got := leastDedup(both, 1); got != 0 {
+	if got := least(both, 1, dedupOf); got != 0 {
 		t.Errorf("with a backend not known: %s, want 0", got)
 	}
-	if got := leastDedup(map[string]capacity{"a": {dedup: 30 * time.Second}, "b": {}}, 0); got != 0 {
+	if got := least(map[string]capacity{"a": {dedup: 30 * time.Second}, "b": {}}, 0, dedupOf); got != 0 {
 		t.Errorf("with a backend without dedup: %s, want 0", got)
 	}
 }
@@ -247,13 +247,13 @@ func TestBackendMaxQueryLen(t *testing.T) {
 		}
 	}
 	both := map[string]capacity{"a": {maxQueryLen: 16384}, "b": {maxQueryLen: 4096}}
-	if got := leastMaxQueryLen(both, 0); got != 4096 {
+	if got := least(both, 0, maxQueryLenOf); got != 4096 {
 		t.Errorf("least of 16384 and 4096: %d", got)
 	}
-	if got := leastMaxQueryLen(both, 1); got != 0 {
+	if got := least(both, 1, maxQueryLenOf); got != 0 {
 		t.Errorf("with a backend not known: %d, want 0", got)
 	}
-	if got := leastMaxQueryLen(map[string]capacity{"a": {maxQueryLen: 16384}, "b": {}}, 0); got != 0 {
+	if got := least(map[string]capacity{"a": {maxQueryLen: 16384}, "b": {}}, 0, maxQueryLenOf); got != 0 {
 		t.Errorf("with a backend that lists none: %d, want 0", got)
 	}
 }

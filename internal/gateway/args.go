@@ -133,7 +133,11 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if g.removeTrace(a, rt, q, form) {
 			changed = true
 		}
-		sent := longestQuery(q, form)
+		// The rewrite may push a query past the backends' -search.maxQueryLen: its length as sent, where one is known.
+		maxLen, sent := g.backendQueryLen(rt), 0
+		if maxLen > 0 {
+			sent = longestQuery(q, form)
+		}
 		// The values are the gateway's own, parsed above, and only what Request returns is used from here on.
 		out, rewritten, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Form: form, Parsed: parsed, Handover: true}, g.cluster)
 		if err != nil {
@@ -141,7 +145,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		}
 		if rewritten {
 			q, form, changed = out.URL, out.Form, true
-			if err := g.checkQueryLen(rt, a, sent, longestQuery(q, form)); err != nil {
+			if err := checkQueryLen(a, maxLen, sent, q, form); err != nil {
 				return err
 			}
 		}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -48,19 +47,10 @@ func (g *Gateway) guardLabels(r *http.Request, rt route.Route, a *auth.Access) (
 	if body == nil {
 		body = http.NoBody
 	}
-	// Every extra_label arg with a value adds a label, the client's own ones the enforcer kept as well as the token's;
-	// VictoriaMetrics adds no label of an empty value.
-	q := r.URL.Query()
-	extra := 0
-	for _, v := range q["extra_label"] {
-		if _, value, _ := strings.Cut(v, "="); value != "" {
-			extra++
-		}
-	}
-	c := labelguard.Check{Max: limit, Extra: extra, Drop: func(reason string, series []byte) {
+	c := labelguard.Check{Max: limit, Drop: func(reason string, series []byte) {
 		logDrop(a, limit, reason, series)
 	}, Budget: g.labelBudget, Unit: unitOf(a.Tenant, a.Enforcer)}
-	nb, n, err := c.Body(rt.API, q, rt.PathLabels(), r.Header, body, r.ContentLength)
+	nb, n, err := c.Body(rt.API, r.URL.Query(), rt.PathLabels(), r.Header, body, r.ContentLength)
 	if err != nil {
 		if stalled := stalledBody(r); stalled != nil {
 			return nil, stalled

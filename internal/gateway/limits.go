@@ -191,12 +191,24 @@ func longestQuery(q, form url.Values) int {
 	return n
 }
 
-// checkQueryLen refuses a query that the rewrite for the token's series made longer than the read backends'
-// -search.maxQueryLen, which VictoriaMetrics checks on /api/v1/query and query_range: its own refusal would name a
-// length the client never sent. A query too long as sent is the backend's to refuse, in its words.
-func (g *Gateway) checkQueryLen(rt route.Route, a *auth.Access, sent, rewritten int) error {
-	limit := int(g.backendMaxQueryLen.Load())
-	if limit == 0 || rewritten <= limit || sent > limit || !rt.Evaluates() {
+// backendQueryLen is the read backends' -search.maxQueryLen for a request of route rt: VictoriaMetrics checks it on
+// /api/v1/query and query_range only; 0 for others, and while it is not known.
+func (g *Gateway) backendQueryLen(rt route.Route) int {
+	if !rt.Evaluates() {
+		return 0
+	}
+	return int(g.backendMaxQueryLen.Load())
+}
+
+// checkQueryLen refuses a query of sent bytes that the rewrite for the token's series made longer (its args now q and
+// form) than the read backends' maxLen: their own refusal would name a length the client never sent. A query too
+// long as sent is the backend's to refuse, in its words.
+func checkQueryLen(a *auth.Access, maxLen, sent int, q, form url.Values) error {
+	if maxLen == 0 || sent > maxLen {
+		return nil
+	}
+	rewritten := longestQuery(q, form)
+	if rewritten <= maxLen {
 		return nil
 	}
 	why := "once limited to the token's series (each selector gets the token's extra labels and filters)"
@@ -208,7 +220,7 @@ func (g *Gateway) checkQueryLen(rt route.Route, a *auth.Access, sent, rewritten 
 			"of its %d extra filter branches)", n)
 	}
 	return httperr.New(http.StatusUnprocessableEntity, fmt.Sprintf("the query is %d bytes as sent and %d %s, past the read backend's "+
-		"-search.maxQueryLen=%d: shorten the query, or have the backend's -search.maxQueryLen raised", sent, rewritten, why, limit))
+		"-search.maxQueryLen=%d: shorten the query, or have the backend's -search.maxQueryLen raised", sent, rewritten, why, maxLen))
 }
 
 // evalLimits are the limits checkEvaluation applies: the flags', the sample interval raised to the backends' dedup.

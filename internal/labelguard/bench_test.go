@@ -35,7 +35,7 @@ func BenchmarkLines(b *testing.B) {
 		b.SetBytes(int64(len(body)))
 		b.ReportAllocs()
 		for b.Loop() {
-			r, _, _ := Check{Max: 30, Extra: 1}.Body("import_prometheus", nil, 0, http.Header{}, bytes.NewReader(body), -1)
+			r, _, _ := Check{Max: 30}.Body("import_prometheus", token(), 0, http.Header{}, bytes.NewReader(body), -1)
 			_, _ = io.Copy(io.Discard, r)
 		}
 	})
@@ -52,7 +52,7 @@ func BenchmarkRemoteWrite(b *testing.B) {
 	b.SetBytes(int64(len(req)))
 	b.ReportAllocs()
 	for b.Loop() {
-		r, _, err := Check{Max: 30, Extra: 1}.Body("remote_write", nil, 0, http.Header{}, bytes.NewReader(compressed), -1)
+		r, _, err := Check{Max: 30}.Body("remote_write", token(), 0, http.Header{}, bytes.NewReader(compressed), -1)
 		if err != nil {
 			b.Fatal(err)
 		}

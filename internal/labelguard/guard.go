@@ -23,12 +23,10 @@ import (
 )
 
 // Check is what one write request may send: no series with more than Max labels once VictoriaMetrics has added
-// Extra labels of its own (the request's extra_label args, the token's last).
+// those of the request's URL (its extra_label args, the client's own and the token's; Influx's db).
 type Check struct {
 	// Max is the backend's -maxLabelsPerTimeseries.
 	Max int
-	// Extra is the number of extra_label args the gateway sends, the client's own and the token's.
-	Extra int
 	// Drop is told of each series dropped, with the reason ("too_many_labels" or "unparsable") and the series as
 	// sent (a line, or the labels of a remote-write series); the slice is valid only during the call.
 	Drop func(reason string, series []byte)
@@ -36,6 +34,21 @@ type Check struct {
 	// the gateway's isolation unit, a tenant and its label restrictions).
 	Budget *Budget
 	Unit   any
+
+	// extra is what the extra_label args add (extraLabels), set by Body.
+	extra int
+}
+
+// extraLabels is the number of labels the extra_label args q holds add to every series: VictoriaMetrics adds none
+// of an empty value.
+func extraLabels(q url.Values) int {
+	n := 0
+	for _, v := range q["extra_label"] {
+		if _, value, _ := strings.Cut(v, "="); value != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // MaxLine bounds a line of Prometheus text and Influx line protocol, which must be held whole until it is counted.
@@ -57,13 +70,14 @@ const maxRemoteWrite = 32 << 20
 // with the status for the client; a body that turns out bad while it streams fails its Read with such an error.
 // Closing the returned body gives back the memory it holds; it does not close body.
 func (c Check) Body(api string, q url.Values, pathLabels int, h http.Header, body io.Reader, n int64) (io.ReadCloser, int64, error) {
+	c.extra = extraLabels(q)
 	switch api {
 	case "import_prometheus":
-		return c.lines(h, body, c.Extra+pathLabels, MaxLine, prometheusLabels)
+		return c.lines(h, body, c.extra+pathLabels, MaxLine, prometheusLabels)
 	case "import":
-		return c.lines(h, body, c.Extra, maxJSONLine, new(jsonCounter).labels)
+		return c.lines(h, body, c.extra, maxJSONLine, new(jsonCounter).labels)
 	case "influx_write", "influx_v2_write":
-		extra := c.Extra
+		extra := c.extra
 		// The database becomes a label unless the line has one of that name: counted either way.
 		if q.Get("db") != "" || q.Get("bucket") != "" {
 			extra++
@@ -205,10 +219,10 @@ func (c Check) csv(q url.Values) error {
 		}
 		most = max(most, labels+1) // and the metric name
 	}
-	if most+c.Extra > c.Max {
+	if most+c.extra > c.Max {
 		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the format arg gives each series %d labels (the name included) "+
 			"and the extra_label args add %d, more than the write backend's -maxLabelsPerTimeseries=%d: the backend would cut the token's labels "+
-			"off (VictoriaMetrics before v1.108.0); import fewer label columns", most, c.Extra, c.Max))
+			"off (VictoriaMetrics before v1.108.0); import fewer label columns", most, c.extra, c.Max))
 	}
 	return nil
 }

@@ -155,10 +155,10 @@ func TestLinesDropSeriesOverLimit(t *testing.T) {
 	}, "\n")
 	for _, end := range []string{"", "\n"} {
 		var d drops
-		c := Check{Max: 30, Extra: 2, Drop: d.add}
+		c := Check{Max: 30, Drop: d.add}
 		got, err := readAll(t, func() io.Reader {
 			d = drops{}
-			r, n, err := c.Body("import_prometheus", nil, 0, http.Header{}, strings.NewReader(body+end), int64(len(body)))
+			r, n, err := c.Body("import_prometheus", token("extra_label", "env=prod"), 0, http.Header{}, strings.NewReader(body+end), int64(len(body)))
 			if err != nil || n != -1 {
 				t.Fatalf("Body: %d, %v", n, err)
 			}
@@ -177,10 +177,19 @@ func TestLinesDropSeriesOverLimit(t *testing.T) {
 	}
 }
 
+// token is the URL args of a write through a token of one extra label, and kv besides.
+func token(kv ...string) url.Values {
+	q := url.Values{"extra_label": {"team=dev"}}
+	for i := 0; i+1 < len(kv); i += 2 {
+		q.Add(kv[i], kv[i+1])
+	}
+	return q
+}
+
 func TestLinesPushgatewayAndInfluxDB(t *testing.T) {
-	c := Check{Max: 30, Extra: 1}
+	c := Check{Max: 30}
 	// 28 labels and the name, and one from the path: 30 with the token's.
-	r, _, err := c.Body("import_prometheus", nil, 1, http.Header{}, strings.NewReader(labelsLine(28)), -1)
+	r, _, err := c.Body("import_prometheus", token(), 1, http.Header{}, strings.NewReader(labelsLine(28)), -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,11 +212,11 @@ func TestLinesPushgatewayAndInfluxDB(t *testing.T) {
 		tags int
 		kept bool
 	}{
-		{nil, 29, true},
-		{nil, 30, false},
-		{url.Values{"db": {"x"}}, 28, true},
-		{url.Values{"db": {"x"}}, 29, false},
-		{url.Values{"bucket": {"x"}}, 29, false},
+		{token(), 29, true},
+		{token(), 30, false},
+		{token("db", "x"), 28, true},
+		{token("db", "x"), 29, false},
+		{token("bucket", "x"), 29, false},
 	} {
 		r, _, err := c.Body("influx_write", tc.q, 0, http.Header{}, strings.NewReader(tags(tc.tags)), -1)
 		if err != nil {
@@ -227,7 +236,7 @@ func TestLinesGzip(t *testing.T) {
 		`{"metric":{"__name__":"a","b":"1","c":"1"},"values":[1],"timestamps":[1]}` + "\n"))
 	_ = zw.Close()
 	h := http.Header{"Content-Encoding": {"gzip"}}
-	r, _, err := Check{Max: 3, Extra: 1}.Body("import", nil, 0, h, bytes.NewReader(zb.Bytes()), int64(zb.Len()))
+	r, _, err := Check{Max: 3}.Body("import", token(), 0, h, bytes.NewReader(zb.Bytes()), int64(zb.Len()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,15 +298,15 @@ func TestCSV(t *testing.T) {
 		}
 		return f
 	}
-	c := Check{Max: 30, Extra: 1}
+	c := Check{Max: 30}
 	for _, tc := range []struct {
 		q  url.Values
 		ok bool
 	}{
-		{url.Values{"format": {format(28)}}, true},
-		{url.Values{"format": {format(29)}}, false},
-		{url.Values{"format": {format(1), format(29)}}, false},
-		{url.Values{}, true},
+		{token("format", format(28)), true},
+		{token("format", format(29)), false},
+		{token("format", format(1), "format", format(29)), false},
+		{token(), true},
 	} {
 		r, n, err := c.Body("import_csv", tc.q, 0, http.Header{}, strings.NewReader("1,a"), 3)
 		if (err == nil) != tc.ok {
@@ -368,9 +377,9 @@ func TestRemoteWrite(t *testing.T) {
 	want = pbBytes(want, 1, empty)
 
 	var d drops
-	c := Check{Max: 3, Extra: 1, Drop: d.add}
+	c := Check{Max: 3, Drop: d.add}
 	compressed := snappy.Encode(nil, req)
-	r, n, err := c.Body("remote_write", nil, 0, http.Header{"Content-Encoding": {"snappy"}}, bytes.NewReader(compressed), -1)
+	r, n, err := c.Body("remote_write", token(), 0, http.Header{"Content-Encoding": {"snappy"}}, bytes.NewReader(compressed), -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +395,7 @@ func TestRemoteWrite(t *testing.T) {
 	}
 
 	// Nothing to drop: the client's own bytes.
-	r, _, err = Check{Max: 4, Extra: 1}.Body("remote_write", nil, 0, http.Header{}, bytes.NewReader(compressed), -1)
+	r, _, err = Check{Max: 4}.Body("remote_write", token(), 0, http.Header{}, bytes.NewReader(compressed), -1)
 	if got, _ := io.ReadAll(r); err != nil || !bytes.Equal(got, compressed) {
 		t.Errorf("with room for every series: %v, the body changed", err)
 	}
@@ -456,7 +465,7 @@ func TestRemoteWriteFieldNumberPastProtobuf(t *testing.T) {
 	l = append(appendUvarint(l, 1), 'v')
 	hiddenValue := pbBytes(nil, 1, pbBytes(series("__name__", "a"), 1, l))
 	for name, raw := range map[string][]byte{"a series": hiddenSeries, "a label value": hiddenValue} {
-		_, _, err := Check{Max: 3, Extra: 1}.Body("remote_write", nil, 0, http.Header{}, bytes.NewReader(snappy.Encode(nil, raw)), -1)
+		_, _, err := Check{Max: 3}.Body("remote_write", token(), 0, http.Header{}, bytes.NewReader(snappy.Encode(nil, raw)), -1)
 		if httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "field number") {
 			t.Errorf("%s under field number 2^32+n: %v; want a 400", name, err)
 		}

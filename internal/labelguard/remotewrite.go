@@ -142,7 +142,7 @@ func badRemoteWrite(err error) error {
 // filterWriteRequest drops from the WriteRequest in raw its timeseries (field 1) that have more labels than the
 // check allows, in place: kept is raw itself, shorter when a series was dropped.
 func (c Check) filterWriteRequest(raw []byte) (kept []byte, dropped bool, err error) {
-	room := c.Max - c.Extra
+	room := c.Max - c.extra
 	w, s := 0, raw
 	for len(s) > 0 {
 		field, wire, body, next, err := protoField(s)
