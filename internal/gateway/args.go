@@ -153,6 +153,9 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if err := checkEvaluation(rt, q, form, parsed, g.evalLimits(), time.Now(), g.measurerFor(r.Context(), a, gate)); err != nil {
 			return err
 		}
+		if err := checkFanOut(rt, q, form, parsed, g.evalLimits(), time.Now(), g.fanCounterFor(r.Context(), a, gate)); err != nil {
+			return err
+		}
 	}
 	if changed {
 		setRawQuery(r, argsString(appendArgs(nil, ra.url, q)))

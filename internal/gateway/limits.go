@@ -50,6 +50,9 @@ type Limits struct {
 	// MinSampleInterval is -search.minSampleInterval: the least time between two samples of a series the limits assume
 	// for the windows over raw samples; 0 leaves those windows unbounded.
 	MinSampleInterval time.Duration
+	// MaxFanOutPoints is -search.maxFanOutPoints: the most points the series that histogram_over_time and
+	// quantiles_over_time make in one query may hold in all (fanout.go) (400).
+	MaxFanOutPoints int64
 	// MeasureSamples is -search.measureSamples: a query refused only for its windows over raw samples is judged on the
 	// samples the read backends count in them (samples.go).
 	MeasureSamples bool

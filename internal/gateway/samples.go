@@ -94,35 +94,47 @@ func (g *Gateway) measurerFor(ctx context.Context, a *auth.Access, gate *parseGa
 	}
 }
 
-// measureWindows counts the samples of ws, each window once, in one read slot of the team.
+// measureWindows counts the samples of ws, each window once.
 func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, ws []querylimits.Window) (map[countKey]seriesCounts, error) {
+	got := make(map[countKey]seriesCounts, len(ws))
+	err := g.counting(ctx, a, func(ctx context.Context) error {
+		listed := maxListed
+		for _, w := range ws {
+			k := keyOf(w)
+			if _, ok := got[k]; ok {
+				continue
+			}
+			c, err := g.countSamples(ctx, a, w, &listed)
+			if err != nil {
+				return err
+			}
+			got[k] = c
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return got, nil
+}
+
+// counting runs count, the counts of one query, in the team's one count at a time and one of its read slots, within
+// measureTimeout.
+func (g *Gateway) counting(ctx context.Context, a *auth.Access, count func(ctx context.Context) error) error {
 	u := unitOf(a.Tenant, a.Enforcer)
 	release, err := g.countSlot(ctx, u, a)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer release()
 	h, err := g.reads.acquire(ctx, u)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer g.reads.release(h)
 	ctx, cancel := context.WithTimeout(ctx, measureTimeout)
 	defer cancel()
-	got := make(map[countKey]seriesCounts, len(ws))
-	listed := maxListed
-	for _, w := range ws {
-		k := keyOf(w)
-		if _, ok := got[k]; ok {
-			continue
-		}
-		c, err := g.countSamples(ctx, a, w, &listed)
-		if err != nil {
-			return nil, err
-		}
-		got[k] = c
-	}
-	return got, nil
+	return count(ctx)
 }
 
 // countSlot takes the unit's one count at a time, waiting as long as a read waits for the read backends: the read

@@ -76,6 +76,8 @@ type node struct {
 	overTime bool
 	// sel is, for a window over a selector, the selector as the query prints it, for Range.Windows.
 	sel string
+	// fan marks the rollup node of a function that makes several series of each series it reads (FanOuts).
+	fan *fanNode
 }
 
 // rawWindow says n is a window over a selector's raw samples: `quantile_over_time(0.5, x[1h])`.
@@ -217,7 +219,8 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		return n
 	case *metricsql.FuncExpr:
 		if i := implicitSubqueryArg(x); i >= 0 {
-			sq := node{kind: kindRollup, implicit: true, wrapper: true, children: []node{compile(x.Args[i], depth+1, unresolved)}}
+			sq := node{kind: kindRollup, implicit: true, wrapper: true, children: []node{compile(x.Args[i], depth+1, unresolved)},
+				fan: fanOf(x, x.Args[i])}
 			rest := group(slices.Delete(slices.Clone(x.Args), i, i+1), depth, unresolved)
 			if rest.kind == kindNone {
 				return sq
@@ -233,6 +236,16 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 			args[i] = &metricsql.RollupExpr{Expr: args[i]}
 		}
 		n := compileCall(x.Name, args, depth, unresolved)
+		if i := rollupArg(x); i >= 0 {
+			// The rolled-up arg's node: the call's, or the last of its group when other args read series too
+			// (`quantiles_over_time("phi", scalar(y), x[5m])`); only quantiles_over_time has other args.
+			switch last := len(n.children) - 1; {
+			case n.kind == kindRollup:
+				n.fan = fanOf(x, args[i])
+			case n.kind == kindGroup && i == len(args)-1 && n.children[last].kind == kindRollup:
+				n.children[last].fan = fanOf(x, args[i])
+			}
+		}
 		overTime := strings.EqualFold(x.Name, "count_values_over_time")
 		if sub, raw := callWeight(x); sub != cheapEighths || raw > 0 {
 			// The windows this function rolls up, subqueries or raw samples: the arg itself, or one of a group of args.
@@ -254,7 +267,15 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		}
 		return n
 	case *metricsql.AggrFuncExpr:
-		return compileCall(x.Name, x.Args, depth, unresolved)
+		n := compileCall(x.Name, x.Args, depth, unresolved)
+		if n.fan != nil {
+			if g := groupOver(x); g != nil {
+				f := *n.fan
+				f.group = g
+				n.fan = &f
+			}
+		}
+		return n
 	case *metricsql.BinaryOpExpr:
 		return group([]metricsql.Expr{x.Left, x.Right}, depth, unresolved)
 	}
@@ -428,7 +449,9 @@ type walk struct {
 	ot fanOut
 	// windows is Range.Windows; alt marks the walk of an instant query's other reading (Window.Alt).
 	windows *[]Window
-	alt     bool
+	// fans gets, for FanOuts, each function that makes several series of each series it reads.
+	fans *[]FanOut
+	alt  bool
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
 }
@@ -452,6 +475,14 @@ func (w *walk) span(n *node, a, b, step int64) {
 		}
 		return
 	}
+	w.rollup(n, a, b, step)
+	if n.fan != nil && w.fans != nil {
+		w.fanOut(n, a, b, step) // after what it reads: an inner one is listed first
+	}
+}
+
+// rollup adds to w what the rollup node n reads when evaluated over [a, b] at step.
+func (w *walk) rollup(n *node, a, b, step int64) {
 	if n.at != nil {
 		t := n.at.eval(a, b, w.now, step) * 1000
 		if math.IsNaN(t) {
@@ -825,12 +856,12 @@ func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compile
 		return nil, nil, err // a step VictoriaMetrics refuses goes on to it
 	}
 	cw := countWalk(now, rng.SampleInterval)
-	cw.windows = rng.Windows
+	cw.windows, cw.fans = rng.Windows, rng.fans
 	cw.span(&c.root, a, b, step)
 	if r := &c.root; instant && r.kind == kindRollup {
 		if reading, changed := instantReading(r, step); changed {
 			wa := countWalk(now, rng.SampleInterval)
-			wa.windows, wa.alt = rng.Windows, true
+			wa.windows, wa.fans, wa.alt = rng.Windows, rng.fans, true
 			wa.span(&reading, a, b, step)
 			alt = &wa
 		}
@@ -848,7 +879,9 @@ type Range struct {
 	SampleInterval int64
 	// Windows, when set, gets each window over raw samples the walks count at SampleInterval, once for each time
 	// they count it.
-	Windows    *[]Window
+	Windows *[]Window
+	// fans is FanOuts' list.
+	fans       *[]FanOut
 	a, b, step int64
 	err        error
 	read       bool
@@ -938,6 +971,9 @@ func hasCountValues(n *node) bool {
 // nodeBytes is about what n's tree holds in memory.
 func nodeBytes(n *node) int {
 	c := 64 + len(n.sel)
+	if n.fan != nil {
+		c += 128 + len(n.fan.src)
+	}
 	for i := range n.children {
 		c += nodeBytes(&n.children[i])
 	}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// TestHistogramFanOutBounded: histogram_over_time outside an aggregation VictoriaMetrics does as it goes makes a series
+// of each bucket of each series it reads, all in VictoriaMetrics' memory (300 series of a team's own samples took
+// v1.151 to 751 MB). Behind a gateway bounding them at 2×10^6 points, on 1.79.5, the current release and a real
+// cluster: over an hour at 8 s, team dev's 12 series (about 270 buckets each, 1.5×10^6 points) are answered as
+// VictoriaMetrics answers them; the same query over dev's and ops' 52 series is refused, counted in the token's own
+// series (in the cluster, ops writes to another tenant, and a token of dev's tenant is answered); a heatmap (`sum(...) by
+// (vmrange)`) is answered; histogram_quantile over the histograms is refused like them; and a token of two filters,
+// whose heatmap the rewrite puts a union under the sum of, is refused over ops' 40 series.
+func TestHistogramFanOutBounded(t *testing.T) {
+	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
+	hour := url.Values{"start": {fmt.Sprint(end - 3600)}, "end": {fmt.Sprint(end)}, "step": {"8"}}
+	ranged := func(q string) string {
+		v := url.Values{"query": {q}}
+		for k, vs := range hour {
+			v[k] = vs
+		}
+		return v.Encode()
+	}
+	// data is an hour and ten minutes of a sample a second of n series of team, spread over 15 decades.
+	data := func(team string, n int) string {
+		var b strings.Builder
+		r := rand.New(rand.NewSource(int64(n)))
+		for i := range n {
+			half := "ab"[i%2 : i%2+1]
+			for ts := end - 4200; ts <= end; ts++ {
+				fmt.Fprintf(&b, "hx{team=%q,half=%q,i=\"%d\"} %.6g %d000\n", team, half, i, math.Pow(10, -3+15*r.Float64()), ts)
+			}
+		}
+		return b.String()
+	}
+	dev, ops := data("dev", 12), data("ops", 40)
+	const limit = "-search.maxFanOutPoints=2000000"
+	for _, v := range []struct {
+		name  string
+		start func(t *testing.T) fanOutSetup
+	}{
+		{"1.79.5", func(t *testing.T) fanOutSetup { return singleFanOut(t, vmtest.Start(t), dev+ops, limit) }},
+		{"current", func(t *testing.T) fanOutSetup { return singleFanOut(t, vmtest.StartCurrent(t), dev+ops, limit) }},
+		{"cluster", func(t *testing.T) fanOutSetup {
+			rc := startRealCluster(t, limit)
+			rc.importDirect(t, "3", dev)
+			rc.importDirect(t, "3", ops)
+			rc.importDirect(t, "4", dev)
+			vmtest.Eventually(t, func() (bool, string) {
+				rc.c.Flush(t)
+				_, _, b3 := do(t, http.MethodGet, rc.c.Select.URL+"/select/3/prometheus/api/v1/query?query=count(count_over_time(hx[2h]))", nil)
+				_, _, b4 := do(t, http.MethodGet, rc.c.Select.URL+"/select/4/prometheus/api/v1/query?query=count(count_over_time(hx[2h]))", nil)
+				return strings.Contains(b3, `"52"`) && strings.Contains(b4, `"12"`), "tenants 3 and 4 count " + b3 + " " + b4
+			})
+			t3, t4 := tenant.ID{AccountID: 3}, tenant.ID{AccountID: 4}
+			return fanOutSetup{g: rc.g, prefix: "/select/3:0/prometheus", direct: rc.c.Select.URL + "/select/3/prometheus/api/v1/query_range?extra_label=team=dev&",
+				devTok:   clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}}),
+				allTok:   clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead}),
+				opsSplit: clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead, ExtraFilters: []string{`{team="ops",half="a"}`, `{team="ops",half="b"}`}}),
+				devWide:  clusterToken(t, auth.VMAccess{Tenant: t4, Mode: auth.ModeRead}),
+			}
+		}},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			s := v.start(t)
+			prefix := s.prefix
+			query := func(tok, q string) (int, string) {
+				p := prefix
+				if tok == s.devWide && strings.HasPrefix(p, "/select/") {
+					p = "/select/4:0/prometheus"
+				}
+				code, _, body := do(t, http.MethodPost, s.g.URL+p+"/api/v1/query_range", strings.NewReader(ranged(q)),
+					append(bearer(tok), "Content-Type", "application/x-www-form-urlencoded")...)
+				return code, body
+			}
+			// Team dev's 12 series: answered, as VictoriaMetrics answers them.
+			code, body := query(s.devTok, `histogram_over_time(hx[5m])`)
+			if code != http.StatusOK {
+				t.Fatalf("dev's histograms: %d %.300s", code, body)
+			}
+			_, _, want := do(t, http.MethodGet, s.direct+ranged(`histogram_over_time(hx[5m])`), nil)
+			if a, b := resultOf(t, body), resultOf(t, want); a != b || strings.Count(a, `"vmrange"`) < 12*200 {
+				t.Errorf("dev's histograms through the gateway: %d series, directly %d; want the same, about 3,000",
+					strings.Count(a, `"vmrange"`), strings.Count(b, `"vmrange"`))
+			}
+			for _, tc := range []struct {
+				name, tok, q, refused string
+			}{
+				{"dev's and ops' 52 series", s.allTok, `histogram_over_time(hx[5m])`, "histogram_over_time in the query would make "},
+				{"their quantiles", s.allTok, `histogram_quantile(0.9, histogram_over_time(hx[5m]))`, "as the read backends counted the series it reads"},
+				{"their heatmap", s.allTok, `sum(histogram_over_time(hx[5m])) by (vmrange)`, ""},
+				{"a heatmap by series", s.allTok, `sum(histogram_over_time(hx[5m])) by (vmrange, i)`, "-search.maxFanOutPoints"},
+				{"a heatmap through two filters", s.opsSplit, `sum(histogram_over_time(hx[5m])) by (vmrange)`, "-search.maxFanOutPoints"},
+				{"a heatmap through one", s.devTok, `sum(histogram_over_time(hx[5m])) by (vmrange)`, ""},
+				{"the histograms of one of ops' series", s.opsSplit, `histogram_over_time(hx{i="7"}[5m])`, ""},
+				{"12 series seen unrestricted", s.devWide, `histogram_over_time(hx[5m])`, ""},
+			} {
+				if tc.tok == "" {
+					continue
+				}
+				code, body := query(tc.tok, tc.q)
+				if tc.refused == "" {
+					if code != http.StatusOK || resultOf(t, body) == "[]" {
+						t.Errorf("%s: %d %.300s; want answered", tc.name, code, body)
+					}
+					continue
+				}
+				checkClusterError(t, tc.name, code, body, http.StatusBadRequest, tc.refused)
+			}
+			for result, want := range map[string]float64{"admitted": 2, "refused": 4, "failed": 0} {
+				if s.devWide != "" && result == "admitted" {
+					want++
+				}
+				if got := metricValue(t, s.g, `vmgateway_query_fanout_measured_total{result="`+result+`"}`); got != want {
+					t.Errorf("vmgateway_query_fanout_measured_total{result=%q} = %v; want %v", result, got, want)
+				}
+			}
+		})
+	}
+}
+
+// fanOutSetup is a gateway of TestHistogramFanOutBounded and its tokens.
+type fanOutSetup struct {
+	g              *gw
+	prefix, direct string // the gateway's path prefix, and VictoriaMetrics' query path of dev's series
+	devTok, allTok string // dev's restricted token, and a token that sees dev's and ops' series
+	// opsSplit is a token of two filters over ops' series; devWide, in the cluster, an unrestricted token of a tenant
+	// that holds dev's series alone.
+	opsSplit, devWide string
+}
+
+// singleFanOut is TestHistogramFanOutBounded's setup on a single-node VictoriaMetrics holding data, behind a gateway
+// with flags.
+func singleFanOut(t *testing.T, vm *vmtest.VM, data string, flags ...string) fanOutSetup {
+	importInto(t, vm.URL+"/api/v1/import/prometheus", data)
+	vm.Flush(t)
+	vmtest.Eventually(t, func() (bool, string) {
+		_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/query?query=count(count_over_time(hx[2h]))", nil)
+		return strings.Contains(body, `"52"`), "hx counts " + body
+	})
+	priv, pub := keyPair(t, "ec")
+	var s fanOutSetup
+	s.g = startGateway(t, append([]string{"-read.url=" + vm.URL, "-write.url=" + vm.URL, "-enable.auth", "-auth.publicKeyFiles=" + pub}, flags...)...)
+	s.direct = vm.URL + "/api/v1/query_range?extra_label=team=dev&"
+	s.devTok, s.allTok = mint(t, priv, "-mode=read", "-extraLabels=team=dev"), mint(t, priv, "-mode=read")
+	s.opsSplit = mint(t, priv, "-mode=read", `-extraFilters={team="ops",half="a"}`, `-extraFilters={team="ops",half="b"}`)
+	return s
+}

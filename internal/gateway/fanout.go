@@ -1,0 +1,275 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/querylimits"
+	"github.com/vmgateway/vmgateway/internal/route"
+)
+
+// histogram_over_time and quantiles_over_time make several series of each series they read, all of which
+// VictoriaMetrics builds in memory unless an aggregation it does as it goes takes them (querylimits.FanOuts): a team's
+// `histogram_over_time(x[5m])` over an hour of 300 of its own series took v1.151 to 751 MB, and its
+// -search.maxMemoryPerQuery and -search.maxResponseSeries did not stop it. The gateway bounds the points of the series
+// they make, all together, by -search.maxFanOutPoints: where the aggregation over one bounds its groups (`sum(...) by
+// (vmrange)`) from the query alone, otherwise as the read backends count the series it reads, in the team's tenant
+// and through its restriction, as the samples of windows are counted (samples.go): one number a function, in one of
+// the team's count and read slots, an inner function before the query that holds it, and no more once the query is
+// past the bound.
+
+var (
+	fanOutAdmitted = metrics.NewCounter(`vmgateway_query_fanout_measured_total{result="admitted"}`)
+	fanOutRefused  = metrics.NewCounter(`vmgateway_query_fanout_measured_total{result="refused"}`)
+	fanOutFailed   = metrics.NewCounter(`vmgateway_query_fanout_measured_total{result="failed"}`)
+)
+
+// fanProbe is a count that bounds the series one function makes: the instant query q at time at answers a number n,
+// and the function makes at most n×mult series, and at most most. Where that is past the bound, exact, when set, is
+// a count of them as VictoriaMetrics makes them, which costs more to ask.
+type fanProbe struct {
+	q, exact, at string
+	mult, most   float64
+	points, span int64
+}
+
+// fanCounter runs judge with an ask of the read backends, for one request; nil when the gateway cannot ask (no read
+// backends).
+type fanCounter func(judge func(ask func(q, at string) (float64, error)) error) error
+
+// fanCounterFor is the fanCounter of a's request. Its parse slot, if it holds one, is given back while it counts.
+func (g *Gateway) fanCounterFor(ctx context.Context, a *auth.Access, gate *parseGate) fanCounter {
+	if g.read == nil {
+		return nil
+	}
+	return func(judge func(ask func(q, at string) (float64, error)) error) error {
+		gate.yield()
+		return g.counting(ctx, a, func(ctx context.Context) error {
+			return judge(func(q, at string) (float64, error) {
+				ans, err := g.ask(ctx, a, q, at, 64<<10)
+				n := 0.0
+				for _, r := range ans {
+					n += float64(r.n)
+				}
+				return n, err
+			})
+		})
+	}
+}
+
+// checkFanOut refuses a query whose functions that make several series of each series they read would make series of
+// more than l.MaxFanOutPoints points in all, judged on the query as it goes upstream: the rewrite for a token of
+// several filters puts a union under an aggregation, which VictoriaMetrics then no longer does as it goes.
+func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l Limits, now time.Time, count fanCounter) error {
+	if !rt.Evaluates() || l.MaxFanOutPoints <= 0 {
+		return nil
+	}
+	rng := &querylimits.Range{Read: func() (int64, int64, int64, error) { return evalSpan(rt.API, q, form, now) }}
+	for _, vs := range [2]url.Values{form, q} {
+		for _, text := range vs["query"] {
+			fans, err := querylimits.FanOuts(text, parsed, rt.API == "query", rng, now.UnixMilli())
+			if err != nil {
+				return err
+			}
+			for _, alt := range [2]bool{false, true} {
+				if err := judgeFanOut(fans, alt, l, count); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// judgeFanOut judges the functions of fans of one reading of a query (querylimits.Window.Alt): first those whose
+// series the query alone bounds, then each of the others as count counts it, until all are counted or their points
+// are past the limit.
+func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter) error {
+	limit := float64(l.MaxFanOutPoints)
+	total, made := 0.0, 0.0
+	var probes []fanProbe
+	var names []string
+	label := "vmrange"
+	for _, f := range fans {
+		if f.Alt != alt {
+			continue
+		}
+		if !slices.Contains(names, f.Func) {
+			names = append(names, f.Func)
+			if len(names) == 1 {
+				label = f.Label
+			}
+		}
+		if n, ok := boundedFanOut(f); ok {
+			made += n
+			total += n * float64(f.Points)
+			continue
+		}
+		p := probeFanOut(f)
+		if heavy := float64(p.span) / float64(max(l.MinSampleInterval.Milliseconds(), 1)) * 8; l.MaxSubqueryWindowPoints > 0 && heavy > float64(l.MaxSubqueryWindowPoints) {
+			// Counted as the team's own `count(histogram_over_time(x[span]))` is: a span the limits would refuse it is
+			// judged on the samples alone.
+			p.exact = ""
+		}
+		probes = append(probes, p)
+	}
+	refuse := func(counted bool) error {
+		how := "as the read backends counted the series it reads"
+		if !counted {
+			how = "as the aggregations over it bound them"
+		}
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query would make %.0f series (of each series it reads, a "+
+			"series of each bucket its samples fall in, or of each quantile asked; %s), %.3g points in all, which VictoriaMetrics "+
+			"holds in memory at once; at most %d are accepted (-search.maxFanOutPoints): aggregate it directly, as in `sum(%s(...)) "+
+			"by (%s)`, select fewer series, or use a coarser step or a shorter range", strings.Join(names, " and "), made, how,
+			total, l.MaxFanOutPoints, names[0], label))
+	}
+	if total > limit {
+		return refuse(false)
+	}
+	if len(probes) == 0 || count == nil {
+		return nil
+	}
+	if len(probes) > measureMax {
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query has %d calls of %s whose series the gateway would count "+
+			"(-search.maxFanOutPoints); at most %d are counted for one query: aggregate them, or split the query",
+			len(probes), strings.Join(names, " and "), measureMax))
+	}
+	err := count(func(ask func(q, at string) (float64, error)) error {
+		for _, p := range probes {
+			n, err := ask(p.q, p.at)
+			if err != nil {
+				return err
+			}
+			m := min(n*p.mult, p.most)
+			if total+m*float64(p.points) > limit && p.exact != "" {
+				if n, err = ask(p.exact, p.at); err != nil {
+					return err
+				}
+				m = min(m, n)
+			}
+			made += m
+			if total += m * float64(p.points); total > limit {
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		fanOutFailed.Inc()
+		var refused countError
+		switch {
+		case httperr.Status(err) == http.StatusTooManyRequests || errors.Is(err, errGoneInQueue):
+			return err
+		case errors.Is(err, context.Canceled):
+			return errGoneInQueue
+		case errors.As(err, &refused):
+			return httperr.New(http.StatusBadRequest, fmt.Sprintf("the gateway could not count the series %s in the query reads "+
+				"(-search.maxFanOutPoints): %s", strings.Join(names, " and "), refused.error))
+		}
+		return httperr.New(http.StatusServiceUnavailable, fmt.Sprintf("the read backends did not count the series %s in the query "+
+			"reads (-search.maxFanOutPoints): %s; send the query again", strings.Join(names, " and "), err))
+	}
+	if total > limit {
+		fanOutRefused.Inc()
+		return refuse(true)
+	}
+	fanOutAdmitted.Inc()
+	return nil
+}
+
+// keepsLabel tells whether the groups of g tell f's series apart by f.Label, and others is the labels they keep of
+// the series f reads: by (vmrange, job) keeps vmrange and job; without (job) keeps vmrange and all but job.
+func keepsLabel(f querylimits.FanOut) (keeps bool, others []string) {
+	g := f.Group
+	if g.Op == "without" {
+		return !slices.Contains(g.Labels, f.Label), nil
+	}
+	for _, l := range g.Labels {
+		if l == f.Label {
+			keeps = true
+		} else {
+			others = append(others, l)
+		}
+	}
+	return keeps, others
+}
+
+// boundedFanOut is the most series f makes when the query alone bounds them: under an aggregation VictoriaMetrics
+// does as it goes, by nothing but f's label (or nothing), at most a series of each of f's; one without it.
+func boundedFanOut(f querylimits.FanOut) (float64, bool) {
+	if f.Group == nil || f.Group.Op == "without" {
+		return 0, false
+	}
+	keeps, others := keepsLabel(f)
+	if len(others) > 0 {
+		return 0, false
+	}
+	n := 1.0
+	if keeps {
+		n = float64(f.Most)
+	}
+	if f.Group.Limit > 0 {
+		n = min(n, float64(f.Group.Limit))
+	}
+	return n, true
+}
+
+// probeFanOut is the count of the series f makes: of each series it reads (or each group of them), at most a series of
+// each sample or point it holds in the span f's windows cover, at most f.Most; for a function that makes its every
+// series of each series it reads (quantiles_over_time), f.Most of each. The span is counted as probeQuery counts a
+// window's samples, from a step before f's first window to a step after its last. A series rarely fills every bucket
+// (VictoriaMetrics keeps about 12 digits of the values of a block, and latencies span a few decades): where that
+// count is past the bound, histogram_over_time over the whole span, counted as VictoriaMetrics does as it goes,
+// counts the buckets each series fills, a series of each at most (exact), 44 ns a sample on v1.151 where
+// count_over_time takes 1. Either costs what the team's own query of it would, `count_over_time(x[span])`, which the
+// limits leave to VictoriaMetrics, and `count(histogram_over_time(x[span]))`, asked only where the limits would admit it
+// (judgeFanOut): a cheap query of short windows over a long span (`histogram_over_time(x[1s])` at a step of a day over
+// years) makes the gateway count no more than the team could.
+func probeFanOut(f querylimits.FanOut) fanProbe {
+	span := f.To - f.From + 2*f.Step + f.Window
+	src := fmt.Sprintf("%s[%dms]", f.Source, span)
+	if f.Subquery {
+		src = fmt.Sprintf("(%s)[%dms:%dms]", f.Source, span, f.Inner)
+	}
+	x := "count_over_time(" + src + ")"
+	keeps, most := true, float64(1<<62)
+	if g := f.Group; g != nil {
+		var others []string
+		keeps, others = keepsLabel(f)
+		if g.Limit > 0 {
+			most = float64(g.Limit)
+		}
+		// Groups by the metric's name, or by every label, are taken to be the series: count_over_time drops the name.
+		if g.Op == "without" || !slices.Contains(others, "__name__") && !slices.Contains(others, "*") {
+			m := metricsql.ModifierExpr{Op: g.Op, Args: others}
+			if g.Op == "without" {
+				m.Args = g.Labels
+			}
+			x = "sum(" + x + ") " + string(m.AppendString(nil))
+		}
+	}
+	p := fanProbe{at: fmt.Sprintf("%.3f", float64(f.To+f.Step)/1e3), mult: 1, most: most, points: f.Points, span: span}
+	switch {
+	case keeps && f.ByData:
+		p.q = fmt.Sprintf("sum(clamp_max(%s, %d))", x, f.Most)
+		p.exact = "count(" + f.Func + "(" + src + "))"
+	case keeps:
+		p.q, p.mult = "count("+x+")", float64(f.Most)
+	default:
+		p.q = "count(" + x + ")"
+	}
+	return p
+}

@@ -1,0 +1,170 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/route"
+)
+
+// TestCheckFanOut: the series histogram_over_time and quantiles_over_time make are bounded from the query where an
+// aggregation VictoriaMetrics does as it goes bounds them, and otherwise counted, an inner call first, no more once
+// the query is past the bound; the counts asked are the ones below.
+func TestCheckFanOut(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	ranged := route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}
+	instant := route.Route{API: "query", Kind: route.Read, Args: route.QueryArg}
+	hour := func(q string) url.Values { // an hour at 8 s: 451 points
+		return url.Values{"query": {q}, "start": {"1699996400"}, "end": {"1700000000"}, "step": {"8"}}
+	}
+	l := Limits{MaxFanOutPoints: 2e7}
+	// counting answers each count from answers, in order, and records what it was asked.
+	counting := func(asked *[]string, err error, answers ...float64) fanCounter {
+		return func(judge func(ask func(q, at string) (float64, error)) error) error {
+			i := 0
+			return judge(func(q, at string) (float64, error) {
+				*asked = append(*asked, q+" @"+at)
+				if err != nil {
+					return 0, err
+				}
+				i++
+				return answers[i-1], nil
+			})
+		}
+	}
+	const win = `[3916000ms]` // the hour, a step either side, and the window of 5m
+	for _, tc := range []struct {
+		name    string
+		rt      route.Route
+		args    url.Values
+		answers []float64
+		asked   []string
+		refused string
+	}{
+		{"a few series of a histogram: counted, admitted", ranged, hour(`histogram_over_time(x{team="dev"}[5m])`), []float64{3 * 488},
+			[]string{`sum(clamp_max(count_over_time(x{team="dev"}` + win + `), 488)) @1700000008.000`}, ""},
+		// 300 series of every bucket: 6.6e7 points.
+		// 300 series of every bucket: 6.6e7 points. Past the bound on their samples, the buckets are counted.
+		{"300 series of a histogram: refused", ranged, hour(`histogram_over_time(x{team="dev"}[5m])`), []float64{300 * 488, 300 * 488},
+			[]string{`sum(clamp_max(count_over_time(x{team="dev"}` + win + `), 488)) @1700000008.000`,
+				`count(histogram_over_time(x{team="dev"}` + win + `)) @1700000008.000`},
+			"histogram_over_time in the query would make 146400 series"},
+		{"300 series of 80 buckets: admitted", ranged, hour(`histogram_over_time(x{team="dev"}[5m])`), []float64{300 * 488, 300 * 80},
+			[]string{`sum(clamp_max(count_over_time(x{team="dev"}` + win + `), 488)) @1700000008.000`,
+				`count(histogram_over_time(x{team="dev"}` + win + `)) @1700000008.000`}, ""},
+		{"under histogram_quantile: VictoriaMetrics builds them all the same", ranged,
+			hour(`histogram_quantile(0.9, histogram_over_time(x[5m]))`), []float64{300 * 488, 300 * 200},
+			[]string{`sum(clamp_max(count_over_time(x` + win + `), 488)) @1700000008.000`, `count(histogram_over_time(x` + win + `)) @1700000008.000`},
+			"-search.maxFanOutPoints"},
+		// A heatmap: 488 series at most, from the query alone.
+		{"a heatmap", ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange)`), nil, nil, ""},
+		{"count of it", ranged, hour(`count(histogram_over_time(x[5m]))`), nil, nil, ""},
+		// By another label too: the groups of it, counted.
+		{"a heatmap of each job", ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job)`), []float64{100 * 488, 1e6},
+			[]string{`sum(clamp_max(sum(count_over_time(x` + win + `)) by(job), 488)) @1700000008.000`,
+				`count(histogram_over_time(x` + win + `)) @1700000008.000`}, "would make 48800 series"},
+		{"by job alone", ranged, hour(`max(histogram_over_time(x[5m])) by (job)`), []float64{40},
+			[]string{`count(sum(count_over_time(x` + win + `)) by(job)) @1700000008.000`}, ""},
+		{"without a label", ranged, hour(`sum(histogram_over_time(x[5m])) without (instance)`), []float64{100 * 488, 45000},
+			[]string{`sum(clamp_max(sum(count_over_time(x` + win + `)) without(instance), 488)) @1700000008.000`,
+				`count(histogram_over_time(x` + win + `)) @1700000008.000`}, "would make 45000 series"},
+		{"limited", ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job) limit 10`), []float64{100 * 488},
+			[]string{`sum(clamp_max(sum(count_over_time(x` + win + `)) by(job), 488)) @1700000008.000`}, ""},
+		// By the metric's name: the series (count_over_time drops the name).
+		{"by the name", ranged, hour(`sum(histogram_over_time(x[5m]) keep_metric_names) by (__name__, vmrange)`), []float64{1},
+			[]string{`sum(clamp_max(count_over_time(x` + win + `), 488)) @1700000008.000`}, ""},
+		// The rewrite of a token of two filters: a union under the sum, built in full.
+		{"a union under a sum", ranged, hour(`sum(union(histogram_over_time(x{a="1"}[5m]), histogram_over_time(x{b="1"}[5m]))) by (vmrange)`),
+			[]float64{40 * 488, 60 * 488, 60 * 488},
+			[]string{`sum(clamp_max(count_over_time(x{a="1"}` + win + `), 488)) @1700000008.000`, `sum(clamp_max(count_over_time(x{b="1"}` + win + `), 488)) @1700000008.000`,
+				`count(histogram_over_time(x{b="1"}` + win + `)) @1700000008.000`},
+			"would make 48800 series"},
+		// Past the bound after the first count: the second is not asked.
+		{"past the bound at the first", ranged, hour(`histogram_over_time(x[5m]) + histogram_over_time(y[5m])`), []float64{100 * 488, 100 * 488, 1},
+			[]string{`sum(clamp_max(count_over_time(x` + win + `), 488)) @1700000008.000`, `count(histogram_over_time(x` + win + `)) @1700000008.000`},
+			"would make 48800 series"},
+		// A subquery: its points counted; the inner histogram first, and the outer not asked once that is past.
+		{"nested", ranged, hour(`histogram_over_time(histogram_over_time(x[5m])[1h:1m])`), []float64{1000 * 488, 1000 * 488, 1},
+			[]string{`sum(clamp_max(count_over_time(x[8040000ms]), 488)) @1700000120.000`, `count(histogram_over_time(x[8040000ms])) @1700000120.000`},
+			"would make 488000 series"},
+		{"over a subquery", ranged, hour(`histogram_over_time(rate(x[1m])[1h:1m])`), []float64{5 * 61},
+			[]string{`sum(clamp_max(count_over_time((rate(x[1m]))[7216000ms:60000ms]), 488)) @1700000008.000`}, ""},
+		// quantiles_over_time: a series of each phi of each series read.
+		{"quantiles", ranged, hour(`quantiles_over_time("phi", 0.5, 0.9, x[5m])`), []float64{30000},
+			[]string{`count(count_over_time(x` + win + `)) @1700000008.000`}, "quantiles_over_time in the query would make 60000 series"},
+		{"quantiles by phi", ranged, hour(`sum(quantiles_over_time("phi", 0.5, 0.9, x[5m])) by (phi)`), nil, nil, ""},
+		// An instant query: one point; VictoriaMetrics' own reading of it too.
+		{"instant", instant, url.Values{"query": {`histogram_over_time(x[1h])`}, "time": {"1700000000"}}, []float64{5000 * 488},
+			[]string{`sum(clamp_max(count_over_time(x[4200000ms]), 488)) @1700000300.000`}, ""},
+		{"no histogram", ranged, hour(`quantile_over_time(0.9, x[5m])`), nil, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var asked []string
+			err := checkFanOut(tc.rt, tc.args, nil, nil, l, now, counting(&asked, nil, tc.answers...))
+			switch {
+			case tc.refused == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.refused != "" && (err == nil || !strings.Contains(err.Error(), tc.refused) || httperr.Status(err) != http.StatusBadRequest):
+				t.Errorf("got %v; want 400 naming %q", err, tc.refused)
+			}
+			if !slices.Equal(asked, tc.asked) {
+				t.Errorf("asked\n%q\nwant\n%q", asked, tc.asked)
+			}
+		})
+	}
+	// A bound the query alone passes: refused without a count. 488 buckets at 11,000 points of each of 4 calls.
+	var asked []string
+	day := url.Values{"query": {strings.Repeat(`sum(histogram_over_time(x[5m])) by (vmrange) + `, 3) + `sum(histogram_over_time(x[5m])) by (vmrange)`},
+		"start": {"1699912000"}, "end": {"1700000000"}, "step": {"8"}}
+	if err := checkFanOut(ranged, day, nil, nil, l, now, counting(&asked, nil)); err == nil || len(asked) != 0 ||
+		!strings.Contains(err.Error(), "as the aggregations over it bound them") {
+		t.Errorf("four heatmaps over a day at 8 s: %v, asked %q; want refused without a count", err, asked)
+	}
+	// Short windows over years at a step of a day: the buckets are not counted over a span the query limits would refuse
+	// the team's own count of (10^8 at one sample a second), which the query itself does not read.
+	years := url.Values{"query": {`histogram_over_time(x[1s])`}, "start": {"1384640000"}, "end": {"1700000000"}, "step": {"86400"}}
+	lw := Limits{MaxFanOutPoints: 1e7, MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second}
+	asked = nil
+	if err := checkFanOut(ranged, years, nil, nil, lw, now, counting(&asked, nil, 10*488, 1)); err == nil || len(asked) != 1 ||
+		!strings.Contains(asked[0], "sum(clamp_max(count_over_time(x[315532801000ms]), 488))") {
+		t.Errorf("histograms of 1s windows over ten years: %v, asked %q; want refused on the samples alone", err, asked)
+	}
+	// Within it, over a day, they are.
+	asked = nil
+	if err := checkFanOut(ranged, url.Values{"query": {`histogram_over_time(x[5m])`}, "start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}},
+		nil, nil, lw, now, counting(&asked, nil, 20*488, 20*100)); err != nil || len(asked) != 2 {
+		t.Errorf("histograms over a day: %v, asked %q; want admitted on the buckets", err, asked)
+	}
+	// Without a limit, nothing is asked.
+	asked = nil
+	if err := checkFanOut(ranged, hour(`histogram_over_time(x[5m])`), nil, nil, Limits{}, now, counting(&asked, nil)); err != nil || len(asked) != 0 {
+		t.Errorf("no limit: %v, asked %q", err, asked)
+	}
+	// The backends' refusal of a count is the query's (400); their failure is not (503); a full team's 429 is kept.
+	for _, e := range []struct {
+		err  error
+		want int
+	}{{countError{errors.New("the read backend did not count them: bad")}, http.StatusBadRequest},
+		{context.DeadlineExceeded, http.StatusServiceUnavailable},
+		{httperr.New(http.StatusTooManyRequests, "full"), http.StatusTooManyRequests}} {
+		err := checkFanOut(ranged, hour(`histogram_over_time(x[5m])`), nil, nil, l, now, counting(&asked, e.err))
+		if httperr.Status(err) != e.want {
+			t.Errorf("count failing with %v: %v; want %d", e.err, err, e.want)
+		}
+	}
+	if err := checkFanOut(ranged, hour(`histogram_over_time(x[5m])`), nil, nil, l, now, counting(&asked, context.Canceled)); !errors.Is(err, errGoneInQueue) {
+		t.Errorf("client gone: %v", err)
+	}
+	// More calls than are counted for one query.
+	nine := strings.TrimSuffix(strings.Repeat(`histogram_over_time(x[5m]) + `, measureMax+1), " + ")
+	if err := checkFanOut(ranged, hour(nine), nil, nil, l, now, counting(&asked, nil)); err == nil || !strings.Contains(err.Error(), "at most 8 are counted") {
+		t.Errorf("nine calls: %v", err)
+	}
+}

@@ -1,0 +1,206 @@
+package querylimits
+
+import (
+	"math"
+	"strings"
+
+	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/gencache"
+)
+
+// Two rollup functions make several series of each series they read: histogram_over_time a series of each bucket
+// (vmrange) its windows' samples fall in, up to 488, and quantiles_over_time one of each phi it is given. VictoriaMetrics
+// builds all of them, each as long as the points it evaluates, before it aggregates or answers them, unless the
+// function is the only arg of an aggregation it does as it goes (sum, min, max, avg, count, sum2, geomean, any, group
+// over a rollup of a selector: getIncrementalAggrFuncCallbacks and tryGetArgRollupFuncWithMetricExpr, the same in
+// 1.79.5 and v1.151), which holds one series per group. Measured on v1.151: `histogram_over_time(x[5m])` over an hour at
+// 8 s over 300 series of 1 s samples took its memory to 751 MB, which neither -search.maxMemoryPerQuery nor
+// -search.maxResponseSeries stopped; under `count(...)` a thousand series left it flat. How many series a selector
+// matches only the data knows: FanOuts lists each such function with what the gateway needs to ask the read backends.
+
+// histogramBuckets is the most buckets histogram_over_time makes of one series: VictoriaMetrics' metrics.Histogram has
+// 18 a decade from 10^-9 to 10^18, and one below and one above.
+const histogramBuckets = 27*18 + 2
+
+// fanNode marks the rollup node of a function that makes several series of each series it reads.
+type fanNode struct {
+	// name is the function's name, label the label that tells its series apart (vmrange, the phi label), most the
+	// series it makes of one series, and byData says it makes at most one of each sample (a bucket is made by a
+	// sample that falls in it).
+	name, label string
+	most        int64
+	byData      bool
+	// src is what it reads, as the query prints it: a selector, or the query of a subquery.
+	src string
+	// group is the aggregation VictoriaMetrics does as it goes over it; nil when it builds the function's series.
+	group *Grouping
+}
+
+// Grouping is an aggregation by or without labels (Op "by" or "without", Labels) into at most Limit groups (0: any).
+type Grouping struct {
+	Op     string
+	Labels []string
+	Limit  int
+}
+
+// fanOf is the fanNode of the call f, whose rollup arg is arg; nil when f makes one series of each.
+func fanOf(f *metricsql.FuncExpr, arg metricsql.Expr) *fanNode {
+	var fn *fanNode
+	switch strings.ToLower(f.Name) {
+	case "histogram_over_time":
+		fn = &fanNode{name: "histogram_over_time", label: "vmrange", most: histogramBuckets, byData: true}
+	case "quantiles_over_time":
+		if len(f.Args) < 3 {
+			return nil // VictoriaMetrics refuses it
+		}
+		fn = &fanNode{name: "quantiles_over_time", most: int64(len(f.Args) - 2)}
+		if s, ok := f.Args[0].(*metricsql.StringExpr); ok {
+			fn.label = s.S
+		}
+	default:
+		return nil
+	}
+	if re, ok := arg.(*metricsql.RollupExpr); ok {
+		arg = re.Expr // a selector, or the query of a subquery
+	}
+	fn.src = string(arg.AppendString(nil))
+	return fn
+}
+
+// incremental are the aggregations VictoriaMetrics does as it goes over a rollup of a selector.
+func incremental(name string) bool {
+	switch strings.ToLower(name) {
+	case "sum", "min", "max", "avg", "count", "sum2", "geomean", "any", "group":
+		return true
+	}
+	return false
+}
+
+// groupOver is the Grouping of the aggregation ae when VictoriaMetrics does it as it goes over its arg: its only arg is
+// a rollup function over a selector, with or without a window, not over a subquery.
+func groupOver(ae *metricsql.AggrFuncExpr) *Grouping {
+	if !incremental(ae.Name) || len(ae.Args) != 1 {
+		return nil
+	}
+	f, ok := ae.Args[0].(*metricsql.FuncExpr)
+	if !ok {
+		return nil
+	}
+	i := rollupArg(f)
+	if i < 0 {
+		return nil
+	}
+	switch a := f.Args[i].(type) {
+	case *metricsql.MetricExpr:
+		if a.IsEmpty() {
+			return nil
+		}
+	case *metricsql.RollupExpr:
+		me, ok := a.Expr.(*metricsql.MetricExpr)
+		if !ok || me.IsEmpty() || a.ForSubquery() {
+			return nil
+		}
+	default:
+		return nil
+	}
+	return &Grouping{Op: strings.ToLower(ae.Modifier.Op), Labels: ae.Modifier.Args, Limit: ae.Limit}
+}
+
+// FanOut is a function that makes up to Most series (told apart by Label) of each series it reads, evaluated at Points
+// points. It reads Source: a selector's samples in (t-Window, t] at each of the points From, From+Step, ..., To (ms),
+// or, when Subquery, the points of a query evaluated at Inner over those windows. ByData says it makes at most one
+// series of each sample or point read. Group is the aggregation VictoriaMetrics does as it goes over it (nil: it
+// builds every series). Alt marks one of the other reading of an instant query (Window.Alt).
+type FanOut struct {
+	Func, Label, Source string
+	Most                int64
+	ByData, Subquery    bool
+	From, To, Step      int64
+	Window, Inner       int64
+	Points              int64
+	Group               *Grouping
+	Alt                 bool
+}
+
+// FanOuts lists the functions of q that make several series of each series they read, walked as SubqueryWork walks q
+// when evaluated over rng at time now: an inner one before the query that holds it. Only a gate's refusal, or a range
+// that cannot be read, is an error.
+func FanOuts(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) ([]FanOut, error) {
+	if !mentionsFanOut(q) {
+		return nil, nil
+	}
+	var fans []FanOut
+	r := *rng
+	r.Windows, r.fans = nil, &fans
+	if _, _, err := walked(q, pq, fanned, hasFanOut, instant, &r, now); err != nil {
+		return nil, err
+	}
+	return fans, nil
+}
+
+// mentionsFanOut tells whether q may call histogram_over_time or quantiles_over_time: it names one of them in any case
+// of ASCII, or has an escape or other bytes than ASCII, which metricsql may read as one.
+func mentionsFanOut(q string) bool {
+	for i := 0; i < len(q); i++ {
+		switch c := q[i]; {
+		case c >= 0x80 || c == '\\':
+			return true
+		case c|0x20 == 'h' && i+len("histogram_over_time") <= len(q) && strings.EqualFold(q[i:i+len("histogram_over_time")], "histogram_over_time"):
+			return true
+		case c|0x20 == 'q' && i+len("quantiles_over_time") <= len(q) && strings.EqualFold(q[i:i+len("quantiles_over_time")], "quantiles_over_time"):
+			return true
+		}
+	}
+	return false
+}
+
+// fanned caches FanOuts' trees, as counted caches CountValues'.
+var fanned = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + nodeBytes(&c.root) })
+
+func hasFanOut(n *node) bool {
+	if n.fan != nil {
+		return true
+	}
+	for i := range n.children {
+		if hasFanOut(&n.children[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+// fanOut lists the function of n, a rollup node evaluated over [a, b] at step, in w.fans. VictoriaMetrics evaluates
+// a rollup under @ at one time and copies its values to every point: its series are as long as the points over [a, b].
+func (w *walk) fanOut(n *node, a, b, step int64) {
+	points := max(b-a, 0)/max(step, 1) + 1
+	if n.at != nil {
+		t := n.at.eval(a, b, w.now, step) * 1000
+		if math.IsNaN(t) {
+			return // not a number: the span is unknown (walk.atNaN)
+		}
+		a, b = clampF(t), clampF(t)
+	}
+	off := n.offset.at(step)
+	a, b = sub(a, off), sub(b, off)
+	f := n.fan
+	fo := FanOut{Func: f.name, Label: f.label, Source: f.src, Most: f.most, ByData: f.byData, From: a, To: b, Step: max(step, 1),
+		Points: points, Group: f.group, Alt: w.alt}
+	if n.children[0].kind == kindSelector && !n.subquery && !n.implicit {
+		fo.Window = max(step, w.lookback)
+		if v := n.window.at(step); n.window != (lin{}) && v > 0 {
+			fo.Window = v
+		}
+	} else {
+		fo.Subquery = true
+		fo.Window, fo.Inner = n.window.at(step), step
+		if fo.Window <= 0 {
+			fo.Window = step
+		}
+		if s := n.step.at(step); n.hasStep && s > 0 {
+			fo.Inner = s
+		}
+	}
+	*w.fans = append(*w.fans, fo)
+}

@@ -1,0 +1,105 @@
+package querylimits
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestFanOuts: the functions that make several series of each series they read are listed with what they read, the
+// points they are evaluated at, and the aggregation VictoriaMetrics does as it goes over them, where it does one.
+func TestFanOuts(t *testing.T) {
+	const now, end, start = int64(1_700_000_000_000), int64(1_700_000_000_000), int64(1_699_996_400_000) // an hour
+	const step, points = int64(8_000), int64(451)
+	h := func(src string, win int64, g *Grouping) FanOut {
+		return FanOut{Func: "histogram_over_time", Label: "vmrange", Source: src, Most: 488, ByData: true, From: start, To: end,
+			Step: step, Window: win, Points: points, Group: g}
+	}
+	by := func(labels ...string) *Grouping { return &Grouping{Op: "by", Labels: labels} }
+	sub := start - 3_600_000 - staleness - 60_000
+	for _, tc := range []struct {
+		q    string
+		want []FanOut
+	}{
+		{`histogram_over_time(x{a="b"}[5m])`, []FanOut{h(`x{a="b"}`, 300_000, nil)}},
+		{`HISTOGRAM_OVER_TIME(x)`, []FanOut{h(`x`, step, nil)}},
+		{`histogram_quantile(0.9, histogram_over_time(x[5m]))`, []FanOut{h(`x`, 300_000, nil)}},
+		// Under an aggregation VictoriaMetrics does as it goes: by its modifier.
+		{`sum(histogram_over_time(x[5m])) by (vmrange)`, []FanOut{h(`x`, 300_000, by("vmrange"))}},
+		{`Count(histogram_over_time(x[5m]))`, []FanOut{h(`x`, 300_000, &Grouping{})}},
+		{`max(histogram_over_time(x[5m])) without (job) limit 5`, []FanOut{h(`x`, 300_000, &Grouping{Op: "without", Labels: []string{"job"}, Limit: 5})}},
+		{`histogram_quantile(0.9, sum(histogram_over_time(x[5m])) by (vmrange, le))`, []FanOut{h(`x`, 300_000, by("vmrange", "le"))}},
+		// Not as it goes: other aggregations, two args, anything between, a subquery, a union.
+		{`topk(3, histogram_over_time(x[5m]))`, []FanOut{h(`x`, 300_000, nil)}},
+		{`quantile(0.5, histogram_over_time(x[5m])) by (vmrange)`, []FanOut{h(`x`, 300_000, nil)}},
+		{`sum(abs(histogram_over_time(x[5m]))) by (vmrange)`, []FanOut{h(`x`, 300_000, nil)}},
+		{`sum(histogram_over_time(x[5m]) or histogram_over_time(y[5m])) by (vmrange)`, []FanOut{h(`x`, 300_000, nil), h(`y`, 300_000, nil)}},
+		{`sum(histogram_over_time(rate(x[1m])[1h:1m])) by (vmrange)`, []FanOut{{Func: "histogram_over_time", Label: "vmrange",
+			Source: `rate(x[1m])`, Most: 488, ByData: true, Subquery: true, From: start, To: end, Step: step, Window: 3_600_000,
+			Inner: 60_000, Points: points}}},
+		// An argument that is neither a window nor a selector is a subquery at the step.
+		{`histogram_over_time(sum(x))`, []FanOut{{Func: "histogram_over_time", Label: "vmrange", Source: `sum(x)`, Most: 488,
+			ByData: true, Subquery: true, From: start, To: end, Step: step, Window: step, Inner: step, Points: points}}},
+		// Shifted, the series as long as the range's points.
+		{`histogram_over_time(x[5m] offset 1h)`, []FanOut{{Func: "histogram_over_time", Label: "vmrange", Source: `x`, Most: 488,
+			ByData: true, From: start - 3_600_000, To: end - 3_600_000, Step: step, Window: 300_000, Points: points}}},
+		{`histogram_over_time(x[5m] @ 1699999000)`, []FanOut{{Func: "histogram_over_time", Label: "vmrange", Source: `x`, Most: 488,
+			ByData: true, From: 1_699_999_000_000, To: 1_699_999_000_000, Step: step, Window: 300_000, Points: points}}},
+		// Nested: the inner one first, at the subquery's points.
+		{`histogram_over_time(histogram_over_time(x[5m])[1h:1m])`, []FanOut{
+			{Func: "histogram_over_time", Label: "vmrange", Source: `x`, Most: 488, ByData: true, From: sub,
+				To: end + 60_000, Step: 60_000, Window: 300_000, Points: (end+60_000-sub)/60_000 + 1},
+			{Func: "histogram_over_time", Label: "vmrange", Source: `histogram_over_time(x[5m])`, Most: 488, ByData: true,
+				Subquery: true, From: start, To: end, Step: step, Window: 3_600_000, Inner: 60_000, Points: points}}},
+		{`quantiles_over_time("phi", 0.5, 0.9, 0.99, x[5m])`, []FanOut{{Func: "quantiles_over_time", Label: "phi", Source: `x`,
+			Most: 3, From: start, To: end, Step: step, Window: 300_000, Points: points}}},
+		{`quantiles_over_time("phi", scalar(y), 0.9, x[5m])`, []FanOut{{Func: "quantiles_over_time", Label: "phi", Source: `x`,
+			Most: 2, From: start, To: end, Step: step, Window: 300_000, Points: points}}},
+		{`sum(quantiles_over_time("q", 0.5, 0.9, x[5m])) by (q)`, []FanOut{{Func: "quantiles_over_time", Label: "q", Source: `x`,
+			Most: 2, From: start, To: end, Step: step, Window: 300_000, Points: points, Group: by("q")}}},
+		{`WITH (h(s) = histogram_over_time(s[5m])) h(x)`, []FanOut{h(`x`, 300_000, nil)}},
+		{`quantile_over_time(0.9, x[5m]) + rate(histogram[5m])`, nil},
+	} {
+		rng := &Range{Read: func() (int64, int64, int64, error) { return start, end, step, nil }}
+		got, err := FanOuts(tc.q, nil, false, rng, now)
+		if err != nil {
+			t.Fatalf("%s: %s", tc.q, err)
+		}
+		if fmt.Sprintf("%+v", deref(got)) != fmt.Sprintf("%+v", deref(tc.want)) {
+			t.Errorf("%s:\n got %+v\nwant %+v", tc.q, deref(got), deref(tc.want))
+		}
+	}
+}
+
+// deref prints a list of FanOut with their groups.
+func deref(fs []FanOut) string {
+	var b strings.Builder
+	for _, f := range fs {
+		g := f.Group
+		f.Group = nil
+		fmt.Fprintf(&b, "%+v", f)
+		if g != nil {
+			fmt.Fprintf(&b, " group %+v", *g)
+		}
+		b.WriteString("; ")
+	}
+	return b.String()
+}
+
+func TestMentionsFanOut(t *testing.T) {
+	for q, want := range map[string]bool{
+		`histogram_over_time(x[5m])`:       true,
+		`Quantiles_Over_Time("p", 1, x)`:   true,
+		`histogram\_over_time(x[5m])`:      true,
+		`x{a="é"}`:                         true,
+		`rate(histogram[5m])`:              false,
+		`quantile_over_time(0.5, x[5m])`:   false,
+		`histogram_over_tim`:               false,
+		`sum(rate(histogram_bucket[5m]))`:  false,
+		`histogram_quantile(0.5, x) + hOT`: false,
+	} {
+		if got := mentionsFanOut(q); got != want {
+			t.Errorf("mentionsFanOut(%q) = %v; want %v", q, got, want)
+		}
+	}
+}
