@@ -74,8 +74,11 @@ type slotsWatch struct {
 	// maxQueryLen, for the read backends, is told the least -search.maxQueryLen of those known, 0 when one is not
 	// known (gateway.SetBackendMaxQueryLen).
 	maxQueryLen func(int)
-	client      *http.Client
-	again       chan struct{}
+	// braces, for the read backends, is told whether every one reads `or` inside a selector's braces, false when one
+	// is not known (gateway.SetBackendBraces).
+	braces func(bool)
+	client *http.Client
+	again  chan struct{}
 
 	mu      sync.Mutex
 	addrs   []gateway.BackendAddr
@@ -101,6 +104,9 @@ type capacity struct {
 	dedup time.Duration
 	// maxQueryLen is a read backend's -search.maxQueryLen (0: not listed).
 	maxQueryLen int
+	// braces says a read backend reads `or` inside a selector's braces: VictoriaMetrics does since v1.92.0, and its
+	// /metrics tells that apart from v1.110.0 on (stopsAbandonedFlag); those between are taken not to.
+	braces bool
 }
 
 // newSlotsWatch returns the watch the flags of k ask for; nil when k's -maxConcurrentRequests fixes the limit or turns
@@ -131,7 +137,7 @@ func startSlots(k *slotKind, w *slotsWatch, gw *gateway.Gateway) {
 	}
 	w.set = func(byKey map[string]gateway.BackendCapacity) { k.learned(gw, byKey, *k.replicas) }
 	if k == readSlots {
-		w.dedup, w.maxQueryLen = gw.SetBackendDedup, gw.SetBackendMaxQueryLen
+		w.dedup, w.maxQueryLen, w.braces = gw.SetBackendDedup, gw.SetBackendMaxQueryLen, gw.SetBackendBraces
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
@@ -218,6 +224,9 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 	if w.maxQueryLen != nil {
 		w.maxQueryLen(least(known, unknown, maxQueryLenOf))
 	}
+	if w.braces != nil {
+		w.braces(least(known, unknown, bracesOf) == 1)
+	}
 	if !limited {
 		byKey = nil
 	}
@@ -266,6 +275,13 @@ func least[T int | time.Duration](known map[string]capacity, unknown int, of fun
 func dedupOf(c capacity) time.Duration { return c.dedup }
 func maxQueryLenOf(c capacity) int     { return c.maxQueryLen }
 
+func bracesOf(c capacity) int {
+	if c.braces {
+		return 1
+	}
+	return 0
+}
+
 // capacity reads the capacity of the backend at a from its /metrics.
 func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capacity, error) {
 	resp, err := getMetrics(ctx, w.client, metricsURLOf(a.URL), a.Host)
@@ -302,7 +318,7 @@ func selectCapacityOf(r io.Reader) (capacity, error) {
 			maxQueryLen = flagSize(v)
 		}
 	})
-	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown, dedup: dedup, maxQueryLen: maxQueryLen}, err
+	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown, dedup: dedup, maxQueryLen: maxQueryLen, braces: !runsOn}, err
 }
 
 // flagSize reads a size flag's value as VictoriaMetrics prints it (16384, or as set: 16KiB, 1.5MB), multiplied out in

@@ -187,6 +187,10 @@ func TestSelectCapacityOf(t *testing.T) {
 		if c.n != tc.n || !c.limited || c.runsOn != tc.runsOn || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%q: %+v, %v; want %d slots, runs on %v, error with %q", tc.page, c, err, tc.n, tc.runsOn, tc.err)
 		}
+		// The releases that stop an abandoned export (v1.110.0 on) read `or` inside a selector's braces too (v1.92.0 on).
+		if c.braces == tc.runsOn && err == nil {
+			t.Errorf("%q: reads `or` inside the braces: %v; want %v", tc.page, c.braces, !tc.runsOn)
+		}
 	}
 	// -search.maxBinaryOpPushdownLabelValues, as v1.151 lists it; a release without it (1.79.5) copies every value.
 	for page, want := range map[string]int{

@@ -25,7 +25,7 @@ func BenchmarkQueryRewrite(b *testing.B) {
 				b.ReportAllocs()
 				b.SetBytes(int64(len(q.q)))
 				for b.Loop() {
-					if _, err := tok.e.queryUncached(q.q, false, nil); err != nil {
+					if _, err := tok.e.queryUncached(q.q, false, false, nil); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -26,7 +26,7 @@ const (
 
 // cacheKey is an enforcer (one token's rules; nil for unrestricted ones) and the client's query.
 type cacheKey struct {
-	e       *Enforcer
-	q       string
-	cluster bool
+	e               *Enforcer
+	q               string
+	cluster, braces bool
 }

@@ -109,7 +109,7 @@ func TestCheckCalls(t *testing.T) {
 	}
 	// Unrestricted tokens whose queries the gateway parses (in cluster mode) are held to the same.
 	var nilE *Enforcer
-	if _, err := nilE.query(`sum(quantiles_over_time())`, true, nil); statusOf(err) != http.StatusBadRequest {
+	if _, err := nilE.query(`sum(quantiles_over_time())`, true, false, nil); statusOf(err) != http.StatusBadRequest {
 		t.Errorf("unrestricted, cluster: %v; want 400", err)
 	}
 }

@@ -76,7 +76,7 @@ func hostileQueries() []struct{ name, q string } {
 func BenchmarkHostileQueryPerByte(b *testing.B) {
 	e := devFiltered(b)
 	for _, hq := range hostileQueries() {
-		if _, err := e.queryUncached(hq.q, true, nil); err != nil {
+		if _, err := e.queryUncached(hq.q, true, false, nil); err != nil {
 			b.Fatalf("%s: %.300s", hq.name, err)
 		}
 		b.Run(hq.name, func(b *testing.B) {
@@ -84,7 +84,7 @@ func BenchmarkHostileQueryPerByte(b *testing.B) {
 			b.SetBytes(int64(len(hq.q)))
 			start := time.Now()
 			for b.Loop() {
-				_, _ = e.queryUncached(hq.q, true, nil)
+				_, _ = e.queryUncached(hq.q, true, false, nil)
 			}
 			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N)/float64(len(hq.q)), "ns/byte")
 		})

@@ -389,3 +389,25 @@ func labelsOf(m map[string]string) string {
 	sort.Strings(out)
 	return "{" + strings.Join(out, ",") + "}"
 }
+
+// TestRequestKeepsBranchesInBraces: where every read backend reads `or` inside the braces (Args.Braces), a selector
+// of several branches goes out as one, so that VictoriaMetrics reads each series once and aggregates a rollup over it
+// as it goes; otherwise it is lifted. The cache tells the two apart.
+func TestRequestKeepsBranchesInBraces(t *testing.T) {
+	e := twoBranches(t)
+	const q = `sum(histogram_over_time(up[5m])) by (vmrange)`
+	const braces = `sum(histogram_over_time(up{team="dev",env="prod" or team="dev",__name__=~"app_.*"}[5m])) by(vmrange)`
+	const lifted = `sum(union(histogram_over_time(up{team="dev",env="prod"}[5m]), histogram_over_time(up{team="dev",__name__=~"app_.*"}[5m]))) by(vmrange)`
+	for range 2 {
+		for _, b := range []bool{true, false} {
+			out, _, err := e.Request(rtQuery, Args{URL: url.Values{"query": {q}}, Braces: b}, false)
+			want := lifted
+			if b {
+				want = braces
+			}
+			if err != nil || out.URL["query"][0] != want {
+				t.Errorf("braces %v: %q %v; want %q", b, out.URL["query"], err, want)
+			}
+		}
+	}
+}

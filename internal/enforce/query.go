@@ -17,18 +17,19 @@ import (
 // extra filters. WITH templates are expanded first, so the result has none. A query that does not parse is a
 // 400 error carrying the parser's message.
 func (e *Enforcer) Query(q string) (string, error) {
-	return e.query(q, false, nil)
+	return e.query(q, false, false, nil)
 }
 
-// query rewrites q, refusing tenant labels when cluster is set. Dashboards send the same queries again and
-// again, and parsing is most of the cost, so results are cached per enforcer; a query not in the cache takes its
-// parse from p when an earlier step of the request parsed it.
-func (e *Enforcer) query(q string, cluster bool, p *Parsed) (string, error) {
-	part, k := p.Partition(), cacheKey{e: e, q: q, cluster: cluster}
+// query rewrites q, refusing tenant labels when cluster is set, its selectors of several branches kept as one where
+// braces is set (Args.Braces). Dashboards send the same queries again and again, and parsing is most of the cost, so
+// results are cached per enforcer; a query not in the cache takes its parse from p when an earlier step of the
+// request parsed it.
+func (e *Enforcer) query(q string, cluster, braces bool, p *Parsed) (string, error) {
+	part, k := p.Partition(), cacheKey{e: e, q: q, cluster: cluster, braces: braces}
 	if out, ok := queries.Get(part, k); ok {
 		return out, nil
 	}
-	out, err := e.queryUncached(q, cluster, p)
+	out, err := e.queryUncached(q, cluster, braces, p)
 	if err == nil && len(q) <= cacheMaxQueryLen {
 		// A query read from a form may be a part of the whole body: the cache keeps a copy of its own.
 		cq := strings.Clone(q)
@@ -41,7 +42,7 @@ func (e *Enforcer) query(q string, cluster bool, p *Parsed) (string, error) {
 	return out, err
 }
 
-func (e *Enforcer) queryUncached(q string, cluster bool, p *Parsed) (string, error) {
+func (e *Enforcer) queryUncached(q string, cluster, braces bool, p *Parsed) (string, error) {
 	expr, err := parseQuery(q, p)
 	if err != nil {
 		return "", err
@@ -70,7 +71,10 @@ func (e *Enforcer) queryUncached(q string, cluster bool, p *Parsed) (string, err
 		return "", err
 	}
 	expr = absentLabels(expr)
-	lifted := liftOr(expr)
+	lifted := expr
+	if !braces {
+		lifted = liftOr(expr)
+	}
 	out := lifted.AppendString(make([]byte, 0, len(q)+64))
 	if len(out) > maxLiftedLen && len(out) > len(q) {
 		// VictoriaMetrics would refuse the lifted query as too long where it reads the shorter braces.

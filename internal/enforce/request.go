@@ -37,6 +37,9 @@ type Args struct {
 	// Handover says the caller gives the maps up: Request may rewrite them in place instead of copying them, and
 	// the caller uses only what Request returns. Their slices are still never written into.
 	Handover bool
+	// Braces says every read backend reads `or` inside a selector's braces (VictoriaMetrics v1.92.0 on): a selector of
+	// several branches then goes out as one (liftOr).
+	Braces bool
 }
 
 // Request returns the args to forward for a request of route rt whose client sent in, and whether they differ
@@ -113,7 +116,7 @@ func (e *Enforcer) checkQueries(in Args) (Args, bool, error) {
 	for i, vs := range []url.Values{in.URL, in.Form} {
 		qs := vs[argQuery]
 		for j, q := range qs {
-			s, err := e.query(q, false, in.Parsed)
+			s, err := e.query(q, false, false, in.Parsed)
 			if err != nil {
 				return in, false, err
 			}
@@ -200,7 +203,7 @@ func (e *Enforcer) read(in Args, rt route.Route, cluster bool) (Args, error) {
 		if vs == nil {
 			continue
 		}
-		if err := e.rewriteValues(vs, rt, cluster, in.Parsed); err != nil {
+		if err := e.rewriteValues(vs, rt, cluster, in.Braces, in.Parsed); err != nil {
 			return in, err
 		}
 	}
@@ -229,7 +232,7 @@ func (e *Enforcer) EnforceArgs(q url.Values) {
 }
 
 // rewriteValues rewrites the selector args in one set of values (the URL query or the form body).
-func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool, p *Parsed) error {
+func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster, braces bool, p *Parsed) error {
 	restricted := e.Restricted()
 	if cluster && !restricted {
 		// The client's own enforcement args stay for unrestricted tokens, but not on the tenant labels.
@@ -256,7 +259,7 @@ func (e *Enforcer) rewriteValues(vs url.Values, rt route.Route, cluster bool, p 
 		// A new slice: the one in vs is the caller's (read copies the maps, not their values).
 		qs := make([]string, len(vs[argQuery]))
 		for i, q := range vs[argQuery] {
-			out, err := e.query(q, cluster, p)
+			out, err := e.query(q, cluster, braces, p)
 			if err != nil {
 				return err
 			}

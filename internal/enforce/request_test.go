@@ -392,7 +392,7 @@ func TestRequestUnrestrictedQueries(t *testing.T) {
 		t.Errorf("without the handover: %v, in %v, out %v", err, in.URL, out.URL)
 	}
 	// In a cluster too.
-	if out, err := unrestricted.query(`0 - {__name__="or"}`, true, nil); err != nil || out != `0 - {__name__=~"or"}` {
+	if out, err := unrestricted.query(`0 - {__name__="or"}`, true, false, nil); err != nil || out != `0 - {__name__=~"or"}` {
 		t.Errorf("cluster: %q %v", out, err)
 	}
 }

@@ -506,7 +506,7 @@ func TestVMUnrestrictedQueries(t *testing.T) {
 		} else {
 			resp.Body.Close()
 		}
-		out, err := unrestricted.query(q, false, nil)
+		out, err := unrestricted.query(q, false, false, nil)
 		if err != nil || out == q {
 			t.Errorf("%s: %q %v; want it forwarded with the name inside the braces", q, out, err)
 			continue

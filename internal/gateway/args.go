@@ -139,7 +139,8 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 			sent = longestQuery(q, form)
 		}
 		// The values are the gateway's own, parsed above, and only what Request returns is used from here on.
-		out, rewritten, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Form: form, Parsed: parsed, Handover: true}, g.cluster)
+		out, rewritten, err := a.Enforcer.Request(rt, enforce.Args{URL: q, Form: form, Parsed: parsed, Handover: true,
+			Braces: rt.Kind == route.Read && g.backendBraces.Load()}, g.cluster)
 		if err != nil {
 			return err
 		}

@@ -57,11 +57,18 @@ func (g *Gateway) fanCounterFor(ctx context.Context, a *auth.Access, gate *parse
 	return func(judge func(ask func(q, at string) (float64, error)) error) error {
 		gate.yield()
 		return g.counting(ctx, a, func(ctx context.Context) error {
+			asked := map[string]float64{} // a union of a team's filters may copy a call, and the query repeat one
 			return judge(func(q, at string) (float64, error) {
+				if n, ok := asked[at+" "+q]; ok {
+					return n, nil
+				}
 				ans, err := g.ask(ctx, a, q, at, 64<<10)
 				n := 0.0
 				for _, r := range ans {
 					n += float64(r.n)
+				}
+				if err == nil {
+					asked[at+" "+q] = n
 				}
 				return n, err
 			})
@@ -111,6 +118,13 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 			if len(names) == 1 {
 				label = f.Label
 			}
+		}
+		if f.AtUnknown {
+			// The gate lets through only the times compileAt resolves; should one not be, what the function reads is
+			// not known.
+			return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query is under an @ modifier whose time the gateway "+
+				"cannot work out before the query runs, and so cannot count the series it makes (-search.maxFanOutPoints): use a "+
+				"number, start(), end() or now() after @", f.Func))
 		}
 		if n, ok := boundedFanOut(f); ok {
 			made += n
@@ -194,6 +208,13 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 // the series f reads: by (vmrange, job) keeps vmrange and job; without (job) keeps vmrange and all but job.
 func keepsLabel(f querylimits.FanOut) (keeps bool, others []string) {
 	g := f.Group
+	if f.Label == "" {
+		// Not known (a phi label given by an expression): any of the labels may be it, and each is taken to be another.
+		if g.Op == "without" {
+			return true, nil
+		}
+		return true, g.Labels
+	}
 	if g.Op == "without" {
 		return !slices.Contains(g.Labels, f.Label), nil
 	}
@@ -221,9 +242,6 @@ func boundedFanOut(f querylimits.FanOut) (float64, bool) {
 	if keeps {
 		n = float64(f.Most)
 	}
-	if f.Group.Limit > 0 {
-		n = min(n, float64(f.Group.Limit))
-	}
 	return n, true
 }
 
@@ -249,9 +267,6 @@ func probeFanOut(f querylimits.FanOut) fanProbe {
 	if g := f.Group; g != nil {
 		var others []string
 		keeps, others = keepsLabel(f)
-		if g.Limit > 0 {
-			most = float64(g.Limit)
-		}
 		// Groups by the metric's name, or by every label, are taken to be the series: count_over_time drops the name.
 		if g.Op == "without" || !slices.Contains(others, "__name__") && !slices.Contains(others, "*") {
 			m := metricsql.ModifierExpr{Op: g.Op, Args: others}

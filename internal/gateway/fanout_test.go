@@ -75,8 +75,17 @@ func TestCheckFanOut(t *testing.T) {
 		{"without a label", ranged, hour(`sum(histogram_over_time(x[5m])) without (instance)`), []float64{100 * 488, 45000},
 			[]string{`sum(clamp_max(sum(count_over_time(x` + win + `)) without(instance), 488)) @1700000008.000`,
 				`count(histogram_over_time(x` + win + `)) @1700000008.000`}, "would make 45000 series"},
-		{"limited", ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job) limit 10`), []float64{100 * 488},
-			[]string{`sum(clamp_max(sum(count_over_time(x` + win + `)) by(job), 488)) @1700000008.000`}, ""},
+		// A limit is applied in each of VictoriaMetrics' workers: not counted.
+		{"limited", ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job) limit 10`), []float64{100 * 488, 1e6},
+			[]string{`sum(clamp_max(sum(count_over_time(x` + win + `)) by(job), 488)) @1700000008.000`,
+				`count(histogram_over_time(x` + win + `)) @1700000008.000`}, "would make 48800 series"},
+		// A phi label given by an expression: any label of the aggregation may be it.
+		{"quantiles by an unknown label", ranged, hour(`sum(quantiles_over_time(label_set(vector(NaN), "__name__", "phi"), 0.5, 0.9, x[5m])) by (phi, job)`),
+			[]float64{30000}, []string{`count(sum(count_over_time(x` + win + `)) by(phi,job)) @1700000008.000`}, "would make 60000 series"},
+		{"quantiles of an unknown label", ranged, hour(`sum(quantiles_over_time(label_set(vector(NaN), "__name__", "phi"), 0.5, 0.9, x[5m]))`),
+			nil, nil, ""},
+		// Under an @ the gateway cannot resolve (the gate lets none through): refused.
+		{"an unknown @", ranged, hour(`histogram_over_time(x[5m] @ timestamp(y))`), nil, nil, "whose time the gateway cannot work out"},
 		// By the metric's name: the series (count_over_time drops the name).
 		{"by the name", ranged, hour(`sum(histogram_over_time(x[5m]) keep_metric_names) by (__name__, vmrange)`), []float64{1},
 			[]string{`sum(clamp_max(count_over_time(x` + win + `), 488)) @1700000008.000`}, ""},

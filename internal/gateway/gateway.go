@@ -97,7 +97,9 @@ type Gateway struct {
 	backendDedup atomic.Int64
 	// backendMaxQueryLen is the read backends' -search.maxQueryLen (SetBackendMaxQueryLen); 0: not known.
 	backendMaxQueryLen atomic.Int64
-	deletes            *deleteGate
+	// backendBraces says every read backend reads `or` inside a selector's braces (SetBackendBraces).
+	backendBraces atomic.Bool
+	deletes       *deleteGate
 	// authHeader is the header of -auth.httpHeader when it is not Authorization, which preflights allow too.
 	authHeader  string
 	reads       *fairSlots

@@ -183,6 +183,16 @@ func (g *Gateway) SetBackendDedup(d time.Duration) {
 // SetBackendMaxQueryLen tells the gateway the read backends' -search.maxQueryLen, the least of them (0: not known).
 func (g *Gateway) SetBackendMaxQueryLen(n int) { g.backendMaxQueryLen.Store(int64(max(n, 0))) }
 
+// SetBackendBraces tells the gateway whether every read backend reads `or` inside a selector's braces (VictoriaMetrics
+// v1.92.0 on). Then the selectors of a token of several filters go out as one rather than as a union of one per
+// filter, under which VictoriaMetrics no longer aggregates a rollup as it goes: a team's heatmap, `sum(
+// histogram_over_time(x[5m])) by (vmrange)`, built every series' 488 buckets in its memory (fanout.go).
+func (g *Gateway) SetBackendBraces(ok bool) {
+	if g.backendBraces.Swap(ok) != ok {
+		slog.Info("the read backends read `or` inside a selector's braces: a token's filters go out inside the braces of each selector", "braces", ok)
+	}
+}
+
 // longestQuery is the length of the longest query arg of a request, in the URL or the form.
 func longestQuery(q, form url.Values) int {
 	n := 0

@@ -27,7 +27,8 @@ func TestFanOuts(t *testing.T) {
 		// Under an aggregation VictoriaMetrics does as it goes: by its modifier.
 		{`sum(histogram_over_time(x[5m])) by (vmrange)`, []FanOut{h(`x`, 300_000, by("vmrange"))}},
 		{`Count(histogram_over_time(x[5m]))`, []FanOut{h(`x`, 300_000, &Grouping{})}},
-		{`max(histogram_over_time(x[5m])) without (job) limit 5`, []FanOut{h(`x`, 300_000, &Grouping{Op: "without", Labels: []string{"job"}, Limit: 5})}},
+		// A limit is not kept: VictoriaMetrics applies it in each of its workers.
+		{`max(histogram_over_time(x[5m])) without (job) limit 5`, []FanOut{h(`x`, 300_000, &Grouping{Op: "without", Labels: []string{"job"}})}},
 		{`histogram_quantile(0.9, sum(histogram_over_time(x[5m])) by (vmrange, le))`, []FanOut{h(`x`, 300_000, by("vmrange", "le"))}},
 		// Not as it goes: other aggregations, two args, anything between, a subquery, a union.
 		{`topk(3, histogram_over_time(x[5m]))`, []FanOut{h(`x`, 300_000, nil)}},
@@ -57,6 +58,17 @@ func TestFanOuts(t *testing.T) {
 			Most: 2, From: start, To: end, Step: step, Window: 300_000, Points: points}}},
 		{`sum(quantiles_over_time("q", 0.5, 0.9, x[5m])) by (q)`, []FanOut{{Func: "quantiles_over_time", Label: "q", Source: `x`,
 			Most: 2, From: start, To: end, Step: step, Window: 300_000, Points: points, Group: by("q")}}},
+		// A phi label given by an expression is not known.
+		{`quantiles_over_time(label_set(vector(NaN), "__name__", "phi"), 0.5, 0.9, x[5m])`, []FanOut{{Func: "quantiles_over_time",
+			Source: `x`, Most: 2, From: start, To: end, Step: step, Window: 300_000, Points: points}}},
+		// Under an @ of a time that is not known (the gate lets none through): marked, inside a subquery too.
+		{`histogram_over_time(x[5m] @ timestamp(y))`, []FanOut{{Func: "histogram_over_time", Label: "vmrange", Source: `x`,
+			Most: 488, ByData: true, From: start, To: end, Step: step, Window: 300_000, Points: points, AtUnknown: true}}},
+		{`max_over_time(histogram_over_time(x[5m])[10m:1m] @ timestamp(y))`, []FanOut{{Func: "histogram_over_time", Label: "vmrange",
+			Source: `x`, Most: 488, ByData: true, From: start - 600_000 - staleness - 60_000, To: end + 60_000, Step: 60_000,
+			Window: 300_000, Points: (3_600_000+600_000+staleness+120_000)/60_000 + 1, AtUnknown: true}}},
+		{`histogram_over_time(x[5m] @ (end() - end() % 3600))`, []FanOut{{Func: "histogram_over_time", Label: "vmrange", Source: `x`,
+			Most: 488, ByData: true, From: end - end%3_600_000, To: end - end%3_600_000, Step: step, Window: 300_000, Points: points}}},
 		{`WITH (h(s) = histogram_over_time(s[5m])) h(x)`, []FanOut{h(`x`, 300_000, nil)}},
 		{`quantile_over_time(0.9, x[5m]) + rate(histogram[5m])`, nil},
 	} {

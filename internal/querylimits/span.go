@@ -78,6 +78,8 @@ type node struct {
 	sel string
 	// fan marks the rollup node of a function that makes several series of each series it reads (FanOuts).
 	fan *fanNode
+	// atUnknown marks an @ whose time compileAt cannot resolve.
+	atUnknown bool
 }
 
 // rawWindow says n is a window over a selector's raw samples: `quantile_over_time(0.5, x[1h])`.
@@ -174,10 +176,11 @@ func fitsEverySample(name string) bool {
 	return false
 }
 
-// atExpr is the time of an @ modifier: a number (Unix seconds), start(), end(), now(), a duration, or arithmetic
-// of them. Anything else cannot be resolved before the query runs.
+// atExpr is the time of an @ modifier: a number (Unix seconds), start(), end(), time(), now(), step(), a duration,
+// or arithmetic of them, rounded or taken modulo a number: what the enforcer's gate lets through (enforce.checkAt).
+// Anything else cannot be resolved before the query runs.
 type atExpr struct {
-	op   byte // 'n' number, 's' start(), 'e' end(), 'w' now(), 'd' duration, or + - * /
+	op   byte // 'n' number, 's' start(), 'e' end(), 't' time(), 'w' now(), 'p' step(), 'd' duration, 'r' round, or + - * / %
 	v    float64
 	d    lin
 	l, r *atExpr
@@ -211,8 +214,11 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		}
 		if x.At != nil {
 			n.at = compileAt(x.At, depth+1)
-			if n.at == nil && *unresolved == "" {
-				*unresolved = "@ " + string(x.At.AppendString(nil))
+			if n.at == nil {
+				n.atUnknown = true
+				if *unresolved == "" {
+					*unresolved = "@ " + string(x.At.AppendString(nil))
+				}
 			}
 		}
 		n.children = []node{child}
@@ -375,20 +381,34 @@ func compileAt(e metricsql.Expr, depth int) *atExpr {
 	case *metricsql.DurationExpr:
 		return &atExpr{op: 'd', d: linOf(x)}
 	case *metricsql.FuncExpr:
-		if len(x.Args) != 0 {
+		// VictoriaMetrics reads function names in any case: `@ END()` is end() (a first version resolved only the
+		// lower case, and took the rest not to shift the span).
+		switch name := strings.ToLower(x.Name); {
+		case name == "round" && (len(x.Args) == 1 || len(x.Args) == 2):
+			at := &atExpr{op: 'r', l: compileAt(x.Args[0], depth+1), r: &atExpr{op: 'n', v: 1}}
+			if len(x.Args) == 2 {
+				at.r = compileAt(x.Args[1], depth+1)
+			}
+			if at.l == nil || at.r == nil {
+				return nil
+			}
+			return at
+		case len(x.Args) != 0:
 			return nil
-		}
-		switch x.Name {
-		case "start":
+		case name == "start":
 			return &atExpr{op: 's'}
-		case "end":
+		case name == "end":
 			return &atExpr{op: 'e'}
-		case "now":
+		case name == "time":
+			return &atExpr{op: 't'}
+		case name == "now":
 			return &atExpr{op: 'w'}
+		case name == "step":
+			return &atExpr{op: 'p'}
 		}
 	case *metricsql.BinaryOpExpr:
 		switch x.Op {
-		case "+", "-", "*", "/":
+		case "+", "-", "*", "/", "%":
 			l, r := compileAt(x.Left, depth+1), compileAt(x.Right, depth+1)
 			if l == nil || r == nil {
 				return nil
@@ -399,19 +419,22 @@ func compileAt(e metricsql.Expr, depth int) *atExpr {
 	return nil
 }
 
-// eval is the @ time in seconds, with start() and end() of the range it is evaluated in.
+// eval is the @ time in seconds, with start() and end() of the range it is evaluated in at step. VictoriaMetrics
+// evaluates the time over the range and takes its first value: time() is the range's start.
 func (x *atExpr) eval(a, b, now, step int64) float64 {
 	switch x.op {
 	case 'n':
 		return x.v
 	case 'd':
 		return float64(x.d.at(step)) / 1000
-	case 's':
+	case 's', 't':
 		return float64(a) / 1000
 	case 'e':
 		return float64(b) / 1000
 	case 'w':
 		return float64(now) / 1000
+	case 'p':
+		return float64(step) / 1000
 	}
 	l, r := x.l.eval(a, b, now, step), x.r.eval(a, b, now, step)
 	switch x.op {
@@ -421,6 +444,14 @@ func (x *atExpr) eval(a, b, now, step int64) float64 {
 		return l - r
 	case '*':
 		return l * r
+	case '%':
+		return math.Mod(l, r)
+	case 'r':
+		// As transformRound: to the nearest multiple of r, halves away from zero (its decimal clean-up aside).
+		if r == 0 {
+			return math.NaN()
+		}
+		return math.Round(l/r) * r
 	}
 	return l / r
 }
@@ -454,6 +485,8 @@ type walk struct {
 	alt  bool
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
+	// atUnknown counts the @ modifiers compileAt could not resolve above the node walked.
+	atUnknown int
 }
 
 // span adds to w what n reads when evaluated over [a, b] at step.
@@ -483,6 +516,10 @@ func (w *walk) span(n *node, a, b, step int64) {
 
 // rollup adds to w what the rollup node n reads when evaluated over [a, b] at step.
 func (w *walk) rollup(n *node, a, b, step int64) {
+	if n.atUnknown {
+		w.atUnknown++
+		defer func() { w.atUnknown-- }()
+	}
 	if n.at != nil {
 		t := n.at.eval(a, b, w.now, step) * 1000
 		if math.IsNaN(t) {
