@@ -43,6 +43,11 @@ func v(kv ...string) url.Values {
 // form body once, have e rewrite the values, and put them back. The gateway's own checks of bodies (size, type,
 // encoding, deadline) are tested in internal/gateway.
 func enforceHTTP(e *Enforcer, r *http.Request, rt route.Route, cluster bool) error {
+	return enforceHTTPIn(e, r, rt, cluster, false)
+}
+
+// enforceHTTPIn is enforceHTTP for backends that read `or` inside the braces where braces is set (Args.Braces).
+func enforceHTTPIn(e *Enforcer, r *http.Request, rt route.Route, cluster, braces bool) error {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return newError(http.StatusBadRequest, "cannot parse the URL query %q: %s", r.URL.RawQuery, err)
@@ -60,7 +65,7 @@ func enforceHTTP(e *Enforcer, r *http.Request, rt route.Route, cluster bool) err
 			}
 		}
 	}
-	out, changed, err := e.Request(rt, Args{URL: q, Form: form}, cluster)
+	out, changed, err := e.Request(rt, Args{URL: q, Form: form, Braces: braces}, cluster)
 	if err != nil || !changed {
 		return err
 	}

@@ -32,11 +32,17 @@ func clientRequest(t *testing.T, c corpus.Entry) *http.Request {
 // refused is the gateway's error, if it answers itself.
 func forward(t *testing.T, base string, e *Enforcer, r *http.Request) (status int, body string, refused error) {
 	t.Helper()
+	return forwardIn(t, base, e, r, false)
+}
+
+// forwardIn is forward to a backend that reads `or` inside the braces where braces is set (Args.Braces).
+func forwardIn(t *testing.T, base string, e *Enforcer, r *http.Request, braces bool) (status int, body string, refused error) {
+	t.Helper()
 	rt, err := route.Lookup(r.URL.EscapedPath())
 	if err != nil {
 		return 0, "", err
 	}
-	if err := enforceHTTP(e, r, rt, false); err != nil {
+	if err := enforceHTTPIn(e, r, rt, false, braces); err != nil {
 		return 0, "", err
 	}
 	u := base + rt.Upstream(false, tenant.ID{})
@@ -120,20 +126,35 @@ func TestVMAdversarialReads(t *testing.T) {
 	if len(entries) < 50 {
 		t.Fatalf("the corpus has %d requests; want at least 50", len(entries))
 	}
+	twoFilters := func() *Enforcer {
+		return mustNew(t, []Label{{"team", "dev"}}, []string{`{instance=~"dev-.*"}`, `{instance="dev-host",job!="none"}`})
+	}
+	var current *vmtest.VM
 	for _, tok := range []struct {
-		name string
-		e    *Enforcer
+		name   string
+		e      *Enforcer
+		braces bool
 	}{
-		{"labels", devOnly(t)},
-		{"labels+filter", mustNew(t, []Label{{"team", "dev"}}, []string{`{instance=~"dev-.*"}`})},
+		{"labels", devOnly(t), false},
+		{"labels+filter", mustNew(t, []Label{{"team", "dev"}}, []string{`{instance=~"dev-.*"}`}), false},
 		// Two branches: v1.79 cannot read `or` inside braces, and reads the selectors lifted into unions (liftOr).
-		{"labels+two filters", mustNew(t, []Label{{"team", "dev"}}, []string{`{instance=~"dev-.*"}`, `{instance="dev-host",job!="none"}`})},
-		{"filter only", mustNew(t, nil, []string{`{team="dev",instance="dev-host"}`})},
+		{"labels+two filters", twoFilters(), false},
+		// The current release reads them inside the braces, where the gateway keeps them when it knows it (Args.Braces).
+		{"labels+two filters in braces", twoFilters(), true},
+		{"filter only", mustNew(t, nil, []string{`{team="dev",instance="dev-host"}`}), false},
 	} {
 		t.Run(tok.name, func(t *testing.T) {
+			base := vm.URL
+			if tok.braces {
+				if current == nil {
+					current = vmtest.StartCurrent(t)
+					writeTeams(t, current)
+				}
+				base = current.URL
+			}
 			var summary []string
 			for _, c := range entries {
-				status, body, refused := forward(t, vm.URL, tok.e, clientRequest(t, c))
+				status, body, refused := forwardIn(t, base, tok.e, clientRequest(t, c), tok.braces)
 				outcome := fmt.Sprintf("%d", status)
 				if refused != nil {
 					outcome = fmt.Sprintf("refused %d: %s", statusOf(refused), refused)
