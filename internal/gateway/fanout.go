@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -183,18 +182,13 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 	})
 	if err != nil {
 		fanOutFailed.Inc()
-		var refused countError
-		switch {
-		case httperr.Status(err) == http.StatusTooManyRequests || errors.Is(err, errGoneInQueue):
-			return err
-		case errors.Is(err, context.Canceled):
-			return errGoneInQueue
-		case errors.As(err, &refused):
-			return httperr.New(http.StatusBadRequest, fmt.Sprintf("the gateway could not count the series %s in the query reads "+
-				"(-search.maxFanOutPoints): %s", strings.Join(names, " and "), refused.error))
-		}
-		return httperr.New(http.StatusServiceUnavailable, fmt.Sprintf("the read backends did not count the series %s in the query "+
-			"reads (-search.maxFanOutPoints): %s; send the query again", strings.Join(names, " and "), err))
+		calls := strings.Join(names, " and ")
+		return countFailed(err, func(refused error) string {
+			return fmt.Sprintf("the gateway could not count the series %s in the query reads (-search.maxFanOutPoints): %s", calls, refused)
+		}, func(err error) string {
+			return fmt.Sprintf("the read backends did not count the series %s in the query reads (-search.maxFanOutPoints): %s; send the "+
+				"query again", calls, err)
+		})
 	}
 	if total > limit {
 		fanOutRefused.Inc()

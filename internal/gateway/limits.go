@@ -1,8 +1,6 @@
 package gateway
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -322,20 +320,13 @@ func judgeMeasured(text string, parsed *enforce.Parsed, instant bool, rng *query
 	counts, err := measure(ws)
 	if err != nil {
 		measuredFailed.Inc()
-		var refused countError
-		switch {
-		case httperr.Status(err) == http.StatusTooManyRequests || errors.Is(err, errGoneInQueue):
-			return err // the team's read slots are taken, or its client went away
-		case errors.Is(err, context.Canceled):
-			return errGoneInQueue // the client went away while its samples were counted
-		case errors.As(err, &refused):
-			return httperr.New(http.StatusBadRequest, subqueryWorkError(work, decide, l).Error()+
-				fmt.Sprintf("; the gateway could not count the samples the windows hold: %s", refused.error))
-		}
-		// The backends failed (a timeout, a 5xx, no connection): not the query's fault, and it may be sent again.
-		return httperr.New(http.StatusServiceUnavailable, fmt.Sprintf("the query's windows over raw samples would read more than "+
-			"-search.maxSubqueryWindowPoints=%d points per series at one sample per -search.minSampleInterval=%s, and the read "+
-			"backends did not count the samples they hold: %s; send the query again", l.MaxSubqueryWindowPoints, l.MinSampleInterval, err))
+		return countFailed(err, func(refused error) string {
+			return subqueryWorkError(work, decide, l).Error() + fmt.Sprintf("; the gateway could not count the samples the windows hold: %s", refused)
+		}, func(err error) string {
+			return fmt.Sprintf("the query's windows over raw samples would read more than -search.maxSubqueryWindowPoints=%d points per "+
+				"series at one sample per -search.minSampleInterval=%s, and the read backends did not count the samples they hold: %s; "+
+				"send the query again", l.MaxSubqueryWindowPoints, l.MinSampleInterval, err)
+		})
 	}
 	if w := base + mostRead(ws, counts); w > limit {
 		measuredRefused.Inc()

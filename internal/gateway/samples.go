@@ -17,6 +17,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/querylimits"
 	"github.com/vmgateway/vmgateway/internal/route"
 )
@@ -208,6 +209,22 @@ func (g *Gateway) countSamples(ctx context.Context, a *auth.Access, w querylimit
 // countError is a count the read backends refused (4xx): the query is refused as it was before it was counted.
 // Any other failure is theirs, and the client may send the query again.
 type countError struct{ error }
+
+// countFailed is the error of a query whose counts failed with err: the team's full slots (429) and a client gone as
+// they are; a count the backends refused is the query's, 400 with refusedMsg of their error; any other failure (a
+// timeout, a 5xx, no connection) is theirs, 503 with failedMsg of it, to be sent again.
+func countFailed(err error, refusedMsg, failedMsg func(error) string) error {
+	var refused countError
+	switch {
+	case httperr.Status(err) == http.StatusTooManyRequests || errors.Is(err, errGoneInQueue):
+		return err
+	case errors.Is(err, context.Canceled):
+		return errGoneInQueue // the client went away while the gateway counted
+	case errors.As(err, &refused):
+		return httperr.New(http.StatusBadRequest, refusedMsg(refused.error))
+	}
+	return httperr.New(http.StatusServiceUnavailable, failedMsg(err))
+}
 
 // maxCountAnswer bounds the answer of a count read series by series (about 30,000 series), and maxListed the series
 // one query's counts list in all (what the gateway holds of them, a key of 16 bytes and a count each): past either, a
