@@ -10,6 +10,7 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,10 +119,15 @@ func newSlotsWatch(k *slotKind, rt http.RoundTripper) *slotsWatch {
 	return &slotsWatch{kind: k, client: metricsClient(rt, 10*time.Second), again: make(chan struct{}, 1), known: map[string]capacity{}, failed: map[string]bool{}}
 }
 
-// setAddrs is gateway.Config.ReadAddrs or WriteAddrs: a new address is read soon.
+// setAddrs is gateway.Config.ReadAddrs or WriteAddrs: a new address is read soon. Until it is, it is taken not to
+// read `or` inside the braces, which a release before v1.92.0 would refuse every query of several branches for (an
+// attacker's review).
 func (w *slotsWatch) setAddrs(addrs []gateway.BackendAddr) {
 	w.mu.Lock()
 	w.addrs = addrs
+	if w.braces != nil && slices.ContainsFunc(addrs, func(a gateway.BackendAddr) bool { _, ok := w.known[a.Key()]; return !ok }) {
+		w.braces(false)
+	}
 	w.mu.Unlock()
 	select {
 	case w.again <- struct{}{}:
@@ -225,7 +231,8 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 		w.maxQueryLen(least(known, unknown, maxQueryLenOf))
 	}
 	if w.braces != nil {
-		w.braces(least(known, unknown, bracesOf) == 1)
+		// Addresses set since this read began are not known yet (setAddrs).
+		w.braces(least(known, unknown, bracesOf) == 1 && slices.Equal(w.addrs, addrs))
 	}
 	if !limited {
 		byKey = nil

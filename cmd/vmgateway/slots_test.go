@@ -38,6 +38,8 @@ func TestReadSlotsLearned(t *testing.T) {
 	w := newSlotsWatch(readSlots, http.DefaultTransport)
 	var got map[string]int
 	w.set = func(m map[string]gateway.BackendCapacity) { got = slotsOf(m) }
+	braces := false
+	w.braces = func(b bool) { braces = b }
 	key := func(host string) string { return addr(host).Key() }
 	for _, step := range []struct {
 		name  string
@@ -65,6 +67,24 @@ func TestReadSlotsLearned(t *testing.T) {
 		if !maps.Equal(got, step.want) || (got == nil) != (step.want == nil) {
 			t.Errorf("%s: the gateway is given %v; want %v", step.name, got, step.want)
 		}
+	}
+	// `or` inside the braces: while every backend is known to read it, and not from the moment one not read yet comes.
+	newer := "vm_concurrent_select_capacity 4\nflag{name=\"search.maxDeleteDuration\", value=\"5m0s\"} 1"
+	capacity = map[string]string{"a": newer, "b": newer}
+	w.setAddrs([]gateway.BackendAddr{addr("a"), addr("b")})
+	if w.readAll(context.Background()); !braces {
+		t.Errorf("two v1.110+ backends: braces %v; want true", braces)
+	}
+	capacity["c"] = "vm_concurrent_select_capacity 4"
+	if w.setAddrs([]gateway.BackendAddr{addr("a"), addr("b"), addr("c")}); braces {
+		t.Errorf("a new backend not read yet: braces %v; want false", braces)
+	}
+	if w.readAll(context.Background()); braces {
+		t.Errorf("a new backend of an older release: braces %v; want false", braces)
+	}
+	w.setAddrs([]gateway.BackendAddr{addr("a"), addr("b")})
+	if w.readAll(context.Background()); !braces {
+		t.Errorf("the older one gone: braces %v; want true", braces)
 	}
 }
 

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -115,7 +116,7 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 		if !slices.Contains(names, f.Func) {
 			names = append(names, f.Func)
 			if len(names) == 1 {
-				label = f.Label
+				label = cmp.Or(f.Label, "phi") // "": a label given by an expression
 			}
 		}
 		if f.AtUnknown {
