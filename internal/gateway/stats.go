@@ -200,6 +200,8 @@ type costWatch struct {
 	// client's is watched apart, or the drain of an answer it left had no time bound (an attacker's review: a 25 s
 	// stall of the backends was waited out).
 	held bool
+	// drain is drainTimeout as the request began, read on its goroutine: the timers that end a drain run on others.
+	drain time.Duration
 }
 
 const (
@@ -274,7 +276,7 @@ func (c *costWatch) clientLeft() {
 // that long after the client stopped taking it. Called when the client leaves (or the answer begins after it left),
 // and when the forward step stops writing an answer not read to its end.
 func (c *costWatch) draining() {
-	t := time.AfterFunc(drainTimeout, c.cancel)
+	t := time.AfterFunc(c.drain, c.cancel)
 	if !c.timer.CompareAndSwap(nil, t) {
 		t.Stop()
 	}
@@ -298,7 +300,7 @@ func (g *Gateway) withCost(r *http.Request, client context.Context, a *auth.Acce
 		base = context.WithoutCancel(base)
 	}
 	ctx, cancel := context.WithCancel(base)
-	cw := &costWatch{costs: g.costs, access: a, cancel: cancel, sent: costClock(), held: slot != nil}
+	cw := &costWatch{costs: g.costs, access: a, cancel: cancel, sent: costClock(), held: slot != nil, drain: drainTimeout}
 	stop := context.AfterFunc(client, cw.clientLeft)
 	r = r.WithContext(context.WithValue(ctx, costKey{}, cw))
 	if r.Method == http.MethodHead {
@@ -376,7 +378,7 @@ func (s *statsTail) end(err error) {
 		queryStatsAbandoned.Inc()
 		return
 	}
-	s.unknown("the gateway could not read the answer the client left to its end within " + drainTimeout.String())
+	s.unknown("the gateway could not read the answer the client left to its end within " + s.cw.drain.String())
 }
 
 func (s *statsTail) unknown(why string) {
