@@ -39,7 +39,7 @@ func TestIdleConnectionsDoNotLockClientsOut(t *testing.T) {
 			addr := vmtest.FreePort(t)
 			cmd := exec.Command("sh", "-c", `ulimit -n 256 && exec "$0" "$@"`, gatewayBin, "-httpListenAddr="+addr, "-read.url="+vm.URL,
 				"-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub, "-http.maxConnections="+bound, "-http.readHeaderTimeout=30s",
-				"-write.labelTruncationCheckInterval=0", "-read.maxConcurrentRequests=-1", "-write.maxConcurrentRequests=-1")
+				"-write.labelTruncationCheckInterval=0", "-read.maxConcurrentRequests=-1", "-read.learnBackendFlags=false", "-write.maxConcurrentRequests=-1")
 			cmd.Env = os.Environ()
 			g := runGateway(t, "http://"+addr, cmd)
 			t.Cleanup(func() { g.stop(syscall.SIGKILL) })

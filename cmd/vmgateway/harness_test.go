@@ -83,10 +83,10 @@ func startGatewayEnv(t testing.TB, env []string, flags ...string) *gw {
 				prefix = p
 			}
 		}
-		// The label-truncation check and the backends' capacities are off unless a test's own flag, given later,
-		// turns them on: their GET /metrics would be one more request at every recording upstream. So is the spacing
+		// The label-truncation check and the backends' capacities and flags are off unless a test's own flag, given
+		// later, turns them on: their GET /metrics would be one more request at every recording upstream. So is the spacing
 		// of deletes, which the tests of every API's routing send one after another (TestDeletesAreSpaced has it).
-		base := []string{"-httpListenAddr=" + addr, "-loggerLevel=DEBUG", "-write.labelTruncationCheckInterval=0", "-read.maxConcurrentRequests=-1",
+		base := []string{"-httpListenAddr=" + addr, "-loggerLevel=DEBUG", "-write.labelTruncationCheckInterval=0", "-read.maxConcurrentRequests=-1", "-read.learnBackendFlags=false",
 			"-write.maxConcurrentRequests=-1", "-deleteSeries.minInterval=0"}
 		cmd := exec.Command(gatewayBin, append(base, flags...)...)
 		cmd.Env = append(os.Environ(), env...)

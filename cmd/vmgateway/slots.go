@@ -23,11 +23,12 @@ import (
 var (
 	readMaxConcurrentRequests = flag.Int("read.maxConcurrentRequests", 0, "How many reads the gateway forwards at once to the -read.url backends together. Past it, reads wait at the gateway, where each team (isolation unit) takes its turn, rather than in VictoriaMetrics' own queue, where one team's flood of slow queries holds up every other team's. "+
 		"0 (the default) learns it from the backends: the sum of their vm_concurrent_select_capacity (their -search.maxConcurrentRequests), read from each one's /metrics (each address found with -discoverBackendIPs) at start and every minute; while no backend could be read there is no limit. "+
-		"It learns there too whether a backend goes on with an answer after its connection is closed (VictoriaMetrics before v1.110.0 exports to the end into nowhere): an answer from one whose client goes away, or that is cut for another team's read, is read to its end with its slot held. A fixed value learns neither, and closes the connection. "+
+		"It learns there too whether a backend goes on with an answer after its connection is closed (VictoriaMetrics before v1.110.0 exports to the end into nowhere): an answer from one whose client goes away, or that is cut for another team's read, is read to its end with its slot held. A fixed value learns neither, and closes the connection; the backends' flags are still read (-read.learnBackendFlags). "+
 		"A negative value sets no limit. A -read.url that is a load balancer over several backends answers /metrics from one of them: use -discoverBackendIPs (a headless Service), or give the sum here. With several gateway replicas in front of the same backends, set -read.replicas")
 	readReplicas = flag.Int("read.replicas", 1, "How many gateway replicas forward reads to the same read backends. Each forwards at most its part of their capacity (-read.maxConcurrentRequests, or as learned): the capacity divided by the replicas, rounded down, at least 1. "+
 		"Each replica that took the whole capacity would let the backends' own queue, first come first served, fill again with one team's reads behind the others' backs")
-	readMaxQueueDuration = flag.Duration("read.maxQueueDuration", 10*time.Second, "How long a read waits for its turn at the read backends (-read.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -search.maxQueueDuration (10s by default), whose queue stays empty. A read VictoriaMetrics refuses because the query memory all queries share is full waits as long, from its first refusal, to be sent again once another read ends")
+	readLearnBackendFlags = flag.Bool("read.learnBackendFlags", true, "Whether the gateway reads each read backend's /metrics, at start and every minute, for its -dedup.minScrapeInterval (the query limits assume no denser samples), its -search.maxQueryLen (a query the rewrite makes too long gets the gateway's error naming both lengths) and whether it reads `or` inside a selector's braces (VictoriaMetrics v1.110.0 on, as its page tells: a token's several filters then go out inside them), where -read.maxConcurrentRequests is set; 0 reads them with the capacity whatever this says. False leaves the limits, the rewrite and the check as if none were known")
+	readMaxQueueDuration  = flag.Duration("read.maxQueueDuration", 10*time.Second, "How long a read waits for its turn at the read backends (-read.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -search.maxQueueDuration (10s by default), whose queue stays empty. A read VictoriaMetrics refuses because the query memory all queries share is full waits as long, from its first refusal, to be sent again once another read ends")
 
 	writeMaxConcurrentRequests = flag.Int("write.maxConcurrentRequests", 0, "How many writes the gateway forwards at once to the -write.url backends together. Past it, writes wait at the gateway, each team (isolation unit) in turn. "+
 		"It matters for backends that hold one of their -maxConcurrentInserts for a whole request body (VictoriaMetrics before v1.86.0): there, one team's bodies sent slowly hold every insert slot, and every other team's writes queue behind them first come first served, then fail. "+
@@ -68,7 +69,9 @@ var (
 // keeps what was read of it before; none read, no limit.
 type slotsWatch struct {
 	kind *slotKind
-	set  func(byKey map[string]gateway.BackendCapacity) // nil: no limit
+	// factsOnly says the capacity is the flag's: only the read backends' flags and release are learnt.
+	factsOnly bool
+	set       func(byKey map[string]gateway.BackendCapacity) // nil: no limit
 	// dedup, for the read backends, is told the least -dedup.minScrapeInterval of those known, 0 when one has none
 	// or one is not known (gateway.SetBackendDedup).
 	dedup func(time.Duration)
@@ -111,12 +114,15 @@ type capacity struct {
 }
 
 // newSlotsWatch returns the watch the flags of k ask for; nil when k's -maxConcurrentRequests fixes the limit or turns
-// it off (startSlots then sets it).
+// it off (startSlots then sets it), but for the read backends' flags and release, read all the same where
+// -read.learnBackendFlags says so (factsOnly): a fixed -read.maxConcurrentRequests cost the query limits the backends'
+// dedup, the rewrite the braces of several filters and the query length check its bound.
 func newSlotsWatch(k *slotKind, rt http.RoundTripper) *slotsWatch {
-	if *k.max != 0 {
+	if *k.max != 0 && (k != readSlots || !*readLearnBackendFlags) {
 		return nil
 	}
-	return &slotsWatch{kind: k, client: metricsClient(rt, 10*time.Second), again: make(chan struct{}, 1), known: map[string]capacity{}, failed: map[string]bool{}}
+	return &slotsWatch{kind: k, factsOnly: *k.max != 0, client: metricsClient(rt, 10*time.Second), again: make(chan struct{}, 1),
+		known: map[string]capacity{}, failed: map[string]bool{}}
 }
 
 // setAddrs is gateway.Config.ReadAddrs or WriteAddrs: a new address is read soon. Until it is, it is taken not to
@@ -137,9 +143,11 @@ func (w *slotsWatch) setAddrs(addrs []gateway.BackendAddr) {
 
 // startSlots gives gw its limit of k's kind: the flag's, or the backends' as w learns it.
 func startSlots(k *slotKind, w *slotsWatch, gw *gateway.Gateway) {
-	if w == nil {
+	if w == nil || w.factsOnly {
 		k.fixed(gw, gateway.ReplicaPart(max(*k.max, 0), *k.replicas))
-		return
+		if w == nil {
+			return
+		}
 	}
 	w.set = func(byKey map[string]gateway.BackendCapacity) { k.learned(gw, byKey, *k.replicas) }
 	if k == readSlots {
@@ -204,7 +212,13 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 		key := a.Key()
 		if err := failed[key]; err != nil {
 			w.failed[key] = true
-			if !wasFailed[key] {
+			switch {
+			case wasFailed[key]:
+			case w.factsOnly:
+				slog.Warn("cannot read the read backend's /metrics to learn its -dedup.minScrapeInterval, -search.maxQueryLen and whether "+
+					"it reads `or` inside a selector's braces; until it is read the query limits and the rewrite assume none, and it "+
+					"is read again every 10s; -read.learnBackendFlags=false stops reading it", "backend", redact.URL(a.URL), "host", a.Host, "err", err)
+			default:
 				slog.Warn("cannot read the "+w.kind.name+" backend's /metrics to learn how many requests it runs at once ("+w.kind.metric+"); "+
 					"it is taken to be what it was, or like the smallest of the others, and read again every 10s; set -"+w.kind.name+".maxConcurrentRequests to give it instead",
 					"backend", redact.URL(a.URL), "host", a.Host, "err", err)
@@ -233,6 +247,9 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 	if w.braces != nil {
 		// Addresses set since this read began are not known yet (setAddrs).
 		w.braces(least(known, unknown, bracesOf) == 1 && slices.Equal(w.addrs, addrs))
+	}
+	if w.factsOnly {
+		return len(failed) == 0
 	}
 	if !limited {
 		byKey = nil

@@ -88,6 +88,34 @@ func TestReadSlotsLearned(t *testing.T) {
 	}
 }
 
+// TestReadFlagsWithFixedSlots: with -read.maxConcurrentRequests fixed, the read backends' flags and release are still
+// learnt, and their capacity is not given (the flag's stands); -read.learnBackendFlags=false reads nothing.
+func TestReadFlagsWithFixedSlots(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "vm_concurrent_select_capacity 4\nflag{name=\"search.maxDeleteDuration\", value=\"5m0s\"} 1\n"+
+			"flag{name=\"dedup.minScrapeInterval\", value=\"30s\"} 1\n")
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	defer func(was int, learn bool) { *readMaxConcurrentRequests, *readLearnBackendFlags = was, learn }(*readMaxConcurrentRequests, *readLearnBackendFlags)
+	*readMaxConcurrentRequests = 16
+	if *readLearnBackendFlags = false; newSlotsWatch(readSlots, http.DefaultTransport) != nil {
+		t.Errorf("-read.learnBackendFlags=false: a watch of the read backends")
+	}
+	*readLearnBackendFlags = true
+	w := newSlotsWatch(readSlots, http.DefaultTransport)
+	if w == nil || !w.factsOnly {
+		t.Fatalf("a fixed -read.maxConcurrentRequests: watch %+v; want one of the flags only", w)
+	}
+	given, braces, dedup := false, false, time.Duration(0)
+	w.set = func(map[string]gateway.BackendCapacity) { given = true }
+	w.braces, w.dedup, w.maxQueryLen = func(b bool) { braces = b }, func(d time.Duration) { dedup = d }, func(int) {}
+	w.setAddrs([]gateway.BackendAddr{{URL: u}})
+	if !w.readAll(context.Background()) || given || !braces || dedup != 30*time.Second {
+		t.Errorf("capacity given %v, braces %v, dedup %s; want none given, braces, 30s", given, braces, dedup)
+	}
+}
+
 // TestReadSlotsSplitBetweenReplicas: each of -read.replicas forwards its part of the capacity, rounded down so that
 // together they never pass it, and at least one read.
 func TestReadSlotsSplitBetweenReplicas(t *testing.T) {
