@@ -275,7 +275,11 @@ func probeFanOut(f querylimits.FanOut) fanProbe {
 	switch {
 	case keeps && f.ByData:
 		p.q = fmt.Sprintf("sum(clamp_max(%s, %d))", x, f.Most)
-		p.exact = "count(" + f.Func + "(" + src + "))"
+		if !f.Subquery {
+			// Over a subquery VictoriaMetrics would build the buckets of every series it makes, at one point, to count
+			// them: as many series as the query refused for them.
+			p.exact = "count(" + f.Func + "(" + src + "))"
+		}
 	case keeps:
 		p.q, p.mult = "count("+x+")", float64(f.Most)
 	default:

@@ -105,6 +105,9 @@ func TestCheckFanOut(t *testing.T) {
 			"would make 488000 series"},
 		{"over a subquery", ranged, hour(`histogram_over_time(rate(x[1m])[1h:1m])`), []float64{5 * 61},
 			[]string{`sum(clamp_max(count_over_time((rate(x[1m]))[7216000ms:60000ms]), 488)) @1700000008.000`}, ""},
+		// Past the bound over a subquery, the buckets are not counted: VictoriaMetrics would build them all to count them.
+		{"over a subquery, past the bound", ranged, hour(`histogram_over_time(rate(x[1m])[1h:1m])`), []float64{1000 * 122},
+			[]string{`sum(clamp_max(count_over_time((rate(x[1m]))[7216000ms:60000ms]), 488)) @1700000008.000`}, "would make 122000 series"},
 		// quantiles_over_time: a series of each phi of each series read.
 		{"quantiles", ranged, hour(`quantiles_over_time("phi", 0.5, 0.9, x[5m])`), []float64{30000},
 			[]string{`count(count_over_time(x` + win + `)) @1700000008.000`}, "quantiles_over_time in the query would make 60000 series"},
