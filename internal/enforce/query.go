@@ -76,7 +76,7 @@ func (e *Enforcer) queryUncached(q string, cluster, braces bool, p *Parsed) (str
 		lifted = liftOr(expr)
 	}
 	out := lifted.AppendString(make([]byte, 0, len(q)+64))
-	if len(out) > maxLiftedLen && len(out) > len(q) {
+	if lifted != expr && len(out) > maxLiftedLen && len(out) > len(q) {
 		// VictoriaMetrics would refuse the lifted query as too long where it reads the shorter braces.
 		out, lifted = expr.AppendString(out[:0]), expr
 	}

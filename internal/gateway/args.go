@@ -151,10 +151,11 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 			}
 		}
 		// The query as it goes upstream: the rewrite may copy a count_values into each arg of a union.
-		if err := checkEvaluation(rt, q, form, parsed, g.evalLimits(), time.Now(), g.measurerFor(r.Context(), a, gate)); err != nil {
+		l, now := g.evalLimits(), time.Now()
+		if err := checkEvaluation(rt, q, form, parsed, l, now, g.measurerFor(r.Context(), a, gate)); err != nil {
 			return err
 		}
-		if err := checkFanOut(rt, q, form, parsed, g.evalLimits(), time.Now(), g.fanCounterFor(r.Context(), a, gate)); err != nil {
+		if err := checkFanOut(rt, q, form, parsed, l, now, g.fanCounterFor(r.Context(), a, gate)); err != nil {
 			return err
 		}
 	}

@@ -37,12 +37,28 @@ var (
 )
 
 // fanProbe is a count that bounds the series one function makes: the instant query q at time at answers a number n,
-// and the function makes at most n×mult series, and at most most. Where that is past the bound, exact, when set, is
-// a count of them as VictoriaMetrics makes them, which costs more to ask.
+// and the function makes at most n×mult series, each of points. Where that is past the bound, exact, when set, is a
+// count of them as VictoriaMetrics makes them, which costs more to ask; span is the time both read back.
 type fanProbe struct {
 	q, exact, at string
-	mult, most   float64
+	mult         float64
 	points, span int64
+}
+
+// made is how many series p counts, asked with ask: its exact count too where past says the first is past the bound.
+func (p fanProbe) made(ask func(q, at string) (float64, error), past func(made float64) bool) (float64, error) {
+	n, err := ask(p.q, p.at)
+	if err != nil {
+		return 0, err
+	}
+	m := n * p.mult
+	if p.exact != "" && past(m) {
+		if n, err = ask(p.exact, p.at); err != nil {
+			return 0, err
+		}
+		m = min(m, n)
+	}
+	return m, nil
 }
 
 // fanCounter runs judge with an ask of the read backends, for one request; nil when the gateway cannot ask (no read
@@ -163,16 +179,9 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 	}
 	err := count(func(ask func(q, at string) (float64, error)) error {
 		for _, p := range probes {
-			n, err := ask(p.q, p.at)
+			m, err := p.made(ask, func(m float64) bool { return total+m*float64(p.points) > limit })
 			if err != nil {
 				return err
-			}
-			m := min(n*p.mult, p.most)
-			if total+m*float64(p.points) > limit && p.exact != "" {
-				if n, err = ask(p.exact, p.at); err != nil {
-					return err
-				}
-				m = min(m, n)
 			}
 			made += m
 			if total += m * float64(p.points); total > limit {
@@ -258,7 +267,7 @@ func probeFanOut(f querylimits.FanOut) fanProbe {
 		src = fmt.Sprintf("(%s)[%dms:%dms]", f.Source, span, f.Inner)
 	}
 	x := "count_over_time(" + src + ")"
-	keeps, most := true, float64(1<<62)
+	keeps := true
 	if g := f.Group; g != nil {
 		var others []string
 		keeps, others = keepsLabel(f)
@@ -271,7 +280,7 @@ func probeFanOut(f querylimits.FanOut) fanProbe {
 			x = "sum(" + x + ") " + string(m.AppendString(nil))
 		}
 	}
-	p := fanProbe{at: fmt.Sprintf("%.3f", float64(f.To+f.Step)/1e3), mult: 1, most: most, points: f.Points, span: span}
+	p := fanProbe{at: fmt.Sprintf("%.3f", float64(f.To+f.Step)/1e3), mult: 1, points: f.Points, span: span}
 	switch {
 	case keeps && f.ByData:
 		p.q = fmt.Sprintf("sum(clamp_max(%s, %d))", x, f.Most)

@@ -1,13 +1,11 @@
 package querylimits
 
 import (
-	"math"
 	"strings"
 
 	"github.com/VictoriaMetrics/metricsql"
 
 	"github.com/vmgateway/vmgateway/internal/enforce"
-	"github.com/vmgateway/vmgateway/internal/gencache"
 )
 
 // Two rollup functions make several series of each series they read: histogram_over_time a series of each bucket
@@ -144,68 +142,25 @@ func FanOuts(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) 
 	return fans, nil
 }
 
-// mentionsFanOut tells whether q may call histogram_over_time or quantiles_over_time: it names one of them in any case
-// of ASCII, or has an escape or other bytes than ASCII, which metricsql may read as one.
+// mentionsFanOut tells whether q may call histogram_over_time or quantiles_over_time.
 func mentionsFanOut(q string) bool {
-	for i := 0; i < len(q); i++ {
-		switch c := q[i]; {
-		case c >= 0x80 || c == '\\':
-			return true
-		case c|0x20 == 'h' && i+len("histogram_over_time") <= len(q) && strings.EqualFold(q[i:i+len("histogram_over_time")], "histogram_over_time"):
-			return true
-		case c|0x20 == 'q' && i+len("quantiles_over_time") <= len(q) && strings.EqualFold(q[i:i+len("quantiles_over_time")], "quantiles_over_time"):
-			return true
-		}
-	}
-	return false
+	return mentions(q, true, "histogram_over_time", "quantiles_over_time")
 }
 
 // fanned caches FanOuts' trees, as counted caches CountValues'.
-var fanned = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + nodeBytes(&c.root) })
+var fanned = newTreeCache()
 
-func hasFanOut(n *node) bool {
-	if n.fan != nil {
-		return true
-	}
-	for i := range n.children {
-		if hasFanOut(&n.children[i]) {
-			return true
-		}
-	}
-	return false
-}
+func hasFanOut(n *node) bool { return anyNode(n, func(n *node) bool { return n.fan != nil }) }
 
-// fanOut lists the function of n, a rollup node evaluated over [a, b] at step, in w.fans. VictoriaMetrics evaluates
-// a rollup under @ at one time and copies its values to every point: its series are as long as the points over [a, b].
-func (w *walk) fanOut(n *node, a, b, step int64) {
-	points := max(b-a, 0)/max(step, 1) + 1
-	atUnknown := n.atUnknown || w.atUnknown > 0
-	if n.at != nil {
-		t := n.at.eval(a, b, w.now, step) * 1000
-		if math.IsNaN(t) {
-			return // not a number: VictoriaMetrics refuses it
-		}
-		a, b = clampF(t), clampF(t)
-	}
-	off := n.offset.at(step)
-	a, b = sub(a, off), sub(b, off)
+// fanOut lists the function of n, if it makes several series of each series it reads, in w.fans: its rollup is
+// evaluated over [a, b] at step, each window win over a selector's samples or, where inner > 0, over a subquery
+// evaluated at inner, and its series hold points.
+func (w *walk) fanOut(n *node, a, b, step, win, inner, points int64) {
 	f := n.fan
-	fo := FanOut{Func: f.name, Label: f.label, Source: f.src, Most: f.most, ByData: f.byData, From: a, To: b, Step: max(step, 1),
-		Points: points, Group: f.group, Alt: w.alt, AtUnknown: atUnknown}
-	if n.children[0].kind == kindSelector && !n.subquery && !n.implicit {
-		fo.Window = max(step, w.lookback)
-		if v := n.window.at(step); n.window != (lin{}) && v > 0 {
-			fo.Window = v
-		}
-	} else {
-		fo.Subquery = true
-		fo.Window, fo.Inner = n.window.at(step), step
-		if fo.Window <= 0 {
-			fo.Window = step
-		}
-		if s := n.step.at(step); n.hasStep && s > 0 {
-			fo.Inner = s
-		}
+	if f == nil || w.fans == nil {
+		return
 	}
-	*w.fans = append(*w.fans, fo)
+	*w.fans = append(*w.fans, FanOut{Func: f.name, Label: f.label, Source: f.src, Most: f.most, ByData: f.byData, Subquery: inner > 0,
+		From: a, To: b, Step: max(step, 1), Window: win, Inner: inner, Points: points, Group: f.group, Alt: w.alt,
+		AtUnknown: w.atUnknown > 0})
 }

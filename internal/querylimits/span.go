@@ -508,14 +508,9 @@ func (w *walk) span(n *node, a, b, step int64) {
 		}
 		return
 	}
-	w.rollup(n, a, b, step)
-	if n.fan != nil && w.fans != nil {
-		w.fanOut(n, a, b, step) // after what it reads: an inner one is listed first
-	}
-}
-
-// rollup adds to w what the rollup node n reads when evaluated over [a, b] at step.
-func (w *walk) rollup(n *node, a, b, step int64) {
+	// A function that makes several series of each makes them as long as the points over [a, b], under @ too:
+	// VictoriaMetrics evaluates it at one time and copies its values to every point.
+	points := max(b-a, 0)/max(step, 1) + 1
 	if n.atUnknown {
 		w.atUnknown++
 		defer func() { w.atUnknown-- }()
@@ -568,6 +563,7 @@ func (w *walk) rollup(n *node, a, b, step int64) {
 			lo, hi = sub(lo, staleness+inner), clamp(clamp(hi)+clamp(inner))
 		}
 		w.span(child, lo, hi, inner)
+		w.fanOut(n, a, b, step, win, inner, points) // after what it reads: an inner one is listed first
 		return
 	}
 	if child.kind == kindSelector {
@@ -595,6 +591,7 @@ func (w *walk) rollup(n *node, a, b, step int64) {
 			}
 		}
 		w.add(sub(a, win), b)
+		w.fanOut(n, a, b, step, win, 0, points)
 		return
 	}
 	w.span(child, a, b, step)
@@ -946,18 +943,10 @@ type Window struct {
 }
 
 // subqueried caches SubqueryWork's trees, as counted caches CountValues'.
-var subqueried = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + nodeBytes(&c.root) })
+var subqueried = newTreeCache()
 
 func hasSubquery(n *node) bool {
-	if n.kind == kindRollup && (n.subquery || n.rawWeight > 0) {
-		return true
-	}
-	for i := range n.children {
-		if hasSubquery(&n.children[i]) {
-			return true
-		}
-	}
-	return false
+	return anyNode(n, func(n *node) bool { return n.kind == kindRollup && (n.subquery || n.rawWeight > 0) })
 }
 
 // countWalk is a walk for CountValues: an empty span, subqueries walked over the range they are evaluated over.
@@ -971,14 +960,20 @@ const staleness = int64(5 * 60 * 1000)
 // MentionsCountValues tells whether q has the name count_values in any case of ASCII, as metricsql reads names; a
 // query with other bytes than ASCII is taken to have it. A query that runs count_values says so, since the enforcer
 // refuses an aggregate's name written with escapes (count\_values).
-func MentionsCountValues(q string) bool {
-	const name = "count_values"
+func MentionsCountValues(q string) bool { return mentions(q, false, "count_values") }
+
+// mentions tells whether q has one of names in any case of ASCII, as metricsql reads names, or other bytes than ASCII,
+// or, where escapes is set, a backslash: a function's name written with escapes is the function.
+func mentions(q string, escapes bool, names ...string) bool {
 	for i := 0; i < len(q); i++ {
-		switch c := q[i]; {
-		case c >= utf8.RuneSelf:
+		c := q[i]
+		if c >= utf8.RuneSelf || escapes && c == '\\' {
 			return true
-		case c|0x20 == 'c' && i+len(name) <= len(q) && strings.EqualFold(q[i:i+len(name)], name):
-			return true
+		}
+		for _, name := range names {
+			if c|0x20 == name[0] && i+len(name) <= len(q) && strings.EqualFold(q[i:i+len(name)], name) {
+				return true
+			}
 		}
 	}
 	return false
@@ -991,18 +986,29 @@ type compiled struct{ root node }
 var nothingCounted = &compiled{}
 
 // counted caches CountValues' trees per isolation unit, as the enforcer caches its rewrites (enforce/cache.go).
-var counted = gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + nodeBytes(&c.root) })
+var counted = newTreeCache()
 
 func hasCountValues(n *node) bool {
-	if n.countValues || n.overTime {
+	return anyNode(n, func(n *node) bool { return n.countValues || n.overTime })
+}
+
+// anyNode tells whether has holds for n or a node below it.
+func anyNode(n *node, has func(*node) bool) bool {
+	if has(n) {
 		return true
 	}
 	for i := range n.children {
-		if hasCountValues(&n.children[i]) {
+		if anyNode(&n.children[i], has) {
 			return true
 		}
 	}
 	return false
+}
+
+// newTreeCache is a cache of compiled span trees by query, per isolation unit, as the enforcer caches its rewrites
+// (enforce/cache.go).
+func newTreeCache() *gencache.Cache[string, *compiled] {
+	return gencache.New(cacheBytes/4, func(q string, c *compiled) int { return len(q) + 64 + nodeBytes(&c.root) })
 }
 
 // nodeBytes is about what n's tree holds in memory.
