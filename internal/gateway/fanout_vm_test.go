@@ -56,18 +56,7 @@ func TestFanOutCountsAtLeastTheSeriesMade(t *testing.T) {
 	}
 	for name, startVM := range map[string]func(testing.TB, ...string) *vmtest.VM{"1.79.5": vmtest.Start, "current": vmtest.StartCurrent} {
 		t.Run(name, func(t *testing.T) {
-			vm := startVM(t)
-			resp, err := http.Post(vm.URL+"/api/v1/import/prometheus", "text/plain", strings.NewReader(body.String()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = resp.Body.Close()
-			vm.Flush(t)
-			ru, _ := url.Parse(vm.URL)
-			g, err := New(Config{ReadURL: ru, WriteURL: ru, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport})
-			if err != nil {
-				t.Fatal(err)
-			}
+			vm, g := countingGateway(t, startVM, body.String())
 			all := &auth.Access{Mode: auth.ModeRead}
 			vmtest.Eventually(t, func() (bool, string) {
 				ans, err := g.ask(context.Background(), all, `count(count_over_time(hx[2h]))`, strconv.FormatInt(end/1000, 10), 1<<20)

@@ -52,19 +52,8 @@ func TestProbeCountsAtLeastTheQuery(t *testing.T) {
 	starts := map[string]func(testing.TB, ...string) *vmtest.VM{"1.79.5": vmtest.Start, "current": vmtest.StartCurrent}
 	for name, start := range starts {
 		t.Run(name, func(t *testing.T) {
-			vm := start(t)
-			resp, err := http.Post(vm.URL+"/api/v1/import/prometheus", "text/plain", strings.NewReader(body.String()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = resp.Body.Close()
-			vm.Flush(t)
 			// The gateway's own count, against the backend (no restriction: the selector is the test's).
-			ru, _ := url.Parse(vm.URL)
-			g, err := New(Config{ReadURL: ru, WriteURL: ru, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport})
-			if err != nil {
-				t.Fatal(err)
-			}
+			vm, g := countingGateway(t, start, body.String())
 			all := &auth.Access{Mode: auth.ModeRead}
 			count := func(w querylimits.Window) (seriesCounts, error) {
 				listed := maxListed
@@ -79,7 +68,7 @@ func TestProbeCountsAtLeastTheQuery(t *testing.T) {
 			// Two metrics that share their other labels: count_over_time makes duplicates of them, which
 			// VictoriaMetrics refuses series by series; their most is counted instead (a review).
 			dup := fmt.Sprintf("dupa{job=\"x\"} 1 %d\ndupb{job=\"x\"} 2 %d\n", end-minute, end-minute)
-			resp, err = http.Post(vm.URL+"/api/v1/import/prometheus", "text/plain", strings.NewReader(dup))
+			resp, err := http.Post(vm.URL+"/api/v1/import/prometheus", "text/plain", strings.NewReader(dup))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -146,4 +135,23 @@ func reads(ts []int64, from, to, step, win int64) int64 {
 		n += int64(hi - lo)
 	}
 	return n
+}
+
+// countingGateway starts a VictoriaMetrics with start, writes data into it (Prometheus text) and returns it with a
+// gateway in front of it, for the gateway's own counts.
+func countingGateway(t *testing.T, start func(testing.TB, ...string) *vmtest.VM, data string) (*vmtest.VM, *Gateway) {
+	t.Helper()
+	vm := start(t)
+	resp, err := http.Post(vm.URL+"/api/v1/import/prometheus", "text/plain", strings.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	vm.Flush(t)
+	ru, _ := url.Parse(vm.URL)
+	g, err := New(Config{ReadURL: ru, WriteURL: ru, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vm, g
 }
