@@ -149,26 +149,20 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 		if t.store != nil {
 			t.store.sync(&ser.lease, k, cs.values(), now)
 		}
+		// What the query holds is worked out on what is left now; whether it goes, on what is used once it holds
+		// it. Read before, what was used could miss an answer charged after the read whose query let go of its
+		// share before the add: its cost was in neither figure, and one query more went (a full run under -race).
+		mine := max(ser.expect.get(sec, cs.period()), t.least(cs, ser, now)/inFlightShares+1, 1)
+		inFlight := ser.reserved.Add(mine) - mine
+		res.held = append(res.held, reserved{ser, mine})
 		var used [numWindows]int64
 		var src [numWindows]string
 		var retry [numWindows]time.Duration
-		left := int64(math.MaxInt64) // the least any window has left
 		for w := range cs.limits {
-			if cs.limits[w].limit.Type == 0 {
-				continue
+			if cs.limits[w].limit.Type != 0 {
+				used[w], src[w], retry[w] = t.enforced(ser, w, now, int64(cs.limits[w].limit.Value))
 			}
-			value := int64(cs.limits[w].limit.Value)
-			used[w], src[w], retry[w] = t.enforced(ser, w, now, value)
-			left = min(left, value-used[w])
 		}
-		// The costliest recent answer, and at least an eighth of what is left: a burst overshoots by at most eight
-		// queries' cost beyond what they hold, and a dashboard's panels are not sent one at a time. Without the
-		// floor, one cheap answer (a query of one series) made the next burst's queries hold one each, and 280
-		// sent at once fetched 116 times a budget (a review); an expectation known to be small must not let more
-		// queries go than one not known at all.
-		mine := max(ser.expect.get(sec, cs.period()), left/inFlightShares+1, 1)
-		inFlight := ser.reserved.Add(mine) - mine
-		res.held = append(res.held, reserved{ser, mine})
 		var worst decision
 		source, full := fromLocal, false
 		for w := range cs.limits {
@@ -191,6 +185,23 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 		}
 	}
 	return res, nil, false
+}
+
+// least is the least any of cs's windows has left in ser's budget at now. The costliest recent answer, and at
+// least an eighth of that, is what a query holds: a burst overshoots by at most eight queries' cost beyond what they
+// hold, and a dashboard's panels are not sent one at a time. Without the floor, one cheap answer (a query of one
+// series) made the next burst's queries hold one each, and 280 sent at once fetched 116 times a budget (a review);
+// an expectation known to be small must not let more queries go than one not known at all.
+func (t *tally) least(cs *countedSet, ser *series, now time.Time) int64 {
+	left := int64(math.MaxInt64)
+	for w := range cs.limits {
+		if cs.limits[w].limit.Type != 0 {
+			value := int64(cs.limits[w].limit.Value)
+			used, _, _ := t.enforced(ser, w, now, value)
+			left = min(left, value-used)
+		}
+	}
+	return left
 }
 
 // inFlightShares is how many of a caller's queries may be in flight at most, on what is left of its budget.
