@@ -23,30 +23,13 @@ import (
 // series (in the cluster, ops writes to another tenant, and a token of dev's tenant is answered); a heatmap (`sum(...) by
 // (vmrange)`) is answered; histogram_quantile over the histograms is refused like them; and a token of two filters,
 // whose heatmap the rewrite puts a union under the sum of for 1.79.5, is refused there over ops' 40 series, and
-// answered by the releases that read its filters inside the braces.
+// answered by the releases that read its filters inside the braces. The backends run a query on 2 workers
+// (GOMAXPROCS=2), whatever the machine's cores: a heatmap of the 52 series is then bounded by the query alone.
 func TestHistogramFanOutBounded(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "2")
 	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
-	hour := url.Values{"start": {fmt.Sprint(end - 3600)}, "end": {fmt.Sprint(end)}, "step": {"8"}}
-	ranged := func(q string) string {
-		v := url.Values{"query": {q}}
-		for k, vs := range hour {
-			v[k] = vs
-		}
-		return v.Encode()
-	}
-	// data is an hour and ten minutes of a sample a second of n series of team, spread over 15 decades.
-	data := func(team string, n int) string {
-		var b strings.Builder
-		r := rand.New(rand.NewSource(int64(n)))
-		for i := range n {
-			half := "ab"[i%2 : i%2+1]
-			for ts := end - 4200; ts <= end; ts++ {
-				fmt.Fprintf(&b, "hx{team=%q,half=%q,i=\"%d\"} %.6g %d000\n", team, half, i, math.Pow(10, -3+15*r.Float64()), ts)
-			}
-		}
-		return b.String()
-	}
-	dev, ops := data("dev", 12), data("ops", 40)
+	ranged := fanOutRange(end)
+	dev, ops := fanOutData("dev", 12, end), fanOutData("ops", 40, end)
 	// The backends' /metrics are read, as by default, for what they read (-read.maxConcurrentRequests=0).
 	limit := []string{"-search.maxFanOutPoints=2000000", "-read.maxConcurrentRequests=0"}
 	for _, v := range []struct {
@@ -156,6 +139,70 @@ func TestHistogramFanOutBounded(t *testing.T) {
 				if got := metricValue(t, s.g, `vmgateway_query_fanout_measured_total{result="`+result+`"}`); got != want {
 					t.Errorf("vmgateway_query_fanout_measured_total{result=%q} = %v; want %v", result, got, want)
 				}
+			}
+		})
+	}
+}
+
+// fanOutRange is the encoded args of a range query of q over the hour to end at 8 s.
+func fanOutRange(end int64) func(q string) string {
+	return func(q string) string {
+		return url.Values{"query": {q}, "start": {fmt.Sprint(end - 3600)}, "end": {fmt.Sprint(end)}, "step": {"8"}}.Encode()
+	}
+}
+
+// fanOutData is an hour and ten minutes to end of a sample a second of n series hx of team, spread over 15 decades.
+func fanOutData(team string, n int, end int64) string {
+	var b strings.Builder
+	r := rand.New(rand.NewSource(int64(n)))
+	for i := range n {
+		half := "ab"[i%2 : i%2+1]
+		for ts := end - 4200; ts <= end; ts++ {
+			fmt.Fprintf(&b, "hx{team=%q,half=%q,i=\"%d\"} %.6g %d000\n", team, half, i, math.Pow(10, -3+15*r.Float64()), ts)
+		}
+	}
+	return b.String()
+}
+
+// TestHistogramFanOutWorkers: VictoriaMetrics holds the groups of an aggregation it does as it goes once in each
+// worker it runs the query on (v1.151 at 32 took 1.5 GB for a heatmap of 300 series over an hour at 1 s, 160 MB at 2).
+// Behind a v1.151 of 32 workers (GOMAXPROCS=32, which the gateway reads on its /metrics), a heatmap no longer passes
+// on the query alone: counted, over dev's and ops' 52 series it is refused, and over dev's 12 answered; behind one of
+// 2 both pass without a count.
+func TestHistogramFanOutWorkers(t *testing.T) {
+	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
+	ranged := fanOutRange(end)
+	data := fanOutData("dev", 12, end) + fanOutData("ops", 40, end)
+	heatmap := ranged(`sum(histogram_over_time(hx[5m])) by (vmrange)`)
+	for _, tc := range []struct {
+		procs    string
+		refused  string // of the 52 series' heatmap
+		measured float64
+	}{
+		{"32", "as the read backends counted the series it reads", 2},
+		{"2", "", 0},
+	} {
+		t.Run("GOMAXPROCS="+tc.procs, func(t *testing.T) {
+			t.Setenv("GOMAXPROCS", tc.procs)
+			s := singleFanOut(t, vmtest.StartCurrent(t), data, "-search.maxFanOutPoints=2000000", "-read.maxConcurrentRequests=0")
+			vmtest.Eventually(t, func() (bool, string) {
+				return strings.Contains(s.g.logs.String(), `workers=`+tc.procs), "the read backend's workers not read yet: " + s.g.logs.String()
+			})
+			for _, q := range []struct{ who, tok, refused string }{{"dev and ops", s.allTok, tc.refused}, {"dev", s.devTok, ""}} {
+				code, _, body := do(t, http.MethodPost, s.g.URL+"/api/v1/query_range", strings.NewReader(heatmap),
+					append(bearer(q.tok), "Content-Type", "application/x-www-form-urlencoded")...)
+				if q.refused == "" {
+					if code != http.StatusOK || strings.Count(resultOf(t, body), `"vmrange"`) < 200 {
+						t.Errorf("%s's heatmap: %d %.300s; want answered", q.who, code, body)
+					}
+					continue
+				}
+				checkClusterError(t, q.who+"'s heatmap", code, body, http.StatusBadRequest, q.refused)
+			}
+			got := metricValue(t, s.g, `vmgateway_query_fanout_measured_total{result="admitted"}`) +
+				metricValue(t, s.g, `vmgateway_query_fanout_measured_total{result="refused"}`)
+			if got != tc.measured {
+				t.Errorf("heatmaps counted: %v; want %v", got, tc.measured)
 			}
 		})
 	}

@@ -27,7 +27,7 @@ var (
 		"A negative value sets no limit. A -read.url that is a load balancer over several backends answers /metrics from one of them: use -discoverBackendIPs (a headless Service), or give the sum here. With several gateway replicas in front of the same backends, set -read.replicas")
 	readReplicas = flag.Int("read.replicas", 1, "How many gateway replicas forward reads to the same read backends. Each forwards at most its part of their capacity (-read.maxConcurrentRequests, or as learned): the capacity divided by the replicas, rounded down, at least 1. "+
 		"Each replica that took the whole capacity would let the backends' own queue, first come first served, fill again with one team's reads behind the others' backs")
-	readLearnBackendFlags = flag.Bool("read.learnBackendFlags", true, "Whether the gateway reads each read backend's /metrics, at start and every minute, for its -dedup.minScrapeInterval (the query limits assume no denser samples), its -search.maxQueryLen (a query the rewrite makes too long gets the gateway's error naming both lengths) and whether it reads `or` inside a selector's braces (VictoriaMetrics v1.110.0 on, as its page tells: a token's several filters then go out inside them), where -read.maxConcurrentRequests is set; 0 reads them with the capacity whatever this says. False leaves the limits, the rewrite and the check as if none were known")
+	readLearnBackendFlags = flag.Bool("read.learnBackendFlags", true, "Whether the gateway reads each read backend's /metrics, at start and every minute, for its -dedup.minScrapeInterval (the query limits assume no denser samples), its -search.maxQueryLen (a query the rewrite makes too long gets the gateway's error naming both lengths), the workers it runs a query on (-search.maxFanOutPoints counts an aggregation's groups in each) and whether it reads `or` inside a selector's braces (VictoriaMetrics v1.110.0 on, as its page tells: a token's several filters then go out inside them), where -read.maxConcurrentRequests is set; 0 reads them with the capacity whatever this says. False leaves the limits, the rewrite and the check as if none were known")
 	readMaxQueueDuration  = flag.Duration("read.maxQueueDuration", 10*time.Second, "How long a read waits for its turn at the read backends (-read.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -search.maxQueueDuration (10s by default), whose queue stays empty. A read VictoriaMetrics refuses because the query memory all queries share is full waits as long, from its first refusal, to be sent again once another read ends")
 
 	writeMaxConcurrentRequests = flag.Int("write.maxConcurrentRequests", 0, "How many writes the gateway forwards at once to the -write.url backends together. Past it, writes wait at the gateway, each team (isolation unit) in turn. "+
@@ -81,8 +81,11 @@ type slotsWatch struct {
 	// braces, for the read backends, is told whether every one reads `or` inside a selector's braces, false when one
 	// is not known (gateway.SetBackendBraces).
 	braces func(bool)
-	client *http.Client
-	again  chan struct{}
+	// workers, for the read backends, is told the most workers one of them runs a query on, 0 when one is not known
+	// (gateway.SetBackendWorkers).
+	workers func(int)
+	client  *http.Client
+	again   chan struct{}
 
 	mu      sync.Mutex
 	addrs   []gateway.BackendAddr
@@ -111,6 +114,9 @@ type capacity struct {
 	// braces says a read backend reads `or` inside a selector's braces: VictoriaMetrics does since v1.92.0, and its
 	// /metrics tells that apart from v1.110.0 on (stopsAbandonedFlag); those between are taken not to.
 	braces bool
+	// workers is how many workers a read backend runs one query on (0: not listed): its -search.maxWorkersPerQuery, at
+	// most its GOMAXPROCS; before the flag (v1.9x), every one of its GOMAXPROCS.
+	workers int
 }
 
 // newSlotsWatch returns the watch the flags of k ask for; nil when k's -maxConcurrentRequests fixes the limit or turns
@@ -151,7 +157,7 @@ func startSlots(k *slotKind, w *slotsWatch, gw *gateway.Gateway) {
 	}
 	w.set = func(byKey map[string]gateway.BackendCapacity) { k.learned(gw, byKey, *k.replicas) }
 	if k == readSlots {
-		w.dedup, w.maxQueryLen, w.braces = gw.SetBackendDedup, gw.SetBackendMaxQueryLen, gw.SetBackendBraces
+		w.dedup, w.maxQueryLen, w.braces, w.workers = gw.SetBackendDedup, gw.SetBackendMaxQueryLen, gw.SetBackendBraces, gw.SetBackendWorkers
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
@@ -215,8 +221,9 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 			switch {
 			case wasFailed[key]:
 			case w.factsOnly:
-				slog.Warn("cannot read the read backend's /metrics to learn its -dedup.minScrapeInterval, -search.maxQueryLen and whether "+
-					"it reads `or` inside a selector's braces; until it is read the query limits and the rewrite assume none, and it "+
+				slog.Warn("cannot read the read backend's /metrics to learn its -dedup.minScrapeInterval, -search.maxQueryLen, the workers it "+
+					"runs a query on and whether it reads `or` inside a selector's braces; until it is read the query limits and the "+
+					"rewrite assume none (32 workers), and it "+
 					"is read again every 10s; -read.learnBackendFlags=false stops reading it", "backend", redact.URL(a.URL), "host", a.Host, "err", err)
 			default:
 				slog.Warn("cannot read the "+w.kind.name+" backend's /metrics to learn how many requests it runs at once ("+w.kind.metric+"); "+
@@ -247,6 +254,17 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 	if w.braces != nil {
 		// Addresses set since this read began are not known yet (setAddrs).
 		w.braces(least(known, unknown, bracesOf) == 1 && slices.Equal(w.addrs, addrs))
+	}
+	if w.workers != nil {
+		// The most of them, as a query may go to any; not known (0) while one is not, nor for addresses set since this
+		// read began.
+		most := 0
+		if least(known, unknown, workersOf) > 0 && slices.Equal(w.addrs, addrs) {
+			for _, c := range known {
+				most = max(most, c.workers)
+			}
+		}
+		w.workers(most)
 	}
 	if w.factsOnly {
 		return len(failed) == 0
@@ -298,6 +316,7 @@ func least[T int | time.Duration](known map[string]capacity, unknown int, of fun
 
 func dedupOf(c capacity) time.Duration { return c.dedup }
 func maxQueryLenOf(c capacity) int     { return c.maxQueryLen }
+func workersOf(c capacity) int         { return c.workers }
 
 func bracesOf(c capacity) int {
 	if c.braces {
@@ -326,7 +345,18 @@ func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capac
 // them only the rest of the export, in the slot of the team that asked for it.
 func selectCapacityOf(r io.Reader) (capacity, error) {
 	runsOn, pushdown, dedup, maxQueryLen := true, unboundedPushdown, time.Duration(0), 0
+	procs, perQuery := 0, 0
 	n, err := countOf(r, "vm_concurrent_select_capacity", func(line string) {
+		if v, ok := strings.CutPrefix(line, "go_gomaxprocs "); ok {
+			if p, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && p > 0 {
+				procs = p
+			}
+		}
+		if v, ok := flagValue(line, workersFlag); ok {
+			if p, err := strconv.Atoi(v); err == nil && p > 0 {
+				perQuery = p
+			}
+		}
 		runsOn = runsOn && !strings.HasPrefix(line, stopsAbandonedFlag)
 		if v, ok := flagValue(line, pushdownFlag); ok {
 			if p, err := strconv.Atoi(v); err == nil && p >= 0 {
@@ -342,7 +372,13 @@ func selectCapacityOf(r io.Reader) (capacity, error) {
 			maxQueryLen = flagSize(v)
 		}
 	})
-	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown, dedup: dedup, maxQueryLen: maxQueryLen, braces: !runsOn}, err
+	workers := procs
+	if perQuery > 0 && procs > 0 {
+		// VictoriaMetrics runs no more workers than its GOMAXPROCS, whatever the flag says (netstorage.MaxWorkers).
+		workers = min(perQuery, procs)
+	}
+	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown, dedup: dedup, maxQueryLen: maxQueryLen, braces: !runsOn,
+		workers: workers}, err
 }
 
 // flagSize reads a size flag's value as VictoriaMetrics prints it (16384, or as set: 16KiB, 1.5MB), multiplied out in
@@ -385,6 +421,11 @@ func flagValue(line, prefix string) (string, bool) {
 // dedupFlag begins the /metrics line of -dedup.minScrapeInterval: a read backend that has it keeps one sample of a
 // series per interval when a query reads them (gateway.SetBackendDedup).
 const dedupFlag = `flag{name="dedup.minScrapeInterval`
+
+// workersFlag begins the /metrics line of -search.maxWorkersPerQuery: how many workers a read backend runs one query on,
+// each of which holds the groups of an aggregation VictoriaMetrics does as it goes (gateway.SetBackendWorkers). Its
+// value is printed worked out when it is not set: the CPUs, at most 32.
+const workersFlag = `flag{name="search.maxWorkersPerQuery`
 
 // maxQueryLenFlag begins the /metrics line of -search.maxQueryLen: the longest query a read backend takes, which the
 // rewrite for a token's series may push a query past (gateway.SetBackendMaxQueryLen).

@@ -420,3 +420,57 @@ func TestPushdownWarning(t *testing.T) {
 		}
 	}
 }
+
+// TestBackendWorkers: the workers a read backend runs one query on, as 1.79.5 (its GOMAXPROCS) and v1.151
+// (-search.maxWorkersPerQuery, at most its GOMAXPROCS) list them, and the most of the read backends' (none when one
+// does not list them or is not known), which -search.maxFanOutPoints counts each aggregation's groups in.
+func TestBackendWorkers(t *testing.T) {
+	for page, want := range map[string]int{
+		// 1.79.5 at GOMAXPROCS=32, and v1.151 as it prints its flag worked out.
+		"vm_concurrent_select_capacity 4\ngo_gomaxprocs 32\n":                                                                             32,
+		"vm_concurrent_select_capacity 4\ngo_gomaxprocs 48\nflag{name=\"search.maxWorkersPerQuery\", value=\"32\", is_set=\"false\"} 1\n": 32,
+		"vm_concurrent_select_capacity 4\ngo_gomaxprocs 8\nflag{name=\"search.maxWorkersPerQuery\", value=\"4\", is_set=\"true\"} 1\n":    4,
+		// Set above its GOMAXPROCS: VictoriaMetrics runs no more.
+		"vm_concurrent_select_capacity 4\ngo_gomaxprocs 2\nflag{name=\"search.maxWorkersPerQuery\", value=\"16\", is_set=\"true\"} 1\n": 2,
+		"vm_concurrent_select_capacity 4\ngo_gomaxprocs 2\nflag{name=\"search.maxWorkersPerQuery\", value=\"junk\"} 1\n":                2,
+		"vm_concurrent_select_capacity 4\ngo_gomaxprocs junk\n":                                                                         0,
+		"vm_concurrent_select_capacity 4\n": 0,
+	} {
+		if c, err := selectCapacityOf(strings.NewReader(page)); err != nil || c.workers != want {
+			t.Errorf("%q: workers %d, %v; want %d", page, c.workers, err, want)
+		}
+	}
+	pages := map[string]string{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		page, ok := pages[r.Host]
+		if !ok {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, page)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	addr := func(host string) gateway.BackendAddr { return gateway.BackendAddr{URL: u, Host: host} }
+	w := &slotsWatch{kind: readSlots, client: srv.Client(), again: make(chan struct{}, 1), known: map[string]capacity{}, failed: map[string]bool{}}
+	w.set = func(map[string]gateway.BackendCapacity) {}
+	workers := -1
+	w.workers = func(n int) { workers = n }
+	for _, step := range []struct {
+		name  string
+		pages map[string]string
+		want  int
+	}{
+		{"2 and 32", map[string]string{"a": "vm_concurrent_select_capacity 4\ngo_gomaxprocs 2", "b": "vm_concurrent_select_capacity 4\ngo_gomaxprocs 32"}, 32},
+		{"one without them", map[string]string{"a": "vm_concurrent_select_capacity 4\ngo_gomaxprocs 2", "b": "vm_concurrent_select_capacity 4"}, 0},
+		{"one never read", map[string]string{"a": "vm_concurrent_select_capacity 4\ngo_gomaxprocs 2"}, 0},
+	} {
+		pages = step.pages
+		w.known = map[string]capacity{}
+		w.setAddrs([]gateway.BackendAddr{addr("a"), addr("b")})
+		w.readAll(context.Background())
+		if workers != step.want {
+			t.Errorf("%s: workers %d; want %d", step.name, workers, step.want)
+		}
+	}
+}

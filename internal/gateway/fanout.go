@@ -118,13 +118,25 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 
 // judgeFanOut judges the functions of fans of one reading of a query (querylimits.Window.Alt): first those whose
 // series the query alone bounds, then each of the others as count counts it, until all are counted or their points
-// are past the limit.
+// are past the limit. Those the query bounds are counted too where together they are past it: an aggregation holds
+// its groups once in each worker a read backend runs the query on (up to 32), which the query alone does not bound
+// as tightly as the series a team has.
 func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter) error {
-	limit := float64(l.MaxFanOutPoints)
+	limit, workers := float64(l.MaxFanOutPoints), l.queryWorkers()
 	total, made := 0.0, 0.0
 	var probes []fanProbe
+	var bounded []querylimits.FanOut
 	var names []string
 	label := "vmrange"
+	probe := func(f querylimits.FanOut) {
+		p := probeFanOut(f, workers)
+		if heavy := float64(p.span) / float64(max(l.MinSampleInterval.Milliseconds(), 1)) * 8; l.MaxSubqueryWindowPoints > 0 && heavy > float64(l.MaxSubqueryWindowPoints) {
+			// Counted as the team's own `count(histogram_over_time(x[span]))` is: a span the limits would refuse it is
+			// judged on the samples alone.
+			p.exact = ""
+		}
+		probes = append(probes, p)
+	}
 	for _, f := range fans {
 		if f.Alt != alt {
 			continue
@@ -143,22 +155,27 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 				"number, start(), end() or now() after @", f.Func))
 		}
 		if n, ok := boundedFanOut(f); ok {
+			n *= float64(workers)
 			made += n
 			total += n * float64(f.Points)
+			bounded = append(bounded, f)
 			continue
 		}
-		p := probeFanOut(f)
-		if heavy := float64(p.span) / float64(max(l.MinSampleInterval.Milliseconds(), 1)) * 8; l.MaxSubqueryWindowPoints > 0 && heavy > float64(l.MaxSubqueryWindowPoints) {
-			// Counted as the team's own `count(histogram_over_time(x[span]))` is: a span the limits would refuse it is
-			// judged on the samples alone.
-			p.exact = ""
+		probe(f)
+	}
+	if total > limit && count != nil && len(probes)+len(bounded) <= measureMax {
+		// Bounded from the query alone, past the limit: counted, as each worker holds no more groups than the series
+		// it reads fill.
+		total, made = 0, 0
+		for _, f := range bounded {
+			probe(f)
 		}
-		probes = append(probes, p)
 	}
 	refuse := func(counted bool) error {
 		how := "as the read backends counted the series it reads"
 		if !counted {
-			how = "as the aggregations over it bound them"
+			how = fmt.Sprintf("as the aggregations over it bound them, a series of each group in each of the %d workers a read "+
+				"backend runs the query on", workers)
 		}
 		return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query would make %.0f series (of each series it reads, a "+
 			"series of each bucket its samples fall in, or of each quantile asked; %s), %.3g points in all, which VictoriaMetrics "+
@@ -251,23 +268,26 @@ func boundedFanOut(f querylimits.FanOut) (float64, bool) {
 
 // probeFanOut is the count of the series f makes: of each series it reads (or each group of them), at most a series of
 // each sample or point it holds in the span f's windows cover, at most f.Most; for a function that makes its every
-// series of each series it reads (quantiles_over_time), f.Most of each. The span is counted as probeQuery counts a
-// window's samples, from a step before f's first window to a step after its last. A series rarely fills every bucket
-// (VictoriaMetrics keeps about 12 digits of the values of a block, and latencies span a few decades): where that
-// count is past the bound, histogram_over_time over the whole span, counted as VictoriaMetrics does as it goes,
-// counts the buckets each series fills, a series of each at most (exact), 44 ns a sample on v1.151 where
+// series of each series it reads (quantiles_over_time), f.Most of each. Under an aggregation VictoriaMetrics does as it
+// goes, each of a read backend's workers (up to workers) holds the groups of the series it reads: a group of n series
+// is held min(n, workers) times, and no more than the buckets its series fill (v1.151 at 32 workers took 1.5 GB for a
+// heatmap that took 160 MB at 2). The span is counted as probeQuery counts a window's samples, from a step before f's
+// first window to a step after its last. A series rarely fills every bucket (VictoriaMetrics keeps about 12 digits of
+// the values of a block, and latencies span a few decades): where that count is past the bound, histogram_over_time
+// over the whole span, counted as VictoriaMetrics does as it goes, counts the buckets each series fills, a series of
+// each at most (exact), and the most the workers together hold of them, 44 ns a sample on v1.151 where
 // count_over_time takes 1. Either costs what the team's own query of it would, `count_over_time(x[span])`, which the
 // limits leave to VictoriaMetrics, and `count(histogram_over_time(x[span]))`, asked only where the limits would admit it
 // (judgeFanOut): a cheap query of short windows over a long span (`histogram_over_time(x[1s])` at a step of a day over
 // years) makes the gateway count no more than the team could.
-func probeFanOut(f querylimits.FanOut) fanProbe {
+func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 	span := f.To - f.From + 2*f.Step + f.Window
 	src := fmt.Sprintf("%s[%dms]", f.Source, span)
 	if f.Subquery {
 		src = fmt.Sprintf("(%s)[%dms:%dms]", f.Source, span, f.Inner)
 	}
 	x := "count_over_time(" + src + ")"
-	keeps := true
+	keeps, by := true, ""
 	if g := f.Group; g != nil {
 		var others []string
 		keeps, others = keepsLabel(f)
@@ -277,22 +297,39 @@ func probeFanOut(f querylimits.FanOut) fanProbe {
 			if g.Op == "without" {
 				m.Args = g.Labels
 			}
-			x = "sum(" + x + ") " + string(m.AppendString(nil))
+			by = " " + string(m.AppendString(nil))
 		}
 	}
 	p := fanProbe{at: fmt.Sprintf("%.3f", float64(f.To+f.Step)/1e3), mult: 1, points: f.Points, span: span}
 	switch {
+	case keeps && f.ByData && by != "":
+		p.q = fmt.Sprintf("sum(clamp_max(sum(clamp_max(%s, %d))%s, %d))", x, f.Most, by, f.Most*int64(workers))
 	case keeps && f.ByData:
 		p.q = fmt.Sprintf("sum(clamp_max(%s, %d))", x, f.Most)
-		if !f.Subquery {
-			// Over a subquery VictoriaMetrics would build the buckets of every series it makes, at one point, to count
-			// them: as many series as the query refused for them.
-			p.exact = "count(" + f.Func + "(" + src + "))"
-		}
-	case keeps:
-		p.q, p.mult = "count("+x+")", float64(f.Most)
+	case by != "":
+		p.q = fmt.Sprintf("sum(clamp_max(count(%s)%s, %d))", x, by, workers)
 	default:
 		p.q = "count(" + x + ")"
 	}
+	if keeps && !f.ByData {
+		p.mult = float64(f.Most)
+	}
+	if keeps && f.ByData && !f.Subquery {
+		// Over a subquery VictoriaMetrics would build the buckets of every series it makes, at one point, to count
+		// them: as many series as the query refused for them.
+		p.exact = "count(" + f.Func + "(" + src + "))"
+	}
 	return p
+}
+
+// maxQueryWorkers is the most workers VictoriaMetrics runs one query on by default (-search.maxWorkersPerQuery: its
+// CPUs, at most 32); a read backend whose workers are not known is taken to run that many.
+const maxQueryWorkers = 32
+
+// queryWorkers is the most workers a read backend runs one query on, as l knows it.
+func (l Limits) queryWorkers() int {
+	if l.workers > 0 {
+		return l.workers
+	}
+	return maxQueryWorkers
 }

@@ -68,20 +68,20 @@ func TestCheckFanOut(t *testing.T) {
 		{"count of it", ranged, hour(`count(histogram_over_time(x[5m]))`), nil, nil, ""},
 		// By another label too: the groups of it, counted.
 		{"a heatmap of each job", ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job)`), []float64{100 * 488, 1e6},
-			[]string{`sum(clamp_max(sum(count_over_time(x` + win + `)) by(job), 488)) @1700000008.000`,
+			[]string{`sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) by(job), 15616)) @1700000008.000`,
 				`count(histogram_over_time(x` + win + `)) @1700000008.000`}, "would make 48800 series"},
 		{"by job alone", ranged, hour(`max(histogram_over_time(x[5m])) by (job)`), []float64{40},
-			[]string{`count(sum(count_over_time(x` + win + `)) by(job)) @1700000008.000`}, ""},
+			[]string{`sum(clamp_max(count(count_over_time(x` + win + `)) by(job), 32)) @1700000008.000`}, ""},
 		{"without a label", ranged, hour(`sum(histogram_over_time(x[5m])) without (instance)`), []float64{100 * 488, 45000},
-			[]string{`sum(clamp_max(sum(count_over_time(x` + win + `)) without(instance), 488)) @1700000008.000`,
+			[]string{`sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) without(instance), 15616)) @1700000008.000`,
 				`count(histogram_over_time(x` + win + `)) @1700000008.000`}, "would make 45000 series"},
 		// A limit is applied in each of VictoriaMetrics' workers: not counted.
 		{"limited", ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job) limit 10`), []float64{100 * 488, 1e6},
-			[]string{`sum(clamp_max(sum(count_over_time(x` + win + `)) by(job), 488)) @1700000008.000`,
+			[]string{`sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) by(job), 15616)) @1700000008.000`,
 				`count(histogram_over_time(x` + win + `)) @1700000008.000`}, "would make 48800 series"},
 		// A phi label given by an expression: any label of the aggregation may be it.
 		{"quantiles by an unknown label", ranged, hour(`sum(quantiles_over_time(label_set(vector(NaN), "__name__", "phi"), 0.5, 0.9, x[5m])) by (phi, job)`),
-			[]float64{30000}, []string{`count(sum(count_over_time(x` + win + `)) by(phi,job)) @1700000008.000`}, "would make 60000 series"},
+			[]float64{30000}, []string{`sum(clamp_max(count(count_over_time(x` + win + `)) by(phi,job), 32)) @1700000008.000`}, "would make 60000 series"},
 		{"quantiles of an unknown label", ranged, hour(`sum(quantiles_over_time(label_set(vector(NaN), "__name__", "phi"), 0.5, 0.9, x[5m]))`),
 			nil, nil, ""},
 		// Under an @ the gateway cannot resolve (the gate lets none through): refused.
@@ -131,13 +131,40 @@ func TestCheckFanOut(t *testing.T) {
 			}
 		})
 	}
-	// A bound the query alone passes: refused without a count. 488 buckets at 11,000 points of each of 4 calls.
+	// Heatmaps the query alone bounds past the limit: 488 buckets at 11,000 points of each of 4 calls, in each of up to
+	// 32 workers. Counted: the first's series fill every bucket in each worker, 1.7e8 points alone, and no more is asked.
 	var asked []string
 	day := url.Values{"query": {strings.Repeat(`sum(histogram_over_time(x[5m])) by (vmrange) + `, 3) + `sum(histogram_over_time(x[5m])) by (vmrange)`},
 		"start": {"1699912000"}, "end": {"1700000000"}, "step": {"8"}}
-	if err := checkFanOut(ranged, day, nil, nil, l, now, counting(&asked, nil)); err == nil || len(asked) != 0 ||
-		!strings.Contains(err.Error(), "as the aggregations over it bound them") {
-		t.Errorf("four heatmaps over a day at 8 s: %v, asked %q; want refused without a count", err, asked)
+	dayWin := `[88316000ms]`
+	if err := checkFanOut(ranged, day, nil, nil, l, now, counting(&asked, nil, 488*32, 1000*488)); err == nil ||
+		!strings.Contains(err.Error(), "would make 15616 series") || !slices.Equal(asked, []string{
+		`sum(clamp_max(sum(clamp_max(count_over_time(x` + dayWin + `), 488)) by(), 15616)) @1700000008.000`,
+		`count(histogram_over_time(x` + dayWin + `)) @1700000008.000`}) {
+		t.Errorf("four heatmaps over a day at 8 s: %v, asked %q; want counted and refused", err, asked)
+	}
+	// A few series of a few buckets each: admitted on the buckets they fill.
+	asked = nil
+	if err := checkFanOut(ranged, day, nil, nil, l, now, counting(&asked, nil, 12*488, 12*30, 12*488, 12*30, 12*488, 12*30, 12*488, 12*30)); err != nil || len(asked) != 8 {
+		t.Errorf("four heatmaps of 12 series over a day at 8 s: %v, asked %q; want counted and admitted", err, asked)
+	}
+	// Where the read backends run a query on 2 workers, the query alone bounds one: 1.1e7 points, no count.
+	asked = nil
+	l2 := l
+	l2.workers = 2
+	one := url.Values{"query": {`sum(histogram_over_time(x[5m])) by (vmrange)`}, "start": {"1699912000"}, "end": {"1700000000"}, "step": {"8"}}
+	if err := checkFanOut(ranged, one, nil, nil, l2, now, counting(&asked, nil)); err != nil || len(asked) != 0 {
+		t.Errorf("a heatmap over a day at 8 s on 2 workers: %v, asked %q; want admitted without a count", err, asked)
+	}
+	// Without a read backend to count them, the bound of the query alone refuses them.
+	if err := checkFanOut(ranged, day, nil, nil, l, now, nil); err == nil || !strings.Contains(err.Error(), "in each of the 32 workers a read backend runs the query on") {
+		t.Errorf("four heatmaps over a day at 8 s, no count: %v; want refused naming the workers", err)
+	}
+	// On 2 workers, a group by job is held at most twice, however many series it has.
+	asked = nil
+	if err := checkFanOut(ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job)`), nil, nil, l2, now, counting(&asked, nil, 3*976)); err != nil ||
+		!slices.Equal(asked, []string{`sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) by(job), 976)) @1700000008.000`}) {
+		t.Errorf("a heatmap of each job on 2 workers: %v, asked %q", err, asked)
 	}
 	// Short windows over years at a step of a day: the buckets are not counted over a span the query limits would refuse
 	// the team's own count of (10^8 at one sample a second), which the query itself does not read.

@@ -73,7 +73,7 @@ func TestFanOutCountsAtLeastTheSeriesMade(t *testing.T) {
 				if n, ok := boundedFanOut(fans[0]); ok {
 					counted = n
 				} else {
-					p := probeFanOut(fans[0])
+					p := probeFanOut(fans[0], 1)
 					ask := func(q, at string) (float64, error) {
 						ans, err := g.ask(context.Background(), all, q, at, 1<<20)
 						if err != nil || len(ans) > 1 || q == p.exact && len(ans) != 1 {

@@ -99,7 +99,9 @@ type Gateway struct {
 	backendMaxQueryLen atomic.Int64
 	// backendBraces says every read backend reads `or` inside a selector's braces (SetBackendBraces).
 	backendBraces atomic.Bool
-	deletes       *deleteGate
+	// backendWorkers is the most workers a read backend runs one query on (SetBackendWorkers); 0: not known.
+	backendWorkers atomic.Int64
+	deletes        *deleteGate
 	// authHeader is the header of -auth.httpHeader when it is not Authorization, which preflights allow too.
 	authHeader  string
 	reads       *fairSlots

@@ -51,6 +51,9 @@ type Limits struct {
 	// MaxFanOutPoints is -search.maxFanOutPoints: the most points the series that histogram_over_time and
 	// quantiles_over_time make in one query may hold in all (fanout.go) (400).
 	MaxFanOutPoints int64
+	// workers is the most workers a read backend runs one query on (SetBackendWorkers); 0: not known, taken to be
+	// maxQueryWorkers.
+	workers int
 	// MeasureSamples is -search.measureSamples: a query refused only for its windows over raw samples is judged on the
 	// samples the read backends count in them (samples.go).
 	MeasureSamples bool
@@ -191,6 +194,15 @@ func (g *Gateway) SetBackendBraces(ok bool) {
 	}
 }
 
+// SetBackendWorkers tells the gateway the most workers a read backend runs one query on (0: one is not known): an
+// aggregation VictoriaMetrics does as it goes holds its groups once in each of them (fanout.go).
+func (g *Gateway) SetBackendWorkers(n int) {
+	if g.backendWorkers.Swap(int64(max(n, 0))) != int64(n) {
+		slog.Info("the read backends run a query on this many workers at most, each holding the groups of an aggregation of "+
+			"histogram_over_time or quantiles_over_time: -search.maxFanOutPoints counts them so (0: not known, taken to be 32)", "workers", n)
+	}
+}
+
 // longestQuery is the length of the longest query arg of a request, in the URL or the form.
 func longestQuery(q, form url.Values) int {
 	n := 0
@@ -240,6 +252,7 @@ func (g *Gateway) evalLimits() Limits {
 	if d := time.Duration(g.backendDedup.Load()); l.MinSampleInterval > 0 && d > l.MinSampleInterval {
 		l.MinSampleInterval = d
 	}
+	l.workers = int(g.backendWorkers.Load())
 	return l
 }
 
