@@ -109,6 +109,13 @@ func TestMentionsFanOut(t *testing.T) {
 		`histogram_over_tim`:               false,
 		`sum(rate(histogram_bucket[5m]))`:  false,
 		`histogram_quantile(0.5, x) + hOT`: false,
+		// Where the scan looks: a name at either end, among other underscores, other bytes past the first eight.
+		`x + HISTOGRAM_OVER_TIME`:         true,
+		`__name__ + quantiles_over_time_`: true,
+		`a_b_c_d_e_f_g_h_`:                false,
+		`_`:                               false,
+		`sum(rate(http_requests_total{a="abcdé"}))`:   true,
+		"rate(x{a=\"abcdefgh\"}[5m]) + y{b=\"\x7f\"}": false,
 	} {
 		if got := mentionsFanOut(q); got != want {
 			t.Errorf("mentionsFanOut(%q) = %v; want %v", q, got, want)
