@@ -167,19 +167,27 @@ func fanOutData(team string, n int, end int64) string {
 // TestHistogramFanOutWorkers: VictoriaMetrics holds the groups of an aggregation it does as it goes once in each
 // worker it runs the query on (v1.151 at 32 took 1.5 GB for a heatmap of 300 series over an hour at 1 s, 160 MB at 2).
 // Behind a v1.151 of 32 workers (GOMAXPROCS=32, which the gateway reads on its /metrics), a heatmap no longer passes
-// on the query alone: counted, over dev's and ops' 52 series it is refused, and over dev's 12 answered; behind one of
-// 2 both pass without a count.
+// on the query alone: counted, over dev's and ops' 52 series of 15 decades each it is refused (about 270 buckets, each
+// held in all 32 workers), over dev's 12 answered (each bucket in 12 at most), and over 200 series of latencies within
+// 2 decades answered too (36 buckets in 32 workers, where their series fill 7,200); behind one of 2 all pass without a
+// count.
 func TestHistogramFanOutWorkers(t *testing.T) {
 	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
 	ranged := fanOutRange(end)
-	data := fanOutData("dev", 12, end) + fanOutData("ops", 40, end)
-	heatmap := ranged(`sum(histogram_over_time(hx[5m])) by (vmrange)`)
+	var narrow strings.Builder
+	r := rand.New(rand.NewSource(3))
+	for i := range 200 {
+		for ts := end - 4200; ts <= end; ts += 10 {
+			fmt.Fprintf(&narrow, "hn{team=\"dev\",i=\"%d\"} %.6g %d000\n", i, math.Pow(10, -2+2*r.Float64()), ts)
+		}
+	}
+	data := fanOutData("dev", 12, end) + fanOutData("ops", 40, end) + narrow.String()
 	for _, tc := range []struct {
 		procs    string
 		refused  string // of the 52 series' heatmap
 		measured float64
 	}{
-		{"32", "as the read backends counted the series it reads", 2},
+		{"32", "as the read backends counted the series it reads", 3},
 		{"2", "", 0},
 	} {
 		t.Run("GOMAXPROCS="+tc.procs, func(t *testing.T) {
@@ -188,11 +196,21 @@ func TestHistogramFanOutWorkers(t *testing.T) {
 			vmtest.Eventually(t, func() (bool, string) {
 				return strings.Contains(s.g.logs.String(), `workers=`+tc.procs), "the read backend's workers not read yet: " + s.g.logs.String()
 			})
-			for _, q := range []struct{ who, tok, refused string }{{"dev and ops", s.allTok, tc.refused}, {"dev", s.devTok, ""}} {
+			vmtest.Eventually(t, func() (bool, string) {
+				_, _, body := do(t, http.MethodGet, s.vm+"/api/v1/query?query=count(count_over_time(hn[2h]))", nil)
+				return strings.Contains(body, `"200"`), "hn counts " + body
+			})
+			for _, q := range []struct {
+				who, tok, metric, refused string
+				buckets                   int // answered: at least so many series
+			}{
+				{"dev and ops", s.allTok, "hx", tc.refused, 200}, {"dev", s.devTok, "hx", "", 200}, {"200 narrow series", s.devTok, "hn", "", 30},
+			} {
+				heatmap := ranged(`sum(histogram_over_time(` + q.metric + `[5m])) by (vmrange)`)
 				code, _, body := do(t, http.MethodPost, s.g.URL+"/api/v1/query_range", strings.NewReader(heatmap),
 					append(bearer(q.tok), "Content-Type", "application/x-www-form-urlencoded")...)
 				if q.refused == "" {
-					if code != http.StatusOK || strings.Count(resultOf(t, body), `"vmrange"`) < 200 {
+					if code != http.StatusOK || strings.Count(resultOf(t, body), `"vmrange"`) < q.buckets {
 						t.Errorf("%s's heatmap: %d %.300s; want answered", q.who, code, body)
 					}
 					continue
@@ -212,6 +230,7 @@ func TestHistogramFanOutWorkers(t *testing.T) {
 type fanOutSetup struct {
 	g              *gw
 	prefix, direct string // the gateway's path prefix, and VictoriaMetrics' query path of dev's series
+	vm             string // a single-node VictoriaMetrics' URL
 	devTok, allTok string // dev's restricted token, and a token that sees dev's and ops' series
 	// opsSplit is a token of two filters over ops' series; devWide, in the cluster, an unrestricted token of a tenant
 	// that holds dev's series alone.
@@ -230,7 +249,7 @@ func singleFanOut(t *testing.T, vm *vmtest.VM, data string, flags ...string) fan
 	priv, pub := keyPair(t, "ec")
 	var s fanOutSetup
 	s.g = startGateway(t, append([]string{"-read.url=" + vm.URL, "-write.url=" + vm.URL, "-enable.auth", "-auth.publicKeyFiles=" + pub}, flags...)...)
-	s.direct = vm.URL + "/api/v1/query_range?extra_label=team=dev&"
+	s.direct, s.vm = vm.URL+"/api/v1/query_range?extra_label=team=dev&", vm.URL
 	s.devTok, s.allTok = mint(t, priv, "-mode=read", "-extraLabels=team=dev"), mint(t, priv, "-mode=read")
 	s.opsSplit = mint(t, priv, "-mode=read", `-extraFilters={team="ops",half="a"}`, `-extraFilters={team="ops",half="b"}`)
 	return s

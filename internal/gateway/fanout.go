@@ -287,7 +287,7 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 		src = fmt.Sprintf("(%s)[%dms:%dms]", f.Source, span, f.Inner)
 	}
 	x := "count_over_time(" + src + ")"
-	keeps, by := true, ""
+	keeps, by, groups := true, "", ""
 	if g := f.Group; g != nil {
 		var others []string
 		keeps, others = keepsLabel(f)
@@ -298,6 +298,7 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 				m.Args = g.Labels
 			}
 			by = " " + string(m.AppendString(nil))
+			groups = " " + string((&metricsql.ModifierExpr{Op: g.Op, Args: g.Labels}).AppendString(nil))
 		}
 	}
 	p := fanProbe{at: fmt.Sprintf("%.3f", float64(f.To+f.Step)/1e3), mult: 1, points: f.Points, span: span}
@@ -316,8 +317,13 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 	}
 	if keeps && f.ByData && !f.Subquery {
 		// Over a subquery VictoriaMetrics would build the buckets of every series it makes, at one point, to count
-		// them: as many series as the query refused for them.
+		// them: as many series as the query refused for them. Under the aggregation, each of its groups is held in as
+		// many workers as it has series, at most workers: fewer than the buckets of every series where many series
+		// fill the same ones (a heatmap of 200 series of 50 buckets on 32 workers holds a few thousand, not 10,000).
 		p.exact = "count(" + f.Func + "(" + src + "))"
+		if groups != "" {
+			p.exact = fmt.Sprintf("sum(clamp_max(count(%s(%s))%s, %d))", f.Func, src, groups, workers)
+		}
 	}
 	return p
 }

@@ -69,16 +69,16 @@ func TestCheckFanOut(t *testing.T) {
 		// By another label too: the groups of it, counted.
 		{"a heatmap of each job", ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job)`), []float64{100 * 488, 1e6},
 			[]string{`sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) by(job), 15616)) @1700000008.000`,
-				`count(histogram_over_time(x` + win + `)) @1700000008.000`}, "would make 48800 series"},
+				`sum(clamp_max(count(histogram_over_time(x` + win + `)) by(vmrange,job), 32)) @1700000008.000`}, "would make 48800 series"},
 		{"by job alone", ranged, hour(`max(histogram_over_time(x[5m])) by (job)`), []float64{40},
 			[]string{`sum(clamp_max(count(count_over_time(x` + win + `)) by(job), 32)) @1700000008.000`}, ""},
 		{"without a label", ranged, hour(`sum(histogram_over_time(x[5m])) without (instance)`), []float64{100 * 488, 45000},
 			[]string{`sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) without(instance), 15616)) @1700000008.000`,
-				`count(histogram_over_time(x` + win + `)) @1700000008.000`}, "would make 45000 series"},
+				`sum(clamp_max(count(histogram_over_time(x` + win + `)) without(instance), 32)) @1700000008.000`}, "would make 45000 series"},
 		// A limit is applied in each of VictoriaMetrics' workers: not counted.
 		{"limited", ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job) limit 10`), []float64{100 * 488, 1e6},
 			[]string{`sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) by(job), 15616)) @1700000008.000`,
-				`count(histogram_over_time(x` + win + `)) @1700000008.000`}, "would make 48800 series"},
+				`sum(clamp_max(count(histogram_over_time(x` + win + `)) by(vmrange,job), 32)) @1700000008.000`}, "would make 48800 series"},
 		// A phi label given by an expression: any label of the aggregation may be it.
 		{"quantiles by an unknown label", ranged, hour(`sum(quantiles_over_time(label_set(vector(NaN), "__name__", "phi"), 0.5, 0.9, x[5m])) by (phi, job)`),
 			[]float64{30000}, []string{`sum(clamp_max(count(count_over_time(x` + win + `)) by(phi,job), 32)) @1700000008.000`}, "would make 60000 series"},
@@ -137,10 +137,10 @@ func TestCheckFanOut(t *testing.T) {
 	day := url.Values{"query": {strings.Repeat(`sum(histogram_over_time(x[5m])) by (vmrange) + `, 3) + `sum(histogram_over_time(x[5m])) by (vmrange)`},
 		"start": {"1699912000"}, "end": {"1700000000"}, "step": {"8"}}
 	dayWin := `[88316000ms]`
-	if err := checkFanOut(ranged, day, nil, nil, l, now, counting(&asked, nil, 488*32, 1000*488)); err == nil ||
+	if err := checkFanOut(ranged, day, nil, nil, l, now, counting(&asked, nil, 488*32, 488*32)); err == nil ||
 		!strings.Contains(err.Error(), "would make 15616 series") || !slices.Equal(asked, []string{
 		`sum(clamp_max(sum(clamp_max(count_over_time(x` + dayWin + `), 488)) by(), 15616)) @1700000008.000`,
-		`count(histogram_over_time(x` + dayWin + `)) @1700000008.000`}) {
+		`sum(clamp_max(count(histogram_over_time(x` + dayWin + `)) by(vmrange), 32)) @1700000008.000`}) {
 		t.Errorf("four heatmaps over a day at 8 s: %v, asked %q; want counted and refused", err, asked)
 	}
 	// A few series of a few buckets each: admitted on the buckets they fill.
