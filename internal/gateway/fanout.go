@@ -130,7 +130,11 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 	label := "vmrange"
 	probe := func(f querylimits.FanOut) {
 		p := probeFanOut(f, workers)
-		if heavy := float64(p.span) / float64(max(l.MinSampleInterval.Milliseconds(), 1)) * 8; l.MaxSubqueryWindowPoints > 0 && heavy > float64(l.MaxSubqueryWindowPoints) {
+		evals := 8.0 // histogram_over_time costs about 8 times count_over_time's sample, twice under an aggregation
+		if f.Group != nil {
+			evals = 16
+		}
+		if heavy := float64(p.span) / float64(max(l.MinSampleInterval.Milliseconds(), 1)) * evals; l.MaxSubqueryWindowPoints > 0 && heavy > float64(l.MaxSubqueryWindowPoints) {
 			// Counted as the team's own `count(histogram_over_time(x[span]))` is: a span the limits would refuse it is
 			// judged on the samples alone.
 			p.exact = ""
@@ -155,7 +159,8 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 				"number, start(), end() or now() after @", f.Func))
 		}
 		if n, ok := boundedFanOut(f); ok {
-			n *= float64(workers)
+			// Each worker holds its groups, and the series the function makes of the one series it reads.
+			n = float64(workers) * (n + float64(f.Most))
 			made += n
 			total += n * float64(f.Points)
 			bounded = append(bounded, f)
@@ -315,15 +320,36 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 	if keeps && !f.ByData {
 		p.mult = float64(f.Most)
 	}
+	h := f.Func + "(" + src + ")"
 	if keeps && f.ByData && !f.Subquery {
 		// Over a subquery VictoriaMetrics would build the buckets of every series it makes, at one point, to count
 		// them: as many series as the query refused for them. Under the aggregation, each of its groups is held in as
 		// many workers as it has series, at most workers: fewer than the buckets of every series where many series
 		// fill the same ones (a heatmap of 200 series of 50 buckets on 32 workers holds a few thousand, not 10,000).
-		p.exact = "count(" + f.Func + "(" + src + "))"
+		p.exact = "count(" + h + ")"
 		if groups != "" {
-			p.exact = fmt.Sprintf("sum(clamp_max(count(%s(%s))%s, %d))", f.Func, src, groups, workers)
+			p.exact = fmt.Sprintf("sum(clamp_max(count(%s)%s, %d))", h, groups, workers)
 		}
+	}
+	if f.Group == nil {
+		return p
+	}
+	// Under the aggregation, each worker also builds every series the function makes of the one series it reads, whole,
+	// before it adds them to its groups (newTimeseriesMap): a series' buckets, or its quantiles, in as many workers at
+	// once as there are series, at most workers. `sum(histogram_over_time(x[5m]))`, one group, at 11,000 points took
+	// v1.151 at 32 workers to 1.5 GB (an attacker's review).
+	busy := fmt.Sprintf("clamp_max(count(%s), %d)", x, workers)
+	switch {
+	case f.ByData:
+		base := p.q
+		p.q = fmt.Sprintf("(%s) + %s * max(clamp_max(%s, %d))", base, busy, x, f.Most)
+		if !f.Subquery {
+			p.exact = fmt.Sprintf("(%s) + %s * max(count(%s) without (%s))", cmp.Or(p.exact, base), busy, h, f.Label)
+		}
+	case keeps:
+		p.q = fmt.Sprintf("(%s) + %s", p.q, busy) // times the quantiles
+	default:
+		p.q = fmt.Sprintf("(%s) + %s * %d", p.q, busy, f.Most)
 	}
 	return p
 }

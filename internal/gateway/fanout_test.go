@@ -68,27 +68,27 @@ func TestCheckFanOut(t *testing.T) {
 		{"count of it", ranged, hour(`count(histogram_over_time(x[5m]))`), nil, nil, ""},
 		// By another label too: the groups of it, counted.
 		{"a heatmap of each job", ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job)`), []float64{100 * 488, 1e6},
-			[]string{`sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) by(job), 15616)) @1700000008.000`,
-				`sum(clamp_max(count(histogram_over_time(x` + win + `)) by(vmrange,job), 32)) @1700000008.000`}, "would make 48800 series"},
+			[]string{`(sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) by(job), 15616))) + clamp_max(count(count_over_time(x` + win + `)), 32) * max(clamp_max(count_over_time(x` + win + `), 488)) @1700000008.000`,
+				`(sum(clamp_max(count(histogram_over_time(x` + win + `)) by(vmrange,job), 32))) + clamp_max(count(count_over_time(x` + win + `)), 32) * max(count(histogram_over_time(x` + win + `)) without (vmrange)) @1700000008.000`}, "would make 48800 series"},
 		{"by job alone", ranged, hour(`max(histogram_over_time(x[5m])) by (job)`), []float64{40},
-			[]string{`sum(clamp_max(count(count_over_time(x` + win + `)) by(job), 32)) @1700000008.000`}, ""},
+			[]string{`(sum(clamp_max(count(count_over_time(x` + win + `)) by(job), 32))) + clamp_max(count(count_over_time(x` + win + `)), 32) * max(clamp_max(count_over_time(x` + win + `), 488)) @1700000008.000`}, ""},
 		{"without a label", ranged, hour(`sum(histogram_over_time(x[5m])) without (instance)`), []float64{100 * 488, 45000},
-			[]string{`sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) without(instance), 15616)) @1700000008.000`,
-				`sum(clamp_max(count(histogram_over_time(x` + win + `)) without(instance), 32)) @1700000008.000`}, "would make 45000 series"},
+			[]string{`(sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) without(instance), 15616))) + clamp_max(count(count_over_time(x` + win + `)), 32) * max(clamp_max(count_over_time(x` + win + `), 488)) @1700000008.000`,
+				`(sum(clamp_max(count(histogram_over_time(x` + win + `)) without(instance), 32))) + clamp_max(count(count_over_time(x` + win + `)), 32) * max(count(histogram_over_time(x` + win + `)) without (vmrange)) @1700000008.000`}, "would make 45000 series"},
 		// A limit is applied in each of VictoriaMetrics' workers: not counted.
 		{"limited", ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job) limit 10`), []float64{100 * 488, 1e6},
-			[]string{`sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) by(job), 15616)) @1700000008.000`,
-				`sum(clamp_max(count(histogram_over_time(x` + win + `)) by(vmrange,job), 32)) @1700000008.000`}, "would make 48800 series"},
+			[]string{`(sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) by(job), 15616))) + clamp_max(count(count_over_time(x` + win + `)), 32) * max(clamp_max(count_over_time(x` + win + `), 488)) @1700000008.000`,
+				`(sum(clamp_max(count(histogram_over_time(x` + win + `)) by(vmrange,job), 32))) + clamp_max(count(count_over_time(x` + win + `)), 32) * max(count(histogram_over_time(x` + win + `)) without (vmrange)) @1700000008.000`}, "would make 48800 series"},
 		// A phi label given by an expression: any label of the aggregation may be it.
 		{"quantiles by an unknown label", ranged, hour(`sum(quantiles_over_time(label_set(vector(NaN), "__name__", "phi"), 0.5, 0.9, x[5m])) by (phi, job)`),
-			[]float64{30000}, []string{`sum(clamp_max(count(count_over_time(x` + win + `)) by(phi,job), 32)) @1700000008.000`}, "would make 60000 series"},
+			[]float64{30000}, []string{`(sum(clamp_max(count(count_over_time(x` + win + `)) by(phi,job), 32))) + clamp_max(count(count_over_time(x` + win + `)), 32) @1700000008.000`}, "would make 60000 series"},
 		{"quantiles of an unknown label", ranged, hour(`sum(quantiles_over_time(label_set(vector(NaN), "__name__", "phi"), 0.5, 0.9, x[5m]))`),
 			nil, nil, ""},
 		// Under an @ the gateway cannot resolve (the gate lets none through): refused.
 		{"an unknown @", ranged, hour(`histogram_over_time(x[5m] @ timestamp(y))`), nil, nil, "whose time the gateway cannot work out"},
 		// By the metric's name: the series (count_over_time drops the name).
 		{"by the name", ranged, hour(`sum(histogram_over_time(x[5m]) keep_metric_names) by (__name__, vmrange)`), []float64{1},
-			[]string{`sum(clamp_max(count_over_time(x` + win + `), 488)) @1700000008.000`}, ""},
+			[]string{`(sum(clamp_max(count_over_time(x` + win + `), 488))) + clamp_max(count(count_over_time(x` + win + `)), 32) * max(clamp_max(count_over_time(x` + win + `), 488)) @1700000008.000`}, ""},
 		// The rewrite of a token of two filters: a union under the sum, built in full.
 		{"a union under a sum", ranged, hour(`sum(union(histogram_over_time(x{a="1"}[5m]), histogram_over_time(x{b="1"}[5m]))) by (vmrange)`),
 			[]float64{40 * 488, 60 * 488, 60 * 488},
@@ -137,24 +137,26 @@ func TestCheckFanOut(t *testing.T) {
 	day := url.Values{"query": {strings.Repeat(`sum(histogram_over_time(x[5m])) by (vmrange) + `, 3) + `sum(histogram_over_time(x[5m])) by (vmrange)`},
 		"start": {"1699912000"}, "end": {"1700000000"}, "step": {"8"}}
 	dayWin := `[88316000ms]`
-	if err := checkFanOut(ranged, day, nil, nil, l, now, counting(&asked, nil, 488*32, 488*32)); err == nil ||
-		!strings.Contains(err.Error(), "would make 15616 series") || !slices.Equal(asked, []string{
-		`sum(clamp_max(sum(clamp_max(count_over_time(x` + dayWin + `), 488)) by(), 15616)) @1700000008.000`,
-		`sum(clamp_max(count(histogram_over_time(x` + dayWin + `)) by(vmrange), 32)) @1700000008.000`}) {
+	busy := `clamp_max(count(count_over_time(x` + dayWin + `)), 32)`
+	if err := checkFanOut(ranged, day, nil, nil, l, now, counting(&asked, nil, 2*488*32, 2*488*32)); err == nil ||
+		!strings.Contains(err.Error(), "would make 31232 series") || !slices.Equal(asked, []string{
+		`(sum(clamp_max(sum(clamp_max(count_over_time(x` + dayWin + `), 488)) by(), 15616))) + ` + busy + ` * max(clamp_max(count_over_time(x` + dayWin + `), 488)) @1700000008.000`,
+		`(sum(clamp_max(count(histogram_over_time(x` + dayWin + `)) by(vmrange), 32))) + ` + busy + ` * max(count(histogram_over_time(x` + dayWin + `)) without (vmrange)) @1700000008.000`}) {
 		t.Errorf("four heatmaps over a day at 8 s: %v, asked %q; want counted and refused", err, asked)
 	}
-	// A few series of a few buckets each: admitted on the buckets they fill.
+	// One of 12 series of 30 buckets each: admitted on the buckets they fill, in the 12 workers they keep busy.
 	asked = nil
-	if err := checkFanOut(ranged, day, nil, nil, l, now, counting(&asked, nil, 12*488, 12*30, 12*488, 12*30, 12*488, 12*30, 12*488, 12*30)); err != nil || len(asked) != 8 {
-		t.Errorf("four heatmaps of 12 series over a day at 8 s: %v, asked %q; want counted and admitted", err, asked)
+	oneDay := url.Values{"query": {`sum(histogram_over_time(x[5m])) by (vmrange)`}, "start": {"1699912000"}, "end": {"1700000000"}, "step": {"8"}}
+	if err := checkFanOut(ranged, oneDay, nil, nil, l, now, counting(&asked, nil, 2*12*488, 2*12*30)); err != nil || len(asked) != 2 {
+		t.Errorf("a heatmap of 12 series over a day at 8 s: %v, asked %q; want counted and admitted", err, asked)
 	}
-	// Where the read backends run a query on 2 workers, the query alone bounds one: 1.1e7 points, no count.
+	// Where the read backends run a query on 2 workers, the query alone bounds one over 12 hours: 1.1e7 points, no count.
 	asked = nil
 	l2 := l
 	l2.workers = 2
-	one := url.Values{"query": {`sum(histogram_over_time(x[5m])) by (vmrange)`}, "start": {"1699912000"}, "end": {"1700000000"}, "step": {"8"}}
-	if err := checkFanOut(ranged, one, nil, nil, l2, now, counting(&asked, nil)); err != nil || len(asked) != 0 {
-		t.Errorf("a heatmap over a day at 8 s on 2 workers: %v, asked %q; want admitted without a count", err, asked)
+	half := url.Values{"query": {`sum(histogram_over_time(x[5m])) by (vmrange)`}, "start": {"1699956800"}, "end": {"1700000000"}, "step": {"8"}}
+	if err := checkFanOut(ranged, half, nil, nil, l2, now, counting(&asked, nil)); err != nil || len(asked) != 0 {
+		t.Errorf("a heatmap over 12 hours at 8 s on 2 workers: %v, asked %q; want admitted without a count", err, asked)
 	}
 	// Without a read backend to count them, the bound of the query alone refuses them.
 	if err := checkFanOut(ranged, day, nil, nil, l, now, nil); err == nil || !strings.Contains(err.Error(), "in each of the 32 workers a read backend runs the query on") {
@@ -162,8 +164,9 @@ func TestCheckFanOut(t *testing.T) {
 	}
 	// On 2 workers, a group by job is held at most twice, however many series it has.
 	asked = nil
-	if err := checkFanOut(ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job)`), nil, nil, l2, now, counting(&asked, nil, 3*976)); err != nil ||
-		!slices.Equal(asked, []string{`sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) by(job), 976)) @1700000008.000`}) {
+	if err := checkFanOut(ranged, hour(`sum(histogram_over_time(x[5m])) by (vmrange, job)`), nil, nil, l2, now, counting(&asked, nil, 3*976+2*488)); err != nil ||
+		!slices.Equal(asked, []string{`(sum(clamp_max(sum(clamp_max(count_over_time(x` + win + `), 488)) by(job), 976))) + clamp_max(count(count_over_time(x` + win +
+			`)), 2) * max(clamp_max(count_over_time(x` + win + `), 488)) @1700000008.000`}) {
 		t.Errorf("a heatmap of each job on 2 workers: %v, asked %q", err, asked)
 	}
 	// Short windows over years at a step of a day: the buckets are not counted over a span the query limits would refuse

@@ -20,8 +20,8 @@ import (
 
 // TestFanOutCountsAtLeastTheSeriesMade: on real VictoriaMetrics (1.79.5 and the current release), the series the
 // gateway's counts say histogram_over_time and quantiles_over_time make are never fewer than those VictoriaMetrics
-// answers, and, where they count the buckets as VictoriaMetrics fills them (for an aggregation, its groups, each in as
-// many of its workers as it has series: here one worker), about as many: 10 series of an hour of 1 s
+// answers, and, where they count the buckets as VictoriaMetrics fills them, about as many (under an aggregation the
+// count also holds what each worker builds of the one series it reads, which the answer does not show): 10 series of an hour of 1 s
 // samples spread over 30 decades, 2 of a few samples of one value, in two jobs.
 func TestFanOutCountsAtLeastTheSeriesMade(t *testing.T) {
 	end := time.Now().Add(-time.Minute).Truncate(time.Minute).UnixMilli()
@@ -47,13 +47,13 @@ func TestFanOutCountsAtLeastTheSeriesMade(t *testing.T) {
 		{`histogram_over_time(hx[5m])`, false},
 		{`histogram_over_time(hx)`, false},
 		{`histogram_over_time(hx{i!~"1[01]"}[5m] offset 10m)`, true},
-		{`sum(histogram_over_time(hx{i!~"1[01]"}[5m])) by (vmrange, job)`, true},
-		{`sum(histogram_over_time(hx[5m])) without (i)`, true},
-		{`max(histogram_over_time(hx[5m])) by (job)`, true},
+		{`sum(histogram_over_time(hx{i!~"1[01]"}[5m])) by (vmrange, job)`, false},
+		{`sum(histogram_over_time(hx[5m])) without (i)`, false},
+		{`max(histogram_over_time(hx[5m])) by (job)`, false},
 		{`histogram_over_time(hx{i=~"1[01]"}[5m])`, false},
 		{`histogram_over_time(max_over_time(hx{i!~"1[01]"}[1m])[20m:1m])`, false},
 		{`quantiles_over_time("phi", 0.5, 0.9, hx[5m])`, true},
-		{`sum(quantiles_over_time("phi", 0.5, 0.9, hx[5m])) by (phi, job)`, true},
+		{`sum(quantiles_over_time("phi", 0.5, 0.9, hx[5m])) by (phi, job)`, false},
 	}
 	for name, startVM := range map[string]func(testing.TB, ...string) *vmtest.VM{"1.79.5": vmtest.Start, "current": vmtest.StartCurrent} {
 		t.Run(name, func(t *testing.T) {
