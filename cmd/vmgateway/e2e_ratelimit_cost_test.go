@@ -155,6 +155,66 @@ func TestRateLimitCostInFlight(t *testing.T) {
 	}
 }
 
+// TestRateLimitCostCounts: the counts the gateway asks the read backends before a query (the samples of its windows,
+// the series a histogram makes) are the team's reads, charged to its cost limits and held as its queries are: 30
+// queries at once that are refused on their counts (two counts of big's 150 series each) spend at most one query's
+// counts past the budget, and the rest are refused for it (an attacker's review: 109 queries refused on their counts
+// charged their team 65 times its budget, none of it held, at 30 here 9,000 series of 1,000).
+func TestRateLimitCostCounts(t *testing.T) {
+	vm := vmtest.StartCurrent(t)
+	costData(t, vm)
+	g := rlGateway(t, vm.URL, vm.URL, "limits:\n  - {type: series_fetched, value: 1000, key: label:team}\n", "-ratelimit.statusAuthKey=sk",
+		"-search.maxFanOutPoints=1000")
+	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
+	small := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
+	costQuery(t, g, small, 3)
+	end := time.Now().Unix()
+	q := "/api/v1/query_range?" + url.Values{"query": {`histogram_over_time(cost_metric[5m])`}, "start": {fmt.Sprint(end - 3600)},
+		"end": {fmt.Sprint(end)}, "step": {"60"}}.Encode()
+	codes := make(chan int, 30)
+	start := make(chan struct{})
+	for range 30 {
+		go func() {
+			<-start
+			code, _, _ := do(t, http.MethodGet, g.URL+q, nil, bearer(big)...)
+			codes <- code
+		}()
+	}
+	close(start)
+	refused := map[int]int{}
+	for range 30 {
+		refused[<-codes]++
+	}
+	if refused[http.StatusBadRequest] == 0 || refused[http.StatusBadRequest]+refused[http.StatusTooManyRequests] != 30 {
+		t.Errorf("30 histograms of 150 series at once: %v; want some refused on their counts (400), the rest for the budget (429)", refused)
+	}
+	_, _, body := do(t, http.MethodGet, g.URL+"/ratelimit/status?authKey=sk", nil)
+	var page struct {
+		Usage []struct {
+			KeyValue *string `json:"key_value"`
+			Limits   []struct {
+				Type  string
+				Usage float64
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &page); err != nil {
+		t.Fatalf("status page: %v %s", err, body)
+	}
+	used := -1.0
+	for _, e := range page.Usage {
+		for _, l := range e.Limits {
+			if e.KeyValue != nil && *e.KeyValue == "big" && l.Type == "series_fetched" {
+				used = l.Usage
+			}
+		}
+	}
+	t.Logf("30 queries refused on their counts: %v, %v series charged", refused, used)
+	if used < 1000 || used > 1000+300 {
+		t.Errorf("big's series_fetched after the burst: %v; want the budget reached, and at most one query's two counts of 150 past it", used)
+	}
+}
+
 // burstOf sends 30 queries at once with token and counts the answers; each other one must be a 429.
 // TestRateLimitCostPrimed: a team that makes its expected cost small on purpose, with one query of a single series,
 // still has at most eight queries of a burst in flight, each holding an eighth of what is left (an attacker's review

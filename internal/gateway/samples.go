@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -48,9 +49,10 @@ const (
 	measureSparsest = time.Minute
 	// measureMax is the most windows measured for one query.
 	measureMax = 8
-	// measureTimeout bounds the measuring of one query.
-	measureTimeout = 10 * time.Second
 )
+
+// measureTimeout bounds the wait for the counts of one query.
+var measureTimeout = 10 * time.Second
 
 var (
 	measuredAdmitted = metrics.NewCounter(`vmgateway_query_samples_measured_total{result="admitted"}`)
@@ -119,24 +121,68 @@ func (g *Gateway) measureWindows(ctx context.Context, a *auth.Access, ws []query
 	return got, nil
 }
 
-// counting runs count, the counts of one query, in the team's one count at a time and one of its read slots, within
-// measureTimeout.
+// counting runs count, the counts of one query, in the team's one count at a time and one of its read slots, and for
+// a caller with cost limits what its queries are expected to cost held (ratelimit.Gate.Reserve), and waits for it
+// measureTimeout at most. The counts go on when the client leaves or the wait ends, and hold all three until the count
+// in flight has its answer: VictoriaMetrics computes a query to its end whether anyone reads the answer or not, and
+// counts cut short left it computing for 35 s past the gateway's wait while the team's slots were free again, eight
+// such filled its slots, and a burst of queries refused on their counts charged their team 65 times its budget, none
+// of it held (an attacker's review). No count begins once the wait has ended (ask); the one in flight is cut at
+// lateCountWaits times measureTimeout, and asks VictoriaMetrics to stop at measureTimeout.
 func (g *Gateway) counting(ctx context.Context, a *auth.Access, count func(ctx context.Context) error) error {
 	u := unitOf(a.Tenant, a.Enforcer)
 	release, err := g.countSlot(ctx, u, a)
 	if err != nil {
 		return err
 	}
-	defer release()
+	unreserve := nothingReserved
+	if g.costs != nil && g.costs.Costed(a) {
+		if unreserve, err = g.costs.Reserve(ctx, a, g.reads.queue); err != nil {
+			release()
+			return err
+		}
+	}
 	h, err := g.reads.acquire(ctx, u)
 	if err != nil {
+		unreserve()
+		release()
 		return err
 	}
-	defer g.reads.release(h)
-	ctx, cancel := context.WithTimeout(ctx, measureTimeout)
-	defer cancel()
-	return count(ctx)
+	ended := new(atomic.Bool)
+	cctx, cancel := context.WithTimeout(context.WithValue(context.WithoutCancel(ctx), countEndedKey{}, ended), lateCountWaits*measureTimeout)
+	done := make(chan error, 1)
+	go func() {
+		err := count(cctx)
+		cancel()
+		g.reads.release(h)
+		unreserve() // after the counts' charges (ask)
+		release()
+		done <- err // once all is given back: the query that waits for it takes the same slots next
+	}()
+	timer := time.NewTimer(measureTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-timer.C:
+		ended.Store(true)
+		return context.DeadlineExceeded
+	case <-ctx.Done():
+		ended.Store(true)
+		return ctx.Err()
+	}
 }
+
+// lateCountWaits bounds a count's wait for its answer past the end of the gateway's, in measureTimeouts.
+const lateCountWaits = 6
+
+// countEndedKey is the context key of a count whose wait has ended (counting): its next ask is not sent.
+type countEndedKey struct{}
+
+// errCountEnded is ask's error for a count asked after the wait for its query's counts ended.
+var errCountEnded = errors.New("the wait for the counts ended")
+
+func nothingReserved() {}
 
 // countSlot takes the unit's one count at a time, waiting as long as a read waits for the read backends: the read
 // slots alone do not bound a team's counts where the backends' capacity is not known, and its parse slots are given
@@ -283,7 +329,11 @@ func (g *Gateway) ask(ctx context.Context, a *auth.Access, q, at string, limit i
 	// The selector is the query's as it goes upstream, restricted already (rewritten again, a selector of several
 	// filters would be counted once per filter); the token's args go with it, as with every read, so that
 	// VictoriaMetrics enforces them a second time.
-	args := url.Values{"query": {q}, "time": {at}, "nocache": {"1"}}
+	if ended, _ := ctx.Value(countEndedKey{}).(*atomic.Bool); ended != nil && ended.Load() {
+		return nil, errCountEnded
+	}
+	// VictoriaMetrics is asked to stop at the gateway's wait (it looks at the time now and then, not in every loop).
+	args := url.Values{"query": {q}, "time": {at}, "nocache": {"1"}, "timeout": {measureTimeout.String()}}
 	a.Enforcer.EnforceArgs(args)
 	u := &url.URL{RawQuery: args.Encode()}
 	u.Path, u.RawPath = rt.UpstreamPath(g.cluster, a.Tenant)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -433,5 +434,84 @@ func TestCountStatuses(t *testing.T) {
 	if err := checkEvaluation(route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}, day, nil, nil, l,
 		time.Unix(1_700_000_000, 0), gone); err != errGoneInQueue {
 		t.Errorf("the client gone while counted: %v; want 499", err)
+	}
+}
+
+// TestCountsHeldUntilAnswered: a count the gateway stops waiting for, or whose client leaves, holds the team's count and
+// read slots until VictoriaMetrics answers it, and asks VictoriaMetrics to stop at the wait; no further count of the
+// query is sent (an attacker's review: counts cut short left VictoriaMetrics computing for 35 s with the team's slots
+// free again, and eight such filled its slots).
+func TestCountsHeldUntilAnswered(t *testing.T) {
+	defer func(was time.Duration) { measureTimeout = was }(measureTimeout)
+	measureTimeout = 100 * time.Millisecond
+	read := vmtest.NewRecorder(t)
+	var mu sync.Mutex
+	holds := map[string]chan struct{}{"held": make(chan struct{}), "left": make(chan struct{})}
+	arrived := make(chan string, 4)
+	read.Respond(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query().Get("query")
+		mu.Lock()
+		var hold chan struct{}
+		for name, c := range holds {
+			if strings.Contains(q, name+"{") {
+				hold = c
+				arrived <- name
+			}
+		}
+		mu.Unlock()
+		if hold != nil {
+			<-hold
+		}
+		answerCount(w, r, "10")
+	})
+	g := measuring(t, read, Config{Limits: Limits{ReadQueueDuration: 200 * time.Millisecond},
+		Auth: byHeader{"dev": restricted(t, tenant.ID{}, "dev")}})
+	panel := func(metric string) string { return dayPanel(`quantile_over_time(0.99, ` + metric + `[1d])`) }
+	heldAfter := func(what string, release chan struct{}) {
+		t.Helper()
+		rec := serve(g, http.MethodGet, panel("other"), "X-Team", "dev")
+		if rec.Code != http.StatusTooManyRequests || !strings.Contains(rec.Body.String(), "counts one query's at a time") {
+			t.Errorf("%s: the team's next count while the first runs on: %d %s; want 429", what, rec.Code, rec.Body)
+		}
+		close(release)
+		vmtest.Eventually(t, func() (bool, string) {
+			rec := serve(g, http.MethodGet, panel("other"), "X-Team", "dev")
+			return rec.Code == http.StatusOK, fmt.Sprintf("%s: the team's count once the first was answered: %d %s", what, rec.Code, rec.Body)
+		})
+	}
+	// The gateway stops waiting: 503, and the count goes on in the team's slots.
+	if rec := serve(g, http.MethodGet, panel("held"), "X-Team", "dev"); rec.Code != http.StatusServiceUnavailable ||
+		!strings.Contains(rec.Body.String(), "send the query again") {
+		t.Errorf("a count past the wait: %d %s; want 503", rec.Code, rec.Body)
+	}
+	<-arrived
+	heldAfter("past the wait", holds["held"])
+	// The client leaves while its count runs.
+	ctx, cancel := context.WithCancel(context.Background())
+	left := make(chan struct{})
+	go func() {
+		defer close(left)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, panel("left"), nil)
+		req.Header.Set("X-Team", "dev")
+		g.ServeHTTP(httptest.NewRecorder(), req)
+	}()
+	<-arrived
+	cancel()
+	<-left
+	heldAfter("the client gone", holds["left"])
+	// Each held count asked VictoriaMetrics to stop at the wait, and the query's second part was never asked.
+	asked := map[string]int{}
+	for _, r := range read.Requests() {
+		for name := range holds {
+			if strings.Contains(r.Query.Get("query"), name+"{") {
+				asked[name]++
+				if r.Query.Get("timeout") != "100ms" {
+					t.Errorf("a count asked with timeout=%q; want 100ms", r.Query.Get("timeout"))
+				}
+			}
+		}
+	}
+	if asked["held"] != 1 || asked["left"] != 1 {
+		t.Errorf("counts asked of the held queries: %v; want each one's first part alone", asked)
 	}
 }
