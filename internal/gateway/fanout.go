@@ -183,7 +183,7 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 				"backend runs the query on", workers)
 		}
 		return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query would make %.0f series (of each series it reads, a "+
-			"series of each bucket its samples fall in, or of each quantile asked; %s), %.3g points in all, which VictoriaMetrics "+
+			"series of each bucket its samples fall in, of each quantile asked, or of each value counted; %s), %.3g points in all, which VictoriaMetrics "+
 			"holds in memory at once; at most %d are accepted (-search.maxFanOutPoints): aggregate it directly, as in `sum(%s(...)) "+
 			"by (%s)`, select fewer series, or use a coarser step or a shorter range", strings.Join(names, " and "), made, how,
 			total, l.MaxFanOutPoints, names[0], label))
@@ -320,7 +320,7 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 	if keeps && !f.ByData {
 		p.mult = float64(f.Most)
 	}
-	h := f.Func + "(" + src + ")"
+	h := f.Func + "(" + f.Args + src + ")"
 	if keeps && f.ByData && !f.Subquery {
 		// Over a subquery VictoriaMetrics would build the buckets of every series it makes, at one point, to count
 		// them: as many series as the query refused for them. Under the aggregation, each of its groups is held in as

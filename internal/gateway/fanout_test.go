@@ -116,6 +116,14 @@ func TestCheckFanOut(t *testing.T) {
 		{"instant", instant, url.Values{"query": {`histogram_over_time(x[1h])`}, "time": {"1700000000"}}, []float64{5000 * 488},
 			[]string{`sum(clamp_max(count_over_time(x[4200000ms]), 488)) @1700000300.000`}, ""},
 		{"no histogram", ranged, hour(`quantile_over_time(0.9, x[5m])`), nil, nil, ""},
+		// count_values_over_time: a series of each value of each series, no more than its samples: counted as a
+		// histogram's buckets are, without the 488.
+		{"values counted", ranged, hour(`count_values_over_time("v", x[5m])`), []float64{12 * 4000, 12 * 3900},
+			[]string{`sum(clamp_max(count_over_time(x` + win + `), 2147483647)) @1700000008.000`,
+				`count(count_values_over_time("v", x` + win + `)) @1700000008.000`}, "count_values_over_time in the query would make 46800 series"},
+		{"few values counted", ranged, hour(`count_values_over_time("code", x[5m])`), []float64{200 * 4000, 200 * 3},
+			[]string{`sum(clamp_max(count_over_time(x` + win + `), 2147483647)) @1700000008.000`,
+				`count(count_values_over_time("code", x` + win + `)) @1700000008.000`}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var asked []string

@@ -70,6 +70,12 @@ func TestFanOuts(t *testing.T) {
 		{`histogram_over_time(x[5m] @ (end() - end() % 3600))`, []FanOut{{Func: "histogram_over_time", Label: "vmrange", Source: `x`,
 			Most: 488, ByData: true, From: end - end%3_600_000, To: end - end%3_600_000, Step: step, Window: 300_000, Points: points}}},
 		{`WITH (h(s) = histogram_over_time(s[5m])) h(x)`, []FanOut{h(`x`, 300_000, nil)}},
+		// count_values_over_time: a series of each value met, at most one a sample, under its label.
+		{`count_values_over_time("v", x[5m])`, []FanOut{{Func: "count_values_over_time", Args: `"v", `, Label: "v", Source: `x`,
+			Most: maxValuesCounted, ByData: true, From: start, To: end, Step: step, Window: 300_000, Points: points}}},
+		{`sum(count_values_over_time("code", x[5m])) by (code)`, []FanOut{{Func: "count_values_over_time", Args: `"code", `, Label: "code",
+			Source: `x`, Most: maxValuesCounted, ByData: true, From: start, To: end, Step: step, Window: 300_000, Points: points,
+			Group: by("code")}}},
 		{`quantile_over_time(0.9, x[5m]) + rate(histogram[5m])`, nil},
 	} {
 		rng := &Range{Read: func() (int64, int64, int64, error) { return start, end, step, nil }}
