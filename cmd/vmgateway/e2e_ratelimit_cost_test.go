@@ -188,26 +188,9 @@ func TestRateLimitCostCounts(t *testing.T) {
 	if refused[http.StatusBadRequest] == 0 || refused[http.StatusBadRequest]+refused[http.StatusTooManyRequests] != 30 {
 		t.Errorf("30 histograms of 150 series at once: %v; want some refused on their counts (400), the rest for the budget (429)", refused)
 	}
-	_, _, body := do(t, http.MethodGet, g.URL+"/ratelimit/status?authKey=sk", nil)
-	var page struct {
-		Usage []struct {
-			KeyValue *string `json:"key_value"`
-			Limits   []struct {
-				Type  string
-				Usage float64
-			}
-		}
-	}
-	if err := json.Unmarshal([]byte(body), &page); err != nil {
-		t.Fatalf("status page: %v %s", err, body)
-	}
-	used := -1.0
-	for _, e := range page.Usage {
-		for _, l := range e.Limits {
-			if e.KeyValue != nil && *e.KeyValue == "big" && l.Type == "series_fetched" {
-				used = l.Usage
-			}
-		}
+	used, ok := teamCostUsage(t, g, "series_fetched")["big"]
+	if !ok {
+		t.Fatal("no series_fetched usage of big on the status page")
 	}
 	t.Logf("30 queries refused on their counts: %v, %v series charged", refused, used)
 	if used < 1000 || used > 1000+300 {
