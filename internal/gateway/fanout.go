@@ -38,28 +38,45 @@ var (
 
 // fanProbe is a count that bounds the series one function makes: the instant query q at time at answers a number n,
 // and the function makes at most n×mult series, each of points. Where that is past the bound, exact, when set, is a
-// count of them as VictoriaMetrics makes them, which costs more to ask; span is the time both read back.
+// count of them as VictoriaMetrics makes them, which costs more to ask; span is the time both read back. guard, when
+// set, is the most series exact itself builds at once, asked first: count_values_over_time's exact builds every
+// distinct value of a series, which dense data makes millions (an attacker's review: 1 ms samples took v1.151 to
+// 3.4 GB on the exact count of a query it then refused).
 type fanProbe struct {
-	q, exact, at string
-	mult         float64
-	points, span int64
+	q, exact, guard, at string
+	mult                float64
+	points, span        int64
 }
 
-// made is how many series p counts, asked with ask: its exact count too where past says the first is past the bound.
-func (p fanProbe) made(ask func(q, at string) (float64, error), past func(made float64) bool) (float64, error) {
+// made is how many series p counts, asked with ask: its exact count too where past says the first is past the bound,
+// and affordable says what its guard counts may be built to count them.
+func (p fanProbe) made(ask func(q, at string) (float64, error), past, affordable func(made float64) bool) (float64, error) {
 	n, err := ask(p.q, p.at)
 	if err != nil {
 		return 0, err
 	}
 	m := n * p.mult
-	if p.exact != "" && past(m) {
-		if n, err = ask(p.exact, p.at); err != nil {
+	if p.exact == "" || !past(m) {
+		return m, nil
+	}
+	if p.guard != "" {
+		g, err := ask(p.guard, p.at)
+		if err != nil {
 			return 0, err
 		}
-		m = min(m, n)
+		if !affordable(g) {
+			return m, nil
+		}
 	}
-	return m, nil
+	if n, err = ask(p.exact, p.at); err != nil {
+		return 0, err
+	}
+	return min(m, n), nil
 }
+
+// seriesCost is what a series costs VictoriaMetrics besides its points, in points: its labels and headers, about 500
+// bytes on v1.151 where a point is 16 to 20 (an attacker's review: 972,000 series of one point took 622 MB).
+const seriesCost = 32
 
 // fanCounter runs judge with an ask of the read backends, for one request; nil when the gateway cannot ask (no read
 // backends).
@@ -162,7 +179,7 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 			// Each worker holds its groups, and the series the function makes of the one series it reads.
 			n = float64(workers) * (n + float64(f.Most))
 			made += n
-			total += n * float64(f.Points)
+			total += n * float64(f.Points+seriesCost)
 			bounded = append(bounded, f)
 			continue
 		}
@@ -201,12 +218,13 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 	}
 	err := count(func(ask func(q, at string) (float64, error)) error {
 		for _, p := range probes {
-			m, err := p.made(ask, func(m float64) bool { return total+m*float64(p.points) > limit })
+			m, err := p.made(ask, func(m float64) bool { return total+m*float64(p.points+seriesCost) > limit },
+				func(g float64) bool { return g*(1+seriesCost) <= limit })
 			if err != nil {
 				return err
 			}
 			made += m
-			if total += m * float64(p.points); total > limit {
+			if total += m * float64(p.points+seriesCost); total > limit {
 				return nil
 			}
 		}
@@ -297,13 +315,16 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 		var others []string
 		keeps, others = keepsLabel(f)
 		// Groups by the metric's name, or by every label, are taken to be the series: count_over_time drops the name.
-		if g.Op == "without" || !slices.Contains(others, "__name__") && !slices.Contains(others, "*") {
-			m := metricsql.ModifierExpr{Op: g.Op, Args: others}
-			if g.Op == "without" {
+		// An aggregation without a modifier is one by nothing (an attacker's review: its probe printed `()`, which
+		// VictoriaMetrics refuses).
+		op := cmp.Or(g.Op, "by")
+		if op == "without" || !slices.Contains(others, "__name__") && !slices.Contains(others, "*") {
+			m := metricsql.ModifierExpr{Op: op, Args: others}
+			if op == "without" {
 				m.Args = g.Labels
 			}
 			by = " " + string(m.AppendString(nil))
-			groups = " " + string((&metricsql.ModifierExpr{Op: g.Op, Args: g.Labels}).AppendString(nil))
+			groups = " " + string((&metricsql.ModifierExpr{Op: op, Args: g.Labels}).AppendString(nil))
 		}
 	}
 	p := fanProbe{at: fmt.Sprintf("%.3f", float64(f.To+f.Step)/1e3), mult: 1, points: f.Points, span: span}
@@ -331,6 +352,10 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 			p.exact = fmt.Sprintf("sum(clamp_max(count(%s)%s, %d))", h, groups, workers)
 		}
 	}
+	if p.exact != "" && f.Most > histogramBuckets {
+		// count_values_over_time: a worker builds every distinct value of the one series it reads to count them.
+		p.guard = fmt.Sprintf("clamp_max(count(%s), %d) * max(%s)", x, workers, x)
+	}
 	if f.Group == nil {
 		return p
 	}
@@ -353,6 +378,9 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 	}
 	return p
 }
+
+// histogramBuckets is the most series histogram_over_time makes of one series (querylimits).
+const histogramBuckets = 488
 
 // maxQueryWorkers is the most workers VictoriaMetrics runs one query on by default (-search.maxWorkersPerQuery: its
 // CPUs, at most 32); a read backend whose workers are not known is taken to run that many.

@@ -113,17 +113,25 @@ func TestCheckFanOut(t *testing.T) {
 			[]string{`count(count_over_time(x` + win + `)) @1700000008.000`}, "quantiles_over_time in the query would make 60000 series"},
 		{"quantiles by phi", ranged, hour(`sum(quantiles_over_time("phi", 0.5, 0.9, x[5m])) by (phi)`), nil, nil, ""},
 		// An instant query: one point; VictoriaMetrics' own reading of it too.
-		{"instant", instant, url.Values{"query": {`histogram_over_time(x[1h])`}, "time": {"1700000000"}}, []float64{5000 * 488},
-			[]string{`sum(clamp_max(count_over_time(x[4200000ms]), 488)) @1700000300.000`}, ""},
+		// Each series costs 32 points besides its one: 2.4e6 series of 5,000 are past the bound, their buckets counted.
+		{"instant", instant, url.Values{"query": {`histogram_over_time(x[1h])`}, "time": {"1700000000"}}, []float64{5000 * 488, 5000 * 100},
+			[]string{`sum(clamp_max(count_over_time(x[4200000ms]), 488)) @1700000300.000`, `count(histogram_over_time(x[4200000ms])) @1700000300.000`}, ""},
 		{"no histogram", ranged, hour(`quantile_over_time(0.9, x[5m])`), nil, nil, ""},
 		// count_values_over_time: a series of each value of each series, no more than its samples: counted as a
 		// histogram's buckets are, without the 488.
-		{"values counted", ranged, hour(`count_values_over_time("v", x[5m])`), []float64{12 * 4000, 12 * 3900},
+		// Its count builds every distinct value of the series each worker reads: asked where those are few enough.
+		{"values counted", ranged, hour(`count_values_over_time("v", x[5m])`), []float64{12 * 4000, 12 * 4000, 12 * 3900},
 			[]string{`sum(clamp_max(count_over_time(x` + win + `), 2147483647)) @1700000008.000`,
+				`clamp_max(count(count_over_time(x` + win + `)), 32) * max(count_over_time(x` + win + `)) @1700000008.000`,
 				`count(count_values_over_time("v", x` + win + `)) @1700000008.000`}, "count_values_over_time in the query would make 46800 series"},
-		{"few values counted", ranged, hour(`count_values_over_time("code", x[5m])`), []float64{200 * 4000, 200 * 3},
+		{"few values counted", ranged, hour(`count_values_over_time("code", x[5m])`), []float64{200 * 4000, 32 * 4000, 200 * 3},
 			[]string{`sum(clamp_max(count_over_time(x` + win + `), 2147483647)) @1700000008.000`,
+				`clamp_max(count(count_over_time(x` + win + `)), 32) * max(count_over_time(x` + win + `)) @1700000008.000`,
 				`count(count_values_over_time("code", x` + win + `)) @1700000008.000`}, ""},
+		{"values of dense data", ranged, hour(`count_values_over_time("v", x[5m])`), []float64{2 * 3.6e6, 2 * 3.6e6},
+			[]string{`sum(clamp_max(count_over_time(x` + win + `), 2147483647)) @1700000008.000`,
+				`clamp_max(count(count_over_time(x` + win + `)), 32) * max(count_over_time(x` + win + `)) @1700000008.000`},
+			"count_values_over_time in the query would make 7200000 series"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var asked []string

@@ -86,7 +86,7 @@ func TestFanOutCountsAtLeastTheSeriesMade(t *testing.T) {
 						return float64(ans[0].n), nil
 					}
 					// The buckets are counted where the gateway may count them, whatever the bound.
-					counted, err = p.made(ask, func(float64) bool { return true })
+					counted, err = p.made(ask, func(float64) bool { return true }, func(float64) bool { return true })
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -178,6 +178,6 @@ func (w *walk) fanOut(n *node, a, b, step, win, inner, points int64) {
 		return
 	}
 	*w.fans = append(*w.fans, FanOut{Func: f.name, Args: f.args, Label: f.label, Source: f.src, Most: f.most, ByData: f.byData, Subquery: inner > 0,
-		From: a, To: b, Step: max(step, 1), Window: win, Inner: inner, Points: points, Group: f.group, Alt: w.alt,
+		From: a, To: b, Step: max(step, 1), Window: win, Inner: inner, Points: max(points, w.outer), Group: f.group, Alt: w.alt,
 		AtUnknown: w.atUnknown > 0})
 }

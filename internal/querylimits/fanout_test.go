@@ -46,10 +46,10 @@ func TestFanOuts(t *testing.T) {
 			ByData: true, From: start - 3_600_000, To: end - 3_600_000, Step: step, Window: 300_000, Points: points}}},
 		{`histogram_over_time(x[5m] @ 1699999000)`, []FanOut{{Func: "histogram_over_time", Label: "vmrange", Source: `x`, Most: 488,
 			ByData: true, From: 1_699_999_000_000, To: 1_699_999_000_000, Step: step, Window: 300_000, Points: points}}},
-		// Nested: the inner one first, at the subquery's points.
+		// Nested: the inner one first, its series as long as the points of the rollup over its subquery, or its own.
 		{`histogram_over_time(histogram_over_time(x[5m])[1h:1m])`, []FanOut{
 			{Func: "histogram_over_time", Label: "vmrange", Source: `x`, Most: 488, ByData: true, From: sub,
-				To: end + 60_000, Step: 60_000, Window: 300_000, Points: (end+60_000-sub)/60_000 + 1},
+				To: end + 60_000, Step: 60_000, Window: 300_000, Points: points},
 			{Func: "histogram_over_time", Label: "vmrange", Source: `histogram_over_time(x[5m])`, Most: 488, ByData: true,
 				Subquery: true, From: start, To: end, Step: step, Window: 3_600_000, Inner: 60_000, Points: points}}},
 		{`quantiles_over_time("phi", 0.5, 0.9, 0.99, x[5m])`, []FanOut{{Func: "quantiles_over_time", Label: "phi", Source: `x`,
@@ -66,7 +66,15 @@ func TestFanOuts(t *testing.T) {
 			Most: 488, ByData: true, From: start, To: end, Step: step, Window: 300_000, Points: points, AtUnknown: true}}},
 		{`max_over_time(histogram_over_time(x[5m])[10m:1m] @ timestamp(y))`, []FanOut{{Func: "histogram_over_time", Label: "vmrange",
 			Source: `x`, Most: 488, ByData: true, From: start - 600_000 - staleness - 60_000, To: end + 60_000, Step: 60_000,
-			Window: 300_000, Points: (3_600_000+600_000+staleness+120_000)/60_000 + 1, AtUnknown: true}}},
+			Window: 300_000, Points: points, AtUnknown: true}}},
+		// The rollup over the subquery makes a series of its 451 points of each the function makes at the subquery's 5.
+		{`max_over_time(count_values_over_time("v", x[20m])[20m:20m])`, []FanOut{{Func: "count_values_over_time", Args: `"v", `,
+			Label: "v", Source: `x`, Most: maxValuesCounted, ByData: true, From: start - 1_200_000 - staleness - 1_200_000,
+			To: end + 1_200_000, Step: 1_200_000, Window: 1_200_000, Points: points}}},
+		// A subquery's own points where they are more than the rollup's over it.
+		{`max_over_time(count_values_over_time("v", x[5m])[1h:1s])`, []FanOut{{Func: "count_values_over_time", Args: `"v", `, Label: "v",
+			Source: `x`, Most: maxValuesCounted, ByData: true, From: start - 3_600_000 - staleness - 1_000, To: end + 1_000, Step: 1_000,
+			Window: 300_000, Points: (2*3_600_000+staleness+2_000)/1_000 + 1}}},
 		{`histogram_over_time(x[5m] @ (end() - end() % 3600))`, []FanOut{{Func: "histogram_over_time", Label: "vmrange", Source: `x`,
 			Most: 488, ByData: true, From: end - end%3_600_000, To: end - end%3_600_000, Step: step, Window: 300_000, Points: points}}},
 		{`WITH (h(s) = histogram_over_time(s[5m])) h(x)`, []FanOut{h(`x`, 300_000, nil)}},
