@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -152,7 +154,7 @@ func (g *Gateway) counting(ctx context.Context, a *auth.Access, count func(ctx c
 	cctx, cancel := context.WithTimeout(context.WithValue(context.WithoutCancel(ctx), countEndedKey{}, ended), lateCountWaits*measureTimeout)
 	done := make(chan error, 1)
 	go func() {
-		err := count(cctx)
+		err := countRecovered(cctx, count)
 		cancel()
 		g.reads.release(h)
 		unreserve() // after the counts' charges (ask)
@@ -171,6 +173,19 @@ func (g *Gateway) counting(ctx context.Context, a *auth.Access, count func(ctx c
 		ended.Store(true)
 		return ctx.Err()
 	}
+}
+
+// countRecovered runs count on a goroutine of its own, where a panic would end the process: logged as the request's
+// handler logs one, and the count's error (503).
+func countRecovered(ctx context.Context, count func(ctx context.Context) error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			panicsTotal.Inc()
+			slog.Error("panic while counting what a query reads", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			err = fmt.Errorf("internal error while counting; it has been logged")
+		}
+	}()
+	return count(ctx)
 }
 
 // lateCountWaits bounds a count's wait for its answer past the end of the gateway's, in measureTimeouts.

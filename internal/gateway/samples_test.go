@@ -515,3 +515,19 @@ func TestCountsHeldUntilAnswered(t *testing.T) {
 		t.Errorf("counts asked of the held queries: %v; want each one's first part alone", asked)
 	}
 }
+
+// TestCountPanicRecovered: a count runs on a goroutine of its own; a panic there is the count's error, not the end of
+// the process.
+func TestCountPanicRecovered(t *testing.T) {
+	read := vmtest.NewRecorder(t)
+	read.Respond(func(w http.ResponseWriter, r *http.Request) { answerCount(w, r, "10") })
+	g := measuring(t, read, Config{Auth: byHeader{"dev": restricted(t, tenant.ID{}, "dev")}})
+	err := g.counting(context.Background(), restricted(t, tenant.ID{}, "dev"), func(context.Context) error { panic("a bug") })
+	if err == nil || !strings.Contains(err.Error(), "internal error while counting") {
+		t.Errorf("a count that panicked: %v", err)
+	}
+	// Its slots were given back: the team counts again.
+	if err := g.counting(context.Background(), restricted(t, tenant.ID{}, "dev"), func(context.Context) error { return nil }); err != nil {
+		t.Errorf("the next count: %v", err)
+	}
+}
