@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -404,8 +405,11 @@ func (g *Gateway) ask(ctx context.Context, a *auth.Access, q, at string, limit i
 			msg = fmt.Sprintf("status %d", resp.StatusCode)
 		}
 		err := fmt.Errorf("the read backend did not count them: %s", msg)
-		if resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusUnprocessableEntity {
-			// VictoriaMetrics' refusals of a query; any other status (a proxy's 429, 401, 408) is not the query's.
+		if (resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusUnprocessableEntity) && !strings.Contains(msg, "timeout exceeded") {
+			// VictoriaMetrics' refusals of a query; any other status (a proxy's 429, 401, 408) is not the query's, nor is
+			// its own timeout, which it answers 422 too (an attacker's review: the count's timeout, or a
+			// -search.maxQueryDuration below it, refused the query for good, 400, and the count was asked again as its
+			// most, as heavy).
 			return nil, countError{err}
 		}
 		return nil, err

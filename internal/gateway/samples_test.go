@@ -426,6 +426,23 @@ func TestCountStatuses(t *testing.T) {
 			t.Errorf("a count answered %d: %d %s; want %d", status, rec.Code, rec.Body, want)
 		}
 	}
+	// VictoriaMetrics' own timeout, which it answers 422 (v1.151's words), is its failure: 503, to be sent again, and
+	// the count is not asked again as its most.
+	read := vmtest.NewRecorder(t)
+	read.Respond(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		_, _ = io.WriteString(w, `{"status":"error","errorType":"422","error":"error when executing query=\"...\": cannot evaluate \"...\": `+
+			`timeout exceeded during query execution: 10.000 seconds"}`)
+	})
+	g := measuring(t, read, Config{Auth: fixedAuth{a: restricted(t, tenant.ID{}, "dev")}})
+	if rec := serve(g, http.MethodGet, dayPanel(`quantile_over_time(0.99, x[1d])`)); rec.Code != http.StatusServiceUnavailable ||
+		!strings.Contains(rec.Body.String(), "send the query again") {
+		t.Errorf("a count that timed out in VictoriaMetrics: %d %s; want 503", rec.Code, rec.Body)
+	}
+	if n := len(read.Requests()); n != 1 {
+		t.Errorf("%d counts asked; want the one that timed out", n)
+	}
 	l := Limits{MaxSubqueryWindowPoints: 1e8, MinSampleInterval: time.Second}
 	gone := func([]querylimits.Window) (map[countKey]seriesCounts, error) {
 		return nil, fmt.Errorf("count: %w", context.Canceled)
