@@ -352,8 +352,8 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 			p.exact = fmt.Sprintf("sum(clamp_max(count(%s)%s, %d))", h, groups, workers)
 		}
 	}
-	if p.exact != "" && f.Most > histogramBuckets {
-		// count_values_over_time: a worker builds every distinct value of the one series it reads to count them.
+	if p.exact != "" && f.Func == "count_values_over_time" {
+		// A worker builds every distinct value of the one series it reads to count them, which no Most bounds.
 		p.guard = fmt.Sprintf("clamp_max(count(%s), %d) * max(%s)", x, workers, x)
 	}
 	if f.Group == nil {
@@ -378,9 +378,6 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 	}
 	return p
 }
-
-// histogramBuckets is the most series histogram_over_time makes of one series (querylimits).
-const histogramBuckets = 488
 
 // maxQueryWorkers is the most workers VictoriaMetrics runs one query on by default (-search.maxWorkersPerQuery: its
 // CPUs, at most 32); a read backend whose workers are not known is taken to run that many.

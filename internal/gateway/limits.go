@@ -199,7 +199,7 @@ func (g *Gateway) SetBackendBraces(ok bool) {
 func (g *Gateway) SetBackendWorkers(n int) {
 	if g.backendWorkers.Swap(int64(max(n, 0))) != int64(n) {
 		slog.Info("the read backends run a query on this many workers at most, each holding the groups of an aggregation of "+
-			"histogram_over_time or quantiles_over_time: -search.maxFanOutPoints counts them so (0: not known, taken to be 32)", "workers", n)
+			"the functions -search.maxFanOutPoints bounds, which counts them so (0: not known, taken to be 32)", "workers", n)
 	}
 }
 
