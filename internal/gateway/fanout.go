@@ -37,15 +37,15 @@ var (
 )
 
 // fanProbe is a count that bounds the series one function makes: the instant query q at time at answers a number n,
-// and the function makes at most n×mult series, each of points. Where that is past the bound, exact, when set, is a
-// count of them as VictoriaMetrics makes them, which costs more to ask; span is the time both read back. guard, when
-// set, is the most series exact itself builds at once, asked first: count_values_over_time's exact builds every
-// distinct value of a series, which dense data makes millions (an attacker's review: 1 ms samples took v1.151 to
-// 3.4 GB on the exact count of a query it then refused).
+// and the function makes at most n×mult series, each costing cost points (fanCost). Where that is past the bound,
+// exact, when set, is a count of them as VictoriaMetrics makes them, which costs more to ask; span is the time both
+// read back. guard, when set, is the most series exact itself builds at once, asked first: count_values_over_time's
+// exact builds every distinct value of a series, which dense data makes millions (an attacker's review: 1 ms samples
+// took v1.151 to 3.4 GB on the exact count of a query it then refused).
 type fanProbe struct {
 	q, exact, guard, at string
 	mult                float64
-	points, span        int64
+	cost, span          int64
 }
 
 // made is how many series p counts, asked with ask: its exact count too where past says the first is past the bound,
@@ -77,6 +77,17 @@ func (p fanProbe) made(ask func(q, at string) (float64, error), past, affordable
 // seriesCost is what a series costs VictoriaMetrics besides its points, in points: its labels and headers, about 500
 // bytes on v1.151 where a point is 16 to 20 (an attacker's review: 972,000 series of one point took 622 MB).
 const seriesCost = 32
+
+// fanCost is what each series f makes costs, in points: its own, and inside subqueries the series the rollups over
+// them make of it, held beside it. An aggregation between them makes fewer, so this bounds those of its groups
+// (boundedFanOut's are counted as they are).
+func fanCost(f querylimits.FanOut) int64 {
+	c := f.Points + seriesCost
+	if f.Outer > 0 {
+		c += f.Outer + seriesCost
+	}
+	return c
+}
 
 // fanCounter runs judge with an ask of the read backends, for one request; nil when the gateway cannot ask (no read
 // backends).
@@ -175,11 +186,17 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 				"cannot work out before the query runs, and so cannot count the series it makes (-search.maxFanOutPoints): use a "+
 				"number, start(), end() or now() after @", f.Func))
 		}
-		if n, ok := boundedFanOut(f); ok {
-			// Each worker holds its groups, and the series the function makes of the one series it reads.
-			n = float64(workers) * (n + float64(f.Most))
+		if groups, ok := boundedFanOut(f); ok {
+			// Each worker holds its groups, and the series the function makes of the one series it reads, as long as the
+			// function's points; only the groups reach the rollups of subqueries above (a heatmap under
+			// `max_over_time(...[1h:1h])` over a day was counted 40 to 60 times over, a review).
+			n := float64(workers) * (groups + float64(f.Most))
 			made += n
 			total += n * float64(f.Points+seriesCost)
+			if f.Outer > 0 {
+				made += groups
+				total += groups * float64(f.Outer+seriesCost)
+			}
 			bounded = append(bounded, f)
 			continue
 		}
@@ -218,13 +235,13 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 	}
 	err := count(func(ask func(q, at string) (float64, error)) error {
 		for _, p := range probes {
-			m, err := p.made(ask, func(m float64) bool { return total+m*float64(p.points+seriesCost) > limit },
+			m, err := p.made(ask, func(m float64) bool { return total+m*float64(p.cost) > limit },
 				func(g float64) bool { return g*(1+seriesCost) <= limit })
 			if err != nil {
 				return err
 			}
 			made += m
-			if total += m * float64(p.points+seriesCost); total > limit {
+			if total += m * float64(p.cost); total > limit {
 				return nil
 			}
 		}
@@ -327,7 +344,7 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 			groups = " " + string((&metricsql.ModifierExpr{Op: op, Args: g.Labels}).AppendString(nil))
 		}
 	}
-	p := fanProbe{at: fmt.Sprintf("%.3f", float64(f.To+f.Step)/1e3), mult: 1, points: f.Points, span: span}
+	p := fanProbe{at: fmt.Sprintf("%.3f", float64(f.To+f.Step)/1e3), mult: 1, cost: fanCost(f), span: span}
 	switch {
 	case keeps && f.ByData && by != "":
 		p.q = fmt.Sprintf("sum(clamp_max(sum(clamp_max(%s, %d))%s, %d))", x, f.Most, by, f.Most*int64(workers))

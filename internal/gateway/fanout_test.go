@@ -105,6 +105,11 @@ func TestCheckFanOut(t *testing.T) {
 			"would make 488000 series"},
 		{"over a subquery", ranged, hour(`histogram_over_time(rate(x[1m])[1h:1m])`), []float64{5 * 61},
 			[]string{`sum(clamp_max(count_over_time((rate(x[1m]))[7216000ms:60000ms]), 488)) @1700000008.000`}, ""},
+		// Under a rollup over a subquery, each series the function makes is held beside the rollup's series of it: 35,000
+		// series of 128 points and of 451, 2.25e7 points (counted at 451 alone before, 1.69e7, and admitted).
+		{"under a rollup over a subquery", ranged, hour(`max_over_time(histogram_over_time(x[5m])[1h:1m])`), []float64{35000, 35000},
+			[]string{`sum(clamp_max(count_over_time(x[8040000ms]), 488)) @1700000120.000`, `count(histogram_over_time(x[8040000ms])) @1700000120.000`},
+			"would make 35000 series"},
 		// Past the bound over a subquery, the buckets are not counted: VictoriaMetrics would build them all to count them.
 		{"over a subquery, past the bound", ranged, hour(`histogram_over_time(rate(x[1m])[1h:1m])`), []float64{1000 * 122},
 			[]string{`sum(clamp_max(count_over_time((rate(x[1m]))[7216000ms:60000ms]), 488)) @1700000008.000`}, "would make 122000 series"},
@@ -173,6 +178,13 @@ func TestCheckFanOut(t *testing.T) {
 	half := url.Values{"query": {`sum(histogram_over_time(x[5m])) by (vmrange)`}, "start": {"1699956800"}, "end": {"1700000000"}, "step": {"8"}}
 	if err := checkFanOut(ranged, half, nil, nil, l2, now, counting(&asked, nil)); err != nil || len(asked) != 0 {
 		t.Errorf("a heatmap over 12 hours at 8 s on 2 workers: %v, asked %q; want admitted without a count", err, asked)
+	}
+	// A heatmap inside a subquery: the workers hold its groups at the subquery's 27 points, and only the 488 groups reach
+	// the rollup's 2,881 (counted at 2,881 in each worker before, 9.1e7 points, where it makes 3.3e6).
+	sub := url.Values{"query": {`max_over_time(sum(histogram_over_time(x[5m])) by (vmrange)[1h:1h])`}, "start": {"1699913600"},
+		"end": {"1700000000"}, "step": {"30"}}
+	if err := checkFanOut(ranged, sub, nil, nil, l, now, nil); err != nil {
+		t.Errorf("a heatmap under max_over_time over a day at 30 s: %v; want admitted from the query alone", err)
 	}
 	// Without a read backend to count them, the bound of the query alone refuses them.
 	if err := checkFanOut(ranged, day, nil, nil, l, now, nil); err == nil || !strings.Contains(err.Error(), "in each of the 32 workers a read backend runs the query on") {

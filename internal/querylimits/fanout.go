@@ -126,7 +126,9 @@ func groupOver(ae *metricsql.AggrFuncExpr) *Grouping {
 }
 
 // FanOut is a function that makes up to Most series (told apart by Label, "" when the query does not say which) of each
-// series it reads, evaluated at Points points; Args are its args before the one it reads, as the query prints them,
+// series it reads, evaluated at Points points; where it is inside subqueries, the rollups over them make a series of
+// each series that reaches them, of Outer points in all (their points added up), while the function's own are still
+// held. Args are its args before the one it reads, as the query prints them,
 // each followed by ", ". It reads Source: a selector's samples in (t-Window, t] at each of the points From, From+Step, ..., To (ms),
 // or, when Subquery, the points of a query evaluated at Inner over those windows. ByData says it makes at most one
 // series of each sample or point read. Group is the aggregation VictoriaMetrics does as it goes over it (nil: it
@@ -138,7 +140,7 @@ type FanOut struct {
 	ByData, Subquery          bool
 	From, To, Step            int64
 	Window, Inner             int64
-	Points                    int64
+	Points, Outer             int64
 	Group                     *Grouping
 	Alt, AtUnknown            bool
 }
@@ -178,6 +180,6 @@ func (w *walk) fanOut(n *node, a, b, step, win, inner, points int64) {
 		return
 	}
 	*w.fans = append(*w.fans, FanOut{Func: f.name, Args: f.args, Label: f.label, Source: f.src, Most: f.most, ByData: f.byData, Subquery: inner > 0,
-		From: a, To: b, Step: max(step, 1), Window: win, Inner: inner, Points: max(points, w.outer), Group: f.group, Alt: w.alt,
+		From: a, To: b, Step: max(step, 1), Window: win, Inner: inner, Points: points, Outer: w.outer, Group: f.group, Alt: w.alt,
 		AtUnknown: w.atUnknown > 0})
 }

@@ -46,10 +46,10 @@ func TestFanOuts(t *testing.T) {
 			ByData: true, From: start - 3_600_000, To: end - 3_600_000, Step: step, Window: 300_000, Points: points}}},
 		{`histogram_over_time(x[5m] @ 1699999000)`, []FanOut{{Func: "histogram_over_time", Label: "vmrange", Source: `x`, Most: 488,
 			ByData: true, From: 1_699_999_000_000, To: 1_699_999_000_000, Step: step, Window: 300_000, Points: points}}},
-		// Nested: the inner one first, its series as long as the points of the rollup over its subquery, or its own.
+		// Nested: the inner one first, its series of its own points, and the rollup over its subquery's of each.
 		{`histogram_over_time(histogram_over_time(x[5m])[1h:1m])`, []FanOut{
 			{Func: "histogram_over_time", Label: "vmrange", Source: `x`, Most: 488, ByData: true, From: sub,
-				To: end + 60_000, Step: 60_000, Window: 300_000, Points: points},
+				To: end + 60_000, Step: 60_000, Window: 300_000, Points: 128, Outer: points},
 			{Func: "histogram_over_time", Label: "vmrange", Source: `histogram_over_time(x[5m])`, Most: 488, ByData: true,
 				Subquery: true, From: start, To: end, Step: step, Window: 3_600_000, Inner: 60_000, Points: points}}},
 		{`quantiles_over_time("phi", 0.5, 0.9, 0.99, x[5m])`, []FanOut{{Func: "quantiles_over_time", Label: "phi", Source: `x`,
@@ -66,15 +66,22 @@ func TestFanOuts(t *testing.T) {
 			Most: 488, ByData: true, From: start, To: end, Step: step, Window: 300_000, Points: points, AtUnknown: true}}},
 		{`max_over_time(histogram_over_time(x[5m])[10m:1m] @ timestamp(y))`, []FanOut{{Func: "histogram_over_time", Label: "vmrange",
 			Source: `x`, Most: 488, ByData: true, From: start - 600_000 - staleness - 60_000, To: end + 60_000, Step: 60_000,
-			Window: 300_000, Points: points, AtUnknown: true}}},
-		// The rollup over the subquery makes a series of its 451 points of each the function makes at the subquery's 5.
+			Window: 300_000, Points: 78, Outer: points, AtUnknown: true}}},
+		// The rollup over the subquery makes a series of its 451 points of each the function makes at the subquery's 7.
 		{`max_over_time(count_values_over_time("v", x[20m])[20m:20m])`, []FanOut{{Func: "count_values_over_time", Args: `"v", `,
 			Label: "v", Source: `x`, Most: maxValuesCounted, ByData: true, From: start - 1_200_000 - staleness - 1_200_000,
-			To: end + 1_200_000, Step: 1_200_000, Window: 1_200_000, Points: points}}},
-		// A subquery's own points where they are more than the rollup's over it.
+			To: end + 1_200_000, Step: 1_200_000, Window: 1_200_000, Points: 7, Outer: points}}},
+		// A subquery's own points where they are more than the rollup's over it: both held.
 		{`max_over_time(count_values_over_time("v", x[5m])[1h:1s])`, []FanOut{{Func: "count_values_over_time", Args: `"v", `, Label: "v",
 			Source: `x`, Most: maxValuesCounted, ByData: true, From: start - 3_600_000 - staleness - 1_000, To: end + 1_000, Step: 1_000,
-			Window: 300_000, Points: (2*3_600_000+staleness+2_000)/1_000 + 1}}},
+			Window: 300_000, Points: (2*3_600_000+staleness+2_000)/1_000 + 1, Outer: points}}},
+		// An aggregation inside the subquery, as it goes: its groups at the subquery's points; the levels' points add up.
+		{`max_over_time(sum(histogram_over_time(x[5m])) by (vmrange)[1h:1h])`, []FanOut{{Func: "histogram_over_time",
+			Label: "vmrange", Source: `x`, Most: 488, ByData: true, From: start - 3_600_000 - staleness - 3_600_000,
+			To: end + 3_600_000, Step: 3_600_000, Window: 300_000, Points: 5, Outer: points, Group: by("vmrange")}}},
+		{`max_over_time(max_over_time(histogram_over_time(x[5m])[10m:1m])[1h:10m])`, []FanOut{{Func: "histogram_over_time",
+			Label: "vmrange", Source: `x`, Most: 488, ByData: true, From: start - 3_600_000 - staleness - 600_000 - 600_000 - staleness - 60_000,
+			To: end + 600_000 + 60_000, Step: 60_000, Window: 300_000, Points: 163, Outer: points + 15}}},
 		{`histogram_over_time(x[5m] @ (end() - end() % 3600))`, []FanOut{{Func: "histogram_over_time", Label: "vmrange", Source: `x`,
 			Most: 488, ByData: true, From: end - end%3_600_000, To: end - end%3_600_000, Step: step, Window: 300_000, Points: points}}},
 		{`WITH (h(s) = histogram_over_time(s[5m])) h(x)`, []FanOut{h(`x`, 300_000, nil)}},

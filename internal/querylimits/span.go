@@ -487,8 +487,8 @@ type walk struct {
 	atNaN bool
 	// atUnknown counts the @ modifiers compileAt could not resolve above the node walked.
 	atUnknown int
-	// outer is the most points of the evaluations of the subqueries above the node walked, whose rollups make a series
-	// of that many points of each series the node makes.
+	// outer is the points of the evaluations of the subqueries above the node walked, added up: their rollups make a
+	// series of that many points of each series the node makes, while VictoriaMetrics still holds the node's own.
 	outer int64
 }
 
@@ -567,9 +567,9 @@ func (w *walk) span(n *node, a, b, step int64) {
 		}
 		// What a function inside makes is rolled up at this level's points, a series of each (an attacker's review:
 		// `max_over_time(count_values_over_time("v", x[20m])[20m:20m])` at a step of 1.2 s was counted at the
-		// subquery's 5 points, and built 30,600 series of 3,001, 1.09 GB).
+		// subquery's 5 points, and built 30,600 series of 3,001, 1.09 GB), beside the series it rolls up.
 		was := w.outer
-		w.outer = max(w.outer, points)
+		w.outer += points
 		w.span(child, lo, hi, inner)
 		w.outer = was
 		w.fanOut(n, a, b, step, win, inner, points) // after what it reads: an inner one is listed first
