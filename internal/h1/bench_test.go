@@ -116,7 +116,7 @@ func BenchmarkParseRequest(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		var r http.Request
-		if err := parseRequest(&r, head, &scratch, &st); err != nil {
+		if err := parseRequest(&r, nil, head, &scratch, &st); err != nil {
 			b.Fatal(err)
 		}
 	}

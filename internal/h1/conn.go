@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -337,8 +338,9 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		// The client went away or was too slow: no answer (as net/http).
 		return false, false
 	}
+	ex := &exchange{}
 	var tmpl http.Request
-	if err := parseRequest(&tmpl, head, &c.scratch, &c.reqHeader); err != nil {
+	if err := parseRequest(&tmpl, &ex.url, head, &c.scratch, &c.reqHeader); err != nil {
 		var re *requestError
 		if !errors.As(err, &re) {
 			re = badRequest("%s", err)
@@ -362,7 +364,6 @@ func (c *conn) serveRequest() (keep, linger bool) {
 		putBuf(pp)
 	}()
 
-	ex := &exchange{}
 	w, b := &ex.w, &ex.b
 	w.c, w.header, w.contentLength, w.isHead = c, c.takeRespHeader(), -1, tmpl.Method == http.MethodHead
 	expect := ""
@@ -380,7 +381,9 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	tmpl.RemoteAddr = c.remoteAddr
 	tmpl.TLS = c.tlsState
 	ctx, cancel := context.WithCancel(context.Background())
-	r := tmpl.WithContext(ctx)
+	// Copied out of WithContext's request, which is then not allocated: the exchange holds the request.
+	ex.req = *tmpl.WithContext(ctx)
+	r := &ex.req
 	w.req = r
 	switch {
 	case r.ContentLength == 0:
@@ -471,10 +474,13 @@ func (c *conn) retire(b *body) {
 	c.bodyInUse = true
 }
 
-// exchange is what one request allocates besides the *http.Request: its response writer and body in one object.
+// exchange is what one request allocates for itself, in one object: the *http.Request with its URL (unless
+// net/url parses the target: parseTarget), the response writer and the body.
 type exchange struct {
-	w response
-	b body
+	req http.Request
+	url url.URL
+	w   response
+	b   body
 }
 
 // runHandler runs the handler; false when it panicked. http.ErrAbortHandler is the handler's way to break off an

@@ -76,8 +76,9 @@ func readHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 }
 
 // parseRequest builds the request from its head, as net/http's ReadRequest and its server's checks do. The strings
-// of the request point into one string holding the whole head. The header map comes from st when it is not nil.
-func parseRequest(r *http.Request, head []byte, scratch *[]byte, st *headerStore) error {
+// of the request point into one string holding the whole head. The header map comes from st when it is not nil,
+// and the URL is u when u is not nil and the target is a plain path (parseTarget).
+func parseRequest(r *http.Request, u *url.URL, head []byte, scratch *[]byte, st *headerStore) error {
 	s := string(head)
 	line, rest := httpsyntax.CutLine(s)
 	method, rest1, ok1 := strings.Cut(line, " ")
@@ -98,7 +99,7 @@ func parseRequest(r *http.Request, head []byte, scratch *[]byte, st *headerStore
 	if justAuthority {
 		rawURL = "http://" + uri
 	}
-	u, err := url.ParseRequestURI(rawURL)
+	u, err := parseTarget(rawURL, u)
 	if err != nil {
 		return badRequest("malformed request target: %s", clipErr(err))
 	}
@@ -149,6 +150,35 @@ func parseRequest(r *http.Request, head []byte, scratch *[]byte, st *headerStore
 	}
 	delete(h, "Host")
 	return nil
+}
+
+// parseTarget is url.ParseRequestURI(target), into u when u is not nil and target is a plain path (with any query):
+// one whose path has only unreserved bytes and slashes, which net/url takes as it is (no unescaping, no RawPath).
+// The URL is then no allocation of its own (u is the connection's exchange's); any other target goes to net/url.
+func parseTarget(target string, u *url.URL) (*url.URL, error) {
+	if u == nil || target == "" || target[0] != '/' {
+		return url.ParseRequestURI(target)
+	}
+	path, query, hasQuery := strings.Cut(target, "?")
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; !isUnreserved(c) && c != '/' {
+			return url.ParseRequestURI(target)
+		}
+	}
+	for i := 0; i < len(query); i++ {
+		// net/url refuses control bytes anywhere in the target.
+		if c := query[i]; c < ' ' || c == 0x7f {
+			return url.ParseRequestURI(target)
+		}
+	}
+	// As net/url: a lone '?' at the end is ForceQuery with an empty query; the query is everything after the first '?'.
+	*u = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+	return u, nil
+}
+
+// isUnreserved reports whether c is an RFC 3986 unreserved byte, which net/url never escapes in a path.
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~'
 }
 
 // maxHeaderHint is the most header lines parseHeader allocates room for up front; more grow the map as needed.

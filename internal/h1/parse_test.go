@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"reflect"
 	"runtime"
 	"strings"
@@ -49,7 +50,7 @@ func parseMineWith(raw []byte, st *headerStore) (*parsed, error) {
 	}
 	var scratch []byte
 	r := &http.Request{}
-	if err := parseRequest(r, head, &scratch, st); err != nil {
+	if err := parseRequest(r, new(url.URL), head, &scratch, st); err != nil {
 		return nil, err
 	}
 	if e := r.Header["Expect"]; len(e) > 0 && e[0] != "" && !httpguts.HeaderValuesContainsToken(e[:1], "100-continue") {
@@ -268,7 +269,7 @@ func TestParseStatuses(t *testing.T) {
 		br := bufio.NewReader(strings.NewReader(tc.raw))
 		head, err := readHead(br, nil, 64)
 		if err == nil {
-			err = parseRequest(&http.Request{}, head, new([]byte), nil)
+			err = parseRequest(&http.Request{}, nil, head, new([]byte), nil)
 		}
 		re, ok := err.(*requestError)
 		if !ok || re.status != tc.status {
@@ -290,10 +291,25 @@ func TestParseHeaderBoundedByBytes(t *testing.T) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		_ = parseRequest(&http.Request{}, head, new([]byte), nil)
+		_ = parseRequest(&http.Request{}, nil, head, new([]byte), nil)
 		runtime.ReadMemStats(&after)
 		if got := after.TotalAlloc - before.TotalAlloc; got > tc.maxMiB<<20 {
 			t.Errorf("%s: parsing a 1 MiB head allocated %.1f MiB, want at most %d", tc.name, float64(got)/(1<<20), tc.maxMiB)
+		}
+	}
+}
+
+// TestParseTarget: the plain paths parseTarget reads itself come out as net/url reads them.
+func TestParseTarget(t *testing.T) {
+	for _, target := range []string{
+		"/", "/api/v1/query", "/api/v1/query?query=up&time=1", "/q?", "/q??", "/q?a?", "/q?a?b", "//x/y", "/a.b~c_d-e/",
+		"/q?query=%7Bjob%3D%22a%22%7D+x", "/q?\x80\xff", "/q?a\x7f", "/q?a\tb", "/a%2Fb", "/a b", "/a:b", "/a;b?c",
+		"/a@b", "/a+b", "/é", "*", "http://h/p", "/q#f", "/q?x#f",
+	} {
+		want, wantErr := url.ParseRequestURI(target)
+		got, gotErr := parseTarget(target, new(url.URL))
+		if (gotErr != nil) != (wantErr != nil) || !reflect.DeepEqual(got, want) {
+			t.Errorf("%q: got %#v, %v; want %#v, %v", target, got, gotErr, want, wantErr)
 		}
 	}
 }
