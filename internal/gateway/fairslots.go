@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/proxyclient"
 )
 
 // fairSlots bounds the reads forwarded at once to what the read backends run at once (their
@@ -65,8 +67,10 @@ func (q *fairQueue) running() int { return len(q.holds) }
 type hold struct {
 	context.Context
 	cut context.CancelFunc
-	f   *fairSlots
-	q   *fairQueue
+	// detached is the parent of Context, in the hold's own allocation.
+	detached detachedCtx
+	f        *fairSlots
+	q        *fairQueue
 	// answering is when the backend's answer began (UnixNano; 0: not yet): the backend then holds its own slot only for
 	// as long as the answer takes to stream, which a client reading slowly makes as long as it likes, and a cut frees.
 	answering atomic.Int64
@@ -141,6 +145,29 @@ func (h *hold) afterBackend(fn func()) {
 	}
 	h.late = append(h.late, fn)
 	h.lateMu.Unlock()
+}
+
+// keepOnTimeout makes h the proxy client's Keeper of its request (proxyclient.WithKeeper, without its context):
+// Keep is called if the answer does not begin within the header timeout. Called before the request is sent.
+func (h *hold) keepOnTimeout() { h.detached.keeper = h }
+
+// detachedCtx is a request's context as context.WithoutCancel makes it (its values, never done), kept in the hold
+// rather than allocated apart; with keeper set it also answers the proxy client's Keeper lookup. Its Done is nil, so
+// the context package looks no further up for a parent to cancel with, as it does not past WithoutCancel.
+type detachedCtx struct {
+	parent context.Context
+	keeper proxyclient.Keeper
+}
+
+func (d *detachedCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (d *detachedCtx) Done() <-chan struct{}       { return nil }
+func (d *detachedCtx) Err() error                  { return nil }
+
+func (d *detachedCtx) Value(key any) any {
+	if d.keeper != nil && proxyclient.IsKeeperKey(key) {
+		return d.keeper
+	}
+	return d.parent.Value(key)
 }
 
 // clientBound says whether h's client took at least half the time its answer has streamed, to now, to take it.
@@ -226,7 +253,8 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 		f.units[u] = q
 	}
 	h := &hold{q: q, f: f}
-	h.Context, h.cut = context.WithCancel(context.WithoutCancel(ctx))
+	h.detached.parent = ctx
+	h.Context, h.cut = context.WithCancel(&h.detached)
 	if f.used < f.limit && len(f.turns) == 0 && q.running() < share(f.limit) {
 		f.grantLocked(h)
 		f.mu.Unlock()

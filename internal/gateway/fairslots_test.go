@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/proxyclient"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -548,5 +549,49 @@ func TestAnsweredReadFreesItsSlot(t *testing.T) {
 	defer g.reads.mu.Unlock()
 	if g.reads.used != 0 {
 		t.Errorf("%d slots held after both reads", g.reads.used)
+	}
+}
+
+// TestHoldContext: a hold's context has the request's values but not its end, ends when the slot is cut, and
+// carries the hold as the proxy client's Keeper only once asked to (a count's read does not keep its slot).
+func TestHoldContext(t *testing.T) {
+	type key struct{}
+	f := newFairSlots(time.Second, true)
+	f.setLimit(2)
+	client, cancel := context.WithCancel(context.WithValue(context.Background(), key{}, "v"))
+	h, err := f.acquire(client, unitA)
+	if err != nil || h == nil {
+		t.Fatalf("acquire: %v, %v", h, err)
+	}
+	defer f.release(h)
+	child, stop := context.WithCancel(h)
+	defer stop()
+	if _, ok := proxyclient.KeeperFrom(child); ok {
+		t.Error("a hold not asked to keep its slot is the request's Keeper")
+	}
+	h.keepOnTimeout()
+	if k, ok := proxyclient.KeeperFrom(child); !ok || k != proxyclient.Keeper(h) {
+		t.Errorf("KeeperFrom = %v, %v; want the hold", k, ok)
+	}
+	if got := child.Value(key{}); got != "v" {
+		t.Errorf("the request's value through the hold = %v", got)
+	}
+	if _, ok := h.Deadline(); ok {
+		t.Error("the hold's context has a deadline")
+	}
+	cancel()
+	select {
+	case <-child.Done():
+		t.Fatal("the client's going away ended the hold's context")
+	case <-time.After(20 * time.Millisecond):
+	}
+	h.cut()
+	select {
+	case <-child.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the cut did not end the hold's context")
+	}
+	if !errors.Is(context.Cause(child), context.Canceled) || context.Cause(h) != context.Canceled {
+		t.Errorf("causes after the cut: %v, %v", context.Cause(child), context.Cause(h))
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/labelguard"
 	"github.com/vmgateway/vmgateway/internal/membudget"
-	"github.com/vmgateway/vmgateway/internal/proxyclient"
 	"github.com/vmgateway/vmgateway/internal/route"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
@@ -334,12 +333,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// a streamed export too; 1.79.5 runs it to its end, a later issue). So for a write whose whole body was read:
 			// the backend goes on with it in its own slot (a client that leaves before breaks the body, and the
 			// upstream request with it).
-			ctx := context.Context(h)
 			if up == g.read {
 				// Nor does a read whose answer does not begin within -read.timeout free it (hold.Keep).
-				ctx = proxyclient.WithKeeper(h, h)
+				h.keepOnTimeout()
 			}
-			fr = r.WithContext(ctx)
+			fr = r.WithContext(h)
 		}
 	}
 	if slot == nil && rt.Kind == route.Write {

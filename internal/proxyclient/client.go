@@ -488,6 +488,13 @@ func WithKeeper(ctx context.Context, k Keeper) context.Context {
 	return context.WithValue(ctx, keeperKey{}, k)
 }
 
+// IsKeeperKey reports whether key is the one WithKeeper puts its Keeper under: a Context of the caller's own
+// type that answers it with a Keeper carries one as WithKeeper's would, without a context of its own.
+func IsKeeperKey(key any) bool {
+	_, ok := key.(keeperKey)
+	return ok
+}
+
 // KeeperFrom returns the Keeper of ctx, if it has one.
 func KeeperFrom(ctx context.Context) (Keeper, bool) {
 	k, ok := ctx.Value(keeperKey{}).(Keeper)
