@@ -57,7 +57,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 			return err
 		}
 		if changed {
-			setRawQuery(r, argsString(appendArgs(nil, ra.url, out.URL)))
+			setQueryArgs(r, ra.url, out.URL)
 		}
 		return nil
 	}
@@ -160,10 +160,10 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		}
 	}
 	if changed {
-		setRawQuery(r, argsString(appendArgs(nil, ra.url, q)))
+		setQueryArgs(r, ra.url, q)
 		if form != nil {
 			// Not nil even when the rewrite left no args: the body read is replaced, by an empty one then.
-			body = appendArgs([]byte{}, ra.form, form)
+			body = appendArgs([]byte{}, "", ra.form, form)
 		}
 	}
 	if isForm && len(body) > vmMaxFormSize {
@@ -390,17 +390,27 @@ func splitRecording(raw string, known *enforce.Known, where int, rec *[]rawArg) 
 	return vs, err
 }
 
-func setRawQuery(r *http.Request, raw string) {
-	r.URL.RawQuery = raw
-	r.URL.ForceQuery = false
-	if r.RequestURI != "" {
-		// The request target as sent with the new query: its path is not rewritten here, so it is not built again.
-		target, _, _ := strings.Cut(r.RequestURI, "?")
-		if raw != "" {
-			target += "?" + raw
-		}
+// setQueryArgs sets the query of r to the args to forward (appendArgs, from raw and vs), and its request target to
+// the target as sent with that query: the path is not rewritten here, so it is not built again, and a target that
+// had a query is one string with the new one, which is its end.
+func setQueryArgs(r *http.Request, raw []rawArg, vs url.Values) {
+	path, _, hadQuery := strings.Cut(r.RequestURI, "?")
+	var query string
+	if hadQuery {
+		target := argsString(appendArgs(nil, r.RequestURI[:len(path)+1], raw, vs))
+		query = target[len(path)+1:]
 		r.RequestURI = target
+		if query == "" {
+			r.RequestURI = path
+		}
+	} else {
+		query = argsString(appendArgs(nil, "", raw, vs))
+		if r.RequestURI != "" && query != "" {
+			r.RequestURI = path + "?" + query
+		}
 	}
+	r.URL.RawQuery = query
+	r.URL.ForceQuery = false
 	// Anything parsed before holds the client's args.
 	r.Form, r.PostForm = nil, nil
 }

@@ -133,7 +133,7 @@ func BenchmarkEncodeArgs(b *testing.B) {
 	b.Run("appendArgs", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			argsSink = argsString(appendArgs(nil, rec, vs))
+			argsSink = argsString(appendArgs(nil, "", rec, vs))
 		}
 	})
 }

@@ -44,12 +44,13 @@ func releaseRawArgs(ra *rawArgs) {
 	rawArgsPool.Put(ra)
 }
 
-// appendArgs appends to dst the args vs as the query string or form body to forward, spliced from raw, the args
-// as sent that vs was split from and then changed. Without raw (none sent, or too many to record) vs is encoded
-// whole, which is what splicing nothing gives too.
-func appendArgs(dst []byte, raw []rawArg, vs url.Values) []byte {
+// appendArgs appends to dst prefix, then the args vs as the query string or form body to forward, spliced from raw,
+// the args as sent that vs was split from and then changed; dst grows once for both (a request target and its
+// query are one allocation). Without raw (none sent, or too many to record) vs is encoded whole, which is what
+// splicing nothing gives too.
+func appendArgs(dst []byte, prefix string, raw []rawArg, vs url.Values) []byte {
 	if len(raw) == 0 || len(raw) > maxSpliced {
-		return append(dst, vs.Encode()...)
+		return append(append(dst, prefix...), vs.Encode()...)
 	}
 	var keepBuf [maxSpliced]bool
 	keep := keepBuf[:len(raw)]
@@ -92,7 +93,7 @@ func appendArgs(dst []byte, raw []rawArg, vs url.Values) []byte {
 		}
 	}
 	slices.SortFunc(names, func(a, b namedValues) int { return strings.Compare(a.name, b.name) })
-	dst = slices.Grow(dst, size)
+	dst = append(slices.Grow(dst, len(prefix)+size), prefix...)
 	start := len(dst)
 	for _, nv := range names {
 		if nv.first >= 0 {

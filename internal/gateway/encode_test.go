@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"reflect"
 	"strings"
@@ -40,7 +41,7 @@ func checkSpliced(t *testing.T, raw string, rewrite func(url.Values)) string {
 	var rec []rawArg
 	vs, _ := splitRecording(raw, nil, enforce.FromURL, &rec)
 	rewrite(vs)
-	out := string(appendArgs(nil, rec, vs))
+	out := string(appendArgs(nil, "", rec, vs))
 	got, err := url.ParseQuery(out)
 	if err != nil {
 		t.Fatalf("%q: the spliced args %q do not parse: %v", raw, out, err)
@@ -190,5 +191,27 @@ func TestSplicedArgsForwarded(t *testing.T) {
 				t.Errorf("a body of %d bytes forwarded with Content-Length %q", len(got[0].Body), got[0].Header.Get("Content-Length"))
 			}
 		})
+	}
+}
+
+// TestSetQueryArgs: the rewritten query replaces the one of the request target as sent, or is added to it, and no
+// query leaves the path alone; a request without a target (a client's) keeps none.
+func TestSetQueryArgs(t *testing.T) {
+	for _, tc := range []struct{ target, query, rewritten, wantTarget string }{
+		{"/api/v1/query?query=up", "query=up", "query=up&extra_label=team%3Ddev", "/api/v1/query?extra_label=team%3Ddev&query=up"},
+		{"/api/v1/query?trace=1", "trace=1", "", "/api/v1/query"},
+		{"/api/v1/labels", "", "match[]=x", "/api/v1/labels?match%5B%5D=x"},
+		{"/api/v1/labels", "", "", "/api/v1/labels"},
+		{"", "query=up", "query=x", ""},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/api/v1/query", nil)
+		r.RequestURI = tc.target
+		var rec []rawArg
+		_, _ = splitRecording(tc.query, nil, enforce.FromURL, &rec)
+		vs, _ := url.ParseQuery(tc.rewritten)
+		setQueryArgs(r, rec, vs)
+		if r.RequestURI != tc.wantTarget || r.URL.RawQuery != vs.Encode() {
+			t.Errorf("%q rewritten to %q: target %q, query %q; want %q, %q", tc.target, tc.rewritten, r.RequestURI, r.URL.RawQuery, tc.wantTarget, vs.Encode())
+		}
 	}
 }
