@@ -46,8 +46,8 @@
 // does not know, makes a string of the status line and the body is wrapped in three readers: 12 allocations for
 // a VictoriaMetrics answer's head of six fields and about 5 % of the gateway's CPU per query (docs/benchmarks.md).
 // readResponse finds the head in the read buffer, makes one string of it that the status, the values and the
-// keys are cut from, and frames the body in the one answerBody (5 allocations with the Response against 12 in
-// BenchmarkReadResponse); it decides the framing as net/http does, refuses more (readResponse's doc), and
+// keys are cut from, and frames the body in the one answerBody, allocated with the Response (framedAnswer): 5
+// allocations against 12 in BenchmarkReadResponse, which reads a head alone; it decides the framing as net/http does, refuses more (readResponse's doc), and
 // FuzzReadResponse compares the two.
 package proxyclient
 
@@ -446,17 +446,17 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		// The upstream may have answered before taking the whole body (a refusal) and closed the connection.
 		_ = pc.nc.SetReadDeadline(time.Now().Add(maxEarlyAnswerWait))
 		pc.deadline = true
-		resp, f, err := c.readAnswer(ctx, pc, req)
+		a, f, err := c.readAnswer(ctx, pc, req)
 		if err != nil {
 			return fail(werr)
 		}
-		resp.Close = true
-		return c.wrap(pc, resp, f, stop)
+		a.resp.Close = true
+		return c.wrap(pc, a, f, stop)
 	}
 	if !deadlineSet {
 		c.setHeaderDeadline(pc)
 	}
-	resp, f, err := c.readAnswer(ctx, pc, req)
+	a, f, err := c.readAnswer(ctx, pc, req)
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
@@ -470,7 +470,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 		}
 		return fail(err)
 	}
-	return c.wrap(pc, resp, f, stop)
+	return c.wrap(pc, a, f, stop)
 }
 
 // Keeper is told, through the context of a request (WithKeeper), that its answer did not begin within the header
@@ -528,15 +528,17 @@ func (c *Client) setHeaderDeadline(pc *conn) {
 
 // readAnswer reads the final answer's headers, passing informational ones to the request's trace (the forward
 // step passes them on to the client), as the Transport does.
-func (c *Client) readAnswer(ctx context.Context, pc *conn, req *http.Request) (*http.Response, framing, error) {
+func (c *Client) readAnswer(ctx context.Context, pc *conn, req *http.Request) (*framedAnswer, framing, error) {
 	trace := httptrace.ContextClientTrace(ctx)
 	for n := 0; ; n++ {
-		resp, f, err := readResponse(pc.br, req)
+		a := new(framedAnswer)
+		resp := &a.resp
+		f, err := readResponseInto(resp, pc.br, req)
 		if err != nil {
 			return nil, framing{}, err
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
-			return resp, f, nil
+			return a, f, nil
 		}
 		if n >= max1xx {
 			return nil, framing{}, errors.New("too many 1xx informational responses")
@@ -551,15 +553,23 @@ func (c *Client) readAnswer(ctx context.Context, pc *conn, req *http.Request) (*
 	}
 }
 
-// wrap ties resp's body, framed as f, to pc: the connection is pooled again at the body's end.
-func (c *Client) wrap(pc *conn, resp *http.Response, f framing, stop func() bool) (*http.Response, error) {
+// framedAnswer is an answer and its body, in one allocation.
+type framedAnswer struct {
+	resp http.Response
+	body answerBody
+}
+
+// wrap ties the body of a's answer, framed as f, to pc: the connection is pooled again at the body's end.
+func (c *Client) wrap(pc *conn, a *framedAnswer, f framing, stop func() bool) (*http.Response, error) {
+	resp := &a.resp
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		stop()
 		pc.clearDeadline()
 		resp.Body = &upgraded{pc: pc}
 		return resp, nil
 	}
-	b := &answerBody{c: c, pc: pc, br: pc.br, stop: stop, reusable: !resp.Close, framing: f, resp: resp}
+	b := &a.body
+	*b = answerBody{c: c, pc: pc, br: pc.br, stop: stop, reusable: !resp.Close, framing: f, resp: resp}
 	if f.kind == bodyNone {
 		b.finish(true)
 		return resp, nil

@@ -43,29 +43,35 @@ func badHead(format string, args ...any) error { return &headError{fmt.Sprintf(f
 // already canonical are cut from. The body is set by the caller (wrap): Body is nil here for an answer that
 // has one.
 func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, framing, error) {
-	head, err := readHead(br)
+	resp := new(http.Response)
+	f, err := readResponseInto(resp, br, req)
 	if err != nil {
 		return nil, framing{}, err
 	}
-	resp := &http.Response{Request: req}
+	return resp, f, nil
+}
+
+// readResponseInto is readResponse into resp, which the caller allocated (with the answer's body: framedAnswer).
+func readResponseInto(resp *http.Response, br *bufio.Reader, req *http.Request) (framing, error) {
+	head, err := readHead(br)
+	if err != nil {
+		return framing{}, err
+	}
+	resp.Request = req
 	line, rest := httpsyntax.CutLine(head)
 	if err := parseStatusLine(resp, line); err != nil {
-		return nil, framing{}, err
+		return framing{}, err
 	}
 	h, err := parseFields(rest, strings.Count(rest, "\n"))
 	if err != nil {
-		return nil, framing{}, err
+		return framing{}, err
 	}
 	resp.Header = h
 	method := http.MethodGet
 	if req != nil && req.Method != "" {
 		method = req.Method
 	}
-	f, err := frame(resp, method)
-	if err != nil {
-		return nil, framing{}, err
-	}
-	return resp, f, nil
+	return frame(resp, method)
 }
 
 // readHead returns the head up to and including its blank line, consumed from br. A head within br's buffer is

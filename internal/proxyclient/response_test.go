@@ -42,7 +42,9 @@ func (r *stepReader) Read(p []byte) (int, error) {
 func readMine(raw []byte, method string, step int) (*answer, error) {
 	br := bufio.NewReaderSize(&stepReader{raw, step}, 4<<10)
 	req := &http.Request{Method: method}
-	resp, f, err := readResponse(br, req)
+	fa := new(framedAnswer)
+	resp := &fa.resp
+	f, err := readResponseInto(resp, br, req)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +55,7 @@ func readMine(raw []byte, method string, step int) (*answer, error) {
 		defer far.Close()
 		c := New(nil, 0, 0)
 		pc := &conn{nc: nc, br: br}
-		if _, err := c.wrap(pc, resp, f, func() bool { return false }); err != nil {
+		if _, err := c.wrap(pc, fa, f, func() bool { return false }); err != nil {
 			return nil, err
 		}
 	}
