@@ -47,8 +47,8 @@
 // a VictoriaMetrics answer's head of six fields and about 5 % of the gateway's CPU per query (docs/benchmarks.md).
 // readResponse finds the head in the read buffer, makes one string of it that the status, the values and the
 // keys are cut from, and frames the body in the one answerBody, allocated with the Response (framedAnswer): 5
-// allocations against 12 in BenchmarkReadResponse, which reads a head alone; it decides the framing as net/http does, refuses more (readResponse's doc), and
-// FuzzReadResponse compares the two.
+// allocations against 12 in BenchmarkReadResponse, which reads a head alone; it decides the framing as net/http
+// does, refuses more (readResponse's doc), and FuzzReadResponse compares the two.
 package proxyclient
 
 import (
