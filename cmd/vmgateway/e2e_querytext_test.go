@@ -180,10 +180,13 @@ func TestQueriesThatExhaustVictoriaMetrics(t *testing.T) {
 	queries := []struct{ query, msg string }{
 		// Three nested calls of 20 phis: 8,000 series of each, v1.151 and vmselect out of memory (a review of the
 		// first version, which bounded each call alone).
-		{nested, "quantiles() and the calls of the quantiles family within it make 8000 series of each"},
+		{nested, "quantiles() and the calls within it make 8000 series of each series they read"},
 		// 2,000 phis over 300 series: 600,000 series, v1.151, 1.79.5 and vmselect out of memory (this stop's review).
-		{`quantiles("phi", ` + phis.String() + `cpu) by (inst)`, "quantiles() and the calls of the quantiles family within it make 2000 series of each with their phi values; at most 20 phi values are allowed"},
-		{`quantiles_over_time("phi", ` + phis.String() + `cpu[5m])`, "quantiles_over_time() and the calls of the quantiles family within it make 2000 series of each"},
+		{`quantiles("phi", ` + phis.String() + `cpu) by (inst)`, "quantiles() and the calls within it make 2000 series of each series they read"},
+		{`quantiles_over_time("phi", ` + phis.String() + `cpu[5m])`, "quantiles_over_time() and the calls within it make 2000 series of each series they read"},
+		// aggr_over_time makes a series of each function it names: 200 over 300 series took v1.151 to 277 MB, over a
+		// subquery of 10 series' histograms to 2.5 GB (an attacker's review).
+		{`count(aggr_over_time((` + strings.Repeat(`"max_over_time", `, 200) + `"min_over_time"), cpu[5m]))`, "aggr_over_time() and the calls within it make 201 series of each series they read"},
 		// Two nested subqueries, 80 bytes: 38 s of v1.151's CPU per series, past its -search.maxQueryDuration (the same).
 		{`max_over_time((quantile_over_time(0.5, (cpu)[1h:100ms]))[1h:100ms])`, "at most 100000000 are accepted (-search.maxSubqueryWindowPoints)"},
 		// The same without a colon, at step=100ms: windows over non-selectors are subqueries at the request's step (a

@@ -17,17 +17,19 @@ import (
 // maxLimitOffset bounds limit_offset's limit and offset: far more series than any answer holds, well within an int.
 const maxLimitOffset = math.MaxInt32
 
-// maxPhis bounds the phi values of quantiles, quantiles_over_time and histogram_quantiles, each of which makes a
-// series of every phi for each series (or group) it would otherwise make: 2,000 phis over a team's 300 series made
-// 600,000, and ran v1.151, 1.79.5 and the cluster's vmselect out of memory in a 14 KB query (an attacker's review).
-// Nested calls multiply: three of 20 phis, one in another, made 8,000 series of each (the review of the first
-// version, which bounded each call alone). Dashboards ask for a few (0.5, 0.9, 0.99, 0.999).
+// maxPhis bounds the series a call makes of each series (or group) it would otherwise make: the phi values of
+// quantiles, quantiles_over_time and histogram_quantiles, the functions aggr_over_time names, and the three rollups of
+// the rollup family (four of rollup_candlestick) without a tag. 2,000 phis over a team's 300 series made 600,000, and
+// ran v1.151, 1.79.5 and the cluster's vmselect out of memory in a 14 KB query (an attacker's review); 200 names in
+// aggr_over_time took v1.151 to 277 MB over 300 series, and to 2.5 GB over a subquery of 10 series' histograms
+// (another). Nested calls multiply: three of 20 phis, one in another, made 8,000 series of each (the review of the
+// first version, which bounded each call alone). Dashboards ask for a few (0.5, 0.9, 0.99, 0.999).
 const maxPhis = 20
 
-// phiFanOut is the most series the calls of the quantiles family in x make of one, the phis of nested calls
-// multiplied, and the name of the outermost call that reaches it; 1 and "" without one. depth bounds the walk as
-// metricsql bounds a query's nesting.
-func phiFanOut(x metricsql.Expr, depth int) (int, string) {
+// SeriesFanOut is the most series the calls of q make of one, those of nested calls multiplied (seriesOf), and the
+// name of the outermost call that reaches it; 1 and "" without one. depth bounds the walk as metricsql bounds a
+// query's nesting.
+func SeriesFanOut(x metricsql.Expr, depth int) (int, string) {
 	if depth > maxQueryDepth {
 		return 1, ""
 	}
@@ -44,30 +46,55 @@ func phiFanOut(x metricsql.Expr, depth int) (int, string) {
 		args = []metricsql.Expr{x.Expr}
 	}
 	for _, a := range args {
-		if n, nm := phiFanOut(a, depth+1); n > most {
+		if n, nm := SeriesFanOut(a, depth+1); n > most {
 			most, name = n, nm
 		}
 	}
-	if k, nm := phisOf(x); k > 0 {
+	if k := SeriesOf(x); k > 1 {
 		// Capped, so that deep nesting cannot overflow an int.
-		most, name = min(most*k, 1<<30), nm
+		most = min(most*k, 1<<30)
+		switch x := x.(type) {
+		case *metricsql.FuncExpr:
+			name = x.Name
+		case *metricsql.AggrFuncExpr:
+			name = x.Name
+		}
 	}
 	return most, name
 }
 
-// phisOf is how many phi values a call of the quantiles family gives, and its name; 0 for any other call.
-func phisOf(x metricsql.Expr) (int, string) {
+// SeriesOf is how many series the call x makes of each series (or group) it would otherwise make: its phi values for
+// the quantiles family, the functions it names for aggr_over_time, 3 for the rollup family (min, max and avg) and 4
+// for rollup_candlestick (open, close, low, high) without a tag; 1 for any other expression. VictoriaMetrics builds
+// each of them (getRollupConfigs), and aggr_over_time's names may repeat.
+func SeriesOf(x metricsql.Expr) int {
 	switch x := x.(type) {
 	case *metricsql.AggrFuncExpr:
 		if strings.EqualFold(x.Name, "quantiles") {
-			return len(x.Args) - 2, x.Name
+			return max(len(x.Args)-2, 1)
 		}
 	case *metricsql.FuncExpr:
-		if strings.EqualFold(x.Name, "quantiles_over_time") || strings.EqualFold(x.Name, "histogram_quantiles") {
-			return len(x.Args) - 2, x.Name
+		switch strings.ToLower(x.Name) {
+		case "quantiles_over_time", "histogram_quantiles":
+			return max(len(x.Args)-2, 1)
+		case "aggr_over_time":
+			if len(x.Args) == 0 {
+				return 1
+			}
+			if names, ok := x.Args[0].(*metricsql.FuncExpr); ok && names.Name == "" {
+				return max(len(names.Args), 1) // ("a", "b", ...)
+			}
+		case "rollup", "rollup_rate", "rollup_deriv", "rollup_increase", "rollup_delta", "rollup_scrape_interval":
+			if len(x.Args) < 2 {
+				return 3
+			}
+		case "rollup_candlestick":
+			if len(x.Args) < 2 {
+				return 4
+			}
 		}
 	}
-	return 0, ""
+	return 1
 }
 
 // checkRunnable refuses what in expr would make VictoriaMetrics exit: its calls (checkCalls) and its times
@@ -82,10 +109,10 @@ func checkRunnable(expr metricsql.Expr) error {
 // checkCalls refuses the calls of expr that would make VictoriaMetrics exit, by a panic or out of memory.
 func checkCalls(expr metricsql.Expr) error {
 	var err error
-	if n, name := phiFanOut(expr, 0); n > maxPhis {
-		return fmt.Errorf("%s() and the calls of the quantiles family within it make %d series of each with their phi values; "+
-			"at most %d phi values are allowed, nested calls multiplied, since each phi makes as many series as the call "+
-			"would without it", name, n, maxPhis)
+	if n, name := SeriesFanOut(expr, 0); n > maxPhis {
+		return fmt.Errorf("%s() and the calls within it make %d series of each series they read, one of each of their phi "+
+			"values (the quantiles family), of the functions aggr_over_time names, or of the rollups of rollup (3) and "+
+			"rollup_candlestick (4) without a tag; at most %d are allowed, nested calls multiplied", name, n, maxPhis)
 	}
 	metricsql.VisitAll(expr, func(x metricsql.Expr) {
 		if err != nil {

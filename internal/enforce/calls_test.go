@@ -63,6 +63,17 @@ func TestCheckCalls(t *testing.T) {
 	}
 	// Each phi of the quantiles family makes as many series as the call would without it (2,000 phis ran v1.151 out
 	// of memory, an attacker's review).
+	names := func(n int) string {
+		all := []string{"min_over_time", "max_over_time", "avg_over_time", "sum_over_time", "count_over_time"}
+		var b strings.Builder
+		for i := range n {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%q", all[i%len(all)])
+		}
+		return b.String()
+	}
 	phis := func(n int) string {
 		var b strings.Builder
 		for i := range n {
@@ -85,13 +96,24 @@ func TestCheckCalls(t *testing.T) {
 		{`histogram_quantiles("b", ` + phis(2) + `sum(quantiles_over_time("a", ` + phis(11) + `x[5m])) by (le))`, false},
 		{`quantiles("b", ` + phis(2) + `quantiles_over_time("a", ` + phis(10) + `x[5m]))`, true},
 		{`quantiles("b", ` + phis(20) + `x) + quantiles("a", ` + phis(20) + `y)`, true},
+		// aggr_over_time makes a series of each function it names, repeated or not, and the rollup family three (four)
+		// without a tag: 200 names over a subquery of 10 series' histograms took v1.151 to 2.5 GB (an attacker's review).
+		{`aggr_over_time((` + names(20) + `), x[5m])`, true},
+		{`aggr_over_time((` + names(21) + `), x[5m])`, false},
+		{`count(AGGR_OVER_TIME((` + strings.Repeat(`"max_over_time", `, 200) + `"min_over_time"), histogram_over_time(x[5m])[1h:1m]))`, false},
+		{`aggr_over_time("max_over_time", x[5m])`, true},
+		{`rollup(rollup_candlestick(x[5m])[1h:1m])`, true},
+		{`quantiles("q", ` + phis(7) + `rollup(x[5m]))`, false},
+		{`quantiles("q", ` + phis(7) + `rollup(x[5m], "max"))`, true},
+		{`aggr_over_time((` + names(5) + `), rollup_candlestick(x[5m])[1h:1m])`, true},
+		{`aggr_over_time((` + names(6) + `), rollup_candlestick(x[5m])[1h:1m])`, false},
 	} {
 		_, err := e.Query(c.query)
 		if c.ok && err != nil {
 			t.Errorf("Query(%.60q): %v; want it rewritten", c.query, err)
 		}
-		if !c.ok && (statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "phi values; at most 20 phi values are allowed, nested calls multiplied")) {
-			t.Errorf("Query(%.60q): %v; want 400 naming the phis", c.query, err)
+		if !c.ok && (statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "without a tag; at most 20 are allowed, nested calls multiplied")) {
+			t.Errorf("Query(%.60q): %v; want 400 naming the series of each", c.query, err)
 		}
 	}
 	// An aggregate's name written with escapes parses as a plain function, which VictoriaMetrics 1.79.5 runs as the

@@ -110,6 +110,12 @@ func TestCheckFanOut(t *testing.T) {
 		{"under a rollup over a subquery", ranged, hour(`max_over_time(histogram_over_time(x[5m])[1h:1m])`), []float64{35000, 35000},
 			[]string{`sum(clamp_max(count_over_time(x[8040000ms]), 488)) @1700000120.000`, `count(histogram_over_time(x[8040000ms])) @1700000120.000`},
 			"would make 35000 series"},
+		// A rollup of ten functions makes ten series of each: 5,000 series of 128 points and ten of 451 each, 2.35e7
+		// points (one rollup's would be 3.2e6).
+		{"ten rollups over a subquery", ranged, hour(`count(aggr_over_time((` + strings.TrimSuffix(strings.Repeat(`"max_over_time", `, 10), ", ") +
+			`), histogram_over_time(x[5m])[1h:1m]))`), []float64{5000, 5000},
+			[]string{`sum(clamp_max(count_over_time(x[8040000ms]), 488)) @1700000120.000`, `count(histogram_over_time(x[8040000ms])) @1700000120.000`},
+			"would make 5000 series"},
 		// Past the bound over a subquery, the buckets are not counted: VictoriaMetrics would build them all to count them.
 		{"over a subquery, past the bound", ranged, hour(`histogram_over_time(rate(x[1m])[1h:1m])`), []float64{1000 * 122},
 			[]string{`sum(clamp_max(count_over_time((rate(x[1m]))[7216000ms:60000ms]), 488)) @1700000008.000`}, "would make 122000 series"},

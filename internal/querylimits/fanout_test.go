@@ -82,6 +82,17 @@ func TestFanOuts(t *testing.T) {
 		{`max_over_time(max_over_time(histogram_over_time(x[5m])[10m:1m])[1h:10m])`, []FanOut{{Func: "histogram_over_time",
 			Label: "vmrange", Source: `x`, Most: 488, ByData: true, From: start - 3_600_000 - staleness - 600_000 - 600_000 - staleness - 60_000,
 			To: end + 600_000 + 60_000, Step: 60_000, Window: 300_000, Points: 163, Outer: points + 15}}},
+		// A rollup that makes several series of each: as many times the points (an attacker's review: 200 names in
+		// aggr_over_time over 10 series' buckets took v1.151 to 2.5 GB).
+		{`aggr_over_time(("min_over_time", "max_over_time"), histogram_over_time(x[5m])[1h:1m])`, []FanOut{{Func: "histogram_over_time",
+			Label: "vmrange", Source: `x`, Most: 488, ByData: true, From: sub, To: end + 60_000, Step: 60_000, Window: 300_000,
+			Points: 128, Outer: 2 * points}}},
+		{`rollup(max_over_time(histogram_over_time(x[5m])[10m:1m])[1h:10m])`, []FanOut{{Func: "histogram_over_time",
+			Label: "vmrange", Source: `x`, Most: 488, ByData: true, From: start - 3_600_000 - staleness - 600_000 - 600_000 - staleness - 60_000,
+			To: end + 600_000 + 60_000, Step: 60_000, Window: 300_000, Points: 163, Outer: 3*points + 15}}},
+		{`rollup_candlestick(histogram_over_time(x[5m])[1h:1m], "open")`, []FanOut{{Func: "histogram_over_time",
+			Label: "vmrange", Source: `x`, Most: 488, ByData: true, From: sub, To: end + 60_000, Step: 60_000, Window: 300_000,
+			Points: 128, Outer: points}}},
 		{`histogram_over_time(x[5m] @ (end() - end() % 3600))`, []FanOut{{Func: "histogram_over_time", Label: "vmrange", Source: `x`,
 			Most: 488, ByData: true, From: end - end%3_600_000, To: end - end%3_600_000, Step: step, Window: 300_000, Points: points}}},
 		{`WITH (h(s) = histogram_over_time(s[5m])) h(x)`, []FanOut{h(`x`, 300_000, nil)}},

@@ -80,6 +80,21 @@ type node struct {
 	fan *fanNode
 	// atUnknown marks an @ whose time compileAt cannot resolve.
 	atUnknown bool
+	// series is, for a subquery, how many series the rollup function over it makes of each series it reads
+	// (enforce.SeriesOf: aggr_over_time's names, the rollup family's three); 0 stands for 1.
+	series uint32
+}
+
+// childPtrs is the children of a group, n's own args where it holds several; none otherwise.
+func childPtrs(n *node) []*node {
+	if n.kind != kindGroup {
+		return nil
+	}
+	ps := make([]*node, len(n.children))
+	for i := range n.children {
+		ps[i] = &n.children[i]
+	}
+	return ps
 }
 
 // rawWindow says n is a window over a selector's raw samples: `quantile_over_time(0.5, x[1h])`.
@@ -226,7 +241,7 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 	case *metricsql.FuncExpr:
 		if i := implicitSubqueryArg(x); i >= 0 {
 			sq := node{kind: kindRollup, implicit: true, wrapper: true, children: []node{compile(x.Args[i], depth+1, unresolved)},
-				fan: fanOf(x, x.Args[i])}
+				fan: fanOf(x, x.Args[i]), series: uint32(enforce.SeriesOf(x))}
 			rest := group(slices.Delete(slices.Clone(x.Args), i, i+1), depth, unresolved)
 			if rest.kind == kindNone {
 				return sq
@@ -250,6 +265,14 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 				n.fan = fanOf(x, args[i])
 			case n.kind == kindGroup && i == len(args)-1 && n.children[last].kind == kindRollup:
 				n.children[last].fan = fanOf(x, args[i])
+			}
+		}
+		if m := enforce.SeriesOf(x); m > 1 {
+			// The subqueries it rolls up: it makes m series of each series they make.
+			for _, c := range append([]*node{&n}, childPtrs(&n)...) {
+				if c.kind == kindRollup && c.subquery {
+					c.series = uint32(m)
+				}
 			}
 		}
 		overTime := strings.EqualFold(x.Name, "count_values_over_time")
@@ -487,8 +510,9 @@ type walk struct {
 	atNaN bool
 	// atUnknown counts the @ modifiers compileAt could not resolve above the node walked.
 	atUnknown int
-	// outer is the points of the evaluations of the subqueries above the node walked, added up: their rollups make a
-	// series of that many points of each series the node makes, while VictoriaMetrics still holds the node's own.
+	// outer is the points of the evaluations of the subqueries above the node walked, added up, each level's times the
+	// series its rollup makes of each (node.series): what the rollups make of each series the node makes, while
+	// VictoriaMetrics still holds the node's own.
 	outer int64
 }
 
@@ -569,7 +593,8 @@ func (w *walk) span(n *node, a, b, step int64) {
 		// `max_over_time(count_values_over_time("v", x[20m])[20m:20m])` at a step of 1.2 s was counted at the
 		// subquery's 5 points, and built 30,600 series of 3,001, 1.09 GB), beside the series it rolls up.
 		was := w.outer
-		w.outer += points
+		// Capped far above any bound, so that many names over nested subqueries cannot overflow it.
+		w.outer = int64(min(float64(max(n.series, 1))*float64(points+w.outer), 1<<53))
 		w.span(child, lo, hi, inner)
 		w.outer = was
 		w.fanOut(n, a, b, step, win, inner, points) // after what it reads: an inner one is listed first
