@@ -17,19 +17,19 @@ import (
 // maxLimitOffset bounds limit_offset's limit and offset: far more series than any answer holds, well within an int.
 const maxLimitOffset = math.MaxInt32
 
-// maxPhis bounds the series a call makes of each series (or group) it would otherwise make: the phi values of
+// maxSeriesOfEach bounds the series a call makes of each series (or group) it would otherwise make: the phi values of
 // quantiles, quantiles_over_time and histogram_quantiles, the functions aggr_over_time names, and the three rollups of
 // the rollup family (four of rollup_candlestick) without a tag. 2,000 phis over a team's 300 series made 600,000, and
 // ran v1.151, 1.79.5 and the cluster's vmselect out of memory in a 14 KB query (an attacker's review); 200 names in
 // aggr_over_time took v1.151 to 277 MB over 300 series, and to 2.5 GB over a subquery of 10 series' histograms
 // (another). Nested calls multiply: three of 20 phis, one in another, made 8,000 series of each (the review of the
 // first version, which bounded each call alone). Dashboards ask for a few (0.5, 0.9, 0.99, 0.999).
-const maxPhis = 20
+const maxSeriesOfEach = 20
 
-// SeriesFanOut is the most series the calls of q make of one, those of nested calls multiplied (seriesOf), and the
+// seriesFanOut is the most series the calls of x make of one, those of nested calls multiplied (SeriesOf), and the
 // name of the outermost call that reaches it; 1 and "" without one. depth bounds the walk as metricsql bounds a
 // query's nesting.
-func SeriesFanOut(x metricsql.Expr, depth int) (int, string) {
+func seriesFanOut(x metricsql.Expr, depth int) (int, string) {
 	if depth > maxQueryDepth {
 		return 1, ""
 	}
@@ -46,7 +46,7 @@ func SeriesFanOut(x metricsql.Expr, depth int) (int, string) {
 		args = []metricsql.Expr{x.Expr}
 	}
 	for _, a := range args {
-		if n, nm := SeriesFanOut(a, depth+1); n > most {
+		if n, nm := seriesFanOut(a, depth+1); n > most {
 			most, name = n, nm
 		}
 	}
@@ -109,10 +109,10 @@ func checkRunnable(expr metricsql.Expr) error {
 // checkCalls refuses the calls of expr that would make VictoriaMetrics exit, by a panic or out of memory.
 func checkCalls(expr metricsql.Expr) error {
 	var err error
-	if n, name := SeriesFanOut(expr, 0); n > maxPhis {
+	if n, name := seriesFanOut(expr, 0); n > maxSeriesOfEach {
 		return fmt.Errorf("%s() and the calls within it make %d series of each series they read, one of each of their phi "+
 			"values (the quantiles family), of the functions aggr_over_time names, or of the rollups of rollup (3) and "+
-			"rollup_candlestick (4) without a tag; at most %d are allowed, nested calls multiplied", name, n, maxPhis)
+			"rollup_candlestick (4) without a tag; at most %d are allowed, nested calls multiplied", name, n, maxSeriesOfEach)
 	}
 	metricsql.VisitAll(expr, func(x metricsql.Expr) {
 		if err != nil {
