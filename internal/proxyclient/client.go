@@ -463,7 +463,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 			if k, ok := KeeperFrom(ctx); ok {
 				// The upstream may work on: the connection stays open until its answer begins, for the keeper.
 				stop()
-				go c.awaitLate(pc, req, k.Keep())
+				go c.awaitLate(pc, req.Method, k.Keep())
 				return nil, &timeoutError{err}
 			}
 			err = &timeoutError{err}
@@ -504,11 +504,13 @@ func KeeperFrom(ctx context.Context) (Keeper, bool) {
 // lateAnswerWaits bounds the wait for an answer after its header timeout, in header timeouts.
 const lateAnswerWaits = 10
 
-// awaitLate waits for the head of pc's late answer, then closes pc and runs answered; the answer is never read.
-func (c *Client) awaitLate(pc *conn, req *http.Request, answered func()) {
+// awaitLate waits for the head of pc's late answer to a request of method, then closes pc and runs answered; the
+// answer is never read. It outlives the request's handler, so it keeps the method alone: the server reuses a request's
+// header map for its connection's next request (h1), which may be another team's.
+func (c *Client) awaitLate(pc *conn, method string, answered func()) {
 	defer answered()
 	_ = pc.nc.SetReadDeadline(time.Now().Add(lateAnswerWaits * c.headerTimeout))
-	_, _, _ = readResponse(pc.br, req)
+	_, _, _ = readResponse(pc.br, &http.Request{Method: method})
 	_ = pc.nc.Close()
 	pc.br.Reset(nil)
 	readBuffers.Put(pc.br)
