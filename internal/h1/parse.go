@@ -161,7 +161,7 @@ func parseTarget(target string, u *url.URL) (*url.URL, error) {
 	}
 	path, query, hasQuery := strings.Cut(target, "?")
 	for i := 0; i < len(path); i++ {
-		if c := path[i]; !isUnreserved(c) && c != '/' {
+		if c := path[i]; !httpsyntax.IsUnreserved(c) && c != '/' {
 			return url.ParseRequestURI(target)
 		}
 	}
@@ -174,11 +174,6 @@ func parseTarget(target string, u *url.URL) (*url.URL, error) {
 	// As net/url: a lone '?' at the end is ForceQuery with an empty query; the query is everything after the first '?'.
 	*u = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
 	return u, nil
-}
-
-// isUnreserved reports whether c is an RFC 3986 unreserved byte, which net/url never escapes in a path.
-func isUnreserved(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~'
 }
 
 // maxHeaderHint is the most header lines parseHeader allocates room for up front; more grow the map as needed.

@@ -86,3 +86,9 @@ func CanonicalKey(k string, buf []byte, common map[string]string) (string, []byt
 	}
 	return string(b), b, true
 }
+
+// IsUnreserved reports whether c is an RFC 3986 unreserved byte, which a URL path never needs escaped (net/url
+// neither escapes nor unescapes it).
+func IsUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~'
+}

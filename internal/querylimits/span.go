@@ -85,18 +85,6 @@ type node struct {
 	series uint32
 }
 
-// childPtrs is the children of a group, n's own args where it holds several; none otherwise.
-func childPtrs(n *node) []*node {
-	if n.kind != kindGroup {
-		return nil
-	}
-	ps := make([]*node, len(n.children))
-	for i := range n.children {
-		ps[i] = &n.children[i]
-	}
-	return ps
-}
-
 // rawWindow says n is a window over a selector's raw samples: `quantile_over_time(0.5, x[1h])`.
 func (n *node) rawWindow() bool {
 	return n.kind == kindRollup && !n.subquery && !n.implicit && !n.wrapper && n.children[0].kind == kindSelector
@@ -267,31 +255,29 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 				n.children[last].fan = fanOf(x, args[i])
 			}
 		}
-		if m := enforce.SeriesOf(x); m > 1 {
-			// The subqueries it rolls up: it makes m series of each series they make.
-			for _, c := range append([]*node{&n}, childPtrs(&n)...) {
-				if c.kind == kindRollup && c.subquery {
-					c.series = uint32(m)
+		overTime := strings.EqualFold(x.Name, "count_values_over_time")
+		sub, raw := callWeight(x)
+		weighs, series := sub != cheapEighths || raw > 0, enforce.SeriesOf(x)
+		// The windows this function rolls up, subqueries or raw samples: the arg itself, or one of a group of args. Of
+		// each series a subquery makes, it makes series more.
+		mark := func(c *node) {
+			switch {
+			case c.kind != kindRollup:
+			case c.subquery:
+				if weighs {
+					c.weight, c.overTime = sub, overTime
 				}
+				if series > 1 {
+					c.series = uint32(series)
+				}
+			case c.rawWindow() && raw > 0:
+				c.rawWeight, c.overTime = raw, overTime
 			}
 		}
-		overTime := strings.EqualFold(x.Name, "count_values_over_time")
-		if sub, raw := callWeight(x); sub != cheapEighths || raw > 0 {
-			// The windows this function rolls up, subqueries or raw samples: the arg itself, or one of a group of args.
-			mark := func(c *node) {
-				switch {
-				case c.kind != kindRollup:
-				case c.subquery:
-					c.weight, c.overTime = sub, overTime
-				case c.rawWindow() && raw > 0:
-					c.rawWeight, c.overTime = raw, overTime
-				}
-			}
-			mark(&n)
-			if n.kind == kindGroup {
-				for i := range n.children {
-					mark(&n.children[i])
-				}
+		mark(&n)
+		if n.kind == kindGroup {
+			for i := range n.children {
+				mark(&n.children[i])
 			}
 		}
 		return n

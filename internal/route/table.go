@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/vmgateway/vmgateway/internal/httpsyntax"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -61,7 +62,7 @@ const longestUpstreamPrefix = "/select/4294967295:4294967295/"
 func escapedLenBound(s string) int {
 	n := len(s)
 	for i := 0; i < len(s); i++ {
-		if !isUnreserved(s[i]) && s[i] != '/' {
+		if !httpsyntax.IsUnreserved(s[i]) && s[i] != '/' {
 			n += 2
 		}
 	}

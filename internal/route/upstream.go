@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/vmgateway/vmgateway/internal/httpsyntax"
 	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
@@ -67,7 +68,7 @@ func (r Route) appendUpstreamPrefix(dst []byte, cluster bool, t tenant.ID) []byt
 // a query or a fragment to the upstream path.
 func escapeSegments(s string) string {
 	for i := 0; i < len(s); i++ {
-		if !isUnreserved(s[i]) && s[i] != '/' {
+		if !httpsyntax.IsUnreserved(s[i]) && s[i] != '/' {
 			segs := strings.Split(s, "/")
 			for j, seg := range segs {
 				segs[j] = url.PathEscape(seg)
@@ -76,8 +77,4 @@ func escapeSegments(s string) string {
 		}
 	}
 	return s
-}
-
-func isUnreserved(c byte) bool {
-	return ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~'
 }
