@@ -299,3 +299,91 @@ func TestCountValuesOverTimeBounded(t *testing.T) {
 		t.Errorf("three status codes of 200 series: %d, %d series %.300s; want answered, 600", code, n, body)
 	}
 }
+
+// TestCountValuesBounded: count_values makes a series of each distinct value its arg takes at the query's points, each
+// as long as them (an attacker's review: over 10 of a team's own series of values that never repeat, an hour at 1 s took
+// v1.151 to 1.1 GB; under a subquery of 10 minutes at 1 s over 300, past 14.5 GB). Behind a gateway bounding the series
+// such calls make at 2×10^6 points, on 1.79.5, the current release and a real cluster, through team dev's token, over an
+// hour at 8 s: count_values over dev's 12 series of values that never repeat (5,400 series of 451 points) is refused, as
+// the read backends counted them, and so is the same inside a subquery of an instant query, and at a range's own
+// points off the multiples of its step where the arg has values only there; over 200 series of two versions (90,000
+// points, 2 distinct values) it is answered as VictoriaMetrics answers it; an arg whose values depend on the range
+// (end()) is refused, since no other query counts them.
+func TestCountValuesBounded(t *testing.T) {
+	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
+	start := end - 3600 - (end-3600)%8 // a multiple of the step
+	ranged := func(q string, start int64, extra ...string) string {
+		v := url.Values{"query": {q}, "start": {fmt.Sprint(start)}, "end": {fmt.Sprint(end)}, "step": {"8"}}
+		for i := 0; i+1 < len(extra); i += 2 {
+			v.Set(extra[i], extra[i+1])
+		}
+		return v.Encode()
+	}
+	var versions strings.Builder
+	for i := range 200 {
+		for ts := end - 4200; ts <= end; ts += 10 {
+			fmt.Fprintf(&versions, "vinfo{team=\"dev\",i=\"%d\"} %d %d000\n", i, 1+i%2, ts)
+		}
+	}
+	data := fanOutData("dev", 12, end) + fanOutData("ops", 40, end) + versions.String()
+	limit := "-search.maxFanOutPoints=2000000"
+	for _, v := range []struct {
+		name  string
+		start func(t *testing.T) fanOutSetup
+	}{
+		{"1.79.5", func(t *testing.T) fanOutSetup { return singleFanOut(t, vmtest.Start(t), data, limit) }},
+		{"current", func(t *testing.T) fanOutSetup { return singleFanOut(t, vmtest.StartCurrent(t), data, limit) }},
+		{"cluster", func(t *testing.T) fanOutSetup {
+			rc := startRealCluster(t, limit)
+			rc.importDirect(t, "3", data)
+			vmtest.Eventually(t, func() (bool, string) {
+				rc.c.Flush(t)
+				_, _, b := do(t, http.MethodGet, rc.c.Select.URL+"/select/3/prometheus/api/v1/query?query=count(count_over_time(%7B__name__%3D~%22hx%7Cvinfo%22%7D[2h]))", nil)
+				return strings.Contains(b, `"252"`), "tenant 3 counts " + b
+			})
+			return fanOutSetup{g: rc.g, prefix: "/select/3:0/prometheus", direct: rc.c.Select.URL + "/select/3/prometheus/api/v1/query_range?extra_label=team=dev&",
+				devTok: clusterToken(t, auth.VMAccess{Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}})}
+		}},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			s := v.start(t)
+			if v.name != "cluster" {
+				vmtest.Eventually(t, func() (bool, string) {
+					_, _, body := do(t, http.MethodGet, s.vm+"/api/v1/query?query=count(count_over_time(vinfo[2h]))", nil)
+					return strings.Contains(body, `"200"`), "vinfo counts " + body
+				})
+			}
+			post := func(api, args string) (int, string) {
+				code, _, body := do(t, http.MethodPost, s.g.URL+s.prefix+"/api/v1/"+api, strings.NewReader(args),
+					append(bearer(s.devTok), "Content-Type", "application/x-www-form-urlencoded")...)
+				return code, body
+			}
+			const counted = "count_values in the query would make "
+			for _, tc := range []struct {
+				name, api, args, refused string
+			}{
+				{"dev's values", "query_range", ranged(`count(count_values("v", hx))`, start), counted},
+				{"dev's values inside a subquery", "query", url.Values{"query": {`max_over_time(count_values("v", hx)[10m:1s])`},
+					"time": {fmt.Sprint(end)}}.Encode(), counted},
+				// The arg has values at the range's own points only (start is 3 s past a multiple of the step), none at the
+				// multiples of the step, where a subquery would count them.
+				{"dev's values off the step's multiples", "query_range", ranged(`count(count_values("v", hx and on() (vector(time()) % 8 == 3)))`,
+					start+3, "nocache", "1"), counted},
+				{"an arg of end()", "query_range", ranged(`count_values("v", hx and on() (end() > 0))`, start), "whose values depend on the range"},
+			} {
+				code, body := post(tc.api, tc.args)
+				checkClusterError(t, tc.name, code, body, http.StatusBadRequest, tc.refused)
+				if tc.refused == counted && !strings.Contains(body, "as the read backends counted the series it reads") {
+					t.Errorf("%s: %s; want refused on the count", tc.name, body)
+				}
+			}
+			// Two versions of 200 series: answered, as VictoriaMetrics answers it.
+			q := ranged(`count_values("version", vinfo)`, start)
+			code, body := post("query_range", q)
+			_, _, want := do(t, http.MethodGet, s.direct+q, nil)
+			if a, b := resultOf(t, body), resultOf(t, want); code != http.StatusOK || a != b || strings.Count(a, `"version"`) != 2 {
+				t.Errorf("the versions of 200 series: %d %.300s; directly %.300s; want the same two series", code, a, b)
+			}
+		})
+	}
+}

@@ -4,9 +4,11 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,36 +44,46 @@ var (
 // read back. guard, when set, is the most series exact itself builds at once, asked first: count_values_over_time's
 // exact builds every distinct value of a series, which dense data makes millions (an attacker's review: 1 ms samples
 // took v1.151 to 3.4 GB on the exact count of a query it then refused).
+//
+// grid, when set, is a count asked at gridAt, a range (start:end:step, ask), that bounds the series too, on the points
+// of a range query that are not the multiples of its step, which q and exact count: the larger of the two is made.
 type fanProbe struct {
 	q, exact, guard, at string
+	grid, gridAt        string
 	mult                float64
 	cost, span          int64
 }
 
 // made is how many series p counts, asked with ask: its exact count too where past says the first is past the bound,
-// and affordable says what its guard counts may be built to count them.
+// and affordable says what its guard counts may be built to count them (a guard that is q is not asked again).
 func (p fanProbe) made(ask func(q, at string) (float64, error), past, affordable func(made float64) bool) (float64, error) {
 	n, err := ask(p.q, p.at)
 	if err != nil {
 		return 0, err
 	}
-	m := n * p.mult
-	if p.exact == "" || !past(m) {
-		return m, nil
+	m, exact := n*p.mult, p.exact != "" && past(n*p.mult)
+	if exact && p.guard != "" {
+		g := n
+		if p.guard != p.q {
+			if g, err = ask(p.guard, p.at); err != nil {
+				return 0, err
+			}
+		}
+		exact = affordable(g)
 	}
-	if p.guard != "" {
-		g, err := ask(p.guard, p.at)
-		if err != nil {
+	if exact {
+		if n, err = ask(p.exact, p.at); err != nil {
 			return 0, err
 		}
-		if !affordable(g) {
-			return m, nil
+		m = min(m, n)
+	}
+	if p.grid != "" {
+		if n, err = ask(p.grid, p.gridAt); err != nil {
+			return 0, err
 		}
+		m = max(m, n)
 	}
-	if n, err = ask(p.exact, p.at); err != nil {
-		return 0, err
-	}
-	return min(m, n), nil
+	return m, nil
 }
 
 // seriesCost is what a series costs VictoriaMetrics besides its points, in points: its labels and headers, about 500
@@ -162,7 +174,9 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 		if f.Group != nil {
 			evals = 16
 		}
-		if heavy := float64(p.span) / float64(max(l.MinSampleInterval.Milliseconds(), 1)) * evals; l.MaxSubqueryWindowPoints > 0 && heavy > float64(l.MaxSubqueryWindowPoints) {
+		// count_values' exact count costs what its first does (probeCountValues).
+		if heavy := float64(p.span) / float64(max(l.MinSampleInterval.Milliseconds(), 1)) * evals; f.Func != "count_values" &&
+			l.MaxSubqueryWindowPoints > 0 && heavy > float64(l.MaxSubqueryWindowPoints) {
 			// Counted as the team's own `count(histogram_over_time(x[span]))` is: a span the limits would refuse it is
 			// judged on the samples alone.
 			p.exact = ""
@@ -178,6 +192,13 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 			if len(names) == 1 {
 				label = cmp.Or(f.Label, "phi") // "": a label given by an expression
 			}
+		}
+		if f.Moving && (f.Subquery || f.Func == "count_values") {
+			// Its count would be of other values than the query's (querylimits.FanOut.Moving).
+			return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query reads %s, whose values depend on the range or "+
+				"time it is evaluated over (it calls start(), end() or now(), or has an @ of time()): the gateway cannot count the "+
+				"series it makes (-search.maxFanOutPoints) with a query of its own; use numbers or time() in their place", f.Func,
+				f.Source))
 		}
 		if f.AtUnknown {
 			// The gate lets through only the times compileAt resolves; should one not be, what the function reads is
@@ -216,11 +237,14 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 			how = fmt.Sprintf("as the aggregations over it bound them, a series of each group in each of the %d workers a read "+
 				"backend runs the query on", workers)
 		}
+		hint := fmt.Sprintf("aggregate it directly, as in `sum(%s(...)) by (%s)`, select fewer series", names[0], label)
+		if names[0] == "count_values" {
+			hint = "count fewer distinct values (round them first, as in `count_values(\"v\", round(x, 10))`), select fewer series"
+		}
 		return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query would make %.0f series (of each series it reads, a "+
 			"series of each bucket its samples fall in, of each quantile asked, or of each value counted; %s), %.3g points in all, which VictoriaMetrics "+
-			"holds in memory at once; at most %d are accepted (-search.maxFanOutPoints): aggregate it directly, as in `sum(%s(...)) "+
-			"by (%s)`, select fewer series, or use a coarser step or a shorter range", strings.Join(names, " and "), made, how,
-			total, l.MaxFanOutPoints, names[0], label))
+			"holds in memory at once; at most %d are accepted (-search.maxFanOutPoints): %s, or use a coarser step or a shorter range",
+			strings.Join(names, " and "), made, how, total, l.MaxFanOutPoints, hint))
 	}
 	if total > limit {
 		return refuse(false)
@@ -321,6 +345,9 @@ func boundedFanOut(f querylimits.FanOut) (float64, bool) {
 // (judgeFanOut): a cheap query of short windows over a long span (`histogram_over_time(x[1s])` at a step of a day over
 // years) makes the gateway count no more than the team could.
 func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
+	if f.Func == "count_values" {
+		return probeCountValues(f)
+	}
 	span := f.To - f.From + 2*f.Step + f.Window
 	src := fmt.Sprintf("%s[%dms]", f.Source, span)
 	if f.Subquery {
@@ -394,6 +421,37 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 		p.q = fmt.Sprintf("(%s) + %s * %d", p.q, busy, f.Most)
 	}
 	return p
+}
+
+// probeCountValues is the count of the series the count_values f makes: a series of each distinct value its arg takes
+// at f's points, each as long as them. At most one of each point of each series of the arg, which the arg evaluated as
+// a subquery at f's step counts, as the team's own query of the arg would cost (q). VictoriaMetrics evaluates a
+// subquery at the multiples of its step: the points of a count_values inside one, and of a range query whose start is
+// one, which it may also move its start to (AdjustStartEnd); otherwise the arg is counted at the query's own points,
+// as a range query (grid): an arg's series may be there at those points only (`x and on() (vector(time()) % 60 == 7)`).
+// Where that is past the bound, the distinct values of each series of the arg at those points, added up, bound them
+// closer (exact: `count_values("version", build_info)` makes a series of each version, not of each point), as
+// distinct_over_time counts them, equal as count_values' are (1.79.5 has no count_values_over_time).
+func probeCountValues(f querylimits.FanOut) fanProbe {
+	span := f.To - f.From + 2*f.Step
+	src := fmt.Sprintf("(%s)[%dms:%dms]", f.Source, span, f.Step)
+	p := fanProbe{q: "sum(count_over_time(" + src + "))", at: fmt.Sprintf("%.3f", float64(f.To+f.Step)/1e3), mult: 1,
+		cost: fanCost(f), span: span}
+	p.exact = "sum(distinct_over_time(" + src + "))"
+	if !f.Subquery && f.From%f.Step != 0 {
+		p.grid, p.gridAt = "count("+f.Source+")", vmSeconds(f.From)+":"+vmSeconds(f.To)+":"+vmSeconds(f.Step)
+	}
+	return p
+}
+
+// vmSeconds prints ms as seconds VictoriaMetrics reads back as ms exactly: it reads a step, and 1.79.5 a time too, as
+// a float it multiplies by 1000 and truncates, so that "1.003" is 1002 ms.
+func vmSeconds(ms int64) string {
+	x := float64(ms) / 1e3
+	for int64(x*1e3) < ms {
+		x = math.Nextafter(x, math.Inf(1))
+	}
+	return strconv.FormatFloat(x, 'f', -1, 64)
 }
 
 // maxQueryWorkers is the most workers VictoriaMetrics runs one query on by default (-search.maxWorkersPerQuery: its

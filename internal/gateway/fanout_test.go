@@ -3,9 +3,11 @@ package gateway
 import (
 	"context"
 	"errors"
+	"math/rand"
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -143,6 +145,37 @@ func TestCheckFanOut(t *testing.T) {
 			[]string{`sum(clamp_max(count_over_time(x` + win + `), 2147483647)) @1700000008.000`,
 				`clamp_max(count(count_over_time(x` + win + `)), 32) * max(count_over_time(x` + win + `)) @1700000008.000`},
 			"count_values_over_time in the query would make 7200000 series"},
+		// count_values: a series of each value its arg takes at the range's points, each of 451. Its arg's points are
+		// counted as a subquery at the step (the range starts at a multiple of it), and the distinct values of each
+		// series where that is past the bound and the count of them within it.
+		{"count_values, few points", ranged, hour(`count(count_values("v", x))`), []float64{10 * 451},
+			[]string{`sum(count_over_time((x)[3616000ms:8000ms])) @1700000008.000`}, ""},
+		{"count_values, many points of few values", ranged, hour(`count(count_values("v", x))`), []float64{300 * 451, 300},
+			[]string{`sum(count_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
+				`sum(distinct_over_time((x)[3616000ms:8000ms])) @1700000008.000`}, ""},
+		{"count_values, many points of as many values", ranged, hour(`count(count_values("v", x))`), []float64{300 * 451, 300 * 451},
+			[]string{`sum(count_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
+				`sum(distinct_over_time((x)[3616000ms:8000ms])) @1700000008.000`},
+			"count_values in the query would make 135300 series"},
+		{"count_values of a rate", ranged, hour(`count_values("v", rate(x[5m]))`), []float64{1e6, 999_000},
+			[]string{`sum(count_over_time((rate(x[5m]))[3616000ms:8000ms])) @1700000008.000`,
+				`sum(distinct_over_time((rate(x[5m]))[3616000ms:8000ms])) @1700000008.000`}, "count_values in the query would make 999000 series"},
+		// A range that does not start at a multiple of its step: counted at its own points too, as a range query (450 of
+		// them), and the larger count kept.
+		{"count_values off the step's multiples", ranged, url.Values{"query": {`count_values("v", x)`}, "start": {"1699996403"},
+			"end": {"1700000000"}, "step": {"8"}}, []float64{10, 100 * 450},
+			[]string{`sum(count_over_time((x)[3613000ms:8000ms])) @1700000008.000`, `count(x) @1699996403:1700000000:8`}, "count_values in the query would make 45000 series"},
+		// Inside a subquery, at its points: 78 of them a series, each rolled up at the range's 451.
+		{"count_values inside a subquery", ranged, hour(`max_over_time(count_values("v", x)[10m:1m])`), []float64{40000, 40000},
+			[]string{`sum(count_over_time((x)[4740000ms:60000ms])) @1700000120.000`,
+				`sum(distinct_over_time((x)[4740000ms:60000ms])) @1700000120.000`}, "count_values in the query would make 40000 series"},
+		// An instant query's count_values makes no more series than its arg: not counted.
+		{"count_values, instant", instant, url.Values{"query": {`count_values("v", x)`}, "time": {"1700000000"}}, nil, nil, ""},
+		// An arg whose values depend on the range cannot be counted by another query.
+		{"count_values of end()", ranged, hour(`count_values("v", x and on() (end() == 1700000000))`), nil, nil,
+			"count_values in the query reads x and on() (end() == 1700000000), whose values depend on the range"},
+		{"a subquery of now()", ranged, hour(`histogram_over_time((x and on() (now() % 2 < 1))[1h:1m])`), nil, nil,
+			"histogram_over_time in the query reads x and on() ((now() % 2) < 1), whose values depend"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var asked []string
@@ -242,5 +275,25 @@ func TestCheckFanOut(t *testing.T) {
 	nine := strings.TrimSuffix(strings.Repeat(`histogram_over_time(x[5m]) + `, measureMax+1), " + ")
 	if err := checkFanOut(ranged, hour(nine), nil, nil, l, now, counting(&asked, nil)); err == nil || !strings.Contains(err.Error(), "at most 8 are counted") {
 		t.Errorf("nine calls: %v", err)
+	}
+}
+
+// TestVMSeconds: the seconds vmSeconds prints are read back as the ms given, by a float times 1000 truncated (how
+// VictoriaMetrics reads a step, and 1.79.5 a time) and by their digits (how v1.151 reads a time).
+func TestVMSeconds(t *testing.T) {
+	r := rand.New(rand.NewSource(1))
+	ms := []int64{0, 1, 999, 1003, 8000, 60_007, 1_699_996_403_123, 1_700_000_000_001}
+	for range 100_000 {
+		ms = append(ms, r.Int63n(4e12))
+	}
+	for _, m := range ms {
+		s := vmSeconds(m)
+		f, err := strconv.ParseFloat(s, 64)
+		whole, frac, _ := strings.Cut(s, ".")
+		w, werr := strconv.ParseInt(whole, 10, 64)
+		d, derr := strconv.ParseInt((frac + "000")[:3], 10, 64)
+		if err != nil || werr != nil || derr != nil || int64(f*1e3) != m || w*1000+d != m {
+			t.Fatalf("vmSeconds(%d) = %q: read back as %d and %d", m, s, int64(f*1e3), w*1000+d)
+		}
 	}
 }

@@ -42,18 +42,32 @@ func TestFanOutCountsAtLeastTheSeriesMade(t *testing.T) {
 		q string
 		// dense: the count is within 2% of the series VictoriaMetrics answers.
 		dense bool
+		// shift moves the range's start off the multiples of the step, by ms; nocache asks VictoriaMetrics to keep it.
+		shift   int64
+		nocache bool
 	}{
-		{`histogram_over_time(hx{i!~"1[01]"}[5m])`, true},
-		{`histogram_over_time(hx[5m])`, false},
-		{`histogram_over_time(hx)`, false},
-		{`histogram_over_time(hx{i!~"1[01]"}[5m] offset 10m)`, true},
-		{`sum(histogram_over_time(hx{i!~"1[01]"}[5m])) by (vmrange, job)`, false},
-		{`sum(histogram_over_time(hx[5m])) without (i)`, false},
-		{`max(histogram_over_time(hx[5m])) by (job)`, false},
-		{`histogram_over_time(hx{i=~"1[01]"}[5m])`, false},
-		{`histogram_over_time(max_over_time(hx{i!~"1[01]"}[1m])[20m:1m])`, false},
-		{`quantiles_over_time("phi", 0.5, 0.9, hx[5m])`, true},
-		{`sum(quantiles_over_time("phi", 0.5, 0.9, hx[5m])) by (phi, job)`, false},
+		{`histogram_over_time(hx{i!~"1[01]"}[5m])`, true, 0, false},
+		{`histogram_over_time(hx[5m])`, false, 0, false},
+		{`histogram_over_time(hx)`, false, 0, false},
+		{`histogram_over_time(hx{i!~"1[01]"}[5m] offset 10m)`, true, 0, false},
+		{`sum(histogram_over_time(hx{i!~"1[01]"}[5m])) by (vmrange, job)`, false, 0, false},
+		{`sum(histogram_over_time(hx[5m])) without (i)`, false, 0, false},
+		{`max(histogram_over_time(hx[5m])) by (job)`, false, 0, false},
+		{`histogram_over_time(hx{i=~"1[01]"}[5m])`, false, 0, false},
+		{`histogram_over_time(max_over_time(hx{i!~"1[01]"}[1m])[20m:1m])`, false, 0, false},
+		{`quantiles_over_time("phi", 0.5, 0.9, hx[5m])`, true, 0, false},
+		{`sum(quantiles_over_time("phi", 0.5, 0.9, hx[5m])) by (phi, job)`, false, 0, false},
+		// count_values: a series of each value at the points; the 2 series of one value make one. Of 4 series, since
+		// 1.79.5 refuses more than 2,000 series of count_values past 16 of each series it reads, and the 4 share some of
+		// their values.
+		{`count_values("v", hx{i=~"[0-3]"})`, false, 0, false},
+		{`count_values("v", hx{i=~"1[01]"})`, false, 0, false},
+		{`count_values("v", round(hx, 1e9)) by (job)`, false, 0, false},
+		{`max_over_time(count_values("v", hx{i=~"[0-3]"})[10m:1m])`, false, 0, false},
+		{`count_values("v", hx{i=~"[0-3]"})`, false, 3000, false},
+		{`count_values("v", hx{i=~"[0-3]"})`, false, 3000, true},
+		// Values at the range's own points only, off the multiples of its step: counted at those points.
+		{`count_values("v", hx{i=~"[0-3]"} and on() (vector(time()) % 8 == 3))`, false, 3000, true},
 	}
 	for name, startVM := range map[string]func(testing.TB, ...string) *vmtest.VM{"1.79.5": vmtest.Start, "current": vmtest.StartCurrent} {
 		t.Run(name, func(t *testing.T) {
@@ -64,7 +78,12 @@ func TestFanOutCountsAtLeastTheSeriesMade(t *testing.T) {
 				return err == nil && len(ans) == 1 && ans[0].n == 12, fmt.Sprintf("series %+v %v; want 12", ans, err)
 			})
 			for _, tc := range queries {
+				// The range starts at a multiple of the step, or tc.shift past one.
+				start := start - start%8000 + tc.shift
 				args := url.Values{"query": {tc.q}, "start": {strconv.FormatInt(start/1000, 10)}, "end": {strconv.FormatInt(end/1000, 10)}, "step": {"8"}}
+				if tc.nocache {
+					args.Set("nocache", "1")
+				}
 				rng := &querylimits.Range{Read: func() (int64, int64, int64, error) { return start, end, 8000, nil }}
 				fans, err := querylimits.FanOuts(tc.q, nil, false, rng, end)
 				if err != nil || len(fans) != 1 {
@@ -77,7 +96,8 @@ func TestFanOutCountsAtLeastTheSeriesMade(t *testing.T) {
 					p := probeFanOut(fans[0], 1)
 					ask := func(q, at string) (float64, error) {
 						ans, err := g.ask(context.Background(), all, q, at, 1<<20)
-						if err != nil || len(ans) > 1 || q == p.exact && len(ans) != 1 {
+						// An exact count that answered nothing counts 0, fewer than VictoriaMetrics makes.
+						if err != nil || len(ans) > 1 {
 							t.Fatalf("%s: count %s: %+v %v", tc.q, q, ans, err)
 						}
 						if len(ans) == 0 {

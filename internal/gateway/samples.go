@@ -336,9 +336,23 @@ type counted struct {
 }
 
 // ask sends the instant query q at time at to the read backends, in a's tenant through its restriction, and reads its
-// answer's series, of at most limit bytes (errLongAnswer past it).
+// answer's series, of at most limit bytes (errLongAnswer past it). An at of start:end:step asks a range query, each
+// series' values added up, its answer bounded by limit and 48 bytes a point.
 func (g *Gateway) ask(ctx context.Context, a *auth.Access, q, at string, limit int64) ([]counted, error) {
-	rt, err := route.Lookup("/api/v1/query")
+	args := url.Values{"query": {q}, "time": {at}}
+	path := "/api/v1/query"
+	if start, rest, ranged := strings.Cut(at, ":"); ranged {
+		end, step, _ := strings.Cut(rest, ":")
+		args = url.Values{"query": {q}, "start": {start}, "end": {end}, "step": {step}}
+		lo, _ := strconv.ParseFloat(start, 64)
+		hi, _ := strconv.ParseFloat(end, 64)
+		st, _ := strconv.ParseFloat(step, 64)
+		if points := (hi - lo) / st; points >= 0 && points < 1e9 {
+			limit += int64(points+1) * 48
+		}
+		path = "/api/v1/query_range"
+	}
+	rt, err := route.Lookup(path)
 	if err != nil {
 		return nil, err
 	}
@@ -349,7 +363,8 @@ func (g *Gateway) ask(ctx context.Context, a *auth.Access, q, at string, limit i
 		return nil, errCountEnded
 	}
 	// VictoriaMetrics is asked to stop at the gateway's wait (it looks at the time now and then, not in every loop).
-	args := url.Values{"query": {q}, "time": {at}, "nocache": {"1"}, "timeout": {measureTimeout.String()}}
+	args.Set("nocache", "1")
+	args.Set("timeout", measureTimeout.String())
 	a.Enforcer.EnforceArgs(args)
 	u := &url.URL{RawQuery: args.Encode()}
 	u.Path, u.RawPath = rt.UpstreamPath(g.cluster, a.Tenant)
@@ -374,6 +389,7 @@ func (g *Gateway) ask(ctx context.Context, a *auth.Access, q, at string, limit i
 			Result []struct {
 				Metric map[string]string `json:"metric"`
 				Value  [2]any            `json:"value"`
+				Values [][2]any          `json:"values"`
 			} `json:"result"`
 		} `json:"data"`
 		Stats struct {
@@ -416,13 +432,21 @@ func (g *Gateway) ask(ctx context.Context, a *auth.Access, q, at string, limit i
 	}
 	out := make([]counted, 0, len(ans.Data.Result))
 	for _, r := range ans.Data.Result {
-		s, _ := r.Value[1].(string)
-		f, err := strconv.ParseFloat(s, 64)
-		if err != nil || !(f >= 0) {
-			// NaN too, which would count as less than nothing.
-			return nil, fmt.Errorf("the read backend counted %q", s)
+		values := r.Values
+		if args.Has("time") {
+			values = [][2]any{r.Value}
 		}
-		out = append(out, counted{labelsKey(r.Metric), int64(min(f, 1<<62))})
+		n := 0.0
+		for _, v := range values {
+			s, _ := v[1].(string)
+			f, err := strconv.ParseFloat(s, 64)
+			if err != nil || !(f >= 0) {
+				// NaN too, which would count as less than nothing.
+				return nil, fmt.Errorf("the read backend counted %q", s)
+			}
+			n += f
+		}
+		out = append(out, counted{labelsKey(r.Metric), int64(min(n, 1<<62))})
 	}
 	return out, nil
 }

@@ -38,6 +38,8 @@ type fanNode struct {
 	src, args string
 	// group is the aggregation VictoriaMetrics does as it goes over it; nil when it builds the function's series.
 	group *Grouping
+	// moving says what it reads depends on the range or time it is evaluated over (moving).
+	moving bool
 }
 
 // Grouping is an aggregation by or without labels (Op "", "by" or "without", Labels). Its limit, if any, is not kept:
@@ -82,8 +84,33 @@ func fanOf(f *metricsql.FuncExpr, arg metricsql.Expr) *fanNode {
 	if re, ok := arg.(*metricsql.RollupExpr); ok {
 		arg = re.Expr // a selector, or the query of a subquery
 	}
-	fn.src = string(arg.AppendString(nil))
+	fn.src, fn.moving = string(arg.AppendString(nil)), moving(arg)
 	return fn
+}
+
+// moving tells whether e's values depend on the range or the time it is evaluated over, besides each point's own
+// time: it calls start(), end() or now(), or has an @ of time(). A count of it evaluated another way bounds nothing (an
+// attacker's review: `x and on() (end() == 1700000000)` is empty in any count but the query's own).
+func moving(e metricsql.Expr) bool {
+	found := false
+	metricsql.VisitAll(e, func(e metricsql.Expr) {
+		switch x := e.(type) {
+		case *metricsql.FuncExpr:
+			switch strings.ToLower(x.Name) {
+			case "start", "end", "now":
+				found = true
+			}
+		case *metricsql.RollupExpr:
+			if x.At != nil {
+				metricsql.VisitAll(x.At, func(e metricsql.Expr) {
+					if f, ok := e.(*metricsql.FuncExpr); ok && strings.EqualFold(f.Name, "time") {
+						found = true
+					}
+				})
+			}
+		}
+	})
+	return found
 }
 
 // incremental are the aggregations VictoriaMetrics does as it goes over a rollup of a selector.
@@ -133,7 +160,8 @@ func groupOver(ae *metricsql.AggrFuncExpr) *Grouping {
 // or, when Subquery, the points of a query evaluated at Inner over those windows. ByData says it makes at most one
 // series of each sample or point read. Group is the aggregation VictoriaMetrics does as it goes over it (nil: it
 // builds every series). Alt marks one of the other reading of an instant query (Window.Alt). AtUnknown says it is
-// under an @ whose time cannot be known before the query runs: From and To are then not what it reads.
+// under an @ whose time cannot be known before the query runs: From and To are then not what it reads. The aggregation
+// count_values is listed as one too, with its own points (countValues).
 type FanOut struct {
 	Func, Args, Label, Source string
 	Most                      int64
@@ -143,6 +171,9 @@ type FanOut struct {
 	Points, Outer             int64
 	Group                     *Grouping
 	Alt, AtUnknown            bool
+	// Moving says what it reads depends on the range or time it is evaluated over besides each point's time (a
+	// subquery or count_values' arg that calls start(), end() or now()): a count of it bounds nothing.
+	Moving bool
 }
 
 // FanOuts lists the functions of q that make several series of each series they read, walked as SubqueryWork walks q
@@ -161,9 +192,10 @@ func FanOuts(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) 
 	return fans, nil
 }
 
-// mentionsFanOut tells whether q may call histogram_over_time, quantiles_over_time or count_values_over_time.
+// mentionsFanOut tells whether q may call histogram_over_time, quantiles_over_time, count_values_over_time or
+// count_values.
 func mentionsFanOut(q string) bool {
-	return mentions(q, true, "histogram_over_time", "quantiles_over_time", "count_values_over_time")
+	return mentions(q, true, "histogram_over_time", "quantiles_over_time", "count_values")
 }
 
 // fanned caches FanOuts' trees, as counted caches CountValues'.
@@ -181,5 +213,25 @@ func (w *walk) fanOut(n *node, a, b, step, win, inner, points int64) {
 	}
 	*w.fans = append(*w.fans, FanOut{Func: f.name, Args: f.args, Label: f.label, Source: f.src, Most: f.most, ByData: f.byData, Subquery: inner > 0,
 		From: a, To: b, Step: max(step, 1), Window: win, Inner: inner, Points: points, Outer: w.outer, Group: f.group, Alt: w.alt,
-		AtUnknown: w.atUnknown > 0})
+		AtUnknown: w.atUnknown > 0, Moving: f.moving})
+}
+
+// countValues lists the count_values of n, if it is one, in w.fans: evaluated over [a, b] at step, it makes a series
+// of each distinct value its arg takes at those points, each as long as them: at most one of each point of each series
+// of its arg, which only the data bounds (an attacker's review: over 10 of a team's own series of values that never
+// repeat, an hour at 1 s took v1.151 to 1.1 GB; under a subquery of 10 minutes at 1 s over 300, past 14.5 GB). It is
+// listed with its own points as From..To at Step, Subquery when they are a subquery's (multiples of Step); an instant
+// query's one point makes no more series than its arg.
+func (w *walk) countValues(n *node, a, b, step int64) {
+	f := n.fan
+	if !n.countValues || f == nil || w.fans == nil || step <= 0 || b <= a {
+		return
+	}
+	inner := int64(0)
+	if w.aligned > 0 {
+		inner = step
+	}
+	*w.fans = append(*w.fans, FanOut{Func: f.name, Args: f.args, Label: f.label, Source: f.src, Most: f.most, ByData: true,
+		Subquery: inner > 0, From: a, To: b, Step: step, Inner: inner, Points: (b-a)/step + 1, Outer: w.outer, Alt: w.alt,
+		AtUnknown: w.atUnknown > 0, Moving: f.moving})
 }

@@ -17,6 +17,14 @@ func TestFanOuts(t *testing.T) {
 	}
 	by := func(labels ...string) *Grouping { return &Grouping{Op: "by", Labels: labels} }
 	sub := start - 3_600_000 - staleness - 60_000
+	cv := func(args, label, src string, from, to, step int64, aligned bool, points, outer int64) FanOut {
+		f := FanOut{Func: "count_values", Args: args, Label: label, Source: src, Most: maxValuesCounted, ByData: true,
+			Subquery: aligned, From: from, To: to, Step: step, Points: points, Outer: outer}
+		if aligned {
+			f.Inner = step
+		}
+		return f
+	}
 	for _, tc := range []struct {
 		q    string
 		want []FanOut
@@ -102,6 +110,19 @@ func TestFanOuts(t *testing.T) {
 		{`sum(count_values_over_time("code", x[5m])) by (code)`, []FanOut{{Func: "count_values_over_time", Args: `"code", `, Label: "code",
 			Source: `x`, Most: maxValuesCounted, ByData: true, From: start, To: end, Step: step, Window: 300_000, Points: points,
 			Group: by("code")}}},
+		// count_values: a series of each value its arg takes at its points, each as long as them; the range's own
+		// points at the top, a subquery's (multiples of its step) inside one, and the inner one first.
+		{`count(count_values("v", x))`, []FanOut{cv(`"v", `, "v", `x`, start, end, step, false, points, 0)}},
+		{`count_values("v", rate(x[5m])) by (job)`, []FanOut{cv(`"v", `, "v", `rate(x[5m])`, start, end, step, false, points, 0)}},
+		{`max_over_time(count_values("v", x)[10m:1s])`, []FanOut{cv(`"v", `, "v", `x`, start-600_000-staleness-1_000,
+			end+1_000, 1_000, true, (2*600_000+staleness+2_000+3_000_000)/1_000+1, points)}},
+		{`count_values("a", count_values("b", x))`, []FanOut{cv(`"b", `, "b", `x`, start, end, step, false, points, 0),
+			cv(`"a", `, "a", `count_values("b", x)`, start, end, step, false, points, 0)}},
+		{`count_values("v", x) offset 1h`, []FanOut{cv(`"v", `, "v", `x`, start-3_600_000-step-staleness-step, end-3_600_000+step,
+			step, true, (3_600_000+3*step+staleness)/step+1, points)}},
+		// A label given by an expression (VictoriaMetrics takes the name of the one series it returns) is not known.
+		{`count_values(label_set(vector(NaN), "__name__", "v"), x)`, []FanOut{cv(`label_set(vector(NaN), "__name__", "v"), `, "",
+			`x`, start, end, step, false, points, 0)}},
 		{`quantile_over_time(0.9, x[5m]) + rate(histogram[5m])`, nil},
 	} {
 		rng := &Range{Read: func() (int64, int64, int64, error) { return start, end, step, nil }}
@@ -132,15 +153,18 @@ func deref(fs []FanOut) string {
 
 func TestMentionsFanOut(t *testing.T) {
 	for q, want := range map[string]bool{
-		`histogram_over_time(x[5m])`:       true,
-		`Quantiles_Over_Time("p", 1, x)`:   true,
-		`histogram\_over_time(x[5m])`:      true,
-		`x{a="é"}`:                         true,
-		`rate(histogram[5m])`:              false,
-		`quantile_over_time(0.5, x[5m])`:   false,
-		`histogram_over_tim`:               false,
-		`sum(rate(histogram_bucket[5m]))`:  false,
-		`histogram_quantile(0.5, x) + hOT`: false,
+		`histogram_over_time(x[5m])`:         true,
+		`Quantiles_Over_Time("p", 1, x)`:     true,
+		`histogram\_over_time(x[5m])`:        true,
+		`x{a="é"}`:                           true,
+		`rate(histogram[5m])`:                false,
+		`quantile_over_time(0.5, x[5m])`:     false,
+		`count_values("v", x)`:               true,
+		`Count_Values_Over_Time("v", x[1m])`: true,
+		`count(values)`:                      false,
+		`histogram_over_tim`:                 false,
+		`sum(rate(histogram_bucket[5m]))`:    false,
+		`histogram_quantile(0.5, x) + hOT`:   false,
 		// Where the scan looks: a name at either end, among other underscores, other bytes past the first eight.
 		`x + HISTOGRAM_OVER_TIME`:         true,
 		`__name__ + quantiles_over_time_`: true,

@@ -347,6 +347,13 @@ func compileCall(name string, args []metricsql.Expr, depth int, unresolved *stri
 	if n.kind != kindNone {
 		cv.children = []node{n}
 	}
+	if len(args) == 2 {
+		cv.fan = &fanNode{name: "count_values", most: maxValuesCounted, byData: true, src: string(args[1].AppendString(nil)),
+			args: string(args[0].AppendString(nil)) + ", ", moving: moving(args[1])}
+		if s, ok := args[0].(*metricsql.StringExpr); ok {
+			cv.fan.label = s.S
+		}
+	}
 	return cv
 }
 
@@ -500,6 +507,9 @@ type walk struct {
 	// series its rollup makes of each (node.series): what the rollups make of each series the node makes, while
 	// VictoriaMetrics still holds the node's own.
 	outer int64
+	// aligned counts the subqueries above the node walked: inside one, VictoriaMetrics evaluates at the multiples of
+	// its step.
+	aligned int
 }
 
 // span adds to w what n reads when evaluated over [a, b] at step.
@@ -519,6 +529,7 @@ func (w *walk) span(n *node, a, b, step int64) {
 		for i := range n.children {
 			w.span(&n.children[i], a, b, step)
 		}
+		w.countValues(n, a, b, step) // after what it reads: an inner one is listed first
 		return
 	}
 	// A function that makes several series of each makes them as long as the points over [a, b], under @ too:
@@ -581,8 +592,10 @@ func (w *walk) span(n *node, a, b, step int64) {
 		was := w.outer
 		// Capped far above any bound, so that many names over nested subqueries cannot overflow it.
 		w.outer = int64(min(float64(max(n.series, 1))*float64(points+w.outer), 1<<53))
+		w.aligned++
 		w.span(child, lo, hi, inner)
 		w.outer = was
+		w.aligned--
 		w.fanOut(n, a, b, step, win, inner, points) // after what it reads: an inner one is listed first
 		return
 	}
