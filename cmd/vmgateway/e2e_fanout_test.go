@@ -370,6 +370,9 @@ func TestCountValuesBounded(t *testing.T) {
 				{"dev's values off the step's multiples", "query_range", ranged(`count(count_values("v", hx and on() (vector(time()) % 8 == 3)))`,
 					start+3, "nocache", "1"), counted},
 				{"an arg of end()", "query_range", ranged(`count_values("v", hx and on() (end() > 0))`, start), "whose values depend on the range"},
+				// The same off the multiples in the form, which VictoriaMetrics reads, beside a start on them in the URL.
+				{"two starts", fmt.Sprintf("query_range?start=%d", start), ranged(`count(count_values("v", hx and on() (vector(time()) % 8 == 3)))`,
+					start+3, "nocache", "1"), "gives start more than once"},
 			} {
 				code, body := post(tc.api, tc.args)
 				checkClusterError(t, tc.name, code, body, http.StatusBadRequest, tc.refused)

@@ -146,6 +146,11 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 			if err != nil {
 				return err
 			}
+			if k := spanArgTwice(q, form); len(fans) > 0 && k != "" {
+				return httperr.New(http.StatusBadRequest, fmt.Sprintf("the request gives %s more than once, with different values, "+
+					"and %s in the query would be counted at the points of one while VictoriaMetrics may read the other "+
+					"(-search.maxFanOutPoints): give it once", k, fans[0].Func))
+			}
 			for _, alt := range [2]bool{false, true} {
 				if err := judgeFanOut(fans, alt, l, count); err != nil {
 					return err
@@ -154,6 +159,26 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 		}
 	}
 	return nil
+}
+
+// spanArgTwice is the first of start, end, step and time the request gives twice with different texts, in the URL and
+// the form together; "" when none. VictoriaMetrics reads one of them (the form's first), and the span judged is the
+// widest and finest of all: the counts of a subquery, or of count_values, must be of the very points the query is
+// evaluated at, which the multiples of one step are not of another (an attacker's review: a start off the step's
+// multiples in the form beside one on them in the URL).
+func spanArgTwice(q, form url.Values) string {
+	for _, k := range [...]string{"start", "end", "step", "time"} {
+		first, seen := "", false
+		for _, vs := range [2]url.Values{form, q} {
+			for _, v := range vs[k] {
+				if seen && v != first {
+					return k
+				}
+				first, seen = v, true
+			}
+		}
+	}
+	return ""
 }
 
 // judgeFanOut judges the functions of fans of one reading of a query (querylimits.Window.Alt): first those whose

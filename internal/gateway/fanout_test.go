@@ -251,6 +251,21 @@ func TestCheckFanOut(t *testing.T) {
 		nil, nil, lw, now, counting(&asked, nil, 20*488, 20*100)); err != nil || len(asked) != 2 {
 		t.Errorf("histograms over a day: %v, asked %q; want admitted on the buckets", err, asked)
 	}
+	// A start off the step's multiples in the form beside one on them in the URL: VictoriaMetrics reads the form's, and
+	// the counts would be at the other's points.
+	asked = nil
+	twice := url.Values{"query": {`count_values("v", x)`}, "start": {"1699996403"}, "end": {"1700000000"}, "step": {"8"}}
+	if err := checkFanOut(ranged, url.Values{"start": {"1699996400"}}, twice, nil, l, now, counting(&asked, nil, 1, 1, 1)); err == nil ||
+		!strings.Contains(err.Error(), "gives start more than once") || len(asked) != 0 {
+		t.Errorf("two starts: %v, asked %q; want refused before any count", err, asked)
+	}
+	// The same text twice is one value; a query without such calls is not judged on them.
+	if err := checkFanOut(ranged, url.Values{"step": {"8"}}, twice, nil, l, now, counting(&asked, nil, 1, 1, 1)); err != nil {
+		t.Errorf("the same step twice: %v", err)
+	}
+	if err := checkFanOut(ranged, url.Values{"start": {"1699996400"}}, url.Values{"query": {`rate(x[5m])`}, "start": {"1699996403"}}, nil, l, now, nil); err != nil {
+		t.Errorf("two starts without a counted call: %v", err)
+	}
 	// Without a limit, nothing is asked.
 	asked = nil
 	if err := checkFanOut(ranged, hour(`histogram_over_time(x[5m])`), nil, nil, Limits{}, now, counting(&asked, nil)); err != nil || len(asked) != 0 {
