@@ -152,7 +152,7 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 					"(-search.maxFanOutPoints): give it once", k, fans[0].Func))
 			}
 			for _, alt := range [2]bool{false, true} {
-				if err := judgeFanOut(fans, alt, l, count); err != nil {
+				if err := judgeFanOut(fans, alt, l, count, lookbackArgs(q, form)); err != nil {
 					return err
 				}
 			}
@@ -161,13 +161,29 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 	return nil
 }
 
-// spanArgTwice is the first of start, end, step and time the request gives twice with different texts, in the URL and
+// lookbackArgs are the request's max_lookback and lookback_delta, as "&" and the args encoded: a count asks its query
+// with them, so that its selectors read back what the query's do.
+func lookbackArgs(q, form url.Values) string {
+	var b strings.Builder
+	for _, k := range [...]string{"max_lookback", "lookback_delta"} {
+		v := form.Get(k)
+		if v == "" {
+			v = q.Get(k)
+		}
+		if v != "" {
+			b.WriteString("&" + k + "=" + url.QueryEscape(v))
+		}
+	}
+	return b.String()
+}
+
+// spanArgTwice is the first of start, end, step, time and the lookback args the request gives twice with different texts, in the URL and
 // the form together; "" when none. VictoriaMetrics reads one of them (the form's first), and the span judged is the
 // widest and finest of all: the counts of a subquery, or of count_values, must be of the very points the query is
 // evaluated at, which the multiples of one step are not of another (an attacker's review: a start off the step's
 // multiples in the form beside one on them in the URL).
 func spanArgTwice(q, form url.Values) string {
-	for _, k := range [...]string{"start", "end", "step", "time"} {
+	for _, k := range [...]string{"start", "end", "step", "time", "max_lookback", "lookback_delta"} {
 		first, seen := "", false
 		for _, vs := range [2]url.Values{form, q} {
 			for _, v := range vs[k] {
@@ -186,7 +202,7 @@ func spanArgTwice(q, form url.Values) string {
 // are past the limit. Those the query bounds are counted too where together they are past it: an aggregation holds
 // its groups once in each worker a read backend runs the query on (up to 32), which the query alone does not bound
 // as tightly as the series a team has.
-func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter) error {
+func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter, lookback string) error {
 	limit, workers := float64(l.MaxFanOutPoints), l.queryWorkers()
 	total, made := 0.0, 0.0
 	var probes []fanProbe
@@ -206,6 +222,11 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 			// judged on the samples alone.
 			p.exact = ""
 		}
+		// The arg of a subquery, or count_values', reads its selectors with the query's lookback.
+		p.at += lookback
+		if p.gridAt != "" {
+			p.gridAt += lookback
+		}
 		probes = append(probes, p)
 	}
 	for _, f := range fans {
@@ -221,9 +242,10 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 		if f.Moving && (f.Subquery || f.Func == "count_values") {
 			// Its count would be of other values than the query's (querylimits.FanOut.Moving).
 			return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query reads %s, whose values depend on the range or "+
-				"time it is evaluated over (it calls start(), end() or now(), or has an @ of time()): the gateway cannot count the "+
-				"series it makes (-search.maxFanOutPoints) with a query of its own; use numbers or time() in their place", f.Func,
-				f.Source))
+				"time it is evaluated over (start(), end(), now(), an @ of time(), the range_ and running_ functions, rand, "+
+				"interpolate, keep_last_value, smooth_exponential, ...) or on which series the whole range holds (topk_max and "+
+				"its kin, limitk, any, a limit): the gateway cannot count the series it makes (-search.maxFanOutPoints) with a "+
+				"query of its own; use numbers or time() in place of the times, or take such calls out of it", f.Func, f.Source))
 		}
 		if f.AtUnknown {
 			// The gate lets through only the times compileAt resolves; should one not be, what the function reads is

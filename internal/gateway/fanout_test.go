@@ -259,6 +259,14 @@ func TestCheckFanOut(t *testing.T) {
 		!strings.Contains(err.Error(), "gives start more than once") || len(asked) != 0 {
 		t.Errorf("two starts: %v, asked %q; want refused before any count", err, asked)
 	}
+	// The query's lookback goes with its counts, to the range query too.
+	asked = nil
+	lb := url.Values{"query": {`count_values("v", x)`}, "start": {"1699996403"}, "end": {"1700000000"}, "step": {"8"}, "max_lookback": {"1h"}}
+	if err := checkFanOut(ranged, url.Values{"lookback_delta": {"10m"}}, lb, nil, l, now, counting(&asked, nil, 10, 10)); err != nil || !slices.Equal(asked, []string{
+		`sum(count_over_time((x)[3613000ms:8000ms])) @1700000008.000&max_lookback=1h&lookback_delta=10m`,
+		`count(x) @1699996403:1700000000:8&max_lookback=1h&lookback_delta=10m`}) {
+		t.Errorf("a lookback: %v, asked %q", err, asked)
+	}
 	// The same text twice is one value; a query without such calls is not judged on them.
 	if err := checkFanOut(ranged, url.Values{"step": {"8"}}, twice, nil, l, now, counting(&asked, nil, 1, 1, 1)); err != nil {
 		t.Errorf("the same step twice: %v", err)

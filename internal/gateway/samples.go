@@ -337,8 +337,11 @@ type counted struct {
 
 // ask sends the instant query q at time at to the read backends, in a's tenant through its restriction, and reads its
 // answer's series, of at most limit bytes (errLongAnswer past it). An at of start:end:step asks a range query, each
-// series' values added up, its answer bounded by limit and 48 bytes a point.
+// series' values added up, its answer bounded by limit and 48 bytes a point; one followed by "&" and encoded args
+// sends its max_lookback and lookback_delta too.
 func (g *Gateway) ask(ctx context.Context, a *auth.Access, q, at string, limit int64) ([]counted, error) {
+	at, extra, _ := strings.Cut(at, "&")
+	lookback, _ := url.ParseQuery(extra)
 	args := url.Values{"query": {q}, "time": {at}}
 	path := "/api/v1/query"
 	if start, rest, ranged := strings.Cut(at, ":"); ranged {
@@ -363,6 +366,11 @@ func (g *Gateway) ask(ctx context.Context, a *auth.Access, q, at string, limit i
 		return nil, errCountEnded
 	}
 	// VictoriaMetrics is asked to stop at the gateway's wait (it looks at the time now and then, not in every loop).
+	for _, k := range [...]string{"max_lookback", "lookback_delta"} {
+		if v := lookback.Get(k); v != "" {
+			args.Set(k, v)
+		}
+	}
 	args.Set("nocache", "1")
 	args.Set("timeout", measureTimeout.String())
 	a.Enforcer.EnforceArgs(args)

@@ -88,18 +88,19 @@ func fanOf(f *metricsql.FuncExpr, arg metricsql.Expr) *fanNode {
 	return fn
 }
 
-// moving tells whether e's values depend on the range or the time it is evaluated over, besides each point's own
-// time: it calls start(), end() or now(), or has an @ of time(). A count of it evaluated another way bounds nothing (an
+// moving tells whether e's values at a point depend on more than that point's time: on the range or the time it is
+// evaluated over (start(), end(), now(), an @ of time(), the range_ and running_ families, the functions that fill or
+// smooth along the range), on chance (rand), or on which series the whole range holds (topk_max and its kin, limitk,
+// limit_offset, any, an aggregation's limit). A count of it evaluated over another range bounds nothing (an
 // attacker's review: `x and on() (end() == 1700000000)` is empty in any count but the query's own).
 func moving(e metricsql.Expr) bool {
 	found := false
 	metricsql.VisitAll(e, func(e metricsql.Expr) {
 		switch x := e.(type) {
 		case *metricsql.FuncExpr:
-			switch strings.ToLower(x.Name) {
-			case "start", "end", "now":
-				found = true
-			}
+			found = found || movingFunc(x.Name)
+		case *metricsql.AggrFuncExpr:
+			found = found || x.Limit > 0 || movingFunc(x.Name)
 		case *metricsql.RollupExpr:
 			if x.At != nil {
 				metricsql.VisitAll(x.At, func(e metricsql.Expr) {
@@ -111,6 +112,22 @@ func moving(e metricsql.Expr) bool {
 		}
 	})
 	return found
+}
+
+// movingFunc tells whether the function or aggregation name is one moving marks.
+func movingFunc(name string) bool {
+	name = strings.ToLower(name)
+	if strings.HasPrefix(name, "range_") || strings.HasPrefix(name, "running_") {
+		return true
+	}
+	switch name {
+	case "start", "end", "now", "rand", "rand_normal", "rand_exponential", "interpolate", "keep_last_value", "keep_next_value",
+		"remove_resets", "smooth_exponential", "limit_offset",
+		"any", "limitk", "outliersk", "outliers_mad", "outliers_iqr", "topk_avg", "topk_max", "topk_min", "topk_median",
+		"topk_last", "bottomk_avg", "bottomk_max", "bottomk_min", "bottomk_median", "bottomk_last":
+		return true
+	}
+	return false
 }
 
 // incremental are the aggregations VictoriaMetrics does as it goes over a rollup of a selector.
@@ -171,8 +188,7 @@ type FanOut struct {
 	Points, Outer             int64
 	Group                     *Grouping
 	Alt, AtUnknown            bool
-	// Moving says what it reads depends on the range or time it is evaluated over besides each point's time (a
-	// subquery or count_values' arg that calls start(), end() or now()): a count of it bounds nothing.
+	// Moving says what it reads at a point depends on more than the point's time (moving): a count of it bounds nothing.
 	Moving bool
 }
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/VictoriaMetrics/metricsql"
 )
 
 // TestFanOuts: the functions that make several series of each series they read are listed with what they read, the
@@ -175,6 +177,40 @@ func TestMentionsFanOut(t *testing.T) {
 	} {
 		if got := mentionsFanOut(q); got != want {
 			t.Errorf("mentionsFanOut(%q) = %v; want %v", q, got, want)
+		}
+	}
+}
+
+// TestMoving: what a count of a subquery or of count_values' arg cannot count with a query of its own.
+func TestMoving(t *testing.T) {
+	for q, want := range map[string]bool{
+		`x and on() (end() == 1700000060)`:             true,
+		`x and on() (range_last(vector(time())) == 5)`: true,
+		`RUNNING_SUM(x)`:                               true,
+		`x and on() (rand(1) > 0.5)`:                   true,
+		`topk_max(1, x)`:                               true,
+		`sum(x) by (a) limit 1`:                        true,
+		`any(x) by (job)`:                              true,
+		`rate(x[5m] @ time())`:                         true,
+		`x @ end()`:                                    true,
+		`interpolate(x)`:                               true,
+		`max_over_time(now()[1h:1m])`:                  true,
+		`rate(x[5m])`:                                  false,
+		`x @ 1700000000`:                               false,
+		`topk(1, x)`:                                   false,
+		`time() - timestamp(x)`:                        false,
+		`x * step()`:                                   false,
+		`sort(x) offset 1h`:                            false,
+		`max_over_time(x[1h:1m])`:                      false,
+		`count_values("v", x)`:                         false,
+		`label_replace(x, "a", "$1", "b", "(.*)") > bool 0`: false,
+	} {
+		e, err := metricsql.Parse(q)
+		if err != nil {
+			t.Fatalf("%s: %s", q, err)
+		}
+		if got := moving(e); got != want {
+			t.Errorf("moving(%s) = %v; want %v", q, got, want)
 		}
 	}
 }
