@@ -177,10 +177,10 @@ func lookbackArgs(q, form url.Values) string {
 	return b.String()
 }
 
-// spanArgTwice is the first of start, end, step, time and the lookback args the request gives twice with different texts, in the URL and
-// the form together; "" when none. VictoriaMetrics reads one of them (the form's first), and the span judged is the
-// widest and finest of all: the counts of a subquery, or of count_values, must be of the very points the query is
-// evaluated at, which the multiples of one step are not of another (an attacker's review: a start off the step's
+// spanArgTwice is the first of start, end, step, time and the lookback args the request gives twice with different
+// texts, in the URL and the form together; "" when none. VictoriaMetrics reads one of them (the form's first), and the
+// span judged is the widest and finest of all: the counts of a subquery, or of count_values, must be of the very points
+// the query is evaluated at, which the multiples of one step are not of another (a review: a start off the step's
 // multiples in the form beside one on them in the URL).
 func spanArgTwice(q, form url.Values) string {
 	for _, k := range [...]string{"start", "end", "step", "time", "max_lookback", "lookback_delta"} {
