@@ -370,6 +370,9 @@ func TestCountValuesBounded(t *testing.T) {
 				{"dev's values off the step's multiples", "query_range", ranged(`count(count_values("v", hx and on() (vector(time()) % 8 == 3)))`,
 					start+3, "nocache", "1"), counted},
 				{"an arg of end()", "query_range", ranged(`count_values("v", hx and on() (end() > 0))`, start), "whose values depend on the range"},
+				// The subquery an instant query is runs as a range query at points its time and offset place.
+				{"an instant query's subquery", "query", url.Values{"query": {`count(count_values("v", hx))[1h:1s] offset 500ms`},
+					"time": {fmt.Sprint(end)}, "nocache": {"1"}}.Encode(), "directly in the subquery an instant query is"},
 				// The same off the multiples in the form, which VictoriaMetrics reads, beside a start on them in the URL.
 				{"two starts", fmt.Sprintf("query_range?start=%d", start), ranged(`count(count_values("v", hx and on() (vector(time()) % 8 == 3)))`,
 					start+3, "nocache", "1"), "gives start more than once"},
@@ -380,12 +383,28 @@ func TestCountValuesBounded(t *testing.T) {
 					t.Errorf("%s: %s; want refused on the count", tc.name, body)
 				}
 			}
-			// Two versions of 200 series: answered, as VictoriaMetrics answers it.
-			q := ranged(`count_values("version", vinfo)`, start)
-			code, body := post("query_range", q)
-			_, _, want := do(t, http.MethodGet, s.direct+q, nil)
-			if a, b := resultOf(t, body), resultOf(t, want); code != http.StatusOK || a != b || strings.Count(a, `"version"`) != 2 {
-				t.Errorf("the versions of 200 series: %d %.300s; directly %.300s; want the same two series", code, a, b)
+			// Two versions of 200 series: answered, as VictoriaMetrics answers it, over a range from a multiple of the
+			// step and over one as vmui sends it (fractions of a second off the multiples, which VictoriaMetrics with its
+			// cache on moves to them, 451 points from start, and the gateway too, so that the distinct values it counts
+			// are those; these backends run without their cache, and are asked the moved range).
+			versions := func(from, to string) string {
+				return url.Values{"query": {`count_values("version", vinfo)`}, "start": {from}, "end": {to}, "step": {"8s"}}.Encode()
+			}
+			hour := versions(fmt.Sprint(start), fmt.Sprint(start+3600))
+			for _, q := range [][2]string{{hour, hour}, {versions(fmt.Sprintf("%d.123", start), fmt.Sprintf("%d.123", start+3600)), hour}} {
+				code, body := post("query_range", q[0])
+				_, _, want := do(t, http.MethodGet, s.direct+q[1], nil)
+				if a, b := resultOf(t, body), resultOf(t, want); code != http.StatusOK || a != b || strings.Count(a, `"version"`) != 2 {
+					t.Errorf("the versions of 200 series (%s): %d %.300s; directly %.300s; want the same two series", q[0], code, a, b)
+				}
+			}
+			// A start VictoriaMetrics v1.151 reads 1 ms later than the gateway (.0005 s, rounded, where the gateway
+			// truncates), over an arg with values at fractions of a second only: the query goes upstream with the start
+			// the gateway read, at whole seconds, where the arg has none.
+			code, body := post("query_range", ranged(`count(count_values("v", hx and on() (vector(time()) % 1 > 0)))`, start, "start",
+				fmt.Sprintf("%d.0005", start), "step", "1", "nocache", "1"))
+			if code != http.StatusOK || resultOf(t, body) != "[]" {
+				t.Errorf("a start read 1 ms apart: %d %.300s; want answered at whole seconds, nothing", code, body)
 			}
 		})
 	}

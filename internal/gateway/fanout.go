@@ -161,6 +161,56 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 	return nil
 }
 
+// pinSpan sets a range query's start, end and step to the absolute times the gateway reads them as, in the URL alone,
+// when its query has count_values, which the gateway counts on the points VictoriaMetrics evaluates it at: a time
+// relative to now, or one VictoriaMetrics reads otherwise (v1.151 rounds `.0005` of a second to a millisecond, where
+// the float the gateway reads truncates), would move those points between the counts and the query (an attacker's
+// review: 1.1 GB of v1.151 from 10 series through each). Where VictoriaMetrics would move the start to a multiple of
+// the step (no nocache, 50 points or more: AdjustStartEnd), the gateway does, and the counts of those multiples then
+// count the distinct values too. It reports whether it changed q or form; a request giving one of them twice is left
+// to checkFanOut.
+func pinSpan(rt route.Route, q, form url.Values, now time.Time) bool {
+	if rt.API != "query_range" || q == nil || spanArgTwice(q, form) != "" {
+		return false
+	}
+	mentioned := false
+	for _, vs := range [2]url.Values{form, q} {
+		for _, text := range vs["query"] {
+			mentioned = mentioned || querylimits.MentionsCountValues(text)
+		}
+	}
+	if !mentioned {
+		return false
+	}
+	a, b, step, err := evalSpan(rt.API, q, form, now)
+	if err != nil || step <= 0 {
+		return false // refused or left to VictoriaMetrics as before
+	}
+	nocache := form.Get("nocache")
+	if nocache == "" {
+		nocache = q.Get("nocache")
+	}
+	switch strings.ToLower(nocache) {
+	case "", "0", "f", "false", "no": // httputil.GetBool
+		if points := (b-a)/step + 1; points >= 50 {
+			a -= a % step
+			if r := b % step; r > 0 {
+				b += step - r
+			}
+			for (b-a)/step+1 > points {
+				b -= step
+			}
+		}
+	}
+	for _, k := range [...]string{"start", "end", "step"} {
+		delete(form, k)
+	}
+	q.Set("start", vmSeconds(a))
+	q.Set("end", vmSeconds(b))
+	q.Set("step", vmSeconds(step))
+	return true
+}
+
 // lookbackArgs are the request's max_lookback and lookback_delta, as "&" and the args encoded: a count asks its query
 // with them, so that its selectors read back what the query's do.
 func lookbackArgs(q, form url.Values) string {
@@ -177,13 +227,13 @@ func lookbackArgs(q, form url.Values) string {
 	return b.String()
 }
 
-// spanArgTwice is the first of start, end, step, time and the lookback args the request gives twice with different
-// texts, in the URL and the form together; "" when none. VictoriaMetrics reads one of them (the form's first), and the
-// span judged is the widest and finest of all: the counts of a subquery, or of count_values, must be of the very points
-// the query is evaluated at, which the multiples of one step are not of another (a review: a start off the step's
-// multiples in the form beside one on them in the URL).
+// spanArgTwice is the first of start, end, step, time, the lookback args and nocache the request gives twice with
+// different texts, in the URL and the form together; "" when none. VictoriaMetrics reads one of them (the form's first),
+// and the span judged is the widest and finest of all: the counts of a subquery, or of count_values, must be of the very
+// points the query is evaluated at, which the multiples of one step are not of another (a review: a start off the
+// step's multiples in the form beside one on them in the URL).
 func spanArgTwice(q, form url.Values) string {
-	for _, k := range [...]string{"start", "end", "step", "time", "max_lookback", "lookback_delta"} {
+	for _, k := range [...]string{"start", "end", "step", "time", "max_lookback", "lookback_delta", "nocache"} {
 		first, seen := "", false
 		for _, vs := range [2]url.Values{form, q} {
 			for _, v := range vs[k] {
@@ -247,6 +297,11 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 				"its kin, limitk, any, a limit): the gateway cannot count the series it makes (-search.maxFanOutPoints) with a "+
 				"query of its own; use numbers or time() in place of the times, or take such calls out of it", f.Func, f.Source))
 		}
+		if f.InstantRange {
+			return httperr.New(http.StatusBadRequest, "count_values directly in the subquery an instant query is cannot be "+
+				"counted (-search.maxFanOutPoints): VictoriaMetrics runs that subquery as a range query at points the gateway "+
+				"does not know before it runs; send its query to /api/v1/query_range over the subquery's window and step")
+		}
 		if f.AtUnknown {
 			// The gate lets through only the times compileAt resolves; should one not be, what the function reads is
 			// not known.
@@ -299,10 +354,15 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 	if len(probes) == 0 || count == nil {
 		return nil
 	}
-	if len(probes) > measureMax {
+	// A call repeated is counted once (fanCounterFor keeps the answers), and held as often as it is repeated.
+	distinct := map[string]bool{}
+	for _, p := range probes {
+		distinct[p.q+" @"+p.at] = true
+	}
+	if len(distinct) > measureMax {
 		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query has %d calls of %s whose series the gateway would count "+
 			"(-search.maxFanOutPoints); at most %d are counted for one query: aggregate them, or split the query",
-			len(probes), strings.Join(names, " and "), measureMax))
+			len(distinct), strings.Join(names, " and "), measureMax))
 	}
 	err := count(func(ask func(q, at string) (float64, error)) error {
 		for _, p := range probes {

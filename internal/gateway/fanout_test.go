@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand"
 	"net/http"
 	"net/url"
@@ -171,6 +172,13 @@ func TestCheckFanOut(t *testing.T) {
 				`sum(distinct_over_time((x)[4740000ms:60000ms])) @1700000120.000`}, "count_values in the query would make 40000 series"},
 		// An instant query's count_values makes no more series than its arg: not counted.
 		{"count_values, instant", instant, url.Values{"query": {`count_values("v", x)`}, "time": {"1700000000"}}, nil, nil, ""},
+		// The subquery an instant query is runs as a range query over its window, at points the request's time and
+		// offset place; a count_values under a function inside it is in a subquery of that range.
+		{"count_values in an instant subquery", instant, url.Values{"query": {`count(count_values("v", x))[1h:1s] offset 500ms`},
+			"time": {"1700000000"}}, nil, nil, "count_values directly in the subquery an instant query is"},
+		{"count_values deeper in an instant subquery", instant, url.Values{"query": {`max_over_time(count_values("v", x)[5m:1m])[1h:1m]`},
+			"time": {"1700000000"}}, []float64{10},
+			[]string{`sum(count_over_time((x)[4860000ms:60000ms])) @1700000180.000`}, ""},
 		// An arg whose values depend on the range cannot be counted by another query.
 		{"count_values of end()", ranged, hour(`count_values("v", x and on() (end() == 1700000000))`), nil, nil,
 			"count_values in the query reads x and on() (end() == 1700000000), whose values depend on the range"},
@@ -294,8 +302,23 @@ func TestCheckFanOut(t *testing.T) {
 	if err := checkFanOut(ranged, hour(`histogram_over_time(x[5m])`), nil, nil, l, now, counting(&asked, context.Canceled)); !errors.Is(err, errGoneInQueue) {
 		t.Errorf("client gone: %v", err)
 	}
+	// The same call repeated is asked of the counter as often (which asks the backends once: fanCounterFor), and held
+	// as often: 9 × 10 series of 451 points pass, 9 × 4,000 do not.
+	same := strings.TrimSuffix(strings.Repeat(`count(count_values("v", x)) + `, measureMax+1), " + ")
+	for _, n := range []float64{10 * 451, 4000 * 451} {
+		asked = nil
+		nines := []float64{n, n, n, n, n, n, n, n, n, n, n, n, n, n, n, n, n, n}
+		err := checkFanOut(ranged, hour(same), nil, nil, l, now, counting(&asked, nil, nines...))
+		if n == 10*451 && (err != nil || len(asked) != 9) || n > 10*451 && (err == nil || !strings.Contains(err.Error(), "would make")) {
+			t.Errorf("nine of one count_values over %v points: %v, asked %d", n, err, len(asked))
+		}
+	}
 	// More calls than are counted for one query.
-	nine := strings.TrimSuffix(strings.Repeat(`histogram_over_time(x[5m]) + `, measureMax+1), " + ")
+	var calls []string
+	for i := range measureMax + 1 {
+		calls = append(calls, fmt.Sprintf(`histogram_over_time(x%d[5m])`, i))
+	}
+	nine := strings.Join(calls, " + ")
 	if err := checkFanOut(ranged, hour(nine), nil, nil, l, now, counting(&asked, nil)); err == nil || !strings.Contains(err.Error(), "at most 8 are counted") {
 		t.Errorf("nine calls: %v", err)
 	}
@@ -317,6 +340,50 @@ func TestVMSeconds(t *testing.T) {
 		d, derr := strconv.ParseInt((frac + "000")[:3], 10, 64)
 		if err != nil || werr != nil || derr != nil || int64(f*1e3) != m || w*1000+d != m {
 			t.Fatalf("vmSeconds(%d) = %q: read back as %d and %d", m, s, int64(f*1e3), w*1000+d)
+		}
+	}
+}
+
+// TestPinSpan: a range query with count_values goes upstream with the start, end and step the gateway counted it at,
+// absolute, in the URL alone, moved to the step's multiples where VictoriaMetrics would move them.
+func TestPinSpan(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	ranged := route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}
+	instant := route.Route{API: "query", Kind: route.Read, Args: route.QueryArg}
+	cv := `count_values("v", x)`
+	for _, tc := range []struct {
+		name     string
+		rt       route.Route
+		q, form  url.Values
+		want     string // q encoded after the pin; "" when not pinned
+		wantForm string
+	}{
+		// 450 points from 3.5 s past a multiple of 8 s: to the multiple before, and 450 points.
+		{"off the multiples", ranged, url.Values{"query": {cv}, "start": {"1699996403.5"}, "end": {"1700000000"}, "step": {"8"}}, nil,
+			"end=1699999992&query=" + url.QueryEscape(cv) + "&start=1699996400&step=8", ""},
+		{"nocache", ranged, url.Values{"query": {cv}, "start": {"1699996403.5"}, "end": {"1700000000"}, "step": {"8s"}, "nocache": {"1"}}, nil,
+			"end=1700000000&nocache=1&query=" + url.QueryEscape(cv) + "&start=1699996403.5&step=8", ""},
+		{"nocache=false", ranged, url.Values{"query": {cv}, "start": {"1699996403.5"}, "end": {"1700000000"}, "step": {"8"}, "nocache": {"False"}}, nil,
+			"end=1699999992&nocache=False&query=" + url.QueryEscape(cv) + "&start=1699996400&step=8", ""},
+		{"under 50 points", ranged, url.Values{"query": {cv}, "start": {"1699999903.5"}, "end": {"1700000000"}, "step": {"8"}}, nil,
+			"end=1700000000&query=" + url.QueryEscape(cv) + "&start=1699999903.5&step=8", ""},
+		// A time relative to now, and .0005 s, which v1.151 reads as 1 ms, made absolute as the gateway reads them.
+		{"relative", ranged, url.Values{"query": {cv}, "start": {"1699996400.0005"}, "end": {"now"}, "step": {"1"}, "nocache": {"1"}}, nil,
+			"end=1700000000&nocache=1&query=" + url.QueryEscape(cv) + "&start=1699996400&step=1", ""},
+		// The form's start, end and step go: the URL's are the ones read.
+		{"in the form", ranged, url.Values{}, url.Values{"query": {cv}, "start": {"1699996400"}, "end": {"1700000000"}, "step": {"8"}},
+			"end=1700000000&start=1699996400&step=8", "query=" + url.QueryEscape(cv)},
+		{"no count_values", ranged, url.Values{"query": {`rate(x[5m])`}, "start": {"1699996403.5"}, "end": {"1700000000"}, "step": {"8"}}, nil, "", ""},
+		{"instant", instant, url.Values{"query": {cv}, "time": {"1699996403.5"}}, nil, "", ""},
+		{"two starts", ranged, url.Values{"query": {cv}, "start": {"1699996403.5", "1699996400"}, "end": {"1700000000"}, "step": {"8"}}, nil, "", ""},
+	} {
+		before := tc.q.Encode()
+		pinned := pinSpan(tc.rt, tc.q, tc.form, now)
+		switch {
+		case tc.want == "" && (pinned || tc.q.Encode() != before):
+			t.Errorf("%s: pinned to %s; want as sent", tc.name, tc.q.Encode())
+		case tc.want != "" && (!pinned || tc.q.Encode() != tc.want || tc.form.Encode() != tc.wantForm):
+			t.Errorf("%s: %v %s, form %s; want %s, form %s", tc.name, pinned, tc.q.Encode(), tc.form.Encode(), tc.want, tc.wantForm)
 		}
 	}
 }

@@ -190,6 +190,10 @@ type FanOut struct {
 	Alt, AtUnknown            bool
 	// Moving says what it reads at a point depends on more than the point's time (moving): a count of it bounds nothing.
 	Moving bool
+	// InstantRange marks a count_values directly in the subquery an instant query is: /api/v1/query runs that
+	// subquery's query as a range query over its window (QueryHandler's IsRollup), whose points are the multiples of its
+	// step only where the request's time and the offset are (an attacker's review: `[1h:1s] offset 500ms`).
+	InstantRange bool
 }
 
 // FanOuts lists the functions of q that make several series of each series they read, walked as SubqueryWork walks q
@@ -249,5 +253,5 @@ func (w *walk) countValues(n *node, a, b, step int64) {
 	}
 	*w.fans = append(*w.fans, FanOut{Func: f.name, Args: f.args, Label: f.label, Source: f.src, Most: f.most, ByData: true,
 		Subquery: inner > 0, From: a, To: b, Step: step, Inner: inner, Points: (b-a)/step + 1, Outer: w.outer, Alt: w.alt,
-		AtUnknown: w.atUnknown > 0, Moving: f.moving})
+		AtUnknown: w.atUnknown > 0, Moving: f.moving, InstantRange: w.rootSubquery && w.aligned == 1})
 }

@@ -508,8 +508,9 @@ type walk struct {
 	// VictoriaMetrics still holds the node's own.
 	outer int64
 	// aligned counts the subqueries above the node walked: inside one, VictoriaMetrics evaluates at the multiples of
-	// its step.
-	aligned int
+	// its step. rootSubquery says the walk's root is the subquery an instant query is, which is not so (countValues).
+	aligned      int
+	rootSubquery bool
 }
 
 // span adds to w what n reads when evaluated over [a, b] at step.
@@ -908,7 +909,8 @@ func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compile
 		if err == nil {
 			var unresolved string
 			if root := compile(e, 0, &unresolved); has(&root) {
-				c = &compiled{root: root}
+				re, ok := e.(*metricsql.RollupExpr)
+				c = &compiled{root: root, rangeRoot: ok && re.Window != nil}
 			}
 		}
 		if len(q) <= cacheMaxQueryLen {
@@ -924,11 +926,12 @@ func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compile
 	}
 	cw := countWalk(now, rng.SampleInterval)
 	cw.windows, cw.fans = rng.Windows, rng.fans
+	cw.rootSubquery = instant && c.rangeRoot
 	cw.span(&c.root, a, b, step)
 	if r := &c.root; instant && r.kind == kindRollup {
 		if reading, changed := instantReading(r, step); changed {
 			wa := countWalk(now, rng.SampleInterval)
-			wa.windows, wa.fans, wa.alt = rng.Windows, rng.fans, true
+			wa.windows, wa.fans, wa.alt, wa.rootSubquery = rng.Windows, rng.fans, true, cw.rootSubquery
 			wa.span(&reading, a, b, step)
 			alt = &wa
 		}
@@ -1041,7 +1044,12 @@ func isASCII(s string) bool {
 }
 
 // compiled is a query's span tree, as CountValues caches it.
-type compiled struct{ root node }
+// rangeRoot says the query is a window over anything alone, which /api/v1/query runs as a range query over it
+// (QueryHandler's IsRollup), not as a subquery.
+type compiled struct {
+	root      node
+	rangeRoot bool
+}
 
 // nothingCounted stands in the cache for a query without count_values, or one that does not parse.
 var nothingCounted = &compiled{}
