@@ -325,6 +325,11 @@ func TestCountValuesBounded(t *testing.T) {
 			fmt.Fprintf(&versions, "vinfo{team=\"dev\",i=\"%d\"} %d %d000\n", i, 1+i%2, ts)
 		}
 	}
+	for i := range 600 {
+		for ts := end - 4200; ts <= end; ts += 10 {
+			fmt.Fprintf(&versions, "fleet{team=\"dev\",i=\"%d\"} 1 %d000\n", i, ts)
+		}
+	}
 	data := fanOutData("dev", 12, end) + fanOutData("ops", 40, end) + versions.String()
 	limit := "-search.maxFanOutPoints=2000000"
 	for _, v := range []struct {
@@ -338,8 +343,8 @@ func TestCountValuesBounded(t *testing.T) {
 			rc.importDirect(t, "3", data)
 			vmtest.Eventually(t, func() (bool, string) {
 				rc.c.Flush(t)
-				_, _, b := do(t, http.MethodGet, rc.c.Select.URL+"/select/3/prometheus/api/v1/query?query=count(count_over_time(%7B__name__%3D~%22hx%7Cvinfo%22%7D[2h]))", nil)
-				return strings.Contains(b, `"252"`), "tenant 3 counts " + b
+				_, _, b := do(t, http.MethodGet, rc.c.Select.URL+"/select/3/prometheus/api/v1/query?query=count(count_over_time(%7B__name__%3D~%22hx%7Cvinfo%7Cfleet%22%7D[2h]))", nil)
+				return strings.Contains(b, `"852"`), "tenant 3 counts " + b
 			})
 			return fanOutSetup{g: rc.g, prefix: "/select/3:0/prometheus", direct: rc.c.Select.URL + "/select/3/prometheus/api/v1/query_range?extra_label=team=dev&",
 				devTok: clusterToken(t, auth.VMAccess{Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}})}
@@ -349,8 +354,8 @@ func TestCountValuesBounded(t *testing.T) {
 			s := v.start(t)
 			if v.name != "cluster" {
 				vmtest.Eventually(t, func() (bool, string) {
-					_, _, body := do(t, http.MethodGet, s.vm+"/api/v1/query?query=count(count_over_time(vinfo[2h]))", nil)
-					return strings.Contains(body, `"200"`), "vinfo counts " + body
+					_, _, body := do(t, http.MethodGet, s.vm+"/api/v1/query?query=count(count_over_time(%7B__name__%3D~%22vinfo%7Cfleet%22%7D[2h]))", nil)
+					return strings.Contains(body, `"800"`), "vinfo and fleet count " + body
 				})
 			}
 			post := func(api, args string) (int, string) {
@@ -398,10 +403,20 @@ func TestCountValuesBounded(t *testing.T) {
 					t.Errorf("the versions of 200 series (%s): %d %.300s; directly %.300s; want the same two series", q[0], code, a, b)
 				}
 			}
+			// A fleet of 600 hosts of one version over an hour at 1 s: past the bound on each series' one value (600
+			// series of 3,601 points), one across them, which 1.79.5 cannot count (no count_values_over_time).
+			fleet := ranged(`count_values("version", fleet)`, start, "step", "1")
+			code, body := post("query_range", fleet)
+			if v.name == "1.79.5" {
+				checkClusterError(t, "a fleet's version", code, body, http.StatusBadRequest, "count_values in the query would make 600 series")
+			} else if _, _, want := do(t, http.MethodGet, s.direct+fleet, nil); code != http.StatusOK || resultOf(t, body) != resultOf(t, want) ||
+				strings.Count(resultOf(t, body), `"version"`) != 1 {
+				t.Errorf("a fleet's version: %d %.300s; want answered as directly, one series", code, body)
+			}
 			// A start VictoriaMetrics v1.151 reads 1 ms later than the gateway (.0005 s, rounded, where the gateway
 			// truncates), over an arg with values at fractions of a second only: the query goes upstream with the start
 			// the gateway read, at whole seconds, where the arg has none.
-			code, body := post("query_range", ranged(`count(count_values("v", hx and on() (vector(time()) % 1 > 0)))`, start, "start",
+			code, body = post("query_range", ranged(`count(count_values("v", hx and on() (vector(time()) % 1 > 0)))`, start, "start",
 				fmt.Sprintf("%d.0005", start), "step", "1", "nocache", "1"))
 			if code != http.StatusOK || resultOf(t, body) != "[]" {
 				t.Errorf("a start read 1 ms apart: %d %.300s; want answered at whole seconds, nothing", code, body)

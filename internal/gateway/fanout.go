@@ -3,6 +3,7 @@ package gateway
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -47,9 +48,13 @@ var (
 //
 // grid, when set, is a count asked at gridAt, a range (start:end:step, ask), that bounds the series too, on the points
 // of a range query that are not the multiples of its step, which q and exact count: the larger of the two is made.
+//
+// closer, when set, is a count closer than exact, asked where exact is still past the bound and affordable says its
+// answer may be built to count it; a backend that refuses it leaves exact's count.
 type fanProbe struct {
 	q, exact, guard, at string
 	grid, gridAt        string
+	closer              string
 	mult                float64
 	cost, span          int64
 }
@@ -76,6 +81,17 @@ func (p fanProbe) made(ask func(q, at string) (float64, error), past, affordable
 			return 0, err
 		}
 		m = min(m, n)
+		if p.closer != "" && past(m) && affordable(n) {
+			// A backend without its function refuses it (1.79.5): the exact count stands then.
+			c, err := ask(p.closer, p.at)
+			var refused countError
+			switch {
+			case err == nil:
+				m = min(m, c)
+			case !errors.As(err, &refused):
+				return 0, err
+			}
+		}
 	}
 	if p.grid != "" {
 		if n, err = ask(p.grid, p.gridAt); err != nil {
@@ -538,13 +554,29 @@ func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
 // as a range query (grid): an arg's series may be there at those points only (`x and on() (vector(time()) % 60 == 7)`).
 // Where that is past the bound, the distinct values of each series of the arg at those points, added up, bound them
 // closer (exact: `count_values("version", build_info)` makes a series of each version, not of each point), as
-// distinct_over_time counts them, equal as count_values' are (1.79.5 has no count_values_over_time).
+// distinct_over_time counts them, equal as count_values' are; and where that is still past it, the distinct values
+// across the series (closer: a fleet's 6,000 hosts of one version make one series, not 6,000), as
+// count_values_over_time makes them, which 1.79.5 does not have.
 func probeCountValues(f querylimits.FanOut) fanProbe {
 	span := f.To - f.From + 2*f.Step
 	src := fmt.Sprintf("(%s)[%dms:%dms]", f.Source, span, f.Step)
 	p := fanProbe{q: "sum(count_over_time(" + src + "))", at: fmt.Sprintf("%.3f", float64(f.To+f.Step)/1e3), mult: 1,
 		cost: fanCost(f), span: span}
 	p.exact = "sum(distinct_over_time(" + src + "))"
+	// Across the series of each of its groups: a series of each distinct value of each, one point each, grouped by the
+	// value and count_values' own grouping (less its label, as VictoriaMetrics does; an unknown label is kept, which
+	// counts more groups).
+	m := metricsql.ModifierExpr{Op: "by", Args: []string{"vmgateway_value"}}
+	if g := f.ValuesBy; g != nil && g.Op == "without" {
+		m = metricsql.ModifierExpr{Op: "without", Args: g.Labels}
+	} else if g != nil && g.Op == "by" {
+		for _, l := range g.Labels {
+			if l != f.Label || f.Label == "" {
+				m.Args = append(m.Args, l)
+			}
+		}
+	}
+	p.closer = "count(count " + string(m.AppendString(nil)) + ` (count_values_over_time("vmgateway_value", ` + src + `)))`
 	if !f.Subquery && f.From%f.Step != 0 {
 		p.grid, p.gridAt = "count("+f.Source+")", vmSeconds(f.From)+":"+vmSeconds(f.To)+":"+vmSeconds(f.Step)
 	}

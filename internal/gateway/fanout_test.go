@@ -154,10 +154,26 @@ func TestCheckFanOut(t *testing.T) {
 		{"count_values, many points of few values", ranged, hour(`count(count_values("v", x))`), []float64{300 * 451, 300},
 			[]string{`sum(count_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
 				`sum(distinct_over_time((x)[3616000ms:8000ms])) @1700000008.000`}, ""},
-		{"count_values, many points of as many values", ranged, hour(`count(count_values("v", x))`), []float64{300 * 451, 300 * 451},
+		// Past the bound on each series' values too, counted across the series (50,000 series of one version are one).
+		{"count_values, many points of as many values", ranged, hour(`count(count_values("v", x))`), []float64{300 * 451, 300 * 451, 300 * 400},
 			[]string{`sum(count_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
-				`sum(distinct_over_time((x)[3616000ms:8000ms])) @1700000008.000`},
-			"count_values in the query would make 135300 series"},
+				`sum(distinct_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
+				`count(count by(vmgateway_value) (count_values_over_time("vmgateway_value", (x)[3616000ms:8000ms]))) @1700000008.000`},
+			"count_values in the query would make 120000 series"},
+		// Within each of its groups, less its own label, as VictoriaMetrics groups them.
+		{"count_values by job", ranged, hour(`count_values("v", x) by (job, v)`), []float64{50000 * 451, 50000, 20},
+			[]string{`sum(count_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
+				`sum(distinct_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
+				`count(count by(vmgateway_value,job) (count_values_over_time("vmgateway_value", (x)[3616000ms:8000ms]))) @1700000008.000`}, ""},
+		{"count_values without i", ranged, hour(`count_values("v", x) without (i)`), []float64{50000 * 451, 50000, 20},
+			[]string{`sum(count_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
+				`sum(distinct_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
+				`count(count without(i) (count_values_over_time("vmgateway_value", (x)[3616000ms:8000ms]))) @1700000008.000`}, ""},
+		{"count_values of one value across the series", ranged, hour(`count_values("v", x)`), []float64{50000 * 451, 50000, 1},
+			[]string{`sum(count_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
+				`sum(distinct_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
+				`count(count by(vmgateway_value) (count_values_over_time("vmgateway_value", (x)[3616000ms:8000ms]))) @1700000008.000`}, ""},
+		// Too many distinct values to build a series of each to count them across the series (3.3e7 points): not asked.
 		{"count_values of a rate", ranged, hour(`count_values("v", rate(x[5m]))`), []float64{1e6, 999_000},
 			[]string{`sum(count_over_time((rate(x[5m]))[3616000ms:8000ms])) @1700000008.000`,
 				`sum(distinct_over_time((rate(x[5m]))[3616000ms:8000ms])) @1700000008.000`}, "count_values in the query would make 999000 series"},
@@ -167,9 +183,10 @@ func TestCheckFanOut(t *testing.T) {
 			"end": {"1700000000"}, "step": {"8"}}, []float64{10, 100 * 450},
 			[]string{`sum(count_over_time((x)[3613000ms:8000ms])) @1700000008.000`, `count(x) @1699996403:1700000000:8`}, "count_values in the query would make 45000 series"},
 		// Inside a subquery, at its points: 78 of them a series, each rolled up at the range's 451.
-		{"count_values inside a subquery", ranged, hour(`max_over_time(count_values("v", x)[10m:1m])`), []float64{40000, 40000},
+		{"count_values inside a subquery", ranged, hour(`max_over_time(count_values("v", x)[10m:1m])`), []float64{40000, 40000, 40000},
 			[]string{`sum(count_over_time((x)[4740000ms:60000ms])) @1700000120.000`,
-				`sum(distinct_over_time((x)[4740000ms:60000ms])) @1700000120.000`}, "count_values in the query would make 40000 series"},
+				`sum(distinct_over_time((x)[4740000ms:60000ms])) @1700000120.000`,
+				`count(count by(vmgateway_value) (count_values_over_time("vmgateway_value", (x)[4740000ms:60000ms]))) @1700000120.000`}, "count_values in the query would make 40000 series"},
 		// An instant query's count_values makes no more series than its arg: not counted.
 		{"count_values, instant", instant, url.Values{"query": {`count_values("v", x)`}, "time": {"1700000000"}}, nil, nil, ""},
 		// The subquery an instant query is runs as a range query over its window, at points the request's time and

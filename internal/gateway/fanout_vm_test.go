@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand"
@@ -63,6 +64,8 @@ func TestFanOutCountsAtLeastTheSeriesMade(t *testing.T) {
 		{`count_values("v", hx{i=~"[0-3]"})`, false, 0, false},
 		{`count_values("v", hx{i=~"1[01]"})`, false, 0, false},
 		{`count_values("v", round(hx, 1e9)) by (job)`, false, 0, false},
+		{`count_values("v", round(hx, 1e9)) without (i)`, false, 0, false},
+		{`count_values("job", round(hx, 1e9)) by (job, i)`, false, 0, false},
 		{`max_over_time(count_values("v", hx{i=~"[0-3]"})[10m:1m])`, false, 0, false},
 		{`count_values("v", hx{i=~"[0-3]"})`, false, 3000, false},
 		{`count_values("v", hx{i=~"[0-3]"})`, false, 3000, true},
@@ -96,7 +99,12 @@ func TestFanOutCountsAtLeastTheSeriesMade(t *testing.T) {
 					p := probeFanOut(fans[0], 1)
 					ask := func(q, at string) (float64, error) {
 						ans, err := g.ask(context.Background(), all, q, at, 1<<20)
-						// An exact count that answered nothing counts 0, fewer than VictoriaMetrics makes.
+						// An exact count that answered nothing counts 0, fewer than VictoriaMetrics makes. 1.79.5 refuses
+						// count_values' closer count, which leaves its exact one.
+						var refused countError
+						if q == p.closer && errors.As(err, &refused) {
+							return 0, err
+						}
 						if err != nil || len(ans) > 1 {
 							t.Fatalf("%s: count %s: %+v %v", tc.q, q, ans, err)
 						}

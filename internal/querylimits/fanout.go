@@ -40,6 +40,8 @@ type fanNode struct {
 	group *Grouping
 	// moving says what it reads depends on the range or time it is evaluated over (moving).
 	moving bool
+	// valuesBy is count_values' own grouping, within each group of which it counts the distinct values apart.
+	valuesBy *Grouping
 }
 
 // Grouping is an aggregation by or without labels (Op "", "by" or "without", Labels). Its limit, if any, is not kept:
@@ -190,6 +192,8 @@ type FanOut struct {
 	Alt, AtUnknown            bool
 	// Moving says what it reads at a point depends on more than the point's time (moving): a count of it bounds nothing.
 	Moving bool
+	// ValuesBy is count_values' grouping (its by or without): it makes a series of each distinct value of each group.
+	ValuesBy *Grouping
 	// InstantRange marks a count_values directly in the subquery an instant query is: /api/v1/query runs that
 	// subquery's query as a range query over its window (QueryHandler's IsRollup), whose points are the multiples of its
 	// step only where the request's time and the offset are (an attacker's review: `[1h:1s] offset 500ms`).
@@ -253,5 +257,5 @@ func (w *walk) countValues(n *node, a, b, step int64) {
 	}
 	*w.fans = append(*w.fans, FanOut{Func: f.name, Args: f.args, Label: f.label, Source: f.src, Most: f.most, ByData: true,
 		Subquery: inner > 0, From: a, To: b, Step: step, Inner: inner, Points: (b-a)/step + 1, Outer: w.outer, Alt: w.alt,
-		AtUnknown: w.atUnknown > 0, Moving: f.moving, InstantRange: w.rootSubquery && w.aligned == 1})
+		AtUnknown: w.atUnknown > 0, Moving: f.moving, InstantRange: w.rootSubquery && w.aligned == 1, ValuesBy: f.valuesBy})
 }

@@ -21,7 +21,7 @@ func TestFanOuts(t *testing.T) {
 	sub := start - 3_600_000 - staleness - 60_000
 	cv := func(args, label, src string, from, to, step int64, aligned bool, points, outer int64) FanOut {
 		f := FanOut{Func: "count_values", Args: args, Label: label, Source: src, Most: maxValuesCounted, ByData: true,
-			Subquery: aligned, From: from, To: to, Step: step, Points: points, Outer: outer}
+			Subquery: aligned, From: from, To: to, Step: step, Points: points, Outer: outer, ValuesBy: &Grouping{}}
 		if aligned {
 			f.Inner = step
 		}
@@ -115,7 +115,11 @@ func TestFanOuts(t *testing.T) {
 		// count_values: a series of each value its arg takes at its points, each as long as them; the range's own
 		// points at the top, a subquery's (multiples of its step) inside one, and the inner one first.
 		{`count(count_values("v", x))`, []FanOut{cv(`"v", `, "v", `x`, start, end, step, false, points, 0)}},
-		{`count_values("v", rate(x[5m])) by (job)`, []FanOut{cv(`"v", `, "v", `rate(x[5m])`, start, end, step, false, points, 0)}},
+		{`count_values("v", rate(x[5m])) by (job)`, []FanOut{func() FanOut {
+			f := cv(`"v", `, "v", `rate(x[5m])`, start, end, step, false, points, 0)
+			f.ValuesBy = by("job")
+			return f
+		}()}},
 		{`max_over_time(count_values("v", x)[10m:1s])`, []FanOut{cv(`"v", `, "v", `x`, start-600_000-staleness-1_000,
 			end+1_000, 1_000, true, (2*600_000+staleness+2_000+3_000_000)/1_000+1, points)}},
 		{`count_values("a", count_values("b", x))`, []FanOut{cv(`"b", `, "b", `x`, start, end, step, false, points, 0),
@@ -142,11 +146,14 @@ func TestFanOuts(t *testing.T) {
 func deref(fs []FanOut) string {
 	var b strings.Builder
 	for _, f := range fs {
-		g := f.Group
-		f.Group = nil
+		g, v := f.Group, f.ValuesBy
+		f.Group, f.ValuesBy = nil, nil
 		fmt.Fprintf(&b, "%+v", f)
 		if g != nil {
 			fmt.Fprintf(&b, " group %+v", *g)
+		}
+		if v != nil {
+			fmt.Fprintf(&b, " values by %+v", *v)
 		}
 		b.WriteString("; ")
 	}
