@@ -566,7 +566,7 @@ func probeCountValues(f querylimits.FanOut) fanProbe {
 	// Across the series of each of its groups: a series of each distinct value of each, one point each, grouped by the
 	// value and count_values' own grouping (less its label, as VictoriaMetrics does; an unknown label is kept, which
 	// counts more groups).
-	m := metricsql.ModifierExpr{Op: "by", Args: []string{"vmgateway_value"}}
+	m := metricsql.ModifierExpr{Op: "by", Args: []string{"distinct_value"}}
 	if g := f.ValuesBy; g != nil && g.Op == "without" {
 		m = metricsql.ModifierExpr{Op: "without", Args: g.Labels}
 	} else if g != nil && g.Op == "by" {
@@ -576,7 +576,7 @@ func probeCountValues(f querylimits.FanOut) fanProbe {
 			}
 		}
 	}
-	p.closer = "count(count " + string(m.AppendString(nil)) + ` (count_values_over_time("vmgateway_value", ` + src + `)))`
+	p.closer = "count(count " + string(m.AppendString(nil)) + ` (count_values_over_time("distinct_value", ` + src + `)))`
 	if !f.Subquery && f.From%f.Step != 0 {
 		p.grid, p.gridAt = "count("+f.Source+")", vmSeconds(f.From)+":"+vmSeconds(f.To)+":"+vmSeconds(f.Step)
 	}
