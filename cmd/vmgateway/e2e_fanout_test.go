@@ -370,10 +370,6 @@ func TestCountValuesBounded(t *testing.T) {
 				{"dev's values", "query_range", ranged(`count(count_values("v", hx))`, start), counted},
 				{"dev's values inside a subquery", "query", url.Values{"query": {`max_over_time(count_values("v", hx)[10m:1s])`},
 					"time": {fmt.Sprint(end)}}.Encode(), counted},
-				// The arg has values at the range's own points only (start is 3 s past a multiple of the step), none at the
-				// multiples of the step, where a subquery would count them.
-				{"dev's values off the step's multiples", "query_range", ranged(`count(count_values("v", hx and on() (vector(time()) % 8 == 3)))`,
-					start+3, "nocache", "1"), counted},
 				{"an arg of end()", "query_range", ranged(`count_values("v", hx and on() (end() > 0))`, start), "whose values depend on the range"},
 				// The subquery an instant query is runs as a range query at points its time and offset place.
 				{"an instant query's subquery", "query", url.Values{"query": {`count(count_values("v", hx))[1h:1s] offset 500ms`},
@@ -412,6 +408,19 @@ func TestCountValuesBounded(t *testing.T) {
 			} else if _, _, want := do(t, http.MethodGet, s.direct+fleet, nil); code != http.StatusOK || resultOf(t, body) != resultOf(t, want) ||
 				strings.Count(resultOf(t, body), `"version"`) != 1 {
 				t.Errorf("a fleet's version: %d %.300s; want answered as directly, one series", code, body)
+			}
+			// An arg with values at points 3 s past the step's multiples only, from a start there, with nocache: the
+			// query goes upstream from the multiple before, where the gateway counted it, and the arg has none.
+			code, body = post("query_range", ranged(`count(count_values("v", hx and on() (vector(time()) % 8 == 3)))`, start+3, "nocache", "1"))
+			if code != http.StatusOK || resultOf(t, body) != "[]" {
+				t.Errorf("values off the step's multiples: %d %.300s; want answered at the multiples, nothing", code, body)
+			}
+			// An instant query whose latency_offset would have VictoriaMetrics (v1.151, v1.150) evaluate it an hour
+			// earlier than the gateway counted it, where the arg has values: it goes upstream with its time and nocache.
+			code, body = post("query", url.Values{"query": {fmt.Sprintf(`max_over_time(count_values("v", hx and on() (vector(time()) < %d))[30m:1s])`, end-3300)},
+				"time": {fmt.Sprint(end)}, "latency_offset": {fmt.Sprintf("%ds", time.Now().Unix()-end+3600)}}.Encode())
+			if code != http.StatusOK || resultOf(t, body) != "[]" {
+				t.Errorf("an instant query moved by its latency offset: %d %.300s; want answered at its time, nothing", code, body)
 			}
 			// A start VictoriaMetrics v1.151 reads 1 ms later than the gateway (.0005 s, rounded, where the gateway
 			// truncates), over an arg with values at fractions of a second only: the query goes upstream with the start

@@ -177,46 +177,48 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 	return nil
 }
 
-// pinSpan sets a range query's start, end and step to the absolute times the gateway reads them as, in the URL alone,
-// when its query has count_values, which the gateway counts on the points VictoriaMetrics evaluates it at: a time
-// relative to now, or one VictoriaMetrics reads otherwise (v1.151 rounds `.0005` of a second to a millisecond, where
-// the float the gateway reads truncates), would move those points between the counts and the query (an attacker's
-// review: 1.1 GB of v1.151 from 10 series through each). Where VictoriaMetrics would move the start to a multiple of
-// the step (no nocache, 50 points or more: AdjustStartEnd), the gateway does, and the counts of those multiples then
-// count the distinct values too. It reports whether it changed q or form; a request giving one of them twice is left
-// to checkFanOut.
+// pinSpan sets when a query whose calls the gateway counts is evaluated to the absolute times the gateway counted
+// them at, in the URL alone: a time relative to now is read by VictoriaMetrics after the counts, a time it reads
+// otherwise (v1.151 rounds `.0005` of a second to a millisecond, where the float the gateway reads truncates) or moves
+// (an instant query within latency_offset of now, unless nocache) puts its points elsewhere than the counts' (attackers'
+// reviews: 1.1 GB of v1.151 from 10 series through each). An instant query gets its time and nocache=1; a range query
+// with count_values, which the gateway counts on the step's multiples, its start, end and step, moved to the multiples
+// as VictoriaMetrics moves them with its cache on (AdjustStartEnd), and always: by less than a step, and the distinct
+// values are counted. It reports whether it changed q or form; a request giving one of them twice is left to
+// checkFanOut.
 func pinSpan(rt route.Route, q, form url.Values, now time.Time) bool {
-	if rt.API != "query_range" || q == nil || spanArgTwice(q, form) != "" {
+	if rt.API != "query_range" && rt.API != "query" || q == nil || spanArgTwice(q, form) != "" {
 		return false
 	}
-	mentioned := false
+	counted, countValues := false, false
 	for _, vs := range [2]url.Values{form, q} {
 		for _, text := range vs["query"] {
-			mentioned = mentioned || querylimits.MentionsCountValues(text)
+			counted = counted || querylimits.MentionsFanOut(text)
+			countValues = countValues || strings.Contains(text, `\`) || querylimits.MentionsCountValues(text)
 		}
 	}
-	if !mentioned {
+	if !counted || rt.API == "query_range" && !countValues {
 		return false
 	}
 	a, b, step, err := evalSpan(rt.API, q, form, now)
 	if err != nil || step <= 0 {
 		return false // refused or left to VictoriaMetrics as before
 	}
-	nocache := form.Get("nocache")
-	if nocache == "" {
-		nocache = q.Get("nocache")
-	}
-	switch strings.ToLower(nocache) {
-	case "", "0", "f", "false", "no": // httputil.GetBool
-		if points := (b-a)/step + 1; points >= 50 {
-			a -= a % step
-			if r := b % step; r > 0 {
-				b += step - r
-			}
-			for (b-a)/step+1 > points {
-				b -= step
-			}
+	if rt.API == "query" {
+		for _, k := range [...]string{"time", "nocache"} {
+			delete(form, k)
 		}
+		q.Set("time", vmSeconds(a))
+		q.Set("nocache", "1")
+		return true
+	}
+	points := (b-a)/step + 1
+	a -= a % step
+	if r := b % step; r > 0 {
+		b += step - r
+	}
+	for (b-a)/step+1 > points {
+		b -= step
 	}
 	for _, k := range [...]string{"start", "end", "step"} {
 		delete(form, k)

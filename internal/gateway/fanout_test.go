@@ -378,12 +378,13 @@ func TestPinSpan(t *testing.T) {
 		// 450 points from 3.5 s past a multiple of 8 s: to the multiple before, and 450 points.
 		{"off the multiples", ranged, url.Values{"query": {cv}, "start": {"1699996403.5"}, "end": {"1700000000"}, "step": {"8"}}, nil,
 			"end=1699999992&query=" + url.QueryEscape(cv) + "&start=1699996400&step=8", ""},
+		// With nocache, and under 50 points, too: VictoriaMetrics' points move by less than a step, and are counted.
 		{"nocache", ranged, url.Values{"query": {cv}, "start": {"1699996403.5"}, "end": {"1700000000"}, "step": {"8s"}, "nocache": {"1"}}, nil,
-			"end=1700000000&nocache=1&query=" + url.QueryEscape(cv) + "&start=1699996403.5&step=8", ""},
+			"end=1699999992&nocache=1&query=" + url.QueryEscape(cv) + "&start=1699996400&step=8", ""},
 		{"nocache=false", ranged, url.Values{"query": {cv}, "start": {"1699996403.5"}, "end": {"1700000000"}, "step": {"8"}, "nocache": {"False"}}, nil,
 			"end=1699999992&nocache=False&query=" + url.QueryEscape(cv) + "&start=1699996400&step=8", ""},
 		{"under 50 points", ranged, url.Values{"query": {cv}, "start": {"1699999903.5"}, "end": {"1700000000"}, "step": {"8"}}, nil,
-			"end=1700000000&query=" + url.QueryEscape(cv) + "&start=1699999903.5&step=8", ""},
+			"end=1699999992&query=" + url.QueryEscape(cv) + "&start=1699999896&step=8", ""},
 		// A time relative to now, and .0005 s, which v1.151 reads as 1 ms, made absolute as the gateway reads them.
 		{"relative", ranged, url.Values{"query": {cv}, "start": {"1699996400.0005"}, "end": {"now"}, "step": {"1"}, "nocache": {"1"}}, nil,
 			"end=1700000000&nocache=1&query=" + url.QueryEscape(cv) + "&start=1699996400&step=1", ""},
@@ -391,7 +392,16 @@ func TestPinSpan(t *testing.T) {
 		{"in the form", ranged, url.Values{}, url.Values{"query": {cv}, "start": {"1699996400"}, "end": {"1700000000"}, "step": {"8"}},
 			"end=1700000000&start=1699996400&step=8", "query=" + url.QueryEscape(cv)},
 		{"no count_values", ranged, url.Values{"query": {`rate(x[5m])`}, "start": {"1699996403.5"}, "end": {"1700000000"}, "step": {"8"}}, nil, "", ""},
-		{"instant", instant, url.Values{"query": {cv}, "time": {"1699996403.5"}}, nil, "", ""},
+		// An instant query: its time, and nocache, so that VictoriaMetrics does not move it by its latency offset; a
+		// time relative to now (or none) made absolute; a range query without count_values is left as sent.
+		{"instant", instant, url.Values{"query": {cv}, "time": {"1699996403.5"}}, nil,
+			"nocache=1&query=" + url.QueryEscape(cv) + "&time=1699996403.5", ""},
+		{"instant of now", instant, url.Values{"query": {`max_over_time(histogram_over_time(x[5m])[1h:1m])`}, "latency_offset": {"1h"}},
+			url.Values{"nocache": {"0"}}, "latency_offset=1h&nocache=1&query=" + url.QueryEscape(`max_over_time(histogram_over_time(x[5m])[1h:1m])`) +
+				"&time=1700000000", ""},
+		{"histogram range", ranged, url.Values{"query": {`histogram_over_time(x[5m])`}, "start": {"1699996403.5"}, "end": {"now"}, "step": {"8"}}, nil, "", ""},
+		{"escaped", ranged, url.Values{"query": {`count\_values("v", x)`}, "start": {"1699996400"}, "end": {"1700000000"}, "step": {"8"}}, nil,
+			"end=1700000000&query=" + url.QueryEscape(`count\_values("v", x)`) + "&start=1699996400&step=8", ""},
 		{"two starts", ranged, url.Values{"query": {cv}, "start": {"1699996403.5", "1699996400"}, "end": {"1700000000"}, "step": {"8"}}, nil, "", ""},
 	} {
 		before := tc.q.Encode()

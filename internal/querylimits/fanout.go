@@ -124,7 +124,7 @@ func movingFunc(name string) bool {
 	}
 	switch name {
 	case "start", "end", "now", "rand", "rand_normal", "rand_exponential", "interpolate", "keep_last_value", "keep_next_value",
-		"remove_resets", "smooth_exponential", "limit_offset",
+		"remove_resets", "smooth_exponential", "limit_offset", "buckets_limit",
 		"any", "limitk", "outliersk", "outliers_mad", "outliers_iqr", "topk_avg", "topk_max", "topk_min", "topk_median",
 		"topk_last", "bottomk_avg", "bottomk_max", "bottomk_min", "bottomk_median", "bottomk_last":
 		return true
@@ -204,7 +204,7 @@ type FanOut struct {
 // when evaluated over rng at time now: an inner one before the query that holds it. Only a gate's refusal, or a range
 // that cannot be read, is an error.
 func FanOuts(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) ([]FanOut, error) {
-	if !mentionsFanOut(q) {
+	if !MentionsFanOut(q) {
 		return nil, nil
 	}
 	var fans []FanOut
@@ -216,9 +216,9 @@ func FanOuts(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) 
 	return fans, nil
 }
 
-// mentionsFanOut tells whether q may call histogram_over_time, quantiles_over_time, count_values_over_time or
-// count_values.
-func mentionsFanOut(q string) bool {
+// MentionsFanOut tells whether q may call histogram_over_time, quantiles_over_time, count_values_over_time or
+// count_values (written with escapes too), which FanOuts lists.
+func MentionsFanOut(q string) bool {
 	return mentions(q, true, "histogram_over_time", "quantiles_over_time", "count_values")
 }
 

@@ -182,8 +182,8 @@ func TestMentionsFanOut(t *testing.T) {
 		`sum(rate(http_requests_total{a="abcdé"}))`:   true,
 		"rate(x{a=\"abcdefgh\"}[5m]) + y{b=\"\x7f\"}": false,
 	} {
-		if got := mentionsFanOut(q); got != want {
-			t.Errorf("mentionsFanOut(%q) = %v; want %v", q, got, want)
+		if got := MentionsFanOut(q); got != want {
+			t.Errorf("MentionsFanOut(%q) = %v; want %v", q, got, want)
 		}
 	}
 }

@@ -11,7 +11,7 @@ func BenchmarkMentions(b *testing.B) {
 	q := `histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{job="api",handler=~"/api/v1/.*",team="dev"}[5m])) by (le, handler))`
 	b.ReportAllocs()
 	for b.Loop() {
-		if MentionsCountValues(q) || mentionsFanOut(q) {
+		if MentionsCountValues(q) || MentionsFanOut(q) {
 			b.Fatal("a name the query does not have")
 		}
 	}
@@ -44,8 +44,8 @@ func TestMentionsScan(t *testing.T) {
 		if got, want := MentionsCountValues(q), byByte(q, false, "count_values"); got != want {
 			t.Errorf("MentionsCountValues(%q) = %v; byte by byte %v", q, got, want)
 		}
-		if got, want := mentionsFanOut(q), byByte(q, true, "histogram_over_time", "quantiles_over_time", "count_values"); got != want {
-			t.Errorf("mentionsFanOut(%q) = %v; byte by byte %v", q, got, want)
+		if got, want := MentionsFanOut(q), byByte(q, true, "histogram_over_time", "quantiles_over_time", "count_values"); got != want {
+			t.Errorf("MentionsFanOut(%q) = %v; byte by byte %v", q, got, want)
 		}
 	}
 }
