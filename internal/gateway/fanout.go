@@ -162,13 +162,17 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 			if err != nil {
 				return err
 			}
-			if k := spanArgTwice(q, form); len(fans) > 0 && k != "" {
+			if len(fans) == 0 {
+				continue
+			}
+			if k := spanArgTwice(q, form); k != "" {
 				return httperr.New(http.StatusBadRequest, fmt.Sprintf("the request gives %s more than once, with different values, "+
 					"and %s in the query would be counted at the points of one while VictoriaMetrics may read the other "+
 					"(-search.maxFanOutPoints): give it once", k, fans[0].Func))
 			}
+			lookback := lookbackArgs(q, form)
 			for _, alt := range [2]bool{false, true} {
-				if err := judgeFanOut(fans, alt, l, count, lookbackArgs(q, form)); err != nil {
+				if err := judgeFanOut(fans, alt, l, count, lookback); err != nil {
 					return err
 				}
 			}
@@ -187,17 +191,20 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 // values are counted. It reports whether it changed q or form; a request giving one of them twice is left to
 // checkFanOut.
 func pinSpan(rt route.Route, q, form url.Values, now time.Time) bool {
-	if rt.API != "query_range" && rt.API != "query" || q == nil || spanArgTwice(q, form) != "" {
+	if rt.API != "query_range" && rt.API != "query" || q == nil {
 		return false
 	}
+	// The scan of the query first: most reads have none of the names, and are not looked at further.
 	counted, countValues := false, false
 	for _, vs := range [2]url.Values{form, q} {
 		for _, text := range vs["query"] {
-			counted = counted || querylimits.MentionsFanOut(text)
-			countValues = countValues || strings.Contains(text, `\`) || querylimits.MentionsCountValues(text)
+			if querylimits.MentionsFanOut(text) {
+				counted = true
+				countValues = countValues || strings.Contains(text, `\`) || querylimits.MentionsCountValues(text)
+			}
 		}
 	}
-	if !counted || rt.API == "query_range" && !countValues {
+	if !counted || rt.API == "query_range" && !countValues || spanArgTwice(q, form) != "" {
 		return false
 	}
 	a, b, step, err := evalSpan(rt.API, q, form, now)

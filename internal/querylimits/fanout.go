@@ -237,7 +237,8 @@ func (w *walk) fanOut(n *node, a, b, step, win, inner, points int64) {
 	}
 	*w.fans = append(*w.fans, FanOut{Func: f.name, Args: f.args, Label: f.label, Source: f.src, Most: f.most, ByData: f.byData, Subquery: inner > 0,
 		From: a, To: b, Step: max(step, 1), Window: win, Inner: inner, Points: points, Outer: w.outer, Group: f.group, Alt: w.alt,
-		AtUnknown: w.atUnknown > 0, Moving: f.moving})
+		AtUnknown: w.atUnknown > 0, Moving: f.moving, ValuesBy: f.valuesBy,
+		InstantRange: f.name == "count_values" && w.rootSubquery && w.aligned == 1})
 }
 
 // countValues lists the count_values of n, if it is one, in w.fans: evaluated over [a, b] at step, it makes a series
@@ -247,15 +248,12 @@ func (w *walk) fanOut(n *node, a, b, step, win, inner, points int64) {
 // listed with its own points as From..To at Step, Subquery when they are a subquery's (multiples of Step); an instant
 // query's one point makes no more series than its arg.
 func (w *walk) countValues(n *node, a, b, step int64) {
-	f := n.fan
-	if !n.countValues || f == nil || w.fans == nil || step <= 0 || b <= a {
+	if !n.countValues || step <= 0 || b <= a {
 		return
 	}
 	inner := int64(0)
 	if w.aligned > 0 {
 		inner = step
 	}
-	*w.fans = append(*w.fans, FanOut{Func: f.name, Args: f.args, Label: f.label, Source: f.src, Most: f.most, ByData: true,
-		Subquery: inner > 0, From: a, To: b, Step: step, Inner: inner, Points: (b-a)/step + 1, Outer: w.outer, Alt: w.alt,
-		AtUnknown: w.atUnknown > 0, Moving: f.moving, InstantRange: w.rootSubquery && w.aligned == 1, ValuesBy: f.valuesBy})
+	w.fanOut(n, a, b, step, 0, inner, (b-a)/step+1)
 }

@@ -283,7 +283,7 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		return n
 	case *metricsql.AggrFuncExpr:
 		n := compileCall(x.Name, x.Args, depth, unresolved)
-		if n.countValues && n.fan != nil && strings.EqualFold(x.Name, "count_values") {
+		if n.fan != nil && strings.EqualFold(x.Name, "count_values") {
 			// It counts the distinct values of each of its groups apart.
 			f := *n.fan
 			f.valuesBy = &Grouping{Op: strings.ToLower(x.Modifier.Op), Labels: x.Modifier.Args}
