@@ -27,7 +27,7 @@ var (
 		"A negative value sets no limit. A -read.url that is a load balancer over several backends answers /metrics from one of them: use -discoverBackendIPs (a headless Service), or give the sum here. With several gateway replicas in front of the same backends, set -read.replicas")
 	readReplicas = flag.Int("read.replicas", 1, "How many gateway replicas forward reads to the same read backends. Each forwards at most its part of their capacity (-read.maxConcurrentRequests, or as learned): the capacity divided by the replicas, rounded down, at least 1. "+
 		"Each replica that took the whole capacity would let the backends' own queue, first come first served, fill again with one team's reads behind the others' backs")
-	readLearnBackendFlags = flag.Bool("read.learnBackendFlags", true, "Whether the gateway reads each read backend's /metrics, at start and every minute, for its -dedup.minScrapeInterval (the query limits assume no denser samples), its -search.maxQueryLen (a query the rewrite makes too long gets the gateway's error naming both lengths), the workers it runs a query on (-search.maxFanOutPoints counts an aggregation's groups in each) and whether it reads `or` inside a selector's braces (VictoriaMetrics v1.110.0 on, as its page tells: a token's several filters then go out inside them), where -read.maxConcurrentRequests is set; 0 reads them with the capacity whatever this says. False leaves the limits, the rewrite and the check as if none were known")
+	readLearnBackendFlags = flag.Bool("read.learnBackendFlags", true, "Whether the gateway reads each read backend's /metrics, at start and every minute, for its -dedup.minScrapeInterval (the query limits assume no denser samples), its -search.maxQueryLen (a query the rewrite makes too long gets the gateway's error naming both lengths), the workers it runs a query on (-search.maxFanOutPoints counts an aggregation's groups in each) whether it reads `or` inside a selector's braces (VictoriaMetrics v1.110.0 on, as its page tells: a token's several filters then go out inside them) and whether its count_values is linear in the series (v1.88.0 on: -search.maxCountValuesComparisons is then not counted), where -read.maxConcurrentRequests is set; 0 reads them with the capacity whatever this says. False leaves the limits, the rewrite and the check as if none were known")
 	readMaxQueueDuration  = flag.Duration("read.maxQueueDuration", 10*time.Second, "How long a read waits for its turn at the read backends (-read.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -search.maxQueueDuration (10s by default), whose queue stays empty. A read VictoriaMetrics refuses because the query memory all queries share is full waits as long, from its first refusal, to be sent again once another read ends")
 
 	writeMaxConcurrentRequests = flag.Int("write.maxConcurrentRequests", 0, "How many writes the gateway forwards at once to the -write.url backends together. Past it, writes wait at the gateway, each team (isolation unit) in turn. "+
@@ -84,8 +84,11 @@ type slotsWatch struct {
 	// workers, for the read backends, is told the most workers one of them runs a query on, 0 when one is not known
 	// (gateway.SetBackendWorkers).
 	workers func(int)
-	client  *http.Client
-	again   chan struct{}
+	// linearCountValues, for the read backends, is told whether every one's count_values is linear, false when one is
+	// not known (gateway.SetBackendLinearCountValues).
+	linearCountValues func(bool)
+	client            *http.Client
+	again             chan struct{}
 
 	mu      sync.Mutex
 	addrs   []gateway.BackendAddr
@@ -117,6 +120,9 @@ type capacity struct {
 	// workers is how many workers a read backend runs one query on (0: not listed): its -search.maxWorkersPerQuery, at
 	// most its GOMAXPROCS; before the flag (v1.9x), every one of its GOMAXPROCS.
 	workers int
+	// linearCountValues says a read backend's count_values is linear in the series it reads: VictoriaMetrics' since
+	// v1.88.0, whose /metrics lists linearCountValuesFlag.
+	linearCountValues bool
 }
 
 // newSlotsWatch returns the watch the flags of k ask for; nil when k's -maxConcurrentRequests fixes the limit or turns
@@ -133,12 +139,17 @@ func newSlotsWatch(k *slotKind, rt http.RoundTripper) *slotsWatch {
 
 // setAddrs is gateway.Config.ReadAddrs or WriteAddrs: a new address is read soon. Until it is, it is taken not to
 // read `or` inside the braces, which a release before v1.92.0 would refuse every query of several branches for (an
-// attacker's review).
+// attacker's review), and its count_values not to be linear.
 func (w *slotsWatch) setAddrs(addrs []gateway.BackendAddr) {
 	w.mu.Lock()
 	w.addrs = addrs
-	if w.braces != nil && slices.ContainsFunc(addrs, func(a gateway.BackendAddr) bool { _, ok := w.known[a.Key()]; return !ok }) {
-		w.braces(false)
+	if slices.ContainsFunc(addrs, func(a gateway.BackendAddr) bool { _, ok := w.known[a.Key()]; return !ok }) {
+		if w.braces != nil {
+			w.braces(false)
+		}
+		if w.linearCountValues != nil {
+			w.linearCountValues(false)
+		}
 	}
 	w.mu.Unlock()
 	select {
@@ -158,6 +169,7 @@ func startSlots(k *slotKind, w *slotsWatch, gw *gateway.Gateway) {
 	w.set = func(byKey map[string]gateway.BackendCapacity) { k.learned(gw, byKey, *k.replicas) }
 	if k == readSlots {
 		w.dedup, w.maxQueryLen, w.braces, w.workers = gw.SetBackendDedup, gw.SetBackendMaxQueryLen, gw.SetBackendBraces, gw.SetBackendWorkers
+		w.linearCountValues = gw.SetBackendLinearCountValues
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
@@ -222,8 +234,8 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 			case wasFailed[key]:
 			case w.factsOnly:
 				slog.Warn("cannot read the read backend's /metrics to learn its -dedup.minScrapeInterval, -search.maxQueryLen, the workers it "+
-					"runs a query on and whether it reads `or` inside a selector's braces; until it is read the query limits and the "+
-					"rewrite assume none (32 workers), and it "+
+					"runs a query on, whether it reads `or` inside a selector's braces and whether its count_values is linear; until it "+
+					"is read the query limits and the rewrite assume none (32 workers, count_values counted), and it "+
 					"is read again every 10s; -read.learnBackendFlags=false stops reading it", "backend", redact.URL(a.URL), "host", a.Host, "err", err)
 			default:
 				slog.Warn("cannot read the "+w.kind.name+" backend's /metrics to learn how many requests it runs at once ("+w.kind.metric+"); "+
@@ -254,6 +266,9 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 	if w.braces != nil {
 		// Addresses set since this read began are not known yet (setAddrs).
 		w.braces(least(known, unknown, bracesOf) == 1 && slices.Equal(w.addrs, addrs))
+	}
+	if w.linearCountValues != nil {
+		w.linearCountValues(least(known, unknown, linearCountValuesOf) == 1 && slices.Equal(w.addrs, addrs))
 	}
 	if w.workers != nil {
 		// The most of them, as a query may go to any; not known (0) while one is not, nor for addresses set since this
@@ -318,6 +333,13 @@ func dedupOf(c capacity) time.Duration { return c.dedup }
 func maxQueryLenOf(c capacity) int     { return c.maxQueryLen }
 func workersOf(c capacity) int         { return c.workers }
 
+func linearCountValuesOf(c capacity) int {
+	if c.linearCountValues {
+		return 1
+	}
+	return 0
+}
+
 func bracesOf(c capacity) int {
 	if c.braces {
 		return 1
@@ -345,7 +367,7 @@ func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capac
 // them only the rest of the export, in the slot of the team that asked for it.
 func selectCapacityOf(r io.Reader) (capacity, error) {
 	runsOn, pushdown, dedup, maxQueryLen := true, unboundedPushdown, time.Duration(0), 0
-	procs, perQuery := 0, 0
+	procs, perQuery, linear := 0, 0, false
 	n, err := countOf(r, "vm_concurrent_select_capacity", func(line string) {
 		if v, ok := strings.CutPrefix(line, "go_gomaxprocs "); ok {
 			if p, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && p > 0 {
@@ -371,6 +393,7 @@ func selectCapacityOf(r io.Reader) (capacity, error) {
 		if v, ok := flagValue(line, maxQueryLenFlag); ok {
 			maxQueryLen = flagSize(v)
 		}
+		linear = linear || strings.HasPrefix(line, linearCountValuesFlag)
 	})
 	workers := procs
 	if perQuery > 0 && procs > 0 {
@@ -378,7 +401,7 @@ func selectCapacityOf(r io.Reader) (capacity, error) {
 		workers = min(perQuery, procs)
 	}
 	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown, dedup: dedup, maxQueryLen: maxQueryLen, braces: !runsOn,
-		workers: workers}, err
+		workers: workers, linearCountValues: linear}, err
 }
 
 // flagSize reads a size flag's value as VictoriaMetrics prints it (16384, or as set: 16KiB, 1.5MB), multiplied out in
@@ -426,6 +449,11 @@ const dedupFlag = `flag{name="dedup.minScrapeInterval`
 // each of which holds the groups of an aggregation VictoriaMetrics does as it goes (gateway.SetBackendWorkers). Its
 // value is printed worked out when it is not set: the CPUs, at most 32.
 const workersFlag = `flag{name="search.maxWorkersPerQuery`
+
+// linearCountValuesFlag begins the /metrics line of -search.maxSeriesPerAggrFunc, which came with v1.88.0's
+// count_values, linear in the series it reads; before it, count_values compares each distinct value with each series
+// at each point (gateway.SetBackendLinearCountValues).
+const linearCountValuesFlag = `flag{name="search.maxSeriesPerAggrFunc"`
 
 // maxQueryLenFlag begins the /metrics line of -search.maxQueryLen: the longest query a read backend takes, which the
 // rewrite for a token's series may push a query past (gateway.SetBackendMaxQueryLen).

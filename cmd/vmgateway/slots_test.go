@@ -38,8 +38,9 @@ func TestReadSlotsLearned(t *testing.T) {
 	w := newSlotsWatch(readSlots, http.DefaultTransport)
 	var got map[string]int
 	w.set = func(m map[string]gateway.BackendCapacity) { got = slotsOf(m) }
-	braces := false
+	braces, linear := false, false
 	w.braces = func(b bool) { braces = b }
+	w.linearCountValues = func(b bool) { linear = b }
 	key := func(host string) string { return addr(host).Key() }
 	for _, step := range []struct {
 		name  string
@@ -68,23 +69,30 @@ func TestReadSlotsLearned(t *testing.T) {
 			t.Errorf("%s: the gateway is given %v; want %v", step.name, got, step.want)
 		}
 	}
-	// `or` inside the braces: while every backend is known to read it, and not from the moment one not read yet comes.
-	newer := "vm_concurrent_select_capacity 4\nflag{name=\"search.maxDeleteDuration\", value=\"5m0s\"} 1"
+	// `or` inside the braces, and a linear count_values: while every backend is known to have them, and not from the
+	// moment one not read yet comes.
+	newer := "vm_concurrent_select_capacity 4\nflag{name=\"search.maxDeleteDuration\", value=\"5m0s\"} 1\n" +
+		"flag{name=\"search.maxSeriesPerAggrFunc\", value=\"1000000\", is_set=\"false\"} 1"
 	capacity = map[string]string{"a": newer, "b": newer}
 	w.setAddrs([]gateway.BackendAddr{addr("a"), addr("b")})
-	if w.readAll(context.Background()); !braces {
-		t.Errorf("two v1.110+ backends: braces %v; want true", braces)
+	if w.readAll(context.Background()); !braces || !linear {
+		t.Errorf("two v1.151 backends: braces %v, linear count_values %v; want both", braces, linear)
 	}
 	capacity["c"] = "vm_concurrent_select_capacity 4"
-	if w.setAddrs([]gateway.BackendAddr{addr("a"), addr("b"), addr("c")}); braces {
-		t.Errorf("a new backend not read yet: braces %v; want false", braces)
+	if w.setAddrs([]gateway.BackendAddr{addr("a"), addr("b"), addr("c")}); braces || linear {
+		t.Errorf("a new backend not read yet: braces %v, linear count_values %v; want neither", braces, linear)
 	}
-	if w.readAll(context.Background()); braces {
-		t.Errorf("a new backend of an older release: braces %v; want false", braces)
+	if w.readAll(context.Background()); braces || linear {
+		t.Errorf("a new backend of an older release: braces %v, linear count_values %v; want neither", braces, linear)
 	}
 	w.setAddrs([]gateway.BackendAddr{addr("a"), addr("b")})
-	if w.readAll(context.Background()); !braces {
-		t.Errorf("the older one gone: braces %v; want true", braces)
+	if w.readAll(context.Background()); !braces || !linear {
+		t.Errorf("the older one gone: braces %v, linear count_values %v; want both", braces, linear)
+	}
+	// A release between v1.88.0 and v1.110.0: linear, braces not told apart.
+	capacity["b"] = "vm_concurrent_select_capacity 4\nflag{name=\"search.maxSeriesPerAggrFunc\", value=\"1000000\"} 1"
+	if w.readAll(context.Background()); braces || !linear {
+		t.Errorf("a v1.9x backend: braces %v, linear count_values %v; want linear alone", braces, linear)
 	}
 }
 

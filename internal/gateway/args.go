@@ -155,7 +155,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if err := checkEvaluation(rt, q, form, parsed, l, now, g.measurerFor(r.Context(), a, gate)); err != nil {
 			return err
 		}
-		if l.MaxFanOutPoints > 0 && g.read != nil && pinSpan(rt, q, form, now) {
+		if (l.MaxFanOutPoints > 0 || l.countsComparisons()) && g.read != nil && pinSpan(rt, q, form, now) {
 			changed = true
 		}
 		if err := checkFanOut(rt, q, form, parsed, l, now, g.fanCounterFor(r.Context(), a, gate)); err != nil {

@@ -152,7 +152,7 @@ func (g *Gateway) fanCounterFor(ctx context.Context, a *auth.Access, gate *parse
 // more than l.MaxFanOutPoints points in all, judged on the query as it goes upstream: the rewrite for a token of
 // several filters puts a union under an aggregation, which VictoriaMetrics then no longer does as it goes.
 func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l Limits, now time.Time, count fanCounter) error {
-	if !rt.Evaluates() || l.MaxFanOutPoints <= 0 {
+	if !rt.Evaluates() || l.MaxFanOutPoints <= 0 && !l.countsComparisons() {
 		return nil
 	}
 	rng := &querylimits.Range{Read: func() (int64, int64, int64, error) { return evalSpan(rt.API, q, form, now) }}
@@ -162,6 +162,11 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 			if err != nil {
 				return err
 			}
+			fans = slices.DeleteFunc(fans, func(f querylimits.FanOut) bool {
+				// Only the comparisons of count_values count one point, and only they are counted without the bound.
+				cv := f.Func == "count_values"
+				return !cv && l.MaxFanOutPoints <= 0 || cv && f.From == f.To && !l.countsComparisons()
+			})
 			if len(fans) == 0 {
 				continue
 			}
@@ -172,7 +177,12 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 			}
 			lookback := lookbackArgs(q, form)
 			for _, alt := range [2]bool{false, true} {
-				if err := judgeFanOut(fans, alt, l, count, lookback); err != nil {
+				if l.MaxFanOutPoints > 0 {
+					if err := judgeFanOut(fans, alt, l, count, lookback); err != nil {
+						return err
+					}
+				}
+				if err := judgeCountValuesWork(fans, alt, l, count, lookback); err != nil {
 					return err
 				}
 			}
@@ -314,13 +324,11 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 				label = cmp.Or(f.Label, "phi") // "": a label given by an expression
 			}
 		}
+		if f.Func == "count_values" && f.From == f.To {
+			continue // one point: no more series than its arg (judgeCountValuesWork counts its work)
+		}
 		if f.Moving && (f.Subquery || f.Func == "count_values") {
-			// Its count would be of other values than the query's (querylimits.FanOut.Moving).
-			return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query reads %s, whose values depend on the range or "+
-				"time it is evaluated over (start(), end(), now(), an @ of time(), the range_ and running_ functions, rand, "+
-				"interpolate, keep_last_value, smooth_exponential, ...) or on which series the whole range holds (topk_max and "+
-				"its kin, limitk, any, a limit): the gateway cannot count the series it makes (-search.maxFanOutPoints) with a "+
-				"query of its own; use numbers or time() in place of the times, or take such calls out of it", f.Func, f.Source))
+			return movingError(f, "the series it makes (-search.maxFanOutPoints)")
 		}
 		if f.InstantRange {
 			return httperr.New(http.StatusBadRequest, "count_values directly in the subquery an instant query is cannot be "+
@@ -328,11 +336,7 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 				"does not know before it runs; send its query to /api/v1/query_range over the subquery's window and step")
 		}
 		if f.AtUnknown {
-			// The gate lets through only the times compileAt resolves; should one not be, what the function reads is
-			// not known.
-			return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query is under an @ modifier whose time the gateway "+
-				"cannot work out before the query runs, and so cannot count the series it makes (-search.maxFanOutPoints): use a "+
-				"number, start(), end() or now() after @", f.Func))
+			return atUnknownError(f, "the series it makes (-search.maxFanOutPoints)")
 		}
 		if groups, ok := boundedFanOut(f); ok {
 			// Each worker holds its groups, and the series the function makes of the one series it reads, as long as the
@@ -419,6 +423,24 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 	}
 	fanOutAdmitted.Inc()
 	return nil
+}
+
+// movingError refuses f, whose count of what (a limit's flag named) would be of other values than the query's
+// (querylimits.FanOut.Moving).
+func movingError(f querylimits.FanOut, what string) error {
+	return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query reads %s, whose values depend on the range or "+
+		"time it is evaluated over (start(), end(), now(), an @ of time(), the range_ and running_ functions, rand, "+
+		"interpolate, keep_last_value, smooth_exponential, ...) or on which series the whole range holds (topk_max and "+
+		"its kin, limitk, any, a limit): the gateway cannot count %s with a query of its own; use numbers or time() in "+
+		"place of the times, or take such calls out of it", f.Func, f.Source, what))
+}
+
+// atUnknownError refuses f, under an @ whose time the walk did not resolve: the gate lets through only the times
+// compileAt resolves; should one not be, what f reads is not known.
+func atUnknownError(f querylimits.FanOut, what string) error {
+	return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query is under an @ modifier whose time the gateway "+
+		"cannot work out before the query runs, and so cannot count %s: use a number, start(), end() or now() after @",
+		f.Func, what))
 }
 
 // keepsLabel tells whether the groups of g tell f's series apart by f.Label, and others is the labels they keep of

@@ -100,7 +100,10 @@ type Gateway struct {
 	backendBraces atomic.Bool
 	// backendWorkers is the most workers a read backend runs one query on (SetBackendWorkers); 0: not known.
 	backendWorkers atomic.Int64
-	deletes        *deleteGate
+	// backendLinearCountValues says every read backend's count_values is linear in the series it reads
+	// (SetBackendLinearCountValues); false while one is not known.
+	backendLinearCountValues atomic.Bool
+	deletes                  *deleteGate
 	// authHeader is the header of -auth.httpHeader when it is not Authorization, which preflights allow too.
 	authHeader  string
 	reads       *fairSlots

@@ -54,6 +54,13 @@ type Limits struct {
 	// workers is the most workers a read backend runs one query on (SetBackendWorkers); 0: not known, taken to be
 	// maxQueryWorkers.
 	workers int
+	// MaxCountValuesComparisons is -search.maxCountValuesComparisons: the most comparisons the count_values of one query
+	// may make on a read backend whose count_values compares each distinct value with each series at each point
+	// (countvalues.go) (400).
+	MaxCountValuesComparisons int64
+	// linearCountValues says every read backend's count_values is linear in the series it reads
+	// (SetBackendLinearCountValues): MaxCountValuesComparisons is then not counted.
+	linearCountValues bool
 	// MeasureSamples is -search.measureSamples: a query refused only for its windows over raw samples is judged on the
 	// samples the read backends count in them (samples.go).
 	MeasureSamples bool
@@ -203,6 +210,17 @@ func (g *Gateway) SetBackendWorkers(n int) {
 	}
 }
 
+// SetBackendLinearCountValues tells the gateway whether every read backend's count_values is linear in the series it
+// reads (VictoriaMetrics v1.88.0 on, whose /metrics lists -search.maxSeriesPerAggrFunc); false while one is not known.
+// Before that, its work grows with the square of the series, which -search.maxCountValuesComparisons bounds
+// (countvalues.go).
+func (g *Gateway) SetBackendLinearCountValues(ok bool) {
+	if g.backendLinearCountValues.Swap(ok) != ok {
+		slog.Info("the read backends' count_values is linear in the series it reads: -search.maxCountValuesComparisons is "+
+			"not counted while it is (false: a backend before v1.88.0, or one not read yet)", "linear", ok)
+	}
+}
+
 // longestQuery is the length of the longest query arg of a request, in the URL or the form.
 func longestQuery(q, form url.Values) int {
 	n := 0
@@ -253,6 +271,7 @@ func (g *Gateway) evalLimits() Limits {
 		l.MinSampleInterval = d
 	}
 	l.workers = int(g.backendWorkers.Load())
+	l.linearCountValues = g.backendLinearCountValues.Load()
 	return l
 }
 

@@ -245,10 +245,12 @@ func (w *walk) fanOut(n *node, a, b, step, win, inner, points int64) {
 // of each distinct value its arg takes at those points, each as long as them: at most one of each point of each series
 // of its arg, which only the data bounds (an attacker's review: over 10 of a team's own series of values that never
 // repeat, an hour at 1 s took v1.151 to 1.1 GB; under a subquery of 10 minutes at 1 s over 300, past 14.5 GB). It is
-// listed with its own points as From..To at Step, Subquery when they are a subquery's (multiples of Step); an instant
-// query's one point makes no more series than its arg.
+// listed with its own points as From..To at Step, Subquery when they are a subquery's (multiples of Step). One point
+// (From == To, an instant query's) makes no more series than its arg, but is listed all the same: before v1.88.0
+// VictoriaMetrics compares each distinct value with each series of its group at each point, whose work grows with the
+// square of the series.
 func (w *walk) countValues(n *node, a, b, step int64) {
-	if !n.countValues || step <= 0 || b <= a {
+	if !n.countValues || step <= 0 || b < a {
 		return
 	}
 	inner := int64(0)

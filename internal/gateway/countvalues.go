@@ -1,0 +1,168 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/VictoriaMetrics/metricsql"
+
+	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/querylimits"
+)
+
+// Before v1.88.0 (1.79.5, Debian's), VictoriaMetrics' count_values finds the distinct values of a group's series, then
+// for each of them walks every point of every series of the group: D×S×P comparisons for D distinct values of S series
+// at P points, in one goroutine that no query timeout stops. Measured on 1.79.5: 2,000 of a team's own series of a
+// value each over an hour at 15 s, 2.9 s of a core; 6,000 over 2 hours at 5 s, 451 s past its 30 s
+// -search.maxQueryDuration. From v1.88.0 on (its /metrics lists -search.maxSeriesPerAggrFunc, which came with it),
+// count_values builds a map of values as it goes, linear in the series, and v1.151 answered the second in 1.5 s.
+//
+// Where a read backend is older, or not known yet (SetBackendLinearCountValues), the gateway bounds those comparisons
+// by -search.maxCountValuesComparisons, counted on the read backends as the memory the series made is counted
+// (fanout.go), in the team's tenant and through its restriction: for each group of the arg's series, its distinct values
+// at most the distinct values of each series added up, which the fleet's 6,000 hosts of one version each make 6,000;
+// where that is past the bound, closer, the distinct values of the series' last points and the others each series has
+// beyond its last (count_values over one point, whose own comparisons are at most S² a group, asked only where that
+// is within the bound). A count_values of one point (an instant query's) compares at most S² a group, which is
+// what is counted: closer would cost what the query does.
+
+var (
+	countValuesAdmitted = metrics.NewCounter(`vmgateway_query_countvalues_measured_total{result="admitted"}`)
+	countValuesRefused  = metrics.NewCounter(`vmgateway_query_countvalues_measured_total{result="refused"}`)
+)
+
+// judgeCountValuesWork refuses the count_values of fans, of one reading of a query (querylimits.Window.Alt), that
+// would together make more than l.MaxCountValuesComparisons comparisons on a read backend whose count_values is not
+// linear, as count counts them.
+func judgeCountValuesWork(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter, lookback string) error {
+	if !l.countsComparisons() || count == nil {
+		return nil
+	}
+	var cvs []querylimits.FanOut
+	distinct := map[string]bool{}
+	for _, f := range fans {
+		if f.Alt != alt || f.Func != "count_values" {
+			continue
+		}
+		const what = "the comparisons its count_values makes on a read backend before v1.88.0 (-search.maxCountValuesComparisons)"
+		if f.Moving {
+			return movingError(f, what)
+		}
+		if f.AtUnknown {
+			return atUnknownError(f, what)
+		}
+		cvs = append(cvs, f)
+		distinct[fmt.Sprintf("%s %d %d %d", f.Source, f.From, f.To, f.Step)] = true
+	}
+	if len(cvs) == 0 {
+		return nil
+	}
+	if len(distinct) > measureMax {
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query has %d calls of count_values whose comparisons the gateway "+
+			"would count (-search.maxCountValuesComparisons); at most %d are counted for one query: split the query",
+			len(distinct), measureMax))
+	}
+	limit, total := float64(l.MaxCountValuesComparisons), 0.0
+	err := count(func(ask func(q, at string) (float64, error)) error {
+		for _, f := range cvs {
+			n, err := comparisons(f, ask, limit-total, limit, lookback)
+			if err != nil {
+				return err
+			}
+			if total += n; total > limit {
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		fanOutFailed.Inc()
+		return countFailed(err, func(refused error) string {
+			return fmt.Sprintf("the gateway could not count the comparisons count_values in the query makes (-search.maxCountValuesComparisons): %s", refused)
+		}, func(err error) string {
+			return fmt.Sprintf("the read backends did not count the comparisons count_values in the query makes "+
+				"(-search.maxCountValuesComparisons): %s; send the query again", err)
+		})
+	}
+	if total > limit {
+		countValuesRefused.Inc()
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("count_values in the query would make about %.3g comparisons on a read "+
+			"backend before VictoriaMetrics v1.88.0 (each distinct value of its arg against each series of its group, at each of "+
+			"its points: as the read backends counted them, its work grows with the square of the series, and no query timeout "+
+			"stops it); at most %d are accepted (-search.maxCountValuesComparisons): count fewer distinct values (round them "+
+			"first, as in `count_values(\"v\", round(x, 10))`), group it by more labels, select fewer series, or use a coarser "+
+			"step or a shorter range; the operator may upgrade the read backends to v1.88.0 or later, where it is linear",
+			total, l.MaxCountValuesComparisons))
+	}
+	countValuesAdmitted.Inc()
+	return nil
+}
+
+// countsComparisons says whether l bounds the comparisons of count_values: a read backend's is not linear, or not known.
+func (l Limits) countsComparisons() bool {
+	return l.MaxCountValuesComparisons > 0 && !l.linearCountValues
+}
+
+// comparisons is about how many comparisons count_values f makes, at most: for each of its groups, its distinct values
+// times its series, times its points. left is what the bound leaves for it, and limit the bound, which the closer
+// count's own comparisons must be within.
+func comparisons(f querylimits.FanOut, ask func(q, at string) (float64, error), left, limit float64, lookback string) (float64, error) {
+	by := countValuesGroups(f)
+	points := float64(f.Points)
+	if f.From == f.To {
+		// One point: at most a distinct value of each series of a group.
+		sq, err := ask(fmt.Sprintf("sum((count(%s)%s) ^ 2)", f.Source, by), vmSeconds(f.To)+lookback)
+		return sq * points, err
+	}
+	// The arg as probeCountValues counts it: evaluated at f's step over its points and a step either side.
+	span := f.To - f.From + 2*f.Step
+	src := fmt.Sprintf("(%s)[%dms:%dms]", f.Source, span, f.Step)
+	at := vmSeconds(f.To+f.Step) + lookback
+	series := fmt.Sprintf("count(count_over_time(%s))%s", src, by)
+	summed := fmt.Sprintf("sum(distinct_over_time(%s))%s", src, by)
+	n, err := ask(fmt.Sprintf("sum((%s) * (%s))", summed, series), at)
+	if err != nil || n*points <= left {
+		return n * points, err
+	}
+	// The values of a group are at most those of its series' last points, and the others each series has.
+	sq, err := ask(fmt.Sprintf("sum((%s) ^ 2)", series), at)
+	if err != nil || sq > limit {
+		return n * points, err
+	}
+	last := fmt.Sprintf(`count(count_values("distinct_value", last_over_time(%s))%s)%s`, src, by, by)
+	c, err := ask(fmt.Sprintf("sum((%s + %s - %s) * (%s))", last, summed, series, series), at)
+	return min(n, c) * points, err
+}
+
+// countValuesGroups is the modifier of the groups count_values f counts its values in, as the counts print it after an
+// aggregation: its by less its label, or its without and its label, as VictoriaMetrics groups them; "" (one group of all
+// the series, which counts more comparisons) where the label is not known or the modifier names a label the counts
+// cannot group by (the metric name, which count_over_time drops, or their own distinct_value).
+func countValuesGroups(f querylimits.FanOut) string {
+	g := f.ValuesBy
+	if g == nil || g.Op == "" || f.Label == "" || slices.ContainsFunc(g.Labels, func(l string) bool {
+		return l == "__name__" || l == "*" || l == "distinct_value"
+	}) {
+		return ""
+	}
+	m := metricsql.ModifierExpr{Op: strings.ToLower(g.Op)}
+	switch m.Op {
+	case "by":
+		for _, l := range g.Labels {
+			if l != f.Label {
+				m.Args = append(m.Args, l)
+			}
+		}
+		if len(m.Args) == 0 {
+			return ""
+		}
+	case "without":
+		m.Args = append(slices.Clone(g.Labels), f.Label, "distinct_value")
+	default:
+		return ""
+	}
+	return " " + string(m.AppendString(nil))
+}
