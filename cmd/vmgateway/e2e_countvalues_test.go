@@ -16,11 +16,13 @@ import (
 // TestCountValuesComparisons: before v1.88.0, VictoriaMetrics' count_values compares each distinct value with each
 // series of its group at each point, in one goroutine no timeout stops (6,000 of a team's own series of a value each
 // over 2 hours at 5 s took 1.79.5 451 s of a core). Behind a gateway bounding those comparisons at 2×10^6, over dev's
-// 1,000 series of a value each (cvq), its 1,000 hosts of one version (cvfleet) and ops' 1,500 hosts of a version each
-// (cvfleet too, which dev's token does not see), an hour at 60 s: on 1.79.5 dev's distinct values are refused as the
-// read backends counted them (61 million comparisons), over a range and at one point (2,000 series, 4 million), and
-// its fleet, grouped or not, is answered as VictoriaMetrics answers it; v1.151 and the v1.150 cluster, whose /metrics
-// list -search.maxSeriesPerAggrFunc, answer all of them.
+// 1,000 series of a value each (cvq), its 1,000 hosts of one version (cvfleet), its 1,000 hosts upgraded half an hour
+// ago (cvver), its 1,500 series of a value each gone an hour ago (cvold) and ops' 1,500 hosts of a version each (cvfleet
+// too, which dev's token does not see), an hour at 60 s: on 1.79.5 dev's distinct values are refused as the read
+// backends counted them (61 million comparisons), over a range and at one point (2,000 series, 4 million; the gone
+// ones through a step of 2 hours, which the count reads with), and so is a count_values over another, whose count
+// would run the inner one again; its fleets, grouped or not, and the upgrade are answered as VictoriaMetrics answers
+// them. v1.151 and the v1.150 cluster, whose /metrics list -search.maxSeriesPerAggrFunc, answer all of them.
 func TestCountValuesComparisons(t *testing.T) {
 	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
 	start := end - 3600
@@ -32,6 +34,14 @@ func TestCountValuesComparisons(t *testing.T) {
 		}
 		for i := range 1500 {
 			fmt.Fprintf(&data, "cvfleet{team=\"ops\",i=\"%d\",job=\"j%d\"} %d %d000\n", i, i%4, i, ts)
+			if ts <= end-3600 {
+				// Gone an hour ago: read at one point only through a step that long.
+				fmt.Fprintf(&data, "cvold{team=\"dev\",i=\"%d\"} %d %d000\n", i, i, ts)
+			}
+		}
+		for i := range 1000 {
+			// A rolling upgrade half an hour ago.
+			fmt.Fprintf(&data, "cvver{team=\"dev\",i=\"%d\"} %d %d000\n", i, 41+min(max(ts-end+1800, 0), 1), ts)
 		}
 	}
 	// The backends' /metrics are read, as by default, for what their count_values is (-read.maxConcurrentRequests=0).
@@ -54,7 +64,7 @@ func TestCountValuesComparisons(t *testing.T) {
 			vmtest.Eventually(t, func() (bool, string) {
 				rc.c.Flush(t)
 				_, _, b := do(t, http.MethodGet, rc.c.Select.URL+"/select/3/prometheus/api/v1/query?"+latest, nil)
-				return strings.Contains(b, `"3500"`), "tenant 3 counts " + b
+				return strings.Contains(b, `"4500"`), "tenant 3 counts " + b
 			})
 			return fanOutSetup{g: rc.g, prefix: "/select/3:0/prometheus", direct: rc.c.Select.URL + "/select/3/prometheus/api/v1/",
 				devTok: clusterToken(t, auth.VMAccess{Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}})}
@@ -73,6 +83,10 @@ func TestCountValuesComparisons(t *testing.T) {
 			ranged := url.Values{"start": {fmt.Sprint(start)}, "end": {fmt.Sprint(end)}, "step": {"60"}}
 			at := url.Values{"time": {fmt.Sprint(end)}}
 			const refused = "comparisons on a read backend before VictoriaMetrics v1.88.0"
+			var hosts []string // a Grafana variable of every host: a 3,890-byte regexp
+			for i := range 1000 {
+				hosts = append(hosts, fmt.Sprint(i))
+			}
 			for _, tc := range []struct {
 				name, api, query string
 				span             url.Values
@@ -81,13 +95,21 @@ func TestCountValuesComparisons(t *testing.T) {
 				// 1,000 distinct values of 1,000 series at 61 points: 61 million.
 				{"dev's distinct values", "query_range", `count(count_values("v", cvq))`, ranged, refused},
 				// 2,000 series at one point: up to 4 million.
-				{"at one point, 2,000 series", "query", `count(count_values("v", cvq or cvfleet))`, at, refused},
+				{"at one point, 2,000 series", "query", `count(count_values("v", cvq or label_set(cvq + 1000, "copy", "1")))`, at, refused},
 				{"a moving arg at one point", "query", `count(count_values("v", cvq and on() (now() > 0)))`, at, "whose values depend on the range"},
+				// 1,500 series written an hour ago, read through a step of 2 hours: 2.25 million.
+				{"at one point, a long step", "query", `count(count_values("v", cvold))`, url.Values{"time": {fmt.Sprint(end)}, "step": {"2h"}}, refused},
+				// A count of the outer one would run the inner one again.
+				{"nested", "query_range", `count(count_values("a", count_values("b", cvq)))`, ranged, "whose count_values the gateway would run again"},
 				// One version of 1,000 hosts: 61,000, on the distinct values of their last points (ops' 1,500 values
 				// are not dev's).
 				{"dev's fleet", "query_range", `count_values("version", cvfleet)`, ranged, ""},
 				{"dev's fleet by job", "query_range", `count_values("version", cvfleet) by (job)`, ranged, ""},
 				{"dev's fleet at one point", "query", `count_values("version", cvfleet)`, at, ""},
+				// Two versions, 1,000 hosts upgraded: 122,000, on the values of their first and last points.
+				{"a rolling upgrade", "query_range", `count_values("version", cvver)`, ranged, ""},
+				// Counted within the backends' -search.maxQueryLen (16 KiB): the arg is written once in each count.
+				{"a long arg", "query_range", `count_values("version", cvfleet{i=~"` + strings.Join(hosts, "|") + `"})`, ranged, ""},
 				// A group of each series: 1,000 groups of a series.
 				{"dev's values by i", "query_range", `count(count_values("v", cvq) by (i))`, ranged, ""},
 				{"at one point by i", "query", `count(count_values("v", cvq or cvfleet) by (i))`, at, ""},
@@ -107,8 +129,8 @@ func TestCountValuesComparisons(t *testing.T) {
 					want = s.vm + "/api/v1/"
 				}
 				want += tc.api + "?extra_label=team=dev&" + args.Encode()
-				if tc.refused != "" && strings.Contains(tc.query, "now()") {
-					// Answered; its values depend on when it runs.
+				if tc.refused != "" && tc.refused != refused {
+					// Answered (a moving arg's values depend on when it runs).
 					if code != http.StatusOK {
 						t.Errorf("%s: %d %.300s; want answered", tc.name, code, body)
 					}
@@ -129,7 +151,7 @@ func countValuesSetup(t *testing.T, vm *vmtest.VM, data string, end int64, flags
 	vm.Flush(t)
 	vmtest.Eventually(t, func() (bool, string) {
 		_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/query?"+latestSamples(end), nil)
-		return strings.Contains(body, `"3500"`), "cvq and cvfleet count " + body
+		return strings.Contains(body, `"4500"`), "the latest samples count " + body
 	})
 	priv, pub := keyPair(t, "ec")
 	g := startGateway(t, append([]string{"-read.url=" + vm.URL, "-write.url=" + vm.URL, "-enable.auth", "-auth.publicKeyFiles=" + pub}, flags...)...)
@@ -139,5 +161,5 @@ func countValuesSetup(t *testing.T, vm *vmtest.VM, data string, end int64, flags
 // latestSamples asks how many series of TestCountValuesComparisons' have their last sample, at end: the import's last
 // rows may reach the cluster's storage after its first.
 func latestSamples(end int64) string {
-	return url.Values{"query": {`count(last_over_time({__name__=~"cvq|cvfleet"}[1m]))`}, "time": {fmt.Sprint(end)}}.Encode()
+	return url.Values{"query": {`count(last_over_time({__name__=~"cvq|cvfleet|cvver"}[1m]))`}, "time": {fmt.Sprint(end)}}.Encode()
 }

@@ -25,59 +25,91 @@ func TestCountValuesComparisons(t *testing.T) {
 	}
 	at := func(q string) url.Values { return url.Values{"query": {q}, "time": {"1700000000"}} }
 	l := Limits{MaxCountValuesComparisons: 2e6}
-	const src = `(x)[3720000ms:60000ms]` // the hour and a step either side
-	const series, summed = `count(count_over_time(` + src + `))`, `sum(distinct_over_time(` + src + `))`
-	const first, square = `sum((` + summed + `) * (` + series + `)) @1700000060`, `sum((` + series + `) ^ 2) @1700000060`
-	closer := `sum((count(count_values("distinct_value", last_over_time(` + src + `)))) + ` + summed + ` - ` + series + `) * (` + series + `)) @1700000060`
-	closer = strings.Replace(closer, `)))) + `, `))) + `, 1)
+	const with = `WITH (vmgw_arg0 = x, vmgw_sub0 = (vmgw_arg0)[3720000ms:60000ms]) ` // the hour and a step either side
+	const first = with + `sum((sum(distinct_over_time(vmgw_sub0))) * (count(count_over_time(vmgw_sub0)))) @1700000060`
+	const closer = with + `sum((((distinct(last_over_time(vmgw_sub0)) + ` +
+		`sum(distinct_over_time(vmgw_sub0) - 1) - clamp_min(sum(first_over_time(vmgw_sub0) != bool last_over_time(vmgw_sub0)) - ` +
+		`distinct(first_over_time(vmgw_sub0)), 0)) <= (sum_over_time((distinct(vmgw_arg0))[3720000ms:60000ms]))) or ` +
+		`(sum_over_time((distinct(vmgw_arg0))[3720000ms:60000ms]))) * (count(count_over_time(vmgw_sub0)))) @1700000060`
+	const point = `sum((distinct(x)) * (count(x))) @1700000000`
+	refusedCount := httperr.New(http.StatusUnprocessableEntity, "duplicate time series on the left side of `!=`")
 	for _, tc := range []struct {
 		name    string
 		rt      route.Route
 		args    url.Values
-		linear  bool
-		answers []float64
+		linear  bool  // and, for the nested rows, -search.maxFanOutPoints on
+		answers []any // a count, or its error
 		asked   []string
 		refused string
 	}{
 		// 100 series of a value each: 10,000 distinct values and series, 610,000 comparisons.
-		{"a few series", ranged, hour(`count_values("v", x)`), false, []float64{100 * 100}, []string{first}, ""},
+		{"a few series", ranged, hour(`count_values("v", x)`), false, []any{100 * 100}, []string{first}, ""},
 		// 1,000 series of a value each: past the bound on the first count, and on the closer one.
-		{"1,000 series of distinct values", ranged, hour(`count_values("v", x)`), false, []float64{1000 * 1000, 1e6, 1000 * 1000},
-			[]string{first, square, closer}, "about 6.1e+07 comparisons"},
-		// A fleet of 1,000 hosts of one version: the closer count admits it.
-		{"a fleet of one version", ranged, hour(`count_values("v", x)`), false, []float64{1000 * 1000, 1e6, 1000},
-			[]string{first, square, closer}, ""},
-		// 2,000 series: the closer count would itself compare more than the bound.
-		{"2,000 series", ranged, hour(`count_values("v", x)`), false, []float64{2000 * 2000, 4e6}, []string{first, square},
-			"-search.maxCountValuesComparisons"},
+		{"1,000 series of distinct values", ranged, hour(`count_values("v", x)`), false, []any{1000 * 1000, 1000 * 1000},
+			[]string{first, closer}, "about 6.1e+07 comparisons"},
+		// A fleet of 1,000 hosts of one version (or of two, a rolling upgrade): the closer count admits it.
+		{"a fleet of one version", ranged, hour(`count_values("v", x)`), false, []any{1000 * 1000, 2000}, []string{first, closer}, ""},
+		// A backend that refuses the closer count leaves the first.
+		{"the closer count refused", ranged, hour(`count_values("v", x)`), false, []any{1000 * 1000, refusedCount},
+			[]string{first, closer}, "about 6.1e+07 comparisons"},
 		// Grouped: by each group, its label taken out as VictoriaMetrics takes it out.
-		{"by job", ranged, hour(`count_values("v", x) by (job, v)`), false, []float64{1000},
-			[]string{`sum((sum(distinct_over_time(` + src + `)) by(job)) * (count(count_over_time(` + src + `)) by(job))) @1700000060`}, ""},
-		{"without instance", ranged, hour(`count_values("v", x) without (instance)`), false, []float64{1000},
-			[]string{`sum((sum(distinct_over_time(` + src + `)) without(instance,v,distinct_value)) * (count(count_over_time(` + src + `)) without(instance,v,distinct_value))) @1700000060`}, ""},
-		// One point: at most a distinct value a series, counted as the series squared.
-		{"instant, 1,000 series", instant, at(`count_values("v", x)`), false, []float64{1e6}, []string{`sum((count(x)) ^ 2) @1700000000`}, ""},
-		{"instant, 2,000 series", instant, at(`count_values("v", x)`), false, []float64{4e6}, []string{`sum((count(x)) ^ 2) @1700000000`},
+		{"by job", ranged, hour(`count_values("v", x) by (job, v)`), false, []any{1000},
+			[]string{with + `sum((sum(distinct_over_time(vmgw_sub0)) by(job)) * (count(count_over_time(vmgw_sub0)) by(job))) @1700000060`}, ""},
+		{"without instance", ranged, hour(`count_values("v", x) without (instance)`), false, []any{1000},
+			[]string{with + `sum((sum(distinct_over_time(vmgw_sub0)) without(instance,v,distinct_value)) * (count(count_over_time(vmgw_sub0)) without(instance,v,distinct_value))) @1700000060`}, ""},
+		// The templates take names the arg does not hold.
+		{"an arg named like a template", ranged, hour(`count_values("v", VMGW_ARG0)`), false, []any{1000 * 1000, 1000 * 1000},
+			[]string{`WITH (vmgw_arg1 = VMGW_ARG0, vmgw_sub1 = (vmgw_arg1)[3720000ms:60000ms]) sum((sum(distinct_over_time(vmgw_sub1))) * ` +
+				`(count(count_over_time(vmgw_sub1)))) @1700000060`, strings.NewReplacer("vmgw_arg0 = x", "vmgw_arg1 = VMGW_ARG0",
+				"vmgw_arg0", "vmgw_arg1", "vmgw_sub0", "vmgw_sub1").Replace(closer)}, "-search.maxCountValuesComparisons"},
+		// One point: its distinct values times its series, in each group; with the request's step, the window of
+		// its selectors.
+		{"instant, 1,000 series of a value each", instant, at(`count_values("v", x)`), false, []any{1e6}, []string{point}, ""},
+		{"instant, 2,000 series of a value each", instant, at(`count_values("v", x)`), false, []any{4e6}, []string{point},
 			"count_values in the query would make about 4e+06 comparisons"},
-		{"instant, by instance", instant, at(`count_values("v", x) by (instance)`), false, []float64{2000},
-			[]string{`sum((count(x) by(instance)) ^ 2) @1700000000`}, ""},
+		{"instant, 40,000 series of one value", instant, at(`count_values("v", x)`), false, []any{40000}, []string{point}, ""},
+		{"instant, a step of 2h", instant, url.Values{"query": {`count_values("v", x)`}, "time": {"1700000000"}, "step": {"2h"}},
+			false, []any{4e6}, []string{point + "&step=2h"}, "comparisons"},
+		{"instant, by instance", instant, at(`count_values("v", x) by (instance)`), false, []any{2000},
+			[]string{`sum((distinct(x) by(instance)) * (count(x) by(instance))) @1700000000`}, ""},
 		// Values that differ from the query's in a count of its own.
 		{"instant, now()", instant, at(`count_values("v", x and on() (now() > 0))`), false, nil, nil, "whose values depend on the range"},
+		// A count that would run a count_values again: refused before any count.
+		{"nested", ranged, hour(`count_values("a", count_values("b", x))`), false, nil, nil, "whose count_values the gateway would run again"},
+		{"a histogram of count_values", ranged, hour(`histogram_over_time(count_values("b", x)[1h:1m])`), false, nil, nil,
+			"histogram_over_time in the query reads count_values(\"b\", x), whose count_values the gateway would run again"},
+		// The subquery an instant query is, run as a range query off the step's multiples.
+		{"an instant query's subquery", instant, at(`count_values("v", x)[1h:1m] offset 30s`), false, nil, nil,
+			"directly in the subquery an instant query is"},
 		// Linear: nothing counted.
 		{"linear", ranged, hour(`count_values("v", x)`), true, nil, nil, ""},
 		{"linear, instant", instant, at(`count_values("v", x and on() (now() > 0))`), true, nil, nil, ""},
+		{"linear, nested", ranged, hour(`count_values("a", count_values("b", x))`), true, nil, nil, ""},
+		{"linear, a histogram of count_values", ranged, hour(`histogram_over_time(count_values("b", x)[1h:1m])`), true, []any{1, 1},
+			[]string{`sum(count_over_time((x)[7740000ms:60000ms])) @1700000120.000`,
+				`sum(clamp_max(count_over_time((count_values("b", x))[7320000ms:60000ms]), 488)) @1700000060.000`}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var asked []string
 			l := l
 			l.linearCountValues = tc.linear
+			if strings.Contains(tc.name, "histogram") {
+				l.MaxFanOutPoints = 2e7
+			}
 			err := checkFanOut(tc.rt, tc.args, nil, nil, l, now, func(judge func(ask func(q, at string) (float64, error)) error) error {
 				return judge(func(q, at string) (float64, error) {
 					asked = append(asked, q+" @"+at)
 					if len(asked) > len(tc.answers) {
 						t.Fatalf("asked %q, which the test does not answer", q)
 					}
-					return tc.answers[len(asked)-1], nil
+					switch a := tc.answers[len(asked)-1].(type) {
+					case error:
+						return 0, countError{a}
+					case int:
+						return float64(a), nil
+					default:
+						return a.(float64), nil
+					}
 				})
 			})
 			switch {

@@ -175,7 +175,10 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 					"and %s in the query would be counted at the points of one while VictoriaMetrics may read the other "+
 					"(-search.maxFanOutPoints): give it once", k, fans[0].Func))
 			}
-			lookback := lookbackArgs(q, form)
+			if err := countsRerunCountValues(fans, l); err != nil {
+				return err
+			}
+			lookback := lookbackArgs(rt, q, form)
 			for _, alt := range [2]bool{false, true} {
 				if l.MaxFanOutPoints > 0 {
 					if err := judgeFanOut(fans, alt, l, count, lookback); err != nil {
@@ -246,11 +249,17 @@ func pinSpan(rt route.Route, q, form url.Values, now time.Time) bool {
 	return true
 }
 
-// lookbackArgs are the request's max_lookback and lookback_delta, as "&" and the args encoded: a count asks its query
-// with them, so that its selectors read back what the query's do.
-func lookbackArgs(q, form url.Values) string {
+// lookbackArgs are the request's max_lookback and lookback_delta, and an instant query's step, as "&" and the args
+// encoded: a count asks its query with them, so that its selectors read back what the query's do (an instant query's
+// step is the window of its selectors and rollups that have none: an attacker's review counted 0 series of the last 5
+// minutes where `step=2h` read 60,000 written an hour before).
+func lookbackArgs(rt route.Route, q, form url.Values) string {
+	keys := []string{"max_lookback", "lookback_delta"}
+	if rt.API == "query" {
+		keys = append(keys, "step")
+	}
 	var b strings.Builder
-	for _, k := range [...]string{"max_lookback", "lookback_delta"} {
+	for _, k := range keys {
 		v := form.Get(k)
 		if v == "" {
 			v = q.Get(k)
@@ -331,9 +340,7 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 			return movingError(f, "the series it makes (-search.maxFanOutPoints)")
 		}
 		if f.InstantRange {
-			return httperr.New(http.StatusBadRequest, "count_values directly in the subquery an instant query is cannot be "+
-				"counted (-search.maxFanOutPoints): VictoriaMetrics runs that subquery as a range query at points the gateway "+
-				"does not know before it runs; send its query to /api/v1/query_range over the subquery's window and step")
+			return instantRangeError("-search.maxFanOutPoints")
 		}
 		if f.AtUnknown {
 			return atUnknownError(f, "the series it makes (-search.maxFanOutPoints)")
@@ -433,6 +440,14 @@ func movingError(f querylimits.FanOut, what string) error {
 		"interpolate, keep_last_value, smooth_exponential, ...) or on which series the whole range holds (topk_max and "+
 		"its kin, limitk, any, a limit): the gateway cannot count %s with a query of its own; use numbers or time() in "+
 		"place of the times, or take such calls out of it", f.Func, f.Source, what))
+}
+
+// instantRangeError refuses a count_values directly in the subquery an instant query is (querylimits.FanOut.InstantRange),
+// which the limit flag would count.
+func instantRangeError(flag string) error {
+	return httperr.New(http.StatusBadRequest, fmt.Sprintf("count_values directly in the subquery an instant query is cannot be "+
+		"counted (%s): VictoriaMetrics runs that subquery as a range query at points the gateway does not know before it "+
+		"runs; send its query to /api/v1/query_range over the subquery's window and step", flag))
 }
 
 // atUnknownError refuses f, under an @ whose time the walk did not resolve: the gate lets through only the times

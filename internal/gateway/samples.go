@@ -366,8 +366,8 @@ func (g *Gateway) ask(ctx context.Context, a *auth.Access, q, at string, limit i
 		return nil, errCountEnded
 	}
 	// VictoriaMetrics is asked to stop at the gateway's wait (it looks at the time now and then, not in every loop).
-	for _, k := range [...]string{"max_lookback", "lookback_delta"} {
-		if v := lookback.Get(k); v != "" {
+	for _, k := range [...]string{"max_lookback", "lookback_delta", "step"} {
+		if v := lookback.Get(k); v != "" && (k != "step" || path == "/api/v1/query") {
 			args.Set(k, v)
 		}
 	}
