@@ -22,7 +22,9 @@ import (
 // backends counted them (61 million comparisons), over a range and at one point (2,000 series, 4 million; the gone
 // ones through a step of 2 hours, which the count reads with), and so is a count_values over another, whose count
 // would run the inner one again; its fleets, grouped or not, and the upgrade are answered as VictoriaMetrics answers
-// them. v1.151 and the v1.150 cluster, whose /metrics list -search.maxSeriesPerAggrFunc, answer all of them.
+// them, and so are targets that flap (cvup). Refused too: a count grouped by a label the arg makes, which 1.79.5 would
+// have copied into the counts' other operands as a filter, and a range from its end to its end through a step of 2
+// hours. v1.151 and the v1.150 cluster, whose /metrics list -search.maxSeriesPerAggrFunc, answer all of them.
 func TestCountValuesComparisons(t *testing.T) {
 	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
 	start := end - 3600
@@ -42,6 +44,8 @@ func TestCountValuesComparisons(t *testing.T) {
 		for i := range 1000 {
 			// A rolling upgrade half an hour ago.
 			fmt.Fprintf(&data, "cvver{team=\"dev\",i=\"%d\"} %d %d000\n", i, 41+min(max(ts-end+1800, 0), 1), ts)
+			// Targets that flap, each at its own pace.
+			fmt.Fprintf(&data, "cvup{team=\"dev\",i=\"%d\"} %d %d000\n", i, min(ts/60%int64(2+i%5), 1), ts)
 		}
 	}
 	// The backends' /metrics are read, as by default, for what their count_values is (-read.maxConcurrentRequests=0).
@@ -64,7 +68,7 @@ func TestCountValuesComparisons(t *testing.T) {
 			vmtest.Eventually(t, func() (bool, string) {
 				rc.c.Flush(t)
 				_, _, b := do(t, http.MethodGet, rc.c.Select.URL+"/select/3/prometheus/api/v1/query?"+latest, nil)
-				return strings.Contains(b, `"4500"`), "tenant 3 counts " + b
+				return strings.Contains(b, `"5500"`), "tenant 3 counts " + b
 			})
 			return fanOutSetup{g: rc.g, prefix: "/select/3:0/prometheus", direct: rc.c.Select.URL + "/select/3/prometheus/api/v1/",
 				devTok: clusterToken(t, auth.VMAccess{Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}})}
@@ -99,6 +103,12 @@ func TestCountValuesComparisons(t *testing.T) {
 				{"a moving arg at one point", "query", `count(count_values("v", cvq and on() (now() > 0)))`, at, "whose values depend on the range"},
 				// 1,500 series written an hour ago, read through a step of 2 hours: 2.25 million.
 				{"at one point, a long step", "query", `count(count_values("v", cvold))`, url.Values{"time": {fmt.Sprint(end)}, "step": {"2h"}}, refused},
+				// The same through a step from its end to its end.
+				// (answered, where linear, at the step's multiple before, where the gateway moves a count_values range)
+				{"a range of one point, a long step", "query_range", `count(count_values("v", cvold))`,
+					url.Values{"start": {fmt.Sprint(end)}, "end": {fmt.Sprint(end)}, "step": {"7200"}}, refused},
+				// Grouped by a label the arg makes, which 1.79.5 would copy into the counts' other operands as a filter.
+				{"by a label the arg makes", "query_range", `count(count_values("v", quantiles_over_time("phi", 0.5, cvq[10m])) by (phi))`, ranged, refused},
 				// A count of the outer one would run the inner one again.
 				{"nested", "query_range", `count(count_values("a", count_values("b", cvq)))`, ranged, "whose count_values the gateway would run again"},
 				// One version of 1,000 hosts: 61,000, on the distinct values of their last points (ops' 1,500 values
@@ -108,6 +118,8 @@ func TestCountValuesComparisons(t *testing.T) {
 				{"dev's fleet at one point", "query", `count_values("version", cvfleet)`, at, ""},
 				// Two versions, 1,000 hosts upgraded: 122,000, on the values of their first and last points.
 				{"a rolling upgrade", "query_range", `count_values("version", cvver)`, ranged, ""},
+				// Two values, many changes: on whole numbers, 2 a group.
+				{"flapping targets", "query_range", `count_values("up", cvup)`, ranged, ""},
 				// Counted within the backends' -search.maxQueryLen (16 KiB): the arg is written once in each count.
 				{"a long arg", "query_range", `count_values("version", cvfleet{i=~"` + strings.Join(hosts, "|") + `"})`, ranged, ""},
 				// A group of each series: 1,000 groups of a series.
@@ -127,6 +139,10 @@ func TestCountValuesComparisons(t *testing.T) {
 				want := s.direct
 				if !strings.HasSuffix(want, "/api/v1/") {
 					want = s.vm + "/api/v1/"
+				}
+				if tc.span.Get("step") == "7200" {
+					args.Set("start", fmt.Sprint(end-end%7200))
+					args.Set("end", fmt.Sprint(end-end%7200))
 				}
 				want += tc.api + "?extra_label=team=dev&" + args.Encode()
 				if tc.refused != "" && tc.refused != refused {
@@ -151,7 +167,7 @@ func countValuesSetup(t *testing.T, vm *vmtest.VM, data string, end int64, flags
 	vm.Flush(t)
 	vmtest.Eventually(t, func() (bool, string) {
 		_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/query?"+latestSamples(end), nil)
-		return strings.Contains(body, `"4500"`), "the latest samples count " + body
+		return strings.Contains(body, `"5500"`), "the latest samples count " + body
 	})
 	priv, pub := keyPair(t, "ec")
 	g := startGateway(t, append([]string{"-read.url=" + vm.URL, "-write.url=" + vm.URL, "-enable.auth", "-auth.publicKeyFiles=" + pub}, flags...)...)
@@ -161,5 +177,5 @@ func countValuesSetup(t *testing.T, vm *vmtest.VM, data string, end int64, flags
 // latestSamples asks how many series of TestCountValuesComparisons' have their last sample, at end: the import's last
 // rows may reach the cluster's storage after its first.
 func latestSamples(end int64) string {
-	return url.Values{"query": {`count(last_over_time({__name__=~"cvq|cvfleet|cvver"}[1m]))`}, "time": {fmt.Sprint(end)}}.Encode()
+	return url.Values{"query": {`count(last_over_time({__name__=~"cvq|cvfleet|cvver|cvup"}[1m]))`}, "time": {fmt.Sprint(end)}}.Encode()
 }

@@ -26,12 +26,18 @@ func TestCountValuesComparisons(t *testing.T) {
 	at := func(q string) url.Values { return url.Values{"query": {q}, "time": {"1700000000"}} }
 	l := Limits{MaxCountValuesComparisons: 2e6}
 	const with = `WITH (vmgw_arg0 = x, vmgw_sub0 = (vmgw_arg0)[3720000ms:60000ms]) ` // the hour and a step either side
-	const first = with + `sum((sum(distinct_over_time(vmgw_sub0))) * (count(count_over_time(vmgw_sub0)))) @1700000060`
-	const closer = with + `sum((((distinct(last_over_time(vmgw_sub0)) + ` +
-		`sum(distinct_over_time(vmgw_sub0) - 1) - clamp_min(sum(first_over_time(vmgw_sub0) != bool last_over_time(vmgw_sub0)) - ` +
-		`distinct(first_over_time(vmgw_sub0)), 0)) <= (sum_over_time((distinct(vmgw_arg0))[3720000ms:60000ms]))) or ` +
-		`(sum_over_time((distinct(vmgw_arg0))[3720000ms:60000ms]))) * (count(count_over_time(vmgw_sub0)))) @1700000060`
-	const point = `sum((distinct(x)) * (count(x))) @1700000000`
+	const series = `label_del(count(count_over_time(vmgw_sub0)), "vmgw_arg0")`
+	const first = with + `sum((sum(distinct_over_time(vmgw_sub0))) * ` + series + `) @1700000060&step=60`
+	const each = `label_del(sum_over_time((distinct(vmgw_arg0))[3720000ms:60000ms]), "vmgw_arg0")`
+	const closer = with + `sum((((distinct(last_over_time(vmgw_sub0)) + label_del(sum(distinct_over_time(vmgw_sub0) - 1), "vmgw_arg0") - ` +
+		`label_del(clamp_min(sum(first_over_time(vmgw_sub0) != bool label_del(last_over_time(vmgw_sub0), "vmgw_arg0")) - ` +
+		`label_del(distinct(first_over_time(vmgw_sub0)), "vmgw_arg0"), 0), "vmgw_arg0")) <= ` + each + `) or ` + each + `) * ` + series +
+		`) @1700000060&step=60`
+	const whole = with + `sum((((max_over_time((max(vmgw_arg0))[3720000ms:60000ms]) - label_del(min_over_time((min(vmgw_arg0))[3720000ms:60000ms]), ` +
+		`"vmgw_arg0") + 1) and label_del(sum_over_time((sum((vmgw_arg0 % 1) != bool 0))[3720000ms:60000ms]) == 0, "vmgw_arg0")) or ` +
+		`label_del(sum(distinct_over_time(vmgw_sub0)), "vmgw_arg0")) * ` + series + `) @1700000060&step=60`
+	const point = `sum((distinct(x)) * label_del(count(x), "vmgw_arg0")) @1700000000`
+	named := strings.NewReplacer("vmgw_arg0 = x", "vmgw_arg1 = VMGW_ARG0", "vmgw_arg0", "vmgw_arg1", "vmgw_sub0", "vmgw_sub1")
 	refusedCount := httperr.New(http.StatusUnprocessableEntity, "duplicate time series on the left side of `!=`")
 	for _, tc := range []struct {
 		name    string
@@ -45,23 +51,24 @@ func TestCountValuesComparisons(t *testing.T) {
 		// 100 series of a value each: 10,000 distinct values and series, 610,000 comparisons.
 		{"a few series", ranged, hour(`count_values("v", x)`), false, []any{100 * 100}, []string{first}, ""},
 		// 1,000 series of a value each: past the bound on the first count, and on the closer one.
-		{"1,000 series of distinct values", ranged, hour(`count_values("v", x)`), false, []any{1000 * 1000, 1000 * 1000},
-			[]string{first, closer}, "about 6.1e+07 comparisons"},
+		{"1,000 series of distinct values", ranged, hour(`count_values("v", x)`), false, []any{1000 * 1000, 1000 * 1000, 1000 * 1000},
+			[]string{first, closer, whole}, "about 6.1e+07 comparisons"},
 		// A fleet of 1,000 hosts of one version (or of two, a rolling upgrade): the closer count admits it.
 		{"a fleet of one version", ranged, hour(`count_values("v", x)`), false, []any{1000 * 1000, 2000}, []string{first, closer}, ""},
 		// A backend that refuses the closer count leaves the first.
-		{"the closer count refused", ranged, hour(`count_values("v", x)`), false, []any{1000 * 1000, refusedCount},
-			[]string{first, closer}, "about 6.1e+07 comparisons"},
+		{"the closer count refused", ranged, hour(`count_values("v", x)`), false, []any{1000 * 1000, refusedCount, refusedCount},
+			[]string{first, closer, whole}, "about 6.1e+07 comparisons"},
+		// 1,000 hosts flapping between 0 and 1: past the bound on the closer count, within it on whole numbers.
+		{"a flapping status", ranged, hour(`count_values("v", x)`), false, []any{1000 * 1000, 100 * 1000, 2 * 1000},
+			[]string{first, closer, whole}, ""},
 		// Grouped: by each group, its label taken out as VictoriaMetrics takes it out.
 		{"by job", ranged, hour(`count_values("v", x) by (job, v)`), false, []any{1000},
-			[]string{with + `sum((sum(distinct_over_time(vmgw_sub0)) by(job)) * (count(count_over_time(vmgw_sub0)) by(job))) @1700000060`}, ""},
+			[]string{with + `sum((sum(distinct_over_time(vmgw_sub0)) by(job)) * label_del(count(count_over_time(vmgw_sub0)) by(job), "vmgw_arg0")) @1700000060&step=60`}, ""},
 		{"without instance", ranged, hour(`count_values("v", x) without (instance)`), false, []any{1000},
-			[]string{with + `sum((sum(distinct_over_time(vmgw_sub0)) without(instance,v,distinct_value)) * (count(count_over_time(vmgw_sub0)) without(instance,v,distinct_value))) @1700000060`}, ""},
+			[]string{with + `sum((sum(distinct_over_time(vmgw_sub0)) without(instance,v,distinct_value)) * label_del(count(count_over_time(vmgw_sub0)) without(instance,v,distinct_value), "vmgw_arg0")) @1700000060&step=60`}, ""},
 		// The templates take names the arg does not hold.
-		{"an arg named like a template", ranged, hour(`count_values("v", VMGW_ARG0)`), false, []any{1000 * 1000, 1000 * 1000},
-			[]string{`WITH (vmgw_arg1 = VMGW_ARG0, vmgw_sub1 = (vmgw_arg1)[3720000ms:60000ms]) sum((sum(distinct_over_time(vmgw_sub1))) * ` +
-				`(count(count_over_time(vmgw_sub1)))) @1700000060`, strings.NewReplacer("vmgw_arg0 = x", "vmgw_arg1 = VMGW_ARG0",
-				"vmgw_arg0", "vmgw_arg1", "vmgw_sub0", "vmgw_sub1").Replace(closer)}, "-search.maxCountValuesComparisons"},
+		{"an arg named like a template", ranged, hour(`count_values("v", VMGW_ARG0)`), false, []any{1000 * 1000, 1000 * 1000, 1000 * 1000},
+			[]string{named.Replace(first), named.Replace(closer), named.Replace(whole)}, "-search.maxCountValuesComparisons"},
 		// One point: its distinct values times its series, in each group; with the request's step, the window of
 		// its selectors.
 		{"instant, 1,000 series of a value each", instant, at(`count_values("v", x)`), false, []any{1e6}, []string{point}, ""},
@@ -70,8 +77,14 @@ func TestCountValuesComparisons(t *testing.T) {
 		{"instant, 40,000 series of one value", instant, at(`count_values("v", x)`), false, []any{40000}, []string{point}, ""},
 		{"instant, a step of 2h", instant, url.Values{"query": {`count_values("v", x)`}, "time": {"1700000000"}, "step": {"2h"}},
 			false, []any{4e6}, []string{point + "&step=2h"}, "comparisons"},
+		// A range query of one point: its step too.
+		{"a range of one point", ranged, url.Values{"query": {`count_values("v", x)`}, "start": {"1700000000"}, "end": {"1700000000"},
+			"step": {"7200"}}, false, []any{4e6}, []string{point + "&step=7200"}, "comparisons"},
+		// A group label the arg makes: the later operands shielded from 1.79.5's pushdown of the first's labels.
+		{"by a label the arg makes", instant, at(`count_values("v", quantiles_over_time("phi", 0.5, x[1h])) by (phi)`), false, []any{1},
+			[]string{`sum((distinct(quantiles_over_time("phi", 0.5, x[1h])) by(phi)) * label_del(count(quantiles_over_time("phi", 0.5, x[1h])) by(phi), "vmgw_arg0")) @1700000000`}, ""},
 		{"instant, by instance", instant, at(`count_values("v", x) by (instance)`), false, []any{2000},
-			[]string{`sum((distinct(x) by(instance)) * (count(x) by(instance))) @1700000000`}, ""},
+			[]string{`sum((distinct(x) by(instance)) * label_del(count(x) by(instance), "vmgw_arg0")) @1700000000`}, ""},
 		// Values that differ from the query's in a count of its own.
 		{"instant, now()", instant, at(`count_values("v", x and on() (now() > 0))`), false, nil, nil, "whose values depend on the range"},
 		// A count that would run a count_values again: refused before any count.

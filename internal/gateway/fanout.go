@@ -178,14 +178,14 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 			if err := countsRerunCountValues(fans, l); err != nil {
 				return err
 			}
-			lookback := lookbackArgs(rt, q, form)
+			lookback, stepped := lookbackArgs(q, form, rt.API == "query"), lookbackArgs(q, form, true)
 			for _, alt := range [2]bool{false, true} {
 				if l.MaxFanOutPoints > 0 {
 					if err := judgeFanOut(fans, alt, l, count, lookback); err != nil {
 						return err
 					}
 				}
-				if err := judgeCountValuesWork(fans, alt, l, count, lookback); err != nil {
+				if err := judgeCountValuesWork(fans, alt, l, count, stepped); err != nil {
 					return err
 				}
 			}
@@ -249,13 +249,15 @@ func pinSpan(rt route.Route, q, form url.Values, now time.Time) bool {
 	return true
 }
 
-// lookbackArgs are the request's max_lookback and lookback_delta, and an instant query's step, as "&" and the args
-// encoded: a count asks its query with them, so that its selectors read back what the query's do (an instant query's
-// step is the window of its selectors and rollups that have none: an attacker's review counted 0 series of the last 5
-// minutes where `step=2h` read 60,000 written an hour before).
-func lookbackArgs(rt route.Route, q, form url.Values) string {
+// lookbackArgs are the request's max_lookback and lookback_delta, and with step its step, as "&" and the args encoded:
+// a count asks its query with them, so that its selectors read back what the query's do. The step is the window of the
+// selectors and rollups that have none, which ask sends with a count at one time: an instant query's counts, and
+// count_values' of one point, of a range query too (an attacker's review counted 0 series of the last 5 minutes where
+// `step=2h` read 60,000 written an hour before; a second, the same of a range query from its end to its end); a count
+// over a subquery reads at the subquery's own.
+func lookbackArgs(q, form url.Values, step bool) string {
 	keys := []string{"max_lookback", "lookback_delta"}
-	if rt.API == "query" {
+	if step {
 		keys = append(keys, "step")
 	}
 	var b strings.Builder
