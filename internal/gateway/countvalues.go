@@ -23,12 +23,11 @@ import (
 //
 // Where a read backend is older, or not known yet (SetBackendLinearCountValues), the gateway bounds those comparisons
 // by -search.maxCountValuesComparisons, counted on the read backends as the memory the series made is counted
-// (fanout.go), in the team's tenant and through its restriction: for each group of the arg's series, its distinct values
-// at most the distinct values of each series added up, which the fleet's 6,000 hosts of one version each make 6,000;
-// where that is past the bound, closer, the distinct values of the series' last points and the others each series has
-// beyond its last (count_values over one point, whose own comparisons are at most S² a group, asked only where that
-// is within the bound). A count_values of one point (an instant query's) compares at most S² a group, which is
-// what is counted: closer would cost what the query does.
+// (fanout.go), in the team's tenant and through its restriction, each count linear in the data (comparisons): for each
+// group of the arg's series, its distinct values at most the distinct values of each series added up, which a fleet's
+// 6,000 hosts of one version make 6,000; where that is past the bound, closer ones (the series' last points, their
+// first and last, each point's values, whole numbers' least to most). One point (an instant query's) is counted
+// exactly. A counted call whose arg holds a count_values is refused first: its counts would run it again.
 
 var (
 	countValuesAdmitted = metrics.NewCounter(`vmgateway_query_countvalues_measured_total{result="admitted"}`)
