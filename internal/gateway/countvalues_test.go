@@ -14,8 +14,9 @@ import (
 )
 
 // TestCountValuesComparisons: in front of a read backend whose count_values is not linear, its comparisons are counted
-// (series of each group, their distinct values, and closer, the distinct values of their last points) and bounded;
-// the counts asked are the ones below, and none where the backends' count_values is linear.
+// (the series of each group times their distinct values, then closer bounds of a group's values, then whole numbers'
+// least to most; at one point exactly) and bounded; the counts asked are the ones below, and none where the backends'
+// count_values is linear.
 func TestCountValuesComparisons(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	ranged := route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}
