@@ -149,8 +149,10 @@ func (g *Gateway) fanCounterFor(ctx context.Context, a *auth.Access, gate *parse
 }
 
 // checkFanOut refuses a query whose functions that make several series of each series they read would make series of
-// more than l.MaxFanOutPoints points in all, judged on the query as it goes upstream: the rewrite for a token of
-// several filters puts a union under an aggregation, which VictoriaMetrics then no longer does as it goes.
+// more than l.MaxFanOutPoints points in all, and, in front of a read backend whose count_values is not linear, one whose
+// count_values would make more than l.MaxCountValuesComparisons comparisons (countvalues.go), judged on the query as it
+// goes upstream: the rewrite for a token of several filters puts a union under an aggregation, which VictoriaMetrics
+// then no longer does as it goes.
 func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l Limits, now time.Time, count fanCounter) error {
 	if !rt.Evaluates() || l.MaxFanOutPoints <= 0 && !l.countsComparisons() {
 		return nil
