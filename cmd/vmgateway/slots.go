@@ -263,18 +263,18 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 	if w.maxQueryLen != nil {
 		w.maxQueryLen(least(known, unknown, maxQueryLenOf))
 	}
+	// Addresses set since this read began are not known yet (setAddrs).
+	current := slices.Equal(w.addrs, addrs)
 	if w.braces != nil {
-		// Addresses set since this read began are not known yet (setAddrs).
-		w.braces(least(known, unknown, bracesOf) == 1 && slices.Equal(w.addrs, addrs))
+		w.braces(current && every(known, unknown, func(c capacity) bool { return c.braces }))
 	}
 	if w.linearCountValues != nil {
-		w.linearCountValues(least(known, unknown, linearCountValuesOf) == 1 && slices.Equal(w.addrs, addrs))
+		w.linearCountValues(current && every(known, unknown, func(c capacity) bool { return c.linearCountValues }))
 	}
 	if w.workers != nil {
-		// The most of them, as a query may go to any; not known (0) while one is not, nor for addresses set since this
-		// read began.
+		// The most of them, as a query may go to any; not known (0) while one is not.
 		most := 0
-		if least(known, unknown, workersOf) > 0 && slices.Equal(w.addrs, addrs) {
+		if current && least(known, unknown, workersOf) > 0 {
 			for _, c := range known {
 				most = max(most, c.workers)
 			}
@@ -333,18 +333,17 @@ func dedupOf(c capacity) time.Duration { return c.dedup }
 func maxQueryLenOf(c capacity) int     { return c.maxQueryLen }
 func workersOf(c capacity) int         { return c.workers }
 
-func linearCountValuesOf(c capacity) int {
-	if c.linearCountValues {
-		return 1
+// every tells whether of holds for every backend, all of them known: a request may go to any of them.
+func every(known map[string]capacity, unknown int, of func(capacity) bool) bool {
+	if unknown > 0 || len(known) == 0 {
+		return false
 	}
-	return 0
-}
-
-func bracesOf(c capacity) int {
-	if c.braces {
-		return 1
+	for _, c := range known {
+		if !of(c) {
+			return false
+		}
 	}
-	return 0
+	return true
 }
 
 // capacity reads the capacity of the backend at a from its /metrics.

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -168,20 +167,9 @@ func comparisons(f querylimits.FanOut, ask func(q, at string) (float64, error), 
 		shield(fmt.Sprintf("clamp_min(sum(first_over_time(%[1]s) != bool %[3]s)%[2]s - %[4]s, 0)", sub, by,
 			shield("last_over_time("+sub+")"), shield("distinct(first_over_time("+sub+"))"+by))))
 	each := shield(fmt.Sprintf("sum_over_time((distinct(%s)%s)[%dms:%dms])", arg, by, span, f.Step))
-	ask2 := func(q string) error {
-		c, err := ask(q, at)
-		var refused countError
-		switch {
-		case err == nil:
-			n = min(n, c)
-		case !errors.As(err, &refused):
-			return err
-		}
-		// A backend that refuses it (series told apart by their names alone match twice in a comparison) leaves the
-		// counts before it.
-		return nil
-	}
-	if err := ask2(fmt.Sprintf("%ssum((((%s) <= %s) or %s) * %s)", with, closer, each, each, series)); err != nil || n*points <= left {
+	// A backend that refuses one (series told apart by their names alone match twice in a comparison) leaves the counts
+	// before it (tighter).
+	if n, err = tighter(ask, fmt.Sprintf("%ssum((((%s) <= %s) or %s) * %s)", with, closer, each, each, series), at, n); err != nil || n*points <= left {
 		return n * points, err
 	}
 	// Values that are all whole numbers are at most those from their least to their most: a status panel's 0 and 1,
@@ -189,7 +177,7 @@ func comparisons(f querylimits.FanOut, ask func(q, at string) (float64, error), 
 	whole := fmt.Sprintf("(max_over_time((max(%[1]s)%[2]s)[%[3]dms:%[4]dms]) - %[5]s + 1) and %[6]s", arg, by, span, f.Step,
 		shield(fmt.Sprintf("min_over_time((min(%s)%s)[%dms:%dms])", arg, by, span, f.Step)),
 		shield(fmt.Sprintf("sum_over_time((sum((%s %% 1) != bool 0)%s)[%dms:%dms]) == 0", arg, by, span, f.Step)))
-	err = ask2(fmt.Sprintf("%ssum(((%s) or %s) * %s)", with, whole, shield(summed), series))
+	n, err = tighter(ask, fmt.Sprintf("%ssum(((%s) or %s) * %s)", with, whole, shield(summed), series), at, n)
 	return n * points, err
 }
 

@@ -83,12 +83,7 @@ func (p fanProbe) made(ask func(q, at string) (float64, error), past, affordable
 		m = min(m, n)
 		if p.closer != "" && past(m) && affordable(n) {
 			// A backend without its function refuses it (1.79.5): the exact count stands then.
-			c, err := ask(p.closer, p.at)
-			var refused countError
-			switch {
-			case err == nil:
-				m = min(m, c)
-			case !errors.As(err, &refused):
+			if m, err = tighter(ask, p.closer, p.at, m); err != nil {
 				return 0, err
 			}
 		}
@@ -100,6 +95,20 @@ func (p fanProbe) made(ask func(q, at string) (float64, error), past, affordable
 		m = max(m, n)
 	}
 	return m, nil
+}
+
+// tighter is the least of n and the count q at at, a closer one than n's; n where the read backends refuse q (a
+// function or a comparison the release does not take), which leaves the counts before it.
+func tighter(ask func(q, at string) (float64, error), q, at string, n float64) (float64, error) {
+	c, err := ask(q, at)
+	var refused countError
+	switch {
+	case err == nil:
+		return min(n, c), nil
+	case errors.As(err, &refused):
+		return n, nil
+	}
+	return n, err
 }
 
 // seriesCost is what a series costs VictoriaMetrics besides its points, in points: its labels and headers, about 500
@@ -180,14 +189,18 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 			if err := countsRerunCountValues(fans, l); err != nil {
 				return err
 			}
-			lookback, stepped := lookbackArgs(q, form, rt.API == "query"), lookbackArgs(q, form, true)
+			lookback, step := lookbackArgs(q, form)
+			fanLookback := lookback
+			if rt.API == "query" {
+				fanLookback += step
+			}
 			for _, alt := range [2]bool{false, true} {
 				if l.MaxFanOutPoints > 0 {
-					if err := judgeFanOut(fans, alt, l, count, lookback); err != nil {
+					if err := judgeFanOut(fans, alt, l, count, fanLookback); err != nil {
 						return err
 					}
 				}
-				if err := judgeCountValuesWork(fans, alt, l, count, stepped); err != nil {
+				if err := judgeCountValuesWork(fans, alt, l, count, lookback+step); err != nil {
 					return err
 				}
 			}
@@ -251,28 +264,24 @@ func pinSpan(rt route.Route, q, form url.Values, now time.Time) bool {
 	return true
 }
 
-// lookbackArgs are the request's max_lookback and lookback_delta, and with step its step, as "&" and the args encoded:
+// lookbackArgs are the request's max_lookback and lookback_delta, and apart its step, each as "&" and the args encoded:
 // a count asks its query with them, so that its selectors read back what the query's do. The step is the window of the
 // selectors and rollups that have none, which ask sends with a count at one time: an instant query's counts, and
 // count_values' of one point, of a range query too (an attacker's review counted 0 series of the last 5 minutes where
 // `step=2h` read 60,000 written an hour before; a second, the same of a range query from its end to its end); a count
 // over a subquery reads at the subquery's own.
-func lookbackArgs(q, form url.Values, step bool) string {
-	keys := []string{"max_lookback", "lookback_delta"}
-	if step {
-		keys = append(keys, "step")
-	}
-	var b strings.Builder
-	for _, k := range keys {
+func lookbackArgs(q, form url.Values) (lookback, step string) {
+	arg := func(k string) string {
 		v := form.Get(k)
 		if v == "" {
 			v = q.Get(k)
 		}
-		if v != "" {
-			b.WriteString("&" + k + "=" + url.QueryEscape(v))
+		if v == "" {
+			return ""
 		}
+		return "&" + k + "=" + url.QueryEscape(v)
 	}
-	return b.String()
+	return arg("max_lookback") + arg("lookback_delta"), arg("step")
 }
 
 // spanArgTwice is the first of start, end, step, time, the lookback args and nocache the request gives twice with
