@@ -28,8 +28,13 @@ vet:
 	GOOS=darwin GOARCH=arm64 $(GO) build ./...
 
 # `make test` runs everything, the real-cluster scenarios included.
+# A failing package prints all its output, and its last lines (what CI shows of a run) are often other tests' logs:
+# the failures are printed again at the end.
 test: vet
-	$(GO) test -race -count=1 -timeout 30m ./...
+	@log=$$(mktemp); { $(GO) test -race -count=1 -timeout 30m ./... 2>&1; echo $$? >$$log.rc; } | tee $$log; \
+	rc=$$(cat $$log.rc); \
+	if [ "$$rc" != 0 ]; then echo "=== the failures again:"; awk -f .ci/failures.awk $$log; fi; \
+	rm -f $$log $$log.rc; exit $$rc
 	# Under -race, sockio reads and writes through syscall.Read/Write (the detector's annotations); its raw path runs here.
 	$(GO) test -count=1 ./internal/sockio/
 	$(MAKE) fuzz
