@@ -94,6 +94,7 @@ var alertsOnTestTraffic = map[string]bool{
 	"VMGatewayDown":                          false,
 	"VMGatewayWriteBackendTruncates":         true, // gw1 writes to Debian's 1.79.5
 	"VMGatewayWriteIsolationUnchecked":       true, // gw2's write port is closed
+	"VMGatewayWriteBackendSortsLabels":       false,
 	"VMGatewayWriteSeriesDropped":            true, // gw1 writes a series over 1.79.5's label limit
 	"VMGatewayUpstreamErrors":                true,
 	"VMGatewayServerErrors":                  true,

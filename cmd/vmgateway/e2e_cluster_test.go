@@ -222,7 +222,7 @@ func checkClusterError(t *testing.T, name string, code int, body string, wantCod
 		t.Errorf("%s: want a Prometheus-style JSON error, got %q", name, body)
 		return
 	}
-	wantType := map[int]string{400: "bad_data", 401: "unauthorized", 403: "forbidden", 404: "not_found"}[wantCode]
+	wantType := map[int]string{400: "bad_data", 401: "unauthorized", 403: "forbidden", 404: "not_found", 503: "unavailable"}[wantCode]
 	if e.ErrorType != wantType {
 		t.Errorf("%s: errorType %q, want %q", name, e.ErrorType, wantType)
 	}

@@ -450,3 +450,66 @@ func TestLabelGuardHostileCorpusOnDebian(t *testing.T) {
 		t.Errorf("through the gateway, %d of %d series were stored outside team dev: %s", len(bad), all, strings.Join(bad, "; "))
 	}
 }
+
+// TestSortLabelsRefusedOnBothReleases: with -sortLabels, Debian's 1.79.5 and the current release sort each series'
+// labels with an unstable sort before keeping the last of two of one name, and team dev's series of 15 labels with
+// team="ops" among them, written straight with the token's extra_label, is stored as team ops'. The gateway reads the
+// flag from the backend's /metrics and refuses such writes through a token with extra labels with 503 naming it
+// (a client keeps the data and sends it again), exports vmgateway_write_backend_sorts_labels 1, and stores nothing;
+// a write through an unrestricted token goes on.
+func TestSortLabelsRefusedOnBothReleases(t *testing.T) {
+	// The order found by simulating sort.Sort: team="ops" ends up after the appended team="dev".
+	series := `sortm{z00="x",z01="x",z02="x",z03="x",a04="x",z05="x",a06="x",a07="x",team="ops",a08="x",a09="x",z10="x",a11="x",z12="x"} 1` + "\n"
+	for _, v := range []struct {
+		name  string
+		start func(testing.TB, ...string) *vmtest.VM
+	}{
+		{"debian-1.79.5", vmtest.Start},
+		{"current-" + vmtest.CurrentVersion, vmtest.StartCurrent},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			vm := v.start(t, "-sortLabels")
+			priv, pub := keyPair(t, "ec")
+			g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+				"-write.labelTruncationCheckInterval=1h")
+			dev := mint(t, priv, "-mode=write", "-extraLabels=team=dev")
+			code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", strings.NewReader(series),
+				append(bearer(dev), "Content-Type", "text/plain")...)
+			checkClusterError(t, "a write through dev's token", code, body, http.StatusServiceUnavailable, "runs with -sortLabels")
+			if !g.logged("the write backend runs with -sortLabels") {
+				t.Error("the gateway did not log the backend's -sortLabels")
+			}
+			want := fmt.Sprintf("vmgateway_write_backend_sorts_labels{backend=%q} 1\n", vm.URL)
+			if _, _, m := do(t, http.MethodGet, g.URL+"/metrics", nil); !strings.Contains(m, want) {
+				t.Errorf("/metrics lacks %q", strings.TrimSpace(want))
+			}
+			// Unrestricted writes have no label to lose.
+			all := mint(t, priv, "-mode=write")
+			code, _, body = do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", strings.NewReader(`sort_control{team="ops"} 1`+"\n"),
+				append(bearer(all), "Content-Type", "text/plain")...)
+			if code/100 != 2 {
+				t.Fatalf("an unrestricted write: %d %s", code, body)
+			}
+			// Straight to the backend with the token's label as the gateway would send it: what the refusal stands in for.
+			code, _, body = do(t, http.MethodPost, vm.URL+"/api/v1/import/prometheus?extra_label=team=dev",
+				strings.NewReader(strings.Replace(series, "sortm", "sortm_direct", 1)), "Content-Type", "text/plain")
+			if code/100 != 2 {
+				t.Fatalf("the write straight to the backend: %d %s", code, body)
+			}
+			var direct, stored string
+			vmtest.Eventually(t, func() (bool, string) {
+				vm.Flush(t)
+				_, _, control := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]=sort_control", nil)
+				_, _, direct = do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]=sortm_direct", nil)
+				_, _, stored = do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]=sortm", nil)
+				return strings.Contains(control, `"team":"ops"`) && direct != "", "the control series: " + control
+			})
+			if strings.TrimSpace(stored) != "" {
+				t.Errorf("the series written through dev's token was stored: %s", stored)
+			}
+			if !strings.Contains(direct, `"team":"ops"`) {
+				t.Errorf("%s with -sortLabels stored the series written to it directly as %s; the refusal says it keeps team=ops", v.name, direct)
+			}
+		})
+	}
+}

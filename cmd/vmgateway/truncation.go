@@ -21,6 +21,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/gateway"
+	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/redact"
 )
 
@@ -32,6 +33,12 @@ import (
 // "too_many_labels"} since), where the version label is often empty (a Debian or `go install` build), and its flag
 // metric gives the limit. While one truncates, writes through tokens with extra labels go through the label guard,
 // which drops such series as v1.108.0 does (internal/labelguard).
+//
+// It also rests on the backend keeping the last of two labels of one name, which it does by a stable sort in its
+// storage. With -sortLabels (vminsert's too) it sorts each series' labels first with sort.Sort, which is not stable
+// past 12 labels: team dev's series of 13 labels or more with its own team="ops" among them was stored as team ops',
+// on 1.79.5 and v1.151 alike (an attacker's review). Writes through tokens with extra labels are refused while a
+// write backend's /metrics lists the flag set.
 var (
 	labelTruncationCheckInterval = flag.Duration("write.labelTruncationCheckInterval", 10*time.Minute,
 		"How often the gateway reads each -write.url's /metrics (with -discoverBackendIPs, each address found, a new one at once) to learn whether it truncates series with more labels than its "+
@@ -39,7 +46,9 @@ var (
 			"extra_labels could be cut off a series the client wrote, so the gateway then counts the labels of every series written through "+
 			"a token with extra_labels and drops those over the limit, as v1.108.0 does; formats it cannot count are refused for such tokens "+
 			"(see docs/security-model.md). A backend it cannot read is asked again sooner (at most a minute apart, and at once when such a "+
-			"write comes), and those writes are refused with 503 meanwhile. 0 disables the check and the guard")
+			"write comes), and those writes are refused with 503 meanwhile. The same look reads whether the backend runs with -sortLabels, "+
+			"whose unstable sort may keep a series' own label over the token's: such writes get 503 while one does. 0 disables the check, "+
+			"the guard and the -sortLabels refusal")
 	writeMaxLabels = flag.Int("write.maxLabelsPerTimeseries", 0,
 		"When above 0, writes through tokens with extra_labels always go through the label guard, with this as the write backend's "+
 			"-maxLabelsPerTimeseries, whatever -write.labelTruncationCheckInterval finds: for a backend before v1.108.0 the check cannot "+
@@ -121,6 +130,8 @@ type truncationTarget struct {
 	url   *url.URL // the backend's /metrics, credentials kept for the request
 	state atomic.Int64
 	limit atomic.Int64 // its -maxLabelsPerTimeseries, 0 when not known
+	// sortsLabels: its /metrics listed -sortLabels set when last read.
+	sortsLabels atomic.Bool
 	// failing: the last look failed, and state is what an earlier one found.
 	failing atomic.Bool
 	// goneAt is when discovery dropped it (unix nanoseconds), 0 while it is in the list.
@@ -282,6 +293,12 @@ func (r *gaugeRegistry) add(t *truncationTarget) {
 		e = &gaugeEntry{}
 		r.m[t.key] = e
 		metrics.NewGauge(truncationGauge(t.key), func() float64 { return float64(max(e.target.Load().state.Load(), truncationUnknown)) })
+		metrics.NewGauge(sortsGauge(t.key), func() float64 {
+			if e.target.Load().sortsLabels.Load() {
+				return 1
+			}
+			return 0
+		})
 	}
 	e.target.Store(t)
 	e.refs++
@@ -300,13 +317,20 @@ func (r *gaugeRegistry) remove(t *truncationTarget) {
 	// An address gone: its series would stay at its last value for good.
 	delete(r.m, t.key)
 	metrics.UnregisterMetric(truncationGauge(t.key))
+	metrics.UnregisterMetric(sortsGauge(t.key))
 }
 
 func truncationGauge(k targetKey) string {
+	return backendGauge("vmgateway_write_backend_truncates_labels", k)
+}
+
+func sortsGauge(k targetKey) string { return backendGauge("vmgateway_write_backend_sorts_labels", k) }
+
+func backendGauge(name string, k targetKey) string {
 	if k.host != "" {
-		return fmt.Sprintf(`vmgateway_write_backend_truncates_labels{backend=%q,host=%q}`, k.name, k.host)
+		return fmt.Sprintf(`%s{backend=%q,host=%q}`, name, k.name, k.host)
 	}
-	return fmt.Sprintf(`vmgateway_write_backend_truncates_labels{backend=%q}`, k.name)
+	return fmt.Sprintf(`%s{backend=%q}`, name, k.name)
 }
 
 func (w *truncationWatch) current() []*truncationTarget { return *w.targets.Load() }
@@ -392,10 +416,10 @@ func labelLimitOf(w *truncationWatch) func(context.Context) (int, error) {
 //     (one fleet), so that one vminsert down does not change the writes that go to the others.
 //
 // Each asks for a look at once.
+//
+// While a backend sorts labels (-sortLabels), the write is refused with 503: the guard cannot help, and a client such
+// as vmagent keeps the data and sends it again once the operator has taken the flag off.
 func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
-	if *writeMaxLabels > 0 {
-		return *writeMaxLabels, nil
-	}
 	ts := w.current()
 	var timeout *time.Timer
 	for _, t := range ts {
@@ -426,6 +450,12 @@ func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 				ts = append(ts[:len(ts):len(ts)], t)
 			}
 		}
+	}
+	if err := sortingBackends(ts); err != nil {
+		return 0, err
+	}
+	if *writeMaxLabels > 0 {
+		return *writeMaxLabels, nil
 	}
 	for _, t := range ts {
 		failing = failing || t.failing.Load()
@@ -461,6 +491,23 @@ func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 	return least, nil
 }
 
+// sortingBackends is the refusal of a write through a token with extra labels while one of ts sorts labels, or nil.
+func sortingBackends(ts []*truncationTarget) error {
+	var names []string
+	for _, t := range ts {
+		if t.sortsLabels.Load() {
+			names = append(names, t.key.name)
+		}
+	}
+	if names == nil {
+		return nil
+	}
+	return httperr.New(http.StatusServiceUnavailable, fmt.Sprintf("the write backend %s runs with -sortLabels, whose sort "+
+		"may keep a series' own label over the token's extra_labels (a series of more than 12 labels), so writes through tokens "+
+		"with extra_labels are refused until the operator removes -sortLabels from it; send the request again then",
+		strings.Join(names, ", ")))
+}
+
 func (w *truncationWatch) close() {
 	if w == nil || w.stop == nil {
 		return
@@ -494,7 +541,7 @@ func (w *truncationWatch) checkOne(ctx context.Context, t *truncationTarget) {
 		lctx, cancel = context.WithTimeout(ctx, firstCheckWait)
 		defer cancel()
 	}
-	state, limit, err := w.check(lctx, t)
+	state, limit, sorts, err := w.check(lctx, t)
 	if ctx.Err() != nil {
 		return // stopped mid-look: nothing learned
 	}
@@ -510,10 +557,19 @@ func (w *truncationWatch) checkOne(ctx context.Context, t *truncationTarget) {
 	}
 	t.failing.Store(false)
 	t.limit.Store(int64(limit))
+	name := t.key.name
+	if t.sortsLabels.Swap(sorts) != sorts {
+		if sorts {
+			slog.Error("the write backend runs with -sortLabels, whose sort is not stable past 12 labels: a series a client "+
+				"writes with its own copy of a token's extra label may keep it over the token's, and be stored as another "+
+				"team's. Writes through tokens with extra_labels are refused with 503 until -sortLabels is removed from it", "backend", name)
+		} else if state >= truncationDrops {
+			slog.Info("the write backend no longer runs with -sortLabels; writes through tokens with extra_labels are taken again", "backend", name)
+		}
+	}
 	if prev := t.state.Swap(state); prev == state {
 		return
 	}
-	name := t.key.name
 	switch state {
 	case truncationCuts:
 		slog.Error("the write backend truncates series that have more labels than its -maxLabelsPerTimeseries instead of "+
@@ -537,37 +593,38 @@ func (w *truncationWatch) checkOne(ctx context.Context, t *truncationTarget) {
 	}
 }
 
-// check reads the backend's /metrics for the metric that counts series over the label limit, and the limit.
-func (w *truncationWatch) check(ctx context.Context, t *truncationTarget) (int64, int, error) {
+// check reads the backend's /metrics for the metric that counts series over the label limit, the limit, and
+// whether it sorts labels.
+func (w *truncationWatch) check(ctx context.Context, t *truncationTarget) (int64, int, bool, error) {
 	resp, err := getMetrics(ctx, w.client, t.url, t.key.host)
 	if err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) && oe.Op == "dial" && !oe.Timeout() {
 			// Refused or unroutable: writes cannot reach it either.
-			return truncationUnreachable, 0, redact.URLError(err)
+			return truncationUnreachable, 0, false, redact.URLError(err)
 		}
 		// Connected, or may have: a page too slow, a connection cut, a TLS failure.
-		return truncationUnreadable, 0, redact.URLError(err)
+		return truncationUnreadable, 0, false, redact.URLError(err)
 	}
 	defer resp.Body.Close()
 	switch c := resp.StatusCode; {
 	case c == http.StatusOK:
 	case c >= 500 || c == http.StatusUnauthorized || c == http.StatusForbidden || c == http.StatusTooManyRequests:
 		// There, but not answering now, or not to the gateway (a -metricsAuthKey it lacks): it may be an old release.
-		return truncationUnreadable, 0, fmt.Errorf("GET /metrics answered %d", c)
+		return truncationUnreadable, 0, false, fmt.Errorf("GET /metrics answered %d", c)
 	default:
 		// No page of its own (404, a redirect): not VictoriaMetrics, or a proxy in front of it.
-		return truncationUnknown, 0, fmt.Errorf("GET /metrics answered %d", c)
+		return truncationUnknown, 0, false, fmt.Errorf("GET /metrics answered %d", c)
 	}
 	return truncationOf(io.LimitReader(resp.Body, maxMetricsPage))
 }
 
-// truncationOf reads a VictoriaMetrics /metrics page for the behaviour its label-limit metrics name, and the
-// -maxLabelsPerTimeseries its flag metric gives (0 if none does).
-func truncationOf(r io.Reader) (int64, int, error) {
+// truncationOf reads a VictoriaMetrics /metrics page for the behaviour its label-limit metrics name, the
+// -maxLabelsPerTimeseries its flag metric gives (0 if none does), and whether its -sortLabels is set.
+func truncationOf(r io.Reader) (int64, int, bool, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	state, limit := int64(truncationUnknown), 0
+	state, limit, sorts := int64(truncationUnknown), 0, false
 	for sc.Scan() {
 		line := sc.Text()
 		name, rest := line, ""
@@ -586,14 +643,16 @@ func truncationOf(r io.Reader) (int64, int, error) {
 				if n, err := strconv.Atoi(v); err == nil && n > 0 {
 					limit = n
 				}
+			} else if v, ok := strings.CutPrefix(labels, `{name="sortLabels", value="`); ok {
+				sorts = strings.HasPrefix(v, `true"`)
 			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return truncationUnreadable, 0, fmt.Errorf("reading /metrics: %w", err)
+		return truncationUnreadable, 0, false, fmt.Errorf("reading /metrics: %w", err)
 	}
 	if state == truncationUnknown {
-		return state, 0, fmt.Errorf("its /metrics has neither vm_metrics_with_dropped_labels_total nor vm_rows_ignored_total{reason=\"too_many_labels\"}")
+		return state, 0, sorts, fmt.Errorf("its /metrics has neither vm_metrics_with_dropped_labels_total nor vm_rows_ignored_total{reason=\"too_many_labels\"}")
 	}
-	return state, limit, nil
+	return state, limit, sorts, nil
 }

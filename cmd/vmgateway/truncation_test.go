@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/vmgateway/vmgateway/internal/gateway"
+	"github.com/vmgateway/vmgateway/internal/httperr"
 	"github.com/vmgateway/vmgateway/internal/redact"
 )
 
@@ -37,7 +39,7 @@ func TestTruncationOf(t *testing.T) {
 		{"a HELP line", "# HELP vm_metrics_with_dropped_labels_total x\n", truncationUnknown, 0},
 		{"empty", "", truncationUnknown, 0},
 	} {
-		got, limit, err := truncationOf(strings.NewReader(tc.page))
+		got, limit, _, err := truncationOf(strings.NewReader(tc.page))
 		if got != tc.want || limit != tc.limit || (got == truncationUnknown) != (err != nil) {
 			t.Errorf("%s: %d, limit %d, %v; want %d, limit %d", tc.name, got, limit, err, tc.want, tc.limit)
 		}
@@ -185,6 +187,7 @@ func TestLabelLimit(t *testing.T) {
 	*writeMaxLabels = 12
 	defer func() { *writeMaxLabels = 0 }()
 	w := newTruncationWatch([]*url.URL{metricsPage(t, fixed(pageDrops))}, http.DefaultTransport)
+	w.checkAll(context.Background())
 	if got, err := w.labelLimit(context.Background()); got != 12 || err != nil {
 		t.Errorf("with -write.maxLabelsPerTimeseries=12: %d, %v", got, err)
 	}
@@ -272,7 +275,7 @@ func TestTruncationStatuses(t *testing.T) {
 		http.StatusNotFound: truncationUnknown, http.StatusFound: truncationUnknown,
 	} {
 		w := newTruncationWatch([]*url.URL{metricsPage(t, func() (int, string) { return code, "" })}, http.DefaultTransport)
-		if got, _, _ := w.check(context.Background(), w.current()[0]); got != want {
+		if got, _, _, _ := w.check(context.Background(), w.current()[0]); got != want {
 			t.Errorf("GET /metrics answered %d: state %d; want %d", code, got, want)
 		}
 	}
@@ -449,4 +452,66 @@ func TestTruncationLeavingAddressCounts(t *testing.T) {
 	if got, err := w.labelLimit(context.Background()); got != 0 || err != nil {
 		t.Fatalf("leaveGrace after it went: limit %d, %v; want 0", got, err)
 	}
+}
+
+// A write backend whose /metrics lists -sortLabels set refuses writes through tokens with extra labels with 503, the
+// guard's limit or none, -write.maxLabelsPerTimeseries too, until a look finds it off; a flag listed false, or a
+// flag of another name, refuses nothing.
+func TestSortLabelsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name, line string
+		sorts      bool
+	}{
+		{"set", `flag{name="sortLabels", value="true", is_set="true"} 1`, true},
+		{"off", `flag{name="sortLabels", value="false", is_set="false"} 1`, false},
+		{"another flag", `flag{name="sortLabelsX", value="true", is_set="true"} 1`, false},
+		{"a label beside the name", `flag{name="x", value="true"} 1 # sortLabels`, false},
+	} {
+		for _, base := range []string{pageCuts24, pageDrops} {
+			if _, _, sorts, _ := truncationOf(strings.NewReader(base + tc.line + "\n")); sorts != tc.sorts {
+				t.Errorf("%s: sorts %v; want %v", tc.name, sorts, tc.sorts)
+			}
+		}
+	}
+	var page atomic.Pointer[string]
+	set := pageDrops + `flag{name="sortLabels", value="true", is_set="true"}` + " 1\n"
+	page.Store(&set)
+	u := metricsPage(t, func() (int, string) { return http.StatusOK, *page.Load() })
+	w := newTruncationWatch([]*url.URL{u}, http.DefaultTransport)
+	w.checkAll(context.Background())
+	_, err := w.labelLimit(context.Background())
+	var he *httperr.Error
+	if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || !strings.Contains(he.Error(), "runs with -sortLabels") {
+		t.Fatalf("a backend with -sortLabels: %v; want 503 naming the flag", err)
+	}
+	if got := sortsGaugeValue(w.current()[0].key); got != "1" {
+		t.Errorf("vmgateway_write_backend_sorts_labels = %s; want 1", got)
+	}
+	*writeMaxLabels = 12
+	_, err = w.labelLimit(context.Background())
+	*writeMaxLabels = 0
+	if err == nil {
+		t.Error("-write.maxLabelsPerTimeseries took writes to a backend with -sortLabels")
+	}
+	off := pageCuts24
+	page.Store(&off)
+	w.checkAll(context.Background())
+	if got, err := w.labelLimit(context.Background()); got != 24 || err != nil {
+		t.Errorf("the flag taken off: %d %v; want 24", got, err)
+	}
+	if got := sortsGaugeValue(w.current()[0].key); got != "0" {
+		t.Errorf("vmgateway_write_backend_sorts_labels = %s; want 0", got)
+	}
+}
+
+// sortsGaugeValue is the sorts gauge of k as the process exports it, "absent" when it has none.
+func sortsGaugeValue(k targetKey) string {
+	var b bytes.Buffer
+	metrics.WritePrometheus(&b, false)
+	for _, l := range strings.Split(b.String(), "\n") {
+		if v, ok := strings.CutPrefix(l, sortsGauge(k)+" "); ok {
+			return v
+		}
+	}
+	return "absent"
 }

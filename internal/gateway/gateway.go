@@ -70,7 +70,8 @@ type Config struct {
 	QueryLimits QueryLimiter
 	// LabelLimit, when set, is the -maxLabelsPerTimeseries of the write backends if one truncates series over it
 	// instead of dropping them (VictoriaMetrics before v1.108.0), else 0; the gateway then drops such series from
-	// writes through tokens with extra labels (labelguard). It may wait for the first look at the backends.
+	// writes through tokens with extra labels (labelguard). It may wait for the first look at the backends. An
+	// *httperr.Error it returns is the write's answer (a backend such writes must not reach).
 	LabelLimit func(ctx context.Context) (int, error)
 	// WriteAddrs, when set, is told the addresses writes go to: once in New, and with -discoverBackendIPs before
 	// each change takes effect, so that the check behind LabelLimit can look at a new address before a write

@@ -36,6 +36,9 @@ func (g *Gateway) guardLabels(r *http.Request, rt route.Route, a *auth.Access) (
 		return func() {}, nil
 	}
 	limit, err := g.labelLimit(r.Context())
+	if he := (*httperr.Error)(nil); errors.As(err, &he) {
+		return nil, he // the check's own refusal (a write backend that sorts labels)
+	}
 	if err != nil {
 		return nil, httperr.New(http.StatusServiceUnavailable, fmt.Sprintf("the gateway has not learned yet whether the write backend "+
 			"truncates series over its label limit, which decides how it checks writes through this token: %s; send the request again", err))
