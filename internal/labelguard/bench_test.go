@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/golang/snappy"
+	"github.com/valyala/fastjson"
 )
 
 // promBody is about 1 MiB of Prometheus text lines of 10 labels each, as an exporter's page or an import.
@@ -57,5 +58,50 @@ func BenchmarkRemoteWrite(b *testing.B) {
 			b.Fatal(err)
 		}
 		_, _ = io.Copy(io.Discard, r)
+	}
+}
+
+// jsonSeries is an /api/v1/import line of one series with half a million samples, about 11 MB: an export's.
+func jsonSeries() []byte {
+	b := []byte(`{"metric":{"__name__":"http_requests_total","job":"api","instance":"10.0.0.1:8080","code":"200"},"values":[`)
+	const samples = 500000
+	for i := range samples {
+		b = fmt.Appendf(b, "%d.%d,", 1000+i%9000, i%10)
+	}
+	b = append(b[:len(b)-1], `],"timestamps":[`...)
+	for i := range samples {
+		b = fmt.Appendf(b, "%d,", 1700000000000+int64(i)*15000)
+	}
+	return append(b[:len(b)-1], "]}"...)
+}
+
+// Counting the labels of a long JSON line, against the fastjson parse the scanner replaced: with a parser of its own,
+// as a request had one (fastjson_new), and with one that has held a line as long (fastjson_reused).
+func BenchmarkJSONLine(b *testing.B) {
+	line := jsonSeries()
+	b.Run("scan", func(b *testing.B) {
+		c := new(jsonCounter)
+		b.SetBytes(int64(len(line)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if n, ok := c.labels(line); n != 4 || !ok {
+				b.Fatalf("%d, %v", n, ok)
+			}
+		}
+	})
+	for _, reused := range []bool{false, true} {
+		b.Run(map[bool]string{false: "fastjson_new", true: "fastjson_reused"}[reused], func(b *testing.B) {
+			p := new(fastjson.Parser)
+			b.SetBytes(int64(len(line)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if !reused {
+					p = new(fastjson.Parser)
+				}
+				if n, ok := fastjsonLabels(p, line); n != 4 || !ok {
+					b.Fatalf("%d, %v", n, ok)
+				}
+			}
+		})
 	}
 }

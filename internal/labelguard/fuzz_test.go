@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"testing"
+
+	"github.com/valyala/fastjson"
 )
 
 // chunks reads r n bytes at a most per Read, so line ends fall anywhere in the reads.
@@ -65,4 +67,83 @@ func FuzzRemoteWrite(f *testing.F) {
 			s = next
 		}
 	})
+}
+
+// fastjsonLabels is the counting jsonCounter replaced, by a whole parse with fastjson as VictoriaMetrics reads a
+// line: the reference the scanner must agree with. Its count of a refused line is left out (0).
+func fastjsonLabels(p *fastjson.Parser, line []byte) (int, bool) {
+	if len(bytes.TrimSpace(line)) == 0 {
+		return 0, true
+	}
+	v, err := p.ParseBytes(line)
+	if err != nil {
+		return 0, false
+	}
+	m := v.Get("metric")
+	if m == nil {
+		return 0, false
+	}
+	o, err := m.Object()
+	if err != nil {
+		return 0, false
+	}
+	n, ok := 0, true
+	o.Visit(func(_ []byte, v *fastjson.Value) {
+		s, err := v.StringBytes()
+		switch {
+		case err != nil:
+			ok = false
+		case len(s) > 0:
+			n++
+		}
+	})
+	if !ok {
+		return 0, false
+	}
+	return n, true
+}
+
+// The scanner answers as the parse it replaced on every line fastjson parses, and refuses every other line but a
+// blank one (VictoriaMetrics refuses them all).
+func FuzzJSONLabels(f *testing.F) {
+	for _, tc := range jsonCases() {
+		f.Add([]byte(tc.line))
+	}
+	c := new(jsonCounter)
+	var p fastjson.Parser
+	f.Fuzz(func(t *testing.T, line []byte) { checkJSONLabels(t, c, &p, line) })
+}
+
+// jsonTokens are the pieces FuzzJSONTokens builds lines of, so that most of its lines are JSON or nearly.
+var jsonTokens = []string{"{", "}", "[", "]", ",", ":", " ", "\t", "\"", `\`, `\"`, `"metric"`, `"m\u0065tric"`,
+	`"\u006detric"`, `"metric "`, `"a"`, `""`, `"\\"`, `"\""`, "1", "-", "+", "1e+5", ".", "nan", "NaN", "-Inf", "inf",
+	"true", "false", "null", "x", `"metric":{"a":"1"}`, `{"metric":`, "[[[", "]]]"}
+
+// The same as FuzzJSONLabels, of lines made of JSON's pieces: each byte of the input is one.
+func FuzzJSONTokens(f *testing.F) {
+	f.Add([]byte{0, 11, 5, 0, 15, 5, 15, 1, 4, 12, 5, 2, 19, 4, 21, 3, 1})
+	f.Add([]byte{33, 0, 1, 4, 15, 5, 34, 35, 1})
+	c := new(jsonCounter)
+	var p fastjson.Parser
+	f.Fuzz(func(t *testing.T, pieces []byte) {
+		var line []byte
+		for _, b := range pieces {
+			line = append(line, jsonTokens[int(b)%len(jsonTokens)]...)
+		}
+		checkJSONLabels(t, c, &p, line)
+	})
+}
+
+func checkJSONLabels(t *testing.T, c *jsonCounter, p *fastjson.Parser, line []byte) {
+	t.Helper()
+	n, ok := c.labels(line)
+	if _, err := p.ParseBytes(line); err != nil {
+		if blank := len(bytes.Trim(line, " \t\n\r")) == 0; ok != blank || n != 0 {
+			t.Fatalf("labels(%q) = %d, %v; fastjson refuses it (%v)", line, n, ok, err)
+		}
+		return
+	}
+	if wn, wok := fastjsonLabels(p, line); n != wn || ok != wok {
+		t.Fatalf("labels(%q) = %d, %v; the fastjson parse: %d, %v", line, n, ok, wn, wok)
+	}
 }

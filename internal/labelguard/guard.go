@@ -5,8 +5,8 @@
 // and is stored as whatever it claims to be. A guarded body drops such series before they reach the backend, as
 // v1.108.0 itself does, and passes every other byte through. The counting is written by hand after VictoriaMetrics'
 // own parsers of each format, since no library parses them the way the backend does; a line that does not parse
-// the way VictoriaMetrics would parse it is dropped, never passed on unchecked. JSON lines are parsed with fastjson,
-// the parser VictoriaMetrics uses. Formats it cannot count are refused.
+// the way VictoriaMetrics would parse it is dropped, never passed on unchecked. JSON lines are scanned after the
+// grammar of fastjson, the parser VictoriaMetrics uses, without its tree (json.go). Formats it cannot count are refused.
 package labelguard
 
 import (

@@ -7,11 +7,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/iotest"
 
 	"github.com/golang/snappy"
+	"github.com/valyala/fastjson"
 
 	"github.com/vmgateway/vmgateway/internal/httperr"
 )
@@ -54,30 +56,155 @@ func TestPrometheusLabels(t *testing.T) {
 	}
 }
 
-func TestJSONLabels(t *testing.T) {
-	c := new(jsonCounter)
-	for _, tc := range []struct {
-		line string
-		n    int
-		ok   bool
-	}{
+// nested is value inside n arrays.
+func nested(n int, value string) string {
+	return strings.Repeat("[", n) + value + strings.Repeat("]", n)
+}
+
+type jsonCase struct {
+	line string
+	n    int
+	ok   bool
+}
+
+// jsonCases are lines with the labels VictoriaMetrics reads in them (ok false: it refuses the line).
+func jsonCases() []jsonCase {
+	const m = `{"metric":{"a":"1"},`
+	return []jsonCase{
 		{"", 0, true},
 		{" \r", 0, true},
+		{" \t\r\n ", 0, true},
+		// fastjson skips no other whitespace.
+		{"\v", 0, false},
+		{"\v" + `{"metric":{"a":"1"}}`, 0, false},
 		{`{"metric":{"__name__":"up","a":"1"},"values":[1],"timestamps":[1]}`, 2, true},
+		{" \t{ \"metric\" \t:\r{ \"__name__\" : \"up\" , \"a\":\"1\"\n} ,\"values\" : [ 1 , 2 ] , \"timestamps\":[ ] } \r", 2, true},
 		{`{"values":[1],"timestamps":[1],"metric":{"__name__":"up","a":"1","b":"2"}}`, 3, true},
 		{`{"metric":{"__name__":"up","a":"","b":"2"}}`, 2, true},
+		{`{"metric":{"a":"","b":""}}`, 0, true},
+		{`{"metric":{}}`, 0, true},
 		{`{"metric":{"a":"1","a":"2"}}`, 2, true},
 		{`{"metric":{"a":1}}`, 0, false},
+		{`{"metric":{"a":"1","b":null}}`, 0, false},
+		{`{"metric":{"a":{"b":"c"}}}`, 0, false},
+		{`{"metric":{"a":["b"]}}`, 0, false},
 		{`{"metric":"up"}`, 0, false},
+		{`{"metric":["a"]}`, 0, false},
+		{`{"metric":null}`, 0, false},
 		{`{"values":[1]}`, 0, false},
+		{`{}`, 0, false},
 		{`{"metric":{"a":"1"}`, 0, false},
+		{`{"metric":{"a":"1"}},`, 0, false},
+		{`{"metric":{"a":"1",}}`, 0, false},
+		{`{"metric":{"a" "1"}}`, 0, false},
+		{`{"metric":{a:"1"}}`, 0, false},
 		{`[]`, 0, false},
-		// The first metric key is the one read, by fastjson here as in VictoriaMetrics.
+		{`"metric"`, 0, false},
+		{`[{"metric":{"a":"1"}}]`, 0, false},
+		// The first metric key is the one read, by fastjson's Get as in VictoriaMetrics.
 		{`{"metric":{"a":"1"},"metric":{"a":"1","b":"1","c":"1"}}`, 1, true},
-	} {
+		{`{"metric":"up","metric":{"a":"1"}}`, 0, false},
+		{`{"metric":{"a":1},"metric":{"a":"1"}}`, 0, false},
+		// A key is unescaped to be compared, but only when none is written "metric".
+		{`{"\u006detric":{"a":"1","b":"2"}}`, 2, true},
+		{`{"m\u0065tric":{"a":"1"}}`, 1, true},
+		{`{"\u006D\u0065\u0074\u0072\u0069\u0063":{"a":"1"}}`, 1, true},
+		{`{"m\u0065tric":{"a":"1"},"m\u0065tric":{"a":"1","b":"2"}}`, 1, true},
+		{`{"m\u0065tric":{"a":"1","b":"2"},"metric":{"a":"1"}}`, 1, true},
+		{`{"m\u0065tric":"up","metric":{"a":"1"}}`, 1, true},
+		{`{"m\u0065tric":{"a":"1"},"metric":"up"}`, 0, false},
+		{`{"m\u0065tric":1,"m\u0065tric":{"a":"1"}}`, 0, false},
+		{`{"metric ":{"a":"1"}}`, 0, false},
+		{`{"Metric":{"a":"1"}}`, 0, false},
+		{`{"\metric":{"a":"1"}}`, 0, false},
+		{`{"metric\u0000":{"a":"1"}}`, 0, false},
+		{`{"metri\u0063 ":{"a":"1"}}`, 0, false},
+		// Escaped quotes and backslashes end no string.
+		{`{"metric":{"a\"b":"c\"d","e\\":"\\","f":"\\\"","\"":"\""}}`, 4, true},
+		{`{"x":"\"metric\":{\"a\":\"1\",\"b\":\"2\"}","metric":{"a":"1"}}`, 1, true},
+		{`{"x\\":"\\","metric":{"a":"1"}}`, 1, true},
+		{`{"metric":{"a":"1\"}}`, 0, false},
+		{`{"metric":{"a":"1\\\"}}`, 0, false},
+		// Nested values are read past, their metric keys too.
+		{m + `"values":[[1,[2]],{"a":{"b":[]}},{}],"x":{"metric":{"a":"1","b":"2"}}}`, 1, true},
+		{`{"x":{"metric":{"a":"1","b":"2"}},"metric":{"a":"1"}}`, 1, true},
+		{m + `"v":[1,-1.5e+3,0.5E-2,true,false,null,NaN,nan,-Inf,+inf,"s",--,.,1e,+-.]}`, 1, true},
+		// A sign or the like ends a number only at the end of the line.
+		{m + `"v":[-]}`, 0, false},
+		{m + `"v":[1,- 1]}`, 0, false},
+		{m + `"v":[-Infinity]}`, 0, false},
+		{m + `"v":[tru]}`, 0, false},
+		{m + `"v":[nul]}`, 0, false},
+		{m + `"v":[1,]}`, 0, false},
+		{m + `"v":[,1]}`, 0, false},
+		{m + `"v":[1 2]}`, 0, false},
+		{m + `"v":[1}}`, 0, false},
+		{m + `"v":{"a"}}`, 0, false},
+		{m + `"v":{"a":1,}}`, 0, false},
+		{m + `"v":[truex]}`, 0, false},
+		{m + `"v":[1,1,1`, 0, false},
+		// Values nest at most 300 deep, the top-level object at 1.
+		{m + `"v":` + nested(299, "") + `}`, 1, true},
+		{m + `"v":` + nested(300, "") + `}`, 0, false},
+		{m + `"v":` + nested(298, "1") + `}`, 1, true},
+		{m + `"v":` + nested(299, "1") + `}`, 0, false},
+		{m + `"v":` + strings.Repeat(`{"a":`, 298) + `{}` + strings.Repeat("}", 298) + `}`, 1, true},
+		{m + `"v":` + strings.Repeat(`{"a":`, 299) + `1` + strings.Repeat("}", 299) + `}`, 0, false},
+		{m + `"v":` + nested(400, "") + `}`, 0, false},
+		{`{"metric":{"a":"1"}} `, 1, true},
+		{`{"metric":{"a":"1"}} x`, 0, false},
+		{`{"metric":{"a":"1"}}}`, 0, false},
+		{`{"metric":{"a":"1"}}{}`, 0, false},
+	}
+}
+
+func TestJSONLabels(t *testing.T) {
+	c := new(jsonCounter)
+	var p fastjson.Parser
+	for _, tc := range jsonCases() {
 		n, ok := c.labels([]byte(tc.line))
 		if n != tc.n || ok != tc.ok {
 			t.Errorf("labels(%q) = %d, %v; want %d, %v", tc.line, n, ok, tc.n, tc.ok)
+		}
+		// The cases themselves are checked against the parse the scanner replaced, where fastjson parses them.
+		if _, err := p.ParseBytes([]byte(tc.line)); err == nil {
+			if wn, wok := fastjsonLabels(&p, []byte(tc.line)); wn != tc.n || wok != tc.ok {
+				t.Errorf("fastjson reads %q as %d, %v; the case says %d, %v", tc.line, wn, wok, tc.n, tc.ok)
+			}
+		} else if tc.ok && strings.Trim(tc.line, " \t\r\n") != "" {
+			t.Errorf("fastjson refuses %q (%v); the case says it has labels", tc.line, err)
+		}
+	}
+}
+
+// A line of the longest kind is counted in the memory it takes, not in a node per value.
+func TestJSONLabelsLongLines(t *testing.T) {
+	const prefix = `{"metric":{"__name__":"a","b":"c"},"values":`
+	samples := prefix + "[" + strings.Repeat("1,", maxJSONLine/2-len(prefix)) + "1]}"
+	for _, tc := range []struct {
+		name, line string
+		n          int
+		ok         bool
+	}{
+		{"samples", samples, 2, true},
+		{"unclosed samples", samples[:len(samples)-2], 0, false},
+		{"brackets", prefix + strings.Repeat("[", maxJSONLine-len(prefix)), 0, false},
+		{"closed brackets", prefix + nested((maxJSONLine-len(prefix))/2, "") + "}", 0, false},
+	} {
+		line := []byte(tc.line)
+		c := new(jsonCounter)
+		var n int
+		var ok bool
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		allocs := testing.AllocsPerRun(3, func() { n, ok = c.labels(line) })
+		runtime.ReadMemStats(&after)
+		if n != tc.n || ok != tc.ok {
+			t.Errorf("%s: %d, %v; want %d, %v", tc.name, n, ok, tc.n, tc.ok)
+		}
+		// Four runs of a line of 8 or 16 million values, in a handful of allocations and a few KiB.
+		if used := after.TotalAlloc - before.TotalAlloc; allocs > 4 || used > 64<<10 {
+			t.Errorf("%s: a line of %d bytes took %v allocations and %d bytes a count", tc.name, len(line), allocs, used/4)
 		}
 	}
 }
