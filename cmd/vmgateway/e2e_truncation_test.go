@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -511,5 +513,62 @@ func TestSortLabelsRefusedOnBothReleases(t *testing.T) {
 				t.Errorf("%s with -sortLabels stored the series written to it directly as %s; the refusal says it keeps team=ops", v.name, direct)
 			}
 		})
+	}
+}
+
+// TestLabelGuardLongJSONLinesBounded: on Debian's 1.79.5, where the label guard counts the labels of each JSON line
+// a narrowed token writes, four lines of 15 MB of samples that never close (1.2 MB gzipped: an attacker's review
+// sent eight such and grew the gateway from 16 MB to 3.4 GB, 24 s of CPU, while the counting parsed each into a tree
+// of a node per value) are dropped, the line after them is stored with the token's label, and the gateway's peak
+// memory grows by less than the guard's own budget.
+func TestLabelGuardLongJSONLinesBounded(t *testing.T) {
+	vm := vmtest.Start(t)
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+		"-write.labelTruncationCheckInterval=1h")
+	if !g.logged("the write backend truncates series") {
+		t.Fatal("the gateway did not find 1.79.5 truncating: the guard is off")
+	}
+	var body bytes.Buffer
+	zw := gzip.NewWriter(&body)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var chunk []byte
+	for len(chunk) < 1<<20 {
+		if rnd.IntN(200) == 0 {
+			chunk = strconv.AppendInt(chunk, rnd.Int64N(100000), 10)
+			chunk = append(chunk, ',')
+		} else {
+			chunk = append(chunk, "1,"...)
+		}
+	}
+	for range 4 {
+		_, _ = zw.Write([]byte(`{"metric":{"__name__":"junk","team":"ops"},"values":[`))
+		for range 15 {
+			_, _ = zw.Write(chunk)
+		}
+		_, _ = zw.Write([]byte("1]\n"))
+	}
+	fmt.Fprintf(zw, `{"metric":{"__name__":"jsonguard_control","team":"ops"},"values":[1],"timestamps":[%d]}`+"\n", time.Now().UnixMilli())
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, before := rssKiB(t, g.Pid())
+	dev := mint(t, priv, "-mode=write", "-extraLabels=team=dev")
+	code, _, resp := do(t, http.MethodPost, g.URL+"/api/v1/import", &body, append(bearer(dev), "Content-Encoding", "gzip")...)
+	if code/100 != 2 {
+		t.Fatalf("the import: %d %s", code, resp)
+	}
+	_, after := rssKiB(t, g.Pid())
+	vmtest.Eventually(t, func() (bool, string) {
+		vm.Flush(t)
+		_, _, got := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]=jsonguard_control", nil)
+		return strings.Contains(got, `"team":"dev"`), "the control line stored as " + got
+	})
+	if _, _, junk := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]=junk", nil); strings.TrimSpace(junk) != "" {
+		t.Errorf("the lines that never close were stored: %.200s", junk)
+	}
+	// The guard holds at most -write.labelGuardMaxMemory (256 MiB) of lines; the counting itself nothing more.
+	if grew := after - before; grew > 256<<10 {
+		t.Errorf("the gateway's peak memory grew by %d MiB counting the labels of 60 MB of JSON lines; want under 256", grew>>10)
 	}
 }
