@@ -287,11 +287,14 @@ func discovered(u *url.URL) gateway.BackendAddr {
 }
 
 // truncationGaugeValue is the gauge of k as the process exports it, "absent" when it has none.
-func truncationGaugeValue(k targetKey) string {
+func truncationGaugeValue(k targetKey) string { return exportedValue(truncationGauge(k)) }
+
+// exportedValue is the value of the series the process exports, "absent" when it has none.
+func exportedValue(series string) string {
 	var b bytes.Buffer
 	metrics.WritePrometheus(&b, false)
 	for _, l := range strings.Split(b.String(), "\n") {
-		if v, ok := strings.CutPrefix(l, truncationGauge(k)+" "); ok {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
 			return v
 		}
 	}
@@ -484,7 +487,7 @@ func TestSortLabelsRefused(t *testing.T) {
 	if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || !strings.Contains(he.Error(), "runs with -sortLabels") {
 		t.Fatalf("a backend with -sortLabels: %v; want 503 naming the flag", err)
 	}
-	if got := sortsGaugeValue(w.current()[0].key); got != "1" {
+	if got := exportedValue(sortsGauge(w.current()[0].key)); got != "1" {
 		t.Errorf("vmgateway_write_backend_sorts_labels = %s; want 1", got)
 	}
 	*writeMaxLabels = 12
@@ -499,19 +502,7 @@ func TestSortLabelsRefused(t *testing.T) {
 	if got, err := w.labelLimit(context.Background()); got != 24 || err != nil {
 		t.Errorf("the flag taken off: %d %v; want 24", got, err)
 	}
-	if got := sortsGaugeValue(w.current()[0].key); got != "0" {
+	if got := exportedValue(sortsGauge(w.current()[0].key)); got != "0" {
 		t.Errorf("vmgateway_write_backend_sorts_labels = %s; want 0", got)
 	}
-}
-
-// sortsGaugeValue is the sorts gauge of k as the process exports it, "absent" when it has none.
-func sortsGaugeValue(k targetKey) string {
-	var b bytes.Buffer
-	metrics.WritePrometheus(&b, false)
-	for _, l := range strings.Split(b.String(), "\n") {
-		if v, ok := strings.CutPrefix(l, sortsGauge(k)+" "); ok {
-			return v
-		}
-	}
-	return "absent"
 }
