@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/golang/snappy"
@@ -105,3 +106,27 @@ func BenchmarkJSONLine(b *testing.B) {
 		})
 	}
 }
+
+// A 4 MiB JSON line whose body comes 128 bytes a read (a gzip body of small members): linear in the line, as it is in
+// one read.
+func BenchmarkLongLineSmallReads(b *testing.B) {
+	line := []byte(`{"metric":{"__name__":"m","a":"b"},"values":[` + strings.Repeat("1,", 2<<20) + `1],"timestamps":[1]}` + "\n")
+	b.SetBytes(int64(len(line)))
+	for b.Loop() {
+		r, _, err := Check{Max: 30}.Body("import", token(), 0, http.Header{}, &smallReads{r: bytes.NewReader(line), n: 128}, -1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n, _ := io.Copy(io.Discard, r); n != int64(len(line)) {
+			b.Fatalf("%d bytes out of %d", n, len(line))
+		}
+	}
+}
+
+// smallReads gives at most n bytes a read.
+type smallReads struct {
+	r io.Reader
+	n int
+}
+
+func (s *smallReads) Read(p []byte) (int, error) { return s.r.Read(p[:min(len(p), s.n)]) }

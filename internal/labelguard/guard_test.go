@@ -702,3 +702,28 @@ func TestGzipTruncatedAndBombs(t *testing.T) {
 		t.Errorf("a whole body: %v", err)
 	}
 }
+
+// Lines that come a few bytes a read, across several reads each, are passed on and dropped as when they come whole.
+func TestLinesSmallSourceReads(t *testing.T) {
+	body := "ok{a=\"1\"} 1\n" + labelsLine(40) + "\n" + `ok{b="` + strings.Repeat("x", 100<<10) + "\"} 2\n" + "ok{c=\"3\"} 3"
+	out := func(src io.Reader) string {
+		r, _, err := Check{Max: 30}.Body("import_prometheus", token(), 0, http.Header{}, src, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(got)
+	}
+	want := out(strings.NewReader(body))
+	if strings.Contains(want, "m{") || !strings.Contains(want, `ok{c="3"} 3`) || strings.Count(want, "\n") != 2 {
+		t.Fatalf("whole: %.200q; want the three short lines, the long one dropped", want)
+	}
+	for _, n := range []int{1, 7, 128} {
+		if got := out(&smallReads{r: strings.NewReader(body), n: n}); got != want {
+			t.Errorf("%d bytes a read: %.200q; want %.200q", n, got, want)
+		}
+	}
+}

@@ -91,8 +91,14 @@ func (r *lineReader) free() {
 
 // fill reads more of src and checks the lines that are then whole; it leaves out, err or both set, or more read.
 func (r *lineReader) fill() {
-	// What is left of the last read is an unfinished line: to the front, with room after it.
-	n := copy(r.buf, r.buf[r.tail:r.end])
+	// What is left of the last read is an unfinished line, with no newline in it: to the front, with room after it,
+	// and searched from its end. A line that comes in small reads (a gzip body of many small members gives a read per
+	// member) is moved once and searched once; moving and searching it whole at each read made a 15 MiB line in
+	// 128-byte members cost 15 s of CPU (an attacker's review).
+	n := r.end - r.tail
+	if r.tail > 0 {
+		copy(r.buf, r.buf[r.tail:r.end])
+	}
 	r.tail, r.end = 0, n
 	if r.end == len(r.buf) {
 		// A line of maxLine bytes fits with its newline.
@@ -121,17 +127,17 @@ func (r *lineReader) fill() {
 		r.srcEOF = true
 	}
 	// Kept lines move to the front of buf, over the ones dropped; the unfinished one stays where it is.
-	w, s := 0, 0
+	w, s, from := 0, 0, n
 	for {
-		i := bytes.IndexByte(r.buf[s:r.end], '\n')
+		i := bytes.IndexByte(r.buf[from:r.end], '\n')
 		if i < 0 {
 			break
 		}
-		e := s + i + 1
+		e := from + i + 1
 		if r.keep(r.buf[s : e-1]) {
 			w += copy(r.buf[w:], r.buf[s:e])
 		}
-		s = e
+		s, from = e, e
 	}
 	r.tail = s
 	if r.srcEOF {
