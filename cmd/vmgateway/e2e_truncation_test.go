@@ -454,9 +454,10 @@ func TestLabelGuardHostileCorpusOnDebian(t *testing.T) {
 }
 
 // TestSortLabelsRefusedOnBothReleases: with -sortLabels, Debian's 1.79.5 and the current release sort each series'
-// labels with an unstable sort before keeping the last of two of one name, and team dev's series of 15 labels with
-// team="ops" among them, written straight with the token's extra_label, is stored as team ops'. The gateway reads the
-// flag from the backend's /metrics and refuses such writes through a token with extra labels with 503 naming it
+// labels with an unstable sort before keeping the last of two of one name, and so does the current release's stream
+// deduplication: team dev's series of 15 labels with team="ops" among them, written straight with the token's
+// extra_label, is stored as team ops'. The gateway reads the flag from the backend's /metrics and refuses such
+// writes through a token with extra labels with 503 naming it
 // (a client keeps the data and sends it again), exports vmgateway_write_backend_sorts_labels 1, and stores nothing;
 // a write through an unrestricted token goes on.
 func TestSortLabelsRefusedOnBothReleases(t *testing.T) {
@@ -465,21 +466,23 @@ func TestSortLabelsRefusedOnBothReleases(t *testing.T) {
 	for _, v := range []struct {
 		name  string
 		start func(testing.TB, ...string) *vmtest.VM
+		flag  string
 	}{
-		{"debian-1.79.5", vmtest.Start},
-		{"current-" + vmtest.CurrentVersion, vmtest.StartCurrent},
+		{"debian-1.79.5", vmtest.Start, "-sortLabels=true"},
+		{"current-" + vmtest.CurrentVersion, vmtest.StartCurrent, "-sortLabels=true"},
+		{"current-" + vmtest.CurrentVersion + "-streamAggr", vmtest.StartCurrent, "-streamAggr.dedupInterval=1s"},
 	} {
 		t.Run(v.name, func(t *testing.T) {
-			vm := v.start(t, "-sortLabels")
+			vm := v.start(t, v.flag)
 			priv, pub := keyPair(t, "ec")
 			g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
 				"-write.labelTruncationCheckInterval=1h")
 			dev := mint(t, priv, "-mode=write", "-extraLabels=team=dev")
 			code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", strings.NewReader(series),
 				append(bearer(dev), "Content-Type", "text/plain")...)
-			checkClusterError(t, "a write through dev's token", code, body, http.StatusServiceUnavailable, "runs with -sortLabels")
-			if !g.logged("the write backend runs with -sortLabels") {
-				t.Error("the gateway did not log the backend's -sortLabels")
+			checkClusterError(t, "a write through dev's token", code, body, http.StatusServiceUnavailable, "runs with "+v.flag)
+			if !g.logged("the write backend sorts a series' labels") {
+				t.Error("the gateway did not log the backend's flag")
 			}
 			want := fmt.Sprintf("vmgateway_write_backend_sorts_labels{backend=%q} 1\n", vm.URL)
 			if _, _, m := do(t, http.MethodGet, g.URL+"/metrics", nil); !strings.Contains(m, want) {
@@ -510,7 +513,7 @@ func TestSortLabelsRefusedOnBothReleases(t *testing.T) {
 				t.Errorf("the series written through dev's token was stored: %s", stored)
 			}
 			if !strings.Contains(direct, `"team":"ops"`) {
-				t.Errorf("%s with -sortLabels stored the series written to it directly as %s; the refusal says it keeps team=ops", v.name, direct)
+				t.Errorf("%s with %s stored the series written to it directly as %s; the refusal says it keeps team=ops", v.name, v.flag, direct)
 			}
 		})
 	}

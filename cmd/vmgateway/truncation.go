@@ -37,8 +37,10 @@ import (
 // It also rests on the backend keeping the last of two labels of one name, which it does by a stable sort in its
 // storage. With -sortLabels (vminsert's too) it sorts each series' labels first with sort.Sort, which is not stable
 // past 12 labels: team dev's series of 13 labels or more with its own team="ops" among them was stored as team ops',
-// on 1.79.5 and v1.151 alike (an attacker's review). Writes through tokens with extra labels are refused while a
-// write backend's /metrics lists the flag set.
+// on 1.79.5 and v1.151 alike; so does v1.151's stream aggregation (-streamAggr.dedupInterval, -streamAggr.config),
+// whose outputs carried team="ops" (two attackers' reviews). Writes through tokens with extra labels are refused while
+// a write backend's /metrics lists one of those flags set. The check is a poll: a backend restarted with one is
+// found at the next look.
 var (
 	labelTruncationCheckInterval = flag.Duration("write.labelTruncationCheckInterval", 10*time.Minute,
 		"How often the gateway reads each -write.url's /metrics (with -discoverBackendIPs, each address found, a new one at once) to learn whether it truncates series with more labels than its "+
@@ -46,7 +48,7 @@ var (
 			"extra_labels could be cut off a series the client wrote, so the gateway then counts the labels of every series written through "+
 			"a token with extra_labels and drops those over the limit, as v1.108.0 does; formats it cannot count are refused for such tokens "+
 			"(see docs/security-model.md). A backend it cannot read is asked again sooner (at most a minute apart, and at once when such a "+
-			"write comes), and those writes are refused with 503 meanwhile. The same look reads whether the backend runs with -sortLabels, "+
+			"write comes), and those writes are refused with 503 meanwhile. The same look reads whether the backend runs with -sortLabels or stream aggregation, "+
 			"whose unstable sort may keep a series' own label over the token's: such writes get 503 while one does. 0 disables the check, "+
 			"the guard and the -sortLabels refusal")
 	writeMaxLabels = flag.Int("write.maxLabelsPerTimeseries", 0,
@@ -130,8 +132,8 @@ type truncationTarget struct {
 	url   *url.URL // the backend's /metrics, credentials kept for the request
 	state atomic.Int64
 	limit atomic.Int64 // its -maxLabelsPerTimeseries, 0 when not known
-	// sortsLabels: its /metrics listed -sortLabels set when last read.
-	sortsLabels atomic.Bool
+	// sorts is the flag its /metrics listed set when last read that sorts a series' labels (sortsLabels), or nil.
+	sorts atomic.Pointer[string]
 	// failing: the last look failed, and state is what an earlier one found.
 	failing atomic.Bool
 	// goneAt is when discovery dropped it (unix nanoseconds), 0 while it is in the list.
@@ -294,7 +296,7 @@ func (r *gaugeRegistry) add(t *truncationTarget) {
 		r.m[t.key] = e
 		metrics.NewGauge(truncationGauge(t.key), func() float64 { return float64(max(e.target.Load().state.Load(), truncationUnknown)) })
 		metrics.NewGauge(sortsGauge(t.key), func() float64 {
-			if e.target.Load().sortsLabels.Load() {
+			if e.target.Load().sorts.Load() != nil {
 				return 1
 			}
 			return 0
@@ -417,7 +419,7 @@ func labelLimitOf(w *truncationWatch) func(context.Context) (int, error) {
 //
 // Each asks for a look at once.
 //
-// While a backend sorts labels (-sortLabels), the write is refused with 503: the guard cannot help, and a client such
+// While a backend sorts labels (-sortLabels, stream aggregation), the write is refused with 503: the guard cannot help, and a client such
 // as vmagent keeps the data and sends it again once the operator has taken the flag off.
 func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 	ts := w.current()
@@ -495,16 +497,16 @@ func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 func sortingBackends(ts []*truncationTarget) error {
 	var names []string
 	for _, t := range ts {
-		if t.sortsLabels.Load() {
-			names = append(names, t.key.name)
+		if f := t.sorts.Load(); f != nil {
+			names = append(names, t.key.name+" runs with "+*f)
 		}
 	}
 	if names == nil {
 		return nil
 	}
-	return httperr.New(http.StatusServiceUnavailable, fmt.Sprintf("the write backend %s runs with -sortLabels, whose sort "+
-		"may keep a series' own label over the token's extra_labels (a series of more than 12 labels), so writes through tokens "+
-		"with extra_labels are refused until the operator removes -sortLabels from it; send the request again then",
+	return httperr.New(http.StatusServiceUnavailable, fmt.Sprintf("the write backend %s, which sorts a series' labels in a way "+
+		"that may keep its own label over the token's extra_labels (a series of more than 12 labels), so writes through tokens "+
+		"with extra_labels are refused until the operator removes the flag; send the request again then",
 		strings.Join(names, ", ")))
 }
 
@@ -558,13 +560,14 @@ func (w *truncationWatch) checkOne(ctx context.Context, t *truncationTarget) {
 	t.failing.Store(false)
 	t.limit.Store(int64(limit))
 	name := t.key.name
-	if t.sortsLabels.Swap(sorts) != sorts {
-		if sorts {
-			slog.Error("the write backend runs with -sortLabels, whose sort is not stable past 12 labels: a series a client "+
-				"writes with its own copy of a token's extra label may keep it over the token's, and be stored as another "+
-				"team's. Writes through tokens with extra_labels are refused with 503 until -sortLabels is removed from it", "backend", name)
-		} else if state >= truncationDrops {
-			slog.Info("the write backend no longer runs with -sortLabels; writes through tokens with extra_labels are taken again", "backend", name)
+	if was := t.sorts.Swap(sorts); (was == nil) != (sorts == nil) || was != nil && *was != *sorts {
+		if sorts != nil {
+			slog.Error("the write backend sorts a series' labels, with a sort that is not stable past 12 labels: a series a "+
+				"client writes with its own copy of a token's extra label may keep it over the token's, and be stored as another "+
+				"team's. Writes through tokens with extra_labels are refused with 503 until the flag is removed from it",
+				"backend", name, "flag", *sorts)
+		} else {
+			slog.Info("the write backend no longer sorts a series' labels; writes through tokens with extra_labels are taken again", "backend", name)
 		}
 	}
 	if prev := t.state.Swap(state); prev == state {
@@ -595,36 +598,38 @@ func (w *truncationWatch) checkOne(ctx context.Context, t *truncationTarget) {
 
 // check reads the backend's /metrics for the metric that counts series over the label limit, the limit, and
 // whether it sorts labels.
-func (w *truncationWatch) check(ctx context.Context, t *truncationTarget) (int64, int, bool, error) {
+func (w *truncationWatch) check(ctx context.Context, t *truncationTarget) (int64, int, *string, error) {
 	resp, err := getMetrics(ctx, w.client, t.url, t.key.host)
 	if err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) && oe.Op == "dial" && !oe.Timeout() {
 			// Refused or unroutable: writes cannot reach it either.
-			return truncationUnreachable, 0, false, redact.URLError(err)
+			return truncationUnreachable, 0, nil, redact.URLError(err)
 		}
 		// Connected, or may have: a page too slow, a connection cut, a TLS failure.
-		return truncationUnreadable, 0, false, redact.URLError(err)
+		return truncationUnreadable, 0, nil, redact.URLError(err)
 	}
 	defer resp.Body.Close()
 	switch c := resp.StatusCode; {
 	case c == http.StatusOK:
 	case c >= 500 || c == http.StatusUnauthorized || c == http.StatusForbidden || c == http.StatusTooManyRequests:
 		// There, but not answering now, or not to the gateway (a -metricsAuthKey it lacks): it may be an old release.
-		return truncationUnreadable, 0, false, fmt.Errorf("GET /metrics answered %d", c)
+		return truncationUnreadable, 0, nil, fmt.Errorf("GET /metrics answered %d", c)
 	default:
 		// No page of its own (404, a redirect): not VictoriaMetrics, or a proxy in front of it.
-		return truncationUnknown, 0, false, fmt.Errorf("GET /metrics answered %d", c)
+		return truncationUnknown, 0, nil, fmt.Errorf("GET /metrics answered %d", c)
 	}
 	return truncationOf(io.LimitReader(resp.Body, maxMetricsPage))
 }
 
 // truncationOf reads a VictoriaMetrics /metrics page for the behaviour its label-limit metrics name, the
-// -maxLabelsPerTimeseries its flag metric gives (0 if none does), and whether its -sortLabels is set.
-func truncationOf(r io.Reader) (int64, int, bool, error) {
+// -maxLabelsPerTimeseries its flag metric gives (0 if none does), and the flag set that sorts a series' labels, if
+// one is (sortingFlag).
+func truncationOf(r io.Reader) (int64, int, *string, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	state, limit, sorts := int64(truncationUnknown), 0, false
+	state, limit := int64(truncationUnknown), 0
+	var sorts *string
 	for sc.Scan() {
 		line := sc.Text()
 		name, rest := line, ""
@@ -643,16 +648,39 @@ func truncationOf(r io.Reader) (int64, int, bool, error) {
 				if n, err := strconv.Atoi(v); err == nil && n > 0 {
 					limit = n
 				}
-			} else if v, ok := strings.CutPrefix(labels, `{name="sortLabels", value="`); ok {
-				sorts = strings.HasPrefix(v, `true"`)
+			} else if f := sortingFlag(labels); f != "" && sorts == nil {
+				sorts = &f
 			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return truncationUnreadable, 0, false, fmt.Errorf("reading /metrics: %w", err)
+		return truncationUnreadable, 0, nil, fmt.Errorf("reading /metrics: %w", err)
 	}
 	if state == truncationUnknown {
 		return state, 0, sorts, fmt.Errorf("its /metrics has neither vm_metrics_with_dropped_labels_total nor vm_rows_ignored_total{reason=\"too_many_labels\"}")
 	}
 	return state, limit, sorts, nil
+}
+
+// sortingFlag is the flag the labels of a flag metric name, as it is set, when it makes the backend sort a series'
+// labels with an unstable sort before it keeps the last of two of one name: -sortLabels, and v1.151's stream
+// aggregation, whose deduplicator and aggregators sort the labels of their input (lib/streamaggr). Else "".
+func sortingFlag(labels string) string {
+	rest, ok := strings.CutPrefix(labels, `{name="`)
+	if !ok {
+		return ""
+	}
+	name, rest, _ := strings.Cut(rest, `"`)
+	value, ok := strings.CutPrefix(rest, `, value="`)
+	if !ok {
+		return ""
+	}
+	value, _, _ = strings.Cut(value, `"`)
+	switch {
+	case name == "sortLabels" && value == "true",
+		name == "streamAggr.config" && value != "",
+		name == "streamAggr.dedupInterval" && value != "" && value != "0s" && value != "0":
+		return "-" + name + "=" + value
+	}
+	return ""
 }

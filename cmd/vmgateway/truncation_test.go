@@ -462,17 +462,22 @@ func TestTruncationLeavingAddressCounts(t *testing.T) {
 // flag of another name, refuses nothing.
 func TestSortLabelsRefused(t *testing.T) {
 	for _, tc := range []struct {
-		name, line string
-		sorts      bool
+		name, line, sorts string
 	}{
-		{"set", `flag{name="sortLabels", value="true", is_set="true"} 1`, true},
-		{"off", `flag{name="sortLabels", value="false", is_set="false"} 1`, false},
-		{"another flag", `flag{name="sortLabelsX", value="true", is_set="true"} 1`, false},
-		{"a label beside the name", `flag{name="x", value="true"} 1 # sortLabels`, false},
+		{"set", `flag{name="sortLabels", value="true", is_set="true"} 1`, "-sortLabels=true"},
+		{"off", `flag{name="sortLabels", value="false", is_set="false"} 1`, ""},
+		{"another flag", `flag{name="sortLabelsX", value="true", is_set="true"} 1`, ""},
+		{"a label beside the name", `flag{name="x", value="true"} 1 # sortLabels`, ""},
+		{"deduplication of stream aggregation", `flag{name="streamAggr.dedupInterval", value="2s", is_set="true"} 1`, "-streamAggr.dedupInterval=2s"},
+		{"its default", `flag{name="streamAggr.dedupInterval", value="0s", is_set="false"} 1`, ""},
+		{"stream aggregation", `flag{name="streamAggr.config", value="/etc/aggr.yml", is_set="true"} 1`, "-streamAggr.config=/etc/aggr.yml"},
+		{"none", `flag{name="streamAggr.config", value="", is_set="false"} 1`, ""},
+		{"1.79.5 without a value label", `flag{name="sortLabels"} 1`, ""},
 	} {
 		for _, base := range []string{pageCuts24, pageDrops} {
-			if _, _, sorts, _ := truncationOf(strings.NewReader(base + tc.line + "\n")); sorts != tc.sorts {
-				t.Errorf("%s: sorts %v; want %v", tc.name, sorts, tc.sorts)
+			_, _, sorts, _ := truncationOf(strings.NewReader(base + tc.line + "\n"))
+			if got := ptrString(sorts); got != tc.sorts {
+				t.Errorf("%s: sorts %q; want %q", tc.name, got, tc.sorts)
 			}
 		}
 	}
@@ -484,7 +489,7 @@ func TestSortLabelsRefused(t *testing.T) {
 	w.checkAll(context.Background())
 	_, err := w.labelLimit(context.Background())
 	var he *httperr.Error
-	if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || !strings.Contains(he.Error(), "runs with -sortLabels") {
+	if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || !strings.Contains(he.Error(), "runs with -sortLabels=true") {
 		t.Fatalf("a backend with -sortLabels: %v; want 503 naming the flag", err)
 	}
 	if got := exportedValue(sortsGauge(w.current()[0].key)); got != "1" {
@@ -505,4 +510,11 @@ func TestSortLabelsRefused(t *testing.T) {
 	if got := exportedValue(sortsGauge(w.current()[0].key)); got != "0" {
 		t.Errorf("vmgateway_write_backend_sorts_labels = %s; want 0", got)
 	}
+}
+
+func ptrString(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
