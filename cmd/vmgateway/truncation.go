@@ -40,9 +40,10 @@ import (
 // on 1.79.5 and v1.151 alike; so does v1.151's stream aggregation (-streamAggr.dedupInterval, -streamAggr.config),
 // whose outputs carried team="ops" (two attackers' reviews). Writes through tokens with extra labels are refused while
 // a write backend's /metrics lists one of those flags set. The check is a poll: a backend restarted with one is
-// found at the next look.
+// found at the next look, a minute apart by default (it was 10 minutes; a page of 1-2 MiB a minute is little beside
+// the scrapes every backend has).
 var (
-	labelTruncationCheckInterval = flag.Duration("write.labelTruncationCheckInterval", 10*time.Minute,
+	labelTruncationCheckInterval = flag.Duration("write.labelTruncationCheckInterval", time.Minute,
 		"How often the gateway reads each -write.url's /metrics (with -discoverBackendIPs, each address found, a new one at once) to learn whether it truncates series with more labels than its "+
 			"-maxLabelsPerTimeseries (VictoriaMetrics before v1.108.0) instead of dropping them, and that limit. On such a backend a token's "+
 			"extra_labels could be cut off a series the client wrote, so the gateway then counts the labels of every series written through "+
