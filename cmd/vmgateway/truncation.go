@@ -664,8 +664,9 @@ func truncationOf(r io.Reader) (int64, int, *string, error) {
 }
 
 // sortingFlag is the flag the labels of a flag metric name, as it is set, when it makes the backend sort a series'
-// labels with an unstable sort before it keeps the last of two of one name: -sortLabels, and v1.151's stream
-// aggregation, whose deduplicator and aggregators sort the labels of their input (lib/streamaggr). Else "".
+// labels with an unstable sort before it keeps the last of two of one name: -sortLabels, and stream aggregation,
+// whose deduplicator and aggregators sort the labels of their input (lib/streamaggr), in the single-node and in a
+// vmagent a -write.url may name (its -remoteWrite.* flags are lists, one value per remote storage). Else "".
 func sortingFlag(labels string) string {
 	rest, ok := strings.CutPrefix(labels, `{name="`)
 	if !ok {
@@ -677,10 +678,18 @@ func sortingFlag(labels string) string {
 		return ""
 	}
 	value, _, _ = strings.Cut(value, `"`)
-	switch {
-	case name == "sortLabels" && value == "true",
-		name == "streamAggr.config" && value != "",
-		name == "streamAggr.dedupInterval" && value != "" && value != "0s" && value != "0":
+	set := false
+	switch name {
+	case "sortLabels":
+		set = value == "true"
+	case "streamAggr.config", "remoteWrite.streamAggr.config":
+		set = strings.Trim(value, ",") != ""
+	case "streamAggr.dedupInterval", "remoteWrite.streamAggr.dedupInterval":
+		for v := range strings.SplitSeq(value, ",") {
+			set = set || v != "" && v != "0s" && v != "0"
+		}
+	}
+	if set {
 		return "-" + name + "=" + value
 	}
 	return ""

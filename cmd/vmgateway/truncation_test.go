@@ -473,6 +473,12 @@ func TestSortLabelsRefused(t *testing.T) {
 		{"stream aggregation", `flag{name="streamAggr.config", value="/etc/aggr.yml", is_set="true"} 1`, "-streamAggr.config=/etc/aggr.yml"},
 		{"none", `flag{name="streamAggr.config", value="", is_set="false"} 1`, ""},
 		{"1.79.5 without a value label", `flag{name="sortLabels"} 1`, ""},
+		{"a vmagent's stream aggregation of one remote storage", `flag{name="remoteWrite.streamAggr.config", value=",/etc/aggr.yml", is_set="true"} 1`,
+			"-remoteWrite.streamAggr.config=,/etc/aggr.yml"},
+		{"of none", `flag{name="remoteWrite.streamAggr.config", value=",", is_set="false"} 1`, ""},
+		{"a vmagent's deduplication of one", `flag{name="remoteWrite.streamAggr.dedupInterval", value="0s,30s", is_set="true"} 1`,
+			"-remoteWrite.streamAggr.dedupInterval=0s,30s"},
+		{"of none", `flag{name="remoteWrite.streamAggr.dedupInterval", value="0s,0s", is_set="true"} 1`, ""},
 	} {
 		for _, base := range []string{pageCuts24, pageDrops} {
 			_, _, sorts, _ := truncationOf(strings.NewReader(base + tc.line + "\n"))
