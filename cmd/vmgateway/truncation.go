@@ -133,7 +133,8 @@ type truncationTarget struct {
 	url   *url.URL // the backend's /metrics, credentials kept for the request
 	state atomic.Int64
 	limit atomic.Int64 // its -maxLabelsPerTimeseries, 0 when not known
-	// sorts is the flag its /metrics listed set when last read that sorts a series' labels (sortsLabels), or nil.
+	// sorts is the flag its /metrics listed set when last read that sorts a series' labels (sortingFlag), "" for none;
+	// nil before the first look (sortFlag).
 	sorts atomic.Pointer[string]
 	// failing: the last look failed, and state is what an earlier one found.
 	failing atomic.Bool
@@ -297,7 +298,7 @@ func (r *gaugeRegistry) add(t *truncationTarget) {
 		r.m[t.key] = e
 		metrics.NewGauge(truncationGauge(t.key), func() float64 { return float64(max(e.target.Load().state.Load(), truncationUnknown)) })
 		metrics.NewGauge(sortsGauge(t.key), func() float64 {
-			if e.target.Load().sorts.Load() != nil {
+			if e.target.Load().sortFlag() != "" {
 				return 1
 			}
 			return 0
@@ -494,12 +495,20 @@ func (w *truncationWatch) labelLimit(ctx context.Context) (int, error) {
 	return least, nil
 }
 
+// sortFlag is what the last look found t's sorting flag to be: "" for none, or before the first look.
+func (t *truncationTarget) sortFlag() string {
+	if f := t.sorts.Load(); f != nil {
+		return *f
+	}
+	return ""
+}
+
 // sortingBackends is the refusal of a write through a token with extra labels while one of ts sorts labels, or nil.
 func sortingBackends(ts []*truncationTarget) error {
 	var names []string
 	for _, t := range ts {
-		if f := t.sorts.Load(); f != nil {
-			names = append(names, t.key.name+" runs with "+*f)
+		if f := t.sortFlag(); f != "" {
+			names = append(names, t.key.name+" runs with "+f)
 		}
 	}
 	if names == nil {
@@ -561,12 +570,13 @@ func (w *truncationWatch) checkOne(ctx context.Context, t *truncationTarget) {
 	t.failing.Store(false)
 	t.limit.Store(int64(limit))
 	name := t.key.name
-	if was := t.sorts.Swap(sorts); (was == nil) != (sorts == nil) || was != nil && *was != *sorts {
-		if sorts != nil {
+	if was := t.sortFlag(); was != sorts {
+		t.sorts.Store(&sorts)
+		if sorts != "" {
 			slog.Error("the write backend sorts a series' labels, with a sort that is not stable past 12 labels: a series a "+
 				"client writes with its own copy of a token's extra label may keep it over the token's, and be stored as another "+
 				"team's. Writes through tokens with extra_labels are refused with 503 until the flag is removed from it",
-				"backend", name, "flag", *sorts)
+				"backend", name, "flag", sorts)
 		} else {
 			slog.Info("the write backend no longer sorts a series' labels; writes through tokens with extra_labels are taken again", "backend", name)
 		}
@@ -599,26 +609,26 @@ func (w *truncationWatch) checkOne(ctx context.Context, t *truncationTarget) {
 
 // check reads the backend's /metrics for the metric that counts series over the label limit, the limit, and
 // whether it sorts labels.
-func (w *truncationWatch) check(ctx context.Context, t *truncationTarget) (int64, int, *string, error) {
+func (w *truncationWatch) check(ctx context.Context, t *truncationTarget) (int64, int, string, error) {
 	resp, err := getMetrics(ctx, w.client, t.url, t.key.host)
 	if err != nil {
 		var oe *net.OpError
 		if errors.As(err, &oe) && oe.Op == "dial" && !oe.Timeout() {
 			// Refused or unroutable: writes cannot reach it either.
-			return truncationUnreachable, 0, nil, redact.URLError(err)
+			return truncationUnreachable, 0, "", redact.URLError(err)
 		}
 		// Connected, or may have: a page too slow, a connection cut, a TLS failure.
-		return truncationUnreadable, 0, nil, redact.URLError(err)
+		return truncationUnreadable, 0, "", redact.URLError(err)
 	}
 	defer resp.Body.Close()
 	switch c := resp.StatusCode; {
 	case c == http.StatusOK:
 	case c >= 500 || c == http.StatusUnauthorized || c == http.StatusForbidden || c == http.StatusTooManyRequests:
 		// There, but not answering now, or not to the gateway (a -metricsAuthKey it lacks): it may be an old release.
-		return truncationUnreadable, 0, nil, fmt.Errorf("GET /metrics answered %d", c)
+		return truncationUnreadable, 0, "", fmt.Errorf("GET /metrics answered %d", c)
 	default:
 		// No page of its own (404, a redirect): not VictoriaMetrics, or a proxy in front of it.
-		return truncationUnknown, 0, nil, fmt.Errorf("GET /metrics answered %d", c)
+		return truncationUnknown, 0, "", fmt.Errorf("GET /metrics answered %d", c)
 	}
 	return truncationOf(io.LimitReader(resp.Body, maxMetricsPage))
 }
@@ -626,11 +636,10 @@ func (w *truncationWatch) check(ctx context.Context, t *truncationTarget) (int64
 // truncationOf reads a VictoriaMetrics /metrics page for the behaviour its label-limit metrics name, the
 // -maxLabelsPerTimeseries its flag metric gives (0 if none does), and the flag set that sorts a series' labels, if
 // one is (sortingFlag).
-func truncationOf(r io.Reader) (int64, int, *string, error) {
+func truncationOf(r io.Reader) (int64, int, string, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	state, limit := int64(truncationUnknown), 0
-	var sorts *string
+	state, limit, sorts := int64(truncationUnknown), 0, ""
 	for sc.Scan() {
 		line := sc.Text()
 		name, rest := line, ""
@@ -649,13 +658,13 @@ func truncationOf(r io.Reader) (int64, int, *string, error) {
 				if n, err := strconv.Atoi(v); err == nil && n > 0 {
 					limit = n
 				}
-			} else if f := sortingFlag(labels); f != "" && sorts == nil {
-				sorts = &f
+			} else if sorts == "" {
+				sorts = sortingFlag(labels)
 			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return truncationUnreadable, 0, nil, fmt.Errorf("reading /metrics: %w", err)
+		return truncationUnreadable, 0, "", fmt.Errorf("reading /metrics: %w", err)
 	}
 	if state == truncationUnknown {
 		return state, 0, sorts, fmt.Errorf("its /metrics has neither vm_metrics_with_dropped_labels_total nor vm_rows_ignored_total{reason=\"too_many_labels\"}")

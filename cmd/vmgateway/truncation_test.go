@@ -481,8 +481,7 @@ func TestSortLabelsRefused(t *testing.T) {
 		{"of none", `flag{name="remoteWrite.streamAggr.dedupInterval", value="0s,0s", is_set="true"} 1`, ""},
 	} {
 		for _, base := range []string{pageCuts24, pageDrops} {
-			_, _, sorts, _ := truncationOf(strings.NewReader(base + tc.line + "\n"))
-			if got := ptrString(sorts); got != tc.sorts {
+			if _, _, got, _ := truncationOf(strings.NewReader(base + tc.line + "\n")); got != tc.sorts {
 				t.Errorf("%s: sorts %q; want %q", tc.name, got, tc.sorts)
 			}
 		}
@@ -516,11 +515,4 @@ func TestSortLabelsRefused(t *testing.T) {
 	if got := exportedValue(sortsGauge(w.current()[0].key)); got != "0" {
 		t.Errorf("vmgateway_write_backend_sorts_labels = %s; want 0", got)
 	}
-}
-
-func ptrString(p *string) string {
-	if p == nil {
-		return ""
-	}
-	return *p
 }

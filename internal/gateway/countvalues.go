@@ -184,9 +184,10 @@ func comparisons(f querylimits.FanOut, ask func(q, at string) (float64, error), 
 // withNames are two names for WITH templates that the arg src does not hold: a template would stand in for a metric
 // or label of its name there.
 func withNames(src string) (arg, sub string) {
+	low := strings.ToLower(src)
 	for i := 0; ; i++ {
 		arg, sub = fmt.Sprintf("vmgw_arg%d", i), fmt.Sprintf("vmgw_sub%d", i)
-		if low := strings.ToLower(src); !strings.Contains(low, arg) && !strings.Contains(low, sub) {
+		if !strings.Contains(low, arg) && !strings.Contains(low, sub) {
 			return arg, sub
 		}
 	}
