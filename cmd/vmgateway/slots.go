@@ -27,7 +27,7 @@ var (
 		"A negative value sets no limit. A -read.url that is a load balancer over several backends answers /metrics from one of them: use -discoverBackendIPs (a headless Service), or give the sum here. With several gateway replicas in front of the same backends, set -read.replicas")
 	readReplicas = flag.Int("read.replicas", 1, "How many gateway replicas forward reads to the same read backends. Each forwards at most its part of their capacity (-read.maxConcurrentRequests, or as learned): the capacity divided by the replicas, rounded down, at least 1. "+
 		"Each replica that took the whole capacity would let the backends' own queue, first come first served, fill again with one team's reads behind the others' backs")
-	readLearnBackendFlags = flag.Bool("read.learnBackendFlags", true, "Whether the gateway reads each read backend's /metrics, at start and every minute, for its -dedup.minScrapeInterval (the query limits assume no denser samples), its -search.maxQueryLen (a query the rewrite makes too long gets the gateway's error naming both lengths), the workers it runs a query on (-search.maxFanOutPoints counts an aggregation's groups in each) whether it reads `or` inside a selector's braces (VictoriaMetrics v1.110.0 on, as its page tells: a token's several filters then go out inside them) and whether its count_values is linear in the series (v1.88.0 on: -search.maxCountValuesComparisons is then not counted), where -read.maxConcurrentRequests is set; 0 reads them with the capacity whatever this says. False leaves the limits, the rewrite and the check as if none were known")
+	readLearnBackendFlags = flag.Bool("read.learnBackendFlags", true, "Whether the gateway reads each read backend's /metrics, at start and every minute, for its -dedup.minScrapeInterval (the query limits assume no denser samples), its -search.maxQueryLen (a query the rewrite makes too long gets the gateway's error naming both lengths), the workers it runs a query on (-search.maxFanOutPoints counts an aggregation's groups in each) whether it reads `or` inside a selector's braces (VictoriaMetrics v1.110.0 on, as its page tells: a token's several filters then go out inside them) whether its count_values is linear in the series (v1.88.0 on: -search.maxCountValuesComparisons is then not counted) and its -search.maxUniqueTimeseries (a query whose subqueries would read within -search.maxQueryWindowPoints over that many series of each selector is not counted), where -read.maxConcurrentRequests is set; 0 reads them with the capacity whatever this says. False leaves the limits, the rewrite and the check as if none were known")
 	readMaxQueueDuration  = flag.Duration("read.maxQueueDuration", 10*time.Second, "How long a read waits for its turn at the read backends (-read.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -search.maxQueueDuration (10s by default), whose queue stays empty. A read VictoriaMetrics refuses because the query memory all queries share is full waits as long, from its first refusal, to be sent again once another read ends")
 
 	writeMaxConcurrentRequests = flag.Int("write.maxConcurrentRequests", 0, "How many writes the gateway forwards at once to the -write.url backends together. Past it, writes wait at the gateway, each team (isolation unit) in turn. "+
@@ -87,8 +87,11 @@ type slotsWatch struct {
 	// linearCountValues, for the read backends, is told whether every one's count_values is linear, false when one is
 	// not known (gateway.SetBackendLinearCountValues).
 	linearCountValues func(bool)
-	client            *http.Client
-	again             chan struct{}
+	// maxSeries, for the read backends, is told the most series one of them selects of a selector, 0 when one is not
+	// known (gateway.SetBackendMaxSeries).
+	maxSeries func(int64)
+	client    *http.Client
+	again     chan struct{}
 
 	mu      sync.Mutex
 	addrs   []gateway.BackendAddr
@@ -123,6 +126,10 @@ type capacity struct {
 	// linearCountValues says a read backend's count_values is linear in the series it reads: VictoriaMetrics' since
 	// v1.88.0, whose /metrics lists linearCountValuesFlag.
 	linearCountValues bool
+	// maxSeries is the most series a read backend selects of a selector: its -search.maxUniqueTimeseries, or the
+	// value v1.151 works out when it is 0 (vm_search_max_unique_timeseries); 0 when neither is listed (a vmselect's 0
+	// leaves it to vmstorage's, which its page does not list).
+	maxSeries int64
 }
 
 // newSlotsWatch returns the watch the flags of k ask for; nil when k's -maxConcurrentRequests fixes the limit or turns
@@ -169,7 +176,7 @@ func startSlots(k *slotKind, w *slotsWatch, gw *gateway.Gateway) {
 	w.set = func(byKey map[string]gateway.BackendCapacity) { k.learned(gw, byKey, *k.replicas) }
 	if k == readSlots {
 		w.dedup, w.maxQueryLen, w.braces, w.workers = gw.SetBackendDedup, gw.SetBackendMaxQueryLen, gw.SetBackendBraces, gw.SetBackendWorkers
-		w.linearCountValues = gw.SetBackendLinearCountValues
+		w.linearCountValues, w.maxSeries = gw.SetBackendLinearCountValues, gw.SetBackendMaxSeries
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
@@ -234,8 +241,9 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 			case wasFailed[key]:
 			case w.factsOnly:
 				slog.Warn("cannot read the read backend's /metrics to learn its -dedup.minScrapeInterval, -search.maxQueryLen, the workers it "+
-					"runs a query on, whether it reads `or` inside a selector's braces and whether its count_values is linear; until it "+
-					"is read the query limits and the rewrite assume none (32 workers, count_values counted), and it "+
+					"runs a query on, whether it reads `or` inside a selector's braces, whether its count_values is linear and the series it "+
+					"selects; until it is read the query limits and the rewrite assume none (32 workers, count_values and subqueries "+
+					"counted), and it "+
 					"is read again every 10s; -read.learnBackendFlags=false stops reading it", "backend", redact.URL(a.URL), "host", a.Host, "err", err)
 			default:
 				slog.Warn("cannot read the "+w.kind.name+" backend's /metrics to learn how many requests it runs at once ("+w.kind.metric+"); "+
@@ -281,6 +289,16 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 		}
 		w.workers(most)
 	}
+	if w.maxSeries != nil {
+		// The most of them, as a query may go to any; not known (0) while one is not.
+		most := int64(0)
+		if current && least(known, unknown, maxSeriesOf) > 0 {
+			for _, c := range known {
+				most = max(most, c.maxSeries)
+			}
+		}
+		w.maxSeries(most)
+	}
 	if w.factsOnly {
 		return len(failed) == 0
 	}
@@ -316,7 +334,7 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 
 // least is the least of what of gives of the backends known: 0 when one gives none (0), when some are unknown, or
 // when none is known, since a request may go to any of them.
-func least[T int | time.Duration](known map[string]capacity, unknown int, of func(capacity) T) T {
+func least[T int | int64 | time.Duration](known map[string]capacity, unknown int, of func(capacity) T) T {
 	if unknown > 0 || len(known) == 0 {
 		return 0
 	}
@@ -332,6 +350,7 @@ func least[T int | time.Duration](known map[string]capacity, unknown int, of fun
 func dedupOf(c capacity) time.Duration { return c.dedup }
 func maxQueryLenOf(c capacity) int     { return c.maxQueryLen }
 func workersOf(c capacity) int         { return c.workers }
+func maxSeriesOf(c capacity) int64     { return c.maxSeries }
 
 // every tells whether of holds for every backend, all of them known: a request may go to any of them.
 func every(known map[string]capacity, unknown int, of func(capacity) bool) bool {
@@ -367,6 +386,7 @@ func (w *slotsWatch) capacity(ctx context.Context, a gateway.BackendAddr) (capac
 func selectCapacityOf(r io.Reader) (capacity, error) {
 	runsOn, pushdown, dedup, maxQueryLen := true, unboundedPushdown, time.Duration(0), 0
 	procs, perQuery, linear := 0, 0, false
+	var maxSeries, worked int64
 	n, err := countOf(r, "vm_concurrent_select_capacity", func(line string) {
 		if v, ok := strings.CutPrefix(line, "go_gomaxprocs "); ok {
 			if p, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && p > 0 {
@@ -393,14 +413,27 @@ func selectCapacityOf(r io.Reader) (capacity, error) {
 			maxQueryLen = flagSize(v)
 		}
 		linear = linear || strings.HasPrefix(line, linearCountValuesFlag)
+		if v, ok := flagValue(line, maxSeriesFlag); ok {
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 {
+				maxSeries = n
+			}
+		}
+		if v, ok := strings.CutPrefix(line, maxSeriesWorkedOut+" "); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && n > 0 {
+				worked = n
+			}
+		}
 	})
+	if maxSeries == 0 {
+		maxSeries = worked
+	}
 	workers := procs
 	if perQuery > 0 && procs > 0 {
 		// VictoriaMetrics runs no more workers than its GOMAXPROCS, whatever the flag says (netstorage.MaxWorkers).
 		workers = min(perQuery, procs)
 	}
 	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown, dedup: dedup, maxQueryLen: maxQueryLen, braces: !runsOn,
-		workers: workers, linearCountValues: linear}, err
+		workers: workers, linearCountValues: linear, maxSeries: maxSeries}, err
 }
 
 // flagSize reads a size flag's value as VictoriaMetrics prints it (16384, or as set: 16KiB, 1.5MB), multiplied out in
@@ -453,6 +486,13 @@ const workersFlag = `flag{name="search.maxWorkersPerQuery`
 // count_values, linear in the series it reads; before it, count_values compares each distinct value with each series
 // at each point (gateway.SetBackendLinearCountValues).
 const linearCountValuesFlag = `flag{name="search.maxSeriesPerAggrFunc"`
+
+// maxSeriesFlag begins the /metrics line of -search.maxUniqueTimeseries: the most series a read backend selects of a
+// selector (gateway.SetBackendMaxSeries); 0 when set to work it out, which v1.151 prints as maxSeriesWorkedOut.
+const (
+	maxSeriesFlag      = `flag{name="search.maxUniqueTimeseries`
+	maxSeriesWorkedOut = "vm_search_max_unique_timeseries"
+)
 
 // maxQueryLenFlag begins the /metrics line of -search.maxQueryLen: the longest query a read backend takes, which the
 // rewrite for a token's series may push a query past (gateway.SetBackendMaxQueryLen).

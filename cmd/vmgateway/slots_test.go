@@ -482,3 +482,60 @@ func TestBackendWorkers(t *testing.T) {
 		}
 	}
 }
+
+// TestBackendMaxSeries: the most series a read backend selects of a selector, as 1.79.5 (its
+// -search.maxUniqueTimeseries) and v1.151 (the flag, or when 0 the value it works out) list it, and the most of the
+// read backends' (none when one does not list it or is not known), under which -search.maxQueryWindowPoints counts no
+// query whose work over that many series of each selector is within it.
+func TestBackendMaxSeries(t *testing.T) {
+	for page, want := range map[string]int64{
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxUniqueTimeseries\", value=\"300000\", is_set=\"false\"} 1\n": 300_000,
+		// v1.151 at 0: the value it works out from its memory, listed before or after the flag.
+		"vm_concurrent_select_capacity 4\nvm_search_max_unique_timeseries 12638078\nflag{name=\"search.maxUniqueTimeseries\", value=\"0\", is_set=\"false\"} 1\n":   12_638_078,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxUniqueTimeseries\", value=\"0\", is_set=\"false\"} 1\nvm_search_max_unique_timeseries 5\n":          5,
+		"vm_concurrent_select_capacity 4\nvm_search_max_unique_timeseries 12638078\nflag{name=\"search.maxUniqueTimeseries\", value=\"1000\", is_set=\"true\"} 1\n": 1000,
+		// A vmselect's 0 leaves it to vmstorage, whose value its page does not list: not known.
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxUniqueTimeseries\", value=\"0\", is_set=\"false\"} 1\n":   0,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxUniqueTimeseries\", value=\"junk\", is_set=\"true\"} 1\n": 0,
+		"vm_concurrent_select_capacity 4\nflag{name=\"search.maxUniqueTimeseriesX\", value=\"7\"} 1\n":                    0,
+		"vm_concurrent_select_capacity 4\n": 0,
+	} {
+		if c, err := selectCapacityOf(strings.NewReader(page)); err != nil || c.maxSeries != want {
+			t.Errorf("%q: most series %d, %v; want %d", page, c.maxSeries, err, want)
+		}
+	}
+	pages := map[string]string{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		page, ok := pages[r.Host]
+		if !ok {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, page)
+	}))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	addr := func(host string) gateway.BackendAddr { return gateway.BackendAddr{URL: u, Host: host} }
+	w := &slotsWatch{kind: readSlots, client: srv.Client(), again: make(chan struct{}, 1), known: map[string]capacity{}, failed: map[string]bool{}}
+	w.set = func(map[string]gateway.BackendCapacity) {}
+	most := int64(-1)
+	w.maxSeries = func(n int64) { most = n }
+	const flag = "vm_concurrent_select_capacity 4\nflag{name=\"search.maxUniqueTimeseries\", value=\"%d\", is_set=\"true\"} 1"
+	for _, step := range []struct {
+		name  string
+		pages map[string]string
+		want  int64
+	}{
+		{"300,000 and 10^6", map[string]string{"a": fmt.Sprintf(flag, 300_000), "b": fmt.Sprintf(flag, 1_000_000)}, 1_000_000},
+		{"one without it", map[string]string{"a": fmt.Sprintf(flag, 300_000), "b": "vm_concurrent_select_capacity 4"}, 0},
+		{"one never read", map[string]string{"a": fmt.Sprintf(flag, 300_000)}, 0},
+	} {
+		pages = step.pages
+		w.known = map[string]capacity{}
+		w.setAddrs([]gateway.BackendAddr{addr("a"), addr("b")})
+		w.readAll(context.Background())
+		if most != step.want {
+			t.Errorf("%s: most series %d; want %d", step.name, most, step.want)
+		}
+	}
+}

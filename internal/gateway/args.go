@@ -158,7 +158,11 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if (l.MaxFanOutPoints > 0 || l.countsComparisons()) && g.read != nil && pinSpan(rt, q, form, now) {
 			changed = true
 		}
-		if err := checkFanOut(rt, q, form, parsed, l, now, g.fanCounterFor(r.Context(), a, gate)); err != nil {
+		count := g.fanCounterFor(r.Context(), a, gate)
+		if err := checkFanOut(rt, q, form, parsed, l, now, count); err != nil {
+			return err
+		}
+		if err := checkQueryWork(rt, q, form, parsed, l, now, count); err != nil {
 			return err
 		}
 	}

@@ -101,6 +101,8 @@ type Gateway struct {
 	backendBraces atomic.Bool
 	// backendWorkers is the most workers a read backend runs one query on (SetBackendWorkers); 0: not known.
 	backendWorkers atomic.Int64
+	// backendMaxSeries is the most series a read backend selects of one selector (SetBackendMaxSeries); 0: not known.
+	backendMaxSeries atomic.Int64
 	// backendLinearCountValues says every read backend's count_values is linear in the series it reads
 	// (SetBackendLinearCountValues); false while one is not known.
 	backendLinearCountValues atomic.Bool

@@ -45,6 +45,12 @@ type Limits struct {
 	// and the functions that sort or count a window over raw samples, may read per series (querylimits.SubqueryWork)
 	// (400).
 	MaxSubqueryWindowPoints int64
+	// MaxQueryWindowPoints is -search.maxQueryWindowPoints: the most points the rollups over a query's subqueries, and
+	// the functions that sort or count a window over raw samples, may read over all the series they read
+	// (querywork.go) (400).
+	MaxQueryWindowPoints int64
+	// maxSeries is the most series a read backend selects of one selector (SetBackendMaxSeries); 0: not known.
+	maxSeries int64
 	// MinSampleInterval is -search.minSampleInterval: the least time between two samples of a series the limits assume
 	// for the windows over raw samples; 0 leaves those windows unbounded.
 	MinSampleInterval time.Duration
@@ -210,6 +216,17 @@ func (g *Gateway) SetBackendWorkers(n int) {
 	}
 }
 
+// SetBackendMaxSeries tells the gateway the most series a read backend selects of one selector (its
+// -search.maxUniqueTimeseries; 0 while one is not known): a query whose work over that many series of each of its
+// selectors is within -search.maxQueryWindowPoints is not counted (querywork.go).
+func (g *Gateway) SetBackendMaxSeries(n int64) {
+	if g.backendMaxSeries.Swap(max(n, 0)) != n {
+		slog.Info("the read backends select at most this many series of a selector (-search.maxUniqueTimeseries): a query whose "+
+			"rollups would read no more than -search.maxQueryWindowPoints over that many is not counted (0: not known, every "+
+			"query with subqueries is)", "series", n)
+	}
+}
+
 // SetBackendLinearCountValues tells the gateway whether every read backend's count_values is linear in the series it
 // reads (VictoriaMetrics v1.88.0 on, whose /metrics lists -search.maxSeriesPerAggrFunc); false while one is not known.
 // Before that, its work grows with the square of the series, which -search.maxCountValuesComparisons bounds
@@ -271,6 +288,7 @@ func (g *Gateway) evalLimits() Limits {
 		l.MinSampleInterval = d
 	}
 	l.workers = int(g.backendWorkers.Load())
+	l.maxSeries = g.backendMaxSeries.Load()
 	l.linearCountValues = g.backendLinearCountValues.Load()
 	return l
 }

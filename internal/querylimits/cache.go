@@ -82,7 +82,7 @@ func (p *parsed) span(from, to, step, now, lookback int64) (readFrom, minSubStep
 // days back), not of the request's step. The span covers both readings.
 func (p *parsed) instantSpan(from, to, step, now, lookback int64) (readFrom, minSubStep int64, atNaN bool) {
 	readFrom, minSubStep, atNaN = p.span(from, to, step, now, lookback)
-	r := &p.root
+	r := p.root.unwrapped()
 	if r.kind != kindRollup {
 		return readFrom, minSubStep, atNaN
 	}

@@ -80,9 +80,14 @@ type node struct {
 	fan *fanNode
 	// atUnknown marks an @ whose time compileAt cannot resolve.
 	atUnknown bool
-	// series is, for a subquery, how many series the rollup function over it makes of each series it reads
-	// (enforce.SeriesOf: aggr_over_time's names, the rollup family's three); 0 stands for 1.
+	// series is, for a subquery or a window over raw samples, how many series the rollup function over it makes of
+	// each series it reads (enforce.SeriesOf: aggr_over_time's names, the rollup family's three); 0 stands for 1.
 	series uint32
+	// What QueryWork counts of the series a node makes (seriesMade): one marks an aggregation that makes a series in
+	// all (`sum(x)`), mult a call that makes mult series of each it reads (quantiles' and histogram_quantiles' phis,
+	// prometheus_buckets' le), histogram the aggregation that makes a series of each bucket its series fall in.
+	one, histogram bool
+	mult           uint32
 }
 
 // rawWindow says n is a window over a selector's raw samples: `quantile_over_time(0.5, x[1h])`.
@@ -200,7 +205,7 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 	}
 	switch x := e.(type) {
 	case *metricsql.MetricExpr:
-		return node{kind: kindSelector}
+		return node{kind: kindSelector, sel: string(x.AppendString(nil))}
 	case *metricsql.RollupExpr:
 		n := node{kind: kindRollup, window: linOf(x.Window), offset: linOf(x.Offset)}
 		child := compile(x.Expr, depth+1, unresolved)
@@ -270,8 +275,13 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 				if series > 1 {
 					c.series = uint32(series)
 				}
-			case c.rawWindow() && raw > 0:
-				c.rawWeight, c.overTime = raw, overTime
+			case c.rawWindow():
+				if raw > 0 {
+					c.rawWeight, c.overTime = raw, overTime
+				}
+				if series > 1 {
+					c.series = uint32(series)
+				}
 			}
 		}
 		mark(&n)
@@ -279,6 +289,9 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 			for i := range n.children {
 				mark(&n.children[i])
 			}
+		}
+		if m := madeOf(x); m > 1 && rollupArg(x) < 0 && n.kind != kindNone {
+			return node{kind: kindGroup, mult: m, children: []node{n}}
 		}
 		return n
 	case *metricsql.AggrFuncExpr:
@@ -297,11 +310,60 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 				n.fan = &f
 			}
 		}
+		if n.kind == kindNone {
+			return n
+		}
+		// Wrapped for what QueryWork counts of the series it makes; the other walks read a wrapper as its child, and
+		// the checks of a query's root look through it (unwrapped).
+		name := strings.ToLower(x.Name)
+		if name == "histogram" {
+			return node{kind: kindGroup, histogram: true, children: []node{n}}
+		}
+		if (reducesToOne(name) || name == "quantiles") && len(x.Modifier.Args) == 0 && !strings.EqualFold(x.Modifier.Op, "without") {
+			n = node{kind: kindGroup, one: true, children: []node{n}}
+		}
+		if name == "quantiles" {
+			n = node{kind: kindGroup, mult: uint32(enforce.SeriesOf(x)), children: []node{n}}
+		}
 		return n
 	case *metricsql.BinaryOpExpr:
 		return group([]metricsql.Expr{x.Left, x.Right}, depth, unresolved)
 	}
 	return node{kind: kindNone}
+}
+
+// reducesToOne names the aggregations that make a series of each group: by nothing, one series in all. The others
+// keep series they read (topk, limitk, outliersk, zscore, share, ...) or make several of each group (quantiles,
+// histogram, count_values).
+func reducesToOne(name string) bool {
+	switch name {
+	case "sum", "sum2", "min", "max", "avg", "count", "group", "geomean", "stddev", "stdvar", "mode", "mad", "median",
+		"distinct", "any", "quantile":
+		return true
+	}
+	return false
+}
+
+// madeOf is how many series the function x, neither a rollup function nor an aggregation, makes at most of each
+// series it reads: histogram_quantiles a series of each phi, prometheus_buckets an le bucket of each vmrange one
+// and of the start of a range that does not follow the last, and +Inf in each group; 1 for any other.
+func madeOf(x *metricsql.FuncExpr) uint32 {
+	switch strings.ToLower(x.Name) {
+	case "histogram_quantiles":
+		return uint32(enforce.SeriesOf(x))
+	case "prometheus_buckets":
+		return 3
+	}
+	return 1
+}
+
+// unwrapped is n, or the node under the wrappers of an aggregation or a call QueryWork counts the series of: a
+// query whose root is a rollup under them is one rollup to the checks that read its root, as it was before they were.
+func (n *node) unwrapped() *node {
+	for n.kind == kindGroup && len(n.children) == 1 && (n.one || n.histogram || n.mult > 0) {
+		n = &n.children[0]
+	}
+	return n
 }
 
 // rollupArg is the index of the arg the rollup function f rolls up; -1 when f is none or has none.
@@ -508,6 +570,10 @@ type walk struct {
 	alt  bool
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
+	// counts, for QueryWork, counts the series of the selectors and the samples of the windows over raw samples:
+	// each subquery's work is then over every series its query makes (span). countErr is its first error.
+	counts   *Counts
+	countErr error
 	// atUnknown counts the @ modifiers compileAt could not resolve above the node walked.
 	atUnknown int
 	// outer is the points of the evaluations of the subqueries above the node walked, added up, each level's times the
@@ -520,25 +586,28 @@ type walk struct {
 	rootSubquery bool
 }
 
-// span adds to w what n reads when evaluated over [a, b] at step.
-func (w *walk) span(n *node, a, b, step int64) {
+// span adds to w what n reads when evaluated over [a, b] at step. For QueryWork (w.counts set), it returns the most
+// series n makes there, from the series its selectors read as counted; otherwise 0.
+func (w *walk) span(n *node, a, b, step int64) float64 {
 	switch n.kind {
 	case kindNone:
-		return
+		return 1 // a number, or a series of no selector: vector(1), time()
 	case kindSelector:
-		w.add(sub(a, max(step, w.lookback)), b)
-		return
+		from := sub(a, max(step, w.lookback))
+		w.add(from, b)
+		return w.series(n.sel, from, b)
 	case kindGroup:
 		if n.countValues && step > 0 {
 			// Counted as the range's points are, (b-a)/step: a count_values of a range query at its limit passes.
 			p := max(b-a, 0) / step
 			w.cv.add(p, p)
 		}
+		made := 0.0
 		for i := range n.children {
-			w.span(&n.children[i], a, b, step)
+			made += w.span(&n.children[i], a, b, step)
 		}
 		w.countValues(n, a, b, step) // after what it reads: an inner one is listed first
-		return
+		return seriesMade(n, made, max(b-a, 0)/max(step, 1)+1)
 	}
 	// A function that makes several series of each makes them as long as the points over [a, b], under @ too:
 	// VictoriaMetrics evaluates it at one time and copies its values to every point.
@@ -551,7 +620,7 @@ func (w *walk) span(n *node, a, b, step int64) {
 		t := n.at.eval(a, b, w.now, step) * 1000
 		if math.IsNaN(t) {
 			w.atNaN = true
-			return
+			return 0
 		}
 		a, b = clampF(t), clampF(t)
 	}
@@ -559,8 +628,7 @@ func (w *walk) span(n *node, a, b, step int64) {
 	a, b = sub(a, off), sub(b, off)
 	child := &n.children[0]
 	if n.wrapper && !w.points {
-		w.span(child, a, b, step)
-		return
+		return w.span(child, a, b, step)
 	}
 	if n.subquery || (n.implicit && w.points) {
 		win := n.window.at(step)
@@ -577,18 +645,6 @@ func (w *walk) span(n *node, a, b, step int64) {
 			}
 		}
 		lo, hi := sub(a, win), b
-		if w.points && n.subquery {
-			// Counted as the range's points are, (b-a)/step, and at least the one point of an instant query.
-			at := max(b-a, 0)/max(step, 1) + 1
-			eighths := n.weight
-			if eighths == 0 {
-				eighths = cheapEighths
-			}
-			w.work += float64(at) * float64(max(win/max(inner, 1), 1)) * float64(eighths) / 8
-			if n.overTime {
-				w.overTimeValues(at, (max(b-a, 0)+win)/max(inner, 1)+1)
-			}
-		}
 		if w.points {
 			// VictoriaMetrics (1.79.5 and since) evaluates a subquery from a step and its staleness interval earlier,
 			// to a step later: 5 minutes at a step of 25 ms are 12,000 points (found by an attacker's review).
@@ -601,11 +657,27 @@ func (w *walk) span(n *node, a, b, step int64) {
 		// Capped far above any bound, so that many names over nested subqueries cannot overflow it.
 		w.outer = int64(min(float64(max(n.series, 1))*float64(points+w.outer), 1<<53))
 		w.aligned++
-		w.span(child, lo, hi, inner)
+		read := w.span(child, lo, hi, inner)
 		w.outer = was
 		w.aligned--
+		if w.points && n.subquery {
+			// Counted as the range's points are, (b-a)/step, and at least the one point of an instant query.
+			at := max(b-a, 0)/max(step, 1) + 1
+			eighths := n.weight
+			if eighths == 0 {
+				eighths = cheapEighths
+			}
+			work := float64(at) * float64(max(win/max(inner, 1), 1)) * float64(eighths) / 8
+			if w.counts != nil {
+				work *= read // over each series the subquery's query makes (QueryWork)
+			}
+			w.work += work
+			if n.overTime {
+				w.overTimeValues(at, (max(b-a, 0)+win)/max(inner, 1)+1)
+			}
+		}
 		w.fanOut(n, a, b, step, win, inner, points) // after what it reads: an inner one is listed first
-		return
+		return w.rolledUp(n, read, (max(b-a, 0)+win)/max(inner, 1)+1)
 	}
 	if child.kind == kindSelector {
 		win := max(step, w.lookback)
@@ -614,6 +686,8 @@ func (w *walk) span(n *node, a, b, step int64) {
 				win = v
 			}
 		}
+		w.add(sub(a, win), b)
+		read := w.series(n.sel, sub(a, win), b)
 		if w.points && w.interval > 0 && n.rawWeight > 0 {
 			// A window over raw samples: the function reads each of its samples at each point, however many the data
 			// has, which only VictoriaMetrics knows; at most one per interval is assumed (the gateway may count them,
@@ -621,21 +695,93 @@ func (w *walk) span(n *node, a, b, step int64) {
 			// cores for 4 series of 1 s samples, past its -search.maxQueryDuration (an attacker's review).
 			at := max(b-a, 0)/max(step, 1) + 1
 			samples := win/w.interval + 1
-			read := float64(at) * float64(samples)
+			assumed := float64(at) * float64(samples)
+			win := Window{Selector: n.sel, From: a, To: b, Step: max(step, 1), Window: win, Weight: n.rawWeight, Assumed: assumed, Alt: w.alt}
 			if w.windows != nil {
-				*w.windows = append(*w.windows, Window{Selector: n.sel, From: a, To: b, Step: max(step, 1), Window: win,
-					Weight: n.rawWeight, Assumed: read, Alt: w.alt})
+				*w.windows = append(*w.windows, win)
 			}
-			w.work += read * float64(n.rawWeight) / 8
+			w.work += w.samples(win, read) * float64(n.rawWeight) / 8
 			if n.overTime {
-				w.overTimeValues(at, (max(b-a, 0)+win)/w.interval+1)
+				w.overTimeValues(at, (max(b-a, 0)+win.Window)/w.interval+1)
 			}
 		}
-		w.add(sub(a, win), b)
 		w.fanOut(n, a, b, step, win, 0, points)
-		return
+		return w.rolledUp(n, read, (max(b-a, 0)+win)/max(w.interval, 1)+1)
 	}
-	w.span(child, a, b, step)
+	return w.span(child, a, b, step)
+}
+
+// QueryWork's counts of the series a walk reads and makes.
+
+// Counts is what QueryWork asks the read backends: Series, the series of a selector that have samples in [from, to]
+// (ms); Samples, the samples a window over raw samples reads of all of them at all its points (at most: its two
+// parts, as the gateway's counts of a window ask them).
+type Counts struct {
+	Series  func(selector string, from, to int64) (float64, error)
+	Samples func(w Window) (float64, error)
+}
+
+// series is what w.counts counts of the selector sel over [from, to]; 0 for the walks that count no series. The first
+// error stops the counts, and is QueryWork's.
+func (w *walk) series(sel string, from, to int64) float64 {
+	if w.counts == nil || w.countErr != nil {
+		return 0
+	}
+	n, err := w.counts.Series(sel, from, to)
+	if err != nil {
+		w.countErr = err
+	}
+	return n
+}
+
+// samples is what the window win reads of the series of its selector, read of them: per series, the samples assumed
+// at one per interval; for QueryWork, in all, the least of that and what w.counts counts.
+func (w *walk) samples(win Window, read float64) float64 {
+	if w.counts == nil {
+		return win.Assumed
+	}
+	if w.countErr != nil || read == 0 {
+		return 0
+	}
+	n, err := w.counts.Samples(win)
+	if err != nil {
+		w.countErr = err
+	}
+	return min(win.Assumed*read, n)
+}
+
+// rolledUp is the most series the rollup n makes of read, the series it reads, over values samples or points of a
+// window: those its function makes of each (node.series), or its fan: a bucket of each sample, a series of each
+// value, a series of each phi.
+func (w *walk) rolledUp(n *node, read float64, values int64) float64 {
+	made := read * float64(max(n.series, 1))
+	if f := n.fan; f != nil {
+		most := f.most
+		if f.byData {
+			most = min(most, max(values, 1))
+		}
+		made *= float64(most)
+	}
+	return made
+}
+
+// seriesMade is the most series the function, aggregation or operator n makes of read, the series its args make, at
+// points points: an operator's or a function's, no more than its args together (`or` makes both sides'; the others, a
+// series of one side's each); an aggregation's, a series of each of its groups (at most of each it reads), one by
+// nothing; histogram's and count_values', a series of each bucket or value each of its points meets, at most one of
+// each series it reads at each.
+func seriesMade(n *node, read float64, points int64) float64 {
+	switch {
+	case n.one:
+		return min(read, 1)
+	case n.histogram:
+		return read * float64(min(points, histogramBuckets))
+	case n.countValues:
+		return read * float64(points)
+	case n.mult > 0:
+		return read * float64(n.mult)
+	}
+	return read
 }
 
 // overTimeValues counts a count_values_over_time evaluated at points that may meet values distinct values: as many
@@ -898,6 +1044,68 @@ func SubqueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now in
 	return w.work, nil
 }
 
+// QueryWork is SubqueryWork over all the series the query reads: each subquery's points times the points of its
+// window, weighed, times the series its query makes there, and each window over raw samples of the functions that
+// sort or count it, the samples it reads of all its series (c counts them: the series of each selector read, from
+// which those a subquery's query makes are bounded, and the samples of each window). VictoriaMetrics bounds neither:
+// `count(max_over_time(m[3h:1s]))` at step=1s over 3 hours, 5.8×10^7 points a series, within
+// -search.maxSubqueryWindowPoints, took v1.151 74.5 s of CPU over a team's 2,000 series (an attacker's review). The
+// first error of c is QueryWork's, as is a gate's refusal or a range that cannot be read.
+func QueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64, c *Counts) (float64, error) {
+	if strings.IndexByte(q, '[') < 0 && strings.IndexByte(q, '(') < 0 {
+		return 0, nil // as SubqueryWork
+	}
+	r := *rng
+	r.Windows, r.fans, r.counts = nil, nil, c
+	w, alt, err := walked(q, pq, subqueried, hasSubquery, instant, &r, now)
+	switch {
+	case w == nil:
+		return 0, err
+	case w.countErr != nil:
+		return 0, w.countErr
+	case alt != nil && alt.countErr != nil:
+		return 0, alt.countErr
+	case alt != nil:
+		return max(w.work, alt.work), nil
+	}
+	return w.work, nil
+}
+
+// HasWork tells whether q has a subquery, or a window over raw samples SubqueryWork weighs: what QueryWork counts.
+// Only a gate's refusal is an error.
+func HasWork(q string, pq *enforce.Parsed) (bool, error) {
+	if strings.IndexByte(q, '[') < 0 && strings.IndexByte(q, '(') < 0 {
+		return false, nil // as SubqueryWork
+	}
+	c, err := tree(q, pq, subqueried, hasSubquery)
+	return c != nothingCounted, err
+}
+
+// tree is q's span tree from cache, compiled and kept there when not yet: nothingCounted where has finds nothing in it
+// or q does not parse (what does not parse is the enforcer's to refuse).
+func tree(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compiled], has func(*node) bool) (*compiled, error) {
+	part := pq.Partition()
+	if c, ok := cache.Get(part, q); ok {
+		return c, nil
+	}
+	e, err := pq.Parse(q)
+	if enforce.IsGateRefusal(err) {
+		return nothingCounted, err
+	}
+	c := nothingCounted
+	if err == nil {
+		var unresolved string
+		if root := compile(e, 0, &unresolved); has(&root) {
+			re, ok := e.(*metricsql.RollupExpr)
+			c = &compiled{root: root, rangeRoot: ok && re.Window != nil}
+		}
+	}
+	if len(q) <= cacheMaxQueryLen {
+		cache.Put(part, strings.Clone(q), c)
+	}
+	return c, nil
+}
+
 // walked walks q as CountValues and SubqueryWork do, its tree compiled once and kept in cache (per isolation unit,
 // as the enforcer caches its rewrites) when has finds in it what they count; nil when it has none or does not parse
 // (what does not parse is the enforcer's to refuse). alt is the walk of the other reading of an instant query that is
@@ -905,40 +1113,23 @@ func SubqueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now in
 // `count_values("v", x)[12000i:1h]` is 12,000 points, not 1,000 at the default step of 5 minutes; nil when the same.
 func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compiled], has func(*node) bool,
 	instant bool, rng *Range, now int64) (w, alt *walk, err error) {
-	part := pq.Partition()
-	c, ok := cache.Get(part, q)
-	if !ok {
-		e, err := pq.Parse(q)
-		if enforce.IsGateRefusal(err) {
-			return nil, nil, err
-		}
-		c = nothingCounted
-		if err == nil {
-			var unresolved string
-			if root := compile(e, 0, &unresolved); has(&root) {
-				re, ok := e.(*metricsql.RollupExpr)
-				c = &compiled{root: root, rangeRoot: ok && re.Window != nil}
-			}
-		}
-		if len(q) <= cacheMaxQueryLen {
-			cache.Put(part, strings.Clone(q), c)
-		}
-	}
+	c, err := tree(q, pq, cache, has)
 	if c == nothingCounted {
-		return nil, nil, nil
+		return nil, nil, err
 	}
 	a, b, step, err := rng.get()
 	if err != nil || step <= 0 {
 		return nil, nil, err // a step VictoriaMetrics refuses goes on to it
 	}
 	cw := countWalk(now, rng.SampleInterval)
-	cw.windows, cw.fans = rng.Windows, rng.fans
+	cw.windows, cw.fans, cw.counts = rng.Windows, rng.fans, rng.counts
 	cw.rootSubquery = instant && c.rangeRoot
 	cw.span(&c.root, a, b, step)
-	if r := &c.root; instant && r.kind == kindRollup {
+	if r := c.root.unwrapped(); instant && r.kind == kindRollup {
 		if reading, changed := instantReading(r, step); changed {
 			wa := countWalk(now, rng.SampleInterval)
 			wa.windows, wa.fans, wa.alt, wa.rootSubquery = rng.Windows, rng.fans, true, cw.rootSubquery
+			wa.counts = rng.counts
 			wa.span(&reading, a, b, step)
 			alt = &wa
 		}
@@ -957,8 +1148,9 @@ type Range struct {
 	// Windows, when set, gets each window over raw samples the walks count at SampleInterval, once for each time
 	// they count it.
 	Windows *[]Window
-	// fans is FanOuts' list.
+	// fans is FanOuts' list; counts QueryWork's.
 	fans       *[]FanOut
+	counts     *Counts
 	a, b, step int64
 	err        error
 	read       bool

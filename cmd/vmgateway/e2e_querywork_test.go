@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/tenant"
+	"github.com/vmgateway/vmgateway/internal/vmtest"
+)
+
+// TestQueryWorkBounded: a query whose subqueries read few points of each series but many series (the attacker's
+// `count(max_over_time(m[3h:1s]))` at step=1s took v1.151 75 s of CPU over a team's 2,000 series) is refused by
+// -search.maxQueryWindowPoints, counted on the read backends in the token's own series. Behind a gateway bounding it
+// at 10^8, on 1.79.5, the current release and a real cluster, over an hour at 10 s: the subquery over team dev's 100
+// series (6.5×10^7 points) is answered as VictoriaMetrics answers it, and over dev's and ops' 2,000 (1.3×10^9) refused;
+// the same subquery over their sum (one series) is answered without a count; a sorting function over raw samples is
+// judged on the samples the series hold (a sample a minute: dev's 100 series pass, where one a second assumed would
+// not; the 2,000 do not); a dashboard's small subquery is not counted where the backends' -search.maxUniqueTimeseries
+// is known (single-node: 1.79.5's default, and the current release's set), and counted and answered where it is not
+// (the cluster's vmselect leaves it to vmstorage).
+func TestQueryWorkBounded(t *testing.T) {
+	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
+	var data strings.Builder
+	for i := range 2000 {
+		team := "ops"
+		if i < 100 {
+			team = "dev"
+		}
+		for ts := end - 4200; ts <= end; ts += 60 {
+			fmt.Fprintf(&data, "qw{team=%q,i=\"%d\"} %d %d000\n", team, i, i+int(ts%7), ts)
+		}
+	}
+	ranged := func(q string) string {
+		return url.Values{"query": {q}, "start": {fmt.Sprint(end - 3600)}, "end": {fmt.Sprint(end)}, "step": {"10"}}.Encode()
+	}
+	limit := []string{"-search.maxQueryWindowPoints=100000000", "-read.maxConcurrentRequests=0"}
+	for _, v := range []struct {
+		name  string
+		start func(t *testing.T) fanOutSetup
+	}{
+		{"1.79.5", func(t *testing.T) fanOutSetup { return singleQueryWork(t, vmtest.Start(t), data.String(), limit...) }},
+		{"current", func(t *testing.T) fanOutSetup {
+			// Its own bound set: the one it works out when 0 (vm_search_max_unique_timeseries) follows the machine's memory.
+			return singleQueryWork(t, vmtest.StartCurrent(t, "-search.maxUniqueTimeseries=100000"), data.String(), limit...)
+		}},
+		{"cluster", func(t *testing.T) fanOutSetup {
+			rc := startRealCluster(t, limit...)
+			rc.importDirect(t, "3", data.String())
+			vmtest.Eventually(t, func() (bool, string) {
+				rc.c.Flush(t)
+				_, _, b := do(t, http.MethodGet, rc.c.Select.URL+"/select/3/prometheus/api/v1/query?query=count(count_over_time(qw[2h]))", nil)
+				return strings.Contains(b, `"2000"`), "tenant 3 counts " + b
+			})
+			t3 := tenant.ID{AccountID: 3}
+			return fanOutSetup{g: rc.g, prefix: "/select/3:0/prometheus", direct: rc.c.Select.URL + "/select/3/prometheus/api/v1/query_range?extra_label=team=dev&",
+				devTok: clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}}),
+				allTok: clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead}),
+			}
+		}},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			s := v.start(t)
+			known := v.name != "cluster"
+			vmtest.Eventually(t, func() (bool, string) {
+				if known {
+					return strings.Contains(s.g.logs.String(), "select at most this many series of a selector"), "the read backends' /metrics not read yet"
+				}
+				return strings.Contains(s.g.logs.String(), "the read backends run this many requests at once"), "the read backends' /metrics not read yet"
+			})
+			query := func(tok, q string) (int, string) {
+				code, _, body := do(t, http.MethodPost, s.g.URL+s.prefix+"/api/v1/query_range", strings.NewReader(ranged(q)),
+					append(bearer(tok), "Content-Type", "application/x-www-form-urlencoded")...)
+				return code, body
+			}
+			measured := func() (admitted, refused float64) {
+				return metricValue(t, s.g, `vmgateway_query_work_measured_total{result="admitted"}`),
+					metricValue(t, s.g, `vmgateway_query_work_measured_total{result="refused"}`)
+			}
+			for _, tc := range []struct {
+				name, tok, q, refused string
+				counted               bool
+			}{
+				{"dev's 100 series", s.devTok, `count(max_over_time(qw[1h:1s]))`, "", true},
+				{"dev's and ops' 2,000 series", s.allTok, `count(max_over_time(qw[1h:1s]))`, "would read 1.3e+09 points over all the series", true},
+				{"their sum", s.allTok, `max_over_time(sum(qw)[1h:1s])`, "", false},
+				{"dev's quantiles of a sample a minute", s.devTok, `count(quantile_over_time(0.5, qw[1h]))`, "", true},
+				{"dev's and ops' quantiles", s.allTok, `count(quantile_over_time(0.5, qw[1h]))`, "-search.maxQueryWindowPoints", true},
+				// 361 points of a window of one: 180 points a series, and no more than 300,000 series of qw (1.79.5's default
+				// -search.maxUniqueTimeseries) or 100,000 (the current's here).
+				{"a dashboard's subquery", s.allTok, `max_over_time(rate(qw[5m])[1m:1m])`, "", !known},
+			} {
+				admitted, refused := measured()
+				code, body := query(tc.tok, tc.q)
+				if tc.refused != "" {
+					checkClusterError(t, tc.name, code, body, http.StatusBadRequest, tc.refused)
+				} else if code != http.StatusOK || resultOf(t, body) == "[]" {
+					t.Errorf("%s: %d %.300s; want answered", tc.name, code, body)
+				} else if tc.tok == s.devTok {
+					_, _, want := do(t, http.MethodGet, s.direct+ranged(tc.q), nil)
+					if a, b := resultOf(t, body), resultOf(t, want); a != b {
+						t.Errorf("%s through the gateway: %.300s; directly %.300s", tc.name, a, b)
+					}
+				}
+				a, r := measured()
+				if counted := a+r > admitted+refused; counted != tc.counted {
+					t.Errorf("%s: counted %v; want %v", tc.name, counted, tc.counted)
+				}
+				if tc.counted && (r > refused) != (tc.refused != "") {
+					t.Errorf("%s: refused on its count %v; want %v", tc.name, r > refused, tc.refused != "")
+				}
+			}
+		})
+	}
+}
+
+// singleQueryWork is TestQueryWorkBounded's setup on a single-node VictoriaMetrics holding data, behind a gateway with
+// flags.
+func singleQueryWork(t *testing.T, vm *vmtest.VM, data string, flags ...string) fanOutSetup {
+	importInto(t, vm.URL+"/api/v1/import/prometheus", data)
+	vm.Flush(t)
+	vmtest.Eventually(t, func() (bool, string) {
+		_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/query?query=count(count_over_time(qw[2h]))", nil)
+		return strings.Contains(body, `"2000"`), "qw counts " + body
+	})
+	priv, pub := keyPair(t, "ec")
+	var s fanOutSetup
+	s.g = startGateway(t, append([]string{"-read.url=" + vm.URL, "-write.url=" + vm.URL, "-enable.auth", "-auth.publicKeyFiles=" + pub}, flags...)...)
+	s.direct, s.vm = vm.URL+"/api/v1/query_range?extra_label=team=dev&", vm.URL
+	s.devTok, s.allTok = mint(t, priv, "-mode=read", "-extraLabels=team=dev"), mint(t, priv, "-mode=read")
+	return s
+}

@@ -1,0 +1,159 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/httperr"
+	"github.com/vmgateway/vmgateway/internal/querylimits"
+	"github.com/vmgateway/vmgateway/internal/route"
+)
+
+// -search.maxSubqueryWindowPoints bounds what a query's rollups read of each series, and VictoriaMetrics bounds the
+// series a query selects, but neither bounds the product: `count(max_over_time(m[3h:1s]))` at step=1s over 3 hours is
+// 5.8×10^7 points a series, within the first, and over a team's 2,000 series it took v1.151 74.5 s of CPU, past its
+// 30 s -search.maxQueryDuration, which does not stop a rollup midway (an attacker's review; three at once, the team's
+// share of the read slots, ran 215 s each and slowed every other team's queries five times). -search.maxQueryWindowPoints
+// bounds that product (querylimits.QueryWork): each subquery's points times the points of its window, weighed as the
+// first weighs them, times the series its query makes, bounded from the series its selectors read (an aggregation by
+// nothing makes one: a 30-day SLO panel over a metric of 10,000 series rolls up one series of each side of its
+// ratio); and each window over raw samples of the functions that sort or count it, the samples all its series hold.
+// The read backends count those series and samples, in the team's tenant and through its restriction, as the
+// fan-out counts are asked (fanout.go): one count of each selector over the span the query reads it, which costs them a
+// read of what the query reads of it. A query is counted only where its selectors could together select enough
+// series to pass the bound: a read backend selects at most its -search.maxUniqueTimeseries of each (SetBackendMaxSeries).
+
+var (
+	workAdmitted = metrics.NewCounter(`vmgateway_query_work_measured_total{result="admitted"}`)
+	workRefused  = metrics.NewCounter(`vmgateway_query_work_measured_total{result="refused"}`)
+	workFailed   = metrics.NewCounter(`vmgateway_query_work_measured_total{result="failed"}`)
+)
+
+// workMaxCounts is the most counts asked for one query: its selectors under subqueries and its weighed windows over
+// raw samples, each over the span it is read.
+const workMaxCounts = 2 * measureMax
+
+// errTooManyCounts stops the counts of a query that would need more than workMaxCounts.
+var errTooManyCounts = errors.New("too many counts")
+
+// checkQueryWork refuses a query whose rollups would read more than l.MaxQueryWindowPoints points over all the series
+// they read, judged on the query as it goes upstream, as count counts its series (nil: not counted).
+func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l Limits, now time.Time, count fanCounter) error {
+	if !rt.Evaluates() || l.MaxQueryWindowPoints <= 0 || count == nil {
+		return nil
+	}
+	var rng *querylimits.Range // most queries have no subquery: nothing is built for them
+	instant, limit := rt.API == "query", float64(l.MaxQueryWindowPoints)
+	for _, vs := range [2]url.Values{form, q} {
+		for _, text := range vs["query"] {
+			if has, err := querylimits.HasWork(text, parsed); err != nil || !has {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			if rng == nil {
+				rng = evalRange(rt.API, q, form, now, l)
+			}
+			// At the most series the read backends select of each selector: most queries are within the bound so.
+			most := math.Inf(1)
+			if l.maxSeries > 0 {
+				most = float64(l.maxSeries)
+			}
+			bound, err := querylimits.QueryWork(text, parsed, instant, rng, now.UnixMilli(), &querylimits.Counts{
+				Series:  func(string, int64, int64) (float64, error) { return most, nil },
+				Samples: func(querylimits.Window) (float64, error) { return math.Inf(1), nil },
+			})
+			if err != nil || bound <= limit {
+				return err
+			}
+			if err := judgeQueryWork(text, parsed, instant, rng, now, l, count); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// evalRange is the range a query of api with args q and form is evaluated over, read when first needed, with the
+// sample interval the limits l assume. Built apart, so that a check of a query without one allocates nothing.
+func evalRange(api string, q, form url.Values, now time.Time, l Limits) *querylimits.Range {
+	return &querylimits.Range{Read: func() (int64, int64, int64, error) { return evalSpan(api, q, form, now) },
+		SampleInterval: l.MinSampleInterval.Milliseconds()}
+}
+
+// judgeQueryWork counts the work of the query text over the series its selectors read, as count asks the read
+// backends, and refuses it past l.MaxQueryWindowPoints. Its windows over raw samples are taken first to hold a sample
+// per l.MinSampleInterval; where that is past the bound, the samples their series hold are counted: each window's
+// samples over its span, each read at most by as many of the window's points as cover it (win/step+1), an instant
+// count of the team's own data that holds no subquery (counted as a subquery, it took the memory the query would).
+func judgeQueryWork(text string, parsed *enforce.Parsed, instant bool, rng *querylimits.Range, now time.Time, l Limits, count fanCounter) error {
+	var work float64
+	err := count(func(ask func(q, at string) (float64, error)) error {
+		asked := map[string]bool{}
+		// ask keeps the answers: a selector read twice over one span is counted once.
+		askOnce := func(q, at string) (float64, error) {
+			if asked[at+" "+q] = true; len(asked) > workMaxCounts {
+				return 0, errTooManyCounts
+			}
+			return ask(q, at)
+		}
+		raw, counted := false, false
+		c := &querylimits.Counts{
+			Series: func(sel string, from, to int64) (float64, error) {
+				// Nothing is stored before 1970: a span back to the clamp of the walk is counted from there.
+				if from = max(from, 0); to < from {
+					return 0, nil
+				}
+				return askOnce(fmt.Sprintf("count(last_over_time(%s[%dms]))", sel, to-from+1), vmSeconds(to))
+			},
+			Samples: func(w querylimits.Window) (float64, error) {
+				if raw = true; !counted {
+					return math.Inf(1), nil // at one sample per interval, as assumed
+				}
+				_, covered, at := probeQuery(w)
+				n, err := askOnce("sum("+covered+")", at)
+				points := (w.To-w.From)/w.Step + 1
+				return n * float64(min(points, w.Window/w.Step+1)), err
+			},
+		}
+		var err error
+		if work, err = querylimits.QueryWork(text, parsed, instant, rng, now.UnixMilli(), c); err != nil || !raw || work <= float64(l.MaxQueryWindowPoints) {
+			return err
+		}
+		counted = true
+		work, err = querylimits.QueryWork(text, parsed, instant, rng, now.UnixMilli(), c)
+		return err
+	})
+	const flag = "-search.maxQueryWindowPoints"
+	switch {
+	case errors.Is(err, errTooManyCounts):
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query has more than %d selectors under subqueries and windows over "+
+			"raw samples whose series the gateway would count (%s); split the query, or aggregate before the subqueries",
+			workMaxCounts, flag))
+	case err != nil:
+		workFailed.Inc()
+		return countFailed(err, func(refused error) string {
+			return fmt.Sprintf("the gateway could not count the series the query's subqueries read (%s): %s", flag, refused)
+		}, func(err error) string {
+			return fmt.Sprintf("the read backends did not count the series the query's subqueries read (%s): %s; send the query again", flag, err)
+		})
+	case work > float64(l.MaxQueryWindowPoints):
+		workRefused.Inc()
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the rollup functions of the query would read %.3g points over all the "+
+			"series they read (over each subquery, the points it is evaluated at times the points of its window, times the series "+
+			"its query makes, as the read backends counted the series of its selectors; over raw samples, for the functions that "+
+			"sort or count a window, the samples its series hold there, as counted; weighed by the function as "+
+			"-search.maxSubqueryWindowPoints weighs them); at most %d are accepted (%s): aggregate before the subquery, select "+
+			"fewer series, or use coarser steps, shorter windows or a shorter range", work, l.MaxQueryWindowPoints, flag))
+	}
+	workAdmitted.Inc()
+	return nil
+}

@@ -1,0 +1,104 @@
+package querylimits
+
+import (
+	"errors"
+	"math"
+	"testing"
+)
+
+// TestQueryWork: a query's work over all its series is each subquery's per-series work times the series its query
+// makes, bounded from the series its selectors read (aggregations by nothing make one, `or` both sides', functions
+// their phis), and each weighed window over raw samples the samples its series hold, as counted.
+func TestQueryWork(t *testing.T) {
+	const now = int64(1_700_000_000_000)
+	const h = int64(3_600_000)
+	series := map[string]float64{`m`: 2000, `a`: 10_000, `b`: 10_000, `x`: 300, `y`: 7}
+	// perSeries is SubqueryWork's; want is QueryWork's, in units of perSeries, or exact when perSeries is 0.
+	for _, tc := range []struct {
+		q          string
+		instant    bool
+		rng, step  int64
+		times      float64 // want = SubqueryWork × times
+		samples    float64 // what Samples answers
+		want       float64 // when times is 0
+		wantSeries int     // distinct selectors asked
+	}{
+		// The attacker's review: 3 hours at 1 s, every series of m rolled up.
+		{q: `count(max_over_time(m[3h:1s]))`, rng: 3 * h, step: 1000, want: 10801 * 10800 * 0.5 * 2000, wantSeries: 1},
+		{q: `max_over_time(m[1h:1m])`, rng: 6 * h, step: 60_000, times: 2000, wantSeries: 1},
+		// An SLO panel: the subquery's query makes one series of each side, whatever a and b hold.
+		{q: `avg_over_time((sum(rate(a[5m])) / sum(rate(b[5m])))[30d:1m])`, rng: 24 * h, step: 900_000, times: 2, wantSeries: 2},
+		{q: `avg_over_time((sum(rate(a[5m])) by (job))[1d:1m])`, rng: 24 * h, step: 900_000, times: 10_000, wantSeries: 1},
+		{q: `avg_over_time((sum(rate(a[5m])) without (job))[1d:1m])`, rng: 24 * h, step: 900_000, times: 10_000, wantSeries: 1},
+		{q: `max_over_time((a or b)[1h:1m])`, rng: 6 * h, step: 60_000, times: 20_000, wantSeries: 2},
+		{q: `max_over_time(topk(5, m)[1h:1m])`, rng: 6 * h, step: 60_000, times: 2000, wantSeries: 1},
+		{q: `max_over_time((m * 2 + vector(1))[1h:1m])`, rng: 6 * h, step: 60_000, times: 2000, wantSeries: 1},
+		{q: `max_over_time(histogram_quantiles("phi", 0.5, 0.9, 0.99, y)[1h:1m])`, rng: 6 * h, step: 60_000, times: 21, wantSeries: 1},
+		{q: `max_over_time(quantiles("phi", 0.5, 0.9, y)[1h:1m])`, rng: 6 * h, step: 60_000, times: 2, wantSeries: 1}, // by nothing: a series of each phi
+		{q: `max_over_time((quantiles("phi", 0.5, 0.9, y) by (job))[1h:1m])`, rng: 6 * h, step: 60_000, times: 14, wantSeries: 1},
+		{q: `max_over_time(histogram(y)[1h:1m])`, rng: 6 * h, step: 60_000, times: 7 * 428, wantSeries: 1}, // a bucket of each series at each of the 428 points the subquery evaluates it at
+		{q: `max_over_time(rollup(y[5m])[1h:1m])`, rng: 6 * h, step: 60_000, times: 21, wantSeries: 1},
+		// Nested: the outer subquery rolls up the series the inner one makes of m, as many as m has.
+		{q: `max_over_time(max_over_time(m[1h:1m])[1h:1m])`, instant: true, step: 60_000, times: 2000, wantSeries: 1},
+		{q: `sum(max_over_time(m[1h:1m])) + max_over_time(y[1h:1m])`, rng: 6 * h, step: 60_000, want: 2007 * (361 * 60 * 0.5), wantSeries: 2},
+		// A window over raw samples of a function that sorts it: the samples counted, weighed 8, at most those assumed.
+		{q: `quantile_over_time(0.99, x[1h])`, rng: 6 * h, step: 60_000, samples: 5e6, want: 5e6 * 8, wantSeries: 1},
+		{q: `quantile_over_time(0.99, x[1h])`, rng: 6 * h, step: 60_000, samples: 1e15, want: 361 * 3601 * 300 * 8, wantSeries: 1},
+		// Cheap rollups over raw samples and queries without subqueries: nothing.
+		{q: `sum(rate(m[5m]))`, rng: 6 * h, step: 60_000, want: 0},
+		{q: `m`, rng: 6 * h, step: 60_000, want: 0},
+	} {
+		rng := func() *Range {
+			return &Range{Read: func() (int64, int64, int64, error) { return now - tc.rng, now, tc.step, nil }, SampleInterval: 1000}
+		}
+		asked := map[string]bool{}
+		c := &Counts{
+			Series: func(sel string, from, to int64) (float64, error) {
+				n, ok := series[sel]
+				if !ok {
+					t.Errorf("%s: asked for %q", tc.q, sel)
+				}
+				if from >= to {
+					t.Errorf("%s: %s asked over [%d, %d]", tc.q, sel, from, to)
+				}
+				asked[sel] = true
+				return n, nil
+			},
+			Samples: func(w Window) (float64, error) { return tc.samples, nil },
+		}
+		got, err := QueryWork(tc.q, nil, tc.instant, rng(), now, c)
+		if err != nil {
+			t.Fatalf("%s: %s", tc.q, err)
+		}
+		want := tc.want
+		if tc.times != 0 {
+			per, err := SubqueryWork(tc.q, nil, tc.instant, &Range{Read: rng().Read}, now)
+			if err != nil || per == 0 {
+				t.Fatalf("%s: per series %v, %v", tc.q, per, err)
+			}
+			want = per * tc.times
+		}
+		if math.Abs(got-want) > 1e-9*want {
+			t.Errorf("%s: work %.6g; want %.6g", tc.q, got, want)
+		}
+		if len(asked) != tc.wantSeries {
+			t.Errorf("%s: asked the series of %v; want %d selectors", tc.q, asked, tc.wantSeries)
+		}
+	}
+}
+
+// TestQueryWorkCountFails: a count that fails is QueryWork's error, and stops the counts.
+func TestQueryWorkCountFails(t *testing.T) {
+	const now = int64(1_700_000_000_000)
+	boom := errors.New("backend down")
+	calls := 0
+	c := &Counts{
+		Series:  func(string, int64, int64) (float64, error) { calls++; return 0, boom },
+		Samples: func(Window) (float64, error) { t.Error("samples asked after a failed count"); return 0, nil },
+	}
+	rng := &Range{Read: func() (int64, int64, int64, error) { return now - 3_600_000, now, 60_000, nil }, SampleInterval: 1000}
+	_, err := QueryWork(`max_over_time(m[1h:1m]) + quantile_over_time(0.5, y[1h]) + max_over_time(z[1h:1m])`, nil, false, rng, now, c)
+	if !errors.Is(err, boom) || calls != 1 {
+		t.Errorf("error %v after %d counts; want %v after 1", err, calls, boom)
+	}
+}
