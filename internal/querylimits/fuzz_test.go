@@ -54,6 +54,24 @@ func FuzzSpan(f *testing.F) {
 		if math.IsNaN(cw.work) || math.IsInf(cw.work, 0) || cw.work < 0 || !cw.atNaN && (cw.work > 0) != hasSubquery(&root) {
 			t.Fatalf("%q over [%d, %d] step %d: subquery work %v", q, a, b, step, cw.work)
 		}
+		// Over all the series (QueryWork's walk): a selector of one series reads no less than the per-series work, one of
+		// three no less than that, and the counts move nothing else.
+		var whole [2]walk
+		for i, n := range [2]float64{1, 3} {
+			whole[i] = countWalk(now, 1000)
+			whole[i].counts = &Counts{
+				Series:  func(string, int64, int64) (float64, error) { return n, nil },
+				Samples: func(Window) (float64, error) { return math.Inf(1), nil },
+			}
+			whole[i].span(&root, a, b, step)
+			if w := whole[i].work; math.IsNaN(w) || w < cw.work*(1-1e-9) || i == 1 && w < whole[0].work*(1-1e-9) {
+				t.Fatalf("%q over [%d, %d] step %d: work over series of %v each %v; per series %v, over one each %v", q, a, b,
+					step, n, w, cw.work, whole[0].work)
+			}
+			if whole[i].from != cw.from || whole[i].to != cw.to || whole[i].atNaN != cw.atNaN {
+				t.Fatalf("%q: counting the series moved the span", q)
+			}
+		}
 		bf := brute{now: now, lookback: lookback, from: math.MaxInt64}
 		bf.points(e, a, b, step, a, b)
 		if fast.from > bf.from {
@@ -201,7 +219,16 @@ func (g *gen) expr(depth int) string {
 	if depth > 4 {
 		return `m{a="b"}`
 	}
-	switch g.next(8) {
+	switch g.next(12) {
+	case 8:
+		return "sum(" + g.expr(depth+1) + ") by (a)"
+	case 9:
+		return "quantile_over_time(0.5, m[" + windows[g.next(len(windows))] + "]" + g.mods() + ")"
+	case 10:
+		return "(" + g.expr(depth+1) + " or " + g.expr(depth+1) + ")"
+	case 11:
+		return `histogram_quantiles("phi", 0.5, 0.9, ` + g.expr(depth+1) + ")"
+
 	case 0:
 		return `m{a="b"}` + g.mods()
 	case 1:
