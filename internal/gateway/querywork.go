@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -40,8 +39,13 @@ var (
 // raw samples, each over the span it is read.
 const workMaxCounts = 2 * measureMax
 
-// errTooManyCounts stops the counts of a query that would need more than workMaxCounts.
-var errTooManyCounts = errors.New("too many counts")
+// uncountedWork is the most points a query's rollups may read of each series, weighed, for it not to be counted: 10^5,
+// as many as a rollup over a window of 10 points at the 11,000 points a range query may ask (-search.maxPointsPerTimeseries),
+// some 0.1 ms of v1.151's CPU a series. Past the bound, such a query selects over 10^5 series, whose plain range
+// queries cost VictoriaMetrics as much, and which the gateway does not count either; a dashboard's subquery,
+// `max_over_time(rate(x[5m])[1h:1m])` over 3 hours at 15 s (2.2×10^4), is not counted (an attacker's review: counted,
+// a dashboard's twelve such panels waited for each other's counts in the team's one count slot).
+const uncountedWork = 1e5
 
 // checkQueryWork refuses a query whose rollups would read more than l.MaxQueryWindowPoints points over all the series
 // they read, judged on the query as it goes upstream, as count counts its series (nil: not counted).
@@ -62,17 +66,40 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 			if rng == nil {
 				rng = evalRange(rt.API, q, form, now, l)
 			}
-			// At the most series the read backends select of each selector: most queries are within the bound so.
+			if per, err := querylimits.SubqueryWork(text, parsed, instant, rng, now.UnixMilli()); err != nil || per <= uncountedWork {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			// At the most series the read backends select of each selector: most queries are within the bound so. The
+			// counts it would ask are listed: a query of more than the gateway asks is refused before any.
 			most := math.Inf(1)
 			if l.maxSeries > 0 {
 				most = float64(l.maxSeries)
 			}
+			counts := map[string]bool{}
 			bound, err := querylimits.QueryWork(text, parsed, instant, rng, now.UnixMilli(), &querylimits.Counts{
-				Series:  func(string, int64, int64) (float64, error) { return most, nil },
-				Samples: func(querylimits.Window) (float64, error) { return math.Inf(1), nil },
+				Series: func(sel string, from, to int64) (float64, error) {
+					q, at := seriesCount(sel, from, to)
+					counts[at+" "+q] = true
+					return most, nil
+				},
+				Samples: func(w querylimits.Window) (float64, error) {
+					q, at := samplesCount(w)
+					counts[at+" "+q] = true
+					return math.Inf(1), nil
+				},
 			})
-			if err != nil || bound <= limit {
+			switch {
+			case err != nil:
 				return err
+			case bound <= limit:
+				continue
+			case len(counts) > workMaxCounts:
+				return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query has %d selectors under subqueries and windows over "+
+					"raw samples whose series the gateway would count (-search.maxQueryWindowPoints); at most %d are counted for one "+
+					"query: split the query, or aggregate before the subqueries", len(counts), workMaxCounts))
 			}
 			if err := judgeQueryWork(text, parsed, instant, rng, now, l, count); err != nil {
 				return err
@@ -80,6 +107,19 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 		}
 	}
 	return nil
+}
+
+// seriesCount is the count of the series of the selector sel that have samples in [from, to] (ms), and the time to ask
+// it at. Nothing is stored before 1970: a span back past it is counted from there.
+func seriesCount(sel string, from, to int64) (q, at string) {
+	from = max(from, 0)
+	return fmt.Sprintf("count(last_over_time(%s[%dms]))", sel, max(to-from, 0)+1), vmSeconds(max(to, 0))
+}
+
+// samplesCount is the count of the samples the window w may read of all its series, at most its span's each (probeQuery).
+func samplesCount(w querylimits.Window) (q, at string) {
+	_, covered, at := probeQuery(w)
+	return "sum(" + covered + ")", at
 }
 
 // evalRange is the range a query of api with args q and form is evaluated over, read when first needed, with the
@@ -97,29 +137,19 @@ func evalRange(api string, q, form url.Values, now time.Time, l Limits) *queryli
 func judgeQueryWork(text string, parsed *enforce.Parsed, instant bool, rng *querylimits.Range, now time.Time, l Limits, count fanCounter) error {
 	var work float64
 	err := count(func(ask func(q, at string) (float64, error)) error {
-		asked := map[string]bool{}
-		// ask keeps the answers: a selector read twice over one span is counted once.
-		askOnce := func(q, at string) (float64, error) {
-			if asked[at+" "+q] = true; len(asked) > workMaxCounts {
-				return 0, errTooManyCounts
-			}
-			return ask(q, at)
-		}
 		raw, counted := false, false
 		c := &querylimits.Counts{
 			Series: func(sel string, from, to int64) (float64, error) {
-				// Nothing is stored before 1970: a span back to the clamp of the walk is counted from there.
-				if from = max(from, 0); to < from {
+				if to < 0 {
 					return 0, nil
 				}
-				return askOnce(fmt.Sprintf("count(last_over_time(%s[%dms]))", sel, to-from+1), vmSeconds(to))
+				return ask(seriesCount(sel, from, to))
 			},
 			Samples: func(w querylimits.Window) (float64, error) {
 				if raw = true; !counted {
 					return math.Inf(1), nil // at one sample per interval, as assumed
 				}
-				_, covered, at := probeQuery(w)
-				n, err := askOnce("sum("+covered+")", at)
+				n, err := ask(samplesCount(w))
 				points := (w.To-w.From)/w.Step + 1
 				return n * float64(min(points, w.Window/w.Step+1)), err
 			},
@@ -134,10 +164,6 @@ func judgeQueryWork(text string, parsed *enforce.Parsed, instant bool, rng *quer
 	})
 	const flag = "-search.maxQueryWindowPoints"
 	switch {
-	case errors.Is(err, errTooManyCounts):
-		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query has more than %d selectors under subqueries and windows over "+
-			"raw samples whose series the gateway would count (%s); split the query, or aggregate before the subqueries",
-			workMaxCounts, flag))
 	case err != nil:
 		workFailed.Inc()
 		return countFailed(err, func(refused error) string {

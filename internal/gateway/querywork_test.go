@@ -60,20 +60,27 @@ func TestCheckQueryWork(t *testing.T) {
 		refused   string
 	}{
 		{"the attack over 2,000 series: refused", ranged, threeHours(attack), 0, map[string]float64{"m": 2000}, 0,
-			[]string{`count(last_over_time(m{team="dev"}[21903001ms])) @1700000001`}, "would read 1.17e+11 points over all the series"},
+			[]string{`count(last_over_time(m{team="dev"}[22207001ms])) @1700000003`}, "would read 1.17e+11 points over all the series"},
 		{"the same over 100 series: admitted", ranged, threeHours(attack), 0, map[string]float64{"m": 100}, 0,
-			[]string{`count(last_over_time(m{team="dev"}[21903001ms])) @1700000001`}, ""},
+			[]string{`count(last_over_time(m{team="dev"}[22207001ms])) @1700000003`}, ""},
 		// An SLO ratio: one series of each side, however many a and b hold, which the query alone bounds: not counted.
 		{"an SLO panel over many series: not counted", ranged, url.Values{"query": {`avg_over_time((sum(rate(a[5m])) / sum(rate(b[5m])))[30d:1m])`},
 			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"21"}}, 0, nil, 0, nil, ""},
 		{"an SLO panel by job: counted", ranged, url.Values{"query": {`avg_over_time((sum(rate(a[5m])) by (job) / sum(rate(b[5m])) by (job))[30d:1m])`},
 			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"21"}}, 0, map[string]float64{"a": 20, "b": 20}, 0,
-			[]string{`count(last_over_time(a[2679120001ms])) @1700000060`, `count(last_over_time(b[2679120001ms])) @1700000060`}, ""},
-		// Within the bound at the most series a backend selects: not counted.
-		{"a dashboard's subquery on a known backend: not counted", ranged, url.Values{"query": {`max_over_time(rate(m[5m])[1h:1m])`},
-			"start": {"1699978400"}, "end": {"1700000000"}, "step": {"60"}}, 300_000, nil, 0, nil, ""},
+			[]string{`count(last_over_time(a[2679582001ms])) @1700000141`, `count(last_over_time(b[2679582001ms])) @1700000141`}, ""},
+		// Few points a series (10,830): not counted, whatever the series.
+		{"a dashboard's subquery: not counted", ranged, url.Values{"query": {`max_over_time(rate(m[5m])[1h:1m])`},
+			"start": {"1699978400"}, "end": {"1700000000"}, "step": {"60"}}, 0, nil, 0, nil, ""},
+		// 109,800 points a series: within the bound at the most series a backend selects (its -search.maxUniqueTimeseries
+		// set to 10,000), not counted; counted where that is not known.
+		{"an hour at 1 s on a known backend: not counted", ranged, url.Values{"query": {`max_over_time(m[1h:1s])`},
+			"start": {"1699996400"}, "end": {"1700000000"}, "step": {"60"}}, 10_000, nil, 0, nil, ""},
+		{"an hour at 1 s: counted", ranged, url.Values{"query": {`max_over_time(m[1h:1s])`},
+			"start": {"1699996400"}, "end": {"1700000000"}, "step": {"60"}}, 0, map[string]float64{"m": 10_000}, 0,
+			[]string{`count(last_over_time(m[7925001ms])) @1700000062`}, ""},
 		{"the attack on a known backend: counted", ranged, threeHours(attack), 300_000, map[string]float64{"m": 2000}, 0,
-			[]string{`count(last_over_time(m{team="dev"}[21903001ms])) @1700000001`}, "would read 1.17e+11 points"},
+			[]string{`count(last_over_time(m{team="dev"}[22207001ms])) @1700000003`}, "would read 1.17e+11 points"},
 		// An instant query of it is a point of the range: within the bound at the most series.
 		{"the attack's one point on a known backend: not counted", instant, url.Values{"query": {attack}, "time": {"1700000000"}},
 			300_000, nil, 0, nil, ""},
@@ -81,14 +88,14 @@ func TestCheckQueryWork(t *testing.T) {
 		// read by the 1,441 points whose windows cover it at most.
 		{"quantiles over many samples: refused", ranged, url.Values{"query": {`quantile_over_time(0.99, x[1d])`},
 			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}, 0, map[string]float64{"x": 300}, 2e6,
-			[]string{`count(last_over_time(x[172800001ms])) @1700000000`, `sum(count_over_time(x[172920000ms])) @1700000060.000`},
+			[]string{`count(last_over_time(x[173340001ms])) @1700000120`, `sum(count_over_time(x[172920000ms])) @1700000060.000`},
 			"would read 2.31e+10 points"},
 		{"quantiles over fewer samples: admitted", ranged, url.Values{"query": {`quantile_over_time(0.99, x[1d])`},
 			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}, 0, map[string]float64{"x": 300}, 5e5,
-			[]string{`count(last_over_time(x[172800001ms])) @1700000000`, `sum(count_over_time(x[172920000ms])) @1700000060.000`}, ""},
+			[]string{`count(last_over_time(x[173340001ms])) @1700000120`, `sum(count_over_time(x[172920000ms])) @1700000060.000`}, ""},
 		{"quantiles over few series: admitted at a sample a second", ranged, url.Values{"query": {`quantile_over_time(0.99, x[1d])`},
 			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}, 0, map[string]float64{"x": 9}, 0,
-			[]string{`count(last_over_time(x[172800001ms])) @1700000000`}, ""},
+			[]string{`count(last_over_time(x[173340001ms])) @1700000120`}, ""},
 		{"no subquery: not counted", ranged, threeHours(`sum(rate(m[5m]))`), 0, nil, 0, nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,7 +128,7 @@ func TestCheckQueryWork(t *testing.T) {
 	if httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "bad query") {
 		t.Errorf("a refused count: %v; want 400 naming it", err)
 	}
-	// More selectors than the gateway counts for one query: refused without a count past the bound.
+	// More selectors than the gateway counts for one query: refused before any count.
 	many := "m"
 	for i := range 2 * measureMax {
 		many += fmt.Sprintf(` + m{a="%d"}`, i)
@@ -130,8 +137,8 @@ func TestCheckQueryWork(t *testing.T) {
 	asked = nil
 	err = checkQueryWork(ranged, threeHours(many), nil, nil, Limits{MaxQueryWindowPoints: 1e10}, now,
 		counting(&asked, nil, map[string]float64{"m": 1}, 0))
-	if httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "more than 16 selectors") || len(asked) != 2*measureMax {
-		t.Errorf("many selectors: %v after %d counts; want 400 after %d", err, len(asked), 2*measureMax)
+	if httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "has 17 selectors") || len(asked) != 0 {
+		t.Errorf("many selectors: %v after %d counts; want 400 before any", err, len(asked))
 	}
 	// Off: nothing counted.
 	asked = nil

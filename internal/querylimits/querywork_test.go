@@ -102,3 +102,35 @@ func TestQueryWorkCountFails(t *testing.T) {
 		t.Errorf("error %v after %d counts; want %v after 1", err, calls, boom)
 	}
 }
+
+// TestQueryWorkCountsWhereVictoriaMetricsReads: a selector's series are counted over what the walk reads of it widened by
+// what VictoriaMetrics may read beyond: its staleness interval back, and a step of its own and of the request either
+// side, where VictoriaMetrics aligns a subquery's range, and a range query's, before it evaluates an @ in it (an
+// attacker's review: `(m @ end())[3h:7s]` was counted at the walk's end() over 7 s, where no sample was).
+func TestQueryWorkCountsWhereVictoriaMetricsReads(t *testing.T) {
+	const now, s = int64(1_700_000_000_000), int64(1000)
+	type span struct{ from, to int64 }
+	for _, tc := range []struct {
+		q    string
+		step int64
+		want span
+	}{
+		// The subquery's end() is the walk's end of its range, b plus its step; VictoriaMetrics' is within its step.
+		{`max_over_time((m @ end())[3h:7s])`, s, span{now + 7*s - 7*s - staleness - 8*s, now + 7*s + 8*s}},
+		{`max_over_time((m @ start())[3h:7s])`, s, span{now - 3*3600*s - 3600*s - staleness - 7*s - 7*s - staleness - 8*s, now - 3*3600*s - 3600*s - staleness - 7*s + 8*s}},
+		{`max_over_time(m[1h:1m])`, 60 * s, span{now - 3600*s - 3600*s - staleness - 60*s - 60*s - staleness - 120*s, now + 60*s + 120*s}},
+	} {
+		var got []span
+		c := &Counts{
+			Series:  func(_ string, from, to int64) (float64, error) { got = append(got, span{from, to}); return 1, nil },
+			Samples: func(Window) (float64, error) { return 0, nil },
+		}
+		rng := &Range{Read: func() (int64, int64, int64, error) { return now - 3600*s, now, tc.step, nil }, SampleInterval: 1000}
+		if _, err := QueryWork(tc.q, nil, false, rng, now, c); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || got[0] != tc.want {
+			t.Errorf("%s: counted over %v; want %v", tc.q, got, tc.want)
+		}
+	}
+}
