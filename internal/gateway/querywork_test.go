@@ -146,3 +146,30 @@ func TestCheckQueryWork(t *testing.T) {
 		t.Errorf("off: %v, asked %v", err, asked)
 	}
 }
+
+// BenchmarkCheckQueryWork: what the bound costs a read that is not counted, on the request path of every read: a
+// dashboard's query without a subquery (nothing but a look at its cached tree), and one with a subquery of few points
+// a series (its per-series walk).
+func BenchmarkCheckQueryWork(b *testing.B) {
+	now := time.Unix(1_700_000_000, 0)
+	ranged := route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}
+	l := Limits{MaxQueryWindowPoints: 1e10, MinSampleInterval: time.Second}
+	count := fanCounter(func(func(ask func(q, at string) (float64, error)) error) error {
+		b.Fatal("counted")
+		return nil
+	})
+	for _, q := range []string{
+		`histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{job="api",handler=~"/api/v1/.*"}[5m])) by (le, handler))`,
+		`max_over_time(rate(http_requests_total{job="api"}[5m])[1h:1m])`,
+	} {
+		args := url.Values{"query": {q}, "start": {"1699989200"}, "end": {"1700000000"}, "step": {"15"}}
+		b.Run(strings.Fields(strings.NewReplacer("(", " ", "[", " ").Replace(q))[0], func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := checkQueryWork(ranged, args, nil, nil, l, now, count); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
