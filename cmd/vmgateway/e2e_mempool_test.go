@@ -27,6 +27,9 @@ func TestQueryMemoryPoolWaits(t *testing.T) {
 	// current releases), ops' 500 × 721 × 16 = 5.8 MB. Twice that, dev's queries took 1.79.5 so long on a fresh
 	// machine that ops, third in line behind two of them, waited past -read.maxQueueDuration.
 	const allowed = "-memory.allowedBytes=200MB"
+	// dev's query is past -search.maxQueryWindowPoints at a sample a second, and would be counted each time, one at a
+	// time: its loops would then fill the pool less of the time on a busy machine (the test's floor below).
+	const noWorkCounts = "-search.maxQueryWindowPoints=0"
 	type setup struct {
 		importURL, directURL string
 		flush                func()
@@ -43,12 +46,13 @@ func TestQueryMemoryPoolWaits(t *testing.T) {
 						t.Fatalf("force_flush: %d %s", code, body)
 					}
 				},
-				g:   startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub),
+				g: startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+					noWorkCounts),
 				dev: mint(t, priv, "-mode=read", "-extraLabels=team=dev"), ops: mint(t, priv, "-mode=read", "-extraLabels=team=ops")}
 		}
 	}
 	cluster := func(t *testing.T) setup {
-		rc := startRealClusterWith(t, []string{allowed})
+		rc := startRealClusterWith(t, []string{allowed}, noWorkCounts)
 		token := func(team string) string {
 			return clusterToken(t, auth.VMAccess{Mode: auth.ModeRead, Tenant: tenant.ID{AccountID: 1}, ExtraLabels: map[string]string{"team": team}})
 		}

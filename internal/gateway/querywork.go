@@ -39,9 +39,10 @@ var (
 // raw samples, each over the span it is read.
 const workMaxCounts = 2 * measureMax
 
-// uncountedWork is the most points a query's rollups may read of each series, weighed, for it not to be counted: 10^5,
-// as many as a rollup over a window of 10 points at the 11,000 points a range query may ask (-search.maxPointsPerTimeseries),
-// some 0.1 ms of v1.151's CPU a series. Past the bound, such a query selects over 10^5 series, whose plain range
+// uncountedWork is the most points a query's rollups may read of each series, weighed as over all of them (a window over
+// raw samples at one sample per interval), for it not to be counted: 10^5, as many as a rollup over a window of 20
+// samples at the 11,000 points a range query may ask (-search.maxPointsPerTimeseries), some 0.1 ms of v1.151's CPU a
+// series. Past the bound, such a query selects over 10^5 series, whose plain range
 // queries cost VictoriaMetrics as much, and which the gateway does not count either; a dashboard's subquery,
 // `max_over_time(rate(x[5m])[1h:1m])` over 3 hours at 15 s (2.2×10^4), is not counted (an attacker's review: counted,
 // a dashboard's twelve such panels waited for each other's counts in the team's one count slot).
@@ -66,7 +67,17 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 			if rng == nil {
 				rng = evalRange(rt.API, q, form, now, l)
 			}
-			if per, err := querylimits.SubqueryWork(text, parsed, instant, rng, now.UnixMilli()); err != nil || per <= uncountedWork {
+			// What the walks read of the request is read here: the counts run on apart from it (counting), and the
+			// request's parse is reused once it ends.
+			wk, err := querylimits.PrepareWork(text, parsed, instant, rng, now.UnixMilli())
+			if wk == nil {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			// Over one series of each selector, at one sample per interval.
+			if per, err := wk.Total(&oneEach); err != nil || per <= uncountedWork {
 				if err != nil {
 					return err
 				}
@@ -79,7 +90,7 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 				most = float64(l.maxSeries)
 			}
 			counts := map[string]bool{}
-			bound, err := querylimits.QueryWork(text, parsed, instant, rng, now.UnixMilli(), &querylimits.Counts{
+			bound, err := wk.Total(&querylimits.Counts{
 				Series: func(sel string, from, to int64) (float64, error) {
 					q, at := seriesCount(sel, from, to)
 					counts[at+" "+q] = true
@@ -101,12 +112,18 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 					"raw samples whose series the gateway would count (-search.maxQueryWindowPoints); at most %d are counted for one "+
 					"query: split the query, or aggregate before the subqueries", len(counts), workMaxCounts))
 			}
-			if err := judgeQueryWork(text, parsed, instant, rng, now, l, count); err != nil {
+			if err := judgeQueryWork(wk, l, count); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// oneEach counts one series of each selector, and the samples assumed in each window.
+var oneEach = querylimits.Counts{
+	Series:  func(string, int64, int64) (float64, error) { return 1, nil },
+	Samples: func(querylimits.Window) (float64, error) { return math.Inf(1), nil },
 }
 
 // seriesCount is the count of the series of the selector sel that have samples in [from, to] (ms), and the time to ask
@@ -129,12 +146,12 @@ func evalRange(api string, q, form url.Values, now time.Time, l Limits) *queryli
 		SampleInterval: l.MinSampleInterval.Milliseconds()}
 }
 
-// judgeQueryWork counts the work of the query text over the series its selectors read, as count asks the read
+// judgeQueryWork counts the work of the query wk over the series its selectors read, as count asks the read
 // backends, and refuses it past l.MaxQueryWindowPoints. Its windows over raw samples are taken first to hold a sample
 // per l.MinSampleInterval; where that is past the bound, the samples their series hold are counted: each window's
 // samples over its span, each read at most by as many of the window's points as cover it (win/step+1), an instant
 // count of the team's own data that holds no subquery (counted as a subquery, it took the memory the query would).
-func judgeQueryWork(text string, parsed *enforce.Parsed, instant bool, rng *querylimits.Range, now time.Time, l Limits, count fanCounter) error {
+func judgeQueryWork(wk *querylimits.Work, l Limits, count fanCounter) error {
 	var work float64
 	err := count(func(ask func(q, at string) (float64, error)) error {
 		raw, counted := false, false
@@ -155,11 +172,11 @@ func judgeQueryWork(text string, parsed *enforce.Parsed, instant bool, rng *quer
 			},
 		}
 		var err error
-		if work, err = querylimits.QueryWork(text, parsed, instant, rng, now.UnixMilli(), c); err != nil || !raw || work <= float64(l.MaxQueryWindowPoints) {
+		if work, err = wk.Total(c); err != nil || !raw || work <= float64(l.MaxQueryWindowPoints) {
 			return err
 		}
 		counted = true
-		work, err = querylimits.QueryWork(text, parsed, instant, rng, now.UnixMilli(), c)
+		work, err = wk.Total(c)
 		return err
 	})
 	const flag = "-search.maxQueryWindowPoints"
@@ -176,9 +193,9 @@ func judgeQueryWork(text string, parsed *enforce.Parsed, instant bool, rng *quer
 		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the rollup functions of the query would read %.3g points over all the "+
 			"series they read (over each subquery, the points it is evaluated at times the points of its window, times the series "+
 			"its query makes, as the read backends counted the series of its selectors; over raw samples, for the functions that "+
-			"sort or count a window, the samples its series hold there, as counted; weighed by the function as "+
-			"-search.maxSubqueryWindowPoints weighs them); at most %d are accepted (%s): aggregate before the subquery, select "+
-			"fewer series, or use coarser steps, shorter windows or a shorter range", work, l.MaxQueryWindowPoints, flag))
+			"read every sample of a window, the samples its series hold there, as counted; weighed by the function, the "+
+			"functions that sort a window as over unsorted values); at most %d are accepted (%s): aggregate before the "+
+			"subquery, select fewer series, or use coarser steps, shorter windows or a shorter range", work, l.MaxQueryWindowPoints, flag))
 	}
 	workAdmitted.Inc()
 	return nil

@@ -60,15 +60,15 @@ func TestCheckQueryWork(t *testing.T) {
 		refused   string
 	}{
 		{"the attack over 2,000 series: refused", ranged, threeHours(attack), 0, map[string]float64{"m": 2000}, 0,
-			[]string{`count(last_over_time(m{team="dev"}[22207001ms])) @1700000003`}, "would read 1.17e+11 points over all the series"},
+			[]string{`count(last_over_time(m{team="dev"}[22209001ms])) @1700000004`}, "would read 1.17e+11 points over all the series"},
 		{"the same over 100 series: admitted", ranged, threeHours(attack), 0, map[string]float64{"m": 100}, 0,
-			[]string{`count(last_over_time(m{team="dev"}[22207001ms])) @1700000003`}, ""},
+			[]string{`count(last_over_time(m{team="dev"}[22209001ms])) @1700000004`}, ""},
 		// An SLO ratio: one series of each side, however many a and b hold, which the query alone bounds: not counted.
 		{"an SLO panel over many series: not counted", ranged, url.Values{"query": {`avg_over_time((sum(rate(a[5m])) / sum(rate(b[5m])))[30d:1m])`},
 			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"21"}}, 0, nil, 0, nil, ""},
 		{"an SLO panel by job: counted", ranged, url.Values{"query": {`avg_over_time((sum(rate(a[5m])) by (job) / sum(rate(b[5m])) by (job))[30d:1m])`},
 			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"21"}}, 0, map[string]float64{"a": 20, "b": 20}, 0,
-			[]string{`count(last_over_time(a[2679582001ms])) @1700000141`, `count(last_over_time(b[2679582001ms])) @1700000141`}, ""},
+			[]string{`count(last_over_time(a[2679702001ms])) @1700000201`, `count(last_over_time(b[2679702001ms])) @1700000201`}, ""},
 		// Few points a series (10,830): not counted, whatever the series.
 		{"a dashboard's subquery: not counted", ranged, url.Values{"query": {`max_over_time(rate(m[5m])[1h:1m])`},
 			"start": {"1699978400"}, "end": {"1700000000"}, "step": {"60"}}, 0, nil, 0, nil, ""},
@@ -78,24 +78,29 @@ func TestCheckQueryWork(t *testing.T) {
 			"start": {"1699996400"}, "end": {"1700000000"}, "step": {"60"}}, 10_000, nil, 0, nil, ""},
 		{"an hour at 1 s: counted", ranged, url.Values{"query": {`max_over_time(m[1h:1s])`},
 			"start": {"1699996400"}, "end": {"1700000000"}, "step": {"60"}}, 0, map[string]float64{"m": 10_000}, 0,
-			[]string{`count(last_over_time(m[7925001ms])) @1700000062`}, ""},
+			[]string{`count(last_over_time(m[7927001ms])) @1700000063`}, ""},
 		{"the attack on a known backend: counted", ranged, threeHours(attack), 300_000, map[string]float64{"m": 2000}, 0,
-			[]string{`count(last_over_time(m{team="dev"}[22207001ms])) @1700000003`}, "would read 1.17e+11 points"},
+			[]string{`count(last_over_time(m{team="dev"}[22209001ms])) @1700000004`}, "would read 1.17e+11 points"},
 		// An instant query of it is a point of the range: within the bound at the most series.
 		{"the attack's one point on a known backend: not counted", instant, url.Values{"query": {attack}, "time": {"1700000000"}},
 			300_000, nil, 0, nil, ""},
 		// Windows over raw samples of a sorting function: past the bound at a sample a second, the samples counted, each
-		// read by the 1,441 points whose windows cover it at most.
+		// read by the 1,441 points whose windows cover it at most, weighed 8 points, 8 times over for unsorted values.
 		{"quantiles over many samples: refused", ranged, url.Values{"query": {`quantile_over_time(0.99, x[1d])`},
 			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}, 0, map[string]float64{"x": 300}, 2e6,
 			[]string{`count(last_over_time(x[173340001ms])) @1700000120`, `sum(count_over_time(x[172920000ms])) @1700000060.000`},
-			"would read 2.31e+10 points"},
+			"would read 1.84e+11 points"},
 		{"quantiles over fewer samples: admitted", ranged, url.Values{"query": {`quantile_over_time(0.99, x[1d])`},
-			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}, 0, map[string]float64{"x": 300}, 5e5,
+			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}, 0, map[string]float64{"x": 300}, 5e4,
 			[]string{`count(last_over_time(x[173340001ms])) @1700000120`, `sum(count_over_time(x[172920000ms])) @1700000060.000`}, ""},
-		{"quantiles over few series: admitted at a sample a second", ranged, url.Values{"query": {`quantile_over_time(0.99, x[1d])`},
-			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}, 0, map[string]float64{"x": 9}, 0,
-			[]string{`count(last_over_time(x[173340001ms])) @1700000120`}, ""},
+		// A window of a rollup that reads every sample, a half point each: an hour's max over 6 hours at 1 s over 2,000
+		// series of a sample a second, 5×10^7 samples each read by up to 3,601 points.
+		{"max_over_time over many samples: counted", ranged, url.Values{"query": {`max_over_time(m[1h])`},
+			"start": {"1699978400"}, "end": {"1700000000"}, "step": {"1"}}, 0, map[string]float64{"m": 2000}, 5.04e7,
+			[]string{`count(last_over_time(m[25504001ms])) @1700000002`, `sum(count_over_time(m[25202000ms])) @1700000001.000`},
+			"would read 7.78e+10 points"},
+		{"rate over them: not counted", ranged, url.Values{"query": {`rate(m[1h])`},
+			"start": {"1699978400"}, "end": {"1700000000"}, "step": {"1"}}, 0, nil, 0, nil, ""},
 		{"no subquery: not counted", ranged, threeHours(`sum(rate(m[5m]))`), 0, nil, 0, nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -88,6 +88,11 @@ type node struct {
 	// prometheus_buckets' le), histogram the aggregation that makes a series of each bucket its series fall in.
 	one, histogram bool
 	mult           uint32
+	// iterates marks a window over raw samples whose function reads each of its samples at each point (sum_over_time,
+	// max_over_time: iteratesWindow), which QueryWork counts at cheapEighths a sample; unsorted is what QueryWork
+	// multiplies the weight of a window of a function that sorts it by (unsortedOf).
+	iterates bool
+	unsorted uint8
 }
 
 // rawWindow says n is a window over a selector's raw samples: `quantile_over_time(0.5, x[1h])`.
@@ -158,6 +163,41 @@ func subEighths(name string) uint32 {
 		return 16
 	}
 	return cheapEighths
+}
+
+// iteratesWindow names the rollup functions that read each sample of a window over raw samples at each point they are
+// evaluated at. The others read a window's ends (rate, increase, delta, last_over_time, count_over_time), which
+// VictoriaMetrics slides along the samples: they cost the points and the samples, not their product. The cheapest that
+// read every sample are not counted per series (rawEighths), where a 30-day SLO window passes; over all the series
+// (QueryWork) they weigh a half point a sample, about the 0.65 ns a sample sum_over_time took v1.151: under a subquery
+// at 1 s, `max_over_time(sum_over_time(x[30d])[27h:1s])` read 1.7×10^10 samples a series of 15 s data, 12.6 s of CPU for
+// each series, which no bound counted (an attacker's review).
+func iteratesWindow(name string) bool {
+	if !metricsql.IsRollupFunc(name) {
+		return false
+	}
+	switch strings.ToLower(name) {
+	case "rate", "irate", "increase", "increase_pure", "increase_prometheus", "rate_prometheus", "delta", "delta_prometheus",
+		"idelta", "ideriv", "deriv_fast", "last_over_time", "first_over_time", "count_over_time", "present_over_time",
+		"absent_over_time", "tfirst_over_time", "tlast_over_time", "timestamp", "timestamp_with_name", "lag", "lifetime",
+		"default_rollup", "scrape_interval":
+		return false
+	}
+	return true
+}
+
+// unsortedOf is what QueryWork multiplies the weight of a window by for the function name that sorts it: the weights
+// are of sorted values (0.77 s over 7.7×10^7 points of quantile_over_time), and a team's latencies are not: over
+// unsorted values quantile_over_time took v1.151 82 ns a raw sample and 136 a subquery point, mad_over_time, which sorts
+// twice, 172 and 259, 8 to 25 times what the bound counted (an attacker's review). 1 for the others.
+func unsortedOf(name string) uint8 {
+	switch strings.ToLower(name) {
+	case "quantile_over_time", "quantiles_over_time", "median_over_time", "iqr_over_time", "outlier_iqr_over_time":
+		return 8
+	case "mad_over_time":
+		return 16
+	}
+	return 1
 }
 
 // rollsUpSeveral names the rollup functions that work out several rollups of a window at once (min, max and avg, or a
@@ -275,10 +315,12 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 				if series > 1 {
 					c.series = uint32(series)
 				}
+				c.unsorted = unsortedOf(x.Name)
 			case c.rawWindow():
 				if raw > 0 {
 					c.rawWeight, c.overTime = raw, overTime
 				}
+				c.iterates, c.unsorted = iteratesWindow(x.Name), unsortedOf(x.Name)
 				if series > 1 {
 					c.series = uint32(series)
 				}
@@ -584,8 +626,9 @@ type walk struct {
 	// its step. rootSubquery says the walk's root is the subquery an instant query is, which is not so (countValues).
 	aligned      int
 	rootSubquery bool
-	// rootStep is the step of the request, to which VictoriaMetrics may align its range (series).
-	rootStep int64
+	// steps is the step of the request and of each subquery above the node walked, to each of which VictoriaMetrics may
+	// align the range it evaluates there (series).
+	steps int64
 }
 
 // span adds to w what n reads when evaluated over [a, b] at step. For QueryWork (w.counts set), it returns the most
@@ -659,7 +702,9 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 		// Capped far above any bound, so that many names over nested subqueries cannot overflow it.
 		w.outer = int64(min(float64(max(n.series, 1))*float64(points+w.outer), 1<<53))
 		w.aligned++
+		w.steps = clamp(w.steps + clamp(inner))
 		read := w.span(child, lo, hi, inner)
+		w.steps = clamp(w.steps - clamp(inner))
 		w.outer = was
 		w.aligned--
 		if w.points && n.subquery {
@@ -671,7 +716,7 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 			}
 			work := float64(at) * float64(max(win/max(inner, 1), 1)) * float64(eighths) / 8
 			if w.counts != nil {
-				work *= read // over each series the subquery's query makes (QueryWork)
+				work *= read * float64(max(n.unsorted, 1)) // over each series the subquery's query makes (QueryWork)
 			}
 			w.work += work
 			if n.overTime {
@@ -690,7 +735,7 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 		}
 		w.add(sub(a, win), b)
 		read := w.series(n.sel, sub(a, win), b, step)
-		if w.points && w.interval > 0 && n.rawWeight > 0 {
+		if w.points && w.interval > 0 && (n.rawWeight > 0 || w.counts != nil && n.iterates) {
 			// A window over raw samples: the function reads each of its samples at each point, however many the data
 			// has, which only VictoriaMetrics knows; at most one per interval is assumed (the gateway may count them,
 			// Range.Windows). `count(quantile_over_time(0.5, x[1d]))` over a day at 8 s took v1.151 two minutes of both
@@ -702,7 +747,11 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 			if w.windows != nil {
 				*w.windows = append(*w.windows, win)
 			}
-			w.work += w.samples(win, read) * float64(n.rawWeight) / 8
+			eighths := float64(n.rawWeight)
+			if w.counts != nil {
+				eighths = max(eighths, cheapEighths) * float64(max(n.unsorted, 1))
+			}
+			w.work += w.samples(win, read) * eighths / 8
 			if n.overTime {
 				w.overTimeValues(at, (max(b-a, 0)+win.Window)/w.interval+1)
 			}
@@ -727,15 +776,16 @@ type Counts struct {
 // series. The first error stops the counts, and is QueryWork's.
 //
 // The span is widened to what VictoriaMetrics may read there beyond this model: it aligns a subquery's range to the
-// subquery's step, and a range query's to its step where its cache is on, before it evaluates an @ in it (an attacker's
-// review: `count(max_over_time((m @ end())[3h:7s]))` was counted over a window of 7 s at the walk's end(), which held
-// no sample, and the query read 2,000 series at VictoriaMetrics' aligned one, 16.9 s of v1.151's CPU); and a selector
-// without a window finds the last sample up to its staleness interval back, whatever the step.
+// subquery's step, and a range query's to its step where its cache is on, before it evaluates an @ in it, at every
+// level (attackers' reviews: `count(max_over_time((m @ end())[3h:7s]))` was counted over a window of 7 s at the walk's
+// end(), which held no sample, and the query read 2,000 series at VictoriaMetrics' aligned one, 16.9 s of v1.151's CPU;
+// widened by the steps of the selector and the request only, an @ under a subquery of a day's step moved by up to a
+// day); and a selector without a window finds the last sample up to its staleness interval back, whatever the step.
 func (w *walk) series(sel string, from, to, step int64) float64 {
 	if w.counts == nil || w.countErr != nil {
 		return 0
 	}
-	slack := clamp(step) + clamp(w.rootStep)
+	slack := clamp(clamp(step) + w.steps)
 	n, err := w.counts.Series(sel, sub(from, slack+staleness), clamp(clamp(to)+slack))
 	if err != nil {
 		w.countErr = err
@@ -1061,15 +1111,43 @@ func SubqueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now in
 // -search.maxSubqueryWindowPoints, took v1.151 74.5 s of CPU over a team's 2,000 series (an attacker's review). The
 // first error of c is QueryWork's, as is a gate's refusal or a range that cannot be read.
 func QueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64, c *Counts) (float64, error) {
-	if strings.IndexByte(q, '[') < 0 && strings.IndexByte(q, '(') < 0 {
-		return 0, nil // as SubqueryWork
-	}
-	r := *rng
-	r.Windows, r.fans, r.counts = nil, nil, c
-	w, alt, err := walked(q, pq, subqueried, hasSubquery, instant, &r, now)
-	switch {
-	case w == nil:
+	wk, err := PrepareWork(q, pq, instant, rng, now)
+	if wk == nil {
 		return 0, err
+	}
+	return wk.Total(c)
+}
+
+// Work is a query ready for QueryWork's walks: its tree and its range, read, which the walks use and nothing else of
+// the request (the counts of a query run on while the request that parsed it may be gone).
+type Work struct {
+	c                         *compiled
+	instant                   bool
+	a, b, step, now, interval int64
+}
+
+// PrepareWork is q's Work when evaluated over rng at time now, nil when QueryWork counts nothing in it (no subquery, no
+// window over raw samples it counts, a query that does not parse, a step VictoriaMetrics refuses). Only a gate's
+// refusal, or a range that cannot be read, is an error.
+func PrepareWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) (*Work, error) {
+	if strings.IndexByte(q, '[') < 0 && strings.IndexByte(q, '(') < 0 {
+		return nil, nil // as SubqueryWork
+	}
+	c, err := tree(q, pq, worked, hasWork)
+	if c == nothingCounted {
+		return nil, err
+	}
+	a, b, step, err := rng.get()
+	if err != nil || step <= 0 {
+		return nil, err // a step VictoriaMetrics refuses goes on to it
+	}
+	return &Work{c: c, instant: instant, a: a, b: b, step: step, now: now, interval: rng.SampleInterval}, nil
+}
+
+// Total is QueryWork of wk, over the series and samples c counts.
+func (wk *Work) Total(c *Counts) (float64, error) {
+	w, alt := run(wk.c, wk.instant, wk.a, wk.b, wk.step, wk.now, &Range{SampleInterval: wk.interval, counts: c})
+	switch {
 	case w.countErr != nil:
 		return 0, w.countErr
 	case alt != nil && alt.countErr != nil:
@@ -1080,13 +1158,14 @@ func QueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64
 	return w.work, nil
 }
 
-// HasWork tells whether q has a subquery, or a window over raw samples SubqueryWork weighs: what QueryWork counts.
+// HasWork tells whether q has a subquery, or a window over raw samples of a function that reads each of its samples:
+// what QueryWork counts.
 // Only a gate's refusal is an error.
 func HasWork(q string, pq *enforce.Parsed) (bool, error) {
 	if strings.IndexByte(q, '[') < 0 && strings.IndexByte(q, '(') < 0 {
 		return false, nil // as SubqueryWork
 	}
-	c, err := tree(q, pq, subqueried, hasSubquery)
+	c, err := tree(q, pq, worked, hasWork)
 	return c != nothingCounted, err
 }
 
@@ -1130,20 +1209,26 @@ func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compile
 	if err != nil || step <= 0 {
 		return nil, nil, err // a step VictoriaMetrics refuses goes on to it
 	}
+	w, alt = run(c, instant, a, b, step, now, rng)
+	return w, alt, nil
+}
+
+// run walks the tree c over [a, b] at step, as walked does, with what rng gives the walks to fill.
+func run(c *compiled, instant bool, a, b, step, now int64, rng *Range) (w, alt *walk) {
 	cw := countWalk(now, rng.SampleInterval)
 	cw.windows, cw.fans, cw.counts = rng.Windows, rng.fans, rng.counts
-	cw.rootSubquery, cw.rootStep = instant && c.rangeRoot, step
+	cw.rootSubquery, cw.steps = instant && c.rangeRoot, step
 	cw.span(&c.root, a, b, step)
 	if r := c.root.unwrapped(); instant && r.kind == kindRollup {
 		if reading, changed := instantReading(r, step); changed {
 			wa := countWalk(now, rng.SampleInterval)
 			wa.windows, wa.fans, wa.alt, wa.rootSubquery = rng.Windows, rng.fans, true, cw.rootSubquery
-			wa.counts, wa.rootStep = rng.counts, step
+			wa.counts, wa.steps = rng.counts, step
 			wa.span(&reading, a, b, step)
 			alt = &wa
 		}
 	}
-	return &cw, alt, nil
+	return &cw, alt
 }
 
 // Range is the range a query is evaluated over, [a, b] at step (milliseconds), which Read gives (an error for args it
@@ -1188,6 +1273,13 @@ type Window struct {
 
 // subqueried caches SubqueryWork's trees, as counted caches CountValues'.
 var subqueried = newTreeCache()
+
+// worked caches QueryWork's trees, as subqueried caches SubqueryWork's: it counts more windows over raw samples.
+var worked = newTreeCache()
+
+func hasWork(n *node) bool {
+	return anyNode(n, func(n *node) bool { return n.kind == kindRollup && (n.subquery || n.rawWeight > 0 || n.iterates) })
+}
 
 func hasSubquery(n *node) bool {
 	return anyNode(n, func(n *node) bool { return n.kind == kindRollup && (n.subquery || n.rawWeight > 0) })
