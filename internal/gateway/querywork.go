@@ -193,8 +193,8 @@ func judgeQueryWork(wk *querylimits.Work, l Limits, count fanCounter) error {
 		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the rollup functions of the query would read %.3g points over all the "+
 			"series they read (over each subquery, the points it is evaluated at times the points of its window, times the series "+
 			"its query makes, as the read backends counted the series of its selectors; over raw samples, for the functions that "+
-			"read every sample of a window, the samples its series hold there, as counted; weighed by the function, the "+
-			"functions that sort a window as over unsorted values); at most %d are accepted (%s): aggregate before the "+
+			"read every sample of a window, the samples its series hold there, as counted; each weighed by what it costs the "+
+			"function, as over unsorted values for those that sort); at most %d are accepted (%s): aggregate before the "+
 			"subquery, select fewer series, or use coarser steps, shorter windows or a shorter range", work, l.MaxQueryWindowPoints, flag))
 	}
 	workAdmitted.Inc()

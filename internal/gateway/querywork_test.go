@@ -85,7 +85,7 @@ func TestCheckQueryWork(t *testing.T) {
 		{"the attack's one point on a known backend: not counted", instant, url.Values{"query": {attack}, "time": {"1700000000"}},
 			300_000, nil, 0, nil, ""},
 		// Windows over raw samples of a sorting function: past the bound at a sample a second, the samples counted, each
-		// read by the 1,441 points whose windows cover it at most, weighed 8 points, 8 times over for unsorted values.
+		// read by the 1,441 points whose windows cover it at most, weighed 64 points, as over unsorted values.
 		{"quantiles over many samples: refused", ranged, url.Values{"query": {`quantile_over_time(0.99, x[1d])`},
 			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}, 0, map[string]float64{"x": 300}, 2e6,
 			[]string{`count(last_over_time(x[173340001ms])) @1700000120`, `sum(count_over_time(x[172920000ms])) @1700000060.000`},
@@ -93,12 +93,12 @@ func TestCheckQueryWork(t *testing.T) {
 		{"quantiles over fewer samples: admitted", ranged, url.Values{"query": {`quantile_over_time(0.99, x[1d])`},
 			"start": {"1699913600"}, "end": {"1700000000"}, "step": {"60"}}, 0, map[string]float64{"x": 300}, 5e4,
 			[]string{`count(last_over_time(x[173340001ms])) @1700000120`, `sum(count_over_time(x[172920000ms])) @1700000060.000`}, ""},
-		// A window of a rollup that reads every sample, a half point each: an hour's max over 6 hours at 1 s over 2,000
+		// A window of a rollup that reads every sample, a point each: an hour's max over 6 hours at 1 s over 2,000
 		// series of a sample a second, 5×10^7 samples each read by up to 3,601 points.
 		{"max_over_time over many samples: counted", ranged, url.Values{"query": {`max_over_time(m[1h])`},
 			"start": {"1699978400"}, "end": {"1700000000"}, "step": {"1"}}, 0, map[string]float64{"m": 2000}, 5.04e7,
 			[]string{`count(last_over_time(m[25504001ms])) @1700000002`, `sum(count_over_time(m[25202000ms])) @1700000001.000`},
-			"would read 7.78e+10 points"},
+			"would read 1.56e+11 points"},
 		{"rate over them: not counted", ranged, url.Values{"query": {`rate(m[1h])`},
 			"start": {"1699978400"}, "end": {"1700000000"}, "step": {"1"}}, 0, nil, 0, nil, ""},
 		{"no subquery: not counted", ranged, threeHours(`sum(rate(m[5m]))`), 0, nil, 0, nil, ""},

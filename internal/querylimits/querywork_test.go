@@ -41,17 +41,21 @@ func TestQueryWork(t *testing.T) {
 		// Nested: the outer subquery rolls up the series the inner one makes of m, as many as m has.
 		{q: `max_over_time(max_over_time(m[1h:1m])[1h:1m])`, instant: true, step: 60_000, times: 2000, wantSeries: 1},
 		{q: `sum(max_over_time(m[1h:1m])) + max_over_time(y[1h:1m])`, rng: 6 * h, step: 60_000, want: 2007 * (361 * 60 * 0.5), wantSeries: 2},
-		// A window over raw samples of a function that sorts it: the samples counted, weighed 8, 8 times over for values
-		// that are not sorted, at most those assumed.
+		// A window over raw samples of a function that sorts it: the samples counted, weighed as over unsorted values (64
+		// points, 160 for mad_over_time), at most those assumed.
 		{q: `quantile_over_time(0.99, x[1h])`, rng: 6 * h, step: 60_000, samples: 5e6, want: 5e6 * 8 * 8, wantSeries: 1},
 		{q: `quantile_over_time(0.99, x[1h])`, rng: 6 * h, step: 60_000, samples: 1e15, want: 361 * 3601 * 300 * 8 * 8, wantSeries: 1},
-		{q: `mad_over_time(x[1h])`, rng: 6 * h, step: 60_000, samples: 5e6, want: 5e6 * 8 * 16, wantSeries: 1},
-		{q: `max_over_time(quantile_over_time(0.5, y[1h:1m])[1h:1m])`, rng: 6 * h, step: 60_000, want: 7 * (361*60*0.5 + 428*60*8*8), wantSeries: 1},
-		// Rollups that read every sample of a window over raw samples, a half point a sample: at the top, and under a
-		// subquery at each of its points (an attacker's review: one series of 15 s data, 12.6 s of v1.151's CPU).
-		{q: `max_over_time(x[1h])`, rng: 6 * h, step: 60_000, samples: 1e15, want: 361 * 3601 * 300 * 0.5, wantSeries: 1},
+		{q: `mad_over_time(x[1h])`, rng: 6 * h, step: 60_000, samples: 5e6, want: 5e6 * 160, wantSeries: 1},
+		// aggr_over_time runs each function it names over the window: their weights added (a review: their names'
+		// weights were dropped).
+		{q: `aggr_over_time(("median_over_time", "mad_over_time"), x[1h])`, rng: 6 * h, step: 60_000, samples: 5e6, want: 5e6 * (64 + 160), wantSeries: 1},
+		{q: `stddev_over_time(x[1h])`, rng: 6 * h, step: 60_000, samples: 5e6, want: 5e6 * 5, wantSeries: 1},
+		{q: `max_over_time(quantile_over_time(0.5, y[1h:1m])[1h:1m])`, rng: 6 * h, step: 60_000, want: 7 * (361*60*0.5 + 428*60*112), wantSeries: 1},
+		// Rollups that read every sample of a window over raw samples, a point a sample: at the top, and under a subquery
+		// at each of its points (an attacker's review: one series of 15 s data, 12.6 s of v1.151's CPU).
+		{q: `max_over_time(x[1h])`, rng: 6 * h, step: 60_000, samples: 1e15, want: 361 * 3601 * 300, wantSeries: 1},
 		{q: `max_over_time(sum_over_time(y[30d])[27h:1s])`, instant: true, step: 60_000, samples: 1e15,
-			want: 7 * (97200*0.5 + 97503*2592001*0.5), wantSeries: 1},
+			want: 7 * (97200*0.5 + 97503*2592001), wantSeries: 1},
 		// Rollups that read a window's ends, and queries without subqueries: nothing.
 		{q: `sum(rate(m[5m]))`, rng: 6 * h, step: 60_000, want: 0},
 		{q: `max_over_time(rate(m[1h])[5m:1m])`, rng: 6 * h, step: 60_000, times: 2000, wantSeries: 1},

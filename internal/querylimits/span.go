@@ -88,11 +88,10 @@ type node struct {
 	// prometheus_buckets' le), histogram the aggregation that makes a series of each bucket its series fall in.
 	one, histogram bool
 	mult           uint32
-	// iterates marks a window over raw samples whose function reads each of its samples at each point (sum_over_time,
-	// max_over_time: iteratesWindow), which QueryWork counts at cheapEighths a sample; unsorted is what QueryWork
-	// multiplies the weight of a window of a function that sorts it by (unsortedOf).
-	iterates bool
-	unsorted uint8
+	// whole is what a point of a subquery's window, or a raw sample of a window over a selector, costs the rollup
+	// function over it where QueryWork counts all the series, in eighths (wholeEighths); 0 for a raw window it does not
+	// count (rate, last_over_time: a window's ends).
+	whole uint32
 }
 
 // rawWindow says n is a window over a selector's raw samples: `quantile_over_time(0.5, x[1h])`.
@@ -104,6 +103,11 @@ func (n *node) rawWindow() bool {
 // aggr_over_time runs each function it names over the same window: `aggr_over_time(("mad_over_time",
 // "median_over_time", "mode_over_time"), x[1d])` costs the three.
 func callWeight(x *metricsql.FuncExpr) (sub, raw uint32) {
+	return callWeight2(x, func(name string) (uint32, uint32) { return subEighths(name), rawEighths(name) })
+}
+
+// callWeight2 is callWeight with the weights of one function weigh gives.
+func callWeight2(x *metricsql.FuncExpr, weigh func(name string) (sub, raw uint32)) (sub, raw uint32) {
 	names := []string{x.Name}
 	if strings.EqualFold(x.Name, "aggr_over_time") && len(x.Args) > 0 {
 		names = names[:0]
@@ -119,8 +123,9 @@ func callWeight(x *metricsql.FuncExpr) (sub, raw uint32) {
 		}
 	}
 	for _, name := range names {
-		sub += subEighths(name)
-		raw += rawEighths(name)
+		s, r := weigh(name)
+		sub += s
+		raw += r
 	}
 	return sub, raw
 }
@@ -186,18 +191,35 @@ func iteratesWindow(name string) bool {
 	return true
 }
 
-// unsortedOf is what QueryWork multiplies the weight of a window by for the function name that sorts it: the weights
-// are of sorted values (0.77 s over 7.7×10^7 points of quantile_over_time), and a team's latencies are not: over
-// unsorted values quantile_over_time took v1.151 82 ns a raw sample and 136 a subquery point, mad_over_time, which sorts
-// twice, 172 and 259, 8 to 25 times what the bound counted (an attacker's review). 1 for the others.
-func unsortedOf(name string) uint8 {
+// wholeEighths is what a point of a subquery's window and a raw sample of a window over a selector cost the rollup
+// function name where QueryWork counts all the series, in eighths of a point of about 1.3 ns of v1.151's CPU (1.0 ns
+// on v1.151, 1.4 on 1.79.5, under max_over_time over a subquery, whose points weigh a half). Measured by attackers'
+// reviews, per raw sample on v1.151 (1.79.5's up to twice): sum_over_time 1.15 ns, the rollup family 3.5,
+// stddev_over_time, zscore_over_time and holt_winters 5.4 to 7, histogram_over_time 35, quantile_over_time over
+// unsorted values 82 (136 a subquery point), mode_over_time 85 (140 on 1.79.5), distinct_over_time 100 (157),
+// mad_over_time 172 to 200 (259 a subquery point). The per-series bound weighs these less (subEighths, rawEighths:
+// sorted values, the cheapest raw samples not at all), so that its panels pass; over all the series the bound is the
+// CPU. Those that read a window's ends (iteratesWindow) are not counted over raw samples.
+func wholeEighths(name string) (sub, raw uint32) {
 	switch strings.ToLower(name) {
-	case "quantile_over_time", "quantiles_over_time", "median_over_time", "iqr_over_time", "outlier_iqr_over_time":
-		return 8
 	case "mad_over_time":
-		return 16
+		return 208 * 8, 160 * 8
+	case "quantile_over_time", "quantiles_over_time", "median_over_time", "iqr_over_time", "outlier_iqr_over_time":
+		return 112 * 8, 64 * 8
+	case "distinct_over_time", "mode_over_time", "count_values_over_time":
+		return 128 * 8, 128 * 8
+	case "histogram_over_time":
+		return 32 * 8, 32 * 8
 	}
-	return 1
+	switch {
+	case fitsEverySample(name):
+		return 5 * 8, 5 * 8
+	case rollsUpSeveral(name):
+		return 3 * 8, 3 * 8
+	case iteratesWindow(name):
+		return cheapEighths, 8
+	}
+	return subEighths(name), 0
 }
 
 // rollsUpSeveral names the rollup functions that work out several rollups of a window at once (min, max and avg, or a
@@ -302,6 +324,7 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		}
 		overTime := strings.EqualFold(x.Name, "count_values_over_time")
 		sub, raw := callWeight(x)
+		wholeSub, wholeRaw := callWeight2(x, wholeEighths)
 		weighs, series := sub != cheapEighths || raw > 0, enforce.SeriesOf(x)
 		// The windows this function rolls up, subqueries or raw samples: the arg itself, or one of a group of args. Of
 		// each series a subquery makes, it makes series more.
@@ -315,12 +338,12 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 				if series > 1 {
 					c.series = uint32(series)
 				}
-				c.unsorted = unsortedOf(x.Name)
+				c.whole = wholeSub
 			case c.rawWindow():
 				if raw > 0 {
 					c.rawWeight, c.overTime = raw, overTime
 				}
-				c.iterates, c.unsorted = iteratesWindow(x.Name), unsortedOf(x.Name)
+				c.whole = wholeRaw
 				if series > 1 {
 					c.series = uint32(series)
 				}
@@ -716,7 +739,8 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 			}
 			work := float64(at) * float64(max(win/max(inner, 1), 1)) * float64(eighths) / 8
 			if w.counts != nil {
-				work *= read * float64(max(n.unsorted, 1)) // over each series the subquery's query makes (QueryWork)
+				// Over each series the subquery's query makes, at what a point costs its function there.
+				work *= read * float64(max(n.whole, eighths)) / float64(eighths)
 			}
 			w.work += work
 			if n.overTime {
@@ -735,7 +759,7 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 		}
 		w.add(sub(a, win), b)
 		read := w.series(n.sel, sub(a, win), b, step)
-		if w.points && w.interval > 0 && (n.rawWeight > 0 || w.counts != nil && n.iterates) {
+		if w.points && w.interval > 0 && (n.rawWeight > 0 || w.counts != nil && n.whole > 0) {
 			// A window over raw samples: the function reads each of its samples at each point, however many the data
 			// has, which only VictoriaMetrics knows; at most one per interval is assumed (the gateway may count them,
 			// Range.Windows). `count(quantile_over_time(0.5, x[1d]))` over a day at 8 s took v1.151 two minutes of both
@@ -749,7 +773,7 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 			}
 			eighths := float64(n.rawWeight)
 			if w.counts != nil {
-				eighths = max(eighths, cheapEighths) * float64(max(n.unsorted, 1))
+				eighths = float64(max(n.whole, n.rawWeight))
 			}
 			w.work += w.samples(win, read) * eighths / 8
 			if n.overTime {
@@ -1278,7 +1302,7 @@ var subqueried = newTreeCache()
 var worked = newTreeCache()
 
 func hasWork(n *node) bool {
-	return anyNode(n, func(n *node) bool { return n.kind == kindRollup && (n.subquery || n.rawWeight > 0 || n.iterates) })
+	return anyNode(n, func(n *node) bool { return n.kind == kindRollup && (n.subquery || n.rawWeight > 0 || n.whole > 0) })
 }
 
 func hasSubquery(n *node) bool {
