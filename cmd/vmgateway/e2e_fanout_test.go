@@ -245,19 +245,26 @@ type fanOutSetup struct {
 // singleFanOut is TestHistogramFanOutBounded's setup on a single-node VictoriaMetrics holding data, behind a gateway
 // with flags.
 func singleFanOut(t *testing.T, vm *vmtest.VM, data string, flags ...string) fanOutSetup {
+	s, priv := singleSetup(t, vm, data, "hx", 52, flags...)
+	s.opsSplit = mint(t, priv, "-mode=read", `-extraFilters={team="ops",half="a"}`, `-extraFilters={team="ops",half="b"}`)
+	return s
+}
+
+// singleSetup is a gateway with flags in front of a single-node VictoriaMetrics holding data, once its n series of
+// metric are searchable, dev's token and one that sees every series, and the private key that signs them.
+func singleSetup(t *testing.T, vm *vmtest.VM, data, metric string, n int, flags ...string) (fanOutSetup, string) {
 	importInto(t, vm.URL+"/api/v1/import/prometheus", data)
 	vm.Flush(t)
 	vmtest.Eventually(t, func() (bool, string) {
-		_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/query?query=count(count_over_time(hx[2h]))", nil)
-		return strings.Contains(body, `"52"`), "hx counts " + body
+		_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/query?query=count(count_over_time("+metric+"[2h]))", nil)
+		return strings.Contains(body, fmt.Sprintf(`"%d"`, n)), metric + " counts " + body
 	})
 	priv, pub := keyPair(t, "ec")
 	var s fanOutSetup
 	s.g = startGateway(t, append([]string{"-read.url=" + vm.URL, "-write.url=" + vm.URL, "-enable.auth", "-auth.publicKeyFiles=" + pub}, flags...)...)
 	s.direct, s.vm = vm.URL+"/api/v1/query_range?extra_label=team=dev&", vm.URL
 	s.devTok, s.allTok = mint(t, priv, "-mode=read", "-extraLabels=team=dev"), mint(t, priv, "-mode=read")
-	s.opsSplit = mint(t, priv, "-mode=read", `-extraFilters={team="ops",half="a"}`, `-extraFilters={team="ops",half="b"}`)
-	return s
+	return s, priv
 }
 
 // TestCountValuesOverTimeBounded: count_values_over_time makes a series of each distinct value of each series it reads

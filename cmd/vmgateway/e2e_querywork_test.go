@@ -126,16 +126,6 @@ func TestQueryWorkBounded(t *testing.T) {
 // singleQueryWork is TestQueryWorkBounded's setup on a single-node VictoriaMetrics holding data, behind a gateway with
 // flags.
 func singleQueryWork(t *testing.T, vm *vmtest.VM, data string, flags ...string) fanOutSetup {
-	importInto(t, vm.URL+"/api/v1/import/prometheus", data)
-	vm.Flush(t)
-	vmtest.Eventually(t, func() (bool, string) {
-		_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/query?query=count(count_over_time(qw[2h]))", nil)
-		return strings.Contains(body, `"2000"`), "qw counts " + body
-	})
-	priv, pub := keyPair(t, "ec")
-	var s fanOutSetup
-	s.g = startGateway(t, append([]string{"-read.url=" + vm.URL, "-write.url=" + vm.URL, "-enable.auth", "-auth.publicKeyFiles=" + pub}, flags...)...)
-	s.direct, s.vm = vm.URL+"/api/v1/query_range?extra_label=team=dev&", vm.URL
-	s.devTok, s.allTok = mint(t, priv, "-mode=read", "-extraLabels=team=dev"), mint(t, priv, "-mode=read")
+	s, _ := singleSetup(t, vm, data, "qw", 2000, flags...)
 	return s
 }

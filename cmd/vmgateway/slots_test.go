@@ -448,20 +448,7 @@ func TestBackendWorkers(t *testing.T) {
 			t.Errorf("%q: workers %d, %v; want %d", page, c.workers, err, want)
 		}
 	}
-	pages := map[string]string{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		page, ok := pages[r.Host]
-		if !ok {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, page)
-	}))
-	defer srv.Close()
-	u, _ := url.Parse(srv.URL)
-	addr := func(host string) gateway.BackendAddr { return gateway.BackendAddr{URL: u, Host: host} }
-	w := &slotsWatch{kind: readSlots, client: srv.Client(), again: make(chan struct{}, 1), known: map[string]capacity{}, failed: map[string]bool{}}
-	w.set = func(map[string]gateway.BackendCapacity) {}
+	w, read := pageReads(t)
 	workers := -1
 	w.workers = func(n int) { workers = n }
 	for _, step := range []struct {
@@ -473,10 +460,7 @@ func TestBackendWorkers(t *testing.T) {
 		{"one without them", map[string]string{"a": "vm_concurrent_select_capacity 4\ngo_gomaxprocs 2", "b": "vm_concurrent_select_capacity 4"}, 0},
 		{"one never read", map[string]string{"a": "vm_concurrent_select_capacity 4\ngo_gomaxprocs 2"}, 0},
 	} {
-		pages = step.pages
-		w.known = map[string]capacity{}
-		w.setAddrs([]gateway.BackendAddr{addr("a"), addr("b")})
-		w.readAll(context.Background())
+		read(step.pages)
 		if workers != step.want {
 			t.Errorf("%s: workers %d; want %d", step.name, workers, step.want)
 		}
@@ -504,20 +488,7 @@ func TestBackendMaxSeries(t *testing.T) {
 			t.Errorf("%q: most series %d, %v; want %d", page, c.maxSeries, err, want)
 		}
 	}
-	pages := map[string]string{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		page, ok := pages[r.Host]
-		if !ok {
-			http.Error(w, "down", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, page)
-	}))
-	defer srv.Close()
-	u, _ := url.Parse(srv.URL)
-	addr := func(host string) gateway.BackendAddr { return gateway.BackendAddr{URL: u, Host: host} }
-	w := &slotsWatch{kind: readSlots, client: srv.Client(), again: make(chan struct{}, 1), known: map[string]capacity{}, failed: map[string]bool{}}
-	w.set = func(map[string]gateway.BackendCapacity) {}
+	w, read := pageReads(t)
 	most := int64(-1)
 	w.maxSeries = func(n int64) { most = n }
 	const flag = "vm_concurrent_select_capacity 4\nflag{name=\"search.maxUniqueTimeseries\", value=\"%d\", is_set=\"true\"} 1"
@@ -530,12 +501,33 @@ func TestBackendMaxSeries(t *testing.T) {
 		{"one without it", map[string]string{"a": fmt.Sprintf(flag, 300_000), "b": "vm_concurrent_select_capacity 4"}, 0},
 		{"one never read", map[string]string{"a": fmt.Sprintf(flag, 300_000)}, 0},
 	} {
-		pages = step.pages
-		w.known = map[string]capacity{}
-		w.setAddrs([]gateway.BackendAddr{addr("a"), addr("b")})
-		w.readAll(context.Background())
+		read(step.pages)
 		if most != step.want {
 			t.Errorf("%s: most series %d; want %d", step.name, most, step.want)
 		}
+	}
+}
+
+// pageReads is a watch of two read backends, a and b, and a read of them whose /metrics pages it is given (a host
+// without a page is down), each read as if from a fresh start.
+func pageReads(t *testing.T) (*slotsWatch, func(pages map[string]string)) {
+	var pages map[string]string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		page, ok := pages[r.Host]
+		if !ok {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, page)
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	w := &slotsWatch{kind: readSlots, client: srv.Client(), again: make(chan struct{}, 1), known: map[string]capacity{}, failed: map[string]bool{}}
+	w.set = func(map[string]gateway.BackendCapacity) {}
+	return w, func(p map[string]string) {
+		pages = p
+		w.known = map[string]capacity{}
+		w.setAddrs([]gateway.BackendAddr{{URL: u, Host: "a"}, {URL: u, Host: "b"}})
+		w.readAll(context.Background())
 	}
 }
