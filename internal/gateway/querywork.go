@@ -20,14 +20,15 @@ import (
 // 5.8×10^7 points a series, within the first, and over a team's 2,000 series it took v1.151 74.5 s of CPU, past its
 // 30 s -search.maxQueryDuration, which does not stop a rollup midway (an attacker's review; three at once, the team's
 // share of the read slots, ran 215 s each and slowed every other team's queries five times). -search.maxQueryWindowPoints
-// bounds that product (querylimits.QueryWork): each subquery's points times the points of its window, weighed as the
-// first weighs them, times the series its query makes, bounded from the series its selectors read (an aggregation by
-// nothing makes one: a 30-day SLO panel over a metric of 10,000 series rolls up one series of each side of its
-// ratio); and each window over raw samples of the functions that sort or count it, the samples all its series hold.
-// The read backends count those series and samples, in the team's tenant and through its restriction, as the
-// fan-out counts are asked (fanout.go): one count of each selector over the span the query reads it, which costs them a
-// read of what the query reads of it. A query is counted only where its selectors could together select enough
-// series to pass the bound: a read backend selects at most its -search.maxUniqueTimeseries of each (SetBackendMaxSeries).
+// bounds that product (querylimits.QueryWork): each subquery's points times the points of its window, times the series
+// its query makes, bounded from the series its selectors read (an aggregation by nothing makes one: a 30-day SLO panel
+// over a metric of 10,000 series rolls up one series of each side of its ratio); and each window over raw samples of
+// a function that reads its every sample, the samples all its series hold; each point and sample weighed by what it
+// costs the function on VictoriaMetrics. The read backends count those series and samples, in the team's tenant and
+// through its restriction, as the fan-out counts are asked (fanout.go): one count of each selector over the span the
+// query reads it, which costs them a read of what the query reads of it. A query is counted only where its work per
+// series is past uncountedWork and its selectors could together select enough series to pass the bound: a read
+// backend selects at most its -search.maxUniqueTimeseries of each (SetBackendMaxSeries).
 
 var (
 	workAdmitted = metrics.NewCounter(`vmgateway_query_work_measured_total{result="admitted"}`)

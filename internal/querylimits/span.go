@@ -621,7 +621,7 @@ type walk struct {
 	cv     fanOut
 	// work is, for such a walk, the points the rollups over subqueries read per series: at each point a subquery is
 	// evaluated at, the points of its window; and over raw samples, for the functions that sort or count a window, its
-	// samples at one per interval (SubqueryWork).
+	// samples at one per interval (SubqueryWork); for QueryWork (counts set), over all the series, as counts counts them.
 	work float64
 	// interval is the least time between two samples of a series the walk assumes (-search.minSampleInterval, ms);
 	// 0 leaves the windows over raw samples uncounted.
@@ -1128,9 +1128,10 @@ func SubqueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now in
 }
 
 // QueryWork is SubqueryWork over all the series the query reads: each subquery's points times the points of its
-// window, weighed, times the series its query makes there, and each window over raw samples of the functions that
-// sort or count it, the samples it reads of all its series (c counts them: the series of each selector read, from
-// which those a subquery's query makes are bounded, and the samples of each window). VictoriaMetrics bounds neither:
+// window times the series its query makes there, and each window over raw samples of a function that reads its every
+// sample, the samples it reads of all its series, each weighed by what it costs the function (wholeEighths; c counts
+// the series of each selector read, from which those a subquery's query makes are bounded, and the samples of each
+// window). VictoriaMetrics bounds neither:
 // `count(max_over_time(m[3h:1s]))` at step=1s over 3 hours, 5.8×10^7 points a series, within
 // -search.maxSubqueryWindowPoints, took v1.151 74.5 s of CPU over a team's 2,000 series (an attacker's review). The
 // first error of c is QueryWork's, as is a gate's refusal or a range that cannot be read.
