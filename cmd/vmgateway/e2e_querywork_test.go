@@ -42,9 +42,13 @@ func TestQueryWorkBounded(t *testing.T) {
 		name  string
 		start func(t *testing.T) fanOutSetup
 	}{
-		{"1.79.5", func(t *testing.T) fanOutSetup { return singleQueryWork(t, vmtest.Start(t), data.String(), limit...) }},
+		{"1.79.5", func(t *testing.T) fanOutSetup {
+			s, _ := singleSetup(t, vmtest.Start(t), data.String(), "qw", 2000, limit...)
+			return s
+		}},
 		{"current", func(t *testing.T) fanOutSetup {
-			return singleQueryWork(t, vmtest.StartCurrent(t), data.String(), limit...)
+			s, _ := singleSetup(t, vmtest.StartCurrent(t), data.String(), "qw", 2000, limit...)
+			return s
 		}},
 		{"cluster", func(t *testing.T) fanOutSetup {
 			rc := startRealCluster(t, limit...)
@@ -122,11 +126,4 @@ func TestQueryWorkBounded(t *testing.T) {
 			}
 		})
 	}
-}
-
-// singleQueryWork is TestQueryWorkBounded's setup on a single-node VictoriaMetrics holding data, behind a gateway with
-// flags.
-func singleQueryWork(t *testing.T, vm *vmtest.VM, data string, flags ...string) fanOutSetup {
-	s, _ := singleSetup(t, vm, data, "qw", 2000, flags...)
-	return s
 }

@@ -280,24 +280,10 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 		w.linearCountValues(current && every(known, unknown, func(c capacity) bool { return c.linearCountValues }))
 	}
 	if w.workers != nil {
-		// The most of them, as a query may go to any; not known (0) while one is not.
-		most := 0
-		if current && least(known, unknown, workersOf) > 0 {
-			for _, c := range known {
-				most = max(most, c.workers)
-			}
-		}
-		w.workers(most)
+		w.workers(most(current, known, unknown, workersOf))
 	}
 	if w.maxSeries != nil {
-		// The most of them, as a query may go to any; not known (0) while one is not.
-		most := int64(0)
-		if current && least(known, unknown, maxSeriesOf) > 0 {
-			for _, c := range known {
-				most = max(most, c.maxSeries)
-			}
-		}
-		w.maxSeries(most)
+		w.maxSeries(most(current, known, unknown, maxSeriesOf))
 	}
 	if w.factsOnly {
 		return len(failed) == 0
@@ -347,6 +333,18 @@ func least[T int | int64 | time.Duration](known map[string]capacity, unknown int
 	return max(l, 0)
 }
 
+// most is the most of what of gives of the backends known, as a query may go to any of them: 0 (not known) when one
+// gives none, when some are unknown or none is known, or when the addresses changed during the read (not current).
+func most[T int | int64](current bool, known map[string]capacity, unknown int, of func(capacity) T) T {
+	m := T(0)
+	if current && least(known, unknown, of) > 0 {
+		for _, c := range known {
+			m = max(m, of(c))
+		}
+	}
+	return m
+}
+
 func dedupOf(c capacity) time.Duration { return c.dedup }
 func maxQueryLenOf(c capacity) int     { return c.maxQueryLen }
 func workersOf(c capacity) int         { return c.workers }
@@ -388,10 +386,8 @@ func selectCapacityOf(r io.Reader) (capacity, error) {
 	procs, perQuery, linear := 0, 0, false
 	var maxSeries, worked int64
 	n, err := countOf(r, "vm_concurrent_select_capacity", func(line string) {
-		if v, ok := strings.CutPrefix(line, "go_gomaxprocs "); ok {
-			if p, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && p > 0 {
-				procs = p
-			}
+		if p, ok := gaugeValue(line, "go_gomaxprocs"); ok {
+			procs = int(p)
 		}
 		if v, ok := flagValue(line, workersFlag); ok {
 			if p, err := strconv.Atoi(v); err == nil && p > 0 {
@@ -418,10 +414,8 @@ func selectCapacityOf(r io.Reader) (capacity, error) {
 				maxSeries = n
 			}
 		}
-		if v, ok := strings.CutPrefix(line, maxSeriesWorkedOut+" "); ok {
-			if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && n > 0 {
-				worked = n
-			}
+		if n, ok := gaugeValue(line, maxSeriesWorkedOut); ok {
+			worked = n
 		}
 	})
 	if maxSeries == 0 {
@@ -457,6 +451,16 @@ func flagSize(v string) int {
 		return 0
 	}
 	return int(f)
+}
+
+// gaugeValue is the value of the /metrics line of the gauge name without labels, when it is a positive whole number.
+func gaugeValue(line, name string) (int64, bool) {
+	v, ok := strings.CutPrefix(line, name+" ")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	return n, err == nil && n > 0
 }
 
 // flagValue is the value of the /metrics line of a flag, which begins with prefix (`flag{name="<name>`).

@@ -20,7 +20,7 @@ import (
 // 5.8×10^7 points a series, within the first, and over a team's 2,000 series it took v1.151 74.5 s of CPU, past its
 // 30 s -search.maxQueryDuration, which does not stop a rollup midway (an attacker's review; three at once, the team's
 // share of the read slots, ran 215 s each and slowed every other team's queries five times). -search.maxQueryWindowPoints
-// bounds that product (querylimits.QueryWork): each subquery's points times the points of its window, times the series
+// bounds that product (querylimits.Work): each subquery's points times the points of its window, times the series
 // its query makes, bounded from the series its selectors read (an aggregation by nothing makes one: a 30-day SLO panel
 // over a metric of 10,000 series rolls up one series of each side of its ratio); and each window over raw samples of
 // a function that reads its every sample, the samples all its series hold; each point and sample weighed by what it
@@ -55,22 +55,14 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 	if !rt.Evaluates() || l.MaxQueryWindowPoints <= 0 || count == nil {
 		return nil
 	}
-	var rng *querylimits.Range // most queries have no subquery: nothing is built for them
 	instant, limit := rt.API == "query", float64(l.MaxQueryWindowPoints)
 	for _, vs := range [2]url.Values{form, q} {
 		for _, text := range vs["query"] {
-			if has, err := querylimits.HasWork(text, parsed); err != nil || !has {
-				if err != nil {
-					return err
-				}
-				continue
-			}
-			if rng == nil {
-				rng = evalRange(rt.API, q, form, now, l)
-			}
 			// What the walks read of the request is read here: the counts run on apart from it (counting), and the
-			// request's parse is reused once it ends.
-			wk, err := querylimits.PrepareWork(text, parsed, instant, rng, now.UnixMilli())
+			// request's parse is reused once it ends. The range is read only for a query with what they count.
+			wk, err := querylimits.PrepareWork(text, parsed, instant, func() (int64, int64, int64, error) {
+				return evalSpan(rt.API, q, form, now)
+			}, l.MinSampleInterval.Milliseconds(), now.UnixMilli())
 			if wk == nil {
 				if err != nil {
 					return err
@@ -93,8 +85,9 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 			counts := map[string]bool{}
 			bound, err := wk.Total(&querylimits.Counts{
 				Series: func(sel string, from, to int64) (float64, error) {
-					q, at := seriesCount(sel, from, to)
-					counts[at+" "+q] = true
+					if q, at, ok := seriesCount(sel, from, to); ok {
+						counts[at+" "+q] = true
+					}
 					return most, nil
 				},
 				Samples: func(w querylimits.Window) (float64, error) {
@@ -128,23 +121,19 @@ var oneEach = querylimits.Counts{
 }
 
 // seriesCount is the count of the series of the selector sel that have samples in [from, to] (ms), and the time to ask
-// it at. Nothing is stored before 1970: a span back past it is counted from there.
-func seriesCount(sel string, from, to int64) (q, at string) {
+// it at; not ok for a span before 1970, where nothing is stored (a span back past it is counted from there).
+func seriesCount(sel string, from, to int64) (q, at string, ok bool) {
+	if to < 0 {
+		return "", "", false
+	}
 	from = max(from, 0)
-	return fmt.Sprintf("count(last_over_time(%s[%dms]))", sel, max(to-from, 0)+1), vmSeconds(max(to, 0))
+	return fmt.Sprintf("count(last_over_time(%s[%dms]))", sel, to-from+1), vmSeconds(to), true
 }
 
 // samplesCount is the count of the samples the window w may read of all its series, at most its span's each (probeQuery).
 func samplesCount(w querylimits.Window) (q, at string) {
 	_, covered, at := probeQuery(w)
 	return "sum(" + covered + ")", at
-}
-
-// evalRange is the range a query of api with args q and form is evaluated over, read when first needed, with the
-// sample interval the limits l assume. Built apart, so that a check of a query without one allocates nothing.
-func evalRange(api string, q, form url.Values, now time.Time, l Limits) *querylimits.Range {
-	return &querylimits.Range{Read: func() (int64, int64, int64, error) { return evalSpan(api, q, form, now) },
-		SampleInterval: l.MinSampleInterval.Milliseconds()}
 }
 
 // judgeQueryWork counts the work of the query wk over the series its selectors read, as count asks the read
@@ -158,10 +147,11 @@ func judgeQueryWork(wk *querylimits.Work, l Limits, count fanCounter) error {
 		raw, counted := false, false
 		c := &querylimits.Counts{
 			Series: func(sel string, from, to int64) (float64, error) {
-				if to < 0 {
+				q, at, ok := seriesCount(sel, from, to)
+				if !ok {
 					return 0, nil
 				}
-				return ask(seriesCount(sel, from, to))
+				return ask(q, at)
 			},
 			Samples: func(w querylimits.Window) (float64, error) {
 				if raw = true; !counted {

@@ -54,7 +54,7 @@ func FuzzSpan(f *testing.F) {
 		if math.IsNaN(cw.work) || math.IsInf(cw.work, 0) || cw.work < 0 || !cw.atNaN && (cw.work > 0) != hasSubquery(&root) {
 			t.Fatalf("%q over [%d, %d] step %d: subquery work %v", q, a, b, step, cw.work)
 		}
-		// Over all the series (QueryWork's walk): a selector of one series reads no less than the per-series work, one of
+		// Over all the series (Work.Total's walk): a selector of one series reads no less than the per-series work, one of
 		// three no less than that, and the counts move nothing else.
 		var whole [2]walk
 		for i, n := range [2]float64{1, 3} {

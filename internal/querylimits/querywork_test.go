@@ -4,7 +4,18 @@ import (
 	"errors"
 	"math"
 	"testing"
+
+	"github.com/vmgateway/vmgateway/internal/enforce"
 )
+
+// queryWork is the work of q over rng at time now, over the series and samples c counts.
+func queryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64, c *Counts) (float64, error) {
+	wk, err := PrepareWork(q, pq, instant, rng.get, rng.SampleInterval, now)
+	if wk == nil {
+		return 0, err
+	}
+	return wk.Total(c)
+}
 
 // TestQueryWork: a query's work over all its series is each subquery's per-series work times the series its query
 // makes, bounded from the series its selectors read (aggregations by nothing make one, `or` both sides', functions
@@ -13,7 +24,7 @@ func TestQueryWork(t *testing.T) {
 	const now = int64(1_700_000_000_000)
 	const h = int64(3_600_000)
 	series := map[string]float64{`m`: 2000, `a`: 10_000, `b`: 10_000, `x`: 300, `y`: 7}
-	// perSeries is SubqueryWork's; want is QueryWork's, in units of perSeries, or exact when perSeries is 0.
+	// perSeries is SubqueryWork's; want is queryWork's, in units of perSeries, or exact when perSeries is 0.
 	for _, tc := range []struct {
 		q          string
 		instant    bool
@@ -79,7 +90,7 @@ func TestQueryWork(t *testing.T) {
 			},
 			Samples: func(w Window) (float64, error) { return tc.samples, nil },
 		}
-		got, err := QueryWork(tc.q, nil, tc.instant, rng(), now, c)
+		got, err := queryWork(tc.q, nil, tc.instant, rng(), now, c)
 		if err != nil {
 			t.Fatalf("%s: %s", tc.q, err)
 		}
@@ -100,7 +111,7 @@ func TestQueryWork(t *testing.T) {
 	}
 }
 
-// TestQueryWorkCountFails: a count that fails is QueryWork's error, and stops the counts.
+// TestQueryWorkCountFails: a count that fails is queryWork's error, and stops the counts.
 func TestQueryWorkCountFails(t *testing.T) {
 	const now = int64(1_700_000_000_000)
 	boom := errors.New("backend down")
@@ -110,7 +121,7 @@ func TestQueryWorkCountFails(t *testing.T) {
 		Samples: func(Window) (float64, error) { t.Error("samples asked after a failed count"); return 0, nil },
 	}
 	rng := &Range{Read: func() (int64, int64, int64, error) { return now - 3_600_000, now, 60_000, nil }, SampleInterval: 1000}
-	_, err := QueryWork(`max_over_time(m[1h:1m]) + quantile_over_time(0.5, y[1h]) + max_over_time(z[1h:1m])`, nil, false, rng, now, c)
+	_, err := queryWork(`max_over_time(m[1h:1m]) + quantile_over_time(0.5, y[1h]) + max_over_time(z[1h:1m])`, nil, false, rng, now, c)
 	if !errors.Is(err, boom) || calls != 1 {
 		t.Errorf("error %v after %d counts; want %v after 1", err, calls, boom)
 	}
@@ -144,7 +155,7 @@ func TestQueryWorkCountsWhereVictoriaMetricsReads(t *testing.T) {
 			Samples: func(Window) (float64, error) { return 0, nil },
 		}
 		rng := &Range{Read: func() (int64, int64, int64, error) { return now - 3600*s, now, tc.step, nil }, SampleInterval: 1000}
-		if _, err := QueryWork(tc.q, nil, false, rng, now, c); err != nil {
+		if _, err := queryWork(tc.q, nil, false, rng, now, c); err != nil {
 			t.Fatal(err)
 		}
 		if len(got) != 1 || got[0] != tc.want {

@@ -83,13 +83,13 @@ type node struct {
 	// series is, for a subquery or a window over raw samples, how many series the rollup function over it makes of
 	// each series it reads (enforce.SeriesOf: aggr_over_time's names, the rollup family's three); 0 stands for 1.
 	series uint32
-	// What QueryWork counts of the series a node makes (seriesMade): one marks an aggregation that makes a series in
+	// What Work.Total counts of the series a node makes (seriesMade): one marks an aggregation that makes a series in
 	// all (`sum(x)`), mult a call that makes mult series of each it reads (quantiles' and histogram_quantiles' phis,
 	// prometheus_buckets' le), histogram the aggregation that makes a series of each bucket its series fall in.
 	one, histogram bool
 	mult           uint32
 	// whole is what a point of a subquery's window, or a raw sample of a window over a selector, costs the rollup
-	// function over it where QueryWork counts all the series, in eighths (wholeEighths); 0 for a raw window it does not
+	// function over it where Work.Total counts all the series, in eighths (wholeEighths); 0 for a raw window it does not
 	// count (rate, last_over_time: a window's ends).
 	whole uint32
 }
@@ -103,11 +103,11 @@ func (n *node) rawWindow() bool {
 // aggr_over_time runs each function it names over the same window: `aggr_over_time(("mad_over_time",
 // "median_over_time", "mode_over_time"), x[1d])` costs the three.
 func callWeight(x *metricsql.FuncExpr) (sub, raw uint32) {
-	return callWeight2(x, func(name string) (uint32, uint32) { return subEighths(name), rawEighths(name) })
+	return weighNames(x, func(name string) (uint32, uint32) { return subEighths(name), rawEighths(name) })
 }
 
-// callWeight2 is callWeight with the weights of one function weigh gives.
-func callWeight2(x *metricsql.FuncExpr, weigh func(name string) (sub, raw uint32)) (sub, raw uint32) {
+// weighNames is callWeight with the weights of one function that weigh gives.
+func weighNames(x *metricsql.FuncExpr, weigh func(name string) (sub, raw uint32)) (sub, raw uint32) {
 	names := []string{x.Name}
 	if strings.EqualFold(x.Name, "aggr_over_time") && len(x.Args) > 0 {
 		names = names[:0]
@@ -174,9 +174,9 @@ func subEighths(name string) uint32 {
 // evaluated at. The others read a window's ends (rate, increase, delta, last_over_time, count_over_time), which
 // VictoriaMetrics slides along the samples: they cost the points and the samples, not their product. The cheapest that
 // read every sample are not counted per series (rawEighths), where a 30-day SLO window passes; over all the series
-// (QueryWork) they weigh a half point a sample, about the 0.65 ns a sample sum_over_time took v1.151: under a subquery
-// at 1 s, `max_over_time(sum_over_time(x[30d])[27h:1s])` read 1.7×10^10 samples a series of 15 s data, 12.6 s of CPU for
-// each series, which no bound counted (an attacker's review).
+// (Work.Total) they weigh a point a sample (wholeEighths): under a subquery at 1 s,
+// `max_over_time(sum_over_time(x[30d])[27h:1s])` read 1.7×10^10 samples a series of 15 s data, 12.6 s of CPU for each
+// series, which no bound counted (an attacker's review).
 func iteratesWindow(name string) bool {
 	if !metricsql.IsRollupFunc(name) {
 		return false
@@ -192,7 +192,7 @@ func iteratesWindow(name string) bool {
 }
 
 // wholeEighths is what a point of a subquery's window and a raw sample of a window over a selector cost the rollup
-// function name where QueryWork counts all the series, in eighths of a point of about 1.3 ns of v1.151's CPU (1.0 ns
+// function name where Work.Total counts all the series, in eighths of a point of about 1.3 ns of v1.151's CPU (1.0 ns
 // on v1.151, 1.4 on 1.79.5, under max_over_time over a subquery, whose points weigh a half). Measured by attackers'
 // reviews, per raw sample on v1.151 (1.79.5's up to twice): sum_over_time 1.15 ns, the rollup family 3.5,
 // stddev_over_time, zscore_over_time and holt_winters 5.4 to 7, histogram_over_time 35, quantile_over_time over
@@ -324,7 +324,7 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		}
 		overTime := strings.EqualFold(x.Name, "count_values_over_time")
 		sub, raw := callWeight(x)
-		wholeSub, wholeRaw := callWeight2(x, wholeEighths)
+		wholeSub, wholeRaw := weighNames(x, wholeEighths)
 		weighs, series := sub != cheapEighths || raw > 0, enforce.SeriesOf(x)
 		// The windows this function rolls up, subqueries or raw samples: the arg itself, or one of a group of args. Of
 		// each series a subquery makes, it makes series more.
@@ -378,7 +378,7 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		if n.kind == kindNone {
 			return n
 		}
-		// Wrapped for what QueryWork counts of the series it makes; the other walks read a wrapper as its child, and
+		// Wrapped for what Work.Total counts of the series it makes; the other walks read a wrapper as its child, and
 		// the checks of a query's root look through it (unwrapped).
 		name := strings.ToLower(x.Name)
 		if name == "histogram" {
@@ -422,7 +422,7 @@ func madeOf(x *metricsql.FuncExpr) uint32 {
 	return 1
 }
 
-// unwrapped is n, or the node under the wrappers of an aggregation or a call QueryWork counts the series of: a
+// unwrapped is n, or the node under the wrappers of an aggregation or a call Work.Total counts the series of: a
 // query whose root is a rollup under them is one rollup to the checks that read its root, as it was before they were.
 func (n *node) unwrapped() *node {
 	for n.kind == kindGroup && len(n.children) == 1 && (n.one || n.histogram || n.mult > 0) {
@@ -621,7 +621,7 @@ type walk struct {
 	cv     fanOut
 	// work is, for such a walk, the points the rollups over subqueries read per series: at each point a subquery is
 	// evaluated at, the points of its window; and over raw samples, for the functions that sort or count a window, its
-	// samples at one per interval (SubqueryWork); for QueryWork (counts set), over all the series, as counts counts them.
+	// samples at one per interval (SubqueryWork); for Work.Total (counts set), over all the series, as counts counts them.
 	work float64
 	// interval is the least time between two samples of a series the walk assumes (-search.minSampleInterval, ms);
 	// 0 leaves the windows over raw samples uncounted.
@@ -635,7 +635,7 @@ type walk struct {
 	alt  bool
 	// atNaN is set when an @ time is not a number (a division by zero): the span is then unknown.
 	atNaN bool
-	// counts, for QueryWork, counts the series of the selectors and the samples of the windows over raw samples:
+	// counts, for Work.Total, counts the series of the selectors and the samples of the windows over raw samples:
 	// each subquery's work is then over every series its query makes (span). countErr is its first error.
 	counts   *Counts
 	countErr error
@@ -654,7 +654,7 @@ type walk struct {
 	steps int64
 }
 
-// span adds to w what n reads when evaluated over [a, b] at step. For QueryWork (w.counts set), it returns the most
+// span adds to w what n reads when evaluated over [a, b] at step. For Work.Total (w.counts set), it returns the most
 // series n makes there, from the series its selectors read as counted; otherwise 0.
 func (w *walk) span(n *node, a, b, step int64) float64 {
 	switch n.kind {
@@ -767,17 +767,17 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 			at := max(b-a, 0)/max(step, 1) + 1
 			samples := win/w.interval + 1
 			assumed := float64(at) * float64(samples)
-			win := Window{Selector: n.sel, From: a, To: b, Step: max(step, 1), Window: win, Weight: n.rawWeight, Assumed: assumed, Alt: w.alt}
+			wd := Window{Selector: n.sel, From: a, To: b, Step: max(step, 1), Window: win, Weight: n.rawWeight, Assumed: assumed, Alt: w.alt}
 			if w.windows != nil {
-				*w.windows = append(*w.windows, win)
+				*w.windows = append(*w.windows, wd)
 			}
 			eighths := float64(n.rawWeight)
 			if w.counts != nil {
 				eighths = float64(max(n.whole, n.rawWeight))
 			}
-			w.work += w.samples(win, read) * eighths / 8
+			w.work += w.samples(wd, read) * eighths / 8
 			if n.overTime {
-				w.overTimeValues(at, (max(b-a, 0)+win.Window)/w.interval+1)
+				w.overTimeValues(at, (max(b-a, 0)+win)/w.interval+1)
 			}
 		}
 		w.fanOut(n, a, b, step, win, 0, points)
@@ -786,18 +786,18 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 	return w.span(child, a, b, step)
 }
 
-// QueryWork's counts of the series a walk reads and makes.
+// The counts of the series a walk over every series (Work.Total) reads and makes.
 
-// Counts is what QueryWork asks the read backends: Series, the series of a selector that have samples in [from, to]
-// (ms: what the walk reads of it, widened by what VictoriaMetrics may read beyond: series); Samples, the samples a window over raw samples reads of all of them at all its points (at most: its two
-// parts, as the gateway's counts of a window ask them).
+// Counts is what Work.Total asks the read backends: Series, the series of a selector that have samples in [from, to]
+// (ms: what the walk reads of it, widened by what VictoriaMetrics may read beyond: series); Samples, the samples a
+// window over raw samples reads of all of them at all its points (at most).
 type Counts struct {
 	Series  func(selector string, from, to int64) (float64, error)
 	Samples func(w Window) (float64, error)
 }
 
 // series is what w.counts counts of the selector sel, read over [from, to] at step; 0 for the walks that count no
-// series. The first error stops the counts, and is QueryWork's.
+// series. The first error stops the counts, and is Work.Total's.
 //
 // The span is widened to what VictoriaMetrics may read there beyond this model: it aligns a subquery's range to the
 // subquery's step, and a range query's to its step where its cache is on, before it evaluates an @ in it, at every
@@ -818,7 +818,7 @@ func (w *walk) series(sel string, from, to, step int64) float64 {
 }
 
 // samples is what the window win reads of the series of its selector, read of them: per series, the samples assumed
-// at one per interval; for QueryWork, in all, the least of that and what w.counts counts.
+// at one per interval; for Work.Total, in all, the least of that and what w.counts counts.
 func (w *walk) samples(win Window, read float64) float64 {
 	if w.counts == nil {
 		return win.Assumed
@@ -1127,34 +1127,24 @@ func SubqueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now in
 	return w.work, nil
 }
 
-// QueryWork is SubqueryWork over all the series the query reads: each subquery's points times the points of its
-// window times the series its query makes there, and each window over raw samples of a function that reads its every
-// sample, the samples it reads of all its series, each weighed by what it costs the function (wholeEighths; c counts
-// the series of each selector read, from which those a subquery's query makes are bounded, and the samples of each
-// window). VictoriaMetrics bounds neither:
-// `count(max_over_time(m[3h:1s]))` at step=1s over 3 hours, 5.8×10^7 points a series, within
-// -search.maxSubqueryWindowPoints, took v1.151 74.5 s of CPU over a team's 2,000 series (an attacker's review). The
-// first error of c is QueryWork's, as is a gate's refusal or a range that cannot be read.
-func QueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64, c *Counts) (float64, error) {
-	wk, err := PrepareWork(q, pq, instant, rng, now)
-	if wk == nil {
-		return 0, err
-	}
-	return wk.Total(c)
-}
-
-// Work is a query ready for QueryWork's walks: its tree and its range, read, which the walks use and nothing else of
-// the request (the counts of a query run on while the request that parsed it may be gone).
+// Work is a query ready for the walk over all the series it reads (Total): its tree and its range, read, which the
+// walk uses and nothing else of the request (the counts of a query run on while the request that parsed it may be
+// gone). The walk is SubqueryWork's over every series: each subquery's points times the points of its window times the
+// series its query makes there, and each window over raw samples of a function that reads its every sample, the
+// samples it reads of all its series, each weighed by what it costs the function (wholeEighths). VictoriaMetrics
+// bounds neither: `count(max_over_time(m[3h:1s]))` at step=1s over 3 hours, 5.8×10^7 points a series, within
+// -search.maxSubqueryWindowPoints, took v1.151 74.5 s of CPU over a team's 2,000 series (an attacker's review).
 type Work struct {
 	c                         *compiled
 	instant                   bool
 	a, b, step, now, interval int64
 }
 
-// PrepareWork is q's Work when evaluated over rng at time now, nil when QueryWork counts nothing in it (no subquery, no
-// window over raw samples it counts, a query that does not parse, a step VictoriaMetrics refuses). Only a gate's
-// refusal, or a range that cannot be read, is an error.
-func PrepareWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) (*Work, error) {
+// PrepareWork is q's Work when evaluated over the range read gives (read only when q has what the walk counts) at time
+// now, windows over raw samples assumed to hold a sample per interval (ms); nil when the walk counts nothing in it (no
+// subquery, no window over raw samples it counts, a query that does not parse, a step VictoriaMetrics refuses). Only a
+// gate's refusal, or a range that cannot be read, is an error.
+func PrepareWork(q string, pq *enforce.Parsed, instant bool, read func() (a, b, step int64, err error), interval, now int64) (*Work, error) {
 	if strings.IndexByte(q, '[') < 0 && strings.IndexByte(q, '(') < 0 {
 		return nil, nil // as SubqueryWork
 	}
@@ -1162,14 +1152,14 @@ func PrepareWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int
 	if c == nothingCounted {
 		return nil, err
 	}
-	a, b, step, err := rng.get()
+	a, b, step, err := read()
 	if err != nil || step <= 0 {
 		return nil, err // a step VictoriaMetrics refuses goes on to it
 	}
-	return &Work{c: c, instant: instant, a: a, b: b, step: step, now: now, interval: rng.SampleInterval}, nil
+	return &Work{c: c, instant: instant, a: a, b: b, step: step, now: now, interval: interval}, nil
 }
 
-// Total is QueryWork of wk, over the series and samples c counts.
+// Total is the work of wk over the series and samples c counts; the first error of c is Total's.
 func (wk *Work) Total(c *Counts) (float64, error) {
 	w, alt := run(wk.c, wk.instant, wk.a, wk.b, wk.step, wk.now, &Range{SampleInterval: wk.interval, counts: c})
 	switch {
@@ -1181,17 +1171,6 @@ func (wk *Work) Total(c *Counts) (float64, error) {
 		return max(w.work, alt.work), nil
 	}
 	return w.work, nil
-}
-
-// HasWork tells whether q has a subquery, or a window over raw samples of a function that reads each of its samples:
-// what QueryWork counts.
-// Only a gate's refusal is an error.
-func HasWork(q string, pq *enforce.Parsed) (bool, error) {
-	if strings.IndexByte(q, '[') < 0 && strings.IndexByte(q, '(') < 0 {
-		return false, nil // as SubqueryWork
-	}
-	c, err := tree(q, pq, worked, hasWork)
-	return c != nothingCounted, err
 }
 
 // tree is q's span tree from cache, compiled and kept there when not yet: nothingCounted where has finds nothing in it
@@ -1267,7 +1246,7 @@ type Range struct {
 	// Windows, when set, gets each window over raw samples the walks count at SampleInterval, once for each time
 	// they count it.
 	Windows *[]Window
-	// fans is FanOuts' list; counts QueryWork's.
+	// fans is FanOuts' list; counts Work.Total's.
 	fans       *[]FanOut
 	counts     *Counts
 	a, b, step int64
@@ -1299,7 +1278,7 @@ type Window struct {
 // subqueried caches SubqueryWork's trees, as counted caches CountValues'.
 var subqueried = newTreeCache()
 
-// worked caches QueryWork's trees, as subqueried caches SubqueryWork's: it counts more windows over raw samples.
+// worked caches Work.Total's trees, as subqueried caches SubqueryWork's: it counts more windows over raw samples.
 var worked = newTreeCache()
 
 func hasWork(n *node) bool {
