@@ -12,7 +12,9 @@
 //   - the response-header timeout is a read deadline on the connection, set once the request is written (just
 //     before its one write, when it all fits the write buffer) and cleared only when the body still needs the
 //     socket: an answer that came whole with its head (most queries') costs one deadline, not two, and a
-//     connection carrying a stale one clears it before its next read;
+//     connection carrying a stale one clears it before its next read. It is renewed only once it is stale by a
+//     sixteenth of the timeout (so the wait for a head ends between the timeout and a sixteenth more), so a busy
+//     connection whose answers come whole changes no deadline per request;
 //   - a request that goes out in one write on a plain TCP connection, and could go again whole (no body, a held
 //     one, or one GetBody gives again), waits for the answer inside that write (sockio.Conn.WriteAwait), so
 //     reading the answer costs one read(2), not a first one that finds nothing yet;
@@ -107,7 +109,7 @@ const (
 )
 
 // New returns a client with tlsCfg for https upstreams; headerTimeout bounds the wait for an answer's headers
-// after the request is sent (0: no bound), never the body, so a long export is not cut; dialTimeout bounds a
+// after the request is sent (0: no bound; it may run a sixteenth late), never the body, so a long export is not cut; dialTimeout bounds a
 // connection attempt.
 func New(tlsCfg *tls.Config, headerTimeout, dialTimeout time.Duration) *Client {
 	if tlsCfg == nil {
@@ -166,6 +168,15 @@ type conn struct {
 	// deadline tells a read deadline may be set: a connection keeps its header timeout's deadline when the whole
 	// answer came with the head, and clears it only before it next reads from the socket (clearDeadline).
 	deadline bool
+	// headerDeadline is the header timeout's deadline in force, zero when the one set (if any) is another: while it
+	// is late enough for the next request's head, that request keeps it (setHeaderDeadline).
+	headerDeadline time.Time
+}
+
+// setDeadline sets a read deadline other than the header timeout's.
+func (pc *conn) setDeadline(t time.Time) {
+	_ = pc.nc.SetReadDeadline(t)
+	pc.deadline, pc.headerDeadline = true, time.Time{}
 }
 
 // clearDeadline lifts a read deadline left from an answer's head, before a read from the socket that it must not
@@ -173,7 +184,7 @@ type conn struct {
 func (pc *conn) clearDeadline() {
 	if pc.deadline {
 		_ = pc.nc.SetReadDeadline(time.Time{})
-		pc.deadline = false
+		pc.deadline, pc.headerDeadline = false, time.Time{}
 	}
 }
 
@@ -444,8 +455,7 @@ func (c *Client) send(ctx context.Context, pc *conn, req *http.Request, sb *sent
 			return fail(werr)
 		}
 		// The upstream may have answered before taking the whole body (a refusal) and closed the connection.
-		_ = pc.nc.SetReadDeadline(time.Now().Add(maxEarlyAnswerWait))
-		pc.deadline = true
+		pc.setDeadline(time.Now().Add(maxEarlyAnswerWait))
 		a, f, err := c.readAnswer(ctx, pc, req)
 		if err != nil {
 			return fail(werr)
@@ -509,7 +519,7 @@ const lateAnswerWaits = 10
 // header map for its connection's next request (h1), which may be another team's.
 func (c *Client) awaitLate(pc *conn, method string, answered func()) {
 	defer answered()
-	_ = pc.nc.SetReadDeadline(time.Now().Add(lateAnswerWaits * c.headerTimeout))
+	pc.setDeadline(time.Now().Add(lateAnswerWaits * c.headerTimeout))
 	_, _, _ = readResponse(pc.br, &http.Request{Method: method})
 	_ = pc.nc.Close()
 	pc.br.Reset(nil)
@@ -517,15 +527,27 @@ func (c *Client) awaitLate(pc *conn, method string, answered func()) {
 	pc.br = nil
 }
 
-// setHeaderDeadline bounds the wait for the answer's head: one deadline per request, which wrap clears only when
-// the body needs the socket.
+// headerSlack is the share of the header timeout by which the wait for an answer's head may run late: the deadline
+// is renewed only once it is that stale, not at every request of a busy connection (a deadline change costs a timer
+// update in the runtime), as h1 renews its idle deadline.
+const headerSlack = 16
+
+// setHeaderDeadline bounds the wait for the answer's head to between the header timeout and a sixteenth more from
+// now. The deadline the last answer left is kept when it falls in that span; wrap clears it only when the body
+// needs the socket.
 func (c *Client) setHeaderDeadline(pc *conn) {
-	if c.headerTimeout > 0 {
-		_ = pc.nc.SetReadDeadline(time.Now().Add(c.headerTimeout))
-		pc.deadline = true
-	} else {
+	d := c.headerTimeout
+	if d <= 0 {
 		pc.clearDeadline()
+		return
 	}
+	earliest := time.Now().Add(d)
+	latest := earliest.Add(d / headerSlack)
+	if pc.deadline && !pc.headerDeadline.IsZero() && !pc.headerDeadline.Before(earliest) && !pc.headerDeadline.After(latest) {
+		return
+	}
+	_ = pc.nc.SetReadDeadline(latest)
+	pc.deadline, pc.headerDeadline = true, latest
 }
 
 // readAnswer reads the final answer's headers, passing informational ones to the request's trace (the forward
@@ -901,8 +923,7 @@ func expire(cs []*conn, now time.Time, drop []*conn) (keep, dropped []*conn) {
 // connection keeps the expired deadline, as after an answer that came whole: the next request sets its own after
 // writing, or lifts it (conn.deadline). Plain connections have no such buffer and pay nothing.
 func tlsDrained(pc *conn, tc *tls.Conn) bool {
-	_ = tc.SetReadDeadline(expired)
-	pc.deadline = true
+	pc.setDeadline(expired)
 	var one [1]byte
 	n, err := tc.Read(one[:])
 	var ne net.Error

@@ -186,6 +186,58 @@ func TestHeaderTimeoutAndCancel(t *testing.T) {
 	}
 }
 
+// A connection whose answers come whole keeps the header timeout's deadline from one request to the next while it
+// is late enough (setHeaderDeadline), and a kept deadline never cuts a wait for a head short of the timeout.
+func TestHeaderDeadlineKept(t *testing.T) {
+	const timeout = 800 * time.Millisecond
+	upstream, conns := scriptedUpstream(t, func(i int, w net.Conn) {
+		if i == 2 {
+			time.Sleep(2 * timeout)
+		}
+		_, _ = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwhole")
+	})
+	c := New(nil, timeout, 10*time.Second)
+	defer c.CloseIdleConnections()
+	pooledDeadline := func() time.Time {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, cs := range c.idle {
+			if len(cs) == 1 {
+				return cs[0].headerDeadline
+			}
+		}
+		t.Fatal("no connection pooled")
+		return time.Time{}
+	}
+	var deadlines []time.Time
+	first := time.Now()
+	for i := 0; i < 2; i++ {
+		resp, err := get(t, c, context.Background(), upstream)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if got := readAll(t, resp); got != "whole" {
+			t.Fatalf("request %d: body %q", i, got)
+		}
+		deadlines = append(deadlines, pooledDeadline())
+	}
+	if time.Since(first) < timeout/headerSlack && !deadlines[1].Equal(deadlines[0]) {
+		t.Errorf("the second request set the deadline %s, where the first's (%s) was late enough", deadlines[1], deadlines[0])
+	}
+	start := time.Now()
+	_, err := get(t, c, context.Background(), upstream)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("got %v; want the header timeout", err)
+	}
+	if d := time.Since(start); d < timeout || d > 5*time.Second {
+		t.Fatalf("the header timeout came after %s; want %s to a sixteenth more", d, timeout)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections; want 1 kept alive", n)
+	}
+}
+
 func TestBodiesStream(t *testing.T) {
 	got := make(chan string, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
