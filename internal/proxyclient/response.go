@@ -43,16 +43,24 @@ func badHead(format string, args ...any) error { return &headError{fmt.Sprintf(f
 // already canonical are cut from. The body is set by the caller (wrap): Body is nil here for an answer that
 // has one.
 func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, framing, error) {
-	resp := new(http.Response)
-	f, err := readResponseInto(resp, br, req)
+	a := new(struct {
+		resp http.Response
+		vals [headValues]string
+	})
+	f, err := readResponseInto(&a.resp, a.vals[:], br, req)
 	if err != nil {
 		return nil, framing{}, err
 	}
-	return resp, f, nil
+	return &a.resp, f, nil
 }
 
-// readResponseInto is readResponse into resp, which the caller allocated (with the answer's body: framedAnswer).
-func readResponseInto(resp *http.Response, br *bufio.Reader, req *http.Request) (framing, error) {
+// headValues is how many header fields an answer's head has room for beside its Response (vals): a
+// VictoriaMetrics answer has six or seven.
+const headValues = 8
+
+// readResponseInto is readResponse into resp, which the caller allocated (with the answer's body: framedAnswer),
+// with vals, allocated with it, backing the header's first values.
+func readResponseInto(resp *http.Response, vals []string, br *bufio.Reader, req *http.Request) (framing, error) {
 	head, err := readHead(br)
 	if err != nil {
 		return framing{}, err
@@ -62,7 +70,7 @@ func readResponseInto(resp *http.Response, br *bufio.Reader, req *http.Request) 
 	if err := parseStatusLine(resp, line); err != nil {
 		return framing{}, err
 	}
-	h, err := parseFields(rest, strings.Count(rest, "\n"))
+	h, err := parseFields(rest, strings.Count(rest, "\n"), vals)
 	if err != nil {
 		return framing{}, err
 	}
@@ -169,11 +177,15 @@ func parseStatusLine(resp *http.Response, line string) error {
 
 // parseFields reads the header fields of a head (after its status line, up to its blank line) into a new
 // http.Header with canonical keys; n is the number of lines, which sizes the map up to a bound (a head of
-// thousands of tiny fields is not worth a big allocation up front).
-func parseFields(s string, n int) (http.Header, error) {
+// thousands of tiny fields is not worth a big allocation up front). The first values are stored in vals when it
+// has room for n, which the caller allocated with what holds the header.
+func parseFields(s string, n int, vals []string) (http.Header, error) {
 	n = min(n, 64)
 	h := make(http.Header, n)
-	strs := make([]string, n)
+	strs := vals
+	if len(strs) < n {
+		strs = make([]string, n)
+	}
 	for {
 		line, rest := httpsyntax.CutLine(s)
 		s = rest
@@ -399,7 +411,7 @@ func readTrailer(br *bufio.Reader, resp *http.Response) error {
 			}
 			scanned += i + 1
 			if i == 1 {
-				t, err := parseFields(string(buf[:scanned]), bytes.Count(buf[:scanned], []byte{'\n'}))
+				t, err := parseFields(string(buf[:scanned]), bytes.Count(buf[:scanned], []byte{'\n'}), nil)
 				if err != nil {
 					return err
 				}

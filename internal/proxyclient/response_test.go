@@ -44,7 +44,7 @@ func readMine(raw []byte, method string, step int) (*answer, error) {
 	req := &http.Request{Method: method}
 	fa := new(framedAnswer)
 	resp := &fa.resp
-	f, err := readResponseInto(resp, br, req)
+	f, err := readResponseInto(resp, fa.vals[:], br, req)
 	if err != nil {
 		return nil, err
 	}
