@@ -75,7 +75,7 @@ type conn struct {
 	// its head (from bufPool, while a request is served); discard reads a body's rest to drop it.
 	scratch, pending, discard []byte
 	lastMethod                string
-	keys                      []string
+	fields                    []headerField
 	// reqHeader and respHeader are the header maps of the request in flight and its answer, kept for the next
 	// request (see the package doc: a handler uses neither once it has returned).
 	reqHeader  headerStore

@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"net/http"
@@ -231,7 +232,7 @@ func (w *response) writeInformational(code int) {
 	defer c.wmu.Unlock()
 	bw := c.bw
 	writeStatusLine(bw, code)
-	writeHeaderFields(bw, w.header, nil, &c.keys)
+	writeHeaderFields(bw, w.header, 0, &c.fields)
 	_, _ = bw.WriteString("\r\n")
 	if err := bw.Flush(); err != nil {
 		w.fail(err)
@@ -282,7 +283,7 @@ func (w *response) commit(done bool) {
 	if !allowed && w.status != http.StatusNotModified || setLength {
 		skip = skipLengthAndCL
 	}
-	writeHeaderFields(bw, h, skip, &c.keys)
+	writeHeaderFields(bw, h, skip, &c.fields)
 	if _, ok := h["Date"]; !ok {
 		_, _ = bw.WriteString("Date: ")
 		_, _ = bw.Write(httpDate())
@@ -343,12 +344,9 @@ func (w *response) finish() {
 	w.done.Store(true)
 }
 
-func writeStatusLine(bw interface {
-	WriteString(string) (int, error)
-	Write([]byte) (int, error)
-}, code int) {
-	if line, ok := statusLines[code]; ok {
-		_, _ = bw.WriteString(line)
+func writeStatusLine(bw *bufio.Writer, code int) {
+	if code >= 0 && code < len(statusLines) && statusLines[code] != "" {
+		_, _ = bw.WriteString(statusLines[code])
 		return
 	}
 	var num [8]byte
@@ -361,43 +359,87 @@ func writeStatusLine(bw interface {
 	_, _ = bw.WriteString(" " + text + "\r\n")
 }
 
-var statusLines = func() map[int]string {
-	m := map[int]string{}
-	for code := 100; code < 600; code++ {
+// statusLines are the status lines of the codes net/http names, by code: indexed, not looked up in a map, at
+// every answer.
+var statusLines = func() (lines [600]string) {
+	for code := 100; code < len(lines); code++ {
 		if text := http.StatusText(code); text != "" {
-			m[code] = "HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n"
+			lines[code] = "HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n"
 		}
 	}
-	return m
+	return lines
 }()
 
-// The header fields the server writes itself, never the handler's.
-var (
-	skipLength      = map[string]bool{"Transfer-Encoding": true}
-	skipLengthAndCL = map[string]bool{"Transfer-Encoding": true, "Content-Length": true}
+// The header fields the server writes itself, never the handler's: what writeHeaderFields skips.
+type skipFields uint8
+
+const (
+	skipLength      skipFields = 1 << iota // Transfer-Encoding
+	skipLengthAndCL                        // and Content-Length
 )
+
+// skips says whether a handler's field k is one the server writes itself instead.
+func (s skipFields) skips(k string) bool {
+	switch {
+	case s == 0:
+		return false
+	case k == "Transfer-Encoding":
+		return true
+	}
+	return s == skipLengthAndCL && k == "Content-Length"
+}
 
 // writeHeaderFields writes h as net/http would: sorted by name, names that are not tokens dropped, line breaks
 // in values turned into spaces (a handler echoing input cannot split the head), trailer fields kept for the end.
-// keys is scratch for the sort.
-func writeHeaderFields(bw interface {
-	WriteString(string) (int, error)
-}, h http.Header, skip map[string]bool, keys *[]string) {
-	ks := (*keys)[:0]
-	for k := range h {
-		if skip[k] || strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
+// fields is scratch for the sort, which keeps each name's values so that none is looked up again; it is cleared
+// after, so that it holds nothing of the answer while the connection waits.
+func writeHeaderFields(bw *bufio.Writer, h http.Header, skip skipFields, fields *[]headerField) {
+	fs := (*fields)[:0]
+	for k, vv := range h {
+		if skip.skips(k) || strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
 			continue
 		}
-		ks = append(ks, k)
+		fs = append(fs, headerField{k, vv})
 	}
-	slices.Sort(ks)
-	*keys = ks
-	for _, k := range ks {
-		for _, v := range h[k] {
-			_, _ = bw.WriteString(k)
+	sortFields(fs)
+	for _, f := range fs {
+		for _, v := range f.vv {
+			v = valueNewlineToSpace(v)
+			if n := len(f.k) + len(v) + 4; n <= bw.Available() {
+				// One copy into the writer's free space, not four writes.
+				line := append(bw.AvailableBuffer(), f.k...)
+				line = append(line, ':', ' ')
+				line = append(line, v...)
+				line = append(line, '\r', '\n')
+				_, _ = bw.Write(line)
+				continue
+			}
+			_, _ = bw.WriteString(f.k)
 			_, _ = bw.WriteString(": ")
-			_, _ = bw.WriteString(valueNewlineToSpace(v))
+			_, _ = bw.WriteString(v)
 			_, _ = bw.WriteString("\r\n")
+		}
+	}
+	clear(fs)
+	*fields = fs[:0]
+}
+
+// headerField is a header's name and values, as writeHeaderFields sorts them.
+type headerField struct {
+	k  string
+	vv []string
+}
+
+// sortFields sorts fs by name: by insertion for the few fields of most answers, which costs less than the
+// general sort's set-up.
+func sortFields(fs []headerField) {
+	if len(fs) > 12 {
+		slices.SortFunc(fs, func(a, b headerField) int { return strings.Compare(a.k, b.k) })
+		return
+	}
+	for i := 1; i < len(fs); i++ {
+		for j := i; j > 0 && fs[j].k < fs[j-1].k; j-- {
+			fs[j], fs[j-1] = fs[j-1], fs[j]
 		}
 	}
 }
