@@ -320,15 +320,21 @@ func (c *conn) serveRequest() (keep, linger bool) {
 	if limit <= 0 {
 		limit = http.DefaultMaxHeaderBytes
 	}
-	hp := getBuf()
-	head, err := readHead(c.br, (*hp)[:0], limit)
-	defer func() {
-		// The head is copied into the request's string by then: its buffer goes back, unless it grew large.
-		if cap(head) <= 64<<10 {
-			*hp = head[:0]
-			putBuf(hp)
-		}
-	}()
+	// A head the reader holds whole is parsed where it lies; one still to come is gathered in a buffer.
+	var hp *[]byte
+	var err error
+	head := bufferedHead(c.br, limit)
+	if head == nil {
+		hp = getBuf()
+		head, err = readHead(c.br, (*hp)[:0], limit)
+		defer func() {
+			// The head is copied into the request's string by then: its buffer goes back, unless it grew large.
+			if cap(head) <= 64<<10 {
+				*hp = head[:0]
+				putBuf(hp)
+			}
+		}()
+	}
 	if err != nil {
 		var re *requestError
 		if errors.As(err, &re) {

@@ -2,6 +2,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -73,6 +74,34 @@ func readHead(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 		}
 		lineStart = len(buf)
 	}
+}
+
+// bufferedHead is the head readHead would read, without its copy, when br holds all of it within limit: a slice
+// of br's buffer, consumed from br and valid until br's next read (parseRequest copies it into the request's
+// string first). nil otherwise: readHead reads it, or refuses it.
+func bufferedHead(br *bufio.Reader, limit int) []byte {
+	buf, _ := br.Peek(br.Buffered())
+	// The request line is never the end.
+	i := bytes.IndexByte(buf, '\n')
+	if i < 0 {
+		return nil
+	}
+	for start := i + 1; start < limit; {
+		j := bytes.IndexByte(buf[start:], '\n')
+		if j < 0 {
+			return nil
+		}
+		end := start + j + 1
+		if j == 0 || j == 1 && buf[start] == '\r' {
+			if end > limit {
+				return nil
+			}
+			_, _ = br.Discard(end)
+			return buf[:end:end]
+		}
+		start = end
+	}
+	return nil
 }
 
 // parseRequest builds the request from its head, as net/http's ReadRequest and its server's checks do. The strings
