@@ -40,8 +40,12 @@ type writeWait struct{ since, waited atomic.Int64 }
 
 const waitedAtLeast = int64(time.Millisecond)
 
-func (w *writeWait) begin() int64 {
-	t := time.Now().UnixNano()
+func (w *writeWait) begin() int64 { return w.beginAt(time.Now()) }
+
+// beginAt notes a write that starts at now (the time arm took: one reading of the clock for both), and returns
+// when, for end.
+func (w *writeWait) beginAt(now time.Time) int64 {
+	t := now.UnixNano()
 	w.since.Store(t)
 	return t
 }
@@ -78,12 +82,12 @@ func (o *connWriter) reset(c net.Conn, idle time.Duration, handler *handlerDeadl
 // arm gives the write about to start between WriteIdleTimeout and a sixteenth more (idleSlack, as the idle read
 // deadline): a client that takes nothing of the answer for that long fails it, which ends the handler's copy and
 // frees the slot and upstream request the answer holds. The deadline is renewed only once it is that stale, not
-// at every answer of a busy connection.
-func (o *connWriter) arm() {
+// at every answer of a busy connection. now is the write's start, which beginAt notes too.
+func (o *connWriter) arm(now time.Time) {
 	if o.idle <= 0 || o.handler.set.Load() {
 		return
 	}
-	if earliest := time.Now().Add(o.idle); o.armed.Before(earliest) {
+	if earliest := now.Add(o.idle); o.armed.Before(earliest) {
 		o.armed = earliest.Add(o.idle / idleSlack)
 		_ = o.conn.SetWriteDeadline(o.armed)
 		// Another goroutine may have set the handler's deadline (one past, to break this write) between the check
@@ -95,8 +99,9 @@ func (o *connWriter) arm() {
 }
 
 func (o *connWriter) Write(b []byte) (int, error) {
-	o.arm()
-	defer o.wait.end(o.wait.begin())
+	now := time.Now()
+	o.arm(now)
+	defer o.wait.end(o.wait.beginAt(now))
 	if !o.hasTail {
 		return o.conn.Write(b)
 	}
@@ -124,8 +129,9 @@ func (o *connWriter) canWritev(bw *bufio.Writer, n int) bool {
 func (o *connWriter) writeAround(bw *bufio.Writer, a, b, c []byte) error {
 	o.tail = [3][]byte{a, b, c}
 	if bw.Buffered() == 0 {
-		o.arm()
-		defer o.wait.end(o.wait.begin())
+		now := time.Now()
+		o.arm(now)
+		defer o.wait.end(o.wait.beginAt(now))
 		return o.writev(nil)
 	}
 	o.hasTail = true
