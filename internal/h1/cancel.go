@@ -138,10 +138,10 @@ func (c *conn) abortBackgroundRead() {
 	_ = c.setOtherReadDeadline(time.Time{})
 }
 
-// awaitNext waits for the first bytes of the next request, through the background read if it runs; false when
-// the connection ended (idle timeout, client gone, Shutdown).
-func (c *conn) awaitNext() bool {
-	c.renewIdleDeadline()
+// awaitNext waits for the first bytes of the next request, through the background read if it runs, from since
+// (when the wait began); false when the connection ended (idle timeout, client gone, Shutdown).
+func (c *conn) awaitNext(since time.Time) bool {
+	c.renewIdleDeadline(since)
 	c.bgMu.Lock()
 	if c.inRead {
 		for c.inRead {
@@ -161,15 +161,16 @@ func (c *conn) awaitNext() bool {
 const idleSlack = 16
 
 // renewIdleDeadline makes the read deadline end the wait for the next request between IdleTimeout and
-// IdleTimeout*(1+1/idleSlack) from now; none without an IdleTimeout.
-func (c *conn) renewIdleDeadline() {
+// IdleTimeout*(1+1/idleSlack) from since, when the wait began (the clock read once for it and waitingSince); none
+// without an IdleTimeout.
+func (c *conn) renewIdleDeadline(since time.Time) {
 	d := c.srv.IdleTimeout
 	if d <= 0 {
 		c.clearReadDeadline()
 		return
 	}
 	known := c.deadlineKnown.Load()
-	earliest := time.Now().Add(d)
+	earliest := since.Add(d)
 	latest := earliest.Add(d / idleSlack)
 	if known && !c.readDeadline.Before(earliest) && !c.readDeadline.After(latest) {
 		return

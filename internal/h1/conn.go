@@ -234,11 +234,12 @@ func (c *conn) serve() {
 				return
 			}
 		} else {
-			c.waitingSince.Store(time.Now().UnixNano())
+			idleSince := time.Now()
+			c.waitingSince.Store(idleSince.UnixNano())
 			if c.srv.shuttingDown() || !c.state.CompareAndSwap(stateActive, stateIdle) {
 				return
 			}
-			if c.br.Buffered() == 0 && !c.awaitNext() {
+			if c.br.Buffered() == 0 && !c.awaitNext(idleSince) {
 				return
 			}
 		}
