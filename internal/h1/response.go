@@ -255,14 +255,16 @@ func (w *response) commit(done bool) {
 	if b := w.body; b != nil && !b.discardRest() {
 		w.closeAfter, w.linger = true, true
 	}
+	// One pass over the header gathers the fields to write and the ones the server looks at.
+	fs, own := gatherFields(h, &c.fields)
 	req := w.req
-	if req.Close || httpguts.HeaderValuesContainsToken(h["Connection"], "close") || c.srv.shuttingDown() || c.tooOld() {
+	if req.Close || httpguts.HeaderValuesContainsToken(own.connection, "close") || c.srv.shuttingDown() || c.tooOld() {
 		w.closeAfter = true
 	}
 	allowed := w.bodyAllowed()
 	setLength := false
 	if allowed && w.contentLength == -1 {
-		_, trailers := h["Trailer"]
+		trailers := own.trailer
 		switch {
 		case done && !trailers && (!w.isHead || len(c.pending) > 0):
 			w.contentLength = int64(len(c.pending))
@@ -283,8 +285,10 @@ func (w *response) commit(done bool) {
 	if !allowed && w.status != http.StatusNotModified || setLength {
 		skip = skipLengthAndCL
 	}
-	writeHeaderFields(bw, h, skip, &c.fields)
-	if _, ok := h["Date"]; !ok {
+	writeFields(bw, fs, skip)
+	clear(fs)
+	c.fields = fs[:0]
+	if !own.date {
 		_, _ = bw.WriteString("Date: ")
 		_, _ = bw.Write(httpDate())
 		_, _ = bw.WriteString("\r\n")
@@ -295,7 +299,7 @@ func (w *response) commit(done bool) {
 		_, _ = bw.Write(strconv.AppendInt(bw.AvailableBuffer(), w.contentLength, 10))
 		_, _ = bw.WriteString("\r\n")
 	}
-	if _, ok := h["Connection"]; !ok {
+	if !own.hasConnection {
 		switch {
 		case w.closeAfter:
 			_, _ = bw.WriteString("Connection: close\r\n")
@@ -391,18 +395,52 @@ func (s skipFields) skips(k string) bool {
 
 // writeHeaderFields writes h as net/http would: sorted by name, names that are not tokens dropped, line breaks
 // in values turned into spaces (a handler echoing input cannot split the head), trailer fields kept for the end.
-// fields is scratch for the sort, which keeps each name's values so that none is looked up again; it is cleared
-// after, so that it holds nothing of the answer while the connection waits.
+// fields is scratch for the sort (gatherFields).
 func writeHeaderFields(bw *bufio.Writer, h http.Header, skip skipFields, fields *[]headerField) {
+	fs, _ := gatherFields(h, fields)
+	writeFields(bw, fs, skip)
+	clear(fs)
+	*fields = fs[:0]
+}
+
+// ownFields is what an answer's header says of the fields the server looks at before it writes its head.
+type ownFields struct {
+	connection                   []string
+	hasConnection, trailer, date bool
+}
+
+// gatherFields is h's fields to write, sorted by name, each name with its values so that none is looked up again,
+// in fields' array, and what they say of Connection, Trailer and Date: one pass over the map, not a lookup of each.
+// The caller clears the fields after writing them, so that the scratch holds nothing of the answer while the
+// connection waits.
+func gatherFields(h http.Header, fields *[]headerField) ([]headerField, ownFields) {
+	var own ownFields
 	fs := (*fields)[:0]
 	for k, vv := range h {
-		if skip.skips(k) || strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
+		switch k {
+		case "Connection":
+			own.connection, own.hasConnection = vv, true
+		case "Trailer":
+			own.trailer = true
+		case "Date":
+			own.date = true
+		}
+		if strings.HasPrefix(k, http.TrailerPrefix) || !httpguts.ValidHeaderFieldName(k) {
 			continue
 		}
 		fs = append(fs, headerField{k, vv})
 	}
 	sortFields(fs)
+	*fields = fs
+	return fs, own
+}
+
+// writeFields writes the fields gatherFields gathered, but those the server writes itself (skip).
+func writeFields(bw *bufio.Writer, fs []headerField, skip skipFields) {
 	for _, f := range fs {
+		if skip.skips(f.k) {
+			continue
+		}
 		for _, v := range f.vv {
 			v = valueNewlineToSpace(v)
 			if n := len(f.k) + len(v) + 4; n <= bw.Available() {
@@ -420,8 +458,6 @@ func writeHeaderFields(bw *bufio.Writer, h http.Header, skip skipFields, fields 
 			_, _ = bw.WriteString("\r\n")
 		}
 	}
-	clear(fs)
-	*fields = fs[:0]
 }
 
 // headerField is a header's name and values, as writeHeaderFields sorts them.
