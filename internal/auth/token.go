@@ -34,7 +34,8 @@ func tokenFrom(r *http.Request, h string, allowBare bool) (string, *Error) {
 	if v == "" {
 		return "", newError(reasonMissingToken, "the %s header has an empty Bearer token", h)
 	}
-	if strings.ContainsAny(v, " \t,") {
+	// Three vectorised searches: ContainsAny reads the token, hundreds of bytes, one at a time at every request.
+	if strings.IndexByte(v, ' ') >= 0 || strings.IndexByte(v, '\t') >= 0 || strings.IndexByte(v, ',') >= 0 {
 		// `Bearer A, Bearer B` read as one token of five parts, which was called encrypted.
 		return "", newError(reasonMalformed, "the %s header holds more than one token (a JWT has no space or comma); send one Bearer token", h)
 	}
