@@ -362,14 +362,14 @@ func splitRecording(raw string, known *enforce.Known, where int, rec *[]rawArg) 
 			continue
 		}
 		k, v, _ := strings.Cut(kv, "=")
-		k, err1 := url.QueryUnescape(k)
+		k, err1 := queryUnescape(k)
 		if err1 != nil {
 			if err == nil {
 				err = err1
 			}
 			continue
 		}
-		if v, err1 = url.QueryUnescape(v); err1 != nil {
+		if v, err1 = queryUnescape(v); err1 != nil {
 			if err == nil {
 				err = err1
 			}

@@ -117,3 +117,30 @@ func FuzzSplitArgs(f *testing.F) {
 	}
 	f.Fuzz(checkSplit)
 }
+
+var unescapeSeeds = []string{
+	"", "a", "+", "a+b", "%41", "%4", "%", "%%", "ab%%", "a%%", "%%41", "%zz", "a%4g", "%41%", "%41%4", "%41+%zz",
+	"%e2%82%ac", "%E2%82%AC+x", "x%2", "%2B%2b", "sum%28rate%28x%5B5m%5D%29%29", "%%%%%%%41", "++%41++",
+}
+
+// checkUnescape checks that queryUnescape returns what url.QueryUnescape does: the same string or the same error.
+func checkUnescape(t *testing.T, s string) {
+	want, wantErr := url.QueryUnescape(s)
+	got, err := queryUnescape(s)
+	if got != want || !sameError(err, wantErr) {
+		t.Fatalf("queryUnescape(%q) = %q, %v; url.QueryUnescape: %q, %v", s, got, err, want, wantErr)
+	}
+}
+
+func TestQueryUnescape(t *testing.T) {
+	for _, s := range unescapeSeeds {
+		checkUnescape(t, s)
+	}
+}
+
+func FuzzQueryUnescape(f *testing.F) {
+	for _, s := range unescapeSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(checkUnescape)
+}
