@@ -24,8 +24,8 @@ import (
 var (
 	httpListenAddrs = flagutil.NewArrayDefault("httpListenAddr", []string{":8431"}, "TCP addresses to listen for incoming http requests")
 	clusterMode     = flag.Bool("clusterMode", false, "Enable this for the cluster version of VictoriaMetrics: reads go to /select/<tenant>/..., writes to /insert/<tenant>/..., with the tenant from the token")
-	readTimeout     = flag.Duration("read.timeout", time.Minute, "How long to wait for the read upstream's response headers before answering 504. A response that has started streaming is never cut. A read that takes a slot at the read backends (see -read.maxConcurrentRequests) keeps it after its 504 until the backend answers, at most ten times this, as VictoriaMetrics computes the query to its end")
-	writeTimeout    = flag.Duration("write.timeout", time.Minute, "How long to wait for the write upstream's response headers before answering 504")
+	readTimeout     = flag.Duration("read.timeout", time.Minute, "How long to wait for the read upstream's response headers before answering 504 (a wait may run up to a sixteenth longer: a busy connection's deadline is not moved at every request). A response that has started streaming is never cut. A read that takes a slot at the read backends (see -read.maxConcurrentRequests) keeps it after its 504 until the backend answers, at most ten times this, as VictoriaMetrics computes the query to its end")
+	writeTimeout    = flag.Duration("write.timeout", time.Minute, "How long to wait for the write upstream's response headers before answering 504 (a wait may run up to a sixteenth longer, as with -read.timeout)")
 	readDialTimeout = flag.Duration("read.dialTimeout", tlsclient.DefaultDialTimeout, "How long to wait for a TCP connection to a read backend. "+
 		"A backend that does not accept in time is skipped for -failTimeout and the next one is tried; when none is left the client gets 504. See also -read.timeout")
 	writeDialTimeout = flag.Duration("write.dialTimeout", tlsclient.DefaultDialTimeout, "How long to wait for a TCP connection to a write backend. "+
