@@ -189,6 +189,36 @@ func TestDashboardFloor(t *testing.T) {
 	}
 }
 
+// The read goal against vmauth is shown with the multiple of vmauth that haproxy reached in the same rounds: the
+// most a proxy reaches on the machine, which the goal may lie past.
+func TestVmauthGoalCeiling(t *testing.T) {
+	res := &Results{Config: Config{Rounds: 3}}
+	for round := 1; round <= 3; round++ {
+		res.Runs = append(res.Runs,
+			Run{Workload: "read", Target: "direct", Round: round, RPS: 100, P50us: 1, P99us: 1},
+			Run{Workload: "read", Target: "vmgateway", Round: round, RPS: 50, P50us: 1, P99us: 1},
+			Run{Workload: "read", Target: "vmauth", Round: round, RPS: 20, P50us: 1, P99us: 1},
+			Run{Workload: "read", Target: "haproxy", Round: round, RPS: 56, P50us: 1, P99us: 1})
+	}
+	targets := []*target{{name: "direct", kind: "direct"}, {name: "vmgateway", kind: "vmgateway"},
+		{name: "vmauth", kind: "vmauth"}, {name: "haproxy", kind: "passthrough"}}
+	res.summarize(targets, []string{"read"}, 3)
+	res.evaluateTargets()
+	found := false
+	for _, tg := range res.Targets {
+		if tg.Name != "gateway/vmauth throughput, read (issue 22)" {
+			continue
+		}
+		found = true
+		if tg.Value != 2.5 || tg.Met || tg.Target != ">= 3.0; haproxy passing through: 2.80" {
+			t.Errorf("%s = %v (met %v, target %q); want 2.5, missed, with haproxy's 2.80 beside the goal", tg.Name, tg.Value, tg.Met, tg.Target)
+		}
+	}
+	if !found {
+		t.Errorf("no read goal against vmauth in %+v", res.Targets)
+	}
+}
+
 // The open gateway (no token, no limits) is compared with the pass-through proxies, which splits the gateway's
 // gap to them into its core's part and its pipeline's; it is not a target, and the gateway's own ratios stay its own.
 func TestOpenGatewayRatios(t *testing.T) {

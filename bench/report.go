@@ -263,7 +263,13 @@ func (res *Results) evaluateTargets() {
 			fmt.Sprintf("end-to-end at %d connections, median of per-round ratios", res.Config.RemoteWriteConcurrency))
 	}
 	if r := res.ratio("read", "vmauth"); r != nil {
-		add("gateway/vmauth throughput, read (issue 22)", ">= 3.0", r.RPS, "ratio", r.RPS >= 3, "end-to-end, median of per-round ratios")
+		// On two cores shared with the load generator and the upstream, the multiple of vmauth that haproxy passing
+		// requests through reaches is the most any proxy can: shown beside the goal, which may lie past it.
+		target := ">= 3.0"
+		if h := res.ratio("read", "haproxy"); h != nil && h.RPS > 0 {
+			target += fmt.Sprintf("; haproxy passing through: %.2f", r.RPS/h.RPS)
+		}
+		add("gateway/vmauth throughput, read (issue 22)", target, r.RPS, "ratio", r.RPS >= 3, "end-to-end, median of per-round ratios")
 	}
 	if r := res.ratio("dashboard", "direct"); r != nil {
 		add("gateway/direct throughput, dashboard mix on VictoriaMetrics", ">= 0.95", r.RPS, "ratio", r.RPS >= 0.95, "real-work round, median of per-round ratios")
