@@ -11,12 +11,14 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -574,5 +576,50 @@ func TestWriteTargets(t *testing.T) {
 		if !strings.Contains(out.String(), "remote-write batches (~1 MiB snappy)") {
 			t.Errorf("%s: the table does not show the remote-write target:\n%s", tc.name, out.String())
 		}
+	}
+}
+
+// The Go relay passes every byte both ways on a kept-alive connection: two requests one after the other, the
+// second with a body larger than its copy buffer, each answered whole.
+func TestGoRelay(t *testing.T) {
+	var mu sync.Mutex
+	var got []int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		got = append(got, n)
+		mu.Unlock()
+		fmt.Fprintf(w, "%s %d", r.URL.Path, n)
+	}))
+	defer up.Close()
+	addr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = serveGoRelay(addr, strings.TrimPrefix(up.URL, "http://")) }()
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	for i, body := range []string{"", strings.Repeat("x", 100<<10)} {
+		var resp *http.Response
+		for try := 0; ; try++ {
+			resp, err = client.Post("http://"+addr+"/p"+strconv.Itoa(i), "text/plain", strings.NewReader(body))
+			if err == nil || try == 50 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond) // the relay is still starting
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("/p%d %d", i, len(body)); string(b) != want {
+			t.Fatalf("request %d: answer %q; want %q", i, b, want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, []int64{0, 100 << 10}) {
+		t.Fatalf("the upstream read bodies of %v; want 0 and 102400 bytes", got)
 	}
 }

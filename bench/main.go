@@ -4,7 +4,7 @@
 // with the other proxies, on loopback: one fast in-process upstream; the real vmgateway binary (auth on with an
 // RS256 token carrying extra_labels, rate limiting on); vmauth (v1.151 by default, built when missing: a JWT user
 // whose url_prefix takes extra_label from the token); haproxy and nginx passing requests through (the Debian
-// packages, installed when missing); and a bare httputil.ReverseProxy (this binary run again). All are driven by
+// packages, installed when missing); a bare httputil.ReverseProxy and a Go byte relay (this binary run again). All are driven by
 // the same load generator with the same concurrency and duration, in interleaved rounds, on each workload: reads,
 // small imports, and vmagent's remote-write batches (~1 MiB, snappy) at a few connections. Then the real-work
 // round: a real VictoriaMetrics loaded with generated series answers a mix of dashboard queries, directly,
@@ -50,6 +50,13 @@ var (
 
 func main() {
 	flag.Parse()
+	if *goRelayListen != "" {
+		if err := serveGoRelay(*goRelayListen, *goRelayUpstream); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: Go relay: %s\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *reverseProxyListen != "" {
 		if err := serveReverseProxy(*reverseProxyListen, *reverseProxyUpstream); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: reverse proxy: %s\n", err)
@@ -158,6 +165,7 @@ func run() error {
 		{*withHAProxy, func() (*process, error) { return startHAProxy(ctx, "haproxy", tmp, up.addr) }},
 		{*withNginx, func() (*process, error) { return startNginx(ctx, "nginx", tmp, up.addr) }},
 		{*withReverseProxy, func() (*process, error) { return startReverseProxy(ctx, up.addr) }},
+		{*withGoRelay, func() (*process, error) { return startGoRelay(ctx, up.addr) }},
 	} {
 		if !pt.on {
 			continue

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -26,12 +27,16 @@ var (
 	withHAProxy      = flag.Bool("haproxy", true, "Also measure haproxy passing requests through (the Debian package, installed with apt-get when missing)")
 	withNginx        = flag.Bool("nginx", true, "Also measure nginx passing requests through, one worker (the Debian package, installed with apt-get when missing)")
 	withReverseProxy = flag.Bool("reverseProxy", true, "Also measure a bare httputil.ReverseProxy (tuned transport, pooled buffers) passing requests through, in a process of its own")
-	vmauthJWT        = flag.Bool("vmauth.jwt", true, "Configure vmauth as a JWT user whose url_prefix takes extra_label from the token (vmauth v1.137+); false: a bearer_token user with a fixed extra_label (older vmauth)")
-	vmauthVersion    = flag.String("vmauth.version", "v1.151.0", "The vmauth version `go install` builds into the -vmauth.bin directory when -vmauth.bin is missing")
+	withGoRelay      = flag.Bool("goRelay", true, "Also measure a Go byte relay as \"gorelay\": no HTTP, an upstream connection per client connection and a goroutine per direction, in a process of its own; "+
+		"what Go's goroutine-per-connection network model costs with nothing to parse, the floor under a Go proxy")
+	vmauthJWT     = flag.Bool("vmauth.jwt", true, "Configure vmauth as a JWT user whose url_prefix takes extra_label from the token (vmauth v1.137+); false: a bearer_token user with a fixed extra_label (older vmauth)")
+	vmauthVersion = flag.String("vmauth.version", "v1.151.0", "The vmauth version `go install` builds into the -vmauth.bin directory when -vmauth.bin is missing")
 
 	// The bench re-runs itself as the bare ReverseProxy, so that its CPU is a process's of its own.
 	reverseProxyListen   = flag.String("reverseProxy.listen", "", "Internal: serve as the bare ReverseProxy on this address")
 	reverseProxyUpstream = flag.String("reverseProxy.upstream", "", "Internal: the bare ReverseProxy's upstream address")
+	goRelayListen        = flag.String("goRelay.listen", "", "Internal: serve as the Go byte relay on this address")
+	goRelayUpstream      = flag.String("goRelay.upstream", "", "Internal: the Go byte relay's upstream address")
 )
 
 // ensureVMAuth builds vmauth into bin's directory when bin is missing (the module proxy must serve it).
@@ -160,6 +165,57 @@ func startReverseProxy(ctx context.Context, upstreamAddr string) (*process, erro
 	}
 	return startProcess(ctx, "reverseproxy", self, addr, "-reverseProxy.listen="+addr, "-reverseProxy.upstream="+upstreamAddr)
 }
+
+func startGoRelay(ctx context.Context, upstreamAddr string) (*process, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	return startProcess(ctx, "gorelay", self, addr, "-goRelay.listen="+addr, "-goRelay.upstream="+upstreamAddr)
+}
+
+// serveGoRelay copies bytes between each client connection and an upstream connection of its own, a goroutine per
+// direction, with read(2) and write(2) as any Go proxy does them: the plain copies hide ReadFrom and WriteTo, which
+// would splice. It parses nothing, so what it costs is the network model's alone: the kernel's part and the
+// runtime's parking and waking of goroutines on the poller.
+func serveGoRelay(listen, upstreamAddr string) error {
+	if upstreamAddr == "" {
+		return errors.New("-goRelay.upstream is empty")
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go relay(c, upstreamAddr)
+	}
+}
+
+func relay(c net.Conn, upstreamAddr string) {
+	defer c.Close()
+	u, err := net.DialTimeout("tcp", upstreamAddr, 5*time.Second)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	go func() {
+		_, _ = io.CopyBuffer(plainWriter{u}, plainReader{c}, make([]byte, 32<<10))
+		_ = u.(*net.TCPConn).CloseWrite()
+	}()
+	_, _ = io.CopyBuffer(plainWriter{c}, plainReader{u}, make([]byte, 32<<10))
+}
+
+type plainReader struct{ io.Reader }
+
+type plainWriter struct{ io.Writer }
 
 // serveReverseProxy is the bare ReverseProxy: what net/http on both sides costs with nothing else to do.
 func serveReverseProxy(listen, upstreamAddr string) error {
