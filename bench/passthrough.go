@@ -155,6 +155,12 @@ http {
 }
 
 func startReverseProxy(ctx context.Context, upstreamAddr string) (*process, error) {
+	return startSelf(ctx, "reverseproxy", "reverseProxy", upstreamAddr)
+}
+
+// startSelf runs this binary again as the proxy its flags prefix.listen and prefix.upstream select, so that its CPU
+// is a process's of its own.
+func startSelf(ctx context.Context, name, prefix, upstreamAddr string) (*process, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -163,19 +169,11 @@ func startReverseProxy(ctx context.Context, upstreamAddr string) (*process, erro
 	if err != nil {
 		return nil, err
 	}
-	return startProcess(ctx, "reverseproxy", self, addr, "-reverseProxy.listen="+addr, "-reverseProxy.upstream="+upstreamAddr)
+	return startProcess(ctx, name, self, addr, "-"+prefix+".listen="+addr, "-"+prefix+".upstream="+upstreamAddr)
 }
 
 func startGoRelay(ctx context.Context, upstreamAddr string) (*process, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	return startProcess(ctx, "gorelay", self, addr, "-goRelay.listen="+addr, "-goRelay.upstream="+upstreamAddr)
+	return startSelf(ctx, "gorelay", "goRelay", upstreamAddr)
 }
 
 // serveGoRelay copies bytes between each client connection and an upstream connection of its own, a goroutine per
