@@ -243,8 +243,8 @@ func TestMaxConnsAnswersTrickled(t *testing.T) {
 	defer func(g, w time.Duration) { evictGrace, writeEvictGrace = g, w }(evictGrace, writeEvictGrace)
 	evictGrace, writeEvictGrace = 100*time.Millisecond, 400*time.Millisecond
 	var w writeWait
-	w.end(w.begin()) // a write that did not wait: not counted
-	began := w.begin()
+	w.end(w.beginAt(time.Now())) // a write that did not wait: not counted
+	began := w.beginAt(time.Now())
 	time.Sleep(2 * time.Millisecond)
 	w.end(began)
 	if got := w.waited.Load(); got < int64(2*time.Millisecond) || got > int64(time.Second) {

@@ -442,20 +442,7 @@ func writeFields(bw *bufio.Writer, fs []headerField, skip skipFields) {
 			continue
 		}
 		for _, v := range f.vv {
-			v = valueNewlineToSpace(v)
-			if n := len(f.k) + len(v) + 4; n <= bw.Available() {
-				// One copy into the writer's free space, not four writes.
-				line := append(bw.AvailableBuffer(), f.k...)
-				line = append(line, ':', ' ')
-				line = append(line, v...)
-				line = append(line, '\r', '\n')
-				_, _ = bw.Write(line)
-				continue
-			}
-			_, _ = bw.WriteString(f.k)
-			_, _ = bw.WriteString(": ")
-			_, _ = bw.WriteString(v)
-			_, _ = bw.WriteString("\r\n")
+			httpsyntax.WriteField(bw, f.k, valueNewlineToSpace(v))
 		}
 	}
 }

@@ -40,8 +40,6 @@ type writeWait struct{ since, waited atomic.Int64 }
 
 const waitedAtLeast = int64(time.Millisecond)
 
-func (w *writeWait) begin() int64 { return w.beginAt(time.Now()) }
-
 // beginAt notes a write that starts at now (the time arm took: one reading of the clock for both), and returns
 // when, for end.
 func (w *writeWait) beginAt(now time.Time) int64 {

@@ -189,19 +189,7 @@ func writeField(bw *bufio.Writer, k, v string) {
 		v = httpsyntax.NewlinesToSpaces(v)
 		v = strings.Trim(v, " \t\n\r")
 	}
-	if len(k)+len(v)+4 <= bw.Available() {
-		// One copy into the writer's free space, not four writes.
-		line := append(bw.AvailableBuffer(), k...)
-		line = append(line, ':', ' ')
-		line = append(line, v...)
-		line = append(line, '\r', '\n')
-		_, _ = bw.Write(line)
-		return
-	}
-	_, _ = bw.WriteString(k)
-	_, _ = bw.WriteString(": ")
-	_, _ = bw.WriteString(v)
-	_, _ = bw.WriteString("\r\n")
+	httpsyntax.WriteField(bw, k, v)
 }
 
 func needsCleaning(v string) bool {
