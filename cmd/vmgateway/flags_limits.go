@@ -75,6 +75,7 @@ func gatewayLimits() (gateway.Limits, error) {
 		MaxConcurrentPerTenantRequests: *maxConcurrentPerTenantRequests,
 		MaxQueueDuration:               *maxQueueDuration,
 		ReadQueueDuration:              *readMaxQueueDuration,
+		ReadSlotLending:                *readSlotLending,
 		WriteQueueDuration:             *writeMaxQueueDuration,
 		MaxQueryLen:                    *searchMaxQueryLen,
 		MaxSelectorArgs:                *searchMaxSelectorArgs,

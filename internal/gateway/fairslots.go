@@ -36,6 +36,19 @@ import (
 // is never cut (the rest of its body would be lost). Nor does its client's going away end its upstream request once
 // the whole body is read (a client that leaves before breaks the body, which ends it): VictoriaMetrics goes on with
 // what it got, in its slot, so the gateway's slot is held until the backend answers.
+//
+// Held to the backends' capacity, and one team to three quarters of it, a team alone on the backends left a quarter of
+// their slots idle, and the rest idle between a query's end and the next one's arrival (two wake-ups of two processes
+// on a busy machine: about a millisecond against a dashboard query's three): through the gateway a dashboard mix got
+// 0.7-0.8 of VictoriaMetrics' own throughput, through haproxy 0.9. So the reserve is lent, and a quarter more sent to
+// wait in VictoriaMetrics' own queue, to a unit alone in wanting more, while what it would cost the next unit to
+// come is small: while every read in flight is younger than lendWithin and the unit's last lendAfter reads each took
+// less (lendableLocked). The next unit then waits for a quick read or two to end, not for its turn behind a flood. Not
+// so after a burst of slow reads sent at once after quick ones: those lent hold the reserve for as long as they run,
+// and the next unit waits that long, 429 past its queue duration. A unit whose read granted on loan turns out slow is
+// therefore lent nothing for a while (lendPenalty, doubling), so that such a burst gets past the reserve once in that
+// while; still, the reserve is no longer a promise, and lending is the operator's choice (reads only;
+// -read.slotLending, off by default).
 type fairSlots struct {
 	mu    sync.Mutex
 	limit int // 0: no limit (the backends' capacity is not known)
@@ -51,12 +64,20 @@ type fairSlots struct {
 	turns   []*fairQueue
 	next    int
 	queue   time.Duration
+	// lend: slots may be lent (reads, -read.slotLending). inflight are the holds granted, oldest first.
+	lend     bool
+	inflight []*hold
 }
 
 // fairQueue is one unit's reads: those in flight, oldest first, and those waiting, oldest first.
 type fairQueue struct {
 	holds   []*hold
 	waiting []*hold
+	// quick counts the unit's last reads that took less than lendWithin, up to lendAfter. A read granted on loan that
+	// took longer made it wait until noLendUntil (monoNow) for the next, a penalty that doubles with each (offenses).
+	quick       int
+	noLendUntil int64
+	offenses    int
 }
 
 // running is how many of the unit's reads are in flight.
@@ -71,6 +92,9 @@ type hold struct {
 	detached detachedCtx
 	f        *fairSlots
 	q        *fairQueue
+	// grantedAt is when the slot was granted (monoNow), lent whether on loan; both under fairSlots.mu.
+	grantedAt int64
+	lent      bool
 	// answering is when the backend's answer began (UnixNano; 0: not yet): the backend then holds its own slot only for
 	// as long as the answer takes to stream, which a client reading slowly makes as long as it likes, and a cut frees.
 	answering atomic.Int64
@@ -200,6 +224,8 @@ func newSlotStats(scope, rejected, slots, requests, queued string) *slotStats {
 
 var (
 	preempted = metrics.NewCounter(`vmgateway_read_backend_preempted_total`)
+	lentReads = metrics.NewCounter(`vmgateway_read_backend_lent_total`)
+	slowLoans = metrics.NewCounter(`vmgateway_read_backend_slow_loans_total`)
 	keptReads = metrics.NewCounter(`vmgateway_read_backend_timeouts_kept_total`)
 	readStats = newSlotStats("backend", `vmgateway_concurrency_rejected_total{scope="backend"}`,
 		`vmgateway_read_backend_slots`, `vmgateway_read_backend_requests`, `vmgateway_read_backend_requests_queued`)
@@ -222,6 +248,42 @@ func share(limit int) int {
 		return limit
 	}
 	return limit - max(1, limit/4)
+}
+
+// Lending (lendableLocked). lendWithin bounds what a loan may cost the next unit to come: it waits for reads that
+// have all taken less so far, and that its unit's reads took less before. A dashboard's queries take milliseconds,
+// where the wake-ups lending saves take one. The penalty starts at lendPenalty and doubles to lendPenaltyMax.
+const (
+	lendWithin     = 100 * time.Millisecond
+	lendAfter      = 16
+	lendPenalty    = time.Minute
+	lendPenaltyMax = time.Hour
+)
+
+// spare is how many reads past limit are sent to wait in the backends' own queue on loan: enough that one is there
+// as a slot frees, for queries a few times longer than the wake-ups between one's end and the next one's arrival. None
+// below 4: a replica's part of the capacity (-read.replicas) would otherwise add one each, a half or more of it.
+func spare(limit int) int { return limit / 4 }
+
+// monoBase makes monoNow a reading of the monotonic clock, which a step of the wall clock does not move: loans are
+// judged by durations.
+var monoBase = time.Now()
+
+func monoNow() int64 { return int64(time.Since(monoBase)) }
+
+// lendableLocked says whether unit q may take a slot past its share, or past the limit by up to spare, at now
+// (monoNow): no other unit waits, every read in flight is younger than lendWithin, and q's last lendAfter reads
+// each took less, with no penalty running.
+func (f *fairSlots) lendableLocked(q *fairQueue, now int64) bool {
+	if !f.lend || f.limit == 0 || f.used >= f.limit+spare(f.limit) || q.quick < lendAfter || now < q.noLendUntil {
+		return false
+	}
+	for _, w := range f.turns {
+		if w != q {
+			return false
+		}
+	}
+	return len(f.inflight) == 0 || now-f.inflight[0].grantedAt < int64(lendWithin)
 }
 
 // setLimit sets how many reads may be in flight at once (0: no limit); requests waiting take the room it adds.
@@ -255,10 +317,14 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 	h := &hold{q: q, f: f}
 	h.detached.parent = ctx
 	h.Context, h.cut = context.WithCancel(&h.detached)
-	if f.used < f.limit && len(f.turns) == 0 && q.running() < share(f.limit) {
-		f.grantLocked(h)
-		f.mu.Unlock()
-		return h, nil
+	if len(f.turns) == 0 {
+		now := monoNow()
+		within := f.used < f.limit && q.running() < share(f.limit)
+		if within || f.lendableLocked(q, now) {
+			f.grantLocked(h, now, !within)
+			f.mu.Unlock()
+			return h, nil
+		}
 	}
 	h.granted = make(chan struct{}, 1)
 	if len(q.waiting) == 0 {
@@ -288,7 +354,10 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 			if half {
 				f.mu.Lock()
 				if h.waitingLocked() {
-					f.preemptLocked(q, time.Now())
+					// Past the limit on loan, one cut frees no slot: one more is cut for each loan past it.
+					for range 1 + max(0, f.used-f.limit) {
+						f.preemptLocked(q, time.Now())
+					}
 				}
 				f.mu.Unlock()
 				timer.Reset(wait - time.Since(start))
@@ -317,11 +386,16 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 	return nil, &overloadError{scope: f.stats.scope, limit: limit, queue: wait}
 }
 
-// grantLocked gives h its slot.
-func (f *fairSlots) grantLocked(h *hold) {
+// grantLocked gives h its slot at now (monoNow), lent on loan.
+func (f *fairSlots) grantLocked(h *hold, now int64, lent bool) {
 	h.q.holds = append(h.q.holds, h)
+	h.grantedAt, h.lent = now, lent
+	f.inflight = append(f.inflight, h)
 	f.used++
 	f.stats.inFlight.Add(1)
+	if lent {
+		lentReads.Inc()
+	}
 }
 
 // release gives back the slot acquire took (nil: taken without a limit): to the waiting unit whose turn it is, else
@@ -353,10 +427,44 @@ func (f *fairSlots) releaseLocked(h *hold) {
 		if i := slices.Index(h.q.holds, h); i >= 0 {
 			h.q.holds = slices.Delete(h.q.holds, i, i+1)
 		}
+		if i := slices.Index(f.inflight, h); i >= 0 {
+			f.inflight = slices.Delete(f.inflight, i, i+1)
+			f.judgeLocked(h, monoNow())
+		}
 	}
 	f.used--
 	f.stats.inFlight.Add(-1)
 	f.fillLocked()
+}
+
+// judgeLocked counts how long h's read took, granted to its end at now, towards its unit's loans.
+func (f *fairSlots) judgeLocked(h *hold, now int64) {
+	q := h.q
+	if now-h.grantedAt < int64(lendWithin) {
+		q.quick = min(q.quick+1, lendAfter)
+		return
+	}
+	q.quick = 0
+	if !h.lent {
+		return
+	}
+	slowLoans.Inc()
+	// The loans of one burst are one offense: a second ending while the first's penalty runs does not double it.
+	if q.decay(now); now >= q.noLendUntil {
+		q.noLendUntil = now + int64(min(lendPenalty<<min(q.offenses, 6), lendPenaltyMax))
+		q.offenses++
+	}
+}
+
+// decay forgets one of q's offenses for each lendPenaltyMax gone by without one since its penalty ended, and says how
+// many are left: a team whose quick reads turn slow now and then is not kept from loans for an hour at a time for
+// good.
+func (q *fairQueue) decay(now int64) int {
+	for q.offenses > 0 && now >= q.noLendUntil+int64(lendPenaltyMax) {
+		q.offenses--
+		q.noLendUntil += int64(lendPenaltyMax)
+	}
+	return q.offenses
 }
 
 // cutGrace is how long a cut read keeps its slot for the backend to notice the cut and free its own.
@@ -387,7 +495,8 @@ func (f *fairSlots) preemptLocked(w *fairQueue, now time.Time) {
 			if h.cutDone && !h.released.Load() && (!h.runsOn || at-h.drained.Load() < int64(f.queue/2)) {
 				pending++
 			}
-			if oldest == nil && q != w && h.cuttable(streamedSince, at) {
+			// An answer on loan goes first: it holds what the others would have had.
+			if q != w && (oldest == nil || h.lent && !oldest.lent) && h.cuttable(streamedSince, at) {
 				oldest = h
 			}
 		}
@@ -396,10 +505,10 @@ func (f *fairSlots) preemptLocked(w *fairQueue, now time.Time) {
 		}
 	}
 	// A cut whose slot is not free yet (within its grace, or a run-on answer being read to its end) frees one for a
-	// unit waiting: no more are cut than the units waiting. A drain that has read nothing for half the queue duration
+	// unit waiting: no more are cut than the units waiting, and the loans past the limit, for which a cut frees none. A drain that has read nothing for half the queue duration
 	// no longer counts (a backend that stalls, or an export that goes on for hours), or it would shield the other
 	// answers of its team (found by an attacker's review).
-	if top == nil || pending >= waiting {
+	if top == nil || pending >= waiting+max(0, f.used-f.limit) {
 		return
 	}
 	over := top.running() > (f.limit+active-1)/active && top.running() > w.running()+1
@@ -438,9 +547,14 @@ func (h *hold) cuttable(streamedSince, now int64) bool {
 }
 
 // fillLocked grants free slots to the waiting reads, each to the oldest read of the waiting unit with the fewest in
-// flight that is within its share, the first in turn among equals; without a limit, to every waiting read.
+// flight that is within its share, the first in turn among equals, or lent one; without a limit, to every waiting
+// read.
 func (f *fairSlots) fillLocked() {
-	for len(f.turns) > 0 && (f.limit == 0 || f.used < f.limit) {
+	if len(f.turns) == 0 {
+		return
+	}
+	now := monoNow()
+	for len(f.turns) > 0 {
 		at := -1
 		for i := range f.turns {
 			k := (f.next + i) % len(f.turns)
@@ -449,13 +563,15 @@ func (f *fairSlots) fillLocked() {
 			}
 		}
 		q := f.turns[at]
-		if f.limit > 0 && q.running() >= share(f.limit) {
-			return // every unit waiting holds its share
+		// Past the limit, or with every unit waiting at its share, only a loan is left.
+		lent := f.limit > 0 && (f.used >= f.limit || q.running() >= share(f.limit))
+		if lent && !f.lendableLocked(q, now) {
+			return
 		}
 		h := q.waiting[0]
 		q.waiting[0] = nil
 		q.waiting = q.waiting[1:]
-		f.grantLocked(h)
+		f.grantLocked(h, now, lent)
 		f.next = at + 1
 		if len(q.waiting) == 0 {
 			f.removeTurnLocked(at)
@@ -493,8 +609,10 @@ func (f *fairSlots) removeTurnLocked(i int) {
 
 // sweepLocked drops the idle units; the next sweep waits until the map has doubled, so sweeping costs O(1) a read.
 func (f *fairSlots) sweepLocked() {
+	now := monoNow()
 	for u, q := range f.units {
-		if q.running() == 0 && len(q.waiting) == 0 {
+		// A unit with offenses stays until they have decayed, or it would come back quick, its penalty forgotten.
+		if q.running() == 0 && len(q.waiting) == 0 && q.decay(now) == 0 {
 			delete(f.units, u)
 		}
 	}

@@ -595,3 +595,285 @@ func TestHoldContext(t *testing.T) {
 		t.Errorf("causes after the cut: %v, %v", context.Cause(child), context.Cause(h))
 	}
 }
+
+// quickReads gives unit u n reads that each end at once, as a dashboard's quick queries do.
+func quickReads(t *testing.T, f *fairSlots, u unit, n int) {
+	t.Helper()
+	for range n {
+		f.release(mustRead(t, f, u))
+	}
+}
+
+// lent reports which of hs were granted on loan.
+func lent(f *fairSlots, hs ...*hold) []bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]bool, len(hs))
+	for i, h := range hs {
+		out[i] = h.lent
+	}
+	return out
+}
+
+// age makes hs granted d ago, as if they had been in flight that long.
+func age(f *fairSlots, d time.Duration, hs ...*hold) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, h := range hs {
+		h.grantedAt -= int64(d)
+	}
+}
+
+// TestFairSlotsLend: a unit alone in wanting more, whose reads are quick, is lent the reserve and a quarter more (5
+// of 4 slots); one more waits. Another unit that comes then waits for two of those quick reads to end, not for its
+// turn behind all of them, and nothing is lent while it waits.
+func TestFairSlotsLend(t *testing.T) {
+	f := newFairSlots(time.Minute, true)
+	f.lend = true
+	f.setLimit(4)
+	quickReads(t, f, unitA, lendAfter)
+	before := lentReads.Get()
+	var as []*hold
+	for range 5 {
+		as = append(as, mustRead(t, f, unitA))
+	}
+	if got, want := fmt.Sprint(lent(f, as...)), "[false false false true true]"; got != want {
+		t.Fatalf("A's five reads lent %s; want %s (three within its share, the reserve and the spare on loan)", got, want)
+	}
+	if got := lentReads.Get() - before; got != 2 {
+		t.Errorf("vmgateway_read_backend_lent_total grew by %d; want 2", got)
+	}
+	aWait := queueRead(t, f, unitA)
+	bWait := queueRead(t, f, unitB)
+	f.release(as[0])
+	// 4 in flight: the limit. B waits for one more to end; A, with B waiting, is lent nothing.
+	notGranted(t, bWait)
+	notGranted(t, aWait)
+	f.release(as[1])
+	b := granted(t, bWait)
+	// B no longer waits, and A is lent the spare again: B's next read would wait for a quick one of A's to end.
+	a := granted(t, aWait)
+	if got := fmt.Sprint(lent(f, a, b)); got != "[true false]" {
+		t.Errorf("A's and B's reads lent %s; want A's on loan", got)
+	}
+	for _, h := range append(as[2:], a, b) {
+		f.release(h)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.used != 0 || len(f.inflight) != 0 {
+		t.Errorf("after every release: %d in flight, %d holds listed", f.used, len(f.inflight))
+	}
+}
+
+// TestFairSlotsLendOnlyWhenSafe: nothing is lent to a unit without lendAfter quick reads behind it (a flood's first
+// burst), nor while any read in flight is older than lendWithin (it may be a slow one that the next unit would wait
+// for), nor with lending off.
+func TestFairSlotsLendOnlyWhenSafe(t *testing.T) {
+	fourthWaits := func(t *testing.T, f *fairSlots) {
+		t.Helper()
+		as := []*hold{mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA)}
+		w := queueRead(t, f, unitA)
+		notGranted(t, w)
+		f.release(as[0])
+		f.release(granted(t, w))
+		f.release(as[1])
+		f.release(as[2])
+	}
+	t.Run("no history", func(t *testing.T) {
+		f := newFairSlots(time.Minute, true)
+		f.lend = true
+		f.setLimit(4)
+		quickReads(t, f, unitA, lendAfter-1)
+		fourthWaits(t, f)
+	})
+	t.Run("old read in flight", func(t *testing.T) {
+		f := newFairSlots(time.Minute, true)
+		f.lend = true
+		f.setLimit(4)
+		quickReads(t, f, unitA, lendAfter)
+		// B's read has run for longer than a quick one: A's fourth read waits although A is quick.
+		b := mustRead(t, f, unitB)
+		age(f, 2*lendWithin, b)
+		as := []*hold{mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA)}
+		w := queueRead(t, f, unitA)
+		notGranted(t, w)
+		// Once B's read is done, A's are all young: the fourth goes on loan.
+		f.release(b)
+		a := granted(t, w)
+		if got := fmt.Sprint(lent(f, a)); got != "[true]" {
+			t.Errorf("A's fourth read lent %s; want it on loan", got)
+		}
+		for _, h := range append(as, a) {
+			f.release(h)
+		}
+	})
+	t.Run("off", func(t *testing.T) {
+		f := newFairSlots(time.Minute, true)
+		f.setLimit(4)
+		quickReads(t, f, unitA, lendAfter)
+		fourthWaits(t, f)
+	})
+	t.Run("writes", func(t *testing.T) {
+		f := newFairSlots(time.Minute, false)
+		f.setLimit(4)
+		quickReads(t, f, unitA, lendAfter)
+		fourthWaits(t, f)
+	})
+}
+
+// TestFairSlotsSlowLoan: a read granted on loan that turns out slow stops the unit's loans for lendPenalty, doubling
+// with each: a burst of slow reads after quick ones gets past the reserve once in that while. A slow read within the
+// share only starts the unit's count of quick reads again. A unit serving its penalty is not swept.
+func TestFairSlotsSlowLoan(t *testing.T) {
+	f := newFairSlots(time.Minute, true)
+	f.lend = true
+	f.setLimit(4)
+	penalty := func() (time.Duration, int, int) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		q := f.units[unitA]
+		if q.noLendUntil == 0 {
+			return 0, q.offenses, q.quick
+		}
+		return time.Duration(q.noLendUntil - monoNow()), q.offenses, q.quick
+	}
+	quickReads(t, f, unitA, lendAfter)
+	as := []*hold{mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA)}
+	if got := fmt.Sprint(lent(f, as...)); got != "[false false false true true]" {
+		t.Fatalf("A's reads lent %s", got)
+	}
+	last := as[4]
+	as = as[:4]
+	before := slowLoans.Get()
+	age(f, 2*lendWithin, append(as, last)...)
+	f.release(as[0]) // slow, within the share
+	if d, n, quick := penalty(); d != 0 || n != 0 || quick != 0 {
+		t.Fatalf("after a slow read within the share: penalty %s, %d offenses, %d quick; want none, 0 quick", d, n, quick)
+	}
+	f.release(as[3]) // slow, on loan
+	if d, n, _ := penalty(); d < lendPenalty-time.Second || d > lendPenalty || n != 1 {
+		t.Fatalf("after a slow loan: penalty %s, %d offenses; want %s, 1", d, n, lendPenalty)
+	}
+	// The burst's second loan turns out slow too: counted, but the same offense.
+	f.release(last)
+	if d, n, _ := penalty(); d > lendPenalty || n != 1 {
+		t.Fatalf("after the burst's second slow loan: penalty %s, %d offenses; want %s, 1", d, n, lendPenalty)
+	}
+	if got := slowLoans.Get() - before; got != 2 {
+		t.Errorf("vmgateway_read_backend_slow_loans_total grew by %d; want 2", got)
+	}
+	f.release(as[1])
+	f.release(as[2])
+	// Quick again, but serving its penalty: A holds its share and no more.
+	quickReads(t, f, unitA, lendAfter)
+	as = []*hold{mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA)}
+	w := queueRead(t, f, unitA)
+	notGranted(t, w)
+	f.mu.Lock()
+	f.sweepLocked()
+	_, kept := f.units[unitA]
+	f.mu.Unlock()
+	if !kept {
+		t.Error("the sweep dropped a unit holding reads")
+	}
+	f.release(as[0])
+	as[0] = granted(t, w)
+	for _, h := range as {
+		f.release(h)
+	}
+	f.mu.Lock()
+	f.sweepLocked()
+	_, kept = f.units[unitA]
+	// Its penalty over, a second slow loan doubles it.
+	if kept {
+		f.units[unitA].noLendUntil = 0
+	}
+	f.mu.Unlock()
+	if !kept {
+		t.Fatal("the sweep dropped a unit serving its penalty: it would come back quick with its next read")
+	}
+	quickReads(t, f, unitA, lendAfter)
+	as = []*hold{mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA)}
+	age(f, 2*lendWithin, as[3])
+	f.release(as[3])
+	if d, n, _ := penalty(); d < 2*lendPenalty-time.Second || d > 2*lendPenalty || n != 2 {
+		t.Fatalf("after a second slow loan: penalty %s, %d offenses; want %s, 2", d, n, 2*lendPenalty)
+	}
+	for _, h := range as[:3] {
+		f.release(h)
+	}
+}
+
+// TestFairSlotsOffensesDecay: a unit's offenses decay one per lendPenaltyMax without one after its penalty; until then
+// the sweep keeps it, so that its next slow loan is judged with them.
+func TestFairSlotsOffensesDecay(t *testing.T) {
+	f := newFairSlots(time.Minute, true)
+	f.lend = true
+	f.setLimit(4)
+	quickReads(t, f, unitA, 1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	q := f.units[unitA]
+	now := monoNow()
+	q.offenses, q.noLendUntil = 2, now-int64(lendPenaltyMax)-int64(time.Minute)
+	if f.sweepLocked(); f.units[unitA] == nil {
+		t.Fatal("the sweep dropped a unit with an offense not yet decayed")
+	}
+	if q.offenses != 1 {
+		t.Errorf("%d offenses after an hour without one; want 1", q.offenses)
+	}
+	q.noLendUntil -= int64(lendPenaltyMax)
+	if f.sweepLocked(); f.units[unitA] != nil {
+		t.Errorf("the sweep kept a unit whose offenses have decayed (%d left)", q.offenses)
+	}
+}
+
+// TestFairSlotsNoSpareUnderFour: a replica's part of the capacity under 4 slots gets no spare past it, so that two
+// replicas of a 4-slot backend lend no more than the backend runs.
+func TestFairSlotsNoSpareUnderFour(t *testing.T) {
+	f := newFairSlots(time.Minute, true)
+	f.lend = true
+	f.setLimit(2)
+	quickReads(t, f, unitA, lendAfter)
+	as := []*hold{mustRead(t, f, unitA), mustRead(t, f, unitA)}
+	if got := fmt.Sprint(lent(f, as...)); got != "[false true]" {
+		t.Fatalf("A's reads lent %s; want the reserve on loan", got)
+	}
+	w := queueRead(t, f, unitA)
+	notGranted(t, w)
+	f.release(as[0])
+	f.release(granted(t, w))
+	f.release(as[1])
+}
+
+// TestFairSlotsPreemptLoans: a unit on loan past the limit with answers streamed for long, while another waits: one
+// cut would free no slot, so as many more are cut as the loans past the limit, those on loan first, and the waiting
+// unit gets its slot within its queue duration.
+func TestFairSlotsPreemptLoans(t *testing.T) {
+	const queue = 400 * time.Millisecond
+	f := newFairSlots(queue, true)
+	f.lend = true
+	f.setLimit(4)
+	quickReads(t, f, unitA, lendAfter)
+	var as []*hold
+	for range 5 {
+		h := mustRead(t, f, unitA)
+		h.answering.Store(time.Now().Add(-time.Hour).UnixNano())
+		as = append(as, h)
+	}
+	b, err := f.acquire(context.Background(), unitB)
+	if err != nil {
+		t.Fatalf("B against A's five answers streamed for an hour, one past the limit on loan: %v", err)
+	}
+	var cut []bool
+	for _, h := range as {
+		cut = append(cut, h.Err() != nil)
+	}
+	if got := fmt.Sprint(cut); got != "[false false false true true]" {
+		t.Errorf("A's answers cut: %s; want the two on loan", got)
+	}
+	for _, h := range append(as, b) {
+		f.release(h)
+	}
+}

@@ -169,6 +169,7 @@ func New(cfg Config) (*Gateway, error) {
 		b.memWait = cfg.Limits.ReadQueueDuration
 	}
 	g.read.set.slotsTo, g.write.set.slotsTo = g.reads.setLimit, g.writes.setLimit
+	g.reads.lend = cfg.Limits.ReadSlotLending
 	g.stops = []func(){stopRead, stopWrite}
 	return g, nil
 }

@@ -29,6 +29,9 @@ type Limits struct {
 	// ReadQueueDuration is -read.maxQueueDuration: how long a read waits for its turn at the read backends' slots
 	// (SetReadSlots) before 429.
 	ReadQueueDuration time.Duration
+	// ReadSlotLending is -read.slotLending: a unit alone in wanting more than its share of the read backends' slots,
+	// whose reads are quick, is lent the rest and a quarter more (fairSlots).
+	ReadSlotLending bool
 	// WriteQueueDuration is -write.maxQueueDuration: how long a write waits for its turn at the write backends' slots
 	// (SetWriteSlots) before 429.
 	WriteQueueDuration time.Duration
