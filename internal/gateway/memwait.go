@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,41 +19,63 @@ import (
 // as it ran, again and again (an attacker's review: 53 of 53 refused in a minute, through one read slot). The
 // gateway cannot see a query's series before VictoriaMetrics does; what it can do is what VictoriaMetrics' own queue
 // would: a read refused for the pool being full, which would fit in an empty one, waits at the gateway (keeping its
-// slot) until another read at the backends ends, and is sent again, within -read.maxQueueDuration. Waiters go
-// again one per read that ends, the longest waiting first, so the refused team goes before the next query of the
-// team that filled the pool, which that team's client sends only after its answer.
+// slot) until another query's answer begins at the backends (VictoriaMetrics frees a query's memory as its evaluation
+// ends, before it writes the answer), and is sent again, within -read.maxQueueDuration. Waiters go again one per
+// query answered, the longest waiting first, each to the backend whose memory was freed.
+//
+// Waking the waiter was not enough: its send raced the next query of the team that filled the pool, whose client
+// sends it the moment it has its answer, and the fresh query won nearly every time (on v1.151, the other team's read
+// spent its 16 sends in 2.3 s and got the 422: TestQueryMemoryPoolWaits, once in CI; TestMemHandOff lost every time).
+// So the memory is handed over: while the woken read is sent, the other reads to that backend are held back (handOff)
+// until its answer begins or it is refused again, and the next waiter, if any, gets the memory its query frees in
+// turn. The reads held are of every team and every API: the gateway cannot tell which of them would take memory
+// before VictoriaMetrics does, and it holds them only while the pool is known full (a read waits for it), for about
+// what the woken read's refusal took to come, at most memHandOffMax. Nor do the waiters' polls take the memory from
+// an older one (givesWay).
 
 // maxMemWaits bounds how often one read is sent again for the pool. The refusal is known by its text, and a 422
 // of another kind can end with text a client wrote (a label value in "duplicate output timeseries"), so a client
 // can have its failing query sent again: at most this many times, within its own slot, like as many requests of
-// its own one after another. A read refused for real goes again on every poll and every wake-up it gets; under
-// three queries that fill the pool in turn the slowest went through after 4.4 s: at least 6 attempts by its polls
-// alone.
+// its own one after another. Every send counts, whatever woke it: each is VictoriaMetrics' work on the client's
+// query, and a bound on some sends only would let a client that wakes its own query (with cheap queries of its own,
+// each a query answered) have it sent without end. 16 is what a read refused for real may need in the default 10 s
+// of -read.maxQueueDuration: its first send, 13 polls (100 ms doubling to a second), and a wake or two, which gets it
+// the memory unless what was freed is too little. It needs far fewer where queries are answered here: on
+// TestQueryMemoryPoolWaits' three loops that fill the pool, at most 6 sends, 2 past its polls.
 const maxMemWaits = 16
+
+// memHandOffFloor and memHandOffMax bound how long a hand-off holds the other reads to its backend: twice what the
+// woken read's last refusal took to come (its send takes about that long to reach the pool again, through the same
+// search of its series), at least the floor (a woken goroutine on a busy machine runs some milliseconds late), at most
+// memHandOffMax. A read held by hand-offs that follow one another is held at most memHandOffMax in all, then sent.
+const (
+	memHandOffFloor = 50 * time.Millisecond
+	memHandOffMax   = time.Second
+)
 
 // memRefusalPrefix bounds what is read of a 422 to tell the pool's refusal from others: VictoriaMetrics' message
 // is a few hundred bytes.
 const memRefusalPrefix = 4 << 10
 
 // memPoolRefusal reads the start of a 422 answer and says whether it is the pool's refusal of a query that would fit
-// in the empty pool. Either way resp keeps its whole body.
-func memPoolRefusal(resp *http.Response) bool {
+// in the empty pool, and the memory the query asked for. Either way resp keeps its whole body.
+func memPoolRefusal(resp *http.Response) (int64, bool) {
 	if resp.StatusCode != http.StatusUnprocessableEntity {
-		return false
+		return 0, false
 	}
 	msg, ok := answerStart(resp, memRefusalPrefix)
 	if !ok {
-		return false
+		return 0, false
 	}
 	// The counts are read where VictoriaMetrics writes them, after the query it echoes, whose text is the client's:
 	// from the last "total available memory" on, ending with what VictoriaMetrics suggests.
 	i := bytes.LastIndex(msg, []byte(poolLabel))
 	if i < 0 || !bytes.Contains(msg[:i], []byte("not enough memory for processing")) {
-		return false
+		return 0, false
 	}
 	pool, rest, ok1 := bytesAfter(msg[i:], poolLabel)
 	asked, rest, ok2 := bytesAfter(rest, "; requested memory: ")
-	return ok1 && ok2 && bytes.HasPrefix(rest, []byte("; possible solutions are: ")) && asked <= pool
+	return asked, ok1 && ok2 && bytes.HasPrefix(rest, []byte("; possible solutions are: ")) && asked <= pool
 }
 
 const poolLabel = "total available memory for concurrent requests: "
@@ -79,28 +102,47 @@ type prefixedBody struct {
 
 func (b *prefixedBody) Close() error { return b.c.Close() }
 
-// memQueue is the reads waiting for the backends' memory: freed wakes the one that waited longest. waiting is
-// len(q), kept apart so that freed, told of every read's end, looks at it without the lock.
+// memQueue is the reads waiting for the backends' memory, and the memory handed over to those woken (offs): a
+// query answered wakes the one that waited longest. waiting is len(q) and handing len(offs), kept apart so that every
+// read, told of or held by them, looks at them without the lock. Its zero value is an empty queue that holds nothing.
 type memQueue struct {
 	waiting atomic.Int32
+	handing atomic.Int32
 	mu      sync.Mutex
 	q       []*memWaiter
+	offs    []*handOff
 }
 
 type memWaiter struct {
 	ch chan struct{}
 	// since is when its request was first refused: the queue is in that order.
 	since time.Time
-	woken bool // under memQueue.mu
+	// took is how long its last refusal took to come, which sizes its hand-off; asked is the memory it asked for.
+	took  time.Duration
+	asked int64
+	off   *handOff // under memQueue.mu: set when woken
 }
 
-// freed is told that a read at the backends ended, and with it whatever memory it held there.
-func (m *memQueue) freed() {
-	if m.waiting.Load() == 0 {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+// memTry is one read's waits for the backends' memory, from its first refusal (since) until end (since and
+// -read.maxQueueDuration): poll is the next poll's interval, took and asked what its last refusal took to come and
+// said the query asked for, sends how often it was sent again.
+type memTry struct {
+	since, end time.Time
+	poll, took time.Duration
+	asked      int64
+	sends      int
+}
+
+// handOff is the memory a query freed at backend b, handed to the read woken for it: the other reads to b are held
+// back until that read's send there is answered (done closes) or until passes. A zero until holds nothing.
+type handOff struct {
+	b     *backend
+	until time.Time
+	done  chan struct{}
+}
+
+// wakeLocked hands the memory freed at b to the longest waiting read, if any.
+func (m *memQueue) wakeLocked(b *backend) {
 	if len(m.q) == 0 {
 		return
 	}
@@ -108,43 +150,152 @@ func (m *memQueue) freed() {
 	m.q[0] = nil
 	m.q = m.q[1:]
 	m.waiting.Add(-1)
-	w.woken = true
+	w.off = &handOff{b: b, until: time.Now().Add(min(max(2*w.took, memHandOffFloor), memHandOffMax)), done: make(chan struct{})}
+	m.offs = append(m.offs, w.off)
+	m.handing.Add(1)
 	close(w.ch)
 }
 
-// wait waits for a read to end, or for poll (a backend's memory may free without a read ending here: another
-// gateway's reads, a query of the backend's own), or until the context ends, in the order of since, the time the
-// request was first refused. It says whether to send the request again.
-func (m *memQueue) wait(ctx context.Context, poll time.Duration, since time.Time) bool {
-	w := &memWaiter{ch: make(chan struct{}), since: since}
-	m.mu.Lock()
-	i := len(m.q)
-	for i > 0 && m.q[i-1].since.After(since) {
-		i--
-	}
-	m.q = append(m.q, nil)
-	copy(m.q[i+1:], m.q[i:])
-	m.q[i] = w
-	m.waiting.Add(1)
-	m.mu.Unlock()
-	t := time.NewTimer(poll)
-	defer t.Stop()
-	select {
-	case <-w.ch:
-		return true
-	case <-t.C:
-	case <-ctx.Done():
+// answered is told that a read sent with the hand-off h (nil: none) had its answer begin at b, or failed;
+// evaluated: it was a query answered, and VictoriaMetrics freed the memory it held as its evaluation ended. h ends, and
+// the freed memory goes to the read that waited longest with a hand-off of its own, so the reads held back stay held
+// while waiters are served in turn.
+func (m *memQueue) answered(h *handOff, b *backend, evaluated bool) {
+	if h == nil && (!evaluated || m.waiting.Load() == 0) {
+		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !w.woken {
-		for i, x := range m.q {
-			if x == w {
-				m.q = append(m.q[:i], m.q[i+1:]...)
-				m.waiting.Add(-1)
+	if h != nil {
+		if i := slices.Index(m.offs, h); i >= 0 {
+			m.offs = slices.Delete(m.offs, i, i+1)
+			m.handing.Add(-1)
+			close(h.done)
+		}
+	}
+	if evaluated {
+		m.wakeLocked(b)
+	}
+}
+
+// passOn gives the memory of h, whose read will not be sent (its client went, or the backend left the list), to the
+// next waiter: otherwise the reads held back would be held for nothing, and the memory go to whoever comes first.
+func (m *memQueue) passOn(h *handOff) { m.answered(h, h.b, true) }
+
+// holdBack holds a read about to be sent to b while memory freed there is handed to another (handOff), for at most
+// memHandOffMax in all, or until ctx ends.
+func (m *memQueue) holdBack(ctx context.Context, b *backend) {
+	if m.handing.Load() == 0 {
+		return
+	}
+	var end time.Time
+	var t *time.Timer
+	for {
+		now := time.Now()
+		var h *handOff
+		m.mu.Lock()
+		for _, x := range m.offs {
+			if x.b == b && x.until.After(now) {
+				h = x
 				break
 			}
 		}
+		m.mu.Unlock()
+		if h == nil {
+			return
+		}
+		if end.IsZero() {
+			end = now.Add(memHandOffMax)
+		}
+		d := h.until.Sub(now)
+		if h.until.After(end) {
+			d = end.Sub(now)
+		}
+		if d <= 0 {
+			return
+		}
+		if t == nil {
+			t = time.NewTimer(d)
+			defer t.Stop()
+		} else {
+			t.Reset(d)
+		}
+		select {
+		case <-h.done:
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
 	}
-	return ctx.Err() == nil
+}
+
+// wait waits for a query to be answered, or for a poll (a backend's memory may free without a query answered here:
+// another gateway's reads, a query of the backend's own), or until the context ends, in the order of tr.since, the
+// time the request was first refused, and at most until tr.end. It says whether to send the request again, and with
+// what hand-off (nil after a poll): the request then goes to its backend, and ends it (answered).
+func (m *memQueue) wait(ctx context.Context, tr *memTry) (*handOff, bool) {
+	w := &memWaiter{ch: make(chan struct{}), since: tr.since, took: tr.took, asked: tr.asked}
+	m.mu.Lock()
+	i := len(m.q)
+	for i > 0 && m.q[i-1].since.After(w.since) {
+		i--
+	}
+	m.q = slices.Insert(m.q, i, w)
+	m.waiting.Add(1)
+	m.mu.Unlock()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		t.Reset(min(tr.poll, time.Until(tr.end)))
+		tr.poll = min(2*tr.poll, time.Second)
+		select {
+		case <-w.ch:
+		case <-ctx.Done():
+		case <-t.C:
+			if time.Now().Before(tr.end) && m.givesWay(w) {
+				continue
+			}
+		}
+		break
+	}
+	m.mu.Lock()
+	off := w.off
+	if off == nil {
+		if i := slices.Index(m.q, w); i >= 0 {
+			m.q = slices.Delete(m.q, i, i+1)
+			m.waiting.Add(-1)
+		}
+	}
+	m.mu.Unlock()
+	if ctx.Err() != nil {
+		if off != nil {
+			// Woken as its client went: the memory goes on to the next waiter rather than to nobody.
+			m.passOn(off)
+		}
+		return nil, false
+	}
+	return off, true
+}
+
+// givesWay says whether w, at its poll, leaves what memory it might find to an older waiter that asked for no more,
+// and skips its send: that one gets the memory first (a query answered wakes it, and it polls itself). Sent, w's
+// polls took the memory a query freed before its answer came (VictoriaMetrics frees it as its evaluation ends, and
+// then aggregates and writes the answer, 14 ms for dev's query in TestQueryMemoryPoolWaits), so the read woken when
+// the answer came was refused: on v1.151 every other wake of ops went so. An older waiter that asked for more may not
+// fit where w does, so w polls then.
+func (m *memQueue) givesWay(w *memWaiter) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if w.off != nil {
+		return false
+	}
+	for _, x := range m.q {
+		if x == w {
+			return false
+		}
+		if x.asked <= w.asked {
+			return true
+		}
+	}
+	return false
 }

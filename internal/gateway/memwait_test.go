@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,7 +70,7 @@ func TestMemPoolRefusal(t *testing.T) {
 			if tc.encoding != "" {
 				resp.Header.Set("Content-Encoding", tc.encoding)
 			}
-			if got := memPoolRefusal(resp); got != tc.want {
+			if _, got := memPoolRefusal(resp); got != tc.want {
 				t.Errorf("memPoolRefusal = %v, want %v", got, tc.want)
 			}
 			if rest, err := io.ReadAll(resp.Body); err != nil || !bytes.Equal(rest, tc.body) {
@@ -77,46 +80,62 @@ func TestMemPoolRefusal(t *testing.T) {
 	}
 }
 
-// TestMemQueueOrder: a read that ends wakes the waiter refused first, one per read; a waiter that gives up leaves
-// the queue, and one whose context ends is told not to send again.
+// memTryOf is the waits of a read first refused at since, asking for asked bytes, that polls every poll and may wait a
+// minute.
+func memTryOf(since time.Time, poll time.Duration, asked int64) *memTry {
+	return &memTry{since: since, end: time.Now().Add(time.Minute), poll: poll, asked: asked}
+}
+
+// TestMemQueueOrder: a query answered wakes the waiter refused first, one per query, with the memory handed to it at
+// that query's backend until it is answered; a waiter that gives up leaves the queue, and one whose context ends is
+// told not to send again.
 func TestMemQueueOrder(t *testing.T) {
 	var m memQueue
 	t0 := time.Now()
-	woke := make(chan int, 3)
+	type woken struct {
+		i   int
+		off *handOff
+	}
+	woke := make(chan woken, 3)
 	for i, since := range []time.Time{t0.Add(2 * time.Second), t0, t0.Add(time.Second)} {
 		go func() {
-			if m.wait(context.Background(), time.Minute, since) {
-				woke <- i
+			if off, ok := m.wait(context.Background(), memTryOf(since, time.Minute, 1)); ok {
+				woke <- woken{i, off}
 			}
 		}()
 	}
 	for m.waiting.Load() < 3 {
 		time.Sleep(time.Millisecond)
 	}
+	be := &backend{}
 	for _, want := range []int{1, 2, 0} {
-		m.freed()
+		m.answered(nil, be, true)
 		select {
 		case got := <-woke:
-			if got != want {
-				t.Fatalf("woke waiter %d; want %d, the one refused first", got, want)
+			if got.i != want || got.off == nil || got.off.b != be {
+				t.Fatalf("woke waiter %d with %+v; want %d, the one refused first, with the memory of the query's backend", got.i, got.off, want)
 			}
+			if n := m.handing.Load(); n != 1 {
+				t.Fatalf("%d hand-offs under way; want the woken one's", n)
+			}
+			m.answered(got.off, be, false)
 		case <-time.After(5 * time.Second):
 			t.Fatalf("no waiter woke; want %d", want)
 		}
 	}
-	if n := m.waiting.Load(); n != 0 {
-		t.Fatalf("%d still waiting", n)
+	if n, h := m.waiting.Load(), m.handing.Load(); n != 0 || h != 0 {
+		t.Fatalf("%d still waiting, %d hand-offs; want none", n, h)
 	}
-	// A poll that runs out leaves the queue: the next read's end is not spent on it.
-	if !m.wait(context.Background(), 10*time.Millisecond, t0) {
-		t.Fatal("a wait whose poll ran out said not to send again")
+	// A poll that runs out leaves the queue: the next query's memory is not handed to it.
+	if off, ok := m.wait(context.Background(), memTryOf(t0, 10*time.Millisecond, 1)); !ok || off != nil {
+		t.Fatalf("a wait whose poll ran out: %v, %+v; want to send again, with no memory handed over", ok, off)
 	}
 	if n := m.waiting.Load(); n != 0 || len(m.q) != 0 {
 		t.Fatalf("after a poll ran out: %d waiting, %d queued; want none", n, len(m.q))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if m.wait(ctx, time.Minute, t0) {
+	if _, ok := m.wait(ctx, memTryOf(t0, time.Minute, 1)); ok {
 		t.Fatal("a wait whose client left said to send again")
 	}
 }
@@ -201,5 +220,373 @@ func TestMemWaitsBounded(t *testing.T) {
 	_ = resp.Body.Close()
 	if n := rt.n.Load(); n != 1 || resp.StatusCode != 422 {
 		t.Errorf("an admin request: %d attempts, answered %d; want 1 and the refusal", n, resp.StatusCode)
+	}
+}
+
+// memPool is a backend with VictoriaMetrics' query memory pool: a query (path /api/v1/query_range) asks for
+// need=N bytes; one that does not fit beside those running is refused at once with the pool's 422, one that fits
+// holds its bytes for compute and frees them before its answer begins, as VictoriaMetrics frees a rollup's memory
+// when its evaluation ends, before it writes the answer. It counts the sends of each team.
+type memPool struct {
+	total   int64
+	compute time.Duration
+	mu      sync.Mutex
+	used    int64
+	sends   map[string]int
+	// hang, when set, is called for each send, told whether its query fits, and may block it.
+	hang func(r *http.Request, fits bool)
+}
+
+func (p *memPool) RoundTrip(r *http.Request) (*http.Response, error) {
+	q := r.URL.Query()
+	need, _ := strconv.ParseInt(q.Get("need"), 10, 64)
+	p.mu.Lock()
+	if p.sends == nil {
+		p.sends = map[string]int{}
+	}
+	p.sends[q.Get("team")]++
+	hang := p.hang
+	fits := p.used+need <= p.total
+	if fits {
+		p.used += need
+	}
+	p.mu.Unlock()
+	if hang != nil {
+		hang(r, fits)
+	}
+	if !fits {
+		msg := fmt.Sprintf(`{"status":"error","errorType":"422","error":"not enough memory for processing %s, which returns 1 data points `+
+			`across 1 time series with 1 points in each time series; total available memory for concurrent requests: %d bytes; requested `+
+			"memory: %d bytes; possible solutions are: reducing the number of matching time series; increasing `step` query arg (step=5s)\"}",
+			q.Get("query"), p.total, need)
+		return &http.Response{StatusCode: 422, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(msg))}, nil
+	}
+	select {
+	case <-time.After(p.compute):
+	case <-r.Context().Done():
+	}
+	p.mu.Lock()
+	p.used -= need
+	p.mu.Unlock()
+	if err := r.Context().Err(); err != nil {
+		return nil, err
+	}
+	return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(`{"status":"success"}`))}, nil
+}
+
+func (p *memPool) sent(team string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sends[team]
+}
+
+func poolRead(team string, need int) *http.Request {
+	req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("http://gateway/api/v1/query_range?query=q&team=%s&need=%d", team, need), nil)
+	req.Body = nil
+	return req
+}
+
+// TestMemHandOff: team dev's three loops each send a query that takes almost the whole pool, sending the next as
+// soon as one is answered, while team ops' small query waits for the pool. The memory a dev query frees goes to the
+// read that waited longest: ops gets in within its wait, in a few sends. Before, the read woken when a dev query ended
+// was sent again in a race with that dev loop's next query, sent fresh, which won nearly every time: ops spent its
+// sends and got the 422 (TestQueryMemoryPoolWaits on v1.151, once in CI).
+func TestMemHandOff(t *testing.T) {
+	u, _ := url.Parse("http://vm.invalid:8428")
+	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	pool := &memPool{total: 50 << 20, compute: 5 * time.Millisecond}
+	b := newBalancer(set, pool, nil)
+	b.memWait = 10 * time.Second
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var devRuns atomic.Int64
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := b.RoundTrip(poolRead("dev", 49<<20))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				if resp.StatusCode == 200 {
+					devRuns.Add(1)
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for devRuns.Load() < 10 {
+		time.Sleep(time.Millisecond)
+	}
+	var slowest time.Duration
+	most := 0
+	for i := range 10 {
+		before := pool.sent("ops")
+		began := time.Now()
+		resp, err := b.RoundTrip(poolRead("ops", 6<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		took, sends := time.Since(began), pool.sent("ops")-before
+		if resp.StatusCode != 200 {
+			t.Fatalf("ops' query %d: %d after %s and %d sends (%.80s); want it answered within its wait", i, resp.StatusCode, took, sends, body)
+		}
+		slowest, most = max(slowest, took), max(most, sends)
+	}
+	t.Logf("ops' 10 queries answered, the slowest after %s, at most %d sends; dev's answered %d times", slowest, most, devRuns.Load())
+}
+
+// TestMemWaitsBoundedWoken: a read whose 422 only looks like the pool's refusal is woken and handed the memory of
+// every query answered meanwhile (another team's, every few milliseconds), and is still sent at most maxMemWaits+1
+// times; the other team's reads, held back while it is sent, go on.
+func TestMemWaitsBoundedWoken(t *testing.T) {
+	u, _ := url.Parse("http://vm.invalid:8428")
+	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	var mimicSends atomic.Int32
+	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.URL.Query().Get("team") == "mimic" {
+			mimicSends.Add(1)
+			return &http.Response{StatusCode: 422, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(refusal179))}, nil
+		}
+		time.Sleep(2 * time.Millisecond)
+		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("{}"))}, nil
+	})
+	b := newBalancer(set, rt, nil)
+	b.memWait = time.Minute
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var others atomic.Int64
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := b.RoundTrip(poolRead("qa", 1))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_ = resp.Body.Close()
+				others.Add(1)
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	began := time.Now()
+	resp, err := b.RoundTrip(poolRead("mimic", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	took := time.Since(began)
+	if n := mimicSends.Load(); resp.StatusCode != 422 || n != maxMemWaits+1 {
+		t.Errorf("the mimicking query: %d after %d sends; want its 422 after %d", resp.StatusCode, n, maxMemWaits+1)
+	}
+	// Its polls alone would take 13 s to spend its sends: the wakes did.
+	if took > 5*time.Second {
+		t.Errorf("the mimicking query took %s; want it woken by the other team's queries", took)
+	}
+	before := others.Load()
+	time.Sleep(100 * time.Millisecond)
+	if others.Load() == before {
+		t.Error("the other team's reads stopped")
+	}
+	if n, h := b.mem.waiting.Load(), b.mem.handing.Load(); n != 0 || h != 0 {
+		t.Errorf("%d waiting, %d hand-offs left; want none", n, h)
+	}
+	t.Logf("the mimicking query: %d sends in %s; the other team's reads: %d", mimicSends.Load(), took, others.Load())
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestMemHandOffClientGone: a woken read whose client goes while it is sent ends its hand-off, and a read held back by
+// it goes at once, not at the hand-off's end; woken as its client goes, it passes the memory to the next waiter.
+func TestMemHandOffClientGone(t *testing.T) {
+	u, _ := url.Parse("http://vm.invalid:8428")
+	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	release := make(chan struct{})
+	pool := &memPool{total: 50 << 20, compute: time.Millisecond, hang: func(r *http.Request, fits bool) {
+		switch team := r.URL.Query().Get("team"); {
+		case team == "dev" && fits:
+			<-release
+		case team == "ops" && !fits:
+			// Its refusals come slowly, so its hand-off lasts memHandOffMax.
+			time.Sleep(memHandOffMax / 2)
+		case team == "ops":
+			<-r.Context().Done()
+		}
+	}}
+	b := newBalancer(set, pool, nil)
+	b.memWait = time.Minute
+	devDone := make(chan struct{})
+	go func() {
+		defer close(devDone)
+		resp, err := b.RoundTrip(poolRead("dev", 49<<20))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_ = resp.Body.Close()
+	}()
+	for pool.sent("dev") == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opsErr := make(chan error, 1)
+	go func() {
+		resp, err := b.RoundTrip(poolRead("ops", 6<<20).WithContext(ctx))
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		opsErr <- err
+	}()
+	for b.mem.waiting.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// dev's query is answered and its memory handed to ops, whose send hangs at the backend.
+	close(release)
+	<-devDone
+	if n := b.mem.handing.Load(); n != 1 {
+		t.Fatalf("%d hand-offs after dev's query was answered; want ops'", n)
+	}
+	held := make(chan time.Duration, 1)
+	go func() {
+		began := time.Now()
+		resp, err := b.RoundTrip(poolRead("qa", 1))
+		if err != nil {
+			t.Error(err)
+		} else {
+			_ = resp.Body.Close()
+		}
+		held <- time.Since(began)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if pool.sent("qa") != 0 {
+		t.Fatal("qa's read was sent while the memory was handed to ops")
+	}
+	cancel()
+	if err := <-opsErr; !errors.Is(err, context.Canceled) {
+		t.Errorf("ops' read after its client went: %v; want it canceled", err)
+	}
+	if took := <-held; took > memHandOffMax*6/10 {
+		t.Errorf("qa's read was held %s, past ops' client going (after 100ms); want it sent then", took)
+	}
+	if n := b.mem.handing.Load(); n != 0 {
+		t.Errorf("%d hand-offs left; want none", n)
+	}
+
+	// Woken as its client goes, a waiter passes the memory on: the next waiter gets it, whichever of the two came first.
+	var m memQueue
+	be := &backend{}
+	for range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		t0 := time.Now()
+		gone := make(chan bool, 1)
+		go func() {
+			_, ok := m.wait(ctx, memTryOf(t0, time.Minute, 1))
+			gone <- ok
+		}()
+		for m.waiting.Load() < 1 {
+			time.Sleep(time.Millisecond)
+		}
+		next := make(chan *handOff, 1)
+		go func() {
+			off, _ := m.wait(context.Background(), memTryOf(t0.Add(time.Second), time.Minute, 1))
+			next <- off
+		}()
+		for m.waiting.Load() < 2 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+		m.answered(nil, be, true)
+		if <-gone {
+			t.Fatal("a waiter whose client went was told to send again")
+		}
+		select {
+		case off := <-next:
+			if off == nil || off.b != be {
+				t.Fatalf("the next waiter got %+v; want the memory freed", off)
+			}
+			m.answered(off, be, false)
+		case <-time.After(5 * time.Second):
+			t.Fatal("the next waiter was not woken: the memory went with the waiter whose client went")
+		}
+		if n, h := m.waiting.Load(), m.handing.Load(); n != 0 || h != 0 {
+			t.Fatalf("%d waiting, %d hand-offs left; want none", n, h)
+		}
+	}
+	// The zero value holds nothing back and hands nothing over.
+	var zero memQueue
+	began := time.Now()
+	zero.holdBack(context.Background(), be)
+	zero.answered(nil, be, true)
+	if d := time.Since(began); d > 100*time.Millisecond || zero.handing.Load() != 0 {
+		t.Errorf("the zero queue held a read %s, made %d hand-offs", d, zero.handing.Load())
+	}
+}
+
+// TestMemPollGivesWay: a waiter's poll is not sent while an older waiter asked for no more memory (that one gets what
+// is freed first), and is sent when every older one asked for more (it may fit where they do not).
+func TestMemPollGivesWay(t *testing.T) {
+	var m memQueue
+	t0 := time.Now()
+	older := make(chan *handOff, 1)
+	go func() {
+		off, _ := m.wait(context.Background(), memTryOf(t0, time.Minute, 6<<20))
+		older <- off
+	}()
+	for m.waiting.Load() < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	type polled struct {
+		took time.Duration
+		ok   bool
+	}
+	poll := func(since time.Time, asked int64, within time.Duration) chan polled {
+		ch := make(chan polled, 1)
+		go func() {
+			began := time.Now()
+			tr := &memTry{since: since, end: began.Add(within), poll: 10 * time.Millisecond, asked: asked}
+			off, ok := m.wait(context.Background(), tr)
+			ch <- polled{time.Since(began), ok && off == nil}
+		}()
+		return ch
+	}
+	bigger := poll(t0.Add(time.Second), 49<<20, 400*time.Millisecond)
+	smaller := poll(t0.Add(2*time.Second), 1<<20, time.Minute)
+	if p := <-smaller; !p.ok || p.took > 200*time.Millisecond {
+		t.Errorf("a waiter asking less than every older one: polled after %s (%v); want its 10ms poll sent", p.took, p.ok)
+	}
+	if p := <-bigger; !p.ok || p.took < 350*time.Millisecond {
+		t.Errorf("a waiter asking more than an older one: polled after %s (%v); want its polls skipped to the end of its wait", p.took, p.ok)
+	}
+	be := &backend{}
+	m.answered(nil, be, true)
+	off := <-older
+	if off == nil || off.b != be {
+		t.Fatalf("the older waiter got %+v; want the memory freed", off)
+	}
+	m.answered(off, be, false)
+	if n, h := m.waiting.Load(), m.handing.Load(); n != 0 || h != 0 {
+		t.Errorf("%d waiting, %d hand-offs left; want none", n, h)
 	}
 }

@@ -98,12 +98,21 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		lastErr error
 		names   []string
 		n       int
-		// The backends' query memory: since the first refusal, and how long the next wait polls.
-		memSince time.Time
-		memPoll  = 100 * time.Millisecond
-		memWaits int
-		unaimed  url.URL
+		// The waits for the backends' query memory, and the memory handed to this read by a wake: its send goes to
+		// off.b, other reads held back meanwhile.
+		tr      memTry
+		off     *handOff
+		sentAt  time.Time
+		unaimed url.URL
 	)
+	// A read's memory, if it took any, is free again once its answer begins: only queries take it.
+	evaluates := p.memWait > 0 && (strings.HasSuffix(req.URL.Path, "/api/v1/query") || strings.HasSuffix(req.URL.Path, "/api/v1/query_range"))
+	// A read woken and then not sent (its body could not be had again) leaves the memory handed to it to the next.
+	defer func() {
+		if off != nil {
+			p.mem.passOn(off)
+		}
+	}()
 	i := p.set.pick(bs, 0)
 	for {
 		b := bs[i]
@@ -137,6 +146,9 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			guard = &unreadBody{rc: req.Body}
 			out.Body = guard
 		}
+		if off == nil && p.mem.handing.Load() != 0 {
+			p.mem.holdBack(req.Context(), b)
+		}
 		n++
 		b.start()
 		// A read that holds a slot may be kept past its timeout (hold.Keep), in flight at this backend until it answers.
@@ -145,29 +157,48 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		if held != nil {
 			held.at = b
 		}
+		if p.memWait > 0 {
+			sentAt = time.Now()
+		}
 		resp, err := p.rt.RoundTrip(out)
 		// The status first: the rest is looked at only for a 422, off the path of every other answer.
-		if err == nil && resp.StatusCode == http.StatusUnprocessableEntity && p.memWait > 0 && replayable && !changesData(req) &&
-			memPoolRefusal(resp) {
+		refused := false
+		if err == nil && resp.StatusCode == http.StatusUnprocessableEntity && p.memWait > 0 && replayable && !changesData(req) {
+			tr.asked, refused = memPoolRefusal(resp)
+		}
+		if freed := evaluates && err == nil && !refused; freed || off != nil {
+			p.mem.answered(off, b, freed)
+			off = nil
+		}
+		if refused {
 			now := time.Now()
-			if memSince.IsZero() {
-				memSince = now
+			if tr.since.IsZero() {
+				tr.since, tr.end, tr.poll = now, now.Add(p.memWait), 100*time.Millisecond
 			}
-			if left := memSince.Add(p.memWait).Sub(now); left > 0 && memWaits < maxMemWaits {
-				memWaits++
+			if now.Before(tr.end) && tr.sends < maxMemWaits {
+				tr.sends++
+				tr.took = now.Sub(sentAt)
 				discardAttempt(resp, b)
 				p.memRetries.Inc()
-				if !p.mem.wait(req.Context(), min(memPoll, left), memSince) {
+				h, ok := p.mem.wait(req.Context(), &tr)
+				if !ok {
 					return nil, req.Context().Err()
 				}
-				memPoll = min(2*memPoll, time.Second)
 				i = p.set.pick(bs, 0)
+				if h != nil {
+					// The memory freed is at h.b: the read goes there, unless discovery took h.b away.
+					if j := slices.Index(bs, h.b); j >= 0 {
+						i, off = j, h
+					} else {
+						p.mem.passOn(h)
+					}
+				}
 				continue
 			}
 		}
 		if err == nil && (!p.retryStatus(resp.StatusCode) || queryTimedOut(resp)) {
 			p.set.markOK(b)
-			resp.Body = &doneBody{ReadCloser: resp.Body, b: b, mem: &p.mem}
+			resp.Body = &doneBody{ReadCloser: resp.Body, b: b}
 			return resp, nil
 		}
 		resendable := replayable || (guard != nil && guard.retire())
@@ -202,7 +233,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		if next < 0 {
 			if err == nil {
 				// The last backend's own answer is the best the client can get.
-				resp.Body = &doneBody{ReadCloser: resp.Body, b: b, mem: &p.mem}
+				resp.Body = &doneBody{ReadCloser: resp.Body, b: b}
 				return resp, nil
 			}
 			if len(bs) == 1 {
@@ -317,11 +348,10 @@ func discardAttempt(resp *http.Response, b *backend) {
 }
 
 // doneBody ends a backend's in-flight count when the proxy is done with the answer, so least_loaded sees long
-// exports as the load they are, and tells the reads waiting for the backends' memory that a read ended.
+// exports as the load they are.
 type doneBody struct {
 	io.ReadCloser
 	b    *backend
-	mem  *memQueue
 	once atomic.Bool
 }
 
@@ -329,7 +359,6 @@ func (d *doneBody) Close() error {
 	err := d.ReadCloser.Close()
 	if d.once.CompareAndSwap(false, true) {
 		d.b.done()
-		d.mem.freed()
 	}
 	return err
 }
