@@ -41,7 +41,7 @@ import (
 // each a query answered) have it sent without end. 16 is what a read refused for real may need in the default 10 s
 // of -read.maxQueueDuration: its first send, 13 polls (100 ms doubling to a second), and a wake or two, which gets it
 // the memory unless what was freed is too little. It needs far fewer where queries are answered here: on
-// TestQueryMemoryPoolWaits' three loops that fill the pool, at most 6 sends, 2 past its polls.
+// TestQueryMemoryPoolWaits' three loops that fill the pool, at most 7 sends, 2 past its polls (eleven runs).
 const maxMemWaits = 16
 
 // memHandOffFloor and memHandOffMax bound how long a hand-off holds the other reads to its backend: twice what the
