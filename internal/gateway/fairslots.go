@@ -95,6 +95,8 @@ type hold struct {
 	// grantedAt is when the slot was granted (monoNow), lent whether on loan; both under fairSlots.mu.
 	grantedAt int64
 	lent      bool
+	// u is q's unit, which the balancer reads of a read it sends (memUnitOf).
+	u unit
 	// answering is when the backend's answer began (UnixNano; 0: not yet): the backend then holds its own slot only for
 	// as long as the answer takes to stream, which a client reading slowly makes as long as it likes, and a cut frees.
 	answering atomic.Int64
@@ -314,7 +316,7 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 		q = &fairQueue{}
 		f.units[u] = q
 	}
-	h := &hold{q: q, f: f}
+	h := &hold{q: q, f: f, u: u}
 	h.detached.parent = ctx
 	h.Context, h.cut = context.WithCancel(&h.detached)
 	if len(f.turns) == 0 {

@@ -93,6 +93,8 @@ type Gateway struct {
 	unrestricted *auth.Access
 	limits       Limits
 	conc         *concurrency
+	// memUnits: the read balancer waits for the backends' query memory, and is told the unit of a read without a slot.
+	memUnits bool
 	// backendDedup is the read backends' -dedup.minScrapeInterval (SetBackendDedup), in nanoseconds; 0: not known.
 	backendDedup atomic.Int64
 	// backendMaxQueryLen is the read backends' -search.maxQueryLen (SetBackendMaxQueryLen); 0: not known.
@@ -167,6 +169,7 @@ func New(cfg Config) (*Gateway, error) {
 	if b, ok := g.read.rt.(*balancer); ok {
 		// A read refused for the backends' full query memory waits as it would wait for a slot (memwait.go).
 		b.memWait = cfg.Limits.ReadQueueDuration
+		g.memUnits = b.memWait > 0
 	}
 	g.read.set.slotsTo, g.write.set.slotsTo = g.reads.setLimit, g.writes.setLimit
 	g.reads.lend = cfg.Limits.ReadSlotLending
@@ -346,6 +349,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			fr = r.WithContext(h)
 		}
+	}
+	if slot == nil && up == g.read && g.memUnits {
+		// The balancer holds back only the reads of the units in the contention for the backends' query memory
+		// (memwait.go), and knows a read's unit by its slot: without one, by its context.
+		fr = r.WithContext(withMemUnit(r.Context(), unitOf(t, access.Enforcer)))
 	}
 	if slot == nil && rt.Kind == route.Write {
 		// Likewise without a slot: the server cancels a request whose client left with its whole body sent, even

@@ -28,10 +28,13 @@ import (
 // spent its 16 sends in 2.3 s and got the 422: TestQueryMemoryPoolWaits, once in CI; TestMemHandOff lost every time).
 // So the memory is handed over: while the woken read is sent, the other reads to that backend are held back (handOff)
 // until its answer begins or it is refused again, and the next waiter, if any, gets the memory its query frees in
-// turn. The reads held are of every team and every API: the gateway cannot tell which of them would take memory
-// before VictoriaMetrics does, and it holds them only while the pool is known full (a read waits for it), for about
-// what the woken read's refusal took to come, at most memHandOffMax. Nor do the waiters' polls take the memory from
-// an older one (givesWay).
+// turn. The reads held are those of the units in the contention for the memory, every API of theirs: a unit refused
+// for the pool within a wait's length (contendsLocked), as the team that fills it is when its own queries do not fit
+// beside one another (the gateway cannot tell which read would take memory before VictoriaMetrics does), for about
+// what the woken read's refusal took to come, at most memHandOffMax. A unit never refused is never held: the refusal
+// is known by its text, which a client can forge (maxMemWaits), and holding every read let one client whose forged
+// refusal was woken at every query answered add up to a second to every other team's reads, again and again. Nor do
+// the waiters' polls take the memory from an older one (givesWay).
 
 // maxMemWaits bounds how often one read is sent again for the pool. The refusal is known by its text, and a 422
 // of another kind can end with text a client wrote (a label value in "duplicate output timeseries"), so a client
@@ -41,7 +44,7 @@ import (
 // each a query answered) have it sent without end. 16 is what a read refused for real may need in the default 10 s
 // of -read.maxQueueDuration: its first send, 13 polls (100 ms doubling to a second), and a wake or two, which gets it
 // the memory unless what was freed is too little. It needs far fewer where queries are answered here: on
-// TestQueryMemoryPoolWaits' three loops that fill the pool, at most 7 sends, 2 past its polls (eleven runs).
+// TestQueryMemoryPoolWaits' three loops that fill the pool, at most 11 sends, 3 past its polls (seventeen runs).
 const maxMemWaits = 16
 
 // memHandOffFloor and memHandOffMax bound how long a hand-off holds the other reads to its backend: twice what the
@@ -104,14 +107,22 @@ func (b *prefixedBody) Close() error { return b.c.Close() }
 
 // memQueue is the reads waiting for the backends' memory, and the memory handed over to those woken (offs): a
 // query answered wakes the one that waited longest. waiting is len(q) and handing len(offs), kept apart so that every
-// read, told of or held by them, looks at them without the lock. Its zero value is an empty queue that holds nothing.
+// read, told of or held by them, looks at them without the lock. refused is when each unit in the contention for the
+// memory last had a read refused for it (contendsLocked); those refused a wait's length ago or more are dropped when
+// the map reaches sweepAt, so it holds at most twice the units refused within a wait, or minMemUnits. Its zero value is
+// an empty queue that holds nothing.
 type memQueue struct {
 	waiting atomic.Int32
 	handing atomic.Int32
 	mu      sync.Mutex
 	q       []*memWaiter
 	offs    []*handOff
+	refused map[unit]time.Time
+	sweepAt int
 }
+
+// minMemUnits is the least number of units whose refusals are kept before those past the wait are dropped.
+const minMemUnits = 64
 
 type memWaiter struct {
 	ch chan struct{}
@@ -182,9 +193,39 @@ func (m *memQueue) answered(h *handOff, b *backend, evaluated bool) {
 // next waiter: otherwise the reads held back would be held for nothing, and the memory go to whoever comes first.
 func (m *memQueue) passOn(h *handOff) { m.answered(h, h.b, true) }
 
-// holdBack holds a read about to be sent to b while memory freed there is handed to another (handOff), for at most
-// memHandOffMax in all, or until ctx ends.
-func (m *memQueue) holdBack(ctx context.Context, b *backend) {
+// refusedBy notes that a read of unit u was refused for the pool at now; within is -read.maxQueueDuration.
+func (m *memQueue) refusedBy(u unit, now time.Time, within time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.refused[u]; !ok && len(m.refused) >= m.sweepAt {
+		for x, at := range m.refused {
+			if now.Sub(at) >= within {
+				delete(m.refused, x)
+			}
+		}
+		m.sweepAt = max(minMemUnits, 2*len(m.refused))
+	}
+	if m.refused == nil {
+		m.refused = make(map[unit]time.Time, minMemUnits)
+	}
+	m.refused[u] = now
+}
+
+// contendsLocked says whether unit u is in the contention for the memory: a read of its was refused for the pool
+// within the last wait's length (within, -read.maxQueueDuration). A read waits at most that long from its first
+// refusal and is refused again at each send, so this holds for every unit with a read waiting or woken; past it, a
+// unit's refusal says nothing of the pool now. A unit never refused is not in it, whoever holds the memory.
+func (m *memQueue) contendsLocked(u unit, now time.Time, within time.Duration) bool {
+	at, ok := m.refused[u]
+	return ok && now.Sub(at) < within
+}
+
+// holdBack holds a read of unit u about to be sent to b while memory freed there is handed to another (handOff), for
+// at most memHandOffMax in all, or until ctx ends; only while u is in the contention for the memory (contendsLocked;
+// within is -read.maxQueueDuration), as the reads that would race the woken one for it are: those of the team that
+// fills the pool, whose queries do not fit beside its own, and of the other waiters' teams. Another team's read is
+// not held for a refusal a client may have forged.
+func (m *memQueue) holdBack(ctx context.Context, b *backend, u unit, within time.Duration) {
 	if m.handing.Load() == 0 {
 		return
 	}
@@ -194,10 +235,12 @@ func (m *memQueue) holdBack(ctx context.Context, b *backend) {
 		now := time.Now()
 		var h *handOff
 		m.mu.Lock()
-		for _, x := range m.offs {
-			if x.b == b && x.until.After(now) {
-				h = x
-				break
+		if m.contendsLocked(u, now, within) {
+			for _, x := range m.offs {
+				if x.b == b && x.until.After(now) {
+					h = x
+					break
+				}
 			}
 		}
 		m.mu.Unlock()
@@ -298,4 +341,23 @@ func (m *memQueue) givesWay(w *memWaiter) bool {
 		}
 	}
 	return false
+}
+
+// memUnitKey is the context key of the isolation unit of a read that holds no read slot (withMemUnit).
+type memUnitKey struct{}
+
+// withMemUnit tells the balancer the isolation unit of a read sent with ctx, which holds no read slot: one that
+// does is known by it (hold.u), at no cost to every read.
+func withMemUnit(ctx context.Context, u unit) context.Context {
+	return context.WithValue(ctx, memUnitKey{}, u)
+}
+
+// memUnitOf is the isolation unit of a read sent with ctx and holding the slot held (nil: none); false: not told (the
+// read is then neither held back nor counted in the contention).
+func memUnitOf(ctx context.Context, held *hold) (unit, bool) {
+	if held != nil {
+		return held.u, true
+	}
+	u, ok := ctx.Value(memUnitKey{}).(unit)
+	return u, ok
 }

@@ -16,6 +16,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/auth"
+	"github.com/vmgateway/vmgateway/internal/enforce"
+	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
 // The two messages as VictoriaMetrics words them: 1.79.5 in plain text, the current release inside its JSON error.
@@ -280,10 +284,24 @@ func (p *memPool) sent(team string) int {
 	return p.sends[team]
 }
 
+// poolRead is a query of team's that asks for need bytes of the pool, sent by team's isolation unit (teamUnit).
 func poolRead(team string, need int) *http.Request {
-	req := httptest.NewRequest(http.MethodGet, fmt.Sprintf("http://gateway/api/v1/query_range?query=q&team=%s&need=%d", team, need), nil)
+	return poolReadIn(context.Background(), team, need)
+}
+
+// poolReadIn is poolRead with the context ctx.
+func poolReadIn(ctx context.Context, team string, need int) *http.Request {
+	req := httptest.NewRequestWithContext(withMemUnit(ctx, teamUnit(team)), http.MethodGet,
+		fmt.Sprintf("http://gateway/api/v1/query_range?query=q&team=%s&need=%d", team, need), nil)
 	req.Body = nil
 	return req
+}
+
+// teamUnit is the isolation unit of the tests' team.
+func teamUnit(team string) unit {
+	var f enforce.Fingerprint
+	copy(f[:], team)
+	return unit{restriction: f}
 }
 
 // TestMemHandOff: team dev's three loops each send a query that takes almost the whole pool, sending the next as
@@ -418,7 +436,7 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // TestMemHandOffClientGone: a woken read whose client goes while it is sent ends its hand-off, and a read held back by
-// it goes at once, not at the hand-off's end; woken as its client goes, it passes the memory to the next waiter.
+// it (another of its unit's) goes at once, not at the hand-off's end; woken as its client goes, it passes the memory to the next waiter.
 func TestMemHandOffClientGone(t *testing.T) {
 	u, _ := url.Parse("http://vm.invalid:8428")
 	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
@@ -453,7 +471,7 @@ func TestMemHandOffClientGone(t *testing.T) {
 	defer cancel()
 	opsErr := make(chan error, 1)
 	go func() {
-		resp, err := b.RoundTrip(poolRead("ops", 6<<20).WithContext(ctx))
+		resp, err := b.RoundTrip(poolReadIn(ctx, "ops", 6<<20))
 		if err == nil {
 			_ = resp.Body.Close()
 		}
@@ -471,7 +489,10 @@ func TestMemHandOffClientGone(t *testing.T) {
 	held := make(chan time.Duration, 1)
 	go func() {
 		began := time.Now()
-		resp, err := b.RoundTrip(poolRead("qa", 1))
+		// Another read of ops' unit, which is in the contention (its read waited): a team's that was never refused is
+		// not held (TestMemHandOffHoldsContendersOnly).
+		req := poolRead("qa", 1)
+		resp, err := b.RoundTrip(req.WithContext(withMemUnit(req.Context(), teamUnit("ops"))))
 		if err != nil {
 			t.Error(err)
 		} else {
@@ -481,7 +502,7 @@ func TestMemHandOffClientGone(t *testing.T) {
 	}()
 	time.Sleep(100 * time.Millisecond)
 	if pool.sent("qa") != 0 {
-		t.Fatal("qa's read was sent while the memory was handed to ops")
+		t.Fatal("another read of ops' unit was sent while the memory was handed to ops")
 	}
 	cancel()
 	if err := <-opsErr; !errors.Is(err, context.Canceled) {
@@ -537,10 +558,176 @@ func TestMemHandOffClientGone(t *testing.T) {
 	// The zero value holds nothing back and hands nothing over.
 	var zero memQueue
 	began := time.Now()
-	zero.holdBack(context.Background(), be)
+	zero.holdBack(context.Background(), be, unit{}, time.Minute)
 	zero.answered(nil, be, true)
 	if d := time.Since(began); d > 100*time.Millisecond || zero.handing.Load() != 0 {
 		t.Errorf("the zero queue held a read %s, made %d hand-offs", d, zero.handing.Load())
+	}
+}
+
+// TestMemHandOffHoldsContendersOnly: while the memory a query freed is handed to ops' woken read, only the reads of
+// the units in the memory contention are held back: qa's, refused for the pool a moment ago (its client then went),
+// and ops' own others. ci's read, of a unit never refused, goes at once. Holding back every read let a client whose
+// forged refusal (TestMemWaitsBoundedWoken) was woken at every query answered add up to a second to every other
+// team's reads, 16 times a query, again and again.
+func TestMemHandOffHoldsContendersOnly(t *testing.T) {
+	u, _ := url.Parse("http://vm.invalid:8428")
+	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	release := make(chan struct{})
+	pool := &memPool{total: 50 << 20, compute: time.Millisecond, hang: func(r *http.Request, fits bool) {
+		switch team := r.URL.Query().Get("team"); {
+		case team == "dev" && fits:
+			<-release
+		case team == "ops" && !fits:
+			// Its refusals come slowly, so its hand-off lasts memHandOffMax.
+			time.Sleep(memHandOffMax / 2)
+		case team == "ops" || team == "qa" && fits:
+			<-r.Context().Done()
+		}
+	}}
+	b := newBalancer(set, pool, nil)
+	b.memWait = time.Minute
+	devDone := make(chan struct{})
+	go func() {
+		defer close(devDone)
+		resp, err := b.RoundTrip(poolRead("dev", 49<<20))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_ = resp.Body.Close()
+	}()
+	for pool.sent("dev") == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// qa's read is refused and waits; its client goes.
+	qaCtx, qaGone := context.WithCancel(context.Background())
+	qaDone := make(chan struct{})
+	go func() {
+		defer close(qaDone)
+		if resp, err := b.RoundTrip(poolReadIn(qaCtx, "qa", 6<<20)); err == nil {
+			_ = resp.Body.Close()
+		}
+	}()
+	for b.mem.waiting.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	qaGone()
+	<-qaDone
+	opsCtx, opsGone := context.WithCancel(context.Background())
+	defer opsGone()
+	opsDone := make(chan struct{})
+	go func() {
+		defer close(opsDone)
+		if resp, err := b.RoundTrip(poolReadIn(opsCtx, "ops", 6<<20)); err == nil {
+			_ = resp.Body.Close()
+		}
+	}()
+	for b.mem.waiting.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// dev's query is answered and its memory handed to ops, whose send hangs at the backend.
+	close(release)
+	<-devDone
+	if n := b.mem.handing.Load(); n != 1 {
+		t.Fatalf("%d hand-offs after dev's query was answered; want ops'", n)
+	}
+	began := time.Now()
+	later, stopLater := context.WithCancel(context.Background())
+	defer stopLater()
+	var wg sync.WaitGroup
+	for _, team := range []string{"qa", "ops"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, err := b.RoundTrip(poolReadIn(later, team, 1)); err == nil {
+				_ = resp.Body.Close()
+			}
+		}()
+	}
+	resp, err := b.RoundTrip(poolRead("ci", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if took := time.Since(began); resp.StatusCode != 200 || took > memHandOffFloor {
+		t.Errorf("ci's read, of a unit never refused: %d after %s; want it answered at once, not held back", resp.StatusCode, took)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if qa, ops := pool.sent("qa"), pool.sent("ops"); qa != 1 || ops != 2 {
+		t.Errorf("sent %d of qa's reads and %d of ops'; want only their first (qa's refused, ops' refused and its woken "+
+			"send) while the memory is handed to ops", qa, ops)
+	}
+	opsGone()
+	<-opsDone
+	stopLater()
+	wg.Wait()
+	if n, h := b.mem.waiting.Load(), b.mem.handing.Load(); n != 0 || h != 0 {
+		t.Errorf("%d waiting, %d hand-offs left; want none", n, h)
+	}
+}
+
+// TestMemRefusalKnowsItsUnit: a read refused for the pool marks its own isolation unit in the contention, whether it
+// holds a read slot (the balancer reads the unit off it) or not (the backends' capacity unknown: off its context).
+func TestMemRefusalKnowsItsUnit(t *testing.T) {
+	for _, slots := range []int{1, 0} {
+		t.Run(fmt.Sprintf("slots=%d", slots), func(t *testing.T) {
+			u, _ := url.Parse("http://upstream")
+			ops, err := enforce.New([]enforce.Label{{Name: "team", Value: "ops"}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := &auth.Access{Mode: auth.ModeRead, Enforcer: ops}
+			g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: &memRefuser{refusals: 1}, WriteTransport: &memRefuser{},
+				Auth: byToken{"ops": a}, AuthHeader: "X-Token", Limits: Limits{ReadQueueDuration: time.Minute}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			g.SetReadSlots(slots)
+			if rec := serve(g, http.MethodGet, "/api/v1/query?query=up", "X-Token", "ops"); rec.Code != http.StatusOK {
+				t.Fatalf("answered %d %.200s; want 200 after a wait", rec.Code, rec.Body.String())
+			}
+			m := &g.read.rt.(*balancer).mem
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			want := unitOf(tenant.ID{}, a.Enforcer)
+			if _, ok := m.refused[want]; !ok || len(m.refused) != 1 {
+				t.Errorf("units in the contention: %v; want ops' alone", m.refused)
+			}
+		})
+	}
+}
+
+// TestMemRefusalsBounded: the units refused for the pool are kept while within the wait, and no more than twice as
+// many as those (or minMemUnits): one refused a wait ago is dropped, and a unit is in the contention only within it.
+func TestMemRefusalsBounded(t *testing.T) {
+	var m memQueue
+	const within, n = time.Second, 100 * minMemUnits
+	unitN := func(i int) unit {
+		var f enforce.Fingerprint
+		f[0], f[1] = byte(i), byte(i>>8)
+		return unit{restriction: f}
+	}
+	t0 := time.Now()
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Millisecond) }
+	for i := range n {
+		m.refusedBy(unitN(i), at(i), within)
+		// A refusal a millisecond: 1,000 within the wait.
+		if got := len(m.refused); got > 2*1000 {
+			t.Fatalf("%d units kept after %d refusals a millisecond apart; want at most twice the 1000 within the wait", got, i+1)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.contendsLocked(unitN(0), at(n-1), within) {
+		t.Error("a unit refused only a wait ago is in the contention")
+	}
+	if !m.contendsLocked(unitN(n-1), at(n-1).Add(within-time.Millisecond), within) {
+		t.Error("a unit refused within the wait is not in the contention")
+	}
+	if m.contendsLocked(unitN(n-1), at(n-1).Add(within), within) {
+		t.Error("a unit refused a wait ago is in the contention")
 	}
 }
 

@@ -146,14 +146,16 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			guard = &unreadBody{rc: req.Body}
 			out.Body = guard
 		}
-		if off == nil && p.mem.handing.Load() != 0 {
-			p.mem.holdBack(req.Context(), b)
-		}
-		n++
-		b.start()
 		// A read that holds a slot may be kept past its timeout (hold.Keep), in flight at this backend until it answers.
 		k, _ := proxyclient.KeeperFrom(out.Context())
 		held, _ := k.(*hold)
+		if off == nil && p.mem.handing.Load() != 0 {
+			if u, ok := memUnitOf(req.Context(), held); ok {
+				p.mem.holdBack(req.Context(), b, u, p.memWait)
+			}
+		}
+		n++
+		b.start()
 		if held != nil {
 			held.at = b
 		}
@@ -172,6 +174,9 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if refused {
 			now := time.Now()
+			if u, ok := memUnitOf(req.Context(), held); ok {
+				p.mem.refusedBy(u, now, p.memWait)
+			}
 			if tr.since.IsZero() {
 				tr.since, tr.end, tr.poll = now, now.Add(p.memWait), 100*time.Millisecond
 			}

@@ -152,7 +152,9 @@ func (g *Gateway) counting(ctx context.Context, a *auth.Access, count func(ctx c
 		return err
 	}
 	ended := new(atomic.Bool)
-	cctx, cancel := context.WithTimeout(context.WithValue(context.WithoutCancel(ctx), countEndedKey{}, ended), lateCountWaits*measureTimeout)
+	// The counts are sent with the read slot taken, not with its context: the balancer is told their unit (memUnitOf).
+	cctx := context.WithValue(withMemUnit(context.WithoutCancel(ctx), u), countEndedKey{}, ended)
+	cctx, cancel := context.WithTimeout(cctx, lateCountWaits*measureTimeout)
 	done := make(chan error, 1)
 	go func() {
 		err := countRecovered(cctx, count)
