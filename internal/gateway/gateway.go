@@ -93,8 +93,10 @@ type Gateway struct {
 	unrestricted *auth.Access
 	limits       Limits
 	conc         *concurrency
-	// memUnits: the read balancer waits for the backends' query memory, and is told the unit of a read without a slot.
-	memUnits bool
+	// readMem: the read balancer's waits for the backends' query memory (nil: none), told the unit of a read without a
+	// slot while the memory is contended; readMemWait is how long a refusal counts as contention.
+	readMem     *memQueue
+	readMemWait time.Duration
 	// backendDedup is the read backends' -dedup.minScrapeInterval (SetBackendDedup), in nanoseconds; 0: not known.
 	backendDedup atomic.Int64
 	// backendMaxQueryLen is the read backends' -search.maxQueryLen (SetBackendMaxQueryLen); 0: not known.
@@ -169,7 +171,9 @@ func New(cfg Config) (*Gateway, error) {
 	if b, ok := g.read.rt.(*balancer); ok {
 		// A read refused for the backends' full query memory waits as it would wait for a slot (memwait.go).
 		b.memWait = cfg.Limits.ReadQueueDuration
-		g.memUnits = b.memWait > 0
+		if b.memWait > 0 {
+			g.readMem, g.readMemWait = &b.mem, b.memWait
+		}
 	}
 	g.read.set.slotsTo, g.write.set.slotsTo = g.reads.setLimit, g.writes.setLimit
 	g.reads.lend = cfg.Limits.ReadSlotLending
@@ -350,9 +354,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fr = r.WithContext(h)
 		}
 	}
-	if slot == nil && up == g.read && g.memUnits {
+	if slot == nil && up == g.read && g.readMem.contended(g.readMemWait) {
 		// The balancer holds back only the reads of the units in the contention for the backends' query memory
-		// (memwait.go), and knows a read's unit by its slot: without one, by its context.
+		// (memwait.go), and knows a read's unit by its slot: without one, by its context, which costs a context and a
+		// request, so only while a read was refused for the memory lately.
 		fr = r.WithContext(withMemUnit(r.Context(), unitOf(t, access.Enforcer)))
 	}
 	if slot == nil && rt.Kind == route.Write {

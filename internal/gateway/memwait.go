@@ -119,6 +119,21 @@ type memQueue struct {
 	offs    []*handOff
 	refused map[unit]time.Time
 	sweepAt int
+	// lastRefused is when a read was last refused for the pool (UnixNano; 0: never), whatever its unit.
+	lastRefused atomic.Int64
+}
+
+// contended says whether a read was refused for the pool within the last within, or one waits or is handed memory:
+// a nil m never is.
+func (m *memQueue) contended(within time.Duration) bool {
+	if m == nil {
+		return false
+	}
+	if m.waiting.Load() != 0 || m.handing.Load() != 0 {
+		return true
+	}
+	at := m.lastRefused.Load()
+	return at != 0 && time.Now().UnixNano()-at < int64(within)
 }
 
 // minMemUnits is the least number of units whose refusals are kept before those past the wait are dropped.

@@ -668,7 +668,8 @@ func TestMemHandOffHoldsContendersOnly(t *testing.T) {
 }
 
 // TestMemRefusalKnowsItsUnit: a read refused for the pool marks its own isolation unit in the contention, whether it
-// holds a read slot (the balancer reads the unit off it) or not (the backends' capacity unknown: off its context).
+// holds a read slot (the balancer reads the unit off it) or not (the backends' capacity unknown: off its context, which
+// a read is given only while a refusal is recent, so the second refusal is the first known to be ops').
 func TestMemRefusalKnowsItsUnit(t *testing.T) {
 	for _, slots := range []int{1, 0} {
 		t.Run(fmt.Sprintf("slots=%d", slots), func(t *testing.T) {
@@ -678,7 +679,8 @@ func TestMemRefusalKnowsItsUnit(t *testing.T) {
 				t.Fatal(err)
 			}
 			a := &auth.Access{Mode: auth.ModeRead, Enforcer: ops}
-			g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: &memRefuser{refusals: 1}, WriteTransport: &memRefuser{},
+			refuser := &memRefuser{refusals: 1}
+			g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: refuser, WriteTransport: &memRefuser{},
 				Auth: byToken{"ops": a}, AuthHeader: "X-Token", Limits: Limits{ReadQueueDuration: time.Minute}})
 			if err != nil {
 				t.Fatal(err)
@@ -687,6 +689,12 @@ func TestMemRefusalKnowsItsUnit(t *testing.T) {
 			g.SetReadSlots(slots)
 			if rec := serve(g, http.MethodGet, "/api/v1/query?query=up", "X-Token", "ops"); rec.Code != http.StatusOK {
 				t.Fatalf("answered %d %.200s; want 200 after a wait", rec.Code, rec.Body.String())
+			}
+			if slots == 0 {
+				refuser.n.Store(0)
+				if rec := serve(g, http.MethodGet, "/api/v1/query?query=up", "X-Token", "ops"); rec.Code != http.StatusOK {
+					t.Fatalf("the second read answered %d %.200s; want 200 after a wait", rec.Code, rec.Body.String())
+				}
 			}
 			m := &g.read.rt.(*balancer).mem
 			m.mu.Lock()
@@ -775,5 +783,26 @@ func TestMemPollGivesWay(t *testing.T) {
 	m.answered(off, be, false)
 	if n, h := m.waiting.Load(), m.handing.Load(); n != 0 || h != 0 {
 		t.Errorf("%d waiting, %d hand-offs left; want none", n, h)
+	}
+}
+
+// TestMemUnitOnlyWhileContended: a read without a slot is given its unit (a context and a request more) only while a
+// read was refused for the memory lately, not on every read.
+func TestMemUnitOnlyWhileContended(t *testing.T) {
+	var m *memQueue
+	if m.contended(time.Minute) {
+		t.Error("a gateway without memory waits counts as contended")
+	}
+	m = &memQueue{}
+	if m.contended(time.Minute) {
+		t.Error("a queue that never saw a refusal counts as contended")
+	}
+	m.lastRefused.Store(time.Now().Add(-2 * time.Minute).UnixNano())
+	if m.contended(time.Minute) {
+		t.Error("a refusal two minutes ago counts as contention within a minute")
+	}
+	m.lastRefused.Store(time.Now().UnixNano())
+	if !m.contended(time.Minute) {
+		t.Error("a refusal just now does not count as contention")
 	}
 }

@@ -174,6 +174,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if refused {
 			now := time.Now()
+			p.mem.lastRefused.Store(now.UnixNano())
 			if u, ok := memUnitOf(req.Context(), held); ok {
 				p.mem.refusedBy(u, now, p.memWait)
 			}
