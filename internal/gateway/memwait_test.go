@@ -454,19 +454,7 @@ func TestMemHandOffClientGone(t *testing.T) {
 	}}
 	b := newBalancer(set, pool, nil)
 	b.memWait = time.Minute
-	devDone := make(chan struct{})
-	go func() {
-		defer close(devDone)
-		resp, err := b.RoundTrip(poolRead("dev", 49<<20))
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		_ = resp.Body.Close()
-	}()
-	for pool.sent("dev") == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	devDone := fillPool(t, b, pool)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	opsErr := make(chan error, 1)
@@ -587,19 +575,7 @@ func TestMemHandOffHoldsContendersOnly(t *testing.T) {
 	}}
 	b := newBalancer(set, pool, nil)
 	b.memWait = time.Minute
-	devDone := make(chan struct{})
-	go func() {
-		defer close(devDone)
-		resp, err := b.RoundTrip(poolRead("dev", 49<<20))
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		_ = resp.Body.Close()
-	}()
-	for pool.sent("dev") == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	devDone := fillPool(t, b, pool)
 	// qa's read is refused and waits; its client goes.
 	qaCtx, qaGone := context.WithCancel(context.Background())
 	qaDone := make(chan struct{})
@@ -805,4 +781,23 @@ func TestMemUnitOnlyWhileContended(t *testing.T) {
 	if !m.contended(time.Minute) {
 		t.Error("a refusal just now does not count as contention")
 	}
+}
+
+// fillPool starts team dev's read of 49 MB of the pool's 50, which the pool's hang holds as long as it likes, and
+// returns once it is sent; the channel closes when it ends.
+func fillPool(t *testing.T, b *balancer, pool *memPool) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := b.RoundTrip(poolRead("dev", 49<<20))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_ = resp.Body.Close()
+	}()
+	for pool.sent("dev") == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return done
 }
