@@ -33,8 +33,13 @@ import (
 // beside one another (the gateway cannot tell which read would take memory before VictoriaMetrics does), for about
 // what the woken read's refusal took to come, at most memHandOffMax. A unit never refused is never held: the refusal
 // is known by its text, which a client can forge (maxMemWaits), and holding every read let one client whose forged
-// refusal was woken at every query answered add up to a second to every other team's reads, again and again. Nor do
-// the waiters' polls take the memory from an older one (givesWay).
+// refusal was woken at every query answered add up to a second to every other team's reads, again and again. A woken
+// read refused again (or whose send failed) did not take the memory: it goes on to the next waiter, and the read
+// waits behind those already waiting (memTry.order), or a client's forged refusal, sent at once and refused at once,
+// would take every wake while the others waited out their queue and got the 422 (a review of the first version: 2 of
+// 4 runs; TestMemForgedWaiterTakesNoTurns). Polls are sent whatever older waiters asked for: they skipped their turn
+// for an older one that asked for no more, and the memory asked for is in the refusal's text, which that client
+// forged as 1 byte.
 
 // maxMemWaits bounds how often one read is sent again for the pool. The refusal is known by its text, and a 422
 // of another kind can end with text a client wrote (a label value in "duplicate output timeseries"), so a client
@@ -141,22 +146,20 @@ const minMemUnits = 64
 
 type memWaiter struct {
 	ch chan struct{}
-	// since is when its request was first refused: the queue is in that order.
+	// since is its place in the queue (memTry.order), which is in that order.
 	since time.Time
-	// took is how long its last refusal took to come, which sizes its hand-off; asked is the memory it asked for.
-	took  time.Duration
-	asked int64
-	off   *handOff // under memQueue.mu: set when woken
+	// took is how long its last refusal took to come, which sizes its hand-off.
+	took time.Duration
+	off  *handOff // under memQueue.mu: set when woken
 }
 
 // memTry is one read's waits for the backends' memory, from its first refusal (since) until end (since and
-// -read.maxQueueDuration): poll is the next poll's interval, took and asked what its last refusal took to come and
-// said the query asked for, sends how often it was sent again.
+// -read.maxQueueDuration): order is its place in the queue (since, or when a send it was woken for was refused again),
+// poll the next poll's interval, took what its last refusal took to come, sends how often it was sent again.
 type memTry struct {
-	since, end time.Time
-	poll, took time.Duration
-	asked      int64
-	sends      int
+	since, end, order time.Time
+	poll, took        time.Duration
+	sends             int
 }
 
 // handOff is the memory a query freed at backend b, handed to the read woken for it: the other reads to b are held
@@ -288,11 +291,11 @@ func (m *memQueue) holdBack(ctx context.Context, b *backend, u unit, within time
 }
 
 // wait waits for a query to be answered, or for a poll (a backend's memory may free without a query answered here:
-// another gateway's reads, a query of the backend's own), or until the context ends, in the order of tr.since, the
-// time the request was first refused, and at most until tr.end. It says whether to send the request again, and with
+// another gateway's reads, a query of the backend's own), or until the context ends (the client's: a read waiting for
+// memory runs nowhere), in the order of tr.order, and at most until tr.end. It says whether to send the request again, and with
 // what hand-off (nil after a poll): the request then goes to its backend, and ends it (answered).
 func (m *memQueue) wait(ctx context.Context, tr *memTry) (*handOff, bool) {
-	w := &memWaiter{ch: make(chan struct{}), since: tr.since, took: tr.took, asked: tr.asked}
+	w := &memWaiter{ch: make(chan struct{}), since: tr.order, took: tr.took}
 	m.mu.Lock()
 	i := len(m.q)
 	for i > 0 && m.q[i-1].since.After(w.since) {
@@ -310,9 +313,6 @@ func (m *memQueue) wait(ctx context.Context, tr *memTry) (*handOff, bool) {
 		case <-w.ch:
 		case <-ctx.Done():
 		case <-t.C:
-			if time.Now().Before(tr.end) && m.givesWay(w) {
-				continue
-			}
 		}
 		break
 	}
@@ -333,29 +333,6 @@ func (m *memQueue) wait(ctx context.Context, tr *memTry) (*handOff, bool) {
 		return nil, false
 	}
 	return off, true
-}
-
-// givesWay says whether w, at its poll, leaves what memory it might find to an older waiter that asked for no more,
-// and skips its send: that one gets the memory first (a query answered wakes it, and it polls itself). Sent, w's
-// polls took the memory a query freed before its answer came (VictoriaMetrics frees it as its evaluation ends, and
-// then aggregates and writes the answer, 14 ms for dev's query in TestQueryMemoryPoolWaits), so the read woken when
-// the answer came was refused: on v1.151 every other wake of ops went so. An older waiter that asked for more may not
-// fit where w does, so w polls then.
-func (m *memQueue) givesWay(w *memWaiter) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if w.off != nil {
-		return false
-	}
-	for _, x := range m.q {
-		if x == w {
-			return false
-		}
-		if x.asked <= w.asked {
-			return true
-		}
-	}
-	return false
 }
 
 // memUnitKey is the context key of the isolation unit of a read that holds no read slot (withMemUnit).

@@ -84,10 +84,9 @@ func TestMemPoolRefusal(t *testing.T) {
 	}
 }
 
-// memTryOf is the waits of a read first refused at since, asking for asked bytes, that polls every poll and may wait a
-// minute.
-func memTryOf(since time.Time, poll time.Duration, asked int64) *memTry {
-	return &memTry{since: since, end: time.Now().Add(time.Minute), poll: poll, asked: asked}
+// memTryOf is the waits of a read first refused at since, that polls every poll and may wait a minute.
+func memTryOf(since time.Time, poll time.Duration) *memTry {
+	return &memTry{since: since, order: since, end: time.Now().Add(time.Minute), poll: poll}
 }
 
 // TestMemQueueOrder: a query answered wakes the waiter refused first, one per query, with the memory handed to it at
@@ -103,7 +102,7 @@ func TestMemQueueOrder(t *testing.T) {
 	woke := make(chan woken, 3)
 	for i, since := range []time.Time{t0.Add(2 * time.Second), t0, t0.Add(time.Second)} {
 		go func() {
-			if off, ok := m.wait(context.Background(), memTryOf(since, time.Minute, 1)); ok {
+			if off, ok := m.wait(context.Background(), memTryOf(since, time.Minute)); ok {
 				woke <- woken{i, off}
 			}
 		}()
@@ -131,7 +130,7 @@ func TestMemQueueOrder(t *testing.T) {
 		t.Fatalf("%d still waiting, %d hand-offs; want none", n, h)
 	}
 	// A poll that runs out leaves the queue: the next query's memory is not handed to it.
-	if off, ok := m.wait(context.Background(), memTryOf(t0, 10*time.Millisecond, 1)); !ok || off != nil {
+	if off, ok := m.wait(context.Background(), memTryOf(t0, 10*time.Millisecond)); !ok || off != nil {
 		t.Fatalf("a wait whose poll ran out: %v, %+v; want to send again, with no memory handed over", ok, off)
 	}
 	if n := m.waiting.Load(); n != 0 || len(m.q) != 0 {
@@ -139,7 +138,7 @@ func TestMemQueueOrder(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, ok := m.wait(ctx, memTryOf(t0, time.Minute, 1)); ok {
+	if _, ok := m.wait(ctx, memTryOf(t0, time.Minute)); ok {
 		t.Fatal("a wait whose client left said to send again")
 	}
 }
@@ -511,7 +510,7 @@ func TestMemHandOffClientGone(t *testing.T) {
 		t0 := time.Now()
 		gone := make(chan bool, 1)
 		go func() {
-			_, ok := m.wait(ctx, memTryOf(t0, time.Minute, 1))
+			_, ok := m.wait(ctx, memTryOf(t0, time.Minute))
 			gone <- ok
 		}()
 		for m.waiting.Load() < 1 {
@@ -519,7 +518,7 @@ func TestMemHandOffClientGone(t *testing.T) {
 		}
 		next := make(chan *handOff, 1)
 		go func() {
-			off, _ := m.wait(context.Background(), memTryOf(t0.Add(time.Second), time.Minute, 1))
+			off, _ := m.wait(context.Background(), memTryOf(t0.Add(time.Second), time.Minute))
 			next <- off
 		}()
 		for m.waiting.Load() < 2 {
@@ -715,50 +714,126 @@ func TestMemRefusalsBounded(t *testing.T) {
 	}
 }
 
-// TestMemPollGivesWay: a waiter's poll is not sent while an older waiter asked for no more memory (that one gets what
-// is freed first), and is sent when every older one asked for more (it may fit where they do not).
-func TestMemPollGivesWay(t *testing.T) {
+// TestMemPollsNotSkipped: a waiter's poll is sent whatever an older waiter's refusal said it asked for: the figure is
+// in the refusal's text, which a client can forge (1 byte), and the waiters that gave way to it at every poll waited
+// out their queue.
+func TestMemPollsNotSkipped(t *testing.T) {
 	var m memQueue
 	t0 := time.Now()
 	older := make(chan *handOff, 1)
 	go func() {
-		off, _ := m.wait(context.Background(), memTryOf(t0, time.Minute, 6<<20))
+		off, _ := m.wait(context.Background(), memTryOf(t0, time.Minute))
 		older <- off
 	}()
 	for m.waiting.Load() < 1 {
 		time.Sleep(time.Millisecond)
 	}
-	type polled struct {
-		took time.Duration
-		ok   bool
-	}
-	poll := func(since time.Time, asked int64, within time.Duration) chan polled {
-		ch := make(chan polled, 1)
-		go func() {
-			began := time.Now()
-			tr := &memTry{since: since, end: began.Add(within), poll: 10 * time.Millisecond, asked: asked}
-			off, ok := m.wait(context.Background(), tr)
-			ch <- polled{time.Since(began), ok && off == nil}
-		}()
-		return ch
-	}
-	bigger := poll(t0.Add(time.Second), 49<<20, 400*time.Millisecond)
-	smaller := poll(t0.Add(2*time.Second), 1<<20, time.Minute)
-	if p := <-smaller; !p.ok || p.took > 200*time.Millisecond {
-		t.Errorf("a waiter asking less than every older one: polled after %s (%v); want its 10ms poll sent", p.took, p.ok)
-	}
-	if p := <-bigger; !p.ok || p.took < 350*time.Millisecond {
-		t.Errorf("a waiter asking more than an older one: polled after %s (%v); want its polls skipped to the end of its wait", p.took, p.ok)
+	began := time.Now()
+	off, ok := m.wait(context.Background(), memTryOf(t0.Add(time.Second), 10*time.Millisecond))
+	if took := time.Since(began); !ok || off != nil || took > 200*time.Millisecond {
+		t.Errorf("a younger waiter's poll: after %s (%v, %v); want its 10ms poll sent", took, ok, off)
 	}
 	be := &backend{}
 	m.answered(nil, be, true)
-	off := <-older
+	off = <-older
 	if off == nil || off.b != be {
 		t.Fatalf("the older waiter got %+v; want the memory freed", off)
 	}
 	m.answered(off, be, false)
 	if n, h := m.waiting.Load(), m.handing.Load(); n != 0 || h != 0 {
 		t.Errorf("%d waiting, %d hand-offs left; want none", n, h)
+	}
+}
+
+// forger answers team evil's reads at once with a forged pool refusal that asks for 1 byte; the others go to the pool.
+type forger struct{ pool *memPool }
+
+func (f forger) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Query().Get("team") == "evil" {
+		msg := `{"status":"error","errorType":"422","error":"not enough memory for processing x, which returns 1 data points across 1 time series with 1 points in each time series; total available memory for concurrent requests: 52428800 bytes; requested memory: 1 bytes; possible solutions are: x"}`
+		return &http.Response{StatusCode: 422, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(msg))}, nil
+	}
+	return f.pool.RoundTrip(r)
+}
+
+// TestMemForgedWaiterTakesNoTurns: a client whose query is refused at once with a forged refusal, first in the queue,
+// took every wake (refused again, it went back to the front, and the memory handed to it went to nobody) while ops
+// gave way at its polls: ops waited out its 2 s and got the 422 in 2 of 4 runs (a review). Now ops is answered soon
+// after the pool empties (170 ms in), as without the forger.
+func TestMemForgedWaiterTakesNoTurns(t *testing.T) {
+	u, _ := url.Parse("http://vm.invalid:8428")
+	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	release := make(chan struct{})
+	pool := &memPool{total: 50 << 20, compute: time.Millisecond, hang: func(r *http.Request, fits bool) {
+		if r.URL.Query().Get("team") == "dev" && fits {
+			<-release
+		}
+	}}
+	b := newBalancer(set, forger{pool}, nil)
+	b.memWait = 2 * time.Second
+	devDone := fillPool(t, b, pool)
+	evilDone := make(chan struct{})
+	go func() {
+		defer close(evilDone)
+		if resp, err := b.RoundTrip(poolRead("evil", 1)); err == nil {
+			_ = resp.Body.Close()
+		}
+	}()
+	for b.mem.waiting.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	began := time.Now()
+	opsRes := make(chan int, 1)
+	go func() {
+		resp, err := b.RoundTrip(poolRead("ops", 6<<20))
+		if err != nil {
+			opsRes <- -1
+			return
+		}
+		_ = resp.Body.Close()
+		opsRes <- resp.StatusCode
+	}()
+	time.Sleep(150 * time.Millisecond)
+	close(release) // dev's query ends: the pool is empty from now on
+	<-devDone
+	code := <-opsRes
+	if took := time.Since(began); code != http.StatusOK || took > time.Second {
+		t.Errorf("ops answered %d after %s beside the forger (the pool empty from 150 ms); want 200 within a second (%d sends of ops, %d of evil)",
+			code, took, pool.sent("ops"), pool.sent("evil"))
+	}
+	<-evilDone
+}
+
+// TestMemWaitEndsWithTheClient: a read holding a slot is sent under the slot's context, which its client's going does
+// not end; its waits for the memory do end then (nothing of it runs at the backends), where it went on for the whole
+// -read.maxQueueDuration, sent again and again for nobody (a review).
+func TestMemWaitEndsWithTheClient(t *testing.T) {
+	u, _ := url.Parse("http://upstream")
+	a := &auth.Access{Mode: auth.ModeRead}
+	refuser := &memRefuser{}
+	g, err := New(Config{ReadURL: u, WriteURL: u, ReadTransport: refuser, WriteTransport: &memRefuser{},
+		Auth: byToken{"ops": a}, AuthHeader: "X-Token", Limits: Limits{ReadQueueDuration: 3 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	g.SetReadSlots(4)
+	ctx, cancel := context.WithCancel(context.Background())
+	req := httptest.NewRequestWithContext(ctx, http.MethodGet, "/api/v1/query?query=up", nil)
+	req.Header.Set("X-Token", "ops")
+	done := make(chan struct{})
+	began := time.Now()
+	go func() { g.ServeHTTP(httptest.NewRecorder(), req); close(done) }()
+	time.Sleep(150 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatalf("the read went on %s after its client left 150 ms in (%d sends); want it ended with the client", time.Since(began), refuser.n.Load())
+	}
+	if n := refuser.n.Load(); n > 3 {
+		t.Errorf("%d sends of a read whose client left 150 ms in; want the wait ended with it", n)
 	}
 }
 
@@ -800,4 +875,89 @@ func fillPool(t *testing.T, b *balancer, pool *memPool) <-chan struct{} {
 		time.Sleep(time.Millisecond)
 	}
 	return done
+}
+
+// TestMemForgerBesideFillingLoops: three loops of dev's query keep the pool full (each reserves 49 MB of 50), and a
+// client sends a query refused at once with a forged refusal every 30 ms, alone or with the loops under its own token.
+// The woken forger, refused again, took the memory handed to it to nobody and went back to the front: ops waited its
+// 2 s and got the 422 (a review). Now the memory goes on, the forger behind the waiting, and ops is answered in its
+// turn, as without the forger.
+func TestMemForgerBesideFillingLoops(t *testing.T) {
+	for _, tc := range []struct{ forge, oneToken bool }{{false, false}, {true, false}, {true, true}} {
+		forge := tc.forge
+		t.Run(fmt.Sprintf("forge=%v,fillerIsEvil=%v", forge, tc.oneToken), func(t *testing.T) {
+			u, _ := url.Parse("http://vm.invalid:8428")
+			set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+			pool := &memPool{total: 50 << 20, compute: 20 * time.Millisecond}
+			b := newBalancer(set, forger{pool}, nil)
+			b.memWait = 2 * time.Second
+			stop := make(chan struct{})
+			loopDone := make(chan struct{})
+			var loops sync.WaitGroup
+			for range 3 {
+				loops.Add(1)
+				go func() {
+					defer loops.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						req := poolRead("dev", 49<<20)
+						if tc.oneToken {
+							req = req.WithContext(withMemUnit(context.Background(), teamUnit("evil")))
+						}
+						resp, err := b.RoundTrip(req)
+						if err == nil {
+							_, _ = io.Copy(io.Discard, resp.Body)
+							_ = resp.Body.Close()
+						}
+					}
+				}()
+			}
+			go func() { loops.Wait(); close(loopDone) }()
+			for pool.sent("dev") == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			evilDone := make(chan struct{})
+			go func() {
+				defer close(evilDone)
+				if !forge {
+					return
+				}
+				var wg sync.WaitGroup
+				defer wg.Wait()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(30 * time.Millisecond):
+					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						resp, err := b.RoundTrip(poolRead("evil", 1))
+						if err == nil {
+							_ = resp.Body.Close()
+						}
+					}()
+				}
+			}()
+			time.Sleep(500 * time.Millisecond)
+			began := time.Now()
+			resp, err := b.RoundTrip(poolRead("ops", 6<<20))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = resp.Body.Close()
+			if took := time.Since(began); resp.StatusCode != http.StatusOK || took > time.Second {
+				t.Errorf("ops answered %d after %s, %d sends (dev sent %d); want 200 within a second of its 2 s wait",
+					resp.StatusCode, took, pool.sent("ops"), pool.sent("dev"))
+			}
+			close(stop)
+			<-loopDone
+			<-evilDone
+		})
+	}
 }

@@ -149,9 +149,15 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		// A read that holds a slot may be kept past its timeout (hold.Keep), in flight at this backend until it answers.
 		k, _ := proxyclient.KeeperFrom(out.Context())
 		held, _ := k.(*hold)
+		// A read with a slot is sent under the slot's context, which its client's going does not end; its waits for the
+		// memory end with the client, since nothing of it runs at the backends meanwhile.
+		client := req.Context()
+		if held != nil && held.detached.parent != nil {
+			client = held.detached.parent
+		}
 		if off == nil && p.mem.handing.Load() != 0 {
 			if u, ok := memUnitOf(req.Context(), held); ok {
-				p.mem.holdBack(req.Context(), b, u, p.memWait)
+				p.mem.holdBack(client, b, u, p.memWait)
 			}
 		}
 		n++
@@ -166,10 +172,12 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		// The status first: the rest is looked at only for a 422, off the path of every other answer.
 		refused := false
 		if err == nil && resp.StatusCode == http.StatusUnprocessableEntity && p.memWait > 0 && replayable && !changesData(req) {
-			tr.asked, refused = memPoolRefusal(resp)
+			_, refused = memPoolRefusal(resp)
 		}
-		if freed := evaluates && err == nil && !refused; freed || off != nil {
-			p.mem.answered(off, b, freed)
+		woken := off != nil
+		if freed := evaluates && err == nil && !refused; freed || woken {
+			// A woken read refused again, or whose send failed, took none of the memory handed to it: the next waiter gets it.
+			p.mem.answered(off, b, freed || refused || err != nil)
 			off = nil
 		}
 		if refused {
@@ -179,16 +187,19 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 				p.mem.refusedBy(u, now, p.memWait)
 			}
 			if tr.since.IsZero() {
-				tr.since, tr.end, tr.poll = now, now.Add(p.memWait), 100*time.Millisecond
+				tr.since, tr.end, tr.order, tr.poll = now, now.Add(p.memWait), now, 100*time.Millisecond
+			}
+			if woken {
+				tr.order = now // behind those waiting: the memory went on to them
 			}
 			if now.Before(tr.end) && tr.sends < maxMemWaits {
 				tr.sends++
 				tr.took = now.Sub(sentAt)
 				discardAttempt(resp, b)
 				p.memRetries.Inc()
-				h, ok := p.mem.wait(req.Context(), &tr)
+				h, ok := p.mem.wait(client, &tr)
 				if !ok {
-					return nil, req.Context().Err()
+					return nil, client.Err()
 				}
 				i = p.set.pick(bs, 0)
 				if h != nil {
