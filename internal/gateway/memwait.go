@@ -34,10 +34,10 @@ import (
 // what the woken read's refusal took to come, at most memHandOffMax. A unit never refused is never held: the refusal
 // is known by its text, which a client can forge (maxMemWaits), and holding every read let one client whose forged
 // refusal was woken at every query answered add up to a second to every other team's reads, again and again. A woken
-// read refused again (or whose send failed) did not take the memory: it goes on to the next waiter, and the read
-// waits behind those already waiting (memTry.order), or a client's forged refusal, sent at once and refused at once,
-// would take every wake while the others waited out their queue and got the 422 (a review of the first version: 2 of
-// 4 runs; TestMemForgedWaiterTakesNoTurns). Polls are sent whatever older waiters asked for: they skipped their turn
+// read refused again waits behind those already waiting (memTry.order), or a client's forged refusal, sent at once and
+// refused at once, would take every wake while the others waited out their queue and got the 422 (a review of the
+// first version: 2 of 4 runs; TestMemForgerBesideFillingLoops). The memory it was handed is not passed on: it was
+// taken, and each waiter woken in turn for it was refused, their 16 sends spent in a second. Polls are sent whatever older waiters asked for: they skipped their turn
 // for an older one that asked for no more, and the memory asked for is in the refusal's text, which that client
 // forged as 1 byte.
 

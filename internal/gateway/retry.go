@@ -176,8 +176,10 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		woken := off != nil
 		if freed := evaluates && err == nil && !refused; freed || woken {
-			// A woken read refused again, or whose send failed, took none of the memory handed to it: the next waiter gets it.
-			p.mem.answered(off, b, freed || refused || err != nil)
+			// A woken read whose send failed took none of the memory handed to it: the next waiter gets it. One refused
+			// again found the memory taken (by a read the hand-off did not hold): waking the next for it would only
+			// have each waiter refused in turn, and spend their sends in a second.
+			p.mem.answered(off, b, freed || err != nil)
 			off = nil
 		}
 		if refused {
