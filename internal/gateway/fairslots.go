@@ -64,7 +64,7 @@ type fairSlots struct {
 	turns   []*fairQueue
 	next    int
 	queue   time.Duration
-	// lend: slots may be lent (reads, -read.slotLending). inflight are the holds granted, oldest first.
+	// lend: slots may be lent (reads, -read.slotLending). inflight are the holds granted, oldest first, where they may.
 	lend     bool
 	inflight []*hold
 }
@@ -273,6 +273,14 @@ var monoBase = time.Now()
 
 func monoNow() int64 { return int64(time.Since(monoBase)) }
 
+// clock is monoNow where slots may be lent, and 0 where they may not, which then reads no clock for a read.
+func (f *fairSlots) clock() int64 {
+	if !f.lend {
+		return 0
+	}
+	return monoNow()
+}
+
 // lendableLocked says whether unit q may take a slot past its share, or past the limit by up to spare, at now
 // (monoNow): no other unit waits, every read in flight is younger than lendWithin, and q's last lendAfter reads
 // each took less, with no penalty running.
@@ -320,7 +328,7 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 	h.detached.parent = ctx
 	h.Context, h.cut = context.WithCancel(&h.detached)
 	if len(f.turns) == 0 {
-		now := monoNow()
+		now := f.clock()
 		within := f.used < f.limit && q.running() < share(f.limit)
 		if within || f.lendableLocked(q, now) {
 			f.grantLocked(h, now, !within)
@@ -392,7 +400,9 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 func (f *fairSlots) grantLocked(h *hold, now int64, lent bool) {
 	h.q.holds = append(h.q.holds, h)
 	h.grantedAt, h.lent = now, lent
-	f.inflight = append(f.inflight, h)
+	if f.lend {
+		f.inflight = append(f.inflight, h)
+	}
 	f.used++
 	f.stats.inFlight.Add(1)
 	if lent {
@@ -555,7 +565,7 @@ func (f *fairSlots) fillLocked() {
 	if len(f.turns) == 0 {
 		return
 	}
-	now := monoNow()
+	now := f.clock()
 	for len(f.turns) > 0 {
 		at := -1
 		for i := range f.turns {
