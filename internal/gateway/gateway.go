@@ -93,10 +93,9 @@ type Gateway struct {
 	unrestricted *auth.Access
 	limits       Limits
 	conc         *concurrency
-	// readMem: the read balancer's waits for the backends' query memory (nil: none), told the unit of a read without a
-	// slot while the memory is contended; readMemWait is how long a refusal counts as contention.
-	readMem     *memQueue
-	readMemWait time.Duration
+	// memReads is the read balancer where reads wait for the backends' query memory (nil: they do not), told the unit
+	// of a read without a slot while the memory is contended.
+	memReads *balancer
 	// backendDedup is the read backends' -dedup.minScrapeInterval (SetBackendDedup), in nanoseconds; 0: not known.
 	backendDedup atomic.Int64
 	// backendMaxQueryLen is the read backends' -search.maxQueryLen (SetBackendMaxQueryLen); 0: not known.
@@ -172,7 +171,7 @@ func New(cfg Config) (*Gateway, error) {
 		// A read refused for the backends' full query memory waits as it would wait for a slot (memwait.go).
 		b.memWait = cfg.Limits.ReadQueueDuration
 		if b.memWait > 0 {
-			g.readMem, g.readMemWait = &b.mem, b.memWait
+			g.memReads = b
 		}
 	}
 	g.read.set.slotsTo, g.write.set.slotsTo = g.reads.setLimit, g.writes.setLimit
@@ -354,7 +353,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fr = r.WithContext(h)
 		}
 	}
-	if slot == nil && up == g.read && g.readMem.contended(g.readMemWait) {
+	if slot == nil && up == g.read && g.memReads != nil && g.memReads.mem.contended(g.memReads.memWait) {
 		// The balancer holds back only the reads of the units in the contention for the backends' query memory
 		// (memwait.go), and knows a read's unit by its slot: without one, by its context, which costs a context and a
 		// request, so only while a read was refused for the memory lately.

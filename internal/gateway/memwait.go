@@ -66,24 +66,24 @@ const (
 const memRefusalPrefix = 4 << 10
 
 // memPoolRefusal reads the start of a 422 answer and says whether it is the pool's refusal of a query that would fit
-// in the empty pool, and the memory the query asked for. Either way resp keeps its whole body.
-func memPoolRefusal(resp *http.Response) (int64, bool) {
+// in the empty pool. Either way resp keeps its whole body.
+func memPoolRefusal(resp *http.Response) bool {
 	if resp.StatusCode != http.StatusUnprocessableEntity {
-		return 0, false
+		return false
 	}
 	msg, ok := answerStart(resp, memRefusalPrefix)
 	if !ok {
-		return 0, false
+		return false
 	}
 	// The counts are read where VictoriaMetrics writes them, after the query it echoes, whose text is the client's:
 	// from the last "total available memory" on, ending with what VictoriaMetrics suggests.
 	i := bytes.LastIndex(msg, []byte(poolLabel))
 	if i < 0 || !bytes.Contains(msg[:i], []byte("not enough memory for processing")) {
-		return 0, false
+		return false
 	}
 	pool, rest, ok1 := bytesAfter(msg[i:], poolLabel)
 	asked, rest, ok2 := bytesAfter(rest, "; requested memory: ")
-	return asked, ok1 && ok2 && bytes.HasPrefix(rest, []byte("; possible solutions are: ")) && asked <= pool
+	return ok1 && ok2 && bytes.HasPrefix(rest, []byte("; possible solutions are: ")) && asked <= pool
 }
 
 const poolLabel = "total available memory for concurrent requests: "
@@ -146,8 +146,8 @@ const minMemUnits = 64
 
 type memWaiter struct {
 	ch chan struct{}
-	// since is its place in the queue (memTry.order), which is in that order.
-	since time.Time
+	// order is its place in the queue (memTry.order).
+	order time.Time
 	// took is how long its last refusal took to come, which sizes its hand-off.
 	took time.Duration
 	off  *handOff // under memQueue.mu: set when woken
@@ -295,10 +295,10 @@ func (m *memQueue) holdBack(ctx context.Context, b *backend, u unit, within time
 // memory runs nowhere), in the order of tr.order, and at most until tr.end. It says whether to send the request again, and with
 // what hand-off (nil after a poll): the request then goes to its backend, and ends it (answered).
 func (m *memQueue) wait(ctx context.Context, tr *memTry) (*handOff, bool) {
-	w := &memWaiter{ch: make(chan struct{}), since: tr.order, took: tr.took}
+	w := &memWaiter{ch: make(chan struct{}), order: tr.order, took: tr.took}
 	m.mu.Lock()
 	i := len(m.q)
-	for i > 0 && m.q[i-1].since.After(w.since) {
+	for i > 0 && m.q[i-1].order.After(w.order) {
 		i--
 	}
 	m.q = slices.Insert(m.q, i, w)

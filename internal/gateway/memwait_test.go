@@ -74,7 +74,7 @@ func TestMemPoolRefusal(t *testing.T) {
 			if tc.encoding != "" {
 				resp.Header.Set("Content-Encoding", tc.encoding)
 			}
-			if _, got := memPoolRefusal(resp); got != tc.want {
+			if got := memPoolRefusal(resp); got != tc.want {
 				t.Errorf("memPoolRefusal = %v, want %v", got, tc.want)
 			}
 			if rest, err := io.ReadAll(resp.Body); err != nil || !bytes.Equal(rest, tc.body) {

@@ -172,7 +172,7 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		// The status first: the rest is looked at only for a 422, off the path of every other answer.
 		refused := false
 		if err == nil && resp.StatusCode == http.StatusUnprocessableEntity && p.memWait > 0 && replayable && !changesData(req) {
-			_, refused = memPoolRefusal(resp)
+			refused = memPoolRefusal(resp)
 		}
 		woken := off != nil
 		if freed := evaluates && err == nil && !refused; freed || woken {
