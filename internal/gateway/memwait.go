@@ -39,7 +39,8 @@ import (
 // first version: 2 of 4 runs; TestMemForgerBesideFillingLoops). The memory it was handed is not passed on: it was
 // taken, and each waiter woken in turn for it was refused, their 16 sends spent in a second. Polls are sent whatever older waiters asked for: they skipped their turn
 // for an older one that asked for no more, and the memory asked for is in the refusal's text, which that client
-// forged as 1 byte.
+// forged as 1 byte. And a read's sends are spaced (memTry.gap), since any query answered wakes a waiter, whatever
+// memory it freed.
 
 // maxMemWaits bounds how often one read is sent again for the pool. The refusal is known by its text, and a 422
 // of another kind can end with text a client wrote (a label value in "duplicate output timeseries"), so a client
@@ -47,8 +48,8 @@ import (
 // its own one after another. Every send counts, whatever woke it: each is VictoriaMetrics' work on the client's
 // query, and a bound on some sends only would let a client that wakes its own query (with cheap queries of its own,
 // each a query answered) have it sent without end. 16 is what a read refused for real may need in the default 10 s
-// of -read.maxQueueDuration: its first send, 13 polls (100 ms doubling to a second), and a wake or two, which gets it
-// the memory unless what was freed is too little. It needs far fewer where queries are answered here: on
+// of -read.maxQueueDuration: its first send and its polls (100 ms doubling to a second), or as many wakes, spaced as
+// its polls are (memTry.gap), which get it the memory unless what was freed is too little. It needs far fewer where queries are answered here: on
 // TestQueryMemoryPoolWaits' three loops that fill the pool, at most 11 sends, 3 past its polls (seventeen runs).
 const maxMemWaits = 16
 
@@ -124,6 +125,10 @@ type memQueue struct {
 	offs    []*handOff
 	refused map[unit]time.Time
 	sweepAt int
+	// missed: a query was answered while every waiter was within its gap (memTry.gap), at missedAt; the first
+	// waiter whose gap ends within memHandOffMax of it polls then.
+	missed   bool
+	missedAt time.Time
 	// lastRefused is when a read was last refused for the pool (UnixNano; 0: never), whatever its unit.
 	lastRefused atomic.Int64
 }
@@ -146,8 +151,8 @@ const minMemUnits = 64
 
 type memWaiter struct {
 	ch chan struct{}
-	// order is its place in the queue (memTry.order).
-	order time.Time
+	// order is its place in the queue (memTry.order); notBefore when its gap ends (memTry.gap).
+	order, notBefore time.Time
 	// took is how long its last refusal took to come, which sizes its hand-off.
 	took time.Duration
 	off  *handOff // under memQueue.mu: set when woken
@@ -162,6 +167,20 @@ type memTry struct {
 	sends             int
 }
 
+// gap is how long after its last refusal a read is sent again at the earliest, woken or not: at once after its first,
+// then memHandOffFloor doubling with each send refused up to memHandOffMax. A query answered wakes the longest waiting
+// read whatever memory it freed, and each wake is a send, so without a gap another team's cheap queries, answered
+// every few milliseconds while one query held the pool, had a waiter sent again at each and spend its maxMemWaits
+// sends in a fraction of a second, and got it the 422 long before its wait ended (TestMemCheapQueriesSpendNoWait). With
+// it, the sends of a read woken at every query answered add up to more than the default -read.maxQueueDuration of 10 s
+// (0, 50, 100, 200, 400, 800 ms, then a second each), as its polls do.
+func (tr *memTry) gap() time.Duration {
+	if tr.sends <= 1 {
+		return 0
+	}
+	return min(memHandOffFloor<<min(tr.sends-2, 10), memHandOffMax)
+}
+
 // handOff is the memory a query freed at backend b, handed to the read woken for it: the other reads to b are held
 // back until that read's send there is answered (done closes) or until passes. A zero until holds nothing.
 type handOff struct {
@@ -170,16 +189,28 @@ type handOff struct {
 	done  chan struct{}
 }
 
-// wakeLocked hands the memory freed at b to the longest waiting read, if any.
+// wakeLocked hands the memory freed at b to the longest waiting read that may be sent again by now (memTry.gap), if
+// any; when every waiter is within its gap, the first whose gap ends polls (missed).
 func (m *memQueue) wakeLocked(b *backend) {
-	if len(m.q) == 0 {
-		return
+	now := time.Now()
+	for i, w := range m.q {
+		if !w.notBefore.After(now) {
+			m.missed = false
+			m.handLocked(i, b, now)
+			return
+		}
 	}
-	w := m.q[0]
-	m.q[0] = nil
-	m.q = m.q[1:]
+	if len(m.q) > 0 {
+		m.missed, m.missedAt = true, now
+	}
+}
+
+// handLocked takes the i-th waiter out of the queue and wakes it with the memory freed at b.
+func (m *memQueue) handLocked(i int, b *backend, now time.Time) {
+	w := m.q[i]
+	m.q = slices.Delete(m.q, i, i+1)
 	m.waiting.Add(-1)
-	w.off = &handOff{b: b, until: time.Now().Add(min(max(2*w.took, memHandOffFloor), memHandOffMax)), done: make(chan struct{})}
+	w.off = &handOff{b: b, until: now.Add(min(max(2*w.took, memHandOffFloor), memHandOffMax)), done: make(chan struct{})}
 	m.offs = append(m.offs, w.off)
 	m.handing.Add(1)
 	close(w.ch)
@@ -292,10 +323,15 @@ func (m *memQueue) holdBack(ctx context.Context, b *backend, u unit, within time
 
 // wait waits for a query to be answered, or for a poll (a backend's memory may free without a query answered here:
 // another gateway's reads, a query of the backend's own), or until the context ends (the client's: a read waiting for
-// memory runs nowhere), in the order of tr.order, and at most until tr.end. It says whether to send the request again, and with
-// what hand-off (nil after a poll): the request then goes to its backend, and ends it (answered).
+// memory runs nowhere), in the order of tr.order, not within tr's gap, and at most until tr.end. It says whether to
+// send the request again, and with what hand-off (nil after a poll): the request then goes to its backend, and ends it
+// (answered).
 func (m *memQueue) wait(ctx context.Context, tr *memTry) (*handOff, bool) {
-	w := &memWaiter{ch: make(chan struct{}), order: tr.order, took: tr.took}
+	now := time.Now()
+	w := &memWaiter{ch: make(chan struct{}), order: tr.order, notBefore: now.Add(tr.gap()), took: tr.took}
+	if w.notBefore.After(tr.end) {
+		w.notBefore = tr.end
+	}
 	m.mu.Lock()
 	i := len(m.q)
 	for i > 0 && m.q[i-1].order.After(w.order) {
@@ -304,17 +340,38 @@ func (m *memQueue) wait(ctx context.Context, tr *memTry) (*handOff, bool) {
 	m.q = slices.Insert(m.q, i, w)
 	m.waiting.Add(1)
 	m.mu.Unlock()
-	t := time.NewTimer(time.Hour)
+	pollAt := now.Add(tr.poll)
+	if pollAt.After(tr.end) {
+		pollAt = tr.end
+	}
+	if pollAt.Before(w.notBefore) {
+		pollAt = w.notBefore
+	}
+	tr.poll = min(2*tr.poll, time.Second)
+	t := time.NewTimer(w.notBefore.Sub(now))
 	defer t.Stop()
-	for {
-		t.Reset(min(tr.poll, time.Until(tr.end)))
-		tr.poll = min(2*tr.poll, time.Second)
+	missed := false
+	if w.notBefore.After(now) {
+		// Within its gap no query's answer wakes it. One that came meanwhile, when no other waiter could take it, has
+		// it polled as its gap ends: the memory may still be free, but most likely another query took it since, and
+		// holding the other reads back for it would hold them for nothing.
+		select {
+		case <-t.C:
+			m.mu.Lock()
+			if m.missed && w.off == nil && time.Since(m.missedAt) < memHandOffMax {
+				m.missed, missed = false, true
+			}
+			m.mu.Unlock()
+		case <-ctx.Done():
+		}
+	}
+	if !missed && ctx.Err() == nil {
+		t.Reset(time.Until(pollAt))
 		select {
 		case <-w.ch:
 		case <-ctx.Done():
 		case <-t.C:
 		}
-		break
 	}
 	m.mu.Lock()
 	off := w.off

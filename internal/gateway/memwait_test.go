@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -366,21 +367,25 @@ func TestMemHandOff(t *testing.T) {
 
 // TestMemWaitsBoundedWoken: a read whose 422 only looks like the pool's refusal is woken and handed the memory of
 // every query answered meanwhile (another team's, every few milliseconds), and is still sent at most maxMemWaits+1
-// times; the other team's reads, held back while it is sent, go on.
+// times, each send at least its gap (memTry.gap) after the last; the other team's reads, held back while it is sent,
+// go on.
 func TestMemWaitsBoundedWoken(t *testing.T) {
 	u, _ := url.Parse("http://vm.invalid:8428")
 	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
-	var mimicSends atomic.Int32
+	var mu sync.Mutex
+	var mimicSends []time.Time
 	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		if r.URL.Query().Get("team") == "mimic" {
-			mimicSends.Add(1)
+			mu.Lock()
+			mimicSends = append(mimicSends, time.Now())
+			mu.Unlock()
 			return &http.Response{StatusCode: 422, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(refusal179))}, nil
 		}
 		time.Sleep(2 * time.Millisecond)
 		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("{}"))}, nil
 	})
 	b := newBalancer(set, rt, nil)
-	b.memWait = time.Minute
+	b.memWait = 3 * time.Second
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var others atomic.Int64
@@ -412,12 +417,24 @@ func TestMemWaitsBoundedWoken(t *testing.T) {
 	}
 	_ = resp.Body.Close()
 	took := time.Since(began)
-	if n := mimicSends.Load(); resp.StatusCode != 422 || n != maxMemWaits+1 {
-		t.Errorf("the mimicking query: %d after %d sends; want its 422 after %d", resp.StatusCode, n, maxMemWaits+1)
+	mu.Lock()
+	sends := slices.Clone(mimicSends)
+	mu.Unlock()
+	if resp.StatusCode != 422 || len(sends) > maxMemWaits+1 {
+		t.Errorf("the mimicking query: %d after %d sends; want its 422 after at most %d", resp.StatusCode, len(sends), maxMemWaits+1)
 	}
-	// Its polls alone would take 13 s to spend its sends: the wakes did.
-	if took > 5*time.Second {
-		t.Errorf("the mimicking query took %s; want it woken by the other team's queries", took)
+	// Woken at every query answered, it is sent as soon as each gap ends: its sends fill its wait, not a fraction of it.
+	if took < b.memWait || len(sends) < 6 {
+		t.Errorf("the mimicking query: its 422 after %s and %d sends; want it sent again as each gap ended, for its whole wait of %s", took, len(sends), b.memWait)
+	}
+	tr := memTry{}
+	for i := 1; i < len(sends); i++ {
+		tr.sends = i
+		// The last is sent as its wait ends, which may come before its gap does.
+		want := min(tr.gap(), sends[0].Add(b.memWait).Sub(sends[i-1]))
+		if d := sends[i].Sub(sends[i-1]); d < want {
+			t.Errorf("send %d came %s after the one before; want at least its gap, %s", i+1, d, want)
+		}
 	}
 	before := others.Load()
 	time.Sleep(100 * time.Millisecond)
@@ -427,7 +444,77 @@ func TestMemWaitsBoundedWoken(t *testing.T) {
 	if n, h := b.mem.waiting.Load(), b.mem.handing.Load(); n != 0 || h != 0 {
 		t.Errorf("%d waiting, %d hand-offs left; want none", n, h)
 	}
-	t.Logf("the mimicking query: %d sends in %s; the other team's reads: %d", mimicSends.Load(), took, others.Load())
+	t.Logf("the mimicking query: %d sends in %s; the other team's reads: %d", len(sends), took, others.Load())
+}
+
+// TestMemCheapQueriesSpendNoWait: while team dev's one query holds the pool for 1.5 s, team qa's cheap queries are
+// answered every few milliseconds, and each used to wake ops' waiting query, which was sent again and refused at
+// once: its 16 sends were spent in some tens of milliseconds and ops got the 422 while dev's query still ran. With the
+// gaps between a read's sends, ops waits for dev's query to end and is answered.
+func TestMemCheapQueriesSpendNoWait(t *testing.T) {
+	u, _ := url.Parse("http://vm.invalid:8428")
+	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	pool := &memPool{total: 50 << 20, compute: time.Millisecond}
+	pool.hang = func(r *http.Request, fits bool) {
+		if fits && r.URL.Query().Get("team") == "dev" {
+			time.Sleep(1500 * time.Millisecond)
+		}
+	}
+	b := newBalancer(set, pool, nil)
+	b.memWait = 10 * time.Second
+	devDone := make(chan struct{})
+	go func() {
+		defer close(devDone)
+		resp, err := b.RoundTrip(poolRead("dev", 49<<20))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("dev's query: %d; want it answered", resp.StatusCode)
+		}
+	}()
+	for pool.sent("dev") == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var cheap atomic.Int64
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := b.RoundTrip(poolRead("qa", 1))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_ = resp.Body.Close()
+				cheap.Add(1)
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	began := time.Now()
+	resp, err := b.RoundTrip(poolRead("ops", 6<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	took, sends := time.Since(began), pool.sent("ops")
+	if resp.StatusCode != 200 {
+		t.Fatalf("ops' query: %d after %s and %d sends (%.80s); want it answered once dev's query ended", resp.StatusCode, took, sends, body)
+	}
+	<-devDone
+	t.Logf("ops' query answered after %s and %d sends; qa's cheap queries answered meanwhile: %d", took, sends, cheap.Load())
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
