@@ -785,12 +785,12 @@ func TestClusterRestrictedTokenRewrites(t *testing.T) {
 	tok := clusterToken(t, auth.VMAccess{Mode: auth.ModeFull, Tenant: t15, ExtraLabels: map[string]string{"team": "dev", "env": "prod"},
 		ExtraFilters: []string{`{app=~"api|web"}`, `{tier="gold"}`}})
 	const (
-		sel = `{env="prod",team="dev",app=~"api|web"}`
-		alt = `{env="prod",team="dev",tier="gold"}`
+		sel = `{env="prod",team="dev",Env="",app=~"api|web"}`
+		alt = `{env="prod",team="dev",Env="",tier="gold"}`
 	)
 	enforced := func(kv ...string) url.Values {
 		v := qv(kv...)
-		v["extra_label"] = []string{"env=prod", "team=dev"}
+		v["extra_label"] = []string{"env=prod", "team=dev", "Env="}
 		v["extra_filters[]"] = []string{`{app=~"api|web"}`, `{tier="gold"}`}
 		return v
 	}
@@ -802,26 +802,26 @@ func TestClusterRestrictedTokenRewrites(t *testing.T) {
 		{"query", clusterReq{method: "GET", path: "/select/15/prometheus/api/v1/query?" + qv("query", `sum(rate(http_requests_total{code="500"}[5m]))`,
 			"time", "1", "extra_label", "team=ops", "extra_filters[]", `{team="ops"}`, "extra_filters", `{team="ops"}`).Encode()},
 			clusterFwd{path: "/select/15:0/prometheus/api/v1/query", query: enforced(
-				"query", `sum(union(rate(http_requests_total{code="500",env="prod",team="dev",app=~"api|web"}[5m]), `+
-					`rate(http_requests_total{code="500",env="prod",team="dev",tier="gold"}[5m])))`, "time", "1")}},
+				"query", `sum(union(rate(http_requests_total{code="500",env="prod",team="dev",Env="",app=~"api|web"}[5m]), `+
+					`rate(http_requests_total{code="500",env="prod",team="dev",Env="",tier="gold"}[5m])))`, "time", "1")}},
 		{"query_range form body", clusterReq{method: "POST", path: "/api/v1/query_range?extra_label=team=ops", ctype: clusterFormCT,
 			body: qv("query", `up / on(job) group_left node_info`, "step", "60", "extra_filters[]", `{x="y"}`).Encode()},
 			clusterFwd{path: "/select/15:0/prometheus/api/v1/query_range", query: enforced(), ctype: clusterFormCT,
-				body: qv("query", `union(up{env="prod",team="dev",app=~"api|web"}, up{env="prod",team="dev",tier="gold"}) / on(job) group_left() `+
-					`union(node_info{env="prod",team="dev",app=~"api|web"}, node_info{env="prod",team="dev",tier="gold"})`, "step", "60").Encode()}},
+				body: qv("query", `union(up{env="prod",team="dev",Env="",app=~"api|web"}, up{env="prod",team="dev",Env="",tier="gold"}) / on(job) group_left() `+
+					`union(node_info{env="prod",team="dev",Env="",app=~"api|web"}, node_info{env="prod",team="dev",Env="",tier="gold"})`, "step", "60").Encode()}},
 		{"series", clusterReq{method: "GET", path: "/prometheus/api/v1/series?" + qv("match[]", `up{job="x"}`).Encode()},
-			clusterFwd{path: "/select/15:0/prometheus/api/v1/series", query: enforced("match[]", `up{job="x",env="prod",team="dev",app=~"api|web"}`, "match[]", `up{job="x",env="prod",team="dev",tier="gold"}`)}},
+			clusterFwd{path: "/select/15:0/prometheus/api/v1/series", query: enforced("match[]", `up{job="x",env="prod",team="dev",Env="",app=~"api|web"}`, "match[]", `up{job="x",env="prod",team="dev",Env="",tier="gold"}`)}},
 		{"labels without match[]", clusterReq{method: "GET", path: "/select/15:0/prometheus/api/v1/labels"},
 			clusterFwd{path: "/select/15:0/prometheus/api/v1/labels", query: enforced("match[]", sel, "match[]", alt)}},
 		{"label values", clusterReq{method: "GET", path: "/api/v1/label/job/values?match[]=up"},
-			clusterFwd{path: "/select/15:0/prometheus/api/v1/label/job/values", query: enforced("match[]", `up{env="prod",team="dev",app=~"api|web"}`, "match[]", `up{env="prod",team="dev",tier="gold"}`)}},
+			clusterFwd{path: "/select/15:0/prometheus/api/v1/label/job/values", query: enforced("match[]", `up{env="prod",team="dev",Env="",app=~"api|web"}`, "match[]", `up{env="prod",team="dev",Env="",tier="gold"}`)}},
 		{"export legacy match", clusterReq{method: "GET", path: "/api/v1/export?match=up"},
-			clusterFwd{path: "/select/15:0/prometheus/api/v1/export", query: enforced("match[]", `up{env="prod",team="dev",app=~"api|web"}`, "match[]", `up{env="prod",team="dev",tier="gold"}`)}},
+			clusterFwd{path: "/select/15:0/prometheus/api/v1/export", query: enforced("match[]", `up{env="prod",team="dev",Env="",app=~"api|web"}`, "match[]", `up{env="prod",team="dev",Env="",tier="gold"}`)}},
 		{"federate", clusterReq{method: "GET", path: "/select/15/prometheus/federate?match[]=" + url.QueryEscape(`{__name__=~"job:.*"}`)},
-			clusterFwd{path: "/select/15:0/prometheus/federate", query: enforced("match[]", `{__name__=~"job:.*",env="prod",team="dev",app=~"api|web"}`, "match[]", `{__name__=~"job:.*",env="prod",team="dev",tier="gold"}`)}},
+			clusterFwd{path: "/select/15:0/prometheus/federate", query: enforced("match[]", `{__name__=~"job:.*",env="prod",team="dev",Env="",app=~"api|web"}`, "match[]", `{__name__=~"job:.*",env="prod",team="dev",Env="",tier="gold"}`)}},
 		{"delete_series", clusterReq{method: "POST", path: "/delete/15/prometheus/api/v1/admin/tsdb/delete_series", ctype: clusterFormCT, body: "match%5B%5D=up"},
 			clusterFwd{path: "/delete/15:0/prometheus/api/v1/admin/tsdb/delete_series", query: enforced(), ctype: clusterFormCT,
-				body: qv("match[]", `up{env="prod",team="dev",app=~"api|web"}`, "match[]", `up{env="prod",team="dev",tier="gold"}`).Encode()}},
+				body: qv("match[]", `up{env="prod",team="dev",Env="",app=~"api|web"}`, "match[]", `up{env="prod",team="dev",Env="",tier="gold"}`).Encode()}},
 		{"vmui is served as is", clusterReq{method: "GET", path: "/select/15/vmui/?extra_label=a=b"},
 			clusterFwd{path: "/select/15:0/vmui/", query: qv("extra_label", "a=b")}},
 		{"remote_write", clusterReq{method: "POST", path: "/insert/15/prometheus/api/v1/write?extra_label=team=ops&extra_label=env=dev&extra_label=x=y",

@@ -27,14 +27,17 @@ type Enforcer struct {
 	labels  []Label
 	filters []string
 
-	// labelFilters are the labels as `name="value"` matchers, ANDed into every selector branch.
-	labelFilters []metricsql.LabelFilter
-	// branches are the or-branches of all extra filters together: a series must match one of them.
+	// labelFilters are the labels as `name="value"` matchers; selFilters them and the labels' sibling guards
+	// (siblings.go), ANDed into every selector branch.
+	labelFilters, selFilters []metricsql.LabelFilter
+	// branches are the or-branches of all extra filters together, each with the sibling guards of its names: a
+	// series must match one of them.
 	branches [][]metricsql.LabelFilter
 
-	// Precomputed query args appended to every read request.
-	extraLabelArgs   []string
-	extraFiltersArgs []string
+	// Precomputed query args: extra_label of writes, and of reads with the labels' sibling guards (`Namespace=`,
+	// which VictoriaMetrics reads as the label's absence); extra_filters[] of reads.
+	extraLabelArgs, readLabelArgs []string
+	extraFiltersArgs              []string
 	// matchArgs are the match[] values added to listing APIs called without any match[].
 	matchArgs []string
 	// fingerprint identifies the restriction; see Fingerprint.
@@ -71,6 +74,9 @@ func New(labels []Label, filters []string) (*Enforcer, error) {
 		}
 		e.filters = append(e.filters, f)
 		e.branches = append(e.branches, me.LabelFilterss...)
+	}
+	if err := e.guardSiblings(); err != nil {
+		return nil, err
 	}
 	// One extra_filters[] per branch: VictoriaMetrics ORs them, and older versions (v1.79 here) cannot parse `or`
 	// inside a selector.

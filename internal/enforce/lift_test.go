@@ -24,7 +24,7 @@ func twoBranches(t testing.TB) *Enforcer {
 
 func TestLiftOr(t *testing.T) {
 	const (
-		a = `team="dev",env="prod"`
+		a = `team="dev",env="prod",Env=""`
 		b = `team="dev",__name__=~"app_.*"`
 	)
 	e := twoBranches(t)
@@ -396,8 +396,8 @@ func labelsOf(m map[string]string) string {
 func TestRequestKeepsBranchesInBraces(t *testing.T) {
 	e := twoBranches(t)
 	const q = `sum(histogram_over_time(up[5m])) by (vmrange)`
-	const braces = `sum(histogram_over_time(up{team="dev",env="prod" or team="dev",__name__=~"app_.*"}[5m])) by(vmrange)`
-	const lifted = `sum(union(histogram_over_time(up{team="dev",env="prod"}[5m]), histogram_over_time(up{team="dev",__name__=~"app_.*"}[5m]))) by(vmrange)`
+	const braces = `sum(histogram_over_time(up{team="dev",env="prod",Env="" or team="dev",__name__=~"app_.*"}[5m])) by(vmrange)`
+	const lifted = `sum(union(histogram_over_time(up{team="dev",env="prod",Env=""}[5m]), histogram_over_time(up{team="dev",__name__=~"app_.*"}[5m]))) by(vmrange)`
 	for range 2 {
 		for _, b := range []bool{true, false} {
 			out, _, err := e.Request(rtQuery, Args{URL: url.Values{"query": {q}}, Braces: b}, false)

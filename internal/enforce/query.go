@@ -374,11 +374,11 @@ func hasLabel(lfs []metricsql.LabelFilter, name string) bool {
 // c + labels + filter branch, one per filter branch.
 func (e *Enforcer) selectorBranches(c []metricsql.LabelFilter) [][]metricsql.LabelFilter {
 	if len(e.branches) == 0 {
-		return [][]metricsql.LabelFilter{mergeFilters(c, e.labelFilters, nil)}
+		return [][]metricsql.LabelFilter{mergeFilters(c, e.selFilters, nil)}
 	}
 	out := make([][]metricsql.LabelFilter, 0, len(e.branches))
 	for _, f := range e.branches {
-		out = append(out, mergeFilters(c, e.labelFilters, f))
+		out = append(out, mergeFilters(c, e.selFilters, f))
 	}
 	return out
 }

@@ -35,7 +35,7 @@ func threeBranches(x string) string {
 	if x != "" {
 		x += ","
 	}
-	return x + `team="dev",env=~"prod|stage" or ` + x + `team="dev",region="eu" or ` + x + `team="dev",tier="gold"`
+	return x + `team="dev",env=~"prod|stage",Env="" or ` + x + `team="dev",region="eu" or ` + x + `team="dev",tier="gold"`
 }
 
 // queryCase is one rewrite: the query, its rewrite for devOnly and for devFiltered.
@@ -159,14 +159,14 @@ func TestQueryFilterMetricNames(t *testing.T) {
 	// spreads to branches without one (the parser would do that to exact names).
 	e := mustNew(t, []Label{{"team", "dev"}}, []string{`up{job="a"}`, `{env="prod"}`})
 	tests := []struct{ in, want string }{
-		{`up`, `union(up{team="dev",job="a"}, up{team="dev",env="prod"})`},
-		{`foo`, `union(foo{__name__=~"up",team="dev",job="a"}, foo{team="dev",env="prod"})`},
-		{`{job="x"}`, `union({__name__=~"up",job="x",team="dev",job="a"}, {job="x",team="dev",env="prod"})`},
-		{`{__name__=~"u.*"}`, `union(up{__name__=~"u.*",team="dev",job="a"}, {__name__=~"u.*",team="dev",env="prod"})`},
-		{`metric.with.dots`, `union(metric.with.dots{__name__=~"up",team="dev",job="a"}, metric.with.dots{team="dev",env="prod"})`},
+		{`up`, `union(up{team="dev",job="a",Job=""}, up{team="dev",env="prod",Env=""})`},
+		{`foo`, `union(foo{__name__=~"up",team="dev",job="a",Job=""}, foo{team="dev",env="prod",Env=""})`},
+		{`{job="x"}`, `union({__name__=~"up",job="x",team="dev",job="a",Job=""}, {job="x",team="dev",env="prod",Env=""})`},
+		{`{__name__=~"u.*"}`, `union(up{__name__=~"u.*",team="dev",job="a",Job=""}, {__name__=~"u.*",team="dev",env="prod",Env=""})`},
+		{`metric.with.dots`, `union(metric.with.dots{__name__=~"up",team="dev",job="a",Job=""}, metric.with.dots{team="dev",env="prod",Env=""})`},
 		// A range selector alone keeps its branches inside the braces (liftOr), where the name must not spread.
-		{`{job="x"}[5m]`, `{__name__=~"up",job="x",team="dev",job="a" or job="x",team="dev",env="prod"}[5m]`},
-		{`{__name__=~"u.*"}[5m]`, `{__name__="up",__name__=~"u.*",team="dev",job="a" or __name__=~"u.*",team="dev",env="prod"}[5m]`},
+		{`{job="x"}[5m]`, `{__name__=~"up",job="x",team="dev",job="a",Job="" or job="x",team="dev",env="prod",Env=""}[5m]`},
+		{`{__name__=~"u.*"}[5m]`, `{__name__="up",__name__=~"u.*",team="dev",job="a",Job="" or __name__=~"u.*",team="dev",env="prod",Env=""}[5m]`},
 	}
 	for _, tt := range tests {
 		got, err := e.Query(tt.in)

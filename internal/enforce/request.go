@@ -148,7 +148,7 @@ func (e *Enforcer) checkQueries(in Args) (Args, bool, error) {
 
 // write keeps the client's extra_label args of other names than the token's labels, in their order, and appends the
 // token's last, so they win in VictoriaMetrics: vmagent setups that add a label by URL keep it, and no arg of the
-// client's can name a label the token sets. VictoriaMetrics reads extra_label of writes from the URL only, so the body
+// client's can name a label the token sets, nor a sibling of one (siblings.go). VictoriaMetrics reads extra_label of writes from the URL only, so the body
 // streams through untouched.
 func (e *Enforcer) write(in Args, cluster bool) (Args, bool, error) {
 	for _, v := range in.URL[argExtraLabel] {
@@ -170,7 +170,7 @@ func (e *Enforcer) write(in Args, cluster bool) (Args, bool, error) {
 	}
 	kept := make([]string, 0, len(q[argExtraLabel])+len(e.extraLabelArgs))
 	for _, v := range q[argExtraLabel] {
-		if name, _, _ := strings.Cut(v, "="); !e.labelNamed(name) {
+		if name, _, _ := strings.Cut(v, "="); !e.labelNamed(name) && !e.siblingOf(name) {
 			kept = append(kept, v)
 		}
 	}
@@ -227,7 +227,7 @@ func (e *Enforcer) EnforceArgs(q url.Values) {
 	if !e.Restricted() {
 		return
 	}
-	q[argExtraLabel] = append([]string(nil), e.extraLabelArgs...)
+	q[argExtraLabel] = append([]string(nil), e.readLabelArgs...)
 	q[argExtraFiltersArr] = append([]string(nil), e.extraFiltersArgs...)
 }
 

@@ -84,7 +84,7 @@ func TestRequest(t *testing.T) {
 	dev, devF := devOnly(t), devFiltered(t)
 	devArgs := func(kv ...string) url.Values { return v(append(kv, "extra_label", "team=dev")...) }
 	devFArgs := func(kv ...string) url.Values {
-		return v(append(kv, "extra_label", "team=dev", "extra_filters[]", `{env=~"prod|stage"}`,
+		return v(append(kv, "extra_label", "team=dev", "extra_filters[]", `{env=~"prod|stage",Env=""}`,
 			"extra_filters[]", `{region="eu"}`, "extra_filters[]", `{tier="gold"}`)...)
 	}
 	tests := []struct {
@@ -122,15 +122,15 @@ func TestRequest(t *testing.T) {
 		{"series match[] rewritten", dev, rtSeries, "GET", "/api/v1/series?match[]=up&match[]={team=\"ops\"}", "", "",
 			devArgs("match[]", `up{team="dev"}`, "match[]", `{team="ops",team="dev"}`), nil},
 		{"match[] or-groups split into match[] args", devF, rtSeries, "GET", `/api/v1/series?match[]=up{a="1" or b="2"}`, "", "",
-			devFArgs("match[]", `up{a="1",team="dev",env=~"prod|stage"}`, "match[]", `up{a="1",team="dev",region="eu"}`,
-				"match[]", `up{a="1",team="dev",tier="gold"}`, "match[]", `up{b="2",team="dev",env=~"prod|stage"}`,
+			devFArgs("match[]", `up{a="1",team="dev",env=~"prod|stage",Env=""}`, "match[]", `up{a="1",team="dev",region="eu"}`,
+				"match[]", `up{a="1",team="dev",tier="gold"}`, "match[]", `up{b="2",team="dev",env=~"prod|stage",Env=""}`,
 				"match[]", `up{b="2",team="dev",region="eu"}`, "match[]", `up{b="2",team="dev",tier="gold"}`), nil},
 		{"match[] in body", dev, rtSeries, "POST", "/api/v1/series?start=1", formType, "match%5B%5D=up",
 			devArgs("start", "1"), v("match[]", `up{team="dev"}`)},
 		{"labels without match[] get the token's", dev, rtLabels, "GET", "/api/v1/labels", "", "",
 			devArgs("match[]", `{team="dev"}`), nil},
 		{"labels without match[], one per filter branch", devF, rtLabels, "GET", "/api/v1/labels", "", "",
-			devFArgs("match[]", `{team="dev",env=~"prod|stage"}`, "match[]", `{team="dev",region="eu"}`, "match[]", `{team="dev",tier="gold"}`), nil},
+			devFArgs("match[]", `{team="dev",env=~"prod|stage",Env=""}`, "match[]", `{team="dev",region="eu"}`, "match[]", `{team="dev",tier="gold"}`), nil},
 		{"values of the enforced label", dev, rtLabelValues, "GET", "/api/v1/label/team/values", "", "",
 			devArgs("match[]", `{team="dev"}`), nil},
 		{"match[] only in the body is not missing", dev, rtLabels, "POST", "/api/v1/labels", formType, "match[]=up",

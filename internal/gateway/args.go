@@ -62,6 +62,9 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		return nil
 	}
 
+	if r.ContentLength > 0 && !formMethod(r.Method) {
+		return bodyNotRead(r.Method)
+	}
 	if limit := g.limits.MaxReadBodySize; limit > 0 && r.ContentLength > limit {
 		return bodyTooLarge(r.ContentLength, limit)
 	}
@@ -71,6 +74,9 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	body, err := g.readBody(w, r, held)
 	if err != nil {
 		return err
+	}
+	if len(body) > 0 && !formMethod(r.Method) {
+		return bodyNotRead(r.Method)
 	}
 	strict := g.seesArgs(a, rt)
 	// The args the query limits read are recorded as the args are split, for a tenant that has limits.
@@ -210,6 +216,19 @@ func (g *Gateway) removeTrace(a *auth.Access, rt route.Route, q, form url.Values
 	delete(form, "trace")
 	tracesRemoved.Inc()
 	return true
+}
+
+// formMethod says whether VictoriaMetrics reads the form body of a request with method m: as Go's ParseForm, only a
+// POST's, PUT's or PATCH's. The args of another's body would be checked and rewritten by the gateway and never read
+// upstream, which would answer from the URL's args alone: a selector sent in a GET's body kept the token's own
+// match[] out of the URL (an attacker's review), leaving the token's series to the extra_label args alone.
+func formMethod(m string) bool {
+	return m == http.MethodPost || m == http.MethodPut || m == http.MethodPatch
+}
+
+func bodyNotRead(method string) error {
+	return httperr.New(http.StatusBadRequest, fmt.Sprintf("VictoriaMetrics does not read the body of a %s request; "+
+		"send the args in the URL, or as a form with POST", method))
 }
 
 // plainForm reports whether the body is an uncompressed form, the only read body whose args the gateway reads; the

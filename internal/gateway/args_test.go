@@ -92,6 +92,57 @@ func TestReadArgsRefused(t *testing.T) {
 	}
 }
 
+// TestReadBodyOnlyWhereRead: a form body on a method whose body VictoriaMetrics does not read (GET, HEAD, OPTIONS) is
+// refused with nothing forwarded, whatever its framing, rather than checked and rewritten and then ignored upstream:
+// a selector in a GET's body kept the token's match[] out of the URL, which VictoriaMetrics alone reads. POST and
+// PUT forms are read and rewritten.
+func TestReadBodyOnlyWhereRead(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	gw := serveGateway(t, rec.URL, tlsclient.Options{}, func(c *Config) { c.Auth = headerAuth{} })
+	for _, method := range []string{http.MethodGet, http.MethodHead, http.MethodOptions} {
+		for _, chunked := range []bool{false, true} {
+			for _, path := range []string{"/api/v1/label/pw/values", "/api/v1/series", "/api/v1/query"} {
+				name := fmt.Sprintf("%s %s (chunked=%v)", method, path, chunked)
+				var body io.Reader = strings.NewReader(`match[]={pw="hunter2"}&query=up`)
+				if chunked {
+					body = io.MultiReader(body)
+				}
+				req, err := http.NewRequest(method, gw.URL+path, body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Content-Type", formType)
+				req.Header.Set("X-Team", "dev")
+				code, _, e, raw := send(t, req)
+				if code != http.StatusBadRequest {
+					t.Errorf("%s: %d %.200s; want 400", name, code, raw)
+				}
+				if method != http.MethodHead && (e.Status != "error" || !strings.Contains(e.Error, "VictoriaMetrics does not read the body of a "+method+" request")) {
+					t.Errorf("%s: %.200s; want a JSON error saying the body is not read", name, raw)
+				}
+				if got := rec.Requests(); len(got) != 0 {
+					t.Errorf("%s: refused, yet %d forwarded", name, len(got))
+				}
+			}
+		}
+	}
+	for _, method := range []string{http.MethodPost, http.MethodPut} {
+		req, err := http.NewRequest(method, gw.URL+"/api/v1/series", strings.NewReader(`match[]={pw="hunter2"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", formType)
+		req.Header.Set("X-Team", "dev")
+		if code, _, _, raw := send(t, req); code != http.StatusOK {
+			t.Fatalf("%s with a form: %d %.200s; want it forwarded", method, code, raw)
+		}
+		got := rec.Requests()
+		if len(got) != 1 || !strings.Contains(string(got[0].Body), url.QueryEscape(`team="dev"`)) {
+			t.Errorf("%s with a form: forwarded %+v; want one request, its form's selector rewritten for team dev", method, got)
+		}
+	}
+}
+
 // TestReadArgsUnrestrictedSingleNode: a full unrestricted token of a single-node gateway gets its args forwarded as
 // sent, but each query and selector VictoriaMetrics parses is read, and one that would stop it is refused; so are
 // args the gateway cannot read as VictoriaMetrics would. The limits that bound VictoriaMetrics' work still apply.

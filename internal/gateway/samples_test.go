@@ -166,7 +166,7 @@ func TestProbeRequest(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		q, series := r.URL.Query().Get("query"), `{"env":"prod"}`
-		if strings.Contains(q, `env="stage"}[`) && !same {
+		if strings.Contains(q, `env="stage",Env=""}[`) && !same {
 			series = `{"env":"stage"}`
 		}
 		n := covered
@@ -194,9 +194,9 @@ func TestProbeRequest(t *testing.T) {
 	for i, env := range []string{"prod", "prod", "stage", "stage"} {
 		r := reqs[i]
 		q := r.Query.Get("query")
-		if r.Path != "/select/15:2/prometheus/api/v1/query" || !strings.Contains(q, `count_over_time(x{team="dev",env="`+env+`"}[`) ||
+		if r.Path != "/select/15:2/prometheus/api/v1/query" || !strings.Contains(q, `count_over_time(x{team="dev",env="`+env+`",Env=""}[`) ||
 			strings.Count(q, "count_over_time(") != 1 || r.Query.Get("nocache") != "1" ||
-			strings.Join(r.Query["extra_label"], ",") != "team=dev" || strings.Join(r.Query["extra_filters[]"], ",") != `{env="prod"},{env="stage"}` {
+			strings.Join(r.Query["extra_label"], ",") != "team=dev" || strings.Join(r.Query["extra_filters[]"], ",") != `{env="prod",Env=""},{env="stage",Env=""}` {
 			t.Errorf("count %d: %s %v", i, r.Path, r.Query)
 		}
 	}
