@@ -790,7 +790,7 @@ func TestClusterRestrictedTokenRewrites(t *testing.T) {
 	)
 	enforced := func(kv ...string) url.Values {
 		v := qv(kv...)
-		v["extra_label"] = []string{"env=prod", "team=dev", "Env="}
+		v["extra_label"] = []string{"env=prod", "team=dev", "Env=", "\x00\x00\x0d="}
 		v["extra_filters[]"] = []string{`{app=~"api|web"}`, `{tier="gold"}`}
 		return v
 	}

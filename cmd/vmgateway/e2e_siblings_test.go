@@ -26,8 +26,12 @@ func siblingWrites() []struct{ path, ctype, body string } {
 		{"/api/v1/import/prometheus", "text/plain", `sib_prom{namespace="prod",Namespace="x"} 1` + "\n"},
 		{"/api/v1/import", "application/json", fmt.Sprintf(`{"metric":{"__name__":"sib_json","namespace":"prod","Namespace":"x"},"values":[1],"timestamps":[%d]}`, now) + "\n"},
 		{"/influx/write", "text/plain", "sib_influx,namespace=prod,Namespace=x value=1\n"},
-		// The sibling in the client's own extra_label arg: dropped, so this one is team dev's alone.
+		// A label named with the sort key's own bytes sorts with namespace too (a review of the first version).
+		{"/api/v1/import/prometheus", "text/plain", "sib_nultext{namespace=\"prod\",\x00\x00\x00=\"x\"} 1\n"},
+		{"/api/v1/import", "application/json", fmt.Sprintf(`{"metric":{"__name__":"sib_nuljson","namespace":"prod","\u0000\u0000\u0000":"x"},"values":[1],"timestamps":[%d]}`, now) + "\n"},
+		// The sibling in the client's own extra_label arg: dropped, so these are team dev's alone.
 		{"/api/v1/import/prometheus?extra_label=Namespace=x", "text/plain", `sib_arg{namespace="prod"} 1` + "\n"},
+		{"/api/v1/import/prometheus?extra_label=%00%00%00=x", "text/plain", `sib_nularg{namespace="prod"} 1` + "\n"},
 		// Team dev's own series, which it must still read.
 		{"/api/v1/import/prometheus", "text/plain", "sib_ctl 1\n"},
 	}
@@ -49,11 +53,11 @@ func checkSiblingsHidden(t *testing.T, gwURL, dev, prod string, flush func(), di
 		flush()
 		got := directProd()
 		ok := strings.Contains(got, "sib_prom") && strings.Contains(got, "sib_json") && strings.Contains(got, "sib_influx_value") &&
-			strings.Contains(got, "sib_prod")
+			strings.Contains(got, "sib_nultext") && strings.Contains(got, "sib_nuljson") && strings.Contains(got, "sib_prod")
 		return ok, "the series stored under namespace=\"prod\", read directly: " + got
 	})
-	if got := directProd(); strings.Contains(got, "sib_arg") {
-		t.Errorf("dev's write with extra_label=Namespace=x was stored under namespace=\"prod\": %s", got)
+	if got := directProd(); strings.Contains(got, "sib_arg") || strings.Contains(got, "sib_nularg") {
+		t.Errorf("dev's write with a sibling in extra_label was stored under namespace=\"prod\": %s", got)
 	}
 	// And readable: a sample is searchable a moment after its series is indexed.
 	vmtest.Eventually(t, func() (bool, string) {
@@ -77,7 +81,7 @@ func checkSiblingsHidden(t *testing.T, gwURL, dev, prod string, flush func(), di
 			t.Errorf("prod's GET %s: %d %s", path, code, body)
 			continue
 		}
-		for _, injected := range []string{"sib_prom", "sib_json", "sib_influx", "sib_arg", "sib_ctl", `"x"`} {
+		for _, injected := range []string{"sib_prom", "sib_json", "sib_influx", "sib_nul", "sib_arg", "sib_ctl", `"x"`} {
 			if strings.Contains(body, injected) {
 				t.Errorf("prod's GET %s reads team dev's %s: %s", path, injected, body)
 			}

@@ -101,7 +101,7 @@ func FuzzRequest(f *testing.F) {
 		if err != nil {
 			t.Fatalf("the rewritten body does not parse: %s", err)
 		}
-		if !reflect.DeepEqual(q["extra_label"], e.extraLabelArgs) || !reflect.DeepEqual(q["extra_filters[]"], e.extraFiltersArgs) ||
+		if !reflect.DeepEqual(q["extra_label"], e.readLabelArgs) || !reflect.DeepEqual(q["extra_filters[]"], e.extraFiltersArgs) ||
 			len(q["extra_filters"]) > 0 {
 			t.Fatalf("URL enforcement args: %v", q)
 		}

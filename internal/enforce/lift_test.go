@@ -184,7 +184,7 @@ func TestVMLiftedAnswers(t *testing.T) {
 		{q: `sum(app_queue_size{region="eu" or env="test"}) by (env)`, clientOr: true},
 	}
 	for _, e := range []*Enforcer{devFiltered(t), twoBranches(t)} {
-		filters := url.Values{"extra_label": e.extraLabelArgs, "extra_filters[]": e.extraFiltersArgs}
+		filters := url.Values{"extra_label": e.readLabelArgs, "extra_filters[]": e.extraFiltersArgs}
 		for _, tc := range queries {
 			q := tc.q
 			out, err := e.Query(q)

@@ -84,7 +84,7 @@ func TestRequest(t *testing.T) {
 	dev, devF := devOnly(t), devFiltered(t)
 	devArgs := func(kv ...string) url.Values { return v(append(kv, "extra_label", "team=dev")...) }
 	devFArgs := func(kv ...string) url.Values {
-		return v(append(kv, "extra_label", "team=dev", "extra_filters[]", `{env=~"prod|stage",Env=""}`,
+		return v(append(kv, "extra_label", "team=dev", "extra_label", "\x00\x00\x0d=", "extra_filters[]", `{env=~"prod|stage",Env=""}`,
 			"extra_filters[]", `{region="eu"}`, "extra_filters[]", `{tier="gold"}`)...)
 	}
 	tests := []struct {

@@ -21,15 +21,33 @@ import (
 // be absent, and the injected series always carries one. A series of the team's own with both spellings (rare) is
 // hidden from it too.
 
-// storageSiblings maps each name of commonTagKeys to the other names that share its sort key.
+// storageSiblings maps each name that shares a sort key with others to those others. The key is VictoriaMetrics'
+// commonTagKeys value, and a label whose name is those bytes themselves ("\x00\x00\x00" for namespace) sorts with
+// them too: VictoriaMetrics takes NUL bytes in label names in every format, and a review of the first version of
+// this guard injected a series with that name between the two namespace labels.
 var storageSiblings = func() map[string][]string {
-	groups := [][]string{{"sensor_type", "Sensor_type", "SensorType"}}
-	for _, n := range []string{"namespace", "ns", "datacenter", "dc", "environment", "env", "cluster", "service", "job",
-		"model", "type", "db", "instance", "host", "server", "pod", "node", "device", "tenant", "client", "name", "measurement"} {
-		groups = append(groups, []string{n, strings.ToUpper(n[:1]) + n[1:]})
+	keys := map[string]string{
+		"namespace": "\x00\x00\x00", "ns": "\x00\x00\x01", "datacenter": "\x00\x00\x08", "dc": "\x00\x00\x09",
+		"environment": "\x00\x00\x0c", "env": "\x00\x00\x0d", "cluster": "\x00\x00\x10", "service": "\x00\x00\x18",
+		"job": "\x00\x00\x20", "model": "\x00\x00\x28", "type": "\x00\x00\x30", "sensor_type": "\x00\x00\x38",
+		"SensorType": "\x00\x00\x38", "db": "\x00\x00\x40",
+		"instance": "\x00\x01\x00", "host": "\x00\x01\x08", "server": "\x00\x01\x10", "pod": "\x00\x01\x18",
+		"node": "\x00\x01\x20", "device": "\x00\x01\x28", "tenant": "\x00\x01\x30", "client": "\x00\x01\x38",
+		"name": "\x00\x01\x40", "measurement": "\x00\x01\x48",
+	}
+	groups := make(map[string][]string)
+	for n, k := range keys {
+		// VictoriaMetrics adds each name's capitalised form under the same key.
+		for _, v := range []string{n, strings.ToUpper(n[:1]) + n[1:]} {
+			if !slices.Contains(groups[k], v) {
+				groups[k] = append(groups[k], v)
+			}
+		}
 	}
 	m := make(map[string][]string)
-	for _, g := range groups {
+	for k, g := range groups {
+		slices.Sort(g)
+		g = append(g, k)
 		for _, n := range g {
 			m[n] = slices.DeleteFunc(slices.Clone(g), func(s string) bool { return s == n })
 		}
@@ -62,7 +80,10 @@ func siblingGuards(names []string, have map[string]bool) ([]metricsql.LabelFilte
 }
 
 // guardSiblings sets e.selFilters to the labels' matchers and their sibling guards, and adds to each filter branch
-// the guards of its own names, so that a branch is narrowed only by the names it reads.
+// the guards of its own names, so that a branch is narrowed only by the names it reads. The guards of the raw sort keys
+// go to VictoriaMetrics alone, as extra_label args of every read (rawKey): written into a query they would need
+// escapes, and a backslash in a query has the gateway count and pin it as one that may hide a function's name, which
+// turned off VictoriaMetrics' cache for every query of such a token.
 func (e *Enforcer) guardSiblings() error {
 	var names []string
 	for _, l := range e.labels {
@@ -73,13 +94,20 @@ func (e *Enforcer) guardSiblings() error {
 	if err != nil {
 		return err
 	}
-	e.selFilters = append(slices.Clip(e.labelFilters), guards...)
-	// Not on writes: VictoriaMetrics drops a written label without a value before it sorts, and a guard that did get
-	// there would only take the place of the sibling that tells the injected series apart.
-	e.readLabelArgs = slices.Clip(e.extraLabelArgs)
-	for _, g := range guards {
-		e.readLabelArgs = append(e.readLabelArgs, g.Label+"=")
+	var raw []string
+	split := func(g []metricsql.LabelFilter) []metricsql.LabelFilter {
+		return slices.DeleteFunc(g, func(lf metricsql.LabelFilter) bool {
+			if rawKey(lf.Label) {
+				if !slices.Contains(raw, lf.Label) {
+					raw = append(raw, lf.Label)
+				}
+				return true
+			}
+			return false
+		})
 	}
+	guards = split(guards)
+	e.selFilters = append(slices.Clip(e.labelFilters), guards...)
 	for i, b := range e.branches {
 		bn, bh := slices.Clone(names), maps.Clone(have)
 		for _, lf := range b {
@@ -94,10 +122,22 @@ func (e *Enforcer) guardSiblings() error {
 		if err != nil {
 			return err
 		}
-		e.branches[i] = append(slices.Clip(b), bg...)
+		e.branches[i] = append(slices.Clip(b), split(bg)...)
+	}
+	// Not on writes: VictoriaMetrics drops a written label without a value before it sorts, and a guard that did get
+	// there would only take the place of the sibling that tells the injected series apart.
+	e.readLabelArgs = slices.Clip(e.extraLabelArgs)
+	for _, g := range guards {
+		e.readLabelArgs = append(e.readLabelArgs, g.Label+"=")
+	}
+	for _, k := range raw {
+		e.readLabelArgs = append(e.readLabelArgs, k+"=")
 	}
 	return nil
 }
+
+// rawKey says whether name is one of VictoriaMetrics' sort keys itself, which start with a NUL byte.
+func rawKey(name string) bool { return strings.HasPrefix(name, "\x00") }
 
 // siblingOf reports whether name shares VictoriaMetrics' sort key with a label the token sets.
 func (e *Enforcer) siblingOf(name string) bool {

@@ -189,12 +189,13 @@ type handOff struct {
 	done  chan struct{}
 }
 
-// wakeLocked hands the memory freed at b to the longest waiting read that may be sent again by now (memTry.gap), if
-// any; when every waiter is within its gap, the first whose gap ends polls (missed).
-func (m *memQueue) wakeLocked(b *backend) {
+// wakeLocked hands the memory freed at b to the longest waiting read, or with spaced to the longest waiting that may
+// be sent again by now (memTry.gap), if any; when every waiter is within its gap, the first whose gap ends polls
+// (missed).
+func (m *memQueue) wakeLocked(b *backend, spaced bool) {
 	now := time.Now()
 	for i, w := range m.q {
-		if !w.notBefore.After(now) {
+		if !spaced || !w.notBefore.After(now) {
 			m.missed = false
 			m.handLocked(i, b, now)
 			return
@@ -221,6 +222,15 @@ func (m *memQueue) handLocked(i int, b *backend, now time.Time) {
 // the freed memory goes to the read that waited longest with a hand-off of its own, so the reads held back stay held
 // while waiters are served in turn.
 func (m *memQueue) answered(h *handOff, b *backend, evaluated bool) {
+	m.answeredBy(h, b, evaluated, unit{}, false, 0)
+}
+
+// answeredBy is answered for a read of unit by (known: told of it): the waiters' gaps (memTry.gap) hold off a wake by a
+// unit outside the contention for the memory (contendsLocked; within is -read.maxQueueDuration), whose query may have
+// freed too little, as a team's cheap queries do; one in it, as the team filling the pool whose queries do not fit
+// beside one another, wakes at once: waking on its answers only at each gap's end, with the memory taken by then, had
+// another team's read refused until its wait ran out (TestQueryMemoryPoolWaits on 1.79.5, once in CI).
+func (m *memQueue) answeredBy(h *handOff, b *backend, evaluated bool, by unit, known bool, within time.Duration) {
 	if h == nil && (!evaluated || m.waiting.Load() == 0) {
 		return
 	}
@@ -234,7 +244,7 @@ func (m *memQueue) answered(h *handOff, b *backend, evaluated bool) {
 		}
 	}
 	if evaluated {
-		m.wakeLocked(b)
+		m.wakeLocked(b, known && !m.contendsLocked(by, time.Now(), within))
 	}
 }
 
@@ -350,11 +360,11 @@ func (m *memQueue) wait(ctx context.Context, tr *memTry) (*handOff, bool) {
 	tr.poll = min(2*tr.poll, time.Second)
 	t := time.NewTimer(w.notBefore.Sub(now))
 	defer t.Stop()
-	missed := false
+	missed, woken := false, false
 	if w.notBefore.After(now) {
-		// Within its gap no query's answer wakes it. One that came meanwhile, when no other waiter could take it, has
-		// it polled as its gap ends: the memory may still be free, but most likely another query took it since, and
-		// holding the other reads back for it would hold them for nothing.
+		// Within its gap only the answer of a unit in the contention wakes it. One of another that came meanwhile, when
+		// no other waiter could take it, has it polled as its gap ends: the memory may still be free, but most likely
+		// another query took it since, and holding the other reads back for it would hold them for nothing.
 		select {
 		case <-t.C:
 			m.mu.Lock()
@@ -362,10 +372,12 @@ func (m *memQueue) wait(ctx context.Context, tr *memTry) (*handOff, bool) {
 				m.missed, missed = false, true
 			}
 			m.mu.Unlock()
+		case <-w.ch:
+			woken = true
 		case <-ctx.Done():
 		}
 	}
-	if !missed && ctx.Err() == nil {
+	if !missed && !woken && ctx.Err() == nil {
 		t.Reset(time.Until(pollAt))
 		select {
 		case <-w.ch:

@@ -1048,3 +1048,52 @@ func TestMemForgerBesideFillingLoops(t *testing.T) {
 		})
 	}
 }
+
+// TestMemGapYieldsToTheContention: a waiter within its gap (memTry.gap) is not woken by the answer of a unit outside
+// the contention for the memory, which then has it poll as the gap ends, with no memory handed over; the answer of a
+// unit in the contention (the team filling the pool, refused itself) wakes it at once with the memory.
+func TestMemGapYieldsToTheContention(t *testing.T) {
+	var m memQueue
+	be := &backend{}
+	dev, qa := teamUnit("dev"), teamUnit("qa")
+	m.refusedBy(dev, time.Now(), time.Minute)
+	wait := func() (chan *handOff, time.Time) {
+		tr := memTryOf(time.Now(), time.Minute)
+		tr.sends = 4 // a gap of 200 ms
+		got := make(chan *handOff, 1)
+		began := time.Now()
+		go func() {
+			off, ok := m.wait(context.Background(), tr)
+			if !ok {
+				t.Error("the wait said not to send again")
+			}
+			got <- off
+		}()
+		for m.waiting.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		return got, began
+	}
+
+	got, began := wait()
+	m.answeredBy(nil, be, true, qa, true, time.Minute)
+	off := <-got
+	if took := time.Since(began); off != nil || took < 200*time.Millisecond {
+		t.Errorf("woken by qa's answer within its gap: after %s with %+v; want a poll as the gap ended, no memory handed", took, off)
+	}
+
+	got, began = wait()
+	m.answeredBy(nil, be, true, dev, true, time.Minute)
+	select {
+	case off := <-got:
+		if took := time.Since(began); off == nil || off.b != be || took >= 200*time.Millisecond {
+			t.Errorf("woken by dev's answer: after %s with %+v; want the memory handed over at once", took, off)
+		}
+		m.answered(off, be, false)
+	case <-time.After(5 * time.Second):
+		t.Fatal("dev's answer did not wake the waiter")
+	}
+	if n, h := m.waiting.Load(), m.handing.Load(); n != 0 || h != 0 {
+		t.Errorf("%d waiting, %d hand-offs left; want none", n, h)
+	}
+}

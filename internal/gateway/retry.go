@@ -179,7 +179,10 @@ func (p *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			// A woken read whose send failed took none of the memory handed to it: the next waiter gets it. One refused
 			// again found the memory taken (by a read the hand-off did not hold): waking the next for it would only
 			// have each waiter refused in turn, and spend their sends in a second.
-			p.mem.answered(off, b, freed || err != nil)
+			if off != nil || p.mem.waiting.Load() != 0 {
+				u, known := memUnitOf(req.Context(), held)
+				p.mem.answeredBy(off, b, freed || err != nil, u, known, p.memWait)
+			}
 			off = nil
 		}
 		if refused {

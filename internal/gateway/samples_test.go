@@ -196,7 +196,7 @@ func TestProbeRequest(t *testing.T) {
 		q := r.Query.Get("query")
 		if r.Path != "/select/15:2/prometheus/api/v1/query" || !strings.Contains(q, `count_over_time(x{team="dev",env="`+env+`",Env=""}[`) ||
 			strings.Count(q, "count_over_time(") != 1 || r.Query.Get("nocache") != "1" ||
-			strings.Join(r.Query["extra_label"], ",") != "team=dev" || strings.Join(r.Query["extra_filters[]"], ",") != `{env="prod",Env=""},{env="stage",Env=""}` {
+			strings.Join(r.Query["extra_label"], ",") != "team=dev,\x00\x00\x0d=" || strings.Join(r.Query["extra_filters[]"], ",") != `{env="prod",Env=""},{env="stage",Env=""}` {
 			t.Errorf("count %d: %s %v", i, r.Path, r.Query)
 		}
 	}
