@@ -386,30 +386,8 @@ func TestMemWaitsBoundedWoken(t *testing.T) {
 	})
 	b := newBalancer(set, rt, nil)
 	b.memWait = 3 * time.Second
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var others atomic.Int64
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := b.RoundTrip(poolRead("qa", 1))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				_ = resp.Body.Close()
-				others.Add(1)
-			}
-		}()
-	}
-	defer func() { close(stop); wg.Wait() }()
+	others, stop := cheapLoops(t, b)
+	defer stop()
 	began := time.Now()
 	resp, err := b.RoundTrip(poolRead("mimic", 1))
 	if err != nil {
@@ -478,30 +456,8 @@ func TestMemCheapQueriesSpendNoWait(t *testing.T) {
 	for pool.sent("dev") == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var cheap atomic.Int64
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := b.RoundTrip(poolRead("qa", 1))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				_ = resp.Body.Close()
-				cheap.Add(1)
-			}
-		}()
-	}
-	defer func() { close(stop); wg.Wait() }()
+	cheap, stop := cheapLoops(t, b)
+	defer stop()
 	began := time.Now()
 	resp, err := b.RoundTrip(poolRead("ops", 6<<20))
 	if err != nil {
@@ -1096,4 +1052,33 @@ func TestMemGapYieldsToTheContention(t *testing.T) {
 	if n, h := m.waiting.Load(), m.handing.Load(); n != 0 || h != 0 {
 		t.Errorf("%d waiting, %d hand-offs left; want none", n, h)
 	}
+}
+
+// cheapLoops runs two loops of team qa's cheap queries (one byte of the pool) through b until the returned stop; the
+// count is of those answered.
+func cheapLoops(t *testing.T, b *balancer) (*atomic.Int64, func()) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var n atomic.Int64
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := b.RoundTrip(poolRead("qa", 1))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_ = resp.Body.Close()
+				n.Add(1)
+			}
+		}()
+	}
+	return &n, func() { close(stop); wg.Wait() }
 }
