@@ -34,8 +34,9 @@ type Enforcer struct {
 	// series must match one of them.
 	branches [][]metricsql.LabelFilter
 
-	// Precomputed query args: extra_label of writes, and of reads with the labels' sibling guards (`Namespace=`,
-	// which VictoriaMetrics reads as the label's absence); extra_filters[] of reads.
+	// Precomputed query args: extra_label of writes, and of reads with the sibling guards of the labels and of the raw
+	// sort keys (`Namespace=`, which VictoriaMetrics reads as the label's absence; siblings.go); extra_filters[] of
+	// reads.
 	extraLabelArgs, readLabelArgs []string
 	extraFiltersArgs              []string
 	// matchArgs are the match[] values added to listing APIs called without any match[].

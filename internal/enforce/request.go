@@ -148,8 +148,8 @@ func (e *Enforcer) checkQueries(in Args) (Args, bool, error) {
 
 // write keeps the client's extra_label args of other names than the token's labels, in their order, and appends the
 // token's last, so they win in VictoriaMetrics: vmagent setups that add a label by URL keep it, and no arg of the
-// client's can name a label the token sets, nor a sibling of one (siblings.go). VictoriaMetrics reads extra_label of writes from the URL only, so the body
-// streams through untouched.
+// client's can name a label the token sets, nor a sibling of one (siblings.go). VictoriaMetrics reads extra_label of
+// writes from the URL only, so the body streams through untouched.
 func (e *Enforcer) write(in Args, cluster bool) (Args, bool, error) {
 	for _, v := range in.URL[argExtraLabel] {
 		name, _, ok := strings.Cut(v, "=")

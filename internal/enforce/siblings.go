@@ -17,9 +17,10 @@ import (
 // extra_label=namespace=dev, is stored with both namespace labels and indexed under namespace="prod": another team's
 // series, written by a team that can only write its own (an attacker's review, on 1.79.5, v1.151 and the cluster).
 // The gateway cannot order a body's labels without parsing every write format; it makes such a series unreadable
-// instead: every selector of a token whose labels or filters name a label with siblings also asks for the siblings to
-// be absent, and the injected series always carries one. A series of the team's own with both spellings (rare) is
-// hidden from it too.
+// instead: every read of a token whose labels or filters name a label with siblings also asks for the siblings to be
+// absent (in its selectors, and as extra_label args), and the injected series always carries one, since
+// VictoriaMetrics drops a label without a value before it sorts. A series of the team's own with two spellings (rare)
+// is hidden from it too.
 
 // storageSiblings maps each name that shares a sort key with others to those others. The key is VictoriaMetrics'
 // commonTagKeys value, and a label whose name is those bytes themselves ("\x00\x00\x00" for namespace) sorts with
@@ -81,9 +82,10 @@ func siblingGuards(names []string, have map[string]bool) ([]metricsql.LabelFilte
 
 // guardSiblings sets e.selFilters to the labels' matchers and their sibling guards, and adds to each filter branch
 // the guards of its own names, so that a branch is narrowed only by the names it reads. The guards of the raw sort keys
-// go to VictoriaMetrics alone, as extra_label args of every read (rawKey): written into a query they would need
-// escapes, and a backslash in a query has the gateway count and pin it as one that may hide a function's name, which
-// turned off VictoriaMetrics' cache for every query of such a token.
+// go to VictoriaMetrics alone, as extra_label args of every read (rawKey), a branch's too (no series of any branch
+// should carry such a name): written into a query they would need escapes, and a backslash in a query has the gateway
+// count and pin it as one that may hide a function's name, which turned off VictoriaMetrics' cache for every query of
+// such a token.
 func (e *Enforcer) guardSiblings() error {
 	var names []string
 	for _, l := range e.labels {

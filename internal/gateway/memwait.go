@@ -37,10 +37,10 @@ import (
 // read refused again waits behind those already waiting (memTry.order), or a client's forged refusal, sent at once and
 // refused at once, would take every wake while the others waited out their queue and got the 422 (a review of the
 // first version: 2 of 4 runs; TestMemForgerBesideFillingLoops). The memory it was handed is not passed on: it was
-// taken, and each waiter woken in turn for it was refused, their 16 sends spent in a second. Polls are sent whatever older waiters asked for: they skipped their turn
-// for an older one that asked for no more, and the memory asked for is in the refusal's text, which that client
-// forged as 1 byte. And a read's sends are spaced (memTry.gap), since any query answered wakes a waiter, whatever
-// memory it freed.
+// taken, and each waiter woken in turn for it was refused, their 16 sends spent in a second. Polls are sent whatever
+// older waiters asked for: they skipped their turn for an older one that asked for no more, and the memory asked for
+// is in the refusal's text, which that client forged as 1 byte. And a read's sends are spaced (memTry.gap), since any
+// query answered wakes a waiter, whatever memory it freed.
 
 // maxMemWaits bounds how often one read is sent again for the pool. The refusal is known by its text, and a 422
 // of another kind can end with text a client wrote (a label value in "duplicate output timeseries"), so a client
@@ -49,8 +49,9 @@ import (
 // query, and a bound on some sends only would let a client that wakes its own query (with cheap queries of its own,
 // each a query answered) have it sent without end. 16 is what a read refused for real may need in the default 10 s
 // of -read.maxQueueDuration: its first send and its polls (100 ms doubling to a second), or as many wakes, spaced as
-// its polls are (memTry.gap), which get it the memory unless what was freed is too little. It needs far fewer where queries are answered here: on
-// TestQueryMemoryPoolWaits' three loops that fill the pool, at most 11 sends, 3 past its polls (seventeen runs).
+// its polls are (memTry.gap), which get it the memory unless what was freed is too little. It needs far fewer where
+// queries are answered here: on TestQueryMemoryPoolWaits' three loops that fill the pool, at most 11 sends, 3 past its
+// polls (seventeen runs).
 const maxMemWaits = 16
 
 // memHandOffFloor and memHandOffMax bound how long a hand-off holds the other reads to its backend: twice what the
@@ -227,9 +228,10 @@ func (m *memQueue) answered(h *handOff, b *backend, evaluated bool) {
 
 // answeredBy is answered for a read of unit by (known: told of it): the waiters' gaps (memTry.gap) hold off a wake by a
 // unit outside the contention for the memory (contendsLocked; within is -read.maxQueueDuration), whose query may have
-// freed too little, as a team's cheap queries do; one in it, as the team filling the pool whose queries do not fit
-// beside one another, wakes at once: waking on its answers only at each gap's end, with the memory taken by then, had
-// another team's read refused until its wait ran out (TestQueryMemoryPoolWaits on 1.79.5, once in CI).
+// freed too little, as a team's cheap queries do. One in it, as the team filling the pool whose queries do not fit
+// beside one another, wakes at once, as does a read of a unit not known (sent before the contention began): waking on
+// their answers only at each gap's end, with the memory taken by then, had another team's read refused until its wait
+// ran out (TestQueryMemoryPoolWaits on 1.79.5, once in CI).
 func (m *memQueue) answeredBy(h *handOff, b *backend, evaluated bool, by unit, known bool, within time.Duration) {
 	if h == nil && (!evaluated || m.waiting.Load() == 0) {
 		return
