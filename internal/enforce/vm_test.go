@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -547,4 +549,103 @@ func TestVMUnrestrictedQueries(t *testing.T) {
 	if crashed == 0 {
 		t.Errorf("none of the queries made VictoriaMetrics 1.79.5 exit as sent: the test guards against nothing")
 	}
+}
+
+// TestVMSiblingGroups checks storageSiblings against the real storage of both releases: for every name and each of its
+// siblings, a series written with name="a", the sibling, then the extra_label name="b" (as the gateway appends it)
+// keeps both values of name, and with a name of no group between, the last one wins. A release whose commonTagKeys
+// changed fails here, and storageSiblings must follow it.
+func TestVMSiblingGroups(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		start func(testing.TB, ...string) *vmtest.VM
+	}{{"1.79.5", vmtest.Start}, {"current", vmtest.StartCurrent}} {
+		t.Run(tc.name, func(t *testing.T) {
+			vm := tc.start(t)
+			type pair struct{ name, between string }
+			var pairs []pair
+			for _, n := range slices.Sorted(maps.Keys(storageSiblings)) {
+				if rawKey(n) {
+					continue // a token's label is never one (CheckLabelName); as the one between, it is checked
+				}
+				for _, s := range storageSiblings[n] {
+					pairs = append(pairs, pair{n, s})
+				}
+				pairs = append(pairs, pair{n, "zzz_unrelated"})
+			}
+			ms := time.Now().UnixMilli()
+			// JSON, which carries any bytes of a name in its order (Prometheus text reads a tab or a space in a raw key as
+			// the end of the name).
+			for i, p := range pairs {
+				name, _ := json.Marshal(p.name)
+				between, _ := json.Marshal(p.between)
+				post(t, vm.URL+"/api/v1/import?extra_label="+url.QueryEscape(p.name+"=b"), "application/json",
+					fmt.Sprintf(`{"metric":{"__name__":"sibchk_%d",%s:"a",%s:"x"},"values":[1],"timestamps":[%d]}`+"\n", i, name, between, ms))
+			}
+			vm.Flush(t)
+			// An export reads the samples, which are searchable a moment after the series are indexed.
+			vmtest.Eventually(t, func() (bool, string) {
+				vm.Flush(t)
+				n := strings.Count(get(t, vm.URL+"/api/v1/export?match[]="+url.QueryEscape(`{__name__=~"sibchk_.*"}`)), "\n")
+				return n == len(pairs), fmt.Sprintf("%d of %d series exported", n, len(pairs))
+			})
+			for i, p := range pairs {
+				exp := get(t, vm.URL+"/api/v1/export?match[]="+url.QueryEscape(fmt.Sprintf("sibchk_%d", i)))
+				got := labelValues(t, exp, p.name)
+				want := []string{"a", "b"}
+				if p.between == "zzz_unrelated" {
+					want = []string{"b"}
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("%q, then %q, then the extra_label %q=b: stored with %q=%q; want %q (%s)", p.name, p.between, p.name, p.name, got, want, exp)
+				}
+			}
+		})
+	}
+}
+
+// labelValues reads the values of every label named name, duplicates included, in the first series of an export.
+func labelValues(t *testing.T, export, name string) []string {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(export))
+	var vals []string
+	depth := 0
+	inMetric := false
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("export %q: %s", export, err)
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			if v == '{' || v == '[' {
+				depth++
+			} else {
+				depth--
+				if inMetric && depth == 1 {
+					return vals
+				}
+			}
+		case string:
+			if depth == 1 && v == "metric" {
+				inMetric = true
+				continue
+			}
+			if inMetric && depth == 2 && v == name {
+				val, err := dec.Token()
+				if err != nil {
+					t.Fatal(err)
+				}
+				vals = append(vals, val.(string))
+			} else if inMetric && depth == 2 {
+				if _, err := dec.Token(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	return vals
 }
