@@ -57,7 +57,8 @@ var storageSiblings = func() map[string][]string {
 }()
 
 // siblingGuards returns the matchers `sibling=""` for the siblings of the label names in names that are not in
-// have, and refuses names that hold two siblings: the restriction's own series could not be told from one injected so.
+// have, adding them to have, and refuses names that hold two siblings: the restriction's own series could not be told
+// from one injected so.
 func siblingGuards(names []string, have map[string]bool) ([]metricsql.LabelFilter, error) {
 	used := make(map[string]bool, len(names))
 	for _, n := range names {

@@ -517,9 +517,9 @@ func (f *fairSlots) preemptLocked(w *fairQueue, now time.Time) {
 		}
 	}
 	// A cut whose slot is not free yet (within its grace, or a run-on answer being read to its end) frees one for a
-	// unit waiting: no more are cut than the units waiting, and the loans past the limit, for which a cut frees none. A drain that has read nothing for half the queue duration
-	// no longer counts (a backend that stalls, or an export that goes on for hours), or it would shield the other
-	// answers of its team (found by an attacker's review).
+	// unit waiting: no more are cut than the units waiting, and the loans past the limit, for which a cut frees none.
+	// A drain that has read nothing for half the queue duration no longer counts (a backend that stalls, or an export
+	// that goes on for hours), or it would shield the other answers of its team (found by an attacker's review).
 	if top == nil || pending >= waiting+max(0, f.used-f.limit) {
 		return
 	}

@@ -315,33 +315,8 @@ func TestMemHandOff(t *testing.T) {
 	pool := &memPool{total: 50 << 20, compute: 5 * time.Millisecond}
 	b := newBalancer(set, pool, nil)
 	b.memWait = 10 * time.Second
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var devRuns atomic.Int64
-	for range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := b.RoundTrip(poolRead("dev", 49<<20))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				_ = resp.Body.Close()
-				if resp.StatusCode == 200 {
-					devRuns.Add(1)
-				}
-			}
-		}()
-	}
-	defer func() { close(stop); wg.Wait() }()
+	devRuns, stop := readLoops(t, b, 3, "dev", 49<<20)
+	defer stop()
 	for devRuns.Load() < 10 {
 		time.Sleep(time.Millisecond)
 	}
@@ -386,7 +361,7 @@ func TestMemWaitsBoundedWoken(t *testing.T) {
 	})
 	b := newBalancer(set, rt, nil)
 	b.memWait = 3 * time.Second
-	others, stop := cheapLoops(t, b)
+	others, stop := readLoops(t, b, 2, "qa", 1)
 	defer stop()
 	began := time.Now()
 	resp, err := b.RoundTrip(poolRead("mimic", 1))
@@ -456,7 +431,7 @@ func TestMemCheapQueriesSpendNoWait(t *testing.T) {
 	for pool.sent("dev") == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	cheap, stop := cheapLoops(t, b)
+	cheap, stop := readLoops(t, b, 2, "qa", 1)
 	defer stop()
 	began := time.Now()
 	resp, err := b.RoundTrip(poolRead("ops", 6<<20))
@@ -478,7 +453,8 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // TestMemHandOffClientGone: a woken read whose client goes while it is sent ends its hand-off, and a read held back by
-// it (another of its unit's) goes at once, not at the hand-off's end; woken as its client goes, it passes the memory to the next waiter.
+// it (another of its unit's) goes at once, not at the hand-off's end; woken as its client goes, it passes the memory
+// to the next waiter.
 func TestMemHandOffClientGone(t *testing.T) {
 	u, _ := url.Parse("http://vm.invalid:8428")
 	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
@@ -1054,13 +1030,13 @@ func TestMemGapYieldsToTheContention(t *testing.T) {
 	}
 }
 
-// cheapLoops runs two loops of team qa's cheap queries (one byte of the pool) through b until the returned stop; the
-// count is of those answered.
-func cheapLoops(t *testing.T, b *balancer) (*atomic.Int64, func()) {
+// readLoops runs n loops of team's queries of need bytes of the pool through b until the returned stop; the count is
+// of those answered 200.
+func readLoops(t *testing.T, b *balancer, n int, team string, need int) (*atomic.Int64, func()) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var n atomic.Int64
-	for range 2 {
+	var answered atomic.Int64
+	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -1070,15 +1046,18 @@ func cheapLoops(t *testing.T, b *balancer) (*atomic.Int64, func()) {
 					return
 				default:
 				}
-				resp, err := b.RoundTrip(poolRead("qa", 1))
+				resp, err := b.RoundTrip(poolRead(team, need))
 				if err != nil {
 					t.Error(err)
 					return
 				}
+				_, _ = io.Copy(io.Discard, resp.Body)
 				_ = resp.Body.Close()
-				n.Add(1)
+				if resp.StatusCode == http.StatusOK {
+					answered.Add(1)
+				}
 			}
 		}()
 	}
-	return &n, func() { close(stop); wg.Wait() }
+	return &answered, func() { close(stop); wg.Wait() }
 }
