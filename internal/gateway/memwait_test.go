@@ -190,8 +190,7 @@ func TestMemWaitAimsOnce(t *testing.T) {
 // refusal: a client whose own text ends a 422 (which the gateway cannot tell from the pool's) gets its query sent
 // again no more often than that.
 func TestMemWaitsBounded(t *testing.T) {
-	u, _ := url.Parse("http://vm.invalid:8428")
-	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	set := oneReadBackend()
 	rt := &memRefuser{}
 	b := newBalancer(set, rt, nil)
 	b.memWait = time.Minute
@@ -310,8 +309,7 @@ func teamUnit(team string) unit {
 // was sent again in a race with that dev loop's next query, sent fresh, which won nearly every time: ops spent its
 // sends and got the 422 (TestQueryMemoryPoolWaits on v1.151, once in CI).
 func TestMemHandOff(t *testing.T) {
-	u, _ := url.Parse("http://vm.invalid:8428")
-	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	set := oneReadBackend()
 	pool := &memPool{total: 50 << 20, compute: 5 * time.Millisecond}
 	b := newBalancer(set, pool, nil)
 	b.memWait = 10 * time.Second
@@ -345,8 +343,7 @@ func TestMemHandOff(t *testing.T) {
 // times, each send at least its gap (memTry.gap) after the last; the other team's reads, held back while it is sent,
 // go on.
 func TestMemWaitsBoundedWoken(t *testing.T) {
-	u, _ := url.Parse("http://vm.invalid:8428")
-	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	set := oneReadBackend()
 	var mu sync.Mutex
 	var mimicSends []time.Time
 	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
@@ -405,8 +402,7 @@ func TestMemWaitsBoundedWoken(t *testing.T) {
 // once: its 16 sends were spent in some tens of milliseconds and ops got the 422 while dev's query still ran. With the
 // gaps between a read's sends, ops waits for dev's query to end and is answered.
 func TestMemCheapQueriesSpendNoWait(t *testing.T) {
-	u, _ := url.Parse("http://vm.invalid:8428")
-	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	set := oneReadBackend()
 	pool := &memPool{total: 50 << 20, compute: time.Millisecond}
 	pool.hang = func(r *http.Request, fits bool) {
 		if fits && r.URL.Query().Get("team") == "dev" {
@@ -456,8 +452,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // it (another of its unit's) goes at once, not at the hand-off's end; woken as its client goes, it passes the memory
 // to the next waiter.
 func TestMemHandOffClientGone(t *testing.T) {
-	u, _ := url.Parse("http://vm.invalid:8428")
-	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	set := oneReadBackend()
 	release := make(chan struct{})
 	pool := &memPool{total: 50 << 20, compute: time.Millisecond, hang: func(r *http.Request, fits bool) {
 		switch team := r.URL.Query().Get("team"); {
@@ -577,8 +572,7 @@ func TestMemHandOffClientGone(t *testing.T) {
 // forged refusal (TestMemWaitsBoundedWoken) was woken at every query answered add up to a second to every other
 // team's reads, 16 times a query, again and again.
 func TestMemHandOffHoldsContendersOnly(t *testing.T) {
-	u, _ := url.Parse("http://vm.invalid:8428")
-	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	set := oneReadBackend()
 	release := make(chan struct{})
 	pool := &memPool{total: 50 << 20, compute: time.Millisecond, hang: func(r *http.Request, fits bool) {
 		switch team := r.URL.Query().Get("team"); {
@@ -780,8 +774,7 @@ func (f forger) RoundTrip(r *http.Request) (*http.Response, error) {
 // gave way at its polls: ops waited out its 2 s and got the 422 in 2 of 4 runs (a review). Now ops is answered soon
 // after the pool empties (170 ms in), as without the forger.
 func TestMemForgedWaiterTakesNoTurns(t *testing.T) {
-	u, _ := url.Parse("http://vm.invalid:8428")
-	set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+	set := oneReadBackend()
 	release := make(chan struct{})
 	pool := &memPool{total: 50 << 20, compute: time.Millisecond, hang: func(r *http.Request, fits bool) {
 		if r.URL.Query().Get("team") == "dev" && fits {
@@ -905,8 +898,7 @@ func TestMemForgerBesideFillingLoops(t *testing.T) {
 	for _, tc := range []struct{ forge, oneToken bool }{{false, false}, {true, false}, {true, true}} {
 		forge := tc.forge
 		t.Run(fmt.Sprintf("forge=%v,fillerIsEvil=%v", forge, tc.oneToken), func(t *testing.T) {
-			u, _ := url.Parse("http://vm.invalid:8428")
-			set := newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
+			set := oneReadBackend()
 			pool := &memPool{total: 50 << 20, compute: 20 * time.Millisecond}
 			b := newBalancer(set, forger{pool}, nil)
 			b.memWait = 2 * time.Second
@@ -1060,4 +1052,10 @@ func readLoops(t *testing.T, b *balancer, n int, team string, need int) (*atomic
 		}()
 	}
 	return &answered, func() { close(stop); wg.Wait() }
+}
+
+// oneReadBackend is the read backends of the memory tests: one, whose address the tests' round trippers never dial.
+func oneReadBackend() *backendSet {
+	u, _ := url.Parse("http://vm.invalid:8428")
+	return newBackendSet("read", LeastLoaded, 0, []*backend{newBackend("read", u, "")})
 }
