@@ -75,7 +75,14 @@ func (b *bufferedAnswer) Read(p []byte) (int, error) {
 	if b.stream != nil {
 		return b.stream.Read(p)
 	}
-	return b.r.Read(p)
+	// The end comes with the last bytes, as an answer of known length's does (proxyclient): the stats are read and
+	// the query charged before those bytes reach the client, so a client that sends its next query once it has this
+	// answer finds it counted.
+	n, err := b.r.Read(p)
+	if err == nil && b.r.Len() == 0 {
+		err = io.EOF
+	}
+	return n, err
 }
 
 func (b *bufferedAnswer) Close() error {

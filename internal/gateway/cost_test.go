@@ -352,3 +352,59 @@ func TestCostWritingTime(t *testing.T) {
 		return len(got) == 1 && got[0] == [2]float64{7, 2512}, fmt.Sprintf("spent %v, want [[7 2512]]", got)
 	})
 }
+
+// TestCostChargedBeforeTheAnswerEnds: a query is charged before the last byte of its answer goes to the client, so a
+// client that sends its next queries once it has an answer finds that answer counted. Before, a small answer
+// (buffered whole) reached its client before its stats were read: a burst sent right after a first answer went as
+// if that answer had cost nothing yet, and one query more than the budget allowed went in a full test run
+// (TestRateLimitCostInFlight).
+func TestCostChargedBeforeTheAnswerEnds(t *testing.T) {
+	useCostTimer(t)
+	const answer = `{"status":"success","data":{"resultType":"vector","result":[]},"stats":{"seriesFetched": "7","executionTimeMsec":12}}`
+	for _, length := range []bool{false, true} {
+		read := vmtest.NewRecorder(t)
+		read.Respond(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			if length {
+				w.Header().Set("Content-Length", fmt.Sprint(len(answer)))
+			} else {
+				w.(http.Flusher).Flush() // no length: VictoriaMetrics' own answers
+			}
+			_, _ = io.WriteString(w, answer)
+		})
+		ru, _ := url.Parse(read.URL)
+		costs := &spendLog{costedAccount: 3}
+		g, err := New(Config{ReadURL: ru, WriteURL: ru, ReadTransport: http.DefaultTransport, WriteTransport: http.DefaultTransport,
+			Cluster: true, Auth: byToken{"t3": {Tenant: tenant.ID{AccountID: 3}, Mode: auth.ModeFull}}, Costs: costs, AuthHeader: "X-Token"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest(http.MethodGet, "/api/v1/query?query=up", nil)
+		req.Header.Set("X-Token", "t3")
+		w := &spendsAtWrite{ResponseRecorder: httptest.NewRecorder(), costs: costs}
+		g.ServeHTTP(w, req)
+		if w.Code != http.StatusOK || w.Body.String() != answer {
+			t.Fatalf("with a length %v: %d %q", length, w.Code, w.Body.String())
+		}
+		if len(w.spends) == 0 || w.spends[len(w.spends)-1] != 1 {
+			t.Errorf("with a length %v: queries charged at each write of the answer %v; want the one query charged by the last", length, w.spends)
+		}
+		if got := costs.take(); len(got) != 1 || got[0] != [2]float64{7, 12} {
+			t.Errorf("with a length %v: spent %v, want 7 series and 12 ms once", length, got)
+		}
+	}
+}
+
+// spendsAtWrite records how many queries costs had charged at each write of an answer's body.
+type spendsAtWrite struct {
+	*httptest.ResponseRecorder
+	costs  *spendLog
+	spends []int
+}
+
+func (w *spendsAtWrite) Write(p []byte) (int, error) {
+	w.costs.mu.Lock()
+	w.spends = append(w.spends, len(w.costs.spent))
+	w.costs.mu.Unlock()
+	return w.ResponseRecorder.Write(p)
+}
