@@ -534,4 +534,28 @@ func TestRateLimitCostExports(t *testing.T) {
 			t.Errorf("small's %s: %d %.300s", api, code, body)
 		}
 	}
+
+	// A metric's name may begin with #, which /federate writes as it is: such lines are series, not comments (an
+	// attacker's review federated 60,000 series named "#hid" charged none).
+	var hid strings.Builder
+	for i := 0; i < 5; i++ {
+		fmt.Fprintf(&hid, `{"metric":{"__name__":"#hid","team":"small","i":"%d"},"values":[1],"timestamps":[%d]}`+"\n", i, time.Now().UnixMilli())
+	}
+	if code, _, body := do(t, http.MethodPost, vm.URL+"/api/v1/import", strings.NewReader(hid.String())); code != 204 {
+		t.Fatalf("import: %d %s", code, body)
+	}
+	vm.Flush(t)
+	hidMatch := "match[]=" + url.QueryEscape(`{__name__=~"#.*"}`)
+	vmtest.Eventually(t, func() (bool, string) {
+		_, _, body := do(t, http.MethodGet, vm.URL+"/federate?"+hidMatch, nil)
+		return strings.Count(body, "#hid{") == 5, body
+	})
+	code, _, body = do(t, http.MethodGet, g.URL+"/federate?"+hidMatch, nil, bearer(small)...)
+	if code != 200 || strings.Count(body, "#hid{") != 5 {
+		t.Fatalf("small's federate of #hid: %d %.300s", code, body)
+	}
+	vmtest.Eventually(t, func() (bool, string) {
+		u := teamCostUsage(t, g, "series_fetched")
+		return u["small"] == 14, fmt.Sprintf("series_fetched usage %v, want small 14: its 5 series named #hid too", u)
+	})
 }

@@ -245,7 +245,8 @@ func TestCountSeries(t *testing.T) {
 }
 
 // TestCountExportSeries: the series of an export are counted however its bytes are split between reads: the JSON
-// lines of /api/v1/export by their "metric" objects, /federate by its sample lines, its comments left out.
+// lines of /api/v1/export by their "metric" objects, /federate by its lines: VictoriaMetrics writes no comments there,
+// and a line that begins with # is a series whose name does (an attacker's review read such series charged none).
 func TestCountExportSeries(t *testing.T) {
 	for _, tc := range []struct {
 		body     string
@@ -255,8 +256,11 @@ func TestCountExportSeries(t *testing.T) {
 		{`{"metric":{"__name__":"cpu","metric":"x"},"values":[1,2],"timestamps":[1,2]}` + "\n" +
 			`{"metric":{"__name__":"cpu","v":"\"metric\":{"},"values":[1],"timestamps":[1]}` + "\n" +
 			`{"metric":{},"values":[1],"timestamps":[1]}` + "\n", false, 3},
-		{"# TYPE cpu untyped\ncpu{team=\"dev\",i=\"1\"} 1 1700000000000\ncpu{team=\"dev\",i=\"2\"} 2 1700000000000\n" +
-			"# TYPE mem untyped\nmem{team=\"dev\",v=\"# not a comment\"} 3 1700000000000\n", true, 3},
+		{"cpu{team=\"dev\",i=\"1\"} 1 1700000000000\ncpu{team=\"dev\",i=\"2\"} 2 1700000000000\n" +
+			"mem{team=\"dev\",v=\"# not a comment\"} 3 1700000000000\n", true, 3},
+		{"#hid{team=\"dev\",i=\"1\"} 1 1700000000000\n#hid{team=\"dev\",i=\"2\"} 2 1700000000000\n# 3 1700000000000\n", true, 3},
+		// A name with a newline makes two lines of one series: charged twice, never less.
+		{"a\nb{team=\"dev\"} 1 1700000000000\n", true, 2},
 		{"cpu 1 1700000000000", true, 1},
 		// max_rows_per_line: a series on several lines, charged once; interleaved with another, still once.
 		{`{"metric":{"a":"1"},"values":[1],"timestamps":[1]}` + "\n" + `{"metric":{"a":"1"},"values":[2],"timestamps":[2]}` + "\n" +

@@ -73,8 +73,8 @@ var exportSeed = maphash.MakeSeed()
 // line of one is not charged again.
 const recentSeries = 1024
 
-// exportCount counts the series of an export. /federate gives one sample line for each (its last value), beside #
-// comments. /api/v1/export gives a JSON line for each block of samples it sends of a series, `{"metric":{…},
+// exportCount counts the series of an export. /federate gives one sample line for each (its last value).
+// /api/v1/export gives a JSON line for each block of samples it sends of a series, `{"metric":{…},
 // "values":…}` (format=promapi an element of a list, the same): a series is on several lines with max_rows_per_line,
 // and with reduce_mem_usage (a line per block of its samples). A series is charged once: its "metric" object is
 // hashed, and a line whose labels are those of one of the last recentSeries series is not charged again. Charging a
@@ -114,10 +114,13 @@ func (e *exportCount) Read(p []byte) (int, error) {
 
 func (e *exportCount) Close() error { return e.rc.Close() }
 
-// countLines counts the /federate sample lines that begin in b.
+// countLines counts the /federate lines that begin in b, each a series. VictoriaMetrics writes no comment lines there,
+// and writes a metric's name as it is stored, which may begin with # or hold a newline: skipping lines that look
+// like comments let a team read any number of its series named "#…" charged none (an attacker's review, on 1.79.5,
+// v1.151 and the cluster). A name with a newline is charged twice, from above.
 func (e *exportCount) countLines(b []byte) (k int64) {
 	for len(b) > 0 {
-		if e.lineStart && b[0] != '#' && b[0] != '\n' {
+		if e.lineStart {
 			k++
 		}
 		i := bytes.IndexByte(b, '\n')
