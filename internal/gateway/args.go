@@ -161,7 +161,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 		if err := checkEvaluation(rt, q, form, parsed, l, now, g.measurerFor(r.Context(), a, gate)); err != nil {
 			return err
 		}
-		if (l.MaxFanOutPoints > 0 || l.countsComparisons()) && g.read != nil && pinSpan(rt, q, form, now) {
+		if (l.MaxFanOutPoints > 0 || l.countsComparisons()) && g.read != nil && pinSpan(rt, q, form, parsed, now) {
 			changed = true
 		}
 		count := g.fanCounterFor(r.Context(), a, gate)

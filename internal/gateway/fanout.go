@@ -217,19 +217,18 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 // with count_values, which the gateway counts on the step's multiples, its start, end and step, moved to the multiples
 // as VictoriaMetrics moves them with its cache on (AdjustStartEnd), and always: by less than a step, and the distinct
 // values are counted. It reports whether it changed q or form; a request giving one of them twice is left to
-// checkFanOut.
-func pinSpan(rt route.Route, q, form url.Values, now time.Time) bool {
+// checkFanOut. Only a query that calls one of the counted functions is pinned: taking every query whose text might
+// (any backslash, any byte past ASCII) turned VictoriaMetrics' cache off for the instant queries of every dashboard
+// with an escaped regexp.
+func pinSpan(rt route.Route, q, form url.Values, parsed *enforce.Parsed, now time.Time) bool {
 	if rt.API != "query_range" && rt.API != "query" || q == nil {
 		return false
 	}
-	// The scan of the query first: most reads have none of the names, and are not looked at further.
 	counted, countValues := false, false
 	for _, vs := range [2]url.Values{form, q} {
 		for _, text := range vs["query"] {
-			if querylimits.MentionsFanOut(text) {
-				counted = true
-				countValues = countValues || strings.Contains(text, `\`) || querylimits.MentionsCountValues(text)
-			}
+			fan, cv := querylimits.CallsFanOut(text, parsed)
+			counted, countValues = counted || fan, countValues || cv
 		}
 	}
 	if !counted || rt.API == "query_range" && !countValues || spanArgTwice(q, form) != "" {

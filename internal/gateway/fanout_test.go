@@ -403,9 +403,21 @@ func TestPinSpan(t *testing.T) {
 		{"escaped", ranged, url.Values{"query": {`count\_values("v", x)`}, "start": {"1699996400"}, "end": {"1700000000"}, "step": {"8"}}, nil,
 			"end=1700000000&query=" + url.QueryEscape(`count\_values("v", x)`) + "&start=1699996400&step=8", ""},
 		{"two starts", ranged, url.Values{"query": {cv}, "start": {"1699996403.5", "1699996400"}, "end": {"1700000000"}, "step": {"8"}}, nil, "", ""},
+		// A backslash, a byte past ASCII or a counted name anywhere but in a call is no call: VictoriaMetrics keeps
+		// its cache, and its latency offset, for these (before, every one was pinned and sent with nocache=1).
+		{"escaped regexp", instant, url.Values{"query": {`sum(rate(http_requests_total{instance=~"10\\.0\\..*"}[5m]))`}}, nil, "", ""},
+		{"label value past ASCII", instant, url.Values{"query": {`up{city="Zürich"}`}}, nil, "", ""},
+		{"names in strings", instant, url.Values{"query": {`up{job="histogram_over_time",le="count_values"}`}}, nil, "", ""},
+		{"escaped regexp, range", ranged, url.Values{"query": {`histogram_over_time(x{a=~"b\\.c"}[5m])`}, "start": {"1699996403.5"}, "end": {"1700000000"}, "step": {"8"}}, nil, "", ""},
+		{"count_values in a string, range", ranged, url.Values{"query": {`rate(x{job="count_values"}[5m])`}, "start": {"1699996403.5"}, "end": {"1700000000"}, "step": {"8"}}, nil, "", ""},
+		// A function's name written with escapes, or past ASCII beside it, is still the function.
+		{"escaped name", instant, url.Values{"query": {`histogram\_over\_time(x[5m])`}, "time": {"1699996403.5"}}, nil,
+			"nocache=1&query=" + url.QueryEscape(`histogram\_over\_time(x[5m])`) + "&time=1699996403.5", ""},
+		{"call beside a value past ASCII", instant, url.Values{"query": {`HISTOGRAM_over_time(x{city="Zürich"}[5m])`}, "time": {"1699996403.5"}}, nil,
+			"nocache=1&query=" + url.QueryEscape(`HISTOGRAM_over_time(x{city="Zürich"}[5m])`) + "&time=1699996403.5", ""},
 	} {
 		before := tc.q.Encode()
-		pinned := pinSpan(tc.rt, tc.q, tc.form, now)
+		pinned := pinSpan(tc.rt, tc.q, tc.form, nil, now)
 		switch {
 		case tc.want == "" && (pinned || tc.q.Encode() != before):
 			t.Errorf("%s: pinned to %s; want as sent", tc.name, tc.q.Encode())

@@ -222,6 +222,24 @@ func MentionsFanOut(q string) bool {
 	return mentions(q, true, "histogram_over_time", "quantiles_over_time", "count_values")
 }
 
+// CallsFanOut tells whether q calls one of the functions FanOuts lists, and whether one of them is count_values, as
+// metricsql reads q: a name written with escapes, or in another case, is the function, while a backslash or a byte
+// past ASCII elsewhere (a regexp's `\\.`, a label value in another script), which MentionsFanOut must take to be one,
+// is not. A query whose parse the gate refused is taken to call both.
+func CallsFanOut(q string, pq *enforce.Parsed) (fanOut, countValues bool) {
+	if !MentionsFanOut(q) {
+		return false, false
+	}
+	c, err := tree(q, pq, fanned, hasFanOut)
+	if err != nil {
+		return true, true
+	}
+	if c == nothingCounted {
+		return false, false
+	}
+	return true, anyNode(&c.root, func(n *node) bool { return n.countValues })
+}
+
 // fanned caches FanOuts' trees, as counted caches CountValues'.
 var fanned = newTreeCache()
 
