@@ -559,3 +559,27 @@ func TestRateLimitCostExports(t *testing.T) {
 		return u["small"] == 14, fmt.Sprintf("series_fetched usage %v, want small 14: its 5 series named #hid too", u)
 	})
 }
+
+// TestRateLimitCostGraphiteRender: Graphite's /render reads every series of a name, Prometheus' too, and answers
+// without stats, so the gateway cannot charge what it fetched: a caller with cost limits is refused it (before, a
+// tenant-wide token read big's 150 series through it, charged none), a caller without keeps it.
+func TestRateLimitCostGraphiteRender(t *testing.T) {
+	vm := vmtest.StartCurrent(t)
+	costData(t, vm)
+	render := "/render?format=json&from=-10min&target=" + url.QueryEscape(`seriesByTag('name=cost_metric','team=big')`)
+	vmtest.Eventually(t, func() (bool, string) {
+		_, _, body := do(t, http.MethodGet, vm.URL+render, nil)
+		return strings.Count(body, `"target":`) == 150, fmt.Sprintf("%.300s", body)
+	})
+	tenantWide := respToken(t, auth.VMAccess{Mode: auth.ModeRead})
+	costed := rlGateway(t, vm.URL, vm.URL, "limits:\n  - {type: series_fetched, value: 100, account_id: 0}\n")
+	code, _, body := do(t, http.MethodGet, costed.URL+render, nil, bearer(tenantWide)...)
+	if typ, msg := decodeError(t, body); code != http.StatusForbidden || typ != "forbidden" ||
+		!strings.Contains(msg, "Graphite's /render is not open to a caller with cost limits") {
+		t.Errorf("render with cost limits: %d %.300s", code, body)
+	}
+	uncosted := rlGateway(t, vm.URL, vm.URL, "limits:\n  - {type: series_fetched, value: 100, account_id: 7}\n")
+	if code, _, body := do(t, http.MethodGet, uncosted.URL+render, nil, bearer(tenantWide)...); code != 200 || strings.Count(body, `"target":`) != 150 {
+		t.Errorf("render without cost limits: %d %.300s", code, body)
+	}
+}

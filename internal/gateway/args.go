@@ -122,7 +122,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 	if err := g.checkArgs(rt, q, form); err != nil {
 		return err
 	}
-	if rt.Charged() && !rt.Evaluates() && g.costs != nil && g.costs.Costed(a) {
+	if (rt.Charged() && !rt.Evaluates() || rt.API == "graphite_render") && g.costs != nil && g.costs.Costed(a) {
 		if err := checkCountedExport(rt, q, form); err != nil {
 			return err
 		}

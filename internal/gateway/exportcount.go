@@ -13,12 +13,18 @@ import (
 	"github.com/vmgateway/vmgateway/internal/route"
 )
 
-// checkCountedExport refuses a costed caller's export whose series the gateway does not count as it streams, which
-// free would read any number of series past the caller's budget: the CSV export (a line per sample), the native one
-// (binary), and /api/v1/export with format=prometheus (a text line per sample, without the JSON lines' "metric"
-// objects: a review read 4,000 series charged none). The JSON lines and format=promapi hold one "metric" object per
-// series. Every value of format counts, in the URL and the form: VictoriaMetrics reads the form's first.
+// checkCountedExport refuses a costed caller's read of samples whose series the gateway does not count as they
+// stream, which free would read any number of series past the caller's budget: the CSV export (a line per sample),
+// the native one (binary), /api/v1/export with format=prometheus (a text line per sample, without the JSON lines'
+// "metric" objects: a review read 4,000 series charged none), and Graphite's /render, which reads every series of a
+// name, Prometheus' too, evaluated with the Graphite functions and answered without stats. The JSON lines and
+// format=promapi hold one "metric" object per series. Every value of format counts, in the URL and the form:
+// VictoriaMetrics reads the form's first.
 func checkCountedExport(rt route.Route, q, form url.Values) error {
+	if rt.API == "graphite_render" {
+		return httperr.New(http.StatusForbidden, "Graphite's /render is not open to a caller with cost limits (series_fetched, "+
+			"query_time_ms): it reads samples the gateway cannot charge; use /api/v1/query_range, or a token without cost limits")
+	}
 	if rt.API == "export_csv" || rt.API == "export_native" {
 		return httperr.New(http.StatusForbidden, fmt.Sprintf("the %s API is not open to a caller with cost limits "+
 			"(series_fetched, query_time_ms): the gateway cannot count the series of its answer; use /api/v1/export, "+
