@@ -84,9 +84,8 @@ func siblingGuards(names []string, have map[string]bool) ([]metricsql.LabelFilte
 // guardSiblings sets e.selFilters to the labels' matchers and their sibling guards, and adds to each filter branch
 // the guards of its own names, so that a branch is narrowed only by the names it reads. The guards of the raw sort keys
 // go to VictoriaMetrics alone, as extra_label args of every read (rawKey), a branch's too (no series of any branch
-// should carry such a name): written into a query they would need escapes, and a backslash in a query has the gateway
-// count and pin it as one that may hide a function's name, which turned off VictoriaMetrics' cache for every query of
-// such a token.
+// should carry such a name): written into a query they would need escapes in every selector of every query the token
+// sends, for a name with NUL bytes, which is never a team's own, so one layer is enough there.
 func (e *Enforcer) guardSiblings() error {
 	var names []string
 	for _, l := range e.labels {
