@@ -51,17 +51,35 @@ var (
 //
 // closer, when set, is a count closer than exact, asked where exact is still past the bound and affordable says its
 // answer may be built to count it; a backend that refuses it leaves exact's count.
+//
+// groups, when set, is a count of the groups of an aggregation that makes at most perGroup series of each (histogram:
+// its buckets), which bounds the series too: the least of the two is made. scale, when set, multiplies every count
+// but groups': the series made of each one counted.
 type fanProbe struct {
-	q, exact, guard, at string
-	grid, gridAt        string
-	closer              string
-	mult                float64
-	cost, span          int64
+	q, exact, guard, at   string
+	grid, gridAt          string
+	closer                string
+	groups                string
+	mult, perGroup, scale float64
+	cost, span            int64
 }
 
 // made is how many series p counts, asked with ask: its exact count too where past says the first is past the bound,
 // and affordable says what its guard counts may be built to count them (a guard that is q is not asked again).
 func (p fanProbe) made(ask func(q, at string) (float64, error), past, affordable func(made float64) bool) (float64, error) {
+	if p.scale > 0 {
+		m, err := p.unscaled(ask, func(m float64) bool { return past(m * p.scale) }, affordable)
+		if err != nil || p.groups == "" || !past(m*p.scale) {
+			return m * p.scale, err
+		}
+		g, err := ask(p.groups, p.at)
+		return min(m*p.scale, g*p.perGroup), err
+	}
+	return p.unscaled(ask, past, affordable)
+}
+
+// unscaled is made without p's scale and groups.
+func (p fanProbe) unscaled(ask func(q, at string) (float64, error), past, affordable func(made float64) bool) (float64, error) {
 	n, err := ask(p.q, p.at)
 	if err != nil {
 		return 0, err
@@ -322,7 +340,7 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 			evals = 16
 		}
 		// count_values' exact count costs what its first does (probeCountValues).
-		if heavy := float64(p.span) / float64(max(l.MinSampleInterval.Milliseconds(), 1)) * evals; f.Func != "count_values" &&
+		if heavy := float64(p.span) / float64(max(l.MinSampleInterval.Milliseconds(), 1)) * evals; !byValues(f) &&
 			l.MaxSubqueryWindowPoints > 0 && heavy > float64(l.MaxSubqueryWindowPoints) {
 			// Counted as the team's own `count(histogram_over_time(x[span]))` is: a span the limits would refuse it is
 			// judged on the samples alone.
@@ -345,10 +363,10 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 				label = cmp.Or(f.Label, "phi") // "": a label given by an expression
 			}
 		}
-		if f.Func == "count_values" && f.From == f.To {
-			continue // one point: no more series than its arg (judgeCountValuesWork counts its work)
+		if byValues(f) && f.From == f.To {
+			continue // one point: no more series than its arg (judgeCountValuesWork counts count_values' work)
 		}
-		if f.Moving && (f.Subquery || f.Func == "count_values") {
+		if f.Moving && (f.Subquery || byValues(f)) {
 			return movingError(f, "the series it makes (-search.maxFanOutPoints)")
 		}
 		if f.InstantRange {
@@ -388,8 +406,11 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 				"backend runs the query on", workers)
 		}
 		hint := fmt.Sprintf("aggregate it directly, as in `sum(%s(...)) by (%s)`, select fewer series", names[0], label)
-		if names[0] == "count_values" {
+		switch names[0] {
+		case "count_values":
 			hint = "count fewer distinct values (round them first, as in `count_values(\"v\", round(x, 10))`), select fewer series"
+		case "histogram":
+			hint = "make fewer groups (its by), select fewer series"
 		}
 		return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query would make %.0f series (of each series it reads, a "+
 			"series of each bucket its samples fall in, of each quantile asked, or of each value counted; %s), %.3g points in all, which VictoriaMetrics "+
@@ -526,7 +547,7 @@ func boundedFanOut(f querylimits.FanOut) (float64, bool) {
 // (judgeFanOut): a cheap query of short windows over a long span (`histogram_over_time(x[1s])` at a step of a day over
 // years) makes the gateway count no more than the team could.
 func probeFanOut(f querylimits.FanOut, workers int) fanProbe {
-	if f.Func == "count_values" {
+	if byValues(f) {
 		return probeCountValues(f)
 	}
 	span := f.To - f.From + 2*f.Step + f.Window
@@ -638,8 +659,26 @@ func probeCountValues(f querylimits.FanOut) fanProbe {
 	if !f.Subquery && f.From%f.Step != 0 {
 		p.grid, p.gridAt = "count("+f.Source+")", vmSeconds(f.From)+":"+vmSeconds(f.To)+":"+vmSeconds(f.Step)
 	}
+	if f.Func == "histogram" {
+		// A bucket is made by a value that falls in it, so no more buckets than distinct values; and VictoriaMetrics
+		// turns its vmrange buckets into le ones, both held at once: twice over, and at most twice its 488 buckets in
+		// each group.
+		p.scale, p.perGroup = 2, 2*histogramBuckets
+		by := ""
+		if g := f.ValuesBy; g != nil && g.Op != "" && (g.Op == "without" || len(g.Labels) > 0) {
+			by = " " + string((&metricsql.ModifierExpr{Op: g.Op, Args: g.Labels}).AppendString(nil))
+		}
+		p.groups = "count(count(count_over_time(" + src + "))" + by + ")"
+	}
 	return p
 }
+
+// histogramBuckets is the most buckets (vmrange) VictoriaMetrics' histogram makes of one group at one point.
+const histogramBuckets = 27*18 + 2
+
+// byValues says f makes a series of each distinct value (count_values), or of each bucket of the values (the
+// aggregation histogram), of each of its groups: counted on its arg's values (probeCountValues).
+func byValues(f querylimits.FanOut) bool { return f.Func == "count_values" || f.Func == "histogram" }
 
 // vmSeconds prints ms as seconds VictoriaMetrics reads back as ms exactly: it reads a step, and 1.79.5 a time too, as
 // a float it multiplies by 1000 and truncates, so that "1.003" is 1002 ms.

@@ -166,7 +166,10 @@ func TestMentionsFanOut(t *testing.T) {
 		`Quantiles_Over_Time("p", 1, x)`:     true,
 		`histogram\_over_time(x[5m])`:        true,
 		`x{a="é"}`:                           true,
-		`rate(histogram[5m])`:                false,
+		`rate(histogram[5m])`:                true, // a name of its own: the parse tells it is no call
+		`HISTOGRAM by (a) (x)`:               true,
+		`histogram(x)`:                       true,
+		`rate(my_histogram[5m])`:             false,
 		`quantile_over_time(0.5, x[5m])`:     false,
 		`count_values("v", x)`:               true,
 		`Count_Values_Over_Time("v", x[1m])`: true,

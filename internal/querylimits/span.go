@@ -382,7 +382,14 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 		// the checks of a query's root look through it (unwrapped).
 		name := strings.ToLower(x.Name)
 		if name == "histogram" {
-			return node{kind: kindGroup, histogram: true, children: []node{n}}
+			h := node{kind: kindGroup, histogram: true, children: []node{n}}
+			if len(x.Args) == 1 {
+				// Listed as count_values is (FanOuts): a series of each bucket of each group, each as long as the points.
+				h.fan = &fanNode{name: "histogram", label: "vmrange", most: maxValuesCounted, byData: true,
+					src: string(x.Args[0].AppendString(nil)), moving: moving(x.Args[0]),
+					valuesBy: &Grouping{Op: strings.ToLower(x.Modifier.Op), Labels: x.Modifier.Args}}
+			}
+			return h
 		}
 		if (reducesToOne(name) || name == "quantiles") && len(x.Modifier.Args) == 0 && !strings.EqualFold(x.Modifier.Op, "without") {
 			n = node{kind: kindGroup, one: true, children: []node{n}}
