@@ -35,7 +35,9 @@ func TestMentionsScan(t *testing.T) {
 	}
 	// A word without an underscore, byte by byte: no byte a name may hold beside it.
 	word := func(q, w string) bool {
-		name := func(b byte) bool { return strings.IndexByte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:.", b) >= 0 }
+		name := func(b byte) bool {
+			return strings.IndexByte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:.", b) >= 0
+		}
 		for i := 0; i+len(w) <= len(q); i++ {
 			if strings.EqualFold(q[i:i+len(w)], w) && (i == 0 || !name(q[i-1])) && (i+len(w) == len(q) || !name(q[i+len(w)])) {
 				return true
