@@ -583,3 +583,48 @@ func TestRateLimitCostGraphiteRender(t *testing.T) {
 		t.Errorf("render without cost limits: %d %.300s", code, body)
 	}
 }
+
+// TestRateLimitCostListing: the listing APIs read the index, not samples, and have no stats, but they cost the backend
+// time (an attacker's review: 148 ms of 1.79.5's CPU a label values request, another team's dashboard 8 times slower
+// beside a flood of them, none of it charged): a caller with a query_time_ms limit is charged the time each took, at
+// least a millisecond, and refused once its budget is used, and charged no series for them.
+func TestRateLimitCostListing(t *testing.T) {
+	for name, start := range map[string]func(testing.TB, ...string) *vmtest.VM{"1.79.5": vmtest.Start, "current": vmtest.StartCurrent} {
+		t.Run(name, func(t *testing.T) {
+			vm := start(t)
+			costData(t, vm)
+			g := rlGateway(t, vm.URL, vm.URL, "limits:\n  - {type: query_time_ms, value: 5, key: label:team}\n  - {type: series_fetched, value: 1000, key: label:team}\n",
+				"-ratelimit.statusAuthKey=sk")
+			small := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
+			listing := []string{"/api/v1/labels", "/api/v1/label/i/values", "/api/v1/series?match[]=cost_metric", "/api/v1/status/tsdb"}
+			answered := 0
+			var refused string
+			for i := 0; i < 20 && refused == ""; i++ {
+				code, _, body := do(t, http.MethodGet, g.URL+listing[i%len(listing)], nil, bearer(small)...)
+				switch code {
+				case http.StatusOK:
+					answered++
+				case http.StatusTooManyRequests:
+					refused = body
+				default:
+					t.Fatalf("%s: %d %.300s", listing[i%len(listing)], code, body)
+				}
+				// Charged as the handler ends, which may be just after its client has the whole answer.
+				time.Sleep(10 * time.Millisecond)
+			}
+			if refused == "" {
+				t.Fatalf("all %d listing requests answered; want refused once the query_time_ms budget of 5 ms is used", answered)
+			}
+			if _, msg := decodeError(t, refused); answered == 0 || answered > 5 || !strings.Contains(msg, "limit type=query_time_ms") {
+				t.Errorf("%d listing requests answered, then %q; want at most 5 (a millisecond each at least), then refused on query_time_ms", answered, refused)
+			}
+			u := teamCostUsage(t, g, "query_time_ms")
+			if u["small"] < 5 {
+				t.Errorf("small's query_time_ms usage %v; want the budget of 5 used", u)
+			}
+			if n, ok := teamCostUsage(t, g, "series_fetched")["small"]; ok && n != 0 {
+				t.Errorf("small's series_fetched usage %v; want none for listing requests", n)
+			}
+		})
+	}
+}

@@ -296,12 +296,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// A query (or an export) of a caller with cost limits holds what it is expected to cost from here, once it is ready to go and
 	// before it takes any slot, until it ends; while the caller's queries in flight hold the rest of its budget it
-	// waits for them, as long as a read waits for the backends (ratelimit.Gate.Reserve).
-	costed := g.costs != nil && rt.Charged() && g.costs.Costed(access)
+	// waits for them, as long as a read waits for the backends (ratelimit.Gate.Reserve). A listing request is charged
+	// its time once it ends, and holds nothing: what a query is expected to cost is no guide to it.
+	charged := rt.Charged()
+	costed := g.costs != nil && (charged || rt.Timed()) && g.costs.Costed(access)
 	// The read backends' slot of the request, taken below: a read kept past its timeout holds it, and its cost, until
 	// the backend answers.
 	var slot *hold
-	if costed {
+	if costed && charged {
 		start := time.Now()
 		release, err := g.costs.Reserve(r.Context(), access, g.reads.queue)
 		defer func() { slot.afterBackend(release) }()
@@ -365,7 +367,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// to the backend whole, not be cut where the cancel found it. A client that leaves mid-body breaks the body.
 		fr = r.WithContext(context.WithoutCancel(r.Context()))
 	}
-	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt, t, g.auth != nil), r.Context(), access, costed, slot)
+	fr, endCost := g.withCost(withAnswerFilter(fr, access, rt, t, g.auth != nil), r.Context(), access, costed, charged, slot)
 	defer endCost()
 	g.forward(e, fr, rt, access, up, slot)
 }

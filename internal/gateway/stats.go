@@ -287,12 +287,15 @@ func (c *costWatch) draining() {
 // read) and in full (GET for HEAD).
 // The returned function ends the upstream request and charges a query that had no stats its time; it is called
 // once the answer has been forwarded (or read to its end after the client left), or the request failed. The slot
-// (nil: none) of a read kept past its timeout defers the charge until the backend answers.
-func (g *Gateway) withCost(r *http.Request, client context.Context, a *auth.Access, costed bool, slot *hold) (*http.Request, func()) {
+// (nil: none) of a read kept past its timeout defers the charge until the backend answers. A request not charged
+// for its answer (a listing one: charged false) is charged its time alone, and asked as the client asked.
+func (g *Gateway) withCost(r *http.Request, client context.Context, a *auth.Access, costed, charged bool, slot *hold) (*http.Request, func()) {
 	if !costed {
 		return r, func() {}
 	}
-	r.Header.Set("Accept-Encoding", "identity")
+	if charged {
+		r.Header.Set("Accept-Encoding", "identity")
+	}
 	// A read slot's context (held) is already not cancelled with the client, and its cut must reach the upstream
 	// request.
 	base := r.Context()
@@ -303,7 +306,7 @@ func (g *Gateway) withCost(r *http.Request, client context.Context, a *auth.Acce
 	cw := &costWatch{costs: g.costs, access: a, cancel: cancel, sent: costClock(), held: slot != nil, drain: drainTimeout}
 	stop := context.AfterFunc(client, cw.clientLeft)
 	r = r.WithContext(context.WithValue(ctx, costKey{}, cw))
-	if r.Method == http.MethodHead {
+	if r.Method == http.MethodHead && charged {
 		// VictoriaMetrics runs a HEAD query in full and only drops the answer, whose stats would go unread: the
 		// upstream is asked with GET, and the client's HEAD answer still gets no body (the server drops it).
 		r.Method = http.MethodGet

@@ -332,6 +332,20 @@ func (r Route) Charged() bool {
 	return false
 }
 
+// Timed reports whether the cost limits charge the API the time it took, and nothing else: the listing APIs, which
+// read the index, not samples, and have no stats, but whose work a team could otherwise send without end (an
+// attacker's review: 148 ms of 1.79.5's CPU a label values request, charged none, with another team's dashboard 8 times
+// slower beside it).
+func (r Route) Timed() bool {
+	switch r.API {
+	case "series", "series_count", "labels", "label_values", "status_tsdb", "graphite_metrics_find", "graphite_metrics_expand",
+		"graphite_metrics_index", "graphite_tags", "graphite_tags_find_series", "graphite_tags_autocomplete_tags",
+		"graphite_tags_autocomplete_values":
+		return true
+	}
+	return false
+}
+
 // Deletes reports whether the API deletes series, which resets caches VictoriaMetrics shares between tenants.
 func (r Route) Deletes() bool { return r.API == "delete_series" || r.API == "graphite_tags_del_series" }
 
