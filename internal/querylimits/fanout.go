@@ -222,20 +222,26 @@ func MentionsFanOut(q string) bool {
 	return mentions(q, true, "histogram_over_time", "quantiles_over_time", "count_values") || hasWordFold(q, "histogram")
 }
 
-// hasWordFold tells whether q has word (lower case ASCII, without an underscore: mentions' scan does not find it) in
-// any case of ASCII as a name of its own, neither byte beside it one a name may hold: `histogram(x)`, not
-// `histogram_quantile` nor `my_histogram`.
+// hasWordFold tells whether q has word (lower case ASCII letters, without an underscore: mentions' scan does not find
+// it) in any case of ASCII as a name of its own, neither byte beside it one a name may hold: `histogram(x)`, not
+// `histogram_quantile` nor `my_histogram`. It looks for the word's fifth letter in either case, a vectorised search each
+// (every read's query is scanned: a search for either case of the first letter, byte by byte, cost a fifth more than
+// mentions' whole scan).
 func hasWordFold(q, word string) bool {
-	first := string([]byte{word[0], word[0] - 'a' + 'A'})
-	for i := 0; i+len(word) <= len(q); i++ {
-		j := strings.IndexAny(q[i:len(q)-len(word)+1], first)
-		if j < 0 {
-			return false
-		}
-		i += j
-		end := i + len(word)
-		if strings.EqualFold(q[i:end], word) && (i == 0 || !nameByte(q[i-1])) && (end == len(q) || !nameByte(q[end])) {
-			return true
+	const at = 4
+	for _, c := range [2]byte{word[at], word[at] - 'a' + 'A'} {
+		for i := at; i < len(q); {
+			j := strings.IndexByte(q[i:], c)
+			if j < 0 {
+				break
+			}
+			start := i + j - at
+			end := start + len(word)
+			if end <= len(q) && strings.EqualFold(q[start:end], word) && (start == 0 || !nameByte(q[start-1])) &&
+				(end == len(q) || !nameByte(q[end])) {
+				return true
+			}
+			i += j + 1
 		}
 	}
 	return false
