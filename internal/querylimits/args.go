@@ -23,6 +23,15 @@ var (
 	promMaxTime = time.Unix(math.MaxInt64/1000-62135596801, 999999999).UTC().Format(time.RFC3339Nano)
 )
 
+// zoneEast and zoneWest are the farthest any time zone is ahead of UTC (Kiribati, +14) and behind it (-12), in
+// milliseconds: a time without a zone is that much earlier or later than read as UTC.
+const (
+	zoneEast = 14 * 3600 * 1000
+	zoneWest = 12 * 3600 * 1000
+)
+
+// partialTimeLayouts are the layouts VictoriaMetrics reads besides numbers and durations: the first with a zone, the
+// rest without (parseTime).
 var partialTimeLayouts = []string{
 	time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02T15", "2006-01-02", "2006-01", "2006",
 }
@@ -50,7 +59,10 @@ func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
 	}
 	secs, ferr := strconv.ParseFloat(s, 64)
 	if ferr != nil {
-		t, err := parseTime(s, now)
+		t, zoneless, err := parseTime(s, now)
+		if zoneless {
+			return atLeastZero(t - zoneEast), clamp(t + zoneWest), err
+		}
 		return t, t, err
 	}
 	if math.IsNaN(secs) || math.IsInf(secs, 0) {
@@ -83,7 +95,10 @@ func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
 			if err := yearReadable(int(n)); err != nil {
 				return 0, 0, err
 			}
-			alt = time.Date(int(n), 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+			// The year's start in VictoriaMetrics' own time zone, which may be any.
+			y := time.Date(int(n), 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+			lo, hi = min(lo, y-zoneEast), max(hi, y+zoneWest)
+			alt = y
 		case n >= 1e17:
 			alt = n / 1e6 // nanoseconds
 		case n >= 1e14:
@@ -96,42 +111,46 @@ func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
 	return lo, hi, nil
 }
 
-func parseTime(s string, now int64) (int64, error) {
+// parseTime also says whether s is a time without a zone (2026-12-07T18:00), which current releases read in their own
+// time zone (timeutil.ParseTimeAt): the gateway, which does not know it, read it as UTC, and a review put a range
+// 7 hours past max_query_lookback, and a fan-out count 14 hours beside the query's window, through a v1.151 running in
+// UTC+14. parseTimeRange widens such a time by every zone's offset.
+func parseTime(s string, now int64) (int64, bool, error) {
 	if s == promMinTime {
-		return 0, nil
+		return 0, false, nil
 	}
 	if s == promMaxTime {
-		return limit, nil
+		return limit, false, nil
 	}
 	if secs, err := strconv.ParseFloat(s, 64); err == nil {
 		if math.IsNaN(secs) || math.IsInf(secs, 0) {
-			return 0, errors.New("not a time")
+			return 0, false, errors.New("not a time")
 		}
-		return atLeastZero(clampF(secs * 1e3)), nil
+		return atLeastZero(clampF(secs * 1e3)), false, nil
 	}
-	for _, l := range partialTimeLayouts {
+	for i, l := range partialTimeLayouts {
 		if t, err := time.Parse(l, s); err == nil {
 			if err := yearReadable(t.Year()); err != nil {
-				return 0, err
+				return 0, false, err
 			}
-			return atLeastZero(clamp(t.UnixMilli())), nil
+			return atLeastZero(clamp(t.UnixMilli())), i > 0, nil
 		}
 	}
 	rel := s
 	if r, ok := strings.CutPrefix(s, "now"); ok {
 		if r == "" {
-			return now, nil
+			return now, false, nil
 		}
 		rel = r
 	}
 	d, err := metricsql.DurationValue(rel, 0)
 	if err != nil || strings.ContainsAny(rel, "iI") {
-		return 0, errors.New("want Unix seconds, RFC3339, now, or a duration before now such as 1h")
+		return 0, false, errors.New("want Unix seconds, RFC3339, now, or a duration before now such as 1h")
 	}
 	if d > 0 {
 		d = -d
 	}
-	return atLeastZero(clamp(now + d)), nil
+	return atLeastZero(clamp(now + d)), false, nil
 }
 
 // yearReadable refuses a date VictoriaMetrics cannot read as itself: it takes a date's nanoseconds since 1970 in an

@@ -273,19 +273,25 @@ func TestParseTime(t *testing.T) {
 		"-100":                 0,
 		promMinTime:            0,
 	} {
-		got, err := parseTime(in, now)
+		got, _, err := parseTime(in, now)
 		if err != nil || got != want {
 			t.Errorf("parseTime(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 	for in, want := range map[string][2]int64{
-		"2026":          {2026000, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()},
-		"1700000000000": {1700000000000, 1700000000000000},
-		"1700000000":    {1700000000000, 1700000000000},
-		"01700000000":   {1700000000000, 1700000000000},
-		"99999999999":   {99999999999, 99999999999000}, // milliseconds in current releases
-		"+1700000000":   {1700000000000, 1700000000000},
-		"0":             {0, 0},
+		// A year, in current releases, begins in their own time zone: as early as 14 hours before its UTC start, as
+		// late as 12 hours after; so does any time without a zone (an attacker's review, through a v1.151 in UTC+14).
+		"2026":                      {2026000, time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC).UnixMilli()},
+		"2026-06-15T11:00:00":       {time.Date(2026, 6, 14, 21, 0, 0, 0, time.UTC).UnixMilli(), time.Date(2026, 6, 15, 23, 0, 0, 0, time.UTC).UnixMilli()},
+		"2026-06-15":                {time.Date(2026, 6, 14, 10, 0, 0, 0, time.UTC).UnixMilli(), time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC).UnixMilli()},
+		"2026-06-15T11:00:00Z":      {now - 3600000, now - 3600000},
+		"2026-06-15T11:00:00+14:00": {now - 15*3600000, now - 15*3600000},
+		"1700000000000":             {1700000000000, 1700000000000000},
+		"1700000000":                {1700000000000, 1700000000000},
+		"01700000000":               {1700000000000, 1700000000000},
+		"99999999999":               {99999999999, 99999999999000}, // milliseconds in current releases
+		"+1700000000":               {1700000000000, 1700000000000},
+		"0":                         {0, 0},
 		// Current releases read the unit from the integer part's size, whatever the form; v1.79 reads seconds.
 		"9223372036":          {9223372036000, 9223372036000},
 		"9223372037":          {9223372037, 9223372037000},
@@ -309,7 +315,7 @@ func TestParseTime(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"NaN", "Inf", "5i", "now+", "tomorrow", ""} {
-		if _, err := parseTime(in, now); err == nil {
+		if _, _, err := parseTime(in, now); err == nil {
 			t.Errorf("parseTime(%q) accepted", in)
 		}
 	}

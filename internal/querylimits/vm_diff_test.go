@@ -28,16 +28,31 @@ var timeArgCorpus = []string{
 }
 
 // TestArgsAsVictoriaMetricsReadsThem asks both real releases what they read each time and step arg as, and checks
-// the query limits' reading covers it. A release that changes how it reads an arg fails it.
+// the query limits' reading covers it. A release that changes how it reads an arg fails it. The current release reads
+// a time without a zone (2026-06-15) in its own time zone, so it is asked again run in the zones farthest from UTC
+// (an attacker's review put a range 7 hours past max_query_lookback through one in UTC+14).
 func TestArgsAsVictoriaMetricsReadsThem(t *testing.T) {
 	for _, rel := range []struct {
-		name  string
-		start func(testing.TB, ...string) *vmtest.VM
-	}{{"v1.79.5", vmtest.Start}, {vmtest.CurrentVersion, vmtest.StartCurrent}} {
+		name, zone string
+		start      func(testing.TB, ...string) *vmtest.VM
+	}{{"v1.79.5", "", vmtest.Start}, {vmtest.CurrentVersion, "", vmtest.StartCurrent},
+		{vmtest.CurrentVersion + " in UTC+14", "Pacific/Kiritimati", vmtest.StartCurrent},
+		{vmtest.CurrentVersion + " in UTC-12", "Etc/GMT+12", vmtest.StartCurrent}} {
 		t.Run(rel.name, func(t *testing.T) {
+			if rel.zone != "" {
+				t.Setenv("TZ", rel.zone) // the release's own, as it inherits the environment
+			}
 			vm := rel.start(t)
+			if rel.zone != "" {
+				// The zone must act: a machine without its tzdata would run the release in UTC, and test nothing new.
+				if ts, ok := vmReadsTime(t, vm.URL, "2026-06-15"); !ok || ts == time.Date(2026, 6, 15, 0, 0, 0, 0, time.UTC).UnixMilli() {
+					t.Fatalf("TZ=%s: the release reads 2026-06-15 as %s (read: %v), as UTC: is the zone's tzdata installed?", rel.zone, fmtTime(ts), ok)
+				}
+			}
 			t.Run("time", func(t *testing.T) { checkTimeArgs(t, vm.URL) })
-			t.Run("step", func(t *testing.T) { checkStepArgs(t, vm.URL) })
+			if rel.zone == "" {
+				t.Run("step", func(t *testing.T) { checkStepArgs(t, vm.URL) })
+			}
 		})
 	}
 }
