@@ -446,7 +446,7 @@ func TestCountValuesBounded(t *testing.T) {
 // series took v1.151 and vmselect to half a GB, a union of four such to 2.1 GB, where the same count_values was
 // refused). Behind a gateway bounding such series at 2×10^6 points, over an hour at 8 s of dev's 12 series of values
 // spread over 15 decades: one group per series is refused, as the read backends counted the values, on 1.79.5 and the
-// current release; one group, or a group per half, is answered as VictoriaMetrics answers it (its buckets at most 976
+// current release; one group, or a group per half, is answered as VictoriaMetrics answers it (its buckets at most 977
 // a group, whatever the values).
 func TestHistogramAggregationBounded(t *testing.T) {
 	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
@@ -458,14 +458,31 @@ func TestHistogramAggregationBounded(t *testing.T) {
 				code, _, body := do(t, http.MethodGet, s.g.URL+"/api/v1/query_range?"+ranged(q), nil, bearer(s.devTok)...)
 				return code, body
 			}
+			// Besides the plain forms, those a review of the first version got through: a group per metric name (its
+			// groups were counted without the name), and an arg that reads no series.
+			arms := make([]string, 5)
+			for k := range arms {
+				arms[k] = fmt.Sprintf(`histogram(label_set(time(), "g", "%d")) by (g)`, k)
+			}
 			for _, q := range []string{`histogram(hx) by (i)`, `count(histogram(hx) by (i))`, `HISTOGRAM by (i) (rate(hx[1m]))`,
-				`count(union(histogram(hx) by (i), histogram(hx offset 1s) by (i)))`} {
+				`count(union(histogram(hx) by (i), histogram(hx offset 1s) by (i)))`,
+				`histogram(label_replace(hx, "__name__", "n$1", "i", "(.*)")) by (__name__)`,
+				"count(union(" + strings.Join(arms, ", ") + "))"} {
 				code, body := query(q)
 				checkClusterError(t, q, code, body, http.StatusBadRequest, "histogram in the query would make ")
 				if !strings.Contains(body, "as the read backends counted the series it reads") {
 					t.Errorf("%s: %s; want refused on the count", q, body)
 				}
 			}
+			// Several args, whose series VictoriaMetrics joins, are not counted together: refused (a review got 3,167
+			// series through with `, vector(0)`).
+			code, body := query(`count(histogram(hx, vector(0)) by (i))`)
+			checkClusterError(t, "two args", code, body, http.StatusBadRequest, "histogram in the query has several args")
+			// A time without a zone, which the backend reads in its own zone: the query would be evaluated elsewhere than
+			// counted, and is refused.
+			instant := url.Values{"query": {`histogram(hx)`}, "time": {time.Unix(end, 0).UTC().Format("2006-01-02T15:04:05")}}
+			code, _, body = do(t, http.MethodGet, s.g.URL+"/api/v1/query?"+instant.Encode(), nil, bearer(s.devTok)...)
+			checkClusterError(t, "a time without a zone", code, body, http.StatusBadRequest, "reads as a different time in different VictoriaMetrics releases or time zones")
 			if name == "1.79.5" {
 				return // it refuses a histogram of more than 256 series itself
 			}

@@ -207,6 +207,15 @@ func checkFanOut(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l L
 			if err := countsRerunCountValues(fans, l); err != nil {
 				return err
 			}
+			if pinned := rt.API == "query" || slices.ContainsFunc(fans, byValues); pinned {
+				if arg := querylimits.AmbiguousTime(rt.API, form, q, now); arg != "" {
+					// pinSpan would set it to one of its readings, not perhaps the backend's (a review: 14 hours off).
+					return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s reads as a different time in different "+
+						"VictoriaMetrics releases or time zones (a time without a zone, or a number of 12 digits or more), and %s "+
+						"in the query is counted at the very time it is evaluated at (-search.maxFanOutPoints): give it as Unix "+
+						"seconds, or in RFC3339 with a zone", arg, fans[0].Func))
+				}
+			}
 			lookback, step := lookbackArgs(q, form)
 			fanLookback := lookback
 			if rt.API == "query" {
@@ -249,8 +258,9 @@ func pinSpan(rt route.Route, q, form url.Values, parsed *enforce.Parsed, now tim
 			counted, countValues = counted || fan, countValues || cv
 		}
 	}
-	if !counted || rt.API == "query_range" && !countValues || spanArgTwice(q, form) != "" {
-		return false
+	if !counted || rt.API == "query_range" && !countValues || spanArgTwice(q, form) != "" ||
+		querylimits.AmbiguousTime(rt.API, form, q, now) != "" {
+		return false // checkFanOut refuses a query it would pin where its time reads as several
 	}
 	a, b, step, err := evalSpan(rt.API, q, form, now)
 	if err != nil || step <= 0 {
@@ -371,6 +381,11 @@ func judgeFanOut(fans []querylimits.FanOut, alt bool, l Limits, count fanCounter
 		}
 		if f.InstantRange {
 			return instantRangeError("-search.maxFanOutPoints")
+		}
+		if f.Several {
+			// VictoriaMetrics joins the args' series (a union would drop those of equal labels, `histogram(x, x)`).
+			return httperr.New(http.StatusBadRequest, fmt.Sprintf("%s in the query has several args, whose series the gateway "+
+				"does not count together (-search.maxFanOutPoints): give it one, as in `%s(union(a, b))` where their labels differ", f.Func, f.Func))
 		}
 		if f.AtUnknown {
 			return atUnknownError(f, "the series it makes (-search.maxFanOutPoints)")
@@ -661,14 +676,20 @@ func probeCountValues(f querylimits.FanOut) fanProbe {
 	}
 	if f.Func == "histogram" {
 		// A bucket is made by a value that falls in it, so no more buckets than distinct values; and VictoriaMetrics
-		// turns its vmrange buckets into le ones, both held at once: twice over, and at most twice its 488 buckets in
-		// each group.
-		p.scale, p.perGroup = 2, 2*histogramBuckets
+		// turns its vmrange buckets into le ones, held beside them: an le series of each bucket's end, of each gap's, and
+		// +Inf, so that a group of one value makes three (a review). Three times the values, and in each group at most
+		// its 488 buckets and as many le series and +Inf.
+		p.scale, p.perGroup = 3, 2*histogramBuckets+1
 		by := ""
-		if g := f.ValuesBy; g != nil && g.Op != "" && (g.Op == "without" || len(g.Labels) > 0) {
+		g := f.ValuesBy
+		if g != nil && g.Op != "" && (g.Op == "without" || len(g.Labels) > 0) {
 			by = " " + string((&metricsql.ModifierExpr{Op: g.Op, Args: g.Labels}).AppendString(nil))
 		}
-		p.groups = "count(count(count_over_time(" + src + "))" + by + ")"
+		// The groups are counted over count_over_time, which drops the metric's name: a grouping by it would be
+		// counted as one group of all (a review), and is not capped.
+		if g == nil || g.Op != "by" || !slices.Contains(g.Labels, "__name__") {
+			p.groups = "count(count(count_over_time(" + src + "))" + by + ")"
+		}
 	}
 	return p
 }

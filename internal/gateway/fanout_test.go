@@ -410,6 +410,8 @@ func TestPinSpan(t *testing.T) {
 		{"names in strings", instant, url.Values{"query": {`up{job="histogram_over_time",le="count_values"}`}}, nil, "", ""},
 		{"escaped regexp, range", ranged, url.Values{"query": {`histogram_over_time(x{a=~"b\\.c"}[5m])`}, "start": {"1699996403.5"}, "end": {"1700000000"}, "step": {"8"}}, nil, "", ""},
 		{"count_values in a string, range", ranged, url.Values{"query": {`rate(x{job="count_values"}[5m])`}, "start": {"1699996403.5"}, "end": {"1700000000"}, "step": {"8"}}, nil, "", ""},
+		// A time that reads as several (no zone): left as sent, for checkFanOut to refuse.
+		{"time without a zone", instant, url.Values{"query": {cv}, "time": {"2026-06-15T11:00:00"}}, nil, "", ""},
 		// A function's name written with escapes, or past ASCII beside it, is still the function.
 		{"escaped name", instant, url.Values{"query": {`histogram\_over\_time(x[5m])`}, "time": {"1699996403.5"}}, nil,
 			"nocache=1&query=" + url.QueryEscape(`histogram\_over\_time(x[5m])`) + "&time=1699996403.5", ""},

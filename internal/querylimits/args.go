@@ -258,3 +258,23 @@ func EvalSpan(api string, form, args url.Values, now time.Time) (a, b, step int6
 	}
 	return a, b, step, nil
 }
+
+// AmbiguousTime is the first time arg of a query (time, or start and end) that VictoriaMetrics may read as more than
+// one instant, by release or by its time zone (a time without a zone, 2026-06-15; a number of 12 digits and more), as
+// "name=value"; "" when none is. The span of such a query covers every reading, but the gateway cannot set it to the
+// one the backend would take.
+func AmbiguousTime(api string, form, args url.Values, now time.Time) string {
+	kind, keys := apiRange, []enforce.Arg{enforce.ArgStart, enforce.ArgEnd}
+	if api == "query" {
+		kind, keys = apiQuery, []enforce.Arg{enforce.ArgTime}
+	}
+	var known enforce.Known
+	gather(&known, kind, form, args)
+	ck := checker{now: now.UnixMilli(), known: &known}
+	for _, k := range keys {
+		if lo, hi, err := ck.times(k, 0); err == nil && lo != hi {
+			return k.String() + "=" + ck.first(k)
+		}
+	}
+	return ""
+}

@@ -42,6 +42,9 @@ type fanNode struct {
 	moving bool
 	// valuesBy is count_values' own grouping, within each group of which it counts the distinct values apart.
 	valuesBy *Grouping
+	// several marks an aggregation of several args, whose series VictoriaMetrics joins (`histogram(x, x)`): src is the
+	// first alone, and counts nothing of the others.
+	several bool
 }
 
 // Grouping is an aggregation by or without labels (Op "", "by" or "without", Labels). Its limit, if any, is not kept:
@@ -194,6 +197,8 @@ type FanOut struct {
 	Moving bool
 	// ValuesBy is count_values' grouping (its by or without): it makes a series of each distinct value of each group.
 	ValuesBy *Grouping
+	// Several says it aggregates several args, of which Source is the first: what it makes is not counted.
+	Several bool
 	// InstantRange marks a count_values directly in the subquery an instant query is: /api/v1/query runs that
 	// subquery's query as a range query over its window (QueryHandler's IsRollup), whose points are the multiples of its
 	// step only where the request's time and the offset are (an attacker's review: `[1h:1s] offset 500ms`).
@@ -286,7 +291,7 @@ func (w *walk) fanOut(n *node, a, b, step, win, inner, points int64) {
 	}
 	*w.fans = append(*w.fans, FanOut{Func: f.name, Args: f.args, Label: f.label, Source: f.src, Most: f.most, ByData: f.byData, Subquery: inner > 0,
 		From: a, To: b, Step: max(step, 1), Window: win, Inner: inner, Points: points, Outer: w.outer, Group: f.group, Alt: w.alt,
-		AtUnknown: w.atUnknown > 0, Moving: f.moving, ValuesBy: f.valuesBy,
+		AtUnknown: w.atUnknown > 0, Moving: f.moving, ValuesBy: f.valuesBy, Several: f.several,
 		InstantRange: (f.name == "count_values" || f.name == "histogram") && w.rootSubquery && w.aligned == 1})
 }
 

@@ -375,21 +375,23 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 				n.fan = &f
 			}
 		}
-		if n.kind == kindNone {
-			return n
-		}
 		// Wrapped for what Work.Total counts of the series it makes; the other walks read a wrapper as its child, and
 		// the checks of a query's root look through it (unwrapped).
 		name := strings.ToLower(x.Name)
-		if name == "histogram" {
-			h := node{kind: kindGroup, histogram: true, children: []node{n}}
-			if len(x.Args) == 1 {
-				// Listed as count_values is (FanOuts): a series of each bucket of each group, each as long as the points.
-				h.fan = &fanNode{name: "histogram", label: "vmrange", most: maxValuesCounted, byData: true,
-					src: string(x.Args[0].AppendString(nil)), moving: moving(x.Args[0]),
-					valuesBy: &Grouping{Op: strings.ToLower(x.Modifier.Op), Labels: x.Modifier.Args}}
+		if name == "histogram" && len(x.Args) > 0 {
+			// Listed as count_values is (FanOuts): a series of each bucket of each group, each as long as the points,
+			// whatever its arg reads (`histogram(label_set(rand(), ...))` reads nothing and makes hundreds, a review).
+			h := node{kind: kindGroup, histogram: true}
+			if n.kind != kindNone {
+				h.children = []node{n}
 			}
+			h.fan = &fanNode{name: "histogram", label: "vmrange", most: maxValuesCounted, byData: true,
+				src: string(x.Args[0].AppendString(nil)), moving: moving(x.Args[0]), several: len(x.Args) > 1,
+				valuesBy: &Grouping{Op: strings.ToLower(x.Modifier.Op), Labels: x.Modifier.Args}}
 			return h
+		}
+		if n.kind == kindNone {
+			return n
 		}
 		if (reducesToOne(name) || name == "quantiles") && len(x.Modifier.Args) == 0 && !strings.EqualFold(x.Modifier.Op, "without") {
 			n = node{kind: kindGroup, one: true, children: []node{n}}

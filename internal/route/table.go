@@ -340,7 +340,7 @@ func (r Route) Timed() bool {
 	switch r.API {
 	case "series", "series_count", "labels", "label_values", "status_tsdb", "graphite_metrics_find", "graphite_metrics_expand",
 		"graphite_metrics_index", "graphite_tags", "graphite_tags_find_series", "graphite_tags_autocomplete_tags",
-		"graphite_tags_autocomplete_values":
+		"graphite_tags_autocomplete_values", "graphite_tag_values":
 		return true
 	}
 	return false
