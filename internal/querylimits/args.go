@@ -95,10 +95,7 @@ func parseTimeRange(s string, now int64) (lo, hi int64, err error) {
 			if err := yearReadable(int(n)); err != nil {
 				return 0, 0, err
 			}
-			// The year's start in VictoriaMetrics' own time zone, which may be any.
-			y := time.Date(int(n), 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
-			lo, hi = min(lo, y-zoneEast), max(hi, y+zoneWest)
-			alt = y
+			alt = time.Date(int(n), 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli() // in UTC whatever the backend's zone
 		case n >= 1e17:
 			alt = n / 1e6 // nanoseconds
 		case n >= 1e14:

@@ -279,9 +279,9 @@ func TestParseTime(t *testing.T) {
 		}
 	}
 	for in, want := range map[string][2]int64{
-		// A year, in current releases, begins in their own time zone: as early as 14 hours before its UTC start, as
-		// late as 12 hours after; so does any time without a zone (an attacker's review, through a v1.151 in UTC+14).
-		"2026":                      {2026000, time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC).UnixMilli()},
+		"2026": {2026000, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()},
+		// A time without a zone is read by current releases in their own: as early as 14 hours before its UTC reading,
+		// as late as 12 hours after (an attacker's review, through a v1.151 in UTC+14).
 		"2026-06-15T11:00:00":       {time.Date(2026, 6, 14, 21, 0, 0, 0, time.UTC).UnixMilli(), time.Date(2026, 6, 15, 23, 0, 0, 0, time.UTC).UnixMilli()},
 		"2026-06-15":                {time.Date(2026, 6, 14, 10, 0, 0, 0, time.UTC).UnixMilli(), time.Date(2026, 6, 15, 12, 0, 0, 0, time.UTC).UnixMilli()},
 		"2026-06-15T11:00:00Z":      {now - 3600000, now - 3600000},
