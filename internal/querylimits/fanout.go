@@ -257,11 +257,11 @@ func nameByte(b byte) bool {
 	return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' || b == ':' || b == '.'
 }
 
-// CallsFanOut tells whether q calls one of the functions FanOuts lists, and whether one of them is counted at the
-// multiples of its step, as count_values and histogram are (countValues), as
-// metricsql reads q: a name written with escapes, or in another case, is the function, while a backslash or a byte
-// past ASCII elsewhere (a regexp's `\\.`, a label value in another script), which MentionsFanOut must take to be one,
-// is not. A query whose parse the gate refused is taken to call both.
+// CallsFanOut tells, as metricsql reads q, whether q calls one of the functions FanOuts lists, and whether one of them
+// is counted at the multiples of its step, as count_values and histogram are (countValues): a name written with
+// escapes, or in another case, is the function, while a backslash or a byte past ASCII elsewhere (a regexp's `\\.`,
+// a label value in another script), which MentionsFanOut must take to be one, is not. A query whose parse the gate
+// refused is taken to call both.
 func CallsFanOut(q string, pq *enforce.Parsed) (fanOut, countValues bool) {
 	if !MentionsFanOut(q) {
 		return false, false
