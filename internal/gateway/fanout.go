@@ -679,7 +679,7 @@ func probeCountValues(f querylimits.FanOut) fanProbe {
 		// turns its vmrange buckets into le ones, held beside them: an le series of each bucket's end, of each gap's, and
 		// +Inf, so that a group of one value makes three (a review). Three times the values, and in each group at most
 		// its 488 buckets and as many le series and +Inf.
-		p.scale, p.perGroup = 3, 2*histogramBuckets+1
+		p.scale, p.perGroup = 3, float64(2*f.Most+1)
 		by := ""
 		g := f.ValuesBy
 		if g != nil && g.Op != "" && (g.Op == "without" || len(g.Labels) > 0) {
@@ -693,9 +693,6 @@ func probeCountValues(f querylimits.FanOut) fanProbe {
 	}
 	return p
 }
-
-// histogramBuckets is the most buckets (vmrange) VictoriaMetrics' histogram makes of one group at one point.
-const histogramBuckets = 27*18 + 2
 
 // byValues says f makes a series of each distinct value (count_values), or of each bucket of the values (the
 // aggregation histogram), of each of its groups: counted on its arg's values (probeCountValues).

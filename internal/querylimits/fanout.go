@@ -28,8 +28,8 @@ const maxValuesCounted = 1<<31 - 1
 // fanNode marks the rollup node of a function that makes several series of each series it reads.
 type fanNode struct {
 	// name is the function's name, label the label that tells its series apart (vmrange, the phi label), most the
-	// series it makes of one series, and byData says it makes at most one of each sample (a bucket is made by a
-	// sample that falls in it).
+	// series it makes of one series (the aggregation histogram: the buckets of one group), and byData says it makes at
+	// most one of each sample (a bucket is made by a sample that falls in it).
 	name, label string
 	most        int64
 	byData      bool

@@ -385,7 +385,7 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 			if n.kind != kindNone {
 				h.children = []node{n}
 			}
-			h.fan = &fanNode{name: "histogram", label: "vmrange", most: maxValuesCounted, byData: true,
+			h.fan = &fanNode{name: "histogram", label: "vmrange", most: histogramBuckets, byData: true,
 				src: string(x.Args[0].AppendString(nil)), moving: moving(x.Args[0]), several: len(x.Args) > 1,
 				valuesBy: &Grouping{Op: strings.ToLower(x.Modifier.Op), Labels: x.Modifier.Args}}
 			return h
