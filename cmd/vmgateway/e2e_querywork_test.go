@@ -127,3 +127,108 @@ func TestQueryWorkBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestQueryArmsBounded: a query of many arms holds the series of each at once, which no limit of VictoriaMetrics adds
+// up (an attacker's review: a union of 200 arms of one selector over 50 of a team's series took v1.151 from 648 to
+// 1,267 MB, ten arms of quantiles of 20 phis to 1 GB). Behind a gateway bounding a query of more than 10 arms at
+// 2×10^6 points, on 1.79.5, the current release and a real cluster, over an hour at 10 s (361 points): 11 arms of dev's
+// 100 series (4×10^5 points), and quantiles of 10 phis over them, are counted and answered as VictoriaMetrics answers
+// them; the same over dev's and ops' 2,000 series (7.9×10^6) are refused on the count; 10 arms, and 30 arms of sums
+// VictoriaMetrics does as it goes, are not counted; 17 arms, more than the gateway counts, are refused before any count.
+func TestQueryArmsBounded(t *testing.T) {
+	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
+	var data strings.Builder
+	for i := range 2000 {
+		team := "ops"
+		if i < 100 {
+			team = "dev"
+		}
+		for ts := end - 4200; ts <= end; ts += 60 {
+			fmt.Fprintf(&data, "qa{team=%q,i=\"%d\"} %d %d000\n", team, i, i+int(ts%7), ts)
+		}
+	}
+	ranged := func(q string) string {
+		return url.Values{"query": {q}, "start": {fmt.Sprint(end - 3600)}, "end": {fmt.Sprint(end)}, "step": {"10"}}.Encode()
+	}
+	arms := func(n int, f string) string {
+		s := make([]string, n)
+		for i := range s {
+			s[i] = fmt.Sprintf(f, i)
+		}
+		return strings.Join(s, " or ")
+	}
+	phis := `"phi", 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99`
+	limit := []string{"-search.maxQueryPoints=2000000", "-read.maxConcurrentRequests=0"}
+	for _, v := range []struct {
+		name  string
+		start func(t *testing.T) fanOutSetup
+	}{
+		{"1.79.5", func(t *testing.T) fanOutSetup {
+			s, _ := singleSetup(t, vmtest.Start(t), data.String(), "qa", 2000, limit...)
+			return s
+		}},
+		{"current", func(t *testing.T) fanOutSetup {
+			s, _ := singleSetup(t, vmtest.StartCurrent(t), data.String(), "qa", 2000, limit...)
+			return s
+		}},
+		{"cluster", func(t *testing.T) fanOutSetup {
+			rc := startRealCluster(t, limit...)
+			rc.importDirect(t, "3", data.String())
+			vmtest.Eventually(t, func() (bool, string) {
+				rc.c.Flush(t)
+				_, _, b := do(t, http.MethodGet, rc.c.Select.URL+"/select/3/prometheus/api/v1/query?query=count(count_over_time(qa[2h]))", nil)
+				return strings.Contains(b, `"2000"`), "tenant 3 counts " + b
+			})
+			t3 := tenant.ID{AccountID: 3}
+			return fanOutSetup{g: rc.g, prefix: "/select/3:0/prometheus", direct: rc.c.Select.URL + "/select/3/prometheus/api/v1/query_range?extra_label=team=dev&",
+				devTok: clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}}),
+				allTok: clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead}),
+			}
+		}},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			s := v.start(t)
+			query := func(tok, q string) (int, string) {
+				code, _, body := do(t, http.MethodPost, s.g.URL+s.prefix+"/api/v1/query_range", strings.NewReader(ranged(q)),
+					append(bearer(tok), "Content-Type", "application/x-www-form-urlencoded")...)
+				return code, body
+			}
+			measured := func() (admitted, refused float64) {
+				return metricValue(t, s.g, `vmgateway_query_work_measured_total{result="admitted"}`),
+					metricValue(t, s.g, `vmgateway_query_work_measured_total{result="refused_points"}`)
+			}
+			for _, tc := range []struct {
+				name, tok, q, refused string
+				counted               bool
+			}{
+				{"11 arms of dev's series", s.devTok, arms(11, `qa offset %ds`), "", true},
+				{"11 arms of dev's and ops'", s.allTok, arms(11, `qa offset %ds`), "would make series of 7.94e+06 points in all", true},
+				{"quantiles of 10 phis over dev's series", s.devTok, `quantiles(` + phis + `, qa) by (i)`, "", true},
+				{"quantiles of 10 phis over dev's and ops'", s.allTok, `quantiles(` + phis + `, qa) by (i)`, "-search.maxQueryPoints", true},
+				{"10 arms of dev's and ops'", s.allTok, arms(10, `qa offset %ds`), "", false},
+				{"30 arms of sums of dev's and ops'", s.allTok, arms(30, `sum(rate(qa[5m] offset %ds))`), "", false},
+				{"17 arms: more than the gateway counts", s.devTok, arms(17, `qa offset %ds`), "the query has 17 selectors", false},
+			} {
+				admitted, refused := measured()
+				code, body := query(tc.tok, tc.q)
+				if tc.refused != "" {
+					checkClusterError(t, tc.name, code, body, http.StatusBadRequest, tc.refused)
+				} else if code != http.StatusOK || resultOf(t, body) == "[]" {
+					t.Errorf("%s: %d %.300s; want answered", tc.name, code, body)
+				} else if tc.tok == s.devTok {
+					_, _, want := do(t, http.MethodGet, s.direct+ranged(tc.q), nil)
+					if a, b := resultOf(t, body), resultOf(t, want); a != b {
+						t.Errorf("%s through the gateway: %.300s; directly %.300s", tc.name, a, b)
+					}
+				}
+				a, r := measured()
+				if counted := a+r > admitted+refused; counted != tc.counted {
+					t.Errorf("%s: counted %v; want %v", tc.name, counted, tc.counted)
+				}
+				if tc.counted && (r > refused) != (tc.refused != "") {
+					t.Errorf("%s: refused on its count %v; want %v", tc.name, r > refused, tc.refused != "")
+				}
+			}
+		})
+	}
+}

@@ -52,6 +52,9 @@ type Limits struct {
 	// the functions that sort or count a window over raw samples, may read over all the series they read
 	// (querywork.go) (400).
 	MaxQueryWindowPoints int64
+	// MaxQueryPoints is -search.maxQueryPoints: the most points the series a query of more than
+	// querylimits.UncountedArms arms makes may hold in all, added up over its arms (querywork.go) (400).
+	MaxQueryPoints int64
 	// maxSeries is the most series a read backend selects of one selector (SetBackendMaxSeries); 0: not known.
 	maxSeries int64
 	// MinSampleInterval is -search.minSampleInterval: the least time between two samples of a series the limits assume

@@ -34,6 +34,7 @@ var (
 	workAdmitted = metrics.NewCounter(`vmgateway_query_work_measured_total{result="admitted"}`)
 	workRefused  = metrics.NewCounter(`vmgateway_query_work_measured_total{result="refused"}`)
 	workFailed   = metrics.NewCounter(`vmgateway_query_work_measured_total{result="failed"}`)
+	heldRefused  = metrics.NewCounter(`vmgateway_query_work_measured_total{result="refused_points"}`)
 )
 
 // workMaxCounts is the most counts asked for one query: its selectors under subqueries and its weighed windows over
@@ -50,12 +51,13 @@ const workMaxCounts = 2 * measureMax
 const uncountedWork = 1e5
 
 // checkQueryWork refuses a query whose rollups would read more than l.MaxQueryWindowPoints points over all the series
-// they read, judged on the query as it goes upstream, as count counts its series (nil: not counted).
+// they read, or whose many arms would make series of more than l.MaxQueryPoints points in all, judged on the query as
+// it goes upstream, as count counts its series (nil: not counted).
 func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l Limits, now time.Time, count fanCounter) error {
-	if !rt.Evaluates() || l.MaxQueryWindowPoints <= 0 || count == nil {
+	if !rt.Evaluates() || (l.MaxQueryWindowPoints <= 0 && l.MaxQueryPoints <= 0) || count == nil {
 		return nil
 	}
-	instant, limit := rt.API == "query", float64(l.MaxQueryWindowPoints)
+	instant := rt.API == "query"
 	for _, vs := range [2]url.Values{form, q} {
 		for _, text := range vs["query"] {
 			// What the walks read of the request is read here: the counts run on apart from it (counting), and the
@@ -70,13 +72,15 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 				continue
 			}
 			// Over one series of each selector, at one sample per interval.
-			if per, err := wk.Total(&oneEach); err != nil || per <= uncountedWork {
-				if err != nil {
-					return err
-				}
+			per, err := wk.Total(&oneEach)
+			if err != nil {
+				return err
+			}
+			j := judged{work: l.MaxQueryWindowPoints > 0 && per.Work > uncountedWork, held: l.MaxQueryPoints > 0 && wk.ManyArms()}
+			if !j.work && !j.held {
 				continue
 			}
-			// At the most series the read backends select of each selector: most queries are within the bound so. The
+			// At the most series the read backends select of each selector: most queries are within the bounds so. The
 			// counts it would ask are listed: a query of more than the gateway asks is refused before any.
 			most := math.Inf(1)
 			if l.maxSeries > 0 {
@@ -96,23 +100,45 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 					return math.Inf(1), nil
 				},
 			})
-			switch {
-			case err != nil:
+			if err != nil {
 				return err
-			case bound <= limit:
+			}
+			j.work = j.work && bound.Work > float64(l.MaxQueryWindowPoints)
+			j.held = j.held && bound.Held > float64(l.MaxQueryPoints)
+			switch {
+			case !j.work && !j.held:
 				continue
 			case len(counts) > workMaxCounts:
-				return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query has %d selectors under subqueries and windows over "+
-					"raw samples whose series the gateway would count (-search.maxQueryWindowPoints); at most %d are counted for one "+
-					"query: split the query, or aggregate before the subqueries", len(counts), workMaxCounts))
+				return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query has %d selectors, at the spans it reads them, whose "+
+					"series the gateway would count (%s); at most %d are counted for one query: split the query, or aggregate "+
+					"before the subqueries", len(counts), j.flags(), workMaxCounts))
 			}
-			if err := judgeQueryWork(wk, l, count); err != nil {
+			if err := judgeQueryWork(wk, j, l, count); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
 }
+
+// judged says which of the limits a query is counted for: its rollups' work (-search.maxQueryWindowPoints), the
+// points its many arms hold (-search.maxQueryPoints), or both.
+type judged struct{ work, held bool }
+
+func (j judged) flags() string {
+	switch {
+	case j.work && j.held:
+		return workFlag + " and " + heldFlag
+	case j.held:
+		return heldFlag
+	}
+	return workFlag
+}
+
+const (
+	workFlag = "-search.maxQueryWindowPoints"
+	heldFlag = "-search.maxQueryPoints"
+)
 
 // oneEach counts one series of each selector, and the samples assumed in each window.
 var oneEach = querylimits.Counts{
@@ -136,13 +162,14 @@ func samplesCount(w querylimits.Window) (q, at string) {
 	return "sum(" + covered + ")", at
 }
 
-// judgeQueryWork counts the work of the query wk over the series its selectors read, as count asks the read
-// backends, and refuses it past l.MaxQueryWindowPoints. Its windows over raw samples are taken first to hold a sample
-// per l.MinSampleInterval; where that is past the bound, the samples their series hold are counted: each window's
-// samples over its span, each read at most by as many of the window's points as cover it (win/step+1), an instant
-// count of the team's own data that holds no subquery (counted as a subquery, it took the memory the query would).
-func judgeQueryWork(wk *querylimits.Work, l Limits, count fanCounter) error {
-	var work float64
+// judgeQueryWork counts the load of the query wk over the series its selectors read, as count asks the read backends,
+// and refuses it past l.MaxQueryWindowPoints or l.MaxQueryPoints, each where j says it is counted for it. Its windows
+// over raw samples are taken first to hold a sample per l.MinSampleInterval; where that is past the bound, the samples
+// their series hold are counted: each window's samples over its span, each read at most by as many of the window's
+// points as cover it (win/step+1), an instant count of the team's own data that holds no subquery (counted as a
+// subquery, it took the memory the query would).
+func judgeQueryWork(wk *querylimits.Work, j judged, l Limits, count fanCounter) error {
+	var load querylimits.Load
 	err := count(func(ask func(q, at string) (float64, error)) error {
 		raw, counted := false, false
 		c := &querylimits.Counts{
@@ -154,7 +181,7 @@ func judgeQueryWork(wk *querylimits.Work, l Limits, count fanCounter) error {
 				return ask(q, at)
 			},
 			Samples: func(w querylimits.Window) (float64, error) {
-				if raw = true; !counted {
+				if raw = true; !counted || !j.work {
 					return math.Inf(1), nil // at one sample per interval, as assumed
 				}
 				n, err := ask(samplesCount(w))
@@ -163,30 +190,37 @@ func judgeQueryWork(wk *querylimits.Work, l Limits, count fanCounter) error {
 			},
 		}
 		var err error
-		if work, err = wk.Total(c); err != nil || !raw || work <= float64(l.MaxQueryWindowPoints) {
+		if load, err = wk.Total(c); err != nil || !j.work || !raw || load.Work <= float64(l.MaxQueryWindowPoints) {
 			return err
 		}
 		counted = true
-		work, err = wk.Total(c)
+		load, err = wk.Total(c)
 		return err
 	})
-	const flag = "-search.maxQueryWindowPoints"
 	switch {
 	case err != nil:
 		workFailed.Inc()
 		return countFailed(err, func(refused error) string {
-			return fmt.Sprintf("the gateway could not count the series the query's subqueries read (%s): %s", flag, refused)
+			return fmt.Sprintf("the gateway could not count the series the query reads (%s): %s", j.flags(), refused)
 		}, func(err error) string {
-			return fmt.Sprintf("the read backends did not count the series the query's subqueries read (%s): %s; send the query again", flag, err)
+			return fmt.Sprintf("the read backends did not count the series the query reads (%s): %s; send the query again", j.flags(), err)
 		})
-	case work > float64(l.MaxQueryWindowPoints):
+	case j.work && load.Work > float64(l.MaxQueryWindowPoints):
 		workRefused.Inc()
 		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the rollup functions of the query would read %.3g points over all the "+
 			"series they read (over each subquery, the points it is evaluated at times the points of its window, times the series "+
 			"its query makes, as the read backends counted the series of its selectors; over raw samples, for the functions that "+
 			"read every sample of a window, the samples its series hold there, as counted; each weighed by what it costs the "+
 			"function, as over unsorted values for those that sort); at most %d are accepted (%s): aggregate before the "+
-			"subquery, select fewer series, or use coarser steps, shorter windows or a shorter range", work, l.MaxQueryWindowPoints, flag))
+			"subquery, select fewer series, or use coarser steps, shorter windows or a shorter range", load.Work, l.MaxQueryWindowPoints, workFlag))
+	case j.held && load.Held > float64(l.MaxQueryPoints):
+		heldRefused.Inc()
+		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query's arms would make series of %.3g points in all (each "+
+			"selector's series, as the read backends counted them, and what its rollups, subqueries and phis make of them, "+
+			"at the points each is evaluated at, added up over every arm of its unions and operators, which VictoriaMetrics "+
+			"holds at once); at most %d are accepted for a query of more than %d arms (%s): send the arms as queries of "+
+			"their own, select several series with one selector (a regexp), ask fewer phis, or use a coarser step or a "+
+			"shorter range", load.Held, l.MaxQueryPoints, querylimits.UncountedArms, heldFlag))
 	}
 	workAdmitted.Inc()
 	return nil

@@ -152,18 +152,91 @@ func TestCheckQueryWork(t *testing.T) {
 	}
 }
 
+// TestCheckQueryPoints: a query of more than 10 arms has its selectors' series counted, each once over the span it is
+// read, and is refused past -search.maxQueryPoints on those counts; one within it at the most series a backend selects,
+// one of fewer arms, and one of more spans than the gateway counts are not counted.
+func TestCheckQueryPoints(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	ranged := route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}
+	hour := func(q string) url.Values { // an hour at 10 s: 361 points
+		return url.Values{"query": {q}, "start": {"1699996400"}, "end": {"1700000000"}, "step": {"10"}}
+	}
+	arms := func(n int, f string) string {
+		s := make([]string, n)
+		for i := range s {
+			s[i] = fmt.Sprintf(f, i%3)
+		}
+		return strings.Join(s, " or ")
+	}
+	count := func(asked *[]string, series float64) fanCounter {
+		return func(judge func(ask func(q, at string) (float64, error)) error) error {
+			return judge(func(q, at string) (float64, error) {
+				if !slices.Contains(*asked, q+" @"+at) { // as fanCounterFor, a count asked once
+					*asked = append(*asked, q+" @"+at)
+				}
+				return series, nil
+			})
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		q         string
+		maxSeries int64
+		series    float64
+		asked     int
+		refused   string
+	}{
+		// Three spans of m (offsets 0, 1 and 2 s), each counted once; 11 arms of 1,000 series: 3.97×10^6.
+		{"11 arms of 1,000 series: admitted", arms(11, `m offset %ds`), 0, 1000, 3, ""},
+		{"11 arms of 10,000 series: refused", arms(11, `m offset %ds`), 0, 10_000, 3, "would make series of 3.97e+07 points in all"},
+		{"at most 5,000 series a selector: not counted", arms(11, `m offset %ds`), 5000, 0, 0, ""},
+		{"10 arms: not counted", arms(10, `m offset %ds`), 0, 0, 0, ""},
+		{"quantiles of 20 phis: refused", `quantiles("phi", 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11, ` +
+			`0.12, 0.13, 0.14, 0.15, 0.16, 0.17, 0.18, 0.19, 0.2, m) by (s)`, 0, 10_000, 1, "would make series of 7.58e+07 points"},
+		{"sums done as they go: not counted", arms(30, `sum(rate(m[5m] offset %ds))`), 0, 0, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var asked []string
+			l := Limits{MaxQueryPoints: 3e7, maxSeries: tc.maxSeries}
+			err := checkQueryWork(ranged, hour(tc.q), nil, nil, l, now, count(&asked, tc.series))
+			if len(asked) != tc.asked {
+				t.Errorf("asked %d counts %q; want %d", len(asked), asked, tc.asked)
+			}
+			switch {
+			case tc.refused == "" && err != nil:
+				t.Errorf("refused: %s", err)
+			case tc.refused != "" && (httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), tc.refused) ||
+				!strings.Contains(err.Error(), "-search.maxQueryPoints")):
+				t.Errorf("got %v; want 400 with %q", err, tc.refused)
+			}
+		})
+	}
+	// 17 spans, more than the gateway counts: refused before any count.
+	var asked []string
+	many := make([]string, 17)
+	for i := range many {
+		many[i] = fmt.Sprintf("m offset %ds", i)
+	}
+	err := checkQueryWork(ranged, hour(strings.Join(many, " or ")), nil, nil, Limits{MaxQueryPoints: 3e7}, now, count(&asked, 1))
+	if httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "has 17 selectors") ||
+		!strings.Contains(err.Error(), "-search.maxQueryPoints") || len(asked) != 0 {
+		t.Errorf("17 spans: %v after %d counts; want 400 before any", err, len(asked))
+	}
+}
+
 // BenchmarkCheckQueryWork: what the bound costs a read that is not counted, on the request path of every read: a
 // dashboard's query without a subquery (nothing but a look at its cached tree), and one with a subquery of few points
 // a series (its per-series walk).
 func BenchmarkCheckQueryWork(b *testing.B) {
 	now := time.Unix(1_700_000_000, 0)
 	ranged := route.Route{API: "query_range", Kind: route.Read, Args: route.QueryArg}
-	l := Limits{MaxQueryWindowPoints: 1e10, MinSampleInterval: time.Second}
+	l := Limits{MaxQueryWindowPoints: 1e10, MaxQueryPoints: 3e7, MinSampleInterval: time.Second}
 	count := fanCounter(func(func(ask func(q, at string) (float64, error)) error) error {
 		b.Fatal("counted")
 		return nil
 	})
 	for _, q := range []string{
+		`up{job="api"}`,
 		`histogram_quantile(0.99, sum(rate(http_request_duration_seconds_bucket{job="api",handler=~"/api/v1/.*"}[5m])) by (le, handler))`,
 		`max_over_time(rate(http_requests_total{job="api"}[5m])[1h:1m])`,
 	} {

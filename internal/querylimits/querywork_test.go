@@ -2,7 +2,9 @@ package querylimits
 
 import (
 	"errors"
+	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/vmgateway/vmgateway/internal/enforce"
@@ -14,7 +16,8 @@ func queryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64
 	if wk == nil {
 		return 0, err
 	}
-	return wk.Total(c)
+	l, err := wk.Total(c)
+	return l.Work, err
 }
 
 // TestQueryWork: a query's work over all its series is each subquery's per-series work times the series its query
@@ -160,6 +163,93 @@ func TestQueryWorkCountsWhereVictoriaMetricsReads(t *testing.T) {
 		}
 		if len(got) != 1 || got[0] != tc.want {
 			t.Errorf("%s: counted over %v; want %v", tc.q, got, tc.want)
+		}
+	}
+}
+
+// TestQueryHeld: the points a query's series hold, added up over its arms (Load.Held), are each selector's series at
+// the points it is evaluated at, and what its rollups, subqueries and phis make of them; an aggregation by nothing that
+// VictoriaMetrics does as it goes holds one series. Only a query of more than UncountedArms arms, one series of each
+// selector added up so, is counted (ManyArms).
+func TestQueryHeld(t *testing.T) {
+	const now = int64(1_700_000_000_000)
+	const h = int64(3_600_000)
+	series := map[string]float64{`m`: 50, `a`: 10_000, `y`: 7}
+	arms := func(n int, arm func(i int) string) string {
+		s := make([]string, n)
+		for i := range s {
+			s[i] = arm(i)
+		}
+		return strings.Join(s, " or ")
+	}
+	offsets := func(n int, f string) string { return arms(n, func(i int) string { return fmt.Sprintf(f, i) }) }
+	phis := func(n int) string {
+		s := make([]string, n)
+		for i := range s {
+			s[i] = fmt.Sprintf("0.%02d", i+1)
+		}
+		return strings.Join(s, ", ")
+	}
+	const points = 3601 // an hour at 1 s
+	for _, tc := range []struct {
+		q    string
+		many bool
+		held float64
+	}{
+		// A plain selector, and a few arms: not counted.
+		{q: `m`, many: false},
+		{q: offsets(10, `m offset %ds`), many: false},
+		{q: `sum(rate(a[5m])) / sum(rate(b[5m]))`, many: false},
+		{q: `quantiles("phi", ` + phis(9) + `, y) by (job)`, many: false}, // y itself and 9 phis
+		// The attacker's review: arms of one selector, each read again.
+		{q: offsets(11, `m offset %ds`), many: true, held: 11 * 50 * points},
+		{q: `count(` + offsets(200, `m offset %ds`) + `)`, many: true, held: 200 * 50 * points},
+		// Ten arms of quantiles of 20 phis: each its selector's series and 20 of each.
+		{q: offsets(10, `quantiles("phi", `+phis(20)+`, m offset %ds) by (s)`), many: true, held: 10 * (50 + 50*20) * points},
+		{q: `quantiles("phi", ` + phis(10) + `, y) by (job)`, many: true, held: (7 + 70) * points},
+		{q: `histogram_quantiles("phi", ` + phis(11) + `, y)`, many: true, held: (7 + 77) * points},
+		// Rollups: what their function makes of each series (rollup's three), the selector's samples read as they go.
+		{q: offsets(4, `rollup(m[5m] offset %ds)`), many: true, held: 4 * 3 * 50 * points},
+		// A subquery holds its query's series at its own points, and what its rollup makes at the query's.
+		{q: offsets(6, `max_over_time(m[10m:1m] offset %ds)`), many: true, held: 6 * (50*78 + 50*points)},
+		// Aggregations by nothing done as they go hold a series whatever they read: many of them are not counted.
+		{q: offsets(30, `sum(rate(a[5m] offset %ds))`), many: false},
+		{q: offsets(30, `count(a offset %ds)`), many: false},
+		// ...and hold nothing where another arm makes the query counted; by labels, the series they read.
+		{q: offsets(11, `sum(rate(m[5m] offset %ds))`) + ` or ` + offsets(11, `m offset %dm`), many: true, held: 11 * 50 * points},
+		{q: offsets(11, `sum(rate(m[5m] offset %ds)) by (s)`), many: true, held: 11 * 50 * points},
+		// One not done as it goes (its arg is not a rollup of a selector) holds what its arg makes.
+		{q: offsets(11, `median(m offset %ds)`), many: true, held: 11 * 50 * points},
+	} {
+		rng := &Range{Read: func() (int64, int64, int64, error) { return now - h, now, 1000, nil }, SampleInterval: 1000}
+		c := &Counts{
+			Series: func(sel string, from, to int64) (float64, error) {
+				name, _, _ := strings.Cut(sel, "{")
+				n, ok := series[name]
+				if !ok {
+					t.Errorf("%.60s: asked for %q", tc.q, sel)
+				}
+				return n, nil
+			},
+			Samples: func(w Window) (float64, error) { return 0, nil },
+		}
+		wk, err := PrepareWork(tc.q, nil, false, rng.get, rng.SampleInterval, now)
+		if err != nil {
+			t.Fatalf("%.60s: %s", tc.q, err)
+		}
+		if got := wk != nil && wk.ManyArms(); got != tc.many {
+			t.Errorf("%.80s: many arms %v; want %v", tc.q, got, tc.many)
+			continue
+		}
+		if !tc.many {
+			continue
+		}
+		l, err := wk.Total(c)
+		if err != nil {
+			t.Fatalf("%.60s: %s", tc.q, err)
+		}
+		if math.Abs(l.Held-tc.held) > 1e-9*tc.held {
+			t.Errorf("%.80s: held %.6g; want %.6g", tc.q, l.Held, tc.held)
 		}
 	}
 }

@@ -88,6 +88,9 @@ type node struct {
 	// prometheus_buckets' le), histogram the aggregation that makes a series of each bucket its series fall in.
 	one, histogram bool
 	mult           uint32
+	// streams marks an aggregation by nothing that VictoriaMetrics does as it goes over a rollup of a selector: the
+	// series it reads are not held (Load.Held).
+	streams bool
 	// whole is what a point of a subquery's window, or a raw sample of a window over a selector, costs the rollup
 	// function over it where Work.Total counts all the series, in eighths (wholeEighths); 0 for a raw window it does not
 	// count (rate, last_over_time: a window's ends).
@@ -394,7 +397,7 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 			return n
 		}
 		if (reducesToOne(name) || name == "quantiles") && len(x.Modifier.Args) == 0 && !strings.EqualFold(x.Modifier.Op, "without") {
-			n = node{kind: kindGroup, one: true, children: []node{n}}
+			n = node{kind: kindGroup, one: true, streams: streams(x), children: []node{n}}
 		}
 		if name == "quantiles" {
 			n = node{kind: kindGroup, mult: uint32(enforce.SeriesOf(x)), children: []node{n}}
@@ -414,6 +417,25 @@ func reducesToOne(name string) bool {
 	case "sum", "sum2", "min", "max", "avg", "count", "group", "geomean", "stddev", "stdvar", "mode", "mad", "median",
 		"distinct", "any", "quantile":
 		return true
+	}
+	return false
+}
+
+// streams tells whether VictoriaMetrics does the aggregation x as it goes over its arg, as groupOver tells, or over a
+// selector or a window over one, which it reads as default_rollup's (tryGetArgRollupFuncWithMetricExpr).
+func streams(x *metricsql.AggrFuncExpr) bool {
+	if groupOver(x) != nil {
+		return true
+	}
+	if !incremental(x.Name) || len(x.Args) != 1 {
+		return false
+	}
+	switch a := x.Args[0].(type) {
+	case *metricsql.MetricExpr:
+		return !a.IsEmpty()
+	case *metricsql.RollupExpr:
+		me, ok := a.Expr.(*metricsql.MetricExpr)
+		return ok && !me.IsEmpty() && !a.ForSubquery()
 	}
 	return false
 }
@@ -648,6 +670,9 @@ type walk struct {
 	// each subquery's work is then over every series its query makes (span). countErr is its first error.
 	counts   *Counts
 	countErr error
+	// held is, for Work.Total, the points of the series the query's selectors, rollups and the calls that make several
+	// series of each (quantiles' phis) make, added up over all of them (hold).
+	held float64
 	// atUnknown counts the @ modifiers compileAt could not resolve above the node walked.
 	atUnknown int
 	// outer is the points of the evaluations of the subqueries above the node walked, added up, each level's times the
@@ -672,19 +697,30 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 	case kindSelector:
 		from := sub(a, max(step, w.lookback))
 		w.add(from, b)
-		return w.series(n.sel, from, b, step)
+		read := w.series(n.sel, from, b, step)
+		w.hold(read, max(b-a, 0)/max(step, 1)+1)
+		return read
 	case kindGroup:
 		if n.countValues && step > 0 {
 			// Counted as the range's points are, (b-a)/step: a count_values of a range query at its limit passes.
 			p := max(b-a, 0) / step
 			w.cv.add(p, p)
 		}
-		made := 0.0
+		held := w.held
+		read := 0.0
 		for i := range n.children {
-			made += w.span(&n.children[i], a, b, step)
+			read += w.span(&n.children[i], a, b, step)
 		}
 		w.countValues(n, a, b, step) // after what it reads: an inner one is listed first
-		return seriesMade(n, made, max(b-a, 0)/max(step, 1)+1)
+		points := max(b-a, 0)/max(step, 1) + 1
+		made := seriesMade(n, read, points)
+		switch {
+		case n.streams:
+			w.held = held // the rollup's series are added up as they are made, into one
+		case n.mult > 0:
+			w.hold(made, points)
+		}
+		return made
 	}
 	// A function that makes several series of each makes them as long as the points over [a, b], under @ too:
 	// VictoriaMetrics evaluates it at one time and copies its values to every point.
@@ -757,6 +793,7 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 			}
 		}
 		w.fanOut(n, a, b, step, win, inner, points) // after what it reads: an inner one is listed first
+		w.hold(read*float64(max(n.series, 1)), points)
 		return w.rolledUp(n, read, (max(b-a, 0)+win)/max(inner, 1)+1)
 	}
 	if child.kind == kindSelector {
@@ -790,9 +827,18 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 			}
 		}
 		w.fanOut(n, a, b, step, win, 0, points)
+		w.hold(read*float64(max(n.series, 1)), points)
 		return w.rolledUp(n, read, (max(b-a, 0)+win)/max(w.interval, 1)+1)
 	}
 	return w.span(child, a, b, step)
+}
+
+// hold adds to w.held the points of made series evaluated at points, for Work.Total. The functions that make a series
+// of each bucket or value they meet are not held here: -search.maxFanOutPoints counts them, finer (FanOuts).
+func (w *walk) hold(made float64, points int64) {
+	if w.counts != nil {
+		w.held += made * float64(points)
+	}
 }
 
 // The counts of the series a walk over every series (Work.Total) reads and makes.
@@ -1143,21 +1189,45 @@ func SubqueryWork(q string, pq *enforce.Parsed, instant bool, rng *Range, now in
 // samples it reads of all its series, each weighed by what it costs the function (wholeEighths). VictoriaMetrics
 // bounds neither: `count(max_over_time(m[3h:1s]))` at step=1s over 3 hours, 5.8×10^7 points a series, within
 // -search.maxSubqueryWindowPoints, took v1.151 74.5 s of CPU over a team's 2,000 series (an attacker's review).
+//
+// The walk also holds the points of the series the query makes (Load.Held): every selector, rollup and subquery, and
+// the calls that make several series of each they read (quantiles' phis), each over the points it is evaluated at, all
+// its arms added up, since VictoriaMetrics evaluates every arg of a union or an operator before it joins them. No limit
+// of VictoriaMetrics sums them: each arm's selector is bounded alone (-search.maxUniqueTimeseries), and a union of 200
+// arms of one selector over 50 of a team's series took v1.151 from 648 to 1,267 MB, ten arms of `quantiles` of 20 phis
+// to 1 GB (an attacker's review).
 type Work struct {
 	c                         *compiled
 	instant                   bool
 	a, b, step, now, interval int64
 }
 
+// Load is what Work.Total counts of a query over all the series it reads.
+type Load struct {
+	// Work is the points its rollups read over subqueries and windows over raw samples, weighed by what they cost.
+	Work float64
+	// Held is the points of the series its selectors, rollups, subqueries and the calls that make several series of
+	// each they read make, all of them added up.
+	Held float64
+}
+
+// UncountedArms is the most series a query may make of one series of each selector it reads, added up over its
+// selectors, rollups, subqueries and phis as Load.Held adds them, for its Held not to be counted (ManyArms): a
+// query of a few arms holds what as many plain queries would, which VictoriaMetrics bounds arm by arm and the read
+// slots bound query by query. Dashboards' queries hold fewer: `sum(rate(a[5m])) / sum(rate(b[5m]))` 2,
+// `max_over_time(rate(x[5m])[1h:1m])` 2, `quantiles("phi", 0.5, 0.9, 0.99, x) by (job)` 4.
+const UncountedArms = 10
+
+// ManyArms tells whether the query makes more series of one series of each selector than UncountedArms, added up
+// as Load.Held adds them: only then is its Held worth counting.
+func (wk *Work) ManyArms() bool { return wk.c.arms > UncountedArms }
+
 // PrepareWork is q's Work when evaluated over the range read gives (read only when q has what the walk counts) at time
 // now, windows over raw samples assumed to hold a sample per interval (ms); nil when the walk counts nothing in it (no
 // subquery, no window over raw samples it counts, a query that does not parse, a step VictoriaMetrics refuses). Only a
 // gate's refusal, or a range that cannot be read, is an error.
 func PrepareWork(q string, pq *enforce.Parsed, instant bool, read func() (a, b, step int64, err error), interval, now int64) (*Work, error) {
-	if strings.IndexByte(q, '[') < 0 && strings.IndexByte(q, '(') < 0 {
-		return nil, nil // as SubqueryWork
-	}
-	c, err := tree(q, pq, worked, hasWork)
+	c, err := tree(q, pq, worked, func(n *node) bool { return hasWork(n) || heldArms(n) > UncountedArms })
 	if c == nothingCounted {
 		return nil, err
 	}
@@ -1168,18 +1238,59 @@ func PrepareWork(q string, pq *enforce.Parsed, instant bool, read func() (a, b, 
 	return &Work{c: c, instant: instant, a: a, b: b, step: step, now: now, interval: interval}, nil
 }
 
-// Total is the work of wk over the series and samples c counts; the first error of c is Total's.
-func (wk *Work) Total(c *Counts) (float64, error) {
+// Total is the load of wk over the series and samples c counts; the first error of c is Total's.
+func (wk *Work) Total(c *Counts) (Load, error) {
 	w, alt := run(wk.c, wk.instant, wk.a, wk.b, wk.step, wk.now, &Range{SampleInterval: wk.interval, counts: c})
 	switch {
 	case w.countErr != nil:
-		return 0, w.countErr
+		return Load{}, w.countErr
 	case alt != nil && alt.countErr != nil:
-		return 0, alt.countErr
+		return Load{}, alt.countErr
 	case alt != nil:
-		return max(w.work, alt.work), nil
+		return Load{Work: max(w.work, alt.work), Held: max(w.held, alt.held)}, nil
 	}
-	return w.work, nil
+	return Load{Work: w.work, Held: w.held}, nil
+}
+
+// heldArms is what Load.Held adds up of n over one series of each selector and one point: the series n's selectors,
+// rollups, subqueries and the calls that make several of each make. The functions that make a series of each bucket
+// or value they meet count one: -search.maxFanOutPoints bounds them.
+func heldArms(n *node) float64 {
+	_, held := arms(n)
+	return held
+}
+
+// arms is what n makes of one series of each selector, and what heldArms adds up for it, as span walks it.
+func arms(n *node) (made, held float64) {
+	switch n.kind {
+	case kindNone:
+		return 0, 0
+	case kindSelector:
+		return 1, 1
+	case kindGroup:
+		read := 0.0
+		for i := range n.children {
+			m, h := arms(&n.children[i])
+			read, held = read+m, held+h
+		}
+		switch {
+		case n.streams:
+			return min(read, 1), 0 // one series whatever its arg reads
+		case n.one:
+			return min(read, 1), held
+		case n.mult > 0:
+			made = read * float64(n.mult)
+			return made, min(held+made, 1<<53)
+		}
+		return read, held
+	}
+	child := &n.children[0]
+	made, held = arms(child)
+	made *= float64(max(n.series, 1))
+	if child.kind == kindSelector && !n.subquery && !n.implicit {
+		return made, made // the rollup reads the selector's samples as it goes
+	}
+	return made, min(held+made, 1<<53)
 }
 
 // tree is q's span tree from cache, compiled and kept there when not yet: nothingCounted where has finds nothing in it
@@ -1198,7 +1309,7 @@ func tree(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compiled]
 		var unresolved string
 		if root := compile(e, 0, &unresolved); has(&root) {
 			re, ok := e.(*metricsql.RollupExpr)
-			c = &compiled{root: root, rangeRoot: ok && re.Window != nil}
+			c = &compiled{root: root, rangeRoot: ok && re.Window != nil, arms: heldArms(&root)}
 		}
 	}
 	if len(q) <= cacheMaxQueryLen {
@@ -1362,6 +1473,7 @@ func isASCII(s string) bool {
 type compiled struct {
 	root      node
 	rangeRoot bool
+	arms      float64 // heldArms of root
 }
 
 // nothingCounted stands in the cache for a query without count_values, or one that does not parse.
