@@ -670,7 +670,12 @@ func probeCountValues(f querylimits.FanOut) fanProbe {
 			}
 		}
 	}
-	p.closer = "count(count " + string(m.AppendString(nil)) + ` (count_values_over_time("distinct_value", ` + src + `)))`
+	// count_values_over_time drops the metric's name: grouped by it, the closer count would take the values of every
+	// name as one group's, and count fewer than count_values makes (as the histogram groups count did, a review). The
+	// exact count stands then.
+	if !slices.Contains(m.Args, "__name__") && !slices.Contains(m.Args, "*") {
+		p.closer = "count(count " + string(m.AppendString(nil)) + ` (count_values_over_time("distinct_value", ` + src + `)))`
+	}
 	if !f.Subquery && f.From%f.Step != 0 {
 		p.grid, p.gridAt = "count("+f.Source+")", vmSeconds(f.From)+":"+vmSeconds(f.To)+":"+vmSeconds(f.Step)
 	}

@@ -173,6 +173,12 @@ func TestCheckFanOut(t *testing.T) {
 			[]string{`sum(count_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
 				`sum(distinct_over_time((x)[3616000ms:8000ms])) @1700000008.000`,
 				`count(count by(distinct_value) (count_values_over_time("distinct_value", (x)[3616000ms:8000ms]))) @1700000008.000`}, ""},
+		// Grouped by the metric's name, which count_values_over_time drops: the values of every name would be counted as
+		// one group's, fewer than count_values makes; the closer count is not asked, and the exact one stands.
+		{"count_values by the metric's name", ranged, hour(`count_values("v", {__name__=~"x|y"}) by (__name__)`), []float64{50000 * 451, 50000},
+			[]string{`sum(count_over_time(({__name__=~"x|y"})[3616000ms:8000ms])) @1700000008.000`,
+				`sum(distinct_over_time(({__name__=~"x|y"})[3616000ms:8000ms])) @1700000008.000`},
+			"count_values in the query would make 50000 series"},
 		// Too many distinct values to build a series of each to count them across the series (3.3e7 points): not asked.
 		{"count_values of a rate", ranged, hour(`count_values("v", rate(x[5m]))`), []float64{1e6, 999_000},
 			[]string{`sum(count_over_time((rate(x[5m]))[3616000ms:8000ms])) @1700000008.000`,
