@@ -129,12 +129,15 @@ func TestQueryWorkBounded(t *testing.T) {
 }
 
 // TestQueryArmsBounded: a query of many arms holds the series of each at once, which no limit of VictoriaMetrics adds
-// up (an attacker's review: a union of 200 arms of one selector over 50 of a team's series took v1.151 from 648 to
-// 1,267 MB, ten arms of quantiles of 20 phis to 1 GB). Behind a gateway bounding a query of more than 10 arms at
-// 2×10^6 points, on 1.79.5, the current release and a real cluster, over an hour at 10 s (361 points): 11 arms of dev's
-// 100 series (4×10^5 points), and quantiles of 10 phis over them, are counted and answered as VictoriaMetrics answers
-// them; the same over dev's and ops' 2,000 series (7.9×10^6) are refused on the count; 10 arms, and 30 arms of sums
-// VictoriaMetrics does as it goes, are not counted; 17 arms, more than the gateway counts, are refused before any count.
+// up (attackers' reviews: a union of 200 arms of one selector over 50 of a team's series took v1.151 from 648 to
+// 1,267 MB, ten arms of quantiles of 20 phis to 1 GB, 300 arms of a selector of 20,000 series to 6 GB, 300 of sum() of
+// them to 2.7 GB, 5,000 of `1` to 540 MB). Behind a gateway bounding a query of more than 10 arms at 2×10^6 points,
+// on 1.79.5, the current release and a real cluster, over an hour at 10 s (361 points, 128 more a series): 11 arms of
+// dev's 100 series (5.4×10^5 points), quantiles of 10 phis over them, 30 arms of counts VictoriaMetrics does as it
+// goes over them, and an instant query of 11 arms, are counted and answered as VictoriaMetrics answers them; the same over
+// dev's and ops' 2,000 series are refused on the count, and 17 offsets of dev's, each counted, are answered; 10 arms
+// are not counted; 51 selectors, more than -search.maxQuerySelectors, and 5,600 numbers (2×10^6 points) are refused
+// before any count.
 func TestQueryArmsBounded(t *testing.T) {
 	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
 	var data strings.Builder
@@ -154,6 +157,13 @@ func TestQueryArmsBounded(t *testing.T) {
 		s := make([]string, n)
 		for i := range s {
 			s[i] = fmt.Sprintf(f, i)
+		}
+		return strings.Join(s, " or ")
+	}
+	threeSpans := func(n int, f string) string { // as arms, at three offsets: three counts
+		s := make([]string, n)
+		for i := range s {
+			s[i] = fmt.Sprintf(f, i%3)
 		}
 		return strings.Join(s, " or ")
 	}
@@ -202,12 +212,15 @@ func TestQueryArmsBounded(t *testing.T) {
 				counted               bool
 			}{
 				{"11 arms of dev's series", s.devTok, arms(11, `qa offset %ds`), "", true},
-				{"11 arms of dev's and ops'", s.allTok, arms(11, `qa offset %ds`), "would make series of 7.94e+06 points in all", true},
+				{"11 arms of dev's and ops'", s.allTok, arms(11, `qa offset %ds`), "would make series of 1.08e+07 points in all", true},
 				{"quantiles of 10 phis over dev's series", s.devTok, `quantiles(` + phis + `, qa) by (i)`, "", true},
 				{"quantiles of 10 phis over dev's and ops'", s.allTok, `quantiles(` + phis + `, qa) by (i)`, "-search.maxQueryPoints", true},
 				{"10 arms of dev's and ops'", s.allTok, arms(10, `qa offset %ds`), "", false},
-				{"30 arms of sums of dev's and ops'", s.allTok, arms(30, `sum(rate(qa[5m] offset %ds))`), "", false},
-				{"17 arms: more than the gateway counts", s.devTok, arms(17, `qa offset %ds`), "the query has 17 selectors", false},
+				{"30 counts of dev's series", s.devTok, threeSpans(30, `count(qa offset %ds)`), "", true},
+				{"30 counts of dev's and ops'", s.allTok, threeSpans(30, `count(qa offset %ds)`), "would make series of 7.68e+06 points in all", true},
+				{"17 spans of dev's series, each counted", s.devTok, arms(17, `qa offset %ds`), "", true},
+				{"51 selectors", s.devTok, threeSpans(51, `qa offset %ds`), "-search.maxQuerySelectors", false},
+				{"5,600 numbers", s.allTok, "count(union(" + strings.Repeat("1,", 5599) + "1))", "numbers and calls of no selector would make series of 2.02e+06 points", true}, // refused_points, without a count
 			} {
 				admitted, refused := measured()
 				code, body := query(tc.tok, tc.q)
@@ -227,6 +240,18 @@ func TestQueryArmsBounded(t *testing.T) {
 				}
 				if tc.counted && (r > refused) != (tc.refused != "") {
 					t.Errorf("%s: refused on its count %v; want %v", tc.name, r > refused, tc.refused != "")
+				}
+			}
+			// An instant query holds 128 points of each series an arm reads beside its one: 11 arms of dev's 100 series
+			// pass (1.4×10^5), of the 2,000 (2.8×10^6) are refused.
+			instant := url.Values{"query": {arms(11, `qa offset %ds`)}, "time": {fmt.Sprint(end)}}
+			for _, tok := range []string{s.devTok, s.allTok} {
+				code, _, body := do(t, http.MethodPost, s.g.URL+s.prefix+"/api/v1/query", strings.NewReader(instant.Encode()),
+					append(bearer(tok), "Content-Type", "application/x-www-form-urlencoded")...)
+				if tok == s.allTok {
+					checkClusterError(t, "an instant query of 11 arms of dev's and ops'", code, body, http.StatusBadRequest, "would make series of 2.84e+06 points")
+				} else if code != http.StatusOK || strings.Count(body, `"qa"`) != 100 {
+					t.Errorf("an instant query of 11 arms of dev's series: %d %.300s; want dev's 100 series", code, body)
 				}
 			}
 		})

@@ -55,6 +55,9 @@ type Limits struct {
 	// MaxQueryPoints is -search.maxQueryPoints: the most points the series a query of more than
 	// querylimits.UncountedArms arms makes may hold in all, added up over its arms (querywork.go) (400).
 	MaxQueryPoints int64
+	// MaxQuerySelectors is -search.maxQuerySelectors: the most selectors one query may have, 0 or more than
+	// querylimits.UncountedArms (querywork.go) (400).
+	MaxQuerySelectors int
 	// maxSeries is the most series a read backend selects of one selector (SetBackendMaxSeries); 0: not known.
 	maxSeries int64
 	// MinSampleInterval is -search.minSampleInterval: the least time between two samples of a series the limits assume

@@ -54,7 +54,7 @@ const uncountedWork = 1e5
 // they read, or whose many arms would make series of more than l.MaxQueryPoints points in all, judged on the query as
 // it goes upstream, as count counts its series (nil: not counted).
 func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, l Limits, now time.Time, count fanCounter) error {
-	if !rt.Evaluates() || (l.MaxQueryWindowPoints <= 0 && l.MaxQueryPoints <= 0) || count == nil {
+	if !rt.Evaluates() || (l.MaxQueryWindowPoints <= 0 && l.MaxQueryPoints <= 0 && l.MaxQuerySelectors <= 0) {
 		return nil
 	}
 	instant := rt.API == "query"
@@ -70,6 +70,26 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 					return err
 				}
 				continue
+			}
+			if n := wk.Selectors(); l.MaxQuerySelectors > 0 && n > l.MaxQuerySelectors {
+				return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query has %d selectors, each of which VictoriaMetrics "+
+					"reads apart and holds at once; at most %d are accepted (-search.maxQuerySelectors): send the arms as queries "+
+					"of their own, or select several series with one selector (a regexp)", n, l.MaxQuerySelectors))
+			}
+			if l.MaxQueryPoints > 0 {
+				// The series of no selector, numbers and calls such as time(), need no count.
+				if none, err := wk.Total(&noneEach); err != nil || none.Held > float64(l.MaxQueryPoints) {
+					if err != nil {
+						return err
+					}
+					heldRefused.Inc()
+					return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query's numbers and calls of no selector would "+
+						"make series of %.3g points in all, a series of each at every point, which VictoriaMetrics holds at once; "+
+						"at most %d are accepted (%s): use fewer of them, a coarser step or a shorter range", none.Held, l.MaxQueryPoints, heldFlag))
+				}
+			}
+			if count == nil {
+				continue // nothing can be counted
 			}
 			// Over one series of each selector, at one sample per interval.
 			per, err := wk.Total(&oneEach)
@@ -105,13 +125,20 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 			}
 			j.work = j.work && bound.Work > float64(l.MaxQueryWindowPoints)
 			j.held = j.held && bound.Held > float64(l.MaxQueryPoints)
+			// A query counted for its arms alone has at most -search.maxQuerySelectors of them, each counted once: a
+			// count reads what its arm reads, once more (a token's three filter branches make a dashboard's six
+			// selectors 18 on a backend before v1.110.0).
+			asks := workMaxCounts
+			if !j.work && l.MaxQuerySelectors > asks {
+				asks = l.MaxQuerySelectors
+			}
 			switch {
 			case !j.work && !j.held:
 				continue
-			case len(counts) > workMaxCounts:
+			case len(counts) > asks:
 				return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query has %d selectors, at the spans it reads them, whose "+
 					"series the gateway would count (%s); at most %d are counted for one query: split the query, or aggregate "+
-					"before the subqueries", len(counts), j.flags(), workMaxCounts))
+					"before the subqueries", len(counts), j.flags(), asks))
 			}
 			if err := judgeQueryWork(wk, j, l, count); err != nil {
 				return err
@@ -140,11 +167,17 @@ const (
 	heldFlag = "-search.maxQueryPoints"
 )
 
-// oneEach counts one series of each selector, and the samples assumed in each window.
-var oneEach = querylimits.Counts{
-	Series:  func(string, int64, int64) (float64, error) { return 1, nil },
-	Samples: func(querylimits.Window) (float64, error) { return math.Inf(1), nil },
-}
+// oneEach counts one series of each selector, and the samples assumed in each window; noneEach no series at all.
+var (
+	oneEach = querylimits.Counts{
+		Series:  func(string, int64, int64) (float64, error) { return 1, nil },
+		Samples: func(querylimits.Window) (float64, error) { return math.Inf(1), nil },
+	}
+	noneEach = querylimits.Counts{
+		Series:  func(string, int64, int64) (float64, error) { return 0, nil },
+		Samples: func(querylimits.Window) (float64, error) { return 0, nil },
+	}
+)
 
 // seriesCount is the count of the series of the selector sel that have samples in [from, to] (ms), and the time to ask
 // it at; not ok for a span before 1970, where nothing is stored (a span back past it is counted from there).
@@ -216,11 +249,11 @@ func judgeQueryWork(wk *querylimits.Work, j judged, l Limits, count fanCounter) 
 	case j.held && load.Held > float64(l.MaxQueryPoints):
 		heldRefused.Inc()
 		return httperr.New(http.StatusBadRequest, fmt.Sprintf("the query's arms would make series of %.3g points in all (each "+
-			"selector's series, as the read backends counted them, and what its rollups, subqueries and phis make of them, "+
-			"at the points each is evaluated at, added up over every arm of its unions and operators, which VictoriaMetrics "+
-			"holds at once); at most %d are accepted for a query of more than %d arms (%s): send the arms as queries of "+
-			"their own, select several series with one selector (a regexp), ask fewer phis, or use a coarser step or a "+
-			"shorter range", load.Held, l.MaxQueryPoints, querylimits.UncountedArms, heldFlag))
+			"selector's series, as the read backends counted them, at the points each is evaluated at and 128 more each for "+
+			"its labels, what its rollups, subqueries and phis make of them, and its numbers, added up over every arm of its "+
+			"unions and operators, which VictoriaMetrics holds at once); at most %d are accepted for a query of more than %d "+
+			"arms (%s): send the arms as queries of their own, select several series with one selector (a regexp), ask "+
+			"fewer phis, or use a coarser step or a shorter range", load.Held, l.MaxQueryPoints, querylimits.UncountedArms, heldFlag))
 	}
 	workAdmitted.Inc()
 	return nil

@@ -186,14 +186,17 @@ func TestCheckQueryPoints(t *testing.T) {
 		asked     int
 		refused   string
 	}{
-		// Three spans of m (offsets 0, 1 and 2 s), each counted once; 11 arms of 1,000 series: 3.97×10^6.
+		// Three spans of m (offsets 0, 1 and 2 s), each counted once; 11 arms of 1,000 series, each 128 points besides
+		// its 361: 5.38×10^6.
 		{"11 arms of 1,000 series: admitted", arms(11, `m offset %ds`), 0, 1000, 3, ""},
-		{"11 arms of 10,000 series: refused", arms(11, `m offset %ds`), 0, 10_000, 3, "would make series of 3.97e+07 points in all"},
+		{"11 arms of 10,000 series: refused", arms(11, `m offset %ds`), 0, 10_000, 3, "would make series of 5.38e+07 points in all"},
 		{"at most 5,000 series a selector: not counted", arms(11, `m offset %ds`), 5000, 0, 0, ""},
 		{"10 arms: not counted", arms(10, `m offset %ds`), 0, 0, 0, ""},
 		{"quantiles of 20 phis: refused", `quantiles("phi", 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.11, ` +
-			`0.12, 0.13, 0.14, 0.15, 0.16, 0.17, 0.18, 0.19, 0.2, m) by (s)`, 0, 10_000, 1, "would make series of 7.58e+07 points"},
-		{"sums done as they go: not counted", arms(30, `sum(rate(m[5m] offset %ds))`), 0, 0, 0, ""},
+			`0.12, 0.13, 0.14, 0.15, 0.16, 0.17, 0.18, 0.19, 0.2, m) by (s)`, 0, 10_000, 1, "would make series of 7.71e+07 points"},
+		// Sums done as they go hold 128 points of each series they read, not its points; each is an arm.
+		{"30 sums done as they go of 1,000 series: admitted", arms(30, `sum(rate(m[5m] offset %ds))`), 0, 1000, 3, ""},
+		{"30 sums done as they go of 10,000 series: refused", arms(30, `sum(rate(m[5m] offset %ds))`), 0, 10_000, 3, "would make series of 3.84e+07 points"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var asked []string
@@ -211,16 +214,34 @@ func TestCheckQueryPoints(t *testing.T) {
 			}
 		})
 	}
-	// 17 spans, more than the gateway counts: refused before any count.
+	// More selectors than -search.maxQuerySelectors, and numbers of more points than the bound: refused before any count.
 	var asked []string
+	err := checkQueryWork(ranged, hour(arms(51, `m offset %ds`)), nil, nil, Limits{MaxQueryPoints: 3e7, MaxQuerySelectors: 50}, now, count(&asked, 1))
+	if httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "the query has 51 selectors") ||
+		!strings.Contains(err.Error(), "-search.maxQuerySelectors") || len(asked) != 0 {
+		t.Errorf("51 selectors: %v after %d counts; want 400 before any", err, len(asked))
+	}
+	ones := "count(union(" + strings.Repeat("1, ", 99_999) + "1))" // 10^5 series of 361 points
+	err = checkQueryWork(ranged, hour(ones), nil, nil, Limits{MaxQueryPoints: 3e7}, now, nil)
+	if httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "numbers and calls of no selector would make series of 3.61e+07 points") {
+		t.Errorf("10^5 numbers: %v; want 400 without a count", err)
+	}
+	// 17 spans, more than the gateway counts where -search.maxQuerySelectors is off: refused before any count.
+	asked = nil
 	many := make([]string, 17)
 	for i := range many {
 		many[i] = fmt.Sprintf("m offset %ds", i)
 	}
-	err := checkQueryWork(ranged, hour(strings.Join(many, " or ")), nil, nil, Limits{MaxQueryPoints: 3e7}, now, count(&asked, 1))
+	err = checkQueryWork(ranged, hour(strings.Join(many, " or ")), nil, nil, Limits{MaxQueryPoints: 3e7}, now, count(&asked, 1))
 	if httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "has 17 selectors") ||
 		!strings.Contains(err.Error(), "-search.maxQueryPoints") || len(asked) != 0 {
 		t.Errorf("17 spans: %v after %d counts; want 400 before any", err, len(asked))
+	}
+	// Counted for its arms alone, a query has up to -search.maxQuerySelectors of them counted.
+	asked = nil
+	err = checkQueryWork(ranged, hour(strings.Join(many, " or ")), nil, nil, Limits{MaxQueryPoints: 3e7, MaxQuerySelectors: 50}, now, count(&asked, 1))
+	if err != nil || len(asked) != 17 {
+		t.Errorf("17 spans under -search.maxQuerySelectors=50: %v after %d counts; want admitted after 17", err, len(asked))
 	}
 }
 

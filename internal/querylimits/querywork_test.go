@@ -168,9 +168,10 @@ func TestQueryWorkCountsWhereVictoriaMetricsReads(t *testing.T) {
 }
 
 // TestQueryHeld: the points a query's series hold, added up over its arms (Load.Held), are each selector's series at
-// the points it is evaluated at, and what its rollups, subqueries and phis make of them; an aggregation by nothing that
-// VictoriaMetrics does as it goes holds one series. Only a query of more than UncountedArms arms, one series of each
-// selector added up so, is counted (ManyArms).
+// the points it is evaluated at and 128 more each (its labels, its fetch: an attacker's review measured about 1 KB a
+// series an arm), what its rollups, subqueries and phis make of them, and a series of each number at every point; an
+// aggregation by nothing that VictoriaMetrics does as it goes holds the 128 of each series it reads, not their points.
+// Only a query of more than UncountedArms arms, one series of each selector added up so, is counted (ManyArms).
 func TestQueryHeld(t *testing.T) {
 	const now = int64(1_700_000_000_000)
 	const h = int64(3_600_000)
@@ -190,36 +191,46 @@ func TestQueryHeld(t *testing.T) {
 		}
 		return strings.Join(s, ", ")
 	}
-	const points = 3601 // an hour at 1 s
+	numbers := func(n int) string { return strings.Repeat("1, ", n-1) + "1" }
+	const points = 3601           // an hour at 1 s
+	const m = 50 * (points + 128) // m's series, read once
 	for _, tc := range []struct {
-		q    string
-		many bool
-		held float64
+		q         string
+		many      bool
+		selectors int
+		held      float64
 	}{
 		// A plain selector, and a few arms: not counted.
-		{q: `m`, many: false},
-		{q: offsets(10, `m offset %ds`), many: false},
-		{q: `sum(rate(a[5m])) / sum(rate(b[5m]))`, many: false},
-		{q: `quantiles("phi", ` + phis(9) + `, y) by (job)`, many: false}, // y itself and 9 phis
+		{q: `m`},
+		{q: offsets(10, `m offset %ds`)},
+		{q: `sum(rate(a[5m])) / sum(rate(b[5m]))`},
+		{q: `quantiles("phi", ` + phis(9) + `, y) by (job)`}, // y itself and 9 phis
 		// The attacker's review: arms of one selector, each read again.
-		{q: offsets(11, `m offset %ds`), many: true, held: 11 * 50 * points},
-		{q: `count(` + offsets(200, `m offset %ds`) + `)`, many: true, held: 200 * 50 * points},
-		// Ten arms of quantiles of 20 phis: each its selector's series and 20 of each.
-		{q: offsets(10, `quantiles("phi", `+phis(20)+`, m offset %ds) by (s)`), many: true, held: 10 * (50 + 50*20) * points},
-		{q: `quantiles("phi", ` + phis(10) + `, y) by (job)`, many: true, held: (7 + 70) * points},
-		{q: `histogram_quantiles("phi", ` + phis(11) + `, y)`, many: true, held: (7 + 77) * points},
+		{q: offsets(11, `m offset %ds`), many: true, selectors: 11, held: 11 * m},
+		{q: `count(` + offsets(200, `m offset %ds`) + `)`, many: true, selectors: 200, held: 200 * m},
+		// Ten arms of quantiles of 20 phis: each its selector's series, its 20 numbers and 20 series of each.
+		{q: offsets(10, `quantiles("phi", `+phis(20)+`, m offset %ds) by (s)`), many: true, selectors: 10, held: 10 * (m + 20*points + 50*20*points)},
+		{q: `quantiles("phi", ` + phis(10) + `, y) by (job)`, many: true, selectors: 1, held: 7*(points+128) + 10*points + 70*points},
+		{q: `histogram_quantiles("phi", ` + phis(11) + `, y)`, many: true, selectors: 1, held: 7*(points+128) + 11*points + 77*points},
 		// Rollups: what their function makes of each series (rollup's three), the selector's samples read as they go.
-		{q: offsets(4, `rollup(m[5m] offset %ds)`), many: true, held: 4 * 3 * 50 * points},
+		{q: offsets(4, `rollup(m[5m] offset %ds)`), many: true, selectors: 4, held: 4 * 50 * (3*points + 128)},
 		// A subquery holds its query's series at its own points, and what its rollup makes at the query's.
-		{q: offsets(6, `max_over_time(m[10m:1m] offset %ds)`), many: true, held: 6 * (50*78 + 50*points)},
-		// Aggregations by nothing done as they go hold a series whatever they read: many of them are not counted.
-		{q: offsets(30, `sum(rate(a[5m] offset %ds))`), many: false},
-		{q: offsets(30, `count(a offset %ds)`), many: false},
-		// ...and hold nothing where another arm makes the query counted; by labels, the series they read.
-		{q: offsets(11, `sum(rate(m[5m] offset %ds))`) + ` or ` + offsets(11, `m offset %dm`), many: true, held: 11 * 50 * points},
-		{q: offsets(11, `sum(rate(m[5m] offset %ds)) by (s)`), many: true, held: 11 * 50 * points},
+		{q: offsets(6, `max_over_time(m[10m:1m] offset %ds)`), many: true, selectors: 6, held: 6 * (50*(78+128) + 50*points)},
+		// Aggregations by nothing done as they go hold 128 of each series they read, not their points (an attacker's
+		// review: 300 arms of `sum(x)` over 20,000 series took v1.151 to 2.7 GB); each reads an arm.
+		{q: offsets(30, `sum(rate(a[5m] offset %ds))`), many: true, selectors: 30, held: 30 * 10_000 * 128},
+		{q: offsets(30, `count(a offset %ds)`), many: true, selectors: 30, held: 30 * 10_000 * 128},
+		{q: offsets(11, `sum(rate(m[5m] offset %ds))`) + ` or ` + offsets(11, `m offset %dm`), many: true, selectors: 22, held: 11*50*128 + 11*m},
+		// By labels, the series they read.
+		{q: offsets(11, `sum(rate(m[5m] offset %ds)) by (s)`), many: true, selectors: 11, held: 11 * m},
 		// One not done as it goes (its arg is not a rollup of a selector) holds what its arg makes.
-		{q: offsets(11, `median(m offset %ds)`), many: true, held: 11 * 50 * points},
+		{q: offsets(11, `median(m offset %ds)`), many: true, selectors: 11, held: 11 * m},
+		// Numbers: a series of each at every point (an attacker's review: 5,000 arms of `1`, 540 MB), held without a
+		// selector to count; a few are not looked at.
+		{q: `count(union(` + numbers(5000) + `))`, selectors: 0, held: 5000 * points},
+		{q: `union(` + numbers(300) + `) + m`, selectors: 1, held: 300*points + m},
+		{q: `union(` + numbers(100) + `)`},
+		{q: offsets(5000, `%d`)}, // metricsql folds an operator of numbers into one
 	} {
 		rng := &Range{Read: func() (int64, int64, int64, error) { return now - h, now, 1000, nil }, SampleInterval: 1000}
 		c := &Counts{
@@ -241,8 +252,15 @@ func TestQueryHeld(t *testing.T) {
 			t.Errorf("%.80s: many arms %v; want %v", tc.q, got, tc.many)
 			continue
 		}
-		if !tc.many {
+		if (wk != nil) != (tc.held > 0) {
+			t.Errorf("%.80s: prepared %v; want %v", tc.q, wk != nil, tc.held > 0)
 			continue
+		}
+		if wk == nil {
+			continue
+		}
+		if wk.Selectors() != tc.selectors {
+			t.Errorf("%.80s: %d selectors; want %d", tc.q, wk.Selectors(), tc.selectors)
 		}
 		l, err := wk.Total(c)
 		if err != nil {

@@ -91,6 +91,10 @@ type node struct {
 	// streams marks an aggregation by nothing that VictoriaMetrics does as it goes over a rollup of a selector: the
 	// series it reads are not held (Load.Held).
 	streams bool
+	// nones is how many series of no selector n stands for beside what its kind reads: for a kindNone node, the
+	// numbers and calls of no selector it is (0 for a string), and for any other, those among its args that compile
+	// dropped. VictoriaMetrics makes a series of each at every point (Load.Held).
+	nones uint32
 	// whole is what a point of a subquery's window, or a raw sample of a window over a selector, costs the rollup
 	// function over it where Work.Total counts all the series, in eighths (wholeEighths); 0 for a raw window it does not
 	// count (rate, last_over_time: a window's ends).
@@ -264,6 +268,17 @@ const maxDepth = 1000
 
 // compile reduces e to its span tree. unresolved is the text of the first @ modifier it cannot resolve.
 func compile(e metricsql.Expr, depth int, unresolved *string) node {
+	n := compileExpr(e, depth, unresolved)
+	if n.kind == kindNone && n.nones == 0 {
+		if _, ok := e.(*metricsql.StringExpr); !ok {
+			n.nones = 1 // a number, or a call of no selector: time(), vector(1)
+		}
+	}
+	return n
+}
+
+// compileExpr is compile's work on e itself.
+func compileExpr(e metricsql.Expr, depth int, unresolved *string) node {
 	if depth > maxDepth {
 		*unresolved = "a query nested too deeply"
 		return node{kind: kindNone}
@@ -527,10 +542,11 @@ func compileCall(name string, args []metricsql.Expr, depth int, unresolved *stri
 func group(args []metricsql.Expr, depth int, unresolved *string) node {
 	var first node
 	var n node
-	count := 0
+	count, nones := 0, uint32(0)
 	for _, a := range args {
 		c := compile(a, depth+1, unresolved)
 		if c.kind == kindNone {
+			nones = uint32(min(uint64(nones)+uint64(c.nones), math.MaxUint32))
 			continue
 		}
 		count++
@@ -545,10 +561,11 @@ func group(args []metricsql.Expr, depth int, unresolved *string) node {
 	}
 	switch count {
 	case 0:
-		return node{kind: kindNone}
+		return node{kind: kindNone, nones: nones}
 	case 1:
-		return first
+		n = first
 	}
+	n.nones = uint32(min(uint64(n.nones)+uint64(nones), math.MaxUint32))
 	return n
 }
 
@@ -691,14 +708,20 @@ type walk struct {
 // span adds to w what n reads when evaluated over [a, b] at step. For Work.Total (w.counts set), it returns the most
 // series n makes there, from the series its selectors read as counted; otherwise 0.
 func (w *walk) span(n *node, a, b, step int64) float64 {
+	if n.nones > 0 && n.kind != kindNone {
+		w.hold(float64(n.nones), max(b-a, 0)/max(step, 1)+1) // the numbers among its args
+	}
 	switch n.kind {
 	case kindNone:
-		return 1 // a number, or a series of no selector: vector(1), time()
+		// Numbers, or series of no selector: vector(1), time(). VictoriaMetrics makes a series of each at every point
+		// (an attacker's review: 5,000 arms of `1` over 10,801 points took v1.151 to 540 MB).
+		w.hold(float64(n.nones), max(b-a, 0)/max(step, 1)+1)
+		return 1
 	case kindSelector:
 		from := sub(a, max(step, w.lookback))
 		w.add(from, b)
 		read := w.series(n.sel, from, b, step)
-		w.hold(read, max(b-a, 0)/max(step, 1)+1)
+		w.hold(read, max(b-a, 0)/max(step, 1)+1+seriesPoints)
 		return read
 	case kindGroup:
 		if n.countValues && step > 0 {
@@ -716,7 +739,10 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 		made := seriesMade(n, read, points)
 		switch {
 		case n.streams:
-			w.held = held // the rollup's series are added up as they are made, into one
+			// The rollup's series are added up as they are made, into one; each is still fetched (an attacker's review:
+			// 300 arms of `sum(x)` over 20,000 series took v1.151 to 2.7 GB).
+			w.held = held
+			w.hold(read, seriesPoints)
 		case n.mult > 0:
 			w.hold(made, points)
 		}
@@ -828,10 +854,16 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 		}
 		w.fanOut(n, a, b, step, win, 0, points)
 		w.hold(read*float64(max(n.series, 1)), points)
+		w.hold(read, seriesPoints)
 		return w.rolledUp(n, read, (max(b-a, 0)+win)/max(w.interval, 1)+1)
 	}
 	return w.span(child, a, b, step)
 }
+
+// seriesPoints is what VictoriaMetrics holds of each series an arm reads beside its points, in points of 8 bytes:
+// its name and labels, and what fetching it takes (an attacker's review: 300 arms of a selector of 20,000 series of
+// 200-byte label sets, an instant query of 6×10^6 points, took v1.151 to 6 GB, about 1 KB a series an arm).
+const seriesPoints = 128
 
 // hold adds to w.held the points of made series evaluated at points, for Work.Total. The functions that make a series
 // of each bucket or value they meet are not held here: -search.maxFanOutPoints counts them, finer (FanOuts).
@@ -1222,12 +1254,43 @@ const UncountedArms = 10
 // as Load.Held adds them: only then is its Held worth counting.
 func (wk *Work) ManyArms() bool { return wk.c.arms > UncountedArms }
 
+// Selectors is how many selectors the query has, each read apart (a union of one selector at 600 offsets read it 600
+// times: an attacker's review). A query of more than UncountedArms has its Work.
+func (wk *Work) Selectors() int { return wk.c.selectors }
+
+// manyNumbers is the most series of no selector (numbers, time(), vector(1)) a query may make for its Work not to be
+// prepared for them: at the 11,000 points a range query may ask, 100 hold 1.1×10^6, far below any bound on Held.
+const manyNumbers = 100
+
+// tally counts the selectors of n and the series of no selector it makes.
+func tally(n *node) (selectors, numbers int) {
+	if n.kind == kindSelector {
+		selectors++
+	}
+	numbers = int(n.nones)
+	for i := range n.children {
+		s, m := tally(&n.children[i])
+		selectors, numbers = selectors+s, min(numbers+m, math.MaxInt32)
+	}
+	return selectors, numbers
+}
+
+// prepared says a query's Work is worth preparing: it has what Load.Work counts, arms enough for Load.Held to be
+// counted, or series of no selector enough to be judged on them alone.
+func prepared(n *node) bool {
+	if hasWork(n) || heldArms(n) > UncountedArms {
+		return true
+	}
+	_, numbers := tally(n)
+	return numbers > manyNumbers
+}
+
 // PrepareWork is q's Work when evaluated over the range read gives (read only when q has what the walk counts) at time
 // now, windows over raw samples assumed to hold a sample per interval (ms); nil when the walk counts nothing in it (no
 // subquery, no window over raw samples it counts, a query that does not parse, a step VictoriaMetrics refuses). Only a
 // gate's refusal, or a range that cannot be read, is an error.
 func PrepareWork(q string, pq *enforce.Parsed, instant bool, read func() (a, b, step int64, err error), interval, now int64) (*Work, error) {
-	c, err := tree(q, pq, worked, func(n *node) bool { return hasWork(n) || heldArms(n) > UncountedArms })
+	c, err := tree(q, pq, worked, prepared)
 	if c == nothingCounted {
 		return nil, err
 	}
@@ -1274,8 +1337,6 @@ func arms(n *node) (made, held float64) {
 			read, held = read+m, held+h
 		}
 		switch {
-		case n.streams:
-			return min(read, 1), 0 // one series whatever its arg reads
 		case n.one:
 			return min(read, 1), held
 		case n.mult > 0:
@@ -1310,6 +1371,7 @@ func tree(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compiled]
 		if root := compile(e, 0, &unresolved); has(&root) {
 			re, ok := e.(*metricsql.RollupExpr)
 			c = &compiled{root: root, rangeRoot: ok && re.Window != nil, arms: heldArms(&root)}
+			c.selectors, c.numbers = tally(&root)
 		}
 	}
 	if len(q) <= cacheMaxQueryLen {
@@ -1473,7 +1535,9 @@ func isASCII(s string) bool {
 type compiled struct {
 	root      node
 	rangeRoot bool
-	arms      float64 // heldArms of root
+	// arms is heldArms of root; selectors and numbers count its selectors and the series of no selector it makes.
+	arms               float64
+	selectors, numbers int
 }
 
 // nothingCounted stands in the cache for a query without count_values, or one that does not parse.
