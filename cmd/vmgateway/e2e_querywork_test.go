@@ -24,69 +24,11 @@ import (
 // subquery is not counted.
 func TestQueryWorkBounded(t *testing.T) {
 	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
-	var data strings.Builder
-	for i := range 2000 {
-		team := "ops"
-		if i < 100 {
-			team = "dev"
-		}
-		for ts := end - 4200; ts <= end; ts += 60 {
-			fmt.Fprintf(&data, "qw{team=%q,i=\"%d\"} %d %d000\n", team, i, i+int(ts%7), ts)
-		}
-	}
-	ranged := func(q string) string {
-		return url.Values{"query": {q}, "start": {fmt.Sprint(end - 3600)}, "end": {fmt.Sprint(end)}, "step": {"10"}}.Encode()
-	}
-	limit := []string{"-search.maxQueryWindowPoints=100000000", "-read.maxConcurrentRequests=0"}
-	for _, v := range []struct {
-		name  string
-		start func(t *testing.T) fanOutSetup
-	}{
-		{"1.79.5", func(t *testing.T) fanOutSetup {
-			s, _ := singleSetup(t, vmtest.Start(t), data.String(), "qw", 2000, limit...)
-			return s
-		}},
-		{"current", func(t *testing.T) fanOutSetup {
-			s, _ := singleSetup(t, vmtest.StartCurrent(t), data.String(), "qw", 2000, limit...)
-			return s
-		}},
-		{"cluster", func(t *testing.T) fanOutSetup {
-			rc := startRealCluster(t, limit...)
-			rc.importDirect(t, "3", data.String())
-			vmtest.Eventually(t, func() (bool, string) {
-				rc.c.Flush(t)
-				_, _, b := do(t, http.MethodGet, rc.c.Select.URL+"/select/3/prometheus/api/v1/query?query=count(count_over_time(qw[2h]))", nil)
-				return strings.Contains(b, `"2000"`), "tenant 3 counts " + b
-			})
-			t3 := tenant.ID{AccountID: 3}
-			return fanOutSetup{g: rc.g, prefix: "/select/3:0/prometheus", direct: rc.c.Select.URL + "/select/3/prometheus/api/v1/query_range?extra_label=team=dev&",
-				devTok: clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}}),
-				allTok: clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead}),
-			}
-		}},
-	} {
+	ranged := workRange(end)
+	for _, v := range workSetups("qw", end, "-search.maxQueryWindowPoints=100000000", "-read.maxConcurrentRequests=0") {
 		t.Run(v.name, func(t *testing.T) {
 			s := v.start(t)
-			known := v.name != "cluster"
-			vmtest.Eventually(t, func() (bool, string) {
-				if known {
-					return strings.Contains(s.g.logs.String(), "select at most this many series of a selector"), "the read backends' /metrics not read yet"
-				}
-				return strings.Contains(s.g.logs.String(), "the read backends run this many requests at once"), "the read backends' /metrics not read yet"
-			})
-			query := func(tok, q string) (int, string) {
-				code, _, body := do(t, http.MethodPost, s.g.URL+s.prefix+"/api/v1/query_range", strings.NewReader(ranged(q)),
-					append(bearer(tok), "Content-Type", "application/x-www-form-urlencoded")...)
-				return code, body
-			}
-			measured := func() (admitted, refused float64) {
-				return metricValue(t, s.g, `vmgateway_query_work_measured_total{result="admitted"}`),
-					metricValue(t, s.g, `vmgateway_query_work_measured_total{result="refused"}`)
-			}
-			for _, tc := range []struct {
-				name, tok, q, refused string
-				counted               bool
-			}{
+			checkWorkRows(t, s, ranged, "refused", []workRow{
 				{"dev's 100 series", s.devTok, `count(max_over_time(qw[1h:1s]))`, "", true},
 				{"dev's and ops' 2,000 series", s.allTok, `count(max_over_time(qw[1h:1s]))`, "would read 1.3e+09 points over all the series", true},
 				{"their sum", s.allTok, `max_over_time(sum(qw)[1h:1s])`, "", false},
@@ -103,27 +45,7 @@ func TestQueryWorkBounded(t *testing.T) {
 				{"dev's and ops' under @", s.allTok, `count(max_over_time((max_over_time(qw[2m]) @ (end() - 600))[1h:3s]))`, "-search.maxQueryWindowPoints", true},
 				// 361 points of a window of 10: 1,805 points a series, too few to be counted.
 				{"a dashboard's subquery", s.allTok, `max_over_time(rate(qw[5m])[10m:1m])`, "", false},
-			} {
-				admitted, refused := measured()
-				code, body := query(tc.tok, tc.q)
-				if tc.refused != "" {
-					checkClusterError(t, tc.name, code, body, http.StatusBadRequest, tc.refused)
-				} else if code != http.StatusOK || resultOf(t, body) == "[]" {
-					t.Errorf("%s: %d %.300s; want answered", tc.name, code, body)
-				} else if tc.tok == s.devTok {
-					_, _, want := do(t, http.MethodGet, s.direct+ranged(tc.q), nil)
-					if a, b := resultOf(t, body), resultOf(t, want); a != b {
-						t.Errorf("%s through the gateway: %.300s; directly %.300s", tc.name, a, b)
-					}
-				}
-				a, r := measured()
-				if counted := a+r > admitted+refused; counted != tc.counted {
-					t.Errorf("%s: counted %v; want %v", tc.name, counted, tc.counted)
-				}
-				if tc.counted && (r > refused) != (tc.refused != "") {
-					t.Errorf("%s: refused on its count %v; want %v", tc.name, r > refused, tc.refused != "")
-				}
-			}
+			})
 		})
 	}
 }
@@ -140,19 +62,7 @@ func TestQueryWorkBounded(t *testing.T) {
 // before any count.
 func TestQueryArmsBounded(t *testing.T) {
 	end := time.Now().Add(-time.Minute).Truncate(time.Minute).Unix()
-	var data strings.Builder
-	for i := range 2000 {
-		team := "ops"
-		if i < 100 {
-			team = "dev"
-		}
-		for ts := end - 4200; ts <= end; ts += 60 {
-			fmt.Fprintf(&data, "qa{team=%q,i=\"%d\"} %d %d000\n", team, i, i+int(ts%7), ts)
-		}
-	}
-	ranged := func(q string) string {
-		return url.Values{"query": {q}, "start": {fmt.Sprint(end - 3600)}, "end": {fmt.Sprint(end)}, "step": {"10"}}.Encode()
-	}
+	ranged := workRange(end)
 	arms := func(n int, f string) string {
 		s := make([]string, n)
 		for i := range s {
@@ -168,49 +78,10 @@ func TestQueryArmsBounded(t *testing.T) {
 		return strings.Join(s, " or ")
 	}
 	phis := `"phi", 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99`
-	limit := []string{"-search.maxQueryPoints=2000000", "-read.maxConcurrentRequests=0"}
-	for _, v := range []struct {
-		name  string
-		start func(t *testing.T) fanOutSetup
-	}{
-		{"1.79.5", func(t *testing.T) fanOutSetup {
-			s, _ := singleSetup(t, vmtest.Start(t), data.String(), "qa", 2000, limit...)
-			return s
-		}},
-		{"current", func(t *testing.T) fanOutSetup {
-			s, _ := singleSetup(t, vmtest.StartCurrent(t), data.String(), "qa", 2000, limit...)
-			return s
-		}},
-		{"cluster", func(t *testing.T) fanOutSetup {
-			rc := startRealCluster(t, limit...)
-			rc.importDirect(t, "3", data.String())
-			vmtest.Eventually(t, func() (bool, string) {
-				rc.c.Flush(t)
-				_, _, b := do(t, http.MethodGet, rc.c.Select.URL+"/select/3/prometheus/api/v1/query?query=count(count_over_time(qa[2h]))", nil)
-				return strings.Contains(b, `"2000"`), "tenant 3 counts " + b
-			})
-			t3 := tenant.ID{AccountID: 3}
-			return fanOutSetup{g: rc.g, prefix: "/select/3:0/prometheus", direct: rc.c.Select.URL + "/select/3/prometheus/api/v1/query_range?extra_label=team=dev&",
-				devTok: clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}}),
-				allTok: clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead}),
-			}
-		}},
-	} {
+	for _, v := range workSetups("qa", end, "-search.maxQueryPoints=2000000", "-read.maxConcurrentRequests=0") {
 		t.Run(v.name, func(t *testing.T) {
 			s := v.start(t)
-			query := func(tok, q string) (int, string) {
-				code, _, body := do(t, http.MethodPost, s.g.URL+s.prefix+"/api/v1/query_range", strings.NewReader(ranged(q)),
-					append(bearer(tok), "Content-Type", "application/x-www-form-urlencoded")...)
-				return code, body
-			}
-			measured := func() (admitted, refused float64) {
-				return metricValue(t, s.g, `vmgateway_query_work_measured_total{result="admitted"}`),
-					metricValue(t, s.g, `vmgateway_query_work_measured_total{result="refused_points"}`)
-			}
-			for _, tc := range []struct {
-				name, tok, q, refused string
-				counted               bool
-			}{
+			checkWorkRows(t, s, ranged, "refused_points", []workRow{
 				{"11 arms of dev's series", s.devTok, arms(11, `qa offset %ds`), "", true},
 				{"11 arms of dev's and ops'", s.allTok, arms(11, `qa offset %ds`), "would make series of 1.08e+07 points in all", true},
 				{"quantiles of 10 phis over dev's series", s.devTok, `quantiles(` + phis + `, qa) by (i)`, "", true},
@@ -221,27 +92,7 @@ func TestQueryArmsBounded(t *testing.T) {
 				{"17 spans of dev's series, each counted", s.devTok, arms(17, `qa offset %ds`), "", true},
 				{"51 selectors", s.devTok, threeSpans(51, `qa offset %ds`), "-search.maxQuerySelectors", false},
 				{"5,600 numbers", s.allTok, "count(union(" + strings.Repeat("1,", 5599) + "1))", "numbers and calls of no selector would make series of 2.02e+06 points", true}, // refused_points, without a count
-			} {
-				admitted, refused := measured()
-				code, body := query(tc.tok, tc.q)
-				if tc.refused != "" {
-					checkClusterError(t, tc.name, code, body, http.StatusBadRequest, tc.refused)
-				} else if code != http.StatusOK || resultOf(t, body) == "[]" {
-					t.Errorf("%s: %d %.300s; want answered", tc.name, code, body)
-				} else if tc.tok == s.devTok {
-					_, _, want := do(t, http.MethodGet, s.direct+ranged(tc.q), nil)
-					if a, b := resultOf(t, body), resultOf(t, want); a != b {
-						t.Errorf("%s through the gateway: %.300s; directly %.300s", tc.name, a, b)
-					}
-				}
-				a, r := measured()
-				if counted := a+r > admitted+refused; counted != tc.counted {
-					t.Errorf("%s: counted %v; want %v", tc.name, counted, tc.counted)
-				}
-				if tc.counted && (r > refused) != (tc.refused != "") {
-					t.Errorf("%s: refused on its count %v; want %v", tc.name, r > refused, tc.refused != "")
-				}
-			}
+			})
 			// An instant query holds 128 points of each series an arm reads beside its one: 11 arms of dev's 100 series
 			// pass (1.4×10^5), of the 2,000 (2.8×10^6) are refused.
 			instant := url.Values{"query": {arms(11, `qa offset %ds`)}, "time": {fmt.Sprint(end)}}
@@ -255,5 +106,107 @@ func TestQueryArmsBounded(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// workRange is the args of a range query of q over the hour before end at 10 s.
+func workRange(end int64) func(q string) string {
+	return func(q string) string {
+		return url.Values{"query": {q}, "start": {fmt.Sprint(end - 3600)}, "end": {fmt.Sprint(end)}, "step": {"10"}}.Encode()
+	}
+}
+
+// workSetup is a gateway in front of a read backend holding 2,000 series of a metric, as workSetups starts it.
+type workSetup struct {
+	name  string
+	start func(t *testing.T) fanOutSetup
+}
+
+// workSetups are 1.79.5, the current release and a real cluster (tenant 3), each holding 2,000 series of metric (dev's
+// 100 and ops' 1,900, a sample a minute over the 70 minutes before end), behind a gateway with flags whose read backends'
+// /metrics it has read.
+func workSetups(metric string, end int64, flags ...string) []workSetup {
+	var b strings.Builder
+	for i := range 2000 {
+		team := "ops"
+		if i < 100 {
+			team = "dev"
+		}
+		for ts := end - 4200; ts <= end; ts += 60 {
+			fmt.Fprintf(&b, "%s{team=%q,i=\"%d\"} %d %d000\n", metric, team, i, i+int(ts%7), ts)
+		}
+	}
+	data := b.String()
+	learned := func(t *testing.T, s fanOutSetup, known bool) fanOutSetup {
+		vmtest.Eventually(t, func() (bool, string) {
+			if known {
+				return strings.Contains(s.g.logs.String(), "select at most this many series of a selector"), "the read backends' /metrics not read yet"
+			}
+			return strings.Contains(s.g.logs.String(), "the read backends run this many requests at once"), "the read backends' /metrics not read yet"
+		})
+		return s
+	}
+	return []workSetup{
+		{"1.79.5", func(t *testing.T) fanOutSetup {
+			s, _ := singleSetup(t, vmtest.Start(t), data, metric, 2000, flags...)
+			return learned(t, s, true)
+		}},
+		{"current", func(t *testing.T) fanOutSetup {
+			s, _ := singleSetup(t, vmtest.StartCurrent(t), data, metric, 2000, flags...)
+			return learned(t, s, true)
+		}},
+		{"cluster", func(t *testing.T) fanOutSetup {
+			rc := startRealCluster(t, flags...)
+			rc.importDirect(t, "3", data)
+			vmtest.Eventually(t, func() (bool, string) {
+				rc.c.Flush(t)
+				_, _, b := do(t, http.MethodGet, rc.c.Select.URL+"/select/3/prometheus/api/v1/query?query=count(count_over_time("+metric+"[2h]))", nil)
+				return strings.Contains(b, `"2000"`), "tenant 3 counts " + b
+			})
+			t3 := tenant.ID{AccountID: 3}
+			return learned(t, fanOutSetup{g: rc.g, prefix: "/select/3:0/prometheus", direct: rc.c.Select.URL + "/select/3/prometheus/api/v1/query_range?extra_label=team=dev&",
+				devTok: clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead, ExtraLabels: map[string]string{"team": "dev"}}),
+				allTok: clusterToken(t, auth.VMAccess{Tenant: t3, Mode: auth.ModeRead}),
+			}, false)
+		}},
+	}
+}
+
+// workRow is a query sent with tok: refused with 400 saying refused, or answered (as VictoriaMetrics answers dev's);
+// counted says it moved vmgateway_query_work_measured_total.
+type workRow struct {
+	name, tok, q, refused string
+	counted               bool
+}
+
+// checkWorkRows sends each row's query through s as a range query (ranged) and checks what it got, and that a row
+// counted and refused moved the measured total's refusedAs result.
+func checkWorkRows(t *testing.T, s fanOutSetup, ranged func(string) string, refusedAs string, rows []workRow) {
+	t.Helper()
+	measured := func() (admitted, refused float64) {
+		return metricValue(t, s.g, `vmgateway_query_work_measured_total{result="admitted"}`),
+			metricValue(t, s.g, `vmgateway_query_work_measured_total{result="`+refusedAs+`"}`)
+	}
+	for _, tc := range rows {
+		admitted, refused := measured()
+		code, _, body := do(t, http.MethodPost, s.g.URL+s.prefix+"/api/v1/query_range", strings.NewReader(ranged(tc.q)),
+			append(bearer(tc.tok), "Content-Type", "application/x-www-form-urlencoded")...)
+		if tc.refused != "" {
+			checkClusterError(t, tc.name, code, body, http.StatusBadRequest, tc.refused)
+		} else if code != http.StatusOK || resultOf(t, body) == "[]" {
+			t.Errorf("%s: %d %.300s; want answered", tc.name, code, body)
+		} else if tc.tok == s.devTok {
+			_, _, want := do(t, http.MethodGet, s.direct+ranged(tc.q), nil)
+			if a, b := resultOf(t, body), resultOf(t, want); a != b {
+				t.Errorf("%s through the gateway: %.300s; directly %.300s", tc.name, a, b)
+			}
+		}
+		a, r := measured()
+		if counted := a+r > admitted+refused; counted != tc.counted {
+			t.Errorf("%s: counted %v; want %v", tc.name, counted, tc.counted)
+		}
+		if tc.counted && (r > refused) != (tc.refused != "") {
+			t.Errorf("%s: refused on its count %v; want %v", tc.name, r > refused, tc.refused != "")
+		}
 	}
 }
