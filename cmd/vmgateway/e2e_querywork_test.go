@@ -78,6 +78,12 @@ func TestQueryArmsBounded(t *testing.T) {
 		return strings.Join(s, " or ")
 	}
 	phis := `"phi", 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99`
+	// 102 WITH templates without args, each ten calls deeper than the one before, over 100 arms: 1,020 levels once
+	// expanded, where the text nests ten (an attacker's review: every limit read it as reading nothing).
+	deep := []string{"t0=union(" + strings.TrimSuffix(strings.Repeat("qa,", 100), ",") + ")"}
+	for k := 1; k <= 102; k++ {
+		deep = append(deep, fmt.Sprintf("t%d=%st%d%s", k, strings.Repeat("abs(", 10), k-1, strings.Repeat(")", 10)))
+	}
 	for _, v := range workSetups("qa", end, "-search.maxQueryPoints=2000000", "-read.maxConcurrentRequests=0") {
 		t.Run(v.name, func(t *testing.T) {
 			s := v.start(t)
@@ -91,6 +97,8 @@ func TestQueryArmsBounded(t *testing.T) {
 				{"30 counts of dev's and ops'", s.allTok, threeSpans(30, `count(qa offset %ds)`), "would make series of 7.68e+06 points in all", true},
 				{"17 spans of dev's series, each counted", s.devTok, arms(17, `qa offset %ds`), "", true},
 				{"51 selectors", s.devTok, threeSpans(51, `qa offset %ds`), "-search.maxQuerySelectors", false},
+				{"templates nested 1,020 levels deep", s.allTok, "WITH (" + strings.Join(deep, ",") + ") count(t102)",
+					"nests more than 1000 levels deep once its WITH templates are expanded", false},
 				{"5,600 numbers", s.allTok, "count(union(" + strings.Repeat("1,", 5599) + "1))", "numbers and calls of no selector would make series of 2.02e+06 points", true}, // refused_points, without a count
 			})
 			// An instant query holds 128 points of each series an arm reads beside its one: 11 arms of dev's 100 series

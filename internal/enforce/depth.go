@@ -3,6 +3,8 @@ package enforce
 import (
 	"fmt"
 	"strings"
+
+	"github.com/VictoriaMetrics/metricsql"
 )
 
 // maxQueryDepth bounds how deeply a query may nest. metricsql parses, expands and prints a query recursively, with
@@ -68,6 +70,44 @@ func checkDepth(q string) error {
 		}
 	}
 	return nil
+}
+
+// exprDepth is how deeply e nests: each call, aggregation, operator and window is a level above its args, as the
+// walks over a parsed query recurse. It walks with a stack of its own, so that a tree of any depth costs no more than
+// its nodes.
+func exprDepth(e metricsql.Expr) int {
+	type level struct {
+		e     metricsql.Expr
+		depth int
+	}
+	deepest := 0
+	stack := []level{{e, 0}}
+	for len(stack) > 0 {
+		l := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		deepest = max(deepest, l.depth)
+		push := func(args ...metricsql.Expr) {
+			for _, a := range args {
+				if a != nil {
+					stack = append(stack, level{a, l.depth + 1})
+				}
+			}
+		}
+		switch x := l.e.(type) {
+		case *metricsql.FuncExpr:
+			push(x.Args...)
+		case *metricsql.AggrFuncExpr:
+			push(x.Args...)
+		case *metricsql.BinaryOpExpr:
+			push(x.Left, x.Right)
+		case *metricsql.RollupExpr:
+			push(x.Expr)
+			if x.At != nil {
+				push(x.At)
+			}
+		}
+	}
+	return deepest
 }
 
 // isKeywordOp reports whether an identifier is a binary operator of MetricsQL.

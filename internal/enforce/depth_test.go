@@ -1,6 +1,7 @@
 package enforce
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -106,29 +107,36 @@ func FuzzCheckDepth(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if d := exprDepth(expr); d > maxQueryDepth+1 {
+		if d := exprDepth(expr); d > maxQueryDepth {
 			t.Fatalf("checkDepth let through a query %d levels deep: %.200q", d, q)
 		}
 	})
 }
 
-func exprDepth(e metricsql.Expr) int {
-	deepest := 0
-	var kids []metricsql.Expr
-	switch t := e.(type) {
-	case *metricsql.BinaryOpExpr:
-		kids = []metricsql.Expr{t.Left, t.Right}
-	case *metricsql.FuncExpr:
-		kids = t.Args
-	case *metricsql.AggrFuncExpr:
-		kids = t.Args
-	case *metricsql.RollupExpr:
-		kids = []metricsql.Expr{t.Expr, t.At}
+// deepWith is a query whose WITH templates without args each wrap the one before in per calls of abs, over inner, to
+// about levels levels once expanded, where its text nests per levels deep.
+func deepWith(inner string, levels, per int) string {
+	defs := []string{"t0=" + inner}
+	k := 0
+	for k = 1; k <= levels/per; k++ {
+		defs = append(defs, fmt.Sprintf("t%d=%st%d%s", k, strings.Repeat("abs(", per), k-1, strings.Repeat(")", per)))
 	}
-	for _, k := range kids {
-		if k != nil {
-			deepest = max(deepest, exprDepth(k))
-		}
+	return fmt.Sprintf("WITH (%s) count(t%d)", strings.Join(defs, ","), k-1)
+}
+
+// TestExpandedDepth: WITH templates without args nest deeper than their text, ten levels a template here (an
+// attacker's review: 6.2 KB of them got a query of a hundred selectors past every limit, which read it as reading
+// nothing, and took v1.151 to 2.4 GB); past maxQueryDepth once expanded, the query is refused, and one within it passes.
+func TestExpandedDepth(t *testing.T) {
+	inner := "union(" + strings.TrimSuffix(strings.Repeat("hw,", 100), ",") + ")"
+	deep := deepWith(inner, 1010, 10)
+	if err := checkDepth(deep); err != nil {
+		t.Fatalf("the text alone nests too deeply: %v", err)
 	}
-	return deepest + 1
+	if _, err := ParseMetricsQL(deep); err == nil || !strings.Contains(err.Error(), "once its WITH templates are expanded") {
+		t.Errorf("%d levels of templates: %v; want refused", 1010, err)
+	}
+	if e, err := ParseMetricsQL(deepWith(inner, 980, 10)); err != nil || exprDepth(e) < 980 {
+		t.Errorf("980 levels of templates: %v; want parsed", err)
+	}
 }

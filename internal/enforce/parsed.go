@@ -168,5 +168,15 @@ func parseMetricsQL(q string, part uint64) (expr metricsql.Expr, err error) {
 			expr, err = nil, fmt.Errorf("the parser failed: %v", r)
 		}
 	}()
-	return metricsql.Parse(q)
+	if expr, err = metricsql.Parse(q); err != nil {
+		return nil, err
+	}
+	// WITH templates without args nest deeper than the text: each that wraps the one before in ten calls adds ten
+	// levels where the text has one (an attacker's review: 6.2 KB of such templates made a query thousands of levels
+	// deep, which every limit's walk gave up on, and which took v1.151 to 2.4 GB).
+	if exprDepth(expr) > maxQueryDepth {
+		return nil, fmt.Errorf("the query nests more than %d levels deep once its WITH templates are expanded (each call, "+
+			"operator and window is a level); simplify it", maxQueryDepth)
+	}
+	return expr, nil
 }

@@ -3,6 +3,7 @@ package querylimits
 import (
 	"bytes"
 	"math"
+	"net/http"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/vmgateway/vmgateway/internal/enforce"
 	"github.com/vmgateway/vmgateway/internal/gencache"
+	"github.com/vmgateway/vmgateway/internal/httperr"
 )
 
 // The span of a query is the time range of the samples it reads, computed from the parsed MetricsQL the way
@@ -263,10 +265,16 @@ type atExpr struct {
 	l, r *atExpr
 }
 
-// maxDepth bounds the recursion of compile; metricsql itself refuses deeper queries long before.
-const maxDepth = 1000
+// maxDepth bounds the recursion of compile. The enforcer refuses a parsed query deeper than 1000 levels, WITH templates
+// expanded, each level one of compile's but a selector's window and an @, which add one each: a query that reaches
+// maxDepth here was not parsed by it, and is refused (tree).
+const maxDepth = 1008
 
-// compile reduces e to its span tree. unresolved is the text of the first @ modifier it cannot resolve.
+// nestedTooDeeply is compile's note on a query deeper than maxDepth.
+const nestedTooDeeply = "a query nested too deeply"
+
+// compile reduces e to its span tree. unresolved is the text of the first @ modifier it cannot resolve, or
+// nestedTooDeeply.
 func compile(e metricsql.Expr, depth int, unresolved *string) node {
 	n := compileExpr(e, depth, unresolved)
 	if n.kind == kindNone && n.nones == 0 {
@@ -280,7 +288,7 @@ func compile(e metricsql.Expr, depth int, unresolved *string) node {
 // compileExpr is compile's work on e itself.
 func compileExpr(e metricsql.Expr, depth int, unresolved *string) node {
 	if depth > maxDepth {
-		*unresolved = "a query nested too deeply"
+		*unresolved = nestedTooDeeply
 		return node{kind: kindNone}
 	}
 	switch x := e.(type) {
@@ -1368,7 +1376,13 @@ func tree(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compiled]
 	c := nothingCounted
 	if err == nil {
 		var unresolved string
-		if root := compile(e, 0, &unresolved); has(&root) {
+		root := compile(e, 0, &unresolved)
+		if unresolved == nestedTooDeeply {
+			// Every walk would read such a query as reading nothing (an attacker's review got past every limit so).
+			return nothingCounted, httperr.New(http.StatusBadRequest, "the query nests too deeply for the query limits to "+
+				"judge it; simplify it")
+		}
+		if has(&root) {
 			re, ok := e.(*metricsql.RollupExpr)
 			c = &compiled{root: root, rangeRoot: ok && re.Window != nil, arms: heldArms(&root)}
 			c.selectors, c.numbers = tally(&root)
