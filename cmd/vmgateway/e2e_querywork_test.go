@@ -98,7 +98,7 @@ func TestQueryArmsBounded(t *testing.T) {
 				{"17 spans of dev's series, each counted", s.devTok, arms(17, `qa offset %ds`), "", true},
 				{"51 selectors", s.devTok, threeSpans(51, `qa offset %ds`), "-search.maxQuerySelectors", false},
 				{"templates nested 1,020 levels deep", s.allTok, "WITH (" + strings.Join(deep, ",") + ") count(t102)",
-					"nests more than 1000 levels deep once its WITH templates are expanded", false},
+					"nests more than 1000 levels deep as parsed, its WITH templates expanded", false},
 				{"5,600 numbers", s.allTok, "count(union(" + strings.Repeat("1,", 5599) + "1))", "numbers and calls of no selector would make series of 2.02e+06 points", true}, // refused_points, without a count
 			})
 			// An instant query holds 128 points of each series an arm reads beside its one: 11 arms of dev's 100 series

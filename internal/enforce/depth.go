@@ -72,6 +72,11 @@ func checkDepth(q string) error {
 	return nil
 }
 
+// errTooDeep refuses a query that nests more than maxQueryDepth levels as parsed, its WITH templates expanded: the
+// text's own depth is checkDepth's to refuse, with its own words.
+var errTooDeep = fmt.Errorf("the query nests more than %d levels deep as parsed, its WITH templates expanded (each call, "+
+	"operator and window is a level); simplify it", maxQueryDepth)
+
 // exprDepth is how deeply e nests: each call, aggregation, operator and window is a level above its args, as the
 // walks over a parsed query recurse. It walks with a stack of its own, so that a tree of any depth costs no more than
 // its nodes.

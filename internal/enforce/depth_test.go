@@ -126,17 +126,33 @@ func deepWith(inner string, levels, per int) string {
 
 // TestExpandedDepth: WITH templates without args nest deeper than their text, ten levels a template here (an
 // attacker's review: 6.2 KB of them got a query of a hundred selectors past every limit, which read it as reading
-// nothing, and took v1.151 to 2.4 GB); past maxQueryDepth once expanded, the query is refused, and one within it passes.
+// nothing, and took v1.151 to 2.4 GB); past maxQueryDepth once expanded, the query is refused, before metricsql
+// expands it where the templates' estimate says so, and one within it passes. A query without templates whose text is
+// within the bound and whose parse is not (a window is a level the text does not count) is refused on the parse.
 func TestExpandedDepth(t *testing.T) {
 	inner := "union(" + strings.TrimSuffix(strings.Repeat("hw,", 100), ",") + ")"
 	deep := deepWith(inner, 1010, 10)
 	if err := checkDepth(deep); err != nil {
 		t.Fatalf("the text alone nests too deeply: %v", err)
 	}
-	if _, err := ParseMetricsQL(deep); err == nil || !strings.Contains(err.Error(), "once its WITH templates are expanded") {
+	if _, err := checkWithBudget(tokenize(deep)); err != errTooDeep {
+		t.Errorf("%d levels of templates, before the parse: %v; want refused", 1010, err)
+	}
+	if _, err := ParseMetricsQL(deep); err != errTooDeep {
 		t.Errorf("%d levels of templates: %v; want refused", 1010, err)
 	}
 	if e, err := ParseMetricsQL(deepWith(inner, 980, 10)); err != nil || exprDepth(e) < 980 {
 		t.Errorf("980 levels of templates: %v; want parsed", err)
+	}
+	// At the bound: x under 1,000 calls is 1,000 levels deep; under 999 calls and a rate over a window, 1,001.
+	if e, err := ParseMetricsQL(strings.Repeat("abs(", 1000) + "x" + strings.Repeat(")", 1000)); err != nil || exprDepth(e) != 1000 {
+		t.Errorf("1,000 levels: %v; want parsed", err)
+	}
+	windowed := strings.Repeat("abs(", 999) + "rate(x[5m])" + strings.Repeat(")", 999)
+	if err := checkDepth(windowed); err != nil {
+		t.Fatalf("the text of 999 calls and a rate: %v", err)
+	}
+	if _, err := ParseMetricsQL(windowed); err != errTooDeep {
+		t.Errorf("1,001 levels as parsed: %v; want refused", err)
 	}
 }

@@ -175,8 +175,7 @@ func parseMetricsQL(q string, part uint64) (expr metricsql.Expr, err error) {
 	// levels where the text has one (an attacker's review: 6.2 KB of such templates made a query thousands of levels
 	// deep, which every limit's walk gave up on, and which took v1.151 to 2.4 GB).
 	if exprDepth(expr) > maxQueryDepth {
-		return nil, fmt.Errorf("the query nests more than %d levels deep once its WITH templates are expanded (each call, "+
-			"operator and window is a level); simplify it", maxQueryDepth)
+		return nil, errTooDeep
 	}
 	return expr, nil
 }

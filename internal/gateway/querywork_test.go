@@ -226,6 +226,13 @@ func TestCheckQueryPoints(t *testing.T) {
 	if httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "numbers and calls of no selector would make series of 3.61e+07 points") {
 		t.Errorf("10^5 numbers: %v; want 400 without a count", err)
 	}
+	// A query as it goes upstream that does not parse (the rewrite made it a level deeper than the parse allows): refused,
+	// not read as reading nothing (a review).
+	deep := strings.Repeat("abs(", 1001) + arms(11, "m offset %ds") + strings.Repeat(")", 1001)
+	err = checkQueryWork(ranged, hour(deep), nil, nil, Limits{MaxQueryPoints: 3e7, MaxQuerySelectors: 50}, now, count(&asked, 1))
+	if httperr.Status(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "cannot parse the query as it goes upstream") {
+		t.Errorf("a query too deep upstream: %v; want 400", err)
+	}
 	// 17 spans, more than the gateway counts where -search.maxQuerySelectors is off: refused before any count.
 	asked = nil
 	many := make([]string, 17)

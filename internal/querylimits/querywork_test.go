@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/VictoriaMetrics/metricsql"
+
 	"github.com/vmgateway/vmgateway/internal/enforce"
 )
 
@@ -221,6 +223,8 @@ func TestQueryHeld(t *testing.T) {
 		{q: offsets(30, `sum(rate(a[5m] offset %ds))`), many: true, selectors: 30, held: 30 * 10_000 * 128},
 		{q: offsets(30, `count(a offset %ds)`), many: true, selectors: 30, held: 30 * 10_000 * 128},
 		{q: offsets(11, `sum(rate(m[5m] offset %ds))`) + ` or ` + offsets(11, `m offset %dm`), many: true, selectors: 22, held: 11*50*128 + 11*m},
+		// Over a function that makes a series of each bucket, the series fetched, not the buckets (a diff review).
+		{q: offsets(11, `sum(histogram_over_time(m[5m] offset %ds))`), many: true, selectors: 11, held: 11 * 50 * 128},
 		// By labels, the series they read.
 		{q: offsets(11, `sum(rate(m[5m] offset %ds)) by (s)`), many: true, selectors: 11, held: 11 * m},
 		// One not done as it goes (its arg is not a rollup of a selector) holds what its arg makes.
@@ -230,7 +234,7 @@ func TestQueryHeld(t *testing.T) {
 		{q: `count(union(` + numbers(5000) + `))`, selectors: 0, held: 5000 * points},
 		{q: `union(` + numbers(300) + `) + m`, selectors: 1, held: 300*points + m},
 		{q: `union(` + numbers(100) + `)`},
-		{q: offsets(5000, `%d`)}, // metricsql folds an operator of numbers into one
+		{q: offsets(400, `%d`)}, // metricsql folds an operator of numbers into one
 	} {
 		rng := &Range{Read: func() (int64, int64, int64, error) { return now - h, now, 1000, nil }, SampleInterval: 1000}
 		c := &Counts{
@@ -268,6 +272,41 @@ func TestQueryHeld(t *testing.T) {
 		}
 		if math.Abs(l.Held-tc.held) > 1e-9*tc.held {
 			t.Errorf("%.80s: held %.6g; want %.6g", tc.q, l.Held, tc.held)
+		}
+	}
+}
+
+// TestCompileTooDeep: a tree deeper than compile goes, which the enforcer's parse does not make, is noted, so that tree
+// refuses it rather than have every walk read it as reading nothing (an attacker's review got past every limit so).
+func TestCompileTooDeep(t *testing.T) {
+	var e metricsql.Expr = &metricsql.MetricExpr{}
+	for range maxDepth + 1 {
+		e = &metricsql.FuncExpr{Name: "abs", Args: []metricsql.Expr{e}}
+	}
+	var unresolved string
+	compile(e, 0, &unresolved)
+	if unresolved != nestedTooDeeply {
+		t.Errorf("%d levels: %q; want %q", maxDepth+1, unresolved, nestedTooDeeply)
+	}
+	unresolved = ""
+	compile(e.(*metricsql.FuncExpr).Args[0].(*metricsql.FuncExpr).Args[0], 0, &unresolved)
+	if unresolved != "" {
+		t.Errorf("%d levels: %q; want compiled", maxDepth-1, unresolved)
+	}
+}
+
+// TestOneSelector: a query that is one selector alone is told from the text, strings and braces skipped; anything that
+// may make more arms (an operator, a keyword, a call, a window, an offset, a list, a template, an escape) is not one.
+func TestOneSelector(t *testing.T) {
+	for q, want := range map[string]bool{
+		`up`: true, `up{job="api"}`: true, `{__name__=~"a|b"}`: true, `x{host=~"` + strings.Repeat("h1|", 5000) + `h2"}`: true,
+		`x{a="or (1) + [5m]", b='}{', c=` + "`or`" + `}`: true, `1`: true, `x{a="\"}"}`: true,
+		`a or b`: false, `a OR b`: false, `a+b`: false, `-a`: false, `rate(x[5m])`: false, `x[5m]`: false, `x offset 5m`: false,
+		`x @ 100`: false, `a unless b`: false, `a and b`: false, `a default b`: false, `with (a=b) a`: false, `a o\r b`: false,
+		`x # comment`: false, `a > bool 1`: false, `x{a="1"} or y{b="2"}`: false, `x{a="}"} or y`: false,
+	} {
+		if got := oneSelector(q); got != want {
+			t.Errorf("oneSelector(%.60q) = %v; want %v", q, got, want)
 		}
 	}
 }

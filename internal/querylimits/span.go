@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/VictoriaMetrics/metricsql"
 
@@ -572,6 +573,8 @@ func group(args []metricsql.Expr, depth int, unresolved *string) node {
 		return node{kind: kindNone, nones: nones}
 	case 1:
 		n = first
+	default:
+		n.children = slices.Clip(n.children) // room was made for every arg, numbers too, which it dropped
 	}
 	n.nones = uint32(min(uint64(n.nones)+uint64(nones), math.MaxUint32))
 	return n
@@ -696,8 +699,8 @@ type walk struct {
 	counts   *Counts
 	countErr error
 	// held is, for Work.Total, the points of the series the query's selectors, rollups and the calls that make several
-	// series of each (quantiles' phis) make, added up over all of them (hold).
-	held float64
+	// series of each (quantiles' phis) make, added up over all of them (hold); fetched, the series its selectors read.
+	held, fetched float64
 	// atUnknown counts the @ modifiers compileAt could not resolve above the node walked.
 	atUnknown int
 	// outer is the points of the evaluations of the subqueries above the node walked, added up, each level's times the
@@ -729,6 +732,7 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 		from := sub(a, max(step, w.lookback))
 		w.add(from, b)
 		read := w.series(n.sel, from, b, step)
+		w.fetched += read
 		w.hold(read, max(b-a, 0)/max(step, 1)+1+seriesPoints)
 		return read
 	case kindGroup:
@@ -737,20 +741,24 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 			p := max(b-a, 0) / step
 			w.cv.add(p, p)
 		}
-		held := w.held
+		// What the children hold and fetch apart from the rest: counts may be infinite, and Inf-Inf is NaN.
+		held, fetched := w.held, w.fetched
+		w.fetched = 0
 		read := 0.0
 		for i := range n.children {
 			read += w.span(&n.children[i], a, b, step)
 		}
 		w.countValues(n, a, b, step) // after what it reads: an inner one is listed first
+		defer func() { w.fetched += fetched }()
 		points := max(b-a, 0)/max(step, 1) + 1
 		made := seriesMade(n, read, points)
 		switch {
 		case n.streams:
-			// The rollup's series are added up as they are made, into one; each is still fetched (an attacker's review:
-			// 300 arms of `sum(x)` over 20,000 series took v1.151 to 2.7 GB).
+			// The rollup's series are added up as they are made, into one; each it reads is still fetched (an attacker's
+			// review: 300 arms of `sum(x)` over 20,000 series took v1.151 to 2.7 GB), not each it would make (a bucket of
+			// each: a diff review).
 			w.held = held
-			w.hold(read, seriesPoints)
+			w.hold(w.fetched, seriesPoints)
 		case n.mult > 0:
 			w.hold(made, points)
 		}
@@ -861,6 +869,7 @@ func (w *walk) span(n *node, a, b, step int64) float64 {
 			}
 		}
 		w.fanOut(n, a, b, step, win, 0, points)
+		w.fetched += read
 		w.hold(read*float64(max(n.series, 1)), points)
 		w.hold(read, seriesPoints)
 		return w.rolledUp(n, read, (max(b-a, 0)+win)/max(w.interval, 1)+1)
@@ -1177,8 +1186,8 @@ type CountValuesLoad struct {
 // evaluates its query over [a-W, b] at s, from a step and 5 minutes of staleness earlier, nested ones within that; an
 // offset, an @ or a window over anything but a selector, and a rollup function's arg that is neither a window nor a
 // selector, are subqueries at the step they are evaluated at; an @ narrows what is under it to its time (one it cannot
-// resolve is taken not to). A query not cached yet is parsed through pq; only a gate's refusal, or a range that cannot
-// be read, is an error: what does not parse is the enforcer's to refuse.
+// resolve is taken not to). A query not cached yet is parsed through pq; a gate's refusal, a query that does not parse
+// (tree), or a range that cannot be read, is an error.
 func CountValues(q string, pq *enforce.Parsed, instant bool, rng *Range, now int64) (CountValuesLoad, error) {
 	if !MentionsCountValues(q) {
 		return CountValuesLoad{}, nil
@@ -1266,6 +1275,61 @@ func (wk *Work) ManyArms() bool { return wk.c.arms > UncountedArms }
 // times: an attacker's review). A query of more than UncountedArms has its Work.
 func (wk *Work) Selectors() int { return wk.c.selectors }
 
+// oneSelector tells, from the text alone, that q is one selector and nothing else: no call, window, operator, list,
+// offset or template, which the walks could count. Such a query is not looked up nor parsed again for them, which a
+// long one would be at every request (a dashboard variable's thousands of values in a regexp, past the caches' 16 KiB:
+// a diff review).
+func oneSelector(q string) bool {
+	for i := 0; i < len(q); i++ {
+		switch c := q[i]; {
+		case c == '"' || c == '\'' || c == '`':
+			i = skipQuoted(q, i)
+		case c == '{':
+			for i++; i < len(q) && q[i] != '}'; i++ {
+				if c := q[i]; c == '"' || c == '\'' || c == '`' {
+					i = skipQuoted(q, i)
+				}
+			}
+		case strings.IndexByte("()[]+-*/%^<>=!,@#", c) >= 0:
+			return false
+		case c == '_' || c == ':' || c == '\\' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= utf8.RuneSelf:
+			j := i
+			for j < len(q) && (q[j] == '_' || q[j] == ':' || q[j] == '.' || q[j] == '\\' || q[j] >= 'a' && q[j] <= 'z' ||
+				q[j] >= 'A' && q[j] <= 'Z' || q[j] >= '0' && q[j] <= '9' || q[j] >= utf8.RuneSelf) {
+				if q[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			word := q[i:min(j, len(q))]
+			if strings.IndexByte(word, '\\') >= 0 {
+				return false // an escape may spell anything
+			}
+			switch strings.ToLower(word) {
+			case "and", "or", "unless", "default", "if", "ifnot", "atan2", "offset", "with", "bool", "on", "ignoring",
+				"group_left", "group_right", "keep_metric_names", "limit", "by", "without":
+				return false
+			}
+			i = j - 1
+		}
+	}
+	return true
+}
+
+// skipQuoted is the index of the quote that closes the string opening at q[i], as metricsql scans strings (a backslash
+// escapes the next byte in every kind of quote); len(q) when none does.
+func skipQuoted(q string, i int) int {
+	for j := i + 1; j < len(q); j++ {
+		switch q[j] {
+		case '\\':
+			j++
+		case q[i]:
+			return j
+		}
+	}
+	return len(q)
+}
+
 // manyNumbers is the most series of no selector (numbers, time(), vector(1)) a query may make for its Work not to be
 // prepared for them: at the 11,000 points a range query may ask, 100 hold 1.1×10^6, far below any bound on Held.
 const manyNumbers = 100
@@ -1295,9 +1359,12 @@ func prepared(n *node) bool {
 
 // PrepareWork is q's Work when evaluated over the range read gives (read only when q has what the walk counts) at time
 // now, windows over raw samples assumed to hold a sample per interval (ms); nil when the walk counts nothing in it (no
-// subquery, no window over raw samples it counts, a query that does not parse, a step VictoriaMetrics refuses). Only a
-// gate's refusal, or a range that cannot be read, is an error.
+// subquery, no window over raw samples it counts, few arms and numbers, a step VictoriaMetrics refuses). A gate's
+// refusal, a query that does not parse (tree), or a range that cannot be read, is an error.
 func PrepareWork(q string, pq *enforce.Parsed, instant bool, read func() (a, b, step int64, err error), interval, now int64) (*Work, error) {
+	if oneSelector(q) {
+		return nil, nil
+	}
 	c, err := tree(q, pq, worked, prepared)
 	if c == nothingCounted {
 		return nil, err
@@ -1362,19 +1429,26 @@ func arms(n *node) (made, held float64) {
 	return made, min(held+made, 1<<53)
 }
 
-// tree is q's span tree from cache, compiled and kept there when not yet: nothingCounted where has finds nothing in it
-// or q does not parse (what does not parse is the enforcer's to refuse).
+// tree is q's span tree from cache, compiled and kept there when not yet: nothingCounted where has finds nothing in it.
+// A query that does not parse, or that nests deeper than compile goes, is refused (400) and not kept.
 func tree(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compiled], has func(*node) bool) (*compiled, error) {
 	part := pq.Partition()
 	if c, ok := cache.Get(part, q); ok {
 		return c, nil
 	}
 	e, err := pq.Parse(q)
-	if enforce.IsGateRefusal(err) {
+	switch {
+	case enforce.IsGateRefusal(err):
 		return nothingCounted, err
+	case err != nil:
+		// The query as it goes upstream: the enforcer parsed the client's, and its rewrite may make it one the parse
+		// refuses (a level deeper: `absent` of a token's filters under label_set). Read as reading nothing, it would
+		// pass every limit (a review); it is refused, and not kept.
+		return nothingCounted, httperr.WithQuery(http.StatusBadRequest, "cannot parse the query as it goes upstream to check "+
+			"the query limits: "+err.Error(), "cannot parse the query as it goes upstream to check the query limits: "+httperr.Elided)
 	}
 	c := nothingCounted
-	if err == nil {
+	{
 		var unresolved string
 		root := compile(e, 0, &unresolved)
 		if unresolved == nestedTooDeeply {
@@ -1385,7 +1459,7 @@ func tree(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compiled]
 		if has(&root) {
 			re, ok := e.(*metricsql.RollupExpr)
 			c = &compiled{root: root, rangeRoot: ok && re.Window != nil, arms: heldArms(&root)}
-			c.selectors, c.numbers = tally(&root)
+			c.selectors, _ = tally(&root)
 		}
 	}
 	if len(q) <= cacheMaxQueryLen {
@@ -1395,8 +1469,8 @@ func tree(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compiled]
 }
 
 // walked walks q as CountValues and SubqueryWork do, its tree compiled once and kept in cache (per isolation unit,
-// as the enforcer caches its rewrites) when has finds in it what they count; nil when it has none or does not parse
-// (what does not parse is the enforcer's to refuse). alt is the walk of the other reading of an instant query that is
+// as the enforcer caches its rewrites) when has finds in it what they count; nil when it has none (one that does not
+// parse is tree's error). alt is the walk of the other reading of an instant query that is
 // one rollup: /api/v1/query runs it on a path of its own (instantReading, as parsed.instantSpan reads it), where
 // `count_values("v", x)[12000i:1h]` is 12,000 points, not 1,000 at the default step of 5 minutes; nil when the same.
 func walked(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compiled], has func(*node) bool,
@@ -1549,12 +1623,12 @@ func isASCII(s string) bool {
 type compiled struct {
 	root      node
 	rangeRoot bool
-	// arms is heldArms of root; selectors and numbers count its selectors and the series of no selector it makes.
-	arms               float64
-	selectors, numbers int
+	// arms is heldArms of root; selectors counts its selectors.
+	arms      float64
+	selectors int
 }
 
-// nothingCounted stands in the cache for a query without count_values, or one that does not parse.
+// nothingCounted stands in the cache for a query without what a walk counts.
 var nothingCounted = &compiled{}
 
 // counted caches CountValues' trees per isolation unit, as the enforcer caches its rewrites (enforce/cache.go).
@@ -1585,7 +1659,7 @@ func newTreeCache() *gencache.Cache[string, *compiled] {
 
 // nodeBytes is about what n's tree holds in memory.
 func nodeBytes(n *node) int {
-	c := 64 + len(n.sel)
+	c := int(unsafe.Sizeof(node{})) + len(n.sel)
 	if n.fan != nil {
 		c += 128 + len(n.fan.src)
 	}
