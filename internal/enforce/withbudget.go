@@ -117,15 +117,7 @@ func (s *withScanner) expr() int {
 }
 
 // levelsOf is the expanded depth of the template t names, as size reads its name.
-func (s *withScanner) levelsOf(t string) int {
-	if !strings.Contains(t, `\`) {
-		return s.levels[t]
-	}
-	if n, ok := s.levels[unescapeIdent(t)]; ok {
-		return n
-	}
-	return s.mostLevels
-}
+func (s *withScanner) levelsOf(t string) int { return lookup(s.levels, s.mostLevels, t) }
 
 // satDepth keeps a depth estimate from growing past what any check compares it with.
 func satDepth(n int) int { return min(n, 1<<20) }
@@ -162,14 +154,18 @@ func (s *withScanner) definitions() {
 // size is the expanded size of the template t names, 0 when it names none. metricsql unescapes a name before it
 // looks it up (`\t0` is t0): so does size, and a name with an escape it does not read counts as the largest
 // template, since it may be one.
-func (s *withScanner) size(t string) int {
+func (s *withScanner) size(t string) int { return lookup(s.defs, s.most, t) }
+
+// lookup is what m holds of the template t names, as size reads its name; most for a name with an escape it does not
+// read.
+func lookup(m map[string]int, most int, t string) int {
 	if !strings.Contains(t, `\`) {
-		return s.defs[t]
+		return m[t]
 	}
-	if n, ok := s.defs[unescapeIdent(t)]; ok {
+	if n, ok := m[unescapeIdent(t)]; ok {
 		return n
 	}
-	return s.most
+	return most
 }
 
 // unescapeIdent reads an identifier's escapes as metricsql does: \xNN, \uNNNN, or a printable character.
