@@ -483,6 +483,8 @@ func TestBackendsFlagErrors(t *testing.T) {
 		{[]string{"-discoverBackendIPs", "-discoverBackendIPsInterval=0s"}, `-discoverBackendIPsInterval=0s must be positive`},
 		{[]string{"-read.url=http://y,ftp://z"}, `invalid -read.url="ftp://z"`},
 		{[]string{"-read.replicas=0"}, `-read.replicas=0: want how many gateway replicas forward reads to the same backends, at least 1`},
+		{[]string{"-search.maxQuerySelectors=5"}, `-search.maxQuerySelectors=5: want 0 (no limit) or more than 10`},
+		{[]string{"-search.maxQueryPoints=-1"}, `-search.maxQueryPoints=-1 must not be negative`},
 	} {
 		cmd := exec.Command(gatewayBin, append(append([]string{}, base...), tc.args...)...)
 		out, err := cmd.CombinedOutput()
