@@ -134,7 +134,7 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 			j.held = j.held && bound.Held > float64(l.MaxQueryPoints)
 			// A query counted for its arms alone has at most -search.maxQuerySelectors of them, each counted once: a
 			// count reads what its arm reads, once more (a token's three filter branches make a dashboard's six
-			// selectors 18 on a backend before v1.110.0).
+			// selectors 18 where the gateway copies each for them, on a backend that does not read `or` in braces).
 			asks := workMaxCounts
 			if !j.work && l.MaxQuerySelectors > asks {
 				asks = l.MaxQuerySelectors

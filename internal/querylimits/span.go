@@ -326,6 +326,7 @@ func compileExpr(e metricsql.Expr, depth int, unresolved *string) node {
 				fan: fanOf(x, x.Args[i]), series: uint32(enforce.SeriesOf(x))}
 			rest := group(slices.Delete(slices.Clone(x.Args), i, i+1), depth, unresolved)
 			if rest.kind == kindNone {
+				sq.nones = rest.nones // the numbers among its other args: quantile_over_time's phi
 				return sq
 			}
 			return node{kind: kindGroup, children: []node{sq, rest}}
@@ -411,6 +412,8 @@ func compileExpr(e metricsql.Expr, depth int, unresolved *string) node {
 			h := node{kind: kindGroup, histogram: true}
 			if n.kind != kindNone {
 				h.children = []node{n}
+			} else {
+				h.nones = n.nones
 			}
 			h.fan = &fanNode{name: "histogram", label: "vmrange", most: histogramBuckets, byData: true,
 				src: string(x.Args[0].AppendString(nil)), moving: moving(x.Args[0]), several: len(x.Args) > 1,
@@ -535,6 +538,8 @@ func compileCall(name string, args []metricsql.Expr, depth int, unresolved *stri
 	cv := node{kind: kindGroup, countValues: true}
 	if n.kind != kindNone {
 		cv.children = []node{n}
+	} else {
+		cv.nones = n.nones
 	}
 	if len(args) == 2 {
 		cv.fan = &fanNode{name: "count_values", most: maxValuesCounted, byData: true, src: string(args[1].AppendString(nil)),
