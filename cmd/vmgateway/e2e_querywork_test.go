@@ -218,3 +218,26 @@ func checkWorkRows(t *testing.T, s fanOutSetup, ranged func(string) string, refu
 		}
 	}
 }
+
+// TestRewriteDeepenedRefused: a query within the depth bound as the client sent it, which the token's rewrite makes a
+// level deeper than the parse allows (behind 1.79.5, `absent` of a token's two filter branches goes under label_set),
+// is refused with 400: the query limits cannot walk it, and one they read as reading nothing would pass every limit (a
+// diff review). The same query through an unrestricted token is answered.
+func TestRewriteDeepenedRefused(t *testing.T) {
+	vm := vmtest.Start(t)
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-read.maxConcurrentRequests=0", "-enable.auth", "-auth.publicKeyFiles="+pub)
+	split := mint(t, priv, "-mode=read", "-extraLabels=team=dev", `-extraFilters={env="a"}`, `-extraFilters={env="b"}`)
+	all := mint(t, priv, "-mode=read")
+	q := strings.Repeat("abs(", 999) + "absent(nothing_here)" + strings.Repeat(")", 999)
+	send := func(tok string) (int, string) {
+		code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/query", strings.NewReader(url.Values{"query": {q}}.Encode()),
+			"Authorization", "Bearer "+tok, "Content-Type", "application/x-www-form-urlencoded")
+		return code, body
+	}
+	if code, body := send(all); code != http.StatusOK {
+		t.Fatalf("unrestricted: %d %.300s; want answered", code, body)
+	}
+	code, body := send(split)
+	checkClusterError(t, "a query the rewrite deepens", code, body, http.StatusBadRequest, "cannot parse the query as it goes upstream")
+}
