@@ -115,6 +115,39 @@ func exprDepth(e metricsql.Expr) int {
 	return deepest
 }
 
+// OneSelector tells, from the text alone, that q is one selector and nothing else: no call, window, operator, list,
+// offset or template. The query limits need not parse such a query again for what its arms hold.
+func OneSelector(q string) bool {
+	for i := 0; i < len(q); i++ {
+		switch c := q[i]; {
+		case c == '"' || c == '\'' || c == '`':
+			i = skipString(q, i)
+		case c == '{':
+			i = skipTo(q, i, '}')
+		case strings.IndexByte("()[]+-*/%^<>=!,@#", c) >= 0:
+			return false
+		case c == '\\' || isIdentByte(c):
+			j := i
+			for j < len(q) && (q[j] == '\\' || isIdentByte(q[j]) || q[j] >= '0' && q[j] <= '9' || q[j] == '.') {
+				if q[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			word := q[i:min(j, len(q))]
+			if strings.IndexByte(word, '\\') >= 0 || isKeywordOp(word) {
+				return false // an escape may spell anything
+			}
+			switch strings.ToLower(word) {
+			case "offset", "with", "bool", "on", "ignoring", "group_left", "group_right", "keep_metric_names", "limit", "by", "without":
+				return false
+			}
+			i = j - 1
+		}
+	}
+	return true
+}
+
 // isKeywordOp reports whether an identifier is a binary operator of MetricsQL.
 func isKeywordOp(s string) bool {
 	for _, op := range [...]string{"and", "or", "unless", "atan2", "default", "if", "ifnot"} {

@@ -156,3 +156,19 @@ func TestExpandedDepth(t *testing.T) {
 		t.Errorf("1,001 levels as parsed: %v; want refused", err)
 	}
 }
+
+// TestOneSelector: a query that is one selector alone is told from the text, strings and braces skipped; anything that
+// may make more arms (an operator, a keyword, a call, a window, an offset, a list, a template, an escape) is not one.
+func TestOneSelector(t *testing.T) {
+	for q, want := range map[string]bool{
+		`up`: true, `up{job="api"}`: true, `{__name__=~"a|b"}`: true, `x{host=~"` + strings.Repeat("h1|", 5000) + `h2"}`: true,
+		`x{a="or (1) + [5m]", b='}{', c=` + "`or`" + `}`: true, `1`: true, `x{a="\"}"}`: true,
+		`a or b`: false, `a OR b`: false, `a+b`: false, `-a`: false, `rate(x[5m])`: false, `x[5m]`: false, `x offset 5m`: false,
+		`x @ 100`: false, `a unless b`: false, `a and b`: false, `a default b`: false, `with (a=b) a`: false, `a o\r b`: false,
+		`x # comment`: false, `a > bool 1`: false, `x{a="1"} or y{b="2"}`: false, `x{a="}"} or y`: false,
+	} {
+		if got := OneSelector(q); got != want {
+			t.Errorf("OneSelector(%.60q) = %v; want %v", q, got, want)
+		}
+	}
+}

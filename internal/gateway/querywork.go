@@ -81,7 +81,7 @@ func checkQueryWork(rt route.Route, q, form url.Values, parsed *enforce.Parsed, 
 					"reads apart and holds at once; at most %d are accepted (-search.maxQuerySelectors): send the arms as queries "+
 					"of their own, or select several series with one selector (a regexp)", n, l.MaxQuerySelectors))
 			}
-			if l.MaxQueryPoints > 0 {
+			if l.MaxQueryPoints > 0 && wk.Numbers() {
 				// The series of no selector, numbers and calls such as time(), need no count.
 				if none, err := wk.Total(&noneEach); err != nil || none.Held > float64(l.MaxQueryPoints) {
 					if err != nil {

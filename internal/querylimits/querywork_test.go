@@ -295,22 +295,6 @@ func TestCompileTooDeep(t *testing.T) {
 	}
 }
 
-// TestOneSelector: a query that is one selector alone is told from the text, strings and braces skipped; anything that
-// may make more arms (an operator, a keyword, a call, a window, an offset, a list, a template, an escape) is not one.
-func TestOneSelector(t *testing.T) {
-	for q, want := range map[string]bool{
-		`up`: true, `up{job="api"}`: true, `{__name__=~"a|b"}`: true, `x{host=~"` + strings.Repeat("h1|", 5000) + `h2"}`: true,
-		`x{a="or (1) + [5m]", b='}{', c=` + "`or`" + `}`: true, `1`: true, `x{a="\"}"}`: true,
-		`a or b`: false, `a OR b`: false, `a+b`: false, `-a`: false, `rate(x[5m])`: false, `x[5m]`: false, `x offset 5m`: false,
-		`x @ 100`: false, `a unless b`: false, `a and b`: false, `a default b`: false, `with (a=b) a`: false, `a o\r b`: false,
-		`x # comment`: false, `a > bool 1`: false, `x{a="1"} or y{b="2"}`: false, `x{a="}"} or y`: false,
-	} {
-		if got := oneSelector(q); got != want {
-			t.Errorf("oneSelector(%.60q) = %v; want %v", q, got, want)
-		}
-	}
-}
-
 // TestHeldNumbersUnderWrappers: numbers among the args of what compile wraps (an implicit subquery's other args,
 // histogram's, count_values') are held as a series each at every point, as anywhere else (a diff review found them
 // dropped there): each pair differs by one number, 3,601 points over an hour at 1 s.

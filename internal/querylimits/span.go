@@ -1280,60 +1280,9 @@ func (wk *Work) ManyArms() bool { return wk.c.arms > UncountedArms }
 // times: an attacker's review). A query of more than UncountedArms has its Work.
 func (wk *Work) Selectors() int { return wk.c.selectors }
 
-// oneSelector tells, from the text alone, that q is one selector and nothing else: no call, window, operator, list,
-// offset or template, which the walks could count. Such a query is not looked up nor parsed again for them, which a
-// long one would be at every request (a dashboard variable's thousands of values in a regexp, past the caches' 16 KiB:
-// a diff review).
-func oneSelector(q string) bool {
-	for i := 0; i < len(q); i++ {
-		switch c := q[i]; {
-		case c == '"' || c == '\'' || c == '`':
-			i = skipQuoted(q, i)
-		case c == '{':
-			for i++; i < len(q) && q[i] != '}'; i++ {
-				if c := q[i]; c == '"' || c == '\'' || c == '`' {
-					i = skipQuoted(q, i)
-				}
-			}
-		case strings.IndexByte("()[]+-*/%^<>=!,@#", c) >= 0:
-			return false
-		case c == '_' || c == ':' || c == '\\' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= utf8.RuneSelf:
-			j := i
-			for j < len(q) && (q[j] == '_' || q[j] == ':' || q[j] == '.' || q[j] == '\\' || q[j] >= 'a' && q[j] <= 'z' ||
-				q[j] >= 'A' && q[j] <= 'Z' || q[j] >= '0' && q[j] <= '9' || q[j] >= utf8.RuneSelf) {
-				if q[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			word := q[i:min(j, len(q))]
-			if strings.IndexByte(word, '\\') >= 0 {
-				return false // an escape may spell anything
-			}
-			switch strings.ToLower(word) {
-			case "and", "or", "unless", "default", "if", "ifnot", "atan2", "offset", "with", "bool", "on", "ignoring",
-				"group_left", "group_right", "keep_metric_names", "limit", "by", "without":
-				return false
-			}
-			i = j - 1
-		}
-	}
-	return true
-}
-
-// skipQuoted is the index of the quote that closes the string opening at q[i], as metricsql scans strings (a backslash
-// escapes the next byte in every kind of quote); len(q) when none does.
-func skipQuoted(q string, i int) int {
-	for j := i + 1; j < len(q); j++ {
-		switch q[j] {
-		case '\\':
-			j++
-		case q[i]:
-			return j
-		}
-	}
-	return len(q)
-}
+// Numbers tells whether the query makes series of no selector (numbers, time()): only then may they alone hold more
+// than a bound on Held.
+func (wk *Work) Numbers() bool { return wk.c.numbers > 0 }
 
 // manyNumbers is the most series of no selector (numbers, time(), vector(1)) a query may make for its Work not to be
 // prepared for them: at the 11,000 points a range query may ask, 100 hold 1.1×10^6, far below any bound on Held.
@@ -1367,8 +1316,8 @@ func prepared(n *node) bool {
 // subquery, no window over raw samples it counts, few arms and numbers, a step VictoriaMetrics refuses). A gate's
 // refusal, a query that does not parse (tree), or a range that cannot be read, is an error.
 func PrepareWork(q string, pq *enforce.Parsed, instant bool, read func() (a, b, step int64, err error), interval, now int64) (*Work, error) {
-	if oneSelector(q) {
-		return nil, nil
+	if enforce.OneSelector(q) {
+		return nil, nil // not looked up nor parsed again: a dashboard variable's thousands of values, past 16 KiB (a review)
 	}
 	c, err := tree(q, pq, worked, prepared)
 	if c == nothingCounted {
@@ -1452,20 +1401,18 @@ func tree(q string, pq *enforce.Parsed, cache *gencache.Cache[string, *compiled]
 		return nothingCounted, httperr.WithQuery(http.StatusBadRequest, "cannot parse the query as it goes upstream to check "+
 			"the query limits: "+err.Error(), "cannot parse the query as it goes upstream to check the query limits: "+httperr.Elided)
 	}
+	var unresolved string
+	root := compile(e, 0, &unresolved)
+	if unresolved == nestedTooDeeply {
+		// Every walk would read such a query as reading nothing (an attacker's review got past every limit so).
+		return nothingCounted, httperr.New(http.StatusBadRequest, "the query nests too deeply for the query limits to "+
+			"judge it; simplify it")
+	}
 	c := nothingCounted
-	{
-		var unresolved string
-		root := compile(e, 0, &unresolved)
-		if unresolved == nestedTooDeeply {
-			// Every walk would read such a query as reading nothing (an attacker's review got past every limit so).
-			return nothingCounted, httperr.New(http.StatusBadRequest, "the query nests too deeply for the query limits to "+
-				"judge it; simplify it")
-		}
-		if has(&root) {
-			re, ok := e.(*metricsql.RollupExpr)
-			c = &compiled{root: root, rangeRoot: ok && re.Window != nil, arms: heldArms(&root)}
-			c.selectors, _ = tally(&root)
-		}
+	if has(&root) {
+		re, ok := e.(*metricsql.RollupExpr)
+		c = &compiled{root: root, rangeRoot: ok && re.Window != nil, arms: heldArms(&root)}
+		c.selectors, c.numbers = tally(&root)
 	}
 	if len(q) <= cacheMaxQueryLen {
 		cache.Put(part, strings.Clone(q), c)
@@ -1628,9 +1575,9 @@ func isASCII(s string) bool {
 type compiled struct {
 	root      node
 	rangeRoot bool
-	// arms is heldArms of root; selectors counts its selectors.
-	arms      float64
-	selectors int
+	// arms is heldArms of root; selectors and numbers count its selectors and the series of no selector it makes.
+	arms               float64
+	selectors, numbers int
 }
 
 // nothingCounted stands in the cache for a query without what a walk counts.
