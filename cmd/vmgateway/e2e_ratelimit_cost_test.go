@@ -139,7 +139,7 @@ func TestRateLimitCostInFlight(t *testing.T) {
 	if code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...); code != 200 || !strings.Contains(body, `"seriesFetched": "150"`) {
 		t.Fatalf("big's first query: %d %.300s", code, body)
 	}
-	passed := burstOf(t, g, big, "cost_metric")
+	passed := burstOf(t, big, "cost_metric", g)
 	t.Logf("a burst: %d of 30 queries at once passed", passed)
 	if passed < 5 || (1+passed)*150 > 1000+150 {
 		t.Errorf("a burst: %d of 30 queries at once passed: %d series fetched of a budget of 1,000; want 5 or 6", passed, (1+passed)*150)
@@ -150,7 +150,7 @@ func TestRateLimitCostInFlight(t *testing.T) {
 	}
 	// A team whose cost is not known yet: an eighth of its budget each, so that at most eight go before the first
 	// answers tell more (small's queries fetch 3 series: all 30 go, after its first answers).
-	if passed := burstOf(t, g, small, "cost_metric"); passed != 30 {
+	if passed := burstOf(t, small, "cost_metric", g); passed != 30 {
 		t.Errorf("small: %d of 30 queries at once passed; want all", passed)
 	}
 }
@@ -198,7 +198,6 @@ func TestRateLimitCostCounts(t *testing.T) {
 	}
 }
 
-// burstOf sends 30 queries at once with token and counts the answers; each other one must be a 429.
 // TestRateLimitCostPrimed: a team that makes its expected cost small on purpose, with one query of a single series,
 // still has at most eight queries of a burst in flight, each holding an eighth of what is left (an attacker's review
 // fetched 116 times a budget of 1,000 with 280 queries at once after such a query; here all 30 went, 4,501 series).
@@ -215,21 +214,23 @@ func TestRateLimitCostPrimed(t *testing.T) {
 	if code, _, body := do(t, http.MethodGet, g.URL+q, nil, bearer(big)...); code != 200 || !strings.Contains(body, `"seriesFetched": "1"`) {
 		t.Fatalf("big's priming query: %d %.300s", code, body)
 	}
-	passed := burstOf(t, g, big, "cost_metric")
+	passed := burstOf(t, big, "cost_metric", g)
 	t.Logf("after a query of one series, a burst: %d of 30 queries at once passed", passed)
 	if passed < 1 || passed > 8 {
 		t.Errorf("after a query of one series, %d of 30 queries at once passed (%d series fetched of a budget of 1,000); want 1 to 8", passed, 1+150*passed)
 	}
 }
 
-func burstOf(t *testing.T, g *gw, token, query string) (passed int) {
+// burstOf sends 30 queries at once with token, spread over gs in turn, and counts the answers; each other one must
+// be a 429.
+func burstOf(t *testing.T, token, query string, gs ...*gw) (passed int) {
 	t.Helper()
 	start := make(chan struct{})
 	codes := make(chan int, 30)
-	for range 30 {
+	for i := range 30 {
 		go func() {
 			<-start
-			code, _, _ := do(t, http.MethodGet, g.URL+"/api/v1/query?query="+url.QueryEscape(query), nil, bearer(token)...)
+			code, _, _ := do(t, http.MethodGet, gs[i%len(gs)].URL+"/api/v1/query?query="+url.QueryEscape(query), nil, bearer(token)...)
 			codes <- code
 		}()
 	}
@@ -304,6 +305,46 @@ func TestRateLimitCostShared(t *testing.T) {
 	}
 	if code, _, body := do(t, http.MethodGet, b.URL+"/api/v1/query?query=cost_metric", nil, bearer(small)...); code != 200 {
 		t.Errorf("small on b: %d %.300s", code, body)
+	}
+}
+
+// TestRateLimitCostInFlightReplicas: replicas sharing Redis hold their queries in flight there, so a burst spread
+// over two overshoots a budget by one query at most, as on one. Before, each held only its own and saw the other's
+// answers up to a second late: 15 of 30 queries of 150 series passed a budget of 1,000 (2,400 series fetched).
+func TestRateLimitCostInFlightReplicas(t *testing.T) {
+	vm := vmtest.StartCurrent(t)
+	costData(t, vm)
+	redis := vmtest.StartRedis(t).Addr
+	limits := "limits:\n  - {type: series_fetched, value: 1000, key: label:team}\n"
+	a := rlGateway(t, vm.URL, vm.URL, limits, "-ratelimit.redis.url=redis://"+redis, "-ratelimit.redis.keyPrefix=inflight")
+	b := rlGateway(t, vm.URL, vm.URL, limits, "-ratelimit.redis.url=redis://"+redis, "-ratelimit.redis.keyPrefix=inflight")
+	for _, g := range []*gw{a, b} {
+		vmtest.Eventually(t, func() (bool, string) {
+			v := metricValue(t, g, "vmgateway_ratelimit_redis_up")
+			return v == 1, fmt.Sprintf("vmgateway_ratelimit_redis_up %v", v)
+		})
+	}
+	big := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "big"}, Mode: auth.ModeRead})
+	small := respToken(t, auth.VMAccess{ExtraLabels: map[string]string{"team": "small"}, Mode: auth.ModeRead})
+	costQuery(t, a, small, 3)
+	// One answer on each tells both what big's queries cost: 300 of 1,000 used.
+	for _, g := range []*gw{a, b} {
+		if code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...); code != 200 || !strings.Contains(body, `"seriesFetched": "150"`) {
+			t.Fatalf("big's first query on %s: %d %.300s", g.URL, code, body)
+		}
+	}
+	passed := burstOf(t, big, "cost_metric", a, b)
+	t.Logf("a burst over two replicas: %d of 30 queries at once passed", passed)
+	if passed < 1 || (2+passed)*150 > 1000+150 {
+		t.Errorf("a burst over two replicas: %d of 30 queries at once passed: %d series fetched of a budget of 1,000; want at most one query past it", passed, (2+passed)*150)
+	}
+	// Every answer was added in Redis with its query's hold given back: either replica refuses big on the whole sum.
+	want := fmt.Sprintf("usage seen %d in the last minute counted by all gateways sharing Redis", (2+passed)*150)
+	for _, g := range []*gw{a, b} {
+		vmtest.Eventually(t, func() (bool, string) {
+			code, _, body := do(t, http.MethodGet, g.URL+"/api/v1/query?query=cost_metric", nil, bearer(big)...)
+			return code == http.StatusTooManyRequests && strings.Contains(body, want), fmt.Sprintf("big after the burst: %d %.300s; want %q", code, body, want)
+		})
 	}
 }
 

@@ -258,7 +258,8 @@ type decision struct {
 	Usage float64
 	// Reset is how long until a request can pass again.
 	Reset time.Duration
-	// InFlight is, for a cost limit, what the caller's queries in flight on this gateway are expected to cost.
+	// InFlight is, for a cost limit, what the caller's queries in flight are expected to cost: on this gateway, or
+	// with Redis on every gateway sharing it.
 	InFlight int64
 }
 
@@ -362,7 +363,11 @@ func (r *limitError) text(withUsage bool) string {
 		usage += " (milliseconds) from the executionTimeMsec stats of the tenant's query answers (the time the gateway measured of one without them)"
 	}
 	if r.inFlight > 0 {
-		usage += fmt.Sprintf(", and %d expected of its queries in flight on this gateway", r.inFlight)
+		where := "this gateway"
+		if r.source == fromShared {
+			where = "all gateways sharing Redis"
+		}
+		usage += fmt.Sprintf(", and %d expected of its queries in flight on %s", r.inFlight, where)
 	}
 	return fmt.Sprintf("rate limit exceeded for %s: limit %s (%s), usage seen %s; retry after %s",
 		who, limit, whose, usage, r.retry)

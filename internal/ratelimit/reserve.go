@@ -75,21 +75,28 @@ func (c *countedSet) period() int64 {
 	return 60
 }
 
-// reservation is what one query holds: what it reserved in each of its caller's cost series.
+// reservation is what one query holds: what it reserved in each of its caller's cost series, on this replica and,
+// with a store, in the store (shared, the hold's member there).
 type reservation struct {
+	store    counterStore
 	held     []reserved
 	released atomic.Bool
 }
 
 type reserved struct {
-	ser *series
-	n   int64
+	ser    *series
+	n      int64
+	k      seriesKey
+	shared string
 }
 
-func (r *reservation) release() {
+func (r *reservation) release(now time.Time) {
 	if r.released.CompareAndSwap(false, true) {
 		for _, p := range r.held {
 			p.ser.reserved.Add(-p.n)
+			if p.shared != "" {
+				r.store.settle(&p.ser.lease, p.k, p.shared, now)
+			}
 		}
 	}
 }
@@ -99,8 +106,9 @@ const maxReservePause = 32 * time.Millisecond
 
 // Reserve holds, for a query of caller a about to be forwarded (one whose answer Spend charges), what it is expected
 // to cost against each of the caller's cost limits, until what it returns (never nil) is called once the query has
-// ended. The query goes only while what is used and what the caller's queries in flight on this gateway hold leave
-// room in the budget, so that they overshoot it by at most one query's cost above the expectation. While they hold
+// ended. The query goes only while what is used and what the caller's queries in flight hold leave room in the
+// budget (on this gateway, and with Redis on every gateway sharing it: holds.go), so that they overshoot it by at
+// most one query's cost above the expectation. While they hold
 // the rest of it, Reserve waits for their answers, at most wait and while ctx lasts, and then refuses (429, asking to
 // retry in a second); a budget used up is refused at once, as by Admit. Callers without cost limits hold nothing.
 func (g *Gate) Reserve(ctx context.Context, a *auth.Access, wait time.Duration) (func(), error) {
@@ -114,7 +122,7 @@ func (g *Gate) Reserve(ctx context.Context, a *auth.Access, wait time.Duration) 
 	for {
 		res, r, full := g.tally.reserve(st, id, a, g.now())
 		if r == nil {
-			return res.release, nil
+			return func() { res.release(g.now()) }, nil
 		}
 		if full || time.Now().Add(pause).After(deadline) {
 			return nothingHeld, g.refuse(a, r)
@@ -138,7 +146,7 @@ func nothingHeld() {}
 // concurrent queries see each other, as count does.
 func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.Time) (*reservation, *limitError, bool) {
 	sec := now.Unix()
-	res := &reservation{}
+	res := &reservation{store: t.store}
 	for j := range st.counted {
 		cs := &st.counted[j]
 		if !cs.typ.Cost() {
@@ -154,7 +162,7 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 		// share before the add: its cost was in neither figure, and one query more went (a full run under -race).
 		mine := max(ser.expect.get(sec, cs.period()), t.least(cs, ser, now)/inFlightShares+1, 1)
 		inFlight := ser.reserved.Add(mine) - mine
-		res.held = append(res.held, reserved{ser, mine})
+		res.held = append(res.held, reserved{ser: ser, n: mine, k: k})
 		var used [numWindows]int64
 		var src [numWindows]string
 		var retry [numWindows]time.Duration
@@ -179,8 +187,19 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 				worst, source = d, src[w]
 			}
 		}
+		if worst.Limit.Type == 0 && t.store != nil {
+			// This replica's view leaves room: the hold in the store says whether every replica's does.
+			cl, member := t.store.hold(&ser.lease, k, cs.values(), mine, now)
+			res.held[len(res.held)-1].shared = member
+			switch cl.verdict {
+			case sharedFull:
+				worst, source, full = decision{Limit: cs.limits[cl.window].limit, Usage: float64(cl.usage), Reset: max(cl.freeAt.Sub(now), inFlightRetry)}, fromShared, true
+			case sharedHeld:
+				worst, source = decision{Limit: cs.limits[cl.window].limit, Usage: float64(cl.usage), Reset: inFlightRetry, InFlight: cl.inFlight}, fromShared
+			}
+		}
 		if worst.Limit.Type != 0 {
-			res.release()
+			res.release(now)
 			return nil, t.rules.rejection(k.tenant, worst, k.value, source), full
 		}
 	}

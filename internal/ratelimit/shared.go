@@ -57,11 +57,21 @@ const clockSkew = 5
 // rings are, and over the buckets up to clockSkew ahead. It returns the units granted, the windows' sums including
 // them, and, when nothing could be granted, the Unix second at which the blocking window has a unit free again.
 //
+// A cost series also holds what its queries in flight on every replica expect to cost (holds.go), in the sorted set
+// KEYS[1]..":holds" of members replica:seq:amount scored by the second they expire at. A query's hold is taken only
+// while the windows' sums and every replica's holds leave room, and given back in the call that adds its cost, so
+// that the shared count and the holds never both miss a query. It returns the hold's verdict (0 taken, 1 the holds
+// in flight leave no room, 2 the limit is reached) and the sum of the others' holds.
+//
 // ARGV: 1 units wanted, 2 minute limit (0: none), 3 hour limit, 4 now (Unix seconds), 5 units given back,
-// 6 the second they were taken at, 7 ring size, 8 minute bucket width, 9 hour bucket width, 10 clockSkew.
+// 6 the second they were taken at, 7 ring size, 8 minute bucket width, 9 hour bucket width, 10 clockSkew,
+// 11 a hold to give back (” none), 12 the amount of a hold to take (0 none), 13 its member, 14 the second it
+// expires at, 15 the holds' key's lifetime in seconds.
 var claimScript = redis.NewScript(`
 local want, now, back, backAt, n = tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local skew = tonumber(ARGV[10])
+local hk = KEYS[1] .. ':holds'
+if ARGV[11] ~= '' then redis.call('ZREM', hk, ARGV[11]) end
 local wins = {{'m', tonumber(ARGV[8]), tonumber(ARGV[2])}, {'h', tonumber(ARGV[9]), tonumber(ARGV[3])}}
 local sums, avail, freeAt = {}, nil, 0
 for i, w in ipairs(wins) do
@@ -107,7 +117,20 @@ if grant > 0 then
     sums[i] = sums[i] + grant
   end
 end
-return {grant, sums[1], sums[2], freeAt}
+local hold, verdict, held = tonumber(ARGV[12]), 0, 0
+if hold > 0 then
+  redis.call('ZREMRANGEBYSCORE', hk, '-inf', '(' .. now)
+  for _, m in ipairs(redis.call('ZRANGE', hk, 0, -1)) do held = held + (tonumber(string.match(m, '(%d+)$')) or 0) end
+  if avail ~= nil and avail <= 0 then
+    verdict = 2
+  elseif avail ~= nil and avail <= held then
+    verdict = 1
+  else
+    redis.call('ZADD', hk, tonumber(ARGV[14]), ARGV[13])
+    redis.call('EXPIRE', hk, tonumber(ARGV[15]))
+  end
+end
+return {grant, sums[1], sums[2], freeAt, verdict, held}
 `)
 
 // lease is what a replica holds of one series' shared counts: units taken from Redis in the current second,
@@ -126,6 +149,8 @@ type lease struct {
 	seenAt atomic.Int64
 	// pending is the cost counted by this replica and not yet added in the store (cost series only).
 	pending atomic.Int64
+	// noRoom is the store's last refusal of a hold for the holds in flight, while it stands (holds.go).
+	noRoom atomic.Pointer[noRoom]
 }
 
 const (
@@ -188,11 +213,16 @@ type counterStore interface {
 	// sync refreshes what seen says of a cost series when it is more than a second old: a cost series takes no
 	// units, it only reads all replicas' sum. limits are as for take.
 	sync(l *lease, k seriesKey, limits [numWindows]int64, now time.Time)
+	// hold takes a hold of n for a query in flight in cost series k, shared by every replica, and names it for
+	// settle, which gives it back once the query has been charged (holds.go).
+	hold(l *lease, k seriesKey, limits [numWindows]int64, n int64, now time.Time) (claim, string)
+	settle(l *lease, k seriesKey, member string, now time.Time)
 	// seen is the shared count of window w at the series' last claim; zero while the store is down, since then
 	// the shared counts decide nothing.
 	seen(l *lease, w int, now time.Time) sharedFigure
-	// maintain runs in the background a few times a second: it finds the store again after a failure and gives
-	// back the units of leases whose second has ended, so other replicas can use them.
+	// maintain runs in the background a few times a second: it finds the store again after a failure, gives
+	// back the units of leases whose second has ended, so other replicas can use them, and keeps the holds of
+	// queries in flight alive.
 	maintain(c *counters, now time.Time)
 	// space admits an event named key when none was admitted within interval by any replica, else returns the time
 	// left; an error leaves the decision to the caller (Gate.Space).
@@ -206,10 +236,11 @@ type counterStore interface {
 type claim struct {
 	verdict sharedVerdict
 	// For sharedFull: the window whose limit is reached across replicas, the count there, and when a unit
-	// frees up.
-	window int
-	usage  int64
-	freeAt time.Time
+	// frees up. For sharedHeld: the window the holds fill, its count, and the holds (inFlight).
+	window   int
+	usage    int64
+	freeAt   time.Time
+	inFlight int64
 }
 
 // sharedFigure is the count all replicas share in one window, as last seen.
@@ -234,6 +265,7 @@ type redisStore struct {
 	up        atomic.Bool
 	lastProbe atomic.Int64
 	errLog    rareLog
+	holds     *holds
 
 	calls  *metrics.Counter
 	errors *metrics.Counter
@@ -285,6 +317,7 @@ func newRedisStore(cfg RedisConfig, set *metrics.Set) (*redisStore, error) {
 		timeout: cfg.Timeout,
 		batch:   int64(cfg.BatchSize),
 		errLog:  rareLog{every: 10 * time.Second},
+		holds:   newHolds(),
 		calls:   set.NewCounter("vmgateway_ratelimit_redis_calls_total"),
 		errors:  set.NewCounter("vmgateway_ratelimit_redis_errors_total"),
 	}
@@ -317,22 +350,38 @@ func (s *redisStore) redisKey(k seriesKey) string {
 	return key
 }
 
+// claimArgs are what one call of claimScript does: want units (or a cost to add, without limits) at second sec,
+// back units given back from second backAt, a hold to give back (drop) and one to take (hold of amount holdN).
+type claimArgs struct {
+	want        int64
+	limits      [numWindows]int64
+	sec         int64
+	back        int64
+	backAt      int64
+	drop, hold  string
+	holdN       int64
+	holdExpires int64
+}
+
 // claimResult is the answer of claimScript.
 type claimResult struct {
 	grant  int64
 	sums   [numWindows]int64
 	freeAt int64 // Unix second
+	// hold is the verdict on a hold asked (holdTaken, holdNoRoom, holdFull), held the others' holds then.
+	hold holdVerdict
+	held int64
 }
 
-func (s *redisStore) run(k seriesKey, want int64, values [numWindows]int64, sec, back, backAt int64) (claimResult, error) {
+func (s *redisStore) run(k seriesKey, a claimArgs) (claimResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	s.calls.Inc()
 	// The script reads its args as Lua numbers: past 10^17 Redis prints them with an exponent, which INCRBY refuses.
-	res, err := claimScript.Run(ctx, s.client, []string{s.redisKey(k)}, min(want, maxCount), min(values[winMinute], maxCount),
-		min(values[winHour], maxCount), sec, min(back, maxCount), backAt, ringSize, bucketWidth[winMinute], bucketWidth[winHour],
-		clockSkew).Int64Slice()
-	if err == nil && len(res) != 4 {
+	res, err := claimScript.Run(ctx, s.client, []string{s.redisKey(k)}, min(a.want, maxCount), min(a.limits[winMinute], maxCount),
+		min(a.limits[winHour], maxCount), a.sec, min(a.back, maxCount), a.backAt, ringSize, bucketWidth[winMinute], bucketWidth[winHour],
+		clockSkew, a.drop, min(a.holdN, maxCount), a.hold, a.holdExpires, 2*holdLife).Int64Slice()
+	if err == nil && len(res) != 6 {
 		err = fmt.Errorf("unexpected reply of %d values from the claim script", len(res))
 	}
 	if err != nil {
@@ -346,7 +395,7 @@ func (s *redisStore) run(k seriesKey, want int64, values [numWindows]int64, sec,
 		s.failed(err)
 		return claimResult{}, err
 	}
-	return claimResult{grant: res[0], sums: [numWindows]int64{res[1], res[2]}, freeAt: res[3]}, nil
+	return claimResult{grant: res[0], sums: [numWindows]int64{res[1], res[2]}, freeAt: res[3], hold: holdVerdict(res[4]), held: res[5]}, nil
 }
 
 // maxCount bounds what one call adds to a count in Redis, and the limits a call sends: 2^40 (1.1×10^12) requests,
@@ -410,6 +459,7 @@ const (
 	sharedOK      sharedVerdict = iota // a unit was taken
 	sharedFull                         // the limit is reached across replicas
 	sharedUnknown                      // Redis is down: local counts decide
+	sharedHeld                         // the queries in flight on every replica hold the room left (hold)
 )
 
 func (s *redisStore) take(l *lease, k seriesKey, limits [numWindows]int64, now time.Time) claim {
@@ -437,7 +487,7 @@ func (s *redisStore) take(l *lease, k seriesKey, limits [numWindows]int64, now t
 	}
 	old := l.v.Swap(0)
 	back, backAt := int64(old&unitsMask), int64(old>>32)
-	res, err := s.run(k, s.batch, limits, sec, back, backAt)
+	res, err := s.run(k, claimArgs{want: s.batch, limits: limits, sec: sec, back: back, backAt: backAt})
 	if err != nil {
 		return claim{verdict: sharedUnknown}
 	}
@@ -490,7 +540,7 @@ func (s *redisStore) sync(l *lease, k seriesKey, limits [numWindows]int64, now t
 		return
 	}
 	// want 0: the script adds nothing, and with the limits it says when a unit frees up in a full window.
-	res, err := s.run(k, 0, limits, now.Unix(), 0, 0)
+	res, err := s.run(k, claimArgs{limits: limits, sec: now.Unix()})
 	if err != nil {
 		return
 	}
@@ -509,7 +559,7 @@ func (s *redisStore) flush(l *lease, k seriesKey, now time.Time) {
 	if n == 0 {
 		return
 	}
-	res, err := s.run(k, n, [numWindows]int64{}, now.Unix(), 0, 0)
+	res, err := s.run(k, claimArgs{want: n, sec: now.Unix()})
 	if err != nil {
 		if !refusedCall(err) {
 			// Kept for the next flush: the local count has it meanwhile. One Redis refused is dropped, not sent again
@@ -545,6 +595,7 @@ func (s *redisStore) maintain(c *counters, now time.Time) {
 	s.probe(now)
 	s.giveBackStale(c, now)
 	s.flushCosts(c, now)
+	s.refreshHolds(now)
 }
 
 // flushCosts takes the costs counted since the last flush to the store, so other replicas see them within a
@@ -579,7 +630,7 @@ func (s *redisStore) giveBackStale(c *counters, now time.Time) {
 		l.mu.Lock()
 		v := l.v.Load()
 		if int64(v>>32) < sec && v&unitsMask != 0 && l.v.CompareAndSwap(v, 0) {
-			_, _ = s.run(t.k, 0, [numWindows]int64{}, sec, int64(v&unitsMask), int64(v>>32))
+			_, _ = s.run(t.k, claimArgs{sec: sec, back: int64(v & unitsMask), backAt: int64(v >> 32)})
 		}
 		l.mu.Unlock()
 		if !s.up.Load() {
