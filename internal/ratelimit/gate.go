@@ -202,7 +202,7 @@ func (g *Gate) Stop() {
 		metrics.UnregisterSet(g.metrics.set, false)
 	}
 	if g.tally.store != nil {
-		g.tally.store.close()
+		g.tally.store.close(g.tally.counters, g.now())
 	}
 }
 

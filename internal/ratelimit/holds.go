@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -12,15 +13,17 @@ import (
 )
 
 // Replicas sharing Redis shared their cost counts, but each held only its own queries in flight (Reserve): a replica
-// saw the others' answers through Redis up to a second late, and their queries in flight not at all, so two replicas
-// let a burst fetch 2.4 times a team's budget (15 of 30 queries of 150 series of a budget of 1,000). Holding a share
-// of the budget per replica barely helped (13 of 30): the larger term was the view a second late. So a query's hold is
-// taken in Redis too, by a call that takes it only while the shared count and every replica's holds leave room, and
-// given back by the call that adds its cost: at every moment the shared count or the holds have every query of
-// every replica. That is two calls per query, for callers with cost limits only.
+// saw the others' answers up to a second late, and their queries in flight not at all, so two replicas let a burst
+// fetch 2.4 times a team's budget (15 of 30 queries of 150 series of a budget of 1,000). Holding a share of the budget
+// per replica barely helped (13 of 30): the larger term was the view a second late. So a query's hold is taken in
+// Redis too, by a call that takes it only while the shared count and every replica's holds leave room, and given back
+// by the call that adds its cost: at every moment the shared count or the holds have every query of every replica.
+// That is two calls per query, for callers with cost limits only.
 //
-// A hold lives holdLife past its last refresh: the replica that took it refreshes it while its query runs, however
-// long (an export streams for hours), and a replica that died leaves holds that stop blocking the others within that.
+// A hold lives holdLife past its last refresh, on Redis' clock: the replica that took it refreshes it while its query
+// runs, however long (an export streams for hours), gives back what it holds when it stops, and a replica that died
+// leaves holds that stop blocking the others within holdLife. A hold a replica could not give back while Redis did not
+// answer is given back once it does.
 
 // holdVerdict is claimScript's answer on a hold.
 type holdVerdict uint8
@@ -32,15 +35,47 @@ const (
 )
 
 const (
-	// holdLife is how long a hold outlives its replica's last refresh, in seconds.
-	holdLife = 30
-	// holdRefresh is how often a replica refreshes the holds of its queries in flight.
-	holdRefresh = 10 * time.Second
+	// holdLife is how long a hold outlives its replica's last refresh, in seconds (redisStore.holdLife, which tests
+	// shorten).
+	holdLife = 10
+	// holdRefresh is how often a replica refreshes the holds of its queries in flight (holds.every).
+	holdRefresh = 3 * time.Second
 	// holdRecheck is how long a replica takes Redis' word that the holds in flight leave no room in a series: its
 	// queries waiting for room ask Redis once in that time between them, not each at its own pace (30 waiting made
 	// a thousand calls a second).
 	holdRecheck = 25 * time.Millisecond
 )
+
+// effectsReplication lets a script write after it read Redis' clock (TIME) on Redis before 7, which replicates a
+// script as its text unless told otherwise; Redis 7 replicates only what a script does, and keeps the call as a no-op.
+const effectsReplication = `if redis.replicate_commands then redis.replicate_commands() end`
+
+// settleScript gives back a hold (ARGV[1]) and adds the cost counted with it (ARGV[2]) at second ARGV[3] in one
+// call, as claimScript adds a cost without limits, without reading the windows.
+// ARGV: 1 member, 2 cost, 3 now, 4 ring size, 5 minute bucket width, 6 hour bucket width.
+var settleScript = redis.NewScript(`
+redis.call('ZREM', KEYS[1] .. ':holds', ARGV[1])
+local n, now, ring = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if n > 0 then
+  for _, w in ipairs({{'m', tonumber(ARGV[5])}, {'h', tonumber(ARGV[6])}}) do
+    local k = KEYS[1] .. ':' .. w[1] .. ':' .. math.floor(now / w[2])
+    redis.call('INCRBY', k, n)
+    redis.call('EXPIRE', k, w[2] * (ring + 1))
+  end
+end
+return 1
+`)
+
+// refreshScript moves the holds ARGV[2..] of KEYS[1] (the holds' key) ARGV[1] seconds past Redis' clock; a hold
+// given back meanwhile stays given back.
+var refreshScript = redis.NewScript(`
+` + effectsReplication + `
+local life = tonumber(ARGV[1])
+local expires = tonumber(redis.call('TIME')[1]) + life
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', expires, ARGV[i]) end
+redis.call('EXPIRE', KEYS[1], 2 * life)
+return 1
+`)
 
 // noRoom is a series' last refusal for the holds in flight, good until until (Unix ns).
 type noRoom struct {
@@ -48,20 +83,23 @@ type noRoom struct {
 	claim claim
 }
 
-// holds are the holds a replica has taken in Redis and not yet given back: the member of each, with its Redis key.
+// holds are the holds a replica has taken in Redis and not yet given back (live), and those it could not give back
+// while Redis did not answer (orphans): the member of each, with its Redis key.
 type holds struct {
 	replica string // a random name, unique to this process
 	mu      sync.Mutex
 	seq     uint64
 	live    map[string]string
-	// refreshed is when the holds were last refreshed (Unix ns).
+	orphans map[string]string
+	// refreshed is when the live holds were last refreshed (Unix ns), every every.
 	refreshed int64
+	every     time.Duration
 }
 
 func newHolds() *holds {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &holds{replica: hex.EncodeToString(b[:]), live: map[string]string{}}
+	return &holds{replica: hex.EncodeToString(b[:]), live: map[string]string{}, orphans: map[string]string{}, every: holdRefresh}
 }
 
 // add names a new hold of n in key: replica:seq:n, the amount last, where claimScript reads it.
@@ -74,25 +112,49 @@ func (h *holds) add(key string, n int64) string {
 	return m
 }
 
-func (h *holds) remove(member string) {
+// remove forgets a hold: given back, or never taken; orphaned, it is to be given back once Redis answers.
+func (h *holds) remove(member string, orphaned bool) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if key, ok := h.live[member]; ok && orphaned {
+		h.orphans[member] = key
+	}
 	delete(h.live, member)
-	h.mu.Unlock()
+}
+
+// byKey groups holds by their key.
+func byKey(holds map[string]string) map[string][]string {
+	out := map[string][]string{}
+	for m, k := range holds {
+		out[k] = append(out[k], m)
+	}
+	return out
 }
 
 // due returns the live holds by key when a refresh is due at now, and marks it done.
 func (h *holds) due(now time.Time) map[string][]string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if now.UnixNano()-h.refreshed < int64(holdRefresh) {
+	if now.UnixNano()-h.refreshed < int64(h.every) {
 		return nil
 	}
 	h.refreshed = now.UnixNano()
-	byKey := map[string][]string{}
-	for m, k := range h.live {
-		byKey[k] = append(byKey[k], m)
+	return byKey(h.live)
+}
+
+// takeOrphans returns the orphans by key, and forgets them; all, live ones too, when the replica stops.
+func (h *holds) takeOrphans(all bool) map[string][]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if all {
+		for m, k := range h.live {
+			h.orphans[m] = k
+		}
+		clear(h.live)
 	}
-	return byKey
+	out := byKey(h.orphans)
+	clear(h.orphans)
+	return out
 }
 
 // hold takes a hold of n for a query in cost series k, whose limits by window are limits: sharedOK with the member
@@ -103,19 +165,23 @@ func (s *redisStore) hold(l *lease, k seriesKey, limits [numWindows]int64, n int
 	if !s.up.Load() {
 		return claim{verdict: sharedUnknown}, ""
 	}
-	if nr := l.noRoom.Load(); nr != nil && now.UnixNano() < nr.until {
-		return nr.claim, ""
+	if l.noRoom.Load() != nil {
+		if c, ok := s.heldBack(l, now); ok {
+			return c, ""
+		}
+		// The series was full of holds of late: one call at a time, so that the queries waiting for room find the
+		// refusal one of them was given. (While there is room, holds go at once, each its own call.)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if c, ok := s.heldBack(l, now); ok {
+			return c, ""
+		}
+		if !s.up.Load() {
+			return claim{verdict: sharedUnknown}, ""
+		}
 	}
-	// One call at a time per series, so that the queries waiting for room find the refusal one of them was given.
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if nr := l.noRoom.Load(); nr != nil && now.UnixNano() < nr.until {
-		return nr.claim, ""
-	}
-	sec := now.Unix()
-	key := s.redisKey(k)
-	member := s.holds.add(key, n)
-	res, err := s.run(k, claimArgs{limits: limits, sec: sec, hold: member, holdN: n, holdExpires: sec + holdLife})
+	member := s.holds.add(s.redisKey(k), n)
+	res, err := s.run(k, claimArgs{limits: limits, sec: now.Unix(), hold: member, holdN: n})
 	if err != nil {
 		return claim{verdict: sharedUnknown}, member
 	}
@@ -123,10 +189,9 @@ func (s *redisStore) hold(l *lease, k seriesKey, limits [numWindows]int64, n int
 	if res.hold == holdTaken {
 		return claim{verdict: sharedOK}, member
 	}
-	s.holds.remove(member)
-	free := time.Unix(res.freeAt, 0)
+	s.holds.remove(member, false)
 	if res.hold == holdFull {
-		return l.full(limits, free), ""
+		return l.full(limits, time.Unix(res.freeAt, 0)), ""
 	}
 	c := claim{verdict: sharedHeld, window: winMinute, usage: res.sums[winMinute], inFlight: res.held}
 	for w, v := range limits {
@@ -139,50 +204,106 @@ func (s *redisStore) hold(l *lease, k seriesKey, limits [numWindows]int64, n int
 	return c, ""
 }
 
+// heldBack is the store's last refusal of a hold in l's series for the holds in flight, while it stands.
+func (s *redisStore) heldBack(l *lease, now time.Time) (claim, bool) {
+	if nr := l.noRoom.Load(); nr != nil && now.UnixNano() < nr.until {
+		return nr.claim, true
+	}
+	return claim{}, false
+}
+
 // settle gives back a query's hold (member) in cost series k and adds, in the same call, the cost its replica
 // counted there and has not added yet (the query's answer among it: the gateway charges an answer before it lets
-// go of its hold). A call that fails keeps the cost for the next flush; the hold then lives out its holdLife.
+// go of its hold). A hold Redis could not be told of is an orphan, given back once it answers; its cost waits for
+// the next flush.
 func (s *redisStore) settle(l *lease, k seriesKey, member string, now time.Time) {
-	s.holds.remove(member)
+	// The room this hold leaves is for the queries waiting on this replica to find at once.
+	l.noRoom.Store(nil)
+	if !s.up.Load() {
+		s.holds.remove(member, true)
+		return
+	}
+	n := l.pending.Swap(0)
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	s.calls.Inc()
+	err := settleScript.Run(ctx, s.client, []string{s.redisKey(k)}, member, min(n, maxCount), now.Unix(), ringSize,
+		bucketWidth[winMinute], bucketWidth[winHour]).Err()
+	if err == nil {
+		s.holds.remove(member, false)
+		if n != 0 {
+			l.unseen.Store(true)
+		}
+		return
+	}
+	s.holds.remove(member, true)
+	if refusedCall(err) {
+		s.errors.Inc()
+		s.errLog.log(slog.LevelError, "Redis refused a call of rate limiting; its count is kept locally", "redis", s.shown, "err", err)
+		return
+	}
+	s.spend(l, n)
+	s.failed(err)
+}
+
+// refreshHolds moves the expiry of this replica's holds in flight holdLife ahead, every holdRefresh, and gives back
+// the orphans.
+func (s *redisStore) refreshHolds(now time.Time) {
 	if !s.up.Load() {
 		return
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	// The room this hold leaves is for the queries waiting on this replica to find at once.
-	l.noRoom.Store(nil)
-	n := l.pending.Swap(0)
-	res, err := s.run(k, claimArgs{want: n, sec: now.Unix(), drop: member})
-	if err != nil {
-		if n != 0 && !refusedCall(err) {
-			s.spend(l, n)
-		}
+	s.giveBackHolds(s.holds.takeOrphans(false))
+	byKey := s.holds.due(now)
+	if len(byKey) == 0 {
 		return
 	}
-	l.saw(res, now)
+	s.pipelined(func(ctx context.Context, pipe redis.Pipeliner) {
+		for key, members := range byKey {
+			args := make([]any, 0, len(members)+1)
+			args = append(args, s.holdLife)
+			for _, m := range members {
+				args = append(args, m)
+			}
+			refreshScript.Eval(ctx, pipe, []string{key + ":holds"}, args...)
+		}
+	})
 }
 
-// refreshHolds moves the expiry of this replica's holds in flight holdLife ahead, every holdRefresh.
-func (s *redisStore) refreshHolds(now time.Time) {
-	byKey := s.holds.due(now)
-	if len(byKey) == 0 || !s.up.Load() {
+// giveBackHolds removes holds from Redis; those it could not are orphans again.
+func (s *redisStore) giveBackHolds(byKey map[string][]string) {
+	if len(byKey) == 0 {
 		return
 	}
+	err := s.pipelined(func(ctx context.Context, pipe redis.Pipeliner) {
+		for key, members := range byKey {
+			ms := make([]any, len(members))
+			for i, m := range members {
+				ms[i] = m
+			}
+			pipe.ZRem(ctx, key+":holds", ms...)
+		}
+	})
+	if err != nil && !refusedCall(err) {
+		s.holds.mu.Lock()
+		for key, members := range byKey {
+			for _, m := range members {
+				s.holds.orphans[m] = key
+			}
+		}
+		s.holds.mu.Unlock()
+	}
+}
+
+// pipelined runs fill's commands in one round trip.
+func (s *redisStore) pipelined(fill func(ctx context.Context, pipe redis.Pipeliner)) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
-	expires := float64(now.Unix() + holdLife)
 	pipe := s.client.Pipeline()
-	for key, members := range byKey {
-		zs := make([]redis.Z, len(members))
-		for i, m := range members {
-			zs[i] = redis.Z{Score: expires, Member: m}
-		}
-		// XX: a hold given back meanwhile stays given back.
-		pipe.ZAddXX(ctx, key+":holds", zs...)
-		pipe.Expire(ctx, key+":holds", 2*holdLife*time.Second)
-	}
+	fill(ctx, pipe)
 	s.calls.Inc()
-	if _, err := pipe.Exec(ctx); err != nil && !refusedCall(err) {
+	_, err := pipe.Exec(ctx)
+	if err != nil && !refusedCall(err) {
 		s.failed(err)
 	}
+	return err
 }

@@ -58,20 +58,19 @@ const clockSkew = 5
 // them, and, when nothing could be granted, the Unix second at which the blocking window has a unit free again.
 //
 // A cost series also holds what its queries in flight on every replica expect to cost (holds.go), in the sorted set
-// KEYS[1]..":holds" of members replica:seq:amount scored by the second they expire at. A query's hold is taken only
-// while the windows' sums and every replica's holds leave room, and given back in the call that adds its cost, so
-// that the shared count and the holds never both miss a query. It returns the hold's verdict (0 taken, 1 the holds
-// in flight leave no room, 2 the limit is reached) and the sum of the others' holds.
+// KEYS[1]..":holds" of members replica:seq:amount scored by the second they expire at, on Redis' clock. A query's
+// hold is taken only while the windows' sums and every replica's holds leave room. It returns the hold's verdict (0
+// taken, 1 the holds in flight leave no room, 2 the limit is reached) and the sum of the others' holds. A call that
+// takes a hold reads only the windows that have a limit.
 //
 // ARGV: 1 units wanted, 2 minute limit (0: none), 3 hour limit, 4 now (Unix seconds), 5 units given back,
 // 6 the second they were taken at, 7 ring size, 8 minute bucket width, 9 hour bucket width, 10 clockSkew,
-// 11 a hold to give back (” none), 12 the amount of a hold to take (0 none), 13 its member, 14 the second it
-// expires at, 15 the holds' key's lifetime in seconds.
+// 11 the amount of a hold to take (0: none), 12 its member, 13 its life in seconds.
 var claimScript = redis.NewScript(`
+` + effectsReplication + `
 local want, now, back, backAt, n = tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local skew = tonumber(ARGV[10])
-local hk = KEYS[1] .. ':holds'
-if ARGV[11] ~= '' then redis.call('ZREM', hk, ARGV[11]) end
+local hold, verdict, held = tonumber(ARGV[11]), 0, 0
 local wins = {{'m', tonumber(ARGV[8]), tonumber(ARGV[2])}, {'h', tonumber(ARGV[9]), tonumber(ARGV[3])}}
 local sums, avail, freeAt = {}, nil, 0
 for i, w in ipairs(wins) do
@@ -83,9 +82,12 @@ for i, w in ipairs(wins) do
   end
   -- Oldest bucket first: epochs e-n+1 .. the one clockSkew ahead.
   local first, last = e - n + 1, math.floor((now + skew) / width)
-  local keys = {}
-  for b = first, last do keys[#keys + 1] = KEYS[1] .. ':' .. name .. ':' .. b end
-  local vals = redis.call('MGET', unpack(keys))
+  local vals = {}
+  if hold == 0 or limit > 0 then
+    local keys = {}
+    for b = first, last do keys[#keys + 1] = KEYS[1] .. ':' .. name .. ':' .. b end
+    vals = redis.call('MGET', unpack(keys))
+  end
   local s = 0
   for j = 1, #vals do s = s + (tonumber(vals[j]) or 0) end
   sums[i] = s
@@ -117,17 +119,19 @@ if grant > 0 then
     sums[i] = sums[i] + grant
   end
 end
-local hold, verdict, held = tonumber(ARGV[12]), 0, 0
 if hold > 0 then
-  redis.call('ZREMRANGEBYSCORE', hk, '-inf', '(' .. now)
+  -- Redis' clock, not the replicas': one whose clock is ahead would drop the others' holds early.
+  local hk, life = KEYS[1] .. ':holds', tonumber(ARGV[13])
+  local t = tonumber(redis.call('TIME')[1])
+  redis.call('ZREMRANGEBYSCORE', hk, '-inf', '(' .. t)
   for _, m in ipairs(redis.call('ZRANGE', hk, 0, -1)) do held = held + (tonumber(string.match(m, '(%d+)$')) or 0) end
   if avail ~= nil and avail <= 0 then
     verdict = 2
   elseif avail ~= nil and avail <= held then
     verdict = 1
   else
-    redis.call('ZADD', hk, tonumber(ARGV[14]), ARGV[13])
-    redis.call('EXPIRE', hk, tonumber(ARGV[15]))
+    redis.call('ZADD', hk, t + life, ARGV[12])
+    redis.call('EXPIRE', hk, 2 * life)
   end
 end
 return {grant, sums[1], sums[2], freeAt, verdict, held}
@@ -151,6 +155,8 @@ type lease struct {
 	pending atomic.Int64
 	// noRoom is the store's last refusal of a hold for the holds in flight, while it stands (holds.go).
 	noRoom atomic.Pointer[noRoom]
+	// unseen: a settle added a cost that seen does not have yet; the next flush reads the shared count.
+	unseen atomic.Bool
 }
 
 const (
@@ -217,6 +223,9 @@ type counterStore interface {
 	// settle, which gives it back once the query has been charged (holds.go).
 	hold(l *lease, k seriesKey, limits [numWindows]int64, n int64, now time.Time) (claim, string)
 	settle(l *lease, k seriesKey, member string, now time.Time)
+	// heldBack is the store's refusal of a hold in the series for the holds in flight, for a short while after it
+	// was given: no call is made for it meanwhile.
+	heldBack(l *lease, now time.Time) (claim, bool)
 	// seen is the shared count of window w at the series' last claim; zero while the store is down, since then
 	// the shared counts decide nothing.
 	seen(l *lease, w int, now time.Time) sharedFigure
@@ -229,7 +238,8 @@ type counterStore interface {
 	space(ctx context.Context, key string, interval time.Duration) (time.Duration, error)
 	// status is the store's address without secrets, its key prefix, and whether it answers.
 	status() statusRedis
-	close()
+	// close gives back what the replica holds in the store, and closes it.
+	close(c *counters, now time.Time)
 }
 
 // claim is the store's answer to take.
@@ -266,6 +276,7 @@ type redisStore struct {
 	lastProbe atomic.Int64
 	errLog    rareLog
 	holds     *holds
+	holdLife  int64
 
 	calls  *metrics.Counter
 	errors *metrics.Counter
@@ -311,15 +322,16 @@ func newRedisStore(cfg RedisConfig, set *metrics.Set) (*redisStore, error) {
 	opts.Protocol = 2
 	quietRedis.Do(func() { redis.SetLogger(debugLogger{}) })
 	s := &redisStore{
-		client:  redis.NewClient(opts),
-		shown:   redact.String(cfg.URL),
-		prefix:  cfg.KeyPrefix,
-		timeout: cfg.Timeout,
-		batch:   int64(cfg.BatchSize),
-		errLog:  rareLog{every: 10 * time.Second},
-		holds:   newHolds(),
-		calls:   set.NewCounter("vmgateway_ratelimit_redis_calls_total"),
-		errors:  set.NewCounter("vmgateway_ratelimit_redis_errors_total"),
+		client:   redis.NewClient(opts),
+		shown:    redact.String(cfg.URL),
+		prefix:   cfg.KeyPrefix,
+		timeout:  cfg.Timeout,
+		batch:    int64(cfg.BatchSize),
+		errLog:   rareLog{every: 10 * time.Second},
+		holds:    newHolds(),
+		holdLife: holdLife,
+		calls:    set.NewCounter("vmgateway_ratelimit_redis_calls_total"),
+		errors:   set.NewCounter("vmgateway_ratelimit_redis_errors_total"),
 	}
 	set.NewGauge("vmgateway_ratelimit_redis_up", func() float64 {
 		if s.up.Load() {
@@ -351,16 +363,15 @@ func (s *redisStore) redisKey(k seriesKey) string {
 }
 
 // claimArgs are what one call of claimScript does: want units (or a cost to add, without limits) at second sec,
-// back units given back from second backAt, a hold to give back (drop) and one to take (hold of amount holdN).
+// back units given back from second backAt, and a hold (member) of holdN to take.
 type claimArgs struct {
-	want        int64
-	limits      [numWindows]int64
-	sec         int64
-	back        int64
-	backAt      int64
-	drop, hold  string
-	holdN       int64
-	holdExpires int64
+	want   int64
+	limits [numWindows]int64
+	sec    int64
+	back   int64
+	backAt int64
+	hold   string
+	holdN  int64
 }
 
 // claimResult is the answer of claimScript.
@@ -380,7 +391,7 @@ func (s *redisStore) run(k seriesKey, a claimArgs) (claimResult, error) {
 	// The script reads its args as Lua numbers: past 10^17 Redis prints them with an exponent, which INCRBY refuses.
 	res, err := claimScript.Run(ctx, s.client, []string{s.redisKey(k)}, min(a.want, maxCount), min(a.limits[winMinute], maxCount),
 		min(a.limits[winHour], maxCount), a.sec, min(a.back, maxCount), a.backAt, ringSize, bucketWidth[winMinute], bucketWidth[winHour],
-		clockSkew, a.drop, min(a.holdN, maxCount), a.hold, a.holdExpires, 2*holdLife).Int64Slice()
+		clockSkew, min(a.holdN, maxCount), a.hold, s.holdLife).Int64Slice()
 	if err == nil && len(res) != 6 {
 		err = fmt.Errorf("unexpected reply of %d values from the claim script", len(res))
 	}
@@ -536,7 +547,9 @@ func (s *redisStore) sync(l *lease, k seriesKey, limits [numWindows]int64, now t
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if now.UnixNano()-l.seenAt.Load() < int64(time.Second) {
+	// Those that waited for the lock find what the call before them found: a Redis that answers or one that does not
+	// (each would otherwise wait its own timeout).
+	if !s.up.Load() || now.UnixNano()-l.seenAt.Load() < int64(time.Second) {
 		return
 	}
 	// want 0: the script adds nothing, and with the limits it says when a unit frees up in a full window.
@@ -551,12 +564,13 @@ func (s *redisStore) sync(l *lease, k seriesKey, limits [numWindows]int64, now t
 	}
 }
 
-// flush adds the cost pending in l to the store: with no limits the script grants all it is asked.
+// flush adds the cost pending in l to the store (with no limits the script grants all it is asked), and reads the
+// shared count for what seen says of it; also when a settle added the cost, without reading it.
 func (s *redisStore) flush(l *lease, k seriesKey, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := l.pending.Swap(0)
-	if n == 0 {
+	if n == 0 && !l.unseen.Swap(false) {
 		return
 	}
 	res, err := s.run(k, claimArgs{want: n, sec: now.Unix()})
@@ -604,7 +618,7 @@ func (s *redisStore) flushCosts(c *counters, now time.Time) {
 	if !s.up.Load() {
 		return
 	}
-	for _, t := range c.pick(func(ser *series) bool { return ser.lease.pending.Load() != 0 }) {
+	for _, t := range c.pick(func(ser *series) bool { return ser.lease.pending.Load() != 0 || ser.lease.unseen.Load() }) {
 		s.flush(&t.ser.lease, t.k, now)
 		if !s.up.Load() {
 			return
@@ -639,7 +653,15 @@ func (s *redisStore) giveBackStale(c *counters, now time.Time) {
 	}
 }
 
-func (s *redisStore) close() { _ = s.client.Close() }
+// close gives back the holds of this replica's queries still in flight and adds the costs not added yet, so that a
+// replica that stops leaves the others no holds to wait out, then closes the connection.
+func (s *redisStore) close(c *counters, now time.Time) {
+	if s.up.Load() {
+		s.flushCosts(c, now)
+		s.giveBackHolds(s.holds.takeOrphans(true))
+	}
+	_ = s.client.Close()
+}
 
 // quietRedis routes go-redis's own log lines (every failed dial) to debug: the gate logs Redis failures itself,
 // at most once per interval.
