@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -51,28 +52,42 @@ const (
 const effectsReplication = `if redis.replicate_commands then redis.replicate_commands() end`
 
 // settleScript gives back a hold (ARGV[1]) and adds the cost counted with it (ARGV[2]) at second ARGV[3] in one
-// call, as claimScript adds a cost without limits, without reading the windows.
-// ARGV: 1 member, 2 cost, 3 now, 4 ring size, 5 minute bucket width, 6 hour bucket width.
+// call, as claimScript adds a cost without limits, and returns the windows' sums for the windows with a limit (0 for
+// the others), as claimScript counts them.
+// ARGV: 1 member, 2 cost, 3 now, 4 ring size, 5 minute bucket width, 6 hour bucket width, 7 minute limit, 8 hour
+// limit, 9 clockSkew.
 var settleScript = redis.NewScript(`
 redis.call('ZREM', KEYS[1] .. ':holds', ARGV[1])
-local n, now, ring = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if n > 0 then
-  for _, w in ipairs({{'m', tonumber(ARGV[5])}, {'h', tonumber(ARGV[6])}}) do
-    local k = KEYS[1] .. ':' .. w[1] .. ':' .. math.floor(now / w[2])
+local n, now, ring, skew = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[9])
+local sums = {}
+for i, w in ipairs({{'m', tonumber(ARGV[5]), tonumber(ARGV[7])}, {'h', tonumber(ARGV[6]), tonumber(ARGV[8])}}) do
+  local name, width, limit = w[1], w[2], w[3]
+  local e = math.floor(now / width)
+  if n > 0 then
+    local k = KEYS[1] .. ':' .. name .. ':' .. e
     redis.call('INCRBY', k, n)
-    redis.call('EXPIRE', k, w[2] * (ring + 1))
+    redis.call('EXPIRE', k, width * (ring + 1))
+  end
+  sums[i] = 0
+  if limit > 0 then
+    local keys = {}
+    for b = e - ring + 1, math.floor((now + skew) / width) do keys[#keys + 1] = KEYS[1] .. ':' .. name .. ':' .. b end
+    for _, v in ipairs(redis.call('MGET', unpack(keys))) do sums[i] = sums[i] + (tonumber(v) or 0) end
   end
 end
-return 1
+return sums
 `)
 
-// refreshScript moves the holds ARGV[2..] of KEYS[1] (the holds' key) ARGV[1] seconds past Redis' clock; a hold
-// given back meanwhile stays given back.
+// refreshScript moves the holds ARGV[3..] of KEYS[1] (the holds' key) ARGV[1] seconds past Redis' clock. With ARGV[2]
+// XX a hold given back meanwhile stays given back; with ADD (after Redis did not answer, when the holds may have
+// expired there) the holds are taken again.
 var refreshScript = redis.NewScript(`
 ` + effectsReplication + `
 local life = tonumber(ARGV[1])
 local expires = tonumber(redis.call('TIME')[1]) + life
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', expires, ARGV[i]) end
+for i = 3, #ARGV do
+  if ARGV[2] == 'XX' then redis.call('ZADD', KEYS[1], 'XX', expires, ARGV[i]) else redis.call('ZADD', KEYS[1], expires, ARGV[i]) end
+end
 redis.call('EXPIRE', KEYS[1], 2 * life)
 return 1
 `)
@@ -91,9 +106,11 @@ type holds struct {
 	seq     uint64
 	live    map[string]string
 	orphans map[string]string
-	// refreshed is when the live holds were last refreshed (Unix ns), every every.
+	// refreshed is when the live holds were last refreshed (Unix ns), every every; lost: Redis did not answer since,
+	// and the next refresh takes the holds again.
 	refreshed int64
 	every     time.Duration
+	lost      bool
 }
 
 func newHolds() *holds {
@@ -131,15 +148,25 @@ func byKey(holds map[string]string) map[string][]string {
 	return out
 }
 
-// due returns the live holds by key when a refresh is due at now, and marks it done.
-func (h *holds) due(now time.Time) map[string][]string {
+// due returns the live holds by key when a refresh is due at now, and whether they are to be taken again, and marks
+// it done.
+func (h *holds) due(now time.Time) (map[string][]string, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if now.UnixNano()-h.refreshed < int64(h.every) {
-		return nil
+	if !h.lost && now.UnixNano()-h.refreshed < int64(h.every) {
+		return nil, false
 	}
-	h.refreshed = now.UnixNano()
-	return byKey(h.live)
+	lost := h.lost
+	h.refreshed, h.lost = now.UnixNano(), false
+	return byKey(h.live), lost
+}
+
+// down marks the holds as possibly lost in Redis, which did not answer: an outage past their life expired them
+// there while their queries ran on.
+func (h *holds) down() {
+	h.mu.Lock()
+	h.lost = true
+	h.mu.Unlock()
 }
 
 // takeOrphans returns the orphans by key, and forgets them; all, live ones too, when the replica stops.
@@ -187,6 +214,8 @@ func (s *redisStore) hold(l *lease, k seriesKey, limits [numWindows]int64, n int
 	}
 	l.saw(res, now)
 	if res.hold == holdTaken {
+		// Room again: the holds that follow go at once, not one at a time.
+		l.noRoom.Store(nil)
 		return claim{verdict: sharedOK}, member
 	}
 	s.holds.remove(member, false)
@@ -201,6 +230,7 @@ func (s *redisStore) hold(l *lease, k seriesKey, limits [numWindows]int64, n int
 		}
 	}
 	l.noRoom.Store(&noRoom{until: now.Add(holdRecheck).UnixNano(), claim: c})
+	l.busyAt.Store(now.UnixNano())
 	return c, ""
 }
 
@@ -214,11 +244,14 @@ func (s *redisStore) heldBack(l *lease, now time.Time) (claim, bool) {
 
 // settle gives back a query's hold (member) in cost series k and adds, in the same call, the cost its replica
 // counted there and has not added yet (the query's answer among it: the gateway charges an answer before it lets
-// go of its hold). A hold Redis could not be told of is an orphan, given back once it answers; its cost waits for
-// the next flush.
-func (s *redisStore) settle(l *lease, k seriesKey, member string, now time.Time) {
+// go of its hold); what seen says is then what the call read of the windows with a limit. A hold Redis could not be
+// told of is an orphan, given back once it answers; its cost waits for the next flush.
+func (s *redisStore) settle(l *lease, k seriesKey, limits [numWindows]int64, member string, now time.Time) {
 	// The room this hold leaves is for the queries waiting on this replica to find at once.
 	l.noRoom.Store(nil)
+	if s.closed.Load() {
+		return
+	}
 	if !s.up.Load() {
 		s.holds.remove(member, true)
 		return
@@ -227,13 +260,14 @@ func (s *redisStore) settle(l *lease, k seriesKey, member string, now time.Time)
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	s.calls.Inc()
-	err := settleScript.Run(ctx, s.client, []string{s.redisKey(k)}, member, min(n, maxCount), now.Unix(), ringSize,
-		bucketWidth[winMinute], bucketWidth[winHour]).Err()
+	sums, err := settleScript.Run(ctx, s.client, []string{s.redisKey(k)}, member, min(n, maxCount), now.Unix(), ringSize,
+		bucketWidth[winMinute], bucketWidth[winHour], min(limits[winMinute], maxCount), min(limits[winHour], maxCount), clockSkew).Int64Slice()
+	if err == nil && len(sums) != numWindows {
+		err = fmt.Errorf("unexpected reply of %d values from the settle script", len(sums))
+	}
 	if err == nil {
 		s.holds.remove(member, false)
-		if n != 0 {
-			l.unseen.Store(true)
-		}
+		l.saw(claimResult{sums: [numWindows]int64(sums)}, now)
 		return
 	}
 	s.holds.remove(member, true)
@@ -253,14 +287,18 @@ func (s *redisStore) refreshHolds(now time.Time) {
 		return
 	}
 	s.giveBackHolds(s.holds.takeOrphans(false))
-	byKey := s.holds.due(now)
+	byKey, again := s.holds.due(now)
 	if len(byKey) == 0 {
 		return
 	}
+	mode := "XX"
+	if again {
+		mode = "ADD"
+	}
 	s.pipelined(func(ctx context.Context, pipe redis.Pipeliner) {
 		for key, members := range byKey {
-			args := make([]any, 0, len(members)+1)
-			args = append(args, s.holdLife)
+			args := make([]any, 0, len(members)+2)
+			args = append(args, s.holdLife, mode)
 			for _, m := range members {
 				args = append(args, m)
 			}

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -13,16 +14,20 @@ import (
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
+// replicas starts Redis and two gates sharing it under limits, on the clock now if given.
+func replicas(t *testing.T, limits string, now ...func() time.Time) (a, b *Gate, cfg RedisConfig) {
+	t.Helper()
+	cfg = RedisConfig{URL: "redis://" + vmtest.StartRedis(t).Addr}
+	return sharedGate(t, limits, cfg, now...), sharedGate(t, limits, cfg, now...), cfg
+}
+
 // TestCostHoldsShared: replicas sharing Redis hold their queries in flight there, so two let go what one would (eight
 // queries of a caller whose cost is not known, an eighth of the 100 left each), not eight each; a query's cost reaches
-// the others in the call that gives back its hold; a dead replica's holds stop counting holdLife after their last
-// refresh, and a live replica's are refreshed however long its queries run.
+// the others in the call that gives back its hold.
 func TestCostHoldsShared(t *testing.T) {
-	r := vmtest.StartRedis(t)
 	clk := &clock{}
 	clk.set(time.Now().Unix())
-	a := sharedGate(t, costLimits, RedisConfig{URL: "redis://" + r.Addr}, clk.now)
-	b := sharedGate(t, costLimits, RedisConfig{URL: "redis://" + r.Addr}, clk.now)
+	a, b, _ := replicas(t, costLimits, clk.now)
 	alice := &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "alice"}}
 	take := func(g *Gate, n int, name string) []func() {
 		t.Helper()
@@ -63,17 +68,13 @@ func TestCostHoldsShared(t *testing.T) {
 	if n := countHolds(t, a); n != 0 {
 		t.Errorf("holds left in Redis after every query ended: %d", n)
 	}
-
 }
 
 // TestCostHoldsLiftedLimit: a limit lifted past what the store counts (maxCount) lets as many queries go across
 // replicas as on one, eight; an attacker's review found one query's hold of an eighth of 10^17 took it all in Redis,
 // and the team had one query in flight across the cluster.
 func TestCostHoldsLiftedLimit(t *testing.T) {
-	r := vmtest.StartRedis(t)
-	const lifted = "limits:\n  - {type: series_fetched, value: 100000000000000000, key: claim:sub}\n"
-	a := sharedGate(t, lifted, RedisConfig{URL: "redis://" + r.Addr})
-	b := sharedGate(t, lifted, RedisConfig{URL: "redis://" + r.Addr})
+	a, b, _ := replicas(t, "limits:\n  - {type: series_fetched, value: 100000000000000000, key: claim:sub}\n")
 	alice := &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "alice"}}
 	for i := range 8 {
 		g := []*Gate{a, b}[i%2]
@@ -119,10 +120,9 @@ func fill(t *testing.T, g, other *Gate, who *auth.Access) []func() {
 // Redis did not answer are given back once it does, not left to block the team until they expire (an attacker's
 // review: 26 s refused with nothing in flight).
 func TestCostHoldsExpire(t *testing.T) {
-	r := vmtest.StartRedis(t)
-	cfg := RedisConfig{URL: "redis://" + r.Addr}
-	a := shortLived(sharedGate(t, costLimits, cfg))
-	b := shortLived(sharedGate(t, costLimits, cfg))
+	a, b, cfg := replicas(t, costLimits)
+	shortLived(a)
+	shortLived(b)
 	admitted := func(who *auth.Access) (bool, string) {
 		release, err := b.Reserve(context.Background(), who, 0)
 		if err != nil {
@@ -161,6 +161,22 @@ func TestCostHoldsExpire(t *testing.T) {
 	// b's own refusal of the ninth stands for holdRecheck.
 	if d := time.Since(stopped); d > 500*time.Millisecond {
 		t.Errorf("b let bob's query go %s after the replica holding his eight stopped; want at once", d)
+	}
+
+	// Dave's queries outlive their holds' life without a refresh (c3's loop stopped, as while Redis did not answer
+	// it): the refresh after a failed call takes them again.
+	c3 := shortLived(sharedGate(t, costLimits, cfg))
+	dave := &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "dave"}}
+	fill(t, c3, b, dave)
+	c3.stop()
+	c3.wg.Wait()
+	vmtest.Eventually(t, func() (bool, string) { return admitted(dave) })
+	redisOf(c3).failed(errors.New("a test's outage"))
+	redisOf(c3).up.Store(true)
+	redisOf(c3).refreshHolds(time.Now())
+	time.Sleep(holdRecheck)
+	if ok, _ := admitted(dave); ok {
+		t.Error("b let dave's query go: c3 did not take his eight holds again once Redis answered")
 	}
 
 	// Carol's queries end while c2 takes Redis for down: their holds stay there, orphans, until Redis answers again.
@@ -263,27 +279,6 @@ func TestCostHoldsRedisDown(t *testing.T) {
 	if n := len(redisOf(g).holds.live); n != 0 {
 		t.Errorf("%d holds still listed after their queries ended", n)
 	}
-}
-
-// holdsExpire is the latest second a hold in g's Redis expires at, of any series.
-func holdsExpire(t *testing.T, g *Gate) int64 {
-	t.Helper()
-	s := redisOf(g)
-	keys, err := s.client.Keys(context.Background(), s.prefix+":*:holds").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var last float64
-	for _, k := range keys {
-		zs, err := s.client.ZRangeWithScores(context.Background(), k, 0, -1).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, z := range zs {
-			last = max(last, z.Score)
-		}
-	}
-	return int64(last)
 }
 
 // countHolds is how many holds g's Redis has, of any series.

@@ -96,7 +96,7 @@ func (r *reservation) release(now time.Time) {
 		for _, p := range r.held {
 			p.ser.reserved.Add(-p.n)
 			if p.shared != "" {
-				r.store.settle(&p.ser.lease, p.k, p.shared, now)
+				r.store.settle(&p.ser.lease, p.k, p.cs.values(), p.shared, now)
 			}
 		}
 	}
@@ -109,9 +109,9 @@ const maxReservePause = 32 * time.Millisecond
 // to cost against each of the caller's cost limits, until what it returns (never nil) is called once the query has
 // ended. The query goes only while what is used and what the caller's queries in flight hold leave room in the
 // budget (on this gateway, and with Redis on every gateway sharing it: holds.go), so that they overshoot it by at
-// most one query's cost above the expectation. While they hold
-// the rest of it, Reserve waits for their answers, at most wait and while ctx lasts, and then refuses (429, asking to
-// retry in a second); a budget used up is refused at once, as by Admit. Callers without cost limits hold nothing.
+// most one query's cost above the expectation. While they hold the rest of it, Reserve waits for their answers, at
+// most wait and while ctx lasts, and then refuses (429, asking to retry in a second); a budget used up is refused at
+// once, as by Admit. Callers without cost limits hold nothing.
 func (g *Gate) Reserve(ctx context.Context, a *auth.Access, wait time.Duration) (func(), error) {
 	id := tenantOf(a)
 	st := g.snap.Load().state(id)
@@ -209,10 +209,11 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 		}
 	}
 	// The series refused for the holds in flight of late go first: the queries waiting for one of them then take
-	// turns at its one call, and the one refused takes no hold in the others.
+	// turns at its one call, and the one refused takes no hold in the others. (A second, not just while the refusal
+	// stands: a settle clears it before its hold has left Redis.)
 	busy := make([]bool, len(res.held))
 	for i := range res.held {
-		busy[i] = res.held[i].ser.lease.noRoom.Load() != nil
+		busy[i] = now.UnixNano()-res.held[i].ser.lease.busyAt.Load() < int64(time.Second)
 	}
 	for _, first := range [...]bool{true, false} {
 		for i := range res.held {

@@ -155,8 +155,9 @@ type lease struct {
 	pending atomic.Int64
 	// noRoom is the store's last refusal of a hold for the holds in flight, while it stands (holds.go).
 	noRoom atomic.Pointer[noRoom]
-	// unseen: a settle added a cost that seen does not have yet; the next flush reads the shared count.
-	unseen atomic.Bool
+	// busyAt (Unix ns) is when the store last refused a hold here for the holds in flight: the series goes first
+	// among a query's holds for a second after, past its cached refusal (holds.go).
+	busyAt atomic.Int64
 }
 
 const (
@@ -222,7 +223,7 @@ type counterStore interface {
 	// hold takes a hold of n for a query in flight in cost series k, shared by every replica, and names it for
 	// settle, which gives it back once the query has been charged (holds.go).
 	hold(l *lease, k seriesKey, limits [numWindows]int64, n int64, now time.Time) (claim, string)
-	settle(l *lease, k seriesKey, member string, now time.Time)
+	settle(l *lease, k seriesKey, limits [numWindows]int64, member string, now time.Time)
 	// heldBack is the store's refusal of a hold in the series for the holds in flight, for a short while after it
 	// was given: no call is made for it meanwhile.
 	heldBack(l *lease, now time.Time) (claim, bool)
@@ -277,6 +278,7 @@ type redisStore struct {
 	errLog    rareLog
 	holds     *holds
 	holdLife  int64
+	closed    atomic.Bool
 
 	calls  *metrics.Counter
 	errors *metrics.Counter
@@ -437,6 +439,7 @@ func refusedCall(err error) bool {
 // failed switches to local counting until a probe finds Redis back.
 func (s *redisStore) failed(err error) {
 	s.errors.Inc()
+	s.holds.down()
 	if s.up.Swap(false) {
 		slog.Error("rate limiting lost its shared counters in Redis; counting locally until Redis answers again",
 			"redis", s.shown, "err", err)
@@ -564,13 +567,12 @@ func (s *redisStore) sync(l *lease, k seriesKey, limits [numWindows]int64, now t
 	}
 }
 
-// flush adds the cost pending in l to the store (with no limits the script grants all it is asked), and reads the
-// shared count for what seen says of it; also when a settle added the cost, without reading it.
+// flush adds the cost pending in l to the store: with no limits the script grants all it is asked.
 func (s *redisStore) flush(l *lease, k seriesKey, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := l.pending.Swap(0)
-	if n == 0 && !l.unseen.Swap(false) {
+	if n == 0 {
 		return
 	}
 	res, err := s.run(k, claimArgs{want: n, sec: now.Unix()})
@@ -618,7 +620,7 @@ func (s *redisStore) flushCosts(c *counters, now time.Time) {
 	if !s.up.Load() {
 		return
 	}
-	for _, t := range c.pick(func(ser *series) bool { return ser.lease.pending.Load() != 0 || ser.lease.unseen.Load() }) {
+	for _, t := range c.pick(func(ser *series) bool { return ser.lease.pending.Load() != 0 }) {
 		s.flush(&t.ser.lease, t.k, now)
 		if !s.up.Load() {
 			return
@@ -660,6 +662,8 @@ func (s *redisStore) close(c *counters, now time.Time) {
 		s.flushCosts(c, now)
 		s.giveBackHolds(s.holds.takeOrphans(true))
 	}
+	// A query still running past the shutdown's grace gives back nothing more: its hold is gone already.
+	s.closed.Store(true)
 	_ = s.client.Close()
 }
 
