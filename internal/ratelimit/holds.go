@@ -24,7 +24,8 @@ import (
 // A hold lives holdLife past its last refresh, on Redis' clock: the replica that took it refreshes it while its query
 // runs, however long (an export streams for hours), gives back what it holds when it stops, and a replica that died
 // leaves holds that stop blocking the others within holdLife. A hold a replica could not give back while Redis did not
-// answer is given back once it does.
+// answer is given back once it does, and the holds of its queries still running are taken again, since an outage past
+// their life expired them there.
 
 // holdVerdict is claimScript's answer on a hold.
 type holdVerdict uint8
