@@ -87,11 +87,11 @@ func TestCostHoldsLiftedLimit(t *testing.T) {
 	}
 }
 
-// shortLived gives the holds of g's store a life of two seconds, refreshed every half second, for tests of their
+// shortLived gives the holds of g's store a life of three seconds, refreshed every half second, for tests of their
 // expiry; g runs on the system's clock, since a hold's life is on Redis'.
 func shortLived(g *Gate) *Gate {
 	s := redisOf(g)
-	s.holdLife = 2
+	s.holdLife = 3
 	s.holds.mu.Lock()
 	s.holds.every = 500 * time.Millisecond
 	s.holds.mu.Unlock()
@@ -132,12 +132,12 @@ func TestCostHoldsExpire(t *testing.T) {
 		return true, ""
 	}
 
-	// Long queries: refreshed past three lives.
+	// Long queries: refreshed past two lives.
 	alice := &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "alice"}}
 	fill(t, a, b, alice)
 	time.Sleep(6 * time.Second)
 	if ok, _ := admitted(alice); ok {
-		t.Fatal("b let a query go beside eight in flight on a for three times their holds' life")
+		t.Fatal("b let a query go beside eight in flight on a for twice their holds' life")
 	}
 	// a dies: its loop stops, nothing is given back. b waits out the holds' life, and no longer.
 	a.stop()
@@ -147,8 +147,10 @@ func TestCostHoldsExpire(t *testing.T) {
 		t.Error("b let a query go just after a died with eight in flight")
 	}
 	vmtest.Eventually(t, func() (bool, string) { return admitted(alice) })
-	if d := time.Since(died); d > 4*time.Second {
-		t.Errorf("b waited %s for a dead replica's holds; want at most their life of 2 s, and a refresh", d)
+	// Redis' clock counts whole seconds: the life, a second, and the half second since the last refresh at most, with
+	// room for a loaded machine.
+	if d := time.Since(died); d > 7*time.Second {
+		t.Errorf("b waited %s for a dead replica's holds; want at most their life of 3 s, and a refresh", d)
 	}
 
 	// A replica that stops gives back its holds at once.
@@ -159,7 +161,7 @@ func TestCostHoldsExpire(t *testing.T) {
 	stopped := time.Now()
 	vmtest.Eventually(t, func() (bool, string) { return admitted(bob) })
 	// b's own refusal of the ninth stands for holdRecheck.
-	if d := time.Since(stopped); d > 500*time.Millisecond {
+	if d := time.Since(stopped); d > 2*time.Second {
 		t.Errorf("b let bob's query go %s after the replica holding his eight stopped; want at once", d)
 	}
 
@@ -180,21 +182,25 @@ func TestCostHoldsExpire(t *testing.T) {
 	}
 
 	// Carol's queries end while c2 takes Redis for down: their holds stay there, orphans, until Redis answers again.
+	// (c2's loop is stopped, so that its probe does not find Redis back before the check; its maintenance is called.)
 	c2 := shortLived(sharedGate(t, costLimits, cfg))
 	carol := &auth.Access{Tenant: tid(1, 0), Claims: map[string]any{"sub": "carol"}}
 	held := fill(t, c2, b, carol)
+	c2.stop()
+	c2.wg.Wait()
 	redisOf(c2).up.Store(false)
 	for _, release := range held {
 		release()
 	}
+	time.Sleep(holdRecheck)
 	if ok, _ := admitted(carol); ok {
 		t.Fatal("b let carol's query go while c2 could not give back her holds")
 	}
 	redisOf(c2).up.Store(true)
-	start := time.Now()
-	vmtest.Eventually(t, func() (bool, string) { return admitted(carol) })
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("carol's orphaned holds were given back %s after Redis answered again; want its next maintenance", d)
+	redisOf(c2).maintain(c2.tally.counters, time.Now())
+	time.Sleep(holdRecheck)
+	if ok, msg := admitted(carol); !ok {
+		t.Errorf("carol's orphaned holds were not given back at c2's maintenance once Redis answered again: %s", msg)
 	}
 }
 
