@@ -1,8 +1,10 @@
 package ratelimit
 
 import (
+	"cmp"
 	"context"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -208,25 +210,25 @@ func (t *tally) reserve(st *tenantState, id tenant.ID, a *auth.Access, now time.
 			return refuse(p.k, d, fromShared, full)
 		}
 	}
-	// The series refused for the holds in flight of late go first: the queries waiting for one of them then take
-	// turns at its one call, and the one refused takes no hold in the others. (A second, not just while the refusal
-	// stands: a settle clears it before its hold has left Redis.)
-	busy := make([]bool, len(res.held))
+	// The series refused for the holds in flight of late go first, the latest refused first: the queries waiting for
+	// one of them then take turns at its one call, and the one refused takes no hold in the others. (For a second,
+	// not just while the refusal stands: a settle clears it before its hold has left Redis.)
+	order := make([]int, len(res.held))
+	last := make([]int64, len(res.held))
 	for i := range res.held {
-		busy[i] = now.UnixNano()-res.held[i].ser.lease.busyAt.Load() < int64(time.Second)
+		order[i] = i
+		if at := res.held[i].ser.lease.busyAt.Load(); now.UnixNano()-at < int64(time.Second) {
+			last[i] = at
+		}
 	}
-	for _, first := range [...]bool{true, false} {
-		for i := range res.held {
-			if busy[i] != first {
-				continue
-			}
-			p := &res.held[i]
-			var cl claim
-			cl, p.shared = t.store.hold(&p.ser.lease, p.k, p.cs.values(), p.n, now)
-			if cl.verdict == sharedFull || cl.verdict == sharedHeld {
-				d, full := sharedDecision(p.cs, cl, now)
-				return refuse(p.k, d, fromShared, full)
-			}
+	slices.SortStableFunc(order, func(x, y int) int { return cmp.Compare(last[y], last[x]) })
+	for _, i := range order {
+		p := &res.held[i]
+		var cl claim
+		cl, p.shared = t.store.hold(&p.ser.lease, p.k, p.cs.values(), p.n, now)
+		if cl.verdict == sharedFull || cl.verdict == sharedHeld {
+			d, full := sharedDecision(p.cs, cl, now)
+			return refuse(p.k, d, fromShared, full)
 		}
 	}
 	return res, nil, false
