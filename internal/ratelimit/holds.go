@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -272,13 +271,10 @@ func (s *redisStore) settle(l *lease, k seriesKey, limits [numWindows]int64, mem
 		return
 	}
 	s.holds.remove(member, true)
-	if refusedCall(err) {
-		s.errors.Inc()
-		s.errLog.log(slog.LevelError, "Redis refused a call of rate limiting; its count is kept locally", "redis", s.shown, "err", err)
-		return
+	if !refusedCall(err) {
+		s.spend(l, n)
 	}
-	s.spend(l, n)
-	s.failed(err)
+	s.callFailed(err)
 }
 
 // refreshHolds moves the expiry of this replica's holds in flight holdLife ahead, every holdRefresh, and gives back

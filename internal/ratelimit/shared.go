@@ -398,14 +398,7 @@ func (s *redisStore) run(k seriesKey, a claimArgs) (claimResult, error) {
 		err = fmt.Errorf("unexpected reply of %d values from the claim script", len(res))
 	}
 	if err != nil {
-		if refusedCall(err) {
-			// Redis refused this call (an overflow of one series' count): the store is sound, and every other
-			// series keeps sharing; only this call is decided locally.
-			s.errors.Inc()
-			s.errLog.log(slog.LevelError, "Redis refused a call of rate limiting; its count is kept locally", "redis", s.shown, "err", err)
-			return claimResult{}, err
-		}
-		s.failed(err)
+		s.callFailed(err)
 		return claimResult{}, err
 	}
 	return claimResult{grant: res[0], sums: [numWindows]int64{res[1], res[2]}, freeAt: res[3], hold: holdVerdict(res[4]), held: res[5]}, nil
@@ -434,6 +427,17 @@ func refusedCall(err error) bool {
 		}
 	}
 	return true
+}
+
+// callFailed counts a script call that failed. One Redis refused (an overflow of one series' count) leaves the store
+// sound, and every other series sharing; only that call is decided locally. Any other failure takes the store down.
+func (s *redisStore) callFailed(err error) {
+	if refusedCall(err) {
+		s.errors.Inc()
+		s.errLog.log(slog.LevelError, "Redis refused a call of rate limiting; its count is kept locally", "redis", s.shown, "err", err)
+		return
+	}
+	s.failed(err)
 }
 
 // failed switches to local counting until a probe finds Redis back.
