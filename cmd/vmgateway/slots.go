@@ -108,12 +108,13 @@ type slotsWatch struct {
 	done sync.WaitGroup
 }
 
-// capacity is what one backend runs at once, whether the gateway must hold its requests to it (limited), and whether
-// it goes on with an answer after its connection is closed (gateway.BackendCapacity.RunsOn).
+// capacity is what one backend runs at once, and whether it goes on with an answer after its connection is closed
+// (gateway.BackendCapacity.RunsOn).
 type capacity struct {
-	n       int
-	limited bool
-	runsOn  bool
+	n      int
+	runsOn bool
+	// paced: a write backend that frees its insert slot while it waits on a request's body (gateway.BackendCapacity.Paced).
+	paced bool
 	// pushdown is a read backend's -search.maxBinaryOpPushdownLabelValues, or unboundedPushdown for a release without
 	// the flag (1.79.5 copies every value).
 	pushdown int
@@ -206,8 +207,8 @@ func (w *slotsWatch) close() {
 	}
 }
 
-// readAll reads every address's capacity and gives the gateway those known, or no limit when no backend read is
-// limited; false when one could not be read.
+// readAll reads every address's capacity and gives the gateway those known, or no limit when none is known; false
+// when one could not be read.
 func (w *slotsWatch) readAll(ctx context.Context) bool {
 	w.mu.Lock()
 	addrs := w.addrs
@@ -236,7 +237,7 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 	known, wasFailed := make(map[string]capacity, len(addrs)), w.failed
 	w.failed = make(map[string]bool, len(failed))
 	byKey := make(map[string]gateway.BackendCapacity, len(addrs))
-	sum, unknown, limited := 0, 0, false
+	sum, unknown := 0, 0
 	for _, a := range addrs {
 		key := a.Key()
 		if err := failed[key]; err != nil {
@@ -264,9 +265,8 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 			continue
 		}
 		known[key] = c
-		byKey[key] = gateway.BackendCapacity{Slots: c.n, RunsOn: c.runsOn}
+		byKey[key] = gateway.BackendCapacity{Slots: c.n, RunsOn: c.runsOn, Paced: c.paced}
 		sum += c.n
-		limited = limited || c.limited
 	}
 	w.known = known
 	if w.dedup != nil {
@@ -292,13 +292,15 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 	if w.factsOnly {
 		return len(failed) == 0
 	}
-	if !limited {
+	if len(known) == 0 {
 		byKey = nil
 	}
 	if !maps.Equal(byKey, w.given) || !w.started {
+		paced := w.kind == writeSlots && every(known, unknown, func(c capacity) bool { return c.paced })
 		if byKey != nil && w.kind == writeSlots && gateway.ReplicaPart(sum, *w.kind.replicas) < 2 {
-			slog.Warn("this replica forwards one write at once to the write backends: writes are never cut, so one team's body sent slowly "+
-				"holds that slot for as long as it lasts; give the backends more -maxConcurrentInserts, or run fewer -write.replicas",
+			slog.Warn("this replica forwards one write at once to the write backends: writes are never cut, so one team's body "+
+				"holds that slot while it comes (sent slowly, for as long as it lasts, where a backend holds its slot for a whole body); "+
+				"give the backends more -maxConcurrentInserts, or run fewer -write.replicas",
 				"replicas", *w.kind.replicas, "capacity", sum)
 		}
 		if byKey != nil && *w.kind.replicas > sum {
@@ -307,8 +309,10 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 				"capacity, or run fewer replicas", "replicas", *w.kind.replicas, "capacity", sum)
 		}
 		switch {
-		case byKey == nil && len(known) > 0:
-			slog.Info("the "+w.kind.name+" backends free their slot while they wait on a request's body: writes are forwarded without a limit", "backends", len(known))
+		case paced:
+			slog.Info("the write backends run this many writes at once, and free their slot while they wait on a request's body: writes "+
+				"past what those the balancer sends to run wait at the gateway, each team in turn, and a write whose client is slow gives its "+
+				"turn up while it waits on it", "capacity", sum, "backends", len(known), "unknown", unknown, "replicas", *w.kind.replicas)
 		case byKey == nil:
 			slog.Warn("no "+w.kind.name+" backend's capacity is known: requests are forwarded without a limit, and queue in the backends' "+
 				"own queue, first come first served, until one can be read", "unknown", unknown)
@@ -430,7 +434,7 @@ func selectCapacityOf(r io.Reader) (capacity, error) {
 		// VictoriaMetrics runs no more workers than its GOMAXPROCS, whatever the flag says (netstorage.MaxWorkers).
 		workers = min(perQuery, procs)
 	}
-	return capacity{n: n, limited: true, runsOn: runsOn, pushdown: pushdown, dedup: dedup, maxQueryLen: maxQueryLen, braces: !runsOn,
+	return capacity{n: n, runsOn: runsOn, pushdown: pushdown, dedup: dedup, maxQueryLen: maxQueryLen, braces: !runsOn,
 		workers: workers, linearCountValues: linear, maxSeries: maxSeries}, err
 }
 
@@ -542,15 +546,15 @@ func warnPushdown(a gateway.BackendAddr, c, was capacity, known bool) {
 const stopsAbandonedFlag = `flag{name="search.maxDeleteDuration"`
 
 // insertCapacityOf reads a VictoriaMetrics /metrics page for vm_concurrent_insert_capacity, and whether the release
-// holds an insert slot for a whole request body: those before v1.86.0 do. The page tells apart only the releases
-// before v1.108.0 (by truncatingMetric, as truncationOf does), so those
-// from v1.86.0 to v1.107 are held too, which costs them only the turns.
+// frees its insert slot while it waits on a request's body (paced): those from v1.86.0 do. The page tells apart only
+// the releases before v1.108.0 (by truncatingMetric, as truncationOf does), so those from v1.86.0 to v1.107 have
+// their writes hold their turn for their whole body, which costs them only the turns of slow bodies.
 func insertCapacityOf(r io.Reader) (capacity, error) {
 	old := false
 	n, err := countOf(r, "vm_concurrent_insert_capacity", func(line string) {
 		old = old || strings.HasPrefix(line, truncatingMetric)
 	})
-	return capacity{n: n, limited: old}, err
+	return capacity{n: n, paced: !old}, err
 }
 
 // countOf reads a /metrics page for the count metric holds, passing every line to each (nil: none).

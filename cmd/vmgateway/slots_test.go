@@ -192,22 +192,21 @@ func TestWriteSlotsLearned(t *testing.T) {
 // TestInsertCapacityOf reads the real pages of the two kinds of release.
 func TestInsertCapacityOf(t *testing.T) {
 	for _, tc := range []struct {
-		page    string
-		n       int
-		limited bool
-		err     string
+		page  string
+		n     int
+		paced bool
+		err   string
 	}{
-		{"vm_concurrent_insert_capacity 8\nvm_metrics_with_dropped_labels_total 3\n", 8, true, ""},
-		{"vm_metrics_with_dropped_labels_total 3\nvm_concurrent_insert_capacity 16\n", 16, true, ""},
-		{"vm_concurrent_insert_capacity 4\nvm_rows_ignored_total{reason=\"too_many_labels\"} 0\n", 4, false, ""},
+		{"vm_concurrent_insert_capacity 8\nvm_metrics_with_dropped_labels_total 3\n", 8, false, ""},
+		{"vm_metrics_with_dropped_labels_total 3\nvm_concurrent_insert_capacity 16\n", 16, false, ""},
+		{"vm_concurrent_insert_capacity 4\nvm_rows_ignored_total{reason=\"too_many_labels\"} 0\n", 4, true, ""},
 		{"vm_concurrent_insert_capacity 0\n", 0, false, "not a count"},
 		{"vm_concurrent_insert_capacity NaN\n", 0, false, "not a count"},
 		{"up 1\n", 0, false, "has no vm_concurrent_insert_capacity"},
 	} {
 		c, err := insertCapacityOf(strings.NewReader(tc.page))
-		n, limited := c.n, c.limited
-		if n != tc.n || limited != tc.limited || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
-			t.Errorf("%q: %d, %v, %v; want %d, %v, error with %q", tc.page, n, limited, err, tc.n, tc.limited, tc.err)
+		if c.n != tc.n || c.paced != tc.paced || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("%q: %d, paced %v, %v; want %d, %v, error with %q", tc.page, c.n, c.paced, err, tc.n, tc.paced, tc.err)
 		}
 	}
 }
@@ -240,7 +239,7 @@ func TestSelectCapacityOf(t *testing.T) {
 		{"up 1\n", 0, true, "has no vm_concurrent_select_capacity"},
 	} {
 		c, err := selectCapacityOf(strings.NewReader(tc.page))
-		if c.n != tc.n || !c.limited || c.runsOn != tc.runsOn || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
+		if c.n != tc.n || c.paced || c.runsOn != tc.runsOn || (err == nil) != (tc.err == "") || err != nil && !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%q: %+v, %v; want %d slots, runs on %v, error with %q", tc.page, c, err, tc.n, tc.runsOn, tc.err)
 		}
 		// The releases that stop an abandoned export (v1.110.0 on) read `or` inside a selector's braces too (v1.92.0 on).

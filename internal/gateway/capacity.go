@@ -17,6 +17,9 @@ type BackendCapacity struct {
 	// v1.110.0 exports to the end into nowhere, in its slot), so that an answer whose client went away, or that is
 	// cut, is read to its end with its slot held, not closed (fairslots.go).
 	RunsOn bool
+	// Paced: a write backend that frees its slot while it waits on a request's body (VictoriaMetrics v1.108.0 on), so
+	// that a write holds its turn at the gateway only while its body comes (writeturns.go).
+	Paced bool
 }
 
 // Key names the backend at a as the gateway's capacity maps do (SetReadCapacity, SetWriteCapacity).
@@ -29,9 +32,14 @@ func (g *Gateway) SetReadCapacity(byKey map[string]BackendCapacity, replicas int
 	g.read.set.setCapacity(byKey, replicas)
 }
 
-// SetWriteCapacity is SetReadCapacity for the write backends, for those that hold a slot for a whole body (nil:
-// none does, no limit).
+// SetWriteCapacity is SetReadCapacity for the write backends. Where every one is Paced, a write whose client is slow
+// gives its turn up while it waits on it; else it holds it for its whole body.
 func (g *Gateway) SetWriteCapacity(byKey map[string]BackendCapacity, replicas int) {
+	paced := len(byKey) > 0
+	for _, c := range byKey {
+		paced = paced && c.Paced
+	}
+	g.writes.paced.Store(paced)
 	g.write.set.setCapacity(byKey, replicas)
 }
 

@@ -67,12 +67,18 @@ type fairSlots struct {
 	// lend: slots may be lent (reads, -read.slotLending). inflight are the holds granted, oldest first, where they may.
 	lend     bool
 	inflight []*hold
+	// paced: the write backends free their slot while they wait on a body, and a write holds its turn only while its
+	// body comes (pacedBody).
+	paced atomic.Bool
 }
 
 // fairQueue is one unit's reads: those in flight, oldest first, and those waiting, oldest first.
 type fairQueue struct {
 	holds   []*hold
 	waiting []*hold
+	// paused counts the unit's writes that gave their slot up while their client is slow (pause), waiting to resume
+	// or not: the unit is kept while they last.
+	paused int
 	// quick counts the unit's last reads that took less than lendWithin, up to lendAfter. A read granted on loan that
 	// took longer made it wait until noLendUntil (monoNow) for the next, a penalty that doubles with each (offenses).
 	quick       int
@@ -100,9 +106,12 @@ type hold struct {
 	// answering is when the backend's answer began (UnixNano; 0: not yet): the backend then holds its own slot only for
 	// as long as the answer takes to stream, which a client reading slowly makes as long as it likes, and a cut frees.
 	answering atomic.Int64
-	cutDone   bool          // under fairSlots.mu
-	granted   chan struct{} // for a read that waits: sent its slot
-	released  atomic.Bool
+	cutDone   bool // under fairSlots.mu
+	// paused: the write gave its slot up while its client is slow, and has none until resume grants it one (under
+	// fairSlots.mu).
+	paused   bool
+	granted  chan struct{} // for a read that waits: sent its slot
+	released atomic.Bool
 	// runsOn: the backend goes on with the answer after its connection is closed, so an answer its client left or
 	// that is cut is read to its end (drainAnswer) rather than closed, and the slot held until then; stop then
 	// breaks the client's side at once, as stopped tells the forward step. Both are set before answering.
@@ -398,6 +407,10 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 
 // grantLocked gives h its slot at now (monoNow), lent on loan.
 func (f *fairSlots) grantLocked(h *hold, now int64, lent bool) {
+	if h.paused {
+		h.paused = false
+		h.q.paused--
+	}
 	h.q.holds = append(h.q.holds, h)
 	h.grantedAt, h.lent = now, lent
 	if f.lend {
@@ -435,6 +448,13 @@ func (f *fairSlots) answered(h *hold) {
 }
 
 func (f *fairSlots) releaseLocked(h *hold) {
+	if h != nil && h.paused {
+		// Its slot went back as it paused; it may still wait to resume.
+		f.dropLocked(h)
+		h.paused = false
+		h.q.paused--
+		return
+	}
 	if h != nil {
 		if i := slices.Index(h.q.holds, h); i >= 0 {
 			h.q.holds = slices.Delete(h.q.holds, i, i+1)
@@ -624,7 +644,7 @@ func (f *fairSlots) sweepLocked() {
 	now := monoNow()
 	for u, q := range f.units {
 		// A unit with offenses stays until they have decayed, or it would come back quick, its penalty forgotten.
-		if q.running() == 0 && len(q.waiting) == 0 && q.decay(now) == 0 {
+		if q.running() == 0 && len(q.waiting) == 0 && q.paused == 0 && q.decay(now) == 0 {
 			delete(f.units, u)
 		}
 	}

@@ -188,11 +188,12 @@ func (g *Gateway) SetReadSlots(n int) {
 	g.reads.setLimit(n)
 }
 
-// SetWriteSlots fixes how many writes the gateway forwards at once to the write backends together, which matters for
-// backends that hold one of their -maxConcurrentInserts for a whole request body; past it, writes wait at the gateway,
-// each isolation unit in turn, within -write.maxQueueDuration. 0 sets no limit.
+// SetWriteSlots fixes how many writes the gateway forwards at once to the write backends together; past it, writes
+// wait at the gateway, each isolation unit in turn, within -write.maxQueueDuration, and hold their turn for their
+// whole body. 0 sets no limit.
 func (g *Gateway) SetWriteSlots(n int) {
 	g.write.set.capacity.Store(nil)
+	g.writes.paced.Store(false)
 	g.writes.setLimit(n)
 }
 
@@ -353,6 +354,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				h.keepOnTimeout()
 			}
 			fr = r.WithContext(h)
+			if rt.Kind == route.Write && slots.paced.Load() && fr.Body != nil && fr.Body != http.NoBody {
+				fr.Body = pacedBodyOf(fr.Body, h)
+			}
 		}
 	}
 	if slot == nil && up == g.read && g.memReads != nil && g.memReads.mem.contended(g.memReads.memWait) {

@@ -1,0 +1,142 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// VictoriaMetrics v1.108.0 and later free their insert slot while they wait on a request's body, and run only
+// -maxConcurrentInserts parse-and-insert steps at once, queueing the rest first come first served: one team's bulk
+// imports, sent fast, filled that queue, and another team's one-line writes waited in it behind them (65-180 times
+// slower on v1.151, an attacker's review; BenchmarkWriteTurns). So writes to such backends take turns at the gateway
+// too, at the capacity it learns, but hold their turn only while their body comes: a write whose client is slow
+// gives its turn up while it waits on it (stallGrace), as the backend gives its slot up, and takes a turn again when
+// more of its body comes, before it passes it on. A team's bodies sent a trickle at a time hold no turn, and do not
+// keep the backends idle while other teams' writes wait, as turns held for a whole body would.
+
+// stallGrace is how long a read of a write's body from its client may wait before the write gives its turn up. A
+// client that sends a little more within every stallGrace keeps it, at most its team's share of the turns, as a
+// write held for a whole body does; a shorter grace would make every write over a busy network pause and resume.
+const stallGrace = 5 * time.Millisecond
+
+var pausedWrites = metrics.NewCounter(`vmgateway_write_backend_paused_total`)
+
+// pause gives h's slot up while its write waits on its client for more of the body: to the unit whose turn it is.
+// Nothing happens to a hold released or paused already.
+func (f *fairSlots) pause(h *hold) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := slices.Index(h.q.holds, h)
+	if h.paused || i < 0 || h.released.Load() {
+		return
+	}
+	h.q.holds = slices.Delete(h.q.holds, i, i+1)
+	h.paused = true
+	h.q.paused++
+	f.used--
+	f.stats.inFlight.Add(-1)
+	pausedWrites.Inc()
+	f.fillLocked()
+}
+
+// resume takes a slot again for h's write, which paused, and whose client sent more. It goes first among its unit's
+// writes waiting, and waits for its turn as long as it takes, not the queue duration: part of its body is at the
+// backend, and a write is never cut. It ends early only when ctx does, and then the write must end.
+func (f *fairSlots) resume(ctx context.Context, h *hold) error {
+	f.mu.Lock()
+	if !h.paused {
+		f.mu.Unlock()
+		return nil
+	}
+	q := h.q
+	if f.limit == 0 || len(f.turns) == 0 && f.used < f.limit && q.running() < share(f.limit) {
+		f.grantLocked(h, f.clock(), false)
+		f.mu.Unlock()
+		return nil
+	}
+	if h.granted == nil {
+		h.granted = make(chan struct{}, 1)
+	}
+	if len(q.waiting) == 0 {
+		f.turns = append(f.turns, q)
+	}
+	q.waiting = slices.Insert(q.waiting, 0, h)
+	f.fillLocked()
+	f.mu.Unlock()
+
+	f.stats.queued.Add(1)
+	defer f.stats.queued.Add(-1)
+	select {
+	case <-h.granted:
+		return nil
+	case <-ctx.Done():
+	}
+	f.mu.Lock()
+	if !f.dropLocked(h) {
+		// Granted as ctx ended: the slot is held until the release, which must come.
+		select {
+		case <-h.granted:
+		default:
+		}
+	}
+	f.mu.Unlock()
+	return ctx.Err()
+}
+
+// pacedBody is a write's body from its client, which gives the write's turn at the write backends up while a read of
+// it waits longer than stallGrace, and takes a turn again before it returns what came.
+type pacedBody struct {
+	io.ReadCloser
+	h     *hold
+	timer *time.Timer
+
+	mu      sync.Mutex
+	reading bool // a Read waits on the client
+	paused  bool // ... and gave the turn up
+}
+
+// pacedBodyOf wraps body, read for the write that holds h.
+func pacedBodyOf(body io.ReadCloser, h *hold) *pacedBody {
+	return &pacedBody{ReadCloser: body, h: h}
+}
+
+func (b *pacedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	b.reading = true
+	b.mu.Unlock()
+	if b.timer == nil {
+		b.timer = time.AfterFunc(stallGrace, b.stalled)
+	} else {
+		b.timer.Reset(stallGrace)
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.timer.Stop()
+	b.mu.Lock()
+	b.reading = false
+	paused := b.paused
+	b.paused = false
+	b.mu.Unlock()
+	// The rest of a body that ended, and its answer, are the backend's work too: the turn is taken again for them.
+	if paused && (err == nil || err == io.EOF) {
+		if rerr := b.h.f.resume(b.h, b.h); rerr != nil {
+			return n, rerr
+		}
+	}
+	return n, err
+}
+
+// stalled runs stallGrace into a read: a timer that fires as the read returns may still find it waiting, and the
+// turn is then given up and taken again at once, or after the next unit's.
+func (b *pacedBody) stalled() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.reading && !b.paused {
+		b.paused = true
+		b.h.f.pause(b.h)
+	}
+}

@@ -1,0 +1,235 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+)
+
+// slotsOf is f's slots in use, and unit u's holds and paused writes.
+func slotsOf(f *fairSlots, u unit) (used, running, paused int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	q := f.units[u]
+	if q == nil {
+		return f.used, 0, 0
+	}
+	return f.used, q.running(), q.paused
+}
+
+// resumeAsync resumes h in the background, and returns what resume returns.
+func resumeAsync(f *fairSlots, h *hold) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- f.resume(h, h) }()
+	return done
+}
+
+// TestPausedWriteGivesItsTurn: a write that pauses gives its slot to the unit whose turn it is; resuming, it waits
+// for a turn, ahead of its unit's other writes, and a release while it pauses or waits gives back nothing twice.
+func TestPausedWriteGivesItsTurn(t *testing.T) {
+	f := newFairSlots(time.Minute, false)
+	f.setLimit(4)
+	a1, a2, a3 := mustRead(t, f, unitA), mustRead(t, f, unitA), mustRead(t, f, unitA)
+	b := mustRead(t, f, unitB)
+	cWait := queueRead(t, f, unitC)
+	// A's write pauses: C, waiting, takes its slot.
+	f.pause(a1)
+	c := granted(t, cWait)
+	f.pause(a1) // a second pause does nothing
+	if used, running, paused := slotsOf(f, unitA); used != 4 || running != 2 || paused != 1 {
+		t.Fatalf("after A's pause: %d in flight, A %d running, %d paused; want 4, 2, 1", used, running, paused)
+	}
+	// A's next write queues; a1, resuming, waits for a turn ahead of it.
+	aWait := queueRead(t, f, unitA)
+	resumed := resumeAsync(f, a1)
+	waitFor(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.units[unitA].waiting) == 2 && f.units[unitA].waiting[0] == a1
+	}, "a1 waiting to resume first in A's queue")
+	f.release(b)
+	select {
+	case err := <-resumed:
+		if err != nil {
+			t.Fatalf("resume: %s", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a1 never resumed after B's slot freed")
+	}
+	notGranted(t, aWait)
+	if used, running, paused := slotsOf(f, unitA); used != 4 || running != 3 || paused != 0 {
+		t.Fatalf("after a1 resumed: %d in flight, A %d running, %d paused; want 4, 3, 0", used, running, paused)
+	}
+	// Released while paused, a write gives back nothing more.
+	f.pause(a2)
+	f.release(a2)
+	// The pause freed a slot for A's waiting write (A below its share).
+	a4 := granted(t, aWait)
+	if used, running, paused := slotsOf(f, unitA); used != 4 || running != 3 || paused != 0 {
+		t.Fatalf("after a2's release while paused: %d in flight, A %d running, %d paused; want 4, 3, 0", used, running, paused)
+	}
+	// Released while it waits to resume, a write's resume ends with an error, and nothing is given back twice.
+	f.pause(a3)
+	d := mustRead(t, f, unitC)
+	resumed = resumeAsync(f, a3)
+	waitFor(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.units[unitA].waiting) == 1
+	}, "a3 waiting to resume")
+	f.release(a3)
+	select {
+	case err := <-resumed:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("resume of a write released meanwhile: %v; want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the resume of a write released meanwhile never ended")
+	}
+	for _, h := range []*hold{a1, a4, c, d} {
+		f.release(h)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.used != 0 || len(f.turns) != 0 || writeStats.queued.Load() != 0 || writeStats.inFlight.Load() != 0 {
+		t.Errorf("after every release: %d in flight, %d units waiting, %d queued, %d in the gauge", f.used, len(f.turns),
+			writeStats.queued.Load(), writeStats.inFlight.Load())
+	}
+}
+
+// TestPausedWriteKeepsItsUnit: a unit whose only write pauses is not swept, so that it resumes in its unit's queue,
+// not in a second one of the same unit that would take turns of its own.
+func TestPausedWriteKeepsItsUnit(t *testing.T) {
+	f := newFairSlots(time.Minute, false)
+	f.setLimit(4)
+	a := mustRead(t, f, unitA)
+	f.pause(a)
+	f.mu.Lock()
+	f.sweepLocked()
+	q := f.units[unitA]
+	f.mu.Unlock()
+	if q != a.q {
+		t.Fatal("the sweep dropped a unit whose write is paused")
+	}
+	if err := f.resume(a, a); err != nil {
+		t.Fatal(err)
+	}
+	f.release(a)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.used != 0 || a.q.paused != 0 {
+		t.Errorf("after the release: %d in flight, %d paused", f.used, a.q.paused)
+	}
+}
+
+// TestPacedBody: a read of a write's body that waits on its client past stallGrace gives the write's turn up, and
+// takes it again before it returns what came; reads of what the client already sent give nothing up.
+func TestPacedBody(t *testing.T) {
+	f := newFairSlots(time.Minute, false)
+	f.setLimit(4)
+	h := mustRead(t, f, unitA)
+	pr, pw := io.Pipe()
+	body := pacedBodyOf(pr, h)
+	defer body.Close()
+	read := func() chan string {
+		got := make(chan string, 1)
+		go func() {
+			p := make([]byte, 64)
+			n, err := body.Read(p)
+			if err != nil {
+				t.Errorf("read: %s", err)
+			}
+			got <- string(p[:n])
+		}()
+		return got
+	}
+	before := pausedWrites.Get()
+	// Sent at once: no pause.
+	got := read()
+	if _, err := pw.Write([]byte("a 1\n")); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-got; s != "a 1\n" {
+		t.Fatalf("read %q", s)
+	}
+	if pausedWrites.Get() != before {
+		t.Errorf("a read that waited on nothing paused the write")
+	}
+	// The client waits: the turn goes back while it does.
+	got = read()
+	waitFor(t, func() bool {
+		used, _, paused := slotsOf(f, unitA)
+		return used == 0 && paused == 1
+	}, "the write's turn given up while its client waits")
+	if pausedWrites.Get() != before+1 {
+		t.Errorf("vmgateway_write_backend_paused_total went from %d to %d; want one more", before, pausedWrites.Get())
+	}
+	// Another unit takes every slot but one while A's write waits on its client, and A's write, resuming when
+	// more comes, waits for that one.
+	bs := []*hold{mustRead(t, f, unitB), mustRead(t, f, unitB), mustRead(t, f, unitB)}
+	c := mustRead(t, f, unitC)
+	if _, err := pw.Write([]byte("b 2\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		t.Fatalf("the write's read returned %q without its turn", s)
+	case <-time.After(20 * time.Millisecond):
+	}
+	f.release(c)
+	if s := <-got; s != "b 2\n" {
+		t.Fatalf("read %q", s)
+	}
+	if used, running, paused := slotsOf(f, unitA); used != 4 || running != 1 || paused != 0 {
+		t.Fatalf("after the resume: %d in flight, A %d running, %d paused; want 4, 1, 0", used, running, paused)
+	}
+	for _, b := range bs {
+		f.release(b)
+	}
+	// The end of the body, after a wait, takes the turn again too: the backend works on its last block and answers.
+	done := make(chan error, 1)
+	go func() {
+		_, err := body.Read(make([]byte, 8))
+		done <- err
+	}()
+	waitFor(t, func() bool {
+		used, _, _ := slotsOf(f, unitA)
+		return used == 0
+	}, "the turn given up before the body's end")
+	pw.Close()
+	if err := <-done; err != io.EOF {
+		t.Fatalf("the body's end: %v; want EOF", err)
+	}
+	if used, running, _ := slotsOf(f, unitA); used != 1 || running != 1 {
+		t.Fatalf("after the body's end: %d in flight, A %d running; want 1, 1", used, running)
+	}
+	f.release(h)
+}
+
+// TestPacedWriteBackends: a write's turn is given up while its client is slow only where every write backend frees
+// its slot while it waits on a body; one that holds it for the whole body, a fixed limit, or no capacity known at
+// all, keeps the turn for the whole body.
+func TestPacedWriteBackends(t *testing.T) {
+	g, _ := newHeldGateway(t, 0)
+	a := g.write.set.backends()[0].key
+	for _, tc := range []struct {
+		byKey map[string]BackendCapacity
+		want  bool
+	}{
+		{map[string]BackendCapacity{a: {Slots: 4, Paced: true}, "b": {Slots: 4, Paced: true}}, true},
+		{map[string]BackendCapacity{a: {Slots: 4, Paced: true}, "b": {Slots: 4}}, false},
+		{nil, false},
+	} {
+		g.SetWriteCapacity(tc.byKey, 1)
+		if got := g.writes.paced.Load(); got != tc.want {
+			t.Errorf("%v: paced %v; want %v", tc.byKey, got, tc.want)
+		}
+	}
+	g.SetWriteCapacity(map[string]BackendCapacity{a: {Slots: 4, Paced: true}}, 1)
+	g.SetWriteSlots(4)
+	if g.writes.paced.Load() {
+		t.Error("paced after -write.maxConcurrentRequests was fixed")
+	}
+}
