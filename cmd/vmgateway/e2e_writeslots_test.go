@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,17 +50,138 @@ func TestSlowWriteBodiesDoNotStarveOtherTeams(t *testing.T) {
 	}
 }
 
-// TestNewerBackendsGetNoWriteSlots: v1.151 frees its insert slot while it waits on a body, so the gateway learns no
-// write limit from it.
-func TestNewerBackendsGetNoWriteSlots(t *testing.T) {
+// TestNewerBackendsPaceWriteTurns: v1.151 frees its insert slot while it waits on a body but still runs only
+// -maxConcurrentInserts parse-and-insert steps at once, queueing the rest first come first served, so one team's bulk
+// imports made another team's one-line writes wait behind them (65-180 times slower, an attacker's review;
+// BenchmarkWriteTurns gives the figures). The gateway learns its capacity and writes take turns there too, but hold
+// their turn only while their body comes:
+//   - dev's six imports trickling a line every 300 ms all reach the backend at once (turns held for a whole body would
+//     let three through, dev's share of four), and ops' write goes through meanwhile;
+//   - dev's bulk imports, sent as fast as they go, wait their turns at the gateway past dev's share, and ops' write
+//     goes through meanwhile; every body is stored whole.
+func TestNewerBackendsPaceWriteTurns(t *testing.T) {
 	vm := vmtest.StartCurrent(t, "-maxConcurrentInserts=4")
-	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-write.maxConcurrentRequests=0")
-	if !g.logged("the write backends free their slot while they wait on a request's body") {
-		t.Fatal("the gateway never said what it learned of v1.151's insert slots")
+	priv, pub := keyPair(t, "ec")
+	g := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+		"-write.maxConcurrentRequests=0", "-write.maxQueueDuration=1m")
+	dev := mint(t, priv, "-mode=write", "-extraLabels=team=dev")
+	ops := mint(t, priv, "-mode=write", "-extraLabels=team=ops")
+	waitMetric(t, g, "vmgateway_write_backend_slots", "v1.151's 4 insert slots, learned", is(4))
+	if !g.logged("free their slot while they wait on a request's body: writes past what those the balancer sends to run wait") {
+		t.Error("the gateway never said that writes take turns, given up while a client is slow")
 	}
-	if got := metricValue(t, g, "vmgateway_write_backend_slots"); got != 0 {
-		t.Errorf("vmgateway_write_backend_slots is %v in front of v1.151; want 0 (no limit)", got)
+	export := func(match string) string {
+		vm.Flush(t)
+		_, _, body := do(t, http.MethodGet, vm.URL+"/api/v1/export?match[]="+url.QueryEscape(match), nil)
+		return body
 	}
+
+	t.Run("trickling imports hold no turn", func(t *testing.T) {
+		paused := metricValue(t, g, "vmgateway_write_backend_paused_total")
+		const imports, lines = 6, 20
+		var wg sync.WaitGroup
+		for i := range imports {
+			pr, pw := io.Pipe()
+			wg.Add(2)
+			go func() {
+				defer wg.Done()
+				defer pw.Close()
+				for l := range lines {
+					if _, err := fmt.Fprintf(pw, "paced{i=\"%d\",l=\"%d\"} 1\n", i, l); err != nil {
+						t.Errorf("dev's import %d could not send line %d: %s", i, l, err)
+						return
+					}
+					time.Sleep(300 * time.Millisecond)
+				}
+			}()
+			go func() {
+				defer wg.Done()
+				code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", pr, "Authorization", "Bearer "+dev)
+				if code != http.StatusNoContent {
+					t.Errorf("dev's import %d: %d %s; want 204", i, code, body)
+				}
+			}()
+		}
+		// Every import has lines stored well before the first ends (6 s).
+		started, seen := time.Now(), 0
+		for ; seen < imports && time.Since(started) < 4*time.Second; time.Sleep(200 * time.Millisecond) {
+			seen = 0
+			for i := range imports {
+				if strings.Contains(export(`paced{team="dev"}`), fmt.Sprintf(`"i":"%d"`, i)) {
+					seen++
+				}
+			}
+		}
+		if seen < imports {
+			t.Errorf("%d of dev's %d trickling imports reached the backend within %s; want all: turns held while their clients wait",
+				seen, imports, time.Since(started).Round(time.Millisecond))
+		}
+		code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", strings.NewReader("quick 1\n"), "Authorization", "Bearer "+ops)
+		if code != http.StatusNoContent {
+			t.Errorf("ops' write while dev's imports trickle: %d %s; want 204", code, body)
+		}
+		wg.Wait()
+		if got := metricValue(t, g, "vmgateway_write_backend_paused_total"); got < paused+imports {
+			t.Errorf("vmgateway_write_backend_paused_total went from %v to %v; want each of the %d imports paused", paused, got, imports)
+		}
+		// v1.151 makes the last lines searchable within a few seconds.
+		got := 0
+		for deadline := time.Now().Add(15 * time.Second); got != imports*lines && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			got = strings.Count(export(`paced{team="dev"}`), "\n")
+		}
+		if got != imports*lines {
+			t.Errorf("dev's imports stored %d series; want %d", got, imports*lines)
+		}
+	})
+
+	t.Run("bulk imports take turns", func(t *testing.T) {
+		var big bytes.Buffer
+		const rows = 50000
+		for i := range rows {
+			fmt.Fprintf(&big, "bulk{i=\"%d\",pod=\"pod-%d\"} %d\n", i, i%100, i)
+		}
+		var sent, failed atomic.Int64
+		stop := flood(8, func(c *http.Client) bool {
+			req, _ := http.NewRequest(http.MethodPost, g.URL+"/api/v1/import/prometheus", bytes.NewReader(big.Bytes()))
+			req.Header.Set("Authorization", "Bearer "+dev)
+			resp, err := c.Do(req)
+			if err != nil {
+				failed.Add(1)
+				t.Errorf("dev's bulk import: %s", err)
+				return false
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNoContent {
+				failed.Add(1)
+				t.Errorf("dev's bulk import: %d; want 204", resp.StatusCode)
+				return false
+			}
+			sent.Add(1)
+			return true
+		})
+		// Dev's imports past its share of the 4 turns wait at the gateway, not in the backend's queue.
+		waitMetric(t, g, "vmgateway_write_backend_requests_queued", "dev's bulk imports waiting for their turn", func(v float64) bool { return v >= 1 })
+		if got := metricValue(t, g, "vmgateway_write_backend_requests"); got > 4 {
+			t.Errorf("vmgateway_write_backend_requests is %v during dev's flood; want at most the 4 turns", got)
+		}
+		code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", strings.NewReader("during 1\n"), "Authorization", "Bearer "+ops)
+		stop()
+		if code != http.StatusNoContent {
+			t.Fatalf("ops' write during dev's flood: %d %s; want 204", code, body)
+		}
+		if sent.Load() == 0 || failed.Load() > 0 {
+			t.Fatalf("dev's bulk imports: %d stored, %d failed", sent.Load(), failed.Load())
+		}
+		got := 0
+		for deadline := time.Now().Add(15 * time.Second); got != rows/100 && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			got = strings.Count(export(`bulk{team="dev",pod="pod-7"}`), "\n")
+		}
+		if got != rows/100 {
+			t.Errorf("dev's bulk series of one pod: %d; want %d", got, rows/100)
+		}
+		waitMetric(t, g, "vmgateway_write_backend_requests", "no write in flight once the flood ends", is(0))
+		waitMetric(t, g, "vmgateway_write_backend_requests_queued", "no write waiting once the flood ends", is(0))
+	})
 }
 
 // trickleAgainstQuickWrite sends six imports of dev through g, each a line every 300 ms, and once they hold what
