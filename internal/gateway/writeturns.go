@@ -62,6 +62,11 @@ func (f *fairSlots) resume(ctx context.Context, h *hold) error {
 	if h.granted == nil {
 		h.granted = make(chan struct{}, 1)
 	}
+	// A grant its first wait did not take (granted as that wait ran out) must not pass for this one.
+	select {
+	case <-h.granted:
+	default:
+	}
 	if len(q.waiting) == 0 {
 		f.turns = append(f.turns, q)
 	}

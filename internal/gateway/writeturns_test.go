@@ -233,3 +233,31 @@ func TestPacedWriteBackends(t *testing.T) {
 		t.Error("paced after -write.maxConcurrentRequests was fixed")
 	}
 }
+
+// TestResumeWaitsPastAStaleGrant: a write granted its slot as its first wait ran out leaves that grant in its channel;
+// resuming later with every slot taken, it must wait for a slot, not take that grant for one.
+func TestResumeWaitsPastAStaleGrant(t *testing.T) {
+	f := newFairSlots(time.Minute, false)
+	f.setLimit(2)
+	a := mustRead(t, f, unitA)
+	a.granted = make(chan struct{}, 1)
+	a.granted <- struct{}{}
+	f.pause(a)
+	b := mustRead(t, f, unitB)
+	c := mustRead(t, f, unitC)
+	resumed := resumeAsync(f, a)
+	select {
+	case err := <-resumed:
+		t.Fatalf("resumed (%v) with both slots taken", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	f.release(b)
+	if err := <-resumed; err != nil {
+		t.Fatal(err)
+	}
+	if used, running, paused := slotsOf(f, unitA); used != 2 || running != 1 || paused != 0 {
+		t.Errorf("after the resume: %d in flight, A %d running, %d paused; want 2, 1, 0", used, running, paused)
+	}
+	f.release(a)
+	f.release(c)
+}
