@@ -554,7 +554,7 @@ func insertCapacityOf(r io.Reader) (capacity, error) {
 	n, err := countOf(r, "vm_concurrent_insert_capacity", func(line string) {
 		old = old || strings.HasPrefix(line, truncatingMetric)
 	})
-	return capacity{n: n, paced: !old}, err
+	return capacity{n: n, paced: err == nil && !old}, err
 }
 
 // countOf reads a /metrics page for the count metric holds, passing every line to each (nil: none).

@@ -141,9 +141,8 @@ func TestReadSlotsSplitBetweenReplicas(t *testing.T) {
 	}
 }
 
-// TestWriteSlotsLearned: the gateway is given the write backends' vm_concurrent_insert_capacity while one of them is a
-// release that holds an insert slot for a whole body (it names vm_metrics_with_dropped_labels_total); a fleet of newer
-// releases gets no limit.
+// TestWriteSlotsLearned: the gateway is given the write backends' vm_concurrent_insert_capacity, each paced unless
+// it is a release that holds an insert slot for a whole body (it names vm_metrics_with_dropped_labels_total).
 func TestWriteSlotsLearned(t *testing.T) {
 	const (
 		old = "vm_concurrent_insert_capacity 8\nvm_metrics_with_dropped_labels_total 0\n"
@@ -161,20 +160,26 @@ func TestWriteSlotsLearned(t *testing.T) {
 	defer srv.Close()
 	u, _ := url.Parse(srv.URL)
 	w := newSlotsWatch(writeSlots, http.DefaultTransport)
-	got := map[string]int{"not": -1}
-	w.set = func(m map[string]gateway.BackendCapacity) { got = slotsOf(m) }
+	got, paced := map[string]int{"not": -1}, map[string]bool{}
+	w.set = func(m map[string]gateway.BackendCapacity) {
+		got, paced = slotsOf(m), map[string]bool{}
+		for k, c := range m {
+			paced[k] = c.Paced
+		}
+	}
 	a, b := gateway.BackendAddr{URL: u, Host: "a"}.Key(), gateway.BackendAddr{URL: u, Host: "b"}.Key()
 	for _, step := range []struct {
 		name  string
 		pages map[string]string
 		addrs []string
 		want  map[string]int
+		paced map[string]bool
 	}{
-		{"one old release", map[string]string{"a": old}, []string{"a"}, map[string]int{a: 8}},
-		{"newer releases: no limit", map[string]string{"a": cur, "b": cur}, []string{"a", "b"}, nil},
-		{"a fleet being upgraded counts whole", map[string]string{"a": old, "b": cur}, []string{"a", "b"}, map[string]int{a: 8, b: 4}},
-		{"the old one down: as it was", map[string]string{"b": cur}, []string{"a", "b"}, map[string]int{a: 8, b: 4}},
-		{"a page without the capacity", map[string]string{"a": "vm_metrics_with_dropped_labels_total 0\n", "b": cur}, []string{"a", "b"}, map[string]int{a: 8, b: 4}},
+		{"one old release", map[string]string{"a": old}, []string{"a"}, map[string]int{a: 8}, map[string]bool{a: false}},
+		{"newer releases: at their capacity, paced", map[string]string{"a": cur, "b": cur}, []string{"a", "b"}, map[string]int{a: 4, b: 4}, map[string]bool{a: true, b: true}},
+		{"a fleet being upgraded counts whole", map[string]string{"a": old, "b": cur}, []string{"a", "b"}, map[string]int{a: 8, b: 4}, map[string]bool{a: false, b: true}},
+		{"the old one down: as it was", map[string]string{"b": cur}, []string{"a", "b"}, map[string]int{a: 8, b: 4}, map[string]bool{a: false, b: true}},
+		{"a page without the capacity", map[string]string{"a": "vm_metrics_with_dropped_labels_total 0\n", "b": cur}, []string{"a", "b"}, map[string]int{a: 8, b: 4}, map[string]bool{a: false, b: true}},
 	} {
 		pages = step.pages
 		var addrs []gateway.BackendAddr
@@ -183,8 +188,8 @@ func TestWriteSlotsLearned(t *testing.T) {
 		}
 		w.setAddrs(addrs)
 		w.readAll(context.Background())
-		if !maps.Equal(got, step.want) || (got == nil) != (step.want == nil) {
-			t.Errorf("%s: the gateway is given %v; want %v", step.name, got, step.want)
+		if !maps.Equal(got, step.want) || (got == nil) != (step.want == nil) || !maps.Equal(paced, step.paced) {
+			t.Errorf("%s: the gateway is given %v, paced %v; want %v, %v", step.name, got, paced, step.want, step.paced)
 		}
 	}
 }

@@ -98,7 +98,7 @@ type hold struct {
 	detached detachedCtx
 	f        *fairSlots
 	q        *fairQueue
-	// grantedAt is when the slot was granted (monoNow), lent whether on loan; both under fairSlots.mu.
+	// grantedAt is when the slot was granted (clock), lent whether on loan; both under fairSlots.mu.
 	grantedAt int64
 	lent      bool
 	// u is q's unit, which the balancer reads of a read it sends (memUnitOf).
@@ -282,9 +282,10 @@ var monoBase = time.Now()
 
 func monoNow() int64 { return int64(time.Since(monoBase)) }
 
-// clock is monoNow where slots may be lent, and 0 where they may not, which then reads no clock for a read.
+// clock is monoNow where slots may be lent or a write's turn passes on (paced), and 0 elsewhere, which then reads no
+// clock for a read.
 func (f *fairSlots) clock() int64 {
-	if !f.lend {
+	if !f.lend && !f.paced.Load() {
 		return 0
 	}
 	return monoNow()

@@ -17,31 +17,69 @@ import (
 // too, at the capacity it learns, but hold their turn only while their body comes: a write whose client is slow
 // gives its turn up while it waits on it (stallGrace), as the backend gives its slot up, and takes a turn again when
 // more of its body comes, before it passes it on. A team's bodies sent a trickle at a time hold no turn, and do not
-// keep the backends idle while other teams' writes wait, as turns held for a whole body would.
+// keep the backends idle while other teams' writes wait, as turns held for a whole body would. Nor does a body sent
+// fast keep its turn for as long as it lasts while another team waits: the backend works on its blocks and the other
+// team's in turn, first come first served, and a turn held for a whole import of a gigabyte made a team's one-line
+// write wait for its end. A write whose turn has lasted turnQuantum passes it on, at its next read, to a team that
+// waits, and waits for its next turn, first among its team's writes.
 
 // stallGrace is how long a read of a write's body from its client may wait before the write gives its turn up. A
 // client that sends a little more within every stallGrace keeps it, at most its team's share of the turns, as a
 // write held for a whole body does; a shorter grace would make every write over a busy network pause and resume.
 const stallGrace = 5 * time.Millisecond
 
-var pausedWrites = metrics.NewCounter(`vmgateway_write_backend_paused_total`)
+// turnQuantum is how long a write's turn lasts while another team waits: some blocks of the backend's work (a block
+// of 64 KiB takes v1.151 a few milliseconds), so that a team's one-line write waits about that long, not for another
+// team's import to end.
+const turnQuantum = 20 * time.Millisecond
+
+var (
+	pausedWrites  = metrics.NewCounter(`vmgateway_write_backend_paused_total`)
+	yieldedWrites = metrics.NewCounter(`vmgateway_write_backend_yielded_total`)
+)
 
 // pause gives h's slot up while its write waits on its client for more of the body: to the unit whose turn it is.
 // Nothing happens to a hold released or paused already.
 func (f *fairSlots) pause(h *hold) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.pauseLocked(h) {
+		pausedWrites.Inc()
+	}
+}
+
+// yield gives h's slot up, and says so, when its turn has lasted turnQuantum and a unit waits that holds fewer than
+// h's and fewer than its share: the slot then goes to such a unit (fillLocked), not back to h's own.
+func (f *fairSlots) yield(h *hold) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.turns) == 0 || f.clock()-h.grantedAt < int64(turnQuantum) {
+		return false
+	}
+	for _, w := range f.turns {
+		if w != h.q && w.running() < h.q.running() && w.running() < share(f.limit) {
+			if !f.pauseLocked(h) {
+				return false
+			}
+			yieldedWrites.Inc()
+			return true
+		}
+	}
+	return false
+}
+
+func (f *fairSlots) pauseLocked(h *hold) bool {
 	i := slices.Index(h.q.holds, h)
 	if h.paused || i < 0 || h.released.Load() {
-		return
+		return false
 	}
 	h.q.holds = slices.Delete(h.q.holds, i, i+1)
 	h.paused = true
 	h.q.paused++
 	f.used--
 	f.stats.inFlight.Add(-1)
-	pausedWrites.Inc()
 	f.fillLocked()
+	return true
 }
 
 // resume takes a slot again for h's write, which paused, and whose client sent more. It goes first among its unit's
@@ -94,10 +132,12 @@ func (f *fairSlots) resume(ctx context.Context, h *hold) error {
 }
 
 // pacedBody is a write's body from its client, which gives the write's turn at the write backends up while a read of
-// it waits longer than stallGrace, and takes a turn again before it returns what came.
+// it waits longer than stallGrace, and takes a turn again before it returns what came; and which passes the turn on
+// before a read once it has lasted turnQuantum while another unit waits.
 type pacedBody struct {
 	io.ReadCloser
 	h     *hold
+	grace time.Duration // stallGrace
 	timer *time.Timer
 
 	mu      sync.Mutex
@@ -107,17 +147,22 @@ type pacedBody struct {
 
 // pacedBodyOf wraps body, read for the write that holds h.
 func pacedBodyOf(body io.ReadCloser, h *hold) *pacedBody {
-	return &pacedBody{ReadCloser: body, h: h}
+	return &pacedBody{ReadCloser: body, h: h, grace: stallGrace}
 }
 
 func (b *pacedBody) Read(p []byte) (int, error) {
+	if b.h.f.yield(b.h) {
+		if err := b.h.f.resume(b.h, b.h); err != nil {
+			return 0, err
+		}
+	}
 	b.mu.Lock()
 	b.reading = true
 	b.mu.Unlock()
 	if b.timer == nil {
-		b.timer = time.AfterFunc(stallGrace, b.stalled)
+		b.timer = time.AfterFunc(b.grace, b.stalled)
 	} else {
-		b.timer.Reset(stallGrace)
+		b.timer.Reset(b.grace)
 	}
 	n, err := b.ReadCloser.Read(p)
 	b.timer.Stop()

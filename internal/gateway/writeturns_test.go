@@ -125,7 +125,7 @@ func TestPausedWriteKeepsItsUnit(t *testing.T) {
 }
 
 // TestPacedBody: a read of a write's body that waits on its client past stallGrace gives the write's turn up, and
-// takes it again before it returns what came; reads of what the client already sent give nothing up.
+// takes it again before it returns what came.
 func TestPacedBody(t *testing.T) {
 	f := newFairSlots(time.Minute, false)
 	f.setLimit(4)
@@ -145,8 +145,6 @@ func TestPacedBody(t *testing.T) {
 		}()
 		return got
 	}
-	before := pausedWrites.Get()
-	// Sent at once: no pause.
 	got := read()
 	if _, err := pw.Write([]byte("a 1\n")); err != nil {
 		t.Fatal(err)
@@ -154,10 +152,8 @@ func TestPacedBody(t *testing.T) {
 	if s := <-got; s != "a 1\n" {
 		t.Fatalf("read %q", s)
 	}
-	if pausedWrites.Get() != before {
-		t.Errorf("a read that waited on nothing paused the write")
-	}
 	// The client waits: the turn goes back while it does.
+	before := pausedWrites.Get()
 	got = read()
 	waitFor(t, func() bool {
 		used, _, paused := slotsOf(f, unitA)
@@ -261,3 +257,74 @@ func TestResumeWaitsPastAStaleGrant(t *testing.T) {
 	f.release(a)
 	f.release(c)
 }
+
+// TestWriteTurnPassesOn: a write sent fast keeps its turn while no other unit waits, and while its turn is younger
+// than turnQuantum; past it, with a unit waiting that holds fewer, it passes the turn on at its next read and waits
+// for its next one, so that a team's one-line write waits a quantum, not for another team's import to end.
+func TestWriteTurnPassesOn(t *testing.T) {
+	f := newFairSlots(time.Minute, false)
+	f.paced.Store(true)
+	f.setLimit(4)
+	a := mustRead(t, f, unitA)
+	body := pacedBodyOf(io.NopCloser(zeros{}), a)
+	body.grace = time.Hour // no read here waits on its client, however loaded the machine
+	p := make([]byte, 16)
+	read := func() {
+		t.Helper()
+		if _, err := body.Read(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := yieldedWrites.Get()
+	// A's own writes waiting take nothing from it.
+	a2, a3 := mustRead(t, f, unitA), mustRead(t, f, unitA)
+	a4 := queueRead(t, f, unitA)
+	b := mustRead(t, f, unitB)
+	time.Sleep(turnQuantum + 5*time.Millisecond)
+	read()
+	if yieldedWrites.Get() != before {
+		t.Fatal("a write passed its turn on to its own unit")
+	}
+	// C waits, holding nothing: A's write passes its turn on at its next read, and waits for the next one.
+	cWait := queueRead(t, f, unitC)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		read()
+	}()
+	c := granted(t, cWait)
+	if yieldedWrites.Get() != before+1 {
+		t.Errorf("vmgateway_write_backend_yielded_total went from %d to %d; want one more", before, yieldedWrites.Get())
+	}
+	select {
+	case <-done:
+		t.Fatal("the write read on after passing its turn on, without a turn")
+	case <-time.After(20 * time.Millisecond):
+	}
+	// B's end frees a slot: A's write, first in its unit, takes it before A's write that waited.
+	f.release(b)
+	<-done
+	notGranted(t, a4)
+	// A fresh turn: no passing on before turnQuantum, whoever waits.
+	dWait := queueRead(t, f, unitC)
+	f.mu.Lock()
+	a.grantedAt = f.clock()
+	f.mu.Unlock()
+	if f.yield(a) {
+		t.Fatal("a write passed on a turn it had just taken")
+	}
+	for _, h := range []*hold{a, a2, a3, c} {
+		f.release(h)
+	}
+	for _, w := range []<-chan *hold{a4, dWait} {
+		f.release(granted(t, w))
+	}
+	if used, _, paused := slotsOf(f, unitA); used != 0 || paused != 0 {
+		t.Errorf("after every release: %d in flight, %d paused", used, paused)
+	}
+}
+
+// zeros is a client that sends as fast as it is read.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
