@@ -134,6 +134,67 @@ func TestNewerBackendsPaceWriteTurns(t *testing.T) {
 		}
 	})
 
+	t.Run("dribbling imports pass their turns on", func(t *testing.T) {
+		// One turn (a replica's part of the four), and the one reserved for a team holding none, taken by dev's and
+		// qa's imports sending a byte every millisecond, within the grace a read of a body waits before it gives the
+		// turn up: their turns pass on to ops' writes.
+		g1 := startGateway(t, "-read.url="+vm.URL, "-write.url="+vm.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+			"-write.maxConcurrentRequests=0", "-write.replicas=4")
+		waitMetric(t, g1, "vmgateway_write_backend_slots", "a fourth of v1.151's 4 insert slots", is(1))
+		qa := mint(t, priv, "-mode=write", "-extraLabels=team=qa")
+		stop := make(chan struct{})
+		var dribbling sync.WaitGroup
+		dribbled := make(chan struct{}, 2)
+		for _, token := range []string{dev, qa} {
+			pr, pw := io.Pipe()
+			dribbling.Add(2)
+			go func() {
+				defer dribbling.Done()
+				code, _, body := do(t, http.MethodPost, g1.URL+"/api/v1/import/prometheus", pr, "Authorization", "Bearer "+token)
+				if code != http.StatusNoContent {
+					t.Errorf("a dribbling import: %d %s; want 204", code, body)
+				}
+				dribbled <- struct{}{}
+			}()
+			go func() {
+				defer dribbling.Done()
+				defer pw.Close()
+				for l := 0; ; l++ {
+					for _, c := range []byte(fmt.Sprintf("dribble{l=\"%d\"} 1\n", l)) {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if _, err := pw.Write([]byte{c}); err != nil {
+							t.Errorf("a dribble: %s", err)
+							return
+						}
+						time.Sleep(time.Millisecond)
+					}
+				}
+			}()
+		}
+		waitMetric(t, g1, "vmgateway_write_backend_requests", "the dribbles holding the turn and the reserve", is(2))
+		for i := range 10 {
+			code, _, body := do(t, http.MethodPost, g1.URL+"/api/v1/import/prometheus", strings.NewReader("between 1\n"), "Authorization", "Bearer "+ops)
+			if code != http.StatusNoContent {
+				t.Fatalf("ops' write %d during the dribbles: %d %s; want 204", i, code, body)
+			}
+		}
+		select {
+		case <-dribbled:
+			t.Fatal("a dribble ended before ops' writes were done: they waited for it")
+		default:
+		}
+		close(stop)
+		dribbling.Wait()
+		if n := metricValue(t, g1, "vmgateway_write_backend_yielded_total") + metricValue(t, g1, "vmgateway_write_backend_paused_total"); n < 1 {
+			t.Errorf("the dribbles never gave a turn up (yielded and paused: %v)", n)
+		}
+		waitMetric(t, g1, "vmgateway_write_backend_requests", "no write in flight once the dribbles end", is(0))
+	})
+
 	t.Run("bulk imports take turns", func(t *testing.T) {
 		var big bytes.Buffer
 		const rows = 50000

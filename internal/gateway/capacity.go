@@ -35,9 +35,10 @@ func (g *Gateway) SetReadCapacity(byKey map[string]BackendCapacity, replicas int
 // SetWriteCapacity is SetReadCapacity for the write backends. Where every one is Paced, a write whose client is slow
 // gives its turn up while it waits on it; else it holds it for its whole body.
 func (g *Gateway) SetWriteCapacity(byKey map[string]BackendCapacity, replicas int) {
+	// A backend not known (its /metrics not read) may hold its slot for a whole body.
 	paced := len(byKey) > 0
-	for _, c := range byKey {
-		paced = paced && c.Paced
+	for _, b := range g.write.set.backends() {
+		paced = paced && byKey[b.key].Paced
 	}
 	g.writes.paced.Store(paced)
 	g.write.set.setCapacity(byKey, replicas)

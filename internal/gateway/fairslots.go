@@ -340,7 +340,7 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 	if len(f.turns) == 0 {
 		now := f.clock()
 		within := f.used < f.limit && q.running() < share(f.limit)
-		if within || f.lendableLocked(q, now) {
+		if within || f.lendableLocked(q, now) || f.reserveLocked(q) {
 			f.grantLocked(h, now, !within)
 			f.mu.Unlock()
 			return h, nil
@@ -598,7 +598,9 @@ func (f *fairSlots) fillLocked() {
 		q := f.turns[at]
 		// Past the limit, or with every unit waiting at its share, only a loan is left.
 		lent := f.limit > 0 && (f.used >= f.limit || q.running() >= share(f.limit))
-		if lent && !f.lendableLocked(q, now) {
+		if lent && f.reserveLocked(q) {
+			lent = false
+		} else if lent && !f.lendableLocked(q, now) {
 			return
 		}
 		h := q.waiting[0]

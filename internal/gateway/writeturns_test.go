@@ -6,6 +6,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"github.com/vmgateway/vmgateway/internal/tenant"
 )
 
 // slotsOf is f's slots in use, and unit u's holds and paused writes.
@@ -204,9 +206,9 @@ func TestPacedBody(t *testing.T) {
 	f.release(h)
 }
 
-// TestPacedWriteBackends: a write's turn is given up while its client is slow only where every write backend frees
-// its slot while it waits on a body; one that holds it for the whole body, a fixed limit, or no capacity known at
-// all, keeps the turn for the whole body.
+// TestPacedWriteBackends: a write's turn is given up while its client is slow only where every write backend the
+// balancer may send to frees its slot while it waits on a body; one that holds it for the whole body, one not known,
+// a fixed limit, or no capacity known at all, keeps the turn for the whole body.
 func TestPacedWriteBackends(t *testing.T) {
 	g, _ := newHeldGateway(t, 0)
 	a := g.write.set.backends()[0].key
@@ -215,7 +217,9 @@ func TestPacedWriteBackends(t *testing.T) {
 		want  bool
 	}{
 		{map[string]BackendCapacity{a: {Slots: 4, Paced: true}, "b": {Slots: 4, Paced: true}}, true},
-		{map[string]BackendCapacity{a: {Slots: 4, Paced: true}, "b": {Slots: 4}}, false},
+		{map[string]BackendCapacity{a: {Slots: 4, Paced: true}, "b": {Slots: 4}}, true}, // b is not one it sends to
+		{map[string]BackendCapacity{a: {Slots: 4}, "b": {Slots: 4, Paced: true}}, false},
+		{map[string]BackendCapacity{"b": {Slots: 4, Paced: true}}, false}, // a is not known
 		{nil, false},
 	} {
 		g.SetWriteCapacity(tc.byKey, 1)
@@ -260,8 +264,10 @@ func TestResumeWaitsPastAStaleGrant(t *testing.T) {
 
 // TestWriteTurnPassesOn: a write sent fast keeps its turn while no other unit waits, and while its turn is younger
 // than turnQuantum; past it, with a unit waiting that holds fewer, it passes the turn on at its next read and waits
-// for its next one, so that a team's one-line write waits a quantum, not for another team's import to end.
+// for its next one, so that a team's one-line write waits a quantum, not for another team's import to end. A unit
+// holding none takes one of the turns reserved past the limit at once.
 func TestWriteTurnPassesOn(t *testing.T) {
+	unitD := unit{tenant: tenant.ID{AccountID: 4}}
 	f := newFairSlots(time.Minute, false)
 	f.paced.Store(true)
 	f.setLimit(4)
@@ -280,19 +286,22 @@ func TestWriteTurnPassesOn(t *testing.T) {
 	a2, a3 := mustRead(t, f, unitA), mustRead(t, f, unitA)
 	a4 := queueRead(t, f, unitA)
 	b := mustRead(t, f, unitB)
+	// C, holding none, takes the one turn reserved past the 4.
+	c := mustRead(t, f, unitC)
 	time.Sleep(turnQuantum + 5*time.Millisecond)
 	read()
 	if yieldedWrites.Get() != before {
 		t.Fatal("a write passed its turn on to its own unit")
 	}
-	// C waits, holding nothing: A's write passes its turn on at its next read, and waits for the next one.
-	cWait := queueRead(t, f, unitC)
+	// D waits, holding nothing, the reserve taken: A's write passes its turn on at its next read, and waits for the
+	// next one.
+	dWait := queueRead(t, f, unitD)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		read()
 	}()
-	c := granted(t, cWait)
+	d := granted(t, dWait)
 	if yieldedWrites.Get() != before+1 {
 		t.Errorf("vmgateway_write_backend_yielded_total went from %d to %d; want one more", before, yieldedWrites.Get())
 	}
@@ -306,17 +315,17 @@ func TestWriteTurnPassesOn(t *testing.T) {
 	<-done
 	notGranted(t, a4)
 	// A fresh turn: no passing on before turnQuantum, whoever waits.
-	dWait := queueRead(t, f, unitC)
+	cWait := queueRead(t, f, unitC)
 	f.mu.Lock()
 	a.grantedAt = f.clock()
 	f.mu.Unlock()
 	if f.yield(a) {
 		t.Fatal("a write passed on a turn it had just taken")
 	}
-	for _, h := range []*hold{a, a2, a3, c} {
+	for _, h := range []*hold{a, a2, a3, c, d} {
 		f.release(h)
 	}
-	for _, w := range []<-chan *hold{a4, dWait} {
+	for _, w := range []<-chan *hold{a4, cWait} {
 		f.release(granted(t, w))
 	}
 	if used, _, paused := slotsOf(f, unitA); used != 0 || paused != 0 {
