@@ -36,7 +36,7 @@ var (
 
 	writeMaxConcurrentRequests = flag.Int("write.maxConcurrentRequests", 0, "How many writes the gateway forwards at once to the -write.url backends together. Past it, writes wait at the gateway, each team (isolation unit) in turn. "+
 		"VictoriaMetrics runs -maxConcurrentInserts writes at once and queues the rest first come first served: there, one team's bulk imports hold up every other team's writes, and where a backend holds a slot for a whole request body (before v1.86.0), one team's bodies sent slowly hold every slot. "+
-		"0 (the default) learns it from the backends: the sum of their vm_concurrent_insert_capacity, read from each one's /metrics at start and every minute. Where every one frees its slot while it waits on a body (v1.108.0 on, which /metrics tells apart), a write gives its turn up while its client is slow, and takes one again when more of its body comes; else, and with a fixed value, it holds its turn for its whole body. "+
+		"0 (the default) learns it from the backends: the sum of their vm_concurrent_insert_capacity, read from each one's /metrics at start and every minute. Where every one frees its slot while it waits on a body (v1.108.0 on, which /metrics tells apart), a write gives its turn up while its client is slow, and after 20ms of it to a team waiting with fewer, and takes one again, first among its team's, when more of its body comes; and a team holding none takes at once one of a quarter more turns (at least one) reserved past the limit. Else, and with a fixed value, a write holds its turn for its whole body. "+
 		"A negative value sets no limit. With several gateway replicas in front of the same backends, set -write.replicas")
 	writeReplicas         = flag.Int("write.replicas", 1, "How many gateway replicas forward writes to the same write backends; each forwards at most its part of -write.maxConcurrentRequests (or of what it learned), rounded down, at least 1")
 	writeMaxQueueDuration = flag.Duration("write.maxQueueDuration", 20*time.Second, "How long a write waits for its turn at the write backends (-write.maxConcurrentRequests), after its wait under -maxQueueDuration, before it gets 429. It takes the place of VictoriaMetrics' own -insert.maxQueueDuration (1m by default), and is shorter than the clients' own timeouts (Prometheus remote_write 30s, vmagent 1m): "+
@@ -311,8 +311,8 @@ func (w *slotsWatch) readAll(ctx context.Context) bool {
 		switch {
 		case paced:
 			slog.Info("the write backends run this many writes at once, and free their slot while they wait on a request's body: writes "+
-				"past what those the balancer sends to run wait at the gateway, each team in turn, and a write whose client is slow gives its "+
-				"turn up while it waits on it", "capacity", sum, "backends", len(known), "unknown", unknown, "replicas", *w.kind.replicas)
+				"past what those the balancer sends to run wait at the gateway, each team in turn; a write whose client is slow gives its "+
+				"turn up while it waits on it, and one that held it 20ms passes it on to a team waiting with fewer", "capacity", sum, "backends", len(known), "unknown", unknown, "replicas", *w.kind.replicas)
 		case byKey == nil:
 			slog.Warn("no "+w.kind.name+" backend's capacity is known: requests are forwarded without a limit, and queue in the backends' "+
 				"own queue, first come first served, until one can be read", "unknown", unknown)
