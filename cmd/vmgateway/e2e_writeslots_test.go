@@ -81,19 +81,8 @@ func TestNewerBackendsPaceWriteTurns(t *testing.T) {
 		const imports, lines = 6, 20
 		var wg sync.WaitGroup
 		for i := range imports {
-			pr, pw := io.Pipe()
-			wg.Add(2)
-			go func() {
-				defer wg.Done()
-				defer pw.Close()
-				for l := range lines {
-					if _, err := fmt.Fprintf(pw, "paced{i=\"%d\",l=\"%d\"} 1\n", i, l); err != nil {
-						t.Errorf("dev's import %d could not send line %d: %s", i, l, err)
-						return
-					}
-					time.Sleep(300 * time.Millisecond)
-				}
-			}()
+			pr := trickle(t, &wg, "paced", i, lines)
+			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				code, _, body := do(t, http.MethodPost, g.URL+"/api/v1/import/prometheus", pr, "Authorization", "Bearer "+dev)
@@ -254,19 +243,8 @@ func trickleAgainstQuickWrite(t *testing.T, g *gw, dev, ops string) {
 	var wg sync.WaitGroup
 	codes := make(chan string, imports)
 	for i := range imports {
-		pr, pw := io.Pipe()
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			defer pw.Close()
-			for l := range lines {
-				if _, err := fmt.Fprintf(pw, "trickle{i=\"%d\",l=\"%d\"} 1\n", i, l); err != nil {
-					t.Errorf("dev's import %d could not send line %d: %s", i, l, err)
-					return
-				}
-				time.Sleep(300 * time.Millisecond)
-			}
-		}()
+		pr := trickle(t, &wg, "trickle", i, lines)
+		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			req, _ := http.NewRequest(http.MethodPost, g.URL+"/api/v1/import/prometheus", pr)
@@ -447,4 +425,23 @@ func sendWholeImport(t *testing.T, g *gw, body string) net.Conn {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// trickle is the body of dev's import i: lines of metric, one every 300 ms, as a slow client sends them; wg is done
+// once it is sent.
+func trickle(t *testing.T, wg *sync.WaitGroup, metric string, i, lines int) io.Reader {
+	pr, pw := io.Pipe()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer pw.Close()
+		for l := range lines {
+			if _, err := fmt.Fprintf(pw, "%s{i=\"%d\",l=\"%d\"} 1\n", metric, i, l); err != nil {
+				t.Errorf("dev's import %d could not send line %d: %s", i, l, err)
+				return
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}()
+	return pr
 }
