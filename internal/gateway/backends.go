@@ -103,6 +103,9 @@ type backendSet struct {
 	// kind what the backends can take, as their list and health change.
 	capacity atomic.Pointer[capacity]
 	slotsTo  func(int)
+	// pacedTo, for the write backends, is told whether every backend the balancer may send to is known to free its
+	// slot while it waits on a body (BackendCapacity.Paced), as the list changes too.
+	pacedTo func(bool)
 }
 
 func newBackendSet(kind string, policy Policy, failTimeout time.Duration, bs []*backend) *backendSet {

@@ -35,12 +35,6 @@ func (g *Gateway) SetReadCapacity(byKey map[string]BackendCapacity, replicas int
 // SetWriteCapacity is SetReadCapacity for the write backends. Where every one is Paced, a write whose client is slow
 // gives its turn up while it waits on it; else it holds it for its whole body.
 func (g *Gateway) SetWriteCapacity(byKey map[string]BackendCapacity, replicas int) {
-	// A backend not known (its /metrics not read) may hold its slot for a whole body.
-	paced := len(byKey) > 0
-	for _, b := range g.write.set.backends() {
-		paced = paced && byKey[b.key].Paced
-	}
-	g.writes.paced.Store(paced)
 	g.write.set.setCapacity(byKey, replicas)
 }
 
@@ -57,6 +51,9 @@ func (s *backendSet) setCapacity(byKey map[string]BackendCapacity, replicas int)
 	if byKey == nil {
 		s.capacity.Store(nil)
 		s.slotsTo(0)
+		if s.pacedTo != nil {
+			s.pacedTo(false)
+		}
 		return
 	}
 	s.capacity.Store(&capacity{byKey: byKey, replicas: replicas})
@@ -66,8 +63,17 @@ func (s *backendSet) setCapacity(byKey map[string]BackendCapacity, replicas int)
 // refreshSlots gives the slots what the backends can take now; it runs when the capacity, the list of backends or a
 // backend's health changes.
 func (s *backendSet) refreshSlots() {
-	if c := s.capacity.Load(); c != nil {
+	c := s.capacity.Load()
+	if c != nil {
 		s.slotsTo(ReplicaPart(s.usable(c), c.replicas))
+	}
+	if s.pacedTo != nil {
+		// A backend not known (its /metrics not read, or found since) may hold its slot for a whole body.
+		paced := c != nil
+		for _, b := range s.backends() {
+			paced = paced && c.byKey[b.key].Paced
+		}
+		s.pacedTo(paced)
 	}
 }
 

@@ -175,6 +175,7 @@ func New(cfg Config) (*Gateway, error) {
 		}
 	}
 	g.read.set.slotsTo, g.write.set.slotsTo = g.reads.setLimit, g.writes.setLimit
+	g.write.set.pacedTo = g.writes.paced.Store
 	g.reads.lend = cfg.Limits.ReadSlotLending
 	g.stops = []func(){stopRead, stopWrite}
 	return g, nil

@@ -118,7 +118,7 @@ func (f *fairSlots) resume(ctx context.Context, h *hold) error {
 	default:
 	}
 	if len(q.waiting) == 0 {
-		f.turns = append(f.turns, q)
+		f.joinTurnsLocked(q)
 	}
 	q.waiting = slices.Insert(q.waiting, 0, h)
 	f.fillLocked()

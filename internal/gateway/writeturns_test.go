@@ -310,22 +310,28 @@ func TestWriteTurnPassesOn(t *testing.T) {
 		t.Fatal("the write read on after passing its turn on, without a turn")
 	case <-time.After(20 * time.Millisecond):
 	}
-	// B's end frees a slot: A's write, first in its unit, takes it before A's write that waited.
+	// B's end and C's free a turn within the limit: A's write, first in its unit, takes it before A's write that
+	// waited.
 	f.release(b)
-	<-done
+	f.release(c)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the write that passed its turn on never took another")
+	}
 	notGranted(t, a4)
 	// A fresh turn: no passing on before turnQuantum, whoever waits.
-	cWait := queueRead(t, f, unitC)
+	dWait = queueRead(t, f, unitD)
 	f.mu.Lock()
 	a.grantedAt = f.clock()
 	f.mu.Unlock()
 	if f.yield(a) {
 		t.Fatal("a write passed on a turn it had just taken")
 	}
-	for _, h := range []*hold{a, a2, a3, c, d} {
+	for _, h := range []*hold{a, a2, a3, d} {
 		f.release(h)
 	}
-	for _, w := range []<-chan *hold{a4, cWait} {
+	for _, w := range []<-chan *hold{a4, dWait} {
 		f.release(granted(t, w))
 	}
 	if used, _, paused := slotsOf(f, unitA); used != 0 || paused != 0 {
@@ -337,3 +343,44 @@ func TestWriteTurnPassesOn(t *testing.T) {
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestTurnsCycle: a unit that begins to wait goes last in the turns' cycle. Appended at the end, units that came and
+// went one read at a time were served again and again ahead of a unit waiting with several, whose reads tied with
+// theirs (an attacker's review): here C's second read waited for ever while A and B took the one slot in turn.
+func TestTurnsCycle(t *testing.T) {
+	f := newFairSlots(time.Minute, true)
+	f.setLimit(1)
+	h := mustRead(t, f, unitA)
+	c1Wait, c2Wait := queueRead(t, f, unitC), queueRead(t, f, unitC)
+	waits := map[unit]<-chan *hold{unitB: queueRead(t, f, unitB)}
+	f.release(h)
+	h = granted(t, c1Wait)
+	waits[unitA] = queueRead(t, f, unitA)
+	// A and B come back as soon as each read of theirs ends: C's second read gets a turn within one cycle.
+	for round := 0; ; round++ {
+		f.release(h)
+		select {
+		case h = <-c2Wait:
+			for range 2 {
+				f.release(h)
+				select {
+				case h = <-waits[unitA]:
+				case h = <-waits[unitB]:
+				case <-time.After(5 * time.Second):
+					t.Fatal("A's or B's read never got the slot freed")
+				}
+			}
+			f.release(h)
+			return
+		case h = <-waits[unitA]:
+			waits[unitA] = queueRead(t, f, unitA)
+		case h = <-waits[unitB]:
+			waits[unitB] = queueRead(t, f, unitB)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no read got the slot freed")
+		}
+		if round == 3 {
+			t.Fatalf("C's second read still waits after %d turns of A and B", round+1)
+		}
+	}
+}
