@@ -30,10 +30,12 @@ import (
 // until it is done whatever the client does: its answer is then read to its end at the gateway, slot held, when its
 // client goes away or it is cut (drainAnswer).
 //
-// The same slots bound the writes forwarded at once to write backends that hold one of their -maxConcurrentInserts for
-// a whole request body (VictoriaMetrics before v1.86.0; newer releases free it while they wait on a body): there, one
-// team's bodies sent slowly hold the backend's insert slots and every other team's writes queue behind them. A write
-// is never cut (the rest of its body would be lost). Nor does its client's going away end its upstream request once
+// The same slots bound the writes forwarded at once to the write backends' -maxConcurrentInserts, which they too run
+// first come first served: one team's bulk imports held up every other team's writes there, and at a backend that
+// holds a slot for a whole request body (VictoriaMetrics before v1.86.0), one team's bodies sent slowly held every
+// slot. A backend that frees its slot while it waits on a body (v1.108.0 on) is paced: a write holds its turn only
+// while its body comes, passes it on to a team waiting with fewer, and a team holding none takes one of a reserve
+// past the limit (writeturns.go). A write is never cut (the rest of its body would be lost). Nor does its client's going away end its upstream request once
 // the whole body is read (a client that leaves before breaks the body, which ends it): VictoriaMetrics goes on with
 // what it got, in its slot, so the gateway's slot is held until the backend answers.
 //
@@ -340,8 +342,9 @@ func (f *fairSlots) acquire(ctx context.Context, u unit) (*hold, error) {
 	if len(f.turns) == 0 {
 		now := f.clock()
 		within := f.used < f.limit && q.running() < share(f.limit)
-		if within || f.lendableLocked(q, now) || f.reserveLocked(q) {
-			f.grantLocked(h, now, !within)
+		reserve := !within && f.reserveLocked(q)
+		if within || reserve || f.lendableLocked(q, now) {
+			f.grantLocked(h, now, !within && !reserve)
 			f.mu.Unlock()
 			return h, nil
 		}

@@ -328,8 +328,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// fr, not r: the recover above judges an aborted answer by the client's own request.
 	fr := r
 	// Whatever goes to the read backends takes a slot there (graphite tag registration and the admin APIs too, which
-	// VictoriaMetrics runs under the same limit); vmui's static files do not. So does every write, at write backends
-	// that hold a slot for a whole body (SetWriteSlots).
+	// VictoriaMetrics runs under the same limit); vmui's static files do not. So does every write at the write
+	// backends, held while its body comes where they are paced (writeturns.go).
 	slots := g.writes
 	if up == g.read {
 		slots = g.reads

@@ -286,8 +286,12 @@ func TestWriteTurnPassesOn(t *testing.T) {
 	a2, a3 := mustRead(t, f, unitA), mustRead(t, f, unitA)
 	a4 := queueRead(t, f, unitA)
 	b := mustRead(t, f, unitB)
-	// C, holding none, takes the one turn reserved past the 4.
+	// C, holding none, takes the one turn reserved past the 4: no read's loan.
+	loans := lentReads.Get()
 	c := mustRead(t, f, unitC)
+	if lentReads.Get() != loans || c.lent {
+		t.Error("a write's reserved turn was counted as a read's loan")
+	}
 	time.Sleep(turnQuantum + 5*time.Millisecond)
 	read()
 	if yieldedWrites.Get() != before {
