@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -227,7 +228,18 @@ func TestPacedWriteBackends(t *testing.T) {
 			t.Errorf("%v: paced %v; want %v", tc.byKey, got, tc.want)
 		}
 	}
+	// A backend found since (discovery), whose /metrics is not read yet, may hold its slot for a whole body.
 	g.SetWriteCapacity(map[string]BackendCapacity{a: {Slots: 4, Paced: true}}, 1)
+	list := append(slices.Clone(g.write.set.backends()), &backend{key: "found since"})
+	g.write.set.list.Store(&list)
+	g.write.set.refreshSlots()
+	if g.writes.paced.Load() {
+		t.Error("paced with a backend found since whose capacity is not known")
+	}
+	g.SetWriteCapacity(map[string]BackendCapacity{a: {Slots: 4, Paced: true}, "found since": {Slots: 4, Paced: true}}, 1)
+	if !g.writes.paced.Load() {
+		t.Error("not paced once the backend found since is known to be")
+	}
 	g.SetWriteSlots(4)
 	if g.writes.paced.Load() {
 		t.Error("paced after -write.maxConcurrentRequests was fixed")
