@@ -158,7 +158,7 @@ func TestCompose(t *testing.T) {
 	}
 	agent := startProc(t, t.TempDir(), append([]string{agentBin, "-promscrape.config.strictParse", "-loggerLevel=WARN"},
 		replaceAll(agentS.Command, agentRepl)...)...)
-	if !agent.healthy("http://" + agentAddr + "/health") {
+	if !agent.healthy(agentAddr) {
 		t.Fatal("vmagent with the compose file's flags did not start")
 	}
 

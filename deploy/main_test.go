@@ -72,9 +72,9 @@ func startProc(t *testing.T, dir string, argv ...string) *proc {
 // stop kills the process: nothing these tests start keeps data worth a graceful shutdown.
 func (p *proc) stop() { p.Stop(syscall.SIGKILL, 20*time.Second) }
 
-// healthy waits until url answers 200, or the process exits.
-func (p *proc) healthy(url string) bool {
-	return p.WaitReady(20*time.Second, vmtest.HTTPOK(url)) == nil
+// healthy waits until the process listens at addr and its /health answers 200, or the process exits.
+func (p *proc) healthy(addr string) bool {
+	return p.WaitReadyAt(20*time.Second, addr, vmtest.HTTPOK("http://"+addr+"/health")) == nil
 }
 
 // startGateway runs the binary under test with args, its -httpListenAddr replaced by a free loopback port, and
@@ -91,7 +91,7 @@ func startGateway(t *testing.T, args []string) (string, *proc) {
 			}
 		}
 		p := startProc(t, t.TempDir(), argv...)
-		if p.healthy("http://" + addr + "/health") {
+		if p.healthy(addr) {
 			return "http://" + addr, p
 		}
 		p.stop()

@@ -490,7 +490,7 @@ func values(r []series) string {
 func startGatewayAt(t *testing.T, addr string, args []string) string {
 	t.Helper()
 	p := startProc(t, t.TempDir(), append([]string{gatewayBin, "-httpListenAddr=" + addr}, args...)...)
-	if !p.healthy("http://" + addr + "/health") {
+	if !p.healthy(addr) {
 		t.Fatalf("vmgateway on %s did not become healthy", addr)
 	}
 	return "http://" + addr

@@ -64,7 +64,7 @@ func TestDocsGettingStartedSetup(t *testing.T) {
 		}
 		defer p.Stop(os.Kill, 0)
 		base := "http://" + addr
-		if err := p.WaitReady(20*time.Second, vmtest.HTTPOK(base+"/health")); err != nil {
+		if err := p.WaitReadyAt(20*time.Second, addr, vmtest.HTTPOK(base+"/health")); err != nil {
 			t.Fatalf("%s did not start: %s\n%s", command, err, logs.String())
 		}
 		metric := fmt.Sprintf("getting_started_probe_%d", time.Now().UnixNano())

@@ -43,7 +43,7 @@ func (p *vmProc) start(t testing.TB) {
 	if p.proc, err = vmtest.StartProcess(cmd, logf); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.proc.WaitReady(30*time.Second, vmtest.HTTPOK(p.URL+"/health")); err != nil {
+	if err := p.proc.WaitReadyAt(30*time.Second, strings.TrimPrefix(p.URL, "http://"), vmtest.HTTPOK(p.URL+"/health")); err != nil {
 		p.proc.Stop(syscall.SIGKILL, 0)
 		log, _ := os.ReadFile(logf.Name())
 		t.Fatalf("%s on %s: %s:\n%s", p.name, p.URL, err, tailLines(string(log), 20))

@@ -132,7 +132,7 @@ func runClient(t *testing.T, path string, flags ...string) *clientProc {
 			t.Logf("%s logs:\n%s", name, tailLines(c.logs.String(), 30))
 		}
 	})
-	if err := c.WaitReady(15*time.Second, vmtest.HTTPOK(c.URL+"/health")); err != nil {
+	if err := c.WaitReadyAt(15*time.Second, addr, vmtest.HTTPOK(c.URL+"/health")); err != nil {
 		t.Fatalf("%s on %s: %s; logs:\n%s", name, addr, err, tailLines(c.logs.String(), 30))
 	}
 	return c

@@ -18,15 +18,25 @@ import (
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
 
-// startGatewayAt runs vmgateway on a given address, as a restarted instance behind a fixed endpoint would be.
+// startGatewayAt runs vmgateway on addr, as a restarted instance behind a fixed endpoint would be. With addr empty
+// it picks a free port, and another when a process took that port before the gateway could bind it.
 func startGatewayAt(t testing.TB, addr string, flags ...string) *gw {
 	t.Helper()
-	g := runGateway(t, "http://"+addr, exec.Command(gatewayBin, append([]string{"-httpListenAddr=" + addr}, flags...)...))
-	t.Cleanup(func() { g.stop(syscall.SIGKILL) })
-	if !g.waitHealthy("") {
-		t.Fatalf("vmgateway on %s did not become healthy; logs:\n%s", addr, g.logs.String())
+	for attempt := 1; ; attempt++ {
+		at := addr
+		if at == "" {
+			at = vmtest.FreePort(t)
+		}
+		g := runGateway(t, "http://"+at, exec.Command(gatewayBin, append([]string{"-httpListenAddr=" + at}, flags...)...))
+		if g.waitHealthy("") {
+			t.Cleanup(func() { g.stop(syscall.SIGKILL) })
+			return g
+		}
+		g.stop(syscall.SIGKILL)
+		if addr != "" || attempt == 3 || !strings.Contains(g.logs.String(), "address already in use") {
+			t.Fatalf("vmgateway on %s did not become healthy; logs:\n%s", at, g.logs.String())
+		}
 	}
-	return g
 }
 
 // retryingWriter is a client in front of several gateways: it sends each write to the next gateway and, when
@@ -131,8 +141,8 @@ func exportedValues(t testing.TB, vmURL, match, label string) map[string]map[int
 func TestRollingRestartLosesNoWrite(t *testing.T) {
 	vm := vmtest.Start(t)
 	flags := []string{"-read.url=" + vm.URL, "-write.url=" + vm.URL, "-http.shutdownDelay=300ms", "-http.maxGracefulShutdownDuration=5s", "-loggerLevel=WARN"}
-	addrs := []string{vmtest.FreePort(t), vmtest.FreePort(t)}
-	gws := []*gw{startGatewayAt(t, addrs[0], flags...), startGatewayAt(t, addrs[1], flags...)}
+	gws := []*gw{startGatewayAt(t, "", flags...), startGatewayAt(t, "", flags...)}
+	addrs := []string{strings.TrimPrefix(gws[0].URL, "http://"), strings.TrimPrefix(gws[1].URL, "http://")}
 	w := newRetryingWriter(gws[0].URL, gws[1].URL)
 
 	const writers = 4

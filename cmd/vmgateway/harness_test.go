@@ -127,7 +127,7 @@ func (g *gw) logged(s string) bool {
 }
 
 func (g *gw) waitHealthy(prefix string) bool {
-	return g.WaitReady(15*time.Second, vmtest.HTTPOK(g.URL+prefix+"/health")) == nil
+	return g.WaitReadyAt(15*time.Second, strings.TrimPrefix(g.URL, "http://"), vmtest.HTTPOK(g.URL+prefix+"/health")) == nil
 }
 
 func (g *gw) stop(sig syscall.Signal) { g.Stop(sig, 20*time.Second) }

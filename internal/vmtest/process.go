@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -91,6 +93,59 @@ func (p *Process) WaitReady(timeout time.Duration, ready func() bool) error {
 		}
 	}
 	return fmt.Errorf("not ready after %s", timeout)
+}
+
+// WaitReadyAt is WaitReady for a process that listens at addr: ready counts only once the process itself holds
+// a listening socket at addr's port. A port a test picked can be taken by another process (another package's
+// VictoriaMetrics or gateway) before this one binds it, and that process answers /health as well; this one then
+// exits with "address already in use", which WaitReadyAt reports, so the caller can try another port.
+func (p *Process) WaitReadyAt(timeout time.Duration, addr string, ready func() bool) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("cannot wait for %q: %w", addr, err)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return fmt.Errorf("cannot wait for %q: the port is not a number", addr)
+	}
+	return p.WaitReady(timeout, func() bool { return p.listens(uint16(n)) && ready() })
+}
+
+// listens reports whether one of the process's open files is a TCP socket listening on port, from /proc: the
+// kernel's socket tables give each listening socket's inode, and the process's fd links name the inodes it holds.
+func (p *Process) listens(port uint16) bool {
+	inodes := map[string]bool{}
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode; st 0A is LISTEN.
+			if len(f) < 10 || f[3] != "0A" {
+				continue
+			}
+			i := strings.LastIndexByte(f[1], ':')
+			if lp, err := strconv.ParseUint(f[1][i+1:], 16, 16); err == nil && uint16(lp) == port {
+				inodes["socket:["+f[9]+"]"] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return false
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", p.Pid())
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		if link, err := os.Readlink(dir + "/" + fd.Name()); err == nil && inodes[link] {
+			return true
+		}
+	}
+	return false
 }
 
 // HTTPOK is a ready check for WaitReady: url answers 200.

@@ -2,6 +2,8 @@ package vmtest
 
 import (
 	"errors"
+	"net"
+	"os"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -52,5 +54,49 @@ func TestProcess(t *testing.T) {
 	}
 	if _, err := StartProcess(exec.Command("/nonexistent/binary")); err == nil {
 		t.Fatal("StartProcess of a missing binary succeeded")
+	}
+}
+
+// TestWaitReadyAt: a port that another process holds is not ready for the process under test, though the ready
+// check itself says yes; the same port is ready once the process holds the listening socket (here inherited).
+func TestWaitReadyAt(t *testing.T) {
+	sh := Require(t, "/bin/sh")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	always := func() bool { return true }
+
+	other, err := StartProcess(exec.Command(sh, "-c", "sleep 30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Stop(syscall.SIGKILL, time.Second)
+	if err := other.WaitReadyAt(300*time.Millisecond, addr, always); err == nil || errors.Is(err, errExited) {
+		t.Fatalf("WaitReadyAt on a port another process listens on: %v, want not ready", err)
+	}
+
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(sh, "-c", "sleep 30")
+	cmd.ExtraFiles = []*os.File{f}
+	holder, err := StartProcess(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Stop(syscall.SIGKILL, time.Second)
+	if err := holder.WaitReadyAt(10*time.Second, addr, always); err != nil {
+		t.Fatalf("WaitReadyAt on a port the process listens on: %v", err)
+	}
+	if err := holder.WaitReadyAt(300*time.Millisecond, addr, func() bool { return false }); err == nil {
+		t.Fatal("WaitReadyAt was ready while the ready check said no")
+	}
+	if err := holder.WaitReadyAt(time.Second, "no-port", always); err == nil {
+		t.Fatal("WaitReadyAt accepted an address without a port")
 	}
 }

@@ -54,7 +54,7 @@ func (r *Redis) run() error {
 		return err
 	}
 	r.proc = p
-	if err := p.WaitReady(10*time.Second, Listening(r.Addr)); err != nil {
+	if err := p.WaitReadyAt(10*time.Second, r.Addr, Listening(r.Addr)); err != nil {
 		r.Stop()
 		return fmt.Errorf("redis-server on %s: %w", r.Addr, err)
 	}

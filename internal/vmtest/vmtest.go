@@ -127,7 +127,7 @@ func (vm *VM) run() error {
 		return err
 	}
 	vm.proc = p
-	if err := p.WaitReady(30*time.Second, HTTPOK(vm.URL+"/health")); err != nil {
+	if err := p.WaitReadyAt(30*time.Second, strings.TrimPrefix(vm.URL, "http://"), HTTPOK(vm.URL+"/health")); err != nil {
 		p.Stop(os.Kill, 0)
 		log, _ := os.ReadFile(logf.Name())
 		return fmt.Errorf("%s at %s: %w; log:\n%s", filepath.Base(vm.args[0]), vm.URL, err, tail(string(log), 2000))
