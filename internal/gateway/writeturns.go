@@ -55,9 +55,7 @@ var (
 func (f *fairSlots) pause(h *hold) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.pauseLocked(h) {
-		pausedWrites.Inc()
-	}
+	f.pauseLocked(h, pausedWrites)
 }
 
 // yield gives h's slot up, and says so, when its turn has lasted turnQuantum and a unit waits that holds fewer than
@@ -70,27 +68,22 @@ func (f *fairSlots) yield(h *hold) bool {
 	}
 	for _, w := range f.turns {
 		if w != h.q && w.running() < h.q.running() && w.running() < share(f.limit) {
-			if !f.pauseLocked(h) {
-				return false
-			}
-			yieldedWrites.Inc()
-			return true
+			return f.pauseLocked(h, yieldedWrites)
 		}
 	}
 	return false
 }
 
-func (f *fairSlots) pauseLocked(h *hold) bool {
-	i := slices.Index(h.q.holds, h)
-	if h.paused || i < 0 || h.released.Load() {
+// pauseLocked frees h's slot as its release would, marks h paused, and counts it in why. The count and the unit's
+// paused come before the slot goes on: whoever it goes to sees the count, and the unit is not taken for idle.
+func (f *fairSlots) pauseLocked(h *hold, why *metrics.Counter) bool {
+	if h.paused || h.released.Load() || !slices.Contains(h.q.holds, h) {
 		return false
 	}
-	h.q.holds = slices.Delete(h.q.holds, i, i+1)
-	h.paused = true
+	why.Inc()
 	h.q.paused++
-	f.used--
-	f.stats.inFlight.Add(-1)
-	f.fillLocked()
+	f.releaseLocked(h)
+	h.paused = true
 	return true
 }
 
