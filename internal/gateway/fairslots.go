@@ -65,6 +65,9 @@ type fairSlots struct {
 	sweepAt int
 	turns   []*fairQueue
 	next    int
+	// waiting is len(turns), read without the lock by a paced write's every read of its body (yield): most find
+	// nobody waiting, and must not queue for the lock to see it.
+	waiting atomic.Int32
 	queue   time.Duration
 	// lend: slots may be lent (reads, -read.slotLending). inflight are the holds granted, oldest first, where they may.
 	lend     bool
@@ -640,6 +643,7 @@ func (f *fairSlots) dropLocked(h *hold) bool {
 // eight teams passing their turns on, 241 with this; a team's four parallel queries 5 reads against 652).
 func (f *fairSlots) joinTurnsLocked(q *fairQueue) {
 	f.turns = slices.Insert(f.turns, f.next, q)
+	f.waiting.Store(int32(len(f.turns)))
 	if f.next++; f.next >= len(f.turns) {
 		f.next = 0
 	}
@@ -648,6 +652,7 @@ func (f *fairSlots) joinTurnsLocked(q *fairQueue) {
 // removeTurnLocked takes the unit at turns[i], which has no read waiting, out of the turns.
 func (f *fairSlots) removeTurnLocked(i int) {
 	f.turns = append(f.turns[:i], f.turns[i+1:]...)
+	f.waiting.Store(int32(len(f.turns)))
 	if f.next > i {
 		f.next--
 	}

@@ -61,6 +61,9 @@ func (f *fairSlots) pause(h *hold) {
 // yield gives h's slot up, and says so, when its turn has lasted turnQuantum and a unit waits that holds fewer than
 // h's and fewer than its share: the slot then goes to such a unit (fillLocked), not back to h's own.
 func (f *fairSlots) yield(h *hold) bool {
+	if f.waiting.Load() == 0 {
+		return false // a unit that begins to wait now is seen at the next read
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.turns) == 0 || f.clock()-h.grantedAt < int64(turnQuantum) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -399,4 +400,33 @@ func TestTurnsCycle(t *testing.T) {
 			t.Fatalf("C's second read still waits after %d turns of A and B", round+1)
 		}
 	}
+}
+
+// BenchmarkPacedBody: what a paced write's body costs per read (512 bytes, so that the read itself costs little), with many writes of several units in
+// flight and nobody waiting (the common case): the pass-on check must not serialize the writes on the slots' lock.
+//
+// Run: go test -run '^$' -bench PacedBody -cpu 1,2,8 ./internal/gateway/
+func BenchmarkPacedBody(b *testing.B) {
+	f := newFairSlots(time.Minute, false)
+	f.paced.Store(true)
+	f.setLimit(1 << 20)
+	var n atomic.Int64
+	b.SetBytes(512)
+	b.RunParallel(func(pb *testing.PB) {
+		h, err := f.acquire(context.Background(), unit{tenant: tenant.ID{AccountID: uint32(n.Add(1) % 4)}})
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer f.release(h)
+		body := pacedBodyOf(io.NopCloser(zeros{}), h)
+		body.grace = time.Hour
+		p := make([]byte, 512)
+		for pb.Next() {
+			if _, err := body.Read(p); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
