@@ -14,7 +14,10 @@ import (
 // (sum(quantiles_over_time()), whose argument index is then -1). One such query of one team would stop the backend
 // for every team, so checkCalls refuses them before anything is forwarded (found by an attacker's review).
 
-// maxLimitOffset bounds limit_offset's limit and offset: far more series than any answer holds, well within an int.
+// maxLimitOffset bounds limit_offset's limit and offset, and an aggregate's limit clause: far more series than any
+// answer holds, well within an int. VictoriaMetrics v1.151 multiplies the aggregate's limit by its CPUs to estimate a
+// query's memory, unchecked: sum(x) by (i) limit 4611686018427387905 came to 4 series on 4 CPUs, and passed
+// -search.maxMemoryPerQuery where limit 1000 was refused (TestVMAggregateLimitWraps).
 const maxLimitOffset = math.MaxInt32
 
 // maxSeriesOfEach bounds the series a call makes of each series (or group) it would otherwise make: the phi values of
@@ -116,6 +119,10 @@ func checkCalls(expr metricsql.Expr) error {
 	}
 	metricsql.VisitAll(expr, func(x metricsql.Expr) {
 		if err != nil {
+			return
+		}
+		if ae, ok := x.(*metricsql.AggrFuncExpr); ok && ae.Limit > maxLimitOffset {
+			err = fmt.Errorf("%s(...) limit %d: the limit of an aggregate must be at most %d", ae.Name, ae.Limit, maxLimitOffset)
 			return
 		}
 		fe, ok := x.(*metricsql.FuncExpr)

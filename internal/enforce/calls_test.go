@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vmgateway/vmgateway/internal/vmtest"
 )
@@ -53,6 +54,7 @@ func TestCheckCalls(t *testing.T) {
 		}
 	}
 	for _, q := range []string{`limit_offset(10, 0, x)`, `limit_offset(0, 2147483647, sum(x) by (a))`, `limit_offset(1.5, 2, x)`,
+		`sum(x) by (a) limit 2147483647`, `sum(x) by (a) limit 10`,
 		`sum(quantiles_over_time("phi", 0.5, 0.9, x[5m]))`, `quantile_over_time(0.5, x[5m])`, `rate(x)`, `limitk(-1, x)`,
 		`x @ end()`, `x @ (end() - 1h)`, `rate(x[5m] @ start())`, `x @ 1700000000.5`, `(x)[5m:1m] @ (start() + 30s - 1)`,
 		`x @ -1e11`, `rate(x[100y] offset -1h)`, `x[5i]`, `max_over_time(x[1h]) @ now()`, `x @ (time() - 5m)`,
@@ -116,6 +118,16 @@ func TestCheckCalls(t *testing.T) {
 			t.Errorf("Query(%.60q): %v; want 400 naming the series of each", c.query, err)
 		}
 	}
+	// An aggregate's limit past an int32 wraps v1.151's memory estimate, which then passes -search.maxMemoryPerQuery
+	// (TestVMAggregateLimitWraps); 1.79.5 runs it.
+	for _, c := range []struct{ query, reason string }{
+		{`sum(x) by (i) limit 4611686018427387905`, "sum(...) limit 4611686018427387905: the limit of an aggregate must be at most 2147483647"},
+		{`rate(topk(1, count(x) by (a) limit 2147483648)[5m:])`, "count(...) limit 2147483648: the limit of an aggregate"},
+	} {
+		if _, err := e.Query(c.query); statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), c.reason) {
+			t.Errorf("Query(%q): %v; want 400 saying %q", c.query, err, c.reason)
+		}
+	}
 	// An aggregate's name written with escapes parses as a plain function, which VictoriaMetrics 1.79.5 runs as the
 	// aggregate where it copies the query by printing it (`time() + count\_values("v", time())` is answered there),
 	// and which the rewrite prints as the aggregate: the checks of aggregates (count_values' points) would not see it.
@@ -177,4 +189,51 @@ func TestCheckCallsOnVictoriaMetrics(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d refused calls made VictoriaMetrics 1.79.5 exit", crashed, len(crashingCalls))
+}
+
+// TestVMAggregateLimitWraps: v1.151 estimates what an aggregate with a limit holds as its CPUs times the limit,
+// unchecked, and a limit that wraps that to a few series passes -search.maxMemoryPerQuery, which refuses the same
+// query with a limit of 1,000: one team's query past the operator's memory bound. The gateway refuses the limit.
+func TestVMAggregateLimitWraps(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "4") // VictoriaMetrics' CPUs (cgroup.AvailableCPUs): 4 × (2^62+1) wraps to 4
+	vm := vmtest.StartCurrent(t, "-search.maxMemoryPerQuery=1MB")
+	end := time.Now().Truncate(time.Minute)
+	var body strings.Builder
+	for i := range 2000 {
+		for m := range 60 {
+			fmt.Fprintf(&body, "wrap_x{team=\"dev\",i=\"%d\"} %d %d\n", i, m, end.Add(time.Duration(m-60)*time.Minute).UnixMilli())
+		}
+	}
+	resp, err := http.Post(vm.URL+"/api/v1/import/prometheus", "text/plain", strings.NewReader(body.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	vm.Flush(t)
+	query := func(q string) (int, string) {
+		t.Helper()
+		resp, err := http.PostForm(vm.URL+"/api/v1/query_range", url.Values{"query": {q}, "nocache": {"1"},
+			"start": {fmt.Sprint(end.Add(-time.Hour).Unix())}, "end": {fmt.Sprint(end.Unix())}, "step": {"1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	e := devOnly(t)
+	bounded, err := e.Query(`sum(rate(wrap_x[5m])) by (i) limit 1000`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, b := query(bounded); st != 422 || !strings.Contains(b, "-search.maxMemoryPerQuery") {
+		t.Fatalf("%s: %d %.200s; want 422 for want of memory", bounded, st, b)
+	}
+	wrapping := `sum(rate(wrap_x{team="dev"}[5m])) by (i) limit 4611686018427387905`
+	if st, b := query(wrapping); st != http.StatusOK {
+		t.Fatalf("%s straight to VictoriaMetrics: %d %.200s; want it answered, past its memory bound", wrapping, st, b)
+	}
+	if _, err := e.Query(wrapping); statusOf(err) != http.StatusBadRequest || !strings.Contains(err.Error(), "the limit of an aggregate must be at most") {
+		t.Errorf("the gateway's rewrite of %s: %v; want 400 naming the limit", wrapping, err)
+	}
 }
