@@ -133,3 +133,53 @@ func TestHealthPollersDoNotLockClientsOut(t *testing.T) {
 		t.Errorf("a client with a token beside 20 /health pollers at -http.maxConnections=20: %d of 10 served", served)
 	}
 }
+
+// TestSlowReadBodiesDoNotLockClientsOut: one team's connections, each sending a query's form a byte short, are
+// active while the gateway reads their bodies, and an active connection is not evicted: 15,500 of them, each sending
+// its last byte before -http.readBodyTimeout and then another, kept every other client out (an attacker's review). A
+// team reads at most -maxConcurrentPerTenantRequests bodies at once; its others wait for one within -maxQueueDuration,
+// get 429, and may then go. Here the bound of 40 connections is held by 40 such connections of one team: another
+// team's query is answered where a team may read 10 bodies at once, and not where it may read 100.
+func TestSlowReadBodiesDoNotLockClientsOut(t *testing.T) {
+	rec := vmtest.NewRecorder(t)
+	priv, pub := keyPair(t, "ec")
+	victim := mint(t, priv, "-mode=read", "-extraLabels=team=dev")
+	attacker := mint(t, priv, "-mode=read", "-extraLabels=team=att")
+	for _, perTeam := range []string{"10", "100"} {
+		t.Run("-maxConcurrentPerTenantRequests="+perTeam, func(t *testing.T) {
+			g := startGateway(t, "-read.url="+rec.URL, "-write.url="+rec.URL, "-enable.auth", "-auth.publicKeyFiles="+pub,
+				"-http.maxConnections=40", "-http.readBodyTimeout=30s", "-maxQueueDuration=200ms", "-maxConcurrentPerTenantRequests="+perTeam)
+			addr := strings.TrimPrefix(g.URL, "http://")
+			head := "POST /api/v1/query HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + attacker +
+				"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 15\r\n\r\nquery=vector(1"
+			for range 40 {
+				c, err := net.DialTimeout("tcp", addr, time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_, _ = c.Write([]byte(head))
+			}
+			time.Sleep(1500 * time.Millisecond) // the queue runs out for those past the team's bodies, and their grace
+			client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			served := 0
+			for range 5 {
+				req, _ := http.NewRequest(http.MethodGet, g.URL+"/api/v1/query?query=up", nil)
+				req.Header.Set("Authorization", "Bearer "+victim)
+				if resp, err := client.Do(req); err == nil {
+					if resp.StatusCode == http.StatusOK {
+						served++
+					}
+					resp.Body.Close()
+				}
+			}
+			t.Logf("%s bodies a team: another team's queries answered %d of 5", perTeam, served)
+			switch {
+			case perTeam == "10" && served < 4:
+				t.Fatalf("another team's queries answered %d of 5 beside one team's 40 slow bodies; want at least 4", served)
+			case perTeam == "100" && served > 0:
+				t.Fatalf("with 100 bodies a team, %d of another team's queries got through 40 slow bodies: the test shows nothing", served)
+			}
+		})
+	}
+}

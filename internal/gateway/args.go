@@ -39,8 +39,8 @@ func badURLQuery(r *http.Request, err error) error {
 		"cannot parse the URL query "+httperr.Elided)
 }
 
-// prepareArgs reads, checks and rewrites the args of r before it is forwarded, and sets queued to how long it waited
-// for a parse slot. Write bodies are not read here: they stream to the upstream (see idleBody).
+// prepareArgs reads, checks and rewrites the args of r before it is forwarded, and adds to queued (what the request
+// waited for its body's slot) how long it waited for a parse slot. Write bodies are not read here: they stream to the upstream (see idleBody).
 func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.Route, a *auth.Access, queued *time.Duration, held *membudget.Hold) error {
 	if rt.Kind == route.Write {
 		if !g.seesArgs(a, rt) {
@@ -91,7 +91,7 @@ func (g *Gateway) prepareArgs(w http.ResponseWriter, r *http.Request, rt route.R
 			*queued = la.gate.queued
 			releaseLimitArgs(la)
 		}()
-		la.gate.init(g.conc, r.Context(), a.Tenant, a.Enforcer)
+		la.gate.init(g.conc, r.Context(), a.Tenant, a.Enforcer, *queued)
 		la.parsed.SetGate(&la.gate, la.gate.unit.partition())
 		parsed, gate = &la.parsed, &la.gate
 		if limited {

@@ -331,18 +331,37 @@ func TestTraceRemoved(t *testing.T) {
 	}
 }
 
-// TestSlowReadBodyHoldsNoSlot: a read request whose body does not come holds no concurrency slot: the unit's only
-// slot stays free for the next request, and the slow one gets 408 after -http.readBodyTimeout.
+// TestSlowReadBodyHoldsNoSlot: a read request whose body does not come holds none of its unit's request slots: the
+// unit's only slot stays free for its next requests, and the slow one gets 408 after -http.readBodyTimeout. It holds
+// one of the unit's body slots (as many as the request slots): the unit's next body waits for it and gets 429, while
+// another team's body is read (one team's connections sending bodies slowly kept every other client out under
+// -http.maxConnections, an attacker's review).
 func TestSlowReadBodyHoldsNoSlot(t *testing.T) {
 	rec := vmtest.NewRecorder(t)
 	gw := serveGateway(t, rec.URL, tlsclient.Options{}, func(c *Config) {
 		c.Auth = headerAuth{}
-		c.Limits = Limits{MaxConcurrentRequests: 1, MaxConcurrentPerTenantRequests: 1, ReadBodyTimeout: 700 * time.Millisecond}
+		c.Limits = Limits{MaxConcurrentRequests: 2, MaxConcurrentPerTenantRequests: 1, ReadBodyTimeout: 700 * time.Millisecond,
+			MaxQueueDuration: 50 * time.Millisecond}
 	})
 	conn, br := stalledRequest(t, gw.URL, "/api/v1/query", formType, "dev", 100, "q")
+	// The stalled body has its slot once its request is in: a request of another team shows the gateway has read it.
+	if code, _, raw := post(t, gw.URL, "/api/v1/query", formType, "query=up", "ops"); code != 200 {
+		t.Fatalf("another team's body beside dev's stalled one: %d %s", code, raw)
+	}
 	for i := 0; i < 3; i++ {
-		if code, _, raw := post(t, gw.URL, "/api/v1/query", formType, "query=up", "dev"); code != 200 {
-			t.Fatalf("a request beside the stalled body: %d %s", code, raw)
+		if code, _, _, raw := get(t, gw.URL+"/api/v1/query?query=up", "X-Team", "dev"); code != 200 {
+			t.Fatalf("a request of dev's beside its stalled body: %d %s", code, raw)
+		}
+	}
+	// Until the stalled request's handler has taken its slot, which a loaded machine may delay, a body still gets in.
+	complete := 4
+	for deadline := time.Now().Add(5 * time.Second); ; complete++ {
+		code, e, raw := post(t, gw.URL, "/api/v1/query", formType, "query=up", "dev")
+		if code == http.StatusTooManyRequests && strings.Contains(e.Error, "-maxConcurrentPerTenantRequests=1") {
+			break
+		}
+		if code != 200 || time.Now().After(deadline) {
+			t.Fatalf("dev's second body beside its stalled one: %d %s; want 429 naming -maxConcurrentPerTenantRequests", code, raw)
 		}
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -354,8 +373,12 @@ func TestSlowReadBodyHoldsNoSlot(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "-http.readBodyTimeout=700ms") {
 		t.Fatalf("stalled body: %d %s", resp.StatusCode, b)
 	}
-	if got := rec.Requests(); len(got) != 3 {
-		t.Errorf("forwarded %d requests, want the 3 complete ones", len(got))
+	if got := rec.Requests(); len(got) != complete {
+		t.Errorf("forwarded %d requests, want the %d complete ones", len(got), complete)
+	}
+	// Its slot is free again.
+	if code, _, raw := post(t, gw.URL, "/api/v1/query", formType, "query=up", "dev"); code != 200 {
+		t.Fatalf("dev's body after the stalled one ended: %d %s", code, raw)
 	}
 }
 

@@ -47,8 +47,10 @@ func unitOf(t tenant.ID, e *enforce.Enforcer) unit {
 // tenantSlots is one unit's semaphores: its request slots (nil without a per-tenant limit) and its parse slots
 // (parseGate). refs counts the requests holding or waiting for either; at zero the entry is idle and may be swept.
 type tenantSlots struct {
-	sem   chan struct{}
-	parse chan struct{}
+	sem chan struct{}
+	// bodies are the unit's read bodies the gateway reads at once (acquireBody), as many as sem.
+	bodies chan struct{}
+	parse  chan struct{}
 	// count is the unit's one count of a query's samples at a time (samples.go).
 	count chan struct{}
 	refs  int
@@ -109,6 +111,44 @@ func (c *concurrency) acquire(ctx context.Context, t tenant.ID, e *enforce.Enfor
 	}
 	inFlight.Add(1)
 	return ts, nil
+}
+
+// A read's body is read whole before the request takes its slot, so that a client slow to send it does not hold
+// one of its team's request slots. But a connection whose body is read is active, and is never evicted to make room
+// under -http.maxConnections: one team's 15,500 connections, each sending a form a byte short and its last byte
+// before -http.readBodyTimeout, then another, kept every other client out (an attacker's review). So a unit reads
+// at most -maxConcurrentPerTenantRequests bodies at once, as it sends at most as many write bodies, and the others
+// wait for one within the queue duration, then get 429, as a request waits for its slot.
+
+// acquireBody takes one of the unit's slots for reading a read's body, waiting at most the queue duration, and says
+// how long it waited, which counts against the request's later waits. Nil without a per-tenant limit; the caller
+// must pass the returned slots to releaseBody once the body is read.
+func (c *concurrency) acquireBody(ctx context.Context, t tenant.ID, e *enforce.Enforcer) (*tenantSlots, time.Duration, error) {
+	if c.perTenant <= 0 {
+		return nil, 0, nil
+	}
+	q := queueTime{}
+	defer q.stop()
+	ts := c.ref(unitOf(t, e))
+	if err := c.wait(ctx, ts.bodies, &q); err != nil {
+		c.unref(ts)
+		if err == errQueueFull {
+			rejectedTenant.Inc()
+			return nil, 0, &overloadError{scope: "tenant", tenant: t, restriction: e, limit: c.perTenant, queue: c.queue}
+		}
+		return nil, 0, err
+	}
+	if q.timer == nil {
+		return ts, 0, nil
+	}
+	return ts, time.Since(q.start), nil
+}
+
+func (c *concurrency) releaseBody(ts *tenantSlots) {
+	if ts != nil {
+		<-ts.bodies
+		c.unref(ts)
+	}
 }
 
 // release gives back the slots acquire took.
@@ -180,7 +220,7 @@ func (c *concurrency) ref(u unit) *tenantSlots {
 		}
 		ts = &tenantSlots{parse: make(chan struct{}, c.parses), count: make(chan struct{}, 1)}
 		if c.perTenant > 0 {
-			ts.sem = make(chan struct{}, c.perTenant)
+			ts.sem, ts.bodies = make(chan struct{}, c.perTenant), make(chan struct{}, c.perTenant)
 		}
 		c.tenants[u] = ts
 	}

@@ -281,12 +281,22 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// Read bodies are read and checked first: a slot is taken only by a request ready to be forwarded.
+	// Read bodies are read and checked first: a slot is taken only by a request ready to be forwarded. A body that
+	// is to be read takes one of the unit's body slots until it is in (acquireBody).
 	var queued time.Duration
+	var bodySlot *tenantSlots
+	if rt.Kind != route.Write && r.Body != nil && r.Body != http.NoBody {
+		if bodySlot, queued, err = g.conc.acquireBody(r.Context(), t, access.Enforcer); err != nil {
+			g.reject(e, err)
+			return
+		}
+	}
 	// The body, read whole, is held until the request ends: while it waits for its slots too.
 	var body membudget.Hold
 	defer body.Release()
-	if err := g.prepareArgs(e, r, rt, access, &queued, &body); err != nil {
+	err = g.prepareArgs(e, r, rt, access, &queued, &body)
+	g.conc.releaseBody(bodySlot)
+	if err != nil {
 		g.reject(e, err)
 		return
 	}

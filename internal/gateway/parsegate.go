@@ -35,9 +35,10 @@ type parseGate struct {
 	queued time.Duration
 }
 
-// init readies g for the request of ctx, whose unit is t and tokens restricted like e; nothing is taken yet.
-func (g *parseGate) init(c *concurrency, ctx context.Context, t tenant.ID, e *enforce.Enforcer) {
-	*g = parseGate{c: c, ctx: ctx, unit: unitOf(t, e), e: e}
+// init readies g for the request of ctx, whose unit is t and tokens restricted like e, and which has waited queued
+// already (for its body's slot); nothing is taken yet.
+func (g *parseGate) init(c *concurrency, ctx context.Context, t tenant.ID, e *enforce.Enforcer, queued time.Duration) {
+	*g = parseGate{c: c, ctx: ctx, unit: unitOf(t, e), e: e, q: queueTime{before: queued}, queued: queued}
 }
 
 // Enter takes a parse slot of the unit unless the request holds one. A refused request gets its refusal again

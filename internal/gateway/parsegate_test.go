@@ -128,7 +128,7 @@ func TestParseGateReleases(t *testing.T) {
 	c := newConcurrency(0, 0, time.Hour)
 	dev := teamAccess(t, "dev")
 	var a, b parseGate
-	a.init(c, context.Background(), dev.Tenant, dev.Enforcer)
+	a.init(c, context.Background(), dev.Tenant, dev.Enforcer, 0)
 	for range 3 {
 		if err := a.Enter(); err != nil {
 			t.Fatal(err)
@@ -139,7 +139,7 @@ func TestParseGateReleases(t *testing.T) {
 		t.Fatalf("after three parses of one request: %v; want one slot taken", ts)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b.init(c, ctx, dev.Tenant, dev.Enforcer)
+	b.init(c, ctx, dev.Tenant, dev.Enforcer, 0)
 	var wg sync.WaitGroup
 	var err error
 	wg.Add(1)
