@@ -89,12 +89,12 @@ func TestSlowBodiesDoNotStarveOtherTeams(t *testing.T) {
 	}
 	// Every stalled request has its body's slot or was refused one: 20 of them, after -maxQueueDuration.
 	vmtest.Eventually(t, func() (bool, string) {
-		n := metricValue(t, g, `vmgateway_concurrency_rejected_total{scope="tenant"}`)
+		n := metricValue(t, g, `vmgateway_concurrency_rejected_total{scope="body"}`)
 		return n >= 20, fmt.Sprintf("%v stalled bodies refused a slot", n)
 	})
 	if code, _, body := do(t, "POST", g.URL+"/api/v1/query", strings.NewReader("query=up"), bearer(dev)...); code != http.StatusTooManyRequests ||
-		!strings.Contains(body, "-maxConcurrentPerTenantRequests=300") {
-		t.Errorf("team dev's body beside its 300 stalled ones: %d %s; want 429 naming -maxConcurrentPerTenantRequests", code, body)
+		!strings.Contains(body, "too many request bodies at once") || !strings.Contains(body, "-maxConcurrentPerTenantRequests=300") {
+		t.Errorf("team dev's body beside its 300 stalled ones: %d %s; want 429 naming its bodies and -maxConcurrentPerTenantRequests", code, body)
 	}
 	// A refusal that did not read its body is sent once the body is in (or the connection closes); the 20 refused
 	// wait for theirs past the 408s of the others.

@@ -44,8 +44,9 @@ func unitOf(t tenant.ID, e *enforce.Enforcer) unit {
 	return unit{tenant: t, restriction: e.Fingerprint()}
 }
 
-// tenantSlots is one unit's semaphores: its request slots (nil without a per-tenant limit) and its parse slots
-// (parseGate). refs counts the requests holding or waiting for either; at zero the entry is idle and may be swept.
+// tenantSlots is one unit's semaphores: its request slots and its read bodies' (nil without a per-tenant limit), and
+// its parse slots (parseGate). refs counts the requests holding or waiting for any; at zero the entry is idle and may
+// be swept.
 type tenantSlots struct {
 	sem chan struct{}
 	// bodies are the unit's read bodies the gateway reads at once (acquireBody), as many as sem.
@@ -66,6 +67,7 @@ var (
 	rejectedGlobal = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="global"}`)
 	rejectedTenant = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="tenant"}`)
 	rejectedParse  = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="parse"}`)
+	rejectedBody   = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="body"}`)
 	rejectedCount  = metrics.NewCounter(`vmgateway_concurrency_rejected_total{scope="count"}`)
 )
 
@@ -133,8 +135,8 @@ func (c *concurrency) acquireBody(ctx context.Context, t tenant.ID, e *enforce.E
 	if err := c.wait(ctx, ts.bodies, &q); err != nil {
 		c.unref(ts)
 		if err == errQueueFull {
-			rejectedTenant.Inc()
-			return nil, 0, &overloadError{scope: "tenant", tenant: t, restriction: e, limit: c.perTenant, queue: c.queue}
+			rejectedBody.Inc()
+			return nil, 0, &overloadError{scope: "body", tenant: t, restriction: e, limit: c.perTenant, queue: c.queue}
 		}
 		return nil, 0, err
 	}
@@ -266,6 +268,10 @@ func (e *overloadError) Error() string {
 	case "tenant":
 		return fmt.Sprintf("too many concurrent requests for tenant %s: all -maxConcurrentPerTenantRequests=%d are in flight "+
 			"and none finished within -maxQueueDuration=%s; retry later or send fewer requests at once", who, e.limit, e.queue)
+	case "body":
+		return fmt.Sprintf("too many request bodies at once for tenant %s: it sends -maxConcurrentPerTenantRequests=%d "+
+			"whose bodies are still coming, and none came whole within -maxQueueDuration=%s; send each body at once, or "+
+			"fewer requests at once", who, e.limit, e.queue)
 	case "parse":
 		return fmt.Sprintf("too many new queries at once for tenant %s: its %d parse slots (a quarter of the gateway's CPUs, "+
 			"at least one) were busy for -maxQueueDuration=%s; queries the gateway has seen recently need no slot: "+

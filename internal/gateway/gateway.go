@@ -294,8 +294,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The body, read whole, is held until the request ends: while it waits for its slots too.
 	var body membudget.Hold
 	defer body.Release()
+	defer func() { g.conc.releaseBody(bodySlot) }() // on a panic too
 	err = g.prepareArgs(e, r, rt, access, &queued, &body)
 	g.conc.releaseBody(bodySlot)
+	bodySlot = nil
 	if err != nil {
 		g.reject(e, err)
 		return
