@@ -65,11 +65,8 @@ func TestSlowBodiesDoNotStarveOtherTeams(t *testing.T) {
 	ops := mint(t, priv, "-mode=full", "-extraLabels=team=ops")
 
 	base := metricValue(t, g, "vmgateway_http_conns_total")
-	var stalled []*bufio.Reader
-	var conns []net.Conn
 	for i := 0; i < 320; i++ {
-		conn, br := stall(t, g.URL, "/api/v1/query", "application/x-www-form-urlencoded", dev, 100, "q")
-		stalled, conns = append(stalled, br), append(conns, conn)
+		stall(t, g.URL, "/api/v1/query", "application/x-www-form-urlencoded", dev, 100, "q")
 	}
 	// The gateway has taken all 320 connections in before the other teams ask.
 	vmtest.Eventually(t, func() (bool, string) {
@@ -96,35 +93,19 @@ func TestSlowBodiesDoNotStarveOtherTeams(t *testing.T) {
 		!strings.Contains(body, "too many request bodies at once") || !strings.Contains(body, "-maxConcurrentPerTenantRequests=300") {
 		t.Errorf("team dev's body beside its 300 stalled ones: %d %s; want 429 naming its bodies and -maxConcurrentPerTenantRequests", code, body)
 	}
-	// A refusal that did not read its body is sent once the body is in (or the connection closes); the 20 refused
-	// wait for theirs past the 408s of the others.
-	answers := map[int]int{}
-	deadline := time.Now().Add(10 * time.Second)
-	for i, br := range stalled {
-		_ = conns[i].SetReadDeadline(deadline)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			answers[0]++
-			continue
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		switch {
-		case resp.StatusCode == http.StatusRequestTimeout && strings.Contains(string(b), "-http.readBodyTimeout=5s"),
-			resp.StatusCode == http.StatusTooManyRequests && strings.Contains(string(b), "-maxConcurrentPerTenantRequests=300"):
-			answers[resp.StatusCode]++
-		default:
-			t.Fatalf("a stalled body: %d %s", resp.StatusCode, b)
-		}
+	// The 300 read time out after -http.readBodyTimeout, counted where the gateway answers them: a refusal whose body
+	// was not read goes out only once the body is in, and on a loaded machine the 408s came past any deadline the
+	// test set for reading them (CI: 140 of 300 in 10 s).
+	vmtest.Eventually(t, func() (bool, string) {
+		n := metricValue(t, g, `vmgateway_requests_rejected_total{reason="body_timeout"}`)
+		return n >= 300, fmt.Sprintf("%v stalled bodies timed out", n)
+	})
+	time.Sleep(time.Second)
+	if n := metricValue(t, g, `vmgateway_requests_rejected_total{reason="body_timeout"}`); n != 300 {
+		t.Errorf("%v stalled bodies were read until they timed out; want the 300 of dev's body slots", n)
 	}
-	// The bound is what this test is for: at most 300 read at once. One run in ten saw 299 timed out and 21 not
-	// answered within the deadline; which of them waited, and why, is not known.
-	read := answers[http.StatusRequestTimeout]
-	if read > 300 || read < 290 || read+answers[http.StatusTooManyRequests]+answers[0] != 320 {
-		t.Errorf("stalled bodies answered %v; want 300 timed out (408), and 20 refused (429) or waiting to be (0)", answers)
-	}
-	if n := metricValue(t, g, `vmgateway_requests_rejected_total{reason="body_timeout"}`); n < float64(read) {
-		t.Errorf(`vmgateway_requests_rejected_total{reason="body_timeout"} = %v`, n)
+	if n := metricValue(t, g, `vmgateway_concurrency_rejected_total{scope="body"}`); n != 21 {
+		t.Errorf("%v of dev's bodies refused a slot; want its 20 stalled ones past the 300 and its whole one", n)
 	}
 }
 
